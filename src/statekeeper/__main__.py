@@ -1,0 +1,3 @@
+from statekeeper.cli import main
+
+main()

@@ -1,0 +1,31 @@
+"""How the CLI shows things: rich for people, stable JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+
+from statekeeper.errors import LockConflict, LockMismatch, StatekeeperError
+
+__all__ = ["console", "err_console", "print_error", "print_json"]
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def print_error(exc: StatekeeperError) -> None:
+    err_console.print(f"[bold red]Error:[/] {exc.message}", highlight=False, soft_wrap=True)
+    if isinstance(exc, LockConflict | LockMismatch):
+        h = exc.holder
+        err_console.print(
+            f"  Lock ID: {h.id}\n  Operation: {h.operation or '-'}\n"
+            f"  Who: {h.who or h.actor or '-'}\n  Created: {h.since or '-'}",
+            highlight=False,
+        )
+
+
+def print_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")

@@ -1,0 +1,75 @@
+"""``statekeeper serve``: the state server Terraform's ``backend "http"`` talks to."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from statekeeper.cli import app
+
+__all__ = ["is_loopback", "serve"]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [default: 8080]")] = None,
+    data_dir: Annotated[Path | None, typer.Option(
+        help="Directory of the embedded store [default: ./.statekeeper]")] = None,
+    store: Annotated[str | None, typer.Option(
+        help="Store URL (sqlite:///…, s3://BUCKET/PREFIX)", envvar=None)] = None,
+    locks: Annotated[list[str] | None, typer.Option(
+        help="Lock URL (dynamodb://TABLE, s3lock://BUCKET); give twice for both")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML config file")] = None,
+    example_state: Annotated[str, typer.Option(
+        help="State name used in the printed backend block")] = "project/terraform.tfstate",
+) -> None:
+    """Serve Terraform's http backend on /state/NAME (embedded SQLite by default)."""
+    import uvicorn
+
+    from statekeeper.app import Services
+    from statekeeper.cli.output import err_console
+    from statekeeper.errors import ConfigError
+    from statekeeper.server.app import create_app
+    from statekeeper.server.tfhttp import backend_block
+    from statekeeper.settings import load_settings
+
+    settings = load_settings(
+        {"host": host, "port": port, "data_dir": data_dir, "store": store,
+         "locks": ",".join(locks) if locks else None},
+        config_file=config,
+    )
+    if not is_loopback(settings.host):
+        raise ConfigError(
+            f"refusing to serve on {settings.host}: without access control anyone who can "
+            "reach the port could read and overwrite every state. Bind 127.0.0.1 "
+            "(--host 127.0.0.1) until tokens are configured."
+        )
+    services = Services.build(settings)
+    try:
+        base = f"http://{settings.host}:{settings.port}"
+        err_console.print(
+            f"statekeeper serving on {base}  store={services.store.scheme} "
+            f"locks={services.lock_table.scheme}", highlight=False)
+        err_console.print(
+            "[yellow]warning:[/] no access control is configured: anyone on this machine "
+            "may read, write and force-unlock states (serving on loopback only)",
+            highlight=False)
+        print("Paste this into your Terraform configuration:\n")
+        print(backend_block(base, example_state), flush=True)
+        uvicorn.run(create_app(services), host=settings.host, port=settings.port,
+                    log_level=settings.log_level, timeout_graceful_shutdown=10)
+    finally:
+        services.close()

@@ -1,0 +1,35 @@
+"""The ASGI application: Terraform's protocol, the JSON API and health checks."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from statekeeper import __version__
+from statekeeper.app import Services
+from statekeeper.server import tfhttp
+from statekeeper.server.errors import install_handlers
+
+__all__ = ["create_app"]
+
+
+async def _health(request: Request) -> Response:
+    return JSONResponse({"status": "ok", "version": __version__})
+
+
+def create_app(services: Services) -> FastAPI:
+    app = FastAPI(
+        title="statekeeper",
+        version=__version__,
+        summary="Remote state for Terraform and OpenTofu",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+    app.state.services = services
+    install_handlers(app)
+    for route in tfhttp.routes():
+        app.router.routes.append(route)
+    app.add_route("/healthz", _health, methods=["GET"], include_in_schema=False)
+    return app

@@ -1,0 +1,35 @@
+"""Reading request bodies within the configured limit (chunked bodies included)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from statekeeper.errors import BadRequest, PayloadTooLarge
+
+__all__ = ["read_body"]
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"the request body is larger than the limit of {limit} bytes "
+        f"({limit / 1024**2:.0f} MiB); raise max_body (STATEKEEPER_MAX_BODY) if states "
+        "this large are expected"
+    )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body; 413 as soon as it is known to exceed ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequest(f"the Content-Length header {declared!r} is not a number")
+        if int(declared) > limit:
+            raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,69 @@
+"""The one place where server-side exceptions become HTTP responses.
+
+Client faults are 4xx with ``{"error": code, "message": …}``; server faults
+5xx with the same shape and no traceback. Lock conflicts on Terraform's
+routes carry the holder's LockInfo fields at the top level (Terraform parses
+them and prints "Lock Info"), with ``error`` and ``message`` beside them: Go's
+decoder ignores the extra keys.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from statekeeper.errors import LockConflict, LockMismatch, StatekeeperError
+
+__all__ = ["error_response", "install_handlers"]
+
+log = logging.getLogger("statekeeper.server")
+
+
+def error_response(exc: StatekeeperError) -> Response:
+    headers: dict[str, str] = {}
+    if isinstance(exc, LockConflict | LockMismatch):
+        body: dict[str, object] = json.loads(exc.holder.body)
+        body.update(error=exc.code, message=exc.message)
+    else:
+        body = exc.to_json()
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="statekeeper", charset="UTF-8"'
+    if exc.status >= 500:
+        log.error("%s: %s", exc.code, exc.message)
+    return JSONResponse(body, status_code=exc.status, headers=headers)
+
+
+async def _statekeeper_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StatekeeperError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    if exc.status_code == 405:
+        message = (f"{request.method} is not allowed on {request.url.path}; Terraform's "
+                   "http backend uses GET, POST (or PUT), DELETE, LOCK and UNLOCK on /state/NAME")
+    return JSONResponse({"error": code, "message": message}, status_code=exc.status_code,
+                        headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return JSONResponse(
+        {"error": "internal", "message": "the server failed unexpectedly; the request was "
+         "not completed and the server log has the details"},
+        status_code=500,
+    )
+
+
+def install_handlers(app: object) -> None:
+    add = app.add_exception_handler  # type: ignore[attr-defined]
+    add(StatekeeperError, _statekeeper_error)
+    add(HTTPException, _http_error)
+    add(Exception, _unexpected)

@@ -1,0 +1,140 @@
+"""Terraform's and OpenTofu's ``backend "http"`` protocol on ``/state/<name>``.
+
+Status codes follow ``shared/spec/terraform-protocols.md`` §1 to the letter:
+exactly 200 for LOCK, UNLOCK and DELETE (Terraform rejects 201/204 there),
+404 for "no state", 423 with the holder's LockInfo on a conflict. Service
+calls are blocking (SQLite, boto3) and run in the thread pool.
+
+``/lock/<name>`` takes the GitLab-style methods too (POST/PUT to lock,
+DELETE to unlock) for setups that set ``lock_method``/``unlock_method``.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Awaitable, Callable
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from statekeeper.app import Services
+from statekeeper.model import Caller, StateName
+from statekeeper.server.body import read_body
+
+__all__ = ["backend_block", "caller_of", "routes"]
+
+STATE_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "LOCK", "UNLOCK"]
+LOCK_METHODS = ["LOCK", "UNLOCK", "POST", "PUT", "DELETE"]
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def caller_of(request: Request) -> Caller:
+    """The identity behind a request (replaced by authentication when configured)."""
+    caller: Caller | None = getattr(request.state, "caller", None)
+    if caller is not None:
+        return caller
+    return Caller(actor="anonymous", remote_addr=request.client.host if request.client else None)
+
+
+def _ok(payload: dict[str, object] | None = None) -> Response:
+    return JSONResponse(payload or {}, status_code=200)
+
+
+async def _get(request: Request, name: StateName) -> Response:
+    services = _services(request)
+    current = await run_in_threadpool(services.states.read, name, caller_of(request))
+    if current is None:
+        return JSONResponse(
+            {"error": "state_not_found", "message": f"there is no state named {name} yet"},
+            status_code=404,
+        )
+    v = current.version
+    md5 = bytes.fromhex(v.md5) if v.md5 else b""
+    headers = {"Content-MD5": base64.b64encode(md5).decode(), "ETag": f'"{v.sha256}"',
+               "X-Statekeeper-Version": v.version_id}
+    return Response(current.data if request.method == "GET" else b"",
+                    media_type="application/json", headers=headers)
+
+
+async def _write(request: Request, name: StateName) -> Response:
+    services = _services(request)
+    data = await read_body(request, services.settings.max_body)
+    outcome = await run_in_threadpool(
+        lambda: services.states.write(
+            name, data, caller_of(request),
+            lock_id=request.query_params.get("ID") or None,
+            content_md5=request.headers.get("content-md5"),
+        )
+    )
+    return _ok({"version_id": outcome.version.version_id, "serial": outcome.version.serial,
+                "created": outcome.created})
+
+
+async def _delete(request: Request, name: StateName) -> Response:
+    services = _services(request)
+    await run_in_threadpool(
+        lambda: services.states.delete(name, caller_of(request),
+                                       lock_id=request.query_params.get("ID") or None)
+    )
+    return _ok()
+
+
+async def _lock(request: Request, name: StateName) -> Response:
+    services = _services(request)
+    body = await read_body(request, services.settings.max_body)
+    lock = await run_in_threadpool(services.locks.lock, name, body, caller_of(request))
+    return Response(lock.body, status_code=200, media_type="application/json")
+
+
+async def _unlock(request: Request, name: StateName) -> Response:
+    services = _services(request)
+    body = await read_body(request, services.settings.max_body)
+    released = await run_in_threadpool(services.locks.unlock, name, body, caller_of(request))
+    return Response(released.body, status_code=200, media_type="application/json")
+
+
+_STATE: dict[str, Callable[[Request, StateName], Awaitable[Response]]] = {
+    "GET": _get, "HEAD": _get, "POST": _write, "PUT": _write, "DELETE": _delete,
+    "LOCK": _lock, "UNLOCK": _unlock,
+}
+_LOCK: dict[str, Callable[[Request, StateName], Awaitable[Response]]] = {
+    "LOCK": _lock, "POST": _lock, "PUT": _lock, "UNLOCK": _unlock, "DELETE": _unlock,
+}
+
+
+def _dispatch(table: dict[str, Callable[[Request, StateName], Awaitable[Response]]]) -> Handler:
+    async def endpoint(request: Request) -> Response:
+        name = StateName(request.path_params["name"])
+        return await table[request.method](request, name)
+
+    return endpoint
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/state/{name:path}", _dispatch(_STATE), methods=STATE_METHODS,
+              include_in_schema=False),
+        Route("/lock/{name:path}", _dispatch(_LOCK), methods=LOCK_METHODS,
+              include_in_schema=False),
+    ]
+
+
+def backend_block(base_url: str, name: str) -> str:
+    """The ``terraform { backend "http" … }`` block for a state on this server."""
+    address = f"{base_url.rstrip('/')}/state/{name}"
+    return (
+        'terraform {\n  backend "http" {\n'
+        f'    address        = "{address}"\n'
+        f'    lock_address   = "{address}"\n'
+        f'    unlock_address = "{address}"\n'
+        "  }\n}\n"
+    )
+

@@ -1,0 +1,164 @@
+"""Reading and writing state: the rules of the design's table, in one place.
+
+A write is accepted only if it carries the holder's lock ID (when the state is
+locked), its Content-MD5 matches, it parses as a Terraform state or an OpenTofu
+encrypted envelope, and it passes the serial/lineage guard. The bytes are then
+stored verbatim as a new version, and the digest Terraform's S3 backend checks
+is brought up to date.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from dataclasses import dataclass
+
+from statekeeper.drivers.base import ObjectInfo, ObjectStore, StoredObject
+from statekeeper.errors import ChecksumMismatch, StateConflict, StateNotFound
+from statekeeper.model import Caller, StateDoc, StateName, StateVersion, utcnow
+from statekeeper.services import lineage
+from statekeeper.services.access import Permission, Policy, require
+from statekeeper.services.locks import LockService
+
+__all__ = ["CurrentState", "StateService", "WriteOutcome", "version_from_info"]
+
+
+@dataclass(frozen=True)
+class CurrentState:
+    version: StateVersion
+    data: bytes
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    version: StateVersion
+    #: False when the bytes were already current (an idempotent retry).
+    created: bool
+
+
+@dataclass(frozen=True)
+class _Stamp:
+    serial: int
+    lineage: str
+
+
+def version_from_info(name: str, info: ObjectInfo, data: bytes | None = None) -> StateVersion:
+    """A StateVersion from object facts; ``data`` fills what metadata lacks.
+
+    States written by Terraform's own S3 backend carry no statekeeper metadata,
+    so their serial and lineage come from the bytes when we have them.
+    """
+    fields = StateVersion.metadata_fields(dict(info.metadata))
+    if data is not None:
+        fields.setdefault("md5", hashlib.md5(data).hexdigest())
+        fields.setdefault("sha256", hashlib.sha256(data).hexdigest())
+        if "serial" not in fields or "lineage" not in fields:
+            try:
+                doc = StateDoc.parse(data)
+            except Exception:  # noqa: BLE001 - a foreign object need not be a state
+                pass
+            else:
+                fields.setdefault("serial", doc.serial)
+                fields.setdefault("lineage", doc.lineage)
+    return StateVersion(name=name, version_id=info.version_id, size=info.size,
+                        created=info.last_modified, is_current=info.is_latest, **fields)
+
+
+def decode_content_md5(header: str) -> bytes:
+    try:
+        digest = base64.b64decode(header.strip(), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ChecksumMismatch(
+            f"the Content-MD5 header {header!r} is not base64; send base64(md5(body))"
+        ) from exc
+    if len(digest) != 16:
+        raise ChecksumMismatch(
+            f"the Content-MD5 header {header!r} is not an MD5 digest; send base64(md5(body))"
+        )
+    return digest
+
+
+class StateService:
+    def __init__(self, store: ObjectStore, locks: LockService, policy: Policy) -> None:
+        self.store = store
+        self.locks = locks
+        self.policy = policy
+
+    def read(self, name: StateName, caller: Caller,
+             version_id: str | None = None) -> CurrentState | None:
+        """The current state (or one version); None when there is no state."""
+        require(self.policy, caller, name, Permission.READ, "read")
+        obj = self.store.get(str(name), version_id)
+        if obj is None:
+            return None
+        return CurrentState(version_from_info(str(name), obj.info, obj.data), obj.data)
+
+    def read_existing(self, name: StateName, caller: Caller,
+                version_id: str | None = None) -> CurrentState:
+        """Like :meth:`read`, but a missing state is an error."""
+        current = self.read(name, caller, version_id)
+        if current is None:
+            raise StateNotFound(f"there is no state named {name}")
+        return current
+
+    def _current_stamp(self, current: StoredObject) -> _Stamp | None:
+        fields = StateVersion.metadata_fields(dict(current.info.metadata))
+        if "serial" in fields and "lineage" in fields:
+            return _Stamp(fields["serial"], fields["lineage"])
+        try:
+            doc = StateDoc.parse(current.data)
+        except Exception:  # noqa: BLE001 - a foreign or damaged object: nothing to guard
+            return None
+        return _Stamp(doc.serial, doc.lineage)
+
+    def write(self, name: StateName, data: bytes, caller: Caller, *,
+              lock_id: str | None = None, content_md5: str | None = None,
+              force: bool = False) -> WriteOutcome:
+        """Store ``data`` as the new current state of ``name``, if the rules allow."""
+        require(self.policy, caller, name, Permission.ADMIN if force else Permission.WRITE,
+                      "force a write to" if force else "write")
+        md5 = hashlib.md5(data)
+        if content_md5 is not None and decode_content_md5(content_md5) != md5.digest():
+            raise ChecksumMismatch(
+                "the Content-MD5 header does not match the body (the upload was damaged "
+                "or altered); nothing was written"
+            )
+        doc = StateDoc.parse(data)
+        self.locks.fence(name, lock_id)
+        key = str(name)
+        sha256 = hashlib.sha256(data).hexdigest()
+        current = self.store.get(key)
+        if current is not None:
+            same = hashlib.sha256(current.data).hexdigest() == sha256
+            stamp = self._current_stamp(current)
+            verdict = lineage.compare(stamp, doc, same_bytes=same) if stamp else None
+            if same or verdict is lineage.Verdict.IDENTICAL:
+                self._keep_digest(key, md5.hexdigest())
+                return WriteOutcome(version_from_info(key, current.info, current.data), False)
+            if verdict is not None and not verdict.accepted and not force:
+                assert stamp is not None  # a verdict implies a stamp
+                raise StateConflict(lineage.explain(verdict, stamp, doc))
+        record = StateVersion(
+            name=key, version_id="", size=len(data), created=utcnow(), md5=md5.hexdigest(),
+            sha256=sha256, serial=doc.serial, lineage=doc.lineage, lock_id=lock_id,
+            actor=caller.actor,
+        )
+        info = self.store.put(key, data, record.to_metadata())
+        self._keep_digest(key, md5.hexdigest())
+        return WriteOutcome(version_from_info(key, info, data), True)
+
+    def _keep_digest(self, key: str, md5_hex: str) -> None:
+        table = self.locks.locks
+        if table.keeps_digests and table.get_digest(key) != md5_hex:
+            table.put_digest(key, md5_hex)
+
+    def delete(self, name: StateName, caller: Caller, *, lock_id: str | None = None) -> None:
+        """Delete the current state (a versioned store keeps its history)."""
+        require(self.policy, caller, name, Permission.ADMIN, "delete")
+        self.locks.fence(name, lock_id)
+        key = str(name)
+        if self.store.head(key) is None:
+            raise StateNotFound(f"there is no state named {name}")
+        self.store.delete(key)
+        self.locks.locks.delete_digest(key)
