@@ -18,8 +18,8 @@ from urllib.parse import quote, unquote
 from statekeeper.errors import InvalidLockInfo, InvalidState, InvalidStateName
 
 __all__ = [
-    "Caller",
     "MAX_NAME_BYTES",
+    "Caller",
     "LockInfo",
     "StateDoc",
     "StateName",
@@ -76,9 +76,7 @@ class StateName:
         if not v:
             raise InvalidStateName("the state name is empty; " + NAME_RULES)
         if len(v.encode()) > MAX_NAME_BYTES:
-            raise InvalidStateName(
-                f"the state name is {len(v.encode())} bytes long; " + NAME_RULES
-            )
+            raise InvalidStateName(f"the state name is {len(v.encode())} bytes long; " + NAME_RULES)
         for segment in v.split("/"):
             if segment in ("", ".", ".."):
                 raise InvalidStateName(

@@ -49,19 +49,39 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("data_dir", Path, Path(".statekeeper"),
-            "Directory of the embedded store (created on first use)."),
-    Setting("store", str, None,
-            "Store URL: sqlite:///…, s3://BUCKET[/PREFIX]; default: SQLite in data_dir."),
-    Setting("locks", str, None,
-            "Lock URL(s), comma-separated: sqlite:///…, dynamodb://TABLE, s3lock://BUCKET; "
-            "default: the store's own database."),
+    Setting(
+        "data_dir",
+        Path,
+        Path(".statekeeper"),
+        "Directory of the embedded store (created on first use).",
+    ),
+    Setting(
+        "store",
+        str,
+        None,
+        "Store URL: sqlite:///…, s3://BUCKET[/PREFIX]; default: SQLite in data_dir.",
+    ),
+    Setting(
+        "locks",
+        str,
+        None,
+        "Lock URL(s), comma-separated: sqlite:///…, dynamodb://TABLE, s3lock://BUCKET; "
+        "default: the store's own database.",
+    ),
     Setting("host", str, "127.0.0.1", "Address the server binds."),
     Setting("port", int, 8080, "Port the server listens on."),
-    Setting("max_body", _size, 512 * 1024**2,
-            "Largest request body accepted (bytes, or with K/M/G); larger gets 413."),
-    Setting("workspace_key_prefix", str, "env:",
-            "Prefix of workspace states, as Terraform's backend \"s3\" names them."),
+    Setting(
+        "max_body",
+        _size,
+        512 * 1024**2,
+        "Largest request body accepted (bytes, or with K/M/G); larger gets 413.",
+    ),
+    Setting(
+        "workspace_key_prefix",
+        str,
+        "env:",
+        'Prefix of workspace states, as Terraform\'s backend "s3" names them.',
+    ),
     Setting("log_level", str, "info", "Server log level: debug, info, warning, error."),
 )
 
@@ -109,8 +129,9 @@ def load_settings(
     """Settings from defaults, then the config file, then the environment, then flags."""
     env = os.environ if env is None else env
     values: dict[str, Any] = {s.name: s.default for s in SETTINGS}
-    path = config_file or (Path(env["STATEKEEPER_CONFIG"]) if env.get("STATEKEEPER_CONFIG")
-                           else None)
+    path = config_file or (
+        Path(env["STATEKEEPER_CONFIG"]) if env.get("STATEKEEPER_CONFIG") else None
+    )
     if path is not None:
         try:
             loaded = tomllib.loads(path.read_text())
@@ -122,10 +143,12 @@ def load_settings(
         for key, value in loaded.items():
             name = key.replace("-", "_")
             if name not in known:
-                raise ConfigError(f"{path}: unknown setting {key!r}; known: "
-                                  + ", ".join(sorted(known)))
-            values[name] = _parse(known[name], str(value) if not isinstance(value, str)
-                                  else value, str(path))
+                raise ConfigError(
+                    f"{path}: unknown setting {key!r}; known: " + ", ".join(sorted(known))
+                )
+            values[name] = _parse(
+                known[name], str(value) if not isinstance(value, str) else value, str(path)
+            )
     for s in SETTINGS:
         if s.env in env:
             values[s.name] = _parse(s, env[s.env], s.env)

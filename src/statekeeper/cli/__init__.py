@@ -23,7 +23,6 @@ app = typer.Typer(
 )
 
 
-
 @app.callback()
 def _root() -> None:
     """Remote state for Terraform and OpenTofu: a state server and an operator CLI."""

@@ -26,15 +26,23 @@ def is_loopback(host: str) -> bool:
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on [default: 8080]")] = None,
-    data_dir: Annotated[Path | None, typer.Option(
-        help="Directory of the embedded store [default: ./.statekeeper]")] = None,
-    store: Annotated[str | None, typer.Option(
-        help="Store URL (sqlite:///…, s3://BUCKET/PREFIX)", envvar=None)] = None,
-    locks: Annotated[list[str] | None, typer.Option(
-        help="Lock URL (dynamodb://TABLE, s3lock://BUCKET); give twice for both")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Directory of the embedded store [default: ./.statekeeper]")
+    ] = None,
+    store: Annotated[
+        str | None, typer.Option(help="Store URL (sqlite:///…, s3://BUCKET/PREFIX)", envvar=None)
+    ] = None,
+    locks: Annotated[
+        list[str] | None,
+        typer.Option(help="Lock URL (dynamodb://TABLE, s3lock://BUCKET); give twice for both"),
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file")] = None,
-    example_state: Annotated[str, typer.Option(
-        help="State name used in the printed backend block")] = "project/terraform.tfstate",
+    log_level: Annotated[
+        str | None, typer.Option(help="debug, info, warning or error [default: info]")
+    ] = None,
+    example_state: Annotated[
+        str, typer.Option(help="State name used in the printed backend block")
+    ] = "project/terraform.tfstate",
 ) -> None:
     """Serve Terraform's http backend on /state/NAME (embedded SQLite by default)."""
     import uvicorn
@@ -47,8 +55,14 @@ def serve(
     from statekeeper.settings import load_settings
 
     settings = load_settings(
-        {"host": host, "port": port, "data_dir": data_dir, "store": store,
-         "locks": ",".join(locks) if locks else None},
+        {
+            "host": host,
+            "port": port,
+            "data_dir": data_dir,
+            "store": store,
+            "locks": ",".join(locks) if locks else None,
+            "log_level": log_level,
+        },
         config_file=config,
     )
     if not is_loopback(settings.host):
@@ -62,14 +76,22 @@ def serve(
         base = f"http://{settings.host}:{settings.port}"
         err_console.print(
             f"statekeeper serving on {base}  store={services.store.scheme} "
-            f"locks={services.lock_table.scheme}", highlight=False)
+            f"locks={services.lock_table.scheme}",
+            highlight=False,
+        )
         err_console.print(
             "[yellow]warning:[/] no access control is configured: anyone on this machine "
             "may read, write and force-unlock states (serving on loopback only)",
-            highlight=False)
+            highlight=False,
+        )
         print("Paste this into your Terraform configuration:\n")
         print(backend_block(base, example_state), flush=True)
-        uvicorn.run(create_app(services), host=settings.host, port=settings.port,
-                    log_level=settings.log_level, timeout_graceful_shutdown=10)
+        uvicorn.run(
+            create_app(services),
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            timeout_graceful_shutdown=10,
+        )
     finally:
         services.close()

@@ -84,7 +84,7 @@ class ObjectStore(ABC):
         """Remove the current version (a versioned store keeps the history)."""
 
     @abstractmethod
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def scan(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Current objects whose key starts with ``prefix``, in key order."""
 
     def versions(self, key: str) -> list[ObjectInfo]:
@@ -119,7 +119,7 @@ class LockTable(ABC):
         """Delete the lock only if its ID is ``lock_id``; False if it was not."""
 
     @abstractmethod
-    def list(self, prefix: str = "") -> Iterator[tuple[str, LockInfo]]:
+    def scan(self, prefix: str = "") -> Iterator[tuple[str, LockInfo]]:
         """Every held lock whose state key starts with ``prefix``."""
 
     def get_digest(self, key: str) -> str | None:

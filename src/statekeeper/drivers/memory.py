@@ -57,8 +57,13 @@ class MemoryStore(ObjectStore):
 
     def _put(self, key: str, data: bytes, metadata: Mapping[str, str]) -> ObjectInfo:
         space = self.space
-        info = ObjectInfo(key=key, version_id=str(space.next_version), size=len(data),
-                          last_modified=utcnow(), metadata=dict(metadata))
+        info = ObjectInfo(
+            key=key,
+            version_id=str(space.next_version),
+            size=len(data),
+            last_modified=utcnow(),
+            metadata=dict(metadata),
+        )
         space.next_version += 1
         obj = StoredObject(info, bytes(data))
         space.versions.setdefault(key, []).append(obj)
@@ -95,7 +100,7 @@ class MemoryStore(ObjectStore):
         with self.space.guard:
             self.space.current.pop(key, None)
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def scan(self, prefix: str = "") -> Iterator[ObjectInfo]:
         with self.space.guard:
             objs = [o.info for k, o in self.space.current.items() if k.startswith(prefix)]
         yield from sorted(objs, key=lambda i: i.key)
@@ -104,8 +109,10 @@ class MemoryStore(ObjectStore):
         with self.space.guard:
             current = self.space.current.get(key)
             current_id = current.info.version_id if current else None
-            return [replace(o.info, is_latest=o.info.version_id == current_id)
-                    for o in reversed(self.space.versions.get(key, []))]
+            return [
+                replace(o.info, is_latest=o.info.version_id == current_id)
+                for o in reversed(self.space.versions.get(key, []))
+            ]
 
 
 class MemoryLocks(LockTable):
@@ -134,7 +141,7 @@ class MemoryLocks(LockTable):
             del self.space.locks[key]
             return True
 
-    def list(self, prefix: str = "") -> Iterator[tuple[str, LockInfo]]:
+    def scan(self, prefix: str = "") -> Iterator[tuple[str, LockInfo]]:
         with self.space.guard:
             items = sorted(
                 ((k, v) for k, v in self.space.locks.items() if k.startswith(prefix)),

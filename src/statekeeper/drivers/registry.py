@@ -65,8 +65,13 @@ class DriverURL:
             options = dict(parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False))
         except ValueError as exc:
             raise ConfigError(f"the options of {raw!r} cannot be read: {exc}") from exc
-        return cls(raw=raw, scheme=parts.scheme.lower(), netloc=parts.netloc,
-                   path=parts.path, options=options)
+        return cls(
+            raw=raw,
+            scheme=parts.scheme.lower(),
+            netloc=parts.netloc,
+            path=parts.path,
+            options=options,
+        )
 
     def reject_unknown_options(self, allowed: set[str]) -> None:
         unknown = sorted(set(self.options) - allowed)

@@ -82,8 +82,9 @@ class SqliteDatabase:
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None,
-                                   check_same_thread=False)
+            conn = sqlite3.connect(
+                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=30000")
@@ -147,8 +148,9 @@ class SqliteStore(ObjectStore):
     def lock_namespace(self) -> str:
         return str(self.db.path)
 
-    def _insert(self, db: sqlite3.Connection, key: str, data: bytes,
-                metadata: Mapping[str, str]) -> ObjectInfo:
+    def _insert(
+        self, db: sqlite3.Connection, key: str, data: bytes, metadata: Mapping[str, str]
+    ) -> ObjectInfo:
         created = utcnow()
         cur = db.execute(
             "INSERT INTO objects (key, data, size, metadata, created) VALUES (?, ?, ?, ?, ?)",
@@ -160,8 +162,13 @@ class SqliteStore(ObjectStore):
             "ON CONFLICT (key) DO UPDATE SET object_id = excluded.object_id",
             (key, object_id),
         )
-        return ObjectInfo(key=key, version_id=str(object_id), size=len(data),
-                          last_modified=created, metadata=dict(metadata))
+        return ObjectInfo(
+            key=key,
+            version_id=str(object_id),
+            size=len(data),
+            last_modified=created,
+            metadata=dict(metadata),
+        )
 
     def put(self, key: str, data: bytes, metadata: Mapping[str, str]) -> ObjectInfo:
         return self.db.run(lambda db: self._insert(db, key, data, metadata), write=True)
@@ -175,18 +182,22 @@ class SqliteStore(ObjectStore):
 
         return self.db.run(tx, write=True)
 
-    def _row(self, db: sqlite3.Connection, key: str, version_id: str | None,
-             columns: str) -> tuple[object, ...] | None:
+    def _row(
+        self, db: sqlite3.Connection, key: str, version_id: str | None, columns: str
+    ) -> tuple[object, ...] | None:
         if version_id is None:
             row: tuple[object, ...] | None = db.execute(
                 f"SELECT {columns} FROM current c JOIN objects o ON o.id = c.object_id "
-                "WHERE c.key = ?", (key,)).fetchone()
+                "WHERE c.key = ?",
+                (key,),
+            ).fetchone()
             return row
         if not version_id.isdigit():
             raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
         row = db.execute(
             f"SELECT {columns} FROM objects o WHERE o.key = ? AND o.id = ? AND o.data IS NOT NULL",
-            (key, int(version_id))).fetchone()
+            (key, int(version_id)),
+        ).fetchone()
         if row is None:
             raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
         return row
@@ -221,27 +232,28 @@ class SqliteStore(ObjectStore):
 
     def delete(self, key: str) -> None:
         # The versions stay, like a delete marker on a versioned bucket.
-        self.db.run(lambda db: db.execute("DELETE FROM current WHERE key = ?", (key,)),
-                    write=True)
+        self.db.run(lambda db: db.execute("DELETE FROM current WHERE key = ?", (key,)), write=True)
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def scan(self, prefix: str = "") -> Iterator[ObjectInfo]:
         with self.db.reading() as db:
             rows = db.execute(
                 "SELECT o.id, o.key, o.size, o.metadata, o.created FROM current c "
                 "JOIN objects o ON o.id = c.object_id WHERE c.key LIKE ? ESCAPE '\\' "
-                "ORDER BY c.key", (_like_prefix(prefix),)).fetchall()
+                "ORDER BY c.key",
+                (_like_prefix(prefix),),
+            ).fetchall()
         for row in rows:
             yield _info(row, is_latest=True)
 
     def versions(self, key: str) -> list[ObjectInfo]:
         def tx(db: sqlite3.Connection) -> list[ObjectInfo]:
-            current = db.execute("SELECT object_id FROM current WHERE key = ?",
-                                 (key,)).fetchone()
+            current = db.execute("SELECT object_id FROM current WHERE key = ?", (key,)).fetchone()
             rows = db.execute(
                 "SELECT id, key, size, metadata, created FROM objects WHERE key = ? "
-                "ORDER BY id DESC", (key,)).fetchall()
-            return [_info(r, is_latest=current is not None and r[0] == current[0])
-                    for r in rows]
+                "ORDER BY id DESC",
+                (key,),
+            ).fetchall()
+            return [_info(r, is_latest=current is not None and r[0] == current[0]) for r in rows]
 
         return self.db.run(tx)
 
@@ -260,13 +272,17 @@ class SqliteLocks(LockTable):
     def _lock(row: tuple[object, ...]) -> LockInfo:
         body, actor, remote_addr, acquired = row
         lock = LockInfo.parse(bytes(body))  # type: ignore[call-overload]
-        return replace(lock, actor=None if actor is None else str(actor),
-                       remote_addr=None if remote_addr is None else str(remote_addr),
-                       acquired=parse_rfc3339(str(acquired)))
+        return replace(
+            lock,
+            actor=None if actor is None else str(actor),
+            remote_addr=None if remote_addr is None else str(remote_addr),
+            acquired=parse_rfc3339(str(acquired)),
+        )
 
     def _read(self, db: sqlite3.Connection, key: str) -> LockInfo | None:
-        row = db.execute("SELECT body, actor, remote_addr, acquired FROM locks WHERE key = ?",
-                         (key,)).fetchone()
+        row = db.execute(
+            "SELECT body, actor, remote_addr, acquired FROM locks WHERE key = ?", (key,)
+        ).fetchone()
         return None if row is None else self._lock(row)
 
     def acquire(self, key: str, lock: LockInfo) -> None:
@@ -277,8 +293,14 @@ class SqliteLocks(LockTable):
             db.execute(
                 "INSERT INTO locks (key, lock_id, body, actor, remote_addr, acquired) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (key, lock.id, lock.body, lock.actor, lock.remote_addr,
-                 format_rfc3339(lock.acquired or utcnow())),
+                (
+                    key,
+                    lock.id,
+                    lock.body,
+                    lock.actor,
+                    lock.remote_addr,
+                    format_rfc3339(lock.acquired or utcnow()),
+                ),
             )
 
         self.db.run(tx, write=True)
@@ -288,32 +310,41 @@ class SqliteLocks(LockTable):
 
     def delete_if_held_by(self, key: str, lock_id: str) -> bool:
         cur = self.db.run(
-            lambda db: db.execute("DELETE FROM locks WHERE key = ? AND lock_id = ?",
-                                  (key, lock_id)), write=True)
+            lambda db: db.execute(
+                "DELETE FROM locks WHERE key = ? AND lock_id = ?", (key, lock_id)
+            ),
+            write=True,
+        )
         return cur.rowcount == 1
 
-    def list(self, prefix: str = "") -> Iterator[tuple[str, LockInfo]]:
+    def scan(self, prefix: str = "") -> Iterator[tuple[str, LockInfo]]:
         with self.db.reading() as db:
             rows = db.execute(
                 "SELECT key, body, actor, remote_addr, acquired FROM locks "
-                "WHERE key LIKE ? ESCAPE '\\' ORDER BY key", (_like_prefix(prefix),)).fetchall()
+                "WHERE key LIKE ? ESCAPE '\\' ORDER BY key",
+                (_like_prefix(prefix),),
+            ).fetchall()
         for row in rows:
             yield str(row[0]), self._lock(row[1:])
 
     def get_digest(self, key: str) -> str | None:
-        row = self.db.run(lambda db: db.execute(
-            "SELECT digest FROM digests WHERE key = ?", (key,)).fetchone())
+        row = self.db.run(
+            lambda db: db.execute("SELECT digest FROM digests WHERE key = ?", (key,)).fetchone()
+        )
         return None if row is None else str(row[0])
 
     def put_digest(self, key: str, md5_hex: str) -> None:
-        self.db.run(lambda db: db.execute(
-            "INSERT INTO digests (key, digest) VALUES (?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET digest = excluded.digest", (key, md5_hex)),
-            write=True)
+        self.db.run(
+            lambda db: db.execute(
+                "INSERT INTO digests (key, digest) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET digest = excluded.digest",
+                (key, md5_hex),
+            ),
+            write=True,
+        )
 
     def delete_digest(self, key: str) -> None:
-        self.db.run(lambda db: db.execute("DELETE FROM digests WHERE key = ?", (key,)),
-                    write=True)
+        self.db.run(lambda db: db.execute("DELETE FROM digests WHERE key = ?", (key,)), write=True)
 
     def close(self) -> None:
         self.db.close()

@@ -47,17 +47,23 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     if exc.status_code == 405:
-        message = (f"{request.method} is not allowed on {request.url.path}; Terraform's "
-                   "http backend uses GET, POST (or PUT), DELETE, LOCK and UNLOCK on /state/NAME")
-    return JSONResponse({"error": code, "message": message}, status_code=exc.status_code,
-                        headers=exc.headers)
+        message = (
+            f"{request.method} is not allowed on {request.url.path}; Terraform's "
+            "http backend uses GET, POST (or PUT), DELETE, LOCK and UNLOCK on /state/NAME"
+        )
+    return JSONResponse(
+        {"error": code, "message": message}, status_code=exc.status_code, headers=exc.headers
+    )
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return JSONResponse(
-        {"error": "internal", "message": "the server failed unexpectedly; the request was "
-         "not completed and the server log has the details"},
+        {
+            "error": "internal",
+            "message": "the server failed unexpectedly; the request was "
+            "not completed and the server log has the details",
+        },
         status_code=500,
     )
 

@@ -58,10 +58,16 @@ async def _get(request: Request, name: StateName) -> Response:
         )
     v = current.version
     md5 = bytes.fromhex(v.md5) if v.md5 else b""
-    headers = {"Content-MD5": base64.b64encode(md5).decode(), "ETag": f'"{v.sha256}"',
-               "X-Statekeeper-Version": v.version_id}
-    return Response(current.data if request.method == "GET" else b"",
-                    media_type="application/json", headers=headers)
+    headers = {
+        "Content-MD5": base64.b64encode(md5).decode(),
+        "ETag": f'"{v.sha256}"',
+        "X-Statekeeper-Version": v.version_id,
+    }
+    return Response(
+        current.data if request.method == "GET" else b"",
+        media_type="application/json",
+        headers=headers,
+    )
 
 
 async def _write(request: Request, name: StateName) -> Response:
@@ -69,20 +75,28 @@ async def _write(request: Request, name: StateName) -> Response:
     data = await read_body(request, services.settings.max_body)
     outcome = await run_in_threadpool(
         lambda: services.states.write(
-            name, data, caller_of(request),
+            name,
+            data,
+            caller_of(request),
             lock_id=request.query_params.get("ID") or None,
             content_md5=request.headers.get("content-md5"),
         )
     )
-    return _ok({"version_id": outcome.version.version_id, "serial": outcome.version.serial,
-                "created": outcome.created})
+    return _ok(
+        {
+            "version_id": outcome.version.version_id,
+            "serial": outcome.version.serial,
+            "created": outcome.created,
+        }
+    )
 
 
 async def _delete(request: Request, name: StateName) -> Response:
     services = _services(request)
     await run_in_threadpool(
-        lambda: services.states.delete(name, caller_of(request),
-                                       lock_id=request.query_params.get("ID") or None)
+        lambda: services.states.delete(
+            name, caller_of(request), lock_id=request.query_params.get("ID") or None
+        )
     )
     return _ok()
 
@@ -102,11 +116,20 @@ async def _unlock(request: Request, name: StateName) -> Response:
 
 
 _STATE: dict[str, Callable[[Request, StateName], Awaitable[Response]]] = {
-    "GET": _get, "HEAD": _get, "POST": _write, "PUT": _write, "DELETE": _delete,
-    "LOCK": _lock, "UNLOCK": _unlock,
+    "GET": _get,
+    "HEAD": _get,
+    "POST": _write,
+    "PUT": _write,
+    "DELETE": _delete,
+    "LOCK": _lock,
+    "UNLOCK": _unlock,
 }
 _LOCK: dict[str, Callable[[Request, StateName], Awaitable[Response]]] = {
-    "LOCK": _lock, "POST": _lock, "PUT": _lock, "UNLOCK": _unlock, "DELETE": _unlock,
+    "LOCK": _lock,
+    "POST": _lock,
+    "PUT": _lock,
+    "UNLOCK": _unlock,
+    "DELETE": _unlock,
 }
 
 
@@ -120,10 +143,10 @@ def _dispatch(table: dict[str, Callable[[Request, StateName], Awaitable[Response
 
 def routes() -> list[Route]:
     return [
-        Route("/state/{name:path}", _dispatch(_STATE), methods=STATE_METHODS,
-              include_in_schema=False),
-        Route("/lock/{name:path}", _dispatch(_LOCK), methods=LOCK_METHODS,
-              include_in_schema=False),
+        Route(
+            "/state/{name:path}", _dispatch(_STATE), methods=STATE_METHODS, include_in_schema=False
+        ),
+        Route("/lock/{name:path}", _dispatch(_LOCK), methods=LOCK_METHODS, include_in_schema=False),
     ]
 
 
@@ -137,4 +160,3 @@ def backend_block(base_url: str, name: str) -> str:
         f'    unlock_address = "{address}"\n'
         "  }\n}\n"
     )
-

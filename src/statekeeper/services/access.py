@@ -37,8 +37,9 @@ class AllowAll:
         return True
 
 
-def require(policy: Policy, caller: Caller, name: StateName | None, needed: Permission,
-            what: str) -> None:
+def require(
+    policy: Policy, caller: Caller, name: StateName | None, needed: Permission, what: str
+) -> None:
     """Raise Forbidden, naming the missing permission, unless ``policy`` allows."""
     if not policy.allows(caller, name, needed):
         target = str(name) if name is not None else "this server"

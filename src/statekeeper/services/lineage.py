@@ -57,15 +57,23 @@ def compare(current: Stamped | None, incoming: Stamped, *, same_bytes: bool) -> 
 def explain(verdict: Verdict, current: Stamped, incoming: Stamped) -> str:
     """Terraform's message for a refused write, with what to do about it."""
     if verdict is Verdict.OTHER_LINEAGE:
-        text = (f'cannot import state with lineage "{incoming.lineage}" over unrelated '
-                f'state with lineage "{current.lineage}"')
+        text = (
+            f'cannot import state with lineage "{incoming.lineage}" over unrelated '
+            f'state with lineage "{current.lineage}"'
+        )
     elif verdict is Verdict.OLDER_SERIAL:
-        text = (f"cannot import state with serial {incoming.serial} over newer state "
-                f"with serial {current.serial}")
+        text = (
+            f"cannot import state with serial {incoming.serial} over newer state "
+            f"with serial {current.serial}"
+        )
     elif verdict is Verdict.SAME_SERIAL_OTHER_CONTENT:
-        text = (f"cannot overwrite existing state with serial {incoming.serial} with a "
-                "different state that has the same serial")
+        text = (
+            f"cannot overwrite existing state with serial {incoming.serial} with a "
+            "different state that has the same serial"
+        )
     else:
         raise ValueError(f"{verdict} is not a refusal")
-    return (text + "; pull the current state and re-run, or have an admin force the write "
-            "(statekeeper push --force)")
+    return (
+        text + "; pull the current state and re-run, or have an admin force the write "
+        "(statekeeper push --force)"
+    )

@@ -76,8 +76,8 @@ class LockService:
     def read(self, name: StateName) -> LockInfo | None:
         return self.locks.read(str(name))
 
-    def list(self, prefix: str = "") -> Iterator[HeldLock]:
-        for key, lock in self.locks.list(prefix):
+    def scan(self, prefix: str = "") -> Iterator[HeldLock]:
+        for key, lock in self.locks.scan(prefix):
             yield HeldLock(key, lock)
 
     def fence(self, name: StateName, lock_id: str | None) -> None:

@@ -61,8 +61,14 @@ def version_from_info(name: str, info: ObjectInfo, data: bytes | None = None) ->
             else:
                 fields.setdefault("serial", doc.serial)
                 fields.setdefault("lineage", doc.lineage)
-    return StateVersion(name=name, version_id=info.version_id, size=info.size,
-                        created=info.last_modified, is_current=info.is_latest, **fields)
+    return StateVersion(
+        name=name,
+        version_id=info.version_id,
+        size=info.size,
+        created=info.last_modified,
+        is_current=info.is_latest,
+        **fields,
+    )
 
 
 def decode_content_md5(header: str) -> bytes:
@@ -85,8 +91,9 @@ class StateService:
         self.locks = locks
         self.policy = policy
 
-    def read(self, name: StateName, caller: Caller,
-             version_id: str | None = None) -> CurrentState | None:
+    def read(
+        self, name: StateName, caller: Caller, version_id: str | None = None
+    ) -> CurrentState | None:
         """The current state (or one version); None when there is no state."""
         require(self.policy, caller, name, Permission.READ, "read")
         obj = self.store.get(str(name), version_id)
@@ -94,8 +101,9 @@ class StateService:
             return None
         return CurrentState(version_from_info(str(name), obj.info, obj.data), obj.data)
 
-    def read_existing(self, name: StateName, caller: Caller,
-                version_id: str | None = None) -> CurrentState:
+    def read_existing(
+        self, name: StateName, caller: Caller, version_id: str | None = None
+    ) -> CurrentState:
         """Like :meth:`read`, but a missing state is an error."""
         current = self.read(name, caller, version_id)
         if current is None:
@@ -112,12 +120,24 @@ class StateService:
             return None
         return _Stamp(doc.serial, doc.lineage)
 
-    def write(self, name: StateName, data: bytes, caller: Caller, *,
-              lock_id: str | None = None, content_md5: str | None = None,
-              force: bool = False) -> WriteOutcome:
+    def write(
+        self,
+        name: StateName,
+        data: bytes,
+        caller: Caller,
+        *,
+        lock_id: str | None = None,
+        content_md5: str | None = None,
+        force: bool = False,
+    ) -> WriteOutcome:
         """Store ``data`` as the new current state of ``name``, if the rules allow."""
-        require(self.policy, caller, name, Permission.ADMIN if force else Permission.WRITE,
-                      "force a write to" if force else "write")
+        require(
+            self.policy,
+            caller,
+            name,
+            Permission.ADMIN if force else Permission.WRITE,
+            "force a write to" if force else "write",
+        )
         md5 = hashlib.md5(data)
         if content_md5 is not None and decode_content_md5(content_md5) != md5.digest():
             raise ChecksumMismatch(
@@ -140,8 +160,15 @@ class StateService:
                 assert stamp is not None  # a verdict implies a stamp
                 raise StateConflict(lineage.explain(verdict, stamp, doc))
         record = StateVersion(
-            name=key, version_id="", size=len(data), created=utcnow(), md5=md5.hexdigest(),
-            sha256=sha256, serial=doc.serial, lineage=doc.lineage, lock_id=lock_id,
+            name=key,
+            version_id="",
+            size=len(data),
+            created=utcnow(),
+            md5=md5.hexdigest(),
+            sha256=sha256,
+            serial=doc.serial,
+            lineage=doc.lineage,
+            lock_id=lock_id,
             actor=caller.actor,
         )
         info = self.store.put(key, data, record.to_metadata())

@@ -1,0 +1,229 @@
+"""Driver contracts, written once and run against every driver.
+
+A test module subclasses a suite and provides fixtures:
+
+- ``ObjectStoreContract`` needs ``store`` (an empty :class:`ObjectStore`).
+- ``LockTableContract`` needs ``lock_tables``: two independent handles on
+  one empty backend, as upstream's ``TestRemoteLocks(a, b)`` takes two clients.
+
+The lock cases follow Terraform's ``internal/states/remote/testing.go`` and
+``internal/backend/testing.go`` (spec §5.2, §5.4).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+import pytest
+
+from statekeeper.drivers.base import LockTable, ObjectStore
+from statekeeper.errors import (
+    CapabilityMissing,
+    LockConflict,
+    LockMismatch,
+    LockNotFound,
+    VersionNotFound,
+)
+from statekeeper.model import LockInfo
+
+__all__ = ["LockTableContract", "ObjectStoreContract"]
+
+STATE = (
+    b'{\n  "version": 4,\n  "terraform_version": "1.15.5",\n  "serial": 2,\n'
+    b'  "lineage": "stub-lineage",\n  "outputs": {},\n  "resources": [],\n'
+    b'  "check_results": null\n}\n'
+)
+
+
+class ObjectStoreContract:
+    def test_get_missing_is_none(self, store: ObjectStore) -> None:
+        assert store.get("nothing/here.tfstate") is None
+        assert store.head("nothing/here.tfstate") is None
+
+    def test_put_get_byte_identical(self, store: ObjectStore) -> None:
+        # Upstream TestClient: what is read back is byte-identical to what was put.
+        info = store.put("a/b.tfstate", STATE, {"serial": "2"})
+        got = store.get("a/b.tfstate")
+        assert got is not None
+        assert got.data == STATE
+        assert got.info.size == len(STATE) == info.size
+        assert got.info.version_id == info.version_id
+        assert dict(got.info.metadata)["serial"] == "2"
+
+    def test_delete_then_get_is_none(self, store: ObjectStore) -> None:
+        store.put("gone.tfstate", STATE, {})
+        store.delete("gone.tfstate")
+        assert store.get("gone.tfstate") is None
+
+    def test_list_by_prefix_in_key_order(self, store: ObjectStore) -> None:
+        for key in ("team/b.tfstate", "team/a.tfstate", "other/c.tfstate", "env:/dev/team/a"):
+            store.put(key, STATE, {})
+        assert [i.key for i in store.scan("team/")] == ["team/a.tfstate", "team/b.tfstate"]
+        assert {i.key for i in store.scan()} >= {"other/c.tfstate", "env:/dev/team/a"}
+        store.delete("team/a.tfstate")
+        assert [i.key for i in store.scan("team/")] == ["team/b.tfstate"]
+
+    def test_versions_newest_first(self, store: ObjectStore) -> None:
+        if not store.supports_versions:
+            with pytest.raises(CapabilityMissing):
+                store.versions("v.tfstate")
+            return
+        bodies = [STATE.replace(b'"serial": 2', f'"serial": {n}'.encode()) for n in (1, 2, 3)]
+        ids = [
+            store.put("v.tfstate", body, {"serial": str(n)}).version_id
+            for n, body in zip((1, 2, 3), bodies, strict=True)
+        ]
+        versions = store.versions("v.tfstate")
+        assert [v.version_id for v in versions][:3] == ids[::-1]
+        assert versions[0].is_latest and not versions[1].is_latest
+        old = store.get("v.tfstate", ids[0])
+        assert old is not None and old.data == bodies[0]
+        assert hashlib.sha256(old.data).hexdigest() == hashlib.sha256(bodies[0]).hexdigest()
+        with pytest.raises(VersionNotFound):
+            store.get("v.tfstate", "no-such-version")
+
+    def test_versions_survive_delete(self, store: ObjectStore) -> None:
+        if not store.supports_versions:
+            pytest.skip("store keeps no history (capability flag is off)")
+        first = store.put("d.tfstate", STATE, {})
+        store.delete("d.tfstate")
+        assert store.get("d.tfstate") is None
+        old = store.get("d.tfstate", first.version_id)
+        assert old is not None and old.data == STATE
+
+    def test_put_if_absent(self, store: ObjectStore) -> None:
+        if not store.supports_conditional_put:
+            with pytest.raises(CapabilityMissing):
+                store.put_if_absent("c.tflock", b"{}", {})
+            return
+        assert store.put_if_absent("c.tflock", b'{"ID":"1"}', {}) is True
+        assert store.put_if_absent("c.tflock", b'{"ID":"2"}', {}) is False
+        got = store.get("c.tflock")
+        assert got is not None and got.data == b'{"ID":"1"}'
+
+    def test_put_if_absent_one_winner_under_contention(self, store: ObjectStore) -> None:
+        if not store.supports_conditional_put:
+            pytest.skip("store has no conditional writes (capability flag is off)")
+        wins: list[int] = []
+        barrier = threading.Barrier(8)
+
+        def attempt(n: int) -> None:
+            barrier.wait()
+            if store.put_if_absent("race.tflock", f'{{"ID":"{n}"}}'.encode(), {}):
+                wins.append(n)
+
+        threads = [threading.Thread(target=attempt, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(wins) == 1
+
+
+def _info(who: str, lock_id: str | None = None) -> LockInfo:
+    return LockInfo.new("test", who, version="1.15.5", lock_id=lock_id)
+
+
+class LockTableContract:
+    def test_remote_locks(self, lock_tables: tuple[LockTable, LockTable]) -> None:
+        # Upstream TestRemoteLocks(a, b), step by step.
+        a, b = lock_tables
+        info_a, info_b = _info("clientA"), _info("clientB")
+        a.acquire("s.tfstate", info_a)
+        with pytest.raises(LockConflict) as conflict:
+            b.acquire("s.tfstate", info_b)
+        assert conflict.value.holder.id == info_a.id
+        assert conflict.value.holder.who == "clientA"
+        a.release("s.tfstate", info_a.id)
+        b.acquire("s.tfstate", info_b)
+        assert info_b.id != info_a.id
+        b.release("s.tfstate", info_b.id)
+        assert a.read("s.tfstate") is None
+
+    def test_holder_is_read_back_verbatim(self, lock_tables: tuple[LockTable, LockTable]) -> None:
+        a, b = lock_tables
+        info = _info("root@vm")
+        a.acquire("v.tfstate", info)
+        held = b.read("v.tfstate")
+        assert held is not None
+        assert held.id == info.id and held.who == "root@vm" and held.operation == "test"
+        assert held.created == info.created
+        a.release("v.tfstate", info.id)
+
+    def test_release_with_wrong_id_is_refused(
+        self, lock_tables: tuple[LockTable, LockTable]
+    ) -> None:
+        a, b = lock_tables
+        info = _info("clientA")
+        a.acquire("w.tfstate", info)
+        with pytest.raises(LockMismatch) as mismatch:
+            b.release("w.tfstate", "not-the-id")
+        assert mismatch.value.holder.id == info.id
+        assert a.read("w.tfstate") is not None
+        with pytest.raises(LockNotFound):
+            b.release("free.tfstate", info.id)
+        a.release("w.tfstate", info.id)
+
+    def test_force_release_from_other_handle(
+        self, lock_tables: tuple[LockTable, LockTable]
+    ) -> None:
+        # Upstream testLocks force variant: B unlocks A's lock by the holder's ID.
+        a, b = lock_tables
+        info_a, info_b = _info("clientA"), _info("clientB")
+        a.acquire("f.tfstate", info_a)
+        with pytest.raises(LockConflict) as conflict:
+            b.acquire("f.tfstate", info_b)
+        b.release("f.tfstate", conflict.value.holder.id)
+        b.acquire("f.tfstate", info_b)
+        removed = a.force_release("f.tfstate")
+        assert removed is not None and removed.id == info_b.id
+        assert a.force_release("f.tfstate") is None
+
+    def test_locks_are_per_state(self, lock_tables: tuple[LockTable, LockTable]) -> None:
+        a, b = lock_tables
+        one, two = _info("one"), _info("two")
+        a.acquire("team/one.tfstate", one)
+        b.acquire("team/two.tfstate", two)
+        listed = dict(a.scan("team/"))
+        assert {k: v.id for k, v in listed.items()} == {
+            "team/one.tfstate": one.id,
+            "team/two.tfstate": two.id,
+        }
+        a.release("team/one.tfstate", one.id)
+        b.release("team/two.tfstate", two.id)
+        assert list(a.scan("team/")) == []
+
+    def test_one_holder_under_contention(self, lock_tables: tuple[LockTable, LockTable]) -> None:
+        a, b = lock_tables
+        winners: list[str] = []
+        barrier = threading.Barrier(10)
+
+        def attempt(n: int) -> None:
+            info = _info(f"client{n}")
+            barrier.wait()
+            try:
+                (a if n % 2 else b).acquire("race.tfstate", info)
+            except LockConflict:
+                return
+            winners.append(info.id)
+
+        threads = [threading.Thread(target=attempt, args=(n,)) for n in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(winners) == 1
+        a.release("race.tfstate", winners[0])
+
+    def test_digests(self, lock_tables: tuple[LockTable, LockTable]) -> None:
+        a, b = lock_tables
+        if not a.keeps_digests:
+            assert a.get_digest("x.tfstate") is None
+            return
+        digest = hashlib.md5(STATE).hexdigest()
+        assert a.get_digest("x.tfstate") is None
+        a.put_digest("x.tfstate", digest)
+        assert b.get_digest("x.tfstate") == digest
+        b.delete_digest("x.tfstate")
+        assert a.get_digest("x.tfstate") is None

@@ -1,0 +1,162 @@
+"""Real server processes for tests and benchmarks: statekeeper and moto.
+
+Both bind a free loopback port, are polled until they answer, and are stopped
+(or killed) by the caller. Nothing here talks to anything but 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+__all__ = ["MotoServer", "StatekeeperServer", "free_port", "wait_for_http"]
+
+SRC = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} before serving")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except urllib.error.HTTPError:
+            return  # it answered
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+class _Process:
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def stop(self, timeout: float = 10) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to flush or clean up."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class StatekeeperServer(_Process):
+    """``statekeeper serve`` from this source tree on a free port."""
+
+    def __init__(
+        self, workdir: Path, *args: str, env: dict[str, str] | None = None, port: int | None = None
+    ) -> None:
+        self.workdir = workdir
+        self.args = args
+        self.extra_env = env or {}
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / f"statekeeper-{self.port}.log"
+
+    def start(self) -> StatekeeperServer:
+        env = {
+            **os.environ,
+            **self.extra_env,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])),
+        }
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "statekeeper",
+                "serve",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                *self.args,
+            ],
+            cwd=self.workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        try:
+            wait_for_http(self.url + "/healthz", self.proc)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\n--- server log ---\n{self.log()}") from exc
+        return self
+
+    def state_url(self, name: str) -> str:
+        return f"{self.url}/state/{name}"
+
+    def backend_block(self, name: str, **extra: str) -> str:
+        address = self.state_url(name)
+        lines = [
+            f'    address = "{address}"',
+            f'    lock_address = "{address}"',
+            f'    unlock_address = "{address}"',
+        ]
+        lines += [f'    {k} = "{v}"' for k, v in extra.items()]
+        return 'terraform {\n  backend "http" {\n' + "\n".join(lines) + "\n  }\n}\n"
+
+
+class MotoServer(_Process):
+    """A moto server process: S3 and DynamoDB over HTTP, the way boto3 talks to AWS."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / f"moto-{self.port}.log"
+
+    def start(self) -> MotoServer:
+        log = self.log_path.open("ab")
+        moto = Path(sys.executable).with_name("moto_server")
+        argv = [str(moto)] if moto.exists() else [sys.executable, "-m", "moto.server"]
+        self.proc = subprocess.Popen(
+            [*argv, "-H", "127.0.0.1", "-p", str(self.port)], stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        wait_for_http(self.url + "/moto-api/", self.proc)
+        return self
+
+    def reset(self) -> None:
+        req = urllib.request.Request(self.url + "/moto-api/reset", method="POST")
+        with urllib.request.urlopen(req, timeout=10):
+            pass
+
+    def env(self) -> dict[str, str]:
+        """Environment for boto3 (and Terraform) to reach this server."""
+        return {
+            "AWS_ENDPOINT_URL": self.url,
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
