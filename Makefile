@@ -20,6 +20,10 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[aws,test]'
 	touch $@ $(VENV)/.installed
 
+$(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed-test
+	$(BIN)/pip install -q -e '.[aws,test,bench]'
+	touch $@
+
 serve: $(VENV)/.installed
 	$(BIN)/statekeeper serve --host $(HOST) --port $(PORT)
 
@@ -30,6 +34,17 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
+
+# Benchmarks: sizes come from BENCH_* variables (see bench/README.md); results
+# and charts are written to bench/RESULTS.md and bench/*.png.
+bench: $(VENV)/.installed-test $(VENV)/.installed-bench
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# Reliability tests at full size; their figures are added to bench/RESULTS.md.
+soak: $(VENV)/.installed-test $(VENV)/.installed-bench
+	STATEKEEPER_SOAK=1 STATEKEEPER_RELIABILITY_OUT=bench/results/reliability.json \
+		$(BIN)/python -m pytest -p no:cacheprovider -q tests/reliability $(PYTEST_ARGS)
+	$(BIN)/python bench/run.py report
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

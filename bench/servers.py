@@ -1,0 +1,95 @@
+"""The processes benchmarks talk to: statekeeper on SQLite or AWS, the HTTP floor, moto."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from harness import BENCH, SRC  # noqa: F401 - puts src/ on sys.path
+
+from statekeeper.testing.processes import (
+    MotoServer,
+    StatekeeperServer,
+    _Process,
+    free_port,
+    wait_for_http,
+)
+
+__all__ = ["FloorServer", "aws_backend", "moto_server", "statekeeper_server"]
+
+
+class FloorServer(_Process):
+    """``bench/floor_app.py`` under uvicorn: the protocol with no storage behind it."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / f"floor-{self.port}.log"
+
+    def start(self) -> FloorServer:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(BENCH / "floor_app.py"), str(self.port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        wait_for_http(self.url + "/healthz", self.proc)
+        return self
+
+
+@contextmanager
+def statekeeper_server(
+    workdir: Path, *args: str, env: dict[str, str] | None = None
+) -> Iterator[StatekeeperServer]:
+    """A real ``statekeeper serve`` (SQLite in ``workdir`` unless ``args`` name a store)."""
+    server = StatekeeperServer(workdir, *args, env=env).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def floor_server(workdir: Path) -> Iterator[FloorServer]:
+    server = FloorServer(workdir).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def moto_server(workdir: Path) -> Iterator[MotoServer]:
+    server = MotoServer(workdir).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def aws_backend(moto: MotoServer, bucket: str, table: str) -> None:
+    """A versioned bucket and a Terraform-style lock table on ``moto``."""
+    import boto3
+
+    env = moto.env()
+    kw = {
+        "endpoint_url": moto.url,
+        "aws_access_key_id": "test",
+        "aws_secret_access_key": "test",
+        "region_name": env["AWS_REGION"],
+    }
+    s3 = boto3.client("s3", **kw)  # type: ignore[call-overload]
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    ddb = boto3.client("dynamodb", **kw)  # type: ignore[call-overload]
+    ddb.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
