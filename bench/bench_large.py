@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import Any
 
-from harness import OUT, env_int, env_list, log, median, vm_hwm_kib, vm_rss_kib
+from harness import OUT, env_int, fresh, env_list, log, median, vm_hwm_kib, vm_rss_kib
 from rawhttp import Connection, content_md5
 from servers import floor_server, statekeeper_server
 from statedocs import make_state, set_serial
@@ -91,7 +91,7 @@ def run() -> dict[str, Any]:
         doc = make_state(size * MB, 1)
         with floor_server(work / "floor") as floor:
             f_push, f_pull = _throughput(floor.port, doc, repeats)
-        with statekeeper_server(work / f"sk-{size}") as server:
+        with statekeeper_server(fresh(work / f"sk-{size}")) as server:
             s_push, s_pull = _throughput(server.port, doc, repeats)
             peak = vm_hwm_kib(server.proc.pid)
         row = {
@@ -108,7 +108,7 @@ def run() -> dict[str, Any]:
         log(f"large {size} MB: {row}")
         rows.append(row)
         del doc
-    with statekeeper_server(work / "rss") as server:
+    with statekeeper_server(fresh(work / "rss")) as server:
         rss = _concurrent_push(server.port, server.proc.pid, rss_clients, rss_mb)
     log(f"large concurrent push: {rss}")
     return {

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from harness import OUT, aws_drivers_available, env_int, env_list, log, median, percentile
+from harness import OUT, aws_drivers_available, fresh, env_int, env_list, log, median, percentile
 from rawhttp import Connection, content_md5
 from servers import aws_backend, floor_server, moto_server, statekeeper_server
 from statedocs import make_state, read_serial, set_serial
@@ -237,7 +237,7 @@ def run() -> dict[str, Any]:
 
     def sk_sqlite(n: int, c: bool, s: float, t: str) -> dict[str, Any]:
         # A fresh server and database per run, so runs do not inherit each other's history.
-        with statekeeper_server(work / f"sqlite-{t}") as server:
+        with statekeeper_server(fresh(work / f"sqlite-{t}")) as server:
             return run_http(server.port, n, c, s, t)
 
     rows += _measure("statekeeper-sqlite", sk_sqlite, clients_list, repeats, seconds)
@@ -246,7 +246,7 @@ def run() -> dict[str, Any]:
         from statekeeper.app import Services
         from statekeeper.settings import load_settings
 
-        services = Services.build(load_settings({"data_dir": work / f"svc-{t}"}, env={}))
+        services = Services.build(load_settings({"data_dir": fresh(work / f"svc-{t}")}, env={}))
         try:
             return run_service(services, n, c, s, t)
         finally:
@@ -261,7 +261,7 @@ def run() -> dict[str, Any]:
                 bucket, table = f"b-{t}".lower()[:60], f"t-{t}"
                 aws_backend(moto, bucket, table)
                 with statekeeper_server(
-                    work / f"aws-{t}",
+                    fresh(work / f"aws-{t}"),
                     "--store",
                     f"s3://{bucket}",
                     "--locks",

@@ -155,6 +155,15 @@ def load(name: str) -> dict[str, Any] | None:
     return data
 
 
+def fresh(path: Path) -> Path:
+    """An empty scratch directory (whatever a previous run left is removed)."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
 def log(message: str) -> None:
     print(f"[{datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 from starlette.requests import Request
 
 from statekeeper.errors import BadRequest, PayloadTooLarge
@@ -25,11 +27,13 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise BadRequest(f"the Content-Length header {declared!r} is not a number")
         if int(declared) > limit:
             raise _too_large(limit)
-    chunks: list[bytes] = []
+    # BytesIO grows one buffer and hands it over without a copy; a list of
+    # chunks and their join would hold the body twice at the end.
+    buffer = io.BytesIO()
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+        buffer.write(chunk)
+    return buffer.getvalue()

@@ -51,11 +51,14 @@ def version_from_info(name: str, info: ObjectInfo, data: bytes | None = None) ->
     """
     fields = StateVersion.metadata_fields(dict(info.metadata))
     if data is not None:
-        fields.setdefault("md5", hashlib.md5(data).hexdigest())
-        fields.setdefault("sha256", hashlib.sha256(data).hexdigest())
+        # Only what the metadata lacks: hashing a large state twice costs seconds.
+        if "md5" not in fields:
+            fields["md5"] = hashlib.md5(data).hexdigest()
+        if "sha256" not in fields:
+            fields["sha256"] = hashlib.sha256(data).hexdigest()
         if "serial" not in fields or "lineage" not in fields:
             try:
-                doc = StateDoc.parse(data)
+                doc = StateDoc.parse(data, keep_document=False)
             except Exception:  # noqa: BLE001 - a foreign object need not be a state
                 pass
             else:
@@ -110,12 +113,30 @@ class StateService:
             raise StateNotFound(f"there is no state named {name}")
         return current
 
+    def _current(self, key: str) -> tuple[ObjectInfo, str, _Stamp | None] | None:
+        """The current version's facts and SHA-256, from its metadata when it has them.
+
+        Only a state written without statekeeper's metadata (by Terraform's own
+        S3 backend) is read in full: loading and hashing a large current state on
+        every write would double the memory and time of the write.
+        """
+        info = self.store.head(key)
+        if info is None:
+            return None
+        fields = StateVersion.metadata_fields(dict(info.metadata))
+        if {"sha256", "serial", "lineage"} <= fields.keys():
+            return info, fields["sha256"], _Stamp(fields["serial"], fields["lineage"])
+        obj = self.store.get(key)
+        if obj is None:
+            return None
+        return obj.info, hashlib.sha256(obj.data).hexdigest(), self._current_stamp(obj)
+
     def _current_stamp(self, current: StoredObject) -> _Stamp | None:
         fields = StateVersion.metadata_fields(dict(current.info.metadata))
         if "serial" in fields and "lineage" in fields:
             return _Stamp(fields["serial"], fields["lineage"])
         try:
-            doc = StateDoc.parse(current.data)
+            doc = StateDoc.parse(current.data, keep_document=False)
         except Exception:  # noqa: BLE001 - a foreign or damaged object: nothing to guard
             return None
         return _Stamp(doc.serial, doc.lineage)
@@ -144,18 +165,18 @@ class StateService:
                 "the Content-MD5 header does not match the body (the upload was damaged "
                 "or altered); nothing was written"
             )
-        doc = StateDoc.parse(data)
+        doc = StateDoc.parse(data, keep_document=False)
         self.locks.fence(name, lock_id)
         key = str(name)
         sha256 = hashlib.sha256(data).hexdigest()
-        current = self.store.get(key)
+        current = self._current(key)
         if current is not None:
-            same = hashlib.sha256(current.data).hexdigest() == sha256
-            stamp = self._current_stamp(current)
+            info, current_sha256, stamp = current
+            same = current_sha256 == sha256
             verdict = lineage.compare(stamp, doc, same_bytes=same) if stamp else None
             if same or verdict is lineage.Verdict.IDENTICAL:
                 self._keep_digest(key, md5.hexdigest())
-                return WriteOutcome(version_from_info(key, current.info, current.data), False)
+                return WriteOutcome(version_from_info(key, info, data), False)
             if verdict is not None and not verdict.accepted and not force:
                 assert stamp is not None  # a verdict implies a stamp
                 raise StateConflict(lineage.explain(verdict, stamp, doc))
