@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import Any
 
-from harness import OUT, env_int, fresh, env_list, log, median, vm_hwm_kib, vm_rss_kib
+from harness import OUT, env_int, env_list, fresh, log, median, vm_hwm_kib, vm_rss_kib
 from rawhttp import Connection, content_md5
 from servers import floor_server, statekeeper_server
 from statedocs import make_state, set_serial
@@ -61,9 +61,7 @@ def _concurrent_push(port: int, pid: int, clients: int, size_mb: int) -> dict[st
     before = vm_rss_kib(pid)
 
     async def main() -> list[float]:
-        return await asyncio.gather(
-            *(_push(port, f"rss/{i}", doc) for i, doc in enumerate(docs))
-        )
+        return await asyncio.gather(*(_push(port, f"rss/{i}", doc) for i, doc in enumerate(docs)))
 
     start = time.perf_counter()
     times = asyncio.run(main())

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from harness import OUT, aws_drivers_available, fresh, env_int, env_list, log, median, percentile
+from harness import OUT, aws_drivers_available, env_int, env_list, fresh, log, median, percentile
 from rawhttp import Connection, content_md5
 from servers import aws_backend, floor_server, moto_server, statekeeper_server
 from statedocs import make_state, read_serial, set_serial
@@ -159,7 +159,9 @@ def run_service(
             current = services.states.read(name, caller)
             set_serial(doc, (current.version.serial or 0) + 1 if current else 1)
             data = bytes(doc)
-            services.states.write(name, data, caller, lock_id=lock_id, content_md5=content_md5(data))
+            services.states.write(
+                name, data, caller, lock_id=lock_id, content_md5=content_md5(data)
+            )
             services.locks.unlock(name, lock, caller)
             end = time.perf_counter()
             if end <= deadline:
@@ -287,4 +289,3 @@ if __name__ == "__main__":
     from harness import save
 
     save("locks", run())
-

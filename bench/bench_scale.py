@@ -38,8 +38,15 @@ def _measure(fn: Callable[[], object], repeats: int) -> float:
 
 def _meta(serial: int) -> dict[str, str]:
     return StateVersion(
-        name="", version_id="", size=len(SMALL_STATE), created=utcnow(), serial=serial,
-        lineage="x", md5="0" * 32, sha256="0" * 64, actor="bench",
+        name="",
+        version_id="",
+        size=len(SMALL_STATE),
+        created=utcnow(),
+        serial=serial,
+        lineage="x",
+        md5="0" * 32,
+        sha256="0" * 64,
+        actor="bench",
     ).to_metadata()
 
 
@@ -137,7 +144,6 @@ def _sqlite(sizes: list[int], versions: int, history: int, repeats: int) -> list
 
 def _s3(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
     import boto3
-
     from servers import aws_backend, moto_server
 
     from statekeeper.drivers.registry import open_locks, open_store

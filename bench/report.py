@@ -5,18 +5,17 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import matplotlib
 from harness import BENCH, load
 
-import matplotlib
-
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def _fmt(x: Any, digits: int = 2) -> str:
     if isinstance(x, float):
         if math.isnan(x):
-            return "–"
+            return "-"
         return f"{x:.{digits}f}"
     return str(x)
 
@@ -54,7 +53,7 @@ def terraform_section(r: dict[str, Any]) -> str:
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.axhline(1.1, color="grey", linewidth=0.8, linestyle="--", label="goal for http-aws (1.1)")
     ax.set_xticks(list(xs), labels)
-    ax.set_ylabel("time / backend \"s3\" on moto")
+    ax.set_ylabel('time / backend "s3" on moto')
     ax.set_title(f"terraform apply and no-op plan, {p['resources']} resources")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -178,7 +177,7 @@ def large_section(r: dict[str, Any]) -> str:
         )
         + f"\n{c['clients']} clients pushing a {c['state_mb']} MB state each at once to a fresh "
         f"server: peak RSS {c['peak_rss_mib']} MiB (from {c['rss_before_mib']} MiB idle), "
-        f"{c['peak_over_total_bytes']} × the bytes in flight; all done in {c['wall_s']} s.\n"
+        f"{c['peak_over_total_bytes']} x the bytes in flight; all done in {c['wall_s']} s.\n"
         + "\n![large](large.png)\n"
     )
 
@@ -187,12 +186,12 @@ def scale_section(r: dict[str, Any]) -> str:
     p = r["params"]
     out = [
         "## 4. Scale\n",
-        f"SQLite: {', '.join(map(str, p['states']))} states × {p['versions_per_state']} versions "
+        f"SQLite: {', '.join(map(str, p['states']))} states x {p['versions_per_state']} versions "
         f"(inserted through the driver), one state with {p['history_versions']} versions, a stale "
         "lock on every tenth state. Calls are the driver/service calls the CLI commands make "
         "(`store.scan`, `store.versions`, `StateService.read`, `lock_table.scan`, "
         "`force_release` per stale lock); median of "
-        f"{p['repeats']} runs (reads: 20 × as many). Growth = time at the largest size / at "
+        f"{p['repeats']} runs (reads: 20 x as many). Growth = time at the largest size / at "
         "the smallest.\n",
     ]
     sq = [x for x in r["rows"] if x["store"] == "sqlite"]

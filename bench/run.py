@@ -1,9 +1,9 @@
 """Run the benchmarks and write ``bench/RESULTS.md``.
 
-    python bench/run.py                 # all of them
-    python bench/run.py locks large     # some; the others' last results are kept
-    python bench/run.py report          # only re-write RESULTS.md and the charts
-    BENCH_QUICK=1 python bench/run.py   # small sizes, one repeat (a minute or two)
+python bench/run.py                 # all of them
+python bench/run.py locks large     # some; the others' last results are kept
+python bench/run.py report          # only re-write RESULTS.md and the charts
+BENCH_QUICK=1 python bench/run.py   # small sizes, one repeat (a minute or two)
 """
 
 from __future__ import annotations

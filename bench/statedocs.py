@@ -39,9 +39,7 @@ def make_state(size: int, serial: int = 1, lineage: str | None = None) -> bytear
     pad = "p" * 300
     one = len(_INSTANCE.format(i=0, id=uuid.UUID(int=0), pad=pad)) + 1
     count = max(1, (size - len(head) - len(tail)) // one)
-    body = ",".join(
-        _INSTANCE.format(i=i, id=uuid.UUID(int=i), pad=pad) for i in range(count)
-    )
+    body = ",".join(_INSTANCE.format(i=i, id=uuid.UUID(int=i), pad=pad) for i in range(count))
     return bytearray((head + body + tail).encode())
 
 

@@ -92,7 +92,9 @@ class FaultProxy:
                 fault = proxy._pick()
                 if fault == "refuse":
                     if ddb:
-                        self._reply(500, [("Content-Type", "application/x-amz-json-1.0")], DDB_INTERNAL)
+                        self._reply(
+                            500, [("Content-Type", "application/x-amz-json-1.0")], DDB_INTERNAL
+                        )
                     else:
                         self._reply(503, [("Content-Type", "application/xml")], S3_SLOWDOWN)
                     return
@@ -114,7 +116,9 @@ class FaultProxy:
                     return
                 if fault == "fail-after":
                     if ddb:
-                        self._reply(500, [("Content-Type", "application/x-amz-json-1.0")], DDB_INTERNAL)
+                        self._reply(
+                            500, [("Content-Type", "application/x-amz-json-1.0")], DDB_INTERNAL
+                        )
                     else:
                         self._reply(500, [("Content-Type", "application/xml")], S3_INTERNAL)
                     return

@@ -133,7 +133,7 @@ def record_figures(check: str, store: str, violations: int, **figures: Any) -> N
         fcntl.flock(f, fcntl.LOCK_EX)
         f.seek(0)
         text = f.read()
-        data = json.loads(text) if text.strip() else {"mode": "", "runs": []}
+        data: dict[str, Any] = json.loads(text) if text.strip() else {"mode": "", "runs": []}
         data["mode"] = "STATEKEEPER_SOAK=1" if SOAK else "small sizes (make test)"
         data["runs"] = [r for r in data["runs"] if (r["check"], r["store"]) != (check, store)]
         data["runs"].append({"check": check, "store": store, "violations": violations, **figures})

@@ -11,8 +11,8 @@ later attempted one), and the DynamoDB digest item matches its MD5.
 
 from __future__ import annotations
 
-import importlib.util
 import hashlib
+import importlib.util
 import json
 import random
 import threading
@@ -101,7 +101,9 @@ def _client(n: int, urls: list[str], lineage: str, seen: Seen) -> None:
                 sha = hashlib.sha256(r.content).hexdigest()
                 with seen.guard:
                     if sha not in seen.sent:
-                        seen.problems.append(f"GET served bytes no client sent: {r.content[:200]!r}")
+                        seen.problems.append(
+                            f"GET served bytes no client sent: {r.content[:200]!r}"
+                        )
                 doc = json.loads(r.content)
                 serial, counter = doc["serial"], doc["outputs"]["counter"]["value"]
             else:

@@ -12,6 +12,7 @@ import json
 import threading
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -23,9 +24,14 @@ ROUNDS = size(20, 300)
 
 
 @pytest.mark.timeout(3600)
-def test_the_stale_writer_is_refused_every_time(serve: Callable[..., StatekeeperServer]) -> None:
-    server = serve()
-    url = server.state_url("reliability/race.tfstate")
+@pytest.mark.parametrize("servers", [1, 2], ids=["one-server", "two-servers-one-sqlite-file"])
+def test_the_stale_writer_is_refused_every_time(
+    servers: int, serve: Callable[..., StatekeeperServer], tmp_path: Path
+) -> None:
+    db = f"sqlite:///{tmp_path / 'shared.db'}"
+    started = [serve("--store", db, workdir=tmp_path / f"s{i}") for i in range(servers)]
+    urls = [s.state_url("reliability/race.tfstate") for s in started]
+    url = urls[0]
     lineage = str(uuid.uuid4())
     first = state_doc(1, lineage, 0)
     with httpx.Client(timeout=60) as setup:
@@ -37,12 +43,15 @@ def test_the_stale_writer_is_refused_every_time(serve: Callable[..., Statekeeper
     for round_ in range(ROUNDS):
         answers: dict[int, tuple[int, bytes]] = {}
 
-        def writer(n: int, round_: int = round_, answers: dict[int, tuple[int, bytes]] = answers) -> None:
+        def writer(
+            n: int, round_: int = round_, answers: dict[int, tuple[int, bytes]] = answers
+        ) -> None:
+            mine = urls[n % len(urls)]
             with httpx.Client(timeout=60) as http:
-                doc = json.loads(http.get(url).content)  # both read before either writes
+                doc = json.loads(http.get(mine).content)  # both read before either writes
                 barrier.wait()
                 data = state_doc(doc["serial"] + 1, lineage, n * 1_000_000 + round_)
-                r = http.post(url, content=data, headers={"Content-MD5": md5_header(data)})
+                r = http.post(mine, content=data, headers={"Content-MD5": md5_header(data)})
                 answers[n] = (r.status_code, data)
 
         threads = [threading.Thread(target=writer, args=(n,)) for n in (1, 2)]
@@ -64,9 +73,9 @@ def test_the_stale_writer_is_refused_every_time(serve: Callable[..., Statekeeper
     final = json.loads(httpx.get(url, timeout=60).content)
     record_figures(
         "lost updates (-lock=false race)",
-        "sqlite",
+        "sqlite" if servers == 1 else "sqlite, one file",
         len(lost),
-        servers=1,
+        servers=servers,
         clients=2,
         rounds=ROUNDS,
         faults=0,
