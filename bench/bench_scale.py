@@ -14,11 +14,14 @@ S3 (moto), once the driver exists: the same listing of states and locks.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-from harness import OUT, aws_drivers_available, env_int, env_list, fresh, log, median
+from harness import OUT, SRC, aws_drivers_available, env_int, env_list, fresh, log, median
 
 from statekeeper.model import Caller, LockInfo, StateName, StateVersion, utcnow
 
@@ -33,6 +36,31 @@ def _measure(fn: Callable[[], object], repeats: int) -> float:
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
+    return median(times)
+
+
+def cli_available() -> bool:
+    """True once the operator commands (branch ``cli``) are in this source tree."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "statekeeper", "states", "--help"],
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        capture_output=True,
+    )
+    return proc.returncode == 0
+
+
+def _cli(store_url: str, args: list[str], repeats: int) -> float:
+    """Median wall time of ``statekeeper --store URL ARGS`` as a fresh process."""
+    argv = [sys.executable, "-m", "statekeeper", "--store", store_url, *args]
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        proc = subprocess.run(
+            argv, env={**os.environ, "PYTHONPATH": str(SRC)}, capture_output=True, check=False
+        )
+        times.append(time.perf_counter() - start)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed: {proc.stderr.decode()[-500:]}")
     return median(times)
 
 
@@ -126,9 +154,17 @@ def _sqlite(sizes: list[int], versions: int, history: int, repeats: int) -> list
                 "locks": locks_before,
                 "locks_list_s": _measure(lambda: list(services.lock_table.scan("")), repeats),
             }
-            start = time.perf_counter()
-            reaped = reap()
-            row["reap_s"] = time.perf_counter() - start
+            if cli_available():
+                url = f"sqlite:///{work / 'statekeeper.db'}"
+                row["cli_states_s"] = _cli(url, ["states", "--json"], repeats)
+                row["cli_history_s"] = _cli(url, ["history", long_key, "--json"], repeats)
+                row["cli_locks_s"] = _cli(url, ["locks", "--json"], repeats)
+                row["cli_reap_s"] = _cli(url, ["locks", "reap", "--older-than", "0s", "--json"], 1)
+                reaped = locks_before - sum(1 for _ in services.lock_table.scan(""))
+            else:
+                start = time.perf_counter()
+                reaped = reap()
+                row["reap_s"] = time.perf_counter() - start
             row["reaped"] = reaped
             # Put the stale locks back for the next size.
             for key in range(0, size, 10):
