@@ -20,7 +20,10 @@ from botocore.config import Config
 
 from statekeeper.errors import AccessDenied, ConfigError, StorageError
 
-__all__ = ["client", "error_code", "translate"]
+__all__ = ["AWS_ERRORS", "client", "error_code", "status_code", "translate"]
+
+#: Everything a boto3 call raises for a service or transport failure.
+AWS_ERRORS = (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError)
 
 _SESSIONS: dict[str | None, boto3.session.Session] = {}
 
@@ -68,6 +71,13 @@ def error_code(exc: BaseException) -> str:
     return ""
 
 
+def status_code(exc: BaseException) -> int:
+    """The HTTP status of a failed call (0 when it never got an answer)."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    return 0
+
+
 def translate(exc: Exception, action: str, resource: str) -> NoReturn:
     """Raise our own error for a botocore failure, naming the action and resource."""
     code = error_code(exc)
@@ -83,10 +93,26 @@ def translate(exc: Exception, action: str, resource: str) -> NoReturn:
             f"AWS denied {action} on {resource} ({code}); grant the permission to the "
             "credentials in use (see `statekeeper iam-policy`)"
         ) from exc
-    if code in ("NoSuchBucket", "ResourceNotFoundException"):
+    if code == "NoSuchBucket":
+        bucket = (
+            exc.response.get("Error", {}).get("BucketName")
+            if isinstance(exc, botocore.exceptions.ClientError)
+            else None
+        )
+        what = f"the S3 bucket {bucket!r}" if bucket else f"the bucket of {resource}"
         raise StorageError(
-            f"{resource} does not exist ({action} failed with {code}); "
-            "create it first (see `statekeeper bootstrap`)"
+            f"{what} does not exist ({action} failed with NoSuchBucket); create it first "
+            "(see `statekeeper bootstrap`) or correct the store URL"
+        ) from exc
+    if code == "ResourceNotFoundException":
+        raise StorageError(
+            f"{resource} does not exist ({action} failed with {code}); create it first "
+            "(see `statekeeper bootstrap`) or correct the lock URL"
+        ) from exc
+    if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraint"):
+        raise ConfigError(
+            f"{action} on {resource} was sent to the wrong AWS region ({code}); "
+            "give the bucket's region with ?region=… or AWS_REGION"
         ) from exc
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
         raise ConfigError(
