@@ -16,7 +16,7 @@ TABLE = "tf-locks"
 
 
 def aws(service: str, moto: MotoServer) -> Any:
-    return boto3.client(
+    return boto3.client(  # type: ignore[call-overload]
         service,
         endpoint_url=moto.url,
         region_name="us-east-1",

@@ -142,6 +142,6 @@ def test_serve_warns_when_the_bucket_keeps_no_history(
 
 def test_missing_boto3_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     for module in ("boto3", "statekeeper.drivers.s3", "statekeeper.drivers._boto"):
-        monkeypatch.setitem(sys.modules, module, None)  # type: ignore[arg-type]
+        monkeypatch.setitem(sys.modules, module, None)
     with pytest.raises(MissingDependency, match=r"pip install 'statekeeper\[aws\]'"):
         registry.open_store("s3://some-bucket")
