@@ -241,3 +241,15 @@ def test_dynamodb_locks_are_per_store_prefix(bucket: str, table: str) -> None:
     a.acquire("x.tfstate", LockInfo.new("test", "a"))
     b.acquire("x.tfstate", LockInfo.new("test", "b"))  # another key: no conflict
     assert [n for n, _ in a.scan()] == ["x.tfstate"]
+
+
+def test_s3_store_without_lock_url_uses_lock_files(bucket: str, s3: Any) -> None:
+    # What `serve --store s3://…` with no --locks does: Terraform's use_lockfile layout.
+    store = _s3_store(f"s3://{bucket}/p?sse=AES256")
+    locks = open_locks(f"s3://{bucket}/p?sse=AES256", store)
+    assert isinstance(locks, S3LockFiles)
+    lock = LockInfo.new("test", "default")
+    locks.acquire("x.tfstate", lock)
+    held = s3.get_object(Bucket=bucket, Key="p/x.tfstate.tflock")
+    assert held["ServerSideEncryption"] == "AES256"
+    locks.release("x.tfstate", lock.id)

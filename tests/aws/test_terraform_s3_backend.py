@@ -16,7 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
+from statekeeper.drivers.registry import open_store
 from statekeeper.model import LockInfo
+from statekeeper.services.workspaces import list_workspaces, workspace_state
 from statekeeper.testing.processes import MotoServer, StatekeeperServer
 from statekeeper.testing.terraform import Terraform
 
@@ -214,3 +216,33 @@ def test_state_written_by_terraform_s3_is_served_verbatim(
     via_http.run("init").check()
     plan = via_http.run("plan", "-detailed-exitcode")
     assert plan.returncode == 0, plan.output
+
+
+def test_terraform_workspaces_are_states_of_ours(
+    serve: Callable[..., StatekeeperServer],
+    terraform: Callable[..., Terraform],
+    moto: MotoServer,
+    bucket: str,
+    table: str,
+    s3: Any,
+) -> None:
+    tf = terraform().write(s3_backend(moto, bucket, table, "lockfile") + RESOURCES)
+    tf.run("init").check()
+    tf.run("apply").check()
+    tf.run("workspace", "new", "dev").check()
+    tf.run("apply").check()
+    dev = workspace_state(KEY, "dev")
+    assert str(dev) == f"env:/dev/{KEY}"
+    server = serve("--store", f"s3://{bucket}", env=moto.env())  # lock files by default
+    served = httpx.get(server.state_url(str(dev)), timeout=30)
+    assert served.status_code == 200
+    assert served.content == s3.get_object(Bucket=bucket, Key=str(dev))["Body"].read()
+    assert list_workspaces(open_store(f"s3://{bucket}"), KEY) == ["default", "dev"]
+    # A lock taken through the server on the workspace state stops Terraform in that workspace.
+    ours = LockInfo.new("OperationTypeApply", "ci@statekeeper")
+    taken = httpx.request("LOCK", server.state_url(str(dev)), content=ours.body, timeout=30)
+    assert taken.status_code == 200, taken.text
+    plan = tf.run("plan")
+    assert plan.returncode != 0 and "Error acquiring the state lock" in plan.output
+    tf.run("workspace", "select", "default").check()
+    tf.run("plan").check()

@@ -62,7 +62,7 @@ class DynamoLocks(LockTable):
     def _name_of(self, lock_id: str) -> str | None:
         """The state name of a LockID, or None when it belongs to another bucket or prefix."""
         head = self.store.lock_namespace + "/"
-        if not lock_id.startswith(head) or lock_id.endswith(DIGEST_SUFFIX):
+        if not lock_id.startswith(head):
             return None
         full = lock_id[len(head) :]
         store_prefix = self.store.full_key("")
@@ -189,6 +189,7 @@ class DynamoLocks(LockTable):
             ):
                 for item in page.get("Items", []):
                     name = self._name_of(item["LockID"]["S"])
+                    # Digest items ("…-md5") carry Digest, never Info.
                     if name is not None and name.startswith(prefix) and "Info" in item:
                         found.append((name, self._lock_of(item)))
         except _boto.AWS_ERRORS as exc:
