@@ -451,9 +451,7 @@ class S3Store(ObjectStore):
         return bytes(buffer) if complete else None
 
     def scan(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        listing = self.where.key(prefix) if self.where.prefix else prefix
-        if self.where.prefix and not prefix:
-            listing = self.where.prefix + "/"
+        listing = self.where.key(prefix)
         paginator = self.where.client.get_paginator("list_objects_v2")
         try:
             for page in paginator.paginate(Bucket=self.where.bucket, Prefix=listing):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from urllib.parse import quote, unquote
 
@@ -155,11 +156,7 @@ class S3LockFiles(LockTable):
         self.where.call("s3:DeleteObject", lock_key, self.where.client.delete_object, Key=lock_key)
 
     def scan(self, prefix: str = "") -> Iterator[tuple[str, LockInfo]]:
-        listing = (
-            self.where.key(prefix)
-            if prefix
-            else (self.where.prefix + "/" if self.where.prefix else "")
-        )
+        listing = self.where.key(prefix)
         keys: list[str] = []
         paginator = self.where.client.get_paginator("list_objects_v2")
         try:
@@ -169,11 +166,13 @@ class S3LockFiles(LockTable):
                 ]
         except _boto.AWS_ERRORS as exc:
             _boto.translate(exc, "s3:ListBucket", self.where.uri(listing))
-        found: list[tuple[str, LockInfo]] = []
-        for lock_key in keys:
-            held = self._fetch(lock_key)
-            if held is not None:  # released since the listing
-                found.append((self.where.name(lock_key)[: -len(LOCK_SUFFIX)], held[0]))
+        with ThreadPoolExecutor(8, thread_name_prefix="statekeeper-s3lock") as pool:
+            held = list(pool.map(self._fetch, keys))
+        found = [
+            (self.where.name(lock_key)[: -len(LOCK_SUFFIX)], lock[0])
+            for lock_key, lock in zip(keys, held, strict=True)
+            if lock is not None  # released since the listing
+        ]
         yield from sorted(found, key=lambda kv: kv[0])
 
 
