@@ -16,145 +16,23 @@ import base64
 import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from statekeeper.drivers import _boto
+from statekeeper.drivers._boto import S3Bucket
 from statekeeper.drivers.base import ObjectInfo, ObjectStore, StoredObject
 from statekeeper.drivers.registry import DriverURL
-from statekeeper.errors import (
-    CapabilityMissing,
-    ConfigError,
-    StorageError,
-    VersionNotFound,
-)
+from statekeeper.errors import CapabilityMissing, StorageError, VersionNotFound
 from statekeeper.model import utcnow
 
-__all__ = ["PART_SIZE", "S3Bucket", "S3Store", "open_store"]
+__all__ = ["LOCK_SUFFIX", "PART_SIZE", "S3Bucket", "S3Store", "open_store"]
 
 #: Bodies above this go up in parts and come down in ranges.
 PART_SIZE = 8 * 1024**2
 #: Concurrent part transfers and version HEADs per call.
 _WORKERS = 8
 LOCK_SUFFIX = ".tflock"
-_OPTIONS = {"region", "profile", "path_style", "sse", "kms_key_id"}
-
-T = TypeVar("T")
-
-
-def _flag(url: DriverURL, name: str) -> bool | None:
-    value = url.options.get(name)
-    if value is None:
-        return None
-    if value.lower() in ("true", "1", "yes"):
-        return True
-    if value.lower() in ("false", "0", "no"):
-        return False
-    raise ConfigError(f"{url.raw!r}: {name}={value!r} must be true or false")
-
-
-@dataclass(frozen=True)
-class S3Bucket:
-    """A bucket and key prefix with a configured client: what s3:// and s3lock:// share."""
-
-    bucket: str
-    prefix: str
-    client: Any
-    sse: str | None = None
-    kms_key_id: str | None = None
-    region: str | None = None
-    profile: str | None = None
-    path_style: bool | None = None
-
-    @classmethod
-    def from_url(cls, url: DriverURL) -> S3Bucket:
-        url.reject_unknown_options(_OPTIONS)
-        bucket = url.netloc
-        if not bucket:
-            raise ConfigError(f"{url.raw!r} names no bucket; use {url.scheme}://BUCKET[/PREFIX]")
-        prefix = url.path.strip("/")
-        if "//" in prefix:
-            raise ConfigError(f"{url.raw!r}: the key prefix must not contain '//'")
-        sse = url.options.get("sse") or None
-        kms_key_id = url.options.get("kms_key_id") or None
-        if kms_key_id and sse is None:
-            sse = "aws:kms"
-        if sse not in (None, "AES256", "aws:kms"):
-            raise ConfigError(f"{url.raw!r}: sse={sse!r} must be AES256 or aws:kms")
-        if kms_key_id and sse != "aws:kms":
-            raise ConfigError(f"{url.raw!r}: kms_key_id needs sse=aws:kms (not {sse})")
-        return cls.connect(
-            bucket,
-            prefix,
-            sse=sse,
-            kms_key_id=kms_key_id,
-            region=url.options.get("region") or None,
-            profile=url.options.get("profile") or None,
-            path_style=_flag(url, "path_style"),
-        )
-
-    @classmethod
-    def connect(
-        cls,
-        bucket: str,
-        prefix: str,
-        *,
-        sse: str | None = None,
-        kms_key_id: str | None = None,
-        region: str | None = None,
-        profile: str | None = None,
-        path_style: bool | None = None,
-    ) -> S3Bucket:
-        """A handle with its own boto3 client (two handles are two independent clients)."""
-        client = _boto.client("s3", region=region, profile=profile, path_style=path_style)
-        return cls(bucket, prefix, client, sse, kms_key_id, region, profile, path_style)
-
-    def reconnect(self) -> S3Bucket:
-        """The same place and options with a new client."""
-        return S3Bucket.connect(
-            self.bucket,
-            self.prefix,
-            sse=self.sse,
-            kms_key_id=self.kms_key_id,
-            region=self.region,
-            profile=self.profile,
-            path_style=self.path_style,
-        )
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}/{name}" if self.prefix else name
-
-    def name(self, key: str) -> str:
-        return key[len(self.prefix) + 1 :] if self.prefix else key
-
-    def uri(self, key: str = "") -> str:
-        return f"s3://{self.bucket}/{key}" if key else f"s3://{self.bucket}"
-
-    def sse_args(self) -> dict[str, Any]:
-        """Server-side encryption parameters for every object written."""
-        if self.sse is None:
-            return {}
-        args: dict[str, Any] = {"ServerSideEncryption": self.sse}
-        if self.kms_key_id:
-            args["SSEKMSKeyId"] = self.kms_key_id
-        return args
-
-    def call(
-        self,
-        action: str,
-        key: str,
-        fn: Callable[..., T],
-        handle: Callable[[Exception], T] | None = None,
-        **kwargs: Any,
-    ) -> T:
-        """Run one S3 call; ``handle`` may turn an expected error into a value."""
-        try:
-            return fn(Bucket=self.bucket, **kwargs)
-        except _boto.AWS_ERRORS as exc:
-            if handle is not None:
-                return handle(exc)
-            _boto.translate(exc, action, self.uri(key))
 
 
 def _md5_b64(data: bytes | memoryview) -> str:
