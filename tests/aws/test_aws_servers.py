@@ -145,3 +145,24 @@ def test_missing_boto3_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setitem(sys.modules, module, None)
     with pytest.raises(MissingDependency, match=r"pip install 'statekeeper\[aws\]'"):
         registry.open_store("s3://some-bucket")
+
+
+def test_serve_without_boto3_says_what_to_install(tmp_path: Path) -> None:
+    import os
+
+    code = (
+        "import sys; sys.modules['boto3'] = None; "
+        "sys.argv = ['statekeeper', 'serve', '--store', 's3://some-bucket']; "
+        "from statekeeper.cli import main; main()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "pip install 'statekeeper[aws]'" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -246,3 +246,25 @@ def test_terraform_workspaces_are_states_of_ours(
     assert plan.returncode != 0 and "Error acquiring the state lock" in plan.output
     tf.run("workspace", "select", "default").check()
     tf.run("plan").check()
+
+
+@pytest.mark.parametrize("server", MODES, indirect=True)
+def test_terraform_force_unlocks_a_lock_taken_through_server(
+    server: StatekeeperServer,
+    terraform: Callable[..., Terraform],
+    moto: MotoServer,
+    bucket: str,
+    table: str,
+    s3: Any,
+    ddb: Any,
+) -> None:
+    # Upstream TestForceUnlock: another client removes the lock by its ID.
+    mode = server.mode  # type: ignore[attr-defined]
+    tf = terraform().write(s3_backend(moto, bucket, table, mode) + RESOURCES)
+    tf.run("init").check()
+    ours = LockInfo.new("OperationTypeApply", "ci@statekeeper")
+    taken = httpx.request("LOCK", server.state_url(KEY), content=ours.body, timeout=30)
+    assert taken.status_code == 200, taken.text
+    tf.run("force-unlock", "-force", ours.id).check()
+    assert _held_by_terraform(mode, bucket, table, s3, ddb) is None
+    tf.run("apply").check()

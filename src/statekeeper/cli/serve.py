@@ -58,6 +58,7 @@ def serve(
 ) -> None:
     """Serve Terraform's http backend on /state/NAME (embedded SQLite by default)."""
     import uvicorn
+    from rich.markup import escape
 
     from statekeeper.app import Services
     from statekeeper.cli.output import err_console
@@ -93,7 +94,8 @@ def serve(
         )
         if not services.store.supports_versions:
             err_console.print(
-                f"[yellow]warning:[/] {_history_warning(services.store)}", highlight=False
+                f"[yellow]warning:[/] {escape(_history_warning(services.store))}",
+                highlight=False,
             )
         err_console.print(
             "[yellow]warning:[/] no access control is configured: anyone on this machine "
