@@ -37,6 +37,11 @@ def ddb(moto: MotoServer) -> Any:
 
 
 @pytest.fixture
+def kms(moto: MotoServer) -> Any:
+    return aws("kms", moto)
+
+
+@pytest.fixture
 def bucket(s3: Any) -> str:
     """A versioned bucket, as `statekeeper bootstrap` (and good practice) makes it."""
     s3.create_bucket(Bucket=BUCKET)

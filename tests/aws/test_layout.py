@@ -15,7 +15,13 @@ from statekeeper.drivers.dynamodb import DynamoLocks
 from statekeeper.drivers.registry import open_locks, open_store
 from statekeeper.drivers.s3 import PART_SIZE, S3Store
 from statekeeper.drivers.s3lock import S3LockFiles
-from statekeeper.errors import CapabilityMissing, LockConflict, LockNotFound, StorageError
+from statekeeper.errors import (
+    CapabilityMissing,
+    ConfigError,
+    LockConflict,
+    LockNotFound,
+    StorageError,
+)
 from statekeeper.model import LockInfo, StateVersion, utcnow
 from statekeeper.services.workspaces import list_workspaces, workspace_of, workspace_state
 from statekeeper.testing.contracts import STATE
@@ -253,3 +259,18 @@ def test_s3_store_without_lock_url_uses_lock_files(bucket: str, s3: Any) -> None
     held = s3.get_object(Bucket=bucket, Key="p/x.tfstate.tflock")
     assert held["ServerSideEncryption"] == "AES256"
     locks.release("x.tfstate", lock.id)
+
+
+def test_kms_encryption_on_states_and_lock_files(bucket: str, s3: Any, kms: Any) -> None:
+    key_id = kms.create_key()["KeyMetadata"]["Arn"]
+    url = f"s3://{bucket}/k?kms_key_id={key_id}"
+    store = _s3_store(url)
+    store.put("enc.tfstate", STATE, {})
+    locks = open_locks(url, store)
+    locks.acquire("enc.tfstate", LockInfo.new("test", "kms"))
+    for key in ("k/enc.tfstate", "k/enc.tfstate.tflock"):
+        head = s3.head_object(Bucket=bucket, Key=key)
+        assert head["ServerSideEncryption"] == "aws:kms"
+        assert head["SSEKMSKeyId"] == key_id
+    with pytest.raises(ConfigError, match="kms_key_id needs sse=aws:kms"):
+        open_store(f"s3://{bucket}?sse=AES256&kms_key_id={key_id}")
