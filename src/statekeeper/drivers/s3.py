@@ -35,6 +35,11 @@ _WORKERS = 8
 LOCK_SUFFIX = ".tflock"
 
 
+def _read_action(version_id: str | None) -> str:
+    """The IAM action a read needs: reading an older version is a permission of its own."""
+    return "s3:GetObject" if version_id is None else "s3:GetObjectVersion"
+
+
 def _md5_b64(data: bytes | memoryview) -> str:
     return base64.b64encode(hashlib.md5(data).digest()).decode()
 
@@ -215,7 +220,7 @@ class S3Store(ObjectStore):
                 return None
             if code == "InvalidRange":
                 return None  # a zero-length object: no state
-            _boto.translate(exc, "s3:GetObject", self.where.uri(full))
+            _boto.translate(exc, _read_action(version_id), self.where.uri(full))
 
         return handle
 
@@ -233,7 +238,7 @@ class S3Store(ObjectStore):
         full = self.where.key(key)
         extra = {"VersionId": version_id} if version_id is not None else {}
         resp = self.where.call(
-            "s3:GetObject",
+            _read_action(version_id),
             full,
             self.where.client.head_object,
             self._not_found(full, version_id),
@@ -259,7 +264,7 @@ class S3Store(ObjectStore):
         pin = {"VersionId": version_id} if version_id is not None else {}
         for _ in range(3):
             first = self.where.call(
-                "s3:GetObject",
+                _read_action(version_id),
                 full,
                 self.where.client.get_object,
                 self._not_found(full, version_id),
@@ -377,7 +382,7 @@ class S3Store(ObjectStore):
     def _head_version(self, key: str, listed: dict[str, Any]) -> ObjectInfo | None:
         full = self.where.key(key)
         resp = self.where.call(
-            "s3:GetObject",
+            "s3:GetObjectVersion",
             full,
             self.where.client.head_object,
             self._not_found(full, None),
