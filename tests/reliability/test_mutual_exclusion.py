@@ -34,7 +34,7 @@ from statekeeper.testing.processes import MotoServer, StatekeeperServer
 
 SERVERS = 3
 CLIENTS = size(10, 50)
-ROUNDS = size(3, 10)
+ROUNDS = size(3, 6)
 BUCKET = "mutex-bucket"
 TABLE = "mutex-locks"
 
