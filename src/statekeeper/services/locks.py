@@ -7,6 +7,7 @@ decides what the answer to Terraform is.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from statekeeper.drivers.base import LockTable, ObjectStore
@@ -72,6 +73,25 @@ class LockService:
         if removed is None:
             raise LockNotFound(f"no lock is held on {name}; nothing to unlock")
         return removed
+
+    @contextmanager
+    def holding(self, name: StateName, operation: str, caller: Caller) -> Iterator[LockInfo]:
+        """Hold the lock for an operator command (push, rollback, migrate) and release it.
+
+        ``Who`` is the caller, as Terraform writes ``user@host``; a held lock
+        raises LockConflict naming its holder, and nothing is done.
+        """
+        require(self.policy, caller, name, Permission.WRITE, "lock")
+        # Path as Terraform's S3 backend writes it: <bucket>/<state object key>.
+        path = f"{self.store.lock_namespace}/{self.store.full_key(str(name))}"
+        info = LockInfo.new(operation, caller.actor, path=path).with_facts(
+            caller.actor, caller.remote_addr
+        )
+        self.locks.acquire(str(name), info)
+        try:
+            yield info
+        finally:
+            self.locks.release(str(name), info.id)
 
     def read(self, name: StateName) -> LockInfo | None:
         return self.locks.read(str(name))
