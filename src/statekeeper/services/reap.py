@@ -114,7 +114,10 @@ def unlock(
             f"'statekeeper unlock {name} --id {holder.id}' (or --force to remove "
             "whatever lock is held)",
         )
-    removed = locks.force_unlock(name, caller, lock_id=lock_id)
+    if lock_id is not None:
+        removed = locks.remove(name, caller, lock_id)
+    else:
+        removed = locks.force_unlock(name, caller, lock_id=None)
     reason = f"unlock --id {lock_id}" if lock_id else "unlock --force"
     return _record(Release(str(name), removed, _age(removed, utcnow()), True, reason), caller)
 
@@ -155,7 +158,7 @@ def reap(
             out.append(Release(held.name, lock, held.age_seconds, False, reason + " (dry run)"))
             continue
         try:
-            removed = locks.force_unlock(StateName(held.name), caller, lock_id=lock.id)
+            removed = locks.remove(StateName(held.name), caller, lock.id)
         except (LockMismatch, LockNotFound):
             continue  # released or replaced since the listing: not ours to remove
         out.append(_record(Release(held.name, removed, held.age_seconds, True, reason), caller))
