@@ -47,11 +47,8 @@ def _destination(ctx: typer.Context, to: str | None, to_locks: list[str] | None)
                 "--to-locks needs --to; without --to the destination is --store/--locks"
             )
         return obj(ctx).services()
-    if not to_locks and not to.startswith(("sqlite:", "memory:")):
-        raise ConfigError(
-            f"the destination {to} keeps no locks of its own: give --to-locks "
-            "dynamodb://TABLE or s3lock://BUCKET (migrate copies under the destination's locks)"
-        )
+    # Without --to-locks the destination's own default applies: its database for
+    # sqlite://, lock files next to the states for s3:// (Terraform's use_lockfile).
     return Services.build(
         load_settings({"store": to, "locks": ",".join(to_locks) if to_locks else None})
     )
@@ -74,7 +71,11 @@ def migrate(
     ] = None,
     to_locks: Annotated[
         list[str] | None,
-        typer.Option("--to-locks", help="Destination lock URL(s) (needed for s3:// destinations)"),
+        typer.Option(
+            "--to-locks",
+            help="Destination lock URL(s): dynamodb://TABLE, s3lock://BUCKET; give twice for both "
+            "[default: the destination's own]",
+        ),
     ] = None,
     name: Annotated[
         str | None, typer.Option("--name", help="Destination state name for a single file")

@@ -84,8 +84,10 @@ class LockService:
         require(self.policy, caller, name, Permission.ADMIN, "force-unlock")
         key = str(name)
         holder = self.locks.read(key)
-        if holder is not None and holder.id == lock_id and self.locks.delete_if_held_by(
-            key, lock_id
+        if (
+            holder is not None
+            and holder.id == lock_id
+            and self.locks.delete_if_held_by(key, lock_id)
         ):
             return holder
         holder = self.locks.read(key)
