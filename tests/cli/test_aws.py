@@ -255,10 +255,11 @@ def test_migrate_a_local_state_into_s3_and_history_between_stores(
     to_s3 = ["migrate", "--from", sqlite, "--to", f"s3://{BUCKET}", "--with-history", "--json"]
     report = _json(cli_process, *to_s3)
     assert report["copied"] == 3
-    versions = s3.list_object_versions(Bucket=BUCKET, Prefix="svc.tfstate")["Versions"]
+    listed = s3.list_object_versions(Bucket=BUCKET, Prefix="svc.tfstate")["Versions"]
+    versions = [v for v in listed if v["Key"] == "svc.tfstate"]
     in_s3 = [
         s3.get_object(Bucket=BUCKET, Key="svc.tfstate", VersionId=v["VersionId"])["Body"].read()
-        for v in sorted(versions, key=lambda v: v["LastModified"])
+        for v in reversed(versions)  # listed newest first
     ]
     from_server = [
         cli_process(

@@ -8,11 +8,12 @@ with the number of versions asked for; listings elsewhere never download.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, replace
 from typing import Any
 
 from statekeeper.errors import BadRequest, EncryptedState, StateNotFound, VersionNotFound
-from statekeeper.model import Caller, StateName, StateVersion
+from statekeeper.model import Caller, StateDoc, StateName, StateVersion
 from statekeeper.services.diff import StateDiff, describe_state, diff_states
 from statekeeper.services.history import HistoryService
 from statekeeper.services.states import StateService
@@ -97,6 +98,41 @@ class Inspector:
     def _bytes(self, name: StateName, caller: Caller, version: StateVersion) -> bytes:
         return self.states.read_existing(name, caller, version.version_id).data
 
+    def filled(self, version: StateVersion, data: bytes) -> StateVersion:
+        """``version`` with what its bytes tell when the store recorded no metadata
+        (Terraform's own S3 writes carry none)."""
+        if version.serial is not None and version.sha256 is not None:
+            return version
+        serial: int | None
+        lineage: str | None
+        try:
+            doc = StateDoc.parse(data)
+            serial, lineage = doc.serial, doc.lineage
+        except BadRequest:
+            serial, lineage = version.serial, version.lineage
+        return replace(
+            version,
+            serial=version.serial if version.serial is not None else serial,
+            lineage=version.lineage if version.lineage is not None else lineage,
+            sha256=version.sha256 or hashlib.sha256(data).hexdigest(),
+            md5=version.md5 or hashlib.md5(data).hexdigest(),
+        )
+
+    def _listing(self, name: StateName, caller: Caller, *refs: str | None) -> list[StateVersion]:
+        """The versions, with serials read from the bytes where a ``serial:N`` ref needs them."""
+        versions = self.versions(name, caller)
+        wants_serial = any(r is not None and r.strip().startswith("serial:") for r in refs)
+        if wants_serial and any(v.serial is None for v in versions):
+            versions = [
+                v if v.serial is not None else self.filled(v, self._bytes(name, caller, v))
+                for v in versions
+            ]
+        return versions
+
+    def resolve(self, name: StateName, caller: Caller, ref: str) -> StateVersion:
+        """The version ``ref`` names (an ID, ``serial:N`` or ``current``)."""
+        return resolve_version(self._listing(name, caller, ref), ref)
+
     def history_entries(
         self, name: StateName, caller: Caller, limit: int | None = None
     ) -> list[HistoryEntry]:
@@ -109,8 +145,9 @@ class Inspector:
         for v in wanted:
             data.append(self._bytes(name, caller, v) if v.size else None)
         entries = []
-        for i, v in enumerate(shown):
+        for i, listed in enumerate(shown):
             newer = data[i]
+            v = listed if newer is None else self.filled(listed, newer)
             older = data[i + 1] if i + 1 < len(data) else None
             is_oldest = i + 1 >= len(versions)
             count: int | None
@@ -136,7 +173,7 @@ class Inspector:
         if ref is None or ref in ("current", "latest"):
             return None
         if ref.startswith("serial:") or not self.states.store.supports_versions:
-            return resolve_version(self.versions(name, caller), ref).version_id
+            return self.resolve(name, caller, ref).version_id
         return ref
 
     def pull(self, name: StateName, caller: Caller, version: str | None = None) -> bytes:
@@ -151,7 +188,7 @@ class Inspector:
         to_ref: str | None = None,
     ) -> VersionDiff:
         """From ``from_ref`` (default: the version before ``to_ref``) to ``to_ref`` (current)."""
-        versions = self.versions(name, caller)
+        versions = self._listing(name, caller, from_ref, to_ref)
         after = resolve_version(versions, to_ref or "current")
         if from_ref is not None:
             before: StateVersion | None = resolve_version(versions, from_ref)
@@ -162,4 +199,6 @@ class Inspector:
         old = self._bytes(name, caller, before) if before is not None else None
         if not new:
             raise StateNotFound(f"version {after.version_id} of {name} is empty")
-        return VersionDiff(str(name), before, after, diff_states(old, new))
+        if old is not None and before is not None:
+            before = self.filled(before, old)
+        return VersionDiff(str(name), before, self.filled(after, new), diff_states(old, new))

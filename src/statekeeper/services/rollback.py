@@ -19,7 +19,7 @@ from typing import Any
 from statekeeper.errors import EncryptedState, InvalidState
 from statekeeper.model import Caller, StateDoc, StateName, StateVersion
 from statekeeper.services.access import Permission, require
-from statekeeper.services.inspection import Inspector, resolve_version
+from statekeeper.services.inspection import Inspector
 from statekeeper.services.locks import LockService
 from statekeeper.services.states import StateService, WriteOutcome
 
@@ -90,10 +90,10 @@ def rollback(
     """Make version ``to_ref``'s content current again, as a new version, under the lock."""
     require(states.policy, caller, name, Permission.ADMIN, "roll back")
     with locks.holding(name, ROLLBACK_OPERATION, caller) as lock:
-        versions = inspector.versions(name, caller)
-        target = resolve_version(versions, to_ref)
+        target = inspector.resolve(name, caller, to_ref)
         current = states.read_existing(name, caller)
         old = states.read_existing(name, caller, target.version_id).data
+        target = inspector.filled(target, old)
         old_doc, cur_doc = StateDoc.parse(old), StateDoc.parse(current.data)
         if old_doc.encrypted or cur_doc.encrypted:
             raise EncryptedState(
