@@ -213,3 +213,22 @@ def test_errors_are_messages_with_exit_codes(cli_process: CliFn, tmp_path: Path)
     assert down.exit_code == 1 and "cannot reach the statekeeper server" in down.stderr
     for r in (missing, bad_name, usage, duration, junk, unknown, down):
         assert "Traceback" not in r.stderr
+
+
+def test_every_command_has_help(cli: CliFn) -> None:
+    commands = [[], ["locks"], ["locks", "reap"], ["unlock"], ["states"], ["show"], ["pull"]]
+    commands += [["push"], ["history"], ["diff"], ["rollback"], ["migrate"], ["serve"]]
+    for args in commands:
+        r = cli(*args, "--help")
+        assert r.exit_code == 0, (args, r.stderr)
+        assert "Usage" in r.stdout
+
+
+def test_markup_in_names_and_addresses_is_printed_as_is(cli: CliFn, tmp_path: Path) -> None:
+    v1 = state_bytes(1, resources=[instance("t", "x", {"a": "[red]"}, index_key="[bold]")])
+    v2 = state_bytes(2, resources=[instance("t", "x", {"a": "[/]"}, index_key="[bold]")])
+    cli("push", NAME, _write(tmp_path / "1", v1))
+    cli("push", NAME, _write(tmp_path / "2", v2))
+    r = cli("diff", NAME)
+    assert r.exit_code == 0, r.stderr
+    assert 't.x["[bold]"]' in r.stdout and '"[red]" -> "[/]"' in r.stdout

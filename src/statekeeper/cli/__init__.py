@@ -50,16 +50,16 @@ def _root(
     store: Annotated[
         str | None,
         typer.Option(
-            help="Store URL: sqlite:///…, s3://BUCKET[/PREFIX] [env: STATEKEEPER_STORE; "
-            "default: SQLite in ./.statekeeper]",
+            help="Store URL: sqlite:///…, s3://BUCKET/PREFIX (env: STATEKEEPER_STORE; "
+            "default: SQLite in ./.statekeeper)",
             show_default=False,
         ),
     ] = None,
     locks: Annotated[
         list[str] | None,
         typer.Option(
-            help="Lock URL: dynamodb://TABLE, s3lock://BUCKET[/PREFIX]; give twice for both "
-            "[env: STATEKEEPER_LOCKS, comma-separated; default: the store's database]",
+            help="Lock URL: dynamodb://TABLE, s3lock://BUCKET/PREFIX; give twice for both "
+            "(env: STATEKEEPER_LOCKS, comma-separated; default: the store's database)",
             show_default=False,
         ),
     ] = None,
@@ -82,7 +82,7 @@ def _root(
     ] = None,
     data_dir: Annotated[
         Path | None,
-        typer.Option(help="Directory of the embedded store [default: ./.statekeeper]"),
+        typer.Option(help="Directory of the embedded store (default: ./.statekeeper)"),
     ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file")] = None,
 ) -> None:

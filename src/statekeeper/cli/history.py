@@ -6,6 +6,7 @@ import json
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from statekeeper.cli import app
 from statekeeper.cli.context import obj
@@ -56,7 +57,7 @@ def _print_diff(d: dict[str, Any]) -> None:
     serial = d["serial"]
     frm = d["from"] or "(no state)"
     console.print(
-        f"[bold]{d['name']}[/]: {frm} (serial {dash(serial['before'])}) -> "
+        f"[bold]{escape(d['name'])}[/]: {frm} (serial {dash(serial['before'])}) -> "
         f"{d['to']} (serial {dash(serial['after'])})",
         highlight=False,
         soft_wrap=True,
@@ -69,11 +70,11 @@ def _print_diff(d: dict[str, Any]) -> None:
         console.print("No resource or output changes.")
         return
     for address in d["added"]:
-        console.print(f"[green]+ {address}[/]", highlight=False, soft_wrap=True)
+        console.print(f"[green]+ {escape(address)}[/]", highlight=False, soft_wrap=True)
     for address in d["removed"]:
-        console.print(f"[red]- {address}[/]", highlight=False, soft_wrap=True)
+        console.print(f"[red]- {escape(address)}[/]", highlight=False, soft_wrap=True)
     for inst in d["changed"]:
-        console.print(f"[yellow]~ {inst['address']}[/]", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]~ {escape(inst['address'])}[/]", highlight=False, soft_wrap=True)
         for c in inst["changes"]:
             console.print(
                 f"    {c['path']}: {_value(c, 'before')} -> {_value(c, 'after')}",
@@ -106,12 +107,12 @@ def diff(
     from_ref: Annotated[
         str | None,
         typer.Argument(
-            metavar="[FROM]", help="Older version [default: the one before TO]", show_default=False
+            metavar="[FROM]", help="Older version (default: the one before TO)", show_default=False
         ),
     ] = None,
     to_ref: Annotated[
         str | None,
-        typer.Argument(metavar="[TO]", help="Newer version [default: current]", show_default=False),
+        typer.Argument(metavar="[TO]", help="Newer version (default: current)", show_default=False),
     ] = None,
     json_out: JsonFlag = False,
 ) -> None:

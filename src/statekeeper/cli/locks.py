@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from typer._click.core import Context as ClickContext
 from typer.core import TyperGroup
 
@@ -78,10 +79,10 @@ def locks(
         if r["drift"]:
             kind += f" [red](drift: not in {'+'.join(r['missing'])})[/]"
         t.add_row(
-            r["name"],
-            r["id"],
-            r["operation"] or "-",
-            r["who"] or "-",
+            escape(r["name"]),
+            escape(r["id"]),
+            escape(r["operation"] or "-"),
+            escape(r["who"] or "-"),
             when(r["created"]),
             age(r["age_seconds"]),
             kind,

@@ -67,14 +67,14 @@ def migrate(
     ],
     to: Annotated[
         str | None,
-        typer.Option("--to", help="Destination store URL [default: --store/--locks]"),
+        typer.Option("--to", help="Destination store URL (default: --store/--locks)"),
     ] = None,
     to_locks: Annotated[
         list[str] | None,
         typer.Option(
             "--to-locks",
             help="Destination lock URL(s): dynamodb://TABLE, s3lock://BUCKET; give twice for both "
-            "[default: the destination's own]",
+            "(default: the destination's own)",
         ),
     ] = None,
     name: Annotated[

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from statekeeper.cli import app
 from statekeeper.cli.context import obj
@@ -21,7 +22,7 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (stable keys)
 VersionOpt = Annotated[
     str | None,
     typer.Option(
-        "--version", "-v", help="A version ID from 'history', serial:N, or current [default]"
+        "--version", "-v", help="A version ID from 'history', serial:N, or current (the default)"
     ),
 ]
 
@@ -57,11 +58,11 @@ def states(
     t = table(*cols, *(["VERSIONS"] if details else []))
     for r in rows:
         cells = [
-            r["name"],
+            escape(r["name"]),
             dash(r["serial"]),
             size(r["size"]),
             when(r["last_modified"]),
-            who_lock(r["lock"]),
+            escape(who_lock(r["lock"])),
         ]
         t.add_row(*cells, *([dash(r["versions"])] if details else []))
     console.print(t)
@@ -103,7 +104,9 @@ def show(
         else:
             facts.append(("Terraform", dash(doc.get("terraform_version"))))
         for label, value in facts:
-            console.print(f"[bold]{label + ':':<11}[/] {value}", highlight=False, soft_wrap=True)
+            console.print(
+                f"[bold]{label + ':':<11}[/] {escape(str(value))}", highlight=False, soft_wrap=True
+            )
         if doc["encrypted"]:
             return
         console.print(f"\n[bold]Resources ({len(doc['resources'])}):[/]")
@@ -141,7 +144,7 @@ def pull(
         output.write_bytes(data)
     except OSError as exc:
         raise BadRequest(f"cannot write {output}: {exc}") from exc
-    err_console.print(f"wrote {len(data)} bytes to {output}", highlight=False, soft_wrap=True)
+    err_console.print(f"wrote {len(data)} bytes to {output}", markup=False, soft_wrap=True)
 
 
 @app.command()
