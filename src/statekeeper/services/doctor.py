@@ -83,18 +83,19 @@ def doctor(
         return any(fnmatch.fnmatchcase(check_id, pattern) for pattern in skip)
 
     checks = settings_checks(target)
-    findings = [
-        Finding(c.id, Status.SKIP, "skipped (--skip)") for c in checks if skipped(c.id)
-    ]
     findings = run_checks(
         [c for c in checks if not skipped(c.id)], aws, target, "fix" if fix else "audit"
-    ) + findings
-    bucket_ok = all(
-        f.status is Status.PASS for f in findings if f.check == "bucket.exists"
     )
+    findings += [Finding(c.id, Status.SKIP, "skipped (--skip)") for c in checks if skipped(c.id)]
+    order = {c.id: i for i, c in enumerate(checks)}
+    findings.sort(key=lambda f: order.get(f.check, len(order)))
+    bucket_ok = any(f.check == "bucket.exists" and f.status is Status.PASS for f in findings)
     if probes and bucket_ok:
         findings += [
             f if not skipped(f.check) else Finding(f.check, Status.SKIP, "skipped (--skip)")
-            for f in run_probes(aws, target, fix=fix, stale_after=stale_after, now=now)
+            for f in run_probes(
+                aws, target, fix=fix, stale_after=stale_after, now=now,
+                write_probe=not skipped("probe.conditional-put"),
+            )
         ]
     return DoctorReport(target, findings, fix)

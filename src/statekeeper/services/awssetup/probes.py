@@ -374,11 +374,19 @@ def _guard(check: str, probe: Callable[[], list[Finding]]) -> list[Finding]:
 
 
 def run_probes(
-    aws: Aws, target: Target, *, fix: bool, stale_after: timedelta, now: datetime | None = None
+    aws: Aws,
+    target: Target,
+    *,
+    fix: bool,
+    stale_after: timedelta,
+    now: datetime | None = None,
+    write_probe: bool = True,
 ) -> list[Finding]:
-    """Every live probe, in order: conditional put, versions, digests, locks."""
+    """Every live probe, in order: conditional put and versions, digests, locks."""
     when = now or utcnow()
-    findings = _guard("probe.conditional-put", lambda: probe_conditional_put(aws, target))
+    findings: list[Finding] = []
+    if write_probe:
+        findings += _guard("probe.conditional-put", lambda: probe_conditional_put(aws, target))
     inventory: list[Inventory] = []
 
     def inv() -> Inventory:
