@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from tests.aws_setup.conftest import Aws, cli, cli_process, statuses
+from tests.aws_setup.helpers import Aws, cli, cli_process, statuses
 
 pytestmark = pytest.mark.aws
 
@@ -165,8 +164,16 @@ def test_kms_key_sets_sse_kms_with_bucket_key(aws: Aws) -> None:
 def test_log_bucket_and_replica(aws: Aws) -> None:
     aws.s3.create_bucket(Bucket="org-logs", ObjectOwnership="BucketOwnerEnforced")
     args = (
-        "bootstrap", "--bucket", "tf-state", "--table", "tf-locks",
-        "--log-bucket", "org-logs", "--replica-region", "us-west-2", "--json",
+        "bootstrap",
+        "--bucket",
+        "tf-state",
+        "--table",
+        "tf-locks",
+        "--log-bucket",
+        "org-logs",
+        "--replica-region",
+        "us-west-2",
+        "--json",
     )
     result = cli(*args)
     assert result.exit_code == 0, result.output

@@ -7,8 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
-from tests.aws_setup.conftest import POLICY_SKIP, Aws, cli, cli_process, statuses
+from tests.aws_setup.helpers import POLICY_SKIP, Aws, cli, cli_process, statuses
 
 pytestmark = pytest.mark.aws
 
@@ -45,8 +44,13 @@ def test_doctor_passes_every_check_after_bootstrap(aws: Aws) -> None:
     full = cli("doctor", "--bucket", "tf-state", "--table", "tf-locks", *POLICY_SKIP, "--json")
     assert full.exit_code == 0, full.output
     got = statuses(full.json())
-    for check in ("probe.conditional-put", "probe.versions", "states.digest", "locks.stale",
-                  "locks.dual"):
+    for check in (
+        "probe.conditional-put",
+        "probe.versions",
+        "states.digest",
+        "locks.stale",
+        "locks.dual",
+    ):
         assert got[check] == "pass", (check, got)
     assert {c for c, s in got.items() if s != "pass"} == OPTIONAL | {
         "bucket.policy-tls",
@@ -70,11 +74,17 @@ def test_doctor_reports_a_hand_made_bucket_and_fix_brings_it_to_all_pass(aws: Aw
     s3.create_bucket(Bucket="hand-made", ObjectOwnership="BucketOwnerEnforced")
     s3.put_bucket_lifecycle_configuration(
         Bucket="hand-made",
-        LifecycleConfiguration={"Rules": [{
-            "ID": "mine", "Status": "Enabled", "Filter": {},
-            "NoncurrentVersionExpiration": {"NoncurrentDays": 30},
-            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 3},
-        }]},
+        LifecycleConfiguration={
+            "Rules": [
+                {
+                    "ID": "mine",
+                    "Status": "Enabled",
+                    "Filter": {},
+                    "NoncurrentVersionExpiration": {"NoncurrentDays": 30},
+                    "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 3},
+                }
+            ]
+        },
     )
     # SSE is set at creation: moto ignores SSESpecification in UpdateTable, so doctor's
     # table.encryption fix cannot be observed there.
@@ -88,8 +98,10 @@ def test_doctor_reports_a_hand_made_bucket_and_fix_brings_it_to_all_pass(aws: Aw
     state = b'{"version": 4, "serial": 3, "lineage": "l-1", "outputs": {}, "resources": []}\n'
     s3.put_object(Bucket="hand-made", Key="app/terraform.tfstate", Body=state)
     stale = hashlib.md5(b"the state before the restore").hexdigest()
-    ddb.put_item(TableName="hand-locks", Item={
-        "LockID": {"S": "hand-made/app/terraform.tfstate-md5"}, "Digest": {"S": stale}})
+    ddb.put_item(
+        TableName="hand-locks",
+        Item={"LockID": {"S": "hand-made/app/terraform.tfstate-md5"}, "Digest": {"S": stale}},
+    )
 
     args = ("doctor", "--bucket", "hand-made", "--table", "hand-locks")
     audit = cli(*args, "--json")
@@ -97,8 +109,12 @@ def test_doctor_reports_a_hand_made_bucket_and_fix_brings_it_to_all_pass(aws: Aw
     report = audit.json()
     assert report["ok"] is False
     by_check = {(c["check"], c["subject"]): c for c in report["checks"]}
-    for check in ("bucket.versioning", "bucket.encryption", "bucket.public-access-block",
-                  "bucket.policy-tls"):
+    for check in (
+        "bucket.versioning",
+        "bucket.encryption",
+        "bucket.public-access-block",
+        "bucket.policy-tls",
+    ):
         assert by_check[(check, "")]["status"] == "fail", check
         assert by_check[(check, "")]["fix"].startswith("statekeeper doctor --fix")
     digest = by_check[("states.digest", "app/terraform.tfstate")]
@@ -106,8 +122,11 @@ def test_doctor_reports_a_hand_made_bucket_and_fix_brings_it_to_all_pass(aws: Aw
     current = hashlib.md5(state).hexdigest()
     assert current in digest["summary"] and stale in digest["summary"]
     assert "state data in S3 does not have the expected content" in digest["summary"]
-    for check in ("table.point-in-time-recovery", "table.deletion-protection",
-                  "bucket.policy-encrypted-uploads"):
+    for check in (
+        "table.point-in-time-recovery",
+        "table.deletion-protection",
+        "bucket.policy-encrypted-uploads",
+    ):
         assert by_check[(check, "")]["status"] == "warn", check
     assert by_check[("probe.versions", "")]["status"] == "fail"
 
@@ -120,9 +139,14 @@ def test_doctor_reports_a_hand_made_bucket_and_fix_brings_it_to_all_pass(aws: Aw
     fixed = cli(*args, "--fix", *POLICY_SKIP, "--json")
     assert fixed.exit_code == 0, fixed.output
     changed = {c["check"] for c in fixed.json()["checks"] if c["changed"]}
-    assert changed >= {"bucket.versioning", "bucket.encryption", "bucket.public-access-block",
-                       "table.point-in-time-recovery", "table.deletion-protection",
-                       "states.digest"}
+    assert changed >= {
+        "bucket.versioning",
+        "bucket.encryption",
+        "bucket.public-access-block",
+        "table.point-in-time-recovery",
+        "table.deletion-protection",
+        "states.digest",
+    }
     after = cli(*args, *POLICY_SKIP, "--json")
     assert after.exit_code == 0, after.output
     for check, status in statuses(after.json()).items():
@@ -130,13 +154,15 @@ def test_doctor_reports_a_hand_made_bucket_and_fix_brings_it_to_all_pass(aws: Aw
             assert status == "skip", (check, status)
         else:
             assert status == "pass", (check, status)
-    item = ddb.get_item(TableName="hand-locks",
-                        Key={"LockID": {"S": "hand-made/app/terraform.tfstate-md5"}})["Item"]
+    item = ddb.get_item(
+        TableName="hand-locks", Key={"LockID": {"S": "hand-made/app/terraform.tfstate-md5"}}
+    )["Item"]
     assert item["Digest"]["S"] == current
     assert s3.get_bucket_versioning(Bucket="hand-made")["Status"] == "Enabled"
     # the operator's own lifecycle rule (30 days) is accepted and left alone
-    assert [r["ID"] for r in s3.get_bucket_lifecycle_configuration(Bucket="hand-made")["Rules"]] \
-        == ["mine"]
+    assert [
+        r["ID"] for r in s3.get_bucket_lifecycle_configuration(Bucket="hand-made")["Rules"]
+    ] == ["mine"]
 
 
 def test_fix_applies_only_safe_policy_changes(aws: Aws) -> None:
@@ -174,30 +200,47 @@ def test_stale_locks_and_dual_lock_drift_are_reported_never_removed(aws: Aws) ->
 
     def state(key: str) -> None:
         s3.put_object(Bucket="tf-state", Key=key, Body=body, ServerSideEncryption="AES256")
-        ddb.put_item(TableName="tf-locks", Item={
-            "LockID": {"S": f"tf-state/{key}-md5"}, "Digest": {"S": digest}})
+        ddb.put_item(
+            TableName="tf-locks",
+            Item={"LockID": {"S": f"tf-state/{key}-md5"}, "Digest": {"S": digest}},
+        )
 
     # a: old lock file, no DynamoDB lock, although DynamoDB is in use (digest item)
     state("a.tfstate")
-    s3.put_object(Bucket="tf-state", Key="a.tfstate.tflock",
-                  Body=lock_info("id-a", old).encode(), ServerSideEncryption="AES256")
+    s3.put_object(
+        Bucket="tf-state",
+        Key="a.tfstate.tflock",
+        Body=lock_info("id-a", old).encode(),
+        ServerSideEncryption="AES256",
+    )
     # b: lock file and DynamoDB lock with different IDs
     state("b.tfstate")
-    s3.put_object(Bucket="tf-state", Key="b.tfstate.tflock",
-                  Body=lock_info("id-b1", fresh).encode(), ServerSideEncryption="AES256")
-    ddb.put_item(TableName="tf-locks", Item={
-        "LockID": {"S": "tf-state/b.tfstate"}, "Info": {"S": lock_info("id-b2", fresh)}})
+    s3.put_object(
+        Bucket="tf-state",
+        Key="b.tfstate.tflock",
+        Body=lock_info("id-b1", fresh).encode(),
+        ServerSideEncryption="AES256",
+    )
+    ddb.put_item(
+        TableName="tf-locks",
+        Item={"LockID": {"S": "tf-state/b.tfstate"}, "Info": {"S": lock_info("id-b2", fresh)}},
+    )
     # c: a fresh DynamoDB lock and lock-file history (a released lock file): drift
     state("c.tfstate")
-    s3.put_object(Bucket="tf-state", Key="c.tfstate.tflock", Body=b"{}",
-                  ServerSideEncryption="AES256")
+    s3.put_object(
+        Bucket="tf-state", Key="c.tfstate.tflock", Body=b"{}", ServerSideEncryption="AES256"
+    )
     s3.delete_object(Bucket="tf-state", Key="c.tfstate.tflock")
-    ddb.put_item(TableName="tf-locks", Item={
-        "LockID": {"S": "tf-state/c.tfstate"}, "Info": {"S": lock_info("id-c", fresh)}})
+    ddb.put_item(
+        TableName="tf-locks",
+        Item={"LockID": {"S": "tf-state/c.tfstate"}, "Info": {"S": lock_info("id-c", fresh)}},
+    )
     # d: DynamoDB only, never a lock file: that is just the configuration, not drift
     state("d.tfstate")
-    ddb.put_item(TableName="tf-locks", Item={
-        "LockID": {"S": "tf-state/d.tfstate"}, "Info": {"S": lock_info("id-d", old)}})
+    ddb.put_item(
+        TableName="tf-locks",
+        Item={"LockID": {"S": "tf-state/d.tfstate"}, "Info": {"S": lock_info("id-d", old)}},
+    )
 
     args = ("doctor", "--bucket", "tf-state", "--table", "tf-locks", *POLICY_SKIP)
     result = cli(*args, "--stale-after", "2h", "--fix", "--json")
@@ -218,7 +261,9 @@ def test_stale_locks_and_dual_lock_drift_are_reported_never_removed(aws: Aws) ->
     # --fix removed nothing
     assert s3.get_object(Bucket="tf-state", Key="a.tfstate.tflock")["Body"].read()
     for key in ("b.tfstate", "c.tfstate", "d.tfstate"):
-        assert "Item" in ddb.get_item(TableName="tf-locks", Key={"LockID": {"S": f"tf-state/{key}"}})
+        assert "Item" in ddb.get_item(
+            TableName="tf-locks", Key={"LockID": {"S": f"tf-state/{key}"}}
+        )
 
     # a longer threshold: nothing is stale
     relaxed = statuses(cli(*args, "--stale-after", "1d", "--json").json())
@@ -229,25 +274,30 @@ def test_missing_digest_is_a_warning_and_fix_writes_it(aws: Aws) -> None:
     assert cli("bootstrap", "--bucket", "tf-state", "--table", "tf-locks").exit_code == 0
     aws.drop_policy("tf-state")
     body = b'{"version": 4}'
-    aws.s3.put_object(Bucket="tf-state", Key="x/terraform.tfstate", Body=body,
-                      ServerSideEncryption="AES256")
+    aws.s3.put_object(
+        Bucket="tf-state", Key="x/terraform.tfstate", Body=body, ServerSideEncryption="AES256"
+    )
     args = ("doctor", "--bucket", "tf-state", "--table", "tf-locks", *POLICY_SKIP, "--json")
     first = cli(*args)
     assert first.exit_code == 0  # a warning, not a failure
     assert statuses(first.json())["states.digest[x/terraform.tfstate]"] == "warn"
     cli(*args, "--fix")
-    item = aws.ddb.get_item(TableName="tf-locks",
-                            Key={"LockID": {"S": "tf-state/x/terraform.tfstate-md5"}})["Item"]
+    item = aws.ddb.get_item(
+        TableName="tf-locks", Key={"LockID": {"S": "tf-state/x/terraform.tfstate-md5"}}
+    )["Item"]
     assert item["Digest"]["S"] == hashlib.md5(body).hexdigest()
     assert statuses(cli(*args).json())["states.digest"] == "pass"
 
 
 def test_digest_without_state_object_fails(aws: Aws) -> None:
     assert cli("bootstrap", "--bucket", "tf-state", "--table", "tf-locks").exit_code == 0
-    aws.ddb.put_item(TableName="tf-locks", Item={
-        "LockID": {"S": "tf-state/gone.tfstate-md5"}, "Digest": {"S": "0" * 32}})
-    result = cli("doctor", "--bucket", "tf-state", "--table", "tf-locks", "--skip", "probe.*",
-                 "--json")
+    aws.ddb.put_item(
+        TableName="tf-locks",
+        Item={"LockID": {"S": "tf-state/gone.tfstate-md5"}, "Digest": {"S": "0" * 32}},
+    )
+    result = cli(
+        "doctor", "--bucket", "tf-state", "--table", "tf-locks", "--skip", "probe.*", "--json"
+    )
     assert result.exit_code == 1
     finding = next(c for c in result.json()["checks"] if c["subject"] == "gone.tfstate")
     assert finding["status"] == "fail"

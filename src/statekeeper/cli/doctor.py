@@ -51,9 +51,7 @@ def doctor(
     aws = Aws(profile=profile)
     resolved, given = resolve_region(aws, bucket, region)
     target = Target(bucket=bucket, region=resolved, region_given=given, table=table)
-    report = run_doctor(
-        aws, target, fix=fix, stale_after=threshold, probes=probes, skip=skip or ()
-    )
+    report = run_doctor(aws, target, fix=fix, stale_after=threshold, probes=probes, skip=skip or ())
     print_doctor(report, json_output=json_output)
     if not report.ok:
         raise typer.Exit(1)

@@ -72,10 +72,17 @@ def resolve_region(aws: Aws, bucket: str, region: str | None) -> tuple[str, bool
 
 def check_kms_key(aws: Aws, key: str, region: str) -> None:
     """Fail early, naming the key, when it does not exist in the region."""
-    got = aws_call("kms:DescribeKey", f"KMS key {key}", aws.client("kms", region).describe_key,
-                   KeyId=key, absent=("NotFoundException",))
+    got = aws_call(
+        "kms:DescribeKey",
+        f"KMS key {key}",
+        aws.client("kms", region).describe_key,
+        KeyId=key,
+        absent=("NotFoundException",),
+    )
     if got is ABSENT:
-        raise ConfigError(f"the KMS key {key} does not exist in {region}; create it or fix --kms-key")
+        raise ConfigError(
+            f"the KMS key {key} does not exist in {region}; create it or fix --kms-key"
+        )
 
 
 def bootstrap(aws: Aws, target: Target, *, dry_run: bool = False) -> BootstrapReport:

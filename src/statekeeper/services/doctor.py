@@ -33,9 +33,7 @@ def parse_duration(text: str) -> timedelta:
     cleaned = text.strip().lower()
     parts = _DURATION.findall(cleaned)
     if not parts or _DURATION.sub("", cleaned).strip():
-        raise BadRequest(
-            f"{text!r} is not a duration; write it like 30m, 2h, 1d or 1h30m"
-        )
+        raise BadRequest(f"{text!r} is not a duration; write it like 30m, 2h, 1d or 1h30m")
     return timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in parts))
 
 
@@ -94,7 +92,11 @@ def doctor(
         findings += [
             f if not skipped(f.check) else Finding(f.check, Status.SKIP, "skipped (--skip)")
             for f in run_probes(
-                aws, target, fix=fix, stale_after=stale_after, now=now,
+                aws,
+                target,
+                fix=fix,
+                stale_after=stale_after,
+                now=now,
                 write_probe=not skipped("probe.conditional-put"),
             )
         ]

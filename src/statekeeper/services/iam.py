@@ -38,9 +38,9 @@ from statekeeper.services.awssetup.context import (
 __all__ = ["iam_policy"]
 
 
-def _kms_statement(key: str, region: str, account: str, part: str, actions: list[str]) -> (
-    dict[str, Any]
-):
+def _kms_statement(
+    key: str, region: str, account: str, part: str, actions: list[str]
+) -> dict[str, Any]:
     statement: dict[str, Any] = {"Sid": "UseStateKey", "Effect": "Allow", "Action": actions}
     if key.startswith("arn:"):
         if ":alias/" in key:
@@ -87,32 +87,66 @@ def iam_policy(
     if prefix:
         listing = {"Condition": {"StringLike": {"s3:prefix": [f"{prefix}*"]}}}
     statements: list[dict[str, Any]] = [
-        {"Sid": "ListStates", "Effect": "Allow", "Action": "s3:ListBucket",
-         "Resource": bucket_arn, **listing},
-        {"Sid": "ListStateHistory", "Effect": "Allow", "Action": "s3:ListBucketVersions",
-         "Resource": bucket_arn, **listing},
-        {"Sid": "ReadStates", "Effect": "Allow",
-         "Action": ["s3:GetObject", "s3:GetObjectVersion"], "Resource": objects},
+        {
+            "Sid": "ListStates",
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": bucket_arn,
+            **listing,
+        },
+        {
+            "Sid": "ListStateHistory",
+            "Effect": "Allow",
+            "Action": "s3:ListBucketVersions",
+            "Resource": bucket_arn,
+            **listing,
+        },
+        {
+            "Sid": "ReadStates",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:GetObjectVersion"],
+            "Resource": objects,
+        },
     ]
     if not read_only:
         statements += [
-            {"Sid": "WriteStates", "Effect": "Allow", "Action": "s3:PutObject",
-             "Resource": objects},
-            {"Sid": "ReleaseLockFiles", "Effect": "Allow", "Action": "s3:DeleteObject",
-             "Resource": f"{bucket_arn}/{prefix}*.tflock"},
+            {
+                "Sid": "WriteStates",
+                "Effect": "Allow",
+                "Action": "s3:PutObject",
+                "Resource": objects,
+            },
+            {
+                "Sid": "ReleaseLockFiles",
+                "Effect": "Allow",
+                "Action": "s3:DeleteObject",
+                "Resource": f"{bucket_arn}/{prefix}*.tflock",
+            },
         ]
         if allow_delete:
-            statements.append({"Sid": "DeleteStates", "Effect": "Allow",
-                               "Action": "s3:DeleteObject", "Resource": objects})
+            statements.append(
+                {
+                    "Sid": "DeleteStates",
+                    "Effect": "Allow",
+                    "Action": "s3:DeleteObject",
+                    "Resource": objects,
+                }
+            )
     if table is not None:
         actions = ["dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:Scan"]
         if not read_only:
             actions += ["dynamodb:PutItem", "dynamodb:DeleteItem"]
-        statements.append({"Sid": "Locks", "Effect": "Allow", "Action": actions,
-                           "Resource": f"arn:{part}:dynamodb:{where}:{who}:table/{table}"})
+        statements.append(
+            {
+                "Sid": "Locks",
+                "Effect": "Allow",
+                "Action": actions,
+                "Resource": f"arn:{part}:dynamodb:{where}:{who}:table/{table}",
+            }
+        )
     if kms_key:
-        actions = ["kms:Decrypt"] if read_only else [
-            "kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"
-        ]
+        actions = (
+            ["kms:Decrypt"] if read_only else ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"]
+        )
         statements.append(_kms_statement(kms_key, where, who, part, actions))
     return {"Version": "2012-10-17", "Statement": statements}

@@ -22,12 +22,18 @@ ABORT_MULTIPART_DAYS = 7
 def bucket_region(aws: Aws, name: str, region: str) -> Any:
     """The region a bucket lives in, or ABSENT when it does not exist."""
     s3 = aws.s3(region)
-    found = aws_call("s3:HeadBucket", f"bucket {name}", s3.head_bucket, Bucket=name,
-                     absent=("404", "NoSuchBucket", "NotFound"))
+    found = aws_call(
+        "s3:HeadBucket",
+        f"bucket {name}",
+        s3.head_bucket,
+        Bucket=name,
+        absent=("404", "NoSuchBucket", "NotFound"),
+    )
     if found is ABSENT:
         return ABSENT
-    location = aws_call("s3:GetBucketLocation", f"bucket {name}", s3.get_bucket_location,
-                        Bucket=name)
+    location = aws_call(
+        "s3:GetBucketLocation", f"bucket {name}", s3.get_bucket_location, Bucket=name
+    )
     constraint = location.get("LocationConstraint")
     # us-east-1 answers with no constraint; very old EU buckets answer "EU".
     return {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(constraint, constraint)
@@ -91,8 +97,13 @@ class BucketExists(_BucketCheck):
         # us-east-1 refuses a LocationConstraint naming itself.
         if self.ref.region != "us-east-1":
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.ref.region}
-        created = aws_call("s3:CreateBucket", self.where, self.client(aws).create_bucket,
-                           absent=("BucketAlreadyOwnedByYou", "BucketAlreadyExists"), **kwargs)
+        created = aws_call(
+            "s3:CreateBucket",
+            self.where,
+            self.client(aws).create_bucket,
+            absent=("BucketAlreadyOwnedByYou", "BucketAlreadyExists"),
+            **kwargs,
+        )
         if created is ABSENT and bucket_region(aws, self.ref.name, self.ref.region) is ABSENT:
             raise ConfigError(
                 f"the bucket name {self.ref.name!r} is taken by another AWS account "
@@ -108,9 +119,13 @@ class Ownership(_BucketCheck):
     safe_fix = False
 
     def read(self, aws: Aws, target: Target) -> Any:
-        got = aws_call("s3:GetBucketOwnershipControls", self.where,
-                       self.client(aws).get_bucket_ownership_controls, Bucket=self.ref.name,
-                       absent=("OwnershipControlsNotFoundError",))
+        got = aws_call(
+            "s3:GetBucketOwnershipControls",
+            self.where,
+            self.client(aws).get_bucket_ownership_controls,
+            Bucket=self.ref.name,
+            absent=("OwnershipControlsNotFoundError",),
+        )
         if got is ABSENT:
             return ABSENT
         rules = got.get("OwnershipControls", {}).get("Rules", [])
@@ -128,9 +143,13 @@ class Ownership(_BucketCheck):
         return "set object ownership to BucketOwnerEnforced"
 
     def apply(self, aws: Aws, target: Target, current: Any) -> None:
-        aws_call("s3:PutBucketOwnershipControls", self.where,
-                 self.client(aws).put_bucket_ownership_controls, Bucket=self.ref.name,
-                 OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]})
+        aws_call(
+            "s3:PutBucketOwnershipControls",
+            self.where,
+            self.client(aws).put_bucket_ownership_controls,
+            Bucket=self.ref.name,
+            OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+        )
 
 
 class Versioning(_BucketCheck):
@@ -138,8 +157,12 @@ class Versioning(_BucketCheck):
     title = "versioning is enabled"
 
     def read(self, aws: Aws, target: Target) -> Any:
-        got = aws_call("s3:GetBucketVersioning", self.where,
-                       self.client(aws).get_bucket_versioning, Bucket=self.ref.name)
+        got = aws_call(
+            "s3:GetBucketVersioning",
+            self.where,
+            self.client(aws).get_bucket_versioning,
+            Bucket=self.ref.name,
+        )
         return got.get("Status") or ABSENT
 
     def satisfied(self, target: Target, current: Any) -> bool:
@@ -156,8 +179,13 @@ class Versioning(_BucketCheck):
         return "enable versioning"
 
     def apply(self, aws: Aws, target: Target, current: Any) -> None:
-        aws_call("s3:PutBucketVersioning", self.where, self.client(aws).put_bucket_versioning,
-                 Bucket=self.ref.name, VersioningConfiguration={"Status": "Enabled"})
+        aws_call(
+            "s3:PutBucketVersioning",
+            self.where,
+            self.client(aws).put_bucket_versioning,
+            Bucket=self.ref.name,
+            VersioningConfiguration={"Status": "Enabled"},
+        )
 
 
 class Encryption(_BucketCheck):
@@ -165,9 +193,13 @@ class Encryption(_BucketCheck):
     title = "default encryption is on"
 
     def read(self, aws: Aws, target: Target) -> Any:
-        got = aws_call("s3:GetEncryptionConfiguration", self.where,
-                       self.client(aws).get_bucket_encryption, Bucket=self.ref.name,
-                       absent=("ServerSideEncryptionConfigurationNotFoundError",))
+        got = aws_call(
+            "s3:GetEncryptionConfiguration",
+            self.where,
+            self.client(aws).get_bucket_encryption,
+            Bucket=self.ref.name,
+            absent=("ServerSideEncryptionConfigurationNotFoundError",),
+        )
         if got is ABSENT:
             return ABSENT
         rules = got.get("ServerSideEncryptionConfiguration", {}).get("Rules", [])
@@ -186,7 +218,9 @@ class Encryption(_BucketCheck):
         algorithm, key, bucket_key = current
         if self.ref.kms_key:
             return bool(
-                algorithm == "aws:kms" and kms_tail(key) == kms_tail(self.ref.kms_key) and bucket_key
+                algorithm == "aws:kms"
+                and kms_tail(key) == kms_tail(self.ref.kms_key)
+                and bucket_key
             )
         return algorithm in ("AES256", "aws:kms", "aws:kms:dsse")
 
@@ -218,9 +252,13 @@ class Encryption(_BucketCheck):
             }
         else:
             rule = {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
-        aws_call("s3:PutEncryptionConfiguration", self.where,
-                 self.client(aws).put_bucket_encryption, Bucket=self.ref.name,
-                 ServerSideEncryptionConfiguration={"Rules": [rule]})
+        aws_call(
+            "s3:PutEncryptionConfiguration",
+            self.where,
+            self.client(aws).put_bucket_encryption,
+            Bucket=self.ref.name,
+            ServerSideEncryptionConfiguration={"Rules": [rule]},
+        )
 
 
 class PublicAccessBlock(_BucketCheck):
@@ -228,9 +266,13 @@ class PublicAccessBlock(_BucketCheck):
     title = "all four public access block flags are on"
 
     def read(self, aws: Aws, target: Target) -> Any:
-        got = aws_call("s3:GetBucketPublicAccessBlock", self.where,
-                       self.client(aws).get_public_access_block, Bucket=self.ref.name,
-                       absent=("NoSuchPublicAccessBlockConfiguration",))
+        got = aws_call(
+            "s3:GetBucketPublicAccessBlock",
+            self.where,
+            self.client(aws).get_public_access_block,
+            Bucket=self.ref.name,
+            absent=("NoSuchPublicAccessBlockConfiguration",),
+        )
         if got is ABSENT:
             return ABSENT
         config = got.get("PublicAccessBlockConfiguration", {})
@@ -251,15 +293,24 @@ class PublicAccessBlock(_BucketCheck):
         return "turn on all four public access block flags"
 
     def apply(self, aws: Aws, target: Target, current: Any) -> None:
-        aws_call("s3:PutBucketPublicAccessBlock", self.where,
-                 self.client(aws).put_public_access_block, Bucket=self.ref.name,
-                 PublicAccessBlockConfiguration=dict.fromkeys(_PAB_FLAGS, True))
+        aws_call(
+            "s3:PutBucketPublicAccessBlock",
+            self.where,
+            self.client(aws).put_public_access_block,
+            Bucket=self.ref.name,
+            PublicAccessBlockConfiguration=dict.fromkeys(_PAB_FLAGS, True),
+        )
 
 
 class _PolicyCheck(_BucketCheck):
     def read(self, aws: Aws, target: Target) -> Any:
-        got = aws_call("s3:GetBucketPolicy", self.where, self.client(aws).get_bucket_policy,
-                       Bucket=self.ref.name, absent=("NoSuchBucketPolicy",))
+        got = aws_call(
+            "s3:GetBucketPolicy",
+            self.where,
+            self.client(aws).get_bucket_policy,
+            Bucket=self.ref.name,
+            absent=("NoSuchBucketPolicy",),
+        )
         return policies.parse_policy(None if got is ABSENT else got.get("Policy"))
 
     def statement(self) -> dict[str, Any]:
@@ -267,8 +318,13 @@ class _PolicyCheck(_BucketCheck):
 
     def apply(self, aws: Aws, target: Target, current: Any) -> None:
         merged = policies.merge_statement(current, self.statement())
-        aws_call("s3:PutBucketPolicy", self.where, self.client(aws).put_bucket_policy,
-                 Bucket=self.ref.name, Policy=json.dumps(merged))
+        aws_call(
+            "s3:PutBucketPolicy",
+            self.where,
+            self.client(aws).put_bucket_policy,
+            Bucket=self.ref.name,
+            Policy=json.dumps(merged),
+        )
 
 
 class PolicyTls(_PolicyCheck):
@@ -311,7 +367,7 @@ class PolicyEncryptedUploads(_PolicyCheck):
 
     def fix_hint(self, target: Target) -> str:
         return (
-            "make sure every backend \"s3\" block has encrypt = true, then run "
+            'make sure every backend "s3" block has encrypt = true, then run '
             f"statekeeper bootstrap (it will {self.change(target, ABSENT)})"
         )
 
@@ -334,9 +390,13 @@ class Lifecycle(_BucketCheck):
     safe_fix = False
 
     def read(self, aws: Aws, target: Target) -> Any:
-        got = aws_call("s3:GetLifecycleConfiguration", self.where,
-                       self.client(aws).get_bucket_lifecycle_configuration, Bucket=self.ref.name,
-                       absent=("NoSuchLifecycleConfiguration",))
+        got = aws_call(
+            "s3:GetLifecycleConfiguration",
+            self.where,
+            self.client(aws).get_bucket_lifecycle_configuration,
+            Bucket=self.ref.name,
+            absent=("NoSuchLifecycleConfiguration",),
+        )
         return [] if got is ABSENT else got.get("Rules", [])
 
     def _found(self, rules: list[dict[str, Any]]) -> tuple[int | None, int | None]:
@@ -361,9 +421,11 @@ class Lifecycle(_BucketCheck):
     def describe(self, current: Any) -> str:
         noncurrent, abort = self._found(current)
         parts = [
-            "noncurrent versions never expire" if noncurrent is None
+            "noncurrent versions never expire"
+            if noncurrent is None
             else f"noncurrent versions expire after {noncurrent} days",
-            "incomplete multipart uploads are kept forever" if abort is None
+            "incomplete multipart uploads are kept forever"
+            if abort is None
             else f"incomplete multipart uploads are aborted after {abort} days",
         ]
         return "; ".join(parts)
@@ -387,9 +449,13 @@ class Lifecycle(_BucketCheck):
             "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": ABORT_MULTIPART_DAYS},
         }
         rules = [r for r in current if r.get("ID") != LIFECYCLE_RULE_ID]
-        aws_call("s3:PutLifecycleConfiguration", self.where,
-                 self.client(aws).put_bucket_lifecycle_configuration, Bucket=self.ref.name,
-                 LifecycleConfiguration={"Rules": [*rules, ours]})
+        aws_call(
+            "s3:PutLifecycleConfiguration",
+            self.where,
+            self.client(aws).put_bucket_lifecycle_configuration,
+            Bucket=self.ref.name,
+            LifecycleConfiguration={"Rules": [*rules, ours]},
+        )
 
 
 class Logging(_BucketCheck):
@@ -405,8 +471,12 @@ class Logging(_BucketCheck):
         return self.severity if target.log_bucket else Status.SKIP
 
     def read(self, aws: Aws, target: Target) -> Any:
-        got = aws_call("s3:GetBucketLogging", self.where, self.client(aws).get_bucket_logging,
-                       Bucket=self.ref.name)
+        got = aws_call(
+            "s3:GetBucketLogging",
+            self.where,
+            self.client(aws).get_bucket_logging,
+            Bucket=self.ref.name,
+        )
         enabled = got.get("LoggingEnabled")
         if not enabled:
             return ABSENT
@@ -446,16 +516,32 @@ class Logging(_BucketCheck):
             )
         # Grant the logging service write access to our prefix in the log bucket.
         s3 = self.client(aws)
-        got = aws_call("s3:GetBucketPolicy", f"bucket {log_bucket}", s3.get_bucket_policy,
-                       Bucket=log_bucket, absent=("NoSuchBucketPolicy",))
+        got = aws_call(
+            "s3:GetBucketPolicy",
+            f"bucket {log_bucket}",
+            s3.get_bucket_policy,
+            Bucket=log_bucket,
+            absent=("NoSuchBucketPolicy",),
+        )
         policy = policies.parse_policy(None if got is ABSENT else got.get("Policy"))
         grant = policies.log_delivery_statement(self.ref, log_bucket, aws.account_id())
         if grant not in policy["Statement"]:
-            aws_call("s3:PutBucketPolicy", f"bucket {log_bucket}", s3.put_bucket_policy,
-                     Bucket=log_bucket, Policy=json.dumps(policies.merge_statement(policy, grant)))
-        aws_call("s3:PutBucketLogging", self.where, s3.put_bucket_logging, Bucket=self.ref.name,
-                 BucketLoggingStatus={"LoggingEnabled": {
-                     "TargetBucket": log_bucket, "TargetPrefix": f"{self.ref.name}/"}})
+            aws_call(
+                "s3:PutBucketPolicy",
+                f"bucket {log_bucket}",
+                s3.put_bucket_policy,
+                Bucket=log_bucket,
+                Policy=json.dumps(policies.merge_statement(policy, grant)),
+            )
+        aws_call(
+            "s3:PutBucketLogging",
+            self.where,
+            s3.put_bucket_logging,
+            Bucket=self.ref.name,
+            BucketLoggingStatus={
+                "LoggingEnabled": {"TargetBucket": log_bucket, "TargetPrefix": f"{self.ref.name}/"}
+            },
+        )
 
 
 def bucket_checks(ref: BucketRef) -> list[Check]:

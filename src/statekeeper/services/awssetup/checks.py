@@ -160,9 +160,7 @@ class Check(ABC):
         return None
 
 
-def run_checks(
-    checks: Sequence[Check], aws: Aws, target: Target, mode: Mode
-) -> list[Finding]:
+def run_checks(checks: Sequence[Check], aws: Aws, target: Target, mode: Mode) -> list[Finding]:
     """Walk ``checks`` in order; see the module docstring for the modes."""
     findings: list[Finding] = []
     missing: set[str] = set()  # resources that do not exist (or will only after apply)

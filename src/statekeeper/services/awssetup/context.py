@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from statekeeper.errors import BadRequest
 
 __all__ = [
@@ -185,6 +187,6 @@ class Aws:
 
             try:
                 self._account = str(self.client("sts").get_caller_identity()["Account"])
-            except Exception as exc:
+            except (BotoCoreError, ClientError) as exc:
                 _boto.translate(exc, "sts:GetCallerIdentity", "the AWS account")
         return self._account

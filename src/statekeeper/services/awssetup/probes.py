@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from statekeeper.errors import InvalidLockInfo, StatekeeperError
 from statekeeper.model import LockInfo, utcnow
 from statekeeper.services.awssetup.checks import ABSENT, Finding, Status, aws_call
@@ -59,16 +61,20 @@ def take_inventory(aws: Aws, target: Target) -> Inventory:
             inv.objects[obj["Key"]] = obj
     if target.table:
         prefix = f"{target.bucket}/"
-        scan = aws.dynamodb(target.region).get_paginator("scan").paginate(
-            TableName=target.table,
-            ConsistentRead=True,
-            FilterExpression="begins_with(LockID, :p)",
-            ExpressionAttributeValues={":p": {"S": prefix}},
+        scan = (
+            aws.dynamodb(target.region)
+            .get_paginator("scan")
+            .paginate(
+                TableName=target.table,
+                ConsistentRead=True,
+                FilterExpression="begins_with(LockID, :p)",
+                ExpressionAttributeValues={":p": {"S": prefix}},
+            )
         )
         items = aws_call("dynamodb:Scan", f"table {target.table}", lambda: list(scan))
         for page in items:
             for item in page.get("Items", []):
-                lock_id = item["LockID"]["S"][len(prefix):]
+                lock_id = item["LockID"]["S"][len(prefix) :]
                 if lock_id.endswith(DIGEST_SUFFIX) and "Digest" in item:
                     inv.digests[lock_id[: -len(DIGEST_SUFFIX)]] = item["Digest"].get("S", "")
                 elif "Info" in item:
@@ -78,9 +84,13 @@ def take_inventory(aws: Aws, target: Target) -> Inventory:
 
 def _sse_args(aws: Aws, target: Target) -> dict[str, str]:
     """Encryption headers for the probe: the bucket policy may deny puts without them."""
-    got = aws_call("s3:GetEncryptionConfiguration", f"bucket {target.bucket}",
-                   aws.s3(target.region).get_bucket_encryption, Bucket=target.bucket,
-                   absent=("ServerSideEncryptionConfigurationNotFoundError",))
+    got = aws_call(
+        "s3:GetEncryptionConfiguration",
+        f"bucket {target.bucket}",
+        aws.s3(target.region).get_bucket_encryption,
+        Bucket=target.bucket,
+        absent=("ServerSideEncryptionConfigurationNotFoundError",),
+    )
     if got is not ABSENT:
         rules = got.get("ServerSideEncryptionConfiguration", {}).get("Rules", [])
         default = rules[0].get("ApplyServerSideEncryptionByDefault", {}) if rules else {}
@@ -101,38 +111,65 @@ def probe_conditional_put(aws: Aws, target: Target) -> list[Finding]:
     where = f"s3://{target.bucket}/{key}"
     findings: list[Finding] = []
     sse = _sse_args(aws, target)
-    aws_call("s3:PutObject", where, s3.put_object, Bucket=target.bucket, Key=key,
-             Body=b"statekeeper doctor probe\n", IfNoneMatch="*", **sse)
+    aws_call(
+        "s3:PutObject",
+        where,
+        s3.put_object,
+        Bucket=target.bucket,
+        Key=key,
+        Body=b"statekeeper doctor probe\n",
+        IfNoneMatch="*",
+        **sse,
+    )
     try:
         try:
             s3.put_object(Bucket=target.bucket, Key=key, Body=b"second\n", IfNoneMatch="*", **sse)
-            findings.append(Finding(
-                "probe.conditional-put", Status.FAIL,
-                "a put with If-None-Match: * overwrote an existing object",
-                fix="this store does not honour conditional writes: do not use use_lockfile "
-                "or s3lock:// here; lock with DynamoDB (--table)",
-            ))
-        except Exception as exc:  # noqa: BLE001 - the refusal is the expected outcome
+            findings.append(
+                Finding(
+                    "probe.conditional-put",
+                    Status.FAIL,
+                    "a put with If-None-Match: * overwrote an existing object",
+                    fix="this store does not honour conditional writes: do not use use_lockfile "
+                    "or s3lock:// here; lock with DynamoDB (--table)",
+                )
+            )
+        except ClientError as exc:  # the refusal is the expected outcome
             code = _boto.error_code(exc)
             if code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
-                findings.append(Finding(
-                    "probe.conditional-put", Status.PASS,
-                    f"a put with If-None-Match: * over an existing object is refused ({code})",
-                ))
+                findings.append(
+                    Finding(
+                        "probe.conditional-put",
+                        Status.PASS,
+                        f"a put with If-None-Match: * over an existing object is refused ({code})",
+                    )
+                )
             else:
                 _boto.translate(exc, "s3:PutObject (If-None-Match)", where)
-        versions = aws_call("s3:ListBucketVersions", f"bucket {target.bucket}",
-                            s3.list_object_versions, Bucket=target.bucket, Prefix=key)
+        versions = aws_call(
+            "s3:ListBucketVersions",
+            f"bucket {target.bucket}",
+            s3.list_object_versions,
+            Bucket=target.bucket,
+            Prefix=key,
+        )
         ids = [v.get("VersionId") for v in versions.get("Versions", []) if v["Key"] == key]
         if ids and all(i and i != "null" for i in ids):
-            findings.append(Finding("probe.versions", Status.PASS,
-                                    f"object versions can be listed ({len(ids)} of the probe)"))
+            findings.append(
+                Finding(
+                    "probe.versions",
+                    Status.PASS,
+                    f"object versions can be listed ({len(ids)} of the probe)",
+                )
+            )
         else:
-            findings.append(Finding(
-                "probe.versions", Status.FAIL,
-                "object versions are listed without version IDs: no history is kept",
-                fix="statekeeper doctor --fix (it will enable versioning)",
-            ))
+            findings.append(
+                Finding(
+                    "probe.versions",
+                    Status.FAIL,
+                    "object versions are listed without version IDs: no history is kept",
+                    fix="statekeeper doctor --fix (it will enable versioning)",
+                )
+            )
     finally:
         findings += _remove_probe(aws, target, key)
     return findings
@@ -142,18 +179,35 @@ def _remove_probe(aws: Aws, target: Target, key: str) -> list[Finding]:
     s3 = aws.s3(target.region)
     where = f"s3://{target.bucket}/{key}"
     try:
-        listed = aws_call("s3:ListBucketVersions", f"bucket {target.bucket}",
-                          s3.list_object_versions, Bucket=target.bucket, Prefix=key)
+        listed = aws_call(
+            "s3:ListBucketVersions",
+            f"bucket {target.bucket}",
+            s3.list_object_versions,
+            Bucket=target.bucket,
+            Prefix=key,
+        )
         entries = listed.get("Versions", []) + listed.get("DeleteMarkers", [])
         for entry in entries:
             if entry["Key"] == key:
-                aws_call("s3:DeleteObjectVersion", where, s3.delete_object, Bucket=target.bucket,
-                         Key=key, VersionId=entry["VersionId"])
+                aws_call(
+                    "s3:DeleteObjectVersion",
+                    where,
+                    s3.delete_object,
+                    Bucket=target.bucket,
+                    Key=key,
+                    VersionId=entry["VersionId"],
+                )
         if not entries:
             aws_call("s3:DeleteObject", where, s3.delete_object, Bucket=target.bucket, Key=key)
     except StatekeeperError as exc:
-        return [Finding("probe.cleanup", Status.WARN, f"the probe object was left behind: "
-                        f"{exc.message}", fix=f"delete every version of {where}")]
+        return [
+            Finding(
+                "probe.cleanup",
+                Status.WARN,
+                f"the probe object was left behind: {exc.message}",
+                fix=f"delete every version of {where}",
+            )
+        ]
     return []
 
 
@@ -161,85 +215,130 @@ def _md5(aws: Aws, target: Target, key: str, etag: str, expected: str) -> str:
     """The object's MD5; the ETag is it for single-part SSE-S3 objects, saving a download."""
     if etag.strip('"') == expected:
         return expected
-    got = aws_call("s3:GetObject", f"s3://{target.bucket}/{key}",
-                   aws.s3(target.region).get_object, Bucket=target.bucket, Key=key)
+    got = aws_call(
+        "s3:GetObject",
+        f"s3://{target.bucket}/{key}",
+        aws.s3(target.region).get_object,
+        Bucket=target.bucket,
+        Key=key,
+    )
     return hashlib.md5(got["Body"].read()).hexdigest()
 
 
 def check_digests(aws: Aws, target: Target, inv: Inventory, fix: bool) -> list[Finding]:
     if not target.table:
-        return [Finding("states.digest", Status.SKIP, "no lock table given (--table): "
-                        "digests not checked")]
+        return [
+            Finding(
+                "states.digest", Status.SKIP, "no lock table given (--table): digests not checked"
+            )
+        ]
     findings: list[Finding] = []
     checked = 0
 
     def write_digest(key: str, digest: str) -> None:
-        aws_call("dynamodb:PutItem", f"table {target.table}",
-                 aws.dynamodb(target.region).put_item, TableName=target.table,
-                 Item={"LockID": {"S": f"{target.bucket}/{key}{DIGEST_SUFFIX}"},
-                       "Digest": {"S": digest}})
+        aws_call(
+            "dynamodb:PutItem",
+            f"table {target.table}",
+            aws.dynamodb(target.region).put_item,
+            TableName=target.table,
+            Item={
+                "LockID": {"S": f"{target.bucket}/{key}{DIGEST_SUFFIX}"},
+                "Digest": {"S": digest},
+            },
+        )
 
     for key in inv.state_keys():
         obj = inv.objects.get(key)
         stored = inv.digests.get(key)
         if obj is None:
             if stored is not None:
-                findings.append(Finding(
-                    "states.digest", Status.FAIL,
-                    "a digest item exists but the state object does not: Terraform will "
-                    "refuse to read this state", subject=key,
-                    fix=f"restore s3://{target.bucket}/{key} from an older version, or delete "
-                    f"the item LockID = \"{target.bucket}/{key}{DIGEST_SUFFIX}\"",
-                ))
+                findings.append(
+                    Finding(
+                        "states.digest",
+                        Status.FAIL,
+                        "a digest item exists but the state object does not: Terraform will "
+                        "refuse to read this state",
+                        subject=key,
+                        fix=f"restore s3://{target.bucket}/{key} from an older version, or delete "
+                        f'the item LockID = "{target.bucket}/{key}{DIGEST_SUFFIX}"',
+                    )
+                )
             continue
         checked += 1
         locked = key in inv.db_locks or f"{key}{LOCK_SUFFIX}" in inv.objects
         if stored is None:
             current = _md5(aws, target, key, obj.get("ETag", ""), "")
-            finding = Finding("states.digest", Status.WARN,
-                              "no digest item: Terraform skips its consistency check",
-                              subject=key, fix="statekeeper doctor --fix (writes the digest)")
+            finding = Finding(
+                "states.digest",
+                Status.WARN,
+                "no digest item: Terraform skips its consistency check",
+                subject=key,
+                fix="statekeeper doctor --fix (writes the digest)",
+            )
             if fix and not locked:
                 write_digest(key, current)
-                finding = Finding("states.digest", Status.PASS, f"digest written: {current}",
-                                  subject=key, changed=f"write digest {current}")
+                finding = Finding(
+                    "states.digest",
+                    Status.PASS,
+                    f"digest written: {current}",
+                    subject=key,
+                    changed=f"write digest {current}",
+                )
             findings.append(finding)
             continue
         if not _HEX32.match(stored):
-            findings.append(Finding("states.digest", Status.WARN,
-                                    f"the digest item holds {stored!r}, not an MD5: Terraform "
-                                    "skips its check", subject=key,
-                                    fix="statekeeper doctor --fix (rewrites the digest)"))
+            findings.append(
+                Finding(
+                    "states.digest",
+                    Status.WARN,
+                    f"the digest item holds {stored!r}, not an MD5: Terraform skips its check",
+                    subject=key,
+                    fix="statekeeper doctor --fix (rewrites the digest)",
+                )
+            )
             continue
         current = _md5(aws, target, key, obj.get("ETag", ""), stored)
         if current == stored:
             continue
         finding = Finding(
-            "states.digest", Status.FAIL,
+            "states.digest",
+            Status.FAIL,
             f"state MD5 {current} does not match the digest {stored}: Terraform will fail "
-            "with \"state data in S3 does not have the expected content\"",
+            'with "state data in S3 does not have the expected content"',
             subject=key,
             fix="if the object was restored by hand, statekeeper doctor --fix (sets the digest "
             f"to {current}); otherwise find out who wrote it",
         )
         if fix and locked:
-            finding = Finding(finding.check, finding.status,
-                              finding.summary + "; not fixed while the state is locked",
-                              subject=key, fix=finding.fix)
+            finding = Finding(
+                finding.check,
+                finding.status,
+                finding.summary + "; not fixed while the state is locked",
+                subject=key,
+                fix=finding.fix,
+            )
         elif fix:
             write_digest(key, current)
-            finding = Finding("states.digest", Status.PASS,
-                              f"digest rewritten from {stored} to {current}", subject=key,
-                              changed=f"rewrite digest {stored} -> {current}")
+            finding = Finding(
+                "states.digest",
+                Status.PASS,
+                f"digest rewritten from {stored} to {current}",
+                subject=key,
+                changed=f"rewrite digest {stored} -> {current}",
+            )
         findings.append(finding)
     if not any(f.status is not Status.PASS or f.changed for f in findings):
-        findings.append(Finding("states.digest", Status.PASS,
-                                f"{checked} state(s) match their DynamoDB digests"))
+        findings.append(
+            Finding(
+                "states.digest", Status.PASS, f"{checked} state(s) match their DynamoDB digests"
+            )
+        )
     return findings
 
 
-def _lock_age(body: str, fallback: datetime | None, now: datetime) -> tuple[LockInfo | None,
-                                                                          timedelta | None]:
+def _lock_age(
+    body: str, fallback: datetime | None, now: datetime
+) -> tuple[LockInfo | None, timedelta | None]:
     try:
         info = LockInfo.parse(body.encode())
     except InvalidLockInfo:
@@ -274,12 +373,19 @@ def check_locks(
         if not obj_key.endswith(LOCK_SUFFIX) or obj_key.startswith(PROBE_PREFIX):
             continue
         state = obj_key[: -len(LOCK_SUFFIX)]
-        got = aws_call("s3:GetObject", f"s3://{target.bucket}/{obj_key}", s3.get_object,
-                       Bucket=target.bucket, Key=obj_key, absent=("NoSuchKey",))
+        got = aws_call(
+            "s3:GetObject",
+            f"s3://{target.bucket}/{obj_key}",
+            s3.get_object,
+            Bucket=target.bucket,
+            Key=obj_key,
+            absent=("NoSuchKey",),
+        )
         if got is ABSENT:  # released since the listing
             continue
-        info, age = _lock_age(got["Body"].read().decode(errors="replace"),
-                              obj.get("LastModified"), now)
+        info, age = _lock_age(
+            got["Body"].read().decode(errors="replace"), obj.get("LastModified"), now
+        )
         file_locks[state] = info
         if age is not None and age > stale_after:
             findings.append(_stale(f"{state}{LOCK_SUFFIX}", info, age))
@@ -290,10 +396,15 @@ def check_locks(
         if age is not None and age > stale_after:
             findings.append(_stale(f"{target.bucket}/{state} (DynamoDB)", info, age))
     if not findings:
-        findings.append(Finding("locks.stale", Status.PASS,
-                                f"no lock is older than {_human(stale_after)} "
-                                f"({len(file_locks)} lock file(s), {len(db_infos)} DynamoDB "
-                                "lock(s))"))
+        findings.append(
+            Finding(
+                "locks.stale",
+                Status.PASS,
+                f"no lock is older than {_human(stale_after)} "
+                f"({len(file_locks)} lock file(s), {len(db_infos)} DynamoDB "
+                "lock(s))",
+            )
+        )
     findings += _dual_lock_drift(aws, target, inv, file_locks, db_infos)
     return findings
 
@@ -301,7 +412,10 @@ def check_locks(
 def _stale(subject: str, info: LockInfo | None, age: timedelta) -> Finding:
     lock_id = info.id if info else "LOCK_ID"
     return Finding(
-        "locks.stale", Status.WARN, _describe(info, age), subject=subject,
+        "locks.stale",
+        Status.WARN,
+        _describe(info, age),
+        subject=subject,
         fix=f"if no Terraform run is still going: terraform force-unlock {lock_id} "
         "(doctor never removes locks)",
     )
@@ -328,13 +442,17 @@ def _dual_lock_drift(
         if in_file and in_db:
             a, b = file_locks[state], db_locks[state]
             if a and b and a.id != b.id:
-                findings.append(Finding(
-                    "locks.dual", Status.FAIL,
-                    f"the lock file is held by ID {a.id} and the DynamoDB lock by ID {b.id}: "
-                    "two runs hold this state at once", subject=state,
-                    fix="use the same locking (use_lockfile and dynamodb_table) in every "
-                    "backend block for this state, then force-unlock the stale one",
-                ))
+                findings.append(
+                    Finding(
+                        "locks.dual",
+                        Status.FAIL,
+                        f"the lock file is held by ID {a.id} and the DynamoDB lock by ID {b.id}: "
+                        "two runs hold this state at once",
+                        subject=state,
+                        fix="use the same locking (use_lockfile and dynamodb_table) in every "
+                        "backend block for this state, then force-unlock the stale one",
+                    )
+                )
             continue
         if in_file and state in inv.digests:
             missing, held = "DynamoDB lock", file_locks[state]
@@ -342,24 +460,37 @@ def _dual_lock_drift(
             missing, held = "lock file", db_locks[state]
         else:
             continue
-        findings.append(Finding(
-            "locks.dual", Status.WARN,
-            f"{_describe(held, None)} but there is no {missing}: a client with only the other "
-            "mechanism would not be excluded", subject=state,
-            fix="if no run is in progress, force-unlock it; give every backend block for this "
-            "state both use_lockfile = true and dynamodb_table",
-        ))
+        findings.append(
+            Finding(
+                "locks.dual",
+                Status.WARN,
+                f"{_describe(held, None)} but there is no {missing}: a client with only the other "
+                "mechanism would not be excluded",
+                subject=state,
+                fix="if no run is in progress, force-unlock it; give every backend block for this "
+                "state both use_lockfile = true and dynamodb_table",
+            )
+        )
     if not findings:
-        findings.append(Finding("locks.dual", Status.PASS,
-                                "no state is locked by only one of lock file and DynamoDB "
-                                "where both are in use"))
+        findings.append(
+            Finding(
+                "locks.dual",
+                Status.PASS,
+                "no state is locked by only one of lock file and DynamoDB where both are in use",
+            )
+        )
     return findings
 
 
 def _has_lockfile_history(aws: Aws, target: Target, state: str) -> bool:
     key = f"{state}{LOCK_SUFFIX}"
-    got = aws_call("s3:ListBucketVersions", f"bucket {target.bucket}",
-                   aws.s3(target.region).list_object_versions, Bucket=target.bucket, Prefix=key)
+    got = aws_call(
+        "s3:ListBucketVersions",
+        f"bucket {target.bucket}",
+        aws.s3(target.region).list_object_versions,
+        Bucket=target.bucket,
+        Prefix=key,
+    )
     entries = got.get("Versions", []) + got.get("DeleteMarkers", [])
     return any(e["Key"] == key for e in entries)
 
@@ -369,8 +500,14 @@ def _guard(check: str, probe: Callable[[], list[Finding]]) -> list[Finding]:
     try:
         return probe()
     except StatekeeperError as exc:
-        return [Finding(check, Status.FAIL, exc.message,
-                        fix="grant the permission, or run doctor with credentials that have it")]
+        return [
+            Finding(
+                check,
+                Status.FAIL,
+                exc.message,
+                fix="grant the permission, or run doctor with credentials that have it",
+            )
+        ]
 
 
 def run_probes(

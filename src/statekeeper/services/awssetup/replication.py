@@ -40,12 +40,23 @@ class ReplicationRole(Check):
 
     def read(self, aws: Aws, target: Target) -> Any:
         name = role_name(target.bucket)
-        role = aws_call("iam:GetRole", f"role {name}", aws.iam().get_role, RoleName=name,
-                        absent=("NoSuchEntity",))
+        role = aws_call(
+            "iam:GetRole",
+            f"role {name}",
+            aws.iam().get_role,
+            RoleName=name,
+            absent=("NoSuchEntity",),
+        )
         if role is ABSENT:
             return ABSENT
-        got = aws_call("iam:GetRolePolicy", f"role {name}", aws.iam().get_role_policy,
-                       RoleName=name, PolicyName=ROLE_POLICY, absent=("NoSuchEntity",))
+        got = aws_call(
+            "iam:GetRolePolicy",
+            f"role {name}",
+            aws.iam().get_role_policy,
+            RoleName=name,
+            PolicyName=ROLE_POLICY,
+            absent=("NoSuchEntity",),
+        )
         document = None if got is ABSENT else got["PolicyDocument"]
         if isinstance(document, str):
             document = json.loads(unquote(document))
@@ -72,12 +83,22 @@ class ReplicationRole(Check):
         assert replica is not None
         name = role_name(target.bucket)
         if current is ABSENT:
-            aws_call("iam:CreateRole", f"role {name}", aws.iam().create_role, RoleName=name,
-                     AssumeRolePolicyDocument=json.dumps(policies.replication_trust_policy()),
-                     Description=f"S3 replication of {target.bucket} to {replica.name}")
-        aws_call("iam:PutRolePolicy", f"role {name}", aws.iam().put_role_policy, RoleName=name,
-                 PolicyName=ROLE_POLICY,
-                 PolicyDocument=json.dumps(policies.replication_role_policy(target.main, replica)))
+            aws_call(
+                "iam:CreateRole",
+                f"role {name}",
+                aws.iam().create_role,
+                RoleName=name,
+                AssumeRolePolicyDocument=json.dumps(policies.replication_trust_policy()),
+                Description=f"S3 replication of {target.bucket} to {replica.name}",
+            )
+        aws_call(
+            "iam:PutRolePolicy",
+            f"role {name}",
+            aws.iam().put_role_policy,
+            RoleName=name,
+            PolicyName=ROLE_POLICY,
+            PolicyDocument=json.dumps(policies.replication_role_policy(target.main, replica)),
+        )
 
 
 class ReplicationRule(Check):
@@ -92,9 +113,13 @@ class ReplicationRule(Check):
         return self.severity if target.replica else Status.SKIP
 
     def read(self, aws: Aws, target: Target) -> Any:
-        got = aws_call("s3:GetReplicationConfiguration", f"bucket {target.bucket}",
-                       aws.s3(target.region).get_bucket_replication, Bucket=target.bucket,
-                       absent=("ReplicationConfigurationNotFoundError",))
+        got = aws_call(
+            "s3:GetReplicationConfiguration",
+            f"bucket {target.bucket}",
+            aws.s3(target.region).get_bucket_replication,
+            Bucket=target.bucket,
+            absent=("ReplicationConfigurationNotFoundError",),
+        )
         if got is ABSENT:
             return ABSENT
         config = got["ReplicationConfiguration"]
@@ -144,9 +169,13 @@ class ReplicationRule(Check):
         if target.kms_key and replica.kms_key:
             rule["SourceSelectionCriteria"] = {"SseKmsEncryptedObjects": {"Status": "Enabled"}}
             rule["Destination"]["EncryptionConfiguration"] = {"ReplicaKmsKeyID": replica.kms_key}
-        aws_call("s3:PutReplicationConfiguration", f"bucket {target.bucket}",
-                 aws.s3(target.region).put_bucket_replication, Bucket=target.bucket,
-                 ReplicationConfiguration={"Role": self._role_arn(aws, target), "Rules": [rule]})
+        aws_call(
+            "s3:PutReplicationConfiguration",
+            f"bucket {target.bucket}",
+            aws.s3(target.region).put_bucket_replication,
+            Bucket=target.bucket,
+            ReplicationConfiguration={"Role": self._role_arn(aws, target), "Rules": [rule]},
+        )
 
 
 def replication_checks(bucket: str) -> list[Check]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from statekeeper.errors import StorageError
 from statekeeper.services.awssetup.checks import ABSENT, Check, Status, aws_call
 from statekeeper.services.awssetup.context import Aws, Target
@@ -38,9 +40,13 @@ class _TableCheck(Check):
         return f"DynamoDB table {self.table}"
 
     def describe_table(self, aws: Aws, target: Target) -> Any:
-        got = aws_call("dynamodb:DescribeTable", self.where,
-                       self.client(aws, target).describe_table, TableName=self.table,
-                       absent=_NOT_FOUND)
+        got = aws_call(
+            "dynamodb:DescribeTable",
+            self.where,
+            self.client(aws, target).describe_table,
+            TableName=self.table,
+            absent=_NOT_FOUND,
+        )
         return ABSENT if got is ABSENT else got["Table"]
 
     def wait_active(self, aws: Aws, target: Target) -> None:
@@ -50,8 +56,13 @@ class _TableCheck(Check):
 
     def update(self, aws: Aws, target: Target, **kwargs: Any) -> None:
         self.wait_active(aws, target)
-        aws_call("dynamodb:UpdateTable", self.where, self.client(aws, target).update_table,
-                 TableName=self.table, **kwargs)
+        aws_call(
+            "dynamodb:UpdateTable",
+            self.where,
+            self.client(aws, target).update_table,
+            TableName=self.table,
+            **kwargs,
+        )
         self.wait_active(aws, target)
 
 
@@ -100,7 +111,9 @@ class TableExists(_TableCheck):
         if target.kms_key:
             sse["KMSMasterKeyId"] = target.kms_key
         aws_call(
-            "dynamodb:CreateTable", self.where, self.client(aws, target).create_table,
+            "dynamodb:CreateTable",
+            self.where,
+            self.client(aws, target).create_table,
             TableName=self.table,
             AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}],
             KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}],
@@ -141,9 +154,12 @@ class PointInTimeRecovery(_TableCheck):
     severity = Status.WARN
 
     def read(self, aws: Aws, target: Target) -> Any:
-        got = aws_call("dynamodb:DescribeContinuousBackups", self.where,
-                       self.client(aws, target).describe_continuous_backups,
-                       TableName=self.table)
+        got = aws_call(
+            "dynamodb:DescribeContinuousBackups",
+            self.where,
+            self.client(aws, target).describe_continuous_backups,
+            TableName=self.table,
+        )
         desc = got.get("ContinuousBackupsDescription", {})
         return desc.get("PointInTimeRecoveryDescription", {}).get(
             "PointInTimeRecoveryStatus", "DISABLED"
@@ -171,8 +187,9 @@ class PointInTimeRecovery(_TableCheck):
                     PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
                 )
                 return
-            except Exception as exc:  # noqa: BLE001 - re-raised or translated below
-                if _boto.error_code(exc) != "ContinuousBackupsUnavailableException" or attempt == 11:
+            except ClientError as exc:
+                busy = _boto.error_code(exc) == "ContinuousBackupsUnavailableException"
+                if not busy or attempt == 11:
                     _boto.translate(exc, "dynamodb:UpdateContinuousBackups", self.where)
                 time.sleep(5)
 
