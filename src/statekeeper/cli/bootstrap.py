@@ -64,11 +64,10 @@ def bootstrap(
         raise BadRequest("--table and --lockfile exclude each other: choose one way to lock")
     aws = Aws(profile=profile)
     Target(bucket=bucket, region=region or "us-east-1").validate()  # names before any call
-    resolved, given = resolve_region(aws, bucket, region)
+    resolved = resolve_region(aws, bucket, region)
     target = Target(
         bucket=bucket,
         region=resolved,
-        region_given=given,
         table=None if lockfile else (table or f"{bucket}-locks"),
         kms_key=kms_key,
         noncurrent_days=noncurrent_days,

@@ -49,8 +49,8 @@ def doctor(
     threshold = parse_duration(stale_after)
     Target(bucket=bucket, region=region or "us-east-1", table=table).validate()
     aws = Aws(profile=profile)
-    resolved, given = resolve_region(aws, bucket, region)
-    target = Target(bucket=bucket, region=resolved, region_given=given, table=table)
+    resolved = resolve_region(aws, bucket, region)
+    target = Target(bucket=bucket, region=resolved, table=table)
     report = run_doctor(aws, target, fix=fix, stale_after=threshold, probes=probes, skip=skip or ())
     print_doctor(report, json_output=json_output)
     if not report.ok:

@@ -52,7 +52,7 @@ class BootstrapReport:
         }
 
 
-def resolve_region(aws: Aws, bucket: str, region: str | None) -> tuple[str, bool]:
+def resolve_region(aws: Aws, bucket: str, region: str | None) -> str:
     """The region to work in: as given, else an existing bucket's, else boto3's default.
 
     A bucket that exists in another region than the one given is an error:
@@ -61,13 +61,13 @@ def resolve_region(aws: Aws, bucket: str, region: str | None) -> tuple[str, bool
     probe_region = region or aws.default_region()
     found = bucket_region(aws, bucket, probe_region)
     if found is ABSENT:
-        return probe_region, region is not None
+        return probe_region
     if region is not None and found != region:
         raise ConfigError(
             f"bucket {bucket} already exists in {found}, not {region}; pass --region {found} "
             "(a bucket cannot move between regions)"
         )
-    return str(found), region is not None
+    return str(found)
 
 
 def check_kms_key(aws: Aws, key: str, region: str) -> None:

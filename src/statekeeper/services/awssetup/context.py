@@ -105,8 +105,6 @@ class Target:
     replica_region: str | None = None
     replica_bucket: str | None = None
     replica_kms_key: str | None = None
-    #: The region was given explicitly (an existing bucket elsewhere is then an error).
-    region_given: bool = False
 
     @property
     def main(self) -> BucketRef:

@@ -287,15 +287,24 @@ def check_digests(aws: Aws, target: Target, inv: Inventory, fix: bool) -> list[F
             findings.append(finding)
             continue
         if not _HEX32.match(stored):
-            findings.append(
-                Finding(
-                    "states.digest",
-                    Status.WARN,
-                    f"the digest item holds {stored!r}, not an MD5: Terraform skips its check",
-                    subject=key,
-                    fix="statekeeper doctor --fix (rewrites the digest)",
-                )
+            finding = Finding(
+                "states.digest",
+                Status.WARN,
+                f"the digest item holds {stored!r}, not an MD5: Terraform skips its check",
+                subject=key,
+                fix="statekeeper doctor --fix (rewrites the digest)",
             )
+            if fix and not locked:
+                current = _md5(aws, target, key, obj.get("ETag", ""), "")
+                write_digest(key, current)
+                finding = Finding(
+                    "states.digest",
+                    Status.PASS,
+                    f"digest rewritten: {current}",
+                    subject=key,
+                    changed=f"rewrite digest {stored!r} -> {current}",
+                )
+            findings.append(finding)
             continue
         current = _md5(aws, target, key, obj.get("ETag", ""), stored)
         if current == stored:
