@@ -288,6 +288,15 @@ def test_missing_digest_is_a_warning_and_fix_writes_it(aws: Aws) -> None:
     assert item["Digest"]["S"] == hashlib.md5(body).hexdigest()
     assert statuses(cli(*args).json())["states.digest"] == "pass"
 
+    # a digest that is not an MD5: Terraform skips its check; doctor warns and --fix rewrites
+    aws.ddb.put_item(
+        TableName="tf-locks",
+        Item={"LockID": {"S": "tf-state/x/terraform.tfstate-md5"}, "Digest": {"S": "junk"}},
+    )
+    assert statuses(cli(*args).json())["states.digest[x/terraform.tfstate]"] == "warn"
+    cli(*args, "--fix")
+    assert statuses(cli(*args).json())["states.digest"] == "pass"
+
 
 def test_digest_without_state_object_fails(aws: Aws) -> None:
     assert cli("bootstrap", "--bucket", "tf-state", "--table", "tf-locks").exit_code == 0
