@@ -318,3 +318,31 @@ def test_bad_stale_after_is_a_clear_error(aws: Aws) -> None:
     assert result.returncode == 2
     assert "'soon' is not a duration" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_doctor_audits_the_replica_its_replication_rule_names(aws: Aws) -> None:
+    args = ("--bucket", "tf-state", "--table", "tf-locks")
+    assert cli("bootstrap", *args, "--replica-region", "us-west-2").exit_code == 0
+    report = cli("doctor", *args, "--no-probes", "--json")
+    assert report.exit_code == 0, report.output
+    got = statuses(report.json())
+    for check in (
+        "replica.exists",
+        "replica.versioning",
+        "replica.encryption",
+        "replica.policy-tls",
+        "replication.role",
+        "replication.rule",
+    ):
+        assert got[check] == "pass", (check, got)
+
+    west = Aws("us-west-2")
+    west.s3.put_bucket_versioning(
+        Bucket="tf-state-replica", VersioningConfiguration={"Status": "Suspended"}
+    )
+    broken = cli("doctor", *args, "--no-probes", "--json")
+    assert broken.exit_code == 1
+    assert statuses(broken.json())["replica.versioning"] == "fail"
+    fixed = cli("doctor", *args, "--no-probes", "--fix", "--json")
+    assert fixed.exit_code == 0, fixed.output
+    assert west.s3.get_bucket_versioning(Bucket="tf-state-replica")["Status"] == "Enabled"

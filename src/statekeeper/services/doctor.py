@@ -13,14 +13,16 @@ import fnmatch
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from statekeeper.errors import BadRequest
+from statekeeper.services.awssetup.bucket import bucket_region
 from statekeeper.services.awssetup.catalog import settings_checks
-from statekeeper.services.awssetup.checks import Finding, Status, run_checks
+from statekeeper.services.awssetup.checks import ABSENT, Finding, Status, run_checks
 from statekeeper.services.awssetup.context import Aws, Target
 from statekeeper.services.awssetup.probes import run_probes
+from statekeeper.services.awssetup.replication import replica_of, role_name
 
 __all__ = ["DoctorReport", "doctor", "parse_duration"]
 
@@ -76,11 +78,12 @@ def doctor(
 ) -> DoctorReport:
     """Audit every setting, then (``probes``) test the data; ``skip`` takes check-ID globs."""
     target.validate()
+    target, extra = _with_replica(aws, target)
 
     def skipped(check_id: str) -> bool:
         return any(fnmatch.fnmatchcase(check_id, pattern) for pattern in skip)
 
-    checks = settings_checks(target)
+    checks = [c for c in settings_checks(target) if c.id not in extra]
     findings = run_checks(
         [c for c in checks if not skipped(c.id)], aws, target, "fix" if fix else "audit"
     )
@@ -101,3 +104,22 @@ def doctor(
             )
         ]
     return DoctorReport(target, findings, fix)
+
+
+def _with_replica(aws: Aws, target: Target) -> tuple[Target, set[str]]:
+    """The target with the replica its replication rule names, so the replica is audited too.
+
+    Returns the check IDs to leave out: the role check when the rule uses a role
+    bootstrap did not make (doctor cannot know what that role should allow).
+    """
+    found = replica_of(aws, target)
+    if found is None:
+        return target, set()
+    name, role_arn = found
+    region = bucket_region(aws, name, target.region)
+    if region is ABSENT or region == target.region:
+        # Same-region replication, or a missing replica: only the rule itself is reported.
+        return target, {"replication.role"}
+    audited = replace(target, replica_region=str(region), replica_bucket=name)
+    ours = role_arn.endswith(f":role/{role_name(target.bucket)}")
+    return audited, set() if ours else {"replication.role"}
