@@ -2,13 +2,40 @@
 
 from __future__ import annotations
 
-from statekeeper.services.awssetup.bucket import bucket_checks
+from statekeeper.services.awssetup.bucket import (
+    BucketExists,
+    Encryption,
+    Ownership,
+    PublicAccessBlock,
+    Versioning,
+)
+from statekeeper.services.awssetup.bucket_rules import (
+    Lifecycle,
+    Logging,
+    PolicyEncryptedUploads,
+    PolicyTls,
+)
 from statekeeper.services.awssetup.checks import Check
-from statekeeper.services.awssetup.context import Target
+from statekeeper.services.awssetup.context import BucketRef, Target
 from statekeeper.services.awssetup.replication import replication_checks
 from statekeeper.services.awssetup.table import table_checks
 
-__all__ = ["settings_checks"]
+__all__ = ["bucket_checks", "settings_checks"]
+
+
+def bucket_checks(ref: BucketRef) -> list[Check]:
+    """Every setting of one bucket, existence first."""
+    return [
+        BucketExists(ref),
+        Ownership(ref),
+        Versioning(ref),
+        Encryption(ref),
+        PublicAccessBlock(ref),
+        PolicyTls(ref),
+        PolicyEncryptedUploads(ref),
+        Lifecycle(ref),
+        Logging(ref),
+    ]
 
 
 def settings_checks(target: Target) -> list[Check]:
