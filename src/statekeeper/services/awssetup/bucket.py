@@ -20,9 +20,6 @@ __all__ = [
 ]
 
 _PAB_FLAGS = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
-LIFECYCLE_RULE_ID = "statekeeper-noncurrent-versions"
-DEFAULT_NONCURRENT_DAYS = 90
-ABORT_MULTIPART_DAYS = 7
 
 
 def bucket_region(aws: Aws, name: str, region: str) -> Any:
