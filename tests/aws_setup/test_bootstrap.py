@@ -107,7 +107,7 @@ def test_lockfile_mode_prints_lockfile_block_and_s3lock_command(aws: Aws) -> Non
     assert report["table"] is None
     assert "use_lockfile = true" in report["backend_block"]
     assert "dynamodb_table" not in report["backend_block"]
-    assert "--locks 's3lock://tf-state?region=us-east-1'" in report["serve_command"]
+    assert "--locks 's3lock://tf-state?region=us-east-1&sse=AES256'" in report["serve_command"]
     assert "dynamodb://" not in report["serve_command"]
     assert aws.ddb.list_tables()["TableNames"] == []
 

@@ -126,15 +126,14 @@ def backend_block(target: Target) -> str:
 def serve_command(target: Target) -> str:
     """The ``statekeeper serve`` command line that shares the bucket and both locks.
 
-    ``sse`` is given because the bucket policy refuses uploads that do not ask
-    for server-side encryption.
+    ``sse`` is given to the store and the lock files alike: the bucket policy
+    refuses uploads that do not ask for server-side encryption.
     """
-    sse = "aws:kms" if target.kms_key else "AES256"
-    store = f"s3://{target.bucket}?region={target.region}&sse={quote(sse, safe='')}"
+    query = f"region={target.region}&sse=" + ("aws%3Akms" if target.kms_key else "AES256")
     if target.kms_key:
-        store += f"&kms_key_id={quote(target.kms_key, safe='')}"
-    parts = ["statekeeper serve", f"--store '{store}'"]
+        query += f"&kms_key_id={quote(target.kms_key, safe='')}"
+    parts = ["statekeeper serve", f"--store 's3://{target.bucket}?{query}'"]
     if target.table is not None:
         parts.append(f"--locks 'dynamodb://{target.table}?region={target.region}'")
-    parts.append(f"--locks 's3lock://{target.bucket}?region={target.region}'")
+    parts.append(f"--locks 's3lock://{target.bucket}?{query}'")
     return " ".join(parts)
