@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import shlex
 from collections.abc import Callable
 
 import pytest
 from tests.aws_setup.helpers import POLICY_SKIP, Aws, cli, statuses
 
-from statekeeper.testing.processes import MotoServer
+from statekeeper.testing.processes import MotoServer, StatekeeperServer
 from statekeeper.testing.terraform import Terraform
 
 pytestmark = [pytest.mark.aws, pytest.mark.terraform]
@@ -80,4 +81,35 @@ output "o" { value = terraform_data.a.output }
     assert "1 state(s) match" in next(
         c["summary"] for c in result.json()["checks"] if c["check"] == "states.digest"
     )
+    assert got["locks.dual"] == "pass"
+
+
+def test_printed_serve_command_serves_the_bootstrapped_bucket_and_table(
+    aws: Aws,
+    serve: Callable[..., StatekeeperServer],
+    terraform: Callable[..., Terraform],
+) -> None:
+    report = cli("bootstrap", "--bucket", "tf-state", "--table", "tf-locks", "--json").json()
+    argv = shlex.split(report["serve_command"])
+    assert argv[:2] == ["statekeeper", "serve"]
+    aws.drop_policy("tf-state")  # moto applies conditional Denies unconditionally; see helpers
+
+    server = serve(*argv[2:])
+    tf = terraform()
+    tf.write(
+        server.backend_block("team/app.tfstate")
+        + 'resource "terraform_data" "a" { input = "served" }\n'
+    )
+    tf.run("init").check()
+    tf.run("apply").check()
+
+    body = aws.s3.get_object(Bucket="tf-state", Key="team/app.tfstate")["Body"].read()
+    assert b'"served"' in body
+    head = aws.s3.head_object(Bucket="tf-state", Key="team/app.tfstate")
+    assert head["ServerSideEncryption"] == "AES256"
+    result = cli("doctor", "--bucket", "tf-state", "--table", "tf-locks", *POLICY_SKIP, "--json")
+    assert result.exit_code == 0, result.output
+    got = statuses(result.json())
+    assert got["states.digest"] == "pass"
+    assert got["locks.stale"] == "pass"
     assert got["locks.dual"] == "pass"
