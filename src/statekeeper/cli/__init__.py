@@ -101,7 +101,10 @@ def _root(
 
 
 # Command modules register themselves on ``app``.
+from statekeeper.cli import bootstrap as _bootstrap  # noqa: E402, F401
+from statekeeper.cli import doctor as _doctor  # noqa: E402, F401
 from statekeeper.cli import history as _history  # noqa: E402, F401
+from statekeeper.cli import iam as _iam  # noqa: E402, F401
 from statekeeper.cli import locks as _locks  # noqa: E402, F401
 from statekeeper.cli import migrate as _migrate  # noqa: E402, F401
 from statekeeper.cli import serve as _serve  # noqa: E402, F401
