@@ -15,6 +15,7 @@ from statekeeper.errors import ConfigError
 
 if TYPE_CHECKING:
     from statekeeper.app import Services
+    from statekeeper.drivers.base import ObjectStore
     from statekeeper.services.migrate import FileSource, StoreSource
 
 __all__ = ["migrate"]
@@ -24,7 +25,7 @@ def _is_url(text: str) -> bool:
     return "://" in text
 
 
-def _source(text: str, name: str | None) -> tuple[FileSource | StoreSource, object | None]:
+def _source(text: str, name: str | None) -> tuple[FileSource | StoreSource, ObjectStore | None]:
     from statekeeper.services.migrate import FileSource, StoreSource
 
     if not _is_url(text):
@@ -144,7 +145,7 @@ def migrate(
             dest.close()
     finally:
         if opened is not None:
-            opened.close()  # type: ignore[attr-defined]
+            opened.close()
     doc = report.to_json()
     if json_out:
         print_json(doc)

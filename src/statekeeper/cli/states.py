@@ -45,7 +45,7 @@ def states(
 
     One listing of objects and one of locks, nothing downloaded. On S3 the
     listing carries no serial for states Terraform wrote; --details reads them
-    and counts versions, at one or two calls per state.
+    and counts versions, at a version listing (and on S3 a HEAD per version) per state.
     """
     rows = obj(ctx).backend().list_states(prefix, details)
     if json_out:

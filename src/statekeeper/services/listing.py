@@ -3,7 +3,8 @@
 ``states`` costs one listing of objects plus one listing of locks: no state
 is downloaded. What a listing does not carry (S3's ListObjectsV2 has no user
 metadata, so no serial; nothing lists version counts) is filled in only when
-asked for with ``details``, at one or two calls per state.
+asked for with ``details``: a version listing per state (on S3 also a HEAD per
+version), and a GET of the current state where the metadata lacks the serial.
 
 Locks are listed from every lock table configured. With both kinds (Terraform's
 ``use_lockfile`` plus ``dynamodb_table``), a state locked in one table and not
