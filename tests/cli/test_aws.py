@@ -139,7 +139,10 @@ def test_rollback_of_a_terraform_native_state_keeps_the_digest_right(
 
     body = s3.get_object(Bucket=BUCKET, Key=KEY)["Body"].read()
     assert json.loads(body)["serial"] == 3
+    assert cli_process(*ops, "pull", KEY).stdout_bytes == body
+    pulled_old = cli_process(*ops, "pull", KEY, "--version", "serial:1").stdout_bytes
     old = s3.get_object(Bucket=BUCKET, Key=KEY, VersionId=history[1]["version_id"])["Body"].read()
+    assert pulled_old == old
     assert body == old.replace(b'"serial": 1,', b'"serial": 3,', 1)
     digest = ddb.get_item(TableName=TABLE, Key={"LockID": {"S": f"{BUCKET}/{KEY}-md5"}})["Item"]
     assert digest["Digest"]["S"] == hashlib.md5(body).hexdigest()
