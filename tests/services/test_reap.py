@@ -4,16 +4,33 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from statekeeper.app import Services
 from statekeeper.errors import BadRequest, LockConflict, LockMismatch, LockNotFound
 from statekeeper.model import Caller, LockInfo, StateName, utcnow
+from statekeeper.services.access import Permission
 from statekeeper.services.listing import list_locks, list_states
 from statekeeper.services.reap import parse_duration, reap, unlock
+from statekeeper.settings import Settings
 from statekeeper.testing.statefiles import state_bytes
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[Services]:
+    """Services on the embedded SQLite store, on disk in the test's directory."""
+    s = Services.build(Settings(data_dir=tmp_path / "data"))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def caller() -> Caller:
+    return Caller(actor="alice@laptop")
 
 
 @pytest.mark.parametrize(
@@ -106,3 +123,25 @@ def test_listings_join_states_and_locks(services: Services, caller: Caller) -> N
     (lock,) = list_locks(services.lock_table, services.policy, caller)
     assert lock.lock.who == "bob@ci" and lock.age_seconds is not None and lock.age_seconds >= 600
     assert not lock.drift
+
+
+class _OnlyTeam:
+    """A policy granting only the states under team/."""
+
+    def allows(self, caller: Caller, name: StateName | None, needed: Permission) -> bool:
+        return name is not None and str(name).startswith("team/")
+
+
+def test_listings_leave_out_what_the_caller_may_not_read(
+    services: Services, caller: Caller
+) -> None:
+    services.states.write(StateName("team/a.tfstate"), state_bytes(1), caller)
+    services.states.write(StateName("secret/b.tfstate"), state_bytes(1), caller)
+    _lock(services, "secret/b.tfstate", "OperationTypeApply", timedelta(minutes=1))
+    _lock(services, "team/a.tfstate", "OperationTypeApply", timedelta(minutes=1))
+    policy = _OnlyTeam()
+    rows = list_states(services.store, services.lock_table, policy, caller)
+    assert [r.name for r in rows] == ["team/a.tfstate"]
+    assert [lock.name for lock in list_locks(services.lock_table, policy, caller)] == [
+        "team/a.tfstate"
+    ]
