@@ -56,7 +56,14 @@ def parse_rfc3339(text: str) -> datetime:
     date, clock, frac, zone = m.groups()
     frac = (frac or "0")[:6].ljust(6, "0")
     zone = "+00:00" if zone in ("Z", "z") else zone
-    return datetime.fromisoformat(f"{date}T{clock}.{frac}{zone}")
+    parsed = datetime.fromisoformat(f"{date}T{clock}.{frac}{zone}")
+    try:
+        # Times are shown and stored in UTC; one outside UTC's years 1-9999
+        # would fail there (a 500 on the next conflict) instead of here.
+        parsed.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError(f"{text!r} is outside the years 1-9999 in UTC") from exc
+    return parsed
 
 
 def format_rfc3339(when: datetime) -> str:
