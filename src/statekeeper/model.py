@@ -128,7 +128,8 @@ class LockInfo:
         """Validate a LockInfo JSON body the way Go's decoder would read it."""
         try:
             raw = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:
+            # RecursionError: nesting deeper than the parser's stack.
             raise InvalidLockInfo(f"the lock info is not valid JSON: {exc}") from exc
         if not isinstance(raw, dict):
             raise InvalidLockInfo("the lock info must be a JSON object with at least an ID")
@@ -245,7 +246,8 @@ class StateDoc:
             doc = json.loads(data)
         except UnicodeDecodeError as exc:
             raise InvalidState(f"the state is not UTF-8 text: {exc}") from exc
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
+            # RecursionError: nesting deeper than the parser's stack.
             raise InvalidState(f"the state could not be parsed as JSON: {exc}") from exc
         if not isinstance(doc, dict):
             raise InvalidState("the state must be a JSON object")

@@ -126,9 +126,9 @@ def test_opentofu_force_unlock_with_zero_valued_lockinfo_is_200(api: Api) -> Non
 def test_opentofu_force_unlock_of_another_lock_is_409(api: Api) -> None:
     assert api.lock(lock_body()).status_code == 200
     body = (
-        '{"ID":"not-the-holder","Operation":"","Info":"","Who":"","Version":"",'
-        '"Created":"0001-01-01T00:00:00Z","Path":""}'
-    ).encode()
+        b'{"ID":"not-the-holder","Operation":"","Info":"","Who":"","Version":"",'
+        b'"Created":"0001-01-01T00:00:00Z","Path":""}'
+    )
     assert api.unlock(body).status_code == 409
     assert api.services.locks.read(StateName(NAME)) is not None
 
@@ -158,6 +158,7 @@ def test_locks_are_per_state(api: Api) -> None:
     [
         (b"not json", "not valid JSON"),
         (b"[]", "JSON object"),
+        (b'{"ID":' * 50_000, "not valid JSON"),
         (b'{"Operation":"x"}', "no ID"),
         (b'{"ID":"x","Created":"2024-01-01T00:00:00.123456"}', "RFC 3339"),
         (b'{"ID":"x","Created":17}', "RFC 3339"),

@@ -78,9 +78,7 @@ def test_write_without_a_lock_is_allowed(api: Api) -> None:
 
 
 @pytest.mark.parametrize("given", [None, "someone-else"])
-def test_write_with_a_missing_or_wrong_id_while_locked_is_423(
-    api: Api, given: str | None
-) -> None:
+def test_write_with_a_missing_or_wrong_id_while_locked_is_423(api: Api, given: str | None) -> None:
     lock_id = locked(api)
     assert api.write(state_bytes(1), lock_id=lock_id).status_code == 200
 
@@ -179,6 +177,7 @@ def test_identical_repost_is_200_without_a_new_version(api: Api) -> None:
         (b'{"version": 4, "serial": -1, "lineage": "x"}', "'serial'"),
         (b'{"version": 4, "serial": 1, "lineage": 7}', "'lineage'"),
         (b"", "empty"),
+        (b"[" * 100_000 + b"]" * 100_000, "could not be parsed as JSON"),
         (b'{"version": 4, "lineage": "\xff"}', "not UTF-8"),
     ],
 )

@@ -104,9 +104,7 @@ class Api:
     ) -> httpx.Response:
         headers = {"Content-Type": "application/json", "Content-MD5": md5 or md5_header(data)}
         params = {"ID": lock_id} if lock_id is not None else None
-        return self.request(
-            method, self.url(name), content=data, headers=headers, params=params
-        )
+        return self.request(method, self.url(name), content=data, headers=headers, params=params)
 
     def lock(self, body: bytes, name: str = NAME) -> httpx.Response:
         return self.request(

@@ -83,8 +83,9 @@ class LockService:
     def fence(self, name: StateName, lock_id: str | None) -> None:
         """Refuse a write that does not carry the current holder's lock ID.
 
-        Held under another ID (or written with none): LockConflict (423). Not held, but a lock ID was
-        sent: the writer's lock is gone (force-unlocked), LockNotFound (409).
+        Held under another ID (or written with none): LockConflict (423). Not
+        held, but a lock ID was sent: the writer's lock is gone (force-unlocked),
+        LockNotFound (409).
         No lock and no ID is a ``-lock=false`` run: allowed, the serial guard
         still applies.
         """
