@@ -44,11 +44,28 @@ resource "terraform_data" "slow" {
 output "slow" { value = terraform_data.slow.output }
 """
 
+# Holds the state lock until the test creates the gate file (at most a minute):
+# the first run keeps the lock however slowly the other runs start on a busy machine.
+GATED = """
+resource "terraform_data" "slow" {
+  input = "slow"
+  provisioner "local-exec" {
+    command = "for i in $(seq 600); do [ -e '%s' ] && exit 0; sleep 0.1; done; exit 1"
+  }
+}
+output "slow" { value = terraform_data.slow.output }
+"""
+
 
 def resources_in(data: bytes | None) -> list[str]:
     assert data is not None, "the server has no state"
     doc = json.loads(data)
     return sorted(f"{r['type']}.{r['name']}" for r in doc["resources"])
+
+
+def refusals(server: StatekeeperServer) -> int:
+    """LOCK requests the server answered 423, from its access log."""
+    return len(re.findall(r'"LOCK /state/\S+ HTTP/1.1" 423', server.log()))
 
 
 def test_init_apply_plan_list_pull_push_destroy(serve: Serve, terraform: MakeTerraform) -> None:
@@ -104,16 +121,19 @@ def test_init_apply_plan_list_pull_push_destroy(serve: Serve, terraform: MakeTer
 def test_concurrent_applies_meet_the_lock_and_a_waiting_run_succeeds(
     serve: Serve, terraform: MakeTerraform
 ) -> None:
-    server = serve()
+    server = serve("--log-level", "info")  # with the access log
     name = "shared.tfstate"
-    config = server.backend_block(name) + SLOW
+    gate = server.workdir / "release-the-lock"
+    config = server.backend_block(name) + GATED % gate
     first, second, third = (terraform(n).write(config) for n in ("first", "second", "third"))
     for tf in (first, second, third):
         tf.run("init").check()
 
     holder_run = first.start("apply")
     holder = wait_until("the first apply to take the lock", lambda: lock_of(server, name))
-    wait_until("the first apply to sleep", lambda: running_in_group(holder_run, "sleep"))
+    wait_until(
+        "the first apply to run its provisioner", lambda: running_in_group(holder_run, "sleep")
+    )
 
     refused = second.run("apply")
     assert refused.returncode != 0
@@ -123,10 +143,16 @@ def test_concurrent_applies_meet_the_lock_and_a_waiting_run_succeeds(
     assert "OperationTypeApply" in refused.output
 
     waiting_run = third.start("apply", "-lock-timeout=60s")
+    # Let the first go only once the third has met the lock too (its 423 is in
+    # the access log next to the second run's).
+    wait_until("the third apply to meet the lock", lambda: refusals(server) >= 2)
+    assert lock_of(server, name) == holder
+    gate.touch()
     first_result = first.wait(holder_run, ("apply",)).check()
     assert "1 added" in first_result.stdout
     waited = third.wait(waiting_run, ("apply", "-lock-timeout=60s")).check()
-    # It ran after the first released the lock, on the state the first wrote.
+    # It waited, then ran on the state the first wrote.
+    assert "Acquiring state lock" in waited.output
     assert "0 added" in waited.stdout
     assert resources_in(get_state(server, name)) == ["terraform_data.slow"]
     assert lock_of(server, name) is None
