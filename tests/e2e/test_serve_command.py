@@ -20,8 +20,9 @@ def run_serve(
     cwd: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """``statekeeper serve ARGS`` expected to exit on its own (it refuses to start)."""
+    port = () if "--port" in args else ("--port", str(free_port()))
     return subprocess.run(
-        [sys.executable, "-m", "statekeeper", "serve", "--port", str(free_port()), *args],
+        [sys.executable, "-m", "statekeeper", "serve", *port, *args],
         cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(SRC), "COLUMNS": "200", **(env or {})},
         capture_output=True,
@@ -77,6 +78,39 @@ def test_serve_with_a_bad_setting_is_a_clear_error(tmp_path: Path) -> None:
     config = tmp_path / "statekeeper.toml"
     config.write_text('colour = "blue"\n')
     assert_refused(run_serve(tmp_path, "--config", str(config)), "unknown setting 'colour'")
+
+
+def test_serve_on_a_busy_port_is_a_clear_error(
+    tmp_path: Path, serve: Callable[..., StatekeeperServer]
+) -> None:
+    busy = serve()
+    result = run_serve(tmp_path, "--port", str(busy.port))
+    assert_refused(result, f"cannot listen on 127.0.0.1 port {busy.port}", "--port")
+    assert "Address already in use" in result.stderr
+
+
+@pytest.mark.parametrize("port", ["0", "70000"])
+def test_serve_on_a_port_out_of_range_is_a_clear_error(tmp_path: Path, port: str) -> None:
+    assert_refused(run_serve(tmp_path, "--port", port), "from 1 to 65535")
+
+
+def test_serve_on_ipv6_loopback_prints_a_bracketed_address(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "statekeeper", "serve", "--host", "::1", "--port", str(port)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(5)]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert f'address        = "http://[::1]:{port}/state/' in "".join(lines), lines
 
 
 @pytest.mark.terraform
