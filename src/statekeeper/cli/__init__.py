@@ -29,6 +29,9 @@ def _root() -> None:
 
 
 # Command modules register themselves on ``app``.
+from statekeeper.cli import bootstrap as _bootstrap  # noqa: E402, F401
+from statekeeper.cli import doctor as _doctor  # noqa: E402, F401
+from statekeeper.cli import iam as _iam  # noqa: E402, F401
 from statekeeper.cli import serve as _serve  # noqa: E402, F401
 
 

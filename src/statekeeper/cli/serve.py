@@ -5,11 +5,14 @@ from __future__ import annotations
 import ipaddress
 import socket
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from statekeeper.cli import app
+
+if TYPE_CHECKING:
+    from statekeeper.drivers.base import ObjectStore
 
 __all__ = ["is_loopback", "listen", "serve"]
 
@@ -50,6 +53,15 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _history_warning(store: ObjectStore) -> str:
+    if store.scheme == "s3":
+        from statekeeper.drivers.s3 import S3Store
+
+        if isinstance(store, S3Store) and store.history_warning:
+            return store.history_warning
+    return f"the {store.scheme} store keeps no state history: every write replaces the last"
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1]")] = None,
@@ -74,6 +86,7 @@ def serve(
 ) -> None:
     """Serve Terraform's http backend on /state/NAME (embedded SQLite by default)."""
     import uvicorn
+    from rich.markup import escape
 
     from statekeeper.app import Services
     from statekeeper.cli.output import err_console
@@ -113,6 +126,11 @@ def serve(
             f"locks={services.lock_table.scheme}",
             highlight=False,
         )
+        if not services.store.supports_versions:
+            err_console.print(
+                f"[yellow]warning:[/] {escape(_history_warning(services.store))}",
+                highlight=False,
+            )
         err_console.print(
             "[yellow]warning:[/] no access control is configured: anyone on this machine "
             "may read, write and force-unlock states (serving on loopback only)",
