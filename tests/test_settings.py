@@ -107,3 +107,21 @@ def test_bad_config_files_are_config_errors(tmp_path: Path, text: str, named: st
 def test_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read the config file"):
         load_settings(env={}, config_file=tmp_path / "absent.toml")
+
+
+def test_flags_are_parsed_like_the_environment(tmp_path: Path) -> None:
+    settings = load_settings({"data_dir": str(tmp_path), "port": "9001", "max_body": "2K"},
+                             env={})
+    assert settings.data_dir == tmp_path
+    assert settings.port == 9001
+    assert settings.max_body == 2048
+    assert settings.store_url == f"sqlite:///{tmp_path / 'statekeeper.db'}"
+
+
+@pytest.mark.parametrize(("name", "value"), [("STATEKEEPER_MAX_BODY", "-5"),
+                                             ("STATEKEEPER_MAX_BODY", "0"),
+                                             ("STATEKEEPER_PORT", "0"),
+                                             ("STATEKEEPER_PORT", "70000")])
+def test_out_of_range_numbers_are_refused(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load_settings(env={name: value})
