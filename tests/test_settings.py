@@ -110,18 +110,22 @@ def test_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_flags_are_parsed_like_the_environment(tmp_path: Path) -> None:
-    settings = load_settings({"data_dir": str(tmp_path), "port": "9001", "max_body": "2K"},
-                             env={})
+    settings = load_settings({"data_dir": str(tmp_path), "port": "9001", "max_body": "2K"}, env={})
     assert settings.data_dir == tmp_path
     assert settings.port == 9001
     assert settings.max_body == 2048
     assert settings.store_url == f"sqlite:///{tmp_path / 'statekeeper.db'}"
 
 
-@pytest.mark.parametrize(("name", "value"), [("STATEKEEPER_MAX_BODY", "-5"),
-                                             ("STATEKEEPER_MAX_BODY", "0"),
-                                             ("STATEKEEPER_PORT", "0"),
-                                             ("STATEKEEPER_PORT", "70000")])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("STATEKEEPER_MAX_BODY", "-5"),
+        ("STATEKEEPER_MAX_BODY", "0"),
+        ("STATEKEEPER_PORT", "0"),
+        ("STATEKEEPER_PORT", "70000"),
+    ],
+)
 def test_out_of_range_numbers_are_refused(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         load_settings(env={name: value})

@@ -168,6 +168,9 @@ def load_settings(
     known = {s.name: s for s in SETTINGS}
     for name, value in (flags or {}).items():
         if value is not None:
-            values[name] = _parse(known[name], value if not isinstance(value, int | Path)
-                                  else str(value), f"--{name.replace('_', '-')}")
+            values[name] = _parse(
+                known[name],
+                value if not isinstance(value, int | Path) else str(value),
+                f"--{name.replace('_', '-')}",
+            )
     return Settings(**values)
