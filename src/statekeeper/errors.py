@@ -22,6 +22,7 @@ driver boundary, and chained with ``raise ... from``.
     │   ├── LockConflict                 423  exit 3  locked      (carries the holder)
     │   ├── LockMismatch                 409  exit 3  lock_mismatch (carries the holder)
     │   └── StateConflict                409          state_conflict (serial/lineage guard)
+    ├── EncryptedState                   422  exit 1  state_encrypted (cannot diff or rewrite)
     ├── PayloadTooLarge                  413          payload_too_large
     ├── Unauthenticated                  401          unauthenticated
     ├── Forbidden                        403          forbidden
@@ -46,6 +47,7 @@ __all__ = [
     "ChecksumMismatch",
     "ConfigError",
     "Conflict",
+    "EncryptedState",
     "Forbidden",
     "InvalidLockInfo",
     "InvalidState",
@@ -180,6 +182,13 @@ class StateConflict(Conflict):
     """The serial/lineage guard refused a write (Terraform's own wording)."""
 
     code = "state_conflict"
+
+
+class EncryptedState(StatekeeperError):
+    """An OpenTofu encrypted state: its content cannot be read without the key."""
+
+    status = 422
+    code = "state_encrypted"
 
 
 class PayloadTooLarge(StatekeeperError):

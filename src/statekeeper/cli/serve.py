@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -13,7 +14,7 @@ from statekeeper.cli import app
 if TYPE_CHECKING:
     from statekeeper.drivers.base import ObjectStore
 
-__all__ = ["is_loopback", "serve"]
+__all__ = ["is_loopback", "listen", "serve"]
 
 
 def is_loopback(host: str) -> bool:
@@ -23,6 +24,33 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """Bind the server's socket up front, so that a busy port is a clear error.
+
+    Left to uvicorn, a failed bind is logged after the backend block has been
+    printed, and the process exits 3, which this CLI reserves for lock conflicts.
+    """
+    from statekeeper.errors import ConfigError
+
+    if not 0 < port < 65536:
+        raise ConfigError(f"the port {port} is not a TCP port; choose one from 1 to 65535")
+    sock: socket.socket | None = None
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except (OSError, OverflowError) as exc:
+        if sock is not None:
+            sock.close()
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(
+            f"cannot listen on {host} port {port}: {reason}; choose another --port "
+            "(or stop whatever is using it)"
+        ) from exc
+    return sock
 
 
 def _history_warning(store: ObjectStore) -> str:
@@ -84,9 +112,15 @@ def serve(
             "reach the port could read and overwrite every state. Bind 127.0.0.1 "
             "(--host 127.0.0.1) until tokens are configured."
         )
-    services = Services.build(settings)
+    sock = listen(settings.host, settings.port)
     try:
-        base = f"http://{settings.host}:{settings.port}"
+        services = Services.build(settings)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        url_host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        base = f"http://{url_host}:{settings.port}"
         err_console.print(
             f"statekeeper serving on {base}  store={services.store.scheme} "
             f"locks={services.lock_table.scheme}",
@@ -104,12 +138,10 @@ def serve(
         )
         print("Paste this into your Terraform configuration:\n")
         print(backend_block(base, example_state), flush=True)
-        uvicorn.run(
-            create_app(services),
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            timeout_graceful_shutdown=10,
+        server_config = uvicorn.Config(
+            create_app(services), log_level=settings.log_level, timeout_graceful_shutdown=10
         )
+        uvicorn.Server(server_config).run(sockets=[sock])
     finally:
+        sock.close()
         services.close()

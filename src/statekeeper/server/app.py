@@ -8,7 +8,7 @@ from starlette.responses import JSONResponse, Response
 
 from statekeeper import __version__
 from statekeeper.app import Services
-from statekeeper.server import tfhttp
+from statekeeper.server import api, tfhttp
 from statekeeper.server.errors import install_handlers
 
 __all__ = ["create_app"]
@@ -31,5 +31,6 @@ def create_app(services: Services) -> FastAPI:
     install_handlers(app)
     for route in tfhttp.routes():
         app.router.routes.append(route)
+    app.include_router(api.router)
     app.add_route("/healthz", _health, methods=["GET"], include_in_schema=False)
     return app
