@@ -292,6 +292,7 @@ def reliability_section(r: dict[str, Any]) -> str:
         [
             x["check"],
             x["store"],
+            x.get("size", "soak"),
             x.get("servers", ""),
             x.get("clients", ""),
             x.get("rounds", ""),
@@ -306,7 +307,17 @@ def reliability_section(r: dict[str, Any]) -> str:
         f"Run with `{r.get('mode', 'STATEKEEPER_SOAK=1')}`; the checks are "
         "`tests/reliability/` (they run small in `make test`).\n\n"
         + _table(
-            ["check", "store", "servers", "clients", "rounds", "faults", "violations", "notes"],
+            [
+                "check",
+                "store",
+                "size",
+                "servers",
+                "clients",
+                "rounds",
+                "faults",
+                "violations",
+                "notes",
+            ],
             rows,
         )
     )

@@ -136,7 +136,10 @@ def record_figures(check: str, store: str, violations: int, **figures: Any) -> N
         data: dict[str, Any] = json.loads(text) if text.strip() else {"mode": "", "runs": []}
         data["mode"] = "STATEKEEPER_SOAK=1" if SOAK else "small sizes (make test)"
         data["runs"] = [r for r in data["runs"] if (r["check"], r["store"]) != (check, store)]
-        data["runs"].append({"check": check, "store": store, "violations": violations, **figures})
+        size_used = "soak" if SOAK else "small"
+        data["runs"].append(
+            {"check": check, "store": store, "size": size_used, "violations": violations, **figures}
+        )
         f.seek(0)
         f.truncate()
         f.write(json.dumps(data, indent=1) + "\n")
