@@ -24,22 +24,7 @@ ROUNDS = size(20, 300)
 
 
 @pytest.mark.timeout(3600)
-@pytest.mark.parametrize(
-    "servers",
-    [
-        pytest.param(1, id="one-server"),
-        pytest.param(
-            2,
-            id="two-servers-one-sqlite-file",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="known: the serial guard reads, then puts; only one process is "
-                "serialized. Replicas need an atomic compare-and-put in the store "
-                "(SQLite: the check inside the write transaction; S3: If-Match).",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("servers", [1, 2], ids=["one-server", "two-servers-one-sqlite-file"])
 def test_the_stale_writer_is_refused_every_time(
     servers: int, serve: Callable[..., StatekeeperServer], tmp_path: Path
 ) -> None:

@@ -194,7 +194,7 @@ class StateService:
                 lock_id=lock_id,
                 actor=caller.actor,
             )
-            info = self._store(key, data, record, current.info if current else None)
+            info = self._store(key, data, record, current[0] if current else None)
             self._keep_digest(key, md5.hexdigest())
             return WriteOutcome(version_from_info(key, info, data), True)
 
