@@ -112,12 +112,29 @@ class S3Store(ObjectStore):
         # S3 conditional writes: If-None-Match for a first write, If-Match on the
         # ETag of the version the write was checked against otherwise.
         if expected is None:
-            condition = {"IfNoneMatch": "*"}
+            # A zero-length object reads as "no state" (as in Terraform) but
+            # still exists for If-None-Match: replace it by its ETag instead.
+            empty = self._zero_length_etag(key)
+            condition = {"IfMatch": empty} if empty else {"IfNoneMatch": "*"}
         elif expected.etag:
             condition = {"IfMatch": expected.etag}
         else:
             return self.put(key, data, metadata)
         return self._write(key, data, metadata, condition)
+
+    def _zero_length_etag(self, key: str) -> str | None:
+        full = self.where.key(key)
+        resp = self.where.call(
+            "s3:GetObject",
+            full,
+            self.where.client.head_object,
+            self._not_found(full, None),
+            Key=full,
+        )
+        if resp is None or int(resp["ContentLength"]) != 0:
+            return None
+        etag: str = resp["ETag"]
+        return etag
 
     def _write(
         self, key: str, data: bytes, metadata: Mapping[str, str], condition: dict[str, str]

@@ -12,10 +12,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import time
 from dataclasses import dataclass
 
 from statekeeper.drivers.base import ObjectInfo, ObjectStore, StoredObject
-from statekeeper.errors import ChecksumMismatch, StateConflict, StateNotFound
+from statekeeper.errors import ChecksumMismatch, StateConflict, StateNotFound, WriteRace
 from statekeeper.model import Caller, StateDoc, StateName, StateVersion, utcnow
 from statekeeper.services import lineage
 from statekeeper.services.access import Permission, Policy, require
@@ -206,9 +207,27 @@ class StateService:
         The in-process mutex orders writes within one server; compare-and-swap
         in the store orders them across servers sharing it (SQLite file, S3).
         """
-        if self.store.supports_compare_and_swap:
-            return self.store.replace(key, data, record.to_metadata(), checked)
-        return self.store.put(key, data, record.to_metadata())
+        if not self.store.supports_compare_and_swap:
+            return self.store.put(key, data, record.to_metadata())
+        for attempt in range(4):
+            try:
+                return self.store.replace(key, data, record.to_metadata(), checked)
+            except WriteRace:
+                # A put retried after a lost response fails its own precondition:
+                # if the bytes now current are ours, our write is what landed.
+                now = self.store.head(key)
+                landed = StateVersion.metadata_fields(dict(now.metadata)) if now else {}
+                if now is not None and landed.get("sha256") == record.sha256:
+                    return now
+                unchanged = (now is None and checked is None) or (
+                    now is not None and checked is not None and now.version_id == checked.version_id
+                )
+                # Refused although nothing changed: the service's answer and its
+                # listing disagree for a moment (seen on S3 behind a flaky link).
+                if not unchanged or attempt == 3:
+                    raise
+                time.sleep(0.1 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def _keep_digest(self, key: str, md5_hex: str) -> None:
         table = self.locks.locks
