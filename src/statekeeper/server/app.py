@@ -8,8 +8,10 @@ from starlette.responses import JSONResponse, Response
 
 from statekeeper import __version__
 from statekeeper.app import Services
-from statekeeper.server import tfhttp
+from statekeeper.server import security_api, tfhttp
+from statekeeper.server.auth import AuthMiddleware
 from statekeeper.server.errors import install_handlers
+from statekeeper.server.limits import TimeoutMiddleware
 
 __all__ = ["create_app"]
 
@@ -18,7 +20,9 @@ async def _health(request: Request) -> Response:
     return JSONResponse({"status": "ok", "version": __version__})
 
 
-def create_app(services: Services) -> FastAPI:
+def create_app(services: Services, *, allow_anonymous: bool = True) -> FastAPI:
+    """The ASGI app. ``allow_anonymous``: callers need no credentials while no tokens
+    or OIDC are configured (only ``serve`` on loopback should leave it on)."""
     app = FastAPI(
         title="statekeeper",
         version=__version__,
@@ -32,4 +36,8 @@ def create_app(services: Services) -> FastAPI:
     for route in tfhttp.routes():
         app.router.routes.append(route)
     app.add_route("/healthz", _health, methods=["GET"], include_in_schema=False)
+    app.include_router(security_api.router)
+    # Outermost last: the timeout covers authentication too.
+    app.add_middleware(AuthMiddleware, services=services, allow_anonymous=allow_anonymous)
+    app.add_middleware(TimeoutMiddleware, seconds=services.settings.request_timeout)
     return app
