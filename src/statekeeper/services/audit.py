@@ -243,6 +243,8 @@ class _Recorder:
             detail = exc.message if isinstance(exc, StatekeeperError) else type(exc).__name__
             raise
         finally:
+            if detail is not None:
+                facts["detail"] = detail
             self.log.record(
                 AuditEvent(
                     action=action,
@@ -251,7 +253,6 @@ class _Recorder:
                     state=str(name) if name is not None else None,
                     remote_addr=caller.remote_addr,
                     claims=dict(caller.claims),
-                    detail=detail,
                     **facts,
                 )
             )
