@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.security.support import state_json
 
 from statekeeper.app import Services
 from statekeeper.errors import ConfigError
@@ -19,7 +20,6 @@ from statekeeper.services.crypto import EncryptingStore
 from statekeeper.settings import load_settings
 from statekeeper.testing.processes import SRC, StatekeeperServer
 from statekeeper.testing.terraform import Terraform
-from tests.security.support import state_json
 
 SECRET = "hunter2-the-launch-code-7f3a9c"
 

@@ -13,10 +13,10 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from tests.security.support import basic, bearer, state_json
 
 from statekeeper.testing.processes import StatekeeperServer
 from statekeeper.testing.terraform import Terraform
-from tests.security.support import basic, bearer, state_json
 
 ISSUER = "https://token.actions.example.test"
 AUDIENCE = "statekeeper"

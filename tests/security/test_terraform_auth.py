@@ -7,10 +7,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.security.support import basic, make_tokens
 
 from statekeeper.testing.processes import StatekeeperServer
 from statekeeper.testing.terraform import Terraform
-from tests.security.support import basic, make_tokens
 
 pytestmark = pytest.mark.terraform
 
