@@ -141,8 +141,7 @@ def list_tokens(
             r.name,
             "\n".join(r.scopes),
             f"{r.created:%Y-%m-%d %H:%M}",
-            ("expired " if r.expired() else "")
-            + (f"{r.expires:%Y-%m-%d %H:%M}" if r.expires else "never"),
+            ("expired " if r.expired() else "") + until,
         )
     console.print(table)
 
