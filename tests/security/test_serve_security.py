@@ -18,9 +18,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from tests.security.support import basic, make_tokens, state_json
 
 from statekeeper.testing.processes import SRC, StatekeeperServer, free_port
-from tests.security.support import basic, make_tokens, state_json
 
 
 def _cli(workdir: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -125,8 +125,20 @@ def test_tls(tmp_path: Path) -> None:
     port = free_port()
     log = (tmp_path / "serve.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "statekeeper", "serve", "--port", str(port)]
-        + ["--tls-cert", str(cert), "--tls-key", str(key), "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "statekeeper",
+            "serve",
+            "--port",
+            str(port),
+            "--tls-cert",
+            str(cert),
+            "--tls-key",
+            str(key),
+            "--log-level",
+            "warning",
+        ],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(SRC)},
         stdout=log,
