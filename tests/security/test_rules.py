@@ -16,7 +16,7 @@ from statekeeper.model import Caller, StateName, utcnow
 from statekeeper.server.limits import RateLimiter
 from statekeeper.services.access import Permission
 from statekeeper.services.audit import AuditEvent, AuditFilter, SqliteAuditLog, StoreAuditLog
-from statekeeper.services.policy import ScopePolicy, parse_grant
+from statekeeper.services.policy import ScopePolicy, parse_grant, visible
 from statekeeper.services.tokens import (
     FileTokenStore,
     SqliteTokenStore,
@@ -151,3 +151,33 @@ def test_store_audit_log_writes_one_jsonl_object_per_event() -> None:
     assert keys[0].startswith(f"_statekeeper/audit/{day}/")
     assert log.query(AuditFilter()) == [first, log.query(AuditFilter(actor="reader"))[0]]
     assert log.query(AuditFilter(since=utcnow() + timedelta(days=1))) == []
+
+
+def test_listings_show_only_states_the_caller_may_see() -> None:
+    names = ["team/a.tfstate", "ops/b.tfstate", "_statekeeper/audit/x.jsonl", "team/c/d.tfstate"]
+    caller = Caller(actor="ci", scopes=("team/*:outputs",))
+    assert list(visible(ScopePolicy(), caller, names)) == ["team/a.tfstate"]
+    operator = Caller(actor="operator:me")
+    assert list(visible(ScopePolicy(), operator, names)) == [
+        "team/a.tfstate",
+        "ops/b.tfstate",
+        "team/c/d.tfstate",
+    ]
+
+
+def test_a_request_that_never_answers_gets_503_after_the_timeout() -> None:
+    import asyncio
+
+    from starlette.testclient import TestClient
+    from starlette.types import Receive, Scope, Send
+
+    from statekeeper.server.limits import TimeoutMiddleware
+
+    async def stuck(scope: Scope, receive: Receive, send: Send) -> None:
+        await asyncio.Event().wait()  # a store that never answers
+
+    with TestClient(TimeoutMiddleware(stuck, seconds=0.2)) as client:
+        r = client.get("/state/team/a.tfstate")
+    assert r.status_code == 503
+    assert r.headers["Retry-After"] == "1"
+    assert "longer than 0.2 s" in r.json()["message"]

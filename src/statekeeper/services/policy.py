@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
-from statekeeper.errors import BadRequest
+from statekeeper.errors import BadRequest, InvalidStateName
 from statekeeper.model import Caller, StateName
-from statekeeper.services.access import Permission
+from statekeeper.services.access import Permission, Policy
 
-__all__ = ["Grant", "ScopePolicy", "outputs_only", "parse_grant", "parse_grants"]
+__all__ = ["Grant", "ScopePolicy", "outputs_only", "parse_grant", "parse_grants", "visible"]
 
 _PERMISSIONS = {p.name.lower(): p for p in Permission}
 _GRANT_HELP = (
@@ -96,6 +97,18 @@ class ScopePolicy:
         if caller.scopes is None:
             return True
         return any(g.permission >= needed and g.covers(name) for g in parse_grants(caller.scopes))
+
+
+def visible(policy: Policy, caller: Caller, names: Iterable[str]) -> Iterator[str]:
+    """The names the caller may see at all (``outputs`` or more): for every listing,
+    so that a listing never reveals a state the caller has no grant on."""
+    for name in names:
+        try:
+            state = StateName(name)
+        except InvalidStateName:
+            continue  # not a state (e.g. statekeeper's own _statekeeper/ objects)
+        if policy.allows(caller, state, Permission.OUTPUTS):
+            yield name
 
 
 def outputs_only(data: bytes) -> bytes:
