@@ -144,17 +144,17 @@ def test_store_audit_log_writes_one_jsonl_object_per_event() -> None:
     first = AuditEvent(action="lock", actor="oidc:repo", claims={"run_id": "7"}, who="ci@x")
     log.record(first)
     log.record(AuditEvent(action="read", actor="reader", state="team/app.tfstate"))
-    keys = [i.key for i in store.scan("_statekeeper/audit/")]
+    keys = [i.key for i in store.scan("statekeeper!/audit/")]
     assert len(keys) == 2
     assert all(k.endswith(".jsonl") for k in keys)
     day = f"{first.time:%Y/%m/%d}"
-    assert keys[0].startswith(f"_statekeeper/audit/{day}/")
+    assert keys[0].startswith(f"statekeeper!/audit/{day}/")
     assert log.query(AuditFilter()) == [first, log.query(AuditFilter(actor="reader"))[0]]
     assert log.query(AuditFilter(since=utcnow() + timedelta(days=1))) == []
 
 
 def test_listings_show_only_states_the_caller_may_see() -> None:
-    names = ["team/a.tfstate", "ops/b.tfstate", "_statekeeper/audit/x.jsonl", "team/c/d.tfstate"]
+    names = ["team/a.tfstate", "ops/b.tfstate", "statekeeper!/audit/x.jsonl", "team/c/d.tfstate"]
     caller = Caller(actor="ci", scopes=("team/*:outputs",))
     assert list(visible(ScopePolicy(), caller, names)) == ["team/a.tfstate"]
     operator = Caller(actor="operator:me")
@@ -176,8 +176,8 @@ def test_a_request_that_never_answers_gets_503_after_the_timeout() -> None:
     async def stuck(scope: Scope, receive: Receive, send: Send) -> None:
         await asyncio.Event().wait()  # a store that never answers
 
-    with TestClient(TimeoutMiddleware(stuck, seconds=0.2)) as client:
-        r = client.get("/state/team/a.tfstate")
+    # No lifespan (no "with"): the stuck app would never finish starting up.
+    r = TestClient(TimeoutMiddleware(stuck, seconds=0.2)).get("/state/team/a.tfstate")
     assert r.status_code == 503
     assert r.headers["Retry-After"] == "1"
     assert "longer than 0.2 s" in r.json()["message"]

@@ -12,9 +12,9 @@ Two logs, one interface:
 - :class:`SqliteAuditLog`: an ``audit`` table in the embedded database;
   triggers refuse UPDATE and DELETE, so it is insert-only.
 - :class:`StoreAuditLog`: one JSON-lines object per event under
-  ``_statekeeper/audit/YYYY/MM/DD/<time>-<uuid>.jsonl`` in any ObjectStore (S3
-  for stateless replicas). ``_`` cannot appear in a state name, so these keys
-  never collide with a state.
+  ``statekeeper!/audit/YYYY/MM/DD/<time>-<uuid>.jsonl`` in any ObjectStore (S3
+  for stateless replicas). ``!`` cannot appear in a state name (and is one of
+  S3's safe key characters), so these keys never collide with a state.
 
 The state and lock services are audited by subclasses built in
 ``Services.build``, so the server and the CLI leave the same trail.
@@ -51,7 +51,7 @@ __all__ = [
     "open_audit_log",
 ]
 
-AUDIT_PREFIX = "_statekeeper/audit/"
+AUDIT_PREFIX = "statekeeper!/audit/"
 
 
 @dataclass(frozen=True)

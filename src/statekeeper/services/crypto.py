@@ -45,6 +45,7 @@ from statekeeper.errors import ConfigError, MissingDependency, StorageError
 __all__ = [
     "KEYS_PREFIX",
     "MAGIC",
+    "RESERVED_PREFIX",
     "EncryptingStore",
     "KeyRing",
     "KmsMasterKey",
@@ -62,7 +63,9 @@ __all__ = [
 ]
 
 MAGIC = b"SKE1"
-KEYS_PREFIX = "_statekeeper/keys/"
+# '!' cannot appear in a state name, so these keys never collide with a state.
+RESERVED_PREFIX = "statekeeper!/"
+KEYS_PREFIX = RESERVED_PREFIX + "keys/"
 _ID_LEN = 36
 _NONCE = 12
 META_ENC = "sk-enc"
@@ -241,7 +244,7 @@ class SqliteKeyRing:
 
 
 class StoreKeyRing:
-    """Entries as small JSON objects under ``_statekeeper/keys/`` of any ObjectStore."""
+    """Entries as small JSON objects under ``statekeeper!/keys/`` of any ObjectStore."""
 
     def __init__(self, store: ObjectStore, prefix: str = KEYS_PREFIX) -> None:
         self.store = store
@@ -391,7 +394,7 @@ class EncryptingStore(ObjectStore):
         """Current states stored in plaintext (for doctor and ``encryption status``)."""
         out = []
         for info in self.inner.scan(prefix):
-            if info.key.startswith("_statekeeper/"):
+            if info.key.startswith(RESERVED_PREFIX):
                 continue
             meta = info.metadata if info.has_metadata else None
             if meta is None:

@@ -106,7 +106,7 @@ def visible(policy: Policy, caller: Caller, names: Iterable[str]) -> Iterator[st
         try:
             state = StateName(name)
         except InvalidStateName:
-            continue  # not a state (e.g. statekeeper's own _statekeeper/ objects)
+            continue  # not a state (statekeeper's own statekeeper!/ objects)
         if policy.allows(caller, state, Permission.OUTPUTS):
             yield name
 
