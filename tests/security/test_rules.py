@@ -168,7 +168,7 @@ def test_listings_show_only_states_the_caller_may_see() -> None:
 def test_a_request_that_never_answers_gets_503_after_the_timeout() -> None:
     import asyncio
 
-    from starlette.testclient import TestClient
+    import httpx
     from starlette.types import Receive, Scope, Send
 
     from statekeeper.server.limits import TimeoutMiddleware
@@ -176,8 +176,12 @@ def test_a_request_that_never_answers_gets_503_after_the_timeout() -> None:
     async def stuck(scope: Scope, receive: Receive, send: Send) -> None:
         await asyncio.Event().wait()  # a store that never answers
 
-    # No lifespan (no "with"): the stuck app would never finish starting up.
-    r = TestClient(TimeoutMiddleware(stuck, seconds=0.2)).get("/state/team/a.tfstate")
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=TimeoutMiddleware(stuck, seconds=0.2))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.get("/state/team/a.tfstate")
+
+    r = asyncio.run(call())
     assert r.status_code == 503
     assert r.headers["Retry-After"] == "1"
     assert "longer than 0.2 s" in r.json()["message"]
