@@ -201,3 +201,22 @@ def test_encrypting_store_is_what_services_use(tmp_path: Path) -> None:
         assert not services.store.enabled
     finally:
         services.close()
+
+
+def test_old_and_new_master_keys_coexist_during_a_rolling_change() -> None:
+    import uuid
+
+    from statekeeper.drivers.memory import MemoryStore
+    from statekeeper.services.crypto import LocalMasterKey, StoreKeyRing, parse_master_keys
+
+    objects = MemoryStore(name=str(uuid.uuid4()))
+    ring = StoreKeyRing(MemoryStore(name=str(uuid.uuid4())))
+    old_text, new_text = _key(), _key()
+    EncryptingStore(objects, ring, parse_master_keys(old_text)).put("a/b", state_json(1), {})
+    both = EncryptingStore(objects, ring, parse_master_keys(f"{new_text},{old_text}"))
+    assert both.get("a/b").data == state_json(1)  # type: ignore[union-attr]
+    both.put("a/c", state_json(1), {})
+    new_kid = LocalMasterKey(base64.b64decode(new_text)).kid
+    old_kid = LocalMasterKey(base64.b64decode(old_text)).kid
+    assert sorted(entry.kid for _, entry in ring.scan()) == sorted([old_kid, new_kid])
+    assert both.current is not None and both.current.kid == new_kid
