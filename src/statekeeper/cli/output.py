@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from statekeeper.errors import LockConflict, LockMismatch, StatekeeperError
 
@@ -17,7 +18,8 @@ err_console = Console(stderr=True)
 
 
 def print_error(exc: StatekeeperError) -> None:
-    err_console.print(f"[bold red]Error:[/] {exc.message}", highlight=False, soft_wrap=True)
+    # Messages are plain text: "statekeeper[aws]" must not be read as rich markup.
+    err_console.print(f"[bold red]Error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
     if isinstance(exc, LockConflict | LockMismatch):
         h = exc.holder
         err_console.print(

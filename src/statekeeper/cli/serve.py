@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from statekeeper.cli import app
+
+if TYPE_CHECKING:
+    from statekeeper.drivers.base import ObjectStore
 
 __all__ = ["is_loopback", "serve"]
 
@@ -20,6 +23,16 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _history_warning(store: ObjectStore) -> str:
+    if store.scheme == "s3":
+        from statekeeper.drivers.s3 import S3Store
+
+        inner = getattr(store, "inner", store)  # under the encryption layer
+        if isinstance(inner, S3Store) and inner.history_warning:
+            return inner.history_warning
+    return f"the {store.scheme} store keeps no state history: every write replaces the last"
 
 
 @app.command()
@@ -52,6 +65,7 @@ def serve(
 ) -> None:
     """Serve Terraform's http backend on /state/NAME (embedded SQLite by default)."""
     import uvicorn
+    from rich.markup import escape
 
     from statekeeper.app import Services
     from statekeeper.cli.output import err_console
@@ -95,6 +109,11 @@ def serve(
             f"locks={services.lock_table.scheme}",
             highlight=False,
         )
+        if not services.store.supports_versions:
+            err_console.print(
+                f"[yellow]warning:[/] {escape(_history_warning(services.store))}",
+                highlight=False,
+            )
         for line in security_summary(services, secured):
             err_console.print(line, highlight=False)
         print("Paste this into your Terraform configuration:\n")

@@ -39,6 +39,9 @@ LOCK_SCHEMES: dict[str, _Entry] = {
     "sqlite": _Entry("statekeeper.drivers.sqlite"),
     "dynamodb": _Entry("statekeeper.drivers.dynamodb", extra="aws"),
     "s3lock": _Entry("statekeeper.drivers.s3lock", extra="aws"),
+    # An s3:// store given no lock URL locks with lock files next to its states,
+    # as Terraform's ``use_lockfile`` does.
+    "s3": _Entry("statekeeper.drivers.s3lock", extra="aws"),
 }
 
 

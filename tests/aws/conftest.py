@@ -1,0 +1,72 @@
+"""Buckets and tables on the moto server, and driver handles on them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+import pytest
+
+from statekeeper.testing.processes import MotoServer
+
+BUCKET = "tfstate-bucket"
+PLAIN_BUCKET = "plain-bucket"
+TABLE = "tf-locks"
+
+
+def aws(service: str, moto: MotoServer) -> Any:
+    return boto3.client(  # type: ignore[call-overload]
+        service,
+        endpoint_url=moto.url,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+
+
+@pytest.fixture
+def s3(moto: MotoServer) -> Any:
+    """A plain boto3 S3 client on the moto server, for setting up and looking."""
+    return aws("s3", moto)
+
+
+@pytest.fixture
+def ddb(moto: MotoServer) -> Any:
+    return aws("dynamodb", moto)
+
+
+@pytest.fixture
+def kms(moto: MotoServer) -> Any:
+    return aws("kms", moto)
+
+
+@pytest.fixture
+def bucket(s3: Any) -> str:
+    """A versioned bucket, as `statekeeper bootstrap` (and good practice) makes it."""
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    return BUCKET
+
+
+@pytest.fixture
+def plain_bucket(s3: Any) -> str:
+    """A bucket without versioning."""
+    s3.create_bucket(Bucket=PLAIN_BUCKET)
+    return PLAIN_BUCKET
+
+
+@pytest.fixture
+def table(ddb: Any) -> str:
+    ddb.create_table(
+        TableName=TABLE,
+        KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return TABLE
+
+
+@pytest.fixture
+def moto_env(moto: MotoServer) -> Callable[[], dict[str, str]]:
+    return moto.env

@@ -1,0 +1,270 @@
+"""Our server and Terraform's own ``backend "s3"`` on one bucket and table (moto over HTTP).
+
+Each case runs in both of Terraform's locking modes: the DynamoDB table
+(``dynamodb_table``) and the S3 lock file (``use_lockfile``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from statekeeper.drivers.registry import open_store
+from statekeeper.model import LockInfo
+from statekeeper.services.workspaces import list_workspaces, workspace_state
+from statekeeper.testing.processes import MotoServer, StatekeeperServer
+from statekeeper.testing.terraform import Terraform
+
+pytestmark = [pytest.mark.terraform, pytest.mark.aws]
+
+KEY = "proj/terraform.tfstate"
+RESOURCES = """
+resource "terraform_data" "a" { input = "x" }
+output "o" { value = terraform_data.a.output }
+"""
+SLOW = """
+resource "terraform_data" "slow" {
+  input = "y"
+  provisioner "local-exec" { command = "sleep 8" }
+}
+"""
+MODES = ["dynamodb", "lockfile"]
+
+
+def s3_backend(moto: MotoServer, bucket: str, table: str, mode: str) -> str:
+    locking = f'dynamodb_table = "{table}"' if mode == "dynamodb" else "use_lockfile = true"
+    url = moto.url
+    return f"""
+terraform {{
+  backend "s3" {{
+    bucket = "{bucket}"
+    key = "{KEY}"
+    region = "us-east-1"
+    endpoints = {{ s3 = "{url}", dynamodb = "{url}", sts = "{url}" }}
+    use_path_style = true
+    skip_credentials_validation = true
+    skip_requesting_account_id = true
+    skip_metadata_api_check = true
+    access_key = "test"
+    secret_key = "test"
+    encrypt = true
+    {locking}
+  }}
+}}
+"""
+
+
+def lock_url(bucket: str, table: str, mode: str) -> str:
+    return f"dynamodb://{table}" if mode == "dynamodb" else f"s3lock://{bucket}"
+
+
+@pytest.fixture
+def server(
+    request: pytest.FixtureRequest,
+    serve: Callable[..., StatekeeperServer],
+    moto: MotoServer,
+    bucket: str,
+    table: str,
+) -> StatekeeperServer:
+    mode: str = request.param
+    started = serve(
+        "--store", f"s3://{bucket}", "--locks", lock_url(bucket, table, mode), env=moto.env()
+    )
+    started.mode = mode  # type: ignore[attr-defined]
+    return started
+
+
+def _held_by_terraform(mode: str, bucket: str, table: str, s3: Any, ddb: Any) -> bytes | None:
+    """The lock bytes Terraform stored, or None while it holds none."""
+    if mode == "dynamodb":
+        item = ddb.get_item(
+            TableName=table, Key={"LockID": {"S": f"{bucket}/{KEY}"}}, ConsistentRead=True
+        ).get("Item")
+        return item["Info"]["S"].encode() if item else None
+    try:
+        body: bytes = s3.get_object(Bucket=bucket, Key=KEY + ".tflock")["Body"].read()
+    except s3.exceptions.NoSuchKey:
+        return None
+    return body
+
+
+def _wait_for(check: Callable[[], bytes | None], proc: Any, what: str) -> bytes:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        found = check()
+        if found is not None:
+            return found
+        if proc.poll() is not None:
+            raise AssertionError(f"terraform ended before {what}: {proc.communicate()}")
+        time.sleep(0.1)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+@pytest.mark.parametrize("server", MODES, indirect=True)
+def test_lock_through_server_meets_terraforms_lock(
+    server: StatekeeperServer,
+    terraform: Callable[..., Terraform],
+    moto: MotoServer,
+    bucket: str,
+    table: str,
+    s3: Any,
+    ddb: Any,
+) -> None:
+    mode = server.mode  # type: ignore[attr-defined]
+    tf = terraform().write(s3_backend(moto, bucket, table, mode) + SLOW)
+    tf.run("init").check()
+    apply = tf.start("apply")
+    stored = _wait_for(
+        lambda: _held_by_terraform(mode, bucket, table, s3, ddb), apply, "Terraform's lock"
+    )
+    ours = LockInfo.new("OperationTypeApply", "ci@statekeeper")
+    answer = httpx.request("LOCK", server.state_url(KEY), content=ours.body, timeout=30)
+    assert answer.status_code == 423, answer.text
+    holder = json.loads(answer.content)
+    terraforms = json.loads(stored)
+    assert {k: holder[k] for k in terraforms} == terraforms  # Terraform's own LockInfo
+    assert holder["Operation"] == "OperationTypeApply"
+    assert holder["Who"] and holder["Who"] != "ci@statekeeper"
+    assert holder["Path"] == f"{bucket}/{KEY}"
+    tf.wait(apply, ("apply",)).check()
+    assert _held_by_terraform(mode, bucket, table, s3, ddb) is None
+
+
+@pytest.mark.parametrize("server", MODES, indirect=True)
+def test_terraform_meets_a_lock_held_through_server(
+    server: StatekeeperServer,
+    terraform: Callable[..., Terraform],
+    moto: MotoServer,
+    bucket: str,
+    table: str,
+) -> None:
+    mode = server.mode  # type: ignore[attr-defined]
+    tf = terraform().write(s3_backend(moto, bucket, table, mode) + RESOURCES)
+    tf.run("init").check()
+    ours = LockInfo.new("OperationTypeApply", "ci@statekeeper")
+    taken = httpx.request("LOCK", server.state_url(KEY), content=ours.body, timeout=30)
+    assert taken.status_code == 200, taken.text
+    plan = tf.run("plan")
+    assert plan.returncode != 0
+    assert "Error acquiring the state lock" in plan.output
+    assert ours.id in plan.output and "ci@statekeeper" in plan.output
+    freed = httpx.request("UNLOCK", server.state_url(KEY), content=ours.body, timeout=30)
+    assert freed.status_code == 200, freed.text
+    tf.run("plan").check()
+
+
+@pytest.mark.parametrize("server", MODES, indirect=True)
+def test_state_written_through_server_is_read_by_terraform_s3(
+    server: StatekeeperServer,
+    terraform: Callable[..., Terraform],
+    moto: MotoServer,
+    bucket: str,
+    table: str,
+    s3: Any,
+    ddb: Any,
+    tmp_path: Path,
+) -> None:
+    mode = server.mode  # type: ignore[attr-defined]
+    backend = s3_backend(moto, bucket, table, mode)
+    via_s3 = terraform("s3").write(backend + RESOURCES)
+    via_s3.run("init").check()
+    via_s3.run("apply").check()  # Terraform writes the state (and its digest)
+    changed = RESOURCES.replace('input = "x"', 'input = "changed"')
+    via_http = terraform("http").write(server.backend_block(KEY) + changed)
+    via_http.run("init").check()
+    via_http.run("apply").check()  # we replace it: the digest must follow
+    stored = s3.get_object(Bucket=bucket, Key=KEY)["Body"].read()
+    assert b'"changed"' in stored
+    if mode == "dynamodb":
+        digest = ddb.get_item(TableName=table, Key={"LockID": {"S": f"{bucket}/{KEY}-md5"}})
+        assert digest["Item"]["Digest"]["S"] == hashlib.md5(stored).hexdigest()
+    via_s3.write(backend + changed)
+    plan = via_s3.run("plan", "-detailed-exitcode")
+    assert plan.returncode == 0, plan.output
+    assert "No changes" in plan.stdout
+    assert "checksum" not in plan.output.lower()
+    # Nothing of ours on local disk: the server keeps everything in S3 and DynamoDB.
+    assert not (tmp_path / "server" / ".statekeeper").exists()
+
+
+@pytest.mark.parametrize("server", MODES, indirect=True)
+def test_state_written_by_terraform_s3_is_served_verbatim(
+    server: StatekeeperServer,
+    terraform: Callable[..., Terraform],
+    moto: MotoServer,
+    bucket: str,
+    table: str,
+    s3: Any,
+) -> None:
+    mode = server.mode  # type: ignore[attr-defined]
+    tf = terraform().write(s3_backend(moto, bucket, table, mode) + RESOURCES)
+    tf.run("init").check()
+    tf.run("apply").check()
+    stored = s3.get_object(Bucket=bucket, Key=KEY)["Body"].read()
+    served = httpx.get(server.state_url(KEY), timeout=30)
+    assert served.status_code == 200
+    assert served.content == stored
+    # And the http backend sees the same infrastructure.
+    via_http = Terraform(tf.workdir.parent / "http").write(server.backend_block(KEY) + RESOURCES)
+    via_http.run("init").check()
+    plan = via_http.run("plan", "-detailed-exitcode")
+    assert plan.returncode == 0, plan.output
+
+
+def test_terraform_workspaces_are_states_of_ours(
+    serve: Callable[..., StatekeeperServer],
+    terraform: Callable[..., Terraform],
+    moto: MotoServer,
+    bucket: str,
+    table: str,
+    s3: Any,
+) -> None:
+    tf = terraform().write(s3_backend(moto, bucket, table, "lockfile") + RESOURCES)
+    tf.run("init").check()
+    tf.run("apply").check()
+    tf.run("workspace", "new", "dev").check()
+    tf.run("apply").check()
+    dev = workspace_state(KEY, "dev")
+    assert str(dev) == f"env:/dev/{KEY}"
+    server = serve("--store", f"s3://{bucket}", env=moto.env())  # lock files by default
+    served = httpx.get(server.state_url(str(dev)), timeout=30)
+    assert served.status_code == 200
+    assert served.content == s3.get_object(Bucket=bucket, Key=str(dev))["Body"].read()
+    assert list_workspaces(open_store(f"s3://{bucket}"), KEY) == ["default", "dev"]
+    # A lock taken through the server on the workspace state stops Terraform in that workspace.
+    ours = LockInfo.new("OperationTypeApply", "ci@statekeeper")
+    taken = httpx.request("LOCK", server.state_url(str(dev)), content=ours.body, timeout=30)
+    assert taken.status_code == 200, taken.text
+    plan = tf.run("plan")
+    assert plan.returncode != 0 and "Error acquiring the state lock" in plan.output
+    tf.run("workspace", "select", "default").check()
+    tf.run("plan").check()
+
+
+@pytest.mark.parametrize("server", MODES, indirect=True)
+def test_terraform_force_unlocks_a_lock_taken_through_server(
+    server: StatekeeperServer,
+    terraform: Callable[..., Terraform],
+    moto: MotoServer,
+    bucket: str,
+    table: str,
+    s3: Any,
+    ddb: Any,
+) -> None:
+    # Upstream TestForceUnlock: another client removes the lock by its ID.
+    mode = server.mode  # type: ignore[attr-defined]
+    tf = terraform().write(s3_backend(moto, bucket, table, mode) + RESOURCES)
+    tf.run("init").check()
+    ours = LockInfo.new("OperationTypeApply", "ci@statekeeper")
+    taken = httpx.request("LOCK", server.state_url(KEY), content=ours.body, timeout=30)
+    assert taken.status_code == 200, taken.text
+    tf.run("force-unlock", "-force", ours.id).check()
+    assert _held_by_terraform(mode, bucket, table, s3, ddb) is None
+    tf.run("apply").check()
