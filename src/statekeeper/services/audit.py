@@ -23,6 +23,7 @@ The state and lock services are audited by subclasses built in
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -46,12 +47,15 @@ __all__ = [
     "AuditLog",
     "AuditedLockService",
     "AuditedStateService",
+    "LoggedFailures",
     "SqliteAuditLog",
     "StoreAuditLog",
     "open_audit_log",
 ]
 
 AUDIT_PREFIX = "statekeeper!/audit/"
+
+log = logging.getLogger("statekeeper.audit")
 
 
 @dataclass(frozen=True)
@@ -343,10 +347,37 @@ class AuditedLockService(LockService):
             return removed
 
 
+class LoggedFailures:
+    """An audit log whose failed writes go to the server log, event included.
+
+    The operation an event records has already happened when the event is
+    written (a lock taken, a state stored), so failing the request would not
+    undo it; it would only make Terraform believe it failed. A store that
+    refuses the audit object (a read-only IAM policy, an outage) is reported
+    loudly instead, and the event is kept in the log.
+    """
+
+    def __init__(self, inner: AuditLog) -> None:
+        self.inner = inner
+
+    def record(self, event: AuditEvent) -> None:
+        try:
+            self.inner.record(event)
+        except StatekeeperError as exc:
+            log.error(
+                "the audit trail could not be written (%s); the event: %s",
+                exc.message,
+                json.dumps(event.to_json(), separators=(",", ":")),
+            )
+
+    def query(self, where: AuditFilter) -> list[AuditEvent]:
+        return self.inner.query(where)
+
+
 def open_audit_log(store: ObjectStore) -> AuditLog:
     """The audit log beside ``store``: a table of the embedded database, else objects."""
     from statekeeper.drivers.sqlite import SqliteStore
 
     if isinstance(store, SqliteStore):
-        return SqliteAuditLog(store.db)
-    return StoreAuditLog(store)
+        return LoggedFailures(SqliteAuditLog(store.db))
+    return LoggedFailures(StoreAuditLog(store))
