@@ -76,5 +76,8 @@ class Services:
         )
 
     def close(self) -> None:
-        self.lock_table.close()
-        self.store.close()
+        try:
+            self.audit.close()  # pending audit events go to the store first
+        finally:
+            self.lock_table.close()
+            self.store.close()

@@ -138,18 +138,25 @@ def test_sqlite_audit_log_is_append_only(tmp_path: Path) -> None:
     assert [e.outcome for e in log.query(AuditFilter(actor="ci"))] == ["ok", "forbidden"]
 
 
-def test_store_audit_log_writes_one_jsonl_object_per_event() -> None:
+def test_store_audit_log_writes_jsonl_objects_in_batches() -> None:
     store = MemoryStore(name=str(uuid.uuid4()))
-    log = StoreAuditLog(store)
+    log = StoreAuditLog(store, flush_every=3600)
     first = AuditEvent(action="lock", actor="oidc:repo", claims={"run_id": "7"}, who="ci@x")
+    second = AuditEvent(action="read", actor="reader", state="team/app.tfstate")
     log.record(first)
-    log.record(AuditEvent(action="read", actor="reader", state="team/app.tfstate"))
+    log.record(second)
+    assert list(store.scan("statekeeper!/audit/")) == []  # pending
+    assert log.query(AuditFilter()) == [first, second]  # a query writes what is pending
     keys = [i.key for i in store.scan("statekeeper!/audit/")]
-    assert len(keys) == 2
-    assert all(k.endswith(".jsonl") for k in keys)
-    day = f"{first.time:%Y/%m/%d}"
-    assert keys[0].startswith(f"statekeeper!/audit/{day}/")
-    assert log.query(AuditFilter()) == [first, log.query(AuditFilter(actor="reader"))[0]]
+    assert len(keys) == 1
+    assert keys[0].startswith(f"statekeeper!/audit/{first.time:%Y/%m/%d}/")
+    assert keys[0].endswith(".jsonl")
+    assert store.get(keys[0]).data.decode().count("\n") == 2  # type: ignore[union-attr]
+    third = AuditEvent(action="write", actor="ci", state="team/app.tfstate")
+    log.record(third)
+    log.close()  # the server stopping writes the rest
+    assert len(list(store.scan("statekeeper!/audit/"))) == 2
+    assert log.query(AuditFilter(actor="ci")) == [third]
     assert log.query(AuditFilter(since=utcnow() + timedelta(days=1))) == []
 
 

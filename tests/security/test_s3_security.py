@@ -12,10 +12,10 @@ from typing import Any
 import boto3
 import httpx
 import pytest
+from tests.security.support import basic, state_json
 
 from statekeeper.services.tokens import FileTokenStore, issue
 from statekeeper.testing.processes import MotoServer, StatekeeperServer
-from tests.security.support import basic, state_json
 
 pytestmark = pytest.mark.aws
 
@@ -66,6 +66,9 @@ def test_replicas_on_s3_encrypt_and_audit(
     assert viewer.json()["resources"] == [] and SECRET not in viewer.content
     assert httpx.get(a.state_url("team/app.tfstate")).status_code == 401
 
+    # Audit events are written in batches; stopping the replicas writes what is pending.
+    a.stop()
+    b.stop()
     stored = _all_bytes(s3)
     states = {k: v for k, v in stored.items() if k.startswith("states/team/app.tfstate@")}
     assert len(states) == 2
@@ -74,9 +77,10 @@ def test_replicas_on_s3_encrypt_and_audit(
     assert any(k.startswith("states/statekeeper!/keys/") for k in stored)
 
     audit = [
-        json.loads(body)
+        json.loads(line)
         for k, body in stored.items()
         if k.startswith("states/statekeeper!/audit/") and k.split("@")[0].endswith(".jsonl")
+        for line in body.decode().splitlines()
     ]
     seen = {(e["actor"], e["action"], e["outcome"]) for e in audit}
     assert ("ci", "write", "ok") in seen

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -122,6 +123,10 @@ class AuditLog(Protocol):
         """Matching events, oldest first, at most ``where.limit`` (the newest ones)."""
         ...
 
+    def close(self) -> None:
+        """Write whatever is pending; called once, when the services close."""
+        ...
+
 
 _SQLITE_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS audit (
@@ -172,6 +177,9 @@ class SqliteAuditLog:
             write=True,
         )
 
+    def close(self) -> None:
+        """Nothing pending: every event is committed when recorded."""
+
     def query(self, where: AuditFilter) -> list[AuditEvent]:
         sql = "SELECT event FROM audit WHERE 1=1"
         args: list[str] = []
@@ -194,19 +202,94 @@ class SqliteAuditLog:
 
 
 class StoreAuditLog:
-    """One JSON-lines object per event in an ObjectStore (for stateless replicas)."""
+    """JSON-lines objects in an ObjectStore (for stateless replicas), in small batches.
 
-    def __init__(self, store: ObjectStore, prefix: str = AUDIT_PREFIX) -> None:
+    On S3 an object per event would double the request bill of every read, so
+    events are gathered for up to ``flush_every`` seconds (or ``max_batch``
+    events) and written as one object by a background thread. :meth:`close`
+    (called when the server stops) and :meth:`query` write what is pending;
+    a replica killed with SIGKILL loses at most the last ``flush_every``
+    seconds of events.
+    """
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        prefix: str = AUDIT_PREFIX,
+        *,
+        flush_every: float = 1.0,
+        max_batch: int = 500,
+    ) -> None:
         self.store = store
         self.prefix = prefix
+        self.flush_every = flush_every
+        self.max_batch = max_batch
+        self._pending: list[AuditEvent] = []
+        self._cv = threading.Condition()
+        self._writing = threading.Lock()  # one batch at a time, in order
+        self._thread: threading.Thread | None = None
+        self._closed = False
 
     def record(self, event: AuditEvent) -> None:
-        t = event.time.astimezone(UTC)
-        key = f"{self.prefix}{t:%Y/%m/%d}/{t:%Y%m%dT%H%M%S%fZ}-{event.id}.jsonl"
-        line = json.dumps(event.to_json(), separators=(",", ":")) + "\n"
-        self.store.put(key, line.encode(), {})
+        with self._cv:
+            if self._closed:
+                self._write([event])
+                return
+            self._pending.append(event)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="statekeeper-audit", daemon=True
+                )
+                self._thread.start()
+            if len(self._pending) >= self.max_batch:
+                self._cv.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                self._cv.wait_for(
+                    lambda: self._closed or len(self._pending) >= self.max_batch,
+                    timeout=self.flush_every,
+                )
+                closed = self._closed
+            self.flush()
+            if closed:
+                return
+
+    def flush(self) -> None:
+        """Write the pending events now (failures go to the log, events included)."""
+        with self._writing:
+            with self._cv:
+                batch, self._pending = self._pending, []
+            if not batch:
+                return
+            try:
+                self._write(batch)
+            except StatekeeperError as exc:
+                log.error(
+                    "the audit trail could not be written (%s); %d events: %s",
+                    exc.message,
+                    len(batch),
+                    "\n".join(json.dumps(e.to_json(), separators=(",", ":")) for e in batch),
+                )
+
+    def _write(self, batch: list[AuditEvent]) -> None:
+        t = batch[0].time.astimezone(UTC)
+        key = f"{self.prefix}{t:%Y/%m/%d}/{t:%Y%m%dT%H%M%S%fZ}-{batch[0].id}.jsonl"
+        lines = "".join(json.dumps(e.to_json(), separators=(",", ":")) + "\n" for e in batch)
+        self.store.put(key, lines.encode(), {})
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+        self.flush()
 
     def query(self, where: AuditFilter) -> list[AuditEvent]:
+        self.flush()
         out: list[AuditEvent] = []
         for info in self.store.scan(self.prefix):
             if where.since is not None:
@@ -221,6 +304,7 @@ class StoreAuditLog:
                     event = AuditEvent.from_json(json.loads(line))
                     if where.matches(event):
                         out.append(event)
+        out.sort(key=lambda e: e.time)
         return out[-where.limit :]
 
 
@@ -372,6 +456,9 @@ class LoggedFailures:
 
     def query(self, where: AuditFilter) -> list[AuditEvent]:
         return self.inner.query(where)
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def open_audit_log(store: ObjectStore) -> AuditLog:
