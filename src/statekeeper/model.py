@@ -56,7 +56,14 @@ def parse_rfc3339(text: str) -> datetime:
     date, clock, frac, zone = m.groups()
     frac = (frac or "0")[:6].ljust(6, "0")
     zone = "+00:00" if zone in ("Z", "z") else zone
-    return datetime.fromisoformat(f"{date}T{clock}.{frac}{zone}")
+    parsed = datetime.fromisoformat(f"{date}T{clock}.{frac}{zone}")
+    try:
+        # Times are shown and stored in UTC; one outside UTC's years 1-9999
+        # would fail there (a 500 on the next conflict) instead of here.
+        parsed.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError(f"{text!r} is outside the years 1-9999 in UTC") from exc
+    return parsed
 
 
 def format_rfc3339(when: datetime) -> str:
@@ -121,7 +128,8 @@ class LockInfo:
         """Validate a LockInfo JSON body the way Go's decoder would read it."""
         try:
             raw = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:
+            # RecursionError: nesting deeper than the parser's stack.
             raise InvalidLockInfo(f"the lock info is not valid JSON: {exc}") from exc
         if not isinstance(raw, dict):
             raise InvalidLockInfo("the lock info must be a JSON object with at least an ID")
@@ -238,7 +246,8 @@ class StateDoc:
             doc = json.loads(data)
         except UnicodeDecodeError as exc:
             raise InvalidState(f"the state is not UTF-8 text: {exc}") from exc
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
+            # RecursionError: nesting deeper than the parser's stack.
             raise InvalidState(f"the state could not be parsed as JSON: {exc}") from exc
         if not isinstance(doc, dict):
             raise InvalidState("the state must be a JSON object")

@@ -22,9 +22,17 @@ __all__ = ["SETTINGS", "Setting", "Settings", "load_settings"]
 def _size(text: str) -> int:
     units = {"k": 1024, "m": 1024**2, "g": 1024**3}
     t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    if t and t[-1] in units:
-        return int(float(t[:-1]) * units[t[-1]])
-    return int(t)
+    size = int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
+    if size <= 0:
+        raise ValueError("a size must be a positive number of bytes (or with K/M/G)")
+    return size
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise ValueError("a port is a number from 1 to 65535")
+    return port
 
 
 def _bool(text: str) -> bool:
@@ -69,7 +77,7 @@ SETTINGS: tuple[Setting, ...] = (
         "default: the store's own database.",
     ),
     Setting("host", str, "127.0.0.1", "Address the server binds."),
-    Setting("port", int, 8080, "Port the server listens on."),
+    Setting("port", _port, 8080, "Port the server listens on."),
     Setting(
         "max_body",
         _size,
@@ -203,7 +211,12 @@ def load_settings(
                 values[s.name] = Path(env[s.env + "_FILE"]).read_text().strip()
             except OSError as exc:
                 raise ConfigError(f"{s.env}_FILE: cannot read the file: {exc}") from exc
+    known = {s.name: s for s in SETTINGS}
     for name, value in (flags or {}).items():
         if value is not None:
-            values[name] = value
+            values[name] = _parse(
+                known[name],
+                value if not isinstance(value, int | Path) else str(value),
+                f"--{name.replace('_', '-')}",
+            )
     return Settings(**values)

@@ -30,6 +30,9 @@ def _root() -> None:
 
 # Command modules register themselves on ``app``.
 from statekeeper.cli import audit as _audit  # noqa: E402, F401
+from statekeeper.cli import bootstrap as _bootstrap  # noqa: E402, F401
+from statekeeper.cli import doctor as _doctor  # noqa: E402, F401
+from statekeeper.cli import iam as _iam  # noqa: E402, F401
 from statekeeper.cli import serve as _serve  # noqa: E402, F401
 from statekeeper.cli import token as _token  # noqa: E402, F401
 

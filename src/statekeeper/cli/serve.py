@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -13,7 +14,7 @@ from statekeeper.cli import app
 if TYPE_CHECKING:
     from statekeeper.drivers.base import ObjectStore
 
-__all__ = ["is_loopback", "serve"]
+__all__ = ["is_loopback", "listen", "serve"]
 
 
 def is_loopback(host: str) -> bool:
@@ -23,6 +24,33 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """Bind the server's socket up front, so that a busy port is a clear error.
+
+    Left to uvicorn, a failed bind is logged after the backend block has been
+    printed, and the process exits 3, which this CLI reserves for lock conflicts.
+    """
+    from statekeeper.errors import ConfigError
+
+    if not 0 < port < 65536:
+        raise ConfigError(f"the port {port} is not a TCP port; choose one from 1 to 65535")
+    sock: socket.socket | None = None
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except (OSError, OverflowError) as exc:
+        if sock is not None:
+            sock.close()
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(
+            f"cannot listen on {host} port {port}: {reason}; choose another --port "
+            "(or stop whatever is using it)"
+        ) from exc
+    return sock
 
 
 def _history_warning(store: ObjectStore) -> str:
@@ -92,7 +120,12 @@ def serve(
     )
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise ConfigError("HTTPS needs both --tls-cert and --tls-key (PEM files)")
-    services = Services.build(settings)
+    sock = listen(settings.host, settings.port)
+    try:
+        services = Services.build(settings)
+    except BaseException:
+        sock.close()
+        raise
     try:
         secured = auth_configured(services)
         if not secured and not is_loopback(settings.host):
@@ -103,7 +136,8 @@ def serve(
                 "oidc_config, or bind 127.0.0.1 (--host 127.0.0.1)."
             )
         scheme = "https" if settings.tls_cert else "http"
-        base = f"{scheme}://{settings.host}:{settings.port}"
+        url_host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        base = f"{scheme}://{url_host}:{settings.port}"
         err_console.print(
             f"statekeeper serving on {base}  store={services.store.scheme} "
             f"locks={services.lock_table.scheme}",
@@ -118,15 +152,15 @@ def serve(
             err_console.print(line, highlight=False)
         print("Paste this into your Terraform configuration:\n")
         print(backend_block(base, example_state), flush=True)
-        uvicorn.run(
+        server_config = uvicorn.Config(
             create_app(services, allow_anonymous=not secured),
-            host=settings.host,
-            port=settings.port,
             log_level=settings.log_level,
             timeout_graceful_shutdown=10,
             ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
             ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
             server_header=False,
         )
+        uvicorn.Server(server_config).run(sockets=[sock])
     finally:
+        sock.close()
         services.close()

@@ -166,6 +166,8 @@ class AuthMiddleware:
 
 def security_summary(services: Services, secured: bool) -> list[str]:
     """The lines ``serve`` prints at start about access control, TLS and encryption."""
+    from rich.markup import escape
+
     from statekeeper.services.crypto import EncryptingStore
 
     s = services.settings
@@ -173,11 +175,11 @@ def security_summary(services: Services, secured: bool) -> list[str]:
     if secured:
         ways = []
         if s.tokens_file is not None:
-            ways.append(f"API tokens from {s.tokens_file}")
+            ways.append(f"API tokens from {escape(str(s.tokens_file))}")
         elif services.tokens is not None and not services.tokens.empty():
             ways.append("API tokens")
         if services.oidc is not None:
-            ways.append(f"OIDC ({services.oidc.config.issuer})")
+            ways.append(f"OIDC ({escape(services.oidc.config.issuer)})")
         lines.append("access control: " + ", ".join(ways or ["on (no credentials yet)"]))
         if s.tls_cert is None:
             lines.append(

@@ -6,7 +6,9 @@ decides what the answer to Terraform is.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from statekeeper.drivers.base import LockTable, ObjectStore
@@ -24,10 +26,26 @@ class HeldLock:
 
 
 class LockService:
+    #: Mutex stripes: a fixed number, so that any number of names costs no memory.
+    STRIPES = 64
+
     def __init__(self, store: ObjectStore, locks: LockTable, policy: Policy) -> None:
         self.store = store
         self.locks = locks
         self.policy = policy
+        self._stripes = [threading.RLock() for _ in range(self.STRIPES)]
+
+    @contextmanager
+    def serialized(self, name: StateName) -> Iterator[None]:
+        """Run lock changes and fenced writes of ``name`` one at a time in this process.
+
+        A write reads (the fence, the current serial) and then puts; without
+        this, two writes of the same serial could both pass the guard, or a lock
+        could be taken between a write's fence and its put. Across processes
+        sharing a store this needs the store's own conditional writes.
+        """
+        with self._stripes[hash(str(name)) % self.STRIPES]:
+            yield
 
     def lock(self, name: StateName, body: bytes, caller: Caller) -> LockInfo:
         """Take the lock for the LockInfo in ``body``.
@@ -38,7 +56,8 @@ class LockService:
         require(self.policy, caller, name, Permission.WRITE, "lock")
         info = LockInfo.parse(body).with_facts(caller.actor, caller.remote_addr)
         try:
-            self.locks.acquire(str(name), info)
+            with self.serialized(name):
+                self.locks.acquire(str(name), info)
         except LockConflict as conflict:
             if conflict.holder.id == info.id:
                 return conflict.holder
@@ -60,15 +79,17 @@ class LockService:
         if info.is_zero_valued:
             return self.force_unlock(name, caller, lock_id=info.id)
         require(self.policy, caller, name, Permission.WRITE, "unlock")
-        return self.locks.release(key, info.id)
+        with self.serialized(name):
+            return self.locks.release(key, info.id)
 
     def force_unlock(self, name: StateName, caller: Caller, lock_id: str | None) -> LockInfo:
         """Remove the lock whoever holds it; with ``lock_id``, only if it is that lock."""
         require(self.policy, caller, name, Permission.ADMIN, "force-unlock")
         key = str(name)
-        if lock_id is not None:
-            return self.locks.release(key, lock_id)
-        removed = self.locks.force_release(key)
+        with self.serialized(name):
+            if lock_id is not None:
+                return self.locks.release(key, lock_id)
+            removed = self.locks.force_release(key)
         if removed is None:
             raise LockNotFound(f"no lock is held on {name}; nothing to unlock")
         return removed
@@ -83,8 +104,9 @@ class LockService:
     def fence(self, name: StateName, lock_id: str | None) -> None:
         """Refuse a write that does not carry the current holder's lock ID.
 
-        Held under another ID (or written with none): LockConflict (423). Not held, but a lock ID was
-        sent: the writer's lock is gone (force-unlocked), LockNotFound (409).
+        Held under another ID (or written with none): LockConflict (423). Not
+        held, but a lock ID was sent: the writer's lock is gone (force-unlocked),
+        LockNotFound (409).
         No lock and no ID is a ``-lock=false`` run: allowed, the serial guard
         still applies.
         """

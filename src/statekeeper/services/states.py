@@ -169,35 +169,37 @@ class StateService:
                 "or altered); nothing was written"
             )
         doc = StateDoc.parse(data)
-        self.locks.fence(name, lock_id)
-        key = str(name)
-        sha256 = hashlib.sha256(data).hexdigest()
-        current = self.store.get(key)
-        if current is not None:
-            same = hashlib.sha256(current.data).hexdigest() == sha256
-            stamp = self._current_stamp(current)
-            verdict = lineage.compare(stamp, doc, same_bytes=same) if stamp else None
-            if same or verdict is lineage.Verdict.IDENTICAL:
-                self._keep_digest(key, md5.hexdigest())
-                return WriteOutcome(version_from_info(key, current.info, current.data), False)
-            if verdict is not None and not verdict.accepted and not force:
-                assert stamp is not None  # a verdict implies a stamp
-                raise StateConflict(lineage.explain(verdict, stamp, doc))
-        record = StateVersion(
-            name=key,
-            version_id="",
-            size=len(data),
-            created=utcnow(),
-            md5=md5.hexdigest(),
-            sha256=sha256,
-            serial=doc.serial,
-            lineage=doc.lineage,
-            lock_id=lock_id,
-            actor=caller.actor,
-        )
-        info = self.store.put(key, data, record.to_metadata())
-        self._keep_digest(key, md5.hexdigest())
-        return WriteOutcome(version_from_info(key, info, data), True)
+        # Serialized: the fence and the guard read, then the store writes.
+        with self.locks.serialized(name):
+            self.locks.fence(name, lock_id)
+            key = str(name)
+            sha256 = hashlib.sha256(data).hexdigest()
+            current = self.store.get(key)
+            if current is not None:
+                same = hashlib.sha256(current.data).hexdigest() == sha256
+                stamp = self._current_stamp(current)
+                verdict = lineage.compare(stamp, doc, same_bytes=same) if stamp else None
+                if same or verdict is lineage.Verdict.IDENTICAL:
+                    self._keep_digest(key, md5.hexdigest())
+                    return WriteOutcome(version_from_info(key, current.info, current.data), False)
+                if verdict is not None and not verdict.accepted and not force:
+                    assert stamp is not None  # a verdict implies a stamp
+                    raise StateConflict(lineage.explain(verdict, stamp, doc))
+            record = StateVersion(
+                name=key,
+                version_id="",
+                size=len(data),
+                created=utcnow(),
+                md5=md5.hexdigest(),
+                sha256=sha256,
+                serial=doc.serial,
+                lineage=doc.lineage,
+                lock_id=lock_id,
+                actor=caller.actor,
+            )
+            info = self.store.put(key, data, record.to_metadata())
+            self._keep_digest(key, md5.hexdigest())
+            return WriteOutcome(version_from_info(key, info, data), True)
 
     def _keep_digest(self, key: str, md5_hex: str) -> None:
         table = self.locks.locks
@@ -207,9 +209,10 @@ class StateService:
     def delete(self, name: StateName, caller: Caller, *, lock_id: str | None = None) -> None:
         """Delete the current state (a versioned store keeps its history)."""
         require(self.policy, caller, name, Permission.ADMIN, "delete")
-        self.locks.fence(name, lock_id)
         key = str(name)
-        if self.store.head(key) is None:
-            raise StateNotFound(f"there is no state named {name}")
-        self.store.delete(key)
-        self.locks.locks.delete_digest(key)
+        with self.locks.serialized(name):
+            self.locks.fence(name, lock_id)
+            if self.store.head(key) is None:
+                raise StateNotFound(f"there is no state named {name}")
+            self.store.delete(key)
+            self.locks.locks.delete_digest(key)

@@ -1,0 +1,82 @@
+"""``statekeeper bootstrap``: create the S3 bucket and DynamoDB table for Terraform state."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from statekeeper.cli import app
+
+__all__ = ["bootstrap"]
+
+
+@app.command()
+def bootstrap(
+    bucket: Annotated[str, typer.Option(help="State bucket to create or bring into line")],
+    table: Annotated[
+        str | None,
+        typer.Option(help="DynamoDB lock table [default: BUCKET-locks unless --lockfile]"),
+    ] = None,
+    lockfile: Annotated[
+        bool, typer.Option("--lockfile", help="Lock with S3 lock files only; no table")
+    ] = False,
+    region: Annotated[
+        str | None, typer.Option(help="AWS region [default: the bucket's, else boto3's]")
+    ] = None,
+    kms_key: Annotated[
+        str | None, typer.Option(help="KMS key ARN or alias for SSE-KMS [default: SSE-S3]")
+    ] = None,
+    noncurrent_days: Annotated[
+        int | None,
+        typer.Option(help="Expire noncurrent state versions after N days [default: 90]"),
+    ] = None,
+    log_bucket: Annotated[
+        str | None, typer.Option(help="Existing bucket (same region) for S3 access logs")
+    ] = None,
+    replica_region: Annotated[
+        str | None, typer.Option(help="Replicate every version to a bucket in this region")
+    ] = None,
+    replica_bucket: Annotated[
+        str | None, typer.Option(help="Replica bucket name [default: BUCKET-replica]")
+    ] = None,
+    replica_kms_key: Annotated[
+        str | None, typer.Option(help="KMS key in the replica region (needed with --kms-key)")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the changes without making them")
+    ] = False,
+    profile: Annotated[str | None, typer.Option(help="AWS profile")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Stable JSON output")] = False,
+) -> None:
+    """Create or bring into line the bucket and lock table for Terraform's backend "s3".
+
+    Idempotent: a second run changes nothing. Prints the backend block and the
+    statekeeper serve command line to use them.
+    """
+    from statekeeper.cli.awsreport import print_bootstrap
+    from statekeeper.errors import BadRequest
+    from statekeeper.services.awssetup.context import Aws, Target
+    from statekeeper.services.bootstrap import bootstrap as run_bootstrap
+    from statekeeper.services.bootstrap import resolve_region
+
+    if lockfile and table:
+        raise BadRequest("--table and --lockfile exclude each other: choose one way to lock")
+    aws = Aws(profile=profile)
+    Target(bucket=bucket, region=region or "us-east-1").validate()  # names before any call
+    resolved = resolve_region(aws, bucket, region)
+    target = Target(
+        bucket=bucket,
+        region=resolved,
+        table=None if lockfile else (table or f"{bucket}-locks"),
+        kms_key=kms_key,
+        noncurrent_days=noncurrent_days,
+        log_bucket=log_bucket,
+        replica_region=replica_region,
+        replica_bucket=replica_bucket,
+        replica_kms_key=replica_kms_key,
+    )
+    report = run_bootstrap(aws, target, dry_run=dry_run)
+    print_bootstrap(report, json_output=json_output)
+    if report.unresolved:
+        raise typer.Exit(1)

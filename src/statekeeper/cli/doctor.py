@@ -1,0 +1,57 @@
+"""``statekeeper doctor``: audit the state bucket and lock table, and fix what is safe."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from statekeeper.cli import app
+
+__all__ = ["doctor"]
+
+
+@app.command()
+def doctor(
+    bucket: Annotated[str, typer.Option(help="State bucket to audit")],
+    table: Annotated[str | None, typer.Option(help="DynamoDB lock table")] = None,
+    region: Annotated[
+        str | None, typer.Option(help="AWS region [default: the bucket's, else boto3's]")
+    ] = None,
+    fix: Annotated[
+        bool,
+        typer.Option("--fix", help="Apply the safe fixes (never deletes locks) and report each"),
+    ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Stable JSON output")] = False,
+    stale_after: Annotated[
+        str, typer.Option(help="Report locks older than this (30m, 2h, 1d)")
+    ] = "2h",
+    probes: Annotated[
+        bool,
+        typer.Option(
+            "--probes/--no-probes",
+            help="Probe the data (writes and removes a .statekeeper-doctor/ object)",
+        ),
+    ] = True,
+    skip: Annotated[
+        list[str] | None,
+        typer.Option(help="Skip checks whose ID matches this glob (repeatable)"),
+    ] = None,
+    profile: Annotated[str | None, typer.Option(help="AWS profile")] = None,
+) -> None:
+    """One line per check: pass, warn or fail, with the fix. Exit 1 when anything fails."""
+    from statekeeper.cli.awsreport import print_doctor
+    from statekeeper.services.awssetup.context import Aws, Target
+    from statekeeper.services.bootstrap import resolve_region
+    from statekeeper.services.doctor import doctor as run_doctor
+    from statekeeper.services.doctor import parse_duration
+
+    threshold = parse_duration(stale_after)
+    Target(bucket=bucket, region=region or "us-east-1", table=table).validate()
+    aws = Aws(profile=profile)
+    resolved = resolve_region(aws, bucket, region)
+    target = Target(bucket=bucket, region=resolved, table=table)
+    report = run_doctor(aws, target, fix=fix, stale_after=threshold, probes=probes, skip=skip or ())
+    print_doctor(report, json_output=json_output)
+    if not report.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,52 @@
+"""``statekeeper iam-policy``: print the least-privilege IAM policy for a state bucket."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from statekeeper.cli import app
+
+__all__ = ["iam_policy"]
+
+
+@app.command("iam-policy")
+def iam_policy(
+    bucket: Annotated[str, typer.Option(help="State bucket")],
+    prefix: Annotated[str, typer.Option(help="Only states whose keys start with this")] = "",
+    table: Annotated[str | None, typer.Option(help="DynamoDB lock table")] = None,
+    kms_key: Annotated[str | None, typer.Option(help="KMS key ARN, ID or alias")] = None,
+    read_only: Annotated[
+        bool, typer.Option("--read-only", help="Read states and locks only")
+    ] = False,
+    allow_delete: Annotated[
+        bool,
+        typer.Option("--allow-delete", help="Also delete states (terraform workspace delete)"),
+    ] = False,
+    region: Annotated[
+        str | None, typer.Option(help="Region in the table/key ARNs [default: *]")
+    ] = None,
+    account: Annotated[
+        str | None, typer.Option(help="Account ID in the table/key ARNs [default: *]")
+    ] = None,
+) -> None:
+    """Print the IAM policy JSON that Terraform and statekeeper serve need, and no more.
+
+    s3:DeleteObject is granted only on *.tflock lock files unless --allow-delete.
+    """
+    from statekeeper.cli.output import print_json
+    from statekeeper.services.iam import iam_policy as build
+
+    print_json(
+        build(
+            bucket,
+            prefix=prefix,
+            table=table,
+            kms_key=kms_key,
+            read_only=read_only,
+            region=region,
+            account=account,
+            allow_delete=allow_delete,
+        )
+    )

@@ -1,0 +1,131 @@
+"""Settings: defaults < TOML file < STATEKEEPER_* env < flags; bad values are ConfigError."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from statekeeper.errors import ConfigError
+from statekeeper.settings import SETTINGS, Settings, load_settings
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_defaults() -> None:
+    settings = load_settings(env={})
+    assert settings == Settings()
+    assert settings.host == "127.0.0.1"
+    assert settings.port == 8080
+    assert settings.data_dir == Path(".statekeeper")
+    assert settings.store_url == "sqlite:///.statekeeper/statekeeper.db"
+    assert settings.locks_url == settings.store_url
+
+
+def test_every_setting_has_a_default_matching_the_dataclass() -> None:
+    defaults = Settings()
+    for setting in SETTINGS:
+        assert getattr(defaults, setting.name) == setting.default, setting.name
+        assert setting.help
+
+
+def test_precedence_defaults_file_env_flags(tmp_path: Path) -> None:
+    config = write(
+        tmp_path / "statekeeper.toml",
+        'port = 9001\nlog_level = "debug"\nmax-body = "2M"\nhost = "::1"\n',
+    )
+    env = {"STATEKEEPER_PORT": "9002", "STATEKEEPER_MAX_BODY": "3k"}
+
+    from_file = load_settings(env={}, config_file=config)
+    assert (from_file.port, from_file.log_level, from_file.max_body) == (9001, "debug", 2 * 1024**2)
+
+    from_env = load_settings(env=env, config_file=config)
+    assert from_env.port == 9002  # env beats the file
+    assert from_env.max_body == 3 * 1024
+    assert from_env.log_level == "debug"  # the file beats the default
+    assert from_env.host == "::1"
+
+    from_flags = load_settings({"port": 9003, "host": None}, env=env, config_file=config)
+    assert from_flags.port == 9003  # flags beat everything
+    assert from_flags.host == "::1"  # a flag left unset does not override
+    assert from_flags.max_body == 3 * 1024
+
+
+def test_config_file_from_the_environment(tmp_path: Path) -> None:
+    config = write(tmp_path / "c.toml", f'data_dir = "{tmp_path / "d"}"\n')
+    settings = load_settings(env={"STATEKEEPER_CONFIG": str(config)})
+    assert settings.data_dir == tmp_path / "d"
+    assert settings.store_url == f"sqlite:///{tmp_path / 'd' / 'statekeeper.db'}"
+
+
+def test_store_and_locks_urls() -> None:
+    settings = load_settings(
+        {"store": "s3://bucket/prefix"}, env={"STATEKEEPER_LOCKS": "dynamodb://table"}
+    )
+    assert settings.store_url == "s3://bucket/prefix"
+    assert settings.locks_url == "dynamodb://table"
+    assert load_settings({"store": "s3://b"}, env={}).locks_url == "s3://b"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"STATEKEEPER_PORT": "eighty"}, "STATEKEEPER_PORT"),
+        ({"STATEKEEPER_MAX_BODY": "lots"}, "STATEKEEPER_MAX_BODY"),
+        ({"STATEKEEPER_MAX_BODY": "1.5.2M"}, "STATEKEEPER_MAX_BODY"),
+    ],
+)
+def test_bad_environment_values_are_config_errors(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(env=env)
+    assert named in err.value.message
+    assert err.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ('port = "eighty"\n', "port"),
+        ("port = 80.5\n", "port"),
+        ('max_body = "x"\n', "max_body"),
+        ('colour = "blue"\n', "unknown setting 'colour'"),
+        ("[server]\nport = 1\n", "unknown setting 'server'"),
+        ("port = \n", "not valid TOML"),
+    ],
+)
+def test_bad_config_files_are_config_errors(tmp_path: Path, text: str, named: str) -> None:
+    config = write(tmp_path / "bad.toml", text)
+    with pytest.raises(ConfigError) as err:
+        load_settings(env={}, config_file=config)
+    assert named in err.value.message
+    assert str(config) in err.value.message
+
+
+def test_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the config file"):
+        load_settings(env={}, config_file=tmp_path / "absent.toml")
+
+
+def test_flags_are_parsed_like_the_environment(tmp_path: Path) -> None:
+    settings = load_settings({"data_dir": str(tmp_path), "port": "9001", "max_body": "2K"}, env={})
+    assert settings.data_dir == tmp_path
+    assert settings.port == 9001
+    assert settings.max_body == 2048
+    assert settings.store_url == f"sqlite:///{tmp_path / 'statekeeper.db'}"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("STATEKEEPER_MAX_BODY", "-5"),
+        ("STATEKEEPER_MAX_BODY", "0"),
+        ("STATEKEEPER_PORT", "0"),
+        ("STATEKEEPER_PORT", "70000"),
+    ],
+)
+def test_out_of_range_numbers_are_refused(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load_settings(env={name: value})
