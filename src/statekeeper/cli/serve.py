@@ -101,6 +101,7 @@ def serve(
     from statekeeper.server.app import create_app
     from statekeeper.server.auth import auth_configured, security_summary
     from statekeeper.server.tfhttp import backend_block
+    from statekeeper.services.tokens import tokens_configured
     from statekeeper.settings import load_settings
 
     settings = load_settings(
@@ -120,6 +121,17 @@ def serve(
     )
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise ConfigError("HTTPS needs both --tls-cert and --tls-key (PEM files)")
+    # Decided before binding or building anything: a refused start leaves nothing behind.
+    secured = settings.oidc_config is not None or tokens_configured(
+        settings.store_url, settings.tokens_file
+    )
+    if not secured and not is_loopback(settings.host):
+        raise ConfigError(
+            f"refusing to serve on {settings.host}: without access control anyone who "
+            "can reach the port could read and overwrite every state. Create a token "
+            "('statekeeper token create NAME --scope \"**:admin\"'), set tokens_file or "
+            "oidc_config, or bind 127.0.0.1 (--host 127.0.0.1)."
+        )
     sock = listen(settings.host, settings.port)
     try:
         services = Services.build(settings)
@@ -128,13 +140,6 @@ def serve(
         raise
     try:
         secured = auth_configured(services)
-        if not secured and not is_loopback(settings.host):
-            raise ConfigError(
-                f"refusing to serve on {settings.host}: without access control anyone who "
-                "can reach the port could read and overwrite every state. Create a token "
-                "('statekeeper token create NAME --scope \"**:admin\"'), set tokens_file or "
-                "oidc_config, or bind 127.0.0.1 (--host 127.0.0.1)."
-            )
         scheme = "https" if settings.tls_cert else "http"
         url_host = f"[{settings.host}]" if ":" in settings.host else settings.host
         base = f"{scheme}://{url_host}:{settings.port}"
@@ -153,7 +158,7 @@ def serve(
         print("Paste this into your Terraform configuration:\n")
         print(backend_block(base, example_state), flush=True)
         server_config = uvicorn.Config(
-            create_app(services, allow_anonymous=not secured),
+            create_app(services, allow_anonymous=not secured and is_loopback(settings.host)),
             log_level=settings.log_level,
             timeout_graceful_shutdown=10,
             ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,

@@ -55,6 +55,7 @@ __all__ = [
     "open_token_store",
     "parse_duration",
     "revoke_token",
+    "tokens_configured",
     "validate_token_name",
 ]
 
@@ -403,3 +404,32 @@ def revoke_token(store: TokenStore, log: AuditLog, caller: Caller, name: str) ->
     record = store.revoke(name)
     _audit_change(log, caller, "token-revoke", f"token {name}")
     return record
+
+
+def tokens_configured(store_url: str, tokens_file: Path | None) -> bool:
+    """Whether any token can exist, decided without creating or opening a store for writing.
+
+    ``serve`` asks this before it binds or builds anything, so that a refused
+    start leaves no database behind.
+    """
+    if tokens_file is not None:
+        return True
+    from statekeeper.drivers.registry import DriverURL
+    from statekeeper.drivers.sqlite import database_path
+
+    url = DriverURL.parse(store_url)
+    if url.scheme != "sqlite":
+        return False
+    path = database_path(url)
+    if not path.exists():
+        return False
+    try:
+        with sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, timeout=30) as db:
+            row = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tokens'"
+            ).fetchone()
+            return bool(row) and bool(
+                db.execute("SELECT EXISTS (SELECT 1 FROM tokens)").fetchone()[0]
+            )
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot read the tokens of {path}: {exc}") from exc
