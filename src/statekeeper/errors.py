@@ -21,7 +21,9 @@ driver boundary, and chained with ``raise ... from``.
     ├── Conflict                         409  exit 1  conflict
     │   ├── LockConflict                 423  exit 3  locked      (carries the holder)
     │   ├── LockMismatch                 409  exit 3  lock_mismatch (carries the holder)
-    │   └── StateConflict                409          state_conflict (serial/lineage guard)
+    │   ├── StateConflict                409          state_conflict (serial/lineage guard)
+    │   └── WriteRace                    409          write_race (the state changed under a write)
+    ├── EncryptedState                   422  exit 1  state_encrypted (cannot diff or rewrite)
     ├── PayloadTooLarge                  413          payload_too_large
     ├── Unauthenticated                  401          unauthenticated
     ├── Forbidden                        403          forbidden
@@ -47,6 +49,7 @@ __all__ = [
     "ChecksumMismatch",
     "ConfigError",
     "Conflict",
+    "EncryptedState",
     "Forbidden",
     "InvalidLockInfo",
     "InvalidState",
@@ -64,6 +67,7 @@ __all__ = [
     "StorageError",
     "Unauthenticated",
     "VersionNotFound",
+    "WriteRace",
 ]
 
 
@@ -182,6 +186,19 @@ class StateConflict(Conflict):
     """The serial/lineage guard refused a write (Terraform's own wording)."""
 
     code = "state_conflict"
+
+
+class EncryptedState(StatekeeperError):
+    """An OpenTofu encrypted state: its content cannot be read without the key."""
+
+    status = 422
+    code = "state_encrypted"
+
+
+class WriteRace(Conflict):
+    """Another write landed between this write's checks and its put (compare-and-swap)."""
+
+    code = "write_race"
 
 
 class PayloadTooLarge(StatekeeperError):

@@ -33,6 +33,8 @@ class ObjectInfo:
     is_latest: bool = True
     # Listings may not carry metadata (S3 ListObjectVersions does not).
     has_metadata: bool = True
+    #: The backend's entity tag where it has one (S3), for conditional writes.
+    etag: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class ObjectStore(ABC):
     supports_versions: bool = False
     #: ``put_if_absent`` is honoured atomically by the backend.
     supports_conditional_put: bool = False
+    #: ``replace`` is honoured atomically by the backend.
+    supports_compare_and_swap: bool = False
 
     @property
     @abstractmethod
@@ -94,6 +98,17 @@ class ObjectStore(ABC):
     def put_if_absent(self, key: str, data: bytes, metadata: Mapping[str, str]) -> bool:
         """Create ``key`` only if it does not exist; False when it does."""
         raise CapabilityMissing(f"the {self.scheme} store has no conditional writes")
+
+    def replace(
+        self, key: str, data: bytes, metadata: Mapping[str, str], expected: ObjectInfo | None
+    ) -> ObjectInfo:
+        """Put ``data`` only if the current version is still ``expected`` (None: no object).
+
+        Raises :class:`~statekeeper.errors.WriteRace` when another write got there
+        first. Needs ``supports_compare_and_swap``; this is what keeps two server
+        processes on one store from both accepting a write of the same serial.
+        """
+        raise CapabilityMissing(f"the {self.scheme} store has no compare-and-swap writes")
 
     def close(self) -> None:  # noqa: B027 - optional hook, most drivers hold nothing
         """Release connections; the store is not used afterwards."""

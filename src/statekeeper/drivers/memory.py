@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 from statekeeper.drivers.base import LockTable, ObjectInfo, ObjectStore, StoredObject
 from statekeeper.drivers.registry import DriverURL
-from statekeeper.errors import LockConflict, VersionNotFound
+from statekeeper.errors import LockConflict, VersionNotFound, WriteRace
 from statekeeper.model import LockInfo, utcnow
 
 __all__ = ["MemoryLocks", "MemorySpace", "MemoryStore"]
@@ -46,6 +46,7 @@ class MemoryStore(ObjectStore):
     scheme = "memory"
     supports_versions = True
     supports_conditional_put = True
+    supports_compare_and_swap = True
 
     def __init__(self, name: str = "default") -> None:
         self.name = name
@@ -80,6 +81,19 @@ class MemoryStore(ObjectStore):
                 return False
             self._put(key, data, metadata)
             return True
+
+    def replace(
+        self, key: str, data: bytes, metadata: Mapping[str, str], expected: ObjectInfo | None
+    ) -> ObjectInfo:
+        with self.space.guard:
+            current = self.space.current.get(key)
+            current_id = None if current is None else current.info.version_id
+            if current_id != (None if expected is None else expected.version_id):
+                raise WriteRace(
+                    f"another write to {key!r} landed while this one was being checked; "
+                    "nothing was written: read the state again and retry"
+                )
+            return self._put(key, data, metadata)
 
     def get(self, key: str, version_id: str | None = None) -> StoredObject | None:
         with self.space.guard:

@@ -23,7 +23,7 @@ from statekeeper.drivers import _boto
 from statekeeper.drivers._boto import S3Bucket
 from statekeeper.drivers.base import ObjectInfo, ObjectStore, StoredObject
 from statekeeper.drivers.registry import DriverURL
-from statekeeper.errors import CapabilityMissing, StorageError, VersionNotFound
+from statekeeper.errors import CapabilityMissing, StorageError, VersionNotFound, WriteRace
 from statekeeper.model import utcnow
 
 __all__ = ["LOCK_SUFFIX", "PART_SIZE", "S3Bucket", "S3Store", "open_store"]
@@ -55,6 +55,7 @@ def _total_size(resp: dict[str, Any]) -> int:
 class S3Store(ObjectStore):
     scheme = "s3"
     supports_conditional_put = True
+    supports_compare_and_swap = True
 
     def __init__(self, where: S3Bucket) -> None:
         self.where = where
@@ -103,19 +104,52 @@ class S3Store(ObjectStore):
     # Writes
 
     def put(self, key: str, data: bytes, metadata: Mapping[str, str]) -> ObjectInfo:
+        return self._write(key, data, metadata, {})
+
+    def replace(
+        self, key: str, data: bytes, metadata: Mapping[str, str], expected: ObjectInfo | None
+    ) -> ObjectInfo:
+        # S3 conditional writes: If-None-Match for a first write, If-Match on the
+        # ETag of the version the write was checked against otherwise.
+        if expected is None:
+            condition = {"IfNoneMatch": "*"}
+        elif expected.etag:
+            condition = {"IfMatch": expected.etag}
+        else:
+            return self.put(key, data, metadata)
+        return self._write(key, data, metadata, condition)
+
+    def _write(
+        self, key: str, data: bytes, metadata: Mapping[str, str], condition: dict[str, str]
+    ) -> ObjectInfo:
         full = self.where.key(key)
+
+        def raced(exc: Exception) -> Any:
+            if condition and _boto.error_code(exc) in (
+                "PreconditionFailed",
+                "ConditionalRequestConflict",
+                "NoSuchKey",
+            ):
+                raise WriteRace(
+                    f"another write to {self.where.uri(full)} landed while this one was "
+                    "being checked; nothing was written: read the state again and retry"
+                ) from exc
+            _boto.translate(exc, "s3:PutObject", self.where.uri(full))
+
         if len(data) > PART_SIZE:
-            resp = self._put_multipart(full, data, metadata)
+            resp = self._put_multipart(full, data, metadata, condition, raced)
         else:
             resp = self.where.call(
                 "s3:PutObject",
                 full,
                 self.where.client.put_object,
+                raced,
                 Key=full,
                 Body=data,
                 ContentMD5=_md5_b64(data),
                 ContentType="application/json",
                 Metadata=dict(metadata),
+                **condition,
                 **self.where.sse_args(),
             )
         return ObjectInfo(
@@ -124,9 +158,17 @@ class S3Store(ObjectStore):
             size=len(data),
             last_modified=utcnow(),
             metadata=dict(metadata),
+            etag=resp.get("ETag"),
         )
 
-    def _put_multipart(self, full: str, data: bytes, metadata: Mapping[str, str]) -> Any:
+    def _put_multipart(
+        self,
+        full: str,
+        data: bytes,
+        metadata: Mapping[str, str],
+        condition: dict[str, str],
+        raced: Callable[[Exception], Any],
+    ) -> Any:
         client = self.where.client
         upload = self.where.call(
             "s3:PutObject",
@@ -161,9 +203,11 @@ class S3Store(ObjectStore):
                 "s3:PutObject",
                 full,
                 client.complete_multipart_upload,
+                raced,
                 Key=full,
                 UploadId=upload_id,
                 MultipartUpload={"Parts": parts},
+                **condition,
             )
         except BaseException:
             # Do not leave billed parts behind; the original error is what matters.
@@ -232,6 +276,7 @@ class S3Store(ObjectStore):
             size=size,
             last_modified=modified,
             metadata=dict(resp.get("Metadata") or {}),
+            etag=resp.get("ETag"),
         )
 
     def head(self, key: str, version_id: str | None = None) -> ObjectInfo | None:

@@ -21,7 +21,13 @@ from typing import TypeVar
 
 from statekeeper.drivers.base import LockTable, ObjectInfo, ObjectStore, StoredObject
 from statekeeper.drivers.registry import DriverURL
-from statekeeper.errors import ConfigError, LockConflict, StorageError, VersionNotFound
+from statekeeper.errors import (
+    ConfigError,
+    LockConflict,
+    StorageError,
+    VersionNotFound,
+    WriteRace,
+)
 from statekeeper.model import LockInfo, format_rfc3339, parse_rfc3339, utcnow
 
 __all__ = ["SqliteDatabase", "SqliteLocks", "SqliteStore"]
@@ -55,6 +61,13 @@ CREATE TABLE IF NOT EXISTS digests (
     digest TEXT NOT NULL
 ) WITHOUT ROWID;
 """
+
+
+def _race_message(key: str) -> str:
+    return (
+        f"another write to {key!r} landed while this one was being checked; nothing "
+        "was written: read the state again and retry"
+    )
 
 
 def _like_prefix(prefix: str) -> str:
@@ -140,6 +153,7 @@ class SqliteStore(ObjectStore):
     scheme = "sqlite"
     supports_versions = True
     supports_conditional_put = True
+    supports_compare_and_swap = True
 
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
@@ -179,6 +193,18 @@ class SqliteStore(ObjectStore):
                 return False
             self._insert(db, key, data, metadata)
             return True
+
+        return self.db.run(tx, write=True)
+
+    def replace(
+        self, key: str, data: bytes, metadata: Mapping[str, str], expected: ObjectInfo | None
+    ) -> ObjectInfo:
+        def tx(db: sqlite3.Connection) -> ObjectInfo:
+            row = db.execute("SELECT object_id FROM current WHERE key = ?", (key,)).fetchone()
+            current = None if row is None else str(row[0])
+            if current != (None if expected is None else expected.version_id):
+                raise WriteRace(_race_message(key))
+            return self._insert(db, key, data, metadata)
 
         return self.db.run(tx, write=True)
 

@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 from statekeeper import __version__
 from statekeeper.app import Services
-from statekeeper.server import security_api, tfhttp
+from statekeeper.server import api, security_api, tfhttp
 from statekeeper.server.auth import AuthMiddleware
 from statekeeper.server.errors import install_handlers
 from statekeeper.server.limits import TimeoutMiddleware
@@ -51,6 +51,7 @@ def create_app(services: Services, *, allow_anonymous: bool = True) -> FastAPI:
     install_handlers(app)
     for route in tfhttp.routes():
         app.router.routes.append(route)
+    app.include_router(api.router)
     app.add_route("/healthz", _health, methods=["GET"], include_in_schema=False)
     app.include_router(security_api.router)
     # Outermost last: the timeout covers authentication too.

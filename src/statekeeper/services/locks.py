@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from statekeeper.drivers.base import LockTable, ObjectStore
-from statekeeper.errors import LockConflict, LockNotFound
+from statekeeper.errors import LockConflict, LockMismatch, LockNotFound
 from statekeeper.model import Caller, LockInfo, StateName
 from statekeeper.services.access import Permission, Policy, require
 
@@ -93,6 +93,46 @@ class LockService:
         if removed is None:
             raise LockNotFound(f"no lock is held on {name}; nothing to unlock")
         return removed
+
+    def remove(self, name: StateName, caller: Caller, lock_id: str) -> LockInfo:
+        """Remove the lock with ``lock_id`` wherever it is held (admin), and return it.
+
+        Unlike :meth:`force_unlock` with an ID, a lock held in only one of two
+        lock tables (a dual-lock drift) is removed without an error about the
+        other. A lock held under another ID is left alone (LockMismatch).
+        """
+        require(self.policy, caller, name, Permission.ADMIN, "force-unlock")
+        key = str(name)
+        holder = self.locks.read(key)
+        if (
+            holder is not None
+            and holder.id == lock_id
+            and self.locks.delete_if_held_by(key, lock_id)
+        ):
+            return holder
+        holder = self.locks.read(key)
+        if holder is None:
+            raise LockNotFound(f"no lock is held on {name}; nothing to unlock")
+        raise LockMismatch(holder, lock_id)
+
+    @contextmanager
+    def holding(self, name: StateName, operation: str, caller: Caller) -> Iterator[LockInfo]:
+        """Hold the lock for an operator command (push, rollback, migrate) and release it.
+
+        ``Who`` is the caller, as Terraform writes ``user@host``; a held lock
+        raises LockConflict naming its holder, and nothing is done.
+        """
+        require(self.policy, caller, name, Permission.WRITE, "lock")
+        # Path as Terraform's S3 backend writes it: <bucket>/<state object key>.
+        path = f"{self.store.lock_namespace}/{self.store.full_key(str(name))}"
+        info = LockInfo.new(operation, caller.actor, path=path).with_facts(
+            caller.actor, caller.remote_addr
+        )
+        self.locks.acquire(str(name), info)
+        try:
+            yield info
+        finally:
+            self.locks.release(str(name), info.id)
 
     def read(self, name: StateName) -> LockInfo | None:
         return self.locks.read(str(name))

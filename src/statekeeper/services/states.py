@@ -197,9 +197,21 @@ class StateService:
                 lock_id=lock_id,
                 actor=caller.actor,
             )
-            info = self.store.put(key, data, record.to_metadata())
+            info = self._store(key, data, record, current.info if current else None)
             self._keep_digest(key, md5.hexdigest())
             return WriteOutcome(version_from_info(key, info, data), True)
+
+    def _store(
+        self, key: str, data: bytes, record: StateVersion, checked: ObjectInfo | None
+    ) -> ObjectInfo:
+        """Put the new version, but only over the version the guard checked.
+
+        The in-process mutex orders writes within one server; compare-and-swap
+        in the store orders them across servers sharing it (SQLite file, S3).
+        """
+        if self.store.supports_compare_and_swap:
+            return self.store.replace(key, data, record.to_metadata(), checked)
+        return self.store.put(key, data, record.to_metadata())
 
     def _keep_digest(self, key: str, md5_hex: str) -> None:
         table = self.locks.locks

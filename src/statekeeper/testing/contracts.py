@@ -24,10 +24,11 @@ from statekeeper.errors import (
     LockMismatch,
     LockNotFound,
     VersionNotFound,
+    WriteRace,
 )
 from statekeeper.model import LockInfo
 
-__all__ = ["LockTableContract", "ObjectStoreContract"]
+__all__ = ["CompareAndSwapContract", "LockTableContract", "ObjectStoreContract"]
 
 STATE = (
     b'{\n  "version": 4,\n  "terraform_version": "1.15.5",\n  "serial": 2,\n'
@@ -36,7 +37,7 @@ STATE = (
 )
 
 
-class ObjectStoreContract:
+class _ObjectStoreBasics:
     def test_get_missing_is_none(self, store: ObjectStore) -> None:
         assert store.get("nothing/here.tfstate") is None
         assert store.head("nothing/here.tfstate") is None
@@ -234,3 +235,57 @@ class LockTableContract:
         assert b.get_digest("x.tfstate") == digest
         b.delete_digest("x.tfstate")
         assert a.get_digest("x.tfstate") is None
+
+
+class CompareAndSwapContract:
+    """``replace`` writes only over the version the caller saw (needs ``store``)."""
+
+    def test_replace_over_expected_version(self, store: ObjectStore) -> None:
+        if not store.supports_compare_and_swap:
+            with pytest.raises(CapabilityMissing):
+                store.replace("cas.tfstate", STATE, {}, None)
+            return
+        first = store.replace("cas.tfstate", STATE, {"serial": "2"}, None)
+        with pytest.raises(WriteRace):
+            store.replace("cas.tfstate", STATE, {}, None)  # it exists now
+        seen = store.head("cas.tfstate")
+        assert seen is not None
+        second = store.replace("cas.tfstate", STATE + b" ", {"serial": "3"}, seen)
+        with pytest.raises(WriteRace):
+            store.replace("cas.tfstate", STATE + b"  ", {}, seen)  # stale: second landed
+        got = store.get("cas.tfstate")
+        assert got is not None
+        assert got.data == STATE + b" "
+        assert got.info.version_id == second.version_id
+        if store.supports_versions:
+            assert second.version_id != first.version_id
+
+    def test_one_replace_wins_from_the_same_version(self, store: ObjectStore) -> None:
+        if not store.supports_compare_and_swap:
+            return  # the refusal is asserted above
+        store.put("casrace.tfstate", STATE, {})
+        seen = store.head("casrace.tfstate")
+        wins: list[int] = []
+        barrier = threading.Barrier(6)
+
+        def attempt(n: int) -> None:
+            barrier.wait()
+            try:
+                store.replace("casrace.tfstate", STATE + b" " * n, {}, seen)
+            except WriteRace:
+                return
+            wins.append(n)
+
+        threads = [threading.Thread(target=attempt, args=(n,)) for n in range(1, 7)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(wins) == 1
+        got = store.get("casrace.tfstate")
+        assert got is not None
+        assert got.data == STATE + b" " * wins[0]
+
+
+class ObjectStoreContract(_ObjectStoreBasics, CompareAndSwapContract):
+    """Everything an ObjectStore promises; subclass it and provide ``store``."""

@@ -1,0 +1,158 @@
+"""What the global options select: the local store, or a server's JSON API.
+
+Commands ask :meth:`CliContext.backend` for an object with the operator's
+methods. On a store (``--store``/``--locks`` or the embedded default) it is
+the services' :class:`~statekeeper.services.operator.Operator`, called
+directly, never over HTTP. With ``--server`` it is
+:class:`~statekeeper.cli.remote.RemoteBackend`, which calls the same
+operations through ``/api/v1``. Both answer with the same JSON.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import typer
+
+from statekeeper.model import Caller, StateName
+
+if TYPE_CHECKING:
+    from statekeeper.app import Services
+    from statekeeper.settings import Settings
+
+__all__ = ["Backend", "CliContext", "LocalBackend", "local_caller", "obj"]
+
+
+def local_caller() -> Caller:
+    """``user@host``, the way Terraform fills ``Who`` in a LockInfo."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+    return Caller(actor=f"{user}@{socket.gethostname()}")
+
+
+class Backend(Protocol):
+    """The operator's operations, answering with the documented JSON."""
+
+    def list_states(self, prefix: str, details: bool) -> list[dict[str, Any]]: ...
+    def show(self, name: StateName, version: str | None) -> dict[str, Any]: ...
+    def pull(self, name: StateName, version: str | None) -> bytes: ...
+    def push(self, name: StateName, data: bytes, force: bool) -> dict[str, Any]: ...
+    def history(self, name: StateName, limit: int | None) -> list[dict[str, Any]]: ...
+    def diff(self, name: StateName, from_ref: str | None, to_ref: str | None) -> dict[str, Any]: ...
+    def rollback(self, name: StateName, to_ref: str) -> dict[str, Any]: ...
+    def list_locks(self, prefix: str) -> list[dict[str, Any]]: ...
+    def unlock(self, name: StateName, lock_id: str | None, force: bool) -> dict[str, Any]: ...
+    def reap(
+        self, older_than: str, operation: str | None, prefix: str, dry_run: bool
+    ) -> list[dict[str, Any]]: ...
+    def close(self) -> None: ...
+
+
+class LocalBackend:
+    """The operator on this process's own store, as ``user@host``."""
+
+    def __init__(self, services: Services, caller: Caller) -> None:
+        from statekeeper.services.operator import Operator
+
+        self.services = services
+        self.caller = caller
+        self.op = Operator(services.states, services.locks, services.history)
+
+    def list_states(self, prefix: str, details: bool) -> list[dict[str, Any]]:
+        return self.op.list_states(self.caller, prefix, details=details)
+
+    def show(self, name: StateName, version: str | None) -> dict[str, Any]:
+        return self.op.show(self.caller, name, version)
+
+    def pull(self, name: StateName, version: str | None) -> bytes:
+        return self.op.pull(self.caller, name, version)
+
+    def push(self, name: StateName, data: bytes, force: bool) -> dict[str, Any]:
+        return self.op.push(self.caller, name, data, force=force)
+
+    def history(self, name: StateName, limit: int | None) -> list[dict[str, Any]]:
+        return self.op.history(self.caller, name, limit)
+
+    def diff(self, name: StateName, from_ref: str | None, to_ref: str | None) -> dict[str, Any]:
+        return self.op.diff(self.caller, name, from_ref, to_ref)
+
+    def rollback(self, name: StateName, to_ref: str) -> dict[str, Any]:
+        return self.op.rollback(self.caller, name, to_ref)
+
+    def list_locks(self, prefix: str, now: datetime | None = None) -> list[dict[str, Any]]:
+        return self.op.list_locks(self.caller, prefix, now)
+
+    def unlock(self, name: StateName, lock_id: str | None, force: bool) -> dict[str, Any]:
+        return self.op.unlock(self.caller, name, lock_id=lock_id, force=force)
+
+    def reap(
+        self, older_than: str, operation: str | None, prefix: str, dry_run: bool
+    ) -> list[dict[str, Any]]:
+        return self.op.reap(
+            self.caller, older_than=older_than, operation=operation, prefix=prefix, dry_run=dry_run
+        )
+
+    def close(self) -> None:
+        self.services.close()
+
+
+@dataclass
+class CliContext:
+    """The global options, and what they open (once, closed when the command ends)."""
+
+    store: str | None = None
+    locks: str | None = None
+    server: str | None = None
+    token: str | None = None
+    data_dir: Path | None = None
+    config: Path | None = None
+    _opened: list[Backend] = field(default_factory=list)
+
+    def settings(self) -> Settings:
+        from statekeeper.settings import load_settings
+
+        return load_settings(
+            {"store": self.store, "locks": self.locks, "data_dir": self.data_dir},
+            config_file=self.config,
+        )
+
+    def services(self) -> Services:
+        from statekeeper.app import Services
+
+        return Services.build(self.settings())
+
+    def backend(self) -> Backend:
+        if self.server:
+            if self.store or self.locks:
+                from statekeeper.errors import ConfigError
+
+                raise ConfigError(
+                    "--server and --store/--locks both given: use the server's API (--server) "
+                    "or open the store directly (--store/--locks), not both"
+                )
+            from statekeeper.cli.remote import RemoteBackend
+
+            backend: Backend = RemoteBackend(self.server, self.token)
+        else:
+            backend = LocalBackend(self.services(), local_caller())
+        self._opened.append(backend)
+        return backend
+
+    def close(self) -> None:
+        while self._opened:
+            self._opened.pop().close()
+
+
+def obj(ctx: typer.Context) -> CliContext:
+    """The CliContext of the root command."""
+    root = ctx.find_root()
+    assert isinstance(root.obj, CliContext), "the root callback sets the context"
+    return root.obj

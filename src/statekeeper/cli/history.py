@@ -1,0 +1,175 @@
+"""``history``, ``diff`` and ``rollback``: a state's versions and how to go back."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from statekeeper.cli import app
+from statekeeper.cli.context import obj
+from statekeeper.cli.output import console, err_console, print_json
+from statekeeper.cli.render import dash, size, table, when
+from statekeeper.model import StateName
+
+__all__ = ["diff", "history", "rollback"]
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (stable keys) for scripts")]
+
+
+@app.command()
+def history(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="State name")],
+    limit: Annotated[
+        int | None, typer.Option("--limit", "-n", min=1, help="Only the newest N versions")
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """List a state's versions, newest first, with the resources each one changed."""
+    rows = obj(ctx).backend().history(StateName(name), limit)
+    if json_out:
+        print_json(rows)
+        return
+    t = table("VERSION", "SERIAL", "TIME", "WHO", "SIZE", "CHANGED", "")
+    for r in rows:
+        t.add_row(
+            r["version_id"],
+            dash(r["serial"]),
+            when(r["created"]),
+            dash(r["actor"]),
+            size(r["size"]),
+            dash(r["resources_changed"]),
+            "current" if r["is_current"] else "",
+        )
+    console.print(t)
+
+
+def _value(change: dict[str, Any], side: str) -> str:
+    if change["sensitive"]:
+        return "(sensitive)"
+    return json.dumps(change[side], ensure_ascii=False)
+
+
+def _print_diff(d: dict[str, Any]) -> None:
+    serial = d["serial"]
+    frm = d["from"] or "(no state)"
+    console.print(
+        f"[bold]{escape(d['name'])}[/]: {frm} (serial {dash(serial['before'])}) -> "
+        f"{d['to']} (serial {dash(serial['after'])})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if d["lineage"]["before"] not in (None, d["lineage"]["after"]):
+        console.print(
+            f"[yellow]lineage changed[/]: {d['lineage']['before']} -> {d['lineage']['after']}"
+        )
+    if not (d["resources_changed"] or d["outputs"]):
+        console.print("No resource or output changes.")
+        return
+    for address in d["added"]:
+        console.print(f"[green]+ {escape(address)}[/]", highlight=False, soft_wrap=True)
+    for address in d["removed"]:
+        console.print(f"[red]- {escape(address)}[/]", highlight=False, soft_wrap=True)
+    for inst in d["changed"]:
+        console.print(f"[yellow]~ {escape(inst['address'])}[/]", highlight=False, soft_wrap=True)
+        for c in inst["changes"]:
+            console.print(
+                f"    {c['path']}: {_value(c, 'before')} -> {_value(c, 'after')}",
+                highlight=False,
+                soft_wrap=True,
+                markup=False,
+            )
+    if d["outputs"]:
+        console.print("[bold]Outputs:[/]")
+        mark = {"added": "+", "removed": "-", "changed": "~"}
+        for o in d["outputs"]:
+            console.print(
+                f"  {mark[o['action']]} {o['name']}: {_value(o, 'before')} -> {_value(o, 'after')}",
+                highlight=False,
+                soft_wrap=True,
+                markup=False,
+            )
+    console.print(
+        f"{len(d['added'])} added, {len(d['changed'])} changed, {len(d['removed'])} removed; "
+        f"{len(d['outputs'])} output(s) changed",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def diff(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="State name")],
+    from_ref: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[FROM]", help="Older version (default: the one before TO)", show_default=False
+        ),
+    ] = None,
+    to_ref: Annotated[
+        str | None,
+        typer.Argument(metavar="[TO]", help="Newer version (default: current)", show_default=False),
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Show what changed between two versions: instances, attribute paths, outputs.
+
+    With no versions: the last change (previous -> current). Sensitive values
+    are masked. Versions are IDs from 'history', serial:N or current.
+    """
+    d = obj(ctx).backend().diff(StateName(name), from_ref, to_ref)
+    if json_out:
+        print_json(d)
+        return
+    _print_diff(d)
+
+
+@app.command()
+def rollback(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="State name")],
+    to: Annotated[
+        str, typer.Option("--to", help="Version to restore: an ID from 'history', or serial:N")
+    ],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Restore an old version's content as a new version (serial = current + 1).
+
+    Taken under the state's lock (Operation "rollback"); refused, exit 3, if
+    someone else holds it. Every byte but the serial is the old version's, the
+    lineage is kept, and the DynamoDB digest is updated, so Terraform's own
+    S3 backend reads the result. The next 'terraform plan' shows the drift.
+    """
+    backend = obj(ctx).backend()
+    state = StateName(name)
+    if not yes:
+        # From the current state to the target: what the rollback will do to the state.
+        d = backend.diff(state, "current", to)
+        console.print(
+            f"Roll back {name} to version {d['to']} (serial {dash(d['serial']['after'])}); it "
+            f"becomes a new version with serial {(d['serial']['before'] or 0) + 1}. Against the "
+            f"current state: {len(d['added'])} instance(s) come back, {len(d['removed'])} are "
+            f"dropped, {len(d['changed'])} change; {len(d['outputs'])} output(s) change.",
+            highlight=False,
+            soft_wrap=True,
+        )
+        if not typer.confirm("Proceed?", default=False, err=True):
+            err_console.print("nothing was changed")
+            raise typer.Exit(1)
+    result = backend.rollback(state, to)
+    if json_out:
+        print_json(result)
+        return
+    v = result["version"]
+    console.print(
+        f"rolled back {name}: version {result['restored_version']} (serial "
+        f"{dash(result['restored_serial'])}) restored as version {v['version_id']} with serial "
+        f"{v['serial']}",
+        highlight=False,
+        soft_wrap=True,
+    )

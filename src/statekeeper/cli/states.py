@@ -1,0 +1,188 @@
+"""``states``, ``show``, ``pull`` and ``push``: the states of a store and their bytes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from statekeeper.cli import app
+from statekeeper.cli.context import obj
+from statekeeper.cli.output import console, err_console, print_json
+from statekeeper.cli.render import dash, size, table, when, who_lock
+from statekeeper.errors import BadRequest
+from statekeeper.model import StateName
+
+__all__ = ["pull", "push", "show", "states"]
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (stable keys) for scripts")]
+VersionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--version", "-v", help="A version ID from 'history', serial:N, or current (the default)"
+    ),
+]
+
+
+@app.command()
+def states(
+    ctx: typer.Context,
+    prefix: Annotated[str, typer.Argument(help="Only states whose name starts with this")] = "",
+    details: Annotated[
+        bool,
+        typer.Option(
+            "--details",
+            "-d",
+            help="Also count versions and read serials the listing lacks (calls per state)",
+        ),
+    ] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """List every state (workspace states env:/W/K included) with its lock.
+
+    One listing of objects and one of locks, nothing downloaded. On S3 the
+    listing carries no serial for states Terraform wrote; --details reads them
+    and counts versions, at a version listing (and on S3 a HEAD per version) per state.
+    """
+    rows = obj(ctx).backend().list_states(prefix, details)
+    if json_out:
+        print_json(rows)
+        return
+    if not rows:
+        err_console.print(f"no states{f' under {prefix!r}' if prefix else ''}")
+        return
+    cols = ["NAME", "SERIAL", "SIZE", "LAST CHANGE", "LOCK"]
+    t = table(*cols, *(["VERSIONS"] if details else []))
+    for r in rows:
+        cells = [
+            escape(r["name"]),
+            dash(r["serial"]),
+            size(r["size"]),
+            when(r["last_modified"]),
+            escape(who_lock(r["lock"])),
+        ]
+        t.add_row(*cells, *([dash(r["versions"])] if details else []))
+    console.print(t)
+
+
+@app.command()
+def show(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="State name, e.g. team/app/prod.tfstate")],
+    version: VersionOpt = None,
+    outputs: Annotated[
+        bool, typer.Option("--outputs", help="Show only the outputs (sensitive ones masked)")
+    ] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Show one version of a state: its facts, resources and outputs."""
+    doc = obj(ctx).backend().show(StateName(name), version)
+    if json_out:
+        print_json({"name": doc["name"], "outputs": doc["outputs"]} if outputs else doc)
+        return
+    if doc["encrypted"] and outputs:
+        err_console.print(f"{name} is encrypted by OpenTofu: its outputs cannot be read")
+        raise typer.Exit(1)
+    if not outputs:
+        v = doc["version"]
+        facts = [
+            ("State", doc["name"]),
+            ("Version", f"{v['version_id']}{' (current)' if v['is_current'] else ''}"),
+            ("Serial", dash(v["serial"])),
+            ("Lineage", dash(v["lineage"])),
+            ("Size", size(v["size"])),
+            ("Written", when(v["created"])),
+            ("By", dash(v["actor"])),
+            ("sha256", dash(v["sha256"])),
+            ("Locked", f"yes (ID {doc['lock_id']})" if doc["locked"] else "no"),
+        ]
+        if doc["encrypted"]:
+            facts.append(("Content", "encrypted by OpenTofu (not readable here)"))
+        else:
+            facts.append(("Terraform", dash(doc.get("terraform_version"))))
+        for label, value in facts:
+            console.print(
+                f"[bold]{label + ':':<11}[/] {escape(str(value))}", highlight=False, soft_wrap=True
+            )
+        if doc["encrypted"]:
+            return
+        console.print(f"\n[bold]Resources ({len(doc['resources'])}):[/]")
+        for address in doc["resources"]:
+            console.print(f"  {address}", highlight=False, markup=False)
+    if not outputs:
+        console.print(f"\n[bold]Outputs ({len(doc['outputs'])}):[/]")
+    for out_name, o in doc["outputs"].items():
+        value = "(sensitive)" if o["sensitive"] else _compact(o["value"])
+        console.print(f"  {out_name} = {value}", highlight=False, markup=False)
+
+
+def _compact(value: object) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False)
+
+
+@app.command()
+def pull(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="State name")],
+    version: VersionOpt = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to FILE instead of stdout")
+    ] = None,
+) -> None:
+    """Print (or save) a state's bytes exactly as stored."""
+    data = obj(ctx).backend().pull(StateName(name), version)
+    if output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    try:
+        output.write_bytes(data)
+    except OSError as exc:
+        raise BadRequest(f"cannot write {output}: {exc}") from exc
+    err_console.print(f"wrote {len(data)} bytes to {output}", markup=False, soft_wrap=True)
+
+
+@app.command()
+def push(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="State name")],
+    file: Annotated[Path, typer.Argument(help="State file to upload ('-' for stdin)")],
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Skip the serial/lineage guard (admin override)"),
+    ] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Upload a state file as the new version, under the lock (Operation state-push).
+
+    The bytes are stored verbatim. The serial/lineage guard refuses an older
+    serial, another lineage or the same serial with other content, with
+    Terraform's own wording; --force overrides it.
+    """
+    try:
+        data = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+    except OSError as exc:
+        raise BadRequest(f"cannot read {file}: {exc}") from exc
+    result = obj(ctx).backend().push(StateName(name), data, force)
+    if json_out:
+        print_json(result)
+        return
+    v = result["version"]
+    if result["created"]:
+        console.print(
+            f"pushed {name}: version {v['version_id']}, serial {dash(v['serial'])}, "
+            f"{size(v['size'])}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    else:
+        console.print(
+            f"{name} already has these exact bytes: nothing written",
+            highlight=False,
+            soft_wrap=True,
+        )
