@@ -220,3 +220,22 @@ def test_old_and_new_master_keys_coexist_during_a_rolling_change() -> None:
     old_kid = LocalMasterKey(base64.b64decode(old_text)).kid
     assert sorted(entry.kid for _, entry in ring.scan()) == sorted([old_kid, new_kid])
     assert both.current is not None and both.current.kid == new_kid
+
+
+def test_encryption_keeps_compare_and_swap(tmp_path: Path) -> None:
+    from statekeeper.errors import WriteRace
+
+    settings = load_settings({"data_dir": tmp_path}, env={"STATEKEEPER_MASTER_KEY": _key()})
+    services = Services.build(settings)
+    try:
+        store = services.store
+        assert store.supports_compare_and_swap
+        first = store.replace("team/a.tfstate", state_json(1), {}, None)
+        seen = store.head("team/a.tfstate")
+        store.replace("team/a.tfstate", state_json(2), {}, seen)
+        with pytest.raises(WriteRace):
+            store.replace("team/a.tfstate", state_json(3), {}, seen)  # stale: lost the race
+        assert store.get("team/a.tfstate").data == state_json(2)  # type: ignore[union-attr]
+        assert first.size == len(state_json(1))
+    finally:
+        services.close()

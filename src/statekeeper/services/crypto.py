@@ -284,6 +284,7 @@ class EncryptingStore(ObjectStore):
         self.scheme = inner.scheme
         self.supports_versions = inner.supports_versions
         self.supports_conditional_put = inner.supports_conditional_put
+        self.supports_compare_and_swap = inner.supports_compare_and_swap
         self._cache: OrderedDict[str, bytes] = OrderedDict()
         self._guard = threading.Lock()
 
@@ -366,6 +367,14 @@ class EncryptingStore(ObjectStore):
     def put_if_absent(self, key: str, data: bytes, metadata: Mapping[str, str]) -> bool:
         sealed, meta = self._seal(data, metadata)
         return self.inner.put_if_absent(key, sealed, meta)
+
+    def replace(
+        self, key: str, data: bytes, metadata: Mapping[str, str], expected: ObjectInfo | None
+    ) -> ObjectInfo:
+        # ``expected`` came from this wrapper: only its size differs from the
+        # inner store's, and the inner store compares version IDs and ETags.
+        sealed, meta = self._seal(data, metadata)
+        return self._plain_info(self.inner.replace(key, sealed, meta, expected))
 
     def get(self, key: str, version_id: str | None = None) -> StoredObject | None:
         obj = self.inner.get(key, version_id)
