@@ -27,6 +27,7 @@ driver boundary, and chained with ``raise ... from``.
     ├── PayloadTooLarge                  413          payload_too_large
     ├── Unauthenticated                  401          unauthenticated
     ├── Forbidden                        403          forbidden
+    ├── RateLimited                      429          rate_limited (carries retry_after)
     ├── ConfigError                      500  exit 2  config
     │   └── MissingDependency            500  exit 2  missing_dependency
     └── StorageError                     503  exit 1  storage_unavailable
@@ -59,6 +60,7 @@ __all__ = [
     "MissingDependency",
     "NotFound",
     "PayloadTooLarge",
+    "RateLimited",
     "StateConflict",
     "StateNotFound",
     "StatekeeperError",
@@ -213,6 +215,17 @@ class Unauthenticated(StatekeeperError):
 class Forbidden(StatekeeperError):
     status = 403
     code = "forbidden"
+
+
+class RateLimited(StatekeeperError):
+    """The caller sent more requests than its rate allows; retry after ``retry_after`` s."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ConfigError(StatekeeperError):

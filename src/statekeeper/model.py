@@ -385,3 +385,7 @@ class Caller:
     actor: str = "anonymous"
     remote_addr: str | None = None
     claims: dict[str, str] = field(default_factory=dict)
+    #: The grants ("PATTERN:PERMISSION") of an authenticated caller. None means the
+    #: caller is not subject to grants: the local operator, or a loopback server
+    #: with no access control configured (see services/policy.py).
+    scopes: tuple[str, ...] | None = None

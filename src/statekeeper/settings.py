@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,44 @@ SETTINGS: tuple[Setting, ...] = (
         'Prefix of workspace states, as Terraform\'s backend "s3" names them.',
     ),
     Setting("log_level", str, "info", "Server log level: debug, info, warning, error."),
+    Setting(
+        "tokens_file",
+        Path,
+        None,
+        "TOML file of API tokens (names, SHA-256 hashes, scopes, expiry) for stateless "
+        "replicas; default: the tokens table of the embedded database.",
+    ),
+    Setting(
+        "oidc_config",
+        Path,
+        None,
+        "TOML file configuring OIDC (issuer, audience, JWKS, claim rules) for CI logins.",
+    ),
+    Setting(
+        "master_key",
+        str,
+        None,
+        "Turns on encryption at rest: 32 bytes in base64 or awskms://KEY; a comma-separated "
+        "list also decrypts with the later keys. Also STATEKEEPER_MASTER_KEY_FILE.",
+        secret=True,
+    ),
+    Setting("tls_cert", Path, None, "PEM certificate (chain) to serve HTTPS."),
+    Setting("tls_key", Path, None, "PEM private key of tls_cert."),
+    Setting(
+        "rate_limit",
+        float,
+        20.0,
+        "Requests per second each authenticated caller may sustain (0: no limit); more get 429.",
+    ),
+    Setting(
+        "rate_burst", int, 200, "Requests a caller may make at once before rate_limit applies."
+    ),
+    Setting(
+        "request_timeout",
+        float,
+        120.0,
+        "Seconds a request may take before the server answers 503 (0: no limit).",
+    ),
 )
 
 
@@ -104,6 +142,14 @@ class Settings:
     max_body: int = 512 * 1024**2
     workspace_key_prefix: str = "env:"
     log_level: str = "info"
+    tokens_file: Path | None = None
+    oidc_config: Path | None = None
+    master_key: str | None = field(default=None, repr=False)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    rate_limit: float = 20.0
+    rate_burst: int = 200
+    request_timeout: float = 120.0
 
     @property
     def store_url(self) -> str:

@@ -101,6 +101,7 @@ def _root(
 
 
 # Command modules register themselves on ``app``.
+from statekeeper.cli import audit as _audit  # noqa: E402, F401
 from statekeeper.cli import bootstrap as _bootstrap  # noqa: E402, F401
 from statekeeper.cli import doctor as _doctor  # noqa: E402, F401
 from statekeeper.cli import history as _history  # noqa: E402, F401
@@ -109,6 +110,7 @@ from statekeeper.cli import locks as _locks  # noqa: E402, F401
 from statekeeper.cli import migrate as _migrate  # noqa: E402, F401
 from statekeeper.cli import serve as _serve  # noqa: E402, F401
 from statekeeper.cli import states as _states  # noqa: E402, F401
+from statekeeper.cli import token as _token  # noqa: E402, F401
 
 
 def main() -> None:

@@ -57,8 +57,9 @@ def _history_warning(store: ObjectStore) -> str:
     if store.scheme == "s3":
         from statekeeper.drivers.s3 import S3Store
 
-        if isinstance(store, S3Store) and store.history_warning:
-            return store.history_warning
+        inner = getattr(store, "inner", store)  # under the encryption layer
+        if isinstance(inner, S3Store) and inner.history_warning:
+            return inner.history_warning
     return f"the {store.scheme} store keeps no state history: every write replaces the last"
 
 
@@ -83,6 +84,12 @@ def serve(
     example_state: Annotated[
         str, typer.Option(help="State name used in the printed backend block")
     ] = "project/terraform.tfstate",
+    tokens_file: Annotated[
+        Path | None, typer.Option(help="TOML file of API tokens (for stateless replicas)")
+    ] = None,
+    oidc_config: Annotated[Path | None, typer.Option(help="TOML file configuring OIDC")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate to serve HTTPS")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert")] = None,
 ) -> None:
     """Serve Terraform's http backend on /state/NAME (embedded SQLite by default)."""
     import uvicorn
@@ -92,7 +99,9 @@ def serve(
     from statekeeper.cli.output import err_console
     from statekeeper.errors import ConfigError
     from statekeeper.server.app import create_app
+    from statekeeper.server.auth import auth_configured, security_summary
     from statekeeper.server.tfhttp import backend_block
+    from statekeeper.services.tokens import tokens_configured
     from statekeeper.settings import load_settings
 
     settings = load_settings(
@@ -103,14 +112,25 @@ def serve(
             "store": store,
             "locks": ",".join(locks) if locks else None,
             "log_level": log_level,
+            "tokens_file": tokens_file,
+            "oidc_config": oidc_config,
+            "tls_cert": tls_cert,
+            "tls_key": tls_key,
         },
         config_file=config,
     )
-    if not is_loopback(settings.host):
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise ConfigError("HTTPS needs both --tls-cert and --tls-key (PEM files)")
+    # Decided before binding or building anything: a refused start leaves nothing behind.
+    secured = settings.oidc_config is not None or tokens_configured(
+        settings.store_url, settings.tokens_file
+    )
+    if not secured and not is_loopback(settings.host):
         raise ConfigError(
-            f"refusing to serve on {settings.host}: without access control anyone who can "
-            "reach the port could read and overwrite every state. Bind 127.0.0.1 "
-            "(--host 127.0.0.1) until tokens are configured."
+            f"refusing to serve on {settings.host}: without access control anyone who "
+            "can reach the port could read and overwrite every state. Create a token "
+            "('statekeeper token create NAME --scope \"**:admin\"'), set tokens_file or "
+            "oidc_config, or bind 127.0.0.1 (--host 127.0.0.1)."
         )
     sock = listen(settings.host, settings.port)
     try:
@@ -119,8 +139,10 @@ def serve(
         sock.close()
         raise
     try:
+        secured = auth_configured(services)
+        scheme = "https" if settings.tls_cert else "http"
         url_host = f"[{settings.host}]" if ":" in settings.host else settings.host
-        base = f"http://{url_host}:{settings.port}"
+        base = f"{scheme}://{url_host}:{settings.port}"
         err_console.print(
             f"statekeeper serving on {base}  store={services.store.scheme} "
             f"locks={services.lock_table.scheme}",
@@ -131,15 +153,17 @@ def serve(
                 f"[yellow]warning:[/] {escape(_history_warning(services.store))}",
                 highlight=False,
             )
-        err_console.print(
-            "[yellow]warning:[/] no access control is configured: anyone on this machine "
-            "may read, write and force-unlock states (serving on loopback only)",
-            highlight=False,
-        )
+        for line in security_summary(services, secured):
+            err_console.print(line, highlight=False)
         print("Paste this into your Terraform configuration:\n")
         print(backend_block(base, example_state), flush=True)
         server_config = uvicorn.Config(
-            create_app(services), log_level=settings.log_level, timeout_graceful_shutdown=10
+            create_app(services, allow_anonymous=not secured and is_loopback(settings.host)),
+            log_level=settings.log_level,
+            timeout_graceful_shutdown=10,
+            ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+            ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+            server_header=False,
         )
         uvicorn.Server(server_config).run(sockets=[sock])
     finally:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
 from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from statekeeper import __version__
 from statekeeper.app import Services
-from statekeeper.server import api, tfhttp
+from statekeeper.server import api, security_api, tfhttp
+from statekeeper.server.auth import AuthMiddleware
 from statekeeper.server.errors import install_handlers
+from statekeeper.server.limits import TimeoutMiddleware
 
 __all__ = ["create_app"]
 
@@ -18,7 +24,20 @@ async def _health(request: Request) -> Response:
     return JSONResponse({"status": "ok", "version": __version__})
 
 
-def create_app(services: Services) -> FastAPI:
+def _lifespan(services: Services) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        # uvicorn re-raises SIGTERM after its graceful shutdown, so the `finally`
+        # of `serve` may never run: pending audit events are written here.
+        await run_in_threadpool(services.audit.close)
+
+    return lifespan
+
+
+def create_app(services: Services, *, allow_anonymous: bool = True) -> FastAPI:
+    """The ASGI app. ``allow_anonymous``: callers need no credentials while no tokens
+    or OIDC are configured (only ``serve`` on loopback should leave it on)."""
     app = FastAPI(
         title="statekeeper",
         version=__version__,
@@ -26,6 +45,7 @@ def create_app(services: Services) -> FastAPI:
         openapi_url="/api/v1/openapi.json",
         docs_url="/api/docs",
         redoc_url=None,
+        lifespan=_lifespan(services),
     )
     app.state.services = services
     install_handlers(app)
@@ -33,4 +53,8 @@ def create_app(services: Services) -> FastAPI:
         app.router.routes.append(route)
     app.include_router(api.router)
     app.add_route("/healthz", _health, methods=["GET"], include_in_schema=False)
+    app.include_router(security_api.router)
+    # Outermost last: the timeout covers authentication too.
+    app.add_middleware(AuthMiddleware, services=services, allow_anonymous=allow_anonymous)
+    app.add_middleware(TimeoutMiddleware, seconds=services.settings.request_timeout)
     return app

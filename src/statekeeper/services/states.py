@@ -13,14 +13,21 @@ import base64
 import binascii
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from statekeeper.drivers.base import ObjectInfo, ObjectStore, StoredObject
-from statekeeper.errors import ChecksumMismatch, StateConflict, StateNotFound, WriteRace
+from statekeeper.errors import (
+    ChecksumMismatch,
+    Forbidden,
+    StateConflict,
+    StateNotFound,
+    WriteRace,
+)
 from statekeeper.model import Caller, StateDoc, StateName, StateVersion, utcnow
 from statekeeper.services import lineage
 from statekeeper.services.access import Permission, Policy, require
 from statekeeper.services.locks import LockService
+from statekeeper.services.policy import outputs_only
 
 __all__ = ["CurrentState", "StateService", "WriteOutcome", "version_from_info"]
 
@@ -98,12 +105,35 @@ class StateService:
     def read(
         self, name: StateName, caller: Caller, version_id: str | None = None
     ) -> CurrentState | None:
-        """The current state (or one version); None when there is no state."""
-        require(self.policy, caller, name, Permission.READ, "read")
+        """The current state (or one version); None when there is no state.
+
+        A caller with the ``outputs`` permission but not ``read`` gets the state
+        with its resources stripped (what ``terraform_remote_state`` needs).
+        """
+        full = self.policy.allows(caller, name, Permission.READ)
+        if not full and not self.policy.allows(caller, name, Permission.OUTPUTS):
+            require(self.policy, caller, name, Permission.READ, "read")
         obj = self.store.get(str(name), version_id)
         if obj is None:
             return None
-        return CurrentState(version_from_info(str(name), obj.info, obj.data), obj.data)
+        version = version_from_info(str(name), obj.info, obj.data)
+        if full:
+            return CurrentState(version, obj.data)
+        if StateDoc.parse(obj.data).encrypted:
+            raise Forbidden(
+                f"{caller.actor} may read only the outputs of {name}, and an OpenTofu "
+                "encrypted state cannot be stripped to its outputs: it needs 'read'"
+            )
+        data = outputs_only(obj.data)
+        return CurrentState(
+            replace(
+                version,
+                size=len(data),
+                md5=hashlib.md5(data).hexdigest(),
+                sha256=hashlib.sha256(data).hexdigest(),
+            ),
+            data,
+        )
 
     def read_existing(
         self, name: StateName, caller: Caller, version_id: str | None = None

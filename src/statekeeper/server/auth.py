@@ -1,0 +1,202 @@
+"""Who is calling: API tokens and OIDC JWTs, from Basic or Bearer credentials.
+
+Terraform sends ``username``/``password`` as HTTP Basic: the username is the
+token name and the password its secret, or (for CI) any username and an OIDC
+JWT as the password. The JSON API also takes ``Authorization: Bearer``.
+
+Every request but the health check and the API description goes through
+:class:`AuthMiddleware`. It answers 401 (with ``WWW-Authenticate``) when
+credentials are missing or wrong, records the denial in the audit trail, and
+otherwise puts the :class:`~statekeeper.model.Caller`, with its grants, where
+the routes find it; the services then answer 403 where a grant is missing.
+A server with no tokens and no OIDC configured, bound to loopback only, lets
+anonymous callers do everything (``statekeeper serve`` refuses any other
+address in that case).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from statekeeper.app import Services
+from statekeeper.errors import RateLimited, Unauthenticated
+from statekeeper.model import Caller, format_rfc3339
+from statekeeper.server.errors import error_response
+from statekeeper.server.limits import RateLimiter, rate_limited_response
+from statekeeper.services.audit import AuditEvent
+from statekeeper.services.oidc import looks_like_jwt
+from statekeeper.services.tokens import hash_secret
+
+__all__ = ["PUBLIC_PATHS", "AuthMiddleware", "Authenticator", "auth_configured", "security_summary"]
+
+PUBLIC_PATHS = frozenset({"/healthz", "/api/v1/openapi.json", "/api/docs"})
+
+_HOW = (
+    "send an API token as the backend's username (the token name) and password "
+    "(the secret), or 'Authorization: Bearer <token or OIDC JWT>'"
+)
+
+
+def auth_configured(services: Services) -> bool:
+    """True when any way to authenticate is configured (tokens, a tokens file, OIDC)."""
+    s = services.settings
+    if s.tokens_file is not None or services.oidc is not None:
+        return True
+    return services.tokens is not None and not services.tokens.empty()
+
+
+class Authenticator:
+    """Turns an ``Authorization`` header into a Caller, or raises Unauthenticated."""
+
+    def __init__(self, services: Services, *, allow_anonymous: bool) -> None:
+        self.services = services
+        self.allow_anonymous = allow_anonymous
+
+    def authenticate(self, header: str | None, remote_addr: str | None) -> Caller:
+        if self.allow_anonymous and not auth_configured(self.services):
+            return Caller(actor="anonymous", remote_addr=remote_addr)
+        if not header:
+            raise Unauthenticated("this server requires credentials: " + _HOW)
+        scheme, _, value = header.strip().partition(" ")
+        scheme = scheme.lower()
+        value = value.strip()
+        if scheme == "basic":
+            try:
+                decoded = base64.b64decode(value, validate=True).decode()
+            except (binascii.Error, ValueError) as exc:
+                raise Unauthenticated("the Basic credentials are not base64; " + _HOW) from exc
+            username, sep, secret = decoded.partition(":")
+            if not sep or not secret:
+                raise Unauthenticated("the Basic credentials carry no password; " + _HOW)
+            if looks_like_jwt(secret):
+                return self._oidc(secret, remote_addr)
+            return self._named_token(username, secret, remote_addr)
+        if scheme == "bearer" and value:
+            if looks_like_jwt(value):
+                return self._oidc(value, remote_addr)
+            return self._bearer_token(value, remote_addr)
+        raise Unauthenticated(f"the Authorization scheme {scheme!r} is not supported; " + _HOW)
+
+    def _oidc(self, token: str, remote_addr: str | None) -> Caller:
+        if self.services.oidc is None:
+            raise Unauthenticated("OIDC is not configured on this server; use an API token")
+        return self.services.oidc.verify(token, remote_addr)
+
+    def _named_token(self, name: str, secret: str, remote_addr: str | None) -> Caller:
+        tokens = self.services.tokens
+        record = tokens.get(name) if tokens is not None and name else None
+        if record is None or not record.matches(secret):
+            raise Unauthenticated(
+                f"the token {name!r} does not exist or its secret does not match; check the "
+                "backend's username (the token name) and password (the secret)"
+            )
+        if record.expired():
+            assert record.expires is not None
+            raise Unauthenticated(
+                f"the token {name!r} expired at {format_rfc3339(record.expires)}; "
+                "create a new one with 'statekeeper token create'"
+            )
+        return Caller(actor=record.name, remote_addr=remote_addr, scopes=record.scopes)
+
+    def _bearer_token(self, secret: str, remote_addr: str | None) -> Caller:
+        tokens = self.services.tokens
+        record = tokens.find(hash_secret(secret)) if tokens is not None else None
+        if record is None or not record.matches(secret):
+            raise Unauthenticated("the Bearer token is not known to this server; " + _HOW)
+        return self._named_token(record.name, secret, remote_addr)
+
+
+def _claimed_user(header: str | None) -> str:
+    """The username a Basic header claims (for the audit of a denial), never the secret."""
+    if header and header.lower().startswith("basic "):
+        try:
+            user = base64.b64decode(header[6:].strip(), validate=True).decode().partition(":")[0]
+        except (binascii.Error, ValueError):
+            return "anonymous"
+        return user[:64] or "anonymous"
+    return "anonymous"
+
+
+class AuthMiddleware:
+    """Authenticates every request, applies the per-caller rate, audits denials."""
+
+    def __init__(self, app: ASGIApp, services: Services, allow_anonymous: bool = True) -> None:
+        self.app = app
+        self.services = services
+        self.authenticator = Authenticator(services, allow_anonymous=allow_anonymous)
+        s = services.settings
+        self.limiter = RateLimiter(s.rate_limit, s.rate_burst)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        header = None
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                header = value.decode("latin-1")
+        client = scope.get("client")
+        remote = client[0] if client else None
+        try:
+            caller = await run_in_threadpool(self.authenticator.authenticate, header, remote)
+        except Unauthenticated as exc:
+            event = AuditEvent(
+                action="authenticate",
+                actor=_claimed_user(header),
+                outcome=exc.code,
+                remote_addr=remote,
+                detail=f"{scope['method']} {scope['path']}: {exc.message}",
+            )
+            await run_in_threadpool(self.services.audit.record, event)
+            await error_response(exc)(scope, receive, send)
+            return
+        if caller.scopes is not None:
+            try:
+                self.limiter.check(caller.actor)
+            except RateLimited as exc:
+                await rate_limited_response(exc)(scope, receive, send)
+                return
+        scope.setdefault("state", {})["caller"] = caller
+        await self.app(scope, receive, send)
+
+
+def security_summary(services: Services, secured: bool) -> list[str]:
+    """The lines ``serve`` prints at start about access control, TLS and encryption."""
+    from rich.markup import escape
+
+    from statekeeper.services.crypto import EncryptingStore
+
+    s = services.settings
+    lines: list[str] = []
+    if secured:
+        ways = []
+        if s.tokens_file is not None:
+            ways.append(f"API tokens from {escape(str(s.tokens_file))}")
+        elif services.tokens is not None and not services.tokens.empty():
+            ways.append("API tokens")
+        if services.oidc is not None:
+            ways.append(f"OIDC ({escape(services.oidc.config.issuer)})")
+        lines.append("access control: " + ", ".join(ways or ["on (no credentials yet)"]))
+        if s.tls_cert is None:
+            lines.append(
+                "[yellow]warning:[/] no TLS: tokens cross the network in clear text unless a "
+                "TLS-terminating proxy is in front (--tls-cert/--tls-key)"
+            )
+    else:
+        lines.append(
+            "[yellow]warning:[/] no access control is configured: anyone on this machine "
+            "may read, write and force-unlock states (serving on loopback only)"
+        )
+    store = services.store
+    if isinstance(store, EncryptingStore) and store.current is not None:
+        lines.append(
+            f"encryption at rest: on (master key {store.current.kid}); a state stored "
+            'encrypted is unreadable by Terraform\'s own backend "s3"'
+        )
+    else:
+        lines.append("encryption at rest: off (set STATEKEEPER_MASTER_KEY to turn it on)")
+    return lines

@@ -1,0 +1,89 @@
+"""Helpers for access control tests: tokens in a server's database, credentials, bodies."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+from statekeeper.app import Services
+from statekeeper.model import Caller
+from statekeeper.services.tokens import create_token, parse_duration
+from statekeeper.settings import load_settings
+
+OPERATOR = Caller(actor="operator:test", remote_addr="local")
+
+#: Role -> grants. "stranger" holds admin, but only on states nobody else uses.
+ROLES: dict[str, list[str]] = {
+    "outputs": ["team/*:outputs"],
+    "reader": ["team/*:read"],
+    "writer": ["team/*:write"],
+    "admin": ["team/*:admin"],
+    "stranger": ["elsewhere/**:admin"],
+    "root": ["**:admin"],
+}
+
+
+def make_tokens(
+    server_dir: Path, roles: dict[str, list[str]], expires: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Create tokens in the embedded database a server in ``server_dir`` will use."""
+    settings = load_settings({"data_dir": server_dir / ".statekeeper"}, env={})
+    services = Services.build(settings)
+    try:
+        assert services.tokens is not None
+        secrets = {}
+        for name, scopes in roles.items():
+            lifetime = parse_duration((expires or {})[name]) if name in (expires or {}) else None
+            issued = create_token(services.tokens, services.audit, OPERATOR, name, scopes, lifetime)
+            secrets[name] = issued.secret
+        return secrets
+    finally:
+        services.close()
+
+
+def basic(name: str, secret: str) -> dict[str, str]:
+    raw = base64.b64encode(f"{name}:{secret}".encode()).decode()
+    return {"Authorization": f"Basic {raw}"}
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def state_json(
+    serial: int, lineage: str = "5f0ec5b3-aaaa-bbbb-cccc-000000000001", **extra: object
+) -> bytes:
+    doc = {
+        "version": 4,
+        "terraform_version": "1.15.0",
+        "serial": serial,
+        "lineage": lineage,
+        "outputs": {"endpoint": {"value": "https://example.test", "type": "string"}},
+        "resources": [
+            {
+                "mode": "managed",
+                "type": "terraform_data",
+                "name": "db",
+                "provider": 'provider["terraform.io/builtin/terraform"]',
+                "instances": [{"schema_version": 0, "attributes": {"input": "db-password-42"}}],
+            }
+        ],
+        "check_results": None,
+        **extra,
+    }
+    return json.dumps(doc, indent=2).encode()
+
+
+def lock_body(lock_id: str, who: str = "ci@runner", operation: str = "OperationTypeApply") -> bytes:
+    return json.dumps(
+        {
+            "ID": lock_id,
+            "Operation": operation,
+            "Info": "",
+            "Who": who,
+            "Version": "1.15.0",
+            "Created": "2026-01-01T00:00:00Z",
+            "Path": "",
+        }
+    ).encode()

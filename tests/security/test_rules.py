@@ -1,0 +1,194 @@
+"""The rules as tables: grant globs, tokens (database and file), the rate limiter, the audit log."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from statekeeper.drivers.memory import MemoryStore
+from statekeeper.drivers.sqlite import SqliteDatabase
+from statekeeper.errors import BadRequest, Conflict, NotFound, RateLimited
+from statekeeper.model import Caller, StateName, utcnow
+from statekeeper.server.limits import RateLimiter
+from statekeeper.services.access import Permission
+from statekeeper.services.audit import AuditEvent, AuditFilter, SqliteAuditLog, StoreAuditLog
+from statekeeper.services.policy import ScopePolicy, parse_grant, visible
+from statekeeper.services.tokens import (
+    FileTokenStore,
+    SqliteTokenStore,
+    hash_secret,
+    issue,
+    parse_duration,
+)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "name", "covered"),
+    [
+        ("team/*", "team/app.tfstate", True),
+        ("team/*", "team/app/prod.tfstate", False),  # '*' stays within a segment
+        ("team/**", "team/app/prod.tfstate", True),
+        ("team/**", "team/app.tfstate", True),
+        ("team/**", "teams/app.tfstate", False),
+        ("team/**/prod.tfstate", "team/prod.tfstate", True),  # '**' may be zero segments
+        ("team/**/prod.tfstate", "team/a/b/prod.tfstate", True),
+        ("team/**/prod.tfstate", "team/a/b/dev.tfstate", False),
+        ("**", "anything/at/all.tfstate", True),
+        ("*/prod.tfstate", "team/prod.tfstate", True),
+        ("*/prod.tfstate", "team/x/prod.tfstate", False),
+        ("env:/*/app.tfstate", "env:/staging/app.tfstate", True),
+        ("team/app?.tfstate", "team/app1.tfstate", True),
+        ("team/app?.tfstate", "team/app/.tfstate", False),
+        ("team/a.b", "team/aXb", False),  # '.' is literal
+    ],
+)
+def test_grant_globs(pattern: str, name: str, covered: bool) -> None:
+    assert parse_grant(f"{pattern}:read").covers(StateName(name)) is covered
+
+
+@pytest.mark.parametrize("text", ["team/*", "team/*:owner", ":read", "/team:read", "a**b:read"])
+def test_malformed_grants_say_how_to_write_one(text: str) -> None:
+    with pytest.raises(BadRequest, match="PATTERN:PERMISSION"):
+        parse_grant(text)
+
+
+def test_permissions_are_ordered_and_server_actions_need_admin_on_everything() -> None:
+    policy = ScopePolicy()
+    name = StateName("team/app.tfstate")
+    writer = Caller(actor="w", scopes=("team/*:write",))
+    assert policy.allows(writer, name, Permission.OUTPUTS)
+    assert policy.allows(writer, name, Permission.WRITE)
+    assert not policy.allows(writer, name, Permission.ADMIN)
+    assert not policy.allows(Caller(actor="a", scopes=("team/**:admin",)), None, Permission.ADMIN)
+    assert policy.allows(Caller(actor="r", scopes=("**:admin",)), None, Permission.ADMIN)
+    assert not policy.allows(Caller(actor="nobody", scopes=()), name, Permission.OUTPUTS)
+    # The local operator is not subject to grants.
+    assert policy.allows(Caller(actor="operator:me"), None, Permission.ADMIN)
+
+
+def test_tokens_are_hashed_and_expire(tmp_path: Path) -> None:
+    store = SqliteTokenStore(SqliteDatabase(tmp_path / "t.db"))
+    assert store.empty()
+    issued = issue("ci", ["team/*:write"], parse_duration("90d"))
+    store.add(issued.record)
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("t.db*"))
+    assert issued.secret.encode() not in raw
+    assert issued.secret.startswith("skt_") and len(issued.secret) > 40
+    found = store.find(hash_secret(issued.secret))
+    assert found is not None and found.matches(issued.secret)
+    assert not found.matches(issued.secret + "x")
+    assert found.expires is not None
+    assert not found.expired()
+    assert found.expired(utcnow() + timedelta(days=91))
+    with pytest.raises(Conflict):
+        store.add(issue("ci", ["**:read"]).record)
+    store.revoke("ci")
+    with pytest.raises(NotFound):
+        store.revoke("ci")
+    with pytest.raises(BadRequest):
+        issue("has:colon", ["**:read"])
+    with pytest.raises(BadRequest):
+        parse_duration("90 years")
+
+
+def test_tokens_file_is_reread_when_it_changes(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.toml"
+    writer = FileTokenStore(path)
+    reader = FileTokenStore(path)  # another replica
+    assert reader.empty()
+    issued = issue("deploy", ["team/**:write", "shared/*:outputs"])
+    writer.add(issued.record)
+    assert issued.secret not in path.read_text()
+    assert reader.get("deploy") == issued.record
+    writer.revoke("deploy")
+    assert reader.get("deploy") is None
+    path.write_text('[tokens.bad]\nsha256 = "nothex"\n')
+    with pytest.raises(Exception, match=r"\[tokens.bad\] is not valid"):
+        reader.get("bad")
+
+
+def test_rate_limiter_is_a_bucket_per_caller() -> None:
+    limiter = RateLimiter(rate=2, burst=3)
+    for _ in range(3):
+        limiter.check("ci", now=100.0)
+    with pytest.raises(RateLimited) as info:
+        limiter.check("ci", now=100.0)
+    assert info.value.retry_after == 1
+    limiter.check("other", now=100.0)  # another caller has its own bucket
+    limiter.check("ci", now=100.5)  # refilled at 2 per second
+    with pytest.raises(RateLimited):
+        limiter.check("ci", now=100.5)
+    RateLimiter(rate=0, burst=1).check("anyone")  # 0 turns it off
+
+
+def test_sqlite_audit_log_is_append_only(tmp_path: Path) -> None:
+    log = SqliteAuditLog(SqliteDatabase(tmp_path / "a.db"))
+    log.record(AuditEvent(action="read", actor="ci", state="team/app.tfstate"))
+    log.record(AuditEvent(action="write", actor="ci", state="ops/x.tfstate", outcome="forbidden"))
+    with sqlite3.connect(tmp_path / "a.db") as db:
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            db.execute("UPDATE audit SET outcome = 'ok'")
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            db.execute("DELETE FROM audit")
+    assert [e.action for e in log.query(AuditFilter(state="team/**"))] == ["read"]
+    assert [e.outcome for e in log.query(AuditFilter(actor="ci"))] == ["ok", "forbidden"]
+
+
+def test_store_audit_log_writes_jsonl_objects_in_batches() -> None:
+    store = MemoryStore(name=str(uuid.uuid4()))
+    log = StoreAuditLog(store, flush_every=3600)
+    first = AuditEvent(action="lock", actor="oidc:repo", claims={"run_id": "7"}, who="ci@x")
+    second = AuditEvent(action="read", actor="reader", state="team/app.tfstate")
+    log.record(first)
+    log.record(second)
+    assert list(store.scan("statekeeper!/audit/")) == []  # pending
+    assert log.query(AuditFilter()) == [first, second]  # a query writes what is pending
+    keys = [i.key for i in store.scan("statekeeper!/audit/")]
+    assert len(keys) == 1
+    assert keys[0].startswith(f"statekeeper!/audit/{first.time:%Y/%m/%d}/")
+    assert keys[0].endswith(".jsonl")
+    assert store.get(keys[0]).data.decode().count("\n") == 2  # type: ignore[union-attr]
+    third = AuditEvent(action="write", actor="ci", state="team/app.tfstate")
+    log.record(third)
+    log.close()  # the server stopping writes the rest
+    assert len(list(store.scan("statekeeper!/audit/"))) == 2
+    assert log.query(AuditFilter(actor="ci")) == [third]
+    assert log.query(AuditFilter(since=utcnow() + timedelta(days=1))) == []
+
+
+def test_listings_show_only_states_the_caller_may_see() -> None:
+    names = ["team/a.tfstate", "ops/b.tfstate", "statekeeper!/audit/x.jsonl", "team/c/d.tfstate"]
+    caller = Caller(actor="ci", scopes=("team/*:outputs",))
+    assert list(visible(ScopePolicy(), caller, names)) == ["team/a.tfstate"]
+    operator = Caller(actor="operator:me")
+    assert list(visible(ScopePolicy(), operator, names)) == [
+        "team/a.tfstate",
+        "ops/b.tfstate",
+        "team/c/d.tfstate",
+    ]
+
+
+def test_a_request_that_never_answers_gets_503_after_the_timeout() -> None:
+    import asyncio
+
+    import httpx
+    from starlette.types import Receive, Scope, Send
+
+    from statekeeper.server.limits import TimeoutMiddleware
+
+    async def stuck(scope: Scope, receive: Receive, send: Send) -> None:
+        await asyncio.Event().wait()  # a store that never answers
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=TimeoutMiddleware(stuck, seconds=0.2))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.get("/state/team/a.tfstate")
+
+    r = asyncio.run(call())
+    assert r.status_code == 503
+    assert r.headers["Retry-After"] == "1"
+    assert "longer than 0.2 s" in r.json()["message"]
