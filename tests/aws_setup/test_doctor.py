@@ -11,7 +11,8 @@ from tests.aws_setup.helpers import POLICY_SKIP, Aws, cli, cli_process, statuses
 
 pytestmark = pytest.mark.aws
 
-OPTIONAL = {"bucket.access-logging", "replication.rule"}  # off unless asked for: "skip"
+# Off unless asked for or in use: "skip".
+OPTIONAL = {"bucket.access-logging", "replication.rule", "states.encryption"}
 
 
 def lock_info(lock_id: str, created: datetime, path: str = "") -> str:
@@ -346,3 +347,41 @@ def test_doctor_audits_the_replica_its_replication_rule_names(aws: Aws) -> None:
     fixed = cli("doctor", *args, "--no-probes", "--fix", "--json")
     assert fixed.exit_code == 0, fixed.output
     assert west.s3.get_bucket_versioning(Bucket="tf-state-replica")["Status"] == "Enabled"
+
+
+def test_doctor_names_plaintext_states_once_encryption_is_in_use(aws: Aws) -> None:
+    import base64
+    import os
+
+    from statekeeper.app import Services
+    from statekeeper.model import Caller, StateName
+    from statekeeper.settings import load_settings
+
+    assert cli("bootstrap", "--bucket", "tf-state", "--table", "tf-locks").exit_code == 0
+    aws.drop_policy("tf-state")
+    args = ("doctor", "--bucket", "tf-state", "--table", "tf-locks", *POLICY_SKIP, "--json")
+    # A state Terraform's backend "s3" wrote: plaintext, and encryption is not in use yet.
+    plain = b'{"version": 4, "serial": 1, "lineage": "L", "outputs": {}, "resources": []}'
+    aws.s3.put_object(
+        Bucket="tf-state", Key="old/terraform.tfstate", Body=plain, ServerSideEncryption="AES256"
+    )
+    assert statuses(cli(*args).json())["states.encryption"] == "skip"
+    # A state written through statekeeper with a master key: encrypted at rest.
+    key = base64.b64encode(os.urandom(32)).decode()
+    services = Services.build(
+        load_settings(
+            {
+                "store": "s3://tf-state?sse=AES256",
+                "locks": "dynamodb://tf-locks",
+                "master_key": key,
+            },
+            env={},
+        )
+    )
+    try:
+        services.states.write(StateName("new/terraform.tfstate"), plain, Caller("ci"))
+    finally:
+        services.close()
+    report = statuses(cli(*args).json())
+    assert report["states.encryption[old/terraform.tfstate]"] == "warn"
+    assert "states.encryption[new/terraform.tfstate]" not in report

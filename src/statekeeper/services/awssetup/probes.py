@@ -25,6 +25,7 @@ from statekeeper.model import utcnow
 from statekeeper.services.awssetup.checks import ABSENT, Finding, Status, aws_call
 from statekeeper.services.awssetup.context import Aws, Target
 from statekeeper.services.awssetup.digests import check_digests
+from statekeeper.services.awssetup.encryption import check_encryption
 from statekeeper.services.awssetup.inventory import PROBE_PREFIX, Inventory, take_inventory
 from statekeeper.services.awssetup.lockscan import check_locks
 
@@ -198,4 +199,5 @@ def run_probes(
 
     findings += _guard("states.digest", lambda: check_digests(aws, target, inv(), fix))
     findings += _guard("locks.stale", lambda: check_locks(aws, target, inv(), stale_after, when))
+    findings += _guard("states.encryption", lambda: check_encryption(aws, target, inv()))
     return findings
