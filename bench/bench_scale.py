@@ -78,11 +78,17 @@ def _meta(serial: int) -> dict[str, str]:
     ).to_metadata()
 
 
-def _populate_sqlite(services: Any, start: int, stop: int, versions: int) -> None:
+def _sqlite_store(services: Any) -> Any:
+    """The SQLite driver under the services' store (encryption at rest wraps every store)."""
     from statekeeper.drivers.sqlite import SqliteStore
 
-    store = services.store
+    store = getattr(services.store, "inner", services.store)
     assert isinstance(store, SqliteStore)
+    return store
+
+
+def _populate_sqlite(services: Any, start: int, stop: int, versions: int) -> None:
+    store = _sqlite_store(services)
     metas = [_meta(v + 1) for v in range(versions)]
     batch = 50
     for first in range(start, stop, batch):
@@ -102,7 +108,7 @@ def _populate_sqlite(services: Any, start: int, stop: int, versions: int) -> Non
 
 
 def _long_history(services: Any, key: str, versions: int) -> None:
-    store = services.store
+    store = _sqlite_store(services)
     metas = [_meta(v + 1) for v in range(versions)]
 
     def tx(db: Any) -> None:
