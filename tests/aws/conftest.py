@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import boto3
 import pytest
 
 from statekeeper.testing.processes import MotoServer
@@ -16,13 +15,7 @@ TABLE = "tf-locks"
 
 
 def aws(service: str, moto: MotoServer) -> Any:
-    return boto3.client(  # type: ignore[call-overload]
-        service,
-        endpoint_url=moto.url,
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
+    return moto.client(service)
 
 
 @pytest.fixture

@@ -40,25 +40,7 @@ MODES = ["dynamodb", "lockfile"]
 
 def s3_backend(moto: MotoServer, bucket: str, table: str, mode: str) -> str:
     locking = f'dynamodb_table = "{table}"' if mode == "dynamodb" else "use_lockfile = true"
-    url = moto.url
-    return f"""
-terraform {{
-  backend "s3" {{
-    bucket = "{bucket}"
-    key = "{KEY}"
-    region = "us-east-1"
-    endpoints = {{ s3 = "{url}", dynamodb = "{url}", sts = "{url}" }}
-    use_path_style = true
-    skip_credentials_validation = true
-    skip_requesting_account_id = true
-    skip_metadata_api_check = true
-    access_key = "test"
-    secret_key = "test"
-    encrypt = true
-    {locking}
-  }}
-}}
-"""
+    return moto.s3_backend_block(bucket, KEY, "encrypt = true", locking)
 
 
 def lock_url(bucket: str, table: str, mode: str) -> str:

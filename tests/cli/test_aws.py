@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from statekeeper.testing.processes import MotoServer, StatekeeperServer
@@ -48,20 +47,10 @@ output "o" {
 """
 
 
-def _client(service: str, moto: MotoServer) -> Any:
-    return boto3.client(  # type: ignore[call-overload]
-        service,
-        endpoint_url=moto.url,
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
-
-
 @pytest.fixture
 def aws(moto: MotoServer) -> tuple[Any, Any]:
     """A versioned bucket and a lock table, and boto3 clients to look at them."""
-    s3, ddb = _client("s3", moto), _client("dynamodb", moto)
+    s3, ddb = moto.client("s3"), moto.client("dynamodb")
     s3.create_bucket(Bucket=BUCKET)
     s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
     ddb.create_table(
@@ -75,28 +64,11 @@ def aws(moto: MotoServer) -> tuple[Any, Any]:
 
 def s3_backend(moto: MotoServer, mode: str, key: str = KEY) -> str:
     locking = {
-        "dynamodb": f'dynamodb_table = "{TABLE}"',
-        "lockfile": "use_lockfile = true",
-        "both": f'dynamodb_table = "{TABLE}"\n    use_lockfile = true',
+        "dynamodb": [f'dynamodb_table = "{TABLE}"'],
+        "lockfile": ["use_lockfile = true"],
+        "both": [f'dynamodb_table = "{TABLE}"', "use_lockfile = true"],
     }[mode]
-    url = moto.url
-    return f"""
-terraform {{
-  backend "s3" {{
-    bucket = "{BUCKET}"
-    key = "{key}"
-    region = "us-east-1"
-    endpoints = {{ s3 = "{url}", dynamodb = "{url}", sts = "{url}" }}
-    use_path_style = true
-    skip_credentials_validation = true
-    skip_requesting_account_id = true
-    skip_metadata_api_check = true
-    access_key = "test"
-    secret_key = "test"
-    {locking}
-  }}
-}}
-"""
+    return moto.s3_backend_block(BUCKET, key, *locking)
 
 
 def store_args(mode: str) -> list[str]:

@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 __all__ = ["MotoServer", "StatekeeperServer", "free_port", "wait_for_http"]
 
@@ -149,6 +150,38 @@ class MotoServer(_Process):
         req = urllib.request.Request(self.url + "/moto-api/reset", method="POST")
         with urllib.request.urlopen(req, timeout=10):
             pass
+
+    def client(self, service: str) -> Any:
+        """A plain boto3 client on this server, for setting up and looking."""
+        import boto3
+
+        return boto3.client(  # type: ignore[call-overload]
+            service,
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
+
+    def s3_backend_block(self, bucket: str, key: str, *extra: str) -> str:
+        """Terraform's ``backend "s3"`` pointed at this server; ``extra`` lines are added
+        as they are (``dynamodb_table = "…"``, ``use_lockfile = true``, ``encrypt = true``)."""
+        url = self.url
+        lines = [
+            f'bucket = "{bucket}"',
+            f'key = "{key}"',
+            'region = "us-east-1"',
+            f'endpoints = {{ s3 = "{url}", dynamodb = "{url}", sts = "{url}" }}',
+            "use_path_style = true",
+            "skip_credentials_validation = true",
+            "skip_requesting_account_id = true",
+            "skip_metadata_api_check = true",
+            'access_key = "test"',
+            'secret_key = "test"',
+            *extra,
+        ]
+        body = "".join(f"    {line}\n" for line in lines)
+        return f'terraform {{\n  backend "s3" {{\n{body}  }}\n}}\n'
 
     def env(self) -> dict[str, str]:
         """Environment for boto3 (and Terraform) to reach this server."""
