@@ -17,19 +17,6 @@ from statekeeper.testing.statefiles import instance, state_bytes
 
 
 @pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
-    """Services on the embedded SQLite store, on disk in the test's directory."""
-    s = Services.build(Settings(data_dir=tmp_path / "data"))
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def caller() -> Caller:
-    return Caller(actor="alice@laptop")
-
-
-@pytest.fixture
 def dest(tmp_path: Path) -> Iterator[Services]:
     s = Services.build(Settings(store=f"sqlite:///{tmp_path / 'dest.db'}"))
     yield s

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -16,21 +14,7 @@ from statekeeper.model import Caller, LockInfo, StateName, utcnow
 from statekeeper.services.access import Permission
 from statekeeper.services.listing import list_locks, list_states
 from statekeeper.services.reap import parse_duration, reap, unlock
-from statekeeper.settings import Settings
 from statekeeper.testing.statefiles import state_bytes
-
-
-@pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
-    """Services on the embedded SQLite store, on disk in the test's directory."""
-    s = Services.build(Settings(data_dir=tmp_path / "data"))
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def caller() -> Caller:
-    return Caller(actor="alice@laptop")
 
 
 @pytest.mark.parametrize(

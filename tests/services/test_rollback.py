@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -14,22 +12,7 @@ from statekeeper.errors import EncryptedState, LockConflict, StateConflict, Vers
 from statekeeper.model import Caller, LockInfo, StateName
 from statekeeper.services.inspection import Inspector
 from statekeeper.services.rollback import push, rewrite_serial, rollback
-from statekeeper.settings import Settings
 from statekeeper.testing.statefiles import instance, state_bytes
-
-
-@pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
-    """Services on the embedded SQLite store, on disk in the test's directory."""
-    s = Services.build(Settings(data_dir=tmp_path / "data"))
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def caller() -> Caller:
-    return Caller(actor="alice@laptop")
-
 
 NAME = StateName("team/app.tfstate")
 
