@@ -125,7 +125,8 @@ def run_service(
 ) -> dict[str, Any]:
     """The cycle on StateService/LockService in this process, one thread per client."""
     from statekeeper.errors import LockConflict
-    from statekeeper.model import Caller, StateName
+    from statekeeper.security.caller import Caller
+    from statekeeper.terraform.names import StateName
 
     tally = Tally()
     guard = threading.Lock()

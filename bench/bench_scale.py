@@ -23,7 +23,11 @@ from typing import Any
 
 from harness import OUT, SRC, aws_drivers_available, env_int, env_list, fresh, log, median
 
-from statekeeper.model import Caller, LockInfo, StateName, StateVersion, utcnow
+from statekeeper.security.caller import Caller
+from statekeeper.state.version import StateVersion
+from statekeeper.terraform.lockinfo import LockInfo
+from statekeeper.terraform.names import StateName
+from statekeeper.times import utcnow
 
 SMALL_STATE = json.dumps(
     {"version": 4, "terraform_version": "1.15.0", "serial": 1, "lineage": "x", "outputs": {}}
@@ -80,7 +84,7 @@ def _meta(serial: int) -> dict[str, str]:
 
 def _sqlite_store(services: Any) -> Any:
     """The SQLite driver under the services' store (encryption at rest wraps every store)."""
-    from statekeeper.drivers.sqlite import SqliteStore
+    from statekeeper.storage.sqlite import SqliteStore
 
     store = getattr(services.store, "inner", services.store)
     assert isinstance(store, SqliteStore)
@@ -188,7 +192,7 @@ def _s3(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
     import boto3
     from servers import aws_backend, moto_server
 
-    from statekeeper.drivers.registry import open_locks, open_store
+    from statekeeper.storage.registry import open_locks, open_store
 
     work = fresh(OUT / "scale-s3")
     rows = []

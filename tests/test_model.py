@@ -8,15 +8,11 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from statekeeper.errors import InvalidLockInfo, InvalidState, InvalidStateName
-from statekeeper.model import (
-    NAME_RULES,
-    LockInfo,
-    StateDoc,
-    StateName,
-    StateVersion,
-    format_rfc3339,
-    parse_rfc3339,
-)
+from statekeeper.state.version import StateVersion
+from statekeeper.terraform.lockinfo import LockInfo
+from statekeeper.terraform.names import NAME_RULES, StateName
+from statekeeper.terraform.statedoc import StateDoc
+from statekeeper.times import format_rfc3339, parse_rfc3339
 
 # -- StateName -------------------------------------------------------------------------
 

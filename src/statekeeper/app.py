@@ -4,23 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from statekeeper.drivers.base import LockTable, ObjectStore
-from statekeeper.drivers.registry import open_locks, open_store
-from statekeeper.services.access import Policy
-from statekeeper.services.audit import (
+from statekeeper.security.audit import (
     AuditedLockService,
     AuditedStateService,
     AuditLog,
     open_audit_log,
 )
-from statekeeper.services.crypto import encrypting
-from statekeeper.services.history import HistoryService
-from statekeeper.services.locks import LockService
-from statekeeper.services.oidc import OidcConfig, OidcVerifier
-from statekeeper.services.policy import ScopePolicy
-from statekeeper.services.states import StateService
-from statekeeper.services.tokens import TokenStore, open_token_store
+from statekeeper.security.grants import ScopePolicy
+from statekeeper.security.oidc import OidcConfig, OidcVerifier
+from statekeeper.security.policy import Policy
+from statekeeper.security.tokens import TokenStore, open_token_store
 from statekeeper.settings import Settings
+from statekeeper.state.history import HistoryService
+from statekeeper.state.locks import LockService
+from statekeeper.state.service import StateService
+from statekeeper.storage.base import LockTable, ObjectStore
+from statekeeper.storage.encrypting import encrypting
+from statekeeper.storage.registry import open_locks, open_store
 
 __all__ = ["Services"]
 

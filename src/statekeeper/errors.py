@@ -40,7 +40,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
-    from statekeeper.model import LockInfo
+    from statekeeper.terraform.lockinfo import LockInfo
 
 __all__ = [
     "AccessDenied",

@@ -16,7 +16,7 @@ import boto3
 import httpx
 import pytest
 
-from statekeeper.model import LockInfo
+from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.testing.contracts import STATE
 from statekeeper.testing.processes import MotoServer, StatekeeperServer
 

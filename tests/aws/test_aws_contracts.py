@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from statekeeper.drivers.base import LockTable, ObjectStore
-from statekeeper.drivers.registry import open_locks, open_store
+from statekeeper.storage.base import LockTable, ObjectStore
+from statekeeper.storage.registry import open_locks, open_store
 from statekeeper.testing.contracts import LockTableContract, ObjectStoreContract
 
 

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from statekeeper.drivers import registry
 from statekeeper.errors import MissingDependency
-from statekeeper.model import LockInfo
+from statekeeper.storage import registry
+from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.testing.contracts import STATE
 from statekeeper.testing.processes import SRC, MotoServer, StatekeeperServer
 
@@ -141,7 +141,7 @@ def test_serve_warns_when_the_bucket_keeps_no_history(
 
 
 def test_missing_boto3_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    for module in ("boto3", "statekeeper.drivers.s3", "statekeeper.drivers._boto"):
+    for module in ("boto3", "statekeeper.storage.aws.s3", "statekeeper.storage.aws._boto"):
         monkeypatch.setitem(sys.modules, module, None)
     with pytest.raises(MissingDependency, match=r"pip install 'statekeeper\[aws\]'"):
         registry.open_store("s3://some-bucket")

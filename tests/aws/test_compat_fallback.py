@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from statekeeper.drivers.registry import open_locks, open_store
-from statekeeper.drivers.s3lock import S3LockFiles
-from statekeeper.model import LockInfo
+from statekeeper.storage.aws.s3lock import S3LockFiles
+from statekeeper.storage.registry import open_locks, open_store
+from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.testing.processes import MotoServer
 
 pytestmark = pytest.mark.aws

@@ -9,12 +9,6 @@ from typing import Any
 
 import pytest
 
-from statekeeper.drivers.base import LockTable
-from statekeeper.drivers.dual import DualLocks
-from statekeeper.drivers.dynamodb import DynamoLocks
-from statekeeper.drivers.registry import open_locks, open_store
-from statekeeper.drivers.s3 import PART_SIZE, S3Store
-from statekeeper.drivers.s3lock import S3LockFiles
 from statekeeper.errors import (
     CapabilityMissing,
     ConfigError,
@@ -22,9 +16,17 @@ from statekeeper.errors import (
     LockNotFound,
     StorageError,
 )
-from statekeeper.model import LockInfo, StateVersion, utcnow
-from statekeeper.services.workspaces import list_workspaces, workspace_of, workspace_state
+from statekeeper.state.version import StateVersion
+from statekeeper.storage.aws.dynamodb import DynamoLocks
+from statekeeper.storage.aws.s3 import PART_SIZE, S3Store
+from statekeeper.storage.aws.s3lock import S3LockFiles
+from statekeeper.storage.base import LockTable
+from statekeeper.storage.dual import DualLocks
+from statekeeper.storage.registry import open_locks, open_store
+from statekeeper.terraform.lockinfo import LockInfo
+from statekeeper.terraform.workspaces import list_workspaces, workspace_of, workspace_state
 from statekeeper.testing.contracts import STATE
+from statekeeper.times import utcnow
 
 
 def _s3_store(url: str) -> S3Store:
@@ -227,8 +229,12 @@ def test_workspace_state_names(bucket: str) -> None:
         "env:/dev/other.tfstate",
     ):
         store.put(name, STATE, {})
-    assert list_workspaces(store, "proj/terraform.tfstate") == ["default", "dev", "prod"]
-    assert list_workspaces(store, "other.tfstate") == ["default", "dev"]
+    assert list_workspaces((i.key for i in store.scan()), "proj/terraform.tfstate") == [
+        "default",
+        "dev",
+        "prod",
+    ]
+    assert list_workspaces((i.key for i in store.scan()), "other.tfstate") == ["default", "dev"]
 
 
 def test_missing_bucket_and_table_are_named(bucket: str) -> None:

@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from statekeeper.drivers.registry import open_store
-from statekeeper.model import LockInfo
-from statekeeper.services.workspaces import list_workspaces, workspace_state
+from statekeeper.storage.registry import open_store
+from statekeeper.terraform.lockinfo import LockInfo
+from statekeeper.terraform.workspaces import list_workspaces, workspace_state
 from statekeeper.testing.processes import MotoServer, StatekeeperServer
 from statekeeper.testing.terraform import Terraform
 
@@ -219,7 +219,10 @@ def test_terraform_workspaces_are_states_of_ours(
     served = httpx.get(server.state_url(str(dev)), timeout=30)
     assert served.status_code == 200
     assert served.content == s3.get_object(Bucket=bucket, Key=str(dev))["Body"].read()
-    assert list_workspaces(open_store(f"s3://{bucket}"), KEY) == ["default", "dev"]
+    assert list_workspaces((i.key for i in open_store(f"s3://{bucket}").scan()), KEY) == [
+        "default",
+        "dev",
+    ]
     # A lock taken through the server on the workspace state stops Terraform in that workspace.
     ours = LockInfo.new("OperationTypeApply", "ci@statekeeper")
     taken = httpx.request("LOCK", server.state_url(str(dev)), content=ours.body, timeout=30)

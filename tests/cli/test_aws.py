@@ -172,8 +172,8 @@ def test_a_killed_applys_lock_is_listed_removed_and_the_next_apply_runs(
 def test_dual_lock_drift_is_flagged_and_removed(
     aws: tuple[Any, Any], moto: MotoServer, cli_process: CliFn
 ) -> None:
-    from statekeeper.drivers.registry import open_locks, open_store
-    from statekeeper.model import LockInfo
+    from statekeeper.storage.registry import open_locks, open_store
+    from statekeeper.terraform.lockinfo import LockInfo
 
     store = open_store(f"s3://{BUCKET}")
     only_ddb = open_locks(f"dynamodb://{TABLE}", store)

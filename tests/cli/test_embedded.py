@@ -111,8 +111,10 @@ def test_pull_is_verbatim_and_rollback_bumps_the_serial(cli: CliFn, tmp_path: Pa
 
 def test_locks_unlock_and_reap(cli: CliFn, tmp_path: Path) -> None:
     from statekeeper.app import Services
-    from statekeeper.model import Caller, LockInfo, StateName
+    from statekeeper.security.caller import Caller
     from statekeeper.settings import load_settings
+    from statekeeper.terraform.lockinfo import LockInfo
+    from statekeeper.terraform.names import StateName
 
     _seed(cli, tmp_path)
     services = Services.build(load_settings({}, env={}))

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 
 from watch import services_of
 
-from statekeeper.model import Caller, StateDoc, StateName
+from statekeeper.security.caller import Caller
+from statekeeper.terraform.names import StateName
+from statekeeper.terraform.statedoc import StateDoc
 from statekeeper.testing.processes import StatekeeperServer
 
 Serve = Callable[..., StatekeeperServer]

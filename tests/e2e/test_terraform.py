@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 from watch import get_state, lock_of, running_in_group, terraform_who, wait_until
 
-from statekeeper.model import StateDoc
+from statekeeper.terraform.statedoc import StateDoc
 from statekeeper.testing.processes import StatekeeperServer
 from statekeeper.testing.terraform import Terraform
 

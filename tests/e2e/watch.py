@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from statekeeper.app import Services
-from statekeeper.model import LockInfo, StateName
 from statekeeper.settings import load_settings
+from statekeeper.terraform.lockinfo import LockInfo
+from statekeeper.terraform.names import StateName
 from statekeeper.testing.processes import StatekeeperServer
 
 T = TypeVar("T")

@@ -23,8 +23,9 @@ import httpx
 import pytest
 from reliability_support import lock_body, md5_header, record_figures, size, state_doc
 
-from statekeeper.drivers.sqlite import SqliteDatabase, SqliteStore
-from statekeeper.model import StateDoc, StateVersion
+from statekeeper.state.version import StateVersion
+from statekeeper.storage.sqlite import SqliteDatabase, SqliteStore
+from statekeeper.terraform.statedoc import StateDoc
 from statekeeper.testing.processes import StatekeeperServer
 
 WRITES = size(50, 500)

@@ -12,7 +12,6 @@ later attempted one), and the DynamoDB digest item matches its MD5.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import random
 import threading
@@ -39,14 +38,6 @@ BUCKET = "faults-bucket"
 TABLE = "faults-locks"
 NAME = "reliability/faults.tfstate"
 RETRYABLE = {500, 502, 503, 504}
-
-
-def _aws_drivers() -> bool:
-    """True once the S3/DynamoDB drivers are in the source tree under test."""
-    return all(
-        importlib.util.find_spec(f"statekeeper.drivers.{m}") is not None
-        for m in ("s3", "dynamodb", "s3lock")
-    )
 
 
 @dataclass
@@ -133,8 +124,6 @@ def _client(n: int, urls: list[str], lineage: str, seen: Seen) -> None:
 def test_faults_never_corrupt_or_serve_wrong_bytes(
     moto: MotoServer, serve: Callable[..., StatekeeperServer], tmp_path: Path
 ) -> None:
-    if not _aws_drivers():
-        pytest.skip("the S3/DynamoDB drivers are not in this source tree yet")
     kw = {
         "endpoint_url": moto.url,
         "region_name": "us-east-1",

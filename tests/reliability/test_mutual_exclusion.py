@@ -8,7 +8,6 @@ and the final state must count every critical section exactly once.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 import threading
@@ -37,14 +36,6 @@ CLIENTS = size(10, 50)
 ROUNDS = size(3, 6)
 BUCKET = "mutex-bucket"
 TABLE = "mutex-locks"
-
-
-def _aws_drivers() -> bool:
-    """True once the S3/DynamoDB drivers are in the source tree under test."""
-    return all(
-        importlib.util.find_spec(f"statekeeper.drivers.{m}") is not None
-        for m in ("s3", "dynamodb", "s3lock")
-    )
 
 
 @dataclass
@@ -116,8 +107,6 @@ def shared_store(
     if request.param == "sqlite":
         yield "sqlite", ["--store", f"sqlite:///{tmp_path / 'shared.db'}"], {}
         return
-    if not _aws_drivers():
-        pytest.skip("the S3/DynamoDB drivers are not in this source tree yet")
     moto: MotoServer = request.getfixturevalue("moto")
     kw = {
         "endpoint_url": moto.url,

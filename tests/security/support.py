@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from statekeeper.app import Services
-from statekeeper.model import Caller
-from statekeeper.services.tokens import create_token, parse_duration
+from statekeeper.security.caller import Caller
+from statekeeper.security.tokens import create_token, parse_duration
 from statekeeper.settings import load_settings
 
 OPERATOR = Caller(actor="operator:test", remote_addr="local")

@@ -12,15 +12,15 @@ import httpx
 import pytest
 from tests.security.support import state_json
 
-from statekeeper.drivers.memory import MemoryStore
 from statekeeper.errors import ConfigError
-from statekeeper.services.crypto import (
+from statekeeper.storage.encrypting import (
     EncryptingStore,
     KmsMasterKey,
     LocalMasterKey,
     StoreKeyRing,
     rotate,
 )
+from statekeeper.storage.memory import MemoryStore
 from statekeeper.testing.processes import MotoServer, StatekeeperServer
 
 pytestmark = pytest.mark.aws

@@ -111,7 +111,7 @@ def test_audit_names_the_subject_and_claims(
     assert r.status_code == 403
     # The operator reads the trail with the CLI, on the same database.
     from statekeeper.app import Services
-    from statekeeper.services.audit import AuditFilter
+    from statekeeper.security.audit import AuditFilter
     from statekeeper.settings import load_settings
 
     services = Services.build(load_settings({"data_dir": server.workdir / ".statekeeper"}, env={}))

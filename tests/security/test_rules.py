@@ -9,21 +9,23 @@ from pathlib import Path
 
 import pytest
 
-from statekeeper.drivers.memory import MemoryStore
-from statekeeper.drivers.sqlite import SqliteDatabase
 from statekeeper.errors import BadRequest, Conflict, NotFound, RateLimited
-from statekeeper.model import Caller, StateName, utcnow
-from statekeeper.server.limits import RateLimiter
-from statekeeper.services.access import Permission
-from statekeeper.services.audit import AuditEvent, AuditFilter, SqliteAuditLog, StoreAuditLog
-from statekeeper.services.policy import ScopePolicy, parse_grant, visible
-from statekeeper.services.tokens import (
+from statekeeper.security.audit import AuditEvent, AuditFilter, SqliteAuditLog, StoreAuditLog
+from statekeeper.security.caller import Caller
+from statekeeper.security.grants import ScopePolicy, parse_grant, visible
+from statekeeper.security.policy import Permission
+from statekeeper.security.tokens import (
     FileTokenStore,
     SqliteTokenStore,
     hash_secret,
     issue,
     parse_duration,
 )
+from statekeeper.server.limits import RateLimiter
+from statekeeper.storage.memory import MemoryStore
+from statekeeper.storage.sqlite import SqliteDatabase
+from statekeeper.terraform.names import StateName
+from statekeeper.times import utcnow
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from tests.security.support import basic, state_json
 
-from statekeeper.services.tokens import FileTokenStore, issue
+from statekeeper.security.tokens import FileTokenStore, issue
 from statekeeper.testing.processes import MotoServer, StatekeeperServer
 
 pytestmark = pytest.mark.aws

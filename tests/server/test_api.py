@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from statekeeper.model import LockInfo
+from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.testing.processes import SRC, StatekeeperServer
 from statekeeper.testing.statefiles import instance, state_bytes
 

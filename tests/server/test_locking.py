@@ -8,7 +8,8 @@ import uuid
 import pytest
 from tfwire import NAME, Api, chunked, lock_body
 
-from statekeeper.model import StateName, parse_rfc3339
+from statekeeper.terraform.names import StateName
+from statekeeper.times import parse_rfc3339
 
 
 def test_lock_when_free_is_200_and_stored_with_server_facts(api: Api) -> None:

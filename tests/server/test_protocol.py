@@ -9,9 +9,9 @@ import pytest
 from tfwire import NAME, Api, chunked, lock_body, md5_header, state_bytes
 
 from statekeeper.app import Services
-from statekeeper.model import NAME_RULES, StateName
 from statekeeper.server.app import create_app
 from statekeeper.settings import load_settings
+from statekeeper.terraform.names import NAME_RULES, StateName
 
 
 def assert_error_shape(body: object, code: str) -> None:

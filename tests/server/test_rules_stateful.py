@@ -18,9 +18,9 @@ from tfwire import Api, lock_body
 
 from statekeeper.app import Services
 from statekeeper.errors import StateNotFound
-from statekeeper.model import StateName
 from statekeeper.server.app import create_app
 from statekeeper.settings import load_settings
+from statekeeper.terraform.names import StateName
 
 NAME = "model/prod.tfstate"
 IDS = st.sampled_from(["id-a", "id-b"])

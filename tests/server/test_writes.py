@@ -9,7 +9,8 @@ import json
 import pytest
 from tfwire import LINEAGE, NAME, Api, lock_body, md5_header, state_bytes
 
-from statekeeper.model import Caller, StateName
+from statekeeper.security.caller import Caller
+from statekeeper.terraform.names import StateName
 
 
 def locked(api: Api) -> str:

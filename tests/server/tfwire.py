@@ -18,7 +18,9 @@ from typing import Any
 import httpx
 
 from statekeeper.app import Services
-from statekeeper.model import Caller, StateName, StateVersion
+from statekeeper.security.caller import Caller
+from statekeeper.state.version import StateVersion
+from statekeeper.terraform.names import StateName
 
 NAME = "team/app/prod.tfstate"
 LINEAGE = "9f3e0c1e-7a55-4c53-a7a4-2f4b1f3f0f01"

@@ -17,8 +17,8 @@ __all__ = ["audit", "parse_since"]
 def parse_since(text: str) -> datetime:
     """An RFC 3339 time, or a duration back from now (``24h``, ``7d``)."""
     from statekeeper.errors import BadRequest
-    from statekeeper.model import parse_rfc3339, utcnow
-    from statekeeper.services.tokens import parse_duration
+    from statekeeper.security.tokens import parse_duration
+    from statekeeper.times import parse_rfc3339, utcnow
 
     try:
         return parse_rfc3339(text)
@@ -49,8 +49,8 @@ def audit(
     from rich.table import Table
 
     from statekeeper.cli.output import console, print_json
-    from statekeeper.services.audit import AuditFilter
-    from statekeeper.services.policy import parse_grant
+    from statekeeper.security.audit import AuditFilter
+    from statekeeper.security.grants import parse_grant
 
     if state is not None:
         parse_grant(state + ":outputs")
@@ -91,7 +91,7 @@ def status(
 ) -> None:
     """List the states stored in plaintext (exit 1 if any, for scripts)."""
     from statekeeper.cli.output import console, print_json
-    from statekeeper.services.crypto import EncryptingStore
+    from statekeeper.storage.encrypting import EncryptingStore
 
     with services_for(data_dir, store, config) as services:
         assert isinstance(services.store, EncryptingStore)
@@ -120,7 +120,7 @@ def rotate(
     """Re-wrap every data key from the old master key to the new; states are not rewritten."""
     from statekeeper.cli.output import console
     from statekeeper.errors import ConfigError
-    from statekeeper.services import crypto
+    from statekeeper.storage import encrypting as crypto
 
     try:
         old = crypto.parse_master_key(old_key_file.read_text())

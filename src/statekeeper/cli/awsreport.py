@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from statekeeper.awssetup.bootstrap import BootstrapReport, backend_block, serve_command
+from statekeeper.awssetup.checks import Finding, Status
+from statekeeper.awssetup.doctor import DoctorReport
 from statekeeper.cli.output import print_json
-from statekeeper.services.awssetup.checks import Finding, Status
-from statekeeper.services.bootstrap import BootstrapReport, backend_block, serve_command
-from statekeeper.services.doctor import DoctorReport
 
 __all__ = ["print_bootstrap", "print_doctor"]
 

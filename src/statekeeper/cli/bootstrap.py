@@ -54,11 +54,11 @@ def bootstrap(
     Idempotent: a second run changes nothing. Prints the backend block and the
     statekeeper serve command line to use them.
     """
+    from statekeeper.awssetup.bootstrap import bootstrap as run_bootstrap
+    from statekeeper.awssetup.bootstrap import resolve_region
+    from statekeeper.awssetup.context import Aws, Target
     from statekeeper.cli.awsreport import print_bootstrap
     from statekeeper.errors import BadRequest
-    from statekeeper.services.awssetup.context import Aws, Target
-    from statekeeper.services.bootstrap import bootstrap as run_bootstrap
-    from statekeeper.services.bootstrap import resolve_region
 
     if lockfile and table:
         raise BadRequest("--table and --lockfile exclude each other: choose one way to lock")

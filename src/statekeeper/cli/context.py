@@ -2,7 +2,7 @@
 
 Commands ask :meth:`CliContext.backend` for an object with the operator's
 methods. On a store (``--store``/``--locks`` or the embedded default) it is
-the services' :class:`~statekeeper.services.operator.Operator`, called
+the services' :class:`~statekeeper.state.operator.Operator`, called
 directly, never over HTTP. With ``--server`` it is
 :class:`~statekeeper.cli.remote.RemoteBackend`, which calls the same
 operations through ``/api/v1``. Both answer with the same JSON.
@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import typer
 
-from statekeeper.model import Caller, StateName
+from statekeeper.security.caller import Caller
+from statekeeper.terraform.names import StateName
 
 if TYPE_CHECKING:
     from statekeeper.app import Services
@@ -60,7 +61,7 @@ class LocalBackend:
     """The operator on this process's own store, as ``user@host``."""
 
     def __init__(self, services: Services, caller: Caller) -> None:
-        from statekeeper.services.operator import Operator
+        from statekeeper.state.operator import Operator
 
         self.services = services
         self.caller = caller

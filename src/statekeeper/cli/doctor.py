@@ -40,11 +40,11 @@ def doctor(
     profile: Annotated[str | None, typer.Option(help="AWS profile")] = None,
 ) -> None:
     """One line per check: pass, warn or fail, with the fix. Exit 1 when anything fails."""
+    from statekeeper.awssetup.bootstrap import resolve_region
+    from statekeeper.awssetup.context import Aws, Target
+    from statekeeper.awssetup.doctor import doctor as run_doctor
+    from statekeeper.awssetup.doctor import parse_duration
     from statekeeper.cli.awsreport import print_doctor
-    from statekeeper.services.awssetup.context import Aws, Target
-    from statekeeper.services.bootstrap import resolve_region
-    from statekeeper.services.doctor import doctor as run_doctor
-    from statekeeper.services.doctor import parse_duration
 
     threshold = parse_duration(stale_after)
     Target(bucket=bucket, region=region or "us-east-1", table=table).validate()

@@ -12,7 +12,7 @@ from statekeeper.cli import app
 from statekeeper.cli.context import obj
 from statekeeper.cli.output import console, err_console, print_json
 from statekeeper.cli.render import dash, size, table, when
-from statekeeper.model import StateName
+from statekeeper.terraform.names import StateName
 
 __all__ = ["diff", "history", "rollback"]
 

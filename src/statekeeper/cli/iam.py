@@ -35,8 +35,8 @@ def iam_policy(
 
     s3:DeleteObject is granted only on *.tflock lock files unless --allow-delete.
     """
+    from statekeeper.awssetup.iam import iam_policy as build
     from statekeeper.cli.output import print_json
-    from statekeeper.services.iam import iam_policy as build
 
     print_json(
         build(

@@ -15,8 +15,8 @@ from statekeeper.errors import ConfigError
 
 if TYPE_CHECKING:
     from statekeeper.app import Services
-    from statekeeper.drivers.base import ObjectStore
-    from statekeeper.services.migrate import FileSource, StoreSource
+    from statekeeper.state.migrate import FileSource, StoreSource
+    from statekeeper.storage.base import ObjectStore
 
 __all__ = ["migrate"]
 
@@ -26,13 +26,13 @@ def _is_url(text: str) -> bool:
 
 
 def _source(text: str, name: str | None) -> tuple[FileSource | StoreSource, ObjectStore | None]:
-    from statekeeper.services.migrate import FileSource, StoreSource
+    from statekeeper.state.migrate import FileSource, StoreSource
 
     if not _is_url(text):
         return FileSource(Path(text), name), None
     if name is not None:
         raise ConfigError("--name names the state of a single source file; --from is a store URL")
-    from statekeeper.drivers.registry import open_store
+    from statekeeper.storage.registry import open_store
 
     store = open_store(text)
     return StoreSource(store), store
@@ -104,7 +104,7 @@ def migrate(
     """
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
-    from statekeeper.services.migrate import migrate as run
+    from statekeeper.state.migrate import migrate as run
 
     if obj(ctx).server:
         raise ConfigError("migrate opens the stores itself: use --from/--to URLs, not --server")

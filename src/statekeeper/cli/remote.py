@@ -15,7 +15,8 @@ import httpx
 
 from statekeeper import errors
 from statekeeper.errors import LockConflict, StatekeeperError, StorageError, Unauthenticated
-from statekeeper.model import LockInfo, StateName
+from statekeeper.terraform.lockinfo import LockInfo
+from statekeeper.terraform.names import StateName
 
 __all__ = ["RemoteBackend", "error_from_response"]
 

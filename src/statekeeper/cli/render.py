@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.table import Table
 
-from statekeeper.model import parse_rfc3339
+from statekeeper.times import parse_rfc3339
 
 __all__ = ["age", "size", "table", "when", "who_lock"]
 

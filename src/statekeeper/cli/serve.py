@@ -12,7 +12,7 @@ import typer
 from statekeeper.cli import app
 
 if TYPE_CHECKING:
-    from statekeeper.drivers.base import ObjectStore
+    from statekeeper.storage.base import ObjectStore
 
 __all__ = ["is_loopback", "listen", "serve"]
 
@@ -55,7 +55,7 @@ def listen(host: str, port: int) -> socket.socket:
 
 def _history_warning(store: ObjectStore) -> str:
     if store.scheme == "s3":
-        from statekeeper.drivers.s3 import S3Store
+        from statekeeper.storage.aws.s3 import S3Store
 
         inner = getattr(store, "inner", store)  # under the encryption layer
         if isinstance(inner, S3Store) and inner.history_warning:
@@ -98,10 +98,10 @@ def serve(
     from statekeeper.app import Services
     from statekeeper.cli.output import err_console
     from statekeeper.errors import ConfigError
+    from statekeeper.security.tokens import tokens_configured
     from statekeeper.server.app import create_app
     from statekeeper.server.auth import auth_configured, security_summary
     from statekeeper.server.tfhttp import backend_block
-    from statekeeper.services.tokens import tokens_configured
     from statekeeper.settings import load_settings
 
     settings = load_settings(

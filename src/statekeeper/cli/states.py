@@ -14,7 +14,7 @@ from statekeeper.cli.context import obj
 from statekeeper.cli.output import console, err_console, print_json
 from statekeeper.cli.render import dash, size, table, when, who_lock
 from statekeeper.errors import BadRequest
-from statekeeper.model import StateName
+from statekeeper.terraform.names import StateName
 
 __all__ = ["pull", "push", "show", "states"]
 

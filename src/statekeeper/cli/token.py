@@ -19,8 +19,8 @@ from statekeeper.cli import app
 
 if TYPE_CHECKING:
     from statekeeper.app import Services
-    from statekeeper.model import Caller
-    from statekeeper.services.tokens import TokenStore
+    from statekeeper.security.caller import Caller
+    from statekeeper.security.tokens import TokenStore
 
 __all__ = ["operator", "services_for"]
 
@@ -36,7 +36,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
 
 def operator() -> Caller:
     """The local operator: acts on the store directly, not subject to grants."""
-    from statekeeper.model import Caller
+    from statekeeper.security.caller import Caller
 
     try:
         user = getpass.getuser()
@@ -92,7 +92,7 @@ def create(
 ) -> None:
     """Create a token; its secret is printed once and never stored."""
     from statekeeper.cli.output import console, err_console, print_json
-    from statekeeper.services.tokens import create_token, parse_duration
+    from statekeeper.security.tokens import create_token, parse_duration
 
     lifetime = parse_duration(expires) if expires else None
     with services_for(data_dir, store, config, tokens_file) as services:
@@ -156,7 +156,7 @@ def revoke(
 ) -> None:
     """Revoke a token: requests with it get 401 from now on."""
     from statekeeper.cli.output import err_console
-    from statekeeper.services.tokens import revoke_token
+    from statekeeper.security.tokens import revoke_token
 
     with services_for(data_dir, store, config, tokens_file) as services:
         revoke_token(_tokens(services), services.audit, operator(), name)

@@ -1,6 +1,6 @@
 """The JSON API under ``/api/v1``: the operator's operations over HTTP.
 
-Each route calls the same :class:`~statekeeper.services.operator.Operator`
+Each route calls the same :class:`~statekeeper.state.operator.Operator`
 method as the CLI, so an answer here is what ``statekeeper … --json`` prints.
 A state name may hold ``/``, so the operation comes first in the path
 (``/api/v1/versions/team/app.tfstate``), never after the name.
@@ -28,10 +28,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from statekeeper.model import StateName
 from statekeeper.server.body import read_body
 from statekeeper.server.tfhttp import caller_of
-from statekeeper.services.operator import Operator
+from statekeeper.state.operator import Operator
+from statekeeper.terraform.names import StateName
 
 __all__ = ["router"]
 

@@ -7,7 +7,7 @@ JWT as the password. The JSON API also takes ``Authorization: Bearer``.
 Every request but the health check and the API description goes through
 :class:`AuthMiddleware`. It answers 401 (with ``WWW-Authenticate``) when
 credentials are missing or wrong, records the denial in the audit trail, and
-otherwise puts the :class:`~statekeeper.model.Caller`, with its grants, where
+otherwise puts the :class:`~statekeeper.security.caller.Caller`, with its grants, where
 the routes find it; the services then answer 403 where a grant is missing.
 A server with no tokens and no OIDC configured, bound to loopback only, lets
 anonymous callers do everything (``statekeeper serve`` refuses any other
@@ -24,12 +24,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from statekeeper.app import Services
 from statekeeper.errors import RateLimited, Unauthenticated
-from statekeeper.model import Caller, format_rfc3339
+from statekeeper.security.audit import AuditEvent
+from statekeeper.security.caller import Caller
+from statekeeper.security.oidc import looks_like_jwt
+from statekeeper.security.tokens import hash_secret
 from statekeeper.server.errors import error_response
 from statekeeper.server.limits import RateLimiter, rate_limited_response
-from statekeeper.services.audit import AuditEvent
-from statekeeper.services.oidc import looks_like_jwt
-from statekeeper.services.tokens import hash_secret
+from statekeeper.times import format_rfc3339
 
 __all__ = ["PUBLIC_PATHS", "AuthMiddleware", "Authenticator", "auth_configured", "security_summary"]
 
@@ -168,7 +169,7 @@ def security_summary(services: Services, secured: bool) -> list[str]:
     """The lines ``serve`` prints at start about access control, TLS and encryption."""
     from rich.markup import escape
 
-    from statekeeper.services.crypto import EncryptingStore
+    from statekeeper.storage.encrypting import EncryptingStore
 
     s = services.settings
     lines: list[str] = []

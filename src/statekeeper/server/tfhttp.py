@@ -20,8 +20,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from statekeeper.app import Services
-from statekeeper.model import Caller, StateName
+from statekeeper.security.caller import Caller
 from statekeeper.server.body import read_body
+from statekeeper.terraform.names import StateName
 
 __all__ = ["backend_block", "caller_of", "routes"]
 

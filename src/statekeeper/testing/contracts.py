@@ -17,7 +17,6 @@ import threading
 
 import pytest
 
-from statekeeper.drivers.base import LockTable, ObjectStore
 from statekeeper.errors import (
     CapabilityMissing,
     LockConflict,
@@ -26,7 +25,8 @@ from statekeeper.errors import (
     VersionNotFound,
     WriteRace,
 )
-from statekeeper.model import LockInfo
+from statekeeper.storage.base import LockTable, ObjectStore
+from statekeeper.terraform.lockinfo import LockInfo
 
 __all__ = ["CompareAndSwapContract", "LockTableContract", "ObjectStoreContract"]
 

@@ -1,0 +1,125 @@
+"""``doctor``: audit the bucket and table, probe what they really do, fix what is safe.
+
+The settings are the same checks bootstrap applies (one list, in
+:mod:`statekeeper.awssetup.catalog`); the live probes are in
+:mod:`statekeeper.awssetup.probes`. ``fix`` applies only the fixes
+marked safe (they cannot break a working client or delete data) and rewrites
+stale digests; it never removes a lock.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from statekeeper.awssetup.bucket import bucket_region
+from statekeeper.awssetup.catalog import settings_checks
+from statekeeper.awssetup.checks import ABSENT, Finding, Status, run_checks
+from statekeeper.awssetup.context import Aws, Target
+from statekeeper.awssetup.probes import run_probes
+from statekeeper.awssetup.replication import replica_of, role_name
+from statekeeper.errors import BadRequest
+
+__all__ = ["DoctorReport", "doctor", "parse_duration"]
+
+_DURATION = re.compile(r"(\d+)\s*([smhd])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``30m``, ``2h``, ``1d``, ``1h30m`` as a timedelta."""
+    cleaned = text.strip().lower()
+    parts = _DURATION.findall(cleaned)
+    if not parts or _DURATION.sub("", cleaned).strip():
+        raise BadRequest(f"{text!r} is not a duration; write it like 30m, 2h, 1d or 1h30m")
+    return timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in parts))
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    target: Target
+    findings: list[Finding]
+    fixed: bool
+
+    @property
+    def ok(self) -> bool:
+        """Nothing failed (warnings do not fail the run)."""
+        return not any(f.status is Status.FAIL for f in self.findings)
+
+    def counts(self) -> dict[str, int]:
+        counted = Counter(str(f.status) for f in self.findings)
+        return {str(s): counted.get(str(s), 0) for s in Status}
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "bucket": self.target.bucket,
+            "table": self.target.table,
+            "region": self.target.region,
+            "ok": self.ok,
+            "fix": self.fixed,
+            "counts": self.counts(),
+            "checks": [f.to_json() for f in self.findings],
+        }
+
+
+def doctor(
+    aws: Aws,
+    target: Target,
+    *,
+    fix: bool = False,
+    stale_after: timedelta = timedelta(hours=2),
+    probes: bool = True,
+    skip: Sequence[str] = (),
+    now: datetime | None = None,
+) -> DoctorReport:
+    """Audit every setting, then (``probes``) test the data; ``skip`` takes check-ID globs."""
+    target.validate()
+    target, extra = _with_replica(aws, target)
+
+    def skipped(check_id: str) -> bool:
+        return any(fnmatch.fnmatchcase(check_id, pattern) for pattern in skip)
+
+    checks = [c for c in settings_checks(target) if c.id not in extra]
+    findings = run_checks(
+        [c for c in checks if not skipped(c.id)], aws, target, "fix" if fix else "audit"
+    )
+    findings += [Finding(c.id, Status.SKIP, "skipped (--skip)") for c in checks if skipped(c.id)]
+    order = {c.id: i for i, c in enumerate(checks)}
+    findings.sort(key=lambda f: order.get(f.check, len(order)))
+    bucket_ok = any(f.check == "bucket.exists" and f.status is Status.PASS for f in findings)
+    if probes and bucket_ok:
+        findings += [
+            f if not skipped(f.check) else Finding(f.check, Status.SKIP, "skipped (--skip)")
+            for f in run_probes(
+                aws,
+                target,
+                fix=fix,
+                stale_after=stale_after,
+                now=now,
+                write_probe=not skipped("probe.conditional-put"),
+            )
+        ]
+    return DoctorReport(target, findings, fix)
+
+
+def _with_replica(aws: Aws, target: Target) -> tuple[Target, set[str]]:
+    """The target with the replica its replication rule names, so the replica is audited too.
+
+    Returns the check IDs to leave out: the role check when the rule uses a role
+    bootstrap did not make (doctor cannot know what that role should allow).
+    """
+    found = replica_of(aws, target)
+    if found is None:
+        return target, set()
+    name, role_arn = found
+    region = bucket_region(aws, name, target.region)
+    if region is ABSENT or region == target.region:
+        # Same-region replication, or a missing replica: only the rule itself is reported.
+        return target, {"replication.role"}
+    audited = replace(target, replica_region=str(region), replica_bucket=name)
+    ours = role_arn.endswith(f":role/{role_name(target.bucket)}")
+    return audited, set() if ours else {"replication.role"}

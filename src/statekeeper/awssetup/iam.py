@@ -1,0 +1,152 @@
+"""``iam-policy``: the least-privilege IAM policy for Terraform and statekeeper serve.
+
+What each statement is for:
+
+- ``ListStates`` — ``s3:ListBucket`` on the bucket: Terraform lists workspaces
+  (``env:/…``) and S3 answers 404 rather than 403 for a missing state only to
+  callers who may list. With ``prefix`` it is limited by an ``s3:prefix``
+  condition, so ``workspace_key_prefix`` must then lie under the prefix too.
+- ``ListStateHistory`` — ``s3:ListBucketVersions``: statekeeper's history.
+- ``ReadStates`` — ``s3:GetObject`` and ``s3:GetObjectVersion`` on ``B/P*``.
+- ``WriteStates`` — ``s3:PutObject`` on ``B/P*`` (states and ``.tflock`` files).
+- ``ReleaseLockFiles`` — ``s3:DeleteObject`` only on ``B/P*.tflock``: releasing a
+  lock file is the only delete Terraform makes in normal runs.
+- ``DeleteStates`` (only with ``allow_delete``) — ``s3:DeleteObject`` on states:
+  ``terraform workspace delete`` and statekeeper's state delete. In a versioned
+  bucket this adds a delete marker; older versions stay.
+- ``Locks`` — DynamoDB ``GetItem``/``PutItem``/``DeleteItem``/``DescribeTable``
+  (and ``Scan`` to list locks) on the table: locks and digest items.
+- ``UseStateKey`` — ``kms:Encrypt``/``Decrypt``/``GenerateDataKey`` on the key.
+  A key named by alias is matched with the ``kms:ResourceAliases`` condition,
+  because IAM resources for KMS are key ARNs.
+
+``read_only`` keeps the list, read and ``Decrypt`` permissions (plus
+``GetItem``/``DescribeTable``/``Scan``) and drops every write.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from statekeeper.awssetup.context import (
+    partition,
+    validate_bucket_name,
+    validate_table_name,
+)
+from statekeeper.errors import BadRequest
+
+__all__ = ["iam_policy"]
+
+
+def _kms_statement(
+    key: str, region: str, account: str, part: str, actions: list[str]
+) -> dict[str, Any]:
+    statement: dict[str, Any] = {"Sid": "UseStateKey", "Effect": "Allow", "Action": actions}
+    if key.startswith("arn:"):
+        if ":alias/" in key:
+            alias = key.split(":", 5)[-1]
+            statement["Resource"] = f"arn:{part}:kms:{region}:{account}:key/*"
+            statement["Condition"] = {"ForAnyValue:StringEquals": {"kms:ResourceAliases": alias}}
+        else:
+            statement["Resource"] = key
+    elif key.startswith("alias/"):
+        statement["Resource"] = f"arn:{part}:kms:{region}:{account}:key/*"
+        statement["Condition"] = {"ForAnyValue:StringEquals": {"kms:ResourceAliases": key}}
+    else:  # a bare key ID
+        statement["Resource"] = f"arn:{part}:kms:{region}:{account}:key/{key}"
+    return statement
+
+
+def iam_policy(
+    bucket: str,
+    *,
+    prefix: str = "",
+    table: str | None = None,
+    kms_key: str | None = None,
+    read_only: bool = False,
+    region: str | None = None,
+    account: str | None = None,
+    allow_delete: bool = False,
+) -> dict[str, Any]:
+    """The IAM policy document (Version 2012-10-17) for the given bucket, prefix, table and key."""
+    validate_bucket_name(bucket)
+    if table is not None:
+        validate_table_name(table)
+    if prefix.startswith("/"):
+        raise BadRequest("--prefix is an S3 key prefix and must not start with '/'")
+    if "*" in prefix or "?" in prefix:
+        raise BadRequest("--prefix must not contain IAM wildcards ('*' or '?')")
+    if read_only and allow_delete:
+        raise BadRequest("--read-only and --allow-delete contradict each other")
+    part = partition(region or "us-east-1")
+    where, who = region or "*", account or "*"
+    bucket_arn = f"arn:{part}:s3:::{bucket}"
+    objects = f"{bucket_arn}/{prefix}*"
+
+    listing: dict[str, Any] = {}
+    if prefix:
+        listing = {"Condition": {"StringLike": {"s3:prefix": [f"{prefix}*"]}}}
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": "ListStates",
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": bucket_arn,
+            **listing,
+        },
+        {
+            "Sid": "ListStateHistory",
+            "Effect": "Allow",
+            "Action": "s3:ListBucketVersions",
+            "Resource": bucket_arn,
+            **listing,
+        },
+        {
+            "Sid": "ReadStates",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:GetObjectVersion"],
+            "Resource": objects,
+        },
+    ]
+    if not read_only:
+        statements += [
+            {
+                "Sid": "WriteStates",
+                "Effect": "Allow",
+                "Action": "s3:PutObject",
+                "Resource": objects,
+            },
+            {
+                "Sid": "ReleaseLockFiles",
+                "Effect": "Allow",
+                "Action": "s3:DeleteObject",
+                "Resource": f"{bucket_arn}/{prefix}*.tflock",
+            },
+        ]
+        if allow_delete:
+            statements.append(
+                {
+                    "Sid": "DeleteStates",
+                    "Effect": "Allow",
+                    "Action": "s3:DeleteObject",
+                    "Resource": objects,
+                }
+            )
+    if table is not None:
+        actions = ["dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:Scan"]
+        if not read_only:
+            actions += ["dynamodb:PutItem", "dynamodb:DeleteItem"]
+        statements.append(
+            {
+                "Sid": "Locks",
+                "Effect": "Allow",
+                "Action": actions,
+                "Resource": f"arn:{part}:dynamodb:{where}:{who}:table/{table}",
+            }
+        )
+    if kms_key:
+        actions = (
+            ["kms:Decrypt"] if read_only else ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"]
+        )
+        statements.append(_kms_statement(kms_key, where, who, part, actions))
+    return {"Version": "2012-10-17", "Statement": statements}

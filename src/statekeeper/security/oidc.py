@@ -1,0 +1,193 @@
+"""OIDC for CI: a signed JWT (GitHub Actions, GitLab CI, …) instead of a stored token.
+
+The JWT arrives as the Basic password (Terraform's ``password``, any
+username) or as a Bearer token. It must be signed by a key of the issuer's
+JWKS, name the configured issuer and audience, and be unexpired. Its claims
+are then matched against rules that grant scopes. The configuration is a TOML
+file (setting ``oidc_config``)::
+
+    issuer = "https://token.actions.githubusercontent.com"
+    audience = "statekeeper"
+    jwks_url = "https://token.actions.githubusercontent.com/.well-known/jwks"
+    # or: jwks_file = "/etc/statekeeper/jwks.json"
+    actor_claim = "sub"                                  # default
+    audit_claims = ["repository", "run_id", "ref"]       # kept in the audit trail
+
+    [[rules]]
+    claim = { repository = "org/infra", ref = "refs/heads/main" }
+    scope = "team/*:write"
+
+    [[rules]]
+    claim = { repository_owner = "org" }
+    scopes = ["shared/**:outputs"]
+
+Every claim of a rule must match (values are globs: ``refs/heads/*``); the
+caller holds the union of the scopes of every matching rule.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+from statekeeper.errors import BadRequest, ConfigError, MissingDependency, Unauthenticated
+from statekeeper.security.caller import Caller
+from statekeeper.security.grants import parse_grants
+
+__all__ = ["OidcConfig", "OidcRule", "OidcVerifier", "looks_like_jwt"]
+
+ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"]
+
+
+def looks_like_jwt(secret: str) -> bool:
+    """A compact JWS: three base64url parts, the header starting ``eyJ`` ('{"')."""
+    return secret.startswith("eyJ") and secret.count(".") == 2
+
+
+@dataclass(frozen=True)
+class OidcRule:
+    claims: dict[str, str]
+    scopes: tuple[str, ...]
+
+    def matches(self, payload: dict[str, Any]) -> bool:
+        return all(
+            k in payload and fnmatchcase(str(payload[k]), pattern)
+            for k, pattern in self.claims.items()
+        )
+
+
+@dataclass(frozen=True)
+class OidcConfig:
+    issuer: str
+    audience: str
+    jwks_url: str | None = None
+    jwks_file: Path | None = None
+    actor_claim: str = "sub"
+    audit_claims: tuple[str, ...] = ("repository", "run_id", "workflow", "ref")
+    rules: tuple[OidcRule, ...] = field(default_factory=tuple)
+    leeway: int = 30
+
+    @classmethod
+    def load(cls, path: Path) -> OidcConfig:
+        try:
+            raw = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read the OIDC config {path}: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"the OIDC config {path} is not valid TOML: {exc}") from exc
+        try:
+            rules = []
+            for i, r in enumerate(raw.get("rules", [])):
+                scopes = list(r.get("scopes", [])) + ([r["scope"]] if "scope" in r else [])
+                claims = r.get("claim", {})
+                if not claims or not scopes or not isinstance(claims, dict):
+                    raise ValueError(f"rules[{i}] needs a 'claim' table and a 'scope'")
+                grants = parse_grants(scopes)
+                rules.append(
+                    OidcRule({str(k): str(v) for k, v in claims.items()}, tuple(map(str, grants)))
+                )
+            jwks_file = raw.get("jwks_file")
+            config = cls(
+                issuer=str(raw["issuer"]),
+                audience=str(raw["audience"]),
+                jwks_url=raw.get("jwks_url"),
+                jwks_file=(path.parent / jwks_file) if jwks_file else None,
+                actor_claim=str(raw.get("actor_claim", "sub")),
+                audit_claims=tuple(raw.get("audit_claims", cls.audit_claims)),
+                rules=tuple(rules),
+                leeway=int(raw.get("leeway", 30)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"the OIDC config {path} is not valid: {exc} (it needs issuer, audience, "
+                "jwks_url or jwks_file, and [[rules]] with claim and scope)"
+            ) from exc
+        except BadRequest as exc:  # a rule's grant is malformed
+            raise ConfigError(f"the OIDC config {path} is not valid: {exc}") from exc
+        if bool(config.jwks_url) == bool(config.jwks_file):
+            raise ConfigError(f"the OIDC config {path} needs exactly one of jwks_url, jwks_file")
+        return config
+
+
+class OidcVerifier:
+    """Verifies JWTs against the configured issuer's keys and maps claims to scopes."""
+
+    def __init__(self, config: OidcConfig) -> None:
+        try:
+            import jwt
+        except ImportError as exc:
+            raise MissingDependency(
+                "OIDC needs PyJWT with its crypto extra: pip install 'pyjwt[crypto]'"
+            ) from exc
+        self.config = config
+        self._jwt = jwt
+        self._client = jwt.PyJWKClient(config.jwks_url, lifespan=300) if config.jwks_url else None
+        self._keys: Any = None
+        if config.jwks_file:
+            try:
+                self._keys = jwt.PyJWKSet.from_dict(json.loads(config.jwks_file.read_text()))
+            except (OSError, ValueError, jwt.PyJWKSetError) as exc:
+                raise ConfigError(f"cannot load the JWKS file {config.jwks_file}: {exc}") from exc
+
+    def _signing_key(self, token: str) -> Any:
+        jwt = self._jwt
+        if self._client is not None:
+            return self._client.get_signing_key_from_jwt(token).key
+        kid = jwt.get_unverified_header(token).get("kid")
+        for key in self._keys.keys:
+            if kid is None or key.key_id == kid:
+                return key.key
+        raise Unauthenticated("the OIDC token is signed by a key the issuer does not publish")
+
+    def verify(self, token: str, remote_addr: str | None) -> Caller:
+        """The caller behind a JWT; Unauthenticated naming the first thing wrong with it."""
+        jwt = self._jwt
+        try:
+            payload: dict[str, Any] = jwt.decode(
+                token,
+                self._signing_key(token),
+                algorithms=ALGORITHMS,
+                audience=self.config.audience,
+                issuer=self.config.issuer,
+                leeway=self.config.leeway,
+                options={"require": ["exp", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthenticated("the OIDC token has expired; request a fresh one") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise Unauthenticated(
+                f"the OIDC token is not for this server: its audience must be "
+                f"{self.config.audience!r}"
+            ) from exc
+        except jwt.InvalidIssuerError as exc:
+            raise Unauthenticated(
+                f"the OIDC token was not issued by {self.config.issuer!r}"
+            ) from exc
+        except jwt.InvalidSignatureError as exc:
+            raise Unauthenticated(
+                "the OIDC token's signature does not verify against the issuer's keys"
+            ) from exc
+        except jwt.PyJWKClientError as exc:
+            raise Unauthenticated(f"the OIDC token's signing key cannot be found: {exc}") from exc
+        except jwt.InvalidTokenError as exc:
+            raise Unauthenticated(f"the OIDC token is not valid: {exc}") from exc
+        subject = payload.get(self.config.actor_claim)
+        if not isinstance(subject, str | int) or subject == "":
+            raise Unauthenticated(
+                f"the OIDC token has no {self.config.actor_claim!r} claim to name the caller"
+            )
+        scopes: list[str] = []
+        for rule in self.config.rules:
+            if rule.matches(payload):
+                scopes += [s for s in rule.scopes if s not in scopes]
+        claims = {k: str(payload[k]) for k in self.config.audit_claims if k in payload}
+        return Caller(
+            actor=f"oidc:{subject}",
+            remote_addr=remote_addr,
+            claims=claims,
+            scopes=tuple(scopes),
+        )

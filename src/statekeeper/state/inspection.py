@@ -1,0 +1,207 @@
+"""Looking at one state: its versions, one version's content, and diffs between them.
+
+A version is named by its ID as ``history`` lists it (an S3 VersionId, a
+SQLite row number), by ``serial:N`` (the newest version with that serial), or
+by ``current``. History and diffs read the version bytes, so their cost grows
+with the number of versions asked for; listings elsewhere never download.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from typing import Any
+
+from statekeeper.errors import BadRequest, EncryptedState, StateNotFound, VersionNotFound
+from statekeeper.security.caller import Caller
+from statekeeper.state.diff import StateDiff, describe_state, diff_states
+from statekeeper.state.history import HistoryService
+from statekeeper.state.service import StateService
+from statekeeper.state.version import StateVersion
+from statekeeper.terraform.names import StateName
+from statekeeper.terraform.statedoc import StateDoc
+
+__all__ = ["HistoryEntry", "Inspector", "VersionDiff", "resolve_version"]
+
+
+def resolve_version(versions: list[StateVersion], ref: str) -> StateVersion:
+    """The version ``ref`` names among ``versions`` (newest first)."""
+    ref = ref.strip()
+    if not versions:
+        raise VersionNotFound("the state has no versions")
+    if ref in ("current", "latest"):
+        return next((v for v in versions if v.is_current), versions[0])
+    if ref.startswith("serial:"):
+        number = ref.removeprefix("serial:")
+        if not number.isdigit():
+            raise BadRequest(f"{ref!r} is not serial:N with N a whole number (e.g. serial:7)")
+        for v in versions:
+            if v.serial == int(number):
+                return v
+        raise VersionNotFound(
+            f"no version of {versions[0].name} has serial {number}; "
+            f"run 'statekeeper history {versions[0].name}' to see the versions"
+        )
+    for v in versions:
+        if v.version_id == ref:
+            return v
+    raise VersionNotFound(
+        f"{versions[0].name} has no version {ref!r}; run 'statekeeper history "
+        f"{versions[0].name}' to see the version IDs (or name one as serial:N)"
+    )
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    version: StateVersion
+    #: Instances added, removed or changed against the previous version (None: unknown).
+    resources_changed: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        v = self.version
+        return {
+            "version_id": v.version_id,
+            "serial": v.serial,
+            "lineage": v.lineage,
+            "created": v.to_json()["created"],
+            "actor": v.actor,
+            "size": v.size,
+            "sha256": v.sha256,
+            "is_current": v.is_current,
+            "resources_changed": self.resources_changed,
+        }
+
+
+@dataclass(frozen=True)
+class VersionDiff:
+    name: str
+    before: StateVersion | None
+    after: StateVersion
+    diff: StateDiff
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "from": None if self.before is None else self.before.version_id,
+            "to": self.after.version_id,
+            **self.diff.to_json(),
+        }
+
+
+class Inspector:
+    """Read-only views of one state's history, built on the state and history services."""
+
+    def __init__(self, states: StateService, history: HistoryService) -> None:
+        self.states = states
+        self.history = history
+
+    def versions(self, name: StateName, caller: Caller) -> list[StateVersion]:
+        return self.history.versions(name, caller)
+
+    def _bytes(self, name: StateName, caller: Caller, version: StateVersion) -> bytes:
+        return self.states.read_existing(name, caller, version.version_id).data
+
+    def filled(self, version: StateVersion, data: bytes) -> StateVersion:
+        """``version`` with what its bytes tell when the store recorded no metadata
+        (Terraform's own S3 writes carry none)."""
+        if version.serial is not None and version.sha256 is not None:
+            return version
+        serial: int | None
+        lineage: str | None
+        try:
+            doc = StateDoc.parse(data)
+            serial, lineage = doc.serial, doc.lineage
+        except BadRequest:
+            serial, lineage = version.serial, version.lineage
+        return replace(
+            version,
+            serial=version.serial if version.serial is not None else serial,
+            lineage=version.lineage if version.lineage is not None else lineage,
+            sha256=version.sha256 or hashlib.sha256(data).hexdigest(),
+            md5=version.md5 or hashlib.md5(data).hexdigest(),
+        )
+
+    def _listing(self, name: StateName, caller: Caller, *refs: str | None) -> list[StateVersion]:
+        """The versions, with serials read from the bytes where a ``serial:N`` ref needs them."""
+        versions = self.versions(name, caller)
+        wants_serial = any(r is not None and r.strip().startswith("serial:") for r in refs)
+        if wants_serial and any(v.serial is None for v in versions):
+            versions = [
+                v if v.serial is not None else self.filled(v, self._bytes(name, caller, v))
+                for v in versions
+            ]
+        return versions
+
+    def resolve(self, name: StateName, caller: Caller, ref: str) -> StateVersion:
+        """The version ``ref`` names (an ID, ``serial:N`` or ``current``)."""
+        return resolve_version(self._listing(name, caller, ref), ref)
+
+    def history_entries(
+        self, name: StateName, caller: Caller, limit: int | None = None
+    ) -> list[HistoryEntry]:
+        """Versions newest first, each with the count of resources it changed."""
+        versions = self.versions(name, caller)
+        shown = versions[:limit] if limit else versions
+        # One more than shown, to count the oldest shown version's changes.
+        wanted = versions[: len(shown) + 1]
+        data: list[bytes | None] = []
+        for v in wanted:
+            data.append(self._bytes(name, caller, v) if v.size else None)
+        entries = []
+        for i, listed in enumerate(shown):
+            newer = data[i]
+            v = listed if newer is None else self.filled(listed, newer)
+            older = data[i + 1] if i + 1 < len(data) else None
+            is_oldest = i + 1 >= len(versions)
+            count: int | None
+            try:
+                if newer is None or (older is None and not is_oldest):
+                    count = None
+                else:
+                    count = diff_states(older, newer).resources_changed
+            except (EncryptedState, BadRequest):
+                count = None
+            entries.append(HistoryEntry(v, count))
+        return entries
+
+    def show(
+        self, name: StateName, caller: Caller, version: str | None = None
+    ) -> tuple[StateVersion, dict[str, Any]]:
+        """One version's facts and content summary (resources, masked outputs)."""
+        target = self._target(name, caller, version)
+        current = self.states.read_existing(name, caller, target)
+        return current.version, describe_state(current.data)
+
+    def _target(self, name: StateName, caller: Caller, ref: str | None) -> str | None:
+        if ref is None or ref in ("current", "latest"):
+            return None
+        if ref.startswith("serial:") or not self.states.store.supports_versions:
+            return self.resolve(name, caller, ref).version_id
+        return ref
+
+    def pull(self, name: StateName, caller: Caller, version: str | None = None) -> bytes:
+        """The bytes of a version, verbatim."""
+        return self.states.read_existing(name, caller, self._target(name, caller, version)).data
+
+    def diff(
+        self,
+        name: StateName,
+        caller: Caller,
+        from_ref: str | None = None,
+        to_ref: str | None = None,
+    ) -> VersionDiff:
+        """From ``from_ref`` (default: the version before ``to_ref``) to ``to_ref`` (current)."""
+        versions = self._listing(name, caller, from_ref, to_ref)
+        after = resolve_version(versions, to_ref or "current")
+        if from_ref is not None:
+            before: StateVersion | None = resolve_version(versions, from_ref)
+        else:
+            idx = versions.index(after)
+            before = versions[idx + 1] if idx + 1 < len(versions) else None
+        new = self._bytes(name, caller, after)
+        old = self._bytes(name, caller, before) if before is not None else None
+        if not new:
+            raise StateNotFound(f"version {after.version_id} of {name} is empty")
+        if old is not None and before is not None:
+            before = self.filled(before, old)
+        return VersionDiff(str(name), before, self.filled(after, new), diff_states(old, new))

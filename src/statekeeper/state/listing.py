@@ -1,0 +1,227 @@
+"""Listing states and locks across a whole store, fast on big buckets.
+
+``states`` costs one listing of objects plus one listing of locks: no state
+is downloaded. What a listing does not carry (S3's ListObjectsV2 has no user
+metadata, so no serial; nothing lists version counts) is filled in only when
+asked for with ``details``: a version listing per state (on S3 also a HEAD per
+version), and a GET of the current state where the metadata lacks the serial.
+
+Locks are listed from every lock table configured. With both kinds (Terraform's
+``use_lockfile`` plus ``dynamodb_table``), a state locked in one table and not
+in the other is a *dual-lock drift*: Terraform takes both or neither, so one
+alone is the remains of a crashed run or of a client configured with only one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from statekeeper.errors import InvalidStateName
+from statekeeper.security.caller import Caller
+from statekeeper.security.policy import Permission, Policy
+from statekeeper.state.version import StateVersion
+from statekeeper.storage.base import LockTable, ObjectInfo, ObjectStore
+from statekeeper.terraform.lockinfo import LockInfo
+from statekeeper.terraform.names import StateName
+from statekeeper.times import format_rfc3339, utcnow
+
+__all__ = [
+    "LOCKFILE_SUFFIX",
+    "LockSummary",
+    "StateSummary",
+    "is_state_key",
+    "list_locks",
+    "list_states",
+    "lock_tables",
+]
+
+#: Terraform's S3-native lock objects live beside the state; they are not states.
+LOCKFILE_SUFFIX = ".tflock"
+
+
+def is_state_key(key: str) -> bool:
+    """A listed key that is a state: not a lock file, and a valid state name."""
+    if key.endswith(LOCKFILE_SUFFIX):
+        return False
+    try:
+        StateName(key)
+    except InvalidStateName:
+        return False
+    return True
+
+
+def _time(when: datetime | None) -> str | None:
+    return None if when is None else format_rfc3339(when)
+
+
+@dataclass(frozen=True)
+class LockSummary:
+    """One held lock, as ``statekeeper locks`` shows it."""
+
+    name: str
+    lock: LockInfo
+    #: The lock tables holding it, by scheme (``dynamodb``, ``s3lock``, ``sqlite``…).
+    kinds: tuple[str, ...]
+    #: With two kinds configured: the kinds that do NOT hold it (a dual-lock drift).
+    missing: tuple[str, ...] = ()
+    age_seconds: float | None = None
+
+    @property
+    def drift(self) -> bool:
+        return bool(self.missing)
+
+    def to_json(self) -> dict[str, Any]:
+        lock = self.lock
+        return {
+            "name": self.name,
+            "id": lock.id,
+            "operation": lock.operation,
+            "who": lock.who or lock.actor or "",
+            "info": lock.info,
+            "version": lock.version,
+            "path": lock.path,
+            "created": _time(lock.since),
+            "age_seconds": None if self.age_seconds is None else round(self.age_seconds, 3),
+            "actor": lock.actor,
+            "remote_addr": lock.remote_addr,
+            "kinds": list(self.kinds),
+            "drift": self.drift,
+            "missing": list(self.missing),
+        }
+
+
+@dataclass(frozen=True)
+class StateSummary:
+    """One state, as ``statekeeper states`` shows it."""
+
+    name: str
+    size: int
+    last_modified: datetime
+    version_id: str
+    serial: int | None
+    lineage: str | None
+    lock: LockSummary | None
+    #: None unless counted (``details``): counting costs a call per state.
+    versions: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "size": self.size,
+            "last_modified": format_rfc3339(self.last_modified),
+            "version_id": self.version_id,
+            "serial": self.serial,
+            "lineage": self.lineage,
+            "locked": self.lock is not None,
+            "lock": None if self.lock is None else self.lock.to_json(),
+            "versions": self.versions,
+        }
+
+
+def lock_tables(table: LockTable) -> list[LockTable]:
+    """The individual tables behind ``table`` (a dual table exposes its two)."""
+    inner = getattr(table, "tables", None)
+    if isinstance(inner, list | tuple) and inner and all(isinstance(t, LockTable) for t in inner):
+        return list(inner)
+    return [table]
+
+
+def _age(lock: LockInfo, now: datetime) -> float | None:
+    since = lock.since
+    return None if since is None else max(0.0, (now - since).total_seconds())
+
+
+def _visible(policy: Policy, caller: Caller, key: str) -> bool:
+    """Listings show only what the caller may read (a forbidden name is left out)."""
+    return is_state_key(key) and policy.allows(caller, StateName(key), Permission.READ)
+
+
+def list_locks(
+    table: LockTable,
+    policy: Policy,
+    caller: Caller,
+    prefix: str = "",
+    now: datetime | None = None,
+) -> list[LockSummary]:
+    """Every held lock under ``prefix``, one row per state, drift flagged."""
+    now = now or utcnow()
+    tables = lock_tables(table)
+    found: dict[str, list[tuple[str, LockInfo]]] = {}
+    for t in tables:
+        for key, lock in t.scan(prefix):
+            if not _visible(policy, caller, key):
+                continue
+            found.setdefault(key, []).append((t.scheme, lock))
+    kinds_all = tuple(t.scheme for t in tables)
+    out: list[LockSummary] = []
+    for key in sorted(found):
+        held = found[key]
+        kinds = tuple(k for k, _ in held)
+        missing = tuple(k for k in kinds_all if k not in kinds) if len(tables) > 1 else ()
+        # The first table's view of the lock (the lock file, Terraform's first step).
+        lock = held[0][1]
+        out.append(LockSummary(key, lock, kinds, missing, _age(lock, now)))
+    return out
+
+
+def _serial(info: ObjectInfo) -> tuple[int | None, str | None]:
+    fields = StateVersion.metadata_fields(dict(info.metadata)) if info.has_metadata else {}
+    return fields.get("serial"), fields.get("lineage")
+
+
+def _summaries(
+    objects: Iterable[ObjectInfo],
+    locks: dict[str, LockSummary],
+    policy: Policy,
+    caller: Caller,
+) -> Iterator[StateSummary]:
+    for info in objects:
+        if not _visible(policy, caller, info.key):
+            continue
+        serial, lineage = _serial(info)
+        yield StateSummary(
+            name=info.key,
+            size=info.size,
+            last_modified=info.last_modified,
+            version_id=info.version_id,
+            serial=serial,
+            lineage=lineage,
+            lock=locks.get(info.key),
+        )
+
+
+def _detailed(store: ObjectStore, summary: StateSummary) -> StateSummary:
+    from dataclasses import replace
+
+    from statekeeper.state.service import version_from_info
+
+    count = len(store.versions(summary.name)) if store.supports_versions else None
+    serial, lineage = summary.serial, summary.lineage
+    if serial is None:
+        # Terraform's own writes carry no metadata: the serial is in the bytes.
+        obj = store.get(summary.name)
+        if obj is not None:
+            v = version_from_info(summary.name, obj.info, obj.data)
+            serial, lineage = v.serial, v.lineage
+    return replace(summary, versions=count, serial=serial, lineage=lineage)
+
+
+def list_states(
+    store: ObjectStore,
+    table: LockTable,
+    policy: Policy,
+    caller: Caller,
+    prefix: str = "",
+    *,
+    details: bool = False,
+    now: datetime | None = None,
+) -> list[StateSummary]:
+    """Every state under ``prefix`` with its lock; ``details`` adds per-state calls."""
+    locks = {s.name: s for s in list_locks(table, policy, caller, prefix, now)}
+    rows = list(_summaries(store.scan(prefix), locks, policy, caller))
+    if details:
+        rows = [_detailed(store, row) for row in rows]
+    return rows

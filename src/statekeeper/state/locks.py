@@ -1,0 +1,170 @@
+"""Lock rules: acquire, release, force-release, and the fence every write passes.
+
+The lock table decides who wins a race (a conditional write); this module
+decides what the answer to Terraform is.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from statekeeper.errors import LockConflict, LockMismatch, LockNotFound
+from statekeeper.security.caller import Caller
+from statekeeper.security.policy import Permission, Policy, require
+from statekeeper.storage.base import LockTable, ObjectStore
+from statekeeper.terraform.lockinfo import LockInfo
+from statekeeper.terraform.names import StateName
+
+__all__ = ["HeldLock", "LockService"]
+
+
+@dataclass(frozen=True)
+class HeldLock:
+    name: str
+    lock: LockInfo
+
+
+class LockService:
+    #: Mutex stripes: a fixed number, so that any number of names costs no memory.
+    STRIPES = 64
+
+    def __init__(self, store: ObjectStore, locks: LockTable, policy: Policy) -> None:
+        self.store = store
+        self.locks = locks
+        self.policy = policy
+        self._stripes = [threading.RLock() for _ in range(self.STRIPES)]
+
+    @contextmanager
+    def serialized(self, name: StateName) -> Iterator[None]:
+        """Run lock changes and fenced writes of ``name`` one at a time in this process.
+
+        A write reads (the fence, the current serial) and then puts; without
+        this, two writes of the same serial could both pass the guard, or a lock
+        could be taken between a write's fence and its put. Across processes
+        sharing a store this needs the store's own conditional writes.
+        """
+        with self._stripes[hash(str(name)) % self.STRIPES]:
+            yield
+
+    def lock(self, name: StateName, body: bytes, caller: Caller) -> LockInfo:
+        """Take the lock for the LockInfo in ``body``.
+
+        A LOCK repeated with the holder's own ID succeeds: Terraform retries LOCK
+        after a 5xx or a dropped connection, and the first attempt may have won.
+        """
+        require(self.policy, caller, name, Permission.WRITE, "lock")
+        info = LockInfo.parse(body).with_facts(caller.actor, caller.remote_addr)
+        try:
+            with self.serialized(name):
+                self.locks.acquire(str(name), info)
+        except LockConflict as conflict:
+            if conflict.holder.id == info.id:
+                return conflict.holder
+            raise
+        return info
+
+    def unlock(self, name: StateName, body: bytes, caller: Caller) -> LockInfo:
+        """Release the lock named by ``body``, in every form Terraform and OpenTofu send.
+
+        - Terraform's ``force-unlock``: an empty body, no ID at all.
+        - OpenTofu's ``force-unlock``: ``{"ID": …}`` with every other field zero.
+        - A normal unlock: the LockInfo of the holder's LOCK.
+        Both force forms need the admin permission.
+        """
+        key = str(name)
+        if not body.strip():
+            return self.force_unlock(name, caller, lock_id=None)
+        info = LockInfo.parse(body)
+        if info.is_zero_valued:
+            return self.force_unlock(name, caller, lock_id=info.id)
+        require(self.policy, caller, name, Permission.WRITE, "unlock")
+        with self.serialized(name):
+            return self.locks.release(key, info.id)
+
+    def force_unlock(self, name: StateName, caller: Caller, lock_id: str | None) -> LockInfo:
+        """Remove the lock whoever holds it; with ``lock_id``, only if it is that lock."""
+        require(self.policy, caller, name, Permission.ADMIN, "force-unlock")
+        key = str(name)
+        with self.serialized(name):
+            if lock_id is not None:
+                return self.locks.release(key, lock_id)
+            removed = self.locks.force_release(key)
+        if removed is None:
+            raise LockNotFound(f"no lock is held on {name}; nothing to unlock")
+        return removed
+
+    def remove(self, name: StateName, caller: Caller, lock_id: str) -> LockInfo:
+        """Remove the lock with ``lock_id`` wherever it is held (admin), and return it.
+
+        Unlike :meth:`force_unlock` with an ID, a lock held in only one of two
+        lock tables (a dual-lock drift) is removed without an error about the
+        other. A lock held under another ID is left alone (LockMismatch).
+        """
+        require(self.policy, caller, name, Permission.ADMIN, "force-unlock")
+        key = str(name)
+        holder = self.locks.read(key)
+        if (
+            holder is not None
+            and holder.id == lock_id
+            and self.locks.delete_if_held_by(key, lock_id)
+        ):
+            return holder
+        holder = self.locks.read(key)
+        if holder is None:
+            raise LockNotFound(f"no lock is held on {name}; nothing to unlock")
+        raise LockMismatch(holder, lock_id)
+
+    @contextmanager
+    def holding(self, name: StateName, operation: str, caller: Caller) -> Iterator[LockInfo]:
+        """Hold the lock for an operator command (push, rollback, migrate) and release it.
+
+        ``Who`` is the caller, as Terraform writes ``user@host``; a held lock
+        raises LockConflict naming its holder, and nothing is done.
+        """
+        require(self.policy, caller, name, Permission.WRITE, "lock")
+        # Path as Terraform's S3 backend writes it: <bucket>/<state object key>.
+        path = f"{self.store.lock_namespace}/{self.store.full_key(str(name))}"
+        info = LockInfo.new(operation, caller.actor, path=path).with_facts(
+            caller.actor, caller.remote_addr
+        )
+        self.locks.acquire(str(name), info)
+        try:
+            yield info
+        finally:
+            self.locks.release(str(name), info.id)
+
+    def read(self, name: StateName) -> LockInfo | None:
+        return self.locks.read(str(name))
+
+    def scan(self, prefix: str = "") -> Iterator[HeldLock]:
+        for key, lock in self.locks.scan(prefix):
+            yield HeldLock(key, lock)
+
+    def fence(self, name: StateName, lock_id: str | None) -> None:
+        """Refuse a write that does not carry the current holder's lock ID.
+
+        Held under another ID (or written with none): LockConflict (423). Not
+        held, but a lock ID was sent: the writer's lock is gone (force-unlocked),
+        LockNotFound (409).
+        No lock and no ID is a ``-lock=false`` run: allowed, the serial guard
+        still applies.
+        """
+        holder = self.locks.read(str(name))
+        if holder is None:
+            if lock_id:
+                raise LockNotFound(
+                    f"the write names lock {lock_id!r} but {name} is not locked (was it "
+                    "force-unlocked?); nothing was written"
+                )
+            return
+        if holder.id == lock_id:
+            return
+        given = f"lock {lock_id!r}" if lock_id else "no lock ID"
+        raise LockConflict(
+            holder,
+            f"{name} is locked by {holder.describe()} and the write carries {given}; "
+            "nothing was written",
+        )

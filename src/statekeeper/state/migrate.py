@@ -1,0 +1,289 @@
+"""Copying states between stores, version by version, byte for byte.
+
+A source is a store (any URL) or local ``terraform.tfstate`` files (read-only).
+Each state is copied under the destination's lock (Operation ``migrate``),
+oldest version first, through :meth:`StateService.write`, so the destination's
+digests and version records are kept as for any write.
+
+Resumable: a source version whose sha256 the destination already holds is
+skipped (each destination version counts once, so a history that returns to
+earlier bytes is copied in full). Every copied version is read back and its
+sha256 compared.
+
+The serial guard: a history replayed oldest to newest has increasing serials
+and passes it. A history that went backwards (``terraform state push -force``,
+a rollback) is replayed verbatim too: once this run has written a version of a
+state, the following versions of that state are written with ``force``. The
+first write of a state is forced only when the caller asks (``force``), since
+it may replace an unrelated state that was already at the destination.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from statekeeper.errors import BadRequest, ChecksumMismatch, StorageError
+from statekeeper.security.caller import Caller
+from statekeeper.state.listing import is_state_key
+from statekeeper.state.locks import LockService
+from statekeeper.state.service import StateService
+from statekeeper.storage.base import ObjectStore
+from statekeeper.terraform.names import StateName
+from statekeeper.terraform.statedoc import StateDoc
+
+__all__ = [
+    "FileSource",
+    "MigrationReport",
+    "SourceVersion",
+    "StateCopy",
+    "StoreSource",
+    "migrate",
+]
+
+MIGRATE_OPERATION = "migrate"
+
+
+@dataclass(frozen=True)
+class SourceVersion:
+    """One version to copy; ``load`` fetches its bytes."""
+
+    label: str
+    size: int
+    load: Callable[[], bytes]
+
+
+class Source(Protocol):
+    def names(self, prefix: str) -> list[str]:
+        """The state names to copy, in order."""
+        ...
+
+    def versions(self, name: str, with_history: bool) -> list[SourceVersion]:
+        """Oldest first; only the current one without ``with_history``."""
+        ...
+
+
+class StoreSource:
+    """Any store, read through the driver interface."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+
+    def names(self, prefix: str) -> list[str]:
+        return [info.key for info in self.store.scan(prefix) if is_state_key(info.key)]
+
+    def _loader(self, name: str, version_id: str | None) -> Callable[[], bytes]:
+        def load() -> bytes:
+            obj = self.store.get(name, version_id)
+            if obj is None:
+                raise StorageError(f"{name} disappeared from the source during the copy")
+            return obj.data
+
+        return load
+
+    def versions(self, name: str, with_history: bool) -> list[SourceVersion]:
+        if with_history and self.store.supports_versions:
+            infos = [i for i in reversed(self.store.versions(name)) if i.size > 0]
+            return [
+                SourceVersion(i.version_id, i.size, self._loader(name, i.version_id)) for i in infos
+            ]
+        head = self.store.head(name)
+        if head is None:
+            return []
+        return [SourceVersion(head.version_id, head.size, self._loader(name, None))]
+
+
+class FileSource:
+    """``terraform.tfstate`` files: one file (named by the caller) or a directory tree.
+
+    In a directory every ``*.tfstate`` file is a state named by its path
+    relative to the directory (``terraform.tfstate.d/dev/terraform.tfstate``
+    included); backups (``*.tfstate.backup``) are not states.
+    """
+
+    def __init__(self, path: Path, name: str | None = None) -> None:
+        self.path = path
+        if path.is_dir():
+            if name is not None:
+                raise BadRequest(
+                    f"{path} is a directory: its states are named by their paths; "
+                    "--name is for a single file"
+                )
+            self.files = {
+                str(p.relative_to(path).as_posix()): p
+                for p in sorted(path.rglob("*.tfstate"))
+                if p.is_file()
+            }
+        elif path.is_file():
+            if not name:
+                raise BadRequest(
+                    f"{path} is a single state file: name the destination state with "
+                    "--name (e.g. --name team/app/prod.tfstate)"
+                )
+            self.files = {name: path}
+        else:
+            raise BadRequest(f"{path} does not exist; give a terraform.tfstate file or a directory")
+        for n in self.files:
+            StateName(n)
+
+    def names(self, prefix: str) -> list[str]:
+        return [n for n in self.files if n.startswith(prefix)]
+
+    def versions(self, name: str, with_history: bool) -> list[SourceVersion]:
+        path = self.files[name]
+
+        def load() -> bytes:
+            try:
+                return path.read_bytes()
+            except OSError as exc:
+                raise StorageError(f"cannot read {path}: {exc}") from exc
+
+        return [SourceVersion(str(path), path.stat().st_size, load)]
+
+
+@dataclass
+class StateCopy:
+    """What happened to one state."""
+
+    name: str
+    copied: list[str] = field(default_factory=list)
+    skipped: int = 0
+    bytes_copied: int = 0
+    planned: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "copied": len(self.copied),
+            "copied_versions": self.copied,
+            "skipped": self.skipped,
+            "planned": self.planned,
+            "bytes": self.bytes_copied,
+        }
+
+
+@dataclass
+class MigrationReport:
+    dry_run: bool
+    states: list[StateCopy] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "states": [s.to_json() for s in self.states],
+            "copied": sum(len(s.copied) for s in self.states),
+            "skipped": sum(s.skipped for s in self.states),
+            "planned": sum(s.planned for s in self.states),
+        }
+
+
+#: Progress events: ("state", name, total_versions) then ("version", name, size) per version.
+Progress = Callable[[str, str, int], None]
+
+
+def _present(states: StateService, name: str) -> Counter[str]:
+    """The sha256 of every version the destination holds of ``name``."""
+    store = states.store
+    if not store.supports_versions:
+        obj = store.get(name)
+        return Counter([hashlib.sha256(obj.data).hexdigest()] if obj else [])
+    shas: Counter[str] = Counter()
+    for info in store.versions(name):
+        if info.size == 0:
+            continue
+        sha = info.metadata.get("sha256") if info.has_metadata else None
+        if not sha:
+            obj = store.get(name, info.version_id)
+            sha = hashlib.sha256(obj.data).hexdigest() if obj else None
+        if sha:
+            shas[sha] += 1
+    return shas
+
+
+def _copy_state(
+    source: Source,
+    dest: StateService,
+    locks: LockService,
+    name: str,
+    caller: Caller,
+    *,
+    with_history: bool,
+    dry_run: bool,
+    force: bool,
+    progress: Progress,
+) -> StateCopy:
+    report = StateCopy(name)
+    versions = source.versions(name, with_history)
+    progress("state", name, len(versions))
+    state = StateName(name)
+
+    def plan() -> Iterator[tuple[SourceVersion, bytes]]:
+        present = _present(dest, name)
+        for v in versions:
+            data = v.load()
+            sha = hashlib.sha256(data).hexdigest()
+            if present[sha] > 0:
+                present[sha] -= 1
+                report.skipped += 1
+                progress("version", name, v.size)
+                continue
+            report.planned += 1
+            yield v, data
+
+    if dry_run:
+        for v, _ in plan():
+            progress("version", name, v.size)
+        return report
+    with locks.holding(state, MIGRATE_OPERATION, caller) as lock:
+        wrote = False
+        for v, data in plan():
+            StateDoc.parse(data)  # a clear error naming the version, before any write
+            outcome = dest.write(state, data, caller, lock_id=lock.id, force=force or wrote)
+            wrote = True
+            back = dest.store.get(name, outcome.version.version_id)
+            expected = hashlib.sha256(data).hexdigest()
+            if back is None or hashlib.sha256(back.data).hexdigest() != expected:
+                raise ChecksumMismatch(
+                    f"{name}: version {outcome.version.version_id} read back from the "
+                    f"destination does not match source version {v.label} (sha256 "
+                    f"{expected}); the copy stopped here, re-run to resume"
+                )
+            report.copied.append(outcome.version.version_id)
+            report.bytes_copied += len(data)
+            progress("version", name, v.size)
+    return report
+
+
+def migrate(
+    source: Source,
+    dest: StateService,
+    locks: LockService,
+    caller: Caller,
+    *,
+    prefix: str = "",
+    with_history: bool = False,
+    dry_run: bool = False,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> MigrationReport:
+    """Copy every state under ``prefix`` from ``source`` into ``dest``."""
+    report = MigrationReport(dry_run)
+    for name in source.names(prefix):
+        report.states.append(
+            _copy_state(
+                source,
+                dest,
+                locks,
+                name,
+                caller,
+                with_history=with_history,
+                dry_run=dry_run,
+                force=force,
+                progress=progress or (lambda *_: None),
+            )
+        )
+    return report

@@ -1,0 +1,168 @@
+"""Removing locks by hand: ``unlock`` of one state and ``reap`` of stale ones.
+
+Every removal is reported to the caller and recorded through
+:func:`record_release` (one JSON object per release), the hook the audit
+service takes over; until then it is logged at INFO on ``statekeeper.audit``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from statekeeper.errors import BadRequest, LockConflict, LockMismatch, LockNotFound
+from statekeeper.security.caller import Caller
+from statekeeper.state.listing import LockSummary, list_locks
+from statekeeper.state.locks import LockService
+from statekeeper.terraform.lockinfo import LockInfo
+from statekeeper.terraform.names import StateName
+from statekeeper.times import format_rfc3339, utcnow
+
+__all__ = ["Release", "parse_duration", "reap", "record_release", "unlock"]
+
+log = logging.getLogger("statekeeper.audit")
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30s``, ``30m``, ``2h``, ``1d``, ``1w`` and sums like ``1h30m``."""
+    t = text.strip().lower().replace(" ", "")
+    pos, seconds = 0, 0.0
+    for m in _DURATION.finditer(t):
+        if m.start() != pos:
+            break
+        seconds += float(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if not t or pos != len(t):
+        raise BadRequest(
+            f"{text!r} is not a duration; write a number and a unit s, m, h, d or w, "
+            "e.g. 30m, 2h, 1d or 1h30m"
+        )
+    return timedelta(seconds=seconds)
+
+
+def record_release(event: dict[str, Any]) -> None:
+    """Record one lock removal: the audit hook (a JSON line on ``statekeeper.audit``)."""
+    log.info("%s", json.dumps(event, sort_keys=True, default=str))
+
+
+@dataclass(frozen=True)
+class Release:
+    """A lock removed (or, in a dry run, that would be)."""
+
+    name: str
+    lock: LockInfo
+    age_seconds: float | None
+    removed: bool
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        lock = self.lock
+        return {
+            "name": self.name,
+            "id": lock.id,
+            "operation": lock.operation,
+            "who": lock.who or lock.actor or "",
+            "created": None if lock.since is None else format_rfc3339(lock.since),
+            "age_seconds": None if self.age_seconds is None else round(self.age_seconds, 3),
+            "removed": self.removed,
+            "reason": self.reason,
+        }
+
+
+def _record(release: Release, caller: Caller) -> Release:
+    if release.removed:
+        record_release(
+            {
+                "event": "lock.released",
+                "actor": caller.actor,
+                "remote_addr": caller.remote_addr,
+                "time": format_rfc3339(utcnow()),
+                **release.to_json(),
+            }
+        )
+    return release
+
+
+def _age(lock: LockInfo, now: datetime) -> float | None:
+    return None if lock.since is None else max(0.0, (now - lock.since).total_seconds())
+
+
+def unlock(
+    locks: LockService,
+    name: StateName,
+    caller: Caller,
+    *,
+    lock_id: str | None = None,
+    force: bool = False,
+) -> Release:
+    """Remove ``name``'s lock: the one with ``lock_id``, or with ``force`` whichever is held.
+
+    Without either, nothing is removed and LockConflict names the holder and
+    the command that would remove it.
+    """
+    if lock_id is None and not force:
+        holder = locks.read(name)
+        if holder is None:
+            raise LockNotFound(f"no lock is held on {name}; nothing to unlock")
+        raise LockConflict(
+            holder,
+            f"{name} is locked by {holder.describe()}; to remove this lock run "
+            f"'statekeeper unlock {name} --id {holder.id}' (or --force to remove "
+            "whatever lock is held)",
+        )
+    if lock_id is not None:
+        removed = locks.remove(name, caller, lock_id)
+    else:
+        removed = locks.force_unlock(name, caller, lock_id=None)
+    reason = f"unlock --id {lock_id}" if lock_id else "unlock --force"
+    return _record(Release(str(name), removed, _age(removed, utcnow()), True, reason), caller)
+
+
+def _matches(operation: str, wanted: str) -> bool:
+    # Terraform names its operations OperationTypePlan, OperationTypeApply, …
+    op, want = operation.lower(), wanted.lower()
+    return op == want or op == "operationtype" + want
+
+
+def reap(
+    locks: LockService,
+    caller: Caller,
+    *,
+    older_than: timedelta,
+    operation: str | None = None,
+    prefix: str = "",
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> list[Release]:
+    """Remove every lock older than ``older_than`` (of ``operation``, if given).
+
+    A lock with no known age (no ``Created`` and no server time) is never
+    reaped. Each lock is removed by its own ID, so a lock re-taken meanwhile
+    by someone else survives.
+    """
+    now = now or utcnow()
+    out: list[Release] = []
+    candidates: list[LockSummary] = list_locks(locks.locks, locks.policy, caller, prefix, now)
+    for held in candidates:
+        lock = held.lock
+        if held.age_seconds is None or held.age_seconds < older_than.total_seconds():
+            continue
+        if operation and not _matches(lock.operation, operation):
+            continue
+        reason = f"older than {older_than}"
+        if dry_run:
+            out.append(Release(held.name, lock, held.age_seconds, False, reason + " (dry run)"))
+            continue
+        try:
+            removed = locks.remove(StateName(held.name), caller, lock.id)
+        except (LockMismatch, LockNotFound):
+            continue  # released or replaced since the listing: not ours to remove
+        out.append(_record(Release(held.name, removed, held.age_seconds, True, reason), caller))
+    return out

@@ -1,0 +1,145 @@
+"""Rollback and push: operator writes, each under the state's lock.
+
+A rollback writes an old version's bytes as a *new* version with serial =
+current + 1 and the lineage kept, so that every Terraform client sees a newer
+state (Terraform never reads a lower serial as newer) and the next plan shows
+the drift the rollback created. Only the top-level ``"serial"`` number changes:
+every other byte is the old version's, verbatim. The write goes through
+:meth:`StateService.write`, which keeps the DynamoDB digest in step, so
+Terraform's own ``backend "s3"`` reads the result without a checksum error.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from statekeeper.errors import EncryptedState, InvalidState
+from statekeeper.security.caller import Caller
+from statekeeper.security.policy import Permission, require
+from statekeeper.state.inspection import Inspector
+from statekeeper.state.locks import LockService
+from statekeeper.state.service import StateService, WriteOutcome
+from statekeeper.state.version import StateVersion
+from statekeeper.terraform.names import StateName
+from statekeeper.terraform.statedoc import StateDoc
+
+__all__ = ["PushResult", "RollbackResult", "push", "rewrite_serial", "rollback"]
+
+#: Operation names in the LockInfo, as ``terraform state push`` writes its own.
+PUSH_OPERATION = "state-push"
+ROLLBACK_OPERATION = "rollback"
+
+_SERIAL = re.compile(rb'"serial"(\s*):(\s*)(\d+)')
+
+
+def rewrite_serial(data: bytes, serial: int) -> bytes:
+    """``data`` with its top-level serial set to ``serial`` and no other byte changed.
+
+    Each ``"serial": N`` occurrence is tried in order and the first whose
+    replacement parses as the same document with only the top-level serial
+    changed wins (a nested attribute named ``serial`` never does).
+    """
+    original = json.loads(data)
+    if not isinstance(original, dict) or "serial" not in original:
+        raise InvalidState("the state has no top-level serial to rewrite")
+    expected = {**original, "serial": serial}
+    for m in _SERIAL.finditer(data):
+        candidate = (
+            data[: m.start()]
+            + b'"serial"'
+            + m.group(1)
+            + b":"
+            + m.group(2)
+            + str(serial).encode()
+            + data[m.end() :]
+        )
+        try:
+            if json.loads(candidate) == expected:
+                return candidate
+        except ValueError:
+            continue
+    raise InvalidState("the state's top-level serial could not be located to rewrite it")
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    name: str
+    restored: StateVersion
+    previous: StateVersion
+    written: StateVersion
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "restored_version": self.restored.version_id,
+            "restored_serial": self.restored.serial,
+            "previous_version": self.previous.version_id,
+            "previous_serial": self.previous.serial,
+            "version": self.written.to_json(),
+        }
+
+
+def rollback(
+    states: StateService,
+    locks: LockService,
+    inspector: Inspector,
+    name: StateName,
+    to_ref: str,
+    caller: Caller,
+) -> RollbackResult:
+    """Make version ``to_ref``'s content current again, as a new version, under the lock."""
+    require(states.policy, caller, name, Permission.ADMIN, "roll back")
+    with locks.holding(name, ROLLBACK_OPERATION, caller) as lock:
+        target = inspector.resolve(name, caller, to_ref)
+        current = states.read_existing(name, caller)
+        old = states.read_existing(name, caller, target.version_id).data
+        target = inspector.filled(target, old)
+        old_doc, cur_doc = StateDoc.parse(old), StateDoc.parse(current.data)
+        if old_doc.encrypted or cur_doc.encrypted:
+            raise EncryptedState(
+                f"{name} is encrypted by OpenTofu: its serial is also sealed inside the "
+                "ciphertext, so it cannot be rewritten without the key. Pull the old "
+                "version (statekeeper pull --version), and push it with 'tofu state push'."
+            )
+        new_serial = cur_doc.serial + 1
+        # rewrite_serial verifies by parsing that only the top-level serial moved.
+        data = rewrite_serial(old, new_serial)
+        outcome = states.write(name, data, caller, lock_id=lock.id)
+    return RollbackResult(str(name), target, current.version, outcome.version)
+
+
+@dataclass(frozen=True)
+class PushResult:
+    name: str
+    outcome: WriteOutcome
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "created": self.outcome.created,
+            "version": self.outcome.version.to_json(),
+        }
+
+
+def push(
+    states: StateService,
+    locks: LockService,
+    name: StateName,
+    data: bytes,
+    caller: Caller,
+    *,
+    force: bool = False,
+) -> PushResult:
+    """Write ``data`` verbatim under the lock (Operation ``state-push``).
+
+    The serial/lineage guard applies as to any write; ``force`` (admin) skips
+    it, like ``terraform state push -force``. Unlike Terraform, the bytes are
+    stored as given: the serial is not bumped and the lineage not replaced.
+    """
+    StateDoc.parse(data)  # refuse what is not a state before taking the lock
+    with locks.holding(name, PUSH_OPERATION, caller) as lock:
+        outcome = states.write(name, data, caller, lock_id=lock.id, force=force)
+    return PushResult(str(name), outcome)

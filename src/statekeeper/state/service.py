@@ -1,0 +1,280 @@
+"""Reading and writing state: the rules of the design's table, in one place.
+
+A write is accepted only if it carries the holder's lock ID (when the state is
+locked), its Content-MD5 matches, it parses as a Terraform state or an OpenTofu
+encrypted envelope, and it passes the serial/lineage guard. The bytes are then
+stored verbatim as a new version, and the digest Terraform's S3 backend checks
+is brought up to date.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import time
+from dataclasses import dataclass, replace
+
+from statekeeper.errors import (
+    ChecksumMismatch,
+    Forbidden,
+    StateConflict,
+    StateNotFound,
+    WriteRace,
+)
+from statekeeper.security.caller import Caller
+from statekeeper.security.grants import outputs_only
+from statekeeper.security.policy import Permission, Policy, require
+from statekeeper.state import lineage
+from statekeeper.state.locks import LockService
+from statekeeper.state.version import StateVersion
+from statekeeper.storage.base import ObjectInfo, ObjectStore, StoredObject
+from statekeeper.terraform.names import StateName
+from statekeeper.terraform.statedoc import StateDoc
+from statekeeper.times import utcnow
+
+__all__ = ["CurrentState", "StateService", "WriteOutcome", "version_from_info"]
+
+
+@dataclass(frozen=True)
+class CurrentState:
+    version: StateVersion
+    data: bytes
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    version: StateVersion
+    #: False when the bytes were already current (an idempotent retry).
+    created: bool
+
+
+@dataclass(frozen=True)
+class _Stamp:
+    serial: int
+    lineage: str
+
+
+def version_from_info(name: str, info: ObjectInfo, data: bytes | None = None) -> StateVersion:
+    """A StateVersion from object facts; ``data`` fills what metadata lacks.
+
+    States written by Terraform's own S3 backend carry no statekeeper metadata,
+    so their serial and lineage come from the bytes when we have them.
+    """
+    fields = StateVersion.metadata_fields(dict(info.metadata))
+    if data is not None:
+        # Only what the metadata lacks: hashing a large state twice costs seconds.
+        if "md5" not in fields:
+            fields["md5"] = hashlib.md5(data).hexdigest()
+        if "sha256" not in fields:
+            fields["sha256"] = hashlib.sha256(data).hexdigest()
+        if "serial" not in fields or "lineage" not in fields:
+            try:
+                doc = StateDoc.parse(data, keep_document=False)
+            except Exception:  # noqa: BLE001 - a foreign object need not be a state
+                pass
+            else:
+                fields.setdefault("serial", doc.serial)
+                fields.setdefault("lineage", doc.lineage)
+    return StateVersion(
+        name=name,
+        version_id=info.version_id,
+        size=info.size,
+        created=info.last_modified,
+        is_current=info.is_latest,
+        **fields,
+    )
+
+
+def decode_content_md5(header: str) -> bytes:
+    try:
+        digest = base64.b64decode(header.strip(), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ChecksumMismatch(
+            f"the Content-MD5 header {header!r} is not base64; send base64(md5(body))"
+        ) from exc
+    if len(digest) != 16:
+        raise ChecksumMismatch(
+            f"the Content-MD5 header {header!r} is not an MD5 digest; send base64(md5(body))"
+        )
+    return digest
+
+
+class StateService:
+    def __init__(self, store: ObjectStore, locks: LockService, policy: Policy) -> None:
+        self.store = store
+        self.locks = locks
+        self.policy = policy
+
+    def read(
+        self, name: StateName, caller: Caller, version_id: str | None = None
+    ) -> CurrentState | None:
+        """The current state (or one version); None when there is no state.
+
+        A caller with the ``outputs`` permission but not ``read`` gets the state
+        with its resources stripped (what ``terraform_remote_state`` needs).
+        """
+        full = self.policy.allows(caller, name, Permission.READ)
+        if not full and not self.policy.allows(caller, name, Permission.OUTPUTS):
+            require(self.policy, caller, name, Permission.READ, "read")
+        obj = self.store.get(str(name), version_id)
+        if obj is None:
+            return None
+        version = version_from_info(str(name), obj.info, obj.data)
+        if full:
+            return CurrentState(version, obj.data)
+        if StateDoc.parse(obj.data).encrypted:
+            raise Forbidden(
+                f"{caller.actor} may read only the outputs of {name}, and an OpenTofu "
+                "encrypted state cannot be stripped to its outputs: it needs 'read'"
+            )
+        data = outputs_only(obj.data)
+        return CurrentState(
+            replace(
+                version,
+                size=len(data),
+                md5=hashlib.md5(data).hexdigest(),
+                sha256=hashlib.sha256(data).hexdigest(),
+            ),
+            data,
+        )
+
+    def read_existing(
+        self, name: StateName, caller: Caller, version_id: str | None = None
+    ) -> CurrentState:
+        """Like :meth:`read`, but a missing state is an error."""
+        current = self.read(name, caller, version_id)
+        if current is None:
+            raise StateNotFound(f"there is no state named {name}")
+        return current
+
+    def _current(self, key: str) -> tuple[ObjectInfo, str, _Stamp | None] | None:
+        """The current version's facts and SHA-256, from its metadata when it has them.
+
+        Only a state written without statekeeper's metadata (by Terraform's own
+        S3 backend) is read in full: loading and hashing a large current state on
+        every write would double the memory and time of the write.
+        """
+        info = self.store.head(key)
+        if info is None:
+            return None
+        fields = StateVersion.metadata_fields(dict(info.metadata))
+        if {"sha256", "serial", "lineage"} <= fields.keys():
+            return info, fields["sha256"], _Stamp(fields["serial"], fields["lineage"])
+        obj = self.store.get(key)
+        if obj is None:
+            return None
+        return obj.info, hashlib.sha256(obj.data).hexdigest(), self._current_stamp(obj)
+
+    def _current_stamp(self, current: StoredObject) -> _Stamp | None:
+        fields = StateVersion.metadata_fields(dict(current.info.metadata))
+        if "serial" in fields and "lineage" in fields:
+            return _Stamp(fields["serial"], fields["lineage"])
+        try:
+            doc = StateDoc.parse(current.data, keep_document=False)
+        except Exception:  # noqa: BLE001 - a foreign or damaged object: nothing to guard
+            return None
+        return _Stamp(doc.serial, doc.lineage)
+
+    def write(
+        self,
+        name: StateName,
+        data: bytes,
+        caller: Caller,
+        *,
+        lock_id: str | None = None,
+        content_md5: str | None = None,
+        force: bool = False,
+    ) -> WriteOutcome:
+        """Store ``data`` as the new current state of ``name``, if the rules allow."""
+        require(
+            self.policy,
+            caller,
+            name,
+            Permission.ADMIN if force else Permission.WRITE,
+            "force a write to" if force else "write",
+        )
+        md5 = hashlib.md5(data)
+        if content_md5 is not None and decode_content_md5(content_md5) != md5.digest():
+            raise ChecksumMismatch(
+                "the Content-MD5 header does not match the body (the upload was damaged "
+                "or altered); nothing was written"
+            )
+        doc = StateDoc.parse(data, keep_document=False)
+        # Serialized: the fence and the guard read, then the store writes.
+        with self.locks.serialized(name):
+            self.locks.fence(name, lock_id)
+            key = str(name)
+            sha256 = hashlib.sha256(data).hexdigest()
+            current = self._current(key)
+            if current is not None:
+                info, current_sha256, stamp = current
+                same = current_sha256 == sha256
+                verdict = lineage.compare(stamp, doc, same_bytes=same) if stamp else None
+                if same or verdict is lineage.Verdict.IDENTICAL:
+                    self._keep_digest(key, md5.hexdigest())
+                    return WriteOutcome(version_from_info(key, info, data), False)
+                if verdict is not None and not verdict.accepted and not force:
+                    assert stamp is not None  # a verdict implies a stamp
+                    raise StateConflict(lineage.explain(verdict, stamp, doc))
+            record = StateVersion(
+                name=key,
+                version_id="",
+                size=len(data),
+                created=utcnow(),
+                md5=md5.hexdigest(),
+                sha256=sha256,
+                serial=doc.serial,
+                lineage=doc.lineage,
+                lock_id=lock_id,
+                actor=caller.actor,
+            )
+            info = self._store(key, data, record, current[0] if current else None)
+            self._keep_digest(key, md5.hexdigest())
+            return WriteOutcome(version_from_info(key, info, data), True)
+
+    def _store(
+        self, key: str, data: bytes, record: StateVersion, checked: ObjectInfo | None
+    ) -> ObjectInfo:
+        """Put the new version, but only over the version the guard checked.
+
+        The in-process mutex orders writes within one server; compare-and-swap
+        in the store orders them across servers sharing it (SQLite file, S3).
+        """
+        if not self.store.supports_compare_and_swap:
+            return self.store.put(key, data, record.to_metadata())
+        for attempt in range(4):
+            try:
+                return self.store.replace(key, data, record.to_metadata(), checked)
+            except WriteRace:
+                # A put retried after a lost response fails its own precondition:
+                # if the bytes now current are ours, our write is what landed.
+                now = self.store.head(key)
+                landed = StateVersion.metadata_fields(dict(now.metadata)) if now else {}
+                if now is not None and landed.get("sha256") == record.sha256:
+                    return now
+                unchanged = (now is None and checked is None) or (
+                    now is not None and checked is not None and now.version_id == checked.version_id
+                )
+                # Refused although nothing changed: the service's answer and its
+                # listing disagree for a moment (seen on S3 behind a flaky link).
+                if not unchanged or attempt == 3:
+                    raise
+                time.sleep(0.1 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _keep_digest(self, key: str, md5_hex: str) -> None:
+        table = self.locks.locks
+        if table.keeps_digests and table.get_digest(key) != md5_hex:
+            table.put_digest(key, md5_hex)
+
+    def delete(self, name: StateName, caller: Caller, *, lock_id: str | None = None) -> None:
+        """Delete the current state (a versioned store keeps its history)."""
+        require(self.policy, caller, name, Permission.ADMIN, "delete")
+        key = str(name)
+        with self.locks.serialized(name):
+            self.locks.fence(name, lock_id)
+            if self.store.head(key) is None:
+                raise StateNotFound(f"there is no state named {name}")
+            self.store.delete(key)
+            self.locks.locks.delete_digest(key)

@@ -1,0 +1,77 @@
+"""One stored version of a state, and how its facts travel as object metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote, unquote
+
+from statekeeper.times import format_rfc3339
+
+__all__ = ["StateVersion"]
+
+
+@dataclass(frozen=True)
+class StateVersion:
+    """One immutable version of a state, as the store records it."""
+
+    name: str
+    version_id: str
+    size: int
+    created: datetime
+    md5: str | None = None
+    sha256: str | None = None
+    serial: int | None = None
+    lineage: str | None = None
+    lock_id: str | None = None
+    actor: str | None = None
+    is_current: bool = False
+
+    # Object metadata keys. S3 user metadata must be ASCII, so values are
+    # percent-encoded on the way in and decoded on the way out.
+    _META = ("serial", "lineage", "sha256", "md5", "lock-id", "actor")
+
+    def to_metadata(self) -> dict[str, str]:
+        values = {
+            "serial": None if self.serial is None else str(self.serial),
+            "lineage": self.lineage,
+            "sha256": self.sha256,
+            "md5": self.md5,
+            "lock-id": self.lock_id,
+            "actor": self.actor,
+        }
+        return {k: quote(v, safe="") for k, v in values.items() if v is not None}
+
+    @staticmethod
+    def metadata_fields(metadata: dict[str, str]) -> dict[str, Any]:
+        """The StateVersion fields recorded in object metadata (missing ones absent)."""
+        meta = {k.lower(): unquote(v) for k, v in metadata.items()}
+        out: dict[str, Any] = {}
+        if meta.get("serial", "").isdigit():
+            out["serial"] = int(meta["serial"])
+        for key, attr in (
+            ("lineage", "lineage"),
+            ("sha256", "sha256"),
+            ("md5", "md5"),
+            ("lock-id", "lock_id"),
+            ("actor", "actor"),
+        ):
+            if key in meta:
+                out[attr] = meta[key]
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version_id": self.version_id,
+            "serial": self.serial,
+            "lineage": self.lineage,
+            "size": self.size,
+            "md5": self.md5,
+            "sha256": self.sha256,
+            "created": format_rfc3339(self.created),
+            "lock_id": self.lock_id,
+            "actor": self.actor,
+            "is_current": self.is_current,
+        }

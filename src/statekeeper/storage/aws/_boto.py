@@ -1,0 +1,254 @@
+"""boto3 clients configured once, and botocore errors translated once.
+
+Endpoints, credentials and region come the boto3 way (profiles,
+``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL_DYNAMODB``,
+instance roles). On top of that: standard-mode retries with backoff for
+throttling, 5xx and timeouts; checksums only when required (S3-compatible
+services such as MinIO and Ceph reject the newer default checksums); and
+path-style addressing when asked for (``?path_style=true``) or when an
+endpoint override is set. :class:`S3Bucket` is the bucket, key prefix and
+encryption settings that ``s3://`` stores and ``s3lock://`` lock files share.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+from statekeeper.errors import AccessDenied, ConfigError, StorageError
+
+if TYPE_CHECKING:
+    from statekeeper.storage.registry import DriverURL
+
+__all__ = ["AWS_ERRORS", "S3Bucket", "client", "error_code", "status_code", "translate"]
+
+#: Everything a boto3 call raises for a service or transport failure.
+AWS_ERRORS = (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError)
+
+S3_OPTIONS = {"region", "profile", "path_style", "sse", "kms_key_id"}
+T = TypeVar("T")
+
+_SESSIONS: dict[str | None, boto3.session.Session] = {}
+
+
+def _session(profile: str | None) -> boto3.session.Session:
+    if profile not in _SESSIONS:
+        try:
+            _SESSIONS[profile] = boto3.session.Session(profile_name=profile)
+        except botocore.exceptions.ProfileNotFound as exc:
+            raise ConfigError(f"the AWS profile {profile!r} is not configured: {exc}") from exc
+    return _SESSIONS[profile]
+
+
+def client(
+    service: str,
+    *,
+    region: str | None = None,
+    profile: str | None = None,
+    path_style: bool | None = None,
+    max_attempts: int = 8,
+) -> Any:
+    """A boto3 client for ``service`` ("s3", "dynamodb", …) with our defaults."""
+    endpoint_override = bool(
+        os.environ.get("AWS_ENDPOINT_URL") or os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}")
+    )
+    if path_style is None:
+        path_style = endpoint_override
+    config = Config(
+        retries={"mode": "standard", "max_attempts": max_attempts},
+        connect_timeout=10,
+        read_timeout=60,
+        max_pool_connections=32,
+        s3={"addressing_style": "path" if path_style else "auto"},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    session = _session(profile)
+    region = region or session.region_name or "us-east-1"
+    return session.client(service, region_name=region, config=config)  # type: ignore[call-overload]
+
+
+def error_code(exc: BaseException) -> str:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def status_code(exc: BaseException) -> int:
+    """The HTTP status of a failed call (0 when it never got an answer)."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    return 0
+
+
+def translate(exc: Exception, action: str, resource: str) -> NoReturn:
+    """Raise our own error for a botocore failure, naming the action and resource."""
+    code = error_code(exc)
+    if code in (
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnauthorizedOperation",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+    ):
+        raise AccessDenied(
+            f"AWS denied {action} on {resource} ({code}); grant the permission to the "
+            "credentials in use (see `statekeeper iam-policy`)"
+        ) from exc
+    if code == "NoSuchBucket":
+        bucket = (
+            exc.response.get("Error", {}).get("BucketName")
+            if isinstance(exc, botocore.exceptions.ClientError)
+            else None
+        )
+        what = f"the S3 bucket {bucket!r}" if bucket else f"the bucket of {resource}"
+        raise StorageError(
+            f"{what} does not exist ({action} failed with NoSuchBucket); create it first "
+            "(see `statekeeper bootstrap`) or correct the store URL"
+        ) from exc
+    if code == "ResourceNotFoundException":
+        raise StorageError(
+            f"{resource} does not exist ({action} failed with {code}); create it first "
+            "(see `statekeeper bootstrap`) or correct the lock URL"
+        ) from exc
+    if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraint"):
+        raise ConfigError(
+            f"{action} on {resource} was sent to the wrong AWS region ({code}); "
+            "give the bucket's region with ?region=… or AWS_REGION"
+        ) from exc
+    if isinstance(exc, botocore.exceptions.NoCredentialsError):
+        raise ConfigError(
+            "no AWS credentials were found; set AWS_PROFILE or "
+            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+        ) from exc
+    if isinstance(
+        exc,
+        botocore.exceptions.EndpointConnectionError
+        | botocore.exceptions.ConnectTimeoutError
+        | botocore.exceptions.ReadTimeoutError,
+    ):
+        raise StorageError(f"{action} on {resource} could not reach AWS: {exc}") from exc
+    raise StorageError(
+        f"{action} on {resource} failed: {code or type(exc).__name__}: {exc}"
+    ) from exc
+
+
+def _flag(url: DriverURL, name: str) -> bool | None:
+    value = url.options.get(name)
+    if value is None:
+        return None
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise ConfigError(f"{url.raw!r}: {name}={value!r} must be true or false")
+
+
+@dataclass(frozen=True)
+class S3Bucket:
+    """A bucket and key prefix with a configured client: what s3:// and s3lock:// share."""
+
+    bucket: str
+    prefix: str
+    client: Any
+    sse: str | None = None
+    kms_key_id: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    path_style: bool | None = None
+
+    @classmethod
+    def from_url(cls, url: DriverURL) -> S3Bucket:
+        url.reject_unknown_options(S3_OPTIONS)
+        bucket = url.netloc
+        if not bucket:
+            raise ConfigError(f"{url.raw!r} names no bucket; use {url.scheme}://BUCKET[/PREFIX]")
+        prefix = url.path.strip("/")
+        if "//" in prefix:
+            raise ConfigError(f"{url.raw!r}: the key prefix must not contain '//'")
+        sse = url.options.get("sse") or None
+        kms_key_id = url.options.get("kms_key_id") or None
+        if kms_key_id and sse is None:
+            sse = "aws:kms"
+        if sse not in (None, "AES256", "aws:kms"):
+            raise ConfigError(f"{url.raw!r}: sse={sse!r} must be AES256 or aws:kms")
+        if kms_key_id and sse != "aws:kms":
+            raise ConfigError(f"{url.raw!r}: kms_key_id needs sse=aws:kms (not {sse})")
+        return cls.connect(
+            bucket,
+            prefix,
+            sse=sse,
+            kms_key_id=kms_key_id,
+            region=url.options.get("region") or None,
+            profile=url.options.get("profile") or None,
+            path_style=_flag(url, "path_style"),
+        )
+
+    @classmethod
+    def connect(
+        cls,
+        bucket: str,
+        prefix: str,
+        *,
+        sse: str | None = None,
+        kms_key_id: str | None = None,
+        region: str | None = None,
+        profile: str | None = None,
+        path_style: bool | None = None,
+    ) -> S3Bucket:
+        """A handle with its own boto3 client (two handles are two independent clients)."""
+        s3 = client("s3", region=region, profile=profile, path_style=path_style)
+        return cls(bucket, prefix, s3, sse, kms_key_id, region, profile, path_style)
+
+    def reconnect(self) -> S3Bucket:
+        """The same place and options with a new client."""
+        return S3Bucket.connect(
+            self.bucket,
+            self.prefix,
+            sse=self.sse,
+            kms_key_id=self.kms_key_id,
+            region=self.region,
+            profile=self.profile,
+            path_style=self.path_style,
+        )
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def name(self, key: str) -> str:
+        return key[len(self.prefix) + 1 :] if self.prefix else key
+
+    def uri(self, key: str = "") -> str:
+        return f"s3://{self.bucket}/{key}" if key else f"s3://{self.bucket}"
+
+    def sse_args(self) -> dict[str, Any]:
+        """Server-side encryption parameters for every object written."""
+        if self.sse is None:
+            return {}
+        args: dict[str, Any] = {"ServerSideEncryption": self.sse}
+        if self.kms_key_id:
+            args["SSEKMSKeyId"] = self.kms_key_id
+        return args
+
+    def call(
+        self,
+        action: str,
+        key: str,
+        fn: Callable[..., T],
+        handle: Callable[[Exception], T] | None = None,
+        **kwargs: Any,
+    ) -> T:
+        """Run one S3 call; ``handle`` may turn an expected error into a value."""
+        try:
+            return fn(Bucket=self.bucket, **kwargs)
+        except AWS_ERRORS as exc:
+            if handle is not None:
+                return handle(exc)
+            translate(exc, action, self.uri(key))

@@ -1,0 +1,235 @@
+"""``dynamodb://TABLE``: state locks and digests in Terraform's DynamoDB layout.
+
+For a state whose object is ``KEY`` in bucket ``BUCKET``:
+
+- the lock is the item ``LockID = "BUCKET/KEY"`` whose ``Info`` is the
+  LockInfo JSON, verbatim as the client sent it (what Terraform prints for a
+  held lock). The server's own facts go in ``Actor``, ``RemoteAddr`` and
+  ``Acquired``, which Terraform never reads;
+- the digest is the item ``LockID = "BUCKET/KEY-md5"`` with ``Digest`` = hex MD5
+  of the current state, which Terraform's S3 backend checks on every read.
+
+The table needs only a string partition key ``LockID``. Options: ``region``,
+``profile``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+from statekeeper.errors import ConfigError, LockConflict, StatekeeperError, StorageError
+from statekeeper.storage.aws import _boto
+from statekeeper.storage.base import LockTable, ObjectStore
+from statekeeper.storage.registry import DriverURL
+from statekeeper.terraform.lockinfo import LockInfo
+from statekeeper.times import format_rfc3339, parse_rfc3339, utcnow
+
+__all__ = ["DIGEST_SUFFIX", "DynamoLocks", "open_locks"]
+
+DIGEST_SUFFIX = "-md5"
+_CONDITION_FAILED = "ConditionalCheckFailedException"
+
+
+class DynamoLocks(LockTable):
+    scheme = "dynamodb"
+    keeps_digests = True
+
+    def __init__(
+        self,
+        table: str,
+        store: ObjectStore,
+        *,
+        region: str | None = None,
+        profile: str | None = None,
+    ) -> None:
+        self.table = table
+        self.store = store
+        self.client: Any = _boto.client("dynamodb", region=region, profile=profile)
+        # Fail at start-up, not at the first LOCK, when the table is missing or
+        # out of reach. GetItem is in Terraform's minimal policy; DescribeTable is not.
+        self._call("dynamodb:GetItem", self.client.get_item, Key=self._key("."))
+
+    # Names
+
+    def lock_id(self, key: str) -> str:
+        """``BUCKET/KEY``: the LockID Terraform's S3 backend uses for this state."""
+        return f"{self.store.lock_namespace}/{self.store.full_key(key)}"
+
+    def _key(self, lock_id: str) -> dict[str, Any]:
+        return {"LockID": {"S": lock_id}}
+
+    def _name_of(self, lock_id: str) -> str | None:
+        """The state name of a LockID, or None when it belongs to another bucket or prefix."""
+        head = self.store.lock_namespace + "/"
+        if not lock_id.startswith(head):
+            return None
+        full = lock_id[len(head) :]
+        store_prefix = self.store.full_key("")
+        if not full.startswith(store_prefix):
+            return None
+        return full[len(store_prefix) :] or None
+
+    def _resource(self) -> str:
+        return f"the DynamoDB table {self.table!r}"
+
+    def _call(self, action: str, fn: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(TableName=self.table, **kwargs)
+        except _boto.AWS_ERRORS as exc:
+            _boto.translate(exc, action, self._resource())
+
+    # Locks
+
+    def _item(self, key: str, lock: LockInfo) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "LockID": {"S": self.lock_id(key)},
+            "Info": {"S": lock.body.decode("utf-8")},
+            "Acquired": {"S": format_rfc3339(lock.acquired or utcnow())},
+        }
+        if lock.actor:
+            item["Actor"] = {"S": lock.actor}
+        if lock.remote_addr:
+            item["RemoteAddr"] = {"S": lock.remote_addr}
+        return item
+
+    def _lock_of(self, item: dict[str, Any]) -> LockInfo:
+        lock_id = item["LockID"]["S"]
+        if "Info" not in item:
+            raise StorageError(
+                f"the lock item {lock_id!r} in {self._resource()} has no Info; delete the "
+                "item if no Terraform run holds the lock"
+            )
+        try:
+            lock = LockInfo.parse(item["Info"]["S"].encode("utf-8"))
+        except StatekeeperError as exc:
+            raise StorageError(
+                f"the lock item {lock_id!r} in {self._resource()} is not a Terraform lock "
+                f"({exc.message}); delete the item if no Terraform run holds the lock"
+            ) from exc
+        acquired = None
+        if "Acquired" in item:
+            try:
+                acquired = parse_rfc3339(item["Acquired"]["S"])
+            except ValueError:
+                acquired = None
+        return replace(
+            lock,
+            actor=item.get("Actor", {}).get("S"),
+            remote_addr=item.get("RemoteAddr", {}).get("S"),
+            acquired=acquired,
+        )
+
+    def acquire(self, key: str, lock: LockInfo) -> None:
+        # A holder that vanishes between our failed put and our read leaves the
+        # lock free: try again rather than report a conflict with nobody.
+        for _ in range(5):
+            try:
+                self.client.put_item(
+                    TableName=self.table,
+                    Item=self._item(key, lock),
+                    ConditionExpression="attribute_not_exists(LockID)",
+                )
+                return
+            except _boto.AWS_ERRORS as exc:
+                if _boto.error_code(exc) != _CONDITION_FAILED:
+                    _boto.translate(exc, "dynamodb:PutItem", self._resource())
+            holder = self.read(key)
+            if holder is not None:
+                raise LockConflict(holder)
+        raise StorageError(
+            f"the lock on {key!r} kept changing hands in {self._resource()}; try again"
+        )
+
+    def _get(self, lock_id: str) -> dict[str, Any] | None:
+        resp = self._call(
+            "dynamodb:GetItem",
+            self.client.get_item,
+            Key=self._key(lock_id),
+            ConsistentRead=True,
+        )
+        item: dict[str, Any] | None = resp.get("Item")
+        return item
+
+    def read(self, key: str) -> LockInfo | None:
+        item = self._get(self.lock_id(key))
+        return None if item is None else self._lock_of(item)
+
+    def delete_if_held_by(self, key: str, lock_id: str) -> bool:
+        item = self._get(self.lock_id(key))
+        if item is None or self._lock_of(item).id != lock_id:
+            return False
+        # Conditioned on the Info we just read (as OpenTofu does), so a lock
+        # taken by someone else in between is never deleted. Items written by
+        # Terraform carry only Info, so the ID cannot be a separate attribute.
+        try:
+            self.client.delete_item(
+                TableName=self.table,
+                Key=self._key(self.lock_id(key)),
+                ConditionExpression="#info = :info",
+                ExpressionAttributeNames={"#info": "Info"},
+                ExpressionAttributeValues={":info": item["Info"]},
+            )
+        except _boto.AWS_ERRORS as exc:
+            if _boto.error_code(exc) == _CONDITION_FAILED:
+                return False
+            _boto.translate(exc, "dynamodb:DeleteItem", self._resource())
+        return True
+
+    def scan(self, prefix: str = "") -> Iterator[tuple[str, LockInfo]]:
+        begins = self.lock_id(prefix)
+        paginator = self.client.get_paginator("scan")
+        found: list[tuple[str, LockInfo]] = []
+        try:
+            for page in paginator.paginate(
+                TableName=self.table,
+                FilterExpression="begins_with(LockID, :p)",
+                ExpressionAttributeValues={":p": {"S": begins}},
+                ConsistentRead=True,
+            ):
+                for item in page.get("Items", []):
+                    name = self._name_of(item["LockID"]["S"])
+                    # Digest items ("…-md5") carry Digest, never Info.
+                    if name is not None and name.startswith(prefix) and "Info" in item:
+                        found.append((name, self._lock_of(item)))
+        except _boto.AWS_ERRORS as exc:
+            _boto.translate(exc, "dynamodb:Scan", self._resource())
+        yield from sorted(found, key=lambda kv: kv[0])
+
+    # Digests
+
+    def get_digest(self, key: str) -> str | None:
+        item = self._get(self.lock_id(key) + DIGEST_SUFFIX)
+        if item is None or "Digest" not in item:
+            return None
+        digest: str = item["Digest"]["S"]
+        return digest
+
+    def put_digest(self, key: str, md5_hex: str) -> None:
+        self._call(
+            "dynamodb:PutItem",
+            self.client.put_item,
+            Item={"LockID": {"S": self.lock_id(key) + DIGEST_SUFFIX}, "Digest": {"S": md5_hex}},
+        )
+
+    def delete_digest(self, key: str) -> None:
+        self._call(
+            "dynamodb:DeleteItem",
+            self.client.delete_item,
+            Key=self._key(self.lock_id(key) + DIGEST_SUFFIX),
+        )
+
+
+def open_locks(url: DriverURL, store: ObjectStore) -> DynamoLocks:
+    url.reject_unknown_options({"region", "profile"})
+    if not url.netloc:
+        raise ConfigError(f"{url.raw!r} names no table; use dynamodb://TABLE?region=…")
+    if url.path.strip("/"):
+        raise ConfigError(f"{url.raw!r}: a DynamoDB table name has no '/'; use dynamodb://TABLE")
+    return DynamoLocks(
+        url.netloc,
+        store,
+        region=url.options.get("region") or None,
+        profile=url.options.get("profile") or None,
+    )

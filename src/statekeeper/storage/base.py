@@ -1,0 +1,181 @@
+"""The two storage interfaces every driver implements: ObjectStore and LockTable.
+
+Drivers are dumb: they move bytes and lock records, and translate their
+vendor's exceptions into :mod:`statekeeper.errors`. Every Terraform rule
+(fencing, serial/lineage, digests after writes) lives in ``services``.
+
+Optional abilities are capability flags read by services and the CLI, never
+discovered by catching ``NotImplementedError``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from statekeeper.errors import CapabilityMissing, LockMismatch, LockNotFound
+from statekeeper.terraform.lockinfo import LockInfo
+
+__all__ = ["LockTable", "ObjectInfo", "ObjectStore", "StoredObject"]
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a store knows about one version of an object, without its bytes."""
+
+    key: str
+    version_id: str
+    size: int
+    last_modified: datetime
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    is_latest: bool = True
+    # Listings may not carry metadata (S3 ListObjectVersions does not).
+    has_metadata: bool = True
+    #: The backend's entity tag where it has one (S3), for conditional writes.
+    etag: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    info: ObjectInfo
+    data: bytes
+
+
+class ObjectStore(ABC):
+    """Bytes under keys, with a version history where the backend keeps one.
+
+    Keys are state names; a store with a prefix adds it internally.
+    """
+
+    #: The URL scheme this driver serves.
+    scheme: str = ""
+    #: Every put keeps the previous bytes as an older version.
+    supports_versions: bool = False
+    #: ``put_if_absent`` is honoured atomically by the backend.
+    supports_conditional_put: bool = False
+    #: ``replace`` is honoured atomically by the backend.
+    supports_compare_and_swap: bool = False
+
+    @property
+    @abstractmethod
+    def lock_namespace(self) -> str:
+        """The prefix of DynamoDB LockIDs for this store (the bucket name)."""
+
+    def full_key(self, key: str) -> str:
+        """The key as the backend sees it (with any prefix), as Terraform names it."""
+        return key
+
+    @abstractmethod
+    def put(self, key: str, data: bytes, metadata: Mapping[str, str]) -> ObjectInfo:
+        """Store ``data`` as the current version of ``key``; durable on return."""
+
+    @abstractmethod
+    def get(self, key: str, version_id: str | None = None) -> StoredObject | None:
+        """The current (or a given) version, or None when there is none.
+
+        Raises :class:`~statekeeper.errors.VersionNotFound` for an unknown
+        ``version_id``.
+        """
+
+    @abstractmethod
+    def head(self, key: str, version_id: str | None = None) -> ObjectInfo | None:
+        """Like :meth:`get` without the bytes."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the current version (a versioned store keeps the history)."""
+
+    @abstractmethod
+    def scan(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Current objects whose key starts with ``prefix``, in key order."""
+
+    def versions(self, key: str) -> list[ObjectInfo]:
+        """Every version of ``key``, newest first (needs ``supports_versions``)."""
+        raise CapabilityMissing(f"the {self.scheme} store keeps no version history")
+
+    def put_if_absent(self, key: str, data: bytes, metadata: Mapping[str, str]) -> bool:
+        """Create ``key`` only if it does not exist; False when it does."""
+        raise CapabilityMissing(f"the {self.scheme} store has no conditional writes")
+
+    def replace(
+        self, key: str, data: bytes, metadata: Mapping[str, str], expected: ObjectInfo | None
+    ) -> ObjectInfo:
+        """Put ``data`` only if the current version is still ``expected`` (None: no object).
+
+        Raises :class:`~statekeeper.errors.WriteRace` when another write got there
+        first. Needs ``supports_compare_and_swap``; this is what keeps two server
+        processes on one store from both accepting a write of the same serial.
+        """
+        raise CapabilityMissing(f"the {self.scheme} store has no compare-and-swap writes")
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most drivers hold nothing
+        """Release connections; the store is not used afterwards."""
+
+
+class LockTable(ABC):
+    """Locks on state keys, acquired with a conditional write, plus state digests."""
+
+    scheme: str = ""
+    #: The table keeps the MD5 digest item Terraform's S3 backend checks.
+    keeps_digests: bool = False
+
+    @abstractmethod
+    def acquire(self, key: str, lock: LockInfo) -> None:
+        """Take the lock or raise :class:`~statekeeper.errors.LockConflict` with the holder."""
+
+    @abstractmethod
+    def read(self, key: str) -> LockInfo | None:
+        """The current holder of ``key``'s lock, or None."""
+
+    @abstractmethod
+    def delete_if_held_by(self, key: str, lock_id: str) -> bool:
+        """Delete the lock only if its ID is ``lock_id``; False if it was not."""
+
+    @abstractmethod
+    def scan(self, prefix: str = "") -> Iterator[tuple[str, LockInfo]]:
+        """Every held lock whose state key starts with ``prefix``."""
+
+    def get_digest(self, key: str) -> str | None:
+        """The hex MD5 recorded for the current state, if the table keeps digests."""
+        return None
+
+    def put_digest(self, key: str, md5_hex: str) -> None:  # noqa: B027 - no-op by default
+        """Record the hex MD5 of the state just written."""
+
+    def delete_digest(self, key: str) -> None:  # noqa: B027 - no-op by default
+        """Forget the digest (the state was deleted)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    # Derived conveniences, built on the primitives above.
+
+    def release(self, key: str, lock_id: str) -> LockInfo:
+        """Release a lock held under ``lock_id``; the released lock is returned.
+
+        Raises LockNotFound when nothing is held and LockMismatch (carrying the
+        holder) when the lock is someone else's.
+        """
+        holder = self.read(key)
+        if holder is None:
+            raise LockNotFound(f"no lock is held on {key!r}; nothing to unlock")
+        if holder.id != lock_id:
+            raise LockMismatch(holder, lock_id)
+        if not self.delete_if_held_by(key, lock_id):
+            # Released or replaced between the read and the delete.
+            now = self.read(key)
+            if now is None:
+                raise LockNotFound(f"no lock is held on {key!r}; nothing to unlock")
+            raise LockMismatch(now, lock_id)
+        return holder
+
+    def force_release(self, key: str) -> LockInfo | None:
+        """Remove whatever lock is held; the removed lock, or None if none was."""
+        holder = self.read(key)
+        if holder is None:
+            return None
+        if self.delete_if_held_by(key, holder.id):
+            return holder
+        return self.force_release(key)

@@ -1,0 +1,404 @@
+"""The embedded default: objects, versions, locks and digests in one SQLite file.
+
+WAL mode with ``synchronous=FULL``: each write is one transaction, committed
+and synced before the call returns, so an acknowledged write survives
+``kill -9`` of the server (and a power cut). Several processes may share the
+file; ``BEGIN IMMEDIATE`` serialises writers and ``busy_timeout`` makes them
+wait for each other instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import TypeVar
+
+from statekeeper.errors import (
+    ConfigError,
+    LockConflict,
+    StorageError,
+    VersionNotFound,
+    WriteRace,
+)
+from statekeeper.storage.base import LockTable, ObjectInfo, ObjectStore, StoredObject
+from statekeeper.storage.registry import DriverURL
+from statekeeper.terraform.lockinfo import LockInfo
+from statekeeper.times import format_rfc3339, parse_rfc3339, utcnow
+
+__all__ = ["SqliteDatabase", "SqliteLocks", "SqliteStore"]
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL,
+    data BLOB,
+    size INTEGER NOT NULL,
+    metadata TEXT NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS objects_by_key ON objects (key, id);
+CREATE TABLE IF NOT EXISTS current (
+    key TEXT PRIMARY KEY,
+    object_id INTEGER NOT NULL REFERENCES objects (id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS locks (
+    key TEXT PRIMARY KEY,
+    lock_id TEXT NOT NULL,
+    body BLOB NOT NULL,
+    actor TEXT,
+    remote_addr TEXT,
+    acquired TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS digests (
+    key TEXT PRIMARY KEY,
+    digest TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+def _race_message(key: str) -> str:
+    return (
+        f"another write to {key!r} landed while this one was being checked; nothing "
+        "was written: read the state again and retry"
+    )
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+class SqliteDatabase:
+    """One database file; a connection per thread, opened on first use."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._guard = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create the directory for {path}: {exc}") from exc
+        try:
+            # executescript manages its own transaction.
+            self._connection().executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open the SQLite database {path}: {exc}") from exc
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+            with self._guard:
+                self._all.append(conn)
+        return conn
+
+    def run(self, fn: Callable[[sqlite3.Connection], T], *, write: bool = False) -> T:
+        """Run ``fn`` in one transaction (``BEGIN IMMEDIATE`` for writes)."""
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+        except sqlite3.Error as exc:
+            raise StorageError(f"the SQLite database {self.path} failed: {exc}") from exc
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        conn = self._connection()
+        try:
+            yield conn
+        except sqlite3.Error as exc:
+            raise StorageError(f"the SQLite database {self.path} failed: {exc}") from exc
+
+    def close(self) -> None:
+        with self._guard:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+
+def _info(row: sqlite3.Row | tuple[object, ...], *, is_latest: bool) -> ObjectInfo:
+    object_id, key, size, metadata, created = row[:5]
+    return ObjectInfo(
+        key=str(key),
+        version_id=str(object_id),
+        size=int(str(size)),
+        last_modified=datetime.fromisoformat(str(created)),
+        metadata=json.loads(str(metadata)),
+        is_latest=is_latest,
+    )
+
+
+class SqliteStore(ObjectStore):
+    scheme = "sqlite"
+    supports_versions = True
+    supports_conditional_put = True
+    supports_compare_and_swap = True
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+
+    @property
+    def lock_namespace(self) -> str:
+        return str(self.db.path)
+
+    def _insert(
+        self, db: sqlite3.Connection, key: str, data: bytes, metadata: Mapping[str, str]
+    ) -> ObjectInfo:
+        created = utcnow()
+        cur = db.execute(
+            "INSERT INTO objects (key, data, size, metadata, created) VALUES (?, ?, ?, ?, ?)",
+            (key, data, len(data), json.dumps(dict(metadata)), created.isoformat()),
+        )
+        object_id = cur.lastrowid
+        db.execute(
+            "INSERT INTO current (key, object_id) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET object_id = excluded.object_id",
+            (key, object_id),
+        )
+        return ObjectInfo(
+            key=key,
+            version_id=str(object_id),
+            size=len(data),
+            last_modified=created,
+            metadata=dict(metadata),
+        )
+
+    def put(self, key: str, data: bytes, metadata: Mapping[str, str]) -> ObjectInfo:
+        return self.db.run(lambda db: self._insert(db, key, data, metadata), write=True)
+
+    def put_if_absent(self, key: str, data: bytes, metadata: Mapping[str, str]) -> bool:
+        def tx(db: sqlite3.Connection) -> bool:
+            if db.execute("SELECT 1 FROM current WHERE key = ?", (key,)).fetchone():
+                return False
+            self._insert(db, key, data, metadata)
+            return True
+
+        return self.db.run(tx, write=True)
+
+    def replace(
+        self, key: str, data: bytes, metadata: Mapping[str, str], expected: ObjectInfo | None
+    ) -> ObjectInfo:
+        def tx(db: sqlite3.Connection) -> ObjectInfo:
+            row = db.execute("SELECT object_id FROM current WHERE key = ?", (key,)).fetchone()
+            current = None if row is None else str(row[0])
+            if current != (None if expected is None else expected.version_id):
+                raise WriteRace(_race_message(key))
+            return self._insert(db, key, data, metadata)
+
+        return self.db.run(tx, write=True)
+
+    def _row(
+        self, db: sqlite3.Connection, key: str, version_id: str | None, columns: str
+    ) -> tuple[object, ...] | None:
+        if version_id is None:
+            row: tuple[object, ...] | None = db.execute(
+                f"SELECT {columns} FROM current c JOIN objects o ON o.id = c.object_id "
+                "WHERE c.key = ?",
+                (key,),
+            ).fetchone()
+            return row
+        if not version_id.isdigit():
+            raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
+        row = db.execute(
+            f"SELECT {columns} FROM objects o WHERE o.key = ? AND o.id = ? AND o.data IS NOT NULL",
+            (key, int(version_id)),
+        ).fetchone()
+        if row is None:
+            raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
+        return row
+
+    def _is_latest(self, db: sqlite3.Connection, key: str, object_id: object) -> bool:
+        row = db.execute("SELECT object_id FROM current WHERE key = ?", (key,)).fetchone()
+        return row is not None and row[0] == object_id
+
+    def get(self, key: str, version_id: str | None = None) -> StoredObject | None:
+        cols = "o.id, o.key, o.size, o.metadata, o.created, o.data"
+
+        def tx(db: sqlite3.Connection) -> StoredObject | None:
+            row = self._row(db, key, version_id, cols)
+            if row is None:
+                return None
+            latest = version_id is None or self._is_latest(db, key, row[0])
+            return StoredObject(_info(row, is_latest=latest), bytes(row[5]))  # type: ignore[call-overload]
+
+        return self.db.run(tx)
+
+    def head(self, key: str, version_id: str | None = None) -> ObjectInfo | None:
+        cols = "o.id, o.key, o.size, o.metadata, o.created"
+
+        def tx(db: sqlite3.Connection) -> ObjectInfo | None:
+            row = self._row(db, key, version_id, cols)
+            if row is None:
+                return None
+            latest = version_id is None or self._is_latest(db, key, row[0])
+            return _info(row, is_latest=latest)
+
+        return self.db.run(tx)
+
+    def delete(self, key: str) -> None:
+        # The versions stay, like a delete marker on a versioned bucket.
+        self.db.run(lambda db: db.execute("DELETE FROM current WHERE key = ?", (key,)), write=True)
+
+    def scan(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        with self.db.reading() as db:
+            rows = db.execute(
+                "SELECT o.id, o.key, o.size, o.metadata, o.created FROM current c "
+                "JOIN objects o ON o.id = c.object_id WHERE c.key LIKE ? ESCAPE '\\' "
+                "ORDER BY c.key",
+                (_like_prefix(prefix),),
+            ).fetchall()
+        for row in rows:
+            yield _info(row, is_latest=True)
+
+    def versions(self, key: str) -> list[ObjectInfo]:
+        def tx(db: sqlite3.Connection) -> list[ObjectInfo]:
+            current = db.execute("SELECT object_id FROM current WHERE key = ?", (key,)).fetchone()
+            rows = db.execute(
+                "SELECT id, key, size, metadata, created FROM objects WHERE key = ? "
+                "ORDER BY id DESC",
+                (key,),
+            ).fetchall()
+            return [_info(r, is_latest=current is not None and r[0] == current[0]) for r in rows]
+
+        return self.db.run(tx)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class SqliteLocks(LockTable):
+    scheme = "sqlite"
+    keeps_digests = True
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+
+    @staticmethod
+    def _lock(row: tuple[object, ...]) -> LockInfo:
+        body, actor, remote_addr, acquired = row
+        lock = LockInfo.parse(bytes(body))  # type: ignore[call-overload]
+        return replace(
+            lock,
+            actor=None if actor is None else str(actor),
+            remote_addr=None if remote_addr is None else str(remote_addr),
+            acquired=parse_rfc3339(str(acquired)),
+        )
+
+    def _read(self, db: sqlite3.Connection, key: str) -> LockInfo | None:
+        row = db.execute(
+            "SELECT body, actor, remote_addr, acquired FROM locks WHERE key = ?", (key,)
+        ).fetchone()
+        return None if row is None else self._lock(row)
+
+    def acquire(self, key: str, lock: LockInfo) -> None:
+        def tx(db: sqlite3.Connection) -> None:
+            holder = self._read(db, key)
+            if holder is not None:
+                raise LockConflict(holder)
+            db.execute(
+                "INSERT INTO locks (key, lock_id, body, actor, remote_addr, acquired) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    key,
+                    lock.id,
+                    lock.body,
+                    lock.actor,
+                    lock.remote_addr,
+                    format_rfc3339(lock.acquired or utcnow()),
+                ),
+            )
+
+        self.db.run(tx, write=True)
+
+    def read(self, key: str) -> LockInfo | None:
+        return self.db.run(lambda db: self._read(db, key))
+
+    def delete_if_held_by(self, key: str, lock_id: str) -> bool:
+        cur = self.db.run(
+            lambda db: db.execute(
+                "DELETE FROM locks WHERE key = ? AND lock_id = ?", (key, lock_id)
+            ),
+            write=True,
+        )
+        return cur.rowcount == 1
+
+    def scan(self, prefix: str = "") -> Iterator[tuple[str, LockInfo]]:
+        with self.db.reading() as db:
+            rows = db.execute(
+                "SELECT key, body, actor, remote_addr, acquired FROM locks "
+                "WHERE key LIKE ? ESCAPE '\\' ORDER BY key",
+                (_like_prefix(prefix),),
+            ).fetchall()
+        for row in rows:
+            yield str(row[0]), self._lock(row[1:])
+
+    def get_digest(self, key: str) -> str | None:
+        row = self.db.run(
+            lambda db: db.execute("SELECT digest FROM digests WHERE key = ?", (key,)).fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    def put_digest(self, key: str, md5_hex: str) -> None:
+        self.db.run(
+            lambda db: db.execute(
+                "INSERT INTO digests (key, digest) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET digest = excluded.digest",
+                (key, md5_hex),
+            ),
+            write=True,
+        )
+
+    def delete_digest(self, key: str) -> None:
+        self.db.run(lambda db: db.execute("DELETE FROM digests WHERE key = ?", (key,)), write=True)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def database_path(url: DriverURL) -> Path:
+    """``sqlite:///relative.db`` and ``sqlite:////abs.db``, SQLAlchemy's convention."""
+    if url.netloc:
+        raise ConfigError(
+            f"{url.raw!r}: a SQLite URL has no host; use sqlite:///relative/path.db "
+            "or sqlite:////absolute/path.db"
+        )
+    path = url.path[1:] if url.path.startswith("/") else url.path
+    if not path:
+        raise ConfigError(f"{url.raw!r}: the SQLite URL names no database file")
+    return Path(path)
+
+
+def open_store(url: DriverURL) -> SqliteStore:
+    url.reject_unknown_options(set())
+    return SqliteStore(SqliteDatabase(database_path(url)))
+
+
+def open_locks(url: DriverURL, store: ObjectStore) -> SqliteLocks:
+    url.reject_unknown_options(set())
+    path = database_path(url)
+    # Locks in the store's own database share its connections.
+    if isinstance(store, SqliteStore) and store.db.path.resolve() == path.resolve():
+        return SqliteLocks(store.db)
+    return SqliteLocks(SqliteDatabase(path))

@@ -1,0 +1,137 @@
+"""Terraform's LockInfo: the JSON a client sends with LOCK and the holder a 423 echoes."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from statekeeper.errors import InvalidLockInfo
+from statekeeper.times import format_rfc3339, parse_rfc3339, utcnow
+
+__all__ = ["LOCK_FIELDS", "LockInfo"]
+
+# LockInfo fields in the order Terraform marshals them.
+LOCK_FIELDS = ("ID", "Operation", "Info", "Who", "Version", "Created", "Path")
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """A state lock as Terraform describes it, plus the facts the server adds.
+
+    ``body`` is the JSON the client sent, kept verbatim: it is what a 423 answer
+    echoes and what Terraform's S3 backend reads from the ``Info`` attribute.
+    """
+
+    id: str
+    body: bytes
+    operation: str = ""
+    info: str = ""
+    who: str = ""
+    version: str = ""
+    created: datetime | None = None
+    path: str = ""
+    # Server-side facts; not part of Terraform's LockInfo.
+    actor: str | None = None
+    remote_addr: str | None = None
+    acquired: datetime | None = None
+
+    @classmethod
+    def parse(cls, body: bytes) -> LockInfo:
+        """Validate a LockInfo JSON body the way Go's decoder would read it."""
+        try:
+            raw = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            # RecursionError: nesting deeper than the parser's stack.
+            raise InvalidLockInfo(f"the lock info is not valid JSON: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise InvalidLockInfo("the lock info must be a JSON object with at least an ID")
+        # Go matches field names case-insensitively.
+        fields = {k.lower(): v for k, v in raw.items()}
+        values: dict[str, str] = {}
+        for name in LOCK_FIELDS:
+            value = fields.get(name.lower())
+            if name == "Created":
+                continue
+            if value is None:
+                value = ""
+            if not isinstance(value, str):
+                raise InvalidLockInfo(f"the lock info field {name!r} must be a string")
+            values[name] = value
+        if not values["ID"]:
+            raise InvalidLockInfo("the lock info has no ID; send the lock ID in the 'ID' field")
+        created_raw = fields.get("created")
+        created: datetime | None = None
+        if created_raw is not None:
+            if not isinstance(created_raw, str):
+                raise InvalidLockInfo("the lock info field 'Created' must be an RFC 3339 string")
+            try:
+                created = parse_rfc3339(created_raw)
+            except ValueError as exc:
+                raise InvalidLockInfo(
+                    f"the lock info field 'Created' is not an RFC 3339 time with a zone: {exc}"
+                ) from exc
+        return cls(
+            id=values["ID"],
+            body=bytes(body),
+            operation=values["Operation"],
+            info=values["Info"],
+            who=values["Who"],
+            version=values["Version"],
+            created=created,
+            path=values["Path"],
+        )
+
+    @classmethod
+    def new(
+        cls,
+        operation: str,
+        who: str,
+        *,
+        info: str = "",
+        version: str = "",
+        path: str = "",
+        lock_id: str | None = None,
+        created: datetime | None = None,
+    ) -> LockInfo:
+        """A fresh lock, marshalled compactly in Terraform's field order."""
+        when = created or utcnow()
+        raw = {
+            "ID": lock_id or str(uuid.uuid4()),
+            "Operation": operation,
+            "Info": info,
+            "Who": who,
+            "Version": version,
+            "Created": format_rfc3339(when),
+            "Path": path,
+        }
+        return cls.parse(json.dumps(raw, separators=(",", ":")).encode())
+
+    def with_facts(self, actor: str | None, remote_addr: str | None) -> LockInfo:
+        return replace(self, actor=actor, remote_addr=remote_addr, acquired=utcnow())
+
+    @property
+    def is_zero_valued(self) -> bool:
+        """OpenTofu's force-unlock body: an ID and every other field at its zero value."""
+        zero_created = self.created is None or self.created.year == 1
+        return zero_created and not (
+            self.operation or self.info or self.who or self.version or self.path
+        )
+
+    @property
+    def since(self) -> datetime | None:
+        """When the lock was taken: the client's Created, else the server's time."""
+        return self.created if self.created and self.created.year > 1 else self.acquired
+
+    def describe(self) -> str:
+        """One line naming the holder, for CLI messages and logs."""
+        parts = [f"ID {self.id}"]
+        if self.who or self.actor:
+            parts.append(f"held by {self.who or self.actor}")
+        if self.operation:
+            parts.append(f"for {self.operation}")
+        since = self.since
+        if since:
+            parts.append(f"since {format_rfc3339(since)}")
+        return " ".join(parts)

@@ -1,0 +1,44 @@
+"""State names: what a valid name is, checked once for the server, the CLI and the stores."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from statekeeper.errors import InvalidStateName
+
+__all__ = ["MAX_NAME_BYTES", "NAME_RULES", "StateName"]
+
+MAX_NAME_BYTES = 1024
+_SEGMENT = re.compile(r"[A-Za-z0-9._:=+-]+")
+NAME_RULES = (
+    "a state name is one or more '/'-separated segments of letters, digits and "
+    "'._:=+-', with no empty, '.' or '..' segment, at most 1024 bytes "
+    "(for example 'team/app/prod.tfstate')"
+)
+
+
+@dataclass(frozen=True, order=True)
+class StateName:
+    """A validated state name; it is also the storage key under the store's prefix."""
+
+    value: str
+
+    def __post_init__(self) -> None:
+        v = self.value
+        if not v:
+            raise InvalidStateName("the state name is empty; " + NAME_RULES)
+        if len(v.encode()) > MAX_NAME_BYTES:
+            raise InvalidStateName(f"the state name is {len(v.encode())} bytes long; " + NAME_RULES)
+        for segment in v.split("/"):
+            if segment in ("", ".", ".."):
+                raise InvalidStateName(
+                    f"the state name {v!r} has an empty, '.' or '..' segment; " + NAME_RULES
+                )
+            if not _SEGMENT.fullmatch(segment):
+                raise InvalidStateName(
+                    f"the state name {v!r} has a character that is not allowed; " + NAME_RULES
+                )
+
+    def __str__(self) -> str:
+        return self.value
