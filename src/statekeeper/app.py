@@ -61,7 +61,9 @@ class Services:
             store.close()
             raise
         policy = policy or ScopePolicy()
-        locks = AuditedLockService(store, table, policy, audit=audit)
+        locks = AuditedLockService(
+            store, table, policy, audit=audit, max_lock_info=settings.max_lock_info
+        )
         return cls(
             settings=settings,
             store=store,

@@ -15,7 +15,8 @@ from statekeeper.errors import LockConflict, LockMismatch, LockNotFound
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, Policy, require
 from statekeeper.storage.base import LockTable, ObjectStore
-from statekeeper.terraform.lockinfo import LockInfo
+from statekeeper.terraform.layout import lock_path
+from statekeeper.terraform.lockinfo import MAX_LOCK_INFO, LockInfo
 from statekeeper.terraform.names import StateName
 
 __all__ = ["HeldLock", "LockService"]
@@ -31,10 +32,19 @@ class LockService:
     #: Mutex stripes: a fixed number, so that any number of names costs no memory.
     STRIPES = 64
 
-    def __init__(self, store: ObjectStore, locks: LockTable, policy: Policy) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        locks: LockTable,
+        policy: Policy,
+        *,
+        max_lock_info: int = MAX_LOCK_INFO,
+    ) -> None:
         self.store = store
         self.locks = locks
         self.policy = policy
+        #: Largest LockInfo body a LOCK or UNLOCK may carry (413 beyond).
+        self.max_lock_info = max_lock_info
         self._stripes = [threading.RLock() for _ in range(self.STRIPES)]
 
     @contextmanager
@@ -56,7 +66,9 @@ class LockService:
         after a 5xx or a dropped connection, and the first attempt may have won.
         """
         require(self.policy, caller, name, Permission.WRITE, "lock")
-        info = LockInfo.parse(body).with_facts(caller.actor, caller.remote_addr)
+        info = LockInfo.parse(body, limit=self.max_lock_info).with_facts(
+            caller.actor, caller.remote_addr
+        )
         try:
             with self.serialized(name):
                 self.locks.acquire(str(name), info)
@@ -77,7 +89,7 @@ class LockService:
         key = str(name)
         if not body.strip():
             return self.force_unlock(name, caller, lock_id=None)
-        info = LockInfo.parse(body)
+        info = LockInfo.parse(body, limit=self.max_lock_info)
         if info.is_zero_valued:
             return self.force_unlock(name, caller, lock_id=info.id)
         require(self.policy, caller, name, Permission.WRITE, "unlock")
@@ -126,7 +138,7 @@ class LockService:
         """
         require(self.policy, caller, name, Permission.WRITE, "lock")
         # Path as Terraform's S3 backend writes it: <bucket>/<state object key>.
-        path = f"{self.store.lock_namespace}/{self.store.full_key(str(name))}"
+        path = lock_path(self.store.lock_namespace, self.store.full_key(str(name)))
         info = LockInfo.new(operation, caller.actor, path=path).with_facts(
             caller.actor, caller.remote_addr
         )

@@ -152,6 +152,8 @@ def reap(
     candidates: list[LockSummary] = list_locks(locks.locks, locks.policy, caller, prefix, now)
     for held in candidates:
         lock = held.lock
+        if lock.damaged is not None:
+            continue  # no ID to remove it by: 'unlock --force' once nothing runs
         if held.age_seconds is None or held.age_seconds < older_than.total_seconds():
             continue
         if operation and not _matches(lock.operation, operation):
