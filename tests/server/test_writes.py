@@ -174,7 +174,7 @@ def test_identical_repost_is_200_without_a_new_version(api: Api) -> None:
         (b"[1, 2]", "must be a JSON object"),
         (b'{"serial": 1, "lineage": "x"}', "needs a 'version' number"),
         (b'{"version": 5, "serial": 1, "lineage": "x"}', "format version 5"),
-        (b'{"version": 0, "serial": 1, "lineage": "x"}', "needs a 'version' number"),
+        (b'{"version": 0, "serial": 1, "lineage": "x"}', "format version 0"),
         (b'{"version": 4, "serial": -1, "lineage": "x"}', "'serial'"),
         (b'{"version": 4, "serial": 1, "lineage": 7}', "'lineage'"),
         (b"", "empty"),

@@ -43,7 +43,7 @@ def error_response(exc: StatekeeperError) -> Response:
     if isinstance(exc, LockConflict | LockMismatch):
         holder = _holder_fields(exc.holder.body)
         if holder is not None:
-            body = {**holder, **body}
+            body = {**holder, "error": exc.code, "message": exc.message}
     if exc.status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="statekeeper", charset="UTF-8"'
     if exc.status >= 500:

@@ -105,9 +105,11 @@ async def _delete(request: Request, name: StateName) -> Response:
 
 
 async def _lock_body(request: Request) -> bytes:
-    """A LockInfo body: small, so its limit is max_lock_info, not max_body."""
-    limit = _services(request).settings.max_lock_info
-    return await read_body(request, limit, lock_info_too_large)
+    """A LockInfo body: small, so its limit is max_lock_info (or max_body if lower)."""
+    settings = _services(request).settings
+    if settings.max_body < settings.max_lock_info:
+        return await read_body(request, settings.max_body)
+    return await read_body(request, settings.max_lock_info, lock_info_too_large)
 
 
 async def _lock(request: Request, name: StateName) -> Response:
