@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from statekeeper.errors import InvalidLockInfo, PayloadTooLarge
+from statekeeper.terraform import gojson
 from statekeeper.terraform.layout import LOCK_FIELDS
 from statekeeper.times import format_rfc3339, parse_rfc3339, utcnow
 
@@ -25,39 +26,14 @@ def lock_info_too_large(limit: int) -> PayloadTooLarge:
     )
 
 
-def _no_constant(name: str) -> object:
-    raise ValueError(f"{name} is not a JSON value")
-
-
-def _decode(body: bytes, what: str) -> object:
-    """JSON as Go's decoder reads it: UTF-8 text, no byte-order mark, no NaN or Infinity."""
+def _decode(body: bytes) -> object:
     try:
-        text = bytes(body).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidLockInfo(f"{what} is not UTF-8 text: {exc}") from exc
-    try:
-        return json.loads(text, parse_constant=_no_constant)
+        return gojson.loads(gojson.decode_text(bytes(body)))
+    except gojson.NotGoJson as exc:
+        raise InvalidLockInfo(f"the lock info is not valid: {exc}") from exc
     except (ValueError, RecursionError) as exc:
         # RecursionError: nesting deeper than the parser's stack.
-        raise InvalidLockInfo(f"{what} is not valid JSON: {exc}") from exc
-
-
-def _is_text(value: object) -> bool:
-    """False when a string in ``value`` holds a lone UTF-16 surrogate (``"\\ud800"``).
-
-    JSON lets such an escape through, but no store, log or answer can encode it.
-    """
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-        return True
-    if isinstance(value, dict):
-        return all(_is_text(k) and _is_text(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_is_text(v) for v in value)
-    return True
+        raise InvalidLockInfo(f"the lock info is not valid JSON: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -92,11 +68,11 @@ class LockInfo:
         """
         if limit is not None and len(body) > limit:
             raise lock_info_too_large(limit)
-        raw = _decode(body, "the lock info")
+        raw = _decode(body)
         if not isinstance(raw, dict):
             raise InvalidLockInfo("the lock info must be a JSON object with at least an ID")
         for key, value in raw.items():
-            if not (_is_text(key) and _is_text(value)):
+            if not (gojson.is_text(key) and gojson.is_text(value)):
                 raise InvalidLockInfo(
                     f"the lock info field {key.encode('utf-8', 'backslashreplace').decode()!r} "
                     "holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape), "

@@ -12,12 +12,12 @@ valid version when not empty; ``outputs`` is an object and ``resources`` and
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from statekeeper.errors import InvalidState
+from statekeeper.terraform import gojson
 
 __all__ = ["MAX_SERIAL", "StateDoc"]
 
@@ -46,26 +46,12 @@ _OBJECT, _ARRAY = _Nested("an object"), _Nested("an array")
 _MISSING = object()
 
 
-def _no_constant(name: str) -> object:
-    # Python's decoder accepts NaN, Infinity and -Infinity; JSON (and Go) do not.
-    raise ValueError(f"{name} is not a JSON value (JSON has no NaN or Infinity)")
-
-
 def _decode(data: bytes, keep_document: bool) -> tuple[Any, list[tuple[str, Any]]]:
     """The parsed document and the top-level object's members in document order."""
     try:
-        # Strictly UTF-8: json.loads on bytes would also take UTF-16/32 and drop
-        # a byte-order mark, both of which Go's decoder refuses.
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidState(
-            f"the state is not UTF-8 text ({exc}); Terraform reads only UTF-8 JSON"
-        ) from exc
-    if text.startswith("\ufeff"):
-        raise InvalidState(
-            "the state starts with a byte-order mark, which Terraform's JSON decoder refuses; "
-            "save the file as UTF-8 without BOM"
-        )
+        text = gojson.decode_text(data)
+    except gojson.NotGoJson as exc:
+        raise InvalidState(f"the state is not JSON Terraform can read: {exc}") from exc
     # The decoder calls the hook innermost first, so the top-level object is the
     # last call. Without keep_document every nested object becomes a placeholder
     # the moment it is built: a 100 MB state then costs no parsed tree.
@@ -76,10 +62,19 @@ def _decode(data: bytes, keep_document: bool) -> tuple[Any, list[tuple[str, Any]
         return dict(pairs) if keep_document else _OBJECT
 
     try:
-        doc = json.loads(text, object_pairs_hook=hook, parse_constant=_no_constant)
+        doc = gojson.loads(text, object_pairs_hook=hook)
     except (ValueError, RecursionError) as exc:
         # RecursionError: nesting deeper than the parser's stack.
         raise InvalidState(f"the state could not be parsed as JSON: {exc}") from exc
+    # Terraform never writes a surrogate escape (it writes UTF-8), so the full
+    # look is only for bodies that have one.
+    if gojson.has_surrogate_escape(text):
+        whole = doc if keep_document else gojson.loads(text)
+        if not gojson.is_text(whole):
+            raise InvalidState(
+                "the state holds a lone UTF-16 surrogate escape (an unpaired \\ud800-\\udfff), "
+                "which is not text: Terraform would read it as U+FFFD, not as stored"
+            )
     return doc, last[0]
 
 
