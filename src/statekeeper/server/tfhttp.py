@@ -74,7 +74,7 @@ async def _get(request: Request, name: StateName) -> Response:
 
 async def _write(request: Request, name: StateName) -> Response:
     services = _services(request)
-    content_md5 = single_header(request, "content-md5")
+    content_md5 = single_header(request, "Content-MD5")
     data = await read_body(request, services.settings.max_body)
     outcome = await run_in_threadpool(
         lambda: services.states.write(
