@@ -32,6 +32,9 @@ def decode_text(data: bytes) -> str:
         raise NotGoJson(f"it is not UTF-8 text ({exc})") from exc
     if text.startswith("\ufeff"):
         raise NotGoJson("it starts with a byte-order mark; save it as UTF-8 without BOM")
+    if "\x00" in text:
+        # JSON never holds a raw NUL; UTF-16 and UTF-32 text is full of them.
+        raise NotGoJson("it holds NUL bytes (UTF-16 or UTF-32 text?); send UTF-8 JSON")
     return text
 
 

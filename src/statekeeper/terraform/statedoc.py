@@ -168,8 +168,9 @@ class StateDoc:
             if version == 4:
                 _check_containers(pairs)
         largest = MAX_SERIAL if version in (None, 4) else _MAX_LEGACY_SERIAL
-        serial = 0 if serial is _MISSING else _whole(serial, "serial", largest)
-        if lineage is _MISSING:
+        # Go leaves a field at its zero value when it is absent or null.
+        serial = 0 if serial is _MISSING or serial is None else _whole(serial, "serial", largest)
+        if lineage is _MISSING or lineage is None:
             lineage = ""
         if not isinstance(lineage, str):
             raise InvalidState(f"the state's 'lineage' is {_kind(lineage)}; it must be a string")
