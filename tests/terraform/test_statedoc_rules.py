@@ -49,7 +49,10 @@ def _doc(**fields: Any) -> bytes:
     return json.dumps({**BASE, **fields}, indent=2).encode()
 
 
-@given(serial=st.integers(min_value=-(2**70), max_value=2**70) | st.sampled_from([2**64 - 1, 2**64]))
+_SERIALS = st.integers(min_value=-(2**70), max_value=2**70) | st.sampled_from([2**64 - 1, 2**64])
+
+
+@given(serial=_SERIALS)
 def test_a_serial_is_accepted_exactly_in_the_uint64_range(serial: int) -> None:
     refused = _verdict(_doc(serial=serial))
     assert (refused is None) == (0 <= serial <= MAX_SERIAL), refused
