@@ -44,11 +44,6 @@ async def read_body(
             raise BadRequest(f"the Content-Length header {declared!r} is not a number")
         if int(declared) > limit:
             raise too_large(limit)
-    # uvicorn's httptools parser appends a chunked body's trailer fields to the
-    # request's header list as the body ends. A trailer is not a header: a
-    # Content-MD5 (or anything else) sent there must not count as one.
-    headers: list[tuple[bytes, bytes]] = request.scope["headers"]
-    sent = len(headers)
     # BytesIO grows one buffer and hands it over without a copy; a list of
     # chunks and their join would hold the body twice at the end.
     buffer = io.BytesIO()
@@ -58,6 +53,4 @@ async def read_body(
         if size > limit:
             raise too_large(limit)
         buffer.write(chunk)
-    if isinstance(headers, list) and len(headers) > sent:
-        del headers[sent:]
     return buffer.getvalue()
