@@ -173,4 +173,5 @@ def test_a_chunked_trailer_is_not_taken_as_credentials(
     trailer = f"Authorization: {basic('root', secrets['root'])['Authorization']}\r\n".encode()
     status, body = _raw(server, _chunked_post(f"/state/{NAME}", state_bytes(1), trailer))
     assert status == 401, body
-    assert httpx.get(server.state_url(NAME), headers=basic("root", secrets["root"])).status_code == 404
+    root = basic("root", secrets["root"])
+    assert httpx.get(server.state_url(NAME), headers=root).status_code == 404
