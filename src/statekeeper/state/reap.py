@@ -27,6 +27,8 @@ __all__ = ["Release", "parse_duration", "reap", "record_release", "unlock"]
 log = logging.getLogger("statekeeper.audit")
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+#: Longer is no lock age (and past timedelta's range, which would be a 500).
+MAX_DURATION = timedelta(days=36500)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 
 
@@ -44,6 +46,8 @@ def parse_duration(text: str) -> timedelta:
             f"{text!r} is not a duration; write a number and a unit s, m, h, d or w, "
             "e.g. 30m, 2h, 1d or 1h30m"
         )
+    if seconds > MAX_DURATION.total_seconds():
+        raise BadRequest(f"{text!r} is longer than {MAX_DURATION.days} days")
     return timedelta(seconds=seconds)
 
 
