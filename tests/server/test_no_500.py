@@ -8,7 +8,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from tfwire import Api, lock_body, md5_header, state_bytes
 
@@ -106,6 +106,9 @@ lock_bodies = st.fixed_dictionaries(
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=lock_bodies, name=st.sampled_from(NAMES))
+@example(body=b'{"ID":"x","Who":"\\ud800"}', name=NAMES[0])
+@example(body=b'{"ID":"\\udfff"}', name=NAMES[0])
+@example(body=b'{"ID":"x","Extra":"a\\ud800"}', name=NAMES[0])
 def test_no_lock_body_makes_later_requests_answer_500(
     fuzz_api: Api, body: bytes, name: str
 ) -> None:
@@ -143,6 +146,9 @@ _versions = st.one_of(
     other=_versions,
     limit=st.integers(min_value=-(2**70), max_value=2**70).map(str) | st.text(max_size=5),
 )
+@example(route="content", version=str(2**64), other="", limit="1")
+@example(route="states", version="\u00b2", other="", limit="1")
+@example(route="diff", version=str(2**63), other="serial:\u00b2", limit="1")
 def test_api_version_parameters_never_answer_500(
     fuzz_api: Api, route: str, version: str, other: str, limit: str
 ) -> None:
@@ -168,6 +174,9 @@ _durations = st.one_of(
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(duration=_durations)
+@example(duration="99999999999999999999w")
+@example(duration="1e400s")
+@example(duration="9999999999999w")
 def test_durations_in_the_api_never_answer_500(fuzz_api: Api, duration: str) -> None:
     reaped = fuzz_api.request(
         "POST", "/api/v1/reap", json={"older_than": duration, "dry_run": True}
