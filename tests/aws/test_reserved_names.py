@@ -19,8 +19,12 @@ from typing import Any
 import httpx
 import pytest
 
+from statekeeper.errors import InvalidStateName
+from statekeeper.terraform import layout
+from statekeeper.terraform.names import StateName
 from statekeeper.testing.contracts import STATE
 from statekeeper.testing.processes import SRC, MotoServer, StatekeeperServer
+from statekeeper.testing.terraform import Terraform
 
 pytestmark = pytest.mark.aws
 
@@ -177,3 +181,40 @@ def test_listings_report_a_damaged_lock_instead_of_failing(
     table_run = _cli(moto, "--store", f"s3://{bucket}", *lock_args, "locks")
     assert table_run.returncode == 0, table_run.stderr
     assert "DAMAGED" in table_run.stdout
+
+
+@pytest.mark.terraform
+def test_terraform_writes_no_key_but_the_states_and_what_the_layout_reserves(
+    moto: MotoServer,
+    bucket: str,
+    table: str,
+    s3: Any,
+    ddb: Any,
+    terraform: Callable[..., Terraform],
+) -> None:
+    """Real Terraform with both lock kinds and two workspaces: every object and item it
+    leaves is a state, or a lock file or digest of one, as ``layout`` derives them."""
+    key = "team/app.tfstate"
+    tf = terraform()
+    tf.write(
+        moto.s3_backend_block(bucket, key, f'dynamodb_table = "{table}"', "use_lockfile = true")
+        + 'resource "terraform_data" "a" { input = terraform.workspace }\n'
+    )
+    tf.run("init").check()
+    tf.run("apply").check()
+    tf.run("workspace", "new", "dev").check()
+    tf.run("apply").check()
+    states = {key, "env:/dev/" + key}
+
+    listed = s3.list_object_versions(Bucket=bucket)
+    keys = {v["Key"] for v in listed.get("Versions", []) + listed.get("DeleteMarkers", [])}
+    assert states <= keys
+    for k in keys - states:
+        assert layout.is_lock_file(k) and layout.state_of_lock_file(k) in states, k
+        with pytest.raises(InvalidStateName):
+            StateName(k)
+    lock_ids = {i["LockID"]["S"] for i in ddb.scan(TableName=table)["Items"]}
+    assert lock_ids == {layout.digest_id(bucket, s) for s in states}
+    for lock_id in lock_ids:
+        with pytest.raises(InvalidStateName):
+            StateName(lock_id.removeprefix(bucket + "/"))
