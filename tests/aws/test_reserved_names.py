@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from statekeeper.errors import InvalidStateName
 from statekeeper.terraform import layout
@@ -218,3 +220,52 @@ def test_terraform_writes_no_key_but_the_states_and_what_the_layout_reserves(
     for lock_id in lock_ids:
         with pytest.raises(InvalidStateName):
             StateName(lock_id.removeprefix(bucket + "/"))
+
+
+# Names made of a victim's name and the pieces of the layout's suffixes.
+_PIECES = st.sampled_from(["team/app.tfstate", ".tflock", "-md5", "app", "/", ".", "x", "env:"])
+_NAMES = st.lists(_PIECES, min_size=1, max_size=5).map("".join)
+
+
+def test_no_name_reaches_a_held_lock_or_its_digest(
+    serve: Callable[..., StatekeeperServer],
+    moto: MotoServer,
+    bucket: str,
+    table: str,
+    s3: Any,
+    ddb: Any,
+) -> None:
+    """Property: whatever name a writer picks, the victim's lock file, lock item and
+    digest are exactly as the victim left them, and the victim still holds its lock."""
+    server = _server(serve, moto, bucket, table, "both")
+    client = httpx.Client(timeout=60)
+    assert client.request("LOCK", server.state_url(NAME), content=HOLDER).status_code == 200
+    assert client.post(server.state_url(NAME), params={"ID": "holder-1"}, content=STATE).is_success
+    before = (
+        _lock_file(s3, bucket),
+        _item(ddb, table, f"{bucket}/{NAME}"),
+        _item(ddb, table, f"{bucket}/{NAME}-md5"),
+    )
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(name=_NAMES, method=st.sampled_from(["POST", "DELETE", "LOCK", "UNLOCK"]))
+    def attack(name: str, method: str) -> None:
+        if name == NAME:
+            return  # the victim's own name is guarded by its lock, not by the layout
+        body = {"POST": STATE, "LOCK": HOLDER, "UNLOCK": b""}.get(method, b"")
+        response = client.request(method, server.state_url(name), content=body)
+        assert response.status_code < 500, (name, method, response.text)
+        reserved = layout.reserved_reason(name.strip("/")) is not None
+        if reserved and response.status_code != 404:
+            assert response.json()["error"] == "invalid_state_name", (name, response.text)
+        after = (
+            _lock_file(s3, bucket),
+            _item(ddb, table, f"{bucket}/{NAME}"),
+            _item(ddb, table, f"{bucket}/{NAME}-md5"),
+        )
+        assert after == before, (name, method)
+
+    try:
+        attack()
+    finally:
+        client.close()
