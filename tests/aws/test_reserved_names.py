@@ -269,3 +269,31 @@ def test_no_name_reaches_a_held_lock_or_its_digest(
         attack()
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("kind", ["s3lock", "dynamodb", "dynamodb-no-info"])
+def test_a_damaged_lock_is_removed_by_a_forced_unlock_only(
+    kind: str,
+    serve: Callable[..., StatekeeperServer],
+    moto: MotoServer,
+    bucket: str,
+    table: str,
+    s3: Any,
+    ddb: Any,
+) -> None:
+    locks = "s3lock" if kind == "s3lock" else "dynamodb"
+    server = _server(serve, moto, bucket, table, locks)
+    lock_args = [a.format(bucket=bucket, table=table) for a in LOCKS[locks]]
+    with httpx.Client(timeout=60) as client:
+        assert client.post(server.state_url(NAME), content=STATE).status_code == 200
+        _damage(kind, s3, ddb, bucket, table)
+        # It still excludes: no write and no new lock gets past it.
+        blocked = client.request("LOCK", server.state_url(NAME), content=HOLDER)
+        assert blocked.status_code == 503 and "not a Terraform lock" in blocked.text
+        reaped = client.post(f"{server.url}/api/v1/reap", json={"older_than": "0s"})
+        assert reaped.status_code == 200 and reaped.json() == []
+
+        run = _cli(moto, "--store", f"s3://{bucket}", *lock_args, "unlock", NAME, "--force")
+        assert run.returncode == 0, run.stderr
+        assert client.get(f"{server.url}/api/v1/locks").json() == []
+        assert client.request("LOCK", server.state_url(NAME), content=HOLDER).status_code == 200

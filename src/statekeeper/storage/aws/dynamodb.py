@@ -175,16 +175,38 @@ class DynamoLocks(LockTable):
         item = self._get(self.lock_id(key))
         if item is None or self._lock_of(item).id != lock_id:
             return False
-        # Conditioned on the Info we just read (as OpenTofu does), so a lock
-        # taken by someone else in between is never deleted. Items written by
-        # Terraform carry only Info, so the ID cannot be a separate attribute.
+        return self._delete_read(key, item)
+
+    def force_release(self, key: str) -> LockInfo | None:
+        """Remove whatever lock item is there, a damaged one included (it has no ID)."""
+        item = self._get(self.lock_id(key))
+        if item is None:
+            return None
+        lock = self._lock_of(item, damaged_ok=True)
+        if lock.damaged is None:
+            return super().force_release(key)
+        return lock if self._delete_read(key, item) else self.force_release(key)
+
+    def _delete_read(self, key: str, item: dict[str, Any]) -> bool:
+        """Delete the lock item if it still holds the ``Info`` read in ``item``.
+
+        Conditioned on that Info (as OpenTofu does), so a lock taken by someone
+        else in between is never deleted. Items written by Terraform carry only
+        Info, so the ID cannot be a separate attribute.
+        """
+        if "Info" in item:
+            condition: dict[str, Any] = {
+                "ConditionExpression": "#info = :info",
+                "ExpressionAttributeValues": {":info": item["Info"]},
+            }
+        else:
+            condition = {"ConditionExpression": "attribute_not_exists(#info)"}
         try:
             self.client.delete_item(
                 TableName=self.table,
                 Key=self._key(self.lock_id(key)),
-                ConditionExpression="#info = :info",
                 ExpressionAttributeNames={"#info": "Info"},
-                ExpressionAttributeValues={":info": item["Info"]},
+                **condition,
             )
         except _boto.AWS_ERRORS as exc:
             if _boto.error_code(exc) == _CONDITION_FAILED:

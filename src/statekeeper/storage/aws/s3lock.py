@@ -147,14 +147,26 @@ class S3LockFiles(LockTable):
         found = self._fetch(lock_key)
         if found is None or found[0].id != lock_id:
             return False
+        return self._delete_read(lock_key, found[1])
+
+    def force_release(self, key: str) -> LockInfo | None:
+        """Remove whatever lock file is there, a damaged one included (it has no ID)."""
+        lock_key = self.lock_key(key)
+        found = self._fetch(lock_key, damaged_ok=True)
+        if found is None:
+            return None
+        if found[0].damaged is None:
+            return super().force_release(key)
+        return found[0] if self._delete_read(lock_key, found[1]) else self.force_release(key)
+
+    def _delete_read(self, lock_key: str, etag: str) -> bool:
+        """Delete the lock file if it is still the object read with ``etag``."""
         if not self.conditional_delete:
             self._delete(lock_key)
             return True
         try:
             # Only the object we read: a lock re-taken in between has another ETag.
-            self.where.client.delete_object(
-                Bucket=self.where.bucket, Key=lock_key, IfMatch=found[1]
-            )
+            self.where.client.delete_object(Bucket=self.where.bucket, Key=lock_key, IfMatch=etag)
         except _boto.AWS_ERRORS as exc:
             code = _boto.error_code(exc)
             if code in ("PreconditionFailed", "NoSuchKey", "ConditionalRequestConflict"):
