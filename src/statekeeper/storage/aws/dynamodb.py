@@ -117,7 +117,8 @@ class DynamoLocks(LockTable):
         except StatekeeperError as exc:
             damage = (
                 f"the lock item {lock_id!r} in {self._resource()} is not a Terraform lock "
-                f"({exc.message}); delete the item if no Terraform run holds the lock"
+                f"({exc.message}); once no Terraform run holds the state, remove it with "
+                "'statekeeper unlock NAME --force' or delete the item"
             )
             if damaged_ok:
                 raw = json.dumps(item, default=str).encode()

@@ -121,7 +121,8 @@ class S3LockFiles(LockTable):
         except StatekeeperError as exc:
             damage = (
                 f"the lock file {self.where.uri(lock_key)} is not a Terraform lock "
-                f"({exc.message}); delete it if no Terraform run holds the lock"
+                f"({exc.message}); once no Terraform run holds the state, remove it with "
+                "'statekeeper unlock NAME --force' or delete the file"
             )
             if damaged_ok:
                 return LockInfo.unreadable(body, damage), str(resp["ETag"])
