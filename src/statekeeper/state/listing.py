@@ -17,11 +17,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from statekeeper.errors import InvalidStateName
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, Policy
+from statekeeper.state import views
 from statekeeper.state.version import StateVersion
 from statekeeper.storage.base import LockTable, ObjectInfo, ObjectStore
 from statekeeper.terraform.lockinfo import LockInfo
@@ -73,24 +73,10 @@ class LockSummary:
     def drift(self) -> bool:
         return bool(self.missing)
 
-    def to_json(self) -> dict[str, Any]:
-        lock = self.lock
-        return {
-            "name": self.name,
-            "id": lock.id,
-            "operation": lock.operation,
-            "who": lock.who or lock.actor or "",
-            "info": lock.info,
-            "version": lock.version,
-            "path": lock.path,
-            "created": _time(lock.since),
-            "age_seconds": None if self.age_seconds is None else round(self.age_seconds, 3),
-            "actor": lock.actor,
-            "remote_addr": lock.remote_addr,
-            "kinds": list(self.kinds),
-            "drift": self.drift,
-            "missing": list(self.missing),
-        }
+    def view(self) -> views.LockEntry:
+        return views.LockEntry.of(
+            self.name, self.lock, list(self.kinds), list(self.missing), self.age_seconds
+        )
 
 
 @dataclass(frozen=True)
@@ -107,18 +93,19 @@ class StateSummary:
     #: None unless counted (``details``): counting costs a call per state.
     versions: int | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "size": self.size,
-            "last_modified": format_rfc3339(self.last_modified),
-            "version_id": self.version_id,
-            "serial": self.serial,
-            "lineage": self.lineage,
-            "locked": self.lock is not None,
-            "lock": None if self.lock is None else self.lock.to_json(),
-            "versions": self.versions,
-        }
+    def view(self) -> views.StateEntry:
+        return views.StateEntry(
+            name=self.name,
+            size=self.size,
+            last_modified=format_rfc3339(self.last_modified),
+            version_id=self.version_id,
+            serial=self.serial,
+            serial_known=self.serial is not None,
+            lineage=self.lineage,
+            locked=self.lock is not None,
+            lock=None if self.lock is None else self.lock.view(),
+            versions=self.versions,
+        )
 
 
 def lock_tables(table: LockTable) -> list[LockTable]:

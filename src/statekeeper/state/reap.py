@@ -16,6 +16,7 @@ from typing import Any
 
 from statekeeper.errors import BadRequest, LockConflict, LockMismatch, LockNotFound
 from statekeeper.security.caller import Caller
+from statekeeper.state import views
 from statekeeper.state.listing import LockSummary, list_locks
 from statekeeper.state.locks import LockService
 from statekeeper.terraform.lockinfo import LockInfo
@@ -62,18 +63,8 @@ class Release:
     removed: bool
     reason: str
 
-    def to_json(self) -> dict[str, Any]:
-        lock = self.lock
-        return {
-            "name": self.name,
-            "id": lock.id,
-            "operation": lock.operation,
-            "who": lock.who or lock.actor or "",
-            "created": None if lock.since is None else format_rfc3339(lock.since),
-            "age_seconds": None if self.age_seconds is None else round(self.age_seconds, 3),
-            "removed": self.removed,
-            "reason": self.reason,
-        }
+    def view(self) -> views.Release:
+        return views.Release.of(self.name, self.lock, self.age_seconds, self.removed, self.reason)
 
 
 def _record(release: Release, caller: Caller) -> Release:
@@ -84,7 +75,7 @@ def _record(release: Release, caller: Caller) -> Release:
                 "actor": caller.actor,
                 "remote_addr": caller.remote_addr,
                 "time": format_rfc3339(utcnow()),
-                **release.to_json(),
+                **release.view().model_dump(mode="json"),
             }
         )
     return release
