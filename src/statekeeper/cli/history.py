@@ -52,7 +52,7 @@ def history(
 
 def _values(change: AttributeChange | OutputChange) -> str:
     if change.sensitive:
-        return "(sensitive)"
+        return "(sensitive) -> (sensitive)"
     before, after = (json.dumps(v, ensure_ascii=False) for v in (change.before, change.after))
     return f"{before} -> {after}"
 
