@@ -117,12 +117,25 @@ def instances_of(document: dict[str, Any]) -> dict[str, Instance]:
     return out
 
 
+def _root_outputs(document: dict[str, Any]) -> Any:
+    if document.get("version") not in (1, 2, 3):
+        return document.get("outputs")
+    # Formats 1-3 keep them in the root module; format 1 as plain strings.
+    modules = document.get("modules")
+    for module in modules if isinstance(modules, list) else []:
+        if isinstance(module, dict) and module.get("path") == ["root"]:
+            return module.get("outputs")
+    return None
+
+
 def _outputs(document: dict[str, Any]) -> dict[str, tuple[Any, bool]]:
-    raw = document.get("outputs")
+    raw = _root_outputs(document)
     out: dict[str, tuple[Any, bool]] = {}
     for name, o in (raw if isinstance(raw, dict) else {}).items():
         if isinstance(o, dict):
             out[str(name)] = (o.get("value"), bool(o.get("sensitive")))
+        elif isinstance(o, str):
+            out[str(name)] = (o, False)
     return out
 
 
