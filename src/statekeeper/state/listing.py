@@ -1,10 +1,13 @@
 """Listing states and locks across a whole store, fast on big buckets.
 
 ``states`` costs one listing of objects plus one listing of locks: no state
-is downloaded. What a listing does not carry (S3's ListObjectsV2 has no user
-metadata, so no serial; nothing lists version counts) is filled in only when
-asked for with ``details``: a version listing per state (on S3 also a HEAD per
-version), and a GET of the current state where the metadata lacks the serial.
+is downloaded. What a listing does not carry is reported as unknown, never
+as absent: S3's ListObjectsV2 has no user metadata, so no serial
+(``serial_known`` false), and nothing lists version counts. Both are filled
+in only when asked for with ``details``: a version listing per state (on S3
+also a HEAD per version, which brings the current version's metadata), a
+HEAD where there is no version listing, and a GET of the current state only
+where the metadata lacks the serial (a state Terraform's own backend wrote).
 
 Locks are listed from every lock table configured. With both kinds (Terraform's
 ``use_lockfile`` plus ``dynamodb_table``), a state locked in one table and not
@@ -185,14 +188,25 @@ def _detailed(store: ObjectStore, summary: StateSummary) -> StateSummary:
 
     from statekeeper.state.service import version_from_info
 
-    count = len(store.versions(summary.name)) if store.supports_versions else None
+    count: int | None = None
+    current: ObjectInfo | None = None
+    if store.supports_versions:
+        listed = store.versions(summary.name)
+        count = len(listed)
+        current = next((v for v in listed if v.is_latest and v.has_metadata), None)
     serial, lineage = summary.serial, summary.lineage
     if serial is None:
-        # Terraform's own writes carry no metadata: the serial is in the bytes.
-        obj = store.get(summary.name)
-        if obj is not None:
-            v = version_from_info(summary.name, obj.info, obj.data)
-            serial, lineage = v.serial, v.lineage
+        # The current version's metadata (a HEAD on S3, unless the version listing
+        # brought it), and only where statekeeper wrote none (Terraform's own
+        # writes) the bytes.
+        info = current or store.head(summary.name)
+        if info is not None:
+            serial, lineage = _serial(info)
+        if serial is None:
+            obj = store.get(summary.name)
+            if obj is not None:
+                v = version_from_info(summary.name, obj.info, obj.data)
+                serial, lineage = v.serial, v.lineage
     return replace(summary, versions=count, serial=serial, lineage=lineage)
 
 
