@@ -37,11 +37,13 @@ __all__ = [
     "HistoryEntry",
     "InstanceChange",
     "LockEntry",
+    "MigrationResult",
     "OutputChange",
     "OutputValue",
     "PushResult",
     "Release",
     "RollbackResult",
+    "StateCopied",
     "StateDetail",
     "StateDiff",
     "StateEntry",
@@ -305,6 +307,27 @@ class Release(View):
             removed=removed,
             reason=reason,
         )
+
+
+class StateCopied(View):
+    """One state of a migration."""
+
+    name: str
+    copied: int = Field(description="Versions copied")
+    copied_versions: list[str] = Field(description="The source's IDs of the versions copied")
+    skipped: int = Field(description="Versions the destination already held")
+    planned: int = Field(description="Versions a dry run would copy")
+    bytes: int = Field(description="Bytes copied")
+
+
+class MigrationResult(View):
+    """What ``statekeeper migrate`` did (or, with ``dry_run``, would do)."""
+
+    dry_run: bool
+    states: list[StateCopied]
+    copied: int
+    skipped: int
+    planned: int
 
 
 class AuditEventView(View):
