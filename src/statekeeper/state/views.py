@@ -121,10 +121,10 @@ class StateEntry(View):
     version_id: str
     serial: int | None = Field(description="None when unknown (see serial_known)")
     serial_known: bool = Field(
-        description="False when the listing does not carry the serial (an S3 listing has no "
-        "object metadata): ask with details=true, at a HEAD per state"
+        description="False when the listing does not carry the serial and lineage (an S3 "
+        "listing has no object metadata): ask with details=true, at a HEAD per state"
     )
-    lineage: str | None
+    lineage: str | None = Field(description="None when unknown (see serial_known)")
     locked: bool
     lock: LockEntry | None
     versions: int | None = Field(description="Version count, only with details=true")
