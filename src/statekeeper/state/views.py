@@ -6,7 +6,8 @@ their schemas); ``statekeeper … --json`` prints ``model_dump(mode="json")`` of
 the same models, and the CLI's ``--server`` backend parses the API's answers
 back into them. A field added here shows up in all three at once.
 
-Attribute and output values only ever reach these models through
+Attribute and output values are put into these models by
+:mod:`statekeeper.state.diff` only, after the rules of
 :mod:`statekeeper.state.sensitive`: a sensitive value is ``None`` with
 ``sensitive`` set, never the value.
 """
