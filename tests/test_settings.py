@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from statekeeper.errors import ConfigError
-from statekeeper.settings import SETTINGS, Settings, load_settings
+from statekeeper.settings import SETTINGS, Settings, format_size, load_settings
 
 
 def write(path: Path, text: str) -> Path:
@@ -129,3 +129,11 @@ def test_flags_are_parsed_like_the_environment(tmp_path: Path) -> None:
 def test_out_of_range_numbers_are_refused(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         load_settings(env={name: value})
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [(0, "0 B"), (1023, "1023 B"), (1024, "1 KiB"), (1536, "1.5 KiB"), (512 * 1024**2, "512 MiB")],
+)
+def test_sizes_are_written_humanly(n: int, text: str) -> None:
+    assert format_size(n) == text

@@ -16,7 +16,20 @@ from typing import Any
 
 from statekeeper.errors import ConfigError
 
-__all__ = ["SETTINGS", "Setting", "Settings", "load_settings"]
+__all__ = ["SETTINGS", "Setting", "Settings", "format_size", "load_settings"]
+
+
+def format_size(n: int) -> str:
+    """``512 B``, ``1 KiB``, ``1.5 MiB``, ``512 MiB``: the largest unit with at most one
+    decimal, the way max_body is written (``512M``)."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            break
+        value /= 1024
+    if unit == "B":
+        return f"{n} B"
+    return f"{value:.1f}".removesuffix(".0") + f" {unit}"
 
 
 def _size(text: str) -> int:

@@ -9,38 +9,15 @@ from datetime import timedelta
 import pytest
 
 from statekeeper.app import Services
-from statekeeper.errors import BadRequest, LockConflict, LockMismatch, LockNotFound
+from statekeeper.errors import LockConflict, LockMismatch, LockNotFound
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission
 from statekeeper.state.listing import list_locks, list_states
-from statekeeper.state.reap import parse_duration, reap, unlock
+from statekeeper.state.reap import reap, unlock
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.names import StateName
 from statekeeper.testing.statefiles import state_bytes
 from statekeeper.times import utcnow
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [
-        ("0s", 0),
-        ("30s", 30),
-        ("30m", 1800),
-        ("2h", 7200),
-        ("1d", 86400),
-        ("1h30m", 5400),
-        ("1w", 604800),
-        ("1.5h", 5400),
-    ],
-)
-def test_parse_duration(text: str, seconds: int) -> None:
-    assert parse_duration(text) == timedelta(seconds=seconds)
-
-
-@pytest.mark.parametrize("text", ["", "2", "h", "2x", "-1h", "1h 30", "1hx"])
-def test_parse_duration_refuses(text: str) -> None:
-    with pytest.raises(BadRequest, match=r"e\.g\. 30m"):
-        parse_duration(text)
 
 
 def _lock(s: Services, name: str, operation: str, age: timedelta, who: str = "bob@ci") -> LockInfo:

@@ -7,12 +7,15 @@ from typing import Annotated
 import typer
 
 from statekeeper.cli import app
+from statekeeper.cli.context import obj
+from statekeeper.cli.options import PANEL_AWS
 
 __all__ = ["bootstrap"]
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL_AWS)
 def bootstrap(
+    ctx: typer.Context,
     bucket: Annotated[str, typer.Option(help="State bucket to create or bring into line")],
     table: Annotated[
         str | None,
@@ -54,6 +57,7 @@ def bootstrap(
     Idempotent: a second run changes nothing. Prints the backend block and the
     statekeeper serve command line to use them.
     """
+    obj(ctx, frozenset())  # talks to AWS (or prints) directly: no global option applies
     from statekeeper.awssetup.bootstrap import bootstrap as run_bootstrap
     from statekeeper.awssetup.bootstrap import resolve_region
     from statekeeper.awssetup.context import Aws, Target

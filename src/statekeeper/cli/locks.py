@@ -5,19 +5,17 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from typer._click.core import Context as ClickContext
 from typer.core import TyperGroup
 
 from statekeeper.cli import app
 from statekeeper.cli.context import obj
+from statekeeper.cli.options import OPERATOR, PANEL_LOCKS, JsonFlag
 from statekeeper.cli.output import console, err_console, print_json
-from statekeeper.cli.render import age, table, when
+from statekeeper.cli.render import age, print_table, when
 from statekeeper.terraform.names import StateName
 
 __all__ = ["locks_app", "unlock"]
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (stable keys) for scripts")]
 
 
 class _LocksGroup(TyperGroup):
@@ -38,7 +36,7 @@ locks_app = typer.Typer(
     help="List held locks (DynamoDB items and .tflock files alike); "
     "'locks reap' removes stale ones.",
 )
-app.add_typer(locks_app, name="locks")
+app.add_typer(locks_app, name="locks", rich_help_panel=PANEL_LOCKS)
 
 
 def _print_releases(rows: list[dict[str, Any]], dry_run: bool) -> None:
@@ -66,28 +64,30 @@ def locks(
     if ctx.invoked_subcommand is not None:
         return
     prefix = str(ctx.meta.get("locks_prefix", ""))
-    rows = obj(ctx).backend().list_locks(prefix)
+    rows = obj(ctx, OPERATOR).backend().list_locks(prefix)
     if json_out:
         print_json(rows)
         return
     if not rows:
         err_console.print(f"no locks held{f' under {prefix!r}' if prefix else ''}")
         return
-    t = table("NAME", "ID", "OPERATION", "WHO", "CREATED", "AGE", "KIND")
+    cells = []
     for r in rows:
         kind = "+".join(r["kinds"])
         if r["drift"]:
-            kind += f" [red](drift: not in {'+'.join(r['missing'])})[/]"
-        t.add_row(
-            escape(r["name"]),
-            escape(r["id"]),
-            escape(r["operation"] or "-"),
-            escape(r["who"] or "-"),
-            when(r["created"]),
-            age(r["age_seconds"]),
-            kind,
+            kind += f" (drift: not in {'+'.join(r['missing'])})"
+        cells.append(
+            [
+                r["name"],
+                r["id"],
+                r["operation"] or "-",
+                r["who"] or "-",
+                when(r["created"]),
+                age(r["age_seconds"]),
+                kind,
+            ]
         )
-    console.print(t)
+    print_table(["NAME", "ID", "OPERATION", "WHO", "CREATED", "AGE", "KIND"], cells)
     drift = [r for r in rows if r["drift"]]
     if drift:
         err_console.print(
@@ -116,7 +116,7 @@ def reap(
     json_out: JsonFlag = False,
 ) -> None:
     """Remove every lock older than --older-than (each removal is reported and audited)."""
-    rows = obj(ctx).backend().reap(older_than, operation, prefix, dry_run)
+    rows = obj(ctx, OPERATOR).backend().reap(older_than, operation, prefix, dry_run)
     if json_out:
         print_json(rows)
         return
@@ -126,7 +126,7 @@ def reap(
     _print_releases(rows, dry_run)
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL_LOCKS)
 def unlock(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="State name")],
@@ -144,7 +144,7 @@ def unlock(
     run is still going: removing a live run's lock lets a second run corrupt
     the state.
     """
-    row = obj(ctx).backend().unlock(StateName(name), lock_id, force)
+    row = obj(ctx, OPERATOR).backend().unlock(StateName(name), lock_id, force)
     if json_out:
         print_json(row)
         return

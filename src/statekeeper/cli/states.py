@@ -7,18 +7,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from statekeeper.cli import app
 from statekeeper.cli.context import obj
-from statekeeper.cli.output import console, err_console, print_json
-from statekeeper.cli.render import dash, size, table, when, who_lock
+from statekeeper.cli.options import OPERATOR, PANEL_STATES, JsonFlag
+from statekeeper.cli.output import console, err_console, escape, print_json
+from statekeeper.cli.render import dash, print_table, size, when, who_lock
 from statekeeper.errors import BadRequest
 from statekeeper.terraform.names import StateName
 
 __all__ = ["pull", "push", "show", "states"]
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (stable keys) for scripts")]
 VersionOpt = Annotated[
     str | None,
     typer.Option(
@@ -27,7 +26,7 @@ VersionOpt = Annotated[
 ]
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL_STATES)
 def states(
     ctx: typer.Context,
     prefix: Annotated[str, typer.Argument(help="Only states whose name starts with this")] = "",
@@ -47,7 +46,7 @@ def states(
     listing carries no serial for states Terraform wrote; --details reads them
     and counts versions, at a version listing (and on S3 a HEAD per version) per state.
     """
-    rows = obj(ctx).backend().list_states(prefix, details)
+    rows = obj(ctx, OPERATOR).backend().list_states(prefix, details)
     if json_out:
         print_json(rows)
         return
@@ -55,20 +54,21 @@ def states(
         err_console.print(f"no states{f' under {prefix!r}' if prefix else ''}")
         return
     cols = ["NAME", "SERIAL", "SIZE", "LAST CHANGE", "LOCK"]
-    t = table(*cols, *(["VERSIONS"] if details else []))
-    for r in rows:
-        cells = [
-            escape(r["name"]),
+    cells = [
+        [
+            r["name"],
             dash(r["serial"]),
             size(r["size"]),
             when(r["last_modified"]),
-            escape(who_lock(r["lock"])),
+            who_lock(r["lock"]),
+            *([dash(r["versions"])] if details else []),
         ]
-        t.add_row(*cells, *([dash(r["versions"])] if details else []))
-    console.print(t)
+        for r in rows
+    ]
+    print_table([*cols, *(["VERSIONS"] if details else [])], cells)
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL_STATES)
 def show(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="State name, e.g. team/app/prod.tfstate")],
@@ -79,7 +79,7 @@ def show(
     json_out: JsonFlag = False,
 ) -> None:
     """Show one version of a state: its facts, resources and outputs."""
-    doc = obj(ctx).backend().show(StateName(name), version)
+    doc = obj(ctx, OPERATOR).backend().show(StateName(name), version)
     if json_out:
         print_json({"name": doc["name"], "outputs": doc["outputs"]} if outputs else doc)
         return
@@ -125,7 +125,7 @@ def _compact(value: object) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL_STATES)
 def pull(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="State name")],
@@ -135,7 +135,7 @@ def pull(
     ] = None,
 ) -> None:
     """Print (or save) a state's bytes exactly as stored."""
-    data = obj(ctx).backend().pull(StateName(name), version)
+    data = obj(ctx, OPERATOR).backend().pull(StateName(name), version)
     if output is None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
@@ -147,7 +147,7 @@ def pull(
     err_console.print(f"wrote {len(data)} bytes to {output}", markup=False, soft_wrap=True)
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL_STATES)
 def push(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="State name")],
@@ -168,7 +168,7 @@ def push(
         data = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
     except OSError as exc:
         raise BadRequest(f"cannot read {file}: {exc}") from exc
-    result = obj(ctx).backend().push(StateName(name), data, force)
+    result = obj(ctx, OPERATOR).backend().push(StateName(name), data, force)
     if json_out:
         print_json(result)
         return

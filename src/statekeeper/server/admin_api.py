@@ -19,8 +19,9 @@ from statekeeper.errors import BadRequest, CapabilityMissing, Forbidden
 from statekeeper.security.audit import AuditEvent, AuditFilter
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, require
-from statekeeper.security.tokens import TokenStore, create_token, parse_duration, revoke_token
+from statekeeper.security.tokens import TokenStore, create_token, revoke_token
 from statekeeper.server.tfhttp import caller_of
+from statekeeper.times import parse_duration
 
 __all__ = ["router"]
 
@@ -112,7 +113,7 @@ async def post_token(request: Request, body: TokenRequest) -> dict[str, Any]:
 
     def run() -> dict[str, Any]:
         _admin(services, caller, "create tokens on", "token-create")
-        expires = parse_duration(body.expires) if body.expires else None
+        expires = parse_duration(body.expires, what="expires") if body.expires else None
         issued = create_token(
             _tokens(services), services.audit, caller, body.name, body.scopes, expires
         )

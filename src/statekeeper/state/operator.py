@@ -16,10 +16,11 @@ from statekeeper.state.history import HistoryService
 from statekeeper.state.inspection import Inspector
 from statekeeper.state.listing import list_locks, list_states
 from statekeeper.state.locks import LockService
-from statekeeper.state.reap import parse_duration, reap, unlock
+from statekeeper.state.reap import reap, unlock
 from statekeeper.state.rollback import push, rollback
 from statekeeper.state.service import StateService
 from statekeeper.terraform.names import StateName
+from statekeeper.times import parse_duration
 
 __all__ = ["Operator"]
 
@@ -97,7 +98,7 @@ class Operator:
         released = reap(
             self.locks,
             caller,
-            older_than=parse_duration(older_than),
+            older_than=parse_duration(older_than, what="older_than"),
             operation=operation,
             prefix=prefix,
             dry_run=dry_run,

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from statekeeper.errors import BadRequest, LockConflict, LockMismatch, LockNotFound
+from statekeeper.errors import LockConflict, LockMismatch, LockNotFound
 from statekeeper.security.caller import Caller
 from statekeeper.state.listing import LockSummary, list_locks
 from statekeeper.state.locks import LockService
@@ -22,29 +21,9 @@ from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.names import StateName
 from statekeeper.times import format_rfc3339, utcnow
 
-__all__ = ["Release", "parse_duration", "reap", "record_release", "unlock"]
+__all__ = ["Release", "reap", "record_release", "unlock"]
 
 log = logging.getLogger("statekeeper.audit")
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-
-
-def parse_duration(text: str) -> timedelta:
-    """``30s``, ``30m``, ``2h``, ``1d``, ``1w`` and sums like ``1h30m``."""
-    t = text.strip().lower().replace(" ", "")
-    pos, seconds = 0, 0.0
-    for m in _DURATION.finditer(t):
-        if m.start() != pos:
-            break
-        seconds += float(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    if not t or pos != len(t):
-        raise BadRequest(
-            f"{text!r} is not a duration; write a number and a unit s, m, h, d or w, "
-            "e.g. 30m, 2h, 1d or 1h30m"
-        )
-    return timedelta(seconds=seconds)
 
 
 def record_release(event: dict[str, Any]) -> None:
