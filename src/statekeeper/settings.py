@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from statekeeper.errors import ConfigError
+from statekeeper.errors import BadRequest, ConfigError
 
 __all__ = ["SETTINGS", "Setting", "Settings", "format_size", "load_settings"]
 
@@ -41,6 +41,15 @@ def _size(text: str) -> int:
     return size
 
 
+def _workspace_key_prefix(text: str) -> str:
+    from statekeeper.terraform.workspaces import check_prefix
+
+    try:
+        return check_prefix(text)
+    except BadRequest as exc:
+        raise ValueError(exc.message) from exc
+
+
 def _port(text: str) -> int:
     port = int(text)
     if not 1 <= port <= 65535:
@@ -63,6 +72,9 @@ class Setting:
     default: Any
     help: str
     secret: bool = False
+    #: Several values: a TOML list, or comma-separated in the environment and a
+    #: string (``locks = ["dynamodb://t", "s3lock://b"]`` or ``"dynamodb://t,s3lock://b"``).
+    multiple: bool = False
 
     @property
     def env(self) -> str:
@@ -86,8 +98,9 @@ SETTINGS: tuple[Setting, ...] = (
         "locks",
         str,
         None,
-        "Lock URL(s), comma-separated: sqlite:///…, dynamodb://TABLE, s3lock://BUCKET; "
-        "default: the store's own database.",
+        "Lock URL(s): sqlite:///…, dynamodb://TABLE, s3lock://BUCKET; several as a TOML list "
+        "or comma-separated; default: the store's own (its database, or lock files on S3).",
+        multiple=True,
     ),
     Setting("host", str, "127.0.0.1", "Address the server binds."),
     Setting("port", _port, 8080, "Port the server listens on."),
@@ -99,9 +112,10 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "workspace_key_prefix",
-        str,
+        _workspace_key_prefix,
         "env:",
-        'Prefix of workspace states, as Terraform\'s backend "s3" names them.',
+        'Prefix of workspace states, as Terraform\'s backend "s3" names them (W of KEY is '
+        "PREFIX/W/KEY); 'states PREFIX' lists the workspace states of the keys under PREFIX.",
     ),
     Setting("log_level", str, "info", "Server log level: debug, info, warning, error."),
     Setting(
@@ -187,6 +201,24 @@ def _parse(setting: Setting, value: Any, source: str) -> Any:
         raise ConfigError(f"{source}: {setting.name} = {value!r} is not valid: {exc}") from exc
 
 
+def _from_toml(setting: Setting, value: object, path: Path) -> str:
+    """A TOML value as the text the setting's parser reads (env and flags are text)."""
+    if isinstance(value, list):
+        if not setting.multiple:
+            raise ConfigError(f"{path}: {setting.name} takes one value, not a list")
+        if not value or not all(isinstance(v, str) and v and "," not in v for v in value):
+            raise ConfigError(
+                f"{path}: {setting.name} must be a list of URLs, e.g. "
+                f'{setting.name} = ["dynamodb://TABLE", "s3lock://BUCKET"]'
+            )
+        return ",".join(value)
+    if isinstance(value, dict):
+        raise ConfigError(f"{path}: {setting.name} is a single value, not a table")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else str(value)
+
+
 def load_settings(
     flags: Mapping[str, Any] | None = None,
     *,
@@ -213,9 +245,7 @@ def load_settings(
                 raise ConfigError(
                     f"{path}: unknown setting {key!r}; known: " + ", ".join(sorted(known))
                 )
-            values[name] = _parse(
-                known[name], str(value) if not isinstance(value, str) else value, str(path)
-            )
+            values[name] = _parse(known[name], _from_toml(known[name], value, path), str(path))
     for s in SETTINGS:
         if s.env in env:
             values[s.name] = _parse(s, env[s.env], s.env)

@@ -80,9 +80,22 @@ def test_listings_join_states_and_locks(services: Services, caller: Caller) -> N
     assert sorted(by) == ["env:/dev/team/a.tfstate", "other.tfstate", "team/a.tfstate"]
     assert by["team/a.tfstate"].lock is not None and by["team/a.tfstate"].serial == 3
     assert by["team/a.tfstate"].versions == 1 and by["other.tfstate"].lock is None
+    # The prefix takes the workspace states of the keys under it along, after their key.
+    under = list_states(services.store, services.lock_table, services.policy, caller, "team/")
+    assert [(r.name, r.workspace) for r in under] == [
+        ("team/a.tfstate", None),
+        ("env:/dev/team/a.tfstate", "dev"),
+    ]
     assert [
         r.name
-        for r in list_states(services.store, services.lock_table, services.policy, caller, "team/")
+        for r in list_states(
+            services.store,
+            services.lock_table,
+            services.policy,
+            caller,
+            "team/",
+            workspace_key_prefix="",
+        )
     ] == ["team/a.tfstate"]
     (lock,) = list_locks(services.lock_table, services.policy, caller)
     assert lock.lock.who == "bob@ci" and lock.age_seconds is not None and lock.age_seconds >= 600

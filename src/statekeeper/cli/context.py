@@ -66,7 +66,12 @@ class LocalBackend:
 
         self.services = services
         self.caller = caller
-        self.op = Operator(services.states, services.locks, services.history)
+        self.op = Operator(
+            services.states,
+            services.locks,
+            services.history,
+            workspace_key_prefix=services.settings.workspace_key_prefix,
+        )
 
     def list_states(self, prefix: str, details: bool) -> list[dict[str, Any]]:
         return self.op.list_states(self.caller, prefix, details=details)

@@ -42,6 +42,10 @@ def states(
 ) -> None:
     """List every state (workspace states env:/W/K included) with its lock.
 
+    The workspace states of the keys under PREFIX are listed after their key
+    (env:/dev/team/app.tfstate for 'states team/', with workspace_key_prefix
+    env:), their workspace in the WORKSPACE column.
+
     One listing of objects and one of locks, nothing downloaded. On S3 the
     listing carries no serial for states Terraform wrote; --details reads them
     and counts versions, at a version listing (and on S3 a HEAD per version) per state.
@@ -53,10 +57,11 @@ def states(
     if not rows:
         err_console.print(f"no states{f' under {prefix!r}' if prefix else ''}")
         return
-    cols = ["NAME", "SERIAL", "SIZE", "LAST CHANGE", "LOCK"]
+    cols = ["NAME", "WORKSPACE", "SERIAL", "SIZE", "LAST CHANGE", "LOCK"]
     cells = [
         [
             r["name"],
+            r.get("workspace") or "-",
             dash(r["serial"]),
             size(r["size"]),
             when(r["last_modified"]),
@@ -96,6 +101,7 @@ def show(
             ("Size", size(v["size"])),
             ("Written", when(v["created"])),
             ("By", dash(v["actor"])),
+            *([("Migrated by", v["migrated_by"])] if v.get("migrated_by") else []),
             ("sha256", dash(v["sha256"])),
             ("Locked", f"yes (ID {doc['lock_id']})" if doc["locked"] else "no"),
         ]

@@ -38,6 +38,7 @@ from statekeeper.security.caller import Caller
 from statekeeper.security.grants import parse_grant
 from statekeeper.state.locks import LockService
 from statekeeper.state.service import CurrentState, StateService, WriteOutcome
+from statekeeper.state.version import Provenance
 from statekeeper.storage.base import ObjectStore
 from statekeeper.storage.sqlite import SqliteDatabase
 from statekeeper.terraform.lockinfo import LockInfo
@@ -385,6 +386,7 @@ class AuditedStateService(StateService):
         lock_id: str | None = None,
         content_md5: str | None = None,
         force: bool = False,
+        provenance: Provenance | None = None,
     ) -> WriteOutcome:
         with self._rec.event("push" if force else "write", caller, name, lock_id=lock_id) as facts:
             if lock_id:
@@ -392,7 +394,13 @@ class AuditedStateService(StateService):
                 if holder is not None and holder.id == lock_id:
                     facts.update(who=holder.who or None, operation=holder.operation or None)
             outcome = super().write(
-                name, data, caller, lock_id=lock_id, content_md5=content_md5, force=force
+                name,
+                data,
+                caller,
+                lock_id=lock_id,
+                content_md5=content_md5,
+                force=force,
+                provenance=provenance,
             )
             facts.update(version=outcome.version.version_id, serial=outcome.version.serial)
             if not outcome.created:

@@ -65,6 +65,9 @@ class StateOut(BaseModel):
     locked: bool
     lock: LockOut | None
     versions: int | None = Field(description="Version count, only with details=true")
+    workspace: str | None = Field(
+        None, description="Workspace W of a state named <workspace_key_prefix>/W/KEY, else None"
+    )
 
 
 class VersionOut(BaseModel):
@@ -77,7 +80,8 @@ class VersionOut(BaseModel):
     sha256: str | None
     created: str
     lock_id: str | None
-    actor: str | None
+    actor: str | None = Field(description="Who wrote it (for a migrated version: at the source)")
+    migrated_by: str | None = Field(None, description="Who copied it here with migrate")
     is_current: bool
 
 
@@ -190,7 +194,9 @@ class ReapIn(BaseModel):
 
 def _operator(request: Request) -> Operator:
     s = request.app.state.services
-    return Operator(s.states, s.locks, s.history)
+    return Operator(
+        s.states, s.locks, s.history, workspace_key_prefix=s.settings.workspace_key_prefix
+    )
 
 
 @router.get("/states", response_model=list[StateOut])

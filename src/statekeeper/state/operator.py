@@ -26,8 +26,16 @@ __all__ = ["Operator"]
 
 
 class Operator:
-    def __init__(self, states: StateService, locks: LockService, history: HistoryService) -> None:
+    def __init__(
+        self,
+        states: StateService,
+        locks: LockService,
+        history: HistoryService,
+        *,
+        workspace_key_prefix: str = "env:",
+    ) -> None:
         self.states = states
+        self.workspace_key_prefix = workspace_key_prefix
         self.locks = locks
         self.inspector = Inspector(states, history)
 
@@ -35,7 +43,13 @@ class Operator:
         self, caller: Caller, prefix: str = "", *, details: bool = False
     ) -> list[dict[str, Any]]:
         rows = list_states(
-            self.states.store, self.locks.locks, self.states.policy, caller, prefix, details=details
+            self.states.store,
+            self.locks.locks,
+            self.states.policy,
+            caller,
+            prefix,
+            details=details,
+            workspace_key_prefix=self.workspace_key_prefix,
         )
         return [r.to_json() for r in rows]
 
