@@ -140,6 +140,11 @@ class CliContext:
                 + (", ".join("--" + a.replace("_", "-") for a in sorted(accepts)) or "none")
                 + f" of the global options; leave {flag} out"
             )
+        if "token" in self.given and not self.server:
+            raise ConfigError(
+                "--token is the bearer token for --server; give --server URL too "
+                "(or leave --token out to open the store directly)"
+            )
         if self.server and self.given & {"store", "locks", "data_dir", "tokens_file"}:
             raise ConfigError(
                 "--server and --store/--locks/--data-dir/--tokens-file both given: use the "

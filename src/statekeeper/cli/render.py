@@ -91,5 +91,13 @@ def print_table(
         table.add_column(name, no_wrap=True, overflow="ignore", style=(styles or {}).get(i))
     for row in rows:
         table.add_row(*(Text(c) for c in row))
-    needed = Measurement.get(console, console.options, table).maximum
-    console.print(table, width=max(console.width, needed), crop=False)
+    # Measured without the window's limit: the width at which no cell is cut.
+    unlimited = console.options.update_width(1_000_000)
+    needed = Measurement.get(console, unlimited, table).maximum
+    if needed <= console.width:
+        console.print(table)
+        return
+    # rich never prints wider than its console: a console as wide as the table.
+    from rich.console import Console
+
+    Console(width=needed).print(table, crop=False)

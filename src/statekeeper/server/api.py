@@ -91,6 +91,7 @@ class HistoryOut(BaseModel):
     lineage: str | None
     created: str
     actor: str | None
+    migrated_by: str | None = None
     size: int
     sha256: str | None
     is_current: bool

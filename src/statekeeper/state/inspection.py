@@ -65,6 +65,7 @@ class HistoryEntry:
             "lineage": v.lineage,
             "created": v.to_json()["created"],
             "actor": v.actor,
+            "migrated_by": v.migrated_by,
             "size": v.size,
             "sha256": v.sha256,
             "is_current": v.is_current,
