@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,26 @@ def test_out_of_range_numbers_are_refused(name: str, value: str) -> None:
 )
 def test_sizes_are_written_humanly(n: int, text: str) -> None:
     assert format_size(n) == text
+
+
+def test_locks_as_a_toml_list_or_a_string(tmp_path: Path) -> None:
+    listed = write(tmp_path / "a.toml", 'locks = ["dynamodb://t?region=eu-west-1", "s3lock://b"]\n')
+    as_list = load_settings(config_file=listed, env={})
+    joined = write(tmp_path / "b.toml", 'locks = "dynamodb://t?region=eu-west-1,s3lock://b"\n')
+    assert as_list.locks == load_settings(config_file=joined, env={}).locks
+    assert as_list.locks == "dynamodb://t?region=eu-west-1,s3lock://b"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('store = ["s3://a", "s3://b"]\n', "store takes one value, not a list"),
+        ("locks = []\n", "locks must be a list of URLs"),
+        ('locks = ["dynamodb://t", 3]\n', "locks must be a list of URLs"),
+        ('workspace_key_prefix = "env:/"\n', "must not start or end with '/'"),
+    ],
+)
+def test_bad_config_values_name_the_setting(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)) as caught:
+        load_settings(config_file=write(tmp_path / "c.toml", text), env={})
+    assert caught.value.exit_code == 2

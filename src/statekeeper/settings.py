@@ -2,7 +2,7 @@
 
 Precedence: defaults < config file (TOML) < ``STATEKEEPER_*`` environment <
 command-line flags. A secret may also come from ``STATEKEEPER_<NAME>_FILE``.
-The README documents every entry of :data:`SETTINGS` (a test checks it).
+docs/configuration.md documents every entry of :data:`SETTINGS` (a test checks it).
 """
 
 from __future__ import annotations
@@ -72,6 +72,8 @@ class Setting:
     default: Any
     help: str
     secret: bool = False
+    #: The command-line flag that sets it (global, or of ``serve``); None: file and env only.
+    flag: str | None = None
     #: Several values: a TOML list, or comma-separated in the environment and a
     #: string (``locks = ["dynamodb://t", "s3lock://b"]`` or ``"dynamodb://t,s3lock://b"``).
     multiple: bool = False
@@ -87,12 +89,14 @@ SETTINGS: tuple[Setting, ...] = (
         Path,
         Path(".statekeeper"),
         "Directory of the embedded store (created on first use).",
+        flag="--data-dir",
     ),
     Setting(
         "store",
         str,
         None,
         "Store URL: sqlite:///…, s3://BUCKET[/PREFIX]; default: SQLite in data_dir.",
+        flag="--store",
     ),
     Setting(
         "locks",
@@ -101,9 +105,10 @@ SETTINGS: tuple[Setting, ...] = (
         "Lock URL(s): sqlite:///…, dynamodb://TABLE, s3lock://BUCKET; several as a TOML list "
         "or comma-separated; default: the store's own (its database, or lock files on S3).",
         multiple=True,
+        flag="--locks",
     ),
-    Setting("host", str, "127.0.0.1", "Address the server binds."),
-    Setting("port", _port, 8080, "Port the server listens on."),
+    Setting("host", str, "127.0.0.1", "Address the server binds.", flag="--host"),
+    Setting("port", _port, 8080, "Port the server listens on.", flag="--port"),
     Setting(
         "max_body",
         _size,
@@ -117,19 +122,27 @@ SETTINGS: tuple[Setting, ...] = (
         'Prefix of workspace states, as Terraform\'s backend "s3" names them (W of KEY is '
         "PREFIX/W/KEY); 'states PREFIX' lists the workspace states of the keys under PREFIX.",
     ),
-    Setting("log_level", str, "info", "Server log level: debug, info, warning, error."),
+    Setting(
+        "log_level",
+        str,
+        "info",
+        "Server log level: debug, info, warning, error.",
+        flag="--log-level",
+    ),
     Setting(
         "tokens_file",
         Path,
         None,
         "TOML file of API tokens (names, SHA-256 hashes, scopes, expiry) for stateless "
         "replicas; default: the tokens table of the embedded database.",
+        flag="--tokens-file",
     ),
     Setting(
         "oidc_config",
         Path,
         None,
         "TOML file configuring OIDC (issuer, audience, JWKS, claim rules) for CI logins.",
+        flag="--oidc-config",
     ),
     Setting(
         "master_key",
@@ -139,8 +152,8 @@ SETTINGS: tuple[Setting, ...] = (
         "list also decrypts with the later keys. Also STATEKEEPER_MASTER_KEY_FILE.",
         secret=True,
     ),
-    Setting("tls_cert", Path, None, "PEM certificate (chain) to serve HTTPS."),
-    Setting("tls_key", Path, None, "PEM private key of tls_cert."),
+    Setting("tls_cert", Path, None, "PEM certificate (chain) to serve HTTPS.", flag="--tls-cert"),
+    Setting("tls_key", Path, None, "PEM private key of tls_cert.", flag="--tls-key"),
     Setting(
         "rate_limit",
         float,
