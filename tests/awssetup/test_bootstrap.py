@@ -70,7 +70,12 @@ def test_bootstrap_on_an_empty_account_creates_everything(aws: Aws) -> None:
         "encrypt": "true",
         "use_lockfile": "true",
     }
-    assert 'dynamodb_table = "tf-locks"' in report["backend_block"]
+    comment = " ".join(
+        line.strip().removeprefix("# ")
+        for line in report["backend_block"].splitlines()
+        if "#" in line
+    )
+    assert 'dynamodb_table = "tf-locks"' in comment
     assert report["serve_command"].startswith("statekeeper serve --store 's3://tf-state?")
     assert "--locks 'dynamodb://tf-locks?region=us-east-1'" in report["serve_command"]
 

@@ -19,6 +19,7 @@ the block says so.
 from __future__ import annotations
 
 import re
+import textwrap
 
 from statekeeper.awssetup.context import Target
 from statekeeper.errors import BadRequest
@@ -51,32 +52,30 @@ def parse_terraform_version(text: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def _comment(target: Target, version: tuple[int, int]) -> list[str]:
+def _comment(target: Target, version: tuple[int, int]) -> str:
     table = target.table
-    shown = f"{version[0]}.{version[1]}"
+    shown = f"Terraform {version[0]}.{version[1]}"
     if table is None:
-        return [
-            f"Terraform {shown} locks with a lock file next to the state (<key>.tflock).",
-        ]
+        return f"{shown} locks with a lock file next to the state (<key>.tflock)."
     if version >= DYNAMODB_DEPRECATED_SINCE:
-        return [
-            f"Terraform {shown} locks with a lock file next to the state (<key>.tflock);",
-            "it deprecates DynamoDB locking, so dynamodb_table is left out. The table",
-            f"{table} is kept for clients older than 1.10: if any share this state, every",
-            f'client must also set dynamodb_table = "{table}" (to take one common lock and',
-            "keep the digest current); print that block with --terraform-version 1.10.",
-        ]
+        return (
+            f"{shown} locks with a lock file next to the state (<key>.tflock); it deprecates "
+            f"DynamoDB locking, so dynamodb_table is left out. The table {table} is kept for "
+            "clients older than 1.10: if any share this state, every client must also set "
+            f'dynamodb_table = "{table}", to take one common lock and keep the digest '
+            "current (print that block with --terraform-version 1.10)."
+        )
     if version >= LOCKFILE_SINCE:
-        return [
-            f"Terraform {shown} takes both locks: the lock file (<key>.tflock) and the",
-            f"DynamoDB item in {table} with the state's digest, so it shares this state",
-            "safely with clients older than 1.10, which lock with the table only.",
-            "Terraform 1.11 and later warn that dynamodb_table is deprecated.",
-        ]
-    return [
-        f"Terraform {shown} locks with the DynamoDB table only (lock files came in 1.10).",
-        f'Newer clients sharing this state must set dynamodb_table = "{table}" too.',
-    ]
+        return (
+            f"{shown} takes both locks: the lock file (<key>.tflock) and the DynamoDB item "
+            f"in {table} with the state's digest, so it shares this state safely with "
+            "clients older than 1.10, which lock with the table only. Terraform 1.11 and "
+            "later warn that dynamodb_table is deprecated."
+        )
+    return (
+        f"{shown} locks with the DynamoDB table only (lock files came in 1.10). Newer "
+        f'clients sharing this state must set dynamodb_table = "{table}" too.'
+    )
 
 
 def backend_block(target: Target, terraform_version: str = CURRENT_TERRAFORM) -> str:
@@ -102,5 +101,12 @@ def backend_block(target: Target, terraform_version: str = CURRENT_TERRAFORM) ->
         rows.append(("dynamodb_table", f'"{target.table}"'))
     width = max(len(name) for name, _ in rows)
     lines = [f"    {name.ljust(width)} = {value}" for name, value in rows]
-    comment = [f"    # {line}" for line in _comment(target, version)]
+    comment = textwrap.wrap(
+        _comment(target, version),
+        width=80,
+        initial_indent="    # ",
+        subsequent_indent="    # ",
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
     return 'terraform {\n  backend "s3" {\n' + "\n".join(comment + lines) + "\n  }\n}\n"
