@@ -337,3 +337,22 @@ def test_migrate_conflict_suggests_migrate_force(cli: CliFn, tmp_path: Path) -> 
     r = cli("migrate", "--from", _file(tmp_path, 1), "--name", NAME, "--to", dest)
     assert r.exit_code == 1
     assert "statekeeper migrate --force" in r.stderr and "push --force" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "hoisted"),
+    [
+        (["pull", "N", "--store", "s3://b"], ["--store", "s3://b", "pull", "N"]),
+        (["pull", "N", "--store=s3://b"], ["--store=s3://b", "pull", "N"]),
+        (
+            ["locks", "--locks", "a", "reap", "--locks", "b", "--older-than", "1h"],
+            ["--locks", "a", "--locks", "b", "locks", "reap", "--older-than", "1h"],
+        ),
+        (["push", "N", "--", "--store"], ["push", "N", "--", "--store"]),
+        (["push", "N", "--store"], ["push", "N", "--store"]),  # click names the missing value
+    ],
+)
+def test_hoist_moves_global_options_in_front(args: list[str], hoisted: list[str]) -> None:
+    from statekeeper.cli.options import hoist
+
+    assert hoist(args) == hoisted

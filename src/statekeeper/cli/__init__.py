@@ -94,17 +94,20 @@ def _root(
     ctx.call_on_close(ctx.obj.close)
 
 
-# Command modules register themselves on ``app``.
-from statekeeper.cli import audit as _audit  # noqa: E402, F401
-from statekeeper.cli import bootstrap as _bootstrap  # noqa: E402, F401
-from statekeeper.cli import doctor as _doctor  # noqa: E402, F401
-from statekeeper.cli import history as _history  # noqa: E402, F401
-from statekeeper.cli import iam as _iam  # noqa: E402, F401
-from statekeeper.cli import locks as _locks  # noqa: E402, F401
-from statekeeper.cli import migrate as _migrate  # noqa: E402, F401
+# Command modules register themselves on ``app``, in the order --help shows them:
+# server, states, locks, AWS setup, security.
+# isort: off
 from statekeeper.cli import serve as _serve  # noqa: E402, F401
 from statekeeper.cli import states as _states  # noqa: E402, F401
+from statekeeper.cli import history as _history  # noqa: E402, F401
+from statekeeper.cli import migrate as _migrate  # noqa: E402, F401
+from statekeeper.cli import locks as _locks  # noqa: E402, F401
+from statekeeper.cli import bootstrap as _bootstrap  # noqa: E402, F401
+from statekeeper.cli import doctor as _doctor  # noqa: E402, F401
+from statekeeper.cli import iam as _iam  # noqa: E402, F401
 from statekeeper.cli import token as _token  # noqa: E402, F401
+from statekeeper.cli import audit as _audit  # noqa: E402, F401
+# isort: on
 
 
 def main() -> None:
