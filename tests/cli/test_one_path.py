@@ -356,3 +356,15 @@ def test_hoist_moves_global_options_in_front(args: list[str], hoisted: list[str]
     from statekeeper.cli.options import hoist
 
     assert hoist(args) == hoisted
+
+
+def test_start_up_imports_nothing_heavy() -> None:
+    code = (
+        "import sys, statekeeper.cli\n"
+        "heavy = ('rich', 'boto3', 'botocore', 'pydantic', 'fastapi', 'httpx', 'uvicorn')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), check=True
+    ).stdout
+    assert out.strip() == "[]"
