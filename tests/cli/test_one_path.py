@@ -100,6 +100,20 @@ def test_token_create_with_a_tokens_file_leaves_no_stray_database(
         (["states", "--token", "secret"], "--token"),
         (["migrate", "--from", "x.tfstate", "--name", "a", "--token", "t"], "--token"),
         (["states", "--tokens-file", "t.toml"], "--tokens-file"),
+        (
+            [
+                "migrate",
+                "--from",
+                "x.tfstate",
+                "--name",
+                "a",
+                "--to",
+                "sqlite:///b.db",
+                "--store",
+                "sqlite:///c.db",
+            ],
+            "--store",
+        ),
         (["--server", "http://127.0.0.1:9", "token", "list", "--data-dir", "d"], "--data-dir"),
     ],
 )

@@ -191,8 +191,13 @@ class CliContext:
         self._closers.append(close)
 
     def close(self) -> None:
-        while self._closers:
-            self._closers.pop()()
+        """Close everything opened, the last first; one failing does not skip the rest."""
+        if self._closers:
+            close = self._closers.pop()
+            try:
+                close()
+            finally:
+                self.close()
 
 
 def obj(ctx: typer.Context, accepts: frozenset[str]) -> CliContext:

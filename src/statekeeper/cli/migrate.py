@@ -48,7 +48,7 @@ def _destination(ctx: typer.Context, to: str | None, to_locks: list[str] | None)
             raise ConfigError(
                 "--to-locks needs --to; without --to the destination is --store/--locks"
             )
-        return Services.build(obj(ctx, STORE).settings())
+        return Services.build(obj(ctx, STORE).settings())  # checked in migrate()
     # Without --to-locks the destination's own default applies: its database for
     # sqlite://, lock files next to the states for s3:// (Terraform's use_lockfile).
     return Services.build(
@@ -107,7 +107,9 @@ def migrate(
 
     from statekeeper.state.migrate import migrate as run
 
-    if obj(ctx, STORE).server:  # from STATEKEEPER_SERVER: --server itself is refused above
+    # --to names the destination: the global store options would be ignored, so they are
+    # refused; without it they are the destination.
+    if obj(ctx, STORE if to is None else frozenset()).server:  # STATEKEEPER_SERVER
         raise ConfigError("migrate opens the stores itself: use --from/--to URLs, not --server")
     source, opened = _source(from_, name)
     try:
