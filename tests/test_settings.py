@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from statekeeper.errors import ConfigError
-from statekeeper.settings import SETTINGS, Settings, load_settings
+from statekeeper.settings import SETTINGS, Settings, format_size, load_settings
 
 
 def write(path: Path, text: str) -> Path:
@@ -129,3 +130,34 @@ def test_flags_are_parsed_like_the_environment(tmp_path: Path) -> None:
 def test_out_of_range_numbers_are_refused(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         load_settings(env={name: value})
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [(0, "0 B"), (1023, "1023 B"), (1024, "1 KiB"), (1536, "1.5 KiB"), (512 * 1024**2, "512 MiB")],
+)
+def test_sizes_are_written_humanly(n: int, text: str) -> None:
+    assert format_size(n) == text
+
+
+def test_locks_as_a_toml_list_or_a_string(tmp_path: Path) -> None:
+    listed = write(tmp_path / "a.toml", 'locks = ["dynamodb://t?region=eu-west-1", "s3lock://b"]\n')
+    as_list = load_settings(config_file=listed, env={})
+    joined = write(tmp_path / "b.toml", 'locks = "dynamodb://t?region=eu-west-1,s3lock://b"\n')
+    assert as_list.locks == load_settings(config_file=joined, env={}).locks
+    assert as_list.locks == "dynamodb://t?region=eu-west-1,s3lock://b"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('store = ["s3://a", "s3://b"]\n', "store takes one value, not a list"),
+        ("locks = []\n", "locks must be a list of URLs"),
+        ('locks = ["dynamodb://t", 3]\n', "locks must be a list of URLs"),
+        ('workspace_key_prefix = "env:/"\n', "must not start or end with '/'"),
+    ],
+)
+def test_bad_config_values_name_the_setting(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)) as caught:
+        load_settings(config_file=write(tmp_path / "c.toml", text), env={})
+    assert caught.value.exit_code == 2

@@ -2,7 +2,7 @@
 
 Precedence: defaults < config file (TOML) < ``STATEKEEPER_*`` environment <
 command-line flags. A secret may also come from ``STATEKEEPER_<NAME>_FILE``.
-The README documents every entry of :data:`SETTINGS` (a test checks it).
+docs/configuration.md documents every entry of :data:`SETTINGS` (a test checks it).
 """
 
 from __future__ import annotations
@@ -14,11 +14,24 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from statekeeper.errors import ConfigError
+from statekeeper.errors import BadRequest, ConfigError
 from statekeeper.terraform.layout import DEFAULT_WORKSPACE_PREFIX
 from statekeeper.terraform.lockinfo import MAX_LOCK_INFO
 
-__all__ = ["SETTINGS", "Setting", "Settings", "load_settings"]
+__all__ = ["SETTINGS", "Setting", "Settings", "format_size", "load_settings"]
+
+
+def format_size(n: int) -> str:
+    """``512 B``, ``1 KiB``, ``1.5 MiB``, ``512 MiB``: the largest unit with at most one
+    decimal, the way max_body is written (``512M``)."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            break
+        value /= 1024
+    if unit == "B":
+        return f"{n} B"
+    return f"{value:.1f}".removesuffix(".0") + f" {unit}"
 
 
 def _size(text: str) -> int:
@@ -28,6 +41,15 @@ def _size(text: str) -> int:
     if size <= 0:
         raise ValueError("a size must be a positive number of bytes (or with K/M/G)")
     return size
+
+
+def _workspace_key_prefix(text: str) -> str:
+    from statekeeper.terraform.workspaces import check_prefix
+
+    try:
+        return check_prefix(text)
+    except BadRequest as exc:
+        raise ValueError(exc.message) from exc
 
 
 def _port(text: str) -> int:
@@ -52,6 +74,11 @@ class Setting:
     default: Any
     help: str
     secret: bool = False
+    #: The command-line flag that sets it (global, or of ``serve``); None: file and env only.
+    flag: str | None = None
+    #: Several values: a TOML list, or comma-separated in the environment and a
+    #: string (``locks = ["dynamodb://t", "s3lock://b"]`` or ``"dynamodb://t,s3lock://b"``).
+    multiple: bool = False
 
     @property
     def env(self) -> str:
@@ -64,22 +91,26 @@ SETTINGS: tuple[Setting, ...] = (
         Path,
         Path(".statekeeper"),
         "Directory of the embedded store (created on first use).",
+        flag="--data-dir",
     ),
     Setting(
         "store",
         str,
         None,
         "Store URL: sqlite:///…, s3://BUCKET[/PREFIX]; default: SQLite in data_dir.",
+        flag="--store",
     ),
     Setting(
         "locks",
         str,
         None,
-        "Lock URL(s), comma-separated: sqlite:///…, dynamodb://TABLE, s3lock://BUCKET; "
-        "default: the store's own database.",
+        "Lock URL(s): sqlite:///…, dynamodb://TABLE, s3lock://BUCKET; several as a TOML list "
+        "or comma-separated; default: the store's own (its database, or lock files on S3).",
+        multiple=True,
+        flag="--locks",
     ),
-    Setting("host", str, "127.0.0.1", "Address the server binds."),
-    Setting("port", _port, 8080, "Port the server listens on."),
+    Setting("host", str, "127.0.0.1", "Address the server binds.", flag="--host"),
+    Setting("port", _port, 8080, "Port the server listens on.", flag="--port"),
     Setting(
         "max_body",
         _size,
@@ -94,23 +125,32 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "workspace_key_prefix",
-        str,
+        _workspace_key_prefix,
         DEFAULT_WORKSPACE_PREFIX,
-        'Prefix of workspace states, as Terraform\'s backend "s3" names them.',
+        'Prefix of workspace states, as Terraform\'s backend "s3" names them (W of KEY is '
+        "PREFIX/W/KEY); 'states PREFIX' lists the workspace states of the keys under PREFIX.",
     ),
-    Setting("log_level", str, "info", "Server log level: debug, info, warning, error."),
+    Setting(
+        "log_level",
+        str,
+        "info",
+        "Server log level: debug, info, warning, error.",
+        flag="--log-level",
+    ),
     Setting(
         "tokens_file",
         Path,
         None,
         "TOML file of API tokens (names, SHA-256 hashes, scopes, expiry) for stateless "
         "replicas; default: the tokens table of the embedded database.",
+        flag="--tokens-file",
     ),
     Setting(
         "oidc_config",
         Path,
         None,
         "TOML file configuring OIDC (issuer, audience, JWKS, claim rules) for CI logins.",
+        flag="--oidc-config",
     ),
     Setting(
         "master_key",
@@ -120,8 +160,8 @@ SETTINGS: tuple[Setting, ...] = (
         "list also decrypts with the later keys. Also STATEKEEPER_MASTER_KEY_FILE.",
         secret=True,
     ),
-    Setting("tls_cert", Path, None, "PEM certificate (chain) to serve HTTPS."),
-    Setting("tls_key", Path, None, "PEM private key of tls_cert."),
+    Setting("tls_cert", Path, None, "PEM certificate (chain) to serve HTTPS.", flag="--tls-cert"),
+    Setting("tls_key", Path, None, "PEM private key of tls_cert.", flag="--tls-key"),
     Setting(
         "rate_limit",
         float,
@@ -183,6 +223,24 @@ def _parse(setting: Setting, value: Any, source: str) -> Any:
         raise ConfigError(f"{source}: {setting.name} = {value!r} is not valid: {exc}") from exc
 
 
+def _from_toml(setting: Setting, value: object, path: Path) -> str:
+    """A TOML value as the text the setting's parser reads (env and flags are text)."""
+    if isinstance(value, list):
+        if not setting.multiple:
+            raise ConfigError(f"{path}: {setting.name} takes one value, not a list")
+        if not value or not all(isinstance(v, str) and v and "," not in v for v in value):
+            raise ConfigError(
+                f"{path}: {setting.name} must be a list of URLs, e.g. "
+                f'{setting.name} = ["dynamodb://TABLE", "s3lock://BUCKET"]'
+            )
+        return ",".join(value)
+    if isinstance(value, dict):
+        raise ConfigError(f"{path}: {setting.name} is a single value, not a table")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else str(value)
+
+
 def load_settings(
     flags: Mapping[str, Any] | None = None,
     *,
@@ -209,9 +267,7 @@ def load_settings(
                 raise ConfigError(
                     f"{path}: unknown setting {key!r}; known: " + ", ".join(sorted(known))
                 )
-            values[name] = _parse(
-                known[name], str(value) if not isinstance(value, str) else value, str(path)
-            )
+            values[name] = _parse(known[name], _from_toml(known[name], value, path), str(path))
     for s in SETTINGS:
         if s.env in env:
             values[s.name] = _parse(s, env[s.env], s.env)

@@ -1,11 +1,19 @@
-"""Times as Terraform writes them (RFC 3339, as Go marshals ``time.Time``), and the clock."""
+"""Times as Terraform writes them (RFC 3339, as Go marshals ``time.Time``), the clock,
+and the one duration grammar (``30s 15m 2h 1d 1w 1h30m``)."""
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-__all__ = ["format_rfc3339", "parse_rfc3339", "utcnow"]
+__all__ = [
+    "DURATION_GRAMMAR",
+    "format_duration",
+    "format_rfc3339",
+    "parse_duration",
+    "parse_rfc3339",
+    "utcnow",
+]
 
 
 def utcnow() -> datetime:
@@ -40,3 +48,55 @@ def format_rfc3339(when: datetime) -> str:
     """RFC 3339 in UTC with a ``Z``, the form Go and Terraform accept."""
     text = when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0").rstrip(".")
     return text + "Z"
+
+
+# Durations: one grammar wherever the CLI, the API or a setting reads one.
+DURATION_GRAMMAR = (
+    "a whole number and a unit (w, d, h, m, s), several in descending order: "
+    "30s, 15m, 2h, 1d, 1w, 1h30m"
+)
+_DURATION_UNITS = (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+_DURATION = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$", re.IGNORECASE)
+
+
+#: The longest duration read: a hundred years.
+MAX_DURATION_DAYS = 36500
+
+
+def parse_duration(text: str, *, what: str = "duration") -> timedelta:
+    """``30s``, ``15m``, ``2h``, ``1d``, ``1w`` and sums in descending order (``1h30m``).
+
+    Raises :class:`~statekeeper.errors.BadRequest` (exit 2, HTTP 400) naming the
+    grammar; ``what`` names the option or field in that message.
+    """
+    from statekeeper.errors import BadRequest
+
+    m = _DURATION.match(text.strip())
+    if m is None or not any(m.groups()):
+        raise BadRequest(f"{what} {text!r} is not a duration: write {DURATION_GRAMMAR}")
+    seconds = sum(
+        int(count) * unit
+        for count, (_, unit) in zip(m.groups(), _DURATION_UNITS, strict=True)
+        if count
+    )
+    # Longer is no lock age or token lifetime, and added to now it would run past
+    # the year 9999 (an OverflowError, which must be a 400, not a 500).
+    if seconds > MAX_DURATION_DAYS * 86400:
+        raise BadRequest(f"{what} {text!r} is longer than {MAX_DURATION_DAYS} days")
+    return timedelta(seconds=seconds)
+
+
+def format_duration(duration: timedelta) -> str:
+    """The canonical text :func:`parse_duration` reads back: ``1h30m``, ``0s``.
+
+    Fractions of a second are dropped; a negative duration is an error.
+    """
+    seconds = int(duration.total_seconds())
+    if seconds < 0:
+        raise ValueError(f"a duration cannot be negative: {duration}")
+    parts = []
+    for unit, size in _DURATION_UNITS:
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"

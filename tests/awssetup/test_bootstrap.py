@@ -54,15 +54,28 @@ def test_bootstrap_on_an_empty_account_creates_everything(aws: Aws) -> None:
     backups = ddb.describe_continuous_backups(TableName="tf-locks")["ContinuousBackupsDescription"]
     assert backups["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"] == "ENABLED"
 
-    block_text = report["backend_block"]
-    for line in (
-        'bucket         = "tf-state"',
-        'region         = "us-east-1"',
-        "encrypt        = true",
-        "use_lockfile   = true",
-        'dynamodb_table = "tf-locks"',
-    ):
-        assert line in block_text
+    # The block for the current Terraform: lock files only, the table named in its comment.
+    settings = {
+        name: value
+        for name, _, value in (
+            line.strip().partition(" = ")
+            for line in report["backend_block"].splitlines()
+            if " = " in line and not line.strip().startswith("#")
+        )
+    }
+    assert {k.strip(): v for k, v in settings.items()} == {
+        "bucket": '"tf-state"',
+        "key": '"project/terraform.tfstate"',
+        "region": '"us-east-1"',
+        "encrypt": "true",
+        "use_lockfile": "true",
+    }
+    comment = " ".join(
+        line.strip().removeprefix("# ")
+        for line in report["backend_block"].splitlines()
+        if "#" in line
+    )
+    assert 'dynamodb_table = "tf-locks"' in comment
     assert report["serve_command"].startswith("statekeeper serve --store 's3://tf-state?")
     assert "--locks 'dynamodb://tf-locks?region=us-east-1'" in report["serve_command"]
 
@@ -150,7 +163,7 @@ def test_kms_key_sets_sse_kms_with_bucket_key(aws: Aws) -> None:
     assert statements["StatekeeperDenyUnencryptedUploads"]["Condition"] == {
         "StringNotEquals": {"s3:x-amz-server-side-encryption": "aws:kms"}
     }
-    assert 'kms_key_id     = "alias/tf-state"' in report["backend_block"]
+    assert 'kms_key_id   = "alias/tf-state"' in report["backend_block"]
     assert "sse=aws%3Akms&kms_key_id=alias%2Ftf-state" in report["serve_command"]
     again = cli("bootstrap", "--bucket", "tf-state", "--kms-key", "alias/tf-state", "--json")
     assert again.json()["changed"] is False

@@ -1,16 +1,13 @@
-"""Doctor's reading of bucket policies written by hand, and duration parsing."""
+"""Doctor's reading of bucket policies written by hand."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from statekeeper.awssetup import policies
 from statekeeper.awssetup.context import BucketRef
-from statekeeper.awssetup.doctor import parse_duration
-from statekeeper.errors import BadRequest
 
 PLAIN = BucketRef("tf-state", "us-east-1")
 KMS = BucketRef("tf-state", "us-east-1", kms_key="alias/k")
@@ -99,24 +96,3 @@ def test_our_statements_pass_our_own_tests_and_merge_by_sid() -> None:
         ]
         assert policies.denies_insecure_transport(merged, bucket)
         assert policies.denies_unencrypted_uploads(merged, bucket)
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("90s", timedelta(seconds=90)),
-        ("30m", timedelta(minutes=30)),
-        ("2h", timedelta(hours=2)),
-        ("1d", timedelta(days=1)),
-        ("1h30m", timedelta(minutes=90)),
-        (" 2H ", timedelta(hours=2)),
-    ],
-)
-def test_parse_duration(text: str, expected: timedelta) -> None:
-    assert parse_duration(text) == expected
-
-
-@pytest.mark.parametrize("text", ["", "2", "2 hours", "h", "-1h", "1h and 2m"])
-def test_parse_duration_refuses(text: str) -> None:
-    with pytest.raises(BadRequest, match="not a duration"):
-        parse_duration(text)

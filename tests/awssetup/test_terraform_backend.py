@@ -36,10 +36,72 @@ def with_moto_endpoints(block: str, url: str) -> str:
     return head + extra.lstrip("\n")
 
 
-def test_terraform_init_and_apply_with_the_printed_backend_block(
+def test_the_default_block_is_free_of_warnings_for_current_terraform(
     moto: MotoServer, aws: Aws, terraform: Callable[..., Terraform]
 ) -> None:
     report = cli("bootstrap", "--bucket", "tf-state", "--table", "tf-locks", "--json").json()
+    block = report["backend_block"]
+    assert "use_lockfile = true" in block
+    assert "\n    dynamodb_table" not in block, "the table is named in the comment only"
+    comment = " ".join(
+        line.strip().removeprefix("# ") for line in block.splitlines() if "#" in line
+    )
+    assert 'every client must also set dynamodb_table = "tf-locks"' in comment
+    aws.drop_policy("tf-state")
+
+    tf = terraform()
+    tf.write(
+        with_moto_endpoints(block, moto.url)
+        + 'resource "terraform_data" "a" { input = "current" }\n'
+    )
+    init = tf.run("init").check()
+    assert "Deprecated" not in init.output and "Warning" not in init.output, init.output
+    apply = tf.run("apply").check()
+    assert "Deprecated" not in apply.output, apply.output
+    body = aws.s3.get_object(Bucket="tf-state", Key="project/terraform.tfstate")["Body"].read()
+    assert b'"current"' in body
+    versions = aws.s3.list_object_versions(
+        Bucket="tf-state", Prefix="project/terraform.tfstate.tflock"
+    )
+    assert versions.get("DeleteMarkers"), "Terraform locked with the lock file"
+
+
+@pytest.mark.parametrize(
+    ("version", "lockfile", "table"),
+    [("1.9", False, True), ("1.10.5", True, True), ("v1.11.0", True, False), ("1.15", True, False)],
+)
+def test_the_block_fits_the_terraform_version(
+    aws: Aws, version: str, lockfile: bool, table: bool
+) -> None:
+    args = ("bootstrap", "--bucket", "tf-state", "--table", "tf-locks", "--dry-run", "--json")
+    block = cli(*args, "--terraform-version", version).json()["backend_block"]
+    assert ("    use_lockfile" in block) is lockfile
+    assert ("    dynamodb_table" in block) is table
+    assert block.count("    # ") >= 2, "the choice is explained inside the block"
+
+
+def test_lock_files_for_terraform_before_1_10_are_refused(aws: Aws) -> None:
+    result = cli("bootstrap", "--bucket", "tf-state", "--lockfile", "--terraform-version", "1.9")
+    assert result.exit_code == 2
+    assert "--table" in result.output
+    assert not aws.s3.list_buckets().get("Buckets"), "nothing was created"
+
+
+def test_terraform_init_and_apply_with_the_printed_backend_block(
+    moto: MotoServer, aws: Aws, terraform: Callable[..., Terraform]
+) -> None:
+    # Terraform 1.10's block takes both locks and keeps the DynamoDB digest (1.15 warns
+    # about dynamodb_table but honours it, as a mixed fleet's newer clients do).
+    report = cli(
+        "bootstrap",
+        "--bucket",
+        "tf-state",
+        "--table",
+        "tf-locks",
+        "--json",
+        "--terraform-version",
+        "1.10",
+    ).json()
     block = report["backend_block"]
     key = "project/terraform.tfstate"
     assert f'key            = "{key}"' in block

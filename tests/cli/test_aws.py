@@ -277,7 +277,10 @@ def test_states_of_a_server_on_s3_with_workspaces(
 
     ops = store_args("dynamodb")
     names = [r["name"] for r in _json(cli_process, *ops, "states", "--json")]
-    assert names == [f"env:/dev/{KEY}", "svc.tfstate"]
+    # Grouped by backend key: env:/dev/team/app.tfstate is the dev workspace of team/…
+    assert names == ["svc.tfstate", f"env:/dev/{KEY}"]
+    under = _json(cli_process, *ops, "states", "team/", "--json")
+    assert [(r["name"], r["workspace"]) for r in under] == [(f"env:/dev/{KEY}", "dev")]
     history = _json(cli_process, *ops, "history", "svc.tfstate", "--json")
     assert [h["serial"] for h in history] == [2, 1] and history[0]["actor"] == "anonymous"
     d = _json(cli_process, *ops, "diff", f"env:/dev/{KEY}", "--json")
@@ -304,8 +307,9 @@ def test_states_on_s3_says_which_serials_it_does_not_know(
         (KEY, None, False),
     ], "the listing carries no metadata: unknown, not none"
     table = cli_process(*ops, "states")
-    rows = [line.split()[:2] for line in table.stdout.splitlines()[1:]]
-    assert rows == [["ours.tfstate", "?"], [KEY, "?"]]
+    # Piped: tab-separated NAME, WORKSPACE, SERIAL, ...
+    rows = [line.split("\t")[:3] for line in table.stdout.splitlines()[1:]]
+    assert rows == [["ours.tfstate", "-", "?"], [KEY, "-", "?"]]
     assert "2 serial(s) unknown" in table.stderr and "--details" in table.stderr
 
     detailed = _json(cli_process, *ops, "states", "--details", "--json")

@@ -58,9 +58,12 @@ def test_states_show_history_diff(cli: CliFn, tmp_path: Path) -> None:
     )
 
     rows = json.loads(cli("states", "--json").stdout)
-    assert [r["name"] for r in rows] == ["env:/dev/" + NAME, NAME]
-    assert rows[1]["serial"] == 2 and rows[1]["locked"] is False and rows[1]["versions"] is None
-    assert json.loads(cli("states", "team/", "--details", "--json").stdout)[0]["versions"] == 2
+    # A key's workspace states follow it, marked with their workspace.
+    expected = [(NAME, None), ("env:/dev/" + NAME, "dev")]
+    assert [(r["name"], r["workspace"]) for r in rows] == expected
+    assert rows[0]["serial"] == 2 and rows[0]["locked"] is False and rows[0]["versions"] is None
+    under = json.loads(cli("states", "team/", "--details", "--json").stdout)
+    assert [(r["name"], r["versions"]) for r in under] == [(NAME, 2), ("env:/dev/" + NAME, 1)]
     table = cli("states").stdout
     assert NAME in table and "SERIAL" in table
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from statekeeper.app import Services
 from statekeeper.security.caller import Caller
-from statekeeper.security.tokens import parse_duration
 from statekeeper.settings import load_settings
+from statekeeper.times import parse_duration
 
 OPERATOR = Caller(actor="operator:test", remote_addr="local")
 

@@ -20,13 +20,12 @@ from statekeeper.security.tokens import (
     SqliteTokenStore,
     hash_secret,
     issue,
-    parse_duration,
 )
 from statekeeper.server.limits import RateLimiter
 from statekeeper.storage.memory import MemoryStore
 from statekeeper.storage.sqlite import SqliteDatabase
 from statekeeper.terraform.names import StateName
-from statekeeper.times import utcnow
+from statekeeper.times import parse_duration, utcnow
 
 
 @pytest.mark.parametrize(

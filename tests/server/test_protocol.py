@@ -119,7 +119,8 @@ def test_body_over_the_limit_is_413_naming_the_limit(small_api: Api) -> None:
     response = small_api.write(data)
     assert response.status_code == 413
     assert_error_shape(response.json(), "payload_too_large")
-    assert "1024 bytes" in response.json()["message"]
+    assert "limit of 1 KiB (1024 bytes)" in response.json()["message"]
+    assert "0 MiB" not in response.json()["message"]
     assert "max_body" in response.json()["message"]
     assert small_api.get().status_code == 404
 

@@ -7,39 +7,16 @@ from datetime import timedelta
 import pytest
 
 from statekeeper.app import Services
-from statekeeper.errors import BadRequest, LockConflict, LockMismatch, LockNotFound
+from statekeeper.errors import LockConflict, LockMismatch, LockNotFound
 from statekeeper.security.audit import AuditFilter
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission
 from statekeeper.state.listing import list_locks, list_states
-from statekeeper.state.reap import parse_duration, reap, unlock
+from statekeeper.state.reap import reap, unlock
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.names import StateName
 from statekeeper.testing.statefiles import state_bytes
 from statekeeper.times import utcnow
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [
-        ("0s", 0),
-        ("30s", 30),
-        ("30m", 1800),
-        ("2h", 7200),
-        ("1d", 86400),
-        ("1h30m", 5400),
-        ("1w", 604800),
-        ("1.5h", 5400),
-    ],
-)
-def test_parse_duration(text: str, seconds: int) -> None:
-    assert parse_duration(text) == timedelta(seconds=seconds)
-
-
-@pytest.mark.parametrize("text", ["", "2", "h", "2x", "-1h", "1h 30", "1hx"])
-def test_parse_duration_refuses(text: str) -> None:
-    with pytest.raises(BadRequest, match=r"e\.g\. 30m"):
-        parse_duration(text)
 
 
 def _lock(s: Services, name: str, operation: str, age: timedelta, who: str = "bob@ci") -> LockInfo:
@@ -99,9 +76,22 @@ def test_listings_join_states_and_locks(services: Services, caller: Caller) -> N
     assert sorted(by) == ["env:/dev/team/a.tfstate", "other.tfstate", "team/a.tfstate"]
     assert by["team/a.tfstate"].lock is not None and by["team/a.tfstate"].serial == 3
     assert by["team/a.tfstate"].versions == 1 and by["other.tfstate"].lock is None
+    # The prefix takes the workspace states of the keys under it along, after their key.
+    under = list_states(services.store, services.lock_table, services.policy, caller, "team/")
+    assert [(r.name, r.workspace) for r in under] == [
+        ("team/a.tfstate", None),
+        ("env:/dev/team/a.tfstate", "dev"),
+    ]
     assert [
         r.name
-        for r in list_states(services.store, services.lock_table, services.policy, caller, "team/")
+        for r in list_states(
+            services.store,
+            services.lock_table,
+            services.policy,
+            caller,
+            "team/",
+            workspace_key_prefix="",
+        )
     ] == ["team/a.tfstate"]
     (lock,) = list_locks(services.lock_table, services.policy, caller)
     assert lock.lock.who == "bob@ci" and lock.age_seconds is not None and lock.age_seconds >= 600

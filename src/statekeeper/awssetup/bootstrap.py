@@ -10,16 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from statekeeper.awssetup.backendblock import CURRENT_TERRAFORM, backend_block
 from statekeeper.awssetup.bucket import bucket_region
 from statekeeper.awssetup.catalog import settings_checks
 from statekeeper.awssetup.checks import ABSENT, Finding, Status, aws_call, run_checks
 from statekeeper.awssetup.context import Aws, Target
 from statekeeper.errors import ConfigError
 
-__all__ = ["BootstrapReport", "backend_block", "bootstrap", "resolve_region", "serve_command"]
-
-#: The state key the printed backend block names; one key per state.
-KEY_PLACEHOLDER = "project/terraform.tfstate"
+__all__ = ["BootstrapReport", "bootstrap", "resolve_region", "serve_command"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +25,8 @@ class BootstrapReport:
     target: Target
     findings: list[Finding]
     dry_run: bool
+    #: The Terraform release the printed backend block is for.
+    terraform_version: str = CURRENT_TERRAFORM
 
     @property
     def changes(self) -> list[Finding]:
@@ -47,7 +47,8 @@ class BootstrapReport:
             "dry_run": self.dry_run,
             "changed": bool(self.changes),
             "checks": [f.to_json() for f in self.findings],
-            "backend_block": backend_block(self.target),
+            "terraform_version": self.terraform_version,
+            "backend_block": backend_block(self.target, self.terraform_version),
             "serve_command": serve_command(self.target),
         }
 
@@ -85,7 +86,13 @@ def check_kms_key(aws: Aws, key: str, region: str) -> None:
         )
 
 
-def bootstrap(aws: Aws, target: Target, *, dry_run: bool = False) -> BootstrapReport:
+def bootstrap(
+    aws: Aws,
+    target: Target,
+    *,
+    dry_run: bool = False,
+    terraform_version: str = CURRENT_TERRAFORM,
+) -> BootstrapReport:
     """Create or fix every setting (``dry_run``: only say what would change).
 
     ``target.table`` None means lock files only (``--lockfile``).
@@ -97,30 +104,7 @@ def bootstrap(aws: Aws, target: Target, *, dry_run: bool = False) -> BootstrapRe
     if replica is not None and replica.kms_key:
         check_kms_key(aws, replica.kms_key, replica.region)
     findings = run_checks(settings_checks(target), aws, target, "plan" if dry_run else "apply")
-    return BootstrapReport(target, findings, dry_run)
-
-
-def backend_block(target: Target) -> str:
-    """The ``terraform { backend "s3" { … } }`` block for this bucket and table.
-
-    With a table, both locks: the lock file (Terraform >= 1.10; ``dynamodb_table``
-    alone is deprecated since 1.11) and DynamoDB, whose digest item catches a
-    stale read before Terraform uses it.
-    """
-    rows: list[tuple[str, str]] = [
-        ("bucket", f'"{target.bucket}"'),
-        ("key", f'"{KEY_PLACEHOLDER}"'),
-        ("region", f'"{target.region}"'),
-        ("encrypt", "true"),
-    ]
-    if target.kms_key:
-        rows.append(("kms_key_id", f'"{target.kms_key}"'))
-    rows.append(("use_lockfile", "true"))
-    if target.table is not None:
-        rows.append(("dynamodb_table", f'"{target.table}"'))
-    width = max(len(name) for name, _ in rows)
-    lines = [f"    {name.ljust(width)} = {value}" for name, value in rows]
-    return 'terraform {\n  backend "s3" {\n' + "\n".join(lines) + "\n  }\n}\n"
+    return BootstrapReport(target, findings, dry_run, terraform_version)
 
 
 def serve_command(target: Target) -> str:

@@ -175,9 +175,10 @@ class Aws:
         return self.client("iam")
 
     def default_region(self) -> str:
-        """The region boto3 would use (profile, AWS_REGION, …), else us-east-1."""
-        region: str = self.client("sts").meta.region_name
-        return region
+        """The region every client uses when none is given (AWS_REGION, profile, …)."""
+        from statekeeper.storage.aws import _boto
+
+        return _boto.region(None, self.profile)
 
     def account_id(self) -> str:
         if self._account is None:

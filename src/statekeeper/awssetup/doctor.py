@@ -10,7 +10,6 @@ stale digests; it never removes a lock.
 from __future__ import annotations
 
 import fnmatch
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -22,24 +21,8 @@ from statekeeper.awssetup.checks import ABSENT, Finding, Status, run_checks
 from statekeeper.awssetup.context import Aws, Target
 from statekeeper.awssetup.probes import run_probes
 from statekeeper.awssetup.replication import replica_of, role_name
-from statekeeper.errors import BadRequest
 
-__all__ = ["DoctorReport", "doctor", "parse_duration"]
-
-_DURATION = re.compile(r"(\d+)\s*([smhd])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> timedelta:
-    """``90s``, ``30m``, ``2h``, ``1d``, ``1h30m`` as a timedelta."""
-    cleaned = text.strip().lower()
-    parts = _DURATION.findall(cleaned)
-    if not parts or _DURATION.sub("", cleaned).strip():
-        raise BadRequest(f"{text!r} is not a duration; write it like 30m, 2h, 1d or 1h30m")
-    seconds = sum(int(n) * _UNITS[u] for n, u in parts)
-    if seconds > 36500 * 86400:  # past timedelta's range is a crash, not an answer
-        raise BadRequest(f"{text!r} is longer than 36500 days")
-    return timedelta(seconds=seconds)
+__all__ = ["DoctorReport", "doctor"]
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from statekeeper.terraform.layout import (
     state_of_lock_file,
 )
 from statekeeper.terraform.lockinfo import LockInfo
+from statekeeper.times import format_duration
 
 __all__ = ["check_locks"]
 
@@ -36,19 +37,11 @@ def _lock_age(
 
 
 def _describe(info: LockInfo | None, age: timedelta | None) -> str:
-    held = f"held for {_human(age)}" if age is not None else "of unknown age"
+    held = f"held for {format_duration(age)}" if age is not None else "of unknown age"
     if info is None:
         return f"a lock with unreadable info, {held}"
     who = info.who or "someone"
     return f"locked by {who} ({info.operation or 'unknown operation'}, ID {info.id}), {held}"
-
-
-def _human(age: timedelta) -> str:
-    minutes = int(age.total_seconds() // 60)
-    if minutes < 120:
-        return f"{minutes}m"
-    hours = minutes // 60
-    return f"{hours}h" if hours < 48 else f"{hours // 24}d"
 
 
 def check_locks(
@@ -88,7 +81,7 @@ def check_locks(
             Finding(
                 "locks.stale",
                 Status.PASS,
-                f"no lock is older than {_human(stale_after)} "
+                f"no lock is older than {format_duration(stale_after)} "
                 f"({len(file_locks)} lock file(s), {len(db_infos)} DynamoDB "
                 "lock(s))",
             )

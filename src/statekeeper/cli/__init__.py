@@ -9,20 +9,35 @@ someone else.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 from typer._click.core import Context as ClickContext
+from typer._click.core import ParameterSource
 from typer.core import TyperGroup
 
+from statekeeper.cli.options import (
+    GLOBAL_FLAGS,
+    ConfigOpt,
+    DataDirOpt,
+    LocksOpt,
+    ServerOpt,
+    StoreOpt,
+    TokenOpt,
+    TokensFileOpt,
+    hoist,
+)
 from statekeeper.errors import StatekeeperError
 
 __all__ = ["app", "main"]
 
 
 class _Statekeeper(TyperGroup):
-    """The root group: a StatekeeperError from any command becomes its exit code here."""
+    """The root group: global options anywhere on the line, and a StatekeeperError from
+    any command becomes its exit code here."""
+
+    def parse_args(self, ctx: ClickContext, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist(args))
 
     def invoke(self, ctx: ClickContext) -> Any:
         try:
@@ -47,48 +62,25 @@ app = typer.Typer(
 @app.callback()
 def _root(
     ctx: typer.Context,
-    store: Annotated[
-        str | None,
-        typer.Option(
-            help="Store URL: sqlite:///…, s3://BUCKET/PREFIX (env: STATEKEEPER_STORE; "
-            "default: SQLite in ./.statekeeper)",
-            show_default=False,
-        ),
-    ] = None,
-    locks: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Lock URL: dynamodb://TABLE, s3lock://BUCKET/PREFIX; give twice for both "
-            "(env: STATEKEEPER_LOCKS, comma-separated; default: the store's database)",
-            show_default=False,
-        ),
-    ] = None,
-    server: Annotated[
-        str | None,
-        typer.Option(
-            envvar="STATEKEEPER_SERVER",
-            help="Go through a running statekeeper server's API (http://HOST:PORT) "
-            "instead of opening a store",
-            show_default=False,
-        ),
-    ] = None,
-    token: Annotated[
-        str | None,
-        typer.Option(
-            envvar="STATEKEEPER_TOKEN",
-            help="Bearer token for --server",
-            show_default=False,
-        ),
-    ] = None,
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(help="Directory of the embedded store (default: ./.statekeeper)"),
-    ] = None,
-    config: Annotated[Path | None, typer.Option(help="TOML config file")] = None,
+    store: StoreOpt = None,
+    locks: LocksOpt = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    tokens_file: TokensFileOpt = None,
 ) -> None:
-    """Remote state for Terraform and OpenTofu: a state server and an operator CLI."""
+    """Remote state for Terraform and OpenTofu: a state server and an operator CLI.
+
+    The global options may come before or after the command name.
+    """
     from statekeeper.cli.context import CliContext
 
+    given = frozenset(
+        name
+        for name in GLOBAL_FLAGS.values()
+        if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+    )
     ctx.obj = CliContext(
         store=store,
         locks=",".join(locks) if locks else None,
@@ -96,21 +88,26 @@ def _root(
         token=token,
         data_dir=data_dir,
         config=config,
+        tokens_file=tokens_file,
+        given=given,
     )
     ctx.call_on_close(ctx.obj.close)
 
 
-# Command modules register themselves on ``app``.
-from statekeeper.cli import audit as _audit  # noqa: E402, F401
-from statekeeper.cli import bootstrap as _bootstrap  # noqa: E402, F401
-from statekeeper.cli import doctor as _doctor  # noqa: E402, F401
-from statekeeper.cli import history as _history  # noqa: E402, F401
-from statekeeper.cli import iam as _iam  # noqa: E402, F401
-from statekeeper.cli import locks as _locks  # noqa: E402, F401
-from statekeeper.cli import migrate as _migrate  # noqa: E402, F401
+# Command modules register themselves on ``app``, in the order --help shows them:
+# server, states, locks, AWS setup, security.
+# isort: off
 from statekeeper.cli import serve as _serve  # noqa: E402, F401
 from statekeeper.cli import states as _states  # noqa: E402, F401
+from statekeeper.cli import history as _history  # noqa: E402, F401
+from statekeeper.cli import migrate as _migrate  # noqa: E402, F401
+from statekeeper.cli import locks as _locks  # noqa: E402, F401
+from statekeeper.cli import bootstrap as _bootstrap  # noqa: E402, F401
+from statekeeper.cli import doctor as _doctor  # noqa: E402, F401
+from statekeeper.cli import iam as _iam  # noqa: E402, F401
 from statekeeper.cli import token as _token  # noqa: E402, F401
+from statekeeper.cli import audit as _audit  # noqa: E402, F401
+# isort: on
 
 
 def main() -> None:

@@ -9,16 +9,21 @@ from typing import Annotated
 import typer
 
 from statekeeper.cli import app
-from statekeeper.cli.token import ConfigOpt, DataDir, JsonOpt, StoreOpt, operator, services_for
+from statekeeper.cli.context import obj
+from statekeeper.cli.options import PANEL_SECURITY, REMOTE, JsonFlag
 
 __all__ = ["audit", "parse_since"]
 
+# The audit trail is the store's (or, with --server, the server's); encryption is the
+# store's own key ring, which only a process opening the store can reach.
+AUDIT_OPTIONS = frozenset({"store", "data_dir", "config"}) | REMOTE
+ENCRYPTION_OPTIONS = frozenset({"store", "data_dir", "config"})
+
 
 def parse_since(text: str) -> datetime:
-    """An RFC 3339 time, or a duration back from now (``24h``, ``7d``)."""
+    """An RFC 3339 time, or a duration back from now (``24h``, ``7d``, ``1d12h``)."""
     from statekeeper.errors import BadRequest
-    from statekeeper.security.tokens import parse_duration
-    from statekeeper.times import parse_rfc3339, utcnow
+    from statekeeper.times import DURATION_GRAMMAR, parse_duration, parse_rfc3339, utcnow
 
     try:
         return parse_rfc3339(text)
@@ -29,74 +34,62 @@ def parse_since(text: str) -> datetime:
     except BadRequest as exc:
         raise BadRequest(
             f"--since {text!r} is neither an RFC 3339 time (2026-01-01T00:00:00Z) nor a "
-            "duration back from now (24h, 7d)"
+            f"duration back from now ({DURATION_GRAMMAR})"
         ) from exc
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL_SECURITY)
 def audit(
+    ctx: typer.Context,
     state: Annotated[str | None, typer.Option(help="State-name glob, e.g. 'team/**'")] = None,
-    actor: Annotated[str | None, typer.Option(help="Token name or oidc:SUBJECT")] = None,
+    actor: Annotated[
+        str | None, typer.Option(help="user@host, a token name or oidc:SUBJECT")
+    ] = None,
     action: Annotated[str | None, typer.Option(help="read, write, lock, unlock, …")] = None,
-    since: Annotated[str | None, typer.Option(help="RFC 3339 time or 24h, 7d")] = None,
+    since: Annotated[str | None, typer.Option(help="RFC 3339 time or 24h, 7d, 1d12h")] = None,
     limit: Annotated[int, typer.Option(help="At most this many (the newest)")] = 1000,
-    data_dir: DataDir = None,
-    store: StoreOpt = None,
-    config: ConfigOpt = None,
-    as_json: JsonOpt = False,
+    as_json: JsonFlag = False,
 ) -> None:
-    """Show the audit trail, oldest first."""
-    from rich.table import Table
-
-    from statekeeper.cli.output import console, print_view
-    from statekeeper.security.audit import AuditFilter
+    """Show the audit trail of the store (or, with --server, the server's), oldest first."""
+    from statekeeper.cli.admin import admin_for
+    from statekeeper.cli.output import print_view
+    from statekeeper.cli.render import dash, print_table, when
     from statekeeper.security.grants import parse_grant
 
     if state is not None:
         parse_grant(state + ":outputs")
-    when = parse_since(since) if since else None
-    with services_for(data_dir, store, config) as services:
-        events = services.audit.query(
-            AuditFilter(state=state, actor=actor, action=action, since=when, limit=limit)
-        )
+    after = parse_since(since) if since else None
+    events = admin_for(obj(ctx, AUDIT_OPTIONS)).audit(state, actor, action, after, limit)
     if as_json:
-        from statekeeper.state.views import AuditEventView
-
-        print_view([AuditEventView.of(e) for e in events])
+        print_view(events)
         return
-    table = Table("time", "actor", "action", "state", "version", "outcome", "who / operation")
-    for e in events:
-        who = " / ".join(x for x in (e.who, e.operation) if x)
-        actor_text = e.actor + "".join(f"\n{k}={v}" for k, v in e.claims.items())
-        table.add_row(
-            f"{e.time:%Y-%m-%d %H:%M:%S}",
-            actor_text,
+    rows = [
+        [
+            when(e.time),
+            e.actor + "".join(f" {k}={v}" for k, v in e.claims.items()),
             e.action,
-            e.state or "-",
-            e.version or "-",
-            e.outcome if e.outcome == "ok" else f"[red]{e.outcome}[/]",
-            who or "-",
-        )
-    console.print(table)
+            dash(e.state),
+            dash(e.version),
+            e.outcome,
+            " / ".join(x for x in (e.who, e.operation) if x) or "-",
+        ]
+        for e in events
+    ]
+    print_table(["TIME", "ACTOR", "ACTION", "STATE", "VERSION", "OUTCOME", "WHO / OPERATION"], rows)
 
 
 encryption_app = typer.Typer(help="Encryption at rest: status and key rotation.")
-app.add_typer(encryption_app, name="encryption")
+app.add_typer(encryption_app, name="encryption", rich_help_panel=PANEL_SECURITY)
 
 
 @encryption_app.command("status")
-def status(
-    data_dir: DataDir = None,
-    store: StoreOpt = None,
-    config: ConfigOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
+def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """List the states stored in plaintext (exit 1 if any, for scripts)."""
     from statekeeper.cli.output import console, print_json
 
-    with services_for(data_dir, store, config) as services:
-        plain = services.keys.unencrypted()
-        enabled = services.keys.current_kid is not None
+    services = obj(ctx, ENCRYPTION_OPTIONS).services()
+    plain = services.keys.unencrypted()
+    enabled = services.keys.current_kid is not None
     if as_json:
         print_json({"encryption": enabled, "unencrypted": plain})
     else:
@@ -111,13 +104,12 @@ def status(
 
 @encryption_app.command("rotate")
 def rotate(
+    ctx: typer.Context,
     old_key_file: Annotated[Path, typer.Option(help="File holding the old master key")],
     new_key_file: Annotated[Path, typer.Option(help="File holding the new master key")],
-    data_dir: DataDir = None,
-    store: StoreOpt = None,
-    config: ConfigOpt = None,
 ) -> None:
     """Re-wrap every data key from the old master key to the new; states are not rewritten."""
+    from statekeeper.cli.context import local_caller
     from statekeeper.cli.output import console
     from statekeeper.errors import ConfigError
     from statekeeper.storage import encrypting as crypto
@@ -127,8 +119,8 @@ def rotate(
         new = crypto.parse_master_key(new_key_file.read_text())
     except OSError as exc:
         raise ConfigError(f"cannot read a key file: {exc}") from exc
-    with services_for(data_dir, store, config) as services:
-        report = services.keys.rotate(operator(), old, new)
+    services = obj(ctx, ENCRYPTION_OPTIONS).services()
+    report = services.keys.rotate(local_caller(), old, new)
     console.print(
         f"re-wrapped {report.rewrapped} data keys from {old.kid} to {new.kid} "
         f"({report.already_new} already under the new key, {report.other} under other keys). "

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from statekeeper.awssetup.bootstrap import BootstrapReport, backend_block, serve_command
+from statekeeper.awssetup.backendblock import backend_block
+from statekeeper.awssetup.bootstrap import BootstrapReport, serve_command
 from statekeeper.awssetup.checks import Finding, Status
 from statekeeper.awssetup.doctor import DoctorReport
 from statekeeper.cli.output import print_json
@@ -59,7 +60,7 @@ def print_bootstrap(report: BootstrapReport, *, json_output: bool) -> None:
     if report.unresolved:
         print(f"{len(report.unresolved)} setting(s) are still not as wanted (see above).")
     print("\nPaste this into your Terraform configuration (one key per state):\n")
-    print(backend_block(t))
+    print(backend_block(t, report.terraform_version))
     print("Or serve the same bucket and locks over Terraform's http backend:\n")
     print(f"  {serve_command(t)}")
 

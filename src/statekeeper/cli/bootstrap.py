@@ -7,12 +7,15 @@ from typing import Annotated
 import typer
 
 from statekeeper.cli import app
+from statekeeper.cli.context import obj
+from statekeeper.cli.options import PANEL_AWS
 
 __all__ = ["bootstrap"]
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL_AWS)
 def bootstrap(
+    ctx: typer.Context,
     bucket: Annotated[str, typer.Option(help="State bucket to create or bring into line")],
     table: Annotated[
         str | None,
@@ -46,6 +49,15 @@ def bootstrap(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the changes without making them")
     ] = False,
+    terraform_version: Annotated[
+        str | None,
+        typer.Option(
+            help="Terraform version the printed backend block is for: 1.11 and later lock with "
+            "S3 lock files only, 1.10 with both, older with the DynamoDB table "
+            "[default: the current release]",
+            show_default=False,
+        ),
+    ] = None,
     profile: Annotated[str | None, typer.Option(help="AWS profile")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Stable JSON output")] = False,
 ) -> None:
@@ -54,12 +66,21 @@ def bootstrap(
     Idempotent: a second run changes nothing. Prints the backend block and the
     statekeeper serve command line to use them.
     """
+    obj(ctx, frozenset())  # talks to AWS (or prints) directly: no global option applies
+    from statekeeper.awssetup.backendblock import CURRENT_TERRAFORM, backend_block
     from statekeeper.awssetup.bootstrap import bootstrap as run_bootstrap
     from statekeeper.awssetup.bootstrap import resolve_region
     from statekeeper.awssetup.context import Aws, Target
     from statekeeper.cli.awsreport import print_bootstrap
     from statekeeper.errors import BadRequest
 
+    terraform_version = terraform_version or CURRENT_TERRAFORM
+    # The block is checked before anything is created: --lockfile for Terraform < 1.10
+    # is refused up front.
+    backend_block(
+        Target(bucket=bucket, region=region or "us-east-1", table=None if lockfile else "t"),
+        terraform_version,
+    )
     if lockfile and table:
         raise BadRequest("--table and --lockfile exclude each other: choose one way to lock")
     aws = Aws(profile=profile)
@@ -76,7 +97,7 @@ def bootstrap(
         replica_bucket=replica_bucket,
         replica_kms_key=replica_kms_key,
     )
-    report = run_bootstrap(aws, target, dry_run=dry_run)
+    report = run_bootstrap(aws, target, dry_run=dry_run, terraform_version=terraform_version)
     print_bootstrap(report, json_output=json_output)
     if report.unresolved:
         raise typer.Exit(1)

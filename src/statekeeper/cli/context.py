@@ -13,6 +13,7 @@ from __future__ import annotations
 import getpass
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -75,7 +76,12 @@ class LocalBackend:
 
         self.services = services
         self.caller = caller
-        self.op = Operator(services.states, services.locks, services.history)
+        self.op = Operator(
+            services.states,
+            services.locks,
+            services.history,
+            workspace_key_prefix=services.settings.workspace_key_prefix,
+        )
 
     def list_states(self, prefix: str, details: bool) -> list[StateEntry]:
         return self.op.list_states(self.caller, prefix, details=details)
@@ -117,7 +123,11 @@ class LocalBackend:
 
 @dataclass
 class CliContext:
-    """The global options, and what they open (once, closed when the command ends)."""
+    """The global options, and what they open (once, closed when the command ends).
+
+    ``given`` names the options typed on the command line (not those from the
+    environment or a config file): a command refuses those it does not use.
+    """
 
     store: str | None = None
     locks: str | None = None
@@ -125,45 +135,85 @@ class CliContext:
     token: str | None = None
     data_dir: Path | None = None
     config: Path | None = None
-    _opened: list[Backend] = field(default_factory=list)
+    tokens_file: Path | None = None
+    given: frozenset[str] = frozenset()
+    _closers: list[Callable[[], None]] = field(default_factory=list)
 
-    def settings(self) -> Settings:
+    def check(self, command: str, accepts: frozenset[str]) -> None:
+        """Refuse (exit 2) a global option given for a command that does not use it."""
+        from statekeeper.errors import ConfigError
+
+        for name in sorted(self.given - accepts):
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(
+                f"{flag} does not apply to '{command}': it uses "
+                + (", ".join("--" + a.replace("_", "-") for a in sorted(accepts)) or "none")
+                + f" of the global options; leave {flag} out"
+            )
+        if "token" in self.given and not self.server:
+            raise ConfigError(
+                "--token is the bearer token for --server; give --server URL too "
+                "(or leave --token out to open the store directly)"
+            )
+        if self.server and self.given & {"store", "locks", "data_dir", "tokens_file"}:
+            raise ConfigError(
+                "--server and --store/--locks/--data-dir/--tokens-file both given: use the "
+                "server's API (--server) or open the store directly, not both"
+            )
+
+    def settings(self, **flags: object) -> Settings:
+        """The settings, with the global options and ``flags`` (a command's own) on top."""
         from statekeeper.settings import load_settings
 
         return load_settings(
-            {"store": self.store, "locks": self.locks, "data_dir": self.data_dir},
+            {
+                "store": self.store,
+                "locks": self.locks,
+                "data_dir": self.data_dir,
+                "tokens_file": self.tokens_file,
+                **flags,
+            },
             config_file=self.config,
         )
 
     def services(self) -> Services:
+        """The services on the configured store, closed when the command ends."""
         from statekeeper.app import Services
 
-        return Services.build(self.settings())
+        services = Services.build(self.settings())
+        self.on_close(services.close)
+        return services
 
     def backend(self) -> Backend:
         if self.server:
-            if self.store or self.locks:
-                from statekeeper.errors import ConfigError
-
-                raise ConfigError(
-                    "--server and --store/--locks both given: use the server's API (--server) "
-                    "or open the store directly (--store/--locks), not both"
-                )
             from statekeeper.cli.remote import RemoteBackend
 
             backend: Backend = RemoteBackend(self.server, self.token)
         else:
-            backend = LocalBackend(self.services(), local_caller())
-        self._opened.append(backend)
+            from statekeeper.app import Services
+
+            backend = LocalBackend(Services.build(self.settings()), local_caller())
+        self.on_close(backend.close)
         return backend
 
+    def on_close(self, close: Callable[[], None]) -> None:
+        """Call ``close`` when the command ends (the last opened is closed first)."""
+        self._closers.append(close)
+
     def close(self) -> None:
-        while self._opened:
-            self._opened.pop().close()
+        """Close everything opened, the last first; one failing does not skip the rest."""
+        if self._closers:
+            close = self._closers.pop()
+            try:
+                close()
+            finally:
+                self.close()
 
 
-def obj(ctx: typer.Context) -> CliContext:
-    """The CliContext of the root command."""
+def obj(ctx: typer.Context, accepts: frozenset[str]) -> CliContext:
+    """The CliContext of the root command, once the global options given are checked
+    against ``accepts``, the ones this command uses."""
     root = ctx.find_root()
     assert isinstance(root.obj, CliContext), "the root callback sets the context"
+    root.obj.check(ctx.command_path, accepts)
     return root.obj

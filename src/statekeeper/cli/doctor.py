@@ -7,12 +7,15 @@ from typing import Annotated
 import typer
 
 from statekeeper.cli import app
+from statekeeper.cli.context import obj
+from statekeeper.cli.options import PANEL_AWS
 
 __all__ = ["doctor"]
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL_AWS)
 def doctor(
+    ctx: typer.Context,
     bucket: Annotated[str, typer.Option(help="State bucket to audit")],
     table: Annotated[str | None, typer.Option(help="DynamoDB lock table")] = None,
     region: Annotated[
@@ -24,7 +27,7 @@ def doctor(
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Stable JSON output")] = False,
     stale_after: Annotated[
-        str, typer.Option(help="Report locks older than this (30m, 2h, 1d)")
+        str, typer.Option(help="Report locks older than this (30m, 2h, 1d, 1w, 1h30m)")
     ] = "2h",
     probes: Annotated[
         bool,
@@ -40,13 +43,14 @@ def doctor(
     profile: Annotated[str | None, typer.Option(help="AWS profile")] = None,
 ) -> None:
     """One line per check: pass, warn or fail, with the fix. Exit 1 when anything fails."""
+    obj(ctx, frozenset())  # talks to AWS (or prints) directly: no global option applies
     from statekeeper.awssetup.bootstrap import resolve_region
     from statekeeper.awssetup.context import Aws, Target
     from statekeeper.awssetup.doctor import doctor as run_doctor
-    from statekeeper.awssetup.doctor import parse_duration
     from statekeeper.cli.awsreport import print_doctor
+    from statekeeper.times import parse_duration
 
-    threshold = parse_duration(stale_after)
+    threshold = parse_duration(stale_after, what="--stale-after")
     Target(bucket=bucket, region=region or "us-east-1", table=table).validate()
     aws = Aws(profile=profile)
     resolved = resolve_region(aws, bucket, region)

@@ -6,12 +6,12 @@ import json
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 
 from statekeeper.cli import app
-from statekeeper.cli.context import obj
-from statekeeper.cli.output import console, err_console, print_view
-from statekeeper.cli.render import dash, size, table, when
+from statekeeper.cli.context import Backend, obj
+from statekeeper.cli.options import OPERATOR, PANEL_STATES, JsonFlag
+from statekeeper.cli.output import console, err_console, escape, print_view
+from statekeeper.cli.render import dash, print_table, size, when
 from statekeeper.terraform.names import StateName
 
 if TYPE_CHECKING:
@@ -19,10 +19,8 @@ if TYPE_CHECKING:
 
 __all__ = ["diff", "history", "rollback"]
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (stable keys) for scripts")]
 
-
-@app.command()
+@app.command(rich_help_panel=PANEL_STATES)
 def history(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="State name")],
@@ -32,13 +30,12 @@ def history(
     json_out: JsonFlag = False,
 ) -> None:
     """List a state's versions, newest first, with the resources each one changed."""
-    rows = obj(ctx).backend().history(StateName(name), limit)
+    rows = obj(ctx, OPERATOR).backend().history(StateName(name), limit)
     if json_out:
         print_view(rows)
         return
-    t = table("VERSION", "SERIAL", "TIME", "WHO", "SIZE", "CHANGED", "")
-    for r in rows:
-        t.add_row(
+    cells = [
+        [
             r.version_id,
             dash(r.serial),
             when(r.created),
@@ -46,8 +43,10 @@ def history(
             size(r.size),
             dash(r.resources_changed),
             "current" if r.is_current else "",
-        )
-    console.print(t)
+        ]
+        for r in rows
+    ]
+    print_table(["VERSION", "SERIAL", "TIME", "WHO", "SIZE", "CHANGED", ""], cells)
 
 
 def _values(change: AttributeChange | OutputChange) -> str:
@@ -97,7 +96,7 @@ def _print_diff(d: DiffView) -> None:
     )
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL_STATES)
 def diff(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="State name")],
@@ -118,14 +117,37 @@ def diff(
     With no versions: the last change (previous -> current). Sensitive values
     are masked. Versions are IDs from 'history', serial:N or current.
     """
-    d = obj(ctx).backend().diff(StateName(name), from_ref, to_ref)
+    d = obj(ctx, OPERATOR).backend().diff(StateName(name), from_ref, to_ref)
     if json_out:
         print_view(d)
         return
     _print_diff(d)
 
 
-@app.command()
+def _refuse_if_locked(backend: Backend, state: StateName) -> None:
+    from statekeeper.errors import LockConflict
+    from statekeeper.terraform.lockinfo import LockInfo
+
+    for held in backend.list_locks(str(state)):
+        if held.name == str(state):
+            info = {
+                "ID": held.id,
+                "Operation": held.operation,
+                "Info": held.info,
+                "Who": held.who,
+                "Version": held.version,
+                "Created": held.created,
+                "Path": held.path,
+            }
+            holder = LockInfo.parse(json.dumps(info).encode())
+            raise LockConflict(
+                holder,
+                f"cannot roll back {state}: it is locked by {holder.describe()}; wait for the "
+                "run to finish (or remove a stale lock with 'statekeeper unlock')",
+            )
+
+
+@app.command(rich_help_panel=PANEL_STATES)
 def rollback(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="State name")],
@@ -142,9 +164,11 @@ def rollback(
     lineage is kept, and the DynamoDB digest is updated, so Terraform's own
     S3 backend reads the result. The next 'terraform plan' shows the drift.
     """
-    backend = obj(ctx).backend()
+    backend = obj(ctx, OPERATOR).backend()
     state = StateName(name)
     if not yes:
+        # A held lock refuses the rollback anyway: say so before asking, not after.
+        _refuse_if_locked(backend, state)
         # From the current state to the target: what the rollback will do to the state.
         d = backend.diff(state, "current", to)
         console.print(

@@ -7,12 +7,15 @@ from typing import Annotated
 import typer
 
 from statekeeper.cli import app
+from statekeeper.cli.context import obj
+from statekeeper.cli.options import PANEL_AWS
 
 __all__ = ["iam_policy"]
 
 
-@app.command("iam-policy")
+@app.command("iam-policy", rich_help_panel=PANEL_AWS)
 def iam_policy(
+    ctx: typer.Context,
     bucket: Annotated[str, typer.Option(help="State bucket")],
     prefix: Annotated[str, typer.Option(help="Only states whose keys start with this")] = "",
     table: Annotated[str | None, typer.Option(help="DynamoDB lock table")] = None,
@@ -35,6 +38,7 @@ def iam_policy(
 
     s3:DeleteObject is granted only on lock files unless --allow-delete.
     """
+    obj(ctx, frozenset())  # talks to AWS (or prints) directly: no global option applies
     from statekeeper.awssetup.iam import iam_policy as build
     from statekeeper.cli.output import print_json
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 from typer._click.core import Context as ClickContext
 from typer.core import TyperGroup
 
 from statekeeper.cli import app
 from statekeeper.cli.context import obj
-from statekeeper.cli.output import console, err_console, print_view
-from statekeeper.cli.render import age, table, when
+from statekeeper.cli.options import OPERATOR, PANEL_LOCKS, JsonFlag
+from statekeeper.cli.output import console, err_console, escape, print_view
+from statekeeper.cli.render import age, print_table, when
 from statekeeper.terraform.layout import LOCK_FILE_SUFFIX
 from statekeeper.terraform.names import StateName
 
@@ -20,8 +20,6 @@ if TYPE_CHECKING:
     from statekeeper.state.views import Release
 
 __all__ = ["locks_app", "unlock"]
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (stable keys) for scripts")]
 
 
 class _LocksGroup(TyperGroup):
@@ -42,7 +40,7 @@ locks_app = typer.Typer(
     help=f"List held locks (DynamoDB items and {LOCK_FILE_SUFFIX} files alike); "
     "'locks reap' removes stale ones.",
 )
-app.add_typer(locks_app, name="locks")
+app.add_typer(locks_app, name="locks", rich_help_panel=PANEL_LOCKS)
 
 
 def _print_releases(rows: list[Release], dry_run: bool) -> None:
@@ -70,28 +68,30 @@ def locks(
     if ctx.invoked_subcommand is not None:
         return
     prefix = str(ctx.meta.get("locks_prefix", ""))
-    rows = obj(ctx).backend().list_locks(prefix)
+    rows = obj(ctx, OPERATOR).backend().list_locks(prefix)
     if json_out:
         print_view(rows)
         return
     if not rows:
         err_console.print(f"no locks held{f' under {prefix!r}' if prefix else ''}")
         return
-    t = table("NAME", "ID", "OPERATION", "WHO", "CREATED", "AGE", "KIND")
+    cells = []
     for r in rows:
         kind = "+".join(r.kinds)
         if r.drift:
-            kind += f" [red](drift: not in {'+'.join(r.missing)})[/]"
-        t.add_row(
-            escape(r.name),
-            "[red]DAMAGED[/]" if r.damaged else escape(r.id),
-            escape(r.operation or "-"),
-            escape(r.who or "-"),
-            when(r.created),
-            age(r.age_seconds),
-            kind,
+            kind += f" (drift: not in {'+'.join(r.missing)})"
+        cells.append(
+            [
+                r.name,
+                "DAMAGED" if r.damaged else r.id,
+                r.operation or "-",
+                r.who or "-",
+                when(r.created),
+                age(r.age_seconds),
+                kind,
+            ]
         )
-    console.print(t)
+    print_table(["NAME", "ID", "OPERATION", "WHO", "CREATED", "AGE", "KIND"], cells)
     for r in rows:
         if r.damaged:
             err_console.print(
@@ -127,7 +127,7 @@ def reap(
     json_out: JsonFlag = False,
 ) -> None:
     """Remove every lock older than --older-than (each removal is reported and audited)."""
-    rows = obj(ctx).backend().reap(older_than, operation, prefix, dry_run)
+    rows = obj(ctx, OPERATOR).backend().reap(older_than, operation, prefix, dry_run)
     if json_out:
         print_view(rows)
         return
@@ -137,7 +137,7 @@ def reap(
     _print_releases(rows, dry_run)
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL_LOCKS)
 def unlock(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="State name")],
@@ -155,7 +155,7 @@ def unlock(
     run is still going: removing a live run's lock lets a second run corrupt
     the state.
     """
-    row = obj(ctx).backend().unlock(StateName(name), lock_id, force)
+    row = obj(ctx, OPERATOR).backend().unlock(StateName(name), lock_id, force)
     if json_out:
         print_view(row)
         return

@@ -9,6 +9,7 @@ import typer
 
 from statekeeper.cli import app
 from statekeeper.cli.context import local_caller, obj
+from statekeeper.cli.options import PANEL_STATES, STORE
 from statekeeper.cli.output import console, err_console, print_view
 from statekeeper.cli.render import size
 from statekeeper.errors import ConfigError
@@ -47,7 +48,7 @@ def _destination(ctx: typer.Context, to: str | None, to_locks: list[str] | None)
             raise ConfigError(
                 "--to-locks needs --to; without --to the destination is --store/--locks"
             )
-        return obj(ctx).services()
+        return Services.build(obj(ctx, STORE).settings())  # checked in migrate()
     # Without --to-locks the destination's own default applies: its database for
     # sqlite://, lock files next to the states for s3:// (Terraform's use_lockfile).
     return Services.build(
@@ -55,7 +56,7 @@ def _destination(ctx: typer.Context, to: str | None, to_locks: list[str] | None)
     )
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL_STATES)
 def migrate(
     ctx: typer.Context,
     from_: Annotated[
@@ -106,7 +107,9 @@ def migrate(
 
     from statekeeper.state.migrate import migrate as run
 
-    if obj(ctx).server:
+    # --to names the destination: the global store options would be ignored, so they are
+    # refused; without it they are the destination.
+    if obj(ctx, STORE if to is None else frozenset()).server:  # STATEKEEPER_SERVER
         raise ConfigError("migrate opens the stores itself: use --from/--to URLs, not --server")
     source, opened = _source(from_, name)
     try:
@@ -117,7 +120,8 @@ def migrate(
                 BarColumn(),
                 DownloadColumn(),
                 console=err_console,
-                disable=json_out,
+                # A bar redrawn in place means something on a terminal only.
+                disable=json_out or not err_console.is_terminal,
                 transient=False,
             ) as bar:
                 task = bar.add_task("migrating", total=None)

@@ -1,4 +1,8 @@
-"""How the CLI shows things: rich for people, stable JSON for scripts."""
+"""How the CLI shows things: rich for people, stable JSON for scripts.
+
+rich is imported on the first print, not when the command modules load, so
+``statekeeper --help`` and the JSON paths start without it.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +11,43 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.markup import escape
-
 from statekeeper.errors import LockConflict, LockMismatch, StatekeeperError
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
+    from rich.console import Console
 
-__all__ = ["console", "err_console", "print_error", "print_json", "print_view"]
+__all__ = ["console", "err_console", "escape", "print_error", "print_json", "print_view"]
 
-console = Console()
-err_console = Console(stderr=True)
+
+class _LazyConsole:
+    """A rich Console made on first use (on stdout or stderr as it is then)."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def _get(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._get(), name)
+
+
+# Typed as Console for callers; the proxy forwards every attribute.
+console: Console = _LazyConsole(stderr=False)  # type: ignore[assignment]
+err_console: Console = _LazyConsole(stderr=True)  # type: ignore[assignment]
+
+
+def escape(text: str) -> str:
+    """``text`` with rich markup escaped (state names may hold ``[``)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 def print_error(exc: StatekeeperError) -> None:
@@ -30,6 +59,7 @@ def print_error(exc: StatekeeperError) -> None:
             f"  Lock ID: {h.id}\n  Operation: {h.operation or '-'}\n"
             f"  Who: {h.who or h.actor or '-'}\n  Created: {h.since or '-'}",
             highlight=False,
+            markup=False,
         )
 
 

@@ -1,28 +1,30 @@
-"""Formatting for people: sizes, ages, times, tables. Scripts use ``--json``."""
+"""Formatting for people: sizes, ages, times, tables. Scripts use ``--json``.
+
+Tables never split a cell: a state name, lock ID or resource address is one
+unbroken word wherever it is printed. On a terminal a table is aligned by rich
+and, when wider than the window, is printed at its full width (the terminal
+wraps the whole line, not a cell). When stdout is not a terminal (a pipe, a
+file, CI logs) a table is plain tab-separated text: a header line, then one
+line per row, every cell in full, for ``cut -f`` and ``awk -F'\\t'``.
+"""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from rich.table import Table
-
+from statekeeper.settings import format_size
 from statekeeper.times import parse_rfc3339
 
 if TYPE_CHECKING:
     from statekeeper.state.views import LockEntry
 
-__all__ = ["age", "size", "table", "when", "who_lock"]
+__all__ = ["age", "dash", "print_table", "size", "when", "who_lock"]
 
 
 def size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
+    return "-" if n is None else format_size(n)
 
 
 def age(seconds: float | None) -> str:
@@ -56,12 +58,50 @@ def who_lock(lock: LockEntry | None) -> str:
     return f"{lock.who or '?'} ({lock.operation or '?'}, {age(lock.age_seconds)})"
 
 
-def table(*columns: str) -> Table:
-    t = Table(show_edge=False, box=None, pad_edge=False, header_style="bold")
-    for c in columns:
-        t.add_column(c, overflow="fold")
-    return t
-
-
 def dash(value: object) -> str:
     return "-" if value is None or value == "" else str(value)
+
+
+def _plain(cell: str) -> str:
+    return cell.replace("\t", " ").replace("\r", " ").replace("\n", " ")
+
+
+def print_table(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    styles: dict[int, str] | None = None,
+) -> None:
+    """Print ``rows`` under ``columns``: aligned on a terminal, tab-separated otherwise.
+
+    Cells are plain text (never read as markup); ``styles`` colours whole
+    columns on a terminal (by index).
+    """
+    from statekeeper.cli.output import console
+
+    if not console.is_terminal:
+        out = sys.stdout
+        out.write("\t".join(columns) + "\n")
+        for row in rows:
+            out.write("\t".join(_plain(c) for c in row) + "\n")
+        out.flush()
+        return
+    from rich.measure import Measurement
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(show_edge=False, box=None, pad_edge=False, header_style="bold")
+    for i, name in enumerate(columns):
+        table.add_column(name, no_wrap=True, overflow="ignore", style=(styles or {}).get(i))
+    for row in rows:
+        table.add_row(*(Text(c) for c in row))
+    # Measured without the window's limit: the width at which no cell is cut.
+    unlimited = console.options.update_width(1_000_000)
+    needed = Measurement.get(console, unlimited, table).maximum
+    if needed <= console.width:
+        console.print(table)
+        return
+    # rich never prints wider than its console: a console as wide as the table.
+    from rich.console import Console
+
+    Console(width=needed).print(table, crop=False)

@@ -10,6 +10,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from statekeeper.cli import app
+from statekeeper.cli.context import obj
+from statekeeper.cli.options import PANEL_SERVER, STORE
+
+# serve opens the store itself and is the server: --server/--token do not apply.
+SERVE_OPTIONS = STORE | {"tokens_file"}
 
 if TYPE_CHECKING:
     from statekeeper.storage.base import ObjectStore
@@ -75,35 +80,26 @@ def _log_config(level: str) -> dict[str, Any]:
     return config
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL_SERVER)
 def serve(
+    ctx: typer.Context,
     host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on [default: 8080]")] = None,
-    data_dir: Annotated[
-        Path | None, typer.Option(help="Directory of the embedded store [default: ./.statekeeper]")
-    ] = None,
-    store: Annotated[
-        str | None, typer.Option(help="Store URL (sqlite:///…, s3://BUCKET/PREFIX)", envvar=None)
-    ] = None,
-    locks: Annotated[
-        list[str] | None,
-        typer.Option(help="Lock URL (dynamodb://TABLE, s3lock://BUCKET); give twice for both"),
-    ] = None,
-    config: Annotated[Path | None, typer.Option(help="TOML config file")] = None,
     log_level: Annotated[
         str | None, typer.Option(help="debug, info, warning or error [default: info]")
     ] = None,
     example_state: Annotated[
         str, typer.Option(help="State name used in the printed backend block")
     ] = "project/terraform.tfstate",
-    tokens_file: Annotated[
-        Path | None, typer.Option(help="TOML file of API tokens (for stateless replicas)")
-    ] = None,
     oidc_config: Annotated[Path | None, typer.Option(help="TOML file configuring OIDC")] = None,
     tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate to serve HTTPS")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert")] = None,
 ) -> None:
-    """Serve Terraform's http backend on /state/NAME (embedded SQLite by default)."""
+    """Serve Terraform's http backend on /state/NAME (embedded SQLite by default).
+
+    The store, locks, data directory, config file and tokens file are the global
+    options (--store, --locks, --data-dir, --config, --tokens-file).
+    """
     import uvicorn
     from rich.markup import escape
 
@@ -115,22 +111,14 @@ def serve(
     from statekeeper.server.auth import auth_configured, security_summary
     from statekeeper.server.tfhttp import backend_block
     from statekeeper.server.wire import HeadersOnlyProtocol
-    from statekeeper.settings import load_settings
 
-    settings = load_settings(
-        {
-            "host": host,
-            "port": port,
-            "data_dir": data_dir,
-            "store": store,
-            "locks": ",".join(locks) if locks else None,
-            "log_level": log_level,
-            "tokens_file": tokens_file,
-            "oidc_config": oidc_config,
-            "tls_cert": tls_cert,
-            "tls_key": tls_key,
-        },
-        config_file=config,
+    settings = obj(ctx, SERVE_OPTIONS).settings(
+        host=host,
+        port=port,
+        log_level=log_level,
+        oidc_config=oidc_config,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise ConfigError("HTTPS needs both --tls-cert and --tls-key (PEM files)")

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from statekeeper.cli import app
 from statekeeper.cli.context import obj
-from statekeeper.cli.output import console, err_console, print_json, print_view
-from statekeeper.cli.render import dash, size, table, when, who_lock
+from statekeeper.cli.options import OPERATOR, PANEL_STATES, JsonFlag
+from statekeeper.cli.output import console, err_console, escape, print_json, print_view
+from statekeeper.cli.render import dash, print_table, size, when, who_lock
 from statekeeper.errors import BadRequest
 from statekeeper.terraform.names import StateName
 
@@ -21,7 +21,6 @@ __all__ = ["pull", "push", "show", "states"]
 #: A serial the listing does not carry (footnoted under the table).
 UNKNOWN = "?"
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (stable keys) for scripts")]
 VersionOpt = Annotated[
     str | None,
     typer.Option(
@@ -30,7 +29,7 @@ VersionOpt = Annotated[
 ]
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL_STATES)
 def states(
     ctx: typer.Context,
     prefix: Annotated[str, typer.Argument(help="Only states whose name starts with this")] = "",
@@ -46,30 +45,36 @@ def states(
 ) -> None:
     """List every state (workspace states env:/W/K included) with its lock.
 
+    The workspace states of the keys under PREFIX are listed after their key
+    (env:/dev/team/app.tfstate for 'states team/', with workspace_key_prefix
+    env:), their workspace in the WORKSPACE column.
+
     One listing of objects and one of locks, nothing downloaded. An S3 listing
     carries no serials: they show as ? (JSON: serial null, serial_known false).
     --details reads them (a HEAD per state, a GET where statekeeper's metadata is
     missing) and counts versions (a version listing per state).
     """
-    rows = obj(ctx).backend().list_states(prefix, details)
+    rows = obj(ctx, OPERATOR).backend().list_states(prefix, details)
     if json_out:
         print_view(rows)
         return
     if not rows:
         err_console.print(f"no states{f' under {prefix!r}' if prefix else ''}")
         return
-    cols = ["NAME", "SERIAL", "SIZE", "LAST CHANGE", "LOCK"]
-    t = table(*cols, *(["VERSIONS"] if details else []))
-    for r in rows:
-        cells = [
-            escape(r.name),
+    cols = ["NAME", "WORKSPACE", "SERIAL", "SIZE", "LAST CHANGE", "LOCK"]
+    cells = [
+        [
+            r.name,
+            r.workspace or "-",
             dash(r.serial) if r.serial_known else UNKNOWN,
             size(r.size),
             when(r.last_modified),
-            escape(who_lock(r.lock)),
+            who_lock(r.lock),
+            *([dash(r.versions)] if details else []),
         ]
-        t.add_row(*cells, *([dash(r.versions)] if details else []))
-    console.print(t)
+        for r in rows
+    ]
+    print_table([*cols, *(["VERSIONS"] if details else [])], cells)
     unknown = sum(not r.serial_known for r in rows)
     if unknown:
         err_console.print(
@@ -81,7 +86,7 @@ def states(
         )
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL_STATES)
 def show(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="State name, e.g. team/app/prod.tfstate")],
@@ -92,7 +97,7 @@ def show(
     json_out: JsonFlag = False,
 ) -> None:
     """Show one version of a state: its facts, resources and outputs."""
-    doc = obj(ctx).backend().show(StateName(name), version)
+    doc = obj(ctx, OPERATOR).backend().show(StateName(name), version)
     if json_out:
         if outputs:
             print_json(doc.model_dump(mode="json", include={"name", "outputs"}))
@@ -112,6 +117,7 @@ def show(
             ("Size", size(v.size)),
             ("Written", when(v.created)),
             ("By", dash(v.actor)),
+            *([("Migrated by", v.migrated_by)] if v.migrated_by else []),
             ("sha256", dash(v.sha256)),
             ("Locked", f"yes (ID {doc.lock_id})" if doc.locked else "no"),
         ]
@@ -143,7 +149,7 @@ def _compact(value: object) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL_STATES)
 def pull(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="State name")],
@@ -153,7 +159,7 @@ def pull(
     ] = None,
 ) -> None:
     """Print (or save) a state's bytes exactly as stored."""
-    data = obj(ctx).backend().pull(StateName(name), version)
+    data = obj(ctx, OPERATOR).backend().pull(StateName(name), version)
     if output is None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
@@ -165,7 +171,7 @@ def pull(
     err_console.print(f"wrote {len(data)} bytes to {output}", markup=False, soft_wrap=True)
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL_STATES)
 def push(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="State name")],
@@ -186,7 +192,7 @@ def push(
         data = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
     except OSError as exc:
         raise BadRequest(f"cannot read {file}: {exc}") from exc
-    result = obj(ctx).backend().push(StateName(name), data, force)
+    result = obj(ctx, OPERATOR).backend().push(StateName(name), data, force)
     if json_out:
         print_view(result)
         return

@@ -62,15 +62,12 @@ __all__ = [
     "hash_secret",
     "issue",
     "open_token_store",
-    "parse_duration",
     "tokens_configured",
     "validate_token_name",
 ]
 
 TOKEN_PREFIX = "skt_"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_DURATION = re.compile(r"(\d+)\s*([smhdw])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def validate_token_name(name: str) -> str:
@@ -80,18 +77,6 @@ def validate_token_name(name: str) -> str:
             "with a letter or digit (it is the username in Terraform's backend block)"
         )
     return name
-
-
-def parse_duration(text: str) -> timedelta:
-    """``90d``, ``12h``, ``2w``, ``30m`` or ``45s``."""
-    m = _DURATION.fullmatch(text.strip().lower())
-    if not m or int(m.group(1)) == 0:
-        raise BadRequest(f"{text!r} is not a duration; write for example 90d, 12h or 2w")
-    seconds = int(m.group(1)) * _UNITS[m.group(2)]
-    # An expiry must stay a date: past about a century, say so rather than overflow.
-    if seconds > 36500 * 86400:
-        raise BadRequest(f"{text!r} is longer than 36500 days; write for example 365d")
-    return timedelta(seconds=seconds)
 
 
 def hash_secret(secret: str) -> str:
@@ -148,6 +133,8 @@ def issue(name: str, scopes: list[str], expires_in: timedelta | None = None) -> 
     if not scopes:
         raise BadRequest("a token needs at least one --scope PATTERN:PERMISSION")
     grants = parse_grants(scopes)
+    if expires_in is not None and expires_in.total_seconds() <= 0:
+        raise BadRequest("a token's lifetime must be longer than 0s, e.g. 90d or 12h")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     now = utcnow().replace(microsecond=0)
     record = TokenRecord(

@@ -18,10 +18,10 @@ from statekeeper.errors import BadRequest
 from statekeeper.events import Action, Event
 from statekeeper.security.audit import AuditFilter
 from statekeeper.security.policy import Permission, require
-from statekeeper.security.tokens import parse_duration
 from statekeeper.server.api import ERRORS
 from statekeeper.server.tfhttp import caller_of
 from statekeeper.state.views import AuditEventView, AuditList, TokenCreated, TokenList, TokenView
+from statekeeper.times import parse_duration
 
 __all__ = ["router"]
 
@@ -93,7 +93,7 @@ async def post_token(request: Request, body: TokenRequest) -> TokenCreated:
     caller = caller_of(request)
 
     def run() -> TokenCreated:
-        expires = parse_duration(body.expires) if body.expires else None
+        expires = parse_duration(body.expires, what="expires") if body.expires else None
         issued = services.tokens.create(caller, body.name, body.scopes, expires)
         return TokenCreated.issued(issued.record, issued.secret)
 

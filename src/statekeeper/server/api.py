@@ -79,7 +79,9 @@ class ReapIn(BaseModel):
 
 def _operator(request: Request) -> Operator:
     s = request.app.state.services
-    return Operator(s.states, s.locks, s.history)
+    return Operator(
+        s.states, s.locks, s.history, workspace_key_prefix=s.settings.workspace_key_prefix
+    )
 
 
 @router.get("/states", response_model=list[StateEntry])

@@ -8,14 +8,15 @@ from collections.abc import Callable
 from starlette.requests import Request
 
 from statekeeper.errors import BadRequest, PayloadTooLarge
+from statekeeper.settings import format_size
 
 __all__ = ["read_body", "single_header"]
 
 
 def _too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(
-        f"the request body is larger than the limit of {limit} bytes "
-        f"({limit / 1024**2:.0f} MiB); raise max_body (STATEKEEPER_MAX_BODY) if states "
+        f"the request body is larger than the limit of {format_size(limit)} ({limit} bytes); "
+        "raise max_body (STATEKEEPER_MAX_BODY) if states "
         "this large are expected"
     )
 

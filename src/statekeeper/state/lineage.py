@@ -73,7 +73,8 @@ def explain(verdict: Verdict, current: Stamped, incoming: Stamped) -> str:
         )
     else:
         raise ValueError(f"{verdict} is not a refusal")
-    return (
-        text + "; pull the current state and re-run, or have an admin force the write "
-        "(statekeeper push --force)"
-    )
+    return text + FORCE_HINT.format(command="statekeeper push --force")
+
+
+#: What a refused write is told to do; ``migrate`` names its own --force.
+FORCE_HINT = "; pull the current state and re-run, or have an admin force the write ({command})"

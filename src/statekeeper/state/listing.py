@@ -18,7 +18,7 @@ alone is the remains of a crashed run or of a client configured with only one.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from statekeeper.errors import InvalidStateName
@@ -29,6 +29,7 @@ from statekeeper.state.version import StateVersion
 from statekeeper.storage.base import LockTable, ObjectInfo, ObjectStore
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.names import StateName
+from statekeeper.terraform.workspaces import split_workspace
 from statekeeper.times import format_rfc3339, utcnow
 
 __all__ = [
@@ -89,6 +90,9 @@ class StateSummary:
     lock: LockSummary | None
     #: None unless counted (``details``): counting costs a call per state.
     versions: int | None = None
+    #: The Terraform workspace of a state named ``<workspace_key_prefix>/W/KEY``; None
+    #: for any other state (a backend key itself is its ``default`` workspace).
+    workspace: str | None = None
 
     def view(self) -> views.StateEntry:
         return views.StateEntry(
@@ -102,6 +106,7 @@ class StateSummary:
             locked=self.lock is not None,
             lock=None if self.lock is None else self.lock.view(),
             versions=self.versions,
+            workspace=self.workspace,
         )
 
 
@@ -170,8 +175,6 @@ def _summaries(
 
 
 def _detailed(store: ObjectStore, summary: StateSummary) -> StateSummary:
-    from dataclasses import replace
-
     from statekeeper.state.service import version_from_info
 
     count: int | None = None
@@ -205,10 +208,32 @@ def list_states(
     *,
     details: bool = False,
     now: datetime | None = None,
+    workspace_key_prefix: str = "env:",
 ) -> list[StateSummary]:
-    """Every state under ``prefix`` with its lock; ``details`` adds per-state calls."""
-    locks = {s.name: s for s in list_locks(table, policy, caller, prefix, now)}
-    rows = list(_summaries(store.scan(prefix), locks, policy, caller))
+    """Every state under ``prefix`` with its lock; ``details`` adds per-state calls.
+
+    The workspace states of the keys under ``prefix`` are included, as
+    ``terraform workspace list`` would find them (``env:/dev/team/app.tfstate``
+    for the prefix ``team/``), each marked with its workspace and listed after
+    its key. With an empty ``workspace_key_prefix`` (workspaces at ``W/KEY``)
+    only names under ``prefix`` itself are listed: any first path segment could
+    then be a workspace.
+    """
+    ws = f"{workspace_key_prefix}/" if workspace_key_prefix else None
+    scans = [prefix]
+    if prefix and ws and not prefix.startswith(ws) and not ws.startswith(prefix):
+        scans.append(ws)
+    locks: dict[str, LockSummary] = {}
+    rows: list[StateSummary] = []
+    for scan in scans:
+        locks.update((s.name, s) for s in list_locks(table, policy, caller, scan, now))
+    for i, scan in enumerate(scans):
+        for row in _summaries(store.scan(scan), locks, policy, caller):
+            workspace, key = split_workspace(row.name, workspace_key_prefix)
+            if i == 0 or key.startswith(prefix):
+                rows.append(replace(row, workspace=workspace))
+    # A key's workspace states follow it: the listing groups by backend key.
+    rows.sort(key=lambda r: (split_workspace(r.name, workspace_key_prefix)[1], r.workspace or ""))
     if details:
         rows = [_detailed(store, row) for row in rows]
     return rows

@@ -27,17 +27,20 @@ import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from statekeeper.errors import BadRequest, ChecksumMismatch, StorageError
+from statekeeper.errors import BadRequest, ChecksumMismatch, StateConflict, StorageError
 from statekeeper.events import Action
 from statekeeper.security.caller import Caller
 from statekeeper.state import views
+from statekeeper.state.lineage import FORCE_HINT
 from statekeeper.state.listing import is_state_key
 from statekeeper.state.locks import LockService
-from statekeeper.state.service import StateService
-from statekeeper.storage.base import ObjectStore
+from statekeeper.state.service import StateService, version_from_info
+from statekeeper.state.version import Provenance
+from statekeeper.storage.base import ObjectInfo, ObjectStore
 from statekeeper.terraform.names import StateName
 from statekeeper.terraform.statedoc import StateDoc
 
@@ -60,6 +63,9 @@ class SourceVersion:
     label: str
     size: int
     load: Callable[[], bytes]
+    #: Who wrote it at the source, and when (kept by the copy; None when unknown).
+    actor: str | None = None
+    created: datetime | None = None
 
 
 class Source(Protocol):
@@ -93,13 +99,17 @@ class StoreSource:
     def versions(self, name: str, with_history: bool) -> list[SourceVersion]:
         if with_history and self.store.supports_versions:
             infos = [i for i in reversed(self.store.versions(name)) if i.size > 0]
-            return [
-                SourceVersion(i.version_id, i.size, self._loader(name, i.version_id)) for i in infos
-            ]
+            return [self._version(name, i, i.version_id) for i in infos]
         head = self.store.head(name)
         if head is None:
             return []
-        return [SourceVersion(head.version_id, head.size, self._loader(name, None))]
+        return [self._version(name, head, None)]
+
+    def _version(self, name: str, info: ObjectInfo, version_id: str | None) -> SourceVersion:
+        facts = version_from_info(name, info)
+        return SourceVersion(
+            info.version_id, info.size, self._loader(name, version_id), facts.actor, facts.created
+        )
 
 
 class FileSource:
@@ -147,7 +157,10 @@ class FileSource:
             except OSError as exc:
                 raise StorageError(f"cannot read {path}: {exc}") from exc
 
-        return [SourceVersion(str(path), path.stat().st_size, load)]
+        stat = path.stat()
+        # A file records no writer; its modification time is when it was written.
+        written = datetime.fromtimestamp(stat.st_mtime, UTC)
+        return [SourceVersion(str(path), stat.st_size, load, None, written)]
 
 
 @dataclass
@@ -249,7 +262,22 @@ def _copy_state(
             wrote = False
             for v, data in plan():
                 StateDoc.parse(data)  # a clear error naming the version, before any write
-                outcome = dest.write(state, data, caller, lock_id=lock.id, force=force or wrote)
+                try:
+                    outcome = dest.write(
+                        state,
+                        data,
+                        caller,
+                        lock_id=lock.id,
+                        force=force or wrote,
+                        provenance=Provenance(v.actor, v.created),
+                    )
+                except StateConflict as exc:
+                    push_hint = FORCE_HINT.format(command="statekeeper push --force")
+                    raise StateConflict(
+                        f"{name}: "
+                        + exc.message.removesuffix(push_hint)
+                        + FORCE_HINT.format(command="statekeeper migrate --force")
+                    ) from exc
                 wrote = True
                 back = dest.store.get(name, outcome.version.version_id)
                 expected = hashlib.sha256(data).hexdigest()

@@ -16,17 +16,26 @@ from statekeeper.state.history import HistoryService
 from statekeeper.state.inspection import Inspector
 from statekeeper.state.listing import list_locks, list_states
 from statekeeper.state.locks import LockService
-from statekeeper.state.reap import parse_duration, reap, unlock
+from statekeeper.state.reap import reap, unlock
 from statekeeper.state.rollback import push, rollback
 from statekeeper.state.service import StateService
 from statekeeper.terraform.names import StateName
+from statekeeper.times import parse_duration
 
 __all__ = ["Operator"]
 
 
 class Operator:
-    def __init__(self, states: StateService, locks: LockService, history: HistoryService) -> None:
+    def __init__(
+        self,
+        states: StateService,
+        locks: LockService,
+        history: HistoryService,
+        *,
+        workspace_key_prefix: str = "env:",
+    ) -> None:
         self.states = states
+        self.workspace_key_prefix = workspace_key_prefix
         self.locks = locks
         self.inspector = Inspector(states, history)
 
@@ -34,7 +43,13 @@ class Operator:
         self, caller: Caller, prefix: str = "", *, details: bool = False
     ) -> list[views.StateEntry]:
         rows = list_states(
-            self.states.store, self.locks.locks, self.states.policy, caller, prefix, details=details
+            self.states.store,
+            self.locks.locks,
+            self.states.policy,
+            caller,
+            prefix,
+            details=details,
+            workspace_key_prefix=self.workspace_key_prefix,
         )
         return [r.view() for r in rows]
 
@@ -102,7 +117,7 @@ class Operator:
         released = reap(
             self.locks,
             caller,
-            older_than=parse_duration(older_than),
+            older_than=parse_duration(older_than, what="older_than"),
             operation=operation,
             prefix=prefix,
             dry_run=dry_run,

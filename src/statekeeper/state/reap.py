@@ -6,11 +6,10 @@ for ``unlock`` (by ID or forced), ``reap`` for each lock a reap removes.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from statekeeper.errors import BadRequest, LockConflict, LockMismatch, LockNotFound
+from statekeeper.errors import LockConflict, LockMismatch, LockNotFound
 from statekeeper.events import Action
 from statekeeper.security.caller import Caller
 from statekeeper.state import views
@@ -20,31 +19,7 @@ from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.names import StateName
 from statekeeper.times import utcnow
 
-__all__ = ["Release", "parse_duration", "reap", "unlock"]
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-#: Longer is no lock age (and past timedelta's range, which would be a 500).
-MAX_DURATION = timedelta(days=36500)
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-
-
-def parse_duration(text: str) -> timedelta:
-    """``30s``, ``30m``, ``2h``, ``1d``, ``1w`` and sums like ``1h30m``."""
-    t = text.strip().lower().replace(" ", "")
-    pos, seconds = 0, 0.0
-    for m in _DURATION.finditer(t):
-        if m.start() != pos:
-            break
-        seconds += float(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    if not t or pos != len(t):
-        raise BadRequest(
-            f"{text!r} is not a duration; write a number and a unit s, m, h, d or w, "
-            "e.g. 30m, 2h, 1d or 1h30m"
-        )
-    if seconds > MAX_DURATION.total_seconds():
-        raise BadRequest(f"{text!r} is longer than {MAX_DURATION.days} days")
-    return timedelta(seconds=seconds)
+__all__ = ["Release", "reap", "unlock"]
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, Policy, require
 from statekeeper.state import lineage
 from statekeeper.state.locks import LockService
-from statekeeper.state.version import StateVersion
+from statekeeper.state.version import Provenance, StateVersion
 from statekeeper.storage.base import ObjectInfo, ObjectStore, StoredObject
 from statekeeper.terraform.names import StateName
 from statekeeper.terraform.remote_state import outputs_only
@@ -79,11 +79,11 @@ def version_from_info(name: str, info: ObjectInfo, data: bytes | None = None) ->
             else:
                 fields.setdefault("serial", doc.serial)
                 fields.setdefault("lineage", doc.lineage)
+    fields.setdefault("created", info.last_modified)
     return StateVersion(
         name=name,
         version_id=info.version_id,
         size=info.size,
-        created=info.last_modified,
         is_current=info.is_latest,
         **fields,
     )
@@ -202,8 +202,13 @@ class StateService:
         lock_id: str | None = None,
         content_md5: str | None = None,
         force: bool = False,
+        provenance: Provenance | None = None,
     ) -> WriteOutcome:
-        """Store ``data`` as the new current state of ``name``, if the rules allow."""
+        """Store ``data`` as the new current state of ``name``, if the rules allow.
+
+        ``provenance`` (a migration) records the source's writer and time as the
+        version's, and ``caller`` as the one who copied it.
+        """
         with self.events.event(Action.PUSH if force else Action.WRITE, caller, name) as event:
             event.lock_id = lock_id
             if lock_id:
@@ -211,7 +216,13 @@ class StateService:
                 if holder is not None and holder.id == lock_id:
                     event.lock(holder)
             outcome = self._write(
-                name, data, caller, lock_id=lock_id, content_md5=content_md5, force=force
+                name,
+                data,
+                caller,
+                lock_id=lock_id,
+                content_md5=content_md5,
+                force=force,
+                provenance=provenance,
             )
             event.version = outcome.version.version_id
             event.serial = outcome.version.serial
@@ -228,6 +239,7 @@ class StateService:
         lock_id: str | None,
         content_md5: str | None,
         force: bool,
+        provenance: Provenance | None,
     ) -> WriteOutcome:
         require(
             self.policy,
@@ -263,13 +275,14 @@ class StateService:
                 name=key,
                 version_id="",
                 size=len(data),
-                created=utcnow(),
+                created=(provenance and provenance.created) or utcnow(),
                 md5=md5.hexdigest(),
                 sha256=sha256,
                 serial=doc.serial,
                 lineage=doc.lineage,
                 lock_id=lock_id,
-                actor=caller.actor,
+                actor=provenance.actor if provenance else caller.actor,
+                migrated_by=caller.actor if provenance else None,
             )
             info = self._store(key, data, record, current[0] if current else None)
             self._keep_digest(key, md5.hexdigest())

@@ -7,9 +7,17 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote, unquote
 
-from statekeeper.times import format_rfc3339
+from statekeeper.times import format_rfc3339, parse_rfc3339
 
-__all__ = ["StateVersion"]
+__all__ = ["Provenance", "StateVersion"]
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Who wrote a version, and when, where it was first written (a migration's source)."""
+
+    actor: str | None
+    created: datetime | None
 
 
 @dataclass(frozen=True)
@@ -27,10 +35,13 @@ class StateVersion:
     lock_id: str | None = None
     actor: str | None = None
     is_current: bool = False
+    #: Who copied this version here (``migrate``); ``actor`` and ``created`` are
+    #: then the source's: who wrote it first, and when.
+    migrated_by: str | None = None
 
     # Object metadata keys. S3 user metadata must be ASCII, so values are
     # percent-encoded on the way in and decoded on the way out.
-    _META = ("serial", "lineage", "sha256", "md5", "lock-id", "actor")
+    _META = ("serial", "lineage", "sha256", "md5", "lock-id", "actor", "migrated-by", "created")
 
     def to_metadata(self) -> dict[str, str]:
         values = {
@@ -40,6 +51,9 @@ class StateVersion:
             "md5": self.md5,
             "lock-id": self.lock_id,
             "actor": self.actor,
+            "migrated-by": self.migrated_by,
+            # The store's own time is the write's; a migrated version keeps its source's.
+            "created": format_rfc3339(self.created) if self.migrated_by else None,
         }
         return {k: quote(v, safe="") for k, v in values.items() if v is not None}
 
@@ -56,9 +70,15 @@ class StateVersion:
             ("md5", "md5"),
             ("lock-id", "lock_id"),
             ("actor", "actor"),
+            ("migrated-by", "migrated_by"),
         ):
             if key in meta:
                 out[attr] = meta[key]
+        if "created" in meta:
+            try:
+                out["created"] = parse_rfc3339(meta["created"])
+            except ValueError:
+                pass  # the store's own time stands
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -73,5 +93,6 @@ class StateVersion:
             "created": format_rfc3339(self.created),
             "lock_id": self.lock_id,
             "actor": self.actor,
+            "migrated_by": self.migrated_by,
             "is_current": self.is_current,
         }

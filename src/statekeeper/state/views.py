@@ -134,6 +134,9 @@ class StateEntry(View):
     locked: bool
     lock: LockEntry | None
     versions: int | None = Field(description="Version count, only with details=true")
+    workspace: str | None = Field(
+        None, description="Workspace W of a state named <workspace_key_prefix>/W/KEY, else None"
+    )
 
 
 class VersionView(View):
@@ -148,7 +151,8 @@ class VersionView(View):
     sha256: str | None
     created: str
     lock_id: str | None
-    actor: str | None
+    actor: str | None = Field(description="Who wrote it (for a migrated version: at the source)")
+    migrated_by: str | None = Field(None, description="Who copied it here with migrate")
     is_current: bool
 
     @classmethod
@@ -164,6 +168,7 @@ class VersionView(View):
             created=format_rfc3339(v.created),
             lock_id=v.lock_id,
             actor=v.actor,
+            migrated_by=v.migrated_by,
             is_current=v.is_current,
         )
 
@@ -176,6 +181,7 @@ class HistoryEntry(View):
     lineage: str | None
     created: str
     actor: str | None
+    migrated_by: str | None = None
     size: int
     sha256: str | None
     is_current: bool
@@ -191,6 +197,7 @@ class HistoryEntry(View):
             lineage=v.lineage,
             created=format_rfc3339(v.created),
             actor=v.actor,
+            migrated_by=v.migrated_by,
             size=v.size,
             sha256=v.sha256,
             is_current=v.is_current,

@@ -16,24 +16,33 @@ from statekeeper.errors import BadRequest
 from statekeeper.terraform.layout import DEFAULT_WORKSPACE_PREFIX
 from statekeeper.terraform.names import StateName
 
-__all__ = ["DEFAULT", "list_workspaces", "workspace_of", "workspace_state"]
+__all__ = [
+    "DEFAULT",
+    "check_prefix",
+    "list_workspaces",
+    "split_workspace",
+    "workspace_of",
+    "workspace_state",
+]
 
 DEFAULT = "default"
 
 
-def _check_prefix(prefix: str) -> None:
+def check_prefix(prefix: str) -> str:
+    """``prefix`` if Terraform accepts it as a ``workspace_key_prefix``."""
     if prefix.startswith("/") or prefix.endswith("/"):
         raise BadRequest(
             f"workspace_key_prefix {prefix!r} must not start or end with '/' "
             "(Terraform refuses it too)"
         )
+    return prefix
 
 
 def workspace_state(
     key: str, workspace: str = DEFAULT, prefix: str = DEFAULT_WORKSPACE_PREFIX
 ) -> StateName:
     """The state name of ``workspace`` for the backend ``key``."""
-    _check_prefix(prefix)
+    check_prefix(prefix)
     if workspace in ("", DEFAULT):
         return StateName(key)
     if "/" in workspace:
@@ -48,7 +57,7 @@ def workspace_of(name: str, key: str, prefix: str = DEFAULT_WORKSPACE_PREFIX) ->
     exactly ``<prefix>/W/<key>`` is ``W``; with prefix "" the name is split at
     its first '/' and the rest must equal ``key``.
     """
-    _check_prefix(prefix)
+    check_prefix(prefix)
     if name == key:
         return DEFAULT
     if prefix:
@@ -64,12 +73,24 @@ def workspace_of(name: str, key: str, prefix: str = DEFAULT_WORKSPACE_PREFIX) ->
     return workspace
 
 
+def split_workspace(name: str, prefix: str = DEFAULT_WORKSPACE_PREFIX) -> tuple[str | None, str]:
+    """(workspace, backend key) of a state name: ``env:/W/KEY`` is ``("W", "KEY")``,
+    any other name ``(None, name)``. Only a non-empty prefix marks a workspace
+    state unambiguously, so with prefix "" every name is ``(None, name)``."""
+    check_prefix(prefix)
+    if prefix and name.startswith(prefix + "/"):
+        workspace, sep, key = name[len(prefix) + 1 :].partition("/")
+        if sep and workspace and key:
+            return workspace, key
+    return None, name
+
+
 def list_workspaces(
     names: Iterable[str], key: str, prefix: str = DEFAULT_WORKSPACE_PREFIX
 ) -> list[str]:
     """Terraform's ``Workspaces()`` over ``names`` (state names): ``default`` first
     (always), then the others sorted."""
-    _check_prefix(prefix)
+    check_prefix(prefix)
     found: set[str] = set()
     for name in names:
         workspace = workspace_of(name, key, prefix)

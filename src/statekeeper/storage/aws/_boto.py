@@ -26,7 +26,15 @@ from statekeeper.errors import AccessDenied, ConfigError, StorageError
 if TYPE_CHECKING:
     from statekeeper.storage.registry import DriverURL
 
-__all__ = ["AWS_ERRORS", "S3Bucket", "client", "error_code", "status_code", "translate"]
+__all__ = [
+    "AWS_ERRORS",
+    "S3Bucket",
+    "client",
+    "error_code",
+    "region",
+    "status_code",
+    "translate",
+]
 
 #: Everything a boto3 call raises for a service or transport failure.
 AWS_ERRORS = (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError)
@@ -44,6 +52,23 @@ def _session(profile: str | None) -> boto3.session.Session:
         except botocore.exceptions.ProfileNotFound as exc:
             raise ConfigError(f"the AWS profile {profile!r} is not configured: {exc}") from exc
     return _SESSIONS[profile]
+
+
+def region(explicit: str | None = None, profile: str | None = None) -> str:
+    """The region every AWS client of statekeeper uses.
+
+    As given (``?region=``, ``--region``), else ``AWS_REGION`` (which the AWS
+    CLI and the SDKs honour, boto3 does not), else boto3's own choice
+    (``AWS_DEFAULT_REGION``, the profile's ``region``), else ``us-east-1``.
+    """
+    if explicit:
+        return explicit
+    if os.environ.get("AWS_REGION"):
+        return os.environ["AWS_REGION"]
+    return _session(profile).region_name or "us-east-1"
+
+
+_region = region  # ``client`` takes a parameter of the same name
 
 
 def client(
@@ -69,9 +94,9 @@ def client(
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    session = _session(profile)
-    region = region or session.region_name or "us-east-1"
-    return session.client(service, region_name=region, config=config)  # type: ignore[call-overload]
+    return _session(profile).client(  # type: ignore[call-overload]
+        service, region_name=_region(region, profile), config=config
+    )
 
 
 def error_code(exc: BaseException) -> str:

@@ -1,0 +1,150 @@
+"""The global options, declared once, and where a command may use them.
+
+Global options may stand before or after the command name:
+``statekeeper --store URL pull NAME`` and ``statekeeper pull NAME --store URL``
+are the same command. :func:`hoist` moves them in front of the command before
+click parses, so every command sees them through one
+:class:`~statekeeper.cli.context.CliContext`. Each command says which of them it
+uses (its ``accepts`` set); one it does not use, given on the command line, is
+refused with exit 2 rather than silently ignored.
+
+Only typer is imported here: this module is on every command's start-up path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = [
+    "ACCESS",
+    "GLOBAL_FLAGS",
+    "GLOBAL_PANEL",
+    "OPERATOR",
+    "PANEL_AWS",
+    "PANEL_LOCKS",
+    "PANEL_SECURITY",
+    "PANEL_SERVER",
+    "PANEL_STATES",
+    "REMOTE",
+    "STORE",
+    "JsonFlag",
+    "hoist",
+]
+
+# Help panels: ``statekeeper --help`` groups the commands under these titles.
+PANEL_SERVER = "Server"
+PANEL_STATES = "States"
+PANEL_LOCKS = "Locks"
+PANEL_AWS = "AWS setup"
+PANEL_SECURITY = "Security"
+GLOBAL_PANEL = "Global options (before or after the command)"
+
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Store URL: sqlite:///…, s3://BUCKET/PREFIX (env: STATEKEEPER_STORE; "
+        "default: SQLite in ./.statekeeper)",
+        show_default=False,
+        rich_help_panel=GLOBAL_PANEL,
+    ),
+]
+LocksOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="Lock URL: dynamodb://TABLE, s3lock://BUCKET/PREFIX; give twice for both "
+        "(env: STATEKEEPER_LOCKS, comma-separated; default: the store's own)",
+        show_default=False,
+        rich_help_panel=GLOBAL_PANEL,
+    ),
+]
+ServerOpt = Annotated[
+    str | None,
+    typer.Option(
+        envvar="STATEKEEPER_SERVER",
+        help="Go through a running statekeeper server's API (http://HOST:PORT) "
+        "instead of opening a store",
+        show_default=False,
+        rich_help_panel=GLOBAL_PANEL,
+    ),
+]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        envvar="STATEKEEPER_TOKEN",
+        help="Bearer token for --server (env: STATEKEEPER_TOKEN)",
+        show_default=False,
+        show_envvar=False,
+        rich_help_panel=GLOBAL_PANEL,
+    ),
+]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Directory of the embedded store (env: STATEKEEPER_DATA_DIR; default: ./.statekeeper)",
+        show_default=False,
+        rich_help_panel=GLOBAL_PANEL,
+    ),
+]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="TOML config file (env: STATEKEEPER_CONFIG)",
+        show_default=False,
+        rich_help_panel=GLOBAL_PANEL,
+    ),
+]
+TokensFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="TOML file of API tokens, for stateless replicas (env: STATEKEEPER_TOKENS_FILE)",
+        show_default=False,
+        rich_help_panel=GLOBAL_PANEL,
+    ),
+]
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (stable keys) for scripts")]
+
+# Every global option takes a value; the flag and the CliContext field it sets.
+GLOBAL_FLAGS: dict[str, str] = {
+    "--store": "store",
+    "--locks": "locks",
+    "--server": "server",
+    "--token": "token",
+    "--data-dir": "data_dir",
+    "--config": "config",
+    "--tokens-file": "tokens_file",
+}
+
+# What commands accept, by what they open.
+STORE = frozenset({"store", "locks", "data_dir", "config"})
+REMOTE = frozenset({"server", "token"})
+OPERATOR = STORE | REMOTE
+ACCESS = frozenset({"store", "data_dir", "config", "tokens_file"}) | REMOTE
+
+
+def hoist(args: list[str]) -> list[str]:
+    """``args`` with every global option (and its value) moved to the front.
+
+    Stops at ``--``: what follows is positional, whatever it looks like.
+    """
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        flag = arg.split("=", 1)[0]
+        if flag in GLOBAL_FLAGS and "=" in arg:
+            front.append(arg)
+        elif flag in GLOBAL_FLAGS and i + 1 < len(args):
+            front.extend(args[i : i + 2])
+            i += 1
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest

@@ -1,0 +1,67 @@
+"""docs/configuration.md documents every setting (env var, flag, default) and carries a
+complete TOML example that loads; every setting's flag exists on the CLI."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import typer
+
+from statekeeper.cli import app
+from statekeeper.cli.options import GLOBAL_FLAGS
+from statekeeper.settings import SETTINGS, Setting, load_settings
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+CONFIGURATION = (DOCS / "configuration.md").read_text()
+
+
+def _rows() -> dict[str, str]:
+    rows = {}
+    for line in CONFIGURATION.splitlines():
+        m = re.match(r"\| `(\w+)` \|", line)
+        if m:
+            rows[m.group(1)] = line
+    return rows
+
+
+def _toml_example() -> str:
+    m = re.search(r"```toml\n(.*?)```", CONFIGURATION, re.S)
+    assert m, "docs/configuration.md has a TOML example"
+    return m.group(1)
+
+
+@pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: s.name)
+def test_every_setting_is_in_the_table(setting: Setting) -> None:
+    row = _rows().get(setting.name)
+    assert row is not None, f"{setting.name} has no row in docs/configuration.md"
+    assert f"`{setting.env}`" in row
+    if setting.flag:
+        assert f"{setting.flag}" in row
+    else:
+        assert "| none" in row, f"{setting.name}: say that no flag sets it"
+
+
+def test_the_table_has_no_setting_the_code_lacks() -> None:
+    assert set(_rows()) == {s.name for s in SETTINGS}
+
+
+def test_the_toml_example_has_every_setting_and_loads(tmp_path: Path) -> None:
+    example = _toml_example()
+    for s in SETTINGS:
+        assert re.search(rf"^(# )?{s.name} = ", example, re.M), f"{s.name} is not in the example"
+    path = tmp_path / "statekeeper.toml"
+    path.write_text(example)
+    settings = load_settings(config_file=path, env={})
+    assert settings.locks is not None and settings.locks.count(",") == 1
+
+
+def test_every_settings_flag_exists() -> None:
+    command = typer.main.get_command(app)
+    assert isinstance(command, typer.core.TyperGroup)
+    serve = command.commands["serve"]
+    serve_flags = {opt for p in serve.params for opt in getattr(p, "opts", [])}
+    for s in SETTINGS:
+        if s.flag:
+            assert s.flag in GLOBAL_FLAGS or s.flag in serve_flags, s.flag
