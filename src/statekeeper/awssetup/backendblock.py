@@ -61,7 +61,8 @@ def _comment(target: Target, version: tuple[int, int]) -> str:
     if version >= DYNAMODB_DEPRECATED_SINCE:
         return (
             f"{shown} locks with a lock file next to the state (<key>{LOCK_FILE_SUFFIX}); "
-            f"it deprecates DynamoDB locking, so dynamodb_table is left out. The table {table} is kept for "
+            "it deprecates DynamoDB locking, so dynamodb_table is left out. "
+            f"The table {table} is kept for "
             "clients older than 1.10: if any share this state, every client must also set "
             f'dynamodb_table = "{table}", to take one common lock and keep the digest '
             "current (print that block with --terraform-version 1.10)."
@@ -69,8 +70,8 @@ def _comment(target: Target, version: tuple[int, int]) -> str:
     if version >= LOCKFILE_SINCE:
         return (
             f"{shown} takes both locks: the lock file (<key>{LOCK_FILE_SUFFIX}) and the "
-            f"DynamoDB item in {table} with the state's digest, so it shares this state safely with "
-            "clients older than 1.10, which lock with the table only. Terraform 1.11 and "
+            f"DynamoDB item in {table} with the state's digest, so it shares this state "
+            "safely with clients older than 1.10, which lock with the table only. Terraform 1.11 and "
             "later warn that dynamodb_table is deprecated."
         )
     return (
