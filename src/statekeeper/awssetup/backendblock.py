@@ -71,8 +71,8 @@ def _comment(target: Target, version: tuple[int, int]) -> str:
         return (
             f"{shown} takes both locks: the lock file (<key>{LOCK_FILE_SUFFIX}) and the "
             f"DynamoDB item in {table} with the state's digest, so it shares this state "
-            "safely with clients older than 1.10, which lock with the table only. Terraform 1.11 and "
-            "later warn that dynamodb_table is deprecated."
+            "safely with clients older than 1.10, which lock with the table only. "
+            "Terraform 1.11 and later warn that dynamodb_table is deprecated."
         )
     return (
         f"{shown} locks with the DynamoDB table only (lock files came in 1.10). Newer "
