@@ -44,7 +44,7 @@ def test_documented_commands_do_what_the_docs_show(
         for block in runnable_blocks(doc, markdown):
             try:
                 run.run(block)
-            except BlockFailure as exc:
+            except BlockFailure:
                 if block.pending is None:
                     raise
                 continue  # expected until branch `pending` is merged
