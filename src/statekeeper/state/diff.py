@@ -3,9 +3,9 @@
 Instances are matched by address (module, mode, type, name, index key, and
 the deposed key of a deposed object); for each changed instance the attribute
 paths that differ are listed. Values under a path the state marks sensitive
-(an instance's ``sensitive_attributes``, spec §4.4, or an output with
-``sensitive: true``) are never shown: they come out as ``None`` with
-``sensitive`` set. Terraform stores sensitive values in clear text, so this
+(an instance's ``sensitive_attributes``, see ``docs/protocol.md#sensitive-values``,
+or an output with ``sensitive: true``) are never shown: they come out as
+``None`` with ``sensitive`` set. Terraform stores sensitive values in clear text, so this
 masking is the only thing standing between the state and a terminal.
 
 OpenTofu's encrypted states cannot be read without their key and are refused

@@ -2,7 +2,7 @@
 
 Both the CLI (on its own store) and the JSON API call these methods, so
 ``statekeeper states --json`` and ``GET /api/v1/states`` give the same
-document. The keys of each answer are listed in ``docs/cli.md``; the rules
+document. The keys of each answer are listed in ``docs/cli.md#json-output``; the rules
 live in the services this class calls.
 """
 

@@ -1,6 +1,6 @@
 """Terraform-shaped state documents for tests that do not need Terraform itself.
 
-The layout follows spec §4 (format 4, 2-space indent, Terraform's key order),
+The layout follows ``docs/protocol.md#state-format`` (format 4, 2-space indent, Terraform's key order),
 so byte-for-byte comparisons mean what they would on a real file.
 """
 
