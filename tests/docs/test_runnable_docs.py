@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from statekeeper.testing.docs import BlockFailure, DocRun, doc_flags, runnable_blocks
+from statekeeper.testing.docs import (
+    S3_BACKEND_CONFIG,
+    BlockFailure,
+    DocRun,
+    doc_flags,
+    runnable_blocks,
+)
 from statekeeper.testing.processes import MotoServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,18 +43,19 @@ def test_documented_commands_do_what_the_docs_show(
     if "aws" in doc_flags(markdown):
         moto: MotoServer = request.getfixturevalue("moto_server")
         moto.reset()
-        env = {**moto.env(), "TF_CLI_ARGS_init": _s3_backend_flags()}
+        env = {**moto.env(), S3_BACKEND_CONFIG: _s3_backend_flags()}
     run = DocRun(tmp_path / "work", env)
     failures: list[str] = []
     try:
         for block in runnable_blocks(doc, markdown):
             try:
                 run.run(block)
+                error = None
             except BlockFailure as exc:
-                if block.pending is None:
-                    pytest.fail(str(exc), pytrace=False)
-                continue  # expected until branch `pending` is merged
-            if block.pending is not None:
+                error = str(exc)
+            if error is not None and block.pending is None:
+                pytest.fail(error, pytrace=False)
+            if error is None and block.pending is not None:
                 failures.append(
                     f"{block.where} passes now: remove pending={block.pending} from its marker"
                 )
@@ -58,9 +65,8 @@ def test_documented_commands_do_what_the_docs_show(
 
 
 def _s3_backend_flags() -> str:
-    """What a backend "s3" block needs to reach moto instead of AWS (endpoints come
-    from AWS_ENDPOINT_URL), given as -backend-config so the docs' blocks stay as
-    a user writes them."""
+    """What a backend "s3" block needs to reach moto instead of AWS; the endpoints
+    come from AWS_ENDPOINT_URL."""
     settings = [
         "use_path_style=true",
         "skip_credentials_validation=true",

@@ -38,6 +38,7 @@ from statekeeper.testing.processes import SRC, free_port, wait_for_http
 
 __all__ = [
     "OPTIONS",
+    "S3_BACKEND_CONFIG",
     "Block",
     "BlockFailure",
     "Command",
@@ -48,6 +49,9 @@ __all__ = [
     "runnable_blocks",
 ]
 
+# Extra ``terraform init`` flags for a configuration with ``backend "s3"`` (reaching
+# the AWS stand-in), so the docs' backend blocks stay as a user writes them.
+S3_BACKEND_CONFIG = "STATEKEEPER_DOCS_S3_BACKEND_CONFIG"
 DOCUMENTED_ADDRESS = re.compile(r"(?:127\.0\.0\.1|localhost):8080")
 OPTIONS = frozenset({"file", "background", "exit", "pending"})
 _MARKER = re.compile(r"^<!--\s*run(?::\s*(?P<opts>.*?))?\s*-->\s*$")
@@ -192,7 +196,13 @@ def _shims(bin_dir: Path) -> None:
             "import os, sys\n"
             "from pathlib import Path\n"
             "from statekeeper.testing.terraform import command_argv\n"
-            "argv = command_argv(Path.cwd(), *sys.argv[1:])\n"
+            "args = sys.argv[1:]\n"
+            f"extra = os.environ.get({S3_BACKEND_CONFIG!r}, '').split()\n"
+            "if extra and args[:1] == ['init'] and any(\n"
+            "    'backend \"s3\"' in p.read_text() for p in Path.cwd().glob('*.tf')\n"
+            "):\n"
+            "    args += extra\n"
+            "argv = command_argv(Path.cwd(), *args)\n"
             "os.execv(argv[0], argv)\n"
         ),
     }
