@@ -101,3 +101,15 @@ def test_links_between_the_docs_resolve(page: Path) -> None:
 def test_anchor_slugs_follow_github() -> None:
     page = '# A\n## What "a second run" sees\n## The 423 body\n## A\n<a id="x-y"></a>\n'
     assert anchors(page) == {"a", "what-a-second-run-sees", "the-423-body", "a-1", "x-y"}
+
+
+def test_every_api_route_is_in_the_api_docs() -> None:
+    from statekeeper.server import admin_api, api
+
+    page = (ROOT / "docs" / "api.md").read_text()
+    for route in [*api.router.routes, *admin_api.router.routes]:
+        path = re.sub(r"\{(\w+):path\}", r"{\1}", route.path)  # type: ignore[attr-defined]
+        for method in route.methods:  # type: ignore[attr-defined]
+            assert re.search(f"`{method} {re.escape(path)}[`? ]", page), (
+                f"docs/api.md does not list {method} {path}"
+            )

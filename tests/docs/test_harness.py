@@ -105,3 +105,8 @@ def test_a_wrong_exit_code_or_output_fails_the_block(tmp_path: Path) -> None:
             run.run(blocks[3])
     finally:
         run.close()
+
+
+def test_a_marker_shown_inside_an_unmarked_block_is_text() -> None:
+    doc = "````markdown\n<!-- run -->\n```sh\nrm -rf /\n```\n````\n"
+    assert runnable_blocks(Path("doc.md"), doc) == []

@@ -114,7 +114,12 @@ def runnable_blocks(doc: Path, markdown: str | None = None) -> list[Block]:
     while i < len(lines):
         marker = _MARKER.match(lines[i].strip())
         if not marker:
+            opening = _FENCE.match(lines[i])
             i += 1
+            if opening:  # an unmarked block: markers shown inside it are text
+                while i < len(lines) and not lines[i].startswith(opening.group("fence")):
+                    i += 1
+                i += 1
             continue
         where = f"{doc.name}:{i + 1}"
         options = _parse_options(marker.group("opts"), where)
