@@ -110,3 +110,16 @@ def test_a_wrong_exit_code_or_output_fails_the_block(tmp_path: Path) -> None:
 def test_a_marker_shown_inside_an_unmarked_block_is_text() -> None:
     doc = "````markdown\n<!-- run -->\n```sh\nrm -rf /\n```\n````\n"
     assert runnable_blocks(Path("doc.md"), doc) == []
+
+
+@pytest.mark.parametrize(
+    ("output", "missing"),
+    [
+        ("NAME SERIAL SIZE\napp 2 1 KiB\n", None),
+        ("NAME\tWORKSPACE\tSERIAL\tSIZE\napp\t-\t2\t1 KiB\n", None),  # a column added
+        ("NAMESERIAL SIZE\napp 2 1 KiB\n", "NAME … SERIAL SIZE"),  # words stay words
+        ("NAME SERIAL SIZE\napp 3 1 KiB\n", "app … 2 …"),
+    ],
+)
+def test_an_ellipsis_between_blanks_stands_for_whole_words(output: str, missing: str | None) -> None:
+    assert first_mismatch(["NAME … SERIAL SIZE", "app … 2 …"], output) == missing
