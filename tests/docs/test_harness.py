@@ -121,5 +121,7 @@ def test_a_marker_shown_inside_an_unmarked_block_is_text() -> None:
         ("NAME SERIAL SIZE\napp 3 1 KiB\n", "app … 2 …"),
     ],
 )
-def test_an_ellipsis_between_blanks_stands_for_whole_words(output: str, missing: str | None) -> None:
+def test_an_ellipsis_between_blanks_stands_for_whole_words(
+    output: str, missing: str | None
+) -> None:
     assert first_mismatch(["NAME … SERIAL SIZE", "app … 2 …"], output) == missing
