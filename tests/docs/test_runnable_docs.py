@@ -9,12 +9,16 @@ passes, the mark is stale and the test says so.
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
 from statekeeper.testing.docs import (
     S3_BACKEND_CONFIG,
+    SYSTEM_TOOLS,
     BlockFailure,
     DocRun,
     doc_flags,
@@ -25,6 +29,14 @@ from statekeeper.testing.processes import MotoServer
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 RUNNABLE = [doc for doc in DOCS if runnable_blocks(doc)]
+
+
+def test_the_tools_the_docs_use_are_installed() -> None:
+    """A missing system tool fails here, by name, rather than as a doc divergence."""
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.pathsep.join([venv_bin, os.environ.get("PATH", "")])
+    missing = [tool for tool in (*SYSTEM_TOOLS, "aws") if shutil.which(tool, path=path) is None]
+    assert not missing, f"install {missing} (apt-get install curl jq openssl; aws: pip)"
 
 
 def test_the_docs_have_runnable_blocks() -> None:

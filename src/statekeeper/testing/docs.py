@@ -39,6 +39,7 @@ from statekeeper.testing.processes import SRC, free_port, wait_for_http
 __all__ = [
     "OPTIONS",
     "S3_BACKEND_CONFIG",
+    "SYSTEM_TOOLS",
     "Block",
     "BlockFailure",
     "Command",
@@ -58,6 +59,8 @@ _MARKER = re.compile(r"^<!--\s*run(?::\s*(?P<opts>.*?))?\s*-->\s*$")
 _DOC_FLAGS = re.compile(r"^<!--\s*runnable-docs:\s*(?P<flags>.*?)\s*-->\s*$", re.M)
 _FENCE = re.compile(r"^(?P<fence>```+|~~~+)\s*(?P<lang>[\w+-]*)")
 _TIMEOUT = 180.0
+#: Commands the docs tell a user to run that come from the system, not from Python.
+SYSTEM_TOOLS = ("bash", "curl", "jq", "openssl", "sed", "awk", "cmp")
 
 
 @dataclass(frozen=True)
@@ -240,7 +243,10 @@ class DocRun:
         tfrc.touch()
         self.env = {
             **os.environ,
-            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            # The shims, then this interpreter's own tools (aws, moto_server), then the system's.
+            "PATH": os.pathsep.join(
+                [str(bin_dir), str(Path(sys.executable).parent), os.environ.get("PATH", "")]
+            ),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])),
             "HOME": str(home),
             "STATEKEEPER_PORT": str(self.port),
