@@ -2,7 +2,8 @@
 
 Precedence: defaults < config file (TOML) < ``STATEKEEPER_*`` environment <
 command-line flags. A secret may also come from ``STATEKEEPER_<NAME>_FILE``.
-docs/configuration.md documents every entry of :data:`SETTINGS` (a test checks it).
+``docs/configuration.md#settings`` documents every entry of :data:`SETTINGS`
+(a test checks it).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""LOCK and UNLOCK: the lock rows of the design's rules table, over HTTP."""
+"""LOCK and UNLOCK: the lock rows of docs/protocol.md#rules, over HTTP."""
 
 from __future__ import annotations
 

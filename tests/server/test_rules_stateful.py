@@ -1,6 +1,6 @@
 """The rules table as a model: random sequences of Terraform requests against the app.
 
-A few lines of Python hold what the design's table says the answer must be;
+A few lines of Python hold what docs/protocol.md#rules says the answer must be;
 hypothesis drives LOCK, UNLOCK, force-unlock, writes and deletes in any order
 and checks every status, the served bytes and the number of versions.
 """

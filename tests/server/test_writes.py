@@ -1,4 +1,4 @@
-"""GET, POST/PUT and DELETE of state: the write rows of the design's rules table."""
+"""GET, POST/PUT and DELETE of state: the write rows of docs/protocol.md#rules."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Request limits: a token bucket per caller (429 + Retry-After) and a request timeout.
 
-Terraform retries 429 and 503 and honours ``Retry-After`` (spec §1.4), so
+Terraform retries 429 and 503 and honours ``Retry-After`` (``docs/protocol.md#retries``), so
 both answers slow a client down without failing its run at once. The body
 size limit (413) lives in ``server/body.py``.
 """

@@ -1,6 +1,6 @@
 """Terraform's and OpenTofu's ``backend "http"`` protocol on ``/state/<name>``.
 
-Status codes follow ``shared/spec/terraform-protocols.md`` §1 to the letter:
+Status codes follow ``docs/protocol.md#status-codes`` to the letter:
 exactly 200 for LOCK, UNLOCK and DELETE (Terraform rejects 201/204 there),
 404 for "no state", 423 with the holder's LockInfo on a conflict. Service
 calls are blocking (SQLite, boto3) and run in the thread pool.

@@ -2,10 +2,12 @@
 
 Instances are matched by address (module, mode, type, name, index key, and
 the deposed key of a deposed object); for each changed instance the attribute
-paths that differ are listed. A value the state marks sensitive, or one that
-holds a value marked sensitive elsewhere in the state, is never shown: it
-comes out as ``None`` with ``sensitive`` set (the rules are in
-:mod:`statekeeper.state.sensitive`).
+paths that differ are listed. A value the state marks sensitive (an instance's
+``sensitive_attributes``, see ``docs/protocol.md#sensitive-values``, or an output
+with ``sensitive: true``), or one that holds a value marked sensitive elsewhere in
+the state, is never shown: it comes out as ``None`` with ``sensitive`` set (the
+rules are in :mod:`statekeeper.state.sensitive`). Terraform stores sensitive values
+in clear text, so this masking is all that stands between the state and a terminal.
 
 OpenTofu's encrypted states cannot be read without their key and are refused
 with :class:`~statekeeper.errors.EncryptedState`.

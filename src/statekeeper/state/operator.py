@@ -2,7 +2,8 @@
 
 Both the CLI (on its own store) and the JSON API call these methods, so
 ``statekeeper states --json`` and ``GET /api/v1/states`` give the same
-document: each answer is a model of :mod:`statekeeper.state.views`. The rules
+document: each answer is a model of :mod:`statekeeper.state.views` (listed in
+``docs/api.md``). The rules
 live in the services this class calls.
 """
 

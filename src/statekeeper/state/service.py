@@ -1,4 +1,4 @@
-"""Reading and writing state: the rules of the design's table, in one place.
+"""Reading and writing state: the rules of ``docs/protocol.md#rules``, in one place.
 
 A write is accepted only if it carries the holder's lock ID (when the state is
 locked), its Content-MD5 matches, it parses as a Terraform state or an OpenTofu

@@ -7,7 +7,7 @@ A test module subclasses a suite and provides fixtures:
   one empty backend, as upstream's ``TestRemoteLocks(a, b)`` takes two clients.
 
 The lock cases follow Terraform's ``internal/states/remote/testing.go`` and
-``internal/backend/testing.go`` (spec §5.2, §5.4).
+``internal/backend/testing.go`` (``docs/protocol.md#conformance``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Terraform-shaped state documents for tests that do not need Terraform itself.
 
-The layout follows spec §4 (format 4, 2-space indent, Terraform's key order),
-so byte-for-byte comparisons mean what they would on a real file.
+The layout follows ``docs/protocol.md#state-format`` (format 4, 2-space indent,
+Terraform's key order), so byte-for-byte comparisons mean what they would on a
+real file.
 """
 
 from __future__ import annotations

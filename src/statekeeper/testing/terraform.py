@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Terraform", "TerraformResult"]
+__all__ = ["Terraform", "TerraformResult", "command_argv"]
 
 # The child: run one Terraform command in-process and relay its output.
 _CHILD = """
@@ -38,6 +38,24 @@ _QUIET = {
     "state",
     "validate",
 }
+
+
+def command_argv(workdir: Path, *args: str) -> list[str]:
+    """The child process that runs ``terraform ARGS`` in ``workdir``: never prompting,
+    never colouring (also used as the ``terraform`` on PATH of the docs' commands)."""
+    if not args:
+        return [sys.executable, "-c", _CHILD, str(workdir), "version"]
+    cmd, *rest = args
+    extra: list[str] = []
+    if cmd in _QUIET and "-no-color" not in rest:
+        extra.append("-no-color")
+    if cmd in {"init", "plan", "apply", "destroy", "refresh", "import"}:
+        extra.append("-input=false")
+    if cmd in {"apply", "destroy"} and "-auto-approve" not in rest:
+        extra.append("-auto-approve")
+    if cmd == "state":
+        extra = []  # subcommands take their own flags
+    return [sys.executable, "-c", _CHILD, str(workdir), cmd, *extra, *rest]
 
 
 @dataclass(frozen=True)
@@ -81,17 +99,7 @@ class Terraform:
         return self
 
     def _argv(self, args: tuple[str, ...]) -> list[str]:
-        cmd, *rest = args
-        extra: list[str] = []
-        if cmd in _QUIET and "-no-color" not in rest:
-            extra.append("-no-color")
-        if cmd in {"init", "plan", "apply", "destroy", "refresh", "import"}:
-            extra.append("-input=false")
-        if cmd in {"apply", "destroy"} and "-auto-approve" not in rest:
-            extra.append("-auto-approve")
-        if cmd == "state":
-            extra = []  # subcommands take their own flags
-        return [sys.executable, "-c", _CHILD, str(self.workdir), cmd, *extra, *rest]
+        return command_argv(self.workdir, *args)
 
     def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         """Start a command without waiting (for concurrent runs and kills)."""

@@ -1,0 +1,78 @@
+"""docs/cli.md against the program: every command has its section, every option is named.
+
+The command tree is read from the CLI itself (the same objects ``--help``
+prints), so a new command or option without documentation fails here, and so
+does a documented command that no longer exists.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import typer.main
+from typer.core import TyperGroup, TyperOption
+
+from statekeeper.cli import app
+
+CLI_MD = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+ROOT = typer.main.get_command(app)
+_HEADING = re.compile(r"^(#{1,3}) `statekeeper (?P<path>[a-z][a-z -]*?)(?: [A-Z\[-].*)?`", re.M)
+
+
+def _commands(cmd: object = ROOT, path: tuple[str, ...] = ()) -> Iterator[tuple[str, object]]:
+    if path:
+        yield " ".join(path), cmd
+    if isinstance(cmd, TyperGroup):
+        for name, sub in cmd.commands.items():
+            if not getattr(sub, "hidden", False):
+                yield from _commands(sub, (*path, name))
+
+
+def _long_name(option: TyperOption) -> str:
+    return max((o for o in option.opts if o.startswith("--")), key=len)
+
+
+def _options(cmd: object) -> list[str]:
+    params = getattr(cmd, "params", [])
+    return [_long_name(p) for p in params if isinstance(p, TyperOption) and p.opts != ["--help"]]
+
+
+GLOBAL_OPTIONS = set(_options(ROOT))
+COMMANDS = dict(_commands())
+
+
+def _sections() -> dict[str, str]:
+    found = list(_HEADING.finditer(CLI_MD))
+    sections: dict[str, str] = {}
+    for m, nxt in zip(found, [*found[1:], None], strict=True):
+        end = nxt.start() if nxt else len(CLI_MD)
+        sections[m.group("path").strip()] = CLI_MD[m.start() : end]
+    return sections
+
+
+SECTIONS = _sections()
+
+
+@pytest.mark.parametrize("path", sorted(COMMANDS), ids=str)
+def test_every_command_has_a_section_naming_its_options(path: str) -> None:
+    command = COMMANDS[path]
+    if isinstance(command, TyperGroup) and not getattr(command, "invoke_without_command", False):
+        return  # a bare group (token, encryption): its subcommands have the sections
+    assert path in SECTIONS, f"docs/cli.md has no section '### `statekeeper {path} …`'"
+    missing = [o for o in _options(command) if o not in GLOBAL_OPTIONS]
+    missing = [o for o in missing if not re.search(f"`{o}[`/= ]", SECTIONS[path])]
+    assert not missing, f"docs/cli.md's section on `statekeeper {path}` does not name {missing}"
+
+
+def test_every_documented_command_exists() -> None:
+    stale = sorted(set(SECTIONS) - set(COMMANDS))
+    assert not stale, f"docs/cli.md documents commands the CLI does not have: {stale}"
+
+
+@pytest.mark.parametrize("option", sorted(GLOBAL_OPTIONS), ids=str)
+def test_every_global_option_is_in_the_global_table(option: str) -> None:
+    table = CLI_MD.split('<a id="global-options"></a>', 1)[1].split("\n## ")[1]
+    assert f"`{option}" in table
