@@ -12,10 +12,10 @@ from starlette.responses import JSONResponse, Response
 
 from statekeeper import __version__
 from statekeeper.app import Services
-from statekeeper.server import api, security_api, tfhttp
+from statekeeper.server import admin_api, api, tfhttp
 from statekeeper.server.auth import AuthMiddleware
 from statekeeper.server.errors import install_handlers
-from statekeeper.server.limits import TimeoutMiddleware
+from statekeeper.server.limits import ControlBodyMiddleware, TimeoutMiddleware
 
 __all__ = ["create_app"]
 
@@ -53,8 +53,10 @@ def create_app(services: Services, *, allow_anonymous: bool = True) -> FastAPI:
         app.router.routes.append(route)
     app.include_router(api.router)
     app.add_route("/healthz", _health, methods=["GET"], include_in_schema=False)
-    app.include_router(security_api.router)
-    # Outermost last: the timeout covers authentication too.
+    app.include_router(admin_api.router)
+    # Outermost last: the timeout covers authentication too, and no body is read
+    # before the caller is authenticated.
+    app.add_middleware(ControlBodyMiddleware)
     app.add_middleware(AuthMiddleware, services=services, allow_anonymous=allow_anonymous)
     app.add_middleware(TimeoutMiddleware, seconds=services.settings.request_timeout)
     return app

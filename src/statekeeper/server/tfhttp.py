@@ -21,10 +21,11 @@ from starlette.routing import Route
 
 from statekeeper.app import Services
 from statekeeper.security.caller import Caller
+from statekeeper.security.policy import Permission, require
 from statekeeper.server.body import read_body
 from statekeeper.terraform.names import StateName
 
-__all__ = ["backend_block", "caller_of", "routes"]
+__all__ = ["authorize", "backend_block", "caller_of", "routes"]
 
 STATE_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "LOCK", "UNLOCK"]
 LOCK_METHODS = ["LOCK", "UNLOCK", "POST", "PUT", "DELETE"]
@@ -43,6 +44,16 @@ def caller_of(request: Request) -> Caller:
     if caller is not None:
         return caller
     return Caller(actor="anonymous", remote_addr=request.client.host if request.client else None)
+
+
+def authorize(request: Request, name: StateName, needed: Permission, what: str) -> None:
+    """Answer 403 from the headers alone, before a byte of the body is read.
+
+    The services check again with the whole request; checking here first keeps a
+    caller without a grant from making the server receive (and hold) a body of up
+    to ``max_body`` bytes.
+    """
+    require(_services(request).policy, caller_of(request), name, needed, what)
 
 
 def _ok(payload: dict[str, object] | None = None) -> Response:
@@ -73,6 +84,7 @@ async def _get(request: Request, name: StateName) -> Response:
 
 async def _write(request: Request, name: StateName) -> Response:
     services = _services(request)
+    authorize(request, name, Permission.WRITE, "write")
     data = await read_body(request, services.settings.max_body)
     outcome = await run_in_threadpool(
         lambda: services.states.write(
@@ -104,6 +116,7 @@ async def _delete(request: Request, name: StateName) -> Response:
 
 async def _lock(request: Request, name: StateName) -> Response:
     services = _services(request)
+    authorize(request, name, Permission.WRITE, "lock")
     body = await read_body(request, services.settings.max_body)
     lock = await run_in_threadpool(services.locks.lock, name, body, caller_of(request))
     return Response(lock.body, status_code=200, media_type="application/json")
@@ -111,6 +124,8 @@ async def _lock(request: Request, name: StateName) -> Response:
 
 async def _unlock(request: Request, name: StateName) -> Response:
     services = _services(request)
+    # Unlocking needs at least 'write'; the force forms need 'admin' (body-dependent).
+    authorize(request, name, Permission.WRITE, "unlock")
     body = await read_body(request, services.settings.max_body)
     released = await run_in_threadpool(services.locks.unlock, name, body, caller_of(request))
     return Response(released.body, status_code=200, media_type="application/json")
