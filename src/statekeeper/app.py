@@ -19,7 +19,7 @@ from statekeeper.state.history import HistoryService
 from statekeeper.state.locks import LockService
 from statekeeper.state.service import StateService
 from statekeeper.storage.base import LockTable, ObjectStore
-from statekeeper.storage.encrypting import encrypting
+from statekeeper.storage.encrypting import EncryptingStore, encrypting
 from statekeeper.storage.registry import open_locks, open_store
 
 __all__ = ["Services"]
@@ -74,6 +74,11 @@ class Services:
             tokens=tokens,
             oidc=oidc,
         )
+
+    def require_key(self) -> None:
+        """Refuse to serve an encrypted store without its master key (ConfigError)."""
+        if isinstance(self.store, EncryptingStore):
+            self.store.require_key()
 
     def close(self) -> None:
         try:

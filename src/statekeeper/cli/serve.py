@@ -139,6 +139,13 @@ def serve(
         sock.close()
         raise
     try:
+        # An encrypted store without its key would take plaintext writes beside it.
+        services.require_key()
+    except BaseException:
+        sock.close()
+        services.close()
+        raise
+    try:
         secured = auth_configured(services)
         scheme = "https" if settings.tls_cert else "http"
         url_host = f"[{settings.host}]" if ":" in settings.host else settings.host
