@@ -47,8 +47,13 @@ class LockOut(BaseModel):
     info: str
     version: str
     path: str
-    created: str | None = Field(description="RFC 3339, UTC: the lock's Created (or server time)")
+    created: str | None = Field(description="RFC 3339, UTC: the client's Created, for display")
+    acquired: str | None = Field(description="RFC 3339, UTC: when the server took the lock")
     age_seconds: float | None
+    age_source: str | None = Field(
+        description="'server': age from the server's clock (acquired); 'client': from Created "
+        "(a lock Terraform's own backend wrote directly)"
+    )
     actor: str | None
     remote_addr: str | None
     kinds: list[str] = Field(description="Lock tables holding it: dynamodb, s3lock, sqlite…")
@@ -177,7 +182,9 @@ class ReleaseOut(BaseModel):
     operation: str
     who: str
     created: str | None
+    acquired: str | None
     age_seconds: float | None
+    age_source: str | None
     removed: bool
     reason: str
 

@@ -69,8 +69,10 @@ class Release:
             "id": lock.id,
             "operation": lock.operation,
             "who": lock.who or lock.actor or "",
-            "created": None if lock.since is None else format_rfc3339(lock.since),
+            "created": None if lock.client_created is None else format_rfc3339(lock.client_created),
+            "acquired": None if lock.acquired is None else format_rfc3339(lock.acquired),
             "age_seconds": None if self.age_seconds is None else round(self.age_seconds, 3),
+            "age_source": lock.age_source,
             "removed": self.removed,
             "reason": self.reason,
         }
