@@ -101,6 +101,7 @@ def serve(
     from statekeeper.security.tokens import tokens_configured
     from statekeeper.server.app import create_app
     from statekeeper.server.auth import auth_configured, security_summary
+    from statekeeper.server.connections import bounded_protocol
     from statekeeper.server.tfhttp import backend_block
     from statekeeper.settings import load_settings
 
@@ -171,6 +172,7 @@ def serve(
             ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
             ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
             server_header=False,
+            http=bounded_protocol(settings.header_timeout, settings.max_connections),
         )
         uvicorn.Server(server_config).run(sockets=[sock])
     finally:
