@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from statekeeper.events import Action
 from statekeeper.security.policy import Permission
 from statekeeper.server.body import read_body
 from statekeeper.server.tfhttp import authorize, caller_of
@@ -242,9 +243,9 @@ def version_content(request: Request, name: str, version: str | None = None) -> 
 async def push_state(request: Request, name: str, force: bool = False) -> dict[str, Any]:
     state = StateName(name)
     if force:
-        authorize(request, state, Permission.ADMIN, "force a push to")
+        authorize(request, state, Permission.ADMIN, Action.PUSH, "force a push to")
     else:
-        authorize(request, state, Permission.WRITE, "push to")
+        authorize(request, state, Permission.WRITE, Action.PUSH, "push to")
     data = await read_body(request, request.app.state.services.settings.max_body)
     op, caller = _operator(request), caller_of(request)
     return await run_in_threadpool(lambda: op.push(caller, state, data, force=force))

@@ -20,8 +20,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from statekeeper.app import Services
+from statekeeper.events import Action
 from statekeeper.security.caller import Caller
-from statekeeper.security.policy import Permission, require
+from statekeeper.security.policy import Permission
 from statekeeper.server.body import read_body
 from statekeeper.terraform.names import StateName
 
@@ -46,14 +47,22 @@ def caller_of(request: Request) -> Caller:
     return Caller(actor="anonymous", remote_addr=request.client.host if request.client else None)
 
 
-def authorize(request: Request, name: StateName, needed: Permission, what: str) -> None:
+def authorize(
+    request: Request, name: StateName, needed: Permission, action: Action, what: str
+) -> None:
     """Answer 403 from the headers alone, before a byte of the body is read.
 
     The services check again with the whole request; checking here first keeps a
     caller without a grant from making the server receive (and hold) a body of up
-    to ``max_body`` bytes.
+    to ``max_body`` bytes. The refusal is recorded as the operation's event.
     """
-    require(_services(request).policy, caller_of(request), name, needed, what)
+    _services(request).states.authorize(name, caller_of(request), needed, action, what)
+
+
+def _no_body(request: Request) -> bool:
+    """True when the request declares an empty body (Terraform's force-unlock)."""
+    length = request.headers.get("content-length")
+    return length in (None, "0") and "transfer-encoding" not in request.headers
 
 
 def _ok(payload: dict[str, object] | None = None) -> Response:
@@ -84,7 +93,7 @@ async def _get(request: Request, name: StateName) -> Response:
 
 async def _write(request: Request, name: StateName) -> Response:
     services = _services(request)
-    authorize(request, name, Permission.WRITE, "write")
+    authorize(request, name, Permission.WRITE, Action.WRITE, "write")
     data = await read_body(request, services.settings.max_body)
     outcome = await run_in_threadpool(
         lambda: services.states.write(
@@ -116,7 +125,7 @@ async def _delete(request: Request, name: StateName) -> Response:
 
 async def _lock(request: Request, name: StateName) -> Response:
     services = _services(request)
-    authorize(request, name, Permission.WRITE, "lock")
+    authorize(request, name, Permission.WRITE, Action.LOCK, "lock")
     body = await read_body(request, services.settings.max_body)
     lock = await run_in_threadpool(services.locks.lock, name, body, caller_of(request))
     return Response(lock.body, status_code=200, media_type="application/json")
@@ -124,8 +133,12 @@ async def _lock(request: Request, name: StateName) -> Response:
 
 async def _unlock(request: Request, name: StateName) -> Response:
     services = _services(request)
-    # Unlocking needs at least 'write'; the force forms need 'admin' (body-dependent).
-    authorize(request, name, Permission.WRITE, "unlock")
+    # An empty body is Terraform's force-unlock ('admin'); any other needs at least
+    # 'write' (OpenTofu's force form, known from the body, is checked after it).
+    if _no_body(request):
+        authorize(request, name, Permission.ADMIN, Action.FORCE_UNLOCK, "force-unlock")
+    else:
+        authorize(request, name, Permission.WRITE, Action.UNLOCK, "unlock")
     body = await read_body(request, services.settings.max_body)
     released = await run_in_threadpool(services.locks.unlock, name, body, caller_of(request))
     return Response(released.body, status_code=200, media_type="application/json")
