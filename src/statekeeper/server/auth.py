@@ -26,10 +26,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from statekeeper.app import Services
 from statekeeper.errors import RateLimited, Unauthenticated
-from statekeeper.events import Action, Event
 from statekeeper.security.caller import Caller
 from statekeeper.security.oidc import looks_like_jwt
 from statekeeper.security.tokens import hash_secret
+from statekeeper.server.denials import Denials
 from statekeeper.server.errors import error_response
 from statekeeper.server.limits import RateLimiter, rate_limited_response
 from statekeeper.times import format_rfc3339
@@ -145,9 +145,16 @@ class Authenticator:
 class AuthMiddleware:
     """Authenticates every request, applies the per-caller rate, audits denials."""
 
-    def __init__(self, app: ASGIApp, services: Services, allow_anonymous: bool = True) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        services: Services,
+        denials: Denials,
+        allow_anonymous: bool = True,
+    ) -> None:
         self.app = app
         self.services = services
+        self.denials = denials
         self.authenticator = Authenticator(services, allow_anonymous=allow_anonymous)
         s = services.settings
         self.limiter = RateLimiter(s.rate_limit, s.rate_burst)
@@ -165,15 +172,18 @@ class AuthMiddleware:
         try:
             caller = await run_in_threadpool(self.authenticator.authenticate, header, remote)
         except Unauthenticated as exc:
-            # The claimed name and the request are the facts; no Caller exists yet.
-            event = Event(
-                action=Action.AUTHENTICATE,
-                actor=await run_in_threadpool(self.authenticator.label, header),
-                outcome=exc.code,
-                remote_addr=remote,
-                detail=f"{scope['method']} {scope['path']}: {exc.message}",
+            # The label and the request are the facts; no Caller exists yet.
+            label = await run_in_threadpool(self.authenticator.label, header)
+            limited = await run_in_threadpool(
+                self.denials.refuse,
+                remote,
+                label,
+                f"{scope['method']} {scope['path']}",
+                exc.message,
             )
-            await run_in_threadpool(self.services.events.emit, event)
+            if limited is not None:
+                await rate_limited_response(limited)(scope, receive, send)
+                return
             await error_response(exc)(scope, receive, send)
             return
         if caller.scopes is not None:
