@@ -22,7 +22,17 @@ import httpx
 import pytest
 from tests.security.support import state_json
 
+from statekeeper.app import Services
+from statekeeper.errors import ConfigError
+from statekeeper.security.caller import Caller
+from statekeeper.settings import Settings
+from statekeeper.state.operator import Operator
+from statekeeper.state.version import StateVersion
+from statekeeper.storage.encrypting import EncryptingStore, SqliteKeyRing, parse_master_keys
+from statekeeper.storage.registry import open_store
+from statekeeper.terraform.names import StateName
 from statekeeper.testing.processes import SRC, MotoServer, StatekeeperServer, free_port
+from statekeeper.times import utcnow
 
 STATE = "team/a.tfstate"
 
@@ -92,9 +102,7 @@ def test_an_encrypted_store_refuses_a_missing_or_wrong_key(
 
 def test_a_store_from_before_the_key_record_is_checked_by_its_key_ring(tmp_path: Path) -> None:
     """Stores encrypted before master keys were recorded: the key ring's entries say."""
-    from statekeeper.errors import ConfigError
-    from statekeeper.storage.encrypting import SqliteKeyRing, encrypting
-    from statekeeper.storage.registry import open_store
+    from statekeeper.storage.encrypting import encrypting
     from statekeeper.storage.sqlite import SqliteStore
 
     right, wrong = _key(), _key()
@@ -195,3 +203,30 @@ def test_kms_key_mistakes_on_s3(
     assert out.stdout == state_json(1)
     out = _cli(tmp_path, "encryption", "decrypt", "--state", STATE, *args, env=env)
     assert out.stdout == state_json(1), out.stderr
+
+
+def test_history_lists_a_version_sealed_under_another_key(tmp_path: Path) -> None:
+    """A store mixed before keys were recorded: the listing survives, the version says why."""
+    right, wrong = _key(), _key()
+    url = f"sqlite:///{tmp_path / 'statekeeper.db'}"
+    raw = open_store(url)
+    assert raw.records.database is not None
+    ring = SqliteKeyRing(raw.records.database)
+    for serial, key in ((1, right), (2, wrong), (3, right)):  # what the old code allowed
+        data = state_json(serial)
+        meta = StateVersion(
+            name=STATE, version_id="", size=len(data), created=utcnow(), serial=serial,
+            lineage="5f0ec5b3-aaaa-bbbb-cccc-000000000001",
+        ).to_metadata()  # fmt: skip
+        EncryptingStore(raw, ring, parse_master_keys(key)).put(STATE, data, meta)
+    ring.db.run(lambda c: c.execute("DELETE FROM master_keys"), write=True)
+    raw.close()
+    services = Services.build(Settings(data_dir=tmp_path, store=url, master_key=right))
+    try:
+        operator = Operator(services.states, services.locks, services.history)
+        rows = operator.history(Caller("operator"), StateName(STATE))
+        assert [r["serial"] for r in rows] == [3, 2, 1]
+        with pytest.raises(ConfigError, match="does not hold"):
+            services.states.read(StateName(STATE), Caller("operator"), rows[1]["version_id"])
+    finally:
+        services.close()
