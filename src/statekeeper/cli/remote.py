@@ -15,13 +15,13 @@ import httpx
 
 from statekeeper import errors
 from statekeeper.errors import LockConflict, StatekeeperError, StorageError, Unauthenticated
+from statekeeper.terraform.layout import LOCK_FIELDS
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.names import StateName
 
 __all__ = ["RemoteBackend", "error_from_response"]
 
 API = "/api/v1"
-_LOCK_FIELDS = ("ID", "Operation", "Info", "Who", "Version", "Created", "Path")
 
 
 def _classes() -> dict[str, type[StatekeeperError]]:
@@ -47,7 +47,7 @@ def error_from_response(response: httpx.Response) -> StatekeeperError:
         )
     code, message = str(body["error"]), str(body.get("message", ""))
     if code in ("locked", "lock_mismatch") and "ID" in body:
-        holder = {k: body[k] for k in _LOCK_FIELDS if k in body}
+        holder = {k: body[k] for k in LOCK_FIELDS if k in body}
         return LockConflict(LockInfo.parse(json.dumps(holder).encode()), message)
     if response.status_code == 401:
         return Unauthenticated(message + " (give a token with --token or STATEKEEPER_TOKEN)")

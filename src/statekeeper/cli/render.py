@@ -48,6 +48,8 @@ def when(text: str | None) -> str:
 def who_lock(lock: dict[str, Any] | None) -> str:
     if not lock:
         return "-"
+    if lock.get("damaged"):
+        return "damaged lock (see 'statekeeper locks')"
     op = lock.get("operation") or "?"
     return f"{lock.get('who') or '?'} ({op}, {age(lock.get('age_seconds'))})"
 

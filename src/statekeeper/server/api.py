@@ -60,6 +60,10 @@ class LockOut(BaseModel):
     kinds: list[str] = Field(description="Lock tables holding it: dynamodb, s3lock, sqlite…")
     drift: bool = Field(description="Held in one of two configured lock tables only")
     missing: list[str]
+    damaged: str | None = Field(
+        default=None,
+        description="Why the stored lock is not a readable LockInfo (null for a sound lock)",
+    )
 
 
 class StateOut(BaseModel):

@@ -7,7 +7,9 @@ open: a few hundred of them would hold the server. Reverse proxies bound both
 (nginx: ``client_header_timeout 60s``, ``worker_connections 512``); a server
 exposed without one must too.
 
-:func:`bounded_protocol` makes uvicorn's httptools protocol class that:
+:func:`bounded_protocol` makes the server's protocol class
+(:class:`~statekeeper.server.wire.HeadersOnlyProtocol`, uvicorn's httptools
+protocol without trailers in the headers) that:
 
 - answers ``408`` and closes a connection whose request headers are not
   complete ``header_timeout`` seconds after the connection opened or the
@@ -24,6 +26,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from statekeeper.server.wire import HeadersOnlyProtocol
+
 __all__ = ["bounded_protocol"]
 
 _TIMEOUT = (
@@ -36,7 +40,7 @@ _FULL = (
 )
 
 
-class _BoundedProtocol(HttpToolsProtocol):
+class _BoundedProtocol(HeadersOnlyProtocol):
     header_timeout: float = 60.0
     max_connections: int = 512
 
@@ -85,7 +89,7 @@ class _BoundedProtocol(HttpToolsProtocol):
 
 
 def bounded_protocol(header_timeout: float, max_connections: int) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol with these bounds (pass it as ``Config(http=…)``)."""
+    """The server's protocol with these bounds (pass it as ``uvicorn.Config(http=…)``)."""
     return type(
         "BoundedHttpToolsProtocol",
         (_BoundedProtocol,),

@@ -23,7 +23,8 @@ from statekeeper.app import Services
 from statekeeper.events import Action
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission
-from statekeeper.server.body import read_body
+from statekeeper.server.body import read_body, single_header
+from statekeeper.terraform.lockinfo import lock_info_too_large
 from statekeeper.terraform.names import StateName
 
 __all__ = ["authorize", "backend_block", "caller_of", "routes"]
@@ -94,6 +95,7 @@ async def _get(request: Request, name: StateName) -> Response:
 async def _write(request: Request, name: StateName) -> Response:
     services = _services(request)
     authorize(request, name, Permission.WRITE, Action.WRITE, "write")
+    content_md5 = single_header(request, "Content-MD5")
     data = await read_body(request, services.settings.max_body)
     outcome = await run_in_threadpool(
         lambda: services.states.write(
@@ -101,7 +103,7 @@ async def _write(request: Request, name: StateName) -> Response:
             data,
             caller_of(request),
             lock_id=request.query_params.get("ID") or None,
-            content_md5=request.headers.get("content-md5"),
+            content_md5=content_md5,
         )
     )
     return _ok(
@@ -123,10 +125,18 @@ async def _delete(request: Request, name: StateName) -> Response:
     return _ok()
 
 
+async def _lock_body(request: Request) -> bytes:
+    """A LockInfo body: small, so its limit is max_lock_info (or max_body if lower)."""
+    settings = _services(request).settings
+    if settings.max_body < settings.max_lock_info:
+        return await read_body(request, settings.max_body)
+    return await read_body(request, settings.max_lock_info, lock_info_too_large)
+
+
 async def _lock(request: Request, name: StateName) -> Response:
     services = _services(request)
     authorize(request, name, Permission.WRITE, Action.LOCK, "lock")
-    body = await read_body(request, services.settings.max_body)
+    body = await _lock_body(request)
     lock = await run_in_threadpool(services.locks.lock, name, body, caller_of(request))
     return Response(lock.body, status_code=200, media_type="application/json")
 
@@ -139,7 +149,7 @@ async def _unlock(request: Request, name: StateName) -> Response:
         authorize(request, name, Permission.ADMIN, Action.FORCE_UNLOCK, "force-unlock")
     else:
         authorize(request, name, Permission.WRITE, Action.UNLOCK, "unlock")
-    body = await read_body(request, services.settings.max_body)
+    body = await _lock_body(request)
     released = await run_in_threadpool(services.locks.unlock, name, body, caller_of(request))
     return Response(released.body, status_code=200, media_type="application/json")
 
