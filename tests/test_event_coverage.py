@@ -17,7 +17,7 @@ import inspect
 import pkgutil
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -46,6 +46,11 @@ READ_ONLY = {
     "statekeeper.security.grants.visible": "filters a listing",
     "statekeeper.security.policy.Policy.allows": "the policy interface",
     "statekeeper.security.policy.require": "a policy check; the caller's event records it",
+    "statekeeper.state.locks.LockService.fence": "a check inside a write; the write records it",
+    "statekeeper.state.service.StateService.authorize": (
+        "records only a refusal (its operation never runs); tests/security/test_body_after_authz"
+    ),
+    "statekeeper.state.locks.taken_by_another": "compares a lock's identity with the caller's",
     "statekeeper.security.tokens.TokenService.all": "lists tokens; a refusal is recorded",
     "statekeeper.state.history.HistoryService.versions": "lists versions",
     "statekeeper.state.inspection.Inspector.versions": "lists versions",
@@ -232,8 +237,13 @@ def world(tmp_path: Path) -> Iterator[World]:
         setup = Caller(actor="setup")
         services.states.write(A, state_bytes(1), setup)
         services.states.write(A, state_bytes(2), setup)
-        held = LockInfo.new("OperationTypeApply", "bob@ci", created=utcnow() - timedelta(hours=3))
-        services.locks.lock(LOCKED, held.body, Caller(actor="bob"))
+        # A lock the server took three hours ago (a lock's age is the server's clock),
+        # for the identity the scenarios act as: unlocking it is a plain unlock.
+        held = LockInfo.new("OperationTypeApply", "bob@ci")
+        taken = replace(
+            held.with_facts("alice@laptop", None), acquired=utcnow() - timedelta(hours=3)
+        )
+        services.lock_table.acquire(str(LOCKED), taken)
         services.tokens.create(setup, "existing", ["**:read"])
         yield World(services, held)
     finally:

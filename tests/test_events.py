@@ -168,6 +168,7 @@ def test_the_audit_trail_is_a_subscriber_and_keeps_the_json_shape(tmp_path: Path
         "detail",
         "time",
         "id",
+        "count",
     ]
     assert doc["action"] == "rollback" and isinstance(doc["action"], str)
     assert Event.from_json(json.loads(json.dumps(doc))) == stored

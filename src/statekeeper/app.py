@@ -78,6 +78,10 @@ class Services:
             oidc=oidc,
         )
 
+    def require_key(self) -> None:
+        """Refuse to serve an encrypted store without its master key (ConfigError)."""
+        self.keys.store.require_key()
+
     def close(self) -> None:
         try:
             self.audit.close()  # pending audit events go to the store first

@@ -71,6 +71,27 @@ class Action(StrEnum):
     AUTHENTICATE = "authenticate"
 
 
+#: Longest text kept per event field; the rest is cut with a note of its length.
+_FIELD_LIMITS = {
+    "actor": 256,
+    "state": 1024,
+    "version": 256,
+    "remote_addr": 64,
+    "lock_id": 256,
+    "who": 256,
+    "operation": 128,
+    "detail": 1024,
+}
+_CLAIMS = 16
+_CLAIM_LIMIT = 256
+
+
+def _bounded(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
+
+
 @dataclass(frozen=True)
 class Event:
     """One operation or denial: who did what to which state, and how it ended.
@@ -95,10 +116,26 @@ class Event:
     detail: str | None = None
     time: datetime = field(default_factory=utcnow)
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    #: How many occurrences the event stands for (repeated refusals are coalesced).
+    count: int = 1
 
     def __post_init__(self) -> None:
         # Events read back from the audit trail carry the action as text.
         object.__setattr__(self, "action", Action(self.action))
+        # Bounded: most fields come from requests, and every event is stored for good.
+        for name, limit in _FIELD_LIMITS.items():
+            value = getattr(self, name)
+            if isinstance(value, str) and len(value) > limit:
+                object.__setattr__(self, name, _bounded(value, limit))
+        if len(self.claims) > _CLAIMS or any(
+            len(k) > _CLAIM_LIMIT or len(v) > _CLAIM_LIMIT for k, v in self.claims.items()
+        ):
+            kept = list(self.claims.items())[:_CLAIMS]
+            object.__setattr__(
+                self,
+                "claims",
+                {_bounded(k, _CLAIM_LIMIT): _bounded(str(v), _CLAIM_LIMIT) for k, v in kept},
+            )
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)

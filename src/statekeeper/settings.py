@@ -178,6 +178,19 @@ SETTINGS: tuple[Setting, ...] = (
         120.0,
         "Seconds a request may take before the server answers 503 (0: no limit).",
     ),
+    Setting(
+        "header_timeout",
+        float,
+        60.0,
+        "Seconds a client may take to send its request headers before the connection is "
+        "closed with 408 (0: no limit); nginx's client_header_timeout.",
+    ),
+    Setting(
+        "max_connections",
+        int,
+        512,
+        "Connections open at once; one more is answered 503 and closed.",
+    ),
 )
 
 
@@ -200,6 +213,8 @@ class Settings:
     rate_limit: float = 20.0
     rate_burst: int = 200
     request_timeout: float = 120.0
+    header_timeout: float = 60.0
+    max_connections: int = 512
 
     @property
     def store_url(self) -> str:

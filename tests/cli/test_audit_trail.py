@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,8 @@ from typing import Any
 import httpx
 
 from statekeeper.app import Services
-from statekeeper.security.caller import Caller
 from statekeeper.settings import Settings
 from statekeeper.terraform.lockinfo import LockInfo
-from statekeeper.terraform.names import StateName
 from statekeeper.testing.processes import StatekeeperServer
 from statekeeper.testing.statefiles import state_bytes
 from statekeeper.times import utcnow
@@ -29,11 +28,12 @@ NAME = "team/app.tfstate"
 
 
 def _lock(data_dir: Path, name: str, age: timedelta, who: str = "bob@ci") -> LockInfo:
-    """A lock taken as Terraform would, in the database the CLI will open."""
-    info = LockInfo.new("OperationTypeApply", who, created=utcnow() - age)
+    """A lock a server took ``age`` ago (by its own clock), in the database the CLI will open."""
+    info = LockInfo.new("OperationTypeApply", who)
     services = Services.build(Settings(data_dir=data_dir))
     try:
-        services.locks.lock(StateName(name), info.body, Caller(actor="bob"))
+        taken = replace(info.with_facts("bob", None), acquired=utcnow() - age)
+        services.lock_table.acquire(name, taken)
     finally:
         services.close()
     return info

@@ -4,10 +4,18 @@ Each request is, at random: passed through; answered 503 SlowDown (S3) or
 500 InternalServerError (DynamoDB) without reaching moto; passed through but
 answered 500 (the change happened, the caller is told it failed); delayed;
 or its connection dropped before or after moto saw it. Every fault is counted.
+
+With ``serialize=True`` the proxy also lets one request at a time reach moto.
+moto's server is threaded and its conditional writes (DynamoDB's
+``attribute_not_exists``, S3's ``If-None-Match``) check and then write without
+a lock, so under load two can both win; AWS evaluates a condition atomically.
+Serialized, moto behaves as AWS does, and a test of *our* lock code is not a
+test of moto's threading.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import random
 import socket
@@ -38,7 +46,7 @@ DDB_INTERNAL = (
 class FaultProxy:
     """Forward to ``target`` with faults at ``rate`` (0..1); ``faults`` counts them by kind."""
 
-    def __init__(self, target: str, rate: float, seed: int = 1) -> None:
+    def __init__(self, target: str, rate: float, seed: int = 1, serialize: bool = False) -> None:
         parts = urlsplit(target)
         self.target_host = parts.hostname or "127.0.0.1"
         self.target_port = parts.port or 80
@@ -48,6 +56,7 @@ class FaultProxy:
         self.enabled = True
         self._rng = random.Random(seed)
         self._guard = threading.Lock()
+        self._one_at_a_time = threading.Lock() if serialize else None
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -103,14 +112,17 @@ class FaultProxy:
                     return
                 if fault == "delay":
                     time.sleep(proxy._uniform(0.05, 0.4))
-                conn = http.client.HTTPConnection(proxy.target_host, proxy.target_port, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
                 headers["Host"] = f"{proxy.target_host}:{proxy.target_port}"
                 headers["Content-Length"] = str(len(body))
-                conn.request(self.command, self.path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                conn.close()
+                with proxy._one_at_a_time or contextlib.nullcontext():
+                    conn = http.client.HTTPConnection(
+                        proxy.target_host, proxy.target_port, timeout=60
+                    )
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    resp = conn.getresponse()
+                    data = resp.read()
+                    conn.close()
                 if fault == "drop-after":
                     self._drop()
                     return

@@ -4,6 +4,13 @@ Each client takes the lock (retrying on 423), reads the state, increments a
 counter in it, writes it back with serial+1 under its lock ID, and unlocks.
 From the recorded grant/release times no two critical sections may overlap,
 and the final state must count every critical section exactly once.
+
+On S3/DynamoDB the servers reach moto through a proxy that passes one request
+at a time (``FaultProxy(serialize=True)``, no faults): moto's threaded server
+checks a conditional write and then writes without a lock, so under load two
+conditional writes can both win, where AWS evaluates conditions atomically.
+Serialized, the test proves our lock code; the unserialized run is kept under
+``make soak`` as a measurement of that moto limitation (see bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -19,7 +26,9 @@ from pathlib import Path
 import boto3
 import httpx
 import pytest
+from fault_proxy import FaultProxy
 from reliability_support import (
+    SOAK,
     History,
     lock_body,
     md5_header,
@@ -99,7 +108,18 @@ def _client(n: int, url: str, lineage: str, history: History, tally: Tally) -> N
                     tally.problems.append(f"UNLOCK answered {u.status_code}: {u.text}")
 
 
-@pytest.fixture(params=["sqlite", "s3+dynamodb", "s3+s3lock"])
+#: The moto runs without the serializing proxy: a measurement of moto, soak only.
+MOTO_DIRECT = ["s3+dynamodb, moto direct", "s3+s3lock, moto direct"]
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        "s3+dynamodb",
+        "s3+s3lock",
+        *(MOTO_DIRECT if SOAK else []),
+    ]
+)
 def shared_store(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[tuple[str, list[str], dict[str, str]]]:
@@ -118,7 +138,7 @@ def shared_store(
     s3.create_bucket(Bucket=BUCKET)
     s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
     locks = f"s3lock://{BUCKET}"
-    if request.param == "s3+dynamodb":
+    if request.param.startswith("s3+dynamodb"):
         boto3.client("dynamodb", **kw).create_table(  # type: ignore[call-overload]
             TableName=TABLE,
             KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}],
@@ -126,7 +146,15 @@ def shared_store(
             BillingMode="PAY_PER_REQUEST",
         )
         locks = f"dynamodb://{TABLE}"
-    yield request.param, ["--store", f"s3://{BUCKET}", "--locks", locks], moto.env()
+    args = ["--store", f"s3://{BUCKET}", "--locks", locks]
+    if request.param in MOTO_DIRECT:
+        yield request.param, args, moto.env()
+        return
+    proxy = FaultProxy(moto.url, rate=0.0, serialize=True).start()
+    try:
+        yield request.param, args, {**moto.env(), "AWS_ENDPOINT_URL": proxy.url}
+    finally:
+        proxy.stop()
 
 
 @pytest.mark.timeout(3600)
@@ -170,6 +198,11 @@ def test_one_holder_at_a_time_and_every_section_counted(
         notes=f"{tally.conflicts} LOCKs met 423 and were retried; "
         f"{tally.sections} critical sections, final serial {doc['serial']}",
     )
+    if label in MOTO_DIRECT:
+        # A measurement of moto's non-atomic conditional writes, recorded above; what
+        # must still hold is that every client finished its rounds.
+        assert len(history.intervals) == CLIENTS * ROUNDS
+        return
     assert not overlaps, f"two holders at once: {overlaps[:3]}"
     assert not tally.problems, tally.problems[:5]
     assert tally.sections == CLIENTS * ROUNDS

@@ -18,7 +18,7 @@ from statekeeper.app import Services
 from statekeeper.errors import ConfigError
 from statekeeper.settings import load_settings
 from statekeeper.storage.encrypting import EncryptingStore
-from statekeeper.testing.processes import SRC, StatekeeperServer
+from statekeeper.testing.processes import SRC, StatekeeperServer, free_port
 from statekeeper.testing.terraform import Terraform
 
 SECRET = "hunter2-the-launch-code-7f3a9c"
@@ -125,16 +125,12 @@ def test_rotation_rewraps_keys_without_rewriting_states(
     assert "re-wrapped 2 data keys" in result.stdout
     assert stored() == before  # the state bytes are untouched
 
-    # The old key no longer opens anything; the new one opens every version.
+    # The old key is refused (it opens nothing any more); the new one opens every version.
     settings = load_settings(
         {"data_dir": workdir / ".statekeeper"}, env={"STATEKEEPER_MASTER_KEY": old.read_text()}
     )
-    services = Services.build(settings)
-    try:
-        with pytest.raises(ConfigError, match="does not hold"):
-            services.store.get("team/a.tfstate")
-    finally:
-        services.close()
+    with pytest.raises(ConfigError, match="retired by a rotation"):
+        Services.build(settings)
     server = serve(workdir=workdir, env={"STATEKEEPER_MASTER_KEY_FILE": str(new)})
     assert httpx.get(server.state_url("team/a.tfstate")).json()["serial"] == 2
     services = Services.build(
@@ -173,12 +169,15 @@ def test_plaintext_states_are_reported_and_encrypted_ones_need_the_key(
     assert '"team/plain.tfstate"' in status.stdout
     assert "team/new.tfstate" not in status.stdout
     server.stop()
-    # Without the key, an encrypted state is refused with a message, never served as ciphertext.
-    server = serve(workdir=workdir)
-    r = httpx.get(server.state_url("team/new.tfstate"))
-    assert r.status_code == 500
-    assert "STATEKEEPER_MASTER_KEY" in r.json()["message"]
-    assert httpx.get(server.state_url("team/plain.tfstate")).status_code == 200
+    # Without the key, the server refuses to start (it would store plaintext beside
+    # ciphertext); the CLI reads, and refuses an encrypted state with a message.
+    started = _cli(workdir, "serve", "--port", str(free_port()))
+    assert started.returncode == 2
+    assert "STATEKEEPER_MASTER_KEY" in started.stderr
+    pulled = _cli(workdir, "pull", "team/new.tfstate")
+    assert pulled.returncode == 2
+    assert "STATEKEEPER_MASTER_KEY" in pulled.stderr
+    assert _cli(workdir, "pull", "team/plain.tfstate").returncode == 0
 
 
 def test_master_key_errors_do_not_echo_the_key() -> None:

@@ -96,7 +96,11 @@ def test_cell(env: Env, role: str, op: str, name: str) -> None:
     serial = env.reset(name)
     held = str(uuid.uuid4())
     if op in ("unlock", "force-unlock"):
-        assert env.root("LOCK", name, lock_body(held, who="alice@laptop")).status_code == 200
+        # A lock is bound to who took it: the role's own lock where it may lock, so
+        # that "unlock" is the plain unlock (another's lock is a force-unlock).
+        locker = role if op == "unlock" and _allowed(role, "lock", name) else "root"
+        taken = env.req(locker, "LOCK", name, lock_body(held, who="alice@laptop"))
+        assert taken.status_code == 200
     mine = str(uuid.uuid4())
     method, body = {
         "read": ("GET", None),
@@ -145,7 +149,8 @@ def test_cell(env: Env, role: str, op: str, name: str) -> None:
     assert event["state"] == name
     assert event["outcome"] == ("ok" if allowed else "forbidden")
     assert event["remote_addr"] == "127.0.0.1"
-    if op == "lock":
+    if op == "lock" and allowed:
+        # A refused LOCK is refused from its headers, before its LockInfo is read.
         assert (event["lock_id"], event["who"], event["operation"]) == (
             mine,
             "bob@ci",
@@ -177,7 +182,9 @@ def test_unauthenticated(env: Env, role: str, op: str) -> None:
     assert env.root("GET", MATCHING).json()["serial"] == serial
     event = env.last_event("writer" if role == "wrong-secret" else "anonymous", "authenticate")
     assert event["outcome"] == "unauthenticated"
-    assert method in str(event["detail"])
+    # Repeated refusals of one caller are coalesced (one event a minute, with a count):
+    # the event recorded names the first refused request.
+    assert str(event["detail"]).split(" ")[0] in {"GET", "POST", "LOCK", "UNLOCK", "DELETE"}
     # The secret never reaches the audit trail.
     assert env.secrets["writer"][:-2] not in json.dumps(event)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -20,8 +21,9 @@ from statekeeper.times import utcnow
 
 
 def _lock(s: Services, name: str, operation: str, age: timedelta, who: str = "bob@ci") -> LockInfo:
-    info = LockInfo.new(operation, who, created=utcnow() - age)
-    s.locks.lock(StateName(name), info.body, Caller("bob"))
+    """A lock the server took ``age`` ago (its own clock is the lock's age)."""
+    info = LockInfo.new(operation, who)
+    s.lock_table.acquire(name, replace(info.with_facts("bob", None), acquired=utcnow() - age))
     return info
 
 

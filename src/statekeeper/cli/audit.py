@@ -1,4 +1,5 @@
-"""``statekeeper audit`` (the audit trail) and ``statekeeper encryption`` (status, rotate)."""
+"""``statekeeper audit`` (the audit trail) and ``statekeeper encryption`` (status, rotate,
+decrypt)."""
 
 from __future__ import annotations
 
@@ -78,7 +79,7 @@ def audit(
     print_table(["TIME", "ACTOR", "ACTION", "STATE", "VERSION", "OUTCOME", "WHO / OPERATION"], rows)
 
 
-encryption_app = typer.Typer(help="Encryption at rest: status and key rotation.")
+encryption_app = typer.Typer(help="Encryption at rest: status, key rotation, offline decryption.")
 app.add_typer(encryption_app, name="encryption", rich_help_panel=PANEL_SECURITY)
 
 
@@ -127,3 +128,62 @@ def rotate(
         "Now set STATEKEEPER_MASTER_KEY to the new key and restart the servers.",
         highlight=False,
     )
+
+
+@encryption_app.command("decrypt")
+def decrypt(
+    ctx: typer.Context,
+    file: Annotated[
+        Path | None,
+        typer.Argument(help="A version's bytes as stored (an S3 object or backup copy)"),
+    ] = None,
+    state: Annotated[
+        str | None, typer.Option(help="Decrypt this state from the store instead of a FILE")
+    ] = None,
+    version: Annotated[str | None, typer.Option(help="Version ID (default: current)")] = None,
+    key_file: Annotated[
+        Path | None,
+        typer.Option(help="File holding the master key (default: STATEKEEPER_MASTER_KEY)"),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here (default: stdout)")
+    ] = None,
+) -> None:
+    """Decrypt a version with the master key, without a server: a state is never hostage
+    to the server running. The data key comes from the store's key ring."""
+    import sys
+
+    from statekeeper.errors import BadRequest, ConfigError, StateNotFound
+    from statekeeper.storage.encrypting import encrypting, is_encrypted
+    from statekeeper.storage.registry import open_store
+    from statekeeper.terraform.names import StateName
+
+    if (file is None) == (state is None):
+        raise BadRequest("give either a FILE of stored bytes or --state NAME, not both")
+    try:
+        key = key_file.read_text() if key_file else None
+        raw = file.read_bytes() if file else None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {exc.filename}: {exc.strerror}") from exc
+    settings = obj(ctx, ENCRYPTION_OPTIONS).settings(master_key=key)
+    if not settings.master_key:
+        raise ConfigError("decrypting needs the master key: --key-file or STATEKEEPER_MASTER_KEY")
+    opened = encrypting(open_store(settings.store_url), settings.master_key, register=False)
+    try:
+        if raw is not None:
+            if not is_encrypted(raw):
+                raise BadRequest(f"{file} is not an encrypted version (it is stored in plaintext)")
+            plain = opened.decrypt(str(file), raw)
+        else:
+            assert state is not None
+            found = opened.get(str(StateName(state)), version)
+            if found is None:
+                raise StateNotFound(f"there is no state named {state}")
+            plain = found.data
+    finally:
+        opened.close()
+    if output is None:
+        sys.stdout.buffer.write(plain)
+        sys.stdout.flush()
+    else:
+        output.write_bytes(plain)

@@ -87,7 +87,8 @@ def locks(
                 r.operation or "-",
                 r.who or "-",
                 when(r.created),
-                age(r.age_seconds),
+                # An age from the client's clock (Terraform's own backend wrote the lock).
+                age(r.age_seconds) + (" (client clock)" if r.age_source == "client" else ""),
                 kind,
             ]
         )

@@ -57,7 +57,7 @@ def print_error(exc: StatekeeperError) -> None:
         h = exc.holder
         err_console.print(
             f"  Lock ID: {h.id}\n  Operation: {h.operation or '-'}\n"
-            f"  Who: {h.who or h.actor or '-'}\n  Created: {h.since or '-'}",
+            f"  Who: {h.who or h.actor or '-'}\n  Created: {h.client_created or h.since or '-'}",
             highlight=False,
             markup=False,
         )

@@ -109,8 +109,8 @@ def serve(
     from statekeeper.security.tokens import tokens_configured
     from statekeeper.server.app import create_app
     from statekeeper.server.auth import auth_configured, security_summary
+    from statekeeper.server.connections import bounded_protocol
     from statekeeper.server.tfhttp import backend_block
-    from statekeeper.server.wire import HeadersOnlyProtocol
 
     settings = obj(ctx, SERVE_OPTIONS).settings(
         host=host,
@@ -140,6 +140,13 @@ def serve(
         sock.close()
         raise
     try:
+        # An encrypted store without its key would take plaintext writes beside it.
+        services.require_key()
+    except BaseException:
+        sock.close()
+        services.close()
+        raise
+    try:
         secured = auth_configured(services)
         scheme = "https" if settings.tls_cert else "http"
         url_host = f"[{settings.host}]" if ":" in settings.host else settings.host
@@ -166,7 +173,7 @@ def serve(
             ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
             ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
             server_header=False,
-            http=HeadersOnlyProtocol,
+            http=bounded_protocol(settings.header_timeout, settings.max_connections),
         )
         uvicorn.Server(server_config).run(sockets=[sock])
     finally:

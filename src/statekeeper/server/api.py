@@ -28,8 +28,10 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from statekeeper.events import Action
+from statekeeper.security.policy import Permission
 from statekeeper.server.body import read_body
-from statekeeper.server.tfhttp import caller_of
+from statekeeper.server.tfhttp import authorize, caller_of
 from statekeeper.state.operator import Operator
 from statekeeper.state.views import (
     DiffView,
@@ -124,6 +126,10 @@ def version_content(request: Request, name: str, version: str | None = None) -> 
 )
 async def push_state(request: Request, name: str, force: bool = False) -> PushResult:
     state = StateName(name)
+    if force:
+        authorize(request, state, Permission.ADMIN, Action.PUSH, "force a push to")
+    else:
+        authorize(request, state, Permission.WRITE, Action.PUSH, "push to")
     data = await read_body(request, request.app.state.services.settings.max_body)
     op, caller = _operator(request), caller_of(request)
     return await run_in_threadpool(lambda: op.push(caller, state, data, force=force))

@@ -14,8 +14,9 @@ from statekeeper import __version__
 from statekeeper.app import Services
 from statekeeper.server import admin_api, api, tfhttp
 from statekeeper.server.auth import AuthMiddleware
+from statekeeper.server.denials import Denials
 from statekeeper.server.errors import install_handlers
-from statekeeper.server.limits import TimeoutMiddleware
+from statekeeper.server.limits import ControlBodyMiddleware, TimeoutMiddleware
 
 __all__ = ["create_app"]
 
@@ -24,12 +25,15 @@ async def _health(request: Request) -> Response:
     return JSONResponse({"status": "ok", "version": __version__})
 
 
-def _lifespan(services: Services) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+def _lifespan(
+    services: Services, denials: Denials
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         # uvicorn re-raises SIGTERM after its graceful shutdown, so the `finally`
         # of `serve` may never run: pending audit events are written here.
+        await run_in_threadpool(denials.flush)
         await run_in_threadpool(services.audit.close)
 
     return lifespan
@@ -38,6 +42,7 @@ def _lifespan(services: Services) -> Callable[[FastAPI], AbstractAsyncContextMan
 def create_app(services: Services, *, allow_anonymous: bool = True) -> FastAPI:
     """The ASGI app. ``allow_anonymous``: callers need no credentials while no tokens
     or OIDC are configured (only ``serve`` on loopback should leave it on)."""
+    denials = Denials(services.events.emit)
     app = FastAPI(
         title="statekeeper",
         version=__version__,
@@ -45,7 +50,7 @@ def create_app(services: Services, *, allow_anonymous: bool = True) -> FastAPI:
         openapi_url="/api/v1/openapi.json",
         docs_url="/api/docs",
         redoc_url=None,
-        lifespan=_lifespan(services),
+        lifespan=_lifespan(services, denials),
     )
     app.state.services = services
     install_handlers(app)
@@ -54,7 +59,11 @@ def create_app(services: Services, *, allow_anonymous: bool = True) -> FastAPI:
     app.include_router(api.router)
     app.add_route("/healthz", _health, methods=["GET"], include_in_schema=False)
     app.include_router(admin_api.router)
-    # Outermost last: the timeout covers authentication too.
-    app.add_middleware(AuthMiddleware, services=services, allow_anonymous=allow_anonymous)
+    # Outermost last: the timeout covers authentication too, and no body is read
+    # before the caller is authenticated.
+    app.add_middleware(ControlBodyMiddleware)
+    app.add_middleware(
+        AuthMiddleware, services=services, denials=denials, allow_anonymous=allow_anonymous
+    )
     app.add_middleware(TimeoutMiddleware, seconds=services.settings.request_timeout)
     return app

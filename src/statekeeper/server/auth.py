@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
+import os
 
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from statekeeper.app import Services
 from statekeeper.errors import BadRequest, RateLimited, Unauthenticated
-from statekeeper.events import Action, Event
 from statekeeper.security.caller import Caller
 from statekeeper.security.oidc import looks_like_jwt
 from statekeeper.security.tokens import hash_secret
+from statekeeper.server.denials import Denials
 from statekeeper.server.errors import error_response
 from statekeeper.server.limits import RateLimiter, rate_limited_response
 from statekeeper.times import format_rfc3339
@@ -57,6 +59,7 @@ class Authenticator:
     def __init__(self, services: Services, *, allow_anonymous: bool) -> None:
         self.services = services
         self.allow_anonymous = allow_anonymous
+        self._label_key = os.urandom(32)
 
     def authenticate(self, header: str | None, remote_addr: str | None) -> Caller:
         if self.allow_anonymous and not auth_configured(self.services):
@@ -81,7 +84,8 @@ class Authenticator:
             if looks_like_jwt(value):
                 return self._oidc(value, remote_addr)
             return self._bearer_token(value, remote_addr)
-        raise Unauthenticated(f"the Authorization scheme {scheme!r} is not supported; " + _HOW)
+        # The "scheme" may be a bare secret (``Authorization: skt_…``): never echoed.
+        raise Unauthenticated("the Authorization header is neither Basic nor Bearer; " + _HOW)
 
     def _oidc(self, token: str, remote_addr: str | None) -> Caller:
         if self.services.oidc is None:
@@ -92,8 +96,9 @@ class Authenticator:
         tokens = self.services.tokens.store
         record = tokens.get(name) if tokens is not None and name else None
         if record is None or not record.matches(secret):
+            # The name is not repeated: a secret typed as the username would be.
             raise Unauthenticated(
-                f"the token {name!r} does not exist or its secret does not match; check the "
+                "no token has that name, or its secret does not match; check the "
                 "backend's username (the token name) and password (the secret)"
             )
         if record.expired():
@@ -111,24 +116,45 @@ class Authenticator:
             raise Unauthenticated("the Bearer token is not known to this server; " + _HOW)
         return self._named_token(record.name, secret, remote_addr)
 
+    def label(self, header: str | None) -> str:
+        """Who a refused request claims to be, for the audit trail and the log.
 
-def _claimed_user(header: str | None) -> str:
-    """The username a Basic header claims (for the audit of a denial), never the secret."""
-    if header and header.lower().startswith("basic "):
-        try:
-            user = base64.b64decode(header[6:].strip(), validate=True).decode().partition(":")[0]
-        except (binascii.Error, ValueError):
+        Credentials are never recorded, right, wrong or mistyped: a secret sent
+        as the Basic username is as secret as one sent as the password. So the
+        label is a token *name* this server knows (names are not secrets),
+        ``anonymous`` without credentials, and otherwise ``unknown:`` and an
+        HMAC of the header under a key that lives only in this process: repeated
+        attempts share a label, and nothing of the header can be recovered.
+        """
+        if not header:
             return "anonymous"
-        return user[:64] or "anonymous"
-    return "anonymous"
+        scheme, _, value = header.strip().partition(" ")
+        tokens = self.services.tokens.store
+        if scheme.lower() == "basic" and tokens is not None:
+            try:
+                decoded = base64.b64decode(value.strip(), validate=True).decode()
+            except (binascii.Error, ValueError):
+                decoded = ""
+            user = decoded.partition(":")[0]
+            if user and tokens.get(user) is not None:
+                return user
+        digest = hmac.new(self._label_key, header.encode("utf-8", "surrogateescape"), "sha256")
+        return "unknown:" + digest.hexdigest()[:12]
 
 
 class AuthMiddleware:
     """Authenticates every request, applies the per-caller rate, audits denials."""
 
-    def __init__(self, app: ASGIApp, services: Services, allow_anonymous: bool = True) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        services: Services,
+        denials: Denials,
+        allow_anonymous: bool = True,
+    ) -> None:
         self.app = app
         self.services = services
+        self.denials = denials
         self.authenticator = Authenticator(services, allow_anonymous=allow_anonymous)
         s = services.settings
         self.limiter = RateLimiter(s.rate_limit, s.rate_burst)
@@ -151,15 +177,18 @@ class AuthMiddleware:
         try:
             caller = await run_in_threadpool(self.authenticator.authenticate, header, remote)
         except Unauthenticated as exc:
-            # The claimed name and the request are the facts; no Caller exists yet.
-            event = Event(
-                action=Action.AUTHENTICATE,
-                actor=_claimed_user(header),
-                outcome=exc.code,
-                remote_addr=remote,
-                detail=f"{scope['method']} {scope['path']}: {exc.message}",
+            # The label and the request are the facts; no Caller exists yet.
+            label = await run_in_threadpool(self.authenticator.label, header)
+            limited = await run_in_threadpool(
+                self.denials.refuse,
+                remote,
+                label,
+                f"{scope['method']} {scope['path']}",
+                exc.message,
             )
-            await run_in_threadpool(self.services.events.emit, event)
+            if limited is not None:
+                await rate_limited_response(limited)(scope, receive, send)
+                return
             await error_response(exc)(scope, receive, send)
             return
         if caller.scopes is not None:

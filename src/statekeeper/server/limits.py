@@ -1,8 +1,9 @@
-"""Request limits: a token bucket per caller (429 + Retry-After) and a request timeout.
+"""Request limits: a token bucket per caller (429 + Retry-After), a request timeout,
+and the size of control bodies.
 
-Terraform retries 429 and 503 and honours ``Retry-After`` (``docs/protocol.md#retries``), so
-both answers slow a client down without failing its run at once. The body
-size limit (413) lives in ``server/body.py``.
+Terraform retries 429 and 503 and honours ``Retry-After`` (``docs/protocol.md#retries``),
+so both answers slow a client down without failing its run at once. The limit on
+state bodies (413) lives in ``server/body.py``, applied after the caller is authorized.
 """
 
 from __future__ import annotations
@@ -16,9 +17,22 @@ from dataclasses import dataclass
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from statekeeper.errors import RateLimited
+from statekeeper.errors import PayloadTooLarge, RateLimited
 
-__all__ = ["RateLimiter", "TimeoutMiddleware", "rate_limited_response"]
+__all__ = [
+    "CONTROL_BODY_LIMIT",
+    "STATE_BODY_PATHS",
+    "ControlBodyMiddleware",
+    "RateLimiter",
+    "TimeoutMiddleware",
+    "rate_limited_response",
+]
+
+#: Routes whose body is a state (or a LockInfo): they read it themselves, after
+#: authorizing the caller from the headers, within ``max_body``.
+STATE_BODY_PATHS = ("/state/", "/lock/", "/api/v1/content/")
+#: Every other body is a small JSON document (a rollback target, a token request).
+CONTROL_BODY_LIMIT = 64 * 1024
 
 
 @dataclass
@@ -115,3 +129,54 @@ class TimeoutMiddleware:
                 headers={"Retry-After": "1"},
             )
             await response(scope, receive, send)
+
+
+class ControlBodyMiddleware:
+    """Bodies of routes that do not carry a state: at most ``limit`` bytes, read here.
+
+    FastAPI parses a route's JSON body before the route runs, that is before it
+    can check a permission; bounding those bodies here means no route reads more
+    than a small document for a caller it has not authorized yet.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int = CONTROL_BODY_LIMIT) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(STATE_BODY_PATHS):
+            await self.app(scope, receive, send)
+            return
+        too_large = PayloadTooLarge(
+            f"the body of {scope['method']} {scope['path'][:200]} is larger than "
+            f"{self.limit} bytes; only state uploads may be larger"
+        )
+        for key, value in scope["headers"]:
+            if key == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await _error(too_large)(scope, receive, send)
+                return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            if len(body) > self.limit:
+                await _error(too_large)(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def _error(exc: PayloadTooLarge) -> JSONResponse:
+    return JSONResponse(exc.to_json(), status_code=exc.status)

@@ -20,12 +20,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from statekeeper.app import Services
+from statekeeper.events import Action
 from statekeeper.security.caller import Caller
+from statekeeper.security.policy import Permission
 from statekeeper.server.body import read_body, single_header
 from statekeeper.terraform.lockinfo import lock_info_too_large
 from statekeeper.terraform.names import StateName
 
-__all__ = ["backend_block", "caller_of", "routes"]
+__all__ = ["authorize", "backend_block", "caller_of", "routes"]
 
 STATE_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "LOCK", "UNLOCK"]
 LOCK_METHODS = ["LOCK", "UNLOCK", "POST", "PUT", "DELETE"]
@@ -44,6 +46,24 @@ def caller_of(request: Request) -> Caller:
     if caller is not None:
         return caller
     return Caller(actor="anonymous", remote_addr=request.client.host if request.client else None)
+
+
+def authorize(
+    request: Request, name: StateName, needed: Permission, action: Action, what: str
+) -> None:
+    """Answer 403 from the headers alone, before a byte of the body is read.
+
+    The services check again with the whole request; checking here first keeps a
+    caller without a grant from making the server receive (and hold) a body of up
+    to ``max_body`` bytes. The refusal is recorded as the operation's event.
+    """
+    _services(request).states.authorize(name, caller_of(request), needed, action, what)
+
+
+def _no_body(request: Request) -> bool:
+    """True when the request declares an empty body (Terraform's force-unlock)."""
+    length = request.headers.get("content-length")
+    return length in (None, "0") and "transfer-encoding" not in request.headers
 
 
 def _ok(payload: dict[str, object] | None = None) -> Response:
@@ -74,6 +94,7 @@ async def _get(request: Request, name: StateName) -> Response:
 
 async def _write(request: Request, name: StateName) -> Response:
     services = _services(request)
+    authorize(request, name, Permission.WRITE, Action.WRITE, "write")
     content_md5 = single_header(request, "Content-MD5")
     data = await read_body(request, services.settings.max_body)
     outcome = await run_in_threadpool(
@@ -114,6 +135,7 @@ async def _lock_body(request: Request) -> bytes:
 
 async def _lock(request: Request, name: StateName) -> Response:
     services = _services(request)
+    authorize(request, name, Permission.WRITE, Action.LOCK, "lock")
     body = await _lock_body(request)
     lock = await run_in_threadpool(services.locks.lock, name, body, caller_of(request))
     return Response(lock.body, status_code=200, media_type="application/json")
@@ -121,6 +143,12 @@ async def _lock(request: Request, name: StateName) -> Response:
 
 async def _unlock(request: Request, name: StateName) -> Response:
     services = _services(request)
+    # An empty body is Terraform's force-unlock ('admin'); any other needs at least
+    # 'write' (OpenTofu's force form, known from the body, is checked after it).
+    if _no_body(request):
+        authorize(request, name, Permission.ADMIN, Action.FORCE_UNLOCK, "force-unlock")
+    else:
+        authorize(request, name, Permission.WRITE, Action.UNLOCK, "unlock")
     body = await _lock_body(request)
     released = await run_in_threadpool(services.locks.unlock, name, body, caller_of(request))
     return Response(released.body, status_code=200, media_type="application/json")

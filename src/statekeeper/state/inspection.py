@@ -11,7 +11,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 
-from statekeeper.errors import BadRequest, EncryptedState, StateNotFound, VersionNotFound
+from statekeeper.errors import (
+    BadRequest,
+    ConfigError,
+    EncryptedState,
+    StateNotFound,
+    StorageError,
+    VersionNotFound,
+)
 from statekeeper.security.caller import Caller
 from statekeeper.state.diff import StateContent, describe_state, diff_states
 from statekeeper.state.history import HistoryService
@@ -64,6 +71,18 @@ class Inspector:
     def _bytes(self, name: StateName, caller: Caller, version: StateVersion) -> bytes:
         return self.states.read_existing(name, caller, version.version_id).data
 
+    def _listable(self, name: StateName, caller: Caller, version: StateVersion) -> bytes | None:
+        """A version's bytes for a listing; None when this server cannot open them.
+
+        A version sealed under a master key the server does not hold (a store
+        mixed before the store recorded its keys) or damaged is still listed,
+        from its metadata; reading it alone says what is wrong.
+        """
+        try:
+            return self._bytes(name, caller, version)
+        except (ConfigError, StorageError):
+            return None
+
     def filled(self, version: StateVersion, data: bytes) -> StateVersion:
         """``version`` with what its bytes tell when the store recorded no metadata
         (Terraform's own S3 writes carry none)."""
@@ -109,7 +128,7 @@ class Inspector:
         wanted = versions[: len(shown) + 1]
         data: list[bytes | None] = []
         for v in wanted:
-            data.append(self._bytes(name, caller, v) if v.size else None)
+            data.append(self._listable(name, caller, v) if v.size else None)
         entries = []
         for i, listed in enumerate(shown):
             newer = data[i]

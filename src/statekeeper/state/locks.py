@@ -3,6 +3,14 @@
 The lock table decides who wins a race (a conditional write); this module
 decides what the answer to Terraform is. Every lock change, and every refusal
 of one, is one event on the stream (``lock``, ``unlock``, ``force-unlock``).
+
+A lock is bound to the identity that took it (``actor``, kept with the lock in
+every lock table). Its ID is no secret: a 423 shows it to every competing
+writer. So an UNLOCK, a write or a LOCK retry with that ID from *another*
+identity is not the holder's: the UNLOCK is a force-unlock (admin, recorded as
+one), the write needs admin, the LOCK is a conflict. A loopback server without
+access control has one identity (``anonymous``) and keeps the plain rules; a
+lock written by Terraform's own backend "s3" names no identity and binds none.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from statekeeper.terraform.layout import lock_path
 from statekeeper.terraform.lockinfo import MAX_LOCK_INFO, LockInfo
 from statekeeper.terraform.names import StateName
 
-__all__ = ["HeldLock", "LockService"]
+__all__ = ["HeldLock", "LockService", "taken_by_another"]
 
 
 def _zero_valued(body: bytes, limit: int) -> LockInfo | None:
@@ -37,6 +45,11 @@ def _zero_valued(body: bytes, limit: int) -> LockInfo | None:
     except (InvalidLockInfo, PayloadTooLarge):
         return None  # refused, and recorded, as an unlock
     return info if info.is_zero_valued else None
+
+
+def taken_by_another(holder: LockInfo, caller: Caller) -> bool:
+    """True when ``holder`` was taken through statekeeper by an identity not ``caller``'s."""
+    return holder.actor is not None and holder.actor != caller.actor
 
 
 @dataclass(frozen=True)
@@ -94,8 +107,9 @@ class LockService:
                 with self.serialized(name):
                     self.locks.acquire(str(name), info)
             except LockConflict as conflict:
-                if conflict.holder.id == info.id:
-                    return conflict.holder
+                holder = conflict.holder
+                if holder.id == info.id and not taken_by_another(holder, caller):
+                    return holder
                 raise
             return info
 
@@ -112,6 +126,15 @@ class LockService:
         forced = _zero_valued(body, self.max_lock_info)
         if forced is not None:
             return self.force_unlock(name, caller, lock_id=forced.id)
+        others = self._others_lock(name, body, caller)
+        # Without 'write' the caller may unlock nothing: refused below, as an unlock.
+        if others is not None and self.policy.allows(caller, name, Permission.WRITE):
+            return self.force_unlock(
+                name,
+                caller,
+                lock_id=others.id,
+                detail=f"an UNLOCK of the lock {others.actor} took, by its ID",
+            )
         with self.events.event(Action.UNLOCK, caller, name) as event:
             event.lock_body(body)
             info = LockInfo.parse(body, limit=self.max_lock_info)
@@ -119,10 +142,24 @@ class LockService:
             with self.serialized(name):
                 return self.locks.release(str(name), info.id)
 
-    def force_unlock(self, name: StateName, caller: Caller, lock_id: str | None) -> LockInfo:
+    def _others_lock(self, name: StateName, body: bytes, caller: Caller) -> LockInfo | None:
+        """The lock ``body`` names, when it is held and another identity took it."""
+        try:
+            lock_id = LockInfo.parse(body).id
+        except InvalidLockInfo:
+            return None  # refused, and recorded, as an unlock
+        holder = self.locks.read(str(name))
+        if holder is not None and holder.id == lock_id and taken_by_another(holder, caller):
+            return holder
+        return None
+
+    def force_unlock(
+        self, name: StateName, caller: Caller, lock_id: str | None, detail: str | None = None
+    ) -> LockInfo:
         """Remove the lock whoever holds it; with ``lock_id``, only if it is that lock."""
         with self.events.event(Action.FORCE_UNLOCK, caller, name) as event:
             event.lock_id = lock_id
+            event.detail = detail
             require(self.policy, caller, name, Permission.ADMIN, "force-unlock")
             key = str(name)
             with self.serialized(name):
@@ -192,12 +229,13 @@ class LockService:
         for key, lock in self.locks.scan(prefix):
             yield HeldLock(key, lock)
 
-    def fence(self, name: StateName, lock_id: str | None) -> None:
+    def fence(self, name: StateName, lock_id: str | None, caller: Caller) -> None:
         """Refuse a write that does not carry the current holder's lock ID.
 
         Held under another ID (or written with none): LockConflict (423). Not
         held, but a lock ID was sent: the writer's lock is gone (force-unlocked),
-        LockNotFound (409).
+        LockNotFound (409). The holder's ID, from a caller other than the one
+        who took the lock: Forbidden (403) unless the caller is an admin.
         No lock and no ID is a ``-lock=false`` run: allowed, the serial guard
         still applies.
         """
@@ -210,6 +248,14 @@ class LockService:
                 )
             return
         if holder.id == lock_id:
+            if taken_by_another(holder, caller):
+                require(
+                    self.policy,
+                    caller,
+                    name,
+                    Permission.ADMIN,
+                    f"write under the lock {holder.actor} took on",
+                )
             return
         given = f"lock {lock_id!r}" if lock_id else "no lock ID"
         raise LockConflict(

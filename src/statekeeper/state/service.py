@@ -28,7 +28,7 @@ from statekeeper.events import Action, EventStream
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, Policy, require
 from statekeeper.state import lineage
-from statekeeper.state.locks import LockService
+from statekeeper.state.locks import LockService, taken_by_another
 from statekeeper.state.version import Provenance, StateVersion
 from statekeeper.storage.base import ObjectInfo, ObjectStore, StoredObject
 from statekeeper.terraform.names import StateName
@@ -111,6 +111,17 @@ class StateService:
         self.locks = locks
         self.policy = policy
         self.events = events
+
+    def authorize(
+        self, name: StateName, caller: Caller, needed: Permission, action: Action, what: str
+    ) -> None:
+        """Refuse ``action`` before its request body is read, when ``needed`` is missing.
+
+        A refusal is the operation's one event (the operation never runs); a
+        success records nothing, the operation it precedes records itself.
+        """
+        with self.events.event(action, caller, name, record_success=False):
+            require(self.policy, caller, name, needed, what)
 
     def read(
         self, name: StateName, caller: Caller, version_id: str | None = None
@@ -215,6 +226,10 @@ class StateService:
                 holder = self.locks.read(name)
                 if holder is not None and holder.id == lock_id:
                     event.lock(holder)
+                    if taken_by_another(holder, caller):
+                        event.detail = (
+                            f"written under the lock {holder.actor} took (an admin's override)"
+                        )
             outcome = self._write(
                 name,
                 data,
@@ -257,7 +272,7 @@ class StateService:
         doc = StateDoc.parse(data, keep_document=False)
         # Serialized: the fence and the guard read, then the store writes.
         with self.locks.serialized(name):
-            self.locks.fence(name, lock_id)
+            self.locks.fence(name, lock_id, caller)
             key = str(name)
             sha256 = hashlib.sha256(data).hexdigest()
             current = self._current(key)
@@ -330,7 +345,7 @@ class StateService:
             require(self.policy, caller, name, Permission.ADMIN, "delete")
             key = str(name)
             with self.locks.serialized(name):
-                self.locks.fence(name, lock_id)
+                self.locks.fence(name, lock_id, caller)
                 if self.store.head(key) is None:
                     raise StateNotFound(f"there is no state named {name}")
                 self.store.delete(key)

@@ -14,7 +14,7 @@ Attribute and output values are put into these models by
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -59,6 +59,11 @@ def _time(when: datetime | None) -> str | None:
     return None if when is None else format_rfc3339(when)
 
 
+def _age_source(lock: LockInfo) -> Literal["server", "client"] | None:
+    source = lock.age_source
+    return "server" if source == "server" else "client" if source == "client" else None
+
+
 def _who(lock: LockInfo) -> str:
     return lock.who or lock.actor or ""
 
@@ -83,8 +88,16 @@ class LockEntry(View):
     info: str
     version: str
     path: str
-    created: str | None = Field(description="RFC 3339, UTC: the lock's Created (or server time)")
+    created: str | None = Field(description="RFC 3339, UTC: the client's Created, for display")
+    acquired: str | None = Field(
+        None, description="RFC 3339, UTC: when the server took the lock (None: not taken by one)"
+    )
     age_seconds: float | None
+    age_source: Literal["server", "client"] | None = Field(
+        None,
+        description="Whose clock the age comes from: the server's receive time, or (a lock "
+        "written by Terraform's own backend) the client's Created",
+    )
     actor: str | None
     remote_addr: str | None
     kinds: list[str] = Field(description="Lock tables holding it: dynamodb, s3lock, sqlite…")
@@ -107,8 +120,10 @@ class LockEntry(View):
             info=lock.info,
             version=lock.version,
             path=lock.path,
-            created=_time(lock.since),
+            created=_time(lock.client_created),
+            acquired=_time(lock.acquired),
             age_seconds=_age(age),
+            age_source=_age_source(lock),
             actor=lock.actor,
             remote_addr=lock.remote_addr,
             kinds=kinds,
@@ -301,8 +316,10 @@ class Release(View):
     id: str
     operation: str
     who: str
-    created: str | None
+    created: str | None = Field(description="RFC 3339, UTC: the client's Created")
+    acquired: str | None = Field(None, description="RFC 3339, UTC: the server's receive time")
     age_seconds: float | None
+    age_source: Literal["server", "client"] | None = None
     removed: bool
     reason: str
 
@@ -315,8 +332,10 @@ class Release(View):
             id=lock.id,
             operation=lock.operation,
             who=_who(lock),
-            created=_time(lock.since),
+            created=_time(lock.client_created),
+            acquired=_time(lock.acquired),
             age_seconds=_age(age),
+            age_source=_age_source(lock),
             removed=removed,
             reason=reason,
         )

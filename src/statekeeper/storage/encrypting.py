@@ -16,6 +16,14 @@ with ``b"SKE1" + id`` as associated data. A key ring entry is
 of sha256>`` or ``awskms:<key>``) lets entries wrapped by an old and a new
 master key coexist during a rotation.
 
+The store also records which master keys it is encrypted with: for each, its
+id and a *key check value* (a known block wrapped by that key, which only the
+key opens; never the key). Opening a store checks the keys given against that
+record (:func:`check_master_keys`): a key the store was not written with is
+refused, and a store that holds encrypted states refuses to take a plaintext
+write when no key is given. Versions are therefore never mixed across keys, or
+plaintext with ciphertext, by a mistake in the settings.
+
 Clients never see ciphertext: :class:`EncryptingStore` wraps the store and
 hands services plaintext. Object metadata keeps serial, lineage and the
 sha256 *of the plaintext* (the services compute them), so history and the
@@ -38,7 +46,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from statekeeper.errors import ConfigError, MissingDependency, StorageError
+from statekeeper.errors import ConfigError, MissingDependency, StatekeeperError, StorageError
 from statekeeper.events import Action, EventStream
 from statekeeper.storage.base import ObjectInfo, ObjectStore, RecordSpace, StoredObject
 from statekeeper.storage.sqlite import SqliteDatabase
@@ -56,9 +64,11 @@ __all__ = [
     "KmsMasterKey",
     "LocalMasterKey",
     "MasterKey",
+    "MasterRecord",
     "RotationReport",
     "SqliteKeyRing",
     "StoreKeyRing",
+    "check_master_keys",
     "encrypting",
     "is_encrypted",
     "open_keyring",
@@ -71,6 +81,7 @@ MAGIC = b"SKE1"
 # '!' cannot appear in a state name, so these keys never collide with a state.
 RESERVED_PREFIX = "statekeeper!/"
 KEYS_PREFIX = RESERVED_PREFIX + "keys/"
+MASTERS_KEY = RESERVED_PREFIX + "master-keys.json"
 _ID_LEN = 36
 _NONCE = 12
 META_ENC = "sk-enc"
@@ -201,6 +212,36 @@ class WrappedKey:
     wrapped: bytes
 
 
+#: What a key check value wraps: a fixed block under a fixed id. Opening it proves
+#: that a key is the one recorded, without the record holding anything secret.
+_CHECK_ID = "statekeeper-key-check"
+_CHECK_BLOCK = hashlib.sha256(b"statekeeper key check value").digest()
+ACTIVE = "active"
+RETIRED = "retired"
+
+
+@dataclass(frozen=True)
+class MasterRecord:
+    """A master key the store is (``active``) or was (``retired``) encrypted with."""
+
+    status: str
+    #: The check block wrapped by the key; None for keys recorded from an old key ring.
+    check: bytes | None = None
+
+    @classmethod
+    def for_key(cls, key: MasterKey) -> MasterRecord:
+        return cls(ACTIVE, key.wrap(_CHECK_ID, _CHECK_BLOCK))
+
+    def opens_with(self, key: MasterKey) -> bool:
+        """True when ``key`` opens this record's check value (or there is none to open)."""
+        if self.check is None:
+            return True
+        try:
+            return key.unwrap(_CHECK_ID, self.check) == _CHECK_BLOCK
+        except StatekeeperError:
+            return False
+
+
 class KeyRing(Protocol):
     def put(self, dek_id: str, entry: WrappedKey) -> None:
         """Store (or replace, on rotation) the wrapped data key ``dek_id``."""
@@ -210,6 +251,14 @@ class KeyRing(Protocol):
 
     def scan(self) -> Iterator[tuple[str, WrappedKey]]:
         """Every entry."""
+        ...
+
+    def masters(self) -> dict[str, MasterRecord]:
+        """The master keys the store is or was encrypted with, by key id."""
+        ...
+
+    def put_master(self, kid: str, record: MasterRecord) -> None:
+        """Record (or update) a master key of the store."""
         ...
 
 
@@ -222,6 +271,38 @@ class SqliteKeyRing:
             lambda c: c.execute(
                 "CREATE TABLE IF NOT EXISTS data_keys "
                 "(id TEXT PRIMARY KEY, kid TEXT NOT NULL, wrapped BLOB NOT NULL)"
+            ),
+            write=True,
+        )
+        db.run(
+            lambda c: c.execute(
+                "CREATE TABLE IF NOT EXISTS master_keys "
+                "(kid TEXT PRIMARY KEY, status TEXT NOT NULL, check_value BLOB)"
+            ),
+            write=True,
+        )
+
+    def masters(self) -> dict[str, MasterRecord]:
+        rows = self.db.run(
+            lambda c: c.execute("SELECT kid, status, check_value FROM master_keys").fetchall()
+        )
+        if not rows:
+            # A key ring from before master keys were recorded: its entries say.
+            rows = self.db.run(
+                lambda c: c.execute(
+                    "SELECT DISTINCT kid, ?, NULL FROM data_keys", (ACTIVE,)
+                ).fetchall()
+            )
+        return {
+            kid: MasterRecord(status, bytes(check) if check else None)
+            for kid, status, check in rows
+        }
+
+    def put_master(self, kid: str, record: MasterRecord) -> None:
+        self.db.run(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO master_keys VALUES (?, ?, ?)",
+                (kid, record.status, record.check),
             ),
             write=True,
         )
@@ -273,19 +354,53 @@ class StoreKeyRing:
             if obj is not None:
                 yield info.key[len(self.prefix) :], self._decode(obj.data)
 
+    def masters(self) -> dict[str, MasterRecord]:
+        obj = self.store.get(MASTERS_KEY)
+        if obj is None:
+            # A key ring from before master keys were recorded: its entries say.
+            return {entry.kid: MasterRecord(ACTIVE) for _, entry in self.scan()}
+        raw = json.loads(obj.data)
+        return {
+            kid: MasterRecord(r["status"], base64.b64decode(r["check"]) if r.get("check") else None)
+            for kid, r in raw.items()
+        }
+
+    def put_master(self, kid: str, record: MasterRecord) -> None:
+        # Read-modify-write: master keys change at the first encrypted start and on
+        # rotation, operator actions that are not run concurrently.
+        known = self.masters()
+        known[kid] = record
+        body = {
+            k: {
+                "status": r.status,
+                "check": base64.b64encode(r.check).decode() if r.check else None,
+            }
+            for k, r in known.items()
+        }
+        self.store.put(MASTERS_KEY, json.dumps(body, sort_keys=True).encode(), {})
+
 
 class EncryptingStore(ObjectStore):
     """An ObjectStore that encrypts what it puts and decrypts what it gets.
 
     Without master keys it still reads plaintext and refuses, with a clear
-    message, to hand out an encrypted version it cannot decrypt.
+    message, to hand out an encrypted version it cannot decrypt; when the store
+    is encrypted (``sealed_with`` names its active master keys), it also refuses
+    to write plaintext.
     """
 
-    def __init__(self, inner: ObjectStore, ring: KeyRing, keys: list[MasterKey]) -> None:
+    def __init__(
+        self,
+        inner: ObjectStore,
+        ring: KeyRing,
+        keys: list[MasterKey],
+        sealed_with: frozenset[str] = frozenset(),
+    ) -> None:
         self.inner = inner
         self.ring = ring
         self.keys = {k.kid: k for k in keys}
         self.current = keys[0] if keys else None
+        self.sealed_with = sealed_with
         self.scheme = inner.scheme
         self.supports_versions = inner.supports_versions
         self.supports_conditional_put = inner.supports_conditional_put
@@ -304,6 +419,16 @@ class EncryptingStore(ObjectStore):
     def full_key(self, key: str) -> str:
         return self.inner.full_key(key)
 
+    def require_key(self) -> None:
+        """Refuse to go on without a key when the store is encrypted (``serve`` starts)."""
+        if self.current is None and self.sealed_with:
+            raise ConfigError(
+                "this store holds states encrypted with the master key "
+                f"{', '.join(sorted(self.sealed_with))}, and no key is configured: new "
+                "versions would be stored in plaintext beside them. Set "
+                "STATEKEEPER_MASTER_KEY (or STATEKEEPER_MASTER_KEY_FILE) to that key"
+            )
+
     @property
     def records(self) -> RecordSpace:
         return self.inner.records
@@ -314,6 +439,7 @@ class EncryptingStore(ObjectStore):
 
     def _seal(self, data: bytes, metadata: Mapping[str, str]) -> tuple[bytes, dict[str, str]]:
         if self.current is None:
+            self.require_key()
             return data, dict(metadata)
         dek_id = str(uuid.uuid4())
         dek = os.urandom(32)
@@ -347,6 +473,10 @@ class EncryptingStore(ObjectStore):
             while len(self._cache) > 256:
                 self._cache.popitem(last=False)
         return dek
+
+    def decrypt(self, key: str, data: bytes) -> bytes:
+        """The plaintext of a stored version's bytes (as they are); ``key`` names it in errors."""
+        return self._open(key, data)
 
     def _open(self, key: str, data: bytes) -> bytes:
         if not is_encrypted(data):
@@ -435,7 +565,22 @@ class RotationReport:
 
 
 def rotate(ring: KeyRing, old: MasterKey, new: MasterKey) -> RotationReport:
-    """Re-wrap every data key of ``old`` with ``new``; state bytes are not touched."""
+    """Re-wrap every data key of ``old`` with ``new``; state bytes are not touched.
+
+    The store's record then names ``new`` as its key and ``old`` as retired: a
+    server started with the old key alone is refused from then on.
+    """
+    known = ring.masters()
+    if known and old.kid not in known:
+        raise ConfigError(
+            f"the old key {old.kid} is not one this store is encrypted with "
+            f"({', '.join(sorted(known))}); give the key the servers use now"
+        )
+    if old.kid in known and not known[old.kid].opens_with(old):
+        raise ConfigError(f"the old key does not open this store's key check for {old.kid}")
+    # The new key is recorded first: data keys re-wrapped by it must never be
+    # under a key the store does not know.
+    ring.put_master(new.kid, MasterRecord.for_key(new))
     rewrapped = already = other = 0
     for dek_id, entry in list(ring.scan()):
         if entry.kid == new.kid:
@@ -446,7 +591,61 @@ def rotate(ring: KeyRing, old: MasterKey, new: MasterKey) -> RotationReport:
             rewrapped += 1
         else:
             other += 1
+    if old.kid != new.kid:
+        ring.put_master(
+            old.kid, replace(known.get(old.kid) or MasterRecord(ACTIVE), status=RETIRED)
+        )
     return RotationReport(rewrapped, already, other)
+
+
+def check_master_keys(
+    ring: KeyRing, keys: list[MasterKey], *, register: bool = True
+) -> frozenset[str]:
+    """Check ``keys`` against the master keys the store records; its active key ids.
+
+    - A store never encrypted takes any key (the first is recorded, unless
+      ``register`` is False: a read-only use must not turn encryption on) or none.
+    - An encrypted store needs its key first in the list: any other key would
+      wrap new data keys no server with the store's key can open. Later keys must
+      be keys the store knows (a rotation's old key).
+    - Every key given must open its recorded check value (a KMS key ID that
+      names another key, or a key without access, fails here, not at the first read).
+    """
+    known = ring.masters()
+    active = frozenset(kid for kid, r in known.items() if r.status == ACTIVE)
+    if not keys:
+        return active
+    first = keys[0]
+    if not active:
+        if not register:
+            return active
+        ring.put_master(first.kid, MasterRecord.for_key(first))
+        return frozenset({first.kid})
+    for position, key in enumerate(keys):
+        record = known.get(key.kid)
+        if record is None or (position == 0 and record.status != ACTIVE):
+            why = (
+                "was retired by a rotation"
+                if record is not None
+                else "is not one it was written with"
+            )
+            raise ConfigError(
+                f"this store is encrypted with the master key {', '.join(sorted(active))}; "
+                f"the key given{'' if len(keys) == 1 else f' in position {position + 1}'} "
+                f"({key.kid}) {why}. Versions written under it could not be read with the "
+                "store's key, so nothing was started: set STATEKEEPER_MASTER_KEY to the "
+                "store's key (to change keys, run 'statekeeper encryption rotate')"
+            )
+        if not record.opens_with(key):
+            raise ConfigError(
+                f"the master key given as {key.kid} does not open this store's key check "
+                "value for that key: it is another key under the same name, or this "
+                "process may not use it (KMS permissions)"
+            )
+        if record.check is None and register:
+            # Recorded from an old key ring: add the check value now that the key is here.
+            ring.put_master(key.kid, replace(record, check=MasterRecord.for_key(key).check))
+    return active
 
 
 def open_keyring(records: RecordSpace) -> KeyRing:
@@ -456,10 +655,16 @@ def open_keyring(records: RecordSpace) -> KeyRing:
     return StoreKeyRing(records.objects)
 
 
-def encrypting(store: ObjectStore, master_key: str | None) -> EncryptingStore:
-    """``store`` behind encryption: on when ``master_key`` is set, reads always decrypt."""
+def encrypting(
+    store: ObjectStore, master_key: str | None, *, register: bool = True
+) -> EncryptingStore:
+    """``store`` behind encryption: on when ``master_key`` is set, reads always decrypt.
+
+    Raises ConfigError when ``master_key`` is not the key the store is encrypted with.
+    """
     keys = parse_master_keys(master_key) if master_key else []
-    return EncryptingStore(store, open_keyring(store.records), keys)
+    ring = open_keyring(store.records)
+    return EncryptingStore(store, ring, keys, check_master_keys(ring, keys, register=register))
 
 
 class KeyService:

@@ -160,9 +160,25 @@ class LockInfo:
         )
 
     @property
+    def client_created(self) -> datetime | None:
+        """The client's ``Created``, for display (the zero time of Go is no time)."""
+        return self.created if self.created and self.created.year > 1 else None
+
+    @property
     def since(self) -> datetime | None:
-        """When the lock was taken: the client's Created, else the server's time."""
-        return self.created if self.created and self.created.year > 1 else self.acquired
+        """When the lock was taken, for its age: the server's receive time where a
+        server took it; else (a lock written by Terraform's own backend "s3") the
+        client's ``Created``, the best evidence there is. A client's clock may say
+        anything: a ``Created`` in 2000 or 9999 must not decide when a lock is stale.
+        """
+        return self.acquired or self.client_created
+
+    @property
+    def age_source(self) -> str | None:
+        """Whose clock :attr:`since` comes from: ``server``, ``client``, or None."""
+        if self.acquired is not None:
+            return "server"
+        return "client" if self.client_created is not None else None
 
     def describe(self) -> str:
         """One line naming the holder, for CLI messages and logs."""

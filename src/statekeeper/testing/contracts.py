@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 
@@ -162,6 +164,23 @@ class LockTableContract:
         assert held.id == info.id and held.who == "root@vm" and held.operation == "test"
         assert held.created == info.created
         a.release("v.tfstate", info.id)
+
+    def test_server_time_is_kept_with_the_lock(
+        self, lock_tables: tuple[LockTable, LockTable]
+    ) -> None:
+        """The server's receive time is the lock's age, whatever the client's clock says."""
+        a, b = lock_tables
+        taken = datetime(2026, 3, 1, 12, 30, 15, tzinfo=UTC)
+        info = LockInfo.new("test", "skewed@vm", created=datetime(2000, 1, 1, tzinfo=UTC))
+        a.acquire("t.tfstate", replace(info.with_facts("ci", "10.0.0.9"), acquired=taken))
+        held = b.read("t.tfstate")
+        assert held is not None
+        assert held.acquired == taken and held.since == taken and held.age_source == "server"
+        assert held.created == info.created  # kept for display
+        assert held.id == info.id
+        ((_, scanned),) = [(k, lock) for k, lock in b.scan() if k == "t.tfstate"]
+        assert scanned.acquired == taken
+        a.release("t.tfstate", info.id)
 
     def test_release_with_wrong_id_is_refused(
         self, lock_tables: tuple[LockTable, LockTable]

@@ -1,0 +1,232 @@
+"""Key mistakes never mix keys or plaintext into an encrypted store (#11.4).
+
+The store records which master keys it is encrypted with (id and key check
+value): a server started without the key, or with another key, refuses to
+start (exit 2) instead of writing versions no one can read together. A version
+can be decrypted offline, with the key and the store's key ring, no server.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+from tests.security.support import state_json
+
+from statekeeper.app import Services
+from statekeeper.errors import ConfigError
+from statekeeper.security.caller import Caller
+from statekeeper.settings import Settings
+from statekeeper.state.operator import Operator
+from statekeeper.state.version import StateVersion
+from statekeeper.storage.encrypting import EncryptingStore, SqliteKeyRing, parse_master_keys
+from statekeeper.storage.registry import open_store
+from statekeeper.terraform.names import StateName
+from statekeeper.testing.processes import SRC, MotoServer, StatekeeperServer, free_port
+from statekeeper.times import utcnow
+
+STATE = "team/a.tfstate"
+
+
+def _key() -> str:
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+def _cli(
+    workdir: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[bytes]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("STATEKEEPER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "statekeeper", *args],
+        cwd=workdir,
+        env={**clean, "PYTHONPATH": str(SRC), "COLUMNS": "250", **(env or {})},
+        capture_output=True,
+        timeout=timeout,
+    )
+
+
+def _refused_start(workdir: Path, *args: str, env: dict[str, str]) -> str:
+    """``serve`` must exit 2 before serving; its message, with no key material in it."""
+    result = _cli(workdir, "serve", "--port", str(free_port()), *args, env=env, timeout=30)
+    assert result.returncode == 2, result.stdout + result.stderr
+    message = result.stderr.decode()
+    for value in env.values():
+        if len(value) == 44:  # a base64 master key
+            assert value not in message
+    return " ".join(message.split())
+
+
+def _versions(db: Path) -> list[bytes]:
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT data FROM objects WHERE key = ? ORDER BY id", (STATE,))
+        return [bytes(r[0]) for r in rows.fetchall()]
+
+
+def test_an_encrypted_store_refuses_a_missing_or_wrong_key(
+    tmp_path: Path, serve: Callable[..., StatekeeperServer]
+) -> None:
+    workdir = tmp_path / "server"
+    right, wrong = _key(), _key()
+    server = serve(workdir=workdir, env={"STATEKEEPER_MASTER_KEY": right})
+    assert httpx.post(server.state_url(STATE), content=state_json(1)).status_code == 200
+    server.stop()
+    db = workdir / ".statekeeper" / "statekeeper.db"
+    before = _versions(db)
+
+    message = _refused_start(workdir, env={})
+    assert "holds states encrypted with the master key local:" in message
+    assert "STATEKEEPER_MASTER_KEY" in message
+    message = _refused_start(workdir, env={"STATEKEEPER_MASTER_KEY": wrong})
+    assert "is not one it was written with" in message
+    # The CLI writes through the same store: without the key, nothing in plaintext.
+    pushed = tmp_path / "push.tfstate"
+    pushed.write_bytes(state_json(2))
+    result = _cli(workdir, "push", STATE, str(pushed))
+    assert result.returncode == 2, result.stderr
+    assert _versions(db) == before
+
+    server = serve(workdir=workdir, env={"STATEKEEPER_MASTER_KEY": right})
+    assert httpx.post(server.state_url(STATE), content=state_json(2)).status_code == 200
+    assert httpx.get(server.url + f"/api/v1/versions/{STATE}").status_code == 200
+    assert all(v.startswith(b"SKE1") for v in _versions(db))
+
+
+def test_a_store_from_before_the_key_record_is_checked_by_its_key_ring(tmp_path: Path) -> None:
+    """Stores encrypted before master keys were recorded: the key ring's entries say."""
+    from statekeeper.storage.encrypting import encrypting
+    from statekeeper.storage.sqlite import SqliteStore
+
+    right, wrong = _key(), _key()
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}")
+    assert isinstance(store, SqliteStore)
+    encrypting(store, right).put(STATE, state_json(1), {})
+    SqliteKeyRing(store.db).db.run(lambda c: c.execute("DELETE FROM master_keys"), write=True)
+    with pytest.raises(ConfigError, match="is not one it was written with"):
+        encrypting(store, wrong)
+    with pytest.raises(ConfigError, match="no key is configured"):
+        encrypting(store, None).put(STATE, state_json(2), {})
+    assert encrypting(store, right).get(STATE).data == state_json(1)  # type: ignore[union-attr]
+    store.close()
+
+
+def test_rotation_retires_the_old_key(
+    tmp_path: Path, serve: Callable[..., StatekeeperServer]
+) -> None:
+    workdir = tmp_path / "server"
+    old, new = tmp_path / "old.key", tmp_path / "new.key"
+    old.write_text(_key())
+    new.write_text(_key())
+    server = serve(workdir=workdir, env={"STATEKEEPER_MASTER_KEY_FILE": str(old)})
+    assert httpx.post(server.state_url(STATE), content=state_json(1)).status_code == 200
+    server.stop()
+    # Before the rotation, the new key is not the store's: refused, even first of two.
+    both = {"STATEKEEPER_MASTER_KEY": f"{new.read_text()},{old.read_text()}"}
+    assert "is not one it was written with" in _refused_start(workdir, env=both)
+    rotated = _cli(
+        workdir, "encryption", "rotate", "--old-key-file", str(old), "--new-key-file", str(new)
+    )
+    assert rotated.returncode == 0, rotated.stderr
+    assert "was retired by a rotation" in _refused_start(
+        workdir, env={"STATEKEEPER_MASTER_KEY_FILE": str(old)}
+    )
+    server = serve(workdir=workdir, env=both)
+    assert httpx.get(server.state_url(STATE)).content == state_json(1)
+
+
+def test_a_version_decrypts_offline_with_the_key(
+    tmp_path: Path, serve: Callable[..., StatekeeperServer]
+) -> None:
+    workdir = tmp_path / "server"
+    key, wrong = tmp_path / "master.key", tmp_path / "wrong.key"
+    key.write_text(_key())
+    wrong.write_text(_key())
+    server = serve(workdir=workdir, env={"STATEKEEPER_MASTER_KEY_FILE": str(key)})
+    for serial in (1, 2):
+        assert httpx.post(server.state_url(STATE), content=state_json(serial)).status_code == 200
+    first_version = httpx.get(server.url + f"/api/v1/versions/{STATE}").json()[-1]["version_id"]
+    server.stop()
+
+    stored = tmp_path / "copied.bin"
+    stored.write_bytes(_versions(workdir / ".statekeeper" / "statekeeper.db")[0])
+    out = _cli(workdir, "encryption", "decrypt", str(stored), "--key-file", str(key))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == state_json(1)
+    out = _cli(
+        workdir, "encryption", "decrypt", "--state", STATE, "--version", first_version,
+        "--key-file", str(key),
+    )  # fmt: skip
+    assert out.stdout == state_json(1), out.stderr
+    out = _cli(workdir, "encryption", "decrypt", "--state", STATE, "--key-file", str(key))
+    assert out.stdout == state_json(2), out.stderr
+    refused = _cli(workdir, "encryption", "decrypt", str(stored), "--key-file", str(wrong))
+    assert refused.returncode == 2
+    assert key.read_text().encode() not in refused.stderr
+
+
+@pytest.mark.aws
+def test_kms_key_mistakes_on_s3(
+    tmp_path: Path, moto: MotoServer, serve: Callable[..., StatekeeperServer]
+) -> None:
+    s3: Any = moto.client("s3")
+    s3.create_bucket(Bucket="enc")
+    s3.put_bucket_versioning(Bucket="enc", VersioningConfiguration={"Status": "Enabled"})
+    kms = boto3.client("kms", endpoint_url=moto.url, region_name="us-east-1")
+    right, wrong = (kms.create_key()["KeyMetadata"]["KeyId"] for _ in range(2))
+    args = ("--store", "s3://enc/states")
+    env = {**moto.env(), "STATEKEEPER_MASTER_KEY": f"awskms://{right}"}
+    server = serve(*args, env=env, workdir=tmp_path / "a")
+    assert httpx.post(server.state_url(STATE), content=state_json(1)).status_code == 200
+    server.stop()
+
+    message = _refused_start(tmp_path / "a", *args, env=moto.env())
+    assert f"encrypted with the master key awskms:{right}" in message
+    message = _refused_start(
+        tmp_path / "a", *args, env={**moto.env(), "STATEKEEPER_MASTER_KEY": f"awskms://{wrong}"}
+    )
+    assert "is not one it was written with" in message
+    assert len(s3.list_object_versions(Bucket="enc", Prefix=f"states/{STATE}")["Versions"]) == 1
+
+    raw = s3.get_object(Bucket="enc", Key=f"states/{STATE}")["Body"].read()
+    assert raw.startswith(b"SKE1")
+    (tmp_path / "copied.bin").write_bytes(raw)
+    out = _cli(tmp_path, "encryption", "decrypt", "copied.bin", *args, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == state_json(1)
+    out = _cli(tmp_path, "encryption", "decrypt", "--state", STATE, *args, env=env)
+    assert out.stdout == state_json(1), out.stderr
+
+
+def test_history_lists_a_version_sealed_under_another_key(tmp_path: Path) -> None:
+    """A store mixed before keys were recorded: the listing survives, the version says why."""
+    right, wrong = _key(), _key()
+    url = f"sqlite:///{tmp_path / 'statekeeper.db'}"
+    raw = open_store(url)
+    assert raw.records.database is not None
+    ring = SqliteKeyRing(raw.records.database)
+    for serial, key in ((1, right), (2, wrong), (3, right)):  # what the old code allowed
+        data = state_json(serial)
+        meta = StateVersion(
+            name=STATE, version_id="", size=len(data), created=utcnow(), serial=serial,
+            lineage="5f0ec5b3-aaaa-bbbb-cccc-000000000001",
+        ).to_metadata()  # fmt: skip
+        EncryptingStore(raw, ring, parse_master_keys(key)).put(STATE, data, meta)
+    ring.db.run(lambda c: c.execute("DELETE FROM master_keys"), write=True)
+    raw.close()
+    services = Services.build(Settings(data_dir=tmp_path, store=url, master_key=right))
+    try:
+        operator = Operator(services.states, services.locks, services.history)
+        rows = operator.history(Caller("operator"), StateName(STATE))
+        assert [r.serial for r in rows] == [3, 2, 1]
+        with pytest.raises(ConfigError, match="does not hold"):
+            services.states.read(StateName(STATE), Caller("operator"), rows[1].version_id)
+    finally:
+        services.close()
