@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from statekeeper.app import Services
@@ -20,6 +20,7 @@ from statekeeper.security.audit import AuditEvent, AuditFilter
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, require
 from statekeeper.security.tokens import TokenStore, create_token, parse_duration, revoke_token
+from statekeeper.server.inputs import JsonIn
 from statekeeper.server.tfhttp import caller_of
 
 __all__ = ["router"]
@@ -87,7 +88,7 @@ async def list_audit(
     return {"events": [e.to_json() for e in events]}
 
 
-class TokenRequest(BaseModel):
+class TokenRequest(JsonIn):
     name: str = Field(max_length=64)
     scopes: list[str] = Field(min_length=1, max_length=100)
     expires: str | None = Field(None, description="e.g. 90d, 12h", max_length=20)

@@ -29,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from statekeeper.server.body import read_body
+from statekeeper.server.inputs import JsonIn
 from statekeeper.server.tfhttp import caller_of
 from statekeeper.state.operator import Operator
 from statekeeper.terraform.names import StateName
@@ -155,7 +156,7 @@ class DiffOut(BaseModel):
     outputs: list[OutputChangeOut]
 
 
-class RollbackIn(BaseModel):
+class RollbackIn(JsonIn):
     to: str = Field(description="A version ID, serial:N or current")
 
 
@@ -185,7 +186,7 @@ class ReleaseOut(BaseModel):
     reason: str
 
 
-class ReapIn(BaseModel):
+class ReapIn(JsonIn):
     older_than: str = Field(description="30m, 2h, 1d…; 0s for every lock")
     operation: str | None = None
     prefix: str = ""
