@@ -42,7 +42,7 @@ class _Nested:
         self.kind = kind
 
 
-_OBJECT, _ARRAY = _Nested("an object"), _Nested("an array")
+_OBJECT = _Nested("an object")
 _MISSING = object()
 
 
