@@ -28,7 +28,16 @@ READ_ONLY = {
     "Statement": [
         {
             "Effect": "Allow",
-            "Action": ["s3:GetObject", "s3:ListBucket", "s3:GetBucketVersioning"],
+            # moto 5.2 authorizes some S3 calls by their API name (HeadObject,
+            # ListObjectsV2) instead of the IAM action AWS checks (s3:GetObject,
+            # s3:ListBucket); granting both names keeps the user read-only.
+            "Action": [
+                "s3:GetObject",
+                "s3:HeadObject",
+                "s3:ListBucket",
+                "s3:ListObjectsV2",
+                "s3:GetBucketVersioning",
+            ],
             "Resource": "*",
         }
     ],

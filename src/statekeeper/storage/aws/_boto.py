@@ -97,6 +97,8 @@ def translate(exc: Exception, action: str, resource: str) -> NoReturn:
         "InvalidAccessKeyId",
         "SignatureDoesNotMatch",
         "ExpiredToken",
+        # A HEAD answer has no body, so botocore's code is the bare status.
+        "403",
     ):
         raise AccessDenied(
             f"AWS denied {action} on {resource} ({code}); grant the permission to the "
