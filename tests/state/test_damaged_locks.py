@@ -26,7 +26,7 @@ def test_a_damaged_lock_row_is_listed_as_damaged_and_never_reaped(
     (row,) = list_locks(services.lock_table, services.policy, caller)
     assert row.name == str(name)
     assert row.lock.damaged is not None and "damaged" in row.lock.damaged
-    assert row.to_json()["damaged"] == row.lock.damaged
+    assert row.view().damaged == row.lock.damaged
     (state,) = list_states(services.store, services.lock_table, services.policy, caller)
     assert state.lock is not None and state.lock.lock.damaged == row.lock.damaged
     assert reap(services.locks, caller, older_than=timedelta(0)) == []
