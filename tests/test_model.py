@@ -238,6 +238,7 @@ def test_statedoc_reads_an_opentofu_envelope() -> None:
         b'{"version":5}',
         b'{"version":4,"serial":1.5}',
         b'{"version":4,"serial":true}',
+        b'{"version":4,"lineage":7}',
         b'{"encryption_version":"v0","serial":1,"lineage":"x"}',
         b'{"encryption_version":"v0","encrypted_data":7}',
     ],
@@ -245,6 +246,12 @@ def test_statedoc_reads_an_opentofu_envelope() -> None:
 def test_statedoc_refuses_what_is_not_a_state(data: bytes) -> None:
     with pytest.raises(InvalidState):
         StateDoc.parse(data)
+
+
+def test_statedoc_reads_null_serial_and_lineage_as_go_does() -> None:
+    # Go leaves a field at its zero value for null; Terraform reads this state.
+    doc = StateDoc.parse(b'{"version":4,"serial":null,"lineage":null}')
+    assert (doc.serial, doc.lineage) == (0, "")
 
 
 # -- StateVersion metadata ---------------------------------------------------------------

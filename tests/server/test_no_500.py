@@ -74,6 +74,18 @@ def fuzz_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     services.close()
 
 
+@pytest.fixture(scope="module")
+def token_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Api, dict[str, str]]]:
+    """An app of its own (a token turns access control on) and its root's credentials."""
+    settings = load_settings({"data_dir": tmp_path_factory.mktemp("t"), "rate_limit": 0}, env={})
+    services = Services.build(settings)
+    client = Api(create_app(services), services)
+    root = client.request("POST", "/api/v1/tokens", json={"name": "root", "scopes": ["**:admin"]})
+    yield client, {"Authorization": "Bearer " + root.json()["secret"]}
+    client.close()
+    services.close()
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(method=st.sampled_from(METHODS), name=names, body=bodies, query=queries, md5=md5s)
 def test_terraform_routes_never_answer_500(
@@ -177,16 +189,64 @@ _durations = st.one_of(
 @example(duration="99999999999999999999w")
 @example(duration="1e400s")
 @example(duration="9999999999999w")
-def test_durations_in_the_api_never_answer_500(fuzz_api: Api, duration: str) -> None:
-    reaped = fuzz_api.request(
-        "POST", "/api/v1/reap", json={"older_than": duration, "dry_run": True}
+def test_durations_in_the_api_never_answer_500(
+    token_api: tuple[Api, dict[str, str]], duration: str
+) -> None:
+    api, root = token_api
+    reaped = api.request(
+        "POST", "/api/v1/reap", json={"older_than": duration, "dry_run": True}, headers=root
     )
     assert reaped.status_code < 500, (duration, reaped.text)
-    token = fuzz_api.request(
+    assert reaped.status_code != 401
+    token = api.request(
         "POST",
         "/api/v1/tokens",
         json={"name": "fuzz", "scopes": ["team/*:read"], "expires": duration[:20]},
+        headers=root,
     )
     assert token.status_code < 500, (duration, token.text)
     if token.status_code == 200:
-        fuzz_api.request("DELETE", "/api/v1/tokens/fuzz")
+        api.request("DELETE", "/api/v1/tokens/fuzz", headers=root)
+
+
+_surrogates = st.integers(0xD800, 0xDFFF).map(lambda c: f"\\u{c:04x}")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    route_field=st.sampled_from(
+        [
+            ("reap", "older_than"),
+            ("reap", "prefix"),
+            ("reap", "operation"),
+            ("rollback", "to"),
+            ("tokens", "name"),
+            ("tokens", "scopes"),
+        ]
+    ),
+    escape=_surrogates,
+)
+@example(route_field=("reap", "prefix"), escape="\\ud800")
+@example(route_field=("tokens", "name"), escape="\\udfff")
+def test_json_bodies_with_lone_surrogates_are_422_in_the_error_shape(
+    fuzz_api: Api, route_field: tuple[str, str], escape: str
+) -> None:
+    route, field = route_field
+    if fuzz_api.get(NAMES[0]).status_code == 404:
+        fuzz_api.write(state_bytes(1), name=NAMES[0])
+    body = {
+        "reap": {"older_than": "0s", "dry_run": True},
+        "rollback": {"to": "current"},
+        "tokens": {"name": "fuzz-token", "scopes": ["team/*:read"]},
+    }[route]
+    text = json.dumps({**body, field: "x@"}) if field != "scopes" else json.dumps(body)
+    text = text.replace("x@", "x" + escape).replace("team/*", "team/" + escape)
+    path = {"reap": "/api/v1/reap", "rollback": f"/api/v1/rollback/{NAMES[0]}"}.get(
+        route, "/api/v1/tokens"
+    )
+    response = fuzz_api.request(
+        "POST", path, content=text.encode(), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422, (route, field, response.text)
+    assert response.json()["error"] == "invalid_request"
+    assert "surrogate" in response.json()["message"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from statekeeper.app import Services
@@ -19,6 +19,7 @@ from statekeeper.events import Action, Event
 from statekeeper.security.audit import AuditFilter
 from statekeeper.security.policy import Permission, require
 from statekeeper.server.api import ERRORS
+from statekeeper.server.inputs import JsonIn
 from statekeeper.server.tfhttp import caller_of
 from statekeeper.state.views import AuditEventView, AuditList, TokenCreated, TokenList, TokenView
 from statekeeper.times import parse_duration
@@ -62,7 +63,7 @@ async def list_audit(
     return AuditList(events=[AuditEventView.of(e) for e in events])
 
 
-class TokenRequest(BaseModel):
+class TokenRequest(JsonIn):
     name: str = Field(max_length=64)
     scopes: list[str] = Field(min_length=1, max_length=100)
     expires: str | None = Field(None, description="e.g. 90d, 12h", max_length=20)

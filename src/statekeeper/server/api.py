@@ -24,13 +24,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from statekeeper.events import Action
 from statekeeper.security.policy import Permission
 from statekeeper.server.body import read_body
+from statekeeper.server.inputs import JsonIn
 from statekeeper.server.tfhttp import authorize, caller_of
 from statekeeper.state.operator import Operator
 from statekeeper.state.views import (
@@ -68,11 +69,11 @@ ERRORS: dict[int | str, dict[str, object]] = {
 router = APIRouter(prefix="/api/v1", tags=["operator"], responses=ERRORS)
 
 
-class RollbackIn(BaseModel):
+class RollbackIn(JsonIn):
     to: str = Field(description="A version ID, serial:N or current")
 
 
-class ReapIn(BaseModel):
+class ReapIn(JsonIn):
     older_than: str = Field(description="30m, 2h, 1d…; 0s for every lock")
     operation: str | None = None
     prefix: str = ""

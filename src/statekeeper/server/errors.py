@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 
+from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -70,6 +71,27 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     )
 
 
+def _safe(text: object) -> str:
+    """Text that can be encoded whatever the client sent (lone surrogates escaped)."""
+    return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    """A body or parameter the API's models refuse: 422 in the one error shape.
+
+    FastAPI's own answer echoes the input, which may not even be encodable.
+    """
+    assert isinstance(exc, RequestValidationError)
+    problems = [
+        f"{'.'.join(_safe(part) for part in error.get('loc', ()))}: {_safe(error.get('msg', ''))}"
+        for error in exc.errors()
+    ]
+    return JSONResponse(
+        {"error": "invalid_request", "message": "; ".join(problems) or "the request is invalid"},
+        status_code=422,
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return JSONResponse(
@@ -86,4 +108,5 @@ def install_handlers(app: object) -> None:
     add = app.add_exception_handler  # type: ignore[attr-defined]
     add(StatekeeperError, _statekeeper_error)
     add(HTTPException, _http_error)
+    add(RequestValidationError, _invalid_request)
     add(Exception, _unexpected)

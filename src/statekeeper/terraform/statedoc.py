@@ -13,8 +13,9 @@ valid version when not empty; ``outputs`` is an object and ``resources`` and
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from statekeeper.errors import InvalidState
 from statekeeper.terraform import gojson
@@ -42,7 +43,7 @@ class _Nested:
         self.kind = kind
 
 
-_OBJECT, _ARRAY = _Nested("an object"), _Nested("an array")
+_OBJECT = _Nested("an object")
 _MISSING = object()
 
 
@@ -88,14 +89,30 @@ def _fold(key: str) -> str:
     return "".join(out)
 
 
+T = TypeVar("T")
+
+
 def _member(pairs: list[tuple[str, Any]], name: str) -> Any:
     """The value Go would decode into field ``name``: the last case-insensitive match."""
+    found = _members(pairs, name)
+    return found[-1] if found else _MISSING
+
+
+def _members(pairs: list[tuple[str, Any]], name: str) -> list[Any]:
+    """Every value Go decodes into field ``name``, in document order."""
     wanted = name.upper()
-    found: Any = _MISSING
-    for key, value in pairs:
-        if key == name or _fold(key) == wanted:
-            found = value
-    return found
+    return [value for key, value in pairs if key == name or _fold(key) == wanted]
+
+
+def _decoded(pairs: list[tuple[str, Any]], name: str, check: Callable[[Any], T], zero: T) -> T:
+    """Field ``name`` as Go's decoder leaves it: each match in turn, a null leaving
+    the field as it was. A match of the wrong type or out of range is an error even
+    when a later one replaces it: Go keeps the first such error and returns it."""
+    result = zero
+    for value in _members(pairs, name):
+        if value is not None:
+            result = check(value)
+    return result
 
 
 def _kind(value: Any) -> str:
@@ -161,19 +178,20 @@ class StateDoc:
             lineage = top.get("lineage", "")
             tf_version = None
         else:
-            version = _format_version(_member(pairs, "version"))
-            serial = _member(pairs, "serial")
-            lineage = _member(pairs, "lineage")
-            tf_version = _terraform_version(_member(pairs, "terraform_version"))
+            version = _format_version(_decoded(pairs, "version", _whole_version, None))
+            largest = MAX_SERIAL if version == 4 else _MAX_LEGACY_SERIAL
+            # Go leaves a field at its zero value when it is absent or null.
+            serial = _decoded(pairs, "serial", lambda v: _whole(v, "serial", largest), 0)
+            lineage = _decoded(pairs, "lineage", _string_lineage, "")
+            tf_version = _decoded(pairs, "terraform_version", _terraform_version, None)
             if version == 4:
                 _check_containers(pairs)
-        largest = MAX_SERIAL if version in (None, 4) else _MAX_LEGACY_SERIAL
-        # Go leaves a field at its zero value when it is absent or null.
-        serial = 0 if serial is _MISSING or serial is None else _whole(serial, "serial", largest)
-        if lineage is _MISSING or lineage is None:
-            lineage = ""
-        if not isinstance(lineage, str):
-            raise InvalidState(f"the state's 'lineage' is {_kind(lineage)}; it must be a string")
+        if encrypted:
+            serial = 0 if serial is None else _whole(serial, "serial", MAX_SERIAL)
+            if lineage is None:
+                lineage = ""
+            if not isinstance(lineage, str):
+                lineage = _string_lineage(lineage)
         return cls(
             serial=serial,
             lineage=lineage,
@@ -184,13 +202,23 @@ class StateDoc:
         )
 
 
+def _whole_version(value: Any) -> int:
+    return _whole(value, "version", MAX_SERIAL)
+
+
+def _string_lineage(value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidState(f"the state's 'lineage' is {_kind(value)}; it must be a string")
+    return value
+
+
 def _format_version(value: Any) -> int:
     if value is _MISSING or value is None:
         raise InvalidState(
             "the body is not a Terraform state: it needs a 'version' number "
             "(format 4 today) or an OpenTofu 'encryption_version' envelope"
         )
-    version = _whole(value, "version", MAX_SERIAL)
+    version = _whole_version(value)
     if version not in _SUPPORTED_FORMATS:
         raise InvalidState(
             f"the state uses format version {version}, which is not supported "

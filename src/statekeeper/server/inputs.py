@@ -1,0 +1,28 @@
+"""The base of every JSON request body the API takes: text only.
+
+Python's JSON decoder turns an unpaired ``\\ud800``-style escape into a string
+that cannot be encoded: stored, logged or echoed, it fails with a 500. Every
+input model refuses one up front, so a body gets a 422 naming the field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, model_validator
+
+from statekeeper.terraform import gojson
+
+__all__ = ["JsonIn"]
+
+
+class JsonIn(BaseModel):
+    @model_validator(mode="before")
+    @classmethod
+    def _text_only(cls, data: Any) -> Any:
+        if not gojson.is_text(data):
+            raise ValueError(
+                "a string holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff "
+                "escape), which is not text"
+            )
+        return data
