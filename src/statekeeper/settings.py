@@ -35,6 +35,13 @@ def _port(text: str) -> int:
     return port
 
 
+def _log_format(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("auto", "text", "json"):
+        raise ValueError("the log format is auto, text or json")
+    return value
+
+
 def _bool(text: str) -> bool:
     if text.strip().lower() in ("1", "true", "yes", "on"):
         return True
@@ -92,6 +99,33 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("log_level", str, "info", "Server log level: debug, info, warning, error."),
     Setting(
+        "log_format",
+        _log_format,
+        "auto",
+        "Server log lines: text, json (one JSON object a line), or auto (text on a terminal, "
+        "JSON otherwise).",
+    ),
+    Setting(
+        "ready_timeout",
+        float,
+        2.0,
+        "Seconds /readyz waits for the store and the lock table to answer before it says 503.",
+    ),
+    Setting(
+        "metrics_listen",
+        str,
+        None,
+        "HOST:PORT of a second listener serving only /metrics, with no credentials needed "
+        "(default: /metrics on the main port, behind the 'metrics' permission).",
+    ),
+    Setting(
+        "metrics_states",
+        str,
+        None,
+        "Comma-separated state globs (team/**) whose metrics carry a state label; "
+        "default: none, so the number of series does not grow with the number of states.",
+    ),
+    Setting(
         "tokens_file",
         Path,
         None,
@@ -142,6 +176,10 @@ class Settings:
     max_body: int = 512 * 1024**2
     workspace_key_prefix: str = "env:"
     log_level: str = "info"
+    log_format: str = "auto"
+    ready_timeout: float = 2.0
+    metrics_listen: str | None = None
+    metrics_states: str | None = None
     tokens_file: Path | None = None
     oidc_config: Path | None = None
     master_key: str | None = field(default=None, repr=False)

@@ -7,27 +7,23 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 
 from statekeeper import __version__
 from statekeeper.app import Services
 from statekeeper.server import admin_api, api, tfhttp
 from statekeeper.server.auth import AuthMiddleware
 from statekeeper.server.errors import install_handlers
+from statekeeper.server.health import Readiness, healthz, readyz
 from statekeeper.server.limits import TimeoutMiddleware
 
 __all__ = ["create_app"]
-
-
-async def _health(request: Request) -> Response:
-    return JSONResponse({"status": "ok", "version": __version__})
 
 
 def _lifespan(services: Services) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        app.state.readiness.close()
         # uvicorn re-raises SIGTERM after its graceful shutdown, so the `finally`
         # of `serve` may never run: pending audit events are written here.
         await run_in_threadpool(services.audit.close)
@@ -48,11 +44,15 @@ def create_app(services: Services, *, allow_anonymous: bool = True) -> FastAPI:
         lifespan=_lifespan(services),
     )
     app.state.services = services
+    app.state.readiness = Readiness(
+        services.store.probe, services.lock_table.probe, services.settings.ready_timeout
+    )
     install_handlers(app)
     for route in tfhttp.routes():
         app.router.routes.append(route)
     app.include_router(api.router)
-    app.add_route("/healthz", _health, methods=["GET"], include_in_schema=False)
+    app.add_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
+    app.add_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
     app.include_router(admin_api.router)
     # Outermost last: the timeout covers authentication too.
     app.add_middleware(AuthMiddleware, services=services, allow_anonymous=allow_anonymous)

@@ -18,7 +18,10 @@ from datetime import datetime
 from statekeeper.errors import CapabilityMissing, LockMismatch, LockNotFound
 from statekeeper.terraform.lockinfo import LockInfo
 
-__all__ = ["LockTable", "ObjectInfo", "ObjectStore", "StoredObject"]
+__all__ = ["PROBE_KEY", "LockTable", "ObjectInfo", "ObjectStore", "StoredObject"]
+
+#: What the default probes read: '!' cannot appear in a state name.
+PROBE_KEY = "statekeeper!/probe"
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,15 @@ class ObjectStore(ABC):
         """
         raise CapabilityMissing(f"the {self.scheme} store has no compare-and-swap writes")
 
+    def probe(self) -> None:
+        """Raise :class:`~statekeeper.errors.StorageError` unless the backend answers now.
+
+        The readiness check (``/readyz``) calls it: one cheap request, no state
+        read. Drivers override it with their cheapest call; this default reads a
+        key no state can have.
+        """
+        self.head(PROBE_KEY)
+
     def close(self) -> None:  # noqa: B027 - optional hook, most drivers hold nothing
         """Release connections; the store is not used afterwards."""
 
@@ -146,6 +158,13 @@ class LockTable(ABC):
 
     def delete_digest(self, key: str) -> None:  # noqa: B027 - no-op by default
         """Forget the digest (the state was deleted)."""
+
+    def probe(self) -> None:
+        """Raise :class:`~statekeeper.errors.StorageError` unless the table answers now.
+
+        Like :meth:`ObjectStore.probe`; this default reads a lock no state can have.
+        """
+        self.read(PROBE_KEY)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -399,6 +399,9 @@ class EncryptingStore(ObjectStore):
     def close(self) -> None:
         self.inner.close()
 
+    def probe(self) -> None:
+        self.inner.probe()
+
     def unencrypted(self, prefix: str = "") -> list[str]:
         """Current states stored in plaintext (for doctor and ``encryption status``)."""
         out = []

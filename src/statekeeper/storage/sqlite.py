@@ -130,6 +130,10 @@ class SqliteDatabase:
         except sqlite3.Error as exc:
             raise StorageError(f"the SQLite database {self.path} failed: {exc}") from exc
 
+    def probe(self) -> None:
+        """``SELECT 1`` on this thread's connection: the file is open and readable."""
+        self.run(lambda db: db.execute("SELECT 1").fetchone())
+
     def close(self) -> None:
         with self._guard:
             for conn in self._all:
@@ -284,6 +288,9 @@ class SqliteStore(ObjectStore):
 
         return self.db.run(tx)
 
+    def probe(self) -> None:
+        self.db.probe()
+
     def close(self) -> None:
         self.db.close()
 
@@ -372,6 +379,9 @@ class SqliteLocks(LockTable):
 
     def delete_digest(self, key: str) -> None:
         self.db.run(lambda db: db.execute("DELETE FROM digests WHERE key = ?", (key,)), write=True)
+
+    def probe(self) -> None:
+        self.db.probe()
 
     def close(self) -> None:
         self.db.close()

@@ -38,6 +38,10 @@ STATE = (
 
 
 class _ObjectStoreBasics:
+    def test_probe_answers_and_creates_nothing(self, store: ObjectStore) -> None:
+        store.probe()
+        assert list(store.scan()) == []
+
     def test_get_missing_is_none(self, store: ObjectStore) -> None:
         assert store.get("nothing/here.tfstate") is None
         assert store.head("nothing/here.tfstate") is None
@@ -134,6 +138,13 @@ def _info(who: str, lock_id: str | None = None) -> LockInfo:
 
 
 class LockTableContract:
+    def test_probe_answers_and_locks_nothing(
+        self, lock_tables: tuple[LockTable, LockTable]
+    ) -> None:
+        a, _ = lock_tables
+        a.probe()
+        assert list(a.scan()) == []
+
     def test_remote_locks(self, lock_tables: tuple[LockTable, LockTable]) -> None:
         # Upstream TestRemoteLocks(a, b), step by step.
         a, b = lock_tables
