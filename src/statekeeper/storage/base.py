@@ -14,11 +14,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from statekeeper.errors import CapabilityMissing, LockMismatch, LockNotFound
 from statekeeper.terraform.lockinfo import LockInfo
 
-__all__ = ["PROBE_KEY", "LockTable", "ObjectInfo", "ObjectStore", "StoredObject"]
+if TYPE_CHECKING:
+    from statekeeper.storage.sqlite import SqliteDatabase
+
+__all__ = ["PROBE_KEY", "LockTable", "ObjectInfo", "ObjectStore", "RecordSpace", "StoredObject"]
 
 #: What the default probes read: '!' cannot appear in a state name.
 PROBE_KEY = "statekeeper!/probe"
@@ -46,6 +50,21 @@ class StoredObject:
     data: bytes
 
 
+@dataclass(frozen=True)
+class RecordSpace:
+    """Where statekeeper keeps its own records beside a store's states.
+
+    The audit trail, the API tokens and the encryption key ring are tables of
+    the embedded ``database`` when the store has one, else JSON objects under
+    ``statekeeper!/`` in ``objects``: the store itself, never an encrypting
+    wrapper (the key ring cannot be sealed with the keys it holds, and the
+    audit trail must stay readable without them).
+    """
+
+    objects: ObjectStore
+    database: SqliteDatabase | None = None
+
+
 class ObjectStore(ABC):
     """Bytes under keys, with a version history where the backend keeps one.
 
@@ -69,6 +88,16 @@ class ObjectStore(ABC):
     def full_key(self, key: str) -> str:
         """The key as the backend sees it (with any prefix), as Terraform names it."""
         return key
+
+    @property
+    def records(self) -> RecordSpace:
+        """Where the audit trail, tokens and key ring of this store live."""
+        return RecordSpace(self)
+
+    @property
+    def history_warning(self) -> str | None:
+        """Why a store without ``supports_versions`` keeps no history and what to do, if known."""
+        return None
 
     @abstractmethod
     def put(self, key: str, data: bytes, metadata: Mapping[str, str]) -> ObjectInfo:
@@ -168,6 +197,10 @@ class LockTable(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
+
+    def parts(self) -> list[LockTable]:
+        """The individual tables behind this one (two for Terraform's transition mode)."""
+        return [self]
 
     # Derived conveniences, built on the primitives above.
 
