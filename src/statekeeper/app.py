@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from statekeeper.events import EventStream, log_event
 from statekeeper.security.audit import AuditLog, open_audit_log
@@ -16,7 +17,11 @@ from statekeeper.state.locks import LockService
 from statekeeper.state.service import StateService
 from statekeeper.storage.base import LockTable, ObjectStore
 from statekeeper.storage.encrypting import KeyService, encrypting
+from statekeeper.storage.metered import MeteredLocks, MeteredStore
 from statekeeper.storage.registry import open_locks, open_store
+
+if TYPE_CHECKING:
+    from statekeeper.telemetry.metrics import Metrics
 
 __all__ = ["Services"]
 
@@ -36,13 +41,20 @@ class Services:
     tokens: TokenService
     keys: KeyService
     oidc: OidcVerifier | None = None
+    #: The server's metrics (``serve`` builds them; the CLI does without).
+    metrics: Metrics | None = None
 
     @classmethod
-    def build(cls, settings: Settings, policy: Policy | None = None) -> Services:
+    def build(
+        cls, settings: Settings, policy: Policy | None = None, metrics: Metrics | None = None
+    ) -> Services:
         raw = open_store(settings.store_url)
         try:
-            store = encrypting(raw, settings.master_key)
+            # Timed below the encryption: the figures are the driver's own.
+            store = encrypting(MeteredStore(raw, metrics) if metrics else raw, settings.master_key)
             table = open_locks(settings.locks_url, store)
+            if metrics is not None:
+                table = MeteredLocks(table, metrics)
         except BaseException:
             raw.close()
             raise
@@ -61,6 +73,10 @@ class Services:
         events = EventStream()
         events.subscribe(audit.record)
         events.subscribe(log_event)
+        if metrics is not None:
+            events.subscribe(metrics.observe_event)
+            metrics.watch_locks(table)
+            metrics.watch_queue("audit", audit.backlog, audit.failures)
         policy = policy or ScopePolicy()
         locks = LockService(store, table, policy, events)
         return cls(
@@ -76,6 +92,7 @@ class Services:
             tokens=TokenService(token_store, policy, events),
             keys=KeyService(store, events),
             oidc=oidc,
+            metrics=metrics,
         )
 
     def close(self) -> None:

@@ -111,6 +111,7 @@ SETTINGS: tuple[Setting, ...] = (
         2.0,
         "Seconds /readyz waits for the store and the lock table to answer before it says 503.",
     ),
+    Setting("metrics", _bool, True, "Count requests, locks, writes and store calls for /metrics."),
     Setting(
         "metrics_listen",
         str,
@@ -178,6 +179,7 @@ class Settings:
     log_level: str = "info"
     log_format: str = "auto"
     ready_timeout: float = 2.0
+    metrics: bool = True
     metrics_listen: str | None = None
     metrics_states: str | None = None
     tokens_file: Path | None = None

@@ -93,6 +93,14 @@ class AuditLog(Protocol):
         """Write whatever is pending; called once, when the services close."""
         ...
 
+    def backlog(self) -> int:
+        """Events recorded but not yet written (the metrics' audit queue depth)."""
+        ...
+
+    def failures(self) -> int:
+        """Events that could not be written since the start (the metrics count them)."""
+        ...
+
 
 _SQLITE_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS audit (
@@ -117,6 +125,7 @@ class SqliteAuditLog:
 
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
+        self._failures = 0
 
         def create(conn: sqlite3.Connection) -> None:
             for statement in _SQLITE_SCHEMA:
@@ -134,17 +143,27 @@ class SqliteAuditLog:
             event.outcome,
             json.dumps(event.to_json()),
         )
-        self.db.run(
-            lambda db: db.execute(
-                "INSERT INTO audit (time, action, actor, state, outcome, event) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                row,
-            ),
-            write=True,
-        )
+        try:
+            self.db.run(
+                lambda db: db.execute(
+                    "INSERT INTO audit (time, action, actor, state, outcome, event) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    row,
+                ),
+                write=True,
+            )
+        except StatekeeperError:
+            self._failures += 1
+            raise
 
     def close(self) -> None:
         """Nothing pending: every event is committed when recorded."""
+
+    def backlog(self) -> int:
+        return 0
+
+    def failures(self) -> int:
+        return self._failures
 
     def query(self, where: AuditFilter) -> list[Event]:
         sql = "SELECT event FROM audit WHERE 1=1"
@@ -191,6 +210,7 @@ class StoreAuditLog:
         self.flush_every = flush_every
         self.max_batch = max_batch
         self._pending: list[Event] = []
+        self._failures = 0
         self._cv = threading.Condition()
         self._writing = threading.Lock()  # one batch at a time, in order
         self._thread: threading.Thread | None = None
@@ -232,6 +252,7 @@ class StoreAuditLog:
             try:
                 self._write(batch)
             except StatekeeperError as exc:
+                self._failures += len(batch)
                 log.error(
                     "the audit trail could not be written (%s); %d events: %s",
                     exc.message,
@@ -253,6 +274,12 @@ class StoreAuditLog:
         if thread is not None:
             thread.join()
         self.flush()
+
+    def backlog(self) -> int:
+        return len(self._pending)
+
+    def failures(self) -> int:
+        return self._failures
 
     def query(self, where: AuditFilter) -> list[Event]:
         self.flush()

@@ -15,6 +15,8 @@ from statekeeper.server.auth import AuthMiddleware
 from statekeeper.server.errors import install_handlers
 from statekeeper.server.health import Readiness, healthz, readyz
 from statekeeper.server.limits import TimeoutMiddleware
+from statekeeper.server.scrape import metrics_endpoint
+from statekeeper.telemetry.access import AccessMiddleware
 
 __all__ = ["create_app"]
 
@@ -53,8 +55,11 @@ def create_app(services: Services, *, allow_anonymous: bool = True) -> FastAPI:
     app.include_router(api.router)
     app.add_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
     app.add_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
+    app.add_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
     app.include_router(admin_api.router)
     # Outermost last: the timeout covers authentication too.
     app.add_middleware(AuthMiddleware, services=services, allow_anonymous=allow_anonymous)
     app.add_middleware(TimeoutMiddleware, seconds=services.settings.request_timeout)
+    # Outermost of all: the access line and request metrics see every answer.
+    app.add_middleware(AccessMiddleware, routes=lambda: app.router.routes, metrics=services.metrics)
     return app

@@ -83,6 +83,8 @@ class StatekeeperServer(_Process):
 
     def start(self) -> StatekeeperServer:
         env = {
+            # Tests read the server log as text unless they ask for JSON.
+            "STATEKEEPER_LOG_FORMAT": "text",
             **os.environ,
             **self.extra_env,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])),
