@@ -332,9 +332,48 @@ def reliability_section(r: dict[str, Any]) -> str:
     )
 
 
+def observability_section(r: dict[str, Any]) -> str:
+    p = r["params"]
+    rows = [
+        [
+            x["clients"],
+            round(x["bare"]["cycles_per_s"], 1),
+            round(x["observed"]["cycles_per_s"], 1),
+            round(x["ratio"], 3),
+            f"{x['bare']['cpu_ms_per_cycle']:.2f} / {x['observed']['cpu_ms_per_cycle']:.2f}",
+            round(x["cpu_ratio"], 3),
+            f"{x['bare']['p99_ms']:.1f} / {x['observed']['p99_ms']:.1f}",
+        ]
+        for x in r["rows"]
+    ]
+    return (
+        "## Metrics, logs and webhooks on the lock cycle\n\n"
+        "The lock cycle of section 2 (distinct states) on `statekeeper serve` + SQLite, "
+        "`bare` (metrics off, log level warning) against `observed` (metrics on and "
+        "scraped every 15 s, JSON access and event lines at info, webhooks when the "
+        f"server has them), alternated run by run, {p['seconds_per_run']:.0f} s per run, "
+        f"median of {p['repeats']} runs each. Goal: observed / bare ≥ 0.95. The server's "
+        "CPU per cycle is the steadier figure on a shared machine; its ratio is bare CPU "
+        "over observed CPU (cycles per CPU second).\n\n"
+        + _table(
+            [
+                "clients",
+                "bare /s",
+                "observed /s",
+                "ratio",
+                "server CPU ms/cycle (bare / observed)",
+                "CPU ratio",
+                "p99 ms",
+            ],
+            rows,
+        )
+    )
+
+
 SECTIONS = {
     "terraform": terraform_section,
     "locks": locks_section,
+    "observability": observability_section,
     "large": large_section,
     "scale": scale_section,
     "startup": startup_section,

@@ -112,14 +112,15 @@ class AccessMiddleware:
         template = route_template(route)
         method: str = scope["method"]
         if self.metrics is not None:
-            self.metrics.http_requests.labels(template, method, str(status)).inc()
-            self.metrics.http_seconds.labels(template, method).observe(seconds)
+            self.metrics.http_request(template, method, status, seconds)
         level = logging.DEBUG if scope["path"] in _QUIET else logging.INFO
         if not log.isEnabledFor(level):
             return
         caller: Caller | None = (scope.get("state") or {}).get("caller")
         client = scope.get("client")
-        path = json.dumps(scope["path"], ensure_ascii=False)[1:-1]  # no line breaks in a log
+        path: str = scope["path"]
+        if not path.isprintable():
+            path = json.dumps(path, ensure_ascii=False)[1:-1]  # no line breaks in a log
         fields = {
             "remote_addr": client[0] if client else None,
             "caller": caller.actor if caller is not None else None,

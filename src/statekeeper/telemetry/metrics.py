@@ -268,6 +268,11 @@ class Metrics:
         )
         self.queues = _QueueGauges()
         r.register(self.queues)
+        # Label children looked up once: .labels() validates and locks on every call,
+        # and these two are on every request's path. Their keys are bounded (routes,
+        # methods, statuses, drivers and operations are fixed sets).
+        self._storage_children: dict[tuple[str, str], Histogram] = {}
+        self._http_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._waiting: OrderedDict[str, float] = OrderedDict()
         self._waiting_guard = threading.Lock()
 
@@ -320,9 +325,25 @@ class Metrics:
 
     def storage_call(self, driver: str, operation: str, seconds: float, error: str | None) -> None:
         """The storage boundary's observer (see ``storage/metered.py``)."""
-        self.storage_seconds.labels(driver, operation).observe(seconds)
+        key = (driver, operation)
+        timer = self._storage_children.get(key)
+        if timer is None:
+            timer = self._storage_children[key] = self.storage_seconds.labels(driver, operation)
+        timer.observe(seconds)
         if error is not None:
             self.storage_errors.labels(driver, operation, error).inc()
+
+    def http_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """The access middleware's observer: one request answered."""
+        key = (route, method, status)
+        children = self._http_children.get(key)
+        if children is None:
+            children = self._http_children[key] = (
+                self.http_requests.labels(route, method, str(status)),
+                self.http_seconds.labels(route, method),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def state_stored(self, size: int) -> None:
         self.state_bytes.observe(size)
