@@ -21,6 +21,7 @@ from statekeeper.storage.metered import MeteredLocks, MeteredStore
 from statekeeper.storage.registry import open_locks, open_store
 
 if TYPE_CHECKING:
+    from statekeeper.hooks.service import Webhooks
     from statekeeper.telemetry.metrics import Metrics
 
 __all__ = ["Services"]
@@ -43,6 +44,8 @@ class Services:
     oidc: OidcVerifier | None = None
     #: The server's metrics (``serve`` builds them; the CLI does without).
     metrics: Metrics | None = None
+    #: Webhooks: on the embedded store (whose database keeps their outbox).
+    hooks: Webhooks | None = None
 
     @classmethod
     def build(
@@ -73,10 +76,16 @@ class Services:
         events = EventStream()
         events.subscribe(audit.record)
         events.subscribe(log_event)
+        hooks = _webhooks(settings, store, table)
+        if hooks is not None:
+            events.subscribe(hooks.observe_event)
         if metrics is not None:
             events.subscribe(metrics.observe_event)
             metrics.watch_locks(table)
             metrics.watch_queue("audit", audit.backlog, audit.failures)
+            if hooks is not None:
+                sender = hooks.sender
+                metrics.watch_queue("webhooks", hooks.outbox.backlog, lambda: sender.failures)
         policy = policy or ScopePolicy()
         locks = LockService(store, table, policy, events)
         return cls(
@@ -93,11 +102,38 @@ class Services:
             keys=KeyService(store, events),
             oidc=oidc,
             metrics=metrics,
+            hooks=hooks,
         )
 
     def close(self) -> None:
+        if self.hooks is not None:
+            self.hooks.close()
         try:
             self.audit.close()  # pending audit events go to the store first
         finally:
             self.lock_table.close()
             self.store.close()
+
+
+def _webhooks(settings: Settings, store: ObjectStore, table: LockTable) -> Webhooks | None:
+    """Webhooks where the store has a database for their outbox; else none."""
+    if store.records.database is None:
+        return None
+    from statekeeper.hooks.delivery import Policy
+    from statekeeper.hooks.guard import parse_allow
+    from statekeeper.hooks.outbox import Outbox
+    from statekeeper.hooks.service import Webhooks
+
+    policy = Policy(
+        attempts=max(1, settings.hooks_attempts),
+        backoff=settings.hooks_backoff,
+        allow=parse_allow(settings.hooks_allow),
+        source=f"statekeeper://{settings.host}:{settings.port}",
+    )
+    return Webhooks(
+        Outbox(store.records.database),
+        store,
+        policy,
+        locks=table.scan,
+        stale_after=settings.hooks_stale_after,
+    )

@@ -120,6 +120,27 @@ SETTINGS: tuple[Setting, ...] = (
         "(default: /metrics on the main port, behind the 'metrics' permission).",
     ),
     Setting(
+        "hooks_allow",
+        str,
+        None,
+        "Comma-separated hosts and networks webhooks may reach although the guard refuses "
+        "them (loopback, link-local, cloud metadata).",
+    ),
+    Setting("hooks_attempts", int, 10, "Delivery attempts of a webhook before it is dead."),
+    Setting(
+        "hooks_backoff",
+        float,
+        5.0,
+        "Seconds before a webhook's first retry; doubled at each retry (at most an hour), "
+        "with jitter.",
+    ),
+    Setting(
+        "hooks_stale_after",
+        float,
+        7200.0,
+        "Seconds a lock is held before a lock.stale webhook is sent (0: never).",
+    ),
+    Setting(
         "metrics_states",
         str,
         None,
@@ -181,6 +202,10 @@ class Settings:
     ready_timeout: float = 2.0
     metrics: bool = True
     metrics_listen: str | None = None
+    hooks_allow: str | None = None
+    hooks_attempts: int = 10
+    hooks_backoff: float = 5.0
+    hooks_stale_after: float = 7200.0
     metrics_states: str | None = None
     tokens_file: Path | None = None
     oidc_config: Path | None = None

@@ -105,6 +105,7 @@ from statekeeper.cli import audit as _audit  # noqa: E402, F401
 from statekeeper.cli import bootstrap as _bootstrap  # noqa: E402, F401
 from statekeeper.cli import doctor as _doctor  # noqa: E402, F401
 from statekeeper.cli import history as _history  # noqa: E402, F401
+from statekeeper.cli import hooks as _hooks  # noqa: E402, F401
 from statekeeper.cli import iam as _iam  # noqa: E402, F401
 from statekeeper.cli import locks as _locks  # noqa: E402, F401
 from statekeeper.cli import migrate as _migrate  # noqa: E402, F401

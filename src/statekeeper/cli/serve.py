@@ -154,6 +154,8 @@ def serve(
             else:
                 err_console.print(markup, highlight=False)
 
+        if services.hooks is not None:
+            services.hooks.start()  # delivers the outbox, left over from before included
         if metrics is not None and settings.metrics_listen:
             scraper = MetricsListener(settings.metrics_listen, metrics)
             say(f"metrics (no credentials needed) on http://{settings.metrics_listen}/metrics")

@@ -1,0 +1,174 @@
+"""Webhooks as the server and the CLI see them: the event-stream subscriber and management.
+
+:meth:`Webhooks.observe_event` is a subscriber of the event stream like the
+audit trail: for an event some subscription wants, it writes the outbox rows
+before the request is answered (a few hundred microseconds of SQLite; nothing
+is sent on the request path) and wakes the sender.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import httpx
+
+from statekeeper.errors import StatekeeperError, StorageError
+from statekeeper.events import Action, Event
+from statekeeper.hooks.delivery import Policy, Sender, post
+from statekeeper.hooks.guard import check_destination
+from statekeeper.hooks.model import Subscription, cloudevent, hook_type
+from statekeeper.hooks.outbox import Entry, Outbox
+from statekeeper.state.diff import diff_states
+from statekeeper.storage.base import ObjectStore
+from statekeeper.terraform.lockinfo import LockInfo
+from statekeeper.times import utcnow
+
+__all__ = ["Webhooks"]
+
+#: How long the subscriber trusts its copy of the subscriptions (``hooks add`` on
+#: the CLI reaches a running server within this).
+_REFRESH = 2.0
+_STALE_SCAN = 30.0
+_STALE_IDS = uuid.UUID("5d1e2c1a-4b0e-4f3e-9a59-1c0ffee00001")
+
+
+class Webhooks:
+    def __init__(
+        self,
+        outbox: Outbox,
+        store: ObjectStore,
+        policy: Policy,
+        locks: Callable[[], Iterator[tuple[str, LockInfo]]] | None = None,
+        stale_after: float = 0.0,
+    ) -> None:
+        self.outbox = outbox
+        self.store = store
+        self.policy = policy
+        self.locks = locks
+        self.stale_after = stale_after
+        self.sender = Sender(outbox, policy, self._enrich, self._chores)
+        self._subs: list[Subscription] = []
+        self._read_at = -float("inf")
+        self._guard = threading.Lock()
+        self._scanned_at = -float("inf")
+
+    # The subscriber (on the request path: kept to one query and one insert)
+
+    def subscriptions(self) -> list[Subscription]:
+        with self._guard:
+            if time.monotonic() - self._read_at > _REFRESH:
+                self._subs = self.outbox.subscriptions()
+                self._read_at = time.monotonic()
+            return self._subs
+
+    def observe_event(self, event: Event) -> None:
+        kind = hook_type(event)
+        if kind is None or event.state is None:
+            return
+        self._offer(kind, event)
+
+    def _offer(self, kind: str, event: Event) -> None:
+        assert event.state is not None
+        wanted = [s.name for s in self.subscriptions() if s.wants(kind, event.state)]
+        if wanted:
+            self.outbox.enqueue(kind, event, wanted)
+            self.sender.wake()
+
+    # The sender's side
+
+    def start(self) -> None:
+        self.sender.start()
+
+    def close(self) -> None:
+        self.sender.close()
+
+    def _enrich(self, entry: Entry) -> dict[str, Any]:
+        """``state.written``: the resources the new version added, changed and removed."""
+        event = entry.event
+        if entry.kind != "state.written" or not event.version or not event.state:
+            return {}
+        try:
+            history = self.store.versions(event.state) if self.store.supports_versions else []
+            ids = [v.version_id for v in history]
+            if event.version not in ids:
+                return {}
+            at = ids.index(event.version)
+            new = self.store.get(event.state, event.version)
+            old = self.store.get(event.state, ids[at + 1]) if at + 1 < len(ids) else None
+            if new is None:
+                return {}
+            diff = diff_states(None if old is None else old.data, new.data)
+        except StatekeeperError:
+            return {}  # an OpenTofu encrypted state, a version gone: the facts without it
+        return {
+            "resources": {
+                "added": list(diff.added),
+                "changed": [c.address for c in diff.changed],
+                "removed": list(diff.removed),
+            }
+        }
+
+    def _chores(self) -> None:
+        """``lock.stale``: once per lock held longer than ``stale_after`` seconds."""
+        if self.locks is None or self.stale_after <= 0:
+            return
+        if time.monotonic() - self._scanned_at < _STALE_SCAN:
+            return
+        self._scanned_at = time.monotonic()
+        now = utcnow()
+        for name, lock in self.locks():
+            since = lock.since
+            if since is None or now - since < timedelta(seconds=self.stale_after):
+                continue
+            # The same ID on every server and after restarts: queued once per lock.
+            event_id = str(uuid.uuid5(_STALE_IDS, f"{name}\0{lock.id}"))
+            held = int((now - since).total_seconds())
+            self._offer(
+                "lock.stale",
+                Event(
+                    action=Action.LOCK,
+                    actor=lock.actor or "unknown",
+                    state=name,
+                    lock_id=lock.id,
+                    who=lock.who or None,
+                    operation=lock.operation or None,
+                    detail=f"held for {held} s (more than {self.stale_after:g} s)",
+                    id=event_id,
+                ),
+            )
+
+    # The operator's commands
+
+    def add(self, sub: Subscription) -> Subscription:
+        """Add (or replace) a subscription; a secret is made when none is given."""
+        if not sub.secret:
+            sub = replace(sub, secret="whsec_" + secrets.token_urlsafe(32))
+        check_destination(sub.url, self.policy.allow)
+        self.outbox.add(sub)
+        self._read_at = -float("inf")
+        return sub
+
+    def remove(self, name: str) -> None:
+        self.outbox.remove(name)
+        self._read_at = -float("inf")
+
+    def test(self, name: str) -> int:
+        """Send a signed ``io.statekeeper.ping`` to one subscription now; its HTTP status."""
+        sub = next((s for s in self.outbox.subscriptions() if s.name == name), None)
+        if sub is None:
+            from statekeeper.errors import NotFound
+
+            raise NotFound(f"there is no hook named {name!r}; see 'statekeeper hooks list'")
+        event = Event(action=Action.READ, actor="statekeeper", detail="a test delivery")
+        body = cloudevent("ping", event, self.policy.source)
+        try:
+            return post(sub, body, event.id, self.policy)
+        except httpx.HTTPError as exc:
+            raise StorageError(f"the test delivery to {name} failed: {exc}") from exc
