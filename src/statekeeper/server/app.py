@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from statekeeper import __version__
 from statekeeper.app import Services
-from statekeeper.server import admin_api, api, tfhttp
+from statekeeper.server import admin_api, api, hooks_api, tfhttp
 from statekeeper.server.auth import AuthMiddleware
 from statekeeper.server.errors import install_handlers
 from statekeeper.server.health import Readiness, healthz, readyz
@@ -57,6 +57,7 @@ def create_app(services: Services, *, allow_anonymous: bool = True) -> FastAPI:
     app.add_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
     app.add_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
     app.include_router(admin_api.router)
+    app.include_router(hooks_api.router)
     # Outermost last: the timeout covers authentication too.
     app.add_middleware(AuthMiddleware, services=services, allow_anonymous=allow_anonymous)
     app.add_middleware(TimeoutMiddleware, seconds=services.settings.request_timeout)
