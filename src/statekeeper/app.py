@@ -78,7 +78,11 @@ class Services:
         events.subscribe(log_event)
         hooks = _webhooks(settings, store, table)
         if hooks is not None:
-            events.subscribe(hooks.observe_event)
+            # The outbox rows commit with the event's audit record where they can.
+            if audit.join(hooks.write_outbox):
+                events.subscribe(hooks.wake_for)
+            else:
+                events.subscribe(hooks.observe_event)
         if metrics is not None:
             events.subscribe(metrics.observe_event)
             metrics.watch_locks(table)

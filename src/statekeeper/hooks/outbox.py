@@ -1,9 +1,11 @@
 """Subscriptions, the outbox and the delivery log: tables of the embedded database.
 
 The outbox holds one row per (event, subscription) still to deliver. A row is
-written synchronously by the event-stream subscriber, before the request that
-caused the event is answered, and is committed with ``synchronous=FULL``: a
-server killed after answering still has it, and its restart delivers it. A
+written in the transaction that records the event in the audit trail, before
+the request that caused the event is answered, and is committed with
+``synchronous=FULL``: a server killed after answering still has it, and its
+restart delivers it; an event is in the audit trail exactly when its rows are
+in the outbox. A
 sender *claims* due rows with a lease (its ID and an expiry) in one
 ``UPDATE … RETURNING``, so that several servers sharing the database deliver
 each row once in the normal case; a sender that dies leaves its lease to
@@ -107,10 +109,13 @@ class Outbox:
 
     # Subscriptions
 
-    def subscriptions(self) -> list[Subscription]:
-        rows = self.db.run(
-            lambda db: db.execute("SELECT body FROM hook_subscriptions ORDER BY name").fetchall()
-        )
+    def subscriptions(self, db: sqlite3.Connection | None = None) -> list[Subscription]:
+        """Every subscription; on ``db`` inside a caller's transaction when given."""
+
+        def read(conn: sqlite3.Connection) -> list[Any]:
+            return conn.execute("SELECT body FROM hook_subscriptions ORDER BY name").fetchall()
+
+        rows = read(db) if db is not None else self.db.run(read)
         return [Subscription.from_json(json.loads(body)) for (body,) in rows]
 
     def add(self, sub: Subscription) -> None:
@@ -135,19 +140,21 @@ class Outbox:
     # The outbox
 
     def enqueue(self, kind: str, event: Event, hooks: Sequence[str]) -> None:
-        """Queue ``event`` for each of ``hooks``, durably, in one transaction."""
+        """Queue ``event`` for each of ``hooks``, durably, in a transaction of its own."""
+        self.db.run(lambda db: self.enqueue_in(db, kind, event, hooks), write=True)
+
+    def enqueue_in(
+        self, db: sqlite3.Connection, kind: str, event: Event, hooks: Sequence[str]
+    ) -> None:
+        """Queue ``event`` for each of ``hooks`` in the caller's transaction on ``db``."""
         text = json.dumps(event.to_json(), separators=(",", ":"))
         created = format_rfc3339(utcnow())
         now = time.time()
-        rows = [(event.id, hook, kind, text, now, created) for hook in hooks]
-        self.db.run(
-            lambda db: db.executemany(
-                "INSERT OR IGNORE INTO hook_outbox "
-                "(event_id, hook, kind, event, status, next_attempt, created) "
-                "VALUES (?, ?, ?, ?, 'pending', ?, ?)",
-                rows,
-            ),
-            write=True,
+        db.executemany(
+            "INSERT OR IGNORE INTO hook_outbox "
+            "(event_id, hook, kind, event, status, next_attempt, created) "
+            "VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+            [(event.id, hook, kind, text, now, created) for hook in hooks],
         )
 
     def claim(self, owner: str, lease: float, limit: int = 20) -> list[Entry]:

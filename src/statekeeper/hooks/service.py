@@ -1,14 +1,16 @@
 """Webhooks as the server and the CLI see them: the event-stream subscriber and management.
 
-:meth:`Webhooks.observe_event` is a subscriber of the event stream like the
-audit trail: for an event some subscription wants, it writes the outbox rows
-before the request is answered (a few hundred microseconds of SQLite; nothing
-is sent on the request path) and wakes the sender.
+For an event some subscription wants, the outbox rows are written in the
+same SQLite transaction as the event's audit record (:meth:`Webhooks.write_outbox`,
+joined to the audit trail), before the request is answered; nothing is sent
+on the request path. :meth:`Webhooks.wake_for`, a subscriber after the audit
+trail, then wakes the sender.
 """
 
 from __future__ import annotations
 
 import secrets
+import sqlite3
 import threading
 import time
 import uuid
@@ -61,18 +63,41 @@ class Webhooks:
 
     # The subscriber (on the request path: kept to one query and one insert)
 
-    def subscriptions(self) -> list[Subscription]:
+    def subscriptions(self, db: sqlite3.Connection | None = None) -> list[Subscription]:
+        """The subscriptions, re-read at most every two seconds (on ``db`` when given:
+        inside the audit record's transaction no other may start)."""
         with self._guard:
             if time.monotonic() - self._read_at > _REFRESH:
-                self._subs = self.outbox.subscriptions()
+                self._subs = self.outbox.subscriptions(db)
                 self._read_at = time.monotonic()
             return self._subs
 
-    def observe_event(self, event: Event) -> None:
+    def _wanted(
+        self, event: Event, db: sqlite3.Connection | None = None
+    ) -> tuple[str, list[str]] | None:
         kind = hook_type(event)
         if kind is None or event.state is None:
-            return
-        self._offer(kind, event)
+            return None
+        wanted = [s.name for s in self.subscriptions(db) if s.wants(kind, event.state)]
+        return (kind, wanted) if wanted else None
+
+    def write_outbox(self, db: sqlite3.Connection, event: Event) -> None:
+        """Joined to the audit trail: the outbox rows commit with the event's audit record."""
+        wanted = self._wanted(event, db)
+        if wanted is not None:
+            self.outbox.enqueue_in(db, wanted[0], event, wanted[1])
+
+    def wake_for(self, event: Event) -> None:
+        """The subscriber after the audit trail: the rows are committed, send them now."""
+        if hook_type(event) is not None:
+            self.sender.wake()
+
+    def observe_event(self, event: Event) -> None:
+        """The subscriber where the audit trail has no transaction to join."""
+        wanted = self._wanted(event)
+        if wanted is not None:
+            self.outbox.enqueue(wanted[0], event, wanted[1])
+            self.sender.wake()
 
     def _offer(self, kind: str, event: Event) -> None:
         assert event.state is not None

@@ -26,6 +26,7 @@ import json
 import logging
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -101,6 +102,14 @@ class AuditLog(Protocol):
         """Events that could not be written since the start (the metrics count them)."""
         ...
 
+    def join(self, companion: Companion) -> bool:
+        """Run ``companion`` in the transaction that records each event (the webhook
+        outbox), where the log has one; False when it writes objects in batches."""
+        ...
+
+
+#: A write made in the same transaction as an event's audit record.
+Companion = Callable[[sqlite3.Connection, Event], None]
 
 _SQLITE_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS audit (
@@ -126,6 +135,7 @@ class SqliteAuditLog:
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
         self._failures = 0
+        self._companions: list[Companion] = []
 
         def create(conn: sqlite3.Connection) -> None:
             for statement in _SQLITE_SCHEMA:
@@ -143,18 +153,35 @@ class SqliteAuditLog:
             event.outcome,
             json.dumps(event.to_json()),
         )
-        try:
-            self.db.run(
-                lambda db: db.execute(
-                    "INSERT INTO audit (time, action, actor, state, outcome, event) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    row,
-                ),
-                write=True,
+
+        def tx(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO audit (time, action, actor, state, outcome, event) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                row,
             )
+            for companion in self._companions:
+                # A companion that fails gives up its own writes, never the audit record.
+                db.execute("SAVEPOINT companion")
+                try:
+                    companion(db, event)
+                except Exception:  # logged with the event; the audit record stays
+                    db.execute("ROLLBACK TO companion")
+                    log.exception(
+                        "a write joined to the audit record failed; the event: %s",
+                        json.dumps(event.to_json(), separators=(",", ":")),
+                    )
+                db.execute("RELEASE companion")
+
+        try:
+            self.db.run(tx, write=True)
         except StatekeeperError:
             self._failures += 1
             raise
+
+    def join(self, companion: Companion) -> bool:
+        self._companions.append(companion)
+        return True
 
     def close(self) -> None:
         """Nothing pending: every event is committed when recorded."""
@@ -277,6 +304,9 @@ class StoreAuditLog:
 
     def backlog(self) -> int:
         return len(self._pending)
+
+    def join(self, companion: Companion) -> bool:
+        return False  # batches written by a thread: no transaction to share
 
     def failures(self) -> int:
         return self._failures
