@@ -8,8 +8,9 @@ alternated run by run so that a noisy minute on a shared machine hits both:
 - ``observed``: metrics on and scraped every 15 s (Prometheus' usual interval;
   once when the run starts), JSON logs at ``info`` (an
   access line and an event line per request, written to the server's log
-  file), and a webhook subscription to every event type when the server has
-  webhooks.
+  file), and a webhook subscription to every event type on every state,
+  delivered to a receiver on loopback (three deliveries a cycle, the
+  ``state.written`` one with its resource diff).
 
 The goal: observed / bare ≥ 0.95 in cycles per second. The server process's
 CPU time per cycle is measured too: on a machine shared with other work the
@@ -26,6 +27,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +38,56 @@ from servers import statekeeper_server
 CONFIGS = {
     "bare": ({"STATEKEEPER_METRICS": "false"}, ("--log-level", "warning")),
     "observed": (
-        {"STATEKEEPER_METRICS": "true", "STATEKEEPER_LOG_FORMAT": "json"},
+        {
+            "STATEKEEPER_METRICS": "true",
+            "STATEKEEPER_LOG_FORMAT": "json",
+            "STATEKEEPER_HOOKS_ALLOW": "127.0.0.1",
+        },
         ("--log-level", "info"),
     ),
 }
+
+
+class _Quiet(BaseHTTPRequestHandler):
+    """A webhook receiver that reads the delivery and answers 204, keeping the connection."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(204)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def _receiver() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _subscribe(workdir: Path, url: str) -> None:
+    """A subscription to every event type on every state, in the server's database."""
+    from statekeeper.app import Services
+    from statekeeper.hooks.model import Subscription
+    from statekeeper.settings import load_settings
+
+    env = {"STATEKEEPER_HOOKS_ALLOW": "127.0.0.1"}
+    settings = load_settings({"data_dir": workdir / ".statekeeper"}, env=env)
+    services = Services.build(settings)
+    try:
+        assert services.hooks is not None
+        services.hooks.add(Subscription("bench", url, "bench-secret"))
+    finally:
+        services.close()
 
 
 SCRAPE_EVERY = 15.0
@@ -76,14 +124,18 @@ def _cpu_seconds(pid: int) -> float:
 def _run(config: str, workdir: Path, clients: int, seconds: float) -> dict[str, Any]:
     env, args = CONFIGS[config]
     tag = f"{config}{clients}-{uuid.uuid4().hex[:6]}"
-    with statekeeper_server(fresh(workdir / tag), *args, env=env) as server:
-        before = _cpu_seconds(server.proc.pid)
+    where = fresh(workdir / tag)
+    with _receiver() as hook_url:
         if config == "observed":
-            with _scraper(server.url):
+            _subscribe(where, hook_url)
+        with statekeeper_server(where, *args, env=env) as server:
+            before = _cpu_seconds(server.proc.pid)
+            if config == "observed":
+                with _scraper(server.url):
+                    result = run_http(server.port, clients, False, seconds, tag)
+            else:
                 result = run_http(server.port, clients, False, seconds, tag)
-        else:
-            result = run_http(server.port, clients, False, seconds, tag)
-        cpu = _cpu_seconds(server.proc.pid) - before
+            cpu = _cpu_seconds(server.proc.pid) - before
     result["server_cpu_ms_per_cycle"] = 1000 * cpu / max(result["cycles"], 1)
     return result
 

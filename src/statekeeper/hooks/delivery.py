@@ -13,6 +13,7 @@ leaves the row to be sent again, with the same event ID.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import random
@@ -23,21 +24,22 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-import httpx
+from urllib.parse import urlsplit
 
 from statekeeper import __version__
 from statekeeper.errors import StatekeeperError
 from statekeeper.hooks.guard import IPNetwork, check_destination
 from statekeeper.hooks.model import Subscription, cloudevent
-from statekeeper.hooks.outbox import Entry, Outbox
+from statekeeper.hooks.outbox import Attempt, Entry, Outbox
 from statekeeper.hooks.signing import HEADER, sign
 
-__all__ = ["Policy", "Sender", "post"]
+__all__ = ["TRANSPORT_ERRORS", "Connections", "Policy", "Sender", "post"]
 
 log = logging.getLogger("statekeeper.hooks")
 
 _BACKOFF_CAP = 3600.0
+#: Rows claimed at a time.
+_BATCH = 20
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,65 @@ class Policy:
         return full / 2 + random.uniform(0, full / 2)
 
 
-def post(sub: Subscription, body: bytes, event_id: str, policy: Policy) -> int:
-    """Send one signed delivery; the HTTP status (raises StatekeeperError or httpx errors)."""
+#: What a delivery that never got an answer raises.
+TRANSPORT_ERRORS = (OSError, http.client.HTTPException)
+
+
+class Connections:
+    """Keep-alive connections to receivers, one per scheme, host and port.
+
+    The standard library's client: a delivery is one small POST, and a general
+    HTTP client costs several times its CPU. Redirects are not followed (an
+    answer of 3xx is a failed delivery). Used by one thread at a time.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._open: dict[tuple[str, str, int], http.client.HTTPConnection] = {}
+
+    def post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        parts = urlsplit(url)
+        https = parts.scheme == "https"
+        host = parts.hostname or ""
+        key = (parts.scheme, host, parts.port or (443 if https else 80))
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        for reused in (True, False):
+            conn = self._open.pop(key, None) if reused else None
+            if conn is None:
+                reused = False
+                conn = (
+                    http.client.HTTPSConnection(host, key[2], timeout=self.timeout)
+                    if https
+                    else http.client.HTTPConnection(host, key[2], timeout=self.timeout)
+                )
+            try:
+                conn.request("POST", target, body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+            except TRANSPORT_ERRORS:
+                conn.close()
+                if reused:
+                    continue  # the receiver closed the idle connection: once more, afresh
+                raise
+            if response.will_close:
+                conn.close()
+            else:
+                self._open[key] = conn
+            status: int = response.status
+            return status
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        for conn in self._open.values():
+            conn.close()
+        self._open.clear()
+
+
+def post(
+    sub: Subscription, body: bytes, event_id: str, policy: Policy, connections: Connections
+) -> int:
+    """Send one signed delivery; the HTTP status (raises StatekeeperError or a transport
+    error)."""
     check_destination(sub.url, policy.allow)
     headers = {
         "Content-Type": "application/cloudevents+json",
@@ -67,8 +126,7 @@ def post(sub: Subscription, body: bytes, event_id: str, policy: Policy) -> int:
         "Statekeeper-Event-Id": event_id,
         "User-Agent": f"statekeeper/{__version__}",
     }
-    with httpx.Client(timeout=policy.timeout, follow_redirects=False) as client:
-        return client.post(sub.url, content=body, headers=headers).status_code
+    return connections.post(sub.url, body, headers)
 
 
 class Sender:
@@ -105,44 +163,52 @@ class Sender:
             self._thread.join(self.policy.timeout + 5)
 
     def _run(self) -> None:
+        self.outbox.relax()
+        # Connections to receivers are kept alive for the thread's life.
+        connections = Connections(self.policy.timeout)
+        try:
+            self._loop(connections)
+        finally:
+            connections.close()
+
+    def _loop(self, connections: Connections) -> None:
         while not self._stop.is_set():
+            self._wake.clear()
             try:
                 self.chores()
-                entries = self.outbox.claim(self.owner, self.policy.lease)
+                entries = self.outbox.claim(self.owner, self.policy.lease, _BATCH)
+                subs = {s.name: s for s in self.outbox.subscriptions()} if entries else {}
             except StatekeeperError as exc:
                 log.error("the webhook outbox cannot be read: %s", exc.message)
                 entries = []
+            done: list[Attempt] = []
             for entry in entries:
                 if self._stop.is_set():
-                    return  # the lease runs out and the row is claimed again
-                self._deliver(entry)
-            if not entries:
-                # Rows of other servers, and retries coming due, are found by polling.
+                    break  # the others' leases run out and they are claimed again
+                done.append(self._deliver(entry, subs.get(entry.hook), connections))
+            self._record(done)
+            if len(entries) < _BATCH:
+                # Nothing else is due: wait to be woken by a new event, or poll for rows
+                # of other servers and retries coming due.
                 self._wake.wait(1.0)
-                self._wake.clear()
 
-    def _deliver(self, entry: Entry) -> None:
-        subs = {s.name: s for s in self.outbox.subscriptions()}
-        sub = subs.get(entry.hook)
+    def _deliver(self, entry: Entry, sub: Subscription | None, connections: Connections) -> Attempt:
         start = time.perf_counter()
         if sub is None:
-            self._record(entry, "dead", None, "the subscription was removed", start)
-            return
+            return Attempt(entry, "dead", None, "the subscription was removed", 0.0)
         body = entry.payload
         if body is None:
             body = cloudevent(entry.kind, entry.event, self.policy.source, self.enrich(entry))
-            self.outbox.set_payload(entry, body)
         status: int | None = None
         try:
-            status = post(sub, body, entry.event_id, self.policy)
+            status = post(sub, body, entry.event_id, self.policy, connections)
         except StatekeeperError as exc:
             error = exc.message
-        except httpx.HTTPError as exc:
+        except TRANSPORT_ERRORS as exc:
             error = f"{type(exc).__name__}: {exc}"
         else:
             if 200 <= status < 300:
-                self._record(entry, "delivered", status, None, start)
-                return
+                return Attempt(entry, "delivered", status, None, time.perf_counter() - start)
             error = f"the receiver answered {status}"
         self.failures += 1
         if entry.attempts + 1 >= self.policy.attempts:
@@ -154,30 +220,16 @@ class Sender:
                 entry.attempts + 1,
                 error,
             )
-            self._record(entry, "dead", status, error, start)
-        else:
-            retry_at = time.time() + self.policy.delay(entry.attempts + 1)
-            self._record(entry, "retry", status, error, start, retry_at)
+            return Attempt(entry, "dead", status, error, time.perf_counter() - start)
+        retry_at = time.time() + self.policy.delay(entry.attempts + 1)
+        # The body is kept for the retries: each sends the same bytes.
+        return Attempt(entry, "retry", status, error, time.perf_counter() - start, retry_at, body)
 
-    def _record(
-        self,
-        entry: Entry,
-        outcome: str,
-        status: int | None,
-        error: str | None,
-        start: float,
-        next_attempt: float | None = None,
-    ) -> None:
+    def _record(self, attempts: list[Attempt]) -> None:
+        if not attempts:
+            return
         try:
-            self.outbox.finish(
-                entry,
-                self.owner,
-                outcome=outcome,
-                status=status,
-                error=error,
-                seconds=time.perf_counter() - start,
-                next_attempt=next_attempt,
-            )
+            self.outbox.finish(self.owner, attempts)
         except StatekeeperError as exc:
-            # The lease runs out and the row is sent again: at least once.
-            log.error("webhook delivery %s could not be recorded: %s", entry.id, exc.message)
+            # The leases run out and the rows are sent again: at least once.
+            log.error("%d webhook attempts could not be recorded: %s", len(attempts), exc.message)

@@ -29,7 +29,7 @@ from statekeeper.storage.base import RecordSpace
 from statekeeper.storage.sqlite import SqliteDatabase
 from statekeeper.times import format_rfc3339, utcnow
 
-__all__ = ["Entry", "Outbox", "open_outbox"]
+__all__ = ["Attempt", "Entry", "Outbox", "open_outbox"]
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS hook_subscriptions (
@@ -95,6 +95,20 @@ class Entry:
             payload=None if row[5] is None else bytes(row[5]),
             attempts=int(row[6]),
         )
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What came of one delivery attempt: ``delivered``, ``retry`` or ``dead``."""
+
+    entry: Entry
+    outcome: str
+    status: int | None
+    error: str | None
+    seconds: float
+    next_attempt: float | None = None
+    #: The body sent, kept for the retries (None: already kept, or no retry).
+    payload: bytes | None = None
 
 
 class Outbox:
@@ -172,60 +186,55 @@ class Outbox:
         )
         return sorted((Entry.from_row(r) for r in rows), key=lambda e: e.id)
 
-    def set_payload(self, entry: Entry, payload: bytes) -> None:
-        """Keep the body of the first attempt: every retry sends the same bytes."""
-        self.db.run(
-            lambda db: db.execute(
-                "UPDATE hook_outbox SET payload = ? WHERE id = ? AND payload IS NULL",
-                (payload, entry.id),
-            ),
-            write=True,
-        )
+    def relax(self) -> None:
+        """For the sender's own connection: commits wait for the WAL, not the disk.
 
-    def finish(
-        self,
-        entry: Entry,
-        owner: str,
-        *,
-        outcome: str,
-        status: int | None,
-        error: str | None,
-        seconds: float,
-        next_attempt: float | None = None,
-    ) -> None:
-        """Record an attempt: ``delivered``, ``retry`` (at ``next_attempt``) or ``dead``."""
-        attempt = entry.attempts + 1
+        The rows themselves are written by the event's transaction, fully
+        synced. What the sender writes (leases, attempts) may be lost to a power
+        cut and the delivery made again, which at-least-once allows; an fsync per
+        attempt would make delivering cost more than the requests it reports.
+        """
+        with self.db.reading() as conn:
+            conn.execute("PRAGMA synchronous=NORMAL")
+
+    def finish(self, owner: str, attempts: Sequence[Attempt]) -> None:
+        """Record attempts, in one transaction, in the rows and the delivery log."""
         stamp = format_rfc3339(utcnow())
 
         def tx(db: sqlite3.Connection) -> None:
-            if outcome == "retry":
+            for a in attempts:
+                number = a.entry.attempts + 1
+                if a.outcome == "retry":
+                    db.execute(
+                        "UPDATE hook_outbox SET attempts = ?, next_attempt = ?, last_error = ?, "
+                        "payload = COALESCE(payload, ?), lease_owner = NULL, lease_until = NULL "
+                        "WHERE id = ? AND lease_owner = ?",
+                        (number, a.next_attempt, a.error, a.payload, a.entry.id, owner),
+                    )
+                else:
+                    db.execute(
+                        "UPDATE hook_outbox SET attempts = ?, status = ?, last_error = ?, "
+                        "done = ?, lease_owner = NULL, lease_until = NULL "
+                        "WHERE id = ? AND lease_owner = ?",
+                        (number, a.outcome, a.error, stamp, a.entry.id, owner),
+                    )
                 db.execute(
-                    "UPDATE hook_outbox SET attempts = ?, next_attempt = ?, last_error = ?, "
-                    "lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?",
-                    (attempt, next_attempt, error, entry.id, owner),
+                    "INSERT INTO hook_deliveries (outbox_id, event_id, hook, kind, attempt, "
+                    "time, status, error, duration_ms, outcome) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        a.entry.id,
+                        a.entry.event_id,
+                        a.entry.hook,
+                        a.entry.kind,
+                        number,
+                        stamp,
+                        a.status,
+                        a.error,
+                        round(a.seconds * 1000, 2),
+                        a.outcome,
+                    ),
                 )
-            else:
-                db.execute(
-                    "UPDATE hook_outbox SET attempts = ?, status = ?, last_error = ?, done = ?, "
-                    "lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?",
-                    (attempt, outcome, error, stamp, entry.id, owner),
-                )
-            db.execute(
-                "INSERT INTO hook_deliveries (outbox_id, event_id, hook, kind, attempt, time, "
-                "status, error, duration_ms, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    entry.id,
-                    entry.event_id,
-                    entry.hook,
-                    entry.kind,
-                    attempt,
-                    stamp,
-                    status,
-                    error,
-                    round(seconds * 1000, 2),
-                    outcome,
-                ),
-            )
 
         self.db.run(tx, write=True)
 

@@ -19,15 +19,13 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-import httpx
-
 from statekeeper.errors import StatekeeperError, StorageError
 from statekeeper.events import Action, Event
-from statekeeper.hooks.delivery import Policy, Sender, post
+from statekeeper.hooks.delivery import TRANSPORT_ERRORS, Connections, Policy, Sender, post
 from statekeeper.hooks.guard import check_destination
 from statekeeper.hooks.model import Subscription, cloudevent, hook_type
 from statekeeper.hooks.outbox import Entry, Outbox
-from statekeeper.state.diff import diff_states
+from statekeeper.state.diff import Instance, instances_of, readable_document
 from statekeeper.storage.base import ObjectStore
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.times import utcnow
@@ -38,6 +36,7 @@ __all__ = ["Webhooks"]
 #: the CLI reaches a running server within this).
 _REFRESH = 2.0
 _STALE_SCAN = 30.0
+_PARSED_STATES = 16
 _STALE_IDS = uuid.UUID("5d1e2c1a-4b0e-4f3e-9a59-1c0ffee00001")
 
 
@@ -60,6 +59,8 @@ class Webhooks:
         self._read_at = -float("inf")
         self._guard = threading.Lock()
         self._scanned_at = -float("inf")
+        #: (state, version) -> its instances, for the last version of a few states.
+        self._parsed: dict[tuple[str, str], dict[str, Instance]] = {}
 
     # The subscriber (on the request path: kept to one query and one insert)
 
@@ -117,28 +118,45 @@ class Webhooks:
     def _enrich(self, entry: Entry) -> dict[str, Any]:
         """``state.written``: the resources the new version added, changed and removed."""
         event = entry.event
-        if entry.kind != "state.written" or not event.version or not event.state:
+        state, version = event.state, event.version
+        if entry.kind != "state.written" or not version or not state:
+            return {}
+        if not self.store.supports_versions:
             return {}
         try:
-            history = self.store.versions(event.state) if self.store.supports_versions else []
-            ids = [v.version_id for v in history]
-            if event.version not in ids:
-                return {}
-            at = ids.index(event.version)
-            new = self.store.get(event.state, event.version)
-            old = self.store.get(event.state, ids[at + 1]) if at + 1 < len(ids) else None
-            if new is None:
-                return {}
-            diff = diff_states(None if old is None else old.data, new.data)
+            previous = self.store.version_before(state, version)
+            before = self._instances(state, previous) if previous is not None else {}
+            after = self._instances(state, version)
         except StatekeeperError:
             return {}  # an OpenTofu encrypted state, a version gone: the facts without it
+        # Addresses only: which attribute changed, and to what, is not the payload's to say.
+        changed = [
+            a
+            for a in sorted(set(before) & set(after))
+            if (before[a].attributes, before[a].status) != (after[a].attributes, after[a].status)
+        ]
         return {
             "resources": {
-                "added": list(diff.added),
-                "changed": [c.address for c in diff.changed],
-                "removed": list(diff.removed),
+                "added": sorted(set(after) - set(before)),
+                "changed": changed,
+                "removed": sorted(set(before) - set(after)),
             }
         }
+
+    def _instances(self, state: str, version: str) -> dict[str, Instance]:
+        """The instances of one version. The last one read of each state is kept: the
+        next write's previous version is this write's new one, so each write reads and
+        parses one version, not two."""
+        key = (state, version)
+        found = self._parsed.get(key)
+        if found is None:
+            obj = self.store.get(state, version)
+            found = {} if obj is None else instances_of(readable_document(obj.data))
+            self._parsed = {k: v for k, v in self._parsed.items() if k[0] != state}
+            if len(self._parsed) >= _PARSED_STATES:
+                self._parsed.pop(next(iter(self._parsed)))
+            self._parsed[key] = found
+        return found
 
     def _chores(self) -> None:
         """``lock.stale``: once per lock held longer than ``stale_after`` seconds."""
@@ -193,7 +211,10 @@ class Webhooks:
             raise NotFound(f"there is no hook named {name!r}; see 'statekeeper hooks list'")
         event = Event(action=Action.READ, actor="statekeeper", detail="a test delivery")
         body = cloudevent("ping", event, self.policy.source)
+        connections = Connections(self.policy.timeout)
         try:
-            return post(sub, body, event.id, self.policy)
-        except httpx.HTTPError as exc:
+            return post(sub, body, event.id, self.policy, connections)
+        except TRANSPORT_ERRORS as exc:
             raise StorageError(f"the test delivery to {name} failed: {exc}") from exc
+        finally:
+            connections.close()

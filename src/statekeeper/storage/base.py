@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from statekeeper.errors import CapabilityMissing, LockMismatch, LockNotFound
+from statekeeper.errors import CapabilityMissing, LockMismatch, LockNotFound, VersionNotFound
 from statekeeper.terraform.lockinfo import LockInfo
 
 if TYPE_CHECKING:
@@ -126,6 +126,17 @@ class ObjectStore(ABC):
     def versions(self, key: str) -> list[ObjectInfo]:
         """Every version of ``key``, newest first (needs ``supports_versions``)."""
         raise CapabilityMissing(f"the {self.scheme} store keeps no version history")
+
+    def version_before(self, key: str, version_id: str) -> str | None:
+        """The ID of the version written just before ``version_id`` (None: it is the first).
+
+        Needs ``supports_versions``; drivers with an index answer without listing.
+        """
+        ids = [v.version_id for v in self.versions(key)]
+        if version_id not in ids:
+            raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
+        at = ids.index(version_id)
+        return ids[at + 1] if at + 1 < len(ids) else None
 
     def put_if_absent(self, key: str, data: bytes, metadata: Mapping[str, str]) -> bool:
         """Create ``key`` only if it does not exist; False when it does."""

@@ -150,6 +150,9 @@ class MeteredStore(ObjectStore):
     def versions(self, key: str) -> list[ObjectInfo]:
         return self._meter("versions", lambda: self.inner.versions(key))
 
+    def version_before(self, key: str, version_id: str) -> str | None:
+        return self._meter("version_before", lambda: self.inner.version_before(key, version_id))
+
     def probe(self) -> None:
         self._meter("probe", self.inner.probe)
 

@@ -280,6 +280,22 @@ class SqliteStore(ObjectStore):
         for row in rows:
             yield _info(row, is_latest=True)
 
+    def version_before(self, key: str, version_id: str) -> str | None:
+        if not version_id.isdigit():
+            raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
+
+        def tx(db: sqlite3.Connection) -> str | None:
+            if not db.execute(
+                "SELECT 1 FROM objects WHERE key = ? AND id = ?", (key, int(version_id))
+            ).fetchone():
+                raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
+            row = db.execute(
+                "SELECT MAX(id) FROM objects WHERE key = ? AND id < ?", (key, int(version_id))
+            ).fetchone()
+            return None if row is None or row[0] is None else str(row[0])
+
+        return self.db.run(tx)
+
     def versions(self, key: str) -> list[ObjectInfo]:
         def tx(db: sqlite3.Connection) -> list[ObjectInfo]:
             current = db.execute("SELECT object_id FROM current WHERE key = ?", (key,)).fetchone()

@@ -88,6 +88,19 @@ class _ObjectStoreBasics:
         with pytest.raises(VersionNotFound):
             store.get("v.tfstate", "no-such-version")
 
+    def test_version_before_names_the_previous_version(self, store: ObjectStore) -> None:
+        if not store.supports_versions:
+            with pytest.raises(CapabilityMissing):
+                store.version_before("k", "1")
+            return
+        ids = [store.put("k", bytes([n]), {}).version_id for n in range(3)]
+        store.put("other", b"x", {})
+        assert store.version_before("k", ids[2]) == ids[1]
+        assert store.version_before("k", ids[1]) == ids[0]
+        assert store.version_before("k", ids[0]) is None
+        with pytest.raises(VersionNotFound):
+            store.version_before("k", "404")
+
     def test_versions_survive_delete(self, store: ObjectStore) -> None:
         first = store.put("d.tfstate", STATE, {})
         if not store.supports_versions:
