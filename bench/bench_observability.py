@@ -6,11 +6,14 @@ alternated run by run so that a noisy minute on a shared machine hits both:
 
 - ``bare``: ``metrics = false``, log level ``warning`` (no access line, no event line);
 - ``observed``: metrics on and scraped every 15 s (Prometheus' usual interval;
-  once when the run starts), JSON logs at ``info`` (an
-  access line and an event line per request, written to the server's log
-  file), and a webhook subscription to every event type on every state,
-  delivered to a receiver on loopback (three deliveries a cycle, the
-  ``state.written`` one with its resource diff).
+  once when the run starts), JSON logs at ``info`` (an access line and an
+  event line per request, written to the server's log file), and a webhook
+  subscription to ``state.written`` on every state, delivered to a receiver on
+  loopback (one delivery a cycle, with its resource diff);
+- ``metrics-logs``: ``observed`` without the webhook;
+- ``every-event``: ``observed`` with the subscription to every event the cycle
+  makes (``lock.acquired``, ``state.written``, ``lock.released``: three
+  deliveries a cycle, each an HTTP request of its own).
 
 The goal: observed / bare ≥ 0.95 in cycles per second. The server process's
 CPU time per cycle is measured too: on a machine shared with other work the
@@ -35,16 +38,24 @@ from bench_locks import run_http
 from harness import OUT, env_int, env_list, fresh, log, median
 from servers import statekeeper_server
 
+_OBSERVED = (
+    {
+        "STATEKEEPER_METRICS": "true",
+        "STATEKEEPER_LOG_FORMAT": "json",
+        "STATEKEEPER_HOOKS_ALLOW": "127.0.0.1",
+    },
+    ("--log-level", "info"),
+)
 CONFIGS = {
     "bare": ({"STATEKEEPER_METRICS": "false"}, ("--log-level", "warning")),
-    "observed": (
-        {
-            "STATEKEEPER_METRICS": "true",
-            "STATEKEEPER_LOG_FORMAT": "json",
-            "STATEKEEPER_HOOKS_ALLOW": "127.0.0.1",
-        },
-        ("--log-level", "info"),
-    ),
+    "metrics-logs": _OBSERVED,
+    "observed": _OBSERVED,
+    "every-event": _OBSERVED,
+}
+#: The webhook event types each configuration subscribes to.
+HOOK_EVENTS: dict[str, tuple[str, ...]] = {
+    "observed": ("state.written",),
+    "every-event": ("state.written", "lock.acquired", "lock.released"),
 }
 
 
@@ -74,8 +85,8 @@ def _receiver() -> Iterator[str]:
         server.server_close()
 
 
-def _subscribe(workdir: Path, url: str) -> None:
-    """A subscription to every event type on every state, in the server's database."""
+def _subscribe(workdir: Path, url: str, events: tuple[str, ...]) -> None:
+    """A subscription to ``events`` on every state, in the server's database."""
     from statekeeper.app import Services
     from statekeeper.hooks.model import Subscription
     from statekeeper.settings import load_settings
@@ -85,7 +96,7 @@ def _subscribe(workdir: Path, url: str) -> None:
     services = Services.build(settings)
     try:
         assert services.hooks is not None
-        services.hooks.add(Subscription("bench", url, "bench-secret"))
+        services.hooks.add(Subscription("bench", url, "bench-secret", events=events))
     finally:
         services.close()
 
@@ -126,11 +137,11 @@ def _run(config: str, workdir: Path, clients: int, seconds: float) -> dict[str, 
     tag = f"{config}{clients}-{uuid.uuid4().hex[:6]}"
     where = fresh(workdir / tag)
     with _receiver() as hook_url:
-        if config == "observed":
-            _subscribe(where, hook_url)
+        if config in HOOK_EVENTS:
+            _subscribe(where, hook_url, HOOK_EVENTS[config])
         with statekeeper_server(where, *args, env=env) as server:
             before = _cpu_seconds(server.proc.pid)
-            if config == "observed":
+            if config != "bare":
                 with _scraper(server.url):
                     result = run_http(server.port, clients, False, seconds, tag)
             else:
@@ -161,14 +172,16 @@ def run() -> dict[str, Any]:
                 "errors": sum(r["error_count"] for r in results),
                 "runs": results,
             }
-        row["ratio"] = row["observed"]["cycles_per_s"] / row["bare"]["cycles_per_s"]
-        row["cpu_ratio"] = row["bare"]["cpu_ms_per_cycle"] / row["observed"]["cpu_ms_per_cycle"]
-        log(
-            f"observability x{clients}: bare {row['bare']['cycles_per_s']:.1f}/s, observed "
-            f"{row['observed']['cycles_per_s']:.1f}/s, ratio {row['ratio']:.3f}; server CPU "
-            f"{row['bare']['cpu_ms_per_cycle']:.2f} / {row['observed']['cpu_ms_per_cycle']:.2f} "
-            f"ms per cycle, ratio {row['cpu_ratio']:.3f}"
-        )
+        for name in ("metrics-logs", "observed", "every-event"):
+            row[name]["ratio"] = row[name]["cycles_per_s"] / row["bare"]["cycles_per_s"]
+            row[name]["cpu_ratio"] = row["bare"]["cpu_ms_per_cycle"] / row[name]["cpu_ms_per_cycle"]
+            log(
+                f"observability x{clients} {name}: {row[name]['cycles_per_s']:.1f}/s against "
+                f"{row['bare']['cycles_per_s']:.1f}/s bare, ratio {row[name]['ratio']:.3f}; "
+                f"server CPU {row[name]['cpu_ms_per_cycle']:.2f} against "
+                f"{row['bare']['cpu_ms_per_cycle']:.2f} ms per cycle, ratio "
+                f"{row[name]['cpu_ratio']:.3f}"
+            )
         rows.append(row)
     return {
         "params": {"clients": clients_list, "repeats": repeats, "seconds_per_run": seconds},

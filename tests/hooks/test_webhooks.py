@@ -7,8 +7,6 @@ test tells it to.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import subprocess
@@ -33,14 +31,21 @@ NAME = "team/app.tfstate"
 FAST = {"STATEKEEPER_HOOKS_ALLOW": "127.0.0.1", "STATEKEEPER_HOOKS_BACKOFF": "0.2"}
 
 
-def receiver_verifies(header: str, body: bytes, secret: str, window: int = 300) -> bool:
-    """The verification of docs/observability.md, written out."""
-    parts = dict(p.split("=", 1) for p in header.split(","))
-    timestamp = int(parts["t"])
-    expected = hmac.new(
-        secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256
-    ).hexdigest()
-    return abs(time.time() - timestamp) <= window and hmac.compare_digest(expected, parts["v1"])
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "observability.md"
+
+
+def documented_verify() -> Callable[[str, bytes, str], bool]:
+    """The receiver's verification exactly as docs/observability.md prints it."""
+    text = DOCS.read_text()
+    section = text[text.index("### Signatures") :]
+    start = section.index("```python\n") + len("```python\n")
+    namespace: dict[str, Any] = {}
+    exec(section[start : section.index("```", start)], namespace)  # our own docs
+    verify_snippet: Callable[[str, bytes, str], bool] = namespace["verify"]
+    return verify_snippet
+
+
+receiver_verifies = documented_verify()
 
 
 class Receiver:
