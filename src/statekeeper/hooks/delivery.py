@@ -3,9 +3,9 @@
 It claims due rows with a lease, POSTs each as a signed CloudEvent, and
 records the attempt: a 2xx answer delivers; anything else (an error status, a
 timeout, a refused connection, a destination the guard refuses) is retried
-after an exponential backoff with jitter, ``backoff * 2^(attempt-1)`` seconds
-(capped at an hour) of which a random half, until ``attempts`` attempts
-have failed: the row is then *dead* (the dead letters, listed by
+after an exponential backoff with jitter: after the n-th failure, between half
+and all of ``backoff * 2^(n-1)`` seconds (capped at an hour), until ``attempts``
+attempts have failed: the row is then *dead* (the dead letters, listed by
 ``statekeeper hooks deliveries --outcome dead``). Delivery is at least once: a
 sender killed after the receiver answered but before it recorded the answer
 leaves the row to be sent again, with the same event ID.
