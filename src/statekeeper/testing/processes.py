@@ -31,18 +31,28 @@ def free_port() -> int:
         return port
 
 
-def wait_for_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+def wait_for_http(
+    url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0, expect: bytes | None = None
+) -> None:
+    """Poll ``url`` until it answers; with ``expect``, until a 200 whose body holds it.
+
+    ``expect`` tells our server from whatever else may answer on the port: a free
+    port picked earlier can be taken by another process before ours binds it.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} before serving")
         try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if expect is None or expect in response.read():
+                    return
         except urllib.error.HTTPError:
-            return  # it answered
+            if expect is None:
+                return  # it answered
         except OSError:
-            time.sleep(0.05)
+            pass
+        time.sleep(0.05)
     raise RuntimeError(f"{url} did not answer within {timeout}s")
 
 
@@ -111,7 +121,7 @@ class StatekeeperServer(_Process):
         )
         log.close()
         try:
-            wait_for_http(self.url + "/healthz", self.proc)
+            wait_for_http(self.url + "/healthz", self.proc, expect=b'"status":"ok"')
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}\n--- server log ---\n{self.log()}") from exc
         return self
