@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from statekeeper.events import EventStream, log_event
 from statekeeper.security.audit import AuditLog, open_audit_log
@@ -16,7 +17,12 @@ from statekeeper.state.locks import LockService
 from statekeeper.state.service import StateService
 from statekeeper.storage.base import LockTable, ObjectStore
 from statekeeper.storage.encrypting import KeyService, encrypting
+from statekeeper.storage.metered import MeteredLocks, MeteredStore
 from statekeeper.storage.registry import open_locks, open_store
+
+if TYPE_CHECKING:
+    from statekeeper.hooks.service import Webhooks
+    from statekeeper.telemetry.metrics import Metrics
 
 __all__ = ["Services"]
 
@@ -36,13 +42,22 @@ class Services:
     tokens: TokenService
     keys: KeyService
     oidc: OidcVerifier | None = None
+    #: The server's metrics (``serve`` builds them; the CLI does without).
+    metrics: Metrics | None = None
+    #: Webhooks: on the embedded store (whose database keeps their outbox).
+    hooks: Webhooks | None = None
 
     @classmethod
-    def build(cls, settings: Settings, policy: Policy | None = None) -> Services:
+    def build(
+        cls, settings: Settings, policy: Policy | None = None, metrics: Metrics | None = None
+    ) -> Services:
         raw = open_store(settings.store_url)
         try:
-            store = encrypting(raw, settings.master_key)
+            # Timed below the encryption: the figures are the driver's own.
+            store = encrypting(MeteredStore(raw, metrics) if metrics else raw, settings.master_key)
             table = open_locks(settings.locks_url, store)
+            if metrics is not None:
+                table = MeteredLocks(table, metrics)
         except BaseException:
             raw.close()
             raise
@@ -61,6 +76,20 @@ class Services:
         events = EventStream()
         events.subscribe(audit.record)
         events.subscribe(log_event)
+        hooks = _webhooks(settings, store, table)
+        if hooks is not None:
+            # The outbox rows commit with the event's audit record where they can.
+            if audit.join(hooks.write_outbox):
+                events.subscribe(hooks.wake_for)
+            else:
+                events.subscribe(hooks.observe_event)
+        if metrics is not None:
+            events.subscribe(metrics.observe_event)
+            metrics.watch_locks(table)
+            metrics.watch_queue("audit", audit.backlog, audit.failures)
+            if hooks is not None:
+                sender = hooks.sender
+                metrics.watch_queue("webhooks", hooks.outbox.backlog, lambda: sender.failures)
         policy = policy or ScopePolicy()
         locks = LockService(store, table, policy, events, max_lock_info=settings.max_lock_info)
         return cls(
@@ -76,6 +105,8 @@ class Services:
             tokens=TokenService(token_store, policy, events),
             keys=KeyService(store, events),
             oidc=oidc,
+            metrics=metrics,
+            hooks=hooks,
         )
 
     def require_key(self) -> None:
@@ -83,8 +114,34 @@ class Services:
         self.keys.store.require_key()
 
     def close(self) -> None:
+        if self.hooks is not None:
+            self.hooks.close()
         try:
             self.audit.close()  # pending audit events go to the store first
         finally:
             self.lock_table.close()
             self.store.close()
+
+
+def _webhooks(settings: Settings, store: ObjectStore, table: LockTable) -> Webhooks | None:
+    """Webhooks where the store has a database for their outbox; else none."""
+    if store.records.database is None:
+        return None
+    from statekeeper.hooks.delivery import Policy
+    from statekeeper.hooks.guard import parse_allow
+    from statekeeper.hooks.outbox import Outbox
+    from statekeeper.hooks.service import Webhooks
+
+    policy = Policy(
+        attempts=max(1, settings.hooks_attempts),
+        backoff=settings.hooks_backoff,
+        allow=parse_allow(settings.hooks_allow),
+        source=f"statekeeper://{settings.host}:{settings.port}",
+    )
+    return Webhooks(
+        Outbox(store.records.database),
+        store,
+        policy,
+        locks=table.scan,
+        stale_after=settings.hooks_stale_after,
+    )

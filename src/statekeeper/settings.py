@@ -60,6 +60,13 @@ def _port(text: str) -> int:
     return port
 
 
+def _log_format(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("auto", "text", "json"):
+        raise ValueError("the log format is auto, text or json")
+    return value
+
+
 def _bool(text: str) -> bool:
     if text.strip().lower() in ("1", "true", "yes", "on"):
         return True
@@ -139,6 +146,55 @@ SETTINGS: tuple[Setting, ...] = (
         flag="--log-level",
     ),
     Setting(
+        "log_format",
+        _log_format,
+        "auto",
+        "Server log lines: text, json (one JSON object a line), or auto (text on a terminal, "
+        "JSON otherwise).",
+    ),
+    Setting(
+        "ready_timeout",
+        float,
+        2.0,
+        "Seconds /readyz waits for the store and the lock table to answer before it says 503.",
+    ),
+    Setting("metrics", _bool, True, "Count requests, locks, writes and store calls for /metrics."),
+    Setting(
+        "metrics_listen",
+        str,
+        None,
+        "HOST:PORT of a second listener serving only /metrics, with no credentials needed "
+        "(default: /metrics on the main port, behind the 'metrics' permission).",
+    ),
+    Setting(
+        "hooks_allow",
+        str,
+        None,
+        "Comma-separated hosts and networks webhooks may reach although the guard refuses "
+        "them (loopback, link-local, cloud metadata).",
+    ),
+    Setting("hooks_attempts", int, 10, "Delivery attempts of a webhook before it is dead."),
+    Setting(
+        "hooks_backoff",
+        float,
+        5.0,
+        "Seconds before a webhook's first retry; doubled at each retry (at most an hour), "
+        "with jitter.",
+    ),
+    Setting(
+        "hooks_stale_after",
+        float,
+        7200.0,
+        "Seconds a lock is held before a lock.stale webhook is sent (0: never).",
+    ),
+    Setting(
+        "metrics_states",
+        str,
+        None,
+        "Comma-separated state globs (team/**) whose metrics carry a state label; "
+        "default: none, so the number of series does not grow with the number of states.",
+    ),
+    Setting(
         "tokens_file",
         Path,
         None,
@@ -205,6 +261,15 @@ class Settings:
     max_lock_info: int = MAX_LOCK_INFO
     workspace_key_prefix: str = DEFAULT_WORKSPACE_PREFIX
     log_level: str = "info"
+    log_format: str = "auto"
+    ready_timeout: float = 2.0
+    metrics: bool = True
+    metrics_listen: str | None = None
+    hooks_allow: str | None = None
+    hooks_attempts: int = 10
+    hooks_backoff: float = 5.0
+    hooks_stale_after: float = 7200.0
+    metrics_states: str | None = None
     tokens_file: Path | None = None
     oidc_config: Path | None = None
     master_key: str | None = field(default=None, repr=False)

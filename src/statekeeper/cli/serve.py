@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -65,21 +66,6 @@ def _history_warning(store: ObjectStore) -> str:
     )
 
 
-def _log_config(level: str) -> dict[str, Any]:
-    """uvicorn's logging, plus the server log's event subscriber: one JSON line per event."""
-    import copy
-
-    from uvicorn.config import LOGGING_CONFIG
-
-    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
-    config["loggers"]["statekeeper.events"] = {
-        "handlers": ["default"],
-        "level": level.upper(),
-        "propagate": False,
-    }
-    return config
-
-
 @app.command(rich_help_panel=PANEL_SERVER)
 def serve(
     ctx: typer.Context,
@@ -102,6 +88,7 @@ def serve(
     """
     import uvicorn
     from rich.markup import escape
+    from rich.text import Text
 
     from statekeeper.app import Services
     from statekeeper.cli.output import err_console
@@ -110,7 +97,10 @@ def serve(
     from statekeeper.server.app import create_app
     from statekeeper.server.auth import auth_configured, security_summary
     from statekeeper.server.connections import bounded_protocol
+    from statekeeper.server.scrape import MetricsListener
     from statekeeper.server.tfhttp import backend_block
+    from statekeeper.telemetry.logs import json_line, log_config, resolve_format
+    from statekeeper.telemetry.metrics import Metrics
 
     settings = obj(ctx, SERVE_OPTIONS).settings(
         host=host,
@@ -134,8 +124,10 @@ def serve(
             "oidc_config, or bind 127.0.0.1 (--host 127.0.0.1)."
         )
     sock = listen(settings.host, settings.port)
+    scraper: MetricsListener | None = None
     try:
-        services = Services.build(settings)
+        metrics = Metrics(settings.metrics_states) if settings.metrics else None
+        services = Services.build(settings, metrics=metrics)
     except BaseException:
         sock.close()
         raise
@@ -147,28 +139,41 @@ def serve(
         services.close()
         raise
     try:
+        json_logs = resolve_format(settings.log_format) == "json"
+
+        def say(markup: str) -> None:
+            """A start-up line: rich text on a terminal, one JSON object in JSON logs."""
+            if json_logs:
+                plain = Text.from_markup(markup).plain
+                level = "warning" if plain.startswith("warning:") else "info"
+                print(json_line(level, "statekeeper.serve", plain), file=sys.stderr, flush=True)
+            else:
+                err_console.print(markup, highlight=False)
+
+        if services.hooks is not None:
+            services.hooks.start()  # delivers the outbox, left over from before included
+        if metrics is not None and settings.metrics_listen:
+            scraper = MetricsListener(settings.metrics_listen, metrics)
+            say(f"metrics (no credentials needed) on http://{settings.metrics_listen}/metrics")
         secured = auth_configured(services)
         scheme = "https" if settings.tls_cert else "http"
         url_host = f"[{settings.host}]" if ":" in settings.host else settings.host
         base = f"{scheme}://{url_host}:{settings.port}"
-        err_console.print(
+        say(
             f"statekeeper serving on {base}  store={services.store.scheme} "
-            f"locks={services.lock_table.scheme}",
-            highlight=False,
+            f"locks={services.lock_table.scheme}"
         )
         if not services.store.supports_versions:
-            err_console.print(
-                f"[yellow]warning:[/] {escape(_history_warning(services.store))}",
-                highlight=False,
-            )
+            say(f"[yellow]warning:[/] {escape(_history_warning(services.store))}")
         for line in security_summary(services, secured):
-            err_console.print(line, highlight=False)
+            say(line)
         print("Paste this into your Terraform configuration:\n")
         print(backend_block(base, example_state), flush=True)
         server_config = uvicorn.Config(
             create_app(services, allow_anonymous=not secured and is_loopback(settings.host)),
             log_level=settings.log_level,
-            log_config=_log_config(settings.log_level),
+            log_config=log_config(settings.log_format, settings.log_level),
+            access_log=False,  # statekeeper's access line, with the request ID, replaces it
             timeout_graceful_shutdown=10,
             ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
             ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
@@ -178,4 +183,6 @@ def serve(
         uvicorn.Server(server_config).run(sockets=[sock])
     finally:
         sock.close()
+        if scraper is not None:
+            scraper.close()
         services.close()

@@ -26,6 +26,7 @@ import json
 import logging
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -93,6 +94,22 @@ class AuditLog(Protocol):
         """Write whatever is pending; called once, when the services close."""
         ...
 
+    def backlog(self) -> int:
+        """Events recorded but not yet written (the metrics' audit queue depth)."""
+        ...
+
+    def failures(self) -> int:
+        """Events that could not be written since the start (the metrics count them)."""
+        ...
+
+    def join(self, companion: Companion) -> bool:
+        """Run ``companion`` in the transaction that records each event (the webhook
+        outbox), where the log has one; False when it writes objects in batches."""
+        ...
+
+
+#: A write made in the same transaction as an event's audit record.
+Companion = Callable[[sqlite3.Connection, Event], None]
 
 _SQLITE_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS audit (
@@ -117,6 +134,8 @@ class SqliteAuditLog:
 
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
+        self._failures = 0
+        self._companions: list[Companion] = []
 
         def create(conn: sqlite3.Connection) -> None:
             for statement in _SQLITE_SCHEMA:
@@ -134,17 +153,44 @@ class SqliteAuditLog:
             event.outcome,
             json.dumps(event.to_json()),
         )
-        self.db.run(
-            lambda db: db.execute(
+
+        def tx(db: sqlite3.Connection) -> None:
+            db.execute(
                 "INSERT INTO audit (time, action, actor, state, outcome, event) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 row,
-            ),
-            write=True,
-        )
+            )
+            for companion in self._companions:
+                # A companion that fails gives up its own writes, never the audit record.
+                db.execute("SAVEPOINT companion")
+                try:
+                    companion(db, event)
+                except Exception:  # logged with the event; the audit record stays
+                    db.execute("ROLLBACK TO companion")
+                    log.exception(
+                        "a write joined to the audit record failed; the event: %s",
+                        json.dumps(event.to_json(), separators=(",", ":")),
+                    )
+                db.execute("RELEASE companion")
+
+        try:
+            self.db.run(tx, write=True)
+        except StatekeeperError:
+            self._failures += 1
+            raise
+
+    def join(self, companion: Companion) -> bool:
+        self._companions.append(companion)
+        return True
 
     def close(self) -> None:
         """Nothing pending: every event is committed when recorded."""
+
+    def backlog(self) -> int:
+        return 0
+
+    def failures(self) -> int:
+        return self._failures
 
     def query(self, where: AuditFilter) -> list[Event]:
         sql = "SELECT event FROM audit WHERE 1=1"
@@ -191,6 +237,7 @@ class StoreAuditLog:
         self.flush_every = flush_every
         self.max_batch = max_batch
         self._pending: list[Event] = []
+        self._failures = 0
         self._cv = threading.Condition()
         self._writing = threading.Lock()  # one batch at a time, in order
         self._thread: threading.Thread | None = None
@@ -232,6 +279,7 @@ class StoreAuditLog:
             try:
                 self._write(batch)
             except StatekeeperError as exc:
+                self._failures += len(batch)
                 log.error(
                     "the audit trail could not be written (%s); %d events: %s",
                     exc.message,
@@ -253,6 +301,15 @@ class StoreAuditLog:
         if thread is not None:
             thread.join()
         self.flush()
+
+    def backlog(self) -> int:
+        return len(self._pending)
+
+    def join(self, companion: Companion) -> bool:
+        return False  # batches written by a thread: no transaction to share
+
+    def failures(self) -> int:
+        return self._failures
 
     def query(self, where: AuditFilter) -> list[Event]:
         self.flush()

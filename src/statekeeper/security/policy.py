@@ -19,6 +19,9 @@ __all__ = ["Permission", "Policy", "require"]
 class Permission(enum.IntEnum):
     """Ordered: each permission includes the ones below it."""
 
+    #: The server's own metrics (/metrics): not about a state, so only a grant on
+    #: ``**`` carries it (``**:metrics`` for a scraper, or any ``**`` grant).
+    METRICS = 0
     OUTPUTS = 1  # read a state with resources stripped (terraform_remote_state)
     READ = 2
     WRITE = 3  # includes lock and unlock of one's own locks

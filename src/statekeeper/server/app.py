@@ -7,22 +7,19 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 
 from statekeeper import __version__
 from statekeeper.app import Services
-from statekeeper.server import admin_api, api, tfhttp
+from statekeeper.server import admin_api, api, hooks_api, tfhttp
 from statekeeper.server.auth import AuthMiddleware
 from statekeeper.server.denials import Denials
 from statekeeper.server.errors import install_handlers
+from statekeeper.server.health import Readiness, healthz, readyz
 from statekeeper.server.limits import ControlBodyMiddleware, TimeoutMiddleware
+from statekeeper.server.scrape import metrics_endpoint
+from statekeeper.telemetry.access import AccessMiddleware
 
 __all__ = ["create_app"]
-
-
-async def _health(request: Request) -> Response:
-    return JSONResponse({"status": "ok", "version": __version__})
 
 
 def _lifespan(
@@ -31,6 +28,7 @@ def _lifespan(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        app.state.readiness.close()
         # uvicorn re-raises SIGTERM after its graceful shutdown, so the `finally`
         # of `serve` may never run: pending audit events are written here.
         await run_in_threadpool(denials.flush)
@@ -53,12 +51,18 @@ def create_app(services: Services, *, allow_anonymous: bool = True) -> FastAPI:
         lifespan=_lifespan(services, denials),
     )
     app.state.services = services
+    app.state.readiness = Readiness(
+        services.store.probe, services.lock_table.probe, services.settings.ready_timeout
+    )
     install_handlers(app)
     for route in tfhttp.routes():
         app.router.routes.append(route)
     app.include_router(api.router)
-    app.add_route("/healthz", _health, methods=["GET"], include_in_schema=False)
+    app.add_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
+    app.add_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
+    app.add_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
     app.include_router(admin_api.router)
+    app.include_router(hooks_api.router)
     # Outermost last: the timeout covers authentication too, and no body is read
     # before the caller is authenticated.
     app.add_middleware(ControlBodyMiddleware)
@@ -66,4 +70,6 @@ def create_app(services: Services, *, allow_anonymous: bool = True) -> FastAPI:
         AuthMiddleware, services=services, denials=denials, allow_anonymous=allow_anonymous
     )
     app.add_middleware(TimeoutMiddleware, seconds=services.settings.request_timeout)
+    # Outermost of all: the access line and request metrics see every answer.
+    app.add_middleware(AccessMiddleware, routes=lambda: app.router.routes, metrics=services.metrics)
     return app

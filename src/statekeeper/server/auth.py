@@ -36,7 +36,7 @@ from statekeeper.times import format_rfc3339
 
 __all__ = ["PUBLIC_PATHS", "AuthMiddleware", "Authenticator", "auth_configured", "security_summary"]
 
-PUBLIC_PATHS = frozenset({"/healthz", "/api/v1/openapi.json", "/api/docs"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/api/v1/openapi.json", "/api/docs"})
 
 _HOW = (
     "send an API token as the backend's username (the token name) and password "

@@ -16,13 +16,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from statekeeper.errors import CapabilityMissing, LockMismatch, LockNotFound
+from statekeeper.errors import CapabilityMissing, LockMismatch, LockNotFound, VersionNotFound
 from statekeeper.terraform.lockinfo import LockInfo
 
 if TYPE_CHECKING:
     from statekeeper.storage.sqlite import SqliteDatabase
 
-__all__ = ["LockTable", "ObjectInfo", "ObjectStore", "RecordSpace", "StoredObject"]
+__all__ = ["PROBE_KEY", "LockTable", "ObjectInfo", "ObjectStore", "RecordSpace", "StoredObject"]
+
+#: What the default probes read: '!' cannot appear in a state name.
+PROBE_KEY = "statekeeper!/probe"
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,17 @@ class ObjectStore(ABC):
         """Every version of ``key``, newest first (needs ``supports_versions``)."""
         raise CapabilityMissing(f"the {self.scheme} store keeps no version history")
 
+    def version_before(self, key: str, version_id: str) -> str | None:
+        """The ID of the version written just before ``version_id`` (None: it is the first).
+
+        Needs ``supports_versions``; drivers with an index answer without listing.
+        """
+        ids = [v.version_id for v in self.versions(key)]
+        if version_id not in ids:
+            raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
+        at = ids.index(version_id)
+        return ids[at + 1] if at + 1 < len(ids) else None
+
     def put_if_absent(self, key: str, data: bytes, metadata: Mapping[str, str]) -> bool:
         """Create ``key`` only if it does not exist; False when it does."""
         raise CapabilityMissing(f"the {self.scheme} store has no conditional writes")
@@ -138,6 +152,15 @@ class ObjectStore(ABC):
         processes on one store from both accepting a write of the same serial.
         """
         raise CapabilityMissing(f"the {self.scheme} store has no compare-and-swap writes")
+
+    def probe(self) -> None:
+        """Raise :class:`~statekeeper.errors.StorageError` unless the backend answers now.
+
+        The readiness check (``/readyz``) calls it: one cheap request, no state
+        read. Drivers override it with their cheapest call; this default reads a
+        key no state can have.
+        """
+        self.head(PROBE_KEY)
 
     def close(self) -> None:  # noqa: B027 - optional hook, most drivers hold nothing
         """Release connections; the store is not used afterwards."""
@@ -175,6 +198,13 @@ class LockTable(ABC):
 
     def delete_digest(self, key: str) -> None:  # noqa: B027 - no-op by default
         """Forget the digest (the state was deleted)."""
+
+    def probe(self) -> None:
+        """Raise :class:`~statekeeper.errors.StorageError` unless the table answers now.
+
+        Like :meth:`ObjectStore.probe`; this default reads a lock no state can have.
+        """
+        self.read(PROBE_KEY)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

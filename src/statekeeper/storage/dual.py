@@ -113,6 +113,10 @@ class DualLocks(LockTable):
         if table is not None:
             table.delete_digest(key)
 
+    def probe(self) -> None:
+        for table in self.tables:
+            table.probe()
+
     def close(self) -> None:
         for table in self.tables:
             table.close()

@@ -539,8 +539,14 @@ class EncryptingStore(ObjectStore):
     def versions(self, key: str) -> list[ObjectInfo]:
         return [self._plain_info(i) for i in self.inner.versions(key)]
 
+    def version_before(self, key: str, version_id: str) -> str | None:
+        return self.inner.version_before(key, version_id)
+
     def close(self) -> None:
         self.inner.close()
+
+    def probe(self) -> None:
+        self.inner.probe()
 
     def unencrypted(self, prefix: str = "") -> list[str]:
         """Current states stored in plaintext (for doctor and ``encryption status``)."""

@@ -134,6 +134,10 @@ class SqliteDatabase:
         except sqlite3.Error as exc:
             raise StorageError(f"the SQLite database {self.path} failed: {exc}") from exc
 
+    def probe(self) -> None:
+        """``SELECT 1`` on this thread's connection: the file is open and readable."""
+        self.run(lambda db: db.execute("SELECT 1").fetchone())
+
     def close(self) -> None:
         with self._guard:
             for conn in self._all:
@@ -281,6 +285,22 @@ class SqliteStore(ObjectStore):
         for row in rows:
             yield _info(row, is_latest=True)
 
+    def version_before(self, key: str, version_id: str) -> str | None:
+        if not version_id.isdigit():
+            raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
+
+        def tx(db: sqlite3.Connection) -> str | None:
+            if not db.execute(
+                "SELECT 1 FROM objects WHERE key = ? AND id = ?", (key, int(version_id))
+            ).fetchone():
+                raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
+            row = db.execute(
+                "SELECT MAX(id) FROM objects WHERE key = ? AND id < ?", (key, int(version_id))
+            ).fetchone()
+            return None if row is None or row[0] is None else str(row[0])
+
+        return self.db.run(tx)
+
     def versions(self, key: str) -> list[ObjectInfo]:
         def tx(db: sqlite3.Connection) -> list[ObjectInfo]:
             current = db.execute("SELECT object_id FROM current WHERE key = ?", (key,)).fetchone()
@@ -292,6 +312,9 @@ class SqliteStore(ObjectStore):
             return [_info(r, is_latest=current is not None and r[0] == current[0]) for r in rows]
 
         return self.db.run(tx)
+
+    def probe(self) -> None:
+        self.db.probe()
 
     def close(self) -> None:
         self.db.close()
@@ -387,6 +410,9 @@ class SqliteLocks(LockTable):
 
     def delete_digest(self, key: str) -> None:
         self.db.run(lambda db: db.execute("DELETE FROM digests WHERE key = ?", (key,)), write=True)
+
+    def probe(self) -> None:
+        self.db.probe()
 
     def close(self) -> None:
         self.db.close()

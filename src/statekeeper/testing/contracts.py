@@ -44,6 +44,10 @@ RACE_LOCK_FILE = lock_file_key("race")
 
 
 class _ObjectStoreBasics:
+    def test_probe_answers_and_creates_nothing(self, store: ObjectStore) -> None:
+        store.probe()
+        assert list(store.scan()) == []
+
     def test_get_missing_is_none(self, store: ObjectStore) -> None:
         assert store.get("nothing/here.tfstate") is None
         assert store.head("nothing/here.tfstate") is None
@@ -89,6 +93,19 @@ class _ObjectStoreBasics:
         assert hashlib.sha256(old.data).hexdigest() == hashlib.sha256(bodies[0]).hexdigest()
         with pytest.raises(VersionNotFound):
             store.get("v.tfstate", "no-such-version")
+
+    def test_version_before_names_the_previous_version(self, store: ObjectStore) -> None:
+        if not store.supports_versions:
+            with pytest.raises(CapabilityMissing):
+                store.version_before("k", "1")
+            return
+        ids = [store.put("k", bytes([n]), {}).version_id for n in range(3)]
+        store.put("other", b"x", {})
+        assert store.version_before("k", ids[2]) == ids[1]
+        assert store.version_before("k", ids[1]) == ids[0]
+        assert store.version_before("k", ids[0]) is None
+        with pytest.raises(VersionNotFound):
+            store.version_before("k", "404")
 
     def test_versions_survive_delete(self, store: ObjectStore) -> None:
         first = store.put("d.tfstate", STATE, {})
@@ -140,6 +157,13 @@ def _info(who: str, lock_id: str | None = None) -> LockInfo:
 
 
 class LockTableContract:
+    def test_probe_answers_and_locks_nothing(
+        self, lock_tables: tuple[LockTable, LockTable]
+    ) -> None:
+        a, _ = lock_tables
+        a.probe()
+        assert list(a.scan()) == []
+
     def test_remote_locks(self, lock_tables: tuple[LockTable, LockTable]) -> None:
         # Upstream TestRemoteLocks(a, b), step by step.
         a, b = lock_tables

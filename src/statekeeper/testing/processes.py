@@ -6,6 +6,7 @@ Both bind a free loopback port, are polled until they answer, and are stopped
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -16,8 +17,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
-__all__ = ["MotoServer", "StatekeeperServer", "free_port", "wait_for_http"]
+__all__ = ["MotoServer", "PrometheusServer", "StatekeeperServer", "free_port", "wait_for_http"]
 
 SRC = Path(__file__).resolve().parents[2]
 
@@ -29,18 +31,28 @@ def free_port() -> int:
         return port
 
 
-def wait_for_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+def wait_for_http(
+    url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0, expect: bytes | None = None
+) -> None:
+    """Poll ``url`` until it answers; with ``expect``, until a 200 whose body holds it.
+
+    ``expect`` tells our server from whatever else may answer on the port: a free
+    port picked earlier can be taken by another process before ours binds it.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} before serving")
         try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if expect is None or expect in response.read():
+                    return
         except urllib.error.HTTPError:
-            return  # it answered
+            if expect is None:
+                return  # it answered
         except OSError:
-            time.sleep(0.05)
+            pass
+        time.sleep(0.05)
     raise RuntimeError(f"{url} did not answer within {timeout}s")
 
 
@@ -83,6 +95,8 @@ class StatekeeperServer(_Process):
 
     def start(self) -> StatekeeperServer:
         env = {
+            # Tests read the server log as text unless they ask for JSON.
+            "STATEKEEPER_LOG_FORMAT": "text",
             **os.environ,
             **self.extra_env,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])),
@@ -107,7 +121,7 @@ class StatekeeperServer(_Process):
         )
         log.close()
         try:
-            wait_for_http(self.url + "/healthz", self.proc)
+            wait_for_http(self.url + "/healthz", self.proc, expect=b'"status":"ok"')
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}\n--- server log ---\n{self.log()}") from exc
         return self
@@ -193,3 +207,64 @@ class MotoServer(_Process):
             "AWS_REGION": "us-east-1",
             "AWS_EC2_METADATA_DISABLED": "true",
         }
+
+
+#: Debian's ``prometheus`` package (``apt-get install -y prometheus``).
+PROMETHEUS = Path("/usr/bin/prometheus")
+
+
+class PrometheusServer(_Process):
+    """A real Prometheus on loopback scraping ``jobs`` every second.
+
+    ``jobs`` maps a job name to its scrape config entries besides the name and
+    interval: ``{"static_configs": [{"targets": ["127.0.0.1:8080"]}], ...}``.
+    """
+
+    def __init__(self, workdir: Path, jobs: dict[str, dict[str, Any]]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
+        self.log_path = workdir / f"prometheus-{self.port}.log"
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [
+                {"job_name": name, "scrape_interval": "1s", "scrape_timeout": "1s", **job}
+                for name, job in jobs.items()
+            ],
+        }
+        # JSON is YAML: no YAML library needed to write the configuration.
+        self.config_path = workdir / "prometheus.yml"
+        self.config_path.write_text(json.dumps(config, indent=2))
+
+    def start(self) -> PrometheusServer:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                str(PROMETHEUS),
+                f"--config.file={self.config_path}",
+                f"--storage.tsdb.path={self.workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        wait_for_http(self.url + "/-/ready", self.proc, timeout=60)
+        return self
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """The instant vector of ``expr`` (``/api/v1/query``)."""
+        url = f"{self.url}/api/v1/query?{urlencode({'query': expr})}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = json.loads(response.read())
+        if body.get("status") != "success":
+            raise RuntimeError(f"Prometheus refused {expr!r}: {body}")
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def value(self, expr: str) -> float | None:
+        """The single value of ``expr``, or None when it has no sample."""
+        result = self.query(expr)
+        return float(result[0]["value"][1]) if result else None

@@ -264,6 +264,10 @@ class S3Bucket:
             args["SSEKMSKeyId"] = self.kms_key_id
         return args
 
+    def probe(self) -> None:
+        """HeadBucket (needs s3:ListBucket): one request, no object read."""
+        self.call("s3:ListBucket", "", self.client.head_bucket)
+
     def call(
         self,
         action: str,

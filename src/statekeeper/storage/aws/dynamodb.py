@@ -237,6 +237,20 @@ class DynamoLocks(LockTable):
             _boto.translate(exc, "dynamodb:Scan", self._resource())
         yield from sorted(found, key=lambda kv: kv[0])
 
+    def probe(self) -> None:
+        """DescribeTable; where the policy does not grant it (Terraform's minimal policy
+        does not), the GetItem the start-up check makes."""
+        try:
+            resp = self.client.describe_table(TableName=self.table)
+        except _boto.AWS_ERRORS as exc:
+            if _boto.error_code(exc) not in ("AccessDenied", "AccessDeniedException"):
+                _boto.translate(exc, "dynamodb:DescribeTable", self._resource())
+            self._call("dynamodb:GetItem", self.client.get_item, Key=self._key("."))
+            return
+        status = resp.get("Table", {}).get("TableStatus", "ACTIVE")
+        if status in ("CREATING", "DELETING", "INACCESSIBLE_ENCRYPTION_CREDENTIALS"):
+            raise StorageError(f"{self._resource()} is {status}, not ready for locks")
+
     # Digests
 
     def get_digest(self, key: str) -> str | None:

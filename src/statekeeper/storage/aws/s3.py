@@ -462,6 +462,10 @@ class S3Store(ObjectStore):
             is_latest=bool(listed["IsLatest"]),
         )
 
+    def probe(self) -> None:
+        """HeadBucket: the bucket exists and these credentials reach it."""
+        self.where.probe()
+
     def close(self) -> None:
         self._pool.shutdown(wait=False)
 

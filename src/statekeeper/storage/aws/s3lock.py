@@ -180,6 +180,10 @@ class S3LockFiles(LockTable):
             _boto.translate(exc, "s3:DeleteObject", self.where.uri(lock_key))
         return True
 
+    def probe(self) -> None:
+        """HeadBucket on the bucket of the lock files."""
+        self.where.probe()
+
     def _delete(self, lock_key: str) -> None:
         self.where.call("s3:DeleteObject", lock_key, self.where.client.delete_object, Key=lock_key)
 

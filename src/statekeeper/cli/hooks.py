@@ -1,0 +1,164 @@
+"""``statekeeper hooks``: webhook subscriptions, a test delivery, and the delivery log.
+
+Subscriptions live in the embedded database, beside the outbox; a running
+server picks up a change within two seconds.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from statekeeper.cli import app
+from statekeeper.cli.context import obj
+from statekeeper.cli.options import PANEL_SERVER, STORE, JsonFlag
+
+if TYPE_CHECKING:
+    from statekeeper.app import Services
+    from statekeeper.hooks.service import Webhooks
+
+__all__: list[str] = []
+
+hooks_app = typer.Typer(
+    help="Webhooks on state events: add, list, remove, test, deliveries.", no_args_is_help=True
+)
+app.add_typer(hooks_app, name="hooks", rich_help_panel=PANEL_SERVER)
+
+# The outbox is the store's own: only a process opening the store reaches it.
+HOOKS_OPTIONS = STORE
+
+
+def _hooks(services: Services) -> Webhooks:
+    from statekeeper.errors import CapabilityMissing
+
+    if services.hooks is None:
+        raise CapabilityMissing(
+            "webhooks keep their outbox in the embedded database, and this store has none "
+            "(an outbox on S3 is not implemented yet): use the sqlite store"
+        )
+    return services.hooks
+
+
+@hooks_app.command("add")
+def add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Subscription name")],
+    url: Annotated[str, typer.Option(help="Where deliveries are POSTed (http(s)://…)")],
+    secret: Annotated[
+        str | None, typer.Option(help="Signing secret [default: a new random one, printed once]")
+    ] = None,
+    state: Annotated[
+        list[str] | None, typer.Option(help="State glob (team/**); repeatable [default: **]")
+    ] = None,
+    event: Annotated[
+        list[str] | None,
+        typer.Option(help="Event type (state.written, lock.forced, …); repeatable [default: all]"),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Add (or replace) a subscription."""
+    from statekeeper.cli.output import console, err_console, print_json
+    from statekeeper.hooks.model import EVENT_TYPES, Subscription
+
+    services = obj(ctx, HOOKS_OPTIONS).services()
+    sub = _hooks(services).add(
+        Subscription(
+            name=name,
+            url=url,
+            secret=secret or "",
+            states=tuple(state or ("**",)),
+            events=tuple(event or EVENT_TYPES),
+        )
+    )
+    if as_json:
+        print_json(sub.to_json(with_secret=secret is None))
+        return
+    err_console.print(
+        f"hook {sub.name}: {', '.join(sub.events)} on {', '.join(sub.states)} → {sub.url}",
+        highlight=False,
+    )
+    if secret is None:
+        err_console.print("The signing secret is shown only now; give it to the receiver:")
+        console.print(sub.secret, highlight=False, soft_wrap=True)
+
+
+@hooks_app.command("list")
+def list_hooks(
+    ctx: typer.Context,
+    as_json: JsonFlag = False,
+) -> None:
+    """List subscriptions (never their secrets)."""
+    from statekeeper.cli.output import print_json
+    from statekeeper.cli.render import print_table
+
+    services = obj(ctx, HOOKS_OPTIONS).services()
+    subs = _hooks(services).outbox.subscriptions()
+    if as_json:
+        print_json([s.to_json() for s in subs])
+        return
+    rows = [[s.name, s.url, " ".join(s.states), " ".join(s.events)] for s in subs]
+    print_table(["NAME", "URL", "STATES", "EVENTS"], rows)
+
+
+@hooks_app.command("remove")
+def remove(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Subscription name")],
+) -> None:
+    """Remove a subscription; its undelivered events are dropped as dead letters."""
+    from statekeeper.cli.output import err_console
+
+    services = obj(ctx, HOOKS_OPTIONS).services()
+    _hooks(services).remove(name)
+    err_console.print(f"removed hook {name}", highlight=False)
+
+
+@hooks_app.command("test")
+def send_test(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Subscription name")],
+) -> None:
+    """Send a signed io.statekeeper.ping now and print the receiver's answer."""
+    from statekeeper.cli.output import err_console
+
+    services = obj(ctx, HOOKS_OPTIONS).services()
+    status = _hooks(services).test(name)
+    err_console.print(f"hook {name} answered {status}", highlight=False)
+    if not 200 <= status < 300:
+        raise typer.Exit(1)
+
+
+@hooks_app.command("deliveries")
+def deliveries(
+    ctx: typer.Context,
+    hook: Annotated[str | None, typer.Option(help="Only this subscription")] = None,
+    outcome: Annotated[
+        str | None, typer.Option(help="delivered, retry or dead (the dead letters)")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first")] = 100,
+    as_json: JsonFlag = False,
+) -> None:
+    """The delivery log: every attempt, its answer and what came of it."""
+    from statekeeper.cli.output import print_json
+    from statekeeper.cli.render import print_table
+
+    services = obj(ctx, HOOKS_OPTIONS).services()
+    rows = _hooks(services).outbox.deliveries(hook, outcome, limit)
+    if as_json:
+        print_json(rows)
+        return
+    cells = [
+        [
+            r["time"],
+            r["hook"],
+            r["type"],
+            r["event_id"],
+            str(r["attempt"]),
+            str(r["status"] or "-"),
+            r["outcome"],
+            r["error"] or "",
+        ]
+        for r in rows
+    ]
+    print_table(["TIME", "HOOK", "TYPE", "EVENT", "ATTEMPT", "STATUS", "OUTCOME", "ERROR"], cells)

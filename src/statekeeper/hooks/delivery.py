@@ -1,0 +1,235 @@
+"""The sender: a background thread that delivers the outbox, never the request path.
+
+It claims due rows with a lease, POSTs each as a signed CloudEvent, and
+records the attempt: a 2xx answer delivers; anything else (an error status, a
+timeout, a refused connection, a destination the guard refuses) is retried
+after an exponential backoff with jitter: after the n-th failure, between half
+and all of ``backoff * 2^(n-1)`` seconds (capped at an hour), until ``attempts``
+attempts have failed: the row is then *dead* (the dead letters, listed by
+``statekeeper hooks deliveries --outcome dead``). Delivery is at least once: a
+sender killed after the receiver answered but before it recorded the answer
+leaves the row to be sent again, with the same event ID.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from statekeeper import __version__
+from statekeeper.errors import StatekeeperError
+from statekeeper.hooks.guard import IPNetwork, check_destination
+from statekeeper.hooks.model import Subscription, cloudevent
+from statekeeper.hooks.outbox import Attempt, Entry, Outbox
+from statekeeper.hooks.signing import HEADER, sign
+
+__all__ = ["TRANSPORT_ERRORS", "Connections", "Policy", "Sender", "post"]
+
+log = logging.getLogger("statekeeper.hooks")
+
+_BACKOFF_CAP = 3600.0
+#: Rows claimed at a time.
+_BATCH = 20
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How deliveries are made and retried."""
+
+    attempts: int = 10
+    backoff: float = 5.0
+    timeout: float = 10.0
+    lease: float = 60.0
+    allow: tuple[IPNetwork | str, ...] = ()
+    #: ``source`` of the CloudEvents: this server.
+    source: str = "statekeeper"
+
+    def delay(self, failed_attempts: int) -> float:
+        """Seconds before the next attempt after ``failed_attempts`` failures."""
+        full = min(_BACKOFF_CAP, self.backoff * 2.0 ** (failed_attempts - 1))
+        return full / 2 + random.uniform(0, full / 2)
+
+
+#: What a delivery that never got an answer raises.
+TRANSPORT_ERRORS = (OSError, http.client.HTTPException)
+
+
+class Connections:
+    """Keep-alive connections to receivers, one per scheme, host and port.
+
+    The standard library's client: a delivery is one small POST, and a general
+    HTTP client costs several times its CPU. Redirects are not followed (an
+    answer of 3xx is a failed delivery). Used by one thread at a time.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._open: dict[tuple[str, str, int], http.client.HTTPConnection] = {}
+
+    def post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        parts = urlsplit(url)
+        https = parts.scheme == "https"
+        host = parts.hostname or ""
+        key = (parts.scheme, host, parts.port or (443 if https else 80))
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        for reused in (True, False):
+            conn = self._open.pop(key, None) if reused else None
+            if conn is None:
+                reused = False
+                conn = (
+                    http.client.HTTPSConnection(host, key[2], timeout=self.timeout)
+                    if https
+                    else http.client.HTTPConnection(host, key[2], timeout=self.timeout)
+                )
+            try:
+                conn.request("POST", target, body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+            except TRANSPORT_ERRORS:
+                conn.close()
+                if reused:
+                    continue  # the receiver closed the idle connection: once more, afresh
+                raise
+            if response.will_close:
+                conn.close()
+            else:
+                self._open[key] = conn
+            status: int = response.status
+            return status
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        for conn in self._open.values():
+            conn.close()
+        self._open.clear()
+
+
+def post(
+    sub: Subscription, body: bytes, event_id: str, policy: Policy, connections: Connections
+) -> int:
+    """Send one signed delivery; the HTTP status (raises StatekeeperError or a transport
+    error)."""
+    check_destination(sub.url, policy.allow)
+    headers = {
+        "Content-Type": "application/cloudevents+json",
+        HEADER: sign(sub.secret, body),
+        "Statekeeper-Event-Id": event_id,
+        "User-Agent": f"statekeeper/{__version__}",
+    }
+    return connections.post(sub.url, body, headers)
+
+
+class Sender:
+    """Delivers the outbox on a thread of its own; :meth:`wake` when rows were added."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        policy: Policy,
+        enrich: Callable[[Entry], dict[str, Any]],
+        chores: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.outbox = outbox
+        self.policy = policy
+        self.enrich = enrich
+        self.chores = chores
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.failures = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="statekeeper-hooks", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(self.policy.timeout + 5)
+
+    def _run(self) -> None:
+        self.outbox.relax()
+        # Connections to receivers are kept alive for the thread's life.
+        connections = Connections(self.policy.timeout)
+        try:
+            self._loop(connections)
+        finally:
+            connections.close()
+
+    def _loop(self, connections: Connections) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self.chores()
+                entries = self.outbox.claim(self.owner, self.policy.lease, _BATCH)
+                subs = {s.name: s for s in self.outbox.subscriptions()} if entries else {}
+            except StatekeeperError as exc:
+                log.error("the webhook outbox cannot be read: %s", exc.message)
+                entries = []
+            done: list[Attempt] = []
+            for entry in entries:
+                if self._stop.is_set():
+                    break  # the others' leases run out and they are claimed again
+                done.append(self._deliver(entry, subs.get(entry.hook), connections))
+            self._record(done)
+            if len(entries) < _BATCH:
+                # Nothing else is due: wait to be woken by a new event, or poll for rows
+                # of other servers and retries coming due.
+                self._wake.wait(1.0)
+
+    def _deliver(self, entry: Entry, sub: Subscription | None, connections: Connections) -> Attempt:
+        start = time.perf_counter()
+        if sub is None:
+            return Attempt(entry, "dead", None, "the subscription was removed", 0.0)
+        body = entry.payload
+        if body is None:
+            body = cloudevent(entry.kind, entry.event, self.policy.source, self.enrich(entry))
+        status: int | None = None
+        try:
+            status = post(sub, body, entry.event_id, self.policy, connections)
+        except StatekeeperError as exc:
+            error = exc.message
+        except TRANSPORT_ERRORS as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        else:
+            if 200 <= status < 300:
+                return Attempt(entry, "delivered", status, None, time.perf_counter() - start)
+            error = f"the receiver answered {status}"
+        self.failures += 1
+        if entry.attempts + 1 >= self.policy.attempts:
+            log.warning(
+                "webhook %s gave up on event %s (%s) after %d attempts: %s",
+                entry.hook,
+                entry.event_id,
+                entry.kind,
+                entry.attempts + 1,
+                error,
+            )
+            return Attempt(entry, "dead", status, error, time.perf_counter() - start)
+        retry_at = time.time() + self.policy.delay(entry.attempts + 1)
+        # The body is kept for the retries: each sends the same bytes.
+        return Attempt(entry, "retry", status, error, time.perf_counter() - start, retry_at, body)
+
+    def _record(self, attempts: list[Attempt]) -> None:
+        if not attempts:
+            return
+        try:
+            self.outbox.finish(self.owner, attempts)
+        except StatekeeperError as exc:
+            # The leases run out and the rows are sent again: at least once.
+            log.error("%d webhook attempts could not be recorded: %s", len(attempts), exc.message)

@@ -1,0 +1,86 @@
+"""Where a webhook may be delivered: not to loopback, link-local or cloud metadata.
+
+A subscription's URL is chosen by whoever may add hooks, and the deliveries
+come from inside the network the server runs in. Without a guard a hook could
+reach the server's own admin routes on loopback, or the cloud's instance
+metadata service (169.254.169.254 and its kin) and its credentials. Private
+addresses (10/8, 192.168/16, …) stay allowed: receivers usually live there.
+``hooks_allow`` lists hosts and networks allowed in spite of the guard (the
+tests' receivers listen on 127.0.0.1).
+
+The host is resolved and every address checked, when the hook is added and
+again before each delivery (a name that later resolves elsewhere is caught
+then). Redirects are not followed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+from statekeeper.errors import BadRequest
+
+__all__ = ["check_destination", "parse_allow"]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_METADATA_HOSTS = {"metadata.google.internal", "metadata.goog", "metadata"}
+_METADATA = [
+    ipaddress.ip_network("169.254.0.0/16"),  # AWS, GCP, Azure, OpenStack metadata
+    ipaddress.ip_network("fd00:ec2::/32"),  # AWS over IPv6
+    ipaddress.ip_network("100.100.100.200/32"),  # Alibaba Cloud
+]
+
+
+def parse_allow(text: str | None) -> tuple[IPNetwork | str, ...]:
+    """``hooks_allow``: comma-separated host names, addresses and networks."""
+    out: list[IPNetwork | str] = []
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            out.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            out.append(item.lower())
+    return tuple(out)
+
+
+def _refused(address: IPAddress) -> str | None:
+    if address.is_loopback:
+        return "a loopback address"
+    if any(address in net for net in _METADATA):
+        return "a link-local or cloud metadata address"
+    if address.is_unspecified or address.is_multicast or address.is_reserved:
+        return "not a unicast address"
+    return None
+
+
+def check_destination(url: str, allow: Sequence[IPNetwork | str]) -> None:
+    """Raise BadRequest when ``url`` leads somewhere deliveries may not go."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in ("http", "https") or not host:
+        raise BadRequest(f"the hook URL {url!r} must be http(s)://HOST[:PORT]/…")
+    if host in allow:
+        return
+    if host in _METADATA_HOSTS:
+        raise BadRequest(f"the hook URL {url!r} names a cloud metadata service")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, ValueError) as exc:
+        raise BadRequest(f"the hook URL's host {host!r} cannot be resolved: {exc}") from exc
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if any(isinstance(a, IPNetwork) and address in a for a in allow):
+            continue
+        why = _refused(address)
+        if why is not None:
+            raise BadRequest(
+                f"the hook URL {url!r} resolves to {address}, {why}; deliveries may not go "
+                "there (list it in hooks_allow if you mean it)"
+            )

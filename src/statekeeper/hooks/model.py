@@ -1,0 +1,152 @@
+"""Subscriptions, the event types they choose from, and the CloudEvents a delivery carries.
+
+A subscription names a URL, a secret, state globs (the grant syntax:
+``team/**``) and event types. The types, and the stream events they come from:
+
+==================== ===============================================
+``state.written``     a write or push that stored a new version; a migration
+``state.rolled_back`` a rollback
+``state.deleted``     a delete
+``lock.acquired``     a LOCK (Terraform's or an operator command's)
+``lock.released``     an UNLOCK by the holder
+``lock.forced``       a force-unlock or a reap
+``lock.expired``      a lock removed because it outlived its time limit
+``lock.stale``        a lock held longer than ``hooks_stale_after`` (once per lock)
+==================== ===============================================
+
+Only what succeeded is delivered; refusals stay in the audit trail.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from statekeeper.errors import BadRequest, InvalidStateName
+from statekeeper.events import Action, Event
+from statekeeper.security.grants import parse_grant
+from statekeeper.terraform.names import StateName
+from statekeeper.times import format_rfc3339
+
+__all__ = ["EVENT_TYPES", "Subscription", "cloudevent", "hook_type"]
+
+EVENT_TYPES = (
+    "state.written",
+    "state.rolled_back",
+    "state.deleted",
+    "lock.acquired",
+    "lock.released",
+    "lock.forced",
+    "lock.expired",
+    "lock.stale",
+)
+_BY_ACTION = {
+    Action.WRITE: "state.written",
+    Action.PUSH: "state.written",
+    Action.MIGRATE: "state.written",
+    Action.ROLLBACK: "state.rolled_back",
+    Action.DELETE: "state.deleted",
+    Action.LOCK: "lock.acquired",
+    Action.UNLOCK: "lock.released",
+    Action.FORCE_UNLOCK: "lock.forced",
+    Action.REAP: "lock.forced",
+    Action.EXPIRE: "lock.expired",
+}
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+#: The CloudEvents ``type`` is the event type under this prefix.
+TYPE_PREFIX = "io.statekeeper."
+
+
+def hook_type(event: Event) -> str | None:
+    """The webhook event type of a stream event, or None when none is delivered."""
+    if event.outcome != "ok" or event.state is None:
+        return None
+    kind = _BY_ACTION.get(event.action)
+    if kind == "state.written" and event.detail and event.detail.startswith("unchanged"):
+        return None  # an idempotent retry stored nothing
+    return kind
+
+
+@dataclass(frozen=True)
+class Subscription:
+    name: str
+    url: str
+    secret: str
+    states: tuple[str, ...] = ("**",)
+    events: tuple[str, ...] = EVENT_TYPES
+
+    def __post_init__(self) -> None:
+        if (
+            not self.name
+            or len(self.name) > 64
+            or not self.name.replace("-", "").replace("_", "").isalnum()
+        ):
+            raise BadRequest(f"{self.name!r} is not a hook name; use letters, digits, - and _")
+        if not self.url.startswith(("https://", "http://")):
+            raise BadRequest(f"the hook URL {self.url!r} must be http:// or https://")
+        unknown = sorted(set(self.events) - set(EVENT_TYPES))
+        if unknown:
+            raise BadRequest(
+                f"unknown event type(s) {', '.join(unknown)}; choose from {', '.join(EVENT_TYPES)}"
+            )
+        for glob in self.states:
+            parse_grant(glob + ":outputs")  # a malformed glob is a clear 400
+
+    def wants(self, kind: str, state: str) -> bool:
+        if kind not in self.events:
+            return False
+        try:
+            name = StateName(state)
+        except InvalidStateName:
+            return False
+        return any(parse_grant(g + ":outputs").covers(name) for g in self.states)
+
+    def to_json(self, *, with_secret: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "url": self.url,
+            "states": list(self.states),
+            "events": list(self.events),
+        }
+        if with_secret:
+            out["secret"] = self.secret
+        return out
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Subscription:
+        return cls(
+            name=raw["name"],
+            url=raw["url"],
+            secret=raw["secret"],
+            states=tuple(raw.get("states") or ("**",)),
+            events=tuple(raw.get("events") or EVENT_TYPES),
+        )
+
+
+def cloudevent(kind: str, event: Event, source: str, extra: dict[str, Any] | None = None) -> bytes:
+    """The CloudEvents 1.0 JSON (structured mode) of one event; ``id`` is the stream
+    event's, so a redelivered duplicate carries the same ID."""
+    data: dict[str, Any] = {
+        "state": event.state,
+        "actor": event.actor,
+        "serial": event.serial,
+        "version": event.version,
+        "lock_id": event.lock_id,
+        "who": event.who,
+        "operation": event.operation,
+        "detail": event.detail,
+        **(extra or {}),
+    }
+    envelope = {
+        "specversion": "1.0",
+        "id": event.id,
+        "source": source,
+        "type": TYPE_PREFIX + kind,
+        "subject": event.state,
+        "time": format_rfc3339(event.time),
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()

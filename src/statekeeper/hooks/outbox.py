@@ -1,0 +1,290 @@
+"""Subscriptions, the outbox and the delivery log: tables of the embedded database.
+
+The outbox holds one row per (event, subscription) still to deliver. A row is
+written in the transaction that records the event in the audit trail, before
+the request that caused the event is answered, and is committed with
+``synchronous=FULL``: a server killed after answering still has it, and its
+restart delivers it; an event is in the audit trail exactly when its rows are
+in the outbox. A
+sender *claims* due rows with a lease (its ID and an expiry) in one
+``UPDATE … RETURNING``, so that several servers sharing the database deliver
+each row once in the normal case; a sender that dies leaves its lease to
+expire and another takes the row over. ``(event_id, hook)`` is unique, so an
+event is queued once per subscription however often it is offered.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from statekeeper.errors import CapabilityMissing, NotFound
+from statekeeper.events import Event
+from statekeeper.hooks.model import Subscription
+from statekeeper.storage.base import RecordSpace
+from statekeeper.storage.sqlite import SqliteDatabase
+from statekeeper.times import format_rfc3339, utcnow
+
+__all__ = ["Attempt", "Entry", "Outbox", "open_outbox"]
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS hook_subscriptions (
+        name TEXT PRIMARY KEY,
+        body TEXT NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS hook_outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL,
+        hook TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        event TEXT NOT NULL,
+        payload BLOB,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt REAL NOT NULL,
+        lease_owner TEXT,
+        lease_until REAL,
+        last_error TEXT,
+        created TEXT NOT NULL,
+        done TEXT,
+        UNIQUE (event_id, hook)
+    )""",
+    "CREATE INDEX IF NOT EXISTS hook_outbox_due ON hook_outbox (status, next_attempt)",
+    """CREATE TABLE IF NOT EXISTS hook_deliveries (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        outbox_id INTEGER NOT NULL,
+        event_id TEXT NOT NULL,
+        hook TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        time TEXT NOT NULL,
+        status INTEGER,
+        error TEXT,
+        duration_ms REAL NOT NULL,
+        outcome TEXT NOT NULL
+    )""",
+)
+
+_COLUMNS = "id, event_id, hook, kind, event, payload, attempts"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One event for one subscription, claimed for a delivery attempt."""
+
+    id: int
+    event_id: str
+    hook: str
+    kind: str
+    event: Event
+    payload: bytes | None
+    attempts: int
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Entry:
+        return cls(
+            id=int(row[0]),
+            event_id=str(row[1]),
+            hook=str(row[2]),
+            kind=str(row[3]),
+            event=Event.from_json(json.loads(row[4])),
+            payload=None if row[5] is None else bytes(row[5]),
+            attempts=int(row[6]),
+        )
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What came of one delivery attempt: ``delivered``, ``retry`` or ``dead``."""
+
+    entry: Entry
+    outcome: str
+    status: int | None
+    error: str | None
+    seconds: float
+    next_attempt: float | None = None
+    #: The body sent, kept for the retries (None: already kept, or no retry).
+    payload: bytes | None = None
+
+
+class Outbox:
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+
+        def create(conn: sqlite3.Connection) -> None:
+            for statement in _SCHEMA:
+                conn.execute(statement)
+
+        db.run(create, write=True)
+
+    # Subscriptions
+
+    def subscriptions(self, db: sqlite3.Connection | None = None) -> list[Subscription]:
+        """Every subscription; on ``db`` inside a caller's transaction when given."""
+
+        def read(conn: sqlite3.Connection) -> list[Any]:
+            return conn.execute("SELECT body FROM hook_subscriptions ORDER BY name").fetchall()
+
+        rows = read(db) if db is not None else self.db.run(read)
+        return [Subscription.from_json(json.loads(body)) for (body,) in rows]
+
+    def add(self, sub: Subscription) -> None:
+        body = json.dumps(sub.to_json(with_secret=True))
+        self.db.run(
+            lambda db: db.execute(
+                "INSERT INTO hook_subscriptions (name, body) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET body = excluded.body",
+                (sub.name, body),
+            ),
+            write=True,
+        )
+
+    def remove(self, name: str) -> None:
+        cur = self.db.run(
+            lambda db: db.execute("DELETE FROM hook_subscriptions WHERE name = ?", (name,)),
+            write=True,
+        )
+        if cur.rowcount != 1:
+            raise NotFound(f"there is no hook named {name!r}; see 'statekeeper hooks list'")
+
+    # The outbox
+
+    def enqueue(self, kind: str, event: Event, hooks: Sequence[str]) -> None:
+        """Queue ``event`` for each of ``hooks``, durably, in a transaction of its own."""
+        self.db.run(lambda db: self.enqueue_in(db, kind, event, hooks), write=True)
+
+    def enqueue_in(
+        self, db: sqlite3.Connection, kind: str, event: Event, hooks: Sequence[str]
+    ) -> None:
+        """Queue ``event`` for each of ``hooks`` in the caller's transaction on ``db``."""
+        text = json.dumps(event.to_json(), separators=(",", ":"))
+        created = format_rfc3339(utcnow())
+        now = time.time()
+        db.executemany(
+            "INSERT OR IGNORE INTO hook_outbox "
+            "(event_id, hook, kind, event, status, next_attempt, created) "
+            "VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+            [(event.id, hook, kind, text, now, created) for hook in hooks],
+        )
+
+    def claim(self, owner: str, lease: float, limit: int = 20) -> list[Entry]:
+        """Lease up to ``limit`` due rows to ``owner`` for ``lease`` seconds."""
+        now = time.time()
+        rows = self.db.run(
+            lambda db: db.execute(
+                f"UPDATE hook_outbox SET lease_owner = ?, lease_until = ? WHERE id IN ("
+                "SELECT id FROM hook_outbox WHERE status = 'pending' AND next_attempt <= ? "
+                "AND (lease_until IS NULL OR lease_until < ?) ORDER BY id LIMIT ?) "
+                f"RETURNING {_COLUMNS}",
+                (owner, now + lease, now, now, limit),
+            ).fetchall(),
+            write=True,
+        )
+        return sorted((Entry.from_row(r) for r in rows), key=lambda e: e.id)
+
+    def relax(self) -> None:
+        """For the sender's own connection: commits wait for the WAL, not the disk.
+
+        The rows themselves are written by the event's transaction, fully
+        synced. What the sender writes (leases, attempts) may be lost to a power
+        cut and the delivery made again, which at-least-once allows; an fsync per
+        attempt would make delivering cost more than the requests it reports.
+        """
+        with self.db.reading() as conn:
+            conn.execute("PRAGMA synchronous=NORMAL")
+
+    def finish(self, owner: str, attempts: Sequence[Attempt]) -> None:
+        """Record attempts, in one transaction, in the rows and the delivery log."""
+        stamp = format_rfc3339(utcnow())
+
+        def tx(db: sqlite3.Connection) -> None:
+            for a in attempts:
+                number = a.entry.attempts + 1
+                if a.outcome == "retry":
+                    db.execute(
+                        "UPDATE hook_outbox SET attempts = ?, next_attempt = ?, last_error = ?, "
+                        "payload = COALESCE(payload, ?), lease_owner = NULL, lease_until = NULL "
+                        "WHERE id = ? AND lease_owner = ?",
+                        (number, a.next_attempt, a.error, a.payload, a.entry.id, owner),
+                    )
+                else:
+                    db.execute(
+                        "UPDATE hook_outbox SET attempts = ?, status = ?, last_error = ?, "
+                        "done = ?, lease_owner = NULL, lease_until = NULL "
+                        "WHERE id = ? AND lease_owner = ?",
+                        (number, a.outcome, a.error, stamp, a.entry.id, owner),
+                    )
+                db.execute(
+                    "INSERT INTO hook_deliveries (outbox_id, event_id, hook, kind, attempt, "
+                    "time, status, error, duration_ms, outcome) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        a.entry.id,
+                        a.entry.event_id,
+                        a.entry.hook,
+                        a.entry.kind,
+                        number,
+                        stamp,
+                        a.status,
+                        a.error,
+                        round(a.seconds * 1000, 2),
+                        a.outcome,
+                    ),
+                )
+
+        self.db.run(tx, write=True)
+
+    def backlog(self) -> int:
+        """Rows waiting to be delivered (the metrics' webhook queue depth)."""
+        (count,) = self.db.run(
+            lambda db: db.execute(
+                "SELECT COUNT(*) FROM hook_outbox WHERE status = 'pending'"
+            ).fetchone()
+        )
+        return int(count)
+
+    def deliveries(
+        self, hook: str | None = None, outcome: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """The delivery log, newest first: every attempt with its answer."""
+        sql = (
+            "SELECT seq, event_id, hook, kind, attempt, time, status, error, duration_ms, "
+            "outcome FROM hook_deliveries WHERE 1=1"
+        )
+        args: list[Any] = []
+        if hook is not None:
+            sql += " AND hook = ?"
+            args.append(hook)
+        if outcome is not None:
+            sql += " AND outcome = ?"
+            args.append(outcome)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        args.append(limit)
+        keys = (
+            "seq",
+            "event_id",
+            "hook",
+            "type",
+            "attempt",
+            "time",
+            "status",
+            "error",
+            "duration_ms",
+            "outcome",
+        )
+        rows = self.db.run(lambda db: db.execute(sql, args).fetchall())
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def open_outbox(records: RecordSpace) -> Outbox:
+    """The outbox in ``records``; webhooks need the embedded database."""
+    if records.database is None:
+        raise CapabilityMissing(
+            "webhooks keep their outbox in the embedded database, and this store has none "
+            "(an outbox on S3 is not implemented yet): serve on the sqlite store to use them"
+        )
+    return Outbox(records.database)

@@ -1,0 +1,220 @@
+"""Webhooks as the server and the CLI see them: the event-stream subscriber and management.
+
+For an event some subscription wants, the outbox rows are written in the
+same SQLite transaction as the event's audit record (:meth:`Webhooks.write_outbox`,
+joined to the audit trail), before the request is answered; nothing is sent
+on the request path. :meth:`Webhooks.wake_for`, a subscriber after the audit
+trail, then wakes the sender.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+from statekeeper.errors import StatekeeperError, StorageError
+from statekeeper.events import Action, Event
+from statekeeper.hooks.delivery import TRANSPORT_ERRORS, Connections, Policy, Sender, post
+from statekeeper.hooks.guard import check_destination
+from statekeeper.hooks.model import Subscription, cloudevent, hook_type
+from statekeeper.hooks.outbox import Entry, Outbox
+from statekeeper.state.diff import Instance, instances_of, readable_document
+from statekeeper.storage.base import ObjectStore
+from statekeeper.terraform.lockinfo import LockInfo
+from statekeeper.times import utcnow
+
+__all__ = ["Webhooks"]
+
+#: How long the subscriber trusts its copy of the subscriptions (``hooks add`` on
+#: the CLI reaches a running server within this).
+_REFRESH = 2.0
+_STALE_SCAN = 30.0
+_PARSED_STATES = 16
+_STALE_IDS = uuid.UUID("5d1e2c1a-4b0e-4f3e-9a59-1c0ffee00001")
+
+
+class Webhooks:
+    def __init__(
+        self,
+        outbox: Outbox,
+        store: ObjectStore,
+        policy: Policy,
+        locks: Callable[[], Iterator[tuple[str, LockInfo]]] | None = None,
+        stale_after: float = 0.0,
+    ) -> None:
+        self.outbox = outbox
+        self.store = store
+        self.policy = policy
+        self.locks = locks
+        self.stale_after = stale_after
+        self.sender = Sender(outbox, policy, self._enrich, self._chores)
+        self._subs: list[Subscription] = []
+        self._read_at = -float("inf")
+        self._guard = threading.Lock()
+        self._scanned_at = -float("inf")
+        #: (state, version) -> its instances, for the last version of a few states.
+        self._parsed: dict[tuple[str, str], dict[str, Instance]] = {}
+
+    # The subscriber (on the request path: kept to one query and one insert)
+
+    def subscriptions(self, db: sqlite3.Connection | None = None) -> list[Subscription]:
+        """The subscriptions, re-read at most every two seconds (on ``db`` when given:
+        inside the audit record's transaction no other may start)."""
+        with self._guard:
+            if time.monotonic() - self._read_at > _REFRESH:
+                self._subs = self.outbox.subscriptions(db)
+                self._read_at = time.monotonic()
+            return self._subs
+
+    def _wanted(
+        self, event: Event, db: sqlite3.Connection | None = None
+    ) -> tuple[str, list[str]] | None:
+        kind = hook_type(event)
+        if kind is None or event.state is None:
+            return None
+        wanted = [s.name for s in self.subscriptions(db) if s.wants(kind, event.state)]
+        return (kind, wanted) if wanted else None
+
+    def write_outbox(self, db: sqlite3.Connection, event: Event) -> None:
+        """Joined to the audit trail: the outbox rows commit with the event's audit record."""
+        wanted = self._wanted(event, db)
+        if wanted is not None:
+            self.outbox.enqueue_in(db, wanted[0], event, wanted[1])
+
+    def wake_for(self, event: Event) -> None:
+        """The subscriber after the audit trail: the rows are committed, send them now."""
+        if hook_type(event) is not None:
+            self.sender.wake()
+
+    def observe_event(self, event: Event) -> None:
+        """The subscriber where the audit trail has no transaction to join."""
+        wanted = self._wanted(event)
+        if wanted is not None:
+            self.outbox.enqueue(wanted[0], event, wanted[1])
+            self.sender.wake()
+
+    def _offer(self, kind: str, event: Event) -> None:
+        assert event.state is not None
+        wanted = [s.name for s in self.subscriptions() if s.wants(kind, event.state)]
+        if wanted:
+            self.outbox.enqueue(kind, event, wanted)
+            self.sender.wake()
+
+    # The sender's side
+
+    def start(self) -> None:
+        self.sender.start()
+
+    def close(self) -> None:
+        self.sender.close()
+
+    def _enrich(self, entry: Entry) -> dict[str, Any]:
+        """``state.written``: the resources the new version added, changed and removed."""
+        event = entry.event
+        state, version = event.state, event.version
+        if entry.kind != "state.written" or not version or not state:
+            return {}
+        if not self.store.supports_versions:
+            return {}
+        try:
+            previous = self.store.version_before(state, version)
+            before = self._instances(state, previous) if previous is not None else {}
+            after = self._instances(state, version)
+        except StatekeeperError:
+            return {}  # an OpenTofu encrypted state, a version gone: the facts without it
+        # Addresses only: which attribute changed, and to what, is not the payload's to say.
+        changed = [
+            a
+            for a in sorted(set(before) & set(after))
+            if (before[a].attributes, before[a].status) != (after[a].attributes, after[a].status)
+        ]
+        return {
+            "resources": {
+                "added": sorted(set(after) - set(before)),
+                "changed": changed,
+                "removed": sorted(set(before) - set(after)),
+            }
+        }
+
+    def _instances(self, state: str, version: str) -> dict[str, Instance]:
+        """The instances of one version. The last one read of each state is kept: the
+        next write's previous version is this write's new one, so each write reads and
+        parses one version, not two."""
+        key = (state, version)
+        found = self._parsed.get(key)
+        if found is None:
+            obj = self.store.get(state, version)
+            found = {} if obj is None else instances_of(readable_document(obj.data))
+            self._parsed = {k: v for k, v in self._parsed.items() if k[0] != state}
+            if len(self._parsed) >= _PARSED_STATES:
+                self._parsed.pop(next(iter(self._parsed)))
+            self._parsed[key] = found
+        return found
+
+    def _chores(self) -> None:
+        """``lock.stale``: once per lock held longer than ``stale_after`` seconds."""
+        if self.locks is None or self.stale_after <= 0:
+            return
+        if time.monotonic() - self._scanned_at < _STALE_SCAN:
+            return
+        self._scanned_at = time.monotonic()
+        now = utcnow()
+        for name, lock in self.locks():
+            since = lock.since
+            if since is None or now - since < timedelta(seconds=self.stale_after):
+                continue
+            # The same ID on every server and after restarts: queued once per lock.
+            event_id = str(uuid.uuid5(_STALE_IDS, f"{name}\0{lock.id}"))
+            held = int((now - since).total_seconds())
+            self._offer(
+                "lock.stale",
+                Event(
+                    action=Action.LOCK,
+                    actor=lock.actor or "unknown",
+                    state=name,
+                    lock_id=lock.id,
+                    who=lock.who or None,
+                    operation=lock.operation or None,
+                    detail=f"held for {held} s (more than {self.stale_after:g} s)",
+                    id=event_id,
+                ),
+            )
+
+    # The operator's commands
+
+    def add(self, sub: Subscription) -> Subscription:
+        """Add (or replace) a subscription; a secret is made when none is given."""
+        if not sub.secret:
+            sub = replace(sub, secret="whsec_" + secrets.token_urlsafe(32))
+        check_destination(sub.url, self.policy.allow)
+        self.outbox.add(sub)
+        self._read_at = -float("inf")
+        return sub
+
+    def remove(self, name: str) -> None:
+        self.outbox.remove(name)
+        self._read_at = -float("inf")
+
+    def test(self, name: str) -> int:
+        """Send a signed ``io.statekeeper.ping`` to one subscription now; its HTTP status."""
+        sub = next((s for s in self.outbox.subscriptions() if s.name == name), None)
+        if sub is None:
+            from statekeeper.errors import NotFound
+
+            raise NotFound(f"there is no hook named {name!r}; see 'statekeeper hooks list'")
+        event = Event(action=Action.READ, actor="statekeeper", detail="a test delivery")
+        body = cloudevent("ping", event, self.policy.source)
+        connections = Connections(self.policy.timeout)
+        try:
+            return post(sub, body, event.id, self.policy, connections)
+        except TRANSPORT_ERRORS as exc:
+            raise StorageError(f"the test delivery to {name} failed: {exc}") from exc
+        finally:
+            connections.close()

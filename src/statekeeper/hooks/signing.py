@@ -1,0 +1,53 @@
+"""The ``Statekeeper-Signature`` header: HMAC-SHA256 over the timestamp and the body.
+
+``Statekeeper-Signature: t=1733356800,v1=5257a869…`` where ``v1`` is the hex
+HMAC-SHA256, keyed with the subscription's secret, of ``"{t}.{body}"`` (the
+timestamp, a dot, and the raw request body), as Stripe signs its webhooks. A
+receiver recomputes it, compares in constant time, and refuses a timestamp
+more than :data:`REPLAY_WINDOW` seconds from its own clock, so that a captured
+delivery cannot be replayed later. Several ``v1=`` entries may appear while a
+secret is being rotated; any one matching is enough.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+
+__all__ = ["HEADER", "REPLAY_WINDOW", "sign", "verify"]
+
+HEADER = "Statekeeper-Signature"
+#: Seconds a receiver should accept between the signature's time and its own.
+REPLAY_WINDOW = 300
+
+
+def _mac(secret: str, timestamp: int, body: bytes) -> str:
+    message = str(timestamp).encode() + b"." + body
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
+    """The header value for ``body`` sent now (or at ``timestamp``)."""
+    t = int(time.time()) if timestamp is None else timestamp
+    return f"t={t},v1={_mac(secret, t, body)}"
+
+
+def verify(
+    header: str, body: bytes, secret: str, *, window: int = REPLAY_WINDOW, now: float | None = None
+) -> bool:
+    """True when ``header`` signs ``body`` with ``secret`` within the replay window."""
+    timestamp: int | None = None
+    macs: list[str] = []
+    for part in header.split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "t" and value.isdigit():
+            timestamp = int(value)
+        elif key == "v1":
+            macs.append(value)
+    if timestamp is None or not macs:
+        return False
+    if abs((time.time() if now is None else now) - timestamp) > window:
+        return False
+    expected = _mac(secret, timestamp, body)
+    return any(hmac.compare_digest(expected, mac) for mac in macs)

@@ -1,0 +1,54 @@
+"""The JSON API of webhooks, for admins: subscriptions and the delivery log.
+
+``GET /api/v1/hooks`` (never secrets) and ``GET /api/v1/hooks/deliveries``;
+both need ``admin`` on ``**`` (the server itself). Subscriptions are changed
+with ``statekeeper hooks`` on the machine.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from statekeeper.app import Services
+from statekeeper.errors import CapabilityMissing
+from statekeeper.hooks.service import Webhooks
+from statekeeper.security.policy import Permission, require
+from statekeeper.server.tfhttp import caller_of
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1/hooks", tags=["webhooks"])
+
+
+def _hooks(request: Request, what: str) -> Webhooks:
+    services: Services = request.app.state.services
+    require(services.policy, caller_of(request), None, Permission.ADMIN, what)
+    if services.hooks is None:
+        raise CapabilityMissing("this server has no webhooks (its store has no database)")
+    return services.hooks
+
+
+@router.get("", summary="Webhook subscriptions (never their secrets)")
+async def list_hooks(request: Request) -> dict[str, Any]:
+    def run() -> list[dict[str, Any]]:
+        hooks = _hooks(request, "list the webhooks of")
+        return [s.to_json() for s in hooks.outbox.subscriptions()]
+
+    return {"hooks": await run_in_threadpool(run)}
+
+
+@router.get("/deliveries", summary="The delivery log, newest first")
+async def list_deliveries(
+    request: Request,
+    hook: str | None = Query(None, max_length=64),
+    outcome: Literal["delivered", "retry", "dead"] | None = Query(None),
+    limit: int = Query(100, ge=1, le=10_000),
+) -> dict[str, Any]:
+    def run() -> list[dict[str, Any]]:
+        hooks = _hooks(request, "read the webhook deliveries of")
+        return hooks.outbox.deliveries(hook, outcome, limit)
+
+    return {"deliveries": await run_in_threadpool(run)}

@@ -1,0 +1,211 @@
+"""Timing at the storage boundary: a store and a lock table that report every call.
+
+:class:`MeteredStore` and :class:`MeteredLocks` are a store and a lock table
+like any other: they wrap one, forward every call, and tell a
+:class:`StorageObserver` how long each call took and how it ended. The
+services never know they are there, and the drivers stay dumb. What the
+observer does with the figures (Prometheus histograms) is not storage's
+business, so nothing here imports a metrics library.
+
+Only failures of the backend count as errors (:class:`~statekeeper.errors.StorageError`
+and anything unexpected): a lock conflict or a lost compare-and-swap is the
+table doing its job.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol, TypeVar
+
+from statekeeper.errors import StatekeeperError, StorageError
+from statekeeper.storage.base import (
+    LockTable,
+    ObjectInfo,
+    ObjectStore,
+    RecordSpace,
+    StoredObject,
+)
+from statekeeper.terraform.lockinfo import LockInfo
+
+__all__ = ["MeteredLocks", "MeteredStore", "StorageObserver"]
+
+T = TypeVar("T")
+
+#: statekeeper's own objects (audit batches, key ring, outbox) are not states.
+_RESERVED = "statekeeper!/"
+
+
+class StorageObserver(Protocol):
+    def storage_call(self, driver: str, operation: str, seconds: float, error: str | None) -> None:
+        """One call to ``driver`` took ``seconds``; ``error`` is the error code, if it failed."""
+        ...
+
+    def state_stored(self, size: int) -> None:
+        """A state version of ``size`` bytes (as stored) was written."""
+        ...
+
+
+def _error(exc: BaseException) -> str | None:
+    if isinstance(exc, StorageError):
+        return exc.code
+    if isinstance(exc, StatekeeperError):
+        return None  # an answer, not a failure: conflict, race, unknown version
+    return "internal"
+
+
+class _Meter:
+    def __init__(self, driver: str, observer: StorageObserver) -> None:
+        self.driver = driver
+        self.observer = observer
+
+    def __call__(self, operation: str, call: Callable[[], T]) -> T:
+        start = time.perf_counter()
+        try:
+            result = call()
+        except BaseException as exc:
+            self.observer.storage_call(
+                self.driver, operation, time.perf_counter() - start, _error(exc)
+            )
+            raise
+        self.observer.storage_call(self.driver, operation, time.perf_counter() - start, None)
+        return result
+
+    def iterate(self, operation: str, items: Iterator[T]) -> Iterator[T]:
+        """A listing is one call from its first page to its last."""
+        start = time.perf_counter()
+        try:
+            yield from items
+        except BaseException as exc:
+            self.observer.storage_call(
+                self.driver, operation, time.perf_counter() - start, _error(exc)
+            )
+            raise
+        self.observer.storage_call(self.driver, operation, time.perf_counter() - start, None)
+
+
+class MeteredStore(ObjectStore):
+    """``inner`` with every call timed; capabilities and layout are ``inner``'s."""
+
+    def __init__(self, inner: ObjectStore, observer: StorageObserver) -> None:
+        self.inner = inner
+        self.observer = observer
+        self.scheme = inner.scheme
+        self.supports_versions = inner.supports_versions
+        self.supports_conditional_put = inner.supports_conditional_put
+        self.supports_compare_and_swap = inner.supports_compare_and_swap
+        self._meter = _Meter(inner.scheme, observer)
+
+    @property
+    def lock_namespace(self) -> str:
+        return self.inner.lock_namespace
+
+    def full_key(self, key: str) -> str:
+        return self.inner.full_key(key)
+
+    @property
+    def records(self) -> RecordSpace:
+        return self.inner.records
+
+    @property
+    def history_warning(self) -> str | None:
+        return self.inner.history_warning
+
+    def _stored(self, key: str, data: bytes) -> None:
+        if not key.startswith(_RESERVED):
+            self.observer.state_stored(len(data))
+
+    def put(self, key: str, data: bytes, metadata: Mapping[str, str]) -> ObjectInfo:
+        info = self._meter("put", lambda: self.inner.put(key, data, metadata))
+        self._stored(key, data)
+        return info
+
+    def put_if_absent(self, key: str, data: bytes, metadata: Mapping[str, str]) -> bool:
+        created = self._meter(
+            "put_if_absent", lambda: self.inner.put_if_absent(key, data, metadata)
+        )
+        if created:
+            self._stored(key, data)
+        return created
+
+    def replace(
+        self, key: str, data: bytes, metadata: Mapping[str, str], expected: ObjectInfo | None
+    ) -> ObjectInfo:
+        info = self._meter("replace", lambda: self.inner.replace(key, data, metadata, expected))
+        self._stored(key, data)
+        return info
+
+    def get(self, key: str, version_id: str | None = None) -> StoredObject | None:
+        return self._meter("get", lambda: self.inner.get(key, version_id))
+
+    def head(self, key: str, version_id: str | None = None) -> ObjectInfo | None:
+        return self._meter("head", lambda: self.inner.head(key, version_id))
+
+    def delete(self, key: str) -> None:
+        self._meter("delete", lambda: self.inner.delete(key))
+
+    def scan(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        return self._meter.iterate("scan", self.inner.scan(prefix))
+
+    def versions(self, key: str) -> list[ObjectInfo]:
+        return self._meter("versions", lambda: self.inner.versions(key))
+
+    def version_before(self, key: str, version_id: str) -> str | None:
+        return self._meter("version_before", lambda: self.inner.version_before(key, version_id))
+
+    def probe(self) -> None:
+        self._meter("probe", self.inner.probe)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class MeteredLocks(LockTable):
+    """``inner`` with every call timed; a dual table is timed as one (its ``scheme``
+    names both kinds)."""
+
+    def __init__(self, inner: LockTable, observer: StorageObserver) -> None:
+        self.inner = inner
+        self.scheme = inner.scheme
+        self.keeps_digests = inner.keeps_digests
+        self._meter = _Meter(inner.scheme, observer)
+
+    def acquire(self, key: str, lock: LockInfo) -> None:
+        self._meter("acquire", lambda: self.inner.acquire(key, lock))
+
+    def read(self, key: str) -> LockInfo | None:
+        return self._meter("read", lambda: self.inner.read(key))
+
+    def delete_if_held_by(self, key: str, lock_id: str) -> bool:
+        return self._meter("delete", lambda: self.inner.delete_if_held_by(key, lock_id))
+
+    def scan(self, prefix: str = "") -> Iterator[tuple[str, LockInfo]]:
+        return self._meter.iterate("scan", self.inner.scan(prefix))
+
+    def get_digest(self, key: str) -> str | None:
+        return self._meter("get_digest", lambda: self.inner.get_digest(key))
+
+    def put_digest(self, key: str, md5_hex: str) -> None:
+        self._meter("put_digest", lambda: self.inner.put_digest(key, md5_hex))
+
+    def delete_digest(self, key: str) -> None:
+        self._meter("delete_digest", lambda: self.inner.delete_digest(key))
+
+    # The inner table's own versions: a dual table releases in both and names
+    # the one that failed.
+
+    def release(self, key: str, lock_id: str) -> LockInfo:
+        return self._meter("release", lambda: self.inner.release(key, lock_id))
+
+    def force_release(self, key: str) -> LockInfo | None:
+        return self._meter("force_release", lambda: self.inner.force_release(key))
+
+    def parts(self) -> list[LockTable]:
+        parts = self.inner.parts()
+        return [self] if parts == [self.inner] else parts
+
+    def probe(self) -> None:
+        self._meter("probe", self.inner.probe)
+
+    def close(self) -> None:
+        self.inner.close()

@@ -1,0 +1,70 @@
+"""The outbox on the embedded database: rows commit with the audit record, leases, order."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.security.support import OPERATOR, state_json
+
+from statekeeper.app import Services
+from statekeeper.events import Event
+from statekeeper.hooks.model import Subscription
+from statekeeper.security.audit import AuditFilter
+from statekeeper.settings import load_settings
+from statekeeper.terraform.names import StateName
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[Services]:
+    built = Services.build(
+        load_settings({"data_dir": tmp_path / "data"}, env={"STATEKEEPER_HOOKS_ALLOW": "127.0.0.1"})
+    )
+    assert built.hooks is not None
+    built.hooks.add(Subscription("ci", "http://127.0.0.1:9/hook", "s3cret", ("team/**",)))
+    yield built
+    built.close()
+
+
+def _outbox(services: Services) -> list[tuple[str, str, str]]:
+    assert services.hooks is not None
+    rows = services.hooks.outbox.db.run(
+        lambda db: db.execute("SELECT event_id, hook, kind FROM hook_outbox ORDER BY id").fetchall()
+    )
+    return [tuple(r) for r in rows]
+
+
+def test_an_events_outbox_row_is_committed_with_its_audit_record(services: Services) -> None:
+    services.states.write(StateName("team/a.tfstate"), state_json(1), OPERATOR)
+    services.states.write(StateName("other/b.tfstate"), state_json(1), OPERATOR)  # not wanted
+    (written,) = services.audit.query(AuditFilter(action="write", state="team/**"))
+    assert _outbox(services) == [(written.id, "ci", "state.written")]
+
+
+def test_a_failing_outbox_write_never_costs_the_audit_record(
+    services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(db: sqlite3.Connection, event: Event) -> None:
+        db.execute("INSERT INTO hook_outbox (event_id) VALUES ('half a row')")
+
+    services.audit.join(broken)
+    services.states.write(StateName("team/a.tfstate"), state_json(1), OPERATOR)
+    assert [e.action for e in services.audit.query(AuditFilter(state="team/**"))] == ["write"]
+    # The working companion's row is kept; the broken one's half row is not.
+    assert [kind for _, _, kind in _outbox(services)] == ["state.written"]
+    assert "a write joined to the audit record failed" in caplog.text
+
+
+def test_a_lease_gives_each_row_to_one_sender(services: Services) -> None:
+    for i in range(5):
+        services.states.write(StateName(f"team/s{i}.tfstate"), state_json(1), OPERATOR)
+    assert services.hooks is not None
+    outbox = services.hooks.outbox
+    first = outbox.claim("a", lease=60, limit=3)
+    second = outbox.claim("b", lease=60, limit=10)
+    assert len(first) == 3 and len(second) == 2
+    assert not {e.id for e in first} & {e.id for e in second}
+    assert outbox.claim("c", lease=60) == []  # all leased
+    assert [e.id for e in outbox.claim("d", lease=-1)] == []  # leases still running

@@ -1,0 +1,175 @@
+"""Server logs from a real ``statekeeper serve``: JSON lines, request IDs, and no secrets.
+
+Every credential the server accepts (token secrets as Basic passwords and as
+Bearer tokens, OIDC JWTs) and state content are sent, right and wrong, and
+then looked for in the whole log.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import pty
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from tests.security.support import basic, bearer, make_tokens, state_json
+
+from statekeeper.testing.processes import SRC, StatekeeperServer
+
+ISSUER = "https://token.actions.example.test"
+MARK = "content-marker-7f3a9c"  # in state bodies only
+
+
+def _oidc(workdir: Path) -> tuple[Path, rsa.RSAPrivateKey]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk: dict[str, Any] = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    jwk.update(kid="k1", use="sig", alg="RS256")
+    (workdir / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
+    config = workdir / "oidc.toml"
+    config.write_text(
+        f'issuer = "{ISSUER}"\naudience = "statekeeper"\njwks_file = "jwks.json"\n\n'
+        '[[rules]]\nclaim = { repository = "org/infra" }\nscope = "team/*:write"\n'
+    )
+    return config, key
+
+
+def _jwt(key: rsa.RSAPrivateKey, repository: str = "org/infra") -> str:
+    now = int(time.time())
+    claims = {
+        "iss": ISSUER,
+        "aud": "statekeeper",
+        "sub": f"repo:{repository}:ref:refs/heads/main",
+        "repository": repository,
+        "iat": now,
+        "exp": now + 600,
+    }
+    return jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k1"})
+
+
+def _lines(log: str) -> list[dict[str, Any]]:
+    """The log's lines, each of which must be one JSON object (stdout's backend block aside)."""
+    records = []
+    for line in log.splitlines():
+        if line.startswith("{"):
+            records.append(json.loads(line))
+    return records
+
+
+def test_json_logs_carry_request_ids_and_never_a_credential_or_state_content(
+    tmp_path: Path, serve: Callable[..., StatekeeperServer]
+) -> None:
+    workdir = tmp_path / "server"
+    workdir.mkdir()
+    secrets = make_tokens(workdir, {"ci": ["team/*:write"], "root": ["**:admin"]})
+    oidc_config, key = _oidc(workdir)
+    server = serve(
+        "--oidc-config",
+        str(oidc_config),
+        "--log-level",
+        "debug",
+        workdir=workdir,
+        env={"STATEKEEPER_LOG_FORMAT": "json"},
+    )
+    url = server.state_url("team/app.tfstate")
+    good_jwt, stranger_jwt = _jwt(key), _jwt(key, "evil/repo")
+    content = state_json(1, outputs={"secret": {"value": MARK, "type": "string"}})
+    sent: list[str] = [secrets["ci"], secrets["root"], good_jwt, stranger_jwt, "wrong-secret-41d2"]
+
+    with httpx.Client(timeout=30) as http:
+        wrote = http.post(
+            url, content=content, headers={**basic("ci", secrets["ci"]), "X-Request-ID": "req-42"}
+        )
+        assert wrote.status_code == 200, wrote.text
+        assert wrote.headers["x-request-id"] == "req-42"
+        assert http.get(url, headers=bearer(secrets["ci"])).content == content
+        assert http.get(url, headers=basic("ci", "wrong-secret-41d2")).status_code == 401
+        assert http.get(url, headers=basic("ci-runner", good_jwt)).status_code == 200
+        assert http.get(url, headers=bearer(stranger_jwt)).status_code == 403
+        refused = http.post(url, content=b"{" + MARK.encode(), headers=bearer(good_jwt))
+        assert refused.status_code == 400
+        generated = http.get(server.url + "/healthz").headers["x-request-id"]
+        assert len(generated) == 32
+        # A request ID that could forge log lines is replaced, not echoed.
+        forged = http.get(server.url + "/healthz", headers={"X-Request-ID": "a\tb c"})
+        assert forged.headers["x-request-id"] != "a\tb c"
+    server.stop()
+
+    log = server.log()
+    for secret in sent:
+        assert secret not in log
+    for secret in (secrets["ci"], good_jwt):
+        assert base64.b64encode(f"ci:{secret}".encode()).decode() not in log
+        assert base64.b64encode(f"ci-runner:{secret}".encode()).decode() not in log
+    assert MARK not in log
+    assert "Basic " not in log and "Bearer " not in log
+
+    records = _lines(log)
+    assert all({"time", "level", "logger", "message"} <= r.keys() for r in records)
+    access = [r for r in records if r["logger"] == "statekeeper.access"]
+    first = next(r for r in access if r["request_id"] == "req-42")
+    assert first["method"] == "POST"
+    assert first["route"] == "/state/{name}"
+    assert first["state"] == "team/app.tfstate"
+    assert first["caller"] == "ci"
+    assert first["status"] == 200
+    assert first["duration_ms"] >= 0
+    # Everything logged while answering that request carries its ID (the write's event).
+    events = [r for r in records if r["logger"] == "statekeeper.events"]
+    assert any(
+        r.get("request_id") == "req-42" and '"action":"write"' in r["message"] for r in events
+    )
+    statuses = sorted(r["status"] for r in access if r["route"] == "/state/{name}")
+    assert statuses == [200, 200, 200, 400, 401, 403]
+    unauthenticated = next(r for r in access if r["status"] == 401)
+    assert unauthenticated["caller"] is None
+    assert any(r["request_id"] == generated and r["level"] == "debug" for r in access)
+    # The start-up lines are JSON too (the backend block goes to stdout for people).
+    assert any(r["logger"] == "statekeeper.serve" and "serving on" in r["message"] for r in records)
+
+
+def test_text_logs_keep_the_familiar_access_line(serve: Callable[..., StatekeeperServer]) -> None:
+    server = serve("--log-level", "info", env={"STATEKEEPER_LOG_FORMAT": "text"})
+    httpx.get(server.state_url("team/x.tfstate"), headers={"X-Request-ID": "t-1"}, timeout=30)
+    server.stop()
+    line = next(ln for ln in server.log().splitlines() if "request_id=t-1" in ln)
+    assert line.startswith("INFO:")
+    assert '"GET /state/team/x.tfstate HTTP/1.1" 404' in line
+    assert "caller=anonymous" in line
+    assert not any(ln.startswith("{") for ln in server.log().splitlines())
+
+
+@pytest.mark.parametrize(("terminal", "expected"), [(True, "text"), (False, "json")])
+def test_auto_is_text_on_a_terminal_and_json_otherwise(terminal: bool, expected: str) -> None:
+    code = "from statekeeper.telemetry.logs import resolve_format; print(resolve_format('auto'))"
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    if terminal:
+        main, child = pty.openpty()
+        try:
+            out = subprocess.run(
+                [sys.executable, "-c", code],
+                stderr=child,
+                stdout=subprocess.PIPE,
+                env=env,
+                check=True,
+            )
+        finally:
+            os.close(main)
+            os.close(child)
+    else:
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            env=env,
+            check=True,
+        )
+    assert out.stdout.decode().strip() == expected
