@@ -129,6 +129,20 @@ SETTINGS: tuple[Setting, ...] = (
         120.0,
         "Seconds a request may take before the server answers 503 (0: no limit).",
     ),
+    Setting(
+        "session_secret",
+        str,
+        None,
+        "Key signing the web UI's session cookies; replicas behind one load balancer need the "
+        "same. Default: random per process (sessions end at restart). Also _FILE.",
+        secret=True,
+    ),
+    Setting(
+        "session_hours",
+        float,
+        12.0,
+        "Hours a web UI sign-in lasts before the browser is sent to the sign-in page again.",
+    ),
 )
 
 
@@ -150,6 +164,8 @@ class Settings:
     rate_limit: float = 20.0
     rate_burst: int = 200
     request_timeout: float = 120.0
+    session_secret: str | None = field(default=None, repr=False)
+    session_hours: float = 12.0
 
     @property
     def store_url(self) -> str:

@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 from statekeeper import __version__
 from statekeeper.app import Services
-from statekeeper.server import admin_api, api, tfhttp
+from statekeeper.server import admin_api, api, tfhttp, ui
 from statekeeper.server.auth import AuthMiddleware
 from statekeeper.server.errors import install_handlers
 from statekeeper.server.limits import TimeoutMiddleware
@@ -54,6 +54,7 @@ def create_app(services: Services, *, allow_anonymous: bool = True) -> FastAPI:
     app.include_router(api.router)
     app.add_route("/healthz", _health, methods=["GET"], include_in_schema=False)
     app.include_router(admin_api.router)
+    app.include_router(ui.router)
     # Outermost last: the timeout covers authentication too.
     app.add_middleware(AuthMiddleware, services=services, allow_anonymous=allow_anonymous)
     app.add_middleware(TimeoutMiddleware, seconds=services.settings.request_timeout)
