@@ -91,7 +91,52 @@ def _marked(raw: Any) -> list[Path]:
     return paths
 
 
-def _mask(value: Any, at: Path, marked: list[Path]) -> Any:
+def _leaves(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in _leaves(v)]
+    if isinstance(value, list):
+        return [x for v in value for x in _leaves(v)]
+    return [value]
+
+
+class _Secrets:
+    """The values a state marks sensitive anywhere. Marks are incomplete
+    (``terraform_data`` copies its marked ``input`` to an unmarked ``output``), so a
+    value equal to one, or a long enough string holding one, is masked too."""
+
+    def __init__(self) -> None:
+        self.values: set[str] = set()
+        self.strings: set[str] = set()
+
+    def remember(self, value: Any) -> None:
+        for leaf in _leaves(value):
+            if leaf is None or isinstance(leaf, bool) or leaf == "":
+                continue
+            self.values.add(json.dumps(leaf))
+            if isinstance(leaf, str) and len(leaf) >= 6:
+                self.strings.add(leaf)
+
+    def hides(self, scalar: Any) -> bool:
+        if scalar is None or isinstance(scalar, bool) or scalar == "":
+            return False
+        if json.dumps(scalar) in self.values:
+            return True
+        return isinstance(scalar, str) and any(s in scalar for s in self.strings)
+
+
+def _marked_values(value: Any, at: Path, marked: list[Path], secrets: _Secrets) -> None:
+    if any(m == at[: len(m)] for m in marked):
+        secrets.remember(value)
+    elif isinstance(value, dict):
+        wrapped = set(value) == {"value", "type"}
+        for k, v in value.items():
+            _marked_values(v, at if wrapped and k == "value" else (*at, k), marked, secrets)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _marked_values(v, (*at, i), marked, secrets)
+
+
+def _mask(value: Any, at: Path, marked: list[Path], secrets: _Secrets) -> Any:
     if any(m == at[: len(m)] for m in marked):
         return MASK
     if isinstance(value, dict):
@@ -100,11 +145,11 @@ def _mask(value: Any, at: Path, marked: list[Path]) -> Any:
         wrapped = set(value) == {"value", "type"}
         out = {}
         for k, v in value.items():
-            out[k] = _mask(v, at if wrapped and k == "value" else (*at, k), marked)
+            out[k] = _mask(v, at if wrapped and k == "value" else (*at, k), marked, secrets)
         return out
     if isinstance(value, list):
-        return [_mask(v, (*at, i), marked) for i, v in enumerate(value)]
-    return value
+        return [_mask(v, (*at, i), marked, secrets) for i, v in enumerate(value)]
+    return MASK if secrets.hides(value) else value
 
 
 def _index(key: Any) -> str:
@@ -121,8 +166,18 @@ def _provider(raw: Any) -> str:
 def resources_of(data: bytes) -> list[Resource]:
     """The resources of a state's bytes, attribute values masked where marked sensitive."""
     document = readable_document(data)
-    out: list[Resource] = []
     raw = document.get("resources")
+    secrets = _Secrets()
+    for res in raw if isinstance(raw, list) else []:
+        for inst in res.get("instances") or [] if isinstance(res, dict) else []:
+            if isinstance(inst, dict):
+                attrs = inst.get("attributes") or inst.get("attributes_flat") or {}
+                _marked_values(attrs, (), _marked(inst.get("sensitive_attributes")), secrets)
+    outputs = document.get("outputs")
+    for o in outputs.values() if isinstance(outputs, dict) else []:
+        if isinstance(o, dict) and o.get("sensitive"):
+            secrets.remember(o.get("value"))
+    out: list[Resource] = []
     for res in raw if isinstance(raw, list) else []:
         if not isinstance(res, dict):
             continue
@@ -140,7 +195,7 @@ def resources_of(data: bytes) -> list[Resource]:
             attrs = inst.get("attributes")
             if attrs is None:
                 attrs = inst.get("attributes_flat") or {}
-            masked = _mask(attrs, (), _marked(inst.get("sensitive_attributes")))
+            masked = _mask(attrs, (), _marked(inst.get("sensitive_attributes")), secrets)
             address = resource.address + _index(inst.get("index_key"))
             if inst.get("deposed"):
                 address += f" (deposed {inst['deposed']})"

@@ -83,6 +83,7 @@ def state_page(
         return redirect
     caller = ui.who()
     operator = ui.operator
+    version = version or None
     try:
         state = StateName(name)
         shown = plain(operator.show(caller, state, version))
