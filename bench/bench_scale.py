@@ -84,11 +84,9 @@ def _meta(serial: int) -> dict[str, str]:
 
 def _sqlite_store(services: Any) -> Any:
     """The SQLite driver under the services' store (encryption at rest wraps every store)."""
-    from statekeeper.storage.sqlite import SqliteStore
-
-    store = getattr(services.store, "inner", services.store)
-    assert isinstance(store, SqliteStore)
-    return store
+    records = services.store.records
+    assert records.database is not None, "the bench populates the embedded database"
+    return records.objects
 
 
 def _populate_sqlite(services: Any, start: int, stop: int, versions: int) -> None:

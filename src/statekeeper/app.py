@@ -4,22 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from statekeeper.security.audit import (
-    AuditedLockService,
-    AuditedStateService,
-    AuditLog,
-    open_audit_log,
-)
+from statekeeper.events import EventStream, log_event
+from statekeeper.security.audit import AuditLog, open_audit_log
 from statekeeper.security.grants import ScopePolicy
 from statekeeper.security.oidc import OidcConfig, OidcVerifier
 from statekeeper.security.policy import Policy
-from statekeeper.security.tokens import TokenStore, open_token_store
+from statekeeper.security.tokens import TokenService, open_token_store
 from statekeeper.settings import Settings
 from statekeeper.state.history import HistoryService
 from statekeeper.state.locks import LockService
 from statekeeper.state.service import StateService
 from statekeeper.storage.base import LockTable, ObjectStore
-from statekeeper.storage.encrypting import encrypting
+from statekeeper.storage.encrypting import KeyService, encrypting
 from statekeeper.storage.registry import open_locks, open_store
 
 __all__ = ["Services"]
@@ -31,47 +27,54 @@ class Services:
     store: ObjectStore
     lock_table: LockTable
     policy: Policy
+    #: Every operation's event; the audit trail and the log subscribe to it.
+    events: EventStream
     states: StateService
     locks: LockService
     history: HistoryService
-    # Access control, audit trail and encryption (services/tokens, audit, crypto, oidc).
     audit: AuditLog
-    tokens: TokenStore | None = None
+    tokens: TokenService
+    keys: KeyService
     oidc: OidcVerifier | None = None
 
     @classmethod
     def build(cls, settings: Settings, policy: Policy | None = None) -> Services:
-        store = open_store(settings.store_url)
+        raw = open_store(settings.store_url)
         try:
+            store = encrypting(raw, settings.master_key)
             table = open_locks(settings.locks_url, store)
         except BaseException:
-            store.close()
+            raw.close()
             raise
         try:
-            audit = open_audit_log(store)
-            tokens = open_token_store(store, settings.tokens_file)
+            audit = open_audit_log(store.records)
+            token_store = open_token_store(store.records, settings.tokens_file)
             oidc = (
                 OidcVerifier(OidcConfig.load(settings.oidc_config))
                 if settings.oidc_config
                 else None
             )
-            store = encrypting(store, settings.master_key)
         except BaseException:
             table.close()
             store.close()
             raise
+        events = EventStream()
+        events.subscribe(audit.record)
+        events.subscribe(log_event)
         policy = policy or ScopePolicy()
-        locks = AuditedLockService(store, table, policy, audit=audit)
+        locks = LockService(store, table, policy, events)
         return cls(
             settings=settings,
             store=store,
             lock_table=table,
             policy=policy,
-            states=AuditedStateService(store, locks, policy, audit=audit),
+            events=events,
+            states=StateService(store, locks, policy, events),
             locks=locks,
             history=HistoryService(store, policy),
             audit=audit,
-            tokens=tokens,
+            tokens=TokenService(token_store, policy, events),
+            keys=KeyService(store, events),
             oidc=oidc,
         )
 

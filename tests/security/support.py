@@ -8,7 +8,7 @@ from pathlib import Path
 
 from statekeeper.app import Services
 from statekeeper.security.caller import Caller
-from statekeeper.security.tokens import create_token, parse_duration
+from statekeeper.security.tokens import parse_duration
 from statekeeper.settings import load_settings
 
 OPERATOR = Caller(actor="operator:test", remote_addr="local")
@@ -31,11 +31,11 @@ def make_tokens(
     settings = load_settings({"data_dir": server_dir / ".statekeeper"}, env={})
     services = Services.build(settings)
     try:
-        assert services.tokens is not None
+        assert services.tokens.store is not None
         secrets = {}
         for name, scopes in roles.items():
             lifetime = parse_duration((expires or {})[name]) if name in (expires or {}) else None
-            issued = create_token(services.tokens, services.audit, OPERATOR, name, scopes, lifetime)
+            issued = services.tokens.create(OPERATOR, name, scopes, lifetime)
             secrets[name] = issued.secret
         return secrets
     finally:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from statekeeper.errors import BadRequest, Conflict, NotFound, RateLimited
-from statekeeper.security.audit import AuditEvent, AuditFilter, SqliteAuditLog, StoreAuditLog
+from statekeeper.events import Event
+from statekeeper.security.audit import AuditFilter, SqliteAuditLog, StoreAuditLog
 from statekeeper.security.caller import Caller
 from statekeeper.security.grants import ScopePolicy, parse_grant, visible
 from statekeeper.security.policy import Permission
@@ -129,8 +130,8 @@ def test_rate_limiter_is_a_bucket_per_caller() -> None:
 
 def test_sqlite_audit_log_is_append_only(tmp_path: Path) -> None:
     log = SqliteAuditLog(SqliteDatabase(tmp_path / "a.db"))
-    log.record(AuditEvent(action="read", actor="ci", state="team/app.tfstate"))
-    log.record(AuditEvent(action="write", actor="ci", state="ops/x.tfstate", outcome="forbidden"))
+    log.record(Event(action="read", actor="ci", state="team/app.tfstate"))
+    log.record(Event(action="write", actor="ci", state="ops/x.tfstate", outcome="forbidden"))
     with sqlite3.connect(tmp_path / "a.db") as db:
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             db.execute("UPDATE audit SET outcome = 'ok'")
@@ -143,8 +144,8 @@ def test_sqlite_audit_log_is_append_only(tmp_path: Path) -> None:
 def test_store_audit_log_writes_jsonl_objects_in_batches() -> None:
     store = MemoryStore(name=str(uuid.uuid4()))
     log = StoreAuditLog(store, flush_every=3600)
-    first = AuditEvent(action="lock", actor="oidc:repo", claims={"run_id": "7"}, who="ci@x")
-    second = AuditEvent(action="read", actor="reader", state="team/app.tfstate")
+    first = Event(action="lock", actor="oidc:repo", claims={"run_id": "7"}, who="ci@x")
+    second = Event(action="read", actor="reader", state="team/app.tfstate")
     log.record(first)
     log.record(second)
     assert list(store.scan("statekeeper!/audit/")) == []  # pending
@@ -154,7 +155,7 @@ def test_store_audit_log_writes_jsonl_objects_in_batches() -> None:
     assert keys[0].startswith(f"statekeeper!/audit/{first.time:%Y/%m/%d}/")
     assert keys[0].endswith(".jsonl")
     assert store.get(keys[0]).data.decode().count("\n") == 2  # type: ignore[union-attr]
-    third = AuditEvent(action="write", actor="ci", state="team/app.tfstate")
+    third = Event(action="write", actor="ci", state="team/app.tfstate")
     log.record(third)
     log.close()  # the server stopping writes the rest
     assert len(list(store.scan("statekeeper!/audit/"))) == 2

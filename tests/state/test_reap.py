@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import logging
 from datetime import timedelta
 
 import pytest
 
 from statekeeper.app import Services
 from statekeeper.errors import BadRequest, LockConflict, LockMismatch, LockNotFound
+from statekeeper.security.audit import AuditFilter
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission
 from statekeeper.state.listing import list_locks, list_states
@@ -50,7 +49,7 @@ def _lock(s: Services, name: str, operation: str, age: timedelta, who: str = "bo
 
 
 def test_reap_removes_old_locks_of_the_operation_and_records_each(
-    services: Services, caller: Caller, caplog: pytest.LogCaptureFixture
+    services: Services, caller: Caller
 ) -> None:
     old_plan = _lock(services, "a.tfstate", "OperationTypePlan", timedelta(hours=3))
     _lock(services, "b.tfstate", "OperationTypeApply", timedelta(hours=3))
@@ -62,17 +61,14 @@ def test_reap_removes_old_locks_of_the_operation_and_records_each(
     assert [(r.name, r.removed) for r in dry] == [("a.tfstate", False)]
     assert services.locks.read(StateName("a.tfstate")) is not None
 
-    with caplog.at_level(logging.INFO, logger="statekeeper.audit"):
-        done = reap(services.locks, caller, older_than=timedelta(hours=2), operation="plan")
+    done = reap(services.locks, caller, older_than=timedelta(hours=2), operation="plan")
     assert [(r.name, r.lock.id, r.removed) for r in done] == [("a.tfstate", old_plan.id, True)]
     assert services.locks.read(StateName("a.tfstate")) is None
     assert services.locks.read(StateName("b.tfstate")) is not None
     assert services.locks.read(StateName("c.tfstate")) is not None
-    (record,) = [
-        json.loads(r.getMessage()) for r in caplog.records if r.name == "statekeeper.audit"
-    ]
-    assert record["event"] == "lock.released" and record["id"] == old_plan.id
-    assert record["actor"] == "alice@laptop" and record["who"] == "bob@ci"
+    (record,) = services.audit.query(AuditFilter(action="reap"))
+    assert record.state == "a.tfstate" and record.lock_id == old_plan.id
+    assert record.actor == "alice@laptop" and record.who == "bob@ci" and record.outcome == "ok"
 
     everything = reap(services.locks, caller, older_than=timedelta(0))
     assert sorted(r.name for r in everything) == ["b.tfstate", "c.tfstate"]

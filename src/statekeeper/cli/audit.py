@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from statekeeper.cli import app
-from statekeeper.cli.token import ConfigOpt, DataDir, JsonOpt, StoreOpt, services_for
+from statekeeper.cli.token import ConfigOpt, DataDir, JsonOpt, StoreOpt, operator, services_for
 
 __all__ = ["audit", "parse_since"]
 
@@ -91,12 +91,10 @@ def status(
 ) -> None:
     """List the states stored in plaintext (exit 1 if any, for scripts)."""
     from statekeeper.cli.output import console, print_json
-    from statekeeper.storage.encrypting import EncryptingStore
 
     with services_for(data_dir, store, config) as services:
-        assert isinstance(services.store, EncryptingStore)
-        plain = services.store.unencrypted()
-        enabled = services.store.enabled
+        plain = services.keys.unencrypted()
+        enabled = services.keys.current_kid is not None
     if as_json:
         print_json({"encryption": enabled, "unencrypted": plain})
     else:
@@ -128,8 +126,7 @@ def rotate(
     except OSError as exc:
         raise ConfigError(f"cannot read a key file: {exc}") from exc
     with services_for(data_dir, store, config) as services:
-        assert isinstance(services.store, crypto.EncryptingStore)
-        report = crypto.rotate(services.store.ring, old, new)
+        report = services.keys.rotate(operator(), old, new)
     console.print(
         f"re-wrapped {report.rewrapped} data keys from {old.kid} to {new.kid} "
         f"({report.already_new} already under the new key, {report.other} under other keys). "

@@ -54,13 +54,10 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def _history_warning(store: ObjectStore) -> str:
-    if store.scheme == "s3":
-        from statekeeper.storage.aws.s3 import S3Store
-
-        inner = getattr(store, "inner", store)  # under the encryption layer
-        if isinstance(inner, S3Store) and inner.history_warning:
-            return inner.history_warning
-    return f"the {store.scheme} store keeps no state history: every write replaces the last"
+    return (
+        store.history_warning
+        or f"the {store.scheme} store keeps no state history: every write replaces the last"
+    )
 
 
 @app.command()

@@ -2,7 +2,7 @@
 
 The operator on the machine manages tokens directly in the store (the
 embedded database) or in the tokens file; the server's ``/api/v1/tokens``
-does the same for admins over HTTP. Every change is audited.
+does the same for admins over HTTP. Every change is an event in the audit trail.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from statekeeper.cli import app
 if TYPE_CHECKING:
     from statekeeper.app import Services
     from statekeeper.security.caller import Caller
-    from statekeeper.security.tokens import TokenStore
+    from statekeeper.security.tokens import TokenService
 
 __all__ = ["operator", "services_for"]
 
@@ -65,10 +65,10 @@ def services_for(
         services.close()
 
 
-def _tokens(services: Services) -> TokenStore:
+def _tokens(services: Services) -> TokenService:
     from statekeeper.errors import ConfigError
 
-    if services.tokens is None:
+    if services.tokens.store is None:
         raise ConfigError(
             "this store keeps no tokens (it has no database): give --tokens-file FILE, the "
             "TOML file the servers read (setting tokens_file)"
@@ -92,11 +92,11 @@ def create(
 ) -> None:
     """Create a token; its secret is printed once and never stored."""
     from statekeeper.cli.output import console, err_console, print_json
-    from statekeeper.security.tokens import create_token, parse_duration
+    from statekeeper.security.tokens import parse_duration
 
     lifetime = parse_duration(expires) if expires else None
     with services_for(data_dir, store, config, tokens_file) as services:
-        issued = create_token(_tokens(services), services.audit, operator(), name, scope, lifetime)
+        issued = _tokens(services).create(operator(), name, scope, lifetime)
     if as_json:
         print_json({**issued.record.to_json(), "secret": issued.secret})
         return
@@ -130,7 +130,7 @@ def list_tokens(
     from statekeeper.cli.output import console, print_json
 
     with services_for(data_dir, store, config, tokens_file) as services:
-        records = _tokens(services).all()
+        records = _tokens(services).all(operator())
     if as_json:
         print_json([r.to_json() for r in records])
         return
@@ -156,8 +156,7 @@ def revoke(
 ) -> None:
     """Revoke a token: requests with it get 401 from now on."""
     from statekeeper.cli.output import err_console
-    from statekeeper.security.tokens import revoke_token
 
     with services_for(data_dir, store, config, tokens_file) as services:
-        revoke_token(_tokens(services), services.audit, operator(), name)
+        _tokens(services).revoke(operator(), name)
     err_console.print(f"revoked token {name}", highlight=False)

@@ -35,11 +35,19 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
-from statekeeper.errors import BadRequest, ConfigError, Conflict, NotFound, StorageError
-from statekeeper.security.audit import AuditEvent, AuditLog
+from statekeeper.errors import (
+    BadRequest,
+    CapabilityMissing,
+    ConfigError,
+    Conflict,
+    NotFound,
+    StorageError,
+)
+from statekeeper.events import Action, EventStream
 from statekeeper.security.caller import Caller
 from statekeeper.security.grants import parse_grants
-from statekeeper.storage.base import ObjectStore
+from statekeeper.security.policy import Permission, Policy, require
+from statekeeper.storage.base import RecordSpace
 from statekeeper.storage.sqlite import SqliteDatabase
 from statekeeper.times import format_rfc3339, parse_rfc3339, utcnow
 
@@ -49,13 +57,12 @@ __all__ = [
     "IssuedToken",
     "SqliteTokenStore",
     "TokenRecord",
+    "TokenService",
     "TokenStore",
-    "create_token",
     "hash_secret",
     "issue",
     "open_token_store",
     "parse_duration",
-    "revoke_token",
     "tokens_configured",
     "validate_token_name",
 ]
@@ -358,53 +365,67 @@ class FileTokenStore:
             raise StorageError(f"cannot write the tokens file {self.path}: {exc}") from exc
 
 
-def open_token_store(store: ObjectStore, tokens_file: Path | None) -> TokenStore | None:
+def open_token_store(records: RecordSpace, tokens_file: Path | None) -> TokenStore | None:
     """The operator's tokens file if one is set, else the embedded database's table.
 
     None for a store without a database (S3) and no tokens file: such a server
     authenticates by OIDC only, or not at all.
     """
-    from statekeeper.storage.sqlite import SqliteStore
-
     if tokens_file is not None:
         return FileTokenStore(tokens_file)
-    if isinstance(store, SqliteStore):
-        return SqliteTokenStore(store.db)
+    if records.database is not None:
+        return SqliteTokenStore(records.database)
     return None
 
 
-def _audit_change(log: AuditLog, caller: Caller, action: str, detail: str) -> None:
-    log.record(
-        AuditEvent(
-            action=action,
-            actor=caller.actor,
-            remote_addr=caller.remote_addr,
-            claims=dict(caller.claims),
-            detail=detail,
-        )
-    )
+class TokenService:
+    """API tokens as admins manage them: each change, and each refusal, is one event.
 
+    Managing tokens needs ``admin`` on the server itself (every state); the
+    local operator is not subject to grants. The secret is never in an event.
+    """
 
-def create_token(
-    store: TokenStore,
-    log: AuditLog,
-    caller: Caller,
-    name: str,
-    scopes: list[str],
-    expires_in: timedelta | None = None,
-) -> IssuedToken:
-    """Issue and store a token, and audit it (the secret is never recorded)."""
-    issued = issue(name, scopes, expires_in)
-    store.add(issued.record)
-    _audit_change(log, caller, "token-create", f"token {name}: " + " ".join(issued.record.scopes))
-    return issued
+    def __init__(self, store: TokenStore | None, policy: Policy, events: EventStream) -> None:
+        #: None when tokens cannot be kept (an S3 store and no tokens file).
+        self.store = store
+        self.policy = policy
+        self.events = events
 
+    def _admin(self, caller: Caller, what: str) -> TokenStore:
+        require(self.policy, caller, None, Permission.ADMIN, what)
+        if self.store is None:
+            raise CapabilityMissing(
+                "this server keeps no API tokens (its store has no database and no "
+                "tokens_file is set); configure tokens_file"
+            )
+        return self.store
 
-def revoke_token(store: TokenStore, log: AuditLog, caller: Caller, name: str) -> TokenRecord:
-    """Remove a token, and audit it."""
-    record = store.revoke(name)
-    _audit_change(log, caller, "token-revoke", f"token {name}")
-    return record
+    def create(
+        self,
+        caller: Caller,
+        name: str,
+        scopes: list[str],
+        expires_in: timedelta | None = None,
+    ) -> IssuedToken:
+        """Issue and store a token; its secret is in the answer only."""
+        with self.events.event(Action.TOKEN_CREATE, caller) as event:
+            event.detail = f"token {name}"
+            store = self._admin(caller, "create tokens on")
+            issued = issue(name, scopes, expires_in)
+            store.add(issued.record)
+            event.detail = f"token {name}: " + " ".join(issued.record.scopes)
+            return issued
+
+    def revoke(self, caller: Caller, name: str) -> TokenRecord:
+        """Remove a token: requests with it are refused from now on."""
+        with self.events.event(Action.TOKEN_REVOKE, caller) as event:
+            event.detail = f"token {name}"
+            return self._admin(caller, "revoke tokens on").revoke(name)
+
+    def all(self, caller: Caller) -> list[TokenRecord]:
+        """Every token, by name (a refusal is recorded; a listing is not)."""
+        with self.events.event(Action.TOKEN_LIST, caller, record_success=False):
+            return self._admin(caller, "list the tokens of").all()
 
 
 def tokens_configured(store_url: str, tokens_file: Path | None) -> bool:

@@ -1,8 +1,8 @@
 """The JSON API of access control: the audit trail and API tokens, for admins.
 
 ``GET /api/v1/audit``, ``GET/POST /api/v1/tokens``, ``DELETE /api/v1/tokens/{name}``.
-All of them need ``admin`` on ``**`` (the server itself); token changes are
-audited like state operations.
+All of them need ``admin`` on ``**`` (the server itself); token changes and
+every refusal are events like state operations (the token service emits them).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from statekeeper.app import Services
-from statekeeper.errors import BadRequest, CapabilityMissing, Forbidden
-from statekeeper.security.audit import AuditEvent, AuditFilter
-from statekeeper.security.caller import Caller
+from statekeeper.errors import BadRequest
+from statekeeper.events import Action, Event
+from statekeeper.security.audit import AuditFilter
 from statekeeper.security.policy import Permission, require
-from statekeeper.security.tokens import TokenStore, create_token, parse_duration, revoke_token
+from statekeeper.security.tokens import parse_duration
 from statekeeper.server.tfhttp import caller_of
 
 __all__ = ["router"]
@@ -31,33 +31,6 @@ _SINCE = Query(None, description="RFC 3339 time with a zone")
 def _services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
-
-
-def _admin(services: Services, caller: Caller, what: str, action: str) -> None:
-    """Require admin on the server itself; a denial is audited like any other."""
-    try:
-        require(services.policy, caller, None, Permission.ADMIN, what)
-    except Forbidden as exc:
-        services.audit.record(
-            AuditEvent(
-                action=action,
-                actor=caller.actor,
-                outcome=exc.code,
-                remote_addr=caller.remote_addr,
-                claims=dict(caller.claims),
-                detail=exc.message,
-            )
-        )
-        raise
-
-
-def _tokens(services: Services) -> TokenStore:
-    if services.tokens is None:
-        raise CapabilityMissing(
-            "this server keeps no API tokens (its store has no database and no tokens_file "
-            "is set); configure tokens_file"
-        )
-    return services.tokens
 
 
 @router.get("/audit", summary="The audit trail, oldest first")
@@ -72,8 +45,9 @@ async def list_audit(
     services = _services(request)
     caller = caller_of(request)
 
-    def run() -> list[AuditEvent]:
-        _admin(services, caller, "read the audit trail of", "audit-read")
+    def run() -> list[Event]:
+        with services.events.event(Action.AUDIT_READ, caller, record_success=False):
+            require(services.policy, caller, None, Permission.ADMIN, "read the audit trail of")
         if state is not None:
             from statekeeper.security.grants import parse_grant
 
@@ -99,8 +73,7 @@ async def list_tokens(request: Request) -> dict[str, Any]:
     caller = caller_of(request)
 
     def run() -> list[dict[str, object]]:
-        _admin(services, caller, "list the tokens of", "token-list")
-        return [r.to_json() for r in _tokens(services).all()]
+        return [r.to_json() for r in services.tokens.all(caller)]
 
     return {"tokens": await run_in_threadpool(run)}
 
@@ -111,11 +84,8 @@ async def post_token(request: Request, body: TokenRequest) -> dict[str, Any]:
     caller = caller_of(request)
 
     def run() -> dict[str, Any]:
-        _admin(services, caller, "create tokens on", "token-create")
         expires = parse_duration(body.expires) if body.expires else None
-        issued = create_token(
-            _tokens(services), services.audit, caller, body.name, body.scopes, expires
-        )
+        issued = services.tokens.create(caller, body.name, body.scopes, expires)
         return {**issued.record.to_json(), "secret": issued.secret}
 
     return await run_in_threadpool(run)
@@ -127,8 +97,6 @@ async def delete_token(request: Request, name: str) -> dict[str, Any]:
     caller = caller_of(request)
 
     def run() -> dict[str, object]:
-        _admin(services, caller, "revoke tokens on", "token-revoke")
-        record = revoke_token(_tokens(services), services.audit, caller, name)
-        return record.to_json()
+        return services.tokens.revoke(caller, name).to_json()
 
     return await run_in_threadpool(run)

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from statekeeper.app import Services
 from statekeeper.errors import RateLimited, Unauthenticated
-from statekeeper.security.audit import AuditEvent
+from statekeeper.events import Action, Event
 from statekeeper.security.caller import Caller
 from statekeeper.security.oidc import looks_like_jwt
 from statekeeper.security.tokens import TokenRecord, hash_secret
@@ -62,7 +62,8 @@ def auth_configured(services: Services) -> bool:
     s = services.settings
     if s.tokens_file is not None or services.oidc is not None:
         return True
-    return services.tokens is not None and not services.tokens.empty()
+    tokens = services.tokens.store
+    return tokens is not None and not tokens.empty()
 
 
 class Authenticator:
@@ -122,7 +123,7 @@ class Authenticator:
         return self._checked(record, remote_addr)
 
     def _named_token(self, name: str, secret: str, remote_addr: str | None) -> Caller:
-        tokens = self.services.tokens
+        tokens = self.services.tokens.store
         record = tokens.get(name) if tokens is not None and name else None
         if record is None or not record.matches(secret):
             raise Unauthenticated(
@@ -141,7 +142,7 @@ class Authenticator:
         return Caller(actor=record.name, remote_addr=remote_addr, scopes=record.scopes)
 
     def _bearer_token(self, secret: str, remote_addr: str | None) -> Caller:
-        tokens = self.services.tokens
+        tokens = self.services.tokens.store
         record = tokens.find(hash_secret(secret)) if tokens is not None else None
         if record is None or not record.matches(secret):
             raise Unauthenticated("the Bearer token is not known to this server; " + _HOW)
@@ -187,14 +188,15 @@ class AuthMiddleware:
         try:
             caller = await run_in_threadpool(self.authenticator.authenticate, header, remote)
         except Unauthenticated as exc:
-            event = AuditEvent(
-                action="authenticate",
+            # The claimed name and the request are the facts; no Caller exists yet.
+            event = Event(
+                action=Action.AUTHENTICATE,
                 actor=_claimed_user(header),
                 outcome=exc.code,
                 remote_addr=remote,
                 detail=f"{scope['method']} {scope['path']}: {exc.message}",
             )
-            await run_in_threadpool(self.services.audit.record, event)
+            await run_in_threadpool(self.services.events.emit, event)
             await error_response(exc)(scope, receive, send)
             return
         if caller.scopes is not None:
@@ -211,15 +213,13 @@ def security_summary(services: Services, secured: bool) -> list[str]:
     """The lines ``serve`` prints at start about access control, TLS and encryption."""
     from rich.markup import escape
 
-    from statekeeper.storage.encrypting import EncryptingStore
-
     s = services.settings
     lines: list[str] = []
     if secured:
         ways = []
         if s.tokens_file is not None:
             ways.append(f"API tokens from {escape(str(s.tokens_file))}")
-        elif services.tokens is not None and not services.tokens.empty():
+        elif services.tokens.store is not None and not services.tokens.store.empty():
             ways.append("API tokens")
         if services.oidc is not None:
             ways.append(f"OIDC ({escape(services.oidc.config.issuer)})")
@@ -234,10 +234,10 @@ def security_summary(services: Services, secured: bool) -> list[str]:
             "[yellow]warning:[/] no access control is configured: anyone on this machine "
             "may read, write and force-unlock states (serving on loopback only)"
         )
-    store = services.store
-    if isinstance(store, EncryptingStore) and store.current is not None:
+    kid = services.keys.current_kid
+    if kid is not None:
         lines.append(
-            f"encryption at rest: on (master key {store.current.kid}); a state stored "
+            f"encryption at rest: on (master key {kid}); a state stored "
             'encrypted is unreadable by Terraform\'s own backend "s3"'
         )
     else:

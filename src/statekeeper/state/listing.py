@@ -35,7 +35,6 @@ __all__ = [
     "is_state_key",
     "list_locks",
     "list_states",
-    "lock_tables",
 ]
 
 #: Terraform's S3-native lock objects live beside the state; they are not states.
@@ -121,14 +120,6 @@ class StateSummary:
         }
 
 
-def lock_tables(table: LockTable) -> list[LockTable]:
-    """The individual tables behind ``table`` (a dual table exposes its two)."""
-    inner = getattr(table, "tables", None)
-    if isinstance(inner, list | tuple) and inner and all(isinstance(t, LockTable) for t in inner):
-        return list(inner)
-    return [table]
-
-
 def _age(lock: LockInfo, now: datetime) -> float | None:
     since = lock.since
     return None if since is None else max(0.0, (now - since).total_seconds())
@@ -148,7 +139,7 @@ def list_locks(
 ) -> list[LockSummary]:
     """Every held lock under ``prefix``, one row per state, drift flagged."""
     now = now or utcnow()
-    tables = lock_tables(table)
+    tables = table.parts()
     found: dict[str, list[tuple[str, LockInfo]]] = {}
     for t in tables:
         for key, lock in t.scan(prefix):

@@ -1,7 +1,8 @@
 """Lock rules: acquire, release, force-release, and the fence every write passes.
 
 The lock table decides who wins a race (a conditional write); this module
-decides what the answer to Terraform is.
+decides what the answer to Terraform is. Every lock change, and every refusal
+of one, is one event on the stream (``lock``, ``unlock``, ``force-unlock``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from statekeeper.errors import LockConflict, LockMismatch, LockNotFound
+from statekeeper.errors import InvalidLockInfo, LockConflict, LockMismatch, LockNotFound
+from statekeeper.events import Action, EventStream
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, Policy, require
 from statekeeper.storage.base import LockTable, ObjectStore
@@ -19,6 +21,15 @@ from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.names import StateName
 
 __all__ = ["HeldLock", "LockService"]
+
+
+def _zero_valued(body: bytes) -> LockInfo | None:
+    """The LockInfo of OpenTofu's force-unlock body (an ID, every other field zero)."""
+    try:
+        info = LockInfo.parse(body)
+    except InvalidLockInfo:
+        return None  # refused, and recorded, as an unlock
+    return info if info.is_zero_valued else None
 
 
 @dataclass(frozen=True)
@@ -31,10 +42,13 @@ class LockService:
     #: Mutex stripes: a fixed number, so that any number of names costs no memory.
     STRIPES = 64
 
-    def __init__(self, store: ObjectStore, locks: LockTable, policy: Policy) -> None:
+    def __init__(
+        self, store: ObjectStore, locks: LockTable, policy: Policy, events: EventStream
+    ) -> None:
         self.store = store
         self.locks = locks
         self.policy = policy
+        self.events = events
         self._stripes = [threading.RLock() for _ in range(self.STRIPES)]
 
     @contextmanager
@@ -55,16 +69,18 @@ class LockService:
         A LOCK repeated with the holder's own ID succeeds: Terraform retries LOCK
         after a 5xx or a dropped connection, and the first attempt may have won.
         """
-        require(self.policy, caller, name, Permission.WRITE, "lock")
-        info = LockInfo.parse(body).with_facts(caller.actor, caller.remote_addr)
-        try:
-            with self.serialized(name):
-                self.locks.acquire(str(name), info)
-        except LockConflict as conflict:
-            if conflict.holder.id == info.id:
-                return conflict.holder
-            raise
-        return info
+        with self.events.event(Action.LOCK, caller, name) as event:
+            event.lock_body(body)
+            require(self.policy, caller, name, Permission.WRITE, "lock")
+            info = LockInfo.parse(body).with_facts(caller.actor, caller.remote_addr)
+            try:
+                with self.serialized(name):
+                    self.locks.acquire(str(name), info)
+            except LockConflict as conflict:
+                if conflict.holder.id == info.id:
+                    return conflict.holder
+                raise
+            return info
 
     def unlock(self, name: StateName, body: bytes, caller: Caller) -> LockInfo:
         """Release the lock named by ``body``, in every form Terraform and OpenTofu send.
@@ -74,27 +90,33 @@ class LockService:
         - A normal unlock: the LockInfo of the holder's LOCK.
         Both force forms need the admin permission.
         """
-        key = str(name)
         if not body.strip():
             return self.force_unlock(name, caller, lock_id=None)
-        info = LockInfo.parse(body)
-        if info.is_zero_valued:
-            return self.force_unlock(name, caller, lock_id=info.id)
-        require(self.policy, caller, name, Permission.WRITE, "unlock")
-        with self.serialized(name):
-            return self.locks.release(key, info.id)
+        forced = _zero_valued(body)
+        if forced is not None:
+            return self.force_unlock(name, caller, lock_id=forced.id)
+        with self.events.event(Action.UNLOCK, caller, name) as event:
+            event.lock_body(body)
+            info = LockInfo.parse(body)
+            require(self.policy, caller, name, Permission.WRITE, "unlock")
+            with self.serialized(name):
+                return self.locks.release(str(name), info.id)
 
     def force_unlock(self, name: StateName, caller: Caller, lock_id: str | None) -> LockInfo:
         """Remove the lock whoever holds it; with ``lock_id``, only if it is that lock."""
-        require(self.policy, caller, name, Permission.ADMIN, "force-unlock")
-        key = str(name)
-        with self.serialized(name):
-            if lock_id is not None:
-                return self.locks.release(key, lock_id)
-            removed = self.locks.force_release(key)
-        if removed is None:
-            raise LockNotFound(f"no lock is held on {name}; nothing to unlock")
-        return removed
+        with self.events.event(Action.FORCE_UNLOCK, caller, name) as event:
+            event.lock_id = lock_id
+            require(self.policy, caller, name, Permission.ADMIN, "force-unlock")
+            key = str(name)
+            with self.serialized(name):
+                if lock_id is not None:
+                    removed: LockInfo | None = self.locks.release(key, lock_id)
+                else:
+                    removed = self.locks.force_release(key)
+            if removed is None:
+                raise LockNotFound(f"no lock is held on {name}; nothing to unlock")
+            event.lock(removed)
+            return removed
 
     def remove(self, name: StateName, caller: Caller, lock_id: str) -> LockInfo:
         """Remove the lock with ``lock_id`` wherever it is held (admin), and return it.
@@ -102,39 +124,49 @@ class LockService:
         Unlike :meth:`force_unlock` with an ID, a lock held in only one of two
         lock tables (a dual-lock drift) is removed without an error about the
         other. A lock held under another ID is left alone (LockMismatch).
+        Recorded as a ``force-unlock`` (inside a reap, as the reap).
         """
-        require(self.policy, caller, name, Permission.ADMIN, "force-unlock")
-        key = str(name)
-        holder = self.locks.read(key)
-        if (
-            holder is not None
-            and holder.id == lock_id
-            and self.locks.delete_if_held_by(key, lock_id)
-        ):
-            return holder
-        holder = self.locks.read(key)
-        if holder is None:
-            raise LockNotFound(f"no lock is held on {name}; nothing to unlock")
-        raise LockMismatch(holder, lock_id)
+        with self.events.event(Action.FORCE_UNLOCK, caller, name) as event:
+            event.lock_id = lock_id
+            event.detail = "removed by its ID"
+            require(self.policy, caller, name, Permission.ADMIN, "force-unlock")
+            key = str(name)
+            holder = self.locks.read(key)
+            if (
+                holder is not None
+                and holder.id == lock_id
+                and self.locks.delete_if_held_by(key, lock_id)
+            ):
+                event.lock(holder)
+                return holder
+            holder = self.locks.read(key)
+            if holder is None:
+                raise LockNotFound(f"no lock is held on {name}; nothing to unlock")
+            raise LockMismatch(holder, lock_id)
 
     @contextmanager
     def holding(self, name: StateName, operation: str, caller: Caller) -> Iterator[LockInfo]:
         """Hold the lock for an operator command (push, rollback, migrate) and release it.
 
         ``Who`` is the caller, as Terraform writes ``user@host``; a held lock
-        raises LockConflict naming its holder, and nothing is done.
+        raises LockConflict naming its holder, and nothing is done. One ``lock``
+        event covers the whole hold; inside the command's own event (the usual
+        case) the command's event stands for it.
         """
-        require(self.policy, caller, name, Permission.WRITE, "lock")
-        # Path as Terraform's S3 backend writes it: <bucket>/<state object key>.
-        path = f"{self.store.lock_namespace}/{self.store.full_key(str(name))}"
-        info = LockInfo.new(operation, caller.actor, path=path).with_facts(
-            caller.actor, caller.remote_addr
-        )
-        self.locks.acquire(str(name), info)
-        try:
-            yield info
-        finally:
-            self.locks.release(str(name), info.id)
+        with self.events.event(Action.LOCK, caller, name) as event:
+            require(self.policy, caller, name, Permission.WRITE, "lock")
+            # Path as Terraform's S3 backend writes it: <bucket>/<state object key>.
+            path = f"{self.store.lock_namespace}/{self.store.full_key(str(name))}"
+            info = LockInfo.new(operation, caller.actor, path=path).with_facts(
+                caller.actor, caller.remote_addr
+            )
+            event.lock(info)
+            event.detail = "held for an operator command, then released"
+            self.locks.acquire(str(name), info)
+            try:
+                yield info
+            finally:
+                self.locks.release(str(name), info.id)
 
     def read(self, name: StateName) -> LockInfo | None:
         return self.locks.read(str(name))

@@ -16,6 +16,9 @@ a rollback) is replayed verbatim too: once this run has written a version of a
 state, the following versions of that state are written with ``force``. The
 first write of a state is forced only when the caller asks (``force``), since
 it may replace an unrelated state that was already at the destination.
+
+Each state copied (not in a dry run) is one ``migrate`` event, naming the last
+version written and how many were copied and skipped.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from statekeeper.errors import BadRequest, ChecksumMismatch, StorageError
+from statekeeper.events import Action
 from statekeeper.security.caller import Caller
 from statekeeper.state.listing import is_state_key
 from statekeeper.state.locks import LockService
@@ -238,23 +242,27 @@ def _copy_state(
         for v, _ in plan():
             progress("version", name, v.size)
         return report
-    with locks.holding(state, MIGRATE_OPERATION, caller) as lock:
-        wrote = False
-        for v, data in plan():
-            StateDoc.parse(data)  # a clear error naming the version, before any write
-            outcome = dest.write(state, data, caller, lock_id=lock.id, force=force or wrote)
-            wrote = True
-            back = dest.store.get(name, outcome.version.version_id)
-            expected = hashlib.sha256(data).hexdigest()
-            if back is None or hashlib.sha256(back.data).hexdigest() != expected:
-                raise ChecksumMismatch(
-                    f"{name}: version {outcome.version.version_id} read back from the "
-                    f"destination does not match source version {v.label} (sha256 "
-                    f"{expected}); the copy stopped here, re-run to resume"
-                )
-            report.copied.append(outcome.version.version_id)
-            report.bytes_copied += len(data)
-            progress("version", name, v.size)
+    with dest.events.event(Action.MIGRATE, caller, state) as event:
+        with locks.holding(state, MIGRATE_OPERATION, caller) as lock:
+            event.lock(lock)
+            wrote = False
+            for v, data in plan():
+                StateDoc.parse(data)  # a clear error naming the version, before any write
+                outcome = dest.write(state, data, caller, lock_id=lock.id, force=force or wrote)
+                wrote = True
+                back = dest.store.get(name, outcome.version.version_id)
+                expected = hashlib.sha256(data).hexdigest()
+                if back is None or hashlib.sha256(back.data).hexdigest() != expected:
+                    raise ChecksumMismatch(
+                        f"{name}: version {outcome.version.version_id} read back from the "
+                        f"destination does not match source version {v.label} (sha256 "
+                        f"{expected}); the copy stopped here, re-run to resume"
+                    )
+                report.copied.append(outcome.version.version_id)
+                report.bytes_copied += len(data)
+                event.version, event.serial = outcome.version.version_id, outcome.version.serial
+                progress("version", name, v.size)
+        event.detail = f"copied {len(report.copied)} version(s), {report.skipped} already present"
     return report
 
 

@@ -1,20 +1,18 @@
 """Removing locks by hand: ``unlock`` of one state and ``reap`` of stale ones.
 
-Every removal is reported to the caller and recorded through
-:func:`record_release` (one JSON object per release), the hook the audit
-service takes over; until then it is logged at INFO on ``statekeeper.audit``.
+Every removal is reported to the caller and is one event: ``force-unlock``
+for ``unlock`` (by ID or forced), ``reap`` for each lock a reap removes.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from statekeeper.errors import BadRequest, LockConflict, LockMismatch, LockNotFound
+from statekeeper.events import Action
 from statekeeper.security.caller import Caller
 from statekeeper.state.listing import LockSummary, list_locks
 from statekeeper.state.locks import LockService
@@ -22,9 +20,7 @@ from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.names import StateName
 from statekeeper.times import format_rfc3339, utcnow
 
-__all__ = ["Release", "parse_duration", "reap", "record_release", "unlock"]
-
-log = logging.getLogger("statekeeper.audit")
+__all__ = ["Release", "parse_duration", "reap", "unlock"]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
@@ -45,11 +41,6 @@ def parse_duration(text: str) -> timedelta:
             "e.g. 30m, 2h, 1d or 1h30m"
         )
     return timedelta(seconds=seconds)
-
-
-def record_release(event: dict[str, Any]) -> None:
-    """Record one lock removal: the audit hook (a JSON line on ``statekeeper.audit``)."""
-    log.info("%s", json.dumps(event, sort_keys=True, default=str))
 
 
 @dataclass(frozen=True)
@@ -74,20 +65,6 @@ class Release:
             "removed": self.removed,
             "reason": self.reason,
         }
-
-
-def _record(release: Release, caller: Caller) -> Release:
-    if release.removed:
-        record_release(
-            {
-                "event": "lock.released",
-                "actor": caller.actor,
-                "remote_addr": caller.remote_addr,
-                "time": format_rfc3339(utcnow()),
-                **release.to_json(),
-            }
-        )
-    return release
 
 
 def _age(lock: LockInfo, now: datetime) -> float | None:
@@ -122,7 +99,7 @@ def unlock(
     else:
         removed = locks.force_unlock(name, caller, lock_id=None)
     reason = f"unlock --id {lock_id}" if lock_id else "unlock --force"
-    return _record(Release(str(name), removed, _age(removed, utcnow()), True, reason), caller)
+    return Release(str(name), removed, _age(removed, utcnow()), True, reason)
 
 
 def _matches(operation: str, wanted: str) -> bool:
@@ -161,8 +138,11 @@ def reap(
             out.append(Release(held.name, lock, held.age_seconds, False, reason + " (dry run)"))
             continue
         try:
-            removed = locks.remove(StateName(held.name), caller, lock.id)
+            with locks.events.event(Action.REAP, caller, StateName(held.name)) as event:
+                event.lock(lock)
+                event.detail = f"{reason}: held by {lock.who or lock.actor or '?'}"
+                removed = locks.remove(StateName(held.name), caller, lock.id)
         except (LockMismatch, LockNotFound):
             continue  # released or replaced since the listing: not ours to remove
-        out.append(_record(Release(held.name, removed, held.age_seconds, True, reason), caller))
+        out.append(Release(held.name, removed, held.age_seconds, True, reason))
     return out

@@ -7,6 +7,9 @@ the drift the rollback created. Only the top-level ``"serial"`` number changes:
 every other byte is the old version's, verbatim. The write goes through
 :meth:`StateService.write`, which keeps the DynamoDB digest in step, so
 Terraform's own ``backend "s3"`` reads the result without a checksum error.
+
+Each is one event (``rollback``, ``push``): the lock, reads and write it is
+made of are folded into it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from statekeeper.errors import EncryptedState, InvalidState
+from statekeeper.events import Action
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, require
 from statekeeper.state.inspection import Inspector
@@ -91,23 +95,30 @@ def rollback(
     caller: Caller,
 ) -> RollbackResult:
     """Make version ``to_ref``'s content current again, as a new version, under the lock."""
-    require(states.policy, caller, name, Permission.ADMIN, "roll back")
-    with locks.holding(name, ROLLBACK_OPERATION, caller) as lock:
-        target = inspector.resolve(name, caller, to_ref)
-        current = states.read_existing(name, caller)
-        old = states.read_existing(name, caller, target.version_id).data
-        target = inspector.filled(target, old)
-        old_doc, cur_doc = StateDoc.parse(old), StateDoc.parse(current.data)
-        if old_doc.encrypted or cur_doc.encrypted:
-            raise EncryptedState(
-                f"{name} is encrypted by OpenTofu: its serial is also sealed inside the "
-                "ciphertext, so it cannot be rewritten without the key. Pull the old "
-                "version (statekeeper pull --version), and push it with 'tofu state push'."
-            )
-        new_serial = cur_doc.serial + 1
-        # rewrite_serial verifies by parsing that only the top-level serial moved.
-        data = rewrite_serial(old, new_serial)
-        outcome = states.write(name, data, caller, lock_id=lock.id)
+    with states.events.event(Action.ROLLBACK, caller, name) as event:
+        require(states.policy, caller, name, Permission.ADMIN, "roll back")
+        with locks.holding(name, ROLLBACK_OPERATION, caller) as lock:
+            event.lock(lock)
+            target = inspector.resolve(name, caller, to_ref)
+            current = states.read_existing(name, caller)
+            old = states.read_existing(name, caller, target.version_id).data
+            target = inspector.filled(target, old)
+            old_doc, cur_doc = StateDoc.parse(old), StateDoc.parse(current.data)
+            if old_doc.encrypted or cur_doc.encrypted:
+                raise EncryptedState(
+                    f"{name} is encrypted by OpenTofu: its serial is also sealed inside the "
+                    "ciphertext, so it cannot be rewritten without the key. Pull the old "
+                    "version (statekeeper pull --version), and push it with 'tofu state push'."
+                )
+            new_serial = cur_doc.serial + 1
+            # rewrite_serial verifies by parsing that only the top-level serial moved.
+            data = rewrite_serial(old, new_serial)
+            outcome = states.write(name, data, caller, lock_id=lock.id)
+        event.version, event.serial = outcome.version.version_id, outcome.version.serial
+        event.detail = (
+            f"restored version {target.version_id} (serial {target.serial}) over "
+            f"{current.version.version_id} (serial {current.version.serial})"
+        )
     return RollbackResult(str(name), target, current.version, outcome.version)
 
 
@@ -139,7 +150,14 @@ def push(
     it, like ``terraform state push -force``. Unlike Terraform, the bytes are
     stored as given: the serial is not bumped and the lineage not replaced.
     """
-    StateDoc.parse(data)  # refuse what is not a state before taking the lock
-    with locks.holding(name, PUSH_OPERATION, caller) as lock:
-        outcome = states.write(name, data, caller, lock_id=lock.id, force=force)
+    with states.events.event(Action.PUSH, caller, name) as event:
+        StateDoc.parse(data)  # refuse what is not a state before taking the lock
+        with locks.holding(name, PUSH_OPERATION, caller) as lock:
+            event.lock(lock)
+            outcome = states.write(name, data, caller, lock_id=lock.id, force=force)
+        event.version, event.serial = outcome.version.version_id, outcome.version.serial
+        if not outcome.created:
+            event.detail = "unchanged (the bytes were already current)"
+        elif force:
+            event.detail = "forced past the serial/lineage guard"
     return PushResult(str(name), outcome)

@@ -4,7 +4,9 @@ A write is accepted only if it carries the holder's lock ID (when the state is
 locked), its Content-MD5 matches, it parses as a Terraform state or an OpenTofu
 encrypted envelope, and it passes the serial/lineage guard. The bytes are then
 stored verbatim as a new version, and the digest Terraform's S3 backend checks
-is brought up to date.
+is brought up to date. Each read, write and delete, accepted or refused, is one
+event on the stream (``read``, ``write`` or ``push`` for a forced write,
+``delete``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from statekeeper.errors import (
     StateNotFound,
     WriteRace,
 )
+from statekeeper.events import Action, EventStream
 from statekeeper.security.caller import Caller
 from statekeeper.security.grants import outputs_only
 from statekeeper.security.policy import Permission, Policy, require
@@ -101,10 +104,13 @@ def decode_content_md5(header: str) -> bytes:
 
 
 class StateService:
-    def __init__(self, store: ObjectStore, locks: LockService, policy: Policy) -> None:
+    def __init__(
+        self, store: ObjectStore, locks: LockService, policy: Policy, events: EventStream
+    ) -> None:
         self.store = store
         self.locks = locks
         self.policy = policy
+        self.events = events
 
     def read(
         self, name: StateName, caller: Caller, version_id: str | None = None
@@ -114,6 +120,17 @@ class StateService:
         A caller with the ``outputs`` permission but not ``read`` gets the state
         with its resources stripped (what ``terraform_remote_state`` needs).
         """
+        with self.events.event(Action.READ, caller, name) as event:
+            event.version = version_id
+            current = self._read(name, caller, version_id)
+            if current is None:
+                event.detail = "no state"
+            else:
+                event.version = current.version.version_id
+                event.serial = current.version.serial
+            return current
+
+    def _read(self, name: StateName, caller: Caller, version_id: str | None) -> CurrentState | None:
         full = self.policy.allows(caller, name, Permission.READ)
         if not full and not self.policy.allows(caller, name, Permission.OUTPUTS):
             require(self.policy, caller, name, Permission.READ, "read")
@@ -187,6 +204,31 @@ class StateService:
         force: bool = False,
     ) -> WriteOutcome:
         """Store ``data`` as the new current state of ``name``, if the rules allow."""
+        with self.events.event(Action.PUSH if force else Action.WRITE, caller, name) as event:
+            event.lock_id = lock_id
+            if lock_id:
+                holder = self.locks.read(name)
+                if holder is not None and holder.id == lock_id:
+                    event.lock(holder)
+            outcome = self._write(
+                name, data, caller, lock_id=lock_id, content_md5=content_md5, force=force
+            )
+            event.version = outcome.version.version_id
+            event.serial = outcome.version.serial
+            if not outcome.created:
+                event.detail = "unchanged (the bytes were already current)"
+            return outcome
+
+    def _write(
+        self,
+        name: StateName,
+        data: bytes,
+        caller: Caller,
+        *,
+        lock_id: str | None,
+        content_md5: str | None,
+        force: bool,
+    ) -> WriteOutcome:
         require(
             self.policy,
             caller,
@@ -270,11 +312,13 @@ class StateService:
 
     def delete(self, name: StateName, caller: Caller, *, lock_id: str | None = None) -> None:
         """Delete the current state (a versioned store keeps its history)."""
-        require(self.policy, caller, name, Permission.ADMIN, "delete")
-        key = str(name)
-        with self.locks.serialized(name):
-            self.locks.fence(name, lock_id)
-            if self.store.head(key) is None:
-                raise StateNotFound(f"there is no state named {name}")
-            self.store.delete(key)
-            self.locks.locks.delete_digest(key)
+        with self.events.event(Action.DELETE, caller, name) as event:
+            event.lock_id = lock_id
+            require(self.policy, caller, name, Permission.ADMIN, "delete")
+            key = str(name)
+            with self.locks.serialized(name):
+                self.locks.fence(name, lock_id)
+                if self.store.head(key) is None:
+                    raise StateNotFound(f"there is no state named {name}")
+                self.store.delete(key)
+                self.locks.locks.delete_digest(key)

@@ -14,11 +14,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from statekeeper.errors import CapabilityMissing, LockMismatch, LockNotFound
 from statekeeper.terraform.lockinfo import LockInfo
 
-__all__ = ["LockTable", "ObjectInfo", "ObjectStore", "StoredObject"]
+if TYPE_CHECKING:
+    from statekeeper.storage.sqlite import SqliteDatabase
+
+__all__ = ["LockTable", "ObjectInfo", "ObjectStore", "RecordSpace", "StoredObject"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,21 @@ class ObjectInfo:
 class StoredObject:
     info: ObjectInfo
     data: bytes
+
+
+@dataclass(frozen=True)
+class RecordSpace:
+    """Where statekeeper keeps its own records beside a store's states.
+
+    The audit trail, the API tokens and the encryption key ring are tables of
+    the embedded ``database`` when the store has one, else JSON objects under
+    ``statekeeper!/`` in ``objects``: the store itself, never an encrypting
+    wrapper (the key ring cannot be sealed with the keys it holds, and the
+    audit trail must stay readable without them).
+    """
+
+    objects: ObjectStore
+    database: SqliteDatabase | None = None
 
 
 class ObjectStore(ABC):
@@ -66,6 +85,16 @@ class ObjectStore(ABC):
     def full_key(self, key: str) -> str:
         """The key as the backend sees it (with any prefix), as Terraform names it."""
         return key
+
+    @property
+    def records(self) -> RecordSpace:
+        """Where the audit trail, tokens and key ring of this store live."""
+        return RecordSpace(self)
+
+    @property
+    def history_warning(self) -> str | None:
+        """Why a store without ``supports_versions`` keeps no history and what to do, if known."""
+        return None
 
     @abstractmethod
     def put(self, key: str, data: bytes, metadata: Mapping[str, str]) -> ObjectInfo:
@@ -149,6 +178,10 @@ class LockTable(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
+
+    def parts(self) -> list[LockTable]:
+        """The individual tables behind this one (two for Terraform's transition mode)."""
+        return [self]
 
     # Derived conveniences, built on the primitives above.
 

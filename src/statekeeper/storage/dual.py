@@ -32,6 +32,9 @@ class DualLocks(LockTable):
         self.scheme = "+".join(t.scheme for t in self.tables)
         self.keeps_digests = any(t.keeps_digests for t in self.tables)
 
+    def parts(self) -> list[LockTable]:
+        return list(self.tables)
+
     def acquire(self, key: str, lock: LockInfo) -> None:
         taken: list[LockTable] = []
         try:

@@ -36,11 +36,15 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from statekeeper.errors import ConfigError, MissingDependency, StorageError
-from statekeeper.storage.base import ObjectInfo, ObjectStore, StoredObject
+from statekeeper.events import Action, EventStream
+from statekeeper.storage.base import ObjectInfo, ObjectStore, RecordSpace, StoredObject
 from statekeeper.storage.sqlite import SqliteDatabase
+
+if TYPE_CHECKING:
+    from statekeeper.security.caller import Caller
 
 __all__ = [
     "KEYS_PREFIX",
@@ -48,6 +52,7 @@ __all__ = [
     "RESERVED_PREFIX",
     "EncryptingStore",
     "KeyRing",
+    "KeyService",
     "KmsMasterKey",
     "LocalMasterKey",
     "MasterKey",
@@ -299,6 +304,14 @@ class EncryptingStore(ObjectStore):
     def full_key(self, key: str) -> str:
         return self.inner.full_key(key)
 
+    @property
+    def records(self) -> RecordSpace:
+        return self.inner.records
+
+    @property
+    def history_warning(self) -> str | None:
+        return self.inner.history_warning
+
     def _seal(self, data: bytes, metadata: Mapping[str, str]) -> tuple[bytes, dict[str, str]]:
         if self.current is None:
             return data, dict(metadata)
@@ -436,16 +449,46 @@ def rotate(ring: KeyRing, old: MasterKey, new: MasterKey) -> RotationReport:
     return RotationReport(rewrapped, already, other)
 
 
-def open_keyring(store: ObjectStore) -> KeyRing:
-    """The key ring beside ``store``: a table of the embedded database, else objects."""
-    from statekeeper.storage.sqlite import SqliteStore
-
-    if isinstance(store, SqliteStore):
-        return SqliteKeyRing(store.db)
-    return StoreKeyRing(store)
+def open_keyring(records: RecordSpace) -> KeyRing:
+    """The key ring in ``records``: a table of the embedded database, else objects."""
+    if records.database is not None:
+        return SqliteKeyRing(records.database)
+    return StoreKeyRing(records.objects)
 
 
 def encrypting(store: ObjectStore, master_key: str | None) -> EncryptingStore:
     """``store`` behind encryption: on when ``master_key`` is set, reads always decrypt."""
     keys = parse_master_keys(master_key) if master_key else []
-    return EncryptingStore(store, open_keyring(store), keys)
+    return EncryptingStore(store, open_keyring(store.records), keys)
+
+
+class KeyService:
+    """Encryption at rest as the operator manages it: what is sealed, and key rotation.
+
+    Rotation is an operator command on the store itself (no HTTP route), so it
+    is not subject to grants; it is audited like every change.
+    """
+
+    def __init__(self, store: EncryptingStore, events: EventStream) -> None:
+        self.store = store
+        self.events = events
+
+    @property
+    def current_kid(self) -> str | None:
+        """The master key new versions are sealed with; None when encryption is off."""
+        return self.store.current.kid if self.store.current is not None else None
+
+    def unencrypted(self, prefix: str = "") -> list[str]:
+        """Current states stored in plaintext."""
+        return self.store.unencrypted(prefix)
+
+    def rotate(self, caller: Caller, old: MasterKey, new: MasterKey) -> RotationReport:
+        """Re-wrap every data key of ``old`` with ``new`` (one ``key-rotate`` event)."""
+        with self.events.event(Action.KEY_ROTATE, caller) as event:
+            report = rotate(self.store.ring, old, new)
+            event.detail = (
+                f"re-wrapped {report.rewrapped} data keys from {old.kid} to {new.kid} "
+                f"({report.already_new} already under the new key, {report.other} under "
+                "other keys)"
+            )
+            return report

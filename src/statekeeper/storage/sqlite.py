@@ -26,7 +26,7 @@ from statekeeper.errors import (
     VersionNotFound,
     WriteRace,
 )
-from statekeeper.storage.base import LockTable, ObjectInfo, ObjectStore, StoredObject
+from statekeeper.storage.base import LockTable, ObjectInfo, ObjectStore, RecordSpace, StoredObject
 from statekeeper.storage.registry import DriverURL
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.times import format_rfc3339, parse_rfc3339, utcnow
@@ -162,6 +162,10 @@ class SqliteStore(ObjectStore):
     @property
     def lock_namespace(self) -> str:
         return str(self.db.path)
+
+    @property
+    def records(self) -> RecordSpace:
+        return RecordSpace(self, self.db)
 
     def _insert(
         self, db: sqlite3.Connection, key: str, data: bytes, metadata: Mapping[str, str]
@@ -398,7 +402,8 @@ def open_store(url: DriverURL) -> SqliteStore:
 def open_locks(url: DriverURL, store: ObjectStore) -> SqliteLocks:
     url.reject_unknown_options(set())
     path = database_path(url)
-    # Locks in the store's own database share its connections.
-    if isinstance(store, SqliteStore) and store.db.path.resolve() == path.resolve():
-        return SqliteLocks(store.db)
+    # Locks in the store's own database share its connections (also behind encryption).
+    db = store.records.database
+    if db is not None and db.path.resolve() == path.resolve():
+        return SqliteLocks(db)
     return SqliteLocks(SqliteDatabase(path))

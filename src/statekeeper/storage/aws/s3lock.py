@@ -179,11 +179,12 @@ class S3LockFiles(LockTable):
 
 def open_locks(url: DriverURL, store: ObjectStore) -> S3LockFiles:
     if not url.netloc:
-        if not isinstance(store, S3Store):
+        states = store.records.objects  # the S3 store itself, also behind encryption
+        if not isinstance(states, S3Store):
             raise ConfigError(
                 f"{url.raw!r} names no bucket; use s3lock://BUCKET[/PREFIX] (a bare "
                 "s3lock:// means 'next to the states' and needs an s3:// store)"
             )
         url.reject_unknown_options(set())
-        return S3LockFiles(store.where.reconnect(), store)
+        return S3LockFiles(states.where.reconnect(), store)
     return S3LockFiles(S3Bucket.from_url(url), store)

@@ -1,0 +1,231 @@
+"""One typed event stream: every change and every denial, as the services see it.
+
+The services emit an :class:`Event` for each operation they perform on a
+caller's behalf (``docs/events.md`` lists who emits what). The audit trail,
+the server log, and later metrics and webhooks are *subscribers*: callables
+that receive every event. Emission happens in the services, never in their
+callers, so the HTTP server and the CLI leave the same trail and no entry
+point can forget it.
+
+Two rules shape :class:`EventStream`:
+
+- **One event per operation.** :meth:`EventStream.event` wraps an operation
+  and records exactly one event with the outcome the operation ended in
+  (``ok`` or the error code). An operation made of others (a rollback reads
+  and writes under the lock) is one event: events opened while another event
+  of the same stream is open in the same thread are folded into it.
+- **A subscriber cannot undo what happened.** By the time an event is emitted
+  the lock is taken or the state is stored; failing the request would only make
+  Terraform believe it failed. A subscriber that raises is reported on the
+  ``statekeeper.events`` log at ERROR, with the whole event, so that no audit
+  event is lost silently; the other subscribers still receive it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from statekeeper.errors import InvalidLockInfo, StatekeeperError
+from statekeeper.terraform.lockinfo import LockInfo
+from statekeeper.times import format_rfc3339, parse_rfc3339, utcnow
+
+if TYPE_CHECKING:
+    from statekeeper.security.caller import Caller
+    from statekeeper.terraform.names import StateName
+
+__all__ = ["Action", "Draft", "Event", "EventStream", "Subscriber", "log_event"]
+
+log = logging.getLogger("statekeeper.events")
+
+
+class Action(StrEnum):
+    """What an event records; the value is the ``action`` of the audit JSON."""
+
+    READ = "read"
+    WRITE = "write"
+    PUSH = "push"
+    DELETE = "delete"
+    ROLLBACK = "rollback"
+    MIGRATE = "migrate"
+    LOCK = "lock"
+    UNLOCK = "unlock"
+    FORCE_UNLOCK = "force-unlock"
+    #: A lock removed because it outlived its time limit: reserved for the lock
+    #: policy, which no service emits yet.
+    EXPIRE = "expire"
+    REAP = "reap"
+    TOKEN_CREATE = "token-create"
+    TOKEN_REVOKE = "token-revoke"
+    TOKEN_LIST = "token-list"
+    AUDIT_READ = "audit-read"
+    KEY_ROTATE = "key-rotate"
+    AUTHENTICATE = "authenticate"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One operation or denial: who did what to which state, and how it ended.
+
+    ``outcome`` is ``ok`` or the :mod:`statekeeper.errors` code the operation
+    failed with (``forbidden``, ``unauthenticated``, ``locked``, …); ``detail``
+    says why in words. ``who`` and ``operation`` are Terraform's, from the
+    LockInfo. ``claims`` are the OIDC claims the server records (never a secret).
+    """
+
+    action: Action
+    actor: str
+    outcome: str = "ok"
+    state: str | None = None
+    version: str | None = None
+    serial: int | None = None
+    remote_addr: str | None = None
+    claims: dict[str, str] = field(default_factory=dict)
+    lock_id: str | None = None
+    who: str | None = None
+    operation: str | None = None
+    detail: str | None = None
+    time: datetime = field(default_factory=utcnow)
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    def __post_init__(self) -> None:
+        # Events read back from the audit trail carry the action as text.
+        object.__setattr__(self, "action", Action(self.action))
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["action"] = str(self.action)
+        out["time"] = format_rfc3339(self.time)
+        return out
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Event:
+        raw = dict(raw)
+        raw["time"] = parse_rfc3339(raw["time"])
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+@dataclass
+class Draft:
+    """The facts of an event whose operation is still running; the service fills them in."""
+
+    version: str | None = None
+    serial: int | None = None
+    lock_id: str | None = None
+    who: str | None = None
+    operation: str | None = None
+    detail: str | None = None
+
+    def lock(self, info: LockInfo) -> None:
+        """Take the lock's ID, Who and Operation (as Terraform wrote them)."""
+        self.lock_id = info.id
+        self.who = info.who or None
+        self.operation = info.operation or None
+
+    def lock_body(self, body: bytes) -> None:
+        """Like :meth:`lock`, from a LockInfo body as sent (unreadable: nothing taken)."""
+        try:
+            self.lock(LockInfo.parse(body))
+        except InvalidLockInfo:
+            pass
+
+
+Subscriber = Callable[[Event], None]
+
+#: The streams with an event open in this thread (or task): nested events fold into it.
+_OPEN: ContextVar[frozenset[int]] = ContextVar("statekeeper_open_events", default=frozenset())
+
+
+def _outcome(exc: BaseException) -> tuple[str, str]:
+    if isinstance(exc, StatekeeperError):
+        return exc.code, exc.message
+    return "internal", type(exc).__name__
+
+
+class EventStream:
+    """Delivers each event to every subscriber, in the order they subscribed."""
+
+    def __init__(self) -> None:
+        self._subscribers: tuple[Subscriber, ...] = ()
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        """Deliver every event emitted from now on to ``subscriber``."""
+        self._subscribers = (*self._subscribers, subscriber)
+
+    def emit(self, event: Event) -> None:
+        """Hand ``event`` to every subscriber; a failing subscriber is logged, never raised."""
+        for subscriber in self._subscribers:
+            try:
+                subscriber(event)
+            except Exception as exc:  # the operation already happened: report, never raise
+                reason = exc.message if isinstance(exc, StatekeeperError) else repr(exc)
+                log.error(
+                    "an event subscriber failed (%s); the event: %s",
+                    reason,
+                    json.dumps(event.to_json(), separators=(",", ":")),
+                    exc_info=not isinstance(exc, StatekeeperError),
+                )
+
+    @contextmanager
+    def event(
+        self,
+        action: Action,
+        caller: Caller,
+        name: StateName | None = None,
+        *,
+        record_success: bool = True,
+    ) -> Iterator[Draft]:
+        """Record exactly one event for the enclosed operation, with the outcome it ended in.
+
+        The block fills in the yielded :class:`Draft`. ``record_success=False``
+        records only a failure (an admin check whose success the operation it
+        guards records). Inside another open event of this stream, nothing is
+        recorded: the outer event stands for the whole operation.
+        """
+        draft = Draft()
+        open_streams = _OPEN.get()
+        if id(self) in open_streams:
+            yield draft
+            return
+        token = _OPEN.set(open_streams | {id(self)})
+        outcome: tuple[str, str] | None = None
+        try:
+            yield draft
+        except BaseException as exc:
+            outcome = _outcome(exc)
+            raise
+        finally:
+            _OPEN.reset(token)
+            if outcome is not None or record_success:
+                code, detail = outcome or ("ok", draft.detail)
+                self.emit(
+                    Event(
+                        action=action,
+                        actor=caller.actor,
+                        outcome=code,
+                        state=str(name) if name is not None else None,
+                        version=draft.version,
+                        serial=draft.serial,
+                        remote_addr=caller.remote_addr,
+                        claims=dict(caller.claims),
+                        lock_id=draft.lock_id,
+                        who=draft.who,
+                        operation=draft.operation,
+                        detail=detail,
+                    )
+                )
+
+
+def log_event(event: Event) -> None:
+    """The server log's subscriber: one JSON line per event, at INFO on ``statekeeper.events``."""
+    if log.isEnabledFor(logging.INFO):
+        log.info("%s", json.dumps(event.to_json(), separators=(",", ":")))
