@@ -28,10 +28,11 @@ ROLES = {
 }
 SECRET_VALUE = "hunter2-very-secret"
 
-CONFIG = """
+CONFIG = (
+    """
 variable "n" { default = 1 }
 variable "db_password" {
-  default   = "%s"
+  default   = "SECRET"
   sensitive = true
 }
 resource "terraform_data" "bucket" {
@@ -47,7 +48,9 @@ output "db_password" {
   value     = var.db_password
   sensitive = true
 }
-""" % SECRET_VALUE
+"""
+    % SECRET_VALUE
+)
 
 SLOW = """
 resource "terraform_data" "slow" {

@@ -116,7 +116,7 @@ class Authenticator:
         """The caller of a signed-in session, while its token still exists unchanged:
         ``digest`` is the start of the token's SHA-256 when the session began, so a
         revoked or re-issued token ends its sessions."""
-        tokens = self.services.tokens
+        tokens = self.services.tokens.store
         record = tokens.get(name) if tokens is not None and name else None
         if record is None or not hmac.compare_digest(record.sha256[: len(digest)], digest):
             raise Unauthenticated(f"the token {name!r} was revoked or replaced; sign in again")

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from statekeeper.errors import StatekeeperError, Unauthenticated
-from statekeeper.security.audit import AuditEvent
+from statekeeper.events import Action, Event
 from statekeeper.security.tokens import hash_secret
 from statekeeper.server.ui.context import Page
 from statekeeper.server.ui.reading import plain
@@ -63,16 +63,16 @@ async def signin(request: Request) -> Response:
     try:
         caller = await run_in_threadpool(ui.authenticator.sign_in, name, secret, ui.remote)
     except Unauthenticated as exc:
-        event = AuditEvent(
-            action="authenticate",
+        event = Event(
+            action=Action.AUTHENTICATE,
             actor=name[:64] or "anonymous",
             outcome=exc.code,
             remote_addr=ui.remote,
             detail=f"web sign-in: {exc.message}",
         )
-        await run_in_threadpool(ui.services.audit.record, event)
+        await run_in_threadpool(ui.services.events.emit, event)
         return ui.render("signin.html", 401, title="Sign in", next=target, failure=exc.message)
-    tokens = ui.services.tokens
+    tokens = ui.services.tokens.store
     assert tokens is not None  # sign_in succeeded, so tokens exist
     record = tokens.get(caller.actor)
     digest = (record.sha256 if record else hash_secret(secret))[:DIGEST_CHARS]

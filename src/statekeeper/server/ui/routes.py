@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import FileResponse, Response
 
 from statekeeper.errors import BadRequest, Forbidden, StatekeeperError
+from statekeeper.events import Action
 from statekeeper.security.audit import AuditFilter
 from statekeeper.security.policy import Permission, require
 from statekeeper.server.ui.context import STATIC, Page
@@ -186,7 +187,8 @@ def audit_page(
         return redirect
     caller = ui.who()
     try:
-        require(ui.services.policy, caller, None, Permission.ADMIN, "read the audit trail of")
+        with ui.services.events.event(Action.AUDIT_READ, caller, record_success=False):
+            require(ui.services.policy, caller, None, Permission.ADMIN, "read the audit trail of")
         start, end = _time_filter(since, "since"), _time_filter(until, "until")
         from statekeeper.security.grants import parse_grant
 
