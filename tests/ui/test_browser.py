@@ -28,8 +28,7 @@ ROLES = {
 }
 SECRET_VALUE = "hunter2-very-secret"
 
-CONFIG = (
-    """
+CONFIG = """
 variable "n" { default = 1 }
 variable "db_password" {
   default   = "SECRET"
@@ -48,9 +47,7 @@ output "db_password" {
   value     = var.db_password
   sensitive = true
 }
-"""
-    % SECRET_VALUE
-)
+""".replace("SECRET", SECRET_VALUE)
 
 SLOW = """
 resource "terraform_data" "slow" {
@@ -276,6 +273,10 @@ def test_an_outputs_only_caller_sees_outputs_and_no_resources(site: Site, contex
     assert missing is not None and missing.status == 404
     page.goto(site.url + "/ui/state/elsewhere/secret.tfstate")
     expect(page.get_by_role("alert")).to_contain_text("no state named")
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    page.goto(site.url + "/ui/state/team/app.tfstate")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
 
 
 def test_a_form_without_the_csrf_token_is_refused(site: Site, context: Any) -> None:

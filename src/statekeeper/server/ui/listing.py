@@ -25,13 +25,6 @@ PAGE_SIZE = 50
 #: A lock held longer than this is marked stale (an apply rarely runs an hour).
 STALE_AFTER_SECONDS = 3600.0
 
-SORTS: dict[str, Callable[[dict[str, Any]], Any]] = {
-    "name": lambda row: row["name"],
-    "size": lambda row: row["size"],
-    "modified": lambda row: row["last_modified"],
-    "locked": lambda row: (not row["locked"], row["name"]),
-}
-
 
 @dataclass
 class Group:
@@ -58,6 +51,14 @@ class Group:
     def lead(self) -> dict[str, Any]:
         """The row the group sorts by: the key's own state, else its first workspace."""
         return self.state if self.state is not None else self.workspaces[0][1]
+
+
+SORTS: dict[str, Callable[[Group], Any]] = {
+    "name": lambda g: g.key,
+    "size": lambda g: g.lead["size"],
+    "modified": lambda g: g.lead["last_modified"],
+    "locked": lambda g: (not any(row["locked"] for row in g.rows), g.key),
+}
 
 
 @dataclass(frozen=True)
@@ -120,8 +121,7 @@ def arrange(
         raise BadRequest(f"sort by one of {', '.join(SORTS)}, not {sort!r}")
     keep = matcher(query)
     groups = _groups((r for r in rows if keep(r["name"])), workspace_prefix)
-    key = SORTS[sort]
-    groups.sort(key=lambda g: key(g.lead), reverse=descending)
+    groups.sort(key=SORTS[sort], reverse=descending)
     pages = max(1, -(-len(groups) // PAGE_SIZE))
     number = min(max(1, page), pages)
     start = (number - 1) * PAGE_SIZE

@@ -124,11 +124,17 @@ class _Secrets:
         return isinstance(scalar, str) and any(s in scalar for s in self.strings)
 
 
+def _is_wrapper(value: Any) -> bool:
+    """A dynamically typed value as Terraform stores it: ``{"value": V, "type": T}``."""
+    return isinstance(value, dict) and set(value) == {"value", "type"}
+
+
 def _marked_values(value: Any, at: Path, marked: list[Path], secrets: _Secrets) -> None:
     if any(m == at[: len(m)] for m in marked):
-        secrets.remember(value)
+        # A dynamic value's type ("string") is not the secret; its value is.
+        secrets.remember(value["value"] if _is_wrapper(value) else value)
     elif isinstance(value, dict):
-        wrapped = set(value) == {"value", "type"}
+        wrapped = _is_wrapper(value)
         for k, v in value.items():
             _marked_values(v, at if wrapped and k == "value" else (*at, k), marked, secrets)
     elif isinstance(value, list):
@@ -142,7 +148,7 @@ def _mask(value: Any, at: Path, marked: list[Path], secrets: _Secrets) -> Any:
     if isinstance(value, dict):
         # A dynamically typed attribute is stored as {"value": V, "type": T} and its
         # marks step over the wrapper: V is matched at the wrapper's own path.
-        wrapped = set(value) == {"value", "type"}
+        wrapped = _is_wrapper(value)
         out = {}
         for k, v in value.items():
             out[k] = _mask(v, at if wrapped and k == "value" else (*at, k), marked, secrets)
