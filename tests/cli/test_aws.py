@@ -284,3 +284,33 @@ def test_states_of_a_server_on_s3_with_workspaces(
     assert d["from"] is None or d["added"] == ["terraform_data.a"]
     through_api = _json(cli_process, "--server", server.url, "states", "--json")
     assert [r["name"] for r in through_api] == names
+
+
+def test_states_on_s3_says_which_serials_it_does_not_know(
+    aws: tuple[Any, Any], moto: MotoServer, cli_process: CliFn
+) -> None:
+    from statekeeper.testing.statefiles import state_bytes
+
+    s3, _ = aws
+    ops = store_args("dynamodb")
+    # One state statekeeper wrote (serial in its metadata), one Terraform's own backend
+    # wrote (no metadata: the serial is only in the bytes).
+    assert cli_process(*ops, "push", "ours.tfstate", "-", input=state_bytes(7)).exit_code == 0
+    s3.put_object(Bucket=BUCKET, Key=KEY, Body=state_bytes(4))
+
+    listed = _json(cli_process, *ops, "states", "--json")
+    assert [(r["name"], r["serial"], r["serial_known"]) for r in listed] == [
+        ("ours.tfstate", None, False),
+        (KEY, None, False),
+    ], "the listing carries no metadata: unknown, not none"
+    table = cli_process(*ops, "states")
+    rows = [line.split()[:2] for line in table.stdout.splitlines()[1:]]
+    assert rows == [["ours.tfstate", "?"], [KEY, "?"]]
+    assert "2 serial(s) unknown" in table.stderr and "--details" in table.stderr
+
+    detailed = _json(cli_process, *ops, "states", "--details", "--json")
+    assert [(r["serial"], r["serial_known"], r["versions"]) for r in detailed] == [
+        (7, True, 1),
+        (4, True, 1),
+    ]
+    assert "unknown" not in cli_process(*ops, "states", "--details").stderr

@@ -77,7 +77,7 @@ def test_openapi_document_describes_the_operations(api: httpx.Client) -> None:
     ):
         assert p in paths, p
     assert not any(p.startswith("/state/") for p in paths), "Terraform's protocol stays out"
-    assert "DiffOut" in doc["components"]["schemas"]
+    assert "DiffView" in doc["components"]["schemas"]
 
 
 def test_states_versions_content_diff_rollback(api: httpx.Client) -> None:

@@ -37,8 +37,8 @@ def test_added_removed_and_changed_instances() -> None:
         ],
     )
     d = diff_states(old, new)
-    assert d.added == ('terraform_data.new["k"]',)
-    assert d.removed == ("terraform_data.gone",)
+    assert d.added == ['terraform_data.new["k"]']
+    assert d.removed == ["terraform_data.gone"]
     assert [c.address for c in d.changed] == ["terraform_data.keep"]
     (change,) = d.changed[0].changes
     assert (change.path, change.before, change.after, change.sensitive) == (
@@ -48,7 +48,7 @@ def test_added_removed_and_changed_instances() -> None:
         False,
     )
     assert d.resources_changed == 3
-    assert d.to_json()["serial"] == {"before": 1, "after": 2}
+    assert d.model_dump()["serial"] == {"before": 1, "after": 2}
 
 
 def test_nested_paths_and_list_indices() -> None:
@@ -83,10 +83,10 @@ def test_sensitive_attributes_are_masked_in_json_and_values() -> None:
         ],
     )
     d = diff_states(old, new)
-    text = json.dumps(d.to_json())
+    text = d.model_dump_json()
     for secret in ("hunter2", "hunter3", "t1", "t2"):
         assert secret not in text
-    by_path = {c["path"]: c for c in d.to_json()["changed"][0]["changes"]}
+    by_path = {c["path"]: c for c in d.model_dump()["changed"][0]["changes"]}
     assert by_path["password"] == {
         "path": "password",
         "before": None,
@@ -127,7 +127,7 @@ def test_sensitive_outputs_are_masked() -> None:
             "n": {"value": 2, "type": "number"},
         },
     )
-    d = diff_states(old, new).to_json()
+    d = diff_states(old, new).model_dump()
     assert "s1" not in json.dumps(d) and "s2" not in json.dumps(d)
     assert {o["name"]: o["action"] for o in d["outputs"]} == {
         "n": "added",
@@ -135,13 +135,14 @@ def test_sensitive_outputs_are_masked() -> None:
         "pw": "changed",
     }
     shown = describe_state(new)
-    assert shown["outputs"]["pw"] == {"value": None, "sensitive": True}
-    assert shown["outputs"]["n"] == {"value": 2, "sensitive": False}
+    assert shown.outputs is not None
+    assert shown.outputs["pw"].model_dump() == {"value": None, "sensitive": True}
+    assert shown.outputs["n"].model_dump() == {"value": 2, "sensitive": False}
 
 
 def test_no_previous_state_means_everything_added() -> None:
     d = diff_states(None, state_bytes(1, resources=[instance("t", "a", {})]))
-    assert d.added == ("t.a",) and d.resources_changed == 1
+    assert d.added == ["t.a"] and d.resources_changed == 1
 
 
 def test_identical_states_have_an_empty_diff() -> None:
@@ -161,4 +162,4 @@ def test_encrypted_states_cannot_be_diffed() -> None:
     ).encode()
     with pytest.raises(EncryptedState, match="encrypted by OpenTofu"):
         diff_states(state_bytes(1), envelope)
-    assert describe_state(envelope)["encrypted"] is True
+    assert describe_state(envelope).encrypted is True

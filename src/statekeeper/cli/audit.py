@@ -48,7 +48,7 @@ def audit(
     """Show the audit trail, oldest first."""
     from rich.table import Table
 
-    from statekeeper.cli.output import console, print_json
+    from statekeeper.cli.output import console, print_view
     from statekeeper.security.audit import AuditFilter
     from statekeeper.security.grants import parse_grant
 
@@ -60,7 +60,9 @@ def audit(
             AuditFilter(state=state, actor=actor, action=action, since=when, limit=limit)
         )
     if as_json:
-        print_json([e.to_json() for e in events])
+        from statekeeper.state.views import AuditEventView
+
+        print_view([AuditEventView.of(e) for e in events])
         return
     table = Table("time", "actor", "action", "state", "version", "outcome", "who / operation")
     for e in events:

@@ -16,7 +16,7 @@ import socket
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import typer
 
@@ -26,6 +26,16 @@ from statekeeper.terraform.names import StateName
 if TYPE_CHECKING:
     from statekeeper.app import Services
     from statekeeper.settings import Settings
+    from statekeeper.state.views import (
+        DiffView,
+        HistoryEntry,
+        LockEntry,
+        PushResult,
+        Release,
+        RollbackResult,
+        StateDetail,
+        StateEntry,
+    )
 
 __all__ = ["Backend", "CliContext", "LocalBackend", "local_caller", "obj"]
 
@@ -40,20 +50,20 @@ def local_caller() -> Caller:
 
 
 class Backend(Protocol):
-    """The operator's operations, answering with the documented JSON."""
+    """The operator's operations, answering with the views of :mod:`statekeeper.state.views`."""
 
-    def list_states(self, prefix: str, details: bool) -> list[dict[str, Any]]: ...
-    def show(self, name: StateName, version: str | None) -> dict[str, Any]: ...
+    def list_states(self, prefix: str, details: bool) -> list[StateEntry]: ...
+    def show(self, name: StateName, version: str | None) -> StateDetail: ...
     def pull(self, name: StateName, version: str | None) -> bytes: ...
-    def push(self, name: StateName, data: bytes, force: bool) -> dict[str, Any]: ...
-    def history(self, name: StateName, limit: int | None) -> list[dict[str, Any]]: ...
-    def diff(self, name: StateName, from_ref: str | None, to_ref: str | None) -> dict[str, Any]: ...
-    def rollback(self, name: StateName, to_ref: str) -> dict[str, Any]: ...
-    def list_locks(self, prefix: str) -> list[dict[str, Any]]: ...
-    def unlock(self, name: StateName, lock_id: str | None, force: bool) -> dict[str, Any]: ...
+    def push(self, name: StateName, data: bytes, force: bool) -> PushResult: ...
+    def history(self, name: StateName, limit: int | None) -> list[HistoryEntry]: ...
+    def diff(self, name: StateName, from_ref: str | None, to_ref: str | None) -> DiffView: ...
+    def rollback(self, name: StateName, to_ref: str) -> RollbackResult: ...
+    def list_locks(self, prefix: str) -> list[LockEntry]: ...
+    def unlock(self, name: StateName, lock_id: str | None, force: bool) -> Release: ...
     def reap(
         self, older_than: str, operation: str | None, prefix: str, dry_run: bool
-    ) -> list[dict[str, Any]]: ...
+    ) -> list[Release]: ...
     def close(self) -> None: ...
 
 
@@ -67,36 +77,36 @@ class LocalBackend:
         self.caller = caller
         self.op = Operator(services.states, services.locks, services.history)
 
-    def list_states(self, prefix: str, details: bool) -> list[dict[str, Any]]:
+    def list_states(self, prefix: str, details: bool) -> list[StateEntry]:
         return self.op.list_states(self.caller, prefix, details=details)
 
-    def show(self, name: StateName, version: str | None) -> dict[str, Any]:
+    def show(self, name: StateName, version: str | None) -> StateDetail:
         return self.op.show(self.caller, name, version)
 
     def pull(self, name: StateName, version: str | None) -> bytes:
         return self.op.pull(self.caller, name, version)
 
-    def push(self, name: StateName, data: bytes, force: bool) -> dict[str, Any]:
+    def push(self, name: StateName, data: bytes, force: bool) -> PushResult:
         return self.op.push(self.caller, name, data, force=force)
 
-    def history(self, name: StateName, limit: int | None) -> list[dict[str, Any]]:
+    def history(self, name: StateName, limit: int | None) -> list[HistoryEntry]:
         return self.op.history(self.caller, name, limit)
 
-    def diff(self, name: StateName, from_ref: str | None, to_ref: str | None) -> dict[str, Any]:
+    def diff(self, name: StateName, from_ref: str | None, to_ref: str | None) -> DiffView:
         return self.op.diff(self.caller, name, from_ref, to_ref)
 
-    def rollback(self, name: StateName, to_ref: str) -> dict[str, Any]:
+    def rollback(self, name: StateName, to_ref: str) -> RollbackResult:
         return self.op.rollback(self.caller, name, to_ref)
 
-    def list_locks(self, prefix: str, now: datetime | None = None) -> list[dict[str, Any]]:
+    def list_locks(self, prefix: str, now: datetime | None = None) -> list[LockEntry]:
         return self.op.list_locks(self.caller, prefix, now)
 
-    def unlock(self, name: StateName, lock_id: str | None, force: bool) -> dict[str, Any]:
+    def unlock(self, name: StateName, lock_id: str | None, force: bool) -> Release:
         return self.op.unlock(self.caller, name, lock_id=lock_id, force=force)
 
     def reap(
         self, older_than: str, operation: str | None, prefix: str, dry_run: bool
-    ) -> list[dict[str, Any]]:
+    ) -> list[Release]:
         return self.op.reap(
             self.caller, older_than=older_than, operation=operation, prefix=prefix, dry_run=dry_run
         )

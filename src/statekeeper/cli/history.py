@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
 from statekeeper.cli import app
 from statekeeper.cli.context import obj
-from statekeeper.cli.output import console, err_console, print_json
+from statekeeper.cli.output import console, err_console, print_view
 from statekeeper.cli.render import dash, size, table, when
 from statekeeper.terraform.names import StateName
+
+if TYPE_CHECKING:
+    from statekeeper.state.views import AttributeChange, DiffView, OutputChange
 
 __all__ = ["diff", "history", "rollback"]
 
@@ -31,70 +34,64 @@ def history(
     """List a state's versions, newest first, with the resources each one changed."""
     rows = obj(ctx).backend().history(StateName(name), limit)
     if json_out:
-        print_json(rows)
+        print_view(rows)
         return
     t = table("VERSION", "SERIAL", "TIME", "WHO", "SIZE", "CHANGED", "")
     for r in rows:
         t.add_row(
-            r["version_id"],
-            dash(r["serial"]),
-            when(r["created"]),
-            dash(r["actor"]),
-            size(r["size"]),
-            dash(r["resources_changed"]),
-            "current" if r["is_current"] else "",
+            r.version_id,
+            dash(r.serial),
+            when(r.created),
+            dash(r.actor),
+            size(r.size),
+            dash(r.resources_changed),
+            "current" if r.is_current else "",
         )
     console.print(t)
 
 
-def _value(change: dict[str, Any], side: str) -> str:
-    if change["sensitive"]:
-        return "(sensitive)"
-    return json.dumps(change[side], ensure_ascii=False)
+def _values(change: AttributeChange | OutputChange) -> str:
+    if change.sensitive:
+        return "(sensitive) -> (sensitive)"
+    before, after = (json.dumps(v, ensure_ascii=False) for v in (change.before, change.after))
+    return f"{before} -> {after}"
 
 
-def _print_diff(d: dict[str, Any]) -> None:
-    serial = d["serial"]
-    frm = d["from"] or "(no state)"
+def _print_diff(d: DiffView) -> None:
     console.print(
-        f"[bold]{escape(d['name'])}[/]: {frm} (serial {dash(serial['before'])}) -> "
-        f"{d['to']} (serial {dash(serial['after'])})",
+        f"[bold]{escape(d.name)}[/]: {d.from_ or '(no state)'} (serial {dash(d.serial.before)})"
+        f" -> {d.to} (serial {dash(d.serial.after)})",
         highlight=False,
         soft_wrap=True,
     )
-    if d["lineage"]["before"] not in (None, d["lineage"]["after"]):
-        console.print(
-            f"[yellow]lineage changed[/]: {d['lineage']['before']} -> {d['lineage']['after']}"
-        )
-    if not (d["resources_changed"] or d["outputs"]):
+    if d.lineage.before not in (None, d.lineage.after):
+        console.print(f"[yellow]lineage changed[/]: {d.lineage.before} -> {d.lineage.after}")
+    if d.empty:
         console.print("No resource or output changes.")
         return
-    for address in d["added"]:
+    for address in d.added:
         console.print(f"[green]+ {escape(address)}[/]", highlight=False, soft_wrap=True)
-    for address in d["removed"]:
+    for address in d.removed:
         console.print(f"[red]- {escape(address)}[/]", highlight=False, soft_wrap=True)
-    for inst in d["changed"]:
-        console.print(f"[yellow]~ {escape(inst['address'])}[/]", highlight=False, soft_wrap=True)
-        for c in inst["changes"]:
+    for inst in d.changed:
+        console.print(f"[yellow]~ {escape(inst.address)}[/]", highlight=False, soft_wrap=True)
+        for c in inst.changes:
             console.print(
-                f"    {c['path']}: {_value(c, 'before')} -> {_value(c, 'after')}",
-                highlight=False,
-                soft_wrap=True,
-                markup=False,
+                f"    {c.path}: {_values(c)}", highlight=False, soft_wrap=True, markup=False
             )
-    if d["outputs"]:
+    if d.outputs:
         console.print("[bold]Outputs:[/]")
         mark = {"added": "+", "removed": "-", "changed": "~"}
-        for o in d["outputs"]:
+        for o in d.outputs:
             console.print(
-                f"  {mark[o['action']]} {o['name']}: {_value(o, 'before')} -> {_value(o, 'after')}",
+                f"  {mark[o.action]} {o.name}: {_values(o)}",
                 highlight=False,
                 soft_wrap=True,
                 markup=False,
             )
     console.print(
-        f"{len(d['added'])} added, {len(d['changed'])} changed, {len(d['removed'])} removed; "
-        f"{len(d['outputs'])} output(s) changed",
+        f"{len(d.added)} added, {len(d.changed)} changed, {len(d.removed)} removed; "
+        f"{len(d.outputs)} output(s) changed",
         highlight=False,
         soft_wrap=True,
     )
@@ -123,7 +120,7 @@ def diff(
     """
     d = obj(ctx).backend().diff(StateName(name), from_ref, to_ref)
     if json_out:
-        print_json(d)
+        print_view(d)
         return
     _print_diff(d)
 
@@ -151,10 +148,10 @@ def rollback(
         # From the current state to the target: what the rollback will do to the state.
         d = backend.diff(state, "current", to)
         console.print(
-            f"Roll back {name} to version {d['to']} (serial {dash(d['serial']['after'])}); it "
-            f"becomes a new version with serial {(d['serial']['before'] or 0) + 1}. Against the "
-            f"current state: {len(d['added'])} instance(s) come back, {len(d['removed'])} are "
-            f"dropped, {len(d['changed'])} change; {len(d['outputs'])} output(s) change.",
+            f"Roll back {name} to version {d.to} (serial {dash(d.serial.after)}); it "
+            f"becomes a new version with serial {(d.serial.before or 0) + 1}. Against the "
+            f"current state: {len(d.added)} instance(s) come back, {len(d.removed)} are "
+            f"dropped, {len(d.changed)} change; {len(d.outputs)} output(s) change.",
             highlight=False,
             soft_wrap=True,
         )
@@ -163,13 +160,13 @@ def rollback(
             raise typer.Exit(1)
     result = backend.rollback(state, to)
     if json_out:
-        print_json(result)
+        print_view(result)
         return
-    v = result["version"]
+    v = result.version
     console.print(
-        f"rolled back {name}: version {result['restored_version']} (serial "
-        f"{dash(result['restored_serial'])}) restored as version {v['version_id']} with serial "
-        f"{v['serial']}",
+        f"rolled back {name}: version {result.restored_version} (serial "
+        f"{dash(result.restored_serial)}) restored as version {v.version_id} with serial "
+        f"{v.serial}",
         highlight=False,
         soft_wrap=True,
     )

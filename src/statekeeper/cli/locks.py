@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -11,9 +11,12 @@ from typer.core import TyperGroup
 
 from statekeeper.cli import app
 from statekeeper.cli.context import obj
-from statekeeper.cli.output import console, err_console, print_json
+from statekeeper.cli.output import console, err_console, print_view
 from statekeeper.cli.render import age, table, when
 from statekeeper.terraform.names import StateName
+
+if TYPE_CHECKING:
+    from statekeeper.state.views import Release
 
 __all__ = ["locks_app", "unlock"]
 
@@ -41,12 +44,12 @@ locks_app = typer.Typer(
 app.add_typer(locks_app, name="locks")
 
 
-def _print_releases(rows: list[dict[str, Any]], dry_run: bool) -> None:
+def _print_releases(rows: list[Release], dry_run: bool) -> None:
     verb = "would remove" if dry_run else "removed"
     for r in rows:
         console.print(
-            f"{verb} lock {r['id']} on {r['name']}: {r['operation'] or '?'} by "
-            f"{r['who'] or '?'}, age {age(r['age_seconds'])}",
+            f"{verb} lock {r.id} on {r.name}: {r.operation or '?'} by "
+            f"{r.who or '?'}, age {age(r.age_seconds)}",
             highlight=False,
             soft_wrap=True,
             markup=False,
@@ -68,27 +71,27 @@ def locks(
     prefix = str(ctx.meta.get("locks_prefix", ""))
     rows = obj(ctx).backend().list_locks(prefix)
     if json_out:
-        print_json(rows)
+        print_view(rows)
         return
     if not rows:
         err_console.print(f"no locks held{f' under {prefix!r}' if prefix else ''}")
         return
     t = table("NAME", "ID", "OPERATION", "WHO", "CREATED", "AGE", "KIND")
     for r in rows:
-        kind = "+".join(r["kinds"])
-        if r["drift"]:
-            kind += f" [red](drift: not in {'+'.join(r['missing'])})[/]"
+        kind = "+".join(r.kinds)
+        if r.drift:
+            kind += f" [red](drift: not in {'+'.join(r.missing)})[/]"
         t.add_row(
-            escape(r["name"]),
-            escape(r["id"]),
-            escape(r["operation"] or "-"),
-            escape(r["who"] or "-"),
-            when(r["created"]),
-            age(r["age_seconds"]),
+            escape(r.name),
+            escape(r.id),
+            escape(r.operation or "-"),
+            escape(r.who or "-"),
+            when(r.created),
+            age(r.age_seconds),
             kind,
         )
     console.print(t)
-    drift = [r for r in rows if r["drift"]]
+    drift = [r for r in rows if r.drift]
     if drift:
         err_console.print(
             f"[yellow]warning:[/] {len(drift)} lock(s) held in one lock table but not the "
@@ -118,7 +121,7 @@ def reap(
     """Remove every lock older than --older-than (each removal is reported and audited)."""
     rows = obj(ctx).backend().reap(older_than, operation, prefix, dry_run)
     if json_out:
-        print_json(rows)
+        print_view(rows)
         return
     if not rows:
         err_console.print("no lock is old enough to reap")
@@ -146,6 +149,6 @@ def unlock(
     """
     row = obj(ctx).backend().unlock(StateName(name), lock_id, force)
     if json_out:
-        print_json(row)
+        print_view(row)
         return
     _print_releases([row], dry_run=False)

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 
 from statekeeper.errors import LockConflict, LockMismatch, StatekeeperError
 
-__all__ = ["console", "err_console", "print_error", "print_json"]
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+__all__ = ["console", "err_console", "print_error", "print_json", "print_view"]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -31,3 +35,11 @@ def print_error(exc: StatekeeperError) -> None:
 
 def print_json(payload: Any) -> None:
     sys.stdout.write(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def print_view(view: BaseModel | Sequence[BaseModel]) -> None:
+    """``--json``: a view (or a list of them) exactly as the JSON API answers it."""
+    if isinstance(view, Sequence):
+        print_json([v.model_dump(mode="json") for v in view])
+    else:
+        print_json(view.model_dump(mode="json"))

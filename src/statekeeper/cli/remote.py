@@ -1,5 +1,8 @@
 """The operator's operations through a running server's JSON API (``--server``).
 
+Each answer is parsed into the view the API publishes for it, so a command
+prints the same thing whichever backend answered.
+
 Error answers (``{"error": code, "message": …}``) become the same exception
 the server raised, so the CLI prints the same message and exits with the same
 code as it would on a local store.
@@ -8,13 +11,15 @@ code as it would on a local store.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from statekeeper import errors
 from statekeeper.errors import LockConflict, StatekeeperError, StorageError, Unauthenticated
+from statekeeper.state import views
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.names import StateName
 
@@ -22,6 +27,8 @@ __all__ = ["RemoteBackend", "error_from_response"]
 
 API = "/api/v1"
 _LOCK_FIELDS = ("ID", "Operation", "Info", "Who", "Version", "Created", "Path")
+V = TypeVar("V", bound=BaseModel)
+T = TypeVar("T")
 
 
 def _classes() -> dict[str, type[StatekeeperError]]:
@@ -64,6 +71,17 @@ def _path(kind: str, name: StateName) -> str:
     return f"{API}/{kind}/{quote(str(name), safe='/')}"
 
 
+def _parse(adapter: TypeAdapter[T], response: httpx.Response) -> T:
+    try:
+        return adapter.validate_json(response.content)
+    except ValidationError as exc:
+        raise StatekeeperError(
+            f"the server's answer to {response.request.method} {response.request.url.path} "
+            f"is not what its API documents ({exc.error_count()} problem(s), first: "
+            f"{exc.errors()[0]['msg']}); is it a statekeeper server of another version?"
+        ) from exc
+
+
 class RemoteBackend:
     def __init__(self, url: str, token: str | None) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -91,66 +109,59 @@ class RemoteBackend:
             raise error_from_response(response)
         return response
 
-    def _json(self, method: str, path: str, **kw: Any) -> Any:
-        return self._call(method, path, **kw).json()
+    def _view(self, shape: type[V], method: str, path: str, **kw: Any) -> V:
+        """The answer, parsed into the view the API documents for it."""
+        return _parse(TypeAdapter(shape), self._call(method, path, **kw))
 
-    def list_states(self, prefix: str, details: bool) -> list[dict[str, Any]]:
+    def _views(self, shape: type[V], method: str, path: str, **kw: Any) -> list[V]:
+        return _parse(TypeAdapter(list[shape]), self._call(method, path, **kw))  # type: ignore[valid-type]
+
+    def list_states(self, prefix: str, details: bool) -> list[views.StateEntry]:
         params = {"prefix": prefix, "details": str(details).lower()}
-        result: list[dict[str, Any]] = self._json("GET", f"{API}/states", params=params)
-        return result
+        return self._views(views.StateEntry, "GET", f"{API}/states", params=params)
 
-    def show(self, name: StateName, version: str | None) -> dict[str, Any]:
-        result: dict[str, Any] = self._json(
-            "GET", _path("states", name), params={"version": version}
-        )
-        return result
+    def show(self, name: StateName, version: str | None) -> views.StateDetail:
+        params = {"version": version}
+        return self._view(views.StateDetail, "GET", _path("states", name), params=params)
 
     def pull(self, name: StateName, version: str | None) -> bytes:
         return self._call("GET", _path("content", name), params={"version": version}).content
 
-    def push(self, name: StateName, data: bytes, force: bool) -> dict[str, Any]:
-        result: dict[str, Any] = self._json(
-            "PUT", _path("content", name), params={"force": str(force).lower()}, content=data
+    def push(self, name: StateName, data: bytes, force: bool) -> views.PushResult:
+        params = {"force": str(force).lower()}
+        return self._view(
+            views.PushResult, "PUT", _path("content", name), params=params, content=data
         )
-        return result
 
-    def history(self, name: StateName, limit: int | None) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._json(
-            "GET", _path("versions", name), params={"limit": limit}
-        )
-        return result
+    def history(self, name: StateName, limit: int | None) -> list[views.HistoryEntry]:
+        params = {"limit": limit}
+        return self._views(views.HistoryEntry, "GET", _path("versions", name), params=params)
 
-    def diff(self, name: StateName, from_ref: str | None, to_ref: str | None) -> dict[str, Any]:
-        result: dict[str, Any] = self._json(
-            "GET", _path("diff", name), params={"from": from_ref, "to": to_ref}
-        )
-        return result
+    def diff(self, name: StateName, from_ref: str | None, to_ref: str | None) -> views.DiffView:
+        params = {"from": from_ref, "to": to_ref}
+        return self._view(views.DiffView, "GET", _path("diff", name), params=params)
 
-    def rollback(self, name: StateName, to_ref: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._json("POST", _path("rollback", name), body={"to": to_ref})
-        return result
+    def rollback(self, name: StateName, to_ref: str) -> views.RollbackResult:
+        body = {"to": to_ref}
+        return self._view(views.RollbackResult, "POST", _path("rollback", name), body=body)
 
-    def list_locks(self, prefix: str) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._json("GET", f"{API}/locks", params={"prefix": prefix})
-        return result
+    def list_locks(self, prefix: str) -> list[views.LockEntry]:
+        return self._views(views.LockEntry, "GET", f"{API}/locks", params={"prefix": prefix})
 
-    def unlock(self, name: StateName, lock_id: str | None, force: bool) -> dict[str, Any]:
-        result: dict[str, Any] = self._json(
-            "DELETE", _path("locks", name), params={"id": lock_id, "force": str(force).lower()}
-        )
-        return result
+    def unlock(self, name: StateName, lock_id: str | None, force: bool) -> views.Release:
+        params = {"id": lock_id, "force": str(force).lower()}
+        return self._view(views.Release, "DELETE", _path("locks", name), params=params)
 
     def reap(
         self, older_than: str, operation: str | None, prefix: str, dry_run: bool
-    ) -> list[dict[str, Any]]:
+    ) -> list[views.Release]:
         body = {
             "older_than": older_than,
             "operation": operation,
             "prefix": prefix,
             "dry_run": dry_run,
         }
-        result: list[dict[str, Any]] = self._json("POST", f"{API}/reap", body=body)
-        return result
+        return self._views(views.Release, "POST", f"{API}/reap", body=body)
 
     def close(self) -> None:
         self.client.close()

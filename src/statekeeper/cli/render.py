@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
 from statekeeper.times import parse_rfc3339
+
+if TYPE_CHECKING:
+    from statekeeper.state.views import LockEntry
 
 __all__ = ["age", "size", "table", "when", "who_lock"]
 
@@ -45,11 +48,10 @@ def when(text: str | None) -> str:
         return text
 
 
-def who_lock(lock: dict[str, Any] | None) -> str:
-    if not lock:
+def who_lock(lock: LockEntry | None) -> str:
+    if lock is None:
         return "-"
-    op = lock.get("operation") or "?"
-    return f"{lock.get('who') or '?'} ({op}, {age(lock.get('age_seconds'))})"
+    return f"{lock.who or '?'} ({lock.operation or '?'}, {age(lock.age_seconds)})"
 
 
 def table(*columns: str) -> Table:

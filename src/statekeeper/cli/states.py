@@ -11,12 +11,15 @@ from rich.markup import escape
 
 from statekeeper.cli import app
 from statekeeper.cli.context import obj
-from statekeeper.cli.output import console, err_console, print_json
+from statekeeper.cli.output import console, err_console, print_json, print_view
 from statekeeper.cli.render import dash, size, table, when, who_lock
 from statekeeper.errors import BadRequest
 from statekeeper.terraform.names import StateName
 
 __all__ = ["pull", "push", "show", "states"]
+
+#: A serial the listing does not carry (footnoted under the table).
+UNKNOWN = "?"
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (stable keys) for scripts")]
 VersionOpt = Annotated[
@@ -43,13 +46,14 @@ def states(
 ) -> None:
     """List every state (workspace states env:/W/K included) with its lock.
 
-    One listing of objects and one of locks, nothing downloaded. On S3 the
-    listing carries no serial for states Terraform wrote; --details reads them
-    and counts versions, at a version listing (and on S3 a HEAD per version) per state.
+    One listing of objects and one of locks, nothing downloaded. An S3 listing
+    carries no serials: they show as ? (JSON: serial null, serial_known false).
+    --details reads them (a HEAD per state, a GET where statekeeper's metadata is
+    missing) and counts versions (a version listing per state).
     """
     rows = obj(ctx).backend().list_states(prefix, details)
     if json_out:
-        print_json(rows)
+        print_view(rows)
         return
     if not rows:
         err_console.print(f"no states{f' under {prefix!r}' if prefix else ''}")
@@ -58,14 +62,23 @@ def states(
     t = table(*cols, *(["VERSIONS"] if details else []))
     for r in rows:
         cells = [
-            escape(r["name"]),
-            dash(r["serial"]),
-            size(r["size"]),
-            when(r["last_modified"]),
-            escape(who_lock(r["lock"])),
+            escape(r.name),
+            dash(r.serial) if r.serial_known else UNKNOWN,
+            size(r.size),
+            when(r.last_modified),
+            escape(who_lock(r.lock)),
         ]
-        t.add_row(*cells, *([dash(r["versions"])] if details else []))
+        t.add_row(*cells, *([dash(r.versions)] if details else []))
     console.print(t)
+    unknown = sum(not r.serial_known for r in rows)
+    if unknown:
+        err_console.print(
+            f"{UNKNOWN} {unknown} serial(s) unknown: this store's listing does not carry them "
+            "(S3 lists no object metadata); 'statekeeper states --details' reads them, at a "
+            "request per state",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()
@@ -81,41 +94,46 @@ def show(
     """Show one version of a state: its facts, resources and outputs."""
     doc = obj(ctx).backend().show(StateName(name), version)
     if json_out:
-        print_json({"name": doc["name"], "outputs": doc["outputs"]} if outputs else doc)
+        if outputs:
+            print_json(doc.model_dump(mode="json", include={"name", "outputs"}))
+        else:
+            print_view(doc)
         return
-    if doc["encrypted"] and outputs:
+    if doc.encrypted and outputs:
         err_console.print(f"{name} is encrypted by OpenTofu: its outputs cannot be read")
         raise typer.Exit(1)
     if not outputs:
-        v = doc["version"]
+        v = doc.version
         facts = [
-            ("State", doc["name"]),
-            ("Version", f"{v['version_id']}{' (current)' if v['is_current'] else ''}"),
-            ("Serial", dash(v["serial"])),
-            ("Lineage", dash(v["lineage"])),
-            ("Size", size(v["size"])),
-            ("Written", when(v["created"])),
-            ("By", dash(v["actor"])),
-            ("sha256", dash(v["sha256"])),
-            ("Locked", f"yes (ID {doc['lock_id']})" if doc["locked"] else "no"),
+            ("State", doc.name),
+            ("Version", f"{v.version_id}{' (current)' if v.is_current else ''}"),
+            ("Serial", dash(v.serial)),
+            ("Lineage", dash(v.lineage)),
+            ("Size", size(v.size)),
+            ("Written", when(v.created)),
+            ("By", dash(v.actor)),
+            ("sha256", dash(v.sha256)),
+            ("Locked", f"yes (ID {doc.lock_id})" if doc.locked else "no"),
         ]
-        if doc["encrypted"]:
+        if doc.encrypted:
             facts.append(("Content", "encrypted by OpenTofu (not readable here)"))
         else:
-            facts.append(("Terraform", dash(doc.get("terraform_version"))))
+            facts.append(("Terraform", dash(doc.terraform_version)))
         for label, value in facts:
             console.print(
                 f"[bold]{label + ':':<11}[/] {escape(str(value))}", highlight=False, soft_wrap=True
             )
-        if doc["encrypted"]:
+        if doc.encrypted:
             return
-        console.print(f"\n[bold]Resources ({len(doc['resources'])}):[/]")
-        for address in doc["resources"]:
+        resources = doc.resources or []
+        console.print(f"\n[bold]Resources ({len(resources)}):[/]")
+        for address in resources:
             console.print(f"  {address}", highlight=False, markup=False)
+    shown = doc.outputs or {}
     if not outputs:
-        console.print(f"\n[bold]Outputs ({len(doc['outputs'])}):[/]")
-    for out_name, o in doc["outputs"].items():
-        value = "(sensitive)" if o["sensitive"] else _compact(o["value"])
+        console.print(f"\n[bold]Outputs ({len(shown)}):[/]")
+    for out_name, o in shown.items():
+        value = "(sensitive)" if o.sensitive else _compact(o.value)
         console.print(f"  {out_name} = {value}", highlight=False, markup=False)
 
 
@@ -170,13 +188,12 @@ def push(
         raise BadRequest(f"cannot read {file}: {exc}") from exc
     result = obj(ctx).backend().push(StateName(name), data, force)
     if json_out:
-        print_json(result)
+        print_view(result)
         return
-    v = result["version"]
-    if result["created"]:
+    v = result.version
+    if result.created:
         console.print(
-            f"pushed {name}: version {v['version_id']}, serial {dash(v['serial'])}, "
-            f"{size(v['size'])}",
+            f"pushed {name}: version {v.version_id}, serial {dash(v.serial)}, {size(v.size)}",
             highlight=False,
             soft_wrap=True,
         )

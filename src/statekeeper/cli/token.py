@@ -91,14 +91,16 @@ def create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a token; its secret is printed once and never stored."""
-    from statekeeper.cli.output import console, err_console, print_json
+    from statekeeper.cli.output import console, err_console, print_view
     from statekeeper.security.tokens import parse_duration
 
     lifetime = parse_duration(expires) if expires else None
     with services_for(data_dir, store, config, tokens_file) as services:
         issued = _tokens(services).create(operator(), name, scope, lifetime)
     if as_json:
-        print_json({**issued.record.to_json(), "secret": issued.secret})
+        from statekeeper.state.views import TokenCreated
+
+        print_view(TokenCreated.issued(issued.record, issued.secret))
         return
     record = issued.record
     err_console.print(
@@ -127,12 +129,14 @@ def list_tokens(
     """List tokens: names, grants, expiry (never secrets)."""
     from rich.table import Table
 
-    from statekeeper.cli.output import console, print_json
+    from statekeeper.cli.output import console, print_view
 
     with services_for(data_dir, store, config, tokens_file) as services:
         records = _tokens(services).all(operator())
     if as_json:
-        print_json([r.to_json() for r in records])
+        from statekeeper.state.views import TokenView
+
+        print_view([TokenView.of(r) for r in records])
         return
     table = Table("name", "scopes", "created", "expires")
     for r in records:

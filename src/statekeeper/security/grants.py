@@ -19,7 +19,6 @@ authenticates a tuple of scopes, possibly empty.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, Policy
 from statekeeper.terraform.names import StateName
 
-__all__ = ["Grant", "ScopePolicy", "outputs_only", "parse_grant", "parse_grants", "visible"]
+__all__ = ["Grant", "ScopePolicy", "parse_grant", "parse_grants", "visible"]
 
 _PERMISSIONS = {p.name.lower(): p for p in Permission}
 _GRANT_HELP = (
@@ -110,16 +109,3 @@ def visible(policy: Policy, caller: Caller, names: Iterable[str]) -> Iterator[st
             continue  # not a state (statekeeper's own statekeeper!/ objects)
         if policy.allows(caller, state, Permission.OUTPUTS):
             yield name
-
-
-def outputs_only(data: bytes) -> bytes:
-    """The state with its resources removed and its outputs kept.
-
-    Enough for ``terraform_remote_state``, which reads only the root outputs;
-    resource attributes (where secrets usually live) stay hidden. An OpenTofu
-    encrypted envelope cannot be stripped and is refused by the caller.
-    """
-    doc = json.loads(data)
-    doc["resources"] = []
-    doc.pop("check_results", None)
-    return (json.dumps(doc, indent=2) + "\n").encode()

@@ -8,7 +8,6 @@ every refusal are events like state operations (the token service emits them).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
@@ -20,11 +19,13 @@ from statekeeper.events import Action, Event
 from statekeeper.security.audit import AuditFilter
 from statekeeper.security.policy import Permission, require
 from statekeeper.security.tokens import parse_duration
+from statekeeper.server.api import ERRORS
 from statekeeper.server.tfhttp import caller_of
+from statekeeper.state.views import AuditEventView, AuditList, TokenCreated, TokenList, TokenView
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1", tags=["security"])
+router = APIRouter(prefix="/api/v1", tags=["security"], responses=ERRORS)
 _SINCE = Query(None, description="RFC 3339 time with a zone")
 
 
@@ -33,7 +34,7 @@ def _services(request: Request) -> Services:
     return services
 
 
-@router.get("/audit", summary="The audit trail, oldest first")
+@router.get("/audit", summary="The audit trail, oldest first", response_model=AuditList)
 async def list_audit(
     request: Request,
     state: str | None = Query(None, description="state-name glob, e.g. team/**"),
@@ -41,7 +42,7 @@ async def list_audit(
     action: str | None = Query(None, max_length=50),
     since: datetime | None = _SINCE,
     limit: int = Query(1000, ge=1, le=100_000),
-) -> dict[str, Any]:
+) -> AuditList:
     services = _services(request)
     caller = caller_of(request)
 
@@ -58,7 +59,7 @@ async def list_audit(
         return services.audit.query(where)
 
     events = await run_in_threadpool(run)
-    return {"events": [e.to_json() for e in events]}
+    return AuditList(events=[AuditEventView.of(e) for e in events])
 
 
 class TokenRequest(BaseModel):
@@ -67,36 +68,44 @@ class TokenRequest(BaseModel):
     expires: str | None = Field(None, description="e.g. 90d, 12h", max_length=20)
 
 
-@router.get("/tokens", summary="API tokens (names, scopes, expiry; never secrets)")
-async def list_tokens(request: Request) -> dict[str, Any]:
+@router.get(
+    "/tokens",
+    summary="API tokens (names, scopes, expiry; never secrets)",
+    response_model=TokenList,
+)
+async def list_tokens(request: Request) -> TokenList:
     services = _services(request)
     caller = caller_of(request)
 
-    def run() -> list[dict[str, object]]:
-        return [r.to_json() for r in services.tokens.all(caller)]
-
-    return {"tokens": await run_in_threadpool(run)}
-
-
-@router.post("/tokens", summary="Create a token; the secret is in this answer only")
-async def post_token(request: Request, body: TokenRequest) -> dict[str, Any]:
-    services = _services(request)
-    caller = caller_of(request)
-
-    def run() -> dict[str, Any]:
-        expires = parse_duration(body.expires) if body.expires else None
-        issued = services.tokens.create(caller, body.name, body.scopes, expires)
-        return {**issued.record.to_json(), "secret": issued.secret}
+    def run() -> TokenList:
+        return TokenList(tokens=[TokenView.of(r) for r in services.tokens.all(caller)])
 
     return await run_in_threadpool(run)
 
 
-@router.delete("/tokens/{name}", summary="Revoke a token")
-async def delete_token(request: Request, name: str) -> dict[str, Any]:
+@router.post(
+    "/tokens",
+    summary="Create a token; the secret is in this answer only",
+    response_model=TokenCreated,
+)
+async def post_token(request: Request, body: TokenRequest) -> TokenCreated:
     services = _services(request)
     caller = caller_of(request)
 
-    def run() -> dict[str, object]:
-        return services.tokens.revoke(caller, name).to_json()
+    def run() -> TokenCreated:
+        expires = parse_duration(body.expires) if body.expires else None
+        issued = services.tokens.create(caller, body.name, body.scopes, expires)
+        return TokenCreated.issued(issued.record, issued.secret)
+
+    return await run_in_threadpool(run)
+
+
+@router.delete("/tokens/{name}", summary="Revoke a token", response_model=TokenView)
+async def delete_token(request: Request, name: str) -> TokenView:
+    services = _services(request)
+    caller = caller_of(request)
+
+    def run() -> TokenView:
+        return TokenView.of(services.tokens.revoke(caller, name))
 
     return await run_in_threadpool(run)

@@ -2,11 +2,10 @@
 
 Instances are matched by address (module, mode, type, name, index key, and
 the deposed key of a deposed object); for each changed instance the attribute
-paths that differ are listed. Values under a path the state marks sensitive
-(an instance's ``sensitive_attributes``, spec §4.4, or an output with
-``sensitive: true``) are never shown: they come out as ``None`` with
-``sensitive`` set. Terraform stores sensitive values in clear text, so this
-masking is the only thing standing between the state and a terminal.
+paths that differ are listed. A value the state marks sensitive, or one that
+holds a value marked sensitive elsewhere in the state, is never shown: it
+comes out as ``None`` with ``sensitive`` set (the rules are in
+:mod:`statekeeper.state.sensitive`).
 
 OpenTofu's encrypted states cannot be read without their key and are refused
 with :class:`~statekeeper.errors.EncryptedState`.
@@ -17,25 +16,32 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from statekeeper.errors import EncryptedState, InvalidState
+from statekeeper.state.sensitive import Path, Secrets, locations, under
+from statekeeper.state.views import (
+    AttributeChange,
+    BeforeAfter,
+    InstanceChange,
+    OutputChange,
+    OutputValue,
+    StateDiff,
+)
 from statekeeper.terraform.statedoc import StateDoc
 
 __all__ = [
-    "AttributeChange",
-    "InstanceChange",
-    "OutputChange",
-    "StateDiff",
+    "Instance",
+    "StateContent",
     "describe_state",
     "diff_states",
     "format_path",
     "instances_of",
     "readable_document",
+    "secrets_of",
 ]
 
-Path = tuple[str | int, ...]
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 
@@ -64,39 +70,11 @@ def readable_document(data: bytes, what: str = "this state") -> dict[str, Any]:
     return doc.document
 
 
-def _step(raw: Any) -> str | int | None:
-    if not isinstance(raw, dict):
-        return None
-    value = raw.get("value")
-    if raw.get("type") == "get_attr" and isinstance(value, str):
-        return value
-    if raw.get("type") == "index":
-        # The index is cty's dynamic JSON, {"value": 0, "type": "number"}; a bare value is
-        # accepted too, as older writers may have produced it.
-        if isinstance(value, dict) and "value" in value:
-            value = value["value"]
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, int | str) and not isinstance(value, bool):
-            return value
-    return None
-
-
-def _sensitive_paths(raw: Any) -> list[Path]:
-    paths: list[Path] = []
-    for item in raw if isinstance(raw, list) else []:
-        steps = [_step(s) for s in item] if isinstance(item, list) else [None]
-        if all(s is not None for s in steps):
-            paths.append(tuple(s for s in steps if s is not None))
-        else:
-            paths.append(())  # an unreadable path: treat the whole object as sensitive
-    return paths
-
-
 @dataclass(frozen=True)
 class Instance:
     address: str
     attributes: Any
+    #: Where its ``sensitive_attributes`` point, in the stored JSON.
     sensitive: tuple[Path, ...]
     status: str | None
 
@@ -129,31 +107,48 @@ def instances_of(document: dict[str, Any]) -> dict[str, Instance]:
             attrs = inst.get("attributes")
             if attrs is None and isinstance(inst.get("attributes_flat"), dict):
                 attrs = inst["attributes_flat"]
+            attrs = attrs if attrs is not None else {}
             out[address] = Instance(
                 address=address,
-                attributes=attrs if attrs is not None else {},
-                sensitive=tuple(_sensitive_paths(inst.get("sensitive_attributes"))),
+                attributes=attrs,
+                sensitive=locations(attrs, inst.get("sensitive_attributes")),
                 status=inst.get("status") if isinstance(inst.get("status"), str) else None,
             )
     return out
 
 
+def _root_outputs(document: dict[str, Any]) -> Any:
+    if document.get("version") not in (1, 2, 3):
+        return document.get("outputs")
+    # Formats 1-3 keep them in the root module; format 1 as plain strings.
+    modules = document.get("modules")
+    for module in modules if isinstance(modules, list) else []:
+        if isinstance(module, dict) and module.get("path") == ["root"]:
+            return module.get("outputs")
+    return None
+
+
 def _outputs(document: dict[str, Any]) -> dict[str, tuple[Any, bool]]:
-    raw = document.get("outputs")
+    raw = _root_outputs(document)
     out: dict[str, tuple[Any, bool]] = {}
     for name, o in (raw if isinstance(raw, dict) else {}).items():
         if isinstance(o, dict):
             out[str(name)] = (o.get("value"), bool(o.get("sensitive")))
+        elif isinstance(o, str):
+            out[str(name)] = (o, False)
     return out
 
 
-def _is_sensitive(path: Path, sensitive: tuple[Path, ...]) -> bool:
-    # A value under a sensitive path, or a container holding one, is masked.
-    for s in sensitive:
-        n = min(len(s), len(path))
-        if s[:n] == path[:n]:
-            return True
-    return False
+def secrets_of(*documents: dict[str, Any]) -> Secrets:
+    """Every value the documents mark sensitive, in instances and outputs alike."""
+    secrets = Secrets()
+    for document in documents:
+        for inst in instances_of(document).values():
+            secrets.remember_at(inst.attributes, inst.sensitive)
+        for value, sensitive in _outputs(document).values():
+            if sensitive:
+                secrets.remember(value)
+    return secrets
 
 
 def _changed_paths(before: Any, after: Any, path: Path = ()) -> Iterator[Path]:
@@ -184,104 +179,49 @@ def _lookup(value: Any, path: Path) -> Any:
     return value
 
 
-@dataclass(frozen=True)
-class AttributeChange:
-    path: str
-    before: Any
-    after: Any
-    sensitive: bool
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "before": None if self.sensitive else self.before,
-            "after": None if self.sensitive else self.after,
-            "sensitive": self.sensitive,
-        }
+def _attribute_change(path: Path, before: Any, after: Any, sensitive: bool) -> AttributeChange:
+    if sensitive:
+        return AttributeChange(path=format_path(path), sensitive=True)
+    return AttributeChange(path=format_path(path), before=before, after=after, sensitive=False)
 
 
-@dataclass(frozen=True)
-class InstanceChange:
-    address: str
-    changes: tuple[AttributeChange, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"address": self.address, "changes": [c.to_json() for c in self.changes]}
-
-
-@dataclass(frozen=True)
-class OutputChange:
-    name: str
-    action: str  # added, removed, changed
-    before: Any
-    after: Any
-    sensitive: bool
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "action": self.action,
-            "before": None if self.sensitive else self.before,
-            "after": None if self.sensitive else self.after,
-            "sensitive": self.sensitive,
-        }
-
-
-@dataclass(frozen=True)
-class StateDiff:
-    added: tuple[str, ...] = ()
-    removed: tuple[str, ...] = ()
-    changed: tuple[InstanceChange, ...] = ()
-    outputs: tuple[OutputChange, ...] = ()
-    #: The serial, lineage and Terraform version of each side.
-    header: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def resources_changed(self) -> int:
-        return len(self.added) + len(self.removed) + len(self.changed)
-
-    @property
-    def empty(self) -> bool:
-        return not (self.resources_changed or self.outputs)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            **self.header,
-            "resources_changed": self.resources_changed,
-            "added": list(self.added),
-            "removed": list(self.removed),
-            "changed": [c.to_json() for c in self.changed],
-            "outputs": [o.to_json() for o in self.outputs],
-        }
-
-
-def _instance_change(old: Instance, new: Instance) -> InstanceChange | None:
-    sensitive = old.sensitive + new.sensitive
-    changes = [
-        AttributeChange(
-            path=format_path(p),
-            before=_lookup(old.attributes, p),
-            after=_lookup(new.attributes, p),
-            sensitive=_is_sensitive(p, sensitive),
-        )
-        for p in _changed_paths(old.attributes, new.attributes)
-    ]
+def _instance_change(old: Instance, new: Instance, secrets: Secrets) -> InstanceChange | None:
+    marked = old.sensitive + new.sensitive
+    changes = []
+    for p in _changed_paths(old.attributes, new.attributes):
+        before, after = _lookup(old.attributes, p), _lookup(new.attributes, p)
+        sensitive = under(p, marked) or secrets.hides(before) or secrets.hides(after)
+        changes.append(_attribute_change(p, before, after, sensitive))
     if old.status != new.status:
-        changes.append(AttributeChange("(status)", old.status, new.status, False))
-    return InstanceChange(new.address, tuple(changes)) if changes else None
+        changes.append(
+            AttributeChange(path="(status)", before=old.status, after=new.status, sensitive=False)
+        )
+    return InstanceChange(address=new.address, changes=changes) if changes else None
 
 
-def _output_changes(old: dict[str, Any], new: dict[str, Any]) -> Iterator[OutputChange]:
+def _output_change(
+    name: str, action: str, before: Any, after: Any, sensitive: bool
+) -> OutputChange:
+    if sensitive:
+        return OutputChange(name=name, action=action, sensitive=True)
+    return OutputChange(name=name, action=action, before=before, after=after, sensitive=False)
+
+
+def _output_changes(
+    old: dict[str, Any], new: dict[str, Any], secrets: Secrets
+) -> Iterator[OutputChange]:
     before, after = _outputs(old), _outputs(new)
     for name in sorted(set(before) | set(after)):
         b, a = before.get(name), after.get(name)
+        b_value, a_value = (b or (None, False))[0], (a or (None, False))[0]
         sensitive = bool((b and b[1]) or (a and a[1]))
+        sensitive = sensitive or secrets.hides(b_value) or secrets.hides(a_value)
         if b is None and a is not None:
-            yield OutputChange(name, "added", None, a[0], sensitive)
+            yield _output_change(name, "added", None, a_value, sensitive)
         elif a is None and b is not None:
-            yield OutputChange(name, "removed", b[0], None, sensitive)
+            yield _output_change(name, "removed", b_value, None, sensitive)
         elif a is not None and b is not None and a != b:
-            yield OutputChange(name, "changed", b[0], a[0], sensitive)
+            yield _output_change(name, "changed", b_value, a_value, sensitive)
 
 
 def diff_states(old: bytes | None, new: bytes) -> StateDiff:
@@ -289,35 +229,52 @@ def diff_states(old: bytes | None, new: bytes) -> StateDiff:
     before = readable_document(old, "the older version") if old is not None else {}
     after = readable_document(new, "the newer version")
     old_i, new_i = instances_of(before), instances_of(after)
+    # A value sensitive on either side is sensitive on both: a rotated password
+    # is marked in the version that has it.
+    secrets = secrets_of(before, after)
     changed = [
         c
         for addr in sorted(set(old_i) & set(new_i))
-        if (c := _instance_change(old_i[addr], new_i[addr])) is not None
+        if (c := _instance_change(old_i[addr], new_i[addr], secrets)) is not None
     ]
+    added, removed = sorted(set(new_i) - set(old_i)), sorted(set(old_i) - set(new_i))
     return StateDiff(
-        added=tuple(sorted(set(new_i) - set(old_i))),
-        removed=tuple(sorted(set(old_i) - set(new_i))),
-        changed=tuple(changed),
-        outputs=tuple(_output_changes(before, after)),
-        header={
-            "serial": {"before": before.get("serial"), "after": after.get("serial")},
-            "lineage": {"before": before.get("lineage"), "after": after.get("lineage")},
-        },
+        serial=BeforeAfter(before=before.get("serial"), after=after.get("serial")),
+        lineage=BeforeAfter(before=before.get("lineage"), after=after.get("lineage")),
+        resources_changed=len(added) + len(removed) + len(changed),
+        added=added,
+        removed=removed,
+        changed=changed,
+        outputs=list(_output_changes(before, after, secrets)),
     )
 
 
-def describe_state(data: bytes) -> dict[str, Any]:
+@dataclass(frozen=True)
+class StateContent:
+    """What ``show`` tells of one version's content: resources and masked outputs."""
+
+    encrypted: bool
+    terraform_version: str | None = None
+    #: None when the content is encrypted (OpenTofu) and cannot be read.
+    resources: list[str] | None = None
+    outputs: dict[str, OutputValue] | None = None
+
+
+def describe_state(data: bytes) -> StateContent:
     """Resources and outputs of one version, sensitive output values masked."""
     doc = StateDoc.parse(data)
     if doc.encrypted:
-        return {"encrypted": True, "resources": None, "outputs": None}
-    outputs = {
-        name: {"value": None if sensitive else value, "sensitive": sensitive}
-        for name, (value, sensitive) in sorted(_outputs(doc.document).items())
-    }
-    return {
-        "encrypted": False,
-        "terraform_version": doc.terraform_version,
-        "resources": sorted(instances_of(doc.document)),
-        "outputs": outputs,
-    }
+        return StateContent(encrypted=True)
+    secrets = secrets_of(doc.document)
+    outputs = {}
+    for name, (value, sensitive) in sorted(_outputs(doc.document).items()):
+        if sensitive or secrets.hides(value):
+            outputs[name] = OutputValue(sensitive=True)
+        else:
+            outputs[name] = OutputValue(value=value, sensitive=False)
+    return StateContent(
+        encrypted=False,
+        terraform_version=doc.terraform_version,
+        resources=sorted(instances_of(doc.document)),
+        outputs=outputs,
+    )

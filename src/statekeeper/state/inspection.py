@@ -9,19 +9,19 @@ with the number of versions asked for; listings elsewhere never download.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
 
 from statekeeper.errors import BadRequest, EncryptedState, StateNotFound, VersionNotFound
 from statekeeper.security.caller import Caller
-from statekeeper.state.diff import StateDiff, describe_state, diff_states
+from statekeeper.state.diff import StateContent, describe_state, diff_states
 from statekeeper.state.history import HistoryService
 from statekeeper.state.service import StateService
 from statekeeper.state.version import StateVersion
+from statekeeper.state.views import DiffView, HistoryEntry
 from statekeeper.terraform.names import StateName
 from statekeeper.terraform.statedoc import StateDoc
 
-__all__ = ["HistoryEntry", "Inspector", "VersionDiff", "resolve_version"]
+__all__ = ["Inspector", "resolve_version"]
 
 
 def resolve_version(versions: list[StateVersion], ref: str) -> StateVersion:
@@ -49,43 +49,6 @@ def resolve_version(versions: list[StateVersion], ref: str) -> StateVersion:
         f"{versions[0].name} has no version {ref!r}; run 'statekeeper history "
         f"{versions[0].name}' to see the version IDs (or name one as serial:N)"
     )
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    version: StateVersion
-    #: Instances added, removed or changed against the previous version (None: unknown).
-    resources_changed: int | None
-
-    def to_json(self) -> dict[str, Any]:
-        v = self.version
-        return {
-            "version_id": v.version_id,
-            "serial": v.serial,
-            "lineage": v.lineage,
-            "created": v.to_json()["created"],
-            "actor": v.actor,
-            "size": v.size,
-            "sha256": v.sha256,
-            "is_current": v.is_current,
-            "resources_changed": self.resources_changed,
-        }
-
-
-@dataclass(frozen=True)
-class VersionDiff:
-    name: str
-    before: StateVersion | None
-    after: StateVersion
-    diff: StateDiff
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "from": None if self.before is None else self.before.version_id,
-            "to": self.after.version_id,
-            **self.diff.to_json(),
-        }
 
 
 class Inspector:
@@ -161,12 +124,12 @@ class Inspector:
                     count = diff_states(older, newer).resources_changed
             except (EncryptedState, BadRequest):
                 count = None
-            entries.append(HistoryEntry(v, count))
+            entries.append(HistoryEntry.of(v, count))
         return entries
 
     def show(
         self, name: StateName, caller: Caller, version: str | None = None
-    ) -> tuple[StateVersion, dict[str, Any]]:
+    ) -> tuple[StateVersion, StateContent]:
         """One version's facts and content summary (resources, masked outputs)."""
         target = self._target(name, caller, version)
         current = self.states.read_existing(name, caller, target)
@@ -189,7 +152,7 @@ class Inspector:
         caller: Caller,
         from_ref: str | None = None,
         to_ref: str | None = None,
-    ) -> VersionDiff:
+    ) -> DiffView:
         """From ``from_ref`` (default: the version before ``to_ref``) to ``to_ref`` (current)."""
         versions = self._listing(name, caller, from_ref, to_ref)
         after = resolve_version(versions, to_ref or "current")
@@ -204,4 +167,6 @@ class Inspector:
             raise StateNotFound(f"version {after.version_id} of {name} is empty")
         if old is not None and before is not None:
             before = self.filled(before, old)
-        return VersionDiff(str(name), before, self.filled(after, new), diff_states(old, new))
+        after = self.filled(after, new)
+        frm = None if before is None else before.version_id
+        return DiffView.between(str(name), frm, after.version_id, diff_states(old, new))

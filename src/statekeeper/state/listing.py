@@ -1,10 +1,13 @@
 """Listing states and locks across a whole store, fast on big buckets.
 
 ``states`` costs one listing of objects plus one listing of locks: no state
-is downloaded. What a listing does not carry (S3's ListObjectsV2 has no user
-metadata, so no serial; nothing lists version counts) is filled in only when
-asked for with ``details``: a version listing per state (on S3 also a HEAD per
-version), and a GET of the current state where the metadata lacks the serial.
+is downloaded. What a listing does not carry is reported as unknown, never
+as absent: S3's ListObjectsV2 has no user metadata, so no serial
+(``serial_known`` false), and nothing lists version counts. Both are filled
+in only when asked for with ``details``: a version listing per state (on S3
+also a HEAD per version, which brings the current version's metadata), a
+HEAD where there is no version listing, and a GET of the current state only
+where the metadata lacks the serial (a state Terraform's own backend wrote).
 
 Locks are listed from every lock table configured. With both kinds (Terraform's
 ``use_lockfile`` plus ``dynamodb_table``), a state locked in one table and not
@@ -17,11 +20,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from statekeeper.errors import InvalidStateName
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, Policy
+from statekeeper.state import views
 from statekeeper.state.version import StateVersion
 from statekeeper.storage.base import LockTable, ObjectInfo, ObjectStore
 from statekeeper.terraform.lockinfo import LockInfo
@@ -72,24 +75,10 @@ class LockSummary:
     def drift(self) -> bool:
         return bool(self.missing)
 
-    def to_json(self) -> dict[str, Any]:
-        lock = self.lock
-        return {
-            "name": self.name,
-            "id": lock.id,
-            "operation": lock.operation,
-            "who": lock.who or lock.actor or "",
-            "info": lock.info,
-            "version": lock.version,
-            "path": lock.path,
-            "created": _time(lock.since),
-            "age_seconds": None if self.age_seconds is None else round(self.age_seconds, 3),
-            "actor": lock.actor,
-            "remote_addr": lock.remote_addr,
-            "kinds": list(self.kinds),
-            "drift": self.drift,
-            "missing": list(self.missing),
-        }
+    def view(self) -> views.LockEntry:
+        return views.LockEntry.of(
+            self.name, self.lock, list(self.kinds), list(self.missing), self.age_seconds
+        )
 
 
 @dataclass(frozen=True)
@@ -106,18 +95,19 @@ class StateSummary:
     #: None unless counted (``details``): counting costs a call per state.
     versions: int | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "size": self.size,
-            "last_modified": format_rfc3339(self.last_modified),
-            "version_id": self.version_id,
-            "serial": self.serial,
-            "lineage": self.lineage,
-            "locked": self.lock is not None,
-            "lock": None if self.lock is None else self.lock.to_json(),
-            "versions": self.versions,
-        }
+    def view(self) -> views.StateEntry:
+        return views.StateEntry(
+            name=self.name,
+            size=self.size,
+            last_modified=format_rfc3339(self.last_modified),
+            version_id=self.version_id,
+            serial=self.serial,
+            serial_known=self.serial is not None,
+            lineage=self.lineage,
+            locked=self.lock is not None,
+            lock=None if self.lock is None else self.lock.view(),
+            versions=self.versions,
+        )
 
 
 def _age(lock: LockInfo, now: datetime) -> float | None:
@@ -189,14 +179,25 @@ def _detailed(store: ObjectStore, summary: StateSummary) -> StateSummary:
 
     from statekeeper.state.service import version_from_info
 
-    count = len(store.versions(summary.name)) if store.supports_versions else None
+    count: int | None = None
+    current: ObjectInfo | None = None
+    if store.supports_versions:
+        listed = store.versions(summary.name)
+        count = len(listed)
+        current = next((v for v in listed if v.is_latest and v.has_metadata), None)
     serial, lineage = summary.serial, summary.lineage
     if serial is None:
-        # Terraform's own writes carry no metadata: the serial is in the bytes.
-        obj = store.get(summary.name)
-        if obj is not None:
-            v = version_from_info(summary.name, obj.info, obj.data)
-            serial, lineage = v.serial, v.lineage
+        # The current version's metadata (a HEAD on S3, unless the version listing
+        # brought it), and only where statekeeper wrote none (Terraform's own
+        # writes) the bytes.
+        info = current or store.head(summary.name)
+        if info is not None:
+            serial, lineage = _serial(info)
+        if serial is None:
+            obj = store.get(summary.name)
+            if obj is not None:
+                v = version_from_info(summary.name, obj.info, obj.data)
+                serial, lineage = v.serial, v.lineage
     return replace(summary, versions=count, serial=serial, lineage=lineage)
 
 

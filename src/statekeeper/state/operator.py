@@ -1,17 +1,17 @@
-"""The operator's operations, one method each, answering with documented JSON.
+"""The operator's operations, one method each, answering with a view.
 
 Both the CLI (on its own store) and the JSON API call these methods, so
 ``statekeeper states --json`` and ``GET /api/v1/states`` give the same
-document. The keys of each answer are listed in ``docs/cli.md``; the rules
+document: each answer is a model of :mod:`statekeeper.state.views`. The rules
 live in the services this class calls.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from statekeeper.security.caller import Caller
+from statekeeper.state import views
 from statekeeper.state.history import HistoryService
 from statekeeper.state.inspection import Inspector
 from statekeeper.state.listing import list_locks, list_states
@@ -32,35 +32,40 @@ class Operator:
 
     def list_states(
         self, caller: Caller, prefix: str = "", *, details: bool = False
-    ) -> list[dict[str, Any]]:
+    ) -> list[views.StateEntry]:
         rows = list_states(
             self.states.store, self.locks.locks, self.states.policy, caller, prefix, details=details
         )
-        return [r.to_json() for r in rows]
+        return [r.view() for r in rows]
 
-    def show(self, caller: Caller, name: StateName, version: str | None = None) -> dict[str, Any]:
+    def show(
+        self, caller: Caller, name: StateName, version: str | None = None
+    ) -> views.StateDetail:
         v, content = self.inspector.show(name, caller, version)
         lock = self.locks.read(name)
-        return {
-            "name": str(name),
-            "version": v.to_json(),
-            "locked": lock is not None,
-            "lock_id": None if lock is None else lock.id,
-            **content,
-        }
+        return views.StateDetail(
+            name=str(name),
+            version=views.VersionView.of(v),
+            locked=lock is not None,
+            lock_id=None if lock is None else lock.id,
+            encrypted=content.encrypted,
+            terraform_version=content.terraform_version,
+            resources=content.resources,
+            outputs=content.outputs,
+        )
 
     def pull(self, caller: Caller, name: StateName, version: str | None = None) -> bytes:
         return self.inspector.pull(name, caller, version)
 
     def push(
         self, caller: Caller, name: StateName, data: bytes, *, force: bool = False
-    ) -> dict[str, Any]:
-        return push(self.states, self.locks, name, data, caller, force=force).to_json()
+    ) -> views.PushResult:
+        return push(self.states, self.locks, name, data, caller, force=force).view()
 
     def history(
         self, caller: Caller, name: StateName, limit: int | None = None
-    ) -> list[dict[str, Any]]:
-        return [e.to_json() for e in self.inspector.history_entries(name, caller, limit)]
+    ) -> list[views.HistoryEntry]:
+        return self.inspector.history_entries(name, caller, limit)
 
     def diff(
         self,
@@ -68,22 +73,22 @@ class Operator:
         name: StateName,
         from_ref: str | None = None,
         to_ref: str | None = None,
-    ) -> dict[str, Any]:
-        return self.inspector.diff(name, caller, from_ref, to_ref).to_json()
+    ) -> views.DiffView:
+        return self.inspector.diff(name, caller, from_ref, to_ref)
 
-    def rollback(self, caller: Caller, name: StateName, to_ref: str) -> dict[str, Any]:
-        return rollback(self.states, self.locks, self.inspector, name, to_ref, caller).to_json()
+    def rollback(self, caller: Caller, name: StateName, to_ref: str) -> views.RollbackResult:
+        return rollback(self.states, self.locks, self.inspector, name, to_ref, caller).view()
 
     def list_locks(
         self, caller: Caller, prefix: str = "", now: datetime | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[views.LockEntry]:
         rows = list_locks(self.locks.locks, self.states.policy, caller, prefix, now)
-        return [r.to_json() for r in rows]
+        return [r.view() for r in rows]
 
     def unlock(
         self, caller: Caller, name: StateName, *, lock_id: str | None = None, force: bool = False
-    ) -> dict[str, Any]:
-        return unlock(self.locks, name, caller, lock_id=lock_id, force=force).to_json()
+    ) -> views.Release:
+        return unlock(self.locks, name, caller, lock_id=lock_id, force=force).view()
 
     def reap(
         self,
@@ -93,7 +98,7 @@ class Operator:
         operation: str | None = None,
         prefix: str = "",
         dry_run: bool = False,
-    ) -> list[dict[str, Any]]:
+    ) -> list[views.Release]:
         released = reap(
             self.locks,
             caller,
@@ -102,4 +107,4 @@ class Operator:
             prefix=prefix,
             dry_run=dry_run,
         )
-        return [r.to_json() for r in released]
+        return [r.view() for r in released]

@@ -9,16 +9,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from statekeeper.errors import BadRequest, LockConflict, LockMismatch, LockNotFound
 from statekeeper.events import Action
 from statekeeper.security.caller import Caller
+from statekeeper.state import views
 from statekeeper.state.listing import LockSummary, list_locks
 from statekeeper.state.locks import LockService
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.names import StateName
-from statekeeper.times import format_rfc3339, utcnow
+from statekeeper.times import utcnow
 
 __all__ = ["Release", "parse_duration", "reap", "unlock"]
 
@@ -53,18 +53,8 @@ class Release:
     removed: bool
     reason: str
 
-    def to_json(self) -> dict[str, Any]:
-        lock = self.lock
-        return {
-            "name": self.name,
-            "id": lock.id,
-            "operation": lock.operation,
-            "who": lock.who or lock.actor or "",
-            "created": None if lock.since is None else format_rfc3339(lock.since),
-            "age_seconds": None if self.age_seconds is None else round(self.age_seconds, 3),
-            "removed": self.removed,
-            "reason": self.reason,
-        }
+    def view(self) -> views.Release:
+        return views.Release.of(self.name, self.lock, self.age_seconds, self.removed, self.reason)
 
 
 def _age(lock: LockInfo, now: datetime) -> float | None:

@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
 
 from statekeeper.errors import EncryptedState, InvalidState
 from statekeeper.events import Action
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, require
+from statekeeper.state import views
 from statekeeper.state.inspection import Inspector
 from statekeeper.state.locks import LockService
 from statekeeper.state.service import StateService, WriteOutcome
@@ -75,15 +75,15 @@ class RollbackResult:
     previous: StateVersion
     written: StateVersion
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "restored_version": self.restored.version_id,
-            "restored_serial": self.restored.serial,
-            "previous_version": self.previous.version_id,
-            "previous_serial": self.previous.serial,
-            "version": self.written.to_json(),
-        }
+    def view(self) -> views.RollbackResult:
+        return views.RollbackResult(
+            name=self.name,
+            restored_version=self.restored.version_id,
+            restored_serial=self.restored.serial,
+            previous_version=self.previous.version_id,
+            previous_serial=self.previous.serial,
+            version=views.VersionView.of(self.written),
+        )
 
 
 def rollback(
@@ -127,12 +127,12 @@ class PushResult:
     name: str
     outcome: WriteOutcome
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "created": self.outcome.created,
-            "version": self.outcome.version.to_json(),
-        }
+    def view(self) -> views.PushResult:
+        return views.PushResult(
+            name=self.name,
+            created=self.outcome.created,
+            version=views.VersionView.of(self.outcome.version),
+        )
 
 
 def push(

@@ -26,13 +26,13 @@ from statekeeper.errors import (
 )
 from statekeeper.events import Action, EventStream
 from statekeeper.security.caller import Caller
-from statekeeper.security.grants import outputs_only
 from statekeeper.security.policy import Permission, Policy, require
 from statekeeper.state import lineage
 from statekeeper.state.locks import LockService
 from statekeeper.state.version import StateVersion
 from statekeeper.storage.base import ObjectInfo, ObjectStore, StoredObject
 from statekeeper.terraform.names import StateName
+from statekeeper.terraform.remote_state import outputs_only
 from statekeeper.terraform.statedoc import StateDoc
 from statekeeper.times import utcnow
 
