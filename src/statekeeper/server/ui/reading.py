@@ -13,8 +13,9 @@ from typing import Any
 
 from statekeeper.errors import BadRequest, EncryptedState
 from statekeeper.security.caller import Caller
-from statekeeper.state.diff import diff_states, readable_document
+from statekeeper.state.diff import diff_states, readable_document, secrets_of
 from statekeeper.state.inspection import Inspector
+from statekeeper.state.sensitive import Path, Secrets, locations
 from statekeeper.state.version import StateVersion
 from statekeeper.terraform.names import StateName
 
@@ -22,8 +23,6 @@ __all__ = ["MASK", "Resource", "TimelineEntry", "plain", "resources_of", "timeli
 
 #: What a sensitive value is shown as.
 MASK = "(sensitive)"
-
-Path = tuple[str | int, ...]
 
 
 def plain(value: Any) -> dict[str, Any]:
@@ -60,99 +59,13 @@ class Resource:
         return ".".join([*parts, self.type, self.name])
 
 
-def _step(raw: Any) -> str | int | None:
-    if not isinstance(raw, dict):
-        return None
-    value = raw.get("value")
-    if raw.get("type") == "get_attr" and isinstance(value, str):
-        return value
-    if raw.get("type") == "index":
-        if isinstance(value, dict) and "value" in value:
-            value = value["value"]
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, int | str) and not isinstance(value, bool):
-            return value
-    return None
-
-
-def _marked(raw: Any) -> list[Path]:
-    """The paths ``sensitive_attributes`` marks; an unreadable mark masks everything."""
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        return [()]
-    paths: list[Path] = []
-    for item in raw:
-        steps = [_step(s) for s in item] if isinstance(item, list) else [None]
-        if any(s is None for s in steps):
-            return [()]
-        paths.append(tuple(s for s in steps if s is not None))
-    return paths
-
-
-def _leaves(value: Any) -> list[Any]:
-    if isinstance(value, dict):
-        return [x for v in value.values() for x in _leaves(v)]
-    if isinstance(value, list):
-        return [x for v in value for x in _leaves(v)]
-    return [value]
-
-
-class _Secrets:
-    """The values a state marks sensitive anywhere. Marks are incomplete
-    (``terraform_data`` copies its marked ``input`` to an unmarked ``output``), so a
-    value equal to one, or a long enough string holding one, is masked too."""
-
-    def __init__(self) -> None:
-        self.values: set[str] = set()
-        self.strings: set[str] = set()
-
-    def remember(self, value: Any) -> None:
-        for leaf in _leaves(value):
-            if leaf is None or isinstance(leaf, bool) or leaf == "":
-                continue
-            self.values.add(json.dumps(leaf))
-            if isinstance(leaf, str) and len(leaf) >= 6:
-                self.strings.add(leaf)
-
-    def hides(self, scalar: Any) -> bool:
-        if scalar is None or isinstance(scalar, bool) or scalar == "":
-            return False
-        if json.dumps(scalar) in self.values:
-            return True
-        return isinstance(scalar, str) and any(s in scalar for s in self.strings)
-
-
-def _is_wrapper(value: Any) -> bool:
-    """A dynamically typed value as Terraform stores it: ``{"value": V, "type": T}``."""
-    return isinstance(value, dict) and set(value) == {"value", "type"}
-
-
-def _marked_values(value: Any, at: Path, marked: list[Path], secrets: _Secrets) -> None:
-    if any(m == at[: len(m)] for m in marked):
-        # A dynamic value's type ("string") is not the secret; its value is.
-        secrets.remember(value["value"] if _is_wrapper(value) else value)
-    elif isinstance(value, dict):
-        wrapped = _is_wrapper(value)
-        for k, v in value.items():
-            _marked_values(v, at if wrapped and k == "value" else (*at, k), marked, secrets)
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            _marked_values(v, (*at, i), marked, secrets)
-
-
-def _mask(value: Any, at: Path, marked: list[Path], secrets: _Secrets) -> Any:
+def _mask(value: Any, at: Path, marked: tuple[Path, ...], secrets: Secrets) -> Any:
+    """``value`` with what is marked sensitive, or holds a marked value, replaced by MASK;
+    the rest of a container stays readable."""
     if any(m == at[: len(m)] for m in marked):
         return MASK
     if isinstance(value, dict):
-        # A dynamically typed attribute is stored as {"value": V, "type": T} and its
-        # marks step over the wrapper: V is matched at the wrapper's own path.
-        wrapped = _is_wrapper(value)
-        out = {}
-        for k, v in value.items():
-            out[k] = _mask(v, at if wrapped and k == "value" else (*at, k), marked, secrets)
-        return out
+        return {k: _mask(v, (*at, k), marked, secrets) for k, v in value.items()}
     if isinstance(value, list):
         return [_mask(v, (*at, i), marked, secrets) for i, v in enumerate(value)]
     return MASK if secrets.hides(value) else value
@@ -173,16 +86,7 @@ def resources_of(data: bytes) -> list[Resource]:
     """The resources of a state's bytes, attribute values masked where marked sensitive."""
     document = readable_document(data)
     raw = document.get("resources")
-    secrets = _Secrets()
-    for res in raw if isinstance(raw, list) else []:
-        for inst in res.get("instances") or [] if isinstance(res, dict) else []:
-            if isinstance(inst, dict):
-                attrs = inst.get("attributes") or inst.get("attributes_flat") or {}
-                _marked_values(attrs, (), _marked(inst.get("sensitive_attributes")), secrets)
-    outputs = document.get("outputs")
-    for o in outputs.values() if isinstance(outputs, dict) else []:
-        if isinstance(o, dict) and o.get("sensitive"):
-            secrets.remember(o.get("value"))
+    secrets = secrets_of(document)
     out: list[Resource] = []
     for res in raw if isinstance(raw, list) else []:
         if not isinstance(res, dict):
@@ -201,7 +105,8 @@ def resources_of(data: bytes) -> list[Resource]:
             attrs = inst.get("attributes")
             if attrs is None:
                 attrs = inst.get("attributes_flat") or {}
-            masked = _mask(attrs, (), _marked(inst.get("sensitive_attributes")), secrets)
+            marked = locations(attrs, inst.get("sensitive_attributes"))
+            masked = _mask(attrs, (), marked, secrets)
             address = resource.address + _index(inst.get("index_key"))
             if inst.get("deposed"):
                 address += f" (deposed {inst['deposed']})"
