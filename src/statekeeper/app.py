@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
-from statekeeper.events import EventStream, log_event
+from statekeeper.events import Event, EventStream, log_event
+from statekeeper.inventory import Inventory
 from statekeeper.security.audit import AuditLog, open_audit_log
 from statekeeper.security.grants import ScopePolicy
 from statekeeper.security.oidc import OidcConfig, OidcVerifier
@@ -36,6 +38,21 @@ class Services:
     tokens: TokenService
     keys: KeyService
     oidc: OidcVerifier | None = None
+    _inventory: Inventory | None = field(default=None, repr=False)
+    _inventory_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def inventory(self) -> Inventory:
+        """The search index, opened on first use; until then a catch-up on opening covers
+        the writes its event subscriber did not see."""
+        with self._inventory_lock:
+            if self._inventory is None:
+                path = self.settings.data_dir / "inventory.db"
+                self._inventory = Inventory(path, self.store, self.settings.inventory_refresh)
+            return self._inventory
+
+    def _index_change(self, event: Event) -> None:
+        if self._inventory is not None:
+            self._inventory.on_event(event)
 
     @classmethod
     def build(cls, settings: Settings, policy: Policy | None = None) -> Services:
@@ -63,7 +80,7 @@ class Services:
         events.subscribe(log_event)
         policy = policy or ScopePolicy()
         locks = LockService(store, table, policy, events)
-        return cls(
+        built = cls(
             settings=settings,
             store=store,
             lock_table=table,
@@ -77,10 +94,14 @@ class Services:
             keys=KeyService(store, events),
             oidc=oidc,
         )
+        events.subscribe(built._index_change)
+        return built
 
     def close(self) -> None:
         try:
             self.audit.close()  # pending audit events go to the store first
         finally:
+            if self._inventory is not None:
+                self._inventory.close()
             self.lock_table.close()
             self.store.close()

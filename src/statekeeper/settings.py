@@ -130,6 +130,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds a request may take before the server answers 503 (0: no limit).",
     ),
     Setting(
+        "inventory_refresh",
+        float,
+        30.0,
+        "Seconds the search index may lag states written past this server (by other replicas "
+        'or Terraform\'s backend "s3"): older, a search first lists the store to catch up.',
+    ),
+    Setting(
         "session_secret",
         str,
         None,
@@ -164,6 +171,7 @@ class Settings:
     rate_limit: float = 20.0
     rate_burst: int = 200
     request_timeout: float = 120.0
+    inventory_refresh: float = 30.0
     session_secret: str | None = field(default=None, repr=False)
     session_hours: float = 12.0
 
