@@ -180,6 +180,31 @@ def test_diff_two_versions(site: Site, context: Any, shots: Path) -> None:
     page.screenshot(path=shots / "diff.png", full_page=True)
 
 
+def test_find_a_resource_through_search(site: Site, context: Any, shots: Path) -> None:
+    from playwright.sync_api import expect
+
+    page = context.new_page()
+    sign_in(page, site, "root", "/ui/search")
+    page.get_by_label("Resource, address, attribute value").fill("arn:aws:s3:::logs-bucket*")
+    page.get_by_role("button", name="Search").click()
+    hits = page.locator("table.hits")
+    expect(hits.get_by_role("row")).to_have_count(2)  # header + the bucket
+    expect(hits).to_contain_text("terraform_data.bucket")
+    counts = page.get_by_role("region", name="Resources by type")
+    expect(counts).to_contain_text("terraform_data")
+    page.screenshot(path=shots / "search.png", full_page=True)
+    hits.get_by_role("link", name="team/app.tfstate").click()
+    expect(page.get_by_role("heading", name="team/app.tfstate")).to_be_visible()
+    # A secret is not searchable, and an outputs-only caller finds nothing.
+    page.goto(site.url + "/ui/search?q=" + SECRET_VALUE)
+    expect(page.locator("main")).to_contain_text("Nothing matches")
+    viewer = context.browser.new_context()
+    other = viewer.new_page()
+    sign_in(other, site, "viewer", "/ui/search?q=terraform_data")
+    expect(other.locator("main")).to_contain_text("Nothing matches")
+    viewer.close()
+
+
 def test_rollback_shows_the_diff_before_confirming(site: Site, context: Any, shots: Path) -> None:
     from playwright.sync_api import expect
 
@@ -309,3 +334,23 @@ def test_phone_width_is_readable(site: Site, browser: Any, shots: Path) -> None:
     assert width <= 390, f"the page scrolls sideways at 390 px ({width} px wide)"
     page.screenshot(path=shots / "states-phone.png", full_page=True)
     ctx.close()
+
+
+def test_api_docs_load_with_no_way_out(site: Site, context: Any, shots: Path) -> None:
+    from playwright.sync_api import expect
+
+    outside: list[str] = []
+
+    def only_local(route: Any) -> None:
+        if route.request.url.startswith(site.url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_local)
+    page = context.new_page()
+    page.goto(site.url + "/api/docs")
+    expect(page.get_by_text("/api/v1/search", exact=True)).to_be_visible(timeout=15_000)
+    assert outside == []
+    page.screenshot(path=shots / "api-docs.png")

@@ -43,7 +43,7 @@ def create_app(services: Services, *, allow_anonymous: bool = True) -> FastAPI:
         version=__version__,
         summary="Remote state for Terraform and OpenTofu",
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # served by the UI's router from vendored assets (air-gapped)
         redoc_url=None,
         lifespan=_lifespan(services),
     )

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.responses import FileResponse, Response
 
 from statekeeper.errors import BadRequest, Forbidden, StatekeeperError
@@ -224,6 +225,19 @@ def audit_page(
             "until": until,
         },
         limit=limit,
+    )
+
+
+@router.get("/api/docs")
+def api_docs() -> Response:
+    """Swagger UI from the package's own copy (swagger-ui-dist, see docs/ui.md): the
+    page works on a server with no way out to a CDN."""
+    return get_swagger_ui_html(
+        openapi_url="/api/v1/openapi.json",
+        title="statekeeper API",
+        swagger_js_url="/ui/static/swagger-ui-bundle.js",
+        swagger_css_url="/ui/static/swagger-ui.css",
+        swagger_favicon_url="/ui/static/swagger-favicon-32x32.png",
     )
 
 
