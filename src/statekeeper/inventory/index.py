@@ -51,12 +51,14 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS inv_resources (
         id INTEGER PRIMARY KEY, state TEXT NOT NULL, address TEXT NOT NULL,
         mode TEXT NOT NULL, type TEXT NOT NULL, name TEXT NOT NULL, module TEXT NOT NULL,
-        provider TEXT NOT NULL, instances INTEGER NOT NULL)""",
+        provider TEXT NOT NULL, instances INTEGER NOT NULL, text TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS inv_resources_state ON inv_resources(state)",
     "CREATE INDEX IF NOT EXISTS inv_resources_type ON inv_resources(type)",
-    # The row of inv_resources and of inv_fts share their rowid.
+    # Full-text over inv_resources without a second copy of the text (external content):
+    # rows are added and removed with it explicitly, below.
     """CREATE VIRTUAL TABLE IF NOT EXISTS inv_fts USING fts5(
-        address, type, module, provider, text, tokenize = 'unicode61')""",
+        address, type, module, provider, text, tokenize = 'unicode61',
+        content = 'inv_resources', content_rowid = 'id')""",
 )
 
 #: Events after which a state's bytes may have changed.
@@ -125,7 +127,9 @@ class Inventory:
 
     def _drop(self, conn: sqlite3.Connection, name: str) -> None:
         conn.execute(
-            "DELETE FROM inv_fts WHERE rowid IN (SELECT id FROM inv_resources WHERE state = ?)",
+            "INSERT INTO inv_fts (inv_fts, rowid, address, type, module, provider, text)"
+            " SELECT 'delete', id, address, type, module, provider, text FROM inv_resources"
+            " WHERE state = ?",
             (name,),
         )
         conn.execute("DELETE FROM inv_resources WHERE state = ?", (name,))
@@ -154,8 +158,18 @@ class Inventory:
         for r in facts.resources:
             cur = conn.execute(
                 "INSERT INTO inv_resources (state, address, mode, type, name, module, provider,"
-                " instances) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (name, r.address, r.mode, r.type, r.name, r.module, r.provider, r.instances),
+                " instances, text) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    name,
+                    r.address,
+                    r.mode,
+                    r.type,
+                    r.name,
+                    r.module,
+                    r.provider,
+                    r.instances,
+                    r.text,
+                ),
             )
             conn.execute(
                 "INSERT INTO inv_fts (rowid, address, type, module, provider, text)"
@@ -235,9 +249,12 @@ class Inventory:
             where.append("inv_fts MATCH ?")
             params.append(query.match)
         f = query.filters
+        # With words to match, the full-text index leads: a unary + keeps SQLite from
+        # starting at the (much less selective) type index instead.
+        lead = "+" if query.match else ""
         for column in ("type", "name", "mode"):
             if column in f:
-                where.append(f"r.{column} = ?")
+                where.append(f"{lead}r.{column} = ?")
                 params.append(f[column])
         for column in ("provider", "module"):
             if column in f:
