@@ -128,6 +128,10 @@ def test_every_json_output_matches_the_published_schema(
     assert reaped, "a lock to reap"
     schemas.validate("post", "/api/v1/reap", reaped)
     schemas.validate("delete", "/api/v1/locks/{name}", run("unlock", NAME, "--force", "--json"))
+    found = run("search", "terraform_data", "--json")
+    assert found["hits"], "the pushed state's resources are found"
+    schemas.validate("get", "/api/v1/search", found)
+    schemas.validate("get", "/api/v1/inventory", run("search", "--counts", "--json"))
 
     # An error answer has the published error shape.
     missing = httpx.get(server.url + "/api/v1/states/team/none.tfstate")
