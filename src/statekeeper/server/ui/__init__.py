@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from statekeeper.server import search_api
-from statekeeper.server.ui import actions, routes, search
+from statekeeper.server.ui import actions, oidc, routes, search
 
 __all__ = ["router"]
 
@@ -14,4 +14,5 @@ router = APIRouter()
 router.include_router(routes.router)
 router.include_router(actions.router)
 router.include_router(search.router)
+router.include_router(oidc.router)
 router.include_router(search_api.router)

@@ -27,7 +27,7 @@ __all__ = ["router"]
 router = APIRouter(include_in_schema=False)
 
 
-def _safe_next(target: str) -> str:
+def safe_next(target: str) -> str:
     """Only a path on this server (no scheme, no host, no ``//``) is followed after sign-in."""
     if target.startswith("/") and not target.startswith("//") and "\\" not in target:
         return target
@@ -48,15 +48,15 @@ def _csrf_refused(ui: Page) -> Response:
 def signin_page(request: Request, next: str = "/") -> Response:
     ui = Page(request)
     if ui.authenticator.anonymous:
-        return ui.keep(RedirectResponse(_safe_next(next), status_code=303))
-    return ui.render("signin.html", title="Sign in", next=_safe_next(next), failure=None)
+        return ui.keep(RedirectResponse(safe_next(next), status_code=303))
+    return ui.render("signin.html", title="Sign in", next=safe_next(next), failure=None)
 
 
 @router.post("/ui/signin")
 async def signin(request: Request) -> Response:
     ui = Page(request)
     form = await read_form(request)
-    target = _safe_next(form.get("next", "/"))
+    target = safe_next(form.get("next", "/"))
     if not check_csrf(ui.session if not ui.fresh else None, form):
         return _csrf_refused(ui)
     name, secret = form.get("token", "").strip(), form.get("secret", "").strip()

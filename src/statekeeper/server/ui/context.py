@@ -133,6 +133,8 @@ class Page:
                 "anonymous_mode": self.authenticator.anonymous,
                 "csrf": self.session.csrf,
                 "is_admin": self.may(None, Permission.ADMIN),
+                "oidc_browser": self.services.oidc is not None
+                and self.services.oidc.config.browser is not None,
                 **values,
             },
             status_code=status,

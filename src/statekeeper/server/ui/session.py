@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
@@ -27,7 +28,15 @@ from statekeeper.errors import Unauthenticated
 from statekeeper.security.caller import Caller
 from statekeeper.server.auth import Authenticator
 
-__all__ = ["COOKIE", "Session", "SessionCodec", "caller_or_none", "check_csrf", "read_form"]
+__all__ = [
+    "COOKIE",
+    "OidcIdentity",
+    "Session",
+    "SessionCodec",
+    "caller_or_none",
+    "check_csrf",
+    "read_form",
+]
 
 COOKIE = "statekeeper_session"
 #: Characters of the token's SHA-256 a session remembers (enough to notice a re-issue).
@@ -37,10 +46,39 @@ MAX_FORM = 64 * 1024
 
 
 @dataclass(frozen=True)
+class OidcIdentity:
+    """Who an OIDC sign-in established; it holds until ``until`` (UNIX time), the ID
+    token's expiry or the session's, whichever is first."""
+
+    actor: str
+    scopes: tuple[str, ...]
+    claims: dict[str, str]
+    until: float
+
+    def to_json(self) -> dict[str, object]:
+        return {"a": self.actor, "s": list(self.scopes), "c": self.claims, "u": self.until}
+
+    @classmethod
+    def from_json(cls, raw: object) -> OidcIdentity | None:
+        if not isinstance(raw, dict):
+            return None
+        try:
+            return cls(
+                str(raw["a"]),
+                tuple(str(s) for s in raw["s"]),
+                {str(k): str(v) for k, v in dict(raw["c"]).items()},
+                float(raw["u"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+@dataclass(frozen=True)
 class Session:
     csrf: str
     token: str | None = None
     digest: str | None = None
+    oidc: OidcIdentity | None = None
 
     @classmethod
     def fresh(cls) -> Session:
@@ -72,10 +110,18 @@ class SessionCodec:
             csrf=data["c"],
             token=token if isinstance(token, str) else None,
             digest=digest if isinstance(digest, str) else None,
+            oidc=OidcIdentity.from_json(data.get("o")),
         )
 
     def store(self, response: Response, request: Request, session: Session) -> None:
-        value = self.serializer.dumps({"c": session.csrf, "t": session.token, "d": session.digest})
+        value = self.serializer.dumps(
+            {
+                "c": session.csrf,
+                "t": session.token,
+                "d": session.digest,
+                "o": session.oidc.to_json() if session.oidc else None,
+            }
+        )
         response.set_cookie(
             COOKIE,
             value,
@@ -96,6 +142,11 @@ def caller_or_none(
     """Who the browser is: anonymous in anonymous mode, the session's token, or nobody."""
     if authenticator.anonymous:
         return Caller(actor="anonymous", remote_addr=remote)
+    if session is not None and session.oidc is not None:
+        who = session.oidc
+        if time.time() >= who.until:
+            return None
+        return Caller(actor=who.actor, remote_addr=remote, claims=who.claims, scopes=who.scopes)
     if session is None or session.token is None or session.digest is None:
         return None
     try:
