@@ -163,3 +163,20 @@ def test_a_failed_sign_in_is_audited_without_the_secret(services: Services) -> N
     events = services.audit.query(AuditFilter(action="authenticate"))
     assert [e.actor for e in events] == ["alice"]
     assert "not-the-secret" not in json.dumps([e.to_json() for e in events])
+
+
+def test_values_from_a_state_are_escaped_and_pages_forbid_scripts(services: Services) -> None:
+    evil = "<script>alert(1)</script>"
+    doc = state_bytes(
+        2,
+        resources=[instance("terraform_data", "x", {"input": evil})],
+        outputs={"o": {"value": evil, "type": "string"}},
+    )
+    services.states.write(StateName("team/app.tfstate"), doc, OPERATOR)
+    with TestClient(create_app(services)) as client:
+        page = client.get("/ui/state/team/app.tfstate")
+        assert page.status_code == 200
+        assert evil not in page.text
+        assert "&lt;script&gt;" in page.text or "\\u003cscript\\u003e" in page.text
+        assert "script-src 'none'" in page.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]

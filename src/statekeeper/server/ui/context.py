@@ -7,6 +7,7 @@ a state the caller has no grant on is answered exactly like a missing one.
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,9 @@ from statekeeper.times import format_rfc3339, parse_rfc3339
 __all__ = ["STATIC", "Page", "templates"]
 
 HERE = Path(__file__).parent
+_CODEC_LOCK = threading.Lock()
+#: No script, no frames, nothing from elsewhere: the pages need none of it.
+_CSP = "default-src 'self'; script-src 'none'; frame-ancestors 'none'; form-action 'self'"
 STATIC = HERE / "static"
 
 
@@ -78,11 +82,12 @@ class Page:
         self.request = request
         self.services: Services = request.app.state.services
         self.authenticator: Authenticator = request.state.authenticator
-        codec: SessionCodec | None = getattr(request.app.state, "ui_sessions", None)
-        if codec is None:
-            s = self.services.settings
-            codec = SessionCodec(s.session_secret, s.session_hours * 3600)
-            request.app.state.ui_sessions = codec
+        with _CODEC_LOCK:  # one key per app, even when the first pages arrive together
+            codec: SessionCodec | None = getattr(request.app.state, "ui_sessions", None)
+            if codec is None:
+                s = self.services.settings
+                codec = SessionCodec(s.session_secret, s.session_hours * 3600)
+                request.app.state.ui_sessions = codec
         self.codec = codec
         loaded = codec.load(request)
         self.fresh = loaded is None
@@ -122,6 +127,9 @@ class Page:
         if self.fresh:
             self.codec.store(response, self.request, self.session)
         response.headers["Cache-Control"] = "no-store"
+        response.headers["Content-Security-Policy"] = _CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "same-origin"
         return response
 
     def render(self, template: str, status: int = 200, **values: Any) -> Response:
