@@ -19,6 +19,7 @@ states the caller may ``read``.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -40,7 +41,7 @@ from statekeeper.storage.base import ObjectInfo, ObjectStore
 from statekeeper.terraform.names import StateName
 from statekeeper.times import format_rfc3339
 
-__all__ = ["Hit", "Inventory", "SyncReport"]
+__all__ = ["Hit", "Inventory", "StateFacts", "SyncReport"]
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS inv_states (
@@ -62,6 +63,8 @@ _SCHEMA = (
 )
 
 #: Events after which a state's bytes may have changed.
+log = logging.getLogger("statekeeper.inventory")
+
 _CHANGES = {Action.WRITE, Action.PUSH, Action.ROLLBACK, Action.MIGRATE, Action.DELETE}
 
 
@@ -80,6 +83,18 @@ class Hit:
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class StateFacts:
+    """What the index knows of a state's current version without reading it."""
+
+    version_id: str
+    serial: int | None
+    terraform_version: str | None
+    encrypted: bool
+    resources: int
+    actor: str | None
 
 
 @dataclass(frozen=True)
@@ -107,9 +122,12 @@ class Inventory:
         for statement in _SCHEMA:
             self._conn.execute(statement)
         self._synced_at: float | None = None
+        self._sync = threading.Lock()  # one catch-up at a time
+        self._closing = False
 
     def close(self) -> None:
-        with self._lock:
+        self._closing = True  # a background catch-up stops at its next batch
+        with self._sync, self._lock:
             self._conn.close()
 
     @contextmanager
@@ -213,6 +231,8 @@ class Inventory:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             # Reads in parallel (S3 round trips), writes in batches on one connection.
             for start in range(0, len(changed), 200):
+                if self._closing:
+                    break
                 batch = list(pool.map(self._read, changed[start : start + 200]))
                 with self._transaction() as conn:
                     for key, read in zip(changed[start : start + 200], batch, strict=True):
@@ -220,18 +240,37 @@ class Inventory:
                             self._drop(conn, key)
                         else:
                             self._put(conn, *read)
+        if self._closing:
+            return SyncReport(len(listed), 0, 0, time.monotonic() - started)
         with self._transaction() as conn:
             for key in gone:
                 self._drop(conn, key)
         self._synced_at = time.monotonic()
         return SyncReport(len(listed), len(changed), len(gone), time.monotonic() - started)
 
+    def _due(self) -> bool:
+        return self._synced_at is None or time.monotonic() - self._synced_at >= self.refresh
+
     def fresh(self) -> None:
         """Catch up when the last catch-up is older than the refresh bound."""
-        with self._lock:
-            due = self._synced_at is None or time.monotonic() - self._synced_at >= self.refresh
-            if due:
-                self.catch_up()
+        if self._due():
+            with self._sync:
+                if self._due() and not self._closing:
+                    self.catch_up()
+
+    def refresh_soon(self) -> None:
+        """Start a catch-up in the background when one is due and none is running
+        (for pages that show what is indexed rather than wait for it)."""
+        if self._due() and not self._sync.locked() and not self._closing:
+            threading.Thread(
+                target=self._background, name="inventory-catch-up", daemon=True
+            ).start()
+
+    def _background(self) -> None:
+        try:
+            self.fresh()
+        except (StatekeeperError, sqlite3.Error) as exc:
+            log.warning("the inventory could not catch up with the store: %s", exc)
 
     # -- answering ----------------------------------------------------------
 
@@ -289,6 +328,25 @@ class Inventory:
             except sqlite3.OperationalError as exc:
                 raise BadRequest(f"the search {text!r} cannot be read: {exc}") from exc
         return hits
+
+    def facts(self, names: list[str]) -> dict[str, StateFacts]:
+        """The indexed facts of ``names`` (those it holds), without waiting for a catch-up
+        (one is started in the background when due). The caller has already been allowed
+        to list these states."""
+        self.refresh_soon()
+        out: dict[str, StateFacts] = {}
+        with self._lock:
+            for start in range(0, len(names), 500):
+                chunk = names[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._conn.execute(
+                    "SELECT name, version_id, serial, terraform_version, encrypted, resources,"
+                    f" actor FROM inv_states WHERE name IN ({marks})",
+                    chunk,
+                )
+                for name, vid, serial, tf, encrypted, resources, actor in rows:
+                    out[name] = StateFacts(vid, serial, tf, bool(encrypted), resources, actor)
+        return out
 
     def counts(self, allowed: Allowed) -> dict[str, dict[str, int]]:
         """Resources by type and provider, states by Terraform version, over readable states."""

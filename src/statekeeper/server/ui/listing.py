@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from statekeeper.errors import BadRequest, StatekeeperError
+from statekeeper.inventory.index import StateFacts
 from statekeeper.security.caller import Caller
 from statekeeper.security.grants import parse_grant
 from statekeeper.server.ui.reading import plain
@@ -128,17 +129,31 @@ def arrange(
     return Page(groups[start : start + PAGE_SIZE], number, pages, len(groups))
 
 
-def fill_details(operator: Operator, caller: Caller, row: dict[str, Any]) -> None:
-    """Add the current version's serial, writer, Terraform version and resource count."""
-    try:
-        shown = plain(operator.show(caller, StateName(row["name"])))
-    except StatekeeperError as exc:
-        row["detail_error"] = exc.message
-        return
-    version = shown["version"]
-    row["serial"] = version.get("serial") if row.get("serial") is None else row["serial"]
-    row["actor"] = version.get("actor")
-    row["terraform_version"] = shown.get("terraform_version")
-    row["encrypted"] = shown.get("encrypted", False)
-    resources = shown.get("resources")
-    row["resource_count"] = None if resources is None else len(resources)
+def fill_details(
+    operator: Operator, caller: Caller, rows: list[dict[str, Any]], facts: dict[str, StateFacts]
+) -> None:
+    """Add the current version's serial, writer, Terraform version and resource count:
+    from the inventory index where it holds that version (a listing without version IDs,
+    S3's, takes the index as it is), else by reading the state."""
+    for row in rows:
+        known = facts.get(row["name"])
+        if known is not None and (not row["version_id"] or known.version_id == row["version_id"]):
+            if row.get("serial") is None:
+                row["serial"] = known.serial
+            row["actor"] = known.actor
+            row["terraform_version"] = known.terraform_version
+            row["encrypted"] = known.encrypted
+            row["resource_count"] = None if known.encrypted else known.resources
+            continue
+        try:
+            shown = plain(operator.show(caller, StateName(row["name"])))
+        except StatekeeperError as exc:
+            row["detail_error"] = exc.message
+            continue
+        version = shown["version"]
+        row["serial"] = version.get("serial") if row.get("serial") is None else row["serial"]
+        row["actor"] = version.get("actor")
+        row["terraform_version"] = shown.get("terraform_version")
+        row["encrypted"] = shown.get("encrypted", False)
+        resources = shown.get("resources")
+        row["resource_count"] = None if resources is None else len(resources)

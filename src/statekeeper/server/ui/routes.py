@@ -56,9 +56,12 @@ def states_page(
         )
     except StatekeeperError as exc:
         return ui.error(exc)
-    for group in shown.groups:
-        for row in group.rows:
-            fill_details(operator, caller, row)
+    rows_shown = [row for group in shown.groups for row in group.rows]
+    try:
+        facts = ui.services.inventory().facts([row["name"] for row in rows_shown])
+    except StatekeeperError:
+        facts = {}  # the index cannot catch up now (the store is down): read each state
+    fill_details(operator, caller, rows_shown, facts)
     return ui.render(
         "states.html",
         title="States",
