@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -58,6 +58,21 @@ def _history_warning(store: ObjectStore) -> str:
         store.history_warning
         or f"the {store.scheme} store keeps no state history: every write replaces the last"
     )
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging, plus the server log's event subscriber: one JSON line per event."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["statekeeper.events"] = {
+        "handlers": ["default"],
+        "level": level.upper(),
+        "propagate": False,
+    }
+    return config
 
 
 @app.command()
@@ -157,6 +172,7 @@ def serve(
         server_config = uvicorn.Config(
             create_app(services, allow_anonymous=not secured and is_loopback(settings.host)),
             log_level=settings.log_level,
+            log_config=_log_config(settings.log_level),
             timeout_graceful_shutdown=10,
             ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
             ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,

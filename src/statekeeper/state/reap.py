@@ -130,7 +130,7 @@ def reap(
         try:
             with locks.events.event(Action.REAP, caller, StateName(held.name)) as event:
                 event.lock(lock)
-                event.detail = f"{reason}: held by {lock.who or lock.actor or '?'}"
+                event.detail = reason
                 removed = locks.remove(StateName(held.name), caller, lock.id)
         except (LockMismatch, LockNotFound):
             continue  # released or replaced since the listing: not ours to remove
