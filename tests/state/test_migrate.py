@@ -46,7 +46,7 @@ def test_store_to_store_with_history_is_byte_identical(
         StoreSource(services.store), dest.states, dest.locks, caller, with_history=True
     )
 
-    assert report.to_json()["copied"] == 4
+    assert report.view().copied == 4
     for name in (a, b):
         assert _history(dest, str(name), caller) == _history(services, str(name), caller)
         assert (
@@ -73,7 +73,7 @@ def test_a_second_run_resumes_and_copies_only_what_is_new(
     nothing = migrate(
         StoreSource(services.store), dest.states, dest.locks, caller, with_history=True
     )
-    assert nothing.to_json()["copied"] == 0
+    assert nothing.view().copied == 0
 
 
 def test_a_history_that_went_backwards_is_replayed_verbatim(
@@ -104,7 +104,7 @@ def test_an_unrelated_destination_state_is_not_overwritten_without_force(
 def test_dry_run_writes_nothing(services: Services, dest: Services, caller: Caller) -> None:
     services.states.write(StateName("a.tfstate"), state_bytes(1), caller)
     report = migrate(StoreSource(services.store), dest.states, dest.locks, caller, dry_run=True)
-    assert report.to_json()["planned"] == 1
+    assert report.view().planned == 1
     assert list(dest.store.scan()) == []
 
 

@@ -9,7 +9,7 @@ import typer
 
 from statekeeper.cli import app
 from statekeeper.cli.context import local_caller, obj
-from statekeeper.cli.output import console, err_console, print_json
+from statekeeper.cli.output import console, err_console, print_view
 from statekeeper.cli.render import size
 from statekeeper.errors import ConfigError
 
@@ -146,23 +146,23 @@ def migrate(
     finally:
         if opened is not None:
             opened.close()
-    doc = report.to_json()
+    doc = report.view()
     if json_out:
-        print_json(doc)
+        print_view(doc)
         return
-    for s in doc["states"]:
+    for s in doc.states:
         if dry_run:
-            line = f"{s['name']}: would copy {s['planned']} version(s), {s['skipped']} present"
+            line = f"{s.name}: would copy {s.planned} version(s), {s.skipped} present"
         else:
             line = (
-                f"{s['name']}: copied {s['copied']} version(s) ({size(s['bytes'])}), "
-                f"{s['skipped']} already present"
+                f"{s.name}: copied {s.copied} version(s) ({size(s.bytes)}), "
+                f"{s.skipped} already present"
             )
         console.print(line, highlight=False, markup=False)
     verb = "would copy" if dry_run else "copied"
-    n = doc["planned"] if dry_run else doc["copied"]
+    n = doc.planned if dry_run else doc.copied
     console.print(
-        f"{len(doc['states'])} state(s): {verb} {n} version(s), {doc['skipped']} already present",
+        f"{len(doc.states)} state(s): {verb} {n} version(s), {doc.skipped} already present",
         highlight=False,
         soft_wrap=True,
     )

@@ -45,17 +45,16 @@ def _classes() -> dict[str, type[StatekeeperError]]:
 def error_from_response(response: httpx.Response) -> StatekeeperError:
     """The exception an error answer stands for."""
     try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if not isinstance(body, dict) or "error" not in body:
+        body = views.ErrorBody.model_validate_json(response.content)
+    except ValidationError:
         return StatekeeperError(
             f"the server answered {response.status_code} to {response.request.method} "
             f"{response.request.url.path}: {response.text[:200]!r}"
         )
-    code, message = str(body["error"]), str(body.get("message", ""))
-    if code in ("locked", "lock_mismatch") and "ID" in body:
-        holder = {k: body[k] for k in _LOCK_FIELDS if k in body}
+    code, message = body.error, body.message
+    extra = body.model_extra or {}
+    if code in ("locked", "lock_mismatch") and "ID" in extra:
+        holder = {k: extra[k] for k in _LOCK_FIELDS if k in extra}
         return LockConflict(LockInfo.parse(json.dumps(holder).encode()), message)
     if response.status_code == 401:
         return Unauthenticated(message + " (give a token with --token or STATEKEEPER_TOKEN)")

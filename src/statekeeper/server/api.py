@@ -44,7 +44,7 @@ from statekeeper.state.views import (
 )
 from statekeeper.terraform.names import StateName
 
-__all__ = ["router"]
+__all__ = ["ERRORS", "router"]
 
 #: Every error answer has one shape; the statuses are those the operations raise.
 ERRORS: dict[int | str, dict[str, object]] = {
@@ -55,7 +55,9 @@ ERRORS: dict[int | str, dict[str, object]] = {
         (403, "The caller's grants do not allow this"),
         (404, "No such state or version"),
         (409, "A conflict: the serial/lineage guard, or no lock to remove"),
+        (413, "The body is larger than the server's max_body"),
         (423, "Locked: the holder's LockInfo fields are in the body"),
+        (429, "Too many requests: Retry-After says when to try again"),
         (501, "The store cannot do this (e.g. history without versioning)"),
         (503, "The store is unavailable"),
     )

@@ -28,11 +28,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from statekeeper.errors import BadRequest, ChecksumMismatch, StorageError
 from statekeeper.events import Action
 from statekeeper.security.caller import Caller
+from statekeeper.state import views
 from statekeeper.state.listing import is_state_key
 from statekeeper.state.locks import LockService
 from statekeeper.state.service import StateService
@@ -159,15 +160,15 @@ class StateCopy:
     bytes_copied: int = 0
     planned: int = 0
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "copied": len(self.copied),
-            "copied_versions": self.copied,
-            "skipped": self.skipped,
-            "planned": self.planned,
-            "bytes": self.bytes_copied,
-        }
+    def view(self) -> views.StateCopied:
+        return views.StateCopied(
+            name=self.name,
+            copied=len(self.copied),
+            copied_versions=list(self.copied),
+            skipped=self.skipped,
+            planned=self.planned,
+            bytes=self.bytes_copied,
+        )
 
 
 @dataclass
@@ -175,14 +176,14 @@ class MigrationReport:
     dry_run: bool
     states: list[StateCopy] = field(default_factory=list)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "dry_run": self.dry_run,
-            "states": [s.to_json() for s in self.states],
-            "copied": sum(len(s.copied) for s in self.states),
-            "skipped": sum(s.skipped for s in self.states),
-            "planned": sum(s.planned for s in self.states),
-        }
+    def view(self) -> views.MigrationResult:
+        return views.MigrationResult(
+            dry_run=self.dry_run,
+            states=[s.view() for s in self.states],
+            copied=sum(len(s.copied) for s in self.states),
+            skipped=sum(s.skipped for s in self.states),
+            planned=sum(s.planned for s in self.states),
+        )
 
 
 #: Progress events: ("state", name, total_versions) then ("version", name, size) per version.

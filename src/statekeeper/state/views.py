@@ -6,7 +6,8 @@ their schemas); ``statekeeper … --json`` prints ``model_dump(mode="json")`` of
 the same models, and the CLI's ``--server`` backend parses the API's answers
 back into them. A field added here shows up in all three at once.
 
-Attribute and output values only ever reach these models through
+Attribute and output values are put into these models by
+:mod:`statekeeper.state.diff` only, after the rules of
 :mod:`statekeeper.state.sensitive`: a sensitive value is ``None`` with
 ``sensitive`` set, never the value.
 """
@@ -37,11 +38,13 @@ __all__ = [
     "HistoryEntry",
     "InstanceChange",
     "LockEntry",
+    "MigrationResult",
     "OutputChange",
     "OutputValue",
     "PushResult",
     "Release",
     "RollbackResult",
+    "StateCopied",
     "StateDetail",
     "StateDiff",
     "StateEntry",
@@ -119,10 +122,10 @@ class StateEntry(View):
     version_id: str
     serial: int | None = Field(description="None when unknown (see serial_known)")
     serial_known: bool = Field(
-        description="False when the listing does not carry the serial (an S3 listing has no "
-        "object metadata): ask with details=true, at a HEAD per state"
+        description="False when the listing does not carry the serial and lineage (an S3 "
+        "listing has no object metadata): ask with details=true, at a HEAD per state"
     )
-    lineage: str | None
+    lineage: str | None = Field(description="None when unknown (see serial_known)")
     locked: bool
     lock: LockEntry | None
     versions: int | None = Field(description="Version count, only with details=true")
@@ -305,6 +308,27 @@ class Release(View):
             removed=removed,
             reason=reason,
         )
+
+
+class StateCopied(View):
+    """One state of a migration."""
+
+    name: str
+    copied: int = Field(description="Versions copied")
+    copied_versions: list[str] = Field(description="The source's IDs of the versions copied")
+    skipped: int = Field(description="Versions the destination already held")
+    planned: int = Field(description="Versions a dry run would copy")
+    bytes: int = Field(description="Bytes copied")
+
+
+class MigrationResult(View):
+    """What ``statekeeper migrate`` did (or, with ``dry_run``, would do)."""
+
+    dry_run: bool
+    states: list[StateCopied]
+    copied: int
+    skipped: int
+    planned: int
 
 
 class AuditEventView(View):
