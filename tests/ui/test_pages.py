@@ -180,3 +180,20 @@ def test_values_from_a_state_are_escaped_and_pages_forbid_scripts(services: Serv
         assert "&lt;script&gt;" in page.text or "\\u003cscript\\u003e" in page.text
         assert "script-src 'none'" in page.headers["content-security-policy"]
         assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+
+
+def test_ui_pages_count_against_the_callers_rate(tmp_path: Path) -> None:
+    env = {"STATEKEEPER_RATE_LIMIT": "0.001", "STATEKEEPER_RATE_BURST": "3"}
+    limited = Services.build(load_settings({"data_dir": tmp_path / "d"}, env=env))
+    try:
+        secret = _issue(limited, "alice", ["team/*:read"])
+        with TestClient(create_app(limited)) as client:
+            assert _sign_in(client, "alice", secret).status_code == 303
+            statuses = [client.get("/ui/locks").status_code for _ in range(4)]
+            assert statuses[:3] == [200, 200, 200]
+            assert statuses[3] == 429
+            again = client.get("/")
+            assert again.status_code == 429
+            assert int(again.headers["Retry-After"]) >= 1
+    finally:
+        limited.close()

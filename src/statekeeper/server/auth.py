@@ -175,8 +175,11 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         if is_ui_path(scope["path"]):
-            # The UI's routes resolve the caller from their session cookie with this.
-            scope.setdefault("state", {})["authenticator"] = self.authenticator
+            # The UI's routes resolve the caller from their session cookie with this,
+            # and apply the same per-caller rate.
+            state = scope.setdefault("state", {})
+            state["authenticator"] = self.authenticator
+            state["limiter"] = self.limiter
             await self.app(scope, receive, send)
             return
         header = None

@@ -98,7 +98,7 @@ async def signout(request: Request) -> Response:
 @router.get("/ui/unlock/{name:path}")
 def unlock_confirm(request: Request, name: str) -> Response:
     ui = Page(request)
-    if (redirect := ui.signin_redirect()) is not None:
+    if (redirect := ui.gate()) is not None:
         return redirect
     try:
         locks = [plain(lock) for lock in ui.operator.list_locks(ui.who(), name)]
@@ -115,7 +115,7 @@ def unlock_confirm(request: Request, name: str) -> Response:
 @router.post("/ui/unlock/{name:path}")
 async def unlock(request: Request, name: str) -> Response:
     ui = Page(request)
-    if (redirect := ui.signin_redirect()) is not None:
+    if (redirect := ui.gate()) is not None:
         return redirect
     form = await read_form(request)
     if not check_csrf(ui.session, form):
@@ -134,7 +134,7 @@ async def unlock(request: Request, name: str) -> Response:
 @router.post("/ui/reap")
 async def reap(request: Request) -> Response:
     ui = Page(request)
-    if (redirect := ui.signin_redirect()) is not None:
+    if (redirect := ui.gate()) is not None:
         return redirect
     form = await read_form(request)
     if not check_csrf(ui.session, form):
@@ -169,7 +169,7 @@ async def reap(request: Request) -> Response:
 @router.get("/ui/rollback/{name:path}")
 def rollback_confirm(request: Request, name: str, to: str) -> Response:
     ui = Page(request)
-    if (redirect := ui.signin_redirect()) is not None:
+    if (redirect := ui.gate()) is not None:
         return redirect
     try:
         # What the rollback will do: from the current version to the restored one.
@@ -182,7 +182,7 @@ def rollback_confirm(request: Request, name: str, to: str) -> Response:
 @router.post("/ui/rollback/{name:path}")
 async def rollback(request: Request, name: str) -> Response:
     ui = Page(request)
-    if (redirect := ui.signin_redirect()) is not None:
+    if (redirect := ui.gate()) is not None:
         return redirect
     form = await read_form(request)
     if not check_csrf(ui.session, form):

@@ -18,10 +18,17 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from statekeeper.app import Services
-from statekeeper.errors import Forbidden, StatekeeperError, StateNotFound, VersionNotFound
+from statekeeper.errors import (
+    Forbidden,
+    RateLimited,
+    StatekeeperError,
+    StateNotFound,
+    VersionNotFound,
+)
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission
 from statekeeper.server.auth import Authenticator
+from statekeeper.server.limits import RateLimiter
 from statekeeper.server.ui.session import Session, SessionCodec, caller_or_none
 from statekeeper.state.operator import Operator
 from statekeeper.terraform.names import StateName
@@ -102,7 +109,7 @@ class Page:
         return Operator(s.states, s.locks, s.history)
 
     def who(self) -> Caller:
-        """The caller; pages call this only after :meth:`signin_redirect` said None."""
+        """The caller; pages call this only after :meth:`gate` said None."""
         assert self.caller is not None
         return self.caller
 
@@ -111,9 +118,21 @@ class Page:
             self.caller, name, permission
         )
 
-    def signin_redirect(self) -> Response | None:
-        """Where a browser without a session goes: the sign-in page, never a 401."""
+    def gate(self) -> Response | None:
+        """What to answer instead of the page: the sign-in page for a browser without a
+        session (never a 401), or 429 for a caller over its rate, as the API would."""
         if self.caller is not None:
+            limiter: RateLimiter | None = getattr(self.request.state, "limiter", None)
+            if limiter is None or self.caller.scopes is None:
+                return None
+            try:
+                limiter.check(self.caller.actor)
+            except RateLimited as exc:
+                response = self.render(
+                    "error.html", 429, title="Too many requests", message=exc.message
+                )
+                response.headers["Retry-After"] = str(exc.retry_after)
+                return response
             return None
         target = self.request.url.path
         if self.request.url.query:

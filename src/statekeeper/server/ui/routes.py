@@ -40,7 +40,7 @@ def states_page(
     page: Annotated[int, Query(ge=1)] = 1,
 ) -> Response:
     ui = Page(request)
-    if (redirect := ui.signin_redirect()) is not None:
+    if (redirect := ui.gate()) is not None:
         return redirect
     caller = ui.who()
     operator = ui.operator
@@ -84,7 +84,7 @@ def state_page(
     versions: Annotated[int, Query(ge=1, le=1000)] = TIMELINE,
 ) -> Response:
     ui = Page(request)
-    if (redirect := ui.signin_redirect()) is not None:
+    if (redirect := ui.gate()) is not None:
         return redirect
     caller = ui.who()
     operator = ui.operator
@@ -137,7 +137,7 @@ def diff_page(
     to: str | None = None,
 ) -> Response:
     ui = Page(request)
-    if (redirect := ui.signin_redirect()) is not None:
+    if (redirect := ui.gate()) is not None:
         return redirect
     caller = ui.who()
     operator = ui.operator
@@ -153,7 +153,7 @@ def diff_page(
 @router.get("/ui/locks")
 def locks_page(request: Request, prefix: str = "") -> Response:
     ui = Page(request)
-    if (redirect := ui.signin_redirect()) is not None:
+    if (redirect := ui.gate()) is not None:
         return redirect
     try:
         locks = [plain(lock) for lock in ui.operator.list_locks(ui.who(), prefix)]
@@ -187,7 +187,7 @@ def audit_page(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 200,
 ) -> Response:
     ui = Page(request)
-    if (redirect := ui.signin_redirect()) is not None:
+    if (redirect := ui.gate()) is not None:
         return redirect
     caller = ui.who()
     try:

@@ -21,7 +21,7 @@ def search_page(
     request: Request, q: str = "", limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> Response:
     ui = Page(request)
-    if (redirect := ui.signin_redirect()) is not None:
+    if (redirect := ui.gate()) is not None:
         return redirect
     caller, services = ui.who(), ui.services
     try:
