@@ -208,6 +208,5 @@ def _s3(states: int, resources: int) -> dict[str, Any]:
 def run() -> dict[str, Any]:
     states = env_int("BENCH_INVENTORY_STATES", 10000, 1000)
     resources = env_int("BENCH_INVENTORY_RESOURCES", 50, 50)
-    # Fewer on moto by default: moto keeps every object version in memory.
-    s3_states = env_int("BENCH_INVENTORY_S3_STATES", 2000, 300)
+    s3_states = env_int("BENCH_INVENTORY_S3_STATES", 10000, 300)
     return {"sqlite": _sqlite(states, resources), "s3": _s3(s3_states, resources)}
