@@ -238,7 +238,6 @@ def test_statedoc_reads_an_opentofu_envelope() -> None:
         b'{"version":5}',
         b'{"version":4,"serial":1.5}',
         b'{"version":4,"serial":true}',
-        b'{"version":4,"lineage":null}',
         b'{"encryption_version":"v0","serial":1,"lineage":"x"}',
         b'{"encryption_version":"v0","encrypted_data":7}',
     ],

@@ -79,7 +79,7 @@ class Services:
         events.subscribe(audit.record)
         events.subscribe(log_event)
         policy = policy or ScopePolicy()
-        locks = LockService(store, table, policy, events)
+        locks = LockService(store, table, policy, events, max_lock_info=settings.max_lock_info)
         built = cls(
             settings=settings,
             store=store,

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from statekeeper.errors import ConfigError
+from statekeeper.terraform.layout import DEFAULT_WORKSPACE_PREFIX
+from statekeeper.terraform.lockinfo import MAX_LOCK_INFO
 
 __all__ = ["SETTINGS", "Setting", "Settings", "load_settings"]
 
@@ -85,9 +87,15 @@ SETTINGS: tuple[Setting, ...] = (
         "Largest request body accepted (bytes, or with K/M/G); larger gets 413.",
     ),
     Setting(
+        "max_lock_info",
+        _size,
+        MAX_LOCK_INFO,
+        "Largest LockInfo a LOCK or UNLOCK may carry (bytes, or with K/M); larger gets 413.",
+    ),
+    Setting(
         "workspace_key_prefix",
         str,
-        "env:",
+        DEFAULT_WORKSPACE_PREFIX,
         'Prefix of workspace states, as Terraform\'s backend "s3" names them.',
     ),
     Setting("log_level", str, "info", "Server log level: debug, info, warning, error."),
@@ -161,7 +169,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     max_body: int = 512 * 1024**2
-    workspace_key_prefix: str = "env:"
+    max_lock_info: int = MAX_LOCK_INFO
+    workspace_key_prefix: str = DEFAULT_WORKSPACE_PREFIX
     log_level: str = "info"
     tokens_file: Path | None = None
     oidc_config: Path | None = None

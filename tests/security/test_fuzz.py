@@ -43,7 +43,16 @@ def fuzzed(
 
 _ascii = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40)
 _names = st.one_of(
-    st.sampled_from(["team/app.tfstate", "other/x.tfstate", "team/a/b.tfstate", "team"]),
+    st.sampled_from(
+        [
+            "team/app.tfstate",
+            "other/x.tfstate",
+            "team/a/b.tfstate",
+            "team",
+            "team/app.tfstate.tflock",  # the layout reserves these
+            "team/app.tfstate-md5",
+        ]
+    ),
     st.text(st.characters(codec="utf-8", exclude_characters="?#"), min_size=1, max_size=60),
     st.lists(
         st.sampled_from(["team", "..", ".", "", "%2e%2e", "a:b", "x" * 300, "é"]),
@@ -75,6 +84,20 @@ _bodies = st.one_of(
         lambda d: json.dumps(d).encode()
     ),
     st.just(b"x" * 70_000),
+    # What Terraform's decoder cannot read, and lone surrogates in a LockInfo.
+    st.sampled_from(
+        [
+            b"\xef\xbb\xbf" + state_json(1),
+            state_json(1).decode().encode("utf-16"),
+            state_json(1).replace(b'"serial": 1', b'"serial": NaN'),
+            state_json(2**64),
+            state_json(1, lineage="\ud800"),
+        ]
+    ),
+    st.integers(0xD800, 0xDFFF).map(
+        lambda c: json.dumps({"ID": "s" + chr(c), "Who": chr(c), "Info": "i" * 20_000}).encode()
+    ),
+    st.integers(0xD800, 0xDFFF).map(lambda c: lock_body("s" + chr(c), who=chr(c))),
 )
 
 
@@ -118,6 +141,10 @@ def test_terraform_routes_never_fail_with_5xx(
         assert payload.get("error")
     for secret in secrets.values():
         assert secret not in r.text
+    # Nothing sent may break the listings for everyone else.
+    for listing in ("/api/v1/locks", "/api/v1/states"):
+        listed = httpx.get(server.url + listing, headers=basic("root", secrets["root"]), timeout=30)
+        assert listed.status_code == 200, (method, name, body, listed.text)
 
 
 schemathesis = pytest.importorskip("schemathesis")

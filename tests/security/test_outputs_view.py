@@ -53,7 +53,7 @@ def typed_outputs(draw: st.DrawFn) -> dict[str, Any]:
 def states(draw: st.DrawFn) -> tuple[int, dict[str, Any], dict[str, Any]]:
     """A state of some format with junk everywhere, and the root outputs it holds."""
     version = draw(st.integers(1, 4))
-    top: dict[str, Any] = {"version": version, "serial": draw(st.integers(0, 2**63))}
+    top: dict[str, Any] = {"version": version, "serial": draw(st.integers(0, 2**63 - 1))}
     if version > 1:
         top |= {"terraform_version": "0.11.14", "lineage": "9a1d-lineage"}
     resource = {"type": "aws_db", "primary": {"attributes": {"password": MARK}}}

@@ -159,7 +159,7 @@ def test_locks_are_per_state(api: Api) -> None:
     [
         (b"not json", "not valid JSON"),
         (b"[]", "JSON object"),
-        (b'{"ID":' * 50_000, "not valid JSON"),
+        (b'{"ID":' * 2_000, "not valid JSON"),  # deeper than the parser's stack
         (b'{"Operation":"x"}', "no ID"),
         (b'{"ID":"x","Created":"2024-01-01T00:00:00.123456"}', "RFC 3339"),
         (b'{"ID":"x","Created":17}', "RFC 3339"),

@@ -8,7 +8,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from tfwire import Api, lock_body, md5_header, state_bytes
 
@@ -93,3 +93,100 @@ def test_terraform_routes_never_answer_500(
         if method != "HEAD" and response.status_code >= 400:
             reply = response.json()
             assert isinstance(reply, dict) and {"error", "message"} <= set(reply)
+
+
+# Strings as JSON can carry them: any text, lone UTF-16 surrogates included
+# (json.dumps writes those as \ud800-style escapes, which Python reads back).
+_any_text = st.text(max_size=8) | st.integers(0xD800, 0xDFFF).map(lambda c: "id" + chr(c))
+lock_bodies = st.fixed_dictionaries(
+    {"ID": _any_text},
+    optional={"Who": _any_text, "Info": _any_text, "Operation": _any_text, "Extra": _any_text},
+).map(lambda d: json.dumps(d).encode())
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=lock_bodies, name=st.sampled_from(NAMES))
+@example(body=b'{"ID":"x","Who":"\\ud800"}', name=NAMES[0])
+@example(body=b'{"ID":"\\udfff"}', name=NAMES[0])
+@example(body=b'{"ID":"x","Extra":"a\\ud800"}', name=NAMES[0])
+def test_no_lock_body_makes_later_requests_answer_500(
+    fuzz_api: Api, body: bytes, name: str
+) -> None:
+    """Whatever a LOCK carries, the lock listing, a competing LOCK and a write stay 4xx/2xx."""
+    url = f"/state/{name}"
+    taken = fuzz_api.request("LOCK", url, content=body)
+    assert taken.status_code < 500, (body, taken.text)
+    try:
+        for method, path, content in (
+            ("GET", "/api/v1/locks", b""),
+            ("GET", "/api/v1/states", b""),
+            ("LOCK", url, lock_body("competitor")),
+            ("POST", url, state_bytes(1)),
+        ):
+            response = fuzz_api.request(method, path, content=content)
+            assert response.status_code < 500, (body, method, path, response.text)
+    finally:
+        fuzz_api.request("UNLOCK", url, content=b"")
+
+
+_versions = st.one_of(
+    st.integers(min_value=-(2**80), max_value=2**80).map(str),
+    st.integers(min_value=0, max_value=2**80).map(lambda n: f"serial:{n}"),
+    st.sampled_from(
+        ["\u00b2", "\u0661\u0662", "serial:\u00b2", "serial:-1", "current", "", "0x10", "1e3"]
+    ),
+    st.text(max_size=12),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    route=st.sampled_from(["states", "content", "versions", "diff"]),
+    version=_versions,
+    other=_versions,
+    limit=st.integers(min_value=-(2**70), max_value=2**70).map(str) | st.text(max_size=5),
+)
+@example(route="content", version=str(2**64), other="", limit="1")
+@example(route="states", version="\u00b2", other="", limit="1")
+@example(route="diff", version=str(2**63), other="serial:\u00b2", limit="1")
+def test_api_version_parameters_never_answer_500(
+    fuzz_api: Api, route: str, version: str, other: str, limit: str
+) -> None:
+    if fuzz_api.get(NAMES[0]).status_code == 404:
+        fuzz_api.write(state_bytes(1), name=NAMES[0])
+    params = {
+        "states": {"version": version},
+        "content": {"version": version},
+        "versions": {"limit": limit},
+        "diff": {"from": version, "to": other},
+    }[route]
+    response = fuzz_api.request("GET", f"/api/v1/{route}/{NAMES[0]}", params=params)
+    assert response.status_code < 500, (route, params, response.text)
+
+
+_durations = st.one_of(
+    st.integers(min_value=0, max_value=10**20).map(lambda n: f"{n}w"),
+    st.integers(min_value=0, max_value=10**20).map(lambda n: f"{n}d"),
+    st.sampled_from(["1h30m", "1e400s", "0s", "-1h", "99999999999999999999w", "\u0661d", ""]),
+    st.text(max_size=10),
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(duration=_durations)
+@example(duration="99999999999999999999w")
+@example(duration="1e400s")
+@example(duration="9999999999999w")
+def test_durations_in_the_api_never_answer_500(fuzz_api: Api, duration: str) -> None:
+    reaped = fuzz_api.request(
+        "POST", "/api/v1/reap", json={"older_than": duration, "dry_run": True}
+    )
+    assert reaped.status_code < 500, (duration, reaped.text)
+    token = fuzz_api.request(
+        "POST",
+        "/api/v1/tokens",
+        json={"name": "fuzz", "scopes": ["team/*:read"], "expires": duration[:20]},
+    )
+    assert token.status_code < 500, (duration, token.text)
+    if token.status_code == 200:
+        fuzz_api.request("DELETE", "/api/v1/tokens/fuzz")

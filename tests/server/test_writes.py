@@ -174,12 +174,29 @@ def test_identical_repost_is_200_without_a_new_version(api: Api) -> None:
         (b"[1, 2]", "must be a JSON object"),
         (b'{"serial": 1, "lineage": "x"}', "needs a 'version' number"),
         (b'{"version": 5, "serial": 1, "lineage": "x"}', "format version 5"),
-        (b'{"version": 0, "serial": 1, "lineage": "x"}', "needs a 'version' number"),
+        (b'{"version": 0, "serial": 1, "lineage": "x"}', "format version 0"),
         (b'{"version": 4, "serial": -1, "lineage": "x"}', "'serial'"),
         (b'{"version": 4, "serial": 1, "lineage": 7}', "'lineage'"),
         (b"", "empty"),
         (b"[" * 100_000 + b"]" * 100_000, "could not be parsed as JSON"),
         (b'{"version": 4, "lineage": "\xff"}', "not UTF-8"),
+        # What Terraform's decoder refuses (it fails with "Error loading state").
+        (b"\xef\xbb\xbf" + state_bytes(1), "byte-order mark"),
+        (state_bytes(1).decode().encode("utf-16"), "UTF-8"),
+        (state_bytes(1).decode().encode("utf-16-le"), "UTF-8"),
+        (
+            state_bytes(1, outputs={"n": {"value": 1, "type": "number"}}).replace(
+                b"1,", b"NaN,", 1
+            ),
+            "NaN",
+        ),
+        (b'{"version": 4, "serial": Infinity, "lineage": "x"}', "Infinity"),
+        (state_bytes(2**64), "18446744073709551615"),
+        (state_bytes(10**30), "'serial'"),
+        (state_bytes(1, Serial=10**30), "'serial'"),
+        (state_bytes(1, terraform_version="latest"), "terraform_version"),
+        (state_bytes(1, lineage="\ud800"), "surrogate"),
+        (state_bytes(1, outputs=[]), "'outputs'"),
     ],
 )
 def test_bytes_that_are_not_a_state_are_400(api: Api, data: bytes, what: str) -> None:

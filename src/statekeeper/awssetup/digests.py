@@ -1,6 +1,6 @@
 """Doctor's digest check: every state's MD5 against its DynamoDB digest item.
 
-Terraform reads ``LockID = "<bucket>/<key>-md5"`` after each read and fails
+Terraform reads the digest item (lock path + ``DIGEST_SUFFIX``) after each read and fails
 with "state data in S3 does not have the expected content" on a mismatch;
 this finds that first. ``fix`` rewrites a digest to the object's current MD5
 (after a hand restore), never while the state is locked.
@@ -13,7 +13,8 @@ import re
 
 from statekeeper.awssetup.checks import Finding, Status, aws_call
 from statekeeper.awssetup.context import Aws, Target
-from statekeeper.awssetup.inventory import DIGEST_SUFFIX, LOCK_SUFFIX, Inventory
+from statekeeper.awssetup.inventory import Inventory
+from statekeeper.terraform.layout import digest_id, lock_file_key
 
 __all__ = ["check_digests"]
 
@@ -51,7 +52,7 @@ def check_digests(aws: Aws, target: Target, inv: Inventory, fix: bool) -> list[F
             aws.dynamodb(target.region).put_item,
             TableName=target.table,
             Item={
-                "LockID": {"S": f"{target.bucket}/{key}{DIGEST_SUFFIX}"},
+                "LockID": {"S": digest_id(target.bucket, key)},
                 "Digest": {"S": digest},
             },
         )
@@ -69,12 +70,12 @@ def check_digests(aws: Aws, target: Target, inv: Inventory, fix: bool) -> list[F
                         "refuse to read this state",
                         subject=key,
                         fix=f"restore s3://{target.bucket}/{key} from an older version, or delete "
-                        f'the item LockID = "{target.bucket}/{key}{DIGEST_SUFFIX}"',
+                        f'the item LockID = "{digest_id(target.bucket, key)}"',
                     )
                 )
             continue
         checked += 1
-        locked = key in inv.db_locks or f"{key}{LOCK_SUFFIX}" in inv.objects
+        locked = key in inv.db_locks or lock_file_key(key) in inv.objects
         if stored is None:
             current = _md5(aws, target, key, obj.get("ETag", ""), "")
             finding = Finding(

@@ -36,7 +36,10 @@ def parse_duration(text: str) -> timedelta:
     parts = _DURATION.findall(cleaned)
     if not parts or _DURATION.sub("", cleaned).strip():
         raise BadRequest(f"{text!r} is not a duration; write it like 30m, 2h, 1d or 1h30m")
-    return timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in parts))
+    seconds = sum(int(n) * _UNITS[u] for n, u in parts)
+    if seconds > 36500 * 86400:  # past timedelta's range is a crash, not an answer
+        raise BadRequest(f"{text!r} is longer than 36500 days")
+    return timedelta(seconds=seconds)
 
 
 @dataclass(frozen=True)

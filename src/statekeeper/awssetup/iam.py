@@ -8,8 +8,8 @@ What each statement is for:
   condition, so ``workspace_key_prefix`` must then lie under the prefix too.
 - ``ListStateHistory`` — ``s3:ListBucketVersions``: statekeeper's history.
 - ``ReadStates`` — ``s3:GetObject`` and ``s3:GetObjectVersion`` on ``B/P*``.
-- ``WriteStates`` — ``s3:PutObject`` on ``B/P*`` (states and ``.tflock`` files).
-- ``ReleaseLockFiles`` — ``s3:DeleteObject`` only on ``B/P*.tflock``: releasing a
+- ``WriteStates`` — ``s3:PutObject`` on ``B/P*`` (states and lock files).
+- ``ReleaseLockFiles`` — ``s3:DeleteObject`` only on ``B/P*`` + ``LOCK_FILE_SUFFIX``: releasing a
   lock file is the only delete Terraform makes in normal runs.
 - ``DeleteStates`` (only with ``allow_delete``) — ``s3:DeleteObject`` on states:
   ``terraform workspace delete`` and statekeeper's state delete. In a versioned
@@ -34,6 +34,7 @@ from statekeeper.awssetup.context import (
     validate_table_name,
 )
 from statekeeper.errors import BadRequest
+from statekeeper.terraform.layout import LOCK_FILE_SUFFIX
 
 __all__ = ["iam_policy"]
 
@@ -120,7 +121,7 @@ def iam_policy(
                 "Sid": "ReleaseLockFiles",
                 "Effect": "Allow",
                 "Action": "s3:DeleteObject",
-                "Resource": f"{bucket_arn}/{prefix}*.tflock",
+                "Resource": f"{bucket_arn}/{prefix}*{LOCK_FILE_SUFFIX}",
             },
         ]
         if allow_delete:

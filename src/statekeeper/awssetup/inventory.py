@@ -7,12 +7,16 @@ from typing import Any
 
 from statekeeper.awssetup.checks import aws_call
 from statekeeper.awssetup.context import Aws, Target
+from statekeeper.terraform.layout import (
+    PROBE_PREFIX,
+    is_digest_id,
+    is_lock_file,
+    lock_path,
+    state_of_digest_id,
+    state_of_lock_file,
+)
 
-__all__ = ["DIGEST_SUFFIX", "LOCK_SUFFIX", "PROBE_PREFIX", "Inventory", "take_inventory"]
-
-PROBE_PREFIX = ".statekeeper-doctor/"
-LOCK_SUFFIX = ".tflock"
-DIGEST_SUFFIX = "-md5"
+__all__ = ["Inventory", "take_inventory"]
 
 
 @dataclass
@@ -26,7 +30,7 @@ class Inventory:
     def state_keys(self) -> list[str]:
         keys = {k for k in self.objects if k.endswith(".tfstate")}
         keys |= set(self.digests) | set(self.db_locks)
-        keys |= {k[: -len(LOCK_SUFFIX)] for k in self.objects if k.endswith(LOCK_SUFFIX)}
+        keys |= {state_of_lock_file(k) for k in self.objects if is_lock_file(k)}
         return sorted(k for k in keys if not k.startswith(PROBE_PREFIX))
 
 
@@ -38,7 +42,7 @@ def take_inventory(aws: Aws, target: Target) -> Inventory:
         for obj in page.get("Contents", []):
             inv.objects[obj["Key"]] = obj
     if target.table:
-        prefix = f"{target.bucket}/"
+        prefix = lock_path(target.bucket, "")
         scan = (
             aws.dynamodb(target.region)
             .get_paginator("scan")
@@ -53,8 +57,8 @@ def take_inventory(aws: Aws, target: Target) -> Inventory:
         for page in items:
             for item in page.get("Items", []):
                 lock_id = item["LockID"]["S"][len(prefix) :]
-                if lock_id.endswith(DIGEST_SUFFIX) and "Digest" in item:
-                    inv.digests[lock_id[: -len(DIGEST_SUFFIX)]] = item["Digest"].get("S", "")
+                if is_digest_id(lock_id) and "Digest" in item:
+                    inv.digests[state_of_digest_id(lock_id)] = item["Digest"].get("S", "")
                 elif "Info" in item:
                     inv.db_locks[lock_id] = item["Info"].get("S", "")
     return inv

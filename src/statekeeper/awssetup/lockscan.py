@@ -1,7 +1,7 @@
 """Doctor's lock checks: locks older than a threshold, and dual-lock drift.
 
 Lock items are ``LockID = "<bucket>/<key>"`` with the LockInfo JSON in
-``Info``; lock files are ``<key>.tflock``. Nothing here removes a lock.
+``Info``; lock files are ``<key>`` + ``LOCK_FILE_SUFFIX``. Nothing here removes a lock.
 """
 
 from __future__ import annotations
@@ -10,8 +10,15 @@ from datetime import datetime, timedelta
 
 from statekeeper.awssetup.checks import ABSENT, Finding, Status, aws_call
 from statekeeper.awssetup.context import Aws, Target
-from statekeeper.awssetup.inventory import LOCK_SUFFIX, PROBE_PREFIX, Inventory
+from statekeeper.awssetup.inventory import Inventory
 from statekeeper.errors import InvalidLockInfo
+from statekeeper.terraform.layout import (
+    PROBE_PREFIX,
+    is_lock_file,
+    lock_file_key,
+    lock_path,
+    state_of_lock_file,
+)
 from statekeeper.terraform.lockinfo import LockInfo
 
 __all__ = ["check_locks"]
@@ -51,9 +58,9 @@ def check_locks(
     s3 = aws.s3(target.region)
     file_locks: dict[str, LockInfo | None] = {}
     for obj_key, obj in inv.objects.items():
-        if not obj_key.endswith(LOCK_SUFFIX) or obj_key.startswith(PROBE_PREFIX):
+        if not is_lock_file(obj_key) or obj_key.startswith(PROBE_PREFIX):
             continue
-        state = obj_key[: -len(LOCK_SUFFIX)]
+        state = state_of_lock_file(obj_key)
         got = aws_call(
             "s3:GetObject",
             f"s3://{target.bucket}/{obj_key}",
@@ -69,13 +76,13 @@ def check_locks(
         )
         file_locks[state] = info
         if age is not None and age > stale_after:
-            findings.append(_stale(f"{state}{LOCK_SUFFIX}", info, age))
+            findings.append(_stale(lock_file_key(state), info, age))
     db_infos: dict[str, LockInfo | None] = {}
     for state, body in inv.db_locks.items():
         info, age = _lock_age(body, None, now)
         db_infos[state] = info
         if age is not None and age > stale_after:
-            findings.append(_stale(f"{target.bucket}/{state} (DynamoDB)", info, age))
+            findings.append(_stale(f"{lock_path(target.bucket, state)} (DynamoDB)", info, age))
     if not findings:
         findings.append(
             Finding(
@@ -112,7 +119,7 @@ def _dual_lock_drift(
     """States locked one way but not the other, where both ways are in use for them.
 
     Lock files are "in use" for a state that has lock-file history (old
-    ``.tflock`` versions or delete markers); DynamoDB is in use for a state
+    lock-file versions or delete markers); DynamoDB is in use for a state
     with a digest item. Otherwise a single lock is simply the configuration.
     """
     if not target.table:
@@ -164,7 +171,7 @@ def _dual_lock_drift(
 
 
 def _has_lockfile_history(aws: Aws, target: Target, state: str) -> bool:
-    key = f"{state}{LOCK_SUFFIX}"
+    key = lock_file_key(state)
     got = aws_call(
         "s3:ListBucketVersions",
         f"bucket {target.bucket}",

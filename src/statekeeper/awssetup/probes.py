@@ -24,9 +24,10 @@ from statekeeper.awssetup.checks import ABSENT, Finding, Status, aws_call
 from statekeeper.awssetup.context import Aws, Target
 from statekeeper.awssetup.digests import check_digests
 from statekeeper.awssetup.encryption import check_encryption
-from statekeeper.awssetup.inventory import PROBE_PREFIX, Inventory, take_inventory
+from statekeeper.awssetup.inventory import Inventory, take_inventory
 from statekeeper.awssetup.lockscan import check_locks
 from statekeeper.errors import StatekeeperError
+from statekeeper.terraform.layout import PROBE_PREFIX
 from statekeeper.times import utcnow
 
 __all__ = ["run_probes"]

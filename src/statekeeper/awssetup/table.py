@@ -1,7 +1,7 @@
 """Checks of the DynamoDB lock table: key schema, billing, PITR, SSE, deletion protection.
 
 The table holds Terraform's lock items (``LockID = "<bucket>/<key>"``) and
-digest items (``"<bucket>/<key>-md5"``); its only required attribute is the
+digest items (the lock path + ``DIGEST_SUFFIX``); its only required attribute is the
 hash key ``LockID`` of type S.
 """
 

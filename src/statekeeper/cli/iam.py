@@ -33,7 +33,7 @@ def iam_policy(
 ) -> None:
     """Print the IAM policy JSON that Terraform and statekeeper serve need, and no more.
 
-    s3:DeleteObject is granted only on *.tflock lock files unless --allow-delete.
+    s3:DeleteObject is granted only on lock files unless --allow-delete.
     """
     from statekeeper.awssetup.iam import iam_policy as build
     from statekeeper.cli.output import print_json

@@ -13,6 +13,7 @@ from statekeeper.cli import app
 from statekeeper.cli.context import obj
 from statekeeper.cli.output import console, err_console, print_view
 from statekeeper.cli.render import age, table, when
+from statekeeper.terraform.layout import LOCK_FILE_SUFFIX
 from statekeeper.terraform.names import StateName
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ locks_app = typer.Typer(
     cls=_LocksGroup,
     invoke_without_command=True,
     no_args_is_help=False,
-    help="List held locks (DynamoDB items and .tflock files alike); "
+    help=f"List held locks (DynamoDB items and {LOCK_FILE_SUFFIX} files alike); "
     "'locks reap' removes stale ones.",
 )
 app.add_typer(locks_app, name="locks")
@@ -83,7 +84,7 @@ def locks(
             kind += f" [red](drift: not in {'+'.join(r.missing)})[/]"
         t.add_row(
             escape(r.name),
-            escape(r.id),
+            "[red]DAMAGED[/]" if r.damaged else escape(r.id),
             escape(r.operation or "-"),
             escape(r.who or "-"),
             when(r.created),
@@ -91,6 +92,13 @@ def locks(
             kind,
         )
     console.print(t)
+    for r in rows:
+        if r.damaged:
+            err_console.print(
+                f"[red]damaged lock[/] on {escape(r.name)}: {escape(r.damaged)}",
+                highlight=False,
+                soft_wrap=True,
+            )
     drift = [r for r in rows if r.drift]
     if drift:
         err_console.print(

@@ -21,13 +21,13 @@ from statekeeper import errors
 from statekeeper.errors import LockConflict, StatekeeperError, StorageError, Unauthenticated
 from statekeeper.inventory.views import InventoryCounts, SearchResult
 from statekeeper.state import views
+from statekeeper.terraform.layout import LOCK_FIELDS
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.names import StateName
 
 __all__ = ["RemoteBackend", "error_from_response"]
 
 API = "/api/v1"
-_LOCK_FIELDS = ("ID", "Operation", "Info", "Who", "Version", "Created", "Path")
 V = TypeVar("V", bound=BaseModel)
 T = TypeVar("T")
 
@@ -54,7 +54,7 @@ def error_from_response(response: httpx.Response) -> StatekeeperError:
     code, message = body.error, body.message
     extra = body.model_extra or {}
     if code in ("locked", "lock_mismatch") and "ID" in extra:
-        holder = {k: extra[k] for k in _LOCK_FIELDS if k in extra}
+        holder = {k: extra[k] for k in LOCK_FIELDS if k in extra}
         return LockConflict(LockInfo.parse(json.dumps(holder).encode()), message)
     if response.status_code == 401:
         return Unauthenticated(message + " (give a token with --token or STATEKEEPER_TOKEN)")

@@ -51,6 +51,8 @@ def when(text: str | None) -> str:
 def who_lock(lock: LockEntry | None) -> str:
     if lock is None:
         return "-"
+    if lock.damaged:
+        return "damaged lock (see 'statekeeper locks')"
     return f"{lock.who or '?'} ({lock.operation or '?'}, {age(lock.age_seconds)})"
 
 

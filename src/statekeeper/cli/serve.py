@@ -114,6 +114,7 @@ def serve(
     from statekeeper.server.app import create_app
     from statekeeper.server.auth import auth_configured, security_summary
     from statekeeper.server.tfhttp import backend_block
+    from statekeeper.server.wire import HeadersOnlyProtocol
     from statekeeper.settings import load_settings
 
     settings = load_settings(
@@ -177,6 +178,7 @@ def serve(
             ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
             ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
             server_header=False,
+            http=HeadersOnlyProtocol,
         )
         uvicorn.Server(server_config).run(sockets=[sock])
     finally:

@@ -87,7 +87,11 @@ def parse_duration(text: str) -> timedelta:
     m = _DURATION.fullmatch(text.strip().lower())
     if not m or int(m.group(1)) == 0:
         raise BadRequest(f"{text!r} is not a duration; write for example 90d, 12h or 2w")
-    return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+    seconds = int(m.group(1)) * _UNITS[m.group(2)]
+    # An expiry must stay a date: past about a century, say so rather than overflow.
+    if seconds > 36500 * 86400:
+        raise BadRequest(f"{text!r} is longer than 36500 days; write for example 365d")
+    return timedelta(seconds=seconds)
 
 
 def hash_secret(secret: str) -> str:

@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from statekeeper.app import Services
-from statekeeper.errors import RateLimited, Unauthenticated
+from statekeeper.errors import BadRequest, RateLimited, Unauthenticated
 from statekeeper.events import Action, Event
 from statekeeper.security.caller import Caller
 from statekeeper.security.oidc import looks_like_jwt
@@ -182,10 +182,15 @@ class AuthMiddleware:
             state["limiter"] = self.limiter
             await self.app(scope, receive, send)
             return
-        header = None
-        for key, value in scope["headers"]:
-            if key == b"authorization":
-                header = value.decode("latin-1")
+        given = [value for key, value in scope["headers"] if key == b"authorization"]
+        if len(given) > 1:
+            # Proxies and frameworks disagree on which of two wins: refuse both.
+            refused = BadRequest(
+                f"the request carries {len(given)} Authorization headers; send exactly one"
+            )
+            await error_response(refused)(scope, receive, send)
+            return
+        header = given[0].decode("latin-1") if given else None
         client = scope.get("client")
         remote = client[0] if client else None
         try:

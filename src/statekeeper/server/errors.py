@@ -23,13 +23,27 @@ __all__ = ["error_response", "install_handlers"]
 log = logging.getLogger("statekeeper.server")
 
 
+def _holder_fields(body: bytes) -> dict[str, object] | None:
+    """The holder's LockInfo as a JSON object, or None when it is not one.
+
+    A lock written by another client (Terraform's backend "s3", a hand edit)
+    may not be a LockInfo; the conflict is still answered, without its fields.
+    """
+    try:
+        raw = json.loads(body)
+        json.dumps(raw, ensure_ascii=False).encode("utf-8")  # lone surrogates
+    except (ValueError, RecursionError):
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
 def error_response(exc: StatekeeperError) -> Response:
     headers: dict[str, str] = {}
+    body = exc.to_json()
     if isinstance(exc, LockConflict | LockMismatch):
-        body: dict[str, object] = json.loads(exc.holder.body)
-        body.update(error=exc.code, message=exc.message)
-    else:
-        body = exc.to_json()
+        holder = _holder_fields(exc.holder.body)
+        if holder is not None:
+            body = {**holder, "error": exc.code, "message": exc.message}
     if exc.status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="statekeeper", charset="UTF-8"'
     if exc.status >= 500:

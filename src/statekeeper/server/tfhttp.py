@@ -21,7 +21,8 @@ from starlette.routing import Route
 
 from statekeeper.app import Services
 from statekeeper.security.caller import Caller
-from statekeeper.server.body import read_body
+from statekeeper.server.body import read_body, single_header
+from statekeeper.terraform.lockinfo import lock_info_too_large
 from statekeeper.terraform.names import StateName
 
 __all__ = ["backend_block", "caller_of", "routes"]
@@ -73,6 +74,7 @@ async def _get(request: Request, name: StateName) -> Response:
 
 async def _write(request: Request, name: StateName) -> Response:
     services = _services(request)
+    content_md5 = single_header(request, "Content-MD5")
     data = await read_body(request, services.settings.max_body)
     outcome = await run_in_threadpool(
         lambda: services.states.write(
@@ -80,7 +82,7 @@ async def _write(request: Request, name: StateName) -> Response:
             data,
             caller_of(request),
             lock_id=request.query_params.get("ID") or None,
-            content_md5=request.headers.get("content-md5"),
+            content_md5=content_md5,
         )
     )
     return _ok(
@@ -102,16 +104,24 @@ async def _delete(request: Request, name: StateName) -> Response:
     return _ok()
 
 
+async def _lock_body(request: Request) -> bytes:
+    """A LockInfo body: small, so its limit is max_lock_info (or max_body if lower)."""
+    settings = _services(request).settings
+    if settings.max_body < settings.max_lock_info:
+        return await read_body(request, settings.max_body)
+    return await read_body(request, settings.max_lock_info, lock_info_too_large)
+
+
 async def _lock(request: Request, name: StateName) -> Response:
     services = _services(request)
-    body = await read_body(request, services.settings.max_body)
+    body = await _lock_body(request)
     lock = await run_in_threadpool(services.locks.lock, name, body, caller_of(request))
     return Response(lock.body, status_code=200, media_type="application/json")
 
 
 async def _unlock(request: Request, name: StateName) -> Response:
     services = _services(request)
-    body = await read_body(request, services.settings.max_body)
+    body = await _lock_body(request)
     released = await run_in_threadpool(services.locks.unlock, name, body, caller_of(request))
     return Response(released.body, status_code=200, media_type="application/json")
 

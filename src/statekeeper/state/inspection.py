@@ -33,7 +33,7 @@ def resolve_version(versions: list[StateVersion], ref: str) -> StateVersion:
         return next((v for v in versions if v.is_current), versions[0])
     if ref.startswith("serial:"):
         number = ref.removeprefix("serial:")
-        if not number.isdigit():
+        if not (number.isascii() and number.isdigit()):
             raise BadRequest(f"{ref!r} is not serial:N with N a whole number (e.g. serial:7)")
         for v in versions:
             if v.serial == int(number):

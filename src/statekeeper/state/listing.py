@@ -32,7 +32,6 @@ from statekeeper.terraform.names import StateName
 from statekeeper.times import format_rfc3339, utcnow
 
 __all__ = [
-    "LOCKFILE_SUFFIX",
     "LockSummary",
     "StateSummary",
     "is_state_key",
@@ -40,14 +39,10 @@ __all__ = [
     "list_states",
 ]
 
-#: Terraform's S3-native lock objects live beside the state; they are not states.
-LOCKFILE_SUFFIX = ".tflock"
-
 
 def is_state_key(key: str) -> bool:
-    """A listed key that is a state: not a lock file, and a valid state name."""
-    if key.endswith(LOCKFILE_SUFFIX):
-        return False
+    """A listed key that is a state: a valid state name, so not a lock file, a digest
+    or one of statekeeper's own objects (the names the layout reserves)."""
     try:
         StateName(key)
     except InvalidStateName:

@@ -12,22 +12,29 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from statekeeper.errors import InvalidLockInfo, LockConflict, LockMismatch, LockNotFound
+from statekeeper.errors import (
+    InvalidLockInfo,
+    LockConflict,
+    LockMismatch,
+    LockNotFound,
+    PayloadTooLarge,
+)
 from statekeeper.events import Action, EventStream
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, Policy, require
 from statekeeper.storage.base import LockTable, ObjectStore
-from statekeeper.terraform.lockinfo import LockInfo
+from statekeeper.terraform.layout import lock_path
+from statekeeper.terraform.lockinfo import MAX_LOCK_INFO, LockInfo
 from statekeeper.terraform.names import StateName
 
 __all__ = ["HeldLock", "LockService"]
 
 
-def _zero_valued(body: bytes) -> LockInfo | None:
+def _zero_valued(body: bytes, limit: int) -> LockInfo | None:
     """The LockInfo of OpenTofu's force-unlock body (an ID, every other field zero)."""
     try:
-        info = LockInfo.parse(body)
-    except InvalidLockInfo:
+        info = LockInfo.parse(body, limit=limit)
+    except (InvalidLockInfo, PayloadTooLarge):
         return None  # refused, and recorded, as an unlock
     return info if info.is_zero_valued else None
 
@@ -43,12 +50,20 @@ class LockService:
     STRIPES = 64
 
     def __init__(
-        self, store: ObjectStore, locks: LockTable, policy: Policy, events: EventStream
+        self,
+        store: ObjectStore,
+        locks: LockTable,
+        policy: Policy,
+        events: EventStream,
+        *,
+        max_lock_info: int = MAX_LOCK_INFO,
     ) -> None:
         self.store = store
         self.locks = locks
         self.policy = policy
         self.events = events
+        #: Largest LockInfo body a LOCK or UNLOCK may carry (413 beyond).
+        self.max_lock_info = max_lock_info
         self._stripes = [threading.RLock() for _ in range(self.STRIPES)]
 
     @contextmanager
@@ -72,7 +87,9 @@ class LockService:
         with self.events.event(Action.LOCK, caller, name) as event:
             event.lock_body(body)
             require(self.policy, caller, name, Permission.WRITE, "lock")
-            info = LockInfo.parse(body).with_facts(caller.actor, caller.remote_addr)
+            info = LockInfo.parse(body, limit=self.max_lock_info).with_facts(
+                caller.actor, caller.remote_addr
+            )
             try:
                 with self.serialized(name):
                     self.locks.acquire(str(name), info)
@@ -92,12 +109,12 @@ class LockService:
         """
         if not body.strip():
             return self.force_unlock(name, caller, lock_id=None)
-        forced = _zero_valued(body)
+        forced = _zero_valued(body, self.max_lock_info)
         if forced is not None:
             return self.force_unlock(name, caller, lock_id=forced.id)
         with self.events.event(Action.UNLOCK, caller, name) as event:
             event.lock_body(body)
-            info = LockInfo.parse(body)
+            info = LockInfo.parse(body, limit=self.max_lock_info)
             require(self.policy, caller, name, Permission.WRITE, "unlock")
             with self.serialized(name):
                 return self.locks.release(str(name), info.id)
@@ -156,7 +173,7 @@ class LockService:
         with self.events.event(Action.LOCK, caller, name) as event:
             require(self.policy, caller, name, Permission.WRITE, "lock")
             # Path as Terraform's S3 backend writes it: <bucket>/<state object key>.
-            path = f"{self.store.lock_namespace}/{self.store.full_key(str(name))}"
+            path = lock_path(self.store.lock_namespace, self.store.full_key(str(name)))
             info = LockInfo.new(operation, caller.actor, path=path).with_facts(
                 caller.actor, caller.remote_addr
             )

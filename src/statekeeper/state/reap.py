@@ -23,6 +23,8 @@ from statekeeper.times import utcnow
 __all__ = ["Release", "parse_duration", "reap", "unlock"]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+#: Longer is no lock age (and past timedelta's range, which would be a 500).
+MAX_DURATION = timedelta(days=36500)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 
 
@@ -40,6 +42,8 @@ def parse_duration(text: str) -> timedelta:
             f"{text!r} is not a duration; write a number and a unit s, m, h, d or w, "
             "e.g. 30m, 2h, 1d or 1h30m"
         )
+    if seconds > MAX_DURATION.total_seconds():
+        raise BadRequest(f"{text!r} is longer than {MAX_DURATION.days} days")
     return timedelta(seconds=seconds)
 
 
@@ -119,6 +123,8 @@ def reap(
     candidates: list[LockSummary] = list_locks(locks.locks, locks.policy, caller, prefix, now)
     for held in candidates:
         lock = held.lock
+        if lock.damaged is not None:
+            continue  # no ID to remove it by: 'unlock --force' once nothing runs
         if held.age_seconds is None or held.age_seconds < older_than.total_seconds():
             continue
         if operation and not _matches(lock.operation, operation):

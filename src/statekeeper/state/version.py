@@ -48,7 +48,7 @@ class StateVersion:
         """The StateVersion fields recorded in object metadata (missing ones absent)."""
         meta = {k.lower(): unquote(v) for k, v in metadata.items()}
         out: dict[str, Any] = {}
-        if meta.get("serial", "").isdigit():
+        if meta.get("serial", "").isascii() and meta.get("serial", "").isdigit():
             out["serial"] = int(meta["serial"])
         for key, attr in (
             ("lineage", "lineage"),

@@ -23,7 +23,7 @@ from statekeeper.times import format_rfc3339
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from statekeeper.events import Event as AuditEvent
+    from statekeeper.events import Event
     from statekeeper.security.tokens import TokenRecord
     from statekeeper.state.version import StateVersion
     from statekeeper.terraform.lockinfo import LockInfo
@@ -90,6 +90,10 @@ class LockEntry(View):
     kinds: list[str] = Field(description="Lock tables holding it: dynamodb, s3lock, sqlite…")
     drift: bool = Field(description="Held in one of two configured lock tables only")
     missing: list[str] = Field(description="With two lock tables: the ones NOT holding it")
+    damaged: str | None = Field(
+        default=None,
+        description="Why the lock object or item could not be read (it is still a lock)",
+    )
 
     @classmethod
     def of(
@@ -110,6 +114,7 @@ class LockEntry(View):
             kinds=kinds,
             drift=bool(missing),
             missing=missing,
+            damaged=lock.damaged,
         )
 
 
@@ -350,7 +355,7 @@ class AuditEventView(View):
     id: str
 
     @classmethod
-    def of(cls, e: AuditEvent) -> AuditEventView:
+    def of(cls, e: Event) -> AuditEventView:
         return cls(
             action=str(e.action),
             actor=e.actor,

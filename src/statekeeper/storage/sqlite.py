@@ -22,6 +22,7 @@ from typing import TypeVar
 from statekeeper.errors import (
     ConfigError,
     LockConflict,
+    StatekeeperError,
     StorageError,
     VersionNotFound,
     WriteRace,
@@ -34,6 +35,9 @@ from statekeeper.times import format_rfc3339, parse_rfc3339, utcnow
 __all__ = ["SqliteDatabase", "SqliteLocks", "SqliteStore"]
 
 T = TypeVar("T")
+
+#: The largest SQLite row ID (a signed 64-bit integer); version IDs are row IDs.
+_MAX_ROWID = 2**63 - 1
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -226,7 +230,8 @@ class SqliteStore(ObjectStore):
                 (key,),
             ).fetchone()
             return row
-        if not version_id.isdigit():
+        # Version IDs are row IDs: ASCII digits within SQLite's 64-bit signed range.
+        if not (version_id.isascii() and version_id.isdigit()) or int(version_id) > _MAX_ROWID:
             raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
         row = db.execute(
             f"SELECT {columns} FROM objects o WHERE o.key = ? AND o.id = ? AND o.data IS NOT NULL",
@@ -361,7 +366,13 @@ class SqliteLocks(LockTable):
                 (_like_prefix(prefix),),
             ).fetchall()
         for row in rows:
-            yield str(row[0]), self._lock(row[1:])
+            try:
+                lock = self._lock(row[1:])
+            except (StatekeeperError, ValueError) as exc:
+                # Only a hand-edited database holds one; list it rather than fail.
+                body = row[1] if isinstance(row[1], bytes) else str(row[1]).encode()
+                lock = LockInfo.unreadable(body, f"the stored lock is damaged: {exc}")
+            yield str(row[0]), lock
 
     def get_digest(self, key: str) -> str | None:
         row = self.db.run(

@@ -7,13 +7,33 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from statekeeper.errors import InvalidLockInfo
+from statekeeper.errors import InvalidLockInfo, PayloadTooLarge
+from statekeeper.terraform import gojson
+from statekeeper.terraform.layout import LOCK_FIELDS
 from statekeeper.times import format_rfc3339, parse_rfc3339, utcnow
 
-__all__ = ["LOCK_FIELDS", "LockInfo"]
+__all__ = ["LOCK_FIELDS", "MAX_LOCK_INFO", "LockInfo", "lock_info_too_large"]
 
-# LockInfo fields in the order Terraform marshals them.
-LOCK_FIELDS = ("ID", "Operation", "Info", "Who", "Version", "Created", "Path")
+#: The default limit on a LockInfo body. Terraform sends a few hundred bytes;
+#: every 423 and every lock listing echoes the holder's, so it must stay small.
+MAX_LOCK_INFO = 16 * 1024
+
+
+def lock_info_too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"the lock info is larger than the limit of {limit} bytes (max_lock_info; "
+        "Terraform sends a few hundred bytes): shorten its Info or Who"
+    )
+
+
+def _decode(body: bytes) -> object:
+    try:
+        return gojson.loads(gojson.decode_text(bytes(body)))
+    except gojson.NotGoJson as exc:
+        raise InvalidLockInfo(f"the lock info is not valid: {exc}") from exc
+    except (ValueError, RecursionError) as exc:
+        # RecursionError: nesting deeper than the parser's stack.
+        raise InvalidLockInfo(f"the lock info is not valid JSON: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -36,17 +56,28 @@ class LockInfo:
     actor: str | None = None
     remote_addr: str | None = None
     acquired: datetime | None = None
+    #: Why the stored lock could not be read as a LockInfo; None for a sound lock.
+    damaged: str | None = None
 
     @classmethod
-    def parse(cls, body: bytes) -> LockInfo:
-        """Validate a LockInfo JSON body the way Go's decoder would read it."""
-        try:
-            raw = json.loads(body)
-        except (ValueError, RecursionError) as exc:
-            # RecursionError: nesting deeper than the parser's stack.
-            raise InvalidLockInfo(f"the lock info is not valid JSON: {exc}") from exc
+    def parse(cls, body: bytes, *, limit: int | None = None) -> LockInfo:
+        """Validate a LockInfo JSON body the way Go's decoder would read it.
+
+        ``limit`` (bytes) applies to what a client sends; a lock already in a
+        store is read whatever its size.
+        """
+        if limit is not None and len(body) > limit:
+            raise lock_info_too_large(limit)
+        raw = _decode(body)
         if not isinstance(raw, dict):
             raise InvalidLockInfo("the lock info must be a JSON object with at least an ID")
+        for key, value in raw.items():
+            if not (gojson.is_text(key) and gojson.is_text(value)):
+                raise InvalidLockInfo(
+                    f"the lock info field {key.encode('utf-8', 'backslashreplace').decode()!r} "
+                    "holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape), "
+                    "which is not text"
+                )
         # Go matches field names case-insensitively.
         fields = {k.lower(): v for k, v in raw.items()}
         values: dict[str, str] = {}
@@ -82,6 +113,15 @@ class LockInfo:
             created=created,
             path=values["Path"],
         )
+
+    @classmethod
+    def unreadable(cls, body: bytes, reason: str) -> LockInfo:
+        """A stored lock that is not a LockInfo, kept so listings can report it.
+
+        It has no ID, so no unlock by ID can match it; removing it takes a
+        forced unlock once no Terraform run holds the state.
+        """
+        return cls(id="", body=bytes(body), damaged=reason)
 
     @classmethod
     def new(
@@ -126,6 +166,8 @@ class LockInfo:
 
     def describe(self) -> str:
         """One line naming the holder, for CLI messages and logs."""
+        if self.damaged is not None:
+            return f"a damaged lock ({self.damaged})"
         parts = [f"ID {self.id}"]
         if self.who or self.actor:
             parts.append(f"held by {self.who or self.actor}")

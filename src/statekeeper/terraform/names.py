@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from statekeeper.errors import InvalidStateName
+from statekeeper.terraform.layout import DIGEST_SUFFIX, LOCK_FILE_SUFFIX, reserved_reason
 
 __all__ = ["MAX_NAME_BYTES", "NAME_RULES", "StateName"]
 
@@ -14,7 +15,8 @@ _SEGMENT = re.compile(r"[A-Za-z0-9._:=+-]+")
 NAME_RULES = (
     "a state name is one or more '/'-separated segments of letters, digits and "
     "'._:=+-', with no empty, '.' or '..' segment, at most 1024 bytes "
-    "(for example 'team/app/prod.tfstate')"
+    "(for example 'team/app/prod.tfstate'), and not a name Terraform's S3 layout "
+    f"derives for a lock file ('…{LOCK_FILE_SUFFIX}') or a digest ('…{DIGEST_SUFFIX}')"
 )
 
 
@@ -39,6 +41,11 @@ class StateName:
                 raise InvalidStateName(
                     f"the state name {v!r} has a character that is not allowed; " + NAME_RULES
                 )
+        reserved = reserved_reason(v)
+        if reserved is not None:
+            raise InvalidStateName(
+                f"the state name {v!r} cannot be used: {reserved}; choose another name"
+            )
 
     def __str__(self) -> str:
         return self.value

@@ -1,34 +1,126 @@
-"""The state document: its top-level facts, read and validated without re-serializing it."""
+"""The state document: its top-level facts, read and validated as Terraform's decoder would.
+
+Terraform reads a state with Go's ``encoding/json``: the bytes must be UTF-8
+JSON with no byte-order mark and no ``NaN``/``Infinity``; field names match
+case-insensitively (the last match in the document wins); ``version`` and
+``serial`` are unsigned 64-bit integers (format 1-3 keep the serial in a
+signed one); ``lineage`` and ``terraform_version`` are strings, the latter a
+valid version when not empty; ``outputs`` is an object and ``resources`` and
+``check_results`` arrays. A state that breaks any of these is refused with a
+400 naming the rule, because Terraform would fail to load it afterwards.
+"""
 
 from __future__ import annotations
 
-import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from statekeeper.errors import InvalidState
+from statekeeper.terraform import gojson
 
-__all__ = ["StateDoc"]
+__all__ = ["MAX_SERIAL", "StateDoc"]
 
-_NESTED = object()
+#: Terraform's serial is a Go uint64.
+MAX_SERIAL = 2**64 - 1
+#: Format 1-3 kept the serial in an int64 before the upgrade to format 4.
+_MAX_LEGACY_SERIAL = 2**63 - 1
+_SUPPORTED_FORMATS = range(1, 5)
+
+# hashicorp/go-version's pattern, which Terraform applies to terraform_version.
+_GO_VERSION = re.compile(
+    r"v?([0-9]+(\.[0-9]+)*?)"
+    r"(-([0-9]+[0-9A-Za-z\-~]*(\.[0-9A-Za-z\-~]+)*)|(-?([A-Za-z\-~]+[0-9A-Za-z\-~]*(\.[0-9A-Za-z\-~]+)*)))?"
+    r"(\+([0-9A-Za-z\-~]+(\.[0-9A-Za-z\-~]+)*))?"
+)
 
 
-def _top_level(data: bytes) -> Any:
-    """``json.loads`` that keeps only the outermost object's scalar members.
+class _Nested:
+    """A nested value dropped by the top-level-only parse; ``kind`` is its JSON type."""
 
-    The decoder calls the hook innermost first, so the top-level object is the
-    last call; every nested object becomes a placeholder the moment it is built.
-    """
-    last: list[list[tuple[str, Any]]] = []
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+
+_OBJECT, _ARRAY = _Nested("an object"), _Nested("an array")
+_MISSING = object()
+
+
+def _decode(data: bytes, keep_document: bool) -> tuple[Any, list[tuple[str, Any]]]:
+    """The parsed document and the top-level object's members in document order."""
+    try:
+        text = gojson.decode_text(data)
+    except gojson.NotGoJson as exc:
+        raise InvalidState(f"the state is not JSON Terraform can read: {exc}") from exc
+    # The decoder calls the hook innermost first, so the top-level object is the
+    # last call. Without keep_document every nested object becomes a placeholder
+    # the moment it is built: a 100 MB state then costs no parsed tree.
+    last: list[list[tuple[str, Any]]] = [[]]
 
     def hook(pairs: list[tuple[str, Any]]) -> object:
-        last[:] = [pairs]
-        return _NESTED
+        last[0] = pairs
+        return dict(pairs) if keep_document else _OBJECT
 
-    result = json.loads(data, object_pairs_hook=hook)
-    if result is not _NESTED:
-        return result  # not an object at the top: the caller rejects it
-    return {k: v for k, v in last[0] if v is not _NESTED and not isinstance(v, list)}
+    try:
+        doc = gojson.loads(text, object_pairs_hook=hook)
+    except (ValueError, RecursionError) as exc:
+        # RecursionError: nesting deeper than the parser's stack.
+        raise InvalidState(f"the state could not be parsed as JSON: {exc}") from exc
+    # Terraform never writes a surrogate escape (it writes UTF-8), so the full
+    # look is only for bodies that have one.
+    if gojson.has_surrogate_escape(text):
+        whole = doc if keep_document else gojson.loads(text)
+        if not gojson.is_text(whole):
+            raise InvalidState(
+                "the state holds a lone UTF-16 surrogate escape (an unpaired \\ud800-\\udfff), "
+                "which is not text: Terraform would read it as U+FFFD, not as stored"
+            )
+    return doc, last[0]
+
+
+def _fold(key: str) -> str:
+    """A field name as Go's decoder compares it: each rune upper(lower(r))."""
+    out = []
+    for ch in key:
+        lowered = ch.lower()
+        folded = lowered.upper() if len(lowered) == 1 else ch
+        out.append(folded if len(folded) == 1 else ch)
+    return "".join(out)
+
+
+def _member(pairs: list[tuple[str, Any]], name: str) -> Any:
+    """The value Go would decode into field ``name``: the last case-insensitive match."""
+    wanted = name.upper()
+    found: Any = _MISSING
+    for key, value in pairs:
+        if key == name or _fold(key) == wanted:
+            found = value
+    return found
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, _Nested):
+        return value.kind
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return "a string"
+    return "null"
+
+
+def _whole(value: Any, name: str, largest: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= largest:
+        raise InvalidState(
+            f"the state's {name!r} is {_kind(value)}; Terraform reads it as a whole number "
+            f"from 0 to {largest}"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -50,51 +142,92 @@ class StateDoc:
     def parse(cls, data: bytes, *, keep_document: bool = True) -> StateDoc:
         """Validate ``data`` as a state and read its top-level facts.
 
-        With ``keep_document=False`` the whole body is still checked to be JSON,
-        but nested objects are dropped as soon as they are parsed and
-        ``document`` holds only the top-level scalars: a 100 MB state then costs
-        no parsed tree (several times its size) and a quarter of the time.
+        With ``keep_document=False`` the whole body is still checked to be JSON
+        Terraform can decode, but nested objects are dropped as soon as they
+        are parsed and ``document`` holds only the top-level scalars.
         """
         if not data or data.isspace():
             raise InvalidState("the body is empty; send the state JSON")
-        try:
-            doc = json.loads(data) if keep_document else _top_level(data)
-        except UnicodeDecodeError as exc:
-            raise InvalidState(f"the state is not UTF-8 text: {exc}") from exc
-        except (ValueError, RecursionError) as exc:
-            # RecursionError: nesting deeper than the parser's stack.
-            raise InvalidState(f"the state could not be parsed as JSON: {exc}") from exc
-        if not isinstance(doc, dict):
-            raise InvalidState("the state must be a JSON object")
-        encrypted = "encryption_version" in doc or "encrypted_data" in doc
+        doc, pairs = _decode(bytes(data), keep_document)
+        if not isinstance(doc, dict) and doc is not _OBJECT:
+            raise InvalidState(f"the state must be a JSON object, not {_kind(doc)}")
+        top = doc if isinstance(doc, dict) else {k: v for k, v in pairs}
+        encrypted = "encryption_version" in top or "encrypted_data" in top
         if encrypted:
-            if not isinstance(doc.get("encrypted_data"), str):
+            if not isinstance(top.get("encrypted_data"), str):
                 raise InvalidState("the OpenTofu encrypted state has no 'encrypted_data' string")
             version: int | None = None
+            serial = top.get("serial", 0)
+            lineage = top.get("lineage", "")
+            tf_version = None
         else:
-            version = doc.get("version")
-            if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-                raise InvalidState(
-                    "the body is not a Terraform state: it needs a 'version' number "
-                    "(format 4 today) or an OpenTofu 'encryption_version' envelope"
-                )
-            if version > 4:
-                raise InvalidState(
-                    f"the state uses format version {version}, which is not supported "
-                    "(Terraform and OpenTofu write format 4)"
-                )
-        serial = doc.get("serial", 0)
-        if isinstance(serial, bool) or not isinstance(serial, int) or serial < 0:
-            raise InvalidState("the state's 'serial' must be a whole number of 0 or more")
-        lineage = doc.get("lineage", "")
+            version = _format_version(_member(pairs, "version"))
+            serial = _member(pairs, "serial")
+            lineage = _member(pairs, "lineage")
+            tf_version = _terraform_version(_member(pairs, "terraform_version"))
+            if version == 4:
+                _check_containers(pairs)
+        largest = MAX_SERIAL if version in (None, 4) else _MAX_LEGACY_SERIAL
+        # Go leaves a field at its zero value when it is absent or null.
+        serial = 0 if serial is _MISSING or serial is None else _whole(serial, "serial", largest)
+        if lineage is _MISSING or lineage is None:
+            lineage = ""
         if not isinstance(lineage, str):
-            raise InvalidState("the state's 'lineage' must be a string")
-        tf_version = doc.get("terraform_version")
+            raise InvalidState(f"the state's 'lineage' is {_kind(lineage)}; it must be a string")
         return cls(
             serial=serial,
             lineage=lineage,
             format_version=version,
-            terraform_version=tf_version if isinstance(tf_version, str) else None,
+            terraform_version=tf_version,
             encrypted=encrypted,
-            document=doc,
+            document=top if keep_document else _scalars(top),
         )
+
+
+def _format_version(value: Any) -> int:
+    if value is _MISSING or value is None:
+        raise InvalidState(
+            "the body is not a Terraform state: it needs a 'version' number "
+            "(format 4 today) or an OpenTofu 'encryption_version' envelope"
+        )
+    version = _whole(value, "version", MAX_SERIAL)
+    if version not in _SUPPORTED_FORMATS:
+        raise InvalidState(
+            f"the state uses format version {version}, which is not supported "
+            "(Terraform reads formats 1 to 4; Terraform and OpenTofu write format 4)"
+        )
+    return version
+
+
+def _terraform_version(value: Any) -> str | None:
+    if value is _MISSING or value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidState(
+            f"the state's 'terraform_version' is {_kind(value)}; it must be a string"
+        )
+    match = _GO_VERSION.fullmatch(value)
+    # go-version also reads each release segment as an int64.
+    if match is None or any(int(s) > _MAX_LEGACY_SERIAL for s in match.group(1).split(".")):
+        raise InvalidState(
+            f"the state's 'terraform_version' {value!r} is not a version Terraform can read "
+            "(e.g. '1.15.0'); Terraform refuses such a state with 'Invalid Terraform version "
+            "string'"
+        )
+    return value
+
+
+def _check_containers(pairs: list[tuple[str, Any]]) -> None:
+    """Format 4's collections must have their JSON types (null reads as empty)."""
+    for name, kind in (("outputs", "an object"), ("resources", "an array")):
+        value = _member(pairs, name)
+        if value is _MISSING or value is None or _kind(value) == kind:
+            continue
+        raise InvalidState(f"the state's {name!r} is {_kind(value)}; it must be {kind}")
+    checks = _member(pairs, "check_results")
+    if checks is not _MISSING and checks is not None and _kind(checks) != "an array":
+        raise InvalidState(f"the state's 'check_results' is {_kind(checks)}; it must be an array")
+
+
+def _scalars(top: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in top.items() if not isinstance(v, _Nested | list)}

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from statekeeper.errors import BadRequest
+from statekeeper.terraform.layout import DEFAULT_WORKSPACE_PREFIX
 from statekeeper.terraform.names import StateName
 
 __all__ = ["DEFAULT", "list_workspaces", "workspace_of", "workspace_state"]
@@ -28,7 +29,9 @@ def _check_prefix(prefix: str) -> None:
         )
 
 
-def workspace_state(key: str, workspace: str = DEFAULT, prefix: str = "env:") -> StateName:
+def workspace_state(
+    key: str, workspace: str = DEFAULT, prefix: str = DEFAULT_WORKSPACE_PREFIX
+) -> StateName:
     """The state name of ``workspace`` for the backend ``key``."""
     _check_prefix(prefix)
     if workspace in ("", DEFAULT):
@@ -38,7 +41,7 @@ def workspace_state(key: str, workspace: str = DEFAULT, prefix: str = "env:") ->
     return StateName(f"{prefix}/{workspace}/{key}" if prefix else f"{workspace}/{key}")
 
 
-def workspace_of(name: str, key: str, prefix: str = "env:") -> str | None:
+def workspace_of(name: str, key: str, prefix: str = DEFAULT_WORKSPACE_PREFIX) -> str | None:
     """The workspace a state name belongs to for ``key``; None when it is not one of them.
 
     Mirrors Terraform's ``keyEnv``: ``key`` itself is ``default``; with a prefix,
@@ -61,7 +64,9 @@ def workspace_of(name: str, key: str, prefix: str = "env:") -> str | None:
     return workspace
 
 
-def list_workspaces(names: Iterable[str], key: str, prefix: str = "env:") -> list[str]:
+def list_workspaces(
+    names: Iterable[str], key: str, prefix: str = DEFAULT_WORKSPACE_PREFIX
+) -> list[str]:
     """Terraform's ``Workspaces()`` over ``names`` (state names): ``default`` first
     (always), then the others sorted."""
     _check_prefix(prefix)

@@ -26,6 +26,7 @@ from statekeeper.errors import (
     WriteRace,
 )
 from statekeeper.storage.base import LockTable, ObjectStore
+from statekeeper.terraform.layout import lock_file_key
 from statekeeper.terraform.lockinfo import LockInfo
 
 __all__ = ["CompareAndSwapContract", "LockTableContract", "ObjectStoreContract"]
@@ -35,6 +36,9 @@ STATE = (
     b'  "lineage": "stub-lineage",\n  "outputs": {},\n  "resources": [],\n'
     b'  "check_results": null\n}\n'
 )
+# Conditional puts are what lock files are made with; these keys are lock files.
+LOCK_FILE = lock_file_key("c")
+RACE_LOCK_FILE = lock_file_key("race")
 
 
 class _ObjectStoreBasics:
@@ -101,24 +105,24 @@ class _ObjectStoreBasics:
     def test_put_if_absent(self, store: ObjectStore) -> None:
         if not store.supports_conditional_put:
             with pytest.raises(CapabilityMissing):
-                store.put_if_absent("c.tflock", b"{}", {})
+                store.put_if_absent(LOCK_FILE, b"{}", {})
             return
-        assert store.put_if_absent("c.tflock", b'{"ID":"1"}', {}) is True
-        assert store.put_if_absent("c.tflock", b'{"ID":"2"}', {}) is False
-        got = store.get("c.tflock")
+        assert store.put_if_absent(LOCK_FILE, b'{"ID":"1"}', {}) is True
+        assert store.put_if_absent(LOCK_FILE, b'{"ID":"2"}', {}) is False
+        got = store.get(LOCK_FILE)
         assert got is not None and got.data == b'{"ID":"1"}'
 
     def test_put_if_absent_one_winner_under_contention(self, store: ObjectStore) -> None:
         if not store.supports_conditional_put:
             with pytest.raises(CapabilityMissing):
-                store.put_if_absent("race.tflock", b"{}", {})
+                store.put_if_absent(RACE_LOCK_FILE, b"{}", {})
             return
         wins: list[int] = []
         barrier = threading.Barrier(8)
 
         def attempt(n: int) -> None:
             barrier.wait()
-            if store.put_if_absent("race.tflock", f'{{"ID":"{n}"}}'.encode(), {}):
+            if store.put_if_absent(RACE_LOCK_FILE, f'{{"ID":"{n}"}}'.encode(), {}):
                 wins.append(n)
 
         threads = [threading.Thread(target=attempt, args=(n,)) for n in range(8)]

@@ -6,8 +6,9 @@ For a state whose object is ``KEY`` in bucket ``BUCKET``:
   LockInfo JSON, verbatim as the client sent it (what Terraform prints for a
   held lock). The server's own facts go in ``Actor``, ``RemoteAddr`` and
   ``Acquired``, which Terraform never reads;
-- the digest is the item ``LockID = "BUCKET/KEY-md5"`` with ``Digest`` = hex MD5
-  of the current state, which Terraform's S3 backend checks on every read.
+- the digest is the item whose ``LockID`` is the lock path plus ``DIGEST_SUFFIX``
+  (see :mod:`statekeeper.terraform.layout`) with ``Digest`` = hex MD5 of the
+  current state, which Terraform's S3 backend checks on every read.
 
 The table needs only a string partition key ``LockID``. Options: ``region``,
 ``profile``.
@@ -15,20 +16,27 @@ The table needs only a string partition key ``LockID``. Options: ``region``,
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-from statekeeper.errors import ConfigError, LockConflict, StatekeeperError, StorageError
+from statekeeper.errors import (
+    ConfigError,
+    InvalidLockInfo,
+    LockConflict,
+    StatekeeperError,
+    StorageError,
+)
 from statekeeper.storage.aws import _boto
 from statekeeper.storage.base import LockTable, ObjectStore
 from statekeeper.storage.registry import DriverURL
+from statekeeper.terraform.layout import digest_id, is_digest_id, lock_path
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.times import format_rfc3339, parse_rfc3339, utcnow
 
-__all__ = ["DIGEST_SUFFIX", "DynamoLocks", "open_locks"]
+__all__ = ["DynamoLocks", "open_locks"]
 
-DIGEST_SUFFIX = "-md5"
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
@@ -55,7 +63,10 @@ class DynamoLocks(LockTable):
 
     def lock_id(self, key: str) -> str:
         """``BUCKET/KEY``: the LockID Terraform's S3 backend uses for this state."""
-        return f"{self.store.lock_namespace}/{self.store.full_key(key)}"
+        return lock_path(self.store.lock_namespace, self.store.full_key(key))
+
+    def _digest_id(self, key: str) -> str:
+        return digest_id(self.store.lock_namespace, self.store.full_key(key))
 
     def _key(self, lock_id: str) -> dict[str, Any]:
         return {"LockID": {"S": lock_id}}
@@ -94,20 +105,25 @@ class DynamoLocks(LockTable):
             item["RemoteAddr"] = {"S": lock.remote_addr}
         return item
 
-    def _lock_of(self, item: dict[str, Any]) -> LockInfo:
-        lock_id = item["LockID"]["S"]
-        if "Info" not in item:
-            raise StorageError(
-                f"the lock item {lock_id!r} in {self._resource()} has no Info; delete the "
-                "item if no Terraform run holds the lock"
-            )
+    def _lock_of(self, item: dict[str, Any], *, damaged_ok: bool = False) -> LockInfo:
+        """The lock in ``item``; a damaged one is a StorageError, or with
+        ``damaged_ok`` (listings) an unreadable lock that names what is wrong."""
+        lock_id = item["LockID"].get("S", "")
+        info = item.get("Info", {}).get("S")
         try:
-            lock = LockInfo.parse(item["Info"]["S"].encode("utf-8"))
+            if info is None:
+                raise InvalidLockInfo("it has no Info string")
+            lock = LockInfo.parse(info.encode("utf-8"))
         except StatekeeperError as exc:
-            raise StorageError(
+            damage = (
                 f"the lock item {lock_id!r} in {self._resource()} is not a Terraform lock "
-                f"({exc.message}); delete the item if no Terraform run holds the lock"
-            ) from exc
+                f"({exc.message}); once no Terraform run holds the state, remove it with "
+                "'statekeeper unlock NAME --force' or delete the item"
+            )
+            if damaged_ok:
+                raw = json.dumps(item, default=str).encode()
+                return LockInfo.unreadable(raw, damage)
+            raise StorageError(damage) from exc
         acquired = None
         if "Acquired" in item:
             try:
@@ -160,16 +176,38 @@ class DynamoLocks(LockTable):
         item = self._get(self.lock_id(key))
         if item is None or self._lock_of(item).id != lock_id:
             return False
-        # Conditioned on the Info we just read (as OpenTofu does), so a lock
-        # taken by someone else in between is never deleted. Items written by
-        # Terraform carry only Info, so the ID cannot be a separate attribute.
+        return self._delete_read(key, item)
+
+    def force_release(self, key: str) -> LockInfo | None:
+        """Remove whatever lock item is there, a damaged one included (it has no ID)."""
+        item = self._get(self.lock_id(key))
+        if item is None:
+            return None
+        lock = self._lock_of(item, damaged_ok=True)
+        if lock.damaged is None:
+            return super().force_release(key)
+        return lock if self._delete_read(key, item) else self.force_release(key)
+
+    def _delete_read(self, key: str, item: dict[str, Any]) -> bool:
+        """Delete the lock item if it still holds the ``Info`` read in ``item``.
+
+        Conditioned on that Info (as OpenTofu does), so a lock taken by someone
+        else in between is never deleted. Items written by Terraform carry only
+        Info, so the ID cannot be a separate attribute.
+        """
+        if "Info" in item:
+            condition: dict[str, Any] = {
+                "ConditionExpression": "#info = :info",
+                "ExpressionAttributeValues": {":info": item["Info"]},
+            }
+        else:
+            condition = {"ConditionExpression": "attribute_not_exists(#info)"}
         try:
             self.client.delete_item(
                 TableName=self.table,
                 Key=self._key(self.lock_id(key)),
-                ConditionExpression="#info = :info",
                 ExpressionAttributeNames={"#info": "Info"},
-                ExpressionAttributeValues={":info": item["Info"]},
+                **condition,
             )
         except _boto.AWS_ERRORS as exc:
             if _boto.error_code(exc) == _CONDITION_FAILED:
@@ -189,10 +227,12 @@ class DynamoLocks(LockTable):
                 ConsistentRead=True,
             ):
                 for item in page.get("Items", []):
-                    name = self._name_of(item["LockID"]["S"])
-                    # Digest items ("…-md5") carry Digest, never Info.
-                    if name is not None and name.startswith(prefix) and "Info" in item:
-                        found.append((name, self._lock_of(item)))
+                    lock_id = item["LockID"]["S"]
+                    if is_digest_id(lock_id):
+                        continue  # a digest item (its Digest is checked elsewhere)
+                    name = self._name_of(lock_id)
+                    if name is not None and name.startswith(prefix):
+                        found.append((name, self._lock_of(item, damaged_ok=True)))
         except _boto.AWS_ERRORS as exc:
             _boto.translate(exc, "dynamodb:Scan", self._resource())
         yield from sorted(found, key=lambda kv: kv[0])
@@ -200,7 +240,7 @@ class DynamoLocks(LockTable):
     # Digests
 
     def get_digest(self, key: str) -> str | None:
-        item = self._get(self.lock_id(key) + DIGEST_SUFFIX)
+        item = self._get(self._digest_id(key))
         if item is None or "Digest" not in item:
             return None
         digest: str = item["Digest"]["S"]
@@ -210,14 +250,14 @@ class DynamoLocks(LockTable):
         self._call(
             "dynamodb:PutItem",
             self.client.put_item,
-            Item={"LockID": {"S": self.lock_id(key) + DIGEST_SUFFIX}, "Digest": {"S": md5_hex}},
+            Item={"LockID": {"S": self._digest_id(key)}, "Digest": {"S": md5_hex}},
         )
 
     def delete_digest(self, key: str) -> None:
         self._call(
             "dynamodb:DeleteItem",
             self.client.delete_item,
-            Key=self._key(self.lock_id(key) + DIGEST_SUFFIX),
+            Key=self._key(self._digest_id(key)),
         )
 
 

@@ -24,15 +24,15 @@ from statekeeper.storage.aws import _boto
 from statekeeper.storage.aws._boto import S3Bucket
 from statekeeper.storage.base import ObjectInfo, ObjectStore, StoredObject
 from statekeeper.storage.registry import DriverURL
+from statekeeper.terraform.layout import is_lock_file
 from statekeeper.times import utcnow
 
-__all__ = ["LOCK_SUFFIX", "PART_SIZE", "S3Bucket", "S3Store", "open_store"]
+__all__ = ["PART_SIZE", "S3Bucket", "S3Store", "open_store"]
 
 #: Bodies above this go up in parts and come down in ranges.
 PART_SIZE = 8 * 1024**2
 #: Concurrent part transfers and version HEADs per call.
 _WORKERS = 8
-LOCK_SUFFIX = ".tflock"
 
 
 def _read_action(version_id: str | None) -> str:
@@ -402,7 +402,7 @@ class S3Store(ObjectStore):
             for page in paginator.paginate(Bucket=self.where.bucket, Prefix=listing):
                 for obj in page.get("Contents", []):
                     key: str = obj["Key"]
-                    if key.endswith(LOCK_SUFFIX) or int(obj["Size"]) == 0:
+                    if is_lock_file(key) or int(obj["Size"]) == 0:
                         continue  # lock files and zero-length objects are not states
                     yield ObjectInfo(
                         key=self.where.name(key),

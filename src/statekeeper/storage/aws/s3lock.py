@@ -1,6 +1,7 @@
 """``s3lock://BUCKET[/PREFIX]``: S3-native lock files, as Terraform's ``use_lockfile``.
 
-The lock on a state whose object is ``KEY`` is the object ``KEY.tflock``,
+The lock on a state whose object is ``KEY`` is its lock file (``KEY`` +
+``LOCK_FILE_SUFFIX``, see :mod:`statekeeper.terraform.layout`),
 created with ``If-None-Match: *`` so that exactly one writer wins. Its body is
 the compact LockInfo JSON with ``Path`` = ``BUCKET/KEY`` (as Terraform writes
 it); the server's own facts travel as user metadata, which Terraform ignores.
@@ -19,9 +20,15 @@ from urllib.parse import quote, unquote
 
 from statekeeper.errors import ConfigError, LockConflict, StatekeeperError, StorageError
 from statekeeper.storage.aws import _boto
-from statekeeper.storage.aws.s3 import LOCK_SUFFIX, S3Bucket, S3Store
+from statekeeper.storage.aws.s3 import S3Bucket, S3Store
 from statekeeper.storage.base import LockTable, ObjectStore
 from statekeeper.storage.registry import DriverURL
+from statekeeper.terraform.layout import (
+    is_lock_file,
+    lock_file_key,
+    lock_path,
+    state_of_lock_file,
+)
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.times import format_rfc3339, parse_rfc3339, utcnow
 
@@ -54,10 +61,10 @@ class S3LockFiles(LockTable):
         )
 
     def lock_key(self, key: str) -> str:
-        return self.where.key(key) + LOCK_SUFFIX
+        return lock_file_key(self.where.key(key))
 
     def _path(self, key: str) -> str:
-        return f"{self.store.lock_namespace}/{self.store.full_key(key)}"
+        return lock_path(self.store.lock_namespace, self.store.full_key(key))
 
     def acquire(self, key: str, lock: LockInfo) -> None:
         lock_key = self.lock_key(key)
@@ -91,8 +98,12 @@ class S3LockFiles(LockTable):
                 raise LockConflict(holder)
         raise StorageError(f"the lock file {self.where.uri(lock_key)} kept changing; try again")
 
-    def _fetch(self, lock_key: str) -> tuple[LockInfo, str] | None:
-        """The lock in ``lock_key`` and its ETag, or None when there is none."""
+    def _fetch(self, lock_key: str, *, damaged_ok: bool = False) -> tuple[LockInfo, str] | None:
+        """The lock in ``lock_key`` and its ETag, or None when there is none.
+
+        A lock file that is not a LockInfo is a StorageError, or with
+        ``damaged_ok`` (listings) an unreadable lock that names what is wrong.
+        """
 
         def missing(exc: Exception) -> None:
             if _boto.error_code(exc) in ("NoSuchKey", "404", "NotFound"):
@@ -108,10 +119,14 @@ class S3LockFiles(LockTable):
         try:
             lock = LockInfo.parse(body)
         except StatekeeperError as exc:
-            raise StorageError(
+            damage = (
                 f"the lock file {self.where.uri(lock_key)} is not a Terraform lock "
-                f"({exc.message}); delete it if no Terraform run holds the lock"
-            ) from exc
+                f"({exc.message}); once no Terraform run holds the state, remove it with "
+                "'statekeeper unlock NAME --force' or delete the file"
+            )
+            if damaged_ok:
+                return LockInfo.unreadable(body, damage), str(resp["ETag"])
+            raise StorageError(damage) from exc
         meta = {k.lower(): unquote(v) for k, v in (resp.get("Metadata") or {}).items()}
         acquired = None
         if meta.get("acquired"):
@@ -133,14 +148,26 @@ class S3LockFiles(LockTable):
         found = self._fetch(lock_key)
         if found is None or found[0].id != lock_id:
             return False
+        return self._delete_read(lock_key, found[1])
+
+    def force_release(self, key: str) -> LockInfo | None:
+        """Remove whatever lock file is there, a damaged one included (it has no ID)."""
+        lock_key = self.lock_key(key)
+        found = self._fetch(lock_key, damaged_ok=True)
+        if found is None:
+            return None
+        if found[0].damaged is None:
+            return super().force_release(key)
+        return found[0] if self._delete_read(lock_key, found[1]) else self.force_release(key)
+
+    def _delete_read(self, lock_key: str, etag: str) -> bool:
+        """Delete the lock file if it is still the object read with ``etag``."""
         if not self.conditional_delete:
             self._delete(lock_key)
             return True
         try:
             # Only the object we read: a lock re-taken in between has another ETag.
-            self.where.client.delete_object(
-                Bucket=self.where.bucket, Key=lock_key, IfMatch=found[1]
-            )
+            self.where.client.delete_object(Bucket=self.where.bucket, Key=lock_key, IfMatch=etag)
         except _boto.AWS_ERRORS as exc:
             code = _boto.error_code(exc)
             if code in ("PreconditionFailed", "NoSuchKey", "ConditionalRequestConflict"):
@@ -162,15 +189,13 @@ class S3LockFiles(LockTable):
         paginator = self.where.client.get_paginator("list_objects_v2")
         try:
             for page in paginator.paginate(Bucket=self.where.bucket, Prefix=listing):
-                keys += [
-                    o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(LOCK_SUFFIX)
-                ]
+                keys += [o["Key"] for o in page.get("Contents", []) if is_lock_file(o["Key"])]
         except _boto.AWS_ERRORS as exc:
             _boto.translate(exc, "s3:ListBucket", self.where.uri(listing))
         with ThreadPoolExecutor(8, thread_name_prefix="statekeeper-s3lock") as pool:
-            held = list(pool.map(self._fetch, keys))
+            held = list(pool.map(lambda k: self._fetch(k, damaged_ok=True), keys))
         found = [
-            (self.where.name(lock_key)[: -len(LOCK_SUFFIX)], lock[0])
+            (state_of_lock_file(self.where.name(lock_key)), lock[0])
             for lock_key, lock in zip(keys, held, strict=True)
             if lock is not None  # released since the listing
         ]

@@ -1,0 +1,112 @@
+"""Terraform's ``backend "s3"`` layout: every key and ID derived from a state's object key.
+
+For a state whose object key is ``KEY`` in the bucket (the store's namespace)
+``BUCKET``, Terraform's S3 backend uses:
+
+- the lock file ``KEY`` + :data:`LOCK_FILE_SUFFIX` (``use_lockfile``);
+- the lock path ``BUCKET/KEY``: the DynamoDB lock item's ``LockID`` and the
+  ``Path`` field of the LockInfo it writes;
+- the digest item ``LockID`` = lock path + :data:`DIGEST_SUFFIX`, holding the
+  hex MD5 of the current state;
+- for workspace ``W`` of the backend ``key``: the object key
+  ``<workspace_key_prefix>/W/<key>``, the prefix being
+  :data:`DEFAULT_WORKSPACE_PREFIX` unless configured.
+
+statekeeper keeps its own objects (key ring, audit files) under
+:data:`STATEKEEPER_PREFIX` and its doctor's probe objects under
+:data:`PROBE_PREFIX`. A state name that one of these rules derives for
+another purpose is *reserved*: :func:`reserved_reason` says which rule, and
+state names refuse it on every store, so that a write can never land on
+another state's lock file or digest and migration between stores never meets
+a name one side cannot hold.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DEFAULT_WORKSPACE_PREFIX",
+    "DIGEST_SUFFIX",
+    "LOCK_FIELDS",
+    "LOCK_FILE_SUFFIX",
+    "PROBE_PREFIX",
+    "STATEKEEPER_PREFIX",
+    "digest_id",
+    "is_digest_id",
+    "is_lock_file",
+    "lock_file_key",
+    "lock_path",
+    "reserved_reason",
+    "state_of_digest_id",
+    "state_of_lock_file",
+]
+
+#: The suffix of the S3-native lock object beside a state.
+LOCK_FILE_SUFFIX = ".tflock"
+#: The suffix of the DynamoDB digest item's LockID after the lock path.
+DIGEST_SUFFIX = "-md5"
+#: ``workspace_key_prefix`` when the backend block does not set it.
+DEFAULT_WORKSPACE_PREFIX = "env:"
+#: LockInfo's fields in the order Terraform marshals them.
+LOCK_FIELDS = ("ID", "Operation", "Info", "Who", "Version", "Created", "Path")
+#: statekeeper's own objects in a store ('!' is not allowed in a state name).
+STATEKEEPER_PREFIX = "statekeeper!/"
+#: Objects ``statekeeper doctor`` writes and removes to probe permissions.
+PROBE_PREFIX = ".statekeeper-doctor/"
+
+
+def lock_path(namespace: str, key: str) -> str:
+    """``BUCKET/KEY``: the DynamoDB lock ``LockID`` and LockInfo ``Path`` of a state."""
+    return f"{namespace}/{key}"
+
+
+def digest_id(namespace: str, key: str) -> str:
+    """The DynamoDB ``LockID`` of a state's digest item."""
+    return lock_path(namespace, key) + DIGEST_SUFFIX
+
+
+def is_digest_id(lock_id: str) -> bool:
+    return lock_id.endswith(DIGEST_SUFFIX)
+
+
+def state_of_digest_id(lock_id: str) -> str:
+    """The lock path a digest ``LockID`` belongs to."""
+    return lock_id[: -len(DIGEST_SUFFIX)]
+
+
+def lock_file_key(key: str) -> str:
+    """The object key of the lock file of the state at ``key``."""
+    return key + LOCK_FILE_SUFFIX
+
+
+def is_lock_file(key: str) -> bool:
+    return key.endswith(LOCK_FILE_SUFFIX)
+
+
+def state_of_lock_file(key: str) -> str:
+    """The state key a lock file's key belongs to."""
+    return key[: -len(LOCK_FILE_SUFFIX)]
+
+
+def reserved_reason(name: str) -> str | None:
+    """Why ``name`` cannot be a state's name, or None when it can.
+
+    The rules hold on every store, the embedded one included, so a name valid
+    on one store is valid on all of them.
+    """
+    if is_lock_file(name):
+        return (
+            f"names ending in {LOCK_FILE_SUFFIX!r} are reserved: on S3 that object is the "
+            f"lock file of the state {state_of_lock_file(name)!r}"
+        )
+    if is_digest_id(name):
+        return (
+            f"names ending in {DIGEST_SUFFIX!r} are reserved: in a DynamoDB lock table that "
+            f"LockID is the digest item of the state {state_of_digest_id(name)!r}"
+        )
+    for prefix, owner in (
+        (STATEKEEPER_PREFIX, "statekeeper's own objects (key ring, audit trail)"),
+        (PROBE_PREFIX, "the objects 'statekeeper doctor' writes to probe permissions"),
+    ):
+        if name.startswith(prefix):
+            return f"names under {prefix!r} are reserved for {owner}"
+    return None
