@@ -13,7 +13,7 @@ import sys
 
 from harness import log, machine, save
 
-ORDER = ["startup", "locks", "observability", "large", "terraform", "scale"]
+ORDER = ["startup", "locks", "observability", "large", "terraform", "scale", "inventory"]
 
 
 def main(argv: list[str]) -> int:

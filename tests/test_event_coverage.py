@@ -67,6 +67,10 @@ READ_ONLY = {
     "statekeeper.state.operator.Operator.history": "lists versions",
     "statekeeper.state.operator.Operator.diff": "reads through StateService.read",
     "statekeeper.state.operator.Operator.list_locks": "lists locks",
+    "statekeeper.inventory.views.search": "reads the derived index, filtered by the policy",
+    "statekeeper.inventory.views.counts": "reads the derived index, filtered by the policy",
+    "statekeeper.server.ui.listing.fill_details": "reads through Operator.show or the index",
+    "statekeeper.server.ui.reading.timeline": "reads through StateService.read",
 }
 
 #: Takes a caller but is no operation: the emitter every scenario goes through.

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from statekeeper.events import EventStream, log_event
+from statekeeper.events import Event, EventStream, log_event
+from statekeeper.inventory import Inventory
 from statekeeper.security.audit import AuditLog, open_audit_log
 from statekeeper.security.grants import ScopePolicy
 from statekeeper.security.oidc import OidcConfig, OidcVerifier
@@ -46,6 +48,21 @@ class Services:
     metrics: Metrics | None = None
     #: Webhooks: on the embedded store (whose database keeps their outbox).
     hooks: Webhooks | None = None
+    _inventory: Inventory | None = field(default=None, repr=False)
+    _inventory_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def inventory(self) -> Inventory:
+        """The search index, opened on first use; until then a catch-up on opening covers
+        the writes its event subscriber did not see."""
+        with self._inventory_lock:
+            if self._inventory is None:
+                path = self.settings.data_dir / "inventory.db"
+                self._inventory = Inventory(path, self.store, self.settings.inventory_refresh)
+            return self._inventory
+
+    def _index_change(self, event: Event) -> None:
+        if self._inventory is not None:
+            self._inventory.on_event(event)
 
     @classmethod
     def build(
@@ -92,7 +109,7 @@ class Services:
                 metrics.watch_queue("webhooks", hooks.outbox.backlog, lambda: sender.failures)
         policy = policy or ScopePolicy()
         locks = LockService(store, table, policy, events, max_lock_info=settings.max_lock_info)
-        return cls(
+        built = cls(
             settings=settings,
             store=store,
             lock_table=table,
@@ -108,6 +125,8 @@ class Services:
             metrics=metrics,
             hooks=hooks,
         )
+        events.subscribe(built._index_change)
+        return built
 
     def require_key(self) -> None:
         """Refuse to serve an encrypted store without its master key (ConfigError)."""
@@ -119,6 +138,8 @@ class Services:
         try:
             self.audit.close()  # pending audit events go to the store first
         finally:
+            if self._inventory is not None:
+                self._inventory.close()
             self.lock_table.close()
             self.store.close()
 

@@ -247,6 +247,27 @@ SETTINGS: tuple[Setting, ...] = (
         512,
         "Connections open at once; one more is answered 503 and closed.",
     ),
+    Setting(
+        "inventory_refresh",
+        float,
+        30.0,
+        "Seconds the search index may lag states written past this server (by other replicas "
+        'or Terraform\'s backend "s3"): older, a search first lists the store to catch up.',
+    ),
+    Setting(
+        "session_secret",
+        str,
+        None,
+        "Key signing the web UI's session cookies; replicas behind one load balancer need the "
+        "same. Default: random per process (sessions end at restart). Also _FILE.",
+        secret=True,
+    ),
+    Setting(
+        "session_hours",
+        float,
+        12.0,
+        "Hours a web UI sign-in lasts before the browser is sent to the sign-in page again.",
+    ),
 )
 
 
@@ -280,6 +301,9 @@ class Settings:
     request_timeout: float = 120.0
     header_timeout: float = 60.0
     max_connections: int = 512
+    inventory_refresh: float = 30.0
+    session_secret: str | None = field(default=None, repr=False)
+    session_hours: float = 12.0
 
     @property
     def store_url(self) -> str:

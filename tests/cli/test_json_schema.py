@@ -128,6 +128,10 @@ def test_every_json_output_matches_the_published_schema(
     assert reaped, "a lock to reap"
     schemas.validate("post", "/api/v1/reap", reaped)
     schemas.validate("delete", "/api/v1/locks/{name}", run("unlock", NAME, "--force", "--json"))
+    found = run("search", "terraform_data", "--json")
+    assert found["hits"], "the pushed state's resources are found"
+    schemas.validate("get", "/api/v1/search", found)
+    schemas.validate("get", "/api/v1/inventory", run("search", "--counts", "--json"))
 
     # An error answer has the published error shape.
     missing = httpx.get(server.url + "/api/v1/states/team/none.tfstate")
@@ -148,4 +152,15 @@ def test_every_json_output_matches_the_published_schema(
         events = run("audit", "--data-dir", data_dir, "--json")
         assert events
         schemas.validate("get", "/api/v1/audit", events, item_of="events")
+        # Webhooks live in the store's outbox: listed and logged here as the API does.
+        allow = {"STATEKEEPER_HOOKS_ALLOW": "127.0.0.1"}
+        added = cli_process(
+            *backend, "hooks", "add", "ci", "--url", "http://127.0.0.1:9/hook", env=allow
+        )
+        assert added.exit_code == 0, added.stderr
+        hooks = run("hooks", "list", "--json")
+        assert [h["name"] for h in hooks] == ["ci"]
+        schemas.validate("get", "/api/v1/hooks", hooks, item_of="hooks")
+        deliveries = run("hooks", "deliveries", "--json")
+        schemas.validate("get", "/api/v1/hooks/deliveries", deliveries, item_of="deliveries")
         assert schemas.checked | API_ONLY == schemas.json_operations()

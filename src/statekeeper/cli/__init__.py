@@ -99,6 +99,7 @@ def _root(
 # isort: off
 from statekeeper.cli import serve as _serve  # noqa: E402, F401
 from statekeeper.cli import states as _states  # noqa: E402, F401
+from statekeeper.cli import search as _search  # noqa: E402, F401
 from statekeeper.cli import history as _history  # noqa: E402, F401
 from statekeeper.cli import migrate as _migrate  # noqa: E402, F401
 from statekeeper.cli import locks as _locks  # noqa: E402, F401

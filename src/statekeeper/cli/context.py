@@ -26,6 +26,7 @@ from statekeeper.terraform.names import StateName
 
 if TYPE_CHECKING:
     from statekeeper.app import Services
+    from statekeeper.inventory.views import InventoryCounts, SearchResult
     from statekeeper.settings import Settings
     from statekeeper.state.views import (
         DiffView,
@@ -65,6 +66,8 @@ class Backend(Protocol):
     def reap(
         self, older_than: str, operation: str | None, prefix: str, dry_run: bool
     ) -> list[Release]: ...
+    def search(self, query: str, limit: int) -> SearchResult: ...
+    def inventory(self) -> InventoryCounts: ...
     def close(self) -> None: ...
 
 
@@ -116,6 +119,18 @@ class LocalBackend:
         return self.op.reap(
             self.caller, older_than=older_than, operation=operation, prefix=prefix, dry_run=dry_run
         )
+
+    def search(self, query: str, limit: int) -> SearchResult:
+        from statekeeper.inventory.views import search
+
+        s = self.services
+        return search(s.inventory(), s.policy, self.caller, query, limit)
+
+    def inventory(self) -> InventoryCounts:
+        from statekeeper.inventory.views import counts
+
+        s = self.services
+        return counts(s.inventory(), s.policy, self.caller)
 
     def close(self) -> None:
         self.services.close()

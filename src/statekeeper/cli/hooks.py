@@ -58,7 +58,7 @@ def add(
     as_json: JsonFlag = False,
 ) -> None:
     """Add (or replace) a subscription."""
-    from statekeeper.cli.output import console, err_console, print_json
+    from statekeeper.cli.output import console, err_console, print_view
     from statekeeper.hooks.model import EVENT_TYPES, Subscription
 
     services = obj(ctx, HOOKS_OPTIONS).services()
@@ -72,7 +72,9 @@ def add(
         )
     )
     if as_json:
-        print_json(sub.to_json(with_secret=secret is None))
+        from statekeeper.hooks.views import HookCreated
+
+        print_view(HookCreated.added(sub, show_secret=secret is None))
         return
     err_console.print(
         f"hook {sub.name}: {', '.join(sub.events)} on {', '.join(sub.states)} → {sub.url}",
@@ -89,13 +91,15 @@ def list_hooks(
     as_json: JsonFlag = False,
 ) -> None:
     """List subscriptions (never their secrets)."""
-    from statekeeper.cli.output import print_json
+    from statekeeper.cli.output import print_view
     from statekeeper.cli.render import print_table
 
     services = obj(ctx, HOOKS_OPTIONS).services()
     subs = _hooks(services).outbox.subscriptions()
     if as_json:
-        print_json([s.to_json() for s in subs])
+        from statekeeper.hooks.views import HookView
+
+        print_view([HookView.of(s) for s in subs])
         return
     rows = [[s.name, s.url, " ".join(s.states), " ".join(s.events)] for s in subs]
     print_table(["NAME", "URL", "STATES", "EVENTS"], rows)
@@ -140,13 +144,15 @@ def deliveries(
     as_json: JsonFlag = False,
 ) -> None:
     """The delivery log: every attempt, its answer and what came of it."""
-    from statekeeper.cli.output import print_json
+    from statekeeper.cli.output import print_view
     from statekeeper.cli.render import print_table
 
     services = obj(ctx, HOOKS_OPTIONS).services()
     rows = _hooks(services).outbox.deliveries(hook, outcome, limit)
     if as_json:
-        print_json(rows)
+        from statekeeper.hooks.views import DeliveryView
+
+        print_view([DeliveryView.of(r) for r in rows])
         return
     cells = [
         [

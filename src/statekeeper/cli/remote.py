@@ -19,6 +19,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from statekeeper import errors
 from statekeeper.errors import LockConflict, StatekeeperError, StorageError, Unauthenticated
+from statekeeper.inventory.views import InventoryCounts, SearchResult
 from statekeeper.state import views
 from statekeeper.terraform.layout import LOCK_FIELDS
 from statekeeper.terraform.lockinfo import LockInfo
@@ -161,6 +162,13 @@ class RemoteBackend:
             "dry_run": dry_run,
         }
         return self._views(views.Release, "POST", f"{API}/reap", body=body)
+
+    def search(self, query: str, limit: int) -> SearchResult:
+        params = {"q": query, "limit": limit}
+        return self._view(SearchResult, "GET", f"{API}/search", params=params)
+
+    def inventory(self) -> InventoryCounts:
+        return self._view(InventoryCounts, "GET", f"{API}/inventory")
 
     def close(self) -> None:
         self.client.close()

@@ -23,6 +23,17 @@ file (setting ``oidc_config``)::
 
 Every claim of a rule must match (values are globs: ``refs/heads/*``); the
 caller holds the union of the scopes of every matching rule.
+
+Browsers sign in to the web UI with the authorization-code flow and PKCE when
+a ``[browser]`` table names the client (its ID tokens are for ``client_id``,
+and the same rules map their claims to scopes)::
+
+    [browser]
+    client_id = "statekeeper-ui"
+    authorization_endpoint = "https://idp.example/authorize"
+    token_endpoint = "https://idp.example/token"
+    # client_secret = "…"       # a confidential client; PKCE is used either way
+    # scope = "openid profile"  # default "openid"
 """
 
 from __future__ import annotations
@@ -38,7 +49,7 @@ from statekeeper.errors import BadRequest, ConfigError, MissingDependency, Unaut
 from statekeeper.security.caller import Caller
 from statekeeper.security.grants import parse_grants
 
-__all__ = ["OidcConfig", "OidcRule", "OidcVerifier", "looks_like_jwt"]
+__all__ = ["OidcBrowser", "OidcConfig", "OidcRule", "OidcVerifier", "looks_like_jwt"]
 
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"]
 
@@ -61,6 +72,27 @@ class OidcRule:
 
 
 @dataclass(frozen=True)
+class OidcBrowser:
+    """The web UI as an OIDC client (authorization code with PKCE)."""
+
+    client_id: str
+    authorization_endpoint: str
+    token_endpoint: str
+    client_secret: str | None = field(default=None, repr=False)
+    scope: str = "openid"
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> OidcBrowser:
+        return cls(
+            client_id=str(raw["client_id"]),
+            authorization_endpoint=str(raw["authorization_endpoint"]),
+            token_endpoint=str(raw["token_endpoint"]),
+            client_secret=str(raw["client_secret"]) if raw.get("client_secret") else None,
+            scope=str(raw.get("scope", "openid")),
+        )
+
+
+@dataclass(frozen=True)
 class OidcConfig:
     issuer: str
     audience: str
@@ -70,6 +102,7 @@ class OidcConfig:
     audit_claims: tuple[str, ...] = ("repository", "run_id", "workflow", "ref")
     rules: tuple[OidcRule, ...] = field(default_factory=tuple)
     leeway: int = 30
+    browser: OidcBrowser | None = None
 
     @classmethod
     def load(cls, path: Path) -> OidcConfig:
@@ -100,6 +133,7 @@ class OidcConfig:
                 audit_claims=tuple(raw.get("audit_claims", cls.audit_claims)),
                 rules=tuple(rules),
                 leeway=int(raw.get("leeway", 30)),
+                browser=OidcBrowser.parse(raw["browser"]) if "browser" in raw else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(
@@ -145,13 +179,31 @@ class OidcVerifier:
 
     def verify(self, token: str, remote_addr: str | None) -> Caller:
         """The caller behind a JWT; Unauthenticated naming the first thing wrong with it."""
+        return self._caller(self._decode(token, self.config.audience), remote_addr)
+
+    def verify_browser(self, id_token: str, nonce: str, remote_addr: str | None) -> Caller:
+        """The caller behind an ID token from the browser sign-in: for the UI's client
+        ID, carrying the nonce that sign-in sent (so it cannot be replayed into another)."""
+        if self.config.browser is None:
+            raise Unauthenticated("OIDC sign-in for browsers is not configured ([browser])")
+        payload = self._decode(id_token, self.config.browser.client_id)
+        if payload.get("nonce") != nonce:
+            raise Unauthenticated("the OIDC ID token is not the answer to this sign-in (nonce)")
+        return self._caller(payload, remote_addr)
+
+    def expiry(self, token: str) -> float:
+        """The ``exp`` of a token :meth:`verify_browser` accepted (UNIX time)."""
+        payload = self._jwt.decode(token, options={"verify_signature": False})
+        return float(payload["exp"])
+
+    def _decode(self, token: str, audience: str) -> dict[str, Any]:
         jwt = self._jwt
         try:
             payload: dict[str, Any] = jwt.decode(
                 token,
                 self._signing_key(token),
                 algorithms=ALGORITHMS,
-                audience=self.config.audience,
+                audience=audience,
                 issuer=self.config.issuer,
                 leeway=self.config.leeway,
                 options={"require": ["exp", "iss", "aud"]},
@@ -160,8 +212,7 @@ class OidcVerifier:
             raise Unauthenticated("the OIDC token has expired; request a fresh one") from exc
         except jwt.InvalidAudienceError as exc:
             raise Unauthenticated(
-                f"the OIDC token is not for this server: its audience must be "
-                f"{self.config.audience!r}"
+                f"the OIDC token is not for this server: its audience must be {audience!r}"
             ) from exc
         except jwt.InvalidIssuerError as exc:
             raise Unauthenticated(
@@ -175,6 +226,9 @@ class OidcVerifier:
             raise Unauthenticated(f"the OIDC token's signing key cannot be found: {exc}") from exc
         except jwt.InvalidTokenError as exc:
             raise Unauthenticated(f"the OIDC token is not valid: {exc}") from exc
+        return payload
+
+    def _caller(self, payload: dict[str, Any], remote_addr: str | None) -> Caller:
         subject = payload.get(self.config.actor_claim)
         if not isinstance(subject, str | int) or subject == "":
             raise Unauthenticated(

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from statekeeper import __version__
 from statekeeper.app import Services
-from statekeeper.server import admin_api, api, hooks_api, tfhttp
+from statekeeper.server import admin_api, api, hooks_api, tfhttp, ui
 from statekeeper.server.auth import AuthMiddleware
 from statekeeper.server.denials import Denials
 from statekeeper.server.errors import install_handlers
@@ -46,7 +46,7 @@ def create_app(services: Services, *, allow_anonymous: bool = True) -> FastAPI:
         version=__version__,
         summary="Remote state for Terraform and OpenTofu",
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # served by the UI's router from vendored assets (air-gapped)
         redoc_url=None,
         lifespan=_lifespan(services, denials),
     )
@@ -63,6 +63,7 @@ def create_app(services: Services, *, allow_anonymous: bool = True) -> FastAPI:
     app.add_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
     app.include_router(admin_api.router)
     app.include_router(hooks_api.router)
+    app.include_router(ui.router)
     # Outermost last: the timeout covers authentication too, and no body is read
     # before the caller is authenticated.
     app.add_middleware(ControlBodyMiddleware)

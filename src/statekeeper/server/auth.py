@@ -28,15 +28,29 @@ from statekeeper.app import Services
 from statekeeper.errors import BadRequest, RateLimited, Unauthenticated
 from statekeeper.security.caller import Caller
 from statekeeper.security.oidc import looks_like_jwt
-from statekeeper.security.tokens import hash_secret
+from statekeeper.security.tokens import TokenRecord, hash_secret
 from statekeeper.server.denials import Denials
 from statekeeper.server.errors import error_response
 from statekeeper.server.limits import RateLimiter, rate_limited_response
 from statekeeper.times import format_rfc3339
 
-__all__ = ["PUBLIC_PATHS", "AuthMiddleware", "Authenticator", "auth_configured", "security_summary"]
+__all__ = [
+    "PUBLIC_PATHS",
+    "AuthMiddleware",
+    "Authenticator",
+    "auth_configured",
+    "is_ui_path",
+    "security_summary",
+]
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/api/v1/openapi.json", "/api/docs"})
+
+
+def is_ui_path(path: str) -> bool:
+    """The web UI's pages, which sign browsers in with a session cookie instead:
+    a Basic challenge there would make Chromium abort the navigation."""
+    return path == "/" or path.startswith("/ui/")
+
 
 _HOW = (
     "send an API token as the backend's username (the token name) and password "
@@ -61,8 +75,13 @@ class Authenticator:
         self.allow_anonymous = allow_anonymous
         self._label_key = os.urandom(32)
 
+    @property
+    def anonymous(self) -> bool:
+        """True when callers need no credentials (loopback, no access control configured)."""
+        return self.allow_anonymous and not auth_configured(self.services)
+
     def authenticate(self, header: str | None, remote_addr: str | None) -> Caller:
-        if self.allow_anonymous and not auth_configured(self.services):
+        if self.anonymous:
             return Caller(actor="anonymous", remote_addr=remote_addr)
         if not header:
             raise Unauthenticated("this server requires credentials: " + _HOW)
@@ -92,6 +111,20 @@ class Authenticator:
             raise Unauthenticated("OIDC is not configured on this server; use an API token")
         return self.services.oidc.verify(token, remote_addr)
 
+    def sign_in(self, name: str, secret: str, remote_addr: str | None) -> Caller:
+        """The caller an API token's name and secret stand for (the web UI's sign-in)."""
+        return self._named_token(name, secret, remote_addr)
+
+    def resume(self, name: str, digest: str, remote_addr: str | None) -> Caller:
+        """The caller of a signed-in session, while its token still exists unchanged:
+        ``digest`` is the start of the token's SHA-256 when the session began, so a
+        revoked or re-issued token ends its sessions."""
+        tokens = self.services.tokens.store
+        record = tokens.get(name) if tokens is not None and name else None
+        if record is None or not hmac.compare_digest(record.sha256[: len(digest)], digest):
+            raise Unauthenticated(f"the token {name!r} was revoked or replaced; sign in again")
+        return self._checked(record, remote_addr)
+
     def _named_token(self, name: str, secret: str, remote_addr: str | None) -> Caller:
         tokens = self.services.tokens.store
         record = tokens.get(name) if tokens is not None and name else None
@@ -101,10 +134,13 @@ class Authenticator:
                 "no token has that name, or its secret does not match; check the "
                 "backend's username (the token name) and password (the secret)"
             )
+        return self._checked(record, remote_addr)
+
+    def _checked(self, record: TokenRecord, remote_addr: str | None) -> Caller:
         if record.expired():
             assert record.expires is not None
             raise Unauthenticated(
-                f"the token {name!r} expired at {format_rfc3339(record.expires)}; "
+                f"the token {record.name!r} expired at {format_rfc3339(record.expires)}; "
                 "create a new one with 'statekeeper token create'"
             )
         return Caller(actor=record.name, remote_addr=remote_addr, scopes=record.scopes)
@@ -161,6 +197,14 @@ class AuthMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if is_ui_path(scope["path"]):
+            # The UI's routes resolve the caller from their session cookie with this,
+            # and apply the same per-caller rate.
+            state = scope.setdefault("state", {})
+            state["authenticator"] = self.authenticator
+            state["limiter"] = self.limiter
             await self.app(scope, receive, send)
             return
         given = [value for key, value in scope["headers"] if key == b"authorization"]

@@ -7,7 +7,7 @@ with ``statekeeper hooks`` on the machine.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from statekeeper.app import Services
 from statekeeper.errors import CapabilityMissing
 from statekeeper.hooks.service import Webhooks
+from statekeeper.hooks.views import DeliveryList, DeliveryView, HookList, HookView
 from statekeeper.security.policy import Permission, require
 from statekeeper.server.tfhttp import caller_of
 
@@ -31,24 +32,25 @@ def _hooks(request: Request, what: str) -> Webhooks:
     return services.hooks
 
 
-@router.get("", summary="Webhook subscriptions (never their secrets)")
-async def list_hooks(request: Request) -> dict[str, Any]:
-    def run() -> list[dict[str, Any]]:
+@router.get("", summary="Webhook subscriptions (never their secrets)", response_model=HookList)
+async def list_hooks(request: Request) -> HookList:
+    def run() -> HookList:
         hooks = _hooks(request, "list the webhooks of")
-        return [s.to_json() for s in hooks.outbox.subscriptions()]
+        return HookList(hooks=[HookView.of(s) for s in hooks.outbox.subscriptions()])
 
-    return {"hooks": await run_in_threadpool(run)}
+    return await run_in_threadpool(run)
 
 
-@router.get("/deliveries", summary="The delivery log, newest first")
+@router.get("/deliveries", summary="The delivery log, newest first", response_model=DeliveryList)
 async def list_deliveries(
     request: Request,
     hook: str | None = Query(None, max_length=64),
     outcome: Literal["delivered", "retry", "dead"] | None = Query(None),
     limit: int = Query(100, ge=1, le=10_000),
-) -> dict[str, Any]:
-    def run() -> list[dict[str, Any]]:
+) -> DeliveryList:
+    def run() -> DeliveryList:
         hooks = _hooks(request, "read the webhook deliveries of")
-        return hooks.outbox.deliveries(hook, outcome, limit)
+        rows = hooks.outbox.deliveries(hook, outcome, limit)
+        return DeliveryList(deliveries=[DeliveryView.of(r) for r in rows])
 
-    return {"deliveries": await run_in_threadpool(run)}
+    return await run_in_threadpool(run)

@@ -49,6 +49,9 @@ CREATE TABLE IF NOT EXISTS objects (
     created TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS objects_by_key ON objects (key, id);
+-- Listings read these columns only: from this index, never past the data blob that
+-- precedes them in the row (a 10,000-state listing went from 1 s to well under).
+CREATE INDEX IF NOT EXISTS objects_listing ON objects (id, key, size, metadata, created);
 CREATE TABLE IF NOT EXISTS current (
     key TEXT PRIMARY KEY,
     object_id INTEGER NOT NULL REFERENCES objects (id)
@@ -277,8 +280,10 @@ class SqliteStore(ObjectStore):
     def scan(self, prefix: str = "") -> Iterator[ObjectInfo]:
         with self.db.reading() as db:
             rows = db.execute(
+                # The covering index, not the row: see objects_listing in SCHEMA.
                 "SELECT o.id, o.key, o.size, o.metadata, o.created FROM current c "
-                "JOIN objects o ON o.id = c.object_id WHERE c.key LIKE ? ESCAPE '\\' "
+                "JOIN objects o INDEXED BY objects_listing ON o.id = c.object_id "
+                "WHERE c.key LIKE ? ESCAPE '\\' "
                 "ORDER BY c.key",
                 (_like_prefix(prefix),),
             ).fetchall()

@@ -410,6 +410,7 @@ class S3Store(ObjectStore):
                         size=int(obj["Size"]),
                         last_modified=obj["LastModified"],
                         has_metadata=False,
+                        etag=obj.get("ETag"),
                     )
         except _boto.AWS_ERRORS as exc:
             _boto.translate(exc, "s3:ListBucket", self.where.uri(listing))

@@ -1,0 +1,63 @@
+"""``search``: find resources across every state, from the inventory index."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from statekeeper.cli import app
+from statekeeper.cli.context import obj
+from statekeeper.cli.options import OPERATOR, PANEL_STATES, JsonFlag
+
+__all__ = ["search"]
+
+
+@app.command(rich_help_panel=PANEL_STATES)
+def search(
+    ctx: typer.Context,
+    query: Annotated[
+        str,
+        typer.Argument(
+            help='Words (all must match), "phrases", word* prefixes, and filters type:… '
+            "provider:… module:… name:… state:GLOB terraform:…"
+        ),
+    ] = "",
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000)] = 50,
+    counts: Annotated[
+        bool, typer.Option("--counts", help="Counts by resource type, provider and Terraform")
+    ] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Which state manages this resource? Search every state's resources and attribute
+    values (sensitive values are never indexed). With --server, the server's index and
+    your token's grants; else this store's index, caught up with the store first."""
+    from statekeeper.cli.output import err_console, print_view
+    from statekeeper.cli.render import dash, print_table
+
+    backend = obj(ctx, OPERATOR).backend()
+    if counts or not query:
+        totals = backend.inventory()
+        if json_out:
+            print_view(totals)
+            return
+        for title, rows in (
+            ("RESOURCE TYPE", totals.resource_types),
+            ("PROVIDER", totals.providers),
+            ("TERRAFORM", totals.terraform_versions),
+        ):
+            print_table([title, "COUNT"], [[key, str(n)] for key, n in rows.items()])
+        return
+    result = backend.search(query, limit)
+    if json_out:
+        print_view(result)
+        return
+    if not result.hits:
+        err_console.print(f"nothing matches {query!r}", highlight=False, markup=False)
+        raise typer.Exit(1)
+    print_table(
+        ["RESOURCE", "STATE", "SERIAL", "PROVIDER"],
+        [[h.address, h.state, dash(h.serial), h.provider] for h in result.hits],
+    )
+    if result.truncated:
+        err_console.print(f"more than {limit} resources match; raise --limit or narrow the search")

@@ -1,0 +1,66 @@
+"""The JSON shapes of webhooks, one model each: the API and ``statekeeper hooks --json``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from statekeeper.hooks.model import Subscription
+
+__all__ = ["DeliveryList", "DeliveryView", "HookCreated", "HookList", "HookView"]
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class HookView(_View):
+    """A subscription as listed: never its secret."""
+
+    name: str
+    url: str
+    states: list[str] = Field(description="State globs the subscription covers")
+    events: list[str] = Field(description="Event types delivered (state.written, lock.forced, …)")
+
+    @classmethod
+    def of(cls, sub: Subscription) -> HookView:
+        return cls(name=sub.name, url=sub.url, states=list(sub.states), events=list(sub.events))
+
+
+class HookCreated(HookView):
+    """A subscription just added with a generated secret: shown in this answer only."""
+
+    secret: str | None = Field(None, description="The signing secret, when statekeeper made it")
+
+    @classmethod
+    def added(cls, sub: Subscription, *, show_secret: bool) -> HookCreated:
+        return cls(**dict(HookView.of(sub)), secret=sub.secret if show_secret else None)
+
+
+class HookList(_View):
+    hooks: list[HookView]
+
+
+class DeliveryView(_View):
+    """One delivery attempt of the delivery log."""
+
+    seq: int
+    event_id: str
+    hook: str
+    type: str = Field(description="The event type delivered")
+    attempt: int
+    time: str = Field(description="RFC 3339, UTC")
+    status: int | None = Field(description="The receiver's HTTP status; None: no answer")
+    error: str | None
+    duration_ms: float | None
+    outcome: Literal["delivered", "retry", "dead"]
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> DeliveryView:
+        return cls.model_validate(row)
+
+
+class DeliveryList(_View):
+    deliveries: list[DeliveryView]

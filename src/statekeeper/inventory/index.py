@@ -1,0 +1,379 @@
+"""The inventory index: SQLite with FTS5, derived from the store and rebuildable.
+
+It lives in its own SQLite file (``inventory.db`` in the data directory) for
+every kind of store: the embedded store's database holds only what cannot be
+rebuilt, and a replica on S3 keeps a local copy it can throw away. It is kept
+current two ways:
+
+- every accepted write, rollback, push, migration or delete is an event of the
+  service layer; :meth:`Inventory.on_event` re-reads that state at once;
+- :meth:`Inventory.catch_up` lists the store and re-reads the states whose
+  version ID or ETag changed (written by another replica, or by Terraform's own
+  ``backend "s3"``) and drops the deleted ones. Every search and count first
+  catches up when the last catch-up is older than ``inventory_refresh`` seconds,
+  so an answer is never older than that bound.
+
+Permissions are applied when answering: a search shows resources only of the
+states the caller may ``read``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from statekeeper.errors import BadRequest, StatekeeperError
+from statekeeper.events import Action, Event
+from statekeeper.inventory.extract import IndexedState, extract, marker
+from statekeeper.inventory.query import parse_query
+from statekeeper.security.grants import parse_grant
+from statekeeper.state.listing import is_state_key
+from statekeeper.state.service import version_from_info
+from statekeeper.storage.base import ObjectInfo, ObjectStore
+from statekeeper.terraform.names import StateName
+from statekeeper.times import format_rfc3339
+
+__all__ = ["Hit", "Inventory", "StateFacts", "SyncReport"]
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS inv_states (
+        name TEXT PRIMARY KEY, marker TEXT NOT NULL, version_id TEXT NOT NULL,
+        serial INTEGER, terraform_version TEXT, encrypted INTEGER NOT NULL,
+        resources INTEGER NOT NULL, size INTEGER NOT NULL, modified TEXT NOT NULL,
+        actor TEXT)""",
+    """CREATE TABLE IF NOT EXISTS inv_resources (
+        id INTEGER PRIMARY KEY, state TEXT NOT NULL, address TEXT NOT NULL,
+        mode TEXT NOT NULL, type TEXT NOT NULL, name TEXT NOT NULL, module TEXT NOT NULL,
+        provider TEXT NOT NULL, instances INTEGER NOT NULL, text TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS inv_resources_state ON inv_resources(state)",
+    "CREATE INDEX IF NOT EXISTS inv_resources_type ON inv_resources(type)",
+    # Full-text over inv_resources without a second copy of the text (external content):
+    # rows are added and removed with it explicitly, below.
+    """CREATE VIRTUAL TABLE IF NOT EXISTS inv_fts USING fts5(
+        address, type, module, provider, text, tokenize = 'unicode61',
+        content = 'inv_resources', content_rowid = 'id')""",
+)
+
+#: Events after which a state's bytes may have changed.
+log = logging.getLogger("statekeeper.inventory")
+
+_CHANGES = {Action.WRITE, Action.PUSH, Action.ROLLBACK, Action.MIGRATE, Action.DELETE}
+
+
+@dataclass(frozen=True)
+class Hit:
+    state: str
+    version_id: str
+    serial: int | None
+    terraform_version: str | None
+    address: str
+    mode: str
+    type: str
+    module: str
+    provider: str
+    instances: int
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class StateFacts:
+    """What the index knows of a state's current version without reading it."""
+
+    version_id: str
+    serial: int | None
+    terraform_version: str | None
+    encrypted: bool
+    resources: int
+    actor: str | None
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    listed: int
+    updated: int
+    removed: int
+    seconds: float
+
+
+Allowed = Callable[[str], bool]
+
+
+class Inventory:
+    """The index of one store; thread-safe (one connection behind a lock)."""
+
+    def __init__(self, path: Path, store: ObjectStore, refresh: float = 30.0) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.store = store
+        self.refresh = refresh
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        for statement in _SCHEMA:
+            self._conn.execute(statement)
+        self._synced_at: float | None = None
+        self._sync = threading.Lock()  # one catch-up at a time
+        self._closing = False
+
+    def close(self) -> None:
+        self._closing = True  # a background catch-up stops at its next batch
+        with self._sync, self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    # -- keeping it current -------------------------------------------------
+
+    def _drop(self, conn: sqlite3.Connection, name: str) -> None:
+        conn.execute(
+            "INSERT INTO inv_fts (inv_fts, rowid, address, type, module, provider, text)"
+            " SELECT 'delete', id, address, type, module, provider, text FROM inv_resources"
+            " WHERE state = ?",
+            (name,),
+        )
+        conn.execute("DELETE FROM inv_resources WHERE state = ?", (name,))
+        conn.execute("DELETE FROM inv_states WHERE name = ?", (name,))
+
+    def _put(
+        self, conn: sqlite3.Connection, info: ObjectInfo, actor: str | None, facts: IndexedState
+    ) -> None:
+        name = info.key
+        self._drop(conn, name)
+        conn.execute(
+            "INSERT INTO inv_states VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                name,
+                marker(info.version_id, info.etag),
+                info.version_id,
+                facts.serial,
+                facts.terraform_version,
+                int(facts.encrypted),
+                len(facts.resources),
+                info.size,
+                format_rfc3339(info.last_modified),
+                actor,
+            ),
+        )
+        for r in facts.resources:
+            cur = conn.execute(
+                "INSERT INTO inv_resources (state, address, mode, type, name, module, provider,"
+                " instances, text) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    name,
+                    r.address,
+                    r.mode,
+                    r.type,
+                    r.name,
+                    r.module,
+                    r.provider,
+                    r.instances,
+                    r.text,
+                ),
+            )
+            conn.execute(
+                "INSERT INTO inv_fts (rowid, address, type, module, provider, text)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (cur.lastrowid, r.address, r.type, r.module, r.provider, r.text),
+            )
+
+    def _read(self, key: str) -> tuple[ObjectInfo, str | None, IndexedState] | None:
+        obj = self.store.get(key)
+        if obj is None:
+            return None
+        try:
+            facts = extract(obj.data)
+        except StatekeeperError:
+            facts = IndexedState()  # not a readable state: listed, nothing to search
+        actor = version_from_info(key, obj.info, obj.data).actor
+        return obj.info, actor, facts
+
+    def index_state(self, name: str) -> None:
+        """Re-read one state from the store (gone: drop it)."""
+        read = self._read(name)
+        with self._transaction() as conn:
+            if read is None:
+                self._drop(conn, name)
+            else:
+                self._put(conn, *read)
+
+    def on_event(self, event: Event) -> None:
+        """The event stream's subscriber: an accepted change re-indexes its state."""
+        if event.outcome == "ok" and event.state and event.action in _CHANGES:
+            self.index_state(event.state)
+
+    def catch_up(self, workers: int = 8) -> SyncReport:
+        """List the store; re-read what changed since the index saw it; drop what is gone."""
+        started = time.monotonic()
+        with self._lock:
+            known = dict(self._conn.execute("SELECT name, marker FROM inv_states").fetchall())
+        listed = {i.key: i for i in self.store.scan() if is_state_key(i.key)}
+        changed = [k for k, i in listed.items() if known.get(k) != marker(i.version_id, i.etag)]
+        gone = [k for k in known if k not in listed]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            # Reads in parallel (S3 round trips), writes in batches on one connection.
+            for start in range(0, len(changed), 200):
+                if self._closing:
+                    break
+                batch = list(pool.map(self._read, changed[start : start + 200]))
+                with self._transaction() as conn:
+                    for key, read in zip(changed[start : start + 200], batch, strict=True):
+                        if read is None:
+                            self._drop(conn, key)
+                        else:
+                            self._put(conn, *read)
+        if self._closing:
+            return SyncReport(len(listed), 0, 0, time.monotonic() - started)
+        with self._transaction() as conn:
+            for key in gone:
+                self._drop(conn, key)
+        self._synced_at = time.monotonic()
+        return SyncReport(len(listed), len(changed), len(gone), time.monotonic() - started)
+
+    def _due(self) -> bool:
+        return self._synced_at is None or time.monotonic() - self._synced_at >= self.refresh
+
+    def fresh(self) -> None:
+        """Catch up when the last catch-up is older than the refresh bound."""
+        if self._due():
+            with self._sync:
+                if self._due() and not self._closing:
+                    self.catch_up()
+
+    def refresh_soon(self) -> None:
+        """Start a catch-up in the background when one is due and none is running
+        (for pages that show what is indexed rather than wait for it)."""
+        if self._due() and not self._sync.locked() and not self._closing:
+            threading.Thread(
+                target=self._background, name="inventory-catch-up", daemon=True
+            ).start()
+
+    def _background(self) -> None:
+        try:
+            self.fresh()
+        except (StatekeeperError, sqlite3.Error) as exc:
+            log.warning("the inventory could not catch up with the store: %s", exc)
+
+    # -- answering ----------------------------------------------------------
+
+    def search(self, text: str, allowed: Allowed, limit: int = 50) -> list[Hit]:
+        """Resources matching ``text`` in the states ``allowed`` says the caller may read."""
+        query = parse_query(text)
+        if query.empty:
+            raise BadRequest("search for something: a word, a phrase or type:… provider:…")
+        self.fresh()
+        where: list[str] = []
+        params: list[Any] = []
+        source = "inv_resources r"
+        if query.match:
+            source = "inv_fts f JOIN inv_resources r ON r.id = f.rowid"
+            where.append("inv_fts MATCH ?")
+            params.append(query.match)
+        f = query.filters
+        # With words to match, the full-text index leads: a unary + keeps SQLite from
+        # starting at the (much less selective) type index instead.
+        lead = "+" if query.match else ""
+        for column in ("type", "name", "mode"):
+            if column in f:
+                where.append(f"{lead}r.{column} = ?")
+                params.append(f[column])
+        for column in ("provider", "module"):
+            if column in f:
+                where.append(f"r.{column} LIKE ?")
+                params.append(f"%{f[column]}%")
+        if "terraform" in f:
+            where.append("s.terraform_version LIKE ?")
+            params.append(f["terraform"] + "%")
+        state_glob = parse_grant(f["state"] + ":outputs") if "state" in f else None
+        sql = (
+            "SELECT r.state, s.version_id, s.serial, s.terraform_version, r.address, r.mode,"
+            f" r.type, r.module, r.provider, r.instances FROM {source}"
+            " JOIN inv_states s ON s.name = r.state"
+            + (" WHERE " + " AND ".join(where) if where else "")
+        )
+        hits: list[Hit] = []
+        verdicts: dict[str, bool] = {}
+        with self._lock:
+            try:
+                rows = self._conn.execute(sql, params)
+                for row in rows:
+                    state = row[0]
+                    if state not in verdicts:
+                        ok = allowed(state)
+                        if ok and state_glob is not None:
+                            ok = state_glob.covers(StateName(state))
+                        verdicts[state] = ok
+                    if verdicts[state]:
+                        hits.append(Hit(*row))
+                        if len(hits) >= limit:
+                            break
+            except sqlite3.OperationalError as exc:
+                raise BadRequest(f"the search {text!r} cannot be read: {exc}") from exc
+        return hits
+
+    def facts(self, names: list[str]) -> dict[str, StateFacts]:
+        """The indexed facts of ``names`` (those it holds), without waiting for a catch-up
+        (one is started in the background when due). The caller has already been allowed
+        to list these states."""
+        self.refresh_soon()
+        out: dict[str, StateFacts] = {}
+        with self._lock:
+            for start in range(0, len(names), 500):
+                chunk = names[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._conn.execute(
+                    "SELECT name, version_id, serial, terraform_version, encrypted, resources,"
+                    f" actor FROM inv_states WHERE name IN ({marks})",
+                    chunk,
+                )
+                for name, vid, serial, tf, encrypted, resources, actor in rows:
+                    out[name] = StateFacts(vid, serial, tf, bool(encrypted), resources, actor)
+        return out
+
+    def counts(self, allowed: Allowed) -> dict[str, dict[str, int]]:
+        """Resources by type and provider, states by Terraform version, over readable states."""
+        self.fresh()
+        with self._lock:
+            states = self._conn.execute("SELECT name, terraform_version FROM inv_states").fetchall()
+            readable = {name: tf for name, tf in states if allowed(name)}
+            by_type: dict[str, int] = {}
+            by_provider: dict[str, int] = {}
+            rows = self._conn.execute(
+                "SELECT state, type, provider, COUNT(*) FROM inv_resources"
+                " GROUP BY state, type, provider"
+            )
+            for state, rtype, provider, n in rows:
+                if state in readable:
+                    by_type[rtype] = by_type.get(rtype, 0) + n
+                    by_provider[provider] = by_provider.get(provider, 0) + n
+        by_version: dict[str, int] = {}
+        for tf in readable.values():
+            key = tf or "unknown"
+            by_version[key] = by_version.get(key, 0) + 1
+
+        def ordered(d: dict[str, int]) -> dict[str, int]:
+            return dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0])))
+
+        return {
+            "resource_types": ordered(by_type),
+            "providers": ordered(by_provider),
+            "terraform_versions": ordered(by_version),
+        }

@@ -1,0 +1,182 @@
+"""What every UI page needs: the services, the session, the caller, and rendering.
+
+Pages render HTML from Jinja2 templates with autoescaping; an error from the
+services becomes an error page with the same status the API would answer, and
+a state the caller has no grant on is answered exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from fastapi.templating import Jinja2Templates
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from statekeeper.app import Services
+from statekeeper.errors import (
+    Forbidden,
+    RateLimited,
+    StatekeeperError,
+    StateNotFound,
+    VersionNotFound,
+)
+from statekeeper.security.caller import Caller
+from statekeeper.security.policy import Permission
+from statekeeper.server.auth import Authenticator
+from statekeeper.server.limits import RateLimiter
+from statekeeper.server.ui.session import Session, SessionCodec, caller_or_none
+from statekeeper.state.operator import Operator
+from statekeeper.terraform.names import StateName
+from statekeeper.times import format_rfc3339, parse_rfc3339
+
+__all__ = ["STATIC", "Page", "templates"]
+
+HERE = Path(__file__).parent
+_CODEC_LOCK = threading.Lock()
+#: No script, no frames, nothing from elsewhere: the pages need none of it.
+_CSP = "default-src 'self'; script-src 'none'; frame-ancestors 'none'; form-action 'self'"
+STATIC = HERE / "static"
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    if s < 172800:
+        return f"{s // 3600}h {s % 3600 // 60}m"
+    return f"{s // 86400}d"
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return ""
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n = n / 1024  # type: ignore[assignment]
+    return f"{n:.1f} GiB"
+
+
+def _when(value: str | datetime | None) -> str:
+    """RFC 3339 shown as ``2026-01-02 03:04:05Z`` (the server's clock, UTC)."""
+    if value is None:
+        return ""
+    when = parse_rfc3339(value) if isinstance(value, str) else value
+    return format_rfc3339(when).replace("T", " ")[:19] + "Z"
+
+
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+templates.env.filters["age"] = _age
+templates.env.filters["size"] = _size
+templates.env.filters["when"] = _when
+templates.env.filters["path"] = lambda name: quote(str(name), safe="/:")
+templates.env.globals["urlencode"] = urlencode
+
+
+class Page:
+    """One UI request: its session (made on first visit) and its caller."""
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.services: Services = request.app.state.services
+        self.authenticator: Authenticator = request.state.authenticator
+        with _CODEC_LOCK:  # one key per app, even when the first pages arrive together
+            codec: SessionCodec | None = getattr(request.app.state, "ui_sessions", None)
+            if codec is None:
+                s = self.services.settings
+                codec = SessionCodec(s.session_secret, s.session_hours * 3600)
+                request.app.state.ui_sessions = codec
+        self.codec = codec
+        loaded = codec.load(request)
+        self.fresh = loaded is None
+        self.session = loaded or Session.fresh()
+        remote = request.client.host if request.client else None
+        self.remote = remote
+        self.caller: Caller | None = caller_or_none(self.authenticator, loaded, remote)
+
+    @property
+    def operator(self) -> Operator:
+        s = self.services
+        return Operator(s.states, s.locks, s.history)
+
+    def who(self) -> Caller:
+        """The caller; pages call this only after :meth:`gate` said None."""
+        assert self.caller is not None
+        return self.caller
+
+    def may(self, name: StateName | None, permission: Permission) -> bool:
+        return self.caller is not None and self.services.policy.allows(
+            self.caller, name, permission
+        )
+
+    def gate(self) -> Response | None:
+        """What to answer instead of the page: the sign-in page for a browser without a
+        session (never a 401), or 429 for a caller over its rate, as the API would."""
+        if self.caller is not None:
+            limiter: RateLimiter | None = getattr(self.request.state, "limiter", None)
+            if limiter is None or self.caller.scopes is None:
+                return None
+            try:
+                limiter.check(self.caller.actor)
+            except RateLimited as exc:
+                response = self.render(
+                    "error.html", 429, title="Too many requests", message=exc.message
+                )
+                response.headers["Retry-After"] = str(exc.retry_after)
+                return response
+            return None
+        target = self.request.url.path
+        if self.request.url.query:
+            target += "?" + self.request.url.query
+        return self.keep(
+            RedirectResponse("/ui/signin?" + urlencode({"next": target}), status_code=303)
+        )
+
+    def keep(self, response: Response) -> Response:
+        """Set the session cookie on a first visit; pages are never cached."""
+        if self.fresh:
+            self.codec.store(response, self.request, self.session)
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Content-Security-Policy"] = _CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "same-origin"
+        return response
+
+    def render(self, template: str, status: int = 200, **values: Any) -> Response:
+        response = templates.TemplateResponse(
+            self.request,
+            template,
+            {
+                "caller": self.caller,
+                "anonymous_mode": self.authenticator.anonymous,
+                "csrf": self.session.csrf,
+                "is_admin": self.may(None, Permission.ADMIN),
+                "oidc_browser": self.services.oidc is not None
+                and self.services.oidc.config.browser is not None,
+                **values,
+            },
+            status_code=status,
+        )
+        return self.keep(response)
+
+    def error(self, exc: StatekeeperError, *, state: str | None = None) -> Response:
+        """An error page; a state one may not see is not found, as if it did not exist."""
+        if state is not None and isinstance(exc, Forbidden | StateNotFound):
+            return self.render(
+                "error.html",
+                404,
+                title="Not found",
+                message=f"There is no state named {state} that you may see.",
+            )
+        if isinstance(exc, VersionNotFound):
+            return self.render("error.html", 404, title="Not found", message=exc.message)
+        return self.render("error.html", exc.status, title=exc.code, message=exc.message)

@@ -1,0 +1,199 @@
+"""UI pages over the ASGI app: arranging the states list, masking, sessions and cookies."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from statekeeper.app import Services
+from statekeeper.security.caller import Caller
+from statekeeper.server.app import create_app
+from statekeeper.server.ui.listing import arrange
+from statekeeper.server.ui.reading import MASK, resources_of
+from statekeeper.settings import load_settings
+from statekeeper.terraform.names import StateName
+from statekeeper.testing.statefiles import instance, state_bytes
+
+OPERATOR = Caller(actor="operator:test")
+
+
+def _row(name: str, size: int = 1) -> dict[str, Any]:
+    return {"name": name, "size": size, "last_modified": "2026-01-01T00:00:00Z", "locked": False}
+
+
+def test_workspaces_are_grouped_under_their_key_and_filters_are_prefix_or_glob() -> None:
+    rows = [
+        _row("team/app.tfstate"),
+        _row("env:/dev/team/app.tfstate"),
+        _row("env:/prod/team/app.tfstate"),
+        _row("env:/dev/solo.tfstate"),
+        _row("other/x.tfstate", size=9),
+    ]
+    page = arrange(rows, query="", sort="name", descending=False, page=1, workspace_prefix="env:")
+    assert [g.key for g in page.groups] == ["other/x.tfstate", "solo.tfstate", "team/app.tfstate"]
+    team = page.groups[2]
+    assert [w for w, _ in team.entries] == [None, "dev", "prod"]
+    assert page.groups[1].state is None  # only a workspace of that key exists
+    globbed = arrange(
+        rows, query="**/app.tfstate", sort="name", descending=False, page=1, workspace_prefix="env:"
+    )
+    assert [g.key for g in globbed.groups] == ["team/app.tfstate"]
+    by_size = arrange(rows, query="", sort="size", descending=True, page=1, workspace_prefix="env:")
+    assert by_size.groups[0].key == "other/x.tfstate"
+
+
+def test_pages_cut_the_groups() -> None:
+    rows = [_row(f"s/{i:03}.tfstate") for i in range(120)]
+    third = arrange(rows, query="", sort="name", descending=False, page=3, workspace_prefix="env:")
+    assert (third.number, third.pages, third.total) == (3, 3, 120)
+    assert third.groups[0].key == "s/100.tfstate"
+    beyond = arrange(rows, query="", sort="name", descending=False, page=9, workspace_prefix="")
+    assert beyond.number == 3
+
+
+def test_attribute_views_mask_marked_values_and_their_unmarked_copies() -> None:
+    secret = "p4ssw0rd-long"
+    data = state_bytes(
+        1,
+        resources=[
+            instance(
+                "terraform_data",
+                "db",
+                {
+                    "id": "x",
+                    "input": {"value": {"password": secret, "user": "app"}, "type": "dynamic"},
+                    "output": {"value": {"password": secret, "user": "app"}, "type": "dynamic"},
+                    "url": f"postgres://app:{secret}@db",
+                },
+                sensitive=[
+                    [
+                        {"type": "get_attr", "value": "input"},
+                        {"type": "get_attr", "value": "password"},
+                    ]
+                ],
+            )
+        ],
+        outputs={"token": {"value": "tok-123456", "type": "string", "sensitive": True}},
+    )
+    (resource,) = resources_of(data)
+    (inst,) = resource.instances
+    shown = dict(inst.attributes)
+    assert secret not in json.dumps(shown)
+    assert json.loads(shown["input"])["value"] == {"password": MASK, "user": "app"}
+    assert json.loads(shown["output"])["value"]["password"] == MASK  # the unmarked copy
+    assert json.loads(shown["output"])["type"] == "dynamic"
+    assert shown["url"] == MASK  # holds the secret
+    assert resource.provider == "terraform.io/builtin/terraform"
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[Services]:
+    built = Services.build(load_settings({"data_dir": tmp_path / "data"}, env={}))
+    built.states.write(StateName("team/app.tfstate"), state_bytes(1), OPERATOR)
+    yield built
+    built.close()
+
+
+def test_anonymous_loopback_mode_shows_everything_without_sign_in(services: Services) -> None:
+    with TestClient(create_app(services)) as client:
+        page = client.get("/")
+        assert page.status_code == 200
+        assert "team/app.tfstate" in page.text
+        assert "anonymous (loopback)" in page.text
+        cookie = page.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=lax" in cookie and "secure" not in cookie
+        assert client.get("/ui/signin", follow_redirects=False).status_code == 303
+
+
+def _issue(services: Services, name: str, scopes: list[str]) -> str:
+    issued = services.tokens.create(OPERATOR, name, scopes, None)
+    return issued.secret
+
+
+def _sign_in(client: TestClient, name: str, secret: str) -> Any:
+    form = client.get("/ui/signin").text
+    csrf = form.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    return client.post(
+        "/ui/signin",
+        data={"csrf": csrf, "token": name, "secret": secret, "next": "//evil.example/"},
+        follow_redirects=False,
+    )
+
+
+def test_a_session_ends_when_its_token_is_revoked(services: Services) -> None:
+    secret = _issue(services, "alice", ["team/*:read"])
+    _issue(services, "bob", ["team/*:read"])  # access control stays on after the revoke
+    with TestClient(create_app(services), base_url="https://testserver") as client:
+        signed = _sign_in(client, "alice", secret)
+        assert signed.status_code == 303
+        assert signed.headers["location"] == "/"  # never off-site
+        assert "secure" in signed.headers["set-cookie"].lower()  # the request came over TLS
+        assert "team/app.tfstate" in client.get("/").text
+        services.tokens.revoke(OPERATOR, "alice")
+        gone = client.get("/", follow_redirects=False)
+        assert gone.status_code == 303
+        assert gone.headers["location"].startswith("/ui/signin")
+        assert "www-authenticate" not in gone.headers
+
+
+def test_a_tampered_cookie_is_no_session(services: Services) -> None:
+    secret = _issue(services, "alice", ["team/*:read"])
+    with TestClient(create_app(services)) as client:
+        _sign_in(client, "alice", secret)
+        value = client.cookies["statekeeper_session"]
+        client.cookies.set(
+            "statekeeper_session", value[:-2] + ("AA" if value[-2:] != "AA" else "BB")
+        )
+        assert client.get("/", follow_redirects=False).status_code == 303
+
+
+def test_a_failed_sign_in_is_audited_without_the_secret(services: Services) -> None:
+    _issue(services, "alice", ["team/*:read"])
+    with TestClient(create_app(services)) as client:
+        refused = _sign_in(client, "alice", "not-the-secret")
+        assert refused.status_code == 401
+        assert "www-authenticate" not in refused.headers
+    from statekeeper.security.audit import AuditFilter
+
+    events = services.audit.query(AuditFilter(action="authenticate"))
+    assert [e.actor for e in events] == ["alice"]
+    assert "not-the-secret" not in json.dumps([e.to_json() for e in events])
+
+
+def test_values_from_a_state_are_escaped_and_pages_forbid_scripts(services: Services) -> None:
+    evil = "<script>alert(1)</script>"
+    doc = state_bytes(
+        2,
+        resources=[instance("terraform_data", "x", {"input": evil})],
+        outputs={"o": {"value": evil, "type": "string"}},
+    )
+    services.states.write(StateName("team/app.tfstate"), doc, OPERATOR)
+    with TestClient(create_app(services)) as client:
+        page = client.get("/ui/state/team/app.tfstate")
+        assert page.status_code == 200
+        assert evil not in page.text
+        assert "&lt;script&gt;" in page.text or "\\u003cscript\\u003e" in page.text
+        assert "script-src 'none'" in page.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+
+
+def test_ui_pages_count_against_the_callers_rate(tmp_path: Path) -> None:
+    env = {"STATEKEEPER_RATE_LIMIT": "0.001", "STATEKEEPER_RATE_BURST": "3"}
+    limited = Services.build(load_settings({"data_dir": tmp_path / "d"}, env=env))
+    try:
+        secret = _issue(limited, "alice", ["team/*:read"])
+        with TestClient(create_app(limited)) as client:
+            assert _sign_in(client, "alice", secret).status_code == 303
+            statuses = [client.get("/ui/locks").status_code for _ in range(4)]
+            assert statuses[:3] == [200, 200, 200]
+            assert statuses[3] == 429
+            again = client.get("/")
+            assert again.status_code == 429
+            assert int(again.headers["Retry-After"]) >= 1
+    finally:
+        limited.close()
