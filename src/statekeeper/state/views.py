@@ -363,7 +363,7 @@ class MigrationResult(View):
 
 
 class AuditEventView(View):
-    """One event of the audit trail."""
+    """One event of the audit trail (:class:`statekeeper.events.Event` as JSON)."""
 
     action: str
     actor: str
@@ -377,27 +377,13 @@ class AuditEventView(View):
     who: str | None = None
     operation: str | None = None
     detail: str | None = None
+    count: int = Field(1, description="Repeated denials coalesced into this one event")
     time: str
     id: str
 
     @classmethod
     def of(cls, e: Event) -> AuditEventView:
-        return cls(
-            action=str(e.action),
-            actor=e.actor,
-            outcome=e.outcome,
-            state=e.state,
-            version=e.version,
-            serial=e.serial,
-            remote_addr=e.remote_addr,
-            claims=dict(e.claims),
-            lock_id=e.lock_id,
-            who=e.who,
-            operation=e.operation,
-            detail=e.detail,
-            time=format_rfc3339(e.time),
-            id=e.id,
-        )
+        return cls.model_validate(e.to_json())
 
 
 class AuditList(View):
