@@ -84,6 +84,7 @@ class LocalBackend:
             services.locks,
             services.history,
             workspace_key_prefix=services.settings.workspace_key_prefix,
+            index=services.inventory,
         )
 
     def list_states(self, prefix: str, details: bool) -> list[StateEntry]:

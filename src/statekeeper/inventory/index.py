@@ -35,11 +35,11 @@ from statekeeper.events import Action, Event
 from statekeeper.inventory.extract import IndexedState, extract, marker
 from statekeeper.inventory.query import parse_query
 from statekeeper.security.grants import parse_grant
-from statekeeper.state.listing import is_state_key
+from statekeeper.state.listing import StateSummary, is_state_key
 from statekeeper.state.service import version_from_info
 from statekeeper.storage.base import ObjectInfo, ObjectStore
 from statekeeper.terraform.names import StateName
-from statekeeper.times import format_rfc3339
+from statekeeper.times import format_rfc3339, parse_rfc3339
 
 __all__ = ["Hit", "Inventory", "StateFacts", "SyncReport"]
 
@@ -347,6 +347,30 @@ class Inventory:
                 for name, vid, serial, tf, encrypted, resources, actor in rows:
                     out[name] = StateFacts(vid, serial, tf, bool(encrypted), resources, actor)
         return out
+
+    def summaries(self, prefix: str) -> list[StateSummary]:
+        """Every indexed state under ``prefix`` as a listing of the store shows it (with the
+        serial it read), after a catch-up when the last one is older than the bound: so a
+        listing makes no request to the store while the index is fresh."""
+        self.fresh()
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT name, size, modified, version_id, serial FROM inv_states"
+                " WHERE substr(name, 1, ?) = ? ORDER BY name",
+                (len(prefix), prefix),
+            ).fetchall()
+        return [
+            StateSummary(
+                name=name,
+                size=size,
+                last_modified=parse_rfc3339(modified),
+                version_id=vid,
+                serial=serial,
+                lineage=None,  # not indexed; a listing of S3 carries none either
+                lock=None,
+            )
+            for name, size, modified, vid, serial in rows
+        ]
 
     def counts(self, allowed: Allowed) -> dict[str, dict[str, int]]:
         """Resources by type and provider, states by Terraform version, over readable states."""

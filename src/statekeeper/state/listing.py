@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Protocol
 
 from statekeeper.errors import InvalidStateName
 from statekeeper.security.caller import Caller
@@ -34,6 +35,7 @@ from statekeeper.times import format_rfc3339, utcnow
 
 __all__ = [
     "LockSummary",
+    "StateIndex",
     "StateSummary",
     "is_state_key",
     "list_locks",
@@ -110,6 +112,14 @@ class StateSummary:
         )
 
 
+class StateIndex(Protocol):
+    """Where a listing can come from instead of the store (the inventory index)."""
+
+    def summaries(self, prefix: str) -> list[StateSummary]:
+        """Every state under ``prefix`` as the store's listing shows it, no lock joined."""
+        ...
+
+
 def _age(lock: LockInfo, now: datetime) -> float | None:
     since = lock.since
     return None if since is None else max(0.0, (now - since).total_seconds())
@@ -153,15 +163,8 @@ def _serial(info: ObjectInfo) -> tuple[int | None, str | None]:
     return fields.get("serial"), fields.get("lineage")
 
 
-def _summaries(
-    objects: Iterable[ObjectInfo],
-    locks: dict[str, LockSummary],
-    policy: Policy,
-    caller: Caller,
-) -> Iterator[StateSummary]:
+def _listed(objects: Iterable[ObjectInfo]) -> Iterator[StateSummary]:
     for info in objects:
-        if not _visible(policy, caller, info.key):
-            continue
         serial, lineage = _serial(info)
         yield StateSummary(
             name=info.key,
@@ -170,8 +173,19 @@ def _summaries(
             version_id=info.version_id,
             serial=serial,
             lineage=lineage,
-            lock=locks.get(info.key),
+            lock=None,
         )
+
+
+def _summaries(
+    listed: Iterable[StateSummary],
+    locks: dict[str, LockSummary],
+    policy: Policy,
+    caller: Caller,
+) -> Iterator[StateSummary]:
+    for row in listed:
+        if _visible(policy, caller, row.name):
+            yield replace(row, lock=locks.get(row.name))
 
 
 def _detailed(store: ObjectStore, summary: StateSummary) -> StateSummary:
@@ -209,8 +223,13 @@ def list_states(
     details: bool = False,
     now: datetime | None = None,
     workspace_key_prefix: str = "env:",
+    index: StateIndex | None = None,
 ) -> list[StateSummary]:
     """Every state under ``prefix`` with its lock; ``details`` adds per-state calls.
+
+    With an ``index`` (the inventory, on a store whose listing is costly) the
+    states come from it instead of a listing of the store; it answers as fresh
+    as its refresh bound, with the serials it read.
 
     The workspace states of the keys under ``prefix`` are included, as
     ``terraform workspace list`` would find them (``env:/dev/team/app.tfstate``
@@ -228,7 +247,8 @@ def list_states(
     for scan in scans:
         locks.update((s.name, s) for s in list_locks(table, policy, caller, scan, now))
     for i, scan in enumerate(scans):
-        for row in _summaries(store.scan(scan), locks, policy, caller):
+        listed = index.summaries(scan) if index is not None else _listed(store.scan(scan))
+        for row in _summaries(listed, locks, policy, caller):
             workspace, key = split_workspace(row.name, workspace_key_prefix)
             if i == 0 or key.startswith(prefix):
                 rows.append(replace(row, workspace=workspace))

@@ -9,13 +9,14 @@ live in the services this class calls.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from statekeeper.security.caller import Caller
 from statekeeper.state import views
 from statekeeper.state.history import HistoryService
 from statekeeper.state.inspection import Inspector
-from statekeeper.state.listing import list_locks, list_states
+from statekeeper.state.listing import StateIndex, list_locks, list_states
 from statekeeper.state.locks import LockService
 from statekeeper.state.reap import reap, unlock
 from statekeeper.state.rollback import push, rollback
@@ -34,8 +35,11 @@ class Operator:
         history: HistoryService,
         *,
         workspace_key_prefix: str = "env:",
+        index: Callable[[], StateIndex] | None = None,
     ) -> None:
         self.states = states
+        #: Opens the inventory index (on first use), for stores whose listing is costly.
+        self.index = index
         self.workspace_key_prefix = workspace_key_prefix
         self.locks = locks
         self.inspector = Inspector(states, history)
@@ -43,14 +47,20 @@ class Operator:
     def list_states(
         self, caller: Caller, prefix: str = "", *, details: bool = False
     ) -> list[views.StateEntry]:
+        store = self.states.store
+        # On S3 a listing is a request per 1,000 keys; the index answers from its own
+        # catch-up (within ``inventory_refresh``). Details read every state anyway.
+        costly = store.costly_listing and not details
+        index = self.index() if self.index is not None and costly else None
         rows = list_states(
-            self.states.store,
+            store,
             self.locks.locks,
             self.states.policy,
             caller,
             prefix,
             details=details,
             workspace_key_prefix=self.workspace_key_prefix,
+            index=index,
         )
         return [r.view() for r in rows]
 

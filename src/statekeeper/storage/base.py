@@ -79,6 +79,9 @@ class ObjectStore(ABC):
     supports_conditional_put: bool = False
     #: ``replace`` is honoured atomically by the backend.
     supports_compare_and_swap: bool = False
+    #: ``scan`` is remote requests (S3: one per 1,000 keys), so the operator's state
+    #: listing is answered from the inventory index while that is fresh.
+    costly_listing: bool = False
 
     @property
     @abstractmethod

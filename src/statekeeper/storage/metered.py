@@ -94,6 +94,7 @@ class MeteredStore(ObjectStore):
         self.supports_versions = inner.supports_versions
         self.supports_conditional_put = inner.supports_conditional_put
         self.supports_compare_and_swap = inner.supports_compare_and_swap
+        self.costly_listing = inner.costly_listing
         self._meter = _Meter(inner.scheme, observer)
 
     @property

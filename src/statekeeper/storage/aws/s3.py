@@ -56,6 +56,7 @@ class S3Store(ObjectStore):
     scheme = "s3"
     supports_conditional_put = True
     supports_compare_and_swap = True
+    costly_listing = True
 
     def __init__(self, where: S3Bucket) -> None:
         self.where = where
