@@ -97,7 +97,7 @@ def test_rollback_of_a_terraform_native_state_keeps_the_digest_right(
     ops = store_args("dynamodb")
 
     (row,) = _json(cli_process, *ops, "states", "--json")
-    assert row["name"] == KEY and row["serial"] is None, "the listing downloads nothing"
+    assert row["name"] == KEY and row["serial"] == 2, "the inventory index read the serial"
     (row,) = _json(cli_process, *ops, "states", "--details", "--json")
     assert row["serial"] == 2 and row["versions"] == 2
     history = _json(cli_process, *ops, "history", KEY, "--json")
@@ -289,7 +289,7 @@ def test_states_of_a_server_on_s3_with_workspaces(
     assert [r["name"] for r in through_api] == names
 
 
-def test_states_on_s3_says_which_serials_it_does_not_know(
+def test_states_on_s3_takes_the_serials_from_the_inventory_index(
     aws: tuple[Any, Any], moto: MotoServer, cli_process: CliFn
 ) -> None:
     from statekeeper.testing.statefiles import state_bytes
@@ -303,14 +303,14 @@ def test_states_on_s3_says_which_serials_it_does_not_know(
 
     listed = _json(cli_process, *ops, "states", "--json")
     assert [(r["name"], r["serial"], r["serial_known"]) for r in listed] == [
-        ("ours.tfstate", None, False),
-        (KEY, None, False),
-    ], "the listing carries no metadata: unknown, not none"
+        ("ours.tfstate", 7, True),
+        (KEY, 4, True),
+    ], "a listing of S3 carries no serial; the index caught up and read it"
     table = cli_process(*ops, "states")
     # Piped: tab-separated NAME, WORKSPACE, SERIAL, ...
     rows = [line.split("\t")[:3] for line in table.stdout.splitlines()[1:]]
-    assert rows == [["ours.tfstate", "-", "?"], [KEY, "-", "?"]]
-    assert "2 serial(s) unknown" in table.stderr and "--details" in table.stderr
+    assert rows == [["ours.tfstate", "-", "7"], [KEY, "-", "4"]]
+    assert "unknown" not in table.stderr
 
     detailed = _json(cli_process, *ops, "states", "--details", "--json")
     assert [(r["serial"], r["serial_known"], r["versions"]) for r in detailed] == [

@@ -3,7 +3,8 @@
 ``states`` costs one listing of objects plus one listing of locks: no state
 is downloaded. What a listing does not carry is reported as unknown, never
 as absent: S3's ListObjectsV2 has no user metadata, so no serial
-(``serial_known`` false), and nothing lists version counts. Both are filled
+(``serial_known`` false; the operator lists S3 from the inventory index, which
+knows it), and nothing lists version counts. Both are filled
 in only when asked for with ``details``: a version listing per state (on S3
 also a HEAD per version, which brings the current version's metadata), a
 HEAD where there is no version listing, and a GET of the current state only
