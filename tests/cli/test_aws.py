@@ -318,3 +318,10 @@ def test_states_on_s3_takes_the_serials_from_the_inventory_index(
         (4, True, 1),
     ]
     assert "unknown" not in cli_process(*ops, "states", "--details").stderr
+
+    # An object the index cannot read as a state: its serial is unknown, not none.
+    s3.put_object(Bucket=BUCKET, Key="junk.tfstate", Body=b"not a state")
+    table = cli_process(*ops, "states")
+    rows = [line.split("\t")[:3] for line in table.stdout.splitlines()[1:]]
+    assert ["junk.tfstate", "-", "?"] in rows
+    assert "1 serial(s) unknown" in table.stderr

@@ -78,8 +78,8 @@ def states(
     unknown = sum(not r.serial_known for r in rows)
     if unknown:
         err_console.print(
-            f"{UNKNOWN} {unknown} serial(s) unknown: this store's listing does not carry them "
-            "(S3 lists no object metadata); 'statekeeper states --details' reads them, at a "
+            f"{UNKNOWN} {unknown} serial(s) unknown: neither the store's listing nor the "
+            "inventory index has them; 'statekeeper states --details' reads each state, at a "
             "request per state",
             highlight=False,
             soft_wrap=True,
