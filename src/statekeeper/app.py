@@ -23,6 +23,8 @@ from statekeeper.storage.metered import MeteredLocks, MeteredStore
 from statekeeper.storage.registry import open_locks, open_store
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from statekeeper.hooks.service import Webhooks
     from statekeeper.telemetry.metrics import Metrics
 
@@ -51,13 +53,19 @@ class Services:
     _inventory: Inventory | None = field(default=None, repr=False)
     _inventory_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    @property
+    def inventory_path(self) -> Path:
+        """Where this process keeps its search index (derived data, rebuildable)."""
+        return self.settings.data_dir / "inventory.db"
+
     def inventory(self) -> Inventory:
         """The search index, opened on first use; until then a catch-up on opening covers
         the writes its event subscriber did not see."""
         with self._inventory_lock:
             if self._inventory is None:
-                path = self.settings.data_dir / "inventory.db"
-                self._inventory = Inventory(path, self.store, self.settings.inventory_refresh)
+                self._inventory = Inventory(
+                    self.inventory_path, self.store, self.settings.inventory_refresh
+                )
             return self._inventory
 
     def _index_change(self, event: Event) -> None:

@@ -97,7 +97,7 @@ def test_rollback_of_a_terraform_native_state_keeps_the_digest_right(
     ops = store_args("dynamodb")
 
     (row,) = _json(cli_process, *ops, "states", "--json")
-    assert row["name"] == KEY and row["serial"] == 2, "the inventory index read the serial"
+    assert row["name"] == KEY and row["serial"] is None, "the listing downloads nothing"
     (row,) = _json(cli_process, *ops, "states", "--details", "--json")
     assert row["serial"] == 2 and row["versions"] == 2
     history = _json(cli_process, *ops, "history", KEY, "--json")
@@ -301,6 +301,15 @@ def test_states_on_s3_takes_the_serials_from_the_inventory_index(
     assert cli_process(*ops, "push", "ours.tfstate", "-", input=state_bytes(7)).exit_code == 0
     s3.put_object(Bucket=BUCKET, Key=KEY, Body=state_bytes(4))
 
+    listed = _json(cli_process, *ops, "states", "--json")
+    assert [(r["name"], r["serial"], r["serial_known"]) for r in listed] == [
+        ("ours.tfstate", None, False),
+        (KEY, None, False),
+    ], "no index yet, and the listing carries no metadata: unknown, not none"
+    cold = cli_process(*ops, "states")
+    assert "2 serial(s) unknown" in cold.stderr and "--details" in cold.stderr
+    # Once an index is on disk ('search' builds it), the listing takes the serials from it.
+    assert cli_process(*ops, "search", "--counts").exit_code == 0
     listed = _json(cli_process, *ops, "states", "--json")
     assert [(r["name"], r["serial"], r["serial_known"]) for r in listed] == [
         ("ours.tfstate", 7, True),

@@ -86,6 +86,7 @@ def _ageless(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def test_a_state_terraforms_backend_wrote_is_listed_within_the_bound(
     services: Services, s3: Any
 ) -> None:
+    services.inventory()  # the index a server keeps (a CLI uses one already on disk)
     services.states.write(StateName("ours.tfstate"), state_bytes(7), OPERATOR)
     assert _rows(services) == [("ours.tfstate", 7, True)]
     # Terraform's own backend "s3": straight into the bucket, no event, no metadata.
@@ -142,3 +143,9 @@ def test_a_fresh_index_answers_without_listing_the_bucket(
     # Details read every state anyway: they list the bucket as before.
     backend.list_states("", True)
     assert _scans(metrics) > before
+
+
+def test_a_cli_run_builds_no_index_just_to_list(services: Services, s3: Any) -> None:
+    s3.put_object(Bucket=BUCKET, Key="team/app.tfstate", Body=state_bytes(4))
+    assert _rows(services) == [("team/app.tfstate", None, False)], "one listing, nothing read"
+    assert not services.inventory_path.exists()

@@ -84,7 +84,10 @@ class LocalBackend:
             services.locks,
             services.history,
             workspace_key_prefix=services.settings.workspace_key_prefix,
-            index=services.inventory,
+            # A CLI run is a new process: it answers from an index already on disk
+            # (built by 'statekeeper search' or an earlier run) and never builds one
+            # just to list, which on S3 would read every state instead of one listing.
+            index=services.inventory if services.inventory_path.exists() else None,
         )
 
     def list_states(self, prefix: str, details: bool) -> list[StateEntry]:

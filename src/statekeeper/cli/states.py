@@ -78,9 +78,9 @@ def states(
     unknown = sum(not r.serial_known for r in rows)
     if unknown:
         err_console.print(
-            f"{UNKNOWN} {unknown} serial(s) unknown: neither the store's listing nor the "
-            "inventory index has them; 'statekeeper states --details' reads each state, at a "
-            "request per state",
+            f"{UNKNOWN} {unknown} serial(s) unknown: neither the store's listing nor an "
+            "inventory index has them ('statekeeper search' builds one); "
+            "'statekeeper states --details' reads each state, at a request per state",
             highlight=False,
             soft_wrap=True,
         )
