@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from statekeeper.settings import format_size
-from statekeeper.times import parse_rfc3339
+from statekeeper.times import format_age, parse_rfc3339
 
 if TYPE_CHECKING:
     from statekeeper.state.views import LockEntry
@@ -28,17 +28,7 @@ def size(n: int | None) -> str:
 
 
 def age(seconds: float | None) -> str:
-    """``42s``, ``3m12s``, ``2h05m``, ``4d02h``: two units at most."""
-    if seconds is None:
-        return "?"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+    return "?" if seconds is None else format_age(seconds)
 
 
 def when(text: str | None) -> str:

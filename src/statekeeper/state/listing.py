@@ -121,11 +121,6 @@ class StateIndex(Protocol):
         ...
 
 
-def _age(lock: LockInfo, now: datetime) -> float | None:
-    since = lock.since
-    return None if since is None else max(0.0, (now - since).total_seconds())
-
-
 def _visible(policy: Policy, caller: Caller, key: str) -> bool:
     """Listings show only what the caller may read (a forbidden name is left out)."""
     return is_state_key(key) and policy.allows(caller, StateName(key), Permission.READ)
@@ -155,7 +150,7 @@ def list_locks(
         missing = tuple(k for k in kinds_all if k not in kinds) if len(tables) > 1 else ()
         # The first table's view of the lock (the lock file, Terraform's first step).
         lock = held[0][1]
-        out.append(LockSummary(key, lock, kinds, missing, _age(lock, now)))
+        out.append(LockSummary(key, lock, kinds, missing, lock.age(now)))
     return out
 
 

@@ -36,10 +36,6 @@ class Release:
         return views.Release.of(self.name, self.lock, self.age_seconds, self.removed, self.reason)
 
 
-def _age(lock: LockInfo, now: datetime) -> float | None:
-    return None if lock.since is None else max(0.0, (now - lock.since).total_seconds())
-
-
 def unlock(
     locks: LockService,
     name: StateName,
@@ -68,7 +64,7 @@ def unlock(
     else:
         removed = locks.force_unlock(name, caller, lock_id=None)
     reason = f"unlock --id {lock_id}" if lock_id else "unlock --force"
-    return Release(str(name), removed, _age(removed, utcnow()), True, reason)
+    return Release(str(name), removed, removed.age(utcnow()), True, reason)
 
 
 def _matches(operation: str, wanted: str) -> bool:

@@ -173,6 +173,11 @@ class LockInfo:
         """
         return self.acquired or self.client_created
 
+    def age(self, now: datetime) -> float | None:
+        """Seconds since :attr:`since` at ``now`` (never negative); None when unknown."""
+        since = self.since
+        return None if since is None else max(0.0, (now - since).total_seconds())
+
     @property
     def age_source(self) -> str | None:
         """Whose clock :attr:`since` comes from: ``server``, ``client``, or None."""

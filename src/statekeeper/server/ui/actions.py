@@ -44,6 +44,16 @@ def _csrf_refused(ui: Page) -> Response:
     )
 
 
+async def _posted(ui: Page, request: Request) -> dict[str, str] | Response:
+    """The form a signed-in caller posted, or the answer refusing it (sign-in, CSRF)."""
+    if (redirect := ui.gate()) is not None:
+        return redirect
+    form = await read_form(request)
+    if not check_csrf(ui.session, form):
+        return _csrf_refused(ui)
+    return form
+
+
 @router.get("/ui/signin")
 def signin_page(request: Request, next: str = "/") -> Response:
     ui = Page(request)
@@ -115,11 +125,9 @@ def unlock_confirm(request: Request, name: str) -> Response:
 @router.post("/ui/unlock/{name:path}")
 async def unlock(request: Request, name: str) -> Response:
     ui = Page(request)
-    if (redirect := ui.gate()) is not None:
-        return redirect
-    form = await read_form(request)
-    if not check_csrf(ui.session, form):
-        return _csrf_refused(ui)
+    form = await _posted(ui, request)
+    if isinstance(form, Response):
+        return form
     caller, operator = ui.who(), ui.operator
     lock_id = form.get("id") or None
     try:
@@ -134,11 +142,9 @@ async def unlock(request: Request, name: str) -> Response:
 @router.post("/ui/reap")
 async def reap(request: Request) -> Response:
     ui = Page(request)
-    if (redirect := ui.gate()) is not None:
-        return redirect
-    form = await read_form(request)
-    if not check_csrf(ui.session, form):
-        return _csrf_refused(ui)
+    form = await _posted(ui, request)
+    if isinstance(form, Response):
+        return form
     caller, operator = ui.who(), ui.operator
     dry_run = form.get("confirm") != "yes"
     try:
@@ -182,11 +188,9 @@ def rollback_confirm(request: Request, name: str, to: str) -> Response:
 @router.post("/ui/rollback/{name:path}")
 async def rollback(request: Request, name: str) -> Response:
     ui = Page(request)
-    if (redirect := ui.gate()) is not None:
-        return redirect
-    form = await read_form(request)
-    if not check_csrf(ui.session, form):
-        return _csrf_refused(ui)
+    form = await _posted(ui, request)
+    if isinstance(form, Response):
+        return form
     caller, operator = ui.who(), ui.operator
     to = form.get("to", "")
     try:

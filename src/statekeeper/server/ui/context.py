@@ -30,9 +30,10 @@ from statekeeper.security.policy import Permission
 from statekeeper.server.auth import Authenticator
 from statekeeper.server.limits import RateLimiter
 from statekeeper.server.ui.session import Session, SessionCodec, caller_or_none
+from statekeeper.settings import format_size
 from statekeeper.state.operator import Operator
 from statekeeper.terraform.names import StateName
-from statekeeper.times import format_rfc3339, parse_rfc3339
+from statekeeper.times import format_age, format_rfc3339, parse_rfc3339
 
 __all__ = ["STATIC", "Page", "templates"]
 
@@ -44,26 +45,11 @@ STATIC = HERE / "static"
 
 
 def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "unknown"
-    s = int(seconds)
-    if s < 120:
-        return f"{s}s"
-    if s < 7200:
-        return f"{s // 60}m"
-    if s < 172800:
-        return f"{s // 3600}h {s % 3600 // 60}m"
-    return f"{s // 86400}d"
+    return "unknown" if seconds is None else format_age(seconds)
 
 
 def _size(n: int | None) -> str:
-    if n is None:
-        return ""
-    for unit in ("B", "KiB", "MiB"):
-        if n < 1024:
-            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n = n / 1024  # type: ignore[assignment]
-    return f"{n:.1f} GiB"
+    return "" if n is None else format_size(n)
 
 
 def _when(value: str | datetime | None) -> str:
