@@ -14,8 +14,10 @@ from statekeeper.security.oidc import OidcConfig, OidcVerifier
 from statekeeper.security.policy import Policy
 from statekeeper.security.tokens import TokenService, open_token_store
 from statekeeper.settings import Settings
+from statekeeper.state.compaction import Compactor
 from statekeeper.state.history import HistoryService
 from statekeeper.state.locks import LockService
+from statekeeper.state.replaced import ReplacedLedger, open_ledger
 from statekeeper.state.service import StateService
 from statekeeper.storage.base import LockTable, ObjectStore
 from statekeeper.storage.encrypting import KeyService, encrypting
@@ -50,6 +52,8 @@ class Services:
     metrics: Metrics | None = None
     #: Webhooks: on the embedded store (whose database keeps their outbox).
     hooks: Webhooks | None = None
+    #: Compaction's record of how many snapshots each kept version replaced.
+    ledger: ReplacedLedger | None = None
     _inventory: Inventory | None = field(default=None, repr=False)
     _inventory_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -88,6 +92,7 @@ class Services:
             raise
         try:
             audit = open_audit_log(store.records)
+            ledger = open_ledger(store.records)
             token_store = open_token_store(store.records, settings.tokens_file)
             oidc = (
                 OidcVerifier(OidcConfig.load(settings.oidc_config))
@@ -125,15 +130,18 @@ class Services:
             events=events,
             states=StateService(store, locks, policy, events),
             locks=locks,
-            history=HistoryService(store, policy),
+            history=HistoryService(store, policy, ledger),
             audit=audit,
             tokens=TokenService(token_store, policy, events),
             keys=KeyService(store, events),
             oidc=oidc,
             metrics=metrics,
             hooks=hooks,
+            ledger=ledger,
         )
         events.subscribe(built._index_change)
+        # After the audit trail: a release is recorded before what it starts.
+        events.subscribe(Compactor(store, ledger, settings.history, events).on_event)
         return built
 
     def require_key(self) -> None:

@@ -63,6 +63,14 @@ class Action(StrEnum):
     #: policy, which no service emits yet.
     EXPIRE = "expire"
     REAP = "reap"
+    #: Intermediate snapshots of a released lock removed (history hygiene).
+    COMPACT = "compact"
+    #: Versions removed by the retention rules (``statekeeper prune``).
+    PRUNE = "prune"
+    #: A deleted state brought back from the trash.
+    RESTORE = "restore"
+    #: A deleted state removed for good, with every version.
+    PURGE = "purge"
     TOKEN_CREATE = "token-create"
     TOKEN_REVOKE = "token-revoke"
     TOKEN_LIST = "token-list"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from statekeeper.errors import BadRequest, ConfigError
+from statekeeper.state.hygiene import HistoryPolicy, parse_history
 from statekeeper.terraform.layout import DEFAULT_WORKSPACE_PREFIX
 from statekeeper.terraform.lockinfo import MAX_LOCK_INFO
 
@@ -78,7 +79,7 @@ def _bool(text: str) -> bool:
 @dataclass(frozen=True)
 class Setting:
     name: str
-    parse: Callable[[str], Any]
+    parse: Callable[[Any], Any]
     default: Any
     help: str
     secret: bool = False
@@ -87,6 +88,8 @@ class Setting:
     #: Several values: a TOML list, or comma-separated in the environment and a
     #: string (``locks = ["dynamodb://t", "s3lock://b"]`` or ``"dynamodb://t,s3lock://b"``).
     multiple: bool = False
+    #: A TOML table (``[history]``); in the environment, the table as inline TOML text.
+    table: bool = False
 
     @property
     def env(self) -> str:
@@ -268,6 +271,14 @@ SETTINGS: tuple[Setting, ...] = (
         12.0,
         "Hours a web UI sign-in lasts before the browser is sent to the sign-in page again.",
     ),
+    Setting(
+        "history",
+        parse_history,
+        HistoryPolicy(),
+        "The [history] table: compaction of intermediate snapshots, retention rules per "
+        "glob, how long deleted states stay in the trash, the background prune interval.",
+        table=True,
+    ),
 )
 
 
@@ -304,6 +315,7 @@ class Settings:
     inventory_refresh: float = 30.0
     session_secret: str | None = field(default=None, repr=False)
     session_hours: float = 12.0
+    history: HistoryPolicy = field(default_factory=HistoryPolicy)
 
     @property
     def store_url(self) -> str:
@@ -320,7 +332,7 @@ assert {s.name for s in SETTINGS} == {f.name for f in fields(Settings)}, "settin
 
 
 def _parse(setting: Setting, value: Any, source: str) -> Any:
-    if value is None or not isinstance(value, str):
+    if value is None or not isinstance(value, str | dict):
         return value
     try:
         return setting.parse(value)
@@ -339,6 +351,8 @@ def _from_toml(setting: Setting, value: object, path: Path) -> str:
                 f'{setting.name} = ["dynamodb://TABLE", "s3lock://BUCKET"]'
             )
         return ",".join(value)
+    if isinstance(value, dict) and setting.table:
+        return value  # type: ignore[return-value]  # parsed as a table by the setting
     if isinstance(value, dict):
         raise ConfigError(f"{path}: {setting.name} is a single value, not a table")
     if isinstance(value, bool):

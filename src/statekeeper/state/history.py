@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from statekeeper.errors import StateNotFound
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, Policy, require
+from statekeeper.state.replaced import ReplacedLedger
 from statekeeper.state.service import version_from_info
 from statekeeper.state.version import StateVersion
 from statekeeper.storage.base import ObjectStore
@@ -14,9 +17,13 @@ __all__ = ["HistoryService"]
 
 
 class HistoryService:
-    def __init__(self, store: ObjectStore, policy: Policy) -> None:
+    def __init__(
+        self, store: ObjectStore, policy: Policy, ledger: ReplacedLedger | None = None
+    ) -> None:
         self.store = store
         self.policy = policy
+        #: How many snapshots compaction replaced by each kept version.
+        self.ledger = ledger
 
     def versions(self, name: StateName, caller: Caller) -> list[StateVersion]:
         """Every version of ``name``, newest first; the current one is marked."""
@@ -24,4 +31,8 @@ class HistoryService:
         infos = self.store.versions(str(name))
         if not infos:
             raise StateNotFound(f"there is no state named {name}")
-        return [version_from_info(str(name), info) for info in infos]
+        versions = [version_from_info(str(name), info) for info in infos]
+        counts = self.ledger.counts(str(name)) if self.ledger is not None else {}
+        if not counts:
+            return versions
+        return [replace(v, replaced=counts.get(v.version_id, 0)) for v in versions]

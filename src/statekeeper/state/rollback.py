@@ -113,7 +113,9 @@ def rollback(
             new_serial = cur_doc.serial + 1
             # rewrite_serial verifies by parsing that only the top-level serial moved.
             data = rewrite_serial(old, new_serial)
-            outcome = states.write(name, data, caller, lock_id=lock.id)
+            outcome = states.write(
+                name, data, caller, lock_id=lock.id, restored_from=target.version_id
+            )
         event.version, event.serial = outcome.version.version_id, outcome.version.serial
         event.detail = (
             f"restored version {target.version_id} (serial {target.serial}) over "

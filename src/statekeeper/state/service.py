@@ -214,11 +214,13 @@ class StateService:
         content_md5: str | None = None,
         force: bool = False,
         provenance: Provenance | None = None,
+        restored_from: str | None = None,
     ) -> WriteOutcome:
         """Store ``data`` as the new current state of ``name``, if the rules allow.
 
         ``provenance`` (a migration) records the source's writer and time as the
-        version's, and ``caller`` as the one who copied it.
+        version's, and ``caller`` as the one who copied it; ``restored_from`` (a
+        rollback) names the version whose content this is.
         """
         with self.events.event(Action.PUSH if force else Action.WRITE, caller, name) as event:
             event.lock_id = lock_id
@@ -238,6 +240,7 @@ class StateService:
                 content_md5=content_md5,
                 force=force,
                 provenance=provenance,
+                restored_from=restored_from,
             )
             event.version = outcome.version.version_id
             event.serial = outcome.version.serial
@@ -255,6 +258,7 @@ class StateService:
         content_md5: str | None,
         force: bool,
         provenance: Provenance | None,
+        restored_from: str | None = None,
     ) -> WriteOutcome:
         require(
             self.policy,
@@ -298,6 +302,7 @@ class StateService:
                 lock_id=lock_id,
                 actor=provenance.actor if provenance else caller.actor,
                 migrated_by=caller.actor if provenance else None,
+                restored_from=restored_from,
             )
             info = self._store(key, data, record, current[0] if current else None)
             self._keep_digest(key, md5.hexdigest())

@@ -38,10 +38,25 @@ class StateVersion:
     #: Who copied this version here (``migrate``); ``actor`` and ``created`` are
     #: then the source's: who wrote it first, and when.
     migrated_by: str | None = None
+    #: The version a rollback restored into this one: never compacted or pruned.
+    restored_from: str | None = None
+    #: Intermediate snapshots written under this version's lock that compaction
+    #: removed; kept beside the store (``state/replaced.py``), not in metadata.
+    replaced: int = 0
 
     # Object metadata keys. S3 user metadata must be ASCII, so values are
     # percent-encoded on the way in and decoded on the way out.
-    _META = ("serial", "lineage", "sha256", "md5", "lock-id", "actor", "migrated-by", "created")
+    _META = (
+        "serial",
+        "lineage",
+        "sha256",
+        "md5",
+        "lock-id",
+        "actor",
+        "migrated-by",
+        "created",
+        "restored-from",
+    )
 
     def to_metadata(self) -> dict[str, str]:
         values = {
@@ -52,6 +67,7 @@ class StateVersion:
             "lock-id": self.lock_id,
             "actor": self.actor,
             "migrated-by": self.migrated_by,
+            "restored-from": self.restored_from,
             # The store's own time is the write's; a migrated version keeps its source's.
             "created": format_rfc3339(self.created) if self.migrated_by else None,
         }
@@ -71,6 +87,7 @@ class StateVersion:
             ("lock-id", "lock_id"),
             ("actor", "actor"),
             ("migrated-by", "migrated_by"),
+            ("restored-from", "restored_from"),
         ):
             if key in meta:
                 out[attr] = meta[key]
@@ -94,5 +111,7 @@ class StateVersion:
             "lock_id": self.lock_id,
             "actor": self.actor,
             "migrated_by": self.migrated_by,
+            "restored_from": self.restored_from,
+            "replaced": self.replaced,
             "is_current": self.is_current,
         }

@@ -168,6 +168,8 @@ class VersionView(View):
     lock_id: str | None
     actor: str | None = Field(description="Who wrote it (for a migrated version: at the source)")
     migrated_by: str | None = Field(None, description="Who copied it here with migrate")
+    restored_from: str | None = Field(None, description="The version a rollback restored")
+    replaced: int = Field(0, description="Intermediate snapshots of its lock it replaced")
     is_current: bool
 
     @classmethod
@@ -184,6 +186,8 @@ class VersionView(View):
             lock_id=v.lock_id,
             actor=v.actor,
             migrated_by=v.migrated_by,
+            restored_from=v.restored_from,
+            replaced=v.replaced,
             is_current=v.is_current,
         )
 
@@ -203,6 +207,9 @@ class HistoryEntry(View):
     resources_changed: int | None = Field(
         description="Instances added, removed or changed against the previous version"
     )
+    replaced: int = Field(
+        0, description="Intermediate snapshots of the same lock that compaction removed"
+    )
 
     @classmethod
     def of(cls, v: StateVersion, resources_changed: int | None) -> HistoryEntry:
@@ -217,6 +224,7 @@ class HistoryEntry(View):
             sha256=v.sha256,
             is_current=v.is_current,
             resources_changed=resources_changed,
+            replaced=v.replaced,
         )
 
 

@@ -22,7 +22,15 @@ from statekeeper.terraform.lockinfo import LockInfo
 if TYPE_CHECKING:
     from statekeeper.storage.sqlite import SqliteDatabase
 
-__all__ = ["PROBE_KEY", "LockTable", "ObjectInfo", "ObjectStore", "RecordSpace", "StoredObject"]
+__all__ = [
+    "PROBE_KEY",
+    "DeletedState",
+    "LockTable",
+    "ObjectInfo",
+    "ObjectStore",
+    "RecordSpace",
+    "StoredObject",
+]
 
 #: What the default probes read: '!' cannot appear in a state name.
 PROBE_KEY = "statekeeper!/probe"
@@ -48,6 +56,18 @@ class ObjectInfo:
 class StoredObject:
     info: ObjectInfo
     data: bytes
+
+
+@dataclass(frozen=True)
+class DeletedState:
+    """A state whose current version was deleted while its versions were kept (the trash)."""
+
+    key: str
+    #: When it was deleted (the S3 delete marker's time).
+    deleted: datetime
+    #: The version that was current before the delete: what a restore brings back.
+    version_id: str
+    size: int
 
 
 @dataclass(frozen=True)
@@ -79,6 +99,9 @@ class ObjectStore(ABC):
     supports_conditional_put: bool = False
     #: ``replace`` is honoured atomically by the backend.
     supports_compare_and_swap: bool = False
+    #: Single versions can be removed and a deleted state brought back:
+    #: :meth:`delete_version`, :meth:`deleted`, :meth:`undelete`, :meth:`purge`.
+    supports_history_edits: bool = False
     #: ``scan`` is remote requests (S3: one per 1,000 keys), so the operator's state
     #: listing is answered from the inventory index while that is fresh.
     costly_listing: bool = False
@@ -140,6 +163,32 @@ class ObjectStore(ABC):
             raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
         at = ids.index(version_id)
         return ids[at + 1] if at + 1 < len(ids) else None
+
+    def delete_version(self, key: str, version_id: str) -> None:
+        """Remove one version for good; never the current one (StorageError if it is).
+
+        Needs ``supports_history_edits``. Raises VersionNotFound for an unknown version.
+        """
+        raise CapabilityMissing(f"the {self.scheme} store cannot remove single versions")
+
+    def deleted(self, prefix: str = "") -> Iterator[DeletedState]:
+        """States whose key starts with ``prefix`` that were deleted and can be restored."""
+        raise CapabilityMissing(f"the {self.scheme} store keeps no deleted states")
+
+    def undelete(self, key: str) -> ObjectInfo:
+        """Make the version current before the delete current again, and return it.
+
+        Raises StateNotFound when ``key`` is not a deleted state (it is current,
+        or never existed, or was purged).
+        """
+        raise CapabilityMissing(f"the {self.scheme} store keeps no deleted states")
+
+    def purge(self, key: str) -> int:
+        """Remove every version of the deleted state ``key``; how many were removed.
+
+        Raises StateNotFound when ``key`` is not a deleted state.
+        """
+        raise CapabilityMissing(f"the {self.scheme} store keeps no deleted states")
 
     def put_if_absent(self, key: str, data: bytes, metadata: Mapping[str, str]) -> bool:
         """Create ``key`` only if it does not exist; False when it does."""

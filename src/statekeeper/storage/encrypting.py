@@ -48,7 +48,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from statekeeper.errors import ConfigError, MissingDependency, StatekeeperError, StorageError
 from statekeeper.events import Action, EventStream
-from statekeeper.storage.base import ObjectInfo, ObjectStore, RecordSpace, StoredObject
+from statekeeper.storage.base import (
+    DeletedState,
+    ObjectInfo,
+    ObjectStore,
+    RecordSpace,
+    StoredObject,
+)
 from statekeeper.storage.sqlite import SqliteDatabase
 
 if TYPE_CHECKING:
@@ -405,6 +411,7 @@ class EncryptingStore(ObjectStore):
         self.supports_versions = inner.supports_versions
         self.supports_conditional_put = inner.supports_conditional_put
         self.supports_compare_and_swap = inner.supports_compare_and_swap
+        self.supports_history_edits = inner.supports_history_edits
         self.costly_listing = inner.costly_listing
         self._cache: OrderedDict[str, bytes] = OrderedDict()
         self._guard = threading.Lock()
@@ -542,6 +549,18 @@ class EncryptingStore(ObjectStore):
 
     def version_before(self, key: str, version_id: str) -> str | None:
         return self.inner.version_before(key, version_id)
+
+    def delete_version(self, key: str, version_id: str) -> None:
+        self.inner.delete_version(key, version_id)
+
+    def deleted(self, prefix: str = "") -> Iterator[DeletedState]:
+        return self.inner.deleted(prefix)
+
+    def undelete(self, key: str) -> ObjectInfo:
+        return self._plain_info(self.inner.undelete(key))
+
+    def purge(self, key: str) -> int:
+        return self.inner.purge(key)
 
     def close(self) -> None:
         self.inner.close()

@@ -20,6 +20,7 @@ from typing import Protocol, TypeVar
 
 from statekeeper.errors import StatekeeperError, StorageError
 from statekeeper.storage.base import (
+    DeletedState,
     LockTable,
     ObjectInfo,
     ObjectStore,
@@ -94,6 +95,7 @@ class MeteredStore(ObjectStore):
         self.supports_versions = inner.supports_versions
         self.supports_conditional_put = inner.supports_conditional_put
         self.supports_compare_and_swap = inner.supports_compare_and_swap
+        self.supports_history_edits = inner.supports_history_edits
         self.costly_listing = inner.costly_listing
         self._meter = _Meter(inner.scheme, observer)
 
@@ -153,6 +155,18 @@ class MeteredStore(ObjectStore):
 
     def version_before(self, key: str, version_id: str) -> str | None:
         return self._meter("version_before", lambda: self.inner.version_before(key, version_id))
+
+    def delete_version(self, key: str, version_id: str) -> None:
+        self._meter("delete_version", lambda: self.inner.delete_version(key, version_id))
+
+    def deleted(self, prefix: str = "") -> Iterator[DeletedState]:
+        return self._meter.iterate("deleted", self.inner.deleted(prefix))
+
+    def undelete(self, key: str) -> ObjectInfo:
+        return self._meter("undelete", lambda: self.inner.undelete(key))
+
+    def purge(self, key: str) -> int:
+        return self._meter("purge", lambda: self.inner.purge(key))
 
     def probe(self) -> None:
         self._meter("probe", self.inner.probe)

@@ -23,11 +23,20 @@ from statekeeper.errors import (
     ConfigError,
     LockConflict,
     StatekeeperError,
+    StateNotFound,
     StorageError,
     VersionNotFound,
     WriteRace,
 )
-from statekeeper.storage.base import LockTable, ObjectInfo, ObjectStore, RecordSpace, StoredObject
+from statekeeper.storage import codec
+from statekeeper.storage.base import (
+    DeletedState,
+    LockTable,
+    ObjectInfo,
+    ObjectStore,
+    RecordSpace,
+    StoredObject,
+)
 from statekeeper.storage.registry import DriverURL
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.times import format_rfc3339, parse_rfc3339, utcnow
@@ -68,7 +77,18 @@ CREATE TABLE IF NOT EXISTS digests (
     key TEXT PRIMARY KEY,
     digest TEXT NOT NULL
 ) WITHOUT ROWID;
+-- Deleted states (the trash): the version current before the delete, and when.
+CREATE TABLE IF NOT EXISTS trash (
+    key TEXT PRIMARY KEY,
+    object_id INTEGER NOT NULL,
+    deleted TEXT NOT NULL
+) WITHOUT ROWID;
 """
+
+#: Columns added since the first schema, each with its definition: added in place
+#: (``ALTER TABLE … ADD COLUMN``) when a database from before them is opened.
+#: ``codec``: how the row's blob is encoded (NULL: the bytes as written), see codec.py.
+_ADDED_COLUMNS = (("objects", "codec", "TEXT"),)
 
 
 def _race_message(key: str) -> str:
@@ -97,8 +117,22 @@ class SqliteDatabase:
         try:
             # executescript manages its own transaction.
             self._connection().executescript(SCHEMA)
+            self._add_columns()
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the SQLite database {path}: {exc}") from exc
+
+    def _add_columns(self) -> None:
+        conn = self._connection()
+        for table, column, definition in _ADDED_COLUMNS:
+            have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            if column in have:
+                continue
+            try:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+            except sqlite3.OperationalError as exc:
+                # Another process opening the same file added it first.
+                if "duplicate column" not in str(exc):
+                    raise
 
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -162,13 +196,17 @@ def _info(row: sqlite3.Row | tuple[object, ...], *, is_latest: bool) -> ObjectIn
 
 
 class SqliteStore(ObjectStore):
+    """States in one SQLite file; blobs compressed with ``codec`` (None: plain) when it pays."""
+
     scheme = "sqlite"
     supports_versions = True
     supports_conditional_put = True
     supports_compare_and_swap = True
+    supports_history_edits = True
 
-    def __init__(self, db: SqliteDatabase) -> None:
+    def __init__(self, db: SqliteDatabase, compression: str | None = codec.ZSTD) -> None:
         self.db = db
+        self.compression = compression
 
     @property
     def lock_namespace(self) -> str:
@@ -182,9 +220,11 @@ class SqliteStore(ObjectStore):
         self, db: sqlite3.Connection, key: str, data: bytes, metadata: Mapping[str, str]
     ) -> ObjectInfo:
         created = utcnow()
+        blob, marker = codec.encode(data, self.compression)
         cur = db.execute(
-            "INSERT INTO objects (key, data, size, metadata, created) VALUES (?, ?, ?, ?, ?)",
-            (key, data, len(data), json.dumps(dict(metadata)), created.isoformat()),
+            "INSERT INTO objects (key, data, size, metadata, created, codec) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (key, blob, len(data), json.dumps(dict(metadata)), created.isoformat(), marker),
         )
         object_id = cur.lastrowid
         db.execute(
@@ -192,6 +232,8 @@ class SqliteStore(ObjectStore):
             "ON CONFLICT (key) DO UPDATE SET object_id = excluded.object_id",
             (key, object_id),
         )
+        # A state written again under a deleted name is no longer in the trash.
+        db.execute("DELETE FROM trash WHERE key = ?", (key,))
         return ObjectInfo(
             key=key,
             version_id=str(object_id),
@@ -250,14 +292,17 @@ class SqliteStore(ObjectStore):
         return row is not None and row[0] == object_id
 
     def get(self, key: str, version_id: str | None = None) -> StoredObject | None:
-        cols = "o.id, o.key, o.size, o.metadata, o.created, o.data"
+        cols = "o.id, o.key, o.size, o.metadata, o.created, o.data, o.codec"
 
         def tx(db: sqlite3.Connection) -> StoredObject | None:
             row = self._row(db, key, version_id, cols)
             if row is None:
                 return None
             latest = version_id is None or self._is_latest(db, key, row[0])
-            return StoredObject(_info(row, is_latest=latest), bytes(row[5]))  # type: ignore[call-overload]
+            info = _info(row, is_latest=latest)
+            marker = None if row[6] is None else str(row[6])
+            data = codec.decode(bytes(row[5]), marker, info.size)  # type: ignore[call-overload]
+            return StoredObject(info, data)
 
         return self.db.run(tx)
 
@@ -274,8 +319,79 @@ class SqliteStore(ObjectStore):
         return self.db.run(tx)
 
     def delete(self, key: str) -> None:
-        # The versions stay, like a delete marker on a versioned bucket.
-        self.db.run(lambda db: db.execute("DELETE FROM current WHERE key = ?", (key,)), write=True)
+        # The versions stay, like a delete marker on a versioned bucket: the trash
+        # row remembers which one was current, and when it was deleted.
+        def tx(db: sqlite3.Connection) -> None:
+            row = db.execute("SELECT object_id FROM current WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                return
+            db.execute(
+                "INSERT INTO trash (key, object_id, deleted) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET object_id = excluded.object_id, "
+                "deleted = excluded.deleted",
+                (key, row[0], utcnow().isoformat()),
+            )
+            db.execute("DELETE FROM current WHERE key = ?", (key,))
+
+        self.db.run(tx, write=True)
+
+    def delete_version(self, key: str, version_id: str) -> None:
+        if not (version_id.isascii() and version_id.isdigit()) or int(version_id) > _MAX_ROWID:
+            raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
+
+        def tx(db: sqlite3.Connection) -> None:
+            held = db.execute(
+                "SELECT 1 FROM current WHERE key = ? AND object_id = ? UNION ALL "
+                "SELECT 1 FROM trash WHERE key = ? AND object_id = ?",
+                (key, int(version_id), key, int(version_id)),
+            ).fetchone()
+            if held:
+                raise StorageError(
+                    f"version {version_id} of {key!r} is its current (or deleted) state; "
+                    "it is never removed on its own"
+                )
+            cur = db.execute("DELETE FROM objects WHERE key = ? AND id = ?", (key, int(version_id)))
+            if cur.rowcount != 1:
+                raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
+
+        self.db.run(tx, write=True)
+
+    def deleted(self, prefix: str = "") -> Iterator[DeletedState]:
+        with self.db.reading() as db:
+            rows = db.execute(
+                "SELECT t.key, t.deleted, t.object_id, o.size FROM trash t "
+                "JOIN objects o ON o.id = t.object_id "
+                "WHERE t.key LIKE ? ESCAPE '\\' ORDER BY t.key",
+                (_like_prefix(prefix),),
+            ).fetchall()
+        for key, deleted, object_id, size in rows:
+            yield DeletedState(str(key), datetime.fromisoformat(str(deleted)), str(object_id), size)
+
+    def _trashed(self, db: sqlite3.Connection, key: str) -> int:
+        row = db.execute("SELECT object_id FROM trash WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            raise StateNotFound(f"{key!r} is not in the trash ('statekeeper trash list')")
+        return int(row[0])
+
+    def undelete(self, key: str) -> ObjectInfo:
+        def tx(db: sqlite3.Connection) -> ObjectInfo:
+            object_id = self._trashed(db, key)
+            db.execute("INSERT INTO current (key, object_id) VALUES (?, ?)", (key, object_id))
+            db.execute("DELETE FROM trash WHERE key = ?", (key,))
+            row = db.execute(
+                "SELECT id, key, size, metadata, created FROM objects WHERE id = ?", (object_id,)
+            ).fetchone()
+            return _info(row, is_latest=True)
+
+        return self.db.run(tx, write=True)
+
+    def purge(self, key: str) -> int:
+        def tx(db: sqlite3.Connection) -> int:
+            self._trashed(db, key)
+            db.execute("DELETE FROM trash WHERE key = ?", (key,))
+            return int(db.execute("DELETE FROM objects WHERE key = ?", (key,)).rowcount)
+
+        return self.db.run(tx, write=True)
 
     def scan(self, prefix: str = "") -> Iterator[ObjectInfo]:
         with self.db.reading() as db:
@@ -437,8 +553,13 @@ def database_path(url: DriverURL) -> Path:
 
 
 def open_store(url: DriverURL) -> SqliteStore:
-    url.reject_unknown_options(set())
-    return SqliteStore(SqliteDatabase(database_path(url)))
+    """``?compression=zstd`` (the default) or ``none``: how new versions are written."""
+    url.reject_unknown_options({"compression"})
+    try:
+        marker = codec.parse_codec(url.options.get("compression", codec.ZSTD))
+    except ValueError as exc:
+        raise ConfigError(f"{url.raw!r}: {exc}") from exc
+    return SqliteStore(SqliteDatabase(database_path(url)), marker)
 
 
 def open_locks(url: DriverURL, store: ObjectStore) -> SqliteLocks:

@@ -20,9 +20,9 @@ from datetime import datetime
 from typing import Any
 
 from statekeeper.errors import CapabilityMissing, StorageError, VersionNotFound, WriteRace
-from statekeeper.storage.aws import _boto
+from statekeeper.storage.aws import _boto, s3history
 from statekeeper.storage.aws._boto import S3Bucket
-from statekeeper.storage.base import ObjectInfo, ObjectStore, StoredObject
+from statekeeper.storage.base import DeletedState, ObjectInfo, ObjectStore, StoredObject
 from statekeeper.storage.registry import DriverURL
 from statekeeper.terraform.layout import is_lock_file
 from statekeeper.times import utcnow
@@ -63,6 +63,7 @@ class S3Store(ObjectStore):
         #: "Enabled", "Suspended", "Disabled" or "unknown" (not allowed to ask).
         self.versioning_status = self._versioning_status()
         self.supports_versions = self.versioning_status == "Enabled"
+        self.supports_history_edits = self.supports_versions
         self._pool = ThreadPoolExecutor(_WORKERS, thread_name_prefix="statekeeper-s3")
 
     def _versioning_status(self) -> str:
@@ -463,6 +464,24 @@ class S3Store(ObjectStore):
             metadata=dict(resp.get("Metadata") or {}),
             is_latest=bool(listed["IsLatest"]),
         )
+
+    # History edits: the bucket's versions and delete markers (s3history.py).
+
+    def delete_version(self, key: str, version_id: str) -> None:
+        s3history.delete_version(self.where, self.where.key(key), version_id)
+
+    def deleted(self, prefix: str = "") -> Iterator[DeletedState]:
+        return s3history.deleted(self.where, self.where.key(prefix))
+
+    def undelete(self, key: str) -> ObjectInfo:
+        s3history.undelete(self.where, self.where.key(key))
+        info = self.head(key)
+        if info is None:
+            raise StorageError(f"{key!r} was restored but cannot be read back; try again")
+        return info
+
+    def purge(self, key: str) -> int:
+        return s3history.purge(self.where, self.where.key(key))
 
     def probe(self) -> None:
         """HeadBucket: the bucket exists and these credentials reach it."""

@@ -1,0 +1,132 @@
+"""Collapsing the intermediate snapshots a lock's holder wrote, when the lock is released.
+
+Since Terraform 1.5 a long apply persists its state every 20 s under one lock,
+so one apply can leave dozens of versions. When that lock is released (an
+UNLOCK, a force-unlock, a reap, an expiry) the versions written under its ID
+are collapsed into the last one, which records how many it replaced. Kept
+whatever the rule: the version current when the lock was taken (it was
+written under another lock, so it is never in the run), any version of the
+run that another writer built on (the next version was written under another
+lock ID, or none), the version a rollback restored, the current version, and
+with ``keep_every = N`` every Nth intermediate snapshot.
+
+:class:`Compactor` subscribes to the event stream: the release has already
+happened when it runs, so a failure to compact is logged with the event and
+never undoes the release; what it left is ordinary history, which the
+retention rules (``statekeeper prune``) still apply to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from statekeeper.errors import VersionNotFound
+from statekeeper.events import Action, Event, EventStream
+from statekeeper.security.caller import Caller
+from statekeeper.state.hygiene import HistoryPolicy
+from statekeeper.state.replaced import ReplacedLedger
+from statekeeper.state.service import version_from_info
+from statekeeper.state.version import StateVersion
+from statekeeper.storage.base import ObjectStore
+from statekeeper.terraform.names import StateName
+
+__all__ = ["Compaction", "Compactor", "plan_compaction"]
+
+#: The releases that end a lock's run of writes.
+_RELEASES = frozenset({Action.UNLOCK, Action.FORCE_UNLOCK, Action.REAP, Action.EXPIRE})
+
+
+@dataclass(frozen=True)
+class Compaction:
+    """What compacting one lock's writes keeps and removes."""
+
+    name: str
+    lock_id: str
+    #: The version that stands for the run (its last); None when it wrote nothing.
+    kept: str | None
+    removed: tuple[str, ...]
+
+
+def plan_compaction(
+    name: str, versions: list[StateVersion], lock_id: str, keep_every: int
+) -> Compaction:
+    """Which of ``versions`` (newest first) written under ``lock_id`` may go."""
+    oldest_first = list(reversed(versions))
+    restored = {v.restored_from for v in versions if v.restored_from}
+    run = [i for i, v in enumerate(oldest_first) if v.lock_id == lock_id]
+    if not run:
+        return Compaction(name, lock_id, None, ())
+    last = run[-1]
+    removed: list[str] = []
+    for n, i in enumerate(run[:-1], start=1):
+        version = oldest_first[i]
+        after = oldest_first[i + 1]
+        if (
+            after.lock_id != lock_id  # another writer built on it
+            or version.is_current
+            or version.version_id in restored
+            or (keep_every and n % keep_every == 0)
+        ):
+            continue
+        removed.append(version.version_id)
+    return Compaction(name, lock_id, oldest_first[last].version_id, tuple(removed))
+
+
+class Compactor:
+    """Compacts a state's history when one of its locks is released."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        ledger: ReplacedLedger,
+        policy: HistoryPolicy,
+        events: EventStream,
+    ) -> None:
+        self.store = store
+        self.ledger = ledger
+        self.policy = policy
+        self.events = events
+
+    @property
+    def enabled(self) -> bool:
+        return self.store.supports_history_edits and self.policy.compacts(self.store.scheme)
+
+    def on_event(self, event: Event) -> None:
+        """The stream's subscriber: a successful release of a lock starts a compaction."""
+        if event.action not in _RELEASES or event.outcome != "ok":
+            return
+        if not (event.lock_id and event.state and self.enabled):
+            return
+        caller = Caller(actor=event.actor, remote_addr=event.remote_addr, claims=event.claims)
+        self.compact(StateName(event.state), event.lock_id, caller)
+
+    def compact(self, name: StateName, lock_id: str, caller: Caller) -> Compaction:
+        """Remove the intermediate snapshots written under ``lock_id``; one ``compact`` event.
+
+        Nothing to remove records nothing: most locks write once (or never).
+        """
+        key = str(name)
+        versions = [version_from_info(key, i) for i in self.store.versions(key)]
+        plan = plan_compaction(key, versions, lock_id, self.policy.keep_every)
+        if not plan.removed or plan.kept is None:
+            return plan
+        with self.events.event(Action.COMPACT, caller, name) as event:
+            event.lock_id = lock_id
+            event.version = plan.kept
+            gone: list[str] = []
+            try:
+                for version_id in plan.removed:
+                    try:
+                        self.store.delete_version(key, version_id)
+                    except VersionNotFound:
+                        continue  # removed by another server's compaction or a prune
+                    gone.append(version_id)
+            finally:
+                # Counted even when a removal failed half-way: those removed are gone.
+                if gone:
+                    self.ledger.add(key, plan.kept, len(gone))
+                event.detail = (
+                    f"removed {len(gone)} intermediate snapshot(s) written under lock "
+                    f"{lock_id}; version {plan.kept} stands for them"
+                )
+        return Compaction(key, lock_id, plan.kept, tuple(gone))

@@ -1,0 +1,128 @@
+"""Editing a versioned bucket's history: single versions, delete markers, the trash.
+
+On S3 a deleted state is its delete marker: the versions stay behind it, so
+the trash is the set of keys whose latest entry is a delete marker, a restore
+removes the markers above the newest version (the object is current again,
+byte for byte), and a purge deletes every version and marker of the key.
+Removing a version is ``DeleteObject`` with its ``VersionId``, which needs
+``s3:DeleteObjectVersion``; it is permanent, so the current version is never
+removed this way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from statekeeper.errors import StateNotFound, StorageError, VersionNotFound
+from statekeeper.storage.aws import _boto
+from statekeeper.storage.aws._boto import S3Bucket
+from statekeeper.storage.base import DeletedState
+from statekeeper.terraform.layout import is_lock_file
+
+__all__ = ["Entry", "delete_version", "deleted", "entries", "purge", "undelete"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One line of ``ListObjectVersions``: a version or a delete marker, newest first."""
+
+    key: str
+    version_id: str
+    is_latest: bool
+    last_modified: datetime
+    marker: bool
+    size: int = 0
+
+
+def entries(where: S3Bucket, prefix: str) -> Iterator[Entry]:
+    """Every version and delete marker under the full key ``prefix``, newest first per key."""
+    paginator = where.client.get_paginator("list_object_versions")
+    try:
+        for page in paginator.paginate(Bucket=where.bucket, Prefix=prefix):
+            found: list[Entry] = [
+                Entry(v["Key"], v["VersionId"], v["IsLatest"], v["LastModified"], False, v["Size"])
+                for v in page.get("Versions", [])
+            ]
+            found += [
+                Entry(m["Key"], m["VersionId"], m["IsLatest"], m["LastModified"], True)
+                for m in page.get("DeleteMarkers", [])
+            ]
+            yield from sorted(found, key=_newest_first)
+    except _boto.AWS_ERRORS as exc:
+        _boto.translate(exc, "s3:ListBucketVersions", where.uri(prefix))
+
+
+def _newest_first(e: Entry) -> tuple[str, bool, float]:
+    # The listing gives versions and markers apart; the latest is flagged, the rest by time.
+    return (e.key, not e.is_latest, -e.last_modified.timestamp())
+
+
+def _of_key(where: S3Bucket, full: str) -> list[Entry]:
+    return sorted((e for e in entries(where, full) if e.key == full), key=_newest_first)
+
+
+def _remove(where: S3Bucket, full: str, version_id: str) -> None:
+    where.call(
+        "s3:DeleteObjectVersion",
+        full,
+        where.client.delete_object,
+        Key=full,
+        VersionId=version_id,
+    )
+
+
+def delete_version(where: S3Bucket, full: str, version_id: str) -> None:
+    listed = {e.version_id: e for e in _of_key(where, full)}
+    entry = listed.get(version_id)
+    if entry is None or entry.marker:
+        raise VersionNotFound(f"state {where.name(full)!r} has no version {version_id!r}")
+    if entry.is_latest:
+        raise StorageError(
+            f"version {version_id} of {where.name(full)!r} is its current state; "
+            "it is never removed on its own"
+        )
+    _remove(where, full, version_id)
+
+
+def _trashed(where: S3Bucket, full: str) -> tuple[list[Entry], list[Entry]]:
+    """The delete markers above the newest version, and every entry (StateNotFound: not deleted)."""
+    listed = _of_key(where, full)
+    if not listed or not listed[0].marker or not any(not e.marker for e in listed):
+        raise StateNotFound(f"{where.name(full)!r} is not in the trash ('statekeeper trash list')")
+    above: list[Entry] = []
+    for entry in listed:
+        if not entry.marker:
+            break
+        above.append(entry)
+    return above, listed
+
+
+def deleted(where: S3Bucket, prefix: str) -> Iterator[DeletedState]:
+    by_key: dict[str, list[Entry]] = {}
+    for entry in entries(where, prefix):
+        if not is_lock_file(entry.key):
+            by_key.setdefault(entry.key, []).append(entry)
+    for full, listed in sorted(by_key.items()):
+        listed.sort(key=_newest_first)
+        if not listed[0].marker:
+            continue
+        newest = next((e for e in listed if not e.marker and e.size > 0), None)
+        if newest is not None:
+            yield DeletedState(
+                where.name(full), listed[0].last_modified, newest.version_id, newest.size
+            )
+
+
+def undelete(where: S3Bucket, full: str) -> None:
+    above, _ = _trashed(where, full)
+    for marker in above:
+        _remove(where, full, marker.version_id)
+
+
+def purge(where: S3Bucket, full: str) -> int:
+    _, listed = _trashed(where, full)
+    for entry in listed:
+        _remove(where, full, entry.version_id)
+    return sum(1 for e in listed if not e.marker)
