@@ -140,8 +140,6 @@ def parse_history(value: dict[str, Any] | str) -> HistoryPolicy:
         compact=None if compact == "auto" else bool(compact),
         keep_every=_int("history", "keep_every", value.get("keep_every", 0)),
         trash=trash or None,
-        prune_interval=None
-        if interval is None
-        else _duration("history", "prune_interval", interval),
+        prune_interval=every,
         retention=tuple(_rule(r, i) for i, r in enumerate(rules)),
     )
