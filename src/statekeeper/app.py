@@ -19,6 +19,7 @@ from statekeeper.state.history import HistoryService
 from statekeeper.state.locks import LockService
 from statekeeper.state.replaced import ReplacedLedger, open_ledger
 from statekeeper.state.service import StateService
+from statekeeper.state.trash import TrashService
 from statekeeper.storage.base import LockTable, ObjectStore
 from statekeeper.storage.encrypting import KeyService, encrypting
 from statekeeper.storage.metered import MeteredLocks, MeteredStore
@@ -54,6 +55,8 @@ class Services:
     hooks: Webhooks | None = None
     #: Compaction's record of how many snapshots each kept version replaced.
     ledger: ReplacedLedger | None = None
+    #: Deleted states, restorable for ``history.trash``.
+    trash: TrashService | None = None
     _inventory: Inventory | None = field(default=None, repr=False)
     _inventory_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -138,6 +141,7 @@ class Services:
             metrics=metrics,
             hooks=hooks,
             ledger=ledger,
+            trash=TrashService(store, locks, settings.history.trash),
         )
         events.subscribe(built._index_change)
         # After the audit trail: a release is recorded before what it starts.

@@ -109,6 +109,7 @@ from statekeeper.cli import iam as _iam  # noqa: E402, F401
 from statekeeper.cli import token as _token  # noqa: E402, F401
 from statekeeper.cli import audit as _audit  # noqa: E402, F401
 from statekeeper.cli import hooks as _hooks  # noqa: E402, F401
+from statekeeper.cli import hygiene as _hygiene  # noqa: E402, F401
 # isort: on
 
 

@@ -42,11 +42,12 @@ def history(
             dash(r.actor),
             size(r.size),
             dash(r.resources_changed),
+            str(r.replaced) if r.replaced else "",
             "current" if r.is_current else "",
         ]
         for r in rows
     ]
-    print_table(["VERSION", "SERIAL", "TIME", "WHO", "SIZE", "CHANGED", ""], cells)
+    print_table(["VERSION", "SERIAL", "TIME", "WHO", "SIZE", "CHANGED", "REPLACED", ""], cells)
 
 
 def _values(change: AttributeChange | OutputChange) -> str:

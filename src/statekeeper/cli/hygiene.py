@@ -1,0 +1,166 @@
+"""``prune`` and ``trash list / restore / purge``: the history the ``[history]`` rules keep.
+
+These open the configured store (``--store``, ``--config`` for the rules) and
+call the services directly, as the server's background task does.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from statekeeper.cli import app
+from statekeeper.cli.context import local_caller, obj
+from statekeeper.cli.options import PANEL_STATES, STORE, JsonFlag
+from statekeeper.cli.output import console, err_console, print_json
+from statekeeper.cli.render import print_table, size
+from statekeeper.errors import ConfigError
+from statekeeper.state.prune import prune as prune_states
+from statekeeper.state.trash import TrashService
+from statekeeper.terraform.names import StateName
+from statekeeper.times import format_rfc3339
+
+__all__ = ["delete", "prune", "trash_app"]
+
+trash_app = typer.Typer(
+    no_args_is_help=True,
+    help="Deleted states, restorable for history.trash (30 days by default).",
+)
+app.add_typer(trash_app, name="trash", rich_help_panel=PANEL_STATES)
+
+
+@app.command(rich_help_panel=PANEL_STATES)
+def prune(
+    ctx: typer.Context,
+    prefix: Annotated[str, typer.Argument(help="Only states under this prefix")] = "",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would go; remove nothing")
+    ] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Remove the versions the history retention rules let go (never a current one)."""
+    services = obj(ctx, STORE).services()
+    history = services.settings.history
+    if not history.retention:
+        raise ConfigError(
+            "no retention rule is configured: add [[history.retention]] tables to the "
+            "config file (docs/configuration.md#history)"
+        )
+    rows = prune_states(
+        services.store,
+        history,
+        services.policy,
+        services.events,
+        local_caller(),
+        prefix=prefix,
+        dry_run=dry_run,
+    )
+    if json_out:
+        print_json(
+            [
+                {"name": r.name, "rule": r.rule, "removed": list(r.removed), "kept": r.kept}
+                | {"dry_run": r.dry_run}
+                for r in rows
+            ]
+        )
+        return
+    verb = "would remove" if dry_run else "removed"
+    for r in rows:
+        console.print(
+            f"{r.name}: {verb} {len(r.removed)} version(s), {r.kept} kept ({r.rule})",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+    if not rows:
+        err_console.print("nothing to prune")
+
+
+@app.command(rich_help_panel=PANEL_STATES)
+def delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="State name")]) -> None:
+    """Delete a state; it stays in the trash, restorable, for history.trash."""
+    services = obj(ctx, STORE).services()
+    services.states.delete(StateName(name), local_caller())
+    console.print(
+        f"deleted {name}: 'statekeeper trash restore {name}' brings it back", markup=False
+    )
+
+
+def _trash(ctx: typer.Context) -> TrashService:
+    service = obj(ctx, STORE).services().trash
+    assert service is not None, "Services.build makes the trash"
+    return service
+
+
+@trash_app.command("list")
+def trash_list(
+    ctx: typer.Context,
+    prefix: Annotated[str, typer.Argument(help="Only states under this prefix")] = "",
+    json_out: JsonFlag = False,
+) -> None:
+    """Deleted states that can be restored, with when they were deleted and leave the trash."""
+    rows = _trash(ctx).entries(local_caller(), prefix)
+    if json_out:
+        print_json(
+            [
+                {
+                    "name": t.state.key,
+                    "deleted": format_rfc3339(t.state.deleted),
+                    "version_id": t.state.version_id,
+                    "size": t.state.size,
+                    "expires": format_rfc3339(t.expires) if t.expires else None,
+                }
+                for t in rows
+            ]
+        )
+        return
+    if not rows:
+        err_console.print("the trash is empty")
+        return
+    cells = [
+        [
+            t.state.key,
+            format_rfc3339(t.state.deleted),
+            t.state.version_id,
+            size(t.state.size),
+            format_rfc3339(t.expires) if t.expires else "when purged",
+        ]
+        for t in rows
+    ]
+    print_table(["NAME", "DELETED", "VERSION", "SIZE", "PURGED"], cells)
+
+
+@trash_app.command("restore")
+def trash_restore(
+    ctx: typer.Context, name: Annotated[str, typer.Argument(help="State name")]
+) -> None:
+    """Bring a deleted state back, byte for byte, as its current version."""
+    restored = _trash(ctx).restore(StateName(name), local_caller())
+    console.print(
+        f"restored {restored.name}: version {restored.version_id} "
+        f"(serial {restored.serial}) is current again",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+@trash_app.command("purge")
+def trash_purge(
+    ctx: typer.Context,
+    name: Annotated[
+        str | None, typer.Argument(help="State name (default: every expired one)")
+    ] = None,
+) -> None:
+    """Remove a deleted state for good; without NAME, those past history.trash."""
+    trash = _trash(ctx)
+    if name is not None:
+        removed = trash.purge(StateName(name), local_caller())
+        console.print(f"purged {name}: {removed} version(s) removed", markup=False)
+        return
+    purged = trash.expire(local_caller())
+    for key in purged:
+        console.print(f"purged {key} (in the trash longer than history.trash)", markup=False)
+    if not purged:
+        err_console.print("nothing in the trash has expired")

@@ -1,0 +1,99 @@
+"""Retention: ``statekeeper prune`` removes the versions the ``[history]`` rules let go.
+
+A rule keeps the newest ``keep_last`` versions and/or those newer than
+``keep_for``; a version either keeps stays. The current version stays
+whatever the rule, and so does a version a rollback restored (the history
+names it). Each state with versions removed is one ``prune`` event; a dry run
+removes nothing and records nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from statekeeper.errors import CapabilityMissing, VersionNotFound
+from statekeeper.events import Action, EventStream
+from statekeeper.security.caller import Caller
+from statekeeper.security.policy import Permission, Policy, require
+from statekeeper.state.hygiene import HistoryPolicy, Retention
+from statekeeper.state.service import version_from_info
+from statekeeper.state.version import StateVersion
+from statekeeper.storage.base import ObjectStore
+from statekeeper.terraform.names import StateName
+from statekeeper.times import utcnow
+
+__all__ = ["Pruned", "expendable", "prune"]
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """One state's prune: the versions removed (or, in a dry run, that would be)."""
+
+    name: str
+    rule: str
+    removed: tuple[str, ...]
+    kept: int
+    dry_run: bool
+
+
+def expendable(versions: list[StateVersion], rule: Retention, now: datetime) -> list[str]:
+    """The IDs of ``versions`` (newest first) that ``rule`` lets go."""
+    restored = {v.restored_from for v in versions if v.restored_from}
+    out = []
+    for index, v in enumerate(versions):
+        if v.is_current or v.version_id in restored:
+            continue
+        if rule.keep_last is not None and index < rule.keep_last:
+            continue
+        if rule.keep_for is not None and v.created >= now - rule.keep_for:
+            continue
+        out.append(v.version_id)
+    return out
+
+
+def prune(
+    store: ObjectStore,
+    history: HistoryPolicy,
+    policy: Policy,
+    events: EventStream,
+    caller: Caller,
+    *,
+    prefix: str = "",
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> list[Pruned]:
+    """Apply the retention rules to every state under ``prefix`` (admin on each)."""
+    if not store.supports_history_edits:
+        raise CapabilityMissing(
+            f"the {store.scheme} store cannot remove single versions; on S3 the bucket's "
+            "lifecycle rules (NoncurrentVersionExpiration) do this: see docs/operations.md"
+        )
+    now = now or utcnow()
+    out: list[Pruned] = []
+    for info in store.scan(prefix):
+        name = StateName(info.key)
+        rule = history.rule_for(name)
+        if rule is None:
+            continue
+        require(policy, caller, name, Permission.ADMIN, "prune")
+        versions = [version_from_info(info.key, i) for i in store.versions(info.key)]
+        doomed = expendable(versions, rule, now)
+        if not doomed:
+            continue
+        if dry_run:
+            kept = len(versions) - len(doomed)
+            out.append(Pruned(info.key, rule.describe(), tuple(doomed), kept, True))
+            continue
+        with events.event(Action.PRUNE, caller, name) as event:
+            gone = []
+            for version_id in doomed:
+                try:
+                    store.delete_version(info.key, version_id)
+                except VersionNotFound:
+                    continue  # compacted or pruned by another process meanwhile
+                gone.append(version_id)
+            event.detail = f"removed {len(gone)} version(s) by the rule {rule.describe()}"
+        kept = len(versions) - len(gone)
+        out.append(Pruned(info.key, rule.describe(), tuple(gone), kept, False))
+    return out

@@ -1,0 +1,116 @@
+"""Soft delete: a deleted state stays restorable, for ``history.trash`` (30 days by default).
+
+A delete (Terraform's DELETE, ``terraform workspace delete`` through the
+server, the CLI, the UI) removes only the current version: the SQLite store
+remembers which version was current, a versioned bucket puts a delete marker
+over it. ``restore`` makes that version current again, byte for byte (on S3:
+the delete markers above it are removed); ``purge`` removes every version for
+good. Each is one event (``restore``, ``purge``); :meth:`TrashService.expire`
+purges what has been in the trash longer than the configured time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from statekeeper.errors import CapabilityMissing, StateNotFound
+from statekeeper.events import Action
+from statekeeper.security.caller import Caller
+from statekeeper.security.policy import Permission, require
+from statekeeper.state.locks import LockService
+from statekeeper.state.service import version_from_info
+from statekeeper.storage.base import DeletedState, ObjectStore
+from statekeeper.terraform.names import StateName
+from statekeeper.times import utcnow
+
+__all__ = ["Restored", "TrashService", "Trashed"]
+
+
+@dataclass(frozen=True)
+class Trashed:
+    """A deleted state and when it leaves the trash for good (None: when purged by hand)."""
+
+    state: DeletedState
+    expires: datetime | None
+
+
+@dataclass(frozen=True)
+class Restored:
+    name: str
+    version_id: str
+    serial: int | None
+
+
+class TrashService:
+    def __init__(self, store: ObjectStore, locks: LockService, keep: timedelta | None) -> None:
+        self.store = store
+        self.locks = locks
+        self.policy = locks.policy
+        self.events = locks.events
+        #: How long a deleted state stays restorable (None: until purged).
+        self.keep = keep
+
+    def _require_store(self) -> None:
+        if not self.store.supports_history_edits:
+            raise CapabilityMissing(
+                f"the {self.store.scheme} store keeps no deleted states: "
+                + (self.store.history_warning or "it keeps no version history")
+            )
+
+    def entries(self, caller: Caller, prefix: str = "") -> list[Trashed]:
+        """Deleted states under ``prefix`` the caller may read, oldest deletion first."""
+        self._require_store()
+        out = []
+        for state in self.store.deleted(prefix):
+            if not self.policy.allows(caller, StateName(state.key), Permission.READ):
+                continue
+            expires = state.deleted + self.keep if self.keep is not None else None
+            out.append(Trashed(state, expires))
+        return sorted(out, key=lambda t: t.state.deleted)
+
+    def restore(self, name: StateName, caller: Caller) -> Restored:
+        """Make the version current before the delete current again (admin)."""
+        with self.events.event(Action.RESTORE, caller, name) as event:
+            require(self.policy, caller, name, Permission.ADMIN, "restore")
+            self._require_store()
+            key = str(name)
+            with self.locks.serialized(name):
+                if self.store.head(key) is not None:
+                    raise StateNotFound(
+                        f"{name} exists (it was written again since it was deleted); "
+                        "there is nothing to restore"
+                    )
+                info = self.store.undelete(key)
+                obj = self.store.get(key)
+                version = version_from_info(key, info, obj.data if obj else None)
+                if version.md5 and self.locks.locks.keeps_digests:
+                    # What Terraform's S3 backend checks the restored bytes against.
+                    self.locks.locks.put_digest(key, version.md5)
+            event.version, event.serial = version.version_id, version.serial
+            return Restored(key, version.version_id, version.serial)
+
+    def purge(self, name: StateName, caller: Caller, *, reason: str | None = None) -> int:
+        """Remove every version of the deleted state ``name`` for good (admin)."""
+        with self.events.event(Action.PURGE, caller, name) as event:
+            require(self.policy, caller, name, Permission.ADMIN, "purge")
+            self._require_store()
+            with self.locks.serialized(name):
+                removed = self.store.purge(str(name))
+            event.detail = f"removed {removed} version(s)" + (f" ({reason})" if reason else "")
+            return removed
+
+    def expire(self, caller: Caller, now: datetime | None = None) -> list[str]:
+        """Purge every state in the trash longer than the configured time; their names."""
+        if self.keep is None or not self.store.supports_history_edits:
+            return []
+        now = now or utcnow()
+        out = []
+        for trashed in self.entries(caller):
+            if trashed.expires is not None and trashed.expires <= now:
+                try:
+                    self.purge(StateName(trashed.state.key), caller, reason="trash expired")
+                except StateNotFound:
+                    continue  # restored or written again meanwhile
+                out.append(trashed.state.key)
+        return out
