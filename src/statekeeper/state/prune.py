@@ -20,6 +20,7 @@ from statekeeper.state.hygiene import HistoryPolicy, Retention
 from statekeeper.state.service import version_from_info
 from statekeeper.state.version import StateVersion
 from statekeeper.storage.base import ObjectStore
+from statekeeper.terraform.layout import STATEKEEPER_PREFIX
 from statekeeper.terraform.names import StateName
 from statekeeper.times import utcnow
 
@@ -72,6 +73,8 @@ def prune(
     now = now or utcnow()
     out: list[Pruned] = []
     for info in store.scan(prefix):
+        if info.key.startswith(STATEKEEPER_PREFIX):
+            continue  # statekeeper's own records in a bucket, not states
         name = StateName(info.key)
         rule = history.rule_for(name)
         if rule is None:

@@ -21,6 +21,7 @@ from statekeeper.security.policy import Permission, require
 from statekeeper.state.locks import LockService
 from statekeeper.state.service import version_from_info
 from statekeeper.storage.base import DeletedState, ObjectStore
+from statekeeper.terraform.layout import STATEKEEPER_PREFIX
 from statekeeper.terraform.names import StateName
 from statekeeper.times import utcnow
 
@@ -63,6 +64,8 @@ class TrashService:
         self._require_store()
         out = []
         for state in self.store.deleted(prefix):
+            if state.key.startswith(STATEKEEPER_PREFIX):
+                continue  # statekeeper's own records in a bucket, not states
             if not self.policy.allows(caller, StateName(state.key), Permission.READ):
                 continue
             expires = state.deleted + self.keep if self.keep is not None else None

@@ -563,7 +563,8 @@ def open_store(url: DriverURL) -> SqliteStore:
 
 
 def open_locks(url: DriverURL, store: ObjectStore) -> SqliteLocks:
-    url.reject_unknown_options(set())
+    # The store's URL is the default lock URL: its compression option is the store's.
+    url.reject_unknown_options({"compression"})
     path = database_path(url)
     # Locks in the store's own database share its connections (also behind encryption).
     db = store.records.database
