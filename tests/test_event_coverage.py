@@ -31,7 +31,11 @@ from statekeeper.security.audit import AuditFilter
 from statekeeper.security.caller import Caller
 from statekeeper.settings import Settings
 from statekeeper.state import migrate, reap, rollback
+from statekeeper.state.compaction import Compactor
+from statekeeper.state.hygiene import parse_history
 from statekeeper.state.operator import Operator
+from statekeeper.state.prune import prune
+from statekeeper.state.trash import TrashService
 from statekeeper.storage.encrypting import LocalMasterKey
 from statekeeper.storage.memory import MemoryStore
 from statekeeper.terraform.lockinfo import LockInfo
@@ -71,6 +75,7 @@ READ_ONLY = {
     "statekeeper.inventory.views.counts": "reads the derived index, filtered by the policy",
     "statekeeper.server.ui.listing.fill_details": "reads through Operator.show or the index",
     "statekeeper.server.ui.reading.timeline": "reads through StateService.read",
+    "statekeeper.state.trash.TrashService.entries": "lists deleted states, filtered by 'read'",
 }
 
 #: Takes a caller but is no operation: the emitter every scenario goes through.
@@ -79,6 +84,9 @@ EMITTER = "statekeeper.events.EventStream.event"
 A = StateName("team/a.tfstate")  # two versions, serials 1 and 2
 LOCKED = StateName("team/locked.tfstate")  # locked three hours ago by bob
 FREE = StateName("team/free.tfstate")  # nothing there
+RUN = StateName("team/run.tfstate")  # three snapshots written under the lock RUN_LOCK
+RUN_LOCK = "5d7c1a52-0000-4000-8000-00000000c0de"
+DELETED = StateName("team/deleted.tfstate")  # in the trash
 
 
 @dataclass
@@ -105,6 +113,23 @@ def _migrate(w: World, c: Caller) -> None:
     source.put(str(FREE), state_bytes(1), {})
     s = w.services
     migrate.migrate(migrate.StoreSource(source), s.states, s.locks, c)
+
+
+def _compact(w: World, c: Caller) -> None:
+    s = w.services
+    assert s.ledger is not None
+    Compactor(s.store, s.ledger, s.settings.history, s.policy, s.events).compact(RUN, RUN_LOCK, c)
+
+
+def _prune(w: World, c: Caller) -> None:
+    s = w.services
+    rule = parse_history('[[retention]]\nstates = "team/a.tfstate"\nkeep_last = 1')
+    prune(s.store, rule, s.policy, s.events, c)
+
+
+def _trash(w: World) -> TrashService:
+    assert w.services.trash is not None
+    return w.services.trash
 
 
 def _rotate(w: World, c: Caller) -> None:
@@ -188,6 +213,20 @@ SCENARIOS: dict[str, tuple[Scenario, Action]] = {
         Action.TOKEN_REVOKE,
     ),
     "statekeeper.storage.encrypting.KeyService.rotate": (_rotate, Action.KEY_ROTATE),
+    "statekeeper.state.compaction.Compactor.compact": (_compact, Action.COMPACT),
+    "statekeeper.state.prune.prune": (_prune, Action.PRUNE),
+    "statekeeper.state.trash.TrashService.restore": (
+        lambda w, c: _trash(w).restore(DELETED, c),
+        Action.RESTORE,
+    ),
+    "statekeeper.state.trash.TrashService.purge": (
+        lambda w, c: _trash(w).purge(DELETED, c),
+        Action.PURGE,
+    ),
+    "statekeeper.state.trash.TrashService.expire": (
+        lambda w, c: _trash(w).expire(c, now=utcnow() + timedelta(days=365)),
+        Action.PURGE,
+    ),
 }
 
 #: Operations with no grant to lack: rotation is an operator command on the store.
@@ -249,6 +288,14 @@ def world(tmp_path: Path) -> Iterator[World]:
         )
         services.lock_table.acquire(str(LOCKED), taken)
         services.tokens.create(setup, "existing", ["**:read"])
+        # Snapshots of a run whose lock is gone (removed below the services: no event).
+        run = LockInfo.new("OperationTypeApply", "setup", lock_id=RUN_LOCK)
+        services.lock_table.acquire(str(RUN), run)
+        for serial in (1, 2, 3):
+            services.states.write(RUN, state_bytes(serial), setup, lock_id=RUN_LOCK)
+        services.lock_table.delete_if_held_by(str(RUN), RUN_LOCK)
+        services.states.write(DELETED, state_bytes(1), setup)
+        services.states.delete(DELETED, setup)
         yield World(services, held)
     finally:
         services.close()

@@ -145,7 +145,7 @@ class Services:
         )
         events.subscribe(built._index_change)
         # After the audit trail: a release is recorded before what it starts.
-        events.subscribe(Compactor(store, ledger, settings.history, events).on_event)
+        events.subscribe(Compactor(store, ledger, settings.history, policy, events).on_event)
         return built
 
     def require_key(self) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from statekeeper.errors import VersionNotFound
 from statekeeper.events import Action, Event, EventStream
 from statekeeper.security.caller import Caller
+from statekeeper.security.policy import Permission, Policy, require
 from statekeeper.state.hygiene import HistoryPolicy
 from statekeeper.state.replaced import ReplacedLedger
 from statekeeper.state.service import version_from_info
@@ -79,17 +80,19 @@ class Compactor:
         self,
         store: ObjectStore,
         ledger: ReplacedLedger,
-        policy: HistoryPolicy,
+        history: HistoryPolicy,
+        policy: Policy,
         events: EventStream,
     ) -> None:
         self.store = store
         self.ledger = ledger
+        self.history = history
         self.policy = policy
         self.events = events
 
     @property
     def enabled(self) -> bool:
-        return self.store.supports_history_edits and self.policy.compacts(self.store.scheme)
+        return self.store.supports_history_edits and self.history.compacts(self.store.scheme)
 
     def on_event(self, event: Event) -> None:
         """The stream's subscriber: a successful release of a lock starts a compaction."""
@@ -103,11 +106,14 @@ class Compactor:
     def compact(self, name: StateName, lock_id: str, caller: Caller) -> Compaction:
         """Remove the intermediate snapshots written under ``lock_id``; one ``compact`` event.
 
-        Nothing to remove records nothing: most locks write once (or never).
+        Nothing to remove records nothing: most locks write once (or never). The
+        caller needs ``write``, as for the release that starts it.
         """
         key = str(name)
+        with self.events.event(Action.COMPACT, caller, name, record_success=False):
+            require(self.policy, caller, name, Permission.WRITE, "compact the history of")
         versions = [version_from_info(key, i) for i in self.store.versions(key)]
-        plan = plan_compaction(key, versions, lock_id, self.policy.keep_every)
+        plan = plan_compaction(key, versions, lock_id, self.history.keep_every)
         if not plan.removed or plan.kept is None:
             return plan
         with self.events.event(Action.COMPACT, caller, name) as event:

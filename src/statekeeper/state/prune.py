@@ -79,7 +79,9 @@ def prune(
         rule = history.rule_for(name)
         if rule is None:
             continue
-        require(policy, caller, name, Permission.ADMIN, "prune")
+        # A refusal is recorded; success is the removal's event below (none for a dry run).
+        with events.event(Action.PRUNE, caller, name, record_success=False):
+            require(policy, caller, name, Permission.ADMIN, "prune")
         versions = [version_from_info(info.key, i) for i in store.versions(info.key)]
         doomed = expendable(versions, rule, now)
         if not doomed:

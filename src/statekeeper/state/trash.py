@@ -104,16 +104,20 @@ class TrashService:
             return removed
 
     def expire(self, caller: Caller, now: datetime | None = None) -> list[str]:
-        """Purge every state in the trash longer than the configured time; their names."""
+        """Purge every state in the trash longer than the configured time; their names.
+
+        Each is a ``purge`` by ``caller``, who needs the admin permission on it.
+        """
         if self.keep is None or not self.store.supports_history_edits:
             return []
-        now = now or utcnow()
+        limit = (now or utcnow()) - self.keep
         out = []
-        for trashed in self.entries(caller):
-            if trashed.expires is not None and trashed.expires <= now:
-                try:
-                    self.purge(StateName(trashed.state.key), caller, reason="trash expired")
-                except StateNotFound:
-                    continue  # restored or written again meanwhile
-                out.append(trashed.state.key)
+        for state in self.store.deleted():
+            if state.key.startswith(STATEKEEPER_PREFIX) or state.deleted > limit:
+                continue
+            try:
+                self.purge(StateName(state.key), caller, reason="in the trash too long")
+            except StateNotFound:
+                continue  # restored or written again meanwhile
+            out.append(state.key)
         return out
