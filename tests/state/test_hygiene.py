@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from statekeeper.app import Services
-from statekeeper.errors import StateNotFound
+from statekeeper.errors import Conflict
 from statekeeper.events import Action, Event
 from statekeeper.security.audit import AuditFilter
 from statekeeper.security.caller import Caller
@@ -145,7 +145,7 @@ def test_trash_restore_and_purge(tmp_path: Path, caller: Caller) -> None:
         current = s.states.read_existing(NAME, caller)
         assert current.data == data
         assert s.lock_table.get_digest(str(NAME)) == current.version.md5
-        with pytest.raises(StateNotFound):
+        with pytest.raises(Conflict):
             s.trash.restore(NAME, caller)  # it is current: nothing to restore
         s.states.delete(NAME, caller)
         assert s.trash.expire(caller) == []  # not a day old yet

@@ -13,9 +13,10 @@ import typer
 from statekeeper.cli import app
 from statekeeper.cli.context import local_caller, obj
 from statekeeper.cli.options import PANEL_STATES, STORE, JsonFlag
-from statekeeper.cli.output import console, err_console, print_json
+from statekeeper.cli.output import console, err_console, print_view
 from statekeeper.cli.render import print_table, size
 from statekeeper.errors import ConfigError
+from statekeeper.state.history_views import PruneView, TrashEntry
 from statekeeper.state.prune import prune as prune_states
 from statekeeper.state.trash import TrashService
 from statekeeper.terraform.names import StateName
@@ -57,13 +58,7 @@ def prune(
         dry_run=dry_run,
     )
     if json_out:
-        print_json(
-            [
-                {"name": r.name, "rule": r.rule, "removed": list(r.removed), "kept": r.kept}
-                | {"dry_run": r.dry_run}
-                for r in rows
-            ]
-        )
+        print_view([PruneView.of(r) for r in rows])
         return
     verb = "would remove" if dry_run else "removed"
     for r in rows:
@@ -102,18 +97,7 @@ def trash_list(
     """Deleted states that can be restored, with when they were deleted and leave the trash."""
     rows = _trash(ctx).entries(local_caller(), prefix)
     if json_out:
-        print_json(
-            [
-                {
-                    "name": t.state.key,
-                    "deleted": format_rfc3339(t.state.deleted),
-                    "version_id": t.state.version_id,
-                    "size": t.state.size,
-                    "expires": format_rfc3339(t.expires) if t.expires else None,
-                }
-                for t in rows
-            ]
-        )
+        print_view([TrashEntry.of(t) for t in rows])
         return
     if not rows:
         err_console.print("the trash is empty")

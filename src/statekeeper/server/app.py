@@ -10,13 +10,14 @@ from starlette.concurrency import run_in_threadpool
 
 from statekeeper import __version__
 from statekeeper.app import Services
-from statekeeper.server import admin_api, api, hooks_api, tfhttp, ui
+from statekeeper.server import admin_api, api, history_api, hooks_api, tfhttp, ui
 from statekeeper.server.auth import AuthMiddleware
 from statekeeper.server.denials import Denials
 from statekeeper.server.errors import install_handlers
 from statekeeper.server.health import Readiness, healthz, readyz
 from statekeeper.server.limits import ControlBodyMiddleware, TimeoutMiddleware
 from statekeeper.server.scrape import metrics_endpoint
+from statekeeper.state.prune import PruneTask
 from statekeeper.telemetry.access import AccessMiddleware
 
 __all__ = ["create_app"]
@@ -27,7 +28,13 @@ def _lifespan(
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        interval = services.settings.history.prune_interval
+        pruning = PruneTask(services, interval) if interval else None
+        if pruning is not None:
+            pruning.start()
         yield
+        if pruning is not None:
+            await run_in_threadpool(pruning.stop)
         app.state.readiness.close()
         # uvicorn re-raises SIGTERM after its graceful shutdown, so the `finally`
         # of `serve` may never run: pending audit events are written here.
@@ -62,6 +69,7 @@ def create_app(services: Services, *, allow_anonymous: bool = True) -> FastAPI:
     app.add_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
     app.add_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
     app.include_router(admin_api.router)
+    app.include_router(history_api.router)
     app.include_router(hooks_api.router)
     app.include_router(ui.router)
     # Outermost last: the timeout covers authentication too, and no body is read

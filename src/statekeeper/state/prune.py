@@ -9,10 +9,13 @@ removes nothing and records nothing.
 
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from statekeeper.errors import CapabilityMissing, VersionNotFound
+from statekeeper.errors import CapabilityMissing, StatekeeperError, VersionNotFound
 from statekeeper.events import Action, EventStream
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, Policy, require
@@ -24,7 +27,12 @@ from statekeeper.terraform.layout import STATEKEEPER_PREFIX
 from statekeeper.terraform.names import StateName
 from statekeeper.times import utcnow
 
-__all__ = ["Pruned", "expendable", "prune"]
+if TYPE_CHECKING:
+    from statekeeper.app import Services
+
+__all__ = ["PruneTask", "Pruned", "expendable", "prune"]
+
+log = logging.getLogger("statekeeper.prune")
 
 
 @dataclass(frozen=True)
@@ -102,3 +110,43 @@ def prune(
         kept = len(versions) - len(gone)
         out.append(Pruned(info.key, rule.describe(), tuple(gone), kept, False))
     return out
+
+
+class PruneTask:
+    """``serve``'s background prune: the retention rules and the trash, every ``interval``.
+
+    It acts as the server itself (an actor named for it, no grants to lack), and
+    each run is the events of what it removed; a failing run is logged and the
+    next one tries again.
+    """
+
+    ACTOR = "statekeeper (history.prune_interval)"
+
+    def __init__(self, services: Services, interval: timedelta) -> None:
+        self.services = services
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="statekeeper-prune", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def run_once(self) -> None:
+        s = self.services
+        caller = Caller(actor=self.ACTOR)
+        if s.settings.history.retention and s.store.supports_history_edits:
+            prune(s.store, s.settings.history, s.policy, s.events, caller)
+        if s.trash is not None:
+            s.trash.expire(caller)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval.total_seconds()):
+            try:
+                self.run_once()
+            except StatekeeperError as exc:
+                log.warning("the background prune failed (next try in %s): %s", self.interval, exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from statekeeper.errors import CapabilityMissing, StateNotFound
+from statekeeper.errors import CapabilityMissing, Conflict, StateNotFound
 from statekeeper.events import Action
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, require
@@ -80,9 +80,9 @@ class TrashService:
             key = str(name)
             with self.locks.serialized(name):
                 if self.store.head(key) is not None:
-                    raise StateNotFound(
-                        f"{name} exists (it was written again since it was deleted); "
-                        "there is nothing to restore"
+                    raise Conflict(
+                        f"{name} exists (it was written again since it was deleted, or "
+                        "was never deleted): there is nothing to restore"
                     )
                 info = self.store.undelete(key)
                 obj = self.store.get(key)
