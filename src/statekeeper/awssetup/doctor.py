@@ -19,8 +19,10 @@ from statekeeper.awssetup.bucket import bucket_region
 from statekeeper.awssetup.catalog import settings_checks
 from statekeeper.awssetup.checks import ABSENT, Finding, Status, run_checks
 from statekeeper.awssetup.context import Aws, Target
+from statekeeper.awssetup.history_probe import history_findings
 from statekeeper.awssetup.probes import run_probes
 from statekeeper.awssetup.replication import replica_of, role_name
+from statekeeper.state.hygiene import HistoryPolicy
 
 __all__ = ["DoctorReport", "doctor"]
 
@@ -61,6 +63,7 @@ def doctor(
     probes: bool = True,
     skip: Sequence[str] = (),
     now: datetime | None = None,
+    history: HistoryPolicy | None = None,
 ) -> DoctorReport:
     """Audit every setting, then (``probes``) test the data; ``skip`` takes check-ID globs."""
     target.validate()
@@ -88,6 +91,11 @@ def doctor(
                 now=now,
                 write_probe=not skipped("probe.conditional-put"),
             )
+        ]
+    if history is not None and bucket_ok:
+        findings += [
+            f if not skipped(f.check) else Finding(f.check, Status.SKIP, "skipped (--skip)")
+            for f in history_findings(aws, target, history)
         ]
     return DoctorReport(target, findings, fix)
 

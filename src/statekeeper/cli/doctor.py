@@ -43,7 +43,8 @@ def doctor(
     profile: Annotated[str | None, typer.Option(help="AWS profile")] = None,
 ) -> None:
     """One line per check: pass, warn or fail, with the fix. Exit 1 when anything fails."""
-    obj(ctx, frozenset())  # talks to AWS (or prints) directly: no global option applies
+    # Talks to AWS directly; the config file brings the [history] rules to compare.
+    cli = obj(ctx, frozenset({"config"}))
     from statekeeper.awssetup.bootstrap import resolve_region
     from statekeeper.awssetup.context import Aws, Target
     from statekeeper.awssetup.doctor import doctor as run_doctor
@@ -55,7 +56,15 @@ def doctor(
     aws = Aws(profile=profile)
     resolved = resolve_region(aws, bucket, region)
     target = Target(bucket=bucket, region=resolved, table=table)
-    report = run_doctor(aws, target, fix=fix, stale_after=threshold, probes=probes, skip=skip or ())
+    report = run_doctor(
+        aws,
+        target,
+        fix=fix,
+        stale_after=threshold,
+        probes=probes,
+        skip=skip or (),
+        history=cli.settings().history,
+    )
     print_doctor(report, json_output=json_output)
     if not report.ok:
         raise typer.Exit(1)
