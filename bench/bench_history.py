@@ -211,7 +211,7 @@ def run() -> dict[str, Any]:
     sizes = [env_int("BENCH_HISTORY_SMALL", 200, 50), env_int("BENCH_HISTORY_LARGE", 3000, 500)]
     versions = env_int("BENCH_HISTORY_VERSIONS", 10, 3)
     rounds = env_int("BENCH_HISTORY_ROUNDS", 40, 8)
-    sleep = env_int("BENCH_HISTORY_SLEEP", 25, 25)
+    sleep = env_int("BENCH_HISTORY_SLEEP", 65, 25)
     return {
         "params": {"versions": versions, "rounds": rounds},
         "space": space(sizes, versions),

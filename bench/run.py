@@ -13,7 +13,7 @@ import sys
 
 from harness import log, machine, save
 
-ORDER = ["startup", "locks", "observability", "large", "terraform", "scale", "inventory"]
+ORDER = ["startup", "locks", "observability", "large", "terraform", "scale", "inventory", "history"]
 
 
 def main(argv: list[str]) -> int:

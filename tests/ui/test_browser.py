@@ -354,3 +354,30 @@ def test_api_docs_load_with_no_way_out(site: Site, context: Any, shots: Path) ->
     expect(page.get_by_text("/api/v1/search", exact=True)).to_be_visible(timeout=15_000)
     assert outside == []
     page.screenshot(path=shots / "api-docs.png")
+
+
+def test_delete_goes_to_the_trash_and_restore_brings_it_back(
+    site: Site, context: Any, shots: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    from statekeeper.testing.statefiles import state_bytes
+
+    name = "team/doomed.tfstate"
+    data = state_bytes(4)
+    auth = ("root", site.secrets["root"])
+    httpx.post(f"{site.url}/state/{name}", content=data, auth=auth).raise_for_status()
+    page = context.new_page()
+    sign_in(page, site, "root", f"/ui/state/{name}")
+    page.get_by_role("link", name="Delete this state").click()
+    page.get_by_role("button", name=f"Delete {name}").click()
+    expect(page.locator("main")).to_contain_text(name)
+    assert httpx.get(f"{site.url}/state/{name}", auth=auth).status_code == 404
+    page.screenshot(path=shots / "trash.png", full_page=True)
+    page.get_by_role("button", name=f"Restore {name}").click()
+    expect(page.get_by_role("status")).to_contain_text("Restored from the trash")
+    assert httpx.get(f"{site.url}/state/{name}", auth=auth).content == data
+    # Leave the site as it was for any later test.
+    httpx.delete(f"{site.url}/state/{name}", auth=auth).raise_for_status()
+    bearer = {"Authorization": f"Bearer {site.secrets['root']}"}
+    httpx.delete(f"{site.url}/api/v1/trash/{name}", headers=bearer).raise_for_status()

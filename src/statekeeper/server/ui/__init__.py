@@ -6,13 +6,14 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from statekeeper.server import search_api
-from statekeeper.server.ui import actions, oidc, routes, search
+from statekeeper.server.ui import actions, oidc, routes, search, trash
 
 __all__ = ["router"]
 
 router = APIRouter()
 router.include_router(routes.router)
 router.include_router(actions.router)
+router.include_router(trash.router)
 router.include_router(search.router)
 router.include_router(oidc.router)
 router.include_router(search_api.router)

@@ -44,7 +44,7 @@ def _csrf_refused(ui: Page) -> Response:
     )
 
 
-async def _posted(ui: Page, request: Request) -> dict[str, str] | Response:
+async def posted(ui: Page, request: Request) -> dict[str, str] | Response:
     """The form a signed-in caller posted, or the answer refusing it (sign-in, CSRF)."""
     if (redirect := ui.gate()) is not None:
         return redirect
@@ -125,7 +125,7 @@ def unlock_confirm(request: Request, name: str) -> Response:
 @router.post("/ui/unlock/{name:path}")
 async def unlock(request: Request, name: str) -> Response:
     ui = Page(request)
-    form = await _posted(ui, request)
+    form = await posted(ui, request)
     if isinstance(form, Response):
         return form
     caller, operator = ui.who(), ui.operator
@@ -142,7 +142,7 @@ async def unlock(request: Request, name: str) -> Response:
 @router.post("/ui/reap")
 async def reap(request: Request) -> Response:
     ui = Page(request)
-    form = await _posted(ui, request)
+    form = await posted(ui, request)
     if isinstance(form, Response):
         return form
     caller, operator = ui.who(), ui.operator
@@ -188,7 +188,7 @@ def rollback_confirm(request: Request, name: str, to: str) -> Response:
 @router.post("/ui/rollback/{name:path}")
 async def rollback(request: Request, name: str) -> Response:
     ui = Page(request)
-    form = await _posted(ui, request)
+    form = await posted(ui, request)
     if isinstance(form, Response):
         return form
     caller, operator = ui.who(), ui.operator

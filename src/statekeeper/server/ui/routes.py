@@ -81,6 +81,7 @@ def state_page(
     version: str | None = None,
     reveal: str | None = None,
     rolled_back: str | None = None,
+    restored: str | None = None,
     versions: Annotated[int, Query(ge=1, le=1000)] = TIMELINE,
 ) -> Response:
     ui = Page(request)
@@ -124,6 +125,7 @@ def state_page(
         versions_shown=versions,
         selected=version,
         rolled_back=rolled_back,
+        restored=restored,
         may_read=ui.may(state, Permission.READ),
         may_admin=ui.may(state, Permission.ADMIN),
     )
