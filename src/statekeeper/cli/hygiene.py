@@ -78,7 +78,10 @@ def delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="State n
     services = obj(ctx, STORE).services()
     services.states.delete(StateName(name), local_caller())
     console.print(
-        f"deleted {name}: 'statekeeper trash restore {name}' brings it back", markup=False
+        f"deleted {name}: 'statekeeper trash restore {name}' brings it back",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -141,10 +144,20 @@ def trash_purge(
     trash = _trash(ctx)
     if name is not None:
         removed = trash.purge(StateName(name), local_caller())
-        console.print(f"purged {name}: {removed} version(s) removed", markup=False)
+        console.print(
+            f"purged {name}: {removed} version(s) removed",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         return
     purged = trash.expire(local_caller())
     for key in purged:
-        console.print(f"purged {key} (in the trash longer than history.trash)", markup=False)
+        console.print(
+            f"purged {key} (in the trash longer than history.trash)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     if not purged:
         err_console.print("nothing in the trash has expired")
