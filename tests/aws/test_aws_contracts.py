@@ -8,10 +8,14 @@ import pytest
 
 from statekeeper.storage.base import LockTable, ObjectStore
 from statekeeper.storage.registry import open_locks, open_store
-from statekeeper.testing.contracts import LockTableContract, ObjectStoreContract
+from statekeeper.testing.contracts import (
+    HistoryEditsContract,
+    LockTableContract,
+    ObjectStoreContract,
+)
 
 
-class TestS3VersionedStore(ObjectStoreContract):
+class TestS3VersionedStore(ObjectStoreContract, HistoryEditsContract):
     @pytest.fixture
     def store(self, bucket: str) -> Iterator[ObjectStore]:
         store = open_store(f"s3://{bucket}/states")

@@ -11,7 +11,11 @@ import pytest
 from statekeeper.storage.base import LockTable, ObjectStore
 from statekeeper.storage.memory import MemoryLocks, MemoryStore
 from statekeeper.storage.sqlite import SqliteDatabase, SqliteLocks, SqliteStore
-from statekeeper.testing.contracts import LockTableContract, ObjectStoreContract
+from statekeeper.testing.contracts import (
+    HistoryEditsContract,
+    LockTableContract,
+    ObjectStoreContract,
+)
 
 
 class TestMemoryStore(ObjectStoreContract):
@@ -27,10 +31,20 @@ class TestMemoryLocks(LockTableContract):
         return MemoryLocks(name), MemoryLocks(name)
 
 
-class TestSqliteStore(ObjectStoreContract):
+class TestSqliteStore(ObjectStoreContract, HistoryEditsContract):
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[ObjectStore]:
         store = SqliteStore(SqliteDatabase(tmp_path / "s.db"))
+        yield store
+        store.close()
+
+
+class TestSqlitePlainStore(ObjectStoreContract, HistoryEditsContract):
+    """Compression off: the same contract on plain rows."""
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[ObjectStore]:
+        store = SqliteStore(SqliteDatabase(tmp_path / "s.db"), compression=None)
         yield store
         store.close()
 

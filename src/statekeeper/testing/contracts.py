@@ -3,6 +3,7 @@
 A test module subclasses a suite and provides fixtures:
 
 - ``ObjectStoreContract`` needs ``store`` (an empty :class:`ObjectStore`).
+- ``HistoryEditsContract`` needs ``store`` too, one with ``supports_history_edits``.
 - ``LockTableContract`` needs ``lock_tables``: two independent handles on
   one empty backend, as upstream's ``TestRemoteLocks(a, b)`` takes two clients.
 
@@ -24,6 +25,8 @@ from statekeeper.errors import (
     LockConflict,
     LockMismatch,
     LockNotFound,
+    StateNotFound,
+    StorageError,
     VersionNotFound,
     WriteRace,
 )
@@ -31,7 +34,12 @@ from statekeeper.storage.base import LockTable, ObjectStore
 from statekeeper.terraform.layout import lock_file_key
 from statekeeper.terraform.lockinfo import LockInfo
 
-__all__ = ["CompareAndSwapContract", "LockTableContract", "ObjectStoreContract"]
+__all__ = [
+    "CompareAndSwapContract",
+    "HistoryEditsContract",
+    "LockTableContract",
+    "ObjectStoreContract",
+]
 
 STATE = (
     b'{\n  "version": 4,\n  "terraform_version": "1.15.5",\n  "serial": 2,\n'
@@ -336,3 +344,47 @@ class CompareAndSwapContract:
 
 class ObjectStoreContract(_ObjectStoreBasics, CompareAndSwapContract):
     """Everything an ObjectStore promises; subclass it and provide ``store``."""
+
+
+class HistoryEditsContract:
+    """Single versions removed, the trash: stores with ``supports_history_edits``."""
+
+    def test_a_version_goes_but_never_the_current_one(self, store: ObjectStore) -> None:
+        assert store.supports_history_edits
+        for serial in (1, 2, 3):
+            store.put("h.tfstate", STATE.replace(b'"serial": 2', b'"serial": %d' % serial), {})
+        newest, middle, oldest = (v.version_id for v in store.versions("h.tfstate"))
+        store.delete_version("h.tfstate", middle)
+        assert [v.version_id for v in store.versions("h.tfstate")] == [newest, oldest]
+        with pytest.raises(StorageError):
+            store.delete_version("h.tfstate", newest)
+        with pytest.raises(VersionNotFound):
+            store.delete_version("h.tfstate", middle)
+        got = store.get("h.tfstate")
+        assert got is not None and b'"serial": 3' in got.data
+
+    def test_deleted_state_is_listed_restored_verbatim_and_purged(self, store: ObjectStore) -> None:
+        store.put("t/a.tfstate", b"{}", {})
+        store.put("t/a.tfstate", STATE, {"serial": "2"})
+        store.put("t/b.tfstate", STATE, {})
+        with pytest.raises(StateNotFound):
+            store.undelete("t/a.tfstate")  # not deleted
+        store.delete("t/a.tfstate")
+        assert store.get("t/a.tfstate") is None
+        (listed,) = store.deleted("t/")
+        assert listed.key == "t/a.tfstate" and listed.size == len(STATE)
+        info = store.undelete("t/a.tfstate")
+        assert info.version_id == listed.version_id and info.metadata.get("serial") == "2"
+        got = store.get("t/a.tfstate")
+        assert got is not None and got.data == STATE
+        assert list(store.deleted("t/")) == []
+        store.delete("t/a.tfstate")
+        assert store.purge("t/a.tfstate") == 2
+        assert store.versions("t/a.tfstate") == []
+        assert list(store.deleted("t/")) == []
+        with pytest.raises(StateNotFound):
+            store.purge("t/a.tfstate")
+        # A state written again under a deleted name is current, not in the trash.
+        store.delete("t/b.tfstate")
+        store.put("t/b.tfstate", STATE, {})
+        assert list(store.deleted("t/")) == []
