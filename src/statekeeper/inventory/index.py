@@ -65,7 +65,14 @@ _SCHEMA = (
 #: Events after which a state's bytes may have changed.
 log = logging.getLogger("statekeeper.inventory")
 
-_CHANGES = {Action.WRITE, Action.PUSH, Action.ROLLBACK, Action.MIGRATE, Action.DELETE}
+_CHANGES = {
+    Action.WRITE,
+    Action.PUSH,
+    Action.ROLLBACK,
+    Action.MIGRATE,
+    Action.DELETE,
+    Action.RESTORE,
+}
 
 
 @dataclass(frozen=True)
