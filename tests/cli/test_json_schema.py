@@ -163,4 +163,17 @@ def test_every_json_output_matches_the_published_schema(
         schemas.validate("get", "/api/v1/hooks", hooks, item_of="hooks")
         deliveries = run("hooks", "deliveries", "--json")
         schemas.validate("get", "/api/v1/hooks/deliveries", deliveries, item_of="deliveries")
+        # History hygiene: prune (rules from a config file) and the trash.
+        rules = server.workdir / "history.toml"
+        rules.write_text('[history]\n[[history.retention]]\nstates = "**"\nkeep_last = 1\n')
+        pruned = run("--config", str(rules), "prune", "--dry-run", "--json")
+        assert pruned, "the rolled-back state has a version to prune"
+        schemas.validate("post", "/api/v1/prune", pruned)
+        assert cli_process(*backend, "delete", NAME).exit_code == 0
+        schemas.validate("get", "/api/v1/trash", run("trash", "list", "--json"))
+        restored = run("trash", "restore", NAME, "--json")
+        schemas.validate("post", "/api/v1/trash/restore/{name}", restored)
+        assert cli_process(*backend, "delete", NAME).exit_code == 0
+        purged = run("trash", "purge", NAME, "--json")
+        schemas.validate("delete", "/api/v1/trash/{name}", purged)
         assert schemas.checked | API_ONLY == schemas.json_operations()

@@ -149,7 +149,7 @@ def test_trash_restore_and_purge(tmp_path: Path, caller: Caller) -> None:
             s.trash.restore(NAME, caller)  # it is current: nothing to restore
         s.states.delete(NAME, caller)
         assert s.trash.expire(caller) == []  # not a day old yet
-        assert s.trash.expire(caller, now=utcnow() + timedelta(days=2)) == [str(NAME)]
+        assert s.trash.expire(caller, now=utcnow() + timedelta(days=2)) == [(str(NAME), 2)]
         assert s.trash.entries(caller) == []
         assert s.store.versions(str(NAME)) == []
         actions = [e.action for e in s.audit.query(AuditFilter())]

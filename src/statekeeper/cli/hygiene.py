@@ -16,7 +16,7 @@ from statekeeper.cli.options import PANEL_STATES, STORE, JsonFlag
 from statekeeper.cli.output import console, err_console, print_view
 from statekeeper.cli.render import print_table, size
 from statekeeper.errors import ConfigError
-from statekeeper.state.history_views import PruneView, TrashEntry
+from statekeeper.state.history_views import PruneView, PurgedView, RestoredView, TrashEntry
 from statekeeper.state.prune import prune as prune_states
 from statekeeper.state.trash import TrashService
 from statekeeper.terraform.names import StateName
@@ -120,10 +120,15 @@ def trash_list(
 
 @trash_app.command("restore")
 def trash_restore(
-    ctx: typer.Context, name: Annotated[str, typer.Argument(help="State name")]
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="State name")],
+    json_out: JsonFlag = False,
 ) -> None:
     """Bring a deleted state back, byte for byte, as its current version."""
     restored = _trash(ctx).restore(StateName(name), local_caller())
+    if json_out:
+        print_view(RestoredView.of(restored))
+        return
     console.print(
         f"restored {restored.name}: version {restored.version_id} "
         f"(serial {restored.serial}) is current again",
@@ -139,11 +144,15 @@ def trash_purge(
     name: Annotated[
         str | None, typer.Argument(help="State name (default: every expired one)")
     ] = None,
+    json_out: JsonFlag = False,
 ) -> None:
     """Remove a deleted state for good; without NAME, those past history.trash."""
     trash = _trash(ctx)
     if name is not None:
         removed = trash.purge(StateName(name), local_caller())
+        if json_out:
+            print_view(PurgedView(name=name, removed=removed))
+            return
         console.print(
             f"purged {name}: {removed} version(s) removed",
             markup=False,
@@ -152,9 +161,12 @@ def trash_purge(
         )
         return
     purged = trash.expire(local_caller())
-    for key in purged:
+    if json_out:
+        print_view([PurgedView(name=key, removed=n) for key, n in purged])
+        return
+    for key, n in purged:
         console.print(
-            f"purged {key} (in the trash longer than history.trash)",
+            f"purged {key}: {n} version(s) removed (in the trash longer than history.trash)",
             markup=False,
             highlight=False,
             soft_wrap=True,

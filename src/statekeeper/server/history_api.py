@@ -15,7 +15,13 @@ from statekeeper.app import Services
 from statekeeper.errors import CapabilityMissing
 from statekeeper.server.api import ERRORS
 from statekeeper.server.tfhttp import caller_of
-from statekeeper.state.history_views import PruneIn, PruneView, RestoredView, TrashEntry
+from statekeeper.state.history_views import (
+    PruneIn,
+    PruneView,
+    PurgedView,
+    RestoredView,
+    TrashEntry,
+)
 from statekeeper.state.prune import prune
 from statekeeper.state.trash import TrashService
 from statekeeper.terraform.names import StateName
@@ -53,9 +59,12 @@ def restore_state(request: Request, name: str) -> RestoredView:
     return RestoredView.of(_trash(request).restore(StateName(name), caller_of(request)))
 
 
-@router.delete("/trash/{name:path}", summary="Remove a deleted state for good")
-def purge_state(request: Request, name: str) -> dict[str, int]:
-    return {"removed": _trash(request).purge(StateName(name), caller_of(request))}
+@router.delete(
+    "/trash/{name:path}", summary="Remove a deleted state for good", response_model=PurgedView
+)
+def purge_state(request: Request, name: str) -> PurgedView:
+    removed = _trash(request).purge(StateName(name), caller_of(request))
+    return PurgedView(name=name, removed=removed)
 
 
 @router.post(

@@ -9,7 +9,7 @@ from statekeeper.state.trash import Restored, Trashed
 from statekeeper.state.views import View
 from statekeeper.times import format_rfc3339
 
-__all__ = ["PruneIn", "PruneView", "RestoredView", "TrashEntry"]
+__all__ = ["PruneIn", "PruneView", "PurgedView", "RestoredView", "TrashEntry"]
 
 
 class TrashEntry(View):
@@ -40,6 +40,11 @@ class RestoredView(View):
     @classmethod
     def of(cls, r: Restored) -> RestoredView:
         return cls(name=r.name, version_id=r.version_id, serial=r.serial)
+
+
+class PurgedView(View):
+    name: str
+    removed: int = Field(description="Versions removed for good")
 
 
 class PruneView(View):

@@ -103,8 +103,10 @@ class TrashService:
             event.detail = f"removed {removed} version(s)" + (f" ({reason})" if reason else "")
             return removed
 
-    def expire(self, caller: Caller, now: datetime | None = None) -> list[str]:
-        """Purge every state in the trash longer than the configured time; their names.
+    def expire(self, caller: Caller, now: datetime | None = None) -> list[tuple[str, int]]:
+        """Purge every state in the trash longer than the configured time.
+
+        Returns each purged state's name and how many versions went with it.
 
         Each is a ``purge`` by ``caller``, who needs the admin permission on it.
         """
@@ -116,8 +118,8 @@ class TrashService:
             if state.key.startswith(STATEKEEPER_PREFIX) or state.deleted > limit:
                 continue
             try:
-                self.purge(StateName(state.key), caller, reason="in the trash too long")
+                removed = self.purge(StateName(state.key), caller, reason="in the trash too long")
             except StateNotFound:
                 continue  # restored or written again meanwhile
-            out.append(state.key)
+            out.append((state.key, removed))
         return out
