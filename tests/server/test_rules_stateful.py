@@ -36,7 +36,13 @@ class TerraformRules(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.tmp = tempfile.TemporaryDirectory()
-        self.services = Services.build(load_settings({"data_dir": Path(self.tmp.name)}, env={}))
+        # Every accepted write stays a version here: compaction, which collapses a
+        # lock's writes at its release, is modelled in tests/state/test_hygiene.py.
+        self.services = Services.build(
+            load_settings(
+                {"data_dir": Path(self.tmp.name)}, env={"STATEKEEPER_HISTORY": "compact = false"}
+            )
+        )
         self.api = Api(create_app(self.services), self.services)
         # The model.
         self.holder: str | None = None
