@@ -91,6 +91,10 @@ def _check_store(db_path: Path, acked: Acked) -> tuple[int, int]:
         store.close()
 
 
+#: Every acknowledged write must stay a version: no compaction at the UNLOCK of each round.
+KEEP = {"STATEKEEPER_HISTORY": "compact = false"}
+
+
 @pytest.mark.timeout(3600)
 def test_kill_during_writes_loses_nothing_acknowledged(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
@@ -101,7 +105,8 @@ def test_kill_during_writes_loses_nothing_acknowledged(tmp_path: Path) -> None:
     kills = 0
     serial = 0
     while acked.attempted < WRITES:
-        server = StatekeeperServer(tmp_path / "server", "--data-dir", str(data_dir)).start()
+        server = StatekeeperServer(tmp_path / "server", "--data-dir", str(data_dir), env=KEEP)
+        server.start()
         url = server.state_url(NAME)
         lock_id = str(uuid.uuid4())
         body = lock_body(lock_id, who="crash@test")
@@ -118,7 +123,8 @@ def test_kill_during_writes_loses_nothing_acknowledged(tmp_path: Path) -> None:
         assert serial >= acked.last_serial
 
         # The killed server's lock survives the restart, and its holder can release it.
-        server = StatekeeperServer(tmp_path / "server", "--data-dir", str(data_dir)).start()
+        server = StatekeeperServer(tmp_path / "server", "--data-dir", str(data_dir), env=KEEP)
+        server.start()
         try:
             other = httpx.request("LOCK", url := server.state_url(NAME), content=lock_body())
             assert other.status_code == 423
