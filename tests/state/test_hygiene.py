@@ -190,3 +190,18 @@ def test_compressed_rows_read_back_verbatim_beside_plain_ones(
         assert codec == "zstd" and stored * 5 < size
     finally:
         s.close()
+
+
+def test_a_migrated_history_written_under_one_lock_is_not_compacted(
+    hygienic: tuple[Services, list[Event]], caller: Caller
+) -> None:
+    from statekeeper.state import migrate
+    from statekeeper.storage.memory import MemoryStore
+
+    s, seen = hygienic
+    source = MemoryStore("hygiene-migrate-source")
+    for serial in (1, 2, 3):
+        source.put(str(NAME), state_bytes(serial), {})
+    migrate.migrate(migrate.StoreSource(source), s.states, s.locks, caller, with_history=True)
+    assert [v[0] for v in history(s, caller)] == [3, 2, 1]
+    assert not [e for e in seen if e.action is Action.COMPACT]

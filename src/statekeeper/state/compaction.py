@@ -10,6 +10,10 @@ run that another writer built on (the next version was written under another
 lock ID, or none), the version a rollback restored, the current version, and
 with ``keep_every = N`` every Nth intermediate snapshot.
 
+Operator commands (push, rollback, migrate) hold their lock inside their own
+event and release it without an UNLOCK event, so nothing they write is
+compacted: a migration's copied history stays whole.
+
 :class:`Compactor` subscribes to the event stream: the release has already
 happened when it runs, so a failure to compact is logged with the event and
 never undoes the release; what it left is ordinary history, which the
