@@ -6,7 +6,7 @@ call the services directly, as the server's background task does.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,11 +16,11 @@ from statekeeper.cli.options import PANEL_STATES, STORE, JsonFlag
 from statekeeper.cli.output import console, err_console, print_view
 from statekeeper.cli.render import print_table, size
 from statekeeper.errors import ConfigError
-from statekeeper.state.history_views import PruneView, PurgedView, RestoredView, TrashEntry
-from statekeeper.state.prune import prune as prune_states
-from statekeeper.state.trash import TrashService
 from statekeeper.terraform.names import StateName
 from statekeeper.times import format_rfc3339
+
+if TYPE_CHECKING:
+    from statekeeper.state.trash import TrashService
 
 __all__ = ["delete", "prune", "trash_app"]
 
@@ -41,6 +41,9 @@ def prune(
     json_out: JsonFlag = False,
 ) -> None:
     """Remove the versions the history retention rules let go (never a current one)."""
+    from statekeeper.state.history_views import PruneView
+    from statekeeper.state.prune import prune as prune_states
+
     services = obj(ctx, STORE).services()
     history = services.settings.history
     if not history.retention:
@@ -98,6 +101,8 @@ def trash_list(
     json_out: JsonFlag = False,
 ) -> None:
     """Deleted states that can be restored, with when they were deleted and leave the trash."""
+    from statekeeper.state.history_views import TrashEntry
+
     rows = _trash(ctx).entries(local_caller(), prefix)
     if json_out:
         print_view([TrashEntry.of(t) for t in rows])
@@ -125,6 +130,8 @@ def trash_restore(
     json_out: JsonFlag = False,
 ) -> None:
     """Bring a deleted state back, byte for byte, as its current version."""
+    from statekeeper.state.history_views import RestoredView
+
     restored = _trash(ctx).restore(StateName(name), local_caller())
     if json_out:
         print_view(RestoredView.of(restored))
@@ -147,6 +154,8 @@ def trash_purge(
     json_out: JsonFlag = False,
 ) -> None:
     """Remove a deleted state for good; without NAME, those past history.trash."""
+    from statekeeper.state.history_views import PurgedView
+
     trash = _trash(ctx)
     if name is not None:
         removed = trash.purge(StateName(name), local_caller())
