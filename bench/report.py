@@ -320,7 +320,25 @@ def scale_section(r: dict[str, Any]) -> str:
 
 
 def startup_section(r: dict[str, Any]) -> str:
-    rows = [[x["command"], x["median_ms"], x["vs_python"], x["exit_code"]] for x in r["rows"]]
+    rows = [
+        [
+            x["command"],
+            x["median_ms"],
+            x["vs_python"],
+            x.get("cpu_ms", "-"),
+            x.get("cpu_vs_python", "-"),
+            x["exit_code"],
+        ]
+        for x in r["rows"]
+    ]
+    p = r["params"]
+    how = (
+        f"the console script `{' '.join(p['argv'])}` with its bytecode cached, the commands "
+        "interleaved; CPU = user + system time of the process, the steadier figure on a "
+        "shared machine (the goals table reads it)"
+        if "argv" in p
+        else "`python -m statekeeper`"
+    )
     imports = "\n".join(
         f"- `{x['command']}`: "
         + ", ".join(f"{name} {ms} ms" for name, ms in x["heaviest_imports_ms"][:6])
@@ -329,8 +347,11 @@ def startup_section(r: dict[str, Any]) -> str:
     )
     return (
         "## 5. CLI start-up\n\n"
-        f"Fresh process in an empty directory, median of {r['params']['runs']} runs.\n\n"
-        + _table(["command", "median ms", "/ python -c pass", "exit"], rows)
+        f"Fresh process in an empty directory, median of {p['runs']} runs: {how}.\n\n"
+        + _table(
+            ["command", "wall ms", "wall / python -c pass", "CPU ms", "CPU / python", "exit"],
+            rows,
+        )
         + "\nHeaviest top-level imports (`python -X importtime`, cumulative):\n\n"
         + imports
         + "\n"
