@@ -77,10 +77,8 @@ class StateDocReader:
         self._pending_size = 0
         # How much unread text the parser waits for before it runs again.
         self._need = 1
-        # Where _buf starts in the whole text, for messages as json's own.
+        # Where _buf starts in the whole text, for messages.
         self._offset = 0
-        self._lines = 0
-        self._line_start = 0
         self._first = True
         self._blank = True
         self._eof = False
@@ -144,11 +142,7 @@ class StateDocReader:
         waiting = len(self._buf) - self._pos + self._pending_size < self._need
         if (self._done or waiting) and not self._eof:
             return
-        # Drop what was read; keep the line count for messages.
-        newlines = self._buf.count("\n", 0, self._pos)
-        if newlines:
-            self._lines += newlines
-            self._line_start = self._offset + self._buf.rindex("\n", 0, self._pos) + 1
+        # Drop what was read.
         self._offset += self._pos
         self._buf = "".join([self._buf[self._pos :], *self._pending])
         self._pending.clear()
@@ -167,13 +161,10 @@ class StateDocReader:
     def _invalid(self, message: str, pos: int | None) -> InvalidState:
         if pos is None:
             return InvalidState(f"the state could not be parsed as JSON: {message}")
-        at = self._offset + pos
-        line = self._lines + self._buf.count("\n", 0, pos) + 1
-        last = self._buf.rfind("\n", 0, pos)
-        column = pos - last if last >= 0 else at - self._line_start + 1
+        # json's own messages give a line and column too; counting lines through a
+        # 500 MB body costs more than the rest of the check, so the offset it is.
         return InvalidState(
-            f"the state could not be parsed as JSON: {message}: "
-            f"line {line} column {column} (char {at})"
+            f"the state could not be parsed as JSON: {message} at character {self._offset + pos}"
         )
 
     # The grammar, as generators that yield when they need more text
