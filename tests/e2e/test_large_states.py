@@ -134,9 +134,8 @@ def test_a_truncated_chunked_upload_leaves_the_previous_version(
 
 
 def test_a_large_state_round_trips_verbatim_in_bounded_memory(serve: Serve, tmp_path: Path) -> None:
-    """A 200 MB push and pull: the bytes come back as sent, the pull holds no copy,
-    and the push less than 2.5x the state (4.2x before streaming; what is left is
-    SQLite building the row, see bench/findings.md "Large states")."""
+    """A 200 MB push and pull: the bytes come back as sent, and the server's peak
+    memory grows by a small part of the state (about 4x the state before streaming)."""
     data_dir = tmp_path / "data"
     server = serve("--data-dir", str(data_dir))
     small = big_state(MB, 1)
@@ -153,5 +152,4 @@ def test_a_large_state_round_trips_verbatim_in_bounded_memory(serve: Serve, tmp_
     assert md5 == base64.b64encode(hashlib.md5(state).digest()).decode()
     del data
     grew = f"{(pushed - before) / MB:.0f} MiB by the push, {(peak - pushed) / MB:.0f} MiB more"
-    assert peak - pushed < 0.25 * len(state), f"the pull held the state: {grew}"
-    assert peak - before < 2.5 * len(state), f"the peak grew by {grew}"
+    assert peak - before < 0.5 * len(state), f"the peak grew by {grew}"

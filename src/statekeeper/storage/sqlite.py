@@ -68,6 +68,14 @@ CREATE INDEX IF NOT EXISTS objects_by_key ON objects (key, id);
 -- Listings read these columns only: from this index, never past the data blob that
 -- precedes them in the row (a 10,000-state listing went from 1 s to well under).
 CREATE INDEX IF NOT EXISTS objects_listing ON objects (id, key, size, metadata, created);
+-- The bytes of a version larger than PIECE, when it has a row here (objects.data is
+-- then empty). SQLite builds a row whole in memory unless its one large value is a
+-- zeroblob in the last column: here it is, so a state is written piece by piece
+-- into its blob with memory that does not grow with its size.
+CREATE TABLE IF NOT EXISTS object_data (
+    id INTEGER PRIMARY KEY REFERENCES objects (id),
+    data BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS current (
     key TEXT PRIMARY KEY,
     object_id INTEGER NOT NULL REFERENCES objects (id)
@@ -85,6 +93,10 @@ CREATE TABLE IF NOT EXISTS digests (
     digest TEXT NOT NULL
 ) WITHOUT ROWID;
 """
+
+
+#: Where the bytes of a version are: object_data when it has a row there (``d.data``).
+_DATA_JOIN = "LEFT JOIN object_data d ON d.id = o.id"
 
 
 def _race_message(key: str) -> str:
@@ -219,15 +231,19 @@ class SqliteStore(ObjectStore):
                 (key, data, *row[1:]),
             )
         else:
-            # Room for the bytes first, then the bytes piece by piece: no copy of the
-            # whole state in SQLite's memory (nor in ours when they come from a file).
             cur = db.execute(
-                "INSERT INTO objects (key, data, size, metadata, created) "
-                "VALUES (?, zeroblob(?), ?, ?, ?)",
-                (key, size, *row[1:]),
+                "INSERT INTO objects (key, data, size, metadata, created) VALUES (?, X'', ?, ?, ?)",
+                (key, *row[1:]),
             )
             assert cur.lastrowid is not None
-            with db.blobopen("objects", "data", cur.lastrowid) as blob:
+            # Room for the bytes first (see object_data in SCHEMA), then the bytes
+            # piece by piece: no copy of the whole state in SQLite's memory, nor in
+            # ours when they come from an upload's file.
+            db.execute(
+                "INSERT INTO object_data (id, data) VALUES (?, zeroblob(?))",
+                (cur.lastrowid, size),
+            )
+            with db.blobopen("object_data", "data", cur.lastrowid) as blob:
                 if isinstance(data, bytes):
                     view = memoryview(data)
                     for start in range(0, size, PIECE):
@@ -311,7 +327,9 @@ class SqliteStore(ObjectStore):
 
     def _chunks(self, conn: sqlite3.Connection, object_id: int) -> Iterator[bytes]:
         try:
-            with conn.blobopen("objects", "data", object_id, readonly=True) as blob:
+            apart = conn.execute("SELECT 1 FROM object_data WHERE id = ?", (object_id,))
+            table = "object_data" if apart.fetchone() else "objects"
+            with conn.blobopen(table, "data", object_id, readonly=True) as blob:
                 while piece := blob.read(PIECE):
                     yield piece
         except sqlite3.Error as exc:
@@ -325,7 +343,7 @@ class SqliteStore(ObjectStore):
         if version_id is None:
             row: tuple[object, ...] | None = db.execute(
                 f"SELECT {columns} FROM current c JOIN objects o ON o.id = c.object_id "
-                "WHERE c.key = ?",
+                f"{_DATA_JOIN} WHERE c.key = ?",
                 (key,),
             ).fetchone()
             return row
@@ -333,7 +351,8 @@ class SqliteStore(ObjectStore):
         if not (version_id.isascii() and version_id.isdigit()) or int(version_id) > _MAX_ROWID:
             raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
         row = db.execute(
-            f"SELECT {columns} FROM objects o WHERE o.key = ? AND o.id = ? AND o.data IS NOT NULL",
+            f"SELECT {columns} FROM objects o {_DATA_JOIN} "
+            "WHERE o.key = ? AND o.id = ? AND o.data IS NOT NULL",
             (key, int(version_id)),
         ).fetchone()
         if row is None:
@@ -345,7 +364,7 @@ class SqliteStore(ObjectStore):
         return row is not None and row[0] == object_id
 
     def get(self, key: str, version_id: str | None = None) -> StoredObject | None:
-        cols = "o.id, o.key, o.size, o.metadata, o.created, o.data"
+        cols = "o.id, o.key, o.size, o.metadata, o.created, coalesce(d.data, o.data)"
 
         def tx(db: sqlite3.Connection) -> StoredObject | None:
             row = self._row(db, key, version_id, cols)
