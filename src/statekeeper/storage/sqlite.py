@@ -68,13 +68,14 @@ CREATE INDEX IF NOT EXISTS objects_by_key ON objects (key, id);
 -- Listings read these columns only: from this index, never past the data blob that
 -- precedes them in the row (a 10,000-state listing went from 1 s to well under).
 CREATE INDEX IF NOT EXISTS objects_listing ON objects (id, key, size, metadata, created);
--- The bytes of a version larger than PIECE, when it has a row here (objects.data is
--- then empty). SQLite builds a row whole in memory unless its one large value is a
--- zeroblob in the last column: here it is, so a state is written piece by piece
--- into its blob with memory that does not grow with its size.
-CREATE TABLE IF NOT EXISTS object_data (
-    id INTEGER PRIMARY KEY REFERENCES objects (id),
-    data BLOB NOT NULL
+-- The bytes of a version larger than PIECE, in pieces of PIECE bytes (objects.data is
+-- then empty). SQLite builds each row whole in memory before writing it: one row of a
+-- 500 MB state costs twice its size while written, a piece costs 1 MB.
+CREATE TABLE IF NOT EXISTS object_pieces (
+    id INTEGER NOT NULL REFERENCES objects (id),
+    seq INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (id, seq)
 );
 CREATE TABLE IF NOT EXISTS current (
     key TEXT PRIMARY KEY,
@@ -93,10 +94,6 @@ CREATE TABLE IF NOT EXISTS digests (
     digest TEXT NOT NULL
 ) WITHOUT ROWID;
 """
-
-
-#: Where the bytes of a version are: object_data when it has a row there (``d.data``).
-_DATA_JOIN = "LEFT JOIN object_data d ON d.id = o.id"
 
 
 def _race_message(key: str) -> str:
@@ -182,6 +179,13 @@ class SqliteDatabase:
         self._local = threading.local()
 
 
+def _pieces(db: sqlite3.Connection, object_id: int) -> Iterator[bytes]:
+    """The bytes of a version kept in object_pieces, in order (none: they are in its row)."""
+    cursor = db.execute("SELECT data FROM object_pieces WHERE id = ? ORDER BY seq", (object_id,))
+    while (row := cursor.fetchone()) is not None:
+        yield bytes(row[0])
+
+
 def _info(row: sqlite3.Row | tuple[object, ...], *, is_latest: bool) -> ObjectInfo:
     object_id, key, size, metadata, created = row[:5]
     return ObjectInfo(
@@ -235,23 +239,20 @@ class SqliteStore(ObjectStore):
                 "INSERT INTO objects (key, data, size, metadata, created) VALUES (?, X'', ?, ?, ?)",
                 (key, *row[1:]),
             )
-            assert cur.lastrowid is not None
-            # Room for the bytes first (see object_data in SCHEMA), then the bytes
-            # piece by piece: no copy of the whole state in SQLite's memory, nor in
-            # ours when they come from an upload's file.
-            db.execute(
-                "INSERT INTO object_data (id, data) VALUES (?, zeroblob(?))",
-                (cur.lastrowid, size),
+            # The bytes in pieces (see object_pieces in SCHEMA): no copy of the whole
+            # state in SQLite's memory, nor in ours when they come from an upload's file.
+            if isinstance(data, bytes):
+                view = memoryview(data)
+                chunks: Iterator[bytes | memoryview] = (
+                    view[at : at + PIECE] for at in range(0, size, PIECE)
+                )
+            else:
+                data.seek(0)
+                chunks = iter(lambda: data.read(PIECE), b"")
+            db.executemany(
+                "INSERT INTO object_pieces (id, seq, data) VALUES (?, ?, ?)",
+                ((cur.lastrowid, seq, piece) for seq, piece in enumerate(chunks)),
             )
-            with db.blobopen("object_data", "data", cur.lastrowid) as blob:
-                if isinstance(data, bytes):
-                    view = memoryview(data)
-                    for start in range(0, size, PIECE):
-                        blob.write(view[start : start + PIECE])
-                else:
-                    data.seek(0)
-                    while piece := data.read(PIECE):
-                        blob.write(piece)
         object_id = cur.lastrowid
         db.execute(
             "INSERT INTO current (key, object_id) VALUES (?, ?) "
@@ -327,11 +328,15 @@ class SqliteStore(ObjectStore):
 
     def _chunks(self, conn: sqlite3.Connection, object_id: int) -> Iterator[bytes]:
         try:
-            apart = conn.execute("SELECT 1 FROM object_data WHERE id = ?", (object_id,))
-            table = "object_data" if apart.fetchone() else "objects"
-            with conn.blobopen(table, "data", object_id, readonly=True) as blob:
-                while piece := blob.read(PIECE):
-                    yield piece
+            pieces = 0
+            for piece in _pieces(conn, object_id):
+                pieces += 1
+                yield piece
+            if not pieces:
+                # Kept in its row (written before object_pieces): a piece at a time.
+                with conn.blobopen("objects", "data", object_id, readonly=True) as blob:
+                    while piece := blob.read(PIECE):
+                        yield piece
         except sqlite3.Error as exc:
             raise StorageError(f"the SQLite database {self.db.path} failed: {exc}") from exc
         finally:
@@ -343,7 +348,7 @@ class SqliteStore(ObjectStore):
         if version_id is None:
             row: tuple[object, ...] | None = db.execute(
                 f"SELECT {columns} FROM current c JOIN objects o ON o.id = c.object_id "
-                f"{_DATA_JOIN} WHERE c.key = ?",
+                "WHERE c.key = ?",
                 (key,),
             ).fetchone()
             return row
@@ -351,8 +356,7 @@ class SqliteStore(ObjectStore):
         if not (version_id.isascii() and version_id.isdigit()) or int(version_id) > _MAX_ROWID:
             raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
         row = db.execute(
-            f"SELECT {columns} FROM objects o {_DATA_JOIN} "
-            "WHERE o.key = ? AND o.id = ? AND o.data IS NOT NULL",
+            f"SELECT {columns} FROM objects o WHERE o.key = ? AND o.id = ? AND o.data IS NOT NULL",
             (key, int(version_id)),
         ).fetchone()
         if row is None:
@@ -364,14 +368,17 @@ class SqliteStore(ObjectStore):
         return row is not None and row[0] == object_id
 
     def get(self, key: str, version_id: str | None = None) -> StoredObject | None:
-        cols = "o.id, o.key, o.size, o.metadata, o.created, coalesce(d.data, o.data)"
+        cols = "o.id, o.key, o.size, o.metadata, o.created, o.data"
 
         def tx(db: sqlite3.Connection) -> StoredObject | None:
             row = self._row(db, key, version_id, cols)
             if row is None:
                 return None
             latest = version_id is None or self._is_latest(db, key, row[0])
-            return StoredObject(_info(row, is_latest=latest), bytes(row[5]))  # type: ignore[call-overload]
+            data = bytes(row[5])  # type: ignore[call-overload]
+            if not data:
+                data = b"".join(_pieces(db, int(str(row[0]))))
+            return StoredObject(_info(row, is_latest=latest), data)
 
         return self.db.run(tx)
 
