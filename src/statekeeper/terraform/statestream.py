@@ -255,10 +255,10 @@ class StateDocReader:
             self._pos += 1
             return text
         while True:
-            done, text = self._complete_items(text)
+            done, text, want = self._complete_items(text)
             if done:
                 return text
-            _, item_text = yield from self._value(self._scan)
+            _, item_text = yield from self._value(self._scan, want)
             text = text and item_text
             yield from self._whitespace()
             delimiter = yield from self._char()
@@ -269,33 +269,39 @@ class StateDocReader:
                 raise _Refused("Expecting ',' delimiter", self._pos - 1)
             yield from self._whitespace()
 
-    def _complete_items(self, text: bool) -> tuple[bool, bool]:
+    def _complete_items(self, text: bool) -> tuple[bool, bool, int]:
         """Items already in the buffer, without a step per item: a state is
-        mostly its resources, tens of thousands of them."""
+        mostly its resources, tens of thousands of them.
+
+        Returns whether the array ended, whether its items are text, and how
+        much text the careful path should wait for before it scans again (an
+        item cut by the end of the buffer fails here: scanning it again at once
+        would fail again, and each failure costs a pass over the buffer).
+        """
         scan, buf, pos = self._scan, self._buf, self._pos
         while True:
             try:
                 value, end = scan(buf, pos)
             except (StopIteration, ValueError, RecursionError):
-                return False, text  # the careful path says why, or waits for more
+                # The careful path says why, or waits for more.
+                return False, text, 2 * (len(buf) - pos) + 1
             after = _DELIMITER.match(buf, end)
             if after is None or after.end() == len(buf):
-                return False, text
+                return False, text, 0
             if _SURROGATE_ESCAPE.search(buf, pos, end) and not gojson.is_text(value):
                 text = False
             self._pos = pos = after.end()
             if after.group(1) == "]":
-                return True, text
+                return True, text, 0
 
-    def _value(self, scan: Scan) -> _Steps:
+    def _value(self, scan: Scan, want: int = 0) -> _Steps:
         """One value parsed by ``scan`` at the position, and whether it is text.
 
         A number at the end of what arrived may go on in the next chunk (``1``
         then ``e5``), so a value counts only when a character that cannot
         continue it follows, or the body is complete; a failure counts only
-        when the body is complete.
+        when the body is complete. ``want``: text to wait for before the first scan.
         """
-        want = 0
         while True:
             start = self._pos
             failure: _Refused | None = None
@@ -322,7 +328,7 @@ class StateDocReader:
                     assert failure is not None  # at the end a value is complete or wrong
                     raise failure
                 want = 2 * (len(self._buf) - start) + 1
-                self._need = want
+            self._need = want
             yield
 
     def _kept_is_text(self) -> list[bool]:
