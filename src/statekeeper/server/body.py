@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -16,6 +18,8 @@ __all__ = ["BodyStream", "read_body", "single_header"]
 #: A state body is handed to the worker thread in pieces of about this size: one
 #: hop from the event loop per piece, and no more than a piece or two held here.
 PIECE = 1 << 20
+#: Pieces received ahead of the thread that consumes them.
+AHEAD = 2
 
 
 def _too_large(limit: int) -> PayloadTooLarge:
@@ -58,6 +62,10 @@ class BodyStream:
     a piece is ever held for a body that is too large. A client that goes away
     mid-body ends the iteration with a 400 (nobody is left to read it): the
     consumer stores nothing.
+
+    The next pieces are received while the thread works on the last one (at
+    most :data:`AHEAD` of them wait); :meth:`aclose` stops the receiving when
+    the consumer stopped early.
     """
 
     def __init__(
@@ -72,6 +80,8 @@ class BodyStream:
         self._source: AsyncIterator[bytes] = request.stream()
         self._size = 0
         self._ended = False
+        self._ahead: asyncio.Queue[bytes | Exception | None] = asyncio.Queue(AHEAD)
+        self._receiving: asyncio.Task[None] | None = None
 
     async def _piece(self) -> bytes:
         pending = bytearray()
@@ -90,11 +100,34 @@ class BodyStream:
             ) from None
         return bytes(pending)
 
+    async def _receive(self) -> None:
+        try:
+            while not self._ended:
+                await self._ahead.put(await self._piece())
+        except (BadRequest, PayloadTooLarge) as exc:
+            await self._ahead.put(exc)
+            return
+        await self._ahead.put(None)
+
+    async def _next(self) -> bytes | None:
+        if self._receiving is None:
+            self._receiving = asyncio.get_running_loop().create_task(self._receive())
+        piece = await self._ahead.get()
+        if isinstance(piece, Exception):
+            raise piece
+        return piece
+
     def __iter__(self) -> Iterator[bytes]:
-        while not self._ended:
-            piece = from_thread.run(self._piece)
+        while (piece := from_thread.run(self._next)) is not None:
             if piece:
                 yield piece
+
+    async def aclose(self) -> None:
+        """Stop receiving (the consumer is done, or gave up part way)."""
+        if self._receiving is not None and not self._receiving.done():
+            self._receiving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._receiving
 
 
 async def read_body(

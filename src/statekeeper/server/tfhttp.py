@@ -106,15 +106,18 @@ async def _write(request: Request, name: StateName) -> Response:
     content_md5 = single_header(request, "Content-MD5")
     # Hashed, validated and handed to the store as it arrives (state/service.py).
     body = BodyStream(request, services.settings.max_body)
-    outcome = await run_in_threadpool(
-        lambda: services.states.write(
-            name,
-            body,
-            caller_of(request),
-            lock_id=request.query_params.get("ID") or None,
-            content_md5=content_md5,
+    try:
+        outcome = await run_in_threadpool(
+            lambda: services.states.write(
+                name,
+                body,
+                caller_of(request),
+                lock_id=request.query_params.get("ID") or None,
+                content_md5=content_md5,
+            )
         )
-    )
+    finally:
+        await body.aclose()
     return _ok(
         {
             "version_id": outcome.version.version_id,

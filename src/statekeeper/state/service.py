@@ -16,6 +16,7 @@ import binascii
 import hashlib
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from statekeeper.errors import (
@@ -415,6 +416,10 @@ def _take(
 ) -> tuple[hashlib._Hash, hashlib._Hash, StateDoc | InvalidState]:
     """Read the body once: hash it, validate it, hand it to the upload.
 
+    Hashing and the upload's writes release the GIL, so from the second chunk
+    on they run on a helper thread while this one validates the same chunk (a
+    small state is one chunk and starts no thread).
+
     A state found invalid part way is not uploaded further, but the body is
     still read and hashed to its end: a damaged upload (Content-MD5) is
     reported before what the damage made of the document, as when the body
@@ -423,16 +428,30 @@ def _take(
     md5, sha256 = hashlib.md5(), hashlib.sha256()
     reader: StateDocReader | None = StateDocReader()
     refused: InvalidState | None = None
-    for chunk in chunks:
-        md5.update(chunk)
-        sha256.update(chunk)
-        if reader is not None:
-            try:
-                reader.feed(chunk)
-            except InvalidState as exc:
-                reader, refused = None, exc
-                continue
-            upload.write(chunk)
+    helper: ThreadPoolExecutor | None = None
+    pending: Future[None] | None = None
+    first = True
+    try:
+        for chunk in chunks:
+            if pending is not None:
+                pending.result()
+            keep = upload if reader is not None else None
+            if first:
+                _digest(md5, sha256, keep, chunk)
+                first = False
+            else:
+                helper = helper or ThreadPoolExecutor(1, thread_name_prefix="statekeeper-digest")
+                pending = helper.submit(_digest, md5, sha256, keep, chunk)
+            if reader is not None:
+                try:
+                    reader.feed(chunk)
+                except InvalidState as exc:
+                    reader, refused = None, exc
+        if pending is not None:
+            pending.result()
+    finally:
+        if helper is not None:
+            helper.shutdown(wait=True)
     if reader is not None:
         try:
             return md5, sha256, reader.finish()
@@ -440,6 +459,13 @@ def _take(
             refused = exc
     assert refused is not None
     return md5, sha256, refused
+
+
+def _digest(md5: hashlib._Hash, sha256: hashlib._Hash, upload: Upload | None, chunk: bytes) -> None:
+    md5.update(chunk)
+    sha256.update(chunk)
+    if upload is not None:
+        upload.write(chunk)
 
 
 def _version(key: str, info: ObjectInfo, facts: dict[str, object]) -> StateVersion:
