@@ -411,14 +411,18 @@ class StateService:
                 self.locks.locks.delete_digest(key)
 
 
+#: Chunks hashed on the request's own thread before a helper thread is worth starting.
+_INLINE_CHUNKS = 3
+
+
 def _take(
     chunks: Iterable[bytes], upload: Upload
 ) -> tuple[hashlib._Hash, hashlib._Hash, StateDoc | InvalidState]:
     """Read the body once: hash it, validate it, hand it to the upload.
 
-    Hashing and the upload's writes release the GIL, so from the second chunk
+    Hashing and the upload's writes release the GIL, so from the fourth chunk
     on they run on a helper thread while this one validates the same chunk (a
-    small state is one chunk and starts no thread).
+    state of a few MB starts no thread).
 
     A state found invalid part way is not uploaded further, but the body is
     still read and hashed to its end: a damaged upload (Content-MD5) is
@@ -430,15 +434,15 @@ def _take(
     refused: InvalidState | None = None
     helper: ThreadPoolExecutor | None = None
     pending: Future[None] | None = None
-    first = True
+    seen = 0
     try:
         for chunk in chunks:
             if pending is not None:
                 pending.result()
             keep = upload if reader is not None else None
-            if first:
+            seen += 1
+            if seen <= _INLINE_CHUNKS:
                 _digest(md5, sha256, keep, chunk)
-                first = False
             else:
                 helper = helper or ThreadPoolExecutor(1, thread_name_prefix="statekeeper-digest")
                 pending = helper.submit(_digest, md5, sha256, keep, chunk)

@@ -49,8 +49,10 @@ T = TypeVar("T")
 #: binding a whole state as a parameter makes SQLite copy it, and reading it
 #: back as one value holds it twice.
 PIECE = 1 << 20
-#: An upload is kept in memory up to this size, then in a file beside the database.
-SPOOL_IN_MEMORY = 1 << 20
+#: An upload is kept in memory up to this size, then in a file beside the database;
+#: a version up to this size is read whole. Below it a file and a connection of its
+#: own cost more than the bytes they save (a 1 MB GET took 9 ms instead of 2).
+IN_MEMORY = 8 << 20
 
 #: The largest SQLite row ID (a signed 64-bit integer); version IDs are row IDs.
 _MAX_ROWID = 2**63 - 1
@@ -300,7 +302,7 @@ class SqliteStore(ObjectStore):
 
     def open(self, key: str, version_id: str | None = None) -> ObjectStream | None:
         info = self.head(key, version_id)
-        if info is None or info.size <= PIECE:
+        if info is None or info.size <= IN_MEMORY:
             return super().open(key, version_id)
         # Its own connection and read transaction: the chunks are read on whichever
         # threads serve the response, and all from the snapshot the facts came from.
@@ -459,7 +461,7 @@ class _SpooledUpload(Upload):
         super().__init__(key)
         self.store = store
         self._spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - closed by abort()
-            max_size=SPOOL_IN_MEMORY, dir=str(store.db.path.parent), prefix=".upload-"
+            max_size=IN_MEMORY, dir=str(store.db.path.parent), prefix=".upload-"
         )
 
     def write(self, chunk: bytes) -> None:
@@ -469,16 +471,26 @@ class _SpooledUpload(Upload):
             raise StorageError(f"cannot keep an upload beside {self.store.db.path}: {exc}") from exc
         self.size += len(chunk)
 
+    def _data(self) -> bytes | IO[bytes]:
+        """The bytes themselves when they fit in a row (most states), else the file."""
+        if self.size > PIECE:
+            return self._spool
+        self._spool.seek(0)
+        return self._spool.read()
+
     def put(self, metadata: Mapping[str, str]) -> ObjectInfo:
+        data = self._data()
         return self.store.db.run(
-            lambda db: self.store._insert(db, self.key, self._spool, metadata, self.size),
+            lambda db: self.store._insert(db, self.key, data, metadata, self.size),
             write=True,
         )
 
     def replace(self, metadata: Mapping[str, str], expected: ObjectInfo | None) -> ObjectInfo:
+        data = self._data()
+
         def tx(db: sqlite3.Connection) -> ObjectInfo:
             self.store._check_current(db, self.key, expected)
-            return self.store._insert(db, self.key, self._spool, metadata, self.size)
+            return self.store._insert(db, self.key, data, metadata, self.size)
 
         return self.store.db.run(tx, write=True)
 
