@@ -233,8 +233,40 @@ def large_section(r: dict[str, Any]) -> str:
         + f"\n{c['clients']} clients pushing a {c['state_mb']} MB state each at once to a fresh "
         f"server: peak RSS {c['peak_rss_mib']} MiB (from {c['rss_before_mib']} MiB idle), "
         f"{c['peak_over_total_bytes']} x the bytes in flight; all done in {c['wall_s']} s.\n"
+        + _large_goals(r)
         + "\n![large](large.png)\n"
     )
+
+
+def _large_goals(r: dict[str, Any]) -> str:
+    """Issue #12's goals for large states, each against its reference of the same run."""
+    by_size = {x["size_mb"]: x for x in r["rows"]}
+    c = r["concurrent"]
+    goals: list[tuple[str, float, str, bool]] = []
+    if 100 in by_size:
+        x = by_size[100]
+        goals.append(
+            ("push of 100 MB / floor", x["push_vs_floor"], ">= 0.5", x["push_vs_floor"] >= 0.5)
+        )
+        goals.append(
+            ("pull of 100 MB / floor", x["pull_vs_floor"], ">= 0.7", x["pull_vs_floor"] >= 0.7)
+        )
+    if 500 in by_size:
+        x = by_size[500]
+        # Results from before the key was recorded: the same ratio from its parts.
+        ratio = x.get("peak_rss_over_size", round(x["server_peak_rss_mib"] * 2**20 / x["bytes"], 2))
+        goals.append(("server peak RSS, 500 MB push / state size", ratio, "<= 2", ratio <= 2))
+    ratio = c["peak_over_total_bytes"]
+    goals.append(
+        (
+            f"peak RSS growth, {c['clients']} x {c['state_mb']} MB at once / bytes in flight",
+            ratio,
+            "<= 1.3",
+            ratio <= 1.3,
+        )
+    )
+    rows = [[name, value, goal, "met" if ok else "NOT met"] for name, value, goal, ok in goals]
+    return "\nGoals (issue #12):\n\n" + _table(["figure", "value", "goal", ""], rows)
 
 
 def scale_section(r: dict[str, Any]) -> str:

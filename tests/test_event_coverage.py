@@ -117,6 +117,10 @@ SCENARIOS: dict[str, tuple[Scenario, Action]] = {
         lambda w, c: w.services.states.read(A, c),
         Action.READ,
     ),
+    "statekeeper.state.service.StateService.read_stream": (
+        lambda w, c: w.services.states.read_stream(A, c),
+        Action.READ,
+    ),
     "statekeeper.state.service.StateService.read_existing": (
         lambda w, c: w.services.states.read_existing(A, c),
         Action.READ,

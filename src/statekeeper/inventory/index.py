@@ -65,6 +65,10 @@ _SCHEMA = (
 #: Events after which a state's bytes may have changed.
 log = logging.getLogger("statekeeper.inventory")
 
+#: States larger than this are indexed from their metadata only (serial, lineage,
+#: writer): parsing one for its resources holds several times its size in memory.
+PARSE_LIMIT = 64 * 1024 * 1024
+
 _CHANGES = {Action.WRITE, Action.PUSH, Action.ROLLBACK, Action.MIGRATE, Action.DELETE}
 
 
@@ -196,15 +200,31 @@ class Inventory:
             )
 
     def _read(self, key: str) -> tuple[ObjectInfo, str | None, IndexedState] | None:
-        obj = self.store.get(key)
-        if obj is None:
+        opened = self.store.open(key)
+        if opened is None:
             return None
+        if opened.info.size > PARSE_LIMIT:
+            # Its resources would cost several times its size to parse: listed with
+            # the facts its metadata holds, and nothing to search in it.
+            close = getattr(opened.chunks, "close", None)
+            if close is not None:
+                close()
+            version = version_from_info(key, opened.info)
+            log.info(
+                "inventory: %s is %d bytes, over %d: indexed without its resources",
+                key,
+                opened.info.size,
+                PARSE_LIMIT,
+            )
+            facts = IndexedState(serial=version.serial, lineage=version.lineage)
+            return opened.info, version.actor, facts
+        data = b"".join(opened.chunks)
         try:
-            facts = extract(obj.data)
+            facts = extract(data)
         except StatekeeperError:
             facts = IndexedState()  # not a readable state: listed, nothing to search
-        actor = version_from_info(key, obj.info, obj.data).actor
-        return obj.info, actor, facts
+        actor = version_from_info(key, opened.info, data).actor
+        return opened.info, actor, facts
 
     def index_state(self, name: str) -> None:
         """Re-read one state from the store (gone: drop it)."""

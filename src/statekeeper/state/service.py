@@ -15,11 +15,14 @@ import base64
 import binascii
 import hashlib
 import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from statekeeper.errors import (
     ChecksumMismatch,
     Forbidden,
+    InvalidState,
     StateConflict,
     StateNotFound,
     WriteRace,
@@ -30,19 +33,28 @@ from statekeeper.security.policy import Permission, Policy, require
 from statekeeper.state import lineage
 from statekeeper.state.locks import LockService, taken_by_another
 from statekeeper.state.version import Provenance, StateVersion
-from statekeeper.storage.base import ObjectInfo, ObjectStore, StoredObject
+from statekeeper.storage.base import ObjectInfo, ObjectStore, StoredObject, Upload
 from statekeeper.terraform.names import StateName
 from statekeeper.terraform.remote_state import outputs_only
 from statekeeper.terraform.statedoc import StateDoc
+from statekeeper.terraform.statestream import StateDocReader
 from statekeeper.times import utcnow
 
-__all__ = ["CurrentState", "StateService", "WriteOutcome", "version_from_info"]
+__all__ = ["CurrentState", "StateService", "StateStream", "WriteOutcome", "version_from_info"]
 
 
 @dataclass(frozen=True)
 class CurrentState:
     version: StateVersion
     data: bytes
+
+
+@dataclass(frozen=True)
+class StateStream:
+    """The current state (or one version) with its bytes as chunks, read once."""
+
+    version: StateVersion
+    chunks: Iterator[bytes]
 
 
 @dataclass(frozen=True)
@@ -176,6 +188,41 @@ class StateService:
             raise StateNotFound(f"there is no state named {name}")
         return current
 
+    def read_stream(self, name: StateName, caller: Caller) -> StateStream | None:
+        """Like :meth:`read` for the current state, its bytes read as they are sent.
+
+        A state whose facts are all in its metadata (every state statekeeper
+        wrote) streams; one written by Terraform's own S3 backend, or read by a
+        caller allowed only its outputs, is read whole as by :meth:`read`.
+        """
+        if not self.policy.allows(caller, name, Permission.READ):
+            return self._whole(self.read(name, caller))
+        with self.events.event(Action.READ, caller, name) as event:
+            opened = self.store.open(str(name))
+            if opened is None:
+                event.detail = "no state"
+                return None
+            fields = StateVersion.metadata_fields(dict(opened.info.metadata))
+            if not {"md5", "sha256", "serial", "lineage"} <= fields.keys():
+                close = getattr(opened.chunks, "close", None)
+                if close is not None:
+                    close()
+                obj = self.store.get(str(name))
+                if obj is None:
+                    event.detail = "no state"
+                    return None
+                opened = replace(opened, info=obj.info, chunks=iter((obj.data,)))
+                version = version_from_info(str(name), obj.info, obj.data)
+            else:
+                version = version_from_info(str(name), opened.info)
+            event.version = version.version_id
+            event.serial = version.serial
+            return StateStream(version, opened.chunks)
+
+    @staticmethod
+    def _whole(current: CurrentState | None) -> StateStream | None:
+        return None if current is None else StateStream(current.version, iter((current.data,)))
+
     def _current(self, key: str) -> tuple[ObjectInfo, str, _Stamp | None] | None:
         """The current version's facts and SHA-256, from its metadata when it has them.
 
@@ -207,7 +254,7 @@ class StateService:
     def write(
         self,
         name: StateName,
-        data: bytes,
+        data: bytes | Iterable[bytes],
         caller: Caller,
         *,
         lock_id: str | None = None,
@@ -217,6 +264,9 @@ class StateService:
     ) -> WriteOutcome:
         """Store ``data`` as the new current state of ``name``, if the rules allow.
 
+        ``data`` is the bytes, or the request body's chunks as they arrive: they
+        are hashed, validated and handed to the store's upload in one pass, and
+        stored as the new version only once all of them passed the rules.
         ``provenance`` (a migration) records the source's writer and time as the
         version's, and ``caller`` as the one who copied it.
         """
@@ -248,7 +298,7 @@ class StateService:
     def _write(
         self,
         name: StateName,
-        data: bytes,
+        data: bytes | Iterable[bytes],
         caller: Caller,
         *,
         lock_id: str | None,
@@ -263,59 +313,68 @@ class StateService:
             Permission.ADMIN if force else Permission.WRITE,
             "force a write to" if force else "write",
         )
-        md5 = hashlib.md5(data)
-        if content_md5 is not None and decode_content_md5(content_md5) != md5.digest():
-            raise ChecksumMismatch(
-                "the Content-MD5 header does not match the body (the upload was damaged "
-                "or altered); nothing was written"
-            )
-        doc = StateDoc.parse(data, keep_document=False)
-        # Serialized: the fence and the guard read, then the store writes.
-        with self.locks.serialized(name):
-            self.locks.fence(name, lock_id, caller)
-            key = str(name)
-            sha256 = hashlib.sha256(data).hexdigest()
-            current = self._current(key)
-            if current is not None:
-                info, current_sha256, stamp = current
-                same = current_sha256 == sha256
-                verdict = lineage.compare(stamp, doc, same_bytes=same) if stamp else None
-                if same or verdict is lineage.Verdict.IDENTICAL:
-                    self._keep_digest(key, md5.hexdigest())
-                    return WriteOutcome(version_from_info(key, info, data), False)
-                if verdict is not None and not verdict.accepted and not force:
-                    assert stamp is not None  # a verdict implies a stamp
-                    raise StateConflict(lineage.explain(verdict, stamp, doc))
-            record = StateVersion(
-                name=key,
-                version_id="",
-                size=len(data),
-                created=(provenance and provenance.created) or utcnow(),
-                md5=md5.hexdigest(),
-                sha256=sha256,
-                serial=doc.serial,
-                lineage=doc.lineage,
-                lock_id=lock_id,
-                actor=provenance.actor if provenance else caller.actor,
-                migrated_by=caller.actor if provenance else None,
-            )
-            info = self._store(key, data, record, current[0] if current else None)
-            self._keep_digest(key, md5.hexdigest())
-            return WriteOutcome(version_from_info(key, info, data), True)
+        key = str(name)
+        chunks: Iterable[bytes] = (data,) if isinstance(data, bytes) else data
+        with self.store.upload(key) as upload:
+            md5, sha256, doc = _take(chunks, upload)
+            if content_md5 is not None and decode_content_md5(content_md5) != md5.digest():
+                raise ChecksumMismatch(
+                    "the Content-MD5 header does not match the body (the upload was damaged "
+                    "or altered); nothing was written"
+                )
+            if isinstance(doc, InvalidState):
+                raise doc
+            # Serialized: the fence and the guard read, then the store writes.
+            with self.locks.serialized(name):
+                self.locks.fence(name, lock_id, caller)
+                facts = {
+                    "md5": md5.hexdigest(),
+                    "sha256": sha256.hexdigest(),
+                    "serial": doc.serial,
+                    "lineage": doc.lineage,
+                }
+                current = self._current(key)
+                if current is not None:
+                    info, current_sha256, stamp = current
+                    same = current_sha256 == facts["sha256"]
+                    verdict = lineage.compare(stamp, doc, same_bytes=same) if stamp else None
+                    if same or verdict is lineage.Verdict.IDENTICAL:
+                        self._keep_digest(key, md5.hexdigest())
+                        return WriteOutcome(_version(key, info, facts), False)
+                    if verdict is not None and not verdict.accepted and not force:
+                        assert stamp is not None  # a verdict implies a stamp
+                        raise StateConflict(lineage.explain(verdict, stamp, doc))
+                record = StateVersion(
+                    name=key,
+                    version_id="",
+                    size=upload.size,
+                    created=(provenance and provenance.created) or utcnow(),
+                    md5=md5.hexdigest(),
+                    sha256=sha256.hexdigest(),
+                    serial=doc.serial,
+                    lineage=doc.lineage,
+                    lock_id=lock_id,
+                    actor=provenance.actor if provenance else caller.actor,
+                    migrated_by=caller.actor if provenance else None,
+                )
+                info = self._store(upload, record, current[0] if current else None)
+                self._keep_digest(key, md5.hexdigest())
+                return WriteOutcome(_version(key, info, facts), True)
 
     def _store(
-        self, key: str, data: bytes, record: StateVersion, checked: ObjectInfo | None
+        self, upload: Upload, record: StateVersion, checked: ObjectInfo | None
     ) -> ObjectInfo:
         """Put the new version, but only over the version the guard checked.
 
         The in-process mutex orders writes within one server; compare-and-swap
         in the store orders them across servers sharing it (SQLite file, S3).
         """
+        key = upload.key
         if not self.store.supports_compare_and_swap:
-            return self.store.put(key, data, record.to_metadata())
+            return upload.put(record.to_metadata())
         for attempt in range(4):
             try:
-                return self.store.replace(key, data, record.to_metadata(), checked)
+                return upload.replace(record.to_metadata(), checked)
             except WriteRace:
                 # A put retried after a lost response fails its own precondition:
                 # if the bytes now current are ours, our write is what landed.
@@ -350,3 +409,77 @@ class StateService:
                     raise StateNotFound(f"there is no state named {name}")
                 self.store.delete(key)
                 self.locks.locks.delete_digest(key)
+
+
+#: Chunks hashed on the request's own thread before a helper thread is worth starting.
+_INLINE_CHUNKS = 3
+
+
+def _take(
+    chunks: Iterable[bytes], upload: Upload
+) -> tuple[hashlib._Hash, hashlib._Hash, StateDoc | InvalidState]:
+    """Read the body once: hash it, validate it, hand it to the upload.
+
+    Hashing and the upload's writes release the GIL, so from the fourth chunk
+    on they run on a helper thread while this one validates the same chunk (a
+    state of a few MB starts no thread).
+
+    A state found invalid part way is not uploaded further, but the body is
+    still read and hashed to its end: a damaged upload (Content-MD5) is
+    reported before what the damage made of the document, as when the body
+    was read whole first.
+    """
+    md5, sha256 = hashlib.md5(), hashlib.sha256()
+    reader: StateDocReader | None = StateDocReader()
+    refused: InvalidState | None = None
+    helper: ThreadPoolExecutor | None = None
+    pending: Future[None] | None = None
+    seen = 0
+    try:
+        for chunk in chunks:
+            if pending is not None:
+                pending.result()
+            keep = upload if reader is not None else None
+            seen += 1
+            if seen <= _INLINE_CHUNKS:
+                _digest(md5, sha256, keep, chunk)
+            else:
+                helper = helper or ThreadPoolExecutor(1, thread_name_prefix="statekeeper-digest")
+                pending = helper.submit(_digest, md5, sha256, keep, chunk)
+            if reader is not None:
+                try:
+                    reader.feed(chunk)
+                except InvalidState as exc:
+                    reader, refused = None, exc
+        if pending is not None:
+            pending.result()
+    finally:
+        if helper is not None:
+            helper.shutdown(wait=True)
+    if reader is not None:
+        try:
+            return md5, sha256, reader.finish()
+        except InvalidState as exc:
+            refused = exc
+    assert refused is not None
+    return md5, sha256, refused
+
+
+def _digest(md5: hashlib._Hash, sha256: hashlib._Hash, upload: Upload | None, chunk: bytes) -> None:
+    md5.update(chunk)
+    sha256.update(chunk)
+    if upload is not None:
+        upload.write(chunk)
+
+
+def _version(key: str, info: ObjectInfo, facts: dict[str, object]) -> StateVersion:
+    """The version ``info`` describes; what its metadata lacks (a state written by
+    Terraform's own S3 backend) comes from the facts of the bytes just written."""
+    version = version_from_info(key, info)
+    return replace(
+        version,
+        md5=version.md5 or str(facts["md5"]),
+        sha256=version.sha256 or str(facts["sha256"]),
+        serial=version.serial if version.serial is not None else int(str(facts["serial"])),
+        lineage=version.lineage if version.lineage is not None else str(facts["lineage"]),
+    )
