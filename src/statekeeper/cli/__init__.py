@@ -110,7 +110,7 @@ COMMANDS: dict[str, Entry] = {
     "locks": Entry(
         "locks",
         PANEL_LOCKS,
-        "List held locks (DynamoDB items and .tflock files alike); 'locks reap' removes stale "
+        "List held locks (DynamoDB items and S3 lock files alike); 'locks reap' removes stale "
         "ones.",
         typer=False,
     ),

@@ -15,7 +15,6 @@ from statekeeper.cli.context import obj
 from statekeeper.cli.options import JSON_HELP, OPERATOR
 from statekeeper.cli.output import console, err_console, escape, print_view
 from statekeeper.cli.render import age, print_table, when
-from statekeeper.terraform.layout import LOCK_FILE_SUFFIX
 from statekeeper.terraform.names import StateName
 
 if TYPE_CHECKING:
@@ -51,7 +50,7 @@ def _print_releases(rows: list[Release], dry_run: bool) -> None:
     "locks",
     cls=_LocksGroup,
     invoke_without_command=True,
-    help=f"List held locks (DynamoDB items and {LOCK_FILE_SUFFIX} files alike); "
+    help="List held locks (DynamoDB items and S3 lock files alike); "
     "'locks reap' removes stale ones.",
 )
 @click.option("--json", "json_out", is_flag=True, help=JSON_HELP)
