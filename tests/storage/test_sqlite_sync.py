@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,20 @@ def test_an_acknowledged_lock_and_its_audit_record_survive_sigkill(tmp_path: Pat
         assert [(e.action, e.lock_id) for e in events] == [(Action.LOCK, "kept")]
     finally:
         services.close()
+
+
+def test_a_relaxed_thread_commits_unsynced_and_others_stay_synced(tmp_path: Path) -> None:
+    db = SqliteDatabase(tmp_path / "s.db")
+    modes: list[int] = []
+
+    def sender() -> None:
+        db.relax()
+        modes.append(_insert_and_report(db))
+        with db.syncing_once():
+            modes.append(_insert_and_report(db))
+
+    thread = threading.Thread(target=sender)
+    thread.start()
+    thread.join()
+    assert modes == [NORMAL, NORMAL]
+    assert _insert_and_report(db) == FULL

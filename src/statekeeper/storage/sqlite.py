@@ -141,7 +141,7 @@ class SqliteDatabase:
         conn = self._connection()
         deferred = write and not durable and getattr(self._local, "deferring", 0) > 0
         try:
-            if write:
+            if write and not getattr(self._local, "relaxed", False):
                 self._synchronous(conn, "NORMAL" if deferred else "FULL")
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
@@ -156,6 +156,12 @@ class SqliteDatabase:
             # A synced commit syncs the whole log, the deferred commits before it included.
             self._local.unsynced = deferred
         return result
+
+    def relax(self) -> None:
+        """Commits on this thread's connection from now on wait for the log, not the
+        disk: for writes that may be lost to a power cut (webhook delivery leases)."""
+        self._synchronous(self._connection(), "NORMAL")
+        self._local.relaxed = True
 
     @contextmanager
     def syncing_once(self) -> Iterator[None]:
