@@ -72,10 +72,15 @@ def contended(r: Results) -> Figure | None:
 
 
 def s3_lock_cycle(r: Results) -> Figure | None:
-    # Not measured yet: the bench for Terraform's own backend "s3" doing the same cycle
-    # has still to write its ratio (say locks.json "s3_vs_terraform_s3").
-    ratio = (r.get("locks") or {}).get("s3_vs_terraform_s3")
-    return None if ratio is None else Figure(f"{ratio:.2f}", ratio <= 1.2)
+    ref = (r.get("locks") or {}).get("s3_reference")
+    if not ref:
+        return None
+    ratio = ref["ratio"]  # time per cycle through statekeeper over Terraform's own calls
+    text = (
+        f"{ratio:.2f} ({ref['statekeeper_aws_cycles_per_s']:.1f}/s vs "
+        f"{ref['terraform_s3_cycles_per_s']:.1f}/s)"
+    )
+    return Figure(text, ratio <= 1.2)
 
 
 def _large_row(r: Results, size_mb: int) -> dict[str, Any] | None:
@@ -103,7 +108,7 @@ def rss_500(r: Results) -> Figure | None:
     if row is None:
         return None
     ratio = row["server_peak_rss_mib"] * MIB / row["bytes"]
-    return Figure(f"{ratio:.1f}x", ratio <= 2)
+    return Figure(f"{ratio:.2f}x", ratio <= 2)
 
 
 def rss_concurrent(r: Results) -> Figure | None:
@@ -111,7 +116,7 @@ def rss_concurrent(r: Results) -> Figure | None:
     if not c or c.get("clients") != 8:
         return None
     ratio = c["peak_over_total_bytes"]
-    return Figure(f"{ratio:.1f}x", ratio <= 1.3)
+    return Figure(f"{ratio:.2f}x", ratio <= 1.3)
 
 
 def _startup(r: Results, command: str, goal: float) -> Figure | None:

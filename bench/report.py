@@ -176,7 +176,85 @@ def locks_section(r: dict[str, Any]) -> str:
             ["target", "mode", "clients", "cycles/s", "/ floor", "p50 ms", "p99 ms", "errors"],
             rows,
         )
-        + "\n![locks](locks.png)\n"
+        + "\n![locks](locks.png)\n\n"
+        + _lock_goals(r)
+    )
+
+
+def _lock_goals(r: dict[str, Any]) -> str:
+    """Issue #12's lock-cycle goals, each from the rows of this run."""
+
+    def row(target: str, mode: str, clients: int) -> dict[str, Any] | None:
+        return next(
+            (
+                x
+                for x in r["rows"]
+                if (x["target"], x["mode"], x["clients"]) == (target, mode, clients)
+            ),
+            None,
+        )
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    goals: list[list[Any]] = []
+    sk = "statekeeper-sqlite"
+    for clients, goal in ((1, 0.5), (8, 0.3)):
+        ours, floor = row(sk, "distinct", clients), row("http-floor", "distinct", clients)
+        if ours and floor:
+            ratio = ours["cycles_per_s"] / floor["cycles_per_s"]
+            goals.append(
+                [
+                    f"SQLite, {clients} client(s), distinct: cycles/s / HTTP floor",
+                    round(ratio, 3),
+                    f">= {goal}",
+                    verdict(ratio >= goal),
+                ]
+            )
+        if ours and clients == 8:
+            goals.append(
+                [
+                    "SQLite, 8 clients, distinct: p99 ms",
+                    round(ours["p99_ms"], 1),
+                    "<= 50",
+                    verdict(ours["p99_ms"] <= 50),
+                ]
+            )
+    one = row(sk, "contended", 1)
+    for clients in (8, 64):
+        many = row(sk, "contended", clients)
+        if one and many:
+            ratio = many["cycles_per_s"] / one["cycles_per_s"]
+            goals.append(
+                [
+                    f"SQLite, {clients} clients retrying LOCK on one state: "
+                    "critical sections/s / 1 client's",
+                    round(ratio, 3),
+                    ">= 0.7",
+                    verdict(ratio >= 0.7),
+                ]
+            )
+    s3 = r.get("s3_reference")
+    if s3:
+        goals.append(
+            [
+                "S3 + DynamoDB (moto), 1 client: time per cycle / Terraform's backend "
+                f'"s3" ({s3["statekeeper_aws_cycles_per_s"]:.1f} vs '
+                f"{s3['terraform_s3_cycles_per_s']:.1f} cycles/s)",
+                round(s3["ratio"], 3),
+                f"<= {s3['goal']}",
+                verdict(s3["ratio"] <= s3["goal"]),
+            ]
+        )
+    return (
+        'Goals (issue #12). The S3 reference is Terraform\'s own `backend "s3"` with a '
+        "DynamoDB lock table making the same cycle's requests call for call (PutItem of "
+        "the lock; GetObject and GetItem of the digest; PutObject and PutItem of the "
+        "digest; GetItem and DeleteItem of the lock) with boto3, the library "
+        "statekeeper's own drivers use, against the same moto, alternated run by run "
+        "with statekeeper on that moto. Timing `terraform state push` instead would "
+        "mostly time Terraform's start-up on both sides.\n\n"
+        + _table(["figure", "value", "goal", ""], goals)
     )
 
 

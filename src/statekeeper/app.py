@@ -99,6 +99,7 @@ class Services:
             store.close()
             raise
         events = EventStream()
+        events.enclose(audit.grouped)
         events.subscribe(audit.record)
         events.subscribe(log_event)
         hooks = _webhooks(settings, store, table)

@@ -132,6 +132,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Largest LockInfo a LOCK or UNLOCK may carry (bytes, or with K/M); larger gets 413.",
     ),
     Setting(
+        "lock_wait",
+        float,
+        1.0,
+        "Seconds a LOCK retried after a 423, on a state this server has locked, waits for "
+        "its UNLOCK before answering 423 again (0: answer at once).",
+    ),
+    Setting(
         "workspace_key_prefix",
         _workspace_key_prefix,
         DEFAULT_WORKSPACE_PREFIX,
@@ -280,6 +287,7 @@ class Settings:
     port: int = 8080
     max_body: int = 512 * 1024**2
     max_lock_info: int = MAX_LOCK_INFO
+    lock_wait: float = 1.0
     workspace_key_prefix: str = DEFAULT_WORKSPACE_PREFIX
     log_level: str = "info"
     log_format: str = "auto"

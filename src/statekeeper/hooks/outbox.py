@@ -194,8 +194,7 @@ class Outbox:
         cut and the delivery made again, which at-least-once allows; an fsync per
         attempt would make delivering cost more than the requests it reports.
         """
-        with self.db.reading() as conn:
-            conn.execute("PRAGMA synchronous=NORMAL")
+        self.db.relax()
 
     def finish(self, owner: str, attempts: Sequence[Attempt]) -> None:
         """Record attempts, in one transaction, in the rows and the delivery log."""

@@ -16,6 +16,7 @@ from statekeeper.server.denials import Denials
 from statekeeper.server.errors import install_handlers
 from statekeeper.server.health import Readiness, healthz, readyz
 from statekeeper.server.limits import ControlBodyMiddleware, TimeoutMiddleware
+from statekeeper.server.lockwait import LockWaits
 from statekeeper.server.scrape import metrics_endpoint
 from statekeeper.telemetry.access import AccessMiddleware
 
@@ -51,6 +52,7 @@ def create_app(services: Services, *, allow_anonymous: bool = True) -> FastAPI:
         lifespan=_lifespan(services, denials),
     )
     app.state.services = services
+    app.state.lock_waits = LockWaits(services.settings.lock_wait)
     app.state.readiness = Readiness(
         services.store.probe, services.lock_table.probe, services.settings.ready_timeout
     )

@@ -20,11 +20,13 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from statekeeper.app import Services
+from statekeeper.errors import InvalidLockInfo, LockConflict
 from statekeeper.events import Action
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission
 from statekeeper.server.body import BodyStream, read_body, single_header
-from statekeeper.terraform.lockinfo import lock_info_too_large
+from statekeeper.server.lockwait import LockWaits
+from statekeeper.terraform.lockinfo import LockInfo, lock_info_too_large
 from statekeeper.terraform.names import StateName
 
 __all__ = ["authorize", "backend_block", "caller_of", "routes"]
@@ -145,11 +147,34 @@ async def _lock_body(request: Request) -> bytes:
     return await read_body(request, settings.max_lock_info, lock_info_too_large)
 
 
+def _waits(request: Request) -> LockWaits:
+    waits: LockWaits = request.app.state.lock_waits
+    return waits
+
+
 async def _lock(request: Request, name: StateName) -> Response:
     services = _services(request)
     authorize(request, name, Permission.WRITE, Action.LOCK, "lock")
     body = await _lock_body(request)
-    lock = await run_in_threadpool(services.locks.lock, name, body, caller_of(request))
+    waits, key = _waits(request), str(name)
+    try:
+        lock_id = LockInfo.parse(body).id
+    except InvalidLockInfo:
+        lock_id = None  # refused, and recorded, by the service
+    if lock_id is None:
+        lock = await run_in_threadpool(services.locks.lock, name, body, caller_of(request))
+        return Response(lock.body, status_code=200, media_type="application/json")
+    try:
+        await waits.turn(key, lock_id)
+        lock = await run_in_threadpool(services.locks.lock, name, body, caller_of(request))
+    except LockConflict as conflict:
+        waits.refused(key, lock_id, conflict.holder.id)
+        waits.abandoned(key, lock_id)
+        raise
+    except BaseException:
+        waits.abandoned(key, lock_id)  # refused otherwise, or the client went away
+        raise
+    waits.taken(key, lock.id)
     return Response(lock.body, status_code=200, media_type="application/json")
 
 
@@ -163,6 +188,7 @@ async def _unlock(request: Request, name: StateName) -> Response:
         authorize(request, name, Permission.WRITE, Action.UNLOCK, "unlock")
     body = await _lock_body(request)
     released = await run_in_threadpool(services.locks.unlock, name, body, caller_of(request))
+    _waits(request).released(str(name))
     return Response(released.body, status_code=200, media_type="application/json")
 
 

@@ -27,10 +27,11 @@ from statekeeper.errors import (
     StateNotFound,
     WriteRace,
 )
-from statekeeper.events import Action, EventStream
+from statekeeper.events import Action, Draft, EventStream
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, Policy, require
 from statekeeper.state import lineage
+from statekeeper.state.known import KnownVersions
 from statekeeper.state.locks import LockService, taken_by_another
 from statekeeper.state.version import Provenance, StateVersion
 from statekeeper.storage.base import ObjectInfo, ObjectStore, StoredObject, Upload
@@ -68,6 +69,16 @@ class WriteOutcome:
 class _Stamp:
     serial: int
     lineage: str
+
+
+class _Stale(Exception):
+    """The remembered current version was not the store's: check against the store."""
+
+
+def _facts(info: ObjectInfo) -> tuple[ObjectInfo, str, _Stamp]:
+    """A remembered version's facts (KnownVersions keeps only versions that have them)."""
+    fields = StateVersion.metadata_fields(dict(info.metadata))
+    return info, fields["sha256"], _Stamp(fields["serial"], fields["lineage"])
 
 
 def version_from_info(name: str, info: ObjectInfo, data: bytes | None = None) -> StateVersion:
@@ -123,6 +134,7 @@ class StateService:
         self.locks = locks
         self.policy = policy
         self.events = events
+        self._known = KnownVersions()
 
     def authorize(
         self, name: StateName, caller: Caller, needed: Permission, action: Action, what: str
@@ -160,6 +172,8 @@ class StateService:
         obj = self.store.get(str(name), version_id)
         if obj is None:
             return None
+        if version_id is None:
+            self._known.remember(str(name), obj.info)
         version = version_from_info(str(name), obj.info, obj.data)
         if full:
             return CurrentState(version, obj.data)
@@ -215,6 +229,7 @@ class StateService:
                 version = version_from_info(str(name), obj.info, obj.data)
             else:
                 version = version_from_info(str(name), opened.info)
+            self._known.remember(str(name), opened.info)
             event.version = version.version_id
             event.serial = version.serial
             return StateStream(version, opened.chunks)
@@ -272,18 +287,11 @@ class StateService:
         """
         with self.events.event(Action.PUSH if force else Action.WRITE, caller, name) as event:
             event.lock_id = lock_id
-            if lock_id:
-                holder = self.locks.read(name)
-                if holder is not None and holder.id == lock_id:
-                    event.lock(holder)
-                    if taken_by_another(holder, caller):
-                        event.detail = (
-                            f"written under the lock {holder.actor} took (an admin's override)"
-                        )
             outcome = self._write(
                 name,
                 data,
                 caller,
+                event,
                 lock_id=lock_id,
                 content_md5=content_md5,
                 force=force,
@@ -300,6 +308,7 @@ class StateService:
         name: StateName,
         data: bytes | Iterable[bytes],
         caller: Caller,
+        event: Draft,
         *,
         lock_id: str | None,
         content_md5: str | None,
@@ -326,24 +335,14 @@ class StateService:
                 raise doc
             # Serialized: the fence and the guard read, then the store writes.
             with self.locks.serialized(name):
-                self.locks.fence(name, lock_id, caller)
-                facts = {
-                    "md5": md5.hexdigest(),
-                    "sha256": sha256.hexdigest(),
-                    "serial": doc.serial,
-                    "lineage": doc.lineage,
-                }
-                current = self._current(key)
-                if current is not None:
-                    info, current_sha256, stamp = current
-                    same = current_sha256 == facts["sha256"]
-                    verdict = lineage.compare(stamp, doc, same_bytes=same) if stamp else None
-                    if same or verdict is lineage.Verdict.IDENTICAL:
-                        self._keep_digest(key, md5.hexdigest())
-                        return WriteOutcome(_version(key, info, facts), False)
-                    if verdict is not None and not verdict.accepted and not force:
-                        assert stamp is not None  # a verdict implies a stamp
-                        raise StateConflict(lineage.explain(verdict, stamp, doc))
+                holder = self.locks.fence(name, lock_id, caller)
+                if holder is not None:
+                    # The fence read the holder: the event names the lock it was written under.
+                    event.lock(holder)
+                    if taken_by_another(holder, caller):
+                        event.detail = (
+                            f"written under the lock {holder.actor} took (an admin's override)"
+                        )
                 record = StateVersion(
                     name=key,
                     version_id="",
@@ -357,9 +356,59 @@ class StateService:
                     actor=provenance.actor if provenance else caller.actor,
                     migrated_by=caller.actor if provenance else None,
                 )
-                info = self._store(upload, record, current[0] if current else None)
-                self._keep_digest(key, md5.hexdigest())
-                return WriteOutcome(_version(key, info, facts), True)
+                known = self._known.get(key)
+                if known is not None:
+                    try:
+                        return self._checked_put(
+                            upload, doc, record, _facts(known), force, fresh=False
+                        )
+                    except _Stale:
+                        self._known.forget(key)
+                current = self._current(key)
+                return self._checked_put(upload, doc, record, current, force, fresh=True)
+
+    def _checked_put(
+        self,
+        upload: Upload,
+        doc: StateDoc,
+        record: StateVersion,
+        current: tuple[ObjectInfo, str, _Stamp | None] | None,
+        force: bool,
+        *,
+        fresh: bool,
+    ) -> WriteOutcome:
+        """The serial/lineage guard against ``current``, then the put over it.
+
+        ``fresh=False``: ``current`` is the version remembered from this process's
+        last read or write. Anything but a clean put over it (a refusal, the same
+        bytes, a version changed meanwhile) raises _Stale, and the write is
+        checked again against the store's current version.
+        """
+        key = upload.key
+        md5_hex = str(record.md5)  # set, like sha256, by the write that built the record
+        if current is not None:
+            info, current_sha256, stamp = current
+            same = current_sha256 == record.sha256
+            verdict = lineage.compare(stamp, doc, same_bytes=same) if stamp else None
+            if same or verdict is lineage.Verdict.IDENTICAL:
+                if not fresh:
+                    raise _Stale
+                self._keep_digest(key, md5_hex, changed=False)
+                return WriteOutcome(_version(key, info, record), False)
+            if verdict is not None and not verdict.accepted and not force:
+                if not fresh:
+                    raise _Stale
+                assert stamp is not None  # a verdict implies a stamp
+                raise StateConflict(lineage.explain(verdict, stamp, doc))
+        try:
+            info = self._store(upload, record, current[0] if current else None)
+        except WriteRace:
+            if not fresh:
+                raise _Stale from None
+            raise
+        self._keep_digest(key, md5_hex, changed=True)
+        self._known.remember(key, info)
+        return WriteOutcome(_version(key, info, record), True)
 
     def _store(
         self, upload: Upload, record: StateVersion, checked: ObjectInfo | None
@@ -392,9 +441,11 @@ class StateService:
                 time.sleep(0.1 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    def _keep_digest(self, key: str, md5_hex: str) -> None:
+    def _keep_digest(self, key: str, md5_hex: str, *, changed: bool) -> None:
+        """Bring the digest up to date: written after a new version (the bytes
+        changed, so must it), checked first after an unchanged write."""
         table = self.locks.locks
-        if table.keeps_digests and table.get_digest(key) != md5_hex:
+        if table.keeps_digests and (changed or table.get_digest(key) != md5_hex):
             table.put_digest(key, md5_hex)
 
     def delete(self, name: StateName, caller: Caller, *, lock_id: str | None = None) -> None:
@@ -405,6 +456,7 @@ class StateService:
             key = str(name)
             with self.locks.serialized(name):
                 self.locks.fence(name, lock_id, caller)
+                self._known.forget(key)
                 if self.store.head(key) is None:
                     raise StateNotFound(f"there is no state named {name}")
                 self.store.delete(key)
@@ -472,14 +524,14 @@ def _digest(md5: hashlib._Hash, sha256: hashlib._Hash, upload: Upload | None, ch
         upload.write(chunk)
 
 
-def _version(key: str, info: ObjectInfo, facts: dict[str, object]) -> StateVersion:
+def _version(key: str, info: ObjectInfo, written: StateVersion) -> StateVersion:
     """The version ``info`` describes; what its metadata lacks (a state written by
     Terraform's own S3 backend) comes from the facts of the bytes just written."""
     version = version_from_info(key, info)
     return replace(
         version,
-        md5=version.md5 or str(facts["md5"]),
-        sha256=version.sha256 or str(facts["sha256"]),
-        serial=version.serial if version.serial is not None else int(str(facts["serial"])),
-        lineage=version.lineage if version.lineage is not None else str(facts["lineage"]),
+        md5=version.md5 or written.md5,
+        sha256=version.sha256 or written.sha256,
+        serial=version.serial if version.serial is not None else written.serial,
+        lineage=version.lineage if version.lineage is not None else written.lineage,
     )

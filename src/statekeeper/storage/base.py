@@ -323,13 +323,15 @@ class LockTable(ABC):
 
     # Derived conveniences, built on the primitives above.
 
-    def release(self, key: str, lock_id: str) -> LockInfo:
+    def release(self, key: str, lock_id: str, *, read: LockInfo | None = None) -> LockInfo:
         """Release a lock held under ``lock_id``; the released lock is returned.
 
         Raises LockNotFound when nothing is held and LockMismatch (carrying the
-        holder) when the lock is someone else's.
+        holder) when the lock is someone else's. ``read``: the holder the caller
+        has just read, which then is not read again (the delete still happens
+        only if the lock is unchanged).
         """
-        holder = self.read(key)
+        holder = read if read is not None else self.read(key)
         if holder is None:
             raise LockNotFound(f"no lock is held on {key!r}; nothing to unlock")
         if holder.id != lock_id:

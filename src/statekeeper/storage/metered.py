@@ -233,8 +233,8 @@ class MeteredLocks(LockTable):
     # The inner table's own versions: a dual table releases in both and names
     # the one that failed.
 
-    def release(self, key: str, lock_id: str) -> LockInfo:
-        return self._meter("release", lambda: self.inner.release(key, lock_id))
+    def release(self, key: str, lock_id: str, *, read: LockInfo | None = None) -> LockInfo:
+        return self._meter("release", lambda: self.inner.release(key, lock_id, read=read))
 
     def force_release(self, key: str) -> LockInfo | None:
         return self._meter("force_release", lambda: self.inner.force_release(key))

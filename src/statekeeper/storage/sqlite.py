@@ -5,11 +5,21 @@ and synced before the call returns, so an acknowledged write survives
 ``kill -9`` of the server (and a power cut). Several processes may share the
 file; ``BEGIN IMMEDIATE`` serialises writers and ``busy_timeout`` makes them
 wait for each other instead of failing.
+
+One request may commit several small transactions (a lock, then its audit
+record). Inside :meth:`SqliteDatabase.syncing_once` those commits skip their
+own fsync and the block ends with one fsync of the write-ahead log, before the
+caller answers anyone. WAL frames are appended in commit order and recovery
+replays a prefix of them, so after a crash the database holds a prefix of the
+commits and every commit of an answered request is in it. A commit whose
+visibility must wait for its durability (a new state version, which another
+client may read at once) passes ``durable=True`` and is synced on its own.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import tempfile
 import threading
@@ -142,14 +152,29 @@ class SqliteDatabase:
         if conn is None:
             conn = self.connect()
             self._local.conn = conn
+            self._local.synchronous = "FULL"
             with self._guard:
                 self._all.append(conn)
         return conn
 
-    def run(self, fn: Callable[[sqlite3.Connection], T], *, write: bool = False) -> T:
-        """Run ``fn`` in one transaction (``BEGIN IMMEDIATE`` for writes)."""
+    def _synchronous(self, conn: sqlite3.Connection, mode: str) -> None:
+        if self._local.synchronous != mode:
+            conn.execute(f"PRAGMA synchronous={mode}")
+            self._local.synchronous = mode
+
+    def run(
+        self, fn: Callable[[sqlite3.Connection], T], *, write: bool = False, durable: bool = False
+    ) -> T:
+        """Run ``fn`` in one transaction (``BEGIN IMMEDIATE`` for writes).
+
+        A write is synced when it commits, unless it runs inside
+        :meth:`syncing_once` without ``durable``: then the block's end syncs it.
+        """
         conn = self._connection()
+        deferred = write and not durable and getattr(self._local, "deferring", 0) > 0
         try:
+            if write and not getattr(self._local, "relaxed", False):
+                self._synchronous(conn, "NORMAL" if deferred else "FULL")
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 result = fn(conn)
@@ -157,9 +182,55 @@ class SqliteDatabase:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
-            return result
         except sqlite3.Error as exc:
             raise StorageError(f"the SQLite database {self.path} failed: {exc}") from exc
+        if write:
+            # A synced commit syncs the whole log, the deferred commits before it included.
+            self._local.unsynced = deferred
+        return result
+
+    def relax(self) -> None:
+        """Commits on this thread's connection from now on wait for the log, not the
+        disk: for writes that may be lost to a power cut (webhook delivery leases)."""
+        self._synchronous(self._connection(), "NORMAL")
+        self._local.relaxed = True
+
+    @contextmanager
+    def syncing_once(self) -> Iterator[None]:
+        """Commits on this thread inside the block share one fsync, at its end.
+
+        The block is one request's work: it ends before the request is answered,
+        so what it committed is durable when the caller learns of it.
+        """
+        self._connection()
+        self._local.deferring = getattr(self._local, "deferring", 0) + 1
+        try:
+            yield
+        finally:
+            self._local.deferring -= 1
+            if self._local.deferring == 0 and getattr(self._local, "unsynced", False):
+                self.sync()
+
+    def sync(self) -> None:
+        """Make every commit so far durable: fsync the write-ahead log.
+
+        What SQLite itself does at a ``synchronous=FULL`` commit; the log may
+        have been checkpointed and removed meanwhile (then it was synced first).
+        """
+        try:
+            fd = os.open(f"{self.path}-wal", os.O_RDONLY)
+        except FileNotFoundError:
+            self._local.unsynced = False
+            return
+        except OSError as exc:
+            raise StorageError(f"cannot sync the SQLite log of {self.path}: {exc}") from exc
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            raise StorageError(f"cannot sync the SQLite log of {self.path}: {exc}") from exc
+        finally:
+            os.close(fd)
+        self._local.unsynced = False
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
@@ -270,7 +341,9 @@ class SqliteStore(ObjectStore):
         )
 
     def put(self, key: str, data: bytes, metadata: Mapping[str, str]) -> ObjectInfo:
-        return self.db.run(lambda db: self._insert(db, key, data, metadata), write=True)
+        return self.db.run(
+            lambda db: self._insert(db, key, data, metadata), write=True, durable=True
+        )
 
     def put_if_absent(self, key: str, data: bytes, metadata: Mapping[str, str]) -> bool:
         def tx(db: sqlite3.Connection) -> bool:
@@ -279,7 +352,7 @@ class SqliteStore(ObjectStore):
             self._insert(db, key, data, metadata)
             return True
 
-        return self.db.run(tx, write=True)
+        return self.db.run(tx, write=True, durable=True)
 
     def replace(
         self, key: str, data: bytes, metadata: Mapping[str, str], expected: ObjectInfo | None
@@ -288,7 +361,7 @@ class SqliteStore(ObjectStore):
             self._check_current(db, key, expected)
             return self._insert(db, key, data, metadata)
 
-        return self.db.run(tx, write=True)
+        return self.db.run(tx, write=True, durable=True)
 
     @staticmethod
     def _check_current(db: sqlite3.Connection, key: str, expected: ObjectInfo | None) -> None:
@@ -398,7 +471,11 @@ class SqliteStore(ObjectStore):
 
     def delete(self, key: str) -> None:
         # The versions stay, like a delete marker on a versioned bucket.
-        self.db.run(lambda db: db.execute("DELETE FROM current WHERE key = ?", (key,)), write=True)
+        self.db.run(
+            lambda db: db.execute("DELETE FROM current WHERE key = ?", (key,)),
+            write=True,
+            durable=True,
+        )
 
     def scan(self, prefix: str = "") -> Iterator[ObjectInfo]:
         with self.db.reading() as db:
@@ -483,6 +560,7 @@ class _SpooledUpload(Upload):
         return self.store.db.run(
             lambda db: self.store._insert(db, self.key, data, metadata, self.size),
             write=True,
+            durable=True,
         )
 
     def replace(self, metadata: Mapping[str, str], expected: ObjectInfo | None) -> ObjectInfo:
@@ -492,7 +570,7 @@ class _SpooledUpload(Upload):
             self.store._check_current(db, self.key, expected)
             return self.store._insert(db, self.key, data, metadata, self.size)
 
-        return self.store.db.run(tx, write=True)
+        return self.store.db.run(tx, write=True, durable=True)
 
     def abort(self) -> None:
         self._spool.close()

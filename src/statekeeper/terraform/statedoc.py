@@ -83,6 +83,8 @@ def _decode(data: bytes, keep_document: bool) -> tuple[Any, list[tuple[str, Any]
 
 def _fold(key: str) -> str:
     """A field name as Go's decoder compares it: each rune upper(lower(r))."""
+    if key.isascii():
+        return key.upper()  # the same for ASCII, and what Terraform writes
     out = []
     for ch in key:
         lowered = ch.lower()
