@@ -108,7 +108,16 @@ class Operator:
     def list_locks(
         self, caller: Caller, prefix: str = "", now: datetime | None = None
     ) -> list[views.LockEntry]:
-        rows = list_locks(self.locks.locks, self.states.policy, caller, prefix, now)
+        # Expired leases go first: a listing never shows a lock the next LOCK would remove.
+        self.locks.expire_due(prefix, now)
+        rows = list_locks(
+            self.locks.locks,
+            self.states.policy,
+            caller,
+            prefix,
+            now,
+            lock_policy=self.locks.lock_policy,
+        )
         return [r.view() for r in rows]
 
     def unlock(

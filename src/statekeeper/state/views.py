@@ -107,6 +107,16 @@ class LockEntry(View):
         default=None,
         description="Why the lock object or item could not be read (it is still a lock)",
     )
+    mode: Literal["exclusive", "shared"] = Field(
+        default="exclusive",
+        description="shared: a plan sharing the state with other plans (lock policy "
+        "shared-plans); exclusive: any other holder",
+    )
+    primary: bool = Field(
+        default=True,
+        description="The holder Terraform's own backend sees (the lock item or file); false: "
+        "a plan sharing the lock, recorded beside it",
+    )
 
     @classmethod
     def of(
