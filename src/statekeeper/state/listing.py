@@ -173,7 +173,8 @@ def list_locks(
         shared = not primary or lock_policy.for_state(name).shares(lock)
         mode = "shared" if shared else "exclusive"
         out.append(LockSummary(name, lock, kinds, missing, lock.age(now), mode, primary))
-    return out
+    # Per state: the primary, then the shared holds in the order they came.
+    return sorted(out, key=lambda r: (r.name, not r.primary, -(r.age_seconds or 0.0)))
 
 
 def _serial(info: ObjectInfo) -> tuple[int | None, str | None]:

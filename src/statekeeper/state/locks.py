@@ -149,14 +149,18 @@ class LockService:
             else:
                 mode = "shared" if shares else "exclusive"
                 return info, "; ".join([f"{mode} ({policy.source}: {policy.mode})", *notes])
-            if holder.id == info.id and not taken_by_another(holder, caller):
+            if holder.id == info.id:
+                if taken_by_another(holder, caller):
+                    raise refused  # the ID is no secret: not a way into another's lock
                 return holder, "a LOCK repeated with the holder's own ID"
             if self._expire_if_due(name, holder, policy):
                 notes.append(f"after the lease of lock {holder.id} expired")
                 continue
             if policy.mode is LockMode.SHARED_PLANS:
                 hold = self.holds.read(key, info.id)
-                if hold is not None and not taken_by_another(hold, caller):
+                if hold is not None:
+                    if taken_by_another(hold, caller):
+                        raise LockConflict(hold)
                     return hold, "a LOCK repeated with a shared holder's own ID"
             if shares and policy.shares(holder):
                 self.holds.add(key, info)
@@ -350,7 +354,16 @@ class LockService:
                     self._release(name, info.id)
 
     def read(self, name: StateName) -> LockInfo | None:
+        """The lock Terraform sees (the primary holder), or None."""
         return self.locks.read(str(name))
+
+    def holders(self, name: StateName) -> list[LockInfo]:
+        """Every holder of ``name``: the primary first, then the plans sharing it."""
+        primary = self.locks.read(str(name))
+        if self.lock_policy.for_state(name).mode is not LockMode.SHARED_PLANS:
+            return [] if primary is None else [primary]
+        holds = self.holds.listed(str(name))
+        return ([] if primary is None else [primary]) + holds
 
     def scan(self, prefix: str = "") -> Iterator[HeldLock]:
         """Every holder under ``prefix``: primary locks and shared holds (no markers)."""

@@ -68,12 +68,18 @@ class Operator:
         self, caller: Caller, name: StateName, version: str | None = None
     ) -> views.StateDetail:
         v, content = self.inspector.show(name, caller, version)
-        lock = self.locks.read(name)
+        holders = self.locks.holders(name)
+        lock = holders[0] if holders else None
+        shared = lock is not None and (
+            len(holders) > 1 or self.locks.lock_policy.for_state(name).shares(lock)
+        )
         return views.StateDetail(
             name=str(name),
             version=views.VersionView.of(v),
             locked=lock is not None,
             lock_id=None if lock is None else lock.id,
+            lock_mode=None if lock is None else "shared" if shared else "exclusive",
+            lock_holders=len(holders),
             encrypted=content.encrypted,
             terraform_version=content.terraform_version,
             resources=content.resources,

@@ -242,6 +242,13 @@ class StateDetail(View):
     version: VersionView
     locked: bool
     lock_id: str | None
+    lock_mode: Literal["exclusive", "shared"] | None = Field(
+        default=None, description="shared: plans share the lock (lock policy shared-plans)"
+    )
+    lock_holders: int = Field(
+        default=0,
+        description="Holders of the lock: the one Terraform sees and the plans sharing it",
+    )
     encrypted: bool
     terraform_version: str | None = None
     resources: list[str] | None = Field(description="None when encrypted by OpenTofu")
