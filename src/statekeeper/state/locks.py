@@ -36,6 +36,7 @@ from datetime import datetime
 
 from statekeeper.errors import (
     InvalidLockInfo,
+    InvalidStateName,
     LockConflict,
     LockMismatch,
     LockNotFound,
@@ -221,15 +222,15 @@ class LockService:
         """Release ``lock_id``, the primary lock or a shared hold; the lock and what
         else changed. LockNotFound or LockMismatch when it is not held."""
         key = str(name)
-        holder = self.locks.read(key)
-        if holder is not None and holder.id == lock_id:
-            if not self.locks.delete_if_held_by(key, lock_id):
-                return self.locks.release(key, lock_id), None  # it changed: the right error
-            return holder, self._promote(name)
-        hold = self.holds.remove(key, lock_id)
-        if hold is not None:
+        try:
+            # The lock table's own release: with two tables it names the one that failed.
+            released = self.locks.release(key, lock_id)
+        except (LockNotFound, LockMismatch):
+            hold = self.holds.remove(key, lock_id)
+            if hold is None:
+                raise
             return hold, "a shared hold released; the lock Terraform sees is unchanged"
-        return self.locks.release(key, lock_id), None  # raises: not held under lock_id
+        return released, self._promote(name)
 
     def _promote(self, name: StateName) -> str | None:
         """After the primary holder left: hand the lock Terraform sees to a shared hold.
@@ -426,7 +427,10 @@ class LockService:
         now = now or utcnow()
         expired: list[HeldLock] = []
         for held in list(self.scan(prefix)):
-            name = StateName(held.name)
+            try:
+                name = StateName(held.name)
+            except InvalidStateName:
+                continue  # not a state's lock (a doctor's probe): no policy applies
             with self.serialized(name):
                 if self._expire_if_due(name, held.lock, self.lock_policy.for_state(name), now):
                     expired.append(held)
