@@ -27,6 +27,7 @@ def test_plans_sharing_a_lock_are_each_listed_and_the_state_says_shared(tmp_path
         services.locks.lock(NAME, second.body, Caller("bob"))
         with TestClient(create_app(services)) as client:
             locks = client.get("/ui/locks").text
+            states = client.get("/").text
             state = client.get(f"/ui/state/{NAME}").text
             # Each holder can be force-unlocked on its own, behind a confirmation naming it.
             confirm = client.get(f"/ui/unlock/{NAME}", params={"id": second.id}).text
@@ -38,4 +39,5 @@ def test_plans_sharing_a_lock_are_each_listed_and_the_state_says_shared(tmp_path
     assert locks.count("/ui/unlock/team/app.tfstate?id=") == 2
     assert second.id in confirm and "bob@ci" in confirm and first.id not in confirm
     assert "shared by 2 holders" in state
+    assert "OperationTypePlan (shared)" in states  # the states page's lock badge
     assert first.id in state
