@@ -1,7 +1,7 @@
 """Shared holds: the plans that share a lock, beyond the one Terraform sees.
 
 Terraform's own backend "s3" knows one lock per state: one DynamoDB item, one
-``.tflock`` file. Under the ``shared-plans`` policy several plans hold a state
+lock file. Under the ``shared-plans`` policy several plans hold a state
 at once, so the lock Terraform sees holds one of them (the *primary* holder:
 the first plan, or an apply that took the lock from the plans) and every other
 holder is a **shared hold** recorded in the same lock table under a key

@@ -17,8 +17,8 @@ the one in the lock Terraform sees in a *shared hold* beside it: the lock key
 ``KEY`` + :data:`SHARED_HOLD_MARK` + a digest of the holder's lock ID, and a
 marker at ``KEY`` + ``SHARED_HOLD_MARK`` without the slash while any exists
 (:func:`shared_hold_key`, :func:`split_shared_hold`). In a DynamoDB table the
-hold is the item ``BUCKET/KEY!shared/…``, with lock files the object
-``KEY!shared/….tflock``: names Terraform never reads, and never a state's
+hold is the item ``BUCKET/KEY!shared/…``, with lock files the lock file of
+``KEY!shared/…``: names Terraform never reads, and never a state's
 ('!' is not allowed in a state name).
 
 statekeeper keeps its own objects (key ring, audit files) under
