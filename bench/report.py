@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import goals
 import matplotlib
 from harness import BENCH, load
 
@@ -42,6 +43,19 @@ def _machine(m: dict[str, Any]) -> str:
     )
 
 
+def goals_section() -> str:
+    """Issue #12's figures first: where each stands against its goal (``goals.py``)."""
+    return (
+        "## Goals (issue #12)\n\n"
+        "Each figure is a ratio against a reference measured in the same run (the sections "
+        'below give the sizes and the raw figures); "before" is the issue\'s own baseline.\n\n'
+        + _table(
+            ["figure", "before (issue #12)", "measured now", "goal", "met?"],
+            goals.rows(goals.load_all()),
+        )
+    )
+
+
 def terraform_section(r: dict[str, Any]) -> str:
     p = r["params"]
     goals = {"http-sqlite": 1.0, "http-aws": 1.1}
@@ -54,7 +68,16 @@ def terraform_section(r: dict[str, Any]) -> str:
         return f"{'met' if met else 'NOT met'} (<= {goal})"
 
     rows = [
-        [x["backend"], x["apply_s"], x["apply_vs_s3"], x["plan_s"], x["plan_vs_s3"], verdict(x)]
+        [
+            x["backend"],
+            x["apply_s"],
+            x["apply_vs_s3"],
+            x["plan_s"],
+            x["plan_vs_s3"],
+            x.get("plan_vs_floor", "-"),
+            x.get("plan_requests_ms", "-"),
+            verdict(x),
+        ]
         for x in r["rows"]
     ]
     labels = [x["backend"] for x in r["rows"]]
@@ -78,7 +101,25 @@ def terraform_section(r: dict[str, Any]) -> str:
         f"{p['repeats']} runs per backend, backends interleaved. Reference: Terraform's own "
         '`backend "s3"` with a DynamoDB lock table, directly on moto. Goals (issue #7): '
         "http-sqlite no slower than the reference (ratio ≤ 1), http-aws within 10 % (≤ 1.1).\n\n"
-        + _table(["backend", "apply s", "apply / s3", "plan s", "plan / s3", "goal"], rows)
+        + "`http-floor` is `bench/floor_app.py` under the same uvicorn: a bare http backend "
+        "serving the state from memory, the reference of issue #12's plan figure (plan / "
+        f"floor ≤ 1.05 for http-sqlite, the median of paired ratios); plans: "
+        f'{p.get("plans_per_repeat", 1)} per repeat, interleaved. "plan\'s requests": '
+        "Terraform's requests for a plan (GET, LOCK, GET, UNLOCK) timed alone against each "
+        "http backend, the server's whole share of a plan.\n\n"
+        + _table(
+            [
+                "backend",
+                "apply s",
+                "apply / s3",
+                "plan s",
+                "plan / s3",
+                "plan / floor",
+                "plan's requests ms",
+                "goal",
+            ],
+            rows,
+        )
         + "\n![terraform](terraform.png)\n"
     )
 
@@ -279,7 +320,25 @@ def scale_section(r: dict[str, Any]) -> str:
 
 
 def startup_section(r: dict[str, Any]) -> str:
-    rows = [[x["command"], x["median_ms"], x["vs_python"], x["exit_code"]] for x in r["rows"]]
+    rows = [
+        [
+            x["command"],
+            x["median_ms"],
+            x["vs_python"],
+            x.get("cpu_ms", "-"),
+            x.get("cpu_vs_python", "-"),
+            x["exit_code"],
+        ]
+        for x in r["rows"]
+    ]
+    p = r["params"]
+    how = (
+        f"the console script `{' '.join(p['argv'])}` with its bytecode cached, the commands "
+        "interleaved; CPU = user + system time of the process, the steadier figure on a "
+        "shared machine (the goals table reads it)"
+        if "argv" in p
+        else "`python -m statekeeper`"
+    )
     imports = "\n".join(
         f"- `{x['command']}`: "
         + ", ".join(f"{name} {ms} ms" for name, ms in x["heaviest_imports_ms"][:6])
@@ -288,8 +347,11 @@ def startup_section(r: dict[str, Any]) -> str:
     )
     return (
         "## 5. CLI start-up\n\n"
-        f"Fresh process in an empty directory, median of {r['params']['runs']} runs.\n\n"
-        + _table(["command", "median ms", "/ python -c pass", "exit"], rows)
+        f"Fresh process in an empty directory, median of {p['runs']} runs: {how}.\n\n"
+        + _table(
+            ["command", "wall ms", "wall / python -c pass", "CPU ms", "CPU / python", "exit"],
+            rows,
+        )
         + "\nHeaviest top-level imports (`python -X importtime`, cumulative):\n\n"
         + imports
         + "\n"
@@ -479,6 +541,7 @@ def write() -> None:
         "`BENCH_*` variables (see `bench/README.md`). The sizes this file was made with are "
         "in each section and in `bench/results/*.json`.\n",
     ]
+    parts.append(goals_section())
     if machine:
         parts.append(_machine(machine))
     for name, fn in SECTIONS.items():

@@ -7,9 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
-import typer
 
-from statekeeper.cli import app
+from statekeeper.cli import resolve
 from statekeeper.cli.options import GLOBAL_FLAGS
 from statekeeper.settings import SETTINGS, Setting, load_settings
 
@@ -58,9 +57,7 @@ def test_the_toml_example_has_every_setting_and_loads(tmp_path: Path) -> None:
 
 
 def test_every_settings_flag_exists() -> None:
-    command = typer.main.get_command(app)
-    assert isinstance(command, typer.core.TyperGroup)
-    serve = command.commands["serve"]
+    serve = resolve("serve")
     serve_flags = {opt for p in serve.params for opt in getattr(p, "opts", [])}
     for s in SETTINGS:
         if s.flag:

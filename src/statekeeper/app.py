@@ -7,10 +7,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from statekeeper.events import Event, EventStream, log_event
-from statekeeper.inventory import Inventory
 from statekeeper.security.audit import AuditLog, open_audit_log
 from statekeeper.security.grants import ScopePolicy
-from statekeeper.security.oidc import OidcConfig, OidcVerifier
 from statekeeper.security.policy import Policy
 from statekeeper.security.tokens import TokenService, open_token_store
 from statekeeper.settings import Settings
@@ -26,6 +24,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from statekeeper.hooks.service import Webhooks
+    from statekeeper.inventory import Inventory
+    from statekeeper.security.oidc import OidcVerifier
     from statekeeper.telemetry.metrics import Metrics
 
 __all__ = ["Services"]
@@ -63,6 +63,10 @@ class Services:
         the writes its event subscriber did not see."""
         with self._inventory_lock:
             if self._inventory is None:
+                # Imported here: the index's modules (and pydantic's views) are the
+                # heaviest imports of a CLI run that never searches.
+                from statekeeper.inventory import Inventory
+
                 self._inventory = Inventory(
                     self.inventory_path, self.store, self.settings.inventory_refresh
                 )
@@ -89,11 +93,7 @@ class Services:
         try:
             audit = open_audit_log(store.records)
             token_store = open_token_store(store.records, settings.tokens_file)
-            oidc = (
-                OidcVerifier(OidcConfig.load(settings.oidc_config))
-                if settings.oidc_config
-                else None
-            )
+            oidc = _oidc(settings)
         except BaseException:
             table.close()
             store.close()
@@ -157,6 +157,15 @@ class Services:
                 self._inventory.close()
             self.lock_table.close()
             self.store.close()
+
+
+def _oidc(settings: Settings) -> OidcVerifier | None:
+    """The OIDC verifier when one is configured (imported only then: a CLI run has none)."""
+    if not settings.oidc_config:
+        return None
+    from statekeeper.security.oidc import OidcConfig, OidcVerifier
+
+    return OidcVerifier(OidcConfig.load(settings.oidc_config))
 
 
 def _webhooks(settings: Settings, store: ObjectStore, table: LockTable) -> Webhooks | None:

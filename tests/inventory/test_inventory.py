@@ -126,7 +126,7 @@ def test_the_search_api_answers_with_the_callers_grants(services: Services) -> N
 
 
 def test_the_cli_searches_its_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
 
     from statekeeper.cli import app
 

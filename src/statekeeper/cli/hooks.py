@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from statekeeper.cli import app
+from statekeeper.cli.commands import JsonFlag, app
 from statekeeper.cli.context import obj
-from statekeeper.cli.options import PANEL_SERVER, STORE, JsonFlag
+from statekeeper.cli.options import PANEL_SERVER, STORE
 
 if TYPE_CHECKING:
     from statekeeper.app import Services

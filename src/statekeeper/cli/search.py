@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from statekeeper.cli import app
+from statekeeper.cli.commands import JsonFlag, app
 from statekeeper.cli.context import obj
-from statekeeper.cli.options import OPERATOR, PANEL_STATES, JsonFlag
+from statekeeper.cli.options import OPERATOR, PANEL_STATES
 
 __all__ = ["search"]
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from statekeeper.cli import app
+from statekeeper.cli.commands import app
 from statekeeper.cli.context import obj
 from statekeeper.cli.options import PANEL_SERVER, STORE
 

@@ -17,18 +17,20 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from statekeeper.errors import StatekeeperError, StorageError
 from statekeeper.events import Action, Event
-from statekeeper.hooks.delivery import TRANSPORT_ERRORS, Connections, Policy, Sender, post
+from statekeeper.hooks.delivery import Policy, Sender
 from statekeeper.hooks.guard import check_destination
 from statekeeper.hooks.model import Subscription, cloudevent, hook_type
 from statekeeper.hooks.outbox import Entry, Outbox
-from statekeeper.state.diff import Instance, instances_of, readable_document
 from statekeeper.storage.base import ObjectStore
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.times import utcnow
+
+if TYPE_CHECKING:
+    from statekeeper.state.diff import Instance
 
 __all__ = ["Webhooks"]
 
@@ -150,6 +152,10 @@ class Webhooks:
         key = (state, version)
         found = self._parsed.get(key)
         if found is None:
+            # Imported on the first write a hook reports: the diff's views (pydantic)
+            # would otherwise load with every CLI run on the embedded store.
+            from statekeeper.state.diff import instances_of, readable_document
+
             obj = self.store.get(state, version)
             found = {} if obj is None else instances_of(readable_document(obj.data))
             self._parsed = {k: v for k, v in self._parsed.items() if k[0] != state}
@@ -211,6 +217,8 @@ class Webhooks:
             raise NotFound(f"there is no hook named {name!r}; see 'statekeeper hooks list'")
         event = Event(action=Action.READ, actor="statekeeper", detail="a test delivery")
         body = cloudevent("ping", event, self.policy.source)
+        from statekeeper.hooks.transport import TRANSPORT_ERRORS, Connections, post
+
         connections = Connections(self.policy.timeout)
         try:
             return post(sub, body, event.id, self.policy, connections)

@@ -25,12 +25,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from statekeeper.errors import InvalidStateName
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, Policy
-from statekeeper.state import views
 from statekeeper.state.lockpolicy import LockPolicy
 from statekeeper.state.version import StateVersion
 from statekeeper.storage.base import LockTable, ObjectInfo, ObjectStore
@@ -39,6 +38,11 @@ from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.names import StateName
 from statekeeper.terraform.workspaces import split_workspace
 from statekeeper.times import format_rfc3339, utcnow
+
+# The views are pydantic models: imported when one is made, so a CLI run that
+# makes none (an empty listing) starts without pydantic.
+if TYPE_CHECKING:
+    from statekeeper.state import views
 
 __all__ = [
     "LockSummary",
@@ -85,6 +89,8 @@ class LockSummary:
         return bool(self.missing)
 
     def view(self) -> views.LockEntry:
+        from statekeeper.state import views
+
         entry = views.LockEntry.of(
             self.name, self.lock, list(self.kinds), list(self.missing), self.age_seconds
         )
@@ -109,6 +115,8 @@ class StateSummary:
     workspace: str | None = None
 
     def view(self) -> views.StateEntry:
+        from statekeeper.state import views
+
         return views.StateEntry(
             name=self.name,
             size=self.size,

@@ -11,18 +11,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 from statekeeper.security.caller import Caller
-from statekeeper.state import views
 from statekeeper.state.history import HistoryService
-from statekeeper.state.inspection import Inspector
 from statekeeper.state.listing import StateIndex, list_locks, list_states
 from statekeeper.state.locks import LockService
 from statekeeper.state.reap import reap, unlock
-from statekeeper.state.rollback import push, rollback
 from statekeeper.state.service import StateService
 from statekeeper.terraform.names import StateName
 from statekeeper.times import parse_duration
+
+# Reading, diffing and writing versions (and the views, pydantic models) are
+# imported by the operations that use them: ``statekeeper locks`` starts
+# without them.
+if TYPE_CHECKING:
+    from statekeeper.state import views
+    from statekeeper.state.inspection import Inspector
 
 __all__ = ["Operator"]
 
@@ -42,7 +48,13 @@ class Operator:
         self.index = index
         self.workspace_key_prefix = workspace_key_prefix
         self.locks = locks
-        self.inspector = Inspector(states, history)
+        self.history_service = history
+
+    @cached_property
+    def inspector(self) -> Inspector:
+        from statekeeper.state.inspection import Inspector
+
+        return Inspector(self.states, self.history_service)
 
     def list_states(
         self, caller: Caller, prefix: str = "", *, details: bool = False
@@ -67,6 +79,8 @@ class Operator:
     def show(
         self, caller: Caller, name: StateName, version: str | None = None
     ) -> views.StateDetail:
+        from statekeeper.state import views
+
         v, content = self.inspector.show(name, caller, version)
         holders = self.locks.holders(name)
         lock = holders[0] if holders else None
@@ -92,6 +106,8 @@ class Operator:
     def push(
         self, caller: Caller, name: StateName, data: bytes, *, force: bool = False
     ) -> views.PushResult:
+        from statekeeper.state.rollback import push
+
         return push(self.states, self.locks, name, data, caller, force=force).view()
 
     def history(
@@ -109,6 +125,8 @@ class Operator:
         return self.inspector.diff(name, caller, from_ref, to_ref)
 
     def rollback(self, caller: Caller, name: StateName, to_ref: str) -> views.RollbackResult:
+        from statekeeper.state.rollback import rollback
+
         return rollback(self.states, self.locks, self.inspector, name, to_ref, caller).view()
 
     def list_locks(
