@@ -14,6 +14,7 @@ import sys
 from harness import log, machine, save
 
 ORDER = ["startup", "locks", "observability", "large", "terraform", "scale", "inventory"]
+ORDER += ["lockpolicy"]
 
 
 def main(argv: list[str]) -> int:

@@ -66,7 +66,9 @@ READ_ONLY = {
     "statekeeper.state.operator.Operator.pull": "reads through StateService.read",
     "statekeeper.state.operator.Operator.history": "lists versions",
     "statekeeper.state.operator.Operator.diff": "reads through StateService.read",
-    "statekeeper.state.operator.Operator.list_locks": "lists locks",
+    "statekeeper.state.operator.Operator.list_locks": (
+        "lists locks; a lock past its lease goes first, an expire event of the server's own"
+    ),
     "statekeeper.inventory.views.search": "reads the derived index, filtered by the policy",
     "statekeeper.inventory.views.counts": "reads the derived index, filtered by the policy",
     "statekeeper.server.ui.listing.fill_details": "reads through Operator.show or the index",

@@ -117,7 +117,14 @@ class Services:
                 sender = hooks.sender
                 metrics.watch_queue("webhooks", hooks.outbox.backlog, lambda: sender.failures)
         policy = policy or ScopePolicy()
-        locks = LockService(store, table, policy, events, max_lock_info=settings.max_lock_info)
+        locks = LockService(
+            store,
+            table,
+            policy,
+            events,
+            max_lock_info=settings.max_lock_info,
+            lock_policy=settings.lock_policy,
+        )
         built = cls(
             settings=settings,
             store=store,
@@ -170,6 +177,7 @@ def _webhooks(settings: Settings, store: ObjectStore, table: LockTable) -> Webho
     from statekeeper.hooks.guard import parse_allow
     from statekeeper.hooks.outbox import Outbox
     from statekeeper.hooks.service import Webhooks
+    from statekeeper.state.holds import holders
 
     policy = Policy(
         attempts=max(1, settings.hooks_attempts),
@@ -181,6 +189,6 @@ def _webhooks(settings: Settings, store: ObjectStore, table: LockTable) -> Webho
         Outbox(store.records.database),
         store,
         policy,
-        locks=table.scan,
+        locks=lambda: holders(table.scan()),
         stale_after=settings.hooks_stale_after,
     )

@@ -59,8 +59,7 @@ class Action(StrEnum):
     LOCK = "lock"
     UNLOCK = "unlock"
     FORCE_UNLOCK = "force-unlock"
-    #: A lock removed because it outlived its time limit: reserved for the lock
-    #: policy, which no service emits yet.
+    #: A lock removed because it outlived its lease (the lock policy's ``ttl``).
     EXPIRE = "expire"
     REAP = "reap"
     TOKEN_CREATE = "token-create"

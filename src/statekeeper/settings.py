@@ -13,11 +13,14 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from statekeeper.errors import BadRequest, ConfigError
 from statekeeper.terraform.layout import DEFAULT_WORKSPACE_PREFIX
 from statekeeper.terraform.lockinfo import MAX_LOCK_INFO
+
+if TYPE_CHECKING:
+    from statekeeper.state.lockpolicy import LockPolicy
 
 __all__ = ["SETTINGS", "Setting", "Settings", "format_size", "load_settings"]
 
@@ -67,6 +70,12 @@ def _log_format(text: str) -> str:
     return value
 
 
+def _lock_policy(value: object) -> LockPolicy:
+    from statekeeper.state.lockpolicy import LockPolicy
+
+    return LockPolicy.parse(value)
+
+
 def _bool(text: str) -> bool:
     if text.strip().lower() in ("1", "true", "yes", "on"):
         return True
@@ -78,7 +87,8 @@ def _bool(text: str) -> bool:
 @dataclass(frozen=True)
 class Setting:
     name: str
-    parse: Callable[[str], Any]
+    #: Reads the text of the env or a flag (a table setting: also the TOML table).
+    parse: Callable[[Any], Any]
     default: Any
     help: str
     secret: bool = False
@@ -87,6 +97,8 @@ class Setting:
     #: Several values: a TOML list, or comma-separated in the environment and a
     #: string (``locks = ["dynamodb://t", "s3lock://b"]`` or ``"dynamodb://t,s3lock://b"``).
     multiple: bool = False
+    #: A TOML table (``[lock_policy]``); in the environment, that table's TOML text.
+    table: bool = False
 
     @property
     def env(self) -> str:
@@ -201,6 +213,15 @@ SETTINGS: tuple[Setting, ...] = (
         "Comma-separated state globs (team/**) whose metrics carry a state label; "
         "default: none, so the number of series does not grow with the number of states.",
     ),
+    # The lock policy: one table, documented in configuration.md#lock-policy.
+    Setting(
+        "lock_policy",
+        _lock_policy,
+        None,
+        "Table [lock_policy]: lock mode (exclusive or shared-plans, the default) and lock "
+        "leases by operation, per state glob; see the lock policy section.",
+        table=True,
+    ),
     Setting(
         "tokens_file",
         Path,
@@ -299,6 +320,7 @@ class Settings:
     hooks_backoff: float = 5.0
     hooks_stale_after: float = 7200.0
     metrics_states: str | None = None
+    lock_policy: LockPolicy | None = None
     tokens_file: Path | None = None
     oidc_config: Path | None = None
     master_key: str | None = field(default=None, repr=False)
@@ -328,6 +350,8 @@ assert {s.name for s in SETTINGS} == {f.name for f in fields(Settings)}, "settin
 
 
 def _parse(setting: Setting, value: Any, source: str) -> Any:
+    if setting.table and isinstance(value, dict):
+        return setting.parse(value)
     if value is None or not isinstance(value, str):
         return value
     try:
@@ -336,8 +360,9 @@ def _parse(setting: Setting, value: Any, source: str) -> Any:
         raise ConfigError(f"{source}: {setting.name} = {value!r} is not valid: {exc}") from exc
 
 
-def _from_toml(setting: Setting, value: object, path: Path) -> str:
-    """A TOML value as the text the setting's parser reads (env and flags are text)."""
+def _from_toml(setting: Setting, value: object, path: Path) -> object:
+    """A TOML value as the text the setting's parser reads (env and flags are text);
+    a table setting's table as it is."""
     if isinstance(value, list):
         if not setting.multiple:
             raise ConfigError(f"{path}: {setting.name} takes one value, not a list")
@@ -347,6 +372,8 @@ def _from_toml(setting: Setting, value: object, path: Path) -> str:
                 f'{setting.name} = ["dynamodb://TABLE", "s3lock://BUCKET"]'
             )
         return ",".join(value)
+    if isinstance(value, dict) and setting.table:
+        return value
     if isinstance(value, dict):
         raise ConfigError(f"{path}: {setting.name} is a single value, not a table")
     if isinstance(value, bool):

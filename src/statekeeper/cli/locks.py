@@ -86,9 +86,11 @@ def locks(ctx: click.Context, json_out: bool) -> None:
                 # An age from the client's clock (Terraform's own backend wrote the lock).
                 age(r.age_seconds) + (" (client clock)" if r.age_source == "client" else ""),
                 kind,
+                # A plan sharing the lock; "beside": not the one Terraform sees.
+                r.mode + ("" if r.primary else " (beside)"),
             ]
         )
-    print_table(["NAME", "ID", "OPERATION", "WHO", "CREATED", "AGE", "KIND"], cells)
+    print_table(["NAME", "ID", "OPERATION", "WHO", "CREATED", "AGE", "KIND", "MODE"], cells)
     for r in rows:
         if r.damaged:
             err_console.print(

@@ -18,6 +18,7 @@ from statekeeper.server.health import Readiness, healthz, readyz
 from statekeeper.server.limits import ControlBodyMiddleware, TimeoutMiddleware
 from statekeeper.server.lockwait import LockWaits
 from statekeeper.server.scrape import metrics_endpoint
+from statekeeper.state.leases import LeaseSweeper
 from statekeeper.telemetry.access import AccessMiddleware
 
 __all__ = ["create_app"]
@@ -28,7 +29,10 @@ def _lifespan(
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sweeper = LeaseSweeper(services.locks)
+        sweeper.start()  # only where the lock policy sets a lease
         yield
+        await run_in_threadpool(sweeper.close)
         app.state.readiness.close()
         # uvicorn re-raises SIGTERM after its graceful shutdown, so the `finally`
         # of `serve` may never run: pending audit events are written here.

@@ -10,6 +10,10 @@ also a HEAD per version, which brings the current version's metadata), a
 HEAD where there is no version listing, and a GET of the current state only
 where the metadata lacks the serial (a state Terraform's own backend wrote).
 
+Every holder is listed: the lock Terraform sees (the *primary* holder) and,
+under the ``shared-plans`` lock policy, the plans sharing it (shared holds,
+see :mod:`statekeeper.state.holds`), each a row of its own after the primary.
+
 Locks are listed from every lock table configured. With both kinds (Terraform's
 ``use_lockfile`` plus ``dynamodb_table``), a state locked in one table and not
 in the other is a *dual-lock drift*: Terraform takes both or neither, so one
@@ -26,8 +30,10 @@ from typing import TYPE_CHECKING, Protocol
 from statekeeper.errors import InvalidStateName
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, Policy
+from statekeeper.state.lockpolicy import LockPolicy
 from statekeeper.state.version import StateVersion
 from statekeeper.storage.base import LockTable, ObjectInfo, ObjectStore
+from statekeeper.terraform.layout import split_shared_hold
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.names import StateName
 from statekeeper.terraform.workspaces import split_workspace
@@ -73,6 +79,10 @@ class LockSummary:
     #: With two kinds configured: the kinds that do NOT hold it (a dual-lock drift).
     missing: tuple[str, ...] = ()
     age_seconds: float | None = None
+    #: ``shared`` for a plan sharing the lock (shared-plans), else ``exclusive``.
+    mode: str = "exclusive"
+    #: False for a shared hold recorded beside the lock Terraform sees.
+    primary: bool = True
 
     @property
     def drift(self) -> bool:
@@ -81,9 +91,10 @@ class LockSummary:
     def view(self) -> views.LockEntry:
         from statekeeper.state import views
 
-        return views.LockEntry.of(
+        entry = views.LockEntry.of(
             self.name, self.lock, list(self.kinds), list(self.missing), self.age_seconds
         )
+        return entry.model_copy(update={"mode": self.mode, "primary": self.primary})
 
 
 @dataclass(frozen=True)
@@ -140,26 +151,38 @@ def list_locks(
     caller: Caller,
     prefix: str = "",
     now: datetime | None = None,
+    lock_policy: LockPolicy | None = None,
 ) -> list[LockSummary]:
-    """Every held lock under ``prefix``, one row per state, drift flagged."""
+    """Every holder under ``prefix``: per state the primary lock, then its shared
+    holds; drift flagged. ``lock_policy`` says which primary plans share."""
     now = now or utcnow()
+    lock_policy = lock_policy or LockPolicy()
     tables = table.parts()
-    found: dict[str, list[tuple[str, LockInfo]]] = {}
+    # (state, shared hold key or "") -> the tables' views of that holder
+    found: dict[tuple[str, str], list[tuple[str, LockInfo]]] = {}
     for t in tables:
         for key, lock in t.scan(prefix):
-            if not _visible(policy, caller, key):
+            hold = split_shared_hold(key)
+            if hold is not None and hold[1]:
+                continue  # a marker: no holder
+            name = key if hold is None else hold[0]
+            if not _visible(policy, caller, name):
                 continue
-            found.setdefault(key, []).append((t.scheme, lock))
+            found.setdefault((name, "" if hold is None else key), []).append((t.scheme, lock))
     kinds_all = tuple(t.scheme for t in tables)
     out: list[LockSummary] = []
-    for key in sorted(found):
-        held = found[key]
+    for name, hold_key in sorted(found):
+        held = found[(name, hold_key)]
         kinds = tuple(k for k, _ in held)
         missing = tuple(k for k in kinds_all if k not in kinds) if len(tables) > 1 else ()
         # The first table's view of the lock (the lock file, Terraform's first step).
         lock = held[0][1]
-        out.append(LockSummary(key, lock, kinds, missing, lock.age(now)))
-    return out
+        primary = not hold_key
+        shared = not primary or lock_policy.for_state(name).shares(lock)
+        mode = "shared" if shared else "exclusive"
+        out.append(LockSummary(name, lock, kinds, missing, lock.age(now), mode, primary))
+    # Per state: the primary, then the shared holds in the order they came.
+    return sorted(out, key=lambda r: (r.name, not r.primary, -(r.age_seconds or 0.0)))
 
 
 def _serial(info: ObjectInfo) -> tuple[int | None, str | None]:
@@ -249,7 +272,7 @@ def list_states(
     locks: dict[str, LockSummary] = {}
     rows: list[StateSummary] = []
     for scan in scans:
-        locks.update((s.name, s) for s in list_locks(table, policy, caller, scan, now))
+        locks.update((s.name, s) for s in list_locks(table, policy, caller, scan, now) if s.primary)
     for i, scan in enumerate(scans):
         listed = index.summaries(scan) if index is not None else _listed(store.scan(scan))
         for row in _summaries(listed, locks, policy, caller):

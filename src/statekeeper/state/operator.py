@@ -82,12 +82,18 @@ class Operator:
         from statekeeper.state import views
 
         v, content = self.inspector.show(name, caller, version)
-        lock = self.locks.read(name)
+        holders = self.locks.holders(name)
+        lock = holders[0] if holders else None
+        shared = lock is not None and (
+            len(holders) > 1 or self.locks.lock_policy.for_state(name).shares(lock)
+        )
         return views.StateDetail(
             name=str(name),
             version=views.VersionView.of(v),
             locked=lock is not None,
             lock_id=None if lock is None else lock.id,
+            lock_mode=None if lock is None else "shared" if shared else "exclusive",
+            lock_holders=len(holders),
             encrypted=content.encrypted,
             terraform_version=content.terraform_version,
             resources=content.resources,
@@ -126,7 +132,16 @@ class Operator:
     def list_locks(
         self, caller: Caller, prefix: str = "", now: datetime | None = None
     ) -> list[views.LockEntry]:
-        rows = list_locks(self.locks.locks, self.states.policy, caller, prefix, now)
+        # Expired leases go first: a listing never shows a lock the next LOCK would remove.
+        self.locks.expire_due(prefix, now)
+        rows = list_locks(
+            self.locks.locks,
+            self.states.policy,
+            caller,
+            prefix,
+            now,
+            lock_policy=self.locks.lock_policy,
+        )
         return [r.view() for r in rows]
 
     def unlock(

@@ -98,7 +98,9 @@ def reap(
     """
     now = now or utcnow()
     out: list[Release] = []
-    candidates: list[LockSummary] = list_locks(locks.locks, locks.policy, caller, prefix, now)
+    candidates: list[LockSummary] = list_locks(
+        locks.locks, locks.policy, caller, prefix, now, lock_policy=locks.lock_policy
+    )
     for held in candidates:
         lock = held.lock
         if lock.damaged is not None:

@@ -106,7 +106,7 @@ async def signout(request: Request) -> Response:
 
 
 @router.get("/ui/unlock/{name:path}")
-def unlock_confirm(request: Request, name: str) -> Response:
+def unlock_confirm(request: Request, name: str, id: str | None = None) -> Response:
     ui = Page(request)
     if (redirect := ui.gate()) is not None:
         return redirect
@@ -114,7 +114,8 @@ def unlock_confirm(request: Request, name: str) -> Response:
         locks = [plain(lock) for lock in ui.operator.list_locks(ui.who(), name)]
     except StatekeeperError as exc:
         return ui.error(exc, state=name)
-    lock = next((x for x in locks if x["name"] == name), None)
+    # ``id``: one of several holders (plans sharing the lock); else the first listed.
+    lock = next((x for x in locks if x["name"] == name and id in (None, x["id"])), None)
     if lock is None:
         return ui.render(
             "error.html", 404, title="Not locked", message=f"{name} is not locked (any more)."
