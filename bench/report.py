@@ -387,10 +387,12 @@ def inventory_section(r: dict[str, Any]) -> str:
         _table(
             ["measure", "value"],
             [
-                ["operator's states listing (API, UI)", f"{q['list_states_s']} s"],
+                ["operator's states listing (API)", f"{q['list_states_s']} s"],
                 [
-                    "UI states page (listing + a page of 50 with details)",
-                    f"{q['ui_states_page_s']} s",
+                    "UI states page (listing + a page of 50 with details; goal ≤ 0.5 s)",
+                    f"{q['ui_states_page_s']} s, "
+                    f"{q['ui_states_page_s'] / q['list_states_s']:.2f}x the API's listing "
+                    f"(interleaved): {'met' if q['ui_states_page_s'] <= 0.5 else 'NOT met'}",
                 ],
                 ["full index build", f"{q['index_build_s']} s ({q['index_mb']} MB)"],
                 ["catch-up, nothing changed", f"{q['catch_up_unchanged_s']} s"],
@@ -417,6 +419,26 @@ def inventory_section(r: dict[str, Any]) -> str:
                 *(
                     [["states listing from the fresh index", f"{s['list_from_index_s']} s"]]
                     if "list_from_index_s" in s
+                    else []
+                ),
+                *(
+                    [
+                        [
+                            "UI states page, index fresh / stale (one bucket listing)",
+                            f"{s['ui_page_fresh_index_s']} s / {s['ui_page_bucket_listing_s']} s",
+                        ],
+                        [
+                            "first search on a new replica, 2 s into the background build",
+                            f"{s['first_search_ms']} ms, "
+                            + (
+                                "the build had ended"
+                                if s["first_search_indexed"] is None
+                                else f"{s['first_search_indexed']} of "
+                                f"{s['first_search_states']} states indexed"
+                            ),
+                        ],
+                    ]
+                    if "ui_page_fresh_index_s" in s
                     else []
                 ),
             ],

@@ -7,6 +7,7 @@ import json
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from statekeeper.server.app import create_app
 from statekeeper.server.ui.listing import arrange
 from statekeeper.server.ui.reading import MASK, resources_of
 from statekeeper.settings import load_settings
+from statekeeper.state.listing import StateSummary
 from statekeeper.terraform.names import StateName
 from statekeeper.testing.processes import StatekeeperServer
 from statekeeper.testing.statefiles import instance, state_bytes
@@ -26,8 +28,9 @@ from statekeeper.testing.statefiles import instance, state_bytes
 OPERATOR = Caller(actor="operator:test")
 
 
-def _row(name: str, size: int = 1) -> dict[str, Any]:
-    return {"name": name, "size": size, "last_modified": "2026-01-01T00:00:00Z", "locked": False}
+def _row(name: str, size: int = 1) -> StateSummary:
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    return StateSummary(name, size, when, "v1", serial=None, lineage=None, lock=None)
 
 
 def test_workspaces_are_grouped_under_their_key_and_filters_are_prefix_or_glob() -> None:

@@ -152,6 +152,9 @@ def serve(
 
         if services.hooks is not None:
             services.hooks.start()  # delivers the outbox, left over from before included
+        # A new replica's index builds in the background; searches meanwhile answer from
+        # what is indexed so far, with a note saying how far the build is.
+        services.inventory().start_build()
         if metrics is not None and settings.metrics_listen:
             scraper = MetricsListener(settings.metrics_listen, metrics)
             say(f"metrics (no credentials needed) on http://{settings.metrics_listen}/metrics")

@@ -95,7 +95,13 @@ class Page:
     @property
     def operator(self) -> Operator:
         s = self.services
-        return Operator(s.states, s.locks, s.history)
+        return Operator(
+            s.states,
+            s.locks,
+            s.history,
+            workspace_key_prefix=s.settings.workspace_key_prefix,
+            index=s.inventory,
+        )
 
     def who(self) -> Caller:
         """The caller; pages call this only after :meth:`gate` said None."""

@@ -45,9 +45,10 @@ def states_page(
     caller = ui.who()
     operator = ui.operator
     try:
-        rows = [plain(r) for r in operator.list_states(caller)]
         shown = arrange(
-            rows,
+            # On S3 from the index while it is fresh, else one listing of the bucket:
+            # the page never waits for a catch-up.
+            operator.summaries(caller, wait=False),
             query=q,
             sort=sort,
             descending=desc,
