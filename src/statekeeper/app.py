@@ -23,8 +23,11 @@ from statekeeper.storage.metered import MeteredLocks, MeteredStore
 from statekeeper.storage.registry import open_locks, open_store
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from pathlib import Path
 
+    from statekeeper.hooks.guard import IPNetwork
+    from statekeeper.hooks.model import Subscription
     from statekeeper.hooks.service import Webhooks
     from statekeeper.telemetry.metrics import Metrics
 
@@ -101,7 +104,12 @@ class Services:
         events = EventStream()
         events.subscribe(audit.record)
         events.subscribe(log_event)
-        hooks = _webhooks(settings, store, table)
+        try:
+            hooks = _webhooks(settings, store, table)
+        except BaseException:  # a config file's hook the server refuses
+            table.close()
+            store.close()
+            raise
         if hooks is not None:
             # The outbox rows commit with the event's audit record where they can.
             if audit.join(hooks.write_outbox):
@@ -173,4 +181,34 @@ def _webhooks(settings: Settings, store: ObjectStore, table: LockTable) -> Webho
         policy,
         locks=table.scan,
         stale_after=settings.hooks_stale_after,
+        configured=_configured_hooks(settings, policy.allow),
     )
+
+
+def _configured_hooks(
+    settings: Settings, allow: Sequence[IPNetwork | str]
+) -> tuple[Subscription, ...]:
+    """The config file's ``[[hooks]]`` as subscriptions, checked as ``hooks add`` checks."""
+    from statekeeper.errors import BadRequest, ConfigError
+    from statekeeper.hooks.guard import check_destination
+    from statekeeper.hooks.model import EVENT_TYPES, Subscription
+
+    out: list[Subscription] = []
+    for h in settings.hooks:
+        assert h.secret is not None  # resolved by load_settings
+        try:
+            sub = Subscription(
+                name=h.name,
+                url=h.url,
+                secret=h.secret,
+                states=h.states or ("**",),
+                events=h.events or EVENT_TYPES,
+                configured=True,
+            )
+            check_destination(sub.url, allow)
+        except BadRequest as exc:
+            raise ConfigError(
+                f"hooks: the hook {h.name!r} in the config file: {exc.message}"
+            ) from exc
+        out.append(sub)
+    return tuple(out)

@@ -138,8 +138,10 @@ class Sender:
         policy: Policy,
         enrich: Callable[[Entry], dict[str, Any]],
         chores: Callable[[], None] = lambda: None,
+        subscriptions: Callable[[], list[Subscription]] | None = None,
     ) -> None:
         self.outbox = outbox
+        self.subscriptions = subscriptions or outbox.subscriptions
         self.policy = policy
         self.enrich = enrich
         self.chores = chores
@@ -177,7 +179,7 @@ class Sender:
             try:
                 self.chores()
                 entries = self.outbox.claim(self.owner, self.policy.lease, _BATCH)
-                subs = {s.name: s for s in self.outbox.subscriptions()} if entries else {}
+                subs = {s.name: s for s in self.subscriptions()} if entries else {}
             except StatekeeperError as exc:
                 log.error("the webhook outbox cannot be read: %s", exc.message)
                 entries = []

@@ -36,7 +36,7 @@ def _hooks(request: Request, what: str) -> Webhooks:
 async def list_hooks(request: Request) -> HookList:
     def run() -> HookList:
         hooks = _hooks(request, "list the webhooks of")
-        return HookList(hooks=[HookView.of(s) for s in hooks.outbox.subscriptions()])
+        return HookList(hooks=[HookView.of(s) for s in hooks.all()])
 
     return await run_in_threadpool(run)
 
