@@ -48,11 +48,11 @@ class Services:
     audit: AuditLog
     tokens: TokenService
     keys: KeyService
+    #: Webhooks: their outbox in the store's database, or beside its states on S3.
+    hooks: Webhooks
     oidc: OidcVerifier | None = None
     #: The server's metrics (``serve`` builds them; the CLI does without).
     metrics: Metrics | None = None
-    #: Webhooks: on the embedded store (whose database keeps their outbox).
-    hooks: Webhooks | None = None
     _inventory: Inventory | None = field(default=None, repr=False)
     _inventory_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -110,19 +110,17 @@ class Services:
             table.close()
             store.close()
             raise
-        if hooks is not None:
-            # The outbox rows commit with the event's audit record where they can.
-            if audit.join(hooks.write_outbox):
-                events.subscribe(hooks.wake_for)
-            else:
-                events.subscribe(hooks.observe_event)
+        # The outbox rows commit with the event's audit record where they can.
+        if audit.join(hooks.write_outbox):
+            events.subscribe(hooks.wake_for)
+        else:
+            events.subscribe(hooks.observe_event)
         if metrics is not None:
             events.subscribe(metrics.observe_event)
             metrics.watch_locks(table)
             metrics.watch_queue("audit", audit.backlog, audit.failures)
-            if hooks is not None:
-                sender = hooks.sender
-                metrics.watch_queue("webhooks", hooks.outbox.backlog, lambda: sender.failures)
+            sender = hooks.sender
+            metrics.watch_queue("webhooks", hooks.outbox.backlog, lambda: sender.failures)
         policy = policy or ScopePolicy()
         locks = LockService(store, table, policy, events, max_lock_info=settings.max_lock_info)
         built = cls(
@@ -149,8 +147,7 @@ class Services:
         self.keys.store.require_key()
 
     def close(self) -> None:
-        if self.hooks is not None:
-            self.hooks.close()
+        self.hooks.close()
         try:
             self.audit.close()  # pending audit events go to the store first
         finally:
@@ -160,13 +157,11 @@ class Services:
             self.store.close()
 
 
-def _webhooks(settings: Settings, store: ObjectStore, table: LockTable) -> Webhooks | None:
-    """Webhooks where the store has a database for their outbox; else none."""
-    if store.records.database is None:
-        return None
+def _webhooks(settings: Settings, store: ObjectStore, table: LockTable) -> Webhooks:
+    """Webhooks, their outbox in the store's database or beside its states (S3)."""
     from statekeeper.hooks.delivery import Policy
     from statekeeper.hooks.guard import parse_allow
-    from statekeeper.hooks.outbox import Outbox
+    from statekeeper.hooks.outbox import open_outbox
     from statekeeper.hooks.service import Webhooks
 
     policy = Policy(
@@ -176,7 +171,7 @@ def _webhooks(settings: Settings, store: ObjectStore, table: LockTable) -> Webho
         source=f"statekeeper://{settings.host}:{settings.port}",
     )
     return Webhooks(
-        Outbox(store.records.database),
+        open_outbox(store.records),
         store,
         policy,
         locks=table.scan,

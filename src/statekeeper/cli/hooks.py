@@ -30,13 +30,6 @@ HOOKS_OPTIONS = STORE
 
 
 def _hooks(services: Services) -> Webhooks:
-    from statekeeper.errors import CapabilityMissing
-
-    if services.hooks is None:
-        raise CapabilityMissing(
-            "webhooks keep their outbox in the embedded database, and this store has none "
-            "(an outbox on S3 is not implemented yet): use the sqlite store"
-        )
     return services.hooks
 
 

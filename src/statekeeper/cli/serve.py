@@ -150,8 +150,7 @@ def serve(
             else:
                 err_console.print(markup, highlight=False)
 
-        if services.hooks is not None:
-            services.hooks.start()  # delivers the outbox, left over from before included
+        services.hooks.start()  # delivers the outbox, left over from before included
         # A new replica's index builds in the background; searches meanwhile answer from
         # what is indexed so far, with a note saying how far the build is.
         services.inventory().start_build()

@@ -30,7 +30,7 @@ from statekeeper import __version__
 from statekeeper.errors import StatekeeperError
 from statekeeper.hooks.guard import IPNetwork, check_destination
 from statekeeper.hooks.model import Subscription, cloudevent
-from statekeeper.hooks.outbox import Attempt, Entry, Outbox
+from statekeeper.hooks.outbox import Attempt, Entry, OutboxStore
 from statekeeper.hooks.signing import HEADER, sign
 
 __all__ = ["TRANSPORT_ERRORS", "Connections", "Policy", "Sender", "post"]
@@ -134,7 +134,7 @@ class Sender:
 
     def __init__(
         self,
-        outbox: Outbox,
+        outbox: OutboxStore,
         policy: Policy,
         enrich: Callable[[Entry], dict[str, Any]],
         chores: Callable[[], None] = lambda: None,
@@ -192,7 +192,7 @@ class Sender:
             if len(entries) < _BATCH:
                 # Nothing else is due: wait to be woken by a new event, or poll for rows
                 # of other servers and retries coming due.
-                self._wake.wait(1.0)
+                self._wake.wait(self.outbox.poll)
 
     def _deliver(self, entry: Entry, sub: Subscription | None, connections: Connections) -> Attempt:
         start = time.perf_counter()

@@ -24,7 +24,7 @@ from statekeeper.events import Action, Event
 from statekeeper.hooks.delivery import TRANSPORT_ERRORS, Connections, Policy, Sender, post
 from statekeeper.hooks.guard import check_destination
 from statekeeper.hooks.model import Subscription, cloudevent, hook_type
-from statekeeper.hooks.outbox import Entry, Outbox
+from statekeeper.hooks.outbox import Entry, Outbox, OutboxStore
 from statekeeper.state.diff import Instance, instances_of, readable_document
 from statekeeper.storage.base import ObjectStore
 from statekeeper.terraform.lockinfo import LockInfo
@@ -43,7 +43,7 @@ _STALE_IDS = uuid.UUID("5d1e2c1a-4b0e-4f3e-9a59-1c0ffee00001")
 class Webhooks:
     def __init__(
         self,
-        outbox: Outbox,
+        outbox: OutboxStore,
         store: ObjectStore,
         policy: Policy,
         locks: Callable[[], Iterator[tuple[str, LockInfo]]] | None = None,
@@ -99,6 +99,7 @@ class Webhooks:
         """Joined to the audit trail: the outbox rows commit with the event's audit record."""
         wanted = self._wanted(event, db)
         if wanted is not None:
+            assert isinstance(self.outbox, Outbox)  # joined only where there is a database
             self.outbox.enqueue_in(db, wanted[0], event, wanted[1])
 
     def wake_for(self, event: Event) -> None:

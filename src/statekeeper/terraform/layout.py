@@ -30,6 +30,7 @@ __all__ = [
     "LOCK_FILE_SUFFIX",
     "PROBE_PREFIX",
     "STATEKEEPER_PREFIX",
+    "WEBHOOKS_PREFIX",
     "digest_id",
     "is_digest_id",
     "is_lock_file",
@@ -52,6 +53,8 @@ LOCK_FIELDS = ("ID", "Operation", "Info", "Who", "Version", "Created", "Path")
 STATEKEEPER_PREFIX = "statekeeper!/"
 #: Objects ``statekeeper doctor`` writes and removes to probe permissions.
 PROBE_PREFIX = ".statekeeper-doctor/"
+#: The webhooks of a store without a database: subscriptions, outbox, delivery log.
+WEBHOOKS_PREFIX = STATEKEEPER_PREFIX + "hooks/"
 
 
 def lock_path(namespace: str, key: str) -> str:
@@ -104,7 +107,7 @@ def reserved_reason(name: str) -> str | None:
             f"LockID is the digest item of the state {state_of_digest_id(name)!r}"
         )
     for prefix, owner in (
-        (STATEKEEPER_PREFIX, "statekeeper's own objects (key ring, audit trail)"),
+        (STATEKEEPER_PREFIX, "statekeeper's own objects (key ring, audit trail, webhooks)"),
         (PROBE_PREFIX, "the objects 'statekeeper doctor' writes to probe permissions"),
     ):
         if name.startswith(prefix):
