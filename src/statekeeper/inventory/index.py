@@ -98,6 +98,7 @@ class StateFacts:
     serial: int | None
     terraform_version: str | None
     encrypted: bool
+    #: Resource instances (``count``/``for_each`` expanded), as ``show`` counts them.
     resources: int
     actor: str | None
 
@@ -388,9 +389,13 @@ class Inventory:
             for start in range(0, len(names), 500):
                 chunk = names[start : start + 500]
                 marks = ",".join("?" * len(chunk))
+                # Resource instances, as a state's page and ``show`` count them (a
+                # resource with count = 3 is three), not the resource blocks.
                 rows = self._conn.execute(
-                    "SELECT name, version_id, serial, terraform_version, encrypted, resources,"
-                    f" actor FROM inv_states WHERE name IN ({marks})",
+                    "SELECT name, version_id, serial, terraform_version, encrypted,"
+                    " (SELECT COALESCE(SUM(r.instances), 0) FROM inv_resources r"
+                    "  WHERE r.state = s.name), actor"
+                    f" FROM inv_states s WHERE name IN ({marks})",
                     chunk,
                 )
                 for name, vid, serial, tf, encrypted, resources, actor in rows:
