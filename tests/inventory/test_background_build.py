@@ -3,6 +3,9 @@ from what is indexed so far, and say how far the build is (API, UI, CLI)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -130,3 +133,40 @@ def test_without_start_build_a_search_waits_for_the_index(services: Services) ->
     found = search(inventory, ScopePolicy(), OPERATOR, "type:aws_s3_bucket", 1000)
     assert found.building is None
     assert len(found.hits) == STATES
+
+
+def test_statekeeper_search_through_the_server_notes_the_build(
+    services: Services, tmp_path: Path
+) -> None:
+    import httpx
+    import uvicorn
+
+    from statekeeper.testing.processes import SRC, free_port
+
+    _, store = _gated(services)
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(services, allow_anonymous=True), host="127.0.0.1", port=port, log_level="error"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        _wait(lambda: server.started, "the server to listen")
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+        search = ["search", "type:aws_s3_bucket", "-n", "1000"]
+        proc = subprocess.run(
+            [sys.executable, "-m", "statekeeper", *search, "--server", f"http://127.0.0.1:{port}"],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(SRC), "COLUMNS": "200"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "note: the index is being built: 200 of 260 states indexed so far" in proc.stderr
+        assert proc.stdout.count("aws_s3_bucket.logs") == 200
+    finally:
+        store.gate.set()
+        server.should_exit = True
+        thread.join(30)
