@@ -125,7 +125,11 @@ class StateIndex(Protocol):
 
 def _visible(policy: Policy, caller: Caller, key: str) -> bool:
     """Listings show only what the caller may read (a forbidden name is left out)."""
-    return is_state_key(key) and policy.allows(caller, StateName(key), Permission.READ)
+    try:
+        name = StateName(key)  # once: at 10,000 states a validation is a cost
+    except InvalidStateName:
+        return False  # not a state (see is_state_key)
+    return policy.allows(caller, name, Permission.READ)
 
 
 def list_locks(
@@ -232,7 +236,7 @@ def list_states(
     if prefix and ws and not prefix.startswith(ws) and not ws.startswith(prefix):
         scans.append(ws)
     locks: dict[str, LockSummary] = {}
-    rows: list[StateSummary] = []
+    keyed: list[tuple[str, str, StateSummary]] = []
     for scan in scans:
         locks.update((s.name, s) for s in list_locks(table, policy, caller, scan, now))
     for i, scan in enumerate(scans):
@@ -244,9 +248,11 @@ def list_states(
             workspace, key = split_workspace(row.name, workspace_key_prefix)
             if i == 0 or key.startswith(prefix):
                 # One copy per row with both joined: at 10,000 states a copy is a cost.
-                rows.append(replace(row, lock=locks.get(row.name), workspace=workspace))
+                joined = replace(row, lock=locks.get(row.name), workspace=workspace)
+                keyed.append((key, workspace or "", joined))
     # A key's workspace states follow it: the listing groups by backend key.
-    rows.sort(key=lambda r: (split_workspace(r.name, workspace_key_prefix)[1], r.workspace or ""))
+    keyed.sort(key=lambda k: (k[0], k[1]))
+    rows = [row for _, _, row in keyed]
     if details:
         rows = [_detailed(store, row) for row in rows]
     return rows
