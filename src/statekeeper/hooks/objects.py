@@ -70,6 +70,8 @@ class ObjectOutbox:
         #: What this process claimed: the entry as rewritten, to finish it conditionally.
         self._claimed: dict[str, ObjectInfo] = {}
         self._guard = threading.Lock()
+        #: Entries the last look found (the metrics' queue depth, read without a request).
+        self._waiting = 0
 
     # Subscriptions
 
@@ -125,7 +127,9 @@ class ObjectOutbox:
         self._subs = self._read_subscriptions()
         now = time.time()
         due: list[tuple[float, ObjectInfo, dict[str, Any]]] = []
-        for info in self.store.scan(_OUTBOX):
+        listed = list(self.store.scan(_OUTBOX))
+        self._waiting = len(listed)
+        for info in listed:
             obj = self.store.get(info.key)
             if obj is None:
                 continue  # delivered by another replica since the listing
@@ -209,8 +213,10 @@ class ObjectOutbox:
         self.store.put(key, _dump(row), _JSON)
 
     def backlog(self) -> int:
-        """Entries waiting to be delivered (one listing of the outbox prefix)."""
-        return sum(1 for _ in self.store.scan(_OUTBOX))
+        """Entries waiting to be delivered, as the sender's last look (at most ``poll``
+        seconds ago) found them: a scrape of /metrics makes no request to the bucket, and
+        does not fail while the bucket cannot be reached."""
+        return self._waiting
 
     def deliveries(
         self, hook: str | None = None, outcome: str | None = None, limit: int = 100
