@@ -130,3 +130,12 @@ def test_a_hook_the_server_would_refuse_stops_it_at_start(
     settings = load_settings({"data_dir": tmp_path / "d"}, config_file=config, env={})
     with pytest.raises(ConfigError, match=says):
         Services.build(settings)
+
+
+def test_hooks_from_the_environment_are_a_json_array_of_the_same_tables() -> None:
+    hooks = [{"name": "ops", "url": "https://hooks.example.com/x", "secret_env": "OPS_SECRET"}]
+    env = {"STATEKEEPER_HOOKS": json.dumps(hooks), "OPS_SECRET": SECRET}
+    (hook,) = load_settings(env=env).hooks
+    assert (hook.name, hook.secret, hook.events, hook.states) == ("ops", SECRET, None, None)
+    with pytest.raises(ConfigError, match="STATEKEEPER_HOOKS"):
+        load_settings(env={"STATEKEEPER_HOOKS": "[[hooks]]"})
