@@ -55,6 +55,9 @@ class Services:
     metrics: Metrics | None = None
     _inventory: Inventory | None = field(default=None, repr=False)
     _inventory_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: Set by ``serve``: the index builds in the background once opened, and answers
+    #: from what it holds meanwhile (see :meth:`Inventory.start_build`).
+    build_index_in_background: bool = field(default=False, repr=False)
 
     @property
     def inventory_path(self) -> Path:
@@ -69,6 +72,8 @@ class Services:
                 self._inventory = Inventory(
                     self.inventory_path, self.store, self.settings.inventory_refresh
                 )
+                if self.build_index_in_background:
+                    self._inventory.start_build()
             return self._inventory
 
     def _index_change(self, event: Event) -> None:

@@ -265,15 +265,7 @@ def test_states_of_a_server_on_s3_with_workspaces(
     serve: Callable[..., StatekeeperServer],
     cli_process: CliFn,
 ) -> None:
-    # The server's index is built at start-up; a listing through it sees Terraform's own
-    # writes within inventory_refresh: 0 here, so the listing below catches up first.
-    server = serve(
-        "--store",
-        f"s3://{BUCKET}",
-        "--locks",
-        f"dynamodb://{TABLE}",
-        env={**moto.env(), "STATEKEEPER_INVENTORY_REFRESH": "0"},
-    )
+    server = serve("--store", f"s3://{BUCKET}", "--locks", f"dynamodb://{TABLE}", env=moto.env())
     tf = terraform("http").write(server.backend_block("svc.tfstate") + CONFIG)
     tf.run("init").check()
     tf.run("apply", "-var", "v=a").check()

@@ -13,7 +13,7 @@ current two ways:
   catches up when the last catch-up is older than ``inventory_refresh`` seconds,
   so an answer is never older than that bound.
 
-A server calls :meth:`Inventory.start_build` at start-up: the first catch-up
+A server calls :meth:`Inventory.start_build` when it opens the index: the first catch-up
 (on a new replica, the whole build) then runs in the background, and until it
 ends searches answer from what is indexed so far with :meth:`building`'s
 progress, and listings come from the store.
