@@ -549,20 +549,41 @@ def observability_section(r: dict[str, Any]) -> str:
     )
 
 
+def _wall_cpu(q: dict[str, Any], name: str) -> str:
+    cpu = q.get(f"{name}_cpu_s")  # absent from results measured before CPU was
+    return f"{q[name + '_s']} s" + ("" if cpu is None else f" wall, {cpu} s CPU")
+
+
+def _page_verdict(q: dict[str, Any]) -> str:
+    """The states page against its goal and the API's listing (measured interleaved)."""
+    wall, cpu = q["ui_states_page_s"], q.get("ui_states_page_cpu_s")
+    ratio = f"{wall / q['list_states_s']:.2f}x the API listing's wall"
+    if cpu is not None:
+        ratio += f", {cpu / q['list_states_cpu_s']:.2f}x its CPU"
+    if wall <= 0.5:
+        return f"{ratio}: met"
+    if cpu is not None and cpu <= 0.5:
+        return f"{ratio}: met in CPU time, not in wall time on this loaded machine"
+    return f"{ratio}: NOT met"
+
+
 def inventory_section(r: dict[str, Any]) -> str:
     q, s = r["sqlite"], r["s3"]
     out = [
         "## Inventory and UI at scale (`bench_inventory.py`)\n",
         f"SQLite store, {q['states']:,} states x {q['resources_per_state']} resources "
         f"({q['states'] * q['resources_per_state']:,} resources). Targets: listing 10,000 "
-        "states ≤ 0.5 s; search p95 ≤ 200 ms.\n",
+        "states ≤ 0.5 s; search p95 ≤ 200 ms. The API's listing and the UI's states page "
+        "are timed interleaved (7 each, medians), in wall seconds and in the process's CPU "
+        "seconds (the page's server side runs on another thread of the same process), which "
+        "a machine shared with other work does not inflate.\n",
         _table(
             ["measure", "value"],
             [
-                ["operator's states listing (API, UI)", f"{q['list_states_s']} s"],
+                ["operator's states listing (API)", _wall_cpu(q, "list_states")],
                 [
-                    "UI states page (listing + a page of 50 with details)",
-                    f"{q['ui_states_page_s']} s",
+                    "UI states page (listing + a page of 50 with details; goal ≤ 0.5 s)",
+                    _wall_cpu(q, "ui_states_page") + f", {_page_verdict(q)}",
                 ],
                 ["full index build", f"{q['index_build_s']} s ({q['index_mb']} MB)"],
                 ["catch-up, nothing changed", f"{q['catch_up_unchanged_s']} s"],
@@ -589,6 +610,26 @@ def inventory_section(r: dict[str, Any]) -> str:
                 *(
                     [["states listing from the fresh index", f"{s['list_from_index_s']} s"]]
                     if "list_from_index_s" in s
+                    else []
+                ),
+                *(
+                    [
+                        [
+                            "UI states page, index fresh / stale (one bucket listing)",
+                            f"{s['ui_page_fresh_index_s']} s / {s['ui_page_bucket_listing_s']} s",
+                        ],
+                        [
+                            "first search on a new replica, its build under way",
+                            f"{s['first_search_ms']} ms, "
+                            + (
+                                "the build had ended"
+                                if s["first_search_indexed"] is None
+                                else f"{s['first_search_indexed']} of "
+                                f"{s['first_search_states']} states indexed"
+                            ),
+                        ],
+                    ]
+                    if "ui_page_fresh_index_s" in s
                     else []
                 ),
             ],

@@ -49,11 +49,18 @@ def test_the_table_has_no_setting_the_code_lacks() -> None:
 def test_the_toml_example_has_every_setting_and_loads(tmp_path: Path) -> None:
     example = _toml_example()
     for s in SETTINGS:
-        assert re.search(rf"^(# )?{s.name} = ", example, re.M), f"{s.name} is not in the example"
+        line = rf"^\[\[{s.name}\]\]$" if s.tables else rf"^(# )?{s.name} = "
+        assert re.search(line, example, re.M), f"{s.name} is not in the example"
     path = tmp_path / "statekeeper.toml"
     path.write_text(example)
+    secret = tmp_path / "hook-secret"
+    secret.write_text("whsec_from_a_file\n")
+    # The example's secret_file, here in a temporary directory.
+    path.write_text(example.replace("/etc/statekeeper/chatops-hook-secret", str(secret)))
     settings = load_settings(config_file=path, env={})
     assert settings.locks is not None and settings.locks.count(",") == 1
+    (hook,) = settings.hooks
+    assert (hook.name, hook.secret, hook.states) == ("chatops", "whsec_from_a_file", ("team/**",))
 
 
 def test_every_settings_flag_exists() -> None:

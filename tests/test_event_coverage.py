@@ -62,6 +62,7 @@ READ_ONLY = {
     "statekeeper.state.listing.list_states": "lists states",
     "statekeeper.state.listing.list_locks": "lists locks",
     "statekeeper.state.operator.Operator.list_states": "lists states",
+    "statekeeper.state.operator.Operator.summaries": "lists states (list_states' rows)",
     "statekeeper.state.operator.Operator.show": "reads through StateService.read",
     "statekeeper.state.operator.Operator.pull": "reads through StateService.read",
     "statekeeper.state.operator.Operator.history": "lists versions",

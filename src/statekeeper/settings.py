@@ -8,6 +8,7 @@ command-line flags. A secret may also come from ``STATEKEEPER_<NAME>_FILE``.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -22,7 +23,7 @@ from statekeeper.terraform.lockinfo import MAX_LOCK_INFO
 if TYPE_CHECKING:
     from statekeeper.state.lockpolicy import LockPolicy
 
-__all__ = ["SETTINGS", "Setting", "Settings", "format_size", "load_settings"]
+__all__ = ["SETTINGS", "HookSetting", "Setting", "Settings", "format_size", "load_settings"]
 
 
 def format_size(n: int) -> str:
@@ -85,6 +86,91 @@ def _bool(text: str) -> bool:
 
 
 @dataclass(frozen=True)
+class HookSetting:
+    """A webhook subscription from the config file (``[[hooks]]``); its secret comes from
+    ``secret``, or rather ``secret_env`` (an environment variable) or ``secret_file``."""
+
+    name: str
+    url: str
+    events: tuple[str, ...] | None = None
+    states: tuple[str, ...] | None = None
+    secret: str | None = field(default=None, repr=False)
+    secret_env: str | None = None
+    secret_file: Path | None = None
+
+
+_HOOK_KEYS = {"name", "url", "events", "states", "secret", "secret_env", "secret_file"}
+
+
+def _hooks(text: str) -> tuple[HookSetting, ...]:
+    """``[[hooks]]`` tables (in the environment: the same as a JSON array of objects)."""
+    entries = json.loads(text)
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ValueError("hooks are a list of tables: [[hooks]] name = … url = …")
+    out = []
+    for i, entry in enumerate(entries):
+        where = f"hook {entry.get('name') or i + 1}"
+        unknown = sorted(set(entry) - _HOOK_KEYS)
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}")
+        for key in ("name", "url"):
+            if not isinstance(entry.get(key), str) or not entry[key]:
+                raise ValueError(f"{where}: {key} is required, as a string")
+        for key in ("events", "states"):
+            value = entry.get(key)
+            if value is not None and not (
+                isinstance(value, list) and value and all(isinstance(v, str) for v in value)
+            ):
+                raise ValueError(f'{where}: {key} is a list of strings, e.g. {key} = ["…"]')
+        sources = [k for k in ("secret", "secret_env", "secret_file") if entry.get(k)]
+        if len(sources) != 1:
+            raise ValueError(
+                f"{where}: give its signing secret as one of secret_env (an environment "
+                "variable's name), secret_file or secret"
+            )
+        out.append(
+            HookSetting(
+                name=entry["name"],
+                url=entry["url"],
+                events=tuple(entry["events"]) if entry.get("events") else None,
+                states=tuple(entry["states"]) if entry.get("states") else None,
+                secret=entry.get("secret"),
+                secret_env=entry.get("secret_env"),
+                secret_file=Path(entry["secret_file"]) if entry.get("secret_file") else None,
+            )
+        )
+    names = [h.name for h in out]
+    if len(set(names)) != len(names):
+        raise ValueError("two hooks have the same name")
+    return tuple(out)
+
+
+def _hook_secrets(
+    hooks: tuple[HookSetting, ...], env: Mapping[str, str]
+) -> tuple[HookSetting, ...]:
+    """Each hook with its secret read from where the config file says it is."""
+    out = []
+    for h in hooks:
+        secret = h.secret
+        if h.secret_env is not None:
+            secret = env.get(h.secret_env)
+            if not secret:
+                raise ConfigError(
+                    f"hook {h.name}: the environment variable {h.secret_env} (secret_env) "
+                    "is not set; set it to the hook's signing secret"
+                )
+        elif h.secret_file is not None:
+            try:
+                secret = h.secret_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"hook {h.name}: cannot read its secret_file: {exc}") from exc
+            if not secret:
+                raise ConfigError(f"hook {h.name}: its secret_file {h.secret_file} is empty")
+        out.append(HookSetting(h.name, h.url, h.events, h.states, secret))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
 class Setting:
     name: str
     #: Reads the text of the env or a flag (a table setting: also the TOML table).
@@ -99,6 +185,8 @@ class Setting:
     multiple: bool = False
     #: A TOML table (``[lock_policy]``); in the environment, that table's TOML text.
     table: bool = False
+    #: A list of TOML tables (``[[hooks]]``); in the environment a JSON array of objects.
+    tables: bool = False
 
     @property
     def env(self) -> str:
@@ -199,6 +287,15 @@ SETTINGS: tuple[Setting, ...] = (
         5.0,
         "Seconds before a webhook's first retry; doubled at each retry (at most an hour), "
         "with jitter.",
+    ),
+    Setting(
+        "hooks",
+        _hooks,
+        (),
+        "Webhook subscriptions kept in the config file, as [[hooks]] tables (name, url, "
+        "events, states, and the secret from secret_env or secret_file); listed by "
+        "'hooks list' as from the config, not removable with 'hooks remove'.",
+        tables=True,
     ),
     Setting(
         "hooks_stale_after",
@@ -318,6 +415,7 @@ class Settings:
     hooks_allow: str | None = None
     hooks_attempts: int = 10
     hooks_backoff: float = 5.0
+    hooks: tuple[HookSetting, ...] = field(default=(), repr=False)
     hooks_stale_after: float = 7200.0
     metrics_states: str | None = None
     lock_policy: LockPolicy | None = None
@@ -363,6 +461,10 @@ def _parse(setting: Setting, value: Any, source: str) -> Any:
 def _from_toml(setting: Setting, value: object, path: Path) -> object:
     """A TOML value as the text the setting's parser reads (env and flags are text);
     a table setting's table as it is."""
+    if setting.tables:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: {setting.name} are tables: [[{setting.name}]]")
+        return json.dumps(value, default=str)
     if isinstance(value, list):
         if not setting.multiple:
             raise ConfigError(f"{path}: {setting.name} takes one value, not a list")
@@ -424,4 +526,5 @@ def load_settings(
                 value if not isinstance(value, int | Path) else str(value),
                 f"--{name.replace('_', '-')}",
             )
+    values["hooks"] = _hook_secrets(values["hooks"], env)
     return Settings(**values)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from statekeeper.errors import StatekeeperError
 from statekeeper.hooks.guard import IPNetwork
 from statekeeper.hooks.model import Subscription, cloudevent
-from statekeeper.hooks.outbox import Attempt, Entry, Outbox
+from statekeeper.hooks.outbox import Attempt, Entry, OutboxStore
 
 if TYPE_CHECKING:
     from statekeeper.hooks.transport import Connections
@@ -64,12 +64,14 @@ class Sender:
 
     def __init__(
         self,
-        outbox: Outbox,
+        outbox: OutboxStore,
         policy: Policy,
         enrich: Callable[[Entry], dict[str, Any]],
         chores: Callable[[], None] = lambda: None,
+        subscriptions: Callable[[], list[Subscription]] | None = None,
     ) -> None:
         self.outbox = outbox
+        self.subscriptions = subscriptions or outbox.subscriptions
         self.policy = policy
         self.enrich = enrich
         self.chores = chores
@@ -110,7 +112,7 @@ class Sender:
             try:
                 self.chores()
                 entries = self.outbox.claim(self.owner, self.policy.lease, _BATCH)
-                subs = {s.name: s for s in self.outbox.subscriptions()} if entries else {}
+                subs = {s.name: s for s in self.subscriptions()} if entries else {}
             except StatekeeperError as exc:
                 log.error("the webhook outbox cannot be read: %s", exc.message)
                 entries = []
@@ -123,7 +125,7 @@ class Sender:
             if len(entries) < _BATCH:
                 # Nothing else is due: wait to be woken by a new event, or poll for rows
                 # of other servers and retries coming due.
-                self._wake.wait(1.0)
+                self._wake.wait(self.outbox.poll)
 
     def _deliver(self, entry: Entry, sub: Subscription | None, connections: Connections) -> Attempt:
         from statekeeper.hooks.transport import TRANSPORT_ERRORS, post

@@ -13,6 +13,11 @@ current two ways:
   catches up when the last catch-up is older than ``inventory_refresh`` seconds,
   so an answer is never older than that bound.
 
+A server calls :meth:`Inventory.start_build` when it opens the index: the first catch-up
+(on a new replica, the whole build) then runs in the background, and until it
+ends searches answer from what is indexed so far with :meth:`building`'s
+progress, and listings come from the store.
+
 Permissions are applied when answering: a search shows resources only of the
 states the caller may ``read``.
 """
@@ -41,7 +46,7 @@ from statekeeper.storage.base import ObjectInfo, ObjectStore
 from statekeeper.terraform.names import StateName
 from statekeeper.times import format_rfc3339, parse_rfc3339
 
-__all__ = ["Hit", "Inventory", "StateFacts", "SyncReport"]
+__all__ = ["Building", "Hit", "Inventory", "StateFacts", "SyncReport"]
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS inv_states (
@@ -97,8 +102,18 @@ class StateFacts:
     serial: int | None
     terraform_version: str | None
     encrypted: bool
+    #: Resource instances (``count``/``for_each`` expanded), as ``show`` counts them.
     resources: int
     actor: str | None
+
+
+@dataclass(frozen=True)
+class Building:
+    """The first build under way: ``indexed`` states of ``states`` (None until the
+    store's listing is in)."""
+
+    indexed: int
+    states: int | None
 
 
 @dataclass(frozen=True)
@@ -128,6 +143,10 @@ class Inventory:
         self._synced_at: float | None = None
         self._sync = threading.Lock()  # one catch-up at a time
         self._closing = False
+        #: Set by start_build: until the first catch-up ends, answer without waiting.
+        self._answer_while_building = False
+        #: (states indexed, states listed) while a catch-up runs.
+        self._progress: tuple[int, int] | None = None
 
     def close(self) -> None:
         self._closing = True  # a background catch-up stops at its next batch
@@ -248,18 +267,23 @@ class Inventory:
         listed = {i.key: i for i in self.store.scan() if is_state_key(i.key)}
         changed = [k for k, i in listed.items() if known.get(k) != marker(i.version_id, i.etag)]
         gone = [k for k in known if k not in listed]
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            # Reads in parallel (S3 round trips), writes in batches on one connection.
-            for start in range(0, len(changed), 200):
-                if self._closing:
-                    break
-                batch = list(pool.map(self._read, changed[start : start + 200]))
-                with self._transaction() as conn:
-                    for key, read in zip(changed[start : start + 200], batch, strict=True):
-                        if read is None:
-                            self._drop(conn, key)
-                        else:
-                            self._put(conn, *read)
+        self._progress = (len(listed) - len(changed), len(listed))
+        try:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                # Reads in parallel (S3 round trips), writes in batches on one connection.
+                for start in range(0, len(changed), 200):
+                    if self._closing:
+                        break
+                    batch = list(pool.map(self._read, changed[start : start + 200]))
+                    with self._transaction() as conn:
+                        for key, read in zip(changed[start : start + 200], batch, strict=True):
+                            if read is None:
+                                self._drop(conn, key)
+                            else:
+                                self._put(conn, *read)
+                    self._progress = (self._progress[0] + len(batch), len(listed))
+        finally:
+            self._progress = None
         if self._closing:
             return SyncReport(len(listed), 0, 0, time.monotonic() - started)
         with self._transaction() as conn:
@@ -270,6 +294,32 @@ class Inventory:
 
     def _due(self) -> bool:
         return self._synced_at is None or time.monotonic() - self._synced_at >= self.refresh
+
+    def start_build(self) -> None:
+        """For a server: run the first catch-up (a new replica's whole build) in the
+        background, and answer searches from what is indexed meanwhile."""
+        self._answer_while_building = True
+        self.refresh_soon()
+
+    def building(self) -> Building | None:
+        """The first build's progress while answers come from a partial index; None
+        once it has ended (or when answers wait for it: no :meth:`start_build`)."""
+        if not self._answer_while_building or self._synced_at is not None:
+            return None
+        progress = self._progress
+        if progress is not None:
+            return Building(*progress)
+        with self._lock:
+            (indexed,) = self._conn.execute("SELECT COUNT(*) FROM inv_states").fetchone()
+        return Building(int(indexed), None)
+
+    def _current(self) -> None:
+        """Before an answer: catch up when due, unless the first build is under way in
+        the background (then the answer is what is indexed so far)."""
+        if self._answer_while_building and self._synced_at is None:
+            self.refresh_soon()
+            return
+        self.fresh()
 
     def fresh(self) -> None:
         """Catch up when the last catch-up is older than the refresh bound."""
@@ -299,7 +349,7 @@ class Inventory:
         query = parse_query(text)
         if query.empty:
             raise BadRequest("search for something: a word, a phrase or type:… provider:…")
-        self.fresh()
+        self._current()
         where: list[str] = []
         params: list[Any] = []
         source = "inv_resources r"
@@ -359,19 +409,33 @@ class Inventory:
             for start in range(0, len(names), 500):
                 chunk = names[start : start + 500]
                 marks = ",".join("?" * len(chunk))
+                # Resource instances, as a state's page and ``show`` count them (a
+                # resource with count = 3 is three), not the resource blocks.
                 rows = self._conn.execute(
-                    "SELECT name, version_id, serial, terraform_version, encrypted, resources,"
-                    f" actor FROM inv_states WHERE name IN ({marks})",
+                    "SELECT name, version_id, serial, terraform_version, encrypted,"
+                    " (SELECT COALESCE(SUM(r.instances), 0) FROM inv_resources r"
+                    "  WHERE r.state = s.name), actor"
+                    f" FROM inv_states s WHERE name IN ({marks})",
                     chunk,
                 )
                 for name, vid, serial, tf, encrypted, resources, actor in rows:
                     out[name] = StateFacts(vid, serial, tf, bool(encrypted), resources, actor)
         return out
 
-    def summaries(self, prefix: str) -> list[StateSummary]:
+    def summaries(self, prefix: str, *, wait: bool = True) -> list[StateSummary] | None:
         """Every indexed state under ``prefix`` as a listing of the store shows it (with the
         serial it read), after a catch-up when the last one is older than the bound: so a
-        listing makes no request to the store while the index is fresh."""
+        listing makes no request to the store while the index is fresh.
+
+        None (list the store instead) while the first build runs in the background, and
+        with ``wait`` false whenever a catch-up is due (one is started in the background).
+        """
+        if self._answer_while_building and self._synced_at is None:
+            self.refresh_soon()
+            return None
+        if not wait and self._due():
+            self.refresh_soon()
+            return None
         self.fresh()
         with self._lock:
             rows = self._conn.execute(
@@ -394,7 +458,7 @@ class Inventory:
 
     def counts(self, allowed: Allowed) -> dict[str, dict[str, int]]:
         """Resources by type and provider, states by Terraform version, over readable states."""
-        self.fresh()
+        self._current()
         with self._lock:
             states = self._conn.execute("SELECT name, terraform_version FROM inv_states").fetchall()
             readable = {name: tf for name, tf in states if allowed(name)}

@@ -135,14 +135,20 @@ class StateSummary:
 class StateIndex(Protocol):
     """Where a listing can come from instead of the store (the inventory index)."""
 
-    def summaries(self, prefix: str) -> list[StateSummary]:
-        """Every state under ``prefix`` as the store's listing shows it, no lock joined."""
+    def summaries(self, prefix: str, *, wait: bool = True) -> list[StateSummary] | None:
+        """Every state under ``prefix`` as the store's listing shows it, no lock joined;
+        None when the index cannot answer now (list the store). ``wait``: catch up first
+        when due, rather than answer None."""
         ...
 
 
 def _visible(policy: Policy, caller: Caller, key: str) -> bool:
     """Listings show only what the caller may read (a forbidden name is left out)."""
-    return is_state_key(key) and policy.allows(caller, StateName(key), Permission.READ)
+    try:
+        name = StateName(key)  # once: at 10,000 states a validation is a cost
+    except InvalidStateName:
+        return False  # not a state (see is_state_key)
+    return policy.allows(caller, name, Permission.READ)
 
 
 def list_locks(
@@ -204,17 +210,6 @@ def _listed(objects: Iterable[ObjectInfo]) -> Iterator[StateSummary]:
         )
 
 
-def _summaries(
-    listed: Iterable[StateSummary],
-    locks: dict[str, LockSummary],
-    policy: Policy,
-    caller: Caller,
-) -> Iterator[StateSummary]:
-    for row in listed:
-        if _visible(policy, caller, row.name):
-            yield replace(row, lock=locks.get(row.name))
-
-
 def _detailed(store: ObjectStore, summary: StateSummary) -> StateSummary:
     from statekeeper.state.service import version_from_info
 
@@ -251,12 +246,14 @@ def list_states(
     now: datetime | None = None,
     workspace_key_prefix: str = "env:",
     index: StateIndex | None = None,
+    wait_for_index: bool = True,
 ) -> list[StateSummary]:
     """Every state under ``prefix`` with its lock; ``details`` adds per-state calls.
 
     With an ``index`` (the inventory, on a store whose listing is costly) the
     states come from it instead of a listing of the store; it answers as fresh
-    as its refresh bound, with the serials it read.
+    as its refresh bound, with the serials it read. With ``wait_for_index`` false
+    a stale index is not waited for: the store is listed (the UI's states page).
 
     The workspace states of the keys under ``prefix`` are included, as
     ``terraform workspace list`` would find them (``env:/dev/team/app.tfstate``
@@ -270,17 +267,23 @@ def list_states(
     if prefix and ws and not prefix.startswith(ws) and not ws.startswith(prefix):
         scans.append(ws)
     locks: dict[str, LockSummary] = {}
-    rows: list[StateSummary] = []
+    keyed: list[tuple[str, str, StateSummary]] = []
     for scan in scans:
         locks.update((s.name, s) for s in list_locks(table, policy, caller, scan, now) if s.primary)
     for i, scan in enumerate(scans):
-        listed = index.summaries(scan) if index is not None else _listed(store.scan(scan))
-        for row in _summaries(listed, locks, policy, caller):
+        indexed = index.summaries(scan, wait=wait_for_index) if index is not None else None
+        listed = indexed if indexed is not None else _listed(store.scan(scan))
+        for row in listed:
+            if not _visible(policy, caller, row.name):
+                continue
             workspace, key = split_workspace(row.name, workspace_key_prefix)
             if i == 0 or key.startswith(prefix):
-                rows.append(replace(row, workspace=workspace))
+                # One copy per row with both joined: at 10,000 states a copy is a cost.
+                joined = replace(row, lock=locks.get(row.name), workspace=workspace)
+                keyed.append((key, workspace or "", joined))
     # A key's workspace states follow it: the listing groups by backend key.
-    rows.sort(key=lambda r: (split_workspace(r.name, workspace_key_prefix)[1], r.workspace or ""))
+    keyed.sort(key=lambda k: (k[0], k[1]))
+    rows = [row for _, _, row in keyed]
     if details:
         rows = [_detailed(store, row) for row in rows]
     return rows

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from statekeeper.security.caller import Caller
 from statekeeper.state.history import HistoryService
-from statekeeper.state.listing import StateIndex, list_locks, list_states
+from statekeeper.state.listing import StateIndex, StateSummary, list_locks, list_states
 from statekeeper.state.locks import LockService
 from statekeeper.state.reap import reap, unlock
 from statekeeper.state.service import StateService
@@ -59,12 +59,20 @@ class Operator:
     def list_states(
         self, caller: Caller, prefix: str = "", *, details: bool = False
     ) -> list[views.StateEntry]:
+        return [r.view() for r in self.summaries(caller, prefix, details=details)]
+
+    def summaries(
+        self, caller: Caller, prefix: str = "", *, details: bool = False, wait: bool = True
+    ) -> list[StateSummary]:
+        """The rows of :meth:`list_states` before they become views (the UI's states
+        page filters, sorts and cuts out a page of them first). ``wait`` false: from the
+        index only while it is fresh, else from the store, never waiting for a catch-up."""
         store = self.states.store
         # On S3 a listing is a request per 1,000 keys; the index answers from its own
         # catch-up (within ``inventory_refresh``). Details read every state anyway.
         costly = store.costly_listing and not details
         index = self.index() if self.index is not None and costly else None
-        rows = list_states(
+        return list_states(
             store,
             self.locks.locks,
             self.states.policy,
@@ -73,8 +81,8 @@ class Operator:
             details=details,
             workspace_key_prefix=self.workspace_key_prefix,
             index=index,
+            wait_for_index=wait,
         )
-        return [r.view() for r in rows]
 
     def show(
         self, caller: Caller, name: StateName, version: str | None = None

@@ -42,6 +42,7 @@ __all__ = [
     "PROBE_PREFIX",
     "SHARED_HOLD_MARK",
     "STATEKEEPER_PREFIX",
+    "WEBHOOKS_PREFIX",
     "digest_id",
     "is_digest_id",
     "is_lock_file",
@@ -69,6 +70,8 @@ STATEKEEPER_PREFIX = "statekeeper!/"
 SHARED_HOLD_MARK = "!shared/"
 #: Objects ``statekeeper doctor`` writes and removes to probe permissions.
 PROBE_PREFIX = ".statekeeper-doctor/"
+#: The webhooks of a store without a database: subscriptions, outbox, delivery log.
+WEBHOOKS_PREFIX = STATEKEEPER_PREFIX + "hooks/"
 
 
 def lock_path(namespace: str, key: str) -> str:
@@ -148,7 +151,7 @@ def reserved_reason(name: str) -> str | None:
             f"LockID is the digest item of the state {state_of_digest_id(name)!r}"
         )
     for prefix, owner in (
-        (STATEKEEPER_PREFIX, "statekeeper's own objects (key ring, audit trail)"),
+        (STATEKEEPER_PREFIX, "statekeeper's own objects (key ring, audit trail, webhooks)"),
         (PROBE_PREFIX, "the objects 'statekeeper doctor' writes to probe permissions"),
     ):
         if name.startswith(prefix):

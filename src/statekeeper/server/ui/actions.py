@@ -17,7 +17,7 @@ from starlette.responses import RedirectResponse, Response
 from statekeeper.errors import StatekeeperError, Unauthenticated
 from statekeeper.events import Action, Event
 from statekeeper.security.tokens import hash_secret
-from statekeeper.server.ui.context import Page
+from statekeeper.server.ui.context import PAGE, Page
 from statekeeper.server.ui.reading import plain
 from statekeeper.server.ui.session import DIGEST_CHARS, Session, check_csrf, read_form
 from statekeeper.terraform.names import StateName
@@ -54,7 +54,7 @@ async def _posted(ui: Page, request: Request) -> dict[str, str] | Response:
     return form
 
 
-@router.get("/ui/signin")
+@router.api_route("/ui/signin", methods=PAGE)
 def signin_page(request: Request, next: str = "/") -> Response:
     ui = Page(request)
     if ui.authenticator.anonymous:
@@ -105,7 +105,7 @@ async def signout(request: Request) -> Response:
     return response
 
 
-@router.get("/ui/unlock/{name:path}")
+@router.api_route("/ui/unlock/{name:path}", methods=PAGE)
 def unlock_confirm(request: Request, name: str, id: str | None = None) -> Response:
     ui = Page(request)
     if (redirect := ui.gate()) is not None:
@@ -173,7 +173,7 @@ async def reap(request: Request) -> Response:
     return ui.render("done.html", title="Reaped", action="reap", released=released)
 
 
-@router.get("/ui/rollback/{name:path}")
+@router.api_route("/ui/rollback/{name:path}", methods=PAGE)
 def rollback_confirm(request: Request, name: str, to: str) -> Response:
     ui = Page(request)
     if (redirect := ui.gate()) is not None:
