@@ -2,9 +2,11 @@
 
 Each size is pushed (POST with Content-MD5, serial+1) and pulled (GET) on
 ``statekeeper serve`` (SQLite) and on the HTTP floor app, which keeps the last
-body in memory and returns it: the loopback copy of the same bytes. Then
-eight clients push a 100 MB state each at once to a fresh server, and the
-server's peak RSS (VmHWM) is read from /proc.
+body in memory and returns it: the loopback copy of the same bytes. The two
+servers run side by side and each repeat pushes and pulls on both in turn,
+so a change in the machine's load touches both figures of a ratio alike.
+Then eight clients push a 100 MB state each at once to a fresh server, and
+the server's peak RSS (VmHWM) is read from /proc.
 """
 
 from __future__ import annotations
@@ -45,15 +47,18 @@ async def _pull(port: int, name: str, size: int) -> float:
     return elapsed
 
 
-def _throughput(port: int, doc: bytearray, repeats: int) -> tuple[float, float]:
-    """Median push and pull MB/s of ``doc`` (its serial bumped per push)."""
+def _throughput(ports: list[int], doc: bytearray, repeats: int) -> list[tuple[float, float]]:
+    """Median push and pull MB/s of ``doc`` (its serial bumped per push) on each
+    server, the servers taking turns within each repeat."""
     name = f"large/{uuid.uuid4().hex[:8]}"
-    push, pull = [], []
+    push: list[list[float]] = [[] for _ in ports]
+    pull: list[list[float]] = [[] for _ in ports]
     for i in range(repeats):
         set_serial(doc, i + 1)
-        push.append(len(doc) / MB / asyncio.run(_push(port, name, doc)))
-        pull.append(len(doc) / MB / asyncio.run(_pull(port, name, len(doc))))
-    return median(push), median(pull)
+        for at, port in enumerate(ports):
+            push[at].append(len(doc) / MB / asyncio.run(_push(port, name, doc)))
+            pull[at].append(len(doc) / MB / asyncio.run(_pull(port, name, len(doc))))
+    return [(median(a), median(b)) for a, b in zip(push, pull, strict=True)]
 
 
 def _concurrent_push(port: int, pid: int, clients: int, size_mb: int) -> dict[str, Any]:
@@ -87,10 +92,13 @@ def run() -> dict[str, Any]:
     rows = []
     for size in sizes:
         doc = make_state(size * MB, 1)
-        with floor_server(work / "floor") as floor:
-            f_push, f_pull = _throughput(floor.port, doc, repeats)
-        with statekeeper_server(fresh(work / f"sk-{size}")) as server:
-            s_push, s_pull = _throughput(server.port, doc, repeats)
+        with (
+            floor_server(work / "floor") as floor,
+            statekeeper_server(fresh(work / f"sk-{size}")) as server,
+        ):
+            (f_push, f_pull), (s_push, s_pull) = _throughput(
+                [floor.port, server.port], doc, repeats
+            )
             peak = vm_hwm_kib(server.proc.pid)
         row = {
             "size_mb": size,
@@ -102,6 +110,7 @@ def run() -> dict[str, Any]:
             "push_vs_floor": round(s_push / f_push, 3),
             "pull_vs_floor": round(s_pull / f_pull, 3),
             "server_peak_rss_mib": round(peak / 1024, 1),
+            "peak_rss_over_size": round(peak * 1024 / len(doc), 2),
         }
         log(f"large {size} MB: {row}")
         rows.append(row)

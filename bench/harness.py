@@ -171,7 +171,7 @@ def log(message: str) -> None:
 
 def aws_drivers_available() -> bool:
     """True once the S3/DynamoDB/s3lock drivers exist in this source tree."""
-    drivers = SRC / "statekeeper" / "drivers"
+    drivers = SRC / "statekeeper" / "storage" / "aws"
     return all((drivers / f"{m}.py").exists() for m in ("s3", "dynamodb"))
 
 

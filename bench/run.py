@@ -13,7 +13,8 @@ import sys
 
 from harness import log, machine, save
 
-ORDER = ["startup", "locks", "observability", "large", "terraform", "scale", "inventory", "history"]
+ORDER = ["startup", "locks", "observability", "large", "terraform", "scale", "inventory"]
+ORDER += ["lockpolicy", "history"]
 
 
 def main(argv: list[str]) -> int:

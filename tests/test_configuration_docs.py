@@ -7,9 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
-import typer
 
-from statekeeper.cli import app
+from statekeeper.cli import resolve
 from statekeeper.cli.options import GLOBAL_FLAGS
 from statekeeper.settings import SETTINGS, Setting, load_settings
 
@@ -50,17 +49,22 @@ def test_the_table_has_no_setting_the_code_lacks() -> None:
 def test_the_toml_example_has_every_setting_and_loads(tmp_path: Path) -> None:
     example = _toml_example()
     for s in SETTINGS:
-        assert re.search(rf"^(# )?{s.name} = ", example, re.M), f"{s.name} is not in the example"
+        line = rf"^\[\[{s.name}\]\]$" if s.tables else rf"^(# )?{s.name} = "
+        assert re.search(line, example, re.M), f"{s.name} is not in the example"
     path = tmp_path / "statekeeper.toml"
     path.write_text(example)
+    secret = tmp_path / "hook-secret"
+    secret.write_text("whsec_from_a_file\n")
+    # The example's secret_file, here in a temporary directory.
+    path.write_text(example.replace("/etc/statekeeper/chatops-hook-secret", str(secret)))
     settings = load_settings(config_file=path, env={})
     assert settings.locks is not None and settings.locks.count(",") == 1
+    (hook,) = settings.hooks
+    assert (hook.name, hook.secret, hook.states) == ("chatops", "whsec_from_a_file", ("team/**",))
 
 
 def test_every_settings_flag_exists() -> None:
-    command = typer.main.get_command(app)
-    assert isinstance(command, typer.core.TyperGroup)
-    serve = command.commands["serve"]
+    serve = resolve("serve")
     serve_flags = {opt for p in serve.params for opt in getattr(p, "opts", [])}
     for s in SETTINGS:
         if s.flag:

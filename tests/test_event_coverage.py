@@ -66,11 +66,14 @@ READ_ONLY = {
     "statekeeper.state.listing.list_states": "lists states",
     "statekeeper.state.listing.list_locks": "lists locks",
     "statekeeper.state.operator.Operator.list_states": "lists states",
+    "statekeeper.state.operator.Operator.summaries": "lists states (list_states' rows)",
     "statekeeper.state.operator.Operator.show": "reads through StateService.read",
     "statekeeper.state.operator.Operator.pull": "reads through StateService.read",
     "statekeeper.state.operator.Operator.history": "lists versions",
     "statekeeper.state.operator.Operator.diff": "reads through StateService.read",
-    "statekeeper.state.operator.Operator.list_locks": "lists locks",
+    "statekeeper.state.operator.Operator.list_locks": (
+        "lists locks; a lock past its lease goes first, an expire event of the server's own"
+    ),
     "statekeeper.inventory.views.search": "reads the derived index, filtered by the policy",
     "statekeeper.inventory.views.counts": "reads the derived index, filtered by the policy",
     "statekeeper.server.ui.listing.fill_details": "reads through Operator.show or the index",
@@ -140,6 +143,10 @@ def _rotate(w: World, c: Caller) -> None:
 SCENARIOS: dict[str, tuple[Scenario, Action]] = {
     "statekeeper.state.service.StateService.read": (
         lambda w, c: w.services.states.read(A, c),
+        Action.READ,
+    ),
+    "statekeeper.state.service.StateService.read_stream": (
+        lambda w, c: w.services.states.read_stream(A, c),
         Action.READ,
     ),
     "statekeeper.state.service.StateService.read_existing": (

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -177,3 +179,38 @@ def test_the_audit_trail_is_a_subscriber_and_keeps_the_json_shape(tmp_path: Path
 def test_an_unknown_action_is_refused() -> None:
     with pytest.raises(ValueError, match="not-an-action"):
         Event(action="not-an-action", actor="ci")  # type: ignore[arg-type]
+
+
+def test_to_json_carries_every_field_and_reads_back() -> None:
+    event = Event(action=Action.WRITE, actor="ci", claims={"sub": "x"}, serial=3, count=2)
+    raw = event.to_json()
+    assert set(raw) == set(Event.__dataclass_fields__)
+    assert Event.from_json(json.loads(json.dumps(raw))) == event
+    raw["claims"]["sub"] = "changed"  # a copy: the event stays as it was
+    assert event.claims == {"sub": "x"}
+
+
+def test_an_enclosing_scope_covers_the_operation_and_its_recording_once() -> None:
+    stream, seen = _stream()
+    trace: list[str] = []
+
+    @contextmanager
+    def scope() -> Iterator[None]:
+        trace.append("enter")
+        try:
+            yield
+        finally:
+            trace.append(f"exit after {len(seen)} events")
+
+    stream.enclose(scope)
+    with stream.event(Action.WRITE, CI, NAME), stream.event(Action.READ, CI, NAME):
+        trace.append("operation")
+    with pytest.raises(Forbidden), stream.event(Action.LOCK, CI, NAME):
+        raise Forbidden("no")
+    assert trace == [
+        "enter",
+        "operation",
+        "exit after 1 events",
+        "enter",
+        "exit after 2 events",
+    ]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from statekeeper.errors import InvalidLockInfo, InvalidState, InvalidStateName
+from statekeeper.errors import InvalidLockInfo, InvalidState, InvalidStateName, PayloadTooLarge
 from statekeeper.state.version import StateVersion
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.names import NAME_RULES, StateName
@@ -277,3 +277,17 @@ def test_version_metadata_round_trips_non_ascii() -> None:
         "actor": "Zo\u00eb <zoe@example.com>",
         "lock_id": "id 1",
     }
+
+
+def test_a_lock_info_body_parsed_again_is_the_same_value_and_bad_ones_fail_each_time() -> None:
+    body = b'{"ID":"same","Who":"ci@runner","Operation":"OperationTypeApply"}'
+    first = LockInfo.parse(body)
+    assert LockInfo.parse(bytearray(body), limit=1024) == first
+    assert LockInfo.parse(body).who == "ci@runner"
+    for _ in range(2):
+        with pytest.raises(InvalidLockInfo):
+            LockInfo.parse(b'{"Who":"no id"}')
+    with pytest.raises(PayloadTooLarge):
+        LockInfo.parse(body, limit=10)
+    large = b'{"ID":"big","Info":"' + b"x" * 5000 + b'"}'
+    assert LockInfo.parse(large).info == "x" * 5000

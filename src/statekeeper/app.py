@@ -7,10 +7,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from statekeeper.events import Event, EventStream, log_event
-from statekeeper.inventory import Inventory
 from statekeeper.security.audit import AuditLog, open_audit_log
 from statekeeper.security.grants import ScopePolicy
-from statekeeper.security.oidc import OidcConfig, OidcVerifier
 from statekeeper.security.policy import Policy
 from statekeeper.security.tokens import TokenService, open_token_store
 from statekeeper.settings import Settings
@@ -26,9 +24,14 @@ from statekeeper.storage.metered import MeteredLocks, MeteredStore
 from statekeeper.storage.registry import open_locks, open_store
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from pathlib import Path
 
+    from statekeeper.hooks.guard import IPNetwork
+    from statekeeper.hooks.model import Subscription
     from statekeeper.hooks.service import Webhooks
+    from statekeeper.inventory import Inventory
+    from statekeeper.security.oidc import OidcVerifier
     from statekeeper.telemetry.metrics import Metrics
 
 __all__ = ["Services"]
@@ -48,17 +51,20 @@ class Services:
     audit: AuditLog
     tokens: TokenService
     keys: KeyService
+    #: Webhooks: their outbox in the store's database, or beside its states on S3.
+    hooks: Webhooks
     oidc: OidcVerifier | None = None
     #: The server's metrics (``serve`` builds them; the CLI does without).
     metrics: Metrics | None = None
-    #: Webhooks: on the embedded store (whose database keeps their outbox).
-    hooks: Webhooks | None = None
     #: Compaction's record of how many snapshots each kept version replaced.
     ledger: ReplacedLedger | None = None
     #: Deleted states, restorable for ``history.trash``.
     trash: TrashService | None = None
     _inventory: Inventory | None = field(default=None, repr=False)
     _inventory_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: Set by ``serve``: the index builds in the background once opened, and answers
+    #: from what it holds meanwhile (see :meth:`Inventory.start_build`).
+    build_index_in_background: bool = field(default=False, repr=False)
 
     @property
     def inventory_path(self) -> Path:
@@ -70,9 +76,15 @@ class Services:
         the writes its event subscriber did not see."""
         with self._inventory_lock:
             if self._inventory is None:
+                # Imported here: the index's modules (and pydantic's views) are the
+                # heaviest imports of a CLI run that never searches.
+                from statekeeper.inventory import Inventory
+
                 self._inventory = Inventory(
                     self.inventory_path, self.store, self.settings.inventory_refresh
                 )
+                if self.build_index_in_background:
+                    self._inventory.start_build()
             return self._inventory
 
     def _index_change(self, event: Event) -> None:
@@ -97,41 +109,49 @@ class Services:
             audit = open_audit_log(store.records)
             ledger = open_ledger(store.records)
             token_store = open_token_store(store.records, settings.tokens_file)
-            oidc = (
-                OidcVerifier(OidcConfig.load(settings.oidc_config))
-                if settings.oidc_config
-                else None
-            )
+            oidc = _oidc(settings)
         except BaseException:
             table.close()
             store.close()
             raise
         events = EventStream()
+        events.enclose(audit.grouped)
         events.subscribe(audit.record)
         events.subscribe(log_event)
-        hooks = _webhooks(settings, store, table)
-        if hooks is not None:
-            # The outbox rows commit with the event's audit record where they can.
-            if audit.join(hooks.write_outbox):
-                events.subscribe(hooks.wake_for)
-            else:
-                events.subscribe(hooks.observe_event)
+        try:
+            hooks = _webhooks(settings, store, table)
+        except BaseException:  # a config file's hook the server refuses
+            table.close()
+            store.close()
+            raise
+        # The outbox rows commit with the event's audit record where they can.
+        if audit.join(hooks.write_outbox):
+            events.subscribe(hooks.wake_for)
+        else:
+            events.subscribe(hooks.observe_event)
         if metrics is not None:
             events.subscribe(metrics.observe_event)
             metrics.watch_locks(table)
             metrics.watch_queue("audit", audit.backlog, audit.failures)
-            if hooks is not None:
-                sender = hooks.sender
-                metrics.watch_queue("webhooks", hooks.outbox.backlog, lambda: sender.failures)
+            sender = hooks.sender
+            metrics.watch_queue("webhooks", hooks.outbox.backlog, lambda: sender.failures)
         policy = policy or ScopePolicy()
-        locks = LockService(store, table, policy, events, max_lock_info=settings.max_lock_info)
+        locks = LockService(
+            store,
+            table,
+            policy,
+            events,
+            max_lock_info=settings.max_lock_info,
+            lock_policy=settings.lock_policy,
+        )
+        states = StateService(store, locks, policy, events)
         built = cls(
             settings=settings,
             store=store,
             lock_table=table,
             policy=policy,
             events=events,
-            states=StateService(store, locks, policy, events),
+            states=states,
             locks=locks,
             history=HistoryService(store, policy, ledger),
             audit=audit,
@@ -141,7 +161,7 @@ class Services:
             metrics=metrics,
             hooks=hooks,
             ledger=ledger,
-            trash=TrashService(store, locks, settings.history.trash),
+            trash=TrashService(store, locks, settings.history.trash, states.forget),
         )
         events.subscribe(built._index_change)
         # After the audit trail: a release is recorded before what it starts.
@@ -153,8 +173,7 @@ class Services:
         self.keys.store.require_key()
 
     def close(self) -> None:
-        if self.hooks is not None:
-            self.hooks.close()
+        self.hooks.close()
         try:
             self.audit.close()  # pending audit events go to the store first
         finally:
@@ -164,14 +183,22 @@ class Services:
             self.store.close()
 
 
-def _webhooks(settings: Settings, store: ObjectStore, table: LockTable) -> Webhooks | None:
-    """Webhooks where the store has a database for their outbox; else none."""
-    if store.records.database is None:
+def _oidc(settings: Settings) -> OidcVerifier | None:
+    """The OIDC verifier when one is configured (imported only then: a CLI run has none)."""
+    if not settings.oidc_config:
         return None
+    from statekeeper.security.oidc import OidcConfig, OidcVerifier
+
+    return OidcVerifier(OidcConfig.load(settings.oidc_config))
+
+
+def _webhooks(settings: Settings, store: ObjectStore, table: LockTable) -> Webhooks:
+    """Webhooks, their outbox in the store's database or beside its states (S3)."""
     from statekeeper.hooks.delivery import Policy
     from statekeeper.hooks.guard import parse_allow
-    from statekeeper.hooks.outbox import Outbox
+    from statekeeper.hooks.outbox import open_outbox
     from statekeeper.hooks.service import Webhooks
+    from statekeeper.state.holds import holders
 
     policy = Policy(
         attempts=max(1, settings.hooks_attempts),
@@ -180,9 +207,39 @@ def _webhooks(settings: Settings, store: ObjectStore, table: LockTable) -> Webho
         source=f"statekeeper://{settings.host}:{settings.port}",
     )
     return Webhooks(
-        Outbox(store.records.database),
+        open_outbox(store.records),
         store,
         policy,
-        locks=table.scan,
+        locks=lambda: holders(table.scan()),
         stale_after=settings.hooks_stale_after,
+        configured=_configured_hooks(settings, policy.allow),
     )
+
+
+def _configured_hooks(
+    settings: Settings, allow: Sequence[IPNetwork | str]
+) -> tuple[Subscription, ...]:
+    """The config file's ``[[hooks]]`` as subscriptions, checked as ``hooks add`` checks."""
+    from statekeeper.errors import BadRequest, ConfigError
+    from statekeeper.hooks.guard import check_destination
+    from statekeeper.hooks.model import EVENT_TYPES, Subscription
+
+    out: list[Subscription] = []
+    for h in settings.hooks:
+        assert h.secret is not None  # resolved by load_settings
+        try:
+            sub = Subscription(
+                name=h.name,
+                url=h.url,
+                secret=h.secret,
+                states=h.states or ("**",),
+                events=h.events or EVENT_TYPES,
+                configured=True,
+            )
+            check_destination(sub.url, allow)
+        except BadRequest as exc:
+            raise ConfigError(
+                f"hooks: the hook {h.name!r} in the config file: {exc.message}"
+            ) from exc
+        out.append(sub)
+    return tuple(out)

@@ -27,9 +27,9 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -59,8 +59,7 @@ class Action(StrEnum):
     LOCK = "lock"
     UNLOCK = "unlock"
     FORCE_UNLOCK = "force-unlock"
-    #: A lock removed because it outlived its time limit: reserved for the lock
-    #: policy, which no service emits yet.
+    #: A lock removed because it outlived its lease (the lock policy's ``ttl``).
     EXPIRE = "expire"
     REAP = "reap"
     #: Intermediate snapshots of a released lock removed (history hygiene).
@@ -146,10 +145,25 @@ class Event:
             )
 
     def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["action"] = str(self.action)
-        out["time"] = format_rfc3339(self.time)
-        return out
+        # Field by field: dataclasses.asdict deep-copies every value, and each
+        # request's event is serialized once for the audit trail and once per log.
+        return {
+            "action": str(self.action),
+            "actor": self.actor,
+            "outcome": self.outcome,
+            "state": self.state,
+            "version": self.version,
+            "serial": self.serial,
+            "remote_addr": self.remote_addr,
+            "claims": dict(self.claims),
+            "lock_id": self.lock_id,
+            "who": self.who,
+            "operation": self.operation,
+            "detail": self.detail,
+            "time": format_rfc3339(self.time),
+            "id": self.id,
+            "count": self.count,
+        }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Event:
@@ -201,6 +215,16 @@ class EventStream:
 
     def __init__(self) -> None:
         self._subscribers: tuple[Subscriber, ...] = ()
+        self._scopes: tuple[Callable[[], AbstractContextManager[object]], ...] = ()
+
+    def enclose(self, scope: Callable[[], AbstractContextManager[object]]) -> None:
+        """Run each operation and its event's delivery inside ``scope()``.
+
+        The audit trail of the embedded database encloses them in one sync of
+        its log: the operation's commits and the event's record then cost one
+        fsync, done before the operation returns.
+        """
+        self._scopes = (*self._scopes, scope)
 
     def subscribe(self, subscriber: Subscriber) -> None:
         """Deliver every event emitted from now on to ``subscriber``."""
@@ -241,10 +265,25 @@ class EventStream:
         if id(self) in open_streams:
             yield draft
             return
-        token = _OPEN.set(open_streams | {id(self)})
+        with ExitStack() as scopes:
+            for scope in self._scopes:
+                scopes.enter_context(scope())
+            with self._recording(action, caller, name, draft, record_success):
+                yield draft
+
+    @contextmanager
+    def _recording(
+        self,
+        action: Action,
+        caller: Caller,
+        name: StateName | None,
+        draft: Draft,
+        record_success: bool,
+    ) -> Iterator[None]:
+        token = _OPEN.set(_OPEN.get() | {id(self)})
         outcome: tuple[str, str] | None = None
         try:
-            yield draft
+            yield
         except BaseException as exc:
             outcome = _outcome(exc)
             raise

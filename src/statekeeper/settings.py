@@ -8,19 +8,23 @@ command-line flags. A secret may also come from ``STATEKEEPER_<NAME>_FILE``.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from statekeeper.errors import BadRequest, ConfigError
 from statekeeper.state.hygiene import HistoryPolicy, parse_history
 from statekeeper.terraform.layout import DEFAULT_WORKSPACE_PREFIX
 from statekeeper.terraform.lockinfo import MAX_LOCK_INFO
 
-__all__ = ["SETTINGS", "Setting", "Settings", "format_size", "load_settings"]
+if TYPE_CHECKING:
+    from statekeeper.state.lockpolicy import LockPolicy
+
+__all__ = ["SETTINGS", "HookSetting", "Setting", "Settings", "format_size", "load_settings"]
 
 
 def format_size(n: int) -> str:
@@ -68,6 +72,12 @@ def _log_format(text: str) -> str:
     return value
 
 
+def _lock_policy(value: object) -> LockPolicy:
+    from statekeeper.state.lockpolicy import LockPolicy
+
+    return LockPolicy.parse(value)
+
+
 def _bool(text: str) -> bool:
     if text.strip().lower() in ("1", "true", "yes", "on"):
         return True
@@ -77,8 +87,94 @@ def _bool(text: str) -> bool:
 
 
 @dataclass(frozen=True)
+class HookSetting:
+    """A webhook subscription from the config file (``[[hooks]]``); its secret comes from
+    ``secret``, or rather ``secret_env`` (an environment variable) or ``secret_file``."""
+
+    name: str
+    url: str
+    events: tuple[str, ...] | None = None
+    states: tuple[str, ...] | None = None
+    secret: str | None = field(default=None, repr=False)
+    secret_env: str | None = None
+    secret_file: Path | None = None
+
+
+_HOOK_KEYS = {"name", "url", "events", "states", "secret", "secret_env", "secret_file"}
+
+
+def _hooks(text: str) -> tuple[HookSetting, ...]:
+    """``[[hooks]]`` tables (in the environment: the same as a JSON array of objects)."""
+    entries = json.loads(text)
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ValueError("hooks are a list of tables: [[hooks]] name = … url = …")
+    out = []
+    for i, entry in enumerate(entries):
+        where = f"hook {entry.get('name') or i + 1}"
+        unknown = sorted(set(entry) - _HOOK_KEYS)
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}")
+        for key in ("name", "url"):
+            if not isinstance(entry.get(key), str) or not entry[key]:
+                raise ValueError(f"{where}: {key} is required, as a string")
+        for key in ("events", "states"):
+            value = entry.get(key)
+            if value is not None and not (
+                isinstance(value, list) and value and all(isinstance(v, str) for v in value)
+            ):
+                raise ValueError(f'{where}: {key} is a list of strings, e.g. {key} = ["…"]')
+        sources = [k for k in ("secret", "secret_env", "secret_file") if entry.get(k)]
+        if len(sources) != 1:
+            raise ValueError(
+                f"{where}: give its signing secret as one of secret_env (an environment "
+                "variable's name), secret_file or secret"
+            )
+        out.append(
+            HookSetting(
+                name=entry["name"],
+                url=entry["url"],
+                events=tuple(entry["events"]) if entry.get("events") else None,
+                states=tuple(entry["states"]) if entry.get("states") else None,
+                secret=entry.get("secret"),
+                secret_env=entry.get("secret_env"),
+                secret_file=Path(entry["secret_file"]) if entry.get("secret_file") else None,
+            )
+        )
+    names = [h.name for h in out]
+    if len(set(names)) != len(names):
+        raise ValueError("two hooks have the same name")
+    return tuple(out)
+
+
+def _hook_secrets(
+    hooks: tuple[HookSetting, ...], env: Mapping[str, str]
+) -> tuple[HookSetting, ...]:
+    """Each hook with its secret read from where the config file says it is."""
+    out = []
+    for h in hooks:
+        secret = h.secret
+        if h.secret_env is not None:
+            secret = env.get(h.secret_env)
+            if not secret:
+                raise ConfigError(
+                    f"hook {h.name}: the environment variable {h.secret_env} (secret_env) "
+                    "is not set; set it to the hook's signing secret"
+                )
+        elif h.secret_file is not None:
+            try:
+                secret = h.secret_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"hook {h.name}: cannot read its secret_file: {exc}") from exc
+            if not secret:
+                raise ConfigError(f"hook {h.name}: its secret_file {h.secret_file} is empty")
+        out.append(HookSetting(h.name, h.url, h.events, h.states, secret))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
 class Setting:
     name: str
+    #: Reads the text of the env or a flag (a table setting: also the TOML table).
     parse: Callable[[Any], Any]
     default: Any
     help: str
@@ -88,8 +184,10 @@ class Setting:
     #: Several values: a TOML list, or comma-separated in the environment and a
     #: string (``locks = ["dynamodb://t", "s3lock://b"]`` or ``"dynamodb://t,s3lock://b"``).
     multiple: bool = False
-    #: A TOML table (``[history]``); in the environment, the table as inline TOML text.
+    #: A TOML table (``[lock_policy]``); in the environment, that table's TOML text.
     table: bool = False
+    #: A list of TOML tables (``[[hooks]]``); in the environment a JSON array of objects.
+    tables: bool = False
 
     @property
     def env(self) -> str:
@@ -133,6 +231,13 @@ SETTINGS: tuple[Setting, ...] = (
         _size,
         MAX_LOCK_INFO,
         "Largest LockInfo a LOCK or UNLOCK may carry (bytes, or with K/M); larger gets 413.",
+    ),
+    Setting(
+        "lock_wait",
+        float,
+        1.0,
+        "Seconds a LOCK retried after a 423, on a state this server has locked, waits for "
+        "its UNLOCK before answering 423 again (0: answer at once).",
     ),
     Setting(
         "workspace_key_prefix",
@@ -185,6 +290,15 @@ SETTINGS: tuple[Setting, ...] = (
         "with jitter.",
     ),
     Setting(
+        "hooks",
+        _hooks,
+        (),
+        "Webhook subscriptions kept in the config file, as [[hooks]] tables (name, url, "
+        "events, states, and the secret from secret_env or secret_file); listed by "
+        "'hooks list' as from the config, not removable with 'hooks remove'.",
+        tables=True,
+    ),
+    Setting(
         "hooks_stale_after",
         float,
         7200.0,
@@ -196,6 +310,15 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "Comma-separated state globs (team/**) whose metrics carry a state label; "
         "default: none, so the number of series does not grow with the number of states.",
+    ),
+    # The lock policy: one table, documented in configuration.md#lock-policy.
+    Setting(
+        "lock_policy",
+        _lock_policy,
+        None,
+        "Table [lock_policy]: lock mode (exclusive or shared-plans, the default) and lock "
+        "leases by operation, per state glob; see the lock policy section.",
+        table=True,
     ),
     Setting(
         "tokens_file",
@@ -291,6 +414,7 @@ class Settings:
     port: int = 8080
     max_body: int = 512 * 1024**2
     max_lock_info: int = MAX_LOCK_INFO
+    lock_wait: float = 1.0
     workspace_key_prefix: str = DEFAULT_WORKSPACE_PREFIX
     log_level: str = "info"
     log_format: str = "auto"
@@ -300,8 +424,10 @@ class Settings:
     hooks_allow: str | None = None
     hooks_attempts: int = 10
     hooks_backoff: float = 5.0
+    hooks: tuple[HookSetting, ...] = field(default=(), repr=False)
     hooks_stale_after: float = 7200.0
     metrics_states: str | None = None
+    lock_policy: LockPolicy | None = None
     tokens_file: Path | None = None
     oidc_config: Path | None = None
     master_key: str | None = field(default=None, repr=False)
@@ -332,6 +458,7 @@ assert {s.name for s in SETTINGS} == {f.name for f in fields(Settings)}, "settin
 
 
 def _parse(setting: Setting, value: Any, source: str) -> Any:
+    # A table setting's TOML table is parsed like its text: its errors name the setting.
     if value is None or not isinstance(value, str | dict):
         return value
     try:
@@ -340,8 +467,13 @@ def _parse(setting: Setting, value: Any, source: str) -> Any:
         raise ConfigError(f"{source}: {setting.name} = {value!r} is not valid: {exc}") from exc
 
 
-def _from_toml(setting: Setting, value: object, path: Path) -> str:
-    """A TOML value as the text the setting's parser reads (env and flags are text)."""
+def _from_toml(setting: Setting, value: object, path: Path) -> object:
+    """A TOML value as the text the setting's parser reads (env and flags are text);
+    a table setting's table as it is."""
+    if setting.tables:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: {setting.name} are tables: [[{setting.name}]]")
+        return json.dumps(value, default=str)
     if isinstance(value, list):
         if not setting.multiple:
             raise ConfigError(f"{path}: {setting.name} takes one value, not a list")
@@ -352,7 +484,7 @@ def _from_toml(setting: Setting, value: object, path: Path) -> str:
             )
         return ",".join(value)
     if isinstance(value, dict) and setting.table:
-        return value  # type: ignore[return-value]  # parsed as a table by the setting
+        return value
     if isinstance(value, dict):
         raise ConfigError(f"{path}: {setting.name} is a single value, not a table")
     if isinstance(value, bool):
@@ -403,4 +535,5 @@ def load_settings(
                 value if not isinstance(value, int | Path) else str(value),
                 f"--{name.replace('_', '-')}",
             )
+    values["hooks"] = _hook_secrets(values["hooks"], env)
     return Settings(**values)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from statekeeper.cli import app
 

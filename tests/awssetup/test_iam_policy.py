@@ -39,6 +39,8 @@ def test_bucket_and_table() -> None:
         "arn:aws:s3:::tf-state": {"s3:ListBucket", "s3:ListBucketVersions"},
         "arn:aws:s3:::tf-state/*": {"s3:GetObject", "s3:GetObjectVersion", "s3:PutObject"},
         "arn:aws:s3:::tf-state/*.tflock": {"s3:DeleteObject"},
+        # Delivered webhook outbox entries (a store without a database keeps them there).
+        "arn:aws:s3:::tf-state/statekeeper!/hooks/*": {"s3:DeleteObject"},
         "arn:aws:dynamodb:*:*:table/tf-locks": {
             "dynamodb:DescribeTable",
             "dynamodb:GetItem",
@@ -68,6 +70,7 @@ def test_prefix_limits_listing_and_objects() -> None:
         "arn:aws:s3:::tf-state",
         "arn:aws:s3:::tf-state/team-a/*",
         "arn:aws:s3:::tf-state/team-a/*.tflock",
+        "arn:aws:s3:::tf-state/team-a/statekeeper!/hooks/*",
         "arn:aws:dynamodb:eu-west-1:111122223333:table/tf-locks",
     }
     for statement in doc["Statement"]:

@@ -258,7 +258,8 @@ def test_piped_tables_are_full_tab_separated_rows(tmp_path: Path) -> None:
     ).stdout
     header, row, *rest = out.splitlines()
     assert not rest
-    assert header.split("\t") == ["NAME", "ID", "OPERATION", "WHO", "CREATED", "AGE", "KIND"]
+    columns = ["NAME", "ID", "OPERATION", "WHO", "CREATED", "AGE", "KIND", "MODE"]
+    assert header.split("\t") == columns
     cells = row.split("\t")
     assert cells[:4] == [LONG, held.id, "OperationTypeApply", held.who]
 

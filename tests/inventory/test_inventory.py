@@ -126,7 +126,7 @@ def test_the_search_api_answers_with_the_callers_grants(services: Services) -> N
 
 
 def test_the_cli_searches_its_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
 
     from statekeeper.cli import app
 
@@ -200,3 +200,21 @@ def test_a_state_terraform_writes_with_its_own_s3_backend_is_found(
         }
     finally:
         services.close()
+
+
+def test_a_state_over_the_parse_limit_is_listed_without_its_resources(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parsing a state for its resources holds several times its size: over the
+    limit, the index keeps what the version's metadata says and nothing to search."""
+    import statekeeper.inventory.index as index
+
+    inventory = services.inventory()
+    small, large = StateName("team/small.tfstate"), StateName("team/large.tfstate")
+    services.states.write(small, _state(1, "logs-small"), OPERATOR)
+    monkeypatch.setattr(index, "PARSE_LIMIT", len(_state(1, "logs-small")) + 10)
+    services.states.write(large, _state(7, "logs-large-" + "x" * 400), OPERATOR)
+    assert _addresses(inventory, "logs-small") == {"team/small.tfstate:aws_s3_bucket.logs"}
+    assert _addresses(inventory, "type:aws_s3_bucket") == {"team/small.tfstate:aws_s3_bucket.logs"}
+    listed = {s.name: s for s in inventory.summaries("team/")}
+    assert listed["team/large.tfstate"].serial == 7

@@ -149,3 +149,25 @@ def test_a_cli_run_builds_no_index_just_to_list(services: Services, s3: Any) -> 
     s3.put_object(Bucket=BUCKET, Key="team/app.tfstate", Body=state_bytes(4))
     assert _rows(services) == [("team/app.tfstate", None, False)], "one listing, nothing read"
     assert not services.inventory_path.exists()
+
+
+def test_the_ui_states_page_uses_a_fresh_index_and_never_waits_for_a_stale_one(
+    services: Services, s3: Any, metrics: Metrics
+) -> None:
+    services.states.write(StateName("team/app.tfstate"), state_bytes(3), OPERATOR)
+    inventory = services.inventory()
+    inventory.fresh()  # caught up: fresh for the next 2 s
+    before = _scans(metrics)
+    with TestClient(create_app(services)) as client:
+        page = client.get("/")
+        assert page.status_code == 200 and "team/app.tfstate" in page.text
+        assert _scans(metrics) == before, "a fresh index: the page lists nothing on S3"
+        # Terraform's own backend writes; the index is stale now, and busy catching up.
+        s3.put_object(Bucket=BUCKET, Key="other/app.tfstate", Body=state_bytes(4))
+        time.sleep(2.1)
+        with inventory._sync:  # a catch-up under way: the page must not wait for it
+            started = time.monotonic()
+            page = client.get("/")
+            assert time.monotonic() - started < 10
+        assert "other/app.tfstate" in page.text, "a stale index: one listing of the bucket"
+        assert _scans(metrics) > before

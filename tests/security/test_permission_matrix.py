@@ -105,7 +105,9 @@ def test_cell(env: Env, role: str, op: str, name: str) -> None:
     method, body = {
         "read": ("GET", None),
         "write": ("POST", state_json(serial + 1)),
-        "lock": ("LOCK", lock_body(mine, who="bob@ci", operation="OperationTypePlan")),
+        # An apply's: under the default lock policy an apply takes a plan's lock over,
+        # so the probe LOCK below would not show whether this one is held.
+        "lock": ("LOCK", lock_body(mine, who="bob@ci", operation="OperationTypeApply")),
         "unlock": ("UNLOCK", lock_body(held, who="alice@laptop")),
         "force-unlock": ("UNLOCK", b""),
         "delete": ("DELETE", None),
@@ -154,7 +156,7 @@ def test_cell(env: Env, role: str, op: str, name: str) -> None:
         assert (event["lock_id"], event["who"], event["operation"]) == (
             mine,
             "bob@ci",
-            "OperationTypePlan",
+            "OperationTypeApply",
         )
     if op in ("unlock", "force-unlock") and allowed:
         assert (event["lock_id"], event["who"]) == (held, "alice@laptop")

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from statekeeper.errors import InvalidState
 from statekeeper.terraform.statedoc import MAX_SERIAL, StateDoc
+from statekeeper.terraform.statestream import StateDocReader
 from statekeeper.testing.terraform import Terraform
 
 BASE: dict[str, Any] = {
@@ -31,7 +32,9 @@ BASE: dict[str, Any] = {
 
 
 def _verdict(data: bytes) -> str | None:
-    """None when accepted, else the refusal's message; both parse paths must agree."""
+    """None when accepted, else the refusal's message; both parse paths must agree,
+    and the streaming reader must accept exactly the same (fed whole, and a byte
+    at a time)."""
     outcomes = []
     for keep in (True, False):
         try:
@@ -42,7 +45,22 @@ def _verdict(data: bytes) -> str | None:
             outcomes.append(None)
             assert doc.serial <= MAX_SERIAL
     assert outcomes[0] == outcomes[1], outcomes
+    for cuts in ([], list(range(1, len(data)))):
+        streamed = read_streaming(data, cuts)
+        assert (streamed is None) == (outcomes[0] is None), (outcomes[0], streamed)
     return outcomes[0]
+
+
+def read_streaming(data: bytes, cuts: list[int]) -> str | None:
+    """The streaming reader's verdict on ``data`` fed in pieces cut at ``cuts``."""
+    reader = StateDocReader()
+    try:
+        for start, end in zip([0, *cuts], [*cuts, len(data)], strict=True):
+            reader.feed(data[start:end])
+        reader.finish()
+    except InvalidState as exc:
+        return exc.message
+    return None
 
 
 def _doc(**fields: Any) -> bytes:

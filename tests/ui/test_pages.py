@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +20,17 @@ from statekeeper.server.app import create_app
 from statekeeper.server.ui.listing import arrange
 from statekeeper.server.ui.reading import MASK, resources_of
 from statekeeper.settings import load_settings
+from statekeeper.state.listing import StateSummary
 from statekeeper.terraform.names import StateName
+from statekeeper.testing.processes import StatekeeperServer
 from statekeeper.testing.statefiles import instance, state_bytes
 
 OPERATOR = Caller(actor="operator:test")
 
 
-def _row(name: str, size: int = 1) -> dict[str, Any]:
-    return {"name": name, "size": size, "last_modified": "2026-01-01T00:00:00Z", "locked": False}
+def _row(name: str, size: int = 1) -> StateSummary:
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    return StateSummary(name, size, when, "v1", serial=None, lineage=None, lock=None)
 
 
 def test_workspaces_are_grouped_under_their_key_and_filters_are_prefix_or_glob() -> None:
@@ -197,3 +204,53 @@ def test_ui_pages_count_against_the_callers_rate(tmp_path: Path) -> None:
             assert int(again.headers["Retry-After"]) >= 1
     finally:
         limited.close()
+
+
+def _fetch(url: str, method: str) -> tuple[int, dict[str, str], bytes]:
+    """One request on its own connection, redirects not followed (the raw answer)."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        conn.request(method, parts.path + (f"?{parts.query}" if parts.query else ""))
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+def test_ui_pages_answer_head_with_the_headers_of_get_and_no_body(tmp_path: Path) -> None:
+    server = StatekeeperServer(tmp_path / "server").start()
+    try:
+        with urllib.request.urlopen(
+            urllib.request.Request(
+                server.state_url("team/app.tfstate"), data=state_bytes(1), method="POST"
+            )
+        ):
+            pass
+        pages = [
+            "/",
+            "/?q=team/&sort=size",
+            "/ui/state/team/app.tfstate",
+            "/ui/state/nowhere.tfstate",  # a 404 page answers HEAD as a 404
+            "/ui/diff/team/app.tfstate",
+            "/ui/locks",
+            "/ui/audit",
+            "/ui/search?q=terraform_data",
+            "/ui/signin",  # anonymous loopback mode: 303 to the states page
+            "/ui/static/style.css",
+            "/api/docs",
+        ]
+        assert _fetch(server.url + "/ui/state/nowhere.tfstate", "HEAD")[0] == 404
+        for page in pages:
+            got_status, got, body = _fetch(server.url + page, "GET")
+            head_status, head, nothing = _fetch(server.url + page, "HEAD")
+            assert head_status == got_status, page
+            assert nothing == b"", page
+            assert body or got_status == 303, page  # the sign-in page redirects here
+            assert head.get("content-type") == got.get("content-type"), page
+            # Rendered pages carry a fresh CSRF token, so only the static files' lengths match.
+            assert set(head) - {"date"} == set(got) - {"date"}, page
+            if page.startswith("/ui/static/"):
+                assert head["content-length"] == got["content-length"] == str(len(body))
+    finally:
+        server.stop()

@@ -11,6 +11,8 @@ What each statement is for:
 - ``WriteStates`` — ``s3:PutObject`` on ``B/P*`` (states and lock files).
 - ``ReleaseLockFiles`` — ``s3:DeleteObject`` only on ``B/P*`` + ``LOCK_FILE_SUFFIX``: releasing a
   lock file is the only delete Terraform makes in normal runs.
+- ``DeliverWebhooks`` — ``s3:DeleteObject`` on ``B/P`` + ``WEBHOOKS_PREFIX``: a server
+  removes an outbox entry once delivered, and ``hooks remove`` a subscription.
 - ``DeleteStates`` (only with ``allow_delete``) — ``s3:DeleteObject`` on states:
   ``terraform workspace delete`` and statekeeper's state delete. In a versioned
   bucket this adds a delete marker; older versions stay.
@@ -34,7 +36,7 @@ from statekeeper.awssetup.context import (
     validate_table_name,
 )
 from statekeeper.errors import BadRequest
-from statekeeper.terraform.layout import LOCK_FILE_SUFFIX
+from statekeeper.terraform.layout import LOCK_FILE_SUFFIX, WEBHOOKS_PREFIX
 
 __all__ = ["iam_policy"]
 
@@ -122,6 +124,12 @@ def iam_policy(
                 "Effect": "Allow",
                 "Action": "s3:DeleteObject",
                 "Resource": f"{bucket_arn}/{prefix}*{LOCK_FILE_SUFFIX}",
+            },
+            {
+                "Sid": "DeliverWebhooks",
+                "Effect": "Allow",
+                "Action": "s3:DeleteObject",
+                "Resource": f"{bucket_arn}/{prefix}{WEBHOOKS_PREFIX}*",
             },
         ]
         if allow_delete:

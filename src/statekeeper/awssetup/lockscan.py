@@ -17,6 +17,7 @@ from statekeeper.terraform.layout import (
     is_lock_file,
     lock_file_key,
     lock_path,
+    split_shared_hold,
     state_of_lock_file,
 )
 from statekeeper.terraform.lockinfo import LockInfo
@@ -34,6 +35,13 @@ def _lock_age(
         return None, (now - fallback) if fallback else None
     when = info.created or fallback
     return info, (now - when) if when else None
+
+
+def _is_marker(state: str) -> bool:
+    """The shared-holds marker of the lock policy: a record, no holder. (A shared
+    hold itself is a plan's lock and is checked like any other.)"""
+    hold = split_shared_hold(state)
+    return hold is not None and hold[1]
 
 
 def _describe(info: LockInfo | None, age: timedelta | None) -> str:
@@ -54,6 +62,8 @@ def check_locks(
         if not is_lock_file(obj_key) or obj_key.startswith(PROBE_PREFIX):
             continue
         state = state_of_lock_file(obj_key)
+        if _is_marker(state):
+            continue
         got = aws_call(
             "s3:GetObject",
             f"s3://{target.bucket}/{obj_key}",
@@ -72,6 +82,8 @@ def check_locks(
             findings.append(_stale(lock_file_key(state), info, age))
     db_infos: dict[str, LockInfo | None] = {}
     for state, body in inv.db_locks.items():
+        if _is_marker(state):
+            continue
         info, age = _lock_age(body, None, now)
         db_infos[state] = info
         if age is not None and age > stale_after:

@@ -9,9 +9,9 @@ from typing import Annotated
 
 import typer
 
-from statekeeper.cli import app
+from statekeeper.cli.commands import JsonFlag, app
 from statekeeper.cli.context import obj
-from statekeeper.cli.options import PANEL_SECURITY, REMOTE, JsonFlag
+from statekeeper.cli.options import PANEL_SECURITY, REMOTE
 
 __all__ = ["audit", "parse_since"]
 

@@ -17,9 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
-
-import typer
+from typing import TYPE_CHECKING, Any, Protocol
 
 from statekeeper.security.caller import Caller
 from statekeeper.terraform.names import StateName
@@ -229,7 +227,19 @@ class CliContext:
                 self.close()
 
 
-def obj(ctx: typer.Context, accepts: frozenset[str]) -> CliContext:
+class CommandContext(Protocol):
+    """A click context, from click itself or from typer's copy of it (the root is
+    click; most commands are typer's)."""
+
+    obj: Any
+
+    @property
+    def command_path(self) -> str: ...
+
+    def find_root(self) -> CommandContext: ...
+
+
+def obj(ctx: CommandContext, accepts: frozenset[str]) -> CliContext:
     """The CliContext of the root command, once the global options given are checked
     against ``accepts``, the ones this command uses."""
     root = ctx.find_root()

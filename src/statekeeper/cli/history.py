@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from statekeeper.cli import app
+from statekeeper.cli.commands import JsonFlag, app
 from statekeeper.cli.context import Backend, obj
-from statekeeper.cli.options import OPERATOR, PANEL_STATES, JsonFlag
+from statekeeper.cli.options import OPERATOR, PANEL_STATES
 from statekeeper.cli.output import console, err_console, escape, print_view
 from statekeeper.cli.render import dash, print_table, size, when
 from statekeeper.terraform.names import StateName

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from statekeeper.cli import app
+from statekeeper.cli.commands import JsonFlag, app
 from statekeeper.cli.context import obj
-from statekeeper.cli.options import PANEL_SERVER, STORE, JsonFlag
+from statekeeper.cli.options import PANEL_SERVER, STORE
 
 if TYPE_CHECKING:
     from statekeeper.app import Services
@@ -30,13 +30,6 @@ HOOKS_OPTIONS = STORE
 
 
 def _hooks(services: Services) -> Webhooks:
-    from statekeeper.errors import CapabilityMissing
-
-    if services.hooks is None:
-        raise CapabilityMissing(
-            "webhooks keep their outbox in the embedded database, and this store has none "
-            "(an outbox on S3 is not implemented yet): use the sqlite store"
-        )
     return services.hooks
 
 
@@ -90,19 +83,28 @@ def list_hooks(
     ctx: typer.Context,
     as_json: JsonFlag = False,
 ) -> None:
-    """List subscriptions (never their secrets)."""
+    """List subscriptions (never their secrets): the config file's [[hooks]] (FROM
+    config, changed only there) and those added by 'hooks add' (FROM command)."""
     from statekeeper.cli.output import print_view
     from statekeeper.cli.render import print_table
 
     services = obj(ctx, HOOKS_OPTIONS).services()
-    subs = _hooks(services).outbox.subscriptions()
+    subs = _hooks(services).all()
     if as_json:
         from statekeeper.hooks.views import HookView
 
         print_view([HookView.of(s) for s in subs])
         return
-    rows = [[s.name, s.url, " ".join(s.states), " ".join(s.events)] for s in subs]
-    print_table(["NAME", "URL", "STATES", "EVENTS"], rows)
+    rows = [
+        [
+            s.name,
+            "config" if s.configured else "command",
+            s.url,
+            *map(" ".join, (s.states, s.events)),
+        ]
+        for s in subs
+    ]
+    print_table(["NAME", "FROM", "URL", "STATES", "EVENTS"], rows)
 
 
 @hooks_app.command("remove")

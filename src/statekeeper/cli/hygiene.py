@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from statekeeper.cli import app
+from statekeeper.cli.commands import JsonFlag, app
 from statekeeper.cli.context import local_caller, obj
-from statekeeper.cli.options import PANEL_STATES, STORE, JsonFlag
+from statekeeper.cli.options import PANEL_STATES, STORE
 from statekeeper.cli.output import console, err_console, print_view
 from statekeeper.cli.render import print_table, size
 from statekeeper.errors import ConfigError

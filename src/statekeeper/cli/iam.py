@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from statekeeper.cli import app
+from statekeeper.cli.commands import app
 from statekeeper.cli.context import obj
 from statekeeper.cli.options import PANEL_AWS
 

@@ -1,46 +1,37 @@
-"""``locks [PREFIX]``, ``locks reap`` and ``unlock``: who holds what, and removing it."""
+"""``locks [PREFIX]``, ``locks reap`` and ``unlock``: who holds what, and removing it.
+
+Written with click, not typer: scripts run ``statekeeper locks --json`` in
+loops, and typer's import alone costs more than the rest of the command on an
+empty store (the root runs these directly; see :mod:`statekeeper.cli`).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
-import typer
-from typer._click.core import Context as ClickContext
-from typer.core import TyperGroup
+import click
 
-from statekeeper.cli import app
 from statekeeper.cli.context import obj
-from statekeeper.cli.options import OPERATOR, PANEL_LOCKS, JsonFlag
+from statekeeper.cli.options import JSON_HELP, OPERATOR
 from statekeeper.cli.output import console, err_console, escape, print_view
 from statekeeper.cli.render import age, print_table, when
-from statekeeper.terraform.layout import LOCK_FILE_SUFFIX
 from statekeeper.terraform.names import StateName
 
 if TYPE_CHECKING:
     from statekeeper.state.views import Release
 
-__all__ = ["locks_app", "unlock"]
+__all__ = ["locks", "unlock"]
 
 
-class _LocksGroup(TyperGroup):
+class _LocksGroup(click.Group):
     """``locks PREFIX`` lists, ``locks reap …`` reaps: a first word that is no subcommand
     is the prefix (so a prefix cannot be the word ``reap``)."""
 
-    def parse_args(self, ctx: ClickContext, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args and not args[0].startswith("-") and args[0] not in self.commands:
             ctx.meta["locks_prefix"] = args[0]
             args = args[1:]
         return super().parse_args(ctx, args)
-
-
-locks_app = typer.Typer(
-    cls=_LocksGroup,
-    invoke_without_command=True,
-    no_args_is_help=False,
-    help=f"List held locks (DynamoDB items and {LOCK_FILE_SUFFIX} files alike); "
-    "'locks reap' removes stale ones.",
-)
-app.add_typer(locks_app, name="locks", rich_help_panel=PANEL_LOCKS)
 
 
 def _print_releases(rows: list[Release], dry_run: bool) -> None:
@@ -55,11 +46,16 @@ def _print_releases(rows: list[Release], dry_run: bool) -> None:
         )
 
 
-@locks_app.callback()
-def locks(
-    ctx: typer.Context,
-    json_out: JsonFlag = False,
-) -> None:
+@click.group(
+    "locks",
+    cls=_LocksGroup,
+    invoke_without_command=True,
+    help="List held locks (DynamoDB items and S3 lock files alike); "
+    "'locks reap' removes stale ones.",
+)
+@click.option("--json", "json_out", is_flag=True, help=JSON_HELP)
+@click.pass_context
+def locks(ctx: click.Context, json_out: bool) -> None:
     """List every held lock under PREFIX with ID, operation, who and age.
 
     With both lock kinds configured (use_lockfile and dynamodb_table), a state
@@ -90,9 +86,11 @@ def locks(
                 # An age from the client's clock (Terraform's own backend wrote the lock).
                 age(r.age_seconds) + (" (client clock)" if r.age_source == "client" else ""),
                 kind,
+                # A plan sharing the lock; "beside": not the one Terraform sees.
+                r.mode + ("" if r.primary else " (beside)"),
             ]
         )
-    print_table(["NAME", "ID", "OPERATION", "WHO", "CREATED", "AGE", "KIND"], cells)
+    print_table(["NAME", "ID", "OPERATION", "WHO", "CREATED", "AGE", "KIND", "MODE"], cells)
     for r in rows:
         if r.damaged:
             err_console.print(
@@ -111,21 +109,20 @@ def locks(
         )
 
 
-@locks_app.command()
+@locks.command()
+@click.option("--older-than", required=True, help="Age, e.g. 30m, 2h, 1d (0s: every lock)")
+@click.option("--operation", help="Only locks of this operation (plan = OperationTypePlan)")
+@click.option("--prefix", default="", help="Only states under this prefix")
+@click.option("--dry-run", is_flag=True, help="Show what would be removed; remove nothing")
+@click.option("--json", "json_out", is_flag=True, help=JSON_HELP)
+@click.pass_context
 def reap(
-    ctx: typer.Context,
-    older_than: Annotated[
-        str, typer.Option("--older-than", help="Age, e.g. 30m, 2h, 1d (0s: every lock)")
-    ],
-    operation: Annotated[
-        str | None,
-        typer.Option("--operation", help="Only locks of this operation (plan = OperationTypePlan)"),
-    ] = None,
-    prefix: Annotated[str, typer.Option("--prefix", help="Only states under this prefix")] = "",
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Show what would be removed; remove nothing")
-    ] = False,
-    json_out: JsonFlag = False,
+    ctx: click.Context,
+    older_than: str,
+    operation: str | None,
+    prefix: str,
+    dry_run: bool,
+    json_out: bool,
 ) -> None:
     """Remove every lock older than --older-than (each removal is reported and audited)."""
     rows = obj(ctx, OPERATOR).backend().reap(older_than, operation, prefix, dry_run)
@@ -138,18 +135,13 @@ def reap(
     _print_releases(rows, dry_run)
 
 
-@app.command(rich_help_panel=PANEL_LOCKS)
-def unlock(
-    ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="State name")],
-    lock_id: Annotated[
-        str | None, typer.Option("--id", help="Remove the lock only if it has this ID")
-    ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Remove whatever lock is held, whoever holds it")
-    ] = False,
-    json_out: JsonFlag = False,
-) -> None:
+@click.command()
+@click.argument("name")
+@click.option("--id", "lock_id", help="Remove the lock only if it has this ID")
+@click.option("--force", is_flag=True, help="Remove whatever lock is held, whoever holds it")
+@click.option("--json", "json_out", is_flag=True, help=JSON_HELP)
+@click.pass_context
+def unlock(ctx: click.Context, name: str, lock_id: str | None, force: bool, json_out: bool) -> None:
     """Remove a state's lock (like terraform force-unlock); the removal is reported and audited.
 
     Give the lock's --id (from 'statekeeper locks') or --force. Make sure no

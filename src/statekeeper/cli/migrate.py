@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from statekeeper.cli import app
+from statekeeper.cli.commands import app
 from statekeeper.cli.context import local_caller, obj
 from statekeeper.cli.options import PANEL_STATES, STORE
 from statekeeper.cli.output import console, err_console, print_view

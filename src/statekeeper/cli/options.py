@@ -8,20 +8,20 @@ click parses, so every command sees them through one
 uses (its ``accepts`` set); one it does not use, given on the command line, is
 refused with exit 2 rather than silently ignored.
 
-Only typer is imported here: this module is on every command's start-up path.
+Nothing beyond the standard library is imported here: this module is on every
+command's start-up path, ``statekeeper --help`` included.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
-
-import typer
+from dataclasses import dataclass
 
 __all__ = [
     "ACCESS",
     "GLOBAL_FLAGS",
+    "GLOBAL_OPTIONS",
     "GLOBAL_PANEL",
+    "JSON_HELP",
     "OPERATOR",
     "PANEL_AWS",
     "PANEL_LOCKS",
@@ -30,7 +30,7 @@ __all__ = [
     "PANEL_STATES",
     "REMOTE",
     "STORE",
-    "JsonFlag",
+    "GlobalOption",
     "hoist",
 ]
 
@@ -42,81 +42,66 @@ PANEL_AWS = "AWS setup"
 PANEL_SECURITY = "Security"
 GLOBAL_PANEL = "Global options (before or after the command)"
 
-StoreOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="Store URL: sqlite:///…, s3://BUCKET/PREFIX (env: STATEKEEPER_STORE; "
-        "default: SQLite in ./.statekeeper)",
-        show_default=False,
-        rich_help_panel=GLOBAL_PANEL,
-    ),
-]
-LocksOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        help="Lock URL: dynamodb://TABLE, s3lock://BUCKET/PREFIX; give twice for both "
-        "(env: STATEKEEPER_LOCKS, comma-separated; default: the store's own)",
-        show_default=False,
-        rich_help_panel=GLOBAL_PANEL,
-    ),
-]
-ServerOpt = Annotated[
-    str | None,
-    typer.Option(
-        envvar="STATEKEEPER_SERVER",
-        help="Go through a running statekeeper server's API (http://HOST:PORT) "
-        "instead of opening a store",
-        show_default=False,
-        rich_help_panel=GLOBAL_PANEL,
-    ),
-]
-TokenOpt = Annotated[
-    str | None,
-    typer.Option(
-        envvar="STATEKEEPER_TOKEN",
-        help="Bearer token for --server (env: STATEKEEPER_TOKEN)",
-        show_default=False,
-        show_envvar=False,
-        rich_help_panel=GLOBAL_PANEL,
-    ),
-]
-DataDirOpt = Annotated[
-    Path | None,
-    typer.Option(
-        help="Directory of the embedded store (env: STATEKEEPER_DATA_DIR; default: ./.statekeeper)",
-        show_default=False,
-        rich_help_panel=GLOBAL_PANEL,
-    ),
-]
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option(
-        help="TOML config file (env: STATEKEEPER_CONFIG)",
-        show_default=False,
-        rich_help_panel=GLOBAL_PANEL,
-    ),
-]
-TokensFileOpt = Annotated[
-    Path | None,
-    typer.Option(
-        help="TOML file of API tokens, for stateless replicas (env: STATEKEEPER_TOKENS_FILE)",
-        show_default=False,
-        rich_help_panel=GLOBAL_PANEL,
-    ),
-]
+JSON_HELP = "Print JSON (stable keys) for scripts"
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (stable keys) for scripts")]
+
+@dataclass(frozen=True)
+class GlobalOption:
+    """One global option: its flag, the CliContext field it sets, and its help."""
+
+    flag: str
+    field: str
+    help: str
+    kind: str = "str"  # str, path or list (the flag given more than once)
+    envvar: str | None = None  # read by the option itself (the others go through settings)
+    show_envvar: bool = True
+
+
+GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
+    GlobalOption(
+        "--store",
+        "store",
+        "Store URL: sqlite:///…, s3://BUCKET/PREFIX (env: STATEKEEPER_STORE; "
+        "default: SQLite in ./.statekeeper)",
+    ),
+    GlobalOption(
+        "--locks",
+        "locks",
+        "Lock URL: dynamodb://TABLE, s3lock://BUCKET/PREFIX; give twice for both "
+        "(env: STATEKEEPER_LOCKS, comma-separated; default: the store's own)",
+        kind="list",
+    ),
+    GlobalOption(
+        "--server",
+        "server",
+        "Go through a running statekeeper server's API (http://HOST:PORT) "
+        "instead of opening a store",
+        envvar="STATEKEEPER_SERVER",
+    ),
+    GlobalOption(
+        "--token",
+        "token",
+        "Bearer token for --server (env: STATEKEEPER_TOKEN)",
+        envvar="STATEKEEPER_TOKEN",
+        show_envvar=False,
+    ),
+    GlobalOption(
+        "--data-dir",
+        "data_dir",
+        "Directory of the embedded store (env: STATEKEEPER_DATA_DIR; default: ./.statekeeper)",
+        kind="path",
+    ),
+    GlobalOption("--config", "config", "TOML config file (env: STATEKEEPER_CONFIG)", kind="path"),
+    GlobalOption(
+        "--tokens-file",
+        "tokens_file",
+        "TOML file of API tokens, for stateless replicas (env: STATEKEEPER_TOKENS_FILE)",
+        kind="path",
+    ),
+)
 
 # Every global option takes a value; the flag and the CliContext field it sets.
-GLOBAL_FLAGS: dict[str, str] = {
-    "--store": "store",
-    "--locks": "locks",
-    "--server": "server",
-    "--token": "token",
-    "--data-dir": "data_dir",
-    "--config": "config",
-    "--tokens-file": "tokens_file",
-}
+GLOBAL_FLAGS: dict[str, str] = {o.flag: o.field for o in GLOBAL_OPTIONS}
 
 # What commands accept, by what they open.
 STORE = frozenset({"store", "locks", "data_dir", "config"})

@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from statekeeper.cli import app
+from statekeeper.cli.commands import JsonFlag, app
 from statekeeper.cli.context import obj
-from statekeeper.cli.options import OPERATOR, PANEL_STATES, JsonFlag
+from statekeeper.cli.options import OPERATOR, PANEL_STATES
 
 __all__ = ["search"]
 
@@ -38,6 +38,8 @@ def search(
     backend = obj(ctx, OPERATOR).backend()
     if counts or not query:
         totals = backend.inventory()
+        if totals.building is not None:
+            err_console.print(f"note: {totals.building.note}", highlight=False, markup=False)
         if json_out:
             print_view(totals)
             return
@@ -49,6 +51,8 @@ def search(
             print_table([title, "COUNT"], [[key, str(n)] for key, n in rows.items()])
         return
     result = backend.search(query, limit)
+    if result.building is not None:
+        err_console.print(f"note: {result.building.note}", highlight=False, markup=False)
     if json_out:
         print_view(result)
         return

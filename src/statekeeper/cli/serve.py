@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from statekeeper.cli import app
+from statekeeper.cli.commands import app
 from statekeeper.cli.context import obj
 from statekeeper.cli.options import PANEL_SERVER, STORE
 
@@ -150,8 +150,14 @@ def serve(
             else:
                 err_console.print(markup, highlight=False)
 
-        if services.hooks is not None:
-            services.hooks.start()  # delivers the outbox, left over from before included
+        services.hooks.start()  # delivers the outbox, left over from before included
+        # A new replica's index builds in the background; searches meanwhile answer from
+        # what is indexed so far, with a note saying how far the build is. On the embedded
+        # store it starts now; a replica on S3 keeps nothing on local disk until the index
+        # is first used (a search, the UI, a listing), which starts it.
+        services.build_index_in_background = True
+        if services.store.records.database is not None:
+            services.inventory()
         if metrics is not None and settings.metrics_listen:
             scraper = MetricsListener(settings.metrics_listen, metrics)
             say(f"metrics (no credentials needed) on http://{settings.metrics_listen}/metrics")

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from statekeeper.cli import app
+from statekeeper.cli.commands import JsonFlag, app
 from statekeeper.cli.context import obj
-from statekeeper.cli.options import OPERATOR, PANEL_STATES, JsonFlag
+from statekeeper.cli.options import OPERATOR, PANEL_STATES
 from statekeeper.cli.output import console, err_console, escape, print_json, print_view
 from statekeeper.cli.render import dash, print_table, size, when, who_lock
 from statekeeper.errors import BadRequest

@@ -11,9 +11,9 @@ from typing import Annotated
 
 import typer
 
-from statekeeper.cli import app
+from statekeeper.cli.commands import JsonFlag, app
 from statekeeper.cli.context import obj
-from statekeeper.cli.options import ACCESS, PANEL_SECURITY, JsonFlag
+from statekeeper.cli.options import ACCESS, PANEL_SECURITY
 
 __all__ = ["token_app"]
 

@@ -13,7 +13,6 @@ leaves the row to be sent again, with the same event ID.
 
 from __future__ import annotations
 
-import http.client
 import logging
 import os
 import random
@@ -23,17 +22,17 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
-from statekeeper import __version__
 from statekeeper.errors import StatekeeperError
-from statekeeper.hooks.guard import IPNetwork, check_destination
+from statekeeper.hooks.guard import IPNetwork
 from statekeeper.hooks.model import Subscription, cloudevent
-from statekeeper.hooks.outbox import Attempt, Entry, Outbox
-from statekeeper.hooks.signing import HEADER, sign
+from statekeeper.hooks.outbox import Attempt, Entry, OutboxStore
 
-__all__ = ["TRANSPORT_ERRORS", "Connections", "Policy", "Sender", "post"]
+if TYPE_CHECKING:
+    from statekeeper.hooks.transport import Connections
+
+__all__ = ["Policy", "Sender"]
 
 log = logging.getLogger("statekeeper.hooks")
 
@@ -60,86 +59,19 @@ class Policy:
         return full / 2 + random.uniform(0, full / 2)
 
 
-#: What a delivery that never got an answer raises.
-TRANSPORT_ERRORS = (OSError, http.client.HTTPException)
-
-
-class Connections:
-    """Keep-alive connections to receivers, one per scheme, host and port.
-
-    The standard library's client: a delivery is one small POST, and a general
-    HTTP client costs several times its CPU. Redirects are not followed (an
-    answer of 3xx is a failed delivery). Used by one thread at a time.
-    """
-
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-        self._open: dict[tuple[str, str, int], http.client.HTTPConnection] = {}
-
-    def post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
-        parts = urlsplit(url)
-        https = parts.scheme == "https"
-        host = parts.hostname or ""
-        key = (parts.scheme, host, parts.port or (443 if https else 80))
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        for reused in (True, False):
-            conn = self._open.pop(key, None) if reused else None
-            if conn is None:
-                reused = False
-                conn = (
-                    http.client.HTTPSConnection(host, key[2], timeout=self.timeout)
-                    if https
-                    else http.client.HTTPConnection(host, key[2], timeout=self.timeout)
-                )
-            try:
-                conn.request("POST", target, body=body, headers=headers)
-                response = conn.getresponse()
-                response.read()
-            except TRANSPORT_ERRORS:
-                conn.close()
-                if reused:
-                    continue  # the receiver closed the idle connection: once more, afresh
-                raise
-            if response.will_close:
-                conn.close()
-            else:
-                self._open[key] = conn
-            status: int = response.status
-            return status
-        raise AssertionError("unreachable")
-
-    def close(self) -> None:
-        for conn in self._open.values():
-            conn.close()
-        self._open.clear()
-
-
-def post(
-    sub: Subscription, body: bytes, event_id: str, policy: Policy, connections: Connections
-) -> int:
-    """Send one signed delivery; the HTTP status (raises StatekeeperError or a transport
-    error)."""
-    check_destination(sub.url, policy.allow)
-    headers = {
-        "Content-Type": "application/cloudevents+json",
-        HEADER: sign(sub.secret, body),
-        "Statekeeper-Event-Id": event_id,
-        "User-Agent": f"statekeeper/{__version__}",
-    }
-    return connections.post(sub.url, body, headers)
-
-
 class Sender:
     """Delivers the outbox on a thread of its own; :meth:`wake` when rows were added."""
 
     def __init__(
         self,
-        outbox: Outbox,
+        outbox: OutboxStore,
         policy: Policy,
         enrich: Callable[[Entry], dict[str, Any]],
         chores: Callable[[], None] = lambda: None,
+        subscriptions: Callable[[], list[Subscription]] | None = None,
     ) -> None:
         self.outbox = outbox
+        self.subscriptions = subscriptions or outbox.subscriptions
         self.policy = policy
         self.enrich = enrich
         self.chores = chores
@@ -163,6 +95,9 @@ class Sender:
             self._thread.join(self.policy.timeout + 5)
 
     def _run(self) -> None:
+        # The HTTP client is imported by the thread that sends (see hooks.transport).
+        from statekeeper.hooks.transport import Connections
+
         self.outbox.relax()
         # Connections to receivers are kept alive for the thread's life.
         connections = Connections(self.policy.timeout)
@@ -177,7 +112,7 @@ class Sender:
             try:
                 self.chores()
                 entries = self.outbox.claim(self.owner, self.policy.lease, _BATCH)
-                subs = {s.name: s for s in self.outbox.subscriptions()} if entries else {}
+                subs = {s.name: s for s in self.subscriptions()} if entries else {}
             except StatekeeperError as exc:
                 log.error("the webhook outbox cannot be read: %s", exc.message)
                 entries = []
@@ -190,9 +125,11 @@ class Sender:
             if len(entries) < _BATCH:
                 # Nothing else is due: wait to be woken by a new event, or poll for rows
                 # of other servers and retries coming due.
-                self._wake.wait(1.0)
+                self._wake.wait(self.outbox.poll)
 
     def _deliver(self, entry: Entry, sub: Subscription | None, connections: Connections) -> Attempt:
+        from statekeeper.hooks.transport import TRANSPORT_ERRORS, post
+
         start = time.perf_counter()
         if sub is None:
             return Attempt(entry, "dead", None, "the subscription was removed", 0.0)

@@ -84,6 +84,8 @@ class Subscription:
     secret: str
     states: tuple[str, ...] = ("**",)
     events: tuple[str, ...] = EVENT_TYPES
+    #: From the config file's ``[[hooks]]``: listed, never stored, not removable by command.
+    configured: bool = False
 
     def __post_init__(self) -> None:
         if (

@@ -20,16 +20,16 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from statekeeper.errors import CapabilityMissing, NotFound
+from statekeeper.errors import NotFound
 from statekeeper.events import Event
 from statekeeper.hooks.model import Subscription
 from statekeeper.storage.base import RecordSpace
 from statekeeper.storage.sqlite import SqliteDatabase
 from statekeeper.times import format_rfc3339, utcnow
 
-__all__ = ["Attempt", "Entry", "Outbox", "open_outbox"]
+__all__ = ["Attempt", "Entry", "Outbox", "OutboxStore", "open_outbox"]
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS hook_subscriptions (
@@ -76,7 +76,8 @@ _COLUMNS = "id, event_id, hook, kind, event, payload, attempts"
 class Entry:
     """One event for one subscription, claimed for a delivery attempt."""
 
-    id: int
+    #: The row (SQLite) or the object's key (:mod:`statekeeper.hooks.objects`).
+    id: int | str
     event_id: str
     hook: str
     kind: str
@@ -111,7 +112,56 @@ class Attempt:
     payload: bytes | None = None
 
 
+class OutboxStore(Protocol):
+    """What the sender and the management commands need of an outbox: this module's
+    tables, or objects in the bucket (:class:`statekeeper.hooks.objects.ObjectOutbox`)."""
+
+    #: Seconds between the sender's looks for rows of other servers and retries due.
+    poll: float
+
+    def subscriptions(self, db: sqlite3.Connection | None = None) -> list[Subscription]:
+        """Every stored subscription."""
+        ...
+
+    def add(self, sub: Subscription) -> None:
+        """Add or replace a subscription."""
+        ...
+
+    def remove(self, name: str) -> None:
+        """Remove a subscription (NotFound when there is none)."""
+        ...
+
+    def enqueue(self, kind: str, event: Event, hooks: Sequence[str]) -> None:
+        """Queue ``event`` for each of ``hooks``, durably before returning."""
+        ...
+
+    def claim(self, owner: str, lease: float, limit: int = 20) -> list[Entry]:
+        """Lease up to ``limit`` due entries to ``owner`` for ``lease`` seconds."""
+        ...
+
+    def relax(self) -> None:
+        """Called once on the sender's thread before it starts."""
+        ...
+
+    def finish(self, owner: str, attempts: Sequence[Attempt]) -> None:
+        """Record attempts: in the entries and the delivery log."""
+        ...
+
+    def backlog(self) -> int:
+        """Entries waiting to be delivered."""
+        ...
+
+    def deliveries(
+        self, hook: str | None = None, outcome: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """The delivery log, newest first."""
+        ...
+
+
 class Outbox:
+    #: A look is one indexed query.
+    poll = 1.0
+
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
 
@@ -194,8 +244,7 @@ class Outbox:
         cut and the delivery made again, which at-least-once allows; an fsync per
         attempt would make delivering cost more than the requests it reports.
         """
-        with self.db.reading() as conn:
-            conn.execute("PRAGMA synchronous=NORMAL")
+        self.db.relax()
 
     def finish(self, owner: str, attempts: Sequence[Attempt]) -> None:
         """Record attempts, in one transaction, in the rows and the delivery log."""
@@ -280,11 +329,11 @@ class Outbox:
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
 
-def open_outbox(records: RecordSpace) -> Outbox:
-    """The outbox in ``records``; webhooks need the embedded database."""
+def open_outbox(records: RecordSpace) -> OutboxStore:
+    """The outbox in ``records``: tables of the embedded database where there is one,
+    else objects beside the states (S3)."""
     if records.database is None:
-        raise CapabilityMissing(
-            "webhooks keep their outbox in the embedded database, and this store has none "
-            "(an outbox on S3 is not implemented yet): serve on the sqlite store to use them"
-        )
+        from statekeeper.hooks.objects import ObjectOutbox
+
+        return ObjectOutbox(records.objects)
     return Outbox(records.database)

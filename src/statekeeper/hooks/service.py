@@ -17,18 +17,20 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from statekeeper.errors import StatekeeperError, StorageError
+from statekeeper.errors import BadRequest, StatekeeperError, StorageError
 from statekeeper.events import Action, Event
-from statekeeper.hooks.delivery import TRANSPORT_ERRORS, Connections, Policy, Sender, post
+from statekeeper.hooks.delivery import Policy, Sender
 from statekeeper.hooks.guard import check_destination
 from statekeeper.hooks.model import Subscription, cloudevent, hook_type
-from statekeeper.hooks.outbox import Entry, Outbox
-from statekeeper.state.diff import Instance, instances_of, readable_document
+from statekeeper.hooks.outbox import Entry, Outbox, OutboxStore
 from statekeeper.storage.base import ObjectStore
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.times import utcnow
+
+if TYPE_CHECKING:
+    from statekeeper.state.diff import Instance
 
 __all__ = ["Webhooks"]
 
@@ -43,24 +45,37 @@ _STALE_IDS = uuid.UUID("5d1e2c1a-4b0e-4f3e-9a59-1c0ffee00001")
 class Webhooks:
     def __init__(
         self,
-        outbox: Outbox,
+        outbox: OutboxStore,
         store: ObjectStore,
         policy: Policy,
         locks: Callable[[], Iterator[tuple[str, LockInfo]]] | None = None,
         stale_after: float = 0.0,
+        configured: tuple[Subscription, ...] = (),
     ) -> None:
         self.outbox = outbox
         self.store = store
         self.policy = policy
         self.locks = locks
         self.stale_after = stale_after
-        self.sender = Sender(outbox, policy, self._enrich, self._chores)
+        #: The config file's subscriptions, ahead of the stored ones (a stored one of the
+        #: same name, added before the config named it, is shadowed).
+        self.configured = configured
+        self.sender = Sender(outbox, policy, self._enrich, self._chores, self.all)
         self._subs: list[Subscription] = []
         self._read_at = -float("inf")
         self._guard = threading.Lock()
         self._scanned_at = -float("inf")
         #: (state, version) -> its instances, for the last version of a few states.
         self._parsed: dict[tuple[str, str], dict[str, Instance]] = {}
+
+    def all(self, db: sqlite3.Connection | None = None) -> list[Subscription]:
+        """Every subscription: the config file's, then those added by command."""
+        named = {s.name for s in self.configured}
+        stored = [s for s in self.outbox.subscriptions(db) if s.name not in named]
+        return [*self.configured, *stored]
+
+    def _configured(self, name: str) -> Subscription | None:
+        return next((s for s in self.configured if s.name == name), None)
 
     # The subscriber (on the request path: kept to one query and one insert)
 
@@ -69,7 +84,7 @@ class Webhooks:
         inside the audit record's transaction no other may start)."""
         with self._guard:
             if time.monotonic() - self._read_at > _REFRESH:
-                self._subs = self.outbox.subscriptions(db)
+                self._subs = self.all(db)
                 self._read_at = time.monotonic()
             return self._subs
 
@@ -86,6 +101,7 @@ class Webhooks:
         """Joined to the audit trail: the outbox rows commit with the event's audit record."""
         wanted = self._wanted(event, db)
         if wanted is not None:
+            assert isinstance(self.outbox, Outbox)  # joined only where there is a database
             self.outbox.enqueue_in(db, wanted[0], event, wanted[1])
 
     def wake_for(self, event: Event) -> None:
@@ -150,6 +166,10 @@ class Webhooks:
         key = (state, version)
         found = self._parsed.get(key)
         if found is None:
+            # Imported on the first write a hook reports: the diff's views (pydantic)
+            # would otherwise load with every CLI run on the embedded store.
+            from statekeeper.state.diff import instances_of, readable_document
+
             obj = self.store.get(state, version)
             found = {} if obj is None else instances_of(readable_document(obj.data))
             self._parsed = {k: v for k, v in self._parsed.items() if k[0] != state}
@@ -191,6 +211,11 @@ class Webhooks:
 
     def add(self, sub: Subscription) -> Subscription:
         """Add (or replace) a subscription; a secret is made when none is given."""
+        if self._configured(sub.name) is not None:
+            raise BadRequest(
+                f"the hook {sub.name!r} is defined in the config file ([[hooks]]); "
+                "change it there, or choose another name"
+            )
         if not sub.secret:
             sub = replace(sub, secret="whsec_" + secrets.token_urlsafe(32))
         check_destination(sub.url, self.policy.allow)
@@ -199,18 +224,25 @@ class Webhooks:
         return sub
 
     def remove(self, name: str) -> None:
+        if self._configured(name) is not None:
+            raise BadRequest(
+                f"the hook {name!r} is defined in the config file ([[hooks]]); "
+                "remove it there and restart the server"
+            )
         self.outbox.remove(name)
         self._read_at = -float("inf")
 
     def test(self, name: str) -> int:
         """Send a signed ``io.statekeeper.ping`` to one subscription now; its HTTP status."""
-        sub = next((s for s in self.outbox.subscriptions() if s.name == name), None)
+        sub = next((s for s in self.all() if s.name == name), None)
         if sub is None:
             from statekeeper.errors import NotFound
 
             raise NotFound(f"there is no hook named {name!r}; see 'statekeeper hooks list'")
         event = Event(action=Action.READ, actor="statekeeper", detail="a test delivery")
         body = cloudevent("ping", event, self.policy.source)
+        from statekeeper.hooks.transport import TRANSPORT_ERRORS, Connections, post
+
         connections = Connections(self.policy.timeout)
         try:
             return post(sub, body, event.id, self.policy, connections)

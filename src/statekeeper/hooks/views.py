@@ -23,10 +23,21 @@ class HookView(_View):
     url: str
     states: list[str] = Field(description="State globs the subscription covers")
     events: list[str] = Field(description="Event types delivered (state.written, lock.forced, …)")
+    source: Literal["config", "command"] = Field(
+        "command",
+        description="config: from the config file's [[hooks]] (change it there); "
+        "command: added by 'hooks add' or the API",
+    )
 
     @classmethod
     def of(cls, sub: Subscription) -> HookView:
-        return cls(name=sub.name, url=sub.url, states=list(sub.states), events=list(sub.events))
+        return cls(
+            name=sub.name,
+            url=sub.url,
+            states=list(sub.states),
+            events=list(sub.events),
+            source="config" if sub.configured else "command",
+        )
 
 
 class HookCreated(HookView):

@@ -13,6 +13,11 @@ current two ways:
   catches up when the last catch-up is older than ``inventory_refresh`` seconds,
   so an answer is never older than that bound.
 
+A server calls :meth:`Inventory.start_build` when it opens the index: the first catch-up
+(on a new replica, the whole build) then runs in the background, and until it
+ends searches answer from what is indexed so far with :meth:`building`'s
+progress, and listings come from the store.
+
 Permissions are applied when answering: a search shows resources only of the
 states the caller may ``read``.
 """
@@ -41,7 +46,7 @@ from statekeeper.storage.base import ObjectInfo, ObjectStore
 from statekeeper.terraform.names import StateName
 from statekeeper.times import format_rfc3339, parse_rfc3339
 
-__all__ = ["Hit", "Inventory", "StateFacts", "SyncReport"]
+__all__ = ["Building", "Hit", "Inventory", "StateFacts", "SyncReport"]
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS inv_states (
@@ -64,6 +69,10 @@ _SCHEMA = (
 
 #: Events after which a state's bytes may have changed.
 log = logging.getLogger("statekeeper.inventory")
+
+#: States larger than this are indexed from their metadata only (serial, lineage,
+#: writer): parsing one for its resources holds several times its size in memory.
+PARSE_LIMIT = 64 * 1024 * 1024
 
 _CHANGES = {
     Action.WRITE,
@@ -100,8 +109,18 @@ class StateFacts:
     serial: int | None
     terraform_version: str | None
     encrypted: bool
+    #: Resource instances (``count``/``for_each`` expanded), as ``show`` counts them.
     resources: int
     actor: str | None
+
+
+@dataclass(frozen=True)
+class Building:
+    """The first build under way: ``indexed`` states of ``states`` (None until the
+    store's listing is in)."""
+
+    indexed: int
+    states: int | None
 
 
 @dataclass(frozen=True)
@@ -131,6 +150,10 @@ class Inventory:
         self._synced_at: float | None = None
         self._sync = threading.Lock()  # one catch-up at a time
         self._closing = False
+        #: Set by start_build: until the first catch-up ends, answer without waiting.
+        self._answer_while_building = False
+        #: (states indexed, states listed) while a catch-up runs.
+        self._progress: tuple[int, int] | None = None
 
     def close(self) -> None:
         self._closing = True  # a background catch-up stops at its next batch
@@ -203,15 +226,31 @@ class Inventory:
             )
 
     def _read(self, key: str) -> tuple[ObjectInfo, str | None, IndexedState] | None:
-        obj = self.store.get(key)
-        if obj is None:
+        opened = self.store.open(key)
+        if opened is None:
             return None
+        if opened.info.size > PARSE_LIMIT:
+            # Its resources would cost several times its size to parse: listed with
+            # the facts its metadata holds, and nothing to search in it.
+            close = getattr(opened.chunks, "close", None)
+            if close is not None:
+                close()
+            version = version_from_info(key, opened.info)
+            log.info(
+                "inventory: %s is %d bytes, over %d: indexed without its resources",
+                key,
+                opened.info.size,
+                PARSE_LIMIT,
+            )
+            facts = IndexedState(serial=version.serial, lineage=version.lineage)
+            return opened.info, version.actor, facts
+        data = b"".join(opened.chunks)
         try:
-            facts = extract(obj.data)
+            facts = extract(data)
         except StatekeeperError:
             facts = IndexedState()  # not a readable state: listed, nothing to search
-        actor = version_from_info(key, obj.info, obj.data).actor
-        return obj.info, actor, facts
+        actor = version_from_info(key, opened.info, data).actor
+        return opened.info, actor, facts
 
     def index_state(self, name: str) -> None:
         """Re-read one state from the store (gone: drop it)."""
@@ -235,18 +274,23 @@ class Inventory:
         listed = {i.key: i for i in self.store.scan() if is_state_key(i.key)}
         changed = [k for k, i in listed.items() if known.get(k) != marker(i.version_id, i.etag)]
         gone = [k for k in known if k not in listed]
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            # Reads in parallel (S3 round trips), writes in batches on one connection.
-            for start in range(0, len(changed), 200):
-                if self._closing:
-                    break
-                batch = list(pool.map(self._read, changed[start : start + 200]))
-                with self._transaction() as conn:
-                    for key, read in zip(changed[start : start + 200], batch, strict=True):
-                        if read is None:
-                            self._drop(conn, key)
-                        else:
-                            self._put(conn, *read)
+        self._progress = (len(listed) - len(changed), len(listed))
+        try:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                # Reads in parallel (S3 round trips), writes in batches on one connection.
+                for start in range(0, len(changed), 200):
+                    if self._closing:
+                        break
+                    batch = list(pool.map(self._read, changed[start : start + 200]))
+                    with self._transaction() as conn:
+                        for key, read in zip(changed[start : start + 200], batch, strict=True):
+                            if read is None:
+                                self._drop(conn, key)
+                            else:
+                                self._put(conn, *read)
+                    self._progress = (self._progress[0] + len(batch), len(listed))
+        finally:
+            self._progress = None
         if self._closing:
             return SyncReport(len(listed), 0, 0, time.monotonic() - started)
         with self._transaction() as conn:
@@ -257,6 +301,32 @@ class Inventory:
 
     def _due(self) -> bool:
         return self._synced_at is None or time.monotonic() - self._synced_at >= self.refresh
+
+    def start_build(self) -> None:
+        """For a server: run the first catch-up (a new replica's whole build) in the
+        background, and answer searches from what is indexed meanwhile."""
+        self._answer_while_building = True
+        self.refresh_soon()
+
+    def building(self) -> Building | None:
+        """The first build's progress while answers come from a partial index; None
+        once it has ended (or when answers wait for it: no :meth:`start_build`)."""
+        if not self._answer_while_building or self._synced_at is not None:
+            return None
+        progress = self._progress
+        if progress is not None:
+            return Building(*progress)
+        with self._lock:
+            (indexed,) = self._conn.execute("SELECT COUNT(*) FROM inv_states").fetchone()
+        return Building(int(indexed), None)
+
+    def _current(self) -> None:
+        """Before an answer: catch up when due, unless the first build is under way in
+        the background (then the answer is what is indexed so far)."""
+        if self._answer_while_building and self._synced_at is None:
+            self.refresh_soon()
+            return
+        self.fresh()
 
     def fresh(self) -> None:
         """Catch up when the last catch-up is older than the refresh bound."""
@@ -286,7 +356,7 @@ class Inventory:
         query = parse_query(text)
         if query.empty:
             raise BadRequest("search for something: a word, a phrase or type:… provider:…")
-        self.fresh()
+        self._current()
         where: list[str] = []
         params: list[Any] = []
         source = "inv_resources r"
@@ -346,19 +416,33 @@ class Inventory:
             for start in range(0, len(names), 500):
                 chunk = names[start : start + 500]
                 marks = ",".join("?" * len(chunk))
+                # Resource instances, as a state's page and ``show`` count them (a
+                # resource with count = 3 is three), not the resource blocks.
                 rows = self._conn.execute(
-                    "SELECT name, version_id, serial, terraform_version, encrypted, resources,"
-                    f" actor FROM inv_states WHERE name IN ({marks})",
+                    "SELECT name, version_id, serial, terraform_version, encrypted,"
+                    " (SELECT COALESCE(SUM(r.instances), 0) FROM inv_resources r"
+                    "  WHERE r.state = s.name), actor"
+                    f" FROM inv_states s WHERE name IN ({marks})",
                     chunk,
                 )
                 for name, vid, serial, tf, encrypted, resources, actor in rows:
                     out[name] = StateFacts(vid, serial, tf, bool(encrypted), resources, actor)
         return out
 
-    def summaries(self, prefix: str) -> list[StateSummary]:
+    def summaries(self, prefix: str, *, wait: bool = True) -> list[StateSummary] | None:
         """Every indexed state under ``prefix`` as a listing of the store shows it (with the
         serial it read), after a catch-up when the last one is older than the bound: so a
-        listing makes no request to the store while the index is fresh."""
+        listing makes no request to the store while the index is fresh.
+
+        None (list the store instead) while the first build runs in the background, and
+        with ``wait`` false whenever a catch-up is due (one is started in the background).
+        """
+        if self._answer_while_building and self._synced_at is None:
+            self.refresh_soon()
+            return None
+        if not wait and self._due():
+            self.refresh_soon()
+            return None
         self.fresh()
         with self._lock:
             rows = self._conn.execute(
@@ -381,7 +465,7 @@ class Inventory:
 
     def counts(self, allowed: Allowed) -> dict[str, dict[str, int]]:
         """Resources by type and provider, states by Terraform version, over readable states."""
-        self.fresh()
+        self._current()
         with self._lock:
             states = self._conn.execute("SELECT name, terraform_version FROM inv_states").fetchall()
             readable = {name: tf for name, tf in states if allowed(name)}

@@ -9,7 +9,7 @@ from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, Policy
 from statekeeper.terraform.names import StateName
 
-__all__ = ["InventoryCounts", "SearchHit", "SearchResult", "counts", "search"]
+__all__ = ["IndexBuilding", "InventoryCounts", "SearchHit", "SearchResult", "counts", "search"]
 
 #: Most hits one search answers.
 MAX_LIMIT = 1000
@@ -36,16 +36,41 @@ class SearchHit(_View):
         return cls(**hit.to_json())
 
 
+class IndexBuilding(_View):
+    """The server's first build of its index, under way: answers are partial."""
+
+    indexed: int = Field(description="States indexed so far")
+    states: int | None = Field(description="States in the store (None: still listing it)")
+
+    @property
+    def note(self) -> str:
+        total = "?" if self.states is None else f"{self.states:,}"
+        return (
+            f"the index is being built: {self.indexed:,} of {total} states indexed so far; "
+            "answers cover those only"
+        )
+
+
+def _building(inventory: Inventory) -> IndexBuilding | None:
+    found = inventory.building()
+    return None if found is None else IndexBuilding(indexed=found.indexed, states=found.states)
+
+
+_BUILDING = "Set while the server's first build of its index is under way (answers are partial)"
+
+
 class SearchResult(_View):
     query: str
     hits: list[SearchHit]
     truncated: bool = Field(description="More resources match than the limit returned")
+    building: IndexBuilding | None = Field(default=None, description=_BUILDING)
 
 
 class InventoryCounts(_View):
     resource_types: dict[str, int] = Field(description="Resources by type, most first")
     providers: dict[str, int] = Field(description="Resources by provider, most first")
     terraform_versions: dict[str, int] = Field(description="States by Terraform version")
+    building: IndexBuilding | None = Field(default=None, description=_BUILDING)
 
 
 def search(
@@ -58,9 +83,14 @@ def search(
     def allowed(name: str) -> bool:
         return policy.allows(caller, StateName(name), Permission.READ)
 
+    # Read before searching: a build that ends in between only makes the note cautious.
+    building = _building(inventory)
     hits = inventory.search(query, allowed, limit + 1)
     return SearchResult(
-        query=query, hits=[SearchHit.of(h) for h in hits[:limit]], truncated=len(hits) > limit
+        query=query,
+        hits=[SearchHit.of(h) for h in hits[:limit]],
+        truncated=len(hits) > limit,
+        building=building,
     )
 
 
@@ -68,4 +98,5 @@ def counts(inventory: Inventory, policy: Policy, caller: Caller) -> InventoryCou
     def allowed(name: str) -> bool:
         return policy.allows(caller, StateName(name), Permission.READ)
 
-    return InventoryCounts(**inventory.counts(allowed))
+    building = _building(inventory)
+    return InventoryCounts(**inventory.counts(allowed), building=building)

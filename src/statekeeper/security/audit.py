@@ -27,6 +27,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -107,6 +108,11 @@ class AuditLog(Protocol):
         outbox), where the log has one; False when it writes objects in batches."""
         ...
 
+    def grouped(self) -> AbstractContextManager[object]:
+        """A scope around one operation and the recording of its event, whose
+        commits to the log's database share one sync at its end."""
+        ...
+
 
 #: A write made in the same transaction as an event's audit record.
 Companion = Callable[[sqlite3.Connection, Event], None]
@@ -182,6 +188,11 @@ class SqliteAuditLog:
     def join(self, companion: Companion) -> bool:
         self._companions.append(companion)
         return True
+
+    def grouped(self) -> AbstractContextManager[object]:
+        # The operation's own commits (a lock row, a digest) and this record are
+        # synced together, before the operation returns: one fsync, not two or three.
+        return self.db.syncing_once()
 
     def close(self) -> None:
         """Nothing pending: every event is committed when recorded."""
@@ -307,6 +318,9 @@ class StoreAuditLog:
 
     def join(self, companion: Companion) -> bool:
         return False  # batches written by a thread: no transaction to share
+
+    def grouped(self) -> AbstractContextManager[object]:
+        return nullcontext()
 
     def failures(self) -> int:
         return self._failures

@@ -16,7 +16,9 @@ from statekeeper.server.denials import Denials
 from statekeeper.server.errors import install_handlers
 from statekeeper.server.health import Readiness, healthz, readyz
 from statekeeper.server.limits import ControlBodyMiddleware, TimeoutMiddleware
+from statekeeper.server.lockwait import LockWaits
 from statekeeper.server.scrape import metrics_endpoint
+from statekeeper.state.leases import LeaseSweeper
 from statekeeper.state.prune import PruneTask
 from statekeeper.telemetry.access import AccessMiddleware
 
@@ -28,6 +30,8 @@ def _lifespan(
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sweeper = LeaseSweeper(services.locks)
+        sweeper.start()  # only where the lock policy sets a lease
         interval = services.settings.history.prune_interval
         pruning = PruneTask(services, interval) if interval else None
         if pruning is not None:
@@ -35,6 +39,7 @@ def _lifespan(
         yield
         if pruning is not None:
             await run_in_threadpool(pruning.stop)
+        await run_in_threadpool(sweeper.close)
         app.state.readiness.close()
         # uvicorn re-raises SIGTERM after its graceful shutdown, so the `finally`
         # of `serve` may never run: pending audit events are written here.
@@ -58,6 +63,7 @@ def create_app(services: Services, *, allow_anonymous: bool = True) -> FastAPI:
         lifespan=_lifespan(services, denials),
     )
     app.state.services = services
+    app.state.lock_waits = LockWaits(services.settings.lock_wait)
     app.state.readiness = Readiness(
         services.store.probe, services.lock_table.probe, services.settings.ready_timeout
     )

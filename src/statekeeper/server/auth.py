@@ -219,7 +219,13 @@ class AuthMiddleware:
         client = scope.get("client")
         remote = client[0] if client else None
         try:
-            caller = await run_in_threadpool(self.authenticator.authenticate, header, remote)
+            if self.services.oidc is None:
+                # Tokens only: a local lookup (an SQLite row or the tokens file) takes
+                # microseconds, less than the hop to a worker thread and back.
+                caller = self.authenticator.authenticate(header, remote)
+            else:
+                # An OIDC token may need the issuer's keys, fetched over the network.
+                caller = await run_in_threadpool(self.authenticator.authenticate, header, remote)
         except Unauthenticated as exc:
             # The label and the request are the facts; no Caller exists yet.
             label = await run_in_threadpool(self.authenticator.label, header)

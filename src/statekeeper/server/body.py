@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
-from starlette.requests import Request
+from anyio import from_thread
+from starlette.requests import ClientDisconnect, Request
 
 from statekeeper.errors import BadRequest, PayloadTooLarge
 from statekeeper.settings import format_size
 
-__all__ = ["read_body", "single_header"]
+__all__ = ["BodyStream", "read_body", "single_header"]
+
+#: A state body is handed to the worker thread in pieces of about this size: one
+#: hop from the event loop per piece, and no more than a piece or two held here.
+PIECE = 1 << 20
+#: Pieces received ahead of the thread that consumes them.
+AHEAD = 2
 
 
 def _too_large(limit: int) -> PayloadTooLarge:
@@ -33,18 +42,101 @@ def single_header(request: Request, name: str) -> str | None:
     return values[0] if values else None
 
 
-async def read_body(
-    request: Request,
-    limit: int,
-    too_large: Callable[[int], PayloadTooLarge] = _too_large,
-) -> bytes:
-    """The whole body; 413 (from ``too_large``) as soon as it is known to exceed ``limit``."""
+def _check_declared(
+    request: Request, limit: int, too_large: Callable[[int], PayloadTooLarge]
+) -> None:
     declared = single_header(request, "content-length")
     if declared is not None:
         if not (declared.isascii() and declared.isdigit()):
             raise BadRequest(f"the Content-Length header {declared!r} is not a number")
         if int(declared) > limit:
             raise too_large(limit)
+
+
+class BodyStream:
+    """A request body for a worker thread: iterate it there, in pieces of about
+    :data:`PIECE` bytes, each fetched from the event loop when the thread asks.
+
+    A declared Content-Length over ``limit`` is refused when the stream is made;
+    an undeclared (chunked) body the moment it passes the limit, so no more than
+    a piece is ever held for a body that is too large. A client that goes away
+    mid-body ends the iteration with a 400 (nobody is left to read it): the
+    consumer stores nothing.
+
+    The next pieces are received while the thread works on the last one (at
+    most :data:`AHEAD` of them wait); :meth:`aclose` stops the receiving when
+    the consumer stopped early.
+    """
+
+    def __init__(
+        self,
+        request: Request,
+        limit: int,
+        too_large: Callable[[int], PayloadTooLarge] = _too_large,
+    ) -> None:
+        _check_declared(request, limit, too_large)
+        self.limit = limit
+        self._too_large = too_large
+        self._source: AsyncIterator[bytes] = request.stream()
+        self._size = 0
+        self._ended = False
+        self._ahead: asyncio.Queue[bytes | Exception | None] = asyncio.Queue(AHEAD)
+        self._receiving: asyncio.Task[None] | None = None
+
+    async def _piece(self) -> bytes:
+        pending = bytearray()
+        try:
+            while len(pending) < PIECE:
+                chunk = await self._source.__anext__()
+                self._size += len(chunk)
+                if self._size > self.limit:
+                    raise self._too_large(self.limit)
+                pending += chunk
+        except StopAsyncIteration:
+            self._ended = True
+        except ClientDisconnect:
+            raise BadRequest(
+                f"the client went away after {self._size} bytes of the body; nothing was written"
+            ) from None
+        return bytes(pending)
+
+    async def _receive(self) -> None:
+        try:
+            while not self._ended:
+                await self._ahead.put(await self._piece())
+        except (BadRequest, PayloadTooLarge) as exc:
+            await self._ahead.put(exc)
+            return
+        await self._ahead.put(None)
+
+    async def _next(self) -> bytes | None:
+        if self._receiving is None:
+            self._receiving = asyncio.get_running_loop().create_task(self._receive())
+        piece = await self._ahead.get()
+        if isinstance(piece, Exception):
+            raise piece
+        return piece
+
+    def __iter__(self) -> Iterator[bytes]:
+        while (piece := from_thread.run(self._next)) is not None:
+            if piece:
+                yield piece
+
+    async def aclose(self) -> None:
+        """Stop receiving (the consumer is done, or gave up part way)."""
+        if self._receiving is not None and not self._receiving.done():
+            self._receiving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._receiving
+
+
+async def read_body(
+    request: Request,
+    limit: int,
+    too_large: Callable[[int], PayloadTooLarge] = _too_large,
+) -> bytes:
+    """The whole body; 413 (from ``too_large``) as soon as it is known to exceed ``limit``."""
+    _check_declared(request, limit, too_large)
     # BytesIO grows one buffer and hands it over without a copy; a list of
     # chunks and their join would hold the body twice at the end.
     buffer = io.BytesIO()

@@ -13,7 +13,6 @@ from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from statekeeper.app import Services
-from statekeeper.errors import CapabilityMissing
 from statekeeper.hooks.service import Webhooks
 from statekeeper.hooks.views import DeliveryList, DeliveryView, HookList, HookView
 from statekeeper.security.policy import Permission, require
@@ -27,8 +26,6 @@ router = APIRouter(prefix="/api/v1/hooks", tags=["webhooks"])
 def _hooks(request: Request, what: str) -> Webhooks:
     services: Services = request.app.state.services
     require(services.policy, caller_of(request), None, Permission.ADMIN, what)
-    if services.hooks is None:
-        raise CapabilityMissing("this server has no webhooks (its store has no database)")
     return services.hooks
 
 
@@ -36,7 +33,7 @@ def _hooks(request: Request, what: str) -> Webhooks:
 async def list_hooks(request: Request) -> HookList:
     def run() -> HookList:
         hooks = _hooks(request, "list the webhooks of")
-        return HookList(hooks=[HookView.of(s) for s in hooks.outbox.subscriptions()])
+        return HookList(hooks=[HookView.of(s) for s in hooks.all()])
 
     return await run_in_threadpool(run)
 

@@ -12,19 +12,21 @@ DELETE to unlock) for setups that set ``lock_method``/``unlock_method``.
 from __future__ import annotations
 
 import base64
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from statekeeper.app import Services
+from statekeeper.errors import InvalidLockInfo, LockConflict
 from statekeeper.events import Action
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission
-from statekeeper.server.body import read_body, single_header
-from statekeeper.terraform.lockinfo import lock_info_too_large
+from statekeeper.server.body import BodyStream, read_body, single_header
+from statekeeper.server.lockwait import LockWaits
+from statekeeper.terraform.lockinfo import LockInfo, lock_info_too_large
 from statekeeper.terraform.names import StateName
 
 __all__ = ["authorize", "backend_block", "caller_of", "routes"]
@@ -72,7 +74,7 @@ def _ok(payload: dict[str, object] | None = None) -> Response:
 
 async def _get(request: Request, name: StateName) -> Response:
     services = _services(request)
-    current = await run_in_threadpool(services.states.read, name, caller_of(request))
+    current = await run_in_threadpool(services.states.read_stream, name, caller_of(request))
     if current is None:
         return JSONResponse(
             {"error": "state_not_found", "message": f"there is no state named {name} yet"},
@@ -84,28 +86,40 @@ async def _get(request: Request, name: StateName) -> Response:
         "Content-MD5": base64.b64encode(md5).decode(),
         "ETag": f'"{v.sha256}"',
         "X-Statekeeper-Version": v.version_id,
+        "Content-Length": str(v.size),
     }
-    return Response(
-        current.data if request.method == "GET" else b"",
-        media_type="application/json",
-        headers=headers,
-    )
+    if request.method == "HEAD":
+        await run_in_threadpool(_close, current.chunks)
+        return Response(b"", media_type="application/json", headers=headers)
+    # Sent as read from the store, a piece at a time: a large state is never
+    # whole in memory (the store's read ends when the last piece is sent).
+    return StreamingResponse(current.chunks, media_type="application/json", headers=headers)
+
+
+def _close(chunks: Iterator[bytes]) -> None:
+    close = getattr(chunks, "close", None)
+    if close is not None:
+        close()
 
 
 async def _write(request: Request, name: StateName) -> Response:
     services = _services(request)
     authorize(request, name, Permission.WRITE, Action.WRITE, "write")
     content_md5 = single_header(request, "Content-MD5")
-    data = await read_body(request, services.settings.max_body)
-    outcome = await run_in_threadpool(
-        lambda: services.states.write(
-            name,
-            data,
-            caller_of(request),
-            lock_id=request.query_params.get("ID") or None,
-            content_md5=content_md5,
+    # Hashed, validated and handed to the store as it arrives (state/service.py).
+    body = BodyStream(request, services.settings.max_body)
+    try:
+        outcome = await run_in_threadpool(
+            lambda: services.states.write(
+                name,
+                body,
+                caller_of(request),
+                lock_id=request.query_params.get("ID") or None,
+                content_md5=content_md5,
+            )
         )
-    )
+    finally:
+        await body.aclose()
     return _ok(
         {
             "version_id": outcome.version.version_id,
@@ -133,11 +147,34 @@ async def _lock_body(request: Request) -> bytes:
     return await read_body(request, settings.max_lock_info, lock_info_too_large)
 
 
+def _waits(request: Request) -> LockWaits:
+    waits: LockWaits = request.app.state.lock_waits
+    return waits
+
+
 async def _lock(request: Request, name: StateName) -> Response:
     services = _services(request)
     authorize(request, name, Permission.WRITE, Action.LOCK, "lock")
     body = await _lock_body(request)
-    lock = await run_in_threadpool(services.locks.lock, name, body, caller_of(request))
+    waits, key = _waits(request), str(name)
+    try:
+        lock_id = LockInfo.parse(body).id
+    except InvalidLockInfo:
+        lock_id = None  # refused, and recorded, by the service
+    if lock_id is None:
+        lock = await run_in_threadpool(services.locks.lock, name, body, caller_of(request))
+        return Response(lock.body, status_code=200, media_type="application/json")
+    try:
+        await waits.turn(key, lock_id)
+        lock = await run_in_threadpool(services.locks.lock, name, body, caller_of(request))
+    except LockConflict as conflict:
+        waits.refused(key, lock_id, conflict.holder.id)
+        waits.abandoned(key, lock_id)
+        raise
+    except BaseException:
+        waits.abandoned(key, lock_id)  # refused otherwise, or the client went away
+        raise
+    waits.taken(key, lock.id)
     return Response(lock.body, status_code=200, media_type="application/json")
 
 
@@ -151,6 +188,7 @@ async def _unlock(request: Request, name: StateName) -> Response:
         authorize(request, name, Permission.WRITE, Action.UNLOCK, "unlock")
     body = await _lock_body(request)
     released = await run_in_threadpool(services.locks.unlock, name, body, caller_of(request))
+    _waits(request).released(str(name))
     return Response(released.body, status_code=200, media_type="application/json")
 
 

@@ -10,6 +10,10 @@ also a HEAD per version, which brings the current version's metadata), a
 HEAD where there is no version listing, and a GET of the current state only
 where the metadata lacks the serial (a state Terraform's own backend wrote).
 
+Every holder is listed: the lock Terraform sees (the *primary* holder) and,
+under the ``shared-plans`` lock policy, the plans sharing it (shared holds,
+see :mod:`statekeeper.state.holds`), each a row of its own after the primary.
+
 Locks are listed from every lock table configured. With both kinds (Terraform's
 ``use_lockfile`` plus ``dynamodb_table``), a state locked in one table and not
 in the other is a *dual-lock drift*: Terraform takes both or neither, so one
@@ -21,18 +25,24 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from statekeeper.errors import InvalidStateName
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, Policy
-from statekeeper.state import views
+from statekeeper.state.lockpolicy import LockPolicy
 from statekeeper.state.version import StateVersion
 from statekeeper.storage.base import LockTable, ObjectInfo, ObjectStore
+from statekeeper.terraform.layout import split_shared_hold
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.names import StateName
 from statekeeper.terraform.workspaces import split_workspace
 from statekeeper.times import format_rfc3339, utcnow
+
+# The views are pydantic models: imported when one is made, so a CLI run that
+# makes none (an empty listing) starts without pydantic.
+if TYPE_CHECKING:
+    from statekeeper.state import views
 
 __all__ = [
     "LockSummary",
@@ -69,15 +79,22 @@ class LockSummary:
     #: With two kinds configured: the kinds that do NOT hold it (a dual-lock drift).
     missing: tuple[str, ...] = ()
     age_seconds: float | None = None
+    #: ``shared`` for a plan sharing the lock (shared-plans), else ``exclusive``.
+    mode: str = "exclusive"
+    #: False for a shared hold recorded beside the lock Terraform sees.
+    primary: bool = True
 
     @property
     def drift(self) -> bool:
         return bool(self.missing)
 
     def view(self) -> views.LockEntry:
-        return views.LockEntry.of(
+        from statekeeper.state import views
+
+        entry = views.LockEntry.of(
             self.name, self.lock, list(self.kinds), list(self.missing), self.age_seconds
         )
+        return entry.model_copy(update={"mode": self.mode, "primary": self.primary})
 
 
 @dataclass(frozen=True)
@@ -98,6 +115,8 @@ class StateSummary:
     workspace: str | None = None
 
     def view(self) -> views.StateEntry:
+        from statekeeper.state import views
+
         return views.StateEntry(
             name=self.name,
             size=self.size,
@@ -116,14 +135,20 @@ class StateSummary:
 class StateIndex(Protocol):
     """Where a listing can come from instead of the store (the inventory index)."""
 
-    def summaries(self, prefix: str) -> list[StateSummary]:
-        """Every state under ``prefix`` as the store's listing shows it, no lock joined."""
+    def summaries(self, prefix: str, *, wait: bool = True) -> list[StateSummary] | None:
+        """Every state under ``prefix`` as the store's listing shows it, no lock joined;
+        None when the index cannot answer now (list the store). ``wait``: catch up first
+        when due, rather than answer None."""
         ...
 
 
 def _visible(policy: Policy, caller: Caller, key: str) -> bool:
     """Listings show only what the caller may read (a forbidden name is left out)."""
-    return is_state_key(key) and policy.allows(caller, StateName(key), Permission.READ)
+    try:
+        name = StateName(key)  # once: at 10,000 states a validation is a cost
+    except InvalidStateName:
+        return False  # not a state (see is_state_key)
+    return policy.allows(caller, name, Permission.READ)
 
 
 def list_locks(
@@ -132,26 +157,38 @@ def list_locks(
     caller: Caller,
     prefix: str = "",
     now: datetime | None = None,
+    lock_policy: LockPolicy | None = None,
 ) -> list[LockSummary]:
-    """Every held lock under ``prefix``, one row per state, drift flagged."""
+    """Every holder under ``prefix``: per state the primary lock, then its shared
+    holds; drift flagged. ``lock_policy`` says which primary plans share."""
     now = now or utcnow()
+    lock_policy = lock_policy or LockPolicy()
     tables = table.parts()
-    found: dict[str, list[tuple[str, LockInfo]]] = {}
+    # (state, shared hold key or "") -> the tables' views of that holder
+    found: dict[tuple[str, str], list[tuple[str, LockInfo]]] = {}
     for t in tables:
         for key, lock in t.scan(prefix):
-            if not _visible(policy, caller, key):
+            hold = split_shared_hold(key)
+            if hold is not None and hold[1]:
+                continue  # a marker: no holder
+            name = key if hold is None else hold[0]
+            if not _visible(policy, caller, name):
                 continue
-            found.setdefault(key, []).append((t.scheme, lock))
+            found.setdefault((name, "" if hold is None else key), []).append((t.scheme, lock))
     kinds_all = tuple(t.scheme for t in tables)
     out: list[LockSummary] = []
-    for key in sorted(found):
-        held = found[key]
+    for name, hold_key in sorted(found):
+        held = found[(name, hold_key)]
         kinds = tuple(k for k, _ in held)
         missing = tuple(k for k in kinds_all if k not in kinds) if len(tables) > 1 else ()
         # The first table's view of the lock (the lock file, Terraform's first step).
         lock = held[0][1]
-        out.append(LockSummary(key, lock, kinds, missing, lock.age(now)))
-    return out
+        primary = not hold_key
+        shared = not primary or lock_policy.for_state(name).shares(lock)
+        mode = "shared" if shared else "exclusive"
+        out.append(LockSummary(name, lock, kinds, missing, lock.age(now), mode, primary))
+    # Per state: the primary, then the shared holds in the order they came.
+    return sorted(out, key=lambda r: (r.name, not r.primary, -(r.age_seconds or 0.0)))
 
 
 def _serial(info: ObjectInfo) -> tuple[int | None, str | None]:
@@ -171,17 +208,6 @@ def _listed(objects: Iterable[ObjectInfo]) -> Iterator[StateSummary]:
             lineage=lineage,
             lock=None,
         )
-
-
-def _summaries(
-    listed: Iterable[StateSummary],
-    locks: dict[str, LockSummary],
-    policy: Policy,
-    caller: Caller,
-) -> Iterator[StateSummary]:
-    for row in listed:
-        if _visible(policy, caller, row.name):
-            yield replace(row, lock=locks.get(row.name))
 
 
 def _detailed(store: ObjectStore, summary: StateSummary) -> StateSummary:
@@ -220,12 +246,14 @@ def list_states(
     now: datetime | None = None,
     workspace_key_prefix: str = "env:",
     index: StateIndex | None = None,
+    wait_for_index: bool = True,
 ) -> list[StateSummary]:
     """Every state under ``prefix`` with its lock; ``details`` adds per-state calls.
 
     With an ``index`` (the inventory, on a store whose listing is costly) the
     states come from it instead of a listing of the store; it answers as fresh
-    as its refresh bound, with the serials it read.
+    as its refresh bound, with the serials it read. With ``wait_for_index`` false
+    a stale index is not waited for: the store is listed (the UI's states page).
 
     The workspace states of the keys under ``prefix`` are included, as
     ``terraform workspace list`` would find them (``env:/dev/team/app.tfstate``
@@ -239,17 +267,23 @@ def list_states(
     if prefix and ws and not prefix.startswith(ws) and not ws.startswith(prefix):
         scans.append(ws)
     locks: dict[str, LockSummary] = {}
-    rows: list[StateSummary] = []
+    keyed: list[tuple[str, str, StateSummary]] = []
     for scan in scans:
-        locks.update((s.name, s) for s in list_locks(table, policy, caller, scan, now))
+        locks.update((s.name, s) for s in list_locks(table, policy, caller, scan, now) if s.primary)
     for i, scan in enumerate(scans):
-        listed = index.summaries(scan) if index is not None else _listed(store.scan(scan))
-        for row in _summaries(listed, locks, policy, caller):
+        indexed = index.summaries(scan, wait=wait_for_index) if index is not None else None
+        listed = indexed if indexed is not None else _listed(store.scan(scan))
+        for row in listed:
+            if not _visible(policy, caller, row.name):
+                continue
             workspace, key = split_workspace(row.name, workspace_key_prefix)
             if i == 0 or key.startswith(prefix):
-                rows.append(replace(row, workspace=workspace))
+                # One copy per row with both joined: at 10,000 states a copy is a cost.
+                joined = replace(row, lock=locks.get(row.name), workspace=workspace)
+                keyed.append((key, workspace or "", joined))
     # A key's workspace states follow it: the listing groups by backend key.
-    rows.sort(key=lambda r: (split_workspace(r.name, workspace_key_prefix)[1], r.workspace or ""))
+    keyed.sort(key=lambda k: (k[0], k[1]))
+    rows = [row for _, _, row in keyed]
     if details:
         rows = [_detailed(store, row) for row in rows]
     return rows

@@ -11,6 +11,19 @@ identity is not the holder's: the UNLOCK is a force-unlock (admin, recorded as
 one), the write needs admin, the LOCK is a conflict. A loopback server without
 access control has one identity (``anonymous``) and keeps the plain rules; a
 lock written by Terraform's own backend "s3" names no identity and binds none.
+
+The lock policy (:mod:`statekeeper.state.lockpolicy`) decides the rest, per
+state glob:
+
+- ``shared-plans``: a plan's LOCK meeting a plan's lock shares it (a shared
+  hold, :mod:`statekeeper.state.holds`); any other operation's LOCK meeting
+  plans only *takes* the lock Terraform sees from them (readers never block
+  the writer): the plans stay listed as shared holds until they unlock, and
+  none of them could ever write, since a write needs the lock Terraform sees
+  and a plan's is refused by the fence. New plans then wait for the writer.
+- a lease: a lock older than its time to live (by the server's clock) is
+  removed when a LOCK meets it, at a listing, and by the server's sweeper;
+  each removal is one ``expire`` event (webhook ``lock.expired``).
 """
 
 from __future__ import annotations
@@ -19,23 +32,34 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 
 from statekeeper.errors import (
     InvalidLockInfo,
+    InvalidStateName,
     LockConflict,
     LockMismatch,
     LockNotFound,
     PayloadTooLarge,
+    StorageError,
 )
-from statekeeper.events import Action, EventStream
+from statekeeper.events import Action, Event, EventStream
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, Policy, require
+from statekeeper.state.holds import SharedHolds
+from statekeeper.state.lockpolicy import LockMode, LockPolicy, StateLockPolicy, is_operation
 from statekeeper.storage.base import LockTable, ObjectStore
-from statekeeper.terraform.layout import lock_path
+from statekeeper.terraform.layout import lock_path, split_shared_hold
 from statekeeper.terraform.lockinfo import MAX_LOCK_INFO, LockInfo
 from statekeeper.terraform.names import StateName
+from statekeeper.times import format_age, utcnow
 
 __all__ = ["HeldLock", "LockService", "taken_by_another"]
+
+#: Who removes an expired lock, in the audit trail.
+SERVER_ACTOR = "statekeeper"
+#: Rounds of acquire-and-decide before a lock that keeps changing hands is an error.
+_ROUNDS = 5
 
 
 def _zero_valued(body: bytes, limit: int) -> LockInfo | None:
@@ -56,6 +80,8 @@ def taken_by_another(holder: LockInfo, caller: Caller) -> bool:
 class HeldLock:
     name: str
     lock: LockInfo
+    #: False for a shared hold recorded beside the lock Terraform sees.
+    primary: bool = True
 
 
 class LockService:
@@ -70,6 +96,7 @@ class LockService:
         events: EventStream,
         *,
         max_lock_info: int = MAX_LOCK_INFO,
+        lock_policy: LockPolicy | None = None,
     ) -> None:
         self.store = store
         self.locks = locks
@@ -77,6 +104,8 @@ class LockService:
         self.events = events
         #: Largest LockInfo body a LOCK or UNLOCK may carry (413 beyond).
         self.max_lock_info = max_lock_info
+        self.lock_policy = lock_policy or LockPolicy()
+        self.holds = SharedHolds(locks)
         self._stripes = [threading.RLock() for _ in range(self.STRIPES)]
 
     @contextmanager
@@ -103,15 +132,61 @@ class LockService:
             info = LockInfo.parse(body, limit=self.max_lock_info).with_facts(
                 caller.actor, caller.remote_addr
             )
+            with self.serialized(name):
+                granted, event.detail = self._take(name, info, caller)
+            return granted
+
+    def _take(self, name: StateName, info: LockInfo, caller: Caller) -> tuple[LockInfo, str]:
+        """Grant ``info`` or raise LockConflict; the lock granted and why, for the event."""
+        key = str(name)
+        policy = self.lock_policy.for_state(name)
+        shares = policy.shares(info)
+        notes: list[str] = []
+        for _ in range(_ROUNDS):
             try:
-                with self.serialized(name):
-                    self.locks.acquire(str(name), info)
-            except LockConflict as conflict:
-                holder = conflict.holder
-                if holder.id == info.id and not taken_by_another(holder, caller):
-                    return holder
-                raise
-            return info
+                self.locks.acquire(key, info)
+            except LockConflict as exc:
+                refused, holder = exc, exc.holder
+            else:
+                mode = "shared" if shares else "exclusive"
+                return info, "; ".join([f"{mode} ({policy.source}: {policy.mode})", *notes])
+            if holder.id == info.id:
+                if taken_by_another(holder, caller):
+                    raise refused  # the ID is no secret: not a way into another's lock
+                return holder, "a LOCK repeated with the holder's own ID"
+            if self._expire_if_due(name, holder, policy):
+                notes.append(f"after the lease of lock {holder.id} expired")
+                continue
+            if policy.mode is LockMode.SHARED_PLANS:
+                hold = self.holds.read(key, info.id)
+                if hold is not None:
+                    if taken_by_another(hold, caller):
+                        raise LockConflict(hold)
+                    return hold, "a LOCK repeated with a shared holder's own ID"
+            if shares and policy.shares(holder):
+                self.holds.add(key, info)
+                if self.locks.read(key) is None:
+                    # The primary left between our acquire and our hold (another
+                    # replica released it): take the lock Terraform sees ourselves.
+                    self.holds.remove(key, info.id)
+                    continue
+                return info, "; ".join(
+                    [f"shared with the plan {holder.describe()} ({policy.source})", *notes]
+                )
+            if not shares and policy.shares(holder):
+                # Readers never block the writer: the plan becomes a shared hold and
+                # the lock Terraform sees is this writer's at the next round.
+                self.holds.add(key, holder)
+                if not self.locks.delete_if_held_by(key, holder.id):
+                    self.holds.remove(key, holder.id)  # it left meanwhile
+                    continue
+                notes.append(
+                    f"taken from the shared plan {holder.id} ({policy.source}): the plans "
+                    "stay listed as shared holds until they unlock; none of them can write"
+                )
+                continue
+            raise refused
+        raise StorageError(f"the lock on {name} kept changing hands; try again")
 
     def unlock(self, name: StateName, body: bytes, caller: Caller) -> LockInfo:
         """Release the lock named by ``body``, in every form Terraform and OpenTofu send.
@@ -126,32 +201,84 @@ class LockService:
         forced = _zero_valued(body, self.max_lock_info)
         if forced is not None:
             return self.force_unlock(name, caller, lock_id=forced.id)
-        others = self._others_lock(name, body, caller)
+        holder, is_primary = self._holder(name, body)
         # Without 'write' the caller may unlock nothing: refused below, as an unlock.
-        if others is not None and self.policy.allows(caller, name, Permission.WRITE):
+        if (
+            holder is not None
+            and taken_by_another(holder, caller)
+            and self.policy.allows(caller, name, Permission.WRITE)
+        ):
             return self.force_unlock(
                 name,
                 caller,
-                lock_id=others.id,
-                detail=f"an UNLOCK of the lock {others.actor} took, by its ID",
+                lock_id=holder.id,
+                detail=f"an UNLOCK of the lock {holder.actor} took, by its ID",
             )
         with self.events.event(Action.UNLOCK, caller, name) as event:
             event.lock_body(body)
             info = LockInfo.parse(body, limit=self.max_lock_info)
             require(self.policy, caller, name, Permission.WRITE, "unlock")
             with self.serialized(name):
-                return self.locks.release(str(name), info.id)
+                released, event.detail = self._release(
+                    name, info.id, read=holder if is_primary else None
+                )
+            return released
 
-    def _others_lock(self, name: StateName, body: bytes, caller: Caller) -> LockInfo | None:
-        """The lock ``body`` names, when it is held and another identity took it."""
+    def _release(
+        self, name: StateName, lock_id: str, *, read: LockInfo | None = None
+    ) -> tuple[LockInfo, str | None]:
+        """Release ``lock_id``, the primary lock or a shared hold; the lock and what
+        else changed. LockNotFound or LockMismatch when it is not held.
+
+        ``read``: the primary lock just read, not read again: the release deletes
+        it only if it is still that one (one lock-table call fewer).
+        """
+        key = str(name)
+        try:
+            # The lock table's own release: with two tables it names the one that failed.
+            released = self.locks.release(key, lock_id, read=read)
+        except (LockNotFound, LockMismatch):
+            hold = self.holds.remove(key, lock_id)
+            if hold is None:
+                raise
+            return hold, "a shared hold released; the lock Terraform sees is unchanged"
+        return released, self._promote(name)
+
+    def _promote(self, name: StateName) -> str | None:
+        """After the primary holder left: hand the lock Terraform sees to a shared hold.
+
+        Under ``exclusive`` there are none, and nothing is read.
+        """
+        key = str(name)
+        policy = self.lock_policy.for_state(name)
+        if policy.mode is not LockMode.SHARED_PLANS:
+            return None
+        holds = self.holds.listed(key)
+        for hold in holds:
+            if self._expire_if_due(name, hold, policy):
+                continue
+            try:
+                self.locks.acquire(key, hold)
+            except LockConflict:
+                return None  # taken meanwhile: the holds stay beside the new holder
+            self.holds.remove(key, hold.id)
+            return f"the lock Terraform sees passes to the shared plan {hold.id}"
+        self.holds.forget_marker(key)
+        return None
+
+    def _holder(self, name: StateName, body: bytes) -> tuple[LockInfo | None, bool]:
+        """The lock ``body`` names, when it is held now: the primary lock or a
+        shared hold, and whether it is the primary."""
         try:
             lock_id = LockInfo.parse(body).id
         except InvalidLockInfo:
-            return None  # refused, and recorded, as an unlock
+            return None, False  # refused, and recorded, as an unlock
         holder = self.locks.read(str(name))
-        if holder is not None and holder.id == lock_id and taken_by_another(holder, caller):
-            return holder
-        return None
+        if holder is not None and holder.id == lock_id:
+            return holder, True
+        # A shared hold is bound to its taker like any lock.
+        hold = self.holds.read(str(name), lock_id)
+        return (hold, False) if hold is not None and hold.id == lock_id else (None, False)
 
     def force_unlock(
         self, name: StateName, caller: Caller, lock_id: str | None, detail: str | None = None
@@ -164,9 +291,17 @@ class LockService:
             key = str(name)
             with self.serialized(name):
                 if lock_id is not None:
-                    removed: LockInfo | None = self.locks.release(key, lock_id)
+                    removed: LockInfo | None
+                    removed, promoted = self._release(name, lock_id)
+                    event.detail = "; ".join(d for d in (detail, promoted) if d) or None
                 else:
                     removed = self.locks.force_release(key)
+                    # Whatever is held: the shared holds beside it too.
+                    holds = [self.holds.remove(key, h.id) for h in self.holds.listed(key)]
+                    self.holds.forget_marker(key)
+                    if any(holds):
+                        event.detail = f"and {sum(1 for h in holds if h)} shared hold(s)"
+                    removed = removed or next((h for h in holds if h), None)
             if removed is None:
                 raise LockNotFound(f"no lock is held on {name}; nothing to unlock")
             event.lock(removed)
@@ -185,14 +320,21 @@ class LockService:
             event.detail = "removed by its ID"
             require(self.policy, caller, name, Permission.ADMIN, "force-unlock")
             key = str(name)
-            holder = self.locks.read(key)
-            if (
-                holder is not None
-                and holder.id == lock_id
-                and self.locks.delete_if_held_by(key, lock_id)
-            ):
-                event.lock(holder)
-                return holder
+            with self.serialized(name):
+                holder = self.locks.read(key)
+                if (
+                    holder is not None
+                    and holder.id == lock_id
+                    and self.locks.delete_if_held_by(key, lock_id)
+                ):
+                    event.lock(holder)
+                    event.detail = self._promote(name) or event.detail
+                    return holder
+                hold = self.holds.remove(key, lock_id)
+            if hold is not None:
+                event.lock(hold)
+                event.detail = "a shared hold removed by its ID"
+                return hold
             holder = self.locks.read(key)
             if holder is None:
                 raise LockNotFound(f"no lock is held on {name}; nothing to unlock")
@@ -216,21 +358,99 @@ class LockService:
             )
             event.lock(info)
             event.detail = "held for an operator command, then released"
-            self.locks.acquire(str(name), info)
+            with self.serialized(name):
+                self._take(name, info, caller)
             try:
                 yield info
             finally:
-                self.locks.release(str(name), info.id)
+                with self.serialized(name):
+                    self._release(name, info.id)
 
     def read(self, name: StateName) -> LockInfo | None:
+        """The lock Terraform sees (the primary holder), or None."""
         return self.locks.read(str(name))
 
-    def scan(self, prefix: str = "") -> Iterator[HeldLock]:
-        for key, lock in self.locks.scan(prefix):
-            yield HeldLock(key, lock)
+    def holders(self, name: StateName) -> list[LockInfo]:
+        """Every holder of ``name``: the primary first, then the plans sharing it."""
+        primary = self.locks.read(str(name))
+        if self.lock_policy.for_state(name).mode is not LockMode.SHARED_PLANS:
+            return [] if primary is None else [primary]
+        holds = self.holds.listed(str(name))
+        return ([] if primary is None else [primary]) + holds
 
-    def fence(self, name: StateName, lock_id: str | None, caller: Caller) -> None:
-        """Refuse a write that does not carry the current holder's lock ID.
+    def scan(self, prefix: str = "") -> Iterator[HeldLock]:
+        """Every holder under ``prefix``: primary locks and shared holds (no markers)."""
+        for key, lock in self.locks.scan(prefix):
+            shared = split_shared_hold(key)
+            if shared is None:
+                yield HeldLock(key, lock)
+            elif not shared[1]:
+                yield HeldLock(shared[0], lock, primary=False)
+
+    # Leases
+
+    def _expire_if_due(
+        self,
+        name: StateName,
+        lock: LockInfo,
+        policy: StateLockPolicy,
+        now: datetime | None = None,
+    ) -> bool:
+        """Remove ``lock`` when it outlived its lease, with an ``expire`` event; True if so.
+
+        The age is the server's clock only: a lock written by Terraform's own
+        backend (no server time) never expires, since its client's clock may
+        say anything.
+        """
+        ttl = policy.lease(lock.operation)
+        if ttl is None or lock.acquired is None or lock.damaged is not None:
+            return False
+        held = (now or utcnow()) - lock.acquired
+        if held < ttl:
+            return False
+        key = str(name)
+        if self.locks.delete_if_held_by(key, lock.id):
+            promoted = self._promote(name)
+        elif self.holds.remove(key, lock.id) is not None:
+            promoted = None
+        else:
+            return True  # released meanwhile: free to try again
+        detail = (
+            f"held {format_age(held.total_seconds())}, past {policy.describe_lease(lock.operation)}"
+        )
+        self.events.emit(
+            Event(
+                action=Action.EXPIRE,
+                actor=SERVER_ACTOR,
+                state=key,
+                lock_id=lock.id,
+                who=lock.who or None,
+                operation=lock.operation or None,
+                detail="; ".join(d for d in (detail, promoted) if d),
+            )
+        )
+        return True
+
+    def expire_due(self, prefix: str = "", now: datetime | None = None) -> list[HeldLock]:
+        """Remove every lock under ``prefix`` past its lease (the sweeper, and listings);
+        the locks removed. Nothing is read when no lease is configured."""
+        if not self.lock_policy.has_leases:
+            return []
+        now = now or utcnow()
+        expired: list[HeldLock] = []
+        for held in list(self.scan(prefix)):
+            try:
+                name = StateName(held.name)
+            except InvalidStateName:
+                continue  # not a state's lock (a doctor's probe): no policy applies
+            with self.serialized(name):
+                if self._expire_if_due(name, held.lock, self.lock_policy.for_state(name), now):
+                    expired.append(held)
+        return expired
+
+    def fence(self, name: StateName, lock_id: str | None, caller: Caller) -> LockInfo | None:
+        """Refuse a write that does not carry the current holder's lock ID; the
+        holder it was written under (None for a ``-lock=false`` write).
 
         Held under another ID (or written with none): LockConflict (423). Not
         held, but a lock ID was sent: the writer's lock is gone (force-unlocked),
@@ -246,8 +466,17 @@ class LockService:
                     f"the write names lock {lock_id!r} but {name} is not locked (was it "
                     "force-unlocked?); nothing was written"
                 )
-            return
+            return None
         if holder.id == lock_id:
+            if is_operation(holder.operation, "plan") and self.lock_policy.for_state(name).shares(
+                holder
+            ):
+                raise LockConflict(
+                    holder,
+                    f"{name} is held by the plan {holder.describe()}, a lock shared with "
+                    "other plans (lock policy shared-plans): a write needs an exclusive "
+                    "lock; nothing was written",
+                )
             if taken_by_another(holder, caller):
                 require(
                     self.policy,
@@ -256,7 +485,7 @@ class LockService:
                     Permission.ADMIN,
                     f"write under the lock {holder.actor} took on",
                 )
-            return
+            return holder
         given = f"lock {lock_id!r}" if lock_id else "no lock ID"
         raise LockConflict(
             holder,

@@ -11,18 +11,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 from statekeeper.security.caller import Caller
-from statekeeper.state import views
 from statekeeper.state.history import HistoryService
-from statekeeper.state.inspection import Inspector
-from statekeeper.state.listing import StateIndex, list_locks, list_states
+from statekeeper.state.listing import StateIndex, StateSummary, list_locks, list_states
 from statekeeper.state.locks import LockService
 from statekeeper.state.reap import reap, unlock
-from statekeeper.state.rollback import push, rollback
 from statekeeper.state.service import StateService
 from statekeeper.terraform.names import StateName
 from statekeeper.times import parse_duration
+
+# Reading, diffing and writing versions (and the views, pydantic models) are
+# imported by the operations that use them: ``statekeeper locks`` starts
+# without them.
+if TYPE_CHECKING:
+    from statekeeper.state import views
+    from statekeeper.state.inspection import Inspector
 
 __all__ = ["Operator"]
 
@@ -42,17 +48,31 @@ class Operator:
         self.index = index
         self.workspace_key_prefix = workspace_key_prefix
         self.locks = locks
-        self.inspector = Inspector(states, history)
+        self.history_service = history
+
+    @cached_property
+    def inspector(self) -> Inspector:
+        from statekeeper.state.inspection import Inspector
+
+        return Inspector(self.states, self.history_service)
 
     def list_states(
         self, caller: Caller, prefix: str = "", *, details: bool = False
     ) -> list[views.StateEntry]:
+        return [r.view() for r in self.summaries(caller, prefix, details=details)]
+
+    def summaries(
+        self, caller: Caller, prefix: str = "", *, details: bool = False, wait: bool = True
+    ) -> list[StateSummary]:
+        """The rows of :meth:`list_states` before they become views (the UI's states
+        page filters, sorts and cuts out a page of them first). ``wait`` false: from the
+        index only while it is fresh, else from the store, never waiting for a catch-up."""
         store = self.states.store
         # On S3 a listing is a request per 1,000 keys; the index answers from its own
         # catch-up (within ``inventory_refresh``). Details read every state anyway.
         costly = store.costly_listing and not details
         index = self.index() if self.index is not None and costly else None
-        rows = list_states(
+        return list_states(
             store,
             self.locks.locks,
             self.states.policy,
@@ -61,19 +81,27 @@ class Operator:
             details=details,
             workspace_key_prefix=self.workspace_key_prefix,
             index=index,
+            wait_for_index=wait,
         )
-        return [r.view() for r in rows]
 
     def show(
         self, caller: Caller, name: StateName, version: str | None = None
     ) -> views.StateDetail:
+        from statekeeper.state import views
+
         v, content = self.inspector.show(name, caller, version)
-        lock = self.locks.read(name)
+        holders = self.locks.holders(name)
+        lock = holders[0] if holders else None
+        shared = lock is not None and (
+            len(holders) > 1 or self.locks.lock_policy.for_state(name).shares(lock)
+        )
         return views.StateDetail(
             name=str(name),
             version=views.VersionView.of(v),
             locked=lock is not None,
             lock_id=None if lock is None else lock.id,
+            lock_mode=None if lock is None else "shared" if shared else "exclusive",
+            lock_holders=len(holders),
             encrypted=content.encrypted,
             terraform_version=content.terraform_version,
             resources=content.resources,
@@ -86,6 +114,8 @@ class Operator:
     def push(
         self, caller: Caller, name: StateName, data: bytes, *, force: bool = False
     ) -> views.PushResult:
+        from statekeeper.state.rollback import push
+
         return push(self.states, self.locks, name, data, caller, force=force).view()
 
     def history(
@@ -103,12 +133,23 @@ class Operator:
         return self.inspector.diff(name, caller, from_ref, to_ref)
 
     def rollback(self, caller: Caller, name: StateName, to_ref: str) -> views.RollbackResult:
+        from statekeeper.state.rollback import rollback
+
         return rollback(self.states, self.locks, self.inspector, name, to_ref, caller).view()
 
     def list_locks(
         self, caller: Caller, prefix: str = "", now: datetime | None = None
     ) -> list[views.LockEntry]:
-        rows = list_locks(self.locks.locks, self.states.policy, caller, prefix, now)
+        # Expired leases go first: a listing never shows a lock the next LOCK would remove.
+        self.locks.expire_due(prefix, now)
+        rows = list_locks(
+            self.locks.locks,
+            self.states.policy,
+            caller,
+            prefix,
+            now,
+            lock_policy=self.locks.lock_policy,
+        )
         return [r.view() for r in rows]
 
     def unlock(

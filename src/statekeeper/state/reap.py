@@ -8,16 +8,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from statekeeper.errors import LockConflict, LockMismatch, LockNotFound
 from statekeeper.events import Action
 from statekeeper.security.caller import Caller
-from statekeeper.state import views
 from statekeeper.state.listing import LockSummary, list_locks
 from statekeeper.state.locks import LockService
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.names import StateName
 from statekeeper.times import utcnow
+
+# The views are pydantic models: imported when one is made, so a CLI run that
+# makes none (an empty listing) starts without pydantic.
+if TYPE_CHECKING:
+    from statekeeper.state import views
 
 __all__ = ["Release", "reap", "unlock"]
 
@@ -33,6 +38,8 @@ class Release:
     reason: str
 
     def view(self) -> views.Release:
+        from statekeeper.state import views
+
         return views.Release.of(self.name, self.lock, self.age_seconds, self.removed, self.reason)
 
 
@@ -91,7 +98,9 @@ def reap(
     """
     now = now or utcnow()
     out: list[Release] = []
-    candidates: list[LockSummary] = list_locks(locks.locks, locks.policy, caller, prefix, now)
+    candidates: list[LockSummary] = list_locks(
+        locks.locks, locks.policy, caller, prefix, now, lock_policy=locks.lock_policy
+    )
     for held in candidates:
         lock = held.lock
         if lock.damaged is not None:

@@ -15,34 +15,47 @@ import base64
 import binascii
 import hashlib
 import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from statekeeper.errors import (
     ChecksumMismatch,
     Forbidden,
+    InvalidState,
     StateConflict,
     StateNotFound,
     WriteRace,
 )
-from statekeeper.events import Action, EventStream
+from statekeeper.events import Action, Draft, EventStream
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, Policy, require
 from statekeeper.state import lineage
+from statekeeper.state.known import KnownVersions
 from statekeeper.state.locks import LockService, taken_by_another
 from statekeeper.state.version import Provenance, StateVersion
-from statekeeper.storage.base import ObjectInfo, ObjectStore, StoredObject
+from statekeeper.storage.base import ObjectInfo, ObjectStore, StoredObject, Upload
 from statekeeper.terraform.names import StateName
 from statekeeper.terraform.remote_state import outputs_only
 from statekeeper.terraform.statedoc import StateDoc
+from statekeeper.terraform.statestream import StateDocReader
 from statekeeper.times import utcnow
 
-__all__ = ["CurrentState", "StateService", "WriteOutcome", "version_from_info"]
+__all__ = ["CurrentState", "StateService", "StateStream", "WriteOutcome", "version_from_info"]
 
 
 @dataclass(frozen=True)
 class CurrentState:
     version: StateVersion
     data: bytes
+
+
+@dataclass(frozen=True)
+class StateStream:
+    """The current state (or one version) with its bytes as chunks, read once."""
+
+    version: StateVersion
+    chunks: Iterator[bytes]
 
 
 @dataclass(frozen=True)
@@ -56,6 +69,16 @@ class WriteOutcome:
 class _Stamp:
     serial: int
     lineage: str
+
+
+class _Stale(Exception):
+    """The remembered current version was not the store's: check against the store."""
+
+
+def _facts(info: ObjectInfo) -> tuple[ObjectInfo, str, _Stamp]:
+    """A remembered version's facts (KnownVersions keeps only versions that have them)."""
+    fields = StateVersion.metadata_fields(dict(info.metadata))
+    return info, fields["sha256"], _Stamp(fields["serial"], fields["lineage"])
 
 
 def version_from_info(name: str, info: ObjectInfo, data: bytes | None = None) -> StateVersion:
@@ -111,6 +134,7 @@ class StateService:
         self.locks = locks
         self.policy = policy
         self.events = events
+        self._known = KnownVersions()
 
     def authorize(
         self, name: StateName, caller: Caller, needed: Permission, action: Action, what: str
@@ -148,6 +172,8 @@ class StateService:
         obj = self.store.get(str(name), version_id)
         if obj is None:
             return None
+        if version_id is None:
+            self._known.remember(str(name), obj.info)
         version = version_from_info(str(name), obj.info, obj.data)
         if full:
             return CurrentState(version, obj.data)
@@ -175,6 +201,42 @@ class StateService:
         if current is None:
             raise StateNotFound(f"there is no state named {name}")
         return current
+
+    def read_stream(self, name: StateName, caller: Caller) -> StateStream | None:
+        """Like :meth:`read` for the current state, its bytes read as they are sent.
+
+        A state whose facts are all in its metadata (every state statekeeper
+        wrote) streams; one written by Terraform's own S3 backend, or read by a
+        caller allowed only its outputs, is read whole as by :meth:`read`.
+        """
+        if not self.policy.allows(caller, name, Permission.READ):
+            return self._whole(self.read(name, caller))
+        with self.events.event(Action.READ, caller, name) as event:
+            opened = self.store.open(str(name))
+            if opened is None:
+                event.detail = "no state"
+                return None
+            fields = StateVersion.metadata_fields(dict(opened.info.metadata))
+            if not {"md5", "sha256", "serial", "lineage"} <= fields.keys():
+                close = getattr(opened.chunks, "close", None)
+                if close is not None:
+                    close()
+                obj = self.store.get(str(name))
+                if obj is None:
+                    event.detail = "no state"
+                    return None
+                opened = replace(opened, info=obj.info, chunks=iter((obj.data,)))
+                version = version_from_info(str(name), obj.info, obj.data)
+            else:
+                version = version_from_info(str(name), opened.info)
+            self._known.remember(str(name), opened.info)
+            event.version = version.version_id
+            event.serial = version.serial
+            return StateStream(version, opened.chunks)
+
+    @staticmethod
+    def _whole(current: CurrentState | None) -> StateStream | None:
+        return None if current is None else StateStream(current.version, iter((current.data,)))
 
     def _current(self, key: str) -> tuple[ObjectInfo, str, _Stamp | None] | None:
         """The current version's facts and SHA-256, from its metadata when it has them.
@@ -207,7 +269,7 @@ class StateService:
     def write(
         self,
         name: StateName,
-        data: bytes,
+        data: bytes | Iterable[bytes],
         caller: Caller,
         *,
         lock_id: str | None = None,
@@ -218,24 +280,20 @@ class StateService:
     ) -> WriteOutcome:
         """Store ``data`` as the new current state of ``name``, if the rules allow.
 
+        ``data`` is the bytes, or the request body's chunks as they arrive: they
+        are hashed, validated and handed to the store's upload in one pass, and
+        stored as the new version only once all of them passed the rules.
         ``provenance`` (a migration) records the source's writer and time as the
         version's, and ``caller`` as the one who copied it; ``restored_from`` (a
         rollback) names the version whose content this is.
         """
         with self.events.event(Action.PUSH if force else Action.WRITE, caller, name) as event:
             event.lock_id = lock_id
-            if lock_id:
-                holder = self.locks.read(name)
-                if holder is not None and holder.id == lock_id:
-                    event.lock(holder)
-                    if taken_by_another(holder, caller):
-                        event.detail = (
-                            f"written under the lock {holder.actor} took (an admin's override)"
-                        )
             outcome = self._write(
                 name,
                 data,
                 caller,
+                event,
                 lock_id=lock_id,
                 content_md5=content_md5,
                 force=force,
@@ -251,8 +309,9 @@ class StateService:
     def _write(
         self,
         name: StateName,
-        data: bytes,
+        data: bytes | Iterable[bytes],
         caller: Caller,
+        event: Draft,
         *,
         lock_id: str | None,
         content_md5: str | None,
@@ -267,60 +326,109 @@ class StateService:
             Permission.ADMIN if force else Permission.WRITE,
             "force a write to" if force else "write",
         )
-        md5 = hashlib.md5(data)
-        if content_md5 is not None and decode_content_md5(content_md5) != md5.digest():
-            raise ChecksumMismatch(
-                "the Content-MD5 header does not match the body (the upload was damaged "
-                "or altered); nothing was written"
-            )
-        doc = StateDoc.parse(data, keep_document=False)
-        # Serialized: the fence and the guard read, then the store writes.
-        with self.locks.serialized(name):
-            self.locks.fence(name, lock_id, caller)
-            key = str(name)
-            sha256 = hashlib.sha256(data).hexdigest()
-            current = self._current(key)
-            if current is not None:
-                info, current_sha256, stamp = current
-                same = current_sha256 == sha256
-                verdict = lineage.compare(stamp, doc, same_bytes=same) if stamp else None
-                if same or verdict is lineage.Verdict.IDENTICAL:
-                    self._keep_digest(key, md5.hexdigest())
-                    return WriteOutcome(version_from_info(key, info, data), False)
-                if verdict is not None and not verdict.accepted and not force:
-                    assert stamp is not None  # a verdict implies a stamp
-                    raise StateConflict(lineage.explain(verdict, stamp, doc))
-            record = StateVersion(
-                name=key,
-                version_id="",
-                size=len(data),
-                created=(provenance and provenance.created) or utcnow(),
-                md5=md5.hexdigest(),
-                sha256=sha256,
-                serial=doc.serial,
-                lineage=doc.lineage,
-                lock_id=lock_id,
-                actor=provenance.actor if provenance else caller.actor,
-                migrated_by=caller.actor if provenance else None,
-                restored_from=restored_from,
-            )
-            info = self._store(key, data, record, current[0] if current else None)
-            self._keep_digest(key, md5.hexdigest())
-            return WriteOutcome(version_from_info(key, info, data), True)
+        key = str(name)
+        chunks: Iterable[bytes] = (data,) if isinstance(data, bytes) else data
+        with self.store.upload(key) as upload:
+            md5, sha256, doc = _take(chunks, upload)
+            if content_md5 is not None and decode_content_md5(content_md5) != md5.digest():
+                raise ChecksumMismatch(
+                    "the Content-MD5 header does not match the body (the upload was damaged "
+                    "or altered); nothing was written"
+                )
+            if isinstance(doc, InvalidState):
+                raise doc
+            # Serialized: the fence and the guard read, then the store writes.
+            with self.locks.serialized(name):
+                holder = self.locks.fence(name, lock_id, caller)
+                if holder is not None:
+                    # The fence read the holder: the event names the lock it was written under.
+                    event.lock(holder)
+                    if taken_by_another(holder, caller):
+                        event.detail = (
+                            f"written under the lock {holder.actor} took (an admin's override)"
+                        )
+                record = StateVersion(
+                    name=key,
+                    version_id="",
+                    size=upload.size,
+                    created=(provenance and provenance.created) or utcnow(),
+                    md5=md5.hexdigest(),
+                    sha256=sha256.hexdigest(),
+                    serial=doc.serial,
+                    lineage=doc.lineage,
+                    lock_id=lock_id,
+                    actor=provenance.actor if provenance else caller.actor,
+                    migrated_by=caller.actor if provenance else None,
+                    restored_from=restored_from,
+                )
+                known = self._known.get(key)
+                if known is not None:
+                    try:
+                        return self._checked_put(
+                            upload, doc, record, _facts(known), force, fresh=False
+                        )
+                    except _Stale:
+                        self._known.forget(key)
+                current = self._current(key)
+                return self._checked_put(upload, doc, record, current, force, fresh=True)
+
+    def _checked_put(
+        self,
+        upload: Upload,
+        doc: StateDoc,
+        record: StateVersion,
+        current: tuple[ObjectInfo, str, _Stamp | None] | None,
+        force: bool,
+        *,
+        fresh: bool,
+    ) -> WriteOutcome:
+        """The serial/lineage guard against ``current``, then the put over it.
+
+        ``fresh=False``: ``current`` is the version remembered from this process's
+        last read or write. Anything but a clean put over it (a refusal, the same
+        bytes, a version changed meanwhile) raises _Stale, and the write is
+        checked again against the store's current version.
+        """
+        key = upload.key
+        md5_hex = str(record.md5)  # set, like sha256, by the write that built the record
+        if current is not None:
+            info, current_sha256, stamp = current
+            same = current_sha256 == record.sha256
+            verdict = lineage.compare(stamp, doc, same_bytes=same) if stamp else None
+            if same or verdict is lineage.Verdict.IDENTICAL:
+                if not fresh:
+                    raise _Stale
+                self._keep_digest(key, md5_hex, changed=False)
+                return WriteOutcome(_version(key, info, record), False)
+            if verdict is not None and not verdict.accepted and not force:
+                if not fresh:
+                    raise _Stale
+                assert stamp is not None  # a verdict implies a stamp
+                raise StateConflict(lineage.explain(verdict, stamp, doc))
+        try:
+            info = self._store(upload, record, current[0] if current else None)
+        except WriteRace:
+            if not fresh:
+                raise _Stale from None
+            raise
+        self._keep_digest(key, md5_hex, changed=True)
+        self._known.remember(key, info)
+        return WriteOutcome(_version(key, info, record), True)
 
     def _store(
-        self, key: str, data: bytes, record: StateVersion, checked: ObjectInfo | None
+        self, upload: Upload, record: StateVersion, checked: ObjectInfo | None
     ) -> ObjectInfo:
         """Put the new version, but only over the version the guard checked.
 
         The in-process mutex orders writes within one server; compare-and-swap
         in the store orders them across servers sharing it (SQLite file, S3).
         """
+        key = upload.key
         if not self.store.supports_compare_and_swap:
-            return self.store.put(key, data, record.to_metadata())
+            return upload.put(record.to_metadata())
         for attempt in range(4):
             try:
-                return self.store.replace(key, data, record.to_metadata(), checked)
+                return upload.replace(record.to_metadata(), checked)
             except WriteRace:
                 # A put retried after a lost response fails its own precondition:
                 # if the bytes now current are ours, our write is what landed.
@@ -338,10 +446,17 @@ class StateService:
                 time.sleep(0.1 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    def _keep_digest(self, key: str, md5_hex: str) -> None:
+    def _keep_digest(self, key: str, md5_hex: str, *, changed: bool) -> None:
+        """Bring the digest up to date: written after a new version (the bytes
+        changed, so must it), checked first after an unchanged write."""
         table = self.locks.locks
-        if table.keeps_digests and table.get_digest(key) != md5_hex:
+        if table.keeps_digests and (changed or table.get_digest(key) != md5_hex):
             table.put_digest(key, md5_hex)
+
+    def forget(self, key: str) -> None:
+        """``key``'s current version changed outside a write (a restore, a purge):
+        the next write checks against the store, not the remembered version."""
+        self._known.forget(key)
 
     def delete(self, name: StateName, caller: Caller, *, lock_id: str | None = None) -> None:
         """Delete the current state (a versioned store keeps its history)."""
@@ -351,7 +466,82 @@ class StateService:
             key = str(name)
             with self.locks.serialized(name):
                 self.locks.fence(name, lock_id, caller)
+                self._known.forget(key)
                 if self.store.head(key) is None:
                     raise StateNotFound(f"there is no state named {name}")
                 self.store.delete(key)
                 self.locks.locks.delete_digest(key)
+
+
+#: Chunks hashed on the request's own thread before a helper thread is worth starting.
+_INLINE_CHUNKS = 3
+
+
+def _take(
+    chunks: Iterable[bytes], upload: Upload
+) -> tuple[hashlib._Hash, hashlib._Hash, StateDoc | InvalidState]:
+    """Read the body once: hash it, validate it, hand it to the upload.
+
+    Hashing and the upload's writes release the GIL, so from the fourth chunk
+    on they run on a helper thread while this one validates the same chunk (a
+    state of a few MB starts no thread).
+
+    A state found invalid part way is not uploaded further, but the body is
+    still read and hashed to its end: a damaged upload (Content-MD5) is
+    reported before what the damage made of the document, as when the body
+    was read whole first.
+    """
+    md5, sha256 = hashlib.md5(), hashlib.sha256()
+    reader: StateDocReader | None = StateDocReader()
+    refused: InvalidState | None = None
+    helper: ThreadPoolExecutor | None = None
+    pending: Future[None] | None = None
+    seen = 0
+    try:
+        for chunk in chunks:
+            if pending is not None:
+                pending.result()
+            keep = upload if reader is not None else None
+            seen += 1
+            if seen <= _INLINE_CHUNKS:
+                _digest(md5, sha256, keep, chunk)
+            else:
+                helper = helper or ThreadPoolExecutor(1, thread_name_prefix="statekeeper-digest")
+                pending = helper.submit(_digest, md5, sha256, keep, chunk)
+            if reader is not None:
+                try:
+                    reader.feed(chunk)
+                except InvalidState as exc:
+                    reader, refused = None, exc
+        if pending is not None:
+            pending.result()
+    finally:
+        if helper is not None:
+            helper.shutdown(wait=True)
+    if reader is not None:
+        try:
+            return md5, sha256, reader.finish()
+        except InvalidState as exc:
+            refused = exc
+    assert refused is not None
+    return md5, sha256, refused
+
+
+def _digest(md5: hashlib._Hash, sha256: hashlib._Hash, upload: Upload | None, chunk: bytes) -> None:
+    md5.update(chunk)
+    sha256.update(chunk)
+    if upload is not None:
+        upload.write(chunk)
+
+
+def _version(key: str, info: ObjectInfo, written: StateVersion) -> StateVersion:
+    """The version ``info`` describes; what its metadata lacks (a state written by
+    Terraform's own S3 backend) comes from the facts of the bytes just written."""
+    version = version_from_info(key, info)
+    return replace(
+        version,
+        md5=version.md5 or written.md5,
+        sha256=version.sha256 or written.sha256,
+        serial=version.serial if version.serial is not None else written.serial,
+        lineage=version.lineage if version.lineage is not None else written.lineage,
+    )

@@ -11,6 +11,7 @@ purges what has been in the trash longer than the configured time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -44,8 +45,17 @@ class Restored:
 
 
 class TrashService:
-    def __init__(self, store: ObjectStore, locks: LockService, keep: timedelta | None) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        locks: LockService,
+        keep: timedelta | None,
+        forget: Callable[[str], None] | None = None,
+    ) -> None:
         self.store = store
+        #: Drops the state service's remembered current version of a key: a restore
+        #: or purge changes the current version outside a write.
+        self._forget = forget or (lambda key: None)
         self.locks = locks
         self.policy = locks.policy
         self.events = locks.events
@@ -84,6 +94,7 @@ class TrashService:
                         f"{name} exists (it was written again since it was deleted, or "
                         "was never deleted): there is nothing to restore"
                     )
+                self._forget(key)
                 info = self.store.undelete(key)
                 obj = self.store.get(key)
                 version = version_from_info(key, info, obj.data if obj else None)
@@ -99,6 +110,7 @@ class TrashService:
             require(self.policy, caller, name, Permission.ADMIN, "purge")
             self._require_store()
             with self.locks.serialized(name):
+                self._forget(str(name))
                 removed = self.store.purge(str(name))
             event.detail = f"removed {removed} version(s)" + (f" ({reason})" if reason else "")
             return removed

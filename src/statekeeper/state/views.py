@@ -107,6 +107,16 @@ class LockEntry(View):
         default=None,
         description="Why the lock object or item could not be read (it is still a lock)",
     )
+    mode: Literal["exclusive", "shared"] = Field(
+        default="exclusive",
+        description="shared: a plan sharing the state with other plans (lock policy "
+        "shared-plans); exclusive: any other holder",
+    )
+    primary: bool = Field(
+        default=True,
+        description="The holder Terraform's own backend sees (the lock item or file); false: "
+        "a plan sharing the lock, recorded beside it",
+    )
 
     @classmethod
     def of(
@@ -240,6 +250,13 @@ class StateDetail(View):
     version: VersionView
     locked: bool
     lock_id: str | None
+    lock_mode: Literal["exclusive", "shared"] | None = Field(
+        default=None, description="shared: plans share the lock (lock policy shared-plans)"
+    )
+    lock_holders: int = Field(
+        default=0,
+        description="Holders of the lock: the one Terraform sees and the plans sharing it",
+    )
     encrypted: bool
     terraform_version: str | None = None
     resources: list[str] | None = Field(description="None when encrypted by OpenTofu")

@@ -10,6 +10,7 @@ discovered by catching ``NotImplementedError``.
 
 from __future__ import annotations
 
+import io
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -24,12 +25,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PROBE_KEY",
+    "BufferedUpload",
     "DeletedState",
     "LockTable",
     "ObjectInfo",
     "ObjectStore",
+    "ObjectStream",
     "RecordSpace",
     "StoredObject",
+    "Upload",
 ]
 
 #: What the default probes read: '!' cannot appear in a state name.
@@ -68,6 +72,86 @@ class DeletedState:
     #: The version that was current before the delete: what a restore brings back.
     version_id: str
     size: int
+
+
+@dataclass(frozen=True)
+class ObjectStream:
+    """One version's facts and its bytes as an iterator of chunks (read once).
+
+    The iterator holds what the store needs to read on (a SQLite read
+    transaction): consume it, or ``close()`` it.
+    """
+
+    info: ObjectInfo
+    chunks: Iterator[bytes]
+
+
+class Upload(ABC):
+    """The bytes of one new version, handed over as they arrive, stored once checked.
+
+    ``ObjectStore.upload(key)`` returns one; feed it with :meth:`write`, then
+    either :meth:`put` or :meth:`replace` (as on the store) or :meth:`abort`.
+    Nothing is visible under the key before the put or replace, and nothing
+    at all after an abort. Used as a context manager, leaving the block
+    without a put or replace aborts.
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.size = 0
+
+    @abstractmethod
+    def write(self, chunk: bytes) -> None:
+        """The next bytes of the version."""
+
+    @abstractmethod
+    def put(self, metadata: Mapping[str, str]) -> ObjectInfo:
+        """Store what was written, like :meth:`ObjectStore.put`."""
+
+    @abstractmethod
+    def replace(self, metadata: Mapping[str, str], expected: ObjectInfo | None) -> ObjectInfo:
+        """Store what was written, like :meth:`ObjectStore.replace` (may raise WriteRace
+        and be called again)."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Forget what was written; the upload is not used afterwards."""
+
+    def __enter__(self) -> Upload:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.abort()
+
+
+class BufferedUpload(Upload):
+    """The default: the bytes gathered in memory, then the store's own put or replace."""
+
+    def __init__(self, store: ObjectStore, key: str) -> None:
+        super().__init__(key)
+        self.store = store
+        # One growing buffer whose getvalue() hands it over without a copy.
+        self._buffer: io.BytesIO | None = io.BytesIO()
+
+    def _data(self) -> bytes:
+        if self._buffer is None:
+            raise ValueError(f"the upload to {self.key!r} was aborted")
+        return self._buffer.getvalue()
+
+    def write(self, chunk: bytes) -> None:
+        if self._buffer is None:
+            raise ValueError(f"the upload to {self.key!r} was aborted")
+        self._buffer.write(chunk)
+        self.size += len(chunk)
+
+    def put(self, metadata: Mapping[str, str]) -> ObjectInfo:
+        return self.store.put(self.key, self._data(), metadata)
+
+    def replace(self, metadata: Mapping[str, str], expected: ObjectInfo | None) -> ObjectInfo:
+        return self.store.replace(self.key, self._data(), metadata, expected)
+
+    def abort(self) -> None:
+        self._buffer = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +224,20 @@ class ObjectStore(ABC):
     @abstractmethod
     def head(self, key: str, version_id: str | None = None) -> ObjectInfo | None:
         """Like :meth:`get` without the bytes."""
+
+    def upload(self, key: str) -> Upload:
+        """A new version of ``key`` written as its bytes arrive (see :class:`Upload`).
+
+        This default gathers the bytes in memory; a driver that can store them
+        as they come (SQLite) overrides it.
+        """
+        return BufferedUpload(self, key)
+
+    def open(self, key: str, version_id: str | None = None) -> ObjectStream | None:
+        """Like :meth:`get`, with the bytes as chunks; a driver that can read them
+        piece by piece (SQLite) overrides this default, which reads them whole."""
+        obj = self.get(key, version_id)
+        return None if obj is None else ObjectStream(obj.info, iter((obj.data,)))
 
     @abstractmethod
     def delete(self, key: str) -> None:
@@ -267,13 +365,15 @@ class LockTable(ABC):
 
     # Derived conveniences, built on the primitives above.
 
-    def release(self, key: str, lock_id: str) -> LockInfo:
+    def release(self, key: str, lock_id: str, *, read: LockInfo | None = None) -> LockInfo:
         """Release a lock held under ``lock_id``; the released lock is returned.
 
         Raises LockNotFound when nothing is held and LockMismatch (carrying the
-        holder) when the lock is someone else's.
+        holder) when the lock is someone else's. ``read``: the holder the caller
+        has just read, which then is not read again (the delete still happens
+        only if the lock is unchanged).
         """
-        holder = self.read(key)
+        holder = read if read is not None else self.read(key)
         if holder is None:
             raise LockNotFound(f"no lock is held on {key!r}; nothing to unlock")
         if holder.id != lock_id:

@@ -12,14 +12,19 @@ of it: an OpenTofu-encrypted state, or a store behind statekeeper's own
 encryption, is ciphertext that zstd cannot shrink, and storing it plain keeps
 its read free of a pointless decode.
 
-The functions work on whole blobs and on streams alike (:func:`compressor`,
-:func:`decompressor`), so a writer that streams a large body into the row
-with incremental blob I/O compresses as it goes and marks the row the same way.
+A large state (kept in the ``object_pieces`` table, a row per piece) is one
+zstd stream cut into pieces: :func:`encode_stream` compresses the written
+bytes as they come and :func:`decode_stream` gives them back a piece at a time,
+so neither holds the whole state. The marker is on the ``objects`` row, as for
+a small state. Whether a stream is worth compressing is decided on its first
+piece (ciphertext is incompressible throughout), so it is written only once.
 S3 objects are never encoded: Terraform's own ``backend "s3"`` reads them.
 """
 
 from __future__ import annotations
 
+import io
+from collections.abc import Iterable, Iterator
 from typing import Final
 
 import zstandard
@@ -32,8 +37,10 @@ __all__ = [
     "ZSTD",
     "compressor",
     "decode",
+    "decode_stream",
     "decompressor",
     "encode",
+    "encode_stream",
     "parse_codec",
 ]
 
@@ -74,6 +81,114 @@ def encode(data: bytes, codec: str | None) -> tuple[bytes, str | None]:
     return packed, codec
 
 
+def encode_stream(
+    chunks: Iterable[bytes | memoryview], codec: str | None, size: int, piece: int
+) -> tuple[Iterator[bytes | memoryview], str | None]:
+    """The pieces to store for ``size`` bytes arriving as ``chunks``, and the row's marker.
+
+    Compressed, every piece but the last holds exactly ``piece`` bytes of the
+    one zstd stream; plain (no codec, or a first chunk that does not shrink by
+    :data:`MIN_SAVING`), the chunks themselves.
+    """
+    chunks = iter(chunks)
+    first = next(chunks, b"")
+    if codec is None or not first:
+        return _chain(first, chunks), None
+    stream = compressor().compressobj(size=size)
+    head = stream.compress(first) + stream.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+    if len(head) > len(first) * (1 - MIN_SAVING):
+        return _chain(first, chunks), None
+    return _cut(_compressed(head, stream, chunks), piece), codec
+
+
+def _chain(
+    first: bytes | memoryview, rest: Iterator[bytes | memoryview]
+) -> Iterator[bytes | memoryview]:
+    if first:
+        yield first
+    yield from rest
+
+
+def _compressed(
+    head: bytes, stream: zstandard.ZstdCompressionObj, rest: Iterator[bytes | memoryview]
+) -> Iterator[bytes]:
+    yield head
+    for chunk in rest:
+        yield stream.compress(chunk)
+    yield stream.flush()
+
+
+def _cut(parts: Iterator[bytes], piece: int) -> Iterator[bytes]:
+    buffer = bytearray()
+    for part in parts:
+        buffer += part
+        while len(buffer) >= piece:
+            yield bytes(buffer[:piece])
+            del buffer[:piece]
+    if buffer:
+        yield bytes(buffer)
+
+
+def decode_stream(chunks: Iterable[bytes], codec: str | None, size: int) -> Iterator[bytes]:
+    """The bytes as written, a piece at a time, from the stored pieces of one version.
+
+    Each decoded piece is at most as large as the stored pieces' own reads, so
+    a highly compressible state is not inflated whole in memory.
+    """
+    if codec is None:
+        yield from chunks
+        return
+    _check_known(codec)
+    total = 0
+    try:
+        with decompressor().stream_reader(io.BufferedReader(_ChunkReader(chunks))) as reader:
+            while out := reader.read(READ):
+                total += len(out)
+                if total > size:
+                    break
+                yield out
+    except zstandard.ZstdError as exc:
+        raise StorageError(f"a compressed stored version is damaged: {exc}") from exc
+    if total != size:
+        raise StorageError(
+            f"a compressed stored version decoded to {total} bytes, not the {size} written"
+        )
+
+
+#: How many decoded bytes :func:`decode_stream` yields at a time.
+READ: Final = 1 << 20
+
+
+class _ChunkReader(io.RawIOBase):
+    """An iterator of byte strings read as a file (what zstd's stream reader takes)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._rest = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self._rest:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._rest = memoryview(chunk)
+        n = min(len(buffer), len(self._rest))
+        buffer[:n] = self._rest[:n]
+        self._rest = self._rest[n:]
+        return n
+
+
+def _check_known(codec: str) -> None:
+    if codec != ZSTD:
+        raise StorageError(
+            f"a stored version is encoded with {codec!r}, which this statekeeper cannot "
+            "read; upgrade statekeeper"
+        )
+
+
 def decode(blob: bytes, codec: str | None, size: int) -> bytes:
     """The bytes as written, from a row's blob and codec marker.
 
@@ -82,11 +197,7 @@ def decode(blob: bytes, codec: str | None, size: int) -> bytes:
     """
     if codec is None:
         return blob
-    if codec != ZSTD:
-        raise StorageError(
-            f"a stored version is encoded with {codec!r}, which this statekeeper cannot "
-            "read; upgrade statekeeper"
-        )
+    _check_known(codec)
     try:
         data = decompressor().decompress(blob, max_output_size=size)
     except zstandard.ZstdError as exc:

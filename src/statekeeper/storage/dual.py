@@ -61,8 +61,12 @@ class DualLocks(LockTable):
         deleted = [table.delete_if_held_by(key, lock_id) for table in self.tables]
         return any(deleted)
 
-    def release(self, key: str, lock_id: str) -> LockInfo:
-        """Release in every table; an error names the table(s) that failed."""
+    def release(self, key: str, lock_id: str, *, read: LockInfo | None = None) -> LockInfo:
+        """Release in every table; an error names the table(s) that failed.
+
+        ``read`` (the holder read through this table) is not passed on: each
+        table reads its own copy, which may differ in a drift.
+        """
         released: list[LockInfo] = []
         failed: list[tuple[LockTable, StatekeeperError]] = []
         for table in self.tables:

@@ -52,8 +52,10 @@ from statekeeper.storage.base import (
     DeletedState,
     ObjectInfo,
     ObjectStore,
+    ObjectStream,
     RecordSpace,
     StoredObject,
+    Upload,
 )
 from statekeeper.storage.sqlite import SqliteDatabase
 
@@ -536,6 +538,24 @@ class EncryptingStore(ObjectStore):
     def head(self, key: str, version_id: str | None = None) -> ObjectInfo | None:
         info = self.inner.head(key, version_id)
         return self._plain_info(info) if info else None
+
+    def upload(self, key: str) -> Upload:
+        # AES-GCM seals the whole document at once, so with a key the upload is
+        # gathered in memory (the default); without one the inner store's
+        # streaming upload is used as it is.
+        if self.current is not None:
+            return super().upload(key)
+        self.require_key()
+        return self.inner.upload(key)
+
+    def open(self, key: str, version_id: str | None = None) -> ObjectStream | None:
+        opened = self.inner.open(key, version_id)
+        if opened is None or META_ENC not in opened.info.metadata:
+            return opened
+        close = getattr(opened.chunks, "close", None)
+        if close is not None:
+            close()
+        return super().open(key, version_id)  # decrypted whole, as by get()
 
     def delete(self, key: str) -> None:
         self.inner.delete(key)

@@ -24,8 +24,10 @@ from statekeeper.storage.base import (
     LockTable,
     ObjectInfo,
     ObjectStore,
+    ObjectStream,
     RecordSpace,
     StoredObject,
+    Upload,
 )
 from statekeeper.terraform.lockinfo import LockInfo
 
@@ -115,8 +117,11 @@ class MeteredStore(ObjectStore):
         return self.inner.history_warning
 
     def _stored(self, key: str, data: bytes) -> None:
+        self._stored_size(key, len(data))
+
+    def _stored_size(self, key: str, size: int) -> None:
         if not key.startswith(_RESERVED):
-            self.observer.state_stored(len(data))
+            self.observer.state_stored(size)
 
     def put(self, key: str, data: bytes, metadata: Mapping[str, str]) -> ObjectInfo:
         info = self._meter("put", lambda: self.inner.put(key, data, metadata))
@@ -140,6 +145,13 @@ class MeteredStore(ObjectStore):
 
     def get(self, key: str, version_id: str | None = None) -> StoredObject | None:
         return self._meter("get", lambda: self.inner.get(key, version_id))
+
+    def upload(self, key: str) -> Upload:
+        return _MeteredUpload(self, self.inner.upload(key))
+
+    def open(self, key: str, version_id: str | None = None) -> ObjectStream | None:
+        # Timed to the first byte: the rest is the client's pace.
+        return self._meter("get", lambda: self.inner.open(key, version_id))
 
     def head(self, key: str, version_id: str | None = None) -> ObjectInfo | None:
         return self._meter("head", lambda: self.inner.head(key, version_id))
@@ -173,6 +185,32 @@ class MeteredStore(ObjectStore):
 
     def close(self) -> None:
         self.inner.close()
+
+
+class _MeteredUpload(Upload):
+    """The inner store's upload; its put or replace timed as the store's."""
+
+    def __init__(self, store: MeteredStore, inner: Upload) -> None:
+        super().__init__(inner.key)
+        self.store = store
+        self.inner = inner
+
+    def write(self, chunk: bytes) -> None:
+        self.inner.write(chunk)
+        self.size = self.inner.size
+
+    def put(self, metadata: Mapping[str, str]) -> ObjectInfo:
+        info = self.store._meter("put", lambda: self.inner.put(metadata))
+        self.store._stored_size(self.key, self.size)
+        return info
+
+    def replace(self, metadata: Mapping[str, str], expected: ObjectInfo | None) -> ObjectInfo:
+        info = self.store._meter("replace", lambda: self.inner.replace(metadata, expected))
+        self.store._stored_size(self.key, self.size)
+        return info
+
+    def abort(self) -> None:
+        self.inner.abort()
 
 
 class MeteredLocks(LockTable):
@@ -209,8 +247,8 @@ class MeteredLocks(LockTable):
     # The inner table's own versions: a dual table releases in both and names
     # the one that failed.
 
-    def release(self, key: str, lock_id: str) -> LockInfo:
-        return self._meter("release", lambda: self.inner.release(key, lock_id))
+    def release(self, key: str, lock_id: str, *, read: LockInfo | None = None) -> LockInfo:
+        return self._meter("release", lambda: self.inner.release(key, lock_id, read=read))
 
     def force_release(self, key: str) -> LockInfo | None:
         return self._meter("force_release", lambda: self.inner.force_release(key))

@@ -42,6 +42,7 @@ from statekeeper import __version__
 from statekeeper.errors import BadRequest, ConfigError, InvalidStateName, StatekeeperError
 from statekeeper.events import Action, Event
 from statekeeper.security.grants import parse_grant
+from statekeeper.state.holds import holders
 from statekeeper.storage.base import LockTable
 from statekeeper.terraform.names import StateName
 from statekeeper.times import utcnow
@@ -129,7 +130,7 @@ class _LockGauges(Collector):
             if time.monotonic() - self._read_at >= self.every:
                 self._read_at = time.monotonic()
                 try:
-                    locks = [lock for _, lock in self.table.scan()]
+                    locks = [lock for _, lock in holders(self.table.scan())]
                 except StatekeeperError:
                     self._figures = None  # the storage metrics count the failure
                 else:

@@ -12,6 +12,15 @@ For a state whose object key is ``KEY`` in the bucket (the store's namespace)
   ``<workspace_key_prefix>/W/<key>``, the prefix being
   :data:`DEFAULT_WORKSPACE_PREFIX` unless configured.
 
+Shared plan locks (the ``shared-plans`` lock policy) keep every holder beyond
+the one in the lock Terraform sees in a *shared hold* beside it: the lock key
+``KEY`` + :data:`SHARED_HOLD_MARK` + a digest of the holder's lock ID, and a
+marker at ``KEY`` + ``SHARED_HOLD_MARK`` without the slash while any exists
+(:func:`shared_hold_key`, :func:`split_shared_hold`). In a DynamoDB table the
+hold is the item ``BUCKET/KEY!shared/…``, with lock files the lock file of
+``KEY!shared/…``: names Terraform never reads, and never a state's
+('!' is not allowed in a state name).
+
 statekeeper keeps its own objects (key ring, audit files) under
 :data:`STATEKEEPER_PREFIX` and its doctor's probe objects under
 :data:`PROBE_PREFIX`. A state name that one of these rules derives for
@@ -23,19 +32,26 @@ a name one side cannot hold.
 
 from __future__ import annotations
 
+import hashlib
+
 __all__ = [
     "DEFAULT_WORKSPACE_PREFIX",
     "DIGEST_SUFFIX",
     "LOCK_FIELDS",
     "LOCK_FILE_SUFFIX",
     "PROBE_PREFIX",
+    "SHARED_HOLD_MARK",
     "STATEKEEPER_PREFIX",
+    "WEBHOOKS_PREFIX",
     "digest_id",
     "is_digest_id",
     "is_lock_file",
     "lock_file_key",
     "lock_path",
     "reserved_reason",
+    "shared_hold_key",
+    "shared_holds_marker",
+    "split_shared_hold",
     "state_of_digest_id",
     "state_of_lock_file",
 ]
@@ -50,8 +66,12 @@ DEFAULT_WORKSPACE_PREFIX = "env:"
 LOCK_FIELDS = ("ID", "Operation", "Info", "Who", "Version", "Created", "Path")
 #: statekeeper's own objects in a store ('!' is not allowed in a state name).
 STATEKEEPER_PREFIX = "statekeeper!/"
+#: Between a state's lock key and the digest of a shared holder's lock ID.
+SHARED_HOLD_MARK = "!shared/"
 #: Objects ``statekeeper doctor`` writes and removes to probe permissions.
 PROBE_PREFIX = ".statekeeper-doctor/"
+#: The webhooks of a store without a database: subscriptions, outbox, delivery log.
+WEBHOOKS_PREFIX = STATEKEEPER_PREFIX + "hooks/"
 
 
 def lock_path(namespace: str, key: str) -> str:
@@ -87,6 +107,33 @@ def state_of_lock_file(key: str) -> str:
     return key[: -len(LOCK_FILE_SUFFIX)]
 
 
+def shared_hold_key(key: str, lock_id: str) -> str:
+    """The lock key of the shared hold ``lock_id`` on the state at ``key``.
+
+    A digest of the ID, not the ID: a client's ID may be any text of any length,
+    and this becomes an S3 object key or a DynamoDB LockID.
+    """
+    digest = hashlib.sha256(lock_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"{key}{SHARED_HOLD_MARK}{digest}"
+
+
+def shared_holds_marker(key: str) -> str:
+    """The lock key present while shared holds of ``key`` may exist (read before listing)."""
+    return key + SHARED_HOLD_MARK.rstrip("/")
+
+
+def split_shared_hold(key: str) -> tuple[str, bool] | None:
+    """``(state key, is_marker)`` for a shared hold's or a marker's lock key; None for
+    a state's own lock key."""
+    state, sep, _ = key.partition(SHARED_HOLD_MARK)
+    if sep:
+        return state, False
+    marker = SHARED_HOLD_MARK.rstrip("/")
+    if key.endswith(marker):
+        return key[: -len(marker)], True
+    return None
+
+
 def reserved_reason(name: str) -> str | None:
     """Why ``name`` cannot be a state's name, or None when it can.
 
@@ -104,7 +151,7 @@ def reserved_reason(name: str) -> str | None:
             f"LockID is the digest item of the state {state_of_digest_id(name)!r}"
         )
     for prefix, owner in (
-        (STATEKEEPER_PREFIX, "statekeeper's own objects (key ring, audit trail)"),
+        (STATEKEEPER_PREFIX, "statekeeper's own objects (key ring, audit trail, webhooks)"),
         (PROBE_PREFIX, "the objects 'statekeeper doctor' writes to probe permissions"),
     ):
         if name.startswith(prefix):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from dataclasses import dataclass, replace
@@ -17,6 +18,8 @@ __all__ = ["LOCK_FIELDS", "MAX_LOCK_INFO", "LockInfo", "lock_info_too_large"]
 #: The default limit on a LockInfo body. Terraform sends a few hundred bytes;
 #: every 423 and every lock listing echoes the holder's, so it must stay small.
 MAX_LOCK_INFO = 16 * 1024
+#: Bodies up to this size are parsed once and remembered (see :func:`_parse`).
+_REMEMBERED = 2048
 
 
 def lock_info_too_large(limit: int) -> PayloadTooLarge:
@@ -68,6 +71,11 @@ class LockInfo:
         """
         if limit is not None and len(body) > limit:
             raise lock_info_too_large(limit)
+        body = bytes(body)
+        return _parse(body) if len(body) <= _REMEMBERED else cls._parse(body)
+
+    @classmethod
+    def _parse(cls, body: bytes) -> LockInfo:
         raw = _decode(body)
         if not isinstance(raw, dict):
             raise InvalidLockInfo("the lock info must be a JSON object with at least an ID")
@@ -105,7 +113,7 @@ class LockInfo:
                 ) from exc
         return cls(
             id=values["ID"],
-            body=bytes(body),
+            body=body,
             operation=values["Operation"],
             info=values["Info"],
             who=values["Who"],
@@ -198,3 +206,12 @@ class LockInfo:
         if since:
             parts.append(f"since {format_rfc3339(since)}")
         return " ".join(parts)
+
+
+@functools.lru_cache(maxsize=512)
+def _parse(body: bytes) -> LockInfo:
+    """LockInfo.parse of one body, remembered: a lock cycle reads the same holder's
+    body about ten times (the LOCK, the fence, the write's event, the UNLOCK, each
+    stored row read back), and a LockInfo is immutable. A refused body raises
+    each time (exceptions are not remembered)."""
+    return LockInfo._parse(body)

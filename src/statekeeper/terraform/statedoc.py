@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from statekeeper.errors import InvalidState
 from statekeeper.terraform import gojson
 
-__all__ = ["MAX_SERIAL", "StateDoc"]
+__all__ = ["ARRAY", "MAX_SERIAL", "OBJECT", "Nested", "StateDoc", "json_kind"]
 
 #: Terraform's serial is a Go uint64.
 MAX_SERIAL = 2**64 - 1
@@ -36,14 +36,16 @@ _GO_VERSION = re.compile(
 )
 
 
-class _Nested:
+class Nested:
     """A nested value dropped by the top-level-only parse; ``kind`` is its JSON type."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
 
 
-_OBJECT = _Nested("an object")
+#: What a nested object or array is read as when only the top level is kept.
+OBJECT = Nested("an object")
+ARRAY = Nested("an array")
 _MISSING = object()
 
 
@@ -60,7 +62,7 @@ def _decode(data: bytes, keep_document: bool) -> tuple[Any, list[tuple[str, Any]
 
     def hook(pairs: list[tuple[str, Any]]) -> object:
         last[0] = pairs
-        return dict(pairs) if keep_document else _OBJECT
+        return dict(pairs) if keep_document else OBJECT
 
     try:
         doc = gojson.loads(text, object_pairs_hook=hook)
@@ -81,6 +83,8 @@ def _decode(data: bytes, keep_document: bool) -> tuple[Any, list[tuple[str, Any]
 
 def _fold(key: str) -> str:
     """A field name as Go's decoder compares it: each rune upper(lower(r))."""
+    if key.isascii():
+        return key.upper()  # the same for ASCII, and what Terraform writes
     out = []
     for ch in key:
         lowered = ch.lower()
@@ -115,8 +119,9 @@ def _decoded(pairs: list[tuple[str, Any]], name: str, check: Callable[[Any], T],
     return result
 
 
-def _kind(value: Any) -> str:
-    if isinstance(value, _Nested):
+def json_kind(value: Any) -> str:
+    """How a message names a JSON value: "an object", "the number 1.5", "null"…"""
+    if isinstance(value, Nested):
         return value.kind
     if isinstance(value, dict):
         return "an object"
@@ -134,7 +139,7 @@ def _kind(value: Any) -> str:
 def _whole(value: Any, name: str, largest: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= largest:
         raise InvalidState(
-            f"the state's {name!r} is {_kind(value)}; Terraform reads it as a whole number "
+            f"the state's {name!r} is {json_kind(value)}; Terraform reads it as a whole number "
             f"from 0 to {largest}"
         )
     return value
@@ -166,9 +171,22 @@ class StateDoc:
         if not data or data.isspace():
             raise InvalidState("the body is empty; send the state JSON")
         doc, pairs = _decode(bytes(data), keep_document)
-        if not isinstance(doc, dict) and doc is not _OBJECT:
-            raise InvalidState(f"the state must be a JSON object, not {_kind(doc)}")
-        top = doc if isinstance(doc, dict) else {k: v for k, v in pairs}
+        if not isinstance(doc, dict) and doc is not OBJECT:
+            raise InvalidState(f"the state must be a JSON object, not {json_kind(doc)}")
+        return cls.from_members(pairs, doc if isinstance(doc, dict) else None)
+
+    @classmethod
+    def from_members(
+        cls, pairs: list[tuple[str, Any]], document: dict[str, Any] | None = None
+    ) -> StateDoc:
+        """The facts of a state whose top-level object has ``pairs``, in document order.
+
+        Nested values may be placeholders for what they are (an object, an array):
+        only the top-level scalars are read. ``document`` is the whole parsed
+        document when the caller kept it. The streaming reader
+        (``terraform/statestream.py``) calls this with the members it read.
+        """
+        top = document if document is not None else {k: v for k, v in pairs}
         encrypted = "encryption_version" in top or "encrypted_data" in top
         if encrypted:
             if not isinstance(top.get("encrypted_data"), str):
@@ -198,7 +216,7 @@ class StateDoc:
             format_version=version,
             terraform_version=tf_version,
             encrypted=encrypted,
-            document=top if keep_document else _scalars(top),
+            document=top if document is not None else _scalars(top),
         )
 
 
@@ -208,7 +226,7 @@ def _whole_version(value: Any) -> int:
 
 def _string_lineage(value: Any) -> str:
     if not isinstance(value, str):
-        raise InvalidState(f"the state's 'lineage' is {_kind(value)}; it must be a string")
+        raise InvalidState(f"the state's 'lineage' is {json_kind(value)}; it must be a string")
     return value
 
 
@@ -232,7 +250,7 @@ def _terraform_version(value: Any) -> str | None:
         return None
     if not isinstance(value, str):
         raise InvalidState(
-            f"the state's 'terraform_version' is {_kind(value)}; it must be a string"
+            f"the state's 'terraform_version' is {json_kind(value)}; it must be a string"
         )
     match = _GO_VERSION.fullmatch(value)
     # go-version also reads each release segment as an int64.
@@ -249,13 +267,15 @@ def _check_containers(pairs: list[tuple[str, Any]]) -> None:
     """Format 4's collections must have their JSON types (null reads as empty)."""
     for name, kind in (("outputs", "an object"), ("resources", "an array")):
         value = _member(pairs, name)
-        if value is _MISSING or value is None or _kind(value) == kind:
+        if value is _MISSING or value is None or json_kind(value) == kind:
             continue
-        raise InvalidState(f"the state's {name!r} is {_kind(value)}; it must be {kind}")
+        raise InvalidState(f"the state's {name!r} is {json_kind(value)}; it must be {kind}")
     checks = _member(pairs, "check_results")
-    if checks is not _MISSING and checks is not None and _kind(checks) != "an array":
-        raise InvalidState(f"the state's 'check_results' is {_kind(checks)}; it must be an array")
+    if checks is not _MISSING and checks is not None and json_kind(checks) != "an array":
+        raise InvalidState(
+            f"the state's 'check_results' is {json_kind(checks)}; it must be an array"
+        )
 
 
 def _scalars(top: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in top.items() if not isinstance(v, _Nested | list)}
+    return {k: v for k, v in top.items() if not isinstance(v, Nested | list)}

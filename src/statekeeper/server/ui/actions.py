@@ -17,7 +17,7 @@ from starlette.responses import RedirectResponse, Response
 from statekeeper.errors import StatekeeperError, Unauthenticated
 from statekeeper.events import Action, Event
 from statekeeper.security.tokens import hash_secret
-from statekeeper.server.ui.context import Page
+from statekeeper.server.ui.context import PAGE, Page
 from statekeeper.server.ui.reading import plain
 from statekeeper.server.ui.session import DIGEST_CHARS, Session, check_csrf, read_form
 from statekeeper.terraform.names import StateName
@@ -54,7 +54,7 @@ async def posted(ui: Page, request: Request) -> dict[str, str] | Response:
     return form
 
 
-@router.get("/ui/signin")
+@router.api_route("/ui/signin", methods=PAGE)
 def signin_page(request: Request, next: str = "/") -> Response:
     ui = Page(request)
     if ui.authenticator.anonymous:
@@ -105,8 +105,8 @@ async def signout(request: Request) -> Response:
     return response
 
 
-@router.get("/ui/unlock/{name:path}")
-def unlock_confirm(request: Request, name: str) -> Response:
+@router.api_route("/ui/unlock/{name:path}", methods=PAGE)
+def unlock_confirm(request: Request, name: str, id: str | None = None) -> Response:
     ui = Page(request)
     if (redirect := ui.gate()) is not None:
         return redirect
@@ -114,7 +114,8 @@ def unlock_confirm(request: Request, name: str) -> Response:
         locks = [plain(lock) for lock in ui.operator.list_locks(ui.who(), name)]
     except StatekeeperError as exc:
         return ui.error(exc, state=name)
-    lock = next((x for x in locks if x["name"] == name), None)
+    # ``id``: one of several holders (plans sharing the lock); else the first listed.
+    lock = next((x for x in locks if x["name"] == name and id in (None, x["id"])), None)
     if lock is None:
         return ui.render(
             "error.html", 404, title="Not locked", message=f"{name} is not locked (any more)."
@@ -172,7 +173,7 @@ async def reap(request: Request) -> Response:
     return ui.render("done.html", title="Reaped", action="reap", released=released)
 
 
-@router.get("/ui/rollback/{name:path}")
+@router.api_route("/ui/rollback/{name:path}", methods=PAGE)
 def rollback_confirm(request: Request, name: str, to: str) -> Response:
     ui = Page(request)
     if (redirect := ui.gate()) is not None:

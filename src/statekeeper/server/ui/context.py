@@ -35,13 +35,16 @@ from statekeeper.state.operator import Operator
 from statekeeper.terraform.names import StateName
 from statekeeper.times import format_age, format_rfc3339, parse_rfc3339
 
-__all__ = ["STATIC", "Page", "templates"]
+__all__ = ["PAGE", "STATIC", "Page", "templates"]
 
 HERE = Path(__file__).parent
 _CODEC_LOCK = threading.Lock()
 #: No script, no frames, nothing from elsewhere: the pages need none of it.
 _CSP = "default-src 'self'; script-src 'none'; frame-ancestors 'none'; form-action 'self'"
 STATIC = HERE / "static"
+#: The methods every page answers: HEAD as GET, same status and headers, no body
+#: (Starlette sends none), for link checkers and load balancers' probes.
+PAGE = ["GET", "HEAD"]
 
 
 def _age(seconds: float | None) -> str:
@@ -92,7 +95,13 @@ class Page:
     @property
     def operator(self) -> Operator:
         s = self.services
-        return Operator(s.states, s.locks, s.history)
+        return Operator(
+            s.states,
+            s.locks,
+            s.history,
+            workspace_key_prefix=s.settings.workspace_key_prefix,
+            index=s.inventory,
+        )
 
     def who(self) -> Caller:
         """The caller; pages call this only after :meth:`gate` said None."""

@@ -3,20 +3,23 @@
 The listing itself is the operator's (one listing of objects and one of
 locks, filtered by the caller's grants); this module only arranges it for the
 page and fills in what a listing does not carry (serial, Terraform version,
-last writer, resource count) for the rows on the page shown.
+last writer, resource count) for the rows on the page shown. Only those rows
+become the API's view of a state: at 10,000 states filtering, grouping and
+sorting the listing's own rows is most of what the page costs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from statekeeper.errors import BadRequest, StatekeeperError
 from statekeeper.inventory.index import StateFacts
 from statekeeper.security.caller import Caller
 from statekeeper.security.grants import parse_grant
 from statekeeper.server.ui.reading import plain
+from statekeeper.state.listing import StateSummary
 from statekeeper.state.operator import Operator
 from statekeeper.terraform.names import StateName
 
@@ -27,44 +30,56 @@ PAGE_SIZE = 50
 STALE_AFTER_SECONDS = 3600.0
 
 
+Row = TypeVar("Row")
+Shown = dict[str, Any]
+
+
 @dataclass
-class Group:
+class Group(Generic[Row]):
     """A backend key with its default-workspace state (if any) and its workspaces."""
 
     key: str
-    state: dict[str, Any] | None = None
-    workspaces: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    state: Row | None = None
+    workspaces: list[tuple[str, Row]] = field(default_factory=list)
 
     @property
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> list[Row]:
         head = [self.state] if self.state is not None else []
         return head + [row for _, row in self.workspaces]
 
     @property
-    def entries(self) -> list[tuple[str | None, dict[str, Any]]]:
+    def entries(self) -> list[tuple[str | None, Row]]:
         """(workspace, row) pairs; None for the key's own (default workspace) state."""
-        head: list[tuple[str | None, dict[str, Any]]] = (
-            [(None, self.state)] if self.state is not None else []
-        )
+        head: list[tuple[str | None, Row]] = [(None, self.state)] if self.state is not None else []
         return head + [(w, row) for w, row in self.workspaces]
 
     @property
-    def lead(self) -> dict[str, Any]:
+    def lead(self) -> Row:
         """The row the group sorts by: the key's own state, else its first workspace."""
         return self.state if self.state is not None else self.workspaces[0][1]
 
 
-SORTS: dict[str, Callable[[Group], Any]] = {
+def _shown(group: Group[StateSummary]) -> Group[Shown]:
+    """The group with each row as the API shows a state (a JSON document)."""
+    state = group.state
+    return Group(
+        group.key,
+        None if state is None else plain(state.view()),
+        [(w, plain(row.view())) for w, row in group.workspaces],
+    )
+
+
+SORTS: dict[str, Callable[[Group[StateSummary]], Any]] = {
     "name": lambda g: g.key,
-    "size": lambda g: g.lead["size"],
-    "modified": lambda g: g.lead["last_modified"],
-    "locked": lambda g: (not any(row["locked"] for row in g.rows), g.key),
+    "size": lambda g: g.lead.size,
+    "modified": lambda g: g.lead.last_modified,
+    "locked": lambda g: (not any(row.lock is not None for row in g.rows), g.key),
 }
 
 
 @dataclass(frozen=True)
 class Page:
-    groups: list[Group]
+    groups: list[Group[Shown]]
     number: int
     pages: int
     total: int
@@ -93,23 +108,23 @@ def _workspace(name: str, prefix: str) -> tuple[str, str] | None:
     return (workspace, key) if sep and workspace and key else None
 
 
-def _groups(rows: Iterable[dict[str, Any]], prefix: str) -> list[Group]:
-    groups: dict[str, Group] = {}
+def _groups(rows: Iterable[StateSummary], prefix: str) -> list[Group[StateSummary]]:
+    groups: dict[str, Group[StateSummary]] = {}
     for row in rows:
-        split = _workspace(row["name"], prefix)
-        key = split[1] if split else row["name"]
+        split = _workspace(row.name, prefix)
+        key = split[1] if split else row.name
         group = groups.setdefault(key, Group(key))
         if split:
             group.workspaces.append((split[0], row))
         else:
             group.state = row
     for group in groups.values():
-        group.workspaces.sort()
+        group.workspaces.sort(key=lambda entry: entry[0])
     return list(groups.values())
 
 
 def arrange(
-    rows: list[dict[str, Any]],
+    rows: list[StateSummary],
     *,
     query: str,
     sort: str,
@@ -117,16 +132,18 @@ def arrange(
     page: int,
     workspace_prefix: str,
 ) -> Page:
-    """Filter by name, group workspaces, sort the groups, cut out one page."""
+    """Filter by name, group workspaces, sort the groups, cut out one page (whose rows
+    alone become the API's view of a state)."""
     if sort not in SORTS:
         raise BadRequest(f"sort by one of {', '.join(SORTS)}, not {sort!r}")
     keep = matcher(query)
-    groups = _groups((r for r in rows if keep(r["name"])), workspace_prefix)
+    groups = _groups((r for r in rows if keep(r.name)), workspace_prefix)
     groups.sort(key=SORTS[sort], reverse=descending)
     pages = max(1, -(-len(groups) // PAGE_SIZE))
     number = min(max(1, page), pages)
     start = (number - 1) * PAGE_SIZE
-    return Page(groups[start : start + PAGE_SIZE], number, pages, len(groups))
+    cut = [_shown(group) for group in groups[start : start + PAGE_SIZE]]
+    return Page(cut, number, pages, len(groups))
 
 
 def fill_details(

@@ -17,7 +17,7 @@ from statekeeper.errors import BadRequest, Forbidden, StatekeeperError
 from statekeeper.events import Action
 from statekeeper.security.audit import AuditFilter
 from statekeeper.security.policy import Permission, require
-from statekeeper.server.ui.context import STATIC, Page
+from statekeeper.server.ui.context import PAGE, STATIC, Page
 from statekeeper.server.ui.listing import SORTS, STALE_AFTER_SECONDS, arrange, fill_details
 from statekeeper.server.ui.reading import plain, resources_of, timeline
 from statekeeper.terraform.names import StateName
@@ -31,7 +31,7 @@ router = APIRouter(include_in_schema=False)
 TIMELINE = 20
 
 
-@router.get("/")
+@router.api_route("/", methods=PAGE)
 def states_page(
     request: Request,
     q: str = "",
@@ -45,9 +45,10 @@ def states_page(
     caller = ui.who()
     operator = ui.operator
     try:
-        rows = [plain(r) for r in operator.list_states(caller)]
         shown = arrange(
-            rows,
+            # On S3 from the index while it is fresh, else one listing of the bucket:
+            # the page never waits for a catch-up.
+            operator.summaries(caller, wait=False),
             query=q,
             sort=sort,
             descending=desc,
@@ -74,7 +75,7 @@ def states_page(
     )
 
 
-@router.get("/ui/state/{name:path}")
+@router.api_route("/ui/state/{name:path}", methods=PAGE)
 def state_page(
     request: Request,
     name: str,
@@ -131,7 +132,7 @@ def state_page(
     )
 
 
-@router.get("/ui/diff/{name:path}")
+@router.api_route("/ui/diff/{name:path}", methods=PAGE)
 def diff_page(
     request: Request,
     name: str,
@@ -152,7 +153,7 @@ def diff_page(
     return ui.render("diff.html", title=f"Diff of {name}", name=name, diff=diff, versions=versions)
 
 
-@router.get("/ui/locks")
+@router.api_route("/ui/locks", methods=PAGE)
 def locks_page(request: Request, prefix: str = "") -> Response:
     ui = Page(request)
     if (redirect := ui.gate()) is not None:
@@ -177,7 +178,7 @@ def _time_filter(text: str, what: str) -> datetime | None:
         raise BadRequest(f"{what} must be an RFC 3339 time, e.g. 2026-01-02T03:04:05Z") from exc
 
 
-@router.get("/ui/audit")
+@router.api_route("/ui/audit", methods=PAGE)
 def audit_page(
     request: Request,
     state: str = "",
@@ -233,7 +234,7 @@ def audit_page(
     )
 
 
-@router.get("/api/docs")
+@router.api_route("/api/docs", methods=PAGE)
 def api_docs() -> Response:
     """Swagger UI from the package's own copy (swagger-ui-dist, see docs/ui.md): the
     page works on a server with no way out to a CDN."""
@@ -246,7 +247,7 @@ def api_docs() -> Response:
     )
 
 
-@router.get("/ui/static/{file}")
+@router.api_route("/ui/static/{file}", methods=PAGE)
 def static_file(file: str) -> Response:
     path = (STATIC / file).resolve()
     if path.parent != STATIC.resolve() or not path.is_file():

@@ -9,14 +9,14 @@ from starlette.responses import Response
 
 from statekeeper.errors import StatekeeperError
 from statekeeper.inventory.views import counts, search
-from statekeeper.server.ui.context import Page
+from statekeeper.server.ui.context import PAGE, Page
 
 __all__ = ["router"]
 
 router = APIRouter(include_in_schema=False)
 
 
-@router.get("/ui/search")
+@router.api_route("/ui/search", methods=PAGE)
 def search_page(
     request: Request, q: str = "", limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> Response:

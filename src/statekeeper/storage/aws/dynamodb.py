@@ -25,6 +25,8 @@ from statekeeper.errors import (
     ConfigError,
     InvalidLockInfo,
     LockConflict,
+    LockMismatch,
+    LockNotFound,
     StatekeeperError,
     StorageError,
 )
@@ -171,6 +173,27 @@ class DynamoLocks(LockTable):
     def read(self, key: str) -> LockInfo | None:
         item = self._get(self.lock_id(key))
         return None if item is None else self._lock_of(item)
+
+    def release(self, key: str, lock_id: str, *, read: LockInfo | None = None) -> LockInfo:
+        """The base class's release with one read at most: the delete is conditioned
+        on the ``Info`` read (by the caller, or here), which is the lock's body."""
+        if read is not None and read.damaged is None:
+            item: dict[str, Any] = {"Info": {"S": read.body.decode("utf-8")}}
+            holder = read
+        else:
+            found = self._get(self.lock_id(key))
+            if found is None:
+                raise LockNotFound(f"no lock is held on {key!r}; nothing to unlock")
+            item, holder = found, self._lock_of(found)
+        if holder.id != lock_id:
+            raise LockMismatch(holder, lock_id)
+        if not self._delete_read(key, item):
+            # Released or replaced between the read and the delete.
+            now = self.read(key)
+            if now is None:
+                raise LockNotFound(f"no lock is held on {key!r}; nothing to unlock")
+            raise LockMismatch(now, lock_id)
+        return holder
 
     def delete_if_held_by(self, key: str, lock_id: str) -> bool:
         item = self._get(self.lock_id(key))

@@ -1,0 +1,58 @@
+"""Where the commands written with typer register, and how the root runs one.
+
+A command module does ``@app.command(...)`` or ``app.add_typer(...)`` here; it
+is imported only when the root (:mod:`statekeeper.cli`) runs one of its
+commands, so typer and rich stay out of ``statekeeper --help`` and of the
+click commands. The root has already parsed the global options: they reach the
+command as ``ctx.obj`` (:func:`statekeeper.cli.context.obj`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+import typer.main
+from typer._click.core import Context as ClickContext
+from typer.core import TyperGroup
+
+from statekeeper.cli.options import JSON_HELP
+from statekeeper.errors import StatekeeperError
+
+__all__ = ["JsonFlag", "app", "run"]
+
+JsonFlag = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
+
+
+class _Commands(TyperGroup):
+    """The typer commands, under the root: a StatekeeperError from any of them
+    becomes its exit code here."""
+
+    def invoke(self, ctx: ClickContext) -> Any:
+        try:
+            return super().invoke(ctx)
+        except StatekeeperError as exc:
+            from statekeeper.cli.output import print_error
+
+            print_error(exc)
+            raise typer.Exit(exc.exit_code) from exc
+
+
+app = typer.Typer(
+    cls=_Commands,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _commands() -> None:
+    # A callback keeps the commands a group even while one module alone is loaded.
+    pass
+
+
+def run(prog_name: str, name: str, args: list[str], obj: object) -> None:
+    """Run command ``name`` with ``args`` (it exits: typer's standalone mode, usage
+    errors exit 2), as ``prog_name name`` in its usage lines."""
+    typer.main.get_command(app).main([name, *args], prog_name=prog_name, obj=obj)

@@ -1,0 +1,240 @@
+"""The webhook outbox as objects in the bucket, for stores without a database (S3).
+
+Everything lives under ``statekeeper!/hooks/``, a prefix Terraform never reads
+and no state name can take (:mod:`statekeeper.terraform.layout`):
+
+- ``subscriptions/<name>.json`` — one subscription, with its secret (the
+  bucket is as secret as the states it holds);
+- ``outbox/<event_id>.<hook>.json`` — one event for one subscription, written
+  with a conditional put (``If-None-Match``) on the request path, after the
+  operation and **before the request is answered**: a server killed after
+  answering leaves it for any replica to deliver;
+- ``deliveries/<time>-<random>.<hook>.<outcome>.json`` — the delivery log;
+- ``done/<event_id>.<hook>`` — for the one event offered more than once
+  (``lock.stale``, by every replica's scan), so it is queued once.
+
+A sender claims an entry by rewriting it with its lease (owner and expiry)
+conditionally on the ETag it read (``If-Match``): of several replicas one
+wins, the others skip it, so each event is delivered once in the normal case.
+A sender that dies leaves its lease to expire and another claims the entry.
+A delivered or dead entry is removed; a retry is rewritten with its next
+attempt time and the body sent, so every retry sends the same bytes and the
+same event ID.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from statekeeper.errors import NotFound, WriteRace
+from statekeeper.events import Event
+from statekeeper.hooks.model import Subscription
+from statekeeper.hooks.outbox import Attempt, Entry
+from statekeeper.storage.base import ObjectInfo, ObjectStore
+from statekeeper.terraform.layout import WEBHOOKS_PREFIX
+from statekeeper.times import format_rfc3339, utcnow
+
+__all__ = ["HOOKS_PREFIX", "ObjectOutbox"]
+
+HOOKS_PREFIX = WEBHOOKS_PREFIX
+_SUBS = HOOKS_PREFIX + "subscriptions/"
+_OUTBOX = HOOKS_PREFIX + "outbox/"
+_LOG = HOOKS_PREFIX + "deliveries/"
+_DONE = HOOKS_PREFIX + "done/"
+#: Event types whose events are offered again with the same ID (see the module doc).
+_REOFFERED = frozenset({"lock.stale"})
+_JSON = {"content-type": "application/json"}
+
+
+def _dump(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, separators=(",", ":")).encode()
+
+
+class ObjectOutbox:
+    """Subscriptions, outbox and delivery log as objects in ``store`` (the raw store of
+    the records, never an encrypting wrapper)."""
+
+    #: Seconds between the sender's looks for entries of other replicas and retries due:
+    #: each look is a listing of the outbox prefix.
+    poll = 5.0
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self._subs: list[Subscription] | None = None
+        #: What this process claimed: the entry as rewritten, to finish it conditionally.
+        self._claimed: dict[str, ObjectInfo] = {}
+        self._guard = threading.Lock()
+        #: Entries the last look found (the metrics' queue depth, read without a request).
+        self._waiting = 0
+
+    # Subscriptions
+
+    def subscriptions(self, db: object = None) -> list[Subscription]:
+        """Every subscription. Read once, then re-read by each :meth:`claim` (the
+        sender's poll), so the request path never waits for a listing."""
+        if self._subs is None:
+            self._subs = self._read_subscriptions()
+        return self._subs
+
+    def _read_subscriptions(self) -> list[Subscription]:
+        subs = []
+        for info in self.store.scan(_SUBS):
+            obj = self.store.get(info.key)
+            if obj is not None:
+                subs.append(Subscription.from_json(json.loads(obj.data)))
+        return sorted(subs, key=lambda s: s.name)
+
+    def add(self, sub: Subscription) -> None:
+        self.store.put(f"{_SUBS}{sub.name}.json", _dump(sub.to_json(with_secret=True)), _JSON)
+        self._subs = None
+
+    def remove(self, name: str) -> None:
+        key = f"{_SUBS}{name}.json"
+        if self.store.head(key) is None:
+            raise NotFound(f"there is no hook named {name!r}; see 'statekeeper hooks list'")
+        self.store.delete(key)
+        self._subs = None
+
+    # The outbox
+
+    def enqueue(self, kind: str, event: Event, hooks: Sequence[str]) -> None:
+        """Queue ``event`` for each of ``hooks``: one object each, durable on return."""
+        text = event.to_json()
+        created = time.time()
+        for hook in hooks:
+            if kind in _REOFFERED and self.store.head(f"{_DONE}{event.id}.{hook}") is not None:
+                continue
+            record = {
+                "event_id": event.id,
+                "hook": hook,
+                "kind": kind,
+                "event": text,
+                "attempts": 0,
+                "next_attempt": created,
+                "created": created,
+            }
+            # Already queued (the same event offered again): the first one stands.
+            self.store.put_if_absent(f"{_OUTBOX}{event.id}.{hook}.json", _dump(record), _JSON)
+
+    def claim(self, owner: str, lease: float, limit: int = 20) -> list[Entry]:
+        """Lease up to ``limit`` due entries to ``owner``, oldest first."""
+        self._subs = self._read_subscriptions()
+        now = time.time()
+        due: list[tuple[float, ObjectInfo, dict[str, Any]]] = []
+        listed = list(self.store.scan(_OUTBOX))
+        self._waiting = len(listed)
+        for info in listed:
+            obj = self.store.get(info.key)
+            if obj is None:
+                continue  # delivered by another replica since the listing
+            record = json.loads(obj.data)
+            if record["next_attempt"] <= now and (record.get("lease_until") or 0) < now:
+                due.append((record["created"], obj.info, record))
+        entries: list[Entry] = []
+        for _, info, record in sorted(due, key=lambda d: d[0]):
+            if len(entries) >= limit:
+                break
+            record.update(lease_owner=owner, lease_until=now + lease)
+            try:
+                held = self.store.replace(info.key, _dump(record), _JSON, info)
+            except WriteRace:
+                continue  # another replica claimed it first
+            with self._guard:
+                self._claimed[info.key] = held
+            payload = record.get("payload")
+            entries.append(
+                Entry(
+                    id=info.key,
+                    event_id=record["event_id"],
+                    hook=record["hook"],
+                    kind=record["kind"],
+                    event=Event.from_json(record["event"]),
+                    payload=None if payload is None else base64.b64decode(payload),
+                    attempts=int(record["attempts"]),
+                )
+            )
+        return entries
+
+    def relax(self) -> None:
+        """Nothing to relax: every object put is durable."""
+
+    def finish(self, owner: str, attempts: Sequence[Attempt]) -> None:
+        """Record attempts: retries rewritten (if still this sender's), the delivered
+        and dead removed, each attempt added to the delivery log."""
+        for a in attempts:
+            key = str(a.entry.id)
+            with self._guard:
+                held = self._claimed.pop(key, None)
+            number = a.entry.attempts + 1
+            if a.outcome == "retry":
+                obj = self.store.get(key)
+                if obj is None or held is None or obj.info.etag != held.etag:
+                    continue  # the lease ran out and another sender has it now
+                record = json.loads(obj.data)
+                record.update(
+                    attempts=number,
+                    next_attempt=a.next_attempt,
+                    last_error=a.error,
+                    lease_owner=None,
+                    lease_until=None,
+                )
+                if a.payload is not None and "payload" not in record:
+                    record["payload"] = base64.b64encode(a.payload).decode()
+                try:
+                    self.store.replace(key, _dump(record), _JSON, obj.info)
+                except WriteRace:
+                    continue
+            else:
+                self.store.delete(key)
+                if a.entry.kind in _REOFFERED:
+                    self.store.put(f"{_DONE}{a.entry.event_id}.{a.entry.hook}", b"", {})
+            self._log(a, number)
+
+    def _log(self, a: Attempt, number: int) -> None:
+        stamp = f"{time.time_ns() // 1000:017d}-{secrets.token_hex(4)}"
+        row = {
+            "event_id": a.entry.event_id,
+            "hook": a.entry.hook,
+            "type": a.entry.kind,
+            "attempt": number,
+            "time": format_rfc3339(utcnow()),
+            "status": a.status,
+            "error": a.error,
+            "duration_ms": round(a.seconds * 1000, 2),
+            "outcome": a.outcome,
+        }
+        key = f"{_LOG}{stamp}.{a.entry.hook}.{a.outcome}.json"
+        self.store.put(key, _dump(row), _JSON)
+
+    def backlog(self) -> int:
+        """Entries waiting to be delivered, as the sender's last look (at most ``poll``
+        seconds ago) found them: a scrape of /metrics makes no request to the bucket, and
+        does not fail while the bucket cannot be reached."""
+        return self._waiting
+
+    def deliveries(
+        self, hook: str | None = None, outcome: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """The delivery log, newest first; the hook and outcome are read from the keys,
+        so only the rows shown are fetched."""
+        keys = [info.key for info in self.store.scan(_LOG)]  # oldest first: the time leads
+        rows: list[dict[str, Any]] = []
+        for seq in range(len(keys), 0, -1):
+            key = keys[seq - 1]
+            _, key_hook, key_outcome, _ = key[len(_LOG) :].rsplit(".", 3)
+            if (hook is not None and key_hook != hook) or (
+                outcome is not None and key_outcome != outcome
+            ):
+                continue
+            obj = self.store.get(key)
+            if obj is not None:
+                rows.append({"seq": seq, **json.loads(obj.data)})
+            if len(rows) >= limit:
+                break
+        return rows

@@ -1,0 +1,112 @@
+"""A LOCK retried after a 423 waits, briefly, for this server to release the state.
+
+Clients that retry LOCK on 423 without a pause (scripts, a CI fleet started at
+once) would otherwise make the server answer conflicts as fast as it can while
+the holder's own requests queue behind them: at 64 such clients the holder got
+one request in 64. The first LOCK under an ID gets its 423 at once (Terraform
+without ``-lock-timeout`` reports the holder without delay); a retry under the
+same ID waits. A waiting LOCK costs nothing while it waits (a future on the
+event loop, no thread, no store call, no event), and the holder's UNLOCK hands
+the lock to the longest waiter at once, first come first served.
+
+Only a lock taken through this server is waited for (the view of it here is
+kept from this server's own LOCKs and UNLOCKs), and the lock table stays the
+judge: a woken LOCK takes the lock through it like any other, and may still get
+423 (a client that was not waiting took it first). A release by another
+replica, the CLI or an expiry is not seen here; a waiter then tries when its
+wait (``lock_wait`` seconds) ends, and gets the lock or the 423 it would have
+had at once. A LOCK is one attempt, and one event, whatever it waited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict, deque
+
+__all__ = ["LockWaits"]
+
+#: Refused LOCKs remembered (a retry of one of them waits); the oldest are forgotten.
+_REMEMBERED = 10_000
+
+
+class LockWaits:
+    """Locks taken through this server, and the LOCKs waiting for their release."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        #: State name -> the ID it was locked under through this server, until unlocked here.
+        self._held: dict[str, str] = {}
+        self._queues: dict[str, deque[tuple[str, asyncio.Future[None]]]] = {}
+        #: State name -> the waiting LOCK it was handed to, until that LOCK ends.
+        self._handed: dict[str, str] = {}
+        #: (name, lock ID) of LOCKs answered 423, oldest first: only a retry waits.
+        self._refused: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    def waiting(self, name: str) -> int:
+        """How many LOCKs wait for ``name`` now."""
+        return sum(not f.done() for _, f in self._queues.get(name, ()))
+
+    async def turn(self, name: str, lock_id: str) -> None:
+        """Return when a LOCK of ``name`` under ``lock_id`` should try the lock table:
+        at once unless this server holds ``name`` under another ID; then when this
+        server releases it to this LOCK, or after ``seconds`` at most."""
+        held = self._held.get(name)
+        if self.seconds <= 0 or held is None or held == lock_id:
+            return
+        if (name, lock_id) not in self._refused and self._handed.get(name) != held:
+            return  # a first try gets its answer at once, unless the lock is being handed on
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queues.setdefault(name, deque()).append((lock_id, waiter))
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), self.seconds)
+        except TimeoutError:
+            return
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+            self._forget(name)
+
+    def taken(self, name: str, lock_id: str) -> None:
+        """A LOCK through this server took ``name``."""
+        self._held[name] = lock_id
+        self._handed.pop(name, None)
+        self._refused.pop((name, lock_id), None)
+
+    def refused(self, name: str, lock_id: str, holder_id: str) -> None:
+        """A LOCK under ``lock_id`` met ``holder_id``. When this server did not take
+        that lock, its release will not be seen here, and LOCKs must not wait for it."""
+        if self._held.get(name) != holder_id:
+            self._held.pop(name, None)
+        if self._handed.get(name) == lock_id:
+            del self._handed[name]
+        self._refused[(name, lock_id)] = None
+        self._refused.move_to_end((name, lock_id))
+        while len(self._refused) > _REMEMBERED:
+            self._refused.popitem(last=False)
+
+    def abandoned(self, name: str, lock_id: str) -> None:
+        """A LOCK under ``lock_id`` ended without the lock (refused, failed, or its
+        client gone): if ``name`` was handed to it, hand it to the next waiter."""
+        if self._handed.get(name) == lock_id:
+            self.released(name)
+
+    def released(self, name: str) -> None:
+        """``name`` was unlocked here: hand it to its longest waiter, whose LOCK then
+        goes first (a LOCK arriving meanwhile queues behind it); the others keep waiting."""
+        self._held.pop(name, None)
+        self._handed.pop(name, None)
+        queue = self._queues.get(name)
+        while queue:
+            lock_id, waiter = queue.popleft()
+            if not waiter.done():
+                self._held[name] = self._handed[name] = lock_id
+                waiter.set_result(None)
+                return
+
+    def _forget(self, name: str) -> None:
+        queue = self._queues.get(name)
+        if queue is not None:
+            while queue and queue[0][1].done():
+                queue.popleft()
+            if not queue:
+                del self._queues[name]

@@ -1,0 +1,118 @@
+"""Webhooks on S3 (moto): the outbox is objects in the bucket, written before the answer,
+delivered by any replica, once in the normal case, and removed after delivery."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tests.hooks.test_webhooks import FAST, NAME, SECRET, Receiver, receiver  # noqa: F401
+from tests.security.support import state_json
+
+from statekeeper.hooks.objects import HOOKS_PREFIX
+from statekeeper.testing.processes import SRC, MotoServer, StatekeeperServer
+
+pytestmark = pytest.mark.aws
+
+BUCKET = "hooked"
+TABLE = "hooked-locks"
+
+
+@pytest.fixture
+def s3(moto: MotoServer) -> Any:
+    client = moto.client("s3")
+    client.create_bucket(Bucket=BUCKET)
+    client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    moto.client("dynamodb").create_table(
+        TableName=TABLE,
+        KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return client
+
+
+STORE = ("--store", f"s3://{BUCKET}", "--locks", f"dynamodb://{TABLE}")
+
+
+def _cli(moto: MotoServer, tmp_path: Path, *args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "statekeeper", *args, *STORE],
+        cwd=tmp_path,
+        env={**os.environ, **moto.env(), **FAST, "PYTHONPATH": str(SRC), "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def _outbox(s3: Any) -> list[str]:
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=HOOKS_PREFIX + "outbox/")
+    return [o["Key"] for o in listed.get("Contents", [])]
+
+
+def test_an_event_written_to_the_bucket_survives_sigkill_and_is_delivered_after_restart(
+    tmp_path: Path, serve: Callable[..., StatekeeperServer], moto: MotoServer, s3: Any
+) -> None:
+    late = Receiver()  # not listening yet: every attempt is refused
+    _cli(moto, tmp_path, "hooks", "add", "ci", "--url", late.url, "--secret", SECRET)
+    env = {**moto.env(), **FAST, "STATEKEEPER_HOOKS_BACKOFF": "30"}
+    server = serve(*STORE, env=env, workdir=tmp_path / "a")
+    written = httpx.post(server.state_url(NAME), content=state_json(1), timeout=30)
+    assert written.status_code == 200
+    # In the bucket before the answer: the entry is there as soon as the write answered.
+    (entry,) = _outbox(s3)
+    assert entry.startswith(HOOKS_PREFIX + "outbox/") and entry.endswith(".ci.json")
+    server.kill()  # SIGKILL: nothing flushed, the lease (if any) left to run out
+
+    late.start()
+    try:
+        # Another replica (a new process, its own data directory) delivers it.
+        serve(*STORE, env={**moto.env(), **FAST}, workdir=tmp_path / "b")
+        late.wait_for(1, timeout=120)
+        (delivery,) = late.deliveries
+        assert delivery["verified"]
+        assert delivery["event"]["type"] == "io.statekeeper.state.written"
+        assert delivery["event"]["data"]["version"] == written.json()["version_id"]
+        deadline = time.monotonic() + 30
+        while _outbox(s3):
+            assert time.monotonic() < deadline, "the delivered entry is removed"
+            time.sleep(0.2)
+        log = _cli(moto, tmp_path, "hooks", "deliveries", "--outcome", "delivered")
+        assert "state.written" in log
+    finally:
+        late.stop()
+
+
+def test_two_replicas_on_one_bucket_deliver_each_event_once(
+    tmp_path: Path,
+    serve: Callable[..., StatekeeperServer],
+    moto: MotoServer,
+    s3: Any,
+    receiver: Receiver,  # noqa: F811
+) -> None:
+    _cli(moto, tmp_path, "hooks", "add", "ci", "--url", receiver.url, "--secret", SECRET)
+    env = {**moto.env(), **FAST}
+    replicas = [serve(*STORE, env=env, workdir=tmp_path / f"r{n}") for n in range(2)]
+    writes = 8
+    with httpx.Client(timeout=30) as http:
+        for serial in range(1, writes + 1):
+            url = replicas[serial % 2].state_url(f"team/s{serial}.tfstate")
+            assert http.post(url, content=state_json(serial)).status_code == 200
+    receiver.wait_for(writes, timeout=120)
+    time.sleep(12)  # two polls of both senders: a duplicate would have come by now
+    ids = Counter(d["event_id"] for d in receiver.deliveries)
+    assert len(ids) == writes
+    assert max(ids.values()) == 1, f"delivered more than once: {ids}"
+    assert all(d["verified"] for d in receiver.deliveries)
+    assert _outbox(s3) == []

@@ -1,0 +1,208 @@
+"""One fsync per request on the embedded database: what is deferred, and when it is synced."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from statekeeper.app import Services
+from statekeeper.events import Action
+from statekeeper.security.audit import AuditFilter
+from statekeeper.security.caller import Caller
+from statekeeper.settings import load_settings
+from statekeeper.storage.base import ObjectInfo
+from statekeeper.storage.sqlite import SqliteDatabase, SqliteLocks, SqliteStore
+from statekeeper.terraform.lockinfo import LockInfo
+from statekeeper.terraform.names import StateName
+
+FULL, NORMAL = 2, 1
+
+
+def _insert_and_report(db: SqliteDatabase, *, durable: bool = False) -> int:
+    """Insert a row; the synchronous mode its transaction commits under."""
+
+    def tx(conn: sqlite3.Connection) -> int:
+        conn.execute("INSERT INTO digests (key, digest) VALUES (hex(randomblob(8)), 'd')")
+        return int(conn.execute("PRAGMA synchronous").fetchone()[0])
+
+    return db.run(tx, write=True, durable=durable)
+
+
+def _upload(store: SqliteStore, key: str, data: bytes, over: ObjectInfo | None = None) -> None:
+    """A version written as the server writes a request body: through an upload."""
+    with store.upload(key) as upload:
+        upload.write(data)
+        if over is None:
+            upload.put({})
+        else:
+            upload.replace({}, over)
+
+
+class FsyncSpy:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, wal: Path) -> None:
+        self.wal = wal
+        self.calls = 0
+        real = os.fsync
+
+        def fsync(fd: int) -> None:
+            if os.path.samefile(f"/proc/self/fd/{fd}", wal):
+                self.calls += 1
+            real(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_outside_a_group_every_write_commits_synced(tmp_path: Path) -> None:
+    db = SqliteDatabase(tmp_path / "s.db")
+    assert _insert_and_report(db) == FULL
+
+
+def test_a_group_defers_its_commits_and_syncs_the_log_once_at_its_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = SqliteDatabase(tmp_path / "s.db")
+    spy = FsyncSpy(monkeypatch, tmp_path / "s.db-wal")
+    with db.syncing_once():
+        assert _insert_and_report(db) == NORMAL
+        with db.syncing_once():  # nested: the outer block syncs
+            assert _insert_and_report(db) == NORMAL
+        assert spy.calls == 0
+    assert spy.calls == 1
+    # After the block, writes are synced at their commit again.
+    assert _insert_and_report(db) == FULL
+
+
+def test_a_durable_write_in_a_group_is_synced_at_its_own_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = SqliteDatabase(tmp_path / "s.db")
+    spy = FsyncSpy(monkeypatch, tmp_path / "s.db-wal")
+    with db.syncing_once():
+        assert _insert_and_report(db) == NORMAL
+        # A state version: synced before anyone can read it, with what came before it.
+        assert _insert_and_report(db, durable=True) == FULL
+    assert spy.calls == 0  # the durable commit synced the whole log: nothing left to sync
+
+
+def test_a_failed_group_still_syncs_what_it_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = SqliteDatabase(tmp_path / "s.db")
+    spy = FsyncSpy(monkeypatch, tmp_path / "s.db-wal")
+
+    def failing_operation() -> None:
+        with db.syncing_once():
+            _insert_and_report(db)
+            raise RuntimeError("the operation failed after a commit")
+
+    with pytest.raises(RuntimeError):
+        failing_operation()
+    assert spy.calls == 1
+
+
+def test_state_versions_commit_synced_inside_a_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each write of a version syncs at its commit (SQLite's own fsync), so the
+    group is left nothing to sync: a deferred one would leave it one."""
+    db = SqliteDatabase(tmp_path / "s.db")
+    store = SqliteStore(db)
+    store.put("warm", b"{}", {})  # the log exists before the spy looks for it
+    spy = FsyncSpy(monkeypatch, tmp_path / "s.db-wal")
+    for write in (
+        lambda: store.put("a", b"{}", {}),
+        lambda: store.replace("a", b"{ }", {}, store.head("a")),
+        lambda: store.put_if_absent("b", b"{}", {}),
+        lambda: store.delete("a"),
+        lambda: _upload(store, "c", b"{}"),
+        lambda: _upload(store, "c", b"{  }", over=store.head("c")),
+        lambda: _upload(store, "d", b" " * (3 << 20) + b"{}"),  # kept in pieces
+        # The history edits: which version is current, or whether a version exists.
+        lambda: store.delete("d"),
+        lambda: store.undelete("d"),
+        lambda: store.delete_version("c", store.versions("c")[-1].version_id),
+        lambda: store.delete("c"),
+        lambda: store.purge("c"),
+    ):
+        with db.syncing_once():
+            write()
+        assert spy.calls == 0
+
+
+def test_one_lock_request_costs_one_sync_with_its_audit_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = Services.build(load_settings({"data_dir": tmp_path}, env={}))
+    try:
+        db = services.store.records.database
+        assert db is not None
+        spy = FsyncSpy(monkeypatch, Path(f"{db.path}-wal"))
+        name, caller = StateName("team/app.tfstate"), Caller("ci", "127.0.0.1")
+        lock = LockInfo.new("OperationTypeApply", "ci@runner")
+        services.locks.lock(name, lock.body, caller)
+        assert spy.calls == 1
+        services.locks.unlock(name, lock.body, caller)
+        assert spy.calls == 2
+        actions = [e.action for e in services.audit.query(AuditFilter(state=str(name)))]
+        assert actions == [Action.LOCK, Action.UNLOCK]
+        assert isinstance(services.lock_table, SqliteLocks)
+    finally:
+        services.close()
+
+
+def test_an_acknowledged_lock_and_its_audit_record_survive_sigkill(tmp_path: Path) -> None:
+    """The deferred commits are on disk once the call returns: a child process takes a
+    lock, says so, and is killed at once; the lock and its event are there after."""
+    script = textwrap.dedent(
+        f"""
+        import os, sys, signal
+        from statekeeper.app import Services
+        from statekeeper.settings import load_settings
+        from statekeeper.security.caller import Caller
+        from statekeeper.terraform.lockinfo import LockInfo
+        from statekeeper.terraform.names import StateName
+        services = Services.build(load_settings({{"data_dir": {str(tmp_path)!r}}}, env={{}}))
+        lock = LockInfo.new("OperationTypeApply", "ci@runner", lock_id="kept")
+        services.locks.lock(StateName("a"), lock.body, Caller("ci", None))
+        sys.stdout.write("locked\\n"); sys.stdout.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    src = Path(__file__).resolve().parents[2] / "src"
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.stdout == "locked\n", done.stderr
+    services = Services.build(load_settings({"data_dir": tmp_path}, env={}))
+    try:
+        held = services.locks.read(StateName("a"))
+        assert held is not None and held.id == "kept"
+        events = services.audit.query(AuditFilter(state="a"))
+        assert [(e.action, e.lock_id) for e in events] == [(Action.LOCK, "kept")]
+    finally:
+        services.close()
+
+
+def test_a_relaxed_thread_commits_unsynced_and_others_stay_synced(tmp_path: Path) -> None:
+    db = SqliteDatabase(tmp_path / "s.db")
+    modes: list[int] = []
+
+    def sender() -> None:
+        db.relax()
+        modes.append(_insert_and_report(db))
+        with db.syncing_once():
+            modes.append(_insert_and_report(db))
+
+    thread = threading.Thread(target=sender)
+    thread.start()
+    thread.join()
+    assert modes == [NORMAL, NORMAL]
+    assert _insert_and_report(db) == FULL
