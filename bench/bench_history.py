@@ -91,7 +91,11 @@ def _services(where: Path, compression: str) -> Services:
 def _stored_bytes(db_path: Path) -> int:
     db = sqlite3.connect(db_path)
     try:
-        return int(db.execute("SELECT SUM(length(data)) FROM objects").fetchone()[0] or 0)
+        # A version over 1 MiB is kept in object_pieces (its objects row is empty).
+        return sum(
+            int(db.execute(f"SELECT SUM(length(data)) FROM {table}").fetchone()[0] or 0)
+            for table in ("objects", "object_pieces")
+        )
     finally:
         db.close()
 
