@@ -153,3 +153,11 @@ def test_a_large_state_round_trips_verbatim_in_bounded_memory(serve: Serve, tmp_
     del data
     grew = f"{(pushed - before) / MB:.0f} MiB by the push, {(peak - pushed) / MB:.0f} MiB more"
     assert peak - before < 0.5 * len(state), f"the peak grew by {grew}"
+    # Compressed at rest (the default store), streamed in and out all the same.
+    with sqlite3.connect(data_dir / "statekeeper.db") as db:
+        stored, codec = db.execute(
+            "SELECT sum(length(p.data)), o.codec FROM objects o "
+            "JOIN object_pieces p ON p.id = o.id WHERE o.size = ?",
+            (len(state),),
+        ).fetchone()
+    assert codec == "zstd" and stored < len(state) // 10
