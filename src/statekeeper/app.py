@@ -194,8 +194,8 @@ def _oidc(settings: Settings) -> OidcVerifier | None:
 
 def _webhooks(settings: Settings, store: ObjectStore, table: LockTable) -> Webhooks:
     """Webhooks, their outbox in the store's database or beside its states (S3)."""
-    from statekeeper.hooks.delivery import Policy
     from statekeeper.hooks.guard import parse_allow
+    from statekeeper.hooks.model import Policy
     from statekeeper.hooks.outbox import open_outbox
     from statekeeper.hooks.service import Webhooks
     from statekeeper.state.holds import holders

@@ -20,7 +20,7 @@ from statekeeper.cli import commands as typer_commands
 from statekeeper.testing.processes import SRC
 
 # Never on either path: the CLI frameworks' heavy halves, the server, AWS, the
-# HTTP clients, the index and the views (pydantic).
+# HTTP clients, the index, the views (pydantic) and what only writes need.
 HEAVY = [
     "typer",
     "rich",
@@ -38,6 +38,10 @@ HEAVY = [
     "statekeeper.inventory",
     "statekeeper.state.views",
     "statekeeper.state.diff",
+    # What only writes, large bodies and the webhook sender need.
+    "tempfile",
+    "concurrent.futures",
+    "statekeeper.hooks.delivery",
 ]
 # Not even the store for --help: the page comes from the root's table.
 HELP_ALSO = ["statekeeper.app", "statekeeper.cli.context", "sqlite3", "click.testing"]

@@ -15,48 +15,26 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from statekeeper.errors import StatekeeperError
-from statekeeper.hooks.guard import IPNetwork
-from statekeeper.hooks.model import Subscription, cloudevent
+from statekeeper.hooks.model import Policy, Subscription, cloudevent
 from statekeeper.hooks.outbox import Attempt, Entry, OutboxStore
 
 if TYPE_CHECKING:
     from statekeeper.hooks.transport import Connections
 
-__all__ = ["Policy", "Sender"]
+__all__ = ["Sender"]
 
 log = logging.getLogger("statekeeper.hooks")
 
-_BACKOFF_CAP = 3600.0
 #: Rows claimed at a time.
 _BATCH = 20
-
-
-@dataclass(frozen=True)
-class Policy:
-    """How deliveries are made and retried."""
-
-    attempts: int = 10
-    backoff: float = 5.0
-    timeout: float = 10.0
-    lease: float = 60.0
-    allow: tuple[IPNetwork | str, ...] = ()
-    #: ``source`` of the CloudEvents: this server.
-    source: str = "statekeeper"
-
-    def delay(self, failed_attempts: int) -> float:
-        """Seconds before the next attempt after ``failed_attempts`` failures."""
-        full = min(_BACKOFF_CAP, self.backoff * 2.0 ** (failed_attempts - 1))
-        return full / 2 + random.uniform(0, full / 2)
 
 
 class Sender:

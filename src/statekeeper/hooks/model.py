@@ -20,15 +20,19 @@ Only what succeeded is delivered; refusals stay in the audit trail.
 from __future__ import annotations
 
 import json
+import random
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from statekeeper.errors import BadRequest, InvalidStateName
 from statekeeper.events import Action, Event
 from statekeeper.security.grants import parse_grant
 from statekeeper.terraform.names import StateName
 from statekeeper.times import format_rfc3339
+
+if TYPE_CHECKING:
+    from statekeeper.hooks.guard import IPNetwork
 
 __all__ = ["EVENT_TYPES", "Subscription", "cloudevent", "hook_type"]
 
@@ -160,3 +164,25 @@ def cloudevent(kind: str, event: Event, source: str, extra: dict[str, Any] | Non
         "data": data,
     }
     return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+#: The longest wait between two attempts of one delivery.
+_BACKOFF_CAP = 3600.0
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How deliveries are made and retried."""
+
+    attempts: int = 10
+    backoff: float = 5.0
+    timeout: float = 10.0
+    lease: float = 60.0
+    allow: tuple[IPNetwork | str, ...] = ()
+    #: ``source`` of the CloudEvents: this server.
+    source: str = "statekeeper"
+
+    def delay(self, failed_attempts: int) -> float:
+        """Seconds before the next attempt after ``failed_attempts`` failures."""
+        full = min(_BACKOFF_CAP, self.backoff * 2.0 ** (failed_attempts - 1))
+        return full / 2 + random.uniform(0, full / 2)

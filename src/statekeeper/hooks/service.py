@@ -17,19 +17,20 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from statekeeper.errors import BadRequest, StatekeeperError, StorageError
 from statekeeper.events import Action, Event
-from statekeeper.hooks.delivery import Policy, Sender
 from statekeeper.hooks.guard import check_destination
-from statekeeper.hooks.model import Subscription, cloudevent, hook_type
+from statekeeper.hooks.model import Policy, Subscription, cloudevent, hook_type
 from statekeeper.hooks.outbox import Entry, Outbox, OutboxStore
 from statekeeper.storage.base import ObjectStore
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.times import utcnow
 
 if TYPE_CHECKING:
+    from statekeeper.hooks.delivery import Sender
     from statekeeper.state.diff import Instance
 
 __all__ = ["Webhooks"]
@@ -60,7 +61,6 @@ class Webhooks:
         #: The config file's subscriptions, ahead of the stored ones (a stored one of the
         #: same name, added before the config named it, is shadowed).
         self.configured = configured
-        self.sender = Sender(outbox, policy, self._enrich, self._chores, self.all)
         self._subs: list[Subscription] = []
         self._read_at = -float("inf")
         self._guard = threading.Lock()
@@ -125,11 +125,19 @@ class Webhooks:
 
     # The sender's side
 
+    @cached_property
+    def sender(self) -> Sender:
+        """Made when first needed: a CLI run that sends nothing never imports it."""
+        from statekeeper.hooks.delivery import Sender
+
+        return Sender(self.outbox, self.policy, self._enrich, self._chores, self.all)
+
     def start(self) -> None:
         self.sender.start()
 
     def close(self) -> None:
-        self.sender.close()
+        if "sender" in self.__dict__:
+            self.sender.close()
 
     def _enrich(self, entry: Entry) -> dict[str, Any]:
         """``state.written``: the resources the new version added, changed and removed."""

@@ -17,8 +17,7 @@ from statekeeper.hooks.guard import check_destination
 from statekeeper.hooks.signing import HEADER, sign
 
 if TYPE_CHECKING:
-    from statekeeper.hooks.delivery import Policy
-    from statekeeper.hooks.model import Subscription
+    from statekeeper.hooks.model import Policy, Subscription
 
 __all__ = ["TRANSPORT_ERRORS", "Connections", "post"]
 

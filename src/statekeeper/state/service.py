@@ -16,8 +16,8 @@ import binascii
 import hashlib
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from statekeeper.errors import (
     ChecksumMismatch,
@@ -40,6 +40,9 @@ from statekeeper.terraform.remote_state import outputs_only
 from statekeeper.terraform.statedoc import StateDoc
 from statekeeper.terraform.statestream import StateDocReader
 from statekeeper.times import utcnow
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 __all__ = ["CurrentState", "StateService", "StateStream", "WriteOutcome", "version_from_info"]
 
@@ -506,7 +509,10 @@ def _take(
             if seen <= _INLINE_CHUNKS:
                 _digest(md5, sha256, keep, chunk)
             else:
-                helper = helper or ThreadPoolExecutor(1, thread_name_prefix="statekeeper-digest")
+                if helper is None:
+                    from concurrent.futures import ThreadPoolExecutor  # only for large bodies
+
+                    helper = ThreadPoolExecutor(1, thread_name_prefix="statekeeper-digest")
                 pending = helper.submit(_digest, md5, sha256, keep, chunk)
             if reader is not None:
                 try:

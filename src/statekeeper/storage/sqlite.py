@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -655,6 +654,8 @@ class _SpooledUpload(Upload):
     def __init__(self, store: SqliteStore, key: str) -> None:
         super().__init__(key)
         self.store = store
+        import tempfile  # here: it costs a CLI's start-up, and only writes need it
+
         self._spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - closed by abort()
             max_size=IN_MEMORY, dir=str(store.db.path.parent), prefix=".upload-"
         )
