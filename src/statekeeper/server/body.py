@@ -44,16 +44,13 @@ def single_header(request: Request, name: str) -> str | None:
 
 def _check_declared(
     request: Request, limit: int, too_large: Callable[[int], PayloadTooLarge]
-) -> int | None:
-    """The declared Content-Length (``None`` for a chunked body), checked against ``limit``."""
+) -> None:
     declared = single_header(request, "content-length")
-    if declared is None:
-        return None
-    if not (declared.isascii() and declared.isdigit()):
-        raise BadRequest(f"the Content-Length header {declared!r} is not a number")
-    if int(declared) > limit:
-        raise too_large(limit)
-    return int(declared)
+    if declared is not None:
+        if not (declared.isascii() and declared.isdigit()):
+            raise BadRequest(f"the Content-Length header {declared!r} is not a number")
+        if int(declared) > limit:
+            raise too_large(limit)
 
 
 class BodyStream:
@@ -77,7 +74,7 @@ class BodyStream:
         limit: int,
         too_large: Callable[[int], PayloadTooLarge] = _too_large,
     ) -> None:
-        self._declared = _check_declared(request, limit, too_large)
+        _check_declared(request, limit, too_large)
         self.limit = limit
         self._too_large = too_large
         self._source: AsyncIterator[bytes] = request.stream()
@@ -85,8 +82,6 @@ class BodyStream:
         self._ended = False
         self._ahead: asyncio.Queue[bytes | Exception | None] = asyncio.Queue(AHEAD)
         self._receiving: asyncio.Task[None] | None = None
-        self._ready: list[bytes] = []
-        self._failed: BadRequest | PayloadTooLarge | None = None
 
     async def _piece(self) -> bytes:
         pending = bytearray()
@@ -122,29 +117,7 @@ class BodyStream:
             raise piece
         return piece
 
-    async def prefetch(self) -> None:
-        """Receive now, on the event loop, a body declared no larger than a piece.
-
-        The thread then takes it without a hop back to the loop (two round trips
-        for the usual state, well under a piece). A refusal found while receiving
-        is raised where the thread iterates, as when streamed; a chunked or larger
-        body is left to stream.
-        """
-        if self._declared is None or self._declared > PIECE:
-            return
-        try:
-            self._ready.append(await self._piece())
-        except (BadRequest, PayloadTooLarge) as exc:
-            self._failed = exc
-
     def __iter__(self) -> Iterator[bytes]:
-        while self._ready:
-            if received := self._ready.pop(0):
-                yield received
-        if self._failed is not None:
-            raise self._failed
-        if self._ended:
-            return
         while (piece := from_thread.run(self._next)) is not None:
             if piece:
                 yield piece
