@@ -133,6 +133,7 @@ async def _write(request: Request, name: StateName) -> Response:
     # Hashed, validated and handed to the store as it arrives (state/service.py).
     body = BodyStream(request, services.settings.max_body)
     try:
+        await body.prefetch()
         outcome = await run_in_threadpool(
             lambda: services.states.write(
                 name,
