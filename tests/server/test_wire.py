@@ -13,6 +13,10 @@ from collections.abc import Callable, Iterator
 import pytest
 from tfwire import lock_body, md5_header, state_bytes
 
+from statekeeper.app import Services
+from statekeeper.events import Action
+from statekeeper.security.audit import AuditFilter
+from statekeeper.settings import load_settings
 from statekeeper.testing.processes import StatekeeperServer
 
 NAME = "wire/prod.tfstate"
@@ -55,6 +59,32 @@ def test_chunked_state_upload_is_decoded(wire: Wire) -> None:
     )
     assert status == 200
     assert wire.send("GET", f"/state/{NAME}") == (200, data)
+
+
+@pytest.mark.parametrize("chunked", [True, False], ids=["streamed", "one-piece"])
+def test_every_request_after_a_write_on_one_connection_is_audited(
+    serve: Callable[..., StatekeeperServer], chunked: bool
+) -> None:
+    # A body larger than uvicorn's read buffer (64 KiB) pauses the connection's reading;
+    # resumed from a task started in the write's own context, it once left every later
+    # request on the connection inside that context, recording no event at all.
+    server = serve()
+    wire = Wire(server)
+    data = state_bytes(1, outputs={"blob": {"value": "x" * 200_000, "type": "string"}})
+    lock = lock_body("audited")
+    body: bytes | Iterator[bytes] = iter([data[:100], data[100:]]) if chunked else data
+    assert wire.send("LOCK", f"/state/{NAME}", lock)[0] == 200
+    assert wire.send("POST", f"/state/{NAME}?ID=audited", body, chunked=chunked)[0] == 200
+    assert wire.send("GET", f"/state/{NAME}")[0] == 200
+    assert wire.send("UNLOCK", f"/state/{NAME}", lock)[0] == 200
+    wire.conn.close()
+    server.stop()
+    services = Services.build(load_settings({"data_dir": server.workdir / ".statekeeper"}, env={}))
+    try:
+        actions = [e.action for e in services.audit.query(AuditFilter(state=NAME))]
+    finally:
+        services.close()
+    assert sorted(actions) == sorted([Action.LOCK, Action.WRITE, Action.READ, Action.UNLOCK])
 
 
 def test_terraform_force_unlock_as_sent_on_the_wire(wire: Wire) -> None:

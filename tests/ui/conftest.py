@@ -25,8 +25,10 @@ ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
+    """One Chromium per test module, closed after it: Playwright's sync API runs
+    an event loop on this thread while it is open, which later asyncio tests cannot share."""
     if not CHROMIUM.exists():
         if os.environ.get("CI") == "true":
             pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)")

@@ -26,6 +26,7 @@ from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission
 from statekeeper.server.body import BodyStream, read_body, single_header
 from statekeeper.server.lockwait import LockWaits
+from statekeeper.state.service import StateStream
 from statekeeper.terraform.lockinfo import LockInfo, lock_info_too_large
 from statekeeper.terraform.names import StateName
 
@@ -72,9 +73,30 @@ def _ok(payload: dict[str, object] | None = None) -> Response:
     return JSONResponse(payload or {}, status_code=200)
 
 
+# A state up to this size is read whole in the thread that opened it and sent as
+# one body: a streamed answer costs a hop to the thread pool per piece and a task
+# watching for the client's disconnect, more than the read itself at this size.
+WHOLE_GET_LIMIT = 1 << 20
+
+
+def _read(
+    services: Services, name: StateName, caller: Caller, whole: bool
+) -> tuple[StateStream | None, bytes | None]:
+    """The current state, and its bytes when ``whole`` and it is small enough."""
+    current = services.states.read_stream(name, caller)
+    if current is None or not whole or current.version.size > WHOLE_GET_LIMIT:
+        return current, None
+    try:
+        return current, b"".join(current.chunks)
+    finally:
+        _close(current.chunks)
+
+
 async def _get(request: Request, name: StateName) -> Response:
     services = _services(request)
-    current = await run_in_threadpool(services.states.read_stream, name, caller_of(request))
+    current, data = await run_in_threadpool(
+        _read, services, name, caller_of(request), request.method != "HEAD"
+    )
     if current is None:
         return JSONResponse(
             {"error": "state_not_found", "message": f"there is no state named {name} yet"},
@@ -91,6 +113,8 @@ async def _get(request: Request, name: StateName) -> Response:
     if request.method == "HEAD":
         await run_in_threadpool(_close, current.chunks)
         return Response(b"", media_type="application/json", headers=headers)
+    if data is not None:
+        return Response(data, media_type="application/json", headers=headers)
     # Sent as read from the store, a piece at a time: a large state is never
     # whole in memory (the store's read ends when the last piece is sent).
     return StreamingResponse(current.chunks, media_type="application/json", headers=headers)
@@ -109,6 +133,7 @@ async def _write(request: Request, name: StateName) -> Response:
     # Hashed, validated and handed to the store as it arrives (state/service.py).
     body = BodyStream(request, services.settings.max_body)
     try:
+        await body.prefetch()
         outcome = await run_in_threadpool(
             lambda: services.states.write(
                 name,

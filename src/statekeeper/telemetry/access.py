@@ -10,6 +10,7 @@ load balancer polling every second does not drown the log.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -39,6 +40,12 @@ def route_template(route: BaseRoute | None) -> str:
     path = getattr(route, "path", None)
     if not isinstance(path, str):
         return "unmatched"
+    return _template(path)
+
+
+@functools.lru_cache(maxsize=256)
+def _template(path: str) -> str:
+    # Routes are few and fixed: the substitution runs once per route, not per request.
     return _CONVERTER.sub(r"{\1}", path)
 
 
