@@ -42,6 +42,7 @@ HEAVY = [
     "tempfile",
     "concurrent.futures",
     "statekeeper.hooks.delivery",
+    "zstandard",
 ]
 # Not even the store for --help: the page comes from the root's table.
 HELP_ALSO = ["statekeeper.app", "statekeeper.cli.context", "sqlite3", "click.testing"]

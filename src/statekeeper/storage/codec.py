@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Iterator
-from typing import Final
-
-import zstandard
+from typing import TYPE_CHECKING, Final
 
 from statekeeper.errors import StorageError
+
+if TYPE_CHECKING:
+    # Imported where a blob is encoded or decoded: it costs a CLI's start-up.
+    import zstandard
 
 __all__ = [
     "CODECS",
@@ -63,11 +65,15 @@ def parse_codec(text: str) -> str | None:
 
 
 def compressor() -> zstandard.ZstdCompressor:
+    import zstandard
+
     """A compressor for one blob (or one stream of a blob); not shared between threads."""
     return zstandard.ZstdCompressor(level=LEVEL, write_content_size=True)
 
 
 def decompressor() -> zstandard.ZstdDecompressor:
+    import zstandard
+
     return zstandard.ZstdDecompressor()
 
 
@@ -94,6 +100,8 @@ def encode_stream(
     first = next(chunks, b"")
     if codec is None or not first:
         return _chain(first, chunks), None
+    import zstandard
+
     stream = compressor().compressobj(size=size)
     head = stream.compress(first) + stream.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
     if len(head) > len(first) * (1 - MIN_SAVING):
@@ -139,6 +147,8 @@ def decode_stream(chunks: Iterable[bytes], codec: str | None, size: int) -> Iter
         yield from chunks
         return
     _check_known(codec)
+    import zstandard
+
     total = 0
     try:
         with decompressor().stream_reader(io.BufferedReader(_ChunkReader(chunks))) as reader:
@@ -198,6 +208,8 @@ def decode(blob: bytes, codec: str | None, size: int) -> bytes:
     if codec is None:
         return blob
     _check_known(codec)
+    import zstandard
+
     try:
         data = decompressor().decompress(blob, max_output_size=size)
     except zstandard.ZstdError as exc:
