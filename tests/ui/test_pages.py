@@ -236,6 +236,8 @@ def test_ui_pages_answer_head_with_the_headers_of_get_and_no_body(tmp_path: Path
             "/ui/locks",
             "/ui/audit",
             "/ui/search?q=terraform_data",
+            "/ui/trash",
+            "/ui/delete/team/app.tfstate",
             "/ui/signin",  # anonymous loopback mode: 303 to the states page
             "/ui/static/style.css",
             "/api/docs",

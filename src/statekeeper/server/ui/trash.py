@@ -14,7 +14,7 @@ from starlette.responses import RedirectResponse, Response
 
 from statekeeper.errors import StatekeeperError
 from statekeeper.server.ui.actions import posted
-from statekeeper.server.ui.context import Page
+from statekeeper.server.ui.context import PAGE, Page
 from statekeeper.state.history_views import TrashEntry
 from statekeeper.terraform.names import StateName
 
@@ -23,7 +23,7 @@ __all__ = ["router"]
 router = APIRouter(include_in_schema=False)
 
 
-@router.get("/ui/trash")
+@router.api_route("/ui/trash", methods=PAGE)
 def trash_page(request: Request, restored: str = "") -> Response:
     ui = Page(request)
     if (redirect := ui.gate()) is not None:
@@ -37,7 +37,7 @@ def trash_page(request: Request, restored: str = "") -> Response:
     return ui.render("trash.html", title="Deleted states", entries=rows, restored=restored)
 
 
-@router.get("/ui/delete/{name:path}")
+@router.api_route("/ui/delete/{name:path}", methods=PAGE)
 def delete_confirm(request: Request, name: str) -> Response:
     ui = Page(request)
     if (redirect := ui.gate()) is not None:
