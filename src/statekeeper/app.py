@@ -20,7 +20,6 @@ from statekeeper.state.service import StateService
 from statekeeper.state.trash import TrashService
 from statekeeper.storage.base import LockTable, ObjectStore
 from statekeeper.storage.encrypting import KeyService, encrypting
-from statekeeper.storage.metered import MeteredLocks, MeteredStore
 from statekeeper.storage.registry import open_locks, open_store
 
 if TYPE_CHECKING:
@@ -97,11 +96,16 @@ class Services:
     ) -> Services:
         raw = open_store(settings.store_url)
         try:
-            # Timed below the encryption: the figures are the driver's own.
-            store = encrypting(MeteredStore(raw, metrics) if metrics else raw, settings.master_key)
-            table = open_locks(settings.locks_url, store)
-            if metrics is not None:
-                table = MeteredLocks(table, metrics)
+            if metrics is None:
+                store = encrypting(raw, settings.master_key)
+                table = open_locks(settings.locks_url, store)
+            else:
+                # Imported here: only the server keeps metrics (a CLI's start-up).
+                from statekeeper.storage.metered import MeteredLocks, MeteredStore
+
+                # Timed below the encryption: the figures are the driver's own.
+                store = encrypting(MeteredStore(raw, metrics), settings.master_key)
+                table = MeteredLocks(open_locks(settings.locks_url, store), metrics)
         except BaseException:
             raw.close()
             raise

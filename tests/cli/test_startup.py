@@ -43,6 +43,14 @@ HEAVY = [
     "concurrent.futures",
     "statekeeper.hooks.delivery",
     "zstandard",
+    # What only reading TOML, resolving a webhook's host, making a token, checking a
+    # state body, the server's metrics and reaping locks need.
+    "tomllib",
+    "socket",
+    "secrets",
+    "statekeeper.terraform.statestream",
+    "statekeeper.storage.metered",
+    "statekeeper.state.reap",
 ]
 # Not even the store for --help: the page comes from the root's table.
 HELP_ALSO = ["statekeeper.app", "statekeeper.cli.context", "sqlite3", "click.testing"]
