@@ -51,6 +51,9 @@ HEAVY = [
     "statekeeper.terraform.statestream",
     "statekeeper.storage.metered",
     "statekeeper.state.reap",
+    # Built on first use: compaction on the first event, the trash when asked for.
+    "statekeeper.state.compaction",
+    "statekeeper.state.trash",
 ]
 # Not even the store for --help: the page comes from the root's table.
 HELP_ALSO = ["statekeeper.app", "statekeeper.cli.context", "sqlite3", "click.testing"]
