@@ -43,7 +43,6 @@ from statekeeper.times import utcnow
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
 
-    from statekeeper.terraform.statecheck import ChildReader
     from statekeeper.terraform.statestream import StateDocReader
 
 __all__ = ["CurrentState", "StateService", "StateStream", "WriteOutcome", "version_from_info"]
@@ -488,10 +487,8 @@ def _take(
     """Read the body once: hash it, validate it, hand it to the upload.
 
     Hashing and the upload's writes release the GIL, so from the fourth chunk
-    on they run on a helper thread, and the body is checked in a child process
-    (``terraform/statecheck.py``; the first chunks are handed to it too): this
-    thread only passes the chunks on, and the event loop receiving the body
-    has the GIL to itself. A state of a few MB starts neither.
+    on they run on a helper thread while this one validates the same chunk (a
+    state of a few MB starts no thread).
 
     A state found invalid part way is not uploaded further, but the body is
     still read and hashed to its end: a damaged upload (Content-MD5) is
@@ -502,65 +499,42 @@ def _take(
     # Imported here: its patterns cost a CLI's start-up, and only a write reads a state.
     from statekeeper.terraform.statestream import StateDocReader
 
-    reader: StateDocReader | ChildReader | None = StateDocReader()
-    child: ChildReader | None = None
-    # The first chunks, for a child started at the fourth.
-    early: list[bytes] = []
+    reader: StateDocReader | None = StateDocReader()
     refused: InvalidState | None = None
     helper: ThreadPoolExecutor | None = None
     pending: Future[None] | None = None
     seen = 0
     try:
-        try:
-            for chunk in chunks:
-                if pending is not None:
-                    pending.result()
-                keep = upload if reader is not None else None
-                seen += 1
-                if seen <= _INLINE_CHUNKS:
-                    _digest(md5, sha256, keep, chunk)
-                    early.append(chunk)
-                else:
-                    if helper is None:
-                        from concurrent.futures import ThreadPoolExecutor  # only large bodies
-
-                        helper = ThreadPoolExecutor(1, thread_name_prefix="statekeeper-digest")
-                        if reader is not None:
-                            child = _child_reader(early)
-                            reader = child or reader
-                        early.clear()
-                    pending = helper.submit(_digest, md5, sha256, keep, chunk)
-                if reader is not None:
-                    try:
-                        reader.feed(chunk)
-                    except InvalidState as exc:
-                        reader, refused = None, exc
+        for chunk in chunks:
             if pending is not None:
                 pending.result()
-        finally:
-            if helper is not None:
-                helper.shutdown(wait=True)
-        if reader is not None:
-            try:
-                return md5, sha256, reader.finish()
-            except InvalidState as exc:
-                refused = exc
+            keep = upload if reader is not None else None
+            seen += 1
+            if seen <= _INLINE_CHUNKS:
+                _digest(md5, sha256, keep, chunk)
+            else:
+                if helper is None:
+                    from concurrent.futures import ThreadPoolExecutor  # only for large bodies
+
+                    helper = ThreadPoolExecutor(1, thread_name_prefix="statekeeper-digest")
+                pending = helper.submit(_digest, md5, sha256, keep, chunk)
+            if reader is not None:
+                try:
+                    reader.feed(chunk)
+                except InvalidState as exc:
+                    reader, refused = None, exc
+        if pending is not None:
+            pending.result()
     finally:
-        if child is not None:
-            child.close()
+        if helper is not None:
+            helper.shutdown(wait=True)
+    if reader is not None:
+        try:
+            return md5, sha256, reader.finish()
+        except InvalidState as exc:
+            refused = exc
     assert refused is not None
     return md5, sha256, refused
-
-
-def _child_reader(early: list[bytes]) -> ChildReader | None:
-    """A child process checking the body, handed its first chunks; None if none starts."""
-    from statekeeper.terraform import statecheck
-
-    child = statecheck.start()
-    if child is not None:
-        for chunk in early:
-            child.feed(chunk)
-    return child
 
 
 def _digest(md5: hashlib._Hash, sha256: hashlib._Hash, upload: Upload | None, chunk: bytes) -> None:

@@ -122,11 +122,6 @@ class StateDocReader:
             )
         return StateDoc.from_members(self._pairs)
 
-    @property
-    def members(self) -> list[tuple[str, Any]]:
-        """The top-level members read so far, in order (containers as placeholders)."""
-        return list(self._pairs)
-
     # Text in, steps run
 
     def _decode(self, data: bytes | memoryview, *, final: bool) -> str:
