@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -46,7 +45,17 @@ def local_caller() -> Caller:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
-    return Caller(actor=f"{user}@{socket.gethostname()}")
+    return Caller(actor=f"{user}@{_hostname()}")
+
+
+def _hostname() -> str:
+    # The kernel's node name is what gethostname() returns; socket is not imported
+    # for it (a CLI's start-up).
+    if hasattr(os, "uname"):
+        return os.uname().nodename
+    import socket
+
+    return socket.gethostname()
 
 
 class Backend(Protocol):
