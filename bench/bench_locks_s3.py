@@ -157,8 +157,9 @@ def run() -> dict[str, Any]:
                 pair: dict[str, Any] = {"first": order[0]}
                 for side in order:
                     batch = functools.partial(sides[side], seconds, f"p{i}-{side}")
-                    ours = side == "statekeeper_aws"
-                    pair[side] = _batch(batch, {**pids, "server": server.proc.pid} if ours else pids)
+                    server_too = side == "statekeeper_aws"
+                    watched = {**pids, "server": server.proc.pid} if server_too else pids
+                    pair[side] = _batch(batch, watched)
                 ours, theirs = pair["statekeeper_aws"], pair["terraform_s3"]
                 pair["ratio"] = (
                     theirs["cycles_per_s"] / ours["cycles_per_s"]
