@@ -78,7 +78,8 @@ def s3_lock_cycle(r: Results) -> Figure | None:
     ratio = ref["ratio"]  # median of paired ratios: statekeeper's time per cycle / Terraform's
     text = (
         f"{ratio:.2f}, median of {len(ref['runs'])} paired ratios (medians "
-        f"{ref['statekeeper_aws_cycles_per_s']:.1f}/s vs {ref['terraform_s3_cycles_per_s']:.1f}/s)"
+        f"{ref['statekeeper_aws_cycles_per_s']:.1f}/s vs {ref['terraform_s3_cycles_per_s']:.1f}/s; "
+        f"CPU per cycle {ref['cpu_ratio']:.2f})"
     )
     return Figure(text, ratio <= 1.2)
 

@@ -256,6 +256,7 @@ def locks_s3_section(r: dict[str, Any]) -> str:
                 round(ours["cycles_per_s"], 1),
                 round(theirs["cycles_per_s"], 1),
                 round(x["ratio"], 3),
+                round(x["cpu_ratio"], 3),
                 round(ours["server_cpu_ms_per_cycle"], 2),
                 round(ours["moto_cpu_ms_per_cycle"], 2),
                 round(theirs["moto_cpu_ms_per_cycle"], 2),
@@ -284,7 +285,10 @@ def locks_s3_section(r: dict[str, Any]) -> str:
         "same pair: statekeeper's time per cycle over Terraform's). The CPU columns come "
         "from `/proc/PID/stat` around each batch: with one client every step waits on the "
         "previous one, so a cycle's time is close to the CPU the server, moto and the "
-        "client spend on it, one after the other.\n\n"
+        "client spend on it, one after the other, and the **CPU ratio** (the server's, "
+        "moto's and the client's CPU per statekeeper cycle over moto's and the client's per "
+        "Terraform cycle) moves far less from pair to pair than the rates: read it beside "
+        "the figure.\n\n"
         + _table(
             [
                 "pair",
@@ -292,6 +296,7 @@ def locks_s3_section(r: dict[str, Any]) -> str:
                 "statekeeper cycles/s",
                 "Terraform's calls cycles/s",
                 "ratio",
+                "CPU ratio",
                 "server CPU ms/cycle",
                 "moto CPU ms/cycle (statekeeper)",
                 "moto CPU ms/cycle (Terraform)",
@@ -300,6 +305,7 @@ def locks_s3_section(r: dict[str, Any]) -> str:
             rows,
         )
         + f"\nMedian of paired ratios **{r['ratio']:.2f}** (goal <= {r['goal']}: {verdict}); "
+        f"median CPU ratio {r['cpu_ratio']:.2f}; "
         f"medians: statekeeper {r['statekeeper_aws_cycles_per_s']:.1f} cycles/s "
         f"(p50 {r['statekeeper_aws_p50_ms']:.1f} ms), Terraform's calls "
         f"{r['terraform_s3_cycles_per_s']:.1f} cycles/s (p50 {r['terraform_s3_p50_ms']:.1f} ms); "
