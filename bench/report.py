@@ -272,7 +272,8 @@ def locks_s3_section(r: dict[str, Any]) -> str:
         'Terraform 1.15\'s own `backend "s3"` makes for the same cycle with a DynamoDB lock '
         "table (PutItem of the lock; GetObject and GetItem of the digest; PutObject and "
         "PutItem of the digest; GetItem and DeleteItem of the lock), sent with boto3 straight "
-        "to the same moto, one bucket and one table for both. Timing `terraform state push` "
+        "to the same moto, one bucket and one table for both (the reference's boto3 "
+        "client keeps boto3's defaults). Timing `terraform state push` "
         "instead would mostly time Terraform's start-up on both sides.\n\n"
         "**How it is measured, and why.** A 7-call cycle is mostly moto's time, and moto's "
         "latency on this shared machine swings by half from one minute to the next (earlier "
