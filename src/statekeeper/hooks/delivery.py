@@ -47,12 +47,15 @@ class Sender:
         enrich: Callable[[Entry], dict[str, Any]],
         chores: Callable[[], None] = lambda: None,
         subscriptions: Callable[[], list[Subscription]] | None = None,
+        on_round: Callable[[int], None] = lambda failures: None,
     ) -> None:
         self.outbox = outbox
         self.subscriptions = subscriptions or outbox.subscriptions
         self.policy = policy
         self.enrich = enrich
         self.chores = chores
+        #: Called after each round with the failed attempts so far (the worker reports).
+        self.on_round = on_round
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.failures = 0
         self._wake = threading.Event()
@@ -100,6 +103,10 @@ class Sender:
                     break  # the others' leases run out and they are claimed again
                 done.append(self._deliver(entry, subs.get(entry.hook), connections))
             self._record(done)
+            try:
+                self.on_round(self.failures)
+            except StatekeeperError as exc:
+                log.error("the webhook outbox cannot be read: %s", exc.message)
             if len(entries) < _BATCH:
                 # Nothing else is due: wait to be woken by a new event, or poll for rows
                 # of other servers and retries coming due.

@@ -4,7 +4,8 @@ For an event some subscription wants, the outbox rows are written in the
 same SQLite transaction as the event's audit record (:meth:`Webhooks.write_outbox`,
 joined to the audit trail), before the request is answered; nothing is sent
 on the request path. :meth:`Webhooks.wake_for`, a subscriber after the audit
-trail, then wakes the sender.
+trail, then nudges the sender: ``serve``'s delivery worker, a process of its
+own (:mod:`statekeeper.hooks.worker`), which runs :meth:`Webhooks.deliver`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from statekeeper.errors import BadRequest, StatekeeperError, StorageError
@@ -31,6 +31,8 @@ from statekeeper.times import utcnow
 
 if TYPE_CHECKING:
     from statekeeper.hooks.delivery import Sender
+    from statekeeper.hooks.worker import WorkerProcess
+    from statekeeper.settings import Settings
     from statekeeper.state.diff import Instance
 
 __all__ = ["Webhooks"]
@@ -41,6 +43,10 @@ _REFRESH = 2.0
 _STALE_SCAN = 30.0
 _PARSED_STATES = 16
 _STALE_IDS = uuid.UUID("5d1e2c1a-4b0e-4f3e-9a59-1c0ffee00001")
+
+
+def _nobody() -> None:
+    """Who is woken where nothing delivers (a CLI run): the next server's sender."""
 
 
 class Webhooks:
@@ -67,6 +73,11 @@ class Webhooks:
         self._scanned_at = -float("inf")
         #: (state, version) -> its instances, for the last version of a few states.
         self._parsed: dict[tuple[str, str], dict[str, Instance]] = {}
+        #: Events whose outbox rows the open transaction wrote: their commit wakes the sender.
+        self._queued: set[str] = set()
+        self._wake: Callable[[], None] = _nobody
+        self._worker: WorkerProcess | None = None
+        self._sender: Sender | None = None
 
     def all(self, db: sqlite3.Connection | None = None) -> list[Subscription]:
         """Every subscription: the config file's, then those added by command."""
@@ -103,41 +114,79 @@ class Webhooks:
         if wanted is not None:
             assert isinstance(self.outbox, Outbox)  # joined only where there is a database
             self.outbox.enqueue_in(db, wanted[0], event, wanted[1])
+            self._queued.add(event.id)
 
     def wake_for(self, event: Event) -> None:
-        """The subscriber after the audit trail: the rows are committed, send them now."""
-        if hook_type(event) is not None:
-            self.sender.wake()
+        """The subscriber after the audit trail: the rows are committed, send them now.
+        Only an event that wrote rows wakes the sender: the others cost it nothing."""
+        try:
+            self._queued.remove(event.id)
+        except KeyError:
+            return
+        self._wake()
 
     def observe_event(self, event: Event) -> None:
         """The subscriber where the audit trail has no transaction to join."""
         wanted = self._wanted(event)
         if wanted is not None:
             self.outbox.enqueue(wanted[0], event, wanted[1])
-            self.sender.wake()
+            self._wake()
 
     def _offer(self, kind: str, event: Event) -> None:
         assert event.state is not None
         wanted = [s.name for s in self.subscriptions() if s.wants(kind, event.state)]
         if wanted:
             self.outbox.enqueue(kind, event, wanted)
-            self.sender.wake()
+            self._wake()
 
     # The sender's side
 
-    @cached_property
-    def sender(self) -> Sender:
-        """Made when first needed: a CLI run that sends nothing never imports it."""
+    def start(self, settings: Settings) -> None:
+        """``serve``: deliver from a worker process built from the server's ``settings``."""
+        from statekeeper.hooks.worker import WorkerProcess
+
+        self._worker = WorkerProcess(
+            settings, self._subscriptions_changed, stop_timeout=self.policy.timeout + 10
+        )
+        self._wake = self._worker.wake
+
+    def deliver(self, on_round: Callable[[int], None]) -> Sender:
+        """The worker process: deliver on a thread of this process; ``on_round`` is called
+        after each round with the failed attempts so far."""
         from statekeeper.hooks.delivery import Sender
 
-        return Sender(self.outbox, self.policy, self._enrich, self._chores, self.all)
+        self._sender = Sender(
+            self.outbox, self.policy, self._enrich, self._chores, self.all, on_round
+        )
+        self._wake = self._sender.wake
+        self._sender.start()
+        return self._sender
 
-    def start(self) -> None:
-        self.sender.start()
+    def _subscriptions_changed(self) -> None:
+        """The worker saw other subscriptions (``hooks add`` on a running server): the
+        request path reads them again (on S3 it reads them from memory, until now)."""
+        self.outbox.refresh()
+        self._read_at = -float("inf")
+
+    def backlog(self) -> int:
+        """Entries waiting: counted in the database where there is one, else as the
+        worker's last look at the bucket found them (a scrape makes no request to it)."""
+        if self._worker is not None and self.store.records.database is None:
+            return self._worker.backlog
+        return self.outbox.backlog()
+
+    def failures(self) -> int:
+        """Failed delivery attempts since the server started."""
+        if self._worker is not None:
+            return self._worker.failures
+        return self._sender.failures if self._sender is not None else 0
 
     def close(self) -> None:
-        if "sender" in self.__dict__:
-            self.sender.close()
+        self._wake = _nobody
+        if self._worker is not None:
+            self._worker.close()
+        if self._sender is not None:
+            self._sender.close()
 
     def _enrich(self, entry: Entry) -> dict[str, Any]:
         """``state.written``: the resources the new version added, changed and removed."""
