@@ -35,6 +35,10 @@ log = logging.getLogger("statekeeper.hooks")
 
 #: Rows claimed at a time.
 _BATCH = 20
+#: Seconds a woken sender waits before it claims: the other events of the same burst
+#: (a LOCK, a write and an UNLOCK come within milliseconds) join the round, which then
+#: costs one claim and one record for them all, and one wake-up of the process.
+_LINGER = 0.025
 
 
 class Sender:
@@ -107,10 +111,10 @@ class Sender:
                 self.on_round(self.failures)
             except StatekeeperError as exc:
                 log.error("the webhook outbox cannot be read: %s", exc.message)
-            if len(entries) < _BATCH:
-                # Nothing else is due: wait to be woken by a new event, or poll for rows
-                # of other servers and retries coming due.
-                self._wake.wait(self.outbox.poll)
+            if len(entries) < _BATCH and self._wake.wait(self.outbox.poll):
+                # Nothing else was due, and a new event woke the sender (else: the poll
+                # for rows of other servers and retries coming due).
+                self._stop.wait(_LINGER)
 
     def _deliver(self, entry: Entry, sub: Subscription | None, connections: Connections) -> Attempt:
         from statekeeper.hooks.transport import TRANSPORT_ERRORS, post

@@ -10,6 +10,7 @@ own (:mod:`statekeeper.hooks.worker`), which runs :meth:`Webhooks.deliver`.
 
 from __future__ import annotations
 
+import json
 import secrets
 import sqlite3
 import threading
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
     from statekeeper.hooks.delivery import Sender
     from statekeeper.hooks.worker import WorkerProcess
     from statekeeper.settings import Settings
-    from statekeeper.state.diff import Instance
 
 __all__ = ["Webhooks"]
 
@@ -43,6 +43,8 @@ _REFRESH = 2.0
 _STALE_SCAN = 30.0
 _PARSED_STATES = 16
 _STALE_IDS = uuid.UUID("5d1e2c1a-4b0e-4f3e-9a59-1c0ffee00001")
+#: A version's instances by address: (attributes, status), compared to tell a change.
+_Instances = dict[str, tuple[Any, str | None]]
 
 
 def _nobody() -> None:
@@ -72,7 +74,7 @@ class Webhooks:
         self._guard = threading.Lock()
         self._scanned_at = -float("inf")
         #: (state, version) -> its instances, for the last version of a few states.
-        self._parsed: dict[tuple[str, str], dict[str, Instance]] = {}
+        self._parsed: dict[tuple[str, str], _Instances | None] = {}
         #: Events whose outbox rows the open transaction wrote: their commit wakes the sender.
         self._queued: set[str] = set()
         self._wake: Callable[[], None] = _nobody
@@ -201,13 +203,11 @@ class Webhooks:
             before = self._instances(state, previous) if previous is not None else {}
             after = self._instances(state, version)
         except StatekeeperError:
-            return {}  # an OpenTofu encrypted state, a version gone: the facts without it
+            return {}  # a version gone: the facts without it
+        if before is None or after is None:
+            return {}  # an OpenTofu encrypted state: its resources cannot be read
         # Addresses only: which attribute changed, and to what, is not the payload's to say.
-        changed = [
-            a
-            for a in sorted(set(before) & set(after))
-            if (before[a].attributes, before[a].status) != (after[a].attributes, after[a].status)
-        ]
+        changed = [a for a in sorted(set(before) & set(after)) if before[a] != after[a]]
         return {
             "resources": {
                 "added": sorted(set(after) - set(before)),
@@ -216,23 +216,27 @@ class Webhooks:
             }
         }
 
-    def _instances(self, state: str, version: str) -> dict[str, Instance]:
-        """The instances of one version. The last one read of each state is kept: the
-        next write's previous version is this write's new one, so each write reads and
-        parses one version, not two."""
+    def _instances(self, state: str, version: str) -> _Instances | None:
+        """Each instance of one version by address, as (attributes, status); None for an
+        encrypted state. The last one read of each state is kept: the next write's
+        previous version is this write's new one, so each write reads and parses one
+        version, not two."""
         key = (state, version)
-        found = self._parsed.get(key)
-        if found is None:
-            # Imported on the first write a hook reports: the diff's views (pydantic)
-            # would otherwise load with every CLI run on the embedded store.
-            from statekeeper.state.diff import instances_of, readable_document
+        if key in self._parsed:
+            return self._parsed[key]
+        # Imported by the worker process, never by a CLI run (pydantic's views load with it).
+        from statekeeper.state.diff import attributes_of, instance_objects, status_of
 
-            obj = self.store.get(state, version)
-            found = {} if obj is None else instances_of(readable_document(obj.data))
-            self._parsed = {k: v for k, v in self._parsed.items() if k[0] != state}
-            if len(self._parsed) >= _PARSED_STATES:
-                self._parsed.pop(next(iter(self._parsed)))
-            self._parsed[key] = found
+        obj = self.store.get(state, version)
+        # A stored version was checked when it was written: plain JSON parsing will do.
+        document = {} if obj is None else json.loads(obj.data)
+        found: _Instances | None = None
+        if not ("encrypted_data" in document or "encryption_version" in document):
+            found = {a: (attributes_of(i), status_of(i)) for a, i in instance_objects(document)}
+        self._parsed = {k: v for k, v in self._parsed.items() if k[0] != state}
+        if len(self._parsed) >= _PARSED_STATES:
+            self._parsed.pop(next(iter(self._parsed)))
+        self._parsed[key] = found
         return found
 
     def _chores(self) -> None:

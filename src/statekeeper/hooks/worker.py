@@ -178,6 +178,10 @@ def main() -> None:
 
     import logging.config
 
+    # What the deliveries use is loaded at the start, not by the first delivery: the
+    # resource diff (with pydantic's views) and the HTTP client.
+    import statekeeper.hooks.transport
+    import statekeeper.state.diff  # noqa: F401
     from statekeeper.app import build_webhooks
     from statekeeper.storage.encrypting import encrypting
     from statekeeper.storage.registry import open_locks, open_store
