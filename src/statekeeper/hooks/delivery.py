@@ -35,10 +35,11 @@ log = logging.getLogger("statekeeper.hooks")
 
 #: Rows claimed at a time.
 _BATCH = 20
-#: Seconds a woken sender waits before it claims: the other events of the same burst
-#: (a LOCK, a write and an UNLOCK come within milliseconds) join the round, which then
-#: costs one claim and one record for them all, and one wake-up of the process.
-_LINGER = 0.025
+#: Seconds a woken sender waits before it claims: the events that follow within it (a
+#: LOCK, a write and an UNLOCK come milliseconds apart; many clients' cycles more) join
+#: the round, which then costs one claim and one record, two short transactions of the
+#: database the requests write to, for them all. A webhook is not that urgent.
+_LINGER = 0.1
 
 
 class Sender:
