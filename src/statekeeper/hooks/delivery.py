@@ -1,4 +1,5 @@
-"""The sender: a background thread that delivers the outbox, never the request path.
+"""The sender: a thread of the delivery worker process (:mod:`statekeeper.hooks.worker`)
+that delivers the outbox, never the request path.
 
 It claims due rows with a lease, POSTs each as a signed CloudEvent, and
 records the attempt: a 2xx answer delivers; anything else (an error status, a
