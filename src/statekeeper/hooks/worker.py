@@ -36,10 +36,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from io import BufferedReader
+
+    from statekeeper.hooks.service import Webhooks
     from statekeeper.settings import Settings
 
 __all__ = ["WorkerProcess", "main"]
@@ -143,13 +147,22 @@ class WorkerProcess:
                     proc.stdin.close()
 
     def _reports(self, stream: IO[bytes]) -> None:
+        from statekeeper.errors import StatekeeperError
+
         for line in stream:
-            report = json.loads(line)
+            try:
+                report = json.loads(line)
+            except ValueError:
+                continue  # cut short by the worker's death
             self.failures = self._failures_before + int(report["failures"])
             self.backlog = int(report["backlog"])
             if report["subscriptions"] != self._fingerprint:
+                try:
+                    self.on_subscriptions()
+                except StatekeeperError as exc:
+                    log.error("the webhook subscriptions cannot be read: %s", exc.message)
+                    continue  # read again at the next report that differs
                 self._fingerprint = report["subscriptions"]
-                self.on_subscriptions()
 
     def close(self) -> None:
         """Stop the worker: the end of its stdin stops it; killed if it lingers."""
@@ -166,7 +179,7 @@ class WorkerProcess:
         self._reader.join(5)
 
 
-def main() -> None:
+def main() -> int:
     """The worker process: read the settings, deliver until stdin ends."""
     # Ctrl-C reaches the whole process group: serve stops first and then closes our pipe,
     # so the worker finishes the attempt in hand instead of dying with a traceback.
@@ -183,14 +196,30 @@ def main() -> None:
     import statekeeper.hooks.transport
     import statekeeper.state.diff  # noqa: F401
     from statekeeper.app import build_webhooks
+    from statekeeper.errors import StatekeeperError
     from statekeeper.storage.encrypting import encrypting
     from statekeeper.storage.registry import open_locks, open_store
     from statekeeper.telemetry.logs import log_config
 
     logging.config.dictConfig(log_config(settings.log_format, settings.log_level))
-    store = encrypting(open_store(settings.store_url), settings.master_key)
-    table = open_locks(settings.locks_url, store)
-    hooks = build_webhooks(settings, store, table)
+    with ExitStack() as opened:
+        try:
+            store = encrypting(open_store(settings.store_url), settings.master_key)
+            opened.callback(store.close)
+            table = open_locks(settings.locks_url, store)
+            opened.callback(table.close)
+            hooks = build_webhooks(settings, store, table)
+        except StatekeeperError as exc:
+            # Said once per attempt, without a traceback; serve starts another later.
+            log.error("the webhook delivery worker cannot start: %s", exc.message)
+            return 1
+        opened.callback(hooks.close)
+        _deliver(hooks, stdin, reports)
+    return 0
+
+
+def _deliver(hooks: Webhooks, stdin: BufferedReader, reports: IO[str]) -> None:
+    """Deliver on the sender's thread, woken by each nudge, until stdin ends."""
     last: dict[str, object] = {}
 
     def report(failures: int) -> None:
@@ -207,15 +236,10 @@ def main() -> None:
             except BrokenPipeError:
                 pass  # the server is gone: stdin ends next, and the worker with it
 
-    try:
-        sender = hooks.deliver(report)
-        while stdin.read1(4096):
-            sender.wake()
-    finally:
-        hooks.close()
-        table.close()
-        store.close()
+    sender = hooks.deliver(report)
+    while stdin.read1(4096):
+        sender.wake()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
