@@ -6,12 +6,13 @@ from __future__ import annotations
 import os
 import signal
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 from tests.hooks.test_webhooks import FAST, NAME, Receiver, add_hook, receiver
-from tests.security.support import state_json
+from tests.security.support import lock_body, state_json
 
 from statekeeper.testing.processes import StatekeeperServer
 
@@ -109,3 +110,19 @@ def test_a_hook_added_while_serving_is_delivered(
             time.sleep(0.5)
     assert receiver.deliveries[0]["verified"]
     assert receiver.deliveries[0]["event"]["data"]["serial"] > 1
+
+
+def test_the_worker_process_reports_a_stale_lock(
+    tmp_path: Path, serve: Callable[..., StatekeeperServer], receiver: Receiver
+) -> None:
+    workdir = tmp_path / "server"
+    add_hook(workdir, receiver.url, "--event", "lock.stale")
+    server = serve(workdir=workdir, env={**FAST, "STATEKEEPER_HOOKS_STALE_AFTER": "1"})
+    lock_id = str(uuid.uuid4())
+    taken = httpx.request("LOCK", server.state_url(NAME), content=lock_body(lock_id), timeout=30)
+    assert taken.status_code == 200
+    receiver.wait_for(1, timeout=90)  # the worker looks at the lock table every 30 s
+    (stale,) = receiver.deliveries
+    assert stale["verified"]
+    assert stale["event"]["type"] == "io.statekeeper.lock.stale"
+    assert stale["event"]["data"]["lock_id"] == lock_id
