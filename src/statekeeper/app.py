@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from statekeeper.state.trash import TrashService
     from statekeeper.telemetry.metrics import Metrics
 
-__all__ = ["Services"]
+__all__ = ["Services", "build_webhooks"]
 
 
 @dataclass
@@ -153,7 +153,7 @@ class Services:
         events.subscribe(audit.record)
         events.subscribe(log_event)
         try:
-            hooks = _webhooks(settings, store, table)
+            hooks = build_webhooks(settings, store, table)
         except BaseException:  # a config file's hook the server refuses
             table.close()
             store.close()
@@ -167,8 +167,7 @@ class Services:
             events.subscribe(metrics.observe_event)
             metrics.watch_locks(table)
             metrics.watch_queue("audit", audit.backlog, audit.failures)
-            sender = hooks.sender
-            metrics.watch_queue("webhooks", hooks.outbox.backlog, lambda: sender.failures)
+            metrics.watch_queue("webhooks", hooks.backlog, hooks.failures)
         policy = policy or ScopePolicy()
         locks = LockService(
             store,
@@ -225,8 +224,9 @@ def _oidc(settings: Settings) -> OidcVerifier | None:
     return OidcVerifier(OidcConfig.load(settings.oidc_config))
 
 
-def _webhooks(settings: Settings, store: ObjectStore, table: LockTable) -> Webhooks:
-    """Webhooks, their outbox in the store's database or beside its states (S3)."""
+def build_webhooks(settings: Settings, store: ObjectStore, table: LockTable) -> Webhooks:
+    """Webhooks, their outbox in the store's database or beside its states (S3); the
+    delivery worker builds its own from the server's settings."""
     from statekeeper.hooks.guard import parse_allow
     from statekeeper.hooks.model import Policy
     from statekeeper.hooks.outbox import open_outbox

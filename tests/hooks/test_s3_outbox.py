@@ -116,3 +116,27 @@ def test_two_replicas_on_one_bucket_deliver_each_event_once(
     assert max(ids.values()) == 1, f"delivered more than once: {ids}"
     assert all(d["verified"] for d in receiver.deliveries)
     assert _outbox(s3) == []
+
+
+def test_a_hook_added_while_a_replica_serves_reaches_its_request_path(
+    tmp_path: Path,
+    serve: Callable[..., StatekeeperServer],
+    moto: MotoServer,
+    s3: Any,
+    receiver: Receiver,  # noqa: F811
+) -> None:
+    server = serve(*STORE, env={**moto.env(), **FAST}, workdir=tmp_path / "a")
+    with httpx.Client(timeout=30) as http:
+        assert http.post(server.state_url(NAME), content=state_json(1)).status_code == 200
+        # The request path reads the subscriptions from memory: the worker's next look
+        # (within 5 s) sees the new one and the server reads them again.
+        _cli(moto, tmp_path, "hooks", "add", "ci", "--url", receiver.url, "--secret", SECRET)
+        serial = 2
+        deadline = time.monotonic() + 60
+        while not receiver.deliveries:
+            assert time.monotonic() < deadline, "the hook added at runtime was never delivered"
+            assert http.post(server.state_url(NAME), content=state_json(serial)).status_code == 200
+            serial += 1
+            time.sleep(1)
+    assert receiver.deliveries[0]["verified"]
+    assert receiver.deliveries[0]["event"]["data"]["serial"] > 1

@@ -150,7 +150,7 @@ def serve(
             else:
                 err_console.print(markup, highlight=False)
 
-        services.hooks.start()  # delivers the outbox, left over from before included
+        services.hooks.start(settings)  # a worker process delivers the outbox, old rows too
         # A new replica's index builds in the background; searches meanwhile answer from
         # what is indexed so far, with a note saying how far the build is. On the embedded
         # store it starts now; a replica on S3 keeps nothing on local disk until the index

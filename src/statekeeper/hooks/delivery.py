@@ -1,4 +1,5 @@
-"""The sender: a background thread that delivers the outbox, never the request path.
+"""The sender: a thread of the delivery worker process (:mod:`statekeeper.hooks.worker`)
+that delivers the outbox, never the request path.
 
 It claims due rows with a lease, POSTs each as a signed CloudEvent, and
 records the attempt: a 2xx answer delivers; anything else (an error status, a
@@ -35,6 +36,11 @@ log = logging.getLogger("statekeeper.hooks")
 
 #: Rows claimed at a time.
 _BATCH = 20
+#: Seconds a woken sender waits before it claims: the events that follow within it (a
+#: LOCK, a write and an UNLOCK come milliseconds apart; many clients' cycles more) join
+#: the round, which then costs one claim and one record, two short transactions of the
+#: database the requests write to, for them all. A webhook is not that urgent.
+_LINGER = 0.1
 
 
 class Sender:
@@ -47,12 +53,15 @@ class Sender:
         enrich: Callable[[Entry], dict[str, Any]],
         chores: Callable[[], None] = lambda: None,
         subscriptions: Callable[[], list[Subscription]] | None = None,
+        on_round: Callable[[int], None] = lambda failures: None,
     ) -> None:
         self.outbox = outbox
         self.subscriptions = subscriptions or outbox.subscriptions
         self.policy = policy
         self.enrich = enrich
         self.chores = chores
+        #: Called after each round with the failed attempts so far (the worker reports).
+        self.on_round = on_round
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.failures = 0
         self._wake = threading.Event()
@@ -100,10 +109,14 @@ class Sender:
                     break  # the others' leases run out and they are claimed again
                 done.append(self._deliver(entry, subs.get(entry.hook), connections))
             self._record(done)
-            if len(entries) < _BATCH:
-                # Nothing else is due: wait to be woken by a new event, or poll for rows
-                # of other servers and retries coming due.
-                self._wake.wait(self.outbox.poll)
+            try:
+                self.on_round(self.failures)
+            except StatekeeperError as exc:
+                log.error("the webhook outbox cannot be read: %s", exc.message)
+            if len(entries) < _BATCH and self._wake.wait(self.outbox.poll):
+                # Nothing else was due, and a new event woke the sender (else: the poll
+                # for rows of other servers and retries coming due).
+                self._stop.wait(_LINGER)
 
     def _deliver(self, entry: Entry, sub: Subscription | None, connections: Connections) -> Attempt:
         from statekeeper.hooks.transport import TRANSPORT_ERRORS, post

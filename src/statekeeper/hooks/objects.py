@@ -77,10 +77,16 @@ class ObjectOutbox:
 
     def subscriptions(self, db: object = None) -> list[Subscription]:
         """Every subscription. Read once, then re-read by each :meth:`claim` (the
-        sender's poll), so the request path never waits for a listing."""
+        sender's poll) and :meth:`refresh`, so the request path never waits for a
+        listing."""
         if self._subs is None:
             self._subs = self._read_subscriptions()
         return self._subs
+
+    def refresh(self) -> None:
+        """Read the subscriptions again, now (off the request path: the server's worker
+        reported that they changed)."""
+        self._subs = self._read_subscriptions()
 
     def _read_subscriptions(self) -> list[Subscription]:
         subs = []

@@ -123,6 +123,10 @@ class OutboxStore(Protocol):
         """Every stored subscription."""
         ...
 
+    def refresh(self) -> None:
+        """Read the subscriptions afresh at the next :meth:`subscriptions`."""
+        ...
+
     def add(self, sub: Subscription) -> None:
         """Add or replace a subscription."""
         ...
@@ -181,6 +185,9 @@ class Outbox:
 
         rows = read(db) if db is not None else self.db.run(read)
         return [Subscription.from_json(json.loads(body)) for (body,) in rows]
+
+    def refresh(self) -> None:
+        """Nothing kept: every :meth:`subscriptions` reads the table."""
 
     def add(self, sub: Subscription) -> None:
         body = json.dumps(sub.to_json(with_secret=True))

@@ -4,11 +4,13 @@ For an event some subscription wants, the outbox rows are written in the
 same SQLite transaction as the event's audit record (:meth:`Webhooks.write_outbox`,
 joined to the audit trail), before the request is answered; nothing is sent
 on the request path. :meth:`Webhooks.wake_for`, a subscriber after the audit
-trail, then wakes the sender.
+trail, then nudges the sender: ``serve``'s delivery worker, a process of its
+own (:mod:`statekeeper.hooks.worker`), which runs :meth:`Webhooks.deliver`.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -16,7 +18,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from statekeeper.errors import BadRequest, StatekeeperError, StorageError
@@ -30,7 +31,8 @@ from statekeeper.times import utcnow
 
 if TYPE_CHECKING:
     from statekeeper.hooks.delivery import Sender
-    from statekeeper.state.diff import Instance
+    from statekeeper.hooks.worker import WorkerProcess
+    from statekeeper.settings import Settings
 
 __all__ = ["Webhooks"]
 
@@ -40,6 +42,12 @@ _REFRESH = 2.0
 _STALE_SCAN = 30.0
 _PARSED_STATES = 16
 _STALE_IDS = uuid.UUID("5d1e2c1a-4b0e-4f3e-9a59-1c0ffee00001")
+#: A version's instances by address: (attributes, status), compared to tell a change.
+_Instances = dict[str, tuple[Any, str | None]]
+
+
+def _nobody() -> None:
+    """Who is woken where nothing delivers (a CLI run): the next server's sender."""
 
 
 class Webhooks:
@@ -65,7 +73,12 @@ class Webhooks:
         self._guard = threading.Lock()
         self._scanned_at = -float("inf")
         #: (state, version) -> its instances, for the last version of a few states.
-        self._parsed: dict[tuple[str, str], dict[str, Instance]] = {}
+        self._parsed: dict[tuple[str, str], _Instances | None] = {}
+        #: Events whose outbox rows the open transaction wrote: their commit wakes the sender.
+        self._queued: set[str] = set()
+        self._wake: Callable[[], None] = _nobody
+        self._worker: WorkerProcess | None = None
+        self._sender: Sender | None = None
 
     def all(self, db: sqlite3.Connection | None = None) -> list[Subscription]:
         """Every subscription: the config file's, then those added by command."""
@@ -102,41 +115,79 @@ class Webhooks:
         if wanted is not None:
             assert isinstance(self.outbox, Outbox)  # joined only where there is a database
             self.outbox.enqueue_in(db, wanted[0], event, wanted[1])
+            self._queued.add(event.id)
 
     def wake_for(self, event: Event) -> None:
-        """The subscriber after the audit trail: the rows are committed, send them now."""
-        if hook_type(event) is not None:
-            self.sender.wake()
+        """The subscriber after the audit trail: the rows are committed, send them now.
+        Only an event that wrote rows wakes the sender: the others cost it nothing."""
+        try:
+            self._queued.remove(event.id)
+        except KeyError:
+            return
+        self._wake()
 
     def observe_event(self, event: Event) -> None:
         """The subscriber where the audit trail has no transaction to join."""
         wanted = self._wanted(event)
         if wanted is not None:
             self.outbox.enqueue(wanted[0], event, wanted[1])
-            self.sender.wake()
+            self._wake()
 
     def _offer(self, kind: str, event: Event) -> None:
         assert event.state is not None
         wanted = [s.name for s in self.subscriptions() if s.wants(kind, event.state)]
         if wanted:
             self.outbox.enqueue(kind, event, wanted)
-            self.sender.wake()
+            self._wake()
 
     # The sender's side
 
-    @cached_property
-    def sender(self) -> Sender:
-        """Made when first needed: a CLI run that sends nothing never imports it."""
+    def start(self, settings: Settings) -> None:
+        """``serve``: deliver from a worker process built from the server's ``settings``."""
+        from statekeeper.hooks.worker import WorkerProcess
+
+        self._worker = WorkerProcess(
+            settings, self._subscriptions_changed, stop_timeout=self.policy.timeout + 10
+        )
+        self._wake = self._worker.wake
+
+    def deliver(self, on_round: Callable[[int], None]) -> Sender:
+        """The worker process: deliver on a thread of this process; ``on_round`` is called
+        after each round with the failed attempts so far."""
         from statekeeper.hooks.delivery import Sender
 
-        return Sender(self.outbox, self.policy, self._enrich, self._chores, self.all)
+        self._sender = Sender(
+            self.outbox, self.policy, self._enrich, self._chores, self.all, on_round
+        )
+        self._wake = self._sender.wake
+        self._sender.start()
+        return self._sender
 
-    def start(self) -> None:
-        self.sender.start()
+    def _subscriptions_changed(self) -> None:
+        """The worker saw other subscriptions (``hooks add`` on a running server): the
+        request path reads them again (on S3 it reads them from memory, until now)."""
+        self.outbox.refresh()
+        self._read_at = -float("inf")
+
+    def backlog(self) -> int:
+        """Entries waiting: counted in the database where there is one, else as the
+        worker's last look at the bucket found them (a scrape makes no request to it)."""
+        if self._worker is not None and self.store.records.database is None:
+            return self._worker.backlog
+        return self.outbox.backlog()
+
+    def failures(self) -> int:
+        """Failed delivery attempts since the server started."""
+        if self._worker is not None:
+            return self._worker.failures
+        return self._sender.failures if self._sender is not None else 0
 
     def close(self) -> None:
-        if "sender" in self.__dict__:
-            self.sender.close()
+        self._wake = _nobody
+        if self._worker is not None:
+            self._worker.close()
+        if self._sender is not None:
+            self._sender.close()
 
     def _enrich(self, entry: Entry) -> dict[str, Any]:
         """``state.written``: the resources the new version added, changed and removed."""
@@ -151,13 +202,11 @@ class Webhooks:
             before = self._instances(state, previous) if previous is not None else {}
             after = self._instances(state, version)
         except StatekeeperError:
-            return {}  # an OpenTofu encrypted state, a version gone: the facts without it
+            return {}  # a version gone: the facts without it
+        if before is None or after is None:
+            return {}  # an OpenTofu encrypted state: its resources cannot be read
         # Addresses only: which attribute changed, and to what, is not the payload's to say.
-        changed = [
-            a
-            for a in sorted(set(before) & set(after))
-            if (before[a].attributes, before[a].status) != (after[a].attributes, after[a].status)
-        ]
+        changed = [a for a in sorted(set(before) & set(after)) if before[a] != after[a]]
         return {
             "resources": {
                 "added": sorted(set(after) - set(before)),
@@ -166,23 +215,27 @@ class Webhooks:
             }
         }
 
-    def _instances(self, state: str, version: str) -> dict[str, Instance]:
-        """The instances of one version. The last one read of each state is kept: the
-        next write's previous version is this write's new one, so each write reads and
-        parses one version, not two."""
+    def _instances(self, state: str, version: str) -> _Instances | None:
+        """Each instance of one version by address, as (attributes, status); None for an
+        encrypted state. The last one read of each state is kept: the next write's
+        previous version is this write's new one, so each write reads and parses one
+        version, not two."""
         key = (state, version)
-        found = self._parsed.get(key)
-        if found is None:
-            # Imported on the first write a hook reports: the diff's views (pydantic)
-            # would otherwise load with every CLI run on the embedded store.
-            from statekeeper.state.diff import instances_of, readable_document
+        if key in self._parsed:
+            return self._parsed[key]
+        # Imported by the worker process, never by a CLI run (pydantic's views load with it).
+        from statekeeper.state.diff import attributes_of, instance_objects, status_of
 
-            obj = self.store.get(state, version)
-            found = {} if obj is None else instances_of(readable_document(obj.data))
-            self._parsed = {k: v for k, v in self._parsed.items() if k[0] != state}
-            if len(self._parsed) >= _PARSED_STATES:
-                self._parsed.pop(next(iter(self._parsed)))
-            self._parsed[key] = found
+        obj = self.store.get(state, version)
+        # A stored version was checked when it was written: plain JSON parsing will do.
+        document = {} if obj is None else json.loads(obj.data)
+        found: _Instances | None = None
+        if not ("encrypted_data" in document or "encryption_version" in document):
+            found = {a: (attributes_of(i), status_of(i)) for a, i in instance_objects(document)}
+        self._parsed = {k: v for k, v in self._parsed.items() if k[0] != state}
+        if len(self._parsed) >= _PARSED_STATES:
+            self._parsed.pop(next(iter(self._parsed)))
+        self._parsed[key] = found
         return found
 
     def _chores(self) -> None:

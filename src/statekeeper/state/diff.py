@@ -36,12 +36,15 @@ from statekeeper.terraform.statedoc import StateDoc
 __all__ = [
     "Instance",
     "StateContent",
+    "attributes_of",
     "describe_state",
     "diff_states",
     "format_path",
+    "instance_objects",
     "instances_of",
     "readable_document",
     "secrets_of",
+    "status_of",
 ]
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
@@ -87,9 +90,8 @@ def _index(key: Any) -> str:
     return f"[{json.dumps(key)}]"
 
 
-def instances_of(document: dict[str, Any]) -> dict[str, Instance]:
-    """Every resource instance in a parsed state, by address."""
-    out: dict[str, Instance] = {}
+def instance_objects(document: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every resource instance in a parsed state: its address and its JSON object."""
     resources = document.get("resources")
     for res in resources if isinstance(resources, list) else []:
         if not isinstance(res, dict):
@@ -106,16 +108,33 @@ def instances_of(document: dict[str, Any]) -> dict[str, Instance]:
             address = base + _index(inst.get("index_key"))
             if inst.get("deposed"):
                 address += f" (deposed {inst['deposed']})"
-            attrs = inst.get("attributes")
-            if attrs is None and isinstance(inst.get("attributes_flat"), dict):
-                attrs = inst["attributes_flat"]
-            attrs = attrs if attrs is not None else {}
-            out[address] = Instance(
-                address=address,
-                attributes=attrs,
-                sensitive=locations(attrs, inst.get("sensitive_attributes")),
-                status=inst.get("status") if isinstance(inst.get("status"), str) else None,
-            )
+            yield address, inst
+
+
+def attributes_of(inst: dict[str, Any]) -> Any:
+    """An instance's attributes (``attributes_flat`` in states of Terraform 0.11)."""
+    attrs = inst.get("attributes")
+    if attrs is None and isinstance(inst.get("attributes_flat"), dict):
+        attrs = inst["attributes_flat"]
+    return attrs if attrs is not None else {}
+
+
+def status_of(inst: dict[str, Any]) -> str | None:
+    status = inst.get("status")
+    return status if isinstance(status, str) else None
+
+
+def instances_of(document: dict[str, Any]) -> dict[str, Instance]:
+    """Every resource instance in a parsed state, by address."""
+    out: dict[str, Instance] = {}
+    for address, inst in instance_objects(document):
+        attrs = attributes_of(inst)
+        out[address] = Instance(
+            address=address,
+            attributes=attrs,
+            sensitive=locations(attrs, inst.get("sensitive_attributes")),
+            status=status_of(inst),
+        )
     return out
 
 
