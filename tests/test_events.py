@@ -14,7 +14,7 @@ from statekeeper.errors import Forbidden, StorageError
 from statekeeper.events import Action, Event, EventStream
 from statekeeper.security.audit import AuditFilter, SqliteAuditLog
 from statekeeper.security.caller import Caller
-from statekeeper.storage.sqlite import SqliteDatabase
+from statekeeper.storage.sqlite.database import SqliteDatabase
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.names import StateName
 

@@ -23,7 +23,8 @@ from statekeeper.security.grants import ScopePolicy
 from statekeeper.server.app import create_app
 from statekeeper.settings import load_settings
 from statekeeper.storage.base import StoredObject
-from statekeeper.storage.sqlite import SqliteDatabase, SqliteStore
+from statekeeper.storage.sqlite.database import SqliteDatabase
+from statekeeper.storage.sqlite.store import SqliteStore
 from statekeeper.testing.statefiles import instance, state_bytes
 
 OPERATOR = Caller(actor="operator:test")

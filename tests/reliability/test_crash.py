@@ -24,7 +24,8 @@ import pytest
 from reliability_support import lock_body, md5_header, record_figures, size, state_doc
 
 from statekeeper.state.version import StateVersion
-from statekeeper.storage.sqlite import SqliteDatabase, SqliteStore
+from statekeeper.storage.sqlite.database import SqliteDatabase
+from statekeeper.storage.sqlite.store import SqliteStore
 from statekeeper.terraform.statedoc import StateDoc
 from statekeeper.testing.processes import StatekeeperServer
 

@@ -103,7 +103,7 @@ def test_an_encrypted_store_refuses_a_missing_or_wrong_key(
 def test_a_store_from_before_the_key_record_is_checked_by_its_key_ring(tmp_path: Path) -> None:
     """Stores encrypted before master keys were recorded: the key ring's entries say."""
     from statekeeper.storage.encrypting import encrypting
-    from statekeeper.storage.sqlite import SqliteStore
+    from statekeeper.storage.sqlite.store import SqliteStore
 
     right, wrong = _key(), _key()
     store = open_store(f"sqlite:///{tmp_path / 's.db'}")

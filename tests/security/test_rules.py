@@ -23,7 +23,7 @@ from statekeeper.security.tokens import (
 )
 from statekeeper.server.limits import RateLimiter
 from statekeeper.storage.memory import MemoryStore
-from statekeeper.storage.sqlite import SqliteDatabase
+from statekeeper.storage.sqlite.database import SqliteDatabase
 from statekeeper.terraform.names import StateName
 from statekeeper.times import parse_duration, utcnow
 

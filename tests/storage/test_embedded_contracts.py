@@ -10,7 +10,9 @@ import pytest
 
 from statekeeper.storage.base import LockTable, ObjectStore
 from statekeeper.storage.memory import MemoryLocks, MemoryStore
-from statekeeper.storage.sqlite import SqliteDatabase, SqliteLocks, SqliteStore
+from statekeeper.storage.sqlite.database import SqliteDatabase
+from statekeeper.storage.sqlite.locks import SqliteLocks
+from statekeeper.storage.sqlite.store import SqliteStore
 from statekeeper.testing.contracts import (
     HistoryEditsContract,
     LockTableContract,

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from statekeeper.errors import WriteRace
-from statekeeper.storage.sqlite import IN_MEMORY, PIECE, SqliteDatabase, SqliteStore
+from statekeeper.storage.sqlite.database import SqliteDatabase
+from statekeeper.storage.sqlite.pieces import IN_MEMORY, PIECE
+from statekeeper.storage.sqlite.store import SqliteStore
 
 MB = 1024 * 1024
 

@@ -18,7 +18,9 @@ from statekeeper.security.audit import AuditFilter
 from statekeeper.security.caller import Caller
 from statekeeper.settings import load_settings
 from statekeeper.storage.base import ObjectInfo
-from statekeeper.storage.sqlite import SqliteDatabase, SqliteLocks, SqliteStore
+from statekeeper.storage.sqlite.database import SqliteDatabase
+from statekeeper.storage.sqlite.locks import SqliteLocks
+from statekeeper.storage.sqlite.store import SqliteStore
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.names import StateName
 

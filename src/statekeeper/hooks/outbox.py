@@ -26,7 +26,7 @@ from statekeeper.errors import NotFound
 from statekeeper.events import Event
 from statekeeper.hooks.model import Subscription
 from statekeeper.storage.base import RecordSpace
-from statekeeper.storage.sqlite import SqliteDatabase
+from statekeeper.storage.sqlite.database import SqliteDatabase
 from statekeeper.times import format_rfc3339, utcnow
 
 __all__ = ["Attempt", "Entry", "Outbox", "OutboxStore", "open_outbox"]

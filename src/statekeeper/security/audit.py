@@ -36,7 +36,7 @@ from statekeeper.errors import StatekeeperError
 from statekeeper.events import Event
 from statekeeper.security.grants import parse_grant
 from statekeeper.storage.base import ObjectStore, RecordSpace
-from statekeeper.storage.sqlite import SqliteDatabase
+from statekeeper.storage.sqlite.database import SqliteDatabase
 from statekeeper.terraform.names import StateName
 
 __all__ = [

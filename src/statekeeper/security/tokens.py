@@ -48,7 +48,7 @@ from statekeeper.security.caller import Caller
 from statekeeper.security.grants import parse_grants
 from statekeeper.security.policy import Permission, Policy, require
 from statekeeper.storage.base import RecordSpace
-from statekeeper.storage.sqlite import SqliteDatabase
+from statekeeper.storage.sqlite.database import SqliteDatabase
 from statekeeper.times import format_rfc3339, parse_rfc3339, utcnow
 
 __all__ = [
@@ -428,7 +428,7 @@ def tokens_configured(store_url: str, tokens_file: Path | None) -> bool:
     if tokens_file is not None:
         return True
     from statekeeper.storage.registry import DriverURL
-    from statekeeper.storage.sqlite import database_path
+    from statekeeper.storage.sqlite.database import database_path
 
     url = DriverURL.parse(store_url)
     if url.scheme != "sqlite":

@@ -15,7 +15,7 @@ from typing import Protocol
 from urllib.parse import quote
 
 from statekeeper.storage.base import ObjectStore, RecordSpace
-from statekeeper.storage.sqlite import SqliteDatabase
+from statekeeper.storage.sqlite.database import SqliteDatabase
 from statekeeper.terraform.layout import STATEKEEPER_PREFIX
 
 __all__ = ["ReplacedLedger", "open_ledger"]

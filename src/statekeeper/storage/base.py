@@ -21,7 +21,7 @@ from statekeeper.errors import CapabilityMissing, LockMismatch, LockNotFound, Ve
 from statekeeper.terraform.lockinfo import LockInfo
 
 if TYPE_CHECKING:
-    from statekeeper.storage.sqlite import SqliteDatabase
+    from statekeeper.storage.sqlite.database import SqliteDatabase
 
 __all__ = [
     "PROBE_KEY",

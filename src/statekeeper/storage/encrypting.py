@@ -57,7 +57,7 @@ from statekeeper.storage.base import (
     StoredObject,
     Upload,
 )
-from statekeeper.storage.sqlite import SqliteDatabase
+from statekeeper.storage.sqlite.database import SqliteDatabase
 
 if TYPE_CHECKING:
     from statekeeper.security.caller import Caller

@@ -31,12 +31,12 @@ class _Entry:
 
 STORE_SCHEMES: dict[str, _Entry] = {
     "memory": _Entry("statekeeper.storage.memory"),
-    "sqlite": _Entry("statekeeper.storage.sqlite"),
+    "sqlite": _Entry("statekeeper.storage.sqlite.store"),
     "s3": _Entry("statekeeper.storage.aws.s3", extra="aws"),
 }
 LOCK_SCHEMES: dict[str, _Entry] = {
     "memory": _Entry("statekeeper.storage.memory"),
-    "sqlite": _Entry("statekeeper.storage.sqlite"),
+    "sqlite": _Entry("statekeeper.storage.sqlite.locks"),
     "dynamodb": _Entry("statekeeper.storage.aws.dynamodb", extra="aws"),
     "s3lock": _Entry("statekeeper.storage.aws.s3lock", extra="aws"),
     # An s3:// store given no lock URL locks with lock files next to its states,

@@ -1,0 +1,250 @@
+"""The SQLite file under the embedded store: its schema, connections, and sync discipline.
+
+WAL mode with ``synchronous=FULL``: each write is one transaction, committed
+and synced before the call returns, so an acknowledged write survives
+``kill -9`` of the server (and a power cut). Several processes may share the
+file; ``BEGIN IMMEDIATE`` serialises writers and ``busy_timeout`` makes them
+wait for each other instead of failing.
+
+One request may commit several small transactions (a lock, then its audit
+record). Inside :meth:`SqliteDatabase.syncing_once` those commits skip their
+own fsync and the block ends with one fsync of the write-ahead log, before the
+caller answers anyone. WAL frames are appended in commit order and recovery
+replays a prefix of them, so after a crash the database holds a prefix of the
+commits and every commit of an answered request is in it. A commit whose
+visibility must wait for its durability (a new state version, which another
+client may read at once) passes ``durable=True`` and is synced on its own.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from statekeeper.errors import ConfigError, StorageError
+from statekeeper.storage.registry import DriverURL
+
+__all__ = ["SCHEMA", "SqliteDatabase", "database_path", "like_prefix"]
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL,
+    data BLOB,
+    size INTEGER NOT NULL,
+    metadata TEXT NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS objects_by_key ON objects (key, id);
+-- Listings read these columns only: from this index, never past the data blob that
+-- precedes them in the row (a 10,000-state listing went from 1 s to well under).
+CREATE INDEX IF NOT EXISTS objects_listing ON objects (id, key, size, metadata, created);
+-- The bytes of a version larger than PIECE, in pieces of PIECE bytes (objects.data is
+-- then empty); compressed, the pieces cut one zstd stream (objects.codec, codec.py).
+-- SQLite builds each row whole in memory before writing it: one row of a 500 MB state
+-- costs twice its size while written, a piece costs 1 MB.
+CREATE TABLE IF NOT EXISTS object_pieces (
+    id INTEGER NOT NULL REFERENCES objects (id),
+    seq INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (id, seq)
+);
+CREATE TABLE IF NOT EXISTS current (
+    key TEXT PRIMARY KEY,
+    object_id INTEGER NOT NULL REFERENCES objects (id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS locks (
+    key TEXT PRIMARY KEY,
+    lock_id TEXT NOT NULL,
+    body BLOB NOT NULL,
+    actor TEXT,
+    remote_addr TEXT,
+    acquired TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS digests (
+    key TEXT PRIMARY KEY,
+    digest TEXT NOT NULL
+) WITHOUT ROWID;
+-- Deleted states (the trash): the version current before the delete, and when.
+CREATE TABLE IF NOT EXISTS trash (
+    key TEXT PRIMARY KEY,
+    object_id INTEGER NOT NULL,
+    deleted TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+#: Columns added since the first schema, each with its definition: added in place
+#: (``ALTER TABLE … ADD COLUMN``) when a database from before them is opened.
+#: ``codec``: how the row's blob is encoded (NULL: the bytes as written), see codec.py.
+_ADDED_COLUMNS = (("objects", "codec", "TEXT"),)
+
+
+def like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+class SqliteDatabase:
+    """One database file; a connection per thread, opened on first use."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._guard = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create the directory for {path}: {exc}") from exc
+        try:
+            # executescript manages its own transaction.
+            self._connection().executescript(SCHEMA)
+            self._add_columns()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open the SQLite database {path}: {exc}") from exc
+
+    def _add_columns(self) -> None:
+        conn = self._connection()
+        for table, column, definition in _ADDED_COLUMNS:
+            have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            if column in have:
+                continue
+            try:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+            except sqlite3.OperationalError as exc:
+                # Another process opening the same file added it first.
+                if "duplicate column" not in str(exc):
+                    raise
+
+    def connect(self) -> sqlite3.Connection:
+        """A new connection of this database's settings; the caller closes it."""
+        conn = sqlite3.connect(
+            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self.connect()
+            self._local.conn = conn
+            self._local.synchronous = "FULL"
+            with self._guard:
+                self._all.append(conn)
+        return conn
+
+    def _synchronous(self, conn: sqlite3.Connection, mode: str) -> None:
+        if self._local.synchronous != mode:
+            conn.execute(f"PRAGMA synchronous={mode}")
+            self._local.synchronous = mode
+
+    def run(
+        self, fn: Callable[[sqlite3.Connection], T], *, write: bool = False, durable: bool = False
+    ) -> T:
+        """Run ``fn`` in one transaction (``BEGIN IMMEDIATE`` for writes).
+
+        A write is synced when it commits, unless it runs inside
+        :meth:`syncing_once` without ``durable``: then the block's end syncs it.
+        """
+        conn = self._connection()
+        deferred = write and not durable and getattr(self._local, "deferring", 0) > 0
+        try:
+            if write and not getattr(self._local, "relaxed", False):
+                self._synchronous(conn, "NORMAL" if deferred else "FULL")
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StorageError(f"the SQLite database {self.path} failed: {exc}") from exc
+        if write:
+            # A synced commit syncs the whole log, the deferred commits before it included.
+            self._local.unsynced = deferred
+        return result
+
+    def relax(self) -> None:
+        """Commits on this thread's connection from now on wait for the log, not the
+        disk: for writes that may be lost to a power cut (webhook delivery leases)."""
+        self._synchronous(self._connection(), "NORMAL")
+        self._local.relaxed = True
+
+    @contextmanager
+    def syncing_once(self) -> Iterator[None]:
+        """Commits on this thread inside the block share one fsync, at its end.
+
+        The block is one request's work: it ends before the request is answered,
+        so what it committed is durable when the caller learns of it.
+        """
+        self._connection()
+        self._local.deferring = getattr(self._local, "deferring", 0) + 1
+        try:
+            yield
+        finally:
+            self._local.deferring -= 1
+            if self._local.deferring == 0 and getattr(self._local, "unsynced", False):
+                self.sync()
+
+    def sync(self) -> None:
+        """Make every commit so far durable: fsync the write-ahead log.
+
+        What SQLite itself does at a ``synchronous=FULL`` commit; the log may
+        have been checkpointed and removed meanwhile (then it was synced first).
+        """
+        try:
+            fd = os.open(f"{self.path}-wal", os.O_RDONLY)
+        except FileNotFoundError:
+            self._local.unsynced = False
+            return
+        except OSError as exc:
+            raise StorageError(f"cannot sync the SQLite log of {self.path}: {exc}") from exc
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            raise StorageError(f"cannot sync the SQLite log of {self.path}: {exc}") from exc
+        finally:
+            os.close(fd)
+        self._local.unsynced = False
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        conn = self._connection()
+        try:
+            yield conn
+        except sqlite3.Error as exc:
+            raise StorageError(f"the SQLite database {self.path} failed: {exc}") from exc
+
+    def probe(self) -> None:
+        """``SELECT 1`` on this thread's connection: the file is open and readable."""
+        self.run(lambda db: db.execute("SELECT 1").fetchone())
+
+    def close(self) -> None:
+        with self._guard:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+
+def database_path(url: DriverURL) -> Path:
+    """``sqlite:///relative.db`` and ``sqlite:////abs.db``, SQLAlchemy's convention."""
+    if url.netloc:
+        raise ConfigError(
+            f"{url.raw!r}: a SQLite URL has no host; use sqlite:///relative/path.db "
+            "or sqlite:////absolute/path.db"
+        )
+    path = url.path[1:] if url.path.startswith("/") else url.path
+    if not path:
+        raise ConfigError(f"{url.raw!r}: the SQLite URL names no database file")
+    return Path(path)

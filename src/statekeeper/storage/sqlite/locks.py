@@ -1,0 +1,125 @@
+"""The lock table and the digests on the SQLite file."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import replace
+
+from statekeeper.errors import LockConflict, StatekeeperError
+from statekeeper.storage.base import LockTable, ObjectStore
+from statekeeper.storage.registry import DriverURL
+from statekeeper.storage.sqlite.database import SqliteDatabase, database_path, like_prefix
+from statekeeper.terraform.lockinfo import LockInfo
+from statekeeper.times import format_rfc3339, parse_rfc3339, utcnow
+
+__all__ = ["SqliteLocks", "open_locks"]
+
+
+class SqliteLocks(LockTable):
+    scheme = "sqlite"
+    keeps_digests = True
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+
+    @staticmethod
+    def _lock(row: tuple[object, ...]) -> LockInfo:
+        body, actor, remote_addr, acquired = row
+        lock = LockInfo.parse(bytes(body))  # type: ignore[call-overload]
+        return replace(
+            lock,
+            actor=None if actor is None else str(actor),
+            remote_addr=None if remote_addr is None else str(remote_addr),
+            acquired=parse_rfc3339(str(acquired)),
+        )
+
+    def _read(self, db: sqlite3.Connection, key: str) -> LockInfo | None:
+        row = db.execute(
+            "SELECT body, actor, remote_addr, acquired FROM locks WHERE key = ?", (key,)
+        ).fetchone()
+        return None if row is None else self._lock(row)
+
+    def acquire(self, key: str, lock: LockInfo) -> None:
+        def tx(db: sqlite3.Connection) -> None:
+            holder = self._read(db, key)
+            if holder is not None:
+                raise LockConflict(holder)
+            db.execute(
+                "INSERT INTO locks (key, lock_id, body, actor, remote_addr, acquired) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    key,
+                    lock.id,
+                    lock.body,
+                    lock.actor,
+                    lock.remote_addr,
+                    format_rfc3339(lock.acquired or utcnow()),
+                ),
+            )
+
+        self.db.run(tx, write=True)
+
+    def read(self, key: str) -> LockInfo | None:
+        return self.db.run(lambda db: self._read(db, key))
+
+    def delete_if_held_by(self, key: str, lock_id: str) -> bool:
+        cur = self.db.run(
+            lambda db: db.execute(
+                "DELETE FROM locks WHERE key = ? AND lock_id = ?", (key, lock_id)
+            ),
+            write=True,
+        )
+        return cur.rowcount == 1
+
+    def scan(self, prefix: str = "") -> Iterator[tuple[str, LockInfo]]:
+        with self.db.reading() as db:
+            rows = db.execute(
+                "SELECT key, body, actor, remote_addr, acquired FROM locks "
+                "WHERE key LIKE ? ESCAPE '\\' ORDER BY key",
+                (like_prefix(prefix),),
+            ).fetchall()
+        for row in rows:
+            try:
+                lock = self._lock(row[1:])
+            except (StatekeeperError, ValueError) as exc:
+                # Only a hand-edited database holds one; list it rather than fail.
+                body = row[1] if isinstance(row[1], bytes) else str(row[1]).encode()
+                lock = LockInfo.unreadable(body, f"the stored lock is damaged: {exc}")
+            yield str(row[0]), lock
+
+    def get_digest(self, key: str) -> str | None:
+        row = self.db.run(
+            lambda db: db.execute("SELECT digest FROM digests WHERE key = ?", (key,)).fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    def put_digest(self, key: str, md5_hex: str) -> None:
+        self.db.run(
+            lambda db: db.execute(
+                "INSERT INTO digests (key, digest) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET digest = excluded.digest",
+                (key, md5_hex),
+            ),
+            write=True,
+        )
+
+    def delete_digest(self, key: str) -> None:
+        self.db.run(lambda db: db.execute("DELETE FROM digests WHERE key = ?", (key,)), write=True)
+
+    def probe(self) -> None:
+        self.db.probe()
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def open_locks(url: DriverURL, store: ObjectStore) -> SqliteLocks:
+    # The store's URL is the default lock URL: its compression option is the store's.
+    url.reject_unknown_options({"compression"})
+    path = database_path(url)
+    # Locks in the store's own database share its connections (also behind encryption).
+    db = store.records.database
+    if db is not None and db.path.resolve() == path.resolve():
+        return SqliteLocks(db)
+    return SqliteLocks(SqliteDatabase(path))
