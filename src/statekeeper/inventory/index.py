@@ -79,7 +79,7 @@ PARSE_LIMIT = 64 * 1024 * 1024
 
 #: How long the index's thread lets writes gather before it re-reads the states they
 #: changed (an answer from the index never waits for it: it wakes the thread).
-INDEX_DELAY = 0.2
+INDEX_DELAY = 1.0
 
 #: Events after which a state's bytes may have changed.
 _CHANGES = {
