@@ -140,6 +140,27 @@ def test_a_release_reads_only_the_versions_written_since_its_lock(
         s.close()
 
 
+def test_a_lock_retried_by_its_holder_mid_run_still_compacts_the_whole_run(
+    tmp_path: Path, caller: Caller
+) -> None:
+    s = build(tmp_path, "compact = false")
+    try:
+        calls = _watched_compactor(s)
+        apply_run(s, caller, 1, 1)
+        lock = LockInfo.new("OperationTypeApply", caller.actor)
+        s.locks.lock(NAME, lock.body, caller)
+        s.states.write(NAME, state_bytes(2), caller, lock_id=lock.id)
+        s.states.write(NAME, state_bytes(3), caller, lock_id=lock.id)
+        s.locks.lock(NAME, lock.body, caller)  # the holder's retry: taken already, 200
+        s.states.write(NAME, state_bytes(4), caller, lock_id=lock.id)
+        calls.made.clear()
+        s.locks.unlock(NAME, lock.body, caller)
+        assert history(s, caller) == [(4, 2, True), (1, 0, False)]
+        assert "versions" not in calls.made
+    finally:
+        s.close()
+
+
 def test_a_lock_taken_before_the_server_started_is_compacted_from_the_whole_history(
     tmp_path: Path, caller: Caller
 ) -> None:

@@ -134,6 +134,8 @@ class Compactor:
         # of its run is newer than this one.
         current = self.store.head(key)
         with self._guard:
+            if (key, lock_id) in self._taken:
+                return  # a LOCK retried by its holder: its run began at the first one
             if len(self._taken) >= _REMEMBERED:
                 del self._taken[next(iter(self._taken))]
             self._taken[(key, lock_id)] = None if current is None else current.version_id
