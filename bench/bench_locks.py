@@ -5,7 +5,7 @@ one contended state (where clients retry LOCK on 423):
 
 - ``statekeeper-sqlite``: ``statekeeper serve`` on its embedded SQLite store;
 - ``statekeeper-aws``: ``statekeeper serve`` on S3 + DynamoDB (moto), once the
-  drivers exist;
+  drivers exist (against Terraform's own calls: ``bench_locks_s3.py``);
 - ``http-floor``: a bare Starlette app under the same uvicorn, no storage;
 - ``service-sqlite``: the same cycle on the service layer in process (the
   storage floor: no HTTP at all).
@@ -14,7 +14,6 @@ one contended state (where clients retry LOCK on 423):
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import random
 import threading
@@ -178,104 +177,6 @@ def run_service(
     return _summary(tally, seconds)
 
 
-def run_terraform_s3(
-    moto: Any, bucket: str, table: str, seconds: float, tag: str
-) -> dict[str, Any]:
-    """Terraform's own ``backend "s3"`` (DynamoDB locking) doing the same cycle, call for call.
-
-    The requests Terraform 1.15's S3 remote client makes for LOCK → read → write →
-    UNLOCK (``internal/backend/remote-state/s3/client.go``): PutItem of the lock
-    with ``attribute_not_exists(LockID)``; GetObject of the state and GetItem of
-    its ``-md5`` digest, which the read checks; PutObject with Content-MD5 and
-    PutItem of the new digest; GetItem of the lock (Unlock checks the ID) and
-    DeleteItem. Made with boto3, the library statekeeper's own S3 and DynamoDB
-    drivers use, against the same moto, so the ratio is statekeeper's cost over
-    the bare calls (Go's SDK would be a little faster on the client side).
-    """
-    import boto3
-
-    env = moto.env()
-    kw = {
-        "endpoint_url": moto.url,
-        "aws_access_key_id": "test",
-        "aws_secret_access_key": "test",
-        "region_name": env["AWS_REGION"],
-    }
-    s3 = boto3.client("s3", **kw)  # type: ignore[call-overload]
-    ddb = boto3.client("dynamodb", **kw)  # type: ignore[call-overload]
-    key = f"bench/{tag}/terraform.tfstate"
-    lock_key, digest_key = f"{bucket}/{key}", f"{bucket}/{key}-md5"
-    doc = make_state(STATE_SIZE, 1, str(uuid.uuid4()))
-    tally = Tally()
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        lock_id = str(uuid.uuid4())
-        start = time.perf_counter()
-        ddb.put_item(
-            TableName=table,
-            Item={"LockID": {"S": lock_key}, "Info": {"S": _lock_body(lock_id).decode()}},
-            ConditionExpression="attribute_not_exists(LockID)",
-        )
-        serial = 0
-        try:
-            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-            serial = read_serial(body)
-        except s3.exceptions.NoSuchKey:
-            pass
-        ddb.get_item(TableName=table, Key={"LockID": {"S": digest_key}}, ConsistentRead=True)
-        set_serial(doc, serial + 1)
-        data = bytes(doc)
-        s3.put_object(
-            Bucket=bucket,
-            Key=key,
-            Body=data,
-            ContentMD5=content_md5(data),
-            ContentType="application/json",
-        )
-        ddb.put_item(
-            TableName=table,
-            Item={"LockID": {"S": digest_key}, "Digest": {"S": hashlib.md5(data).hexdigest()}},
-        )
-        ddb.get_item(TableName=table, Key={"LockID": {"S": lock_key}}, ConsistentRead=True)
-        ddb.delete_item(TableName=table, Key={"LockID": {"S": lock_key}})
-        end = time.perf_counter()
-        if end <= deadline:
-            tally.latencies.append(end - start)
-    return _summary(tally, seconds)
-
-
-def _against_terraform_s3(
-    moto: Any,
-    statekeeper: Callable[[int, bool, float, str], dict[str, Any]],
-    repeats: int,
-    seconds: float,
-) -> dict[str, Any]:
-    """One client: Terraform's backend "s3" calls and statekeeper on S3 + DynamoDB,
-    alternated run by run on the same moto. Ratio: statekeeper's time per cycle
-    over Terraform's (goal <= 1.2)."""
-    runs = []
-    for r in range(repeats):
-        tag = f"tf{r}-{uuid.uuid4().hex[:6]}"
-        bucket, table = f"b-{tag}".lower()[:60], f"t-{tag}"
-        aws_backend(moto, bucket, table)
-        reference = run_terraform_s3(moto, bucket, table, seconds, tag)
-        ours = statekeeper(1, False, seconds, tag + "sk")
-        runs.append({"terraform_s3": reference, "statekeeper_aws": ours})
-    theirs = median([x["terraform_s3"]["cycles_per_s"] for x in runs])
-    ours_rate = median([x["statekeeper_aws"]["cycles_per_s"] for x in runs])
-    ratio = theirs / ours_rate if ours_rate else float("inf")
-    log(f"locks s3: terraform {theirs:.1f}/s statekeeper {ours_rate:.1f}/s ratio {ratio:.2f}")
-    return {
-        "terraform_s3_cycles_per_s": theirs,
-        "statekeeper_aws_cycles_per_s": ours_rate,
-        "terraform_s3_p50_ms": median([x["terraform_s3"]["p50_ms"] for x in runs]),
-        "statekeeper_aws_p50_ms": median([x["statekeeper_aws"]["p50_ms"] for x in runs]),
-        "ratio": ratio,
-        "goal": 1.2,
-        "runs": runs,
-    }
-
-
 def _summary(tally: Tally, seconds: float) -> dict[str, Any]:
     lat = tally.latencies
     return {
@@ -327,7 +228,6 @@ def run() -> dict[str, Any]:
     seconds = float(env_int("BENCH_LOCK_SECONDS", 5, 2))
     work = OUT / "locks"
     rows: list[dict[str, Any]] = []
-    s3_reference: dict[str, Any] | None = None
 
     with floor_server(work / "floor") as floor:
         rows += _measure(
@@ -374,7 +274,6 @@ def run() -> dict[str, Any]:
                     return run_http(server.port, n, c, s, t)
 
             rows += _measure("statekeeper-aws", sk_aws, clients_list, repeats, seconds)
-            s3_reference = _against_terraform_s3(moto, sk_aws, repeats, seconds)
 
     return {
         "params": {
@@ -384,7 +283,6 @@ def run() -> dict[str, Any]:
             "state_bytes": STATE_SIZE,
         },
         "rows": rows,
-        "s3_reference": s3_reference,
     }
 
 

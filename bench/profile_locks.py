@@ -1,8 +1,9 @@
 """Profile ``statekeeper serve`` under the lock cycle (the tool behind findings.md's "Lock cycle").
 
-    python bench/profile_locks.py [CLIENTS] [SECONDS] [--contended] [--wall]
+    python bench/profile_locks.py [CLIENTS] [SECONDS] [--contended] [--wall] [--aws]
 
-Runs ``serve`` on a fresh SQLite store in this process under yappi (every
+Runs ``serve`` on a fresh SQLite store (``--aws``: on S3 + DynamoDB in a moto
+server process) in this process under yappi (every
 thread: the event loop and the thread pool), drives it from a child process
 with ``bench_locks.run_http`` for SECONDS, then prints the cycle rate and the
 top functions by CPU time (``--wall``: wall-clock time). py-spy is not
@@ -11,6 +12,7 @@ installed on the shared machine; yappi is (``pip install yappi``).
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
@@ -20,6 +22,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 from harness import BENCH
 
@@ -67,13 +70,27 @@ def main() -> None:
         yappi.stop()
         os.kill(os.getpid(), signal.SIGINT)
 
+    store: list[str] = []
+    if "--aws" in sys.argv:
+        from servers import aws_backend
+
+        from statekeeper.testing.processes import MotoServer
+
+        moto = MotoServer(Path(workdir)).start()
+        atexit.register(moto.stop)
+        aws_backend(moto, "profile", "profile-locks")
+        os.environ.update(moto.env())
+        store = ["--store", "s3://profile", "--locks", "dynamodb://profile-locks"]
     yappi.set_clock_type("wall" if "--wall" in sys.argv else "cpu")
     yappi.start(builtins=True)
     threading.Thread(target=drive, daemon=True).start()
     from statekeeper.cli import app
 
     try:
-        app(["serve", "--port", str(port), "--log-level", "warning"], standalone_mode=False)
+        app(
+            ["serve", "--port", str(port), "--log-level", "warning", *store],
+            standalone_mode=False,
+        )
     except SystemExit:
         pass
     stats = yappi.get_func_stats()
@@ -83,8 +100,10 @@ def main() -> None:
     stats.sort("tsub")
     print("by own time:", file=sys.stderr)
     stats.print_all(out=sys.stderr, columns=columns, limit=int(os.environ.get("TOP", "40")))
-    print("by total time, statekeeper's functions:", file=sys.stderr)
-    ours = [s for s in stats if "statekeeper" in s.module or "starlette" in s.module]
+    # PROFILE_MODULES: which modules' functions to list by total time (substrings).
+    wanted = os.environ.get("PROFILE_MODULES", "statekeeper,starlette").split(",")
+    print("by total time, the functions of", wanted, file=sys.stderr)
+    ours = [s for s in stats if any(w in s.module for w in wanted)]
     for stat in sorted(ours, key=lambda s: -s.ttot)[: int(os.environ.get("TOP", "40")) * 2]:
         where = f"{stat.module.rsplit('/src/', 1)[-1]}:{stat.lineno} {stat.name}"[-100:]
         print(f"{where:100} {stat.ncall:7} {stat.tsub:8.3f} {stat.ttot:8.3f}", file=sys.stderr)

@@ -15,6 +15,7 @@ from harness import log, machine, save
 
 ORDER = ["startup", "locks", "observability", "large", "terraform", "scale", "inventory"]
 ORDER += ["lockpolicy", "history"]
+ORDER += ["locks_s3"]
 
 
 def main(argv: list[str]) -> int:

@@ -25,6 +25,9 @@ import pytest
 
 import statekeeper
 from statekeeper.app import Services
+from statekeeper.awssetup.bootstrap import bootstrap
+from statekeeper.awssetup.context import Aws, Target
+from statekeeper.awssetup.doctor import doctor
 from statekeeper.errors import Forbidden
 from statekeeper.events import Action, Event
 from statekeeper.security.audit import AuditFilter
@@ -139,6 +142,17 @@ def _rotate(w: World, c: Caller) -> None:
     w.services.keys.rotate(c, LocalMasterKey(b"o" * 32), LocalMasterKey(b"n" * 32))
 
 
+def _bootstrap(w: World, c: Caller) -> None:
+    target = Target(bucket="coverage", region="us-east-1", table=None)
+    bootstrap(Aws(), target, w.services.events, c)
+
+
+def _doctor_fix(w: World, c: Caller) -> None:
+    target = Target(bucket="coverage", region="us-east-1", table=None)
+    Aws().client("s3", "us-east-1").create_bucket(Bucket="coverage")
+    doctor(Aws(), target, w.services.events, c, fix=True, probes=False, skip=["bucket.policy-*"])
+
+
 #: Operation -> (what calls it once, the action it must record).
 SCENARIOS: dict[str, tuple[Scenario, Action]] = {
     "statekeeper.state.service.StateService.read": (
@@ -220,6 +234,8 @@ SCENARIOS: dict[str, tuple[Scenario, Action]] = {
         Action.TOKEN_REVOKE,
     ),
     "statekeeper.storage.encrypting.KeyService.rotate": (_rotate, Action.KEY_ROTATE),
+    "statekeeper.awssetup.bootstrap.bootstrap": (_bootstrap, Action.BOOTSTRAP),
+    "statekeeper.awssetup.doctor.doctor": (_doctor_fix, Action.DOCTOR_FIX),
     "statekeeper.state.compaction.Compactor.compact": (_compact, Action.COMPACT),
     "statekeeper.state.prune.prune": (_prune, Action.PRUNE),
     "statekeeper.state.trash.TrashService.restore": (
@@ -236,8 +252,15 @@ SCENARIOS: dict[str, tuple[Scenario, Action]] = {
     ),
 }
 
-#: Operations with no grant to lack: rotation is an operator command on the store.
-NOT_SUBJECT_TO_GRANTS = {"statekeeper.storage.encrypting.KeyService.rotate"}
+#: Operations with no grant to lack: rotation is an operator command on the store;
+#: bootstrap and doctor act on AWS with the operator's own AWS credentials.
+NOT_SUBJECT_TO_GRANTS = {
+    "statekeeper.storage.encrypting.KeyService.rotate",
+    "statekeeper.awssetup.bootstrap.bootstrap",
+    "statekeeper.awssetup.doctor.doctor",
+}
+#: Scenarios that need S3 and DynamoDB: the moto server, emptied for each.
+ON_AWS = {"statekeeper.awssetup.bootstrap.bootstrap", "statekeeper.awssetup.doctor.doctor"}
 
 
 def _takes_a_caller(fn: Callable[..., object]) -> bool:
@@ -323,7 +346,11 @@ def _run(world: World, operation: str, caller: Caller) -> list[Event]:
 
 
 @pytest.mark.parametrize("operation", sorted(SCENARIOS))
-def test_an_operation_emits_exactly_one_event(world: World, operation: str) -> None:
+def test_an_operation_emits_exactly_one_event(
+    world: World, operation: str, request: pytest.FixtureRequest
+) -> None:
+    if operation in ON_AWS:
+        request.getfixturevalue("moto")
     (event,) = _run(world, operation, Caller(actor="alice@laptop"))
     expected = (SCENARIOS[operation][1], "ok", "alice@laptop")
     assert (event.action, event.outcome, event.actor) == expected

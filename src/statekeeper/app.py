@@ -12,15 +12,12 @@ from statekeeper.security.grants import ScopePolicy
 from statekeeper.security.policy import Policy
 from statekeeper.security.tokens import TokenService, open_token_store
 from statekeeper.settings import Settings
-from statekeeper.state.compaction import Compactor
 from statekeeper.state.history import HistoryService
 from statekeeper.state.locks import LockService
 from statekeeper.state.replaced import ReplacedLedger, open_ledger
 from statekeeper.state.service import StateService
-from statekeeper.state.trash import TrashService
 from statekeeper.storage.base import LockTable, ObjectStore
 from statekeeper.storage.encrypting import KeyService, encrypting
-from statekeeper.storage.metered import MeteredLocks, MeteredStore
 from statekeeper.storage.registry import open_locks, open_store
 
 if TYPE_CHECKING:
@@ -32,6 +29,8 @@ if TYPE_CHECKING:
     from statekeeper.hooks.service import Webhooks
     from statekeeper.inventory import Inventory
     from statekeeper.security.oidc import OidcVerifier
+    from statekeeper.state.compaction import Compactor
+    from statekeeper.state.trash import TrashService
     from statekeeper.telemetry.metrics import Metrics
 
 __all__ = ["Services"]
@@ -58,13 +57,43 @@ class Services:
     metrics: Metrics | None = None
     #: Compaction's record of how many snapshots each kept version replaced.
     ledger: ReplacedLedger | None = None
-    #: Deleted states, restorable for ``history.trash``.
-    trash: TrashService | None = None
+    # Built on first use (see trash and compactor): a lock listing does without them.
+    _trash: TrashService | None = field(default=None, repr=False)
+    _compactor: Compactor | None = field(default=None, repr=False)
+    _parts_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _inventory: Inventory | None = field(default=None, repr=False)
     _inventory_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     #: Set by ``serve``: the index builds in the background once opened, and answers
     #: from what it holds meanwhile (see :meth:`Inventory.start_build`).
     build_index_in_background: bool = field(default=False, repr=False)
+
+    @property
+    def trash(self) -> TrashService:
+        """Deleted states, restorable for ``history.trash``."""
+        with self._parts_lock:
+            if self._trash is None:
+                from statekeeper.state.trash import TrashService
+
+                self._trash = TrashService(
+                    self.store, self.locks, self.settings.history.trash, self.states.forget
+                )
+            return self._trash
+
+    @property
+    def compactor(self) -> Compactor:
+        """Compaction of a lock's snapshots, started by the release of the lock."""
+        with self._parts_lock:
+            if self._compactor is None:
+                from statekeeper.state.compaction import Compactor
+
+                assert self.ledger is not None  # build opens it
+                self._compactor = Compactor(
+                    self.store, self.ledger, self.settings.history, self.policy, self.events
+                )
+            return self._compactor
+
+    def _compact(self, event: Event) -> None:
+        self.compactor.on_event(event)
 
     @property
     def inventory_path(self) -> Path:
@@ -97,11 +126,16 @@ class Services:
     ) -> Services:
         raw = open_store(settings.store_url)
         try:
-            # Timed below the encryption: the figures are the driver's own.
-            store = encrypting(MeteredStore(raw, metrics) if metrics else raw, settings.master_key)
-            table = open_locks(settings.locks_url, store)
-            if metrics is not None:
-                table = MeteredLocks(table, metrics)
+            if metrics is None:
+                store = encrypting(raw, settings.master_key)
+                table = open_locks(settings.locks_url, store)
+            else:
+                # Imported here: only the server keeps metrics (a CLI's start-up).
+                from statekeeper.storage.metered import MeteredLocks, MeteredStore
+
+                # Timed below the encryption: the figures are the driver's own.
+                store = encrypting(MeteredStore(raw, metrics), settings.master_key)
+                table = MeteredLocks(open_locks(settings.locks_url, store), metrics)
         except BaseException:
             raw.close()
             raise
@@ -161,11 +195,10 @@ class Services:
             metrics=metrics,
             hooks=hooks,
             ledger=ledger,
-            trash=TrashService(store, locks, settings.history.trash, states.forget),
         )
         events.subscribe(built._index_change)
         # After the audit trail: a release is recorded before what it starts.
-        events.subscribe(Compactor(store, ledger, settings.history, policy, events).on_event)
+        events.subscribe(built._compact)
         return built
 
     def require_key(self) -> None:

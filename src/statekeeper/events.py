@@ -75,6 +75,10 @@ class Action(StrEnum):
     TOKEN_LIST = "token-list"
     AUDIT_READ = "audit-read"
     KEY_ROTATE = "key-rotate"
+    #: The AWS bucket and lock table created or brought into line (``statekeeper bootstrap``).
+    BOOTSTRAP = "bootstrap"
+    #: The safe fixes ``statekeeper doctor --fix`` applied to the bucket and table.
+    DOCTOR_FIX = "doctor-fix"
     AUTHENTICATE = "authenticate"
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -505,6 +504,8 @@ def load_settings(
         Path(env["STATEKEEPER_CONFIG"]) if env.get("STATEKEEPER_CONFIG") else None
     )
     if path is not None:
+        import tomllib  # here: only a config file needs it, and it costs a CLI's start-up
+
         try:
             loaded = tomllib.loads(path.read_text())
         except OSError as exc:

@@ -91,8 +91,8 @@ def test_token_create_with_a_tokens_file_leaves_no_stray_database(
 @pytest.mark.parametrize(
     ("args", "flag"),
     [
-        (["bootstrap", "--bucket", "b", "--store", "s3://b"], "--store"),
-        (["doctor", "--bucket", "b", "--data-dir", "d"], "--data-dir"),
+        (["iam-policy", "--bucket", "b", "--store", "s3://b"], "--store"),
+        (["iam-policy", "--bucket", "b", "--data-dir", "d"], "--data-dir"),
         (["iam-policy", "--bucket", "b", "--config", "c.toml"], "--config"),
         (["--server", "http://127.0.0.1:9", "encryption", "status"], "--server"),
         (["audit", "--locks", "dynamodb://t"], "--locks"),

@@ -43,6 +43,17 @@ HEAVY = [
     "concurrent.futures",
     "statekeeper.hooks.delivery",
     "zstandard",
+    # What only reading TOML, resolving a webhook's host, making a token, checking a
+    # state body, the server's metrics and reaping locks need.
+    "tomllib",
+    "socket",
+    "secrets",
+    "statekeeper.terraform.statestream",
+    "statekeeper.storage.metered",
+    "statekeeper.state.reap",
+    # Built on first use: compaction on the first event, the trash when asked for.
+    "statekeeper.state.compaction",
+    "statekeeper.state.trash",
 ]
 # Not even the store for --help: the page comes from the root's table.
 HELP_ALSO = ["statekeeper.app", "statekeeper.cli.context", "sqlite3", "click.testing"]

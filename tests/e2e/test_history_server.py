@@ -48,7 +48,9 @@ def test_delete_restore_and_background_prune(serve: Serve, tmp_path: Path) -> No
             http.post("/state/kept/app.tfstate", content=state_bytes(serial)).raise_for_status()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            versions = http.get("/api/v1/versions/kept/app.tfstate").json()
+            listed = http.get("/api/v1/versions/kept/app.tfstate")
+            assert listed.status_code == 200, listed.text  # also while the prune runs
+            versions = listed.json()
             if len(versions) == 2:
                 break
             time.sleep(0.2)

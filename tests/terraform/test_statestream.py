@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -145,3 +146,77 @@ def test_a_large_value_cut_in_many_chunks_is_read_in_linear_time() -> None:
     for start in range(0, len(data), 1024):
         reader.feed(data[start : start + 1024])
     assert reader.finish().encrypted
+
+
+#: Values an item may hold that look like where two items meet, or hide a surrogate.
+_TRICKS = st.sampled_from(
+    [
+        '},{"mode": "managed"',
+        ', {"mode": "managed", "name": "x"}',
+        [("mode", "managed"), ("name", "nested")],
+        [[("mode", "managed")], [("mode", "managed")]],
+        "\ud800",
+        [("mode", "\udfff")],
+    ]
+)
+
+
+@st.composite
+def many_items(draw: st.DrawFn) -> tuple[bytes, list[int]]:
+    """A state whose resources are many items alike (so whole runs of them are passed
+    with one scan), some holding values made to confuse where items meet, then
+    damaged and cut into chunks as above."""
+    count = draw(st.integers(3, 40))
+    items = [
+        [("mode", "managed"), ("name", f"r{i}"), ("v", draw(_JSON | _TRICKS))] for i in range(count)
+    ]
+    doc: list[tuple[str, Any]] = [("version", 4), ("serial", 1), ("lineage", "l")]
+    doc.append(("resources", items))
+    # Members after the array, and another array of items alike: a run must end
+    # where this array's items meet, never past its end.
+    doc += draw(st.lists(st.tuples(_KEYS, _GOOD | st.just(items[:3])), max_size=3))
+    text = _encode(doc, draw(st.booleans()), draw(st.sampled_from([None, 1])))
+    data = text.encode("utf-8", "surrogatepass")
+    for _ in range(draw(st.integers(0, 2))):
+        at = draw(st.integers(0, len(data)))
+        kind = draw(st.sampled_from(["insert", "delete", "truncate", "nothing"]))
+        if kind == "insert":
+            data = data[:at] + bytes([draw(_NOISE)]) + data[at:]
+        elif kind == "delete":
+            data = data[:at] + data[at + 1 :]
+        elif kind == "truncate":
+            data = data[:at]
+    cuts = draw(st.lists(st.integers(0, len(data)), max_size=5))
+    return data, sorted(set(cuts))
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=many_items())
+def test_runs_of_whole_items_are_decided_as_the_whole_document_parse(
+    case: tuple[bytes, list[int]],
+) -> None:
+    data, cuts = case
+    assert _streamed(data, cuts) == _whole(data)
+
+
+def _read_in_pieces(data: bytes, piece: int) -> None:
+    reader = StateDocReader()
+    for start in range(0, len(data), piece):
+        reader.feed(data[start : start + piece])
+    reader.finish()
+
+
+def test_a_bad_item_deep_inside_a_large_array_is_refused() -> None:
+    """Items read a run at a time still refuse one that is wrong, wherever the chunks fall."""
+    item = '{{"mode":"managed","name":"r{0}","v":[1,2,{{"a":"b"}}]}}'
+    good = ",".join(item.format(i) for i in range(5000))
+    for bad_item, message in (
+        ('{"mode":"managed","name":"bad","v":[1,,2]}', "Expecting value"),
+        ('{"mode":"managed","name":"bad","v":NaN}', "NaN"),
+        ('{"mode":"managed","name":"bad","v":"\\ud800"}', "surrogate"),
+    ):
+        text = f'{{"version":4,"serial":1,"lineage":"l","resources":[{good},{bad_item},{good}]}}'
+        for piece in (4096, 65536, 1 << 20):
+            with pytest.raises(InvalidState, match=message):
+                _read_in_pieces(text.encode(), piece)
+        _read_in_pieces(text.replace(bad_item + ",", "").encode(), 4096)  # the rest is fine

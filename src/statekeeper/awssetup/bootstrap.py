@@ -16,6 +16,8 @@ from statekeeper.awssetup.catalog import settings_checks
 from statekeeper.awssetup.checks import ABSENT, Finding, Status, aws_call, run_checks
 from statekeeper.awssetup.context import Aws, Target
 from statekeeper.errors import ConfigError
+from statekeeper.events import Action, EventStream
+from statekeeper.security.caller import Caller
 
 __all__ = ["BootstrapReport", "bootstrap", "resolve_region", "serve_command"]
 
@@ -89,15 +91,29 @@ def check_kms_key(aws: Aws, key: str, region: str) -> None:
 def bootstrap(
     aws: Aws,
     target: Target,
+    events: EventStream,
+    caller: Caller,
     *,
     dry_run: bool = False,
     terraform_version: str = CURRENT_TERRAFORM,
 ) -> BootstrapReport:
     """Create or fix every setting (``dry_run``: only say what would change).
 
-    ``target.table`` None means lock files only (``--lockfile``).
+    ``target.table`` None means lock files only (``--lockfile``). Records one
+    ``bootstrap`` event naming every setting changed; a dry run changes nothing
+    and records nothing.
     """
     target.validate()
+    if dry_run:
+        return _bootstrap(aws, target, dry_run, terraform_version)
+    with events.event(Action.BOOTSTRAP, caller) as event:
+        event.detail = f"{describe_target(target)}: started"  # what a failure had in hand
+        report = _bootstrap(aws, target, dry_run, terraform_version)
+        event.detail = changes_detail(target, report.changes)
+        return report
+
+
+def _bootstrap(aws: Aws, target: Target, dry_run: bool, terraform_version: str) -> BootstrapReport:
     if target.kms_key:
         check_kms_key(aws, target.kms_key, target.region)
     replica = target.replica
@@ -105,6 +121,17 @@ def bootstrap(
         check_kms_key(aws, replica.kms_key, replica.region)
     findings = run_checks(settings_checks(target), aws, target, "plan" if dry_run else "apply")
     return BootstrapReport(target, findings, dry_run, terraform_version)
+
+
+def describe_target(target: Target) -> str:
+    table = f"table {target.table}" if target.table else "lock files only"
+    return f"bucket {target.bucket}, {table}, in {target.region}"
+
+
+def changes_detail(target: Target, changes: list[Finding]) -> str:
+    """An event's detail: the target and the checks whose setting was changed."""
+    changed = ", ".join(f.check for f in changes) or "nothing (already in line)"
+    return f"{describe_target(target)}: changed {changed}"
 
 
 def serve_command(target: Target) -> str:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from statekeeper.awssetup.bootstrap import changes_detail, describe_target
 from statekeeper.awssetup.bucket import bucket_region
 from statekeeper.awssetup.catalog import settings_checks
 from statekeeper.awssetup.checks import ABSENT, Finding, Status, run_checks
@@ -22,6 +23,8 @@ from statekeeper.awssetup.context import Aws, Target
 from statekeeper.awssetup.history_probe import history_findings
 from statekeeper.awssetup.probes import run_probes
 from statekeeper.awssetup.replication import replica_of, role_name
+from statekeeper.events import Action, EventStream
+from statekeeper.security.caller import Caller
 from statekeeper.state.hygiene import HistoryPolicy
 
 __all__ = ["DoctorReport", "doctor"]
@@ -57,6 +60,8 @@ class DoctorReport:
 def doctor(
     aws: Aws,
     target: Target,
+    events: EventStream,
+    caller: Caller,
     *,
     fix: bool = False,
     stale_after: timedelta = timedelta(hours=2),
@@ -65,8 +70,31 @@ def doctor(
     now: datetime | None = None,
     history: HistoryPolicy | None = None,
 ) -> DoctorReport:
-    """Audit every setting, then (``probes``) test the data; ``skip`` takes check-ID globs."""
+    """Audit every setting, then (``probes``) test the data; ``skip`` takes check-ID globs.
+
+    With ``fix``, records one ``doctor-fix`` event naming every fix applied; an
+    audit alone changes nothing and records nothing.
+    """
     target.validate()
+    if not fix:
+        return _doctor(aws, target, False, stale_after, probes, skip, now, history)
+    with events.event(Action.DOCTOR_FIX, caller) as event:
+        event.detail = f"{describe_target(target)}: started"  # what a failure had in hand
+        report = _doctor(aws, target, True, stale_after, probes, skip, now, history)
+        event.detail = changes_detail(target, [f for f in report.findings if f.changed])
+        return report
+
+
+def _doctor(
+    aws: Aws,
+    target: Target,
+    fix: bool,
+    stale_after: timedelta,
+    probes: bool,
+    skip: Sequence[str],
+    now: datetime | None,
+    history: HistoryPolicy | None,
+) -> DoctorReport:
     target, extra = _with_replica(aws, target)
 
     def skipped(check_id: str) -> bool:

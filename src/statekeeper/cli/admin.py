@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from statekeeper.security.tokens import TokenService
     from statekeeper.state.views import AuditEventView, TokenCreated, TokenView
 
-__all__ = ["Admin", "LocalAdmin", "RemoteAdmin", "admin_for"]
+__all__ = ["Admin", "LocalAdmin", "RemoteAdmin", "admin_for", "log_unstored"]
 
 log = logging.getLogger("statekeeper.audit")
 
@@ -41,11 +41,11 @@ class Admin(Protocol):
     def close(self) -> None: ...
 
 
-def _log_only(event: Event) -> None:
-    """The audit trail of a token change made with a tokens file and no store.
-
-    Such a change has no store to record it in (the replicas' store was not
-    given); it goes to the log, and the CLI says how to record it properly.
+def log_unstored(event: Event) -> None:
+    """The audit trail of a change made with no store to record it in: a token
+    change with a tokens file, a bootstrap or ``doctor --fix`` (the servers' store
+    was not given, and no embedded database is there to open). It goes to the
+    log, and the CLI says how to record it properly.
     """
     log.warning("audit event not stored (no --store given): %s", event.to_json())
 
@@ -74,7 +74,7 @@ class LocalAdmin:
 
             assert settings.tokens_file is not None
             events = EventStream()
-            events.subscribe(_log_only)
+            events.subscribe(log_unstored)
             self._token_service = TokenService(
                 FileTokenStore(settings.tokens_file), ScopePolicy(), events
             )

@@ -135,7 +135,9 @@ def decrypt(
     ctx: typer.Context,
     file: Annotated[
         Path | None,
-        typer.Argument(help="A version's bytes as stored (an S3 object or backup copy)"),
+        typer.Argument(
+            metavar="FILE", help="A version's bytes as stored (an S3 object or backup copy)"
+        ),
     ] = None,
     state: Annotated[
         str | None, typer.Option(help="Decrypt this state from the store instead of a FILE")

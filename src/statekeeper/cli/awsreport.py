@@ -6,9 +6,19 @@ from statekeeper.awssetup.backendblock import backend_block
 from statekeeper.awssetup.bootstrap import BootstrapReport, serve_command
 from statekeeper.awssetup.checks import Finding, Status
 from statekeeper.awssetup.doctor import DoctorReport
-from statekeeper.cli.output import print_json
+from statekeeper.cli.output import err_console, print_json
 
-__all__ = ["print_bootstrap", "print_doctor"]
+__all__ = ["print_bootstrap", "print_doctor", "warn_unaudited"]
+
+
+def warn_unaudited() -> None:
+    """What a change to AWS recorded in no audit trail tells the operator."""
+    err_console.print(
+        "warning: no store was given, so these changes are in no audit trail; give "
+        "--store (the servers' store) to record them there",
+        highlight=False,
+        markup=False,
+    )
 
 
 def _label(finding: Finding, done: str, dry_run: bool = False) -> str:

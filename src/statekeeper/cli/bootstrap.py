@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from statekeeper.cli.commands import app
-from statekeeper.cli.context import obj
-from statekeeper.cli.options import PANEL_AWS
+from statekeeper.cli.context import local_caller, obj
+from statekeeper.cli.options import PANEL_AWS, STORE
 
 __all__ = ["bootstrap"]
 
@@ -64,14 +64,16 @@ def bootstrap(
     """Create or bring into line the bucket and lock table for Terraform's backend "s3".
 
     Idempotent: a second run changes nothing. Prints the backend block and the
-    statekeeper serve command line to use them.
+    statekeeper serve command line to use them. What it changed is recorded in
+    the audit trail of the store the global options name (a bootstrap event).
     """
-    obj(ctx, frozenset())  # talks to AWS (or prints) directly: no global option applies
+    # Talks to AWS directly; what it changed is recorded in the configured store's trail.
+    cli = obj(ctx, STORE)
     from statekeeper.awssetup.backendblock import CURRENT_TERRAFORM, backend_block
     from statekeeper.awssetup.bootstrap import bootstrap as run_bootstrap
     from statekeeper.awssetup.bootstrap import resolve_region
     from statekeeper.awssetup.context import Aws, Target
-    from statekeeper.cli.awsreport import print_bootstrap
+    from statekeeper.cli.awsreport import print_bootstrap, warn_unaudited
     from statekeeper.errors import BadRequest
 
     terraform_version = terraform_version or CURRENT_TERRAFORM
@@ -97,7 +99,17 @@ def bootstrap(
         replica_bucket=replica_bucket,
         replica_kms_key=replica_kms_key,
     )
-    report = run_bootstrap(aws, target, dry_run=dry_run, terraform_version=terraform_version)
+    events, audited = cli.store_events()
+    report = run_bootstrap(
+        aws,
+        target,
+        events,
+        local_caller(),
+        dry_run=dry_run,
+        terraform_version=terraform_version,
+    )
     print_bootstrap(report, json_output=json_output)
+    if not dry_run and not audited:
+        warn_unaudited()
     if report.unresolved:
         raise typer.Exit(1)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,6 +23,7 @@ from statekeeper.terraform.names import StateName
 
 if TYPE_CHECKING:
     from statekeeper.app import Services
+    from statekeeper.events import EventStream
     from statekeeper.inventory.views import InventoryCounts, SearchResult
     from statekeeper.settings import Settings
     from statekeeper.state.views import (
@@ -46,7 +46,17 @@ def local_caller() -> Caller:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
-    return Caller(actor=f"{user}@{socket.gethostname()}")
+    return Caller(actor=f"{user}@{_hostname()}")
+
+
+def _hostname() -> str:
+    # The kernel's node name is what gethostname() returns; socket is not imported
+    # for it (a CLI's start-up).
+    if hasattr(os, "uname"):
+        return os.uname().nodename
+    import socket
+
+    return socket.gethostname()
 
 
 class Backend(Protocol):
@@ -200,6 +210,35 @@ class CliContext:
         services = Services.build(self.settings())
         self.on_close(services.close)
         return services
+
+    def store_events(self) -> tuple[EventStream, bool]:
+        """A stream for commands that act on AWS directly, and whether it reaches an
+        audit trail.
+
+        Each event goes to the configured store's stream (its audit trail, the
+        log), opened when the first event is recorded, i.e. after the work
+        (bootstrap may create the very bucket the store is in); a store that
+        cannot be opened then is logged with the event. With no store given and
+        no embedded database here, the events are only logged (as a token change
+        with a tokens file is), so that no stray ./.statekeeper appears.
+        """
+        from statekeeper.cli.admin import log_unstored
+        from statekeeper.events import Event, EventStream
+
+        settings = self.settings()
+        stream = EventStream()
+        if settings.store is None and not (settings.data_dir / "statekeeper.db").exists():
+            stream.subscribe(log_unstored)
+            return stream, False
+        opened: list[Services] = []
+
+        def forward(event: Event) -> None:
+            if not opened:
+                opened.append(self.services())
+            opened[0].events.emit(event)
+
+        stream.subscribe(forward)
+        return stream, True
 
     def backend(self) -> Backend:
         if self.server:

@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from statekeeper.cli.commands import app
-from statekeeper.cli.context import obj
-from statekeeper.cli.options import PANEL_AWS
+from statekeeper.cli.context import local_caller, obj
+from statekeeper.cli.options import PANEL_AWS, STORE
 
 __all__ = ["doctor"]
 
@@ -43,12 +43,13 @@ def doctor(
     profile: Annotated[str | None, typer.Option(help="AWS profile")] = None,
 ) -> None:
     """One line per check: pass, warn or fail, with the fix. Exit 1 when anything fails."""
-    # Talks to AWS directly; the config file brings the [history] rules to compare.
-    cli = obj(ctx, frozenset({"config"}))
+    # Talks to AWS directly; the config file brings the [history] rules to compare, and
+    # the fixes are recorded in the configured store's trail.
+    cli = obj(ctx, STORE)
     from statekeeper.awssetup.bootstrap import resolve_region
     from statekeeper.awssetup.context import Aws, Target
     from statekeeper.awssetup.doctor import doctor as run_doctor
-    from statekeeper.cli.awsreport import print_doctor
+    from statekeeper.cli.awsreport import print_doctor, warn_unaudited
     from statekeeper.times import parse_duration
 
     threshold = parse_duration(stale_after, what="--stale-after")
@@ -56,9 +57,12 @@ def doctor(
     aws = Aws(profile=profile)
     resolved = resolve_region(aws, bucket, region)
     target = Target(bucket=bucket, region=resolved, table=table)
+    events, audited = cli.store_events()
     report = run_doctor(
         aws,
         target,
+        events,
+        local_caller(),
         fix=fix,
         stale_after=threshold,
         probes=probes,
@@ -66,5 +70,7 @@ def doctor(
         history=cli.settings().history,
     )
     print_doctor(report, json_output=json_output)
+    if fix and not audited:
+        warn_unaudited()
     if not report.ok:
         raise typer.Exit(1)

@@ -23,7 +23,7 @@ __all__ = ["diff", "history", "rollback"]
 @app.command(rich_help_panel=PANEL_STATES)
 def history(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="State name")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="State name")],
     limit: Annotated[
         int | None, typer.Option("--limit", "-n", min=1, help="Only the newest N versions")
     ] = None,
@@ -100,16 +100,16 @@ def _print_diff(d: DiffView) -> None:
 @app.command(rich_help_panel=PANEL_STATES)
 def diff(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="State name")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="State name")],
     from_ref: Annotated[
         str | None,
         typer.Argument(
-            metavar="[FROM]", help="Older version (default: the one before TO)", show_default=False
+            metavar="FROM", help="Older version (default: the one before TO)", show_default=False
         ),
     ] = None,
     to_ref: Annotated[
         str | None,
-        typer.Argument(metavar="[TO]", help="Newer version (default: current)", show_default=False),
+        typer.Argument(metavar="TO", help="Newer version (default: current)", show_default=False),
     ] = None,
     json_out: JsonFlag = False,
 ) -> None:
@@ -151,7 +151,7 @@ def _refuse_if_locked(backend: Backend, state: StateName) -> None:
 @app.command(rich_help_panel=PANEL_STATES)
 def rollback(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="State name")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="State name")],
     to: Annotated[
         str, typer.Option("--to", help="Version to restore: an ID from 'history', or serial:N")
     ],

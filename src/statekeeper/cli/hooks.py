@@ -36,7 +36,7 @@ def _hooks(services: Services) -> Webhooks:
 @hooks_app.command("add")
 def add(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Subscription name")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Subscription name")],
     url: Annotated[str, typer.Option(help="Where deliveries are POSTed (http(s)://…)")],
     secret: Annotated[
         str | None, typer.Option(help="Signing secret [default: a new random one, printed once]")
@@ -110,7 +110,7 @@ def list_hooks(
 @hooks_app.command("remove")
 def remove(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Subscription name")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Subscription name")],
 ) -> None:
     """Remove a subscription; its undelivered events are dropped as dead letters."""
     from statekeeper.cli.output import err_console
@@ -123,7 +123,7 @@ def remove(
 @hooks_app.command("test")
 def send_test(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Subscription name")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Subscription name")],
 ) -> None:
     """Send a signed io.statekeeper.ping now and print the receiver's answer."""
     from statekeeper.cli.output import err_console

@@ -34,7 +34,9 @@ app.add_typer(trash_app, name="trash", rich_help_panel=PANEL_STATES)
 @app.command(rich_help_panel=PANEL_STATES)
 def prune(
     ctx: typer.Context,
-    prefix: Annotated[str, typer.Argument(help="Only states under this prefix")] = "",
+    prefix: Annotated[
+        str, typer.Argument(metavar="PREFIX", help="Only states under this prefix")
+    ] = "",
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="List what would go; remove nothing")
     ] = False,
@@ -76,7 +78,9 @@ def prune(
 
 
 @app.command(rich_help_panel=PANEL_STATES)
-def delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="State name")]) -> None:
+def delete(
+    ctx: typer.Context, name: Annotated[str, typer.Argument(metavar="NAME", help="State name")]
+) -> None:
     """Delete a state; it stays in the trash, restorable, for history.trash."""
     services = obj(ctx, STORE).services()
     services.states.delete(StateName(name), local_caller())
@@ -97,7 +101,9 @@ def _trash(ctx: typer.Context) -> TrashService:
 @trash_app.command("list")
 def trash_list(
     ctx: typer.Context,
-    prefix: Annotated[str, typer.Argument(help="Only states under this prefix")] = "",
+    prefix: Annotated[
+        str, typer.Argument(metavar="PREFIX", help="Only states under this prefix")
+    ] = "",
     json_out: JsonFlag = False,
 ) -> None:
     """Deleted states that can be restored, with when they were deleted and leave the trash."""
@@ -126,7 +132,7 @@ def trash_list(
 @trash_app.command("restore")
 def trash_restore(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="State name")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="State name")],
     json_out: JsonFlag = False,
 ) -> None:
     """Bring a deleted state back, byte for byte, as its current version."""
@@ -149,7 +155,7 @@ def trash_restore(
 def trash_purge(
     ctx: typer.Context,
     name: Annotated[
-        str | None, typer.Argument(help="State name (default: every expired one)")
+        str | None, typer.Argument(metavar="NAME", help="State name (default: every expired one)")
     ] = None,
     json_out: JsonFlag = False,
 ) -> None:

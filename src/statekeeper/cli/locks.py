@@ -23,6 +23,13 @@ if TYPE_CHECKING:
 __all__ = ["locks", "unlock"]
 
 
+class _Required(click.Argument):
+    """A required argument shown as the typer commands show theirs: ``{NAME}``."""
+
+    def get_usage_pieces(self, ctx: click.Context) -> list[str]:
+        return [f"{{{self.make_metavar(ctx)}}}"]
+
+
 class _LocksGroup(click.Group):
     """``locks PREFIX`` lists, ``locks reap …`` reaps: a first word that is no subcommand
     is the prefix (so a prefix cannot be the word ``reap``)."""
@@ -136,7 +143,7 @@ def reap(
 
 
 @click.command()
-@click.argument("name")
+@click.argument("name", cls=_Required, metavar="NAME")
 @click.option("--id", "lock_id", help="Remove the lock only if it has this ID")
 @click.option("--force", is_flag=True, help="Remove whatever lock is held, whoever holds it")
 @click.option("--json", "json_out", is_flag=True, help=JSON_HELP)
@@ -144,9 +151,9 @@ def reap(
 def unlock(ctx: click.Context, name: str, lock_id: str | None, force: bool, json_out: bool) -> None:
     """Remove a state's lock (like terraform force-unlock); the removal is reported and audited.
 
-    Give the lock's --id (from 'statekeeper locks') or --force. Make sure no
-    run is still going: removing a live run's lock lets a second run corrupt
-    the state.
+    NAME is the state's name, e.g. team/app/prod.tfstate. Give the lock's --id
+    (from 'statekeeper locks') or --force. Make sure no run is still going:
+    removing a live run's lock lets a second run corrupt the state.
     """
     row = obj(ctx, OPERATOR).backend().unlock(StateName(name), lock_id, force)
     if json_out:

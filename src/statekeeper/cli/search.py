@@ -19,8 +19,9 @@ def search(
     query: Annotated[
         str,
         typer.Argument(
+            metavar="QUERY",
             help='Words (all must match), "phrases", word* prefixes, and filters type:… '
-            "provider:… module:… name:… state:GLOB terraform:…"
+            "provider:… module:… name:… state:GLOB terraform:…",
         ),
     ] = "",
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000)] = 50,

@@ -32,7 +32,9 @@ VersionOpt = Annotated[
 @app.command(rich_help_panel=PANEL_STATES)
 def states(
     ctx: typer.Context,
-    prefix: Annotated[str, typer.Argument(help="Only states whose name starts with this")] = "",
+    prefix: Annotated[
+        str, typer.Argument(metavar="PREFIX", help="Only states whose name starts with this")
+    ] = "",
     details: Annotated[
         bool,
         typer.Option(
@@ -89,7 +91,9 @@ def states(
 @app.command(rich_help_panel=PANEL_STATES)
 def show(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="State name, e.g. team/app/prod.tfstate")],
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="State name, e.g. team/app/prod.tfstate")
+    ],
     version: VersionOpt = None,
     outputs: Annotated[
         bool, typer.Option("--outputs", help="Show only the outputs (sensitive ones masked)")
@@ -152,7 +156,7 @@ def _compact(value: object) -> str:
 @app.command(rich_help_panel=PANEL_STATES)
 def pull(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="State name")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="State name")],
     version: VersionOpt = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to FILE instead of stdout")
@@ -174,8 +178,10 @@ def pull(
 @app.command(rich_help_panel=PANEL_STATES)
 def push(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="State name")],
-    file: Annotated[Path, typer.Argument(help="State file to upload ('-' for stdin)")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="State name")],
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="State file to upload ('-' for stdin)")
+    ],
     force: Annotated[
         bool,
         typer.Option("--force", help="Skip the serial/lineage guard (admin override)"),

@@ -24,7 +24,9 @@ app.add_typer(token_app, name="token", rich_help_panel=PANEL_SECURITY)
 @token_app.command("create")
 def create(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Token name: the username in the backend block")],
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="Token name: the username in the backend block")
+    ],
     scope: Annotated[
         list[str],
         typer.Option(help="Grant PATTERN:PERMISSION (outputs, read, write, admin); repeatable"),
@@ -100,7 +102,7 @@ def list_tokens(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 @token_app.command("revoke")
 def revoke(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Token name")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Token name")],
 ) -> None:
     """Revoke a token: requests with it get 401 from now on."""
     from statekeeper.cli.admin import admin_for

@@ -16,7 +16,6 @@ then). Redirects are not followed.
 from __future__ import annotations
 
 import ipaddress
-import socket
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
@@ -69,6 +68,8 @@ def check_destination(url: str, allow: Sequence[IPNetwork | str]) -> None:
         return
     if host in _METADATA_HOSTS:
         raise BadRequest(f"the hook URL {url!r} names a cloud metadata service")
+    import socket  # here: only a check of a destination resolves one
+
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)

@@ -20,7 +20,6 @@ Only what succeeded is delivered; refusals stay in the audit trail.
 from __future__ import annotations
 
 import json
-import random
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -185,4 +184,6 @@ class Policy:
     def delay(self, failed_attempts: int) -> float:
         """Seconds before the next attempt after ``failed_attempts`` failures."""
         full = min(_BACKOFF_CAP, self.backoff * 2.0 ** (failed_attempts - 1))
+        import random  # here: only a retry needs it (a CLI's start-up)
+
         return full / 2 + random.uniform(0, full / 2)

@@ -9,7 +9,6 @@ trail, then wakes the sender.
 
 from __future__ import annotations
 
-import secrets
 import sqlite3
 import threading
 import time
@@ -225,6 +224,8 @@ class Webhooks:
                 "change it there, or choose another name"
             )
         if not sub.secret:
+            import secrets  # here: only a new hook's secret needs it
+
             sub = replace(sub, secret="whsec_" + secrets.token_urlsafe(32))
         check_destination(sub.url, self.policy.allow)
         self.outbox.add(sub)

@@ -26,10 +26,8 @@ import hmac
 import json
 import os
 import re
-import secrets
 import sqlite3
 import threading
-import tomllib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -135,6 +133,8 @@ def issue(name: str, scopes: list[str], expires_in: timedelta | None = None) -> 
     grants = parse_grants(scopes)
     if expires_in is not None and expires_in.total_seconds() <= 0:
         raise BadRequest("a token's lifetime must be longer than 0s, e.g. 90d or 12h")
+    import secrets  # here: only a new token needs it, and it costs a CLI's start-up
+
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     now = utcnow().replace(microsecond=0)
     record = TokenRecord(
@@ -287,6 +287,8 @@ class FileTokenStore:
             return self._tokens
 
     def _parse(self) -> dict[str, TokenRecord]:
+        import tomllib  # here: only a tokens file needs it
+
         try:
             raw = tomllib.loads(self.path.read_text())
         except OSError as exc:

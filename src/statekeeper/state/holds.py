@@ -73,8 +73,14 @@ class SharedHolds:
 
     def listed(self, key: str) -> list[LockInfo]:
         """Every shared hold of ``key``, oldest first; one read when there is no marker."""
+        return self.marked(key) or []
+
+    def marked(self, key: str) -> list[LockInfo] | None:
+        """None when ``key`` has no marker (one read: no plan shares it, and there is no
+        marker to forget); else its shared holds, oldest first (none left: the marker
+        is to be forgotten)."""
         if self.table.read(shared_holds_marker(key)) is None:
-            return []
+            return None
         holds = [lock for _, lock in self.table.scan(key + SHARED_HOLD_MARK)]
         return sorted(holds, key=lambda h: (h.since.timestamp() if h.since else 0.0, h.id))
 

@@ -20,7 +20,6 @@ rule says. ``STATEKEEPER_HISTORY`` holds the same table as inline TOML.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -116,6 +115,8 @@ def _rule(raw: object, at: int) -> Retention:
 def parse_history(value: dict[str, Any] | str) -> HistoryPolicy:
     """The ``[history]`` table (or its inline TOML text, from the environment)."""
     if isinstance(value, str):
+        import tomllib  # here: only a table given as text needs it
+
         try:
             value = tomllib.loads(value)
         except tomllib.TOMLDecodeError as exc:

@@ -123,18 +123,25 @@ class Inspector:
     ) -> list[HistoryEntry]:
         """Versions newest first, each with the count of resources it changed."""
         versions = self.versions(name, caller)
-        shown = versions[:limit] if limit else versions
+        shown_count = limit or len(versions)
         # One more than shown, to count the oldest shown version's changes.
-        wanted = versions[: len(shown) + 1]
-        data: list[bytes | None] = []
-        for v in wanted:
-            data.append(self._listable(name, caller, v) if v.size else None)
+        read: list[tuple[StateVersion, bytes | None]] = []
+        every_version_read = True
+        for v in versions:
+            if len(read) > shown_count:
+                every_version_read = False
+                break
+            try:
+                read.append((v, self._listable(name, caller, v) if v.size else None))
+            except VersionNotFound:
+                # Pruned or compacted since the listing (the background prune runs
+                # beside requests): no longer history, so not listed.
+                continue
         entries = []
-        for i, listed in enumerate(shown):
-            newer = data[i]
+        for i, (listed, newer) in enumerate(read[:shown_count]):
             v = listed if newer is None else self.filled(listed, newer)
-            older = data[i + 1] if i + 1 < len(data) else None
-            is_oldest = i + 1 >= len(versions)
+            older = read[i + 1][1] if i + 1 < len(read) else None
+            is_oldest = i + 1 >= len(read) and every_version_read
             count: int | None
             try:
                 if newer is None or (older is None and not is_oldest):

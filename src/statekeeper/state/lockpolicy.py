@@ -21,7 +21,6 @@ lease off. The rules themselves live in :mod:`statekeeper.state.locks`.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -187,6 +186,8 @@ class LockPolicy:
         if isinstance(value, LockPolicy):
             return value
         if isinstance(value, str):
+            import tomllib  # here: only a table given as text needs it
+
             try:
                 value = tomllib.loads(value)
             except tomllib.TOMLDecodeError as exc:

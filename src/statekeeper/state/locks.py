@@ -253,7 +253,9 @@ class LockService:
         policy = self.lock_policy.for_state(name)
         if policy.mode is not LockMode.SHARED_PLANS:
             return None
-        holds = self.holds.listed(key)
+        holds = self.holds.marked(key)
+        if holds is None:
+            return None  # the common case, one read: no plan shares the state
         for hold in holds:
             if self._expire_if_due(name, hold, policy):
                 continue

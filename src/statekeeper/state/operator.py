@@ -18,7 +18,6 @@ from statekeeper.security.caller import Caller
 from statekeeper.state.history import HistoryService
 from statekeeper.state.listing import StateIndex, StateSummary, list_locks, list_states
 from statekeeper.state.locks import LockService
-from statekeeper.state.reap import reap, unlock
 from statekeeper.state.service import StateService
 from statekeeper.terraform.names import StateName
 from statekeeper.times import parse_duration
@@ -155,6 +154,8 @@ class Operator:
     def unlock(
         self, caller: Caller, name: StateName, *, lock_id: str | None = None, force: bool = False
     ) -> views.Release:
+        from statekeeper.state.reap import unlock  # here: a lock listing does without it
+
         return unlock(self.locks, name, caller, lock_id=lock_id, force=force).view()
 
     def reap(
@@ -166,6 +167,8 @@ class Operator:
         prefix: str = "",
         dry_run: bool = False,
     ) -> list[views.Release]:
+        from statekeeper.state.reap import reap
+
         released = reap(
             self.locks,
             caller,

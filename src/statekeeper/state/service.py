@@ -38,11 +38,12 @@ from statekeeper.storage.base import ObjectInfo, ObjectStore, StoredObject, Uplo
 from statekeeper.terraform.names import StateName
 from statekeeper.terraform.remote_state import outputs_only
 from statekeeper.terraform.statedoc import StateDoc
-from statekeeper.terraform.statestream import StateDocReader
 from statekeeper.times import utcnow
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ThreadPoolExecutor
+
+    from statekeeper.terraform.statestream import StateDocReader
 
 __all__ = ["CurrentState", "StateService", "StateStream", "WriteOutcome", "version_from_info"]
 
@@ -495,6 +496,9 @@ def _take(
     was read whole first.
     """
     md5, sha256 = hashlib.md5(), hashlib.sha256()
+    # Imported here: its patterns cost a CLI's start-up, and only a write reads a state.
+    from statekeeper.terraform.statestream import StateDocReader
+
     reader: StateDocReader | None = StateDocReader()
     refused: InvalidState | None = None
     helper: ThreadPoolExecutor | None = None

@@ -44,6 +44,8 @@ _NUMBER_GOES_ON = frozenset("0123456789.eE+-")
 #: What may follow an item of an array: a comma and the next item, or the end.
 _DELIMITER = re.compile(r"[ \t\n\r]*([,\]])[ \t\n\r]*")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+#: How much of an item's start a boundary between items takes in (see _skip_whole_items).
+_BOUNDARY_REACH = 16
 
 Scan = Callable[[str, int], tuple[Any, int]]
 _Steps = Generator[None, None, Any]
@@ -70,6 +72,14 @@ class StateDocReader:
         decoder = json.JSONDecoder(parse_constant=_no_constant)
         # The C scanner json.loads itself runs (the decoder builds it).
         self._scan: Scan = decoder.scan_once  # type: ignore[attr-defined]
+        # The same scanner, but every object it reads becomes None at once: for the
+        # items of an array, whose values are not kept. Building them (and the
+        # garbage collector's passes over them) was half the cost of the check.
+        checker = json.JSONDecoder(parse_constant=_no_constant, object_pairs_hook=_discard)
+        self._check: Scan = checker.scan_once  # type: ignore[attr-defined]
+        # What separates two items of the array being read, with the start of the
+        # next (learned from its first two items): where a run of whole items ends.
+        self._boundary = ""
         self._buf = ""
         self._pos = 0
         # Text arrived but not yet appended to _buf: joined once there is enough.
@@ -250,6 +260,7 @@ class StateDocReader:
     def _items(self) -> _Steps:
         """An array's items after its '[', through its ']'."""
         text = True
+        self._boundary = ""
         yield from self._whitespace()
         if (yield from self._char()) == "]":
             self._pos += 1
@@ -278,21 +289,62 @@ class StateDocReader:
         item cut by the end of the buffer fails here: scanning it again at once
         would fail again, and each failure costs a pass over the buffer).
         """
-        scan, buf, pos = self._scan, self._buf, self._pos
+        buf = self._buf
         while True:
+            if self._skip_whole_items():
+                # What follows the last boundary is the start of an item, most often
+                # cut by the end of the buffer: wait for more before scanning it (a
+                # failed scan counts the lines of the buffer for its message).
+                return False, text, 2 * (len(buf) - self._pos) + 1
+            pos = self._pos
             try:
-                value, end = scan(buf, pos)
+                _, end = self._check(buf, pos)
             except (StopIteration, ValueError, RecursionError):
                 # The careful path says why, or waits for more.
                 return False, text, 2 * (len(buf) - pos) + 1
             after = _DELIMITER.match(buf, end)
             if after is None or after.end() == len(buf):
                 return False, text, 0
-            if _SURROGATE_ESCAPE.search(buf, pos, end) and not gojson.is_text(value):
+            if _SURROGATE_ESCAPE.search(buf, pos, end) and not gojson.is_text(
+                self._scan(buf, pos)[0]
+            ):
                 text = False
-            self._pos = pos = after.end()
+            self._pos = after.end()
             if after.group(1) == "]":
                 return True, text, 0
+            if not self._boundary:
+                # Enough of the next item to tell it from a comma deeper inside one.
+                self._boundary = buf[end : after.end() + _BOUNDARY_REACH]
+
+    def _skip_whole_items(self) -> bool:
+        """Pass a run of whole items and the comma after it with one scan; whether it did.
+
+        The run ends at the last place the learned boundary is found. The text
+        up to there is scanned as the items of an array of its own by the same
+        C scanner, so it passes only if each item would: a boundary found
+        inside a string or a nested value leaves it unbalanced, and it fails.
+        Any failure (or a surrogate escape, whose value must be looked at) leaves
+        the items to the scan one at a time, which decides as before.
+        """
+        boundary, buf, pos = self._boundary, self._buf, self._pos
+        if not boundary:
+            return False
+        cut = buf.rfind(boundary, pos)
+        if cut <= pos or _SURROGATE_ESCAPE.search(buf, pos, cut):
+            return False
+        run = "[" + buf[pos:cut] + "]"
+        try:
+            _, end = self._check(run, 0)
+        except (StopIteration, ValueError, RecursionError):
+            end = -1
+        if end != len(run):
+            # Not where items meet (or not whole): no more runs in this array.
+            self._boundary = ""
+            return False
+        after = _DELIMITER.match(buf, cut)
+        assert after is not None and after.group(1) == ","  # the boundary starts with one
+        self._pos = after.end()
+        return True
 
     def _value(self, scan: Scan, want: int = 0) -> _Steps:
         """One value parsed by ``scan`` at the position, and whether it is text.
@@ -345,6 +397,10 @@ def _key(text: str, pos: int) -> tuple[str, int]:
     key: str
     key, end = json.decoder.scanstring(text, pos + 1, True)  # type: ignore[attr-defined]
     return key, end
+
+
+def _discard(pairs: list[tuple[str, Any]]) -> None:
+    return None
 
 
 def _no_constant(name: str) -> object:

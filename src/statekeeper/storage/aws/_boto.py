@@ -85,11 +85,15 @@ def client(
     )
     if path_style is None:
         path_style = endpoint_override
+    # docs/operations.md#aws-clients says why each option is safe and what it costs.
     config = Config(
         retries={"mode": "standard", "max_attempts": max_attempts},
         connect_timeout=10,
         read_timeout=60,
-        max_pool_connections=32,
+        # One connection for each thread that may call at once: the server's request
+        # threads (anyio's 40) and a store's part and HEAD workers (8). Past the pool,
+        # urllib3 opens a connection per call and throws it away afterwards.
+        max_pool_connections=48,
         s3={"addressing_style": "path" if path_style else "auto"},
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
