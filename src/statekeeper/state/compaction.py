@@ -132,13 +132,14 @@ class Compactor:
     def _remember(self, key: str, lock_id: str) -> None:
         # Read after the lock is taken and before its holder is answered: every version
         # of its run is newer than this one.
-        current = self.store.head(key)
         with self._guard:
             if (key, lock_id) in self._taken:
                 return  # a LOCK retried by its holder: its run began at the first one
+        current = self.store.head(key)
+        with self._guard:
             if len(self._taken) >= _REMEMBERED:
                 del self._taken[next(iter(self._taken))]
-            self._taken[(key, lock_id)] = None if current is None else current.version_id
+            self._taken.setdefault((key, lock_id), None if current is None else current.version_id)
 
     def _since(self, key: str, lock_id: str) -> list[StateVersion] | None:
         """The versions written since ``lock_id`` was taken, newest first, walked back from
