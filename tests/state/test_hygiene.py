@@ -15,10 +15,12 @@ from statekeeper.events import Action, Event
 from statekeeper.security.audit import AuditFilter
 from statekeeper.security.caller import Caller
 from statekeeper.settings import Settings
+from statekeeper.state.compaction import Compactor
 from statekeeper.state.hygiene import parse_history
 from statekeeper.state.inspection import Inspector
 from statekeeper.state.prune import prune
 from statekeeper.state.rollback import rollback
+from statekeeper.storage.metered import MeteredStore
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.names import StateName
 from statekeeper.testing.statefiles import instance, state_bytes
@@ -89,6 +91,90 @@ def test_keep_every_nth_and_versions_another_writer_built_on(
         s.locks.unlock(NAME, lock.body, caller)
         # 7 went at the force-unlock; 8 stays (9 built on it); 10 is the run's last.
         assert [v[0] for v in history(s, caller)] == [10, 9, 8, 6, 4, 2]
+    finally:
+        s.close()
+
+
+class _Calls:
+    """The storage operations a compactor makes (``MeteredStore``'s observer)."""
+
+    def __init__(self) -> None:
+        self.made: list[str] = []
+
+    def storage_call(self, driver: str, operation: str, seconds: float, error: str | None) -> None:
+        self.made.append(operation)
+
+    def state_stored(self, size: int) -> None:
+        pass
+
+
+def _watched_compactor(s: Services) -> _Calls:
+    """A compactor on a metered view of ``s``'s store (``s`` built with compaction off)."""
+    calls = _Calls()
+    assert s.ledger is not None
+    compactor = Compactor(
+        MeteredStore(s.store, calls), s.ledger, parse_history(""), s.policy, s.events
+    )
+    s.events.subscribe(compactor.on_event)
+    return calls
+
+
+def test_a_release_reads_only_the_versions_written_since_its_lock(
+    tmp_path: Path, caller: Caller
+) -> None:
+    s = build(tmp_path, "compact = false")
+    try:
+        calls = _watched_compactor(s)
+        for serial in range(1, 41):
+            apply_run(s, caller, serial, 1)  # a history of 40 versions, one per apply
+        assert "versions" not in calls.made
+        calls.made.clear()
+        apply_run(s, caller, 41, 4)
+        assert history(s, caller)[:2] == [(44, 3, True), (40, 0, False)]
+        assert len(history(s, caller)) == 41
+        # The LOCK's read, then back from 44 to 40; no listing of the 40 before.
+        assert "versions" not in calls.made
+        assert calls.made.count("head") == 1 + 5
+        assert calls.made.count("delete_version") == 3
+    finally:
+        s.close()
+
+
+def test_a_lock_retried_by_its_holder_mid_run_still_compacts_the_whole_run(
+    tmp_path: Path, caller: Caller
+) -> None:
+    s = build(tmp_path, "compact = false")
+    try:
+        calls = _watched_compactor(s)
+        apply_run(s, caller, 1, 1)
+        lock = LockInfo.new("OperationTypeApply", caller.actor)
+        s.locks.lock(NAME, lock.body, caller)
+        s.states.write(NAME, state_bytes(2), caller, lock_id=lock.id)
+        s.states.write(NAME, state_bytes(3), caller, lock_id=lock.id)
+        s.locks.lock(NAME, lock.body, caller)  # the holder's retry: taken already, 200
+        s.states.write(NAME, state_bytes(4), caller, lock_id=lock.id)
+        calls.made.clear()
+        s.locks.unlock(NAME, lock.body, caller)
+        assert history(s, caller) == [(4, 2, True), (1, 0, False)]
+        assert "versions" not in calls.made
+    finally:
+        s.close()
+
+
+def test_a_lock_taken_before_the_server_started_is_compacted_from_the_whole_history(
+    tmp_path: Path, caller: Caller
+) -> None:
+    s = build(tmp_path, "compact = false")
+    try:
+        apply_run(s, caller, 1, 1)
+        lock = LockInfo.new("OperationTypeApply", caller.actor)
+        s.locks.lock(NAME, lock.body, caller)  # before the compactor was there to see it
+        calls = _watched_compactor(s)
+        for serial in (2, 3, 4):
+            s.states.write(NAME, state_bytes(serial), caller, lock_id=lock.id)
+        s.locks.unlock(NAME, lock.body, caller)
+        assert calls.made.count("versions") == 1
+        assert history(s, caller) == [(4, 2, True), (1, 0, False)]
     finally:
         s.close()
 

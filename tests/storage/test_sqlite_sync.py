@@ -8,11 +8,13 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from statekeeper.app import Services
+from statekeeper.errors import StorageError
 from statekeeper.events import Action
 from statekeeper.security.audit import AuditFilter
 from statekeeper.security.caller import Caller
@@ -208,3 +210,128 @@ def test_a_relaxed_thread_commits_unsynced_and_others_stay_synced(tmp_path: Path
     thread.join()
     assert modes == [NORMAL, NORMAL]
     assert _insert_and_report(db) == FULL
+
+
+def _commit_in_group(db: SqliteDatabase, committed: threading.Barrier, go: threading.Event) -> None:
+    """One request: a deferred commit, then (once told to) the end of its group."""
+    with db.syncing_once():
+        assert _insert_and_report(db) == NORMAL
+        committed.wait(10)
+        assert go.wait(10)
+
+
+def test_concurrent_groups_share_one_fsync_of_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = SqliteDatabase(tmp_path / "s.db")
+    _insert_and_report(db)  # the log exists before the spy looks for it
+    spy = FsyncSpy(monkeypatch, tmp_path / "s.db-wal")
+    committed, go = threading.Barrier(5), threading.Event()
+    threads = [
+        threading.Thread(target=_commit_in_group, args=(db, committed, go)) for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    committed.wait(10)  # all four committed, none synced yet
+    go.set()
+    for t in threads:
+        t.join(10)
+    # The first to end its group synced the log for all four commits.
+    assert spy.calls == 1
+    with db.syncing_once():  # a later commit is not covered by that fsync
+        _insert_and_report(db)
+    assert spy.calls == 2
+
+
+def test_a_group_covered_by_an_fsync_in_progress_waits_for_its_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request never returns before the fsync covering its commits has ended."""
+    db = SqliteDatabase(tmp_path / "s.db")
+    _insert_and_report(db)
+    wal = tmp_path / "s.db-wal"
+    in_fsync, release = threading.Event(), threading.Event()
+    real = os.fsync
+    calls: list[int] = []
+
+    def slow_fsync(fd: int) -> None:
+        if os.path.samefile(f"/proc/self/fd/{fd}", wal):
+            calls.append(fd)
+            in_fsync.set()
+            assert release.wait(10)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    committed, go = threading.Barrier(3), threading.Event()
+    leader = threading.Thread(target=_commit_in_group, args=(db, committed, go))
+    follower_done = threading.Event()
+
+    def follower() -> None:
+        with db.syncing_once():
+            _insert_and_report(db)
+            committed.wait(10)
+            assert in_fsync.wait(10)  # ends its group while the leader's fsync runs
+        follower_done.set()
+
+    others = threading.Thread(target=follower)
+    leader.start()
+    others.start()
+    committed.wait(10)
+    go.set()  # the leader ends its group and starts the fsync, which blocks
+    assert in_fsync.wait(10)
+    assert not follower_done.wait(0.3)  # covered, and waiting: not answered yet
+    release.set()
+    leader.join(10)
+    others.join(10)
+    assert follower_done.is_set()
+    assert len(calls) == 1  # the follower's commit came before the fsync began
+
+
+def test_when_the_leaders_fsync_fails_a_waiting_group_syncs_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = SqliteDatabase(tmp_path / "s.db")
+    _insert_and_report(db)
+    wal = tmp_path / "s.db-wal"
+    real = os.fsync
+    in_fsync, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def failing_once(fd: int) -> None:
+        if os.path.samefile(f"/proc/self/fd/{fd}", wal):
+            calls.append(threading.current_thread().name)
+            if len(calls) == 1:
+                in_fsync.set()
+                assert release.wait(10)
+                raise OSError(5, "Input/output error")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_once)
+    errors: dict[str, StorageError | AssertionError] = {}
+    committed, leader_ends = threading.Barrier(2), threading.Event()
+
+    def request(name: str) -> None:
+        try:
+            with db.syncing_once():
+                _insert_and_report(db)
+                committed.wait(10)  # both committed before any fsync: one covers both
+                if name == "follower":
+                    assert in_fsync.wait(10)  # ends its group during the leader's fsync
+                else:
+                    assert leader_ends.wait(10)
+        except (StorageError, AssertionError) as exc:  # looked at below
+            errors[name] = exc
+
+    leader = threading.Thread(target=request, args=("leader",), name="leader")
+    follower = threading.Thread(target=request, args=("follower",), name="follower")
+    leader.start()
+    follower.start()
+    leader_ends.set()
+    assert in_fsync.wait(10)
+    time.sleep(0.2)  # the follower is waiting for the leader's fsync now
+    release.set()
+    leader.join(10)
+    follower.join(10)
+    assert isinstance(errors.pop("leader"), StorageError)
+    assert errors == {}  # the follower's own fsync succeeded
+    assert calls == ["leader", "follower"]

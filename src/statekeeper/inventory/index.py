@@ -6,7 +6,10 @@ rebuilt, and a replica on S3 keeps a local copy it can throw away. It is kept
 current two ways:
 
 - every accepted write, rollback, push, migration or delete is an event of the
-  service layer; :meth:`Inventory.on_event` re-reads that state at once;
+  service layer; :meth:`Inventory.on_event` names that state to the index's queue
+  (:mod:`statekeeper.inventory.queue`), whose thread re-reads it in the background,
+  once for a burst of writes; every answer from the index waits for the states
+  named before it, so a server's searches see its own writes;
 - :meth:`Inventory.catch_up` lists the store and re-reads the states whose
   version ID or ETag changed (written by another replica, or by Terraform's own
   ``backend "s3"``) and drops the deleted ones. Every search and count first
@@ -39,6 +42,7 @@ from statekeeper.errors import BadRequest, StatekeeperError
 from statekeeper.events import Action, Event
 from statekeeper.inventory.extract import IndexedState, extract, marker
 from statekeeper.inventory.query import parse_query
+from statekeeper.inventory.queue import IndexQueue
 from statekeeper.security.grants import parse_grant
 from statekeeper.state.listing import StateSummary, is_state_key
 from statekeeper.state.service import version_from_info
@@ -67,13 +71,17 @@ _SCHEMA = (
         content = 'inv_resources', content_rowid = 'id')""",
 )
 
-#: Events after which a state's bytes may have changed.
 log = logging.getLogger("statekeeper.inventory")
 
 #: States larger than this are indexed from their metadata only (serial, lineage,
 #: writer): parsing one for its resources holds several times its size in memory.
 PARSE_LIMIT = 64 * 1024 * 1024
 
+#: How long the index's thread lets writes gather before it re-reads the states they
+#: changed (an answer from the index never waits for it: it wakes the thread).
+INDEX_DELAY = 1.0
+
+#: Events after which a state's bytes may have changed.
 _CHANGES = {
     Action.WRITE,
     Action.PUSH,
@@ -137,7 +145,9 @@ Allowed = Callable[[str], bool]
 class Inventory:
     """The index of one store; thread-safe (one connection behind a lock)."""
 
-    def __init__(self, path: Path, store: ObjectStore, refresh: float = 30.0) -> None:
+    def __init__(
+        self, path: Path, store: ObjectStore, refresh: float = 30.0, delay: float = INDEX_DELAY
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.store = store
         self.refresh = refresh
@@ -154,8 +164,11 @@ class Inventory:
         self._answer_while_building = False
         #: (states indexed, states listed) while a catch-up runs.
         self._progress: tuple[int, int] | None = None
+        #: States changed by this process's writes, indexed by a thread of their own.
+        self.queue = IndexQueue(self.index_state, delay)
 
     def close(self) -> None:
+        self.queue.close()  # what is queued is indexed first
         self._closing = True  # a background catch-up stops at its next batch
         with self._sync, self._lock:
             self._conn.close()
@@ -262,9 +275,10 @@ class Inventory:
                 self._put(conn, *read)
 
     def on_event(self, event: Event) -> None:
-        """The event stream's subscriber: an accepted change re-indexes its state."""
+        """The event stream's subscriber: an accepted change queues its state for the
+        index's thread (the request does not wait for the re-read)."""
         if event.outcome == "ok" and event.state and event.action in _CHANGES:
-            self.index_state(event.state)
+            self.queue.add(event.state)
 
     def catch_up(self, workers: int = 8) -> SyncReport:
         """List the store; re-read what changed since the index saw it; drop what is gone."""
@@ -321,8 +335,10 @@ class Inventory:
         return Building(int(indexed), None)
 
     def _current(self) -> None:
-        """Before an answer: catch up when due, unless the first build is under way in
-        the background (then the answer is what is indexed so far)."""
+        """Before an answer: this process's writes indexed, and a catch-up when due,
+        unless the first build is under way in the background (then the answer is
+        what is indexed so far)."""
+        self.queue.settle()
         if self._answer_while_building and self._synced_at is None:
             self.refresh_soon()
             return
@@ -410,6 +426,7 @@ class Inventory:
         """The indexed facts of ``names`` (those it holds), without waiting for a catch-up
         (one is started in the background when due). The caller has already been allowed
         to list these states."""
+        self.queue.settle()
         self.refresh_soon()
         out: dict[str, StateFacts] = {}
         with self._lock:
@@ -437,6 +454,7 @@ class Inventory:
         None (list the store instead) while the first build runs in the background, and
         with ``wait`` false whenever a catch-up is due (one is started in the background).
         """
+        self.queue.settle()
         if self._answer_while_building and self._synced_at is None:
             self.refresh_soon()
             return None

@@ -14,6 +14,15 @@ replays a prefix of them, so after a crash the database holds a prefix of the
 commits and every commit of an answered request is in it. A commit whose
 visibility must wait for its durability (a new state version, which another
 client may read at once) passes ``durable=True`` and is synced on its own.
+
+Concurrent requests share those fsyncs (group commit). Every write commit of
+this process gets a sequence number, in commit order (writes are serialised
+by a lock of this process, so its threads queue on it in order instead of
+polling SQLite's lock in ``busy_timeout``'s growing sleeps). An fsync of the
+log covers every commit numbered before it began, so a request whose commits
+are already covered by a finished fsync returns without one, and one whose
+commits came before an fsync in progress waits for it; otherwise it syncs,
+covering the others that wait.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TypeVar
 
@@ -98,6 +107,15 @@ class SqliteDatabase:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._guard = threading.Lock()
+        #: Held through each write transaction of this process (re-entrant: a write may
+        #: be made inside another's function).
+        self._writer = threading.RLock()
+        #: The last write commit's number; every commit up to ``_synced`` is on disk; an
+        #: fsync of the log is under way while ``_syncing``.
+        self._committed = 0
+        self._synced = 0
+        self._syncing = False
+        self._sync_done = threading.Condition(threading.Lock())
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -157,21 +175,30 @@ class SqliteDatabase:
         """
         conn = self._connection()
         deferred = write and not durable and getattr(self._local, "deferring", 0) > 0
+        relaxed = getattr(self._local, "relaxed", False)
+        number = 0
         try:
-            if write and not getattr(self._local, "relaxed", False):
+            if write and not relaxed:
                 self._synchronous(conn, "NORMAL" if deferred else "FULL")
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+            with self._writer if write else nullcontext():
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    result = fn(conn)
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+                if write:
+                    self._committed += 1
+                    number = self._committed
         except sqlite3.Error as exc:
             raise StorageError(f"the SQLite database {self.path} failed: {exc}") from exc
-        if write:
-            # A synced commit syncs the whole log, the deferred commits before it included.
-            self._local.unsynced = deferred
+        if deferred:
+            self._local.unsynced = number
+        elif write and not relaxed:
+            # A synced commit syncs the whole log, every commit before it included.
+            with self._sync_done:
+                self._synced = max(self._synced, number)
         return result
 
     def relax(self) -> None:
@@ -193,19 +220,48 @@ class SqliteDatabase:
             yield
         finally:
             self._local.deferring -= 1
-            if self._local.deferring == 0 and getattr(self._local, "unsynced", False):
-                self.sync()
+            unsynced = getattr(self._local, "unsynced", 0)
+            if self._local.deferring == 0 and unsynced:
+                self._sync_through(unsynced)
+                self._local.unsynced = 0
 
     def sync(self) -> None:
-        """Make every commit so far durable: fsync the write-ahead log.
+        """Make every commit so far durable (one fsync of the write-ahead log, or none
+        when another thread's covers them)."""
+        self._sync_through(self._committed)
 
-        What SQLite itself does at a ``synchronous=FULL`` commit; the log may
-        have been checkpointed and removed meanwhile (then it was synced first).
-        """
+    def _sync_through(self, number: int) -> None:
+        """Return once the commits up to ``number`` are on disk: at once if an fsync
+        that began after them has ended, after the one in progress if it began after
+        them, else after an fsync of this thread's (which covers the waiting ones)."""
+        with self._sync_done:
+            while self._synced < number and self._syncing:
+                self._sync_done.wait()
+            if self._synced >= number:
+                return
+            # No fsync under way covers these commits: this thread makes one.
+            self._syncing = True
+            # Every commit numbered so far has written its frames: the fsync covers them.
+            covered = self._committed
+        synced = False
+        try:
+            self._fsync_log()
+            synced = True
+        finally:
+            with self._sync_done:
+                self._syncing = False
+                if synced:
+                    self._synced = max(self._synced, covered)
+                # On failure a waiting thread makes its own attempt (and raises its own).
+                self._sync_done.notify_all()
+
+    def _fsync_log(self) -> None:
+        """fsync the write-ahead log, what SQLite itself does at a ``synchronous=FULL``
+        commit; the log may have been checkpointed and removed meanwhile (then it was
+        synced first)."""
         try:
             fd = os.open(f"{self.path}-wal", os.O_RDONLY)
         except FileNotFoundError:
-            self._local.unsynced = False
             return
         except OSError as exc:
             raise StorageError(f"cannot sync the SQLite log of {self.path}: {exc}") from exc
@@ -215,7 +271,6 @@ class SqliteDatabase:
             raise StorageError(f"cannot sync the SQLite log of {self.path}: {exc}") from exc
         finally:
             os.close(fd)
-        self._local.unsynced = False
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
