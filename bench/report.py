@@ -668,8 +668,9 @@ def _delivery_lag(r: dict[str, Any]) -> str:
         "backlog is the outbox rows waiting (`/metrics`) when the cycle stopped (median / "
         "max of the runs); each run waited for it to drain (the longest drain in the last "
         "column) before its server stopped, and the worker's CPU above counts up to the end "
-        "of the drain. A woken worker lingers 0.1 s to batch the events that follow, so "
-        "~0.1 s is the floor of the lag. The lag with the webhook on `state.written`: "
+        "of the drain. A woken worker lingers 0.1 s to batch the events that follow: the "
+        "first event of a round waits that long, the ones joining it less. The lag with the "
+        "webhook on `state.written`: "
         f"{summary}.\n\n"
         + _table(
             [
