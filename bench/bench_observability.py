@@ -23,10 +23,23 @@ steadier figure of the two. ``serve`` delivers webhooks from a worker process
 of its own: its CPU per cycle is measured apart, and the total (server +
 worker) has its ratio too, so that moving work out of the server is not
 mistaken for making it free.
+
+The worker runs at a lower CPU priority than the server (``hooks_worker_nice``,
+default 10), so on saturated cores its deliveries wait. That is only honest
+with the wait in view: the receiver notes when each delivery arrives, and each
+run reports the **delivery lag** (the CloudEvent's ``time``, when the event
+happened, to its arrival; p50 and p99), the **backlog** (outbox rows waiting,
+from ``/metrics``) when the cycle stops, and how long it took to drain. Every
+run drains its backlog before its server stops, so no run carries work into the
+next, and the worker's CPU is counted up to the end of the drain: every
+delivery of the run's events is in it. ``observed-nice0`` is ``observed`` with
+the worker at the server's priority (``hooks_worker_nice = 0``), alternated
+with the others: the priority's effect on throughput and on the lag.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -34,6 +47,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -55,21 +69,46 @@ CONFIGS = {
     "metrics-logs": _OBSERVED,
     "observed": _OBSERVED,
     "every-event": _OBSERVED,
+    "observed-nice0": (
+        {**_OBSERVED[0], "STATEKEEPER_HOOKS_WORKER_NICE": "0"},
+        _OBSERVED[1],
+    ),
 }
 #: The webhook event types each configuration subscribes to.
 HOOK_EVENTS: dict[str, tuple[str, ...]] = {
     "observed": ("state.written",),
     "every-event": ("state.written", "lock.acquired", "lock.released"),
+    "observed-nice0": ("state.written",),
 }
+#: The configurations compared with ``bare``.
+COMPARED = ("metrics-logs", "observed", "every-event", "observed-nice0")
+#: Seconds a run's backlog may take to drain before the bench gives up on it.
+DRAIN_LIMIT = 300.0
+
+
+class _Receiver(ThreadingHTTPServer):
+    """A webhook receiver on loopback: answers 204, keeping the connection, and notes
+    each delivery's arrival time and body (parsed after the run, not on its CPU)."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Quiet)
+        self.arrivals: list[tuple[float, bytes]] = []
+
+    def lags(self) -> list[float]:
+        """Seconds from each delivered event (its CloudEvent ``time``) to its arrival."""
+        return [
+            arrived - datetime.fromisoformat(json.loads(body)["time"]).timestamp()
+            for arrived, body in self.arrivals
+        ]
 
 
 class _Quiet(BaseHTTPRequestHandler):
-    """A webhook receiver that reads the delivery and answers 204, keeping the connection."""
-
     protocol_version = "HTTP/1.1"
+    server: _Receiver
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["Content-Length"]))
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.arrivals.append((time.time(), body))
         self.send_response(204)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -79,11 +118,11 @@ class _Quiet(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def _receiver() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Quiet)
+def _receiver() -> Iterator[_Receiver]:
+    server = _Receiver()
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+        yield server
     finally:
         server.shutdown()
         server.server_close()
@@ -159,12 +198,40 @@ def _settle(pid: int) -> None:
         time.sleep(0.5)
 
 
+def _backlog(url: str) -> int:
+    """The outbox rows waiting, as the server's ``/metrics`` counts them."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith('statekeeper_queue_depth{queue="webhooks"}'):
+                return int(float(line.split()[-1]))
+    raise RuntimeError("/metrics has no webhook queue depth")
+
+
+def _drain(url: str) -> tuple[int, float]:
+    """The backlog when the cycle stopped, and the seconds it took to reach 0."""
+    start = time.perf_counter()
+    left = backlog = _backlog(url)
+    while left:
+        if time.perf_counter() - start > DRAIN_LIMIT:
+            raise RuntimeError(f"the webhook backlog ({left}) did not drain")
+        time.sleep(0.1)
+        left = _backlog(url)
+    return backlog, time.perf_counter() - start
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
 def _run(config: str, workdir: Path, clients: int, seconds: float) -> dict[str, Any]:
     env, args = CONFIGS[config]
     tag = f"{config}{clients}-{uuid.uuid4().hex[:6]}"
     where = fresh(workdir / tag)
-    with _receiver() as hook_url:
-        if config in HOOK_EVENTS:
+    hooked = config in HOOK_EVENTS
+    with _receiver() as receiver:
+        if hooked:
+            hook_url = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
             _subscribe(where, hook_url, HOOK_EVENTS[config])
         with statekeeper_server(where, *args, env=env) as server:
             worker = _worker_pid(server.proc.pid)
@@ -177,9 +244,19 @@ def _run(config: str, workdir: Path, clients: int, seconds: float) -> dict[str, 
             else:
                 result = run_http(server.port, clients, False, seconds, tag)
             cpu = _cpu_seconds(server.proc.pid) - before
+            # Drained before the server stops: every delivery of this run's events is in
+            # the worker's CPU and the lag, and none is left for the next run.
+            backlog, drain = _drain(server.url) if hooked else (0, 0.0)
             worker_cpu = _cpu_seconds(worker) - worker_before
+        lags = receiver.lags()
     result["server_cpu_ms_per_cycle"] = 1000 * cpu / max(result["cycles"], 1)
     result["worker_cpu_ms_per_cycle"] = 1000 * worker_cpu / max(result["cycles"], 1)
+    result["deliveries"] = len(lags)
+    result["lag_p50_ms"] = 1000 * _percentile(lags, 0.5)
+    result["lag_p99_ms"] = 1000 * _percentile(lags, 0.99)
+    result["lag_max_ms"] = 1000 * max(lags, default=float("nan"))
+    result["backlog_at_end"] = backlog
+    result["drain_s"] = drain
     return result
 
 
@@ -206,9 +283,16 @@ def run() -> dict[str, Any]:
                     [r["server_cpu_ms_per_cycle"] + r["worker_cpu_ms_per_cycle"] for r in results]
                 ),
                 "errors": sum(r["error_count"] for r in results),
+                "deliveries": sum(r["deliveries"] for r in results),
+                "lag_p50_ms": median([r["lag_p50_ms"] for r in results]),
+                "lag_p99_ms": median([r["lag_p99_ms"] for r in results]),
+                "lag_max_ms": max(r["lag_max_ms"] for r in results),
+                "backlog_at_end": median([r["backlog_at_end"] for r in results]),
+                "backlog_at_end_max": max(r["backlog_at_end"] for r in results),
+                "drain_s_max": max(r["drain_s"] for r in results),
                 "runs": results,
             }
-        for name in ("metrics-logs", "observed", "every-event"):
+        for name in COMPARED:
             row[name]["ratio"] = row[name]["cycles_per_s"] / row["bare"]["cycles_per_s"]
             row[name]["cpu_ratio"] = row["bare"]["cpu_ms_per_cycle"] / row[name]["cpu_ms_per_cycle"]
             row[name]["total_cpu_ratio"] = (
@@ -224,6 +308,14 @@ def run() -> dict[str, Any]:
                 f"{row['bare']['total_cpu_ms_per_cycle']:.2f}, ratio "
                 f"{row[name]['total_cpu_ratio']:.3f}"
             )
+            if name in HOOK_EVENTS:
+                log(
+                    f"observability x{clients} {name}: delivery lag p50 "
+                    f"{row[name]['lag_p50_ms']:.0f} ms, p99 {row[name]['lag_p99_ms']:.0f} ms, "
+                    f"max {row[name]['lag_max_ms']:.0f} ms; backlog at the end "
+                    f"{row[name]['backlog_at_end']:.0f} (max {row[name]['backlog_at_end_max']}),"
+                    f" drained in {row[name]['drain_s_max']:.1f} s at most"
+                )
         rows.append(row)
     return {
         "params": {"clients": clients_list, "repeats": repeats, "seconds_per_run": seconds},

@@ -77,6 +77,13 @@ def _lock_policy(value: object) -> LockPolicy:
     return LockPolicy.parse(value)
 
 
+def _nice(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 19:
+        raise ValueError("a nice increment is a number from 0 (off) to 19 (the lowest priority)")
+    return value
+
+
 def _bool(text: str) -> bool:
     if text.strip().lower() in ("1", "true", "yes", "on"):
         return True
@@ -304,6 +311,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds a lock is held before a lock.stale webhook is sent (0: never).",
     ),
     Setting(
+        "hooks_worker_nice",
+        _nice,
+        10,
+        "How much lower the CPU priority of the webhook delivery worker is than the "
+        "server's (os.nice: 0 to 19; 0: the same), so that a busy server's requests come "
+        "first and deliveries wait for idle CPU.",
+    ),
+    Setting(
         "metrics_states",
         str,
         None,
@@ -425,6 +440,7 @@ class Settings:
     hooks_backoff: float = 5.0
     hooks: tuple[HookSetting, ...] = field(default=(), repr=False)
     hooks_stale_after: float = 7200.0
+    hooks_worker_nice: int = 10
     metrics_states: str | None = None
     lock_policy: LockPolicy | None = None
     tokens_file: Path | None = None

@@ -11,9 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 from tests.hooks.test_webhooks import FAST, NAME, Receiver, add_hook, receiver
 from tests.security.support import lock_body, state_json
 
+from statekeeper.errors import ConfigError
+from statekeeper.settings import load_settings
 from statekeeper.testing.processes import StatekeeperServer
 
 __all__ = ["receiver"]  # the fixture, shared with the webhook tests
@@ -51,6 +54,39 @@ def wait_until_gone(pid: int, timeout: float = 20) -> None:
     while running(pid):
         assert time.monotonic() < deadline, f"the worker {pid} outlived its server"
         time.sleep(0.05)
+
+
+def nice_of(pid: int) -> set[int]:
+    """The nice values of every thread of ``pid`` (field 19 of /proc/PID/task/TID/stat)."""
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found.add(int((task / "stat").read_text().rsplit(")", 1)[1].split()[16]))
+    return found
+
+
+@pytest.mark.parametrize(("setting", "increment"), [(None, 10), ("4", 4), ("0", 0)])
+def test_the_worker_runs_at_a_lower_cpu_priority(
+    tmp_path: Path,
+    serve: Callable[..., StatekeeperServer],
+    receiver: Receiver,
+    setting: str | None,
+    increment: int,
+) -> None:
+    workdir = tmp_path / "server"
+    add_hook(workdir, receiver.url, "--event", "state.written")
+    env = FAST if setting is None else {**FAST, "STATEKEEPER_HOOKS_WORKER_NICE": setting}
+    server = serve(workdir=workdir, env=env)
+    worker = worker_of(server)
+    assert httpx.post(server.state_url(NAME), content=state_json(1), timeout=30).status_code == 200
+    receiver.wait_for(1)  # delivered, so its sender thread runs: it must be niced too
+    (server_nice,) = nice_of(server.proc.pid)
+    assert nice_of(worker) == {min(19, server_nice + increment)}
+
+
+@pytest.mark.parametrize("value", ["-5", "20", "low"])
+def test_a_worker_nice_out_of_range_is_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match="hooks_worker_nice"):
+        load_settings({}, env={"STATEKEEPER_HOOKS_WORKER_NICE": value})
 
 
 def test_the_worker_exits_when_serve_is_killed(

@@ -186,6 +186,12 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stdin = open(0, "rb", closefd=False)  # noqa: SIM115 (the process's own stdin)
     settings: Settings = pickle.load(stdin)
+    if settings.hooks_worker_nice:
+        # Delivery is background work: on cores the requests keep busy, the scheduler
+        # gives them the CPU and the deliveries wait (at least once holds; they are late).
+        # Before any thread starts: on Linux the priority is a thread's, and the sender's
+        # thread inherits it from this one.
+        os.nice(settings.hooks_worker_nice)
     reports = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # whatever is printed goes to the server's log, not into the reports
 
