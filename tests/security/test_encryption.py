@@ -181,7 +181,7 @@ def test_plaintext_states_are_reported_and_encrypted_ones_need_the_key(
 
 
 def test_master_key_errors_do_not_echo_the_key() -> None:
-    from statekeeper.storage.encrypting import parse_master_keys
+    from statekeeper.storage.masterkeys import parse_master_keys
 
     with pytest.raises(ConfigError) as info:
         parse_master_keys("c2hvcnQ=")  # 5 bytes
@@ -205,7 +205,8 @@ def test_encrypting_store_is_what_services_use(tmp_path: Path) -> None:
 def test_old_and_new_master_keys_coexist_during_a_rolling_change() -> None:
     import uuid
 
-    from statekeeper.storage.encrypting import LocalMasterKey, StoreKeyRing, parse_master_keys
+    from statekeeper.storage.keyring import StoreKeyRing
+    from statekeeper.storage.masterkeys import LocalMasterKey, parse_master_keys
     from statekeeper.storage.memory import MemoryStore
 
     objects = MemoryStore(name=str(uuid.uuid4()))

@@ -28,7 +28,9 @@ from statekeeper.security.caller import Caller
 from statekeeper.settings import Settings
 from statekeeper.state.operator import Operator
 from statekeeper.state.version import StateVersion
-from statekeeper.storage.encrypting import EncryptingStore, SqliteKeyRing, parse_master_keys
+from statekeeper.storage.encrypting import EncryptingStore
+from statekeeper.storage.keyring import SqliteKeyRing
+from statekeeper.storage.masterkeys import parse_master_keys
 from statekeeper.storage.registry import open_store
 from statekeeper.terraform.names import StateName
 from statekeeper.testing.processes import SRC, MotoServer, StatekeeperServer, free_port

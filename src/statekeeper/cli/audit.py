@@ -113,11 +113,11 @@ def rotate(
     from statekeeper.cli.context import local_caller
     from statekeeper.cli.output import console
     from statekeeper.errors import ConfigError
-    from statekeeper.storage import encrypting as crypto
+    from statekeeper.storage.masterkeys import parse_master_key
 
     try:
-        old = crypto.parse_master_key(old_key_file.read_text())
-        new = crypto.parse_master_key(new_key_file.read_text())
+        old = parse_master_key(old_key_file.read_text())
+        new = parse_master_key(new_key_file.read_text())
     except OSError as exc:
         raise ConfigError(f"cannot read a key file: {exc}") from exc
     services = obj(ctx, ENCRYPTION_OPTIONS).services()
