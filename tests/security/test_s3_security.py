@@ -14,7 +14,8 @@ import httpx
 import pytest
 from tests.security.support import basic, state_json
 
-from statekeeper.security.tokens import FileTokenStore, issue
+from statekeeper.security.tokens import issue
+from statekeeper.security.tokenstores import FileTokenStore
 from statekeeper.testing.processes import MotoServer, StatekeeperServer
 
 pytestmark = pytest.mark.aws

@@ -70,7 +70,8 @@ class LocalAdmin:
             # stray ./.statekeeper database appears.
             from statekeeper.events import EventStream
             from statekeeper.security.grants import ScopePolicy
-            from statekeeper.security.tokens import FileTokenStore, TokenService
+            from statekeeper.security.tokens import TokenService
+            from statekeeper.security.tokenstores import FileTokenStore
 
             assert settings.tokens_file is not None
             events = EventStream()
