@@ -55,12 +55,14 @@ def audit(
     from statekeeper.cli.admin import admin_for
     from statekeeper.cli.output import print_view
     from statekeeper.cli.render import dash, print_table, when
+    from statekeeper.security.audit import AuditFilter
     from statekeeper.security.grants import parse_grant
 
     if state is not None:
         parse_grant(state + ":outputs")
     after = parse_since(since) if since else None
-    events = admin_for(obj(ctx, AUDIT_OPTIONS)).audit(state, actor, action, after, limit)
+    where = AuditFilter(state=state, actor=actor, action=action, since=after, limit=limit)
+    events = admin_for(obj(ctx, AUDIT_OPTIONS)).audit(where)
     if as_json:
         print_view(events)
         return
