@@ -39,7 +39,7 @@ from statekeeper.state.hygiene import parse_history
 from statekeeper.state.operator import Operator
 from statekeeper.state.prune import prune
 from statekeeper.state.trash import TrashService
-from statekeeper.storage.encrypting import LocalMasterKey
+from statekeeper.storage.masterkeys import LocalMasterKey
 from statekeeper.storage.memory import MemoryStore
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.names import StateName

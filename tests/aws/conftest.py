@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from tests.aws.helpers import S3Backend
 
 from statekeeper.testing.processes import MotoServer
 
@@ -35,11 +36,9 @@ def kms(moto: MotoServer) -> Any:
 
 
 @pytest.fixture
-def bucket(s3: Any) -> str:
+def bucket(moto: MotoServer) -> str:
     """A versioned bucket, as `statekeeper bootstrap` (and good practice) makes it."""
-    s3.create_bucket(Bucket=BUCKET)
-    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-    return BUCKET
+    return moto.versioned_bucket(BUCKET)
 
 
 @pytest.fixture
@@ -50,16 +49,16 @@ def plain_bucket(s3: Any) -> str:
 
 
 @pytest.fixture
-def table(ddb: Any) -> str:
-    ddb.create_table(
-        TableName=TABLE,
-        KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    return TABLE
+def table(moto: MotoServer) -> str:
+    return moto.lock_table(TABLE)
 
 
 @pytest.fixture
 def moto_env(moto: MotoServer) -> Callable[[], dict[str, str]]:
     return moto.env
+
+
+@pytest.fixture
+def s3_backend(moto: MotoServer, bucket: str, table: str, s3: Any, ddb: Any) -> S3Backend:
+    """The bucket and the lock table as Terraform's ``backend "s3"`` uses them."""
+    return S3Backend(moto, bucket, table, s3, ddb)

@@ -18,8 +18,9 @@ from statekeeper.errors import (
 )
 from statekeeper.state.version import StateVersion
 from statekeeper.storage.aws.dynamodb import DynamoLocks
-from statekeeper.storage.aws.s3 import PART_SIZE, S3Store
+from statekeeper.storage.aws.s3 import S3Store
 from statekeeper.storage.aws.s3lock import S3LockFiles
+from statekeeper.storage.aws.s3parts import PART_SIZE
 from statekeeper.storage.base import LockTable
 from statekeeper.storage.dual import DualLocks
 from statekeeper.storage.registry import open_locks, open_store

@@ -8,14 +8,14 @@ by a holder it can name, until the last of them leaves.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import httpx
 import pytest
-from tests.aws.test_terraform_s3_backend import KEY, MODES, RESOURCES, lock_url, s3_backend
+from tests.aws.helpers import MODES, S3Backend
+from tests.aws.test_terraform_s3_backend import KEY, RESOURCES
 
 from statekeeper.terraform.lockinfo import LockInfo
-from statekeeper.testing.processes import MotoServer, StatekeeperServer
+from statekeeper.testing.processes import StatekeeperServer
 from statekeeper.testing.terraform import Terraform
 
 pytestmark = [pytest.mark.terraform, pytest.mark.aws]
@@ -37,16 +37,10 @@ def test_terraform_s3_sees_the_state_locked_while_any_holder_shares_it(
     mode: str,
     serve: Callable[..., StatekeeperServer],
     terraform: Callable[..., Terraform],
-    moto: MotoServer,
-    bucket: str,
-    table: str,
-    s3: Any,
-    ddb: Any,
+    s3_backend: S3Backend,
 ) -> None:
-    server = serve(
-        "--store", f"s3://{bucket}", "--locks", lock_url(bucket, table, mode), env=moto.env()
-    )
-    tf = terraform().write(s3_backend(moto, bucket, table, mode) + RESOURCES)
+    server = s3_backend.serve(serve, s3_backend.lock_url(mode))
+    tf = terraform().write(s3_backend.block(KEY, mode) + RESOURCES)
     tf.run("init").check()
     first, second = (LockInfo.new("OperationTypePlan", w) for w in ("alice@ci", "bob@ci"))
     apply = LockInfo.new("OperationTypeApply", "carol@ci")
@@ -69,9 +63,10 @@ def test_terraform_s3_sees_the_state_locked_while_any_holder_shares_it(
 
     tf.run("apply").check()  # free: Terraform's own backend takes and releases it
     if mode == "lockfile":
-        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+        listed = s3_backend.s3.list_objects_v2(Bucket=s3_backend.bucket)
+        keys = [o["Key"] for o in listed.get("Contents", [])]
         left = [k for k in keys if k.endswith(".tflock")]
     else:
-        items = ddb.scan(TableName=table, ConsistentRead=True)["Items"]
+        items = s3_backend.ddb.scan(TableName=s3_backend.table, ConsistentRead=True)["Items"]
         left = [i["LockID"]["S"] for i in items if not i["LockID"]["S"].endswith("-md5")]
     assert left == []  # no lock, no shared hold, no marker left behind

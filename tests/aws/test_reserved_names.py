@@ -3,8 +3,8 @@
 Against a real ``statekeeper serve`` on moto's S3 and DynamoDB, the names
 Terraform's layout derives (``KEY.tflock``, ``BUCKET/KEY-md5``) are looked at
 with plain boto3 after each attempt: they must be exactly as the holder left
-them. The suffixes are spelled out here on purpose: this pins Terraform's
-layout independently of ``statekeeper.terraform.layout``.
+them. The suffixes are spelled out here (and in ``tests.aws.helpers``) on purpose:
+this pins Terraform's layout independently of ``statekeeper.terraform.layout``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.aws.helpers import S3Backend
 
 from statekeeper.errors import InvalidStateName
 from statekeeper.terraform import layout
@@ -36,52 +37,44 @@ HOLDER = (
     b'"Version":"1.15.0","Created":"2026-11-23T11:13:27.558548621Z","Path":""}'
 )
 LOCKS = {
-    "s3lock": ["--locks", "s3lock://{bucket}"],
-    "dynamodb": ["--locks", "dynamodb://{table}"],
-    "both": ["--locks", "s3lock://{bucket}", "--locks", "dynamodb://{table}"],
+    "s3lock": ["s3lock://{bucket}"],
+    "dynamodb": ["dynamodb://{table}"],
+    "both": ["s3lock://{bucket}", "dynamodb://{table}"],
 }
 
 
-def _server(
-    serve: Callable[..., StatekeeperServer], moto: MotoServer, bucket: str, table: str, locks: str
-) -> StatekeeperServer:
-    args = [a.format(bucket=bucket, table=table) for a in LOCKS[locks]]
-    return serve("--store", f"s3://{bucket}", *args, env=moto.env())
+def _lock_urls(on: S3Backend, locks: str) -> list[str]:
+    return [url.format(bucket=on.bucket, table=on.table) for url in LOCKS[locks]]
 
 
-def _lock_file(s3: Any, bucket: str) -> bytes | None:
-    try:
-        body: bytes = s3.get_object(Bucket=bucket, Key=NAME + ".tflock")["Body"].read()
-    except s3.exceptions.NoSuchKey:
-        return None
-    return body
+def _lock_args(on: S3Backend, locks: str) -> list[str]:
+    """The CLI's options for the same store and lock tables as the server's."""
+    return ["--store", f"s3://{on.bucket}"] + [
+        arg for url in _lock_urls(on, locks) for arg in ("--locks", url)
+    ]
 
 
-def _item(ddb: Any, table: str, lock_id: str) -> dict[str, Any] | None:
-    item: dict[str, Any] | None = ddb.get_item(
-        TableName=table, Key={"LockID": {"S": lock_id}}, ConsistentRead=True
-    ).get("Item")
-    return item
+def _held(on: S3Backend) -> tuple[bytes | None, dict[str, Any] | None, dict[str, Any] | None]:
+    """``NAME``'s lock file, lock item and digest item, as they are now."""
+    return (
+        on.lock_file(NAME),
+        on.item(f"{on.bucket}/{NAME}"),
+        on.item(f"{on.bucket}/{NAME}-md5"),
+    )
 
 
 @pytest.mark.parametrize("locks", ["s3lock", "dynamodb", "both"])
 def test_no_request_on_a_reserved_name_touches_the_lock_or_digest(
     locks: str,
     serve: Callable[..., StatekeeperServer],
-    moto: MotoServer,
-    bucket: str,
-    table: str,
-    s3: Any,
-    ddb: Any,
+    s3_backend: S3Backend,
 ) -> None:
-    server = _server(serve, moto, bucket, table, locks)
+    server = s3_backend.serve(serve, *_lock_urls(s3_backend, locks))
     with httpx.Client(timeout=60) as client:
         assert client.request("LOCK", server.state_url(NAME), content=HOLDER).status_code == 200
         wrote = client.post(server.state_url(NAME), params={"ID": "holder-1"}, content=STATE)
         assert wrote.status_code == 200, wrote.text
-        lock_file = _lock_file(s3, bucket)
-        lock_item = _item(ddb, table, f"{bucket}/{NAME}") if locks != "s3lock" else None
-        digest = _item(ddb, table, f"{bucket}/{NAME}-md5") if locks != "s3lock" else None
+        lock_file, lock_item, digest = _held(s3_backend)
         if locks != "dynamodb":
             assert lock_file is not None
         if locks != "s3lock":
@@ -104,10 +97,7 @@ def test_no_request_on_a_reserved_name_touches_the_lock_or_digest(
                 assert "reserved" in response.json()["message"]
 
         # The holder's lock and the digest are exactly as they were.
-        assert _lock_file(s3, bucket) == lock_file
-        if locks != "s3lock":
-            assert _item(ddb, table, f"{bucket}/{NAME}") == lock_item
-            assert _item(ddb, table, f"{bucket}/{NAME}-md5") == digest
+        assert _held(s3_backend) == (lock_file, lock_item, digest)
         # And the lock still holds: a write without its ID is refused.
         assert client.post(server.state_url(NAME), content=STATE).status_code in (409, 423)
         assert client.request("UNLOCK", server.state_url(NAME), content=HOLDER).status_code == 200
@@ -128,8 +118,9 @@ def _cli(moto: MotoServer, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _damage(kind: str, s3: Any, ddb: Any, bucket: str, table: str) -> None:
+def _damage(kind: str, on: S3Backend) -> None:
     """A lock for ``NAME`` that is not a LockInfo, as a hand edit or another tool leaves it."""
+    s3, ddb, bucket, table = on.s3, on.ddb, on.bucket, on.table
     if kind == "s3lock":
         s3.put_object(Bucket=bucket, Key=NAME + ".tflock", Body=b"\x00 not a lock")
     elif kind == "dynamodb":
@@ -145,18 +136,14 @@ def _damage(kind: str, s3: Any, ddb: Any, bucket: str, table: str) -> None:
 def test_listings_report_a_damaged_lock_instead_of_failing(
     kind: str,
     serve: Callable[..., StatekeeperServer],
-    moto: MotoServer,
-    bucket: str,
-    table: str,
-    s3: Any,
-    ddb: Any,
+    s3_backend: S3Backend,
 ) -> None:
     locks = "s3lock" if kind == "s3lock" else "dynamodb"
-    server = _server(serve, moto, bucket, table, locks)
+    server = s3_backend.serve(serve, *_lock_urls(s3_backend, locks))
     with httpx.Client(timeout=60) as client:
         for name in (NAME, "team/other.tfstate"):
             assert client.post(server.state_url(name), content=STATE).status_code == 200
-        _damage(kind, s3, ddb, bucket, table)
+        _damage(kind, s3_backend)
 
         listed = client.get(f"{server.url}/api/v1/locks")
         assert listed.status_code == 200, listed.text
@@ -172,15 +159,14 @@ def test_listings_report_a_damaged_lock_instead_of_failing(
         assert by_name[NAME]["lock"]["damaged"] == row["damaged"]
         assert by_name["team/other.tfstate"]["lock"] is None
 
-    lock_args = [a.format(bucket=bucket, table=table) for a in LOCKS[locks]]
     for command in ("locks", "states"):
-        run = _cli(moto, "--store", f"s3://{bucket}", *lock_args, command, "--json")
+        run = _cli(s3_backend.moto, *_lock_args(s3_backend, locks), command, "--json")
         assert run.returncode == 0, run.stderr
         assert "Traceback" not in run.stderr
         rows = json.loads(run.stdout)
         damaged = [r.get("damaged") or (r.get("lock") or {}).get("damaged") for r in rows]
         assert any(d and "not a Terraform lock" in d for d in damaged), rows
-    table_run = _cli(moto, "--store", f"s3://{bucket}", *lock_args, "locks")
+    table_run = _cli(s3_backend.moto, *_lock_args(s3_backend, locks), "locks")
     assert table_run.returncode == 0, table_run.stderr
     assert "DAMAGED" in table_run.stdout
 
@@ -229,23 +215,15 @@ _NAMES = st.lists(_PIECES, min_size=1, max_size=5).map("".join)
 
 def test_no_name_reaches_a_held_lock_or_its_digest(
     serve: Callable[..., StatekeeperServer],
-    moto: MotoServer,
-    bucket: str,
-    table: str,
-    s3: Any,
-    ddb: Any,
+    s3_backend: S3Backend,
 ) -> None:
     """Property: whatever name a writer picks, the victim's lock file, lock item and
     digest are exactly as the victim left them, and the victim still holds its lock."""
-    server = _server(serve, moto, bucket, table, "both")
+    server = s3_backend.serve(serve, *_lock_urls(s3_backend, "both"))
     client = httpx.Client(timeout=60)
     assert client.request("LOCK", server.state_url(NAME), content=HOLDER).status_code == 200
     assert client.post(server.state_url(NAME), params={"ID": "holder-1"}, content=STATE).is_success
-    before = (
-        _lock_file(s3, bucket),
-        _item(ddb, table, f"{bucket}/{NAME}"),
-        _item(ddb, table, f"{bucket}/{NAME}-md5"),
-    )
+    before = _held(s3_backend)
 
     @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
     @given(name=_NAMES, method=st.sampled_from(["POST", "DELETE", "LOCK", "UNLOCK"]))
@@ -258,12 +236,7 @@ def test_no_name_reaches_a_held_lock_or_its_digest(
         reserved = layout.reserved_reason(name.strip("/")) is not None
         if reserved and response.status_code != 404:
             assert response.json()["error"] == "invalid_state_name", (name, response.text)
-        after = (
-            _lock_file(s3, bucket),
-            _item(ddb, table, f"{bucket}/{NAME}"),
-            _item(ddb, table, f"{bucket}/{NAME}-md5"),
-        )
-        assert after == before, (name, method)
+        assert _held(s3_backend) == before, (name, method)
 
     try:
         attack()
@@ -275,25 +248,20 @@ def test_no_name_reaches_a_held_lock_or_its_digest(
 def test_a_damaged_lock_is_removed_by_a_forced_unlock_only(
     kind: str,
     serve: Callable[..., StatekeeperServer],
-    moto: MotoServer,
-    bucket: str,
-    table: str,
-    s3: Any,
-    ddb: Any,
+    s3_backend: S3Backend,
 ) -> None:
     locks = "s3lock" if kind == "s3lock" else "dynamodb"
-    server = _server(serve, moto, bucket, table, locks)
-    lock_args = [a.format(bucket=bucket, table=table) for a in LOCKS[locks]]
+    server = s3_backend.serve(serve, *_lock_urls(s3_backend, locks))
     with httpx.Client(timeout=60) as client:
         assert client.post(server.state_url(NAME), content=STATE).status_code == 200
-        _damage(kind, s3, ddb, bucket, table)
+        _damage(kind, s3_backend)
         # It still excludes: no write and no new lock gets past it.
         blocked = client.request("LOCK", server.state_url(NAME), content=HOLDER)
         assert blocked.status_code == 503 and "not a Terraform lock" in blocked.text
         reaped = client.post(f"{server.url}/api/v1/reap", json={"older_than": "0s"})
         assert reaped.status_code == 200 and reaped.json() == []
 
-        run = _cli(moto, "--store", f"s3://{bucket}", *lock_args, "unlock", NAME, "--force")
+        run = _cli(s3_backend.moto, *_lock_args(s3_backend, locks), "unlock", NAME, "--force")
         assert run.returncode == 0, run.stderr
         assert client.get(f"{server.url}/api/v1/locks").json() == []
         assert client.request("LOCK", server.state_url(NAME), content=HOLDER).status_code == 200

@@ -15,11 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.aws.helpers import MODES, S3Backend
 
 from statekeeper.storage.registry import open_store
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.workspaces import list_workspaces, workspace_state
-from statekeeper.testing.processes import MotoServer, StatekeeperServer
+from statekeeper.testing.processes import StatekeeperServer
 from statekeeper.testing.terraform import Terraform
 
 pytestmark = [pytest.mark.terraform, pytest.mark.aws]
@@ -35,46 +36,43 @@ resource "terraform_data" "slow" {
   provisioner "local-exec" { command = "sleep 8" }
 }
 """
-MODES = ["dynamodb", "lockfile"]
-
-
-def s3_backend(moto: MotoServer, bucket: str, table: str, mode: str) -> str:
-    locking = f'dynamodb_table = "{table}"' if mode == "dynamodb" else "use_lockfile = true"
-    return moto.s3_backend_block(bucket, KEY, "encrypt = true", locking)
-
-
-def lock_url(bucket: str, table: str, mode: str) -> str:
-    return f"dynamodb://{table}" if mode == "dynamodb" else f"s3lock://{bucket}"
 
 
 @pytest.fixture
 def server(
     request: pytest.FixtureRequest,
     serve: Callable[..., StatekeeperServer],
-    moto: MotoServer,
-    bucket: str,
-    table: str,
+    s3_backend: S3Backend,
 ) -> StatekeeperServer:
     mode: str = request.param
-    started = serve(
-        "--store", f"s3://{bucket}", "--locks", lock_url(bucket, table, mode), env=moto.env()
-    )
+    started = s3_backend.serve(serve, s3_backend.lock_url(mode))
     started.mode = mode  # type: ignore[attr-defined]
     return started
 
 
-def _held_by_terraform(mode: str, bucket: str, table: str, s3: Any, ddb: Any) -> bytes | None:
+def _held_by_terraform(mode: str, on: S3Backend) -> bytes | None:
     """The lock bytes Terraform stored, or None while it holds none."""
     if mode == "dynamodb":
-        item = ddb.get_item(
-            TableName=table, Key={"LockID": {"S": f"{bucket}/{KEY}"}}, ConsistentRead=True
-        ).get("Item")
+        item = on.item(f"{on.bucket}/{KEY}")
         return item["Info"]["S"].encode() if item else None
-    try:
-        body: bytes = s3.get_object(Bucket=bucket, Key=KEY + ".tflock")["Body"].read()
-    except s3.exceptions.NoSuchKey:
-        return None
-    return body
+    return on.lock_file(KEY)
+
+
+def _terraform_on_s3(
+    terraform: Callable[..., Terraform], on: S3Backend, mode: str, config: str
+) -> Terraform:
+    """Terraform with its own ``backend "s3"`` locking by ``mode``, initialised."""
+    tf = terraform().write(on.block(KEY, mode) + config)
+    tf.run("init").check()
+    return tf
+
+
+def _lock_through(server: StatekeeperServer, name: str = KEY) -> LockInfo:
+    """An apply's lock on ``name``, taken through the server."""
+    ours = LockInfo.new("OperationTypeApply", "ci@statekeeper")
+    taken = httpx.request("LOCK", server.state_url(name), content=ours.body, timeout=30)
+    assert taken.status_code == 200, taken.text
+    return ours
 
 
 def _wait_for(check: Callable[[], bytes | None], proc: Any, what: str) -> bytes:
@@ -93,19 +91,12 @@ def _wait_for(check: Callable[[], bytes | None], proc: Any, what: str) -> bytes:
 def test_lock_through_server_meets_terraforms_lock(
     server: StatekeeperServer,
     terraform: Callable[..., Terraform],
-    moto: MotoServer,
-    bucket: str,
-    table: str,
-    s3: Any,
-    ddb: Any,
+    s3_backend: S3Backend,
 ) -> None:
     mode = server.mode  # type: ignore[attr-defined]
-    tf = terraform().write(s3_backend(moto, bucket, table, mode) + SLOW)
-    tf.run("init").check()
+    tf = _terraform_on_s3(terraform, s3_backend, mode, SLOW)
     apply = tf.start("apply")
-    stored = _wait_for(
-        lambda: _held_by_terraform(mode, bucket, table, s3, ddb), apply, "Terraform's lock"
-    )
+    stored = _wait_for(lambda: _held_by_terraform(mode, s3_backend), apply, "Terraform's lock")
     ours = LockInfo.new("OperationTypeApply", "ci@statekeeper")
     answer = httpx.request("LOCK", server.state_url(KEY), content=ours.body, timeout=30)
     assert answer.status_code == 423, answer.text
@@ -114,25 +105,19 @@ def test_lock_through_server_meets_terraforms_lock(
     assert {k: holder[k] for k in terraforms} == terraforms  # Terraform's own LockInfo
     assert holder["Operation"] == "OperationTypeApply"
     assert holder["Who"] and holder["Who"] != "ci@statekeeper"
-    assert holder["Path"] == f"{bucket}/{KEY}"
+    assert holder["Path"] == f"{s3_backend.bucket}/{KEY}"
     tf.wait(apply, ("apply",)).check()
-    assert _held_by_terraform(mode, bucket, table, s3, ddb) is None
+    assert _held_by_terraform(mode, s3_backend) is None
 
 
 @pytest.mark.parametrize("server", MODES, indirect=True)
 def test_terraform_meets_a_lock_held_through_server(
     server: StatekeeperServer,
     terraform: Callable[..., Terraform],
-    moto: MotoServer,
-    bucket: str,
-    table: str,
+    s3_backend: S3Backend,
 ) -> None:
-    mode = server.mode  # type: ignore[attr-defined]
-    tf = terraform().write(s3_backend(moto, bucket, table, mode) + RESOURCES)
-    tf.run("init").check()
-    ours = LockInfo.new("OperationTypeApply", "ci@statekeeper")
-    taken = httpx.request("LOCK", server.state_url(KEY), content=ours.body, timeout=30)
-    assert taken.status_code == 200, taken.text
+    tf = _terraform_on_s3(terraform, s3_backend, server.mode, RESOURCES)  # type: ignore[attr-defined]
+    ours = _lock_through(server)
     plan = tf.run("plan")
     assert plan.returncode != 0
     assert "Error acquiring the state lock" in plan.output
@@ -146,15 +131,12 @@ def test_terraform_meets_a_lock_held_through_server(
 def test_state_written_through_server_is_read_by_terraform_s3(
     server: StatekeeperServer,
     terraform: Callable[..., Terraform],
-    moto: MotoServer,
-    bucket: str,
-    table: str,
-    s3: Any,
-    ddb: Any,
+    s3_backend: S3Backend,
     tmp_path: Path,
 ) -> None:
     mode = server.mode  # type: ignore[attr-defined]
-    backend = s3_backend(moto, bucket, table, mode)
+    bucket, s3 = s3_backend.bucket, s3_backend.s3
+    backend = s3_backend.block(KEY, mode)
     via_s3 = terraform("s3").write(backend + RESOURCES)
     via_s3.run("init").check()
     via_s3.run("apply").check()  # Terraform writes the state (and its digest)
@@ -165,8 +147,9 @@ def test_state_written_through_server_is_read_by_terraform_s3(
     stored = s3.get_object(Bucket=bucket, Key=KEY)["Body"].read()
     assert b'"changed"' in stored
     if mode == "dynamodb":
-        digest = ddb.get_item(TableName=table, Key={"LockID": {"S": f"{bucket}/{KEY}-md5"}})
-        assert digest["Item"]["Digest"]["S"] == hashlib.md5(stored).hexdigest()
+        digest = s3_backend.item(f"{bucket}/{KEY}-md5")
+        assert digest is not None
+        assert digest["Digest"]["S"] == hashlib.md5(stored).hexdigest()
     via_s3.write(backend + changed)
     plan = via_s3.run("plan", "-detailed-exitcode")
     assert plan.returncode == 0, plan.output
@@ -180,16 +163,11 @@ def test_state_written_through_server_is_read_by_terraform_s3(
 def test_state_written_by_terraform_s3_is_served_verbatim(
     server: StatekeeperServer,
     terraform: Callable[..., Terraform],
-    moto: MotoServer,
-    bucket: str,
-    table: str,
-    s3: Any,
+    s3_backend: S3Backend,
 ) -> None:
-    mode = server.mode  # type: ignore[attr-defined]
-    tf = terraform().write(s3_backend(moto, bucket, table, mode) + RESOURCES)
-    tf.run("init").check()
+    tf = _terraform_on_s3(terraform, s3_backend, server.mode, RESOURCES)  # type: ignore[attr-defined]
     tf.run("apply").check()
-    stored = s3.get_object(Bucket=bucket, Key=KEY)["Body"].read()
+    stored = s3_backend.s3.get_object(Bucket=s3_backend.bucket, Key=KEY)["Body"].read()
     served = httpx.get(server.state_url(KEY), timeout=30)
     assert served.status_code == 200
     assert served.content == stored
@@ -203,19 +181,16 @@ def test_state_written_by_terraform_s3_is_served_verbatim(
 def test_terraform_workspaces_are_states_of_ours(
     serve: Callable[..., StatekeeperServer],
     terraform: Callable[..., Terraform],
-    moto: MotoServer,
-    bucket: str,
-    table: str,
-    s3: Any,
+    s3_backend: S3Backend,
 ) -> None:
-    tf = terraform().write(s3_backend(moto, bucket, table, "lockfile") + RESOURCES)
-    tf.run("init").check()
+    bucket, s3 = s3_backend.bucket, s3_backend.s3
+    tf = _terraform_on_s3(terraform, s3_backend, "lockfile", RESOURCES)
     tf.run("apply").check()
     tf.run("workspace", "new", "dev").check()
     tf.run("apply").check()
     dev = workspace_state(KEY, "dev")
     assert str(dev) == f"env:/dev/{KEY}"
-    server = serve("--store", f"s3://{bucket}", env=moto.env())  # lock files by default
+    server = s3_backend.serve(serve)  # lock files by default
     served = httpx.get(server.state_url(str(dev)), timeout=30)
     assert served.status_code == 200
     assert served.content == s3.get_object(Bucket=bucket, Key=str(dev))["Body"].read()
@@ -224,9 +199,7 @@ def test_terraform_workspaces_are_states_of_ours(
         "dev",
     ]
     # A lock taken through the server on the workspace state stops Terraform in that workspace.
-    ours = LockInfo.new("OperationTypeApply", "ci@statekeeper")
-    taken = httpx.request("LOCK", server.state_url(str(dev)), content=ours.body, timeout=30)
-    assert taken.status_code == 200, taken.text
+    _lock_through(server, str(dev))
     plan = tf.run("plan")
     assert plan.returncode != 0 and "Error acquiring the state lock" in plan.output
     tf.run("workspace", "select", "default").check()
@@ -237,19 +210,12 @@ def test_terraform_workspaces_are_states_of_ours(
 def test_terraform_force_unlocks_a_lock_taken_through_server(
     server: StatekeeperServer,
     terraform: Callable[..., Terraform],
-    moto: MotoServer,
-    bucket: str,
-    table: str,
-    s3: Any,
-    ddb: Any,
+    s3_backend: S3Backend,
 ) -> None:
     # Upstream TestForceUnlock: another client removes the lock by its ID.
     mode = server.mode  # type: ignore[attr-defined]
-    tf = terraform().write(s3_backend(moto, bucket, table, mode) + RESOURCES)
-    tf.run("init").check()
-    ours = LockInfo.new("OperationTypeApply", "ci@statekeeper")
-    taken = httpx.request("LOCK", server.state_url(KEY), content=ours.body, timeout=30)
-    assert taken.status_code == 200, taken.text
+    tf = _terraform_on_s3(terraform, s3_backend, mode, RESOURCES)
+    ours = _lock_through(server)
     tf.run("force-unlock", "-force", ours.id).check()
-    assert _held_by_terraform(mode, bucket, table, s3, ddb) is None
+    assert _held_by_terraform(mode, s3_backend) is None
     tf.run("apply").check()

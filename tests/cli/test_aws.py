@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.cli.support import CONFIG, embedded_store
 
 from statekeeper.testing.processes import MotoServer, StatekeeperServer
 from statekeeper.testing.terraform import Terraform
@@ -27,39 +28,13 @@ TABLE = "ops-locks"
 KEY = "team/app.tfstate"
 WHO = f"{getpass.getuser()}@{socket.gethostname()}"
 
-CONFIG = """
-variable "v" {
-  type = string
-}
-variable "sleep" {
-  type    = number
-  default = 0
-}
-resource "terraform_data" "a" {
-  input = var.v
-  provisioner "local-exec" {
-    command = "sleep ${var.sleep}"
-  }
-}
-output "o" {
-  value = terraform_data.a.output
-}
-"""
-
 
 @pytest.fixture
 def aws(moto: MotoServer) -> tuple[Any, Any]:
     """A versioned bucket and a lock table, and boto3 clients to look at them."""
-    s3, ddb = moto.client("s3"), moto.client("dynamodb")
-    s3.create_bucket(Bucket=BUCKET)
-    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-    ddb.create_table(
-        TableName=TABLE,
-        KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    return s3, ddb
+    moto.versioned_bucket(BUCKET)
+    moto.lock_table(TABLE)
+    return moto.client("s3"), moto.client("dynamodb")
 
 
 def s3_backend(moto: MotoServer, mode: str, key: str = KEY) -> str:
@@ -226,7 +201,7 @@ def test_migrate_a_local_state_into_s3_and_history_between_stores(
     tf.run("init").check()
     for v in ("a", "b", "c"):
         tf.run("apply", "-var", f"v={v}").check()
-    sqlite = f"sqlite:///{server.workdir / '.statekeeper' / 'statekeeper.db'}"
+    sqlite = embedded_store(server)
     to_s3 = ["migrate", "--from", sqlite, "--to", f"s3://{BUCKET}", "--with-history", "--json"]
     report = _json(cli_process, *to_s3)
     assert report["copied"] == 3

@@ -28,10 +28,8 @@ output "o" { value = terraform_data.a.output }
 
 @pytest.fixture
 def bucket(moto: MotoServer) -> Any:
-    s3 = moto.client("s3")
-    s3.create_bucket(Bucket=BUCKET)
-    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-    return s3
+    moto.versioned_bucket(BUCKET)
+    return moto.client("s3")
 
 
 def ok(run: Any) -> Any:

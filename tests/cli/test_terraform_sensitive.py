@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import pytest
 from tests.cli.conftest import CliFn
+from tests.cli.support import embedded_store, terraform_through
 
 from statekeeper.testing.processes import StatekeeperServer
 from statekeeper.testing.terraform import Terraform
@@ -44,11 +45,10 @@ def test_diff_masks_what_terraform_marks_and_its_unmarked_copy(
     cli_process: CliFn,
 ) -> None:
     server = serve()
-    tf = terraform().write(server.backend_block(NAME) + CONFIG)
-    tf.run("init").check()
+    tf = terraform_through(server, terraform, NAME, CONFIG)
     tf.run("apply", "-var", f"pw={SECRETS[0]}", "-var", "user=admin").check()
     tf.run("apply", "-var", f"pw={SECRETS[1]}", "-var", "user=root").check()
-    store = f"sqlite:///{server.workdir / '.statekeeper' / 'statekeeper.db'}"
+    store = embedded_store(server)
 
     for backend in (["--store", store], ["--server", server.url]):
         text = cli_process(*backend, "diff", NAME)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from tests.cli.support import CONFIG, embedded_store, terraform_through
 
 from statekeeper.testing.processes import StatekeeperServer
 from statekeeper.testing.terraform import Terraform
@@ -21,29 +22,6 @@ NAME = "team/app.tfstate"
 
 pytestmark = pytest.mark.terraform
 
-CONFIG = """
-variable "v" {
-  type = string
-}
-variable "sleep" {
-  type    = number
-  default = 0
-}
-resource "terraform_data" "a" {
-  input = var.v
-  provisioner "local-exec" {
-    command = "sleep ${var.sleep}"
-  }
-}
-output "o" {
-  value = terraform_data.a.output
-}
-"""
-
-
-def _store(server: StatekeeperServer) -> str:
-    return f"sqlite:///{server.workdir / '.statekeeper' / 'statekeeper.db'}"
-
 
 def test_rollback_of_terraform_state_shows_as_drift_in_the_next_plan(
     serve: Callable[..., StatekeeperServer],
@@ -51,11 +29,10 @@ def test_rollback_of_terraform_state_shows_as_drift_in_the_next_plan(
     cli_process: CliFn,
 ) -> None:
     server = serve()
-    tf = terraform().write(server.backend_block(NAME) + CONFIG)
-    tf.run("init").check()
+    tf = terraform_through(server, terraform, NAME, CONFIG)
     tf.run("apply", "-var", "v=one").check()
     tf.run("apply", "-var", "v=two").check()
-    store = _store(server)
+    store = embedded_store(server)
 
     history = json.loads(cli_process("--store", store, "history", NAME, "--json").stdout)
     assert history[0]["is_current"] and history[0]["resources_changed"] == 1
@@ -86,9 +63,8 @@ def test_a_lock_left_by_a_killed_apply_is_listed_reaped_and_the_next_apply_runs(
     cli_process: CliFn,
 ) -> None:
     server = serve()
-    tf = terraform().write(server.backend_block(NAME) + CONFIG)
-    tf.run("init").check()
-    store = _store(server)
+    tf = terraform_through(server, terraform, NAME, CONFIG)
+    store = embedded_store(server)
 
     proc = tf.start("apply", "-var", "v=one", "-var", "sleep=120")
     try:

@@ -21,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import boto3
 import httpx
 import pytest
 from fault_proxy import FaultProxy
@@ -124,22 +123,9 @@ def _client(n: int, urls: list[str], lineage: str, seen: Seen) -> None:
 def test_faults_never_corrupt_or_serve_wrong_bytes(
     moto: MotoServer, serve: Callable[..., StatekeeperServer], tmp_path: Path
 ) -> None:
-    kw = {
-        "endpoint_url": moto.url,
-        "region_name": "us-east-1",
-        "aws_access_key_id": "test",
-        "aws_secret_access_key": "test",
-    }
-    s3 = boto3.client("s3", **kw)  # type: ignore[call-overload]
-    ddb = boto3.client("dynamodb", **kw)  # type: ignore[call-overload]
-    s3.create_bucket(Bucket=BUCKET)
-    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-    ddb.create_table(
-        TableName=TABLE,
-        KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    s3, ddb = moto.client("s3"), moto.client("dynamodb")
+    moto.versioned_bucket(BUCKET)
+    moto.lock_table(TABLE)
     proxy = FaultProxy(moto.url, RATE).start()
     try:
         env = {**moto.env(), "AWS_ENDPOINT_URL": proxy.url}

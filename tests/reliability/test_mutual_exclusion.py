@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import boto3
 import httpx
 import pytest
 from fault_proxy import FaultProxy
@@ -128,23 +127,10 @@ def shared_store(
         yield "sqlite", ["--store", f"sqlite:///{tmp_path / 'shared.db'}"], {}
         return
     moto: MotoServer = request.getfixturevalue("moto")
-    kw = {
-        "endpoint_url": moto.url,
-        "region_name": "us-east-1",
-        "aws_access_key_id": "test",
-        "aws_secret_access_key": "test",
-    }
-    s3 = boto3.client("s3", **kw)  # type: ignore[call-overload]
-    s3.create_bucket(Bucket=BUCKET)
-    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    moto.versioned_bucket(BUCKET)
     locks = f"s3lock://{BUCKET}"
     if request.param.startswith("s3+dynamodb"):
-        boto3.client("dynamodb", **kw).create_table(  # type: ignore[call-overload]
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        moto.lock_table(TABLE)
         locks = f"dynamodb://{TABLE}"
     args = ["--store", f"s3://{BUCKET}", "--locks", locks]
     if request.param in MOTO_DIRECT:

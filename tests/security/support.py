@@ -1,9 +1,11 @@
-"""Helpers for access control tests: tokens in a server's database, credentials, bodies."""
+"""Helpers for access control tests: tokens in a server's database, credentials, bodies,
+master keys."""
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 from pathlib import Path
 
 from statekeeper.app import Services
@@ -87,3 +89,16 @@ def lock_body(lock_id: str, who: str = "ci@runner", operation: str = "OperationT
             "Path": "",
         }
     ).encode()
+
+
+def master_key() -> str:
+    """A fresh local master key: 32 random bytes in base64."""
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+def key_files(directory: Path, *names: str) -> list[Path]:
+    """A file in ``directory`` for each name, each holding a fresh master key."""
+    files = [directory / name for name in names]
+    for file in files:
+        file.write_text(master_key())
+    return files

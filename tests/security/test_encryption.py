@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.security.support import state_json
+from tests.security.support import key_files, master_key, state_json
 
 from statekeeper.app import Services
 from statekeeper.errors import ConfigError
@@ -22,10 +22,6 @@ from statekeeper.testing.processes import SRC, StatekeeperServer, free_port
 from statekeeper.testing.terraform import Terraform
 
 SECRET = "hunter2-the-launch-code-7f3a9c"
-
-
-def _key() -> str:
-    return base64.b64encode(os.urandom(32)).decode()
 
 
 def _raw_files(data_dir: Path) -> bytes:
@@ -53,7 +49,7 @@ def test_secret_leaves_no_trace_in_the_database(
 ) -> None:
     workdir = tmp_path / "server"
     key_file = tmp_path / "master.key"
-    key_file.write_text(_key() + "\n")
+    key_file.write_text(master_key() + "\n")
     server = serve(workdir=workdir, env={"STATEKEEPER_MASTER_KEY_FILE": str(key_file)})
     assert "encryption at rest: on" in server.log()
     assert "unreadable by Terraform's own backend" in server.log()
@@ -103,9 +99,7 @@ def test_rotation_rewraps_keys_without_rewriting_states(
     tmp_path: Path, serve: Callable[..., StatekeeperServer]
 ) -> None:
     workdir = tmp_path / "server"
-    old, new = tmp_path / "old.key", tmp_path / "new.key"
-    old.write_text(_key())
-    new.write_text(_key())
+    old, new = key_files(tmp_path, "old.key", "new.key")
     server = serve(workdir=workdir, env={"STATEKEEPER_MASTER_KEY_FILE": str(old)})
     for serial in (1, 2):
         r = httpx.post(server.state_url("team/a.tfstate"), content=state_json(serial))
@@ -157,7 +151,7 @@ def test_plaintext_states_are_reported_and_encrypted_ones_need_the_key(
         httpx.post(server.state_url("team/plain.tfstate"), content=state_json(1)).status_code == 200
     )
     server.stop()
-    key = _key()
+    key = master_key()
     server = serve(workdir=workdir, env={"STATEKEEPER_MASTER_KEY": key})
     # Turning encryption on keeps old plaintext versions readable, and reports them.
     assert httpx.get(server.state_url("team/plain.tfstate")).json()["serial"] == 1
@@ -181,7 +175,7 @@ def test_plaintext_states_are_reported_and_encrypted_ones_need_the_key(
 
 
 def test_master_key_errors_do_not_echo_the_key() -> None:
-    from statekeeper.storage.encrypting import parse_master_keys
+    from statekeeper.storage.masterkeys import parse_master_keys
 
     with pytest.raises(ConfigError) as info:
         parse_master_keys("c2hvcnQ=")  # 5 bytes
@@ -205,12 +199,13 @@ def test_encrypting_store_is_what_services_use(tmp_path: Path) -> None:
 def test_old_and_new_master_keys_coexist_during_a_rolling_change() -> None:
     import uuid
 
-    from statekeeper.storage.encrypting import LocalMasterKey, StoreKeyRing, parse_master_keys
+    from statekeeper.storage.keyring import StoreKeyRing
+    from statekeeper.storage.masterkeys import LocalMasterKey, parse_master_keys
     from statekeeper.storage.memory import MemoryStore
 
     objects = MemoryStore(name=str(uuid.uuid4()))
     ring = StoreKeyRing(MemoryStore(name=str(uuid.uuid4())))
-    old_text, new_text = _key(), _key()
+    old_text, new_text = master_key(), master_key()
     EncryptingStore(objects, ring, parse_master_keys(old_text)).put("a/b", state_json(1), {})
     both = EncryptingStore(objects, ring, parse_master_keys(f"{new_text},{old_text}"))
     assert both.get("a/b").data == state_json(1)  # type: ignore[union-attr]
@@ -224,7 +219,7 @@ def test_old_and_new_master_keys_coexist_during_a_rolling_change() -> None:
 def test_encryption_keeps_compare_and_swap(tmp_path: Path) -> None:
     from statekeeper.errors import WriteRace
 
-    settings = load_settings({"data_dir": tmp_path}, env={"STATEKEEPER_MASTER_KEY": _key()})
+    settings = load_settings({"data_dir": tmp_path}, env={"STATEKEEPER_MASTER_KEY": master_key()})
     services = Services.build(settings)
     try:
         store = services.store

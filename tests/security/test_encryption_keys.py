@@ -8,7 +8,6 @@ can be decrypted offline, with the key and the store's key ring, no server.
 
 from __future__ import annotations
 
-import base64
 import os
 import sqlite3
 import subprocess
@@ -20,7 +19,7 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from tests.security.support import state_json
+from tests.security.support import key_files, master_key, state_json
 
 from statekeeper.app import Services
 from statekeeper.errors import ConfigError
@@ -28,17 +27,15 @@ from statekeeper.security.caller import Caller
 from statekeeper.settings import Settings
 from statekeeper.state.operator import Operator
 from statekeeper.state.version import StateVersion
-from statekeeper.storage.encrypting import EncryptingStore, SqliteKeyRing, parse_master_keys
+from statekeeper.storage.encrypting import EncryptingStore
+from statekeeper.storage.keyring import SqliteKeyRing
+from statekeeper.storage.masterkeys import parse_master_keys
 from statekeeper.storage.registry import open_store
 from statekeeper.terraform.names import StateName
 from statekeeper.testing.processes import SRC, MotoServer, StatekeeperServer, free_port
 from statekeeper.times import utcnow
 
 STATE = "team/a.tfstate"
-
-
-def _key() -> str:
-    return base64.b64encode(os.urandom(32)).decode()
 
 
 def _cli(
@@ -75,7 +72,7 @@ def test_an_encrypted_store_refuses_a_missing_or_wrong_key(
     tmp_path: Path, serve: Callable[..., StatekeeperServer]
 ) -> None:
     workdir = tmp_path / "server"
-    right, wrong = _key(), _key()
+    right, wrong = master_key(), master_key()
     server = serve(workdir=workdir, env={"STATEKEEPER_MASTER_KEY": right})
     assert httpx.post(server.state_url(STATE), content=state_json(1)).status_code == 200
     server.stop()
@@ -105,7 +102,7 @@ def test_a_store_from_before_the_key_record_is_checked_by_its_key_ring(tmp_path:
     from statekeeper.storage.encrypting import encrypting
     from statekeeper.storage.sqlite.store import SqliteStore
 
-    right, wrong = _key(), _key()
+    right, wrong = master_key(), master_key()
     store = open_store(f"sqlite:///{tmp_path / 's.db'}")
     assert isinstance(store, SqliteStore)
     encrypting(store, right).put(STATE, state_json(1), {})
@@ -122,9 +119,7 @@ def test_rotation_retires_the_old_key(
     tmp_path: Path, serve: Callable[..., StatekeeperServer]
 ) -> None:
     workdir = tmp_path / "server"
-    old, new = tmp_path / "old.key", tmp_path / "new.key"
-    old.write_text(_key())
-    new.write_text(_key())
+    old, new = key_files(tmp_path, "old.key", "new.key")
     server = serve(workdir=workdir, env={"STATEKEEPER_MASTER_KEY_FILE": str(old)})
     assert httpx.post(server.state_url(STATE), content=state_json(1)).status_code == 200
     server.stop()
@@ -146,9 +141,7 @@ def test_a_version_decrypts_offline_with_the_key(
     tmp_path: Path, serve: Callable[..., StatekeeperServer]
 ) -> None:
     workdir = tmp_path / "server"
-    key, wrong = tmp_path / "master.key", tmp_path / "wrong.key"
-    key.write_text(_key())
-    wrong.write_text(_key())
+    key, wrong = key_files(tmp_path, "master.key", "wrong.key")
     server = serve(workdir=workdir, env={"STATEKEEPER_MASTER_KEY_FILE": str(key)})
     for serial in (1, 2):
         assert httpx.post(server.state_url(STATE), content=state_json(serial)).status_code == 200
@@ -207,7 +200,7 @@ def test_kms_key_mistakes_on_s3(
 
 def test_history_lists_a_version_sealed_under_another_key(tmp_path: Path) -> None:
     """A store mixed before keys were recorded: the listing survives, the version says why."""
-    right, wrong = _key(), _key()
+    right, wrong = master_key(), master_key()
     url = f"sqlite:///{tmp_path / 'statekeeper.db'}"
     raw = open_store(url)
     assert raw.records.database is not None

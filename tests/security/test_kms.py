@@ -13,13 +13,9 @@ import pytest
 from tests.security.support import state_json
 
 from statekeeper.errors import ConfigError
-from statekeeper.storage.encrypting import (
-    EncryptingStore,
-    KmsMasterKey,
-    LocalMasterKey,
-    StoreKeyRing,
-    rotate,
-)
+from statekeeper.storage.encrypting import EncryptingStore
+from statekeeper.storage.keyring import StoreKeyRing, rotate
+from statekeeper.storage.masterkeys import KmsMasterKey, LocalMasterKey
 from statekeeper.storage.memory import MemoryStore
 from statekeeper.testing.processes import MotoServer, StatekeeperServer
 

@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.security.support import make_tokens
 
-from statekeeper.security.tokens import FileTokenStore, issue
+from statekeeper.security.tokens import issue
+from statekeeper.security.tokenstores import FileTokenStore
 from statekeeper.testing.processes import MotoServer, StatekeeperServer
 
 NAME = "team/app.tfstate"

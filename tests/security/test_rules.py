@@ -15,12 +15,8 @@ from statekeeper.security.audit import AuditFilter, SqliteAuditLog, StoreAuditLo
 from statekeeper.security.caller import Caller
 from statekeeper.security.grants import ScopePolicy, parse_grant, visible
 from statekeeper.security.policy import Permission
-from statekeeper.security.tokens import (
-    FileTokenStore,
-    SqliteTokenStore,
-    hash_secret,
-    issue,
-)
+from statekeeper.security.tokens import hash_secret, issue
+from statekeeper.security.tokenstores import FileTokenStore, SqliteTokenStore
 from statekeeper.server.limits import RateLimiter
 from statekeeper.storage.memory import MemoryStore
 from statekeeper.storage.sqlite.database import SqliteDatabase

@@ -14,7 +14,8 @@ import httpx
 import pytest
 from tests.security.support import basic, state_json
 
-from statekeeper.security.tokens import FileTokenStore, issue
+from statekeeper.security.tokens import issue
+from statekeeper.security.tokenstores import FileTokenStore
 from statekeeper.testing.processes import MotoServer, StatekeeperServer
 
 pytestmark = pytest.mark.aws
@@ -28,8 +29,7 @@ def s3(moto: MotoServer) -> Any:
     client = boto3.client(  # type: ignore[call-overload]
         "s3", endpoint_url=moto.url, region_name="us-east-1"
     )
-    client.create_bucket(Bucket=BUCKET)
-    client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    moto.versioned_bucket(BUCKET)
     return client
 
 

@@ -90,12 +90,7 @@ def test_a_client_clock_neither_ages_nor_preserves_a_lock(
 def test_a_lock_terraform_wrote_itself_is_aged_by_its_created(moto: MotoServer) -> None:
     s3, ddb = moto.client("s3"), moto.client("dynamodb")
     s3.create_bucket(Bucket="ages")
-    ddb.create_table(
-        TableName="ages-locks",
-        KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    moto.lock_table("ages-locks")
     created = utcnow() - timedelta(hours=3)
     body = _lock_body("tf-own", created.strftime("%Y-%m-%dT%H:%M:%S.%fZ")).decode()
     # What Terraform's backend "s3" writes: LockID and Info, nothing else.

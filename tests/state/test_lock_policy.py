@@ -102,15 +102,8 @@ def _world(request: pytest.FixtureRequest, tmp_path: Path, policy: LockPolicy) -
     moto: MotoServer | None = None
     if LOCKS[kind] is not None:
         moto = request.getfixturevalue("moto")
-        s3, ddb = moto.client("s3"), moto.client("dynamodb")
-        s3.create_bucket(Bucket=BUCKET)
-        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        ddb.create_table(
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        moto.versioned_bucket(BUCKET)
+        moto.lock_table(TABLE)
         settings = Settings(
             data_dir=tmp_path / "data",
             store=f"s3://{BUCKET}",

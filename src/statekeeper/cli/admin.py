@@ -10,7 +10,6 @@ server records whoever the token names.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 from statekeeper.cli.remote import API, RemoteBackend
@@ -18,6 +17,7 @@ from statekeeper.cli.remote import API, RemoteBackend
 if TYPE_CHECKING:
     from statekeeper.cli.context import CliContext
     from statekeeper.events import Event
+    from statekeeper.security.audit import AuditFilter
     from statekeeper.security.tokens import TokenService
     from statekeeper.state.views import AuditEventView, TokenCreated, TokenView
 
@@ -27,14 +27,7 @@ log = logging.getLogger("statekeeper.audit")
 
 
 class Admin(Protocol):
-    def audit(
-        self,
-        state: str | None,
-        actor: str | None,
-        action: str | None,
-        since: datetime | None,
-        limit: int,
-    ) -> list[AuditEventView]: ...
+    def audit(self, where: AuditFilter) -> list[AuditEventView]: ...
     def tokens(self) -> list[TokenView]: ...
     def create_token(self, name: str, scopes: list[str], expires: str | None) -> TokenCreated: ...
     def revoke_token(self, name: str) -> TokenView: ...
@@ -70,7 +63,8 @@ class LocalAdmin:
             # stray ./.statekeeper database appears.
             from statekeeper.events import EventStream
             from statekeeper.security.grants import ScopePolicy
-            from statekeeper.security.tokens import FileTokenStore, TokenService
+            from statekeeper.security.tokens import TokenService
+            from statekeeper.security.tokenstores import FileTokenStore
 
             assert settings.tokens_file is not None
             events = EventStream()
@@ -84,18 +78,9 @@ class LocalAdmin:
             self._token_service = self._cli.services().tokens
         return self._token_service
 
-    def audit(
-        self,
-        state: str | None,
-        actor: str | None,
-        action: str | None,
-        since: datetime | None,
-        limit: int,
-    ) -> list[AuditEventView]:
-        from statekeeper.security.audit import AuditFilter
+    def audit(self, where: AuditFilter) -> list[AuditEventView]:
         from statekeeper.state.views import AuditEventView
 
-        where = AuditFilter(state=state, actor=actor, action=action, since=since, limit=limit)
         return [AuditEventView.of(e) for e in self._cli.services().audit.query(where)]
 
     def tokens(self) -> list[TokenView]:
@@ -126,23 +111,16 @@ class RemoteAdmin(RemoteBackend):
 
     audited = True
 
-    def audit(
-        self,
-        state: str | None,
-        actor: str | None,
-        action: str | None,
-        since: datetime | None,
-        limit: int,
-    ) -> list[AuditEventView]:
+    def audit(self, where: AuditFilter) -> list[AuditEventView]:
         from statekeeper.state.views import AuditList
         from statekeeper.times import format_rfc3339
 
         params = {
-            "state": state,
-            "actor": actor,
-            "action": action,
-            "since": format_rfc3339(since) if since else None,
-            "limit": limit,
+            "state": where.state,
+            "actor": where.actor,
+            "action": where.action,
+            "since": format_rfc3339(where.since) if where.since else None,
+            "limit": where.limit,
         }
         return self._view(AuditList, "GET", f"{API}/audit", params=params).events
 

@@ -55,12 +55,14 @@ def audit(
     from statekeeper.cli.admin import admin_for
     from statekeeper.cli.output import print_view
     from statekeeper.cli.render import dash, print_table, when
+    from statekeeper.security.audit import AuditFilter
     from statekeeper.security.grants import parse_grant
 
     if state is not None:
         parse_grant(state + ":outputs")
     after = parse_since(since) if since else None
-    events = admin_for(obj(ctx, AUDIT_OPTIONS)).audit(state, actor, action, after, limit)
+    where = AuditFilter(state=state, actor=actor, action=action, since=after, limit=limit)
+    events = admin_for(obj(ctx, AUDIT_OPTIONS)).audit(where)
     if as_json:
         print_view(events)
         return
@@ -113,11 +115,11 @@ def rotate(
     from statekeeper.cli.context import local_caller
     from statekeeper.cli.output import console
     from statekeeper.errors import ConfigError
-    from statekeeper.storage import encrypting as crypto
+    from statekeeper.storage.masterkeys import parse_master_key
 
     try:
-        old = crypto.parse_master_key(old_key_file.read_text())
-        new = crypto.parse_master_key(new_key_file.read_text())
+        old = parse_master_key(old_key_file.read_text())
+        new = parse_master_key(new_key_file.read_text())
     except OSError as exc:
         raise ConfigError(f"cannot read a key file: {exc}") from exc
     services = obj(ctx, ENCRYPTION_OPTIONS).services()

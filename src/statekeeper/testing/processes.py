@@ -177,6 +177,23 @@ class MotoServer(_Process):
             aws_secret_access_key="test",
         )
 
+    def versioned_bucket(self, bucket: str) -> str:
+        """Create ``bucket`` with versioning on, as ``statekeeper bootstrap`` makes it."""
+        s3 = self.client("s3")
+        s3.create_bucket(Bucket=bucket)
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        return bucket
+
+    def lock_table(self, table: str) -> str:
+        """Create ``table`` as Terraform's ``dynamodb_table`` needs it: ``LockID`` the key."""
+        self.client("dynamodb").create_table(
+            TableName=table,
+            KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        return table
+
     def s3_backend_block(self, bucket: str, key: str, *extra: str) -> str:
         """Terraform's ``backend "s3"`` pointed at this server; ``extra`` lines are added
         as they are (``dynamodb_table = "…"``, ``use_lockfile = true``, ``encrypt = true``)."""

@@ -12,8 +12,6 @@ Options: ``region``, ``profile``, ``path_style=true|false``,
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -22,15 +20,14 @@ from typing import Any
 from statekeeper.errors import CapabilityMissing, StorageError, VersionNotFound, WriteRace
 from statekeeper.storage.aws import _boto, s3history
 from statekeeper.storage.aws._boto import S3Bucket
+from statekeeper.storage.aws.s3parts import PART_SIZE, md5_b64, put_in_parts, read_rest
 from statekeeper.storage.base import DeletedState, ObjectInfo, ObjectStore, StoredObject
 from statekeeper.storage.registry import DriverURL
 from statekeeper.terraform.layout import is_lock_file
 from statekeeper.times import utcnow
 
-__all__ = ["PART_SIZE", "S3Bucket", "S3Store", "open_store"]
+__all__ = ["S3Bucket", "S3Store", "open_store"]
 
-#: Bodies above this go up in parts and come down in ranges.
-PART_SIZE = 8 * 1024**2
 #: Concurrent part transfers and version HEADs per call.
 _WORKERS = 8
 
@@ -38,10 +35,6 @@ _WORKERS = 8
 def _read_action(version_id: str | None) -> str:
     """The IAM action a read needs: reading an older version is a permission of its own."""
     return "s3:GetObject" if version_id is None else "s3:GetObjectVersion"
-
-
-def _md5_b64(data: bytes | memoryview) -> str:
-    return base64.b64encode(hashlib.md5(data).digest()).decode()
 
 
 def _total_size(resp: dict[str, Any]) -> int:
@@ -156,7 +149,7 @@ class S3Store(ObjectStore):
             _boto.translate(exc, "s3:PutObject", self.where.uri(full))
 
         if len(data) > PART_SIZE:
-            resp = self._put_multipart(full, data, metadata, condition, raced)
+            resp = put_in_parts(self.where, self._pool, full, data, metadata, condition, raced)
         else:
             resp = self.where.call(
                 "s3:PutObject",
@@ -165,7 +158,7 @@ class S3Store(ObjectStore):
                 raced,
                 Key=full,
                 Body=data,
-                ContentMD5=_md5_b64(data),
+                ContentMD5=md5_b64(data),
                 ContentType="application/json",
                 Metadata=dict(metadata),
                 **condition,
@@ -180,64 +173,6 @@ class S3Store(ObjectStore):
             etag=resp.get("ETag"),
         )
 
-    def _put_multipart(
-        self,
-        full: str,
-        data: bytes,
-        metadata: Mapping[str, str],
-        condition: dict[str, str],
-        raced: Callable[[Exception], Any],
-    ) -> Any:
-        client = self.where.client
-        upload = self.where.call(
-            "s3:PutObject",
-            full,
-            client.create_multipart_upload,
-            Key=full,
-            ContentType="application/json",
-            Metadata=dict(metadata),
-            **self.where.sse_args(),
-        )
-        upload_id = upload["UploadId"]
-        view = memoryview(data)
-
-        def part(number: int) -> dict[str, Any]:
-            chunk = view[(number - 1) * PART_SIZE : number * PART_SIZE]
-            resp = self.where.call(
-                "s3:PutObject",
-                full,
-                client.upload_part,
-                Key=full,
-                UploadId=upload_id,
-                PartNumber=number,
-                Body=bytes(chunk),
-                ContentMD5=_md5_b64(chunk),
-            )
-            return {"PartNumber": number, "ETag": resp["ETag"]}
-
-        count = -(-len(data) // PART_SIZE)
-        try:
-            parts = list(self._pool.map(part, range(1, count + 1)))
-            return self.where.call(
-                "s3:PutObject",
-                full,
-                client.complete_multipart_upload,
-                raced,
-                Key=full,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": parts},
-                **condition,
-            )
-        except BaseException:
-            # Do not leave billed parts behind; the original error is what matters.
-            try:
-                client.abort_multipart_upload(
-                    Bucket=self.where.bucket, Key=full, UploadId=upload_id
-                )
-            except _boto.AWS_ERRORS:
-                pass
-            raise
-
     def put_if_absent(self, key: str, data: bytes, metadata: Mapping[str, str]) -> bool:
         full = self.where.key(key)
 
@@ -247,7 +182,7 @@ class S3Store(ObjectStore):
                 Key=full,
                 Body=data,
                 IfNoneMatch="*",
-                ContentMD5=_md5_b64(data),
+                ContentMD5=md5_b64(data),
                 ContentType="application/json",
                 Metadata=dict(metadata),
                 **self.where.sse_args(),
@@ -342,7 +277,7 @@ class S3Store(ObjectStore):
             if total == 0:
                 first["Body"].close()
                 return None
-            data = self._read_rest(full, first, total, pin)
+            data = read_rest(self.where, self._pool, full, first, total, pin)
             if data is None:
                 continue  # replaced while we read its ranges: read the new one
             info = self._info(key, first, total)
@@ -350,52 +285,6 @@ class S3Store(ObjectStore):
                 info = self._mark_latest(key, info)
             return StoredObject(info, data)
         raise StorageError(f"{self.where.uri(full)} kept changing while it was read; try again")
-
-    def _read_rest(
-        self, full: str, first: dict[str, Any], total: int, pin: dict[str, str]
-    ) -> bytes | None:
-        """The whole body: the first range is in hand, the others come in parallel.
-
-        Later ranges are pinned to the first answer's ETag (and version), so
-        the parts cannot mix two writes. One buffer of the final size is filled
-        in place; None means the object changed under us.
-        """
-        head = first["Body"].read()
-        if total <= len(head):
-            return bytes(head)
-        buffer = bytearray(total)
-        buffer[: len(head)] = head
-        view = memoryview(buffer)
-        if first.get("VersionId") and not pin:
-            pin = {"VersionId": first["VersionId"]}
-
-        def changed(exc: Exception) -> None:
-            if _boto.error_code(exc) in ("PreconditionFailed", "NoSuchKey", "InvalidRange"):
-                return None
-            _boto.translate(exc, "s3:GetObject", self.where.uri(full))
-
-        def fetch(start: int) -> bool:
-            end = min(start + PART_SIZE, total) - 1
-            resp = self.where.call(
-                "s3:GetObject",
-                full,
-                self.where.client.get_object,
-                changed,
-                Key=full,
-                Range=f"bytes={start}-{end}",
-                IfMatch=first["ETag"],
-                **pin,
-            )
-            if resp is None:
-                return False
-            offset = start
-            for chunk in resp["Body"].iter_chunks(1024**2):
-                view[offset : offset + len(chunk)] = chunk
-                offset += len(chunk)
-            return offset == end + 1
-
-        complete = all(self._pool.map(fetch, range(len(head), total, PART_SIZE)))
-        return bytes(buffer) if complete else None
 
     def scan(self, prefix: str = "") -> Iterator[ObjectInfo]:
         listing = self.where.key(prefix)
