@@ -66,6 +66,30 @@ def test_a_waiting_lock_gets_the_lock_at_the_holders_unlock_first_come_first_ser
     assert _send(server, "UNLOCK", c)[0] == 200
 
 
+def test_a_waiting_lock_is_not_refused_while_the_line_moves(
+    serve: Callable[..., StatekeeperServer],
+) -> None:
+    """b waits behind a for longer than ``lock_wait`` in all, but the lock changed
+    hands here meanwhile (holder to a): b's wait starts again, and a's UNLOCK is b's."""
+    server = serve(env={"STATEKEEPER_LOCK_WAIT": "1"})
+    holder, a, b = _lock("holder@host"), _lock("a@host"), _lock("b@host")
+    assert _send(server, "LOCK", holder)[0] == 200
+    with ThreadPoolExecutor(2) as pool:
+        first = _retried(pool, server, a)
+        b_started = time.monotonic()
+        second = _retried(pool, server, b)
+        assert _send(server, "UNLOCK", holder)[0] == 200
+        status, body, _ = first.result(timeout=10)
+        assert (status, body["ID"]) == (200, json.loads(a)["ID"])
+        time.sleep(max(0.0, b_started + 1.4 - time.monotonic()))
+        assert not second.done()  # past its lock_wait, still waiting: the line moved
+        assert _send(server, "UNLOCK", a)[0] == 200
+        status, body, waited = second.result(timeout=10)
+        assert (status, body["ID"]) == (200, json.loads(b)["ID"])
+        assert waited >= 1.0
+    assert _send(server, "UNLOCK", b)[0] == 200
+
+
 def test_a_lock_whose_wait_ran_out_keeps_its_place_in_line(
     serve: Callable[..., StatekeeperServer],
 ) -> None:
