@@ -4,6 +4,7 @@ first come first served; against ``statekeeper serve``, with LOCKs in flight on 
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -63,6 +64,63 @@ def test_a_waiting_lock_gets_the_lock_at_the_holders_unlock_first_come_first_ser
         status, body, _ = third.result(timeout=10)
         assert (status, body["ID"]) == (200, json.loads(c)["ID"])
     assert _send(server, "UNLOCK", c)[0] == 200
+
+
+def test_a_waiting_lock_is_not_refused_while_the_line_moves(
+    serve: Callable[..., StatekeeperServer],
+) -> None:
+    """b waits behind a for longer than ``lock_wait`` in all, but the lock changed
+    hands here meanwhile (holder to a): b's wait starts again, and a's UNLOCK is b's."""
+    server = serve(env={"STATEKEEPER_LOCK_WAIT": "1"})
+    holder, a, b = _lock("holder@host"), _lock("a@host"), _lock("b@host")
+    assert _send(server, "LOCK", holder)[0] == 200
+    with ThreadPoolExecutor(2) as pool:
+        first = _retried(pool, server, a)
+        b_started = time.monotonic()
+        second = _retried(pool, server, b)
+        assert _send(server, "UNLOCK", holder)[0] == 200
+        status, body, _ = first.result(timeout=10)
+        assert (status, body["ID"]) == (200, json.loads(a)["ID"])
+        time.sleep(max(0.0, b_started + 1.4 - time.monotonic()))
+        assert not second.done()  # past its lock_wait, still waiting: the line moved
+        assert _send(server, "UNLOCK", a)[0] == 200
+        status, body, waited = second.result(timeout=10)
+        assert (status, body["ID"]) == (200, json.loads(b)["ID"])
+        assert waited >= 1.0
+    assert _send(server, "UNLOCK", b)[0] == 200
+
+
+def test_a_lock_whose_wait_ran_out_keeps_its_place_in_line(
+    serve: Callable[..., StatekeeperServer],
+) -> None:
+    """a waits first; its wait ends (423) and it retries while b, who came after it,
+    still waits: the holder's UNLOCK goes to a. Sent to the back, a retry would time
+    out again before its turn whenever the line is longer than ``lock_wait``."""
+    server = serve(env={"STATEKEEPER_LOCK_WAIT": "3"})
+    holder, a, b = _lock("holder@host"), _lock("a@host"), _lock("b@host")
+    assert _send(server, "LOCK", holder)[0] == 200
+    a_ran_out = threading.Event()
+
+    def a_waits_twice() -> tuple[int, tuple[int, dict[str, str], float]]:
+        status = _send(server, "LOCK", a)[0]
+        a_ran_out.set()
+        return status, _send(server, "LOCK", a)
+
+    with ThreadPoolExecutor(2) as pool:
+        assert _send(server, "LOCK", a)[0] == 423  # the first try, at once
+        first = pool.submit(a_waits_twice)
+        time.sleep(1.0)
+        second = _retried(pool, server, b)  # queued after a, waits until about 4 s
+        assert a_ran_out.wait(10)
+        time.sleep(0.3)  # a's retry has reached the server and waits again
+        assert not second.done()
+        assert _send(server, "UNLOCK", holder)[0] == 200
+        ran_out, (status, body, _) = first.result(timeout=10)
+        assert ran_out == 423
+        assert (status, body["ID"]) == (200, json.loads(a)["ID"])
+        status, body, _ = second.result(timeout=10)
+        assert (status, body["ID"]) == (423, json.loads(a)["ID"])
+    assert _send(server, "UNLOCK", a)[0] == 200
 
 
 def test_a_lock_not_released_in_time_is_a_423_naming_the_holder(
