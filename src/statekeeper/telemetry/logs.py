@@ -3,7 +3,7 @@
 ``log_format = "json"`` writes one JSON object a line: ``time``, ``level``,
 ``logger``, ``message``, the ``request_id`` of the request being answered (on
 every line logged while answering it, the services' included), and the fields
-the access line adds. ``text`` is uvicorn's format; ``auto`` (the default)
+the access line and the event line add. ``text`` is uvicorn's format; ``auto`` (the default)
 picks text when standard error is a terminal and JSON otherwise.
 
 What reaches a log line is chosen, never dumped: the access line names the
