@@ -1,15 +1,16 @@
 """Interleaved A/B of the lock cycle: server CPU per cycle for several source trees.
 
-    python bench/ab_locks.py CLIENTS SECONDS ROUNDS NAME=SRC_DIR [...] [--contended]
+    python bench/ab_locks.py CLIENTS SECONDS ROUNDS NAME=SRC_DIR[;VAR=VALUE...] [...] [--contended]
 
 Each round starts a fresh ``statekeeper serve`` (a fresh data directory) from each
 source tree in turn (``PYTHONPATH=SRC_DIR``; e.g. a ``git archive`` of the base
-commit's ``src``), drives it with ``bench_locks.run_http`` on distinct states (one
-shared state with ``--contended``), and
-reads the server's CPU time from ``/proc/PID/stat`` around the run. On a machine
-shared with other work the cycles per second swing from run to run; the CPU a
-cycle costs the server does not, and alternating the trees spreads the load's
-swings over all of them. The tool behind findings.md's "Lock cycle (hotpath
+commit's ``src``; ``;VAR=VALUE`` adds settings to that server's environment, e.g.
+``bare=src;STATEKEEPER_METRICS=false;STATEKEEPER_LOG_LEVEL=warning``), drives it
+with ``bench_locks.run_http`` on distinct states (one shared state with
+``--contended``), and reads the server's CPU time from ``/proc/PID/stat``
+around the run. On a machine shared with other work the cycles per second swing
+from run to run; the CPU a cycle costs the server does not, and alternating the
+trees spreads the load's swings over all of them. The tool behind findings.md's "Lock cycle (hotpath
 branch)".
 """
 
@@ -37,11 +38,13 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _one(src: str, clients: int, seconds: float, contended: bool) -> tuple[float, float, float]:
-    """(cycles/s, server CPU ms per cycle, p99 ms) of one fresh server from ``src``."""
+def _one(tree: str, clients: int, seconds: float, contended: bool) -> tuple[float, float, float]:
+    """(cycles/s, server CPU ms per cycle, p99 ms) of one fresh server from ``tree``."""
     port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="sk-ab-"))
+    src, *settings = tree.split(";")
     env = {**os.environ, "STATEKEEPER_LOG_FORMAT": "text", "PYTHONPATH": src}
+    env.update(setting.split("=", 1) for setting in settings)
     with (workdir / "server.log").open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "statekeeper", "serve", "--port", str(port)],

@@ -81,6 +81,8 @@ def main() -> None:
         aws_backend(moto, "profile", "profile-locks")
         os.environ.update(moto.env())
         store = ["--store", "s3://profile", "--locks", "dynamodb://profile-locks"]
+    # PROFILE_LOG_LEVEL=info with STATEKEEPER_LOG_FORMAT=json: the cost of the log lines.
+    level = os.environ.get("PROFILE_LOG_LEVEL", "warning")
     yappi.set_clock_type("wall" if "--wall" in sys.argv else "cpu")
     yappi.start(builtins=True)
     threading.Thread(target=drive, daemon=True).start()
@@ -88,7 +90,7 @@ def main() -> None:
 
     try:
         app(
-            ["serve", "--port", str(port), "--log-level", "warning", *store],
+            ["serve", "--port", str(port), "--log-level", level, *store],
             standalone_mode=False,
         )
     except SystemExit:

@@ -314,6 +314,21 @@ class EventStream:
 
 
 def log_event(event: Event) -> None:
-    """The server log's subscriber: one JSON line per event, at INFO on ``statekeeper.events``."""
-    if log.isEnabledFor(logging.INFO):
-        log.info("%s", json.dumps(event.to_json(), separators=(",", ":")))
+    """The server log's subscriber: one line per event, at INFO on ``statekeeper.events``.
+
+    The message is a short summary for people (``lock ok bench/a.tfstate by ci``);
+    the event's fields ride along as the JSON line's own fields, encoded once
+    with the line (the event's ``time`` as ``event_time``: the line has its own).
+    """
+    if not log.isEnabledFor(logging.INFO):
+        return
+    fields = event.to_json()
+    fields["event_time"] = fields.pop("time")
+    log.info(
+        "%s %s %s by %s",
+        fields["action"],
+        event.outcome,
+        event.state or "-",
+        event.actor,
+        extra={"fields": fields},
+    )

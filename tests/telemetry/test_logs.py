@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import pty
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.security.support import basic, bearer, make_tokens, state_json
 
+from statekeeper.telemetry.logs import JsonFormatter
 from statekeeper.testing.processes import SRC, StatekeeperServer
 
 ISSUER = "https://token.actions.example.test"
@@ -125,9 +128,11 @@ def test_json_logs_carry_request_ids_and_never_a_credential_or_state_content(
     assert first["duration_ms"] >= 0
     # Everything logged while answering that request carries its ID (the write's event).
     events = [r for r in records if r["logger"] == "statekeeper.events"]
-    assert any(
-        r.get("request_id") == "req-42" and '"action":"write"' in r["message"] for r in events
-    )
+    write = next(r for r in events if r.get("request_id") == "req-42")
+    assert write["action"] == "write" and write["outcome"] == "ok" and write["serial"] >= 0
+    assert write["state"] == "team/app.tfstate" and write["actor"] == "ci"
+    assert write["message"] == "write ok team/app.tfstate by ci"
+    assert write["event_time"].endswith("Z") and write["time"].endswith("Z")
     statuses = sorted(r["status"] for r in access if r["route"] == "/state/{name}")
     assert statuses == [200, 200, 200, 400, 401, 403]
     unauthenticated = next(r for r in access if r["status"] == 401)
@@ -146,6 +151,28 @@ def test_text_logs_keep_the_familiar_access_line(serve: Callable[..., Statekeepe
     assert '"GET /state/team/x.tfstate HTTP/1.1" 404' in line
     assert "caller=anonymous" in line
     assert not any(ln.startswith("{") for ln in server.log().splitlines())
+    # The event line reads as a sentence, not as JSON text.
+    assert "INFO:     statekeeper.events: read " in server.log()
+
+
+@pytest.mark.parametrize(
+    "created",
+    [0.0, 1764892063.0, 1764892063.0005, 1764892063.4687, 1764892063.9999, 1764892064.001],
+)
+def test_json_line_times_are_rfc3339_milliseconds_in_utc(created: float) -> None:
+    # The formatter reuses the text of the second; each line must still read its own time.
+    expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+    assert (
+        JsonFormatter()
+        .format(_record(created))
+        .startswith(f'{{"time": "{expected.replace("+00:00", "Z")}"')
+    )
+
+
+def _record(created: float) -> logging.LogRecord:
+    record = logging.LogRecord("statekeeper.test", logging.INFO, __file__, 1, "x", None, None)
+    record.created = created
+    return record
 
 
 @pytest.mark.parametrize(("terminal", "expected"), [(True, "text"), (False, "json")])
