@@ -28,16 +28,9 @@ TABLE = "hooked-locks"
 
 @pytest.fixture
 def s3(moto: MotoServer) -> Any:
-    client = moto.client("s3")
-    client.create_bucket(Bucket=BUCKET)
-    client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-    moto.client("dynamodb").create_table(
-        TableName=TABLE,
-        KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    return client
+    moto.versioned_bucket(BUCKET)
+    moto.lock_table(TABLE)
+    return moto.client("s3")
 
 
 STORE = ("--store", f"s3://{BUCKET}", "--locks", f"dynamodb://{TABLE}")
