@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from statekeeper.events import Event, EventStream, log_event
+from statekeeper.events import Event, EventStream
 from statekeeper.security.audit import AuditLog, open_audit_log
 from statekeeper.security.grants import ScopePolicy
 from statekeeper.security.policy import Policy
@@ -19,6 +19,7 @@ from statekeeper.state.service import StateService
 from statekeeper.storage.base import LockTable, ObjectStore
 from statekeeper.storage.encrypting import KeyService, encrypting
 from statekeeper.storage.registry import open_locks, open_store
+from statekeeper.telemetry.logs import log_event
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

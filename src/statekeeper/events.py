@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from statekeeper.security.caller import Caller
     from statekeeper.terraform.names import StateName
 
-__all__ = ["Action", "Draft", "Event", "EventStream", "Subscriber", "log_event"]
+__all__ = ["Action", "Draft", "Event", "EventStream", "Subscriber"]
 
 log = logging.getLogger("statekeeper.events")
 
@@ -311,24 +311,3 @@ class EventStream:
                         detail=detail,
                     )
                 )
-
-
-def log_event(event: Event) -> None:
-    """The server log's subscriber: one line per event, at INFO on ``statekeeper.events``.
-
-    The message is a short summary for people (``lock ok bench/a.tfstate by ci``);
-    the event's fields ride along as the JSON line's own fields, encoded once
-    with the line (the event's ``time`` as ``event_time``: the line has its own).
-    """
-    if not log.isEnabledFor(logging.INFO):
-        return
-    fields = event.to_json()
-    fields["event_time"] = fields.pop("time")
-    log.info(
-        "%s %s %s by %s",
-        fields["action"],
-        event.outcome,
-        event.state or "-",
-        event.actor,
-        extra={"fields": fields},
-    )

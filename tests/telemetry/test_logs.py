@@ -8,6 +8,7 @@ then looked for in the whole log.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import logging
 import os
@@ -26,7 +27,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.security.support import basic, bearer, make_tokens, state_json
 
-from statekeeper.telemetry.logs import JsonFormatter
+from statekeeper.events import Action, Event
+from statekeeper.telemetry.logs import REQUEST, JsonFormatter, RequestLog, log_event
 from statekeeper.testing.processes import SRC, StatekeeperServer
 
 ISSUER = "https://token.actions.example.test"
@@ -126,13 +128,13 @@ def test_json_logs_carry_request_ids_and_never_a_credential_or_state_content(
     assert first["caller"] == "ci"
     assert first["status"] == 200
     assert first["duration_ms"] >= 0
-    # Everything logged while answering that request carries its ID (the write's event).
-    events = [r for r in records if r["logger"] == "statekeeper.events"]
-    write = next(r for r in events if r.get("request_id") == "req-42")
+    # The write's event rides on its request's access line: one line per request.
+    write = first["event"]
     assert write["action"] == "write" and write["outcome"] == "ok" and write["serial"] >= 0
     assert write["state"] == "team/app.tfstate" and write["actor"] == "ci"
-    assert write["message"] == "write ok team/app.tfstate by ci"
-    assert write["event_time"].endswith("Z") and write["time"].endswith("Z")
+    assert write["time"].endswith("Z") and write["id"]
+    assert not [r for r in records if r["logger"] == "statekeeper.events"]
+    assert len([r for r in access if r["request_id"] == "req-42"]) == 1
     statuses = sorted(r["status"] for r in access if r["route"] == "/state/{name}")
     assert statuses == [200, 200, 200, 400, 401, 403]
     unauthenticated = next(r for r in access if r["status"] == 401)
@@ -151,8 +153,57 @@ def test_text_logs_keep_the_familiar_access_line(serve: Callable[..., Statekeepe
     assert '"GET /state/team/x.tfstate HTTP/1.1" 404' in line
     assert "caller=anonymous" in line
     assert not any(ln.startswith("{") for ln in server.log().splitlines())
-    # The event line reads as a sentence, not as JSON text.
-    assert "INFO:     statekeeper.events: read " in server.log()
+    # The read's event rides on the access line, as words, not as JSON text.
+    assert line.endswith(" caller=anonymous request_id=t-1 event=read:ok")
+    assert "statekeeper.events" not in server.log()
+
+
+def _capture() -> tuple[io.StringIO, Callable[[], None]]:
+    """The real JSON format on the events logger, into a buffer."""
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("statekeeper.events")
+    saved = (logger.level, logger.propagate)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+    def restore() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+    return buffer, restore
+
+
+def test_an_event_rides_on_its_request_and_outside_one_has_a_line_of_its_own() -> None:
+    buffer, restore = _capture()
+    try:
+        sweep = Event(action=Action.EXPIRE, actor="statekeeper", state="team/a.tfstate")
+        log_event(sweep)  # no request: the lease sweeper's, a CLI command's
+        request = RequestLog("req-7")
+        token = REQUEST.set(request)
+        try:
+            lock = Event(action=Action.LOCK, actor="ci", state="team/a.tfstate", lock_id="L1")
+            log_event(lock)
+            second = Event(action=Action.COMPACT, actor="ci", state="team/a.tfstate")
+            log_event(second)
+            assert request.close() is lock
+            late = Event(action=Action.WRITE, actor="ci", state="team/a.tfstate", serial=4)
+            log_event(late)  # the operation outlived its request's line
+        finally:
+            REQUEST.reset(token)
+    finally:
+        restore()
+    lines = [json.loads(line) for line in buffer.getvalue().splitlines()]
+    assert [(r["action"], r.get("request_id")) for r in lines] == [
+        ("expire", None),
+        ("compact", "req-7"),
+        ("write", "req-7"),
+    ]
+    assert lines[0]["message"] == "expire ok team/a.tfstate by statekeeper"
+    assert lines[2]["serial"] == 4 and lines[2]["event_time"].endswith("Z")
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,13 @@
 """The access line and the HTTP metrics: one pure ASGI middleware, outermost.
 
 For each request it takes the request ID from ``X-Request-ID`` (or makes one),
-echoes it in the response, keeps it in :data:`~statekeeper.telemetry.logs.REQUEST_ID`
+echoes it in the response, keeps it in :data:`~statekeeper.telemetry.logs.REQUEST`
 for every line logged while answering, and at the end writes one access line
 and counts the request by route template (``/state/{name}``, never the state's
-name), method and status. Health checks and scrapes log at DEBUG, so that a
-load balancer polling every second does not drown the log.
+name), method and status. The event the request caused rides on that line (its
+``event`` field) rather than on a line of its own: one line per request. Health
+checks and scrapes log at DEBUG, so that a load balancer polling every second
+does not drown the log.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from statekeeper.security.caller import Caller
-from statekeeper.telemetry.logs import REQUEST_ID
+from statekeeper.telemetry.logs import REQUEST, RequestLog, event_line
 from statekeeper.telemetry.metrics import Metrics
 
 __all__ = ["AccessMiddleware", "route_template"]
@@ -83,7 +85,8 @@ class AccessMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        request_id = _request_id(scope)
+        request = RequestLog(_request_id(scope))
+        request_id = request.id
         status = 500  # unless an answer starts: the app failed before answering
         sent = 0
 
@@ -99,7 +102,7 @@ class AccessMiddleware:
                 sent += len(message.get("body", b""))
             await send(message)
 
-        token = REQUEST_ID.set(request_id)
+        token = REQUEST.set(request)
         if self.metrics is not None:
             self.metrics.http_in_flight.inc()
         try:
@@ -108,10 +111,12 @@ class AccessMiddleware:
             seconds = time.perf_counter() - start
             if self.metrics is not None:
                 self.metrics.http_in_flight.dec()
-            self._finish(scope, status, seconds, sent)
-            REQUEST_ID.reset(token)
+            self._finish(scope, request, status, seconds, sent)
+            REQUEST.reset(token)
 
-    def _finish(self, scope: Scope, status: int, seconds: float, sent: int) -> None:
+    def _finish(
+        self, scope: Scope, request: RequestLog, status: int, seconds: float, sent: int
+    ) -> None:
         route: BaseRoute | None = scope.get("route")
         params: dict[str, Any] = scope.get("path_params") or {}
         if route is None:
@@ -120,8 +125,11 @@ class AccessMiddleware:
         method: str = scope["method"]
         if self.metrics is not None:
             self.metrics.http_request(template, method, status, seconds)
+        event = request.close()
         level = logging.DEBUG if scope["path"] in _QUIET else logging.INFO
         if not log.isEnabledFor(level):
+            if event is not None:
+                event_line(event)  # no access line to carry it
             return
         caller: Caller | None = (scope.get("state") or {}).get("caller")
         client = scope.get("client")
@@ -140,9 +148,8 @@ class AccessMiddleware:
             "response_bytes": sent,
         }
         where = f"{client[0]}:{client[1]}" if client else "-"
-        log.log(
-            level,
-            '%s - "%s %s HTTP/%s" %d %.1fms caller=%s request_id=%s',
+        line = '%s - "%s %s HTTP/%s" %d %.1fms caller=%s request_id=%s'
+        args: list[object] = [
             where,
             method,
             path,
@@ -150,6 +157,11 @@ class AccessMiddleware:
             status,
             seconds * 1000,
             fields["caller"] or "-",
-            REQUEST_ID.get(),
-            extra={"fields": fields},
-        )
+            request.id,
+        ]
+        if event is not None:
+            # The audit trail's JSON of the event, whole (docs/events.md).
+            fields["event"] = event.to_json()
+            line += " event=%s:%s"
+            args += [event.action, event.outcome]
+        log.log(level, line, *args, extra={"fields": fields})

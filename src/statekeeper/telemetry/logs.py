@@ -6,6 +6,12 @@ every line logged while answering it, the services' included), and the fields
 the access line and the event line add. ``text`` is uvicorn's format; ``auto`` (the default)
 picks text when standard error is a terminal and JSON otherwise.
 
+One line per request: the event a request causes (its write, its lock) rides
+on the request's access line as its ``event`` field (:class:`RequestLog`)
+instead of a line of its own. An event outside a request (a CLI command, a
+lease expired by the sweeper), or a request's second event, has its own line
+on ``statekeeper.events`` (:func:`log_event`).
+
 What reaches a log line is chosen, never dumped: the access line names the
 method, path, route, state, caller, status and duration, and nothing of the
 headers (credentials) or the body (state content).
@@ -16,21 +22,63 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
 from contextvars import ContextVar
 from typing import Any
 
+from statekeeper.events import Event
+
 __all__ = [
-    "REQUEST_ID",
+    "REQUEST",
     "JsonFormatter",
+    "RequestLog",
+    "event_line",
     "json_line",
     "lean_records",
     "log_config",
+    "log_event",
     "resolve_format",
 ]
 
-#: The ID of the request being answered (set by the access middleware).
-REQUEST_ID: ContextVar[str | None] = ContextVar("statekeeper_request_id", default=None)
+events_log = logging.getLogger("statekeeper.events")
+
+#: Guards the hand-over of an event to a request's access line: the event is
+#: emitted on a worker thread, the line written on the event loop's.
+_CARRYING = threading.Lock()
+
+
+class RequestLog:
+    """The request being answered, as its log lines see it: its ID, and the event
+    its access line will carry."""
+
+    __slots__ = ("event", "id", "open")
+
+    def __init__(self, request_id: str) -> None:
+        self.id = request_id
+        self.event: Event | None = None
+        self.open = True
+
+    def carry(self, event: Event) -> bool:
+        """Take ``event`` for the access line; False when the line is written already
+        (an operation that outlived its request's timeout) or carries another event."""
+        with _CARRYING:
+            if not self.open or self.event is not None:
+                return False
+            self.event = event
+            return True
+
+    def close(self) -> Event | None:
+        """The access line is being written: the event it carries; later ones get lines
+        of their own."""
+        with _CARRYING:
+            self.open = False
+            return self.event
+
+
+#: The request being answered (set by the access middleware), seen by every line
+#: logged while answering it, on the worker threads too (contexts are copied there).
+REQUEST: ContextVar[RequestLog | None] = ContextVar("statekeeper_request", default=None)
 
 
 def resolve_format(setting: str) -> str:
@@ -77,9 +125,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        request_id = REQUEST_ID.get()
-        if request_id is not None:
-            out["request_id"] = request_id
+        request = REQUEST.get()
+        if request is not None:
+            out["request_id"] = request.id
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             out.update(fields)
@@ -105,13 +153,43 @@ def lean_records() -> None:
 
     A record looks up its caller's frame, file name, thread and process names
     by default: a third of what a line costs, for fields neither format
-    prints. The server writes two lines per request, so it turns them off
+    prints. The server writes a line per request, so it turns them off
     (the knobs the logging HOWTO's "Optimization" names).
     """
     logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+
+
+def log_event(event: Event) -> None:
+    """The server log's subscriber: the event rides on its request's access line, or,
+    outside a request, has a line of its own (:func:`event_line`)."""
+    if not events_log.isEnabledFor(logging.INFO):
+        return
+    request = REQUEST.get()
+    if request is not None and request.carry(event):
+        return
+    event_line(event)
+
+
+def event_line(event: Event) -> None:
+    """One line for one event, at INFO on ``statekeeper.events``.
+
+    The message is a short summary for people (``lock ok bench/a.tfstate by ci``);
+    the event's fields ride along as the JSON line's own fields, encoded once
+    with the line (the event's ``time`` as ``event_time``: the line has its own).
+    """
+    fields = event.to_json()
+    fields["event_time"] = fields.pop("time")
+    events_log.info(
+        "%s %s %s by %s",
+        fields["action"],
+        event.outcome,
+        event.state or "-",
+        event.actor,
+        extra={"fields": fields},
+    )
 
 
 def log_config(log_format: str, level: str) -> dict[str, Any]:
