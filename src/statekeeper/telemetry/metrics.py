@@ -25,6 +25,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from functools import lru_cache
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -36,6 +37,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from statekeeper import __version__
@@ -90,6 +92,26 @@ def refusal_reason(outcome: str, detail: str | None) -> str:
     if outcome == "state_conflict":
         return "lineage" if detail and "lineage" in detail.split(";")[0] else "serial"
     return _REFUSAL.get(outcome, "error")
+
+
+class _Children:
+    """A labelled metric's children, each looked up once: ``.labels()`` validates
+    the values and takes a lock on every call, and events, requests and storage
+    calls observe on every request's path. The label sets are bounded (actions,
+    outcomes, routes, drivers and operations are fixed sets; states are labelled
+    only where ``metrics_states`` allows)."""
+
+    __slots__ = ("children", "metric")
+
+    def __init__(self, metric: MetricWrapperBase) -> None:
+        self.metric = metric
+        self.children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *labels: str) -> Any:
+        child = self.children.get(labels)
+        if child is None:
+            child = self.children[labels] = self.metric.labels(*labels)
+        return child
 
 
 class _StateLabels:
@@ -269,9 +291,13 @@ class Metrics:
         )
         self.queues = _QueueGauges()
         r.register(self.queues)
-        # Label children looked up once: .labels() validates and locks on every call,
-        # and these two are on every request's path. Their keys are bounded (routes,
-        # methods, statuses, drivers and operations are fixed sets).
+        self._events = _Children(self.events)
+        self._acquisitions = _Children(self.lock_acquisitions)
+        self._conflicts = _Children(self.lock_conflicts)
+        self._writes = _Children(self.writes)
+        self._refusals = _Children(self.refusals)
+        self._removals = {kind: _Children(c) for kind, c in self.lock_removals.items()}
+        self._storage_errors = _Children(self.storage_errors)
         self._storage_children: dict[tuple[str, str], Histogram] = {}
         self._http_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._waiting: OrderedDict[str, float] = OrderedDict()
@@ -291,30 +317,30 @@ class Metrics:
 
     def observe_event(self, event: Event) -> None:
         """The event-stream subscriber."""
-        self.events.labels(event.action.value, event.outcome).inc()
-        state = self.states.of(event.state)
+        self._events(event.action.value, event.outcome).inc()
         if event.action is Action.LOCK:
-            self._lock(event, state)
+            self._lock(event, self.states.of(event.state))
         elif event.action in _WRITES:
+            state = self.states.of(event.state)
             if event.outcome == "ok":
                 unchanged = bool(event.detail and event.detail.startswith("unchanged"))
-                self.writes.labels(state, "unchanged" if unchanged else "created").inc()
+                self._writes(state, "unchanged" if unchanged else "created").inc()
             else:
-                self.refusals.labels(state, refusal_reason(event.outcome, event.detail)).inc()
+                self._refusals(state, refusal_reason(event.outcome, event.detail)).inc()
         elif event.action in _LOCK_COUNTERS and event.outcome == "ok":
-            self.lock_removals[_LOCK_COUNTERS[event.action]].labels(state).inc()
+            self._removals[_LOCK_COUNTERS[event.action]](self.states.of(event.state)).inc()
 
     def _lock(self, event: Event, state: str) -> None:
         now = time.monotonic()
         if event.outcome == "ok":
-            self.lock_acquisitions.labels(state).inc()
+            self._acquisitions(state).inc()
             if event.lock_id:
                 with self._waiting_guard:
                     first = self._waiting.pop(event.lock_id, None)
                 if first is not None:
                     self.lock_wait.observe(now - first)
         elif event.outcome == "locked":
-            self.lock_conflicts.labels(state).inc()
+            self._conflicts(state).inc()
             if event.lock_id:
                 with self._waiting_guard:
                     self._waiting.setdefault(event.lock_id, now)
@@ -332,7 +358,7 @@ class Metrics:
             timer = self._storage_children[key] = self.storage_seconds.labels(driver, operation)
         timer.observe(seconds)
         if error is not None:
-            self.storage_errors.labels(driver, operation, error).inc()
+            self._storage_errors(driver, operation, error).inc()
 
     def http_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """The access middleware's observer: one request answered."""
