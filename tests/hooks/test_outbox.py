@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 from tests.security.support import OPERATOR, state_json
 
 from statekeeper.app import Services
-from statekeeper.events import Event
+from statekeeper.events import Action, Event
 from statekeeper.hooks.model import Subscription
 from statekeeper.security.audit import AuditFilter
 from statekeeper.settings import load_settings
@@ -46,7 +47,7 @@ def test_an_events_outbox_row_is_committed_with_its_audit_record(services: Servi
 def test_a_failing_outbox_write_never_costs_the_audit_record(
     services: Services, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken(db: sqlite3.Connection, event: Event) -> None:
+    def broken(db: sqlite3.Connection, event: Event, seq: int) -> None:
         db.execute("INSERT INTO hook_outbox (event_id) VALUES ('half a row')")
 
     services.audit.join(broken)
@@ -68,3 +69,61 @@ def test_a_lease_gives_each_row_to_one_sender(services: Services) -> None:
     assert not {e.id for e in first} & {e.id for e in second}
     assert outbox.claim("c", lease=60) == []  # all leased
     assert [e.id for e in outbox.claim("d", lease=-1)] == []  # leases still running
+
+
+def test_a_row_names_its_audit_record_and_the_sender_reads_the_event_from_it(
+    services: Services,
+) -> None:
+    services.states.write(StateName("team/a.tfstate"), state_json(1), OPERATOR)
+    assert services.hooks is not None
+    outbox = services.hooks.outbox
+    # One short row: the event itself stays in the audit trail, once.
+    ((text, seq, audited),) = outbox.db.run(
+        lambda db: db.execute(
+            "SELECT o.event, o.audit_seq, a.event FROM hook_outbox o "
+            "JOIN audit a ON a.seq = o.audit_seq"
+        ).fetchall()
+    )
+    assert text == "" and seq >= 1
+    (entry,) = outbox.claim("a", lease=60)
+    (written,) = services.audit.query(AuditFilter(action="write", state="team/**"))
+    assert entry.event == written and entry.event.to_json() == json.loads(audited)
+    assert entry.kind == "state.written" and entry.hook == "ci"
+
+
+def test_an_outbox_from_before_audit_references_is_read_and_extended(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    built = Services.build(load_settings({"data_dir": data}))
+    built.close()
+    db = sqlite3.connect(data / "statekeeper.db")
+    db.executescript(
+        "DROP TABLE hook_outbox; CREATE TABLE hook_outbox ("
+        "id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, hook TEXT NOT NULL, "
+        "kind TEXT NOT NULL, event TEXT NOT NULL, payload BLOB, status TEXT NOT NULL, "
+        "attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL NOT NULL, lease_owner TEXT, "
+        "lease_until REAL, last_error TEXT, created TEXT NOT NULL, done TEXT, "
+        "UNIQUE (event_id, hook));"
+    )
+    old = Event(action=Action.LOCK, actor="ci", state="team/a.tfstate", lock_id="L1")
+    db.execute(
+        "INSERT INTO hook_outbox (event_id, hook, kind, event, status, next_attempt, created) "
+        "VALUES (?, 'ci', 'lock.acquired', ?, 'pending', 0, '2026-12-05T00:00:00Z')",
+        (old.id, json.dumps(old.to_json())),
+    )
+    db.commit()
+    db.close()
+    reopened = Services.build(
+        load_settings({"data_dir": data}, env={"STATEKEEPER_HOOKS_ALLOW": "127.0.0.1"})
+    )
+    try:
+        assert reopened.hooks is not None
+        reopened.hooks.add(Subscription("ci", "http://127.0.0.1:9/hook", "s3cret"))
+        reopened.states.write(StateName("team/a.tfstate"), state_json(1), OPERATOR)
+        entries = reopened.hooks.outbox.claim("a", lease=60)
+        assert [(e.kind, e.event.action) for e in entries] == [
+            ("lock.acquired", Action.LOCK),
+            ("state.written", Action.WRITE),
+        ]
+        assert entries[0].event == old
+    finally:
+        reopened.close()

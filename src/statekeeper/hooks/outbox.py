@@ -5,7 +5,9 @@ written in the transaction that records the event in the audit trail, before
 the request that caused the event is answered, and is committed with
 ``synchronous=FULL``: a server killed after answering still has it, and its
 restart delivers it; an event is in the audit trail exactly when its rows are
-in the outbox. A
+in the outbox. Such a row names its audit record (``audit_seq``) instead of
+holding a second copy of the event: the request pays one INSERT of a few
+short columns, and the sender reads the event from the audit trail. A
 sender *claims* due rows with a lease (its ID and an expiry) in one
 ``UPDATE … RETURNING``, so that several servers sharing the database deliver
 each row once in the normal case; a sender that dies leaves its lease to
@@ -51,6 +53,7 @@ _SCHEMA = (
         last_error TEXT,
         created TEXT NOT NULL,
         done TEXT,
+        audit_seq INTEGER,
         UNIQUE (event_id, hook)
     )""",
     "CREATE INDEX IF NOT EXISTS hook_outbox_due ON hook_outbox (status, next_attempt)",
@@ -69,7 +72,19 @@ _SCHEMA = (
     )""",
 )
 
-_COLUMNS = "id, event_id, hook, kind, event, payload, attempts"
+_COLUMNS = "id, event_id, hook, kind, event, payload, attempts, audit_seq"
+
+
+def _enqueue_sql(rows: int) -> str:
+    """One INSERT of ``rows`` rows: one statement, so that a failure undoes all of them
+    and nothing else (see :data:`statekeeper.security.audit.Companion`)."""
+    # `created` is SQLite's clock, written by SQLite: nothing reads it but people.
+    row = "(?, ?, ?, ?, ?, 'pending', ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
+    return (
+        "INSERT OR IGNORE INTO hook_outbox "
+        "(event_id, hook, kind, event, audit_seq, status, next_attempt, created) VALUES "
+        + ", ".join([row] * rows)
+    )
 
 
 @dataclass(frozen=True)
@@ -172,6 +187,9 @@ class Outbox:
         def create(conn: sqlite3.Connection) -> None:
             for statement in _SCHEMA:
                 conn.execute(statement)
+            # An outbox from before rows named their audit record.
+            if "audit_seq" not in {r[1] for r in conn.execute("PRAGMA table_info(hook_outbox)")}:
+                conn.execute("ALTER TABLE hook_outbox ADD COLUMN audit_seq INTEGER")
 
         db.run(create, write=True)
 
@@ -211,36 +229,58 @@ class Outbox:
     # The outbox
 
     def enqueue(self, kind: str, event: Event, hooks: Sequence[str]) -> None:
-        """Queue ``event`` for each of ``hooks``, durably, in a transaction of its own."""
-        self.db.run(lambda db: self.enqueue_in(db, kind, event, hooks), write=True)
+        """Queue ``event`` for each of ``hooks``, durably, in a transaction of its own
+        (an event with no audit record: the row holds the event itself)."""
+        text = json.dumps(event.to_json(), separators=(",", ":"))
+        self.db.run(lambda db: self._insert(db, kind, event, hooks, text, None), write=True)
 
     def enqueue_in(
-        self, db: sqlite3.Connection, kind: str, event: Event, hooks: Sequence[str]
+        self, db: sqlite3.Connection, kind: str, event: Event, hooks: Sequence[str], seq: int
     ) -> None:
-        """Queue ``event`` for each of ``hooks`` in the caller's transaction on ``db``."""
-        text = json.dumps(event.to_json(), separators=(",", ":"))
-        created = format_rfc3339(utcnow())
+        """Queue ``event`` for each of ``hooks`` in the transaction on ``db`` that
+        recorded it in the audit trail as ``seq``."""
+        self._insert(db, kind, event, hooks, "", seq)
+
+    @staticmethod
+    def _insert(
+        db: sqlite3.Connection,
+        kind: str,
+        event: Event,
+        hooks: Sequence[str],
+        text: str,
+        seq: int | None,
+    ) -> None:
         now = time.time()
-        db.executemany(
-            "INSERT OR IGNORE INTO hook_outbox "
-            "(event_id, hook, kind, event, status, next_attempt, created) "
-            "VALUES (?, ?, ?, ?, 'pending', ?, ?)",
-            [(event.id, hook, kind, text, now, created) for hook in hooks],
-        )
+        args: list[object] = []
+        for hook in hooks:
+            args += (event.id, hook, kind, text, seq, now)
+        db.execute(_enqueue_sql(len(hooks)), args)
 
     def claim(self, owner: str, lease: float, limit: int = 20) -> list[Entry]:
         """Lease up to ``limit`` due rows to ``owner`` for ``lease`` seconds."""
         now = time.time()
-        rows = self.db.run(
-            lambda db: db.execute(
+
+        def tx(db: sqlite3.Connection) -> list[Any]:
+            rows = db.execute(
                 f"UPDATE hook_outbox SET lease_owner = ?, lease_until = ? WHERE id IN ("
                 "SELECT id FROM hook_outbox WHERE status = 'pending' AND next_attempt <= ? "
                 "AND (lease_until IS NULL OR lease_until < ?) ORDER BY id LIMIT ?) "
                 f"RETURNING {_COLUMNS}",
                 (owner, now + lease, now, now, limit),
-            ).fetchall(),
-            write=True,
-        )
+            ).fetchall()
+            # The events of rows that name their audit record, read from it.
+            seqs = sorted({r[7] for r in rows if not r[4] and r[7] is not None})
+            if not seqs:
+                return rows
+            audited = dict(
+                db.execute(
+                    f"SELECT seq, event FROM audit WHERE seq IN ({', '.join('?' * len(seqs))})",
+                    seqs,
+                ).fetchall()
+            )
+            return [(*r[:4], r[4] or audited[r[7]], *r[5:]) for r in rows]
+
+        rows = self.db.run(tx, write=True)
         return sorted((Entry.from_row(r) for r in rows), key=lambda e: e.id)
 
     def relax(self) -> None:

@@ -40,6 +40,8 @@ __all__ = ["Webhooks"]
 #: the CLI reaches a running server within this).
 _REFRESH = 2.0
 _STALE_SCAN = 30.0
+#: (event type, state) pairs whose subscribers are kept (the states written lately).
+_WANTS_KEPT = 4096
 _PARSED_STATES = 16
 _STALE_IDS = uuid.UUID("5d1e2c1a-4b0e-4f3e-9a59-1c0ffee00001")
 #: A version's instances by address: (attributes, status), compared to tell a change.
@@ -69,6 +71,8 @@ class Webhooks:
         #: same name, added before the config named it, is shadowed).
         self.configured = configured
         self._subs: list[Subscription] = []
+        #: ``_subs``, and which of them want each (event type, state) seen lately.
+        self._who_wants: tuple[list[Subscription], dict[tuple[str, str], list[str]]] = ([], {})
         self._read_at = -float("inf")
         self._guard = threading.Lock()
         self._scanned_at = -float("inf")
@@ -96,7 +100,10 @@ class Webhooks:
         inside the audit record's transaction no other may start)."""
         with self._guard:
             if time.monotonic() - self._read_at > _REFRESH:
-                self._subs = self.all(db)
+                subs = self.all(db)
+                if subs != self._subs:
+                    self._subs = subs
+                    self._who_wants = (subs, {})
                 self._read_at = time.monotonic()
             return self._subs
 
@@ -106,15 +113,26 @@ class Webhooks:
         kind = hook_type(event)
         if kind is None or event.state is None:
             return None
-        wanted = [s.name for s in self.subscriptions(db) if s.wants(kind, event.state)]
+        self.subscriptions(db)
+        # Which subscriptions want (type, state), decided once per pair while the
+        # subscriptions stay the same: matching parses the name and every glob.
+        subs, known = self._who_wants
+        key = (kind, event.state)
+        wanted = known.get(key)
+        if wanted is None:
+            wanted = [s.name for s in subs if s.wants(kind, event.state)]
+            if len(known) >= _WANTS_KEPT:
+                known.clear()
+            known[key] = wanted
         return (kind, wanted) if wanted else None
 
-    def write_outbox(self, db: sqlite3.Connection, event: Event) -> None:
-        """Joined to the audit trail: the outbox rows commit with the event's audit record."""
+    def write_outbox(self, db: sqlite3.Connection, event: Event, seq: int) -> None:
+        """Joined to the audit trail: the outbox rows commit with the event's audit record
+        (``seq``), in one INSERT; an event no subscription wants writes nothing."""
         wanted = self._wanted(event, db)
         if wanted is not None:
             assert isinstance(self.outbox, Outbox)  # joined only where there is a database
-            self.outbox.enqueue_in(db, wanted[0], event, wanted[1])
+            self.outbox.enqueue_in(db, wanted[0], event, wanted[1], seq)
             self._queued.add(event.id)
 
     def wake_for(self, event: Event) -> None:

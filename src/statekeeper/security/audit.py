@@ -114,8 +114,11 @@ class AuditLog(Protocol):
         ...
 
 
-#: A write made in the same transaction as an event's audit record.
-Companion = Callable[[sqlite3.Connection, Event], None]
+#: A write made in the same transaction as an event's audit record, given the
+#: record's ``seq``. It writes with one statement: a statement that fails undoes its
+#: own changes, never the transaction's, so a failing companion costs no savepoint
+#: and never costs the audit record.
+Companion = Callable[[sqlite3.Connection, Event, int], None]
 
 _SQLITE_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS audit (
@@ -161,23 +164,20 @@ class SqliteAuditLog:
         )
 
         def tx(db: sqlite3.Connection) -> None:
-            db.execute(
+            seq = db.execute(
                 "INSERT INTO audit (time, action, actor, state, outcome, event) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 row,
-            )
+            ).lastrowid
+            assert seq is not None  # an INSERT's
             for companion in self._companions:
-                # A companion that fails gives up its own writes, never the audit record.
-                db.execute("SAVEPOINT companion")
                 try:
-                    companion(db, event)
+                    companion(db, event, seq)
                 except Exception:  # logged with the event; the audit record stays
-                    db.execute("ROLLBACK TO companion")
                     log.exception(
                         "a write joined to the audit record failed; the event: %s",
                         json.dumps(event.to_json(), separators=(",", ":")),
                     )
-                db.execute("RELEASE companion")
 
         try:
             self.db.run(tx, write=True)
