@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -100,6 +100,9 @@ class _Calls:
 
     def __init__(self) -> None:
         self.made: list[str] = []
+
+    def storage_timer(self, driver: str, operation: str) -> Callable[[float], None]:
+        return lambda seconds: self.made.append(operation)
 
     def storage_call(self, driver: str, operation: str, seconds: float, error: str | None) -> None:
         self.made.append(operation)

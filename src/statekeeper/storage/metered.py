@@ -14,9 +14,9 @@ table doing its job.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Protocol, TypeVar
+from time import perf_counter
+from typing import ParamSpec, Protocol, TypeVar
 
 from statekeeper.errors import StatekeeperError, StorageError
 from statekeeper.storage.base import (
@@ -34,12 +34,17 @@ from statekeeper.terraform.lockinfo import LockInfo
 __all__ = ["MeteredLocks", "MeteredStore", "StorageObserver"]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 #: statekeeper's own objects (audit batches, key ring, outbox) are not states.
 _RESERVED = "statekeeper!/"
 
 
 class StorageObserver(Protocol):
+    def storage_timer(self, driver: str, operation: str) -> Callable[[float], None]:
+        """What takes the seconds of each successful call of ``operation`` on ``driver``."""
+        ...
+
     def storage_call(self, driver: str, operation: str, seconds: float, error: str | None) -> None:
         """One call to ``driver`` took ``seconds``; ``error`` is the error code, if it failed."""
         ...
@@ -57,34 +62,54 @@ def _error(exc: BaseException) -> str | None:
     return "internal"
 
 
-class _Meter:
+class _Timers(dict[str, Callable[[float], None]]):
+    """Each operation's timer, asked of the observer on the operation's first call."""
+
     def __init__(self, driver: str, observer: StorageObserver) -> None:
+        super().__init__()
         self.driver = driver
         self.observer = observer
 
-    def __call__(self, operation: str, call: Callable[[], T]) -> T:
-        start = time.perf_counter()
+    def __missing__(self, operation: str) -> Callable[[float], None]:
+        timer = self[operation] = self.observer.storage_timer(self.driver, operation)
+        return timer
+
+
+class _Meter:
+    """Times calls to one driver: a clock read before and after, and the operation's
+    timer (looked up once) given the difference. Every request makes several calls,
+    so the path is kept to that: no closure, no context manager, no label lookup."""
+
+    def __init__(self, driver: str, observer: StorageObserver) -> None:
+        self.driver = driver
+        self.observer = observer
+        self.timers = _Timers(driver, observer)
+
+    def __call__(
+        self, operation: str, call: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        start = perf_counter()
         try:
-            result = call()
+            result = call(*args, **kwargs)
         except BaseException as exc:
-            self.observer.storage_call(
-                self.driver, operation, time.perf_counter() - start, _error(exc)
-            )
+            self.failed(operation, start, exc)
             raise
-        self.observer.storage_call(self.driver, operation, time.perf_counter() - start, None)
+        self.timers[operation](perf_counter() - start)
         return result
+
+    def failed(self, operation: str, start: float, exc: BaseException) -> None:
+        seconds = perf_counter() - start
+        self.observer.storage_call(self.driver, operation, seconds, _error(exc))
 
     def iterate(self, operation: str, items: Iterator[T]) -> Iterator[T]:
         """A listing is one call from its first page to its last."""
-        start = time.perf_counter()
+        start = perf_counter()
         try:
             yield from items
         except BaseException as exc:
-            self.observer.storage_call(
-                self.driver, operation, time.perf_counter() - start, _error(exc)
-            )
+            self.failed(operation, start, exc)
             raise
-        self.observer.storage_call(self.driver, operation, time.perf_counter() - start, None)
+        self.timers[operation](perf_counter() - start)
 
 
 class MeteredStore(ObjectStore):
@@ -124,14 +149,12 @@ class MeteredStore(ObjectStore):
             self.observer.state_stored(size)
 
     def put(self, key: str, data: bytes, metadata: Mapping[str, str]) -> ObjectInfo:
-        info = self._meter("put", lambda: self.inner.put(key, data, metadata))
+        info = self._meter("put", self.inner.put, key, data, metadata)
         self._stored(key, data)
         return info
 
     def put_if_absent(self, key: str, data: bytes, metadata: Mapping[str, str]) -> bool:
-        created = self._meter(
-            "put_if_absent", lambda: self.inner.put_if_absent(key, data, metadata)
-        )
+        created = self._meter("put_if_absent", self.inner.put_if_absent, key, data, metadata)
         if created:
             self._stored(key, data)
         return created
@@ -139,46 +162,46 @@ class MeteredStore(ObjectStore):
     def replace(
         self, key: str, data: bytes, metadata: Mapping[str, str], expected: ObjectInfo | None
     ) -> ObjectInfo:
-        info = self._meter("replace", lambda: self.inner.replace(key, data, metadata, expected))
+        info = self._meter("replace", self.inner.replace, key, data, metadata, expected)
         self._stored(key, data)
         return info
 
     def get(self, key: str, version_id: str | None = None) -> StoredObject | None:
-        return self._meter("get", lambda: self.inner.get(key, version_id))
+        return self._meter("get", self.inner.get, key, version_id)
 
     def upload(self, key: str) -> Upload:
         return _MeteredUpload(self, self.inner.upload(key))
 
     def open(self, key: str, version_id: str | None = None) -> ObjectStream | None:
         # Timed to the first byte: the rest is the client's pace.
-        return self._meter("get", lambda: self.inner.open(key, version_id))
+        return self._meter("get", self.inner.open, key, version_id)
 
     def head(self, key: str, version_id: str | None = None) -> ObjectInfo | None:
-        return self._meter("head", lambda: self.inner.head(key, version_id))
+        return self._meter("head", self.inner.head, key, version_id)
 
     def delete(self, key: str) -> None:
-        self._meter("delete", lambda: self.inner.delete(key))
+        self._meter("delete", self.inner.delete, key)
 
     def scan(self, prefix: str = "") -> Iterator[ObjectInfo]:
         return self._meter.iterate("scan", self.inner.scan(prefix))
 
     def versions(self, key: str) -> list[ObjectInfo]:
-        return self._meter("versions", lambda: self.inner.versions(key))
+        return self._meter("versions", self.inner.versions, key)
 
     def version_before(self, key: str, version_id: str) -> str | None:
-        return self._meter("version_before", lambda: self.inner.version_before(key, version_id))
+        return self._meter("version_before", self.inner.version_before, key, version_id)
 
     def delete_version(self, key: str, version_id: str) -> None:
-        self._meter("delete_version", lambda: self.inner.delete_version(key, version_id))
+        self._meter("delete_version", self.inner.delete_version, key, version_id)
 
     def deleted(self, prefix: str = "") -> Iterator[DeletedState]:
         return self._meter.iterate("deleted", self.inner.deleted(prefix))
 
     def undelete(self, key: str) -> ObjectInfo:
-        return self._meter("undelete", lambda: self.inner.undelete(key))
+        return self._meter("undelete", self.inner.undelete, key)
 
     def purge(self, key: str) -> int:
-        return self._meter("purge", lambda: self.inner.purge(key))
+        return self._meter("purge", self.inner.purge, key)
 
     def probe(self) -> None:
         self._meter("probe", self.inner.probe)
@@ -200,12 +223,12 @@ class _MeteredUpload(Upload):
         self.size = self.inner.size
 
     def put(self, metadata: Mapping[str, str]) -> ObjectInfo:
-        info = self.store._meter("put", lambda: self.inner.put(metadata))
+        info = self.store._meter("put", self.inner.put, metadata)
         self.store._stored_size(self.key, self.size)
         return info
 
     def replace(self, metadata: Mapping[str, str], expected: ObjectInfo | None) -> ObjectInfo:
-        info = self.store._meter("replace", lambda: self.inner.replace(metadata, expected))
+        info = self.store._meter("replace", self.inner.replace, metadata, expected)
         self.store._stored_size(self.key, self.size)
         return info
 
@@ -224,34 +247,34 @@ class MeteredLocks(LockTable):
         self._meter = _Meter(inner.scheme, observer)
 
     def acquire(self, key: str, lock: LockInfo) -> None:
-        self._meter("acquire", lambda: self.inner.acquire(key, lock))
+        self._meter("acquire", self.inner.acquire, key, lock)
 
     def read(self, key: str) -> LockInfo | None:
-        return self._meter("read", lambda: self.inner.read(key))
+        return self._meter("read", self.inner.read, key)
 
     def delete_if_held_by(self, key: str, lock_id: str) -> bool:
-        return self._meter("delete", lambda: self.inner.delete_if_held_by(key, lock_id))
+        return self._meter("delete", self.inner.delete_if_held_by, key, lock_id)
 
     def scan(self, prefix: str = "") -> Iterator[tuple[str, LockInfo]]:
         return self._meter.iterate("scan", self.inner.scan(prefix))
 
     def get_digest(self, key: str) -> str | None:
-        return self._meter("get_digest", lambda: self.inner.get_digest(key))
+        return self._meter("get_digest", self.inner.get_digest, key)
 
     def put_digest(self, key: str, md5_hex: str) -> None:
-        self._meter("put_digest", lambda: self.inner.put_digest(key, md5_hex))
+        self._meter("put_digest", self.inner.put_digest, key, md5_hex)
 
     def delete_digest(self, key: str) -> None:
-        self._meter("delete_digest", lambda: self.inner.delete_digest(key))
+        self._meter("delete_digest", self.inner.delete_digest, key)
 
     # The inner table's own versions: a dual table releases in both and names
     # the one that failed.
 
     def release(self, key: str, lock_id: str, *, read: LockInfo | None = None) -> LockInfo:
-        return self._meter("release", lambda: self.inner.release(key, lock_id, read=read))
+        return self._meter("release", self.inner.release, key, lock_id, read=read)
 
     def force_release(self, key: str) -> LockInfo | None:
-        return self._meter("force_release", lambda: self.inner.force_release(key))
+        return self._meter("force_release", self.inner.force_release, key)
 
     def parts(self) -> list[LockTable]:
         parts = self.inner.parts()

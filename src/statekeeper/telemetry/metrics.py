@@ -46,6 +46,7 @@ from statekeeper.events import Action, Event
 from statekeeper.security.grants import parse_grant
 from statekeeper.state.holds import holders
 from statekeeper.storage.base import LockTable
+from statekeeper.telemetry.histogram import LatencyHistogram, Timer
 from statekeeper.terraform.names import StateName
 from statekeeper.times import utcnow
 
@@ -218,7 +219,7 @@ class Metrics:
             ["route", "method", "status"],
             registry=r,
         )
-        self.http_seconds = Histogram(
+        self.http_seconds = LatencyHistogram(
             "statekeeper_http_request_duration_seconds",
             "Time from a request's arrival to the end of its answer.",
             ["route", "method"],
@@ -276,7 +277,7 @@ class Metrics:
             buckets=_SIZE_BUCKETS,
             registry=r,
         )
-        self.storage_seconds = Histogram(
+        self.storage_seconds = LatencyHistogram(
             "statekeeper_storage_operation_duration_seconds",
             "Time of each store and lock-table call, by driver and operation.",
             ["driver", "operation"],
@@ -298,8 +299,7 @@ class Metrics:
         self._refusals = _Children(self.refusals)
         self._removals = {kind: _Children(c) for kind, c in self.lock_removals.items()}
         self._storage_errors = _Children(self.storage_errors)
-        self._storage_children: dict[tuple[str, str], Histogram] = {}
-        self._http_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._http_children: dict[tuple[str, str, int], tuple[Counter, Timer]] = {}
         self._waiting: OrderedDict[str, float] = OrderedDict()
         self._waiting_guard = threading.Lock()
 
@@ -350,13 +350,13 @@ class Metrics:
                     ):
                         self._waiting.popitem(last=False)
 
+    def storage_timer(self, driver: str, operation: str) -> Callable[[float], None]:
+        """The storage boundary's timer of one operation (see ``storage/metered.py``)."""
+        return self.storage_seconds.labels(driver, operation).observe
+
     def storage_call(self, driver: str, operation: str, seconds: float, error: str | None) -> None:
-        """The storage boundary's observer (see ``storage/metered.py``)."""
-        key = (driver, operation)
-        timer = self._storage_children.get(key)
-        if timer is None:
-            timer = self._storage_children[key] = self.storage_seconds.labels(driver, operation)
-        timer.observe(seconds)
+        """One store or lock-table call, and its error code if it failed."""
+        self.storage_seconds.labels(driver, operation).observe(seconds)
         if error is not None:
             self._storage_errors(driver, operation, error).inc()
 

@@ -1,0 +1,100 @@
+"""A labelled latency histogram that costs a fraction of prometheus_client's to observe.
+
+prometheus_client's ``Histogram`` takes a lock for the sum and another for the
+bucket on every observation, after a check that the metric may be observed and
+a walk through the bounds: about a microsecond. The server observes one for
+every request and every store call (some twenty a lock cycle), so the two
+hottest histograms, HTTP and storage latency, are this one instead: a bisect
+and one lock. What a scrape sees is the same family, sample for sample
+(``_bucket`` with ``le``, ``_count``, ``_sum``): the text format does not say
+which class counted.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Iterator, Sequence
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+__all__ = ["LatencyHistogram", "Timer"]
+
+
+def _le(bound: float) -> str:
+    """A bucket's ``le`` as prometheus_client writes it (``1.0``, ``0.005``)."""
+    return str(floatToGoString(bound))  # type: ignore[no-untyped-call]
+
+
+class Timer:
+    """One label set's counts: ``counts[i]`` observations in bucket ``i`` alone
+    (made cumulative at a scrape), the last bucket ``+Inf``."""
+
+    __slots__ = ("_bounds", "_guard", "counts", "total")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self._bounds = bounds
+        self._guard = threading.Lock()
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        # bisect_left: a value equal to a bound is in that bound's bucket (le = "≤").
+        i = bisect.bisect_left(self._bounds, value)
+        with self._guard:
+            self.counts[i] += 1
+            self.total += value
+
+    def read(self) -> tuple[list[int], float]:
+        with self._guard:
+            return list(self.counts), self.total
+
+
+class LatencyHistogram(Collector):
+    """A histogram family with labels; :meth:`labels` gives a child to observe."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self.bounds = tuple(sorted(float(b) for b in buckets))
+        self._les = [*map(_le, self.bounds), "+Inf"]
+        self._children: dict[tuple[str, ...], Timer] = {}
+        self._guard = threading.Lock()
+        registry.register(self)
+
+    def labels(self, *values: str) -> Timer:
+        """The child of one label set (made on first use, then the same one)."""
+        child = self._children.get(values)
+        if child is None:
+            if len(values) != len(self.labelnames):
+                raise ValueError(f"{self.name} takes labels {self.labelnames}, not {values}")
+            with self._guard:
+                child = self._children.setdefault(values, Timer(self.bounds))
+        return child
+
+    def describe(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+    def collect(self) -> list[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        with self._guard:
+            children = list(self._children.items())
+        for values, child in children:
+            counts, total = child.read()
+            cumulative, buckets = 0, []
+            for le, count in zip(self._les, counts, strict=True):
+                cumulative += count
+                buckets.append((le, float(cumulative)))
+            family.add_metric(list(values), buckets, total)
+        return [family]
