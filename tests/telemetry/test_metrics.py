@@ -7,12 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from tests.security.support import OPERATOR, basic
 from tests.server.tfwire import NAME, Api, lock_body, state_bytes
 
 from statekeeper.app import Services
 from statekeeper.server.app import create_app
 from statekeeper.settings import load_settings
+from statekeeper.telemetry.histogram import LatencyHistogram
 from statekeeper.telemetry.metrics import Metrics, refusal_reason
 
 OTHER = "other/unlisted.tfstate"
@@ -125,6 +127,16 @@ def test_store_and_lock_table_calls_are_timed_by_driver_and_operation(api: Api) 
     assert "statekeeper_storage_operation_errors_total" in text
     assert 'statekeeper_build_info{python="' in text
     assert 'statekeeper_queue_depth{queue="audit"} 0.0' in text
+    # The scrape itself was being answered; answered, it is not.
+    assert "\nstatekeeper_http_requests_in_flight 1.0\n" in text
+    assert value(api, "statekeeper_http_requests_in_flight") == 0
+    # A latency histogram as Prometheus reads it: cumulative buckets up to +Inf = count.
+    labels = {"route": "/metrics", "method": "GET"}
+    name = "statekeeper_http_request_duration_seconds"
+    count = value(api, name + "_count", **labels)
+    assert count >= 1 and value(api, name + "_bucket", le="+Inf", **labels) == count
+    assert value(api, name + "_bucket", le="0.005", **labels) <= count
+    assert value(api, name + "_sum", **labels) > 0
 
 
 def test_metrics_need_the_metrics_permission(tmp_path: Path) -> None:
@@ -158,3 +170,16 @@ def test_metrics_need_the_metrics_permission(tmp_path: Path) -> None:
     finally:
         api.close()
         services.close()
+
+
+def test_the_latency_histogram_reads_as_prometheus_clients_own() -> None:
+    # The hot histograms are statekeeper's; a scrape must not be able to tell.
+    theirs, ours = CollectorRegistry(), CollectorRegistry()
+    buckets = (0.005, 0.01, 0.25, 1, 10)
+    reference = Histogram("x_seconds", "Time.", ["route"], buckets=buckets, registry=theirs)
+    cheap = LatencyHistogram("x_seconds", "Time.", ["route"], buckets=buckets, registry=ours)
+    for seconds in (0.0, 0.001, 0.005, 0.0051, 0.25, 0.3, 1.0, 9.99, 10.0, 12.5, 600.0):
+        for route in ("/a", "/b") if seconds < 1 else ("/a",):
+            reference.labels(route).observe(seconds)
+            cheap.labels(route).observe(seconds)
+    assert generate_latest(ours) == generate_latest(theirs)

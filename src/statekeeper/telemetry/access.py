@@ -104,13 +104,13 @@ class AccessMiddleware:
 
         token = REQUEST.set(request)
         if self.metrics is not None:
-            self.metrics.http_in_flight.inc()
+            self.metrics.in_flight += 1
         try:
             await self.app(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - start
             if self.metrics is not None:
-                self.metrics.http_in_flight.dec()
+                self.metrics.in_flight -= 1
             self._finish(scope, request, status, seconds, sent)
             REQUEST.reset(token)
 

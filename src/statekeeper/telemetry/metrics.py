@@ -226,9 +226,12 @@ class Metrics:
             buckets=_HTTP_BUCKETS,
             registry=r,
         )
-        self.http_in_flight = Gauge(
+        #: Requests being answered: counted by the access middleware, on the event
+        #: loop's thread only (so a plain int), and read at each scrape.
+        self.in_flight = 0
+        Gauge(
             "statekeeper_http_requests_in_flight", "HTTP requests being answered now.", registry=r
-        )
+        ).set_function(lambda: self.in_flight)
         self.events = Counter(
             "statekeeper_events",
             "Operations recorded on the event stream, by action and outcome (ok or error code).",
