@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -111,6 +112,18 @@ def test_format_rfc3339_round_trips_and_trims_zeros() -> None:
     assert format_rfc3339(when) == "2026-11-23T11:13:27.5Z"
     assert format_rfc3339(when.replace(microsecond=0)) == "2026-11-23T11:13:27Z"
     assert parse_rfc3339(format_rfc3339(when)) == when
+
+
+def test_format_rfc3339_writes_what_strftime_wrote() -> None:
+    # The formatting is isoformat's (cheaper); the text must be what strftime made.
+    rng = random.Random(7)
+    zones = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]
+    for _ in range(20_000):
+        when = datetime.fromtimestamp(rng.uniform(0, 4e9), rng.choice(zones))
+        when = when.replace(microsecond=rng.choice([0, 10, 500000, rng.randrange(10**6)]))
+        old = when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0").rstrip(".")
+        assert format_rfc3339(when) == old + "Z"
+        assert parse_rfc3339(format_rfc3339(when)) == when
 
 
 # -- LockInfo ---------------------------------------------------------------------------
