@@ -6,8 +6,8 @@ alternated run by run so that a noisy minute on a shared machine hits both:
 
 - ``bare``: ``metrics = false``, log level ``warning`` (no access line, no event line);
 - ``observed``: metrics on and scraped every 15 s (Prometheus' usual interval;
-  once when the run starts), JSON logs at ``info`` (an access line and an
-  event line per request, written to the server's log file), and a webhook
+  once when the run starts), JSON logs at ``info`` (an access line per
+  request, carrying the request's event, written to the server's log file), and a webhook
   subscription to ``state.written`` on every state, delivered to a receiver on
   loopback (one delivery a cycle, with its resource diff);
 - ``metrics-logs``: ``observed`` without the webhook;
