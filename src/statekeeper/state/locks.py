@@ -46,10 +46,11 @@ from statekeeper.errors import (
 from statekeeper.events import Action, Event, EventStream
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, Policy, require
+from statekeeper.state.granted import GrantedLocks
 from statekeeper.state.holds import SharedHolds
 from statekeeper.state.lockpolicy import LockMode, LockPolicy, StateLockPolicy, is_operation
 from statekeeper.storage.base import LockTable, ObjectStore
-from statekeeper.terraform.layout import lock_path, split_shared_hold
+from statekeeper.terraform.layout import lock_path, shared_holds_marker, split_shared_hold
 from statekeeper.terraform.lockinfo import MAX_LOCK_INFO, LockInfo
 from statekeeper.terraform.names import StateName
 from statekeeper.times import format_age, utcnow
@@ -106,6 +107,7 @@ class LockService:
         self.max_lock_info = max_lock_info
         self.lock_policy = lock_policy or LockPolicy()
         self.holds = SharedHolds(locks)
+        self.granted = GrantedLocks()
         self._stripes = [threading.RLock() for _ in range(self.STRIPES)]
 
     @contextmanager
@@ -148,6 +150,7 @@ class LockService:
             except LockConflict as exc:
                 refused, holder = exc, exc.holder
             else:
+                self.granted.remember(key, info)
                 mode = "shared" if shares else "exclusive"
                 return info, "; ".join([f"{mode} ({policy.source}: {policy.mode})", *notes])
             if holder.id == info.id:
@@ -201,6 +204,9 @@ class LockService:
         forced = _zero_valued(body, self.max_lock_info)
         if forced is not None:
             return self.force_unlock(name, caller, lock_id=forced.id)
+        released = self._release_granted(name, body, caller)
+        if released is not None:
+            return released
         holder, is_primary = self._holder(name, body)
         # Without 'write' the caller may unlock nothing: refused below, as an unlock.
         if (
@@ -224,6 +230,39 @@ class LockService:
                 )
             return released
 
+    def _release_granted(self, name: StateName, body: bytes, caller: Caller) -> LockInfo | None:
+        """The UNLOCK of a lock this process granted, as one conditional request; the
+        lock released, or None when it is not known here or no longer exactly as
+        granted (or a plan shares the state): nothing changed, and the caller reads.
+
+        The condition states what the reading path checks: the lock is the one
+        the body names, taken by this caller, and (under ``shared-plans``) no
+        shared-holds marker exists, so no hold is to be promoted.
+        """
+        if not self.locks.releases_exactly:
+            return None
+        try:
+            lock_id = LockInfo.parse(body, limit=self.max_lock_info).id
+        except (InvalidLockInfo, PayloadTooLarge):
+            return None  # refused, and recorded, by the reading path
+        key = str(name)
+        granted = self.granted.take(key, lock_id)
+        if (
+            granted is None
+            or taken_by_another(granted, caller)
+            or not self.policy.allows(caller, name, Permission.WRITE)
+        ):
+            return None
+        shared = self.lock_policy.for_state(name).mode is LockMode.SHARED_PLANS
+        with self.serialized(name):
+            unless = shared_holds_marker(key) if shared else None
+            if not self.locks.release_exactly(key, granted, unless=unless):
+                return None
+        # The same event the reading path records for a release with nothing to promote.
+        with self.events.event(Action.UNLOCK, caller, name) as event:
+            event.lock_body(body)
+        return granted
+
     def _release(
         self, name: StateName, lock_id: str, *, read: LockInfo | None = None
     ) -> tuple[LockInfo, str | None]:
@@ -234,6 +273,7 @@ class LockService:
         it only if it is still that one (one lock-table call fewer).
         """
         key = str(name)
+        self.granted.forget(key, lock_id)
         try:
             # The lock table's own release: with two tables it names the one that failed.
             released = self.locks.release(key, lock_id, read=read)

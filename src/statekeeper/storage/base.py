@@ -322,6 +322,8 @@ class LockTable(ABC):
     scheme: str = ""
     #: The table keeps the MD5 digest item Terraform's S3 backend checks.
     keeps_digests: bool = False
+    #: :meth:`release_exactly` is one conditional request (DynamoDB).
+    releases_exactly: bool = False
 
     @abstractmethod
     def acquire(self, key: str, lock: LockInfo) -> None:
@@ -338,6 +340,17 @@ class LockTable(ABC):
     @abstractmethod
     def scan(self, prefix: str = "") -> Iterator[tuple[str, LockInfo]]:
         """Every held lock whose state key starts with ``prefix``."""
+
+    def release_exactly(self, key: str, lock: LockInfo, *, unless: str | None = None) -> bool:
+        """Delete ``key``'s lock only if it is ``lock`` as this table was given it (its
+        body and its taker) and, with ``unless``, no lock is held under the key
+        ``unless``: both checked and the delete done as one atomic step. False when
+        either check fails, or the table could not make the step: nothing changed,
+        and the caller reads the lock to learn why.
+
+        Needs ``releases_exactly``.
+        """
+        raise CapabilityMissing(f"the {self.scheme} lock table has no conditional release")
 
     def get_digest(self, key: str) -> str | None:
         """The hex MD5 recorded for the current state, if the table keeps digests."""

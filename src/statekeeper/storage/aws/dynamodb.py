@@ -17,6 +17,7 @@ The table needs only a string partition key ``LockID``. Options: ``region``,
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -40,11 +41,15 @@ from statekeeper.times import format_rfc3339, parse_rfc3339, utcnow
 __all__ = ["DynamoLocks", "open_locks"]
 
 _CONDITION_FAILED = "ConditionalCheckFailedException"
+_CANCELLED = "TransactionCanceledException"
+_DENIED = ("AccessDenied", "AccessDeniedException")
+log = logging.getLogger("statekeeper.storage")
 
 
 class DynamoLocks(LockTable):
     scheme = "dynamodb"
     keeps_digests = True
+    releases_exactly = True
 
     def __init__(
         self,
@@ -57,6 +62,8 @@ class DynamoLocks(LockTable):
         self.table = table
         self.store = store
         self.client: Any = _boto.client("dynamodb", region=region, profile=profile)
+        #: False once AWS denied a transaction (a policy without ConditionCheckItem).
+        self._transactions = True
         # Fail at start-up, not at the first LOCK, when the table is missing or
         # out of reach. GetItem is in Terraform's minimal policy; DescribeTable is not.
         self._call("dynamodb:GetItem", self.client.get_item, Key=self._key("."))
@@ -194,6 +201,68 @@ class DynamoLocks(LockTable):
                 raise LockNotFound(f"no lock is held on {key!r}; nothing to unlock")
             raise LockMismatch(now, lock_id)
         return holder
+
+    def release_exactly(self, key: str, lock: LockInfo, *, unless: str | None = None) -> bool:
+        """One request: a DeleteItem conditioned on the lock's ``Info`` and ``Actor``
+        (the body the client sent and the identity that took it: this is the lock
+        as this table wrote it); with ``unless``, a transaction of that delete and a
+        ConditionCheck that the item ``unless`` names does not exist."""
+        if lock.damaged is not None:
+            return False
+        taker: dict[str, Any]
+        if lock.actor:
+            taker = {"expr": "#actor = :actor", "values": {":actor": {"S": lock.actor}}}
+        else:
+            taker = {"expr": "attribute_not_exists(#actor)", "values": {}}
+        delete: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": self._key(self.lock_id(key)),
+            "ConditionExpression": f"#info = :info AND {taker['expr']}",
+            "ExpressionAttributeNames": {"#info": "Info", "#actor": "Actor"},
+            "ExpressionAttributeValues": {
+                ":info": {"S": lock.body.decode("utf-8")},
+                **taker["values"],
+            },
+        }
+        if unless is None:
+            return self._delete_exactly(delete)
+        if not self._transactions:
+            return False
+        check = {
+            "TableName": self.table,
+            "Key": self._key(self.lock_id(unless)),
+            "ConditionExpression": "attribute_not_exists(LockID)",
+        }
+        try:
+            self.client.transact_write_items(
+                TransactItems=[{"Delete": delete}, {"ConditionCheck": check}]
+            )
+        except _boto.AWS_ERRORS as exc:
+            code = _boto.error_code(exc)
+            if code == _CANCELLED:
+                return False  # a condition failed (or a concurrent transaction): nothing done
+            if code in _DENIED:
+                # Terraform's minimal policy has no ConditionCheckItem: the service's
+                # reading path works without it, one request dearer.
+                self._transactions = False
+                log.warning(
+                    "AWS denied dynamodb:ConditionCheckItem on %s; each UNLOCK reads the "
+                    "lock first (one request more). Grant it to save that: see "
+                    "'statekeeper iam-policy'",
+                    self._resource(),
+                )
+                return False
+            _boto.translate(exc, "dynamodb:TransactWriteItems", self._resource())
+        return True
+
+    def _delete_exactly(self, delete: dict[str, Any]) -> bool:
+        try:
+            self.client.delete_item(**delete)
+        except _boto.AWS_ERRORS as exc:
+            if _boto.error_code(exc) == _CONDITION_FAILED:
+                return False
+            _boto.translate(exc, "dynamodb:DeleteItem", self._resource())
+        return True
 
     def delete_if_held_by(self, key: str, lock_id: str) -> bool:
         item = self._get(self.lock_id(key))
