@@ -42,7 +42,15 @@ __all__ = ["DynamoLocks", "open_locks"]
 
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 _CANCELLED = "TransactionCanceledException"
-_DENIED = ("AccessDenied", "AccessDeniedException")
+#: A transaction denied (moto answers a bare 403) or unknown to the service.
+_REFUSED = (
+    "AccessDenied",
+    "AccessDeniedException",
+    "403",
+    "UnknownOperationException",
+    "NotImplemented",
+    "NotImplementedException",
+)
 log = logging.getLogger("statekeeper.storage")
 
 
@@ -209,20 +217,18 @@ class DynamoLocks(LockTable):
         ConditionCheck that the item ``unless`` names does not exist."""
         if lock.damaged is not None:
             return False
-        taker: dict[str, Any]
+        values = {":info": {"S": lock.body.decode("utf-8")}}
         if lock.actor:
-            taker = {"expr": "#actor = :actor", "values": {":actor": {"S": lock.actor}}}
+            taker = "#actor = :actor"
+            values[":actor"] = {"S": lock.actor}
         else:
-            taker = {"expr": "attribute_not_exists(#actor)", "values": {}}
+            taker = "attribute_not_exists(#actor)"  # Terraform's own item names no taker
         delete: dict[str, Any] = {
             "TableName": self.table,
             "Key": self._key(self.lock_id(key)),
-            "ConditionExpression": f"#info = :info AND {taker['expr']}",
+            "ConditionExpression": f"#info = :info AND {taker}",
             "ExpressionAttributeNames": {"#info": "Info", "#actor": "Actor"},
-            "ExpressionAttributeValues": {
-                ":info": {"S": lock.body.decode("utf-8")},
-                **taker["values"],
-            },
+            "ExpressionAttributeValues": values,
         }
         if unless is None:
             return self._delete_exactly(delete)
@@ -241,15 +247,17 @@ class DynamoLocks(LockTable):
             code = _boto.error_code(exc)
             if code == _CANCELLED:
                 return False  # a condition failed (or a concurrent transaction): nothing done
-            if code in _DENIED:
-                # Terraform's minimal policy has no ConditionCheckItem: the service's
-                # reading path works without it, one request dearer.
+            if code in _REFUSED or _boto.status_code(exc) == 501:
+                # Terraform's minimal policy has no ConditionCheckItem, and some
+                # DynamoDB-compatible services have no transactions: the service's
+                # reading path works without them, one request dearer.
                 self._transactions = False
                 log.warning(
-                    "AWS denied dynamodb:ConditionCheckItem on %s; each UNLOCK reads the "
-                    "lock first (one request more). Grant it to save that: see "
-                    "'statekeeper iam-policy'",
+                    "%s refused a transaction (dynamodb:ConditionCheckItem, %s); each UNLOCK "
+                    "reads the lock first from now on (one request more). To save it, "
+                    "grant that action (see 'statekeeper iam-policy')",
                     self._resource(),
+                    code or f"HTTP {_boto.status_code(exc)}",
                 )
                 return False
             _boto.translate(exc, "dynamodb:TransactWriteItems", self._resource())
