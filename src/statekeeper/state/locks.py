@@ -150,7 +150,8 @@ class LockService:
             except LockConflict as exc:
                 refused, holder = exc, exc.holder
             else:
-                self.granted.remember(key, info)
+                if self.locks.releases_exactly:  # what the UNLOCK's condition will state
+                    self.granted.remember(key, info)
                 mode = "shared" if shares else "exclusive"
                 return info, "; ".join([f"{mode} ({policy.source}: {policy.mode})", *notes])
             if holder.id == info.id:
