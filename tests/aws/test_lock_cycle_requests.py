@@ -3,9 +3,9 @@
 
 Terraform's own ``backend "s3"`` makes 7 requests for LOCK → read → write → UNLOCK;
 statekeeper makes 6. Its write reads the lock it is fenced by (Terraform trusts its own
-lock), and its UNLOCK of a lock this server granted is one conditional request where
+lock), and its UNLOCK of a lock this server granted is one conditional DeleteItem where
 Terraform reads the holder first: the lock as granted, deleted only if it is still
-exactly that one and no plan shares the state. When that condition fails, or the
+exactly that one and no plan's hold was marked on it. When that condition fails, or the
 server does not know the lock (restarted, another replica), the UNLOCK reads and
 answers as it always did.
 """
@@ -24,7 +24,6 @@ from statekeeper.errors import LockMismatch, LockNotFound
 from statekeeper.security.caller import Caller
 from statekeeper.settings import load_settings
 from statekeeper.storage.aws.dynamodb import DynamoLocks
-from statekeeper.terraform.layout import shared_holds_marker
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.names import StateName
 
@@ -112,8 +111,8 @@ def test_a_lock_cycle_makes_one_request_fewer_than_terraform(build: Build) -> No
     assert read == ["GET s3"]
     # The fence (whose lock is it), the version (If-Match on the one read), the digest.
     assert written == ["GetItem", "PUT s3", "PutItem"]
-    # The lock as granted, deleted only if still so and no shared-holds marker exists.
-    assert unlocked == ["TransactWriteItems"]
+    # The lock as granted, deleted only if still so and no plan shares it.
+    assert unlocked == ["DeleteItem"]
     assert services.locks.read(NAME) is None
 
 
@@ -138,7 +137,7 @@ def test_an_unlock_after_a_force_unlock_and_a_new_lock_names_the_new_holder(
         server.locks.unlock(NAME, mine.body, CI)
     assert refused.value.holder.id == theirs.id  # named in the answer, as before
     sent = wire.take()
-    assert sent[0] == "TransactWriteItems" and "GetItem" in sent[1:]  # read only on failure
+    assert sent[0] == "DeleteItem" and "GetItem" in sent[1:]  # read only on failure
     holder = replica.locks.read(NAME)
     assert holder is not None and holder.id == theirs.id  # untouched
 
@@ -171,7 +170,7 @@ def test_the_plans_sharing_a_lock_keep_it_when_its_holder_unlocks(build: Build) 
     wire.take()
     services.locks.unlock(NAME, first.body, CI)
     sent = wire.take()
-    assert sent[0] == "TransactWriteItems"  # cancelled by the marker: then read, promote
+    assert sent[0] == "DeleteItem"  # refused: the second plan marked the lock; read, promote
     holder = services.locks.read(NAME)
     assert holder is not None and holder.id == second.id  # the lock Terraform sees
     services.locks.unlock(NAME, second.body, CI)
@@ -190,6 +189,30 @@ def test_a_writer_that_took_the_lock_from_a_plan_hands_it_back(build: Build) -> 
     assert holder is not None and holder.id == plan.id
     services.locks.unlock(NAME, plan.body, CI)
     assert list(services.lock_table.scan(str(NAME))) == []
+
+
+def test_a_writer_that_took_the_lock_in_a_promotion_hands_it_to_the_plans(
+    build: Build,
+) -> None:
+    """The lock Terraform sees goes between a holder's release and the promotion of a
+    plan sharing it, and a writer on another replica takes it at its first try: the
+    promotion marks the writer's lock, so that the writer's UNLOCK promotes the plan."""
+    server, replica = build(), build()
+    first, second = (LockInfo.new("OperationTypePlan", w) for w in ("alice", "bob"))
+    apply = LockInfo.new("OperationTypeApply", "carol")
+    server.locks.lock(NAME, first.body, CI)
+    server.locks.lock(NAME, second.body, CI)  # a hold beside the first
+    # The first's release, up to the moment before the promotion:
+    assert server.lock_table.delete_if_held_by(str(NAME), first.id)
+    replica.locks.lock(NAME, apply.body, CI)  # at the first try: the replica knows it
+    server.locks._promote(NAME)  # loses to the writer, and marks its lock
+    wire = Wire(replica)
+    replica.locks.unlock(NAME, apply.body, CI)
+    assert wire.take()[0] == "DeleteItem"  # refused by the mark: then read and promote
+    holder = replica.locks.read(NAME)
+    assert holder is not None and holder.id == second.id
+    server.locks.unlock(NAME, second.body, CI)
+    assert list(server.lock_table.scan(str(NAME))) == []
 
 
 def test_a_restarted_server_reads_the_lock_it_unlocks(build: Build) -> None:
@@ -226,15 +249,16 @@ def test_a_conditional_release_spares_a_lock_with_the_same_body_from_another_tak
     assert table_handle.read(key) is None
 
 
-def test_a_conditional_release_waits_for_the_marker_to_go(table_handle: DynamoLocks) -> None:
+def test_a_lock_marked_shared_is_not_released_exactly(table_handle: DynamoLocks) -> None:
     lock = LockInfo.new("OperationTypePlan", "ci").with_facts("ci", None)
-    key, marker = str(NAME), shared_holds_marker(str(NAME))
+    key = str(NAME)
+    assert not table_handle.mark_shared(key)  # nothing held
     table_handle.acquire(key, lock)
-    table_handle.acquire(marker, LockInfo.new("statekeeper", "statekeeper"))
-    assert not table_handle.release_exactly(key, lock, unless=marker)
-    assert table_handle.read(key) is not None
-    table_handle.force_release(marker)
-    assert table_handle.release_exactly(key, lock, unless=marker)
+    assert table_handle.mark_shared(key)
+    assert not table_handle.release_exactly(key, lock)
+    held = table_handle.read(key)
+    assert held is not None and held.body == lock.body and held.actor == "ci"  # unchanged
+    table_handle.release(key, lock.id)  # the reading path releases it
     assert table_handle.read(key) is None
 
 

@@ -47,7 +47,6 @@ def test_bucket_and_table() -> None:
             "dynamodb:Scan",
             "dynamodb:PutItem",
             "dynamodb:DeleteItem",
-            "dynamodb:ConditionCheckItem",
         },
     }
     assert not any("Condition" in s for s in doc["Statement"])

@@ -18,9 +18,6 @@ What each statement is for:
   bucket this adds a delete marker; older versions stay.
 - ``Locks`` — DynamoDB ``GetItem``/``PutItem``/``DeleteItem``/``DescribeTable``
   (and ``Scan`` to list locks) on the table: locks and digest items.
-  ``ConditionCheckItem`` lets statekeeper's UNLOCK be one transaction (the delete
-  and the check that no plan shares the state); Terraform does not need it, and
-  without it the UNLOCK reads first.
 - ``UseStateKey`` — ``kms:Encrypt``/``Decrypt``/``GenerateDataKey`` on the key.
   A key named by alias is matched with the ``kms:ResourceAliases`` condition,
   because IAM resources for KMS are key ARNs.
@@ -147,7 +144,7 @@ def iam_policy(
     if table is not None:
         actions = ["dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:Scan"]
         if not read_only:
-            actions += ["dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem"]
+            actions += ["dynamodb:PutItem", "dynamodb:DeleteItem"]
         statements.append(
             {
                 "Sid": "Locks",

@@ -50,7 +50,7 @@ from statekeeper.state.granted import GrantedLocks
 from statekeeper.state.holds import SharedHolds
 from statekeeper.state.lockpolicy import LockMode, LockPolicy, StateLockPolicy, is_operation
 from statekeeper.storage.base import LockTable, ObjectStore
-from statekeeper.terraform.layout import lock_path, shared_holds_marker, split_shared_hold
+from statekeeper.terraform.layout import lock_path, split_shared_hold
 from statekeeper.terraform.lockinfo import MAX_LOCK_INFO, LockInfo
 from statekeeper.terraform.names import StateName
 from statekeeper.times import format_age, utcnow
@@ -144,12 +144,15 @@ class LockService:
         policy = self.lock_policy.for_state(name)
         shares = policy.shares(info)
         notes: list[str] = []
+        took_from_plans = False
         for _ in range(_ROUNDS):
             try:
                 self.locks.acquire(key, info)
             except LockConflict as exc:
                 refused, holder = exc, exc.holder
             else:
+                if took_from_plans:
+                    self.locks.mark_shared(key)  # the plans' holds are beside this lock now
                 if self.locks.releases_exactly:  # what the UNLOCK's condition will state
                     self.granted.remember(key, info)
                 mode = "shared" if shares else "exclusive"
@@ -169,7 +172,7 @@ class LockService:
                     return hold, "a LOCK repeated with a shared holder's own ID"
             if shares and policy.shares(holder):
                 self.holds.add(key, info)
-                if self.locks.read(key) is None:
+                if not self.locks.mark_shared(key):
                     # The primary left between our acquire and our hold (another
                     # replica released it): take the lock Terraform sees ourselves.
                     self.holds.remove(key, info.id)
@@ -184,6 +187,7 @@ class LockService:
                 if not self.locks.delete_if_held_by(key, holder.id):
                     self.holds.remove(key, holder.id)  # it left meanwhile
                     continue
+                took_from_plans = True
                 notes.append(
                     f"taken from the shared plan {holder.id} ({policy.source}): the plans "
                     "stay listed as shared holds until they unlock; none of them can write"
@@ -237,8 +241,8 @@ class LockService:
         granted (or a plan shares the state): nothing changed, and the caller reads.
 
         The condition states what the reading path checks: the lock is the one
-        the body names, taken by this caller, and (under ``shared-plans``) no
-        shared-holds marker exists, so no hold is to be promoted.
+        the body names, taken by this caller, and no shared hold is to be promoted
+        (every hold recorded beside a lock marks it: :meth:`LockTable.mark_shared`).
         """
         if not self.locks.releases_exactly:
             return None
@@ -254,10 +258,8 @@ class LockService:
             or not self.policy.allows(caller, name, Permission.WRITE)
         ):
             return None
-        shared = self.lock_policy.for_state(name).mode is LockMode.SHARED_PLANS
         with self.serialized(name):
-            unless = shared_holds_marker(key) if shared else None
-            if not self.locks.release_exactly(key, granted, unless=unless):
+            if not self.locks.release_exactly(key, granted):
                 return None
         # The same event the reading path records for a release with nothing to promote.
         with self.events.event(Action.UNLOCK, caller, name) as event:
@@ -300,12 +302,21 @@ class LockService:
         for hold in holds:
             if self._expire_if_due(name, hold, policy):
                 continue
-            try:
-                self.locks.acquire(key, hold)
-            except LockConflict:
-                return None  # taken meanwhile: the holds stay beside the new holder
-            self.holds.remove(key, hold.id)
-            return f"the lock Terraform sees passes to the shared plan {hold.id}"
+            for _ in range(_ROUNDS):
+                try:
+                    self.locks.acquire(key, hold)
+                except LockConflict:
+                    # Taken meanwhile: the holds stay beside the new holder, marked on
+                    # its lock so that its UNLOCK promotes them in turn.
+                    if self.locks.mark_shared(key):
+                        return None
+                    continue  # and released already: try again
+                self.holds.remove(key, hold.id)
+                # Marked: its UNLOCK reads, and promotes the other holds or, none
+                # left, forgets the marker.
+                self.locks.mark_shared(key)
+                return f"the lock Terraform sees passes to the shared plan {hold.id}"
+            raise StorageError(f"the lock on {name} kept changing hands; try again")
         self.holds.forget_marker(key)
         return None
 

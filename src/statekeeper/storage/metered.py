@@ -251,10 +251,11 @@ class MeteredLocks(LockTable):
     def release(self, key: str, lock_id: str, *, read: LockInfo | None = None) -> LockInfo:
         return self._meter("release", lambda: self.inner.release(key, lock_id, read=read))
 
-    def release_exactly(self, key: str, lock: LockInfo, *, unless: str | None = None) -> bool:
-        return self._meter(
-            "release_exactly", lambda: self.inner.release_exactly(key, lock, unless=unless)
-        )
+    def release_exactly(self, key: str, lock: LockInfo) -> bool:
+        return self._meter("release_exactly", lambda: self.inner.release_exactly(key, lock))
+
+    def mark_shared(self, key: str) -> bool:
+        return self._meter("mark_shared", lambda: self.inner.mark_shared(key))
 
     def force_release(self, key: str) -> LockInfo | None:
         return self._meter("force_release", lambda: self.inner.force_release(key))

@@ -5,7 +5,9 @@ For a state whose object is ``KEY`` in bucket ``BUCKET``:
 - the lock is the item ``LockID = "BUCKET/KEY"`` whose ``Info`` is the
   LockInfo JSON, verbatim as the client sent it (what Terraform prints for a
   held lock). The server's own facts go in ``Actor``, ``RemoteAddr`` and
-  ``Acquired``, which Terraform never reads;
+  ``Acquired``, which Terraform never reads, and ``Shared`` while plans
+  share the lock (:mod:`statekeeper.state.holds`): a lock so marked is never
+  released without reading which holds are beside it;
 - the digest is the item whose ``LockID`` is the lock path plus ``DIGEST_SUFFIX``
   (see :mod:`statekeeper.terraform.layout`) with ``Digest`` = hex MD5 of the
   current state, which Terraform's S3 backend checks on every read.
@@ -17,7 +19,6 @@ The table needs only a string partition key ``LockID``. Options: ``region``,
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -41,17 +42,8 @@ from statekeeper.times import format_rfc3339, parse_rfc3339, utcnow
 __all__ = ["DynamoLocks", "open_locks"]
 
 _CONDITION_FAILED = "ConditionalCheckFailedException"
-_CANCELLED = "TransactionCanceledException"
-#: A transaction denied (moto answers a bare 403) or unknown to the service.
-_REFUSED = (
-    "AccessDenied",
-    "AccessDeniedException",
-    "403",
-    "UnknownOperationException",
-    "NotImplemented",
-    "NotImplementedException",
-)
-log = logging.getLogger("statekeeper.storage")
+#: The attribute on a lock item beside which shared holds are recorded.
+_SHARED = "Shared"
 
 
 class DynamoLocks(LockTable):
@@ -70,8 +62,6 @@ class DynamoLocks(LockTable):
         self.table = table
         self.store = store
         self.client: Any = _boto.client("dynamodb", region=region, profile=profile)
-        #: False once AWS denied a transaction (a policy without ConditionCheckItem).
-        self._transactions = True
         # Fail at start-up, not at the first LOCK, when the table is missing or
         # out of reach. GetItem is in Terraform's minimal policy; DescribeTable is not.
         self._call("dynamodb:GetItem", self.client.get_item, Key=self._key("."))
@@ -210,11 +200,10 @@ class DynamoLocks(LockTable):
             raise LockMismatch(now, lock_id)
         return holder
 
-    def release_exactly(self, key: str, lock: LockInfo, *, unless: str | None = None) -> bool:
+    def release_exactly(self, key: str, lock: LockInfo) -> bool:
         """One request: a DeleteItem conditioned on the lock's ``Info`` and ``Actor``
-        (the body the client sent and the identity that took it: this is the lock
-        as this table wrote it); with ``unless``, a transaction of that delete and a
-        ConditionCheck that the item ``unless`` names does not exist."""
+        (the body the client sent and the identity that took it: the lock as this
+        table wrote it) and on the absence of the ``Shared`` mark."""
         if lock.damaged is not None:
             return False
         values = {":info": {"S": lock.body.decode("utf-8")}}
@@ -223,45 +212,47 @@ class DynamoLocks(LockTable):
             values[":actor"] = {"S": lock.actor}
         else:
             taker = "attribute_not_exists(#actor)"  # Terraform's own item names no taker
-        delete: dict[str, Any] = {
-            "TableName": self.table,
-            "Key": self._key(self.lock_id(key)),
-            "ConditionExpression": f"#info = :info AND {taker}",
-            "ExpressionAttributeNames": {"#info": "Info", "#actor": "Actor"},
-            "ExpressionAttributeValues": values,
-        }
-        if unless is None:
-            return self._delete_exactly(delete)
-        if not self._transactions:
-            return False
-        check = {
-            "TableName": self.table,
-            "Key": self._key(self.lock_id(unless)),
-            "ConditionExpression": "attribute_not_exists(LockID)",
-        }
-        try:
-            self.client.transact_write_items(
-                TransactItems=[{"Delete": delete}, {"ConditionCheck": check}]
-            )
-        except _boto.AWS_ERRORS as exc:
-            code = _boto.error_code(exc)
-            if code == _CANCELLED:
-                return False  # a condition failed (or a concurrent transaction): nothing done
-            if code in _REFUSED or _boto.status_code(exc) == 501:
-                # Terraform's minimal policy has no ConditionCheckItem, and some
-                # DynamoDB-compatible services have no transactions: the service's
-                # reading path works without them, one request dearer.
-                self._transactions = False
-                log.warning(
-                    "%s refused a transaction (dynamodb:ConditionCheckItem, %s); each UNLOCK "
-                    "reads the lock first from now on (one request more). To save it, "
-                    "grant that action (see 'statekeeper iam-policy')",
-                    self._resource(),
-                    code or f"HTTP {_boto.status_code(exc)}",
-                )
+        condition = f"#info = :info AND {taker} AND attribute_not_exists(#shared)"
+        return self._delete_exactly(
+            {
+                "TableName": self.table,
+                "Key": self._key(self.lock_id(key)),
+                "ConditionExpression": condition,
+                "ExpressionAttributeNames": {
+                    "#info": "Info",
+                    "#actor": "Actor",
+                    "#shared": _SHARED,
+                },
+                "ExpressionAttributeValues": values,
+            }
+        )
+
+    def mark_shared(self, key: str) -> bool:
+        """Add ``Shared`` to the lock item as it is (a conditional PutItem of the item
+        read, so nothing else in it changes; Terraform reads only ``Info``)."""
+        lock_id = self.lock_id(key)
+        for _ in range(5):
+            item = self._get(lock_id)
+            if item is None:
                 return False
-            _boto.translate(exc, "dynamodb:TransactWriteItems", self._resource())
-        return True
+            if _SHARED in item or "Info" not in item:
+                return True  # marked already; a damaged item is never released exactly
+            try:
+                self.client.put_item(
+                    TableName=self.table,
+                    Item={**item, _SHARED: {"BOOL": True}},
+                    ConditionExpression="#info = :info",
+                    ExpressionAttributeNames={"#info": "Info"},
+                    ExpressionAttributeValues={":info": item["Info"]},
+                )
+                return True
+            except _boto.AWS_ERRORS as exc:
+                if _boto.error_code(exc) != _CONDITION_FAILED:
+                    _boto.translate(exc, "dynamodb:PutItem", self._resource())
+            # Replaced between the read and the put: mark the lock held now.
+        raise StorageError(
+            f"the lock on {key!r} kept changing hands in {self._resource()}; try again"
+        )
 
     def _delete_exactly(self, delete: dict[str, Any]) -> bool:
         try:
