@@ -28,7 +28,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.security.support import basic, bearer, make_tokens, state_json
 
 from statekeeper.events import Action, Event
-from statekeeper.telemetry.logs import REQUEST, JsonFormatter, RequestLog, log_event
+from statekeeper.telemetry.logs import (
+    REQUEST,
+    JsonFormatter,
+    RequestLog,
+    apart_from_request,
+    log_event,
+)
 from statekeeper.testing.processes import SRC, StatekeeperServer
 
 ISSUER = "https://token.actions.example.test"
@@ -185,6 +191,8 @@ def test_an_event_rides_on_its_request_and_outside_one_has_a_line_of_its_own() -
         request = RequestLog("req-7")
         token = REQUEST.set(request)
         try:
+            with apart_from_request():  # another caller's refusals, closed meanwhile
+                log_event(Event(action=Action.AUTHENTICATE, actor="x", outcome="forbidden"))
             lock = Event(action=Action.LOCK, actor="ci", state="team/a.tfstate", lock_id="L1")
             log_event(lock)
             second = Event(action=Action.COMPACT, actor="ci", state="team/a.tfstate")
@@ -199,11 +207,12 @@ def test_an_event_rides_on_its_request_and_outside_one_has_a_line_of_its_own() -
     lines = [json.loads(line) for line in buffer.getvalue().splitlines()]
     assert [(r["action"], r.get("request_id")) for r in lines] == [
         ("expire", None),
+        ("authenticate", None),
         ("compact", "req-7"),
         ("write", "req-7"),
     ]
     assert lines[0]["message"] == "expire ok team/a.tfstate by statekeeper"
-    assert lines[2]["serial"] == 4 and lines[2]["event_time"].endswith("Z")
+    assert lines[3]["serial"] == 4 and lines[3]["event_time"].endswith("Z")
 
 
 @pytest.mark.parametrize(

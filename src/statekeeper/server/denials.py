@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from statekeeper.errors import RateLimited
 from statekeeper.events import Action, Event
 from statekeeper.server.limits import RateLimiter
+from statekeeper.telemetry.logs import apart_from_request
 
 __all__ = ["PATH_LIMIT", "Denials"]
 
@@ -83,6 +84,7 @@ class Denials:
         detail = f"{_cut(request)}: {reason}"
         key = (address, label)
         due: list[Event] = []
+        mine: Event | None = None
         with self._guard:
             due += self._expired(now)
             window = self._windows.get(key)
@@ -90,12 +92,16 @@ class Denials:
                 if len(self._windows) >= self.max_keys:
                     due += self._expired(float("inf"))
                 self._windows[key] = _Window(started=now, last=detail)
-                due.append(_event(address, label, detail, count=1))
+                mine = _event(address, label, detail, count=1)
             else:
                 window.repeats += 1
                 window.last = detail
-        for event in due:
-            self.emit(event)
+        # Earlier refusals' counts, closed now: not this request's (nor on its log line).
+        with apart_from_request():
+            for event in due:
+                self.emit(event)
+        if mine is not None:
+            self.emit(mine)
         return limited
 
     def flush(self) -> None:

@@ -24,6 +24,8 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -33,6 +35,7 @@ __all__ = [
     "REQUEST",
     "JsonFormatter",
     "RequestLog",
+    "apart_from_request",
     "event_line",
     "json_line",
     "lean_records",
@@ -79,6 +82,18 @@ class RequestLog:
 #: The request being answered (set by the access middleware), seen by every line
 #: logged while answering it, on the worker threads too (contexts are copied there).
 REQUEST: ContextVar[RequestLog | None] = ContextVar("statekeeper_request", default=None)
+
+
+@contextmanager
+def apart_from_request() -> Iterator[None]:
+    """Log what happens inside as no request's: events emitted while answering a
+    request that are not about it (another caller's refusals, counted and closed now)
+    get lines of their own, without the request's ID."""
+    token = REQUEST.set(None)
+    try:
+        yield
+    finally:
+        REQUEST.reset(token)
 
 
 def resolve_format(setting: str) -> str:
