@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from statekeeper.security.caller import Caller
     from statekeeper.terraform.names import StateName
 
-__all__ = ["Action", "Draft", "Event", "EventStream", "Subscriber"]
+__all__ = ["Action", "Draft", "Event", "EventStream", "Subscriber", "in_operation"]
 
 log = logging.getLogger("statekeeper.events")
 
@@ -206,6 +206,13 @@ Subscriber = Callable[[Event], None]
 
 #: The streams with an event open in this thread (or task): nested events fold into it.
 _OPEN: ContextVar[frozenset[int]] = ContextVar("statekeeper_open_events", default=frozenset())
+
+
+def in_operation() -> bool:
+    """True while an operation's event is open in this thread (or task): an event
+    emitted then is a side effect of that operation (a lease expired on the way to a
+    lock), not the operation's own, which is emitted when it ends."""
+    return bool(_OPEN.get())
 
 
 def _outcome(exc: BaseException) -> tuple[str, str]:

@@ -27,7 +27,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.security.support import basic, bearer, make_tokens, state_json
 
-from statekeeper.events import Action, Event
+from statekeeper.events import Action, Event, EventStream
+from statekeeper.security.caller import Caller
 from statekeeper.telemetry.logs import (
     REQUEST,
     JsonFormatter,
@@ -35,6 +36,7 @@ from statekeeper.telemetry.logs import (
     apart_from_request,
     log_event,
 )
+from statekeeper.terraform.names import StateName
 from statekeeper.testing.processes import SRC, StatekeeperServer
 
 ISSUER = "https://token.actions.example.test"
@@ -181,6 +183,27 @@ def _capture() -> tuple[io.StringIO, Callable[[], None]]:
         logger.propagate = saved[1]
 
     return buffer, restore
+
+
+def test_a_side_effect_of_an_operation_does_not_take_the_requests_line() -> None:
+    # A lock whose way was cleared by expiring another's lease: the request's line
+    # carries the lock, the expiry has its own line.
+    stream = EventStream()
+    stream.subscribe(log_event)
+    buffer, restore = _capture()
+    request = RequestLog("req-8")
+    token = REQUEST.set(request)
+    try:
+        with stream.event(Action.LOCK, Caller("ci"), StateName("team/a.tfstate")) as draft:
+            draft.lock_id = "L2"
+            stream.emit(Event(action=Action.EXPIRE, actor="statekeeper", state="team/a.tfstate"))
+    finally:
+        REQUEST.reset(token)
+        restore()
+    carried = request.close()
+    assert carried is not None and carried.action is Action.LOCK and carried.lock_id == "L2"
+    (line,) = [json.loads(line) for line in buffer.getvalue().splitlines()]
+    assert (line["action"], line["request_id"]) == ("expire", "req-8")
 
 
 def test_an_event_rides_on_its_request_and_outside_one_has_a_line_of_its_own() -> None:

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from statekeeper.events import Event
+from statekeeper.events import Event, in_operation
 
 __all__ = [
     "REQUEST",
@@ -178,12 +178,13 @@ def lean_records() -> None:
 
 
 def log_event(event: Event) -> None:
-    """The server log's subscriber: the event rides on its request's access line, or,
-    outside a request, has a line of its own (:func:`event_line`)."""
+    """The server log's subscriber: the event of a request's operation rides on the
+    request's access line; any other (outside a request, a side effect within an
+    operation, a request's second) has a line of its own (:func:`event_line`)."""
     if not events_log.isEnabledFor(logging.INFO):
         return
     request = REQUEST.get()
-    if request is not None and request.carry(event):
+    if request is not None and not in_operation() and request.carry(event):
         return
     event_line(event)
 
