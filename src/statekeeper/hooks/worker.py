@@ -55,6 +55,8 @@ log = logging.getLogger("statekeeper.hooks")
 _RESTART = 1.0
 _RESTART_MAX = 60.0
 _YOUNG = 30.0
+#: Seconds the worker's main thread lets nudges gather in the pipe after one woke it.
+_COALESCE = 0.05
 #: The directory holding the statekeeper package: the worker runs the server's code.
 _ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -199,8 +201,8 @@ def main() -> int:
 
     # What the deliveries use is loaded at the start, not by the first delivery: the
     # resource diff (with pydantic's views) and the HTTP client.
-    import statekeeper.hooks.transport
-    import statekeeper.state.diff  # noqa: F401
+    import statekeeper.hooks.resources
+    import statekeeper.hooks.transport  # noqa: F401
     from statekeeper.app import build_webhooks
     from statekeeper.errors import StatekeeperError
     from statekeeper.storage.encrypting import encrypting
@@ -245,6 +247,10 @@ def _deliver(hooks: Webhooks, stdin: BufferedReader, reports: IO[str]) -> None:
     sender = hooks.deliver(report)
     while stdin.read1(4096):
         sender.wake()
+        # The nudges of a burst (a cycle's events, several clients' cycles) are then read
+        # at once, not each by a wake of this thread: the sender lingers longer than this
+        # before it claims anyway.
+        time.sleep(_COALESCE)
 
 
 if __name__ == "__main__":
