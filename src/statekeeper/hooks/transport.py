@@ -185,9 +185,22 @@ class _Reader:
         self.buffer = b""
 
     def more(self) -> bool:
-        data = self.sock.recv(65536)
+        data = self.sock.recv(16384)
         self.buffer += data
         return bool(data)
+
+    def head(self) -> list[str]:
+        """The lines of an answer's head (its status line and fields), read whole."""
+        while True:
+            end, gap = self.buffer.find(b"\r\n\r\n"), 4
+            if end < 0:  # lines ended by a bare LF, as some servers write them
+                end, gap = self.buffer.find(b"\n\n"), 2
+            if end >= 0:
+                break
+            if len(self.buffer) > _HEAD_LIMIT or not self.more():
+                raise BadAnswer("the answer ended inside its head")
+        head, self.buffer = self.buffer[:end], self.buffer[end + gap :]
+        return head.decode("latin-1").splitlines()
 
     def line(self) -> bytes:
         while (end := self.buffer.find(b"\r\n")) < 0:
@@ -242,8 +255,9 @@ def _read_answer(reader: _Reader) -> tuple[int, bool]:
 
 
 def _head(reader: _Reader) -> tuple[int, str, dict[str, str]]:
+    first, *lines = reader.head() or [""]
     try:
-        version, code, *_ = reader.line().decode("latin-1").split(" ", 2)
+        version, code, *_ = first.split(" ", 2)
         status = int(code)
     except ValueError as exc:
         raise BadAnswer("the answer has no HTTP status line") from exc
@@ -252,8 +266,8 @@ def _head(reader: _Reader) -> tuple[int, str, dict[str, str]]:
     if version not in ("HTTP/1.1", "HTTP/1.0"):
         raise BadAnswer(f"the answer is not HTTP/1.x ({version[:20]!r})")
     fields: dict[str, str] = {}
-    while line := reader.line():
-        name, _, value = line.decode("latin-1").partition(":")
+    for line in lines:
+        name, _, value = line.partition(":")
         fields[name.strip().lower()] = value.strip()
     return status, version, fields
 
