@@ -139,30 +139,27 @@ class _Parser:
         if text[at : at + 1] == "]":
             return at + 1
         old = self.old
-        # The old elements this array shares by its beginning ...
+        # Old elements whose text, and the character after it, lie in the beginning the
+        # two arrays share: the same text at the same place from the array's start.
         shift = at - old.opened
         same = _common_prefix(old.text, old.opened, text, at) if old.opened >= 0 else 0
-        # ... and by the end of the document (a suffix common to the two texts).
-        delta = len(text) - len(old.text)
-        tail = len(old.text) - _common_suffix(old.text, text, max(old.opened, at - delta, 0))
-        first_tail = bisect_left(old.starts, tail)
-        by_start = {s: i for i, s in enumerate(old.starts[first_tail:], first_tail)}
-        # Old elements whose text, and the character after it, lie in the shared
-        # beginning: the same text at the same place from the array's start.
         n = bisect_right(old.ends, old.opened + same - 1) if old.opened >= 0 else 0
         if n:
-            self.starts = [s + shift for s in old.starts[:n]]
-            self.ends = [e + shift for e in old.ends[:n]]
+            self.starts = _moved(old.starts[:n], shift)
+            self.ends = _moved(old.ends[:n], shift)
             self.elements = old.elements[:n]
             at = self._next(self.ends[-1])
             if at < 0:
                 return -at
+        # The rest is parsed up to an old element in the end the two documents share:
+        # from there the text is the old one's.
+        delta = len(text) - len(old.text)
+        tail = len(old.text) - _common_suffix(old.text, text, max(old.opened, at - delta, 0))
         while True:
-            i = by_start.get(at - delta)
-            if i is not None:
-                # From here to the end the text is the old one's: its elements, moved.
-                self.starts += [s + delta for s in old.starts[i:]]
-                self.ends += [e + delta for e in old.ends[i:]]
+            i = bisect_left(old.starts, at - delta)
+            if at - delta >= tail and i < len(old.starts) and old.starts[i] == at - delta:
+                self.starts += _moved(old.starts[i:], delta)
+                self.ends += _moved(old.ends[i:], delta)
                 self.elements += old.elements[i:]
                 at = self._next(self.ends[-1])
                 if at < 0:
@@ -187,6 +184,10 @@ class _Parser:
         if text[at : at + 1] == "]":
             return -(at + 1)
         raise ValueError(f"',' or ']' expected at {at}")
+
+
+def _moved(offsets: list[int], by: int) -> list[int]:
+    return [o + by for o in offsets] if by else offsets
 
 
 def _common_prefix(a: str, a0: int, b: str, b0: int) -> int:
