@@ -4,7 +4,10 @@ dropped, the answers' framings, and the SSRF guard on every new connection."""
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -21,7 +24,7 @@ from statekeeper.errors import BadRequest
 from statekeeper.hooks.guard import parse_allow
 from statekeeper.hooks.signing import verify
 from statekeeper.hooks.transport import BadAnswer, Connections
-from statekeeper.testing.processes import StatekeeperServer
+from statekeeper.testing.processes import SRC, StatekeeperServer
 
 LOOPBACK = parse_allow("127.0.0.1")
 
@@ -271,3 +274,20 @@ def test_a_kept_connection_closed_by_the_receiver_is_replaced() -> None:
     finally:
         connections.close()
         receiver.listener.close()
+
+
+def test_hooks_test_sends_a_signed_ping(tmp_path: Any, keepalive: KeepAliveReceiver) -> None:
+    workdir = tmp_path / "server"
+    add_hook(workdir, keepalive.url)
+    data_dir = str(workdir / ".statekeeper")
+    proc = subprocess.run(
+        [sys.executable, "-m", "statekeeper", "hooks", "test", "ci", "--data-dir", data_dir],
+        env={**os.environ, "PYTHONPATH": str(SRC), **FAST},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "hook ci answered 204" in proc.stderr
+    (ping,) = keepalive.deliveries
+    assert ping["verified"] and ping["event"]["type"] == "io.statekeeper.ping"
