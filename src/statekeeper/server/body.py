@@ -90,8 +90,10 @@ class BodyStream:
         self._ended = False
         # Pieces, then None at the end, or the exception that ended the body.
         self._ahead: queue.SimpleQueue[bytes | Exception | None] = queue.SimpleQueue()
-        # Set (on the loop) whenever the thread took a piece: room for the next.
+        # Set (on the loop) when the thread took a piece while the loop waits for
+        # room. Only then: waking the loop for nothing takes the GIL from the thread.
         self._room = asyncio.Event()
+        self._waiting = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._receiving: asyncio.Task[None] | None = None
         # The request's own context: started from a worker thread's call back into
@@ -128,10 +130,13 @@ class BodyStream:
             while not self._ended:
                 self._ahead.put(await self._piece())
                 while self._ahead.qsize() >= AHEAD:
-                    # Cleared, then looked at again: a piece taken in between set it before.
+                    # Said, then looked at again: a piece taken before the thread
+                    # could see it shows in the queue's size.
                     self._room.clear()
+                    self._waiting = True
                     if self._ahead.qsize() >= AHEAD:
                         await self._room.wait()
+                    self._waiting = False
         except (BadRequest, PayloadTooLarge) as exc:
             outcome = exc
         except BaseException:
@@ -175,7 +180,8 @@ class BodyStream:
         assert self._loop is not None  # set by _start
         while True:
             piece = self._ahead.get()
-            self._loop.call_soon_threadsafe(self._room.set)
+            if self._waiting:
+                self._loop.call_soon_threadsafe(self._room.set)
             if piece is None:
                 return
             if isinstance(piece, Exception):
