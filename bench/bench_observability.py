@@ -9,7 +9,10 @@ alternated run by run so that a noisy minute on a shared machine hits both:
   once when the run starts), JSON logs at ``info`` (an access line per
   request, carrying the request's event, written to the server's log file), and a webhook
   subscription to ``state.written`` on every state, delivered to a receiver on
-  loopback (one delivery a cycle, with its resource diff);
+  loopback (one delivery a cycle, with its resource diff). The receiver speaks
+  HTTP/1.1 as any real receiver does (``protocol_version = "HTTP/1.1"``, a
+  ``Content-Length`` on every answer), so the worker keeps one connection to
+  it for the run;
 - ``metrics-logs``: ``observed`` without the webhook;
 - ``every-event``: ``observed`` with the subscription to every event the cycle
   makes (``lock.acquired``, ``state.written``, ``lock.released``: three

@@ -11,8 +11,10 @@ import base64
 import hashlib
 import http.client
 import json
+import signal
 import socket
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -161,3 +163,48 @@ def test_a_large_state_round_trips_verbatim_in_bounded_memory(serve: Serve, tmp_
             (len(state),),
         ).fetchone()
     assert codec == "zstd" and stored < len(state) // 10
+
+
+def test_requests_after_a_large_body_on_the_same_connection_are_read_whole(
+    serve: Serve, tmp_path: Path
+) -> None:
+    """The server reads a large body in bigger pieces than a small request; the
+    small requests that follow on the same keep-alive connection, and a second
+    large body, are read as sent."""
+    server = serve("--data-dir", str(tmp_path / "data"))
+    states = [big_state(6 * MB, 1), big_state(2000, 2), big_state(3 * MB, 3)]
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+    for state in states:
+        md5 = base64.b64encode(hashlib.md5(state).digest()).decode()
+        conn.request("POST", "/state/keep/prod", body=state, headers={"Content-MD5": md5})
+        response = conn.getresponse()
+        assert response.status == 200, response.read()
+        response.read()
+        conn.request("GET", "/state/keep/prod")
+        response = conn.getresponse()
+        assert response.status == 200
+        assert response.read() == state
+    conn.close()
+
+
+def test_a_server_stopped_mid_upload_exits_and_stores_nothing(serve: Serve, tmp_path: Path) -> None:
+    """Stopped with a body half sent, the server exits by itself (after uvicorn's
+    grace period for the request) and the half body is not a version."""
+    data_dir = tmp_path / "data"
+    server = serve("--data-dir", str(data_dir))
+    assert post(server, "stop/prod", big_state(MB, 1)).status == 200
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+    sock.sendall(
+        b"POST /state/stop/prod HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {20 * MB}\r\n\r\n".encode()
+        + big_state(20 * MB, 2)[: 5 * MB]
+    )
+    started = time.monotonic()
+    server.stop(timeout=30)
+    sock.close()
+    # uvicorn waits 10 s for the request, cancels it, and ends by the signal it
+    # was sent; a server still running 30 s later gets SIGKILL (-9).
+    assert server.proc.returncode == -signal.SIGTERM, server.log()
+    assert time.monotonic() - started < 25
+    assert rows(data_dir) == 1
+    assert leftovers(data_dir) == []

@@ -70,8 +70,8 @@ def test_an_aborted_upload_stores_nothing(store: SqliteStore, tmp_path: Path) ->
 def _realistic_state(size: int) -> bytes:
     """A Terraform state of about ``size`` bytes: many instances, the same attribute names."""
     head = b'{"version": 4, "serial": 7, "lineage": "l", "outputs": {}, "resources": ['
-    parts, n = [head], 0
-    while sum(map(len, parts)) < size:
+    parts, n, total = [head], 0, len(head)
+    while total < size:
         parts.append(
             b'%s{"mode": "managed", "type": "aws_instance", "name": "web%d", "provider": '
             b'"provider[\\"registry.terraform.io/hashicorp/aws\\"]", "instances": [{'
@@ -79,6 +79,7 @@ def _realistic_state(size: int) -> bytes:
             b'instance/i-%016x", "tags": {"Name": "web-%d", "team": "platform"}}}]}'
             % (b", " if n else b"", n, n * 7919, n * 7919, n)
         )
+        total += len(parts[-1])
         n += 1
     return b"".join(parts) + b"]}"
 
@@ -165,3 +166,61 @@ def test_removing_versions_removes_their_pieces(store: SqliteStore, tmp_path: Pa
     store.delete("k")
     assert store.purge("k") == 1
     assert _pieces(tmp_path / "s.db") == 0
+
+
+def _cuts(data: bytes, sizes: list[int]) -> list[bytes]:
+    """``data`` in writes of ``sizes`` bytes, then the rest in one."""
+    out, at = [], 0
+    for size in sizes:
+        out.append(data[at : at + size])
+        at += size
+    return [*out, data[at:]]
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [[], [1000], [PIECE], [PIECE - 1, 2], [PIECE + 1], [3 * MB, 5, PIECE]],
+    ids=["whole", "small-first", "a-piece", "across-a-piece", "past-a-piece", "uneven"],
+)
+def test_an_upload_compressed_as_it_arrives_is_stored_verbatim_whatever_its_writes(
+    store: SqliteStore, tmp_path: Path, sizes: list[int]
+) -> None:
+    """The upload compresses from its first piece on; a write refused by the
+    compare-and-swap and retried stores the same bytes."""
+    first = store.put("k", b"1" * 10, {})
+    data = _realistic_state(12 * MB)
+    with store.upload("k") as upload:
+        for part in _cuts(data, sizes):
+            upload.write(part)
+        with pytest.raises(WriteRace):
+            upload.replace({}, None)
+        info = upload.replace({}, first)
+    stored, marker = _stored_bytes(tmp_path / "s.db", info.version_id)
+    assert marker == "zstd" and 0 < stored < len(data) // 3
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        lengths = [
+            n
+            for (n,) in db.execute(
+                "SELECT length(data) FROM object_pieces WHERE id = ? ORDER BY seq",
+                (int(info.version_id),),
+            )
+        ]
+    assert all(n == PIECE for n in lengths[:-1]) and 0 < lengths[-1] <= PIECE
+    got = store.get("k", info.version_id)
+    assert got is not None and got.data == data
+    opened = store.open("k", info.version_id)
+    assert opened is not None and b"".join(opened.chunks) == data
+
+
+def test_an_upload_that_does_not_shrink_is_stored_plain_after_compressible_bytes(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    """Decided on the first piece: random bytes from the start are stored plain."""
+    data = os.urandom(PIECE + 10) + _realistic_state(3 * MB)
+    with store.upload("k") as upload:
+        for part in _cuts(data, [500, PIECE]):
+            upload.write(part)
+        info = upload.put({})
+    assert _stored_bytes(tmp_path / "s.db", info.version_id) == (len(data), None)
+    got = store.get("k")
+    assert got is not None and got.data == data

@@ -87,7 +87,7 @@ class Sender:
 
         self.outbox.relax()
         # Connections to receivers are kept alive for the thread's life.
-        connections = Connections(self.policy.timeout)
+        connections = Connections(self.policy.timeout, self.policy.allow)
         try:
             self._loop(connections)
         finally:

@@ -8,20 +8,23 @@ addresses (10/8, 192.168/16, …) stay allowed: receivers usually live there.
 ``hooks_allow`` lists hosts and networks allowed in spite of the guard (the
 tests' receivers listen on 127.0.0.1).
 
-The host is resolved and every address checked, when the hook is added and
-again before each delivery (a name that later resolves elsewhere is caught
-then). Redirects are not followed.
+The host is resolved and every address checked when the hook is added, and
+again for each connection the sender opens (a name that later resolves
+elsewhere is caught then); the connection goes to an address so checked, not
+to the name resolved once more. A kept-alive connection stays with the address
+it was checked for. Redirects are not followed.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from statekeeper.errors import BadRequest
 
-__all__ = ["check_destination", "parse_allow"]
+__all__ = ["check_destination", "destinations", "parse_allow"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -61,12 +64,21 @@ def _refused(address: IPAddress) -> str | None:
 def check_destination(url: str, allow: Sequence[IPNetwork | str]) -> None:
     """Raise BadRequest when ``url`` leads somewhere deliveries may not go."""
     parts = urlsplit(url)
+    if parts.scheme in ("http", "https") and (parts.hostname or "").lower() in allow:
+        return  # allowed by name: not resolved until a delivery connects
+    destinations(url, allow)
+
+
+def destinations(url: str, allow: Sequence[IPNetwork | str]) -> list[tuple[int, tuple[Any, ...]]]:
+    """Where a connection to ``url`` may go: (address family, socket address) of each
+    address its host resolves to, every one checked (BadRequest when one is refused).
+    A connection is made to one of these, never to the name resolved again: the name
+    cannot lead elsewhere between the check and the connection."""
+    parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     if parts.scheme not in ("http", "https") or not host:
         raise BadRequest(f"the hook URL {url!r} must be http(s)://HOST[:PORT]/…")
-    if host in allow:
-        return
-    if host in _METADATA_HOSTS:
+    if host not in allow and host in _METADATA_HOSTS:
         raise BadRequest(f"the hook URL {url!r} names a cloud metadata service")
     import socket  # here: only a check of a destination resolves one
 
@@ -75,6 +87,8 @@ def check_destination(url: str, allow: Sequence[IPNetwork | str]) -> None:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, ValueError) as exc:
         raise BadRequest(f"the hook URL's host {host!r} cannot be resolved: {exc}") from exc
+    if host in allow:
+        return [(info[0], info[4]) for info in infos]
     for info in infos:
         address = ipaddress.ip_address(info[4][0])
         if any(isinstance(a, IPNetwork) and address in a for a in allow):
@@ -85,3 +99,4 @@ def check_destination(url: str, allow: Sequence[IPNetwork | str]) -> None:
                 f"the hook URL {url!r} resolves to {address}, {why}; deliveries may not go "
                 "there (list it in hooks_allow if you mean it)"
             )
+    return [(info[0], info[4]) for info in infos]

@@ -10,7 +10,6 @@ own (:mod:`statekeeper.hooks.worker`), which runs :meth:`Webhooks.deliver`.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -31,6 +30,7 @@ from statekeeper.times import utcnow
 
 if TYPE_CHECKING:
     from statekeeper.hooks.delivery import Sender
+    from statekeeper.hooks.resources import ResourceIndex
     from statekeeper.hooks.worker import WorkerProcess
     from statekeeper.settings import Settings
 
@@ -42,10 +42,7 @@ _REFRESH = 2.0
 _STALE_SCAN = 30.0
 #: (event type, state) pairs whose subscribers are kept (the states written lately).
 _WANTS_KEPT = 4096
-_PARSED_STATES = 16
 _STALE_IDS = uuid.UUID("5d1e2c1a-4b0e-4f3e-9a59-1c0ffee00001")
-#: A version's instances by address: (attributes, status), compared to tell a change.
-_Instances = dict[str, tuple[Any, str | None]]
 
 
 def _nobody() -> None:
@@ -76,8 +73,8 @@ class Webhooks:
         self._read_at = -float("inf")
         self._guard = threading.Lock()
         self._scanned_at = -float("inf")
-        #: (state, version) -> its instances, for the last version of a few states.
-        self._parsed: dict[tuple[str, str], _Instances | None] = {}
+        #: The last version of a few states, for the resources of ``state.written``.
+        self._resources: ResourceIndex | None = None
         #: Events whose outbox rows the open transaction wrote: their commit wakes the sender.
         self._queued: set[str] = set()
         self._wake: Callable[[], None] = _nobody
@@ -215,46 +212,26 @@ class Webhooks:
             return {}
         if not self.store.supports_versions:
             return {}
+        if self._resources is None:
+            # Made by the worker process, never by a CLI run (it imports the state diff).
+            from statekeeper.hooks.resources import ResourceIndex
+
+            self._resources = ResourceIndex()
+
+        def read(version_id: str) -> bytes | None:
+            obj = self.store.get(state, version_id)
+            return None if obj is None else obj.data
+
         try:
             previous = self.store.version_before(state, version)
-            before = self._instances(state, previous) if previous is not None else {}
-            after = self._instances(state, version)
+            resources = self._resources.changes(state, previous, version, read)
         except StatekeeperError:
             return {}  # a version gone: the facts without it
-        if before is None or after is None:
+        except ValueError:
+            return {}  # not JSON (a stored version was checked when written: never so)
+        if resources is None:
             return {}  # an OpenTofu encrypted state: its resources cannot be read
-        # Addresses only: which attribute changed, and to what, is not the payload's to say.
-        changed = [a for a in sorted(set(before) & set(after)) if before[a] != after[a]]
-        return {
-            "resources": {
-                "added": sorted(set(after) - set(before)),
-                "changed": changed,
-                "removed": sorted(set(before) - set(after)),
-            }
-        }
-
-    def _instances(self, state: str, version: str) -> _Instances | None:
-        """Each instance of one version by address, as (attributes, status); None for an
-        encrypted state. The last one read of each state is kept: the next write's
-        previous version is this write's new one, so each write reads and parses one
-        version, not two."""
-        key = (state, version)
-        if key in self._parsed:
-            return self._parsed[key]
-        # Imported by the worker process, never by a CLI run (pydantic's views load with it).
-        from statekeeper.state.diff import attributes_of, instance_objects, status_of
-
-        obj = self.store.get(state, version)
-        # A stored version was checked when it was written: plain JSON parsing will do.
-        document = {} if obj is None else json.loads(obj.data)
-        found: _Instances | None = None
-        if not ("encrypted_data" in document or "encryption_version" in document):
-            found = {a: (attributes_of(i), status_of(i)) for a, i in instance_objects(document)}
-        self._parsed = {k: v for k, v in self._parsed.items() if k[0] != state}
-        if len(self._parsed) >= _PARSED_STATES:
-            self._parsed.pop(next(iter(self._parsed)))
-        self._parsed[key] = found
-        return found
+        return {"resources": resources}
 
     def _chores(self) -> None:
         """``lock.stale``: once per lock held longer than ``stale_after`` seconds."""
@@ -323,7 +300,7 @@ class Webhooks:
         body = cloudevent("ping", event, self.policy.source)
         from statekeeper.hooks.transport import TRANSPORT_ERRORS, Connections, post
 
-        connections = Connections(self.policy.timeout)
+        connections = Connections(self.policy.timeout, self.policy.allow)
         try:
             return post(sub, body, event.id, self.policy, connections)
         except TRANSPORT_ERRORS as exc:

@@ -1,73 +1,162 @@
-"""The sender's HTTP: keep-alive connections to receivers and one signed POST.
+"""The sender's HTTP: one signed POST over a kept-alive HTTP/1.1 connection.
 
-Apart from :mod:`statekeeper.hooks.delivery` because the standard library's
-HTTP client (with ssl and email) is a large import: the sender thread and
-``hooks test`` import it when they send, not every process that builds the
-webhooks (each CLI run on the embedded store does).
+A delivery is one small POST and a short answer that is not read, only its
+status; the standard library's client made it cost more CPU than the rest of a
+delivery of a small event (an ``email`` parser for the answer's headers, a
+name resolution per request). This client writes the request in one buffer
+and reads the answer's status line, its framing headers and its body
+(``Content-Length``, chunked, or up to the close), and nothing else.
+
+Connections are kept per destination (scheme, host, port), one each (the
+sender delivers one at a time), at most :data:`_DESTINATIONS` of them, each
+closed once idle for :data:`_IDLE` seconds. A new connection goes to an address
+the SSRF guard (:mod:`statekeeper.hooks.guard`) resolved and checked just then.
+A kept connection the receiver closed meanwhile is noticed before the request
+is written (it reads as ended) and replaced; one that breaks while the request
+is written is replaced and the request written again once: the receiver cannot
+have read a whole request. Once a request was written whole, a broken answer is
+a failed attempt (retried later: at least once). Redirects are not followed.
 """
 
 from __future__ import annotations
 
-import http.client
-from typing import TYPE_CHECKING
+import select
+import socket
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from statekeeper import __version__
-from statekeeper.hooks.guard import check_destination
+from statekeeper.hooks.guard import destinations
 from statekeeper.hooks.signing import HEADER, sign
 
 if TYPE_CHECKING:
+    from statekeeper.hooks.guard import IPNetwork
     from statekeeper.hooks.model import Policy, Subscription
 
 __all__ = ["TRANSPORT_ERRORS", "Connections", "post"]
 
 #: What a delivery that never got an answer raises.
-TRANSPORT_ERRORS = (OSError, http.client.HTTPException)
+TRANSPORT_ERRORS = (OSError,)
+#: Seconds a connection is kept unused (receivers close theirs after 5 to 120 s).
+_IDLE = 30.0
+#: Destinations whose connections are kept at once.
+_DESTINATIONS = 16
+#: The most of an answer read (headers; a body is read only to keep the connection).
+_HEAD_LIMIT = 64 << 10
+_BODY_LIMIT = 1 << 20
+
+
+class BadAnswer(ConnectionError):
+    """The receiver's answer is not HTTP/1.x as this client reads it."""
+
+
+class _Connection:
+    """One socket to a receiver and what is read of it ahead."""
+
+    def __init__(self, sock: socket.socket, target: tuple[str, str, int]) -> None:
+        self.sock = sock
+        self.target = target
+        self.used = time.monotonic()
+        self.requests = 0
+
+    def dropped(self) -> bool:
+        """True when the receiver closed the idle connection (or wrote to it unasked)."""
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 class Connections:
-    """Keep-alive connections to receivers, one per scheme, host and port.
+    """Kept-alive connections to receivers. Used by one thread at a time."""
 
-    The standard library's client: a delivery is one small POST, and a general
-    HTTP client costs several times its CPU. Redirects are not followed (an
-    answer of 3xx is a failed delivery). Used by one thread at a time.
-    """
-
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, allow: Sequence[IPNetwork | str] = ()) -> None:
         self.timeout = timeout
-        self._open: dict[tuple[str, str, int], http.client.HTTPConnection] = {}
+        self.allow = allow
+        self._open: dict[tuple[str, str, int], _Connection] = {}
+        #: Connections opened so far (the tests count them).
+        self.opened = 0
 
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        """POST ``body`` to ``url``; the answer's status."""
         parts = urlsplit(url)
-        https = parts.scheme == "https"
         host = parts.hostname or ""
-        key = (parts.scheme, host, parts.port or (443 if https else 80))
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        key = (parts.scheme, host, port)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        for reused in (True, False):
-            conn = self._open.pop(key, None) if reused else None
-            if conn is None:
-                reused = False
-                conn = (
-                    http.client.HTTPSConnection(host, key[2], timeout=self.timeout)
-                    if https
-                    else http.client.HTTPConnection(host, key[2], timeout=self.timeout)
-                )
-            try:
-                conn.request("POST", target, body=body, headers=headers)
-                response = conn.getresponse()
-                response.read()
-            except TRANSPORT_ERRORS:
-                conn.close()
-                if reused:
-                    continue  # the receiver closed the idle connection: once more, afresh
+        netloc = f"[{host}]" if ":" in host else host
+        if parts.port is not None:
+            netloc += f":{port}"
+        lines = [f"POST {target} HTTP/1.1", f"Host: {netloc}", f"Content-Length: {len(body)}"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        self._expire()
+        conn = self._open.pop(key, None)
+        if conn is not None and conn.dropped():
+            conn.close()
+            conn = None
+        if conn is None:
+            conn = self._connect(url, key)
+        try:
+            conn.sock.sendall(request)
+        except OSError:
+            conn.close()
+            if not conn.requests:
                 raise
-            if response.will_close:
+            # A kept connection broke under the request: the receiver has not read it
+            # whole, so it is written once more, on a new connection.
+            conn = self._connect(url, key)
+            try:
+                conn.sock.sendall(request)
+            except OSError:
                 conn.close()
-            else:
-                self._open[key] = conn
-            status: int = response.status
-            return status
-        raise AssertionError("unreachable")
+                raise
+        try:
+            status, keep = _answer(conn.sock)
+        except OSError:
+            conn.close()
+            raise
+        conn.requests += 1
+        conn.used = time.monotonic()
+        if keep:
+            self._open[key] = conn
+        else:
+            conn.close()
+        return status
+
+    def _connect(self, url: str, key: tuple[str, str, int]) -> _Connection:
+        error: OSError | None = None
+        for family, address in destinations(url, self.allow):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(self.timeout)
+                sock.connect(address)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if key[0] == "https":
+                    sock = _tls().wrap_socket(sock, server_hostname=key[1])
+            except OSError as exc:
+                sock.close()
+                error = exc
+                continue
+            self.opened += 1
+            return _Connection(sock, key)
+        raise error or ConnectionError(f"{key[1]} resolves to no address")
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for key, conn in list(self._open.items()):
+            if now - conn.used > _IDLE:
+                conn.close()
+                del self._open[key]
+        while len(self._open) >= _DESTINATIONS:
+            oldest = min(self._open, key=lambda k: self._open[k].used)
+            self._open.pop(oldest).close()
 
     def close(self) -> None:
         for conn in self._open.values():
@@ -75,12 +164,119 @@ class Connections:
         self._open.clear()
 
 
+_TLS: Any = None
+
+
+def _tls() -> Any:
+    """The TLS context, made once (ssl is imported only where a receiver is https)."""
+    global _TLS
+    if _TLS is None:
+        import ssl
+
+        _TLS = ssl.create_default_context()
+    return _TLS
+
+
+class _Reader:
+    """Reads an answer from a socket, in the chunks it arrives in."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    def more(self) -> bool:
+        data = self.sock.recv(16384)
+        self.buffer += data
+        return bool(data)
+
+    def head(self) -> list[str]:
+        """The lines of an answer's head (its status line and fields), read whole."""
+        while True:
+            end, gap = self.buffer.find(b"\r\n\r\n"), 4
+            if end < 0:  # lines ended by a bare LF, as some servers write them
+                end, gap = self.buffer.find(b"\n\n"), 2
+            if end >= 0:
+                break
+            if len(self.buffer) > _HEAD_LIMIT or not self.more():
+                raise BadAnswer("the answer ended inside its head")
+        head, self.buffer = self.buffer[:end], self.buffer[end + gap :]
+        return head.decode("latin-1").splitlines()
+
+    def line(self) -> bytes:
+        while (end := self.buffer.find(b"\r\n")) < 0:
+            if len(self.buffer) > _HEAD_LIMIT or not self.more():
+                raise BadAnswer("the answer ended inside a line")
+        line, self.buffer = self.buffer[:end], self.buffer[end + 2 :]
+        return line
+
+    def skip(self, count: int) -> None:
+        while len(self.buffer) < count:
+            if not self.more():
+                raise BadAnswer("the answer's body ended early")
+        self.buffer = self.buffer[count:]
+
+
+def _answer(sock: socket.socket) -> tuple[int, bool]:
+    """Read one answer: its status, and whether the connection may be used again."""
+    try:
+        return _read_answer(_Reader(sock))
+    except ValueError as exc:  # a length or a chunk size that is not a number
+        raise BadAnswer(f"the answer's framing cannot be read: {exc}") from exc
+
+
+def _read_answer(reader: _Reader) -> tuple[int, bool]:
+    while True:
+        status, version, fields = _head(reader)
+        if not 100 <= status < 200:
+            break  # a 1xx is followed by the answer
+    connection = fields.get("connection", "").lower()
+    keep = "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
+    if status in (204, 304):
+        return status, keep
+    if "chunked" in fields.get("transfer-encoding", "").lower():
+        total = 0
+        while size := int(reader.line().split(b";", 1)[0].strip(), 16):
+            if size < 0:
+                raise BadAnswer("the answer has a negative chunk size")
+            total += size
+            if total > _BODY_LIMIT:
+                return status, False
+            reader.skip(size + 2)
+        while reader.line():  # trailers, up to the empty line
+            pass
+        return status, keep and not reader.buffer
+    length = fields.get("content-length")
+    if length is None:
+        return status, False  # the body runs to the close: not read
+    if int(length) > _BODY_LIMIT:
+        return status, False
+    reader.skip(int(length))
+    return status, keep and not reader.buffer
+
+
+def _head(reader: _Reader) -> tuple[int, str, dict[str, str]]:
+    first, *lines = reader.head() or [""]
+    try:
+        version, code, *_ = first.split(" ", 2)
+        status = int(code)
+    except ValueError as exc:
+        raise BadAnswer("the answer has no HTTP status line") from exc
+    if not 100 <= status <= 999:
+        raise BadAnswer(f"the answer's status {status} is not an HTTP status")
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        raise BadAnswer(f"the answer is not HTTP/1.x ({version[:20]!r})")
+    fields: dict[str, str] = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        fields[name.strip().lower()] = value.strip()
+    return status, version, fields
+
+
 def post(
     sub: Subscription, body: bytes, event_id: str, policy: Policy, connections: Connections
 ) -> int:
     """Send one signed delivery; the HTTP status (raises StatekeeperError or a transport
-    error)."""
-    check_destination(sub.url, policy.allow)
+    error). The guard checks the destination for each connection made."""
     headers = {
         "Content-Type": "application/cloudevents+json",
         HEADER: sign(sub.secret, body),

@@ -55,6 +55,10 @@ log = logging.getLogger("statekeeper.hooks")
 _RESTART = 1.0
 _RESTART_MAX = 60.0
 _YOUNG = 30.0
+#: Seconds between the worker's looks at what it reports to serve (failures: at once).
+_REPORT_EVERY = 1.0
+#: Seconds the worker's main thread lets nudges gather in the pipe after one woke it.
+_COALESCE = 0.05
 #: The directory holding the statekeeper package: the worker runs the server's code.
 _ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -199,8 +203,8 @@ def main() -> int:
 
     # What the deliveries use is loaded at the start, not by the first delivery: the
     # resource diff (with pydantic's views) and the HTTP client.
-    import statekeeper.hooks.transport
-    import statekeeper.state.diff  # noqa: F401
+    import statekeeper.hooks.resources
+    import statekeeper.hooks.transport  # noqa: F401
     from statekeeper.app import build_webhooks
     from statekeeper.errors import StatekeeperError
     from statekeeper.storage.encrypting import encrypting
@@ -227,8 +231,15 @@ def main() -> int:
 def _deliver(hooks: Webhooks, stdin: BufferedReader, reports: IO[str]) -> None:
     """Deliver on the sender's thread, woken by each nudge, until stdin ends."""
     last: dict[str, object] = {}
+    looked = [-float("inf")]
 
     def report(failures: int) -> None:
+        # A new failure is told at once; the rest (the backlog, which the server reads
+        # from the database on SQLite, and the subscriptions) once a second at most: a
+        # report costs a query or two here and a JSON line read in the server's process.
+        if failures == last.get("failures") and time.monotonic() - looked[0] < _REPORT_EVERY:
+            return
+        looked[0] = time.monotonic()
         subs = [s.to_json(with_secret=True) for s in hooks.all()]
         now = {
             "failures": failures,
@@ -245,6 +256,10 @@ def _deliver(hooks: Webhooks, stdin: BufferedReader, reports: IO[str]) -> None:
     sender = hooks.deliver(report)
     while stdin.read1(4096):
         sender.wake()
+        # The nudges of a burst (a cycle's events, several clients' cycles) are then read
+        # at once, not each by a wake of this thread: the sender lingers longer than this
+        # before it claims anyway.
+        time.sleep(_COALESCE)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import contextvars
 import io
+import queue
 from collections.abc import AsyncIterator, Callable, Iterator
 
 from anyio import from_thread
@@ -16,8 +17,8 @@ from statekeeper.settings import format_size
 
 __all__ = ["BodyStream", "read_body", "single_header"]
 
-#: A state body is handed to the worker thread in pieces of about this size: one
-#: hop from the event loop per piece, and no more than a piece or two held here.
+#: A state body is handed to the worker thread in pieces of about this size, and
+#: no more than a few pieces are held here.
 PIECE = 1 << 20
 #: Pieces received ahead of the thread that consumes them.
 AHEAD = 2
@@ -59,7 +60,7 @@ def _check_declared(
 
 class BodyStream:
     """A request body for a worker thread: iterate it there, in pieces of about
-    :data:`PIECE` bytes, each fetched from the event loop when the thread asks.
+    :data:`PIECE` bytes, received on the event loop.
 
     A declared Content-Length over ``limit`` is refused when the stream is made;
     an undeclared (chunked) body the moment it passes the limit, so no more than
@@ -67,9 +68,12 @@ class BodyStream:
     mid-body ends the iteration with a 400 (nobody is left to read it): the
     consumer stores nothing.
 
-    The next pieces are received while the thread works on the last one (at
-    most :data:`AHEAD` of them wait); :meth:`aclose` stops the receiving when
-    the consumer stopped early.
+    The loop receives the next pieces while the thread works on the last one
+    (at most :data:`AHEAD` of them wait) and hands them over through a thread
+    queue: a piece already received is taken without waking the loop and
+    waiting for its answer (that round trip per piece, on a loaded machine,
+    cost as much as receiving). :meth:`aclose` stops the receiving when the
+    consumer stopped early.
     """
 
     def __init__(
@@ -84,62 +88,79 @@ class BodyStream:
         self._source: AsyncIterator[bytes] = request.stream()
         self._size = 0
         self._ended = False
-        self._ahead: asyncio.Queue[bytes | Exception | None] = asyncio.Queue(AHEAD)
+        # Pieces, then None at the end, or the exception that ended the body.
+        self._ahead: queue.SimpleQueue[bytes | Exception | None] = queue.SimpleQueue()
+        # Set (on the loop) when the thread took a piece while the loop waits for
+        # room. Only then: waking the loop for nothing takes the GIL from the thread.
+        self._room = asyncio.Event()
+        self._waiting = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._receiving: asyncio.Task[None] | None = None
-        # The request's own context: the receiving task is started from a worker
-        # thread's call back into the loop, whose context holds the service's open
-        # event. Started there, it would resume the connection's reading in that
-        # context, and every later request on the connection would inherit it and
-        # record no event at all.
+        # The request's own context: started from a worker thread's call back into
+        # the loop, whose context holds the service's open event, the receiving
+        # task would resume the connection's reading in that context, and every
+        # later request on the connection would inherit it and record no event.
         self._context = contextvars.copy_context()
         self._ready: list[bytes] = []
         self._failed: BadRequest | PayloadTooLarge | None = None
 
     async def _piece(self) -> bytes:
-        pending = bytearray()
+        # Joined once (a read of a large body is a whole piece already: no copy).
+        pending: list[bytes] = []
+        size = 0
         try:
-            while len(pending) < PIECE:
+            while size < PIECE:
                 chunk = await self._source.__anext__()
                 self._size += len(chunk)
                 if self._size > self.limit:
                     raise self._too_large(self.limit)
-                pending += chunk
+                pending.append(chunk)
+                size += len(chunk)
         except StopAsyncIteration:
             self._ended = True
         except ClientDisconnect:
             raise BadRequest(
                 f"the client went away after {self._size} bytes of the body; nothing was written"
             ) from None
-        return bytes(pending)
+        return pending[0] if len(pending) == 1 else b"".join(pending)
 
     async def _receive(self) -> None:
+        outcome: Exception | None = None
         try:
             while not self._ended:
-                await self._ahead.put(await self._piece())
+                self._ahead.put(await self._piece())
+                while self._ahead.qsize() >= AHEAD:
+                    # Said, then looked at again: a piece taken before the thread
+                    # could see it shows in the queue's size.
+                    self._room.clear()
+                    self._waiting = True
+                    if self._ahead.qsize() >= AHEAD:
+                        await self._room.wait()
+                    self._waiting = False
         except (BadRequest, PayloadTooLarge) as exc:
-            await self._ahead.put(exc)
-            return
-        await self._ahead.put(None)
+            outcome = exc
+        except BaseException:
+            # Cancelled (the server stops) or broken: the thread must not wait forever.
+            outcome = BadRequest("the body was not received to its end; nothing was written")
+            raise
+        finally:
+            self._ahead.put(outcome)
 
-    async def _next(self) -> bytes | None:
-        if self._receiving is None:
-            self._receiving = asyncio.get_running_loop().create_task(
-                self._receive(), context=self._context
-            )
-        piece = await self._ahead.get()
-        if isinstance(piece, Exception):
-            raise piece
-        return piece
+    def _start(self) -> None:
+        """Start receiving (on the loop)."""
+        self._loop = asyncio.get_running_loop()
+        self._receiving = self._loop.create_task(self._receive(), context=self._context)
 
     async def prefetch(self) -> None:
-        """Receive now, on the event loop, a body declared no larger than a piece.
+        """Receive now, on the event loop, a body declared no larger than a piece;
+        start receiving a larger one.
 
-        The thread then takes it without a hop back to the loop (two round trips
-        for the usual state, well under a piece). A refusal found while receiving
-        is raised where the thread iterates, as when streamed; a chunked or larger
-        body is left to stream.
+        The thread then takes a small body without a hop back to the loop (two
+        round trips for the usual state, well under a piece). A refusal found
+        while receiving is raised where the thread iterates, as when streamed.
         """
         if self._declared is None or self._declared > PIECE:
+            self._start()
             return
         try:
             self._ready.append(await self._piece())
@@ -152,9 +173,19 @@ class BodyStream:
                 yield received
         if self._failed is not None:
             raise self._failed
-        if self._ended:
-            return
-        while (piece := from_thread.run(self._next)) is not None:
+        if self._receiving is None:
+            if self._ended:
+                return
+            from_thread.run_sync(self._start)
+        assert self._loop is not None  # set by _start
+        while True:
+            piece = self._ahead.get()
+            if self._waiting:
+                self._loop.call_soon_threadsafe(self._room.set)
+            if piece is None:
+                return
+            if isinstance(piece, Exception):
+                raise piece
             if piece:
                 yield piece
 

@@ -98,15 +98,28 @@ def encode_stream(
     """
     chunks = iter(chunks)
     first = next(chunks, b"")
-    if codec is None or not first:
+    started = start_stream(first, codec, size)
+    if started is None:
         return _chain(first, chunks), None
+    stream, head = started
+    return _cut(_compressed(head, stream, chunks), piece), codec
+
+
+def start_stream(
+    first: bytes | memoryview, codec: str | None, size: int = -1
+) -> tuple[zstandard.ZstdCompressionObj, bytes] | None:
+    """A stream of ``size`` bytes (-1: not known yet) begun with ``first``, and
+    its output so far; None when it is to be stored plain (no codec, nothing,
+    or a ``first`` that does not shrink by :data:`MIN_SAVING`)."""
+    if codec is None or not first:
+        return None
     import zstandard
 
     stream = compressor().compressobj(size=size)
     head = stream.compress(first) + stream.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
     if len(head) > len(first) * (1 - MIN_SAVING):
-        return _chain(first, chunks), None
-    return _cut(_compressed(head, stream, chunks), piece), codec
+        return None
+    return stream, head
 
 
 def _chain(

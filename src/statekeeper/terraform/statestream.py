@@ -332,7 +332,7 @@ class StateDocReader:
         cut = buf.rfind(boundary, pos)
         if cut <= pos or _SURROGATE_ESCAPE.search(buf, pos, cut):
             return False
-        run = "[" + buf[pos:cut] + "]"
+        run = "".join(("[", buf[pos:cut], "]"))  # one copy fewer than "[" + … + "]"
         try:
             _, end = self._check(run, 0)
         except (StopIteration, ValueError, RecursionError):

@@ -7,9 +7,12 @@ from collections.abc import Iterator, Mapping
 from typing import IO, TYPE_CHECKING
 
 from statekeeper.errors import StorageError
+from statekeeper.storage import codec
 from statekeeper.storage.base import ObjectInfo, Upload
 
 if TYPE_CHECKING:
+    import zstandard
+
     from statekeeper.storage.sqlite.database import SqliteDatabase
     from statekeeper.storage.sqlite.store import SqliteStore
 
@@ -57,6 +60,12 @@ class SpooledUpload(Upload):
     The bytes arrive at the client's pace; a SQLite write transaction held that
     long would stop every other write to the file, so the transaction starts
     only when all of them are there and checked.
+
+    An upload over a piece is compressed as it arrives (the stream
+    :func:`~statekeeper.storage.codec.encode_stream` would write, decided on the
+    bytes so far): the file then holds the pieces as they are stored, and the
+    transaction only copies them, instead of writing the state to the file,
+    reading it back and compressing it there.
     """
 
     def __init__(self, store: SqliteStore, key: str) -> None:
@@ -67,17 +76,45 @@ class SpooledUpload(Upload):
         self._spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - closed by abort()
             max_size=IN_MEMORY, dir=str(store.db.path.parent), prefix=".upload-"
         )
+        self._stream: zstandard.ZstdCompressionObj | None = None
+        self._decided = False
+        # Whether the bytes in the file are encoded (the stream ended): the codec.
+        self._packed: str | None = None
 
     def write(self, chunk: bytes) -> None:
         try:
-            self._spool.write(chunk)
+            if self._stream is not None:
+                self._spool.write(self._stream.compress(chunk))
+            elif self._decided or self.size + len(chunk) <= PIECE:
+                self._spool.write(chunk)
+            else:
+                self._start_stream(chunk)
         except OSError as exc:
             raise StorageError(f"cannot keep an upload beside {self.store.db.path}: {exc}") from exc
         self.size += len(chunk)
 
+    def _start_stream(self, chunk: bytes) -> None:
+        """Past a piece: its first piece decides whether the stream is compressed."""
+        self._decided = True
+        self._spool.seek(0)
+        started = codec.start_stream(self._spool.read() + chunk[:PIECE], self.store.compression)
+        if started is None:
+            self._spool.write(chunk)  # stored plain, as it comes
+            return
+        self._stream, head = started
+        self._spool.seek(0)
+        self._spool.truncate()
+        self._spool.write(head)
+        if len(chunk) > PIECE:
+            self._spool.write(self._stream.compress(memoryview(chunk)[PIECE:]))
+
     def _data(self) -> bytes | IO[bytes]:
         """The bytes themselves when they fit in a row (most states), else the file."""
         if self.size > PIECE:
+            if self._stream is not None:
+                # Ended once: a write retried after a race stores the same file.
+                self._spool.write(self._stream.flush())
+                self._stream, self._packed = None, self.store.compression
             return self._spool
         self._spool.seek(0)
         return self._spool.read()
@@ -85,7 +122,7 @@ class SpooledUpload(Upload):
     def put(self, metadata: Mapping[str, str]) -> ObjectInfo:
         data = self._data()
         return self.store.db.run(
-            lambda db: self.store._insert(db, self.key, data, metadata, self.size),
+            lambda db: self.store._insert(db, self.key, data, metadata, self.size, self._packed),
             write=True,
             durable=True,
         )
@@ -95,7 +132,7 @@ class SpooledUpload(Upload):
 
         def tx(db: sqlite3.Connection) -> ObjectInfo:
             self.store._check_current(db, self.key, expected)
-            return self.store._insert(db, self.key, data, metadata, self.size)
+            return self.store._insert(db, self.key, data, metadata, self.size, self._packed)
 
         return self.store.db.run(tx, write=True, durable=True)
 

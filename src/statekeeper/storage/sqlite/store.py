@@ -93,8 +93,10 @@ class SqliteStore(ObjectStore):
         data: bytes | IO[bytes],
         metadata: Mapping[str, str],
         size: int | None = None,
+        packed: str | None = None,
     ) -> ObjectInfo:
-        """A new current version; ``data`` is bytes, or a file of ``size`` bytes."""
+        """A new current version; ``data`` is bytes, or a file of ``size`` bytes
+        (already encoded with the codec ``packed`` when that is given)."""
         created = utcnow()
         if isinstance(data, bytes):
             size = len(data)
@@ -118,7 +120,10 @@ class SqliteStore(ObjectStore):
             else:
                 data.seek(0)
                 chunks = iter(lambda: data.read(PIECE), b"")
-            pieces, marker = codec.encode_stream(chunks, self.compression, size, PIECE)
+            if packed is None:
+                pieces, marker = codec.encode_stream(chunks, self.compression, size, PIECE)
+            else:
+                pieces, marker = chunks, packed
             cur = db.execute(
                 "INSERT INTO objects (key, data, size, metadata, created, codec) "
                 "VALUES (?, X'', ?, ?, ?, ?)",
