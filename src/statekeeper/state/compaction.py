@@ -160,6 +160,8 @@ class Compactor:
                     # The first version: the state was new at the LOCK, or ``start`` is
                     # gone (pruned meanwhile), and then everything walked is all there is.
                     return newer
+                if before == start:
+                    return newer  # the run ends here (most runs: one write per lock)
                 if len(newer) >= _WALK:
                     return None
                 info = self.store.head(key, before)

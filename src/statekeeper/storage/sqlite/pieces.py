@@ -7,11 +7,11 @@ from collections.abc import Iterator, Mapping
 from typing import IO, TYPE_CHECKING
 
 from statekeeper.errors import StorageError
-from statekeeper.storage.base import ObjectInfo, Upload
+from statekeeper.storage.base import ObjectInfo, Stored, Upload
 
 if TYPE_CHECKING:
     from statekeeper.storage.sqlite.database import SqliteDatabase
-    from statekeeper.storage.sqlite.store import SqliteStore
+    from statekeeper.storage.sqlite.store import Row, SqliteStore
 
 __all__ = ["IN_MEMORY", "PIECE", "SpooledUpload", "read_pieces", "stream_pieces"]
 
@@ -75,27 +75,35 @@ class SpooledUpload(Upload):
             raise StorageError(f"cannot keep an upload beside {self.store.db.path}: {exc}") from exc
         self.size += len(chunk)
 
-    def _data(self) -> bytes | IO[bytes]:
-        """The bytes themselves when they fit in a row (most states), else the file."""
+    def _data(self) -> Row | IO[bytes]:
+        """The row's blob when the bytes fit in a row (most states), else the file."""
         if self.size > PIECE:
             return self._spool
         self._spool.seek(0)
-        return self._spool.read()
+        return self.store.row(self._spool.read())
 
-    def put(self, metadata: Mapping[str, str]) -> ObjectInfo:
+    def put(self, metadata: Mapping[str, str], then: Stored | None = None) -> ObjectInfo:
         data = self._data()
-        return self.store.db.run(
-            lambda db: self.store._insert(db, self.key, data, metadata, self.size),
-            write=True,
-            durable=True,
-        )
 
-    def replace(self, metadata: Mapping[str, str], expected: ObjectInfo | None) -> ObjectInfo:
+        def tx(db: sqlite3.Connection) -> ObjectInfo:
+            info = self.store._insert(db, self.key, data, metadata, self.size)
+            if then is not None:
+                then(info)
+            return info
+
+        return self.store.db.run(tx, write=True, durable=True)
+
+    def replace(
+        self, metadata: Mapping[str, str], expected: ObjectInfo | None, then: Stored | None = None
+    ) -> ObjectInfo:
         data = self._data()
 
         def tx(db: sqlite3.Connection) -> ObjectInfo:
             self.store._check_current(db, self.key, expected)
-            return self.store._insert(db, self.key, data, metadata, self.size)
+            info = self.store._insert(db, self.key, data, metadata, self.size)
+            if then is not None:
+                then(info)
+            return info
 
         return self.store.db.run(tx, write=True, durable=True)
 
