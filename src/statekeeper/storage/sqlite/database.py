@@ -14,6 +14,9 @@ replays a prefix of them, so after a crash the database holds a prefix of the
 commits and every commit of an answered request is in it. A commit whose
 visibility must wait for its durability (a new state version, which another
 client may read at once) passes ``durable=True`` and is synced on its own.
+A ``run`` called from inside another's function on the same thread joins its
+transaction (a savepoint): a state version's digest and audit record commit,
+and are synced, with the version.
 
 Concurrent requests share those fsyncs (group commit). Every write commit of
 this process gets a sequence number, in commit order (writes are serialised
