@@ -148,6 +148,8 @@ class StateService:
         A refusal is the operation's one event (the operation never runs); a
         success records nothing, the operation it precedes records itself.
         """
+        if self.policy.allows(caller, name, needed):
+            return  # no event to open: nothing would be recorded (on the event loop, per request)
         with self.events.event(action, caller, name, record_success=False):
             require(self.policy, caller, name, needed, what)
 
