@@ -399,14 +399,14 @@ class SqliteStore(ObjectStore):
             raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
 
         def tx(db: sqlite3.Connection) -> str | None:
-            if not db.execute(
-                "SELECT 1 FROM objects WHERE key = ? AND id = ?", (key, int(version_id))
-            ).fetchone():
-                raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
-            row = db.execute(
-                "SELECT MAX(id) FROM objects WHERE key = ? AND id < ?", (key, int(version_id))
+            exists, before = db.execute(
+                "SELECT EXISTS (SELECT 1 FROM objects WHERE key = ?1 AND id = ?2), "
+                "(SELECT MAX(id) FROM objects WHERE key = ?1 AND id < ?2)",
+                (key, int(version_id)),
             ).fetchone()
-            return None if row is None or row[0] is None else str(row[0])
+            if not exists:
+                raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
+            return None if before is None else str(before)
 
         return self.db.run(tx)
 
