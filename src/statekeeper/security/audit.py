@@ -162,12 +162,12 @@ class SqliteAuditLog:
         with it; :meth:`record` then skips it. Outside a transaction of this database,
         or when the write fails, nothing is staged: :meth:`record` writes it as usual.
         """
-        if not self.db.in_transaction:
+        if not self.db.writing:
             return
         try:
             self._write(event)
-        except StatekeeperError:
-            return  # undone by its savepoint; record() tries again, and reports a failure
+        except Exception:  # noqa: BLE001 - undone by its savepoint; record() tries again
+            return  # and reports its failure with the event, as for any subscriber
         self._staged.id = event.id
 
     def record(self, event: Event) -> None:

@@ -238,9 +238,9 @@ class SqliteDatabase:
         return result
 
     @property
-    def in_transaction(self) -> bool:
-        """True inside a ``run``'s ``fn`` on this thread (a further ``run`` joins it)."""
-        return getattr(self._local, "open", None) is not None
+    def writing(self) -> bool:
+        """True inside a write ``run``'s ``fn`` on this thread (a further write joins it)."""
+        return getattr(self._local, "open", None) == "write"
 
     def relax(self) -> None:
         """Commits on this thread's connection from now on wait for the log, not the
