@@ -25,7 +25,13 @@ from typing import Any
 
 from harness import OUT, aws_drivers_available, env_int, env_list, fresh, log, median, percentile
 from rawhttp import Connection, content_md5
-from servers import aws_backend, floor_server, moto_server, statekeeper_server
+from servers import (
+    aws_backend,
+    floor_server,
+    moto_server,
+    statekeeper_on_aws,
+    statekeeper_server,
+)
 from statedocs import make_state, read_serial, set_serial
 
 STATE_SIZE = 100 * 1024
@@ -263,14 +269,7 @@ def run() -> dict[str, Any]:
             def sk_aws(n: int, c: bool, s: float, t: str) -> dict[str, Any]:
                 bucket, table = f"b-{t}".lower()[:60], f"t-{t}"
                 aws_backend(moto, bucket, table)
-                with statekeeper_server(
-                    fresh(work / f"aws-{t}"),
-                    "--store",
-                    f"s3://{bucket}",
-                    "--locks",
-                    f"dynamodb://{table}",
-                    env=moto.env(),
-                ) as server:
+                with statekeeper_on_aws(fresh(work / f"aws-{t}"), moto, bucket, table) as server:
                     return run_http(server.port, n, c, s, t)
 
             rows += _measure("statekeeper-aws", sk_aws, clients_list, repeats, seconds)

@@ -32,7 +32,7 @@ from typing import Any
 from bench_locks import STATE_SIZE, Tally, _lock_body, _summary, run_http
 from harness import OUT, aws_drivers_available, env_int, fresh, log, median
 from rawhttp import content_md5
-from servers import aws_backend, moto_server, statekeeper_server
+from servers import aws_backend, moto_server, statekeeper_on_aws
 from statedocs import make_state, read_serial, set_serial
 
 GOAL = 1.2
@@ -137,14 +137,7 @@ def run() -> dict[str, Any]:
     with moto_server(fresh(work / "moto")) as moto:
         aws_backend(moto, bucket, table)
         s3, ddb = terraform_s3_clients(moto)
-        with statekeeper_server(
-            fresh(work / "server"),
-            "--store",
-            f"s3://{bucket}",
-            "--locks",
-            f"dynamodb://{table}",
-            env=moto.env(),
-        ) as server:
+        with statekeeper_on_aws(fresh(work / "server"), moto, bucket, table) as server:
             # Each batch starts a state of its own on both sides (a lineage is per batch).
             sides: dict[str, Callable[[float, str], dict[str, Any]]] = {
                 "statekeeper_aws": lambda s, t: run_http(server.port, 1, False, s, t),

@@ -37,7 +37,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from harness import OUT, aws_drivers_available, env_int, fresh, log, median, timed
-from servers import aws_backend, floor_server, moto_server, statekeeper_server
+from servers import (
+    aws_backend,
+    floor_server,
+    moto_server,
+    statekeeper_on_aws,
+    statekeeper_server,
+)
 
 from statekeeper.testing.processes import MotoServer
 from statekeeper.testing.terraform import Terraform
@@ -143,16 +149,7 @@ def run() -> dict[str, Any]:
     ):
         aws_backend(moto, BUCKET, TABLE)
         sk_aws_cm = (
-            statekeeper_server(
-                work / "sk-aws",
-                "--store",
-                f"s3://{BUCKET}/statekeeper",
-                "--locks",
-                f"dynamodb://{TABLE}",
-                env=moto.env(),
-            )
-            if aws
-            else None
+            statekeeper_on_aws(work / "sk-aws", moto, BUCKET, TABLE, "statekeeper") if aws else None
         )
         sk_aws = sk_aws_cm.__enter__() if sk_aws_cm else None
         try:

@@ -18,7 +18,13 @@ from statekeeper.testing.processes import (
     wait_for_http,
 )
 
-__all__ = ["FloorServer", "aws_backend", "moto_server", "statekeeper_server"]
+__all__ = [
+    "FloorServer",
+    "aws_backend",
+    "moto_server",
+    "statekeeper_on_aws",
+    "statekeeper_server",
+]
 
 
 class FloorServer(_Process):
@@ -74,22 +80,17 @@ def moto_server(workdir: Path) -> Iterator[MotoServer]:
 
 def aws_backend(moto: MotoServer, bucket: str, table: str) -> None:
     """A versioned bucket and a Terraform-style lock table on ``moto``."""
-    import boto3
+    moto.versioned_bucket(bucket)
+    moto.lock_table(table)
 
-    env = moto.env()
-    kw = {
-        "endpoint_url": moto.url,
-        "aws_access_key_id": "test",
-        "aws_secret_access_key": "test",
-        "region_name": env["AWS_REGION"],
-    }
-    s3 = boto3.client("s3", **kw)  # type: ignore[call-overload]
-    s3.create_bucket(Bucket=bucket)
-    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    ddb = boto3.client("dynamodb", **kw)  # type: ignore[call-overload]
-    ddb.create_table(
-        TableName=table,
-        KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+
+@contextmanager
+def statekeeper_on_aws(
+    workdir: Path, moto: MotoServer, bucket: str, table: str, prefix: str = ""
+) -> Iterator[StatekeeperServer]:
+    """A real ``statekeeper serve`` keeping states in ``bucket`` (under ``prefix``) and
+    locks in ``table``, both on ``moto`` and made by the caller (:func:`aws_backend`)."""
+    store = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+    args = ("--store", store, "--locks", f"dynamodb://{table}")
+    with statekeeper_server(workdir, *args, env=moto.env()) as server:
+        yield server

@@ -13,7 +13,10 @@ a Scan) only when one does.
 The invariant the lock service keeps: while any holder holds a state, the lock
 Terraform sees is held, so a client using the bucket directly always finds the
 state locked. When the primary holder leaves, a shared hold is *promoted*: it
-becomes the lock Terraform sees, and its own record goes.
+becomes the lock Terraform sees, and its own record goes. A lock table that
+releases a lock in one conditional request (``LockTable.release_exactly``)
+also has the lock beside which holds are recorded marked
+(``LockTable.mark_shared``), so that such a release never skips a promotion.
 """
 
 from __future__ import annotations

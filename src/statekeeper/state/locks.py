@@ -46,6 +46,7 @@ from statekeeper.errors import (
 from statekeeper.events import Action, Event, EventStream
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, Policy, require
+from statekeeper.state.granted import GrantedLocks
 from statekeeper.state.holds import SharedHolds
 from statekeeper.state.lockpolicy import LockMode, LockPolicy, StateLockPolicy, is_operation
 from statekeeper.storage.base import LockTable, ObjectStore
@@ -106,6 +107,7 @@ class LockService:
         self.max_lock_info = max_lock_info
         self.lock_policy = lock_policy or LockPolicy()
         self.holds = SharedHolds(locks)
+        self.granted = GrantedLocks()
         self._stripes = [threading.RLock() for _ in range(self.STRIPES)]
 
     @contextmanager
@@ -142,12 +144,17 @@ class LockService:
         policy = self.lock_policy.for_state(name)
         shares = policy.shares(info)
         notes: list[str] = []
+        took_from_plans = False
         for _ in range(_ROUNDS):
             try:
                 self.locks.acquire(key, info)
             except LockConflict as exc:
                 refused, holder = exc, exc.holder
             else:
+                if took_from_plans:
+                    self.locks.mark_shared(key)  # the plans' holds are beside this lock now
+                if self.locks.releases_exactly:  # what the UNLOCK's condition will state
+                    self.granted.remember(key, info)
                 mode = "shared" if shares else "exclusive"
                 return info, "; ".join([f"{mode} ({policy.source}: {policy.mode})", *notes])
             if holder.id == info.id:
@@ -165,7 +172,7 @@ class LockService:
                     return hold, "a LOCK repeated with a shared holder's own ID"
             if shares and policy.shares(holder):
                 self.holds.add(key, info)
-                if self.locks.read(key) is None:
+                if not self.locks.mark_shared(key):
                     # The primary left between our acquire and our hold (another
                     # replica released it): take the lock Terraform sees ourselves.
                     self.holds.remove(key, info.id)
@@ -180,6 +187,7 @@ class LockService:
                 if not self.locks.delete_if_held_by(key, holder.id):
                     self.holds.remove(key, holder.id)  # it left meanwhile
                     continue
+                took_from_plans = True
                 notes.append(
                     f"taken from the shared plan {holder.id} ({policy.source}): the plans "
                     "stay listed as shared holds until they unlock; none of them can write"
@@ -201,6 +209,9 @@ class LockService:
         forced = _zero_valued(body, self.max_lock_info)
         if forced is not None:
             return self.force_unlock(name, caller, lock_id=forced.id)
+        released = self._release_granted(name, body, caller)
+        if released is not None:
+            return released
         holder, is_primary = self._holder(name, body)
         # Without 'write' the caller may unlock nothing: refused below, as an unlock.
         if (
@@ -224,6 +235,37 @@ class LockService:
                 )
             return released
 
+    def _release_granted(self, name: StateName, body: bytes, caller: Caller) -> LockInfo | None:
+        """The UNLOCK of a lock this process granted, as one conditional request; the
+        lock released, or None when it is not known here or no longer exactly as
+        granted (or a plan shares the state): nothing changed, and the caller reads.
+
+        The condition states what the reading path checks: the lock is the one
+        the body names, taken by this caller, and no shared hold is to be promoted
+        (every hold recorded beside a lock marks it: :meth:`LockTable.mark_shared`).
+        """
+        if not self.locks.releases_exactly:
+            return None
+        try:
+            lock_id = LockInfo.parse(body, limit=self.max_lock_info).id
+        except (InvalidLockInfo, PayloadTooLarge):
+            return None  # refused, and recorded, by the reading path
+        key = str(name)
+        granted = self.granted.take(key, lock_id)
+        if (
+            granted is None
+            or taken_by_another(granted, caller)
+            or not self.policy.allows(caller, name, Permission.WRITE)
+        ):
+            return None
+        with self.serialized(name):
+            if not self.locks.release_exactly(key, granted):
+                return None
+        # The same event the reading path records for a release with nothing to promote.
+        with self.events.event(Action.UNLOCK, caller, name) as event:
+            event.lock_body(body)
+        return granted
+
     def _release(
         self, name: StateName, lock_id: str, *, read: LockInfo | None = None
     ) -> tuple[LockInfo, str | None]:
@@ -234,6 +276,7 @@ class LockService:
         it only if it is still that one (one lock-table call fewer).
         """
         key = str(name)
+        self.granted.forget(key, lock_id)
         try:
             # The lock table's own release: with two tables it names the one that failed.
             released = self.locks.release(key, lock_id, read=read)
@@ -259,12 +302,21 @@ class LockService:
         for hold in holds:
             if self._expire_if_due(name, hold, policy):
                 continue
-            try:
-                self.locks.acquire(key, hold)
-            except LockConflict:
-                return None  # taken meanwhile: the holds stay beside the new holder
-            self.holds.remove(key, hold.id)
-            return f"the lock Terraform sees passes to the shared plan {hold.id}"
+            for _ in range(_ROUNDS):
+                try:
+                    self.locks.acquire(key, hold)
+                except LockConflict:
+                    # Taken meanwhile: the holds stay beside the new holder, marked on
+                    # its lock so that its UNLOCK promotes them in turn.
+                    if self.locks.mark_shared(key):
+                        return None
+                    continue  # and released already: try again
+                self.holds.remove(key, hold.id)
+                # Marked: its UNLOCK reads, and promotes the other holds or, none
+                # left, forgets the marker.
+                self.locks.mark_shared(key)
+                return f"the lock Terraform sees passes to the shared plan {hold.id}"
+            raise StorageError(f"the lock on {name} kept changing hands; try again")
         self.holds.forget_marker(key)
         return None
 

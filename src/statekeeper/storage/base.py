@@ -344,6 +344,9 @@ class LockTable(ABC):
     scheme: str = ""
     #: The table keeps the MD5 digest item Terraform's S3 backend checks.
     keeps_digests: bool = False
+    #: :meth:`release_exactly` is one conditional request, and :meth:`mark_shared`
+    #: marks a lock for it (DynamoDB).
+    releases_exactly: bool = False
 
     @abstractmethod
     def acquire(self, key: str, lock: LockInfo) -> None:
@@ -360,6 +363,25 @@ class LockTable(ABC):
     @abstractmethod
     def scan(self, prefix: str = "") -> Iterator[tuple[str, LockInfo]]:
         """Every held lock whose state key starts with ``prefix``."""
+
+    def release_exactly(self, key: str, lock: LockInfo) -> bool:
+        """Delete ``key``'s lock only if it is ``lock`` as this table was given it (its
+        body and its taker) and no shared holds were marked on it
+        (:meth:`mark_shared`), checked and done as one atomic step. False when it is
+        not so: nothing changed, and the caller reads the lock to learn why.
+
+        Needs ``releases_exactly``.
+        """
+        raise CapabilityMissing(f"the {self.scheme} lock table has no conditional release")
+
+    def mark_shared(self, key: str) -> bool:
+        """Mark the lock held on ``key`` as having shared holds beside it, so that
+        :meth:`release_exactly` refuses it; False when no lock is held.
+
+        A table without ``releases_exactly`` keeps no mark (every release there
+        reads whether holds exist); this default only says whether a lock is held.
+        """
+        return self.read(key) is not None
 
     def get_digest(self, key: str) -> str | None:
         """The hex MD5 recorded for the current state, if the table keeps digests."""

@@ -224,6 +224,7 @@ class MeteredLocks(LockTable):
         self.inner = inner
         self.scheme = inner.scheme
         self.keeps_digests = inner.keeps_digests
+        self.releases_exactly = inner.releases_exactly
         self._meter = _Meter(inner.scheme, observer)
 
     def acquire(self, key: str, lock: LockInfo) -> None:
@@ -252,6 +253,12 @@ class MeteredLocks(LockTable):
 
     def release(self, key: str, lock_id: str, *, read: LockInfo | None = None) -> LockInfo:
         return self._meter("release", lambda: self.inner.release(key, lock_id, read=read))
+
+    def release_exactly(self, key: str, lock: LockInfo) -> bool:
+        return self._meter("release_exactly", lambda: self.inner.release_exactly(key, lock))
+
+    def mark_shared(self, key: str) -> bool:
+        return self._meter("mark_shared", lambda: self.inner.mark_shared(key))
 
     def force_release(self, key: str) -> LockInfo | None:
         return self._meter("force_release", lambda: self.inner.force_release(key))

@@ -5,7 +5,9 @@ For a state whose object is ``KEY`` in bucket ``BUCKET``:
 - the lock is the item ``LockID = "BUCKET/KEY"`` whose ``Info`` is the
   LockInfo JSON, verbatim as the client sent it (what Terraform prints for a
   held lock). The server's own facts go in ``Actor``, ``RemoteAddr`` and
-  ``Acquired``, which Terraform never reads;
+  ``Acquired``, which Terraform never reads, and ``Shared`` while plans
+  share the lock (:mod:`statekeeper.state.holds`): a lock so marked is never
+  released without reading which holds are beside it;
 - the digest is the item whose ``LockID`` is the lock path plus ``DIGEST_SUFFIX``
   (see :mod:`statekeeper.terraform.layout`) with ``Digest`` = hex MD5 of the
   current state, which Terraform's S3 backend checks on every read.
@@ -40,11 +42,14 @@ from statekeeper.times import format_rfc3339, parse_rfc3339, utcnow
 __all__ = ["DynamoLocks", "open_locks"]
 
 _CONDITION_FAILED = "ConditionalCheckFailedException"
+#: The attribute on a lock item beside which shared holds are recorded.
+_SHARED = "Shared"
 
 
 class DynamoLocks(LockTable):
     scheme = "dynamodb"
     keeps_digests = True
+    releases_exactly = True
 
     def __init__(
         self,
@@ -194,6 +199,69 @@ class DynamoLocks(LockTable):
                 raise LockNotFound(f"no lock is held on {key!r}; nothing to unlock")
             raise LockMismatch(now, lock_id)
         return holder
+
+    def release_exactly(self, key: str, lock: LockInfo) -> bool:
+        """One request: a DeleteItem conditioned on the lock's ``Info`` and ``Actor``
+        (the body the client sent and the identity that took it: the lock as this
+        table wrote it) and on the absence of the ``Shared`` mark."""
+        if lock.damaged is not None:
+            return False
+        values = {":info": {"S": lock.body.decode("utf-8")}}
+        if lock.actor:
+            taker = "#actor = :actor"
+            values[":actor"] = {"S": lock.actor}
+        else:
+            taker = "attribute_not_exists(#actor)"  # Terraform's own item names no taker
+        condition = f"#info = :info AND {taker} AND attribute_not_exists(#shared)"
+        return self._delete_exactly(
+            {
+                "TableName": self.table,
+                "Key": self._key(self.lock_id(key)),
+                "ConditionExpression": condition,
+                "ExpressionAttributeNames": {
+                    "#info": "Info",
+                    "#actor": "Actor",
+                    "#shared": _SHARED,
+                },
+                "ExpressionAttributeValues": values,
+            }
+        )
+
+    def mark_shared(self, key: str) -> bool:
+        """Add ``Shared`` to the lock item as it is (a conditional PutItem of the item
+        read, so nothing else in it changes; Terraform reads only ``Info``)."""
+        lock_id = self.lock_id(key)
+        for _ in range(5):
+            item = self._get(lock_id)
+            if item is None:
+                return False
+            if _SHARED in item or "Info" not in item:
+                return True  # marked already; a damaged item is never released exactly
+            try:
+                self.client.put_item(
+                    TableName=self.table,
+                    Item={**item, _SHARED: {"BOOL": True}},
+                    ConditionExpression="#info = :info",
+                    ExpressionAttributeNames={"#info": "Info"},
+                    ExpressionAttributeValues={":info": item["Info"]},
+                )
+                return True
+            except _boto.AWS_ERRORS as exc:
+                if _boto.error_code(exc) != _CONDITION_FAILED:
+                    _boto.translate(exc, "dynamodb:PutItem", self._resource())
+            # Replaced between the read and the put: mark the lock held now.
+        raise StorageError(
+            f"the lock on {key!r} kept changing hands in {self._resource()}; try again"
+        )
+
+    def _delete_exactly(self, delete: dict[str, Any]) -> bool:
+        try:
+            self.client.delete_item(**delete)
+        except _boto.AWS_ERRORS as exc:
+            if _boto.error_code(exc) == _CONDITION_FAILED:
+                return False
+            _boto.translate(exc, "dynamodb:DeleteItem", self._resource())
+        return True
 
     def delete_if_held_by(self, key: str, lock_id: str) -> bool:
         item = self._get(self.lock_id(key))
