@@ -151,6 +151,7 @@ class Services:
             raise
         events = EventStream()
         events.enclose(audit.grouped)
+        events.stage(audit.stage)
         events.subscribe(audit.record)
         events.subscribe(log_event)
         try:

@@ -187,6 +187,23 @@ class Draft:
     who: str | None = None
     operation: str | None = None
     detail: str | None = None
+    #: Set by the stream while this draft's event is its own to record (not folded).
+    _early: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+
+    def record_in_commit(self) -> None:
+        """The operation succeeded, in a transaction not yet committed: record its event now.
+
+        Called by the operation inside the transaction that makes its change (see
+        ``Upload``'s ``then``): the subscribers that can join it (the SQLite audit
+        trail, :meth:`EventStream.stage`) write the event there, so it commits and
+        is synced with the change, one commit and one fsync for both. The event
+        goes to every subscriber when the operation returns, as always, and
+        records what the draft said here. Should the operation still fail (its
+        commit does, and takes the staged record with it), its failure is recorded
+        as a new event. Inside another event (folded into it) this does nothing.
+        """
+        if self._early is not None:
+            self._early()
 
     def lock(self, info: LockInfo) -> None:
         """Take the lock's ID, Who and Operation (as Terraform wrote them)."""
@@ -226,6 +243,7 @@ class EventStream:
 
     def __init__(self) -> None:
         self._subscribers: tuple[Subscriber, ...] = ()
+        self._stagers: tuple[Subscriber, ...] = ()
         self._scopes: tuple[Callable[[], AbstractContextManager[object]], ...] = ()
 
     def enclose(self, scope: Callable[[], AbstractContextManager[object]]) -> None:
@@ -236,6 +254,16 @@ class EventStream:
         fsync, done before the operation returns.
         """
         self._scopes = (*self._scopes, scope)
+
+    def stage(self, stager: Subscriber) -> None:
+        """Hand ``stager`` each event an operation records inside its own commit
+        (:meth:`Draft.record_in_commit`), before it commits.
+
+        ``stager`` writes the event in that transaction if it can, and must then
+        skip the same event (same ``id``) when it reaches it as a subscriber; it
+        must not raise: an event it could not stage is recorded as a subscriber.
+        """
+        self._stagers = (*self._stagers, stager)
 
     def subscribe(self, subscriber: Subscriber) -> None:
         """Deliver every event emitted from now on to ``subscriber``."""
@@ -293,6 +321,32 @@ class EventStream:
     ) -> Iterator[None]:
         token = _OPEN.set(_OPEN.get() | {id(self)})
         outcome: tuple[str, str] | None = None
+
+        def made(code: str, detail: str | None) -> Event:
+            return Event(
+                action=action,
+                actor=caller.actor,
+                outcome=code,
+                state=str(name) if name is not None else None,
+                version=draft.version,
+                serial=draft.serial,
+                remote_addr=caller.remote_addr,
+                claims=dict(caller.claims),
+                lock_id=draft.lock_id,
+                who=draft.who,
+                operation=draft.operation,
+                detail=detail,
+            )
+
+        staged: list[Event] = []
+
+        def early() -> None:
+            if record_success and self._stagers and not staged:
+                staged.append(made("ok", draft.detail))
+                for stager in self._stagers:
+                    stager(staged[0])
+
+        draft._early = early
         try:
             yield
         except BaseException as exc:
@@ -300,21 +354,9 @@ class EventStream:
             raise
         finally:
             _OPEN.reset(token)
-            if outcome is not None or record_success:
+            draft._early = None
+            if outcome is None and staged:
+                self.emit(staged[0])  # the stagers skip it: they wrote it in the commit
+            elif outcome is not None or record_success:
                 code, detail = outcome or ("ok", draft.detail)
-                self.emit(
-                    Event(
-                        action=action,
-                        actor=caller.actor,
-                        outcome=code,
-                        state=str(name) if name is not None else None,
-                        version=draft.version,
-                        serial=draft.serial,
-                        remote_addr=caller.remote_addr,
-                        claims=dict(caller.claims),
-                        lock_id=draft.lock_id,
-                        who=draft.who,
-                        operation=draft.operation,
-                        detail=detail,
-                    )
-                )
+                self.emit(made(code, detail))

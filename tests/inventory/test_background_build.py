@@ -22,7 +22,7 @@ from statekeeper.security.caller import Caller
 from statekeeper.security.grants import ScopePolicy
 from statekeeper.server.app import create_app
 from statekeeper.settings import load_settings
-from statekeeper.storage.base import StoredObject
+from statekeeper.storage.base import ObjectStream
 from statekeeper.storage.sqlite.database import SqliteDatabase
 from statekeeper.storage.sqlite.store import SqliteStore
 from statekeeper.testing.statefiles import instance, state_bytes
@@ -41,10 +41,11 @@ class GatedReads(SqliteStore):
         self.slow = slow
         self.gate = threading.Event()
 
-    def get(self, key: str, version_id: str | None = None) -> StoredObject | None:
+    def open(self, key: str, version_id: str | None = None) -> ObjectStream | None:
+        # What the index reads a state with.
         if self.slow(key):
             assert self.gate.wait(60), "the test never opened the gate"
-        return super().get(key, version_id)
+        return super().open(key, version_id)
 
 
 def _name(i: int) -> str:

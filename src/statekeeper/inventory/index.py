@@ -78,8 +78,10 @@ log = logging.getLogger("statekeeper.inventory")
 PARSE_LIMIT = 64 * 1024 * 1024
 
 #: How long the index's thread lets writes gather before it re-reads the states they
-#: changed (an answer from the index never waits for it: it wakes the thread).
-INDEX_DELAY = 1.0
+#: changed (an answer from the index never waits for it: it wakes the thread). A state
+#: written all the time is re-read and parsed once per delay: at 1 s, eight states
+#: written in a loop cost ~0.7 ms of the server's CPU per lock cycle, at 5 s a fifth.
+INDEX_DELAY = 5.0
 
 #: Events after which a state's bytes may have changed.
 _CHANGES = {

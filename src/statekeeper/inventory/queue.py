@@ -59,6 +59,7 @@ class IndexQueue:
         with self._cond:
             if self._closing:
                 return  # the index is closing: the next catch-up sees this version
+            first = not self._pending
             self._pending[name] = None
             self._added += 1
             if self._thread is None:
@@ -66,7 +67,10 @@ class IndexQueue:
                     target=self._run, name="inventory-index", daemon=True
                 )
                 self._thread.start()
-            self._cond.notify_all()
+            if first:
+                # Only an empty queue has the thread waiting for a name; while names
+                # gather it waits for its delay (or settle()), not for more of them.
+                self._cond.notify_all()
 
     def pending(self) -> int:
         """States named and not yet taken up for indexing."""

@@ -87,6 +87,11 @@ class AuditLog(Protocol):
         """
         ...
 
+    def stage(self, event: Event) -> None:
+        """Write ``event`` inside the operation's own transaction where the log can (the
+        event stream's stager, see ``Draft.record_in_commit``); never raises."""
+        ...
+
     def query(self, where: AuditFilter) -> list[Event]:
         """Matching events, oldest first, at most ``where.limit`` (the newest ones)."""
         ...
@@ -145,6 +150,8 @@ class SqliteAuditLog:
         self.db = db
         self._failures = 0
         self._companions: list[Companion] = []
+        #: The event this thread wrote inside an operation's own transaction (stage).
+        self._staged = threading.local()
 
         def create(conn: sqlite3.Connection) -> None:
             for statement in _SQLITE_SCHEMA:
@@ -152,7 +159,31 @@ class SqliteAuditLog:
 
         db.run(create, write=True)
 
+    def stage(self, event: Event) -> None:
+        """Write ``event`` in the transaction this thread has open on the database (the
+        operation's own, e.g. a new state version's), so that it commits and is synced
+        with it; :meth:`record` then skips it. Outside a transaction of this database,
+        or when the write fails, nothing is staged: :meth:`record` writes it as usual.
+        """
+        if not self.db.writing:
+            return
+        try:
+            self._write(event)
+        except Exception:  # noqa: BLE001 - undone by its savepoint; record() tries again
+            return  # and reports its failure with the event, as for any subscriber
+        self._staged.id = event.id
+
     def record(self, event: Event) -> None:
+        if getattr(self._staged, "id", None) == event.id:
+            self._staged.id = None  # written in the operation's own commit
+            return
+        try:
+            self._write(event)
+        except StatekeeperError:
+            self._failures += 1
+            raise
+
+    def _write(self, event: Event) -> None:
         row = (
             # Fixed-width UTC so that text order is time order.
             event.time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
@@ -179,11 +210,7 @@ class SqliteAuditLog:
                         json.dumps(event.to_json(), separators=(",", ":")),
                     )
 
-        try:
-            self.db.run(tx, write=True)
-        except StatekeeperError:
-            self._failures += 1
-            raise
+        self.db.run(tx, write=True)
 
     def join(self, companion: Companion) -> bool:
         self._companions.append(companion)
@@ -318,6 +345,9 @@ class StoreAuditLog:
 
     def join(self, companion: Companion) -> bool:
         return False  # batches written by a thread: no transaction to share
+
+    def stage(self, event: Event) -> None:
+        """Nothing: objects in batches share no transaction with the operation."""
 
     def grouped(self) -> AbstractContextManager[object]:
         return nullcontext()

@@ -160,6 +160,8 @@ class Compactor:
                     # The first version: the state was new at the LOCK, or ``start`` is
                     # gone (pruned meanwhile), and then everything walked is all there is.
                     return newer
+                if before == start:
+                    return newer  # the run ends here (most runs: one write per lock)
                 if len(newer) >= _WALK:
                     return None
                 info = self.store.head(key, before)
@@ -176,8 +178,10 @@ class Compactor:
         caller needs ``write``, as for the release that starts it.
         """
         key = str(name)
-        with self.events.event(Action.COMPACT, caller, name, record_success=False):
-            require(self.policy, caller, name, Permission.WRITE, "compact the history of")
+        if not self.policy.allows(caller, name, Permission.WRITE):
+            # Only a refusal is recorded: an event is opened for nothing on every release.
+            with self.events.event(Action.COMPACT, caller, name, record_success=False):
+                require(self.policy, caller, name, Permission.WRITE, "compact the history of")
         versions = self._since(key, lock_id)
         if versions is None:
             versions = [version_from_info(key, i) for i in self.store.versions(key)]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -32,6 +32,7 @@ __all__ = [
     "ObjectStore",
     "ObjectStream",
     "RecordSpace",
+    "Stored",
     "StoredObject",
     "Upload",
 ]
@@ -86,6 +87,16 @@ class ObjectStream:
     chunks: Iterator[bytes]
 
 
+#: Called with a new version's facts as an upload stores it (see :class:`Upload`).
+Stored = Callable[[ObjectInfo], None]
+
+
+def _then(info: ObjectInfo, then: Stored | None) -> ObjectInfo:
+    if then is not None:
+        then(info)
+    return info
+
+
 class Upload(ABC):
     """The bytes of one new version, handed over as they arrive, stored once checked.
 
@@ -94,6 +105,13 @@ class Upload(ABC):
     Nothing is visible under the key before the put or replace, and nothing
     at all after an abort. Used as a context manager, leaving the block
     without a put or replace aborts.
+
+    ``then``, given to :meth:`put` or :meth:`replace`, is called with the new
+    version's facts once it is written: inside the transaction that stores it
+    where the store has one (SQLite), so that what ``then`` writes to the same
+    database commits with the version or not at all; right after the put
+    elsewhere. An exception from ``then`` fails the put (and undoes it where
+    it runs inside the transaction).
     """
 
     def __init__(self, key: str) -> None:
@@ -105,11 +123,13 @@ class Upload(ABC):
         """The next bytes of the version."""
 
     @abstractmethod
-    def put(self, metadata: Mapping[str, str]) -> ObjectInfo:
+    def put(self, metadata: Mapping[str, str], then: Stored | None = None) -> ObjectInfo:
         """Store what was written, like :meth:`ObjectStore.put`."""
 
     @abstractmethod
-    def replace(self, metadata: Mapping[str, str], expected: ObjectInfo | None) -> ObjectInfo:
+    def replace(
+        self, metadata: Mapping[str, str], expected: ObjectInfo | None, then: Stored | None = None
+    ) -> ObjectInfo:
         """Store what was written, like :meth:`ObjectStore.replace` (may raise WriteRace
         and be called again)."""
 
@@ -144,11 +164,13 @@ class BufferedUpload(Upload):
         self._buffer.write(chunk)
         self.size += len(chunk)
 
-    def put(self, metadata: Mapping[str, str]) -> ObjectInfo:
-        return self.store.put(self.key, self._data(), metadata)
+    def put(self, metadata: Mapping[str, str], then: Stored | None = None) -> ObjectInfo:
+        return _then(self.store.put(self.key, self._data(), metadata), then)
 
-    def replace(self, metadata: Mapping[str, str], expected: ObjectInfo | None) -> ObjectInfo:
-        return self.store.replace(self.key, self._data(), metadata, expected)
+    def replace(
+        self, metadata: Mapping[str, str], expected: ObjectInfo | None, then: Stored | None = None
+    ) -> ObjectInfo:
+        return _then(self.store.replace(self.key, self._data(), metadata, expected), then)
 
     def abort(self) -> None:
         self._buffer = None

@@ -26,6 +26,7 @@ from statekeeper.storage.base import (
     ObjectStore,
     ObjectStream,
     RecordSpace,
+    Stored,
     StoredObject,
     Upload,
 )
@@ -222,13 +223,15 @@ class _MeteredUpload(Upload):
         self.inner.write(chunk)
         self.size = self.inner.size
 
-    def put(self, metadata: Mapping[str, str]) -> ObjectInfo:
-        info = self.store._meter("put", self.inner.put, metadata)
+    def put(self, metadata: Mapping[str, str], then: Stored | None = None) -> ObjectInfo:
+        info = self.store._meter("put", self.inner.put, metadata, then)
         self.store._stored_size(self.key, self.size)
         return info
 
-    def replace(self, metadata: Mapping[str, str], expected: ObjectInfo | None) -> ObjectInfo:
-        info = self.store._meter("replace", self.inner.replace, metadata, expected)
+    def replace(
+        self, metadata: Mapping[str, str], expected: ObjectInfo | None, then: Stored | None = None
+    ) -> ObjectInfo:
+        info = self.store._meter("replace", self.inner.replace, metadata, expected, then)
         self.store._stored_size(self.key, self.size)
         return info
 

@@ -14,6 +14,9 @@ replays a prefix of them, so after a crash the database holds a prefix of the
 commits and every commit of an answered request is in it. A commit whose
 visibility must wait for its durability (a new state version, which another
 client may read at once) passes ``durable=True`` and is synced on its own.
+A ``run`` called from inside another's function on the same thread joins its
+transaction (a savepoint): a state version's digest and audit record commit,
+and are synced, with the version.
 
 Concurrent requests share those fsyncs (group commit). Every write commit of
 this process gets a sequence number, in commit order (writes are serialised
@@ -172,8 +175,12 @@ class SqliteDatabase:
 
         A write is synced when it commits, unless it runs inside
         :meth:`syncing_once` without ``durable``: then the block's end syncs it.
+        Called from inside another ``run``'s ``fn`` on this thread, it joins that
+        transaction (see :meth:`_joined`).
         """
         conn = self._connection()
+        if getattr(self._local, "open", None) is not None:
+            return self._joined(conn, fn, write=write)
         deferred = write and not durable and getattr(self._local, "deferring", 0) > 0
         relaxed = getattr(self._local, "relaxed", False)
         number = 0
@@ -182,11 +189,14 @@ class SqliteDatabase:
                 self._synchronous(conn, "NORMAL" if deferred else "FULL")
             with self._writer if write else nullcontext():
                 conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                self._local.open = "write" if write else "read"
                 try:
                     result = fn(conn)
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
+                finally:
+                    self._local.open = None
                 conn.execute("COMMIT")
                 if write:
                     self._committed += 1
@@ -200,6 +210,37 @@ class SqliteDatabase:
             with self._sync_done:
                 self._synced = max(self._synced, number)
         return result
+
+    def _joined(
+        self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], *, write: bool
+    ) -> T:
+        """``fn`` inside the transaction this thread has open: committed (and synced) with
+        it, or not at all. A savepoint around it undoes only its own writes when it
+        raises, so the enclosing transaction can go on (a new state version and the
+        audit record of its write commit together, see ``StateService.write``).
+        """
+        if write and self._local.open != "write":
+            raise AssertionError("a write joined a read transaction (it holds no write lock)")
+        try:
+            conn.execute("SAVEPOINT joined")
+            try:
+                result = fn(conn)
+            except BaseException:
+                # An I/O error may have ended the whole transaction: then there is no
+                # savepoint to return to, and the enclosing COMMIT fails in turn.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK TO joined")
+                    conn.execute("RELEASE joined")
+                raise
+            conn.execute("RELEASE joined")
+        except sqlite3.Error as exc:
+            raise StorageError(f"the SQLite database {self.path} failed: {exc}") from exc
+        return result
+
+    @property
+    def writing(self) -> bool:
+        """True inside a write ``run``'s ``fn`` on this thread (a further write joins it)."""
+        return getattr(self._local, "open", None) == "write"
 
     def relax(self) -> None:
         """Commits on this thread's connection from now on wait for the log, not the

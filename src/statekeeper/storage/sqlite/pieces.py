@@ -8,13 +8,13 @@ from typing import IO, TYPE_CHECKING
 
 from statekeeper.errors import StorageError
 from statekeeper.storage import codec
-from statekeeper.storage.base import ObjectInfo, Upload
+from statekeeper.storage.base import ObjectInfo, Stored, Upload
 
 if TYPE_CHECKING:
     import zstandard
 
     from statekeeper.storage.sqlite.database import SqliteDatabase
-    from statekeeper.storage.sqlite.store import SqliteStore
+    from statekeeper.storage.sqlite.store import Row, SqliteStore
 
 __all__ = ["IN_MEMORY", "PIECE", "SpooledUpload", "read_pieces", "stream_pieces"]
 
@@ -108,8 +108,8 @@ class SpooledUpload(Upload):
         if len(chunk) > PIECE:
             self._spool.write(self._stream.compress(memoryview(chunk)[PIECE:]))
 
-    def _data(self) -> bytes | IO[bytes]:
-        """The bytes themselves when they fit in a row (most states), else the file."""
+    def _data(self) -> Row | IO[bytes]:
+        """The row's blob when the bytes fit in a row (most states), else the file."""
         if self.size > PIECE:
             if self._stream is not None:
                 # Ended once: a write retried after a race stores the same file.
@@ -117,22 +117,30 @@ class SpooledUpload(Upload):
                 self._stream, self._packed = None, self.store.compression
             return self._spool
         self._spool.seek(0)
-        return self._spool.read()
+        return self.store.row(self._spool.read())
 
-    def put(self, metadata: Mapping[str, str]) -> ObjectInfo:
+    def put(self, metadata: Mapping[str, str], then: Stored | None = None) -> ObjectInfo:
         data = self._data()
-        return self.store.db.run(
-            lambda db: self.store._insert(db, self.key, data, metadata, self.size, self._packed),
-            write=True,
-            durable=True,
-        )
 
-    def replace(self, metadata: Mapping[str, str], expected: ObjectInfo | None) -> ObjectInfo:
+        def tx(db: sqlite3.Connection) -> ObjectInfo:
+            info = self.store._insert(db, self.key, data, metadata, self.size, self._packed)
+            if then is not None:
+                then(info)
+            return info
+
+        return self.store.db.run(tx, write=True, durable=True)
+
+    def replace(
+        self, metadata: Mapping[str, str], expected: ObjectInfo | None, then: Stored | None = None
+    ) -> ObjectInfo:
         data = self._data()
 
         def tx(db: sqlite3.Connection) -> ObjectInfo:
             self.store._check_current(db, self.key, expected)
-            return self.store._insert(db, self.key, data, metadata, self.size, self._packed)
+            info = self.store._insert(db, self.key, data, metadata, self.size, self._packed)
+            if then is not None:
+                then(info)
+            return info
 
         return self.store.db.run(tx, write=True, durable=True)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import IO
 
@@ -40,7 +41,7 @@ from statekeeper.storage.sqlite.pieces import (
 )
 from statekeeper.times import utcnow
 
-__all__ = ["SqliteStore", "open_store"]
+__all__ = ["Row", "SqliteStore", "open_store"]
 
 #: The largest SQLite row ID (a signed 64-bit integer); version IDs are row IDs.
 _MAX_ROWID = 2**63 - 1
@@ -51,6 +52,16 @@ def _race_message(key: str) -> str:
         f"another write to {key!r} landed while this one was being checked; nothing "
         "was written: read the state again and retry"
     )
+
+
+@dataclass(frozen=True)
+class Row:
+    """A small version's blob as its row keeps it: encoded before the write transaction
+    begins, so that other writers do not wait for the compression."""
+
+    size: int
+    blob: bytes
+    codec: str | None
 
 
 def _info(row: sqlite3.Row | tuple[object, ...], *, is_latest: bool) -> ObjectInfo:
@@ -86,28 +97,32 @@ class SqliteStore(ObjectStore):
     def records(self) -> RecordSpace:
         return RecordSpace(self, self.db)
 
+    def row(self, data: bytes) -> Row:
+        """``data`` (at most PIECE bytes) as its row keeps it."""
+        blob, marker = codec.encode(data, self.compression)
+        return Row(len(data), blob, marker)
+
     def _insert(
         self,
         db: sqlite3.Connection,
         key: str,
-        data: bytes | IO[bytes],
+        data: bytes | Row | IO[bytes],
         metadata: Mapping[str, str],
         size: int | None = None,
         packed: str | None = None,
     ) -> ObjectInfo:
-        """A new current version; ``data`` is bytes, or a file of ``size`` bytes
-        (already encoded with the codec ``packed`` when that is given)."""
+        """A new current version; ``data`` is bytes, a row's blob, or a file of ``size``
+        bytes (already encoded with the codec ``packed`` when that is given)."""
         created = utcnow()
-        if isinstance(data, bytes):
-            size = len(data)
+        if isinstance(data, bytes | Row):
+            size = data.size if isinstance(data, Row) else len(data)
         assert size is not None  # a file comes with its size
         row = (key, size, json.dumps(dict(metadata)), created.isoformat())
-        if isinstance(data, bytes) and size <= PIECE:
-            blob, marker = codec.encode(data, self.compression)
+        if isinstance(data, Row):
             cur = db.execute(
                 "INSERT INTO objects (key, data, size, metadata, created, codec) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (key, blob, *row[1:], marker),
+                (key, data.blob, *row[1:], data.codec),
             )
         else:
             # The bytes in pieces (see object_pieces in SCHEMA): no copy of the whole
@@ -149,16 +164,22 @@ class SqliteStore(ObjectStore):
             metadata=dict(metadata),
         )
 
+    def _prepared(self, data: bytes) -> bytes | Row:
+        return self.row(data) if len(data) <= PIECE else data
+
     def put(self, key: str, data: bytes, metadata: Mapping[str, str]) -> ObjectInfo:
+        prepared = self._prepared(data)
         return self.db.run(
-            lambda db: self._insert(db, key, data, metadata), write=True, durable=True
+            lambda db: self._insert(db, key, prepared, metadata), write=True, durable=True
         )
 
     def put_if_absent(self, key: str, data: bytes, metadata: Mapping[str, str]) -> bool:
+        prepared = self._prepared(data)
+
         def tx(db: sqlite3.Connection) -> bool:
             if db.execute("SELECT 1 FROM current WHERE key = ?", (key,)).fetchone():
                 return False
-            self._insert(db, key, data, metadata)
+            self._insert(db, key, prepared, metadata)
             return True
 
         return self.db.run(tx, write=True, durable=True)
@@ -166,9 +187,11 @@ class SqliteStore(ObjectStore):
     def replace(
         self, key: str, data: bytes, metadata: Mapping[str, str], expected: ObjectInfo | None
     ) -> ObjectInfo:
+        prepared = self._prepared(data)
+
         def tx(db: sqlite3.Connection) -> ObjectInfo:
             self._check_current(db, key, expected)
-            return self._insert(db, key, data, metadata)
+            return self._insert(db, key, prepared, metadata)
 
         return self.db.run(tx, write=True, durable=True)
 
@@ -183,9 +206,13 @@ class SqliteStore(ObjectStore):
         return SpooledUpload(self, key)
 
     def open(self, key: str, version_id: str | None = None) -> ObjectStream | None:
-        info = self.head(key, version_id)
-        if info is None or info.size <= IN_MEMORY:
-            return super().open(key, version_id)
+        # A version up to IN_MEMORY (most states) is read whole, with its facts, in one
+        # read transaction; a larger one's facts come alone, its bytes below.
+        found = self.db.run(lambda db: self._read(db, key, version_id, IN_MEMORY))
+        if found is None:
+            return None
+        if isinstance(found, StoredObject):
+            return ObjectStream(found.info, iter((found.data,)))
         # Its own connection and read transaction: the chunks are read on whichever
         # threads serve the response, and all from the snapshot the facts came from.
         conn = self._open_reader()
@@ -242,21 +269,30 @@ class SqliteStore(ObjectStore):
         return row is not None and row[0] == object_id
 
     def get(self, key: str, version_id: str | None = None) -> StoredObject | None:
-        cols = "o.id, o.key, o.size, o.metadata, o.created, o.data, o.codec"
+        found = self.db.run(lambda db: self._read(db, key, version_id, None))
+        # Without a size limit it is never the facts alone; the test is for the type.
+        return None if isinstance(found, ObjectInfo) else found
 
-        def tx(db: sqlite3.Connection) -> StoredObject | None:
-            row = self._row(db, key, version_id, cols)
-            if row is None:
-                return None
-            latest = version_id is None or self._is_latest(db, key, row[0])
-            info = _info(row, is_latest=latest)
-            blob = bytes(row[5])  # type: ignore[call-overload]
-            if not blob:
-                blob = b"".join(read_pieces(db, int(str(row[0]))))
-            marker = None if row[6] is None else str(row[6])
-            return StoredObject(info, codec.decode(blob, marker, info.size))
-
-        return self.db.run(tx)
+    def _read(
+        self, db: sqlite3.Connection, key: str, version_id: str | None, whole_up_to: int | None
+    ) -> StoredObject | ObjectInfo | None:
+        """The version with its bytes, or only its facts when larger than ``whole_up_to``."""
+        # A large version's blob is never fetched here (one kept in its row is streamed).
+        small = "1" if whole_up_to is None else f"o.size <= {int(whole_up_to)}"
+        data = f"{small}, CASE WHEN {small} THEN o.data END"
+        cols = f"o.id, o.key, o.size, o.metadata, o.created, o.codec, {data}"
+        row = self._row(db, key, version_id, cols)
+        if row is None:
+            return None
+        latest = version_id is None or self._is_latest(db, key, row[0])
+        info = _info(row, is_latest=latest)
+        if not row[6]:
+            return info
+        blob = bytes(row[-1])  # type: ignore[call-overload]
+        if not blob:
+            blob = b"".join(read_pieces(db, int(str(row[0]))))
+        marker = None if row[5] is None else str(row[5])
+        return StoredObject(info, codec.decode(blob, marker, info.size))
 
     def head(self, key: str, version_id: str | None = None) -> ObjectInfo | None:
         cols = "o.id, o.key, o.size, o.metadata, o.created"
@@ -368,14 +404,14 @@ class SqliteStore(ObjectStore):
             raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
 
         def tx(db: sqlite3.Connection) -> str | None:
-            if not db.execute(
-                "SELECT 1 FROM objects WHERE key = ? AND id = ?", (key, int(version_id))
-            ).fetchone():
-                raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
-            row = db.execute(
-                "SELECT MAX(id) FROM objects WHERE key = ? AND id < ?", (key, int(version_id))
+            exists, before = db.execute(
+                "SELECT EXISTS (SELECT 1 FROM objects WHERE key = ?1 AND id = ?2), "
+                "(SELECT MAX(id) FROM objects WHERE key = ?1 AND id < ?2)",
+                (key, int(version_id)),
             ).fetchone()
-            return None if row is None or row[0] is None else str(row[0])
+            if not exists:
+                raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
+            return None if before is None else str(before)
 
         return self.db.run(tx)
 
