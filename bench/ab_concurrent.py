@@ -23,13 +23,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-from ab_locks import _cpu_seconds
-from harness import BENCH  # noqa: F401 - puts src/ on sys.path
-
-from statekeeper.testing.processes import free_port
+from harness import cpu_seconds
+from servers import serve_tree
 
 _BENCH_DIR = str(Path(__file__).resolve().parent)
 #: The client: warms its server up, waits for the common start, runs the cycle.
@@ -49,29 +46,8 @@ print(json.dumps({"cycles": r["cycles"], "rate": r["cycles_per_s"]}), flush=True
 
 
 def _start(tree: str) -> tuple[subprocess.Popen[bytes], int, Path]:
-    port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="sk-abc-"))
-    src, *settings = tree.split(";")
-    env = {**os.environ, "STATEKEEPER_LOG_FORMAT": "text", "PYTHONPATH": src}
-    env.update(setting.split("=", 1) for setting in settings)
-    with (workdir / "server.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "statekeeper", "serve", "--port", str(port)],
-            cwd=workdir,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).close()
-            return proc, port, workdir
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError((workdir / "server.log").read_text()) from None
-            time.sleep(0.05)
+    return (*serve_tree(tree, workdir), workdir)
 
 
 def _round(trees: dict[str, str], clients: int, seconds: float) -> dict[str, tuple[float, float]]:
@@ -93,7 +69,7 @@ def _round(trees: dict[str, str], clients: int, seconds: float) -> dict[str, tup
         }
         for driver in drivers.values():
             assert driver.stdout is not None and driver.stdout.readline().strip() == "GO"
-        before = {name: _cpu_seconds(proc.pid) for name, (proc, _, _) in servers.items()}
+        before = {name: cpu_seconds(proc.pid) for name, (proc, _, _) in servers.items()}
         results = {}
         for name, driver in drivers.items():
             assert driver.stdout is not None
@@ -101,7 +77,7 @@ def _round(trees: dict[str, str], clients: int, seconds: float) -> dict[str, tup
             driver.wait()
         out = {}
         for name, (proc, _, _) in servers.items():
-            cpu = _cpu_seconds(proc.pid) - before[name]
+            cpu = cpu_seconds(proc.pid) - before[name]
             cycles = max(int(results[name]["cycles"]), 1)
             out[name] = (1000 * cpu / cycles, float(results[name]["rate"]))
         return out

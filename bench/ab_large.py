@@ -16,41 +16,17 @@ behind findings.md's "The push of a large state, a third time".
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
-from ab_locks import _cpu_seconds
 from bench_large import MB, _push
-from harness import BENCH
+from harness import BENCH, cpu_seconds
+from servers import serve_tree
 from statedocs import make_state, set_serial
-
-from statekeeper.testing.processes import free_port
-
-
-def _start(
-    argv: list[str], env: dict[str, str], workdir: Path
-) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    with (workdir / "server.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [*argv, str(port)], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).close()
-            return proc, port
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError((workdir / "server.log").read_text()) from None
-            time.sleep(0.05)
 
 
 def main() -> None:
@@ -63,24 +39,19 @@ def main() -> None:
             workdir = Path(tempfile.mkdtemp(prefix=f"sk-ab-{name}-"))
             workdirs.append(workdir)
             if name == "floor":
-                servers[name] = _start(
-                    [sys.executable, str(BENCH / "floor_app.py")], dict(os.environ), workdir
-                )
-                continue
-            src, *settings = tree.split(";")
-            env = {**os.environ, "STATEKEEPER_LOG_FORMAT": "text", "PYTHONPATH": src}
-            env.update(setting.split("=", 1) for setting in settings)
-            argv = [sys.executable, "-m", "statekeeper", "serve", "--log-level", "warning"]
-            servers[name] = _start([*argv, "--port"], env, workdir)
+                servers[name] = serve_tree("", workdir, str(BENCH / "floor_app.py"))
+            else:
+                argv = ("-m", "statekeeper", "serve", "--log-level", "warning", "--port")
+                servers[name] = serve_tree(tree, workdir, *argv)
         doc = make_state(size_mb * MB, 1)
         wall: dict[str, list[float]] = {name: [] for name in servers}
         cpu: dict[str, list[float]] = {name: [] for name in servers}
         for i in range(rounds):
             set_serial(doc, i + 1)
             for name, (proc, port) in servers.items():
-                before = _cpu_seconds(proc.pid)
+                before = cpu_seconds(proc.pid)
                 wall[name].append(asyncio.run(_push(port, "ab/large", doc)))
-                cpu[name].append(_cpu_seconds(proc.pid) - before)
+                cpu[name].append(cpu_seconds(proc.pid) - before)
             line = "  ".join(f"{n} {wall[n][-1]:.3f}s/{cpu[n][-1]:.2f}cpu" for n in servers)
             print(f"round {i + 1}: {line}", flush=True)
         for name in servers:

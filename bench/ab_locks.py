@@ -16,56 +16,25 @@ branch)".
 
 from __future__ import annotations
 
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 from bench_locks import run_http
-from harness import BENCH  # noqa: F401 - puts src/ on sys.path
-
-from statekeeper.testing.processes import free_port
-
-
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+from harness import cpu_seconds
+from servers import serve_tree
 
 
 def _one(tree: str, clients: int, seconds: float, contended: bool) -> tuple[float, float, float]:
     """(cycles/s, server CPU ms per cycle, p99 ms) of one fresh server from ``tree``."""
-    port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="sk-ab-"))
-    src, *settings = tree.split(";")
-    env = {**os.environ, "STATEKEEPER_LOG_FORMAT": "text", "PYTHONPATH": src}
-    env.update(setting.split("=", 1) for setting in settings)
-    with (workdir / "server.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "statekeeper", "serve", "--port", str(port)],
-            cwd=workdir,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    proc, port = serve_tree(tree, workdir)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError((workdir / "server.log").read_text()) from None
-                time.sleep(0.05)
-        before = _cpu_seconds(proc.pid)
+        before = cpu_seconds(proc.pid)
         result = run_http(port, clients, contended, seconds, "ab")
-        cpu = _cpu_seconds(proc.pid) - before
+        cpu = cpu_seconds(proc.pid) - before
         cycles = max(int(result["cycles"]), 1)
         return result["cycles_per_s"], 1000 * cpu / cycles, result["p99_ms"]
     finally:

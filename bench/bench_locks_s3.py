@@ -23,27 +23,18 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from bench_locks import STATE_SIZE, Tally, _lock_body, _summary, run_http
-from harness import OUT, aws_drivers_available, env_int, fresh, log, median
+from harness import OUT, aws_drivers_available, cpu_seconds, env_int, fresh, log, median
 from rawhttp import content_md5
 from servers import aws_backend, moto_server, statekeeper_on_aws
 from statedocs import make_state, read_serial, set_serial
 
 GOAL = 1.2
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process has used so far (``/proc/PID/stat``)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 def terraform_s3_clients(moto: Any) -> tuple[Any, Any]:

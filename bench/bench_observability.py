@@ -43,7 +43,6 @@ with the others: the priority's effect on throughput and on the lag.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import urllib.request
@@ -56,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_locks import run_http
-from harness import OUT, env_int, env_list, fresh, log, median
+from harness import OUT, cpu_seconds, env_int, env_list, fresh, log, median
 from servers import statekeeper_server
 
 _OBSERVED = (
@@ -171,13 +170,6 @@ def _scraper(url: str) -> Iterator[None]:
         thread.join()
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process so far, from /proc."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _worker_pid(server_pid: int) -> int:
     """The server's webhook delivery worker (a child process of ``serve``)."""
     for _ in range(200):
@@ -194,7 +186,7 @@ def _settle(pid: int) -> None:
     lock cycle's cost. Settled when its CPU time stands still for half a second."""
     last = -1.0
     for _ in range(60):
-        now = _cpu_seconds(pid)
+        now = cpu_seconds(pid)
         if now == last:
             return
         last = now
@@ -239,18 +231,18 @@ def _run(config: str, workdir: Path, clients: int, seconds: float) -> dict[str, 
         with statekeeper_server(where, *args, env=env) as server:
             worker = _worker_pid(server.proc.pid)
             _settle(worker)
-            before = _cpu_seconds(server.proc.pid)
-            worker_before = _cpu_seconds(worker)
+            before = cpu_seconds(server.proc.pid)
+            worker_before = cpu_seconds(worker)
             if config != "bare":
                 with _scraper(server.url):
                     result = run_http(server.port, clients, False, seconds, tag)
             else:
                 result = run_http(server.port, clients, False, seconds, tag)
-            cpu = _cpu_seconds(server.proc.pid) - before
+            cpu = cpu_seconds(server.proc.pid) - before
             # Drained before the server stops: every delivery of this run's events is in
             # the worker's CPU and the lag, and none is left for the next run.
             backlog, drain = _drain(server.url) if hooked else (0, 0.0)
-            worker_cpu = _cpu_seconds(worker) - worker_before
+            worker_cpu = cpu_seconds(worker) - worker_before
         lags = receiver.lags()
     result["server_cpu_ms_per_cycle"] = 1000 * cpu / max(result["cycles"], 1)
     result["worker_cpu_ms_per_cycle"] = 1000 * worker_cpu / max(result["cycles"], 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,9 +23,12 @@ __all__ = [
     "FloorServer",
     "aws_backend",
     "moto_server",
+    "serve_tree",
     "statekeeper_on_aws",
     "statekeeper_server",
 ]
+
+_SERVE = ("-m", "statekeeper", "serve", "--port")
 
 
 class FloorServer(_Process):
@@ -58,6 +62,31 @@ def statekeeper_server(
         yield server
     finally:
         server.stop()
+
+
+def serve_tree(
+    tree: str, workdir: Path, *argv: str, timeout: float = 60
+) -> tuple[subprocess.Popen[bytes], int]:
+    """``statekeeper serve`` from a source tree, for the A/B tools: ``tree`` is
+    ``SRC_DIR[;VAR=VALUE...]`` (``PYTHONPATH=SRC_DIR``, each ``VAR=VALUE`` added to its
+    environment); ``argv`` replaces ``-m statekeeper serve`` (e.g. a floor app's
+    script). Returns the process, answering ``/healthz``, and its port."""
+    port = free_port()
+    src, *settings = tree.split(";")
+    env = {**os.environ, "STATEKEEPER_LOG_FORMAT": "text", "PYTHONPATH": src}
+    env.update(setting.split("=", 1) for setting in settings)
+    command = [*(argv or _SERVE), str(port)]
+    with (workdir / "server.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, *command], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", proc, timeout)
+    except RuntimeError as exc:  # it died, or did not answer in time
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"{exc}\n{(workdir / 'server.log').read_text()}") from None
+    return proc, port
 
 
 @contextmanager
