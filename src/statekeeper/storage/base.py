@@ -35,6 +35,7 @@ __all__ = [
     "Stored",
     "StoredObject",
     "Upload",
+    "notify_stored",
 ]
 
 #: What the default probes read: '!' cannot appear in a state name.
@@ -91,7 +92,8 @@ class ObjectStream:
 Stored = Callable[[ObjectInfo], None]
 
 
-def _then(info: ObjectInfo, then: Stored | None) -> ObjectInfo:
+def notify_stored(info: ObjectInfo, then: Stored | None) -> ObjectInfo:
+    """``info``, once ``then`` (if any) was told of it: an upload's last step."""
     if then is not None:
         then(info)
     return info
@@ -165,12 +167,12 @@ class BufferedUpload(Upload):
         self.size += len(chunk)
 
     def put(self, metadata: Mapping[str, str], then: Stored | None = None) -> ObjectInfo:
-        return _then(self.store.put(self.key, self._data(), metadata), then)
+        return notify_stored(self.store.put(self.key, self._data(), metadata), then)
 
     def replace(
         self, metadata: Mapping[str, str], expected: ObjectInfo | None, then: Stored | None = None
     ) -> ObjectInfo:
-        return _then(self.store.replace(self.key, self._data(), metadata, expected), then)
+        return notify_stored(self.store.replace(self.key, self._data(), metadata, expected), then)
 
     def abort(self) -> None:
         self._buffer = None

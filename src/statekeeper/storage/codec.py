@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Final
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from statekeeper.errors import StorageError
 
@@ -79,23 +79,20 @@ def decompressor() -> zstandard.ZstdDecompressor:
     return zstandard.ZstdDecompressor()
 
 
+_Context = TypeVar("_Context")
+
 #: This thread's compressor and decompressor for whole blobs: making a context costs
 #: as much as compressing a small state (~15 us), and a context serves one call at a
 #: time, so each thread keeps its own.
 _contexts = threading.local()
 
 
-def _compressor() -> zstandard.ZstdCompressor:
-    made: zstandard.ZstdCompressor | None = getattr(_contexts, "compressor", None)
+def _kept(make: Callable[[], _Context]) -> _Context:
+    """This thread's context made by ``make`` (made on the thread's first call)."""
+    made: _Context | None = getattr(_contexts, make.__name__, None)
     if made is None:
-        made = _contexts.compressor = compressor()
-    return made
-
-
-def _decompressor() -> zstandard.ZstdDecompressor:
-    made: zstandard.ZstdDecompressor | None = getattr(_contexts, "decompressor", None)
-    if made is None:
-        made = _contexts.decompressor = decompressor()
+        made = make()
+        setattr(_contexts, make.__name__, made)
     return made
 
 
@@ -103,7 +100,7 @@ def encode(data: bytes, codec: str | None) -> tuple[bytes, str | None]:
     """The blob to store for ``data`` and its row's codec marker (None: stored plain)."""
     if codec is None or not data:
         return data, None
-    packed = _compressor().compress(data)
+    packed = _kept(compressor).compress(data)
     if len(packed) > len(data) * (1 - MIN_SAVING):
         return data, None
     return packed, codec
@@ -246,7 +243,7 @@ def decode(blob: bytes, codec: str | None, size: int) -> bytes:
     import zstandard
 
     try:
-        data = _decompressor().decompress(blob, max_output_size=size)
+        data = _kept(decompressor).decompress(blob, max_output_size=size)
     except zstandard.ZstdError as exc:
         raise StorageError(f"a compressed stored version is damaged: {exc}") from exc
     if len(data) != size:

@@ -8,7 +8,7 @@ from typing import IO, TYPE_CHECKING
 
 from statekeeper.errors import StorageError
 from statekeeper.storage import codec
-from statekeeper.storage.base import ObjectInfo, Stored, Upload
+from statekeeper.storage.base import ObjectInfo, Stored, Upload, notify_stored
 
 if TYPE_CHECKING:
     import zstandard
@@ -124,9 +124,7 @@ class SpooledUpload(Upload):
 
         def tx(db: sqlite3.Connection) -> ObjectInfo:
             info = self.store._insert(db, self.key, data, metadata, self.size, self._packed)
-            if then is not None:
-                then(info)
-            return info
+            return notify_stored(info, then)
 
         return self.store.db.run(tx, write=True, durable=True)
 
@@ -138,9 +136,7 @@ class SpooledUpload(Upload):
         def tx(db: sqlite3.Connection) -> ObjectInfo:
             self.store._check_current(db, self.key, expected)
             info = self.store._insert(db, self.key, data, metadata, self.size, self._packed)
-            if then is not None:
-                then(info)
-            return info
+            return notify_stored(info, then)
 
         return self.store.db.run(tx, write=True, durable=True)
 
