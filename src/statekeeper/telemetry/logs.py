@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -36,11 +34,9 @@ from statekeeper.events import Event, in_operation
 __all__ = [
     "REQUEST",
     "JsonFormatter",
-    "LineWriter",
     "RequestLog",
     "apart_from_request",
     "event_line",
-    "flush_at_termination",
     "json_line",
     "lean_records",
     "log_config",
@@ -167,113 +163,6 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-class LineWriter(logging.Handler):
-    """Standard error's handler: lines formatted by the thread that logs them (the
-    request's ID is in its context), written by a thread of the handler's own.
-
-    A line written where it is logged is a ``write`` on the event loop's thread for
-    every request, and a ``write`` lets go of the GIL: on a busy server a request's
-    worker thread takes it, and the loop waits for it back. Here the loop only
-    queues the line. The writer wakes when a line arrives in an empty queue, waits
-    ``linger`` seconds for the lines that follow, and writes them all at once: one
-    ``write`` for a batch, from a thread with nothing else to do. Lines keep their
-    order; a WARNING or worse is written before the call returns (with the lines
-    queued before it), and :meth:`flush` (called by ``logging.shutdown`` at exit)
-    writes what is queued, so a graceful stop loses no line.
-    """
-
-    def __init__(self, stream: Any = None, linger: float = 0.02) -> None:
-        super().__init__()
-        self.stream = sys.stderr if stream is None else stream
-        self.linger = linger
-        self._queued: deque[str] = deque()
-        self._wake = threading.Event()
-        # Reentrant: the SIGTERM handler (flush_at_termination) may interrupt a flush.
-        self._writing = threading.RLock()
-        self._closed = False
-        self._writer: threading.Thread | None = None
-        self._starting = threading.Lock()
-
-    def handle(self, record: logging.LogRecord) -> bool:
-        # Without the handler's lock: queueing a line is one atomic append.
-        if not self.filter(record):
-            return False
-        self.emit(record)
-        return True
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            line = self.format(record) + "\n"
-        except Exception:  # noqa: BLE001 - logging's contract: a bad record is reported, not raised
-            self.handleError(record)
-            return
-        queued = self._queued
-        queued.append(line)
-        if record.levelno >= logging.WARNING or self._closed:
-            self.flush()
-        elif len(queued) == 1:
-            if self._writer is None:
-                self._start()
-            self._wake.set()
-
-    def flush(self) -> None:
-        """Write every line queued so far."""
-        with self._writing:
-            lines = []
-            queued = self._queued
-            while queued:
-                lines.append(queued.popleft())
-            if lines:
-                try:
-                    self.stream.write("".join(lines))
-                    self.stream.flush()
-                except (OSError, ValueError):  # stderr closed: nowhere left to say it
-                    pass
-
-    def close(self) -> None:
-        self._closed = True
-        self._wake.set()
-        writer = self._writer
-        if writer is not None and writer is not threading.current_thread():
-            writer.join(5)
-        self.flush()
-        super().close()
-
-    def _start(self) -> None:
-        with self._starting:
-            if self._writer is None:
-                self._writer = threading.Thread(
-                    target=self._write_batches, name="statekeeper-log-writer", daemon=True
-                )
-                self._writer.start()
-
-    def _write_batches(self) -> None:
-        while not self._closed:
-            self._wake.wait()
-            self._wake.clear()
-            if self.linger and not self._closed:
-                time.sleep(self.linger)
-            self.flush()
-
-
-def flush_at_termination() -> None:
-    """Write the queued log lines when SIGTERM ends the process.
-
-    uvicorn answers SIGTERM with a graceful shutdown, then raises the signal again
-    for the handler it found, and Python's default one ends the process without
-    running ``atexit`` (where ``logging.shutdown`` writes what :class:`LineWriter`
-    holds). This handler, installed before uvicorn's, writes the lines and then
-    lets the signal end the process as before (killed by SIGTERM).
-    """
-
-    def terminate(signum: int, _frame: object) -> None:
-        logging.shutdown()
-        signal.signal(signum, signal.SIG_DFL)
-        signal.raise_signal(signum)
-
-    signal.signal(signal.SIGTERM, terminate)
-
-
 def lean_records() -> None:
     """Stop every log record of this process noting what no line of ours shows.
 
@@ -332,8 +221,9 @@ def log_config(log_format: str, level: str) -> dict[str, Any]:
         "formatters": {"line": {"()": f"{formatter.__module__}.{formatter.__qualname__}"}},
         "handlers": {
             "stderr": {
-                "()": f"{LineWriter.__module__}.{LineWriter.__qualname__}",
+                "class": "logging.StreamHandler",
                 "formatter": "line",
+                "stream": "ext://sys.stderr",
             }
         },
         "loggers": {
