@@ -190,6 +190,19 @@ def test_to_json_carries_every_field_and_reads_back() -> None:
     assert event.claims == {"sub": "x"}
 
 
+def test_to_json_is_a_fresh_dict_each_time() -> None:
+    # Made once and kept (the audit trail and the access line both ask): what a caller
+    # adds to or takes from its copy is not in the next one.
+    event = Event(action=Action.WRITE, actor="ci", state="team/a.tfstate", claims={"k": "v"})
+    first = event.to_json()
+    first["event_time"] = first.pop("time")
+    first["claims"]["k"] = "changed"
+    again = event.to_json()
+    assert again == Event.from_json(again).to_json()
+    assert "event_time" not in again and again["time"].endswith("Z")
+    assert again["claims"] == {"k": "v"}
+
+
 def test_an_enclosing_scope_covers_the_operation_and_its_recording_once() -> None:
     stream, seen = _stream()
     trace: list[str] = []

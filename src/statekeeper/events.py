@@ -149,8 +149,16 @@ class Event:
             )
 
     def to_json(self) -> dict[str, Any]:
-        # Field by field: dataclasses.asdict deep-copies every value, and each
-        # request's event is serialized once for the audit trail and once per log.
+        # Field by field: dataclasses.asdict deep-copies every value. Made once per
+        # event: the audit trail asks on the request's thread and the access line
+        # again on the event loop's (a copy each time, its claims too: callers add to it).
+        made: dict[str, Any] | None = self.__dict__.get("_json")
+        if made is None:
+            made = self._to_json()
+            object.__setattr__(self, "_json", made)
+        return {**made, "claims": dict(made["claims"])}
+
+    def _to_json(self) -> dict[str, Any]:
         return {
             "action": str(self.action),
             "actor": self.actor,

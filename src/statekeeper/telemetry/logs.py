@@ -29,6 +29,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+import orjson
+
 from statekeeper.events import Event, in_operation
 
 __all__ = [
@@ -123,11 +125,26 @@ def _time(created: float) -> str:
 def json_line(level: str, logger: str, message: str) -> str:
     """A log line in the JSON format, for what is printed before logging is set up."""
     out = {"time": _time(time.time()), "level": level, "logger": logger, "message": message}
-    return _ENCODER.encode(out)
+    return _encode(out)
 
 
-#: One encoder for every line (``json.dumps`` with options builds a new one per call).
+#: The encoder of what orjson refuses (one for every line: ``json.dumps`` with options
+#: builds a new one per call).
 _ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)
+
+
+def _encode(out: dict[str, Any]) -> str:
+    """A line's JSON: compact, UTF-8 as is, anything else as its ``str``.
+
+    orjson encodes an access line (a request's fields and its event) in a tenth
+    of the time ``json`` takes, on the event loop's thread, once per request.
+    What it refuses (an integer past 64 bits, a lone surrogate) the standard
+    encoder writes as before.
+    """
+    try:
+        return orjson.dumps(out, default=str).decode()
+    except TypeError:  # orjson.JSONEncodeError
+        return _ENCODER.encode(out)
 
 
 class JsonFormatter(logging.Formatter):
@@ -148,7 +165,7 @@ class JsonFormatter(logging.Formatter):
             out.update(fields)
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        return _ENCODER.encode(out)
+        return _encode(out)
 
 
 class TextFormatter(logging.Formatter):
