@@ -99,7 +99,13 @@ def serve(
     from statekeeper.server.connections import bounded_protocol
     from statekeeper.server.scrape import MetricsListener
     from statekeeper.server.tfhttp import backend_block
-    from statekeeper.telemetry.logs import json_line, lean_records, log_config, resolve_format
+    from statekeeper.telemetry.logs import (
+        flush_at_termination,
+        json_line,
+        lean_records,
+        log_config,
+        resolve_format,
+    )
     from statekeeper.telemetry.metrics import Metrics
 
     settings = obj(ctx, SERVE_OPTIONS).settings(
@@ -176,6 +182,7 @@ def serve(
         print("Paste this into your Terraform configuration:\n")
         print(backend_block(base, example_state), flush=True)
         lean_records()
+        flush_at_termination()
         server_config = uvicorn.Config(
             create_app(services, allow_anonymous=not secured and is_loopback(settings.host)),
             log_level=settings.log_level,

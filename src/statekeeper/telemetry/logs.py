@@ -19,8 +19,10 @@ headers (credentials) or the body (state content).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import signal
 import sys
 import threading
 import time
@@ -36,9 +38,11 @@ from statekeeper.events import Event, in_operation
 __all__ = [
     "REQUEST",
     "JsonFormatter",
+    "LineWriter",
     "RequestLog",
     "apart_from_request",
     "event_line",
+    "flush_at_termination",
     "json_line",
     "lean_records",
     "log_config",
@@ -180,6 +184,81 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class LineWriter(logging.StreamHandler):  # type: ignore[type-arg]
+    """Standard error's handler: the event loop's lines written a batch at a time.
+
+    Each line written as it is logged is a ``write`` on the event loop's thread per
+    request, which lets go of the GIL: on a busy server a request's worker thread
+    takes it, and the loop waits to have it back. Lines logged on a running event
+    loop (the access lines) are held instead, and written together ``linger``
+    seconds after the first of them, by the loop (one ``write`` for the batch).
+    Lines logged elsewhere (a worker thread, a command), and any WARNING or worse,
+    are written at once, after the lines held before them. :meth:`flush`, which
+    ``logging.shutdown`` calls at exit (and :func:`flush_at_termination` at
+    SIGTERM), writes what is held: a graceful stop loses no line.
+    """
+
+    #: Lines held at most: past it the batch is written at once.
+    LIMIT = 512
+
+    def __init__(self, stream: Any = None, linger: float = 0.02) -> None:
+        super().__init__(stream)
+        self.linger = linger
+        self._held: list[str] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Called under the handler's lock (Handler.handle).
+        try:
+            line = self.format(record) + "\n"
+        except Exception:  # noqa: BLE001 - logging's contract: a bad record is reported
+            self.handleError(record)
+            return
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        held = self._held
+        held.append(line)
+        if loop is None or record.levelno >= logging.WARNING or len(held) >= self.LIMIT:
+            self.flush()
+        elif self._loop is not loop:  # the batch's first line: its write is due later
+            self._loop = loop
+            loop.call_later(self.linger, self.flush)
+
+    def flush(self) -> None:
+        """Write the lines held."""
+        with self.lock:  # type: ignore[union-attr]
+            self._loop = None
+            if not self._held:
+                return
+            text = "".join(self._held)
+            self._held.clear()
+            try:
+                self.stream.write(text)
+                self.stream.flush()
+            except (OSError, ValueError):  # stderr gone: nowhere left to say it
+                pass
+
+
+def flush_at_termination() -> None:
+    """Write the held log lines when SIGTERM ends the process.
+
+    uvicorn answers SIGTERM with a graceful shutdown, then raises the signal again
+    for the handler it found, and Python's default one ends the process without
+    ``atexit`` (where ``logging.shutdown`` writes what :class:`LineWriter` holds).
+    This handler, installed before uvicorn's, writes the lines, then lets the
+    signal end the process as before.
+    """
+
+    def terminate(signum: int, _frame: object) -> None:
+        logging.shutdown()
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+
+
 def lean_records() -> None:
     """Stop every log record of this process noting what no line of ours shows.
 
@@ -238,9 +317,8 @@ def log_config(log_format: str, level: str) -> dict[str, Any]:
         "formatters": {"line": {"()": f"{formatter.__module__}.{formatter.__qualname__}"}},
         "handlers": {
             "stderr": {
-                "class": "logging.StreamHandler",
+                "()": f"{LineWriter.__module__}.{LineWriter.__qualname__}",
                 "formatter": "line",
-                "stream": "ext://sys.stderr",
             }
         },
         "loggers": {
