@@ -12,7 +12,7 @@ from tests.security.support import OPERATOR, state_json
 
 from statekeeper.app import Services
 from statekeeper.events import Action, Event
-from statekeeper.hooks.model import Subscription
+from statekeeper.hooks.model import Subscription, cloudevent
 from statekeeper.security.audit import AuditFilter
 from statekeeper.settings import load_settings
 from statekeeper.terraform.names import StateName
@@ -127,3 +127,13 @@ def test_an_outbox_from_before_audit_references_is_read_and_extended(tmp_path: P
         assert entries[0].event == old
     finally:
         reopened.close()
+
+
+def test_a_cloudevent_is_compact_utf8_json_even_with_what_orjson_refuses() -> None:
+    event = Event(action=Action.WRITE, actor="ci", state="équipe/app.tfstate", serial=3)
+    body = cloudevent("state.written", event, "statekeeper", {"resources": {"added": ["a.b"]}})
+    envelope = json.loads(body)
+    assert body == json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
+    assert envelope["subject"] == "équipe/app.tfstate" and envelope["data"]["serial"] == 3
+    huge = Event(action=Action.WRITE, actor="ci", state="team/app.tfstate", serial=2**70)
+    assert json.loads(cloudevent("state.written", huge, "statekeeper"))["data"]["serial"] == 2**70

@@ -24,6 +24,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from statekeeper.errors import BadRequest, InvalidStateName
 from statekeeper.events import Action, Event
 from statekeeper.security.grants import parse_grant
@@ -162,7 +164,12 @@ def cloudevent(kind: str, event: Event, source: str, extra: dict[str, Any] | Non
         "datacontenttype": "application/json",
         "data": data,
     }
-    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        # orjson writes json.dumps' compact UTF-8 in a fraction of its time: the worker
+        # encodes one payload per delivery.
+        return orjson.dumps(envelope)
+    except TypeError:  # orjson.JSONEncodeError: an integer past 64 bits
+        return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 #: The longest wait between two attempts of one delivery.
