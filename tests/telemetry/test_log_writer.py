@@ -81,6 +81,23 @@ def test_lines_off_the_loop_and_warnings_are_written_at_once_after_the_held_ones
     assert stream.messages()[4:] == ["no loop"]
 
 
+def test_a_batch_is_written_at_once_when_it_reaches_the_limit(
+    writer: tuple[logging.Logger, LineWriter, _Stream],
+) -> None:
+    logger, _, stream = writer
+
+    async def answer() -> None:
+        for n in range(LineWriter.LIMIT + 1):
+            logger.info("line %d", n)
+        # The held lines are bounded: the first LIMIT went out together, the next waits.
+        assert len(stream.writes) == 1
+        assert len(stream.messages()) == LineWriter.LIMIT
+        await asyncio.sleep(0.2)
+
+    asyncio.run(answer())
+    assert len(stream.messages()) == LineWriter.LIMIT + 1
+
+
 def test_flush_writes_what_is_held(writer: tuple[logging.Logger, LineWriter, _Stream]) -> None:
     logger, handler, stream = writer
 
