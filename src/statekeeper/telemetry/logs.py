@@ -19,7 +19,6 @@ headers (credentials) or the body (state content).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import signal
@@ -29,11 +28,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from statekeeper.events import Event, in_operation
+
+if TYPE_CHECKING:
+    from asyncio import AbstractEventLoop
 
 __all__ = [
     "REQUEST",
@@ -205,7 +207,7 @@ class LineWriter(logging.StreamHandler):  # type: ignore[type-arg]
         super().__init__(stream)
         self.linger = linger
         self._held: list[str] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: AbstractEventLoop | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         # Called under the handler's lock (Handler.handle).
@@ -214,10 +216,10 @@ class LineWriter(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:  # noqa: BLE001 - logging's contract: a bad record is reported
             self.handleError(record)
             return
-        try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
+        # Without importing asyncio (a command's start-up does not need it): a process
+        # that has not imported it runs no event loop.
+        aio = sys.modules.get("asyncio")
+        loop: AbstractEventLoop | None = aio._get_running_loop() if aio else None
         held = self._held
         held.append(line)
         if loop is None or record.levelno >= logging.WARNING or len(held) >= self.LIMIT:
