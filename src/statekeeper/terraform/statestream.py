@@ -31,6 +31,7 @@ from typing import Any
 
 from statekeeper.errors import InvalidState
 from statekeeper.terraform import gojson
+from statekeeper.terraform.fastcheck import RunChecker
 from statekeeper.terraform.statedoc import ARRAY, OBJECT, StateDoc, json_kind
 
 __all__ = ["StateDocReader"]
@@ -77,6 +78,8 @@ class StateDocReader:
         # garbage collector's passes over them) was half the cost of the check.
         checker = json.JSONDecoder(parse_constant=_no_constant, object_pairs_hook=_discard)
         self._check: Scan = checker.scan_once  # type: ignore[attr-defined]
+        # Runs of whole items are checked by simdjson first (terraform/fastcheck.py).
+        self._fast = RunChecker()
         # What separates two items of the array being read, with the start of the
         # next (learned from its first two items): where a run of whole items ends.
         self._boundary = ""
@@ -320,27 +323,32 @@ class StateDocReader:
         """Pass a run of whole items and the comma after it with one scan; whether it did.
 
         The run ends at the last place the learned boundary is found. The text
-        up to there is scanned as the items of an array of its own by the same
-        C scanner, so it passes only if each item would: a boundary found
-        inside a string or a nested value leaves it unbalanced, and it fails.
-        Any failure (or a surrogate escape, whose value must be looked at) leaves
-        the items to the scan one at a time, which decides as before.
+        up to there is checked as the items of an array of its own, by simdjson
+        and, when it refuses, by the same C scanner as every other value, so it
+        passes only if each item would: a boundary found inside a string or a
+        nested value leaves it unbalanced, and it fails. Any failure (or a
+        surrogate escape, whose value must be looked at) leaves the items to the
+        scan one at a time, which decides as before.
         """
         boundary, buf, pos = self._boundary, self._buf, self._pos
         if not boundary:
             return False
         cut = buf.rfind(boundary, pos)
-        if cut <= pos or _SURROGATE_ESCAPE.search(buf, pos, cut):
+        if cut <= pos:
             return False
-        run = "".join(("[", buf[pos:cut], "]"))  # one copy fewer than "[" + … + "]"
-        try:
-            _, end = self._check(run, 0)
-        except (StopIteration, ValueError, RecursionError):
-            end = -1
-        if end != len(run):
-            # Not where items meet (or not whole): no more runs in this array.
-            self._boundary = ""
-            return False
+        if not self._fast.items_pass(buf[pos:cut]):
+            # simdjson cannot vouch for them: json's scanner decides, as it always did.
+            if _SURROGATE_ESCAPE.search(buf, pos, cut):
+                return False
+            run = "".join(("[", buf[pos:cut], "]"))  # one copy fewer than "[" + … + "]"
+            try:
+                _, end = self._check(run, 0)
+            except (StopIteration, ValueError, RecursionError):
+                end = -1
+            if end != len(run):
+                # Not where items meet (or not whole): no more runs in this array.
+                self._boundary = ""
+                return False
         after = _DELIMITER.match(buf, cut)
         assert after is not None and after.group(1) == ","  # the boundary starts with one
         self._pos = after.end()

@@ -1,0 +1,111 @@
+"""The fast path of the state check: simdjson says yes, or the exact path decides.
+
+Python's ``json`` builds a Python object for every value it reads, and the
+check keeps almost none of them: for a 100 MB state, building them was most of
+a write's CPU. simdjson validates JSON in C++ at several hundred MB/s without
+building anything until asked, so it checks first; only a document (or a run
+of whole items) it accepts is taken from it, and everything it refuses goes
+to the exact path (``terraform/gojson.py``, ``terraform/statestream.py``),
+whose decision and message are the ones a client sees.
+
+That is sound only if what simdjson accepts the exact path accepts too, with
+the same values. It does, value for value (``tests/terraform/test_fastcheck.py``
+compares the two), with three differences, each handled here:
+
+- simdjson skips a UTF-8 byte-order mark; the exact path refuses one, so a body
+  that starts with one is left to it.
+- simdjson refuses nesting deeper than 1024 levels; Python's parser refuses at
+  its recursion limit (1000) less the frames beneath the parse. The text is
+  wrapped in enough arrays that simdjson refuses beyond :data:`FAST_DEPTH`,
+  well inside what the exact path accepts from any thread.
+- simdjson refuses what the exact path accepts: integers beyond 64 bits,
+  numbers beyond a double (``1e400``), and every lone surrogate escape (the
+  exact path refuses one only where the parsed document keeps it). Those go to
+  the exact path, which decides.
+
+A parser is not shared between threads: a check makes its own, or a
+:class:`RunChecker` belongs to one reader.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import simdjson
+
+__all__ = ["FAST_DEPTH", "RunChecker", "top_members"]
+
+#: simdjson's own limit on nesting (its parser's default).
+_SIMDJSON_DEPTH = 1024
+#: The deepest nesting the fast path accepts; anything deeper goes to the exact path.
+FAST_DEPTH = 800
+_PAD = _SIMDJSON_DEPTH - FAST_DEPTH
+_OPEN, _CLOSE = "[" * _PAD, "]" * _PAD
+_OPEN_BYTES, _CLOSE_BYTES = _OPEN.encode(), _CLOSE.encode()
+#: From the wrapping arrays to the document inside them.
+_INSIDE = "/0" * _PAD
+_BOM = b"\xef\xbb\xbf"
+#: How pysimdjson refuses a text: ValueError for bad JSON (UnicodeError for bad
+#: UTF-8 or a str it cannot encode), RuntimeError for the rest of simdjson's
+#: errors (too deep, an integer beyond 64 bits). Its other RuntimeError, a parser
+#: reused while a result of the last parse lives, cannot happen here: no result
+#: outlives the call that made it.
+_REFUSED = (ValueError, RuntimeError)
+
+#: Member values of a document's top-level object, in document order.
+Members = list[tuple[str, Any]]
+
+
+class RunChecker:
+    """Checks runs of whole array items for one reader (one thread at a time)."""
+
+    def __init__(self) -> None:
+        self._parser = simdjson.Parser()
+
+    def items_pass(self, items: str) -> bool:
+        """True when ``items``, the text of whole items and the commas between them,
+        is sure to pass the exact path with no lone surrogate in any of them; False
+        when the exact path must look (it may still accept)."""
+        try:
+            # Parsed into simdjson's own tape only: no Python object is built.
+            self._parser.parse("".join((_OPEN, "[", items, "]", _CLOSE)))
+        except _REFUSED:
+            return False
+        return True
+
+
+def top_members(data: bytes, placeholders: tuple[Any, Any] | None) -> tuple[Any, Members] | None:
+    """The whole document and its top-level members as the exact path reads them,
+    or None when the exact path must decide.
+
+    ``placeholders`` (an object's, an array's): nested values become them instead
+    of being built, and the document returned is None. A document whose top level
+    repeats a name is left to the exact path, which reads every repeat in order.
+    """
+    if data.startswith(_BOM):
+        return None
+    parser = simdjson.Parser()
+    try:
+        wrapped = parser.parse(b"".join((_OPEN_BYTES, data, _CLOSE_BYTES)))
+    except _REFUSED:
+        return None
+    assert isinstance(wrapped, simdjson.Array)
+    top = wrapped.at_pointer(_INSIDE)
+    if not isinstance(top, simdjson.Object):
+        return None  # the exact path names what it is
+    names = list(top.keys())
+    if len(set(names)) != len(names):
+        return None
+    if placeholders is None:
+        document = top.as_dict()
+        return document, list(document.items())
+    obj, array = placeholders
+    members: Members = []
+    for name in names:
+        value = top[name]
+        if isinstance(value, simdjson.Object):
+            value = obj
+        elif isinstance(value, simdjson.Array):
+            value = array
+        members.append((name, value))
+    return None, members
