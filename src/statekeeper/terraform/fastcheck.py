@@ -35,11 +35,13 @@ import simdjson
 
 __all__ = ["FAST_DEPTH", "RunChecker", "top_members"]
 
-#: simdjson's own limit on nesting (its parser's default).
+#: simdjson's own limit on nesting (its parser's default), a value inside the
+#: innermost array or object counting as a level.
 _SIMDJSON_DEPTH = 1024
-#: The deepest nesting the fast path accepts; anything deeper goes to the exact path.
+#: The deepest nesting of arrays and objects the fast path accepts (the document's
+#: top-level object, or a run's array, is the first); deeper goes to the exact path.
 FAST_DEPTH = 800
-_PAD = _SIMDJSON_DEPTH - FAST_DEPTH
+_PAD = _SIMDJSON_DEPTH - 1 - FAST_DEPTH
 _OPEN, _CLOSE = "[" * _PAD, "]" * _PAD
 _OPEN_BYTES, _CLOSE_BYTES = _OPEN.encode(), _CLOSE.encode()
 #: From the wrapping arrays to the document inside them.
