@@ -9,7 +9,9 @@ How it stays the same decoder: the top-level object, and the members of its
 arrays and objects, are walked here with the grammar of Python's ``json``
 (JSON whitespace, ``"key" : value``, commas, no trailing comma, nothing after
 the document); every value below that is parsed by ``json``'s own C scanner,
-one value at a time. A value cut by the end of what has arrived fails to
+one value at a time, except runs of whole items of an array, which simdjson
+checks first (``terraform/fastcheck.py``: it passes only what the scanner
+would). A value cut by the end of what has arrived fails to
 parse and is tried again once at least twice as much text is there (so a
 large value costs linear time); it is refused only when the body is complete.
 Strict UTF-8, no byte-order mark, no NUL, no NaN or Infinity, and no lone
