@@ -266,3 +266,22 @@ def test_invalid_utf8_cut_across_chunks_is_refused_by_the_reader_as_by_the_parse
                 return reader.finish()  # type: ignore[no-any-return]
 
             assert _outcome(streamed) == expected
+
+
+def test_each_thread_keeps_a_parser_for_small_texts_and_large_ones_get_their_own() -> None:
+    """Small and large documents read in turn, on several threads at once, each read
+    as the exact path reads it (a parser shared between threads would mix them)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def doc(serial: int, size: int) -> bytes:
+        pad = "x" * size
+        return f'{{"version":4,"serial":{serial},"lineage":"l","resources":["{pad}"]}}'.encode()
+
+    def read(serial: int) -> list[int]:
+        sizes = (10, 2 << 20, 100_000, 3 << 20, 5)
+        return [StateDoc.parse(doc(serial + i, size)).serial for i, size in enumerate(sizes)]
+
+    with ThreadPoolExecutor(4) as pool:
+        starts = range(0, 800, 100)
+        for serial, serials in zip(starts, pool.map(read, starts), strict=True):
+            assert serials == list(range(serial, serial + 5))

@@ -23,12 +23,13 @@ compares the two), with three differences, each handled here:
   exact path refuses one only where the parsed document keeps it). Those go to
   the exact path, which decides.
 
-A parser is not shared between threads: a check makes its own, or a
-:class:`RunChecker` belongs to one reader.
+A parser is not shared between threads: each thread keeps one for small texts,
+and a large text gets its own.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import simdjson
@@ -50,27 +51,47 @@ _BOM = b"\xef\xbb\xbf"
 #: How pysimdjson refuses a text: ValueError for bad JSON (UnicodeError for bad
 #: UTF-8 or a str it cannot encode), RuntimeError for the rest of simdjson's
 #: errors (too deep, an integer beyond 64 bits). Its other RuntimeError, a parser
-#: reused while a result of the last parse lives, cannot happen here: no result
-#: outlives the call that made it.
+#: reused while a result of its last parse lives, cannot happen here (no result
+#: outlives the call that made it); if it did, the exact path would decide.
 _REFUSED = (ValueError, RuntimeError)
 
 #: Member values of a document's top-level object, in document order.
 Members = list[tuple[str, Any]]
 
 
+#: Texts up to this size are parsed by their thread's own parser, kept: a parser
+#: allocates buffers several times the text's size on its first parse, and a fresh
+#: one for each 100 KB write cost more in page faults than the parse itself.
+#: Larger texts get a parser of their own, so no thread keeps a large one.
+_KEPT_SIZE = 512 << 10
+_threads = threading.local()
+
+
+def _kept_parser() -> simdjson.Parser:
+    parser: simdjson.Parser | None = getattr(_threads, "parser", None)
+    if parser is None:
+        parser = _threads.parser = simdjson.Parser()
+    return parser
+
+
 class RunChecker:
     """Checks runs of whole array items for one reader (one thread at a time)."""
 
     def __init__(self) -> None:
-        self._parser = simdjson.Parser()
+        # For runs over _KEPT_SIZE (a large state's): made on the first, kept for the rest.
+        self._parser: simdjson.Parser | None = None
 
     def items_pass(self, items: str) -> bool:
         """True when ``items``, the text of whole items and the commas between them,
         is sure to pass the exact path with no lone surrogate in any of them; False
         when the exact path must look (it may still accept)."""
+        if len(items) <= _KEPT_SIZE:
+            parser = _kept_parser()
+        else:
+            parser = self._parser = self._parser or simdjson.Parser()
         try:
             # Parsed into simdjson's own tape only: no Python object is built.
-            self._parser.parse("".join((_OPEN, "[", items, "]", _CLOSE)))
+            parser.parse("".join((_OPEN, "[", items, "]", _CLOSE)))
         except _REFUSED:
             return False
         return True
@@ -86,7 +107,7 @@ def top_members(data: bytes, placeholders: tuple[Any, Any] | None) -> tuple[Any,
     """
     if data.startswith(_BOM):
         return None
-    parser = simdjson.Parser()
+    parser = _kept_parser() if len(data) <= _KEPT_SIZE else simdjson.Parser()
     try:
         wrapped = parser.parse(b"".join((_OPEN_BYTES, data, _CLOSE_BYTES)))
     except _REFUSED:
@@ -110,4 +131,6 @@ def top_members(data: bytes, placeholders: tuple[Any, Any] | None) -> tuple[Any,
         elif isinstance(value, simdjson.Array):
             value = array
         members.append((name, value))
+    # Every proxy into the parser's tape is gone when this returns (a kept parser
+    # refuses to parse again while one lives).
     return None, members
