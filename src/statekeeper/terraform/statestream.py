@@ -80,8 +80,10 @@ class StateDocReader:
         # garbage collector's passes over them) was half the cost of the check.
         checker = json.JSONDecoder(parse_constant=_no_constant, object_pairs_hook=_discard)
         self._check: Scan = checker.scan_once  # type: ignore[attr-defined]
-        # Runs of whole items are checked by simdjson first (terraform/fastcheck.py).
+        # Runs of whole items are checked by simdjson first (terraform/fastcheck.py),
+        # except up to where it last refused one (an offset in the whole text).
         self._fast = RunChecker()
+        self._unvouched = -1
         # What separates two items of the array being read, with the start of the
         # next (learned from its first two items): where a run of whole items ends.
         self._boundary = ""
@@ -338,7 +340,14 @@ class StateDocReader:
         cut = buf.rfind(boundary, pos)
         if cut <= pos:
             return False
-        if not self._fast.items_pass(buf[pos:cut]):
+        vouched = False
+        if self._offset + cut > self._unvouched:
+            vouched = self._fast.items_pass(buf[pos:cut])
+            if not vouched:
+                # Not again before this run is passed: the items are now read one at a
+                # time until the one simdjson refused, and each would retry the rest.
+                self._unvouched = self._offset + cut
+        if not vouched:
             # simdjson cannot vouch for them: json's scanner decides, as it always did.
             if _SURROGATE_ESCAPE.search(buf, pos, cut):
                 return False
