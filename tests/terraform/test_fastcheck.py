@@ -144,7 +144,7 @@ def test_a_run_the_fast_path_passes_passes_json_scanner_as_text(
     items: list[Any], ensure_ascii: bool
 ) -> None:
     text = ",".join(_encode(item, ensure_ascii) for item in items)
-    if fastcheck.RunChecker().items_pass(text):
+    if fastcheck.items_pass(text):
         value = gojson.loads("[" + text + "]")
         assert gojson.is_text(value)
 
@@ -158,7 +158,7 @@ def _nested(depth: int) -> str:
 )
 def test_nesting_beyond_the_fast_depth_is_left_to_the_exact_path(depth: int) -> None:
     """A run's own array is a level: items nested FAST_DEPTH - 1 deep are the deepest it passes."""
-    assert fastcheck.RunChecker().items_pass(_nested(depth)) == (depth < fastcheck.FAST_DEPTH)
+    assert fastcheck.items_pass(_nested(depth)) == (depth < fastcheck.FAST_DEPTH)
     data = ('{"version":4,"x":' + _nested(depth) + "}").encode()
     fast = fastcheck.top_members(data, (OBJECT, ARRAY))
     assert (fast is not None) == (depth < fastcheck.FAST_DEPTH)
@@ -285,3 +285,23 @@ def test_each_thread_keeps_a_parser_for_small_texts_and_large_ones_get_their_own
         starts = range(0, 800, 100)
         for serial, serials in zip(starts, pool.map(read, starts), strict=True):
             assert serials == list(range(serial, serial + 5))
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        '{"mode":"managed","name":"q","v":"},{\\"mode\\":\\"managed\\",\\"name\\":\\"r1\\""}',
+        '{"mode":"managed","name":"w","v":1180591620717411303424}',
+        '{"mode":"managed","name":"s","v":"\\ud800"}',
+        '{"mode":"managed","name":"s","v":"\\ud800","v":1}',
+        '{"mode":"managed","name":"t","v":[1,,2]}',
+    ],
+)
+def test_runs_across_a_large_array_decide_as_the_whole_document_parse(odd: str) -> None:
+    """Runs are cut at a few hundred KB: an odd item every 7,001 items of a 2.5 MB array
+    falls in different runs and at different places in them."""
+    item = '{"mode":"managed","name":"r%d","v":[1,{"a":"b"}]}'
+    items = [odd if i % 7001 == 7000 else item % i for i in range(50_000)]
+    data = ('{"version":4,"serial":1,"lineage":"l","resources":[' + ",".join(items) + "]}").encode()
+    accepted = _same_decision(data)
+    assert accepted == ('\\ud800"}' not in odd and ",," not in odd)

@@ -34,7 +34,7 @@ from typing import Any
 
 import simdjson
 
-__all__ = ["FAST_DEPTH", "RunChecker", "top_members"]
+__all__ = ["FAST_DEPTH", "items_pass", "top_members"]
 
 #: simdjson's own limit on nesting (its parser's default), a value inside the
 #: innermost array or object counting as a level.
@@ -74,27 +74,17 @@ def _kept_parser() -> simdjson.Parser:
     return parser
 
 
-class RunChecker:
-    """Checks runs of whole array items for one reader (one thread at a time)."""
-
-    def __init__(self) -> None:
-        # For runs over _KEPT_SIZE (a large state's): made on the first, kept for the rest.
-        self._parser: simdjson.Parser | None = None
-
-    def items_pass(self, items: str) -> bool:
-        """True when ``items``, the text of whole items and the commas between them,
-        is sure to pass the exact path with no lone surrogate in any of them; False
-        when the exact path must look (it may still accept)."""
-        if len(items) <= _KEPT_SIZE:
-            parser = _kept_parser()
-        else:
-            parser = self._parser = self._parser or simdjson.Parser()
-        try:
-            # Parsed into simdjson's own tape only: no Python object is built.
-            parser.parse("".join((_OPEN, "[", items, "]", _CLOSE)))
-        except _REFUSED:
-            return False
-        return True
+def items_pass(items: str) -> bool:
+    """True when ``items``, the text of whole items and the commas between them, is
+    sure to pass the exact path with no lone surrogate in any of them; False when
+    the exact path must look (it may still accept)."""
+    parser = _kept_parser() if len(items) <= _KEPT_SIZE else simdjson.Parser()
+    try:
+        # Parsed into simdjson's own tape only: no Python object is built.
+        parser.parse("".join((_OPEN, "[", items, "]", _CLOSE)))
+    except _REFUSED:
+        return False
+    return True
 
 
 def top_members(data: bytes, placeholders: tuple[Any, Any] | None) -> tuple[Any, Members] | None:

@@ -32,8 +32,7 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from statekeeper.errors import InvalidState
-from statekeeper.terraform import gojson
-from statekeeper.terraform.fastcheck import RunChecker
+from statekeeper.terraform import fastcheck, gojson
 from statekeeper.terraform.statedoc import ARRAY, OBJECT, StateDoc, json_kind
 
 __all__ = ["StateDocReader"]
@@ -49,6 +48,8 @@ _DELIMITER = re.compile(r"[ \t\n\r]*([,\]])[ \t\n\r]*")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 #: How much of an item's start a boundary between items takes in (see _skip_whole_items).
 _BOUNDARY_REACH = 16
+#: The most text a run of whole items holds, unless one item is longer.
+_RUN = 256 << 10
 
 Scan = Callable[[str, int], tuple[Any, int]]
 _Steps = Generator[None, None, Any]
@@ -81,8 +82,7 @@ class StateDocReader:
         checker = json.JSONDecoder(parse_constant=_no_constant, object_pairs_hook=_discard)
         self._check: Scan = checker.scan_once  # type: ignore[attr-defined]
         # Runs of whole items are checked by simdjson first (terraform/fastcheck.py),
-        # except up to where it last refused one (an offset in the whole text).
-        self._fast = RunChecker()
+        # except before the end of the last run it refused (an offset in the whole text).
         self._unvouched = -1
         # What separates two items of the array being read, with the start of the
         # next (learned from its first two items): where a run of whole items ends.
@@ -324,28 +324,40 @@ class StateDocReader:
                 self._boundary = buf[end : after.end() + _BOUNDARY_REACH]
 
     def _skip_whole_items(self) -> bool:
-        """Pass a run of whole items and the comma after it with one scan; whether it did.
+        """Pass the whole items up to the last place the learned boundary is found, and
+        the comma after them, a run at a time; whether it got there.
 
-        The run ends at the last place the learned boundary is found. The text
-        up to there is checked as the items of an array of its own, by simdjson
+        Each run is checked as the items of an array of its own, by simdjson
         and, when it refuses, by the same C scanner as every other value, so it
         passes only if each item would: a boundary found inside a string or a
         nested value leaves it unbalanced, and it fails. Any failure (or a
         surrogate escape, whose value must be looked at) leaves the items to the
         scan one at a time, which decides as before.
         """
-        boundary, buf, pos = self._boundary, self._buf, self._pos
+        boundary = self._boundary
         if not boundary:
             return False
-        cut = buf.rfind(boundary, pos)
-        if cut <= pos:
+        last = self._buf.rfind(boundary, self._pos)
+        if last <= self._pos:
             return False
+        while self._pos < last:
+            # At most _RUN characters (or one item, if longer): simdjson's buffers
+            # grow to the largest text it parsed, and stay with the thread.
+            cut = self._buf.rfind(boundary, self._pos, self._pos + _RUN)
+            if not self._pass_run(cut if cut > self._pos else last):
+                return False
+        return True
+
+    def _pass_run(self, cut: int) -> bool:
+        """Pass the whole items from the position to ``cut`` (a boundary), and the comma
+        after them; whether they are."""
+        buf, pos = self._buf, self._pos
         vouched = False
-        if self._offset + cut > self._unvouched:
-            vouched = self._fast.items_pass(buf[pos:cut])
+        if self._offset + pos >= self._unvouched:
+            vouched = fastcheck.items_pass(buf[pos:cut])
             if not vouched:
                 # Not again before this run is passed: the items are now read one at a
-                # time until the one simdjson refused, and each would retry the rest.
+                # time up to the one simdjson refused, and each would retry the rest.
                 self._unvouched = self._offset + cut
         if not vouched:
             # simdjson cannot vouch for them: json's scanner decides, as it always did.
