@@ -49,6 +49,8 @@ HEAVY = [
     "socket",
     "secrets",
     "statekeeper.terraform.statestream",
+    "statekeeper.terraform.fastcheck",
+    "simdjson",
     "statekeeper.storage.metered",
     "statekeeper.state.reap",
     # Built on first use: compaction on the first event, the trash when asked for.

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from statekeeper.state.diff import readable_document, secrets_of
+from statekeeper.state.diff import secrets_of
 from statekeeper.state.sensitive import Path, Secrets, locations
 from statekeeper.terraform.statedoc import StateDoc
 
@@ -75,7 +75,7 @@ def extract(data: bytes) -> IndexedState:
     out = IndexedState(doc.serial, doc.lineage, doc.terraform_version, doc.encrypted)
     if doc.encrypted:
         return out
-    document = readable_document(data)
+    document = doc.document  # parsed once: the facts' parse kept it
     secrets = secrets_of(document)
     raw = document.get("resources")
     for res in raw if isinstance(raw, list) else []:

@@ -167,9 +167,18 @@ class StateDoc:
         With ``keep_document=False`` the whole body is still checked to be JSON
         Terraform can decode, but nested objects are dropped as soon as they
         are parsed and ``document`` holds only the top-level scalars.
+
+        simdjson reads it first (``terraform/fastcheck.py``); what it cannot
+        vouch for is decided by Python's ``json`` with the rules above.
         """
         if not data or data.isspace():
             raise InvalidState("the body is empty; send the state JSON")
+        # Imported here: simdjson costs a CLI's start-up, and few commands read a state.
+        from statekeeper.terraform import fastcheck
+
+        fast = fastcheck.top_members(bytes(data), None if keep_document else (OBJECT, ARRAY))
+        if fast is not None:
+            return cls.from_members(fast[1], fast[0])
         doc, pairs = _decode(bytes(data), keep_document)
         if not isinstance(doc, dict) and doc is not OBJECT:
             raise InvalidState(f"the state must be a JSON object, not {json_kind(doc)}")

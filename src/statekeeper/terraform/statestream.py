@@ -9,7 +9,9 @@ How it stays the same decoder: the top-level object, and the members of its
 arrays and objects, are walked here with the grammar of Python's ``json``
 (JSON whitespace, ``"key" : value``, commas, no trailing comma, nothing after
 the document); every value below that is parsed by ``json``'s own C scanner,
-one value at a time. A value cut by the end of what has arrived fails to
+one value at a time, except runs of whole items of an array, which simdjson
+checks first (``terraform/fastcheck.py``: it passes only what the scanner
+would). A value cut by the end of what has arrived fails to
 parse and is tried again once at least twice as much text is there (so a
 large value costs linear time); it is refused only when the body is complete.
 Strict UTF-8, no byte-order mark, no NUL, no NaN or Infinity, and no lone
@@ -30,7 +32,7 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from statekeeper.errors import InvalidState
-from statekeeper.terraform import gojson
+from statekeeper.terraform import fastcheck, gojson
 from statekeeper.terraform.statedoc import ARRAY, OBJECT, StateDoc, json_kind
 
 __all__ = ["StateDocReader"]
@@ -46,6 +48,8 @@ _DELIMITER = re.compile(r"[ \t\n\r]*([,\]])[ \t\n\r]*")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 #: How much of an item's start a boundary between items takes in (see _skip_whole_items).
 _BOUNDARY_REACH = 16
+#: The most text a run of whole items holds, unless one item is longer.
+_RUN = 256 << 10
 
 Scan = Callable[[str, int], tuple[Any, int]]
 _Steps = Generator[None, None, Any]
@@ -77,6 +81,9 @@ class StateDocReader:
         # garbage collector's passes over them) was half the cost of the check.
         checker = json.JSONDecoder(parse_constant=_no_constant, object_pairs_hook=_discard)
         self._check: Scan = checker.scan_once  # type: ignore[attr-defined]
+        # Runs of whole items are checked by simdjson first (terraform/fastcheck.py),
+        # except before the end of the last run it refused (an offset in the whole text).
+        self._unvouched = -1
         # What separates two items of the array being read, with the start of the
         # next (learned from its first two items): where a run of whole items ends.
         self._boundary = ""
@@ -317,30 +324,54 @@ class StateDocReader:
                 self._boundary = buf[end : after.end() + _BOUNDARY_REACH]
 
     def _skip_whole_items(self) -> bool:
-        """Pass a run of whole items and the comma after it with one scan; whether it did.
+        """Pass the whole items up to the last place the learned boundary is found, and
+        the comma after them, a run at a time; whether it got there.
 
-        The run ends at the last place the learned boundary is found. The text
-        up to there is scanned as the items of an array of its own by the same
-        C scanner, so it passes only if each item would: a boundary found
-        inside a string or a nested value leaves it unbalanced, and it fails.
-        Any failure (or a surrogate escape, whose value must be looked at) leaves
-        the items to the scan one at a time, which decides as before.
+        Each run is checked as the items of an array of its own, by simdjson
+        and, when it refuses, by the same C scanner as every other value, so it
+        passes only if each item would: a boundary found inside a string or a
+        nested value leaves it unbalanced, and it fails. Any failure (or a
+        surrogate escape, whose value must be looked at) leaves the items to the
+        scan one at a time, which decides as before.
         """
-        boundary, buf, pos = self._boundary, self._buf, self._pos
+        boundary = self._boundary
         if not boundary:
             return False
-        cut = buf.rfind(boundary, pos)
-        if cut <= pos or _SURROGATE_ESCAPE.search(buf, pos, cut):
+        last = self._buf.rfind(boundary, self._pos)
+        if last <= self._pos:
             return False
-        run = "".join(("[", buf[pos:cut], "]"))  # one copy fewer than "[" + … + "]"
-        try:
-            _, end = self._check(run, 0)
-        except (StopIteration, ValueError, RecursionError):
-            end = -1
-        if end != len(run):
-            # Not where items meet (or not whole): no more runs in this array.
-            self._boundary = ""
-            return False
+        while self._pos < last:
+            # At most _RUN characters (or one item, if longer): simdjson's buffers
+            # grow to the largest text it parsed, and stay with the thread.
+            cut = self._buf.rfind(boundary, self._pos, self._pos + _RUN)
+            if not self._pass_run(cut if cut > self._pos else last):
+                return False
+        return True
+
+    def _pass_run(self, cut: int) -> bool:
+        """Pass the whole items from the position to ``cut`` (a boundary), and the comma
+        after them; whether they are."""
+        buf, pos = self._buf, self._pos
+        vouched = False
+        if self._offset + pos >= self._unvouched:
+            vouched = fastcheck.items_pass(buf[pos:cut])
+            if not vouched:
+                # Not again before this run is passed: the items are now read one at a
+                # time up to the one simdjson refused, and each would retry the rest.
+                self._unvouched = self._offset + cut
+        if not vouched:
+            # simdjson cannot vouch for them: json's scanner decides, as it always did.
+            if _SURROGATE_ESCAPE.search(buf, pos, cut):
+                return False
+            run = "".join(("[", buf[pos:cut], "]"))  # one copy fewer than "[" + … + "]"
+            try:
+                _, end = self._check(run, 0)
+            except (StopIteration, ValueError, RecursionError):
+                end = -1
+            if end != len(run):
+                # Not where items meet (or not whole): no more runs in this array.
+                self._boundary = ""
+                return False
         after = _DELIMITER.match(buf, cut)
         assert after is not None and after.group(1) == ","  # the boundary starts with one
         self._pos = after.end()
