@@ -18,6 +18,7 @@ from statekeeper.server.health import Readiness, healthz, readyz
 from statekeeper.server.limits import ControlBodyMiddleware, TimeoutMiddleware
 from statekeeper.server.lockwait import LockWaits
 from statekeeper.server.scrape import metrics_endpoint
+from statekeeper.server.workers import Workers
 from statekeeper.state.leases import LeaseSweeper
 from statekeeper.state.prune import PruneTask
 from statekeeper.telemetry.access import AccessMiddleware
@@ -26,7 +27,7 @@ __all__ = ["create_app"]
 
 
 def _lifespan(
-    services: Services, denials: Denials
+    services: Services, denials: Denials, workers: Workers
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -41,6 +42,7 @@ def _lifespan(
             await run_in_threadpool(pruning.stop)
         await run_in_threadpool(sweeper.close)
         app.state.readiness.close()
+        workers.close()
         # uvicorn re-raises SIGTERM after its graceful shutdown, so the `finally`
         # of `serve` may never run: pending audit events are written here.
         await run_in_threadpool(denials.flush)
@@ -53,6 +55,7 @@ def create_app(services: Services, *, allow_anonymous: bool = True) -> FastAPI:
     """The ASGI app. ``allow_anonymous``: callers need no credentials while no tokens
     or OIDC are configured (only ``serve`` on loopback should leave it on)."""
     denials = Denials(services.events.emit)
+    workers = Workers()
     app = FastAPI(
         title="statekeeper",
         version=__version__,
@@ -60,9 +63,10 @@ def create_app(services: Services, *, allow_anonymous: bool = True) -> FastAPI:
         openapi_url="/api/v1/openapi.json",
         docs_url=None,  # served by the UI's router from vendored assets (air-gapped)
         redoc_url=None,
-        lifespan=_lifespan(services, denials),
+        lifespan=_lifespan(services, denials, workers),
     )
     app.state.services = services
+    app.state.workers = workers
     app.state.lock_waits = LockWaits(services.settings.lock_wait)
     app.state.readiness = Readiness(
         services.store.probe, services.lock_table.probe, services.settings.ready_timeout
