@@ -7,13 +7,14 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from statekeeper import __version__
 from statekeeper.app import Services
 from statekeeper.server import admin_api, api, history_api, hooks_api, tfhttp, ui
 from statekeeper.server.auth import AuthMiddleware
 from statekeeper.server.denials import Denials
-from statekeeper.server.errors import install_handlers
+from statekeeper.server.errors import ErrorGuard, install_handlers
 from statekeeper.server.health import Readiness, healthz, readyz
 from statekeeper.server.limits import ControlBodyMiddleware, TimeoutMiddleware
 from statekeeper.server.lockwait import LockWaits
@@ -51,12 +52,30 @@ def _lifespan(
     return lifespan
 
 
+class _App(FastAPI):
+    """FastAPI behind statekeeper's own layers (``front``), which every HTTP request
+    goes through first; Terraform's requests are answered there, before FastAPI's."""
+
+    front: ASGIApp
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # the lifespan, websockets
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self  # where the routes find the services, as FastAPI sets it
+        await self.front(scope, receive, send)
+
+    async def behind(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """FastAPI itself: its error and exception layers, the router."""
+        await super().__call__(scope, receive, send)
+
+
 def create_app(services: Services, *, allow_anonymous: bool = True) -> FastAPI:
     """The ASGI app. ``allow_anonymous``: callers need no credentials while no tokens
     or OIDC are configured (only ``serve`` on loopback should leave it on)."""
     denials = Denials(services.events.emit)
     workers = Workers()
-    app = FastAPI(
+    app = _App(
         title="statekeeper",
         version=__version__,
         summary="Remote state for Terraform and OpenTofu",
@@ -73,7 +92,8 @@ def create_app(services: Services, *, allow_anonymous: bool = True) -> FastAPI:
     )
     install_handlers(app)
     # First: Terraform's requests, nearly all of the traffic, match without trying others.
-    app.router.routes[0:0] = tfhttp.routes()
+    terraform = tfhttp.routes()
+    app.router.routes[0:0] = terraform
     app.include_router(api.router)
     app.add_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
     app.add_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
@@ -82,13 +102,15 @@ def create_app(services: Services, *, allow_anonymous: bool = True) -> FastAPI:
     app.include_router(history_api.router)
     app.include_router(hooks_api.router)
     app.include_router(ui.router)
-    # Outermost last: the timeout covers authentication too, and no body is read
-    # before the caller is authenticated.
-    app.add_middleware(ControlBodyMiddleware)
-    app.add_middleware(
-        AuthMiddleware, services=services, denials=denials, allow_anonymous=allow_anonymous
+    # Innermost first. No body is read before the caller is authenticated; the
+    # timeout covers authentication too; an unexpected error gets its 500 with the
+    # request's ID; the access line and request metrics see every answer.
+    front: ASGIApp = tfhttp.TerraformRoutes(app.behind, terraform)
+    front = ControlBodyMiddleware(front)
+    front = AuthMiddleware(
+        front, services=services, denials=denials, allow_anonymous=allow_anonymous
     )
-    app.add_middleware(TimeoutMiddleware, seconds=services.settings.request_timeout)
-    # Outermost of all: the access line and request metrics see every answer.
-    app.add_middleware(AccessMiddleware, routes=lambda: app.router.routes, metrics=services.metrics)
+    front = TimeoutMiddleware(front, seconds=services.settings.request_timeout)
+    front = ErrorGuard(front)
+    app.front = AccessMiddleware(front, routes=lambda: app.router.routes, metrics=services.metrics)
     return app
