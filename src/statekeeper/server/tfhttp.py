@@ -258,8 +258,9 @@ def _dispatch(table: dict[str, Callable[[Request, StateName], Awaitable[Response
 
 
 def routes() -> list[Route]:
-    """Terraform's two routes, for the router (405s, the API description, the
-    route template of a request answered before routing) and :class:`TerraformRoutes`."""
+    """Terraform's two routes, for :class:`TerraformRoutes` and the router: it
+    answers a method they do not take with 405, and the access line finds there
+    the route of a request answered before any routing (a 401)."""
     return [
         Route(
             "/state/{name:path}", _dispatch(_STATE), methods=STATE_METHODS, include_in_schema=False
