@@ -43,13 +43,13 @@ from statekeeper.errors import (
     PayloadTooLarge,
     StorageError,
 )
-from statekeeper.events import Action, Event, EventStream
+from statekeeper.events import Action, Draft, Event, EventStream
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, Policy, require
 from statekeeper.state.granted import GrantedLocks
 from statekeeper.state.holds import SharedHolds
 from statekeeper.state.lockpolicy import LockMode, LockPolicy, StateLockPolicy, is_operation
-from statekeeper.storage.base import LockTable, ObjectStore
+from statekeeper.storage.base import Changed, LockTable, ObjectStore
 from statekeeper.terraform.layout import lock_path, split_shared_hold
 from statekeeper.terraform.lockinfo import MAX_LOCK_INFO, LockInfo
 from statekeeper.terraform.names import StateName
@@ -70,6 +70,18 @@ def _zero_valued(body: bytes, limit: int) -> LockInfo | None:
     except (InvalidLockInfo, PayloadTooLarge):
         return None  # refused, and recorded, as an unlock
     return info if info.is_zero_valued else None
+
+
+def _in_commit(event: Draft, detail: str | None) -> Changed:
+    """A lock table's ``then`` that records ``event`` (with ``detail``) in the lock's
+    own commit where the table has one: the lock row, its audit record and webhook
+    outbox rows commit and sync once, together or not at all."""
+
+    def then() -> None:
+        event.detail = detail
+        event.record_in_commit()
+
+    return then
 
 
 def taken_by_another(holder: LockInfo, caller: Caller) -> bool:
@@ -135,19 +147,30 @@ class LockService:
                 caller.actor, caller.remote_addr
             )
             with self.serialized(name):
-                granted, event.detail = self._take(name, info, caller)
+                granted, event.detail = self._take(name, info, caller, event)
             return granted
 
-    def _take(self, name: StateName, info: LockInfo, caller: Caller) -> tuple[LockInfo, str]:
-        """Grant ``info`` or raise LockConflict; the lock granted and why, for the event."""
+    def _take(
+        self, name: StateName, info: LockInfo, caller: Caller, event: Draft | None = None
+    ) -> tuple[LockInfo, str]:
+        """Grant ``info`` or raise LockConflict; the lock granted and why, for the event.
+
+        ``event``: the LOCK's own, recorded in the lock's commit when it is granted
+        by a plain acquire (see :func:`_in_commit`).
+        """
         key = str(name)
         policy = self.lock_policy.for_state(name)
         shares = policy.shares(info)
+        mode = "shared" if shares else "exclusive"
         notes: list[str] = []
         took_from_plans = False
         for _ in range(_ROUNDS):
+            detail = "; ".join([f"{mode} ({policy.source}: {policy.mode})", *notes])
             try:
-                self.locks.acquire(key, info)
+                if event is None or took_from_plans:
+                    self.locks.acquire(key, info)
+                else:
+                    self.locks.acquire_then(key, info, _in_commit(event, detail))
             except LockConflict as exc:
                 refused, holder = exc, exc.holder
             else:
@@ -155,8 +178,7 @@ class LockService:
                     self.locks.mark_shared(key)  # the plans' holds are beside this lock now
                 if self.locks.releases_exactly:  # what the UNLOCK's condition will state
                     self.granted.remember(key, info)
-                mode = "shared" if shares else "exclusive"
-                return info, "; ".join([f"{mode} ({policy.source}: {policy.mode})", *notes])
+                return info, detail
             if holder.id == info.id:
                 if taken_by_another(holder, caller):
                     raise refused  # the ID is no secret: not a way into another's lock
@@ -231,7 +253,7 @@ class LockService:
             require(self.policy, caller, name, Permission.WRITE, "unlock")
             with self.serialized(name):
                 released, event.detail = self._release(
-                    name, info.id, read=holder if is_primary else None
+                    name, info.id, read=holder if is_primary else None, event=event
                 )
             return released
 
@@ -267,33 +289,54 @@ class LockService:
         return granted
 
     def _release(
-        self, name: StateName, lock_id: str, *, read: LockInfo | None = None
+        self,
+        name: StateName,
+        lock_id: str,
+        *,
+        read: LockInfo | None = None,
+        event: Draft | None = None,
     ) -> tuple[LockInfo, str | None]:
         """Release ``lock_id``, the primary lock or a shared hold; the lock and what
         else changed. LockNotFound or LockMismatch when it is not held.
 
         ``read``: the primary lock just read, not read again: the release deletes
-        it only if it is still that one (one lock-table call fewer).
+        it only if it is still that one (one lock-table call fewer). ``event``: the
+        UNLOCK's own, recorded in the release's commit when nothing is left to
+        promote after it (no plan can share the state).
         """
         key = str(name)
         self.granted.forget(key, lock_id)
+        policy = self.lock_policy.for_state(name)
+        sharing = policy.mode is LockMode.SHARED_PLANS
+        unshared = False  # found in the release's commit: no hold to promote after it
+
+        def then() -> None:
+            nonlocal unshared
+            # Read inside the release's transaction where it has one: a plan adding a
+            # hold after it commits finds no lock to share and takes it instead.
+            if sharing and self.holds.is_marked(key):
+                return  # the promotion's outcome is the event's: recorded after it
+            unshared = True
+            if event is not None:
+                _in_commit(event, None)()
+
         try:
             # The lock table's own release: with two tables it names the one that failed.
-            released = self.locks.release(key, lock_id, read=read)
+            released = self.locks.release_then(key, lock_id, then, read=read)
         except (LockNotFound, LockMismatch):
             hold = self.holds.remove(key, lock_id)
             if hold is None:
                 raise
             return hold, "a shared hold released; the lock Terraform sees is unchanged"
-        return released, self._promote(name)
+        return released, None if unshared else self._promote(name, policy)
 
-    def _promote(self, name: StateName) -> str | None:
+    def _promote(self, name: StateName, policy: StateLockPolicy | None = None) -> str | None:
         """After the primary holder left: hand the lock Terraform sees to a shared hold.
 
         Under ``exclusive`` there are none, and nothing is read.
         """
         key = str(name)
-        policy = self.lock_policy.for_state(name)
+        policy = policy or self.lock_policy.for_state(name)
         if policy.mode is not LockMode.SHARED_PLANS:
             return None
         holds = self.holds.marked(key)
