@@ -367,7 +367,8 @@ class StateService:
                     migrated_by=caller.actor if provenance else None,
                     restored_from=restored_from,
                 )
-                known = self._known.get(key)
+                # Only a conditional put makes the remembered version safe to check against.
+                known = self._known.get(key) if self.store.supports_compare_and_swap else None
                 if known is not None:
                     try:
                         return self._checked_put(
