@@ -155,15 +155,15 @@ def _doctor_fix(w: World, c: Caller) -> None:
 
 #: Operation -> (what calls it once, the action it must record).
 SCENARIOS: dict[str, tuple[Scenario, Action]] = {
-    "statekeeper.state.service.StateService.read": (
+    "statekeeper.state.reads.StateReads.read": (
         lambda w, c: w.services.states.read(A, c),
         Action.READ,
     ),
-    "statekeeper.state.service.StateService.read_stream": (
+    "statekeeper.state.reads.StateReads.read_stream": (
         lambda w, c: w.services.states.read_stream(A, c),
         Action.READ,
     ),
-    "statekeeper.state.service.StateService.read_existing": (
+    "statekeeper.state.reads.StateReads.read_existing": (
         lambda w, c: w.services.states.read_existing(A, c),
         Action.READ,
     ),

@@ -26,7 +26,7 @@ from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission
 from statekeeper.server.body import BodyStream, read_body, single_header
 from statekeeper.server.lockwait import LockWaits
-from statekeeper.state.service import StateStream
+from statekeeper.state.reads import StateStream
 from statekeeper.terraform.lockinfo import LockInfo, lock_info_too_large
 from statekeeper.terraform.names import StateName
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from statekeeper.times import format_rfc3339, parse_rfc3339
 
-__all__ = ["Provenance", "StateVersion"]
+if TYPE_CHECKING:
+    from statekeeper.storage.base import ObjectInfo
+
+__all__ = ["Provenance", "StateVersion", "version_from_info"]
 
 
 @dataclass(frozen=True)
@@ -115,3 +119,37 @@ class StateVersion:
             "replaced": self.replaced,
             "is_current": self.is_current,
         }
+
+
+def version_from_info(name: str, info: ObjectInfo, data: bytes | None = None) -> StateVersion:
+    """A StateVersion from object facts; ``data`` fills what metadata lacks.
+
+    States written by Terraform's own S3 backend carry no statekeeper metadata,
+    so their serial and lineage come from the bytes when we have them.
+    """
+    fields = StateVersion.metadata_fields(dict(info.metadata))
+    if data is not None:
+        # Only what the metadata lacks: hashing a large state twice costs seconds.
+        if "md5" not in fields:
+            fields["md5"] = hashlib.md5(data).hexdigest()
+        if "sha256" not in fields:
+            fields["sha256"] = hashlib.sha256(data).hexdigest()
+        if "serial" not in fields or "lineage" not in fields:
+            # Imported here: only a foreign object's read parses, and a CLI's start-up.
+            from statekeeper.terraform.statedoc import StateDoc
+
+            try:
+                doc = StateDoc.parse(data, keep_document=False)
+            except Exception:  # noqa: BLE001 - a foreign object need not be a state
+                pass
+            else:
+                fields.setdefault("serial", doc.serial)
+                fields.setdefault("lineage", doc.lineage)
+    fields.setdefault("created", info.last_modified)
+    return StateVersion(
+        name=name,
+        version_id=info.version_id,
+        size=info.size,
+        is_current=info.is_latest,
+        **fields,
+    )
