@@ -57,7 +57,7 @@ READ_ONLY = {
     "statekeeper.state.service.StateService.authorize": (
         "records only a refusal (its operation never runs); tests/security/test_body_after_authz"
     ),
-    "statekeeper.state.locks.taken_by_another": "compares a lock's identity with the caller's",
+    "statekeeper.state.lockkeeper.taken_by_another": "compares a lock's identity with the caller's",
     "statekeeper.security.tokens.TokenService.all": "lists tokens; a refusal is recorded",
     "statekeeper.state.history.HistoryService.versions": "lists versions",
     "statekeeper.state.inspection.Inspector.versions": "lists versions",

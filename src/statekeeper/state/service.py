@@ -31,7 +31,8 @@ from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, Policy, require
 from statekeeper.state import lineage
 from statekeeper.state.intake import intake
-from statekeeper.state.locks import LockService, taken_by_another
+from statekeeper.state.lockkeeper import taken_by_another
+from statekeeper.state.locks import LockService
 from statekeeper.state.reads import StateReads
 from statekeeper.state.version import Provenance, StateVersion, version_from_info
 from statekeeper.storage.base import ObjectInfo, ObjectStore, StoredObject, Upload
