@@ -298,9 +298,10 @@ class SqliteDatabase:
                 self._sync_done.notify_all()
 
     def _fsync_log(self) -> None:
-        """fsync the write-ahead log, what SQLite itself does at a ``synchronous=FULL``
-        commit; the log may have been checkpointed and removed meanwhile (then it was
-        synced first)."""
+        """Sync the write-ahead log as SQLite itself does at a ``synchronous=FULL``
+        commit: ``fdatasync`` (its bytes and its size, not its times, which no
+        recovery reads; a little cheaper than ``fsync``); the log may have been
+        checkpointed and removed meanwhile (then it was synced first)."""
         try:
             fd = os.open(f"{self.path}-wal", os.O_RDONLY)
         except FileNotFoundError:
@@ -308,7 +309,10 @@ class SqliteDatabase:
         except OSError as exc:
             raise StorageError(f"cannot sync the SQLite log of {self.path}: {exc}") from exc
         try:
-            os.fsync(fd)
+            if hasattr(os, "fdatasync"):
+                os.fdatasync(fd)
+            else:  # macOS has none; its fsync is the same promise
+                os.fsync(fd)
         except OSError as exc:
             raise StorageError(f"cannot sync the SQLite log of {self.path}: {exc}") from exc
         finally:
