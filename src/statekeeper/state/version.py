@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -78,29 +80,14 @@ class StateVersion:
         return {k: quote(v, safe="") for k, v in values.items() if v is not None}
 
     @staticmethod
-    def metadata_fields(metadata: dict[str, str]) -> dict[str, Any]:
-        """The StateVersion fields recorded in object metadata (missing ones absent)."""
-        meta = {k.lower(): unquote(v) for k, v in metadata.items()}
-        out: dict[str, Any] = {}
-        if meta.get("serial", "").isascii() and meta.get("serial", "").isdigit():
-            out["serial"] = int(meta["serial"])
-        for key, attr in (
-            ("lineage", "lineage"),
-            ("sha256", "sha256"),
-            ("md5", "md5"),
-            ("lock-id", "lock_id"),
-            ("actor", "actor"),
-            ("migrated-by", "migrated_by"),
-            ("restored-from", "restored_from"),
-        ):
-            if key in meta:
-                out[attr] = meta[key]
-        if "created" in meta:
-            try:
-                out["created"] = parse_rfc3339(meta["created"])
-            except ValueError:
-                pass  # the store's own time stands
-        return out
+    def metadata_fields(metadata: Mapping[str, str]) -> dict[str, Any]:
+        """The StateVersion fields recorded in object metadata (missing ones absent).
+
+        A request decodes one version's metadata several times (a GET's answer, the
+        version it remembers, the write that follows and its compaction): decoded
+        once, and a copy handed out each time.
+        """
+        return dict(_decoded(tuple(metadata.items())))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -119,6 +106,32 @@ class StateVersion:
             "replaced": self.replaced,
             "is_current": self.is_current,
         }
+
+
+@functools.lru_cache(maxsize=1024)
+def _decoded(items: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """:meth:`StateVersion.metadata_fields` of ``items``; never changed (callers get copies)."""
+    meta = {k.lower(): unquote(v) for k, v in items}
+    out: dict[str, Any] = {}
+    if meta.get("serial", "").isascii() and meta.get("serial", "").isdigit():
+        out["serial"] = int(meta["serial"])
+    for key, attr in (
+        ("lineage", "lineage"),
+        ("sha256", "sha256"),
+        ("md5", "md5"),
+        ("lock-id", "lock_id"),
+        ("actor", "actor"),
+        ("migrated-by", "migrated_by"),
+        ("restored-from", "restored_from"),
+    ):
+        if key in meta:
+            out[attr] = meta[key]
+    if "created" in meta:
+        try:
+            out["created"] = parse_rfc3339(meta["created"])
+        except ValueError:
+            pass  # the store's own time stands
+    return out
 
 
 def version_from_info(name: str, info: ObjectInfo, data: bytes | None = None) -> StateVersion:
