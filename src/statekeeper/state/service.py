@@ -272,13 +272,15 @@ class StateService(StateReads):
                 assert stamp is not None  # a verdict implies a stamp
                 raise StateConflict(lineage.explain(verdict, stamp, doc))
 
+        written: list[StateVersion] = []  # the version as its transaction stored it
+
         def stored(info: ObjectInfo) -> None:
             # In the version's own transaction where the store has one (SQLite): the
             # digest and the write's audit record commit with the version, one commit
             # and one fsync for the whole write instead of three commits and two.
             self._keep_digest(key, md5_hex, changed=True)
-            written = _version(key, info, record)
-            event.version, event.serial = written.version_id, written.serial
+            written[:] = [_version(key, info, record)]
+            event.version, event.serial = written[0].version_id, written[0].serial
             event.record_in_commit()
 
         try:
@@ -288,7 +290,8 @@ class StateService(StateReads):
                 raise _Stale from None
             raise
         self._known.remember(key, info)
-        return WriteOutcome(_version(key, info, record), True)
+        (version,) = written  # ``stored`` was told of ``info``, the last thing a put does
+        return WriteOutcome(version, True)
 
     def _store(
         self,
