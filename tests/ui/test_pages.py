@@ -153,9 +153,12 @@ def test_a_tampered_cookie_is_no_session(services: Services) -> None:
     with TestClient(create_app(services)) as client:
         _sign_in(client, "alice", secret)
         value = client.cookies["statekeeper_session"]
+        # Replaced, not added beside it: the jar would send both, the valid one first.
+        client.cookies.clear()
         client.cookies.set(
             "statekeeper_session", value[:-2] + ("AA" if value[-2:] != "AA" else "BB")
         )
+        assert client.cookies["statekeeper_session"] != value
         assert client.get("/", follow_redirects=False).status_code == 303
 
 

@@ -105,25 +105,23 @@ class KeyRing(Protocol):
         ...
 
 
+def _create_tables(c: sqlite3.Connection) -> None:
+    c.execute(
+        "CREATE TABLE IF NOT EXISTS data_keys "
+        "(id TEXT PRIMARY KEY, kid TEXT NOT NULL, wrapped BLOB NOT NULL)"
+    )
+    c.execute(
+        "CREATE TABLE IF NOT EXISTS master_keys "
+        "(kid TEXT PRIMARY KEY, status TEXT NOT NULL, check_value BLOB)"
+    )
+
+
 class SqliteKeyRing:
     """The ``data_keys`` table of the embedded database."""
 
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
-        db.run(
-            lambda c: c.execute(
-                "CREATE TABLE IF NOT EXISTS data_keys "
-                "(id TEXT PRIMARY KEY, kid TEXT NOT NULL, wrapped BLOB NOT NULL)"
-            ),
-            write=True,
-        )
-        db.run(
-            lambda c: c.execute(
-                "CREATE TABLE IF NOT EXISTS master_keys "
-                "(kid TEXT PRIMARY KEY, status TEXT NOT NULL, check_value BLOB)"
-            ),
-            write=True,
-        )
+        db.run(_create_tables, write=True)
 
     def masters(self) -> dict[str, MasterRecord]:
         rows = self.db.run(
