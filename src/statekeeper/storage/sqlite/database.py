@@ -9,7 +9,8 @@ wait for each other instead of failing.
 One request may commit several small transactions (an expired lock removed,
 then the new lock with its audit record). Inside
 :meth:`SqliteDatabase.syncing_once` those commits skip their own fsync and the
-block ends with one fsync of the write-ahead log, before the caller answers
+block ends with one fsync of the write-ahead log (``fdatasync``, as SQLite's own
+commits sync it; "fsync" below is either), before the caller answers
 anyone. WAL frames are appended in commit order and recovery
 replays a prefix of them, so after a crash the database holds a prefix of the
 commits and every commit of an answered request is in it. A commit whose
