@@ -165,8 +165,8 @@ class LockKeeper:
 
         ``read``: the primary lock just read, not read again: the release deletes
         it only if it is still that one (one lock-table call fewer). ``event``: the
-        UNLOCK's own, recorded in the release's commit when nothing is left to
-        promote after it (no plan can share the state).
+        UNLOCK's own, recorded in the release's commit when no shared hold is left
+        to promote after it (the marker, read in that commit, is absent).
         """
         key = str(name)
         self.granted.forget(key, lock_id)
