@@ -29,7 +29,7 @@ from statekeeper.server.body import BodyStream, read_body, single_header
 from statekeeper.server.errors import error_response
 from statekeeper.server.lockwait import LockWaits
 from statekeeper.server.workers import Workers
-from statekeeper.state.service import StateStream
+from statekeeper.state.reads import StateStream
 from statekeeper.terraform.lockinfo import LockInfo, lock_info_too_large
 from statekeeper.terraform.names import StateName
 
