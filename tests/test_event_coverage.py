@@ -57,7 +57,7 @@ READ_ONLY = {
     "statekeeper.state.service.StateService.authorize": (
         "records only a refusal (its operation never runs); tests/security/test_body_after_authz"
     ),
-    "statekeeper.state.locks.taken_by_another": "compares a lock's identity with the caller's",
+    "statekeeper.state.lockkeeper.taken_by_another": "compares a lock's identity with the caller's",
     "statekeeper.security.tokens.TokenService.all": "lists tokens; a refusal is recorded",
     "statekeeper.state.history.HistoryService.versions": "lists versions",
     "statekeeper.state.inspection.Inspector.versions": "lists versions",
@@ -155,15 +155,15 @@ def _doctor_fix(w: World, c: Caller) -> None:
 
 #: Operation -> (what calls it once, the action it must record).
 SCENARIOS: dict[str, tuple[Scenario, Action]] = {
-    "statekeeper.state.service.StateService.read": (
+    "statekeeper.state.reads.StateReads.read": (
         lambda w, c: w.services.states.read(A, c),
         Action.READ,
     ),
-    "statekeeper.state.service.StateService.read_stream": (
+    "statekeeper.state.reads.StateReads.read_stream": (
         lambda w, c: w.services.states.read_stream(A, c),
         Action.READ,
     ),
-    "statekeeper.state.service.StateService.read_existing": (
+    "statekeeper.state.reads.StateReads.read_existing": (
         lambda w, c: w.services.states.read_existing(A, c),
         Action.READ,
     ),

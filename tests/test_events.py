@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -174,6 +175,28 @@ def test_the_audit_trail_is_a_subscriber_and_keeps_the_json_shape(tmp_path: Path
     ]
     assert doc["action"] == "rollback" and isinstance(doc["action"], str)
     assert Event.from_json(json.loads(json.dumps(doc))) == stored
+
+
+def test_the_audit_time_column_is_fixed_width_utc_with_microseconds(tmp_path: Path) -> None:
+    """Text order is time order (the ``since`` filter compares text), a whole second too."""
+    db = SqliteDatabase(tmp_path / "a.db")
+    log = SqliteAuditLog(db)
+    whole = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    for when in (
+        whole,
+        whole.replace(microsecond=7),
+        whole.astimezone(timezone(timedelta(hours=2))),
+    ):
+        log.record(Event(action=Action.READ, actor="ci", time=when))
+    column = [
+        r[0] for r in db.run(lambda c: c.execute("SELECT time FROM audit ORDER BY seq").fetchall())
+    ]
+    assert column == [
+        "2026-01-02T03:04:05.000000Z",
+        "2026-01-02T03:04:05.000007Z",
+        "2026-01-02T03:04:05.000000Z",
+    ]
+    assert len(log.query(AuditFilter(since=whole))) == 3
 
 
 def test_an_unknown_action_is_refused() -> None:

@@ -205,7 +205,7 @@ def test_a_writer_that_took_the_lock_in_a_promotion_hands_it_to_the_plans(
     # The first's release, up to the moment before the promotion:
     assert server.lock_table.delete_if_held_by(str(NAME), first.id)
     replica.locks.lock(NAME, apply.body, CI)  # at the first try: the replica knows it
-    server.locks._promote(NAME)  # loses to the writer, and marks its lock
+    server.locks.keeper.promote(NAME)  # loses to the writer, and marks its lock
     wire = Wire(replica)
     replica.locks.unlock(NAME, apply.body, CI)
     assert wire.take()[0] == "DeleteItem"  # refused by the mark: then read and promote

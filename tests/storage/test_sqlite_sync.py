@@ -50,16 +50,26 @@ def _upload(store: SqliteStore, key: str, data: bytes, over: ObjectInfo | None =
 
 
 class FsyncSpy:
+    """Counts the syncs of ``wal`` by this process (``fdatasync``, as SQLite syncs it;
+    ``fsync`` counted apart)."""
+
     def __init__(self, monkeypatch: pytest.MonkeyPatch, wal: Path) -> None:
         self.wal = wal
         self.calls = 0
-        real = os.fsync
+        self.full = 0
+        real_fdatasync, real_fsync = os.fdatasync, os.fsync
+
+        def fdatasync(fd: int) -> None:
+            if os.path.samefile(f"/proc/self/fd/{fd}", wal):
+                self.calls += 1
+            real_fdatasync(fd)
 
         def fsync(fd: int) -> None:
             if os.path.samefile(f"/proc/self/fd/{fd}", wal):
-                self.calls += 1
-            real(fd)
+                self.full += 1
+            real_fsync(fd)
 
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
         monkeypatch.setattr(os, "fsync", fsync)
 
 
@@ -81,6 +91,17 @@ def test_a_group_defers_its_commits_and_syncs_the_log_once_at_its_end(
     assert spy.calls == 1
     # After the block, writes are synced at their commit again.
     assert _insert_and_report(db) == FULL
+
+
+def test_the_log_is_synced_as_sqlite_syncs_it_at_a_full_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fdatasync, SQLite's own call for the log (its bytes and size, not its times)."""
+    db = SqliteDatabase(tmp_path / "s.db")
+    spy = FsyncSpy(monkeypatch, tmp_path / "s.db-wal")
+    with db.syncing_once():
+        _insert_and_report(db)
+    assert (spy.calls, spy.full) == (1, 0)
 
 
 def test_a_durable_write_in_a_group_is_synced_at_its_own_commit(
@@ -251,7 +272,7 @@ def test_a_group_covered_by_an_fsync_in_progress_waits_for_its_end(
     _insert_and_report(db)
     wal = tmp_path / "s.db-wal"
     in_fsync, release = threading.Event(), threading.Event()
-    real = os.fsync
+    real = os.fdatasync
     calls: list[int] = []
 
     def slow_fsync(fd: int) -> None:
@@ -261,7 +282,7 @@ def test_a_group_covered_by_an_fsync_in_progress_waits_for_its_end(
             assert release.wait(10)
         real(fd)
 
-    monkeypatch.setattr(os, "fsync", slow_fsync)
+    monkeypatch.setattr(os, "fdatasync", slow_fsync)
     committed, go = threading.Barrier(3), threading.Event()
     leader = threading.Thread(target=_commit_in_group, args=(db, committed, go))
     follower_done = threading.Event()
@@ -293,7 +314,7 @@ def test_when_the_leaders_fsync_fails_a_waiting_group_syncs_itself(
     db = SqliteDatabase(tmp_path / "s.db")
     _insert_and_report(db)
     wal = tmp_path / "s.db-wal"
-    real = os.fsync
+    real = os.fdatasync
     in_fsync, release = threading.Event(), threading.Event()
     calls: list[str] = []
 
@@ -306,7 +327,7 @@ def test_when_the_leaders_fsync_fails_a_waiting_group_syncs_itself(
                 raise OSError(5, "Input/output error")
         real(fd)
 
-    monkeypatch.setattr(os, "fsync", failing_once)
+    monkeypatch.setattr(os, "fdatasync", failing_once)
     errors: dict[str, StorageError | AssertionError] = {}
     committed, leader_ends = threading.Barrier(2), threading.Event()
 

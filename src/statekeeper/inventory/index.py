@@ -45,7 +45,7 @@ from statekeeper.inventory.query import parse_query
 from statekeeper.inventory.queue import IndexQueue
 from statekeeper.security.grants import parse_grant
 from statekeeper.state.listing import StateSummary, is_state_key
-from statekeeper.state.service import version_from_info
+from statekeeper.state.version import version_from_info
 from statekeeper.storage.base import ObjectInfo, ObjectStore
 from statekeeper.terraform.names import StateName
 from statekeeper.times import format_rfc3339, parse_rfc3339

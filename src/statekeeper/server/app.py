@@ -7,17 +7,19 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from statekeeper import __version__
 from statekeeper.app import Services
 from statekeeper.server import admin_api, api, history_api, hooks_api, tfhttp, ui
 from statekeeper.server.auth import AuthMiddleware
 from statekeeper.server.denials import Denials
-from statekeeper.server.errors import install_handlers
+from statekeeper.server.errors import ErrorGuard, install_handlers
 from statekeeper.server.health import Readiness, healthz, readyz
 from statekeeper.server.limits import ControlBodyMiddleware, TimeoutMiddleware
 from statekeeper.server.lockwait import LockWaits
 from statekeeper.server.scrape import metrics_endpoint
+from statekeeper.server.workers import Workers, threads_for
 from statekeeper.state.leases import LeaseSweeper
 from statekeeper.state.prune import PruneTask
 from statekeeper.telemetry.access import AccessMiddleware
@@ -26,7 +28,7 @@ __all__ = ["create_app"]
 
 
 def _lifespan(
-    services: Services, denials: Denials
+    services: Services, denials: Denials, workers: Workers
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -41,6 +43,7 @@ def _lifespan(
             await run_in_threadpool(pruning.stop)
         await run_in_threadpool(sweeper.close)
         app.state.readiness.close()
+        workers.close()
         # uvicorn re-raises SIGTERM after its graceful shutdown, so the `finally`
         # of `serve` may never run: pending audit events are written here.
         await run_in_threadpool(denials.flush)
@@ -49,27 +52,48 @@ def _lifespan(
     return lifespan
 
 
+class _App(FastAPI):
+    """FastAPI behind statekeeper's own layers (``front``), which every HTTP request
+    goes through first; Terraform's requests are answered there, before FastAPI's."""
+
+    front: ASGIApp
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # the lifespan, websockets
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self  # where the routes find the services, as FastAPI sets it
+        await self.front(scope, receive, send)
+
+    async def behind(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """FastAPI itself: its error and exception layers, the router."""
+        await super().__call__(scope, receive, send)
+
+
 def create_app(services: Services, *, allow_anonymous: bool = True) -> FastAPI:
     """The ASGI app. ``allow_anonymous``: callers need no credentials while no tokens
     or OIDC are configured (only ``serve`` on loopback should leave it on)."""
     denials = Denials(services.events.emit)
-    app = FastAPI(
+    workers = Workers(threads_for(services.settings.store_url, services.settings.locks_url))
+    app = _App(
         title="statekeeper",
         version=__version__,
         summary="Remote state for Terraform and OpenTofu",
         openapi_url="/api/v1/openapi.json",
         docs_url=None,  # served by the UI's router from vendored assets (air-gapped)
         redoc_url=None,
-        lifespan=_lifespan(services, denials),
+        lifespan=_lifespan(services, denials, workers),
     )
     app.state.services = services
+    app.state.workers = workers
     app.state.lock_waits = LockWaits(services.settings.lock_wait)
     app.state.readiness = Readiness(
         services.store.probe, services.lock_table.probe, services.settings.ready_timeout
     )
     install_handlers(app)
     # First: Terraform's requests, nearly all of the traffic, match without trying others.
-    app.router.routes[0:0] = tfhttp.routes()
+    terraform = tfhttp.routes()
+    app.router.routes[0:0] = terraform
     app.include_router(api.router)
     app.add_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
     app.add_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
@@ -78,13 +102,15 @@ def create_app(services: Services, *, allow_anonymous: bool = True) -> FastAPI:
     app.include_router(history_api.router)
     app.include_router(hooks_api.router)
     app.include_router(ui.router)
-    # Outermost last: the timeout covers authentication too, and no body is read
-    # before the caller is authenticated.
-    app.add_middleware(ControlBodyMiddleware)
-    app.add_middleware(
-        AuthMiddleware, services=services, denials=denials, allow_anonymous=allow_anonymous
+    # Innermost first. No body is read before the caller is authenticated; the
+    # timeout covers authentication too; an unexpected error gets its 500 with the
+    # request's ID; the access line and request metrics see every answer.
+    front: ASGIApp = tfhttp.TerraformRoutes(app.behind, terraform)
+    front = ControlBodyMiddleware(front)
+    front = AuthMiddleware(
+        front, services=services, denials=denials, allow_anonymous=allow_anonymous
     )
-    app.add_middleware(TimeoutMiddleware, seconds=services.settings.request_timeout)
-    # Outermost of all: the access line and request metrics see every answer.
-    app.add_middleware(AccessMiddleware, routes=lambda: app.router.routes, metrics=services.metrics)
+    front = TimeoutMiddleware(front, seconds=services.settings.request_timeout)
+    front = ErrorGuard(front)
+    app.front = AccessMiddleware(front, routes=lambda: app.router.routes, metrics=services.metrics)
     return app

@@ -9,7 +9,6 @@ import io
 import queue
 from collections.abc import AsyncIterator, Callable, Iterator
 
-from anyio import from_thread
 from starlette.requests import ClientDisconnect, Request
 
 from statekeeper.errors import BadRequest, PayloadTooLarge
@@ -94,7 +93,8 @@ class BodyStream:
         # room. Only then: waking the loop for nothing takes the GIL from the thread.
         self._room = asyncio.Event()
         self._waiting = False
-        self._loop: asyncio.AbstractEventLoop | None = None
+        # Made on the loop (in the request's handler); iterated in a worker thread.
+        self._loop = asyncio.get_running_loop()
         self._receiving: asyncio.Task[None] | None = None
         # The request's own context: started from a worker thread's call back into
         # the loop, whose context holds the service's open event, the receiving
@@ -148,7 +148,6 @@ class BodyStream:
 
     def _start(self) -> None:
         """Start receiving (on the loop)."""
-        self._loop = asyncio.get_running_loop()
         self._receiving = self._loop.create_task(self._receive(), context=self._context)
 
     async def prefetch(self) -> None:
@@ -176,8 +175,8 @@ class BodyStream:
         if self._receiving is None:
             if self._ended:
                 return
-            from_thread.run_sync(self._start)
-        assert self._loop is not None  # set by _start
+            # Started on the loop: the pieces it receives are waited for below.
+            self._loop.call_soon_threadsafe(self._start)
         while True:
             piece = self._ahead.get()
             if self._waiting:

@@ -16,10 +16,11 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from statekeeper.errors import LockConflict, LockMismatch, StatekeeperError
 
-__all__ = ["error_response", "install_handlers"]
+__all__ = ["ErrorGuard", "error_response", "install_handlers"]
 
 log = logging.getLogger("statekeeper.server")
 
@@ -94,6 +95,10 @@ async def _invalid_request(request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return _internal()
+
+
+def _internal() -> Response:
     return JSONResponse(
         {
             "error": "internal",
@@ -102,6 +107,32 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
         },
         status_code=500,
     )
+
+
+class ErrorGuard:
+    """The 500 of an exception nothing else answered, raised outside FastAPI's own
+    layers (statekeeper's middlewares, Terraform's routes), as FastAPI's handler
+    answers it; re-raised after, like FastAPI's, for the server to log."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception:
+            if started:
+                raise  # the answer is under way: only the connection can end it
+            log.exception("unexpected error on %s %s", scope["method"], scope["path"])
+            await _internal()(scope, receive, send)
+            raise
 
 
 def install_handlers(app: object) -> None:

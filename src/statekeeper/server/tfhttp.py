@@ -3,7 +3,8 @@
 Status codes follow ``docs/protocol.md#status-codes`` to the letter:
 exactly 200 for LOCK, UNLOCK and DELETE (Terraform rejects 201/204 there),
 404 for "no state", 423 with the holder's LockInfo on a conflict. Service
-calls are blocking (SQLite, boto3) and run in the thread pool.
+calls are blocking (SQLite, boto3): each request does all of its store work in
+one hop to a worker thread (``server/workers.py``).
 
 ``/lock/<name>`` takes the GitLab-style methods too (POST/PUT to lock,
 DELETE to unlock) for setups that set ``lock_method``/``unlock_method``.
@@ -12,25 +13,27 @@ DELETE to unlock) for setups that set ``lock_method``/``unlock_method``.
 from __future__ import annotations
 
 import base64
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Match, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from statekeeper.app import Services
-from statekeeper.errors import InvalidLockInfo, LockConflict
+from statekeeper.errors import InvalidLockInfo, LockConflict, StatekeeperError
 from statekeeper.events import Action
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission
 from statekeeper.server.body import BodyStream, read_body, single_header
+from statekeeper.server.errors import error_response
 from statekeeper.server.lockwait import LockWaits
-from statekeeper.state.service import StateStream
+from statekeeper.server.workers import Workers
+from statekeeper.state.reads import StateStream
 from statekeeper.terraform.lockinfo import LockInfo, lock_info_too_large
 from statekeeper.terraform.names import StateName
 
-__all__ = ["authorize", "backend_block", "caller_of", "routes"]
+__all__ = ["TerraformRoutes", "authorize", "backend_block", "caller_of", "routes"]
 
 STATE_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "LOCK", "UNLOCK"]
 LOCK_METHODS = ["LOCK", "UNLOCK", "POST", "PUT", "DELETE"]
@@ -41,6 +44,11 @@ Handler = Callable[[Request], Awaitable[Response]]
 def _services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
+
+
+def _workers(request: Request) -> Workers:
+    workers: Workers = request.app.state.workers
+    return workers
 
 
 def caller_of(request: Request) -> Caller:
@@ -80,11 +88,17 @@ WHOLE_GET_LIMIT = 1 << 20
 
 
 def _read(
-    services: Services, name: StateName, caller: Caller, whole: bool
+    services: Services, name: StateName, caller: Caller, head: bool
 ) -> tuple[StateStream | None, bytes | None]:
-    """The current state, and its bytes when ``whole`` and it is small enough."""
+    """The current state, and its bytes unless ``head`` or it is too large to
+    read whole (then its pieces are left open for the answer to stream)."""
     current = services.states.read_stream(name, caller)
-    if current is None or not whole or current.version.size > WHOLE_GET_LIMIT:
+    if current is None:
+        return None, None
+    if head:
+        _close(current.chunks)
+        return current, None
+    if current.version.size > WHOLE_GET_LIMIT:
         return current, None
     try:
         return current, b"".join(current.chunks)
@@ -94,9 +108,8 @@ def _read(
 
 async def _get(request: Request, name: StateName) -> Response:
     services = _services(request)
-    current, data = await run_in_threadpool(
-        _read, services, name, caller_of(request), request.method != "HEAD"
-    )
+    caller, head = caller_of(request), request.method == "HEAD"
+    current, data = await _workers(request).run(lambda: _read(services, name, caller, head))
     if current is None:
         return JSONResponse(
             {"error": "state_not_found", "message": f"there is no state named {name} yet"},
@@ -110,8 +123,7 @@ async def _get(request: Request, name: StateName) -> Response:
         "X-Statekeeper-Version": v.version_id,
         "Content-Length": str(v.size),
     }
-    if request.method == "HEAD":
-        await run_in_threadpool(_close, current.chunks)
+    if head:
         return Response(b"", media_type="application/json", headers=headers)
     if data is not None:
         return Response(data, media_type="application/json", headers=headers)
@@ -134,7 +146,7 @@ async def _write(request: Request, name: StateName) -> Response:
     body = BodyStream(request, services.settings.max_body)
     try:
         await body.prefetch()
-        outcome = await run_in_threadpool(
+        outcome = await _workers(request).run(
             lambda: services.states.write(
                 name,
                 body,
@@ -156,7 +168,7 @@ async def _write(request: Request, name: StateName) -> Response:
 
 async def _delete(request: Request, name: StateName) -> Response:
     services = _services(request)
-    await run_in_threadpool(
+    await _workers(request).run(
         lambda: services.states.delete(
             name, caller_of(request), lock_id=request.query_params.get("ID") or None
         )
@@ -186,12 +198,13 @@ async def _lock(request: Request, name: StateName) -> Response:
         lock_id = LockInfo.parse(body).id
     except InvalidLockInfo:
         lock_id = None  # refused, and recorded, by the service
+    caller, workers = caller_of(request), _workers(request)
     if lock_id is None:
-        lock = await run_in_threadpool(services.locks.lock, name, body, caller_of(request))
+        lock = await workers.run(lambda: services.locks.lock(name, body, caller))
         return Response(lock.body, status_code=200, media_type="application/json")
     try:
         await waits.turn(key, lock_id)
-        lock = await run_in_threadpool(services.locks.lock, name, body, caller_of(request))
+        lock = await workers.run(lambda: services.locks.lock(name, body, caller))
     except LockConflict as conflict:
         waits.refused(key, lock_id, conflict.holder.id)
         waits.abandoned(key, lock_id)
@@ -212,7 +225,8 @@ async def _unlock(request: Request, name: StateName) -> Response:
     else:
         authorize(request, name, Permission.WRITE, Action.UNLOCK, "unlock")
     body = await _lock_body(request)
-    released = await run_in_threadpool(services.locks.unlock, name, body, caller_of(request))
+    caller = caller_of(request)
+    released = await _workers(request).run(lambda: services.locks.unlock(name, body, caller))
     _waits(request).released(str(name))
     return Response(released.body, status_code=200, media_type="application/json")
 
@@ -244,12 +258,51 @@ def _dispatch(table: dict[str, Callable[[Request, StateName], Awaitable[Response
 
 
 def routes() -> list[Route]:
+    """Terraform's two routes, for :class:`TerraformRoutes` and the router: it
+    answers a method they do not take with 405, and the access line finds there
+    the route of a request answered before any routing (a 401)."""
     return [
         Route(
             "/state/{name:path}", _dispatch(_STATE), methods=STATE_METHODS, include_in_schema=False
         ),
         Route("/lock/{name:path}", _dispatch(_LOCK), methods=LOCK_METHODS, include_in_schema=False),
     ]
+
+
+class TerraformRoutes:
+    """Terraform's two routes answered here, ahead of FastAPI's exception layers
+    and router, which see everything else (a method these routes do not take
+    included: the router's 405).
+
+    Nearly all of the traffic is Terraform's, and each of those layers costs every
+    request a few microseconds and a wrapper around its sending. An error is
+    answered as the exception handlers would (``server/errors.py``); anything but
+    a StatekeeperError is left to the error guard around the whole app (a 500).
+    """
+
+    def __init__(self, app: ASGIApp, routes: Sequence[Route]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(("/state/", "/lock/")):
+            for route in self.routes:
+                match, child = route.matches(scope)
+                if match is Match.FULL:
+                    scope["route"] = route
+                    scope.update(child)
+                    await self._answer(child["endpoint"], scope, receive, send)
+                    return
+                if match is Match.PARTIAL:
+                    break
+        await self.app(scope, receive, send)
+
+    async def _answer(self, endpoint: Handler, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            response = await endpoint(Request(scope, receive, send))
+        except StatekeeperError as exc:
+            response = error_response(exc)
+        await response(scope, receive, send)
 
 
 def backend_block(base_url: str, name: str) -> str:

@@ -39,8 +39,7 @@ from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, Policy, require
 from statekeeper.state.hygiene import HistoryPolicy
 from statekeeper.state.replaced import ReplacedLedger
-from statekeeper.state.service import version_from_info
-from statekeeper.state.version import StateVersion
+from statekeeper.state.version import StateVersion, version_from_info
 from statekeeper.storage.base import ObjectStore
 from statekeeper.terraform.names import StateName
 

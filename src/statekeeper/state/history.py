@@ -8,8 +8,7 @@ from statekeeper.errors import StateNotFound
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, Policy, require
 from statekeeper.state.replaced import ReplacedLedger
-from statekeeper.state.service import version_from_info
-from statekeeper.state.version import StateVersion
+from statekeeper.state.version import StateVersion, version_from_info
 from statekeeper.storage.base import ObjectStore
 from statekeeper.terraform.names import StateName
 

@@ -82,10 +82,14 @@ class SharedHolds:
         """None when ``key`` has no marker (one read: no plan shares it, and there is no
         marker to forget); else its shared holds, oldest first (none left: the marker
         is to be forgotten)."""
-        if self.table.read(shared_holds_marker(key)) is None:
+        if not self.is_marked(key):
             return None
         holds = [lock for _, lock in self.table.scan(key + SHARED_HOLD_MARK)]
         return sorted(holds, key=lambda h: (h.since.timestamp() if h.since else 0.0, h.id))
+
+    def is_marked(self, key: str) -> bool:
+        """Whether ``key`` has a marker: shared holds may exist (one read)."""
+        return self.table.read(shared_holds_marker(key)) is not None
 
     def forget_marker(self, key: str) -> None:
         """Remove the marker once :meth:`listed` found no hold left."""

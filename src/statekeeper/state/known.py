@@ -2,12 +2,15 @@
 
 A Terraform write comes right after its read (LOCK, GET, POST, UNLOCK), so the
 facts the write rules check against (serial, lineage, SHA-256) are usually the
-ones the GET just returned. On S3 a HEAD per write costs a round trip; with
-this, a write checks against the remembered version and puts with ``If-Match``
-on its ETag. A version changed meanwhile (another replica, the CLI) fails that
-condition, and the write is checked again against a fresh HEAD: the memory may
-save a request, never decide an answer. Only versions with an ETag (S3) and
-statekeeper's metadata are remembered; SQLite's HEAD is a cheap local read.
+ones the GET just returned. On S3 a HEAD per write costs a round trip, on SQLite
+a read transaction (and the version's metadata decoded again); with this, a
+write checks against the remembered version and puts on condition that it is
+still current (``If-Match`` on its ETag; SQLite compares the version ID inside
+the write's own transaction). A version changed meanwhile (another replica, the
+CLI) fails that condition, and the write is checked again against a fresh HEAD:
+the memory may save a request, never decide an answer. Only versions with
+statekeeper's metadata are remembered, and only a store with compare-and-swap
+uses them (``StateService``).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ class KnownVersions:
     def remember(self, key: str, info: ObjectInfo) -> None:
         """``info`` is current now (just read or written)."""
         fields = StateVersion.metadata_fields(dict(info.metadata))
-        if info.etag is None or not fields.keys() >= _NEEDED:
+        if not fields.keys() >= _NEEDED:
             self.forget(key)
             return
         with self._guard:

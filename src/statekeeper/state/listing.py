@@ -211,7 +211,7 @@ def _listed(objects: Iterable[ObjectInfo]) -> Iterator[StateSummary]:
 
 
 def _detailed(store: ObjectStore, summary: StateSummary) -> StateSummary:
-    from statekeeper.state.service import version_from_info
+    from statekeeper.state.version import version_from_info
 
     count: int | None = None
     current: ObjectInfo | None = None

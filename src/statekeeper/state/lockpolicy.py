@@ -16,7 +16,7 @@ Read from the ``[lock_policy]`` table of the config file
 A rule's ``ttl`` names operations the way ``locks reap --operation`` does
 (``plan`` is Terraform's ``OperationTypePlan``; ``"*"`` is every operation)
 and overrides the section's for those operations only; ``"none"`` turns a
-lease off. The rules themselves live in :mod:`statekeeper.state.locks`.
+lease off. The rules themselves live in :mod:`statekeeper.state.lockkeeper`.
 """
 
 from __future__ import annotations

@@ -13,17 +13,8 @@ access control has one identity (``anonymous``) and keeps the plain rules; a
 lock written by Terraform's own backend "s3" names no identity and binds none.
 
 The lock policy (:mod:`statekeeper.state.lockpolicy`) decides the rest, per
-state glob:
-
-- ``shared-plans``: a plan's LOCK meeting a plan's lock shares it (a shared
-  hold, :mod:`statekeeper.state.holds`); any other operation's LOCK meeting
-  plans only *takes* the lock Terraform sees from them (readers never block
-  the writer): the plans stay listed as shared holds until they unlock, and
-  none of them could ever write, since a write needs the lock Terraform sees
-  and a plan's is refused by the fence. New plans then wait for the writer.
-- a lease: a lock older than its time to live (by the server's clock) is
-  removed when a LOCK meets it, at a listing, and by the server's sweeper;
-  each removal is one ``expire`` event (webhook ``lock.expired``).
+state glob; what it makes of the lock table (rounds of conditional writes,
+shared holds, promotion, leases) is :mod:`statekeeper.state.lockkeeper`'s.
 """
 
 from __future__ import annotations
@@ -41,26 +32,19 @@ from statekeeper.errors import (
     LockMismatch,
     LockNotFound,
     PayloadTooLarge,
-    StorageError,
 )
-from statekeeper.events import Action, Event, EventStream
+from statekeeper.events import Action, EventStream
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, Policy, require
-from statekeeper.state.granted import GrantedLocks
-from statekeeper.state.holds import SharedHolds
-from statekeeper.state.lockpolicy import LockMode, LockPolicy, StateLockPolicy, is_operation
+from statekeeper.state.lockkeeper import LockKeeper, taken_by_another
+from statekeeper.state.lockpolicy import LockMode, LockPolicy, is_operation
 from statekeeper.storage.base import LockTable, ObjectStore
 from statekeeper.terraform.layout import lock_path, split_shared_hold
 from statekeeper.terraform.lockinfo import MAX_LOCK_INFO, LockInfo
 from statekeeper.terraform.names import StateName
-from statekeeper.times import format_age, utcnow
+from statekeeper.times import utcnow
 
-__all__ = ["HeldLock", "LockService", "taken_by_another"]
-
-#: Who removes an expired lock, in the audit trail.
-SERVER_ACTOR = "statekeeper"
-#: Rounds of acquire-and-decide before a lock that keeps changing hands is an error.
-_ROUNDS = 5
+__all__ = ["HeldLock", "LockService"]
 
 
 def _zero_valued(body: bytes, limit: int) -> LockInfo | None:
@@ -70,11 +54,6 @@ def _zero_valued(body: bytes, limit: int) -> LockInfo | None:
     except (InvalidLockInfo, PayloadTooLarge):
         return None  # refused, and recorded, as an unlock
     return info if info.is_zero_valued else None
-
-
-def taken_by_another(holder: LockInfo, caller: Caller) -> bool:
-    """True when ``holder`` was taken through statekeeper by an identity not ``caller``'s."""
-    return holder.actor is not None and holder.actor != caller.actor
 
 
 @dataclass(frozen=True)
@@ -106,8 +85,9 @@ class LockService:
         #: Largest LockInfo body a LOCK or UNLOCK may carry (413 beyond).
         self.max_lock_info = max_lock_info
         self.lock_policy = lock_policy or LockPolicy()
-        self.holds = SharedHolds(locks)
-        self.granted = GrantedLocks()
+        self.keeper = LockKeeper(locks, self.lock_policy, events)
+        self.holds = self.keeper.holds
+        self.granted = self.keeper.granted
         self._stripes = [threading.RLock() for _ in range(self.STRIPES)]
 
     @contextmanager
@@ -135,66 +115,8 @@ class LockService:
                 caller.actor, caller.remote_addr
             )
             with self.serialized(name):
-                granted, event.detail = self._take(name, info, caller)
+                granted, event.detail = self.keeper.take(name, info, event)
             return granted
-
-    def _take(self, name: StateName, info: LockInfo, caller: Caller) -> tuple[LockInfo, str]:
-        """Grant ``info`` or raise LockConflict; the lock granted and why, for the event."""
-        key = str(name)
-        policy = self.lock_policy.for_state(name)
-        shares = policy.shares(info)
-        notes: list[str] = []
-        took_from_plans = False
-        for _ in range(_ROUNDS):
-            try:
-                self.locks.acquire(key, info)
-            except LockConflict as exc:
-                refused, holder = exc, exc.holder
-            else:
-                if took_from_plans:
-                    self.locks.mark_shared(key)  # the plans' holds are beside this lock now
-                if self.locks.releases_exactly:  # what the UNLOCK's condition will state
-                    self.granted.remember(key, info)
-                mode = "shared" if shares else "exclusive"
-                return info, "; ".join([f"{mode} ({policy.source}: {policy.mode})", *notes])
-            if holder.id == info.id:
-                if taken_by_another(holder, caller):
-                    raise refused  # the ID is no secret: not a way into another's lock
-                return holder, "a LOCK repeated with the holder's own ID"
-            if self._expire_if_due(name, holder, policy):
-                notes.append(f"after the lease of lock {holder.id} expired")
-                continue
-            if policy.mode is LockMode.SHARED_PLANS:
-                hold = self.holds.read(key, info.id)
-                if hold is not None:
-                    if taken_by_another(hold, caller):
-                        raise LockConflict(hold)
-                    return hold, "a LOCK repeated with a shared holder's own ID"
-            if shares and policy.shares(holder):
-                self.holds.add(key, info)
-                if not self.locks.mark_shared(key):
-                    # The primary left between our acquire and our hold (another
-                    # replica released it): take the lock Terraform sees ourselves.
-                    self.holds.remove(key, info.id)
-                    continue
-                return info, "; ".join(
-                    [f"shared with the plan {holder.describe()} ({policy.source})", *notes]
-                )
-            if not shares and policy.shares(holder):
-                # Readers never block the writer: the plan becomes a shared hold and
-                # the lock Terraform sees is this writer's at the next round.
-                self.holds.add(key, holder)
-                if not self.locks.delete_if_held_by(key, holder.id):
-                    self.holds.remove(key, holder.id)  # it left meanwhile
-                    continue
-                took_from_plans = True
-                notes.append(
-                    f"taken from the shared plan {holder.id} ({policy.source}): the plans "
-                    "stay listed as shared holds until they unlock; none of them can write"
-                )
-                continue
-            raise refused
-        raise StorageError(f"the lock on {name} kept changing hands; try again")
 
     def unlock(self, name: StateName, body: bytes, caller: Caller) -> LockInfo:
         """Release the lock named by ``body``, in every form Terraform and OpenTofu send.
@@ -230,8 +152,8 @@ class LockService:
             info = LockInfo.parse(body, limit=self.max_lock_info)
             require(self.policy, caller, name, Permission.WRITE, "unlock")
             with self.serialized(name):
-                released, event.detail = self._release(
-                    name, info.id, read=holder if is_primary else None
+                released, event.detail = self.keeper.release(
+                    name, info.id, read=holder if is_primary else None, event=event
                 )
             return released
 
@@ -266,60 +188,6 @@ class LockService:
             event.lock_body(body)
         return granted
 
-    def _release(
-        self, name: StateName, lock_id: str, *, read: LockInfo | None = None
-    ) -> tuple[LockInfo, str | None]:
-        """Release ``lock_id``, the primary lock or a shared hold; the lock and what
-        else changed. LockNotFound or LockMismatch when it is not held.
-
-        ``read``: the primary lock just read, not read again: the release deletes
-        it only if it is still that one (one lock-table call fewer).
-        """
-        key = str(name)
-        self.granted.forget(key, lock_id)
-        try:
-            # The lock table's own release: with two tables it names the one that failed.
-            released = self.locks.release(key, lock_id, read=read)
-        except (LockNotFound, LockMismatch):
-            hold = self.holds.remove(key, lock_id)
-            if hold is None:
-                raise
-            return hold, "a shared hold released; the lock Terraform sees is unchanged"
-        return released, self._promote(name)
-
-    def _promote(self, name: StateName) -> str | None:
-        """After the primary holder left: hand the lock Terraform sees to a shared hold.
-
-        Under ``exclusive`` there are none, and nothing is read.
-        """
-        key = str(name)
-        policy = self.lock_policy.for_state(name)
-        if policy.mode is not LockMode.SHARED_PLANS:
-            return None
-        holds = self.holds.marked(key)
-        if holds is None:
-            return None  # the common case, one read: no plan shares the state
-        for hold in holds:
-            if self._expire_if_due(name, hold, policy):
-                continue
-            for _ in range(_ROUNDS):
-                try:
-                    self.locks.acquire(key, hold)
-                except LockConflict:
-                    # Taken meanwhile: the holds stay beside the new holder, marked on
-                    # its lock so that its UNLOCK promotes them in turn.
-                    if self.locks.mark_shared(key):
-                        return None
-                    continue  # and released already: try again
-                self.holds.remove(key, hold.id)
-                # Marked: its UNLOCK reads, and promotes the other holds or, none
-                # left, forgets the marker.
-                self.locks.mark_shared(key)
-                return f"the lock Terraform sees passes to the shared plan {hold.id}"
-            raise StorageError(f"the lock on {name} kept changing hands; try again")
-        self.holds.forget_marker(key)
-        return None
-
     def _holder(self, name: StateName, body: bytes) -> tuple[LockInfo | None, bool]:
         """The lock ``body`` names, when it is held now: the primary lock or a
         shared hold, and whether it is the primary."""
@@ -346,7 +214,7 @@ class LockService:
             with self.serialized(name):
                 if lock_id is not None:
                     removed: LockInfo | None
-                    removed, promoted = self._release(name, lock_id)
+                    removed, promoted = self.keeper.release(name, lock_id)
                     event.detail = "; ".join(d for d in (detail, promoted) if d) or None
                 else:
                     removed = self.locks.force_release(key)
@@ -382,7 +250,7 @@ class LockService:
                     and self.locks.delete_if_held_by(key, lock_id)
                 ):
                     event.lock(holder)
-                    event.detail = self._promote(name) or event.detail
+                    event.detail = self.keeper.promote(name) or event.detail
                     return holder
                 hold = self.holds.remove(key, lock_id)
             if hold is not None:
@@ -413,12 +281,12 @@ class LockService:
             event.lock(info)
             event.detail = "held for an operator command, then released"
             with self.serialized(name):
-                self._take(name, info, caller)
+                self.keeper.take(name, info)
             try:
                 yield info
             finally:
                 with self.serialized(name):
-                    self._release(name, info.id)
+                    self.keeper.release(name, info.id)
 
     def read(self, name: StateName) -> LockInfo | None:
         """The lock Terraform sees (the primary holder), or None."""
@@ -443,48 +311,6 @@ class LockService:
 
     # Leases
 
-    def _expire_if_due(
-        self,
-        name: StateName,
-        lock: LockInfo,
-        policy: StateLockPolicy,
-        now: datetime | None = None,
-    ) -> bool:
-        """Remove ``lock`` when it outlived its lease, with an ``expire`` event; True if so.
-
-        The age is the server's clock only: a lock written by Terraform's own
-        backend (no server time) never expires, since its client's clock may
-        say anything.
-        """
-        ttl = policy.lease(lock.operation)
-        if ttl is None or lock.acquired is None or lock.damaged is not None:
-            return False
-        held = (now or utcnow()) - lock.acquired
-        if held < ttl:
-            return False
-        key = str(name)
-        if self.locks.delete_if_held_by(key, lock.id):
-            promoted = self._promote(name)
-        elif self.holds.remove(key, lock.id) is not None:
-            promoted = None
-        else:
-            return True  # released meanwhile: free to try again
-        detail = (
-            f"held {format_age(held.total_seconds())}, past {policy.describe_lease(lock.operation)}"
-        )
-        self.events.emit(
-            Event(
-                action=Action.EXPIRE,
-                actor=SERVER_ACTOR,
-                state=key,
-                lock_id=lock.id,
-                who=lock.who or None,
-                operation=lock.operation or None,
-                detail="; ".join(d for d in (detail, promoted) if d),
-            )
-        )
-        return True
-
     def expire_due(self, prefix: str = "", now: datetime | None = None) -> list[HeldLock]:
         """Remove every lock under ``prefix`` past its lease (the sweeper, and listings);
         the locks removed. Nothing is read when no lease is configured."""
@@ -498,7 +324,9 @@ class LockService:
             except InvalidStateName:
                 continue  # not a state's lock (a doctor's probe): no policy applies
             with self.serialized(name):
-                if self._expire_if_due(name, held.lock, self.lock_policy.for_state(name), now):
+                if self.keeper.expire_if_due(
+                    name, held.lock, self.lock_policy.for_state(name), now
+                ):
                     expired.append(held)
         return expired
 

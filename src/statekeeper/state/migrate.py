@@ -38,8 +38,8 @@ from statekeeper.state import views
 from statekeeper.state.lineage import FORCE_HINT
 from statekeeper.state.listing import is_state_key
 from statekeeper.state.locks import LockService
-from statekeeper.state.service import StateService, version_from_info
-from statekeeper.state.version import Provenance
+from statekeeper.state.service import StateService
+from statekeeper.state.version import Provenance, version_from_info
 from statekeeper.storage.base import ObjectInfo, ObjectStore
 from statekeeper.terraform.names import StateName
 from statekeeper.terraform.statedoc import StateDoc

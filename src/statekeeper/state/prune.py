@@ -20,8 +20,7 @@ from statekeeper.events import Action, EventStream
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, Policy, require
 from statekeeper.state.hygiene import HistoryPolicy, Retention
-from statekeeper.state.service import version_from_info
-from statekeeper.state.version import StateVersion
+from statekeeper.state.version import StateVersion, version_from_info
 from statekeeper.storage.base import ObjectStore
 from statekeeper.terraform.layout import STATEKEEPER_PREFIX
 from statekeeper.terraform.names import StateName

@@ -1,6 +1,7 @@
-"""Reading and writing state: the rules of ``docs/protocol.md#rules``, in one place.
+"""Writing state: the rules of ``docs/protocol.md#rules``, in one place.
 
-A write is accepted only if it carries the holder's lock ID (when the state is
+The reads are :class:`~statekeeper.state.reads.StateReads`, which the service
+extends. A write is accepted only if it carries the holder's lock ID (when the state is
 locked), its Content-MD5 matches, it parses as a Terraform state or an OpenTofu
 encrypted envelope, and it passes the serial/lineage guard. The bytes are then
 stored verbatim as a new version, and the digest Terraform's S3 backend checks
@@ -15,13 +16,11 @@ import base64
 import binascii
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 from statekeeper.errors import (
     ChecksumMismatch,
-    Forbidden,
     InvalidState,
     StateConflict,
     StateNotFound,
@@ -31,35 +30,17 @@ from statekeeper.events import Action, Draft, EventStream
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, Policy, require
 from statekeeper.state import lineage
-from statekeeper.state.known import KnownVersions
-from statekeeper.state.locks import LockService, taken_by_another
-from statekeeper.state.version import Provenance, StateVersion
+from statekeeper.state.intake import intake
+from statekeeper.state.lockkeeper import taken_by_another
+from statekeeper.state.locks import LockService
+from statekeeper.state.reads import StateReads
+from statekeeper.state.version import Provenance, StateVersion, version_from_info
 from statekeeper.storage.base import ObjectInfo, ObjectStore, StoredObject, Upload
 from statekeeper.terraform.names import StateName
-from statekeeper.terraform.remote_state import outputs_only
 from statekeeper.terraform.statedoc import StateDoc
 from statekeeper.times import utcnow
 
-if TYPE_CHECKING:
-    from concurrent.futures import Future, ThreadPoolExecutor
-
-    from statekeeper.terraform.statestream import StateDocReader
-
-__all__ = ["CurrentState", "StateService", "StateStream", "WriteOutcome", "version_from_info"]
-
-
-@dataclass(frozen=True)
-class CurrentState:
-    version: StateVersion
-    data: bytes
-
-
-@dataclass(frozen=True)
-class StateStream:
-    """The current state (or one version) with its bytes as chunks, read once."""
-
-    version: StateVersion
-    chunks: Iterator[bytes]
+__all__ = ["StateService", "WriteOutcome"]
 
 
 @dataclass(frozen=True)
@@ -85,37 +66,6 @@ def _facts(info: ObjectInfo) -> tuple[ObjectInfo, str, _Stamp]:
     return info, fields["sha256"], _Stamp(fields["serial"], fields["lineage"])
 
 
-def version_from_info(name: str, info: ObjectInfo, data: bytes | None = None) -> StateVersion:
-    """A StateVersion from object facts; ``data`` fills what metadata lacks.
-
-    States written by Terraform's own S3 backend carry no statekeeper metadata,
-    so their serial and lineage come from the bytes when we have them.
-    """
-    fields = StateVersion.metadata_fields(dict(info.metadata))
-    if data is not None:
-        # Only what the metadata lacks: hashing a large state twice costs seconds.
-        if "md5" not in fields:
-            fields["md5"] = hashlib.md5(data).hexdigest()
-        if "sha256" not in fields:
-            fields["sha256"] = hashlib.sha256(data).hexdigest()
-        if "serial" not in fields or "lineage" not in fields:
-            try:
-                doc = StateDoc.parse(data, keep_document=False)
-            except Exception:  # noqa: BLE001 - a foreign object need not be a state
-                pass
-            else:
-                fields.setdefault("serial", doc.serial)
-                fields.setdefault("lineage", doc.lineage)
-    fields.setdefault("created", info.last_modified)
-    return StateVersion(
-        name=name,
-        version_id=info.version_id,
-        size=info.size,
-        is_current=info.is_latest,
-        **fields,
-    )
-
-
 def decode_content_md5(header: str) -> bytes:
     try:
         digest = base64.b64decode(header.strip(), validate=True)
@@ -130,15 +80,14 @@ def decode_content_md5(header: str) -> bytes:
     return digest
 
 
-class StateService:
+class StateService(StateReads):
+    """:class:`StateReads`, and the writes: every rule a new version passes."""
+
     def __init__(
         self, store: ObjectStore, locks: LockService, policy: Policy, events: EventStream
     ) -> None:
-        self.store = store
+        super().__init__(store, policy, events)
         self.locks = locks
-        self.policy = policy
-        self.events = events
-        self._known = KnownVersions()
 
     def authorize(
         self, name: StateName, caller: Caller, needed: Permission, action: Action, what: str
@@ -152,97 +101,6 @@ class StateService:
             return  # no event to open: nothing would be recorded (on the event loop, per request)
         with self.events.event(action, caller, name, record_success=False):
             require(self.policy, caller, name, needed, what)
-
-    def read(
-        self, name: StateName, caller: Caller, version_id: str | None = None
-    ) -> CurrentState | None:
-        """The current state (or one version); None when there is no state.
-
-        A caller with the ``outputs`` permission but not ``read`` gets the state
-        with its resources stripped (what ``terraform_remote_state`` needs).
-        """
-        with self.events.event(Action.READ, caller, name) as event:
-            event.version = version_id
-            current = self._read(name, caller, version_id)
-            if current is None:
-                event.detail = "no state"
-            else:
-                event.version = current.version.version_id
-                event.serial = current.version.serial
-            return current
-
-    def _read(self, name: StateName, caller: Caller, version_id: str | None) -> CurrentState | None:
-        full = self.policy.allows(caller, name, Permission.READ)
-        if not full and not self.policy.allows(caller, name, Permission.OUTPUTS):
-            require(self.policy, caller, name, Permission.READ, "read")
-        obj = self.store.get(str(name), version_id)
-        if obj is None:
-            return None
-        if version_id is None:
-            self._known.remember(str(name), obj.info)
-        version = version_from_info(str(name), obj.info, obj.data)
-        if full:
-            return CurrentState(version, obj.data)
-        if StateDoc.parse(obj.data).encrypted:
-            raise Forbidden(
-                f"{caller.actor} may read only the outputs of {name}, and an OpenTofu "
-                "encrypted state cannot be stripped to its outputs: it needs 'read'"
-            )
-        data = outputs_only(obj.data)
-        return CurrentState(
-            replace(
-                version,
-                size=len(data),
-                md5=hashlib.md5(data).hexdigest(),
-                sha256=hashlib.sha256(data).hexdigest(),
-            ),
-            data,
-        )
-
-    def read_existing(
-        self, name: StateName, caller: Caller, version_id: str | None = None
-    ) -> CurrentState:
-        """Like :meth:`read`, but a missing state is an error."""
-        current = self.read(name, caller, version_id)
-        if current is None:
-            raise StateNotFound(f"there is no state named {name}")
-        return current
-
-    def read_stream(self, name: StateName, caller: Caller) -> StateStream | None:
-        """Like :meth:`read` for the current state, its bytes read as they are sent.
-
-        A state whose facts are all in its metadata (every state statekeeper
-        wrote) streams; one written by Terraform's own S3 backend, or read by a
-        caller allowed only its outputs, is read whole as by :meth:`read`.
-        """
-        if not self.policy.allows(caller, name, Permission.READ):
-            return self._whole(self.read(name, caller))
-        with self.events.event(Action.READ, caller, name) as event:
-            opened = self.store.open(str(name))
-            if opened is None:
-                event.detail = "no state"
-                return None
-            fields = StateVersion.metadata_fields(dict(opened.info.metadata))
-            if not {"md5", "sha256", "serial", "lineage"} <= fields.keys():
-                close = getattr(opened.chunks, "close", None)
-                if close is not None:
-                    close()
-                obj = self.store.get(str(name))
-                if obj is None:
-                    event.detail = "no state"
-                    return None
-                opened = replace(opened, info=obj.info, chunks=iter((obj.data,)))
-                version = version_from_info(str(name), obj.info, obj.data)
-            else:
-                version = version_from_info(str(name), opened.info)
-            self._known.remember(str(name), opened.info)
-            event.version = version.version_id
-            event.serial = version.serial
-            return StateStream(version, opened.chunks)
-
-    @staticmethod
-    def _whole(current: CurrentState | None) -> StateStream | None:
-        return None if current is None else StateStream(current.version, iter((current.data,)))
 
     def _current(self, key: str) -> tuple[ObjectInfo, str, _Stamp | None] | None:
         """The current version's facts and SHA-256, from its metadata when it has them.
@@ -335,7 +193,7 @@ class StateService:
         key = str(name)
         chunks: Iterable[bytes] = (data,) if isinstance(data, bytes) else data
         with self.store.upload(key) as upload:
-            md5, sha256, doc = _take(chunks, upload)
+            md5, sha256, doc = intake(chunks, upload)
             if content_md5 is not None and decode_content_md5(content_md5) != md5.digest():
                 raise ChecksumMismatch(
                     "the Content-MD5 header does not match the body (the upload was damaged "
@@ -367,7 +225,8 @@ class StateService:
                     migrated_by=caller.actor if provenance else None,
                     restored_from=restored_from,
                 )
-                known = self._known.get(key)
+                # Only a conditional put makes the remembered version safe to check against.
+                known = self._known.get(key) if self.store.supports_compare_and_swap else None
                 if known is not None:
                     try:
                         return self._checked_put(
@@ -413,13 +272,15 @@ class StateService:
                 assert stamp is not None  # a verdict implies a stamp
                 raise StateConflict(lineage.explain(verdict, stamp, doc))
 
+        written: list[StateVersion] = []  # the version as its transaction stored it
+
         def stored(info: ObjectInfo) -> None:
             # In the version's own transaction where the store has one (SQLite): the
             # digest and the write's audit record commit with the version, one commit
             # and one fsync for the whole write instead of three commits and two.
             self._keep_digest(key, md5_hex, changed=True)
-            written = _version(key, info, record)
-            event.version, event.serial = written.version_id, written.serial
+            written[:] = [_version(key, info, record)]
+            event.version, event.serial = written[0].version_id, written[0].serial
             event.record_in_commit()
 
         try:
@@ -429,7 +290,8 @@ class StateService:
                 raise _Stale from None
             raise
         self._known.remember(key, info)
-        return WriteOutcome(_version(key, info, record), True)
+        (version,) = written  # ``stored`` was told of ``info``, the last thing a put does
+        return WriteOutcome(version, True)
 
     def _store(
         self,
@@ -492,73 +354,6 @@ class StateService:
                     raise StateNotFound(f"there is no state named {name}")
                 self.store.delete(key)
                 self.locks.locks.delete_digest(key)
-
-
-#: Chunks hashed on the request's own thread before a helper thread is worth starting.
-_INLINE_CHUNKS = 3
-
-
-def _take(
-    chunks: Iterable[bytes], upload: Upload
-) -> tuple[hashlib._Hash, hashlib._Hash, StateDoc | InvalidState]:
-    """Read the body once: hash it, validate it, hand it to the upload.
-
-    Hashing and the upload's writes release the GIL, so from the fourth chunk
-    on they run on a helper thread while this one validates the same chunk (a
-    state of a few MB starts no thread).
-
-    A state found invalid part way is not uploaded further, but the body is
-    still read and hashed to its end: a damaged upload (Content-MD5) is
-    reported before what the damage made of the document, as when the body
-    was read whole first.
-    """
-    md5, sha256 = hashlib.md5(), hashlib.sha256()
-    # Imported here: its patterns cost a CLI's start-up, and only a write reads a state.
-    from statekeeper.terraform.statestream import StateDocReader
-
-    reader: StateDocReader | None = StateDocReader()
-    refused: InvalidState | None = None
-    helper: ThreadPoolExecutor | None = None
-    pending: Future[None] | None = None
-    seen = 0
-    try:
-        for chunk in chunks:
-            if pending is not None:
-                pending.result()
-            keep = upload if reader is not None else None
-            seen += 1
-            if seen <= _INLINE_CHUNKS:
-                _digest(md5, sha256, keep, chunk)
-            else:
-                if helper is None:
-                    from concurrent.futures import ThreadPoolExecutor  # only for large bodies
-
-                    helper = ThreadPoolExecutor(1, thread_name_prefix="statekeeper-digest")
-                pending = helper.submit(_digest, md5, sha256, keep, chunk)
-            if reader is not None:
-                try:
-                    reader.feed(chunk)
-                except InvalidState as exc:
-                    reader, refused = None, exc
-        if pending is not None:
-            pending.result()
-    finally:
-        if helper is not None:
-            helper.shutdown(wait=True)
-    if reader is not None:
-        try:
-            return md5, sha256, reader.finish()
-        except InvalidState as exc:
-            refused = exc
-    assert refused is not None
-    return md5, sha256, refused
-
-
-def _digest(md5: hashlib._Hash, sha256: hashlib._Hash, upload: Upload | None, chunk: bytes) -> None:
-    md5.update(chunk)
-    sha256.update(chunk)
-    if upload is not None:
-        upload.write(chunk)
 
 
 def _version(key: str, info: ObjectInfo, written: StateVersion) -> StateVersion:

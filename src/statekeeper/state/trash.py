@@ -20,7 +20,7 @@ from statekeeper.events import Action
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, require
 from statekeeper.state.locks import LockService
-from statekeeper.state.service import version_from_info
+from statekeeper.state.version import version_from_info
 from statekeeper.storage.base import DeletedState, ObjectStore
 from statekeeper.terraform.layout import STATEKEEPER_PREFIX
 from statekeeper.terraform.names import StateName

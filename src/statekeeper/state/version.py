@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from statekeeper.times import format_rfc3339, parse_rfc3339
 
-__all__ = ["Provenance", "StateVersion"]
+if TYPE_CHECKING:
+    from statekeeper.storage.base import ObjectInfo
+
+__all__ = ["Provenance", "StateVersion", "version_from_info"]
 
 
 @dataclass(frozen=True)
@@ -74,29 +80,14 @@ class StateVersion:
         return {k: quote(v, safe="") for k, v in values.items() if v is not None}
 
     @staticmethod
-    def metadata_fields(metadata: dict[str, str]) -> dict[str, Any]:
-        """The StateVersion fields recorded in object metadata (missing ones absent)."""
-        meta = {k.lower(): unquote(v) for k, v in metadata.items()}
-        out: dict[str, Any] = {}
-        if meta.get("serial", "").isascii() and meta.get("serial", "").isdigit():
-            out["serial"] = int(meta["serial"])
-        for key, attr in (
-            ("lineage", "lineage"),
-            ("sha256", "sha256"),
-            ("md5", "md5"),
-            ("lock-id", "lock_id"),
-            ("actor", "actor"),
-            ("migrated-by", "migrated_by"),
-            ("restored-from", "restored_from"),
-        ):
-            if key in meta:
-                out[attr] = meta[key]
-        if "created" in meta:
-            try:
-                out["created"] = parse_rfc3339(meta["created"])
-            except ValueError:
-                pass  # the store's own time stands
-        return out
+    def metadata_fields(metadata: Mapping[str, str]) -> dict[str, Any]:
+        """The StateVersion fields recorded in object metadata (missing ones absent).
+
+        A request decodes one version's metadata several times (a GET's answer, the
+        version it remembers, the write that follows and its compaction): decoded
+        once, and a copy handed out each time.
+        """
+        return dict(_decoded(tuple(metadata.items())))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -115,3 +106,63 @@ class StateVersion:
             "replaced": self.replaced,
             "is_current": self.is_current,
         }
+
+
+@functools.lru_cache(maxsize=1024)
+def _decoded(items: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """:meth:`StateVersion.metadata_fields` of ``items``; never changed (callers get copies)."""
+    meta = {k.lower(): unquote(v) for k, v in items}
+    out: dict[str, Any] = {}
+    if meta.get("serial", "").isascii() and meta.get("serial", "").isdigit():
+        out["serial"] = int(meta["serial"])
+    for key, attr in (
+        ("lineage", "lineage"),
+        ("sha256", "sha256"),
+        ("md5", "md5"),
+        ("lock-id", "lock_id"),
+        ("actor", "actor"),
+        ("migrated-by", "migrated_by"),
+        ("restored-from", "restored_from"),
+    ):
+        if key in meta:
+            out[attr] = meta[key]
+    if "created" in meta:
+        try:
+            out["created"] = parse_rfc3339(meta["created"])
+        except ValueError:
+            pass  # the store's own time stands
+    return out
+
+
+def version_from_info(name: str, info: ObjectInfo, data: bytes | None = None) -> StateVersion:
+    """A StateVersion from object facts; ``data`` fills what metadata lacks.
+
+    States written by Terraform's own S3 backend carry no statekeeper metadata,
+    so their serial and lineage come from the bytes when we have them.
+    """
+    fields = StateVersion.metadata_fields(dict(info.metadata))
+    if data is not None:
+        # Only what the metadata lacks: hashing a large state twice costs seconds.
+        if "md5" not in fields:
+            fields["md5"] = hashlib.md5(data).hexdigest()
+        if "sha256" not in fields:
+            fields["sha256"] = hashlib.sha256(data).hexdigest()
+        if "serial" not in fields or "lineage" not in fields:
+            # Imported here: only a foreign object's read parses, and a CLI's start-up.
+            from statekeeper.terraform.statedoc import StateDoc
+
+            try:
+                doc = StateDoc.parse(data, keep_document=False)
+            except Exception:  # noqa: BLE001 - a foreign object need not be a state
+                pass
+            else:
+                fields.setdefault("serial", doc.serial)
+                fields.setdefault("lineage", doc.lineage)
+    fields.setdefault("created", info.last_modified)
+    return StateVersion(
+        name=name,
+        version_id=info.version_id,
+        size=info.size,
+        is_current=info.is_latest,
+        **fields,
+    )

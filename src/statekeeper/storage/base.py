@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PROBE_KEY",
     "BufferedUpload",
+    "Changed",
     "DeletedState",
     "LockTable",
     "ObjectInfo",
@@ -90,6 +91,10 @@ class ObjectStream:
 
 #: Called with a new version's facts as an upload stores it (see :class:`Upload`).
 Stored = Callable[[ObjectInfo], None]
+
+
+#: Called once a lock is taken or released (see :meth:`LockTable.acquire_then`).
+Changed = Callable[[], None]
 
 
 def notify_stored(info: ObjectInfo, then: Stored | None) -> ObjectInfo:
@@ -375,6 +380,25 @@ class LockTable(ABC):
         Needs ``releases_exactly``.
         """
         raise CapabilityMissing(f"the {self.scheme} lock table has no conditional release")
+
+    def acquire_then(self, key: str, lock: LockInfo, then: Changed) -> None:
+        """:meth:`acquire`, and ``then()`` once the lock is taken: inside the transaction
+        that takes it where the table has one (SQLite), so that what ``then`` writes to
+        the same database (the LOCK's audit record) commits with the lock or not at
+        all; right after elsewhere (this default). An exception from ``then`` fails
+        the acquire (and undoes it where it runs inside the transaction).
+        """
+        self.acquire(key, lock)
+        then()
+
+    def release_then(
+        self, key: str, lock_id: str, then: Changed, *, read: LockInfo | None = None
+    ) -> LockInfo:
+        """:meth:`release`, and ``then()`` once the lock is released, as for
+        :meth:`acquire_then`: in the release's own transaction where the table has one."""
+        released = self.release(key, lock_id, read=read)
+        then()
+        return released
 
     def mark_shared(self, key: str) -> bool:
         """Mark the lock held on ``key`` as having shared holds beside it, so that

@@ -20,6 +20,7 @@ from typing import ParamSpec, Protocol, TypeVar
 
 from statekeeper.errors import StatekeeperError, StorageError
 from statekeeper.storage.base import (
+    Changed,
     DeletedState,
     LockTable,
     ObjectInfo,
@@ -253,6 +254,9 @@ class MeteredLocks(LockTable):
     def acquire(self, key: str, lock: LockInfo) -> None:
         self._meter("acquire", self.inner.acquire, key, lock)
 
+    def acquire_then(self, key: str, lock: LockInfo, then: Changed) -> None:
+        self._meter("acquire", self.inner.acquire_then, key, lock, then)
+
     def read(self, key: str) -> LockInfo | None:
         return self._meter("read", self.inner.read, key)
 
@@ -276,6 +280,11 @@ class MeteredLocks(LockTable):
 
     def release(self, key: str, lock_id: str, *, read: LockInfo | None = None) -> LockInfo:
         return self._meter("release", self.inner.release, key, lock_id, read=read)
+
+    def release_then(
+        self, key: str, lock_id: str, then: Changed, *, read: LockInfo | None = None
+    ) -> LockInfo:
+        return self._meter("release", self.inner.release_then, key, lock_id, then, read=read)
 
     def release_exactly(self, key: str, lock: LockInfo) -> bool:
         return self._meter("release_exactly", self.inner.release_exactly, key, lock)

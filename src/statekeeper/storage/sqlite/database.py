@@ -6,17 +6,19 @@ and synced before the call returns, so an acknowledged write survives
 file; ``BEGIN IMMEDIATE`` serialises writers and ``busy_timeout`` makes them
 wait for each other instead of failing.
 
-One request may commit several small transactions (a lock, then its audit
-record). Inside :meth:`SqliteDatabase.syncing_once` those commits skip their
-own fsync and the block ends with one fsync of the write-ahead log, before the
-caller answers anyone. WAL frames are appended in commit order and recovery
+One request may commit several small transactions (an expired lock removed,
+then the new lock with its audit record). Inside
+:meth:`SqliteDatabase.syncing_once` those commits skip their own fsync and the
+block ends with one fsync of the write-ahead log (``fdatasync``, as SQLite's own
+commits sync it; "fsync" below is either), before the caller answers
+anyone. WAL frames are appended in commit order and recovery
 replays a prefix of them, so after a crash the database holds a prefix of the
 commits and every commit of an answered request is in it. A commit whose
 visibility must wait for its durability (a new state version, which another
 client may read at once) passes ``durable=True`` and is synced on its own.
 A ``run`` called from inside another's function on the same thread joins its
 transaction (a savepoint): a state version's digest and audit record commit,
-and are synced, with the version.
+and are synced, with the version; a lock row's audit record with the lock.
 
 Concurrent requests share those fsyncs (group commit). Every write commit of
 this process gets a sequence number, in commit order (writes are serialised
@@ -297,9 +299,10 @@ class SqliteDatabase:
                 self._sync_done.notify_all()
 
     def _fsync_log(self) -> None:
-        """fsync the write-ahead log, what SQLite itself does at a ``synchronous=FULL``
-        commit; the log may have been checkpointed and removed meanwhile (then it was
-        synced first)."""
+        """Sync the write-ahead log as SQLite itself does at a ``synchronous=FULL``
+        commit: ``fdatasync`` (its bytes and its size, not its times, which no
+        recovery reads; a little cheaper than ``fsync``); the log may have been
+        checkpointed and removed meanwhile (then it was synced first)."""
         try:
             fd = os.open(f"{self.path}-wal", os.O_RDONLY)
         except FileNotFoundError:
@@ -307,7 +310,10 @@ class SqliteDatabase:
         except OSError as exc:
             raise StorageError(f"cannot sync the SQLite log of {self.path}: {exc}") from exc
         try:
-            os.fsync(fd)
+            if hasattr(os, "fdatasync"):
+                os.fdatasync(fd)
+            else:  # macOS has none; its fsync is the same promise
+                os.fsync(fd)
         except OSError as exc:
             raise StorageError(f"cannot sync the SQLite log of {self.path}: {exc}") from exc
         finally:

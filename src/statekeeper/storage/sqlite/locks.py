@@ -6,8 +6,8 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
 
-from statekeeper.errors import LockConflict, StatekeeperError
-from statekeeper.storage.base import LockTable, ObjectStore
+from statekeeper.errors import LockConflict, LockMismatch, LockNotFound, StatekeeperError
+from statekeeper.storage.base import Changed, LockTable, ObjectStore
 from statekeeper.storage.registry import DriverURL
 from statekeeper.storage.sqlite.database import SqliteDatabase, database_path, like_prefix
 from statekeeper.terraform.lockinfo import LockInfo
@@ -40,23 +40,30 @@ class SqliteLocks(LockTable):
         ).fetchone()
         return None if row is None else self._lock(row)
 
+    def _insert(self, db: sqlite3.Connection, key: str, lock: LockInfo) -> None:
+        holder = self._read(db, key)
+        if holder is not None:
+            raise LockConflict(holder)
+        db.execute(
+            "INSERT INTO locks (key, lock_id, body, actor, remote_addr, acquired) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                key,
+                lock.id,
+                lock.body,
+                lock.actor,
+                lock.remote_addr,
+                format_rfc3339(lock.acquired or utcnow()),
+            ),
+        )
+
     def acquire(self, key: str, lock: LockInfo) -> None:
+        self.db.run(lambda db: self._insert(db, key, lock), write=True)
+
+    def acquire_then(self, key: str, lock: LockInfo, then: Changed) -> None:
         def tx(db: sqlite3.Connection) -> None:
-            holder = self._read(db, key)
-            if holder is not None:
-                raise LockConflict(holder)
-            db.execute(
-                "INSERT INTO locks (key, lock_id, body, actor, remote_addr, acquired) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    key,
-                    lock.id,
-                    lock.body,
-                    lock.actor,
-                    lock.remote_addr,
-                    format_rfc3339(lock.acquired or utcnow()),
-                ),
-            )
+            self._insert(db, key, lock)
+            then()  # its writes to this database join the transaction (a savepoint)
 
         self.db.run(tx, write=True)
 
@@ -71,6 +78,37 @@ class SqliteLocks(LockTable):
             write=True,
         )
         return cur.rowcount == 1
+
+    def release(self, key: str, lock_id: str, *, read: LockInfo | None = None) -> LockInfo:
+        return self._release(key, lock_id, read, None)
+
+    def release_then(
+        self, key: str, lock_id: str, then: Changed, *, read: LockInfo | None = None
+    ) -> LockInfo:
+        return self._release(key, lock_id, read, then)
+
+    def _release(
+        self, key: str, lock_id: str, read: LockInfo | None, then: Changed | None
+    ) -> LockInfo:
+        """The base class's release as one write transaction (the read, when the caller
+        has not just made it, and the delete), with ``then`` inside it."""
+
+        def tx(db: sqlite3.Connection) -> LockInfo:
+            holder = read if read is not None else self._read(db, key)
+            if holder is not None and holder.id == lock_id:
+                deleted = db.execute(
+                    "DELETE FROM locks WHERE key = ? AND lock_id = ?", (key, lock_id)
+                ).rowcount
+                if deleted == 1:
+                    if then is not None:
+                        then()
+                    return holder
+                holder = self._read(db, key)  # released or replaced since it was read
+            if holder is None:
+                raise LockNotFound(f"no lock is held on {key!r}; nothing to unlock")
+            raise LockMismatch(holder, lock_id)
+
+        return self.db.run(tx, write=True)
 
     def scan(self, prefix: str = "") -> Iterator[tuple[str, LockInfo]]:
         with self.db.reading() as db:

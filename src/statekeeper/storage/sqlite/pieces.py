@@ -71,53 +71,56 @@ class SpooledUpload(Upload):
     def __init__(self, store: SqliteStore, key: str) -> None:
         super().__init__(key)
         self.store = store
-        import tempfile  # here: it costs a CLI's start-up, and only writes need it
-
-        self._spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - closed by abort()
-            max_size=IN_MEMORY, dir=str(store.db.path.parent), prefix=".upload-"
-        )
+        #: The bytes so far while they fit in one piece (most states): a list, not yet
+        #: a spool (a SpooledTemporaryFile costs more than the copy it would save).
+        self._small: list[bytes] = []
+        self._spool: IO[bytes] | None = None
         self._stream: zstandard.ZstdCompressionObj | None = None
-        self._decided = False
         # Whether the bytes in the file are encoded (the stream ended): the codec.
         self._packed: str | None = None
 
     def write(self, chunk: bytes) -> None:
         try:
-            if self._stream is not None:
+            if self._spool is None:
+                if self.size + len(chunk) <= PIECE:
+                    self._small.append(chunk)
+                else:
+                    self._start_stream(chunk)
+            elif self._stream is not None:
                 self._spool.write(self._stream.compress(chunk))
-            elif self._decided or self.size + len(chunk) <= PIECE:
-                self._spool.write(chunk)
             else:
-                self._start_stream(chunk)
+                self._spool.write(chunk)
         except OSError as exc:
             raise StorageError(f"cannot keep an upload beside {self.store.db.path}: {exc}") from exc
         self.size += len(chunk)
 
     def _start_stream(self, chunk: bytes) -> None:
         """Past a piece: its first piece decides whether the stream is compressed."""
-        self._decided = True
-        self._spool.seek(0)
-        started = codec.start_stream(self._spool.read() + chunk[:PIECE], self.store.compression)
+        import tempfile  # here: it costs a CLI's start-up, and only large writes need it
+
+        self._spool = spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - closed by abort()
+            max_size=IN_MEMORY, dir=str(self.store.db.path.parent), prefix=".upload-"
+        )
+        so_far, self._small = b"".join(self._small), []
+        started = codec.start_stream(so_far + chunk[:PIECE], self.store.compression)
         if started is None:
-            self._spool.write(chunk)  # stored plain, as it comes
+            spool.write(so_far)  # stored plain, as it comes
+            spool.write(chunk)
             return
         self._stream, head = started
-        self._spool.seek(0)
-        self._spool.truncate()
-        self._spool.write(head)
+        spool.write(head)
         if len(chunk) > PIECE:
-            self._spool.write(self._stream.compress(memoryview(chunk)[PIECE:]))
+            spool.write(self._stream.compress(memoryview(chunk)[PIECE:]))
 
     def _data(self) -> Row | IO[bytes]:
         """The row's blob when the bytes fit in a row (most states), else the file."""
-        if self.size > PIECE:
-            if self._stream is not None:
-                # Ended once: a write retried after a race stores the same file.
-                self._spool.write(self._stream.flush())
-                self._stream, self._packed = None, self.store.compression
-            return self._spool
-        self._spool.seek(0)
-        return self.store.row(self._spool.read())
+        if self._spool is None:
+            return self.store.row(b"".join(self._small))
+        if self._stream is not None:
+            # Ended once: a write retried after a race stores the same file.
+            self._spool.write(self._stream.flush())
+            self._stream, self._packed = None, self.store.compression
+        return self._spool
 
     def put(self, metadata: Mapping[str, str], then: Stored | None = None) -> ObjectInfo:
         data = self._data()
@@ -141,4 +144,5 @@ class SpooledUpload(Upload):
         return self.store.db.run(tx, write=True, durable=True)
 
     def abort(self) -> None:
-        self._spool.close()
+        if self._spool is not None:
+            self._spool.close()
