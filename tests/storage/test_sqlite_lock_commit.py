@@ -3,10 +3,6 @@ webhook outbox rows in one transaction, synced once before the answer."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,6 +19,7 @@ from statekeeper.settings import load_settings
 from statekeeper.storage.sqlite.database import SqliteDatabase
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.names import StateName
+from statekeeper.testing.processes import output_before_sigkill
 
 NAME, CALLER = StateName("team/app.tfstate"), Caller("ci", "127.0.0.1")
 
@@ -157,9 +154,9 @@ def test_a_lock_table_in_another_file_records_after_its_commit(tmp_path: Path) -
 
 
 def test_an_acknowledged_lock_and_its_audit_record_survive_sigkill(tmp_path: Path) -> None:
-    script = textwrap.dedent(
+    output = output_before_sigkill(
         f"""
-        import os, sys, signal
+        import sys
         from statekeeper.app import Services
         from statekeeper.settings import load_settings
         from statekeeper.security.caller import Caller
@@ -168,17 +165,11 @@ def test_an_acknowledged_lock_and_its_audit_record_survive_sigkill(tmp_path: Pat
         services = Services.build(load_settings({{"data_dir": {str(tmp_path)!r}}}, env={{}}))
         lock = LockInfo.new("OperationTypeApply", "ci@runner")
         granted = services.locks.lock(StateName("a"), lock.body, Caller("ci", None))
-        sys.stdout.write(granted.id + "\\n"); sys.stdout.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
+        sys.stdout.write(granted.id + "\\n")
         """
     )
-    src = Path(__file__).resolve().parents[2] / "src"
-    env = {**os.environ, "PYTHONPATH": str(src)}
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
-    )
-    lock_id = done.stdout.strip()
-    assert lock_id, done.stderr
+    lock_id = output.strip()
+    assert lock_id
     services = Services.build(load_settings({"data_dir": tmp_path}, env={}))
     try:
         held = services.locks.read(StateName("a"))

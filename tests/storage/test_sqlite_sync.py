@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -25,6 +22,7 @@ from statekeeper.storage.sqlite.locks import SqliteLocks
 from statekeeper.storage.sqlite.store import SqliteStore
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.names import StateName
+from statekeeper.testing.processes import output_before_sigkill
 
 FULL, NORMAL = 2, 1
 
@@ -185,9 +183,9 @@ def test_one_lock_request_costs_one_sync_with_its_audit_record(
 def test_an_acknowledged_lock_and_its_audit_record_survive_sigkill(tmp_path: Path) -> None:
     """The deferred commits are on disk once the call returns: a child process takes a
     lock, says so, and is killed at once; the lock and its event are there after."""
-    script = textwrap.dedent(
+    output = output_before_sigkill(
         f"""
-        import os, sys, signal
+        import sys
         from statekeeper.app import Services
         from statekeeper.settings import load_settings
         from statekeeper.security.caller import Caller
@@ -196,16 +194,10 @@ def test_an_acknowledged_lock_and_its_audit_record_survive_sigkill(tmp_path: Pat
         services = Services.build(load_settings({{"data_dir": {str(tmp_path)!r}}}, env={{}}))
         lock = LockInfo.new("OperationTypeApply", "ci@runner", lock_id="kept")
         services.locks.lock(StateName("a"), lock.body, Caller("ci", None))
-        sys.stdout.write("locked\\n"); sys.stdout.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
+        sys.stdout.write("locked\\n")
         """
     )
-    src = Path(__file__).resolve().parents[2] / "src"
-    env = {**os.environ, "PYTHONPATH": str(src)}
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
-    )
-    assert done.stdout == "locked\n", done.stderr
+    assert output == "locked\n"
     services = Services.build(load_settings({"data_dir": tmp_path}, env={}))
     try:
         held = services.locks.read(StateName("a"))

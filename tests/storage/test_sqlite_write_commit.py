@@ -4,11 +4,7 @@ record in one transaction, synced once at its commit."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +20,7 @@ from statekeeper.settings import load_settings
 from statekeeper.storage.sqlite.database import SqliteDatabase
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.names import StateName
+from statekeeper.testing.processes import output_before_sigkill
 
 NAME, CALLER = StateName("team/app.tfstate"), Caller("ci", "127.0.0.1")
 
@@ -158,9 +155,9 @@ def test_a_write_cannot_join_a_read_transaction(tmp_path: Path) -> None:
 
 
 def test_an_acknowledged_write_and_its_audit_record_survive_sigkill(tmp_path: Path) -> None:
-    script = textwrap.dedent(
+    output = output_before_sigkill(
         f"""
-        import os, sys, signal
+        import sys
         from statekeeper.app import Services
         from statekeeper.settings import load_settings
         from statekeeper.security.caller import Caller
@@ -168,17 +165,11 @@ def test_an_acknowledged_write_and_its_audit_record_survive_sigkill(tmp_path: Pa
         services = Services.build(load_settings({{"data_dir": {str(tmp_path)!r}}}, env={{}}))
         data = b'{{"version": 4, "serial": 7, "lineage": "l-1", "outputs": {{}}}}'
         outcome = services.states.write(StateName("a"), data, Caller("ci", None))
-        sys.stdout.write(outcome.version.version_id + "\\n"); sys.stdout.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
+        sys.stdout.write(outcome.version.version_id + "\\n")
         """
     )
-    src = Path(__file__).resolve().parents[2] / "src"
-    env = {**os.environ, "PYTHONPATH": str(src)}
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
-    )
-    version = done.stdout.strip()
-    assert version, done.stderr
+    version = output.strip()
+    assert version
     services = Services.build(load_settings({"data_dir": tmp_path}, env={}))
     try:
         current = services.states.read(StateName("a"), Caller("ci", None))

@@ -142,7 +142,7 @@ async def _write(request: Request, name: StateName) -> Response:
     services = _services(request)
     authorize(request, name, Permission.WRITE, Action.WRITE, "write")
     content_md5 = single_header(request, "Content-MD5")
-    # Hashed, validated and handed to the store as it arrives (state/service.py).
+    # Hashed, validated and handed to the store as it arrives (state/intake.py).
     body = BodyStream(request, services.settings.max_body)
     try:
         await body.prefetch()

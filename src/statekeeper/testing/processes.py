@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +23,22 @@ from urllib.parse import urlencode
 __all__ = ["MotoServer", "PrometheusServer", "StatekeeperServer", "free_port", "wait_for_http"]
 
 SRC = Path(__file__).resolve().parents[2]
+
+
+def output_before_sigkill(code: str, timeout: float = 60) -> str:
+    """Run ``code`` (Python; statekeeper importable) in a child process that SIGKILLs
+    itself right after it, and return what it wrote to standard output: what a crash
+    test's child acknowledged before dying without any cleanup."""
+    script = textwrap.dedent(code) + (
+        "\nimport os, signal, sys\nsys.stdout.flush()\nos.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=timeout
+    )
+    if done.returncode != -signal.SIGKILL:
+        raise RuntimeError(f"the child ended with {done.returncode}, not SIGKILL:\n{done.stderr}")
+    return done.stdout
 
 
 def free_port() -> int:
