@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from tests.security.support import OPERATOR, state_json
 
 from statekeeper.app import Services
 from statekeeper.events import Action, Event
-from statekeeper.hooks.model import Subscription, cloudevent
+from statekeeper.hooks.model import Subscription, cloudevent, recorded_cloudevent
 from statekeeper.security.audit import AuditFilter
 from statekeeper.settings import load_settings
 from statekeeper.terraform.names import StateName
@@ -137,3 +138,33 @@ def test_a_cloudevent_is_compact_utf8_json_even_with_what_orjson_refuses() -> No
     assert envelope["subject"] == "équipe/app.tfstate" and envelope["data"]["serial"] == 3
     huge = Event(action=Action.WRITE, actor="ci", state="team/app.tfstate", serial=2**70)
     assert json.loads(cloudevent("state.written", huge, "statekeeper"))["data"]["serial"] == 2**70
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        datetime(2026, 12, 5, 15, 20, 1, 123456, tzinfo=UTC),
+        datetime(2026, 12, 5, 15, 20, 1, 120000, tzinfo=UTC),
+        datetime(2026, 12, 5, 15, 20, 1, 0, tzinfo=UTC),
+        datetime(2026, 12, 5, 16, 20, 1, 5, tzinfo=timezone(timedelta(hours=1))),
+    ],
+)
+def test_the_cloudevent_of_a_recorded_event_is_the_events_own(when: datetime) -> None:
+    event = Event(
+        action=Action.LOCK,
+        actor="ci",
+        state="team/app.tfstate",
+        lock_id="L1",
+        who="ci@runner",
+        operation="OperationTypeApply",
+        time=when,
+    )
+    extra = {"resources": {"added": ["a.b"], "changed": [], "removed": []}}
+    recorded = json.loads(json.dumps(event.to_json()))
+    assert recorded_cloudevent("lock.acquired", recorded, "sk", extra) == cloudevent(
+        "lock.acquired", event, "sk", extra
+    )
+    # A time recorded in another form (an older writer's) is sent in the usual one.
+    recorded["time"] = when.astimezone(UTC).isoformat()
+    envelope = json.loads(recorded_cloudevent("lock.acquired", recorded, "sk"))
+    assert envelope["time"] == json.loads(cloudevent("lock.acquired", event, "sk"))["time"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -184,6 +185,32 @@ def test_state_and_lock_events_arrive_signed_as_cloudevents(
         ("lock.released", 1, 200, "delivered"),
         ("state.written", 1, 200, "delivered"),
     ]
+
+
+def test_a_delivery_carries_the_event_as_the_audit_trail_recorded_it(
+    tmp_path: Path, serve: Callable[..., StatekeeperServer], receiver: Receiver
+) -> None:
+    workdir = tmp_path / "server"
+    add_hook(workdir, receiver.url, "--event", "lock.acquired")
+    server = serve(workdir=workdir, env=FAST)
+    # Longer than an event keeps: recorded cut once, with a note of what was cut.
+    who = "runner@" + "w" * 600
+    body = lock_body(str(uuid.uuid4()), who=who)
+    locked = httpx.request("LOCK", server.state_url(NAME), content=body, timeout=30)
+    assert locked.status_code == 200
+    receiver.wait_for(1)
+    db = sqlite3.connect(workdir / ".statekeeper" / "statekeeper.db")
+    try:
+        ((text,),) = db.execute("SELECT event FROM audit WHERE event LIKE '%\"lock\"%'")
+    finally:
+        db.close()
+    recorded = json.loads(text)
+    assert recorded["who"].endswith(f"({len(who) - 256} more characters)")
+    event = receiver.deliveries[0]["event"]
+    assert event["id"] == recorded["id"] and event["time"] == recorded["time"]
+    assert {k: event["data"][k] for k in ("who", "actor", "lock_id", "operation")} == {
+        k: recorded[k] for k in ("who", "actor", "lock_id", "operation")
+    }
 
 
 def test_an_event_survives_sigkill_before_its_delivery(

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from statekeeper.errors import StatekeeperError
-from statekeeper.hooks.model import Policy, Subscription, cloudevent
+from statekeeper.hooks.model import Policy, Subscription, recorded_cloudevent
 from statekeeper.hooks.outbox import Attempt, Entry, OutboxStore
 
 if TYPE_CHECKING:
@@ -126,7 +126,9 @@ class Sender:
             return Attempt(entry, "dead", None, "the subscription was removed", 0.0)
         body = entry.payload
         if body is None:
-            body = cloudevent(entry.kind, entry.event, self.policy.source, self.enrich(entry))
+            body = recorded_cloudevent(
+                entry.kind, entry.recorded, self.policy.source, self.enrich(entry)
+            )
         status: int | None = None
         try:
             status = post(sub, body, entry.event_id, self.policy, connections)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,12 +31,12 @@ from statekeeper.errors import BadRequest, InvalidStateName
 from statekeeper.events import Action, Event
 from statekeeper.security.grants import parse_grant
 from statekeeper.terraform.names import StateName
-from statekeeper.times import format_rfc3339
+from statekeeper.times import format_rfc3339, parse_rfc3339
 
 if TYPE_CHECKING:
     from statekeeper.hooks.guard import IPNetwork
 
-__all__ = ["EVENT_TYPES", "Subscription", "cloudevent", "hook_type"]
+__all__ = ["EVENT_TYPES", "Subscription", "cloudevent", "hook_type", "recorded_cloudevent"]
 
 EVENT_TYPES = (
     "state.written",
@@ -143,24 +144,41 @@ class Subscription:
 def cloudevent(kind: str, event: Event, source: str, extra: dict[str, Any] | None = None) -> bytes:
     """The CloudEvents 1.0 JSON (structured mode) of one event; ``id`` is the stream
     event's, so a redelivered duplicate carries the same ID."""
+    return recorded_cloudevent(kind, event.to_json(), source, extra)
+
+
+#: A time as :func:`statekeeper.times.format_rfc3339` writes it: UTC, a ``Z``, the
+#: fraction of a second (if any) without trailing zeros.
+_FORMATTED = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{0,5}[1-9])?Z")
+
+
+def recorded_cloudevent(
+    kind: str, recorded: Mapping[str, Any], source: str, extra: dict[str, Any] | None = None
+) -> bytes:
+    """:func:`cloudevent` of an event as the audit trail and the outbox record it (its
+    ``to_json``): the sender takes the fields as they were written, and the time as its
+    text, instead of building an :class:`Event` and formatting its time again."""
+    time = recorded["time"]
+    if not _FORMATTED.fullmatch(time):  # written otherwise (by an older version): as now
+        time = format_rfc3339(parse_rfc3339(time))
     data: dict[str, Any] = {
-        "state": event.state,
-        "actor": event.actor,
-        "serial": event.serial,
-        "version": event.version,
-        "lock_id": event.lock_id,
-        "who": event.who,
-        "operation": event.operation,
-        "detail": event.detail,
+        "state": recorded.get("state"),
+        "actor": recorded["actor"],
+        "serial": recorded.get("serial"),
+        "version": recorded.get("version"),
+        "lock_id": recorded.get("lock_id"),
+        "who": recorded.get("who"),
+        "operation": recorded.get("operation"),
+        "detail": recorded.get("detail"),
         **(extra or {}),
     }
     envelope = {
         "specversion": "1.0",
-        "id": event.id,
+        "id": recorded["id"],
         "source": source,
         "type": TYPE_PREFIX + kind,
-        "subject": event.state,
-        "time": format_rfc3339(event.time),
+        "subject": recorded.get("state"),
+        "time": time,
         "datacontenttype": "application/json",
         "data": data,
     }

@@ -160,7 +160,7 @@ class ObjectOutbox:
                     event_id=record["event_id"],
                     hook=record["hook"],
                     kind=record["kind"],
-                    event=Event.from_json(record["event"]),
+                    recorded=record["event"],
                     payload=None if payload is None else base64.b64decode(payload),
                     attempts=int(record["attempts"]),
                 )

@@ -22,6 +22,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Protocol
 
 from statekeeper.errors import NotFound
@@ -96,9 +97,14 @@ class Entry:
     event_id: str
     hook: str
     kind: str
-    event: Event
+    #: The event as recorded (its ``to_json``): the CloudEvent is made of it as written.
+    recorded: dict[str, Any]
     payload: bytes | None
     attempts: int
+
+    @cached_property
+    def event(self) -> Event:
+        return Event.from_json(self.recorded)
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> Entry:
@@ -107,7 +113,7 @@ class Entry:
             event_id=str(row[1]),
             hook=str(row[2]),
             kind=str(row[3]),
-            event=Event.from_json(json.loads(row[4])),
+            recorded=json.loads(row[4]),
             payload=None if row[5] is None else bytes(row[5]),
             attempts=int(row[6]),
         )

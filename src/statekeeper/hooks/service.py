@@ -206,9 +206,10 @@ class Webhooks:
 
     def _enrich(self, entry: Entry) -> dict[str, Any]:
         """``state.written``: the resources the new version added, changed and removed."""
-        event = entry.event
-        state, version = event.state, event.version
-        if entry.kind != "state.written" or not version or not state:
+        if entry.kind != "state.written":
+            return {}
+        state, version = entry.recorded.get("state"), entry.recorded.get("version")
+        if not version or not state:
             return {}
         if not self.store.supports_versions:
             return {}
