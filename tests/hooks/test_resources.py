@@ -204,3 +204,90 @@ def test_the_index_is_bounded() -> None:
     for i in range(5):
         small.changes(f"s{i}", None, "v", versions.get)
     assert list(small._kept) == ["s3", "s4"]
+
+
+def edit_members(doc: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """The next version with the resources untouched: other members changed, added,
+    removed or moved, in ASCII or not."""
+    doc = copy.deepcopy(doc)
+    doc["serial"] += rng.choice([1, 9, 95])
+    for _ in range(rng.randint(0, 3)):
+        edit = rng.choice(["output", "unicode", "lineage", "new", "drop", "first", "checks"])
+        if edit == "output":
+            doc["outputs"][f"o{rng.randint(0, 3)}"] = {"value": "v" * rng.randint(0, 9)}
+        elif edit == "unicode":
+            doc["outputs"]["u"] = {"value": rng.choice(["équipe", "\u2028", '"quoted", }'])}
+        elif edit == "lineage":
+            doc["lineage"] = rng.choice(["L1", "L22", ""])
+        elif edit == "new":
+            doc[rng.choice(["extra", "resourcez", "zz"])] = rng.choice([[], {"a": [1]}, None])
+        elif edit == "drop":
+            doc.pop(rng.choice(["extra", "check_results", "terraform_version"]), None)
+        elif edit == "first":  # a member moved before all the others
+            key = rng.choice(["lineage", "outputs"])
+            doc = {key: doc.pop(key), **doc}
+        else:
+            doc["check_results"] = rng.choice([None, [{"status": "pass"}]])
+    return doc
+
+
+def test_a_version_differing_only_outside_the_resources_is_not_parsed() -> None:
+    rng = random.Random(22)
+    skipped = 0
+    for chain in range(30):
+        index = ResourceIndex()
+        doc = document(rng.choice([1, 9, 98]), [resource(i, rng) for i in range(8)])
+        indent = rng.choice([2, None])
+        versions = {"v0": dump(doc, indent)}
+        index.changes("s", None, "v0", versions.get)
+        for n in range(1, 12):
+            before, doc = doc, edit_members(doc, rng)
+            if rng.random() < 0.2:  # now and then a resource too: parsed
+                doc["resources"][0]["instances"][0]["attributes"]["input"] = f"i{n}"
+            versions[f"v{n}"] = new = dump(doc, indent)
+            old = versions[f"v{n - 1}"]
+            got = index.changes("s", f"v{n - 1}", f"v{n}", versions.get)
+            assert got == full_parse(old, new), (chain, n)
+            # The resources the same, and the members that changed on one side of them.
+            if before["resources"] == doc["resources"] and (old + new).isascii():
+                sides = [_sides(before), _sides(doc)]
+                if sides[0][0] == sides[1][0] or sides[0][1] == sides[1][1]:
+                    assert index.read_whole == 0 and index.parsed == 0, (chain, n)
+                    skipped += 1
+    assert skipped > 150
+
+
+def _sides(doc: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+    """The members before the resources and those after them."""
+    items = list(doc.items())
+    at = list(doc).index("resources")
+    return items[:at], items[at + 1 :]
+
+
+def test_what_only_looks_like_another_member_is_parsed() -> None:
+    plain = dump(document(1, [{"type": "t", "name": "a", "instances": [{"attributes": {}}]}]))
+    versions = {
+        "plain": plain,
+        # A member renamed to "resources": the later one counts, as in a full parse.
+        "renamed": plain.replace(b'"check_results"', b'"resources"'),
+        # The same bytes again: nothing changed.
+        "again": bytes(plain),
+        # Encrypted now, in a member of its own.
+        "enc": plain.replace(b'"check_results": null', b'"encrypted_data": "x"'),
+    }
+    index = ResourceIndex()
+    index.changes("s", None, "plain", versions.get)
+    assert index.changes("s", "plain", "renamed", versions.get) == full_parse(
+        plain, versions["renamed"]
+    )
+    assert index.read_whole == 1
+    assert index.changes("s", "renamed", "plain", versions.get) == full_parse(
+        versions["renamed"], plain
+    )
+    assert index.changes("s", "plain", "again", versions.get) == {
+        "added": [],
+        "changed": [],
+        "removed": [],
+    }
+    assert index.read_whole == 0
+    assert index.changes("s", "again", "enc", versions.get) is None
