@@ -303,40 +303,50 @@ class Outbox:
         """Record attempts, in one transaction, in the rows and the delivery log."""
         stamp = format_rfc3339(utcnow())
 
-        def tx(db: sqlite3.Connection) -> None:
-            for a in attempts:
-                number = a.entry.attempts + 1
-                if a.outcome == "retry":
-                    db.execute(
-                        "UPDATE hook_outbox SET attempts = ?, next_attempt = ?, last_error = ?, "
-                        "payload = COALESCE(payload, ?), lease_owner = NULL, lease_until = NULL "
-                        "WHERE id = ? AND lease_owner = ?",
-                        (number, a.next_attempt, a.error, a.payload, a.entry.id, owner),
-                    )
-                else:
-                    db.execute(
-                        "UPDATE hook_outbox SET attempts = ?, status = ?, last_error = ?, "
-                        "done = ?, lease_owner = NULL, lease_until = NULL "
-                        "WHERE id = ? AND lease_owner = ?",
-                        (number, a.outcome, a.error, stamp, a.entry.id, owner),
-                    )
-                db.execute(
-                    "INSERT INTO hook_deliveries (outbox_id, event_id, hook, kind, attempt, "
-                    "time, status, error, duration_ms, outcome) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        a.entry.id,
-                        a.entry.event_id,
-                        a.entry.hook,
-                        a.entry.kind,
-                        number,
-                        stamp,
-                        a.status,
-                        a.error,
-                        round(a.seconds * 1000, 2),
-                        a.outcome,
-                    ),
+        retried: list[tuple[object, ...]] = []
+        ended: list[tuple[object, ...]] = []
+        logged: list[tuple[object, ...]] = []
+        for a in attempts:
+            number = a.entry.attempts + 1
+            if a.outcome == "retry":
+                retried.append((number, a.next_attempt, a.error, a.payload, a.entry.id, owner))
+            else:
+                ended.append((number, a.outcome, a.error, stamp, a.entry.id, owner))
+            logged.append(
+                (
+                    a.entry.id,
+                    a.entry.event_id,
+                    a.entry.hook,
+                    a.entry.kind,
+                    number,
+                    stamp,
+                    a.status,
+                    a.error,
+                    round(a.seconds * 1000, 2),
+                    a.outcome,
                 )
+            )
+
+        def tx(db: sqlite3.Connection) -> None:
+            # A statement of each kind for the round, not two per attempt.
+            db.executemany(
+                "UPDATE hook_outbox SET attempts = ?, next_attempt = ?, last_error = ?, "
+                "payload = COALESCE(payload, ?), lease_owner = NULL, lease_until = NULL "
+                "WHERE id = ? AND lease_owner = ?",
+                retried,
+            )
+            db.executemany(
+                "UPDATE hook_outbox SET attempts = ?, status = ?, last_error = ?, "
+                "done = ?, lease_owner = NULL, lease_until = NULL "
+                "WHERE id = ? AND lease_owner = ?",
+                ended,
+            )
+            db.executemany(
+                "INSERT INTO hook_deliveries (outbox_id, event_id, hook, kind, attempt, "
+                "time, status, error, duration_ms, outcome) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                logged,
+            )
 
         self.db.run(tx, write=True)
 

@@ -43,6 +43,8 @@ TRANSPORT_ERRORS = (OSError,)
 _IDLE = 30.0
 #: Destinations whose connections are kept at once.
 _DESTINATIONS = 16
+#: URLs whose request line and destination are kept (one per subscription).
+_ROUTES = 256
 #: The most of an answer read (headers; a body is read only to keep the connection).
 _HEAD_LIMIT = 64 << 10
 _BODY_LIMIT = 1 << 20
@@ -80,20 +82,14 @@ class Connections:
         self.timeout = timeout
         self.allow = allow
         self._open: dict[tuple[str, str, int], _Connection] = {}
+        self._routes: dict[str, tuple[tuple[str, str, int], str]] = {}
         #: Connections opened so far (the tests count them).
         self.opened = 0
 
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
         """POST ``body`` to ``url``; the answer's status."""
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        key = (parts.scheme, host, port)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        netloc = f"[{host}]" if ":" in host else host
-        if parts.port is not None:
-            netloc += f":{port}"
-        lines = [f"POST {target} HTTP/1.1", f"Host: {netloc}", f"Content-Length: {len(body)}"]
+        key, start = self._routes.get(url) or self._route(url)
+        lines = [f"{start}Content-Length: {len(body)}"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
         request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
         self._expire()
@@ -129,6 +125,23 @@ class Connections:
         else:
             conn.close()
         return status
+
+    def _route(self, url: str) -> tuple[tuple[str, str, int], str]:
+        """Where ``url``'s requests go and their first lines, worked out once per URL."""
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        netloc = f"[{host}]" if ":" in host else host
+        if parts.port is not None:
+            netloc += f":{port}"
+        if len(self._routes) >= _ROUTES:
+            self._routes.clear()
+        route = self._routes[url] = (
+            (parts.scheme, host, port),
+            f"POST {target} HTTP/1.1\r\nHost: {netloc}\r\n",
+        )
+        return route
 
     def _connect(self, url: str, key: tuple[str, str, int]) -> _Connection:
         error: OSError | None = None
