@@ -36,10 +36,13 @@ log = logging.getLogger("statekeeper.hooks")
 
 #: Rows claimed at a time.
 _BATCH = 20
-#: Seconds a woken sender waits before it claims: the events that follow within it (a
-#: LOCK, a write and an UNLOCK come milliseconds apart; many clients' cycles more) join
-#: the round, which then costs one claim and one record, two short transactions of the
-#: database the requests write to, for them all. A webhook is not that urgent.
+#: The least seconds between the starts of two rounds woken by new events: the events
+#: of a busy spell (a LOCK, a write and an UNLOCK come milliseconds apart; many
+#: clients' cycles more) gather into rounds of this length, each costing one claim
+#: and one record, two short transactions of the database the requests write to, for
+#: them all: at most 2 / _LINGER such transactions a second. After a quiet spell the
+#: first event is claimed at once; the ones that follow wait for the next round, at
+#: most this long.
 _LINGER = 0.1
 
 
@@ -96,6 +99,7 @@ class Sender:
     def _loop(self, connections: Connections) -> None:
         while not self._stop.is_set():
             self._wake.clear()
+            started = time.monotonic()
             try:
                 self.chores()
                 entries = self.outbox.claim(self.owner, self.policy.lease, _BATCH)
@@ -115,8 +119,9 @@ class Sender:
                 log.error("the webhook outbox cannot be read: %s", exc.message)
             if len(entries) < _BATCH and self._wake.wait(self.outbox.poll):
                 # Nothing else was due, and a new event woke the sender (else: the poll
-                # for rows of other servers and retries coming due).
-                self._stop.wait(_LINGER)
+                # for rows of other servers and retries coming due): its round starts
+                # _LINGER after this one started, or now when that is past.
+                self._stop.wait(started + _LINGER - time.monotonic())
 
     def _deliver(self, entry: Entry, sub: Subscription | None, connections: Connections) -> Attempt:
         from statekeeper.hooks.transport import TRANSPORT_ERRORS, post

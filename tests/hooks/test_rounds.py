@@ -1,0 +1,91 @@
+"""The sender's rounds: an event after a quiet spell leaves at once, the events of a busy
+spell gather into rounds spaced by the linger."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.security.support import OPERATOR, state_json
+
+from statekeeper.app import Services
+from statekeeper.hooks import delivery
+from statekeeper.hooks.model import Subscription
+from statekeeper.settings import load_settings
+from statekeeper.terraform.names import StateName
+
+#: The linger for these tests: long enough that a wait for it cannot pass for noise.
+LINGER = 2.0
+
+
+class Arrivals(ThreadingHTTPServer):
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.times: list[float] = []
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: Arrivals
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.times.append(time.monotonic())
+        self.send_response(204)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def arrivals() -> Iterator[Arrivals]:
+    server = Arrivals()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def wait_for(arrivals: Arrivals, count: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while len(arrivals.times) < count:
+        assert time.monotonic() < deadline, f"{len(arrivals.times)} of {count} delivered"
+        time.sleep(0.01)
+
+
+def test_a_quiet_spells_event_leaves_at_once_and_a_busy_spells_wait_for_the_round(
+    tmp_path: Path, arrivals: Arrivals, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(delivery, "_LINGER", LINGER)
+    env = {"STATEKEEPER_HOOKS_ALLOW": "127.0.0.1"}
+    services = Services.build(load_settings({"data_dir": tmp_path / "data"}, env=env))
+    try:
+        hooks = services.hooks
+        assert hooks is not None
+        url = f"http://127.0.0.1:{arrivals.server_address[1]}/hook"
+        hooks.add(Subscription("ci", url, "s3cret", events=("state.written",)))
+        hooks.outbox.poll = 60.0  # no look of its own in the test: only events wake it
+        hooks.deliver(lambda failures: None)
+        time.sleep(LINGER + 0.5)  # a quiet spell, longer than the linger
+
+        first = time.monotonic()
+        services.states.write(StateName("team/s0.tfstate"), state_json(1), OPERATOR)
+        wait_for(arrivals, 1)
+        assert arrivals.times[0] - first < LINGER / 2  # not held back by the linger
+
+        # A busy spell: the five wait for the round after the first one's, together.
+        for i in range(1, 6):
+            services.states.write(StateName(f"team/s{i}.tfstate"), state_json(1), OPERATOR)
+        wait_for(arrivals, 6)
+        later = arrivals.times[1:]
+        assert min(later) - first >= LINGER - 0.05
+        assert max(later) - min(later) < LINGER / 2
+    finally:
+        services.close()
