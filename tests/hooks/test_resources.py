@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from statekeeper.hooks.resources import ResourceIndex
+from statekeeper.hooks.resources import ResourceIndex, _same_end, _same_start
 from statekeeper.state.diff import attributes_of, instance_objects, status_of
 
 
@@ -291,3 +291,26 @@ def test_what_only_looks_like_another_member_is_parsed() -> None:
     }
     assert index.read_whole == 0
     assert index.changes("s", "again", "enc", versions.get) is None
+
+
+def test_the_shared_start_and_end_of_two_versions_are_found_exactly() -> None:
+    rng = random.Random(5)
+    for _ in range(3000):
+        a = bytes(rng.choice(b"ab") for _ in range(rng.randint(0, 40)))
+        b = bytearray(a)
+        for _ in range(rng.randint(0, 3)):  # inserted, removed, replaced bytes
+            at = rng.randint(0, len(b))
+            edit = rng.choice("ird")
+            if edit == "i":
+                b[at:at] = bytes(rng.choice(b"abc") for _ in range(rng.randint(1, 4)))
+            elif edit == "d":
+                del b[at : at + rng.randint(1, 4)]
+            elif b:
+                b[min(at, len(b) - 1)] = rng.choice(b"abc")
+        differ = [i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y]
+        assert _same_start(a, bytes(b)) == (differ[0] if differ else min(len(a), len(b)))
+        floor = rng.randint(0, min(len(a), len(b)))
+        end = 0
+        while end < min(len(a), len(b)) - floor and a[-1 - end] == b[-1 - end]:
+            end += 1
+        assert _same_end(a, bytes(b), floor) == end, (a, bytes(b), floor)

@@ -275,16 +275,25 @@ def _same_end(a: bytes, b: bytes, floor: int) -> int:
     """How many bytes ``a`` and ``b`` share at their end, ``floor`` bytes of each left
     out at the start."""
     view = memoryview(b)
-    low, high = 0, min(len(a), len(b)) - floor
-    if a.endswith(view[len(b) - high :]):
-        return high  # all of it, in one compare: most writes change one place
-    while low < high:
-        mid = (low + high + 1) // 2
-        if a.endswith(view[len(b) - mid : len(b) - low], 0, len(a) - low):
-            low = mid
+    shared, unshared = 0, min(len(a), len(b)) - floor + 1  # known to be, known not to be
+    # Most writes change one place: the shared end is then nearly all that follows the
+    # shared start. Lengths are tried down from there, a step twice the last each time,
+    # each one compare, until one is shared...
+    step = 1
+    while unshared - step > shared:
+        if a.endswith(view[len(b) - unshared + step :]):
+            shared = unshared - step
+            break
+        unshared -= step
+        step *= 2
+    # ...then halved between, comparing only the bytes beyond the shared ones.
+    while unshared - shared > 1:
+        mid = (shared + unshared) // 2
+        if a.endswith(view[len(b) - mid : len(b) - shared], 0, len(a) - shared):
+            shared = mid
         else:
-            high = mid - 1
-    return low
+            unshared = mid
+    return shared
 
 
 def _same_resources(old: _Version, version: str, data: bytes) -> _Version | None:
