@@ -154,7 +154,9 @@ class _Parser:
                 raise ValueError(f"',' or '}}' expected at {at}")
         if _skip(text, at + 1) != len(text):
             raise ValueError(f"extra data after the state's object at {at + 1}")
-        parsed = _Version(
+        # The text is not kept with the version (its bytes are): it is decoded again only
+        # if the next version must be parsed, so the kept versions hold their bytes alone.
+        return _Version(
             self.version,
             self.data,
             self.starts,
@@ -165,8 +167,6 @@ class _Parser:
             members,
             len(text) == len(self.data),  # UTF-8 (or 16, 32: longer) of ASCII only
         )
-        vars(parsed)["text"] = text  # the property's value: decoded already
-        return parsed
 
     def _resources(self, at: int) -> int:
         """Read the array at ``at`` (json.loads keeps the last of repeated keys: so does
