@@ -20,6 +20,7 @@ import httpx
 import pytest
 from tests.security.support import basic, make_tokens, state_json
 
+from statekeeper.errors import StorageError
 from statekeeper.security.tokens import TokenRecord, hash_secret
 from statekeeper.security.tokenstores import SqliteTokenStore
 from statekeeper.storage.sqlite.database import SqliteDatabase
@@ -143,18 +144,35 @@ def test_a_writer_killed_between_its_commit_and_its_stamp_leaves_no_stale_copy(
     assert len(reads) == 1
 
 
-def test_a_store_beside_a_database_it_cannot_stamp_reads_the_table_each_time(
+def test_without_a_stamp_the_table_is_read_each_time_and_a_change_is_refused(
     tmp_path: Path,
 ) -> None:
     db = SqliteDatabase(tmp_path / "statekeeper.db")
-    (tmp_path / "statekeeper.db-tokens").mkdir()  # no file can be made there
     try:
+        SqliteTokenStore(db).add(_record("ci"))
+        (tmp_path / "statekeeper.db-tokens").unlink()
+        (tmp_path / "statekeeper.db-tokens").mkdir()  # no stamp can be opened there
         store = SqliteTokenStore(db)
-        store.add(_record("ci"))
         reads = _reads(db)
         assert store.get("ci") is not None
         assert store.get("ci") is not None
         assert len(reads) == 2
+        # A change other processes would not see is not made.
+        with pytest.raises(StorageError, match=r"statekeeper\.db-tokens"):
+            store.add(_record("other", "x"))
+        with pytest.raises(StorageError, match=r"statekeeper\.db-tokens"):
+            store.revoke("ci")
+        assert [r.name for r in store.all()] == ["ci"]
+    finally:
+        db.close()
+
+
+def test_a_new_stamp_is_as_accessible_as_its_database(tmp_path: Path) -> None:
+    db = SqliteDatabase(tmp_path / "statekeeper.db")
+    try:
+        os.chmod(db.path, 0o660)
+        SqliteTokenStore(db)
+        assert (tmp_path / "statekeeper.db-tokens").stat().st_mode & 0o777 == 0o660
     finally:
         db.close()
 

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hmac
 import json
@@ -75,12 +76,15 @@ class TokenStamp:
 
     SIZE = 16
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, database: Path) -> None:
         self.path = path
         # Open for the store's life; not O_APPEND, under which pwrite ignores its offset.
         self._file = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+b")
         with self._exclusive():
             if os.fstat(self._file.fileno()).st_size < self.SIZE:
+                # New: whoever may change the database's tokens may change its stamp.
+                with contextlib.suppress(PermissionError):
+                    os.fchmod(self._file.fileno(), os.stat(database).st_mode & 0o666)
                 os.pwrite(self._file.fileno(), _fresh(), 0)
         self._view = mmap.mmap(self._file.fileno(), self.SIZE, prot=mmap.PROT_READ)
 
@@ -128,8 +132,9 @@ class SqliteTokenStore:
 
     Answers come from a copy of the table in memory while :class:`TokenStamp` says
     no process changed it since the copy was read (a token created or revoked by the
-    CLI is seen by the server's next request). Without a stamp file (a directory it
-    cannot be created in) every answer reads the table.
+    CLI is seen by the server's next request). Without a stamp file it can open (a
+    directory it cannot create one in) every answer reads the table, and a change
+    is refused: other processes would keep their copies.
     """
 
     def __init__(self, db: SqliteDatabase) -> None:
@@ -140,11 +145,14 @@ class SqliteTokenStore:
                 conn.execute(statement)
 
         db.run(create, write=True)
-        try:
-            self._stamp: TokenStamp | None = TokenStamp(Path(f"{db.path}-tokens"))
-        except OSError:
-            self._stamp = None
+        self._stamp = self._open_stamp()
         self._kept: _Table | None = None
+
+    def _open_stamp(self) -> TokenStamp | None:
+        try:
+            return TokenStamp(Path(f"{self.db.path}-tokens"), self.db.path)
+        except (OSError, ValueError):  # ValueError: mmap of a file too short to map
+            return None
 
     @staticmethod
     def _record(row: tuple[str, str, str, str, str | None]) -> TokenRecord:
@@ -172,9 +180,15 @@ class SqliteTokenStore:
 
     @contextmanager
     def _changing(self) -> Iterator[None]:
+        """Around a change: stamped, or refused (running servers would not see it)."""
         if self._stamp is None:
-            yield
-            return
+            self._stamp = self._open_stamp()
+        if self._stamp is None:
+            raise StorageError(
+                f"cannot open {self.db.path}-tokens, the stamp that tells running servers "
+                "the tokens changed, so the change was not made; give this user the same "
+                "access to it as to the database"
+            )
         with self._stamp.changing():
             yield
 
