@@ -38,7 +38,6 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from types import TracebackType
 from typing import TypeVar
 
 from statekeeper.errors import ConfigError, StorageError
@@ -376,12 +375,7 @@ class _SyncingOnce:
     def __enter__(self) -> None:
         self.mine.deferring += 1
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         mine = self.mine
         mine.deferring -= 1
         if mine.deferring == 0 and mine.unsynced:
