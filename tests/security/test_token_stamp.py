@@ -22,7 +22,7 @@ from tests.security.support import basic, make_tokens, state_json
 
 from statekeeper.errors import StorageError
 from statekeeper.security.tokens import TokenRecord, hash_secret
-from statekeeper.security.tokenstores import SqliteTokenStore
+from statekeeper.security.tokenstores import SqliteTokenStore, TokenStamp
 from statekeeper.storage.sqlite.database import SqliteDatabase
 from statekeeper.testing.processes import SRC, StatekeeperServer
 from statekeeper.times import utcnow
@@ -197,3 +197,26 @@ def test_a_token_revoked_by_the_cli_is_refused_by_a_running_server_at_once(
     assert revoked.returncode == 0, revoked.stderr
     r = httpx.get(url, headers=headers)
     assert r.status_code == 401
+
+
+def test_a_stamp_deleted_under_a_running_store_does_not_hide_a_revocation(
+    db: SqliteDatabase,
+) -> None:
+    store = SqliteTokenStore(db)
+    store.add(_record("ci"))
+    assert store.get("ci") is not None  # the copy is kept, under the first file's stamp
+    stamp = Path(f"{db.path}-tokens")
+    stamp.unlink()
+    # Another process revokes the token: it makes a new stamp file, which the store's
+    # mapping of the deleted one cannot see.
+    _elsewhere(db.path, 'store.revoke("ci")')
+    assert stamp.exists()
+    store._stamp._checked -= TokenStamp.RECHECK  # type: ignore[union-attr]  # a second on
+    assert store.get("ci") is None
+    # The store follows the new file: cached again, and its next change seen.
+    reads = _reads(db)
+    assert store.get("ci") is None
+    assert store.get("ci") is None
+    assert len(reads) == 1
+    _elsewhere(db.path, 'store.add(TokenRecord("ci", hash_secret("y"), (), utcnow(), None))')
+    assert store.get("ci") is not None

@@ -26,6 +26,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -75,11 +76,18 @@ class TokenStamp:
     """
 
     SIZE = 16
+    #: Seconds between checks that the stamp's path still names the file mapped.
+    RECHECK = 1.0
 
     def __init__(self, path: Path, database: Path) -> None:
         self.path = path
         # Open for the store's life; not O_APPEND, under which pwrite ignores its offset.
         self._file = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+b")
+        opened = os.fstat(self._file.fileno())
+        self._identity = (opened.st_dev, opened.st_ino)
+        self._checked = time.monotonic()
+        #: The path names another file, or none: this one's bytes no longer count.
+        self.moved = False
         with self._exclusive():
             if os.fstat(self._file.fileno()).st_size < self.SIZE:
                 # New: whoever may change the database's tokens may change its stamp.
@@ -89,7 +97,20 @@ class TokenStamp:
         self._view = mmap.mmap(self._file.fileno(), self.SIZE, prot=mmap.PROT_READ)
 
     def read(self) -> bytes:
-        return self._view[: self.SIZE]
+        """The stamp; :data:`_PENDING` once the path names another file (or none)."""
+        now = time.monotonic()
+        if now - self._checked >= self.RECHECK:
+            # A stamp file deleted or replaced under a running server would leave it
+            # watching bytes no writer touches any more: checked every RECHECK seconds
+            # (a stat per request would cost about what the stamp saves).
+            self._checked = now
+            try:
+                found = os.stat(self.path)
+            except OSError:
+                self.moved = True
+            else:
+                self.moved = self.moved or (found.st_dev, found.st_ino) != self._identity
+        return _PENDING if self.moved else self._view[: self.SIZE]
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
@@ -168,6 +189,10 @@ class SqliteTokenStore:
     def _table(self) -> _Table:
         """The table: the kept copy if the stamp is the one it was read under."""
         stamp = self._stamp.read() if self._stamp is not None else _PENDING
+        if self._stamp is not None and self._stamp.moved:
+            # The stamp's file was deleted or replaced: this read is not kept (the
+            # stamp read as _PENDING), and the next one follows the path's new file.
+            self._stamp = self._open_stamp()
         kept = self._kept
         if kept is not None and kept.stamp == stamp:
             return kept
@@ -181,7 +206,7 @@ class SqliteTokenStore:
     @contextmanager
     def _changing(self) -> Iterator[None]:
         """Around a change: stamped, or refused (running servers would not see it)."""
-        if self._stamp is None:
+        if self._stamp is None or self._stamp.moved:
             self._stamp = self._open_stamp()
         if self._stamp is None:
             raise StorageError(
