@@ -8,11 +8,17 @@ name), method and status. The event the request caused rides on that line (its
 ``event`` field) rather than on a line of its own: one line per request. Health
 checks and scrapes log at DEBUG, so that a load balancer polling every second
 does not drown the log.
+
+It wraps ``send`` once for every layer inside it (:class:`Answer`): the error
+guard and the request timeout need to know whether the answer has started, and
+read it there instead of each wrapping ``send`` again (a coroutine frame per
+layer per message).
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 import os
@@ -25,10 +31,10 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from statekeeper.security.caller import Caller
-from statekeeper.telemetry.logs import REQUEST, RequestLog, event_line
+from statekeeper.telemetry.logs import REQUEST, RequestLog, event_line, write_direct
 from statekeeper.telemetry.metrics import Metrics
 
-__all__ = ["AccessMiddleware", "route_template"]
+__all__ = ["AccessMiddleware", "Answer", "answer_of", "new_request_id", "route_template"]
 
 log = logging.getLogger("statekeeper.access")
 
@@ -51,14 +57,86 @@ def _template(path: str) -> str:
     return _CONVERTER.sub(r"{\1}", path)
 
 
+def _seed() -> None:
+    """A new prefix for this process's request IDs (at import, and in a forked child:
+    a child with its parent's prefix and counter would repeat the parent's IDs)."""
+    global _PREFIX, _COUNTER
+    _PREFIX = os.urandom(8).hex()
+    _COUNTER = itertools.count()
+
+
+_PREFIX: str
+_COUNTER: itertools.count[int]
+_seed()
+os.register_at_fork(after_in_child=_seed)
+
+
+def new_request_id() -> str:
+    """32 hex digits, unique across processes and replicas: 64 random bits drawn once
+    per process, then a count of the requests it numbered.
+
+    An ``os.urandom`` per request is a ``getrandom`` call on the event loop's thread,
+    which lets go of the GIL for a request's worker thread to take. Two processes share
+    a prefix with a chance of one in 2^64 a pair; ``next`` on an ``itertools.count`` is
+    one C call under the GIL, so no two threads get the same number (the count would
+    need 2^64 requests to outgrow its 16 digits).
+    """
+    return f"{_PREFIX}{next(_COUNTER):016x}"
+
+
 def _request_id(scope: Scope) -> str:
     for key, value in scope["headers"]:
         if key == b"x-request-id":
             text = value.decode("latin-1")
             if _GOOD_ID.fullmatch(text):
                 return str(text)
-    # 128 random bits, as a UUID4's hex without its object (a third of the time).
-    return os.urandom(16).hex()
+    return new_request_id()
+
+
+#: The scope key of a request's :class:`Answer`.
+_ANSWER = "statekeeper.answer"
+
+
+class Answer:
+    """A request's answer as it goes out, noted by one wrapper of ``send`` for every
+    layer of statekeeper's: its status once it started, and the body bytes sent.
+
+    The outermost layer makes it (:func:`answer_of`); a layer inside finds it in the
+    scope and sends through the ``send`` it was given, already watched.
+    """
+
+    __slots__ = ("_headers", "_send", "sent", "status")
+
+    def __init__(self, send: Send, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+        self._send = send
+        self._headers = headers
+        self.status: int | None = None
+        self.sent = 0
+
+    @property
+    def started(self) -> bool:
+        """The answer's status is sent: only ending the connection can change it now."""
+        return self.status is not None
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.status = message["status"]
+            if self._headers:
+                message["headers"] = [*message.get("headers", ()), *self._headers]
+        elif kind == "http.response.body":
+            self.sent += len(message.get("body", b""))
+        await self._send(message)
+
+
+def answer_of(scope: Scope, send: Send) -> tuple[Answer, Send]:
+    """The request's :class:`Answer` and the ``send`` to answer through: the one an
+    outer layer made, with ``send`` as it is, or else a new one wrapping ``send``."""
+    answer: Answer | None = scope.get(_ANSWER)
+    if answer is not None:
+        return answer, send
+    answer = scope[_ANSWER] = Answer(send)
+    return answer, answer.send
 
 
 def _match(scope: Scope, routes: Sequence[BaseRoute]) -> tuple[BaseRoute | None, dict[str, Any]]:
@@ -87,32 +165,18 @@ class AccessMiddleware:
             return
         start = time.perf_counter()
         request = RequestLog(_request_id(scope))
-        request_id = request.id
-        status = 500  # unless an answer starts: the app failed before answering
-        sent = 0
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status, sent
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [
-                    *message.get("headers", ()),
-                    (b"x-request-id", request_id.encode("latin-1")),
-                ]
-            elif message["type"] == "http.response.body":
-                sent += len(message.get("body", b""))
-            await send(message)
-
+        answer = scope[_ANSWER] = Answer(send, [(b"x-request-id", request.id.encode("latin-1"))])
         token = REQUEST.set(request)
         if self.metrics is not None:
             self.metrics.in_flight += 1
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, answer.send)
         finally:
             seconds = time.perf_counter() - start
             if self.metrics is not None:
                 self.metrics.in_flight -= 1
-            self._finish(scope, request, status, seconds, sent)
+            # 500 unless an answer started: the app failed before answering.
+            self._finish(scope, request, answer.status or 500, seconds, answer.sent)
             REQUEST.reset(token)
 
     def _finish(
@@ -149,20 +213,13 @@ class AccessMiddleware:
             "response_bytes": sent,
         }
         where = f"{client[0]}:{client[1]}" if client else "-"
-        line = '%s - "%s %s HTTP/%s" %d %.1fms caller=%s request_id=%s'
-        args: list[object] = [
-            where,
-            method,
-            path,
-            scope.get("http_version", "1.1"),
-            status,
-            seconds * 1000,
-            fields["caller"] or "-",
-            request.id,
-        ]
+        message = (
+            f'{where} - "{method} {path} HTTP/{scope.get("http_version", "1.1")}" {status} '
+            f"{seconds * 1000:.1f}ms caller={fields['caller'] or '-'} request_id={request.id}"
+        )
         if event is not None:
             # The audit trail's JSON of the event, whole (docs/events.md).
             fields["event"] = event.to_json()
-            line += " event=%s:%s"
-            args += [event.action, event.outcome]
-        log.log(level, line, *args, extra={"fields": fields})
+            message += f" event={event.action}:{event.outcome}"
+        if not write_direct(log, level, message, fields):
+            log.log(level, "%s", message, extra={"fields": fields})

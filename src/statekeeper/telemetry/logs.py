@@ -50,6 +50,7 @@ __all__ = [
     "log_config",
     "log_event",
     "resolve_format",
+    "write_direct",
 ]
 
 events_log = logging.getLogger("statekeeper.events")
@@ -212,17 +213,25 @@ class LineWriter(logging.StreamHandler):  # type: ignore[type-arg]
     def emit(self, record: logging.LogRecord) -> None:
         # Called under the handler's lock (Handler.handle).
         try:
-            line = self.format(record) + "\n"
+            line = self.format(record)
         except Exception:  # noqa: BLE001 - logging's contract: a bad record is reported
             self.handleError(record)
             return
-        # Without importing asyncio (a command's start-up does not need it): a process
-        # that has not imported it runs no event loop.
+        self._take(line, record.levelno)
+
+    def hold(self, line: str, level: int) -> None:
+        """A line formatted already (:func:`write_direct`), written as :meth:`emit`'s are."""
+        with self.lock:  # type: ignore[union-attr]
+            self._take(line, level)
+
+    def _take(self, line: str, level: int) -> None:
+        # Under the handler's lock. Without importing asyncio (a command's start-up does
+        # not need it): a process that has not imported it runs no event loop.
         aio = sys.modules.get("asyncio")
         loop: AbstractEventLoop | None = aio._get_running_loop() if aio else None
         held = self._held
-        held.append(line)
-        if loop is None or record.levelno >= logging.WARNING or len(held) >= self.LIMIT:
+        held.append(line + "\n")
+        if loop is None or level >= logging.WARNING or len(held) >= self.LIMIT:
             self.flush()
         elif self._loop is not loop:  # the batch's first line: its write is due later
             self._loop = loop
@@ -241,6 +250,61 @@ class LineWriter(logging.StreamHandler):  # type: ignore[type-arg]
                 self.stream.flush()
             except (OSError, ValueError):  # stderr gone: nowhere left to say it
                 pass
+
+
+def _sole_writer(logger: logging.Logger, level: int) -> LineWriter | None:
+    """The :class:`LineWriter` that alone would write ``logger``'s record at ``level``,
+    with nothing else on the way to see the record: no filter, no other handler."""
+    writer: LineWriter | None = None
+    node: logging.Logger | None = logger
+    while node is not None:
+        if node.filters:
+            return None
+        for handler in node.handlers:
+            if writer is not None or type(handler) is not LineWriter:
+                return None
+            if handler.filters or level < handler.level:
+                return None
+            writer = handler
+        node = node.parent if node.propagate else None
+    return writer
+
+
+#: What a level is called in a JSON line, for the levels :func:`write_direct` writes.
+_LEVELS = {logging.DEBUG: "debug", logging.INFO: "info"}
+
+
+def write_direct(logger: logging.Logger, level: int, message: str, fields: dict[str, Any]) -> bool:
+    """Write ``logger``'s line at ``level`` without a log record, when the logging
+    module would only hand the record to our :class:`LineWriter` and format it with
+    one of our formatters; False (nothing written) otherwise, for the caller to log.
+
+    The access line is the one line of every request: the record (its object, the
+    logger's and handler's calls, the formatter's) cost several times the line's
+    own text inside a busy server. The line is what the formatter would write,
+    field for field; the caller has checked that ``level`` is enabled.
+    """
+    writer = _sole_writer(logger, level)
+    if writer is None:
+        return False
+    formatter = type(writer.formatter)
+    if formatter is JsonFormatter and level in _LEVELS:
+        out: dict[str, Any] = {
+            "time": _time(time.time()),
+            "level": _LEVELS[level],
+            "logger": logger.name,
+            "message": message,
+        }
+        request = REQUEST.get()
+        if request is not None:
+            out["request_id"] = request.id
+        out.update(fields)
+        writer.hold(_encode(out), level)
+        return True
+    if formatter is TextFormatter and logger.name.startswith("statekeeper.access"):
+        writer.hold(f"{logging.getLevelName(level) + ':':<10}{message}", level)
+        return True
+    return False
 
 
 def flush_at_termination() -> None:
