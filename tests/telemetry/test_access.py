@@ -143,6 +143,17 @@ def test_the_access_line_is_written_without_a_log_record_when_our_writer_alone_s
     assert direct == recorded
 
 
+class _Facts:
+    def __init__(self, message: str, fields: dict[str, Any]) -> None:
+        self._message, self._fields = message, fields
+
+    def message(self) -> str:
+        return self._message
+
+    def fields(self) -> dict[str, Any]:
+        return dict(self._fields)
+
+
 def _as_record(logger: logging.Logger, level: int, message: str, fields: dict[str, Any]) -> str:
     record = logger.makeRecord(logger.name, level, "", 0, "%s", (message,), None)
     record.fields = fields
@@ -163,7 +174,7 @@ def test_a_direct_line_is_the_formatters_line(
     fields = {"caller": "ci", "state": "team/ü.tfstate", "status": 200, "event": {"n": 1}}
     token = REQUEST.set(RequestLog("req-7"))
     try:
-        assert write_direct(logger, level, 'x - "GET /" 200 caller=ci', fields)
+        assert write_direct(logger, level, _Facts('x - "GET /" 200 caller=ci', fields))
         expected = _as_record(logger, level, 'x - "GET /" 200 caller=ci', fields)
     finally:
         REQUEST.reset(token)
@@ -182,11 +193,11 @@ def test_a_writer_that_would_not_take_the_level_leaves_the_line_to_logging(
     _alone(access_log)
     logger, buffer, writer = access_log
     writer.setLevel(logging.WARNING)
-    assert not write_direct(logger, logging.INFO, "quiet", {})
+    assert not write_direct(logger, logging.INFO, _Facts("quiet", {}))
     other = logging.getLogger("statekeeper.access.other")
     writer.setLevel(logging.NOTSET)
     logger.addHandler(logging.StreamHandler(io.StringIO()))
-    assert not write_direct(other, logging.INFO, "two handlers", {})
+    assert not write_direct(other, logging.INFO, _Facts("two handlers", {}))
     assert buffer.getvalue() == ""
 
 
@@ -238,3 +249,27 @@ def test_the_guards_500_and_the_timeouts_503_are_seen_by_the_access_line(
         ("late", 503),
         ("cut", 200),
     ]
+
+
+def test_a_line_held_on_the_event_loop_is_formatted_with_its_batch(
+    access_log: tuple[logging.Logger, io.StringIO, LineWriter],
+) -> None:
+    _alone(access_log)
+    logger, buffer, writer = access_log
+    formatted: list[str] = []
+
+    class Counted(_Facts):
+        def message(self) -> str:
+            formatted.append(self._message)
+            return self._message
+
+    async def answer() -> None:
+        for n in range(3):
+            assert write_direct(logger, logging.INFO, Counted(f"line {n}", {"n": n}))
+        # Held as facts: nothing formatted or written until the batch is.
+        assert (formatted, buffer.getvalue()) == ([], "")
+        await asyncio.sleep(writer.linger * 3)
+        assert formatted == ["line 0", "line 1", "line 2"]
+
+    asyncio.run(answer())
+    assert [json.loads(line)["n"] for line in buffer.getvalue().splitlines()] == [0, 1, 2]

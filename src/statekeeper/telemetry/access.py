@@ -30,11 +30,19 @@ from typing import Any
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from statekeeper.events import Event
 from statekeeper.security.caller import Caller
 from statekeeper.telemetry.logs import REQUEST, RequestLog, event_line, write_direct
 from statekeeper.telemetry.metrics import Metrics
 
-__all__ = ["AccessMiddleware", "Answer", "answer_of", "new_request_id", "route_template"]
+__all__ = [
+    "AccessLine",
+    "AccessMiddleware",
+    "Answer",
+    "answer_of",
+    "new_request_id",
+    "route_template",
+]
 
 log = logging.getLogger("statekeeper.access")
 
@@ -197,29 +205,102 @@ class AccessMiddleware:
                 event_line(event)  # no access line to carry it
             return
         caller: Caller | None = (scope.get("state") or {}).get("caller")
-        client = scope.get("client")
-        path: str = scope["path"]
+        line = AccessLine(
+            scope.get("client"),
+            caller.actor if caller is not None else None,
+            method,
+            scope["path"],
+            scope.get("http_version", "1.1"),
+            template,
+            params.get("name"),
+            status,
+            seconds,
+            sent,
+            request.id,
+            event,
+        )
+        if not write_direct(log, level, line):
+            log.log(level, "%s", line.message(), extra={"fields": line.fields()})
+
+
+class AccessLine:
+    """A request's access line as facts, made text when it is written.
+
+    The server's writer holds the facts and formats a batch's lines one after the
+    other when it writes them (``LineWriter``): formatting a line per request, between
+    two requests' store work, costs several times what the same code costs run in a
+    row, its instructions and data no longer in the caches.
+    """
+
+    __slots__ = (
+        "caller",
+        "client",
+        "event",
+        "http_version",
+        "method",
+        "path",
+        "request_id",
+        "route",
+        "seconds",
+        "sent",
+        "state",
+        "status",
+    )
+
+    def __init__(
+        self,
+        client: tuple[str, int] | None,
+        caller: str | None,
+        method: str,
+        path: str,
+        http_version: str,
+        route: str,
+        state: str | None,
+        status: int,
+        seconds: float,
+        sent: int,
+        request_id: str,
+        event: Event | None,
+    ) -> None:
+        self.client = client
+        self.caller = caller
+        self.method = method
+        self.path = path
+        self.http_version = http_version
+        self.route = route
+        self.state = state
+        self.status = status
+        self.seconds = seconds
+        self.sent = sent
+        self.request_id = request_id
+        self.event = event
+
+    def message(self) -> str:
+        client, path = self.client, self.path
         if not path.isprintable():
             path = json.dumps(path, ensure_ascii=False)[1:-1]  # no line breaks in a log
-        fields = {
-            "remote_addr": client[0] if client else None,
-            "caller": caller.actor if caller is not None else None,
-            "method": method,
-            "path": scope["path"],
-            "route": template,
-            "state": params.get("name"),
-            "status": status,
-            "duration_ms": round(seconds * 1000, 2),
-            "response_bytes": sent,
-        }
         where = f"{client[0]}:{client[1]}" if client else "-"
         message = (
-            f'{where} - "{method} {path} HTTP/{scope.get("http_version", "1.1")}" {status} '
-            f"{seconds * 1000:.1f}ms caller={fields['caller'] or '-'} request_id={request.id}"
+            f'{where} - "{self.method} {path} HTTP/{self.http_version}" {self.status} '
+            f"{self.seconds * 1000:.1f}ms caller={self.caller or '-'} request_id={self.request_id}"
         )
-        if event is not None:
+        if self.event is not None:
+            message += f" event={self.event.action}:{self.event.outcome}"
+        return message
+
+    def fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "remote_addr": self.client[0] if self.client else None,
+            "caller": self.caller,
+            "method": self.method,
+            "path": self.path,
+            "route": self.route,
+            "state": self.state,
+            "status": self.status,
+            "duration_ms": round(self.seconds * 1000, 2),
+            "response_bytes": self.sent,
+        }
+        if self.event is not None:
             # The audit trail's JSON of the event, whole (docs/events.md).
-            fields["event"] = event.to_json()
-            message += f" event={event.action}:{event.outcome}"
-        if not write_direct(log, level, message, fields):
-            log.log(level, "%s", message, extra={"fields": fields})
+            fields["event"] = self.event.to_json()
+        return fields
