@@ -4,6 +4,8 @@ log record, and one ``send`` wrapper for statekeeper's layers."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import inspect
 import io
 import json
 import logging
@@ -205,17 +207,25 @@ def test_statekeepers_layers_share_one_send_wrapper(
     access_log: tuple[logging.Logger, io.StringIO, LineWriter],
 ) -> None:
     _alone(access_log)
-    seen: list[Any] = []
+    seen: list[tuple[Scope, Send]] = []
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        seen.append(send)
+        seen.append((scope, send))
         await _ok(scope, receive, send)
 
     response = _get(_stack(app), {"X-Request-ID": "one-wrapper"})
     assert response.headers["x-request-id"] == "one-wrapper"
-    (send,) = seen
-    # The access middleware's own: neither the guard nor the timeout wrapped it again.
-    assert isinstance(getattr(send, "__self__", None), Answer)
+    ((scope, send),) = seen
+    # The access middleware's own (it adds the ID): the guard and the timeout did not
+    # wrap it again.
+    nonlocals = inspect.getclosurevars(send).nonlocals
+    assert nonlocals["headers"] == [(b"x-request-id", b"one-wrapper")]
+    # What the layers share through the scope holds nothing of the server's: the
+    # server's send belongs to an object holding the scope, and a cycle through the
+    # two would keep each request alive until the garbage collector's next pass.
+    answer = scope["statekeeper.answer"]
+    assert isinstance(answer, Answer)
+    assert all(isinstance(x, int | type) for x in gc.get_referents(answer))
     line = json.loads(access_log[1].getvalue())
     assert (line["status"], line["response_bytes"]) == (200, 4)
 

@@ -109,15 +109,16 @@ class Answer:
     """A request's answer as it goes out, noted by one wrapper of ``send`` for every
     layer of statekeeper's: its status once it started, and the body bytes sent.
 
-    The outermost layer makes it (:func:`answer_of`); a layer inside finds it in the
-    scope and sends through the ``send`` it was given, already watched.
+    The outermost layer makes it and the wrapper (:func:`answer_of`); a layer inside
+    finds it in the scope and sends through the ``send`` it was given, already
+    watched. It holds no reference to ``send``: the scope holds it, and the server's
+    ``send`` belongs to an object that holds the scope, a cycle that would keep every
+    request (its body too) alive until the garbage collector's next pass.
     """
 
-    __slots__ = ("_headers", "_send", "sent", "status")
+    __slots__ = ("sent", "status")
 
-    def __init__(self, send: Send, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
-        self._send = send
-        self._headers = headers
+    def __init__(self) -> None:
         self.status: int | None = None
         self.sent = 0
 
@@ -126,25 +127,29 @@ class Answer:
         """The answer's status is sent: only ending the connection can change it now."""
         return self.status is not None
 
-    async def send(self, message: Message) -> None:
-        kind = message["type"]
-        if kind == "http.response.start":
-            self.status = message["status"]
-            if self._headers:
-                message["headers"] = [*message.get("headers", ()), *self._headers]
-        elif kind == "http.response.body":
-            self.sent += len(message.get("body", b""))
-        await self._send(message)
 
-
-def answer_of(scope: Scope, send: Send) -> tuple[Answer, Send]:
+def answer_of(
+    scope: Scope, send: Send, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> tuple[Answer, Send]:
     """The request's :class:`Answer` and the ``send`` to answer through: the one an
-    outer layer made, with ``send`` as it is, or else a new one wrapping ``send``."""
+    outer layer made, with ``send`` as it is, or else a new one and ``send`` wrapped
+    to fill it in (and add ``headers`` to the answer's)."""
     answer: Answer | None = scope.get(_ANSWER)
     if answer is not None:
         return answer, send
-    answer = scope[_ANSWER] = Answer(send)
-    return answer, answer.send
+    answer = scope[_ANSWER] = Answer()
+
+    async def watched(message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            answer.status = message["status"]
+            if headers:
+                message["headers"] = [*message.get("headers", ()), *headers]
+        elif kind == "http.response.body":
+            answer.sent += len(message.get("body", b""))
+        await send(message)
+
+    return answer, watched
 
 
 def _match(scope: Scope, routes: Sequence[BaseRoute]) -> tuple[BaseRoute | None, dict[str, Any]]:
@@ -173,12 +178,12 @@ class AccessMiddleware:
             return
         start = time.perf_counter()
         request = RequestLog(_request_id(scope))
-        answer = scope[_ANSWER] = Answer(send, [(b"x-request-id", request.id.encode("latin-1"))])
+        answer, send = answer_of(scope, send, [(b"x-request-id", request.id.encode("latin-1"))])
         token = REQUEST.set(request)
         if self.metrics is not None:
             self.metrics.in_flight += 1
         try:
-            await self.app(scope, receive, answer.send)
+            await self.app(scope, receive, send)
         finally:
             seconds = time.perf_counter() - start
             if self.metrics is not None:
