@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -183,3 +184,24 @@ def test_the_latency_histogram_reads_as_prometheus_clients_own() -> None:
             reference.labels(route).observe(seconds)
             cheap.labels(route).observe(seconds)
     assert generate_latest(ours) == generate_latest(theirs)
+
+
+def test_latency_observed_from_many_threads_at_once_loses_none() -> None:
+    registry = CollectorRegistry()
+    histogram = LatencyHistogram("y_seconds", "Time.", ["op"], (0.5, 1.0), registry)
+    timer = histogram.labels("put")
+
+    def observe() -> None:
+        for n in range(20_000):
+            timer.observe(0.25 if n % 2 else 0.75)
+
+    threads = [threading.Thread(target=observe) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Folded by the observers as they went: what waits for a scrape stays bounded.
+    assert len(timer._pending) < timer.FOLD_AT
+    counts, total = timer.read()
+    assert counts == [40_000, 40_000, 0]
+    assert total == 40_000 * 0.25 + 40_000 * 0.75
