@@ -8,14 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from tests.security.support import OPERATOR, basic
 from tests.server.tfwire import NAME, Api, lock_body, state_bytes
 
 from statekeeper.app import Services
 from statekeeper.server.app import create_app
 from statekeeper.settings import load_settings
-from statekeeper.telemetry.histogram import LatencyHistogram
+from statekeeper.telemetry.histogram import CountFamily, LatencyHistogram
 from statekeeper.telemetry.metrics import Metrics, refusal_reason
 
 OTHER = "other/unlisted.tfstate"
@@ -205,3 +205,16 @@ def test_latency_observed_from_many_threads_at_once_loses_none() -> None:
     counts, total = timer.read()
     assert counts == [40_000, 40_000, 0]
     assert total == 40_000 * 0.25 + 40_000 * 0.75
+
+
+def test_the_counter_family_reads_as_prometheus_clients_own() -> None:
+    theirs, ours = CollectorRegistry(), CollectorRegistry()
+    reference = Counter("x_events", "Events.", ["action", "outcome"], registry=theirs)
+    cheap = CountFamily("x_events", "Events.", ["action", "outcome"], registry=ours)
+    for n in range(1000):
+        labels = ("lock", "ok") if n % 3 else ("write", "locked")
+        reference.labels(*labels).inc()
+        cheap.labels(*labels).inc()
+    reference.labels("read", "ok").inc(2.5)
+    cheap.labels("read", "ok").inc(2.5)
+    assert generate_latest(ours) == generate_latest(theirs)
