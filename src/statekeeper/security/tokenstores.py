@@ -1,6 +1,9 @@
 """Where API tokens are kept: two stores of :class:`~statekeeper.security.tokens.TokenRecord`.
 
-- :class:`SqliteTokenStore`, a ``tokens`` table in the embedded database;
+- :class:`SqliteTokenStore`, a ``tokens`` table in the embedded database, kept in
+  memory while a stamp file beside the database says it is unchanged (see
+  :class:`TokenStamp`): every request is authenticated, and a read of the table on
+  the event loop for each one cost more than the rest of the check;
 - :class:`FileTokenStore`, a TOML file the operator provides (``tokens_file``),
   for stateless replicas on S3. It is re-read when it changes, so replicas
   pick up a new or revoked token without a restart::
@@ -14,12 +17,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hmac
 import json
+import mmap
 import os
 import re
 import sqlite3
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from statekeeper.errors import BadRequest, ConfigError, Conflict, NotFound, StorageError
@@ -28,7 +38,7 @@ from statekeeper.security.tokens import TokenRecord, validate_token_name
 from statekeeper.storage.sqlite.database import SqliteDatabase
 from statekeeper.times import format_rfc3339, parse_rfc3339
 
-__all__ = ["FileTokenStore", "SqliteTokenStore"]
+__all__ = ["FileTokenStore", "SqliteTokenStore", "TokenStamp"]
 
 
 _SCHEMA = (
@@ -42,8 +52,111 @@ _SCHEMA = (
 )
 
 
+_COLUMNS = "name, sha256, scopes, created, expires"
+
+#: The stamp while a change is under way (or was cut short by a crash): not kept.
+_PENDING = bytes(16)
+
+
+class TokenStamp:
+    """Sixteen bytes in a file beside the database, rewritten around every change of
+    its ``tokens`` table, by whichever process makes it: a reader that finds the
+    bytes it saw when it last read the table knows the table is the same, in about
+    a tenth of a microsecond (the file is mapped into memory: no system call).
+
+    A change, under an exclusive ``flock`` of the file (changes one at a time),
+    first writes :data:`_PENDING`, then commits, then writes fresh random bytes. A
+    reader takes the stamp *before* it reads the table and keeps what it read only
+    under a stamp that is not pending. So whatever it kept was read after the stamp
+    it is kept under was written, and any commit after that read happened after a
+    pending stamp was written and is followed by new bytes: the next check sees a
+    different stamp and reads the table again. A writer killed between its commit
+    and its last write leaves the stamp pending: readers then read the table every
+    time (correct, only slower) until the next change writes a stamp again.
+    """
+
+    SIZE = 16
+    #: Seconds between checks that the stamp's path still names the file mapped.
+    RECHECK = 1.0
+
+    def __init__(self, path: Path, database: Path) -> None:
+        self.path = path
+        # Open for the store's life; not O_APPEND, under which pwrite ignores its offset.
+        self._file = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+b")
+        opened = os.fstat(self._file.fileno())
+        self._identity = (opened.st_dev, opened.st_ino)
+        self._checked = time.monotonic()
+        #: The path names another file, or none: this one's bytes no longer count.
+        self.moved = False
+        with self._exclusive():
+            if os.fstat(self._file.fileno()).st_size < self.SIZE:
+                # New: whoever may change the database's tokens may change its stamp.
+                with contextlib.suppress(PermissionError):
+                    os.fchmod(self._file.fileno(), os.stat(database).st_mode & 0o666)
+                os.pwrite(self._file.fileno(), _fresh(), 0)
+        self._view = mmap.mmap(self._file.fileno(), self.SIZE, prot=mmap.PROT_READ)
+
+    def read(self) -> bytes:
+        """The stamp; :data:`_PENDING` once the path names another file (or none)."""
+        now = time.monotonic()
+        if now - self._checked >= self.RECHECK:
+            # A stamp file deleted or replaced under a running server would leave it
+            # watching bytes no writer touches any more: checked every RECHECK seconds
+            # (a stat per request would cost about what the stamp saves).
+            self._checked = now
+            try:
+                found = os.stat(self.path)
+            except OSError:
+                self.moved = True
+            else:
+                self.moved = self.moved or (found.st_dev, found.st_ino) != self._identity
+        return _PENDING if self.moved else self._view[: self.SIZE]
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+
+    @contextmanager
+    def changing(self) -> Iterator[None]:
+        """Around a change of the table (its commit inside the block)."""
+        with self._exclusive():
+            os.pwrite(self._file.fileno(), _PENDING, 0)
+            try:
+                yield
+            finally:
+                # Also after a failed change: new bytes only make readers read again.
+                os.pwrite(self._file.fileno(), _fresh(), 0)
+
+
+def _fresh() -> bytes:
+    stamp = _PENDING
+    while stamp == _PENDING:
+        stamp = os.urandom(TokenStamp.SIZE)
+    return stamp
+
+
+@dataclass(frozen=True)
+class _Table:
+    """The whole ``tokens`` table as read under ``stamp``."""
+
+    stamp: bytes
+    by_name: dict[str, TokenRecord]
+    by_sha256: dict[str, TokenRecord]
+
+
 class SqliteTokenStore:
-    """The ``tokens`` table of the embedded database."""
+    """The ``tokens`` table of the embedded database.
+
+    Answers come from a copy of the table in memory while :class:`TokenStamp` says
+    no process changed it since the copy was read (a token created or revoked by the
+    CLI is seen by the server's next request). Without a stamp file it can open (a
+    directory it cannot create one in) every answer reads the table, and a change
+    is refused: other processes would keep their copies.
+    """
 
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
@@ -53,6 +166,14 @@ class SqliteTokenStore:
                 conn.execute(statement)
 
         db.run(create, write=True)
+        self._stamp = self._open_stamp()
+        self._kept: _Table | None = None
+
+    def _open_stamp(self) -> TokenStamp | None:
+        try:
+            return TokenStamp(Path(f"{self.db.path}-tokens"), self.db.path)
+        except (OSError, ValueError):  # ValueError: mmap of a file too short to map
+            return None
 
     @staticmethod
     def _record(row: tuple[str, str, str, str, str | None]) -> TokenRecord:
@@ -65,10 +186,36 @@ class SqliteTokenStore:
             expires=parse_rfc3339(expires) if expires else None,
         )
 
-    def _one(self, where: str, value: str) -> TokenRecord | None:
-        sql = f"SELECT name, sha256, scopes, created, expires FROM tokens WHERE {where} = ?"
-        row = self.db.run(lambda db: db.execute(sql, (value,)).fetchone())
-        return self._record(row) if row else None
+    def _table(self) -> _Table:
+        """The table: the kept copy if the stamp is the one it was read under."""
+        stamp = self._stamp.read() if self._stamp is not None else _PENDING
+        if self._stamp is not None and self._stamp.moved:
+            # The stamp's file was deleted or replaced: this read is not kept (the
+            # stamp read as _PENDING), and the next one follows the path's new file.
+            self._stamp = self._open_stamp()
+        kept = self._kept
+        if kept is not None and kept.stamp == stamp:
+            return kept
+        rows = self.db.run(lambda db: db.execute(f"SELECT {_COLUMNS} FROM tokens").fetchall())
+        records = [self._record(row) for row in rows]
+        table = _Table(stamp, {r.name: r for r in records}, {r.sha256: r for r in records})
+        if stamp != _PENDING:
+            self._kept = table
+        return table
+
+    @contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Around a change: stamped, or refused (running servers would not see it)."""
+        if self._stamp is None or self._stamp.moved:
+            self._stamp = self._open_stamp()
+        if self._stamp is None:
+            raise StorageError(
+                f"cannot open {self.db.path}-tokens, the stamp that tells running servers "
+                "the tokens changed, so the change was not made; give this user the same "
+                "access to it as to the database"
+            )
+        with self._stamp.changing():
+            yield
 
     def add(self, record: TokenRecord) -> None:
         def tx(db: sqlite3.Connection) -> None:
@@ -87,38 +234,31 @@ class SqliteTokenStore:
                 ),
             )
 
-        self.db.run(tx, write=True)
+        with self._changing():
+            self.db.run(tx, write=True)
 
     def get(self, name: str) -> TokenRecord | None:
-        return self._one("name", name)
+        return self._table().by_name.get(name)
 
     def find(self, sha256: str) -> TokenRecord | None:
-        return self._one("sha256", sha256)
+        return self._table().by_sha256.get(sha256)
 
     def all(self) -> list[TokenRecord]:
-        rows = self.db.run(
-            lambda db: db.execute(
-                "SELECT name, sha256, scopes, created, expires FROM tokens ORDER BY name"
-            ).fetchall()
-        )
-        return [self._record(r) for r in rows]
+        return sorted(self._table().by_name.values(), key=lambda r: r.name)
 
     def empty(self) -> bool:
-        row = self.db.run(lambda db: db.execute("SELECT EXISTS (SELECT 1 FROM tokens)").fetchone())
-        return not row[0]
+        return not self._table().by_name
 
     def revoke(self, name: str) -> TokenRecord:
         def tx(db: sqlite3.Connection) -> TokenRecord:
-            row = db.execute(
-                "SELECT name, sha256, scopes, created, expires FROM tokens WHERE name = ?",
-                (name,),
-            ).fetchone()
+            row = db.execute(f"SELECT {_COLUMNS} FROM tokens WHERE name = ?", (name,)).fetchone()
             if row is None:
                 raise NotFound(f"there is no token named {name!r}; see 'statekeeper token list'")
             db.execute("DELETE FROM tokens WHERE name = ?", (name,))
             return self._record(row)
 
-        return self.db.run(tx, write=True)
+        with self._changing():
+            return self.db.run(tx, write=True)
 
 
 class FileTokenStore:

@@ -36,7 +36,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -155,20 +155,24 @@ class SqliteDatabase:
         conn.execute("PRAGMA busy_timeout=30000")
         return conn
 
-    def _connection(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self.connect()
-            self._local.conn = conn
-            self._local.synchronous = "FULL"
+    def _thread(self) -> _Thread:
+        """This thread's connection and transaction state, opened on first use."""
+        mine: _Thread | None = getattr(self._local, "state", None)
+        if mine is None:
+            mine = _Thread(self.connect())
+            self._local.state = mine
             with self._guard:
-                self._all.append(conn)
-        return conn
+                self._all.append(mine.conn)
+        return mine
 
-    def _synchronous(self, conn: sqlite3.Connection, mode: str) -> None:
-        if self._local.synchronous != mode:
-            conn.execute(f"PRAGMA synchronous={mode}")
-            self._local.synchronous = mode
+    def _connection(self) -> sqlite3.Connection:
+        return self._thread().conn
+
+    @staticmethod
+    def _synchronous(mine: _Thread, mode: str) -> None:
+        if mine.synchronous != mode:
+            mine.conn.execute(f"PRAGMA synchronous={mode}")
+            mine.synchronous = mode
 
     def run(
         self, fn: Callable[[sqlite3.Connection], T], *, write: bool = False, durable: bool = False
@@ -180,49 +184,58 @@ class SqliteDatabase:
         Called from inside another ``run``'s ``fn`` on this thread, it joins that
         transaction (see :meth:`_joined`).
         """
-        conn = self._connection()
-        if getattr(self._local, "open", None) is not None:
-            return self._joined(conn, fn, write=write)
-        deferred = write and not durable and getattr(self._local, "deferring", 0) > 0
-        relaxed = getattr(self._local, "relaxed", False)
-        number = 0
+        mine = self._thread()
+        conn = mine.conn
+        if mine.open is not None:
+            return self._joined(mine, fn, write=write)
         try:
-            if write and not relaxed:
-                self._synchronous(conn, "NORMAL" if deferred else "FULL")
-            with self._writer if write else nullcontext():
-                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                self._local.open = "write" if write else "read"
+            if not write:
+                conn.execute("BEGIN")
+                mine.open = "read"
                 try:
                     result = fn(conn)
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
                 finally:
-                    self._local.open = None
+                    mine.open = None
                 conn.execute("COMMIT")
-                if write:
-                    self._committed += 1
-                    number = self._committed
+                return result
+            deferred = not durable and mine.deferring > 0
+            if not mine.relaxed:
+                self._synchronous(mine, "NORMAL" if deferred else "FULL")
+            with self._writer:
+                conn.execute("BEGIN IMMEDIATE")
+                mine.open = "write"
+                try:
+                    result = fn(conn)
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                finally:
+                    mine.open = None
+                conn.execute("COMMIT")
+                self._committed += 1
+                number = self._committed
         except sqlite3.Error as exc:
             raise StorageError(f"the SQLite database {self.path} failed: {exc}") from exc
         if deferred:
-            self._local.unsynced = number
-        elif write and not relaxed:
+            mine.unsynced = number
+        elif not mine.relaxed:
             # A synced commit syncs the whole log, every commit before it included.
             with self._sync_done:
                 self._synced = max(self._synced, number)
         return result
 
-    def _joined(
-        self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], *, write: bool
-    ) -> T:
+    def _joined(self, mine: _Thread, fn: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
         """``fn`` inside the transaction this thread has open: committed (and synced) with
         it, or not at all. A savepoint around it undoes only its own writes when it
         raises, so the enclosing transaction can go on (a new state version and the
         audit record of its write commit together, see ``StateService.write``).
         """
-        if write and self._local.open != "write":
+        if write and mine.open != "write":
             raise AssertionError("a write joined a read transaction (it holds no write lock)")
+        conn = mine.conn
         try:
             conn.execute("SAVEPOINT joined")
             try:
@@ -242,31 +255,23 @@ class SqliteDatabase:
     @property
     def writing(self) -> bool:
         """True inside a write ``run``'s ``fn`` on this thread (a further write joins it)."""
-        return getattr(self._local, "open", None) == "write"
+        mine: _Thread | None = getattr(self._local, "state", None)
+        return mine is not None and mine.open == "write"
 
     def relax(self) -> None:
         """Commits on this thread's connection from now on wait for the log, not the
         disk: for writes that may be lost to a power cut (webhook delivery leases)."""
-        self._synchronous(self._connection(), "NORMAL")
-        self._local.relaxed = True
+        mine = self._thread()
+        self._synchronous(mine, "NORMAL")
+        mine.relaxed = True
 
-    @contextmanager
-    def syncing_once(self) -> Iterator[None]:
+    def syncing_once(self) -> AbstractContextManager[None]:
         """Commits on this thread inside the block share one fsync, at its end.
 
         The block is one request's work: it ends before the request is answered,
         so what it committed is durable when the caller learns of it.
         """
-        self._connection()
-        self._local.deferring = getattr(self._local, "deferring", 0) + 1
-        try:
-            yield
-        finally:
-            self._local.deferring -= 1
-            unsynced = getattr(self._local, "unsynced", 0)
-            if self._local.deferring == 0 and unsynced:
-                self._sync_through(unsynced)
-                self._local.unsynced = 0
+        return _SyncingOnce(self, self._thread())
 
     def sync(self) -> None:
         """Make every commit so far durable (one fsync of the write-ahead log, or none
@@ -337,6 +342,45 @@ class SqliteDatabase:
                 conn.close()
             self._all.clear()
         self._local = threading.local()
+
+
+class _Thread:
+    """One thread's connection to the database, and where its transactions stand."""
+
+    __slots__ = ("conn", "deferring", "open", "relaxed", "synchronous", "unsynced")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        #: ``synchronous`` as last set on the connection.
+        self.synchronous = "FULL"
+        #: "read" or "write" inside a ``run``'s function (a further ``run`` joins it).
+        self.open: str | None = None
+        #: How many :meth:`SqliteDatabase.syncing_once` blocks are open on this thread.
+        self.deferring = 0
+        #: The last commit of those blocks not yet synced (0: none).
+        self.unsynced = 0
+        #: See :meth:`SqliteDatabase.relax`.
+        self.relaxed = False
+
+
+class _SyncingOnce:
+    """:meth:`SqliteDatabase.syncing_once`'s block (a class: entered on every request)."""
+
+    __slots__ = ("db", "mine")
+
+    def __init__(self, db: SqliteDatabase, mine: _Thread) -> None:
+        self.db = db
+        self.mine = mine
+
+    def __enter__(self) -> None:
+        self.mine.deferring += 1
+
+    def __exit__(self, *exc: object) -> None:
+        mine = self.mine
+        mine.deferring -= 1
+        if mine.deferring == 0 and mine.unsynced:
+            self.db._sync_through(mine.unsynced)
+            mine.unsynced = 0
 
 
 def database_path(url: DriverURL) -> Path:

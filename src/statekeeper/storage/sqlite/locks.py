@@ -41,12 +41,10 @@ class SqliteLocks(LockTable):
         return None if row is None else self._lock(row)
 
     def _insert(self, db: sqlite3.Connection, key: str, lock: LockInfo) -> None:
-        holder = self._read(db, key)
-        if holder is not None:
-            raise LockConflict(holder)
-        db.execute(
+        # One statement when the state is free; the holder is read only to refuse.
+        inserted = db.execute(
             "INSERT INTO locks (key, lock_id, body, actor, remote_addr, acquired) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
             (
                 key,
                 lock.id,
@@ -55,7 +53,11 @@ class SqliteLocks(LockTable):
                 lock.remote_addr,
                 format_rfc3339(lock.acquired or utcnow()),
             ),
-        )
+        ).rowcount
+        if inserted != 1:
+            holder = self._read(db, key)
+            assert holder is not None  # the row the INSERT met, in this write transaction
+            raise LockConflict(holder)
 
     def acquire(self, key: str, lock: LockInfo) -> None:
         self.db.run(lambda db: self._insert(db, key, lock), write=True)
