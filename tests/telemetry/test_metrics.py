@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from tests.security.support import OPERATOR, basic
 from tests.server.tfwire import NAME, Api, lock_body, state_bytes
 
 from statekeeper.app import Services
 from statekeeper.server.app import create_app
 from statekeeper.settings import load_settings
-from statekeeper.telemetry.histogram import LatencyHistogram
+from statekeeper.telemetry.histogram import CountFamily, LatencyHistogram
 from statekeeper.telemetry.metrics import Metrics, refusal_reason
 
 OTHER = "other/unlisted.tfstate"
@@ -182,4 +183,38 @@ def test_the_latency_histogram_reads_as_prometheus_clients_own() -> None:
         for route in ("/a", "/b") if seconds < 1 else ("/a",):
             reference.labels(route).observe(seconds)
             cheap.labels(route).observe(seconds)
+    assert generate_latest(ours) == generate_latest(theirs)
+
+
+def test_latency_observed_from_many_threads_at_once_loses_none() -> None:
+    registry = CollectorRegistry()
+    histogram = LatencyHistogram("y_seconds", "Time.", ["op"], (0.5, 1.0), registry)
+    timer = histogram.labels("put")
+
+    def observe() -> None:
+        for n in range(20_000):
+            timer.observe(0.25 if n % 2 else 0.75)
+
+    threads = [threading.Thread(target=observe) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Folded by the observers as they went: what waits for a scrape stays bounded.
+    assert len(timer._pending) < timer.FOLD_AT
+    counts, total = timer.read()
+    assert counts == [40_000, 40_000, 0]
+    assert total == 40_000 * 0.25 + 40_000 * 0.75
+
+
+def test_the_counter_family_reads_as_prometheus_clients_own() -> None:
+    theirs, ours = CollectorRegistry(), CollectorRegistry()
+    reference = Counter("x_events", "Events.", ["action", "outcome"], registry=theirs)
+    cheap = CountFamily("x_events", "Events.", ["action", "outcome"], registry=ours)
+    for n in range(1000):
+        labels = ("lock", "ok") if n % 3 else ("write", "locked")
+        reference.labels(*labels).inc()
+        cheap.labels(*labels).inc()
+    reference.labels("read", "ok").inc(2.5)
+    cheap.labels("read", "ok").inc(2.5)
     assert generate_latest(ours) == generate_latest(theirs)

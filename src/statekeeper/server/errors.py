@@ -16,9 +16,10 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from statekeeper.errors import LockConflict, LockMismatch, StatekeeperError
+from statekeeper.telemetry.access import answer_of
 
 __all__ = ["ErrorGuard", "error_response", "install_handlers"]
 
@@ -118,17 +119,11 @@ class ErrorGuard:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = False
-
-        async def sending(message: Message) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
+        answer, send = answer_of(scope, send)
         try:
-            await self.app(scope, receive, sending)
+            await self.app(scope, receive, send)
         except Exception:
-            if started:
+            if answer.started:
                 raise  # the answer is under way: only the connection can end it
             log.exception("unexpected error on %s %s", scope["method"], scope["path"])
             await _internal()(scope, receive, send)

@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from statekeeper.errors import PayloadTooLarge, RateLimited
+from statekeeper.telemetry.access import answer_of
 
 __all__ = [
     "CONTROL_BODY_LIMIT",
@@ -106,18 +107,12 @@ class TimeoutMiddleware:
         if scope["type"] != "http" or self.seconds <= 0:
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
+        answer, send = answer_of(scope, send)
         try:
             async with asyncio.timeout(self.seconds):
-                await self.app(scope, receive, send_wrapper)
+                await self.app(scope, receive, send)
         except TimeoutError:
-            if started:
+            if answer.started:
                 raise
             response = JSONResponse(
                 {

@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "REQUEST",
     "JsonFormatter",
+    "Line",
     "LineWriter",
     "RequestLog",
     "apart_from_request",
@@ -50,6 +51,7 @@ __all__ = [
     "log_config",
     "log_event",
     "resolve_format",
+    "write_direct",
 ]
 
 events_log = logging.getLogger("statekeeper.events")
@@ -193,7 +195,9 @@ class LineWriter(logging.StreamHandler):  # type: ignore[type-arg]
     request, which lets go of the GIL: on a busy server a request's worker thread
     takes it, and the loop waits to have it back. Lines logged on a running event
     loop (the access lines) are held instead, and written together ``linger``
-    seconds after the first of them, by the loop (one ``write`` for the batch).
+    seconds after the first of them, by the loop (one ``write`` for the batch); an
+    access line is held as its facts (:func:`write_direct`) and formatted then, with
+    the rest of its batch.
     Lines logged elsewhere (a worker thread, a command), and any WARNING or worse,
     are written at once, after the lines held before them. :meth:`flush`, which
     ``logging.shutdown`` calls at exit (and :func:`flush_at_termination` at
@@ -206,7 +210,7 @@ class LineWriter(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self, stream: Any = None, linger: float = 0.02) -> None:
         super().__init__(stream)
         self.linger = linger
-        self._held: list[str] = []
+        self._held: list[str | _Deferred] = []
         self._loop: AbstractEventLoop | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -216,13 +220,21 @@ class LineWriter(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:  # noqa: BLE001 - logging's contract: a bad record is reported
             self.handleError(record)
             return
-        # Without importing asyncio (a command's start-up does not need it): a process
-        # that has not imported it runs no event loop.
+        self._take(line, record.levelno)
+
+    def hold(self, line: _Deferred, level: int) -> None:
+        """A line's facts (:func:`write_direct`), formatted when the batch is written."""
+        with self.lock:  # type: ignore[union-attr]
+            self._take(line, level)
+
+    def _take(self, line: str | _Deferred, level: int) -> None:
+        # Under the handler's lock. Without importing asyncio (a command's start-up does
+        # not need it): a process that has not imported it runs no event loop.
         aio = sys.modules.get("asyncio")
         loop: AbstractEventLoop | None = aio._get_running_loop() if aio else None
         held = self._held
         held.append(line)
-        if loop is None or record.levelno >= logging.WARNING or len(held) >= self.LIMIT:
+        if loop is None or level >= logging.WARNING or len(held) >= self.LIMIT:
             self.flush()
         elif self._loop is not loop:  # the batch's first line: its write is due later
             self._loop = loop
@@ -234,13 +246,90 @@ class LineWriter(logging.StreamHandler):  # type: ignore[type-arg]
             self._loop = None
             if not self._held:
                 return
-            text = "".join(self._held)
+            text = "".join([x if isinstance(x, str) else self._render(x) for x in self._held])
             self._held.clear()
             try:
                 self.stream.write(text)
                 self.stream.flush()
             except (OSError, ValueError):  # stderr gone: nowhere left to say it
                 pass
+
+    def _render(self, held: _Deferred) -> str:
+        """A held line's text, as :class:`JsonFormatter` or :class:`TextFormatter` writes it."""
+        created, level, name, request_id, line = held
+        try:
+            message = line.message()
+            fields = line.fields()
+        except Exception as exc:  # noqa: BLE001 - one bad line must not take its batch
+            level, fields = logging.ERROR, {}
+            message = f"a line could not be formatted ({type(exc).__name__})"
+        if type(self.formatter) is not JsonFormatter:
+            return f"{logging.getLevelName(level) + ':':<10}{message}\n"
+        out: dict[str, Any] = {
+            "time": _time(created),
+            "level": logging.getLevelName(level).lower(),
+            "logger": name,
+            "message": message,
+        }
+        if request_id is not None:
+            out["request_id"] = request_id
+        out.update(fields)
+        return _encode(out) + "\n"
+
+
+def _sole_writer(logger: logging.Logger, level: int) -> LineWriter | None:
+    """The :class:`LineWriter` that alone would write ``logger``'s record at ``level``,
+    with nothing else on the way to see the record: no filter, no other handler."""
+    writer: LineWriter | None = None
+    node: logging.Logger | None = logger
+    while node is not None:
+        if node.filters:
+            return None
+        for handler in node.handlers:
+            if writer is not None or type(handler) is not LineWriter:
+                return None
+            if handler.filters or level < handler.level:
+                return None
+            writer = handler
+        node = node.parent if node.propagate else None
+    return writer
+
+
+class Line(Protocol):
+    """A line as facts, made text when its batch is written (:func:`write_direct`)."""
+
+    def message(self) -> str: ...
+
+    def fields(self) -> dict[str, Any]: ...
+
+
+#: A held line: its time, level, logger, request ID and facts.
+_Deferred = tuple[float, int, str, "str | None", Line]
+
+
+def write_direct(logger: logging.Logger, level: int, line: Line) -> bool:
+    """Hand ``logger``'s ``line`` at ``level`` to our :class:`LineWriter` without a log
+    record, when the logging module would only pass the record to it, formatted by
+    one of our formatters; False (nothing written) otherwise, for the caller to log.
+
+    The access line is the one line of every request: the record (its object, the
+    logger's, handler's and formatter's calls) cost several times the line's own
+    text inside a busy server. The writer formats the line when it writes its batch,
+    as the formatter would have, field for field; the caller has checked that
+    ``level`` is enabled.
+    """
+    writer = _sole_writer(logger, level)
+    if writer is None:
+        return False
+    formatter = type(writer.formatter)
+    if formatter is TextFormatter and not logger.name.startswith("statekeeper.access"):
+        return False  # the text format names other loggers: not this one's job
+    if formatter is not JsonFormatter and formatter is not TextFormatter:
+        return False
+    request = REQUEST.get()
+    held = (time.time(), level, logger.name, request.id if request is not None else None, line)
+    writer.hold(held, level)
+    return True
 
 
 def flush_at_termination() -> None:

@@ -46,7 +46,7 @@ from statekeeper.events import Action, Event
 from statekeeper.security.grants import parse_grant
 from statekeeper.state.holds import holders
 from statekeeper.storage.base import LockTable
-from statekeeper.telemetry.histogram import LatencyHistogram, Timer
+from statekeeper.telemetry.histogram import Count, CountFamily, LatencyHistogram, Timer
 from statekeeper.terraform.names import StateName
 from statekeeper.times import utcnow
 
@@ -104,7 +104,7 @@ class _Children:
 
     __slots__ = ("children", "metric")
 
-    def __init__(self, metric: MetricWrapperBase) -> None:
+    def __init__(self, metric: MetricWrapperBase | CountFamily) -> None:
         self.metric = metric
         self.children: dict[tuple[str, ...], Any] = {}
 
@@ -213,7 +213,7 @@ class Metrics:
             ["version", "python"],
             registry=r,
         ).labels(__version__, platform.python_version()).set(1)
-        self.http_requests = Counter(
+        self.http_requests = CountFamily(
             "statekeeper_http_requests",
             "HTTP requests answered, by route template, method and status.",
             ["route", "method", "status"],
@@ -232,16 +232,16 @@ class Metrics:
         Gauge(
             "statekeeper_http_requests_in_flight", "HTTP requests being answered now.", registry=r
         ).set_function(lambda: self.in_flight)
-        self.events = Counter(
+        self.events = CountFamily(
             "statekeeper_events",
             "Operations recorded on the event stream, by action and outcome (ok or error code).",
             ["action", "outcome"],
             registry=r,
         )
-        self.lock_acquisitions = Counter(
+        self.lock_acquisitions = CountFamily(
             "statekeeper_lock_acquisitions", "Locks taken.", ["state"], registry=r
         )
-        self.lock_conflicts = Counter(
+        self.lock_conflicts = CountFamily(
             "statekeeper_lock_conflicts",
             "LOCK requests refused because another run holds the lock (HTTP 423).",
             ["state"],
@@ -261,13 +261,13 @@ class Metrics:
                 ("reaps", "Stale locks removed by a reap."),
             )
         }
-        self.writes = Counter(
+        self.writes = CountFamily(
             "statekeeper_state_writes",
             "State writes accepted: created (a new version) or unchanged (the bytes were current).",
             ["state", "result"],
             registry=r,
         )
-        self.refusals = Counter(
+        self.refusals = CountFamily(
             "statekeeper_state_write_refusals",
             "State writes refused, by reason: lineage, serial, content_md5, lock, validation, "
             "race, permission, error.",
@@ -302,7 +302,7 @@ class Metrics:
         self._refusals = _Children(self.refusals)
         self._removals = {kind: _Children(c) for kind, c in self.lock_removals.items()}
         self._storage_errors = _Children(self.storage_errors)
-        self._http_children: dict[tuple[str, str, int], tuple[Counter, Timer]] = {}
+        self._http_children: dict[tuple[str, str, int], tuple[Count, Timer]] = {}
         self._waiting: OrderedDict[str, float] = OrderedDict()
         self._waiting_guard = threading.Lock()
 
