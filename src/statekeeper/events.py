@@ -108,9 +108,13 @@ def _new_id() -> str:
 
 
 def _bounded(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, its note of what was cut included: so a
+    value cut once is within the limit, and an event read back from the audit trail
+    (its ``__post_init__`` runs again) keeps it as recorded."""
     if len(text) <= limit:
         return text
-    return f"{text[:limit]}… ({len(text) - limit} more characters)"
+    kept = max(limit - len(f"… ({len(text)} more characters)"), 0)  # the note at its longest
+    return f"{text[:kept]}… ({len(text) - kept} more characters)"
 
 
 @dataclass(frozen=True)

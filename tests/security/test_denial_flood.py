@@ -89,4 +89,10 @@ def test_an_event_is_bounded_whatever_it_is_given() -> None:
         claims={f"k{i}": "v" * 5000 for i in range(100)},
     )
     assert len(json.dumps(event.to_json())) < 16 * 1024
-    assert event.detail is not None and event.detail.endswith("(998976 more characters)")
+    assert event.detail is not None and len(event.detail) <= 1024
+    assert event.detail.endswith("(999003 more characters)")
+    assert event.detail.startswith("d" * 997 + "…")
+    # Read back from the audit trail, a cut field is kept as recorded, not cut again.
+    again = Event.from_json(event.to_json())
+    for name in ("actor", "detail", "who", "claims"):
+        assert getattr(again, name) == getattr(event, name), name
