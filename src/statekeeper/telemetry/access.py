@@ -25,6 +25,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.routing import BaseRoute, Match
@@ -228,6 +229,7 @@ class AccessMiddleware:
             log.log(level, "%s", line.message(), extra={"fields": line.fields()})
 
 
+@dataclass(slots=True, eq=False)
 class AccessLine:
     """A request's access line as facts, made text when it is written.
 
@@ -237,48 +239,18 @@ class AccessLine:
     row, its instructions and data no longer in the caches.
     """
 
-    __slots__ = (
-        "caller",
-        "client",
-        "event",
-        "http_version",
-        "method",
-        "path",
-        "request_id",
-        "route",
-        "seconds",
-        "sent",
-        "state",
-        "status",
-    )
-
-    def __init__(
-        self,
-        client: tuple[str, int] | None,
-        caller: str | None,
-        method: str,
-        path: str,
-        http_version: str,
-        route: str,
-        state: str | None,
-        status: int,
-        seconds: float,
-        sent: int,
-        request_id: str,
-        event: Event | None,
-    ) -> None:
-        self.client = client
-        self.caller = caller
-        self.method = method
-        self.path = path
-        self.http_version = http_version
-        self.route = route
-        self.state = state
-        self.status = status
-        self.seconds = seconds
-        self.sent = sent
-        self.request_id = request_id
-        self.event = event
+    client: tuple[str, int] | None
+    caller: str | None
+    method: str
+    path: str
+    http_version: str
+    route: str
+    state: str | None
+    status: int
+    seconds: float
+    sent: int
+    request_id: str
+    event: Event | None
 
     def message(self) -> str:
         client, path = self.client, self.path

@@ -18,7 +18,8 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -26,6 +27,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 __all__ = ["Count", "CountFamily", "LatencyHistogram", "Timer"]
+
+_Child = TypeVar("_Child")
 
 
 def _le(bound: float) -> str:
@@ -82,7 +85,41 @@ class Timer:
             return list(self.counts), self.total
 
 
-class LatencyHistogram(Collector):
+class _Family(Collector, Generic[_Child]):
+    """A labelled family: a child per label set, made on first use by ``make``."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        registry: CollectorRegistry,
+        make: Callable[[], _Child],
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self._make = make
+        self._children: dict[tuple[str, ...], _Child] = {}
+        self._guard = threading.Lock()
+        registry.register(self)
+
+    def labels(self, *values: str) -> _Child:
+        """The child of one label set (made on first use, then the same one)."""
+        child = self._children.get(values)
+        if child is None:
+            if len(values) != len(self.labelnames):
+                raise ValueError(f"{self.name} takes labels {self.labelnames}, not {values}")
+            with self._guard:
+                child = self._children.setdefault(values, self._make())
+        return child
+
+    def _each(self) -> list[tuple[tuple[str, ...], _Child]]:
+        with self._guard:
+            return list(self._children.items())
+
+
+class LatencyHistogram(_Family[Timer]):
     """A histogram family with labels; :meth:`labels` gives a child to observe."""
 
     def __init__(
@@ -93,33 +130,16 @@ class LatencyHistogram(Collector):
         buckets: Sequence[float],
         registry: CollectorRegistry,
     ) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.labelnames = tuple(labelnames)
         self.bounds = tuple(sorted(float(b) for b in buckets))
         self._les = [*map(_le, self.bounds), "+Inf"]
-        self._children: dict[tuple[str, ...], Timer] = {}
-        self._guard = threading.Lock()
-        registry.register(self)
-
-    def labels(self, *values: str) -> Timer:
-        """The child of one label set (made on first use, then the same one)."""
-        child = self._children.get(values)
-        if child is None:
-            if len(values) != len(self.labelnames):
-                raise ValueError(f"{self.name} takes labels {self.labelnames}, not {values}")
-            with self._guard:
-                child = self._children.setdefault(values, Timer(self.bounds))
-        return child
+        super().__init__(name, documentation, labelnames, registry, lambda: Timer(self.bounds))
 
     def describe(self) -> Iterator[Metric]:
         yield HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
     def collect(self) -> list[Metric]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        with self._guard:
-            children = list(self._children.items())
-        for values, child in children:
+        for values, child in self._each():
             counts, total = child.read()
             cumulative, buckets = 0, []
             for le, count in zip(self._les, counts, strict=True):
@@ -146,7 +166,7 @@ class Count(Timer):
             self._fold()
 
 
-class CountFamily(Collector):
+class CountFamily(_Family[Count]):
     """A counter family with labels (``NAME_total`` samples, as prometheus_client's
     ``Counter`` writes them); :meth:`labels` gives a :class:`Count` to increment."""
 
@@ -157,30 +177,13 @@ class CountFamily(Collector):
         labelnames: Sequence[str],
         registry: CollectorRegistry,
     ) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.labelnames = tuple(labelnames)
-        self._children: dict[tuple[str, ...], Count] = {}
-        self._guard = threading.Lock()
-        registry.register(self)
-
-    def labels(self, *values: str) -> Count:
-        """The child of one label set (made on first use, then the same one)."""
-        child = self._children.get(values)
-        if child is None:
-            if len(values) != len(self.labelnames):
-                raise ValueError(f"{self.name} takes labels {self.labelnames}, not {values}")
-            with self._guard:
-                child = self._children.setdefault(values, Count())
-        return child
+        super().__init__(name, documentation, labelnames, registry, Count)
 
     def describe(self) -> Iterator[Metric]:
         yield CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
     def collect(self) -> list[Metric]:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        with self._guard:
-            children = list(self._children.items())
-        for values, child in children:
+        for values, child in self._each():
             family.add_metric(list(values), child.read()[1])
         return [family]

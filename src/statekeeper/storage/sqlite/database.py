@@ -185,36 +185,16 @@ class SqliteDatabase:
         transaction (see :meth:`_joined`).
         """
         mine = self._thread()
-        conn = mine.conn
         if mine.open is not None:
             return self._joined(mine, fn, write=write)
         try:
             if not write:
-                conn.execute("BEGIN")
-                mine.open = "read"
-                try:
-                    result = fn(conn)
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                finally:
-                    mine.open = None
-                conn.execute("COMMIT")
-                return result
+                return _transaction(mine, "read", fn)
             deferred = not durable and mine.deferring > 0
             if not mine.relaxed:
                 self._synchronous(mine, "NORMAL" if deferred else "FULL")
             with self._writer:
-                conn.execute("BEGIN IMMEDIATE")
-                mine.open = "write"
-                try:
-                    result = fn(conn)
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                finally:
-                    mine.open = None
-                conn.execute("COMMIT")
+                result = _transaction(mine, "write", fn)
                 self._committed += 1
                 number = self._committed
         except sqlite3.Error as exc:
@@ -361,6 +341,23 @@ class _Thread:
         self.unsynced = 0
         #: See :meth:`SqliteDatabase.relax`.
         self.relaxed = False
+
+
+def _transaction(mine: _Thread, kind: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """``fn`` in a new transaction on ``mine``'s connection (``kind``: read or write),
+    committed, or rolled back if it raises."""
+    conn = mine.conn
+    conn.execute("BEGIN" if kind == "read" else "BEGIN IMMEDIATE")
+    mine.open = kind
+    try:
+        result = fn(conn)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    finally:
+        mine.open = None
+    conn.execute("COMMIT")
+    return result
 
 
 class _SyncingOnce:
