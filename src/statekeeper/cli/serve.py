@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import socket
 import sys
@@ -20,7 +21,7 @@ SERVE_OPTIONS = STORE | {"tokens_file"}
 if TYPE_CHECKING:
     from statekeeper.storage.base import ObjectStore
 
-__all__ = ["is_loopback", "listen", "serve"]
+__all__ = ["freeze_start_up", "is_loopback", "listen", "serve"]
 
 
 def is_loopback(host: str) -> bool:
@@ -57,6 +58,22 @@ def listen(host: str, port: int) -> socket.socket:
             "(or stop whatever is using it)"
         ) from exc
     return sock
+
+
+def freeze_start_up() -> int:
+    """Take what start-up built out of the cyclic garbage collector's sight, for good.
+
+    Modules, the app and its routes, settings, the drivers: some 90,000 objects that
+    live as long as the process. Python's collector walks every one of them at each
+    full (oldest-generation) collection, which under a sustained lock cycle came every
+    ten seconds or so and stopped every request in flight for 50-70 ms: the worst of
+    the latency tail. Frozen, they are never examined (nor collected) again. Start-up's
+    own garbage is collected first, so that none of it is kept forever. Returns how
+    many objects are frozen.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 def _history_warning(store: ObjectStore) -> str:
@@ -194,7 +211,9 @@ def serve(
             server_header=False,
             http=bounded_protocol(settings.header_timeout, settings.max_connections),
         )
-        uvicorn.Server(server_config).run(sockets=[sock])
+        server = uvicorn.Server(server_config)
+        freeze_start_up()
+        server.run(sockets=[sock])
     finally:
         sock.close()
         if scraper is not None:

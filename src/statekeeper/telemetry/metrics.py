@@ -19,6 +19,7 @@ shared lock table).
 
 from __future__ import annotations
 
+import gc
 import platform
 import threading
 import time
@@ -213,6 +214,11 @@ class Metrics:
             ["version", "python"],
             registry=r,
         ).labels(__version__, platform.python_version()).set(1)
+        Gauge(
+            "statekeeper_gc_frozen_objects",
+            "Objects of start-up that Python's cyclic garbage collector no longer examines.",
+            registry=r,
+        ).set_function(gc.get_freeze_count)
         self.http_requests = CountFamily(
             "statekeeper_http_requests",
             "HTTP requests answered, by route template, method and status.",
