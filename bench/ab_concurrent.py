@@ -10,7 +10,8 @@ gives each configuration a different minute; running them side by side gives the
 the same one, and the ratio of two of them, taken within a round, keeps little of
 the swing. The figures are inflated alike by the servers' competing for the cores,
 so read the ratios, not the milliseconds. The first tree is the reference: each
-other's line ends with reference / tree, paired by round (median and range).
+other's line ends with reference / tree, paired by round (median and range). Each
+line also gives the clients' p99 latency of a cycle (its median over the rounds).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ while time.time() < start:
     time.sleep(0.01)
 print("GO", flush=True)
 r = run_http(port, clients, False, seconds, "ab")
-print(json.dumps({"cycles": r["cycles"], "rate": r["cycles_per_s"]}), flush=True)
+print(json.dumps({"cycles": r["cycles"], "rate": r["cycles_per_s"], "p99": r["p99_ms"]}),
+      flush=True)
 """
 
 
@@ -50,8 +52,10 @@ def _start(tree: str) -> tuple[subprocess.Popen[bytes], int, Path]:
     return (*serve_tree(tree, workdir), workdir)
 
 
-def _round(trees: dict[str, str], clients: int, seconds: float) -> dict[str, tuple[float, float]]:
-    """(server CPU ms per cycle, cycles/s) of each tree, all driven at once."""
+def _round(
+    trees: dict[str, str], clients: int, seconds: float
+) -> dict[str, tuple[float, float, float]]:
+    """(server CPU ms per cycle, cycles/s, p99 ms) of each tree, all driven at once."""
     servers = {}
     try:
         for name, tree in trees.items():
@@ -79,7 +83,7 @@ def _round(trees: dict[str, str], clients: int, seconds: float) -> dict[str, tup
         for name, (proc, _, _) in servers.items():
             cpu = cpu_seconds(proc.pid) - before[name]
             cycles = max(int(results[name]["cycles"]), 1)
-            out[name] = (1000 * cpu / cycles, float(results[name]["rate"]))
+            out[name] = (1000 * cpu / cycles, float(results[name]["rate"]), results[name]["p99"])
         return out
     finally:
         for proc, _, workdir in servers.values():
@@ -91,21 +95,26 @@ def _round(trees: dict[str, str], clients: int, seconds: float) -> dict[str, tup
 def main() -> None:
     clients, seconds, rounds = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
     trees = dict(arg.split("=", 1) for arg in sys.argv[4:])
-    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in trees}
+    runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in trees}
     for number in range(1, rounds + 1):
         for name, figures in _round(trees, clients, seconds).items():
             runs[name].append(figures)
         print(
             f"round {number}: "
-            + "  ".join(f"{n} {r[-1][0]:.2f}ms {r[-1][1]:.0f}/s" for n, r in runs.items()),
+            + "  ".join(
+                f"{n} {r[-1][0]:.2f}ms {r[-1][1]:.0f}/s p99 {r[-1][2]:.0f}ms"
+                for n, r in runs.items()
+            ),
             flush=True,
         )
     reference, *others = trees
     for name in trees:
-        cpu = [c for c, _ in runs[name]]
-        line = f"{name}: median {statistics.median(cpu):.2f} ms CPU per cycle"
+        cpu = [c for c, _, _ in runs[name]]
+        p99 = statistics.median(p for _, _, p in runs[name])
+        line = f"{name}: median {statistics.median(cpu):.2f} ms CPU per cycle, p99 {p99:.1f} ms"
         if name in others:
-            ratios = [r / x for (r, _), (x, _) in zip(runs[reference], runs[name], strict=True)]
+            pairs = zip(runs[reference], runs[name], strict=True)
+            ratios = [r / x for (r, _, _), (x, _, _) in pairs]
             line += (
                 f"; {reference}/{name} paired median {statistics.median(ratios):.3f} "
                 f"(range {min(ratios):.3f}-{max(ratios):.3f})"
