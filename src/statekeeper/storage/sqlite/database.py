@@ -42,7 +42,6 @@ from typing import TypeVar
 
 from statekeeper.errors import ConfigError, StorageError
 from statekeeper.storage.registry import DriverURL
-from statekeeper.storage.sqlite.checkpoints import BACKSTOP, Checkpointer
 
 __all__ = ["SCHEMA", "SqliteDatabase", "database_path", "like_prefix"]
 
@@ -122,7 +121,6 @@ class SqliteDatabase:
         self._synced = 0
         self._syncing = False
         self._sync_done = threading.Condition(threading.Lock())
-        self.checkpoints = Checkpointer(self.connect, self._writer)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -155,10 +153,6 @@ class SqliteDatabase:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=30000")
-        # The log is checkpointed by a thread of its own, not by the commit that fills
-        # it while its request waits; a commit does it only past BACKSTOP pages, when
-        # writes outrun that thread (checkpoints.py).
-        conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP}")
         return conn
 
     def _thread(self) -> _Thread:
@@ -203,7 +197,6 @@ class SqliteDatabase:
                 result = _transaction(mine, "write", fn)
                 self._committed += 1
                 number = self._committed
-            self.checkpoints.nudge()
         except sqlite3.Error as exc:
             raise StorageError(f"the SQLite database {self.path} failed: {exc}") from exc
         if deferred:
@@ -324,7 +317,6 @@ class SqliteDatabase:
         self.run(lambda db: db.execute("SELECT 1").fetchone())
 
     def close(self) -> None:
-        self.checkpoints.stop()
         with self._guard:
             for conn in self._all:
                 conn.close()
