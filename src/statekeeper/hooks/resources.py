@@ -57,6 +57,11 @@ class ResourceIndex:
         self.parsed = 0
         self.read_whole = 0
 
+    def kept(self, state: str) -> str | None:
+        """The ID of the version kept for ``state`` (its bytes need not be read again)."""
+        version = self._kept.get(state)
+        return None if version is None else version.id
+
     def changes(
         self,
         state: str,
