@@ -287,3 +287,17 @@ def test_a_body_larger_than_the_prefetch_is_received_for_a_thread_alone_in_the_s
     assert api.write(big, name="big").status_code == 200
     assert seen == [("write", "statekeeper-worker")]
     assert api.current("big") == big
+
+
+def test_in_the_app_requests_arriving_together_all_hop(api: Api) -> None:
+    names = [f"together/{n}" for n in range(4)]
+    for name in names:
+        assert api.write(state_bytes(1), name=name).status_code == 200
+    seen = _record_threads(api)
+
+    async def together() -> list[int]:
+        answers = await asyncio.gather(*(api.client.get(api.url(name)) for name in names))
+        return [answer.status_code for answer in answers]
+
+    assert api.loop.run_until_complete(together()) == [200] * 4
+    assert seen == [("read", "statekeeper-worker")] * 4

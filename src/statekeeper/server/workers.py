@@ -128,13 +128,21 @@ class Workers:
         thread's: the timeout only stops the waiting), and it delays a request that
         arrives meanwhile by its duration.
         """
-        if self.inline and self._requests <= 1 and not self._pending and not waits_for_loop:
-            return contextvars.copy_context().run(function)
+        if self._alone(waits_for_loop):
+            # Requests whose tasks are ready to run have not been counted yet: one
+            # turn of the loop lets them start. Without it, at 8 clients each task
+            # found itself alone in turn and the requests' work ran one at a time.
+            await asyncio.sleep(0)
+            if self._alone(waits_for_loop):
+                return contextvars.copy_context().run(function)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._submit((loop, future, contextvars.copy_context(), function))
         self._pending += 1
         return await future
+
+    def _alone(self, waits_for_loop: bool) -> bool:
+        return self.inline and self._requests <= 1 and not self._pending and not waits_for_loop
 
     def _settled(
         self, future: asyncio.Future[Any], result: Any, error: BaseException | None
