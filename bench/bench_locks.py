@@ -21,8 +21,10 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
+from durable_floor import durable_cycles
 from harness import OUT, aws_drivers_available, env_int, env_list, fresh, log, median, percentile
 from rawhttp import Connection, content_md5
 from servers import (
@@ -228,6 +230,25 @@ def _measure(
     return rows
 
 
+def _durable_floor(work: Path, repeats: int, seconds: float) -> dict[str, Any]:
+    """The durable floor's row (``durable_floor.py``): 1 client, distinct, no latencies."""
+    rates = [
+        durable_cycles(fresh(work / f"durable-{r}"), seconds, STATE_SIZE) for r in range(repeats)
+    ]
+    row = {
+        "target": "durable-floor",
+        "mode": "distinct",
+        "clients": 1,
+        "cycles_per_s": median(rates),
+        "p50_ms": 1000 / median(rates),
+        "p99_ms": float("nan"),
+        "errors": 0,
+        "runs": [{"cycles_per_s": rate} for rate in rates],
+    }
+    log(f"locks durable-floor distinct x1: {row['cycles_per_s']:.1f}/s")
+    return row
+
+
 def run() -> dict[str, Any]:
     clients_list = env_list("BENCH_LOCK_CLIENTS", [1, 8, 64], [1, 8])
     repeats = env_int("BENCH_REPEATS", 3, 1)
@@ -262,6 +283,8 @@ def run() -> dict[str, Any]:
             services.close()
 
     rows += _measure("service-sqlite", svc_sqlite, clients_list, repeats, seconds)
+    if 1 in clients_list:
+        rows.append(_durable_floor(work, repeats, seconds))
 
     if aws_drivers_available():
         with moto_server(work / "moto") as moto:

@@ -9,7 +9,9 @@ alternated run by run so that a noisy minute on a shared machine hits both:
   once when the run starts), JSON logs at ``info`` (an access line per
   request, carrying the request's event, written to the server's log file), and a webhook
   subscription to ``state.written`` on every state, delivered to a receiver on
-  loopback (one delivery a cycle, with its resource diff). The receiver speaks
+  loopback (one delivery a cycle, with its resource diff). The receiver is a
+  process of its own (``receiver.py``), as a real receiver is another program
+  (sharing the load generator's GIL, it slowed the client). It speaks
   HTTP/1.1 as any real receiver does (``protocol_version = "HTTP/1.1"``, a
   ``Content-Length`` on every answer), so the worker keeps one connection to
   it for the run;
@@ -42,20 +44,18 @@ with the others: the priority's effect on throughput and on the lag.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from bench_locks import run_http
 from harness import OUT, cpu_seconds, env_int, env_list, fresh, log, median
+from receiver import receiver
 from servers import statekeeper_server
 
 _OBSERVED = (
@@ -86,48 +86,6 @@ HOOK_EVENTS: dict[str, tuple[str, ...]] = {
 COMPARED = ("metrics-logs", "observed", "every-event", "observed-nice0")
 #: Seconds a run's backlog may take to drain before the bench gives up on it.
 DRAIN_LIMIT = 300.0
-
-
-class _Receiver(ThreadingHTTPServer):
-    """A webhook receiver on loopback: answers 204, keeping the connection, and notes
-    each delivery's arrival time and body (parsed after the run, not on its CPU)."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Quiet)
-        self.arrivals: list[tuple[float, bytes]] = []
-
-    def lags(self) -> list[float]:
-        """Seconds from each delivered event (its CloudEvent ``time``) to its arrival."""
-        return [
-            arrived - datetime.fromisoformat(json.loads(body)["time"]).timestamp()
-            for arrived, body in self.arrivals
-        ]
-
-
-class _Quiet(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Receiver
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.server.arrivals.append((time.time(), body))
-        self.send_response(204)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@contextmanager
-def _receiver() -> Iterator[_Receiver]:
-    server = _Receiver()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _subscribe(workdir: Path, url: str, events: tuple[str, ...]) -> None:
@@ -224,10 +182,9 @@ def _run(config: str, workdir: Path, clients: int, seconds: float) -> dict[str, 
     tag = f"{config}{clients}-{uuid.uuid4().hex[:6]}"
     where = fresh(workdir / tag)
     hooked = config in HOOK_EVENTS
-    with _receiver() as receiver:
+    with receiver() as hooks:
         if hooked:
-            hook_url = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
-            _subscribe(where, hook_url, HOOK_EVENTS[config])
+            _subscribe(where, hooks.url, HOOK_EVENTS[config])
         with statekeeper_server(where, *args, env=env) as server:
             worker = _worker_pid(server.proc.pid)
             _settle(worker)
@@ -243,7 +200,7 @@ def _run(config: str, workdir: Path, clients: int, seconds: float) -> dict[str, 
             # the worker's CPU and the lag, and none is left for the next run.
             backlog, drain = _drain(server.url) if hooked else (0, 0.0)
             worker_cpu = cpu_seconds(worker) - worker_before
-        lags = receiver.lags()
+        lags = hooks.lags()
     result["server_cpu_ms_per_cycle"] = 1000 * cpu / max(result["cycles"], 1)
     result["worker_cpu_ms_per_cycle"] = 1000 * worker_cpu / max(result["cycles"], 1)
     result["deliveries"] = len(lags)
