@@ -8,10 +8,13 @@ import threading
 import time
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 from tfwire import Api, lock_body, state_bytes
 
+from statekeeper.app import Services
 from statekeeper.events import Event
+from statekeeper.server.app import create_app
 from statekeeper.server.body import PIECE
 from statekeeper.server.workers import (
     LOCAL_THREADS,
@@ -178,7 +181,7 @@ def test_a_request_alone_on_a_local_store_runs_on_the_loops_thread_in_a_copy_of_
 ):
     workers = Workers(2, inline=True)
     try:
-        with workers.serving():
+        with workers.serving(("192.0.2.1", 50000)):
             thread, seen = _thread_of(workers)
     finally:
         workers.close()
@@ -198,15 +201,38 @@ def test_without_inline_or_when_the_function_waits_for_the_loop_it_hops() -> Non
 
 def test_beside_another_request_being_answered_the_function_hops() -> None:
     workers = Workers(2, inline=True)
+    client = ("192.0.2.1", 50000)
     try:
-        with workers.serving(), workers.serving():
+        with workers.serving(client), workers.serving(client):
             thread, _ = _thread_of(workers)
-        with workers.serving():
+        with workers.serving(client):
             alone, _ = _thread_of(workers)
     finally:
         workers.close()
     assert thread == "statekeeper-worker"
     assert alone != "statekeeper-worker"
+
+
+def test_for_a_while_after_two_clients_were_heard_every_function_hops() -> None:
+    workers = Workers(2, inline=True, shared_seconds=0.3)
+    first, second = ("192.0.2.1", 50000), ("192.0.2.2", 50001)
+    threads = []
+    try:
+        for client in (first, first, second, second):
+            with workers.serving(client):
+                threads.append(_thread_of(workers)[0])
+        time.sleep(0.4)  # nobody else heard from meanwhile
+        with workers.serving(second):
+            threads.append(_thread_of(workers)[0])
+        with workers.serving(first):  # right after the other: both are there
+            threads.append(_thread_of(workers)[0])
+        time.sleep(0.4)
+        with workers.serving(first):
+            threads.append(_thread_of(workers)[0])
+    finally:
+        workers.close()
+    on_loop, hop = threading.current_thread().name, "statekeeper-worker"
+    assert threads == [on_loop, on_loop, hop, hop, on_loop, hop, on_loop]
 
 
 def test_while_an_abandoned_function_still_runs_on_a_thread_the_next_one_hops() -> None:
@@ -301,3 +327,27 @@ def test_in_the_app_requests_arriving_together_all_hop(api: Api) -> None:
 
     assert api.loop.run_until_complete(together()) == [200] * 4
     assert seen == [("read", "statekeeper-worker")] * 4
+
+
+def test_in_the_app_a_second_clients_requests_hop(services: Services) -> None:
+    app = create_app(services)
+    first, second = Api(app, services), Api(app, services)
+    second.loop.run_until_complete(second.client.aclose())  # one from another address:
+    second.client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, client=("198.51.100.9", 6000)),
+        base_url="http://statekeeper.test",
+    )
+    seen = _record_threads(first)
+    try:
+        assert first.write(state_bytes(1)).status_code == 200
+        assert second.get().status_code == 200
+        assert first.get().status_code == 200
+    finally:
+        first.close()
+        second.close()
+    loop_thread = threading.current_thread().name
+    assert seen == [
+        ("write", loop_thread),
+        ("read", "statekeeper-worker"),
+        ("read", "statekeeper-worker"),
+    ]

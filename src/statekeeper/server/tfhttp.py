@@ -301,7 +301,7 @@ class TerraformRoutes:
 
     async def _answer(self, endpoint: Handler, scope: Scope, receive: Receive, send: Send) -> None:
         workers: Workers = scope["app"].state.workers
-        with workers.serving():  # counted until answered: see Workers.run
+        with workers.serving(scope.get("client")):  # counted until answered: Workers.run
             try:
                 response = await endpoint(Request(scope, receive, send))
             except StatekeeperError as exc:
