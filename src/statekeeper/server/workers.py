@@ -107,12 +107,11 @@ class Workers:
         self._backlog: collections.deque[_Job] = collections.deque()
         self._running = 0
         self._closed = False
-        # Both read and changed on the event loop's thread only.
+        # These five are read and changed on the event loop's thread only.
         self._requests = 0  # requests being answered (:meth:`serving`)
         self._pending = 0  # jobs handed to a thread and not yet settled
-        # time.monotonic() is compared with these two.
         self._client: object = None  # the connection of the last request,
-        self._heard_until = 0.0  # until when it is counted as still there
+        self._heard_until = 0.0  # until when (time.monotonic()) it counts as there
         self._shared_until = 0.0  # all requests hop until then
 
     @contextlib.contextmanager
@@ -140,14 +139,15 @@ class Workers:
         The one rule: on stores of this machine, a request of the only client the
         server has heard from for a while (:data:`SHARED_SECONDS`), which is the
         only request being answered and has no work of another left on the
-        threads, runs its function right here. The hop costs the loop and the
-        thread ~30 µs of CPU and of latency each way and ~6 context switches (the
-        GIL handed back and forth), and the loop has nothing else to do meanwhile:
-        one client's lock cycle is four requests in a row. Beside another client
-        the work hops as before: the loop keeps reading and answering while a thread
-        waits for SQLite's fsync, concurrent requests share their fsyncs, and a
-        request never waits for another's work to end before it is read (at 2
-        clients taking turns on the loop, p99 rose by a third). Remote stores always
+        threads, runs its function right here. A hop there and back costs ~30 µs of
+        latency, as much CPU and ~6 context switches alone, more in a busy server
+        (the GIL handed back and forth; 15 of the 38 switches of a 1-client lock
+        cycle), and the loop has nothing else to do meanwhile: one client's lock
+        cycle is four requests in a row. Beside another client the work hops as
+        before: the loop keeps reading and answering while a thread waits for
+        SQLite's fsync, concurrent requests share their fsyncs, and no request
+        waits for another's work to end before it is read (with clients taking
+        turns on the loop, p99 rose at 2 and at 8 clients). Remote stores always
         hop: their calls wait on the network. Work on the loop's thread cannot be
         interrupted by the request timeout (nor can a thread's: the timeout only
         stops the waiting).
