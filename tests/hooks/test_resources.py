@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from statekeeper.hooks.resources import ResourceIndex, _same_end, _same_start
+from statekeeper.hooks.resources import ResourceIndex
+from statekeeper.hooks.samebytes import same_end, same_start
 from statekeeper.state.diff import attributes_of, instance_objects, status_of
 
 
@@ -308,9 +309,9 @@ def test_the_shared_start_and_end_of_two_versions_are_found_exactly() -> None:
             elif b:
                 b[min(at, len(b) - 1)] = rng.choice(b"abc")
         differ = [i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y]
-        assert _same_start(a, bytes(b)) == (differ[0] if differ else min(len(a), len(b)))
+        assert same_start(a, bytes(b)) == (differ[0] if differ else min(len(a), len(b)))
         floor = rng.randint(0, min(len(a), len(b)))
         end = 0
         while end < min(len(a), len(b)) - floor and a[-1 - end] == b[-1 - end]:
             end += 1
-        assert _same_end(a, bytes(b), floor) == end, (a, bytes(b), floor)
+        assert same_end(a, bytes(b), floor) == end, (a, bytes(b), floor)

@@ -89,3 +89,90 @@ def test_a_quiet_spells_event_leaves_at_once_and_a_busy_spells_wait_for_the_roun
         assert max(later) - min(later) < LINGER / 2
     finally:
         services.close()
+
+
+def _sender_writes(services: Services, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """One entry per write transaction the sender's thread runs from now on (a spy that
+    calls through: the transactions are the database's own)."""
+    assert services.hooks is not None
+    db = services.hooks.outbox.db  # type: ignore[attr-defined]
+    run = db.run
+    seen: list[bool] = []
+
+    def counted(fn: Any, *, write: bool = False, durable: bool = False) -> Any:
+        if write and threading.current_thread().name == "statekeeper-hooks":
+            seen.append(True)
+        return run(fn, write=write, durable=durable)
+
+    monkeypatch.setattr(db, "run", counted)
+    return seen
+
+
+def _delivered(services: Services, count: int, timeout: float = 30) -> list[dict[str, Any]]:
+    assert services.hooks is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        log = services.hooks.outbox.deliveries()
+        if len(log) >= count:
+            return log
+        assert time.monotonic() < deadline, f"{len(log)} of {count} attempts recorded"
+        time.sleep(0.02)
+
+
+def test_a_rounds_attempts_are_recorded_by_the_next_rounds_claim(
+    tmp_path: Path, arrivals: Arrivals, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(delivery, "_LINGER", 1.0)
+    env = {"STATEKEEPER_HOOKS_ALLOW": "127.0.0.1"}
+    services = Services.build(load_settings({"data_dir": tmp_path / "data"}, env=env))
+    try:
+        hooks = services.hooks
+        assert hooks is not None
+        url = f"http://127.0.0.1:{arrivals.server_address[1]}/hook"
+        hooks.add(Subscription("ci", url, "s3cret", events=("state.written",)))
+        hooks.outbox.poll = 60.0
+        hooks.deliver(lambda failures: None)
+        time.sleep(1.5)  # its first look is over
+        writes = _sender_writes(services, monkeypatch)
+
+        services.states.write(StateName("team/s0.tfstate"), state_json(1), OPERATOR)
+        wait_for(arrivals, 1)
+        for i in range(1, 6):  # nudges before the linger's end
+            services.states.write(StateName(f"team/s{i}.tfstate"), state_json(1), OPERATOR)
+        log = _delivered(services, 6)
+        # The first round's claim; the second's, recording the first; the second's
+        # attempts alone, at the linger's end (a transaction per round, and one more).
+        assert len(writes) == 3
+        assert sorted(e["outcome"] for e in log) == ["delivered"] * 6
+        assert hooks.outbox.backlog() == 0
+    finally:
+        services.close()
+
+
+def test_attempts_not_yet_recorded_are_recorded_when_the_sender_stops(
+    tmp_path: Path, arrivals: Arrivals, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(delivery, "_LINGER", 30.0)
+    env = {"STATEKEEPER_HOOKS_ALLOW": "127.0.0.1"}
+    data = tmp_path / "data"
+    services = Services.build(load_settings({"data_dir": data}, env=env))
+    hooks = services.hooks
+    assert hooks is not None
+    url = f"http://127.0.0.1:{arrivals.server_address[1]}/hook"
+    hooks.add(Subscription("ci", url, "s3cret", events=("state.written",)))
+    hooks.outbox.poll = 60.0
+    hooks.deliver(lambda failures: None)
+    services.states.write(StateName("team/s0.tfstate"), state_json(1), OPERATOR)
+    wait_for(arrivals, 1)
+    services.states.write(StateName("team/s1.tfstate"), state_json(1), OPERATOR)
+    assert hooks.outbox.deliveries() == []  # held for the next round's claim
+    services.close()  # long before the linger ends
+
+    again = Services.build(load_settings({"data_dir": data}, env=env))
+    try:
+        assert again.hooks is not None
+        [entry] = again.hooks.outbox.deliveries()
+        assert entry["outcome"] == "delivered"
+        assert again.hooks.outbox.backlog() == 1  # the second event, for the next sender
+    finally:
+        again.close()

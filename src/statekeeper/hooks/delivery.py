@@ -38,11 +38,11 @@ log = logging.getLogger("statekeeper.hooks")
 _BATCH = 20
 #: The least seconds between the starts of two rounds woken by new events: the events
 #: of a busy spell (a LOCK, a write and an UNLOCK come milliseconds apart; many
-#: clients' cycles more) gather into rounds of this length, each costing one claim
-#: and one record, two short transactions of the database the requests write to, for
-#: them all: at most 2 / _LINGER such transactions a second. After a quiet spell the
-#: first event is claimed at once; the ones that follow wait for the next round, at
-#: most this long.
+#: clients' cycles more) gather into rounds of this length, each costing one short
+#: transaction of the database the requests write to (the claim, which records the
+#: round before), for them all: at most 1 / _LINGER such transactions a second. After
+#: a quiet spell the first event is claimed at once; the ones that follow wait for the
+#: next round, at most this long.
 _LINGER = 0.1
 
 
@@ -97,31 +97,47 @@ class Sender:
             connections.close()
 
     def _loop(self, connections: Connections) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()
-            started = time.monotonic()
-            try:
-                self.chores()
-                entries = self.outbox.claim(self.owner, self.policy.lease, _BATCH)
-                subs = {s.name: s for s in self.subscriptions()} if entries else {}
-            except StatekeeperError as exc:
-                log.error("the webhook outbox cannot be read: %s", exc.message)
-                entries = []
-            done: list[Attempt] = []
-            for entry in entries:
-                if self._stop.is_set():
-                    break  # the others' leases run out and they are claimed again
-                done.append(self._deliver(entry, subs.get(entry.hook), connections))
+        # The attempts of the last round, not yet recorded: when a nudge comes before the
+        # linger ends, the next round's claim records them in its transaction (the
+        # worker takes SQLite's write lock once a round, not twice); else they are
+        # recorded at the linger's end, on their own. Recorded late, a delivered row
+        # stays leased: a worker killed meanwhile sends it again (at least once).
+        done: list[Attempt] = []
+        try:
+            while not self._stop.is_set():
+                self._wake.clear()
+                started = time.monotonic()
+                try:
+                    self.chores()
+                    entries = self.outbox.claim(self.owner, self.policy.lease, _BATCH, done)
+                    subs = {s.name: s for s in self.subscriptions()} if entries else {}
+                except StatekeeperError as exc:
+                    log.error("the webhook outbox cannot be read: %s", exc.message)
+                    self._lost(done)
+                    entries = []
+                done = []
+                for entry in entries:
+                    if self._stop.is_set():
+                        break  # the others' leases run out and they are claimed again
+                    done.append(self._deliver(entry, subs.get(entry.hook), connections))
+                try:
+                    self.on_round(self.failures)
+                except StatekeeperError as exc:
+                    log.error("the webhook outbox cannot be read: %s", exc.message)
+                if len(entries) >= _BATCH:
+                    continue  # more are due: the next round now
+                # A new event woke the sender before the linger's end: the next round
+                # starts _LINGER after this one started.
+                if self._wake.wait(max(0.0, started + _LINGER - time.monotonic())):
+                    self._stop.wait(started + _LINGER - time.monotonic())
+                    continue
+                self._record(done)
+                done = []
+                # A quiet spell: the next event starts a round at once; without one, the
+                # poll for rows of other servers and retries coming due.
+                self._wake.wait(self.outbox.poll)
+        finally:
             self._record(done)
-            try:
-                self.on_round(self.failures)
-            except StatekeeperError as exc:
-                log.error("the webhook outbox cannot be read: %s", exc.message)
-            if len(entries) < _BATCH and self._wake.wait(self.outbox.poll):
-                # Nothing else was due, and a new event woke the sender (else: the poll
-                # for rows of other servers and retries coming due): its round starts
-                # _LINGER after this one started, or now when that is past.
-                self._stop.wait(started + _LINGER - time.monotonic())
 
     def _deliver(self, entry: Entry, sub: Subscription | None, connections: Connections) -> Attempt:
         from statekeeper.hooks.transport import TRANSPORT_ERRORS, post
@@ -166,5 +182,11 @@ class Sender:
         try:
             self.outbox.finish(self.owner, attempts)
         except StatekeeperError as exc:
+            log.error("the webhook outbox cannot be written: %s", exc.message)
+            self._lost(attempts)
+
+    @staticmethod
+    def _lost(attempts: list[Attempt]) -> None:
+        if attempts:
             # The leases run out and the rows are sent again: at least once.
-            log.error("%d webhook attempts could not be recorded: %s", len(attempts), exc.message)
+            log.error("%d webhook attempts could not be recorded", len(attempts))

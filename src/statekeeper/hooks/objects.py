@@ -128,8 +128,12 @@ class ObjectOutbox:
             # Already queued (the same event offered again): the first one stands.
             self.store.put_if_absent(f"{_OUTBOX}{event.id}.{hook}.json", _dump(record), _JSON)
 
-    def claim(self, owner: str, lease: float, limit: int = 20) -> list[Entry]:
-        """Lease up to ``limit`` due entries to ``owner``, oldest first."""
+    def claim(
+        self, owner: str, lease: float, limit: int = 20, finished: Sequence[Attempt] = ()
+    ) -> list[Entry]:
+        """Lease up to ``limit`` due entries to ``owner``, oldest first, after recording
+        ``finished`` (objects: no transaction to share)."""
+        self.finish(owner, finished)
         self._subs = self._read_subscriptions()
         now = time.time()
         due: list[tuple[float, ObjectInfo, dict[str, Any]]] = []

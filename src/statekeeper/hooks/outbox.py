@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Protocol
@@ -160,8 +160,12 @@ class OutboxStore(Protocol):
         """Queue ``event`` for each of ``hooks``, durably before returning."""
         ...
 
-    def claim(self, owner: str, lease: float, limit: int = 20) -> list[Entry]:
-        """Lease up to ``limit`` due entries to ``owner`` for ``lease`` seconds."""
+    def claim(
+        self, owner: str, lease: float, limit: int = 20, finished: Sequence[Attempt] = ()
+    ) -> list[Entry]:
+        """Lease up to ``limit`` due entries to ``owner`` for ``lease`` seconds, after
+        recording ``finished`` (as :meth:`finish` does; in the same transaction where
+        there is one)."""
         ...
 
     def relax(self) -> None:
@@ -262,11 +266,16 @@ class Outbox:
             args += (event.id, hook, kind, text, seq, now)
         db.execute(_enqueue_sql(len(hooks)), args)
 
-    def claim(self, owner: str, lease: float, limit: int = 20) -> list[Entry]:
-        """Lease up to ``limit`` due rows to ``owner`` for ``lease`` seconds."""
+    def claim(
+        self, owner: str, lease: float, limit: int = 20, finished: Sequence[Attempt] = ()
+    ) -> list[Entry]:
+        """Lease up to ``limit`` due rows to ``owner`` for ``lease`` seconds in the
+        transaction recording ``finished``: a round takes the write lock once, not twice."""
         now = time.time()
+        record = _recorder(owner, finished)
 
         def tx(db: sqlite3.Connection) -> list[Any]:
+            record(db)
             rows = db.execute(
                 f"UPDATE hook_outbox SET lease_owner = ?, lease_until = ? WHERE id IN ("
                 "SELECT id FROM hook_outbox WHERE status = 'pending' AND next_attempt <= ? "
@@ -301,54 +310,8 @@ class Outbox:
 
     def finish(self, owner: str, attempts: Sequence[Attempt]) -> None:
         """Record attempts, in one transaction, in the rows and the delivery log."""
-        stamp = format_rfc3339(utcnow())
-
-        retried: list[tuple[object, ...]] = []
-        ended: list[tuple[object, ...]] = []
-        logged: list[tuple[object, ...]] = []
-        for a in attempts:
-            number = a.entry.attempts + 1
-            if a.outcome == "retry":
-                retried.append((number, a.next_attempt, a.error, a.payload, a.entry.id, owner))
-            else:
-                ended.append((number, a.outcome, a.error, stamp, a.entry.id, owner))
-            logged.append(
-                (
-                    a.entry.id,
-                    a.entry.event_id,
-                    a.entry.hook,
-                    a.entry.kind,
-                    number,
-                    stamp,
-                    a.status,
-                    a.error,
-                    round(a.seconds * 1000, 2),
-                    a.outcome,
-                )
-            )
-
-        def tx(db: sqlite3.Connection) -> None:
-            # A statement of each kind for the round, not two per attempt.
-            db.executemany(
-                "UPDATE hook_outbox SET attempts = ?, next_attempt = ?, last_error = ?, "
-                "payload = COALESCE(payload, ?), lease_owner = NULL, lease_until = NULL "
-                "WHERE id = ? AND lease_owner = ?",
-                retried,
-            )
-            db.executemany(
-                "UPDATE hook_outbox SET attempts = ?, status = ?, last_error = ?, "
-                "done = ?, lease_owner = NULL, lease_until = NULL "
-                "WHERE id = ? AND lease_owner = ?",
-                ended,
-            )
-            db.executemany(
-                "INSERT INTO hook_deliveries (outbox_id, event_id, hook, kind, attempt, "
-                "time, status, error, duration_ms, outcome) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                logged,
-            )
-
-        self.db.run(tx, write=True)
+        if attempts:
+            self.db.run(_recorder(owner, attempts), write=True)
 
     def backlog(self) -> int:
         """Rows waiting to be delivered (the metrics' webhook queue depth)."""
@@ -364,7 +327,7 @@ class Outbox:
     ) -> list[dict[str, Any]]:
         """The delivery log, newest first: every attempt with its answer."""
         sql = (
-            "SELECT seq, event_id, hook, kind, attempt, time, status, error, duration_ms, "
+            "SELECT seq, event_id, hook, kind AS type, attempt, time, status, error, duration_ms, "
             "outcome FROM hook_deliveries WHERE 1=1"
         )
         args: list[Any] = []
@@ -376,20 +339,55 @@ class Outbox:
             args.append(outcome)
         sql += " ORDER BY seq DESC LIMIT ?"
         args.append(limit)
-        keys = (
-            "seq",
-            "event_id",
-            "hook",
-            "type",
-            "attempt",
-            "time",
-            "status",
-            "error",
-            "duration_ms",
-            "outcome",
+
+        def read(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            cursor = db.execute(sql, args)
+            keys = [column[0] for column in cursor.description]
+            return [dict(zip(keys, row, strict=True)) for row in cursor.fetchall()]
+
+        return self.db.run(read)
+
+
+def _recorder(owner: str, attempts: Sequence[Attempt]) -> Callable[[sqlite3.Connection], None]:
+    """What records ``attempts`` in the rows and the delivery log, on a transaction's
+    connection: a statement of each kind for them all, not two per attempt."""
+    stamp = format_rfc3339(utcnow())
+    retried: list[tuple[object, ...]] = []
+    ended: list[tuple[object, ...]] = []
+    logged: list[tuple[object, ...]] = []
+    for a in attempts:
+        number = a.entry.attempts + 1
+        if a.outcome == "retry":
+            retried.append((number, a.next_attempt, a.error, a.payload, a.entry.id, owner))
+        else:
+            ended.append((number, a.outcome, a.error, stamp, a.entry.id, owner))
+        entry, ms = a.entry, round(a.seconds * 1000, 2)
+        facts = (entry.id, entry.event_id, entry.hook, entry.kind, number, stamp)
+        logged.append((*facts, a.status, a.error, ms, a.outcome))
+
+    def tx(db: sqlite3.Connection) -> None:
+        if not attempts:
+            return
+        db.executemany(
+            "UPDATE hook_outbox SET attempts = ?, next_attempt = ?, last_error = ?, "
+            "payload = COALESCE(payload, ?), lease_owner = NULL, lease_until = NULL "
+            "WHERE id = ? AND lease_owner = ?",
+            retried,
         )
-        rows = self.db.run(lambda db: db.execute(sql, args).fetchall())
-        return [dict(zip(keys, row, strict=True)) for row in rows]
+        db.executemany(
+            "UPDATE hook_outbox SET attempts = ?, status = ?, last_error = ?, "
+            "done = ?, lease_owner = NULL, lease_until = NULL "
+            "WHERE id = ? AND lease_owner = ?",
+            ended,
+        )
+        db.executemany(
+            "INSERT INTO hook_deliveries (outbox_id, event_id, hook, kind, attempt, "
+            "time, status, error, duration_ms, outcome) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            logged,
+        )
+
+    return tx
 
 
 def open_outbox(records: RecordSpace) -> OutboxStore:

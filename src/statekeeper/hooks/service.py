@@ -219,13 +219,13 @@ class Webhooks:
 
             self._resources = ResourceIndex()
 
-        def read(version_id: str) -> bytes | None:
-            obj = self.store.get(state, version_id)
-            return None if obj is None else obj.data
-
         try:
-            previous = self.store.version_before(state, version)
-            resources = self._resources.changes(state, previous, version, read)
+            # Both versions in one read of the store, the bytes alone; the one before
+            # is not read when the index holds it (the usual case: it was the previous
+            # delivery's new version).
+            got = self.store.with_previous(state, version, self._resources.kept(state))
+            read = {version: got.data, got.previous: got.previous_data}.get
+            resources = self._resources.changes(state, got.previous, version, read)
         except StatekeeperError:
             return {}  # a version gone: the facts without it
         except ValueError:

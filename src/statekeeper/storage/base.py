@@ -36,6 +36,7 @@ __all__ = [
     "Stored",
     "StoredObject",
     "Upload",
+    "WithPrevious",
     "notify_stored",
 ]
 
@@ -63,6 +64,16 @@ class ObjectInfo:
 class StoredObject:
     info: ObjectInfo
     data: bytes
+
+
+@dataclass(frozen=True)
+class WithPrevious:
+    """A version's bytes, the ID of the version written just before it (None: it is the
+    first) and that one's bytes (None: the caller has them, or there is none)."""
+
+    data: bytes
+    previous: str | None
+    previous_data: bytes | None
 
 
 @dataclass(frozen=True)
@@ -290,6 +301,25 @@ class ObjectStore(ABC):
             raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
         at = ids.index(version_id)
         return ids[at + 1] if at + 1 < len(ids) else None
+
+    def with_previous(self, key: str, version_id: str, known: str | None = None) -> WithPrevious:
+        """The bytes of ``version_id`` and of the version before it, unless that one is
+        ``known`` (the caller holds its bytes): what a ``state.written`` webhook compares.
+
+        Needs ``supports_versions``; raises :class:`~statekeeper.errors.VersionNotFound`
+        when either version is gone. A driver with a database reads both in one
+        transaction and the bytes alone; this default is three reads.
+        """
+        previous = self.version_before(key, version_id)
+        obj = self.get(key, version_id)
+        if obj is None:
+            raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
+        if previous is None or previous == known:
+            return WithPrevious(obj.data, previous, None)
+        before = self.get(key, previous)
+        if before is None:
+            raise VersionNotFound(f"state {key!r} has no version {previous!r}")
+        return WithPrevious(obj.data, previous, before.data)
 
     def delete_version(self, key: str, version_id: str) -> None:
         """Remove one version for good; never the current one (StorageError if it is).

@@ -44,6 +44,7 @@ from statekeeper.storage.base import (
     RecordSpace,
     StoredObject,
     Upload,
+    WithPrevious,
 )
 from statekeeper.storage.keyring import (
     RESERVED_PREFIX,
@@ -260,6 +261,15 @@ class EncryptingStore(ObjectStore):
 
     def version_before(self, key: str, version_id: str) -> str | None:
         return self.inner.version_before(key, version_id)
+
+    def with_previous(self, key: str, version_id: str, known: str | None = None) -> WithPrevious:
+        got = self.inner.with_previous(key, version_id, known)
+        before = got.previous_data
+        return WithPrevious(
+            self._open(key, got.data),
+            got.previous,
+            None if before is None else self._open(key, before),
+        )
 
     def delete_version(self, key: str, version_id: str) -> None:
         self.inner.delete_version(key, version_id)

@@ -115,6 +115,22 @@ class _ObjectStoreBasics:
         with pytest.raises(VersionNotFound):
             store.version_before("k", "404")
 
+    def test_with_previous_reads_a_version_and_the_one_before(self, store: ObjectStore) -> None:
+        if not store.supports_versions:
+            return
+        bodies = [b'{"serial": %d}' % n for n in range(3)]
+        ids = [store.put("w", body, {"m": "1"}).version_id for body in bodies]
+        store.put("other", b"x", {})
+        got = store.with_previous("w", ids[2])
+        assert (got.data, got.previous, got.previous_data) == (bodies[2], ids[1], bodies[1])
+        # The caller holds the one before: it is named, not read.
+        got = store.with_previous("w", ids[2], known=ids[1])
+        assert (got.data, got.previous, got.previous_data) == (bodies[2], ids[1], None)
+        got = store.with_previous("w", ids[0], known=ids[1])
+        assert (got.data, got.previous, got.previous_data) == (bodies[0], None, None)
+        with pytest.raises(VersionNotFound):
+            store.with_previous("w", "404")
+
     def test_versions_survive_delete(self, store: ObjectStore) -> None:
         first = store.put("d.tfstate", STATE, {})
         if not store.supports_versions:

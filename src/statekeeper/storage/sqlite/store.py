@@ -29,6 +29,7 @@ from statekeeper.storage.base import (
     RecordSpace,
     StoredObject,
     Upload,
+    WithPrevious,
 )
 from statekeeper.storage.registry import DriverURL
 from statekeeper.storage.sqlite.database import SqliteDatabase, database_path, like_prefix
@@ -288,11 +289,17 @@ class SqliteStore(ObjectStore):
         info = _info(row, is_latest=latest)
         if not row[6]:
             return info
-        blob = bytes(row[-1])  # type: ignore[call-overload]
-        if not blob:
-            blob = b"".join(read_pieces(db, int(str(row[0]))))
-        marker = None if row[5] is None else str(row[5])
-        return StoredObject(info, codec.decode(blob, marker, info.size))
+        return StoredObject(info, self._bytes(db, row[0], row[-1], row[5], info.size))
+
+    @staticmethod
+    def _bytes(
+        db: sqlite3.Connection, object_id: object, blob: object, marker: object, size: int
+    ) -> bytes:
+        """A version's bytes as written, from its row's blob (empty: in pieces) and codec."""
+        data = bytes(blob)  # type: ignore[call-overload]
+        if not data:
+            data = b"".join(read_pieces(db, int(str(object_id))))
+        return codec.decode(data, None if marker is None else str(marker), size)
 
     def head(self, key: str, version_id: str | None = None) -> ObjectInfo | None:
         cols = "o.id, o.key, o.size, o.metadata, o.created"
@@ -412,6 +419,38 @@ class SqliteStore(ObjectStore):
             if not exists:
                 raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
             return None if before is None else str(before)
+
+        return self.db.run(tx)
+
+    def with_previous(self, key: str, version_id: str, known: str | None = None) -> WithPrevious:
+        # One read transaction, the bytes alone: no metadata parsed, no "is it the
+        # latest" query (the webhook worker calls this for every state.written).
+        if not (version_id.isascii() and version_id.isdigit()) or int(version_id) > _MAX_ROWID:
+            raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
+
+        def tx(db: sqlite3.Connection) -> WithPrevious:
+            row = db.execute(
+                "SELECT o.size, o.codec, o.data, "
+                "(SELECT MAX(id) FROM objects WHERE key = ?1 AND id < ?2) "
+                "FROM objects o WHERE o.key = ?1 AND o.id = ?2 AND o.data IS NOT NULL",
+                (key, int(version_id)),
+            ).fetchone()
+            if row is None:
+                raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
+            size, marker, blob, before = row
+            data = self._bytes(db, version_id, blob, marker, int(size))
+            previous = None if before is None else str(before)
+            if previous is None or previous == known:
+                return WithPrevious(data, previous, None)
+            old = db.execute(
+                "SELECT size, codec, data FROM objects WHERE id = ? AND data IS NOT NULL",
+                (before,),
+            ).fetchone()
+            if old is None:
+                raise VersionNotFound(f"state {key!r} has no version {previous!r}")
+            return WithPrevious(
+                data, previous, self._bytes(db, before, old[2], old[1], int(old[0]))
+            )
 
         return self.db.run(tx)
 
