@@ -1,4 +1,4 @@
-"""The worker threads Terraform's requests hop to (server/workers.py)."""
+"""The worker threads Terraform's requests hop to, and when they do not (server/workers.py)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,23 @@ import asyncio
 import contextvars
 import threading
 import time
+from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 from tfwire import Api, lock_body, state_bytes
 
+from statekeeper.app import Services
+from statekeeper.events import Event
+from statekeeper.server.app import create_app
 from statekeeper.server.body import PIECE
-from statekeeper.server.workers import LOCAL_THREADS, REMOTE_THREADS, Workers, threads_for
+from statekeeper.server.workers import (
+    LOCAL_THREADS,
+    REMOTE_THREADS,
+    Workers,
+    local_stores,
+    threads_for,
+)
 
 WHO = contextvars.ContextVar[str]("WHO")
 
@@ -128,9 +139,9 @@ def test_stores_on_this_machine_get_few_threads_and_network_stores_many() -> Non
     assert threads_for("sqlite:///tmp/a.db", "dynamodb://table") == REMOTE_THREADS
 
 
-def test_a_state_of_exactly_one_piece_is_received_from_the_worker_thread(api: Api) -> None:
-    # The prefetch on the loop stops at one piece without seeing the body's end; the
-    # worker thread then has the rest (none) received on the loop, without anyio.
+def test_a_state_of_exactly_one_piece_is_written(api: Api) -> None:
+    # The prefetch on the loop receives it to its end (its last piece and the end of
+    # the body are two receives): whole, it may be written on the loop's thread.
     empty = state_bytes(1, outputs={"blob": {"value": "", "type": "string"}})
     data = state_bytes(1, outputs={"blob": {"value": "x" * (PIECE - len(empty)), "type": "string"}})
     assert len(data) == PIECE
@@ -140,3 +151,203 @@ def test_a_state_of_exactly_one_piece_is_received_from_the_worker_thread(api: Ap
     got = api.get()
     assert got.status_code == 200
     assert got.content == data
+
+
+def test_stores_on_this_machine_may_have_their_work_done_on_the_loops_thread() -> None:
+    assert local_stores("sqlite:///tmp/a.db", "memory://x")
+    assert not local_stores("sqlite:///tmp/a.db", "dynamodb://table")
+    assert not local_stores("s3://bucket/prefix", "s3://bucket/prefix")
+
+
+def _thread_of(workers: Workers, **run: bool) -> tuple[str, str]:
+    """(the thread that ran a function, the context variable it saw) from one call."""
+
+    def where() -> tuple[str, str]:
+        seen = WHO.get()
+        WHO.set("changed by the function")  # in a copy of the caller's context
+        return threading.current_thread().name, seen
+
+    async def call() -> tuple[str, str]:
+        WHO.set("request 9")
+        found = await workers.run(where, **run)
+        assert WHO.get() == "request 9"
+        return found
+
+    return asyncio.run(call())
+
+
+def test_a_request_alone_on_a_local_store_runs_on_the_loops_thread_in_a_copy_of_its_context() -> (
+    None
+):
+    workers = Workers(2, inline=True)
+    try:
+        with workers.serving(("192.0.2.1", 50000)):
+            thread, seen = _thread_of(workers)
+    finally:
+        workers.close()
+    assert thread == threading.current_thread().name != "statekeeper-worker"
+    assert seen == "request 9"
+
+
+def test_without_inline_or_when_the_function_waits_for_the_loop_it_hops() -> None:
+    remote, local = Workers(2), Workers(2, inline=True)
+    try:
+        assert _thread_of(remote) == ("statekeeper-worker", "request 9")
+        assert _thread_of(local, waits_for_loop=True) == ("statekeeper-worker", "request 9")
+    finally:
+        remote.close()
+        local.close()
+
+
+def test_beside_another_request_being_answered_the_function_hops() -> None:
+    workers = Workers(2, inline=True)
+    client = ("192.0.2.1", 50000)
+    try:
+        with workers.serving(client), workers.serving(client):
+            thread, _ = _thread_of(workers)
+        with workers.serving(client):
+            alone, _ = _thread_of(workers)
+    finally:
+        workers.close()
+    assert thread == "statekeeper-worker"
+    assert alone != "statekeeper-worker"
+
+
+def test_for_a_while_after_two_clients_were_heard_every_function_hops() -> None:
+    workers = Workers(2, inline=True, shared_seconds=0.3)
+    first, second = ("192.0.2.1", 50000), ("192.0.2.2", 50001)
+    threads = []
+    try:
+        for client in (first, first, second, second):
+            with workers.serving(client):
+                threads.append(_thread_of(workers)[0])
+        time.sleep(0.4)  # nobody else heard from meanwhile
+        with workers.serving(second):
+            threads.append(_thread_of(workers)[0])
+        with workers.serving(first):  # right after the other: both are there
+            threads.append(_thread_of(workers)[0])
+        time.sleep(0.4)
+        with workers.serving(first):
+            threads.append(_thread_of(workers)[0])
+    finally:
+        workers.close()
+    on_loop, hop = threading.current_thread().name, "statekeeper-worker"
+    assert threads == [on_loop, on_loop, hop, hop, on_loop, hop, on_loop]
+
+
+def test_while_an_abandoned_function_still_runs_on_a_thread_the_next_one_hops() -> None:
+    workers = Workers(2, inline=True)
+    release = threading.Event()
+
+    async def call() -> tuple[str, str]:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await workers.run(lambda: release.wait(5), waits_for_loop=True)
+        during = await workers.run(lambda: threading.current_thread().name)
+        release.set()
+        after, deadline = during, time.monotonic() + 5
+        while after == "statekeeper-worker" and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)  # until its end is settled on the loop
+            after = await workers.run(lambda: threading.current_thread().name)
+        return during, after
+
+    try:
+        during, after = asyncio.run(call())
+    finally:
+        workers.close()
+    assert during == "statekeeper-worker"
+    assert after != "statekeeper-worker"
+
+
+def _record_threads(api: Api) -> list[tuple[str, str]]:
+    """(action, thread) of every event the app records from now on."""
+    seen: list[tuple[str, str]] = []
+
+    def record(event: Event) -> None:
+        seen.append((event.action.value, threading.current_thread().name))
+
+    api.services.events.subscribe(record)
+    return seen
+
+
+def test_in_the_app_a_request_alone_runs_on_the_loops_thread_and_one_beside_another_hops(
+    api: Api,
+) -> None:
+    loop_thread = threading.current_thread().name  # the test client's loop runs here
+    seen = _record_threads(api)
+    assert api.write(state_bytes(1), name="alone").status_code == 200
+    assert api.get("alone").status_code == 200
+    assert [thread for _, thread in seen] == [loop_thread, loop_thread]
+    seen.clear()
+
+    # A chunked write waits on a worker thread for the rest of its body while a GET
+    # comes in: the GET hops too, and both are answered.
+    rest = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        data = state_bytes(2)
+        yield data[:10]
+        await rest.wait()
+        yield data[10:]
+
+    async def both() -> tuple[int, int]:
+        headers = {"Content-Type": "application/json"}
+        post = asyncio.ensure_future(
+            api.client.post(api.url("alone"), content=slow_body(), headers=headers)
+        )
+        await asyncio.sleep(0.2)  # the write is on its thread, waiting for its body
+        got = await api.client.get(api.url("alone"))
+        rest.set()
+        return (await post).status_code, got.status_code
+
+    assert api.loop.run_until_complete(both()) == (200, 200)
+    assert sorted(seen) == [("read", "statekeeper-worker"), ("write", "statekeeper-worker")]
+
+
+@pytest.mark.timeout(60)
+def test_a_body_larger_than_the_prefetch_is_received_for_a_thread_alone_in_the_server(
+    api: Api,
+) -> None:
+    seen = _record_threads(api)
+    big = state_bytes(1, outputs={"blob": {"value": "x" * (3 * PIECE), "type": "string"}})
+    assert api.write(big, name="big").status_code == 200
+    assert seen == [("write", "statekeeper-worker")]
+    assert api.current("big") == big
+
+
+def test_in_the_app_requests_arriving_together_all_hop(api: Api) -> None:
+    names = [f"together/{n}" for n in range(4)]
+    for name in names:
+        assert api.write(state_bytes(1), name=name).status_code == 200
+    seen = _record_threads(api)
+
+    async def together() -> list[int]:
+        answers = await asyncio.gather(*(api.client.get(api.url(name)) for name in names))
+        return [answer.status_code for answer in answers]
+
+    assert api.loop.run_until_complete(together()) == [200] * 4
+    assert seen == [("read", "statekeeper-worker")] * 4
+
+
+def test_in_the_app_a_second_clients_requests_hop(services: Services) -> None:
+    app = create_app(services)
+    first, second = Api(app, services), Api(app, services)
+    second.loop.run_until_complete(second.client.aclose())  # one from another address:
+    second.client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, client=("198.51.100.9", 6000)),
+        base_url="http://statekeeper.test",
+    )
+    seen = _record_threads(first)
+    try:
+        assert first.write(state_bytes(1)).status_code == 200
+        assert second.get().status_code == 200
+        assert first.get().status_code == 200
+    finally:
+        first.close()
+        second.close()
+    loop_thread = threading.current_thread().name
+    assert seen == [
+        ("write", loop_thread),
+        ("read", "statekeeper-worker"),
+        ("read", "statekeeper-worker"),
+    ]

@@ -19,7 +19,7 @@ from statekeeper.server.health import Readiness, healthz, readyz
 from statekeeper.server.limits import ControlBodyMiddleware, TimeoutMiddleware
 from statekeeper.server.lockwait import LockWaits
 from statekeeper.server.scrape import metrics_endpoint
-from statekeeper.server.workers import Workers, threads_for
+from statekeeper.server.workers import Workers, local_stores, threads_for
 from statekeeper.state.leases import LeaseSweeper
 from statekeeper.state.prune import PruneTask
 from statekeeper.telemetry.access import AccessMiddleware
@@ -74,7 +74,8 @@ def create_app(services: Services, *, allow_anonymous: bool = True) -> FastAPI:
     """The ASGI app. ``allow_anonymous``: callers need no credentials while no tokens
     or OIDC are configured (only ``serve`` on loopback should leave it on)."""
     denials = Denials(services.events.emit)
-    workers = Workers(threads_for(services.settings.store_url, services.settings.locks_url))
+    stores = (services.settings.store_url, services.settings.locks_url)
+    workers = Workers(threads_for(*stores), inline=local_stores(*stores))
     app = _App(
         title="statekeeper",
         version=__version__,

@@ -104,12 +104,13 @@ class BodyStream:
         self._ready: list[bytes] = []
         self._failed: BadRequest | PayloadTooLarge | None = None
 
-    async def _piece(self) -> bytes:
+    async def _piece(self, to_end: bool = False) -> bytes:
+        """The next piece, of about PIECE bytes; or the whole rest when ``to_end``."""
         # Joined once (a read of a large body is a whole piece already: no copy).
         pending: list[bytes] = []
         size = 0
         try:
-            while size < PIECE:
+            while to_end or size < PIECE:
                 chunk = await self._source.__anext__()
                 self._size += len(chunk)
                 if self._size > self.limit:
@@ -162,9 +163,16 @@ class BodyStream:
             self._start()
             return
         try:
-            self._ready.append(await self._piece())
+            # To its end, even when it is exactly a piece: then it is :attr:`whole`.
+            self._ready.append(await self._piece(to_end=True))
         except (BadRequest, PayloadTooLarge) as exc:
             self._failed = exc
+
+    @property
+    def whole(self) -> bool:
+        """True when the iteration needs nothing more from the event loop: the body
+        was received to its end (or its refusal found) by :meth:`prefetch`."""
+        return self._receiving is None and (self._ended or self._failed is not None)
 
     def __iter__(self) -> Iterator[bytes]:
         while self._ready:

@@ -95,7 +95,8 @@ class TimeoutMiddleware:
     """503 with Retry-After when a request has not started its answer in ``seconds``.
 
     A blocking store call running in the thread pool cannot be interrupted and
-    may still complete; Terraform's retry then meets the idempotent paths (a
+    may still complete (one on the event loop's thread, see ``server/workers.py``,
+    delays this answer until it ends); Terraform's retry then meets the idempotent paths (a
     LOCK with the holder's own ID, a write of the bytes already current).
     """
 

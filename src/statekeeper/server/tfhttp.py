@@ -4,7 +4,8 @@ Status codes follow ``docs/protocol.md#status-codes`` to the letter:
 exactly 200 for LOCK, UNLOCK and DELETE (Terraform rejects 201/204 there),
 404 for "no state", 423 with the holder's LockInfo on a conflict. Service
 calls are blocking (SQLite, boto3): each request does all of its store work in
-one hop to a worker thread (``server/workers.py``).
+one hop to a worker thread, or on the event loop's thread when it is alone in a
+server on a local store (``server/workers.py``).
 
 ``/lock/<name>`` takes the GitLab-style methods too (POST/PUT to lock,
 DELETE to unlock) for setups that set ``lock_method``/``unlock_method``.
@@ -153,7 +154,8 @@ async def _write(request: Request, name: StateName) -> Response:
                 caller_of(request),
                 lock_id=request.query_params.get("ID") or None,
                 content_md5=content_md5,
-            )
+            ),
+            waits_for_loop=not body.whole,  # the rest of the body is received there
         )
     finally:
         await body.aclose()
@@ -298,11 +300,13 @@ class TerraformRoutes:
         await self.app(scope, receive, send)
 
     async def _answer(self, endpoint: Handler, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            response = await endpoint(Request(scope, receive, send))
-        except StatekeeperError as exc:
-            response = error_response(exc)
-        await response(scope, receive, send)
+        workers: Workers = scope["app"].state.workers
+        with workers.serving(scope.get("client")):  # counted until answered: Workers.run
+            try:
+                response = await endpoint(Request(scope, receive, send))
+            except StatekeeperError as exc:
+                response = error_response(exc)
+            await response(scope, receive, send)
 
 
 def backend_block(base_url: str, name: str) -> str:
