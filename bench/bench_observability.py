@@ -11,7 +11,9 @@ alternated run by run so that a noisy minute on a shared machine hits both:
   subscription to ``state.written`` on every state, delivered to a receiver on
   loopback (one delivery a cycle, with its resource diff). The receiver is a
   process of its own (``receiver.py``), as a real receiver is another program
-  (sharing the load generator's GIL, it slowed the client). It speaks
+  (sharing the load generator's GIL, it slowed the client), standing for a
+  program on another machine: it runs at the lowest CPU priority, and its CPU
+  per cycle is reported beside the worker's. It speaks
   HTTP/1.1 as any real receiver does (``protocol_version = "HTTP/1.1"``, a
   ``Content-Length`` on every answer), so the worker keeps one connection to
   it for the run;
@@ -190,6 +192,7 @@ def _run(config: str, workdir: Path, clients: int, seconds: float) -> dict[str, 
             _settle(worker)
             before = cpu_seconds(server.proc.pid)
             worker_before = cpu_seconds(worker)
+            receiver_before = cpu_seconds(hooks.pid)
             if config != "bare":
                 with _scraper(server.url):
                     result = run_http(server.port, clients, False, seconds, tag)
@@ -200,9 +203,11 @@ def _run(config: str, workdir: Path, clients: int, seconds: float) -> dict[str, 
             # the worker's CPU and the lag, and none is left for the next run.
             backlog, drain = _drain(server.url) if hooked else (0, 0.0)
             worker_cpu = cpu_seconds(worker) - worker_before
+            receiver_cpu = cpu_seconds(hooks.pid) - receiver_before
         lags = hooks.lags()
     result["server_cpu_ms_per_cycle"] = 1000 * cpu / max(result["cycles"], 1)
     result["worker_cpu_ms_per_cycle"] = 1000 * worker_cpu / max(result["cycles"], 1)
+    result["receiver_cpu_ms_per_cycle"] = 1000 * receiver_cpu / max(result["cycles"], 1)
     result["deliveries"] = len(lags)
     result["lag_p50_ms"] = 1000 * _percentile(lags, 0.5)
     result["lag_p99_ms"] = 1000 * _percentile(lags, 0.99)
@@ -231,6 +236,9 @@ def run() -> dict[str, Any]:
                 "p99_ms": median([r["p99_ms"] for r in results]),
                 "cpu_ms_per_cycle": median([r["server_cpu_ms_per_cycle"] for r in results]),
                 "worker_cpu_ms_per_cycle": median([r["worker_cpu_ms_per_cycle"] for r in results]),
+                "receiver_cpu_ms_per_cycle": median(
+                    [r["receiver_cpu_ms_per_cycle"] for r in results]
+                ),
                 "total_cpu_ms_per_cycle": median(
                     [r["server_cpu_ms_per_cycle"] + r["worker_cpu_ms_per_cycle"] for r in results]
                 ),

@@ -635,6 +635,25 @@ def observability_section(r: dict[str, Any]) -> str:
     )
 
 
+def _receiver_cpu(r: dict[str, Any]) -> str:
+    """The bench's webhook receiver's CPU a cycle, where it was measured."""
+    measured = [
+        f"{x['clients']} client{'s' if x['clients'] > 1 else ''}: "
+        f"{x['observed']['receiver_cpu_ms_per_cycle']:.2f} ms"
+        for x in r["rows"]
+        if "receiver_cpu_ms_per_cycle" in x.get("observed", {})
+    ]
+    if not measured:
+        return ""
+    return (
+        " The receiver (`bench/receiver.py`) stands for a program on another machine: a "
+        "process of its own at the lowest CPU priority (nice 19), so that its work takes "
+        "only CPU the cycle leaves idle; its CPU a cycle in `observed`, "
+        + "; ".join(measured)
+        + "."
+    )
+
+
 def _delivery_lag(r: dict[str, Any]) -> str:
     """The webhook delivery lag and backlog of each configuration with a webhook."""
     hooked = ("observed", "every-event", "observed-nice0")
@@ -676,7 +695,7 @@ def _delivery_lag(r: dict[str, Any]) -> str:
         "of the drain. A woken worker lingers 0.1 s to batch the events that follow: the "
         "first event of a round waits that long, the ones joining it less. The lag with the "
         "webhook on `state.written`: "
-        f"{summary}.\n\n"
+        f"{summary}.{_receiver_cpu(r)}\n\n"
         + _table(
             [
                 "clients",
