@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,27 @@ def arrivals() -> Iterator[Arrivals]:
     server.server_close()
 
 
+#: The webhook guard lets these tests' receiver on loopback through.
+ENV = {"STATEKEEPER_HOOKS_ALLOW": "127.0.0.1"}
+
+
+@contextmanager
+def sending(data: Path, arrivals: Arrivals) -> Iterator[Services]:
+    """Services on ``data`` with a subscription to ``state.written`` at ``arrivals``
+    and its sender started, woken only by events; closed at the end."""
+    services = Services.build(load_settings({"data_dir": data}, env=ENV))
+    try:
+        hooks = services.hooks
+        assert hooks is not None
+        url = f"http://127.0.0.1:{arrivals.server_address[1]}/hook"
+        hooks.add(Subscription("ci", url, "s3cret", events=("state.written",)))
+        hooks.outbox.poll = 60.0  # no look of its own in the test: only events wake it
+        hooks.deliver(lambda failures: None)
+        yield services
+    finally:
+        services.close()
+
+
 def wait_for(arrivals: Arrivals, count: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while len(arrivals.times) < count:
@@ -64,15 +86,7 @@ def test_a_quiet_spells_event_leaves_at_once_and_a_busy_spells_wait_for_the_roun
     tmp_path: Path, arrivals: Arrivals, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(delivery, "_LINGER", LINGER)
-    env = {"STATEKEEPER_HOOKS_ALLOW": "127.0.0.1"}
-    services = Services.build(load_settings({"data_dir": tmp_path / "data"}, env=env))
-    try:
-        hooks = services.hooks
-        assert hooks is not None
-        url = f"http://127.0.0.1:{arrivals.server_address[1]}/hook"
-        hooks.add(Subscription("ci", url, "s3cret", events=("state.written",)))
-        hooks.outbox.poll = 60.0  # no look of its own in the test: only events wake it
-        hooks.deliver(lambda failures: None)
+    with sending(tmp_path / "data", arrivals) as services:
         time.sleep(LINGER + 0.5)  # a quiet spell, longer than the linger
 
         first = time.monotonic()
@@ -87,8 +101,6 @@ def test_a_quiet_spells_event_leaves_at_once_and_a_busy_spells_wait_for_the_roun
         later = arrivals.times[1:]
         assert min(later) - first >= LINGER - 0.05
         assert max(later) - min(later) < LINGER / 2
-    finally:
-        services.close()
 
 
 def _sender_writes(services: Services, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
@@ -123,15 +135,9 @@ def test_a_rounds_attempts_are_recorded_by_the_next_rounds_claim(
     tmp_path: Path, arrivals: Arrivals, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(delivery, "_LINGER", 1.0)
-    env = {"STATEKEEPER_HOOKS_ALLOW": "127.0.0.1"}
-    services = Services.build(load_settings({"data_dir": tmp_path / "data"}, env=env))
-    try:
+    with sending(tmp_path / "data", arrivals) as services:
         hooks = services.hooks
         assert hooks is not None
-        url = f"http://127.0.0.1:{arrivals.server_address[1]}/hook"
-        hooks.add(Subscription("ci", url, "s3cret", events=("state.written",)))
-        hooks.outbox.poll = 60.0
-        hooks.deliver(lambda failures: None)
         time.sleep(1.5)  # its first look is over
         writes = _sender_writes(services, monkeypatch)
 
@@ -145,30 +151,23 @@ def test_a_rounds_attempts_are_recorded_by_the_next_rounds_claim(
         assert len(writes) == 3
         assert sorted(e["outcome"] for e in log) == ["delivered"] * 6
         assert hooks.outbox.backlog() == 0
-    finally:
-        services.close()
 
 
 def test_attempts_not_yet_recorded_are_recorded_when_the_sender_stops(
     tmp_path: Path, arrivals: Arrivals, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(delivery, "_LINGER", 30.0)
-    env = {"STATEKEEPER_HOOKS_ALLOW": "127.0.0.1"}
     data = tmp_path / "data"
-    services = Services.build(load_settings({"data_dir": data}, env=env))
-    hooks = services.hooks
-    assert hooks is not None
-    url = f"http://127.0.0.1:{arrivals.server_address[1]}/hook"
-    hooks.add(Subscription("ci", url, "s3cret", events=("state.written",)))
-    hooks.outbox.poll = 60.0
-    hooks.deliver(lambda failures: None)
-    services.states.write(StateName("team/s0.tfstate"), state_json(1), OPERATOR)
-    wait_for(arrivals, 1)
-    services.states.write(StateName("team/s1.tfstate"), state_json(1), OPERATOR)
-    assert hooks.outbox.deliveries() == []  # held for the next round's claim
-    services.close()  # long before the linger ends
+    with sending(data, arrivals) as services:
+        hooks = services.hooks
+        assert hooks is not None
+        services.states.write(StateName("team/s0.tfstate"), state_json(1), OPERATOR)
+        wait_for(arrivals, 1)
+        services.states.write(StateName("team/s1.tfstate"), state_json(1), OPERATOR)
+        assert hooks.outbox.deliveries() == []  # held for the next round's claim
+    # Closed, long before the linger ends.
 
-    again = Services.build(load_settings({"data_dir": data}, env=env))
+    again = Services.build(load_settings({"data_dir": data}, env=ENV))
     try:
         assert again.hooks is not None
         [entry] = again.hooks.outbox.deliveries()

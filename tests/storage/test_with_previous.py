@@ -84,3 +84,15 @@ def test_encrypted_versions_are_read_decrypted(tmp_path: Path) -> None:
         assert b"hunter2" not in sealed.data + (sealed.previous_data or b"")
     finally:
         services.close()
+
+
+@pytest.mark.parametrize("version_id", ["²", "١٢", str(2**63), "-1", ""])
+def test_a_version_id_that_names_no_row_is_not_found(store: SqliteStore, version_id: str) -> None:
+    """Not a row ID (a non-ASCII digit, past SQLite's range): no such version, the same
+    answer from every lookup that takes a version ID, never a failed query."""
+    store.put("s", b'{"serial": 1}', {})
+    for lookup in (store.version_before, store.with_previous, store.delete_version):
+        with pytest.raises(VersionNotFound):
+            lookup("s", version_id)
+    with pytest.raises(VersionNotFound):
+        store.get("s", version_id)

@@ -48,6 +48,14 @@ __all__ = ["Row", "SqliteStore", "open_store"]
 _MAX_ROWID = 2**63 - 1
 
 
+def _row_id(key: str, version_id: str) -> int:
+    """The row ID a version ID names: ASCII digits within SQLite's 64-bit signed range
+    (anything else names no version, rather than failing the query)."""
+    if not (version_id.isascii() and version_id.isdigit()) or int(version_id) > _MAX_ROWID:
+        raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
+    return int(version_id)
+
+
 def _race_message(key: str) -> str:
     return (
         f"another write to {key!r} landed while this one was being checked; nothing "
@@ -254,12 +262,9 @@ class SqliteStore(ObjectStore):
                 (key,),
             ).fetchone()
             return row
-        # Version IDs are row IDs: ASCII digits within SQLite's 64-bit signed range.
-        if not (version_id.isascii() and version_id.isdigit()) or int(version_id) > _MAX_ROWID:
-            raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
         row = db.execute(
             f"SELECT {columns} FROM objects o WHERE o.key = ? AND o.id = ? AND o.data IS NOT NULL",
-            (key, int(version_id)),
+            (key, _row_id(key, version_id)),
         ).fetchone()
         if row is None:
             raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
@@ -331,24 +336,23 @@ class SqliteStore(ObjectStore):
         self.db.run(tx, write=True, durable=True)
 
     def delete_version(self, key: str, version_id: str) -> None:
-        if not (version_id.isascii() and version_id.isdigit()) or int(version_id) > _MAX_ROWID:
-            raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
+        row_id = _row_id(key, version_id)
 
         def tx(db: sqlite3.Connection) -> None:
             held = db.execute(
                 "SELECT 1 FROM current WHERE key = ? AND object_id = ? UNION ALL "
                 "SELECT 1 FROM trash WHERE key = ? AND object_id = ?",
-                (key, int(version_id), key, int(version_id)),
+                (key, row_id, key, row_id),
             ).fetchone()
             if held:
                 raise StorageError(
                     f"version {version_id} of {key!r} is its current (or deleted) state; "
                     "it is never removed on its own"
                 )
-            cur = db.execute("DELETE FROM objects WHERE key = ? AND id = ?", (key, int(version_id)))
+            cur = db.execute("DELETE FROM objects WHERE key = ? AND id = ?", (key, row_id))
             if cur.rowcount != 1:
                 raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
-            db.execute("DELETE FROM object_pieces WHERE id = ?", (int(version_id),))
+            db.execute("DELETE FROM object_pieces WHERE id = ?", (row_id,))
 
         self.db.run(tx, write=True, durable=True)
 
@@ -407,14 +411,13 @@ class SqliteStore(ObjectStore):
             yield _info(row, is_latest=True)
 
     def version_before(self, key: str, version_id: str) -> str | None:
-        if not version_id.isdigit():
-            raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
+        row_id = _row_id(key, version_id)
 
         def tx(db: sqlite3.Connection) -> str | None:
             exists, before = db.execute(
                 "SELECT EXISTS (SELECT 1 FROM objects WHERE key = ?1 AND id = ?2), "
                 "(SELECT MAX(id) FROM objects WHERE key = ?1 AND id < ?2)",
-                (key, int(version_id)),
+                (key, row_id),
             ).fetchone()
             if not exists:
                 raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
@@ -425,20 +428,19 @@ class SqliteStore(ObjectStore):
     def with_previous(self, key: str, version_id: str, known: str | None = None) -> WithPrevious:
         # One read transaction, the bytes alone: no metadata parsed, no "is it the
         # latest" query (the webhook worker calls this for every state.written).
-        if not (version_id.isascii() and version_id.isdigit()) or int(version_id) > _MAX_ROWID:
-            raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
+        row_id = _row_id(key, version_id)
 
         def tx(db: sqlite3.Connection) -> WithPrevious:
             row = db.execute(
                 "SELECT o.size, o.codec, o.data, "
                 "(SELECT MAX(id) FROM objects WHERE key = ?1 AND id < ?2) "
                 "FROM objects o WHERE o.key = ?1 AND o.id = ?2 AND o.data IS NOT NULL",
-                (key, int(version_id)),
+                (key, row_id),
             ).fetchone()
             if row is None:
                 raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
             size, marker, blob, before = row
-            data = self._bytes(db, version_id, blob, marker, int(size))
+            data = self._bytes(db, row_id, blob, marker, int(size))
             previous = None if before is None else str(before)
             if previous is None or previous == known:
                 return WithPrevious(data, previous, None)
