@@ -103,7 +103,7 @@ class World:
     @property
     def operator(self) -> Operator:
         s = self.services
-        return Operator(s.states, s.locks, s.history)
+        return Operator(s)
 
 
 Scenario = Callable[[World, Caller], object]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -10,12 +11,9 @@ from statekeeper.events import Event, EventStream
 from statekeeper.security.audit import AuditLog, open_audit_log
 from statekeeper.security.grants import ScopePolicy
 from statekeeper.security.policy import Policy
-from statekeeper.security.tokens import TokenService, open_token_store
 from statekeeper.settings import Settings
-from statekeeper.state.history import HistoryService
 from statekeeper.state.locks import LockService
 from statekeeper.state.replaced import ReplacedLedger, open_ledger
-from statekeeper.state.service import StateService
 from statekeeper.storage.base import LockTable, ObjectStore
 from statekeeper.storage.encrypting import KeyService, encrypting
 from statekeeper.storage.registry import open_locks, open_store
@@ -30,7 +28,10 @@ if TYPE_CHECKING:
     from statekeeper.hooks.service import Webhooks
     from statekeeper.inventory import Inventory
     from statekeeper.security.oidc import OidcVerifier
+    from statekeeper.security.tokens import TokenService
     from statekeeper.state.compaction import Compactor
+    from statekeeper.state.history import HistoryService
+    from statekeeper.state.service import StateService
     from statekeeper.state.trash import TrashService
     from statekeeper.telemetry.metrics import Metrics
 
@@ -45,28 +46,52 @@ class Services:
     policy: Policy
     #: Every operation's event; the audit trail and the log subscribe to it.
     events: EventStream
-    states: StateService
     locks: LockService
-    history: HistoryService
     audit: AuditLog
-    tokens: TokenService
     keys: KeyService
-    #: Webhooks: their outbox in the store's database, or beside its states on S3.
-    hooks: Webhooks
     oidc: OidcVerifier | None = None
     #: The server's metrics (``serve`` builds them; the CLI does without).
     metrics: Metrics | None = None
     #: Compaction's record of how many snapshots each kept version replaced.
     ledger: ReplacedLedger | None = None
-    # Built on first use (see trash and compactor): a lock listing does without them.
+    # Built on first use (the properties below): a lock listing does without them,
+    # and their modules are most of a CLI command's start-up.
+    _states: StateService | None = field(default=None, repr=False)
+    _history: HistoryService | None = field(default=None, repr=False)
     _trash: TrashService | None = field(default=None, repr=False)
     _compactor: Compactor | None = field(default=None, repr=False)
-    _parts_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _tokens: TokenService | None = field(default=None, repr=False)
+    _hooks: Webhooks | None = field(default=None, repr=False)
+    # Reentrant: a part may be built from another's (the trash from the states).
+    _parts_lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _inventory: Inventory | None = field(default=None, repr=False)
     _inventory_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     #: Set by ``serve``: the index builds in the background once opened, and answers
     #: from what it holds meanwhile (see :meth:`Inventory.start_build`).
     build_index_in_background: bool = field(default=False, repr=False)
+
+    @property
+    def states(self) -> StateService:
+        """Reading and writing states (every Terraform request)."""
+        states = self._states  # set once: read without the lock on the request path
+        if states is None:
+            with self._parts_lock:
+                if self._states is None:
+                    from statekeeper.state.service import StateService
+
+                    self._states = StateService(self.store, self.locks, self.policy, self.events)
+                states = self._states
+        return states
+
+    @property
+    def history(self) -> HistoryService:
+        """A state's versions, as kept and compacted."""
+        with self._parts_lock:
+            if self._history is None:
+                from statekeeper.state.history import HistoryService
+
+                self._history = HistoryService(self.store, self.policy, self.ledger)
+            return self._history
 
     @property
     def trash(self) -> TrashService:
@@ -79,6 +104,43 @@ class Services:
                     self.store, self.locks, self.settings.history.trash, self.states.forget
                 )
             return self._trash
+
+    @property
+    def tokens(self) -> TokenService:
+        """API tokens: the tokens file, or the embedded database's table."""
+        with self._parts_lock:
+            if self._tokens is None:
+                from statekeeper.security.tokens import TokenService, open_token_store
+
+                store = open_token_store(self.store.records, self.settings.tokens_file)
+                self._tokens = TokenService(store, self.policy, self.events)
+            return self._tokens
+
+    @property
+    def hooks(self) -> Webhooks:
+        """Webhooks: their outbox in the store's database, or beside its states on S3.
+        Built at once by a server and for a config file's hooks (a hook it refuses
+        fails the start), else by the first event: a lock listing never needs them."""
+        with self._parts_lock:
+            if self._hooks is None:
+                self._hooks = build_webhooks(self.settings, self.store, self.lock_table)
+            return self._hooks
+
+    def build_parts(self) -> None:
+        """Build now what is otherwise built on first use: a server pays for it at its
+        start (which then freezes it out of the collector's sight), not on its first
+        requests."""
+        _ = self.states, self.history, self.tokens, self.hooks
+
+    def _write_outbox(self, db: sqlite3.Connection, event: Event, seq: int) -> None:
+        self.hooks.write_outbox(db, event, seq)
+
+    def _wake_for(self, event: Event) -> None:
+        if self._hooks is not None:  # rows were queued only by webhooks already built
+            self._hooks.wake_for(event)
+
+    def _observe_for_hooks(self, event: Event) -> None:
+        self.hooks.observe_event(event)
 
     @property
     def compactor(self) -> Compactor:
@@ -143,7 +205,6 @@ class Services:
         try:
             audit = open_audit_log(store.records)
             ledger = open_ledger(store.records)
-            token_store = open_token_store(store.records, settings.tokens_file)
             oidc = _oidc(settings)
         except BaseException:
             table.close()
@@ -154,22 +215,6 @@ class Services:
         events.stage(audit.stage)
         events.subscribe(audit.record)
         events.subscribe(log_event)
-        try:
-            hooks = build_webhooks(settings, store, table)
-        except BaseException:  # a config file's hook the server refuses
-            table.close()
-            store.close()
-            raise
-        # The outbox rows commit with the event's audit record where they can.
-        if audit.join(hooks.write_outbox):
-            events.subscribe(hooks.wake_for)
-        else:
-            events.subscribe(hooks.observe_event)
-        if metrics is not None:
-            events.subscribe(metrics.observe_event)
-            metrics.watch_locks(table)
-            metrics.watch_queue("audit", audit.backlog, audit.failures)
-            metrics.watch_queue("webhooks", hooks.backlog, hooks.failures)
         policy = policy or ScopePolicy()
         locks = LockService(
             store,
@@ -179,24 +224,38 @@ class Services:
             max_lock_info=settings.max_lock_info,
             lock_policy=settings.lock_policy,
         )
-        states = StateService(store, locks, policy, events)
         built = cls(
             settings=settings,
             store=store,
             lock_table=table,
             policy=policy,
             events=events,
-            states=states,
             locks=locks,
-            history=HistoryService(store, policy, ledger),
             audit=audit,
-            tokens=TokenService(token_store, policy, events),
             keys=KeyService(store, events),
             oidc=oidc,
             metrics=metrics,
-            hooks=hooks,
             ledger=ledger,
         )
+        if metrics is not None or settings.hooks:
+            # Built now by a server, and for a config file's hooks: a hook the server
+            # refuses fails the start, never an event later.
+            try:
+                built.hooks  # noqa: B018 - the property builds them
+            except BaseException:
+                table.close()
+                store.close()
+                raise
+        # The outbox rows commit with the event's audit record where they can.
+        if audit.join(built._write_outbox):
+            events.subscribe(built._wake_for)
+        else:
+            events.subscribe(built._observe_for_hooks)
+        if metrics is not None:
+            events.subscribe(metrics.observe_event)
+            metrics.watch_locks(table)
+            metrics.watch_queue("audit", audit.backlog, audit.failures)
+            metrics.watch_queue("webhooks", built.hooks.backlog, built.hooks.failures)
         events.subscribe(built._index_change)
         # After the audit trail: a release is recorded before what it starts.
         events.subscribe(built._compact)
@@ -207,7 +266,8 @@ class Services:
         self.keys.store.require_key()
 
     def close(self) -> None:
-        self.hooks.close()
+        if self._hooks is not None:
+            self._hooks.close()
         try:
             self.audit.close()  # pending audit events go to the store first
         finally:

@@ -41,7 +41,6 @@ HEAVY = [
     # What only writes, large bodies and the webhook sender need.
     "tempfile",
     "concurrent.futures",
-    "statekeeper.hooks.delivery",
     "zstandard",
     # What only reading TOML, resolving a webhook's host, making a token, checking a
     # state body, the server's metrics and reaping locks need.
@@ -53,9 +52,18 @@ HEAVY = [
     "simdjson",
     "statekeeper.storage.metered",
     "statekeeper.state.reap",
-    # Built on first use: compaction on the first event, the trash when asked for.
+    # Built on first use: compaction on the first event, the trash when asked for; the
+    # webhooks on the first event, tokens, reading and writing states and their history
+    # when a command uses them (``Services``' properties).
     "statekeeper.state.compaction",
     "statekeeper.state.trash",
+    "statekeeper.hooks",
+    "statekeeper.security.tokens",
+    "statekeeper.security.tokenstores",
+    "statekeeper.state.service",
+    "statekeeper.state.reads",
+    "statekeeper.state.history",
+    "statekeeper.state.version",
 ]
 # Not even the store for --help: the page comes from the root's table.
 HELP_ALSO = ["statekeeper.app", "statekeeper.cli.context", "sqlite3", "click.testing"]

@@ -45,6 +45,24 @@ def test_an_events_outbox_row_is_committed_with_its_audit_record(services: Servi
     assert _outbox(services) == [(written.id, "ci", "state.written")]
 
 
+def test_a_command_queues_its_event_for_a_hook_it_never_opened(tmp_path: Path) -> None:
+    """A CLI run builds the webhooks on its first event (a lock listing never does): that
+    event still gets its row, in its audit record's transaction."""
+    settings = load_settings(
+        {"data_dir": tmp_path / "data"}, env={"STATEKEEPER_HOOKS_ALLOW": "127.0.0.1"}
+    )
+    first = Services.build(settings)
+    first.hooks.add(Subscription("ci", "http://127.0.0.1:9/hook", "s3cret", ("team/**",)))
+    first.close()
+    later = Services.build(settings)
+    try:
+        later.states.write(StateName("team/a.tfstate"), state_json(1), OPERATOR)
+        (written,) = later.audit.query(AuditFilter(action="write", state="team/**"))
+        assert _outbox(later) == [(written.id, "ci", "state.written")]
+    finally:
+        later.close()
+
+
 def test_a_failing_outbox_write_never_costs_the_audit_record(
     services: Services, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -95,6 +113,7 @@ def test_a_row_names_its_audit_record_and_the_sender_reads_the_event_from_it(
 def test_an_outbox_from_before_audit_references_is_read_and_extended(tmp_path: Path) -> None:
     data = tmp_path / "data"
     built = Services.build(load_settings({"data_dir": data}))
+    built.build_parts()  # the outbox's tables, as a server's start creates them
     built.close()
     db = sqlite3.connect(data / "statekeeper.db")
     db.executescript(

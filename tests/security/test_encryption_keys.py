@@ -216,7 +216,7 @@ def test_history_lists_a_version_sealed_under_another_key(tmp_path: Path) -> Non
     raw.close()
     services = Services.build(Settings(data_dir=tmp_path, store=url, master_key=right))
     try:
-        operator = Operator(services.states, services.locks, services.history)
+        operator = Operator(services)
         rows = operator.history(Caller("operator"), StateName(STATE))
         assert [r.serial for r in rows] == [3, 2, 1]
         with pytest.raises(ConfigError, match="does not hold"):

@@ -70,7 +70,7 @@ class World:
 
     def listed(self) -> list[LockEntry]:
         s = self.services
-        return Operator(s.states, s.locks, s.history).list_locks(Caller("operator"))
+        return Operator(s).list_locks(Caller("operator"))
 
     def rows(self) -> list[tuple[str, str, bool]]:
         """(ID, mode, primary) of every holder listed, in listing order."""

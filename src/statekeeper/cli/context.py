@@ -88,9 +88,7 @@ class LocalBackend:
         self.services = services
         self.caller = caller
         self.op = Operator(
-            services.states,
-            services.locks,
-            services.history,
+            services,
             workspace_key_prefix=services.settings.workspace_key_prefix,
             # A CLI run is a new process: it answers from an index already on disk
             # (built by 'statekeeper search' or an earlier run) and never builds one

@@ -173,6 +173,7 @@ def serve(
             else:
                 err_console.print(markup, highlight=False)
 
+        services.build_parts()
         services.hooks.start(settings)  # a worker process delivers the outbox, old rows too
         # A new replica's index builds in the background; searches meanwhile answer from
         # what is indexed so far, with a note saying how far the build is. On the embedded

@@ -83,9 +83,7 @@ class ReapIn(JsonIn):
 def _operator(request: Request) -> Operator:
     s = request.app.state.services
     return Operator(
-        s.states,
-        s.locks,
-        s.history,
+        s,
         workspace_key_prefix=s.settings.workspace_key_prefix,
         index=s.inventory,
     )

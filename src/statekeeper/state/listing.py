@@ -31,7 +31,6 @@ from statekeeper.errors import InvalidStateName
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, Policy
 from statekeeper.state.lockpolicy import LockPolicy
-from statekeeper.state.version import StateVersion
 from statekeeper.storage.base import LockTable, ObjectInfo, ObjectStore
 from statekeeper.terraform.layout import split_shared_hold
 from statekeeper.terraform.lockinfo import LockInfo
@@ -192,6 +191,9 @@ def list_locks(
 
 
 def _serial(info: ObjectInfo) -> tuple[int | None, str | None]:
+    # Imported here: a lock listing reads no version (its start-up is the CLI's loop path).
+    from statekeeper.state.version import StateVersion
+
     fields = StateVersion.metadata_fields(dict(info.metadata)) if info.has_metadata else {}
     return fields.get("serial"), fields.get("lineage")
 

@@ -12,13 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from statekeeper.security.caller import Caller
-from statekeeper.state.history import HistoryService
 from statekeeper.state.listing import StateIndex, StateSummary, list_locks, list_states
 from statekeeper.state.locks import LockService
-from statekeeper.state.service import StateService
 from statekeeper.terraform.names import StateName
 from statekeeper.times import parse_duration
 
@@ -27,27 +25,48 @@ from statekeeper.times import parse_duration
 # without them.
 if TYPE_CHECKING:
     from statekeeper.state import views
+    from statekeeper.state.history import HistoryService
     from statekeeper.state.inspection import Inspector
+    from statekeeper.state.service import StateService
 
-__all__ = ["Operator"]
+__all__ = ["Operator", "Parts"]
+
+
+class Parts(Protocol):
+    """The services the operator works with (``statekeeper.app.Services`` builds the
+    states and the history on first use: listing locks needs neither)."""
+
+    @property
+    def states(self) -> StateService: ...
+
+    @property
+    def locks(self) -> LockService: ...
+
+    @property
+    def history(self) -> HistoryService: ...
 
 
 class Operator:
     def __init__(
         self,
-        states: StateService,
-        locks: LockService,
-        history: HistoryService,
+        parts: Parts,
         *,
         workspace_key_prefix: str = "env:",
         index: Callable[[], StateIndex] | None = None,
     ) -> None:
-        self.states = states
+        self.parts = parts
         #: Opens the inventory index (on first use), for stores whose listing is costly.
         self.index = index
         self.workspace_key_prefix = workspace_key_prefix
-        self.locks = locks
-        self.history_service = history
+        self.locks = parts.locks
+
+    @property
+    def states(self) -> StateService:
+        return self.parts.states
+
+    @property
+    def history_service(self) -> HistoryService:
+        return self.parts.history
 
     @cached_property
     def inspector(self) -> Inspector:
@@ -143,7 +162,7 @@ class Operator:
         self.locks.expire_due(prefix, now)
         rows = list_locks(
             self.locks.locks,
-            self.states.policy,
+            self.locks.policy,
             caller,
             prefix,
             now,

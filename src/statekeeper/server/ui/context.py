@@ -96,9 +96,7 @@ class Page:
     def operator(self) -> Operator:
         s = self.services
         return Operator(
-            s.states,
-            s.locks,
-            s.history,
+            s,
             workspace_key_prefix=s.settings.workspace_key_prefix,
             index=s.inventory,
         )
