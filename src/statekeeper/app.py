@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from statekeeper.events import Event, EventStream
 from statekeeper.security.audit import AuditLog, open_audit_log
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from statekeeper.telemetry.metrics import Metrics
 
 __all__ = ["Services", "build_webhooks"]
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -70,61 +73,72 @@ class Services:
     #: from what it holds meanwhile (see :meth:`Inventory.start_build`).
     build_index_in_background: bool = field(default=False, repr=False)
 
+    def _part(self, name: str, make: Callable[[], T]) -> T:
+        """The part kept in the field ``name``, made by ``make`` on first use (once,
+        whatever the threads). Read without the lock once made: the request path asks
+        for the states, the tokens and the webhooks on every request."""
+        part = self.__dict__[name]
+        if part is None:
+            with self._parts_lock:
+                part = self.__dict__[name]
+                if part is None:
+                    part = self.__dict__[name] = make()
+        return cast(T, part)
+
     @property
     def states(self) -> StateService:
-        """Reading and writing states (every Terraform request)."""
-        states = self._states  # set once: read without the lock on the request path
-        if states is None:
-            with self._parts_lock:
-                if self._states is None:
-                    from statekeeper.state.service import StateService
+        """Reading and writing states."""
 
-                    self._states = StateService(self.store, self.locks, self.policy, self.events)
-                states = self._states
-        return states
+        def make() -> StateService:
+            from statekeeper.state.service import StateService
+
+            return StateService(self.store, self.locks, self.policy, self.events)
+
+        return self._part("_states", make)
 
     @property
     def history(self) -> HistoryService:
         """A state's versions, as kept and compacted."""
-        with self._parts_lock:
-            if self._history is None:
-                from statekeeper.state.history import HistoryService
 
-                self._history = HistoryService(self.store, self.policy, self.ledger)
-            return self._history
+        def make() -> HistoryService:
+            from statekeeper.state.history import HistoryService
+
+            return HistoryService(self.store, self.policy, self.ledger)
+
+        return self._part("_history", make)
 
     @property
     def trash(self) -> TrashService:
         """Deleted states, restorable for ``history.trash``."""
-        with self._parts_lock:
-            if self._trash is None:
-                from statekeeper.state.trash import TrashService
 
-                self._trash = TrashService(
-                    self.store, self.locks, self.settings.history.trash, self.states.forget
-                )
-            return self._trash
+        def make() -> TrashService:
+            from statekeeper.state.trash import TrashService
+
+            trash = self.settings.history.trash
+            return TrashService(self.store, self.locks, trash, self.states.forget)
+
+        return self._part("_trash", make)
 
     @property
     def tokens(self) -> TokenService:
         """API tokens: the tokens file, or the embedded database's table."""
-        with self._parts_lock:
-            if self._tokens is None:
-                from statekeeper.security.tokens import TokenService, open_token_store
 
-                store = open_token_store(self.store.records, self.settings.tokens_file)
-                self._tokens = TokenService(store, self.policy, self.events)
-            return self._tokens
+        def make() -> TokenService:
+            from statekeeper.security.tokens import TokenService, open_token_store
+
+            store = open_token_store(self.store.records, self.settings.tokens_file)
+            return TokenService(store, self.policy, self.events)
+
+        return self._part("_tokens", make)
 
     @property
     def hooks(self) -> Webhooks:
         """Webhooks: their outbox in the store's database, or beside its states on S3.
         Built at once by a server and for a config file's hooks (a hook it refuses
         fails the start), else by the first event: a lock listing never needs them."""
-        with self._parts_lock:
-            if self._hooks is None:
-                self._hooks = build_webhooks(self.settings, self.store, self.lock_table)
-            return self._hooks
+        return self._part(
+            "_hooks", lambda: build_webhooks(self.settings, self.store, self.lock_table)
+        )
 
     def build_parts(self) -> None:
         """Build now what is otherwise built on first use: a server pays for it at its
@@ -145,15 +159,16 @@ class Services:
     @property
     def compactor(self) -> Compactor:
         """Compaction of a lock's snapshots, started by the release of the lock."""
-        with self._parts_lock:
-            if self._compactor is None:
-                from statekeeper.state.compaction import Compactor
 
-                assert self.ledger is not None  # build opens it
-                self._compactor = Compactor(
-                    self.store, self.ledger, self.settings.history, self.policy, self.events
-                )
-            return self._compactor
+        def make() -> Compactor:
+            from statekeeper.state.compaction import Compactor
+
+            assert self.ledger is not None  # build opens it
+            return Compactor(
+                self.store, self.ledger, self.settings.history, self.policy, self.events
+            )
+
+        return self._part("_compactor", make)
 
     def _compact(self, event: Event) -> None:
         self.compactor.on_event(event)
