@@ -219,7 +219,7 @@ def _run(config: str, workdir: Path, clients: int, seconds: float) -> dict[str, 
 
 def run() -> dict[str, Any]:
     clients_list = env_list("BENCH_OBS_CLIENTS", [1, 8], [1])
-    repeats = env_int("BENCH_OBS_REPEATS", 5, 2)
+    repeats = env_int("BENCH_OBS_REPEATS", 8, 2)
     seconds = float(env_int("BENCH_LOCK_SECONDS", 5, 2))
     work = OUT / "observability"
     rows = []
@@ -254,6 +254,15 @@ def run() -> dict[str, Any]:
             }
         for name in COMPARED:
             row[name]["ratio"] = row[name]["cycles_per_s"] / row["bare"]["cycles_per_s"]
+            # Each run against the bare run of its own round (they ran minutes apart at
+            # most): a server's rate moves by up to a tenth from one process to the next,
+            # so the spread of these says how far a single ratio can be trusted.
+            paired = [
+                r["cycles_per_s"] / b["cycles_per_s"]
+                for r, b in zip(runs[name], runs["bare"], strict=True)
+            ]
+            row[name]["paired_ratio"] = median(paired)
+            row[name]["paired_range"] = [min(paired), max(paired)]
             row[name]["cpu_ratio"] = row["bare"]["cpu_ms_per_cycle"] / row[name]["cpu_ms_per_cycle"]
             row[name]["total_cpu_ratio"] = (
                 row["bare"]["total_cpu_ms_per_cycle"] / row[name]["total_cpu_ms_per_cycle"]

@@ -579,6 +579,14 @@ def observability_section(r: dict[str, Any]) -> str:
         found = x[name].get("total_cpu_ratio")
         return "n/a" if found is None else round(found, 3)
 
+    def paired(x: dict[str, Any], name: str) -> str:
+        # Absent from results measured before the rounds' own ratios were kept.
+        found = x[name].get("paired_ratio")
+        if found is None:
+            return "n/a"
+        low, high = x[name]["paired_range"]
+        return f"{found:.3f} ({low:.2f} to {high:.2f})"
+
     rows = [
         [
             x["clients"],
@@ -587,6 +595,7 @@ def observability_section(r: dict[str, Any]) -> str:
             round(x[name]["cycles_per_s"], 1),
             round(x[name]["ratio"], 3),
             "met" if x[name]["ratio"] >= 0.95 else "NOT met",
+            paired(x, name),
             f"{x['bare']['cpu_ms_per_cycle']:.2f} / {x[name]['cpu_ms_per_cycle']:.2f}",
             round(x[name]["cpu_ratio"], 3),
             worker(x, name),
@@ -608,7 +617,10 @@ def observability_section(r: dict[str, Any]) -> str:
         "the webhook on the cycle's three events), "
         f"alternated run by run, {p['seconds_per_run']:.0f} s per run, median of "
         f"{p['repeats']} runs each. Goal: observed / bare ≥ 0.95 in cycles per second "
-        "(the verdict column). The server's CPU per cycle is the steadier figure on a "
+        "(the verdict column: the ratio of the two medians). The paired column is the "
+        "median of each round's own ratio (a run against the bare run of its round) and, "
+        "in brackets, the lowest and highest of them: the spread one ratio alone can "
+        "have on this machine. The server's CPU per cycle is the steadier figure on a "
         "shared machine; its ratio is bare CPU over observed CPU (cycles per CPU second). "
         "Webhooks are delivered by a worker process beside the server (started by "
         "`serve`, measured after its start-up): its CPU per cycle is shown apart, and the "
@@ -623,6 +635,7 @@ def observability_section(r: dict[str, Any]) -> str:
                 "with /s",
                 "ratio",
                 "goal ≥ 0.95",
+                "paired (range)",
                 "server CPU ms/cycle (bare / with)",
                 "CPU ratio",
                 "worker CPU ms/cycle (bare / with)",
