@@ -190,17 +190,12 @@ def list_locks(
     return sorted(out, key=lambda r: (r.name, not r.primary, -(r.age_seconds or 0.0)))
 
 
-def _serial(info: ObjectInfo) -> tuple[int | None, str | None]:
-    # Imported here: a lock listing reads no version (its start-up is the CLI's loop path).
-    from statekeeper.state.version import StateVersion
-
-    fields = StateVersion.metadata_fields(dict(info.metadata)) if info.has_metadata else {}
-    return fields.get("serial"), fields.get("lineage")
-
-
 def _listed(objects: Iterable[ObjectInfo]) -> Iterator[StateSummary]:
+    # Imported here, once a listing: a lock listing reads no version (the CLI's loop path).
+    from statekeeper.state.version import serial_of
+
     for info in objects:
-        serial, lineage = _serial(info)
+        serial, lineage = serial_of(info)
         yield StateSummary(
             name=info.key,
             size=info.size,
@@ -213,7 +208,7 @@ def _listed(objects: Iterable[ObjectInfo]) -> Iterator[StateSummary]:
 
 
 def _detailed(store: ObjectStore, summary: StateSummary) -> StateSummary:
-    from statekeeper.state.version import version_from_info
+    from statekeeper.state.version import serial_of, version_from_info
 
     count: int | None = None
     current: ObjectInfo | None = None
@@ -228,7 +223,7 @@ def _detailed(store: ObjectStore, summary: StateSummary) -> StateSummary:
         # writes) the bytes.
         info = current or store.head(summary.name)
         if info is not None:
-            serial, lineage = _serial(info)
+            serial, lineage = serial_of(info)
         if serial is None:
             obj = store.get(summary.name)
             if obj is not None:

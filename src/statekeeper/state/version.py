@@ -15,7 +15,7 @@ from statekeeper.times import format_rfc3339, parse_rfc3339
 if TYPE_CHECKING:
     from statekeeper.storage.base import ObjectInfo
 
-__all__ = ["Provenance", "StateVersion", "version_from_info"]
+__all__ = ["Provenance", "StateVersion", "serial_of", "version_from_info"]
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,13 @@ def _decoded(items: tuple[tuple[str, str], ...]) -> dict[str, Any]:
         except ValueError:
             pass  # the store's own time stands
     return out
+
+
+def serial_of(info: ObjectInfo) -> tuple[int | None, str | None]:
+    """The serial and lineage statekeeper recorded in a version's metadata (None, None
+    where it recorded none: a state written by Terraform's own backend)."""
+    fields = StateVersion.metadata_fields(dict(info.metadata)) if info.has_metadata else {}
+    return fields.get("serial"), fields.get("lineage")
 
 
 def version_from_info(name: str, info: ObjectInfo, data: bytes | None = None) -> StateVersion:
