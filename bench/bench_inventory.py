@@ -124,7 +124,7 @@ def _sqlite(states: int, resources: int) -> dict[str, Any]:
         services.store.put(key(i), state_doc(i, resources), {})
     setup_s = time.perf_counter() - setup
     log(f"inventory: {states} states x {resources} resources stored in {setup_s:.0f}s")
-    op = Operator(services.states, services.locks, services.history)
+    op = Operator(services)
     inventory = services.inventory()
     build = inventory.catch_up()
     log(f"inventory: index built in {build.seconds:.1f}s")

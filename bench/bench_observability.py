@@ -2,7 +2,8 @@
 
 ``statekeeper serve`` on SQLite runs the lock cycle of ``bench_locks.py``
 (LOCK → GET → POST 100 KB → UNLOCK, distinct states) in two configurations,
-alternated run by run so that a noisy minute on a shared machine hits both:
+alternated run by run (each round in a turned order) so that a noisy minute
+on a shared machine hits both:
 
 - ``bare``: ``metrics = false``, log level ``warning`` (no access line, no event line);
 - ``observed``: metrics on and scraped every 15 s (Prometheus' usual interval;
@@ -14,9 +15,10 @@ alternated run by run so that a noisy minute on a shared machine hits both:
   (sharing the load generator's GIL, it slowed the client), standing for a
   program on another machine: it runs at the lowest CPU priority, and its CPU
   per cycle is reported beside the worker's. It speaks
-  HTTP/1.1 as any real receiver does (``protocol_version = "HTTP/1.1"``, a
-  ``Content-Length`` on every answer), so the worker keeps one connection to
-  it for the run;
+  HTTP/1.1 as any real receiver does (its answers keep the connection open), so
+  the worker keeps one connection to it for the run, and it does no more than a
+  receiver must: its CPU, which a real deployment spends on another machine,
+  takes as little of the two cores as it can;
 - ``metrics-logs``: ``observed`` without the webhook;
 - ``every-event``: ``observed`` with the subscription to every event the cycle
   makes (``lock.acquired``, ``state.written``, ``lock.released``: three
@@ -217,6 +219,16 @@ def _run(config: str, workdir: Path, clients: int, seconds: float) -> dict[str, 
     return result
 
 
+def _order(round_: int) -> list[str]:
+    """The configurations of one round, in turn: each round starts one further along,
+    so that no configuration always runs first (after the quiet of the last drain) or
+    last (after the heaviest run): a place in the round's order shows up as noise
+    spread over them all, not as one configuration's cost."""
+    names = list(CONFIGS)
+    turn = round_ % len(names)
+    return names[turn:] + names[:turn]
+
+
 def run() -> dict[str, Any]:
     clients_list = env_list("BENCH_OBS_CLIENTS", [1, 8], [1])
     repeats = env_int("BENCH_OBS_REPEATS", 8, 2)
@@ -225,8 +237,8 @@ def run() -> dict[str, Any]:
     rows = []
     for clients in clients_list:
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in CONFIGS}
-        for _ in range(repeats):
-            for name in CONFIGS:  # alternated: bare, observed, bare, observed, ...
+        for round_ in range(repeats):
+            for name in _order(round_):
                 runs[name].append(_run(name, work, clients, seconds))
         row: dict[str, Any] = {"clients": clients}
         for name, results in runs.items():

@@ -74,7 +74,7 @@ def serve_tree(
     port = free_port()
     src, *settings = tree.split(";")
     env = {**os.environ, "STATEKEEPER_LOG_FORMAT": "text", "PYTHONPATH": src}
-    env.update(setting.split("=", 1) for setting in settings)
+    env.update(setting.partition("=")[::2] for setting in settings)
     command = [*(argv or _SERVE), str(port)]
     with (workdir / "server.log").open("wb") as log:
         proc = subprocess.Popen(
