@@ -88,6 +88,27 @@ def test_no_more_than_threads_run_at_once_and_the_rest_wait_their_turn() -> None
     assert set(started[:3]) == {0, 1, 2}  # the others waited for a thread
 
 
+def test_a_function_waiting_for_the_loop_holds_none_of_the_bounded_threads() -> None:
+    # A write whose body arrives at a slow client's pace: the one bounded thread stays
+    # free for every other request's store work meanwhile.
+    workers = Workers(1)
+    release = threading.Event()
+
+    async def call() -> tuple[str, bool]:
+        upload = asyncio.ensure_future(workers.run(lambda: release.wait(5), waits_for_loop=True))
+        await asyncio.sleep(0.05)  # the upload is on its thread, waiting
+        async with asyncio.timeout(2):
+            other = await workers.run(lambda: "answered meanwhile")
+        release.set()
+        return other, await upload
+
+    try:
+        other, waited = asyncio.run(call())
+    finally:
+        workers.close()
+    assert (other, waited) == ("answered meanwhile", True)
+
+
 def test_a_cancelled_caller_stops_waiting_and_the_function_still_ends() -> None:
     workers = Workers(1)
     release, ended = threading.Event(), threading.Event()

@@ -8,7 +8,8 @@ wakes the worker in Python; at 8 clients that wake-up was a third of the loop's
 time. Here an idle thread is handed its job directly (its own lock released, in
 C), the most recently idle first, so that the few threads already running take
 the work and the others stay asleep; with two cores and one GIL, more threads
-running at once only contend for it.
+running at once only contend for it. A write whose body is still arriving takes a
+thread of its own instead, outside that bound: it waits on the client's pace.
 
 The function runs in a copy of the caller's context (the request ID, the open
 event), as with anyio. A caller that is cancelled (the request timed out) stops
@@ -36,13 +37,18 @@ T = TypeVar("T")
 
 #: At most this many requests do store work at once on a store on this machine
 #: (SQLite, memory), more wait their turn in order: their work holds the GIL or a
-#: core, and 8 clients measured 8 % more CPU per cycle with 8 threads than with 4
-#: (2 serialised the fsyncs and lost throughput).
-LOCAL_THREADS = 4
+#: core, and every thread more that runs Python at once adds hand-overs of the GIL
+#: (a context switch each). At 8 clients 2 threads took 6 % less CPU a cycle than 4,
+#: for 4.5 % more cycles and a 10 % lower p99 (bench/findings.md); 1 serialised the
+#: fsyncs and lost throughput. A write still receiving its body is not counted
+#: (:meth:`Workers.run`).
+LOCAL_THREADS = 2
 #: On S3 and DynamoDB a request mostly waits for the network, without the GIL.
 REMOTE_THREADS = 32
 #: A thread idle this long ends (the next busy moment starts it again).
 IDLE_SECONDS = 10.0
+#: The worker threads' name (py-spy and /proc show it).
+_NAME = "statekeeper-worker"
 #: When a client's request comes less than this after another client's, requests
 #: hop for this long: with two clients or more, a request may arrive at any time.
 SHARED_SECONDS = 1.0
@@ -161,7 +167,16 @@ class Workers:
                 return contextvars.copy_context().run(function)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._submit((loop, future, contextvars.copy_context(), function))
+        job: _Job = (loop, future, contextvars.copy_context(), function)
+        if waits_for_loop:
+            # A thread of its own, outside the bound: it mostly waits for the loop to
+            # receive the body, at the client's pace, and a slow upload must not hold
+            # one of the few threads every other request's store work needs.
+            thread = threading.Thread(target=self._run_job, args=(job,), name=_NAME)
+            thread.daemon = True
+            thread.start()
+        else:
+            self._submit(job)
         self._pending += 1
         return await future
 
@@ -192,25 +207,27 @@ class Workers:
                 self._backlog.append(job)
                 return
             self._running += 1
-        thread = threading.Thread(target=self._work, args=(job,), name="statekeeper-worker")
+        thread = threading.Thread(target=self._work, args=(job,), name=_NAME)
         thread.daemon = True  # an idle one must not hold the process open
         thread.start()
 
     def _work(self, job: _Job | None) -> None:
         slot = _Slot()
         while job is not None:
-            loop, future, context, function = job
+            self._run_job(job)
             job = None  # nothing of the request is kept while idle
-            result: Any = None
-            error: BaseException | None = None
-            try:
-                result = context.run(function)
-            except BaseException as exc:  # noqa: BLE001 - the caller's to handle, whatever it is
-                error = exc
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                loop.call_soon_threadsafe(self._settled, future, result, error)
-            del future, context, function, result, error
             job = self._next(slot)
+
+    def _run_job(self, job: _Job) -> None:
+        loop, future, context, function = job
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            result = context.run(function)
+        except BaseException as exc:  # noqa: BLE001 - the caller's to handle, whatever it is
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            loop.call_soon_threadsafe(self._settled, future, result, error)
 
     def _next(self, slot: _Slot) -> _Job | None:
         """The next job for this thread, or None when it should end."""
