@@ -19,6 +19,7 @@ from statekeeper.server.body import PIECE
 from statekeeper.server.workers import (
     LOCAL_THREADS,
     REMOTE_THREADS,
+    UPLOAD_THREADS,
     Workers,
     local_stores,
     threads_for,
@@ -60,7 +61,11 @@ def test_the_functions_exception_is_raised_to_the_caller() -> None:
     assert raised.value is failure
 
 
-def test_no_more_than_threads_run_at_once_and_the_rest_wait_their_turn() -> None:
+@pytest.mark.parametrize(("threads", "waits_for_loop"), [(3, False), (UPLOAD_THREADS, True)])
+def test_no_more_than_threads_run_at_once_and_the_rest_wait_their_turn(
+    threads: int, waits_for_loop: bool
+) -> None:
+    # Store work on its threads; writes still receiving their body on theirs.
     workers = Workers(3)
     guard = threading.Lock()
     running, most, started = 0, 0, []
@@ -76,16 +81,20 @@ def test_no_more_than_threads_run_at_once_and_the_rest_wait_their_turn() -> None
             running -= 1
         return n
 
+    jobs = threads + 9
+
     async def call() -> list[int]:
-        return await asyncio.gather(*(workers.run(lambda n=n: job(n)) for n in range(12)))
+        return await asyncio.gather(
+            *(workers.run(lambda n=n: job(n), waits_for_loop=waits_for_loop) for n in range(jobs))
+        )
 
     try:
         results = asyncio.run(call())
     finally:
         workers.close()
-    assert results == list(range(12))
-    assert most == 3
-    assert set(started[:3]) == {0, 1, 2}  # the others waited for a thread
+    assert results == list(range(jobs))
+    assert most == threads
+    assert set(started[:threads]) == set(range(threads))  # the others waited for a thread
 
 
 def test_a_function_waiting_for_the_loop_holds_none_of_the_bounded_threads() -> None:

@@ -9,7 +9,7 @@ time. Here an idle thread is handed its job directly (its own lock released, in
 C), the most recently idle first, so that the few threads already running take
 the work and the others stay asleep; with two cores and one GIL, more threads
 running at once only contend for it. A write whose body is still arriving takes a
-thread of its own instead, outside that bound: it waits on the client's pace.
+thread of another pool instead (:data:`UPLOAD_THREADS`): it waits on the client's pace.
 
 The function runs in a copy of the caller's context (the request ID, the open
 event), as with anyio. A caller that is cancelled (the request timed out) stops
@@ -31,7 +31,14 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["LOCAL_THREADS", "REMOTE_THREADS", "Workers", "local_stores", "threads_for"]
+__all__ = [
+    "LOCAL_THREADS",
+    "REMOTE_THREADS",
+    "UPLOAD_THREADS",
+    "Workers",
+    "local_stores",
+    "threads_for",
+]
 
 T = TypeVar("T")
 
@@ -40,15 +47,18 @@ T = TypeVar("T")
 #: core, and every thread more that runs Python at once adds hand-overs of the GIL
 #: (a context switch each). At 8 clients 2 threads took 6 % less CPU a cycle than 4,
 #: for 4.5 % more cycles and a 10 % lower p99 (bench/findings.md); 1 serialised the
-#: fsyncs and lost throughput. A write still receiving its body is not counted
-#: (:meth:`Workers.run`).
+#: fsyncs and lost throughput. A write still receiving its body is not counted: it
+#: has a thread of another pool (:data:`UPLOAD_THREADS`).
 LOCAL_THREADS = 2
 #: On S3 and DynamoDB a request mostly waits for the network, without the GIL.
 REMOTE_THREADS = 32
+#: Writes still receiving their body (over 1 MiB, or chunked) have threads of their
+#: own, this many at most: each mostly waits for the loop to receive the body, at the
+#: client's pace, and holds up to ``storage.sqlite.pieces.IN_MEMORY`` of it in memory.
+#: More wait their turn with their bodies unread (the client's sends wait too).
+UPLOAD_THREADS = 8
 #: A thread idle this long ends (the next busy moment starts it again).
 IDLE_SECONDS = 10.0
-#: The worker threads' name (py-spy and /proc show it).
-_NAME = "statekeeper-worker"
 #: When a client's request comes less than this after another client's, requests
 #: hop for this long: with two clients or more, a request may arrive at any time.
 SHARED_SECONDS = 1.0
@@ -89,8 +99,89 @@ class _Slot:
         self.ready.acquire()
 
 
+class _Pool:
+    """Up to ``threads`` threads, started as needed, ended when idle; jobs beyond them
+    wait their turn in order. ``settled`` is called on the job's loop with its end."""
+
+    def __init__(
+        self,
+        threads: int,
+        idle_seconds: float,
+        settled: Callable[[asyncio.Future[Any], Any, BaseException | None], None],
+    ) -> None:
+        self.threads = threads
+        self.idle_seconds = idle_seconds
+        self.settled = settled
+        self._guard = threading.Lock()
+        self._idle: list[_Slot] = []
+        self._backlog: collections.deque[_Job] = collections.deque()
+        self._running = 0
+        self._closed = False
+
+    def submit(self, job: _Job) -> None:
+        with self._guard:
+            if self._idle:
+                slot = self._idle.pop()
+                slot.job = job
+                slot.ready.release()
+                return
+            if self._running >= self.threads:
+                self._backlog.append(job)
+                return
+            self._running += 1
+        thread = threading.Thread(target=self._work, args=(job,), name="statekeeper-worker")
+        thread.daemon = True  # an idle one must not hold the process open
+        thread.start()
+
+    def _work(self, job: _Job | None) -> None:
+        slot = _Slot()
+        while job is not None:
+            loop, future, context, function = job
+            job = None  # nothing of the request is kept while idle
+            result: Any = None
+            error: BaseException | None = None
+            try:
+                result = context.run(function)
+            except BaseException as exc:  # noqa: BLE001 - the caller's to handle, whatever it is
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(self.settled, future, result, error)
+            del future, context, function, result, error
+            job = self._next(slot)
+
+    def _next(self, slot: _Slot) -> _Job | None:
+        """The next job for this thread, or None when it should end."""
+        with self._guard:
+            if self._backlog:
+                return self._backlog.popleft()
+            if self._closed:
+                self._running -= 1
+                return None
+            self._idle.append(slot)
+        if not slot.ready.acquire(timeout=self.idle_seconds):
+            with self._guard:
+                if slot in self._idle:
+                    self._idle.remove(slot)
+                    self._running -= 1
+                    return None
+            slot.ready.acquire()  # a job was handed over as the wait ran out
+        job, slot.job = slot.job, None
+        return job
+
+    def close(self) -> None:
+        """End the idle threads now, and the busy ones when their job is done."""
+        with self._guard:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._running -= len(idle)
+        for slot in idle:
+            slot.job = None
+            slot.ready.release()
+
+
 class Workers:
-    """Up to ``threads`` worker threads, started as needed, ended when idle.
+    """Up to ``threads`` worker threads for store work, started as needed, ended when
+    idle, and up to :data:`UPLOAD_THREADS` more for writes still receiving their body.
 
     ``inline``: the stores are on this machine, and a request alone in the server
     may do its work on the event loop's thread (:meth:`run`).
@@ -104,15 +195,10 @@ class Workers:
         inline: bool = False,
         shared_seconds: float = SHARED_SECONDS,
     ) -> None:
-        self.threads = threads
-        self.idle_seconds = idle_seconds
         self.inline = inline
         self.shared_seconds = shared_seconds
-        self._guard = threading.Lock()
-        self._idle: list[_Slot] = []
-        self._backlog: collections.deque[_Job] = collections.deque()
-        self._running = 0
-        self._closed = False
+        self._store = _Pool(threads, idle_seconds, self._settled)
+        self._uploads = _Pool(UPLOAD_THREADS, idle_seconds, self._settled)
         # These five are read and changed on the event loop's thread only.
         self._requests = 0  # requests being answered (:meth:`serving`)
         self._pending = 0  # jobs handed to a thread and not yet settled
@@ -167,16 +253,11 @@ class Workers:
                 return contextvars.copy_context().run(function)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        job: _Job = (loop, future, contextvars.copy_context(), function)
-        if waits_for_loop:
-            # A thread of its own, outside the bound: it mostly waits for the loop to
-            # receive the body, at the client's pace, and a slow upload must not hold
-            # one of the few threads every other request's store work needs.
-            thread = threading.Thread(target=self._run_job, args=(job,), name=_NAME)
-            thread.daemon = True
-            thread.start()
-        else:
-            self._submit(job)
+        # A write still receiving its body mostly waits for the loop, at the client's
+        # pace: on a pool of its own, so that slow uploads hold none of the few threads
+        # every other request's store work needs.
+        pool = self._uploads if waits_for_loop else self._store
+        pool.submit((loop, future, contextvars.copy_context(), function))
         self._pending += 1
         return await future
 
@@ -196,64 +277,7 @@ class Workers:
         self._pending -= 1
         _settle(future, result, error)
 
-    def _submit(self, job: _Job) -> None:
-        with self._guard:
-            if self._idle:
-                slot = self._idle.pop()
-                slot.job = job
-                slot.ready.release()
-                return
-            if self._running >= self.threads:
-                self._backlog.append(job)
-                return
-            self._running += 1
-        thread = threading.Thread(target=self._work, args=(job,), name=_NAME)
-        thread.daemon = True  # an idle one must not hold the process open
-        thread.start()
-
-    def _work(self, job: _Job | None) -> None:
-        slot = _Slot()
-        while job is not None:
-            self._run_job(job)
-            job = None  # nothing of the request is kept while idle
-            job = self._next(slot)
-
-    def _run_job(self, job: _Job) -> None:
-        loop, future, context, function = job
-        result: Any = None
-        error: BaseException | None = None
-        try:
-            result = context.run(function)
-        except BaseException as exc:  # noqa: BLE001 - the caller's to handle, whatever it is
-            error = exc
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-            loop.call_soon_threadsafe(self._settled, future, result, error)
-
-    def _next(self, slot: _Slot) -> _Job | None:
-        """The next job for this thread, or None when it should end."""
-        with self._guard:
-            if self._backlog:
-                return self._backlog.popleft()
-            if self._closed:
-                self._running -= 1
-                return None
-            self._idle.append(slot)
-        if not slot.ready.acquire(timeout=self.idle_seconds):
-            with self._guard:
-                if slot in self._idle:
-                    self._idle.remove(slot)
-                    self._running -= 1
-                    return None
-            slot.ready.acquire()  # a job was handed over as the wait ran out
-        job, slot.job = slot.job, None
-        return job
-
     def close(self) -> None:
         """End the idle threads now, and the busy ones when their job is done."""
-        with self._guard:
-            self._closed = True
-            idle, self._idle = self._idle, []
-            self._running -= len(idle)
-        for slot in idle:
-            slot.job = None
-            slot.ready.release()
+        self._store.close()
+        self._uploads.close()
