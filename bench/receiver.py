@@ -52,8 +52,8 @@ class _Connection(asyncio.Protocol):
         self.buffer += data
         while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
             head = self.buffer[:end].decode("latin-1").split("\r\n")
-            fields = dict(line.split(":", 1) for line in head[1:])
-            length = int({k.lower(): v for k, v in fields.items()}.get("content-length", 0))
+            fields = {k.lower(): v for k, _, v in (line.partition(":") for line in head[1:])}
+            length = int(fields.get("content-length", 0))
             if len(self.buffer) < end + 4 + length:
                 return  # the body is still coming
             body = self.buffer[end + 4 : end + 4 + length]
