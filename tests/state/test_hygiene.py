@@ -144,6 +144,26 @@ def test_a_release_reads_only_the_versions_written_since_its_lock(
         s.close()
 
 
+def test_a_release_after_one_write_or_none_makes_one_count_and_no_walk(
+    tmp_path: Path, caller: Caller
+) -> None:
+    s = build(tmp_path, "compact = false")
+    try:
+        calls = _watched_compactor(s)
+        for serial in range(1, 6):
+            apply_run(s, caller, serial, 1)
+        calls.made.clear()
+        apply_run(s, caller, 6, 1)
+        # The LOCK's read of where its run starts; at the UNLOCK, one count.
+        assert calls.made == ["head", "count_newer"]
+        calls.made.clear()
+        apply_run(s, caller, 7, 0)  # a lock that wrote nothing
+        assert calls.made == ["head", "count_newer"]
+        assert [v[0] for v in history(s, caller)] == [6, 5, 4, 3, 2, 1]
+    finally:
+        s.close()
+
+
 def test_a_lock_retried_by_its_holder_mid_run_still_compacts_the_whole_run(
     tmp_path: Path, caller: Caller
 ) -> None:

@@ -21,6 +21,8 @@ NAME = StateName("team/app.tfstate")
 CI = Caller("ci", "127.0.0.1")
 #: What a HEAD of the current version reads, outside the write's own transaction.
 CURRENT_ROW = "FROM current c JOIN objects o ON o.id = c.object_id"
+#: The write fence's read of the lock.
+LOCK_READ = f"SELECT body, actor, remote_addr, acquired FROM locks WHERE key = '{NAME}'"
 
 
 def _state(serial: int, lineage: str = "L", marker: str = "") -> bytes:
@@ -69,8 +71,11 @@ def test_a_write_after_a_read_reads_the_current_row_no_more(replicas: list[Servi
         finally:
             db.run(lambda conn: conn.set_trace_callback(None))
         assert not [s for s in statements if CURRENT_ROW in s]
-        # The fence's read of the lock, and no HEAD (the last BEGIN is the trace's own end).
-        assert statements[:-1].count("BEGIN") == 1
+        # The fence's read of the lock is one statement, no transaction of its own (the
+        # last BEGIN is the trace's own end); then the write's.
+        assert [s for s in statements if "FROM locks" in s] == [LOCK_READ]
+        assert statements[:-1].count("BEGIN") == 0
+        assert statements.count("BEGIN IMMEDIATE") == 1
 
 
 def test_a_version_written_by_another_process_is_checked_again(replicas: list[Services]) -> None:

@@ -302,6 +302,21 @@ class ObjectStore(ABC):
         at = ids.index(version_id)
         return ids[at + 1] if at + 1 < len(ids) else None
 
+    def count_newer(self, key: str, version_id: str | None, up_to: int) -> int:
+        """How many versions of ``key`` were written after ``version_id`` (None: all of
+        them), counted up to ``up_to``.
+
+        Needs ``supports_versions``. When ``version_id`` is gone (pruned) this default
+        counts every version listed: its answer may be more than the truth, never
+        less. A driver with an index counts in one read, without listing.
+        """
+        count = 0
+        for version in self.versions(key):
+            if count >= up_to or version.version_id == version_id:
+                break
+            count += 1
+        return count
+
     def with_previous(self, key: str, version_id: str, known: str | None = None) -> WithPrevious:
         """The bytes of ``version_id`` and of the version before it, unless that one is
         ``known`` (the caller holds its bytes): what a ``state.written`` webhook compares.

@@ -262,6 +262,9 @@ class EncryptingStore(ObjectStore):
     def version_before(self, key: str, version_id: str) -> str | None:
         return self.inner.version_before(key, version_id)
 
+    def count_newer(self, key: str, version_id: str | None, up_to: int) -> int:
+        return self.inner.count_newer(key, version_id, up_to)
+
     def with_previous(self, key: str, version_id: str, known: str | None = None) -> WithPrevious:
         got = self.inner.with_previous(key, version_id, known)
         before = got.previous_data

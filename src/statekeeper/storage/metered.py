@@ -193,6 +193,9 @@ class MeteredStore(ObjectStore):
     def version_before(self, key: str, version_id: str) -> str | None:
         return self._meter("version_before", self.inner.version_before, key, version_id)
 
+    def count_newer(self, key: str, version_id: str | None, up_to: int) -> int:
+        return self._meter("count_newer", self.inner.count_newer, key, version_id, up_to)
+
     def delete_version(self, key: str, version_id: str) -> None:
         self._meter("delete_version", self.inner.delete_version, key, version_id)
 

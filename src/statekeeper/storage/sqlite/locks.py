@@ -70,7 +70,7 @@ class SqliteLocks(LockTable):
         self.db.run(tx, write=True)
 
     def read(self, key: str) -> LockInfo | None:
-        return self.db.run(lambda db: self._read(db, key))
+        return self.db.read_one(lambda db: self._read(db, key))
 
     def delete_if_held_by(self, key: str, lock_id: str) -> bool:
         cur = self.db.run(

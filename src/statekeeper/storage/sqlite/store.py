@@ -85,6 +85,14 @@ def _info(row: sqlite3.Row | tuple[object, ...], *, is_latest: bool) -> ObjectIn
     )
 
 
+def _read_columns(whole_up_to: int | None) -> str:
+    """A version's facts, whether it is read whole (no larger than ``whole_up_to``;
+    None: always), and then its row's blob (a large version's is never fetched)."""
+    small = "1" if whole_up_to is None else f"o.size <= {int(whole_up_to)}"
+    blob = f"CASE WHEN {small} THEN o.data END"
+    return f"o.id, o.key, o.size, o.metadata, o.created, o.codec, {small}, {blob}"
+
+
 class SqliteStore(ObjectStore):
     """States in one SQLite file; blobs compressed with ``codec`` (None: plain) when it pays."""
 
@@ -217,7 +225,7 @@ class SqliteStore(ObjectStore):
     def open(self, key: str, version_id: str | None = None) -> ObjectStream | None:
         # A version up to IN_MEMORY (most states) is read whole, with its facts, in one
         # read transaction; a larger one's facts come alone, its bytes below.
-        found = self.db.run(lambda db: self._read(db, key, version_id, IN_MEMORY))
+        found = self._found(key, version_id, IN_MEMORY)
         if found is None:
             return None
         if isinstance(found, StoredObject):
@@ -275,34 +283,51 @@ class SqliteStore(ObjectStore):
         return row is not None and row[0] == object_id
 
     def get(self, key: str, version_id: str | None = None) -> StoredObject | None:
-        found = self.db.run(lambda db: self._read(db, key, version_id, None))
+        found = self._found(key, version_id, None)
         # Without a size limit it is never the facts alone; the test is for the type.
         return None if isinstance(found, ObjectInfo) else found
 
-    def _read(
-        self, db: sqlite3.Connection, key: str, version_id: str | None, whole_up_to: int | None
+    def _found(
+        self, key: str, version_id: str | None, whole_up_to: int | None
     ) -> StoredObject | ObjectInfo | None:
         """The version with its bytes, or only its facts when larger than ``whole_up_to``."""
-        # A large version's blob is never fetched here (one kept in its row is streamed).
-        small = "1" if whole_up_to is None else f"o.size <= {int(whole_up_to)}"
-        data = f"{small}, CASE WHEN {small} THEN o.data END"
-        cols = f"o.id, o.key, o.size, o.metadata, o.created, o.codec, {data}"
+        cols = _read_columns(whole_up_to)
+        if version_id is None:
+            # The current version is one statement when its bytes are in its row (most
+            # states): read without a transaction around it. In pieces, read again in one.
+            row = self.db.read_one(lambda db: self._row(db, key, None, cols))
+            if row is None:
+                return None
+            if not row[6] or row[-1]:
+                return self._object(None, row, _info(row, is_latest=True))
+        return self.db.run(lambda db: self._read(db, key, version_id, cols))
+
+    def _read(
+        self, db: sqlite3.Connection, key: str, version_id: str | None, cols: str
+    ) -> StoredObject | ObjectInfo | None:
         row = self._row(db, key, version_id, cols)
         if row is None:
             return None
         latest = version_id is None or self._is_latest(db, key, row[0])
-        info = _info(row, is_latest=latest)
+        return self._object(db, row, _info(row, is_latest=latest))
+
+    def _object(
+        self, db: sqlite3.Connection | None, row: tuple[object, ...], info: ObjectInfo
+    ) -> StoredObject | ObjectInfo:
+        """``row`` (of :func:`_read_columns`) as its facts alone or with its bytes; ``db``
+        reads the pieces of bytes not kept in the row (None: they are)."""
         if not row[6]:
             return info
         return StoredObject(info, self._bytes(db, row[0], row[-1], row[5], info.size))
 
     @staticmethod
     def _bytes(
-        db: sqlite3.Connection, object_id: object, blob: object, marker: object, size: int
+        db: sqlite3.Connection | None, object_id: object, blob: object, marker: object, size: int
     ) -> bytes:
         """A version's bytes as written, from its row's blob (empty: in pieces) and codec."""
         data = bytes(blob)  # type: ignore[call-overload]
         if not data:
+            assert db is not None, "a version in pieces is read in a transaction"
             data = b"".join(read_pieces(db, int(str(object_id))))
         return codec.decode(data, None if marker is None else str(marker), size)
 
@@ -316,7 +341,8 @@ class SqliteStore(ObjectStore):
             latest = version_id is None or self._is_latest(db, key, row[0])
             return _info(row, is_latest=latest)
 
-        return self.db.run(tx)
+        # The current version is one statement; another's, a second (is it the latest?).
+        return self.db.read_one(tx) if version_id is None else self.db.run(tx)
 
     def delete(self, key: str) -> None:
         # The versions stay, like a delete marker on a versioned bucket: the trash
@@ -423,7 +449,20 @@ class SqliteStore(ObjectStore):
                 raise VersionNotFound(f"state {key!r} has no version {version_id!r}")
             return None if before is None else str(before)
 
-        return self.db.run(tx)
+        return self.db.read_one(tx)
+
+    def count_newer(self, key: str, version_id: str | None, up_to: int) -> int:
+        # Row IDs grow with every version written: the newer ones are those above it.
+        after = 0 if version_id is None else _row_id(key, version_id)
+
+        def tx(db: sqlite3.Connection) -> int:
+            (count,) = db.execute(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM objects WHERE key = ? AND id > ? LIMIT ?)",
+                (key, after, up_to),
+            ).fetchone()
+            return int(count)
+
+        return self.db.read_one(tx)
 
     def with_previous(self, key: str, version_id: str, known: str | None = None) -> WithPrevious:
         # One read transaction, the bytes alone: no metadata parsed, no "is it the
