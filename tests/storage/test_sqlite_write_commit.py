@@ -73,6 +73,8 @@ def test_a_write_commits_once_with_its_digest_and_audit_record_and_syncs_once(
         db.run(lambda conn: conn.set_trace_callback(None))
     assert spy.calls == 0
     assert statements.count("BEGIN IMMEDIATE") == 1  # one write transaction
+    # The digest and the audit record join it as one statement each: no savepoints.
+    assert not [s for s in statements if s.startswith(("SAVEPOINT", "RELEASE"))]
     assert _events(services) == [(Action.WRITE, "ok", outcome.version.version_id)]
     assert services.lock_table.get_digest(str(NAME)) == outcome.version.md5
 
@@ -140,6 +142,33 @@ def test_a_joined_run_commits_with_the_enclosing_transaction_or_not_at_all(
         put("joined")
 
     db.run(kept, write=True)
+    keys = db.run(lambda c: c.execute("SELECT key FROM digests ORDER BY key").fetchall())
+    assert keys == [("joined",), ("outer",)]
+
+
+def test_a_joined_write_of_one_statement_is_undone_alone_without_a_savepoint(
+    tmp_path: Path,
+) -> None:
+    db = SqliteDatabase(tmp_path / "s.db")
+
+    def put(key: str) -> None:
+        db.run(
+            lambda c: c.execute("INSERT INTO digests VALUES (?, 'd')", (key,)),
+            write=True,
+            atomic=False,
+        )
+
+    def outer(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO digests VALUES ('outer', 'd')")
+        put("joined")
+        with pytest.raises(StorageError):
+            put("joined")  # a duplicate key: SQLite undoes the statement, the rest stays
+
+    statements: list[str] = []
+    db.run(lambda c: c.set_trace_callback(statements.append))
+    db.run(outer, write=True)
+    db.run(lambda c: c.set_trace_callback(None))
+    assert not [s for s in statements if s.startswith(("SAVEPOINT", "RELEASE"))]
     keys = db.run(lambda c: c.execute("SELECT key FROM digests ORDER BY key").fetchall())
     assert keys == [("joined",), ("outer",)]
 

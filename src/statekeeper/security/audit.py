@@ -169,7 +169,7 @@ class SqliteAuditLog:
             return
         try:
             self._write(event)
-        except Exception:  # noqa: BLE001 - undone by its savepoint; record() tries again
+        except Exception:  # noqa: BLE001 - SQLite undid the INSERT; record() tries again
             return  # and reports its failure with the event, as for any subscriber
         self._staged.id = event.id
 
@@ -211,7 +211,10 @@ class SqliteAuditLog:
                         json.dumps(event.to_json(), separators=(",", ":")),
                     )
 
-        self.db.run(tx, write=True)
+        # No savepoint when joined to an operation's transaction: the INSERT is the one
+        # statement whose failure leaves ``tx`` (SQLite undoes it alone), and each
+        # companion's failure is caught above, its record staying either way.
+        self.db.run(tx, write=True, atomic=False)
 
     def join(self, companion: Companion) -> bool:
         self._companions.append(companion)

@@ -175,18 +175,25 @@ class SqliteDatabase:
             mine.synchronous = mode
 
     def run(
-        self, fn: Callable[[sqlite3.Connection], T], *, write: bool = False, durable: bool = False
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        write: bool = False,
+        durable: bool = False,
+        atomic: bool = True,
     ) -> T:
         """Run ``fn`` in one transaction (``BEGIN IMMEDIATE`` for writes).
 
         A write is synced when it commits, unless it runs inside
         :meth:`syncing_once` without ``durable``: then the block's end syncs it.
         Called from inside another ``run``'s ``fn`` on this thread, it joins that
-        transaction (see :meth:`_joined`).
+        transaction (see :meth:`_joined`). ``atomic=False``: joined, ``fn`` needs no
+        savepoint of its own, as it makes one statement (SQLite undoes a statement
+        that fails by itself) or catches its later statements' failures itself.
         """
         mine = self._thread()
         if mine.open is not None:
-            return self._joined(mine, fn, write=write)
+            return self._joined(mine, fn, write=write, savepoint=write and atomic)
         try:
             if not write:
                 return _transaction(mine, "read", fn)
@@ -221,7 +228,14 @@ class SqliteDatabase:
         except sqlite3.Error as exc:
             raise StorageError(f"the SQLite database {self.path} failed: {exc}") from exc
 
-    def _joined(self, mine: _Thread, fn: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
+    def _joined(
+        self,
+        mine: _Thread,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        write: bool,
+        savepoint: bool,
+    ) -> T:
         """``fn`` inside the transaction this thread has open: committed (and synced) with
         it, or not at all. A savepoint around it undoes only its own writes when it
         raises, so the enclosing transaction can go on (a new state version and the
@@ -230,8 +244,9 @@ class SqliteDatabase:
         if write and mine.open != "write":
             raise AssertionError("a write joined a read transaction (it holds no write lock)")
         conn = mine.conn
-        if not write:
-            # A read has nothing to undo: no savepoint (two statements fewer).
+        if not savepoint:
+            # Nothing to undo as a whole (a read; a write of one statement): two
+            # statements fewer.
             try:
                 return fn(conn)
             except sqlite3.Error as exc:

@@ -142,6 +142,7 @@ class SqliteLocks(LockTable):
                 (key, md5_hex),
             ),
             write=True,
+            atomic=False,  # one statement (joined to the version's transaction)
         )
 
     def delete_digest(self, key: str) -> None:
