@@ -111,10 +111,10 @@ def _sender_writes(services: Services, monkeypatch: pytest.MonkeyPatch) -> list[
     run = db.run
     seen: list[bool] = []
 
-    def counted(fn: Any, *, write: bool = False, durable: bool = False) -> Any:
+    def counted(fn: Any, *, write: bool = False, **how: bool) -> Any:
         if write and threading.current_thread().name == "statekeeper-hooks":
             seen.append(True)
-        return run(fn, write=write, durable=durable)
+        return run(fn, write=write, **how)
 
     monkeypatch.setattr(db, "run", counted)
     return seen

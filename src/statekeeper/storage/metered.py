@@ -30,6 +30,7 @@ from statekeeper.storage.base import (
     Stored,
     StoredObject,
     Upload,
+    WithPrevious,
 )
 from statekeeper.terraform.lockinfo import LockInfo
 
@@ -195,6 +196,9 @@ class MeteredStore(ObjectStore):
 
     def count_newer(self, key: str, version_id: str | None, up_to: int) -> int:
         return self._meter("count_newer", self.inner.count_newer, key, version_id, up_to)
+
+    def with_previous(self, key: str, version_id: str, known: str | None = None) -> WithPrevious:
+        return self._meter("with_previous", self.inner.with_previous, key, version_id, known)
 
     def delete_version(self, key: str, version_id: str) -> None:
         self._meter("delete_version", self.inner.delete_version, key, version_id)
