@@ -12,7 +12,8 @@ asyncio reads a socket 256 KiB at a time, and every read is a turn of the
 event loop that takes the GIL back from the thread checking the state being
 uploaded (four turns per MiB, each waiting up to the interpreter's switch
 interval while that thread runs). Once a read fills the buffer, the body is
-large: the rest of the request is read a MiB at a time.
+large: the rest of the request is read a MiB at a time. uvloop's transport reads
+as libuv hands it the bytes and has no such setting: on it nothing changes.
 """
 
 from __future__ import annotations
@@ -43,5 +44,6 @@ class HeadersOnlyProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         # The next request on the connection is read at asyncio's own size.
-        if "max_size" in vars(self.transport):
+        # uvloop's transport (a C type) has no ``__dict__``, and never had the attribute.
+        if "max_size" in getattr(self.transport, "__dict__", ()):
             del self.transport.max_size  # type: ignore[attr-defined]
