@@ -4,7 +4,7 @@
 
 Times ``Workers.run`` of an empty function, CALLS times in a row on one event loop
 (as one client's requests follow each other): the wall time from the call to the
-function's start (of which ``Workers._submit`` on the loop) and from its end back
+function's start (of which the pool's ``submit`` on the loop) and from its end back
 to the caller, the CPU of the process and its context switches per hop; then the
 same function in a copy of the context on the loop's own thread. The tool behind
 findings.md's "The store work on the event loop's thread (inline branch)".
@@ -38,7 +38,7 @@ async def _hops(calls: int) -> None:
     workers = Workers(4)
     marks: dict[str, int] = {}
     submits: list[int] = []
-    submit = workers._submit
+    submit = workers._store.submit
 
     def timed_submit(job: Any) -> None:
         started = time.perf_counter_ns()
@@ -49,7 +49,7 @@ async def _hops(calls: int) -> None:
         marks["start"] = time.perf_counter_ns()
         marks["end"] = time.perf_counter_ns()
 
-    workers._submit = timed_submit  # type: ignore[method-assign]
+    workers._store.submit = timed_submit  # type: ignore[method-assign]
     try:
         for _ in range(WARM):
             await workers.run(work)
@@ -68,7 +68,7 @@ async def _hops(calls: int) -> None:
         workers.close()
     print(
         f"hop: {_us(total):.1f} µs (to the function's start {_us(there):.1f}, of which "
-        f"_submit {_us(submits[WARM:]):.1f}; back to the caller {_us(back):.1f}); "
+        f"submit {_us(submits[WARM:]):.1f}; back to the caller {_us(back):.1f}); "
         f"CPU {cpu_us:.1f} µs, {per_hop:.2f} context switches"
     )
     total = []
