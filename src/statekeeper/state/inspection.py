@@ -30,6 +30,9 @@ from statekeeper.terraform.statedoc import StateDoc
 
 __all__ = ["Inspector", "resolve_version"]
 
+#: Listings of a history tried when every version of one was removed before it was read.
+_LISTINGS = 5
+
 
 def resolve_version(versions: list[StateVersion], ref: str) -> StateVersion:
     """The version ``ref`` names among ``versions`` (newest first)."""
@@ -122,21 +125,15 @@ class Inspector:
         self, name: StateName, caller: Caller, limit: int | None = None
     ) -> list[HistoryEntry]:
         """Versions newest first, each with the count of resources it changed."""
-        versions = self.versions(name, caller)
-        shown_count = limit or len(versions)
-        # One more than shown, to count the oldest shown version's changes.
-        read: list[tuple[StateVersion, bytes | None]] = []
-        every_version_read = True
-        for v in versions:
-            if len(read) > shown_count:
-                every_version_read = False
+        for _ in range(_LISTINGS):
+            versions = self.versions(name, caller)
+            shown_count = limit or len(versions)
+            read, every_version_read = self._read_listed(name, caller, versions, shown_count)
+            if read or not versions:
                 break
-            try:
-                read.append((v, self._listable(name, caller, v) if v.size else None))
-            except VersionNotFound:
-                # Pruned or compacted since the listing (the background prune runs
-                # beside requests): no longer history, so not listed.
-                continue
+            # Every version listed was removed before it could be read: writes and the
+            # prune went on meanwhile (the newest listed is pruned only once two newer
+            # ones exist). The history has versions still: list it again.
         entries = []
         for i, (listed, newer) in enumerate(read[:shown_count]):
             v = listed if newer is None else self.filled(listed, newer)
@@ -152,6 +149,23 @@ class Inspector:
                 count = None
             entries.append(HistoryEntry.of(v, count))
         return entries
+
+    def _read_listed(
+        self, name: StateName, caller: Caller, versions: list[StateVersion], shown_count: int
+    ) -> tuple[list[tuple[StateVersion, bytes | None]], bool]:
+        """The listed versions with their bytes, one more than shown (to count the
+        oldest shown version's changes); and whether every version was read."""
+        read: list[tuple[StateVersion, bytes | None]] = []
+        for v in versions:
+            if len(read) > shown_count:
+                return read, False
+            try:
+                read.append((v, self._listable(name, caller, v) if v.size else None))
+            except VersionNotFound:
+                # Pruned or compacted since the listing (the background prune runs
+                # beside requests): no longer history, so not listed.
+                continue
+        return read, True
 
     def show(
         self, name: StateName, caller: Caller, version: str | None = None
