@@ -193,11 +193,14 @@ class Compactor:
             with self.events.event(Action.COMPACT, caller, name, record_success=False):
                 require(self.policy, caller, name, Permission.WRITE, "compact the history of")
         start = self._start(key, lock_id)
-        if not isinstance(start, _Unknown) and self.store.count_newer(key, start, 2) < 2:
+        if isinstance(start, _Unknown):
+            versions = None
+        elif self.store.count_newer(key, start, 2) < 2:
             # Most locks write once or never: then nothing of theirs can go, and one count
             # (one indexed statement on SQLite) tells so without walking the history.
             return Compaction(key, lock_id, None, ())
-        versions = None if isinstance(start, _Unknown) else self._since(key, start)
+        else:
+            versions = self._since(key, start)
         if versions is None:
             versions = [version_from_info(key, i) for i in self.store.versions(key)]
         plan = plan_compaction(key, versions, lock_id, self.history.keep_every)

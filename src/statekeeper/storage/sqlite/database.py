@@ -223,10 +223,8 @@ class SqliteDatabase:
         ``fn`` must make a single statement and read all of its rows (a statement
         left unfinished would hold its snapshot, and the log's checkpoint, open).
         """
-        try:
-            return fn(self._thread().conn)
-        except sqlite3.Error as exc:
-            raise StorageError(f"the SQLite database {self.path} failed: {exc}") from exc
+        with self.reading() as conn:
+            return fn(conn)
 
     def _joined(
         self,
@@ -243,14 +241,12 @@ class SqliteDatabase:
         """
         if write and mine.open != "write":
             raise AssertionError("a write joined a read transaction (it holds no write lock)")
-        conn = mine.conn
         if not savepoint:
             # Nothing to undo as a whole (a read; a write of one statement): two
             # statements fewer.
-            try:
+            with self.reading() as conn:
                 return fn(conn)
-            except sqlite3.Error as exc:
-                raise StorageError(f"the SQLite database {self.path} failed: {exc}") from exc
+        conn = mine.conn
         try:
             conn.execute("SAVEPOINT joined")
             try:
