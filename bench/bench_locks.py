@@ -198,35 +198,53 @@ def _summary(tally: Tally, seconds: float) -> dict[str, Any]:
     }
 
 
+#: A target's run of the cycle: (clients, contended, seconds, tag) -> its summary.
+Runner = Callable[[int, bool, float, str], dict[str, Any]]
+
+
 def _measure(
-    target: str,
-    runner: Callable[[int, bool, float, str], dict[str, Any]],
+    targets: dict[str, Runner],
     clients_list: list[int],
     repeats: int,
     seconds: float,
 ) -> list[dict[str, Any]]:
+    """Every target at every client count and mode, ``repeats`` times, interleaved.
+
+    A round runs each (mode, clients) on every target in turn, so the runs a ratio
+    divides (a target and its floor; 64 clients and 1 on one state) are seconds apart
+    in each round. Run back to back by target, they were minutes apart, and this
+    machine's speed drifts by 10-15 % from one minute to the next: the contended
+    figure's 1-client rate once rose 13 % while its 64-client rate did not move.
+    """
+    runs: dict[tuple[str, bool, int], list[dict[str, Any]]] = {}
+    for r in range(repeats):
+        for contended in (False, True):
+            for clients in clients_list:
+                for target, runner in targets.items():
+                    tag = f"{'c' if contended else 'd'}{clients}r{r}-{uuid.uuid4().hex[:6]}"
+                    result = runner(clients, contended, seconds, tag)
+                    runs.setdefault((target, contended, clients), []).append(result)
     rows = []
-    for contended in (False, True):
-        for clients in clients_list:
-            runs = []
-            for r in range(repeats):
-                tag = f"{'c' if contended else 'd'}{clients}r{r}-{uuid.uuid4().hex[:6]}"
-                runs.append(runner(clients, contended, seconds, tag))
-            row = {
-                "target": target,
-                "mode": "contended" if contended else "distinct",
-                "clients": clients,
-                "cycles_per_s": median([x["cycles_per_s"] for x in runs]),
-                "p50_ms": median([x["p50_ms"] for x in runs]),
-                "p99_ms": median([x["p99_ms"] for x in runs]),
-                "errors": sum(x["error_count"] for x in runs),
-                "runs": runs,
-            }
-            log(
-                f"locks {target} {row['mode']} x{clients}: {row['cycles_per_s']:.1f}/s "
-                f"p50 {row['p50_ms']:.1f} ms p99 {row['p99_ms']:.1f} ms errors {row['errors']}"
-            )
-            rows.append(row)
+    for target in targets:
+        for contended in (False, True):
+            for clients in clients_list:
+                measured = runs[(target, contended, clients)]
+                row = {
+                    "target": target,
+                    "mode": "contended" if contended else "distinct",
+                    "clients": clients,
+                    "cycles_per_s": median([x["cycles_per_s"] for x in measured]),
+                    "p50_ms": median([x["p50_ms"] for x in measured]),
+                    "p99_ms": median([x["p99_ms"] for x in measured]),
+                    "errors": sum(x["error_count"] for x in measured),
+                    "runs": measured,
+                }
+                log(
+                    f"locks {target} {row['mode']} x{clients}: {row['cycles_per_s']:.1f}/s "
+                    f"p50 {row['p50_ms']:.1f} ms p99 {row['p99_ms']:.1f} ms "
+                    f"errors {row['errors']}"
+                )
+                rows.append(row)
     return rows
 
 
@@ -256,21 +274,10 @@ def run() -> dict[str, Any]:
     work = OUT / "locks"
     rows: list[dict[str, Any]] = []
 
-    with floor_server(work / "floor") as floor:
-        rows += _measure(
-            "http-floor",
-            lambda n, c, s, t: run_http(floor.port, n, c, s, t),
-            clients_list,
-            repeats,
-            seconds,
-        )
-
     def sk_sqlite(n: int, c: bool, s: float, t: str) -> dict[str, Any]:
         # A fresh server and database per run, so runs do not inherit each other's history.
         with statekeeper_server(fresh(work / f"sqlite-{t}")) as server:
             return run_http(server.port, n, c, s, t)
-
-    rows += _measure("statekeeper-sqlite", sk_sqlite, clients_list, repeats, seconds)
 
     def svc_sqlite(n: int, c: bool, s: float, t: str) -> dict[str, Any]:
         from statekeeper.app import Services
@@ -282,7 +289,17 @@ def run() -> dict[str, Any]:
         finally:
             services.close()
 
-    rows += _measure("service-sqlite", svc_sqlite, clients_list, repeats, seconds)
+    with floor_server(work / "floor") as floor:
+        rows += _measure(
+            {
+                "http-floor": lambda n, c, s, t: run_http(floor.port, n, c, s, t),
+                "statekeeper-sqlite": sk_sqlite,
+                "service-sqlite": svc_sqlite,
+            },
+            clients_list,
+            repeats,
+            seconds,
+        )
     if 1 in clients_list:
         rows.append(_durable_floor(work, repeats, seconds))
 
@@ -295,7 +312,7 @@ def run() -> dict[str, Any]:
                 with statekeeper_on_aws(fresh(work / f"aws-{t}"), moto, bucket, table) as server:
                     return run_http(server.port, n, c, s, t)
 
-            rows += _measure("statekeeper-aws", sk_aws, clients_list, repeats, seconds)
+            rows += _measure({"statekeeper-aws": sk_aws}, clients_list, repeats, seconds)
 
     return {
         "params": {

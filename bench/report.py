@@ -163,7 +163,10 @@ def locks_section(r: dict[str, Any]) -> str:
     return (
         "## 2. Lock cycle\n\n"
         f"LOCK → GET → POST ({p['state_bytes'] // 1024} KB state, serial+1) → UNLOCK, "
-        f"{p['seconds_per_run']:.0f} s per run, median of {p['repeats']} runs. `distinct`: each "
+        f"{p['seconds_per_run']:.0f} s per run, median of {p['repeats']} runs, interleaved: "
+        "each round runs every mode and client count on the floor, statekeeper and the "
+        "service layer in turn, so a ratio's two sides are seconds apart, not minutes. "
+        "`distinct`: each "
         "client on its own state; `contended`: all on one state, retrying LOCK on 423. "
         "`http-floor` is a bare Starlette app under the same uvicorn answering the four "
         "requests without storage (the HTTP floor; it keeps no lock, so its contended runs "
