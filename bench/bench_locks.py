@@ -212,9 +212,9 @@ def _measure(
 
     A round runs each (mode, clients) on every target in turn, so the runs a ratio
     divides (a target and its floor; 64 clients and 1 on one state) are seconds apart
-    in each round. Run back to back by target, they were minutes apart, and this
-    machine's speed drifts by 10-15 % from one minute to the next: the contended
-    figure's 1-client rate once rose 13 % while its 64-client rate did not move.
+    in each round. Run back to back by target they would be minutes apart, and this
+    machine's speed drifts by 10-15 % from one minute to the next (findings.md,
+    "The contended cycle").
     """
     runs: dict[tuple[str, bool, int], list[dict[str, Any]]] = {}
     for r in range(repeats):
