@@ -78,11 +78,11 @@ def test_readyz_follows_the_store_and_lock_table(
             f'errors_total{{driver="{driver}",error="storage_unavailable",operation="probe"}}'
             for driver in ("s3", "dynamodb")
         ]
-        while not all(
-            f in (text := httpx.get(server.url + "/metrics", timeout=30).text) for f in failed
-        ):
+        text = httpx.get(server.url + "/metrics", timeout=30).text
+        while not all(f in text for f in failed):
             assert time.monotonic() < deadline, text
             time.sleep(1)
+            text = httpx.get(server.url + "/metrics", timeout=30).text
 
         moto.start()  # same port, empty: no bucket and no table yet
         missing = _poll(server.url + "/readyz", 503)
