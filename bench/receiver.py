@@ -81,14 +81,16 @@ class Receiver:
         self.url = f"http://127.0.0.1:{port}/hook"
         self._arrivals_url = f"http://127.0.0.1:{port}/arrivals"
 
-    def lags(self) -> list[float]:
-        """Seconds from each delivered event (its CloudEvent ``time``) to its arrival."""
+    def lags(self, since: float = 0.0) -> list[float]:
+        """Seconds from each delivered event (its CloudEvent ``time``) to its arrival,
+        for the events that happened at ``since`` (unix time) or later."""
         with urllib.request.urlopen(self._arrivals_url, timeout=30) as response:
             arrivals: list[tuple[float, str]] = json.loads(response.read())
-        return [
-            arrived - datetime.fromisoformat(json.loads(body)["time"]).timestamp()
+        happened = [
+            (arrived, datetime.fromisoformat(json.loads(body)["time"]).timestamp())
             for arrived, body in arrivals
         ]
+        return [arrived - when for arrived, when in happened if when >= since]
 
 
 @contextmanager
