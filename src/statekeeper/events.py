@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -163,14 +163,22 @@ class Event:
             )
 
     def to_json(self) -> dict[str, Any]:
-        # Field by field: dataclasses.asdict deep-copies every value. Made once per
-        # event: the audit trail asks on the request's thread and the access line
-        # again on the event loop's (a copy each time, its claims too: callers add to it).
+        """The event's JSON fields, a copy of its own (its claims too) for the caller to
+        change; :meth:`json_view` when only reading them."""
+        made = self.json_view()
+        return {**made, "claims": dict(made["claims"])}
+
+    def json_view(self) -> Mapping[str, Any]:
+        """The event's JSON fields, made once and shared: the audit trail encodes them on
+        the request's thread, the access line and the outbox again. Not to be changed.
+
+        Field by field: dataclasses.asdict deep-copies every value.
+        """
         made: dict[str, Any] | None = self.__dict__.get("_json")
         if made is None:
             made = self._to_json()
             object.__setattr__(self, "_json", made)
-        return {**made, "claims": dict(made["claims"])}
+        return made
 
     def _to_json(self) -> dict[str, Any]:
         return {

@@ -241,7 +241,7 @@ class Outbox:
     def enqueue(self, kind: str, event: Event, hooks: Sequence[str]) -> None:
         """Queue ``event`` for each of ``hooks``, durably, in a transaction of its own
         (an event with no audit record: the row holds the event itself)."""
-        text = json.dumps(event.to_json(), separators=(",", ":"))
+        text = json.dumps(event.json_view(), separators=(",", ":"))
         self.db.run(lambda db: self._insert(db, kind, event, hooks, text, None), write=True)
 
     def enqueue_in(

@@ -192,7 +192,7 @@ class SqliteAuditLog:
             event.actor,
             event.state,
             event.outcome,
-            json.dumps(event.to_json()),
+            json.dumps(event.json_view()),
         )
 
         def tx(db: sqlite3.Connection) -> None:
@@ -208,7 +208,7 @@ class SqliteAuditLog:
                 except Exception:  # logged with the event; the audit record stays
                     log.exception(
                         "a write joined to the audit record failed; the event: %s",
-                        json.dumps(event.to_json(), separators=(",", ":")),
+                        json.dumps(event.json_view(), separators=(",", ":")),
                     )
 
         # No savepoint when joined to an operation's transaction: the INSERT is the one
@@ -326,13 +326,13 @@ class StoreAuditLog:
                     "the audit trail could not be written (%s); %d events: %s",
                     exc.message,
                     len(batch),
-                    "\n".join(json.dumps(e.to_json(), separators=(",", ":")) for e in batch),
+                    "\n".join(json.dumps(e.json_view(), separators=(",", ":")) for e in batch),
                 )
 
     def _write(self, batch: list[Event]) -> None:
         t = batch[0].time.astimezone(UTC)
         key = f"{self.prefix}{t:%Y/%m/%d}/{t:%Y%m%dT%H%M%S%fZ}-{batch[0].id}.jsonl"
-        lines = "".join(json.dumps(e.to_json(), separators=(",", ":")) + "\n" for e in batch)
+        lines = "".join(json.dumps(e.json_view(), separators=(",", ":")) + "\n" for e in batch)
         self.store.put(key, lines.encode(), {})
 
     def close(self) -> None:

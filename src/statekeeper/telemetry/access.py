@@ -279,5 +279,5 @@ class AccessLine:
         }
         if self.event is not None:
             # The audit trail's JSON of the event, whole (docs/events.md).
-            fields["event"] = self.event.to_json()
+            fields["event"] = self.event.json_view()
         return fields
