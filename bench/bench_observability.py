@@ -248,8 +248,8 @@ def _quiet(pids: tuple[int, ...], limit: float = 5.0) -> None:
 def _round(
     work: Path, clients: int, bursts: int, seconds: float, round_: int
 ) -> dict[str, dict[str, Any]]:
-    """One round: a fresh server for every configuration, all started at once, driven
-    one burst at a time, in a turned order, ``bursts`` times each."""
+    """One round: a fresh server for every configuration, all alive at once, driven one
+    burst at a time, in a turned order, ``bursts`` times each."""
     with ExitStack() as stack:
         targets = []
         for config in CONFIGS:
@@ -271,12 +271,12 @@ def _round(
         results = {}
         for target in targets:
             lags = target.hooks.lags(since=target.measured_from)
-            bursts_ = target.bursts
-            cycles = sum(b["cycles"] for b in bursts_)
+            done = target.bursts
+            cycles = sum(b["cycles"] for b in done)
             results[target.config] = {
                 "cycles": cycles,
-                "cycles_per_s": cycles / (seconds * len(bursts_)),
-                "bursts": bursts_,
+                "cycles_per_s": cycles / (seconds * len(done)),
+                "bursts": done,
                 "deliveries": len(lags),
                 "lags": lags,
             }
