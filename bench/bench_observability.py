@@ -70,7 +70,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_locks import run_http
-from harness import OUT, cpu_seconds, env_int, env_list, fresh, log, median
+from harness import OUT, cpu_seconds, env_int, env_list, fresh, log, median, percentile
 from receiver import Receiver, receiver
 from servers import statekeeper_server
 
@@ -136,18 +136,6 @@ def _worker_pid(server_pid: int) -> int:
     raise RuntimeError("serve started no webhook delivery worker")
 
 
-def _settle(pid: int) -> None:
-    """Wait for the worker's start-up (imports, opening the store) to end: it is not the
-    lock cycle's cost. Settled when its CPU time stands still for half a second."""
-    last = -1.0
-    for _ in range(60):
-        now = cpu_seconds(pid)
-        if now == last:
-            return
-        last = now
-        time.sleep(0.5)
-
-
 def _backlog(url: str) -> int:
     """The outbox rows waiting, as the server's ``/metrics`` counts them."""
     with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
@@ -167,11 +155,6 @@ def _drain(url: str) -> tuple[int, float]:
         time.sleep(0.1)
         left = _backlog(url)
     return backlog, time.perf_counter() - start
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 class _Target:
@@ -232,13 +215,15 @@ def _scrape(url: str) -> None:
         response.read()
 
 
-def _quiet(pids: tuple[int, ...], limit: float = 5.0) -> None:
+def _quiet(pids: tuple[int, ...], still: float = 0.2, limit: float = 5.0) -> None:
     """Wait (up to ``limit`` seconds) for the processes' CPU time to stand still for
-    0.2 s: what a burst left running (an index update, a WAL checkpoint) is done."""
+    ``still`` seconds: what a burst left running (an index update, a WAL checkpoint) is
+    done, or a worker's start-up (imports, opening the store), which is not the lock
+    cycle's cost."""
     deadline = time.perf_counter() + limit
     last = [cpu_seconds(pid) for pid in pids]
     while time.perf_counter() < deadline:
-        time.sleep(0.2)
+        time.sleep(still)
         now = [cpu_seconds(pid) for pid in pids]
         if now == last:
             return
@@ -261,7 +246,7 @@ def _round(
             server = stack.enter_context(statekeeper_server(where, *args, env=env))
             targets.append(_Target(config, server, hooks))
         for target in targets:
-            _settle(target.worker)
+            _quiet((target.worker,), still=0.5, limit=30.0)
             target.warm(clients)
         for burst in range(bursts):
             turn = (round_ * bursts + burst) % len(targets)
@@ -272,12 +257,9 @@ def _round(
         for target in targets:
             lags = target.hooks.lags(since=target.measured_from)
             done = target.bursts
-            cycles = sum(b["cycles"] for b in done)
             results[target.config] = {
-                "cycles": cycles,
-                "cycles_per_s": cycles / (seconds * len(done)),
+                "cycles_per_s": sum(b["cycles"] for b in done) / (seconds * len(done)),
                 "bursts": done,
-                "deliveries": len(lags),
                 "lags": lags,
             }
         return results
@@ -306,8 +288,8 @@ def _row(rounds: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
         "total_cpu_ms_per_cycle": server + worker,
         "errors": sum(b["error_count"] for b in bursts),
         "deliveries": len(lags),
-        "lag_p50_ms": 1000 * _percentile(lags, 0.5),
-        "lag_p99_ms": 1000 * _percentile(lags, 0.99),
+        "lag_p50_ms": 1000 * percentile(lags, 0.5),
+        "lag_p99_ms": 1000 * percentile(lags, 0.99),
         "lag_max_ms": 1000 * max(lags, default=float("nan")),
         "backlog_at_end": median([b["backlog_at_end"] for b in bursts]),
         "backlog_at_end_max": max(b["backlog_at_end"] for b in bursts),
