@@ -23,19 +23,27 @@ below, interleaved in short bursts:
   makes (``lock.acquired``, ``state.written``, ``lock.released``: three
   deliveries a cycle, each an HTTP request of its own).
 
-A round starts a fresh server of every configuration, all at once, warms each
-up with a second of the cycle (a new process's first requests import modules
-and fill caches; its worker's first delivery imports what delivering needs),
-then drives them one at a time in bursts of a few seconds, in an order turned
-one place each burst. This machine's speed drifts by 10-15 % from one minute to
-the next, and a run of every configuration in turn (a fresh server each, 5 s a
-run) put minutes between the runs a ratio divides: the bare runs of one bench
-ranged from 146 to 211 cycles/s, more than the 5 % the goal is about
+A round starts a fresh server of every configuration, in turn, all alive at
+once, warms each up with a second of the cycle (a new process's first requests
+import modules and fill caches; its worker's first delivery imports what
+delivering needs), then drives them one at a time in bursts of a few seconds, in
+an order turned one place each burst. This machine's speed drifts by 10-15 % from
+one minute to the next, and a run of every configuration in turn (a fresh server
+each, 5 s a run) put minutes between the runs a ratio divides: the bare runs of
+one bench ranged from 146 to 211 cycles/s, more than the 5 % the goal is about
 (findings.md, "Observability, interleaved"). Bursts put seconds between them.
-Rounds repeat it with new processes, since one process can run a few percent
-faster than the next with the same code. Between bursts the server and its
-worker finish what the burst left (the webhook backlog drained, their CPU time
-standing still), so no configuration's work runs in another's burst.
+Between bursts the server and its worker finish what the burst left (the webhook
+backlog drained, their CPU time standing still), so no configuration's work runs
+in another's burst.
+
+What is left is the process: with the same code, one process can run several
+percent faster than the next for its whole life, and a round with a slow one
+moved its ratio by up to a fifth (findings.md, "The process is the unit"). So
+the bench takes many rounds of two bursts each rather than a few rounds of
+many: a round's bursts agree with each other, its processes are what it
+samples. The servers of a round share a hash seed (``PYTHONHASHSEED``, drawn
+anew each round), so a round's pair differs in its configuration and its
+address layout, not also in how every dict of the code hashes.
 
 The goal: observed / bare ≥ 0.95 in cycles per second, over all the bursts of
 every round (each configuration's cycles over its seconds). The server process's
@@ -45,7 +53,9 @@ cycle costs the server does not, so its ratio (cycles per CPU second) is the
 steadier figure of the two. ``serve`` delivers webhooks from a worker process
 of its own: its CPU per cycle is measured apart, and the total (server +
 worker) has its ratio too, so that moving work out of the server is not
-mistaken for making it free.
+mistaken for making it free. Beside the verdict, its 95 % interval: the same
+ratio over the rounds resampled with replacement (a bootstrap), which says how
+far another run of as many rounds could land from this one.
 
 The worker runs at a lower CPU priority than the server (``hooks_worker_nice``,
 default 10), so on saturated cores its deliveries wait. That is only honest
@@ -54,13 +64,12 @@ run reports the **delivery lag** (the CloudEvent's ``time``, when the event
 happened, to its arrival; p50 and p99), the **backlog** (outbox rows waiting,
 from ``/metrics``) when a burst stops, and how long it took to drain. The
 worker's CPU is counted up to the end of the drain: every delivery of the
-burst's events is in it. ``observed-nice0`` is ``observed`` with
-the worker at the server's priority (``hooks_worker_nice = 0``), alternated
-with the others: the priority's effect on throughput and on the lag.
+burst's events is in it.
 """
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 import urllib.request
@@ -89,19 +98,14 @@ CONFIGS = {
     "metrics-logs": _OBSERVED,
     "observed": _OBSERVED,
     "every-event": _OBSERVED,
-    "observed-nice0": (
-        {**_OBSERVED[0], "STATEKEEPER_HOOKS_WORKER_NICE": "0"},
-        _OBSERVED[1],
-    ),
 }
 #: The webhook event types each configuration subscribes to.
 HOOK_EVENTS: dict[str, tuple[str, ...]] = {
     "observed": ("state.written",),
     "every-event": ("state.written", "lock.acquired", "lock.released"),
-    "observed-nice0": ("state.written",),
 }
 #: The configurations compared with ``bare``.
-COMPARED = ("metrics-logs", "observed", "every-event", "observed-nice0")
+COMPARED = ("metrics-logs", "observed", "every-event")
 #: Seconds a run's backlog may take to drain before the bench gives up on it.
 DRAIN_LIMIT = 300.0
 
@@ -235,6 +239,7 @@ def _round(
 ) -> dict[str, dict[str, Any]]:
     """One round: a fresh server for every configuration, all alive at once, driven one
     burst at a time, in a turned order, ``bursts`` times each."""
+    seed = str(random.randrange(2**32))
     with ExitStack() as stack:
         targets = []
         for config in CONFIGS:
@@ -243,6 +248,7 @@ def _round(
             hooks = stack.enter_context(receiver())
             if config in HOOK_EVENTS:
                 _subscribe(where, hooks.url, HOOK_EVENTS[config])
+            env = {**env, "PYTHONHASHSEED": seed}
             server = stack.enter_context(statekeeper_server(where, *args, env=env))
             targets.append(_Target(config, server, hooks))
         for target in targets:
@@ -298,10 +304,23 @@ def _row(rounds: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
     }
 
 
+def _interval(rounds: list[dict[str, Any]], name: str, draws: int = 4000) -> list[float]:
+    """The 95 % bootstrap interval of ``name``'s ratio to bare: the ratio of their
+    cycles over the rounds drawn with replacement, ``draws`` times (every round has
+    as many bursts of as many seconds, so its rate weighs as its cycles do)."""
+    pick = random.Random(0)  # the same rounds give the same interval
+    pairs = [(r[name]["cycles_per_s"], r["bare"]["cycles_per_s"]) for r in rounds]
+    ratios = []
+    for _ in range(draws):
+        drawn = pick.choices(pairs, k=len(pairs))
+        ratios.append(sum(x for x, _ in drawn) / sum(b for _, b in drawn))
+    return [percentile(ratios, 0.025), percentile(ratios, 0.975)]
+
+
 def run() -> dict[str, Any]:
     clients_list = env_list("BENCH_OBS_CLIENTS", [1, 8], [1])
-    repeats = env_int("BENCH_OBS_REPEATS", 4, 1)
-    bursts = env_int("BENCH_OBS_BURSTS", 6, 3)
+    repeats = env_int("BENCH_OBS_REPEATS", 12, 1)
+    bursts = env_int("BENCH_OBS_BURSTS", 2, 2)
     seconds = float(env_int("BENCH_OBS_BURST_SECONDS", 2, 1))
     work = OUT / "observability"
     rows = []
@@ -318,6 +337,7 @@ def run() -> dict[str, Any]:
             paired = [r[name]["cycles_per_s"] / r["bare"]["cycles_per_s"] for r in rounds]
             row[name]["paired_ratio"] = median(paired)
             row[name]["paired_range"] = [min(paired), max(paired)]
+            row[name]["interval"] = _interval(rounds, name)
             row[name]["cpu_ratio"] = row["bare"]["cpu_ms_per_cycle"] / row[name]["cpu_ms_per_cycle"]
             row[name]["total_cpu_ratio"] = (
                 row["bare"]["total_cpu_ms_per_cycle"] / row[name]["total_cpu_ms_per_cycle"]
@@ -325,7 +345,9 @@ def run() -> dict[str, Any]:
             log(
                 f"observability x{clients} {name}: {row[name]['cycles_per_s']:.1f}/s against "
                 f"{row['bare']['cycles_per_s']:.1f}/s bare, ratio {row[name]['ratio']:.3f} "
-                f"(rounds {', '.join(f'{x:.3f}' for x in paired)}); server CPU "
+                f"(95 % interval {row[name]['interval'][0]:.3f} to "
+                f"{row[name]['interval'][1]:.3f}; rounds "
+                f"{', '.join(f'{x:.3f}' for x in paired)}); server CPU "
                 f"{row[name]['cpu_ms_per_cycle']:.2f} against "
                 f"{row['bare']['cpu_ms_per_cycle']:.2f} ms per cycle, ratio "
                 f"{row[name]['cpu_ratio']:.3f}; with the worker "
