@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -146,11 +145,8 @@ class Services:
         requests."""
         _ = self.states, self.history, self.tokens, self.hooks
 
-    def _write_outbox(self, db: sqlite3.Connection, event: Event, seq: int) -> None:
-        self.hooks.write_outbox(db, event, seq)
-
     def _wake_for(self, event: Event) -> None:
-        if self._hooks is not None:  # rows were queued only by webhooks already built
+        if self._hooks is not None:  # a process that never built them has no sender
             self._hooks.wake_for(event)
 
     def _observe_for_hooks(self, event: Event) -> None:
@@ -261,8 +257,9 @@ class Services:
                 table.close()
                 store.close()
                 raise
-        # The outbox rows commit with the event's audit record where they can.
-        if audit.join(built._write_outbox):
+        # Where the audit trail is in the database, it is the outbox's log: the sender
+        # makes the rows of its records (hooks/outbox.py), the request only wakes it.
+        if store.records.database is not None:
             events.subscribe(built._wake_for)
         else:
             events.subscribe(built._observe_for_hooks)

@@ -1,4 +1,4 @@
-"""The outbox on the embedded database: rows commit with the audit record, leases, order."""
+"""The outbox on the embedded database: made by the sender from the audit trail, leases, order."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from tests.security.support import OPERATOR, state_json
 
 from statekeeper.app import Services
 from statekeeper.events import Action, Event
+from statekeeper.hooks import outbox as outbox_module
 from statekeeper.hooks.model import Subscription, cloudevent, recorded_cloudevent
+from statekeeper.hooks.outbox import Entry
 from statekeeper.security.audit import AuditFilter
 from statekeeper.settings import load_settings
 from statekeeper.terraform.names import StateName
@@ -38,56 +40,94 @@ def _outbox(services: Services) -> list[tuple[str, str, str]]:
     return [tuple(r) for r in rows]
 
 
-def test_an_events_outbox_row_is_committed_with_its_audit_record(services: Services) -> None:
+def _claim(services: Services, owner: str, lease: float = 60, limit: int = 20) -> list[Entry]:
+    """A sender's claim: the rows of the audit records since the last one, then a lease."""
+    assert services.hooks is not None
+    return services.hooks.outbox.claim(owner, lease, limit, wanted=services.hooks.wanted)
+
+
+def test_the_request_writes_no_row_and_the_senders_claim_makes_the_wanted_ones(
+    services: Services,
+) -> None:
     services.states.write(StateName("team/a.tfstate"), state_json(1), OPERATOR)
     services.states.write(StateName("other/b.tfstate"), state_json(1), OPERATOR)  # not wanted
+    assert _outbox(services) == []  # the audit record is the outbox's log
     (written,) = services.audit.query(AuditFilter(action="write", state="team/**"))
+    (entry,) = _claim(services, "a")
+    assert (entry.event_id, entry.hook, entry.kind) == (written.id, "ci", "state.written")
+    assert _outbox(services) == [(written.id, "ci", "state.written")]
+    # The cursor moved past both records: a later claim makes no row twice.
+    assert _claim(services, "b", lease=-1) == []
     assert _outbox(services) == [(written.id, "ci", "state.written")]
 
 
-def test_a_command_queues_its_event_for_a_hook_it_never_opened(tmp_path: Path) -> None:
-    """A CLI run builds the webhooks on its first event (a lock listing never does): that
-    event still gets its row, in its audit record's transaction."""
+def test_a_commands_event_is_queued_by_the_next_sender(tmp_path: Path) -> None:
+    """A CLI run with no sender of its own (it never builds the webhooks for a write)
+    leaves its event in the audit trail; a server's sender makes its row."""
     settings = load_settings(
         {"data_dir": tmp_path / "data"}, env={"STATEKEEPER_HOOKS_ALLOW": "127.0.0.1"}
     )
     first = Services.build(settings)
     first.hooks.add(Subscription("ci", "http://127.0.0.1:9/hook", "s3cret", ("team/**",)))
     first.close()
-    later = Services.build(settings)
+    command = Services.build(settings)
     try:
-        later.states.write(StateName("team/a.tfstate"), state_json(1), OPERATOR)
-        (written,) = later.audit.query(AuditFilter(action="write", state="team/**"))
-        assert _outbox(later) == [(written.id, "ci", "state.written")]
+        command.states.write(StateName("team/a.tfstate"), state_json(1), OPERATOR)
+        (written,) = command.audit.query(AuditFilter(action="write", state="team/**"))
     finally:
-        later.close()
+        command.close()
+    server = Services.build(settings)
+    try:
+        assert [e.event_id for e in _claim(server, "a")] == [written.id]
+    finally:
+        server.close()
 
 
-def test_a_failing_outbox_write_never_costs_the_audit_record(
-    services: Services, caplog: pytest.LogCaptureFixture
+def test_events_from_before_the_outbox_existed_are_not_queued(tmp_path: Path) -> None:
+    settings = load_settings(
+        {"data_dir": tmp_path / "data"}, env={"STATEKEEPER_HOOKS_ALLOW": "127.0.0.1"}
+    )
+    before = Services.build(settings)
+    before.states.write(StateName("team/old.tfstate"), state_json(1), OPERATOR)
+    before.close()
+    services = Services.build(settings)
+    try:
+        services.hooks.add(Subscription("ci", "http://127.0.0.1:9/hook", "s3cret"))
+        services.states.write(StateName("team/new.tfstate"), state_json(1), OPERATOR)
+        assert [e.event.state for e in _claim(services, "a")] == ["team/new.tfstate"]
+    finally:
+        services.close()
+
+
+def test_a_sender_behind_by_many_records_catches_up_in_bounded_claims(
+    services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(db: sqlite3.Connection, event: Event, seq: int) -> None:
-        db.execute("INSERT INTO hook_outbox (event_id) VALUES ('half a row')")
-
-    services.audit.join(broken)
-    services.states.write(StateName("team/a.tfstate"), state_json(1), OPERATOR)
-    assert [e.action for e in services.audit.query(AuditFilter(state="team/**"))] == ["write"]
-    # The working companion's row is kept; the broken one's half row is not.
-    assert [kind for _, _, kind in _outbox(services)] == ["state.written"]
-    assert "a write joined to the audit record failed" in caplog.text
+    """A claim looks at a bounded number of records (it holds the write lock meanwhile)
+    and says when it left some: the sender claims again at once."""
+    monkeypatch.setattr(outbox_module, "_SCAN", 3)
+    for i in range(4):  # a record each
+        services.states.write(StateName(f"team/s{i}.tfstate"), state_json(1), OPERATOR)
+    assert services.hooks is not None
+    claimed: list[str | None] = []
+    rounds = 0
+    while True:
+        rounds += 1
+        claimed += [e.event.state for e in _claim(services, "a")]
+        if not services.hooks.outbox.more:
+            break
+    assert sorted(s for s in claimed if s) == [f"team/s{i}.tfstate" for i in range(4)]
+    assert rounds > 1
 
 
 def test_a_lease_gives_each_row_to_one_sender(services: Services) -> None:
     for i in range(5):
         services.states.write(StateName(f"team/s{i}.tfstate"), state_json(1), OPERATOR)
-    assert services.hooks is not None
-    outbox = services.hooks.outbox
-    first = outbox.claim("a", lease=60, limit=3)
-    second = outbox.claim("b", lease=60, limit=10)
+    first = _claim(services, "a", limit=3)
+    second = _claim(services, "b", limit=10)
     assert len(first) == 3 and len(second) == 2
     assert not {e.id for e in first} & {e.id for e in second}
-    assert outbox.claim("c", lease=60) == []  # all leased
-    assert [e.id for e in outbox.claim("d", lease=-1)] == []  # leases still running
+    assert _claim(services, "c") == []  # all leased
+    assert [e.id for e in _claim(services, "d", lease=-1)] == []  # leases still running
 
 
 def test_a_row_names_its_audit_record_and_the_sender_reads_the_event_from_it(
@@ -96,6 +136,7 @@ def test_a_row_names_its_audit_record_and_the_sender_reads_the_event_from_it(
     services.states.write(StateName("team/a.tfstate"), state_json(1), OPERATOR)
     assert services.hooks is not None
     outbox = services.hooks.outbox
+    (entry,) = _claim(services, "a")
     # One short row: the event itself stays in the audit trail, once.
     ((text, seq, audited),) = outbox.db.run(
         lambda db: db.execute(
@@ -104,7 +145,6 @@ def test_a_row_names_its_audit_record_and_the_sender_reads_the_event_from_it(
         ).fetchall()
     )
     assert text == "" and seq >= 1
-    (entry,) = outbox.claim("a", lease=60)
     (written,) = services.audit.query(AuditFilter(action="write", state="team/**"))
     assert entry.event == written and entry.event.to_json() == json.loads(audited)
     assert entry.kind == "state.written" and entry.hook == "ci"
@@ -139,7 +179,7 @@ def test_an_outbox_from_before_audit_references_is_read_and_extended(tmp_path: P
         assert reopened.hooks is not None
         reopened.hooks.add(Subscription("ci", "http://127.0.0.1:9/hook", "s3cret"))
         reopened.states.write(StateName("team/a.tfstate"), state_json(1), OPERATOR)
-        entries = reopened.hooks.outbox.claim("a", lease=60)
+        entries = _claim(reopened, "a")
         assert [(e.kind, e.event.action) for e in entries] == [
             ("lock.acquired", Action.LOCK),
             ("state.written", Action.WRITE),

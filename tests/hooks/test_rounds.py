@@ -150,7 +150,7 @@ def test_a_rounds_attempts_are_recorded_by_the_next_rounds_claim(
         # attempts alone, at the linger's end (a transaction per round, and one more).
         assert len(writes) == 3
         assert sorted(e["outcome"] for e in log) == ["delivered"] * 6
-        assert hooks.outbox.backlog() == 0
+        assert hooks.backlog() == 0
 
 
 def test_attempts_not_yet_recorded_are_recorded_when_the_sender_stops(
@@ -172,6 +172,6 @@ def test_attempts_not_yet_recorded_are_recorded_when_the_sender_stops(
         assert again.hooks is not None
         [entry] = again.hooks.outbox.deliveries()
         assert entry["outcome"] == "delivered"
-        assert again.hooks.outbox.backlog() == 1  # the second event, for the next sender
+        assert again.hooks.backlog() == 1  # the second event, for the next sender
     finally:
         again.close()

@@ -1,5 +1,6 @@
-"""LOCK and UNLOCK on the embedded database: the lock row, its audit record and its
-webhook outbox rows in one transaction, synced once before the answer."""
+"""LOCK and UNLOCK on the embedded database: the lock row and its audit record in one
+transaction, synced once before the answer; the webhook outbox rows are made of the
+records that committed."""
 
 from __future__ import annotations
 
@@ -58,6 +59,10 @@ def _events(services: Services) -> list[tuple[str, str]]:
 
 
 def _outbox(services: Services) -> list[str]:
+    """The outbox rows, once a sender has made those of the audit records."""
+    hooks = services.hooks
+    assert hooks is not None
+    hooks.outbox.claim("test", lease=60, wanted=hooks.wanted)
     rows = _db(services).run(
         lambda conn: conn.execute("SELECT kind FROM hook_outbox ORDER BY id").fetchall()
     )

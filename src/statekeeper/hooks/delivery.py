@@ -1,7 +1,8 @@
 """The sender: a thread of the delivery worker process (:mod:`statekeeper.hooks.worker`)
 that delivers the outbox, never the request path.
 
-It claims due rows with a lease, POSTs each as a signed CloudEvent, and
+It makes the rows of new audit records (where the audit trail is the outbox's
+log), claims due rows with a lease, POSTs each as a signed CloudEvent, and
 records the attempt: a 2xx answer delivers; anything else (an error status, a
 timeout, a refused connection, a destination the guard refuses) is retried
 after an exponential backoff with jitter: after the n-th failure, between half
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from statekeeper.errors import StatekeeperError
 from statekeeper.hooks.model import Policy, Subscription, recorded_cloudevent
-from statekeeper.hooks.outbox import Attempt, Entry, OutboxStore
+from statekeeper.hooks.outbox import Attempt, Entry, OutboxStore, Wanted
 
 if TYPE_CHECKING:
     from statekeeper.hooks.transport import Connections
@@ -57,8 +58,11 @@ class Sender:
         chores: Callable[[], None] = lambda: None,
         subscriptions: Callable[[], list[Subscription]] | None = None,
         on_round: Callable[[int], None] = lambda failures: None,
+        wanted: Wanted | None = None,
     ) -> None:
         self.outbox = outbox
+        #: Which subscriptions want a recorded event (where the audit trail is the log).
+        self.wanted = wanted
         self.subscriptions = subscriptions or outbox.subscriptions
         self.policy = policy
         self.enrich = enrich
@@ -109,7 +113,9 @@ class Sender:
                 started = time.monotonic()
                 try:
                     self.chores()
-                    entries = self.outbox.claim(self.owner, self.policy.lease, _BATCH, done)
+                    entries = self.outbox.claim(
+                        self.owner, self.policy.lease, _BATCH, done, self.wanted
+                    )
                     subs = {s.name: s for s in self.subscriptions()} if entries else {}
                 except StatekeeperError as exc:
                     log.error("the webhook outbox cannot be read: %s", exc.message)
@@ -124,8 +130,8 @@ class Sender:
                     self.on_round(self.failures)
                 except StatekeeperError as exc:
                     log.error("the webhook outbox cannot be read: %s", exc.message)
-                if len(entries) >= _BATCH:
-                    continue  # more are due: the next round now
+                if len(entries) >= _BATCH or self.outbox.more:
+                    continue  # more are due, or records not looked at: the next round now
                 # A new event woke the sender before the linger's end: the next round
                 # starts _LINGER after this one started.
                 if self._wake.wait(max(0.0, started + _LINGER - time.monotonic())):

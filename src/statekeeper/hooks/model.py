@@ -36,7 +36,14 @@ from statekeeper.times import format_rfc3339, parse_rfc3339
 if TYPE_CHECKING:
     from statekeeper.hooks.guard import IPNetwork
 
-__all__ = ["EVENT_TYPES", "Subscription", "cloudevent", "hook_type", "recorded_cloudevent"]
+__all__ = [
+    "BY_ACTION",
+    "EVENT_TYPES",
+    "Subscription",
+    "cloudevent",
+    "hook_type",
+    "recorded_cloudevent",
+]
 
 EVENT_TYPES = (
     "state.written",
@@ -52,7 +59,8 @@ EVENT_TYPES = (
     "lock.expired",
     "lock.stale",
 )
-_BY_ACTION = {
+#: The webhook event type of each action's events (when they succeed, see ``hook_type``).
+BY_ACTION = {
     Action.WRITE: "state.written",
     Action.PUSH: "state.written",
     Action.MIGRATE: "state.written",
@@ -77,7 +85,7 @@ def hook_type(event: Event) -> str | None:
     """The webhook event type of a stream event, or None when none is delivered."""
     if event.outcome != "ok" or event.state is None:
         return None
-    kind = _BY_ACTION.get(event.action)
+    kind = BY_ACTION.get(event.action)
     if kind == "state.written" and event.detail and event.detail.startswith("unchanged"):
         return None  # an idempotent retry stored nothing
     return kind

@@ -35,7 +35,7 @@ from typing import Any
 from statekeeper.errors import NotFound, WriteRace
 from statekeeper.events import Event
 from statekeeper.hooks.model import Subscription
-from statekeeper.hooks.outbox import Attempt, Entry
+from statekeeper.hooks.outbox import Attempt, Entry, Wanted
 from statekeeper.storage.base import ObjectInfo, ObjectStore
 from statekeeper.terraform.layout import WEBHOOKS_PREFIX
 from statekeeper.times import format_rfc3339, utcnow
@@ -63,6 +63,7 @@ class ObjectOutbox:
     #: Seconds between the sender's looks for entries of other replicas and retries due:
     #: each look is a listing of the outbox prefix.
     poll = 5.0
+    more = False
 
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
@@ -129,10 +130,16 @@ class ObjectOutbox:
             self.store.put_if_absent(f"{_OUTBOX}{event.id}.{hook}.json", _dump(record), _JSON)
 
     def claim(
-        self, owner: str, lease: float, limit: int = 20, finished: Sequence[Attempt] = ()
+        self,
+        owner: str,
+        lease: float,
+        limit: int = 20,
+        finished: Sequence[Attempt] = (),
+        wanted: Wanted | None = None,
     ) -> list[Entry]:
         """Lease up to ``limit`` due entries to ``owner``, oldest first, after recording
-        ``finished`` (objects: no transaction to share)."""
+        ``finished`` (objects: no transaction to share). ``wanted`` is not asked: the
+        server put each event's objects when it happened."""
         self.finish(owner, finished)
         self._subs = self._read_subscriptions()
         now = time.time()
@@ -222,10 +229,11 @@ class ObjectOutbox:
         key = f"{_LOG}{stamp}.{a.entry.hook}.{a.outcome}.json"
         self.store.put(key, _dump(row), _JSON)
 
-    def backlog(self) -> int:
+    def backlog(self, wanted: Wanted | None = None) -> int:
         """Entries waiting to be delivered, as the sender's last look (at most ``poll``
         seconds ago) found them: a scrape of /metrics makes no request to the bucket, and
-        does not fail while the bucket cannot be reached."""
+        does not fail while the bucket cannot be reached. (``wanted``: the server put
+        each event's entries when it happened.)"""
         return self._waiting
 
     def deliveries(

@@ -1,18 +1,22 @@
 """Subscriptions, the outbox and the delivery log: tables of the embedded database.
 
-The outbox holds one row per (event, subscription) still to deliver. A row is
-written in the transaction that records the event in the audit trail, before
-the request that caused the event is answered, and is committed with
-``synchronous=FULL``: a server killed after answering still has it, and its
-restart delivers it; an event is in the audit trail exactly when its rows are
-in the outbox. Such a row names its audit record (``audit_seq``) instead of
-holding a second copy of the event: the request pays one INSERT of a few
-short columns, and the sender reads the event from the audit trail. A
-sender *claims* due rows with a lease (its ID and an expiry) in one
-``UPDATE … RETURNING``, so that several servers sharing the database deliver
-each row once in the normal case; a sender that dies leaves its lease to
-expire and another takes the row over. ``(event_id, hook)`` is unique, so an
-event is queued once per subscription however often it is offered.
+The outbox holds one row per (event, subscription) still to deliver. The
+audit trail is its log: an event's audit record commits with the operation it
+records, synced before the request is answered, and the sender makes the
+outbox rows of what the subscriptions want from the records it has not looked
+at yet (:meth:`Outbox.claim`, after the last record looked at, ``hook_cursor``).
+The request path writes nothing for a webhook, so a webhook costs a write no
+page of the database; a server killed after answering still has the record,
+and its restart's sender makes the rows and delivers them. The rows and the
+cursor commit together: a sender that dies first leaves both as they were, and
+the next one makes the same rows again. A row names its audit record
+(``audit_seq``) instead of holding a second copy of the event, and the sender
+reads the event from it. A sender *claims* due rows with a lease (its ID and an
+expiry) in one ``UPDATE … RETURNING``, so that several servers sharing the
+database deliver each row once in the normal case; a sender that dies leaves
+its lease to expire and another takes the row over. ``(event_id, hook)`` is
+unique, so an event is queued once per subscription however often it is
+offered.
 """
 
 from __future__ import annotations
@@ -27,12 +31,12 @@ from typing import Any, Protocol
 
 from statekeeper.errors import NotFound
 from statekeeper.events import Event
-from statekeeper.hooks.model import Subscription
+from statekeeper.hooks.model import BY_ACTION, Subscription
 from statekeeper.storage.base import RecordSpace
 from statekeeper.storage.sqlite.database import SqliteDatabase
 from statekeeper.times import format_rfc3339, utcnow
 
-__all__ = ["Attempt", "Entry", "Outbox", "OutboxStore", "open_outbox"]
+__all__ = ["Attempt", "Entry", "Outbox", "OutboxStore", "Wanted", "open_outbox"]
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS hook_subscriptions (
@@ -58,6 +62,14 @@ _SCHEMA = (
         UNIQUE (event_id, hook)
     )""",
     "CREATE INDEX IF NOT EXISTS hook_outbox_due ON hook_outbox (status, next_attempt)",
+    # The last audit record the senders looked at: the ones after it may want rows. Set
+    # to the newest record when the table is made: events before there was an outbox
+    # had no subscription to want them.
+    """CREATE TABLE IF NOT EXISTS hook_cursor (
+        name TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    "INSERT OR IGNORE INTO hook_cursor VALUES ('audit', (SELECT COALESCE(MAX(seq), 0) FROM audit))",
     """CREATE TABLE IF NOT EXISTS hook_deliveries (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         outbox_id INTEGER NOT NULL,
@@ -74,18 +86,33 @@ _SCHEMA = (
 )
 
 _COLUMNS = "id, event_id, hook, kind, event, payload, attempts, audit_seq"
+#: Audit records a claim looks at, at most: a sender catching up after a long stop
+#: holds the write lock a bounded time each round, and goes on at once (``more``).
+_SCAN = 2000
+#: Rows of one INSERT (six values each: within SQLite's oldest limit of 999).
+_ROWS = 150
+#: The actions whose events a subscription may want (``hook_type``): the only audit
+#: records a claim reads the event of.
+_HOOKED = tuple(sorted(action.value for action in BY_ACTION))
+
+#: Which subscriptions want an event, and its webhook event type (None: none do),
+#: asked on the claim's connection.
+Wanted = Callable[[Event, sqlite3.Connection], "tuple[str, list[str]] | None"]
 
 
-def _enqueue_sql(rows: int) -> str:
-    """One INSERT of ``rows`` rows: one statement, so that a failure undoes all of them
-    and nothing else (see :data:`statekeeper.security.audit.Companion`)."""
+def _insert(db: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
+    """New outbox rows, each ``(event_id, hook, kind, event, audit_seq, next_attempt)``,
+    a few statements for them all (one INSERT of many rows)."""
     # `created` is SQLite's clock, written by SQLite: nothing reads it but people.
     row = "(?, ?, ?, ?, ?, 'pending', ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
-    return (
-        "INSERT OR IGNORE INTO hook_outbox "
-        "(event_id, hook, kind, event, audit_seq, status, next_attempt, created) VALUES "
-        + ", ".join([row] * rows)
-    )
+    for start in range(0, len(rows), _ROWS):
+        chunk = rows[start : start + _ROWS]
+        db.execute(
+            "INSERT OR IGNORE INTO hook_outbox "
+            "(event_id, hook, kind, event, audit_seq, status, next_attempt, created) VALUES "
+            + ", ".join([row] * len(chunk)),
+            [value for values in chunk for value in values],
+        )
 
 
 @dataclass(frozen=True)
@@ -139,6 +166,8 @@ class OutboxStore(Protocol):
 
     #: Seconds between the sender's looks for rows of other servers and retries due.
     poll: float
+    #: The last :meth:`claim` left events it has not looked at: the next one is due now.
+    more: bool
 
     def subscriptions(self, db: sqlite3.Connection | None = None) -> list[Subscription]:
         """Every stored subscription."""
@@ -161,11 +190,17 @@ class OutboxStore(Protocol):
         ...
 
     def claim(
-        self, owner: str, lease: float, limit: int = 20, finished: Sequence[Attempt] = ()
+        self,
+        owner: str,
+        lease: float,
+        limit: int = 20,
+        finished: Sequence[Attempt] = (),
+        wanted: Wanted | None = None,
     ) -> list[Entry]:
         """Lease up to ``limit`` due entries to ``owner`` for ``lease`` seconds, after
         recording ``finished`` (as :meth:`finish` does; in the same transaction where
-        there is one)."""
+        there is one) and queueing what ``wanted`` says of the events recorded since
+        the last look, where the audit trail is the outbox's log."""
         ...
 
     def relax(self) -> None:
@@ -176,8 +211,9 @@ class OutboxStore(Protocol):
         """Record attempts: in the entries and the delivery log."""
         ...
 
-    def backlog(self) -> int:
-        """Entries waiting to be delivered."""
+    def backlog(self, wanted: Wanted | None = None) -> int:
+        """Entries waiting to be delivered, and where the audit trail is the log, what
+        ``wanted`` says of the records the senders have not looked at yet."""
         ...
 
     def deliveries(
@@ -190,6 +226,7 @@ class OutboxStore(Protocol):
 class Outbox:
     #: A look is one indexed query.
     poll = 1.0
+    more = False
 
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
@@ -242,40 +279,27 @@ class Outbox:
         """Queue ``event`` for each of ``hooks``, durably, in a transaction of its own
         (an event with no audit record: the row holds the event itself)."""
         text = json.dumps(event.json_view(), separators=(",", ":"))
-        self.db.run(lambda db: self._insert(db, kind, event, hooks, text, None), write=True)
-
-    def enqueue_in(
-        self, db: sqlite3.Connection, kind: str, event: Event, hooks: Sequence[str], seq: int
-    ) -> None:
-        """Queue ``event`` for each of ``hooks`` in the transaction on ``db`` that
-        recorded it in the audit trail as ``seq``."""
-        self._insert(db, kind, event, hooks, "", seq)
-
-    @staticmethod
-    def _insert(
-        db: sqlite3.Connection,
-        kind: str,
-        event: Event,
-        hooks: Sequence[str],
-        text: str,
-        seq: int | None,
-    ) -> None:
-        now = time.time()
-        args: list[object] = []
-        for hook in hooks:
-            args += (event.id, hook, kind, text, seq, now)
-        db.execute(_enqueue_sql(len(hooks)), args)
+        rows = [(event.id, hook, kind, text, None, time.time()) for hook in hooks]
+        self.db.run(lambda db: _insert(db, rows), write=True)
 
     def claim(
-        self, owner: str, lease: float, limit: int = 20, finished: Sequence[Attempt] = ()
+        self,
+        owner: str,
+        lease: float,
+        limit: int = 20,
+        finished: Sequence[Attempt] = (),
+        wanted: Wanted | None = None,
     ) -> list[Entry]:
         """Lease up to ``limit`` due rows to ``owner`` for ``lease`` seconds in the
-        transaction recording ``finished``: a round takes the write lock once, not twice."""
+        transaction recording ``finished`` and queueing what ``wanted`` says of the
+        audit records since the last look: a round takes the write lock once."""
         now = time.time()
         record = _recorder(owner, finished)
 
         def tx(db: sqlite3.Connection) -> list[Any]:
             record(db)
+            if wanted is not None:
+                self.more = _queue_recorded(db, wanted, now)
             rows = db.execute(
                 f"UPDATE hook_outbox SET lease_owner = ?, lease_until = ? WHERE id IN ("
                 "SELECT id FROM hook_outbox WHERE status = 'pending' AND next_attempt <= ? "
@@ -313,14 +337,21 @@ class Outbox:
         if attempts:
             self.db.run(_recorder(owner, attempts), write=True)
 
-    def backlog(self) -> int:
-        """Rows waiting to be delivered (the metrics' webhook queue depth)."""
-        (count,) = self.db.run(
-            lambda db: db.execute(
+    def backlog(self, wanted: Wanted | None = None) -> int:
+        """Deliveries waiting (the metrics' webhook queue depth): the pending rows, and
+        the rows the records after the cursor will make (usually none or a few: the
+        sender looks a tenth of a second after each wanted event)."""
+
+        def count(db: sqlite3.Connection) -> int:
+            ((pending,),) = db.execute(
                 "SELECT COUNT(*) FROM hook_outbox WHERE status = 'pending'"
-            ).fetchone()
-        )
-        return int(count)
+            ).fetchall()
+            if wanted is None:
+                return int(pending)
+            _, _, rows = _recorded(db, wanted, 0.0)
+            return int(pending) + len(rows)
+
+        return self.db.run(count)
 
     def deliveries(
         self, hook: str | None = None, outcome: str | None = None, limit: int = 100
@@ -346,6 +377,43 @@ class Outbox:
             return [dict(zip(keys, row, strict=True)) for row in cursor.fetchall()]
 
         return self.db.run(read)
+
+
+def _recorded(
+    db: sqlite3.Connection, wanted: Wanted, now: float
+) -> tuple[int, int, list[tuple[object, ...]]]:
+    """The outbox rows (as :func:`_insert` takes them) of the audit records after the
+    cursor, at most ``_SCAN`` of them; with the last record looked at and the newest.
+    Only the records of actions a webhook is about are read whole."""
+    ((cursor,),) = db.execute("SELECT seq FROM hook_cursor WHERE name = 'audit'").fetchall()
+    ((newest,),) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM audit").fetchall()
+    cursor, newest = int(cursor), int(newest)
+    end = min(newest, cursor + _SCAN)
+    rows: list[tuple[object, ...]] = []
+    if end <= cursor:
+        return cursor, newest, rows
+    found = db.execute(
+        "SELECT seq, event FROM audit WHERE seq > ? AND seq <= ? AND outcome = 'ok' "
+        f"AND state IS NOT NULL AND action IN ({', '.join('?' * len(_HOOKED))}) ORDER BY seq",
+        (cursor, end, *_HOOKED),
+    ).fetchall()
+    for seq, text in found:
+        event = Event.from_json(json.loads(text))
+        hit = wanted(event, db)
+        if hit is not None:
+            kind, hooks = hit
+            rows += [(event.id, hook, kind, "", seq, now) for hook in hooks]
+    return end, newest, rows
+
+
+def _queue_recorded(db: sqlite3.Connection, wanted: Wanted, now: float) -> bool:
+    """The outbox rows of the audit records after the cursor, and the cursor moved past
+    them, on ``db`` (in the claim's transaction); True when records were left for the
+    next claim."""
+    end, newest, rows = _recorded(db, wanted, now)
+    _insert(db, rows)
+    db.execute("UPDATE hook_cursor SET seq = ? WHERE name = 'audit'", (end,))
+    return end < newest
 
 
 def _recorder(owner: str, attempts: Sequence[Attempt]) -> Callable[[sqlite3.Connection], None]:

@@ -1,11 +1,14 @@
 """Webhooks as the server and the CLI see them: the event-stream subscriber and management.
 
-For an event some subscription wants, the outbox rows are written in the
-same SQLite transaction as the event's audit record (:meth:`Webhooks.write_outbox`,
-joined to the audit trail), before the request is answered; nothing is sent
-on the request path. :meth:`Webhooks.wake_for`, a subscriber after the audit
-trail, then nudges the sender: ``serve``'s delivery worker, a process of its
-own (:mod:`statekeeper.hooks.worker`), which runs :meth:`Webhooks.deliver`.
+On the embedded database the audit trail is the outbox's log: the request path
+writes nothing for a webhook. :meth:`Webhooks.wake_for`, a subscriber after the
+audit trail, nudges the sender when some subscription wants the event; the
+sender (``serve``'s delivery worker, a process of its own,
+:mod:`statekeeper.hooks.worker`, which runs :meth:`Webhooks.deliver`) makes
+the outbox rows of the records it has not looked at, in the transaction that
+claims them. On S3, where the audit trail is written in batches, the
+subscriber puts the outbox objects itself before the request is answered
+(:meth:`Webhooks.observe_event`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from statekeeper.errors import BadRequest, StatekeeperError, StorageError
 from statekeeper.events import Action, Event
 from statekeeper.hooks.guard import check_destination
 from statekeeper.hooks.model import Policy, Subscription, cloudevent, hook_type
-from statekeeper.hooks.outbox import Entry, Outbox, OutboxStore
+from statekeeper.hooks.outbox import Entry, OutboxStore
 from statekeeper.storage.base import ObjectStore
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.times import utcnow
@@ -75,8 +78,6 @@ class Webhooks:
         self._scanned_at = -float("inf")
         #: The last version of a few states, for the resources of ``state.written``.
         self._resources: ResourceIndex | None = None
-        #: Events whose outbox rows the open transaction wrote: their commit wakes the sender.
-        self._queued: set[str] = set()
         self._wake: Callable[[], None] = _nobody
         self._worker: WorkerProcess | None = None
         self._sender: Sender | None = None
@@ -90,7 +91,7 @@ class Webhooks:
     def _configured(self, name: str) -> Subscription | None:
         return next((s for s in self.configured if s.name == name), None)
 
-    # The subscriber (on the request path: kept to one query and one insert)
+    # The subscriber (on the request path: a dictionary lookup, a query every two seconds)
 
     def subscriptions(self, db: sqlite3.Connection | None = None) -> list[Subscription]:
         """The subscriptions, re-read at most every two seconds (on ``db`` when given:
@@ -106,9 +107,12 @@ class Webhooks:
                 self._read_at = time.monotonic()
             return self._subs
 
-    def _wanted(
+    def wanted(
         self, event: Event, db: sqlite3.Connection | None = None
     ) -> tuple[str, list[str]] | None:
+        """``event``'s webhook event type and the subscriptions that want it (None when
+        none does); the subscriptions read on ``db`` when given (inside the sender's
+        claim, whose transaction is open on it)."""
         kind = hook_type(event)
         if kind is None or event.state is None:
             return None
@@ -125,25 +129,15 @@ class Webhooks:
             known[key] = wanted
         return (kind, wanted) if wanted else None
 
-    def write_outbox(self, db: sqlite3.Connection, event: Event, seq: int) -> None:
-        """Joined to the audit trail: the outbox rows commit with the event's audit record
-        (``seq``), in one INSERT; an event no subscription wants writes nothing."""
-        wanted = self._wanted(event, db)
-        if wanted is not None:
-            assert isinstance(self.outbox, Outbox)  # joined only where there is a database
-            self.outbox.enqueue_in(db, wanted[0], event, wanted[1], seq)
-            self._queued.add(event.id)
-
     def wake_for(self, event: Event) -> None:
-        """The subscriber after the audit trail: the rows are committed, send them now.
-        Only an event that wrote rows wakes the sender: the others cost it nothing."""
-        if event.id in self._queued:  # a test, not a KeyError raised for most events
-            self._queued.discard(event.id)
+        """The subscriber after the audit trail: the record is committed, and the sender
+        makes its rows when woken (or at its next poll, for a process with no sender)."""
+        if self.wanted(event) is not None:
             self._wake()
 
     def observe_event(self, event: Event) -> None:
         """The subscriber where the audit trail has no transaction to join."""
-        wanted = self._wanted(event)
+        wanted = self.wanted(event)
         if wanted is not None:
             self.outbox.enqueue(wanted[0], event, wanted[1])
             self._wake()
@@ -172,7 +166,7 @@ class Webhooks:
         from statekeeper.hooks.delivery import Sender
 
         self._sender = Sender(
-            self.outbox, self.policy, self._enrich, self._chores, self.all, on_round
+            self.outbox, self.policy, self._enrich, self._chores, self.all, on_round, self.wanted
         )
         self._wake = self._sender.wake
         self._sender.start()
@@ -189,7 +183,7 @@ class Webhooks:
         worker's last look at the bucket found them (a scrape makes no request to it)."""
         if self._worker is not None and self.store.records.database is None:
             return self._worker.backlog
-        return self.outbox.backlog()
+        return self.outbox.backlog(self.wanted)
 
     def failures(self) -> int:
         """Failed delivery attempts since the server started."""

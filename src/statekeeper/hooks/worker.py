@@ -243,7 +243,7 @@ def _deliver(hooks: Webhooks, stdin: BufferedReader, reports: IO[str]) -> None:
         subs = [s.to_json(with_secret=True) for s in hooks.all()]
         now = {
             "failures": failures,
-            "backlog": hooks.outbox.backlog(),
+            "backlog": hooks.backlog(),
             "subscriptions": hashlib.sha256(json.dumps(subs).encode()).hexdigest(),
         }
         if now != last:

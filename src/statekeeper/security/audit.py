@@ -26,7 +26,6 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -108,22 +107,11 @@ class AuditLog(Protocol):
         """Events that could not be written since the start (the metrics count them)."""
         ...
 
-    def join(self, companion: Companion) -> bool:
-        """Run ``companion`` in the transaction that records each event (the webhook
-        outbox), where the log has one; False when it writes objects in batches."""
-        ...
-
     def grouped(self) -> AbstractContextManager[object]:
         """A scope around one operation and the recording of its event, whose
         commits to the log's database share one sync at its end."""
         ...
 
-
-#: A write made in the same transaction as an event's audit record, given the
-#: record's ``seq``. It writes with one statement: a statement that fails undoes its
-#: own changes, never the transaction's, so a failing companion costs no savepoint
-#: and never costs the audit record.
-Companion = Callable[[sqlite3.Connection, Event, int], None]
 
 _SQLITE_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS audit (
@@ -149,7 +137,6 @@ class SqliteAuditLog:
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
         self._failures = 0
-        self._companions: list[Companion] = []
         #: The event this thread wrote inside an operation's own transaction (stage).
         self._staged = threading.local()
 
@@ -196,29 +183,15 @@ class SqliteAuditLog:
         )
 
         def tx(db: sqlite3.Connection) -> None:
-            seq = db.execute(
+            db.execute(
                 "INSERT INTO audit (time, action, actor, state, outcome, event) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 row,
-            ).lastrowid
-            assert seq is not None  # an INSERT's
-            for companion in self._companions:
-                try:
-                    companion(db, event, seq)
-                except Exception:  # logged with the event; the audit record stays
-                    log.exception(
-                        "a write joined to the audit record failed; the event: %s",
-                        json.dumps(event.json_view(), separators=(",", ":")),
-                    )
+            )
 
-        # No savepoint when joined to an operation's transaction: the INSERT is the one
-        # statement whose failure leaves ``tx`` (SQLite undoes it alone), and each
-        # companion's failure is caught above, its record staying either way.
+        # No savepoint when joined to an operation's transaction: the INSERT is its one
+        # statement, and SQLite undoes a statement that fails by itself.
         self.db.run(tx, write=True, atomic=False)
-
-    def join(self, companion: Companion) -> bool:
-        self._companions.append(companion)
-        return True
 
     def grouped(self) -> AbstractContextManager[object]:
         # The operation's own commits (a lock row, a digest) and this record are
@@ -346,9 +319,6 @@ class StoreAuditLog:
 
     def backlog(self) -> int:
         return len(self._pending)
-
-    def join(self, companion: Companion) -> bool:
-        return False  # batches written by a thread: no transaction to share
 
     def stage(self, event: Event) -> None:
         """Nothing: objects in batches share no transaction with the operation."""
