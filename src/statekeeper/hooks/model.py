@@ -152,7 +152,7 @@ class Subscription:
 def cloudevent(kind: str, event: Event, source: str, extra: dict[str, Any] | None = None) -> bytes:
     """The CloudEvents 1.0 JSON (structured mode) of one event; ``id`` is the stream
     event's, so a redelivered duplicate carries the same ID."""
-    return recorded_cloudevent(kind, event.to_json(), source, extra)
+    return recorded_cloudevent(kind, event.json_view(), source, extra)
 
 
 #: A time as :func:`statekeeper.times.format_rfc3339` writes it: UTC, a ``Z``, the
