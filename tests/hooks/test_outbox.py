@@ -43,7 +43,7 @@ def _outbox(services: Services) -> list[tuple[str, str, str]]:
 def _claim(services: Services, owner: str, lease: float = 60, limit: int = 20) -> list[Entry]:
     """A sender's claim: the rows of the audit records since the last one, then a lease."""
     assert services.hooks is not None
-    return services.hooks.outbox.claim(owner, lease, limit, wanted=services.hooks.wanted)
+    return services.hooks.outbox.claim(owner, lease, limit, wanted=services.hooks.wanting)
 
 
 def test_the_request_writes_no_row_and_the_senders_claim_makes_the_wanted_ones(

@@ -62,7 +62,7 @@ def _outbox(services: Services) -> list[str]:
     """The outbox rows, once a sender has made those of the audit records."""
     hooks = services.hooks
     assert hooks is not None
-    hooks.outbox.claim("test", lease=60, wanted=hooks.wanted)
+    hooks.outbox.claim("test", lease=60, wanted=hooks.wanting)
     rows = _db(services).run(
         lambda conn: conn.execute("SELECT kind FROM hook_outbox ORDER BY id").fetchall()
     )

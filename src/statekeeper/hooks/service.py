@@ -107,27 +107,31 @@ class Webhooks:
                 self._read_at = time.monotonic()
             return self._subs
 
-    def wanted(
-        self, event: Event, db: sqlite3.Connection | None = None
-    ) -> tuple[str, list[str]] | None:
+    def wanted(self, event: Event) -> tuple[str, list[str]] | None:
         """``event``'s webhook event type and the subscriptions that want it (None when
-        none does); the subscriptions read on ``db`` when given (inside the sender's
-        claim, whose transaction is open on it)."""
+        none does)."""
         kind = hook_type(event)
         if kind is None or event.state is None:
             return None
+        wanting = self.wanting(kind, event.state)
+        return (kind, wanting) if wanting else None
+
+    def wanting(self, kind: str, state: str, db: sqlite3.Connection | None = None) -> list[str]:
+        """The subscriptions that want ``kind`` events on ``state``; the subscriptions
+        read on ``db`` when given (inside the sender's claim, whose transaction is open
+        on it)."""
         self.subscriptions(db)
         # Which subscriptions want (type, state), decided once per pair while the
         # subscriptions stay the same: matching parses the name and every glob.
         subs, known = self._who_wants
-        key = (kind, event.state)
-        wanted = known.get(key)
-        if wanted is None:
-            wanted = [s.name for s in subs if s.wants(kind, event.state)]
+        key = (kind, state)
+        wanting = known.get(key)
+        if wanting is None:
+            wanting = [s.name for s in subs if s.wants(kind, state)]
             if len(known) >= _WANTS_KEPT:
                 known.clear()
-            known[key] = wanted
-        return (kind, wanted) if wanted else None
+            known[key] = wanting
+        return wanting
 
     def wake_for(self, event: Event) -> None:
         """The subscriber after the audit trail: the record is committed, and the sender
@@ -166,7 +170,7 @@ class Webhooks:
         from statekeeper.hooks.delivery import Sender
 
         self._sender = Sender(
-            self.outbox, self.policy, self._enrich, self._chores, self.all, on_round, self.wanted
+            self.outbox, self.policy, self._enrich, self._chores, self.all, on_round, self.wanting
         )
         self._wake = self._sender.wake
         self._sender.start()
@@ -183,7 +187,7 @@ class Webhooks:
         worker's last look at the bucket found them (a scrape makes no request to it)."""
         if self._worker is not None and self.store.records.database is None:
             return self._worker.backlog
-        return self.outbox.backlog(self.wanted)
+        return self.outbox.backlog(self.wanting)
 
     def failures(self) -> int:
         """Failed delivery attempts since the server started."""
