@@ -227,3 +227,13 @@ def test_the_cloudevent_of_a_recorded_event_is_the_events_own(when: datetime) ->
     recorded["time"] = when.astimezone(UTC).isoformat()
     envelope = json.loads(recorded_cloudevent("lock.acquired", recorded, "sk"))
     assert envelope["time"] == json.loads(cloudevent("lock.acquired", event, "sk"))["time"]
+
+
+def test_a_write_that_stored_nothing_makes_no_row(services: Services) -> None:
+    """Terraform retrying a write it already made: the bytes were current, no version
+    was stored, and no subscription hears of it."""
+    services.states.write(StateName("team/a.tfstate"), state_json(1), OPERATOR)
+    services.states.write(StateName("team/a.tfstate"), state_json(1), OPERATOR)
+    writes = services.audit.query(AuditFilter(action="write", state="team/**"))
+    assert [bool(e.detail and e.detail.startswith("unchanged")) for e in writes] == [False, True]
+    assert [e.event_id for e in _claim(services, "a")] == [writes[0].id]
