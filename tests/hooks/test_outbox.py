@@ -237,3 +237,23 @@ def test_a_write_that_stored_nothing_makes_no_row(services: Services) -> None:
     writes = services.audit.query(AuditFilter(action="write", state="team/**"))
     assert [bool(e.detail and e.detail.startswith("unchanged")) for e in writes] == [False, True]
     assert [e.event_id for e in _claim(services, "a")] == [writes[0].id]
+
+
+def test_a_claim_with_no_new_record_changes_no_page(services: Services) -> None:
+    """A round with nothing new (the worker's poll, every second) commits no change: each
+    change empties the page cache of every other connection to the database, the
+    requests' included."""
+    services.states.write(StateName("team/a.tfstate"), state_json(1), OPERATOR)
+    assert services.hooks is not None
+    other = sqlite3.connect(services.hooks.outbox.db.path)
+    try:
+        _claim(services, "a")
+        (before,) = other.execute("PRAGMA data_version").fetchone()
+        assert _claim(services, "b") == []
+        assert other.execute("PRAGMA data_version").fetchone() == (before,)
+        services.states.write(StateName("other/b.tfstate"), state_json(1), OPERATOR)
+        (written,) = other.execute("PRAGMA data_version").fetchone()
+        assert _claim(services, "b") == []  # a record no one wants: the cursor moves
+        assert other.execute("PRAGMA data_version").fetchone() != (written,)
+    finally:
+        other.close()
