@@ -140,7 +140,8 @@ class Webhooks:
             self._wake()
 
     def observe_event(self, event: Event) -> None:
-        """The subscriber where the audit trail has no transaction to join."""
+        """The subscriber where the audit trail is not in the database (S3, written in
+        batches): the outbox entries are put before the request is answered."""
         wanted = self.wanted(event)
         if wanted is not None:
             self.outbox.enqueue(wanted[0], event, wanted[1])
