@@ -5,8 +5,8 @@ audit trail is its log: an event's audit record commits with the operation it
 records, synced before the request is answered, and the sender makes the
 outbox rows of what the subscriptions want from the records it has not looked
 at yet (:meth:`Outbox.claim`, after the last record looked at, ``hook_cursor``).
-The request path writes nothing for a webhook, so a webhook costs a write no
-page of the database; a server killed after answering still has the record,
+The request path writes nothing for a webhook, so a webhook adds no page to
+the request's commit; a server killed after answering still has the record,
 and its restart's sender makes the rows and delivers them. The rows and the
 cursor commit together: a sender that dies first leaves both as they were, and
 the next one makes the same rows again. A row names its audit record
@@ -349,8 +349,8 @@ class Outbox:
             ).fetchall()
             if wanted is None:
                 return int(pending)
-            _, _, rows = _recorded(db, wanted, 0.0)
-            return int(pending) + len(rows)
+            *_, records = _recorded(db, wanted)
+            return int(pending) + sum(len(hooks) for _, _, hooks, _ in records)
 
         return self.db.run(count)
 
@@ -380,25 +380,28 @@ class Outbox:
         return self.db.run(read)
 
 
-def _recorded(
-    db: sqlite3.Connection, wanted: Wanted, now: float
-) -> tuple[int, int, list[tuple[object, ...]]]:
-    """The outbox rows (as :func:`_insert` takes them) of the audit records after the
-    cursor, at most ``_SCAN`` of them; with the last record looked at and the newest.
-    Only the records some subscription wants are read whole."""
+#: An audit record some subscription wants: its event's ID, its webhook event type, the
+#: subscriptions that want it and the record's ``seq``.
+_Wanted = tuple[str, str, list[str], int]
+
+
+def _recorded(db: sqlite3.Connection, wanted: Wanted) -> tuple[int, int, list[_Wanted]]:
+    """The audit records after the cursor that some subscription wants, of at most
+    ``_SCAN`` records; with the last record looked at and the newest. Only the records
+    some subscription wants are read whole."""
     ((cursor,),) = db.execute("SELECT seq FROM hook_cursor WHERE name = 'audit'").fetchall()
     ((newest,),) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM audit").fetchall()
     cursor, newest = int(cursor), int(newest)
     end = min(newest, cursor + _SCAN)
-    rows: list[tuple[object, ...]] = []
     if end <= cursor:
-        return cursor, newest, rows
+        return cursor, newest, []
     found = db.execute(
         "SELECT seq, action, state, event FROM audit WHERE seq > ? AND seq <= ? "
         "AND outcome = 'ok' AND state IS NOT NULL "
         f"AND action IN ({', '.join('?' * len(_HOOKED))}) ORDER BY seq",
         (cursor, end, *_HOOKED),
     ).fetchall()
+    records: list[_Wanted] = []
     for seq, action, state, text in found:
         kind = _KINDS[action]
         hooks = wanted(kind, state, db)
@@ -406,15 +409,17 @@ def _recorded(
             continue  # the usual record where few subscribe: its event is never parsed
         event = Event.from_json(json.loads(text))
         if hook_type(event) == kind:  # not a write that stored nothing (a retry's)
-            rows += [(event.id, hook, kind, "", seq, now) for hook in hooks]
-    return end, newest, rows
+            records.append((event.id, kind, hooks, seq))
+    return end, newest, records
 
 
 def _queue_recorded(db: sqlite3.Connection, wanted: Wanted, now: float) -> bool:
     """The outbox rows of the audit records after the cursor, and the cursor moved past
     them, on ``db`` (in the claim's transaction); True when records were left for the
-    next claim."""
-    end, newest, rows = _recorded(db, wanted, now)
+    next claim. (A round with no new record changes no page: SQLite writes nothing for
+    an ``UPDATE`` that sets what is there.)"""
+    end, newest, records = _recorded(db, wanted)
+    rows = [(e, hook, kind, "", seq, now) for e, kind, hooks, seq in records for hook in hooks]
     _insert(db, rows)
     db.execute("UPDATE hook_cursor SET seq = ? WHERE name = 'audit'", (end,))
     return end < newest
