@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -15,9 +16,9 @@ from statekeeper.app import Services
 from statekeeper.events import Action, Event
 from statekeeper.hooks import outbox as outbox_module
 from statekeeper.hooks.model import Subscription, cloudevent, recorded_cloudevent
-from statekeeper.hooks.outbox import Entry
+from statekeeper.hooks.outbox import Attempt, Entry
 from statekeeper.security.audit import AuditFilter
-from statekeeper.settings import load_settings
+from statekeeper.settings import Settings, load_settings
 from statekeeper.terraform.names import StateName
 
 
@@ -138,11 +139,11 @@ def test_a_row_names_its_audit_record_and_the_sender_reads_the_event_from_it(
     outbox = services.hooks.outbox
     (entry,) = _claim(services, "a")
     # One short row: the event itself stays in the audit trail, once.
-    ((text, seq, audited),) = outbox.db.run(
-        lambda db: db.execute(
-            "SELECT o.event, o.audit_seq, a.event FROM hook_outbox o "
-            "JOIN audit a ON a.seq = o.audit_seq"
-        ).fetchall()
+    ((text, seq),) = outbox.db.run(
+        lambda db: db.execute("SELECT event, audit_seq FROM hook_outbox").fetchall()
+    )
+    ((audited,),) = services.store.records.database.run(
+        lambda db: db.execute("SELECT event FROM audit WHERE seq = ?", (seq,)).fetchall()
     )
     assert text == "" and seq >= 1
     (written,) = services.audit.query(AuditFilter(action="write", state="team/**"))
@@ -150,34 +151,66 @@ def test_a_row_names_its_audit_record_and_the_sender_reads_the_event_from_it(
     assert entry.kind == "state.written" and entry.hook == "ci"
 
 
-def test_an_outbox_from_before_audit_references_is_read_and_extended(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    built = Services.build(load_settings({"data_dir": data}))
-    built.build_parts()  # the outbox's tables, as a server's start creates them
-    built.close()
-    db = sqlite3.connect(data / "statekeeper.db")
+def _opened(settings: Settings) -> None:
+    """The services opened with their webhooks (which open the queue), and closed."""
+    services = Services.build(settings)
+    assert services.hooks is not None
+    services.close()
+
+
+def _old_queue(path: Path, columns: str, rows: str) -> None:
+    """The webhook queue's tables as an earlier statekeeper kept them, in the store's own
+    database (``columns``: hook_outbox's; ``rows``: SQL run after)."""
+    db = sqlite3.connect(path)
     db.executescript(
-        "DROP TABLE hook_outbox; CREATE TABLE hook_outbox ("
-        "id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, hook TEXT NOT NULL, "
-        "kind TEXT NOT NULL, event TEXT NOT NULL, payload BLOB, status TEXT NOT NULL, "
-        "attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL NOT NULL, lease_owner TEXT, "
-        "lease_until REAL, last_error TEXT, created TEXT NOT NULL, done TEXT, "
-        "UNIQUE (event_id, hook));"
-    )
-    old = Event(action=Action.LOCK, actor="ci", state="team/a.tfstate", lock_id="L1")
-    db.execute(
-        "INSERT INTO hook_outbox (event_id, hook, kind, event, status, next_attempt, created) "
-        "VALUES (?, 'ci', 'lock.acquired', ?, 'pending', 0, '2026-12-05T00:00:00Z')",
-        (old.id, json.dumps(old.to_json())),
+        "CREATE TABLE hook_outbox (" + columns + ", UNIQUE (event_id, hook));"
+        "CREATE TABLE hook_cursor (name TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;"
+        "CREATE TABLE hook_deliveries (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+        "outbox_id INTEGER NOT NULL, event_id TEXT NOT NULL, hook TEXT NOT NULL, "
+        "kind TEXT NOT NULL, attempt INTEGER NOT NULL, time TEXT NOT NULL, status INTEGER, "
+        "error TEXT, duration_ms REAL NOT NULL, outcome TEXT NOT NULL);" + rows
     )
     db.commit()
     db.close()
-    reopened = Services.build(
-        load_settings({"data_dir": data}, env={"STATEKEEPER_HOOKS_ALLOW": "127.0.0.1"})
+
+
+_OLD_OUTBOX = (
+    "id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, hook TEXT NOT NULL, "
+    "kind TEXT NOT NULL, event TEXT NOT NULL, payload BLOB, status TEXT NOT NULL, "
+    "attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL NOT NULL, lease_owner TEXT, "
+    "lease_until REAL, last_error TEXT, created TEXT NOT NULL, done TEXT"
+)
+
+
+def test_a_queue_kept_in_the_stores_database_moves_to_its_own_file(tmp_path: Path) -> None:
+    """An earlier statekeeper kept the queue in the store's database, its rows without
+    their audit record's seq: its rows, delivery log and cursor move, the subscriptions
+    stay, and the old tables are dropped."""
+    data = tmp_path / "data"
+    settings = load_settings({"data_dir": data}, env={"STATEKEEPER_HOOKS_ALLOW": "127.0.0.1"})
+    built = Services.build(settings)
+    assert built.hooks is not None
+    built.hooks.add(Subscription("ci", "http://127.0.0.1:9/hook", "s3cret"))
+    built.close()
+    store = data / "statekeeper.db"
+    (store.parent / (store.name + "-hooks")).unlink()  # as before the queue had a file
+    old = Event(action=Action.LOCK, actor="ci", state="team/a.tfstate", lock_id="L1")
+    _old_queue(
+        store,
+        _OLD_OUTBOX,
+        "INSERT INTO hook_outbox (event_id, hook, kind, event, status, next_attempt, created) "
+        f"VALUES ('{old.id}', 'ci', 'lock.acquired', '{json.dumps(old.to_json())}', 'pending', "
+        "0, '2026-12-05T00:00:00Z');"
+        "INSERT INTO hook_deliveries (outbox_id, event_id, hook, kind, attempt, time, status, "
+        "duration_ms, outcome) VALUES (7, 'e7', 'ci', 'lock.released', 1, "
+        "'2026-12-05T00:00:00Z', 204, 1.5, 'delivered');"
+        "INSERT INTO hook_cursor VALUES ('audit', (SELECT COALESCE(MAX(seq), 0) FROM audit));",
     )
+    reopened = Services.build(settings)
     try:
         assert reopened.hooks is not None
-        reopened.hooks.add(Subscription("ci", "http://127.0.0.1:9/hook", "s3cret"))
+        assert [s.name for s in reopened.hooks.all()] == ["ci"]
+        assert [d["event_id"] for d in reopened.hooks.outbox.deliveries()] == ["e7"]
         reopened.states.write(StateName("team/a.tfstate"), state_json(1), OPERATOR)
         entries = _claim(reopened, "a")
         assert [(e.kind, e.event.action) for e in entries] == [
@@ -187,6 +220,73 @@ def test_an_outbox_from_before_audit_references_is_read_and_extended(tmp_path: P
         assert entries[0].event == old
     finally:
         reopened.close()
+    tables = sqlite3.connect(store).execute("SELECT name FROM sqlite_master").fetchall()
+    assert not {t for (t,) in tables} & {"hook_outbox", "hook_cursor", "hook_deliveries"}
+    assert ("hook_subscriptions",) in tables
+
+
+def test_a_queue_moved_halfway_is_moved_again_and_nothing_doubles(tmp_path: Path) -> None:
+    """A process stopped after copying the old tables, before dropping them: the next one
+    copies them again, keeping the rows already copied."""
+    data = tmp_path / "data"
+    settings = load_settings({"data_dir": data}, env={"STATEKEEPER_HOOKS_ALLOW": "127.0.0.1"})
+    _opened(settings)
+    store = data / "statekeeper.db"
+    row = (
+        "INSERT INTO hook_outbox (event_id, hook, kind, event, status, next_attempt, created, "
+        "audit_seq) VALUES ('e1', 'ci', 'lock.acquired', '', 'pending', 0, 'then', 1);"
+    )
+    _old_queue(store, _OLD_OUTBOX + ", audit_seq INTEGER", row)
+    queue = sqlite3.connect(store.parent / (store.name + "-hooks"))
+    queue.execute(row.removesuffix(";").replace("INSERT", "INSERT OR IGNORE"))  # copied once
+    queue.commit()
+    queue.close()
+    _opened(settings)
+    queue = sqlite3.connect(store.parent / (store.name + "-hooks"))
+    assert queue.execute("SELECT event_id FROM hook_outbox").fetchall() == [("e1",)]
+    queue.close()
+
+
+def test_a_store_restored_behind_its_queue_has_its_new_events_delivered(tmp_path: Path) -> None:
+    """The store's database restored from a backup older than the queue: its new records
+    take the numbers of records the queue looked at before. They are queued and sent;
+    the rows of the records lost are dead (their numbers name other events now)."""
+    data = tmp_path / "data"
+    settings = load_settings({"data_dir": data}, env={"STATEKEEPER_HOOKS_ALLOW": "127.0.0.1"})
+    store = data / "statekeeper.db"
+    services = Services.build(settings)
+    try:
+        assert services.hooks is not None
+        services.hooks.add(Subscription("ci", "http://127.0.0.1:9/hook", "s3cret"))
+        services.states.write(StateName("team/kept.tfstate"), state_json(1), OPERATOR)
+        assert len(_claim(services, "a")) == 1
+        backup = sqlite3.connect(tmp_path / "backup.db")
+        with closing(sqlite3.connect(store)) as live:
+            live.backup(backup)
+        for i in range(3):
+            services.states.write(StateName(f"team/lost{i}.tfstate"), state_json(1), OPERATOR)
+        assert len(_claim(services, "a", limit=1)) == 1  # the cursor moves past all three
+    finally:
+        services.close()
+    with closing(sqlite3.connect(store)) as live:
+        backup.backup(live)  # SQLite's online backup, the way docs/operations.md restores
+    backup.close()
+    restored = Services.build(settings)
+    try:
+        for i in range(4):
+            restored.states.write(StateName(f"team/new{i}.tfstate"), state_json(1), OPERATOR)
+        claimed = [e.event.state for e in _claim(restored, "b")]
+        assert claimed == [f"team/new{i}.tfstate" for i in range(4)]
+        assert restored.hooks is not None
+        dead = restored.hooks.outbox.db.run(
+            lambda db: db.execute(
+                "SELECT event_id FROM hook_outbox WHERE status = 'dead' "
+                "AND last_error LIKE '%audit record is not in the store%'"
+            ).fetchall()
+        )
+        assert len(dead) == 2  # lost1 and lost2; lost0 is leased to "a" still
+    finally:
+        restored.close()
 
 
 def test_a_cloudevent_is_compact_utf8_json_even_with_what_orjson_refuses() -> None:
@@ -239,21 +339,26 @@ def test_a_write_that_stored_nothing_makes_no_row(services: Services) -> None:
     assert [e.event_id for e in _claim(services, "a")] == [writes[0].id]
 
 
-def test_a_claim_with_no_new_record_changes_no_page(services: Services) -> None:
-    """A round with nothing new (the worker's poll, every second) commits no change: each
-    change empties the page cache of every other connection to the database, the
-    requests' included."""
-    services.states.write(StateName("team/a.tfstate"), state_json(1), OPERATOR)
+def test_the_senders_rounds_change_no_page_of_the_stores_database(services: Services) -> None:
+    """The sender's claims and attempts write the queue's file only: a request never
+    waits for the sender's write lock, nor finds its page cache emptied by it. A round
+    with nothing new (the worker's poll, every second) changes no page even there."""
     assert services.hooks is not None
-    other = sqlite3.connect(services.hooks.outbox.db.path)
+    store = sqlite3.connect(services.store.records.database.path)
+    queue = sqlite3.connect(services.hooks.outbox.db.path)
     try:
-        _claim(services, "a")
-        (before,) = other.execute("PRAGMA data_version").fetchone()
+        services.states.write(StateName("team/a.tfstate"), state_json(1), OPERATOR)
+        (before,) = store.execute("PRAGMA data_version").fetchone()
+        (entry,) = _claim(services, "a")
+        services.hooks.outbox.finish("a", [Attempt(entry, "delivered", 204, None, 0.01)])
+        assert services.hooks.outbox.deliveries()[0]["outcome"] == "delivered"
+        assert store.execute("PRAGMA data_version").fetchone() == (before,)
+        (looked,) = queue.execute("PRAGMA data_version").fetchone()
         assert _claim(services, "b") == []
-        assert other.execute("PRAGMA data_version").fetchone() == (before,)
+        assert queue.execute("PRAGMA data_version").fetchone() == (looked,)
         services.states.write(StateName("other/b.tfstate"), state_json(1), OPERATOR)
-        (written,) = other.execute("PRAGMA data_version").fetchone()
         assert _claim(services, "b") == []  # a record no one wants: the cursor moves
-        assert other.execute("PRAGMA data_version").fetchone() != (written,)
+        assert queue.execute("PRAGMA data_version").fetchone() != (looked,)
     finally:
-        other.close()
+        store.close()
+        queue.close()

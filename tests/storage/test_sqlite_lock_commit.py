@@ -63,7 +63,7 @@ def _outbox(services: Services) -> list[str]:
     hooks = services.hooks
     assert hooks is not None
     hooks.outbox.claim("test", lease=60, wanted=hooks.wanting)
-    rows = _db(services).run(
+    rows = hooks.outbox.db.run(  # type: ignore[attr-defined]
         lambda conn: conn.execute("SELECT kind FROM hook_outbox ORDER BY id").fetchall()
     )
     return [str(kind) for (kind,) in rows]

@@ -76,7 +76,7 @@ class ObjectOutbox:
 
     # Subscriptions
 
-    def subscriptions(self, db: object = None) -> list[Subscription]:
+    def subscriptions(self) -> list[Subscription]:
         """Every subscription. Read once, then re-read by each :meth:`claim` (the
         sender's poll) and :meth:`refresh`, so the request path never waits for a
         listing."""
@@ -256,3 +256,6 @@ class ObjectOutbox:
             if len(rows) >= limit:
                 break
         return rows
+
+    def close(self) -> None:
+        """Nothing of its own to let go of: the objects are the store's."""

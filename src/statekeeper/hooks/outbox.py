@@ -1,4 +1,4 @@
-"""Subscriptions, the outbox and the delivery log: tables of the embedded database.
+"""Subscriptions, the outbox and the delivery log on the embedded database.
 
 The outbox holds one row per (event, subscription) still to deliver. The
 audit trail is its log: an event's audit record commits with the operation it
@@ -17,16 +17,27 @@ database deliver each row once in the normal case; a sender that dies leaves
 its lease to expire and another takes the row over. ``(event_id, hook)`` is
 unique, so an event is queued once per subscription however often it is
 offered.
+
+The subscriptions are the store's (a table of its database, backed up with
+it). The queue (the rows, the cursor, the delivery log) is a database file of
+its own beside the store's (:func:`queue_path`): the sender writes it several
+times a second while events flow, and there those writes never take the write
+lock the requests commit under (a request would wait for a sender's commit,
+SQLite's busy handler sleeping a millisecond or more at a time) nor add pages
+to the log the requests' commits checkpoint. The sender only reads the store's
+database: the audit records after its cursor, and the versions it diffs.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any, Protocol
 
 from statekeeper.errors import NotFound
@@ -36,54 +47,60 @@ from statekeeper.storage.base import RecordSpace
 from statekeeper.storage.sqlite.database import SqliteDatabase
 from statekeeper.times import format_rfc3339, utcnow
 
-__all__ = ["Attempt", "Entry", "Outbox", "OutboxStore", "Wanted", "open_outbox"]
+log = logging.getLogger("statekeeper.hooks")
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS hook_subscriptions (
-        name TEXT PRIMARY KEY,
-        body TEXT NOT NULL
-    ) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS hook_outbox (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        event_id TEXT NOT NULL,
-        hook TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        event TEXT NOT NULL,
-        payload BLOB,
-        status TEXT NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        next_attempt REAL NOT NULL,
-        lease_owner TEXT,
-        lease_until REAL,
-        last_error TEXT,
-        created TEXT NOT NULL,
-        done TEXT,
-        audit_seq INTEGER,
-        UNIQUE (event_id, hook)
-    )""",
-    "CREATE INDEX IF NOT EXISTS hook_outbox_due ON hook_outbox (status, next_attempt)",
-    # The last audit record the senders looked at: the ones after it may want rows. Set
-    # to the newest record when the table is made: events before there was an outbox
-    # had no subscription to want them.
-    """CREATE TABLE IF NOT EXISTS hook_cursor (
-        name TEXT PRIMARY KEY,
-        seq INTEGER NOT NULL
-    ) WITHOUT ROWID""",
-    "INSERT OR IGNORE INTO hook_cursor VALUES ('audit', (SELECT COALESCE(MAX(seq), 0) FROM audit))",
-    """CREATE TABLE IF NOT EXISTS hook_deliveries (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        outbox_id INTEGER NOT NULL,
-        event_id TEXT NOT NULL,
-        hook TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        attempt INTEGER NOT NULL,
-        time TEXT NOT NULL,
-        status INTEGER,
-        error TEXT,
-        duration_ms REAL NOT NULL,
-        outcome TEXT NOT NULL
-    )""",
-)
+__all__ = ["Attempt", "Entry", "Outbox", "OutboxStore", "Wanted", "open_outbox", "queue_path"]
+
+_SUBSCRIPTIONS = """CREATE TABLE IF NOT EXISTS hook_subscriptions (
+    name TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+) WITHOUT ROWID"""
+_QUEUE = """
+CREATE TABLE IF NOT EXISTS hook_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL,
+    hook TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    event TEXT NOT NULL,
+    payload BLOB,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL NOT NULL,
+    lease_owner TEXT,
+    lease_until REAL,
+    last_error TEXT,
+    created TEXT NOT NULL,
+    done TEXT,
+    audit_seq INTEGER,
+    UNIQUE (event_id, hook)
+);
+CREATE INDEX IF NOT EXISTS hook_outbox_due ON hook_outbox (status, next_attempt);
+-- The last audit record the senders looked at (the ones after it may want rows), and
+-- its time: a store restored from a backup has another record there, or none.
+CREATE TABLE IF NOT EXISTS hook_cursor (
+    name TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    time TEXT
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hook_deliveries (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    outbox_id INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    hook TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    time TEXT NOT NULL,
+    status INTEGER,
+    error TEXT,
+    duration_ms REAL NOT NULL,
+    outcome TEXT NOT NULL
+);
+"""
+#: The queue's columns added since its first schema: ``audit_seq``, once rows named
+#: their audit record; the cursor's record's ``time``, once the queue had a file.
+_QUEUE_COLUMNS = (("hook_outbox", "audit_seq", "INTEGER"), ("hook_cursor", "time", "TEXT"))
+#: The queue's tables, as the store's database held them before the queue had a file.
+_MOVED = ("hook_outbox", "hook_deliveries", "hook_cursor")
 
 _COLUMNS = "id, event_id, hook, kind, event, payload, attempts, audit_seq"
 #: Audit records a claim looks at, at most: a sender catching up after a long stop
@@ -97,8 +114,13 @@ _KINDS = {action.value: kind for action, kind in BY_ACTION.items()}
 _HOOKED = tuple(sorted(_KINDS))
 
 #: The subscriptions that want events of a webhook event type on a state (none: an
-#: empty list), asked on the claim's connection.
-Wanted = Callable[[str, str, sqlite3.Connection], list[str]]
+#: empty list).
+Wanted = Callable[[str, str], list[str]]
+
+
+def queue_path(store: Path) -> Path:
+    """The webhook queue's database file, beside the store's ``store``."""
+    return store.with_name(store.name + "-hooks")
 
 
 def _insert(db: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
@@ -170,7 +192,7 @@ class OutboxStore(Protocol):
     #: The last :meth:`claim` left events it has not looked at: the next one is due now.
     more: bool
 
-    def subscriptions(self, db: sqlite3.Connection | None = None) -> list[Subscription]:
+    def subscriptions(self) -> list[Subscription]:
         """Every stored subscription."""
         ...
 
@@ -223,33 +245,42 @@ class OutboxStore(Protocol):
         """The delivery log, newest first."""
         ...
 
+    def close(self) -> None:
+        """Let go of what the outbox opened of its own."""
+        ...
+
 
 class Outbox:
     #: A look is one indexed query.
     poll = 1.0
     more = False
 
-    def __init__(self, db: SqliteDatabase) -> None:
-        self.db = db
-
-        def create(conn: sqlite3.Connection) -> None:
-            for statement in _SCHEMA:
-                conn.execute(statement)
-            # An outbox from before rows named their audit record.
-            if "audit_seq" not in {r[1] for r in conn.execute("PRAGMA table_info(hook_outbox)")}:
-                conn.execute("ALTER TABLE hook_outbox ADD COLUMN audit_seq INTEGER")
-
-        db.run(create, write=True)
+    def __init__(self, records: SqliteDatabase) -> None:
+        #: The store's database: the subscriptions, and the audit records the rows are
+        #: made of.
+        self.records = records
+        records.run(lambda db: db.execute(_SUBSCRIPTIONS), write=True)
+        #: The queue's own database.
+        self.db = SqliteDatabase(queue_path(records.path), _QUEUE, _QUEUE_COLUMNS)
+        _adopt_queue(records, self.db)
+        # Set to the newest record when the queue is made: events from before there was
+        # an outbox had no subscription to want them.
+        ((newest,),) = records.run(_newest)
+        seen = records.run(lambda db: _time_at(db, newest))
+        self.db.run(
+            lambda db: db.execute(
+                "INSERT OR IGNORE INTO hook_cursor VALUES ('audit', ?, ?)", (newest, seen)
+            ),
+            write=True,
+        )
 
     # Subscriptions
 
-    def subscriptions(self, db: sqlite3.Connection | None = None) -> list[Subscription]:
-        """Every subscription; on ``db`` inside a caller's transaction when given."""
-
-        def read(conn: sqlite3.Connection) -> list[Any]:
-            return conn.execute("SELECT body FROM hook_subscriptions ORDER BY name").fetchall()
-
-        rows = read(db) if db is not None else self.db.run(read)
+    def subscriptions(self) -> list[Subscription]:
+        """Every subscription."""
+        rows = self.records.run(
+            lambda db: db.execute("SELECT body FROM hook_subscriptions ORDER BY name").fetchall()
+        )
         return [Subscription.from_json(json.loads(body)) for (body,) in rows]
 
     def refresh(self) -> None:
@@ -257,7 +288,7 @@ class Outbox:
 
     def add(self, sub: Subscription) -> None:
         body = json.dumps(sub.to_json(with_secret=True))
-        self.db.run(
+        self.records.run(
             lambda db: db.execute(
                 "INSERT INTO hook_subscriptions (name, body) VALUES (?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET body = excluded.body",
@@ -267,7 +298,7 @@ class Outbox:
         )
 
     def remove(self, name: str) -> None:
-        cur = self.db.run(
+        cur = self.records.run(
             lambda db: db.execute("DELETE FROM hook_subscriptions WHERE name = ?", (name,)),
             write=True,
         )
@@ -300,36 +331,67 @@ class Outbox:
         def tx(db: sqlite3.Connection) -> list[Any]:
             record(db)
             if wanted is not None:
-                self.more = _queue_recorded(db, wanted, now)
-            rows = db.execute(
+                self.more = _queue_recorded(db, self.records, wanted, now)
+            return db.execute(
                 f"UPDATE hook_outbox SET lease_owner = ?, lease_until = ? WHERE id IN ("
                 "SELECT id FROM hook_outbox WHERE status = 'pending' AND next_attempt <= ? "
                 "AND (lease_until IS NULL OR lease_until < ?) ORDER BY id LIMIT ?) "
                 f"RETURNING {_COLUMNS}",
                 (owner, now + lease, now, now, limit),
             ).fetchall()
-            # The events of rows that name their audit record, read from it.
-            seqs = sorted({r[7] for r in rows if not r[4] and r[7] is not None})
-            if not seqs:
-                return rows
-            audited = dict(
-                db.execute(
-                    f"SELECT seq, event FROM audit WHERE seq IN ({', '.join('?' * len(seqs))})",
-                    seqs,
-                ).fetchall()
-            )
-            return [(*r[:4], r[4] or audited[r[7]], *r[5:]) for r in rows]
 
         rows = self.db.run(tx, write=True)
-        return sorted((Entry.from_row(r) for r in rows), key=lambda e: e.id)
+        # The events of rows that name their audit record, read from it (after the
+        # commit: a record never changes).
+        seqs = sorted({r[7] for r in rows if not r[4]})
+        audited: dict[int, str] = {}
+        if seqs:
+            audited = dict(
+                self.records.run(
+                    lambda db: db.execute(
+                        f"SELECT seq, event FROM audit WHERE seq IN ({', '.join('?' * len(seqs))})",
+                        seqs,
+                    ).fetchall()
+                )
+            )
+        entries, gone = [], []
+        for r in rows:
+            text = r[4] or audited.get(r[7])
+            entry = Entry.from_row((*r[:4], text, *r[5:])) if text else None
+            if entry is None or entry.recorded.get("id") != entry.event_id:
+                gone.append(r[0])  # its record gone, or another in its place
+            else:
+                entries.append(entry)
+        if gone:
+            self._gone(gone)
+        return sorted(entries, key=lambda e: e.id)
+
+    def _gone(self, ids: list[int]) -> None:
+        """Rows whose audit record the store no longer has (its database restored from a
+        backup older than the queue's): dead, as there is no event to send."""
+        log.warning(
+            "%d webhook deliveries name audit records the store does not have (was its "
+            "database restored from a backup?); they are marked dead",
+            len(ids),
+        )
+        error = "the event's audit record is not in the store"
+        self.db.run(
+            lambda db: db.executemany(
+                "UPDATE hook_outbox SET status = 'dead', last_error = ?, lease_owner = NULL, "
+                "lease_until = NULL WHERE id = ?",
+                [(error, i) for i in ids],
+            ),
+            write=True,
+        )
 
     def relax(self) -> None:
         """For the sender's own connection: commits wait for the WAL, not the disk.
 
-        The rows themselves are written by the event's transaction, fully
-        synced. What the sender writes (leases, attempts) may be lost to a power
-        cut and the delivery made again, which at-least-once allows; an fsync per
-        attempt would make delivering cost more than the requests it reports.
+        The events are in the audit trail, fully synced with the operations they
+        record. What the sender writes (rows, the cursor, leases, attempts) may be
+        lost to a power cut and made or delivered again, which at-least-once
+        allows; an fsync per round would make delivering cost more than the
+        requests it reports.
         """
         self.db.relax()
 
@@ -349,8 +411,8 @@ class Outbox:
             ).fetchall()
             if wanted is None:
                 return int(pending)
-            *_, records = _recorded(db, wanted)
-            return int(pending) + sum(len(hooks) for _, _, hooks, _ in records)
+            *_, chosen = _recorded(db, self.records, wanted)
+            return int(pending) + sum(len(hooks) for _, _, hooks, _ in chosen)
 
         return self.db.run(count)
 
@@ -379,50 +441,128 @@ class Outbox:
 
         return self.db.run(read)
 
+    def close(self) -> None:
+        self.db.close()
+
 
 #: An audit record some subscription wants: its event's ID, its webhook event type, the
 #: subscriptions that want it and the record's ``seq``.
 _Wanted = tuple[str, str, list[str], int]
 
 
-def _recorded(db: sqlite3.Connection, wanted: Wanted) -> tuple[int, int, list[_Wanted]]:
-    """The audit records after the cursor that some subscription wants, of at most
-    ``_SCAN`` records; with the last record looked at and the newest. Only the records
-    some subscription wants are read whole."""
-    ((cursor,),) = db.execute("SELECT seq FROM hook_cursor WHERE name = 'audit'").fetchall()
-    ((newest,),) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM audit").fetchall()
-    cursor, newest = int(cursor), int(newest)
-    end = min(newest, cursor + _SCAN)
-    if end <= cursor:
-        return cursor, newest, []
-    found = db.execute(
-        "SELECT seq, action, state, event FROM audit WHERE seq > ? AND seq <= ? "
-        "AND outcome = 'ok' AND state IS NOT NULL "
-        f"AND action IN ({', '.join('?' * len(_HOOKED))}) ORDER BY seq",
-        (cursor, end, *_HOOKED),
-    ).fetchall()
-    records: list[_Wanted] = []
+#: Where the sender's look at the audit trail ends: the last record looked at (its seq
+#: and time), the newest record, and the records after the cursor some subscription wants.
+_Look = tuple[int, str | None, int, list[_Wanted]]
+
+
+def _recorded(db: sqlite3.Connection, records: SqliteDatabase, wanted: Wanted) -> _Look:
+    """The audit records of ``records`` after the queue's cursor (read on ``db``), at
+    most ``_SCAN`` of them, and those some subscription wants (only those are read
+    whole)."""
+    ((cursor, seen),) = db.execute("SELECT seq, time FROM hook_cursor WHERE name = 'audit'")
+
+    def read(main: sqlite3.Connection) -> tuple[int, str | None, int, list[Any]]:
+        ((newest,),) = _newest(main)
+        start = cursor
+        if seen is not None and _time_at(main, cursor) != seen:
+            # Another record at the cursor, or none: the store's database was restored
+            # from a backup older than the queue. What it holds of the records looked at
+            # is no newer than the cursor's; what follows came after the restore.
+            ((start,),) = main.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM audit WHERE seq <= ? AND time <= ?",
+                (cursor, seen),
+            )
+            log.warning(
+                "the audit trail has changed under the webhook queue's cursor (record %d; "
+                "was the store's database restored from a backup?): the records after %d "
+                "are looked at again",
+                cursor,
+                start,
+            )
+        end = min(newest, start + _SCAN)
+        found = main.execute(
+            "SELECT seq, action, state, event FROM audit WHERE seq > ? AND seq <= ? "
+            "AND outcome = 'ok' AND state IS NOT NULL "
+            f"AND action IN ({', '.join('?' * len(_HOOKED))}) ORDER BY seq",
+            (start, end, *_HOOKED),
+        ).fetchall()
+        return end, _time_at(main, end), newest, found
+
+    end, time_, newest, found = records.run(read)
+    chosen: list[_Wanted] = []
     for seq, action, state, text in found:
         kind = _KINDS[action]
-        hooks = wanted(kind, state, db)
+        hooks = wanted(kind, state)
         if not hooks:
             continue  # the usual record where few subscribe: its event is never parsed
         event = Event.from_json(json.loads(text))
         if hook_type(event) == kind:  # not a write that stored nothing (a retry's)
-            records.append((event.id, kind, hooks, seq))
-    return end, newest, records
+            chosen.append((event.id, kind, hooks, seq))
+    return end, time_, newest, chosen
 
 
-def _queue_recorded(db: sqlite3.Connection, wanted: Wanted, now: float) -> bool:
+def _time_at(db: sqlite3.Connection, seq: int) -> str | None:
+    """The time of the audit record ``seq`` (None: there is none)."""
+    found = db.execute("SELECT time FROM audit WHERE seq = ?", (seq,)).fetchall()
+    return str(found[0][0]) if found else None
+
+
+def _queue_recorded(
+    db: sqlite3.Connection, records: SqliteDatabase, wanted: Wanted, now: float
+) -> bool:
     """The outbox rows of the audit records after the cursor, and the cursor moved past
     them, on ``db`` (in the claim's transaction); True when records were left for the
     next claim. (A round with no new record changes no page: SQLite writes nothing for
     an ``UPDATE`` that sets what is there.)"""
-    end, newest, records = _recorded(db, wanted)
-    rows = [(e, hook, kind, "", seq, now) for e, kind, hooks, seq in records for hook in hooks]
+    end, time_, newest, chosen = _recorded(db, records, wanted)
+    rows = [(e, hook, kind, "", seq, now) for e, kind, hooks, seq in chosen for hook in hooks]
     _insert(db, rows)
-    db.execute("UPDATE hook_cursor SET seq = ? WHERE name = 'audit'", (end,))
+    db.execute("UPDATE hook_cursor SET seq = ?, time = ? WHERE name = 'audit'", (end, time_))
     return end < newest
+
+
+def _newest(db: sqlite3.Connection) -> list[Any]:
+    """The last audit record's ``seq`` (0: none)."""
+    return db.execute("SELECT COALESCE(MAX(seq), 0) FROM audit").fetchall()
+
+
+def _adopt_queue(records: SqliteDatabase, queue: SqliteDatabase) -> None:
+    """The queue as the store's database held it before the queue had a file of its own,
+    moved to ``queue``: copied (rows already there kept, the cursor taken), then dropped
+    from the store's database. A process stopped between the two copies it again."""
+
+    def read(db: sqlite3.Connection) -> dict[str, tuple[list[str], list[Any]]]:
+        found = {}
+        for (table,) in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN "
+            f"({', '.join('?' * len(_MOVED))})",
+            _MOVED,
+        ).fetchall():
+            columns = [c[1] for c in db.execute(f"PRAGMA table_info({table})")]
+            found[table] = (columns, db.execute(f"SELECT * FROM {table}").fetchall())
+        return found
+
+    old = records.run(read)
+    if not old:
+        return
+
+    def copy(db: sqlite3.Connection) -> None:
+        for table, (columns, rows) in old.items():
+            verb = "REPLACE" if table == "hook_cursor" else "IGNORE"
+            db.executemany(
+                f"INSERT OR {verb} INTO {table} ({', '.join(columns)}) "
+                f"VALUES ({', '.join('?' * len(columns))})",
+                rows,
+            )
+
+    queue.run(copy, write=True)
+
+    def drop(db: sqlite3.Connection) -> None:
+        for table in old:
+            db.execute(f"DROP TABLE IF EXISTS {table}")
+
+    records.run(drop, write=True)
+    log.info("the webhook queue moved from %s to %s", records.path, queue.path)
 
 
 def _recorder(owner: str, attempts: Sequence[Attempt]) -> Callable[[sqlite3.Connection], None]:

@@ -13,7 +13,6 @@ subscriber puts the outbox objects itself before the request is answered
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 import uuid
@@ -82,10 +81,10 @@ class Webhooks:
         self._worker: WorkerProcess | None = None
         self._sender: Sender | None = None
 
-    def all(self, db: sqlite3.Connection | None = None) -> list[Subscription]:
+    def all(self) -> list[Subscription]:
         """Every subscription: the config file's, then those added by command."""
         named = {s.name for s in self.configured}
-        stored = [s for s in self.outbox.subscriptions(db) if s.name not in named]
+        stored = [s for s in self.outbox.subscriptions() if s.name not in named]
         return [*self.configured, *stored]
 
     def _configured(self, name: str) -> Subscription | None:
@@ -93,14 +92,13 @@ class Webhooks:
 
     # The subscriber (on the request path: a dictionary lookup, a query every two seconds)
 
-    def subscriptions(self, db: sqlite3.Connection | None = None) -> list[Subscription]:
-        """The subscriptions, re-read at most every two seconds (on ``db`` when given:
-        inside the audit record's transaction no other may start)."""
+    def subscriptions(self) -> list[Subscription]:
+        """The subscriptions, re-read at most every two seconds."""
         if time.monotonic() - self._read_at <= _REFRESH:
             return self._subs  # the usual case, on every event: no lock taken
         with self._guard:
             if time.monotonic() - self._read_at > _REFRESH:  # not read meanwhile
-                subs = self.all(db)
+                subs = self.all()
                 if subs != self._subs:
                     self._subs = subs
                     self._who_wants = (subs, {})
@@ -116,11 +114,9 @@ class Webhooks:
         wanting = self.wanting(kind, event.state)
         return (kind, wanting) if wanting else None
 
-    def wanting(self, kind: str, state: str, db: sqlite3.Connection | None = None) -> list[str]:
-        """The subscriptions that want ``kind`` events on ``state``; the subscriptions
-        read on ``db`` when given (inside the sender's claim, whose transaction is open
-        on it)."""
-        self.subscriptions(db)
+    def wanting(self, kind: str, state: str) -> list[str]:
+        """The subscriptions that want ``kind`` events on ``state``."""
+        self.subscriptions()
         # Which subscriptions want (type, state), decided once per pair while the
         # subscriptions stay the same: matching parses the name and every glob.
         subs, known = self._who_wants
@@ -202,6 +198,7 @@ class Webhooks:
             self._worker.close()
         if self._sender is not None:
             self._sender.close()
+        self.outbox.close()
 
     def _enrich(self, entry: Entry) -> dict[str, Any]:
         """``state.written``: the resources the new version added, changed and removed."""

@@ -43,7 +43,7 @@ from typing import TypeVar
 from statekeeper.errors import ConfigError, StorageError
 from statekeeper.storage.registry import DriverURL
 
-__all__ = ["SCHEMA", "SqliteDatabase", "database_path", "like_prefix"]
+__all__ = ["SCHEMA", "Column", "SqliteDatabase", "database_path", "like_prefix"]
 
 T = TypeVar("T")
 
@@ -94,8 +94,7 @@ CREATE TABLE IF NOT EXISTS trash (
 ) WITHOUT ROWID;
 """
 
-#: Columns added since the first schema, each with its definition: added in place
-#: (``ALTER TABLE … ADD COLUMN``) when a database from before them is opened.
+#: Columns added to the store's tables since its first schema.
 #: ``codec``: how the row's blob is encoded (NULL: the bytes as written), see codec.py.
 _ADDED_COLUMNS = (("objects", "codec", "TEXT"),)
 
@@ -104,10 +103,18 @@ def like_prefix(prefix: str) -> str:
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-class SqliteDatabase:
-    """One database file; a connection per thread, opened on first use."""
+#: A column added to a table since its first schema: (table, column, definition).
+Column = tuple[str, str, str]
 
-    def __init__(self, path: Path) -> None:
+
+class SqliteDatabase:
+    """One database file; a connection per thread, opened on first use. ``schema`` is
+    made when missing, and ``columns`` added to its tables in place (``ALTER TABLE …
+    ADD COLUMN``) when a database from before them is opened: by default the store's."""
+
+    def __init__(
+        self, path: Path, schema: str = SCHEMA, columns: tuple[Column, ...] = _ADDED_COLUMNS
+    ) -> None:
         self.path = path
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
@@ -127,14 +134,14 @@ class SqliteDatabase:
             raise StorageError(f"cannot create the directory for {path}: {exc}") from exc
         try:
             # executescript manages its own transaction.
-            self._connection().executescript(SCHEMA)
-            self._add_columns()
+            self._connection().executescript(schema)
+            self._add_columns(columns)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the SQLite database {path}: {exc}") from exc
 
-    def _add_columns(self) -> None:
+    def _add_columns(self, columns: tuple[Column, ...]) -> None:
         conn = self._connection()
-        for table, column, definition in _ADDED_COLUMNS:
+        for table, column, definition in columns:
             have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
             if column in have:
                 continue
