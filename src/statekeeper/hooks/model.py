@@ -43,6 +43,7 @@ __all__ = [
     "cloudevent",
     "hook_type",
     "recorded_cloudevent",
+    "stored_nothing",
 ]
 
 EVENT_TYPES = (
@@ -86,9 +87,13 @@ def hook_type(event: Event) -> str | None:
     if event.outcome != "ok" or event.state is None:
         return None
     kind = BY_ACTION.get(event.action)
-    if kind == "state.written" and event.detail and event.detail.startswith("unchanged"):
-        return None  # an idempotent retry stored nothing
-    return kind
+    return None if kind is None or stored_nothing(kind, event.detail) else kind
+
+
+def stored_nothing(kind: str, detail: str | None) -> bool:
+    """A ``state.written`` event of a write that stored nothing (an idempotent retry's:
+    the bytes were current), which no subscription hears of."""
+    return kind == "state.written" and detail is not None and detail.startswith("unchanged")
 
 
 @dataclass(frozen=True)
