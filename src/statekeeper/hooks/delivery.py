@@ -40,8 +40,8 @@ _BATCH = 20
 #: The least seconds between the starts of two rounds woken by new events: the events
 #: of a busy spell (a LOCK, a write and an UNLOCK come milliseconds apart; many
 #: clients' cycles more) gather into rounds of this length, each costing one short
-#: transaction of the database the requests write to (the claim, which records the
-#: round before), for them all: at most 1 / _LINGER such transactions a second. After
+#: write transaction of the queue (the claim, which records the round before) and a
+#: read of the store's audit trail, for them all: at most 1 / _LINGER a second. After
 #: a quiet spell the first event is claimed at once; the ones that follow wait for the
 #: next round, at most this long.
 _LINGER = 0.1
@@ -103,7 +103,7 @@ class Sender:
     def _loop(self, connections: Connections) -> None:
         # The attempts of the last round, not yet recorded: when a nudge comes before the
         # linger ends, the next round's claim records them in its transaction (the
-        # worker takes SQLite's write lock once a round, not twice); else they are
+        # worker takes the queue's write lock once a round, not twice); else they are
         # recorded at the linger's end, on their own. Recorded late, a delivered row
         # stays leased: a worker killed meanwhile sends it again (at least once).
         done: list[Attempt] = []

@@ -104,7 +104,8 @@ _MOVED = ("hook_outbox", "hook_deliveries", "hook_cursor")
 
 _COLUMNS = "id, event_id, hook, kind, event, payload, attempts, audit_seq"
 #: Audit records a claim looks at, at most: a sender catching up after a long stop
-#: holds the write lock a bounded time each round, and goes on at once (``more``).
+#: holds the queue's write lock (which other servers' senders wait for) a bounded time
+#: each round, and goes on at once (``more``).
 _SCAN = 2000
 #: Rows of one INSERT (six values each: within SQLite's oldest limit of 999).
 _ROWS = 150
