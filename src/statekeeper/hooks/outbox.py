@@ -266,8 +266,7 @@ class Outbox:
         _adopt_queue(records, self.db)
         # Set to the newest record when the queue is made: events from before there was
         # an outbox had no subscription to want them.
-        ((newest,),) = records.run(_newest)
-        seen = records.run(lambda db: _time_at(db, newest))
+        newest, seen = records.run(lambda db: (n := _newest(db), _time_at(db, n)))
         self.db.run(
             lambda db: db.execute(
                 "INSERT OR IGNORE INTO hook_cursor VALUES ('audit', ?, ?)", (newest, seen)
@@ -329,10 +328,13 @@ class Outbox:
         now = time.time()
         record = _recorder(owner, finished)
 
+        # The events of the records this claim queues, as it read them.
+        read: dict[int, str] = {}
+
         def tx(db: sqlite3.Connection) -> list[Any]:
             record(db)
             if wanted is not None:
-                self.more = _queue_recorded(db, self.records, wanted, now)
+                self.more = _queue_recorded(db, self.records, wanted, now, read)
             return db.execute(
                 f"UPDATE hook_outbox SET lease_owner = ?, lease_until = ? WHERE id IN ("
                 "SELECT id FROM hook_outbox WHERE status = 'pending' AND next_attempt <= ? "
@@ -342,12 +344,13 @@ class Outbox:
             ).fetchall()
 
         rows = self.db.run(tx, write=True)
-        # The events of rows that name their audit record, read from it (after the
-        # commit: a record never changes).
-        seqs = sorted({r[7] for r in rows if not r[4]})
-        audited: dict[int, str] = {}
+        # The events of rows that name their audit record: read by the queueing above (the
+        # usual case: rows are claimed in the round that makes them), else from the
+        # record, after the commit (a record never changes).
+        audited = dict(read)
+        seqs = sorted({r[7] for r in rows if not r[4]} - audited.keys())
         if seqs:
-            audited = dict(
+            audited |= dict(
                 self.records.run(
                     lambda db: db.execute(
                         f"SELECT seq, event FROM audit WHERE seq IN ({', '.join('?' * len(seqs))})",
@@ -413,7 +416,7 @@ class Outbox:
             if wanted is None:
                 return int(pending)
             *_, chosen = _recorded(db, self.records, wanted)
-            return int(pending) + sum(len(hooks) for _, _, hooks, _ in chosen)
+            return int(pending) + sum(len(hooks) for _, _, hooks, *_ in chosen)
 
         return self.db.run(count)
 
@@ -447,8 +450,8 @@ class Outbox:
 
 
 #: An audit record some subscription wants: its event's ID, its webhook event type, the
-#: subscriptions that want it and the record's ``seq``.
-_Wanted = tuple[str, str, list[str], int]
+#: subscriptions that want it, the record's ``seq`` and its event's JSON.
+_Wanted = tuple[str, str, list[str], int, str]
 
 
 #: Where the sender's look at the audit trail ends: the last record looked at (its seq
@@ -463,7 +466,7 @@ def _recorded(db: sqlite3.Connection, records: SqliteDatabase, wanted: Wanted) -
     ((cursor, seen),) = db.execute("SELECT seq, time FROM hook_cursor WHERE name = 'audit'")
 
     def read(main: sqlite3.Connection) -> tuple[int, str | None, int, list[Any]]:
-        ((newest,),) = _newest(main)
+        newest = _newest(main)
         start = cursor
         if seen is not None and _time_at(main, cursor) != seen:
             # Another record at the cursor, or none: the store's database was restored
@@ -500,7 +503,7 @@ def _recorded(db: sqlite3.Connection, records: SqliteDatabase, wanted: Wanted) -
         # enough for that (an Event of it, its time parsed, would cost three times more).
         recorded = json.loads(text)
         if not stored_nothing(kind, recorded.get("detail")):
-            chosen.append((recorded["id"], kind, hooks, seq))
+            chosen.append((recorded["id"], kind, hooks, seq, text))
     return end, time_, newest, chosen
 
 
@@ -511,22 +514,29 @@ def _time_at(db: sqlite3.Connection, seq: int) -> str | None:
 
 
 def _queue_recorded(
-    db: sqlite3.Connection, records: SqliteDatabase, wanted: Wanted, now: float
+    db: sqlite3.Connection,
+    records: SqliteDatabase,
+    wanted: Wanted,
+    now: float,
+    read: dict[int, str],
 ) -> bool:
     """The outbox rows of the audit records after the cursor, and the cursor moved past
-    them, on ``db`` (in the claim's transaction); True when records were left for the
-    next claim. (A round with no new record changes no page: SQLite writes nothing for
-    an ``UPDATE`` that sets what is there.)"""
+    them, on ``db`` (in the claim's transaction), their events' JSON put in ``read`` by
+    ``seq``; True when records were left for the next claim. (A round with no new
+    record changes no page: SQLite writes nothing for an ``UPDATE`` that sets what is
+    there.)"""
     end, time_, newest, chosen = _recorded(db, records, wanted)
-    rows = [(e, hook, kind, "", seq, now) for e, kind, hooks, seq in chosen for hook in hooks]
+    read.update((seq, text) for *_, seq, text in chosen)
+    rows = [(e, hook, kind, "", seq, now) for e, kind, hooks, seq, _ in chosen for hook in hooks]
     _insert(db, rows)
     db.execute("UPDATE hook_cursor SET seq = ?, time = ? WHERE name = 'audit'", (end, time_))
     return end < newest
 
 
-def _newest(db: sqlite3.Connection) -> list[Any]:
+def _newest(db: sqlite3.Connection) -> int:
     """The last audit record's ``seq`` (0: none)."""
-    return db.execute("SELECT COALESCE(MAX(seq), 0) FROM audit").fetchall()
+    ((newest,),) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM audit").fetchall()
+    return int(newest)
 
 
 def _adopt_queue(records: SqliteDatabase, queue: SqliteDatabase) -> None:
