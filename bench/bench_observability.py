@@ -5,18 +5,19 @@
 below, interleaved in short bursts:
 
 - ``bare``: ``metrics = false``, log level ``warning`` (no access line, no event line);
-- ``observed``: metrics on and scraped every 15 s of its bursts (Prometheus'
-  usual interval; the first at its first burst), JSON logs at ``info`` (an access line per
-  request, carrying the request's event, written to the server's log file), and a webhook
-  subscription to ``state.written`` on every state, delivered to a receiver on
-  loopback (one delivery a cycle, with its resource diff). The receiver is a
-  process of its own (``receiver.py``), as a real receiver is another program
-  (sharing the load generator's GIL, it slowed the client), standing for a
-  program on another machine: it runs at the lowest CPU priority, and its CPU
-  per cycle is reported beside the worker's. It speaks
-  HTTP/1.1 as any real receiver does (its answers keep the connection open), so
-  the worker keeps one connection to it for the run, and it does no more than a
-  receiver must: its CPU, which a real deployment spends on another machine,
+- ``observed``: metrics on and scraped every 15 s of its bursts (Prometheus' usual
+  interval; the first at its first burst of the run, the next once 15 s of its bursts
+  have gone by, in whichever round's server that falls: a round's bursts are too short
+  for a server of its own to see more than its first scrape), JSON logs at ``info`` (an
+  access line per request, carrying the request's event, written to the server's log
+  file), and a webhook subscription to ``state.written`` on every state, delivered to a
+  receiver on loopback (one delivery a cycle, with its resource diff). The receiver is a
+  process of its own (``receiver.py``), as a real receiver is another program (sharing
+  the load generator's GIL, it slowed the client), standing for a program on another
+  machine: it runs at the lowest CPU priority, and its CPU per cycle is reported beside
+  the worker's. It speaks HTTP/1.1 as any real receiver does (its answers keep the
+  connection open), so the worker keeps one connection to it for the run, and it does no
+  more than a receiver must: its CPU, which a real deployment spends on another machine,
   takes as little of the two cores as it can;
 - ``metrics-logs``: ``observed`` without the webhook;
 - ``every-event``: ``observed`` with the subscription to every event the cycle
@@ -126,6 +127,7 @@ def _subscribe(workdir: Path, url: str, events: tuple[str, ...]) -> None:
         services.close()
 
 
+#: Seconds of a configuration's bursts between two scrapes of its servers.
 SCRAPE_EVERY = 15.0
 
 
@@ -165,23 +167,26 @@ class _Target:
     """One configuration's server for a round: its webhook worker and receiver, and the
     figures of its bursts so far."""
 
-    def __init__(self, config: str, server: StatekeeperServer, hooks: Receiver) -> None:
+    def __init__(
+        self, config: str, server: StatekeeperServer, hooks: Receiver, unscraped: dict[str, float]
+    ) -> None:
         self.config = config
         self.server = server
         self.hooks = hooks
         self.hooked = config in HOOK_EVENTS
         self.worker = _worker_pid(server.proc.pid)
         self.pids = (server.proc.pid, self.worker)
-        #: Seconds of this configuration's bursts since its last scrape (due at once).
-        self.unscraped = SCRAPE_EVERY
+        #: Seconds of each configuration's bursts since its last scrape, over the rounds
+        #: so far (shared by the rounds' targets: a round is shorter than the interval).
+        self.unscraped = unscraped
         self.measured_from = 0.0
         self.bursts: list[dict[str, Any]] = []
 
     def burst(self, clients: int, seconds: float, tag: str) -> None:
         """The cycle for ``seconds``, then the backlog drained and the processes quiet."""
         scrape = None
-        if self.config != "bare" and self.unscraped >= SCRAPE_EVERY:
-            self.unscraped = 0.0
+        if self.config != "bare" and self.unscraped[self.config] >= SCRAPE_EVERY:
+            self.unscraped[self.config] = 0.0
             scrape = threading.Thread(target=_scrape, args=(self.server.url,))
             scrape.start()
         before = [cpu_seconds(pid) for pid in (*self.pids, self.hooks.pid)]
@@ -189,7 +194,7 @@ class _Target:
         cpu = cpu_seconds(self.server.proc.pid) - before[0]
         if scrape is not None:
             scrape.join()
-        self.unscraped += seconds
+        self.unscraped[self.config] += seconds
         # Drained and quiet before the next burst starts: every delivery of this burst's
         # events is in its worker's CPU, and none of its work runs in another's burst.
         backlog, drain = _drain(self.server.url) if self.hooked else (0, 0.0)
@@ -235,10 +240,11 @@ def _quiet(pids: tuple[int, ...], still: float = 0.2, limit: float = 5.0) -> Non
 
 
 def _round(
-    work: Path, clients: int, bursts: int, seconds: float, round_: int
+    work: Path, clients: int, bursts: int, seconds: float, round_: int, unscraped: dict[str, float]
 ) -> dict[str, dict[str, Any]]:
     """One round: a fresh server for every configuration, all alive at once, driven one
-    burst at a time, in a turned order, ``bursts`` times each."""
+    burst at a time, in a turned order, ``bursts`` times each (``unscraped``: each
+    configuration's burst seconds since its last scrape, carried from round to round)."""
     seed = str(random.randrange(2**32))
     with ExitStack() as stack:
         targets = []
@@ -250,7 +256,7 @@ def _round(
                 _subscribe(where, hooks.url, HOOK_EVENTS[config])
             env = {**env, "PYTHONHASHSEED": seed}
             server = stack.enter_context(statekeeper_server(where, *args, env=env))
-            targets.append(_Target(config, server, hooks))
+            targets.append(_Target(config, server, hooks, unscraped))
         for target in targets:
             _quiet((target.worker,), still=0.5, limit=30.0)
             target.warm(clients)
@@ -325,7 +331,9 @@ def run() -> dict[str, Any]:
     work = OUT / "observability"
     rows = []
     for clients in clients_list:
-        rounds = [_round(work, clients, bursts, seconds, r) for r in range(repeats)]
+        # The first burst of each configuration scrapes; then every SCRAPE_EVERY seconds.
+        unscraped = dict.fromkeys(CONFIGS, SCRAPE_EVERY)
+        rounds = [_round(work, clients, bursts, seconds, r, unscraped) for r in range(repeats)]
         row: dict[str, Any] = {"clients": clients}
         for name in CONFIGS:
             row[name] = _row([r[name] for r in rounds], seconds)
