@@ -325,7 +325,7 @@ def _interval(rounds: list[dict[str, Any]], name: str, draws: int = 4000) -> lis
 
 def run() -> dict[str, Any]:
     clients_list = env_list("BENCH_OBS_CLIENTS", [1, 8], [1])
-    repeats = env_int("BENCH_OBS_REPEATS", 12, 1)
+    repeats = env_int("BENCH_OBS_REPEATS", 16, 1)
     bursts = env_int("BENCH_OBS_BURSTS", 2, 2)
     seconds = float(env_int("BENCH_OBS_BURST_SECONDS", 2, 1))
     work = OUT / "observability"
