@@ -6,11 +6,14 @@ import asyncio
 import contextvars
 import threading
 import time
+from base64 import b64encode
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import boto3
 import httpx
 import pytest
-from tfwire import Api, lock_body, state_bytes
+from tfwire import Api, lock_body, md5_header, state_bytes
 
 from statekeeper.app import Services
 from statekeeper.events import Event
@@ -24,6 +27,10 @@ from statekeeper.server.workers import (
     local_stores,
     threads_for,
 )
+from statekeeper.settings import load_settings
+from statekeeper.storage.masterkeys import remote_master_key
+from statekeeper.storage.sqlite.database import SqliteDatabase
+from statekeeper.testing.processes import MotoServer
 
 WHO = contextvars.ContextVar[str]("WHO")
 
@@ -300,7 +307,7 @@ def _record_threads(api: Api) -> list[tuple[str, str]]:
     return seen
 
 
-def test_in_the_app_a_request_alone_runs_on_the_loops_thread_and_one_beside_another_hops(
+def test_in_the_app_a_request_beside_a_write_receiving_its_body_runs_on_the_loops_thread(
     api: Api,
 ) -> None:
     loop_thread = threading.current_thread().name  # the test client's loop runs here
@@ -311,7 +318,7 @@ def test_in_the_app_a_request_alone_runs_on_the_loops_thread_and_one_beside_anot
     seen.clear()
 
     # A chunked write waits on a worker thread for the rest of its body while a GET
-    # comes in: the GET hops too, and both are answered.
+    # comes in: the GET's work runs on the loop meanwhile, and both are answered.
     rest = asyncio.Event()
 
     async def slow_body() -> AsyncIterator[bytes]:
@@ -331,7 +338,101 @@ def test_in_the_app_a_request_alone_runs_on_the_loops_thread_and_one_beside_anot
         return (await post).status_code, got.status_code
 
     assert api.loop.run_until_complete(both()) == (200, 200)
-    assert sorted(seen) == [("read", "statekeeper-worker"), ("write", "statekeeper-worker")]
+    assert seen == [("read", loop_thread), ("write", "statekeeper-worker")]
+
+
+class _Syncs:
+    """Every fsync of the store's log the embedded database makes itself (the ends of
+    a request's commits), with the thread it ran on; each waits for ``go`` first."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.threads: list[str] = []
+        self.go = threading.Event()
+        self.go.set()
+        fsync_log = SqliteDatabase._fsync_log
+
+        def watched(db: SqliteDatabase) -> None:
+            self.threads.append(threading.current_thread().name)
+            assert self.go.wait(10)
+            fsync_log(db)
+
+        monkeypatch.setattr(SqliteDatabase, "_fsync_log", watched)
+
+
+def test_in_the_app_requests_arriving_together_run_on_the_loops_thread_and_sync_on_a_worker(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = [f"together/{n}" for n in range(4)]
+    for name in names:
+        assert api.write(state_bytes(1), name=name).status_code == 200
+    seen, syncs = _record_threads(api), _Syncs(monkeypatch)
+
+    async def together() -> list[int]:
+        answers = await asyncio.gather(*(api.client.get(api.url(name)) for name in names))
+        return [answer.status_code for answer in answers]
+
+    assert api.loop.run_until_complete(together()) == [200] * 4
+    assert seen == [("read", threading.current_thread().name)] * 4
+    # Each read's audit record is synced before its answer, on a worker thread: one
+    # fsync each at most (concurrent ones share it), none on the loop's thread.
+    assert 1 <= len(syncs.threads) <= 4
+    assert set(syncs.threads) == {"statekeeper-worker"}
+
+
+def test_in_the_app_no_answer_comes_before_the_sync_its_commits_owe(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Work on the loop's thread leaves its fsync to a worker: the answer, an error's
+    (a lock conflict, recorded in the audit trail) as a result's, waits for it."""
+    assert api.write(state_bytes(1)).status_code == 200
+    assert api.lock(lock_body()).status_code == 200
+    syncs = _Syncs(monkeypatch)
+    syncs.go.clear()
+
+    async def together() -> tuple[bool, list[int]]:
+        conflict = lock_body()
+        headers = {"Content-Type": "application/json", "Content-MD5": md5_header(conflict)}
+        answers = asyncio.gather(
+            api.client.get(api.url()),
+            api.client.request("LOCK", api.url(), content=conflict, headers=headers),
+        )
+        done, _ = await asyncio.wait([answers], timeout=0.5)
+        early = bool(done)
+        syncs.go.set()
+        return early, [answer.status_code for answer in await answers]
+
+    early, codes = api.loop.run_until_complete(together())
+    assert not early, "answered before its commits were synced"
+    assert codes == [200, 423]
+    assert syncs.threads and set(syncs.threads) == {"statekeeper-worker"}
+
+
+def test_in_the_app_a_write_beside_another_client_hops_whole(services: Services) -> None:
+    """A new version's commit syncs (it is read by nobody before it is on disk), so
+    beside other work its write runs on a worker thread, all of it."""
+    app = create_app(services)
+    first, second = Api(app, services), Api(app, services)
+    second.loop.run_until_complete(second.client.aclose())  # one from another address:
+    second.client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, client=("198.51.100.9", 6000)),
+        base_url="http://statekeeper.test",
+    )
+    seen = _record_threads(first)
+    try:
+        assert first.write(state_bytes(1)).status_code == 200
+        assert second.get().status_code == 200
+        assert first.write(state_bytes(2)).status_code == 200
+        assert first.get().status_code == 200
+    finally:
+        first.close()
+        second.close()
+    loop_thread = threading.current_thread().name
+    assert seen == [
+        ("write", loop_thread),
+        ("read", loop_thread),
+        ("write", "statekeeper-worker"),
+        ("read", loop_thread),
+    ]
 
 
 @pytest.mark.timeout(60)
@@ -345,39 +446,25 @@ def test_a_body_larger_than_the_prefetch_is_received_for_a_thread_alone_in_the_s
     assert api.current("big") == big
 
 
-def test_in_the_app_requests_arriving_together_all_hop(api: Api) -> None:
-    names = [f"together/{n}" for n in range(4)]
-    for name in names:
-        assert api.write(state_bytes(1), name=name).status_code == 200
+@pytest.mark.aws
+def test_with_a_kms_master_key_no_store_work_runs_on_the_loops_thread(
+    tmp_path: Path, moto: MotoServer
+) -> None:
+    """A data key not yet cached is unwrapped by KMS, over the network: such work must
+    never block the event loop, alone or not."""
+    kms = boto3.client("kms", endpoint_url=moto.url, region_name="us-east-1")
+    key_id = kms.create_key(Description="statekeeper test")["KeyMetadata"]["KeyId"]
+    settings = {"data_dir": tmp_path / "data", "master_key": f"awskms://{key_id}"}
+    services = Services.build(load_settings(settings, env={}))
+    api = Api(create_app(services), services)
     seen = _record_threads(api)
-
-    async def together() -> list[int]:
-        answers = await asyncio.gather(*(api.client.get(api.url(name)) for name in names))
-        return [answer.status_code for answer in answers]
-
-    assert api.loop.run_until_complete(together()) == [200] * 4
-    assert seen == [("read", "statekeeper-worker")] * 4
-
-
-def test_in_the_app_a_second_clients_requests_hop(services: Services) -> None:
-    app = create_app(services)
-    first, second = Api(app, services), Api(app, services)
-    second.loop.run_until_complete(second.client.aclose())  # one from another address:
-    second.client = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app, client=("198.51.100.9", 6000)),
-        base_url="http://statekeeper.test",
-    )
-    seen = _record_threads(first)
     try:
-        assert first.write(state_bytes(1)).status_code == 200
-        assert second.get().status_code == 200
-        assert first.get().status_code == 200
+        assert api.write(state_bytes(1)).status_code == 200
+        assert api.get().status_code == 200
     finally:
-        first.close()
-        second.close()
-    loop_thread = threading.current_thread().name
-    assert seen == [
-        ("write", loop_thread),
-        ("read", "statekeeper-worker"),
-        ("read", "statekeeper-worker"),
-    ]
+        api.close()
+        services.close()
+    assert seen == [("write", "statekeeper-worker"), ("read", "statekeeper-worker")]
+    assert remote_master_key(f"{b64encode(bytes(32)).decode()}, awskms://alias/next")
+    assert not remote_master_key(b64encode(bytes(32)).decode())
+    assert not remote_master_key(None)

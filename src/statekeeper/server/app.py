@@ -22,6 +22,8 @@ from statekeeper.server.scrape import metrics_endpoint
 from statekeeper.server.workers import Workers, local_stores, threads_for
 from statekeeper.state.leases import LeaseSweeper
 from statekeeper.state.prune import PruneTask
+from statekeeper.storage.masterkeys import remote_master_key
+from statekeeper.storage.sqlite.database import syncs_owed
 from statekeeper.telemetry.access import AccessMiddleware
 
 __all__ = ["create_app"]
@@ -75,7 +77,12 @@ def create_app(services: Services, *, allow_anonymous: bool = True) -> FastAPI:
     or OIDC are configured (only ``serve`` on loopback should leave it on)."""
     denials = Denials(services.events.emit)
     stores = (services.settings.store_url, services.settings.locks_url)
-    workers = Workers(threads_for(*stores), inline=local_stores(*stores))
+    workers = Workers(
+        threads_for(*stores),
+        # A KMS master key is called on the network when a data key is not cached.
+        inline=local_stores(*stores) and not remote_master_key(services.settings.master_key),
+        owing=syncs_owed,
+    )
     app = _App(
         title="statekeeper",
         version=__version__,

@@ -156,6 +156,7 @@ async def _write(request: Request, name: StateName) -> Response:
                 content_md5=content_md5,
             ),
             waits_for_loop=not body.whole,  # the rest of the body is received there
+            durable=True,
         )
     finally:
         await body.aclose()
@@ -173,7 +174,8 @@ async def _delete(request: Request, name: StateName) -> Response:
     await _workers(request).run(
         lambda: services.states.delete(
             name, caller_of(request), lock_id=request.query_params.get("ID") or None
-        )
+        ),
+        durable=True,
     )
     return _ok()
 

@@ -16,8 +16,12 @@ event), as with anyio. A caller that is cancelled (the request timed out) stops
 waiting; its function still runs to its end, as a blocking call cannot be
 interrupted, and its result is dropped.
 
-A request alone in the server skips the hop (:meth:`Workers.run`): its work runs
-on the event loop's thread, which had nothing else to do while it waited.
+On stores of this machine a request's work runs on the event loop's thread
+instead (:meth:`Workers.run`), and only what would block the loop goes to a thread:
+the fsync its commits end with, or all of a write of a new version, whose commit
+syncs. That work holds the GIL anyway, and moving it between threads cost more than
+it did: each SQLite call lets go of the GIL, and with the loop waiting for it on
+the other core each let-go was a hand-over (bench/findings.md).
 """
 
 from __future__ import annotations
@@ -29,12 +33,14 @@ import contextvars
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, TypeVar
 
 __all__ = [
     "LOCAL_THREADS",
     "REMOTE_THREADS",
     "UPLOAD_THREADS",
+    "Owed",
     "Workers",
     "local_stores",
     "threads_for",
@@ -86,6 +92,15 @@ def local_stores(*urls: str) -> bool:
 def threads_for(*urls: str) -> int:
     """The threads for stores at ``urls``: few when all are on this machine."""
     return LOCAL_THREADS if local_stores(*urls) else REMOTE_THREADS
+
+
+class Owed(Protocol):
+    """The blocking part of work done on the loop's thread, left for another thread
+    (``storage.sqlite.database.OwedSyncs``: the fsyncs its commits owe)."""
+
+    def __bool__(self) -> bool: ...
+
+    def settle(self) -> None: ...
 
 
 class _Slot:
@@ -183,8 +198,9 @@ class Workers:
     """Up to ``threads`` worker threads for store work, started as needed, ended when
     idle, and up to :data:`UPLOAD_THREADS` more for writes still receiving their body.
 
-    ``inline``: the stores are on this machine, and a request alone in the server
-    may do its work on the event loop's thread (:meth:`run`).
+    ``inline``: the stores are on this machine, and a request may do its work on the
+    event loop's thread (:meth:`run`); ``owing()`` opens a block in which that work
+    leaves what would block (its fsyncs) owed instead of doing it.
     """
 
     def __init__(
@@ -193,9 +209,11 @@ class Workers:
         idle_seconds: float = IDLE_SECONDS,
         *,
         inline: bool = False,
+        owing: Callable[[], AbstractContextManager[Owed]] | None = None,
         shared_seconds: float = SHARED_SECONDS,
     ) -> None:
         self.inline = inline
+        self.owing = owing
         self.shared_seconds = shared_seconds
         self._store = _Pool(threads, idle_seconds, self._settled)
         self._uploads = _Pool(UPLOAD_THREADS, idle_seconds, self._settled)
@@ -222,41 +240,66 @@ class Workers:
         finally:
             self._requests -= 1
 
-    async def run(self, function: Callable[[], T], *, waits_for_loop: bool = False) -> T:
-        """``function()`` in a worker thread, or on this thread when alone; its
-        result or its exception. ``waits_for_loop``: the function waits for
-        something the event loop does (a body still being received), so it must
-        never block the loop's thread.
+    async def run(
+        self, function: Callable[[], T], *, waits_for_loop: bool = False, durable: bool = False
+    ) -> T:
+        """``function()``'s result or its exception: run on this thread, or in a worker
+        thread. ``waits_for_loop``: the function waits for something the event loop
+        does (a body still being received), so it must never block the loop's thread.
+        ``durable``: it commits a write that is synced before anyone can read it (a
+        new state version, a delete), so its commit waits for the disk.
 
-        The one rule: on stores of this machine, a request of the only client the
-        server has heard from for a while (:data:`SHARED_SECONDS`), which is the
-        only request being answered and has no work of another left on the
-        threads, runs its function right here. A hop there and back costs ~30 µs of
-        latency, as much CPU and ~6 context switches alone, more in a busy server
-        (the GIL handed back and forth; 15 of the 38 switches of a 1-client lock
-        cycle), and the loop has nothing else to do meanwhile: one client's lock
-        cycle is four requests in a row. Beside another client the work hops as
-        before: the loop keeps reading and answering while a thread waits for
-        SQLite's fsync, concurrent requests share their fsyncs, and no request
-        waits for another's work to end before it is read (with clients taking
-        turns on the loop, p99 rose at 2 and at 8 clients). Remote stores always
-        hop: their calls wait on the network. Work on the loop's thread cannot be
-        interrupted by the request timeout (nor can a thread's: the timeout only
-        stops the waiting).
+        On stores of this machine, the work runs right here:
+        - all of it when the request is alone: it comes from the only client the
+          server has heard from for a while (:data:`SHARED_SECONDS`), is the only
+          request being answered, and no work of another is left on the threads. The
+          loop has nothing else to do meanwhile: one client's lock cycle is four
+          requests in a row, and a hop there and back costs ~30 µs of latency, as
+          much CPU and ~6 context switches.
+        - otherwise, all but the fsync its commits end with, which is owed
+          (``owing``) and made on a thread while the loop goes on reading and
+          answering; concurrent requests share those fsyncs. A ``durable`` write,
+          or one that waits for the loop, hops whole.
+
+        At 8 clients the work on the loop's thread took 16 % less CPU a lock cycle
+        than on the threads, for 17 % more cycles a second (bench/findings.md): it
+        holds the GIL anyway, and on a thread each of its SQLite calls let go of the
+        GIL to the loop, waiting on the other core, and waited to get it back. Remote
+        stores always hop: their calls wait on the network. Work on the loop's thread
+        cannot be interrupted by the request timeout (nor can a thread's: the
+        timeout only stops the waiting).
         """
         if self._alone(waits_for_loop):
             # Requests whose tasks are ready to run have not been counted yet: one
             # turn of the loop lets them start. Without it, at 8 clients each task
-            # found itself alone in turn and the requests' work ran one at a time.
+            # found itself alone in turn and each ran its fsyncs on the loop.
             await asyncio.sleep(0)
             if self._alone(waits_for_loop):
                 return contextvars.copy_context().run(function)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
+        if self.inline and self.owing is not None and not (waits_for_loop or durable):
+            return await self._owing(function, self.owing)
         # A write still receiving its body mostly waits for the loop, at the client's
         # pace: on a pool of its own, so that slow uploads hold none of the few threads
         # every other request's store work needs.
-        pool = self._uploads if waits_for_loop else self._store
+        return await self._hop(function, self._uploads if waits_for_loop else self._store)
+
+    async def _owing(
+        self, function: Callable[[], T], owing: Callable[[], AbstractContextManager[Owed]]
+    ) -> T:
+        """``function()`` here, then what it owes on a thread, even when it raised:
+        an error's answer waits for the commits before it as a result's does."""
+        owed: Owed | None = None
+        try:
+            with owing() as owed:
+                return contextvars.copy_context().run(function)
+        finally:
+            # Out of the block: other requests' work runs on this thread meanwhile.
+            if owed:
+                await self._hop(owed.settle, self._store)
+
+    async def _hop(self, function: Callable[[], T], pool: _Pool) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
         pool.submit((loop, future, contextvars.copy_context(), function))
         self._pending += 1
         return await future

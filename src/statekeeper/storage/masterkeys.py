@@ -25,10 +25,13 @@ __all__ = [
     "aesgcm",
     "parse_master_key",
     "parse_master_keys",
+    "remote_master_key",
 ]
 
 #: Bytes of an AES-GCM nonce, here and in the sealed versions.
 NONCE = 12
+#: How a master key setting names a KMS key.
+KMS_SCHEME = "awskms://"
 
 
 def aesgcm(key: bytes) -> Any:
@@ -121,8 +124,8 @@ class KmsMasterKey:
 def parse_master_key(text: str) -> MasterKey:
     """``awskms://KEY`` or 32 bytes in base64; the error never echoes the secret."""
     text = text.strip()
-    if text.startswith("awskms://"):
-        key_id = text.removeprefix("awskms://")
+    if text.startswith(KMS_SCHEME):
+        key_id = text.removeprefix(KMS_SCHEME)
         if not key_id:
             raise ConfigError("awskms:// needs a key: awskms://KEY-ID, alias/NAME or an ARN")
         return KmsMasterKey(key_id)
@@ -135,6 +138,11 @@ def parse_master_key(text: str) -> MasterKey:
             "the master key is not base64 (32 random bytes) nor an awskms:// URL"
         ) from exc
     return LocalMasterKey(raw)
+
+
+def remote_master_key(text: str | None) -> bool:
+    """True when the master key setting ``text`` names a KMS key (called over the network)."""
+    return any(part.strip().startswith(KMS_SCHEME) for part in (text or "").split(","))
 
 
 def parse_master_keys(text: str) -> list[MasterKey]:

@@ -28,6 +28,10 @@ log covers every commit numbered before it began, so a request whose commits
 are already covered by a finished fsync returns without one, and one whose
 commits came before an fsync in progress waits for it; otherwise it syncs,
 covering the others that wait.
+
+A request whose work runs on the event loop's thread hands its block's fsync to
+another (:func:`syncs_owed`): the block ends owing it, and the caller settles it on
+a thread before it answers, so the loop never waits for the disk on its behalf.
 """
 
 from __future__ import annotations
@@ -43,7 +47,15 @@ from typing import TypeVar
 from statekeeper.errors import ConfigError, StorageError
 from statekeeper.storage.registry import DriverURL
 
-__all__ = ["SCHEMA", "Column", "SqliteDatabase", "database_path", "like_prefix"]
+__all__ = [
+    "SCHEMA",
+    "Column",
+    "OwedSyncs",
+    "SqliteDatabase",
+    "database_path",
+    "like_prefix",
+    "syncs_owed",
+]
 
 T = TypeVar("T")
 
@@ -398,6 +410,46 @@ def _transaction(mine: _Thread, kind: str, fn: Callable[[sqlite3.Connection], T]
     return result
 
 
+class OwedSyncs:
+    """What the ``syncing_once`` blocks that ended inside :func:`syncs_owed` did not
+    sync: each database's log, through the last commit of those blocks."""
+
+    __slots__ = ("_through",)
+
+    def __init__(self) -> None:
+        self._through: dict[SqliteDatabase, int] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._through)
+
+    def owe(self, db: SqliteDatabase, number: int) -> None:
+        self._through[db] = max(self._through.get(db, 0), number)
+
+    def settle(self) -> None:
+        """Return once all of it is on disk (it blocks: call it off the event loop)."""
+        for db, number in self._through.items():
+            db._sync_through(number)
+
+
+#: This thread's open :func:`syncs_owed` block, if any.
+_owing = threading.local()
+
+
+@contextmanager
+def syncs_owed() -> Iterator[OwedSyncs]:
+    """Inside the block, a ``syncing_once`` block ending on this thread owes its fsync
+    to the one yielded instead of making it. For work on the event loop's thread: its
+    caller settles what is owed on another thread before it answers anyone, so that
+    what the work committed is durable when its caller learns of it, as before.
+    """
+    owed = OwedSyncs()
+    _owing.syncs = owed
+    try:
+        yield owed
+    finally:
+        _owing.syncs = None
+
+
 class _SyncingOnce:
     """:meth:`SqliteDatabase.syncing_once`'s block (a class: entered on every request)."""
 
@@ -414,7 +466,11 @@ class _SyncingOnce:
         mine = self.mine
         mine.deferring -= 1
         if mine.deferring == 0 and mine.unsynced:
-            self.db._sync_through(mine.unsynced)
+            owed: OwedSyncs | None = getattr(_owing, "syncs", None)
+            if owed is not None:
+                owed.owe(self.db, mine.unsynced)
+            else:
+                self.db._sync_through(mine.unsynced)
             mine.unsynced = 0
 
 
