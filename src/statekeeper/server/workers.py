@@ -262,12 +262,13 @@ class Workers:
           or one that waits for the loop, hops whole.
 
         At 8 clients the work on the loop's thread took 16 % less CPU a lock cycle
-        than on the threads, for 17 % more cycles a second (bench/findings.md): it
-        holds the GIL anyway, and on a thread each of its SQLite calls let go of the
-        GIL to the loop, waiting on the other core, and waited to get it back. Remote
-        stores always hop: their calls wait on the network. Work on the loop's thread
-        cannot be interrupted by the request timeout (nor can a thread's: the
-        timeout only stops the waiting).
+        than on the threads, for 19 % more cycles a second (bench/findings.md, "The
+        store work on the loop's thread, beside other clients"): it holds the GIL
+        anyway, and on a thread each of its SQLite calls let go of the GIL to the
+        loop, waiting on the other core, and waited to get it back. Remote stores
+        always hop: their calls wait on the network. Work on the loop's thread cannot
+        be interrupted by the request timeout (nor can a thread's: the timeout only
+        stops the waiting).
         """
         if self._alone(waits_for_loop):
             # Requests whose tasks are ready to run have not been counted yet: one
