@@ -1,7 +1,7 @@
-"""The threads Terraform's requests do their store work in: one hop per request.
+"""Where Terraform's requests do their store work: a worker thread, one hop at most.
 
 Every request on ``/state/`` and ``/lock/`` makes blocking store calls (SQLite and
-its fsyncs, boto3), so it hands them to a thread, once. anyio's pool (Starlette's
+its fsyncs, boto3), so it hands what blocks to a thread, once. anyio's pool (Starlette's
 ``run_in_threadpool``) costs the event loop more per hop than the store work of a
 LOCK: a cancel scope, a limiter token, and a ``queue.Queue`` whose ``Condition``
 wakes the worker in Python; at 8 clients that wake-up was a third of the loop's
@@ -48,13 +48,14 @@ __all__ = [
 
 T = TypeVar("T")
 
-#: At most this many requests do store work at once on a store on this machine
-#: (SQLite, memory), more wait their turn in order: their work holds the GIL or a
-#: core, and every thread more that runs Python at once adds hand-overs of the GIL
-#: (a context switch each). At 8 clients 2 threads took 6 % less CPU a cycle than 4,
-#: for 4.5 % more cycles and a 10 % lower p99 (bench/findings.md); 1 serialised the
-#: fsyncs and lost throughput. A write still receiving its body is not counted: it
-#: has a thread of another pool (:data:`UPLOAD_THREADS`).
+#: At most this many jobs run at once on a store on this machine (SQLite, memory):
+#: a request's fsync, a write of a new version, or all of a request's work beside
+#: a write still receiving its body; more wait their turn in order. Every thread
+#: more that runs Python at once adds hand-overs of the GIL (a context switch each).
+#: When all of a request's work hopped, 2 threads took 6 % less CPU a cycle than 4
+#: at 8 clients, and 1 serialised the fsyncs and lost throughput; with the work on
+#: the loop's thread, 1 to 4 were alike (bench/findings.md). A write still receiving
+#: its body is not counted: it has a thread of another pool (:data:`UPLOAD_THREADS`).
 LOCAL_THREADS = 2
 #: On S3 and DynamoDB a request mostly waits for the network, without the GIL.
 REMOTE_THREADS = 32
@@ -65,8 +66,9 @@ REMOTE_THREADS = 32
 UPLOAD_THREADS = 8
 #: A thread idle this long ends (the next busy moment starts it again).
 IDLE_SECONDS = 10.0
-#: When a client's request comes less than this after another client's, requests
-#: hop for this long: with two clients or more, a request may arrive at any time.
+#: When a client's request comes less than this after another client's, no request
+#: is alone for this long (its fsync hops): with two clients or more, a request may
+#: arrive at any time.
 SHARED_SECONDS = 1.0
 
 # The caller's loop and future, its context, and the function to run.
