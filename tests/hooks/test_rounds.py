@@ -59,20 +59,29 @@ ENV = {"STATEKEEPER_HOOKS_ALLOW": "127.0.0.1"}
 
 
 @contextmanager
-def sending(data: Path, arrivals: Arrivals) -> Iterator[Services]:
+def sending(data: Path, arrivals: Arrivals, *, started: bool = True) -> Iterator[Services]:
     """Services on ``data`` with a subscription to ``state.written`` at ``arrivals``
-    and its sender started, woken only by events; closed at the end."""
+    and its sender started (unless ``started`` is false: then the test calls
+    :func:`start`); closed at the end."""
     services = Services.build(load_settings({"data_dir": data}, env=ENV))
     try:
         hooks = services.hooks
         assert hooks is not None
         url = f"http://127.0.0.1:{arrivals.server_address[1]}/hook"
         hooks.add(Subscription("ci", url, "s3cret", events=("state.written",)))
-        hooks.outbox.poll = 60.0  # no look of its own in the test: only events wake it
-        hooks.deliver(lambda failures: None)
+        if started:
+            start(services)
         yield services
     finally:
         services.close()
+
+
+def start(services: Services) -> None:
+    """Start the sender, woken only by events."""
+    hooks = services.hooks
+    assert hooks is not None
+    hooks.outbox.poll = 60.0  # no look of its own in the test: only events wake it
+    hooks.deliver(lambda failures: None)
 
 
 def wait_for(arrivals: Arrivals, count: int, timeout: float = 30) -> None:
@@ -158,10 +167,14 @@ def test_attempts_not_yet_recorded_are_recorded_when_the_sender_stops(
 ) -> None:
     monkeypatch.setattr(delivery, "_LINGER", 30.0)
     data = tmp_path / "data"
-    with sending(data, arrivals) as services:
+    with sending(data, arrivals, started=False) as services:
         hooks = services.hooks
         assert hooks is not None
+        # Queued before the sender starts, the first event is claimed by its first round.
+        # Written after that round began, it would wait for the round's linger to end
+        # (30 s here), a race with wait_for's own 30 s.
         services.states.write(StateName("team/s0.tfstate"), state_json(1), OPERATOR)
+        start(services)
         wait_for(arrivals, 1)
         services.states.write(StateName("team/s1.tfstate"), state_json(1), OPERATOR)
         assert hooks.outbox.deliveries() == []  # held for the next round's claim
