@@ -5,7 +5,7 @@ exactly 200 for LOCK, UNLOCK and DELETE (Terraform rejects 201/204 there),
 404 for "no state", 423 with the holder's LockInfo on a conflict. Service
 calls are blocking (SQLite, boto3): on a store on this machine a request does its
 store work on the event loop's thread and hands its fsync to a worker thread (all
-of it when it is alone in the server; a write of a new version hops whole beside
+of it when it is alone in the server; a write of a new version or a delete hops whole beside
 others); on S3 and DynamoDB all of it hops (``server/workers.py``).
 
 ``/lock/<name>`` takes the GitLab-style methods too (POST/PUT to lock,
