@@ -157,6 +157,21 @@ class StatekeeperServer(_Process):
         return 'terraform {\n  backend "http" {\n' + "\n".join(lines) + "\n  }\n}\n"
 
 
+# ``moto_server`` with each answer sent in one write. Werkzeug's development server
+# writes an answer's headers, then its body; now and then, Terraform's AWS SDK closed
+# the connection between the two and retried a DynamoDB PutItem that moto had applied,
+# and Terraform then failed on its own lock ("Error acquiring the state lock", the
+# lock item its first attempt wrote). Of 787 applies with `dynamodb_table` against
+# moto as it ships, 9 failed so; of 800 with one write an answer, none.
+_MOTO = """
+import sys
+from werkzeug.serving import WSGIRequestHandler
+WSGIRequestHandler.wbufsize = -1  # buffered: headers and body go out at the flush
+from moto.server import main
+sys.exit(main())
+"""
+
+
 class MotoServer(_Process):
     """A moto server process: S3 and DynamoDB over HTTP, the way boto3 talks to AWS."""
 
@@ -168,10 +183,10 @@ class MotoServer(_Process):
 
     def start(self) -> MotoServer:
         log = self.log_path.open("ab")
-        moto = Path(sys.executable).with_name("moto_server")
-        argv = [str(moto)] if moto.exists() else [sys.executable, "-m", "moto.server"]
         self.proc = subprocess.Popen(
-            [*argv, "-H", "127.0.0.1", "-p", str(self.port)], stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-c", _MOTO, "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         wait_for_http(self.url + "/moto-api/", self.proc)
