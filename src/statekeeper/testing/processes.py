@@ -163,9 +163,10 @@ class StatekeeperServer(_Process):
 # and Terraform then failed on its own lock ("Error acquiring the state lock", the
 # lock item its first attempt wrote). Of 787 applies with `dynamodb_table` against
 # moto as it ships, 9 failed so; of 1,400 with one write an answer, none.
+#
 # Buffered, the interim "100 Continue" that botocore's S3 uploads wait for (`Expect:
-# 100-continue`) must be flushed by itself, or each upload waits out the client's
-# timeout for it.
+# 100-continue`) must be flushed by itself, or each upload waits out botocore's
+# second of waiting for it (8 ms a call became 260 ms).
 _MOTO = """
 import sys
 from werkzeug.serving import WSGIRequestHandler
