@@ -171,11 +171,12 @@ _MOTO = """
 import sys
 from werkzeug.serving import WSGIRequestHandler
 
+expect_100 = WSGIRequestHandler.handle_expect_100
+
 def go_on(handler):
-    handler.send_response_only(100)
-    handler.end_headers()
+    answered = expect_100(handler)
     handler.wfile.flush()
-    return True
+    return answered
 
 WSGIRequestHandler.wbufsize = -1  # buffered: headers and body leave at write()'s flush
 WSGIRequestHandler.handle_expect_100 = go_on
