@@ -116,6 +116,8 @@ def resolve_format(setting: str) -> str:
 #: The last second formatted, and its text: lines come many a second, and only the
 #: milliseconds change between them (one formatting of the date a second, not a line).
 _SECOND: tuple[int, str] = (-1, "")
+#: ``.000Z`` to ``.999Z``: a line's milliseconds are looked up, not formatted.
+_MILLIS = tuple(f".{n:03d}Z" for n in range(1000))
 
 
 def _time(created: float) -> str:
@@ -127,7 +129,18 @@ def _time(created: float) -> str:
         second, micros = second + 1, 0
     if _SECOND[0] != second:
         _SECOND = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-    return f"{_SECOND[1]}.{micros // 1000:03d}Z"
+    return _SECOND[1] + _MILLIS[micros // 1000]
+
+
+class _LevelNames(dict[int, str]):
+    """``info`` for ``logging.INFO``: a held line's level, named by a lookup."""
+
+    def __missing__(self, level: int) -> str:
+        name = self[level] = logging.getLevelName(level).lower()
+        return name
+
+
+_LEVEL_NAMES = _LevelNames()
 
 
 def json_line(level: str, logger: str, message: str) -> str:
@@ -269,7 +282,7 @@ class LineWriter(logging.StreamHandler):  # type: ignore[type-arg]
             return f"{logging.getLevelName(level) + ':':<10}{message}\n"
         out: dict[str, Any] = {
             "time": _time(created),
-            "level": logging.getLevelName(level).lower(),
+            "level": _LEVEL_NAMES[level],
             "logger": name,
             "message": message,
         }

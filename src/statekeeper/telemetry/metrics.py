@@ -96,23 +96,21 @@ def refusal_reason(outcome: str, detail: str | None) -> str:
     return _REFUSAL.get(outcome, "error")
 
 
-class _Children:
+class _Children(dict[tuple[str, ...], Any]):
     """A labelled metric's children, each looked up once: ``.labels()`` validates
     the values and takes a lock on every call, and events, requests and storage
-    calls observe on every request's path. The label sets are bounded (actions,
-    outcomes, routes, drivers and operations are fixed sets; states are labelled
-    only where ``metrics_states`` allows)."""
-
-    __slots__ = ("children", "metric")
+    calls observe on every request's path. A dict, so that finding a child is a
+    subscript, not a call. The label sets are bounded (actions, outcomes, routes,
+    drivers and operations are fixed sets; states are labelled only where
+    ``metrics_states`` allows)."""
 
     def __init__(self, metric: MetricWrapperBase | CountFamily) -> None:
+        super().__init__()
         self.metric = metric
-        self.children: dict[tuple[str, ...], Any] = {}
 
-    def __call__(self, *labels: str) -> Any:
-        child = self.children.get(labels)
-        if child is None:
-            child = self.children[labels] = self.metric.labels(*labels)
+    def __missing__(self, labels: tuple[str, ...]) -> Any:
+        # str(): an Action is a StrEnum; its label is its value.
+        child = self[labels] = self.metric.labels(*map(str, labels))
         return child
 
 
@@ -326,30 +324,32 @@ class Metrics:
 
     def observe_event(self, event: Event) -> None:
         """The event-stream subscriber."""
-        self._events(event.action.value, event.outcome).inc()
-        if event.action is Action.LOCK:
+        action = event.action
+        self._events[action, event.outcome].inc()
+        if action is Action.LOCK:
             self._lock(event, self.states.of(event.state))
-        elif event.action in _WRITES:
+        elif action in _WRITES:
             state = self.states.of(event.state)
             if event.outcome == "ok":
                 unchanged = bool(event.detail and event.detail.startswith("unchanged"))
-                self._writes(state, "unchanged" if unchanged else "created").inc()
+                self._writes[state, "unchanged" if unchanged else "created"].inc()
             else:
-                self._refusals(state, refusal_reason(event.outcome, event.detail)).inc()
-        elif event.action in _LOCK_COUNTERS and event.outcome == "ok":
-            self._removals[_LOCK_COUNTERS[event.action]](self.states.of(event.state)).inc()
+                self._refusals[state, refusal_reason(event.outcome, event.detail)].inc()
+        elif action in _LOCK_COUNTERS and event.outcome == "ok":
+            self._removals[_LOCK_COUNTERS[action]][(self.states.of(event.state),)].inc()
 
     def _lock(self, event: Event, state: str) -> None:
         now = time.monotonic()
         if event.outcome == "ok":
-            self._acquisitions(state).inc()
-            if event.lock_id:
+            self._acquisitions[(state,)].inc()
+            # Read without the guard: a lock ID's refusal is observed before its grant.
+            if event.lock_id and self._waiting:
                 with self._waiting_guard:
                     first = self._waiting.pop(event.lock_id, None)
                 if first is not None:
                     self.lock_wait.observe(now - first)
         elif event.outcome == "locked":
-            self._conflicts(state).inc()
+            self._conflicts[(state,)].inc()
             if event.lock_id:
                 with self._waiting_guard:
                     self._waiting.setdefault(event.lock_id, now)
@@ -367,7 +367,7 @@ class Metrics:
         """One store or lock-table call, and its error code if it failed."""
         self.storage_seconds.labels(driver, operation).observe(seconds)
         if error is not None:
-            self._storage_errors(driver, operation, error).inc()
+            self._storage_errors[driver, operation, error].inc()
 
     def http_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """The access middleware's observer: one request answered."""
