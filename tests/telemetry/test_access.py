@@ -19,9 +19,10 @@ import httpx
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
+from statekeeper.events import Action, Event
 from statekeeper.server.errors import ErrorGuard
 from statekeeper.server.limits import TimeoutMiddleware
-from statekeeper.telemetry.access import AccessMiddleware, Answer, new_request_id
+from statekeeper.telemetry.access import AccessLine, AccessMiddleware, Answer, new_request_id
 from statekeeper.telemetry.logs import (
     REQUEST,
     JsonFormatter,
@@ -283,3 +284,39 @@ def test_a_line_held_on_the_event_loop_is_formatted_with_its_batch(
 
     asyncio.run(answer())
     assert [json.loads(line)["n"] for line in buffer.getvalue().splitlines()] == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "in_message", "duration_ms"),
+    [
+        (0.0042, "4.2ms", 4.2),
+        (0.0123456, "12.3ms", 12.35),
+        (0.0, "0.0ms", 0.0),
+        (2.5, "2500.0ms", 2500.0),
+    ],
+)
+def test_an_access_line_names_its_duration_and_its_event(
+    seconds: float, in_message: str, duration_ms: float
+) -> None:
+    event = Event(Action.WRITE, "ci", state="team/app.tfstate", serial=4)
+    line = AccessLine(
+        ("10.0.3.7", 40526),
+        "ci",
+        "POST",
+        "/state/team/app.tfstate",
+        "1.1",
+        "/state/{name}",
+        "team/app.tfstate",
+        200,
+        seconds,
+        0,
+        "req-42",
+        event,
+    )
+    assert line.message() == (
+        f'10.0.3.7:40526 - "POST /state/team/app.tfstate HTTP/1.1" 200 {in_message} '
+        "caller=ci request_id=req-42 event=write:ok"
+    )
+    fields = line.fields()
+    assert fields["duration_ms"] == duration_ms
+    assert fields["event"]["action"] == "write" and fields["event"]["serial"] == 4

@@ -52,6 +52,9 @@ def test_lock_conflicts_and_the_wait_until_the_lock_is_had(api: Api) -> None:
     assert value(api, "statekeeper_lock_wait_seconds_count") == 1
     assert value(api, "statekeeper_lock_wait_seconds_sum") > 0
     assert value(api, "statekeeper_events_total", action="unlock", outcome="ok") == 1
+    assert api.services.metrics is not None
+    text = api.services.metrics.render().decode()
+    assert 'statekeeper_events_total{action="unlock",outcome="ok"} 1.0' in text.splitlines()
     assert value(api, "statekeeper_locks_held") == 1
 
     # Terraform's force-unlock: an empty UNLOCK.
