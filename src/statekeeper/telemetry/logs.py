@@ -19,6 +19,7 @@ headers (credentials) or the body (state content).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import signal
@@ -116,8 +117,13 @@ def resolve_format(setting: str) -> str:
 #: The last second formatted, and its text: lines come many a second, and only the
 #: milliseconds change between them (one formatting of the date a second, not a line).
 _SECOND: tuple[int, str] = (-1, "")
-#: ``.000Z`` to ``.999Z``: a line's milliseconds are looked up, not formatted.
-_MILLIS = tuple(f".{n:03d}Z" for n in range(1000))
+
+
+@functools.cache
+def _millis() -> tuple[str, ...]:
+    """``.000Z`` to ``.999Z``: a line's milliseconds are looked up, not formatted (a
+    fifth of the time). Made for the first line: a command's start-up does without."""
+    return tuple(f".{n:03d}Z" for n in range(1000))
 
 
 def _time(created: float) -> str:
@@ -129,7 +135,7 @@ def _time(created: float) -> str:
         second, micros = second + 1, 0
     if _SECOND[0] != second:
         _SECOND = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-    return _SECOND[1] + _MILLIS[micros // 1000]
+    return _SECOND[1] + _millis()[micros // 1000]
 
 
 class _LevelNames(dict[int, str]):
