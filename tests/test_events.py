@@ -227,6 +227,29 @@ def test_to_json_is_a_fresh_dict_each_time() -> None:
     assert again["claims"] == {"k": "v"}
 
 
+@pytest.mark.parametrize(
+    ("serial", "detail"),
+    [
+        (3, "the lineage is ü"),  # orjson's text: UTF-8 as is
+        (2**70, "past 64 bits"),  # orjson refuses the integer
+        (3, "a lone \udc80 surrogate"),  # orjson refuses it; escaped
+    ],
+)
+def test_json_text_is_the_events_json_and_what_the_audit_trail_stores(
+    tmp_path: Path, serial: int, detail: str
+) -> None:
+    event = Event(Action.WRITE, "ci", state="team/ü.tfstate", serial=serial, detail=detail)
+    text = event.json_text()
+    assert json.loads(text) == event.json_view()
+    assert "\n" not in text and text.encode()  # one line, and UTF-8 encodable
+    assert event.json_text() is text  # made once
+    db = SqliteDatabase(tmp_path / "a.db")
+    SqliteAuditLog(db).record(event)
+    (stored,) = db.run(lambda c: c.execute("SELECT event FROM audit").fetchone())
+    assert stored == text
+    assert Event.from_json(json.loads(stored)) == event
+
+
 def test_an_enclosing_scope_covers_the_operation_and_its_recording_once() -> None:
     stream, seen = _stream()
     trace: list[str] = []

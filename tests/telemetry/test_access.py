@@ -147,8 +147,8 @@ def test_the_access_line_is_written_without_a_log_record_when_our_writer_alone_s
 
 
 class _Facts:
-    def __init__(self, message: str, fields: dict[str, Any]) -> None:
-        self._message, self._fields = message, fields
+    def __init__(self, message: str, fields: dict[str, Any], event: Event | None = None) -> None:
+        self._message, self._fields, self.event = message, fields, event
 
     def message(self) -> str:
         return self._message
@@ -174,11 +174,14 @@ def test_a_direct_line_is_the_formatters_line(
     logger, buffer, writer = access_log
     writer.setFormatter(formatter())
     logger.setLevel(logging.DEBUG)
-    fields = {"caller": "ci", "state": "team/ü.tfstate", "status": 200, "event": {"n": 1}}
+    fields = {"caller": "ci", "state": "team/ü.tfstate", "status": 200}
+    event = Event(Action.WRITE, "ci", state="team/ü.tfstate", detail="ü")
     token = REQUEST.set(RequestLog("req-7"))
     try:
-        assert write_direct(logger, level, _Facts('x - "GET /" 200 caller=ci', fields))
-        expected = _as_record(logger, level, 'x - "GET /" 200 caller=ci', fields)
+        assert write_direct(logger, level, _Facts('x - "GET /" 200 caller=ci', fields, event))
+        # The formatter's line carries the event as the access middleware logs it then.
+        with_event = {**fields, "event": event.json_view()}
+        expected = _as_record(logger, level, 'x - "GET /" 200 caller=ci', with_event)
     finally:
         REQUEST.reset(token)
     writer.flush()
@@ -317,6 +320,13 @@ def test_an_access_line_names_its_duration_and_its_event(
         f'10.0.3.7:40526 - "POST /state/team/app.tfstate HTTP/1.1" 200 {in_message} '
         "caller=ci request_id=req-42 event=write:ok"
     )
-    fields = line.fields()
-    assert fields["duration_ms"] == duration_ms
-    assert fields["event"]["action"] == "write" and fields["event"]["serial"] == 4
+    assert line.fields()["duration_ms"] == duration_ms
+    stream = io.StringIO()
+    writer = LineWriter(stream)
+    writer.setFormatter(JsonFormatter())
+    writer.hold((0.0, logging.INFO, "statekeeper.access", None, line), logging.INFO)
+    rendered = json.loads(stream.getvalue())
+    assert rendered["duration_ms"] == duration_ms
+    # The event as the audit trail stores it, whole, as the line's last field.
+    assert list(rendered)[-1] == "event" and rendered["event"] == event.json_view()
+    assert rendered["event"]["action"] == "write" and rendered["event"]["serial"] == 4

@@ -310,7 +310,7 @@ class Outbox:
     def enqueue(self, kind: str, event: Event, hooks: Sequence[str]) -> None:
         """Queue ``event`` for each of ``hooks``, durably, in a transaction of its own
         (an event with no audit record: the row holds the event itself)."""
-        text = json.dumps(event.json_view(), separators=(",", ":"))
+        text = event.json_text()
         rows = [(event.id, hook, kind, text, None, time.time()) for hook in hooks]
         self.db.run(lambda db: _insert(db, rows), write=True)
 

@@ -179,7 +179,7 @@ class SqliteAuditLog:
             event.actor,
             event.state,
             event.outcome,
-            json.dumps(event.json_view()),
+            event.json_text(),
         )
 
         def tx(db: sqlite3.Connection) -> None:
@@ -299,13 +299,13 @@ class StoreAuditLog:
                     "the audit trail could not be written (%s); %d events: %s",
                     exc.message,
                     len(batch),
-                    "\n".join(json.dumps(e.json_view(), separators=(",", ":")) for e in batch),
+                    "\n".join(e.json_text() for e in batch),
                 )
 
     def _write(self, batch: list[Event]) -> None:
         t = batch[0].time.astimezone(UTC)
         key = f"{self.prefix}{t:%Y/%m/%d}/{t:%Y%m%dT%H%M%S%fZ}-{batch[0].id}.jsonl"
-        lines = "".join(json.dumps(e.json_view(), separators=(",", ":")) + "\n" for e in batch)
+        lines = "".join(e.json_text() + "\n" for e in batch)
         self.store.put(key, lines.encode(), {})
 
     def close(self) -> None:

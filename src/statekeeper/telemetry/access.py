@@ -226,7 +226,10 @@ class AccessMiddleware:
             event,
         )
         if not write_direct(log, level, line):
-            log.log(level, "%s", line.message(), extra={"fields": line.fields()})
+            fields = line.fields()
+            if event is not None:
+                fields["event"] = event.json_view()
+            log.log(level, "%s", line.message(), extra={"fields": fields})
 
 
 @dataclass(slots=True, eq=False)
@@ -268,6 +271,7 @@ class AccessLine:
         return message
 
     def fields(self) -> dict[str, Any]:
+        """The line's own fields; the writer adds the event's (``event``) last."""
         fields: dict[str, Any] = {
             "remote_addr": self.client[0] if self.client else None,
             "caller": self.caller,
@@ -280,7 +284,4 @@ class AccessLine:
             "duration_ms": int(self.seconds * 100_000 + 0.5) / 100,
             "response_bytes": self.sent,
         }
-        if self.event is not None:
-            # The audit trail's JSON of the event, whole (docs/events.md).
-            fields["event"] = self.event.json_view()
         return fields

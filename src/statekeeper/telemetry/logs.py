@@ -281,8 +281,9 @@ class LineWriter(logging.StreamHandler):  # type: ignore[type-arg]
         try:
             message = line.message()
             fields = line.fields()
+            event = line.event
         except Exception as exc:  # noqa: BLE001 - one bad line must not take its batch
-            level, fields = logging.ERROR, {}
+            level, fields, event = logging.ERROR, {}, None
             message = f"a line could not be formatted ({type(exc).__name__})"
         if type(self.formatter) is not JsonFormatter:
             return f"{logging.getLevelName(level) + ':':<10}{message}\n"
@@ -295,7 +296,12 @@ class LineWriter(logging.StreamHandler):  # type: ignore[type-arg]
         if request_id is not None:
             out["request_id"] = request_id
         out.update(fields)
-        return _encode(out) + "\n"
+        text = _encode(out)
+        if event is not None:
+            # The event's JSON as the audit trail stored it (docs/events.md), whole: spliced
+            # in as the last field, not encoded again.
+            text = f'{text[:-1]},"event":{event.json_text()}}}'
+        return text + "\n"
 
 
 def _sole_writer(logger: logging.Logger, level: int) -> LineWriter | None:
@@ -317,7 +323,11 @@ def _sole_writer(logger: logging.Logger, level: int) -> LineWriter | None:
 
 
 class Line(Protocol):
-    """A line as facts, made text when its batch is written (:func:`write_direct`)."""
+    """A line as facts, made text when its batch is written (:func:`write_direct`):
+    its message, its fields, and the event it carries (the JSON line's ``event``)."""
+
+    @property
+    def event(self) -> Event | None: ...
 
     def message(self) -> str: ...
 
