@@ -183,11 +183,11 @@ class Event:
     def json_text(self) -> str:
         """The event as compact JSON text (:meth:`json_view`'s fields), made once and
         shared: the audit trail stores it, the outbox queues it, the access line
-        carries it. UTF-8 as is, not ``\\u`` escapes.
+        carries it.
 
         orjson, at a sixth of ``json.dumps``'s cost (every request's event is encoded
-        on its path); what it refuses (an integer past 64 bits, a lone surrogate) the
-        standard encoder writes.
+        on its path), its text UTF-8 as is; what it refuses (an integer past 64 bits,
+        a lone surrogate) the standard encoder writes, with ``\\u`` escapes.
         """
         made: str | None = self.__dict__.get("_text")
         if made is None:
