@@ -228,20 +228,21 @@ def test_to_json_is_a_fresh_dict_each_time() -> None:
 
 
 @pytest.mark.parametrize(
-    ("serial", "detail"),
+    ("serial", "detail", "as_is"),
     [
-        (3, "the lineage is ü"),  # orjson's text: UTF-8 as is
-        (2**70, "past 64 bits"),  # orjson refuses the integer
-        (3, "a lone \udc80 surrogate"),  # orjson refuses it; escaped
+        (3, "the lineage is ü", True),  # orjson's text: UTF-8 as is
+        (2**70, "past 64 bits", False),  # orjson refuses the integer: json's, escaped
+        (3, "a lone \udc80 surrogate", False),  # orjson refuses it: json's, escaped
     ],
 )
 def test_json_text_is_the_events_json_and_what_the_audit_trail_stores(
-    tmp_path: Path, serial: int, detail: str
+    tmp_path: Path, serial: int, detail: str, as_is: bool
 ) -> None:
     event = Event(Action.WRITE, "ci", state="team/ü.tfstate", serial=serial, detail=detail)
     text = event.json_text()
     assert json.loads(text) == event.json_view()
     assert "\n" not in text and text.encode()  # one line, and UTF-8 encodable
+    assert ("team/ü.tfstate" in text) is as_is and ("\\u00fc" in text) is not as_is
     assert event.json_text() is text  # made once
     db = SqliteDatabase(tmp_path / "a.db")
     SqliteAuditLog(db).record(event)
