@@ -5,7 +5,8 @@
 Each round starts a fresh ``statekeeper serve`` (a fresh data directory) from each
 source tree in turn (``PYTHONPATH=SRC_DIR``; e.g. a ``git archive`` of the base
 commit's ``src``; ``;VAR=VALUE`` adds settings to that server's environment, e.g.
-``bare=src;STATEKEEPER_METRICS=false;STATEKEEPER_LOG_LEVEL=warning``), drives it
+``bare=src;STATEKEEPER_METRICS=false;STATEKEEPER_LOG_LEVEL=warning``), in an order
+turned one place each round, drives it
 with ``bench_locks.run_http`` on distinct states (one shared state with
 ``--contended``), and reads the server's CPU time from ``/proc/PID/stat``
 around the run. On a machine shared with other work the cycles per second swing
@@ -48,9 +49,14 @@ def main() -> None:
     trees = dict(arg.split("=", 1) for arg in sys.argv[4:] if not arg.startswith("--"))
     contended = "--contended" in sys.argv
     runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in trees}
-    for _ in range(rounds):
-        for name, src in trees.items():
-            rate, cpu, p99 = _one(src, clients, seconds, contended)
+    names = list(trees)
+    for round_ in range(rounds):
+        # The order turns one place a round: a server's place in a round (after which
+        # one's shutdown and deleted files) moved its CPU a cycle by several per cent
+        # (findings.md, "The access line's parts at 8 clients").
+        turn = round_ % len(names)
+        for name in names[turn:] + names[:turn]:
+            rate, cpu, p99 = _one(trees[name], clients, seconds, contended)
             runs[name].append((rate, cpu, p99))
             print(f"{name}: {rate:.1f}/s, {cpu:.2f} ms CPU per cycle, p99 {p99:.1f} ms")
     for name, measured in runs.items():
