@@ -51,9 +51,9 @@ def main() -> None:
     runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in trees}
     names = list(trees)
     for round_ in range(rounds):
-        # The order turns one place a round: a server's place in a round (after which
-        # one's shutdown and deleted files) moved its CPU a cycle by several per cent
-        # (findings.md, "The access line's parts at 8 clients").
+        # The order turns one place a round: whatever a server's place in a round gives
+        # it (after which one's stop and deleted files) is spread over every tree, not
+        # taken for a tree's own figure (findings.md, "The access line's parts at 8 clients").
         turn = round_ % len(names)
         for name in names[turn:] + names[:turn]:
             rate, cpu, p99 = _one(trees[name], clients, seconds, contended)
