@@ -1,6 +1,6 @@
 """Subscriptions, the event types they choose from, and the CloudEvents a delivery carries.
 
-A subscription names a URL, a secret, state globs (the grant syntax:
+A subscription names a URL, a secret, state globs (:mod:`statekeeper.state.globs`:
 ``team/**``) and event types. The types, and the stream events they come from:
 
 ==================== ===============================================
@@ -29,7 +29,7 @@ import orjson
 
 from statekeeper.errors import BadRequest, InvalidStateName
 from statekeeper.events import Action, Event
-from statekeeper.security.grants import parse_grant
+from statekeeper.state.globs import parse_glob
 from statekeeper.terraform.names import StateName
 from statekeeper.times import format_rfc3339, parse_rfc3339
 
@@ -121,7 +121,7 @@ class Subscription:
                 f"unknown event type(s) {', '.join(unknown)}; choose from {', '.join(EVENT_TYPES)}"
             )
         for glob in self.states:
-            parse_grant(glob + ":outputs")  # a malformed glob is a clear 400
+            parse_glob(glob)  # a malformed glob is a clear 400
 
     def wants(self, kind: str, state: str) -> bool:
         if kind not in self.events:
@@ -130,7 +130,7 @@ class Subscription:
             name = StateName(state)
         except InvalidStateName:
             return False
-        return any(parse_grant(g + ":outputs").covers(name) for g in self.states)
+        return any(parse_glob(g).covers(name) for g in self.states)
 
     def to_json(self, *, with_secret: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {

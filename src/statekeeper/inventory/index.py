@@ -43,7 +43,7 @@ from statekeeper.events import Action, Event
 from statekeeper.inventory.extract import IndexedState, extract, marker
 from statekeeper.inventory.query import parse_query
 from statekeeper.inventory.queue import IndexQueue
-from statekeeper.security.grants import parse_grant
+from statekeeper.state.globs import parse_glob
 from statekeeper.state.listing import StateSummary, is_state_key
 from statekeeper.state.version import version_from_info
 from statekeeper.storage.base import ObjectInfo, ObjectStore
@@ -397,7 +397,7 @@ class Inventory:
         if "terraform" in f:
             where.append("s.terraform_version LIKE ?")
             params.append(f["terraform"] + "%")
-        state_glob = parse_grant(f["state"] + ":outputs") if "state" in f else None
+        state_glob = parse_glob(f["state"]) if "state" in f else None
         sql = (
             "SELECT r.state, s.version_id, s.serial, s.terraform_version, r.address, r.mode,"
             f" r.type, r.module, r.provider, r.instances FROM {source}"

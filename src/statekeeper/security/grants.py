@@ -1,11 +1,10 @@
-"""Grants: which permission a caller holds on which states, by state-name glob.
+"""Grants: which permission a caller holds on which states, by state glob.
 
 A grant is written ``PATTERN:PERMISSION``, for example ``team/app/*:write``.
 
-- ``*`` matches any run of characters within one path segment (it does not
-  cross ``/``), ``?`` one character other than ``/``, and ``**`` any number of
-  whole segments, zero included: ``team/**`` matches ``team/a.tfstate`` and
-  ``team/a/b/c.tfstate``, and ``**`` alone matches every state.
+- ``PATTERN`` is a state glob (:mod:`statekeeper.state.globs`): ``*`` within
+  one path segment, ``?`` one character, ``**`` any number of whole segments;
+  ``**`` alone matches every state.
 - Permissions are ordered (``outputs`` < ``read`` < ``write`` < ``admin``); a
   grant includes the ones below it.
 - Actions on the server itself (managing tokens, reading the audit trail) are
@@ -19,7 +18,6 @@ authenticates a tuple of scopes, possibly empty.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -27,6 +25,7 @@ from functools import lru_cache
 from statekeeper.errors import BadRequest, InvalidStateName
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, Policy
+from statekeeper.state.globs import StateGlob, glob_of
 from statekeeper.terraform.names import StateName
 
 __all__ = ["Grant", "ScopePolicy", "parse_grant", "parse_grants", "visible"]
@@ -40,36 +39,19 @@ _GRANT_HELP = (
 
 @dataclass(frozen=True)
 class Grant:
-    pattern: str
+    glob: StateGlob
     permission: Permission
-    regex: re.Pattern[str]
+
+    @property
+    def pattern(self) -> str:
+        return self.glob.pattern
 
     def __str__(self) -> str:
         return f"{self.pattern}:{self.permission.name.lower()}"
 
     def covers(self, name: StateName | None) -> bool:
         """True when the grant's pattern names ``name`` (None: the server itself)."""
-        if name is None:
-            return self.pattern == "**"
-        return self.regex.fullmatch(str(name)) is not None
-
-
-def _compile(pattern: str) -> re.Pattern[str]:
-    segments = pattern.split("/")
-    parts: list[str] = []
-    for i, segment in enumerate(segments):
-        last = i == len(segments) - 1
-        if segment == "**":
-            # Zero or more whole segments, each with its separator.
-            parts.append(".*" if last else "(?:[^/]+/)*")
-            continue
-        if "**" in segment:
-            raise BadRequest(f"the pattern {pattern!r} uses '**' inside a segment; " + _GRANT_HELP)
-        out = ""
-        for ch in segment:
-            out += "[^/]*" if ch == "*" else "[^/]" if ch == "?" else re.escape(ch)
-        parts.append(out if last else out + "/")
-    return re.compile("".join(parts))
+        return self.glob.covers(name)
 
 
 @lru_cache(maxsize=4096)
@@ -81,9 +63,7 @@ def parse_grant(text: str) -> Grant:
     permission = _PERMISSIONS.get(perm.strip().lower())
     if permission is None:
         raise BadRequest(f"{text!r} names an unknown permission {perm!r}; " + _GRANT_HELP)
-    if pattern.startswith("/") or "//" in pattern:
-        raise BadRequest(f"the pattern {pattern!r} has an empty segment; " + _GRANT_HELP)
-    return Grant(pattern, permission, _compile(pattern))
+    return Grant(glob_of(pattern, _GRANT_HELP), permission)
 
 
 def parse_grants(texts: list[str] | tuple[str, ...]) -> tuple[Grant, ...]:

@@ -8,7 +8,7 @@ trash = "30d"           # how long a deleted state stays restorable ("0s": until
 prune_interval = "1h"   # serve prunes and empties the trash this often (absent: never)
 
 [[history.retention]]
-states = "prod/**"      # a glob, the grants' syntax
+states = "prod/**"      # a state glob (statekeeper.state.globs)
 keep_last = 50          # the newest N versions stay ...
 keep_for = "90d"        # ... and so do versions newer than this
 ```
@@ -25,7 +25,7 @@ from datetime import timedelta
 from typing import Any
 
 from statekeeper.errors import BadRequest
-from statekeeper.security.grants import Grant, parse_grant
+from statekeeper.state.globs import StateGlob, parse_glob
 from statekeeper.terraform.names import StateName
 from statekeeper.times import parse_duration
 
@@ -39,7 +39,7 @@ _RULE_KEYS = {"states", "keep_last", "keep_for"}
 class Retention:
     """Which versions of the states ``glob`` covers stay: the newest N and/or the recent."""
 
-    glob: Grant
+    glob: StateGlob
     keep_last: int | None = None
     keep_for: timedelta | None = None
 
@@ -100,7 +100,7 @@ def _rule(raw: object, at: int) -> Retention:
     if not isinstance(states, str) or not states:
         raise ValueError(f'{where} needs states = "GLOB" (e.g. "prod/**")')
     try:
-        glob = parse_grant(states + ":outputs")
+        glob = parse_glob(states)
     except BadRequest as exc:
         raise ValueError(f"{where}: {exc.message}") from exc
     keep_last = _int(where, "keep_last", raw["keep_last"]) if "keep_last" in raw else None

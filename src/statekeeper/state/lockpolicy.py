@@ -27,7 +27,7 @@ from datetime import timedelta
 from enum import StrEnum
 
 from statekeeper.errors import BadRequest, ConfigError
-from statekeeper.security.grants import Grant, parse_grant
+from statekeeper.state.globs import StateGlob, parse_glob
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.names import StateName
 from statekeeper.times import format_duration, parse_duration
@@ -96,7 +96,7 @@ def _known(table: Mapping[str, object], keys: set[str], where: str) -> None:
 class LockRule:
     """The states some globs name, and what differs for them."""
 
-    states: tuple[Grant, ...]
+    states: tuple[StateGlob, ...]
     mode: LockMode | None = None
     ttl: Mapping[str, timedelta | None] = field(default_factory=dict)
 
@@ -222,12 +222,12 @@ def _rule(raw: Mapping[str, object], where: str) -> LockRule:
     if not isinstance(globs, list) or not globs or not all(isinstance(g, str) for g in globs):
         raise ConfigError(f'{where}: states is a list of state globs: states = ["team/**"]')
     try:
-        grants = tuple(parse_grant(g.strip() + ":outputs") for g in globs)
+        parsed = tuple(parse_glob(g) for g in globs)
     except BadRequest as exc:
         raise ConfigError(f"{where}: {exc.message}") from exc
     mode = raw.get("mode")
     return LockRule(
-        states=grants,
+        states=parsed,
         mode=None if mode is None else _mode(mode, where),
         ttl=_ttl(raw.get("ttl", {}), where),
     )

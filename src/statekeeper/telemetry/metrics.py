@@ -44,7 +44,7 @@ from prometheus_client.registry import Collector
 from statekeeper import __version__
 from statekeeper.errors import BadRequest, ConfigError, InvalidStateName, StatekeeperError
 from statekeeper.events import Action, Event
-from statekeeper.security.grants import parse_grant
+from statekeeper.state.globs import parse_glob
 from statekeeper.state.holds import holders
 from statekeeper.storage.base import LockTable
 from statekeeper.telemetry.histogram import Count, CountFamily, LatencyHistogram, Timer
@@ -119,21 +119,19 @@ class _StateLabels:
 
     def __init__(self, globs: str | None) -> None:
         try:
-            self.grants = [
-                parse_grant(g.strip() + ":outputs") for g in (globs or "").split(",") if g.strip()
-            ]
+            self.globs = [parse_glob(g) for g in (globs or "").split(",") if g.strip()]
         except BadRequest as exc:
             raise ConfigError(f"metrics_states: {exc.message}") from exc
         self.of: Callable[[str | None], str] = lru_cache(maxsize=4096)(self._match)
 
     def _match(self, name: str | None) -> str:
-        if name is None or not self.grants:
+        if name is None or not self.globs:
             return ""
         try:
             state = StateName(name)
         except InvalidStateName:
             return ""
-        return name if any(g.covers(state) for g in self.grants) else ""
+        return name if any(g.covers(state) for g in self.globs) else ""
 
 
 class _LockGauges(Collector):

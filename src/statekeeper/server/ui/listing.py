@@ -17,8 +17,8 @@ from typing import Any, Generic, TypeVar
 from statekeeper.errors import BadRequest, StatekeeperError
 from statekeeper.inventory.index import StateFacts
 from statekeeper.security.caller import Caller
-from statekeeper.security.grants import parse_grant
 from statekeeper.server.ui.reading import plain
+from statekeeper.state.globs import parse_glob
 from statekeeper.state.listing import StateSummary
 from statekeeper.state.operator import Operator
 from statekeeper.terraform.names import StateName
@@ -86,17 +86,14 @@ class Page:
 
 
 def matcher(query: str) -> Callable[[str], bool]:
-    """A name filter: a glob when ``query`` holds ``*`` or ``?`` (the grants' syntax,
-    ``**`` across segments), else a prefix."""
+    """A name filter: a state glob when ``query`` holds ``*`` or ``?`` (``**`` across
+    segments), else a prefix."""
     query = query.strip()
     if not query:
         return lambda name: True
     if "*" in query or "?" in query:
-        try:
-            grant = parse_grant(query + ":outputs")
-        except BadRequest as exc:
-            raise BadRequest(f"the filter {query!r} is not a valid glob: {exc.message}") from exc
-        return lambda name: grant.covers(StateName(name))
+        glob = parse_glob(query)  # a malformed one is a 400 that says how to write one
+        return lambda name: glob.covers(StateName(name))
     return lambda name: name.startswith(query)
 
 

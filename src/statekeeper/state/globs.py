@@ -1,0 +1,91 @@
+"""State globs: the one syntax that names a set of states.
+
+``*`` matches any run of characters within one path segment (it does not cross
+``/``), ``?`` one character other than ``/``, and ``**`` any number of whole
+segments, zero included: ``team/**`` matches ``team/a.tfstate`` and
+``team/a/b/c.tfstate``, and ``**`` alone matches every state. Any other
+character matches itself (``.`` included), and must be one a state name may
+hold: a glob that could never cover a state is refused, not kept.
+
+Grants (``team/**:write``), the lock policy's and the history's rules, webhook
+subscriptions, the metrics' ``state`` label allow-list and the filters of the
+audit trail, the inventory and the states page all take this syntax, and all
+parse it here: a malformed glob is refused in the same words wherever it is
+written, and the words are about a glob, not about whatever else the text
+would have been part of.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from statekeeper.errors import BadRequest
+from statekeeper.terraform.names import NAME_CHARACTERS
+
+if TYPE_CHECKING:
+    from statekeeper.terraform.names import StateName
+
+__all__ = ["GLOB_HELP", "StateGlob", "glob_of", "parse_glob"]
+
+#: A character no state name holds: a glob that has one could never cover a state.
+_FOREIGN = re.compile(f"[^{NAME_CHARACTERS}/*?]")
+GLOB_HELP = (
+    "write a state glob as a state name in which * matches within one segment, ? one "
+    "character and ** any number of segments, e.g. 'team/**' or '*/prod.tfstate'"
+)
+
+
+@dataclass(frozen=True)
+class StateGlob:
+    pattern: str
+    regex: re.Pattern[str]
+
+    def __str__(self) -> str:
+        return self.pattern
+
+    def covers(self, name: StateName | None) -> bool:
+        """True when the glob names ``name`` (None: the server itself, which ``**`` alone
+        names: a grant on ``**`` covers the server's own actions)."""
+        if name is None:
+            return self.pattern == "**"
+        return self.regex.fullmatch(str(name)) is not None
+
+
+@lru_cache(maxsize=4096)
+def parse_glob(text: str) -> StateGlob:
+    """The glob ``text`` writes (spaces around it dropped); a :class:`BadRequest` that
+    says what is wrong with it and how to write one."""
+    return glob_of(text.strip(), GLOB_HELP)
+
+
+def glob_of(pattern: str, how: str) -> StateGlob:
+    """``pattern`` as a glob, refused with ``how`` to write the text it came in (a grant
+    says how to write a grant)."""
+    if not pattern:
+        raise BadRequest("the state glob is empty; " + how)
+    if pattern.startswith("/") or "//" in pattern:
+        raise BadRequest(f"the state glob {pattern!r} has an empty segment; " + how)
+    foreign = _FOREIGN.search(pattern)
+    if foreign is not None:
+        raise BadRequest(
+            f"the state glob {pattern!r} holds {foreign.group()!r}, which no state name does "
+            "(letters, digits and '._:=+-' between the '/'); " + how
+        )
+    segments = pattern.split("/")
+    parts: list[str] = []
+    for i, segment in enumerate(segments):
+        last = i == len(segments) - 1
+        if segment == "**":
+            # Zero or more whole segments, each with its separator.
+            parts.append(".*" if last else "(?:[^/]+/)*")
+            continue
+        if "**" in segment:
+            raise BadRequest(f"the state glob {pattern!r} uses '**' inside a segment; " + how)
+        out = ""
+        for ch in segment:
+            out += "[^/]*" if ch == "*" else "[^/]" if ch == "?" else re.escape(ch)
+        parts.append(out if last else out + "/")
+    return StateGlob(pattern, re.compile("".join(parts)))
