@@ -4,8 +4,7 @@
 ``/``), ``?`` one character other than ``/``, and ``**`` any number of whole
 segments, zero included: ``team/**`` matches ``team/a.tfstate`` and
 ``team/a/b/c.tfstate``, and ``**`` alone matches every state. Any other
-character matches itself (``.`` included), and must be one a state name may
-hold: a glob that could never cover a state is refused, not kept.
+character matches itself (``.`` included).
 
 Grants (``team/**:write``), the lock policy's and the history's rules, webhook
 subscriptions, the metrics' ``state`` label allow-list and the filters of the
@@ -23,15 +22,12 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from statekeeper.errors import BadRequest
-from statekeeper.terraform.names import NAME_CHARACTERS
 
 if TYPE_CHECKING:
     from statekeeper.terraform.names import StateName
 
 __all__ = ["GLOB_HELP", "StateGlob", "glob_of", "parse_glob"]
 
-#: A character no state name holds: a glob that has one could never cover a state.
-_FOREIGN = re.compile(f"[^{NAME_CHARACTERS}/*?]")
 GLOB_HELP = (
     "write a state glob as a state name in which * matches within one segment, ? one "
     "character and ** any number of segments, e.g. 'team/**' or '*/prod.tfstate'"
@@ -68,12 +64,6 @@ def glob_of(pattern: str, how: str) -> StateGlob:
         raise BadRequest("the state glob is empty; " + how)
     if pattern.startswith("/") or "//" in pattern:
         raise BadRequest(f"the state glob {pattern!r} has an empty segment; " + how)
-    foreign = _FOREIGN.search(pattern)
-    if foreign is not None:
-        raise BadRequest(
-            f"the state glob {pattern!r} holds {foreign.group()!r}, which no state name does "
-            "(letters, digits and '._:=+-' between the '/'); " + how
-        )
     segments = pattern.split("/")
     parts: list[str] = []
     for i, segment in enumerate(segments):
