@@ -10,8 +10,7 @@ Grants (``team/**:write``), the lock policy's and the history's rules, webhook
 subscriptions, the metrics' ``state`` label allow-list and the filters of the
 audit trail, the inventory and the states page all take this syntax, and all
 parse it here: a malformed glob is refused in the same words wherever it is
-written, and the words are about a glob, not about whatever else the text
-would have been part of.
+written, words about a glob.
 """
 
 from __future__ import annotations
@@ -26,9 +25,9 @@ from statekeeper.errors import BadRequest
 if TYPE_CHECKING:
     from statekeeper.terraform.names import StateName
 
-__all__ = ["GLOB_HELP", "StateGlob", "glob_of", "parse_glob"]
+__all__ = ["StateGlob", "glob_of", "parse_glob"]
 
-GLOB_HELP = (
+_GLOB_HELP = (
     "write a state glob as a state name in which * matches within one segment, ? one "
     "character and ** any number of segments, e.g. 'team/**' or '*/prod.tfstate'"
 )
@@ -36,6 +35,8 @@ GLOB_HELP = (
 
 @dataclass(frozen=True)
 class StateGlob:
+    """A parsed glob: its text, and the regular expression a whole name must match."""
+
     pattern: str
     regex: re.Pattern[str]
 
@@ -54,7 +55,7 @@ class StateGlob:
 def parse_glob(text: str) -> StateGlob:
     """The glob ``text`` writes (spaces around it dropped); a :class:`BadRequest` that
     says what is wrong with it and how to write one."""
-    return glob_of(text.strip(), GLOB_HELP)
+    return glob_of(text.strip(), _GLOB_HELP)
 
 
 def glob_of(pattern: str, how: str) -> StateGlob:
