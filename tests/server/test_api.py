@@ -115,6 +115,8 @@ def test_errors_have_one_shape(api: httpx.Client) -> None:
     r = api.get("/audit", params={"state": "a//b"})
     assert r.status_code == 400 and r.json()["error"] == "bad_request"
     assert "the state glob 'a//b' has an empty segment" in r.json()["message"]
+    r = api.get("/audit", params={"action": "nope"})
+    assert r.status_code == 400 and "no event has the action 'nope'" in r.json()["message"]
     _seed(api)
     r = api.get(f"/diff/{NAME}", params={"from": "nope"})
     assert r.status_code == 404 and "statekeeper history" in r.json()["message"]

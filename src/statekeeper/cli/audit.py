@@ -56,10 +56,7 @@ def audit(
     from statekeeper.cli.output import print_view
     from statekeeper.cli.render import dash, print_table, when
     from statekeeper.security.audit import AuditFilter
-    from statekeeper.state.globs import parse_glob
 
-    if state is not None:
-        parse_glob(state)
     after = parse_since(since) if since else None
     where = AuditFilter(state=state, actor=actor, action=action, since=after, limit=limit)
     events = admin_for(obj(ctx, AUDIT_OPTIONS)).audit(where)

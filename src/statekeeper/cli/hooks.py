@@ -142,12 +142,21 @@ def deliveries(
     outcome: Annotated[
         str | None, typer.Option(help="delivered, retry or dead (the dead letters)")
     ] = None,
-    limit: Annotated[int, typer.Option(help="At most this many, newest first")] = 100,
+    limit: Annotated[
+        int, typer.Option(min=1, max=10_000, help="At most this many, newest first")
+    ] = 100,
     as_json: JsonFlag = False,
 ) -> None:
     """The delivery log: every attempt, its answer and what came of it."""
     from statekeeper.cli.output import print_view
     from statekeeper.cli.render import print_table
+    from statekeeper.errors import BadRequest
+    from statekeeper.hooks.outbox import OUTCOMES
+
+    if outcome is not None and outcome not in OUTCOMES:
+        raise BadRequest(
+            f"no attempt has the outcome {outcome!r}; choose from {', '.join(OUTCOMES)}"
+        )
 
     services = obj(ctx, HOOKS_OPTIONS).services()
     rows = _hooks(services).outbox.deliveries(hook, outcome, limit)

@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 from statekeeper.errors import NotFound
 from statekeeper.events import Event
@@ -49,7 +49,21 @@ from statekeeper.times import format_rfc3339, utcnow
 
 log = logging.getLogger("statekeeper.hooks")
 
-__all__ = ["Attempt", "Entry", "Outbox", "OutboxStore", "Wanted", "open_outbox", "queue_path"]
+__all__ = [
+    "OUTCOMES",
+    "Attempt",
+    "Entry",
+    "Outbox",
+    "OutboxStore",
+    "Outcome",
+    "Wanted",
+    "open_outbox",
+    "queue_path",
+]
+
+#: What came of a delivery attempt, as the delivery log records it.
+Outcome = Literal["delivered", "retry", "dead"]
+OUTCOMES: tuple[str, ...] = get_args(Outcome)
 
 _SUBSCRIPTIONS = """CREATE TABLE IF NOT EXISTS hook_subscriptions (
     name TEXT PRIMARY KEY,

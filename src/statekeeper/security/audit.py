@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from statekeeper.errors import StatekeeperError
-from statekeeper.events import Event
-from statekeeper.security.grants import parse_grant
+from statekeeper.errors import BadRequest, StatekeeperError
+from statekeeper.events import Action, Event
+from statekeeper.state.globs import parse_glob
 from statekeeper.storage.base import ObjectStore, RecordSpace
 from statekeeper.storage.sqlite.database import SqliteDatabase
 from statekeeper.terraform.names import StateName
@@ -51,16 +51,33 @@ AUDIT_PREFIX = "statekeeper!/audit/"
 
 log = logging.getLogger("statekeeper.audit")
 
+_ACTIONS = tuple(a.value for a in Action)
+
 
 @dataclass(frozen=True)
 class AuditFilter:
-    """Which events to list: all given conditions must hold."""
+    """Which events to list: all given conditions must hold.
 
-    state: str | None = None  # a grant-style glob: team/**, */prod.tfstate
+    A condition no event could meet (a malformed glob, an action no event has, a
+    limit under one) is refused when the filter is made, as a :class:`BadRequest`
+    that says so: the CLI, the API and the UI build their queries here.
+    """
+
+    state: str | None = None  # a state glob: team/**, */prod.tfstate
     actor: str | None = None
     since: datetime | None = None
     action: str | None = None
     limit: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.state is not None:
+            parse_glob(self.state)
+        if self.action is not None and self.action not in _ACTIONS:
+            raise BadRequest(
+                f"no event has the action {self.action!r}; choose from {', '.join(_ACTIONS)}"
+            )
+        if self.limit < 1:
+            raise BadRequest(f"the limit is {self.limit}; ask for 1 event or more")
 
     def matches(self, e: Event) -> bool:
         if self.actor is not None and e.actor != self.actor:
@@ -72,7 +89,7 @@ class AuditFilter:
         if self.state is not None:
             if e.state is None:
                 return False
-            if not parse_grant(self.state + ":outputs").covers(StateName(e.state)):
+            if not parse_glob(self.state).covers(StateName(e.state)):
                 return False
         return True
 

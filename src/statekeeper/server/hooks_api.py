@@ -7,12 +7,13 @@ with ``statekeeper hooks`` on the machine.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from statekeeper.app import Services
+from statekeeper.hooks.outbox import Outcome
 from statekeeper.hooks.service import Webhooks
 from statekeeper.hooks.views import DeliveryList, DeliveryView, HookList, HookView
 from statekeeper.security.policy import Permission, require
@@ -42,7 +43,7 @@ async def list_hooks(request: Request) -> HookList:
 async def list_deliveries(
     request: Request,
     hook: str | None = Query(None, max_length=64),
-    outcome: Literal["delivered", "retry", "dead"] | None = Query(None),
+    outcome: Annotated[Outcome | None, Query()] = None,
     limit: int = Query(100, ge=1, le=10_000),
 ) -> DeliveryList:
     def run() -> DeliveryList:
