@@ -24,6 +24,8 @@ import httpx
 import pytest
 from tests.security.support import lock_body, state_json
 
+from statekeeper.errors import BadRequest
+from statekeeper.hooks.guard import destinations
 from statekeeper.hooks.signing import sign, verify
 from statekeeper.testing.processes import SRC, StatekeeperServer, free_port
 
@@ -298,6 +300,8 @@ def test_two_servers_on_one_database_deliver_each_event_once(
         "http://metadata.google.internal/computeMetadata/v1/",
         "http://127.0.0.1:8080/api/v1/tokens",
         "http://[::1]:8080/api/v1/tokens",
+        "http://[::ffff:127.0.0.1]:8080/api/v1/tokens",
+        "http://[fe80::1]/",
     ],
 )
 def test_the_guard_refuses_loopback_and_metadata_destinations(tmp_path: Path, url: str) -> None:
@@ -312,3 +316,17 @@ def test_the_guard_refuses_loopback_and_metadata_destinations(tmp_path: Path, ur
     assert proc.returncode == 2, proc.stderr
     assert "deliveries may not go there" in proc.stderr or "metadata" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("host", "named"),
+    [
+        ("[::ffff:127.0.0.1]", "127.0.0.1, a loopback address"),
+        ("[::ffff:169.254.169.254]", "169.254.169.254, a link-local or cloud metadata address"),
+        ("[fe80::1]", "fe80::1, a link-local or cloud metadata address"),
+    ],
+)
+def test_the_guard_names_what_an_ipv6_form_reaches(host: str, named: str) -> None:
+    with pytest.raises(BadRequest) as refused:
+        destinations(f"http://{host}/hook", ())
+    assert f"resolves to {named}" in str(refused.value)

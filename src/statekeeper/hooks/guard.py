@@ -54,7 +54,7 @@ def parse_allow(text: str | None) -> tuple[IPNetwork | str, ...]:
 def _refused(address: IPAddress) -> str | None:
     if address.is_loopback:
         return "a loopback address"
-    if any(address in net for net in _METADATA):
+    if address.is_link_local or any(address in net for net in _METADATA):
         return "a link-local or cloud metadata address"
     if address.is_unspecified or address.is_multicast or address.is_reserved:
         return "not a unicast address"
@@ -91,6 +91,9 @@ def destinations(url: str, allow: Sequence[IPNetwork | str]) -> list[tuple[int, 
         return [(info[0], info[4]) for info in infos]
     for info in infos:
         address = ipaddress.ip_address(info[4][0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            # ::ffff:127.0.0.1 reaches 127.0.0.1 on a dual-stack host: judged as that address.
+            address = address.ipv4_mapped
         if any(isinstance(a, IPNetwork) and address in a for a in allow):
             continue
         why = _refused(address)
