@@ -169,11 +169,13 @@ def test_a_refused_destination_opens_no_connection(keepalive: KeepAliveReceiver)
 
 class Scripted:
     """A raw TCP receiver answering each request with the next of ``answers``, then
-    closing the connection when ``close`` says so."""
+    closing the connection when ``close`` says so; a byte every ``pace`` seconds when
+    given."""
 
-    def __init__(self, answers: list[bytes], close: bool = False) -> None:
+    def __init__(self, answers: list[bytes], close: bool = False, pace: float = 0.0) -> None:
         self.answers = answers
         self.close = close
+        self.pace = pace
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/x"
         self.accepted = 0
@@ -196,9 +198,21 @@ class Scripted:
                         request += data
                     if not request:
                         break
-                    conn.sendall(self.answers.pop(0))
+                    self._answer(conn, self.answers.pop(0))
                     if self.close:
                         break
+
+
+    def _answer(self, conn: socket.socket, answer: bytes) -> None:
+        if not self.pace:
+            conn.sendall(answer)
+            return
+        for i in range(len(answer)):
+            time.sleep(self.pace)
+            try:
+                conn.sendall(answer[i : i + 1])
+            except OSError:
+                return  # the sender gave up
 
 
 @pytest.mark.parametrize(
@@ -256,6 +270,21 @@ def test_an_answer_that_is_not_http_fails_the_attempt(answer: bytes) -> None:
     try:
         with pytest.raises(BadAnswer):
             connections.post(receiver.url, b"{}", {})
+    finally:
+        connections.close()
+        receiver.listener.close()
+
+
+def test_a_receiver_answering_a_byte_at_a_time_is_cut_off_at_the_timeout() -> None:
+    # Each byte comes well within the timeout; the whole answer would take 7.6 s.
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    receiver = Scripted([answer], close=True, pace=0.2)
+    connections = Connections(1.0, LOOPBACK)
+    start = time.monotonic()
+    try:
+        with pytest.raises(TimeoutError):
+            connections.post(receiver.url, b"{}", {})
+        assert time.monotonic() - start < 3.0
     finally:
         connections.close()
         receiver.listener.close()

@@ -16,6 +16,10 @@ is written (it reads as ended) and replaced; one that breaks while the request
 is written is replaced and the request written again once: the receiver cannot
 have read a whole request. Once a request was written whole, a broken answer is
 a failed attempt (retried later: at least once). Redirects are not followed.
+
+The timeout bounds a delivery as a whole, from its connection to the answer's
+last byte read, not each read on its own: a receiver that answers a byte at a
+time cannot hold the sender, and the other hooks' deliveries behind it, past it.
 """
 
 from __future__ import annotations
@@ -87,7 +91,9 @@ class Connections:
         self.opened = 0
 
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
-        """POST ``body`` to ``url``; the answer's status."""
+        """POST ``body`` to ``url``; the answer's status. A ``TimeoutError`` when it
+        takes longer than the timeout in all."""
+        deadline = time.monotonic() + self.timeout
         key, start = self._routes.get(url) or self._route(url)
         lines = [f"{start}Content-Length: {len(body)}"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
@@ -98,8 +104,9 @@ class Connections:
             conn.close()
             conn = None
         if conn is None:
-            conn = self._connect(url, key)
+            conn = self._connect(url, key, deadline)
         try:
+            _bound(conn.sock, deadline)
             conn.sock.sendall(request)
         except OSError:
             conn.close()
@@ -107,14 +114,15 @@ class Connections:
                 raise
             # A kept connection broke under the request: the receiver has not read it
             # whole, so it is written once more, on a new connection.
-            conn = self._connect(url, key)
+            conn = self._connect(url, key, deadline)
             try:
+                _bound(conn.sock, deadline)
                 conn.sock.sendall(request)
             except OSError:
                 conn.close()
                 raise
         try:
-            status, keep = _answer(conn.sock)
+            status, keep = _answer(conn.sock, deadline)
         except OSError:
             conn.close()
             raise
@@ -143,15 +151,16 @@ class Connections:
         )
         return route
 
-    def _connect(self, url: str, key: tuple[str, str, int]) -> _Connection:
+    def _connect(self, url: str, key: tuple[str, str, int], deadline: float) -> _Connection:
         error: OSError | None = None
         for family, address in destinations(url, self.allow):
             sock = socket.socket(family, socket.SOCK_STREAM)
             try:
-                sock.settimeout(self.timeout)
+                _bound(sock, deadline)
                 sock.connect(address)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if key[0] == "https":
+                    _bound(sock, deadline)  # the handshake's reads too
                     sock = _tls().wrap_socket(sock, server_hostname=key[1])
             except OSError as exc:
                 sock.close()
@@ -177,6 +186,15 @@ class Connections:
         self._open.clear()
 
 
+def _bound(sock: socket.socket, deadline: float) -> None:
+    """Let ``sock``'s next call wait only until ``deadline`` (a ``TimeoutError`` once
+    it has passed)."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("timed out")
+    sock.settimeout(left)
+
+
 _TLS: Any = None
 
 
@@ -193,11 +211,13 @@ def _tls() -> Any:
 class _Reader:
     """Reads an answer from a socket, in the chunks it arrives in."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
         self.sock = sock
+        self.deadline = deadline
         self.buffer = b""
 
     def more(self) -> bool:
+        _bound(self.sock, self.deadline)
         data = self.sock.recv(16384)
         self.buffer += data
         return bool(data)
@@ -229,10 +249,11 @@ class _Reader:
         self.buffer = self.buffer[count:]
 
 
-def _answer(sock: socket.socket) -> tuple[int, bool]:
-    """Read one answer: its status, and whether the connection may be used again."""
+def _answer(sock: socket.socket, deadline: float) -> tuple[int, bool]:
+    """Read one answer by ``deadline``: its status, and whether the connection may be
+    used again."""
     try:
-        return _read_answer(_Reader(sock))
+        return _read_answer(_Reader(sock, deadline))
     except ValueError as exc:  # a length or a chunk size that is not a number
         raise BadAnswer(f"the answer's framing cannot be read: {exc}") from exc
 
