@@ -202,7 +202,6 @@ class Scripted:
                     if self.close:
                         break
 
-
     def _answer(self, conn: socket.socket, answer: bytes) -> None:
         if not self.pace:
             conn.sendall(answer)
