@@ -141,6 +141,38 @@ def test_a_connection_the_receiver_dropped_is_replaced_without_a_failed_attempt(
     assert 'statekeeper_queue_failures_total{queue="webhooks"} 0.0' in metrics
 
 
+def test_a_receiver_that_never_answers_holds_the_others_one_timeout_a_round(
+    tmp_path: Any, serve: Callable[..., StatekeeperServer], keepalive: KeepAliveReceiver
+) -> None:
+    # Connections to it are made (the kernel accepts them) and never answered.
+    silent = socket.create_server(("127.0.0.1", 0), backlog=64)
+    silent_url = f"http://127.0.0.1:{silent.getsockname()[1]}/hook"
+    workdir = tmp_path / "server"
+    # "a-silent" sorts first: each event's row for it comes before the other hook's.
+    for name, url in (("a-silent", silent_url), ("b-ok", keepalive.url)):
+        statekeeper(
+            workdir, "hooks", "add", name, "--url", url, "--secret", SECRET,
+            "--event", "state.written", env=FAST,
+        )  # fmt: skip
+    server = serve(workdir=workdir, env=FAST)
+    try:
+        cycles(server, 6)
+        # One 10 s timeout an event would hold the sixth delivery a minute; one a round
+        # holds it one or two timeouts.
+        keepalive.wait_for(6, timeout=40)
+        assert sorted(d["event"]["data"]["serial"] for d in keepalive.deliveries) == [*range(1, 7)]
+        listed = statekeeper(workdir, "hooks", "deliveries", "--hook", "a-silent", "--json")
+        log = json.loads(listed)
+        errors = [r["error"] for r in log]
+        assert any(e.startswith("TimeoutError") for e in errors), errors
+        address = silent_url.split("/")[2]
+        skipped = f"not sent: {address} did not answer a delivery before it this round"
+        assert any(e.startswith(skipped) for e in errors), errors
+        assert {r["outcome"] for r in log} == {"retry"}
+    finally:
+        silent.close()
+
+
 def test_the_guard_checks_each_connection_the_sender_opens(
     tmp_path: Any, serve: Callable[..., StatekeeperServer], keepalive: KeepAliveReceiver
 ) -> None:

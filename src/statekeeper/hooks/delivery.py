@@ -8,7 +8,11 @@ timeout, a refused connection, a destination the guard refuses) is retried
 after an exponential backoff with jitter: after the n-th failure, between half
 and all of ``backoff * 2^(n-1)`` seconds (capped at an hour), until ``attempts``
 attempts have failed: the row is then *dead* (the dead letters, listed by
-``statekeeper hooks deliveries --outcome dead``). Delivery is at least once: a
+``statekeeper hooks deliveries --outcome dead``). A destination that did not
+answer (a timeout, a refused or broken connection) is not tried again in the
+same round: its other events of the round fail at once, as a retry, so a
+receiver that is down holds the others' deliveries one timeout a round, not
+one an event. Delivery is at least once: a
 sender killed after the receiver answered but before it recorded the answer
 leaves the row to be sent again, with the same event ID.
 """
@@ -122,10 +126,11 @@ class Sender:
                     self._lost(done)
                     entries = []
                 done = []
+                down: dict[tuple[str, str, int], str] = {}
                 for entry in entries:
                     if self._stop.is_set():
                         break  # the others' leases run out and they are claimed again
-                    done.append(self._deliver(entry, subs.get(entry.hook), connections))
+                    done.append(self._deliver(entry, subs.get(entry.hook), connections, down))
                 try:
                     self.on_round(self.failures)
                 except StatekeeperError as exc:
@@ -145,7 +150,15 @@ class Sender:
         finally:
             self._record(done)
 
-    def _deliver(self, entry: Entry, sub: Subscription | None, connections: Connections) -> Attempt:
+    def _deliver(
+        self,
+        entry: Entry,
+        sub: Subscription | None,
+        connections: Connections,
+        down: dict[tuple[str, str, int], str],
+    ) -> Attempt:
+        """One attempt; ``down`` holds the destinations that did not answer this round,
+        and gets this one when it does not."""
         from statekeeper.hooks.transport import TRANSPORT_ERRORS, post
 
         start = time.perf_counter()
@@ -157,16 +170,23 @@ class Sender:
                 entry.kind, entry.recorded, self.policy.source, self.enrich(entry)
             )
         status: int | None = None
-        try:
-            status = post(sub, body, entry.event_id, self.policy, connections)
-        except StatekeeperError as exc:
-            error = exc.message
-        except TRANSPORT_ERRORS as exc:
-            error = f"{type(exc).__name__}: {exc}"
+        where = connections.destination(sub.url)
+        if where in down:
+            error = (
+                f"not sent: {where[1]}:{where[2]} did not answer a delivery before it "
+                f"this round ({down[where]})"
+            )
         else:
-            if 200 <= status < 300:
-                return Attempt(entry, "delivered", status, None, time.perf_counter() - start)
-            error = f"the receiver answered {status}"
+            try:
+                status = post(sub, body, entry.event_id, self.policy, connections)
+            except StatekeeperError as exc:
+                error = exc.message
+            except TRANSPORT_ERRORS as exc:
+                error = down[where] = f"{type(exc).__name__}: {exc}"
+            else:
+                if 200 <= status < 300:
+                    return Attempt(entry, "delivered", status, None, time.perf_counter() - start)
+                error = f"the receiver answered {status}"
         self.failures += 1
         if entry.attempts + 1 >= self.policy.attempts:
             log.warning(

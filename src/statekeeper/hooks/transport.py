@@ -134,6 +134,10 @@ class Connections:
             conn.close()
         return status
 
+    def destination(self, url: str) -> tuple[str, str, int]:
+        """Where ``url``'s requests go: its scheme, host and port."""
+        return (self._routes.get(url) or self._route(url))[0]
+
     def _route(self, url: str) -> tuple[tuple[str, str, int], str]:
         """Where ``url``'s requests go and their first lines, worked out once per URL."""
         parts = urlsplit(url)
