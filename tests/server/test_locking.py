@@ -163,6 +163,9 @@ def test_locks_are_per_state(api: Api) -> None:
         (b'{"Operation":"x"}', "no ID"),
         (b'{"ID":"x","Created":"2024-01-01T00:00:00.123456"}', "RFC 3339"),
         (b'{"ID":"x","Created":17}', "RFC 3339"),
+        # RFC 3339 allows these; Go, and so a Terraform shown them in a 423, does not.
+        (b'{"ID":"x","Created":"2026-12-07 11:59:43.861163+00:00"}', "upper-case T"),
+        (b'{"ID":"x","Created":"2026-12-07t11:59:43z"}', "upper-case T"),
         (b'{"ID":7}', "'ID' must be a string"),
     ],
 )

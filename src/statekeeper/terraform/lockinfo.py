@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -20,6 +21,12 @@ __all__ = ["LOCK_FIELDS", "MAX_LOCK_INFO", "LockInfo", "lock_info_too_large"]
 MAX_LOCK_INFO = 16 * 1024
 #: Bodies up to this size are parsed once and remembered (see :func:`_parse`).
 _REMEMBERED = 2048
+
+#: ``Created`` as Go's ``time.Time`` reads it back from JSON: a 423 echoes the holder's
+#: info as sent, and a waiting Terraform fails on the whole answer ("failed to
+#: unmarshal body") when it cannot parse this field. Go takes neither the lower-case
+#: ``t`` and ``z`` nor the space that RFC 3339 and Python allow.
+_GO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})\Z")
 
 
 def lock_info_too_large(limit: int) -> PayloadTooLarge:
@@ -106,10 +113,14 @@ class LockInfo:
             if not isinstance(created_raw, str):
                 raise InvalidLockInfo("the lock info field 'Created' must be an RFC 3339 string")
             try:
+                if not _GO_TIME.match(created_raw):
+                    raise ValueError(f"{created_raw!r} is not in the form Go reads")
                 created = parse_rfc3339(created_raw)
             except ValueError as exc:
                 raise InvalidLockInfo(
-                    f"the lock info field 'Created' is not an RFC 3339 time with a zone: {exc}"
+                    f"the lock info field 'Created' is not an RFC 3339 time with a zone: {exc}; "
+                    "write it as Terraform does, e.g. 2026-11-23T11:13:27.558548621Z "
+                    "(an upper-case T and Z, or an offset such as +01:00)"
                 ) from exc
         return cls(
             id=values["ID"],
