@@ -74,6 +74,10 @@ def test_lock_conflict_body_is_the_holders_lockinfo_plus_error_and_message(api: 
         ("/state/a/%2E/b", "empty, '.' or '..' segment"),
         ("/state/team/app%20prod.tfstate", "not allowed"),
         ("/state/a%00b", "not allowed"),
+        # A route's pattern ends in $, which matches before a final newline.
+        ("/state/nl/x%0A", "not allowed (the control character U+000A)"),
+        ("/state/a%0Ab", "not allowed (the control character U+000A)"),
+        ("/state/%0A", "not allowed (the control character U+000A)"),
         ("/state/caf%C3%A9", "not allowed"),
         ("/state/a/", "empty, '.' or '..' segment"),
         ("/state/" + "a" * 1025, "1025 bytes"),
@@ -87,6 +91,15 @@ def test_bad_state_names_are_400_naming_what_is_allowed(api: Api, path: str, wha
         message = response.json()["message"]
         assert what in message
         assert NAME_RULES in message
+
+
+def test_a_control_character_in_any_path_is_400_naming_it(api: Api) -> None:
+    for path in ("/api/v1/states/nl/x%0A", "/healthz%0A", "/lock/a%0A"):
+        response = api.request("GET", path)
+        assert response.status_code == 400, (path, response.text)
+        assert "the control character U+000A" in response.json()["message"]
+    assert api.request("POST", "/state/nl/x%0A", content=state_bytes(1)).status_code == 400
+    assert api.get("nl/x").status_code == 404  # nothing was written under the name cut short
 
 
 def test_the_longest_allowed_name_works(api: Api) -> None:

@@ -15,6 +15,7 @@ DELETE to unlock) for setups that set ``lock_method``/``unlock_method``.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 from starlette.requests import Request
@@ -23,7 +24,13 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from statekeeper.app import Services
-from statekeeper.errors import InvalidLockInfo, LockConflict, StatekeeperError
+from statekeeper.errors import (
+    BadRequest,
+    InvalidLockInfo,
+    InvalidStateName,
+    LockConflict,
+    StatekeeperError,
+)
 from statekeeper.events import Action
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission
@@ -33,7 +40,7 @@ from statekeeper.server.lockwait import LockWaits
 from statekeeper.server.workers import Workers
 from statekeeper.state.reads import StateStream
 from statekeeper.terraform.lockinfo import LockInfo, lock_info_too_large
-from statekeeper.terraform.names import StateName
+from statekeeper.terraform.names import NAME_RULES, StateName
 
 __all__ = ["TerraformRoutes", "authorize", "backend_block", "caller_of", "routes"]
 
@@ -41,6 +48,10 @@ STATE_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "LOCK", "UNLOCK"]
 LOCK_METHODS = ["LOCK", "UNLOCK", "POST", "PUT", "DELETE"]
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+#: A character no path of ours holds. Routes' patterns end in ``$``, which matches
+#: before a final newline: ``/state/a%0A`` would be the state ``a``.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _services(request: Request) -> Services:
@@ -290,7 +301,11 @@ class TerraformRoutes:
         self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(("/state/", "/lock/")):
+        path: str = scope["path"]
+        if scope["type"] == "http" and _CONTROL.search(path):
+            await error_response(_control_refused(path))(scope, receive, send)
+            return
+        if scope["type"] == "http" and path.startswith(("/state/", "/lock/")):
             for route in self.routes:
                 match, child = route.matches(scope)
                 if match is Match.FULL:
@@ -310,6 +325,17 @@ class TerraformRoutes:
             except StatekeeperError as exc:
                 response = error_response(exc)
             await response(scope, receive, send)
+
+
+def _control_refused(path: str) -> BadRequest:
+    char = _CONTROL.search(path)
+    named = f"the control character U+{ord(char.group()):04X}" if char else "a control character"
+    if path.startswith(("/state/", "/lock/")):
+        name = path.split("/", 2)[2]
+        return InvalidStateName(
+            f"the state name {name!r} has a character that is not allowed ({named}); " + NAME_RULES
+        )
+    return BadRequest(f"the path {path!r} holds {named}; no route takes one")
 
 
 def backend_block(base_url: str, name: str) -> str:
