@@ -175,3 +175,65 @@ def test_a_chunked_trailer_is_not_taken_as_credentials(
     assert status == 401, body
     root = basic("root", secrets["root"])
     assert httpx.get(server.state_url(NAME), headers=root).status_code == 404
+
+
+def _audit(server: StatekeeperServer) -> list[tuple[str, str]]:
+    events = httpx.get(f"{server.url}/api/v1/audit", timeout=30).json()["events"]
+    return [(e["action"], e["outcome"]) for e in events]
+
+
+def test_a_lock_or_unlock_whose_content_md5_does_not_match_is_400_and_audited(
+    serve: Callable[..., StatekeeperServer],
+) -> None:
+    server = serve()
+    url, body = server.state_url(NAME), lock_body("md5")
+    wrong = {"Content-MD5": _wrong_md5().decode()}
+    refused = httpx.request("LOCK", url, content=body, headers=wrong)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"] == "checksum_mismatch"
+    assert httpx.get(f"{server.url}/api/v1/locks").json() == []
+    assert (
+        httpx.request(
+            "LOCK", url, content=body, headers={"Content-MD5": md5_header(body)}
+        ).status_code
+        == 200
+    )
+    refused = httpx.request("UNLOCK", url, content=body, headers=wrong)
+    assert refused.status_code == 400, refused.text
+    assert [lock["id"] for lock in httpx.get(f"{server.url}/api/v1/locks").json()] == ["md5"]
+    assert ("lock", "checksum_mismatch") in _audit(server)
+    assert ("unlock", "checksum_mismatch") in _audit(server)
+
+
+def test_a_push_whose_content_md5_does_not_match_is_400_and_stores_nothing(
+    serve: Callable[..., StatekeeperServer],
+) -> None:
+    server = serve()
+    pushed = httpx.put(
+        f"{server.url}/api/v1/content/{NAME}",
+        content=state_bytes(1),
+        headers={"Content-MD5": _wrong_md5().decode()},
+    )
+    assert pushed.status_code == 400, pushed.text
+    assert pushed.json()["error"] == "checksum_mismatch"
+    assert httpx.get(server.state_url(NAME)).status_code == 404
+    assert ("push", "checksum_mismatch") in _audit(server)
+    right = httpx.put(
+        f"{server.url}/api/v1/content/{NAME}",
+        content=state_bytes(1),
+        headers={"Content-MD5": md5_header(state_bytes(1))},
+    )
+    assert right.status_code == 200, right.text
+
+
+def test_a_body_refused_by_its_declared_length_is_audited(
+    serve: Callable[..., StatekeeperServer],
+) -> None:
+    server = serve(env={"STATEKEEPER_MAX_BODY": "4K"})
+    big = b"{" + b" " * 8192 + b"}"
+    assert httpx.post(server.state_url(NAME), content=big).status_code == 413
+    assert httpx.request("LOCK", server.state_url(NAME), content=big).status_code == 413
+    assert httpx.put(f"{server.url}/api/v1/content/{NAME}", content=big).status_code == 413
+    recorded = _audit(server)
+    for action in ("write", "lock", "push"):
+        assert (action, "payload_too_large") in recorded, recorded

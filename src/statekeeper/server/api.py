@@ -28,12 +28,14 @@ from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from statekeeper.errors import BadRequest, PayloadTooLarge
 from statekeeper.events import Action
 from statekeeper.security.policy import Permission
-from statekeeper.server.body import read_body
+from statekeeper.server.body import read_body, single_header
 from statekeeper.server.inputs import JsonIn
-from statekeeper.server.tfhttp import authorize, caller_of
+from statekeeper.server.tfhttp import authorize, caller_of, refused
 from statekeeper.state.operator import Operator
+from statekeeper.state.service import check_content_md5
 from statekeeper.state.views import (
     DiffView,
     ErrorBody,
@@ -133,7 +135,12 @@ async def push_state(request: Request, name: str, force: bool = False) -> PushRe
         authorize(request, state, Permission.ADMIN, Action.PUSH, "force a push to")
     else:
         authorize(request, state, Permission.WRITE, Action.PUSH, "push to")
-    data = await read_body(request, request.app.state.services.settings.max_body)
+    try:
+        content_md5 = single_header(request, "Content-MD5")
+        data = await read_body(request, request.app.state.services.settings.max_body)
+        check_content_md5(content_md5, data)
+    except (BadRequest, PayloadTooLarge) as exc:
+        await refused(request, state, Action.PUSH, exc)
     op, caller = _operator(request), caller_of(request)
     return await run_in_threadpool(lambda: op.push(caller, state, data, force=force))
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import NoReturn
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -29,6 +30,7 @@ from statekeeper.errors import (
     InvalidLockInfo,
     InvalidStateName,
     LockConflict,
+    PayloadTooLarge,
     StatekeeperError,
 )
 from statekeeper.events import Action
@@ -39,10 +41,11 @@ from statekeeper.server.errors import error_response
 from statekeeper.server.lockwait import LockWaits
 from statekeeper.server.workers import Workers
 from statekeeper.state.reads import StateStream
+from statekeeper.state.service import check_content_md5
 from statekeeper.terraform.lockinfo import LockInfo, lock_info_too_large
 from statekeeper.terraform.names import NAME_RULES, StateName
 
-__all__ = ["TerraformRoutes", "authorize", "backend_block", "caller_of", "routes"]
+__all__ = ["TerraformRoutes", "authorize", "backend_block", "caller_of", "refused", "routes"]
 
 STATE_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "LOCK", "UNLOCK"]
 LOCK_METHODS = ["LOCK", "UNLOCK", "POST", "PUT", "DELETE"]
@@ -151,12 +154,24 @@ def _close(chunks: Iterator[bytes]) -> None:
         close()
 
 
+async def refused(
+    request: Request, name: StateName, action: Action, error: StatekeeperError
+) -> NoReturn:
+    """Record ``error``, found before ``action`` could run, as its event; raise it."""
+    states, caller = _services(request).states, caller_of(request)
+    await _workers(request).run(lambda: states.refuse(name, caller, action, error))
+    raise error  # refuse raised it already
+
+
 async def _write(request: Request, name: StateName) -> Response:
     services = _services(request)
     authorize(request, name, Permission.WRITE, Action.WRITE, "write")
     content_md5 = single_header(request, "Content-MD5")
     # Hashed, validated and handed to the store as it arrives (state/intake.py).
-    body = BodyStream(request, services.settings.max_body)
+    try:
+        body = BodyStream(request, services.settings.max_body)
+    except (BadRequest, PayloadTooLarge) as exc:  # its declared length
+        await refused(request, name, Action.WRITE, exc)
     try:
         await body.prefetch()
         outcome = await _workers(request).run(
@@ -192,12 +207,20 @@ async def _delete(request: Request, name: StateName) -> Response:
     return _ok()
 
 
-async def _lock_body(request: Request) -> bytes:
-    """A LockInfo body: small, so its limit is max_lock_info (or max_body if lower)."""
+async def _lock_body(request: Request, name: StateName, action: Action) -> bytes:
+    """A LockInfo body: small, so its limit is max_lock_info (or max_body if lower);
+    checked against its Content-MD5 when one came with it."""
     settings = _services(request).settings
-    if settings.max_body < settings.max_lock_info:
-        return await read_body(request, settings.max_body)
-    return await read_body(request, settings.max_lock_info, lock_info_too_large)
+    try:
+        content_md5 = single_header(request, "Content-MD5")
+        if settings.max_body < settings.max_lock_info:
+            body = await read_body(request, settings.max_body)
+        else:
+            body = await read_body(request, settings.max_lock_info, lock_info_too_large)
+        check_content_md5(content_md5, body)
+    except (BadRequest, PayloadTooLarge) as exc:
+        await refused(request, name, action, exc)
+    return body
 
 
 def _waits(request: Request) -> LockWaits:
@@ -208,7 +231,7 @@ def _waits(request: Request) -> LockWaits:
 async def _lock(request: Request, name: StateName) -> Response:
     services = _services(request)
     authorize(request, name, Permission.WRITE, Action.LOCK, "lock")
-    body = await _lock_body(request)
+    body = await _lock_body(request, name, Action.LOCK)
     waits, key = _waits(request), str(name)
     try:
         lock_id = LockInfo.parse(body).id
@@ -236,11 +259,12 @@ async def _unlock(request: Request, name: StateName) -> Response:
     services = _services(request)
     # An empty body is Terraform's force-unlock ('admin'); any other needs at least
     # 'write' (OpenTofu's force form, known from the body, is checked after it).
-    if _no_body(request):
-        authorize(request, name, Permission.ADMIN, Action.FORCE_UNLOCK, "force-unlock")
+    action = Action.FORCE_UNLOCK if _no_body(request) else Action.UNLOCK
+    if action is Action.FORCE_UNLOCK:
+        authorize(request, name, Permission.ADMIN, action, "force-unlock")
     else:
-        authorize(request, name, Permission.WRITE, Action.UNLOCK, "unlock")
-    body = await _lock_body(request)
+        authorize(request, name, Permission.WRITE, action, "unlock")
+    body = await _lock_body(request, name, action)
     caller = caller_of(request)
     released = await _workers(request).run(lambda: services.locks.unlock(name, body, caller))
     _waits(request).released(str(name))

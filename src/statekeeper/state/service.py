@@ -18,11 +18,13 @@ import hashlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from typing import NoReturn
 
 from statekeeper.errors import (
     ChecksumMismatch,
     InvalidState,
     StateConflict,
+    StatekeeperError,
     StateNotFound,
     WriteRace,
 )
@@ -40,7 +42,7 @@ from statekeeper.terraform.names import StateName
 from statekeeper.terraform.statedoc import StateDoc
 from statekeeper.times import utcnow
 
-__all__ = ["StateService", "WriteOutcome"]
+__all__ = ["StateService", "WriteOutcome", "check_content_md5"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,19 @@ def decode_content_md5(header: str) -> bytes:
     return digest
 
 
+def check_content_md5(header: str | None, data: bytes) -> None:
+    """Refuse ``data`` when a ``Content-MD5`` header came with it and does not match."""
+    if header is not None and decode_content_md5(header) != hashlib.md5(data).digest():
+        raise _mismatch()
+
+
+def _mismatch() -> ChecksumMismatch:
+    return ChecksumMismatch(
+        "the Content-MD5 header does not match the body (the upload was damaged "
+        "or altered); nothing was written"
+    )
+
+
 class StateService(StateReads):
     """:class:`StateReads`, and the writes: every rule a new version passes."""
 
@@ -101,6 +116,15 @@ class StateService(StateReads):
             return  # no event to open: nothing would be recorded (on the event loop, per request)
         with self.events.event(action, caller, name, record_success=False):
             require(self.policy, caller, name, needed, what)
+
+    def refuse(
+        self, name: StateName, caller: Caller, action: Action, error: StatekeeperError
+    ) -> NoReturn:
+        """Record ``error``, found in a request before its operation could run (a body
+        over its limit or not matching its Content-MD5), as the operation's one event,
+        and raise it: a refusal is traceable however early it comes."""
+        with self.events.event(action, caller, name, record_success=False):
+            raise error
 
     def _current(self, key: str) -> tuple[ObjectInfo, str, _Stamp | None] | None:
         """The current version's facts and SHA-256, from its metadata when it has them.
@@ -195,10 +219,7 @@ class StateService(StateReads):
         with self.store.upload(key) as upload:
             md5, sha256, doc = intake(chunks, upload)
             if content_md5 is not None and decode_content_md5(content_md5) != md5.digest():
-                raise ChecksumMismatch(
-                    "the Content-MD5 header does not match the body (the upload was damaged "
-                    "or altered); nothing was written"
-                )
+                raise _mismatch()
             if isinstance(doc, InvalidState):
                 raise doc
             # Serialized: the fence and the guard read, then the store writes.
