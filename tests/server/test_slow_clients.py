@@ -83,3 +83,27 @@ def test_connections_beyond_the_limit_are_refused_and_the_server_recovers(
             pass
         assert time.monotonic() < deadline, "the server did not recover"
         time.sleep(0.1)
+
+
+def test_request_headers_past_64_kib_are_refused_at_once_and_others_go_on(
+    serve: Callable[..., StatekeeperServer],
+) -> None:
+    server = serve()
+    with _connect(server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        started = time.monotonic()
+        sent = 0
+        try:
+            while sent < 100 * 1024 * 1024:  # refused long before 100 MiB
+                sock.sendall(b"a" * 65536)
+                sent += 65536
+        except OSError:
+            pass  # the server closed the connection
+        answer = _answer(sock)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+    assert b"larger than 64 KiB" in answer
+    assert sent < 4 * 1024 * 1024
+    assert time.monotonic() - started < 10
+    # Headers of a size real clients send, on a connection of their own, still pass.
+    headers = {"X-Padding": "p" * 16_000}
+    assert httpx.get(server.url + "/healthz", headers=headers).status_code == 200
