@@ -110,7 +110,7 @@ def test_a_search_during_the_first_build_answers_from_the_states_indexed_so_far(
 def test_the_api_and_the_ui_say_the_index_is_being_built(services: Services) -> None:
     _, store = _gated(services)
     try:
-        with TestClient(create_app(services)) as client:
+        with TestClient(create_app(services), base_url="http://localhost") as client:
             answer = client.get("/api/v1/search", params={"q": "type:aws_s3_bucket", "limit": 1000})
             assert answer.status_code == 200
             body = answer.json()

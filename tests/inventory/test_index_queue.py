@@ -62,7 +62,7 @@ def test_a_write_does_not_index_in_the_request_and_a_search_right_after_sees_it(
     assert inventory.queue.pending() == 1
     assert _indexed_version(services.inventory_path, str(NAME)) is None
     started = time.monotonic()
-    with TestClient(create_app(services)) as client:
+    with TestClient(create_app(services), base_url="http://localhost") as client:
         r = client.get("/api/v1/search", params={"q": "queued-bucket"})
     assert r.status_code == 200, r.text
     assert [h["state"] for h in r.json()["hits"]] == [str(NAME)]

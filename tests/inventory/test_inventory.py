@@ -113,7 +113,7 @@ def test_the_search_api_answers_with_the_callers_grants(services: Services) -> N
     services.states.write(StateName("other/app.tfstate"), _state(1, "b1"), OPERATOR)
     secret = services.tokens.create(OPERATOR, "reader", ["team/*:read"], None).secret
     services.tokens.create(OPERATOR, "viewer", ["team/*:outputs"], None)
-    with TestClient(create_app(services)) as client:
+    with TestClient(create_app(services), base_url="http://localhost") as client:
         auth = {"Authorization": f"Bearer {secret}"}
         r = client.get("/api/v1/search", params={"q": "b1"}, headers=auth)
         assert r.status_code == 200, r.text

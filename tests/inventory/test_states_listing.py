@@ -115,7 +115,7 @@ def test_a_fresh_index_answers_without_listing_the_bucket(
     rows = backend.list_states("", False)
     scoped = _rows(services, Caller(actor="t", scopes=("team/*:read",)))
     under = backend.list_states("team/", False)
-    with TestClient(create_app(services)) as client:
+    with TestClient(create_app(services), base_url="http://localhost") as client:
         api = client.get("/api/v1/states").json()
     assert _scans(metrics) == before, "a fresh index lists nothing on S3"
 
@@ -151,7 +151,7 @@ def test_the_ui_states_page_uses_a_fresh_index_and_never_waits_for_a_stale_one(
     inventory = services.inventory()
     inventory.fresh()  # caught up: fresh for the next 2 s
     before = _scans(metrics)
-    with TestClient(create_app(services)) as client:
+    with TestClient(create_app(services), base_url="http://localhost") as client:
         page = client.get("/")
         assert page.status_code == 200 and "team/app.tfstate" in page.text
         assert _scans(metrics) == before, "a fresh index: the page lists nothing on S3"

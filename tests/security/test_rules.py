@@ -159,7 +159,7 @@ def test_a_request_that_never_answers_gets_503_after_the_timeout() -> None:
 
     async def call() -> httpx.Response:
         transport = httpx.ASGITransport(app=TimeoutMiddleware(stuck, seconds=0.2))
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             return await client.get("/state/team/a.tfstate")
 
     r = asyncio.run(call())

@@ -16,7 +16,7 @@ def _call(app: ErrorGuard) -> httpx.Response:
         # The exception is re-raised after the answer, for the server to log: the
         # transport is told to keep the answer instead.
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             return await client.get("/state/team/a.tfstate")
 
     return asyncio.run(call())

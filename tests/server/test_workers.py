@@ -415,7 +415,7 @@ def test_in_the_app_a_write_beside_another_client_hops_whole(services: Services)
     second.loop.run_until_complete(second.client.aclose())  # one from another address:
     second.client = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app, client=("198.51.100.9", 6000)),
-        base_url="http://statekeeper.test",
+        base_url="http://localhost",
     )
     seen = _record_threads(first)
     try:

@@ -79,7 +79,7 @@ class Api:
         self.loop = asyncio.new_event_loop()
         self.client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app, client=("203.0.113.7", 4711)),
-            base_url="http://statekeeper.test",
+            base_url="http://localhost",
         )
 
     def close(self) -> None:

@@ -101,7 +101,7 @@ def _stack(inner: Any) -> AccessMiddleware:
 def _get(app: Any, headers: dict[str, str] | None = None) -> httpx.Response:
     async def call() -> httpx.Response:
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             response = await client.get("/state/team/a.tfstate", headers=headers)
         logging.getLogger("statekeeper.access").handlers[0].flush()
         return response

@@ -25,7 +25,7 @@ def test_plans_sharing_a_lock_are_each_listed_and_the_state_says_shared(tmp_path
         second = LockInfo.new("OperationTypePlan", "bob@ci")
         services.locks.lock(NAME, first.body, Caller("alice"))
         services.locks.lock(NAME, second.body, Caller("bob"))
-        with TestClient(create_app(services)) as client:
+        with TestClient(create_app(services), base_url="http://localhost") as client:
             locks = client.get("/ui/locks").text
             states = client.get("/").text
             state = client.get(f"/ui/state/{NAME}").text

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import importlib.util
-import ipaddress
 import socket
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import typer
 from statekeeper.cli.commands import app
 from statekeeper.cli.context import obj
 from statekeeper.cli.options import PANEL_SERVER, STORE
+from statekeeper.server.loopback import is_loopback
 
 # serve opens the store itself and is the server: --server/--token do not apply.
 SERVE_OPTIONS = STORE | {"tokens_file"}
@@ -22,7 +22,7 @@ SERVE_OPTIONS = STORE | {"tokens_file"}
 if TYPE_CHECKING:
     from statekeeper.storage.base import ObjectStore
 
-__all__ = ["event_loop", "freeze_start_up", "is_loopback", "listen", "serve"]
+__all__ = ["event_loop", "freeze_start_up", "listen", "serve"]
 
 
 def event_loop() -> str:
@@ -33,15 +33,6 @@ def event_loop() -> str:
     hand-back of its result) is C: the lock cycle costs the server 5 to 7 % less CPU.
     """
     return "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -32,6 +32,7 @@ from statekeeper.security.tokens import TokenRecord, hash_secret
 from statekeeper.server.denials import Denials
 from statekeeper.server.errors import error_response
 from statekeeper.server.limits import RateLimiter, rate_limited_response
+from statekeeper.server.loopback import foreign_request
 from statekeeper.times import format_rfc3339
 
 __all__ = [
@@ -199,6 +200,11 @@ class AuthMiddleware:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
+        if self.authenticator.anonymous:
+            foreign = foreign_request(scope["headers"])
+            if foreign is not None:
+                await error_response(foreign)(scope, receive, send)
+                return
         if is_ui_path(scope["path"]):
             # The UI's routes resolve the caller from their session cookie with this,
             # and apply the same per-caller rate.
