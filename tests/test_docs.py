@@ -104,10 +104,19 @@ def test_anchor_slugs_follow_github() -> None:
 
 
 def test_every_api_route_is_in_the_api_docs() -> None:
-    from statekeeper.server import admin_api, api
+    from statekeeper.server import admin_api, api, history_api, hooks_api, search_api
 
     page = (ROOT / "docs" / "api.md").read_text()
-    for route in [*api.router.routes, *admin_api.router.routes]:
+    routers = [api, admin_api, history_api, hooks_api, search_api]
+    routes = [route for module in routers for route in module.router.routes]
+    # Every module of the server that declares an API router is listed above.
+    declared = {
+        path.stem
+        for path in (ROOT / "src" / "statekeeper" / "server").glob("*.py")
+        if "APIRouter(" in path.read_text()
+    }
+    assert declared == {module.__name__.rsplit(".", 1)[1] for module in routers}
+    for route in routes:
         path = re.sub(r"\{(\w+):path\}", r"{\1}", route.path)  # type: ignore[attr-defined]
         for method in route.methods:  # type: ignore[attr-defined]
             assert re.search(f"`{method} {re.escape(path)}[`? ]", page), (
