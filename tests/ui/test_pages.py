@@ -107,7 +107,7 @@ def services(tmp_path: Path) -> Iterator[Services]:
 
 
 def test_anonymous_loopback_mode_shows_everything_without_sign_in(services: Services) -> None:
-    with TestClient(create_app(services)) as client:
+    with TestClient(create_app(services), base_url="http://localhost") as client:
         page = client.get("/")
         assert page.status_code == 200
         assert "team/app.tfstate" in page.text
@@ -135,7 +135,7 @@ def _sign_in(client: TestClient, name: str, secret: str) -> Any:
 def test_a_session_ends_when_its_token_is_revoked(services: Services) -> None:
     secret = _issue(services, "alice", ["team/*:read"])
     _issue(services, "bob", ["team/*:read"])  # access control stays on after the revoke
-    with TestClient(create_app(services), base_url="https://testserver") as client:
+    with TestClient(create_app(services), base_url="https://localhost") as client:
         signed = _sign_in(client, "alice", secret)
         assert signed.status_code == 303
         assert signed.headers["location"] == "/"  # never off-site
@@ -150,7 +150,7 @@ def test_a_session_ends_when_its_token_is_revoked(services: Services) -> None:
 
 def test_a_tampered_cookie_is_no_session(services: Services) -> None:
     secret = _issue(services, "alice", ["team/*:read"])
-    with TestClient(create_app(services)) as client:
+    with TestClient(create_app(services), base_url="http://localhost") as client:
         _sign_in(client, "alice", secret)
         value = client.cookies["statekeeper_session"]
         # Replaced, not added beside it: the jar would send both, the valid one first.
@@ -164,7 +164,7 @@ def test_a_tampered_cookie_is_no_session(services: Services) -> None:
 
 def test_a_failed_sign_in_is_audited_without_the_secret(services: Services) -> None:
     _issue(services, "alice", ["team/*:read"])
-    with TestClient(create_app(services)) as client:
+    with TestClient(create_app(services), base_url="http://localhost") as client:
         refused = _sign_in(client, "alice", "not-the-secret")
         assert refused.status_code == 401
         assert "www-authenticate" not in refused.headers
@@ -183,7 +183,7 @@ def test_values_from_a_state_are_escaped_and_pages_forbid_scripts(services: Serv
         outputs={"o": {"value": evil, "type": "string"}},
     )
     services.states.write(StateName("team/app.tfstate"), doc, OPERATOR)
-    with TestClient(create_app(services)) as client:
+    with TestClient(create_app(services), base_url="http://localhost") as client:
         page = client.get("/ui/state/team/app.tfstate")
         assert page.status_code == 200
         assert evil not in page.text
@@ -197,7 +197,7 @@ def test_ui_pages_count_against_the_callers_rate(tmp_path: Path) -> None:
     limited = Services.build(load_settings({"data_dir": tmp_path / "d"}, env=env))
     try:
         secret = _issue(limited, "alice", ["team/*:read"])
-        with TestClient(create_app(limited)) as client:
+        with TestClient(create_app(limited), base_url="http://localhost") as client:
             assert _sign_in(client, "alice", secret).status_code == 303
             statuses = [client.get("/ui/locks").status_code for _ in range(4)]
             assert statuses[:3] == [200, 200, 200]
@@ -259,3 +259,37 @@ def test_ui_pages_answer_head_with_the_headers_of_get_and_no_body(tmp_path: Path
                 assert head["content-length"] == got["content-length"] == str(len(body))
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("path", "what"),
+    [
+        ("/?page=0", "query.page: Input should be greater than or equal to 1"),
+        ("/ui/audit?limit=abc", "query.limit: Input should be a valid integer"),
+        ("/ui/rollback/team/app.tfstate", "query.to: Field required"),
+    ],
+)
+def test_a_page_asked_with_a_bad_parameter_answers_an_error_page(
+    services: Services, path: str, what: str
+) -> None:
+    with TestClient(create_app(services), base_url="http://localhost") as client:
+        page = client.get(path)
+        assert page.status_code == 422
+        assert page.headers["content-type"].startswith("text/html")
+        assert what in page.text
+        # The API keeps its JSON answer.
+        api = client.get("/api/v1/audit?limit=abc")
+        assert api.status_code == 422 and api.json()["error"] == "invalid_request"
+
+
+def test_a_method_a_route_does_not_take_is_refused_with_where_to_look(
+    services: Services,
+) -> None:
+    with TestClient(create_app(services), base_url="http://localhost") as client:
+        refused = client.request("PATCH", "/api/v1/tokens")
+        assert refused.status_code == 405
+        message = refused.json()["message"]
+        assert message.startswith("PATCH is not allowed on /api/v1/tokens; docs/api.md lists")
+        assert "Terraform" not in message
+        refused = client.request("PATCH", "/state/team/app.tfstate")
+        assert "Terraform's http backend uses GET, POST (or PUT)" in refused.json()["message"]

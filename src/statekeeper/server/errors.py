@@ -64,10 +64,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     if exc.status_code == 405:
-        message = (
-            f"{request.method} is not allowed on {request.url.path}; Terraform's "
-            "http backend uses GET, POST (or PUT), DELETE, LOCK and UNLOCK on /state/NAME"
-        )
+        path = request.url.path
+        if path.startswith(("/state/", "/lock/")):
+            takes = "Terraform's http backend uses GET, POST (or PUT), DELETE, LOCK and UNLOCK"
+        else:
+            # Not the router's Allow header: it names the methods of the first route on
+            # the path, and a path may have a route per method (GET and POST /api/v1/tokens).
+            takes = "docs/api.md lists the methods of each route"
+        message = f"{request.method} is not allowed on {path}; {takes}"
     return JSONResponse(
         {"error": code, "message": message}, status_code=exc.status_code, headers=exc.headers
     )
@@ -88,10 +92,15 @@ async def _invalid_request(request: Request, exc: Exception) -> Response:
         f"{'.'.join(_safe(part) for part in error.get('loc', ()))}: {_safe(error.get('msg', ''))}"
         for error in exc.errors()
     ]
-    return JSONResponse(
-        {"error": "invalid_request", "message": "; ".join(problems) or "the request is invalid"},
-        status_code=422,
-    )
+    message = "; ".join(problems) or "the request is invalid"
+    from statekeeper.server.auth import is_ui_path  # here: auth answers with this module
+
+    if is_ui_path(request.url.path):
+        # A browser's page: an error page like the UI's others, not JSON.
+        from statekeeper.server.ui.context import Page
+
+        return Page(request).render("error.html", 422, title="Invalid request", message=message)
+    return JSONResponse({"error": "invalid_request", "message": message}, status_code=422)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
