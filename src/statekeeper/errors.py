@@ -168,10 +168,13 @@ class LockMismatch(Conflict):
     code = "lock_mismatch"
 
     def __init__(self, holder: LockInfo, given: str | None) -> None:
-        given_text = f"lock ID {given!r}" if given else "no lock ID"
+        mismatch = (
+            f"lock ID {given!r} does not match the lock held by {holder.describe()}"
+            if given
+            else f"no lock ID was given for the lock held by {holder.describe()}"
+        )
         super().__init__(
-            f"{given_text} does not match the lock held by {holder.describe()}; "
-            "only the holder may write or unlock (an admin may force-unlock)"
+            f"{mismatch}; only the holder may write or unlock (an admin may force-unlock)"
         )
         self.holder = holder
         self.given = given

@@ -212,3 +212,15 @@ def test_audit_command_filters(tmp_path: Path, serve: Callable[..., StatekeeperS
     bad = _cli(tmp_path / "server", "audit", "--since", "last tuesday")
     assert bad.returncode == 2
     assert "RFC 3339" in bad.stderr
+
+
+def test_basic_credentials_that_are_not_utf8_are_refused_saying_so(
+    serve: Callable[..., StatekeeperServer], tmp_path: Path
+) -> None:
+    workdir = tmp_path / "secured"
+    make_tokens(workdir, {"ci": ["**:read"]})
+    server = serve(workdir=workdir)
+    # Valid base64 of bytes that are not UTF-8.
+    refused = httpx.get(server.state_url("a"), headers={"Authorization": "Basic //46eA=="})
+    assert refused.status_code == 401
+    assert "the Basic credentials are not UTF-8" in refused.json()["message"]

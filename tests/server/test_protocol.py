@@ -203,3 +203,16 @@ def test_health(api: Api) -> None:
     response = api.request("GET", "/healthz")
     assert response.status_code == 200
     assert response.json()["status"] == "ok"
+
+
+def test_a_json_body_sent_as_a_form_is_refused_naming_the_content_type(api: Api) -> None:
+    # What `curl --data '{…}'` sends: the body is JSON, its Content-Type is a form's.
+    refused = api.request(
+        "POST",
+        "/api/v1/rollback/a.tfstate",
+        content=b'{"to": "serial:1"}',
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert refused.status_code == 422
+    message = refused.json()["message"]
+    assert "Content-Type: application/json, not 'application/x-www-form-urlencoded'" in message

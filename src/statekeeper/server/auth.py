@@ -91,9 +91,13 @@ class Authenticator:
         value = value.strip()
         if scheme == "basic":
             try:
-                decoded = base64.b64decode(value, validate=True).decode()
+                raw = base64.b64decode(value, validate=True)
             except (binascii.Error, ValueError) as exc:
                 raise Unauthenticated("the Basic credentials are not base64; " + _HOW) from exc
+            try:
+                decoded = raw.decode()
+            except UnicodeDecodeError as exc:
+                raise Unauthenticated("the Basic credentials are not UTF-8; " + _HOW) from exc
             username, sep, secret = decoded.partition(":")
             if not sep or not secret:
                 raise Unauthenticated("the Basic credentials carry no password; " + _HOW)

@@ -93,6 +93,10 @@ async def _invalid_request(request: Request, exc: Exception) -> Response:
         for error in exc.errors()
     ]
     message = "; ".join(problems) or "the request is invalid"
+    sent = request.headers.get("content-type", "")
+    if any(error.get("loc") == ("body",) for error in exc.errors()) and "json" not in sent:
+        # FastAPI reads a body as JSON only when it says so: a bare curl --data does not.
+        message += f"; send the body as JSON with Content-Type: application/json, not {sent!r}"
     from statekeeper.server.auth import is_ui_path  # here: auth answers with this module
 
     if is_ui_path(request.url.path):

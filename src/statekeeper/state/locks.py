@@ -371,6 +371,6 @@ class LockService:
         given = f"lock {lock_id!r}" if lock_id else "no lock ID"
         raise LockConflict(
             holder,
-            f"{name} is locked by {holder.describe()} and the write carries {given}; "
+            f"{name} is locked by {holder.describe()} and the request carries {given}; "
             "nothing was written",
         )
