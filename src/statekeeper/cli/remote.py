@@ -18,7 +18,13 @@ import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from statekeeper import errors
-from statekeeper.errors import LockConflict, StatekeeperError, StorageError, Unauthenticated
+from statekeeper.errors import (
+    ConfigError,
+    LockConflict,
+    StatekeeperError,
+    StorageError,
+    Unauthenticated,
+)
 from statekeeper.inventory.views import InventoryCounts, SearchResult
 from statekeeper.state import views
 from statekeeper.terraform.layout import LOCK_FIELDS
@@ -82,10 +88,34 @@ def _parse(adapter: TypeAdapter[T], response: httpx.Response) -> T:
         ) from exc
 
 
+def _auth_headers(token: str | None) -> dict[str, str]:
+    """The Authorization header for ``token``, surrounding whitespace (a pasted secret's
+    newline) dropped. A token with a character a bearer token cannot hold is refused
+    without being printed: it is a secret, and no request was sent."""
+    token = (token or "").strip()
+    if not token:
+        return {}
+    # A bearer token (RFC 6750; a JWT too) is visible ASCII; httpx encodes headers as
+    # ASCII and h11 refuses a control character, each with the secret in its message.
+    if not all("!" <= c <= "~" for c in token):
+        kind = (
+            "a non-ASCII character"
+            if not token.isascii()
+            else "a space"
+            if " " in token
+            else "a control character"
+        )
+        raise ConfigError(
+            f"the token (--token or STATEKEEPER_TOKEN) holds {kind}, which a bearer "
+            "token cannot; check that the whole secret was copied, and nothing else"
+        )
+    return {"Authorization": f"Bearer {token}"}
+
+
 class RemoteBackend:
     def __init__(self, url: str, token: str | None) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.url = url.rstrip("/")
+        headers = _auth_headers(token)
         self.client = httpx.Client(base_url=self.url, headers=headers, timeout=60.0)
 
     def _call(
