@@ -152,8 +152,7 @@ def decrypt(
 ) -> None:
     """Decrypt a version with the master key, without a server: a state is never hostage
     to the server running. The data key comes from the store's key ring."""
-    import sys
-
+    from statekeeper.cli.output import write_output
     from statekeeper.errors import BadRequest, ConfigError, StateNotFound
     from statekeeper.storage.encrypting import encrypting, is_encrypted
     from statekeeper.storage.registry import open_store
@@ -183,8 +182,4 @@ def decrypt(
             plain = found.data
     finally:
         opened.close()
-    if output is None:
-        sys.stdout.buffer.write(plain)
-        sys.stdout.flush()
-    else:
-        output.write_bytes(plain)
+    write_output(plain, output)
