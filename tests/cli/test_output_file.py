@@ -53,3 +53,15 @@ def test_an_output_file_gets_the_bytes(
     assert run.exit_code == 0, run.stderr
     assert (tmp_path / "cwd" / "out.tfstate").read_bytes() == state_bytes(3)
     assert run.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "command", [("pull", NAME), ("encryption", "decrypt", "--state", NAME)], ids=" ".join
+)
+def test_output_dash_is_stdout(
+    tmp_path: Path, cli_process: CliFn, stored: dict[str, str], command: tuple[str, ...]
+) -> None:
+    run = cli_process(*command, "-o", "-", env=stored)
+    assert run.exit_code == 0, run.stderr
+    assert run.stdout_bytes == state_bytes(3)
+    assert not (tmp_path / "cwd" / "-").exists()

@@ -147,7 +147,7 @@ def decrypt(
         typer.Option(help="File holding the master key (default: STATEKEEPER_MASTER_KEY)"),
     ] = None,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write here (default: stdout)")
+        Path | None, typer.Option("--output", "-o", help="Write here (default, or '-': stdout)")
     ] = None,
 ) -> None:
     """Decrypt a version with the master key, without a server: a state is never hostage

@@ -85,12 +85,13 @@ def print_view(view: BaseModel | Sequence[BaseModel]) -> None:
 
 
 def write_output(data: bytes, output: Path | None) -> Path | None:
-    """``data`` to the file ``output`` (returned), or to stdout when it is None.
+    """``data`` to the file ``output`` (returned), or to stdout when it is None or
+    ``-`` (as ``push`` reads ``-`` as stdin).
 
     A file that cannot be written (a directory, a missing parent) is refused
     naming it, as the command's error, not as a traceback.
     """
-    if output is None:
+    if output is None or str(output) == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
         return None

@@ -166,7 +166,8 @@ def pull(
     name: Annotated[str, typer.Argument(metavar="NAME", help="State name")],
     version: VersionOpt = None,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write to FILE instead of stdout")
+        Path | None,
+        typer.Option("--output", "-o", help="Write to FILE instead of stdout ('-': stdout)"),
     ] = None,
 ) -> None:
     """Print (or save) a state's bytes exactly as stored."""
