@@ -91,8 +91,9 @@ def list_hooks(
     ctx: typer.Context,
     as_json: JsonFlag = False,
 ) -> None:
-    """List subscriptions (never their secrets): the config file's [[hooks]] (FROM
+    """List subscriptions (never their secrets): the config file's [\\[hooks]] (FROM
     config, changed only there) and those added by 'hooks add' (FROM command)."""
+    # "\\[" escapes the bracket: the help is rich markup, where [hooks] would be a tag.
     from statekeeper.cli.output import print_view
     from statekeeper.cli.render import print_table
 
