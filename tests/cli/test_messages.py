@@ -51,3 +51,27 @@ def test_reap_of_an_operation_no_lock_has_says_so(
     run = cli_process(*reap, "1d", "--operation", "apply")  # the lock is not that old
     assert "no lock is old enough to reap" in run.stderr
     assert "would remove" in cli_process(*reap, "0s", "--operation", "apply").stdout
+
+
+def test_unlock_refuses_id_with_force_and_an_empty_id(
+    serve: Callable[..., StatekeeperServer], cli_process: CliFn
+) -> None:
+    server = serve()
+    held = lock_body()
+    assert httpx.request("LOCK", server.state_url(NAME), content=held).status_code == 200
+    unlock = ("--server", server.url, "unlock", NAME)
+
+    run = cli_process(*unlock, "--id", "WRONG", "--force")
+    assert run.exit_code == 2, run.stderr
+    assert "--id and --force both given" in run.stderr
+
+    for empty in ("", " "):
+        run = cli_process(*unlock, "--id", empty)
+        assert run.exit_code == 2, run.stderr
+        assert "Error: the lock ID is empty; give the lock's ID" in run.stderr
+        assert "does not match" not in run.stderr
+    answer = httpx.delete(f"{server.url}/api/v1/locks/{NAME}", params={"id": ""})
+    assert answer.status_code == 400 and answer.json()["error"] == "bad_request"
+
+    assert NAME in cli_process("--server", server.url, "locks").stdout  # still held
+    assert cli_process(*unlock, "--force").exit_code == 0

@@ -175,6 +175,15 @@ def unlock(ctx: click.Context, name: str, lock_id: str | None, force: bool, json
     (from 'statekeeper locks') or --force. Make sure no run is still going:
     removing a live run's lock lets a second run corrupt the state.
     """
+    if lock_id is not None and force:
+        from statekeeper.errors import BadRequest
+
+        # Contradictory: --id guards against removing someone else's lock, --force
+        # removes it anyway; which one was meant cannot be told.
+        raise BadRequest(
+            "--id and --force both given: --id removes the lock only if it has that ID, "
+            "--force removes whatever lock is held; give one of them"
+        )
     row = obj(ctx, OPERATOR).backend().unlock(StateName(name), lock_id, force)
     if json_out:
         print_view(row)
