@@ -3,6 +3,7 @@ decrypt)."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -21,6 +22,11 @@ AUDIT_OPTIONS = frozenset({"store", "data_dir", "config"}) | REMOTE
 ENCRYPTION_OPTIONS = frozenset({"store", "data_dir", "config"})
 
 
+# Numbers with units: meant as a duration, so the duration parser's own refusal (units
+# out of order, longer than it reads) says what is wrong with it.
+_DURATION_LIKE = re.compile(r"^\s*(?:\d+[a-zA-Z])+\s*$")
+
+
 def parse_since(text: str) -> datetime:
     """An RFC 3339 time, or a duration back from now (``24h``, ``7d``, ``1d12h``)."""
     from statekeeper.errors import BadRequest
@@ -30,13 +36,12 @@ def parse_since(text: str) -> datetime:
         return parse_rfc3339(text)
     except ValueError:
         pass
-    try:
-        return utcnow() - parse_duration(text)
-    except BadRequest as exc:
-        raise BadRequest(
-            f"--since {text!r} is neither an RFC 3339 time (2026-01-01T00:00:00Z) nor a "
-            f"duration back from now ({DURATION_GRAMMAR})"
-        ) from exc
+    if _DURATION_LIKE.match(text):
+        return utcnow() - parse_duration(text, what="--since")
+    raise BadRequest(
+        f"--since {text!r} is neither an RFC 3339 time (2026-01-01T00:00:00Z) nor a "
+        f"duration back from now ({DURATION_GRAMMAR})"
+    )
 
 
 @app.command(rich_help_panel=PANEL_SECURITY)
@@ -147,19 +152,20 @@ def decrypt(
         typer.Option(help="File holding the master key (default: STATEKEEPER_MASTER_KEY)"),
     ] = None,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write here (default: stdout)")
+        Path | None, typer.Option("--output", "-o", help="Write here (default, or '-': stdout)")
     ] = None,
 ) -> None:
     """Decrypt a version with the master key, without a server: a state is never hostage
     to the server running. The data key comes from the store's key ring."""
-    import sys
-
+    from statekeeper.cli.output import write_output
     from statekeeper.errors import BadRequest, ConfigError, StateNotFound
     from statekeeper.storage.encrypting import encrypting, is_encrypted
     from statekeeper.storage.registry import open_store
     from statekeeper.terraform.names import StateName
 
-    if (file is None) == (state is None):
+    if file is None and state is None:
+        raise BadRequest("give a FILE of stored bytes or --state NAME: which version to decrypt")
+    if file is not None and state is not None:
         raise BadRequest("give either a FILE of stored bytes or --state NAME, not both")
     try:
         key = key_file.read_text() if key_file else None
@@ -183,8 +189,4 @@ def decrypt(
             plain = found.data
     finally:
         opened.close()
-    if output is None:
-        sys.stdout.buffer.write(plain)
-        sys.stdout.flush()
-    else:
-        output.write_bytes(plain)
+    write_output(plain, output)

@@ -153,7 +153,12 @@ def rollback(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME", help="State name")],
     to: Annotated[
-        str, typer.Option("--to", help="Version to restore: an ID from 'history', or serial:N")
+        str,
+        typer.Option(
+            "--to",
+            help="Version to restore: a version ID from 'history', or serial:N "
+            "(an older version; the current one is refused)",
+        ),
     ],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")] = False,
     json_out: JsonFlag = False,
@@ -172,6 +177,10 @@ def rollback(
         _refuse_if_locked(backend, state)
         # From the current state to the target: what the rollback will do to the state.
         d = backend.diff(state, "current", to)
+        if d.from_ == d.to:  # refused by the rollback too; not worth a question first
+            from statekeeper.state.rollback import already_current
+
+            raise already_current(state, d.to)
         console.print(
             f"Roll back {name} to version {d.to} (serial {dash(d.serial.after)}); it "
             f"becomes a new version with serial {(d.serial.before or 0) + 1}. Against the "

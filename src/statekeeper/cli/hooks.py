@@ -52,8 +52,16 @@ def add(
 ) -> None:
     """Add (or replace) a subscription."""
     from statekeeper.cli.output import console, err_console, print_view
+    from statekeeper.errors import BadRequest
     from statekeeper.hooks.model import EVENT_TYPES, Subscription
 
+    # An empty secret would be replaced by a random one that is never shown: the
+    # receiver could not verify a single delivery.
+    if secret is not None and not secret.strip():
+        raise BadRequest(
+            "--secret is empty; give the receiver's signing secret, or leave --secret out "
+            "to have one generated (printed once)"
+        )
     services = obj(ctx, HOOKS_OPTIONS).services()
     sub = _hooks(services).add(
         Subscription(
@@ -83,8 +91,9 @@ def list_hooks(
     ctx: typer.Context,
     as_json: JsonFlag = False,
 ) -> None:
-    """List subscriptions (never their secrets): the config file's [[hooks]] (FROM
+    """List subscriptions (never their secrets): the config file's [\\[hooks]] (FROM
     config, changed only there) and those added by 'hooks add' (FROM command)."""
+    # "\\[" escapes the bracket: the help is rich markup, where [hooks] would be a tag.
     from statekeeper.cli.output import print_view
     from statekeeper.cli.render import print_table
 

@@ -18,6 +18,7 @@ from statekeeper.cli.render import age, print_table, when
 from statekeeper.terraform.names import StateName
 
 if TYPE_CHECKING:
+    from statekeeper.cli.context import Backend
     from statekeeper.state.views import Release
 
 __all__ = ["locks", "unlock"]
@@ -132,14 +133,33 @@ def reap(
     json_out: bool,
 ) -> None:
     """Remove every lock older than --older-than (each removal is reported and audited)."""
-    rows = obj(ctx, OPERATOR).backend().reap(older_than, operation, prefix, dry_run)
+    backend = obj(ctx, OPERATOR).backend()
+    rows = backend.reap(older_than, operation, prefix, dry_run)
     if json_out:
         print_view(rows)
         return
     if not rows:
-        err_console.print("no lock is old enough to reap")
+        err_console.print(_none_reaped(backend, operation, prefix), highlight=False, markup=False)
         return
     _print_releases(rows, dry_run)
+
+
+def _none_reaped(backend: Backend, operation: str | None, prefix: str) -> str:
+    """Why a reap removed nothing: no lock of that operation is held at all, or the
+    ones held are younger than --older-than."""
+    if operation:
+        # Not refused up front: Terraform's operations are not a closed list (tools
+        # and statekeeper itself add state-push, rollback, migrate, …).
+        from statekeeper.state.lockpolicy import is_operation
+
+        held = backend.list_locks(prefix)
+        if held and not any(is_operation(r.operation, operation) for r in held):
+            kinds = ", ".join(sorted({r.operation for r in held if r.operation}))
+            return (
+                f"no lock held{f' under {prefix!r}' if prefix else ''} has the operation "
+                f"{operation!r}" + (f" (held: {kinds})" if kinds else "")
+            )
+    return "no lock is old enough to reap"
 
 
 @click.command()
@@ -155,6 +175,15 @@ def unlock(ctx: click.Context, name: str, lock_id: str | None, force: bool, json
     (from 'statekeeper locks') or --force. Make sure no run is still going:
     removing a live run's lock lets a second run corrupt the state.
     """
+    if lock_id is not None and force:
+        from statekeeper.errors import BadRequest
+
+        # Contradictory: --id guards against removing someone else's lock, --force
+        # removes it anyway; which one was meant cannot be told.
+        raise BadRequest(
+            "--id and --force both given: --id removes the lock only if it has that ID, "
+            "--force removes whatever lock is held; give one of them"
+        )
     row = obj(ctx, OPERATOR).backend().unlock(StateName(name), lock_id, force)
     if json_out:
         print_view(row)

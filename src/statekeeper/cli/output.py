@@ -9,15 +9,24 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from statekeeper.errors import LockConflict, LockMismatch, StatekeeperError
+from statekeeper.errors import BadRequest, LockConflict, LockMismatch, StatekeeperError
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
     from rich.console import Console
 
-__all__ = ["console", "err_console", "escape", "print_error", "print_json", "print_view"]
+__all__ = [
+    "console",
+    "err_console",
+    "escape",
+    "print_error",
+    "print_json",
+    "print_view",
+    "write_output",
+]
 
 
 class _LazyConsole:
@@ -73,3 +82,21 @@ def print_view(view: BaseModel | Sequence[BaseModel]) -> None:
         print_json([v.model_dump(mode="json") for v in view])
     else:
         print_json(view.model_dump(mode="json"))
+
+
+def write_output(data: bytes, output: Path | None) -> Path | None:
+    """``data`` to the file ``output`` (returned), or to stdout when it is None or
+    ``-`` (as ``push`` reads ``-`` as stdin).
+
+    A file that cannot be written (a directory, a missing parent) is refused
+    naming it, as the command's error, not as a traceback.
+    """
+    if output is None or str(output) == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return None
+    try:
+        output.write_bytes(data)
+    except OSError as exc:
+        raise BadRequest(f"cannot write {output}: {exc.strerror or exc}") from exc
+    return output

@@ -11,6 +11,7 @@ code as it would on a local store.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -18,14 +19,20 @@ import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from statekeeper import errors
-from statekeeper.errors import LockConflict, StatekeeperError, StorageError, Unauthenticated
+from statekeeper.errors import (
+    ConfigError,
+    LockConflict,
+    StatekeeperError,
+    StorageError,
+    Unauthenticated,
+)
 from statekeeper.inventory.views import InventoryCounts, SearchResult
 from statekeeper.state import views
 from statekeeper.terraform.layout import LOCK_FIELDS
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.names import StateName
 
-__all__ = ["RemoteBackend", "error_from_response"]
+__all__ = ["RemoteBackend", "error_from_response", "redacted"]
 
 API = "/api/v1"
 V = TypeVar("V", bound=BaseModel)
@@ -82,10 +89,75 @@ def _parse(adapter: TypeAdapter[T], response: httpx.Response) -> T:
         ) from exc
 
 
+# The userinfo of a URL: up to the last "@" before the path (a password may hold "@").
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)@")
+
+
+def redacted(url: str) -> str:
+    """``url`` as messages show it: a password in it (``http://admin:SECRET@host``)
+    becomes ``***``, and so does a user name standing alone (it may be a token)."""
+    m = _USERINFO.match(url)
+    if m is None:
+        return url
+    user, sep, _ = m.group(2).partition(":")
+    return f"{m.group(1)}{user + ':***' if sep else '***'}@{url[m.end() :]}"
+
+
+def _base_url(url: str) -> str:
+    """The --server URL, checked: an http(s) URL of a host and nothing after it.
+
+    Refused here, exit 2, rather than as httpx's traceback (a bad port) or as the
+    server's 404 (a path: the API's routes are absolute, /api/v1/…).
+    """
+    shown = redacted(url)
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise ConfigError(
+            f"--server {shown!r} is not a valid URL ({exc}); give the server's base URL, "
+            "e.g. http://HOST:PORT"
+        ) from exc
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ConfigError(
+            f"--server {shown!r} is not an http(s) URL of a host; give the server's base "
+            "URL, e.g. http://HOST:PORT"
+        )
+    if parsed.path not in ("", "/") or parsed.query or parsed.fragment:
+        raise ConfigError(
+            f"--server {shown!r} has a path after the host; give the server's base URL, "
+            "e.g. http://HOST:PORT (the commands add /api/v1/… themselves)"
+        )
+    return url.rstrip("/")
+
+
+def _auth_headers(token: str | None) -> dict[str, str]:
+    """The Authorization header for ``token``, surrounding whitespace (a pasted secret's
+    newline) dropped. A token with a character a bearer token cannot hold is refused
+    without being printed: it is a secret, and no request was sent."""
+    token = (token or "").strip()
+    if not token:
+        return {}
+    # A bearer token (RFC 6750; a JWT too) is visible ASCII; httpx encodes headers as
+    # ASCII and h11 refuses a control character, each with the secret in its message.
+    if not all("!" <= c <= "~" for c in token):
+        kind = (
+            "a non-ASCII character"
+            if not token.isascii()
+            else "a space"
+            if " " in token
+            else "a control character"
+        )
+        raise ConfigError(
+            f"the token (--token or STATEKEEPER_TOKEN) holds {kind}, which a bearer "
+            "token cannot; check that the whole secret was copied, and nothing else"
+        )
+    return {"Authorization": f"Bearer {token}"}
+
+
 class RemoteBackend:
     def __init__(self, url: str, token: str | None) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.url = url.rstrip("/")
+        self.url = _base_url(url)
+        headers = _auth_headers(token)
         self.client = httpx.Client(base_url=self.url, headers=headers, timeout=60.0)
 
     def _call(
@@ -102,8 +174,8 @@ class RemoteBackend:
             response = self.client.request(method, path, params=params, json=body, content=content)
         except httpx.HTTPError as exc:
             raise StorageError(
-                f"cannot reach the statekeeper server at {self.url}: {exc}; is it running, "
-                "and is --server (STATEKEEPER_SERVER) right?"
+                f"cannot reach the statekeeper server at {redacted(self.url)}: {exc}; is it "
+                "running, and is --server (STATEKEEPER_SERVER) right?"
             ) from exc
         if response.status_code >= 400:
             raise error_from_response(response)

@@ -56,6 +56,8 @@ def search(
         err_console.print(f"note: {result.building.note}", highlight=False, markup=False)
     if json_out:
         print_view(result)
+        if not result.hits:
+            raise typer.Exit(1)  # as without --json: the documented "nothing matches"
         return
     if not result.hits:
         err_console.print(f"nothing matches {query!r}", highlight=False, markup=False)

@@ -11,7 +11,14 @@ import typer
 from statekeeper.cli.commands import JsonFlag, app
 from statekeeper.cli.context import obj
 from statekeeper.cli.options import OPERATOR, PANEL_STATES
-from statekeeper.cli.output import console, err_console, escape, print_json, print_view
+from statekeeper.cli.output import (
+    console,
+    err_console,
+    escape,
+    print_json,
+    print_view,
+    write_output,
+)
 from statekeeper.cli.render import dash, print_table, size, when, who_lock
 from statekeeper.errors import BadRequest
 from statekeeper.terraform.names import StateName
@@ -159,20 +166,14 @@ def pull(
     name: Annotated[str, typer.Argument(metavar="NAME", help="State name")],
     version: VersionOpt = None,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write to FILE instead of stdout")
+        Path | None,
+        typer.Option("--output", "-o", help="Write to FILE instead of stdout ('-': stdout)"),
     ] = None,
 ) -> None:
     """Print (or save) a state's bytes exactly as stored."""
     data = obj(ctx, OPERATOR).backend().pull(StateName(name), version)
-    if output is None:
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
-        return
-    try:
-        output.write_bytes(data)
-    except OSError as exc:
-        raise BadRequest(f"cannot write {output}: {exc}") from exc
-    err_console.print(f"wrote {len(data)} bytes to {output}", markup=False, soft_wrap=True)
+    if write_output(data, output) is not None:
+        err_console.print(f"wrote {len(data)} bytes to {output}", markup=False, soft_wrap=True)
 
 
 @app.command(rich_help_panel=PANEL_STATES)

@@ -14,6 +14,7 @@ import typer
 from statekeeper.cli.commands import JsonFlag, app
 from statekeeper.cli.context import obj
 from statekeeper.cli.options import ACCESS, PANEL_SECURITY
+from statekeeper.security.policy import Permission
 
 __all__ = ["token_app"]
 
@@ -29,7 +30,11 @@ def create(
     ],
     scope: Annotated[
         list[str],
-        typer.Option(help="Grant PATTERN:PERMISSION (outputs, read, write, admin); repeatable"),
+        typer.Option(
+            help="Grant PATTERN:PERMISSION ("
+            + ", ".join(p.name.lower() for p in Permission)
+            + "); repeatable"
+        ),
     ],
     expires: Annotated[
         str | None, typer.Option(help="Lifetime: 90d, 12h, 2w, 1d12h (units w d h m s)")

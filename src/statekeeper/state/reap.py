@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from statekeeper.errors import LockConflict, LockMismatch, LockNotFound
+from statekeeper.errors import BadRequest, LockConflict, LockMismatch, LockNotFound
 from statekeeper.events import Action
 from statekeeper.security.caller import Caller
 from statekeeper.state.listing import LockSummary, list_locks
@@ -56,6 +56,8 @@ def unlock(
     Without either, nothing is removed and LockConflict names the holder and
     the command that would remove it.
     """
+    if lock_id is not None and not lock_id.strip():
+        raise BadRequest("the lock ID is empty; give the lock's ID as 'statekeeper locks' lists it")
     if lock_id is None and not force:
         holder = locks.read(name)
         if holder is None:

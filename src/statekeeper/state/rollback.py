@@ -18,7 +18,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from statekeeper.errors import EncryptedState, InvalidState
+from statekeeper.errors import BadRequest, EncryptedState, InvalidState
 from statekeeper.events import Action
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, require
@@ -30,7 +30,14 @@ from statekeeper.state.version import StateVersion
 from statekeeper.terraform.names import StateName
 from statekeeper.terraform.statedoc import StateDoc
 
-__all__ = ["PushResult", "RollbackResult", "push", "rewrite_serial", "rollback"]
+__all__ = [
+    "PushResult",
+    "RollbackResult",
+    "already_current",
+    "push",
+    "rewrite_serial",
+    "rollback",
+]
 
 #: Operation names in the LockInfo, as ``terraform state push`` writes its own.
 PUSH_OPERATION = "state-push"
@@ -86,6 +93,14 @@ class RollbackResult:
         )
 
 
+def already_current(name: StateName, version_id: str) -> BadRequest:
+    """The refusal of a rollback to the current version: it would only bump the serial."""
+    return BadRequest(
+        f"version {version_id} is already the current version of {name}: nothing to roll "
+        f"back; name an older one (an ID or serial:N from 'statekeeper history {name}')"
+    )
+
+
 def rollback(
     states: StateService,
     locks: LockService,
@@ -101,6 +116,8 @@ def rollback(
             event.lock(lock)
             target = inspector.resolve(name, caller, to_ref)
             current = states.read_existing(name, caller)
+            if target.version_id == current.version.version_id:
+                raise already_current(name, target.version_id)
             old = states.read_existing(name, caller, target.version_id).data
             target = inspector.filled(target, old)
             old_doc, cur_doc = StateDoc.parse(old), StateDoc.parse(current.data)
