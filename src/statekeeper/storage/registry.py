@@ -5,6 +5,12 @@ A scheme maps to a module that exposes ``open_store(url)`` and/or
 used, so the CLI does not pay for boto3 unless it talks to AWS, and a missing
 extra becomes a :class:`~statekeeper.errors.MissingDependency` that says what
 to install.
+
+Only the schemes a user may name are here. The in-process reference drivers
+(:mod:`statekeeper.storage.memory`) are not: nothing they hold survives the
+process, so a ``memory://`` store or lock table given by mistake would take a
+push and lose it at exit, or grant a lock nobody else sees. Tests build them
+directly.
 """
 
 from __future__ import annotations
@@ -30,12 +36,10 @@ class _Entry:
 
 
 STORE_SCHEMES: dict[str, _Entry] = {
-    "memory": _Entry("statekeeper.storage.memory"),
     "sqlite": _Entry("statekeeper.storage.sqlite.store"),
     "s3": _Entry("statekeeper.storage.aws.s3", extra="aws"),
 }
 LOCK_SCHEMES: dict[str, _Entry] = {
-    "memory": _Entry("statekeeper.storage.memory"),
     "sqlite": _Entry("statekeeper.storage.sqlite.locks"),
     "dynamodb": _Entry("statekeeper.storage.aws.dynamodb", extra="aws"),
     "s3lock": _Entry("statekeeper.storage.aws.s3lock", extra="aws"),
