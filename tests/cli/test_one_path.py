@@ -73,7 +73,12 @@ def test_encryption_status_looks_at_the_global_data_dir(cli: CliFn, tmp_path: Pa
     assert cli("--data-dir", str(data), "push", NAME, _file(tmp_path, 1)).exit_code == 0
     r = cli("--data-dir", str(data), "encryption", "status", "--json")
     assert r.exit_code == 1, "a plaintext state is reported with exit 1"
-    assert json.loads(r.stdout) == {"encryption": False, "unencrypted": [NAME]}
+    assert json.loads(r.stdout) == {
+        "encryption": False,
+        "master_keys": [],
+        "key_configured": False,
+        "unencrypted": [NAME],
+    }
     assert not Path(".statekeeper").exists()
 
 
@@ -172,7 +177,8 @@ def test_one_local_identity_in_the_audit_trail(cli: CliFn, tmp_path: Path) -> No
 # -- one duration grammar --------------------------------------------------------------------
 
 
-def test_durations_read_alike_everywhere(cli: CliFn) -> None:
+def test_durations_read_alike_everywhere(cli: CliFn, tmp_path: Path) -> None:
+    assert cli("push", NAME, _file(tmp_path, 1)).exit_code == 0  # reads need a store
     assert cli("locks", "reap", "--older-than", "1h30m", "--dry-run").exit_code == 0
     assert cli("audit", "--since", "1w").exit_code == 0
     for args in (

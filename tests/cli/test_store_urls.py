@@ -38,3 +38,33 @@ def test_memory_is_no_store_or_lock_url_a_user_can_give(cli_process: CliFn, tmp_
     assert "sqlite" in refused[0].stderr and "dynamodb" in refused[3].stderr
     pulled = cli_process("pull", NAME)
     assert pulled.stdout_bytes == Path(s1).read_bytes()
+
+
+def test_a_command_that_only_reads_never_makes_a_store(cli_process: CliFn, tmp_path: Path) -> None:
+    cwd = tmp_path / "cwd"
+    s1 = _state(cwd, 1)
+    missing_dir = tmp_path / "nowhere" / "data"
+    runs = {
+        "typo.db": cli_process("--store", "sqlite:///typo.db", "pull", NAME),
+        str(missing_dir / "statekeeper.db"): cli_process("--data-dir", str(missing_dir), "states"),
+        ".statekeeper/statekeeper.db": cli_process("locks"),
+        "nonexist.db": cli_process(
+            "migrate", "--from", "sqlite:///nonexist.db", "--to", "sqlite:///copy.db"
+        ),
+    }
+    for path, r in runs.items():
+        message = " ".join(r.stderr.split())
+        assert r.exit_code == 2, (path, r.stdout, message)
+        assert f"there is no store at {path}" in message
+        assert "Traceback" not in message
+    assert "--data-dir" in " ".join(runs["typo.db"].stderr.split())
+    assert "a source is only read" in " ".join(runs["nonexist.db"].stderr.split())
+    assert not {p.name for p in cwd.iterdir()} & {"typo.db", "nonexist.db", "copy.db"}
+    assert not (tmp_path / "nowhere").exists() and not (cwd / ".statekeeper").exists()
+
+    # A command that writes starts a store; then a lock table named apart must exist too.
+    assert cli_process("push", NAME, s1).exit_code == 0
+    assert cli_process("states").exit_code == 0
+    other = cli_process("--locks", "sqlite:///other.db", "locks")
+    assert other.exit_code == 2 and "there is no store at other.db" in other.stderr
+    assert not (cwd / "other.db").exists()

@@ -187,10 +187,13 @@ def decrypt(
         raw = file.read_bytes() if file else None
     except OSError as exc:
         raise ConfigError(f"cannot read {exc.filename}: {exc.strerror}") from exc
-    settings = obj(ctx, ENCRYPTION_OPTIONS).settings(master_key=key)
+    cli = obj(ctx, ENCRYPTION_OPTIONS)
+    settings = cli.settings(master_key=key)
     if not settings.master_key:
         raise ConfigError("decrypting needs the master key: --key-file or STATEKEEPER_MASTER_KEY")
-    opened = encrypting(open_store(settings.store_url), settings.master_key, register=False)
+    with cli.opening():
+        raw_store = open_store(settings.store_url, create=False)
+    opened = encrypting(raw_store, settings.master_key, register=False)
     try:
         if raw is not None:
             if not is_encrypted(raw):

@@ -33,9 +33,13 @@ def _source(text: str, name: str | None) -> tuple[FileSource | StoreSource, Obje
         return FileSource(Path(text), name), None
     if name is not None:
         raise ConfigError("--name names the state of a single source file; --from is a store URL")
+    from statekeeper.errors import StoreNotFound
     from statekeeper.storage.registry import open_store
 
-    store = open_store(text)
+    try:
+        store = open_store(text, create=False)
+    except StoreNotFound as exc:
+        raise StoreNotFound(f"--from {text}: {exc.message}; a source is only read") from exc
     return StoreSource(store), store
 
 
