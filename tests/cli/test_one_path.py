@@ -355,9 +355,15 @@ def test_migrate_conflict_suggests_migrate_force(cli: CliFn, tmp_path: Path) -> 
     dest = f"sqlite:///{tmp_path / 'dest.db'}"
     other = "5f8a0d5c-0000-4000-8000-000000000000"
     assert cli("--store", dest, "push", NAME, _file(tmp_path, 5, other)).exit_code == 0
+    # The dry run says what the real run will: refused, exit 1.
+    dry = cli("migrate", "--from", _file(tmp_path, 1), "--name", NAME, "--to", dest, "--dry-run")
+    said = " ".join(dry.stdout.split())
+    assert dry.exit_code == 1, said
+    assert f"{NAME}: would be refused: cannot import state with lineage" in said
     r = cli("migrate", "--from", _file(tmp_path, 1), "--name", NAME, "--to", dest)
     assert r.exit_code == 1
     assert "statekeeper migrate --force" in r.stderr and "push --force" not in r.stderr
+    assert "copied before this error, and kept: nothing" in r.stderr
 
 
 @pytest.mark.parametrize(

@@ -155,11 +155,17 @@ def migrate(
         if opened is not None:
             opened.close()
     doc = report.view()
+    # A dry run exits as the real run would: 1 when it would refuse a state.
+    refused = any(s.refused is not None for s in doc.states)
     if json_out:
         print_view(doc)
+        if refused:
+            raise typer.Exit(1)
         return
     for s in doc.states:
-        if dry_run:
+        if s.refused is not None:
+            line = f"{s.name}: would be refused: {s.refused}"
+        elif dry_run:
             line = f"{s.name}: would copy {s.planned} version(s), {s.skipped} present"
         else:
             line = (
@@ -174,3 +180,5 @@ def migrate(
         highlight=False,
         soft_wrap=True,
     )
+    if refused:
+        raise typer.Exit(1)
