@@ -172,9 +172,11 @@ def test_an_encrypted_store_run_without_its_key_says_so(tmp_path: Path) -> None:
     (key,) = key_files(tmp_path, "k.key")
     (workdir / "s1.tfstate").write_bytes(state_json(1))
     with_key = {"STATEKEEPER_MASTER_KEY_FILE": str(key)}
-    # Turned on by a command given the key, before any state is sealed: the refused
-    # write says so rather than claim encrypted states.
-    assert _cli(workdir, "encryption", "status", env=with_key).returncode == 0
+    # A store with a plaintext state, then encryption turned on by a command given the
+    # key, before any state is sealed: the refused write says so rather than claim
+    # encrypted states.
+    assert _cli(workdir, "push", "seed.tfstate", "s1.tfstate").returncode == 0
+    assert _cli(workdir, "encryption", "status", env=with_key).returncode == 1  # seed
     refused = _cli(workdir, "push", STATE, "s1.tfstate")
     assert refused.returncode == 2
     assert "no version is sealed yet" in " ".join(refused.stderr.decode().split())
