@@ -39,6 +39,7 @@ from statekeeper.state.hygiene import parse_history
 from statekeeper.state.operator import Operator
 from statekeeper.state.prune import prune
 from statekeeper.state.trash import TrashService
+from statekeeper.storage.keyring import check_master_keys
 from statekeeper.storage.masterkeys import LocalMasterKey
 from statekeeper.storage.memory import MemoryStore
 from statekeeper.terraform.lockinfo import LockInfo
@@ -139,7 +140,10 @@ def _trash(w: World) -> TrashService:
 
 
 def _rotate(w: World, c: Caller) -> None:
-    w.services.keys.rotate(c, LocalMasterKey(b"o" * 32), LocalMasterKey(b"n" * 32))
+    old = LocalMasterKey(b"o" * 32)
+    # A store encrypted under the old key: rotating one never encrypted is refused.
+    check_master_keys(w.services.keys.store.ring, [old])
+    w.services.keys.rotate(c, old, LocalMasterKey(b"n" * 32))
 
 
 def _bootstrap(w: World, c: Caller) -> None:

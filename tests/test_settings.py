@@ -161,3 +161,20 @@ def test_bad_config_values_name_the_setting(tmp_path: Path, text: str, message: 
     with pytest.raises(ConfigError, match=re.escape(message)) as caught:
         load_settings(config_file=write(tmp_path / "c.toml", text), env={})
     assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize("keep_last", [-1, 0])
+def test_keep_last_is_refused_below_one_with_a_message_that_says_so(
+    tmp_path: Path, keep_last: int
+) -> None:
+    rule = f'[[history.retention]]\nstates = "**"\nkeep_last = {keep_last}\n'
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config_file=write(tmp_path / "c.toml", rule), env={})
+    assert (
+        f"keep_last must be a whole number ≥ 1 (1 keeps only the current version), not {keep_last}"
+        in caught.value.message
+    )
+    kept = load_settings(
+        config_file=write(tmp_path / "ok.toml", rule.replace(f"= {keep_last}", "= 1")), env={}
+    )
+    assert kept.history.retention[0].keep_last == 1

@@ -196,20 +196,27 @@ class Services:
 
     @classmethod
     def build(
-        cls, settings: Settings, policy: Policy | None = None, metrics: Metrics | None = None
+        cls,
+        settings: Settings,
+        policy: Policy | None = None,
+        metrics: Metrics | None = None,
+        *,
+        create: bool = True,
     ) -> Services:
-        raw = open_store(settings.store_url)
+        """The services on the configured store; ``create=False``: the store must exist
+        (StoreNotFound), for a command that only reads."""
+        raw = open_store(settings.store_url, create=create)
         try:
             if metrics is None:
                 store = encrypting(raw, settings.master_key)
-                table = open_locks(settings.locks_url, store)
+                table = open_locks(settings.locks_url, store, create=create)
             else:
                 # Imported here: only the server keeps metrics (a CLI's start-up).
                 from statekeeper.storage.metered import MeteredLocks, MeteredStore
 
                 # Timed below the encryption: the figures are the driver's own.
                 store = encrypting(MeteredStore(raw, metrics), settings.master_key)
-                table = MeteredLocks(open_locks(settings.locks_url, store), metrics)
+                table = MeteredLocks(open_locks(settings.locks_url, store, create=create), metrics)
         except BaseException:
             raw.close()
             raise

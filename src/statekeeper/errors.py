@@ -29,7 +29,8 @@ driver boundary, and chained with ``raise ... from``.
     ├── Forbidden                        403          forbidden
     ├── RateLimited                      429          rate_limited (carries retry_after)
     ├── ConfigError                      500  exit 2  config
-    │   └── MissingDependency            500  exit 2  missing_dependency
+    │   ├── MissingDependency            500  exit 2  missing_dependency
+    │   └── StoreNotFound                500  exit 2  store_not_found (a command that only reads)
     └── StorageError                     503  exit 1  storage_unavailable
         ├── AccessDenied                 502          storage_access_denied
         └── CapabilityMissing            501          not_supported
@@ -65,6 +66,7 @@ __all__ = [
     "StateNotFound",
     "StatekeeperError",
     "StorageError",
+    "StoreNotFound",
     "Unauthenticated",
     "VersionNotFound",
     "WriteRace",
@@ -242,6 +244,13 @@ class MissingDependency(ConfigError):
     """A driver needs an optional extra that is not installed."""
 
     code = "missing_dependency"
+
+
+class StoreNotFound(ConfigError):
+    """A store URL names a database file that does not exist, opened by a command
+    that only reads (only a write makes a new store)."""
+
+    code = "store_not_found"
 
 
 class StorageError(StatekeeperError):

@@ -205,7 +205,7 @@ SETTINGS: tuple[Setting, ...] = (
         "data_dir",
         Path,
         Path(".statekeeper"),
-        "Directory of the embedded store (created on first use).",
+        "Directory of the embedded store (made by the first command that writes).",
         flag="--data-dir",
     ),
     Setting(

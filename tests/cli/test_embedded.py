@@ -201,6 +201,8 @@ def test_migrate_between_stores_and_from_a_file(cli: CliFn, tmp_path: Path) -> N
 
 
 def test_errors_are_messages_with_exit_codes(cli_process: CliFn, tmp_path: Path) -> None:
+    seed = _write(tmp_path / "seed", state_bytes(1))
+    assert cli_process("push", "seed.tfstate", seed).exit_code == 0  # a store to read
     missing = cli_process("show", "nope.tfstate")
     assert missing.exit_code == 1 and "there is no state named nope.tfstate" in missing.stderr
     bad_name = cli_process("history", "a//b")

@@ -6,8 +6,12 @@ process on the embedded store on disk.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from tests.cli.conftest import CliFn
+
+from statekeeper.testing.statefiles import state_bytes
 
 
 @pytest.mark.parametrize(
@@ -42,7 +46,12 @@ def test_a_filter_nothing_could_meet_is_refused(
         ("hooks", "deliveries", "--outcome", "dead", "--limit", "1"),
     ],
 )
-def test_a_filter_that_can_be_met_is_answered(cli_process: CliFn, args: tuple[str, ...]) -> None:
+def test_a_filter_that_can_be_met_is_answered(
+    cli_process: CliFn, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    # A command that only reads needs a store: a push makes one (cwd is tmp_path/cwd).
+    (tmp_path / "s1.tfstate").write_bytes(state_bytes(1))
+    assert cli_process("push", "seed.tfstate", str(tmp_path / "s1.tfstate")).exit_code == 0
     run = cli_process(*args)
     assert run.exit_code == 0, run.stderr
     assert run.stdout.splitlines()[0].startswith("TIME")  # the table's head, no rows yet

@@ -73,7 +73,12 @@ def test_encryption_status_looks_at_the_global_data_dir(cli: CliFn, tmp_path: Pa
     assert cli("--data-dir", str(data), "push", NAME, _file(tmp_path, 1)).exit_code == 0
     r = cli("--data-dir", str(data), "encryption", "status", "--json")
     assert r.exit_code == 1, "a plaintext state is reported with exit 1"
-    assert json.loads(r.stdout) == {"encryption": False, "unencrypted": [NAME]}
+    assert json.loads(r.stdout) == {
+        "encryption": False,
+        "master_keys": [],
+        "key_configured": False,
+        "unencrypted": [NAME],
+    }
     assert not Path(".statekeeper").exists()
 
 
@@ -172,7 +177,8 @@ def test_one_local_identity_in_the_audit_trail(cli: CliFn, tmp_path: Path) -> No
 # -- one duration grammar --------------------------------------------------------------------
 
 
-def test_durations_read_alike_everywhere(cli: CliFn) -> None:
+def test_durations_read_alike_everywhere(cli: CliFn, tmp_path: Path) -> None:
+    assert cli("push", NAME, _file(tmp_path, 1)).exit_code == 0  # reads need a store
     assert cli("locks", "reap", "--older-than", "1h30m", "--dry-run").exit_code == 0
     assert cli("audit", "--since", "1w").exit_code == 0
     for args in (
@@ -349,9 +355,15 @@ def test_migrate_conflict_suggests_migrate_force(cli: CliFn, tmp_path: Path) -> 
     dest = f"sqlite:///{tmp_path / 'dest.db'}"
     other = "5f8a0d5c-0000-4000-8000-000000000000"
     assert cli("--store", dest, "push", NAME, _file(tmp_path, 5, other)).exit_code == 0
+    # The dry run says what the real run will: refused, exit 1.
+    dry = cli("migrate", "--from", _file(tmp_path, 1), "--name", NAME, "--to", dest, "--dry-run")
+    said = " ".join(dry.stdout.split())
+    assert dry.exit_code == 1, said
+    assert f"{NAME}: would be refused: cannot import state with lineage" in said
     r = cli("migrate", "--from", _file(tmp_path, 1), "--name", NAME, "--to", dest)
     assert r.exit_code == 1
     assert "statekeeper migrate --force" in r.stderr and "push --force" not in r.stderr
+    assert "copied before this error, and kept: nothing" in r.stderr
 
 
 @pytest.mark.parametrize(

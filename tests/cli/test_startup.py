@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 import typer.main
 
+from statekeeper.app import Services
 from statekeeper.cli import COMMANDS, resolve
 from statekeeper.cli import commands as typer_commands
+from statekeeper.settings import Settings
 from statekeeper.testing.processes import SRC
 
 # Never on either path: the CLI frameworks' heavy halves, the server, AWS, the
@@ -102,6 +104,8 @@ def test_help_imports_no_command_and_no_framework(tmp_path: Path) -> None:
 
 
 def test_locks_json_on_an_empty_store_imports_nothing_heavy(tmp_path: Path) -> None:
+    # An empty store made beforehand: 'locks' opens an existing store only.
+    Services.build(Settings(data_dir=tmp_path / ".statekeeper")).close()
     proc, modules = _imported(tmp_path, "locks", "--json")
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     assert proc.stdout.decode().strip() == "[]"

@@ -137,6 +137,62 @@ def test_rotation_retires_the_old_key(
     assert httpx.get(server.state_url(STATE)).content == state_json(1)
 
 
+def _key_records(db: Path) -> list[tuple[object, ...]]:
+    with sqlite3.connect(db) as conn:
+        masters = conn.execute("SELECT kid, status FROM master_keys").fetchall()
+        return masters + conn.execute("SELECT id, kid FROM data_keys").fetchall()
+
+
+def test_rotate_refuses_a_store_that_is_not_encrypted(tmp_path: Path) -> None:
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    old, new = key_files(tmp_path, "old.key", "new.key")
+    for serial in (1, 2):
+        (workdir / f"s{serial}.tfstate").write_bytes(state_json(serial))
+    assert _cli(workdir, "push", STATE, "s1.tfstate").returncode == 0
+    db = workdir / ".statekeeper" / "statekeeper.db"
+
+    rotated = _cli(
+        workdir, "encryption", "rotate", "--old-key-file", str(old), "--new-key-file", str(new)
+    )
+    message = " ".join(rotated.stderr.decode().split())
+    assert rotated.returncode == 2, rotated.stdout
+    assert "encryption at rest is off on this store" in message
+    assert "nothing was changed" in message and "STATEKEEPER_MASTER_KEY" in message
+    # Nothing recorded: the store takes plaintext writes as before.
+    assert _key_records(db) == []
+    assert _cli(workdir, "push", STATE, "s2.tfstate").returncode == 0
+    status = _cli(workdir, "encryption", "status")
+    assert status.stdout.decode().startswith("encryption at rest: off")
+
+
+def test_an_encrypted_store_run_without_its_key_says_so(tmp_path: Path) -> None:
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    (key,) = key_files(tmp_path, "k.key")
+    (workdir / "s1.tfstate").write_bytes(state_json(1))
+    with_key = {"STATEKEEPER_MASTER_KEY_FILE": str(key)}
+    # A store with a plaintext state, then encryption turned on by a command given the
+    # key, before any state is sealed: the refused write says so rather than claim
+    # encrypted states.
+    assert _cli(workdir, "push", "seed.tfstate", "s1.tfstate").returncode == 0
+    assert _cli(workdir, "encryption", "status", env=with_key).returncode == 1  # seed
+    refused = _cli(workdir, "push", STATE, "s1.tfstate")
+    assert refused.returncode == 2
+    assert "no version is sealed yet" in " ".join(refused.stderr.decode().split())
+    assert _cli(workdir, "push", STATE, "s1.tfstate", env=with_key).returncode == 0
+
+    status = _cli(workdir, "encryption", "status")
+    out = " ".join(status.stdout.decode().split())
+    assert status.returncode == 1, out
+    assert out.startswith("encryption at rest: on, master key local:")
+    assert "no key is configured" in out
+    pulled = _cli(workdir, "pull", STATE)
+    err = " ".join(pulled.stderr.decode().split())
+    assert pulled.returncode == 2 and "which is not configured (configured: none)" in err
+    assert "server" not in err
+
+
 def test_a_version_decrypts_offline_with_the_key(
     tmp_path: Path, serve: Callable[..., StatekeeperServer]
 ) -> None:
@@ -219,7 +275,7 @@ def test_history_lists_a_version_sealed_under_another_key(tmp_path: Path) -> Non
         operator = Operator(services)
         rows = operator.history(Caller("operator"), StateName(STATE))
         assert [r.serial for r in rows] == [3, 2, 1]
-        with pytest.raises(ConfigError, match="does not hold"):
+        with pytest.raises(ConfigError, match="which is not configured"):
             services.states.read(StateName(STATE), Caller("operator"), rows[1].version_id)
     finally:
         services.close()

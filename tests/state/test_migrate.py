@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from statekeeper.app import Services
-from statekeeper.errors import BadRequest, StateConflict
+from statekeeper.errors import BadRequest, InvalidState, StateConflict
 from statekeeper.security.caller import Caller
 from statekeeper.settings import Settings
 from statekeeper.state.migrate import FileSource, StoreSource, migrate
@@ -137,3 +137,42 @@ def test_file_source_errors_say_what_to_do(tmp_path: Path) -> None:
         FileSource(tmp_path / "terraform.tfstate")
     with pytest.raises(BadRequest, match="does not exist"):
         FileSource(tmp_path / "missing.tfstate", "x")
+
+
+def test_a_bad_file_in_a_directory_is_named_and_nothing_is_copied(
+    tmp_path: Path, dest: Services, caller: Caller
+) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "a.tfstate").write_bytes(state_bytes(1))
+    (tree / "b.tfstate").write_bytes(b"{not json")
+    (tree / "c.tfstate").write_bytes(state_bytes(1))
+    with pytest.raises(InvalidState, match=r"^b\.tfstate .*could not be parsed") as caught:
+        migrate(FileSource(tree), dest.states, dest.locks, caller)
+    assert "nothing was copied" in " ".join(caught.value.__notes__)
+    assert list(dest.store.scan()) == []
+
+
+def test_a_dry_run_reports_the_refusal_the_real_run_makes(
+    services: Services, dest: Services, caller: Caller
+) -> None:
+    for name in ("a.tfstate", "c.tfstate"):
+        services.states.write(StateName(name), state_bytes(1, lineage="src"), caller)
+    dest.states.write(StateName("c.tfstate"), state_bytes(9, lineage="dst"), caller)
+
+    dry = migrate(StoreSource(services.store), dest.states, dest.locks, caller, dry_run=True)
+    a, c = dry.view().states
+    assert a.refused is None and a.planned == 1
+    assert c.refused is not None and c.refused.startswith("cannot import state with lineage")
+    assert "statekeeper migrate --force" in c.refused and dry.view().planned == 1
+    forced = migrate(
+        StoreSource(services.store), dest.states, dest.locks, caller, dry_run=True, force=True
+    )
+    assert [s.refused for s in forced.states] == [None, None]
+
+    # The real run refuses the same state, and says what it copied before.
+    with pytest.raises(StateConflict, match=r"^c\.tfstate: cannot import") as caught:
+        migrate(StoreSource(services.store), dest.states, dest.locks, caller)
+    assert "copied before this error, and kept: a.tfstate (1 version(s))" in " ".join(
+        caught.value.__notes__
+    )

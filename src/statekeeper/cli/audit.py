@@ -89,21 +89,42 @@ app.add_typer(encryption_app, name="encryption", rich_help_panel=PANEL_SECURITY)
 
 @encryption_app.command("status")
 def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """List the states stored in plaintext (exit 1 if any, for scripts)."""
+    """List the states stored in plaintext (exit 1 if any, or if the store's key is not
+    configured, for scripts)."""
     from statekeeper.cli.output import console, print_json
 
     services = obj(ctx, ENCRYPTION_OPTIONS).services()
     plain = services.keys.unencrypted()
-    enabled = services.keys.current_kid is not None
+    # The store records its keys when encryption is turned on (a key given is recorded
+    # on opening): it is encrypted whether or not this run was given the key.
+    store_keys = services.keys.store_kids
+    missing = bool(store_keys) and services.keys.current_kid is None
     if as_json:
-        print_json({"encryption": enabled, "unencrypted": plain})
+        print_json(
+            {
+                "encryption": bool(store_keys),
+                "master_keys": store_keys,
+                "key_configured": services.keys.current_kid is not None,
+                "unencrypted": plain,
+            }
+        )
     else:
-        console.print(f"encryption at rest: {'on' if enabled else 'off'}")
+        if store_keys:
+            keys = ", ".join(store_keys)
+            console.print(f"encryption at rest: on, master key {keys}", highlight=False)
+        else:
+            console.print("encryption at rest: off (no master key was ever configured)")
+        if missing:
+            console.print(
+                "  no key is configured: encrypted versions cannot be read and writes are "
+                "refused; set STATEKEEPER_MASTER_KEY (or STATEKEEPER_MASTER_KEY_FILE) to it",
+                highlight=False,
+            )
         for key in plain:
             console.print(f"  not encrypted: {key}", highlight=False)
         if not plain:
             console.print("no state is stored in plaintext")
-    if plain:
+    if plain or missing:
         raise typer.Exit(1)
 
 
@@ -172,10 +193,13 @@ def decrypt(
         raw = file.read_bytes() if file else None
     except OSError as exc:
         raise ConfigError(f"cannot read {exc.filename}: {exc.strerror}") from exc
-    settings = obj(ctx, ENCRYPTION_OPTIONS).settings(master_key=key)
+    cli = obj(ctx, ENCRYPTION_OPTIONS)
+    settings = cli.settings(master_key=key)
     if not settings.master_key:
         raise ConfigError("decrypting needs the master key: --key-file or STATEKEEPER_MASTER_KEY")
-    opened = encrypting(open_store(settings.store_url), settings.master_key, register=False)
+    with cli.opening():
+        raw_store = open_store(settings.store_url, create=False)
+    opened = encrypting(raw_store, settings.master_key, register=False)
     try:
         if raw is not None:
             if not is_encrypted(raw):

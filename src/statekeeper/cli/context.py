@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import getpass
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -162,6 +163,8 @@ class CliContext:
     config: Path | None = None
     tokens_file: Path | None = None
     given: frozenset[str] = frozenset()
+    #: The command running, as typed after ``statekeeper`` (``token create``); set by obj().
+    command: str = ""
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def check(self, command: str, accepts: frozenset[str]) -> None:
@@ -203,11 +206,37 @@ class CliContext:
 
     def services(self) -> Services:
         """The services on the configured store, closed when the command ends."""
-        from statekeeper.app import Services
-
-        services = Services.build(self.settings())
+        services = self._build()
         self.on_close(services.close)
         return services
+
+    @property
+    def creates_store(self) -> bool:
+        """Whether this command may make a new store (it writes); else it must exist."""
+        from statekeeper.cli.options import CREATES_STORE
+
+        return self.command in CREATES_STORE
+
+    def _build(self) -> Services:
+        from statekeeper.app import Services
+
+        with self.opening():
+            return Services.build(self.settings(), create=self.creates_store)
+
+    @contextmanager
+    def opening(self) -> Iterator[None]:
+        """A store that is not there is named, with where the store is looked for."""
+        from statekeeper.errors import StoreNotFound
+
+        try:
+            yield
+        except StoreNotFound as exc:
+            raise StoreNotFound(
+                f"{exc.message}, and '{self.command}' opens an existing store only "
+                "(push, serve and migrate make a new one). The store is --store "
+                "(STATEKEEPER_STORE, store in the config file), else statekeeper.db in "
+                "--data-dir (STATEKEEPER_DATA_DIR; default: ./.statekeeper here)"
+            ) from exc
 
     def store_events(self) -> tuple[EventStream, bool]:
         """A stream for commands that act on AWS directly, and whether it reaches an
@@ -244,9 +273,7 @@ class CliContext:
 
             backend: Backend = RemoteBackend(self.server, self.token)
         else:
-            from statekeeper.app import Services
-
-            backend = LocalBackend(Services.build(self.settings()), local_caller())
+            backend = LocalBackend(self._build(), local_caller())
         self.on_close(backend.close)
         return backend
 
@@ -282,4 +309,5 @@ def obj(ctx: CommandContext, accepts: frozenset[str]) -> CliContext:
     root = ctx.find_root()
     assert isinstance(root.obj, CliContext), "the root callback sets the context"
     root.obj.check(ctx.command_path, accepts)
+    root.obj.command = ctx.command_path.removeprefix(root.command_path).strip()
     return root.obj

@@ -33,9 +33,13 @@ def _source(text: str, name: str | None) -> tuple[FileSource | StoreSource, Obje
         return FileSource(Path(text), name), None
     if name is not None:
         raise ConfigError("--name names the state of a single source file; --from is a store URL")
+    from statekeeper.errors import StoreNotFound
     from statekeeper.storage.registry import open_store
 
-    store = open_store(text)
+    try:
+        store = open_store(text, create=False)
+    except StoreNotFound as exc:
+        raise StoreNotFound(f"--from {text}: {exc.message}; a source is only read") from exc
     return StoreSource(store), store
 
 
@@ -151,11 +155,17 @@ def migrate(
         if opened is not None:
             opened.close()
     doc = report.view()
+    # A dry run exits as the real run would: 1 when it would refuse a state.
+    refused = any(s.refused is not None for s in doc.states)
     if json_out:
         print_view(doc)
+        if refused:
+            raise typer.Exit(1)
         return
     for s in doc.states:
-        if dry_run:
+        if s.refused is not None:
+            line = f"{s.name}: would be refused: {s.refused}"
+        elif dry_run:
             line = f"{s.name}: would copy {s.planned} version(s), {s.skipped} present"
         else:
             line = (
@@ -170,3 +180,5 @@ def migrate(
         highlight=False,
         soft_wrap=True,
     )
+    if refused:
+        raise typer.Exit(1)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "ACCESS",
+    "CREATES_STORE",
     "GLOBAL_FLAGS",
     "GLOBAL_OPTIONS",
     "GLOBAL_PANEL",
@@ -108,6 +109,15 @@ STORE = frozenset({"store", "locks", "data_dir", "config"})
 REMOTE = frozenset({"server", "token"})
 OPERATOR = STORE | REMOTE
 ACCESS = frozenset({"store", "data_dir", "config", "tokens_file"}) | REMOTE
+
+# The commands (as typed after ``statekeeper``) that may make a new embedded store
+# where there is none: they write, and a first write is how a store begins. Every
+# other command opens an existing one only, so that a mistyped path is an error
+# naming it, not a new empty database answering "no states". (migrate's source is
+# opened by migrate itself, never created.)
+CREATES_STORE = frozenset(
+    {"serve", "push", "migrate", "token create", "hooks add", "bootstrap", "doctor"}
+)
 
 
 def hoist(args: list[str]) -> list[str]:

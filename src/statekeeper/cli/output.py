@@ -62,6 +62,9 @@ def escape(text: str) -> str:
 def print_error(exc: StatekeeperError) -> None:
     # Messages are plain text: "statekeeper[aws]" must not be read as rich markup.
     err_console.print(f"[bold red]Error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
+    # A note says what was done before the error (migrate: the states it copied).
+    for note in getattr(exc, "__notes__", ()):
+        err_console.print(f"  {note}", highlight=False, markup=False, soft_wrap=True)
     if isinstance(exc, LockConflict | LockMismatch):
         h = exc.holder
         err_console.print(

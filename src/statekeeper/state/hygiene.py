@@ -74,9 +74,9 @@ class HistoryPolicy:
         return next((r for r in self.retention if r.glob.covers(name)), None)
 
 
-def _int(section: str, key: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{section}.{key} must be a whole number ≥ 0, not {value!r}")
+def _int(section: str, key: str, value: object, least: int = 0, why: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{section}.{key} must be a whole number ≥ {least}{why}, not {value!r}")
     return value
 
 
@@ -103,12 +103,16 @@ def _rule(raw: object, at: int) -> Retention:
         glob = parse_glob(states)
     except BadRequest as exc:
         raise ValueError(f"{where}: {exc.message}") from exc
-    keep_last = _int(where, "keep_last", raw["keep_last"]) if "keep_last" in raw else None
+    # The newest version is the current one, which always stays: 1 keeps only it, and
+    # 0 would say the same thing less truly (and is no S3 lifecycle rule).
+    keep_last = (
+        _int(where, "keep_last", raw["keep_last"], 1, " (1 keeps only the current version)")
+        if "keep_last" in raw
+        else None
+    )
     keep_for = _duration(where, "keep_for", raw["keep_for"]) if "keep_for" in raw else None
     if keep_last is None and keep_for is None:
         raise ValueError(f"{where} keeps everything: give keep_last and/or keep_for")
-    if keep_last == 0:
-        raise ValueError(f"{where}: keep_last = 0 would keep only the current version; use 1")
     return Retention(glob, keep_last, keep_for)
 
 

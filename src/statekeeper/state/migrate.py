@@ -31,7 +31,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from statekeeper.errors import BadRequest, ChecksumMismatch, StateConflict, StorageError
+from statekeeper.errors import (
+    BadRequest,
+    ChecksumMismatch,
+    InvalidState,
+    StateConflict,
+    StatekeeperError,
+    StorageError,
+)
 from statekeeper.events import Action
 from statekeeper.security.caller import Caller
 from statekeeper.state import views
@@ -77,6 +84,11 @@ class Source(Protocol):
         """Oldest first; only the current one without ``with_history``."""
         ...
 
+    def check(self, names: list[str]) -> None:
+        """Raise InvalidState naming the first of ``names`` that is not a state, before
+        anything is copied, where that is cheap to know."""
+        ...
+
 
 class StoreSource:
     """Any store, read through the driver interface."""
@@ -104,6 +116,11 @@ class StoreSource:
         if head is None:
             return []
         return [self._version(name, head, None)]
+
+    def check(self, names: list[str]) -> None:
+        # A store's versions were states when written, and reading each one twice would
+        # double the copy's reads: a bad one is named when it is reached.
+        return None
 
     def _version(self, name: str, info: ObjectInfo, version_id: str | None) -> SourceVersion:
         facts = version_from_info(name, info)
@@ -162,6 +179,13 @@ class FileSource:
         written = datetime.fromtimestamp(stat.st_mtime, UTC)
         return [SourceVersion(str(path), stat.st_size, load, None, written)]
 
+    def check(self, names: list[str]) -> None:
+        # Files are anything anyone saved: each is read once more, so that a directory
+        # with one bad file copies nothing rather than the files before it.
+        for name in names:
+            (version,) = self.versions(name, with_history=False)
+            _parse(name, version, version.load())
+
 
 @dataclass
 class StateCopy:
@@ -172,6 +196,8 @@ class StateCopy:
     skipped: int = 0
     bytes_copied: int = 0
     planned: int = 0
+    #: Why the real run would refuse this state (a dry run); None: it would go ahead.
+    refused: str | None = None
 
     def view(self) -> views.StateCopied:
         return views.StateCopied(
@@ -181,6 +207,7 @@ class StateCopy:
             skipped=self.skipped,
             planned=self.planned,
             bytes=self.bytes_copied,
+            refused=self.refused,
         )
 
 
@@ -195,12 +222,29 @@ class MigrationReport:
             states=[s.view() for s in self.states],
             copied=sum(len(s.copied) for s in self.states),
             skipped=sum(s.skipped for s in self.states),
-            planned=sum(s.planned for s in self.states),
+            planned=sum(s.planned for s in self.states if s.refused is None),
         )
 
 
 #: Progress events: ("state", name, total_versions) then ("version", name, size) per version.
 Progress = Callable[[str, str, int], None]
+
+
+def _parse(name: str, version: SourceVersion, data: bytes) -> None:
+    """``data`` must be a state: InvalidState naming the state and its source version."""
+    try:
+        StateDoc.parse(data, keep_document=False)
+    except InvalidState as exc:
+        where = name if version.label == name else f"{name} (from {version.label})"
+        raise InvalidState(f"{where}: {exc.message}") from exc
+
+
+def _refusal(exc: StateConflict) -> str:
+    """The guard's refusal, naming migrate's own --force."""
+    push_hint = FORCE_HINT.format(command="statekeeper push --force")
+    return exc.message.removesuffix(push_hint) + FORCE_HINT.format(
+        command="statekeeper migrate --force"
+    )
 
 
 def _present(states: StateService, name: str) -> Counter[str]:
@@ -253,7 +297,16 @@ def _copy_state(
             yield v, data
 
     if dry_run:
-        for v, _ in plan():
+        # What the real run checks, without its lock or writes: each version is a state,
+        # and the first one written passes the serial/lineage guard (the others are
+        # written with force, as a replayed history is).
+        for v, data in plan():
+            _parse(name, v, data)
+            if report.planned == 1:
+                try:
+                    dest.check_write(state, data, force=force)
+                except StateConflict as exc:
+                    report.refused = _refusal(exc)
             progress("version", name, v.size)
         return report
     with dest.events.event(Action.MIGRATE, caller, state) as event:
@@ -261,7 +314,7 @@ def _copy_state(
             event.lock(lock)
             wrote = False
             for v, data in plan():
-                StateDoc.parse(data)  # a clear error naming the version, before any write
+                _parse(name, v, data)  # a clear error naming the version, before any write
                 try:
                     outcome = dest.write(
                         state,
@@ -272,12 +325,7 @@ def _copy_state(
                         provenance=Provenance(v.actor, v.created),
                     )
                 except StateConflict as exc:
-                    push_hint = FORCE_HINT.format(command="statekeeper push --force")
-                    raise StateConflict(
-                        f"{name}: "
-                        + exc.message.removesuffix(push_hint)
-                        + FORCE_HINT.format(command="statekeeper migrate --force")
-                    ) from exc
+                    raise StateConflict(f"{name}: {_refusal(exc)}") from exc
                 wrote = True
                 back = dest.store.get(name, outcome.version.version_id)
                 expected = hashlib.sha256(data).hexdigest()
@@ -307,11 +355,21 @@ def migrate(
     force: bool = False,
     progress: Progress | None = None,
 ) -> MigrationReport:
-    """Copy every state under ``prefix`` from ``source`` into ``dest``."""
+    """Copy every state under ``prefix`` from ``source`` into ``dest``.
+
+    An error stops the copy; a note on it says what was copied before it (the
+    CLI prints it), since those states stay copied.
+    """
     report = MigrationReport(dry_run)
-    for name in source.names(prefix):
-        report.states.append(
-            _copy_state(
+    names = source.names(prefix)
+    try:
+        source.check(names)
+    except StatekeeperError as exc:
+        exc.add_note("nothing was copied: every source file is checked before the first copy")
+        raise
+    for name in names:
+        try:
+            copied = _copy_state(
                 source,
                 dest,
                 locks,
@@ -322,5 +380,13 @@ def migrate(
                 force=force,
                 progress=progress or (lambda *_: None),
             )
-        )
+        except StatekeeperError as exc:
+            done = [f"{s.name} ({len(s.copied)} version(s))" for s in report.states if s.copied]
+            if not dry_run:
+                exc.add_note(
+                    "copied before this error, and kept: "
+                    + (", ".join(done) + " (a new run skips them)" if done else "nothing")
+                )
+            raise
+        report.states.append(copied)
     return report

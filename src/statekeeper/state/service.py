@@ -258,6 +258,21 @@ class StateService(StateReads):
                 current = self._current(key)
                 return self._checked_put(upload, doc, record, current, force, event, fresh=True)
 
+    def check_write(self, name: StateName, data: bytes, *, force: bool = False) -> None:
+        """Raise the StateConflict a write of ``data`` would meet from the serial/lineage
+        guard against the current version now; nothing is written (a dry run)."""
+        current = self._current(str(name))
+        if current is None or force:
+            return
+        _, current_sha256, stamp = current
+        if stamp is None:
+            return
+        doc = StateDoc.parse(data, keep_document=False)
+        same = current_sha256 == hashlib.sha256(data).hexdigest()
+        verdict = lineage.compare(stamp, doc, same_bytes=same)
+        if not verdict.accepted:
+            raise StateConflict(lineage.explain(verdict, stamp, doc))
+
     def _checked_put(
         self,
         upload: Upload,

@@ -375,6 +375,9 @@ class StateCopied(View):
     skipped: int = Field(description="Versions the destination already held")
     planned: int = Field(description="Versions a dry run would copy")
     bytes: int = Field(description="Bytes copied")
+    refused: str | None = Field(
+        None, description="Why the copy would be refused (a dry run); null: it would go ahead"
+    )
 
 
 class MigrationResult(View):

@@ -124,11 +124,17 @@ class EncryptingStore(ObjectStore):
     def require_key(self) -> None:
         """Refuse to go on without a key when the store is encrypted (``serve`` starts)."""
         if self.current is None and self.sealed_with:
+            keys = ", ".join(sorted(self.sealed_with))
+            # The record is made when a key is first given, before any state is sealed:
+            # say which it is, so that the message is true of a store with none sealed.
+            if next(iter(self.ring.scan()), None) is None:
+                what = f"is encrypted with the master key {keys} (no version is sealed yet)"
+            else:
+                what = f"holds states encrypted with the master key {keys}"
             raise ConfigError(
-                "this store holds states encrypted with the master key "
-                f"{', '.join(sorted(self.sealed_with))}, and no key is configured: new "
-                "versions would be stored in plaintext beside them. Set "
-                "STATEKEEPER_MASTER_KEY (or STATEKEEPER_MASTER_KEY_FILE) to that key"
+                f"this store {what}, and no key is configured: new versions would be "
+                "stored in plaintext beside them. Set STATEKEEPER_MASTER_KEY (or "
+                "STATEKEEPER_MASTER_KEY_FILE) to that key"
             )
 
     @property
@@ -164,10 +170,12 @@ class EncryptingStore(ObjectStore):
             )
         master = self.keys.get(entry.kid)
         if master is None:
-            have = ", ".join(self.keys) or "none (encryption is not configured)"
+            have = ", ".join(self.keys) or "none"
+            # Said by the server and the CLI alike: "configured", not "this server".
             raise ConfigError(
-                f"{key} is encrypted under the master key {entry.kid}, which this server "
-                f"does not hold (it holds: {have}); set STATEKEEPER_MASTER_KEY"
+                f"{key} is encrypted under the master key {entry.kid}, which is not "
+                f"configured (configured: {have}); set STATEKEEPER_MASTER_KEY (or "
+                "STATEKEEPER_MASTER_KEY_FILE) to that key"
             )
         dek = master.unwrap(dek_id, entry.wrapped)
         with self._guard:
@@ -332,8 +340,13 @@ class KeyService:
 
     @property
     def current_kid(self) -> str | None:
-        """The master key new versions are sealed with; None when encryption is off."""
+        """The master key new versions are sealed with; None when none is configured."""
         return self.store.current.kid if self.store.current is not None else None
+
+    @property
+    def store_kids(self) -> list[str]:
+        """The master keys the store records as its own; empty when encryption is off."""
+        return sorted(self.store.sealed_with)
 
     def unencrypted(self, prefix: str = "") -> list[str]:
         """Current states stored in plaintext."""

@@ -235,12 +235,27 @@ def rotate(ring: KeyRing, old: MasterKey, new: MasterKey) -> RotationReport:
     server started with the old key alone is refused from then on.
     """
     known = ring.masters()
-    if known and old.kid not in known:
+    active = sorted(kid for kid, r in known.items() if r.status == ACTIVE)
+    if not active:
+        # Recording the new key here would turn encryption on by the back door: every
+        # later write without that key would be refused, and none is encrypted.
+        raise ConfigError(
+            "encryption at rest is off on this store (no master key was ever configured "
+            "for it), so there is nothing to rotate; nothing was changed. To turn "
+            "encryption on, set STATEKEEPER_MASTER_KEY (or STATEKEEPER_MASTER_KEY_FILE) "
+            "to the new key and restart: new versions are then encrypted (docs/security.md)"
+        )
+    if old.kid not in known:
         raise ConfigError(
             f"the old key {old.kid} is not one this store is encrypted with "
-            f"({', '.join(sorted(known))}); give the key the servers use now"
+            f"({', '.join(active)}); give the key the servers use now"
         )
-    if old.kid in known and not known[old.kid].opens_with(old):
+    if known[old.kid].status != ACTIVE:
+        raise ConfigError(
+            f"the old key {old.kid} was retired by an earlier rotation; this store is "
+            f"encrypted with {', '.join(active)}: give that key as the old key"
+        )
+    if not known[old.kid].opens_with(old):
         raise ConfigError(f"the old key does not open this store's key check for {old.kid}")
     # The new key is recorded first: data keys re-wrapped by it must never be
     # under a key the store does not know.
@@ -256,9 +271,7 @@ def rotate(ring: KeyRing, old: MasterKey, new: MasterKey) -> RotationReport:
         else:
             other += 1
     if old.kid != new.kid:
-        ring.put_master(
-            old.kid, replace(known.get(old.kid) or MasterRecord(ACTIVE), status=RETIRED)
-        )
+        ring.put_master(old.kid, replace(known[old.kid], status=RETIRED))
     return RotationReport(rewrapped, already, other)
 
 
@@ -297,7 +310,7 @@ def check_master_keys(
                 f"this store is encrypted with the master key {', '.join(sorted(active))}; "
                 f"the key given{'' if len(keys) == 1 else f' in position {position + 1}'} "
                 f"({key.kid}) {why}. Versions written under it could not be read with the "
-                "store's key, so nothing was started: set STATEKEEPER_MASTER_KEY to the "
+                "store's key, so the store was not opened: set STATEKEEPER_MASTER_KEY to the "
                 "store's key (to change keys, run 'statekeeper encryption rotate')"
             )
         if not record.opens_with(key):

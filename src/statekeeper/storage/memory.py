@@ -1,8 +1,10 @@
 """In-process reference drivers: the simplest correct ObjectStore and LockTable.
 
-``memory://NAME`` opens a named space shared by every handle in the process,
-so two handles behave like two clients of one backend (the conformance suites
-rely on that). Nothing survives the process.
+``MemoryStore(NAME)`` and ``MemoryLocks(NAME)`` open a named space shared by
+every handle in the process, so two handles behave like two clients of one
+backend (the conformance suites rely on that). Nothing survives the process:
+for that reason no URL scheme opens them (``storage/registry.py``), and only
+code (tests) builds them.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from dataclasses import dataclass, field, replace
 
 from statekeeper.errors import LockConflict, VersionNotFound, WriteRace
 from statekeeper.storage.base import LockTable, ObjectInfo, ObjectStore, StoredObject
-from statekeeper.storage.registry import DriverURL
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.times import utcnow
 
@@ -175,13 +176,3 @@ class MemoryLocks(LockTable):
     def delete_digest(self, key: str) -> None:
         with self.space.guard:
             self.space.digests.pop(key, None)
-
-
-def open_store(url: DriverURL) -> MemoryStore:
-    url.reject_unknown_options(set())
-    return MemoryStore(url.netloc + url.path or "default")
-
-
-def open_locks(url: DriverURL, store: ObjectStore) -> MemoryLocks:
-    url.reject_unknown_options(set())
-    return MemoryLocks(url.netloc + url.path or "default")

@@ -1,10 +1,16 @@
 """Driver selection by URL scheme, imported lazily.
 
-A scheme maps to a module that exposes ``open_store(url)`` and/or
-``open_locks(url, store)``. Modules are imported only when their scheme is
+A scheme maps to a module that exposes ``open_store(url, create=…)`` and/or
+``open_locks(url, store, create=…)``. Modules are imported only when their scheme is
 used, so the CLI does not pay for boto3 unless it talks to AWS, and a missing
 extra becomes a :class:`~statekeeper.errors.MissingDependency` that says what
 to install.
+
+Only the schemes a user may name are here. The in-process reference drivers
+(:mod:`statekeeper.storage.memory`) are not: nothing they hold survives the
+process, so a ``memory://`` store or lock table given by mistake would take a
+push and lose it at exit, or grant a lock nobody else sees. Tests build them
+directly.
 """
 
 from __future__ import annotations
@@ -30,12 +36,10 @@ class _Entry:
 
 
 STORE_SCHEMES: dict[str, _Entry] = {
-    "memory": _Entry("statekeeper.storage.memory"),
     "sqlite": _Entry("statekeeper.storage.sqlite.store"),
     "s3": _Entry("statekeeper.storage.aws.s3", extra="aws"),
 }
 LOCK_SCHEMES: dict[str, _Entry] = {
-    "memory": _Entry("statekeeper.storage.memory"),
     "sqlite": _Entry("statekeeper.storage.sqlite.locks"),
     "dynamodb": _Entry("statekeeper.storage.aws.dynamodb", extra="aws"),
     "s3lock": _Entry("statekeeper.storage.aws.s3lock", extra="aws"),
@@ -103,15 +107,17 @@ def _load(table: dict[str, _Entry], url: DriverURL, kind: str) -> ModuleType:
         ) from exc
 
 
-def open_store(url: str) -> ObjectStore:
-    """Open the object store named by ``url``."""
+def open_store(url: str, *, create: bool = True) -> ObjectStore:
+    """Open the object store named by ``url``. ``create=False``: a store that a driver
+    would make on opening (a SQLite file) must exist already, else StoreNotFound."""
     parsed = DriverURL.parse(url)
-    store: ObjectStore = _load(STORE_SCHEMES, parsed, "store").open_store(parsed)
+    store: ObjectStore = _load(STORE_SCHEMES, parsed, "store").open_store(parsed, create=create)
     return store
 
 
-def open_locks(urls: str | list[str], store: ObjectStore) -> LockTable:
-    """Open the lock table(s) for ``store``; two URLs mean both kinds at once.
+def open_locks(urls: str | list[str], store: ObjectStore, *, create: bool = True) -> LockTable:
+    """Open the lock table(s) for ``store``; two URLs mean both kinds at once;
+    ``create`` as for :func:`open_store`.
 
     Terraform's transition mode (``use_lockfile`` plus ``dynamodb_table``)
     takes the lock file first, then the DynamoDB item.
@@ -123,7 +129,8 @@ def open_locks(urls: str | list[str], store: ObjectStore) -> LockTable:
     tables: list[LockTable] = []
     for url in urls:
         parsed = DriverURL.parse(url)
-        tables.append(_load(LOCK_SCHEMES, parsed, "lock").open_locks(parsed, store))
+        module = _load(LOCK_SCHEMES, parsed, "lock")
+        tables.append(module.open_locks(parsed, store, create=create))
     if len(tables) == 1:
         return tables[0]
     from statekeeper.storage.dual import DualLocks

@@ -20,10 +20,12 @@ from typing import Any, TypeVar
 from statekeeper.errors import InvalidState
 from statekeeper.terraform import gojson
 
-__all__ = ["ARRAY", "MAX_SERIAL", "OBJECT", "Nested", "StateDoc", "json_kind"]
+__all__ = ["ARRAY", "EMPTY", "MAX_SERIAL", "OBJECT", "Nested", "StateDoc", "json_kind"]
 
 #: Terraform's serial is a Go uint64.
 MAX_SERIAL = 2**64 - 1
+#: Empty bytes given as a state, in words for a request body and a file alike.
+EMPTY = "the state is empty (no bytes, or only blanks): a state is the JSON Terraform writes"
 #: Format 1-3 kept the serial in an int64 before the upgrade to format 4.
 _MAX_LEGACY_SERIAL = 2**63 - 1
 _SUPPORTED_FORMATS = range(1, 5)
@@ -172,7 +174,7 @@ class StateDoc:
         vouch for is decided by Python's ``json`` with the rules above.
         """
         if not data or data.isspace():
-            raise InvalidState("the body is empty; send the state JSON")
+            raise InvalidState(EMPTY)
         # Imported here: simdjson costs a CLI's start-up, and few commands read a state.
         from statekeeper.terraform import fastcheck
 

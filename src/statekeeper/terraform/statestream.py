@@ -33,7 +33,7 @@ from typing import Any
 
 from statekeeper.errors import InvalidState
 from statekeeper.terraform import fastcheck, gojson
-from statekeeper.terraform.statedoc import ARRAY, OBJECT, StateDoc, json_kind
+from statekeeper.terraform.statedoc import ARRAY, EMPTY, OBJECT, StateDoc, json_kind
 
 __all__ = ["StateDocReader"]
 
@@ -117,7 +117,7 @@ class StateDocReader:
         """The body is complete: its facts, or InvalidState."""
         tail = self._decode(b"", final=True)
         if self._blank:
-            raise InvalidState("the body is empty; send the state JSON")
+            raise InvalidState(EMPTY)
         self._eof = True
         self._text_in(tail)
         if not self._done:
@@ -189,7 +189,7 @@ class StateDocReader:
     def _document(self) -> _Steps:
         yield from self._whitespace()
         if self._pos == len(self._buf):
-            return  # only whitespace: finish() says the body is empty
+            return  # only whitespace: finish() says the state is empty
         if self._buf[self._pos] != "{":
             # Refused either way; parsed whole for the same message as StateDoc.parse.
             value, _ = yield from self._value(self._scan)

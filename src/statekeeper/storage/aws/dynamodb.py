@@ -366,7 +366,8 @@ class DynamoLocks(LockTable):
         )
 
 
-def open_locks(url: DriverURL, store: ObjectStore) -> DynamoLocks:
+def open_locks(url: DriverURL, store: ObjectStore, *, create: bool = True) -> DynamoLocks:
+    # ``create``: a table is never made by opening it (a missing one fails at first use).
     url.reject_unknown_options({"region", "profile"})
     if not url.netloc:
         raise ConfigError(f"{url.raw!r} names no table; use dynamodb://TABLE?region=…")

@@ -380,5 +380,7 @@ class S3Store(ObjectStore):
         self._pool.shutdown(wait=False)
 
 
-def open_store(url: DriverURL) -> S3Store:
+def open_store(url: DriverURL, *, create: bool = True) -> S3Store:
+    # ``create`` is for drivers that make their file on opening: a bucket is never
+    # made by opening it (a missing one fails at the first call).
     return S3Store(S3Bucket.from_url(url))

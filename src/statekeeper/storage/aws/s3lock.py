@@ -206,7 +206,8 @@ class S3LockFiles(LockTable):
         yield from sorted(found, key=lambda kv: kv[0])
 
 
-def open_locks(url: DriverURL, store: ObjectStore) -> S3LockFiles:
+def open_locks(url: DriverURL, store: ObjectStore, *, create: bool = True) -> S3LockFiles:
+    # ``create``: a bucket is never made by opening it (a missing one fails at first use).
     if not url.netloc:
         states = store.records.objects  # the S3 store itself, also behind encryption
         if not isinstance(states, S3Store):

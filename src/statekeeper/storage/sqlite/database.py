@@ -44,7 +44,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from statekeeper.errors import ConfigError, StorageError
+from statekeeper.errors import ConfigError, StorageError, StoreNotFound
 from statekeeper.storage.registry import DriverURL
 
 __all__ = [
@@ -122,11 +122,19 @@ Column = tuple[str, str, str]
 class SqliteDatabase:
     """One database file; a connection per thread, opened on first use. ``schema`` is
     made when missing, and ``columns`` added to its tables in place (``ALTER TABLE …
-    ADD COLUMN``) when a database from before them is opened: by default the store's."""
+    ADD COLUMN``) when a database from before them is opened: by default the store's.
+    With ``create=False`` a missing file is StoreNotFound, not a new empty database."""
 
     def __init__(
-        self, path: Path, schema: str = SCHEMA, columns: tuple[Column, ...] = _ADDED_COLUMNS
+        self,
+        path: Path,
+        schema: str = SCHEMA,
+        columns: tuple[Column, ...] = _ADDED_COLUMNS,
+        *,
+        create: bool = True,
     ) -> None:
+        if not create and not path.is_file():
+            raise StoreNotFound(f"there is no store at {path} (no such file)")
         self.path = path
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []

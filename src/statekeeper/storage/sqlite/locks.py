@@ -155,7 +155,7 @@ class SqliteLocks(LockTable):
         self.db.close()
 
 
-def open_locks(url: DriverURL, store: ObjectStore) -> SqliteLocks:
+def open_locks(url: DriverURL, store: ObjectStore, *, create: bool = True) -> SqliteLocks:
     # The store's URL is the default lock URL: its compression option is the store's.
     url.reject_unknown_options({"compression"})
     path = database_path(url)
@@ -163,4 +163,4 @@ def open_locks(url: DriverURL, store: ObjectStore) -> SqliteLocks:
     db = store.records.database
     if db is not None and db.path.resolve() == path.resolve():
         return SqliteLocks(db)
-    return SqliteLocks(SqliteDatabase(path))
+    return SqliteLocks(SqliteDatabase(path, create=create))

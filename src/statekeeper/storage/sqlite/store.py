@@ -514,11 +514,12 @@ class SqliteStore(ObjectStore):
         self.db.close()
 
 
-def open_store(url: DriverURL) -> SqliteStore:
-    """``?compression=zstd`` (the default) or ``none``: how new versions are written."""
+def open_store(url: DriverURL, *, create: bool = True) -> SqliteStore:
+    """``?compression=zstd`` (the default) or ``none``: how new versions are written.
+    A missing file is made, unless ``create`` is False (StoreNotFound)."""
     url.reject_unknown_options({"compression"})
     try:
         marker = codec.parse_codec(url.options.get("compression", codec.ZSTD))
     except ValueError as exc:
         raise ConfigError(f"{url.raw!r}: {exc}") from exc
-    return SqliteStore(SqliteDatabase(database_path(url)), marker)
+    return SqliteStore(SqliteDatabase(database_path(url), create=create), marker)
