@@ -161,3 +161,27 @@ def test_bad_config_values_name_the_setting(tmp_path: Path, text: str, message: 
     with pytest.raises(ConfigError, match=re.escape(message)) as caught:
         load_settings(config_file=write(tmp_path / "c.toml", text), env={})
     assert caught.value.exit_code == 2
+
+
+def test_an_empty_secret_file_is_refused(tmp_path: Path) -> None:
+    empty = write(tmp_path / "empty.key", " \n")
+    for name in ("STATEKEEPER_MASTER_KEY_FILE", "STATEKEEPER_SESSION_SECRET_FILE"):
+        with pytest.raises(ConfigError, match=f"{name}: the file {re.escape(str(empty))} is empty"):
+            load_settings(env={name: str(empty)})
+
+
+def test_a_variable_set_to_nothing_leaves_an_optional_setting_unset(tmp_path: Path) -> None:
+    config = write(tmp_path / "c.toml", 'store = "s3://from-the-file"\n')
+    env = {"STATEKEEPER_MASTER_KEY": "", "STATEKEEPER_STORE": "", "STATEKEEPER_TLS_CERT": ""}
+    settings = load_settings(env=env, config_file=config)
+    assert settings.master_key is None and settings.tls_cert is None
+    assert settings.store == "s3://from-the-file"
+    # A setting that has a value by default needs one.
+    with pytest.raises(ConfigError, match="STATEKEEPER_PORT"):
+        load_settings(env={"STATEKEEPER_PORT": ""})
+
+
+@pytest.mark.parametrize("text", ['master_key = ""\n', 'session_secret = "  "\n'])
+def test_a_blank_secret_in_the_file_is_refused(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError, match="is empty"):
+        load_settings(env={}, config_file=write(tmp_path / "c.toml", text))

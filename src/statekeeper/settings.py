@@ -84,6 +84,13 @@ def _nice(text: str) -> int:
     return value
 
 
+def _secret(text: str) -> str:
+    # Blank would read as "no secret": encryption off, or a random session key, in silence.
+    if not text.strip():
+        raise ValueError("it is empty; remove it to leave it unset")
+    return text
+
+
 def _bool(text: str) -> bool:
     if text.strip().lower() in ("1", "true", "yes", "on"):
         return True
@@ -351,7 +358,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "master_key",
-        str,
+        _secret,
         None,
         "Turns on encryption at rest: 32 bytes in base64 or awskms://KEY; a comma-separated "
         "list also decrypts with the later keys. Also STATEKEEPER_MASTER_KEY_FILE.",
@@ -396,7 +403,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "session_secret",
-        str,
+        _secret,
         None,
         "Key signing the web UI's session cookies; replicas behind one load balancer need the "
         "same. Default: random per process (sessions end at restart). Also _FILE.",
@@ -507,6 +514,24 @@ def _from_toml(setting: Setting, value: object, path: Path) -> object:
     return value if isinstance(value, str) else str(value)
 
 
+def _secret_file(setting: Setting, path: Path) -> str:
+    variable = setting.env + "_FILE"
+    try:
+        text = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{variable}: cannot read the file {path}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{variable}: the file {path} is not UTF-8 text") from exc
+    if not text:
+        # An empty file is most often a secret that was not mounted: refusing beats
+        # starting without the secret (encryption at rest off, in silence).
+        raise ConfigError(
+            f"{variable}: the file {path} is empty; it must hold the {setting.name} "
+            f"(or unset {variable} to leave {setting.name} unset)"
+        )
+    return text
+
+
 def load_settings(
     flags: Mapping[str, Any] | None = None,
     *,
@@ -537,13 +562,12 @@ def load_settings(
                 )
             values[name] = _parse(known[name], _from_toml(known[name], value, path), str(path))
     for s in SETTINGS:
-        if s.env in env:
+        # A variable set to nothing (VAR=) leaves a setting that is off by default unset,
+        # as if it were not there; a setting with a value by default must be given one.
+        if env.get(s.env) or (s.env in env and s.default is not None):
             values[s.name] = _parse(s, env[s.env], s.env)
         elif s.secret and env.get(s.env + "_FILE"):
-            try:
-                values[s.name] = Path(env[s.env + "_FILE"]).read_text().strip()
-            except OSError as exc:
-                raise ConfigError(f"{s.env}_FILE: cannot read the file: {exc}") from exc
+            values[s.name] = _secret_file(s, Path(env[s.env + "_FILE"]))
     known = {s.name: s for s in SETTINGS}
     for name, value in (flags or {}).items():
         if value is not None:

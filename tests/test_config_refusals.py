@@ -1,0 +1,42 @@
+"""A bad configuration stops ``statekeeper serve`` before it serves anything: exit code 2,
+a message naming what is wrong, no traceback, and no secret repeated.
+
+Each case runs a real process on a port this test holds: a configuration that got past
+the checks fails to bind instead (with another message), rather than serving forever.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from statekeeper.testing.processes import SRC
+
+
+def serve(cwd: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("STATEKEEPER_")}
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = str(held.getsockname()[1])
+        proc = subprocess.run(
+            [sys.executable, "-m", "statekeeper", *args, "serve", "--port", port],
+            cwd=cwd,
+            env={**base, "PYTHONPATH": str(SRC), "COLUMNS": "200", **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "serving on" not in proc.stderr, proc.stderr
+    return proc.returncode, proc.stderr
+
+
+def test_an_empty_master_key_file_is_refused_not_encryption_off(tmp_path: Path) -> None:
+    (tmp_path / "empty.key").write_text("\n")
+    code, stderr = serve(tmp_path, env={"STATEKEEPER_MASTER_KEY_FILE": "empty.key"})
+    assert code == 2, stderr
+    assert "STATEKEEPER_MASTER_KEY_FILE" in stderr and "empty.key is empty" in stderr
