@@ -7,6 +7,7 @@ the checks fails to bind instead (with another message), rather than serving for
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -40,3 +41,20 @@ def test_an_empty_master_key_file_is_refused_not_encryption_off(tmp_path: Path) 
     code, stderr = serve(tmp_path, env={"STATEKEEPER_MASTER_KEY_FILE": "empty.key"})
     assert code == 2, stderr
     assert "STATEKEEPER_MASTER_KEY_FILE" in stderr and "empty.key is empty" in stderr
+
+
+SECRET = "TOPSECRET-hook-sig-key"
+HOOK = {"name": "chat", "url": "https://chat.example/hook", "secret": SECRET, "evnts": ["x"]}
+
+
+def test_a_config_error_never_repeats_a_secret(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[[hooks]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in HOOK.items()))
+    for args, env in [
+        (("--config", str(config)), {}),
+        ((), {"STATEKEEPER_HOOKS": json.dumps([HOOK])}),
+    ]:
+        code, stderr = serve(tmp_path, *args, env=env)
+        assert code == 2, stderr
+        assert "hooks is not valid: hook chat: unknown key(s) evnts" in stderr
+        assert SECRET not in stderr

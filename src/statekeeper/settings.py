@@ -201,10 +201,17 @@ class Setting:
     table: bool = False
     #: A list of TOML tables (``[[hooks]]``); in the environment a JSON array of objects.
     tables: bool = False
+    #: Not a secret itself, but may hold one ([[hooks]] with a ``secret``).
+    holds_secrets: bool = False
 
     @property
     def env(self) -> str:
         return "STATEKEEPER_" + self.name.upper()
+
+    @property
+    def shown(self) -> bool:
+        """Whether a message may repeat its value: never a secret's, in any error."""
+        return not (self.secret or self.holds_secrets)
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -310,6 +317,7 @@ SETTINGS: tuple[Setting, ...] = (
         "events, states, and the secret from secret_env or secret_file); listed by "
         "'hooks list' as from the config, not removable with 'hooks remove'.",
         tables=True,
+        holds_secrets=True,
     ),
     Setting(
         "hooks_stale_after",
@@ -486,7 +494,8 @@ def _parse(setting: Setting, value: Any, source: str) -> Any:
     try:
         return setting.parse(value)
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{source}: {setting.name} = {value!r} is not valid: {exc}") from exc
+        given = f" = {value!r}" if setting.shown else ""
+        raise ConfigError(f"{source}: {setting.name}{given} is not valid: {exc}") from exc
 
 
 def _from_toml(setting: Setting, value: object, path: Path) -> object:
