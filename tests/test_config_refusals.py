@@ -58,3 +58,14 @@ def test_a_config_error_never_repeats_a_secret(tmp_path: Path) -> None:
         assert code == 2, stderr
         assert "hooks is not valid: hook chat: unknown key(s) evnts" in stderr
         assert SECRET not in stderr
+
+
+def test_a_bad_or_missing_tokens_file_stops_the_start(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.toml"
+    tokens.write_text('[tokens."ci"]\nsha256 = "' + "a" * 64 + '"\nscope = ["**:read"]\n')
+    code, stderr = serve(tmp_path, "--tokens-file", str(tokens))
+    assert code == 2, stderr
+    assert f"{tokens}: [tokens.ci]: unknown key(s) scope" in stderr
+    code, stderr = serve(tmp_path, env={"STATEKEEPER_TOKENS_FILE": "absent.toml"})
+    assert code == 2, stderr
+    assert "the tokens file absent.toml does not exist" in stderr

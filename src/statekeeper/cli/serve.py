@@ -146,6 +146,11 @@ def serve(
     )
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise ConfigError("HTTPS needs both --tls-cert and --tls-key (PEM files)")
+    if settings.tokens_file is not None:
+        from statekeeper.security.tokenstores import FileTokenStore
+
+        # Read whole now: a fault in it would otherwise first show as every request's 500.
+        FileTokenStore(settings.tokens_file).check()
     # Decided before binding or building anything: a refused start leaves nothing behind.
     secured = settings.oidc_config is not None or tokens_configured(
         settings.store_url, settings.tokens_file
@@ -185,6 +190,11 @@ def serve(
                 err_console.print(markup, highlight=False)
 
         services.build_parts()
+        if settings.tokens_file is not None:
+            # The server's own copy, read whole once: a bad edit after this is logged
+            # and refuses every token, where a first read's fault would be a 500.
+            assert isinstance(services.tokens.store, FileTokenStore)
+            services.tokens.store.check()
         services.hooks.start(settings)  # a worker process delivers the outbox, old rows too
         # A new replica's index builds in the background; searches meanwhile answer from
         # what is indexed so far, with a note saying how far the build is. On the embedded
