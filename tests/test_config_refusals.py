@@ -69,3 +69,14 @@ def test_a_bad_or_missing_tokens_file_stops_the_start(tmp_path: Path) -> None:
     code, stderr = serve(tmp_path, env={"STATEKEEPER_TOKENS_FILE": "absent.toml"})
     assert code == 2, stderr
     assert "the tokens file absent.toml does not exist" in stderr
+
+
+def test_a_misspelt_key_in_the_oidc_config_stops_the_start(tmp_path: Path) -> None:
+    oidc = tmp_path / "oidc.toml"
+    oidc.write_text(
+        'issuer = "https://issuer.example"\naudience = "sk"\njwks_file = "j.json"\n'
+        'audit_claim = ["repository"]\n'
+    )
+    code, stderr = serve(tmp_path, env={"STATEKEEPER_OIDC_CONFIG": str(oidc)})
+    assert code == 2, stderr
+    assert "unknown key(s) audit_claim" in stderr

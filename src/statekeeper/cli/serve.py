@@ -146,11 +146,16 @@ def serve(
     )
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise ConfigError("HTTPS needs both --tls-cert and --tls-key (PEM files)")
+    # The access-control files are read whole before binding or building anything: a fault
+    # in the tokens file would otherwise first show as every request's 500.
     if settings.tokens_file is not None:
         from statekeeper.security.tokenstores import FileTokenStore
 
-        # Read whole now: a fault in it would otherwise first show as every request's 500.
         FileTokenStore(settings.tokens_file).check()
+    if settings.oidc_config is not None:
+        from statekeeper.security.oidc import OidcConfig
+
+        OidcConfig.load(settings.oidc_config)
     # Decided before binding or building anything: a refused start leaves nothing behind.
     secured = settings.oidc_config is not None or tokens_configured(
         settings.store_url, settings.tokens_file
