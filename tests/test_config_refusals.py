@@ -14,17 +14,25 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from statekeeper.testing.processes import SRC
 
 
-def serve(cwd: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+def serve(
+    cwd: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    args_after: tuple[str, ...] = (),
+) -> tuple[int, str]:
+    """``statekeeper ARGS serve --port HELD ARGS_AFTER``: its exit code and stderr."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("STATEKEEPER_")}
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen()
         port = str(held.getsockname()[1])
         proc = subprocess.run(
-            [sys.executable, "-m", "statekeeper", *args, "serve", "--port", port],
+            [sys.executable, "-m", "statekeeper", *args, "serve", "--port", port, *args_after],
             cwd=cwd,
             env={**base, "PYTHONPATH": str(SRC), "COLUMNS": "200", **(env or {})},
             capture_output=True,
@@ -33,6 +41,7 @@ def serve(cwd: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int
         )
     assert "Traceback" not in proc.stderr, proc.stderr
     assert "serving on" not in proc.stderr, proc.stderr
+    assert "backend" not in proc.stdout, proc.stdout
     return proc.returncode, proc.stderr
 
 
@@ -80,3 +89,12 @@ def test_a_misspelt_key_in_the_oidc_config_stops_the_start(tmp_path: Path) -> No
     code, stderr = serve(tmp_path, env={"STATEKEEPER_OIDC_CONFIG": str(oidc)})
     assert code == 2, stderr
     assert "unknown key(s) audit_claim" in stderr
+
+
+@pytest.mark.parametrize("args", [("--log-level", "verbose"), ("--log-level", "inf0")])
+def test_a_bad_log_level_stops_the_start_before_the_banner(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    code, stderr = serve(tmp_path, args_after=args)
+    assert code == 2, stderr
+    assert "the log level is one of debug, info, warning, error, critical" in stderr

@@ -185,3 +185,27 @@ def test_a_variable_set_to_nothing_leaves_an_optional_setting_unset(tmp_path: Pa
 def test_a_blank_secret_in_the_file_is_refused(tmp_path: Path, text: str) -> None:
     with pytest.raises(ConfigError, match="is empty"):
         load_settings(env={}, config_file=write(tmp_path / "c.toml", text))
+
+
+@pytest.mark.parametrize("text", ["verbose", "inf0", "trace", ""])
+def test_a_log_level_is_one_of_the_levels(text: str) -> None:
+    with pytest.raises(ConfigError, match="the log level is one of debug, info, warning"):
+        load_settings({"log_level": text}, env={})
+
+
+def test_warn_is_warning_and_levels_are_not_case_sensitive() -> None:
+    assert load_settings(env={"STATEKEEPER_LOG_LEVEL": "warn"}).log_level == "warning"
+    assert load_settings(env={"STATEKEEPER_LOG_LEVEL": "DEBUG"}).log_level == "debug"
+
+
+@pytest.mark.parametrize("text", ["infK", "-infM", "1e400G", "nanK"])
+def test_a_size_is_a_finite_number(text: str) -> None:
+    with pytest.raises(ConfigError, match="STATEKEEPER_MAX_BODY"):
+        load_settings(env={"STATEKEEPER_MAX_BODY": text})
+
+
+def test_a_config_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    config = tmp_path / "latin1.toml"
+    config.write_bytes("# café\nport = 9001\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=f"the config file {config} is not UTF-8 text"):
+        load_settings(env={}, config_file=config)

@@ -9,6 +9,7 @@ command-line flags. A secret may also come from ``STATEKEEPER_<NAME>_FILE``.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -23,7 +24,15 @@ from statekeeper.terraform.lockinfo import MAX_LOCK_INFO
 if TYPE_CHECKING:
     from statekeeper.state.lockpolicy import LockPolicy
 
-__all__ = ["SETTINGS", "HookSetting", "Setting", "Settings", "format_size", "load_settings"]
+__all__ = [
+    "LOG_LEVELS",
+    "SETTINGS",
+    "HookSetting",
+    "Setting",
+    "Settings",
+    "format_size",
+    "load_settings",
+]
 
 
 def format_size(n: int) -> str:
@@ -42,7 +51,10 @@ def format_size(n: int) -> str:
 def _size(text: str) -> int:
     units = {"k": 1024, "m": 1024**2, "g": 1024**3}
     t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    size = int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
+    number = float(t[:-1]) if t and t[-1] in units else None
+    if number is not None and not math.isfinite(number):
+        raise ValueError("a size is a number of bytes (or with K/M/G), not inf or nan")
+    size = int(number * units[t[-1]]) if number is not None else int(t)
     if size <= 0:
         raise ValueError("a size must be a positive number of bytes (or with K/M/G)")
     return size
@@ -62,6 +74,18 @@ def _port(text: str) -> int:
     if not 1 <= port <= 65535:
         raise ValueError("a port is a number from 1 to 65535")
     return port
+
+
+#: uvicorn's and logging's levels; ``trace`` (uvicorn's own) is left out: statekeeper logs none.
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _log_level(text: str) -> str:
+    value = text.strip().lower()
+    value = "warning" if value == "warn" else value  # logging's own alias
+    if value not in LOG_LEVELS:
+        raise ValueError(f"the log level is one of {', '.join(LOG_LEVELS)}")
+    return value
 
 
 def _log_format(text: str) -> str:
@@ -268,9 +292,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "log_level",
-        str,
+        _log_level,
         "info",
-        "Server log level: debug, info, warning, error.",
+        "Server log level: debug, info, warning (or warn), error, critical.",
         flag="--log-level",
     ),
     Setting(
@@ -557,9 +581,14 @@ def load_settings(
         import tomllib  # here: only a config file needs it, and it costs a CLI's start-up
 
         try:
-            loaded = tomllib.loads(path.read_text())
+            loaded = tomllib.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"cannot read the config file {path}: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"the config file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                "TOML files must be UTF-8"
+            ) from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"the config file {path} is not valid TOML: {exc}") from exc
         known = {s.name: s for s in SETTINGS}

@@ -22,7 +22,7 @@ SERVE_OPTIONS = STORE | {"tokens_file"}
 if TYPE_CHECKING:
     from statekeeper.storage.base import ObjectStore
 
-__all__ = ["event_loop", "freeze_start_up", "is_loopback", "listen", "serve"]
+__all__ = ["check_tls", "event_loop", "freeze_start_up", "is_loopback", "listen", "serve"]
 
 
 def event_loop() -> str:
@@ -71,6 +71,34 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def check_tls(cert: Path, key: Path) -> None:
+    """Load the certificate and its key as uvicorn will, so that a fault is a clear error
+    before the banner, not a traceback after it."""
+    import ssl
+
+    from statekeeper.errors import ConfigError
+
+    for setting, path in (("tls_cert", cert), ("tls_key", key)):
+        try:
+            path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {setting} {path}: {exc.strerror or exc}") from exc
+
+    def encrypted() -> str:
+        raise ConfigError(f"tls_key {key} is encrypted; give the key without a passphrase")
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, password=encrypted)
+    except ssl.SSLError as exc:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cert)
+        except ssl.SSLError:
+            raise ConfigError(f"tls_cert {cert} is not a PEM certificate") from exc
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise ConfigError(f"tls_key {key} is not the private key of tls_cert {cert}") from exc
+        raise ConfigError(f"tls_key {key} is not a PEM private key") from exc
+
+
 def freeze_start_up() -> int:
     """Take what start-up built out of the cyclic garbage collector's sight, for good.
 
@@ -100,7 +128,7 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on [default: 8080]")] = None,
     log_level: Annotated[
-        str | None, typer.Option(help="debug, info, warning or error [default: info]")
+        str | None, typer.Option(help="debug, info, warning, error or critical [default: info]")
     ] = None,
     example_state: Annotated[
         str, typer.Option(help="State name used in the printed backend block")
@@ -146,6 +174,8 @@ def serve(
     )
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise ConfigError("HTTPS needs both --tls-cert and --tls-key (PEM files)")
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        check_tls(settings.tls_cert, settings.tls_key)
     # The access-control files are read whole before binding or building anything: a fault
     # in the tokens file would otherwise first show as every request's 500.
     if settings.tokens_file is not None:
