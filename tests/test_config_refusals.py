@@ -98,3 +98,13 @@ def test_a_bad_log_level_stops_the_start_before_the_banner(
     code, stderr = serve(tmp_path, args_after=args)
     assert code == 2, stderr
     assert "the log level is one of debug, info, warning, error, critical" in stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("REQUEST_TIMEOUT", "nan"), ("MAX_CONNECTIONS", "0"), ("READY_TIMEOUT", "-1")],
+)
+def test_a_number_out_of_its_range_stops_the_start(tmp_path: Path, name: str, value: str) -> None:
+    code, stderr = serve(tmp_path, env={f"STATEKEEPER_{name}": value})
+    assert code == 2, stderr
+    assert f"STATEKEEPER_{name}: {name.lower()} = {value!r} is not valid: it must be" in stderr

@@ -209,3 +209,51 @@ def test_a_config_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
     config.write_bytes("# café\nport = 9001\n".encode("latin-1"))
     with pytest.raises(ConfigError, match=f"the config file {config} is not UTF-8 text"):
         load_settings(env={}, config_file=config)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "said"),
+    [
+        ("request_timeout", "nan", "a number of seconds from 0 (0: no limit) up"),
+        ("request_timeout", "-1", "a number of seconds from 0 (0: no limit) up"),
+        ("header_timeout", "nan", "a number of seconds from 0 (0: no limit) up"),
+        ("header_timeout", "-5", "a number of seconds from 0 (0: no limit) up"),
+        ("rate_limit", "nan", "a number of requests per second from 0 (0: no limit) up"),
+        ("rate_limit", "-1", "a number of requests per second from 0 (0: no limit) up"),
+        ("hooks_stale_after", "-1", "a number of seconds from 0 (0: never) up"),
+        ("lock_wait", "inf", "a number of seconds from 0 (0: answer at once) up"),
+        ("ready_timeout", "-1", "a number of seconds more than 0"),
+        ("ready_timeout", "nan", "a number of seconds more than 0"),
+        ("ready_timeout", "0", "a number of seconds more than 0"),
+        ("hooks_backoff", "0", "a number of seconds more than 0"),
+        ("session_hours", "-12", "a number of hours more than 0"),
+        ("inventory_refresh", "soon", "a number of seconds"),
+        ("max_connections", "0", "a whole number from 1 up"),
+        ("hooks_attempts", "0", "a whole number from 1 up"),
+        ("hooks_attempts", "-5", "a whole number from 1 up"),
+        ("rate_burst", "1.5", "must be a whole number"),
+        ("port", "abc", "must be a whole number"),
+        ("port", "", "must be a whole number"),
+    ],
+)
+def test_numbers_out_of_their_range_are_refused_with_the_range(
+    name: str, value: str, said: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(env={f"STATEKEEPER_{name.upper()}": value})
+    assert f"STATEKEEPER_{name.upper()}: {name} = {value!r} is not valid: " in err.value.message
+    assert said in err.value.message
+    assert "invalid literal" not in err.value.message
+
+
+def test_zero_is_kept_where_it_means_no_limit_and_nan_is_refused(tmp_path: Path) -> None:
+    zeros = (
+        "request_timeout = 0\nheader_timeout = 0\nrate_limit = 0\nhooks_stale_after = 0\n"
+        "lock_wait = 0\ninventory_refresh = 0\n"
+    )
+    settings = load_settings(env={}, config_file=write(tmp_path / "c.toml", zeros))
+    assert settings.request_timeout == settings.rate_limit == settings.lock_wait == 0
+    with pytest.raises(ConfigError, match="ready_timeout"):
+        load_settings(
+            env={}, config_file=write(tmp_path / "c.toml", zeros + "ready_timeout = nan\n")
+        )

@@ -69,10 +69,47 @@ def _workspace_key_prefix(text: str) -> str:
         raise ValueError(exc.message) from exc
 
 
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("it must be a whole number") from None
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    """A parser of whole numbers from ``minimum`` up."""
+
+    def parse(text: str) -> int:
+        value = _whole(text)
+        if value < minimum:
+            raise ValueError(f"it must be a whole number from {minimum} up")
+        return value
+
+    return parse
+
+
+def _amount(unit: str = "seconds", *, zero: str | None = None) -> Callable[[str], float]:
+    """A parser of a finite number of ``unit``: more than 0, or 0 too when ``zero`` says
+    what 0 means (``no limit``); never negative, nan or inf, none of which is a limit."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"it must be a number of {unit}") from None
+        if not math.isfinite(value) or value < 0 or (value == 0 and zero is None):
+            if zero is None:
+                raise ValueError(f"it must be a number of {unit} more than 0")
+            raise ValueError(f"it must be a number of {unit} from 0 (0: {zero}) up")
+        return value
+
+    return parse
+
+
 def _port(text: str) -> int:
-    port = int(text)
+    port = _whole(text)
     if not 1 <= port <= 65535:
-        raise ValueError("a port is a number from 1 to 65535")
+        raise ValueError("a port is a whole number from 1 to 65535")
     return port
 
 
@@ -102,7 +139,7 @@ def _lock_policy(value: object) -> LockPolicy:
 
 
 def _nice(text: str) -> int:
-    value = int(text)
+    value = _whole(text)
     if not 0 <= value <= 19:
         raise ValueError("a nice increment is a number from 0 (off) to 19 (the lowest priority)")
     return value
@@ -278,7 +315,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "lock_wait",
-        float,
+        _amount(zero="answer at once"),
         1.0,
         "Seconds a LOCK retried after a 423, on a state this server has locked, waits for "
         "its UNLOCK before answering 423 again (0: answer at once).",
@@ -306,7 +343,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "ready_timeout",
-        float,
+        _amount(),
         2.0,
         "Seconds /readyz waits for the store and the lock table to answer before it says 503.",
     ),
@@ -325,10 +362,10 @@ SETTINGS: tuple[Setting, ...] = (
         "Comma-separated hosts and networks webhooks may reach although the guard refuses "
         "them (loopback, link-local, cloud metadata).",
     ),
-    Setting("hooks_attempts", int, 10, "Delivery attempts of a webhook before it is dead."),
+    Setting("hooks_attempts", _count(1), 10, "Delivery attempts of a webhook before it is dead."),
     Setting(
         "hooks_backoff",
-        float,
+        _amount(),
         5.0,
         "Seconds before a webhook's first retry; doubled at each retry (at most an hour), "
         "with jitter.",
@@ -345,7 +382,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "hooks_stale_after",
-        float,
+        _amount(zero="never"),
         7200.0,
         "Seconds a lock is held before a lock.stale webhook is sent (0: never).",
     ),
@@ -400,35 +437,38 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("tls_key", Path, None, "PEM private key of tls_cert.", flag="--tls-key"),
     Setting(
         "rate_limit",
-        float,
+        _amount("requests per second", zero="no limit"),
         20.0,
         "Requests per second each authenticated caller may sustain (0: no limit); more get 429.",
     ),
     Setting(
-        "rate_burst", int, 200, "Requests a caller may make at once before rate_limit applies."
+        "rate_burst",
+        _count(1),
+        200,
+        "Requests a caller may make at once before rate_limit applies.",
     ),
     Setting(
         "request_timeout",
-        float,
+        _amount(zero="no limit"),
         120.0,
         "Seconds a request may take before the server answers 503 (0: no limit).",
     ),
     Setting(
         "header_timeout",
-        float,
+        _amount(zero="no limit"),
         60.0,
         "Seconds a client may take to send its request headers before the connection is "
         "closed with 408 (0: no limit); nginx's client_header_timeout.",
     ),
     Setting(
         "max_connections",
-        int,
+        _count(1),
         512,
         "Connections open at once; one more is answered 503 and closed.",
     ),
     Setting(
         "inventory_refresh",
-        float,
+        _amount(zero="search always catches up first"),
         30.0,
         "Seconds the search index may lag states written past this server (by other replicas "
         'or Terraform\'s backend "s3"): older, a search first lists the store to catch up.',
@@ -443,7 +483,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "session_hours",
-        float,
+        _amount("hours"),
         12.0,
         "Hours a web UI sign-in lasts before the browser is sent to the sign-in page again.",
     ),
