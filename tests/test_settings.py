@@ -257,3 +257,22 @@ def test_zero_is_kept_where_it_means_no_limit_and_nan_is_refused(tmp_path: Path)
         load_settings(
             env={}, config_file=write(tmp_path / "c.toml", zeros + "ready_timeout = nan\n")
         )
+
+
+@pytest.mark.parametrize(
+    ("rule", "said"),
+    [
+        ("keep_last = 0", "keep_last = 0 would keep only the current version; use 1"),
+        ('keep_for = "0s"', 'keep_for = "0s" would keep only the current version'),
+        ('keep_last = 5\nkeep_for = "0d"', 'keep_for = "0d" would keep only the current version'),
+    ],
+)
+def test_a_retention_rule_that_keeps_only_the_current_version_is_refused(
+    tmp_path: Path, rule: str, said: str
+) -> None:
+    config = write(
+        tmp_path / "c.toml", f'[history]\n[[history.retention]]\nstates = "prod/**"\n{rule}\n'
+    )
+    with pytest.raises(ConfigError) as err:
+        load_settings(env={}, config_file=config)
+    assert str(config) in err.value.message and said in err.value.message

@@ -109,6 +109,11 @@ def _rule(raw: object, at: int) -> Retention:
         raise ValueError(f"{where} keeps everything: give keep_last and/or keep_for")
     if keep_last == 0:
         raise ValueError(f"{where}: keep_last = 0 would keep only the current version; use 1")
+    if keep_for is not None and not keep_for:
+        raise ValueError(
+            f'{where}: keep_for = "{raw["keep_for"]}" would keep only the current version; '
+            'use a longer duration, e.g. "1d"'
+        )
     return Retention(glob, keep_last, keep_for)
 
 
