@@ -108,3 +108,12 @@ def test_a_number_out_of_its_range_stops_the_start(tmp_path: Path, name: str, va
     code, stderr = serve(tmp_path, env={f"STATEKEEPER_{name}": value})
     assert code == 2, stderr
     assert f"STATEKEEPER_{name}: {name.lower()} = {value!r} is not valid: it must be" in stderr
+
+
+def test_a_metrics_listener_with_metrics_off_stops_the_start(tmp_path: Path) -> None:
+    env = {"STATEKEEPER_METRICS": "false", "STATEKEEPER_METRICS_LISTEN": "127.0.0.1:8099"}
+    code, stderr = serve(tmp_path, env=env)
+    assert code == 2, stderr
+    assert (
+        "metrics_listen = 127.0.0.1:8099 asks for a metrics listener, but metrics = false" in stderr
+    )

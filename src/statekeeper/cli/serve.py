@@ -172,6 +172,11 @@ def serve(
         tls_cert=tls_cert,
         tls_key=tls_key,
     )
+    if settings.metrics_listen and not settings.metrics:
+        raise ConfigError(
+            f"metrics_listen = {settings.metrics_listen} asks for a metrics listener, but "
+            "metrics = false turns metrics off; remove one of the two settings"
+        )
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise ConfigError("HTTPS needs both --tls-cert and --tls-key (PEM files)")
     if settings.tls_cert is not None and settings.tls_key is not None:
