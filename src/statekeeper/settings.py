@@ -132,6 +132,13 @@ def _log_format(text: str) -> str:
     return value
 
 
+def _hooks_allow(text: str) -> str:
+    from statekeeper.hooks.guard import parse_allow
+
+    parse_allow(text)  # checked here, used as it is written when hooks are built
+    return text
+
+
 def _lock_policy(value: object) -> LockPolicy:
     from statekeeper.state.lockpolicy import LockPolicy
 
@@ -357,7 +364,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "hooks_allow",
-        str,
+        _hooks_allow,
         None,
         "Comma-separated hosts and networks webhooks may reach although the guard refuses "
         "them (loopback, link-local, cloud metadata).",
