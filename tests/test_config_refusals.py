@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from statekeeper.security.tokens import issue
+from statekeeper.security.tokenstores import FileTokenStore
 from statekeeper.testing.processes import SRC
 
 
@@ -117,3 +119,42 @@ def test_a_metrics_listener_with_metrics_off_stops_the_start(tmp_path: Path) -> 
     assert (
         "metrics_listen = 127.0.0.1:8099 asks for a metrics listener, but metrics = false" in stderr
     )
+
+
+def test_a_host_that_does_not_resolve_is_blamed_not_the_port(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.toml"
+    FileTokenStore(tokens).add(issue("ci", ["**:read"]).record)  # not on loopback: needs auth
+    code, stderr = serve(tmp_path, "--tokens-file", str(tokens), args_after=("--host", "no host"))
+    assert code == 2, stderr
+    assert "cannot listen on no host: it is not an address nor a name that resolves" in stderr
+    assert "--port" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("config", "env", "said"),
+    [
+        (
+            'lock_policy = "exclusive"\n',
+            {},
+            "c.toml: lock_policy is a table, not a single value: write it as [lock_policy]",
+        ),
+        (
+            '[lock_policy]\nmode = "exclusiv"\n',
+            {},
+            "c.toml: lock_policy = {'mode': 'exclusiv'} is not valid: lock_policy: mode",
+        ),
+        (
+            "",
+            {"STATEKEEPER_LOCK_POLICY": "exclusive"},
+            "STATEKEEPER_LOCK_POLICY: lock_policy = 'exclusive' is not valid: it is the "
+            "[lock_policy] table as TOML text",
+        ),
+    ],
+)
+def test_lock_policy_errors_name_where_they_come_from(
+    tmp_path: Path, config: str, env: dict[str, str], said: str
+) -> None:
+    (tmp_path / "c.toml").write_text(config)
+    code, stderr = serve(tmp_path, "--config", "c.toml", env=env)
+    assert code == 2, stderr
+    assert said in stderr

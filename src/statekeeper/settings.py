@@ -142,7 +142,20 @@ def _hooks_allow(text: str) -> str:
 def _lock_policy(value: object) -> LockPolicy:
     from statekeeper.state.lockpolicy import LockPolicy
 
-    return LockPolicy.parse(value)
+    if isinstance(value, str):
+        import tomllib  # here: only a table given as text needs it
+
+        try:
+            value = tomllib.loads(value)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(
+                f'it is the [lock_policy] table as TOML text, e.g. mode = "exclusive" ({exc})'
+            ) from exc
+    try:
+        return LockPolicy.parse(value)
+    except ConfigError as exc:
+        # Raised as a ValueError, it is named with its source like every other setting.
+        raise ValueError(exc.message) from exc
 
 
 def _nice(text: str) -> int:
@@ -589,6 +602,11 @@ def _from_toml(setting: Setting, value: object, path: Path) -> object:
         return value
     if isinstance(value, dict):
         raise ConfigError(f"{path}: {setting.name} is a single value, not a table")
+    if setting.table:
+        raise ConfigError(
+            f"{path}: {setting.name} is a table, not a single value: write it as "
+            f"[{setting.name}] with its keys below (see docs/configuration.md)"
+        )
     if isinstance(value, bool):
         return "true" if value else "false"
     return value if isinstance(value, str) else str(value)

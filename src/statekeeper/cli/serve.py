@@ -54,9 +54,16 @@ def listen(host: str, port: int) -> socket.socket:
 
     if not 0 < port < 65536:
         raise ConfigError(f"the port {port} is not a TCP port; choose one from 1 to 65535")
-    sock: socket.socket | None = None
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        # The host is what failed (no such name, not an address), not the port.
+        raise ConfigError(
+            f"cannot listen on {host}: it is not an address nor a name that resolves "
+            f"({exc.strerror}); correct --host (the host setting)"
+        ) from exc
+    sock: socket.socket | None = None
+    try:
         sock = socket.socket(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
