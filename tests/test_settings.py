@@ -178,3 +178,121 @@ def test_keep_last_is_refused_below_one_with_a_message_that_says_so(
         config_file=write(tmp_path / "ok.toml", rule.replace(f"= {keep_last}", "= 1")), env={}
     )
     assert kept.history.retention[0].keep_last == 1
+
+
+def test_an_empty_secret_file_is_refused(tmp_path: Path) -> None:
+    empty = write(tmp_path / "empty.key", " \n")
+    for name in ("STATEKEEPER_MASTER_KEY_FILE", "STATEKEEPER_SESSION_SECRET_FILE"):
+        with pytest.raises(ConfigError, match=f"{name}: the file {re.escape(str(empty))} is empty"):
+            load_settings(env={name: str(empty)})
+
+
+def test_a_variable_set_to_nothing_leaves_an_optional_setting_unset(tmp_path: Path) -> None:
+    config = write(tmp_path / "c.toml", 'store = "s3://from-the-file"\n')
+    env = {"STATEKEEPER_MASTER_KEY": "", "STATEKEEPER_STORE": "", "STATEKEEPER_TLS_CERT": ""}
+    settings = load_settings(env=env, config_file=config)
+    assert settings.master_key is None and settings.tls_cert is None
+    assert settings.store == "s3://from-the-file"
+    # A setting that has a value by default needs one.
+    with pytest.raises(ConfigError, match="STATEKEEPER_PORT"):
+        load_settings(env={"STATEKEEPER_PORT": ""})
+
+
+@pytest.mark.parametrize("text", ['master_key = ""\n', 'session_secret = "  "\n'])
+def test_a_blank_secret_in_the_file_is_refused(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError, match="is empty"):
+        load_settings(env={}, config_file=write(tmp_path / "c.toml", text))
+
+
+@pytest.mark.parametrize("text", ["verbose", "inf0", "trace", ""])
+def test_a_log_level_is_one_of_the_levels(text: str) -> None:
+    with pytest.raises(ConfigError, match="the log level is one of debug, info, warning"):
+        load_settings({"log_level": text}, env={})
+
+
+def test_warn_is_warning_and_levels_are_not_case_sensitive() -> None:
+    assert load_settings(env={"STATEKEEPER_LOG_LEVEL": "warn"}).log_level == "warning"
+    assert load_settings(env={"STATEKEEPER_LOG_LEVEL": "DEBUG"}).log_level == "debug"
+
+
+@pytest.mark.parametrize("text", ["infK", "-infM", "1e400G", "nanK"])
+def test_a_size_is_a_finite_number(text: str) -> None:
+    with pytest.raises(ConfigError, match="STATEKEEPER_MAX_BODY"):
+        load_settings(env={"STATEKEEPER_MAX_BODY": text})
+
+
+def test_a_config_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    config = tmp_path / "latin1.toml"
+    config.write_bytes("# café\nport = 9001\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=f"the config file {config} is not UTF-8 text"):
+        load_settings(env={}, config_file=config)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "said"),
+    [
+        ("request_timeout", "nan", "a number of seconds from 0 (0: no limit) up"),
+        ("request_timeout", "-1", "a number of seconds from 0 (0: no limit) up"),
+        ("header_timeout", "nan", "a number of seconds from 0 (0: no limit) up"),
+        ("header_timeout", "-5", "a number of seconds from 0 (0: no limit) up"),
+        ("rate_limit", "nan", "a number of requests per second from 0 (0: no limit) up"),
+        ("rate_limit", "-1", "a number of requests per second from 0 (0: no limit) up"),
+        ("hooks_stale_after", "-1", "a number of seconds from 0 (0: never) up"),
+        ("lock_wait", "inf", "a number of seconds from 0 (0: answer at once) up"),
+        ("ready_timeout", "-1", "a number of seconds more than 0"),
+        ("ready_timeout", "nan", "a number of seconds more than 0"),
+        ("ready_timeout", "0", "a number of seconds more than 0"),
+        ("hooks_backoff", "0", "a number of seconds more than 0"),
+        ("session_hours", "-12", "a number of hours more than 0"),
+        ("inventory_refresh", "soon", "a number of seconds"),
+        ("max_connections", "0", "a whole number from 1 up"),
+        ("hooks_attempts", "0", "a whole number from 1 up"),
+        ("hooks_attempts", "-5", "a whole number from 1 up"),
+        ("rate_burst", "1.5", "must be a whole number"),
+        ("port", "abc", "must be a whole number"),
+        ("port", "", "must be a whole number"),
+    ],
+)
+def test_numbers_out_of_their_range_are_refused_with_the_range(
+    name: str, value: str, said: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(env={f"STATEKEEPER_{name.upper()}": value})
+    assert f"STATEKEEPER_{name.upper()}: {name} = {value!r} is not valid: " in err.value.message
+    assert said in err.value.message
+    assert "invalid literal" not in err.value.message
+
+
+def test_zero_is_kept_where_it_means_no_limit_and_nan_is_refused(tmp_path: Path) -> None:
+    zeros = (
+        "request_timeout = 0\nheader_timeout = 0\nrate_limit = 0\nhooks_stale_after = 0\n"
+        "lock_wait = 0\ninventory_refresh = 0\n"
+    )
+    settings = load_settings(env={}, config_file=write(tmp_path / "c.toml", zeros))
+    assert settings.request_timeout == settings.rate_limit == settings.lock_wait == 0
+    with pytest.raises(ConfigError, match="ready_timeout"):
+        load_settings(
+            env={}, config_file=write(tmp_path / "c.toml", zeros + "ready_timeout = nan\n")
+        )
+
+
+@pytest.mark.parametrize(
+    ("rule", "said"),
+    [
+        (
+            "keep_last = 0",
+            "keep_last must be a whole number ≥ 1 (1 keeps only the current version)",
+        ),
+        ('keep_for = "0s"', 'keep_for = "0s" would keep only the current version'),
+        ('keep_last = 5\nkeep_for = "0d"', 'keep_for = "0d" would keep only the current version'),
+    ],
+)
+def test_a_retention_rule_that_keeps_only_the_current_version_is_refused(
+    tmp_path: Path, rule: str, said: str
+) -> None:
+    config = write(
+        tmp_path / "c.toml", f'[history]\n[[history.retention]]\nstates = "prod/**"\n{rule}\n'
+    )
+    with pytest.raises(ConfigError) as err:
+        load_settings(env={}, config_file=config)
+    assert str(config) in err.value.message and said in err.value.message

@@ -9,6 +9,7 @@ command-line flags. A secret may also come from ``STATEKEEPER_<NAME>_FILE``.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -23,7 +24,15 @@ from statekeeper.terraform.lockinfo import MAX_LOCK_INFO
 if TYPE_CHECKING:
     from statekeeper.state.lockpolicy import LockPolicy
 
-__all__ = ["SETTINGS", "HookSetting", "Setting", "Settings", "format_size", "load_settings"]
+__all__ = [
+    "LOG_LEVELS",
+    "SETTINGS",
+    "HookSetting",
+    "Setting",
+    "Settings",
+    "format_size",
+    "load_settings",
+]
 
 
 def format_size(n: int) -> str:
@@ -42,7 +51,10 @@ def format_size(n: int) -> str:
 def _size(text: str) -> int:
     units = {"k": 1024, "m": 1024**2, "g": 1024**3}
     t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    size = int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
+    number = float(t[:-1]) if t and t[-1] in units else None
+    if number is not None and not math.isfinite(number):
+        raise ValueError("a size is a number of bytes (or with K/M/G), not inf or nan")
+    size = int(number * units[t[-1]]) if number is not None else int(t)
     if size <= 0:
         raise ValueError("a size must be a positive number of bytes (or with K/M/G)")
     return size
@@ -57,11 +69,60 @@ def _workspace_key_prefix(text: str) -> str:
         raise ValueError(exc.message) from exc
 
 
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("it must be a whole number") from None
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    """A parser of whole numbers from ``minimum`` up."""
+
+    def parse(text: str) -> int:
+        value = _whole(text)
+        if value < minimum:
+            raise ValueError(f"it must be a whole number from {minimum} up")
+        return value
+
+    return parse
+
+
+def _amount(unit: str = "seconds", *, zero: str | None = None) -> Callable[[str], float]:
+    """A parser of a finite number of ``unit``: more than 0, or 0 too when ``zero`` says
+    what 0 means (``no limit``); never negative, nan or inf, none of which is a limit."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"it must be a number of {unit}") from None
+        if not math.isfinite(value) or value < 0 or (value == 0 and zero is None):
+            if zero is None:
+                raise ValueError(f"it must be a number of {unit} more than 0")
+            raise ValueError(f"it must be a number of {unit} from 0 (0: {zero}) up")
+        return value
+
+    return parse
+
+
 def _port(text: str) -> int:
-    port = int(text)
+    port = _whole(text)
     if not 1 <= port <= 65535:
-        raise ValueError("a port is a number from 1 to 65535")
+        raise ValueError("a port is a whole number from 1 to 65535")
     return port
+
+
+#: uvicorn's and logging's levels; ``trace`` (uvicorn's own) is left out: statekeeper logs none.
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _log_level(text: str) -> str:
+    value = text.strip().lower()
+    value = "warning" if value == "warn" else value  # logging's own alias
+    if value not in LOG_LEVELS:
+        raise ValueError(f"the log level is one of {', '.join(LOG_LEVELS)}")
+    return value
 
 
 def _log_format(text: str) -> str:
@@ -71,17 +132,44 @@ def _log_format(text: str) -> str:
     return value
 
 
+def _hooks_allow(text: str) -> str:
+    from statekeeper.hooks.guard import parse_allow
+
+    parse_allow(text)  # checked here, used as it is written when hooks are built
+    return text
+
+
 def _lock_policy(value: object) -> LockPolicy:
     from statekeeper.state.lockpolicy import LockPolicy
 
-    return LockPolicy.parse(value)
+    if isinstance(value, str):
+        import tomllib  # here: only a table given as text needs it
+
+        try:
+            value = tomllib.loads(value)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(
+                f'it is the [lock_policy] table as TOML text, e.g. mode = "exclusive" ({exc})'
+            ) from exc
+    try:
+        return LockPolicy.parse(value)
+    except ConfigError as exc:
+        # Raised as a ValueError, it is named with its source like every other setting.
+        raise ValueError(exc.message) from exc
 
 
 def _nice(text: str) -> int:
-    value = int(text)
+    value = _whole(text)
     if not 0 <= value <= 19:
         raise ValueError("a nice increment is a number from 0 (off) to 19 (the lowest priority)")
     return value
+
+
+def _secret(text: str) -> str:
+    # Blank would read as "no secret": encryption off, or a random session key, in silence.
+    if not text.strip():
+        raise ValueError("it is empty; remove it to leave it unset")
+    return text
 
 
 def _bool(text: str) -> bool:
@@ -194,10 +282,17 @@ class Setting:
     table: bool = False
     #: A list of TOML tables (``[[hooks]]``); in the environment a JSON array of objects.
     tables: bool = False
+    #: Not a secret itself, but may hold one ([[hooks]] with a ``secret``).
+    holds_secrets: bool = False
 
     @property
     def env(self) -> str:
         return "STATEKEEPER_" + self.name.upper()
+
+    @property
+    def shown(self) -> bool:
+        """Whether a message may repeat its value: never a secret's, in any error."""
+        return not (self.secret or self.holds_secrets)
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -240,7 +335,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "lock_wait",
-        float,
+        _amount(zero="answer at once"),
         1.0,
         "Seconds a LOCK retried after a 423, on a state this server has locked, waits for "
         "its UNLOCK before answering 423 again (0: answer at once).",
@@ -254,9 +349,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "log_level",
-        str,
+        _log_level,
         "info",
-        "Server log level: debug, info, warning, error.",
+        "Server log level: debug, info, warning (or warn), error, critical.",
         flag="--log-level",
     ),
     Setting(
@@ -268,7 +363,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "ready_timeout",
-        float,
+        _amount(),
         2.0,
         "Seconds /readyz waits for the store and the lock table to answer before it says 503.",
     ),
@@ -282,15 +377,15 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "hooks_allow",
-        str,
+        _hooks_allow,
         None,
         "Comma-separated hosts and networks webhooks may reach although the guard refuses "
         "them (loopback, link-local, cloud metadata).",
     ),
-    Setting("hooks_attempts", int, 10, "Delivery attempts of a webhook before it is dead."),
+    Setting("hooks_attempts", _count(1), 10, "Delivery attempts of a webhook before it is dead."),
     Setting(
         "hooks_backoff",
-        float,
+        _amount(),
         5.0,
         "Seconds before a webhook's first retry; doubled at each retry (at most an hour), "
         "with jitter.",
@@ -303,10 +398,11 @@ SETTINGS: tuple[Setting, ...] = (
         "events, states, and the secret from secret_env or secret_file); listed by "
         "'hooks list' as from the config, not removable with 'hooks remove'.",
         tables=True,
+        holds_secrets=True,
     ),
     Setting(
         "hooks_stale_after",
-        float,
+        _amount(zero="never"),
         7200.0,
         "Seconds a lock is held before a lock.stale webhook is sent (0: never).",
     ),
@@ -351,7 +447,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "master_key",
-        str,
+        _secret,
         None,
         "Turns on encryption at rest: 32 bytes in base64 or awskms://KEY; a comma-separated "
         "list also decrypts with the later keys. Also STATEKEEPER_MASTER_KEY_FILE.",
@@ -361,42 +457,45 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("tls_key", Path, None, "PEM private key of tls_cert.", flag="--tls-key"),
     Setting(
         "rate_limit",
-        float,
+        _amount("requests per second", zero="no limit"),
         20.0,
         "Requests per second each authenticated caller may sustain (0: no limit); more get 429.",
     ),
     Setting(
-        "rate_burst", int, 200, "Requests a caller may make at once before rate_limit applies."
+        "rate_burst",
+        _count(1),
+        200,
+        "Requests a caller may make at once before rate_limit applies.",
     ),
     Setting(
         "request_timeout",
-        float,
+        _amount(zero="no limit"),
         120.0,
         "Seconds a request may take before the server answers 503 (0: no limit).",
     ),
     Setting(
         "header_timeout",
-        float,
+        _amount(zero="no limit"),
         60.0,
         "Seconds a client may take to send its request headers before the connection is "
         "closed with 408 (0: no limit); nginx's client_header_timeout.",
     ),
     Setting(
         "max_connections",
-        int,
+        _count(1),
         512,
         "Connections open at once; one more is answered 503 and closed.",
     ),
     Setting(
         "inventory_refresh",
-        float,
+        _amount(zero="search always catches up first"),
         30.0,
         "Seconds the search index may lag states written past this server (by other replicas "
         'or Terraform\'s backend "s3"): older, a search first lists the store to catch up.',
     ),
     Setting(
         "session_secret",
-        str,
+        _secret,
         None,
         "Key signing the web UI's session cookies; replicas behind one load balancer need the "
         "same. Default: random per process (sessions end at restart). Also _FILE.",
@@ -404,7 +503,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "session_hours",
-        float,
+        _amount("hours"),
         12.0,
         "Hours a web UI sign-in lasts before the browser is sent to the sign-in page again.",
     ),
@@ -479,7 +578,8 @@ def _parse(setting: Setting, value: Any, source: str) -> Any:
     try:
         return setting.parse(value)
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{source}: {setting.name} = {value!r} is not valid: {exc}") from exc
+        given = f" = {value!r}" if setting.shown else ""
+        raise ConfigError(f"{source}: {setting.name}{given} is not valid: {exc}") from exc
 
 
 def _from_toml(setting: Setting, value: object, path: Path) -> object:
@@ -502,9 +602,32 @@ def _from_toml(setting: Setting, value: object, path: Path) -> object:
         return value
     if isinstance(value, dict):
         raise ConfigError(f"{path}: {setting.name} is a single value, not a table")
+    if setting.table:
+        raise ConfigError(
+            f"{path}: {setting.name} is a table, not a single value: write it as "
+            f"[{setting.name}] with its keys below (see docs/configuration.md)"
+        )
     if isinstance(value, bool):
         return "true" if value else "false"
     return value if isinstance(value, str) else str(value)
+
+
+def _secret_file(setting: Setting, path: Path) -> str:
+    variable = setting.env + "_FILE"
+    try:
+        text = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{variable}: cannot read the file {path}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{variable}: the file {path} is not UTF-8 text") from exc
+    if not text:
+        # An empty file is most often a secret that was not mounted: refusing beats
+        # starting without the secret (encryption at rest off, in silence).
+        raise ConfigError(
+            f"{variable}: the file {path} is empty; it must hold the {setting.name} "
+            f"(or unset {variable} to leave {setting.name} unset)"
+        )
+    return text
 
 
 def load_settings(
@@ -523,9 +646,14 @@ def load_settings(
         import tomllib  # here: only a config file needs it, and it costs a CLI's start-up
 
         try:
-            loaded = tomllib.loads(path.read_text())
+            loaded = tomllib.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"cannot read the config file {path}: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"the config file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                "TOML files must be UTF-8"
+            ) from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"the config file {path} is not valid TOML: {exc}") from exc
         known = {s.name: s for s in SETTINGS}
@@ -537,13 +665,12 @@ def load_settings(
                 )
             values[name] = _parse(known[name], _from_toml(known[name], value, path), str(path))
     for s in SETTINGS:
-        if s.env in env:
+        # A variable set to nothing (VAR=) leaves a setting that is off by default unset,
+        # as if it were not there; a setting with a value by default must be given one.
+        if env.get(s.env) or (s.env in env and s.default is not None):
             values[s.name] = _parse(s, env[s.env], s.env)
         elif s.secret and env.get(s.env + "_FILE"):
-            try:
-                values[s.name] = Path(env[s.env + "_FILE"]).read_text().strip()
-            except OSError as exc:
-                raise ConfigError(f"{s.env}_FILE: cannot read the file: {exc}") from exc
+            values[s.name] = _secret_file(s, Path(env[s.env + "_FILE"]))
     known = {s.name: s for s in SETTINGS}
     for name, value in (flags or {}).items():
         if value is not None:

@@ -179,6 +179,29 @@ def test_tls_needs_both_files(tmp_path: Path) -> None:
     assert "both --tls-cert and --tls-key" in result.stderr
 
 
+def test_tls_files_that_do_not_load_stop_the_start_before_the_banner(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    cert, key = _self_signed(tmp_path / "a")
+    _, other_key = _self_signed(tmp_path / "b")
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a PEM file\n")
+    for (cert_file, key_file), said in [
+        ((cert, junk), f"tls_key {junk} is not a PEM private key"),
+        ((junk, key), f"tls_cert {junk} is not a PEM certificate"),
+        ((cert, other_key), f"tls_key {other_key} is not the private key of tls_cert {cert}"),
+        ((tmp_path / "absent.pem", key), "cannot read tls_cert"),
+    ]:
+        result = _cli(
+            tmp_path,
+            *("serve", "--port", str(free_port())),
+            *("--tls-cert", str(cert_file), "--tls-key", str(key_file)),
+        )
+        assert result.returncode == 2, result.stderr
+        assert said in result.stderr
+        assert "serving on" not in result.stderr and "Traceback" not in result.stderr
+
+
 def test_audit_command_filters(tmp_path: Path, serve: Callable[..., StatekeeperServer]) -> None:
     secrets = make_tokens(tmp_path / "server", {"ci": ["team/**:write"]})
     server = serve(workdir=tmp_path / "server")

@@ -22,7 +22,7 @@ SERVE_OPTIONS = STORE | {"tokens_file"}
 if TYPE_CHECKING:
     from statekeeper.storage.base import ObjectStore
 
-__all__ = ["event_loop", "freeze_start_up", "listen", "serve"]
+__all__ = ["check_tls", "event_loop", "freeze_start_up", "listen", "serve"]
 
 
 def event_loop() -> str:
@@ -45,9 +45,16 @@ def listen(host: str, port: int) -> socket.socket:
 
     if not 0 < port < 65536:
         raise ConfigError(f"the port {port} is not a TCP port; choose one from 1 to 65535")
-    sock: socket.socket | None = None
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        # The host is what failed (no such name, not an address), not the port.
+        raise ConfigError(
+            f"cannot listen on {host}: it is not an address nor a name that resolves "
+            f"({exc.strerror}); correct --host (the host setting)"
+        ) from exc
+    sock: socket.socket | None = None
+    try:
         sock = socket.socket(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
@@ -60,6 +67,34 @@ def listen(host: str, port: int) -> socket.socket:
             "(or stop whatever is using it)"
         ) from exc
     return sock
+
+
+def check_tls(cert: Path, key: Path) -> None:
+    """Load the certificate and its key as uvicorn will, so that a fault is a clear error
+    before the banner, not a traceback after it."""
+    import ssl
+
+    from statekeeper.errors import ConfigError
+
+    for setting, path in (("tls_cert", cert), ("tls_key", key)):
+        try:
+            path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {setting} {path}: {exc.strerror or exc}") from exc
+
+    def encrypted() -> str:
+        raise ConfigError(f"tls_key {key} is encrypted; give the key without a passphrase")
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, password=encrypted)
+    except ssl.SSLError as exc:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cert)
+        except ssl.SSLError:
+            raise ConfigError(f"tls_cert {cert} is not a PEM certificate") from exc
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise ConfigError(f"tls_key {key} is not the private key of tls_cert {cert}") from exc
+        raise ConfigError(f"tls_key {key} is not a PEM private key") from exc
 
 
 def freeze_start_up() -> int:
@@ -91,7 +126,7 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on [default: 8080]")] = None,
     log_level: Annotated[
-        str | None, typer.Option(help="debug, info, warning or error [default: info]")
+        str | None, typer.Option(help="debug, info, warning, error or critical [default: info]")
     ] = None,
     example_state: Annotated[
         str, typer.Option(help="State name used in the printed backend block")
@@ -135,8 +170,25 @@ def serve(
         tls_cert=tls_cert,
         tls_key=tls_key,
     )
+    if settings.metrics_listen and not settings.metrics:
+        raise ConfigError(
+            f"metrics_listen = {settings.metrics_listen} asks for a metrics listener, but "
+            "metrics = false turns metrics off; remove one of the two settings"
+        )
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise ConfigError("HTTPS needs both --tls-cert and --tls-key (PEM files)")
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        check_tls(settings.tls_cert, settings.tls_key)
+    # The access-control files are read whole before binding or building anything: a fault
+    # in the tokens file would otherwise first show as every request's 500.
+    if settings.tokens_file is not None:
+        from statekeeper.security.tokenstores import FileTokenStore
+
+        FileTokenStore(settings.tokens_file).check()
+    if settings.oidc_config is not None:
+        from statekeeper.security.oidc import OidcConfig
+
+        OidcConfig.load(settings.oidc_config)
     # Decided before binding or building anything: a refused start leaves nothing behind.
     secured = settings.oidc_config is not None or tokens_configured(
         settings.store_url, settings.tokens_file
@@ -176,6 +228,11 @@ def serve(
                 err_console.print(markup, highlight=False)
 
         services.build_parts()
+        if settings.tokens_file is not None:
+            # The server's own copy, read whole once: a bad edit after this is logged
+            # and refuses every token, where a first read's fault would be a 500.
+            assert isinstance(services.tokens.store, FileTokenStore)
+            services.tokens.store.check()
         services.hooks.start(settings)  # a worker process delivers the outbox, old rows too
         # A new replica's index builds in the background; searches meanwhile answer from
         # what is indexed so far, with a note saying how far the build is. On the embedded

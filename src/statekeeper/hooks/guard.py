@@ -18,6 +18,7 @@ it was checked for. Redirects are not followed.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,8 +38,19 @@ _METADATA = [
 ]
 
 
+#: A DNS name: dot-separated labels of letters, digits, '-' (and '_', seen in the wild).
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}\.?$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+    r"(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*\.?"
+)
+
+
 def parse_allow(text: str | None) -> tuple[IPNetwork | str, ...]:
-    """``hooks_allow``: comma-separated host names, addresses and networks."""
+    """``hooks_allow``: comma-separated host names, addresses and networks.
+
+    Raises ValueError (the settings' parsers' error) for an entry that is none of
+    them: kept as a name, ``127.0.0.1:9999`` or ``10.0.0.0/33`` would never match.
+    """
     out: list[IPNetwork | str] = []
     for item in (text or "").split(","):
         item = item.strip()
@@ -46,8 +58,21 @@ def parse_allow(text: str | None) -> tuple[IPNetwork | str, ...]:
             continue
         try:
             out.append(ipaddress.ip_network(item, strict=False))
+            continue
         except ValueError:
-            out.append(item.lower())
+            pass
+        name = item.lower()
+        if (
+            "/" in name
+            or ":" in name
+            or re.fullmatch(r"[0-9.]+", name)
+            or not _HOST_NAME.fullmatch(name)
+        ):
+            raise ValueError(
+                f"{item!r} is neither a host name, an address nor a network; entries are "
+                "hosts or networks without ports, e.g. hooks.internal, 127.0.0.1, 10.0.0.0/8"
+            )
+        out.append(name)
     return tuple(out)
 
 

@@ -59,6 +59,38 @@ def looks_like_jwt(secret: str) -> bool:
     return secret.startswith("eyJ") and secret.count(".") == 2
 
 
+#: Each table's keys, the required ones first; a key not listed is a typo, refused.
+_TOP_KEYS = (
+    "issuer",
+    "audience",
+    "jwks_url",
+    "jwks_file",
+    "actor_claim",
+    "audit_claims",
+    "rules",
+    "leeway",
+    "browser",
+)
+_TOP_REQUIRED = ("issuer", "audience")
+_RULE_KEYS = ("claim", "scope", "scopes")
+_BROWSER_KEYS = ("client_id", "authorization_endpoint", "token_endpoint", "client_secret", "scope")
+_BROWSER_REQUIRED = ("client_id", "authorization_endpoint", "token_endpoint")
+
+
+def _check_keys(
+    raw: object, where: str, known: tuple[str, ...], required: tuple[str, ...] = ()
+) -> None:
+    """Raises ValueError for a table with an unknown key or without a required one."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where} must be a table")
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    missing = [key for key in required if key not in raw]
+    if missing:
+        raise ValueError(f"{where}: {', '.join(missing)} is required")
+
+
 @dataclass(frozen=True)
 class OidcRule:
     claims: dict[str, str]
@@ -83,6 +115,7 @@ class OidcBrowser:
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> OidcBrowser:
+        _check_keys(raw, "[browser]", _BROWSER_KEYS, _BROWSER_REQUIRED)
         return cls(
             client_id=str(raw["client_id"]),
             authorization_endpoint=str(raw["authorization_endpoint"]),
@@ -107,14 +140,20 @@ class OidcConfig:
     @classmethod
     def load(cls, path: Path) -> OidcConfig:
         try:
-            raw = tomllib.loads(path.read_text())
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"cannot read the OIDC config {path}: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"the OIDC config {path} is not UTF-8 text") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"the OIDC config {path} is not valid TOML: {exc}") from exc
         try:
+            _check_keys(raw, "the top level", _TOP_KEYS, _TOP_REQUIRED)
+            if not isinstance(raw.get("rules", []), list):
+                raise ValueError("rules are [[rules]] tables")
             rules = []
             for i, r in enumerate(raw.get("rules", [])):
+                _check_keys(r, f"rules[{i}]", _RULE_KEYS)
                 scopes = list(r.get("scopes", [])) + ([r["scope"]] if "scope" in r else [])
                 claims = r.get("claim", {})
                 if not claims or not scopes or not isinstance(claims, dict):
@@ -135,7 +174,7 @@ class OidcConfig:
                 leeway=int(raw.get("leeway", 30)),
                 browser=OidcBrowser.parse(raw["browser"]) if "browser" in raw else None,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (TypeError, ValueError) as exc:
             raise ConfigError(
                 f"the OIDC config {path} is not valid: {exc} (it needs issuer, audience, "
                 "jwks_url or jwks_file, and [[rules]] with claim and scope)"

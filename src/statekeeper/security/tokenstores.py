@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import hmac
 import json
+import logging
 import mmap
 import os
 import re
@@ -30,6 +31,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from statekeeper.errors import BadRequest, ConfigError, Conflict, NotFound, StorageError
@@ -39,6 +41,8 @@ from statekeeper.storage.sqlite.database import SqliteDatabase
 from statekeeper.times import format_rfc3339, parse_rfc3339
 
 __all__ = ["FileTokenStore", "SqliteTokenStore", "TokenStamp"]
+
+log = logging.getLogger("statekeeper.tokens")
 
 
 _SCHEMA = (
@@ -261,61 +265,140 @@ class SqliteTokenStore:
             return self.db.run(tx, write=True)
 
 
+#: The keys of a ``[tokens.NAME]`` table (what :meth:`TokenRecord.to_toml` writes).
+_TOKEN_KEYS = ("sha256", "scopes", "created", "expires")
+#: The stamp of a tokens file that is not there.
+_MISSING = (-1, -1)
+
+
 class FileTokenStore:
-    """Tokens in an operator-provided TOML file, re-read whenever it changes."""
+    """Tokens in an operator-provided TOML file, re-read whenever it changes.
+
+    The first read is strict: a fault (bad TOML, a missing or unknown key, a bad
+    hash or grant, no file) is a :class:`ConfigError` naming the file, the token
+    and the key, so that ``serve`` (which calls :meth:`check` before it listens)
+    and every command refuse to start. Once read whole, a later bad edit is a
+    running server's to survive: it logs the fault once and refuses every token
+    until the file is corrected (not the last good tokens, which could keep alive
+    a token the edit revoked); a change written to it is still refused.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._guard = threading.Lock()
         self._stamp: tuple[int, int] | None = None
         self._tokens: dict[str, TokenRecord] = {}
+        self._fault: ConfigError | None = None
+        self._loaded = False
 
-    def _load(self) -> dict[str, TokenRecord]:
-        try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            return {}
-        except OSError as exc:
-            raise StorageError(f"cannot read the tokens file {self.path}: {exc}") from exc
-        stamp = (st.st_mtime_ns, st.st_size)
+    def check(self) -> int:
+        """Read and validate the file now; how many tokens it holds."""
+        return len(self._load())
+
+    def _load(self, *, writing: bool = False) -> dict[str, TokenRecord]:
         with self._guard:
+            try:
+                st = self.path.stat()
+            except FileNotFoundError:
+                if writing:
+                    return {}  # 'token create' makes the file
+                stamp = _MISSING
+            except OSError as exc:
+                raise StorageError(f"cannot read the tokens file {self.path}: {exc}") from exc
+            else:
+                stamp = (st.st_mtime_ns, st.st_size)
             if stamp != self._stamp:
-                self._tokens = self._parse()
                 self._stamp = stamp
+                try:
+                    self._tokens, self._fault = self._parse(), None
+                    self._loaded = True
+                except ConfigError as exc:
+                    self._tokens, self._fault = {}, exc
+                    if self._loaded:
+                        log.error(
+                            "%s; every API token is refused until the file is corrected",
+                            exc.message,
+                        )
+            if self._fault is not None and (writing or not self._loaded):
+                raise self._fault
             return self._tokens
 
     def _parse(self) -> dict[str, TokenRecord]:
         import tomllib  # here: only a tokens file needs it
 
         try:
-            raw = tomllib.loads(self.path.read_text())
+            raw = tomllib.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(
+                f"the tokens file {self.path} does not exist; correct tokens_file, or make "
+                f"the file with 'statekeeper token create NAME --scope … --tokens-file "
+                f"{self.path}'"
+            ) from exc
         except OSError as exc:
-            raise StorageError(f"cannot read the tokens file {self.path}: {exc}") from exc
+            raise ConfigError(f"cannot read the tokens file {self.path}: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"the tokens file {self.path} is not UTF-8 text") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"the tokens file {self.path} is not valid TOML: {exc}") from exc
+        unknown = sorted(set(raw) - {"tokens"})
+        if unknown:
+            raise ConfigError(
+                f"{self.path}: unknown key(s) {', '.join(unknown)}; the tokens file holds "
+                "[tokens.NAME] tables only"
+            )
         tokens = raw.get("tokens", {})
         if not isinstance(tokens, dict):
             raise ConfigError(f"{self.path}: 'tokens' must be a table of [tokens.NAME] tables")
-        out: dict[str, TokenRecord] = {}
-        for name, entry in tokens.items():
-            where = f"{self.path}: [tokens.{name}]"
-            try:
-                validate_token_name(name)
-                sha256 = entry["sha256"]
-                if not re.fullmatch(r"[0-9a-f]{64}", sha256):
-                    raise ValueError("sha256 must be 64 lowercase hex digits")
-                scopes = tuple(str(g) for g in parse_grants(list(entry.get("scopes", []))))
-                created = parse_rfc3339(str(entry.get("created", "1970-01-01T00:00:00Z")))
-                expires = parse_rfc3339(str(entry["expires"])) if entry.get("expires") else None
-            except (KeyError, TypeError, ValueError, BadRequest) as exc:
-                raise ConfigError(f"{where} is not valid: {exc}") from exc
-            out[name] = TokenRecord(name, sha256, scopes, created, expires)
-        return out
+        return {name: self._record(name, entry) for name, entry in tokens.items()}
+
+    def _record(self, name: str, entry: object) -> TokenRecord:
+        where = f"{self.path}: [tokens.{name}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where} must be a table (sha256, scopes, created, expires)")
+        unknown = sorted(set(entry) - set(_TOKEN_KEYS))
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(_TOKEN_KEYS)}"
+            )
+        for key in ("sha256", "scopes"):
+            if key not in entry:
+                raise ConfigError(f"{where}: {key} is required")
+        try:
+            validate_token_name(name)
+        except BadRequest as exc:
+            raise ConfigError(f"{where}: {exc.message}") from exc
+        sha256 = entry["sha256"]
+        if not isinstance(sha256, str) or not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            raise ConfigError(f"{where}: sha256 must be 64 lowercase hex digits")
+        scopes = entry["scopes"]
+        if (
+            not isinstance(scopes, list)
+            or not scopes
+            or not all(isinstance(g, str) for g in scopes)
+        ):
+            raise ConfigError(f'{where}: scopes must be a list of grants, e.g. ["team/*:write"]')
+        try:
+            grants = tuple(str(g) for g in parse_grants(scopes))
+        except BadRequest as exc:
+            raise ConfigError(f"{where}: scopes: {exc.message}") from exc
+        times: dict[str, datetime] = {}
+        for key in ("created", "expires"):
+            value = entry.get(key)
+            if isinstance(value, datetime) and value.tzinfo is not None:
+                times[key] = value  # a TOML date-time, unquoted
+            elif value is not None:
+                try:
+                    times[key] = parse_rfc3339(str(value))
+                except ValueError as exc:
+                    raise ConfigError(f"{where}: {key}: {exc}") from exc
+        created = times.get("created") or parse_rfc3339("1970-01-01T00:00:00Z")
+        return TokenRecord(name, sha256, grants, created, times.get("expires"))
 
     def add(self, record: TokenRecord) -> None:
-        if record.name in self._load():
+        tokens = self._load(writing=True)
+        if record.name in tokens:
             raise Conflict(f"a token named {record.name!r} exists in {self.path}")
-        self._write([*self._load().values(), record])
+        self._write([*tokens.values(), record])
 
     def get(self, name: str) -> TokenRecord | None:
         return self._load().get(name)
@@ -334,7 +417,7 @@ class FileTokenStore:
         return not self._load()
 
     def revoke(self, name: str) -> TokenRecord:
-        tokens = self._load()
+        tokens = self._load(writing=True)
         if name not in tokens:
             raise NotFound(f"there is no token named {name!r} in {self.path}")
         self._write([r for r in tokens.values() if r.name != name])

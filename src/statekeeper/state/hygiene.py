@@ -113,6 +113,11 @@ def _rule(raw: object, at: int) -> Retention:
     keep_for = _duration(where, "keep_for", raw["keep_for"]) if "keep_for" in raw else None
     if keep_last is None and keep_for is None:
         raise ValueError(f"{where} keeps everything: give keep_last and/or keep_for")
+    if keep_for is not None and not keep_for:
+        raise ValueError(
+            f'{where}: keep_for = "{raw["keep_for"]}" would keep only the current version; '
+            'use a longer duration, e.g. "1d"'
+        )
     return Retention(glob, keep_last, keep_for)
 
 
