@@ -142,15 +142,6 @@ def _hooks_allow(text: str) -> str:
 def _lock_policy(value: object) -> LockPolicy:
     from statekeeper.state.lockpolicy import LockPolicy
 
-    if isinstance(value, str):
-        import tomllib  # here: only a table given as text needs it
-
-        try:
-            value = tomllib.loads(value)
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(
-                f'it is the [lock_policy] table as TOML text, e.g. mode = "exclusive" ({exc})'
-            ) from exc
     try:
         return LockPolicy.parse(value)
     except ConfigError as exc:

@@ -191,7 +191,9 @@ class LockPolicy:
             try:
                 value = tomllib.loads(value)
             except tomllib.TOMLDecodeError as exc:
-                raise ConfigError(f"lock_policy is not a valid TOML table: {exc}") from exc
+                raise ConfigError(
+                    f'it is the [lock_policy] table as TOML text, e.g. mode = "exclusive" ({exc})'
+                ) from exc
         if not isinstance(value, Mapping):
             raise ConfigError("lock_policy is a table: [lock_policy] with mode, ttl and rules")
         where = "lock_policy"
