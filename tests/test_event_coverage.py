@@ -58,6 +58,10 @@ READ_ONLY = {
     "statekeeper.state.service.StateService.authorize": (
         "records only a refusal (its operation never runs); tests/security/test_body_after_authz"
     ),
+    "statekeeper.state.service.StateService.refuse": (
+        "records only a refusal found before its operation ran (a body over its limit or "
+        "not matching its Content-MD5); tests/server/test_input_hardening"
+    ),
     "statekeeper.state.lockkeeper.taken_by_another": "compares a lock's identity with the caller's",
     "statekeeper.security.tokens.TokenService.all": "lists tokens; a refusal is recorded",
     "statekeeper.state.history.HistoryService.versions": "lists versions",

@@ -180,6 +180,25 @@ def go_on(handler):
 
 WSGIRequestHandler.wbufsize = -1  # buffered: headers and body leave at write()'s flush
 WSGIRequestHandler.handle_expect_100 = go_on
+
+# DynamoDB's conditional writes are atomic; moto's check the condition, then write, on
+# a thread per request with no lock between: on a loaded machine two LOCKs both won.
+import functools
+import threading
+from moto.dynamodb.models import DynamoDBBackend
+
+writes = threading.Lock()
+
+def atomic(method):
+    @functools.wraps(method)
+    def call(*args, **kwargs):
+        with writes:
+            return method(*args, **kwargs)
+    return call
+
+for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
+    setattr(DynamoDBBackend, name, atomic(getattr(DynamoDBBackend, name)))
+
 from moto.server import main
 sys.exit(main())
 """
