@@ -49,16 +49,28 @@ def test_a_foreign_page_or_name_is_refused_and_writes_nothing(
         {},
         {"Host": "localhost:8080"},
         {"Host": "[::1]:8080"},
-        {"Origin": "http://127.0.0.1:8080"},
-        {"Origin": "http://localhost:3000"},
+        {"Origin": "http://{host}"},  # the UI's own pages
     ],
 )
 def test_this_machines_programs_and_pages_are_answered(
     serve: Callable[..., StatekeeperServer], headers: dict[str, str]
 ) -> None:
     server = serve()
+    headers = {k: v.format(host=server.url.partition("://")[2]) for k, v in headers.items()}
     assert httpx.post(server.state_url(NAME), content=state_json(1), headers=headers).is_success
     assert httpx.get(server.state_url(NAME), headers=headers).status_code == 200
+
+
+def test_another_local_page_reads_but_does_not_write(
+    serve: Callable[..., StatekeeperServer],
+) -> None:
+    """A page of another program on this machine (another port) is another site."""
+    server = serve()
+    other = {"Origin": "http://localhost:3000"}
+    posted = httpx.post(server.state_url(NAME), content=state_json(1), headers=other)
+    assert posted.status_code == 403, posted.text
+    assert "the web page at 'http://localhost:3000'" in posted.json()["message"]
+    assert httpx.get(server.state_url(NAME), headers=other).status_code == 404  # not written
 
 
 def test_with_access_control_the_credentials_decide(
@@ -67,7 +79,7 @@ def test_with_access_control_the_credentials_decide(
     workdir = tmp_path / "secured"
     secrets = make_tokens(workdir, {"ci": ["**:write"]})
     server = serve(workdir=workdir)
-    headers = {"Origin": "http://ci.example", **basic("ci", secrets["ci"])}
+    headers = {"Host": "ci.example", **basic("ci", secrets["ci"])}
     assert httpx.post(server.state_url(NAME), content=state_json(1), headers=headers).is_success
-    anonymous = httpx.post(server.state_url(NAME), headers={"Origin": "http://ci.example"})
+    anonymous = httpx.post(server.state_url(NAME), headers={"Host": "ci.example"})
     assert anonymous.status_code == 401

@@ -25,10 +25,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from statekeeper.app import Services
-from statekeeper.errors import BadRequest, RateLimited, Unauthenticated
+from statekeeper.errors import BadRequest, RateLimited, StatekeeperError, Unauthenticated
 from statekeeper.security.caller import Caller
 from statekeeper.security.oidc import looks_like_jwt
 from statekeeper.security.tokens import TokenRecord, hash_secret
+from statekeeper.server.crosssite import cross_site_write
 from statekeeper.server.denials import Denials
 from statekeeper.server.errors import error_response
 from statekeeper.server.limits import RateLimiter, rate_limited_response
@@ -204,11 +205,15 @@ class AuthMiddleware:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
+        refused: StatekeeperError | None = None
         if self.authenticator.anonymous:
-            foreign = foreign_request(scope["headers"])
-            if foreign is not None:
-                await error_response(foreign)(scope, receive, send)
-                return
+            refused = foreign_request(scope["headers"])
+        if refused is None and not is_ui_path(scope["path"]):
+            # The UI's forms are checked by their CSRF token, with a page of its own.
+            refused = cross_site_write(scope["method"], scope["headers"])
+        if refused is not None:
+            await error_response(refused)(scope, receive, send)
+            return
         if is_ui_path(scope["path"]):
             # The UI's routes resolve the caller from their session cookie with this,
             # and apply the same per-caller rate.
