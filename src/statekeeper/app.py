@@ -20,7 +20,7 @@ from statekeeper.storage.registry import open_locks, open_store
 from statekeeper.telemetry.logs import log_event
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
     from pathlib import Path
 
     from statekeeper.hooks.guard import IPNetwork
@@ -305,9 +305,16 @@ def _oidc(settings: Settings) -> OidcVerifier | None:
     return OidcVerifier(OidcConfig.load(settings.oidc_config))
 
 
-def build_webhooks(settings: Settings, store: ObjectStore, table: LockTable) -> Webhooks:
+def build_webhooks(
+    settings: Settings,
+    store: ObjectStore,
+    table: LockTable,
+    signing_env: Mapping[str, str] | None = None,
+) -> Webhooks:
     """Webhooks, their outbox in the store's database or beside its states (S3); the
-    delivery worker builds its own from the server's settings."""
+    delivery worker builds its own from the server's settings. With ``signing_env`` (a
+    process that delivers) the config file's hooks have their secrets, read from it and
+    from their files; without, they are not read."""
     from statekeeper.hooks.guard import parse_allow
     from statekeeper.hooks.model import Policy
     from statekeeper.hooks.outbox import open_outbox
@@ -326,12 +333,12 @@ def build_webhooks(settings: Settings, store: ObjectStore, table: LockTable) -> 
         policy,
         locks=lambda: holders(table.scan()),
         stale_after=settings.hooks_stale_after,
-        configured=_configured_hooks(settings, policy.allow),
+        configured=_configured_hooks(settings, policy.allow, signing_env),
     )
 
 
 def _configured_hooks(
-    settings: Settings, allow: Sequence[IPNetwork | str]
+    settings: Settings, allow: Sequence[IPNetwork | str], signing_env: Mapping[str, str] | None
 ) -> tuple[Subscription, ...]:
     """The config file's ``[[hooks]]`` as subscriptions, checked as ``hooks add`` checks."""
     from statekeeper.errors import BadRequest, ConfigError
@@ -340,20 +347,19 @@ def _configured_hooks(
 
     out: list[Subscription] = []
     for h in settings.hooks:
-        assert h.secret is not None  # resolved by load_settings
         try:
             sub = Subscription(
                 name=h.name,
                 url=h.url,
-                secret=h.secret,
+                secret="",
                 states=h.states or ("**",),
                 events=h.events or EVENT_TYPES,
-                configured=True,
+                secret_from=h.secret,
             )
             check_destination(sub.url, allow)
         except BadRequest as exc:
             raise ConfigError(
                 f"hooks: the hook {h.name!r} in the config file: {exc.message}"
             ) from exc
-        out.append(sub)
+        out.append(sub if signing_env is None else sub.signing(signing_env))
     return tuple(out)

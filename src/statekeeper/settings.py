@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LOG_LEVELS",
     "SETTINGS",
+    "HookSecret",
     "HookSetting",
     "Setting",
     "Settings",
@@ -172,17 +173,63 @@ def _bool(text: str) -> bool:
 
 
 @dataclass(frozen=True)
+class HookSecret:
+    """Where a config file's hook keeps its signing secret: an environment variable
+    (``secret_env``), a file (``secret_file``) or the config file itself (``secret``).
+
+    Read by the processes that sign (``serve`` at start-up, its delivery worker,
+    ``hooks test``), never when settings load: a command that delivers nothing works
+    where the secret is not, such as an operator's machine sharing the server's file.
+    """
+
+    env: str | None = None
+    file: Path | None = None
+    value: str | None = field(default=None, repr=False)
+
+    def __str__(self) -> str:
+        """Where it is, for listings and messages: never the secret."""
+        if self.env is not None:
+            return f"env {self.env}"
+        if self.file is not None:
+            return f"file {self.file}"
+        return "inline"
+
+    def read(self, hook: str, env: Mapping[str, str]) -> str:
+        """The secret of the hook ``hook``; a ConfigError naming the variable or the
+        file (never a value) when it is not there."""
+        if self.env is not None:
+            secret = env.get(self.env, "")
+            if not secret.strip():
+                raise ConfigError(
+                    f"hook {hook}: the environment variable {self.env} (its secret_env) is "
+                    "not set or empty; set it to the hook's signing secret"
+                )
+            return secret
+        if self.file is not None:
+            try:
+                secret = self.file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"hook {hook}: cannot read its secret_file: {exc}") from exc
+            except UnicodeDecodeError as exc:
+                raise ConfigError(
+                    f"hook {hook}: its secret_file {self.file} is not UTF-8 text"
+                ) from exc
+            if not secret:
+                raise ConfigError(f"hook {hook}: its secret_file {self.file} is empty")
+            return secret
+        assert self.value is not None  # one of the three, checked when settings load
+        return self.value
+
+
+@dataclass(frozen=True)
 class HookSetting:
-    """A webhook subscription from the config file (``[[hooks]]``); its secret comes from
-    ``secret``, or rather ``secret_env`` (an environment variable) or ``secret_file``."""
+    """A webhook subscription from the config file (``[[hooks]]``)."""
 
     name: str
     url: str
+    secret: HookSecret
     events: tuple[str, ...] | None = None
     states: tuple[str, ...] | None = None
-    secret: str | None = field(default=None, repr=False)
-    secret_env: str | None = None
-    secret_file: Path | None = None
 
 
 _HOOK_KEYS = {"name", "url", "events", "states", "secret", "secret_env", "secret_file"}
@@ -214,45 +261,25 @@ def _hooks(text: str) -> tuple[HookSetting, ...]:
                 f"{where}: give its signing secret as one of secret_env (an environment "
                 "variable's name), secret_file or secret"
             )
+        if not isinstance(entry[sources[0]], str):
+            # Checked now: the secret is read only by a process that signs.
+            raise ValueError(f'{where}: {sources[0]} is a string, e.g. {sources[0]} = "…"')
         out.append(
             HookSetting(
                 name=entry["name"],
                 url=entry["url"],
+                secret=HookSecret(
+                    env=entry.get("secret_env"),
+                    file=Path(entry["secret_file"]) if entry.get("secret_file") else None,
+                    value=entry.get("secret"),
+                ),
                 events=tuple(entry["events"]) if entry.get("events") else None,
                 states=tuple(entry["states"]) if entry.get("states") else None,
-                secret=entry.get("secret"),
-                secret_env=entry.get("secret_env"),
-                secret_file=Path(entry["secret_file"]) if entry.get("secret_file") else None,
             )
         )
     names = [h.name for h in out]
     if len(set(names)) != len(names):
         raise ValueError("two hooks have the same name")
-    return tuple(out)
-
-
-def _hook_secrets(
-    hooks: tuple[HookSetting, ...], env: Mapping[str, str]
-) -> tuple[HookSetting, ...]:
-    """Each hook with its secret read from where the config file says it is."""
-    out = []
-    for h in hooks:
-        secret = h.secret
-        if h.secret_env is not None:
-            secret = env.get(h.secret_env)
-            if not secret:
-                raise ConfigError(
-                    f"hook {h.name}: the environment variable {h.secret_env} (secret_env) "
-                    "is not set; set it to the hook's signing secret"
-                )
-        elif h.secret_file is not None:
-            try:
-                secret = h.secret_file.read_text().strip()
-            except OSError as exc:
-                raise ConfigError(f"hook {h.name}: cannot read its secret_file: {exc}") from exc
-            if not secret:
-                raise ConfigError(f"hook {h.name}: its secret_file {h.secret_file} is empty")
-        out.append(HookSetting(h.name, h.url, h.events, h.states, secret))
     return tuple(out)
 
 
@@ -670,5 +697,4 @@ def load_settings(
                 value if not isinstance(value, int | Path) else str(value),
                 f"--{name.replace('_', '-')}",
             )
-    values["hooks"] = _hook_secrets(values["hooks"], env)
     return Settings(**values)

@@ -91,8 +91,9 @@ def list_hooks(
     ctx: typer.Context,
     as_json: JsonFlag = False,
 ) -> None:
-    """List subscriptions (never their secrets): the config file's [\\[hooks]] (FROM
-    config, changed only there) and those added by 'hooks add' (FROM command)."""
+    """List subscriptions (never their secrets, only where each is: SECRET): the config
+    file's [\\[hooks]] (FROM config, changed only there) and those added by 'hooks add'
+    (FROM command)."""
     # "\\[" escapes the bracket: the help is rich markup, where [hooks] would be a tag.
     from statekeeper.cli.output import print_view
     from statekeeper.cli.render import print_table
@@ -108,12 +109,13 @@ def list_hooks(
         [
             s.name,
             "config" if s.configured else "command",
+            s.secret_source,
             s.url,
             *map(" ".join, (s.states, s.events)),
         ]
         for s in subs
     ]
-    print_table(["NAME", "FROM", "URL", "STATES", "EVENTS"], rows)
+    print_table(["NAME", "FROM", "SECRET", "URL", "STATES", "EVENTS"], rows)
 
 
 @hooks_app.command("remove")

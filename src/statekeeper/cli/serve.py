@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import os
 import socket
 import sys
 from pathlib import Path
@@ -189,6 +190,10 @@ def serve(
         from statekeeper.security.oidc import OidcConfig
 
         OidcConfig.load(settings.oidc_config)
+    # A server that cannot sign its webhooks must not start quietly: each config file's
+    # hook secret is read now (the delivery worker reads them again, from the same place).
+    for hook in settings.hooks:
+        hook.secret.read(hook.name, os.environ)
     # Decided before binding or building anything: a refused start leaves nothing behind.
     secured = settings.oidc_config is not None or tokens_configured(
         settings.store_url, settings.tokens_file

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -35,6 +35,7 @@ from statekeeper.times import format_rfc3339, parse_rfc3339
 
 if TYPE_CHECKING:
     from statekeeper.hooks.guard import IPNetwork
+    from statekeeper.settings import HookSecret
 
 __all__ = [
     "BY_ACTION",
@@ -100,11 +101,30 @@ def stored_nothing(kind: str, detail: str | None) -> bool:
 class Subscription:
     name: str
     url: str
-    secret: str
+    #: The signing secret; a config file's hook has it only where it was read (:meth:`signing`).
+    secret: str = field(repr=False)
     states: tuple[str, ...] = ("**",)
     events: tuple[str, ...] = EVENT_TYPES
-    #: From the config file's ``[[hooks]]``: listed, never stored, not removable by command.
-    configured: bool = False
+    #: A config file's ``[[hooks]]``: where its secret is. Listed, never stored, not
+    #: removable by command.
+    secret_from: HookSecret | None = None
+
+    @property
+    def configured(self) -> bool:
+        return self.secret_from is not None
+
+    @property
+    def secret_source(self) -> str:
+        """Where the secret is, for listings (never the secret): ``env VAR``, ``file PATH``
+        or ``inline`` for a config file's hook, ``stored`` for one added by command."""
+        return str(self.secret_from) if self.secret_from is not None else "stored"
+
+    def signing(self, env: Mapping[str, str]) -> Subscription:
+        """This subscription ready to sign: a config file's hook with its secret read now
+        (from ``env`` or its file); a ConfigError naming where it is missing."""
+        if self.secret_from is None:
+            return self
+        return replace(self, secret=self.secret_from.read(self.name, env))
 
     def __post_init__(self) -> None:
         if (

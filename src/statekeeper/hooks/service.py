@@ -13,6 +13,7 @@ subscriber puts the outbox objects itself before the request is answered
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -293,6 +294,7 @@ class Webhooks:
             from statekeeper.errors import NotFound
 
             raise NotFound(f"there is no hook named {name!r}; see 'statekeeper hooks list'")
+        sub = sub.signing(os.environ)
         event = Event(action=Action.READ, actor="statekeeper", detail="a test delivery")
         body = cloudevent("ping", event, self.policy.source)
         from statekeeper.hooks.transport import TRANSPORT_ERRORS, Connections, post

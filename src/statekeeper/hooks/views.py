@@ -28,6 +28,12 @@ class HookView(_View):
         description="config: from the config file's [[hooks]] (change it there); "
         "command: added by 'hooks add' or the API",
     )
+    secret_source: str = Field(
+        "stored",
+        description="Where the signing secret is, never the secret itself: env VAR, "
+        "file PATH or inline for a config file's hook (read by the processes that sign); "
+        "stored for one added by command",
+    )
 
     @classmethod
     def of(cls, sub: Subscription) -> HookView:
@@ -37,6 +43,7 @@ class HookView(_View):
             states=list(sub.states),
             events=list(sub.events),
             source="config" if sub.configured else "command",
+            secret_source=sub.secret_source,
         )
 
 

@@ -102,8 +102,8 @@ class WorkerProcess:
         )
         assert proc.stdin is not None
         try:
-            # The settings hold the store's credentials and the hooks' secrets: a pipe,
-            # never the command line.
+            # The settings hold the store's credentials (and a config file's inline hook
+            # secrets): a pipe, never the command line.
             proc.stdin.write(pickle.dumps(self.settings))
             proc.stdin.flush()
         except BrokenPipeError:
@@ -218,7 +218,7 @@ def main() -> int:
             opened.callback(store.close)
             table = open_locks(settings.locks_url, store)
             opened.callback(table.close)
-            hooks = build_webhooks(settings, store, table)
+            hooks = build_webhooks(settings, store, table, os.environ)
         except StatekeeperError as exc:
             # Said once per attempt, without a traceback; serve starts another later.
             log.error("the webhook delivery worker cannot start: %s", exc.message)
