@@ -25,8 +25,31 @@ __all__ = [
     "print_error",
     "print_json",
     "print_view",
+    "shown",
     "write_output",
 ]
+
+
+#: Characters a terminal acts on instead of showing: the C0 controls but tab and
+#: newline, DEL, the C1 controls, and Unicode's bidirectional formatting characters
+#: (which reorder what follows them on the screen). Lock fields, resource names,
+#: attribute values and audit details are written by callers, some by anyone who may
+#: LOCK; a terminal must show them, not obey them (an ESC sequence can recolour,
+#: clear the screen or retitle the window). Each is printed as its escape, as ``\x1b``.
+_UNSHOWN: dict[int, str] = {
+    c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c not in (0x09, 0x0A)
+}
+_UNSHOWN.update(
+    {
+        c: f"\\u{c:04x}"
+        for c in (0x61C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+    }
+)
+
+
+def shown(text: str) -> str:
+    """``text`` with every character a terminal would obey written as its escape."""
+    return text.translate(_UNSHOWN)
 
 
 class _LazyConsole:
@@ -38,13 +61,24 @@ class _LazyConsole:
 
     def _get(self) -> Console:
         if self._console is None:
-            from rich.console import Console
-
-            self._console = Console(stderr=self._stderr)
+            self._console = _shown_console(stderr=self._stderr)
         return self._console
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._get(), name)
+
+
+def _shown_console(stderr: bool) -> Console:
+    """A rich Console whose printed strings are :func:`shown` first (rich's own
+    styles are added after, so they still colour a terminal)."""
+    from rich.console import Console
+    from rich.text import Text
+
+    class ShownConsole(Console):
+        def render_str(self, text: str, **options: Any) -> Text:
+            return super().render_str(shown(text), **options)
+
+    return ShownConsole(stderr=stderr)
 
 
 # Typed as Console for callers; the proxy forwards every attribute.

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from statekeeper.cli.output import shown
 from statekeeper.settings import format_size
 from statekeeper.times import format_age, parse_rfc3339
 
@@ -53,7 +54,8 @@ def dash(value: object) -> str:
 
 
 def _plain(cell: str) -> str:
-    return cell.replace("\t", " ").replace("\r", " ").replace("\n", " ")
+    """A cell on one line, every character a terminal would obey shown as its escape."""
+    return shown(cell.replace("\t", " ").replace("\n", " "))
 
 
 def print_table(
@@ -84,7 +86,7 @@ def print_table(
     for i, name in enumerate(columns):
         table.add_column(name, no_wrap=True, overflow="ignore", style=(styles or {}).get(i))
     for row in rows:
-        table.add_row(*(Text(c) for c in row))
+        table.add_row(*(Text(_plain(c)) for c in row))
     # Measured without the window's limit: the width at which no cell is cut.
     unlimited = console.options.update_width(1_000_000)
     needed = Measurement.get(console, unlimited, table).maximum

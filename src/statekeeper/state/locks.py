@@ -114,6 +114,7 @@ class LockService:
             info = LockInfo.parse(body, limit=self.max_lock_info).with_facts(
                 caller.actor, caller.remote_addr
             )
+            info.check_shown()
             with self.serialized(name):
                 granted, event.detail = self.keeper.take(name, info, event)
             return granted

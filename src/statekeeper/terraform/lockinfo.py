@@ -29,6 +29,17 @@ _REMEMBERED = 2048
 _GO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})\Z")
 
 
+#: What a LOCK's fields may not hold: the C0 controls (tab and, in ``Info``, line
+#: breaks aside), DEL, the C1 controls, and the bidirectional formatting characters.
+#: Terraform writes none; a holder's fields are shown to every operator who lists the
+#: locks or is refused one, where a terminal would obey them (an ESC sequence recolours
+#: or clears it; U+202E turns the rest of a line around).
+_UNSHOWABLE = re.compile(
+    r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+_LINE_BREAK = re.compile(r"[\n\r]")
+
+
 def lock_info_too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(
         f"the lock info is larger than the limit of {limit} bytes (max_lock_info; "
@@ -132,6 +143,28 @@ class LockInfo:
             created=created,
             path=values["Path"],
         )
+
+    def check_shown(self) -> None:
+        """Refuse a LOCK whose fields a terminal would obey instead of show
+        (:data:`_UNSHOWABLE`; a line break outside ``Info`` too): they are echoed to
+        every operator who lists the locks or is refused this one."""
+        for name, value in (
+            ("ID", self.id),
+            ("Operation", self.operation),
+            ("Who", self.who),
+            ("Version", self.version),
+            ("Path", self.path),
+            ("Info", self.info),
+        ):
+            found = _UNSHOWABLE.search(value) or (
+                _LINE_BREAK.search(value) if name != "Info" else None
+            )
+            if found is not None:
+                raise InvalidLockInfo(
+                    f"the lock info field {name!r} holds the control character "
+                    f"U+{ord(found.group()):04X}, which a terminal listing the lock would "
+                    "act on; send the field as plain text, as Terraform writes it"
+                )
 
     @classmethod
     def unreadable(cls, body: bytes, reason: str) -> LockInfo:
