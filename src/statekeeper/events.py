@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from statekeeper.security.caller import Caller
     from statekeeper.terraform.names import StateName
 
-__all__ = ["Action", "Draft", "Event", "EventStream", "Subscriber", "in_operation"]
+__all__ = ["OUTCOMES", "Action", "Draft", "Event", "EventStream", "Subscriber", "in_operation"]
 
 log = logging.getLogger("statekeeper.events")
 
@@ -281,6 +281,17 @@ def in_operation() -> bool:
     emitted then is a side effect of that operation (a lease expired on the way to a
     lock), not the operation's own, which is emitted when it ends."""
     return bool(_OPEN.get())
+
+
+def _codes(error: type[StatekeeperError]) -> Iterator[str]:
+    yield error.code
+    for sub in error.__subclasses__():
+        yield from _codes(sub)
+
+
+#: Every outcome an event can have: ``ok``, or a code of the error tree (``internal``
+#: for an exception outside it), as :func:`_outcome` gives them.
+OUTCOMES: tuple[str, ...] = ("ok", *sorted(set(_codes(StatekeeperError))))
 
 
 def _outcome(exc: BaseException) -> tuple[str, str]:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 import httpx
+from tfwire import refusal
 
 from statekeeper.testing.processes import StatekeeperServer
 
@@ -42,8 +43,10 @@ def test_a_client_that_never_finishes_its_headers_is_cut_off(
             dripping.sendall(b"X-Slow: 1\r\n")
         except OSError:
             break
-    assert _answer(dripping).startswith(b"HTTP/1.1 408 ")
-    assert _answer(silent).startswith(b"HTTP/1.1 408 ")
+    for sock in (dripping, silent):
+        status, headers, error = refusal(_answer(sock))
+        assert (status, error["error"], headers["connection"]) == (408, "header_timeout", "close")
+        assert error["message"].startswith("the request headers took longer than 1 s")
     assert time.monotonic() - started < 8
     # A keep-alive connection gets the same deadline for its next request's headers.
     with _connect(server) as sock:
@@ -71,7 +74,9 @@ def test_connections_beyond_the_limit_are_refused_and_the_server_recovers(
     with _connect(server) as extra:
         # Read before sending: the server closes at once, and a request it never
         # read would make that close a reset that discards the answer.
-        assert _answer(extra).startswith(b"HTTP/1.1 503 ")
+        status, headers, error = refusal(_answer(extra))
+    assert (status, error["error"], headers["retry-after"]) == (503, "too_many_connections", "1")
+    assert "20 connections open" in error["message"]
     for sock in held:
         sock.close()
     deadline = time.monotonic() + 10
@@ -100,8 +105,9 @@ def test_request_headers_past_64_kib_are_refused_at_once_and_others_go_on(
         except OSError:
             pass  # the server closed the connection
         answer = _answer(sock)
-    assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
-    assert b"larger than 64 KiB" in answer
+    status, headers, error = refusal(answer)
+    assert (status, error["error"], headers["connection"]) == (431, "headers_too_large", "close")
+    assert "larger than 64 KiB" in error["message"]
     assert sent < 4 * 1024 * 1024
     assert time.monotonic() - started < 10
     # Headers of a size real clients send, on a connection of their own, still pass.

@@ -61,6 +61,19 @@ def md5_header(data: bytes) -> str:
     return base64.b64encode(hashlib.md5(data).digest()).decode()
 
 
+def refusal(answer: bytes) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """A whole raw HTTP/1.1 answer in the server's error shape: its status, headers
+    (names lower-cased) and JSON body, which must be exactly the length it says."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *fields = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (f.partition(":") for f in fields)}
+    assert headers["content-type"] == "application/json", answer
+    assert int(headers["content-length"]) == len(body), answer
+    error = json.loads(body)
+    assert set(error) == {"error", "message"}, error
+    return int(status_line.split()[1]), headers, error
+
+
 async def chunked(*parts: bytes) -> AsyncIterator[bytes]:
     """A request body of unknown length: it goes out with Transfer-Encoding: chunked."""
     for part in parts:

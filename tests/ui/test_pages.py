@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import html
 import http.client
 import json
+import re
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -11,10 +13,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
 from statekeeper.app import Services
+from statekeeper.events import OUTCOMES
 from statekeeper.security.caller import Caller
 from statekeeper.server.app import create_app
 from statekeeper.server.ui.listing import arrange
@@ -293,3 +297,30 @@ def test_a_method_a_route_does_not_take_is_refused_with_where_to_look(
         assert "Terraform" not in message
         refused = client.request("PATCH", "/state/team/app.tfstate")
         assert "Terraform's http backend uses GET, POST (or PUT)" in refused.json()["message"]
+
+
+def test_the_audit_outcome_is_a_choice_and_an_unknown_one_is_refused(tmp_path: Path) -> None:
+    server = StatekeeperServer(tmp_path / "server").start()
+    try:
+        written = server.state_url("team/app.tfstate")
+        assert httpx.post(written, content=state_bytes(1)).status_code == 200
+        assert httpx.post(written, content=b"not a state").status_code == 400  # invalid_state
+        status, _, body = _fetch(server.url + "/ui/audit", "GET")
+        assert status == 200
+        select = re.search(r'<select id="outcome" name="outcome">(.*?)</select>', body.decode())
+        assert select is not None, "the outcome filter is not a choice"
+        assert re.findall(r'<option value="([^"]*)"', select[1]) == ["", *OUTCOMES]
+        status, _, body = _fetch(server.url + "/ui/audit?outcome=invalid_state", "GET")
+        assert status == 200
+        badges = re.findall(r'<span class="badge \w+">(\w+)</span>', body.decode())
+        assert badges == ["invalid_state"]
+        assert '<option value="invalid_state" selected>' in body.decode()
+        # An outcome no event can have: the error page, naming the choices.
+        status, headers, body = _fetch(server.url + "/ui/audit?outcome=forbiden", "GET")
+        assert status == 400
+        assert headers["content-type"].startswith("text/html")
+        text = html.unescape(body.decode())
+        assert "no event has the outcome 'forbiden'; choose from ok, bad_request," in text
+        assert "forbidden" in text and "invalid_state" in text
+    finally:
+        server.stop()

@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from statekeeper.errors import BadRequest, StatekeeperError
-from statekeeper.events import Action, Event
+from statekeeper.events import OUTCOMES, Action, Event
 from statekeeper.state.globs import parse_glob
 from statekeeper.storage.base import ObjectStore, RecordSpace
 from statekeeper.storage.sqlite.database import SqliteDatabase
@@ -58,8 +58,8 @@ _ACTIONS = tuple(a.value for a in Action)
 class AuditFilter:
     """Which events to list: all given conditions must hold.
 
-    A condition no event could meet (a malformed glob, an action no event has, a
-    limit under one) is refused when the filter is made, as a :class:`BadRequest`
+    A condition no event could meet (a malformed glob, an action or an outcome no
+    event has, a limit under one) is refused when the filter is made, as a :class:`BadRequest`
     that says so: the CLI, the API and the UI build their queries here.
     """
 
@@ -67,6 +67,7 @@ class AuditFilter:
     actor: str | None = None
     since: datetime | None = None
     action: str | None = None
+    outcome: str | None = None  # ok, or an error code: forbidden, locked, …
     limit: int = 1000
 
     def __post_init__(self) -> None:
@@ -76,6 +77,10 @@ class AuditFilter:
             raise BadRequest(
                 f"no event has the action {self.action!r}; choose from {', '.join(_ACTIONS)}"
             )
+        if self.outcome is not None and self.outcome not in OUTCOMES:
+            raise BadRequest(
+                f"no event has the outcome {self.outcome!r}; choose from {', '.join(OUTCOMES)}"
+            )
         if self.limit < 1:
             raise BadRequest(f"the limit is {self.limit}; ask for 1 event or more")
 
@@ -83,6 +88,8 @@ class AuditFilter:
         if self.actor is not None and e.actor != self.actor:
             return False
         if self.action is not None and e.action != self.action:
+            return False
+        if self.outcome is not None and e.outcome != self.outcome:
             return False
         if self.since is not None and e.time < self.since:
             return False

@@ -18,7 +18,7 @@ from statekeeper.errors import BadRequest
 from statekeeper.events import Action, Event
 from statekeeper.security.audit import AuditFilter
 from statekeeper.security.policy import Permission, require
-from statekeeper.server.api import ERRORS
+from statekeeper.server.api import ERRORS, ApiRoute
 from statekeeper.server.inputs import JsonIn
 from statekeeper.server.tfhttp import caller_of
 from statekeeper.state.views import AuditEventView, AuditList, TokenCreated, TokenList, TokenView
@@ -26,7 +26,7 @@ from statekeeper.times import parse_duration
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1", tags=["security"], responses=ERRORS)
+router = APIRouter(prefix="/api/v1", tags=["security"], responses=ERRORS, route_class=ApiRoute)
 _SINCE = Query(None, description="RFC 3339 time with a zone")
 
 

@@ -24,9 +24,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Request
+from fastapi.routing import APIRoute
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
+from starlette.routing import Match
+from starlette.types import Receive, Scope, Send
 
 from statekeeper.errors import BadRequest, PayloadTooLarge
 from statekeeper.events import Action
@@ -49,7 +52,7 @@ from statekeeper.state.views import (
 )
 from statekeeper.terraform.names import StateName
 
-__all__ = ["ERRORS", "router"]
+__all__ = ["ERRORS", "ApiRoute", "router"]
 
 #: Every error answer has one shape; the statuses are those the operations raise.
 ERRORS: dict[int | str, dict[str, object]] = {
@@ -68,7 +71,30 @@ ERRORS: dict[int | str, dict[str, object]] = {
     )
 }
 
-router = APIRouter(prefix="/api/v1", tags=["operator"], responses=ERRORS)
+
+class ApiRoute(APIRoute):
+    """A route of the JSON API. One that answers GET answers HEAD as GET, as HTTP asks
+    of a server: the same status and headers, and no body (uvicorn sends none for
+    a HEAD, reading the method from the request's own scope, not the copy here).
+
+    FastAPI's routes answer only the methods they list, and a route listing HEAD
+    would be a second operation in the OpenAPI document; Starlette's own routes
+    (``/healthz``, the OpenAPI document) add HEAD to GET, as this does.
+    """
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        return super().matches(self._as_get(scope))
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().handle(self._as_get(scope), receive, send)
+
+    def _as_get(self, scope: Scope) -> Scope:
+        if scope["method"] == "HEAD" and "GET" in (self.methods or ()):
+            return {**scope, "method": "GET"}
+        return scope
+
+
+router = APIRouter(prefix="/api/v1", tags=["operator"], responses=ERRORS, route_class=ApiRoute)
 
 
 class RollbackIn(JsonIn):

@@ -24,13 +24,30 @@ protocol without trailers in the headers) that:
   size: one request with a 100 MB header held the event loop for seconds, and
   every other client with it. Terraform's headers are well under a kilobyte;
   nginx takes at most 32 KiB.
+
+It also refuses two kinds of request before they reach the ASGI app:
+
+- ``400 bad_request`` for bytes the HTTP parser refuses (a malformed request
+  line, two ``Content-Length`` headers), naming the parser's reason; uvicorn
+  answers those in plain text, after logging its warning, which is kept;
+- ``405 method_not_allowed`` for ``CONNECT``, a proxy's method. llhttp reads a
+  CONNECT as a protocol upgrade: uvicorn either parsed its ``host:port`` as a
+  path (a plain-text 400) or ran the app and then logged two warnings about
+  WebSocket libraries (for ``CONNECT /path``). One warning is logged instead.
+
+Each refusal is in the server's one error shape (``{"error", "message"}``, see
+``server/errors.py``) with ``connection: close``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
+from http import HTTPStatus
 from typing import Any
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from statekeeper.server.wire import HeadersOnlyProtocol
@@ -40,18 +57,16 @@ __all__ = ["MAX_HEAD", "bounded_protocol"]
 #: Bytes of a request's headers past which it is refused (431).
 MAX_HEAD = 64 * 1024
 
-_TIMEOUT = (
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\nconnection: close\r\n"
-    b"content-length: 34\r\n\r\nthe request headers took too long\n"
-)
-_TOO_LARGE = (
-    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\n"
-    b"connection: close\r\ncontent-length: 43\r\n\r\nthe request headers are larger than 64 KiB\n"
-)
-_FULL = (
-    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\nconnection: close\r\n"
-    b"retry-after: 1\r\ncontent-length: 37\r\n\r\nthe server has too many connections\n"
-)
+
+def _parser_fault(exc: BaseException | None) -> str:
+    """What the HTTP parser found wrong, in words that hold none of the request's bytes."""
+    if exc is not None and isinstance(exc.__context__, httptools.HttpParserInvalidURLError):
+        return "the request target is not a path such as /state/NAME"
+    if isinstance(exc, httptools.HttpParserError) and not isinstance(
+        exc, httptools.HttpParserCallbackError
+    ):
+        return str(exc)  # llhttp's reason, a fixed text: "Duplicate Content-Length"
+    return "the request could not be parsed"
 
 
 class _BoundedProtocol(HeadersOnlyProtocol):
@@ -64,6 +79,8 @@ class _BoundedProtocol(HeadersOnlyProtocol):
         #: The request's headers are being read, and how many bytes of them so far.
         self._in_head = True
         self._head_bytes = 0
+        #: Answered below the app and closed: the parser's further callbacks do nothing.
+        self._refused = False
 
     def data_received(self, data: bytes) -> None:
         in_head = self._in_head
@@ -74,14 +91,23 @@ class _BoundedProtocol(HeadersOnlyProtocol):
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD and not self.transport.is_closing():
                 self._headers_done()
-                self.transport.write(_TOO_LARGE)
-                self.transport.close()
+                self._refuse(
+                    431,
+                    "headers_too_large",
+                    f"the request headers are larger than {MAX_HEAD // 1024} KiB; "
+                    "send the request with smaller headers",
+                )
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.max_connections:
-            transport.write(_FULL)
-            transport.close()
+            self._refuse(
+                503,
+                "too_many_connections",
+                f"the server has {self.max_connections} connections open, its limit "
+                "(max_connections); retry in a second",
+                (b"retry-after", b"1"),
+            )
             return
         self._await_headers()
 
@@ -98,7 +124,68 @@ class _BoundedProtocol(HeadersOnlyProtocol):
     def on_headers_complete(self) -> None:
         self._headers_done()
         self._in_head = False
+        if self.parser.get_method() == b"CONNECT":
+            # Most likely a client given this server as its HTTPS proxy.
+            self.logger.warning("CONNECT refused (405): statekeeper is not a proxy")
+            self._refuse(
+                405,
+                "method_not_allowed",
+                "CONNECT is not allowed: statekeeper is not a proxy; use its URL as "
+                "Terraform's backend address, not as a proxy",
+            )
+            return
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        # A refused CONNECT's message ends with no request cycle for uvicorn to complete.
+        if not self._refused:
+            super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn calls this while it handles the parser's error, having logged `msg`
+        # (a fixed text, without the request's bytes): the error is the one in hand.
+        self._refuse(
+            400,
+            "bad_request",
+            f"the request is not valid HTTP/1.1: {_parser_fault(sys.exception())}; "
+            "correct it and send it again on a new connection",
+        )
+
+    def _unsupported_upgrade_warning(self) -> None:
+        # llhttp reports a CONNECT as an upgrade once its message is parsed: refused
+        # above, it is no upgrade to warn of.
+        if not self._refused:
+            super()._unsupported_upgrade_warning()
+
+    def _refuse(self, status: int, code: str, message: str, *headers: tuple[bytes, bytes]) -> None:
+        """Answer ``status`` in the server's error shape, and close the connection.
+
+        While the app answers the request in hand, or owes an answer to an earlier
+        one (HTTP/1.1 pipelining), nothing is written: the refusal would cut into
+        that answer, or be read as it. The connection then ends after that answer,
+        with nothing more read.
+        """
+        if self._refused:
+            return
+        self._refused = True
+        cycle = self.cycle
+        answering = cycle is not None and not cycle.response_complete
+        if answering and (cycle.response_started or not cycle.more_body):
+            cycle.keep_alive = False
+            self.flow.pause_reading()
+            return
+        body = json.dumps({"error": code, "message": message}).encode()
+        fields = [
+            *self.server_state.default_headers,  # the Date header, as every answer has
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+            *headers,
+        ]
+        head = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()
+        head += b"".join(name + b": " + value + b"\r\n" for name, value in fields)
+        self.transport.write(head + b"\r\n" + body)
+        self.transport.close()
 
     def _await_headers(self) -> None:
         if self.header_timeout > 0:
@@ -111,12 +198,13 @@ class _BoundedProtocol(HeadersOnlyProtocol):
 
     def _too_slow(self) -> None:
         self._header_deadline = None
-        if self.transport.is_closing():
-            return
-        if self.cycle is None or self.cycle.response_complete:
-            # Nothing of ours is being answered: the 408 is the connection's last word.
-            self.transport.write(_TIMEOUT)
-        self.transport.close()
+        if not self.transport.is_closing():
+            self._refuse(
+                408,
+                "header_timeout",
+                f"the request headers took longer than {self.header_timeout:g} s "
+                "(header_timeout); send the whole request at once",
+            )
 
 
 def bounded_protocol(header_timeout: float, max_connections: int) -> type[HttpToolsProtocol]:

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Body, Request
 
 from statekeeper.app import Services
 from statekeeper.errors import CapabilityMissing
-from statekeeper.server.api import ERRORS
+from statekeeper.server.api import ERRORS, ApiRoute
 from statekeeper.server.tfhttp import caller_of
 from statekeeper.state.history_views import (
     PruneIn,
@@ -28,7 +28,7 @@ from statekeeper.terraform.names import StateName
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1", tags=["history"], responses=ERRORS)
+router = APIRouter(prefix="/api/v1", tags=["history"], responses=ERRORS, route_class=ApiRoute)
 
 
 def _services(request: Request) -> Services:

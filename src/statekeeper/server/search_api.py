@@ -13,12 +13,12 @@ from starlette.concurrency import run_in_threadpool
 
 from statekeeper.app import Services
 from statekeeper.inventory.views import MAX_LIMIT, InventoryCounts, SearchResult, counts, search
-from statekeeper.server.api import ERRORS
+from statekeeper.server.api import ERRORS, ApiRoute
 from statekeeper.server.tfhttp import caller_of
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1", tags=["inventory"], responses=ERRORS)
+router = APIRouter(prefix="/api/v1", tags=["inventory"], responses=ERRORS, route_class=ApiRoute)
 
 
 @router.get("/search", response_model=SearchResult, summary="Find resources across all states")

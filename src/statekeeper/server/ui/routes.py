@@ -14,7 +14,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.responses import FileResponse, Response
 
 from statekeeper.errors import BadRequest, Forbidden, StatekeeperError
-from statekeeper.events import Action
+from statekeeper.events import OUTCOMES, Action
 from statekeeper.security.audit import AuditFilter
 from statekeeper.security.policy import Permission, require
 from statekeeper.server.ui.context import PAGE, STATIC, Page
@@ -201,14 +201,11 @@ def audit_page(
             state=state or None,
             actor=actor or None,
             action=action or None,
+            outcome=outcome or None,
             since=start,
             limit=100_000,
         )
-        events = [
-            e
-            for e in ui.services.audit.query(where)
-            if (not outcome or e.outcome == outcome) and (end is None or e.time <= end)
-        ]
+        events = [e for e in ui.services.audit.query(where) if end is None or e.time <= end]
     except Forbidden as exc:
         return ui.render("error.html", 403, title="Forbidden", message=exc.message)
     except StatekeeperError as exc:
@@ -227,6 +224,7 @@ def audit_page(
             "until": until,
         },
         limit=limit,
+        outcomes=OUTCOMES,
     )
 
 

@@ -1,0 +1,107 @@
+"""Requests the ASGI app never sees are refused in the server's one error shape.
+
+The HTTP parser's refusals (uvicorn's ``400 Invalid HTTP request received``) and
+``CONNECT`` are answered by the connection's protocol (``server/connections.py``)
+before any route runs; raw bytes against a real ``statekeeper serve``.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable
+
+import httpx
+from tfwire import refusal
+
+from statekeeper.testing.processes import StatekeeperServer
+
+#: In every bad request below: it must never reach the server's log.
+MARKER = "marker-7f3a9c"
+
+#: Requests the parser refuses (``MARK`` stands for the marker), with its reason.
+MALFORMED = [
+    (
+        b"POST /state/a HTTP/1.1\r\nHost: x\r\nX-Marker: MARK\r\n"
+        b"Content-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        "Duplicate Content-Length",
+    ),
+    (
+        b"POST /state/a HTTP/1.1\r\nHost: x\r\nX-Marker: MARK\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "Transfer-Encoding can't be present with Content-Length",
+    ),
+    (b"G@T /MARK HTTP/1.1\r\nHost: x\r\n\r\n", "Invalid method encountered"),
+    (b"GET /MARK HTTP/7.0\r\nHost: x\r\n\r\n", "Invalid HTTP version"),
+    (b"GET MARK HTTP/1.1\r\nHost: x\r\n\r\n", "Unexpected char in url"),
+    (b"GET /state/a HTTP/1.1\r\nHost: x\r\nX Marker: MARK\r\n\r\n", "Invalid header token"),
+    # Refused in the body, once the app has the request: the 400 is still its answer.
+    (
+        b"POST /state/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nMARK\r\n",
+        "Invalid character in chunk size",
+    ),
+]
+
+
+def _exchange(server: StatekeeperServer, request: bytes) -> bytes:
+    """Send ``request`` in one write; everything the server answers until it closes."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request)
+        out = b""
+        while chunk := sock.recv(4096):
+            out += chunk
+    return out
+
+
+def test_a_request_the_parser_refuses_is_a_400_in_the_error_shape(
+    serve: Callable[..., StatekeeperServer],
+) -> None:
+    server = serve()
+    for request, reason in MALFORMED:
+        before = server.log()
+        status, headers, error = refusal(
+            _exchange(server, request.replace(b"MARK", MARKER.encode()))
+        )
+        assert (status, error["error"]) == (400, "bad_request"), reason
+        assert headers["connection"] == "close"
+        assert error["message"].startswith(f"the request is not valid HTTP/1.1: {reason}")
+        assert "send it again" in error["message"]
+        # uvicorn's one warning is kept; the request's bytes are nowhere in the log.
+        logged = server.log()[len(before) :].splitlines()
+        assert logged == ["WARNING:  Invalid HTTP request received."], (reason, logged)
+    assert MARKER not in server.log()
+    assert httpx.get(server.url + "/healthz").status_code == 200
+
+
+def test_connect_is_a_405_naming_the_method_with_one_log_line(
+    serve: Callable[..., StatekeeperServer],
+) -> None:
+    server = serve()
+    # Before: a plain-text 400 and "Invalid HTTP request received." for the first
+    # form; the app's 405 and uvicorn's two WebSocket warnings for the second.
+    for target in ("example.com:443", "/healthz"):
+        before = server.log()
+        request = f"CONNECT {target} HTTP/1.1\r\nHost: {MARKER}:443\r\n\r\n".encode()
+        status, headers, error = refusal(_exchange(server, request))
+        assert (status, error["error"]) == (405, "method_not_allowed"), target
+        assert headers["connection"] == "close"
+        assert error["message"].startswith("CONNECT is not allowed")
+        assert "not a proxy" in error["message"]
+        logged = server.log()[len(before) :].splitlines()
+        assert logged == ["WARNING:  CONNECT refused (405): statekeeper is not a proxy"], logged
+    assert MARKER not in server.log()
+    assert httpx.get(server.url + "/healthz").status_code == 200
+
+
+def test_a_refusal_after_pipelined_requests_leaves_their_answers_whole(
+    serve: Callable[..., StatekeeperServer],
+) -> None:
+    server = serve()
+    first = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    for refused in (b"CONNECT /healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"G@T / HTTP/1.1\r\n\r\n"):
+        answer = _exchange(server, first + refused)
+        # The first request's answer, alone: nothing cut into it, nothing read as it.
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 "), answer
+        assert b"connection: close" in head
+        assert json.loads(body)["status"] == "ok", answer
