@@ -205,18 +205,21 @@ class Services:
     ) -> Services:
         """The services on the configured store; ``create=False``: the store must exist
         (StoreNotFound), for a command that only reads."""
-        raw = open_store(settings.store_url, create=create)
+        raw = open_store(settings.store_url, create=create, given_as=settings.store_given_as)
+        locks_url, locks_given_as = settings.locks_url, settings.locks_given_as
         try:
             if metrics is None:
                 store = encrypting(raw, settings.master_key)
-                table = open_locks(settings.locks_url, store, create=create)
+                table = open_locks(locks_url, store, create=create, given_as=locks_given_as)
             else:
                 # Imported here: only the server keeps metrics (a CLI's start-up).
                 from statekeeper.storage.metered import MeteredLocks, MeteredStore
 
                 # Timed below the encryption: the figures are the driver's own.
                 store = encrypting(MeteredStore(raw, metrics), settings.master_key)
-                table = MeteredLocks(open_locks(settings.locks_url, store, create=create), metrics)
+                table = MeteredLocks(
+                    open_locks(locks_url, store, create=create, given_as=locks_given_as), metrics
+                )
         except BaseException:
             raw.close()
             raise
