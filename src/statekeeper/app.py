@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from statekeeper.hooks.model import Subscription
     from statekeeper.hooks.service import Webhooks
     from statekeeper.inventory import Inventory
+    from statekeeper.security.access import AccessFiles
     from statekeeper.security.oidc import OidcVerifier
     from statekeeper.security.tokens import TokenService
     from statekeeper.state.compaction import Compactor
@@ -56,6 +57,8 @@ class Services:
     metrics: Metrics | None = None
     #: Compaction's record of how many snapshots each kept version replaced.
     ledger: ReplacedLedger | None = None
+    #: The access-control files as ``serve`` read them before it bound (None: read here).
+    access: AccessFiles | None = field(default=None, repr=False)
     # Built on first use (the properties below): a lock listing does without them,
     # and their modules are most of a CLI command's start-up.
     _states: StateService | None = field(default=None, repr=False)
@@ -125,7 +128,8 @@ class Services:
         def make() -> TokenService:
             from statekeeper.security.tokens import TokenService, open_token_store
 
-            store = open_token_store(self.store.records, self.settings.tokens_file)
+            read = self.access.tokens if self.access is not None else None
+            store = read or open_token_store(self.store.records, self.settings.tokens_file)
             return TokenService(store, self.policy, self.events)
 
         return self._part("_tokens", make)
@@ -202,28 +206,33 @@ class Services:
         metrics: Metrics | None = None,
         *,
         create: bool = True,
+        access: AccessFiles | None = None,
     ) -> Services:
         """The services on the configured store; ``create=False``: the store must exist
-        (StoreNotFound), for a command that only reads."""
-        raw = open_store(settings.store_url, create=create)
+        (StoreNotFound), for a command that only reads. ``access``: the tokens file and
+        OIDC config read already (``serve`` reads them before it binds), not read again."""
+        raw = open_store(settings.store_url, create=create, given_as=settings.store_given_as)
+        locks_url, locks_given_as = settings.locks_url, settings.locks_given_as
         try:
             if metrics is None:
                 store = encrypting(raw, settings.master_key)
-                table = open_locks(settings.locks_url, store, create=create)
+                table = open_locks(locks_url, store, create=create, given_as=locks_given_as)
             else:
                 # Imported here: only the server keeps metrics (a CLI's start-up).
                 from statekeeper.storage.metered import MeteredLocks, MeteredStore
 
                 # Timed below the encryption: the figures are the driver's own.
                 store = encrypting(MeteredStore(raw, metrics), settings.master_key)
-                table = MeteredLocks(open_locks(settings.locks_url, store, create=create), metrics)
+                table = MeteredLocks(
+                    open_locks(locks_url, store, create=create, given_as=locks_given_as), metrics
+                )
         except BaseException:
             raw.close()
             raise
         try:
             audit = open_audit_log(store.records)
             ledger = open_ledger(store.records)
-            oidc = _oidc(settings)
+            oidc = _oidc(settings, access)
         except BaseException:
             table.close()
             store.close()
@@ -254,6 +263,7 @@ class Services:
             oidc=oidc,
             metrics=metrics,
             ledger=ledger,
+            access=access,
         )
         if metrics is not None or settings.hooks:
             # Built now by a server, and for a config file's hooks: a hook the server
@@ -296,13 +306,15 @@ class Services:
             self.store.close()
 
 
-def _oidc(settings: Settings) -> OidcVerifier | None:
-    """The OIDC verifier when one is configured (imported only then: a CLI run has none)."""
+def _oidc(settings: Settings, access: AccessFiles | None) -> OidcVerifier | None:
+    """The OIDC verifier when one is configured, on the config ``access`` holds if it
+    was read already (imported only then: a CLI run has none)."""
     if not settings.oidc_config:
         return None
     from statekeeper.security.oidc import OidcConfig, OidcVerifier
 
-    return OidcVerifier(OidcConfig.load(settings.oidc_config))
+    read = access.oidc if access is not None else None
+    return OidcVerifier(read or OidcConfig.load(settings.oidc_config))
 
 
 def build_webhooks(

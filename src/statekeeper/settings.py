@@ -308,6 +308,12 @@ class Setting:
         return "STATEKEEPER_" + self.name.upper()
 
     @property
+    def given_as(self) -> str:
+        """Every way it is given, for a message that asks to correct it."""
+        flag = f"{self.flag}, " if self.flag else ""
+        return f"{flag}{self.env} or {self.name} in the config file"
+
+    @property
     def shown(self) -> bool:
         """Whether a message may repeat its value: never a secret's, in any error."""
         return not (self.secret or self.holds_secrets)
@@ -585,8 +591,19 @@ class Settings:
     def locks_url(self) -> str:
         return self.locks or self.store_url
 
+    @property
+    def store_given_as(self) -> str:
+        """Where the store URL is given (see ``DriverURL.given_as``)."""
+        return _SETTING["store"].given_as
+
+    @property
+    def locks_given_as(self) -> str:
+        """Where the lock URL is given: with no ``locks``, the store's URL is it."""
+        return _SETTING["locks" if self.locks else "store"].given_as
+
 
 assert {s.name for s in SETTINGS} == {f.name for f in fields(Settings)}, "settings table drift"
+_SETTING = {s.name: s for s in SETTINGS}
 
 
 def _parse(setting: Setting, value: Any, source: str) -> Any:

@@ -44,9 +44,7 @@ def test_rollback_to_the_current_version_is_refused(
     assert run.exit_code == 0, run.stderr
 
 
-def test_the_api_refuses_it_too(
-    serve: Callable[..., StatekeeperServer], cli_process: CliFn
-) -> None:
+def test_the_api_refuses_it_too(serve: Callable[..., StatekeeperServer]) -> None:
     server = serve()
     assert httpx.post(server.state_url(NAME), content=state_bytes(1)).status_code == 200
     answer = httpx.post(f"{server.url}/api/v1/rollback/{NAME}", json={"to": "current"})

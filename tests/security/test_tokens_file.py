@@ -4,14 +4,16 @@ server refuses every token, with one log line, not a 500 per request."""
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from statekeeper.errors import ConfigError
 from statekeeper.security.tokens import issue
 from statekeeper.security.tokenstores import FileTokenStore
+from statekeeper.testing.processes import StatekeeperServer
 
 HASH = "a" * 64
 
@@ -60,24 +62,35 @@ def test_a_missing_tokens_file_is_refused_but_token_create_makes_it(tmp_path: Pa
 
 
 def test_a_bad_edit_under_a_running_server_refuses_every_token(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, serve: Callable[..., StatekeeperServer]
 ) -> None:
     path = tmp_path / "tokens.toml"
     issued = issue("ci", ["**:read"])
     FileTokenStore(path).add(issued.record)
-    served = FileTokenStore(path)
-    assert served.check() == 1
+    server = serve("--tokens-file", str(path))
+    basic, bearer = ("ci", issued.secret), {"Authorization": f"Bearer {issued.secret}"}
+    assert httpx.get(server.state_url("app"), auth=basic, timeout=30).status_code == 404
     path.write_text(path.read_text().replace("scopes", "scope"))
-    with caplog.at_level(logging.ERROR, "statekeeper.tokens"):
-        for _ in range(3):
-            assert served.get("ci") is None
-            assert served.find(issued.record.sha256) is None
-    assert [r.getMessage() for r in caplog.records] == [
-        f"{path}: [tokens.ci]: unknown key(s) scope; known: sha256, scopes, created, "
-        "expires; every API token is refused until the file is corrected"
-    ]
+    for _ in range(2):
+        for answer in (
+            httpx.get(server.state_url("app"), auth=basic, timeout=30),
+            httpx.get(server.state_url("app"), headers=bearer, timeout=30),
+        ):
+            assert answer.status_code == 401
+            assert answer.json()["message"] == (
+                f"this server's tokens file {path} cannot be read or parsed, so no API token "
+                "can be checked; the server's operator must correct the file (the server's "
+                "log says what is wrong with it)"
+            )
     # A change would write over what the operator is fixing.
     with pytest.raises(ConfigError, match="unknown key"):
-        served.add(issue("other", ["**:read"]).record)
+        FileTokenStore(path).add(issue("other", ["**:read"]).record)
     path.write_text(path.read_text().replace("scope", "scopes"))
-    assert served.get("ci") == issued.record
+    assert httpx.get(server.state_url("app"), auth=basic, timeout=30).status_code == 404
+    server.stop()
+    said = [line for line in server.log().splitlines() if "tokens file" in line]
+    assert len(said) == 1, said
+    assert (
+        "every API token is refused until the tokens file is corrected: "
+        f"{path}: [tokens.ci]: unknown key(s) scope; known: sha256, scopes, created, expires"
+    ) in said[0]

@@ -2,7 +2,7 @@
 
 The table holds Terraform's lock items (``LockID = "<bucket>/<key>"``) and
 digest items (the lock path + ``DIGEST_SUFFIX``); its only required attribute is the
-hash key ``LockID`` of type S.
+hash key ``LockID``, a string (:data:`~statekeeper.storage.aws.dynamodb.LOCK_TABLE_KEY`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from botocore.exceptions import ClientError
 
 from statekeeper.awssetup.checks import ABSENT, Check, Status, aws_call
 from statekeeper.awssetup.context import Aws, Target
-from statekeeper.errors import StorageError
+from statekeeper.errors import ConfigError
+from statekeeper.storage.aws.dynamodb import LOCK_TABLE_KEY, describe_key, key_of
 
 __all__ = ["table_checks"]
 
@@ -68,7 +69,7 @@ class _TableCheck(Check):
 
 class TableExists(_TableCheck):
     key = "exists"
-    title = "the lock table exists with hash key LockID (S)"
+    title = "the lock table exists with hash key LockID (string)"
     safe_fix = False
 
     def __init__(self, table: str | None) -> None:
@@ -78,34 +79,35 @@ class TableExists(_TableCheck):
 
     def read(self, aws: Aws, target: Target) -> Any:
         table = self.describe_table(aws, target)
-        if table is ABSENT:
-            return ABSENT
-        types = {a["AttributeName"]: a["AttributeType"] for a in table["AttributeDefinitions"]}
-        return tuple(
-            (k["AttributeName"], k["KeyType"], types.get(k["AttributeName"], ""))
-            for k in table["KeySchema"]
-        )
+        return ABSENT if table is ABSENT else key_of(table)
 
     def satisfied(self, target: Target, current: Any) -> bool:
-        return bool(current == (("LockID", "HASH", "S"),))
+        return bool(current == LOCK_TABLE_KEY)
 
     def describe(self, current: Any) -> str:
         if current is ABSENT:
             return f"table {self.table} does not exist"
-        keys = ", ".join(f"{name} ({kind}, {typ})" for name, kind, typ in current)
-        return f"table {self.table} has key {keys}"
+        if current == LOCK_TABLE_KEY:
+            return f"table {self.table} has {describe_key(current)}"
+        return (
+            f"table {self.table} has {describe_key(current)}; Terraform's lock table has "
+            f"{describe_key(LOCK_TABLE_KEY)} and no range key (a table's key cannot change)"
+        )
 
     def change(self, target: Target, current: Any) -> str:
-        return f"create table {self.table} in {target.region} with hash key LockID (S)"
+        return f"create table {self.table} in {target.region} with {describe_key(LOCK_TABLE_KEY)}"
 
     def fix_hint(self, target: Target) -> str:
-        return f"statekeeper bootstrap --bucket {target.bucket} --table {self.table}"
+        return (
+            f"statekeeper bootstrap --bucket {target.bucket} --table {self.table} (if "
+            f"{self.table} exists with another key, give --table another name)"
+        )
 
     def apply(self, aws: Aws, target: Target, current: Any) -> None:
         if current is not ABSENT:
-            raise StorageError(
-                f"table {self.table} exists with another key schema; Terraform needs only a "
-                "hash key LockID of type S. Use another table name (a key schema cannot change)"
+            raise ConfigError(
+                f"{self.describe(current)}: give --table a new table's name, then name "
+                "that table in --locks and in Terraform's dynamodb_table"
             )
         sse: dict[str, Any] = {"Enabled": True, "SSEType": "KMS"}
         if target.kms_key:

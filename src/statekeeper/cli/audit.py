@@ -198,7 +198,7 @@ def decrypt(
     if not settings.master_key:
         raise ConfigError("decrypting needs the master key: --key-file or STATEKEEPER_MASTER_KEY")
     with cli.opening():
-        raw_store = open_store(settings.store_url, create=False)
+        raw_store = open_store(settings.store_url, create=False, given_as=settings.store_given_as)
     opened = encrypting(raw_store, settings.master_key, register=False)
     try:
         if raw is not None:

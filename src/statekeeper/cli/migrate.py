@@ -37,7 +37,7 @@ def _source(text: str, name: str | None) -> tuple[FileSource | StoreSource, Obje
     from statekeeper.storage.registry import open_store
 
     try:
-        store = open_store(text, create=False)
+        store = open_store(text, create=False, given_as="--from")
     except StoreNotFound as exc:
         raise StoreNotFound(f"--from {text}: {exc.message}; a source is only read") from exc
     return StoreSource(store), store

@@ -148,6 +148,7 @@ def serve(
     from statekeeper.app import Services
     from statekeeper.cli.output import err_console
     from statekeeper.errors import ConfigError
+    from statekeeper.security.access import AccessFiles
     from statekeeper.security.tokens import tokens_configured
     from statekeeper.server.app import create_app
     from statekeeper.server.auth import auth_configured, security_summary
@@ -180,16 +181,9 @@ def serve(
         raise ConfigError("HTTPS needs both --tls-cert and --tls-key (PEM files)")
     if settings.tls_cert is not None and settings.tls_key is not None:
         check_tls(settings.tls_cert, settings.tls_key)
-    # The access-control files are read whole before binding or building anything: a fault
-    # in the tokens file would otherwise first show as every request's 500.
-    if settings.tokens_file is not None:
-        from statekeeper.security.tokenstores import FileTokenStore
-
-        FileTokenStore(settings.tokens_file).check()
-    if settings.oidc_config is not None:
-        from statekeeper.security.oidc import OidcConfig
-
-        OidcConfig.load(settings.oidc_config)
+    # The access-control files are read whole, once, before binding or building anything:
+    # a fault in the tokens file would otherwise first show as every request's 500.
+    access = AccessFiles.read(settings)
     # A server that cannot sign its webhooks must not start quietly: each config file's
     # hook secret is read now (the delivery worker reads them again, from the same place).
     for hook in settings.hooks:
@@ -209,7 +203,7 @@ def serve(
     scraper: MetricsListener | None = None
     try:
         metrics = Metrics(settings.metrics_states) if settings.metrics else None
-        services = Services.build(settings, metrics=metrics)
+        services = Services.build(settings, metrics=metrics, access=access)
     except BaseException:
         sock.close()
         raise
@@ -233,11 +227,6 @@ def serve(
                 err_console.print(markup, highlight=False)
 
         services.build_parts()
-        if settings.tokens_file is not None:
-            # The server's own copy, read whole once: a bad edit after this is logged
-            # and refuses every token, where a first read's fault would be a 500.
-            assert isinstance(services.tokens.store, FileTokenStore)
-            services.tokens.store.check()
         services.hooks.start(settings)  # a worker process delivers the outbox, old rows too
         # A new replica's index builds in the background; searches meanwhile answer from
         # what is indexed so far, with a note saying how far the build is. On the embedded

@@ -214,9 +214,10 @@ def main() -> int:
     logging.config.dictConfig(log_config(settings.log_format, settings.log_level))
     with ExitStack() as opened:
         try:
-            store = encrypting(open_store(settings.store_url), settings.master_key)
+            raw = open_store(settings.store_url, given_as=settings.store_given_as)
+            store = encrypting(raw, settings.master_key)
             opened.callback(store.close)
-            table = open_locks(settings.locks_url, store)
+            table = open_locks(settings.locks_url, store, given_as=settings.locks_given_as)
             opened.callback(table.close)
             hooks = build_webhooks(settings, store, table, os.environ)
         except StatekeeperError as exc:

@@ -34,7 +34,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from statekeeper.errors import BadRequest, ConfigError, Conflict, NotFound, StorageError
+from statekeeper.errors import (
+    BadRequest,
+    ConfigError,
+    Conflict,
+    NotFound,
+    StorageError,
+    Unauthenticated,
+)
 from statekeeper.security.grants import parse_grants
 from statekeeper.security.tokens import TokenRecord, validate_token_name
 from statekeeper.storage.sqlite.database import SqliteDatabase
@@ -279,8 +286,9 @@ class FileTokenStore:
     and the key, so that ``serve`` (which calls :meth:`check` before it listens)
     and every command refuse to start. Once read whole, a later bad edit is a
     running server's to survive: it logs the fault once and refuses every token
-    until the file is corrected (not the last good tokens, which could keep alive
-    a token the edit revoked); a change written to it is still refused.
+    (Unauthenticated, naming the file, not the caller's token) until the file is
+    corrected, not with the last good tokens, which could keep alive a token the
+    edit revoked; a change written to it is still refused.
     """
 
     def __init__(self, path: Path) -> None:
@@ -316,11 +324,19 @@ class FileTokenStore:
                     self._tokens, self._fault = {}, exc
                     if self._loaded:
                         log.error(
-                            "%s; every API token is refused until the file is corrected",
+                            "every API token is refused until the tokens file is corrected: %s",
                             exc.message,
                         )
-            if self._fault is not None and (writing or not self._loaded):
-                raise self._fault
+            if self._fault is not None:
+                if writing or not self._loaded:
+                    raise self._fault
+                # The caller's credentials are not at fault, and are not what to change;
+                # what the file holds stays in the log, which the operator reads.
+                raise Unauthenticated(
+                    f"this server's tokens file {self.path} cannot be read or parsed, so no "
+                    "API token can be checked; the server's operator must correct the file "
+                    "(the server's log says what is wrong with it)"
+                )
             return self._tokens
 
     def _parse(self) -> dict[str, TokenRecord]:

@@ -178,7 +178,11 @@ class Authenticator:
             except (binascii.Error, ValueError):
                 decoded = ""
             user = decoded.partition(":")[0]
-            if user and tokens.get(user) is not None:
+            try:
+                known = bool(user) and tokens.get(user) is not None
+            except Unauthenticated:
+                known = False  # no name is known while the tokens file cannot be read
+            if known:
                 return user
         digest = hmac.new(self._label_key, header.encode("utf-8", "surrogateescape"), "sha256")
         return "unknown:" + digest.hexdigest()[:12]

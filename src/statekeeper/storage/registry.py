@@ -51,16 +51,21 @@ LOCK_SCHEMES: dict[str, _Entry] = {
 
 @dataclass(frozen=True)
 class DriverURL:
-    """A parsed store or lock URL: ``scheme://netloc/path?options``."""
+    """A parsed store or lock URL: ``scheme://netloc/path?options``.
+
+    ``given_as`` says where the URL was given ("--locks, STATEKEEPER_LOCKS or
+    locks in the config file"), for the message that asks to correct it.
+    """
 
     raw: str
     scheme: str
     netloc: str
     path: str
     options: dict[str, str]
+    given_as: str = ""
 
     @classmethod
-    def parse(cls, raw: str) -> DriverURL:
+    def parse(cls, raw: str, given_as: str = "") -> DriverURL:
         parts = urlsplit(raw)
         if not parts.scheme:
             raise ConfigError(
@@ -78,7 +83,13 @@ class DriverURL:
             netloc=parts.netloc,
             path=parts.path,
             options=options,
+            given_as=given_as,
         )
+
+    def correct(self) -> str:
+        """The advice to correct this URL, naming it and where it was given."""
+        where = f" ({self.given_as})" if self.given_as else ""
+        return f"correct {self.raw!r}{where}"
 
     def reject_unknown_options(self, allowed: set[str]) -> None:
         unknown = sorted(set(self.options) - allowed)
@@ -107,17 +118,20 @@ def _load(table: dict[str, _Entry], url: DriverURL, kind: str) -> ModuleType:
         ) from exc
 
 
-def open_store(url: str, *, create: bool = True) -> ObjectStore:
+def open_store(url: str, *, create: bool = True, given_as: str = "") -> ObjectStore:
     """Open the object store named by ``url``. ``create=False``: a store that a driver
-    would make on opening (a SQLite file) must exist already, else StoreNotFound."""
-    parsed = DriverURL.parse(url)
+    would make on opening (a SQLite file) must exist already, else StoreNotFound.
+    ``given_as``: where ``url`` was given (see :class:`DriverURL`)."""
+    parsed = DriverURL.parse(url, given_as)
     store: ObjectStore = _load(STORE_SCHEMES, parsed, "store").open_store(parsed, create=create)
     return store
 
 
-def open_locks(urls: str | list[str], store: ObjectStore, *, create: bool = True) -> LockTable:
+def open_locks(
+    urls: str | list[str], store: ObjectStore, *, create: bool = True, given_as: str = ""
+) -> LockTable:
     """Open the lock table(s) for ``store``; two URLs mean both kinds at once;
-    ``create`` as for :func:`open_store`.
+    ``create`` and ``given_as`` as for :func:`open_store`.
 
     Terraform's transition mode (``use_lockfile`` plus ``dynamodb_table``)
     takes the lock file first, then the DynamoDB item.
@@ -128,7 +142,7 @@ def open_locks(urls: str | list[str], store: ObjectStore, *, create: bool = True
         raise ConfigError("no lock URL given")
     tables: list[LockTable] = []
     for url in urls:
-        parsed = DriverURL.parse(url)
+        parsed = DriverURL.parse(url, given_as)
         module = _load(LOCK_SCHEMES, parsed, "lock")
         tables.append(module.open_locks(parsed, store, create=create))
     if len(tables) == 1:

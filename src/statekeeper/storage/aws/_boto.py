@@ -116,9 +116,14 @@ def status_code(exc: BaseException) -> int:
     return 0
 
 
-def translate(exc: Exception, action: str, resource: str) -> NoReturn:
-    """Raise our own error for a botocore failure, naming the action and resource."""
+def translate(exc: Exception, action: str, resource: str, correct: str = "") -> NoReturn:
+    """Raise our own error for a botocore failure, naming the action and resource.
+
+    ``correct``: the advice to correct what named the resource (``DriverURL.correct``),
+    given where a missing bucket or table may be a mistake in it.
+    """
     code = error_code(exc)
+    fix = "create it first (see `statekeeper bootstrap`)" + (f" or {correct}" if correct else "")
     if code in (
         "AccessDenied",
         "AccessDeniedException",
@@ -140,14 +145,10 @@ def translate(exc: Exception, action: str, resource: str) -> NoReturn:
             else None
         )
         what = f"the S3 bucket {bucket!r}" if bucket else f"the bucket of {resource}"
-        raise StorageError(
-            f"{what} does not exist ({action} failed with NoSuchBucket); create it first "
-            "(see `statekeeper bootstrap`) or correct the store URL"
-        ) from exc
+        raise StorageError(f"{what} does not exist ({action} failed with {code}); {fix}") from exc
     if code == "ResourceNotFoundException":
         raise StorageError(
-            f"{resource} does not exist ({action} failed with {code}); create it first "
-            "(see `statekeeper bootstrap`) or correct the lock URL"
+            f"{resource} does not exist ({action} failed with {code}); {fix}"
         ) from exc
     if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraint"):
         raise ConfigError(
@@ -194,6 +195,8 @@ class S3Bucket:
     region: str | None = None
     profile: str | None = None
     path_style: bool | None = None
+    #: The advice to correct the URL that named the bucket (``DriverURL.correct``).
+    correct: str = ""
 
     @classmethod
     def from_url(cls, url: DriverURL) -> S3Bucket:
@@ -220,6 +223,7 @@ class S3Bucket:
             region=url.options.get("region") or None,
             profile=url.options.get("profile") or None,
             path_style=_flag(url, "path_style"),
+            correct=url.correct(),
         )
 
     @classmethod
@@ -233,10 +237,11 @@ class S3Bucket:
         region: str | None = None,
         profile: str | None = None,
         path_style: bool | None = None,
+        correct: str = "",
     ) -> S3Bucket:
         """A handle with its own boto3 client (two handles are two independent clients)."""
         s3 = client("s3", region=region, profile=profile, path_style=path_style)
-        return cls(bucket, prefix, s3, sse, kms_key_id, region, profile, path_style)
+        return cls(bucket, prefix, s3, sse, kms_key_id, region, profile, path_style, correct)
 
     def reconnect(self) -> S3Bucket:
         """The same place and options with a new client."""
@@ -248,6 +253,7 @@ class S3Bucket:
             region=self.region,
             profile=self.profile,
             path_style=self.path_style,
+            correct=self.correct,
         )
 
     def key(self, name: str) -> str:
@@ -286,4 +292,8 @@ class S3Bucket:
         except AWS_ERRORS as exc:
             if handle is not None:
                 return handle(exc)
-            translate(exc, action, self.uri(key))
+            self.translate(exc, action, key)
+
+    def translate(self, exc: Exception, action: str, key: str = "") -> NoReturn:
+        """:func:`translate` for a call on ``key`` in this bucket."""
+        translate(exc, action, self.uri(key), self.correct)

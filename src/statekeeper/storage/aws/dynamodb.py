@@ -19,9 +19,9 @@ The table needs only a string partition key ``LockID``. Options: ``region``,
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, NoReturn
 
 from statekeeper.errors import (
     ConfigError,
@@ -39,11 +39,32 @@ from statekeeper.terraform.layout import digest_id, is_digest_id, lock_path
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.times import format_rfc3339, parse_rfc3339, utcnow
 
-__all__ = ["DynamoLocks", "open_locks"]
+__all__ = ["LOCK_TABLE_KEY", "DynamoLocks", "describe_key", "key_of", "open_locks"]
 
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 #: The attribute on a lock item beside which shared holds are recorded.
 _SHARED = "Shared"
+#: The key of Terraform's lock table: the hash key LockID, a string; no range key.
+LOCK_TABLE_KEY = (("LockID", "HASH", "S"),)
+_KINDS = {"HASH": "hash key", "RANGE": "range key"}
+_TYPES = {"S": "string", "N": "number", "B": "binary"}
+
+
+def key_of(table: Mapping[str, Any]) -> tuple[tuple[str, str, str], ...]:
+    """The key of a DescribeTable ``Table``: (attribute, HASH or RANGE, S, N or B) each."""
+    types = {a["AttributeName"]: a["AttributeType"] for a in table["AttributeDefinitions"]}
+    return tuple(
+        (k["AttributeName"], k["KeyType"], types.get(k["AttributeName"], ""))
+        for k in table["KeySchema"]
+    )
+
+
+def describe_key(key: tuple[tuple[str, str, str], ...]) -> str:
+    """``hash key LockID (string)``, with the range key after a comma when there is one."""
+    return ", ".join(
+        f"{_KINDS.get(kind, kind)} {name} ({_TYPES.get(typ, typ or 'type unknown')})"
+        for name, kind, typ in key
+    )
 
 
 class DynamoLocks(LockTable):
@@ -58,13 +79,23 @@ class DynamoLocks(LockTable):
         *,
         region: str | None = None,
         profile: str | None = None,
+        correct: str = "",
     ) -> None:
         self.table = table
         self.store = store
+        #: The advice to correct the URL that named the table (``DriverURL.correct``).
+        self.correct = correct
         self.client: Any = _boto.client("dynamodb", region=region, profile=profile)
-        # Fail at start-up, not at the first LOCK, when the table is missing or
-        # out of reach. GetItem is in Terraform's minimal policy; DescribeTable is not.
-        self._call("dynamodb:GetItem", self.client.get_item, Key=self._key("."))
+        # Fail at start-up, not at the first LOCK, when the table is missing, out of
+        # reach or keyed otherwise. GetItem is in Terraform's minimal policy;
+        # DescribeTable is not.
+        try:
+            self.client.get_item(TableName=self.table, Key=self._key("."))
+        except _boto.AWS_ERRORS as exc:
+            # A GetItem by LockID is refused as invalid only when the key is not LockID.
+            if _boto.error_code(exc) == "ValidationException":
+                raise ConfigError(self._not_a_lock_table()) from exc
+            self._translate(exc, "dynamodb:GetItem")
 
     # Names
 
@@ -92,11 +123,29 @@ class DynamoLocks(LockTable):
     def _resource(self) -> str:
         return f"the DynamoDB table {self.table!r}"
 
+    def _translate(self, exc: Exception, action: str) -> NoReturn:
+        _boto.translate(exc, action, self._resource(), self.correct)
+
     def _call(self, action: str, fn: Any, **kwargs: Any) -> Any:
         try:
             return fn(TableName=self.table, **kwargs)
         except _boto.AWS_ERRORS as exc:
-            _boto.translate(exc, action, self._resource())
+            self._translate(exc, action)
+
+    def _not_a_lock_table(self) -> str:
+        """Why the table cannot hold Terraform's locks: its key, and what to do."""
+        try:
+            table = self.client.describe_table(TableName=self.table)["Table"]
+            keys = f"its key is {describe_key(key_of(table))}"
+        except _boto.AWS_ERRORS as exc:
+            denied = _boto.error_code(exc) or type(exc).__name__
+            keys = f"its key could not be read (dynamodb:DescribeTable failed with {denied})"
+        return (
+            f"{self._resource()} is not a Terraform lock table: {keys}. Terraform's lock "
+            f"table has {describe_key(LOCK_TABLE_KEY)} and no range key, and a table's key "
+            "cannot change: make one with `statekeeper bootstrap --bucket BUCKET --table "
+            f"NEW_TABLE`, then {self.correct or 'use it'}{' to name it' if self.correct else ''}"
+        )
 
     # Locks
 
@@ -157,7 +206,7 @@ class DynamoLocks(LockTable):
                 return
             except _boto.AWS_ERRORS as exc:
                 if _boto.error_code(exc) != _CONDITION_FAILED:
-                    _boto.translate(exc, "dynamodb:PutItem", self._resource())
+                    self._translate(exc, "dynamodb:PutItem")
             holder = self.read(key)
             if holder is not None:
                 raise LockConflict(holder)
@@ -248,7 +297,7 @@ class DynamoLocks(LockTable):
                 return True
             except _boto.AWS_ERRORS as exc:
                 if _boto.error_code(exc) != _CONDITION_FAILED:
-                    _boto.translate(exc, "dynamodb:PutItem", self._resource())
+                    self._translate(exc, "dynamodb:PutItem")
             # Replaced between the read and the put: mark the lock held now.
         raise StorageError(
             f"the lock on {key!r} kept changing hands in {self._resource()}; try again"
@@ -260,7 +309,7 @@ class DynamoLocks(LockTable):
         except _boto.AWS_ERRORS as exc:
             if _boto.error_code(exc) == _CONDITION_FAILED:
                 return False
-            _boto.translate(exc, "dynamodb:DeleteItem", self._resource())
+            self._translate(exc, "dynamodb:DeleteItem")
         return True
 
     def delete_if_held_by(self, key: str, lock_id: str) -> bool:
@@ -303,7 +352,7 @@ class DynamoLocks(LockTable):
         except _boto.AWS_ERRORS as exc:
             if _boto.error_code(exc) == _CONDITION_FAILED:
                 return False
-            _boto.translate(exc, "dynamodb:DeleteItem", self._resource())
+            self._translate(exc, "dynamodb:DeleteItem")
         return True
 
     def scan(self, prefix: str = "") -> Iterator[tuple[str, LockInfo]]:
@@ -325,7 +374,7 @@ class DynamoLocks(LockTable):
                     if name is not None and name.startswith(prefix):
                         found.append((name, self._lock_of(item, damaged_ok=True)))
         except _boto.AWS_ERRORS as exc:
-            _boto.translate(exc, "dynamodb:Scan", self._resource())
+            self._translate(exc, "dynamodb:Scan")
         yield from sorted(found, key=lambda kv: kv[0])
 
     def probe(self) -> None:
@@ -335,7 +384,7 @@ class DynamoLocks(LockTable):
             resp = self.client.describe_table(TableName=self.table)
         except _boto.AWS_ERRORS as exc:
             if _boto.error_code(exc) not in ("AccessDenied", "AccessDeniedException"):
-                _boto.translate(exc, "dynamodb:DescribeTable", self._resource())
+                self._translate(exc, "dynamodb:DescribeTable")
             self._call("dynamodb:GetItem", self.client.get_item, Key=self._key("."))
             return
         status = resp.get("Table", {}).get("TableStatus", "ACTIVE")
@@ -378,4 +427,5 @@ def open_locks(url: DriverURL, store: ObjectStore, *, create: bool = True) -> Dy
         store,
         region=url.options.get("region") or None,
         profile=url.options.get("profile") or None,
+        correct=url.correct(),
     )

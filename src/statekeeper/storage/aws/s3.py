@@ -64,7 +64,7 @@ class S3Store(ObjectStore):
             # Terraform's minimal policy does not grant it; the store still works.
             if _boto.error_code(exc) in ("AccessDenied", "AccessDeniedException"):
                 return "unknown"
-            _boto.translate(exc, "s3:GetBucketVersioning", self.where.uri())
+            self.where.translate(exc, "s3:GetBucketVersioning")
 
         resp = self.where.call(
             "s3:GetBucketVersioning", "", self.where.client.get_bucket_versioning, denied
@@ -146,7 +146,7 @@ class S3Store(ObjectStore):
                     f"another write to {self.where.uri(full)} landed while this one was "
                     "being checked; nothing was written: read the state again and retry"
                 ) from exc
-            _boto.translate(exc, "s3:PutObject", self.where.uri(full))
+            self.where.translate(exc, "s3:PutObject", full)
 
         if len(data) > PART_SIZE:
             resp = put_in_parts(self.where, self._pool, full, data, metadata, condition, raced)
@@ -191,7 +191,7 @@ class S3Store(ObjectStore):
             # 412: the key exists; 409: another conditional write to it is in flight.
             if _boto.error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
                 return False
-            _boto.translate(exc, "s3:PutObject", self.where.uri(full))
+            self.where.translate(exc, "s3:PutObject", full)
         return True
 
     def delete(self, key: str) -> None:
@@ -218,7 +218,7 @@ class S3Store(ObjectStore):
                 return None
             if code == "InvalidRange":
                 return None  # a zero-length object: no state
-            _boto.translate(exc, _read_action(version_id), self.where.uri(full))
+            self.where.translate(exc, _read_action(version_id), full)
 
         return handle
 
@@ -304,7 +304,7 @@ class S3Store(ObjectStore):
                         etag=obj.get("ETag"),
                     )
         except _boto.AWS_ERRORS as exc:
-            _boto.translate(exc, "s3:ListBucket", self.where.uri(listing))
+            self.where.translate(exc, "s3:ListBucket", listing)
 
     def versions(self, key: str) -> list[ObjectInfo]:
         if not self.supports_versions:
@@ -321,7 +321,7 @@ class S3Store(ObjectStore):
                     v for v in page.get("Versions", []) if v["Key"] == full and int(v["Size"]) > 0
                 ]
         except _boto.AWS_ERRORS as exc:
-            _boto.translate(exc, "s3:ListBucketVersions", self.where.uri(full))
+            self.where.translate(exc, "s3:ListBucketVersions", full)
 
         def with_metadata(v: dict[str, Any]) -> ObjectInfo:
             info = self._head_version(key, v)

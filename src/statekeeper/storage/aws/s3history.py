@@ -51,7 +51,7 @@ def entries(where: S3Bucket, prefix: str) -> Iterator[Entry]:
             ]
             yield from sorted(found, key=_newest_first)
     except _boto.AWS_ERRORS as exc:
-        _boto.translate(exc, "s3:ListBucketVersions", where.uri(prefix))
+        where.translate(exc, "s3:ListBucketVersions", prefix)
 
 
 def _newest_first(e: Entry) -> tuple[str, bool, float]:

@@ -92,7 +92,7 @@ class S3LockFiles(LockTable):
                     "PreconditionFailed",
                     "ConditionalRequestConflict",
                 ):
-                    _boto.translate(exc, "s3:PutObject", self.where.uri(lock_key))
+                    self.where.translate(exc, "s3:PutObject", lock_key)
             holder = self.read(key)
             if holder is not None:
                 raise LockConflict(holder)
@@ -108,7 +108,7 @@ class S3LockFiles(LockTable):
         def missing(exc: Exception) -> None:
             if _boto.error_code(exc) in ("NoSuchKey", "404", "NotFound"):
                 return None
-            _boto.translate(exc, "s3:GetObject", self.where.uri(lock_key))
+            self.where.translate(exc, "s3:GetObject", lock_key)
 
         resp = self.where.call(
             "s3:GetObject", lock_key, self.where.client.get_object, missing, Key=lock_key
@@ -177,7 +177,7 @@ class S3LockFiles(LockTable):
                 self.conditional_delete = False
                 self._delete(lock_key)
                 return True
-            _boto.translate(exc, "s3:DeleteObject", self.where.uri(lock_key))
+            self.where.translate(exc, "s3:DeleteObject", lock_key)
         return True
 
     def probe(self) -> None:
@@ -195,7 +195,7 @@ class S3LockFiles(LockTable):
             for page in paginator.paginate(Bucket=self.where.bucket, Prefix=listing):
                 keys += [o["Key"] for o in page.get("Contents", []) if is_lock_file(o["Key"])]
         except _boto.AWS_ERRORS as exc:
-            _boto.translate(exc, "s3:ListBucket", self.where.uri(listing))
+            self.where.translate(exc, "s3:ListBucket", listing)
         with ThreadPoolExecutor(8, thread_name_prefix="statekeeper-s3lock") as pool:
             held = list(pool.map(lambda k: self._fetch(k, damaged_ok=True), keys))
         found = [

@@ -113,7 +113,7 @@ def read_rest(
     def changed(exc: Exception) -> None:
         if _boto.error_code(exc) in ("PreconditionFailed", "NoSuchKey", "InvalidRange"):
             return None
-        _boto.translate(exc, "s3:GetObject", where.uri(full))
+        where.translate(exc, "s3:GetObject", full)
 
     def fetch(start: int) -> bool:
         end = min(start + PART_SIZE, total) - 1
