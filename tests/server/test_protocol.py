@@ -213,6 +213,6 @@ def test_a_json_body_sent_as_a_form_is_refused_naming_the_content_type(api: Api)
         content=b'{"to": "serial:1"}',
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
-    assert refused.status_code == 422
+    assert refused.status_code == 400
     message = refused.json()["message"]
     assert "Content-Type: application/json, not 'application/x-www-form-urlencoded'" in message

@@ -268,9 +268,9 @@ def test_ui_pages_answer_head_with_the_headers_of_get_and_no_body(tmp_path: Path
 @pytest.mark.parametrize(
     ("path", "what"),
     [
-        ("/?page=0", "query.page: Input should be greater than or equal to 1"),
-        ("/ui/audit?limit=abc", "query.limit: Input should be a valid integer"),
-        ("/ui/rollback/team/app.tfstate", "query.to: Field required"),
+        ("/?page=0", "query parameter page: Input should be greater than or equal to 1"),
+        ("/ui/audit?limit=abc", "query parameter limit: Input should be a valid integer"),
+        ("/ui/rollback/team/app.tfstate", "query parameter to: Field required"),
     ],
 )
 def test_a_page_asked_with_a_bad_parameter_answers_an_error_page(
@@ -278,12 +278,20 @@ def test_a_page_asked_with_a_bad_parameter_answers_an_error_page(
 ) -> None:
     with TestClient(create_app(services), base_url="http://localhost") as client:
         page = client.get(path)
-        assert page.status_code == 422
+        assert page.status_code == 400
         assert page.headers["content-type"].startswith("text/html")
         assert what in page.text
         # The API keeps its JSON answer.
         api = client.get("/api/v1/audit?limit=abc")
-        assert api.status_code == 422 and api.json()["error"] == "invalid_request"
+        assert api.status_code == 400 and api.json()["error"] == "invalid_request"
+        assert api.json()["message"] == (
+            "query parameter limit: Input should be a valid integer, unable to parse string "
+            "as an integer"
+        )
+        since = client.get("/api/v1/audit?since=1d")
+        assert since.status_code == 400
+        assert "query parameter since: Input should be a valid datetime" in since.text
+        assert "(an RFC 3339 time with a zone, e.g. 2026-01-01T00:00:00Z)" in since.text
 
 
 def test_a_method_a_route_does_not_take_is_refused_with_where_to_look(

@@ -36,7 +36,7 @@ from statekeeper.events import Action
 from statekeeper.security.policy import Permission
 from statekeeper.server.body import read_body, single_header
 from statekeeper.server.inputs import JsonIn
-from statekeeper.server.tfhttp import authorize, caller_of, refused
+from statekeeper.server.tfhttp import PRIVATE, authorize, caller_of, refused
 from statekeeper.state.operator import Operator
 from statekeeper.state.service import check_content_md5
 from statekeeper.state.views import (
@@ -123,7 +123,10 @@ def list_states(request: Request, prefix: str = "", details: bool = False) -> li
 
 
 @router.get("/states/{name:path}", response_model=StateDetail)
-def show_state(request: Request, name: str, version: str | None = None) -> StateDetail:
+def show_state(
+    request: Request, response: Response, name: str, version: str | None = None
+) -> StateDetail:
+    response.headers.update(PRIVATE)  # the outputs' values
     return _operator(request).show(caller_of(request), StateName(name), version)
 
 
@@ -141,7 +144,7 @@ def state_versions(
 )
 def version_content(request: Request, name: str, version: str | None = None) -> Response:
     data = _operator(request).pull(caller_of(request), StateName(name), version)
-    return Response(data, media_type="application/json")
+    return Response(data, media_type="application/json", headers=PRIVATE)
 
 
 @router.put(

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
@@ -82,17 +84,33 @@ def _safe(text: object) -> str:
     return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-async def _invalid_request(request: Request, exc: Exception) -> Response:
-    """A body or parameter the API's models refuse: 422 in the one error shape.
+_PLACES = {"query": "query parameter", "path": "path parameter", "header": "header"}
 
-    FastAPI's own answer echoes the input, which may not even be encodable.
-    """
+
+def _where(loc: tuple[object, ...]) -> str:
+    """``query parameter limit``, ``body field scopes[0]``, ``the body``."""
+    if not loc:
+        return "the request"
+    place, rest = str(loc[0]), loc[1:]
+    if place == "body" and not rest:
+        return "the body"
+    path = "".join(f"[{part}]" if isinstance(part, int) else f".{_safe(part)}" for part in rest)
+    return f"{_PLACES.get(place, place + ' field')} {path.lstrip('.')}"
+
+
+def _problem(error: Mapping[str, Any]) -> str:
+    text = f"{_where(tuple(error.get('loc', ())))}: {_safe(error.get('msg', ''))}"
+    if str(error.get("type", "")).startswith("datetime"):
+        text += " (an RFC 3339 time with a zone, e.g. 2026-01-01T00:00:00Z)"
+    return text
+
+
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    """A body or parameter the API's models refuse: 400 in the one error shape, as
+    every other bad input (FastAPI's own answer is a 422 that echoes the input, which
+    may not even be encodable)."""
     assert isinstance(exc, RequestValidationError)
-    problems = [
-        f"{'.'.join(_safe(part) for part in error.get('loc', ()))}: {_safe(error.get('msg', ''))}"
-        for error in exc.errors()
-    ]
-    message = "; ".join(problems) or "the request is invalid"
+    message = "; ".join(map(_problem, exc.errors())) or "the request is invalid"
     sent = request.headers.get("content-type", "")
     if any(error.get("loc") == ("body",) for error in exc.errors()) and "json" not in sent:
         # FastAPI reads a body as JSON only when it says so: a bare curl --data does not.
@@ -103,8 +121,8 @@ async def _invalid_request(request: Request, exc: Exception) -> Response:
         # A browser's page: an error page like the UI's others, not JSON.
         from statekeeper.server.ui.context import Page
 
-        return Page(request).render("error.html", 422, title="Invalid request", message=message)
-    return JSONResponse({"error": "invalid_request", "message": message}, status_code=422)
+        return Page(request).render("error.html", 400, title="Invalid request", message=message)
+    return JSONResponse({"error": "invalid_request", "message": message}, status_code=400)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

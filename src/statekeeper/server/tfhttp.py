@@ -122,6 +122,12 @@ def _read(
         _close(current.chunks)
 
 
+#: Headers of an answer that carries a state's content (secrets, often): no cache
+#: between here and the caller keeps a copy, and no browser reads it as anything but
+#: the JSON it says it is.
+PRIVATE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+
 async def _get(request: Request, name: StateName) -> Response:
     services = _services(request)
     caller, head = caller_of(request), request.method == "HEAD"
@@ -138,6 +144,7 @@ async def _get(request: Request, name: StateName) -> Response:
         "ETag": f'"{v.sha256}"',
         "X-Statekeeper-Version": v.version_id,
         "Content-Length": str(v.size),
+        **PRIVATE,
     }
     if head:
         return Response(b"", media_type="application/json", headers=headers)

@@ -232,13 +232,21 @@ def audit_page(
 def api_docs() -> Response:
     """Swagger UI from the package's own copy (swagger-ui-dist, see docs/ui.md): the
     page works on a server with no way out to a CDN."""
-    return get_swagger_ui_html(
+    page = get_swagger_ui_html(
         openapi_url="/api/v1/openapi.json",
         title="statekeeper API",
         swagger_js_url="/ui/static/swagger-ui-bundle.js",
         swagger_css_url="/ui/static/swagger-ui.css",
         swagger_favicon_url="/ui/static/swagger-favicon-32x32.png",
     )
+    # The page runs script (Swagger UI's, and its inline start-up): no other site may
+    # frame it, and nothing but this server's own may run in it.
+    page.headers["Content-Security-Policy"] = (
+        "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' "
+        "'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'"
+    )
+    page.headers["X-Content-Type-Options"] = "nosniff"
+    return page
 
 
 @router.api_route("/ui/static/{file}", methods=PAGE)
