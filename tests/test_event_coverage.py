@@ -68,7 +68,7 @@ READ_ONLY = {
     "statekeeper.state.inspection.Inspector.versions": "lists versions",
     "statekeeper.state.inspection.Inspector.resolve": "finds a version",
     "statekeeper.state.inspection.Inspector.history_entries": "lists versions",
-    "statekeeper.state.inspection.Inspector.show": "reads through StateService.read",
+    "statekeeper.state.inspection.Inspector.read": "reads through StateService.read",
     "statekeeper.state.inspection.Inspector.pull": "reads through StateService.read",
     "statekeeper.state.inspection.Inspector.diff": "reads through StateService.read",
     "statekeeper.state.listing.list_states": "lists states",

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from statekeeper.inventory import Inventory
     from statekeeper.security.access import AccessFiles
     from statekeeper.security.oidc import OidcVerifier
+    from statekeeper.security.signouts import SignedOut
     from statekeeper.security.tokens import TokenService
     from statekeeper.state.compaction import Compactor
     from statekeeper.state.history import HistoryService
@@ -67,6 +68,7 @@ class Services:
     _compactor: Compactor | None = field(default=None, repr=False)
     _tokens: TokenService | None = field(default=None, repr=False)
     _hooks: Webhooks | None = field(default=None, repr=False)
+    _signouts: SignedOut | None = field(default=None, repr=False)
     # Reentrant: a part may be built from another's (the trash from the states).
     _parts_lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _inventory: Inventory | None = field(default=None, repr=False)
@@ -133,6 +135,17 @@ class Services:
             return TokenService(store, self.policy, self.events)
 
         return self._part("_tokens", make)
+
+    @property
+    def signouts(self) -> SignedOut:
+        """The web UI's signed-out sessions (opened by the first UI request that asks)."""
+
+        def make() -> SignedOut:
+            from statekeeper.security.signouts import open_signouts
+
+            return open_signouts(self.store.records, self.settings.session_hours * 3600)
+
+        return self._part("_signouts", make)
 
     @property
     def hooks(self) -> Webhooks:

@@ -69,10 +69,18 @@ def test_sign_in_with_the_identity_provider(
     page.goto(server.url + "/")
     expect(page.get_by_role("link", name="team/app.tfstate")).to_be_visible()
     expect(page.get_by_role("link", name="other/app.tfstate")).to_have_count(0)  # no grant
+    copied = ctx.cookies()
     page.get_by_role("button", name="Sign out").click()
     page.goto(server.url + "/")
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     ctx.close()
+    # The session ended on the server: a copy of its cookie (another browser's) is none.
+    other = browser.new_context()
+    other.add_cookies(copied)
+    page = other.new_page()
+    page.goto(server.url + "/")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    other.close()
 
 
 def test_a_user_no_rule_grants_sees_no_state(

@@ -28,7 +28,7 @@ import sqlite3
 import threading
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from statekeeper.errors import BadRequest, StatekeeperError
@@ -69,6 +69,8 @@ class AuditFilter:
     action: str | None = None
     outcome: str | None = None  # ok, or an error code: forbidden, locked, …
     limit: int = 1000
+    #: Events at or before this time only (the newest ``limit`` of those).
+    until: datetime | None = None
 
     def __post_init__(self) -> None:
         if self.state is not None:
@@ -92,6 +94,8 @@ class AuditFilter:
         if self.outcome is not None and e.outcome != self.outcome:
             return False
         if self.since is not None and e.time < self.since:
+            return False
+        if self.until is not None and e.time > self.until:
             return False
         if self.state is not None:
             if e.state is None:
@@ -240,6 +244,13 @@ class SqliteAuditLog:
         if where.since is not None:
             sql += " AND time >= ?"
             args.append(where.since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+        if where.until is not None:
+            # Stored times drop a fraction's trailing zeros ("…05Z", "…05.1Z"), so text
+            # order is time order only between whole seconds: the rows before the next
+            # second, then ``matches`` to the microsecond.
+            after = where.until.astimezone(UTC).replace(microsecond=0) + timedelta(seconds=1)
+            sql += " AND time < ?"
+            args.append(after.strftime("%Y-%m-%dT%H:%M:%S"))
         sql += " ORDER BY seq DESC"
         out: list[Event] = []
         with self.db.reading() as db:
@@ -360,6 +371,10 @@ class StoreAuditLog:
             if where.since is not None:
                 day = info.key[len(self.prefix) : len(self.prefix) + 10]
                 if day < f"{where.since.astimezone(UTC):%Y/%m/%d}":
+                    continue
+            if where.until is not None:
+                day = info.key[len(self.prefix) : len(self.prefix) + 10]
+                if day > f"{where.until.astimezone(UTC):%Y/%m/%d}":
                     continue
             obj = self.store.get(info.key)
             if obj is None:

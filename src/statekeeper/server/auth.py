@@ -45,7 +45,9 @@ __all__ = [
     "security_summary",
 ]
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/api/v1/openapi.json", "/api/docs"})
+PUBLIC_PATHS = frozenset(
+    {"/healthz", "/readyz", "/api/v1/openapi.json", "/api/docs", "/favicon.ico"}
+)
 
 
 def is_ui_path(path: str) -> bool:

@@ -20,8 +20,9 @@ from statekeeper.errors import (
     VersionNotFound,
 )
 from statekeeper.security.caller import Caller
-from statekeeper.state.diff import StateContent, describe_state, diff_states
+from statekeeper.state.diff import diff_states
 from statekeeper.state.history import HistoryService
+from statekeeper.state.reads import CurrentState
 from statekeeper.state.service import StateService
 from statekeeper.state.version import StateVersion
 from statekeeper.state.views import DiffView, HistoryEntry
@@ -167,13 +168,9 @@ class Inspector:
                 continue
         return read, True
 
-    def show(
-        self, name: StateName, caller: Caller, version: str | None = None
-    ) -> tuple[StateVersion, StateContent]:
-        """One version's facts and content summary (resources, masked outputs)."""
-        target = self._target(name, caller, version)
-        current = self.states.read_existing(name, caller, target)
-        return current.version, describe_state(current.data)
+    def read(self, name: StateName, caller: Caller, version: str | None = None) -> CurrentState:
+        """One version (an ID, ``serial:N``, default the current one), facts and bytes."""
+        return self.states.read_existing(name, caller, self._target(name, caller, version))
 
     def _target(self, name: StateName, caller: Caller, ref: str | None) -> str | None:
         if ref is None or ref in ("current", "latest"):
@@ -184,7 +181,7 @@ class Inspector:
 
     def pull(self, name: StateName, caller: Caller, version: str | None = None) -> bytes:
         """The bytes of a version, verbatim."""
-        return self.states.read_existing(name, caller, self._target(name, caller, version)).data
+        return self.read(name, caller, version).data
 
     def diff(
         self,

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from statekeeper.state import views
     from statekeeper.state.history import HistoryService
     from statekeeper.state.inspection import Inspector
+    from statekeeper.state.reads import CurrentState
     from statekeeper.state.service import StateService
 
 __all__ = ["Operator", "Parts"]
@@ -105,9 +106,15 @@ class Operator:
     def show(
         self, caller: Caller, name: StateName, version: str | None = None
     ) -> views.StateDetail:
-        from statekeeper.state import views
+        return self.describe(name, self.inspector.read(name, caller, version))
 
-        v, content = self.inspector.show(name, caller, version)
+    def describe(self, name: StateName, current: CurrentState) -> views.StateDetail:
+        """:meth:`show`'s answer for a version already read (a page that shows more of
+        it reads it once)."""
+        from statekeeper.state import views
+        from statekeeper.state.diff import describe_state
+
+        v, content = current.version, describe_state(current.data)
         holders = self.locks.holders(name)
         lock = holders[0] if holders else None
         shared = lock is not None and (

@@ -41,6 +41,7 @@ __all__ = [
     "LOCK_FILE_SUFFIX",
     "PROBE_PREFIX",
     "SHARED_HOLD_MARK",
+    "SIGNOUTS_PREFIX",
     "STATEKEEPER_PREFIX",
     "WEBHOOKS_PREFIX",
     "digest_id",
@@ -72,6 +73,8 @@ SHARED_HOLD_MARK = "!shared/"
 PROBE_PREFIX = ".statekeeper-doctor/"
 #: The webhooks of a store without a database: subscriptions, outbox, delivery log.
 WEBHOOKS_PREFIX = STATEKEEPER_PREFIX + "hooks/"
+#: The web UI's ended sessions in a store without a database (security/signouts.py).
+SIGNOUTS_PREFIX = STATEKEEPER_PREFIX + "signouts/"
 
 
 def lock_path(namespace: str, key: str) -> str:

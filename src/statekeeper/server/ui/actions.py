@@ -8,6 +8,7 @@ and refused the same way to a caller without ``admin``.
 
 from __future__ import annotations
 
+import time
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request
@@ -16,10 +17,13 @@ from starlette.responses import RedirectResponse, Response
 
 from statekeeper.errors import StatekeeperError, Unauthenticated
 from statekeeper.events import Action, Event
+from statekeeper.security.policy import Permission
+from statekeeper.security.signouts import session_id
 from statekeeper.security.tokens import hash_secret
-from statekeeper.server.ui.context import PAGE, Page
+from statekeeper.server.ui.context import PAGE, Page, open_page
 from statekeeper.server.ui.reading import plain
 from statekeeper.server.ui.session import DIGEST_CHARS, Session, check_csrf, read_form
+from statekeeper.state.rollback import already_current
 from statekeeper.terraform.names import StateName
 
 __all__ = ["router"]
@@ -64,7 +68,7 @@ def signin_page(request: Request, next: str = "/") -> Response:
 
 @router.post("/ui/signin")
 async def signin(request: Request) -> Response:
-    ui = Page(request)
+    ui = await open_page(request)
     form = await read_form(request)
     target = safe_next(form.get("next", "/"))
     if not check_csrf(ui.session if not ui.fresh else None, form):
@@ -96,10 +100,18 @@ async def signin(request: Request) -> Response:
 
 @router.post("/ui/signout")
 async def signout(request: Request) -> Response:
-    ui = Page(request)
+    ui = await open_page(request)
     form = await read_form(request)
     if not check_csrf(ui.session if not ui.fresh else None, form):
         return _csrf_refused(ui)
+    if ui.caller is not None and not ui.authenticator.anonymous:
+        # The cookie is checked by its signature alone: recorded as ended, a copy of
+        # it (another browser's, a stolen one) is no session either.
+        session = ui.session
+        until = time.time() + ui.codec.max_age
+        if session.oidc is not None:
+            until = min(until, session.oidc.until)
+        await run_in_threadpool(ui.services.signouts.end, session_id(session.csrf), until)
     response = RedirectResponse("/ui/signin", status_code=303)
     ui.codec.clear(response)
     return response
@@ -111,11 +123,27 @@ def unlock_confirm(request: Request, name: str, id: str | None = None) -> Respon
     if (redirect := ui.gate()) is not None:
         return redirect
     try:
+        state = StateName(name)
+        if (refused := ui.refuse_unless(state, Permission.ADMIN, "force-unlock")) is not None:
+            return refused
         locks = [plain(lock) for lock in ui.operator.list_locks(ui.who(), name)]
     except StatekeeperError as exc:
         return ui.error(exc, state=name)
+    held = [x for x in locks if x["name"] == name]
     # ``id``: one of several holders (plans sharing the lock); else the first listed.
-    lock = next((x for x in locks if x["name"] == name and id in (None, x["id"])), None)
+    lock = next((x for x in held if id in (None, x["id"])), None)
+    if lock is None and held:
+        holder = held[0]
+        return ui.render(
+            "error.html",
+            404,
+            title="No such lock",
+            message=f"No lock with ID {id} is held on {name} (it was released, or another "
+            f"run took the lock since). It is locked now by "
+            f"{holder['who'] or holder['actor'] or 'unknown'} for "
+            f"{holder['operation'] or 'an unknown operation'}, lock ID {holder['id']}: see "
+            "the locks page before removing that one.",
+        )
     if lock is None:
         return ui.render(
             "error.html", 404, title="Not locked", message=f"{name} is not locked (any more)."
@@ -125,7 +153,7 @@ def unlock_confirm(request: Request, name: str, id: str | None = None) -> Respon
 
 @router.post("/ui/unlock/{name:path}")
 async def unlock(request: Request, name: str) -> Response:
-    ui = Page(request)
+    ui = await open_page(request)
     form = await posted(ui, request)
     if isinstance(form, Response):
         return form
@@ -142,7 +170,7 @@ async def unlock(request: Request, name: str) -> Response:
 
 @router.post("/ui/reap")
 async def reap(request: Request) -> Response:
-    ui = Page(request)
+    ui = await open_page(request)
     form = await posted(ui, request)
     if isinstance(form, Response):
         return form
@@ -163,6 +191,11 @@ async def reap(request: Request) -> Response:
     except StatekeeperError as exc:
         return ui.error(exc)
     if dry_run:
+        # A lock the caller may not remove would fail the reap it confirms: refused now.
+        for r in released:
+            refused = ui.refuse_unless(StateName(r["name"]), Permission.ADMIN, "force-unlock")
+            if refused is not None:
+                return refused
         return ui.render(
             "reap.html",
             title="Reap stale locks",
@@ -179,16 +212,21 @@ def rollback_confirm(request: Request, name: str, to: str) -> Response:
     if (redirect := ui.gate()) is not None:
         return redirect
     try:
+        state = StateName(name)
+        if (refused := ui.refuse_unless(state, Permission.ADMIN, "roll back")) is not None:
+            return refused
         # What the rollback will do: from the current version to the restored one.
-        diff = plain(ui.operator.diff(ui.who(), StateName(name), "current", to))
+        diff = ui.operator.diff(ui.who(), state, "current", to)
+        if diff.from_ == diff.to:  # the rollback would refuse it: no button that can only fail
+            raise already_current(state, diff.to)
     except StatekeeperError as exc:
         return ui.error(exc, state=name)
-    return ui.render("rollback.html", title=f"Roll back {name}", name=name, to=to, diff=diff)
+    return ui.render("rollback.html", title=f"Roll back {name}", name=name, to=to, diff=plain(diff))
 
 
 @router.post("/ui/rollback/{name:path}")
 async def rollback(request: Request, name: str) -> Response:
-    ui = Page(request)
+    ui = await open_page(request)
     form = await posted(ui, request)
     if isinstance(form, Response):
         return form

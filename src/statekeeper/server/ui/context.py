@@ -7,13 +7,15 @@ a state the caller has no grant on is answered exactly like a missing one.
 
 from __future__ import annotations
 
+import json
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -26,16 +28,17 @@ from statekeeper.errors import (
     VersionNotFound,
 )
 from statekeeper.security.caller import Caller
-from statekeeper.security.policy import Permission
+from statekeeper.security.policy import Permission, require
+from statekeeper.security.signouts import session_id
 from statekeeper.server.auth import Authenticator
 from statekeeper.server.limits import RateLimiter
 from statekeeper.server.ui.session import Session, SessionCodec, caller_or_none
 from statekeeper.settings import format_size
 from statekeeper.state.operator import Operator
 from statekeeper.terraform.names import StateName
-from statekeeper.times import format_age, format_rfc3339, parse_rfc3339
+from statekeeper.times import format_age, format_duration, format_rfc3339, parse_rfc3339
 
-__all__ = ["PAGE", "STATIC", "Page", "templates"]
+__all__ = ["PAGE", "STATIC", "Page", "open_page", "templates"]
 
 HERE = Path(__file__).parent
 _CODEC_LOCK = threading.Lock()
@@ -63,10 +66,30 @@ def _when(value: str | datetime | None) -> str:
     return format_rfc3339(when).replace("T", " ")[:19] + "Z"
 
 
+def _period(duration: timedelta) -> str:
+    """A configured period as people write it (``30 days``, ``36 hours``), not
+    ``timedelta``'s ``30 days, 0:00:00``; else the duration as the config writes it."""
+    seconds = int(duration.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'' if count == 1 else 's'}"
+    return format_duration(duration)
+
+
+def _json(value: Any) -> str:
+    """A value as JSON text as its writer wrote it: ``<`` stays ``<`` (Jinja's ``tojson``
+    writes ``\u003c``, for script blocks, which the pages have none of); autoescaping
+    makes it text in the page."""
+    return json.dumps(value, ensure_ascii=False)
+
+
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.filters["age"] = _age
 templates.env.filters["size"] = _size
 templates.env.filters["when"] = _when
+templates.env.filters["period"] = _period
+templates.env.filters["json"] = _json
 templates.env.filters["path"] = lambda name: quote(str(name), safe="/:")
 templates.env.globals["urlencode"] = urlencode
 
@@ -86,11 +109,20 @@ class Page:
                 request.app.state.ui_sessions = codec
         self.codec = codec
         loaded = codec.load(request)
+        if loaded is not None and self._signed_out(loaded):
+            loaded = None  # a copy of a cookie whose session was signed out: none
         self.fresh = loaded is None
         self.session = loaded or Session.fresh()
         remote = request.client.host if request.client else None
         self.remote = remote
         self.caller: Caller | None = caller_or_none(self.authenticator, loaded, remote)
+
+    def _signed_out(self, session: Session) -> bool:
+        """Whether ``session`` was signed out. Asked only of a signed-in session (a
+        visitor's or the anonymous mode's has no identity to end)."""
+        if self.authenticator.anonymous or (session.token is None and session.oidc is None):
+            return False
+        return self.services.signouts.ended(session_id(session.csrf))
 
     @property
     def operator(self) -> Operator:
@@ -110,6 +142,18 @@ class Page:
         return self.caller is not None and self.services.policy.allows(
             self.caller, name, permission
         )
+
+    def refuse_unless(self, name: StateName, permission: Permission, what: str) -> Response | None:
+        """What a confirmation page answers a caller who could not submit it: a 403
+        naming the permission needed (a 404 for a state it may not see at all, as for
+        a missing one); None when the caller may ``what`` ``name``."""
+        try:
+            require(self.services.policy, self.who(), name, permission, what)
+        except Forbidden as exc:
+            if not self.may(name, Permission.OUTPUTS):
+                return self.error(exc, state=str(name))
+            return self.render("error.html", 403, title="Forbidden", message=exc.message)
+        return None
 
     def gate(self) -> Response | None:
         """What to answer instead of the page: the sign-in page for a browser without a
@@ -172,4 +216,12 @@ class Page:
             )
         if isinstance(exc, VersionNotFound):
             return self.render("error.html", 404, title="Not found", message=exc.message)
-        return self.render("error.html", exc.status, title=exc.code, message=exc.message)
+        # The code (invalid_state_name) as a title people read: "Invalid state name".
+        title = exc.code.replace("_", " ").capitalize()
+        return self.render("error.html", exc.status, title=title, message=exc.message)
+
+
+async def open_page(request: Request) -> Page:
+    """The :class:`Page` of a request handled on the event loop (the forms' POSTs):
+    opening it may read the store (the session's token, whether it was signed out)."""
+    return await run_in_threadpool(Page, request)

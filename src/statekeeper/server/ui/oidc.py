@@ -28,7 +28,7 @@ from statekeeper.errors import Unauthenticated
 from statekeeper.events import Action, Event
 from statekeeper.security.oidc import OidcBrowser
 from statekeeper.server.ui.actions import safe_next
-from statekeeper.server.ui.context import Page
+from statekeeper.server.ui.context import Page, open_page
 from statekeeper.server.ui.session import OidcIdentity, Session
 
 __all__ = ["router"]
@@ -140,7 +140,7 @@ def _redeem(browser: OidcBrowser, code: str, verifier: str, redirect_uri: str) -
 async def oidc_callback(
     request: Request, code: str = "", state: str = "", error: str = ""
 ) -> Response:
-    ui = Page(request)
+    ui = await open_page(request)
     browser = _browser(ui)
     oidc = ui.services.oidc
     if browser is None or oidc is None:

@@ -15,6 +15,7 @@ from statekeeper.errors import BadRequest, EncryptedState
 from statekeeper.security.caller import Caller
 from statekeeper.state.diff import diff_states, readable_document, secrets_of
 from statekeeper.state.inspection import Inspector
+from statekeeper.state.reads import CurrentState
 from statekeeper.state.sensitive import Path, Secrets, locations
 from statekeeper.state.version import StateVersion
 from statekeeper.terraform.names import StateName
@@ -131,13 +132,22 @@ class TimelineEntry:
 
 
 def timeline(
-    inspector: Inspector, name: StateName, caller: Caller, limit: int
+    inspector: Inspector, name: StateName, caller: Caller, limit: int, shown: CurrentState
 ) -> tuple[list[TimelineEntry], int]:
     """The newest ``limit`` versions with what each added, changed and removed,
-    and the number of versions in all."""
+    and the number of versions in all. ``shown``: the version the page shows, read
+    already (not read again)."""
     versions = inspector.versions(name, caller)
     wanted = versions[: limit + 1]
-    data = [inspector.pull(name, caller, v.version_id) if v.size else None for v in wanted]
+
+    def bytes_of(v: StateVersion) -> bytes | None:
+        if not v.size:
+            return None
+        if v.version_id == shown.version.version_id:
+            return shown.data
+        return inspector.pull(name, caller, v.version_id)
+
+    data = [bytes_of(v) for v in wanted]
     entries = []
     for i, v in enumerate(wanted[:limit]):
         newer = data[i]

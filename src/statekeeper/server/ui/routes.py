@@ -91,11 +91,20 @@ def state_page(
     caller = ui.who()
     operator = ui.operator
     version = version or None
+    history = None
+    total = 0
     try:
         state = StateName(name)
-        shown = plain(operator.show(caller, state, version))
-        data = operator.pull(caller, state, version)
-        resources = None if shown.get("encrypted") else resources_of(data)
+        # One view, one read event: the version shown is read once for everything the
+        # page says of it, and the timeline's reads of older versions (for its counts)
+        # are part of this read, as a rollback's reads are part of the rollback.
+        with ui.services.events.event(Action.READ, caller, state) as event:
+            current = operator.inspector.read(state, caller, version)
+            event.version, event.serial = current.version.version_id, current.version.serial
+            shown = plain(operator.describe(state, current))
+            if ui.may(state, Permission.READ):
+                history, total = timeline(operator.inspector, state, caller, versions, current)
+        resources = None if shown.get("encrypted") else resources_of(current.data)
     except StatekeeperError as exc:
         return ui.error(exc, state=name)
     revealed = None
@@ -104,15 +113,8 @@ def state_page(
         # An explicit click by a caller who may read the state's outputs anyway.
         from statekeeper.state.diff import readable_document
 
-        raw = readable_document(data).get("outputs", {}).get(reveal, {})
+        raw = readable_document(current.data).get("outputs", {}).get(reveal, {})
         revealed = (reveal, raw.get("value"))
-    history = None
-    total = 0
-    if ui.may(state, Permission.READ):
-        try:
-            history, total = timeline(operator.inspector, state, caller, versions)
-        except StatekeeperError as exc:
-            return ui.error(exc, state=name)
     return ui.render(
         "state.html",
         title=name,
@@ -203,9 +205,10 @@ def audit_page(
             action=action or None,
             outcome=outcome or None,
             since=start,
+            until=end,
             limit=100_000,
         )
-        events = [e for e in ui.services.audit.query(where) if end is None or e.time <= end]
+        events = ui.services.audit.query(where)
     except Forbidden as exc:
         return ui.render("error.html", 403, title="Forbidden", message=exc.message)
     except StatekeeperError as exc:
@@ -250,8 +253,21 @@ def api_docs() -> Response:
 
 
 @router.api_route("/ui/static/{file}", methods=PAGE)
-def static_file(file: str) -> Response:
+def static_file(request: Request, file: str) -> Response:
     path = (STATIC / file).resolve()
     if path.parent != STATIC.resolve() or not path.is_file():
-        return Response("not found", status_code=404, media_type="text/plain")
+        return Page(request).render(
+            "error.html", 404, title="Not found", message=f"There is no file named {file} here."
+        )
     return FileResponse(path, headers={"Cache-Control": "public, max-age=3600"})
+
+
+@router.api_route("/favicon.ico", methods=PAGE)
+def favicon() -> Response:
+    """The icon browsers ask every server for, answered without credentials
+    (``PUBLIC_PATHS``): a challenge there would be a failed request on every page."""
+    return FileResponse(
+        STATIC / "favicon.svg",
+        media_type="image/svg+xml",
+        headers={"Cache-Control": "public, max-age=86400"},
+    )

@@ -13,8 +13,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from statekeeper.errors import StatekeeperError
+from statekeeper.security.policy import Permission
 from statekeeper.server.ui.actions import posted
-from statekeeper.server.ui.context import PAGE, Page
+from statekeeper.server.ui.context import PAGE, Page, open_page
 from statekeeper.state.history_views import TrashEntry
 from statekeeper.terraform.names import StateName
 
@@ -34,6 +35,9 @@ def trash_page(request: Request, restored: str = "") -> Response:
     except StatekeeperError as exc:
         return ui.error(exc)
     rows = [TrashEntry.of(t).model_dump() for t in entries]
+    for row in rows:
+        # Restore needs admin on the state itself (a scoped admin's is enough).
+        row["may_restore"] = ui.may(StateName(row["name"]), Permission.ADMIN)
     return ui.render("trash.html", title="Deleted states", entries=rows, restored=restored)
 
 
@@ -42,13 +46,19 @@ def delete_confirm(request: Request, name: str) -> Response:
     ui = Page(request)
     if (redirect := ui.gate()) is not None:
         return redirect
+    try:
+        state = StateName(name)
+    except StatekeeperError as exc:
+        return ui.error(exc, state=name)
+    if (refused := ui.refuse_unless(state, Permission.ADMIN, "delete")) is not None:
+        return refused
     keep = ui.services.settings.history.trash
     return ui.render("delete.html", title=f"Delete {name}", name=name, keep=keep)
 
 
 @router.post("/ui/delete/{name:path}")
 async def delete(request: Request, name: str) -> Response:
-    ui = Page(request)
+    ui = await open_page(request)
     form = await posted(ui, request)
     if isinstance(form, Response):
         return form
@@ -62,7 +72,7 @@ async def delete(request: Request, name: str) -> Response:
 
 @router.post("/ui/restore/{name:path}")
 async def restore(request: Request, name: str) -> Response:
-    ui = Page(request)
+    ui = await open_page(request)
     form = await posted(ui, request)
     if isinstance(form, Response):
         return form

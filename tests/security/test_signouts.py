@@ -1,0 +1,62 @@
+"""The record of signed-out UI sessions, in both places it is kept: a table of the
+embedded database, and objects beside the states in a store without one."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from statekeeper.security.signouts import SignedOut, open_signouts, session_id
+from statekeeper.storage.base import ObjectStore, RecordSpace
+from statekeeper.storage.memory import MemoryStore
+from statekeeper.storage.registry import open_store
+from statekeeper.terraform.layout import SIGNOUTS_PREFIX
+
+LIFETIME = 0.5
+
+
+@pytest.fixture(params=["sqlite", "objects"])
+def kept(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[SignedOut, ObjectStore]]:
+    store: ObjectStore
+    if request.param == "sqlite":
+        store = open_store(f"sqlite://{tmp_path / 'statekeeper.db'}")
+        records = store.records
+        assert records.database is not None
+    else:
+        store = MemoryStore(f"signouts-{time.monotonic_ns()}")
+        records = RecordSpace(store)
+    yield open_signouts(records, LIFETIME), store
+    store.close()
+
+
+def test_an_ended_session_is_known_until_its_cookie_expires(
+    kept: tuple[SignedOut, ObjectStore],
+) -> None:
+    signouts, _ = kept
+    ended, other = session_id("csrf-of-a"), session_id("csrf-of-b")
+    assert ended != "csrf-of-a"  # the CSRF token itself is not kept
+    assert not signouts.ended(ended)
+    signouts.end(ended, time.time() + 60)
+    assert signouts.ended(ended)
+    assert not signouts.ended(other)
+    signouts.end(other, time.time() - 1)  # its cookie has expired already
+    assert not signouts.ended(other)
+
+
+def test_entries_past_their_cookies_lifetime_are_dropped(
+    kept: tuple[SignedOut, ObjectStore],
+) -> None:
+    signouts, store = kept
+    signouts.end(session_id("old"), time.time() + LIFETIME)
+    time.sleep(LIFETIME + 0.2)
+    signouts.end(session_id("new"), time.time() + LIFETIME)
+    database = store.records.database
+    if database is not None:
+        rows = database.run(lambda c: c.execute("SELECT session FROM ui_signouts").fetchall())
+        assert [r[0] for r in rows] == [session_id("new")]
+    else:
+        keys = [info.key for info in store.scan(SIGNOUTS_PREFIX)]
+        assert keys == [SIGNOUTS_PREFIX + session_id("new")]
