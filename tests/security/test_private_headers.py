@@ -32,9 +32,14 @@ def test_a_states_content_is_not_cached_nor_sniffed(
     assert head.headers["cache-control"] == "no-store"
 
 
-def test_the_api_documentation_cannot_be_framed(serve: Callable[..., StatekeeperServer]) -> None:
+def test_the_api_documentation_cannot_be_framed_and_its_files_are_not_sniffed(
+    serve: Callable[..., StatekeeperServer],
+) -> None:
     server = serve()
     page = httpx.get(f"{server.url}/api/docs")
     assert page.status_code == 200
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
     assert page.headers["x-content-type-options"] == "nosniff"
+    script = httpx.get(f"{server.url}/ui/static/swagger-ui-bundle.js")
+    assert script.status_code == 200
+    assert script.headers["x-content-type-options"] == "nosniff"

@@ -259,7 +259,9 @@ def static_file(request: Request, file: str) -> Response:
         return Page(request).render(
             "error.html", 404, title="Not found", message=f"There is no file named {file} here."
         )
-    return FileResponse(path, headers={"Cache-Control": "public, max-age=3600"})
+    return FileResponse(
+        path, headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"}
+    )
 
 
 @router.api_route("/favicon.ico", methods=PAGE)
