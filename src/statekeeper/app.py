@@ -20,10 +20,9 @@ from statekeeper.storage.registry import open_locks, open_store
 from statekeeper.telemetry.logs import log_event
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Mapping
     from pathlib import Path
 
-    from statekeeper.hooks.guard import IPNetwork
     from statekeeper.hooks.model import Subscription
     from statekeeper.hooks.service import Webhooks
     from statekeeper.inventory import Inventory
@@ -358,16 +357,36 @@ def build_webhooks(
         policy,
         locks=lambda: holders(table.scan()),
         stale_after=settings.hooks_stale_after,
-        configured=_configured_hooks(settings, policy.allow, signing_env),
+        configured=_configured_hooks(settings, signing_env),
     )
 
 
-def _configured_hooks(
-    settings: Settings, allow: Sequence[IPNetwork | str], signing_env: Mapping[str, str] | None
-) -> tuple[Subscription, ...]:
-    """The config file's ``[[hooks]]`` as subscriptions, checked as ``hooks add`` checks."""
+def check_configured_hooks(settings: Settings, env: Mapping[str, str]) -> None:
+    """``serve``'s start: every config file hook's secret can be read and its URL leads
+    where deliveries may go (ConfigError naming the hook otherwise). Only the server
+    checks: a command on an operator's laptop neither signs nor delivers, and may
+    neither hold the secrets nor resolve the receivers' names."""
     from statekeeper.errors import BadRequest, ConfigError
-    from statekeeper.hooks.guard import check_destination
+    from statekeeper.hooks.guard import check_destination, parse_allow
+
+    allow = parse_allow(settings.hooks_allow)
+    for h in settings.hooks:
+        h.secret.read(h.name, env)
+        try:
+            check_destination(h.url, allow)
+        except BadRequest as exc:
+            raise ConfigError(
+                f"hooks: the hook {h.name!r} in the config file: {exc.message}"
+            ) from exc
+
+
+def _configured_hooks(
+    settings: Settings, signing_env: Mapping[str, str] | None
+) -> tuple[Subscription, ...]:
+    """The config file's ``[[hooks]]`` as subscriptions. Where they lead is checked by
+    ``serve`` at its start (:func:`check_configured_hooks`) and by every delivery's
+    connection, against the addresses it connects to."""
+    from statekeeper.errors import BadRequest, ConfigError
     from statekeeper.hooks.model import EVENT_TYPES, Subscription
 
     out: list[Subscription] = []
@@ -381,7 +400,6 @@ def _configured_hooks(
                 events=h.events or EVENT_TYPES,
                 secret_from=h.secret,
             )
-            check_destination(sub.url, allow)
         except BadRequest as exc:
             raise ConfigError(
                 f"hooks: the hook {h.name!r} in the config file: {exc.message}"

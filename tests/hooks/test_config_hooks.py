@@ -193,17 +193,33 @@ def test_settings_keep_where_the_secret_is_and_read_it_only_when_asked(tmp_path:
 @pytest.mark.parametrize(
     ("url", "says"),
     [
-        ("http://169.254.169.254/latest", "chatops"),  # the guard: cloud metadata
-        ("ftp://hooks.example.com/x", "http"),
+        ("http://169.254.169.254/latest", "a link-local or cloud metadata address"),
+        ("https://receiver.invalid/x", "the hook URL's host 'receiver.invalid' cannot be resolved"),
     ],
 )
-def test_a_hook_the_server_would_refuse_stops_it_at_start(
+def test_a_hook_the_server_would_refuse_stops_it_at_start_only(
     tmp_path: Path, url: str, says: str
 ) -> None:
+    """``serve`` refuses a hook that leads nowhere deliveries may go; an operator's
+    commands, which deliver nothing, do not look where it leads (a laptop may not
+    resolve the receivers' names)."""
     config = _config(tmp_path, url, 'secret = "s"')
+    workdir = tmp_path / "laptop"
+    workdir.mkdir()
+    (workdir / "s.json").write_bytes(state_json(1))
+    for args in (("push", NAME, "s.json"), ("states",), ("hooks", "list")):
+        ran = _cli(workdir, config, *args, env={})
+        assert ran.returncode == 0, (args, ran.stderr)
+    code, stderr = refused_serve(workdir, "--config", str(config), env=FAST)
+    assert code == 2, stderr
+    assert "hooks: the hook 'chatops' in the config file: " in stderr and says in stderr
+
+
+def test_a_hook_url_of_another_scheme_is_a_config_error(tmp_path: Path) -> None:
+    config = _config(tmp_path, "ftp://hooks.example.com/x", 'secret = "s"')
     settings = load_settings({"data_dir": tmp_path / "d"}, config_file=config, env={})
-    with pytest.raises(ConfigError, match=says):
-        Services.build(settings)
+    with pytest.raises(ConfigError, match="http"):
+        Services.build(settings).hooks  # noqa: B018 - building them is what refuses
 
 
 def test_hooks_from_the_environment_are_a_json_array_of_the_same_tables() -> None:

@@ -145,7 +145,7 @@ def serve(
     from rich.markup import escape
     from rich.text import Text
 
-    from statekeeper.app import Services
+    from statekeeper.app import Services, check_configured_hooks
     from statekeeper.cli.output import err_console
     from statekeeper.errors import ConfigError
     from statekeeper.security.access import AccessFiles
@@ -184,10 +184,9 @@ def serve(
     # The access-control files are read whole, once, before binding or building anything:
     # a fault in the tokens file would otherwise first show as every request's 500.
     access = AccessFiles.read(settings)
-    # A server that cannot sign its webhooks must not start quietly: each config file's
-    # hook secret is read now (the delivery worker reads them again, from the same place).
-    for hook in settings.hooks:
-        hook.secret.read(hook.name, os.environ)
+    # A server that cannot sign its webhooks, or whose hooks lead nowhere, must not start
+    # quietly (the delivery worker reads the secrets again, from the same place).
+    check_configured_hooks(settings, os.environ)
     # Decided before binding or building anything: a refused start leaves nothing behind.
     secured = settings.oidc_config is not None or tokens_configured(
         settings.store_url, settings.tokens_file
