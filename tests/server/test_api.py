@@ -78,6 +78,15 @@ def test_openapi_document_describes_the_operations(api: httpx.Client) -> None:
         assert p in paths, p
     assert not any(p.startswith("/state/") for p in paths), "Terraform's protocol stays out"
     assert "DiffView" in doc["components"]["schemas"]
+    # A refused parameter or body is a 400 in the error shape, never FastAPI's 422.
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            assert "422" not in operation["responses"], (method, path)
+    answers = doc["paths"]["/api/v1/versions/{name}"]["get"]["responses"]
+    assert answers["400"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorBody"
+    }
+    assert "HTTPValidationError" not in doc["components"]["schemas"]
 
 
 def test_states_versions_content_diff_rollback(api: httpx.Client) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
@@ -70,6 +71,20 @@ class _App(FastAPI):
     async def behind(self, scope: Scope, receive: Receive, send: Send) -> None:
         """FastAPI itself: its error and exception layers, the router."""
         await super().__call__(scope, receive, send)
+
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's document without the 422 it adds to every route: a parameter or body
+        its models refuse is answered 400 ``invalid_request`` (``server/errors.py``), which
+        each route's 400 already describes."""
+        if self.openapi_schema is None:
+            schema = super().openapi()
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    operation.get("responses", {}).pop("422", None)
+            schemas = schema.get("components", {}).get("schemas", {})
+            for unused in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(unused, None)
+        return super().openapi()
 
 
 def create_app(services: Services, *, allow_anonymous: bool = True) -> FastAPI:
