@@ -22,14 +22,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from statekeeper.errors import BadRequest, InvalidStateName
 from statekeeper.events import Action, Event
-from statekeeper.state.globs import parse_glob
+from statekeeper.state.globs import parse_glob, stored_glob
 from statekeeper.terraform.names import StateName
 from statekeeper.times import format_rfc3339, parse_rfc3339
 
@@ -105,8 +105,12 @@ class Subscription:
     events: tuple[str, ...] = EVENT_TYPES
     #: From the config file's ``[[hooks]]``: listed, never stored, not removable by command.
     configured: bool = False
+    #: False for one read back from the store (:meth:`from_json`): its globs were
+    #: checked when it was added, by the rules of that time (see
+    #: :func:`~statekeeper.state.globs.stored_glob`).
+    written: InitVar[bool] = True
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, written: bool) -> None:
         if (
             not self.name
             or len(self.name) > 64
@@ -121,7 +125,7 @@ class Subscription:
                 f"unknown event type(s) {', '.join(unknown)}; choose from {', '.join(EVENT_TYPES)}"
             )
         for glob in self.states:
-            parse_glob(glob)  # a malformed glob is a clear 400
+            (parse_glob if written else stored_glob)(glob)  # a malformed glob is a clear 400
 
     def wants(self, kind: str, state: str) -> bool:
         if kind not in self.events:
@@ -130,7 +134,7 @@ class Subscription:
             name = StateName(state)
         except InvalidStateName:
             return False
-        return any(parse_glob(g).covers(name) for g in self.states)
+        return any(stored_glob(g).covers(name) for g in self.states)
 
     def to_json(self, *, with_secret: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -151,6 +155,7 @@ class Subscription:
             secret=raw["secret"],
             states=tuple(raw.get("states") or ("**",)),
             events=tuple(raw.get("events") or EVENT_TYPES),
+            written=False,
         )
 
 
