@@ -1,12 +1,16 @@
-"""Helpers for access control tests: tokens in a server's database, credentials, bodies,
-master keys."""
+"""Helpers for access control tests: tokens in a server's database, credentials, a UI
+session, bodies, master keys."""
 
 from __future__ import annotations
 
 import base64
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import httpx
 
 from statekeeper.app import Services
 from statekeeper.security.caller import Caller
@@ -51,6 +55,17 @@ def basic(name: str, secret: str) -> dict[str, str]:
 
 def bearer(secret: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {secret}"}
+
+
+@contextmanager
+def signed_in(url: str, name: str, secret: str) -> Iterator[httpx.Client]:
+    """A client signed in to the web UI at ``url`` with a token (its session cookie kept)."""
+    with httpx.Client(base_url=url, timeout=30) as client:
+        form = client.get("/ui/signin").text
+        csrf = form.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        signed = client.post("/ui/signin", data={"csrf": csrf, "token": name, "secret": secret})
+        assert signed.status_code == 303, signed.text
+        yield client
 
 
 def state_json(

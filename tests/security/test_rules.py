@@ -24,7 +24,9 @@ from statekeeper.terraform.names import StateName
 from statekeeper.times import parse_duration, utcnow
 
 
-@pytest.mark.parametrize("text", ["team/*", "team/*:owner", ":read", "/team:read", "a**b:read"])
+@pytest.mark.parametrize(
+    "text", ["team/*", "team/*:owner", ":read", "/team:read", "a**b:read", "team/:read"]
+)
 def test_malformed_grants_say_how_to_write_one(text: str) -> None:
     with pytest.raises(BadRequest, match="PATTERN:PERMISSION"):
         parse_grant(text)
@@ -131,12 +133,15 @@ def test_store_audit_log_writes_jsonl_objects_in_batches() -> None:
     assert log.query(AuditFilter(since=utcnow() + timedelta(days=1))) == []
 
 
-def test_listings_show_only_states_the_caller_may_see() -> None:
+def test_listings_show_only_states_the_caller_may_read() -> None:
     names = ["team/a.tfstate", "ops/b.tfstate", "statekeeper!/audit/x.jsonl", "team/c/d.tfstate"]
-    caller = Caller(actor="ci", scopes=("team/*:outputs",))
-    assert list(visible(ScopePolicy(), caller, names)) == ["team/a.tfstate"]
+    reader = Caller(actor="ci", scopes=("team/*:read",))
+    assert [n for n in names if visible(ScopePolicy(), reader, n)] == ["team/a.tfstate"]
+    # outputs is what terraform_remote_state needs of a state it names; a listing tells more.
+    outputs = Caller(actor="remote", scopes=("team/*:outputs",))
+    assert [n for n in names if visible(ScopePolicy(), outputs, n)] == []
     operator = Caller(actor="operator:me")
-    assert list(visible(ScopePolicy(), operator, names)) == [
+    assert [n for n in names if visible(ScopePolicy(), operator, n)] == [
         "team/a.tfstate",
         "ops/b.tfstate",
         "team/c/d.tfstate",

@@ -15,7 +15,6 @@ from statekeeper.cli.context import local_caller, obj
 from statekeeper.cli.options import PANEL_STATES, STORE
 from statekeeper.cli.output import console, err_console, print_view
 from statekeeper.cli.render import print_table, size
-from statekeeper.errors import ConfigError
 from statekeeper.terraform.names import StateName
 from statekeeper.times import format_rfc3339
 
@@ -47,15 +46,9 @@ def prune(
     from statekeeper.state.prune import prune as prune_states
 
     services = obj(ctx, STORE).services()
-    history = services.settings.history
-    if not history.retention:
-        raise ConfigError(
-            "no retention rule is configured: add [[history.retention]] tables to the "
-            "config file (docs/configuration.md#history)"
-        )
     rows = prune_states(
         services.store,
-        history,
+        services.settings.history,
         services.policy,
         services.events,
         local_caller(),

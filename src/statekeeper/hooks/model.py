@@ -22,14 +22,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import InitVar, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from statekeeper.errors import BadRequest, InvalidStateName
 from statekeeper.events import Action, Event
-from statekeeper.state.globs import parse_glob
+from statekeeper.state.globs import parse_glob, stored_glob
 from statekeeper.terraform.names import StateName
 from statekeeper.times import format_rfc3339, parse_rfc3339
 
@@ -108,6 +108,10 @@ class Subscription:
     #: A config file's ``[[hooks]]``: where its secret is. Listed, never stored, not
     #: removable by command.
     secret_from: HookSecret | None = None
+    #: False for one read back from the store (:meth:`from_json`): its globs were
+    #: checked when it was added, by the rules of that time (see
+    #: :func:`~statekeeper.state.globs.stored_glob`).
+    written: InitVar[bool] = True
 
     @property
     def configured(self) -> bool:
@@ -126,7 +130,7 @@ class Subscription:
             return self
         return replace(self, secret=self.secret_from.read(self.name, env))
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, written: bool) -> None:
         if (
             not self.name
             or len(self.name) > 64
@@ -141,7 +145,7 @@ class Subscription:
                 f"unknown event type(s) {', '.join(unknown)}; choose from {', '.join(EVENT_TYPES)}"
             )
         for glob in self.states:
-            parse_glob(glob)  # a malformed glob is a clear 400
+            (parse_glob if written else stored_glob)(glob)  # a malformed glob is a clear 400
 
     def wants(self, kind: str, state: str) -> bool:
         if kind not in self.events:
@@ -150,7 +154,7 @@ class Subscription:
             name = StateName(state)
         except InvalidStateName:
             return False
-        return any(parse_glob(g).covers(name) for g in self.states)
+        return any(stored_glob(g).covers(name) for g in self.states)
 
     def to_json(self, *, with_secret: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -171,6 +175,7 @@ class Subscription:
             secret=raw["secret"],
             states=tuple(raw.get("states") or ("**",)),
             events=tuple(raw.get("events") or EVENT_TYPES),
+            written=False,
         )
 
 

@@ -27,6 +27,7 @@ from statekeeper.events import Action, Event
 from statekeeper.hooks.guard import check_destination
 from statekeeper.hooks.model import Policy, Subscription, cloudevent, hook_type
 from statekeeper.hooks.outbox import Entry, OutboxStore
+from statekeeper.security.caller import SERVER_ACTOR
 from statekeeper.storage.base import ObjectStore
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.times import utcnow
@@ -295,7 +296,7 @@ class Webhooks:
 
             raise NotFound(f"there is no hook named {name!r}; see 'statekeeper hooks list'")
         sub = sub.signing(os.environ)
-        event = Event(action=Action.READ, actor="statekeeper", detail="a test delivery")
+        event = Event(action=Action.READ, actor=SERVER_ACTOR, detail="a test delivery")
         body = cloudevent("ping", event, self.policy.source)
         from statekeeper.hooks.transport import TRANSPORT_ERRORS, Connections, post
 

@@ -386,18 +386,19 @@ class Inventory:
         # With words to match, the full-text index leads: a unary + keeps SQLite from
         # starting at the (much less selective) type index instead.
         lead = "+" if query.match else ""
+        # Every filter must match, each value of one given twice too.
         for column in ("type", "name", "mode"):
-            if column in f:
+            for value in f.get(column, ()):
                 where.append(f"{lead}r.{column} = ?")
-                params.append(f[column])
+                params.append(value)
         for column in ("provider", "module"):
-            if column in f:
+            for value in f.get(column, ()):
                 where.append(f"r.{column} LIKE ?")
-                params.append(f"%{f[column]}%")
-        if "terraform" in f:
+                params.append(f"%{value}%")
+        for value in f.get("terraform", ()):
             where.append("s.terraform_version LIKE ?")
-            params.append(f["terraform"] + "%")
-        state_glob = parse_glob(f["state"]) if "state" in f else None
+            params.append(value + "%")
+        state_globs = [parse_glob(g) for g in f.get("state", ())]
         sql = (
             "SELECT r.state, s.version_id, s.serial, s.terraform_version, r.address, r.mode,"
             f" r.type, r.module, r.provider, r.instances FROM {source}"
@@ -413,8 +414,8 @@ class Inventory:
                     state = row[0]
                     if state not in verdicts:
                         ok = allowed(state)
-                        if ok and state_glob is not None:
-                            ok = state_glob.covers(StateName(state))
+                        if ok and state_globs:
+                            ok = all(g.covers(StateName(state)) for g in state_globs)
                         verdicts[state] = ok
                     if verdicts[state]:
                         hits.append(Hit(*row))

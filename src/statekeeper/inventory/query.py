@@ -4,7 +4,10 @@
 attribute values hold both words; ``"arn:aws:s3:::logs"`` a phrase;
 ``type:aws_s3_bucket``, ``provider:aws``, ``module:module.net``,
 ``name:main``, ``state:team/**`` and ``terraform:1.5`` filter. A word ending
-in ``*`` matches as a prefix.
+in ``*`` matches as a prefix. Every word, phrase and filter must match, a filter
+given twice too (``state:team/** state:*/prod.tfstate``: the prod states under
+``team/``). A filter without a value, or a search longer than
+:data:`MAX_QUERY` characters, is refused.
 """
 
 from __future__ import annotations
@@ -15,18 +18,31 @@ from dataclasses import dataclass, field
 
 from statekeeper.errors import BadRequest
 
-__all__ = ["FIELDS", "Query", "parse_query"]
+__all__ = ["FIELDS", "MAX_QUERY", "Query", "parse_query"]
 
 FIELDS = ("type", "provider", "module", "name", "state", "terraform", "mode")
 _ALIASES = {"tf": "terraform", "resource": "type"}
+_EXAMPLES = {
+    "type": "aws_s3_bucket",
+    "provider": "aws",
+    "module": "module.net",
+    "name": "main",
+    "state": "team/**",
+    "terraform": "1.5",
+    "mode": "data",
+}
 _TOKEN = re.compile(r"\w+", re.UNICODE)
+#: The longest search taken, in characters, wherever it comes from (the API, the UI's
+#: search page, the CLI): a search box's words, not a document.
+MAX_QUERY = 500
 
 
 @dataclass(frozen=True)
 class Query:
     #: FTS5 MATCH expression over the text columns; "" when only filters were given.
     match: str = ""
-    filters: dict[str, str] = field(default_factory=dict)
+    #: Each field's values, in the order given: a resource must match every one.
+    filters: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -45,17 +61,26 @@ def _phrase(term: str) -> str | None:
 
 
 def parse_query(text: str) -> Query:
+    if len(text) > MAX_QUERY:
+        raise BadRequest(
+            f"the search is {len(text)} characters long; at most {MAX_QUERY} are taken"
+        )
     try:
         words = shlex.split(text)
     except ValueError as exc:
         raise BadRequest(f"the search {text!r} has an unclosed quote") from exc
     phrases: list[str] = []
-    filters: dict[str, str] = {}
+    filters: dict[str, tuple[str, ...]] = {}
     for word in words:
-        key, sep, value = word.partition(":")
-        key = _ALIASES.get(key.lower(), key.lower())
-        if sep and key in FIELDS and value:
-            filters[key] = value
+        typed, sep, value = word.partition(":")
+        key = _ALIASES.get(typed.lower(), typed.lower())
+        if sep and key in FIELDS:
+            if not value.strip():
+                raise BadRequest(
+                    f"the filter {typed}: has no value; write {typed}:VALUE, "
+                    f"e.g. {typed}:{_EXAMPLES[key]}"
+                )
+            filters[key] = (*filters.get(key, ()), value)
             continue
         phrase = _phrase(word)
         if phrase is not None:

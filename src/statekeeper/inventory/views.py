@@ -6,8 +6,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from statekeeper.inventory.index import Hit, Inventory
 from statekeeper.security.caller import Caller
-from statekeeper.security.policy import Permission, Policy
-from statekeeper.terraform.names import StateName
+from statekeeper.security.grants import visible
+from statekeeper.security.policy import Policy
 
 __all__ = ["IndexBuilding", "InventoryCounts", "SearchHit", "SearchResult", "counts", "search"]
 
@@ -81,7 +81,7 @@ def search(
     limit = max(1, min(limit, MAX_LIMIT))
 
     def allowed(name: str) -> bool:
-        return policy.allows(caller, StateName(name), Permission.READ)
+        return visible(policy, caller, name)
 
     # Read before searching: a build that ends in between only makes the note cautious.
     building = _building(inventory)
@@ -96,7 +96,7 @@ def search(
 
 def counts(inventory: Inventory, policy: Policy, caller: Caller) -> InventoryCounts:
     def allowed(name: str) -> bool:
-        return policy.allows(caller, StateName(name), Permission.READ)
+        return visible(policy, caller, name)
 
     building = _building(inventory)
     return InventoryCounts(**inventory.counts(allowed), building=building)

@@ -9,6 +9,10 @@ A grant is written ``PATTERN:PERMISSION``, for example ``team/app/*:write``.
   grant includes the ones below it.
 - Actions on the server itself (managing tokens, reading the audit trail) are
   not about one state: they need ``admin`` on ``**``.
+- A listing (states, locks, the trash, search and its counts) shows only the
+  states the caller may ``read`` (:func:`visible`): ``outputs`` is what
+  ``terraform_remote_state`` needs, the outputs of a state it names, and a
+  listing tells more (the other names under a grant, who holds their locks).
 
 A caller whose ``scopes`` is None is not subject to grants: the operator on
 the machine (the CLI, which opens the store directly) or a loopback server
@@ -18,17 +22,16 @@ authenticates a tuple of scopes, possibly empty.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
 from statekeeper.errors import BadRequest, InvalidStateName
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, Policy
-from statekeeper.state.globs import StateGlob, glob_of
+from statekeeper.state.globs import StateGlob, glob_of, stored_glob_of
 from statekeeper.terraform.names import StateName
 
-__all__ = ["Grant", "ScopePolicy", "parse_grant", "parse_grants", "visible"]
+__all__ = ["LISTED", "Grant", "ScopePolicy", "parse_grant", "parse_grants", "visible"]
 
 _PERMISSIONS = {p.name.lower(): p for p in Permission}
 _GRANT_HELP = (
@@ -54,16 +57,36 @@ class Grant:
         return self.glob.covers(name)
 
 
+#: The permission a listing filters by (see :func:`visible`).
+LISTED = Permission.READ
+
+
 @lru_cache(maxsize=4096)
 def parse_grant(text: str) -> Grant:
-    """Parse ``PATTERN:PERMISSION``; the last ``:`` splits (state names may hold ``:``)."""
+    """Parse ``PATTERN:PERMISSION`` as written (a new token, the tokens file, an OIDC
+    rule); the last ``:`` splits (state names may hold ``:``)."""
+    pattern, permission = _split(text)
+    return Grant(glob_of(pattern, _GRANT_HELP), permission)
+
+
+@lru_cache(maxsize=4096)
+def _held_grant(text: str) -> Grant:
+    """A grant a caller holds, as its token was stored: a pattern ending in ``/``,
+    accepted before it was refused, is read back and matches nothing, as it always
+    did (:func:`~statekeeper.state.globs.stored_glob`), so the token's other grants
+    keep working."""
+    pattern, permission = _split(text)
+    return Grant(stored_glob_of(pattern, _GRANT_HELP), permission)
+
+
+def _split(text: str) -> tuple[str, Permission]:
     pattern, sep, perm = text.strip().rpartition(":")
     if not sep or not pattern:
         raise BadRequest(f"{text!r} is not a grant; " + _GRANT_HELP)
     permission = _PERMISSIONS.get(perm.strip().lower())
     if permission is None:
         raise BadRequest(f"{text!r} names an unknown permission {perm!r}; " + _GRANT_HELP)
-    return Grant(glob_of(pattern, _GRANT_HELP), permission)
+    return pattern, permission
 
 
 def parse_grants(texts: list[str] | tuple[str, ...]) -> tuple[Grant, ...]:
@@ -76,16 +99,17 @@ class ScopePolicy:
     def allows(self, caller: Caller, name: StateName | None, needed: Permission) -> bool:
         if caller.scopes is None:
             return True
-        return any(g.permission >= needed and g.covers(name) for g in parse_grants(caller.scopes))
+        return any(
+            g.permission >= needed and g.covers(name) for g in map(_held_grant, caller.scopes)
+        )
 
 
-def visible(policy: Policy, caller: Caller, names: Iterable[str]) -> Iterator[str]:
-    """The names the caller may see at all (``outputs`` or more): for every listing,
-    so that a listing never reveals a state the caller has no grant on."""
-    for name in names:
-        try:
-            state = StateName(name)
-        except InvalidStateName:
-            continue  # not a state (statekeeper's own statekeeper!/ objects)
-        if policy.allows(caller, state, Permission.OUTPUTS):
-            yield name
+def visible(policy: Policy, caller: Caller, key: str) -> bool:
+    """True when a listing may show ``key`` to the caller: a state it may ``read``. Every
+    listing filters by this, so that none reveals a state the caller has no grant on,
+    nor more than its outputs to an ``outputs``-only caller."""
+    try:
+        name = StateName(key)
+    except InvalidStateName:
+        return False  # not a state (statekeeper's own statekeeper!/ objects)
+    return policy.allows(caller, name, LISTED)

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from statekeeper.errors import BadRequest, CapabilityMissing, StorageError
 from statekeeper.events import Action, EventStream
-from statekeeper.security.caller import Caller
+from statekeeper.security.caller import RESERVED_ACTORS, Caller
 from statekeeper.security.grants import parse_grants
 from statekeeper.security.policy import Permission, Policy, require
 from statekeeper.storage.base import RecordSpace
@@ -49,6 +49,12 @@ def validate_token_name(name: str) -> str:
         raise BadRequest(
             f"{name!r} is not a token name: use 1-64 letters, digits and '._-', starting "
             "with a letter or digit (it is the username in Terraform's backend block)"
+        )
+    if name.lower() in RESERVED_ACTORS:
+        raise BadRequest(
+            f"{name!r} is not a token name: the audit trail and history name callers that "
+            f"are no token so ({', '.join(sorted(RESERVED_ACTORS))}), and a token's actions "
+            "would pass for theirs; choose another name"
         )
     return name
 

@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from statekeeper.app import Services
 from statekeeper.errors import BadRequest, RateLimited, StatekeeperError, Unauthenticated
-from statekeeper.security.caller import Caller
+from statekeeper.security.caller import ANONYMOUS, Caller
 from statekeeper.security.oidc import looks_like_jwt
 from statekeeper.security.tokens import TokenRecord, hash_secret
 from statekeeper.server.crosssite import cross_site_write
@@ -86,7 +86,7 @@ class Authenticator:
 
     def authenticate(self, header: str | None, remote_addr: str | None) -> Caller:
         if self.anonymous:
-            return Caller(actor="anonymous", remote_addr=remote_addr)
+            return Caller(actor=ANONYMOUS, remote_addr=remote_addr)
         if not header:
             raise Unauthenticated("this server requires credentials: " + _HOW)
         scheme, _, value = header.strip().partition(" ")
@@ -171,7 +171,7 @@ class Authenticator:
         attempts share a label, and nothing of the header can be recovered.
         """
         if not header:
-            return "anonymous"
+            return ANONYMOUS
         scheme, _, value = header.strip().partition(" ")
         tokens = self.services.tokens.store
         if scheme.lower() == "basic" and tokens is not None:

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from statekeeper.app import Services
+from statekeeper.inventory.query import MAX_QUERY
 from statekeeper.inventory.views import MAX_LIMIT, InventoryCounts, SearchResult, counts, search
 from statekeeper.server.api import ERRORS, ApiRoute
 from statekeeper.server.tfhttp import caller_of
@@ -28,9 +29,9 @@ async def search_resources(
         str,
         Query(
             min_length=1,
-            max_length=500,
             description='words, "phrases", '
-            "type:… provider:… module:… name:… state:GLOB terraform:…",
+            f"type:… provider:… module:… name:… state:GLOB terraform:…; at most {MAX_QUERY} "
+            "characters",
         ),
     ],
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,

@@ -34,7 +34,7 @@ from statekeeper.errors import (
     StatekeeperError,
 )
 from statekeeper.events import Action
-from statekeeper.security.caller import Caller
+from statekeeper.security.caller import ANONYMOUS, Caller
 from statekeeper.security.policy import Permission
 from statekeeper.server.body import BodyStream, read_body, single_header
 from statekeeper.server.errors import error_response
@@ -72,7 +72,7 @@ def caller_of(request: Request) -> Caller:
     caller: Caller | None = getattr(request.state, "caller", None)
     if caller is not None:
         return caller
-    return Caller(actor="anonymous", remote_addr=request.client.host if request.client else None)
+    return Caller(actor=ANONYMOUS, remote_addr=request.client.host if request.client else None)
 
 
 def authorize(

@@ -11,6 +11,12 @@ subscriptions, the metrics' ``state`` label allow-list and the filters of the
 audit trail, the inventory and the states page all take this syntax, and all
 parse it here: a malformed glob is refused in the same words wherever it is
 written, words about a glob.
+
+A glob ending in ``/`` (``team/``) matches no state, since no state name ends in
+``/``: it is refused where it is written, with the glob that was meant
+(``team/**``). One already stored where it was accepted before (a token's grants,
+a webhook's states) is read back as :func:`stored_glob`: it still matches nothing,
+as it always did, and does not break the token or the subscription holding it.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from statekeeper.errors import BadRequest
 if TYPE_CHECKING:
     from statekeeper.terraform.names import StateName
 
-__all__ = ["StateGlob", "glob_of", "parse_glob"]
+__all__ = ["StateGlob", "glob_of", "parse_glob", "stored_glob", "stored_glob_of"]
 
 _GLOB_HELP = (
     "write a state glob as a state name in which * matches within one segment, ? one "
@@ -58,9 +64,29 @@ def parse_glob(text: str) -> StateGlob:
     return glob_of(text.strip(), _GLOB_HELP)
 
 
+@lru_cache(maxsize=4096)
+def stored_glob(text: str) -> StateGlob:
+    """Like :func:`parse_glob`, for a glob read back from where it was stored (see the
+    module's docstring): one ending in ``/`` is taken, and matches nothing."""
+    return stored_glob_of(text.strip(), _GLOB_HELP)
+
+
 def glob_of(pattern: str, how: str) -> StateGlob:
     """``pattern`` as a glob, refused with ``how`` to write the text it came in (a grant
     says how to write a grant)."""
+    glob = stored_glob_of(pattern, how)
+    if pattern.endswith("/"):
+        meant = pattern.removesuffix("/")
+        meant = meant if meant == "**" or meant.endswith("/**") else meant + "/**"
+        raise BadRequest(
+            f"the state glob {pattern!r} ends in '/' and so matches no state (no state "
+            f"name ends in '/'); write {meant!r} for every state under it; " + how
+        )
+    return glob
+
+
+def stored_glob_of(pattern: str, how: str) -> StateGlob:
+    """:func:`glob_of` without the refusal of a trailing ``/`` (:func:`stored_glob`)."""
     if not pattern:
         raise BadRequest("the state glob is empty; " + how)
     if pattern.startswith("/") or "//" in pattern:

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from statekeeper.errors import InvalidStateName
 from statekeeper.security.caller import Caller
-from statekeeper.security.policy import Permission, Policy
+from statekeeper.security.grants import visible
+from statekeeper.security.policy import Policy
 from statekeeper.state.lockpolicy import LockPolicy
 from statekeeper.storage.base import LockTable, ObjectInfo, ObjectStore
 from statekeeper.terraform.layout import split_shared_hold
@@ -141,15 +142,6 @@ class StateIndex(Protocol):
         ...
 
 
-def _visible(policy: Policy, caller: Caller, key: str) -> bool:
-    """Listings show only what the caller may read (a forbidden name is left out)."""
-    try:
-        name = StateName(key)  # once: at 10,000 states a validation is a cost
-    except InvalidStateName:
-        return False  # not a state (see is_state_key)
-    return policy.allows(caller, name, Permission.READ)
-
-
 def list_locks(
     table: LockTable,
     policy: Policy,
@@ -171,7 +163,7 @@ def list_locks(
             if hold is not None and hold[1]:
                 continue  # a marker: no holder
             name = key if hold is None else hold[0]
-            if not _visible(policy, caller, name):
+            if not visible(policy, caller, name):
                 continue
             found.setdefault((name, "" if hold is None else key), []).append((t.scheme, lock))
     kinds_all = tuple(t.scheme for t in tables)
@@ -271,7 +263,7 @@ def list_states(
         indexed = index.summaries(scan, wait=wait_for_index) if index is not None else None
         listed = indexed if indexed is not None else _listed(store.scan(scan))
         for row in listed:
-            if not _visible(policy, caller, row.name):
+            if not visible(policy, caller, row.name):
                 continue
             workspace, key = split_workspace(row.name, workspace_key_prefix)
             if i == 0 or key.startswith(prefix):

@@ -31,7 +31,7 @@ from datetime import datetime
 
 from statekeeper.errors import LockConflict, LockMismatch, LockNotFound, StorageError
 from statekeeper.events import Action, Draft, Event, EventStream
-from statekeeper.security.caller import Caller
+from statekeeper.security.caller import SERVER_ACTOR, Caller
 from statekeeper.state.granted import GrantedLocks
 from statekeeper.state.holds import SharedHolds
 from statekeeper.state.lockpolicy import LockMode, LockPolicy, StateLockPolicy
@@ -40,10 +40,8 @@ from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.names import StateName
 from statekeeper.times import format_age, utcnow
 
-__all__ = ["SERVER_ACTOR", "LockKeeper", "taken_by_another"]
+__all__ = ["LockKeeper", "taken_by_another"]
 
-#: Who removes an expired lock, in the audit trail.
-SERVER_ACTOR = "statekeeper"
 #: Rounds of acquire-and-decide before a lock that keeps changing hands is an error.
 _ROUNDS = 5
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from statekeeper.errors import CapabilityMissing, StatekeeperError, VersionNotFound
+from statekeeper.errors import BadRequest, CapabilityMissing, StatekeeperError, VersionNotFound
 from statekeeper.events import Action, EventStream
-from statekeeper.security.caller import Caller
+from statekeeper.security.caller import SERVER_ACTOR, Caller
 from statekeeper.security.policy import Permission, Policy, require
 from statekeeper.state.hygiene import HistoryPolicy, Retention
 from statekeeper.state.version import StateVersion, version_from_info
@@ -72,6 +72,13 @@ def prune(
     now: datetime | None = None,
 ) -> list[Pruned]:
     """Apply the retention rules to every state under ``prefix`` (admin on each)."""
+    if not history.retention:
+        # Refused, not answered with nothing pruned: that would read as "nothing to do"
+        # where nothing was ever going to be done.
+        raise BadRequest(
+            "no retention rule is configured: add [[history.retention]] tables to the "
+            "config file (docs/configuration.md#history)"
+        )
     if not store.supports_history_edits:
         raise CapabilityMissing(
             f"the {store.scheme} store cannot remove single versions; on S3 the bucket's "
@@ -119,7 +126,7 @@ class PruneTask:
     next one tries again.
     """
 
-    ACTOR = "statekeeper (history.prune_interval)"
+    ACTOR = f"{SERVER_ACTOR} (history.prune_interval)"
 
     def __init__(self, services: Services, interval: timedelta) -> None:
         self.services = services

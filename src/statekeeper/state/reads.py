@@ -1,9 +1,10 @@
 """Reading state: the current state or one version, whole or as chunks; each read one event.
 
-A caller with the ``outputs`` permission but not ``read`` gets the state with
-its resources stripped (what ``terraform_remote_state`` needs). Every read
-remembers the version it found current (:class:`~statekeeper.state.known.KnownVersions`),
-which the write that usually follows checks against.
+A caller with the ``outputs`` permission but not ``read`` gets the current state
+with its resources stripped (what ``terraform_remote_state`` needs); an older
+version is history, refused without ``read``. Every read remembers the version it
+found current (:class:`~statekeeper.state.known.KnownVersions`), which the write
+that usually follows checks against.
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ class StateReads:
     ) -> CurrentState | None:
         """The current state (or one version); None when there is no state.
 
-        A caller with the ``outputs`` permission but not ``read`` gets the state
-        with its resources stripped (what ``terraform_remote_state`` needs).
+        A caller with the ``outputs`` permission but not ``read`` gets the current
+        state with its resources stripped (what ``terraform_remote_state`` needs),
+        and a 403 naming ``read`` for any other version.
         """
         with self.events.event(Action.READ, caller, name) as event:
             event.version = version_id
@@ -69,8 +71,11 @@ class StateReads:
 
     def _read(self, name: StateName, caller: Caller, version_id: str | None) -> CurrentState | None:
         full = self.policy.allows(caller, name, Permission.READ)
-        if not full and not self.policy.allows(caller, name, Permission.OUTPUTS):
-            require(self.policy, caller, name, Permission.READ, "read")
+        if not full:
+            # The least permission that reads anything here; the refusal names it.
+            require(self.policy, caller, name, Permission.OUTPUTS, "read")
+            if version_id is not None:
+                self._require_current(name, caller, version_id)
         obj = self.store.get(str(name), version_id)
         if obj is None:
             return None
@@ -94,6 +99,16 @@ class StateReads:
             ),
             data,
         )
+
+    def _require_current(self, name: StateName, caller: Caller, version_id: str) -> None:
+        """``outputs`` reads the current state's outputs, what ``terraform_remote_state``
+        reads; an older version is history, which needs ``read``."""
+        current = self.store.head(str(name))
+        if current is None or current.version_id != version_id:
+            raise Forbidden(
+                f"{caller.actor} may read only the current outputs of {name}: reading "
+                f"version {version_id} needs the 'read' permission on it"
+            )
 
     def read_existing(
         self, name: StateName, caller: Caller, version_id: str | None = None

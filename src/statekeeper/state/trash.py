@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from statekeeper.errors import CapabilityMissing, Conflict, StateNotFound
 from statekeeper.events import Action
 from statekeeper.security.caller import Caller
+from statekeeper.security.grants import visible
 from statekeeper.security.policy import Permission, require
 from statekeeper.state.locks import LockService
 from statekeeper.state.version import version_from_info
@@ -76,7 +77,7 @@ class TrashService:
         for state in self.store.deleted(prefix):
             if state.key.startswith(STATEKEEPER_PREFIX):
                 continue  # statekeeper's own records in a bucket, not states
-            if not self.policy.allows(caller, StateName(state.key), Permission.READ):
+            if not visible(self.policy, caller, state.key):
                 continue
             expires = state.deleted + self.keep if self.keep is not None else None
             out.append(Trashed(state, expires))

@@ -22,6 +22,7 @@ from starlette.responses import RedirectResponse, Response
 from statekeeper.app import Services
 from statekeeper.errors import (
     Forbidden,
+    InvalidStateName,
     RateLimited,
     StatekeeperError,
     StateNotFound,
@@ -155,6 +156,13 @@ class Page:
             return self.render("error.html", 403, title="Forbidden", message=exc.message)
         return None
 
+    def _sees(self, state: str) -> bool:
+        """True when the caller holds a grant on ``state`` (``outputs`` or more)."""
+        try:
+            return self.may(StateName(state), Permission.OUTPUTS)
+        except InvalidStateName:
+            return False
+
     def gate(self) -> Response | None:
         """What to answer instead of the page: the sign-in page for a browser without a
         session (never a 401), or 429 for a caller over its rate, as the API would."""
@@ -206,8 +214,13 @@ class Page:
         return self.keep(response)
 
     def error(self, exc: StatekeeperError, *, state: str | None = None) -> Response:
-        """An error page; a state one may not see is not found, as if it did not exist."""
-        if state is not None and isinstance(exc, Forbidden | StateNotFound):
+        """An error page; a state one may not see is not found, as if it did not exist.
+        A refusal on a state one may see (an older version asked by an ``outputs``
+        caller) says what it needs."""
+        hidden = isinstance(exc, StateNotFound) or (
+            isinstance(exc, Forbidden) and state is not None and not self._sees(state)
+        )
+        if state is not None and hidden:
             return self.render(
                 "error.html",
                 404,
