@@ -89,17 +89,17 @@ def idle_closing() -> Iterator[KeepAliveReceiver]:
     yield from running(idle=0.3)
 
 
-def cycles(server: StatekeeperServer, count: int, pause: float = 0.0) -> None:
-    """``count`` lock cycles (LOCK, write, UNLOCK) on one state."""
+def cycles(server: StatekeeperServer, count: int, first: int = 1) -> None:
+    """``count`` lock cycles (LOCK, write, UNLOCK) on one state, writing serials from
+    ``first``."""
     with httpx.Client(timeout=30) as http:
         url = server.state_url(NAME)
-        for serial in range(1, count + 1):
+        for serial in range(first, first + count):
             lock_id = str(uuid.uuid4())
             assert http.request("LOCK", url, content=lock_body(lock_id)).status_code == 200
             written = http.post(url, params={"ID": lock_id}, content=state_json(serial))
             assert written.status_code == 200
             assert http.request("UNLOCK", url, content=lock_body(lock_id)).status_code == 200
-            time.sleep(pause)
 
 
 def attempts(workdir: Any) -> list[tuple[int, str]]:
@@ -129,10 +129,13 @@ def test_a_connection_the_receiver_dropped_is_replaced_without_a_failed_attempt(
     workdir = tmp_path / "server"
     add_hook(workdir, idle_closing.url, "--event", "state.written")
     server = serve(workdir=workdir, env=FAST)
-    # Each write after the receiver closed the connection the last one left open.
-    cycles(server, 4, pause=1.0)
-    idle_closing.wait_for(4)
-    time.sleep(1)
+    # Each write after the receiver closed the connection the last delivery left open:
+    # its delivery waited for, then twice the receiver's idle time (on a loaded machine
+    # the worker, at a low priority, could otherwise deliver two writes back to back).
+    for serial in range(1, 5):
+        cycles(server, 1, first=serial)
+        idle_closing.wait_for(serial)
+        time.sleep(0.6)
     serials = [d["event"]["data"]["serial"] for d in idle_closing.deliveries]
     assert serials == [1, 2, 3, 4]  # each once
     assert idle_closing.connections() == 4
