@@ -39,11 +39,45 @@ from statekeeper.terraform.layout import digest_id, is_digest_id, lock_path
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.times import format_rfc3339, parse_rfc3339, utcnow
 
-__all__ = ["DynamoLocks", "open_locks"]
+__all__ = ["DynamoLocks", "lock_of_item", "open_locks"]
 
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 #: The attribute on a lock item beside which shared holds are recorded.
 _SHARED = "Shared"
+
+
+def lock_of_item(item: dict[str, Any], table: str, *, damaged_ok: bool = False) -> LockInfo:
+    """The lock in a lock item of ``table``, with the server's facts (``Acquired``: the
+    lock's age by the server's clock); a damaged one is a StorageError, or with
+    ``damaged_ok`` (listings, doctor) an unreadable lock that names what is wrong."""
+    lock_id = item["LockID"].get("S", "")
+    info = item.get("Info", {}).get("S")
+    try:
+        if info is None:
+            raise InvalidLockInfo("it has no Info string")
+        lock = LockInfo.parse(info.encode("utf-8"))
+    except StatekeeperError as exc:
+        damage = (
+            f"the lock item {lock_id!r} in the DynamoDB table {table!r} is not a Terraform "
+            f"lock ({exc.message}); once no Terraform run holds the state, remove it with "
+            "'statekeeper unlock NAME --force' or delete the item"
+        )
+        if damaged_ok:
+            raw = json.dumps(item, default=str).encode()
+            return LockInfo.unreadable(raw, damage)
+        raise StorageError(damage) from exc
+    acquired = None
+    if "Acquired" in item:
+        try:
+            acquired = parse_rfc3339(item["Acquired"]["S"])
+        except ValueError:
+            acquired = None
+    return replace(
+        lock,
+        actor=item.get("Actor", {}).get("S"),
+        remote_addr=item.get("RemoteAddr", {}).get("S"),
+        acquired=acquired,
+    )
 
 
 class DynamoLocks(LockTable):
@@ -113,36 +147,7 @@ class DynamoLocks(LockTable):
         return item
 
     def _lock_of(self, item: dict[str, Any], *, damaged_ok: bool = False) -> LockInfo:
-        """The lock in ``item``; a damaged one is a StorageError, or with
-        ``damaged_ok`` (listings) an unreadable lock that names what is wrong."""
-        lock_id = item["LockID"].get("S", "")
-        info = item.get("Info", {}).get("S")
-        try:
-            if info is None:
-                raise InvalidLockInfo("it has no Info string")
-            lock = LockInfo.parse(info.encode("utf-8"))
-        except StatekeeperError as exc:
-            damage = (
-                f"the lock item {lock_id!r} in {self._resource()} is not a Terraform lock "
-                f"({exc.message}); once no Terraform run holds the state, remove it with "
-                "'statekeeper unlock NAME --force' or delete the item"
-            )
-            if damaged_ok:
-                raw = json.dumps(item, default=str).encode()
-                return LockInfo.unreadable(raw, damage)
-            raise StorageError(damage) from exc
-        acquired = None
-        if "Acquired" in item:
-            try:
-                acquired = parse_rfc3339(item["Acquired"]["S"])
-            except ValueError:
-                acquired = None
-        return replace(
-            lock,
-            actor=item.get("Actor", {}).get("S"),
-            remote_addr=item.get("RemoteAddr", {}).get("S"),
-            acquired=acquired,
-        )
+        return lock_of_item(item, self.table, damaged_ok=damaged_ok)
 
     def acquire(self, key: str, lock: LockInfo) -> None:
         # A holder that vanishes between our failed put and our read leaves the
