@@ -114,3 +114,15 @@ def test_doctor_reads_weeks(moto: MotoServer, cli_process: CliFn) -> None:
     assert r.exit_code in (0, 1), r.stderr
     checks = {c["check"]: c for c in json.loads(r.stdout)["checks"]}
     assert "older than 1w" in checks["locks.stale"]["summary"]
+
+
+def test_a_table_missing_in_the_region_asked_names_the_region(
+    moto: MotoServer, cli_process: CliFn
+) -> None:
+    _bucket_and_table(moto, "us-east-1")
+    locks = f"dynamodb://{TABLE}?region=eu-west-1"
+    result = cli_process("--store", f"s3://{BUCKET}", "--locks", locks, "locks")
+    assert result.exit_code == 1
+    assert f"the DynamoDB table {TABLE!r} does not exist in eu-west-1" in result.stderr
+    assert f"dynamodb://{TABLE}?region=REGION" in result.stderr
+    assert "Traceback" not in result.stderr

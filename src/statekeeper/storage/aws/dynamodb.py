@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any
+from typing import Any, NoReturn
 
 from statekeeper.errors import (
     ConfigError,
@@ -126,11 +126,24 @@ class DynamoLocks(LockTable):
     def _resource(self) -> str:
         return f"the DynamoDB table {self.table!r}"
 
+    def _translate(self, exc: Exception, action: str) -> NoReturn:
+        """The AWS error as statekeeper's; a missing table names the region it was looked
+        up in, since a table in another region is the usual cause."""
+        if _boto.error_code(exc) == "ResourceNotFoundException":
+            region = self.client.meta.region_name
+            raise StorageError(
+                f"{self._resource()} does not exist in {region} ({action} failed with "
+                "ResourceNotFoundException); create it there first (see `statekeeper "
+                "bootstrap`), or give the table's region: dynamodb://"
+                f"{self.table}?region=REGION"
+            ) from exc
+        _boto.translate(exc, action, self._resource())
+
     def _call(self, action: str, fn: Any, **kwargs: Any) -> Any:
         try:
             return fn(TableName=self.table, **kwargs)
         except _boto.AWS_ERRORS as exc:
-            _boto.translate(exc, action, self._resource())
+            self._translate(exc, action)
 
     # Locks
 
@@ -162,7 +175,7 @@ class DynamoLocks(LockTable):
                 return
             except _boto.AWS_ERRORS as exc:
                 if _boto.error_code(exc) != _CONDITION_FAILED:
-                    _boto.translate(exc, "dynamodb:PutItem", self._resource())
+                    self._translate(exc, "dynamodb:PutItem")
             holder = self.read(key)
             if holder is not None:
                 raise LockConflict(holder)
@@ -253,7 +266,7 @@ class DynamoLocks(LockTable):
                 return True
             except _boto.AWS_ERRORS as exc:
                 if _boto.error_code(exc) != _CONDITION_FAILED:
-                    _boto.translate(exc, "dynamodb:PutItem", self._resource())
+                    self._translate(exc, "dynamodb:PutItem")
             # Replaced between the read and the put: mark the lock held now.
         raise StorageError(
             f"the lock on {key!r} kept changing hands in {self._resource()}; try again"
@@ -265,7 +278,7 @@ class DynamoLocks(LockTable):
         except _boto.AWS_ERRORS as exc:
             if _boto.error_code(exc) == _CONDITION_FAILED:
                 return False
-            _boto.translate(exc, "dynamodb:DeleteItem", self._resource())
+            self._translate(exc, "dynamodb:DeleteItem")
         return True
 
     def delete_if_held_by(self, key: str, lock_id: str) -> bool:
@@ -308,7 +321,7 @@ class DynamoLocks(LockTable):
         except _boto.AWS_ERRORS as exc:
             if _boto.error_code(exc) == _CONDITION_FAILED:
                 return False
-            _boto.translate(exc, "dynamodb:DeleteItem", self._resource())
+            self._translate(exc, "dynamodb:DeleteItem")
         return True
 
     def scan(self, prefix: str = "") -> Iterator[tuple[str, LockInfo]]:
@@ -330,7 +343,7 @@ class DynamoLocks(LockTable):
                     if name is not None and name.startswith(prefix):
                         found.append((name, self._lock_of(item, damaged_ok=True)))
         except _boto.AWS_ERRORS as exc:
-            _boto.translate(exc, "dynamodb:Scan", self._resource())
+            self._translate(exc, "dynamodb:Scan")
         yield from sorted(found, key=lambda kv: kv[0])
 
     def probe(self) -> None:
@@ -340,7 +353,7 @@ class DynamoLocks(LockTable):
             resp = self.client.describe_table(TableName=self.table)
         except _boto.AWS_ERRORS as exc:
             if _boto.error_code(exc) not in ("AccessDenied", "AccessDeniedException"):
-                _boto.translate(exc, "dynamodb:DescribeTable", self._resource())
+                self._translate(exc, "dynamodb:DescribeTable")
             self._call("dynamodb:GetItem", self.client.get_item, Key=self._key("."))
             return
         status = resp.get("Table", {}).get("TableStatus", "ACTIVE")
