@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from tests.awssetup.helpers import POLICY_SKIP, Aws, cli, cli_process, statuses
+
+from statekeeper.testing.processes import MotoServer, StatekeeperServer
 
 pytestmark = pytest.mark.aws
 
@@ -38,8 +42,12 @@ def test_doctor_passes_every_check_after_bootstrap(aws: Aws) -> None:
     report = settings.json()
     assert report["ok"] is True
     for check, status in statuses(report).items():
-        assert status == ("skip" if check in OPTIONAL else "pass"), (check, status)
+        skipped = OPTIONAL | {"probe.conditional-put"}  # the write probe, off with --no-probes
+        assert status == ("skip" if check in skipped else "pass"), (check, status)
     assert "bucket.policy-tls" in statuses(report)
+    # --no-probes leaves out the write only: the data checks read, and ran
+    for check in ("states.digest", "locks.stale", "locks.dual"):
+        assert statuses(report)[check] == "pass", check
 
     aws.drop_policy("tf-state")
     full = cli("doctor", "--bucket", "tf-state", "--table", "tf-locks", *POLICY_SKIP, "--json")
@@ -386,3 +394,103 @@ def test_doctor_names_plaintext_states_once_encryption_is_in_use(aws: Aws) -> No
     report = statuses(cli(*args).json())
     assert report["states.encryption[old/terraform.tfstate]"] == "warn"
     assert "states.encryption[new/terraform.tfstate]" not in report
+
+
+def _bad_digest_and_old_lock(aws: Aws) -> tuple[str, ...]:
+    """A bootstrapped bucket with a digest item whose state is gone and a lock held
+    since January (Terraform's own backend wrote both); doctor's arguments for it."""
+    assert cli("bootstrap", "--bucket", "tf-state", "--table", "tf-locks").exit_code == 0
+    aws.ddb.put_item(
+        TableName="tf-locks",
+        Item={"LockID": {"S": "tf-state/team/x.tfstate-md5"}, "Digest": {"S": "0" * 32}},
+    )
+    old = datetime(2026, 1, 1, tzinfo=UTC)
+    aws.ddb.put_item(
+        TableName="tf-locks",
+        Item={"LockID": {"S": "tf-state/team/x.tfstate"}, "Info": {"S": lock_info("old", old)}},
+    )
+    return ("doctor", "--bucket", "tf-state", "--table", "tf-locks", "--json")
+
+
+def test_no_probes_skips_only_the_write_probe(aws: Aws) -> None:
+    args = _bad_digest_and_old_lock(aws)
+    result = cli(*args, "--no-probes")
+    got = statuses(result.json())
+    assert got["states.digest[team/x.tfstate]"] == "fail"
+    assert got["locks.stale[tf-state/team/x.tfstate (DynamoDB)]"] == "warn"
+    assert got["probe.conditional-put"] == "skip"
+    assert "probe.versions" not in got
+    assert result.exit_code == 1
+    # nothing was written: no probe object ever existed
+    listed = aws.s3.list_object_versions(Bucket="tf-state", Prefix=".statekeeper-doctor/")
+    assert listed.get("Versions", []) == [] and listed.get("DeleteMarkers", []) == []
+
+
+def test_skipping_the_bucket_checks_keeps_the_data_checks(aws: Aws) -> None:
+    args = _bad_digest_and_old_lock(aws)
+    result = cli(*args, "--skip", "bucket.*")
+    got = statuses(result.json())
+    assert got["bucket.exists"] == "skip"
+    assert got["states.digest[team/x.tfstate]"] == "fail"
+    assert result.exit_code == 1
+
+    # a missing bucket, its check skipped: the skipped line says the data was not checked
+    missing = cli(
+        "doctor",
+        "--bucket",
+        "no-such-bucket",
+        "--skip",
+        "bucket.*",
+        "--skip",
+        "replication.*",
+        "--json",
+    )
+    exists = next(c for c in missing.json()["checks"] if c["check"] == "bucket.exists")
+    assert exists["status"] == "skip"
+    assert "does not exist" in exists["summary"]
+    assert "data checks" in exists["summary"] and "did not run" in exists["summary"]
+
+
+def test_stale_locks_are_aged_by_the_server_and_shared_holds_named_by_state(
+    aws: Aws, serve: Callable[..., StatekeeperServer], moto: MotoServer
+) -> None:
+    assert cli("bootstrap", "--bucket", "tf-state", "--table", "tf-locks").exit_code == 0
+    aws.drop_policy("tf-state")
+    server = serve("--store", "s3://tf-state", "--locks", "dynamodb://tf-locks", env=moto.env())
+    # Three plans share one lock (the default lock policy); each client's clock says January.
+    january = datetime(2026, 1, 1, tzinfo=UTC)
+    with httpx.Client(timeout=60) as client:
+        for n in (1, 2, 3):
+            body = lock_info(f"plan-{n}", january).replace(
+                "OperationTypeApply", "OperationTypePlan"
+            )
+            taken = client.request("LOCK", server.state_url("sh.tfstate"), content=body)
+            assert taken.status_code == 200, taken.text
+    args = ("doctor", "--bucket", "tf-state", "--table", "tf-locks", *POLICY_SKIP, "--json")
+    # Taken seconds ago by the server's clock: not stale, whatever Created says.
+    assert statuses(cli(*args).json())["locks.stale"] == "pass"
+
+    checks = cli(*args, "--stale-after", "0s").json()["checks"]
+    stale = [c for c in checks if c["check"] == "locks.stale"]
+    assert len(stale) == 3
+    for c in stale:
+        assert "48w" not in c["summary"]  # not January's age
+        assert "sh.tfstate" in c["subject"] and "!shared" not in c["subject"]
+        lock_id = c["summary"].split("ID ")[1].split(")")[0]
+        assert f"unlock sh.tfstate --id {lock_id}" in c["fix"]
+        assert "terraform force-unlock" not in c["fix"]
+    beside = [c for c in stale if "shared hold" in c["subject"]]
+    assert len(beside) == 2
+    # the fix works: statekeeper unlock removes a hold beside the lock
+    hold = beside[0]["fix"].split("statekeeper ")[1].split(" (doctor")[0].split()
+    assert cli_process(*hold).returncode == 0
+    assert (
+        len(
+            [
+                c
+                for c in cli(*args, "--stale-after", "0s").json()["checks"]
+                if c["check"] == "locks.stale"
+            ]
+        )
+        == 2
+    )

@@ -4,6 +4,7 @@ trail, TOML lock lists, and doctor's duration."""
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import socket
 from collections.abc import Callable
@@ -114,3 +115,49 @@ def test_doctor_reads_weeks(moto: MotoServer, cli_process: CliFn) -> None:
     assert r.exit_code in (0, 1), r.stderr
     checks = {c["check"]: c for c in json.loads(r.stdout)["checks"]}
     assert "older than 1w" in checks["locks.stale"]["summary"]
+
+
+def test_a_table_missing_in_the_region_asked_names_the_region(
+    moto: MotoServer, cli_process: CliFn
+) -> None:
+    _bucket_and_table(moto, "us-east-1")
+    locks = f"dynamodb://{TABLE}?region=eu-west-1"
+    result = cli_process("--store", f"s3://{BUCKET}", "--locks", locks, "locks")
+    assert result.exit_code == 1
+    assert f"the DynamoDB table {TABLE!r} does not exist in eu-west-1" in result.stderr
+    assert f"dynamodb://{TABLE}?region=REGION" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_write_without_the_digest_table_says_the_digest_is_stale(
+    moto: MotoServer, cli_process: CliFn, tmp_path: Path
+) -> None:
+    _bucket_and_table(moto, "us-east-1")
+    store = ["--store", f"s3://{BUCKET}"]
+    first = cli_process(*store, "--locks", f"dynamodb://{TABLE}", "push", NAME, _state(tmp_path))
+    assert first.exit_code == 0, first.stderr
+
+    # --store alone: the lock table (and its digest item) is not known
+    pushed = cli_process(*store, "push", NAME, _state(tmp_path, 2))
+    assert pushed.exit_code == 0, pushed.stderr
+    assert f"the DynamoDB digest of {NAME} was not updated" in pushed.stderr
+    assert f"statekeeper doctor --bucket {BUCKET} --table TABLE --fix" in pushed.stderr
+    rolled = cli_process(*store, "rollback", NAME, "--to", "serial:1", "--yes")
+    assert rolled.exit_code == 0, rolled.stderr
+    assert "was not updated" in rolled.stderr
+    assert cli_process(*store, "delete", NAME).exit_code == 0
+    restored = cli_process(*store, "trash", "restore", NAME)
+    assert restored.exit_code == 0, restored.stderr
+    assert "was not updated" in restored.stderr
+
+    # with the table given the digest is kept, and nothing is said
+    kept = cli_process(
+        *store, "--locks", f"dynamodb://{TABLE}", "rollback", NAME, "--to", "serial:2", "--yes"
+    )
+    assert kept.exit_code == 0, kept.stderr
+    assert "digest" not in kept.stderr
+    current = moto.client("s3").get_object(Bucket=BUCKET, Key=NAME)["Body"].read()
+    item = moto.client("dynamodb").get_item(
+        TableName=TABLE, Key={"LockID": {"S": f"{BUCKET}/{NAME}-md5"}}
+    )["Item"]
+    assert item["Digest"]["S"] == hashlib.md5(current).hexdigest()

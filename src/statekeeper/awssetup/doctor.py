@@ -70,7 +70,8 @@ def doctor(
     now: datetime | None = None,
     history: HistoryPolicy | None = None,
 ) -> DoctorReport:
-    """Audit every setting, then (``probes``) test the data; ``skip`` takes check-ID globs.
+    """Audit every setting, then check the data (``probes``: with the write probe too);
+    ``skip`` takes check-ID globs.
 
     With ``fix``, records one ``doctor-fix`` event naming every fix applied; an
     audit alone changes nothing and records nothing.
@@ -107,18 +108,30 @@ def _doctor(
     findings += [Finding(c.id, Status.SKIP, "skipped (--skip)") for c in checks if skipped(c.id)]
     order = {c.id: i for i, c in enumerate(checks)}
     findings.sort(key=lambda f: order.get(f.check, len(order)))
-    bucket_ok = any(f.check == "bucket.exists" and f.status is Status.PASS for f in findings)
-    if probes and bucket_ok:
+    if skipped("bucket.exists"):
+        # Its line is left out, not the fact: the data checks below need the bucket.
+        bucket_ok = bucket_region(aws, target.bucket, target.region) == target.region
+        if not bucket_ok:
+            findings = [_data_not_checked(f, target) for f in findings]
+    else:
+        bucket_ok = any(f.check == "bucket.exists" and f.status is Status.PASS for f in findings)
+    if bucket_ok:
+        # --no-probes leaves out the write probe only: the data checks read.
+        probed = run_probes(
+            aws,
+            target,
+            fix=fix,
+            stale_after=stale_after,
+            now=now,
+            write_probe=probes and not skipped("probe.conditional-put"),
+        )
+        if not probes:
+            probed.insert(
+                0, Finding("probe.conditional-put", Status.SKIP, "not run (--no-probes: no write)")
+            )
         findings += [
             f if not skipped(f.check) else Finding(f.check, Status.SKIP, "skipped (--skip)")
-            for f in run_probes(
-                aws,
-                target,
-                fix=fix,
-                stale_after=stale_after,
-                now=now,
-                write_probe=not skipped("probe.conditional-put"),
-            )
+            for f in probed
         ]
     if history is not None and bucket_ok:
         findings += [
@@ -126,6 +139,17 @@ def _doctor(
             for f in history_findings(aws, target, history)
         ]
     return DoctorReport(target, findings, fix)
+
+
+def _data_not_checked(finding: Finding, target: Target) -> Finding:
+    """The skipped ``bucket.exists`` line, saying that the data checks did not run."""
+    if finding.check != "bucket.exists":
+        return finding
+    return replace(
+        finding,
+        summary=f"skipped (--skip); bucket {target.bucket} does not exist in {target.region}, "
+        "so the data checks (states.*, locks.*, probe.*) did not run",
+    )
 
 
 def _with_replica(aws: Aws, target: Target) -> tuple[Target, set[str]]:

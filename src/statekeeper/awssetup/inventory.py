@@ -25,7 +25,7 @@ class Inventory:
 
     objects: dict[str, dict[str, Any]] = field(default_factory=dict)
     digests: dict[str, str] = field(default_factory=dict)
-    db_locks: dict[str, str] = field(default_factory=dict)  # state key -> Info JSON
+    db_locks: dict[str, dict[str, Any]] = field(default_factory=dict)  # lock key -> item
 
     def state_keys(self) -> list[str]:
         keys = {k for k in self.objects if k.endswith(".tfstate")}
@@ -60,5 +60,5 @@ def take_inventory(aws: Aws, target: Target) -> Inventory:
                 if is_digest_id(lock_id) and "Digest" in item:
                     inv.digests[state_of_digest_id(lock_id)] = item["Digest"].get("S", "")
                 elif "Info" in item:
-                    inv.db_locks[lock_id] = item["Info"].get("S", "")
+                    inv.db_locks[lock_id] = item
     return inv

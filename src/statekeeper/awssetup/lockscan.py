@@ -6,12 +6,14 @@ Lock items are ``LockID = "<bucket>/<key>"`` with the LockInfo JSON in
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from statekeeper.awssetup.checks import ABSENT, Finding, Status, aws_call
 from statekeeper.awssetup.context import Aws, Target
 from statekeeper.awssetup.inventory import Inventory
-from statekeeper.errors import InvalidLockInfo
+from statekeeper.storage.aws.dynamodb import lock_of_item
+from statekeeper.storage.aws.s3lock import lock_of_file
 from statekeeper.terraform.layout import (
     PROBE_PREFIX,
     is_lock_file,
@@ -26,29 +28,19 @@ from statekeeper.times import format_duration
 __all__ = ["check_locks"]
 
 
-def _lock_age(
-    body: str, fallback: datetime | None, now: datetime
-) -> tuple[LockInfo | None, timedelta | None]:
-    try:
-        info = LockInfo.parse(body.encode())
-    except InvalidLockInfo:
-        return None, (now - fallback) if fallback else None
-    when = info.created or fallback
-    return info, (now - when) if when else None
+def _age(info: LockInfo, listed: datetime | None, now: datetime) -> timedelta | None:
+    """How long ``info`` has been held, as ``statekeeper locks`` ages it (the server's
+    ``Acquired`` where statekeeper took the lock, else the client's ``Created``); a lock
+    with neither (an unreadable lock file) by when the object was written."""
+    since = info.since or listed
+    return None if since is None else max(timedelta(0), now - since)
 
 
-def _is_marker(state: str) -> bool:
-    """The shared-holds marker of the lock policy: a record, no holder. (A shared
-    hold itself is a plan's lock and is checked like any other.)"""
-    hold = split_shared_hold(state)
-    return hold is not None and hold[1]
-
-
-def _describe(info: LockInfo | None, age: timedelta | None) -> str:
+def _describe(info: LockInfo, age: timedelta | None) -> str:
     held = f"held for {format_duration(age)}" if age is not None else "of unknown age"
-    if info is None:
+    if info.damaged is not None:
         return f"a lock with unreadable info, {held}"
-    who = info.who or "someone"
+    who = info.who or info.actor or "someone"
     return f"locked by {who} ({info.operation or 'unknown operation'}, ID {info.id}), {held}"
 
 
@@ -57,16 +49,17 @@ def check_locks(
 ) -> list[Finding]:
     findings: list[Finding] = []
     s3 = aws.s3(target.region)
-    file_locks: dict[str, LockInfo | None] = {}
+    # Primary locks by state (what dual-lock drift compares); shared holds apart.
+    file_locks: dict[str, LockInfo] = {}
+    db_infos: dict[str, LockInfo] = {}
+    held: list[_Held] = []
     for obj_key, obj in inv.objects.items():
         if not is_lock_file(obj_key) or obj_key.startswith(PROBE_PREFIX):
             continue
-        state = state_of_lock_file(obj_key)
-        if _is_marker(state):
-            continue
+        where = f"s3://{target.bucket}/{obj_key}"
         got = aws_call(
             "s3:GetObject",
-            f"s3://{target.bucket}/{obj_key}",
+            where,
             s3.get_object,
             Bucket=target.bucket,
             Key=obj_key,
@@ -74,20 +67,28 @@ def check_locks(
         )
         if got is ABSENT:  # released since the listing
             continue
-        info, age = _lock_age(
-            got["Body"].read().decode(errors="replace"), obj.get("LastModified"), now
-        )
-        file_locks[state] = info
+        info = lock_of_file(got, where, damaged_ok=True)
+        held.append(_Held(state_of_lock_file(obj_key), info, obj.get("LastModified"), False))
+    for lock_key, item in inv.db_locks.items():
+        info = lock_of_item(item, target.table or "", damaged_ok=True)
+        held.append(_Held(lock_key, info, None, True))
+    shared_states: set[str] = set()
+    for h in held:
+        hold = split_shared_hold(h.key)
+        if hold is not None:
+            shared_states.add(hold[0])
+        elif h.in_table:
+            db_infos[h.key] = h.info
+        else:
+            file_locks[h.key] = h.info
+    for h in held:
+        hold = split_shared_hold(h.key)
+        if hold is not None and hold[1]:
+            continue  # the shared-holds marker: a record, no holder
+        age = _age(h.info, h.listed, now)
         if age is not None and age > stale_after:
-            findings.append(_stale(lock_file_key(state), info, age))
-    db_infos: dict[str, LockInfo | None] = {}
-    for state, body in inv.db_locks.items():
-        if _is_marker(state):
-            continue
-        info, age = _lock_age(body, None, now)
-        db_infos[state] = info
-        if age is not None and age > stale_after:
-            findings.append(_stale(f"{lock_path(target.bucket, state)} (DynamoDB)", info, age))
+            state = h.key if hold is None else hold[0]
+            findings.append(_stale(target, h, state, hold is not None, state in shared_states, age))
     if not findings:
         findings.append(
             Finding(
@@ -102,15 +103,46 @@ def check_locks(
     return findings
 
 
-def _stale(subject: str, info: LockInfo | None, age: timedelta) -> Finding:
-    lock_id = info.id if info else "LOCK_ID"
+@dataclass(frozen=True)
+class _Held:
+    """One lock found: its lock key (a state's, or a shared hold's), what it holds, when
+    its object was written (lock files), and whether it is a DynamoDB item."""
+
+    key: str
+    info: LockInfo
+    listed: datetime | None
+    in_table: bool
+
+
+def _stale(
+    target: Target, h: _Held, state: str, beside: bool, shared: bool, age: timedelta
+) -> Finding:
+    hold = ", shared hold" if beside else ""
+    if h.in_table:
+        subject = f"{lock_path(target.bucket, state)} (DynamoDB{hold})"
+    else:
+        subject = lock_file_key(state) + (" (shared hold)" if beside else "")
+    lock_id = h.info.id or "LOCK_ID"
+    if shared:
+        # Plans sharing the lock (shared-plans): terraform force-unlock compares the ID
+        # with the lock Terraform sees only, and cannot remove a hold beside it.
+        locks = f"dynamodb://{target.table}" if h.in_table else f"s3lock://{target.bucket}"
+        fix = (
+            f"if no Terraform run is still going: statekeeper --store s3://{target.bucket} "
+            f"--locks {locks} unlock {state} --id {lock_id} (doctor never removes locks)"
+        )
+    else:
+        fix = (
+            f"if no Terraform run is still going: terraform force-unlock {lock_id} "
+            "(doctor never removes locks)"
+        )
+    what = "a plan sharing the lock, " if beside else ""
     return Finding(
         "locks.stale",
         Status.WARN,
-        _describe(info, age),
+        what + _describe(h.info, age),
         subject=subject,
-        fix=f"if no Terraform run is still going: terraform force-unlock {lock_id} "
-        "(doctor never removes locks)",
+        fix=fix,
     )
 
 
@@ -118,8 +150,8 @@ def _dual_lock_drift(
     aws: Aws,
     target: Target,
     inv: Inventory,
-    file_locks: dict[str, LockInfo | None],
-    db_locks: dict[str, LockInfo | None],
+    file_locks: dict[str, LockInfo],
+    db_locks: dict[str, LockInfo],
 ) -> list[Finding]:
     """States locked one way but not the other, where both ways are in use for them.
 
@@ -134,7 +166,7 @@ def _dual_lock_drift(
         in_file, in_db = state in file_locks, state in db_locks
         if in_file and in_db:
             a, b = file_locks[state], db_locks[state]
-            if a and b and a.id != b.id:
+            if a.id and b.id and a.id != b.id:
                 findings.append(
                     Finding(
                         "locks.dual",

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from statekeeper.events import EventStream
     from statekeeper.inventory.views import InventoryCounts, SearchResult
     from statekeeper.settings import Settings
+    from statekeeper.state.listing import Unaddressable
     from statekeeper.state.views import (
         DiffView,
         HistoryEntry,
@@ -63,6 +64,9 @@ def _hostname() -> str:
 class Backend(Protocol):
     """The operator's operations, answering with the views of :mod:`statekeeper.state.views`."""
 
+    #: The keys the listings so far left out: no state name statekeeper can address.
+    left_out: Unaddressable
+
     def list_states(self, prefix: str, details: bool) -> list[StateEntry]: ...
     def show(self, name: StateName, version: str | None) -> StateDetail: ...
     def pull(self, name: StateName, version: str | None) -> bytes: ...
@@ -77,6 +81,10 @@ class Backend(Protocol):
     ) -> list[Release]: ...
     def search(self, query: str, limit: int) -> SearchResult: ...
     def inventory(self) -> InventoryCounts: ...
+    def unkept_digest(self, name: StateName) -> str | None:
+        """Why a write of ``name`` left Terraform's DynamoDB digest stale, if it may have."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -84,10 +92,12 @@ class LocalBackend:
     """The operator on this process's own store, as ``user@host``."""
 
     def __init__(self, services: Services, caller: Caller) -> None:
+        from statekeeper.state.listing import Unaddressable
         from statekeeper.state.operator import Operator
 
         self.services = services
         self.caller = caller
+        self.left_out = Unaddressable()
         self.op = Operator(
             services,
             workspace_key_prefix=services.settings.workspace_key_prefix,
@@ -98,7 +108,9 @@ class LocalBackend:
         )
 
     def list_states(self, prefix: str, details: bool) -> list[StateEntry]:
-        return self.op.list_states(self.caller, prefix, details=details)
+        return self.op.list_states(
+            self.caller, prefix, details=details, unaddressable=self.left_out
+        )
 
     def show(self, name: StateName, version: str | None) -> StateDetail:
         return self.op.show(self.caller, name, version)
@@ -119,7 +131,7 @@ class LocalBackend:
         return self.op.rollback(self.caller, name, to_ref)
 
     def list_locks(self, prefix: str, now: datetime | None = None) -> list[LockEntry]:
-        return self.op.list_locks(self.caller, prefix, now)
+        return self.op.list_locks(self.caller, prefix, now, unaddressable=self.left_out)
 
     def unlock(self, name: StateName, lock_id: str | None, force: bool) -> Release:
         return self.op.unlock(self.caller, name, lock_id=lock_id, force=force)
@@ -128,7 +140,12 @@ class LocalBackend:
         self, older_than: str, operation: str | None, prefix: str, dry_run: bool
     ) -> list[Release]:
         return self.op.reap(
-            self.caller, older_than=older_than, operation=operation, prefix=prefix, dry_run=dry_run
+            self.caller,
+            older_than=older_than,
+            operation=operation,
+            prefix=prefix,
+            dry_run=dry_run,
+            unaddressable=self.left_out,
         )
 
     def search(self, query: str, limit: int) -> SearchResult:
@@ -142,6 +159,9 @@ class LocalBackend:
 
         s = self.services
         return counts(s.inventory(), s.policy, self.caller)
+
+    def unkept_digest(self, name: StateName) -> str | None:
+        return self.services.states.unkept_digest(name)
 
     def close(self) -> None:
         self.services.close()

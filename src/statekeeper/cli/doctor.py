@@ -33,7 +33,8 @@ def doctor(
         bool,
         typer.Option(
             "--probes/--no-probes",
-            help="Probe the data (writes and removes a .statekeeper-doctor/ object)",
+            help="Run the write probe (writes and removes a .statekeeper-doctor/ object); "
+            "the read-only data checks run either way",
         ),
     ] = True,
     skip: Annotated[

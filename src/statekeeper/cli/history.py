@@ -10,7 +10,13 @@ import typer
 from statekeeper.cli.commands import JsonFlag, app
 from statekeeper.cli.context import Backend, obj
 from statekeeper.cli.options import OPERATOR, PANEL_STATES
-from statekeeper.cli.output import console, err_console, escape, print_view
+from statekeeper.cli.output import (
+    console,
+    err_console,
+    escape,
+    print_view,
+    warn_unkept_digest,
+)
 from statekeeper.cli.render import dash, print_table, size, when
 from statekeeper.terraform.names import StateName
 
@@ -193,6 +199,7 @@ def rollback(
             err_console.print("nothing was changed")
             raise typer.Exit(1)
     result = backend.rollback(state, to)
+    warn_unkept_digest(backend.unkept_digest(state))
     if json_out:
         print_view(result)
         return

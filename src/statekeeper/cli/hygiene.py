@@ -13,12 +13,19 @@ import typer
 from statekeeper.cli.commands import JsonFlag, app
 from statekeeper.cli.context import local_caller, obj
 from statekeeper.cli.options import PANEL_STATES, STORE
-from statekeeper.cli.output import console, err_console, print_view
+from statekeeper.cli.output import (
+    console,
+    err_console,
+    print_view,
+    warn_left_out,
+    warn_unkept_digest,
+)
 from statekeeper.cli.render import print_table, size
 from statekeeper.terraform.names import StateName
 from statekeeper.times import format_rfc3339
 
 if TYPE_CHECKING:
+    from statekeeper.app import Services
     from statekeeper.state.trash import TrashService
 
 __all__ = ["delete", "prune", "trash_app"]
@@ -43,9 +50,11 @@ def prune(
 ) -> None:
     """Remove the versions the history retention rules let go (never a current one)."""
     from statekeeper.state.history_views import PruneView
+    from statekeeper.state.listing import Unaddressable
     from statekeeper.state.prune import prune as prune_states
 
     services = obj(ctx, STORE).services()
+    left_out = Unaddressable()
     rows = prune_states(
         services.store,
         services.settings.history,
@@ -54,7 +63,9 @@ def prune(
         local_caller(),
         prefix=prefix,
         dry_run=dry_run,
+        unaddressable=left_out,
     )
+    warn_left_out(left_out, "state(s)")  # not pruned: no rule can name them
     if json_out:
         print_view([PruneView.of(r) for r in rows])
         return
@@ -86,7 +97,11 @@ def delete(
 
 
 def _trash(ctx: typer.Context) -> TrashService:
-    service = obj(ctx, STORE).services().trash
+    return _trash_of(obj(ctx, STORE).services())
+
+
+def _trash_of(services: Services) -> TrashService:
+    service = services.trash
     assert service is not None, "Services.build makes the trash"
     return service
 
@@ -131,7 +146,9 @@ def trash_restore(
     """Bring a deleted state back, byte for byte, as its current version."""
     from statekeeper.state.history_views import RestoredView
 
-    restored = _trash(ctx).restore(StateName(name), local_caller())
+    services = obj(ctx, STORE).services()
+    restored = _trash_of(services).restore(StateName(name), local_caller())
+    warn_unkept_digest(services.states.unkept_digest(StateName(name)))
     if json_out:
         print_view(RestoredView.of(restored))
         return

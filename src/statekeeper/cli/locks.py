@@ -13,7 +13,7 @@ import click
 
 from statekeeper.cli.context import obj
 from statekeeper.cli.options import JSON_HELP, OPERATOR
-from statekeeper.cli.output import console, err_console, escape, print_view
+from statekeeper.cli.output import console, err_console, escape, print_view, warn_left_out
 from statekeeper.cli.render import age, print_table, when
 from statekeeper.terraform.names import StateName
 
@@ -72,12 +72,17 @@ def locks(ctx: click.Context, json_out: bool) -> None:
     if ctx.invoked_subcommand is not None:
         return
     prefix = str(ctx.meta.get("locks_prefix", ""))
-    rows = obj(ctx, OPERATOR).backend().list_locks(prefix)
+    backend = obj(ctx, OPERATOR).backend()
+    rows = backend.list_locks(prefix)
     if json_out:
         print_view(rows)
+        warn_left_out(backend.left_out, "lock(s)")
         return
     if not rows:
-        err_console.print(f"no locks held{f' under {prefix!r}' if prefix else ''}")
+        # A lock on a key statekeeper cannot address is still a lock: never "none held".
+        on = " on a state statekeeper can address" if backend.left_out.count else ""
+        err_console.print(f"no locks held{on}{f' under {prefix!r}' if prefix else ''}")
+        warn_left_out(backend.left_out, "lock(s)")
         return
     cells = []
     for r in rows:
@@ -106,6 +111,7 @@ def locks(ctx: click.Context, json_out: bool) -> None:
                 highlight=False,
                 soft_wrap=True,
             )
+    warn_left_out(backend.left_out, "lock(s)")
     drift = [r for r in rows if r.drift]
     if drift:
         err_console.print(
@@ -137,11 +143,12 @@ def reap(
     rows = backend.reap(older_than, operation, prefix, dry_run)
     if json_out:
         print_view(rows)
-        return
-    if not rows:
+    elif not rows:
         err_console.print(_none_reaped(backend, operation, prefix), highlight=False, markup=False)
-        return
-    _print_releases(rows, dry_run)
+    else:
+        _print_releases(rows, dry_run)
+    # Never reaped: no name to remove them by.
+    warn_left_out(backend.left_out, "lock(s)")
 
 
 def _none_reaped(backend: Backend, operation: str | None, prefix: str) -> str:
@@ -159,6 +166,8 @@ def _none_reaped(backend: Backend, operation: str | None, prefix: str) -> str:
                 f"no lock held{f' under {prefix!r}' if prefix else ''} has the operation "
                 f"{operation!r}" + (f" (held: {kinds})" if kinds else "")
             )
+    if backend.left_out.count:
+        return "no lock on a state statekeeper can address is old enough to reap"
     return "no lock is old enough to reap"
 
 

@@ -10,7 +10,7 @@ import typer
 from statekeeper.cli.commands import app
 from statekeeper.cli.context import local_caller, obj
 from statekeeper.cli.options import PANEL_STATES, STORE
-from statekeeper.cli.output import console, err_console, print_view
+from statekeeper.cli.output import console, err_console, escape, print_view
 from statekeeper.cli.render import size
 from statekeeper.errors import ConfigError
 
@@ -155,10 +155,12 @@ def migrate(
         if opened is not None:
             opened.close()
     doc = report.view()
-    # A dry run exits as the real run would: 1 when it would refuse a state.
-    refused = any(s.refused is not None for s in doc.states)
+    # A dry run exits as the real run would: 1 when it would refuse a state, and
+    # when a source state cannot be copied at all (never a success that left one behind).
+    refused = any(s.refused is not None for s in doc.states) or bool(doc.unaddressable)
     if json_out:
         print_view(doc)
+        _left_behind(doc.unaddressable, dry_run)
         if refused:
             raise typer.Exit(1)
         return
@@ -173,6 +175,14 @@ def migrate(
                 f"{s.skipped} already present"
             )
         console.print(line, highlight=False, markup=False)
+    for key in doc.unaddressable:
+        verb = "would not be copied" if dry_run else "not copied"
+        console.print(
+            f"{key!r}: {verb}: not a state name statekeeper can address",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
     verb = "would copy" if dry_run else "copied"
     n = doc.planned if dry_run else doc.copied
     console.print(
@@ -180,5 +190,17 @@ def migrate(
         highlight=False,
         soft_wrap=True,
     )
+    _left_behind(doc.unaddressable, dry_run)
     if refused:
         raise typer.Exit(1)
+
+
+def _left_behind(keys: list[str], dry_run: bool) -> None:
+    """The source states the copy leaves behind, on stderr: the run is not a success."""
+    if not keys:
+        return
+    from statekeeper.state.listing import Unaddressable
+
+    what = "source state(s) would be" if dry_run else "source state(s)"
+    text = Unaddressable(dict.fromkeys(keys)).warning(what)
+    err_console.print(f"[bold red]Error:[/] {escape(str(text))}", highlight=False, soft_wrap=True)

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
     from rich.console import Console
 
+    from statekeeper.state.listing import Unaddressable
+
 __all__ = [
     "console",
     "err_console",
@@ -26,6 +28,8 @@ __all__ = [
     "print_json",
     "print_view",
     "shown",
+    "warn_left_out",
+    "warn_unkept_digest",
     "write_output",
 ]
 
@@ -107,6 +111,20 @@ def print_error(exc: StatekeeperError) -> None:
             highlight=False,
             markup=False,
         )
+
+
+def warn_left_out(left_out: Unaddressable, what: str = "key(s)") -> None:
+    """One line on stderr naming the keys a listing left out (no state name), if any:
+    never silently, with ``--json`` too (stdout keeps its shape)."""
+    text = left_out.warning(what)
+    if text is not None:
+        err_console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+
+def warn_unkept_digest(why: str | None) -> None:
+    """After a write: Terraform's DynamoDB digest may now be stale, and what to do."""
+    if why is not None:
+        err_console.print(f"[yellow]warning:[/] {escape(why)}", highlight=False, soft_wrap=True)
 
 
 def print_json(payload: Any) -> None:

@@ -28,6 +28,7 @@ from statekeeper.errors import (
 )
 from statekeeper.inventory.views import InventoryCounts, SearchResult
 from statekeeper.state import views
+from statekeeper.state.listing import UNADDRESSABLE_HEADER, Unaddressable
 from statekeeper.terraform.layout import LOCK_FIELDS
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.names import StateName
@@ -159,6 +160,7 @@ class RemoteBackend:
         self.url = _base_url(url)
         headers = _auth_headers(token)
         self.client = httpx.Client(base_url=self.url, headers=headers, timeout=60.0)
+        self.left_out = Unaddressable()
 
     def _call(
         self,
@@ -186,7 +188,11 @@ class RemoteBackend:
         return _parse(TypeAdapter(shape), self._call(method, path, **kw))
 
     def _views(self, shape: type[V], method: str, path: str, **kw: Any) -> list[V]:
-        return _parse(TypeAdapter(list[shape]), self._call(method, path, **kw))  # type: ignore[valid-type]
+        """A listing's rows; the keys it left out (a header) noted in ``left_out``."""
+        response = self._call(method, path, **kw)
+        if UNADDRESSABLE_HEADER in response.headers:
+            self.left_out.add_header(response.headers[UNADDRESSABLE_HEADER])
+        return _parse(TypeAdapter(list[shape]), response)  # type: ignore[valid-type]
 
     def list_states(self, prefix: str, details: bool) -> list[views.StateEntry]:
         params = {"prefix": prefix, "details": str(details).lower()}
@@ -241,6 +247,9 @@ class RemoteBackend:
 
     def inventory(self) -> InventoryCounts:
         return self._view(InventoryCounts, "GET", f"{API}/inventory")
+
+    def unkept_digest(self, name: StateName) -> str | None:
+        return None  # the server writes through its own lock tables, digests included
 
     def close(self) -> None:
         self.client.close()

@@ -33,14 +33,16 @@ def search(
     """Which state manages this resource? Search every state's resources and attribute
     values (sensitive values are never indexed). With --server, the server's index and
     your token's grants; else this store's index, caught up with the store first."""
-    from statekeeper.cli.output import err_console, print_view
+    from statekeeper.cli.output import err_console, print_view, warn_left_out
     from statekeeper.cli.render import dash, print_table
+    from statekeeper.state.listing import Unaddressable
 
     backend = obj(ctx, OPERATOR).backend()
     if counts or not query:
         totals = backend.inventory()
         if totals.building is not None:
             err_console.print(f"note: {totals.building.note}", highlight=False, markup=False)
+        warn_left_out(Unaddressable(dict.fromkeys(totals.unaddressable)))
         if json_out:
             print_view(totals)
             return
@@ -54,6 +56,8 @@ def search(
     result = backend.search(query, limit)
     if result.building is not None:
         err_console.print(f"note: {result.building.note}", highlight=False, markup=False)
+    # Not searched: a hit there would name a state no command can open.
+    warn_left_out(Unaddressable(dict.fromkeys(result.unaddressable)))
     if json_out:
         print_view(result)
         if not result.hits:

@@ -17,6 +17,8 @@ from statekeeper.cli.output import (
     escape,
     print_json,
     print_view,
+    warn_left_out,
+    warn_unkept_digest,
     write_output,
 )
 from statekeeper.cli.render import dash, print_table, size, when, who_lock
@@ -63,12 +65,15 @@ def states(
     --details reads them (a HEAD per state, a GET where statekeeper's metadata is
     missing) and counts versions (a version listing per state).
     """
-    rows = obj(ctx, OPERATOR).backend().list_states(prefix, details)
+    backend = obj(ctx, OPERATOR).backend()
+    rows = backend.list_states(prefix, details)
     if json_out:
         print_view(rows)
+        warn_left_out(backend.left_out)
         return
     if not rows:
         err_console.print(f"no states{f' under {prefix!r}' if prefix else ''}")
+        warn_left_out(backend.left_out)
         return
     cols = ["NAME", "WORKSPACE", "SERIAL", "SIZE", "LAST CHANGE", "LOCK"]
     cells = [
@@ -84,6 +89,7 @@ def states(
         for r in rows
     ]
     print_table([*cols, *(["VERSIONS"] if details else [])], cells)
+    warn_left_out(backend.left_out)
     unknown = sum(not r.serial_known for r in rows)
     if unknown:
         err_console.print(
@@ -199,7 +205,10 @@ def push(
         data = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
     except OSError as exc:
         raise BadRequest(f"cannot read {file}: {exc}") from exc
-    result = obj(ctx, OPERATOR).backend().push(StateName(name), data, force)
+    backend = obj(ctx, OPERATOR).backend()
+    result = backend.push(StateName(name), data, force)
+    if result.created:
+        warn_unkept_digest(backend.unkept_digest(StateName(name)))
     if json_out:
         print_view(result)
         return

@@ -44,7 +44,7 @@ from statekeeper.inventory.extract import IndexedState, extract, marker
 from statekeeper.inventory.query import parse_query
 from statekeeper.inventory.queue import IndexQueue
 from statekeeper.state.globs import parse_glob
-from statekeeper.state.listing import StateSummary, is_state_key
+from statekeeper.state.listing import StateSummary, Unaddressable, is_state_key
 from statekeeper.state.version import version_from_info
 from statekeeper.storage.base import ObjectInfo, ObjectStore
 from statekeeper.terraform.names import StateName
@@ -168,6 +168,8 @@ class Inventory:
         self._progress: tuple[int, int] | None = None
         #: States changed by this process's writes, indexed by a thread of their own.
         self.queue = IndexQueue(self.index_state, delay)
+        #: The keys the last catch-up's listing left out: no state name (see listing).
+        self._unaddressable = Unaddressable()
 
     def close(self) -> None:
         self.queue.close()  # what is queued is indexed first
@@ -287,7 +289,8 @@ class Inventory:
         started = time.monotonic()
         with self._lock:
             known = dict(self._conn.execute("SELECT name, marker FROM inv_states").fetchall())
-        listed = {i.key: i for i in self.store.scan() if is_state_key(i.key)}
+        left_out = Unaddressable()
+        listed = {i.key: i for i in self.store.scan() if is_state_key(i.key, left_out)}
         changed = [k for k, i in listed.items() if known.get(k) != marker(i.version_id, i.etag)]
         gone = [k for k in known if k not in listed]
         self._progress = (len(listed) - len(changed), len(listed))
@@ -312,6 +315,7 @@ class Inventory:
         with self._transaction() as conn:
             for key in gone:
                 self._drop(conn, key)
+        self._unaddressable = left_out
         self._synced_at = time.monotonic()
         return SyncReport(len(listed), len(changed), len(gone), time.monotonic() - started)
 
@@ -449,10 +453,18 @@ class Inventory:
                     out[name] = StateFacts(vid, serial, tf, bool(encrypted), resources, actor)
         return out
 
-    def summaries(self, prefix: str, *, wait: bool = True) -> list[StateSummary] | None:
+    def unaddressable(self, prefix: str = "") -> list[str]:
+        """The keys under ``prefix`` the last catch-up left out: no state name, so
+        neither indexed nor searched (see :class:`~statekeeper.state.listing.Unaddressable`)."""
+        return [k for k in self._unaddressable.keys if k.startswith(prefix)]
+
+    def summaries(
+        self, prefix: str, *, wait: bool = True, unaddressable: Unaddressable | None = None
+    ) -> list[StateSummary] | None:
         """Every indexed state under ``prefix`` as a listing of the store shows it (with the
         serial it read), after a catch-up when the last one is older than the bound: so a
-        listing makes no request to the store while the index is fresh.
+        listing makes no request to the store while the index is fresh. The keys under
+        ``prefix`` that listing left out are noted in ``unaddressable``.
 
         None (list the store instead) while the first build runs in the background, and
         with ``wait`` false whenever a catch-up is due (one is started in the background).
@@ -471,6 +483,9 @@ class Inventory:
                 " WHERE substr(name, 1, ?) = ? ORDER BY name",
                 (len(prefix), prefix),
             ).fetchall()
+        if unaddressable is not None:
+            for key in self.unaddressable(prefix):
+                unaddressable.note(key)
         return [
             StateSummary(
                 name=name,

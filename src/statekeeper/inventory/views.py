@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from statekeeper.inventory.index import Hit, Inventory
 from statekeeper.security.caller import Caller
 from statekeeper.security.grants import visible
-from statekeeper.security.policy import Policy
+from statekeeper.security.policy import Permission, Policy
 
 __all__ = ["IndexBuilding", "InventoryCounts", "SearchHit", "SearchResult", "counts", "search"]
 
@@ -59,11 +59,23 @@ def _building(inventory: Inventory) -> IndexBuilding | None:
 _BUILDING = "Set while the server's first build of its index is under way (answers are partial)"
 
 
+_UNADDRESSABLE = (
+    "Keys in the store left out of the index: not state names statekeeper can address "
+    "(listed only to a caller who may read every state)"
+)
+
+
+def _unaddressable(inventory: Inventory, policy: Policy, caller: Caller) -> list[str]:
+    # No grant on a name covers a key that is none: only a store-wide reader is told.
+    return inventory.unaddressable() if policy.allows(caller, None, Permission.READ) else []
+
+
 class SearchResult(_View):
     query: str
     hits: list[SearchHit]
     truncated: bool = Field(description="More resources match than the limit returned")
     building: IndexBuilding | None = Field(default=None, description=_BUILDING)
+    unaddressable: list[str] = Field(default_factory=list, description=_UNADDRESSABLE)
 
 
 class InventoryCounts(_View):
@@ -71,6 +83,7 @@ class InventoryCounts(_View):
     providers: dict[str, int] = Field(description="Resources by provider, most first")
     terraform_versions: dict[str, int] = Field(description="States by Terraform version")
     building: IndexBuilding | None = Field(default=None, description=_BUILDING)
+    unaddressable: list[str] = Field(default_factory=list, description=_UNADDRESSABLE)
 
 
 def search(
@@ -91,6 +104,7 @@ def search(
         hits=[SearchHit.of(h) for h in hits[:limit]],
         truncated=len(hits) > limit,
         building=building,
+        unaddressable=_unaddressable(inventory, policy, caller),
     )
 
 
@@ -99,4 +113,8 @@ def counts(inventory: Inventory, policy: Policy, caller: Caller) -> InventoryCou
         return visible(policy, caller, name)
 
     building = _building(inventory)
-    return InventoryCounts(**inventory.counts(allowed), building=building)
+    return InventoryCounts(
+        **inventory.counts(allowed),
+        building=building,
+        unaddressable=_unaddressable(inventory, policy, caller),
+    )

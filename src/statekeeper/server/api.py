@@ -37,6 +37,7 @@ from statekeeper.security.policy import Permission
 from statekeeper.server.body import read_body, single_header
 from statekeeper.server.inputs import JsonIn
 from statekeeper.server.tfhttp import PRIVATE, authorize, caller_of, refused
+from statekeeper.state.listing import UNADDRESSABLE_HEADER, Unaddressable
 from statekeeper.state.operator import Operator
 from statekeeper.state.service import check_content_md5
 from statekeeper.state.views import (
@@ -117,9 +118,23 @@ def _operator(request: Request) -> Operator:
     )
 
 
+def _left_out(response: Response, left_out: Unaddressable) -> None:
+    """Keys the listing left out (no state name) named in a header: the body keeps its
+    documented shape, and the CLI warns as on a local store."""
+    if left_out.count:
+        response.headers[UNADDRESSABLE_HEADER] = left_out.header()
+
+
 @router.get("/states", response_model=list[StateEntry])
-def list_states(request: Request, prefix: str = "", details: bool = False) -> list[StateEntry]:
-    return _operator(request).list_states(caller_of(request), prefix, details=details)
+def list_states(
+    request: Request, response: Response, prefix: str = "", details: bool = False
+) -> list[StateEntry]:
+    left_out = Unaddressable()
+    rows = _operator(request).list_states(
+        caller_of(request), prefix, details=details, unaddressable=left_out
+    )
+    _left_out(response, left_out)
+    return rows
 
 
 @router.get("/states/{name:path}", response_model=StateDetail)
@@ -190,8 +205,11 @@ def rollback_state(request: Request, name: str, body: RollbackIn) -> RollbackRes
 
 
 @router.get("/locks", response_model=list[LockEntry])
-def list_locks(request: Request, prefix: str = "") -> list[LockEntry]:
-    return _operator(request).list_locks(caller_of(request), prefix)
+def list_locks(request: Request, response: Response, prefix: str = "") -> list[LockEntry]:
+    left_out = Unaddressable()
+    rows = _operator(request).list_locks(caller_of(request), prefix, unaddressable=left_out)
+    _left_out(response, left_out)
+    return rows
 
 
 @router.delete("/locks/{name:path}", response_model=Release)
@@ -205,11 +223,17 @@ def unlock_state(
 
 
 @router.post("/reap", response_model=list[Release])
-def reap_locks(request: Request, body: Annotated[ReapIn, Body()]) -> list[Release]:
-    return _operator(request).reap(
+def reap_locks(
+    request: Request, response: Response, body: Annotated[ReapIn, Body()]
+) -> list[Release]:
+    left_out = Unaddressable()
+    rows = _operator(request).reap(
         caller_of(request),
         older_than=body.older_than,
         operation=body.operation,
         prefix=body.prefix,
         dry_run=body.dry_run,
+        unaddressable=left_out,
     )
+    _left_out(response, left_out)
+    return rows

@@ -18,22 +18,30 @@ Locks are listed from every lock table configured. With both kinds (Terraform's
 ``use_lockfile`` plus ``dynamodb_table``), a state locked in one table and not
 in the other is a *dual-lock drift*: Terraform takes both or neither, so one
 alone is the remains of a crashed run or of a client configured with only one.
+
+Terraform's ``backend "s3"`` accepts any object key (``team/my app.tfstate``,
+``a@b.tfstate``, ``x//y.tfstate``); statekeeper addresses a state by a name
+that follows its name rules (:data:`~statekeeper.terraform.names.NAME_RULES`).
+A key that breaks them and is not one the layout reserves (a lock file, a
+digest, statekeeper's own objects) is left out of a listing, never silently:
+it is noted in an :class:`Unaddressable` the caller reports.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 from statekeeper.errors import InvalidStateName
 from statekeeper.security.caller import Caller
 from statekeeper.security.grants import visible
-from statekeeper.security.policy import Policy
+from statekeeper.security.policy import Permission, Policy
 from statekeeper.state.lockpolicy import LockPolicy
 from statekeeper.storage.base import LockTable, ObjectInfo, ObjectStore
-from statekeeper.terraform.layout import split_shared_hold
+from statekeeper.terraform.layout import reserved_reason, split_shared_hold
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.names import StateName
 from statekeeper.terraform.workspaces import split_workspace
@@ -45,21 +53,87 @@ if TYPE_CHECKING:
     from statekeeper.state import views
 
 __all__ = [
+    "UNADDRESSABLE_HEADER",
     "LockSummary",
     "StateIndex",
     "StateSummary",
+    "Unaddressable",
     "is_state_key",
     "list_locks",
     "list_states",
 ]
 
 
-def is_state_key(key: str) -> bool:
+#: How many left-out keys a warning names.
+_NAMED = 3
+#: How many a server's answer names (in :data:`UNADDRESSABLE_HEADER`; headers are small).
+_HEADER_KEYS = 20
+#: The JSON API's response header for an :class:`Unaddressable`: ``{"count", "keys"}``.
+UNADDRESSABLE_HEADER = "Statekeeper-Unaddressable"
+
+
+@dataclass
+class Unaddressable:
+    """The keys a listing left out because statekeeper cannot address them by name.
+
+    A store or lock table shared with Terraform's own backend may hold states
+    under any key; such a state cannot be shown, locked, copied or unlocked by
+    name here, so every listing that meets one says so (:meth:`warning`).
+    """
+
+    keys: dict[str, None] = field(default_factory=dict)  # an ordered set
+    #: Keys left out beyond those named in ``keys`` (a server's answer names a few).
+    more: int = 0
+
+    def note(self, key: str) -> None:
+        """Record ``key``, a key that is not a valid state name."""
+        if reserved_reason(key) is None:  # reserved ones are not states: left out silently
+            self.keys[key] = None
+
+    @property
+    def count(self) -> int:
+        return len(self.keys) + self.more
+
+    def header(self) -> str:
+        """The value of :data:`UNADDRESSABLE_HEADER`: the count and the first keys, as
+        JSON in ASCII (a key may hold any character)."""
+        return json.dumps({"count": self.count, "keys": list(self.keys)[:_HEADER_KEYS]})
+
+    def add_header(self, value: str) -> None:
+        """Note what a server's :meth:`header` says it left out."""
+        try:
+            got = json.loads(value)
+            keys, count = [str(k) for k in got["keys"]], int(got["count"])
+        except (ValueError, KeyError, TypeError):
+            return  # not ours to judge: the listing itself was answered
+        fresh = [k for k in keys if k not in self.keys]
+        self.keys.update(dict.fromkeys(fresh))
+        self.more += max(0, count - len(keys))
+
+    def warning(self, what: str = "key(s)") -> str | None:
+        """One line naming how many ``what`` were left out, the first few and why;
+        None when none were."""
+        if not self.count:
+            return None
+        keys = list(self.keys)
+        more = ", …" if self.count > min(len(keys), _NAMED) else ""
+        named = ", ".join(repr(k) for k in keys[:_NAMED]) + more
+        return (
+            f"{self.count} {what} left out: {named}: not state names statekeeper can address "
+            '(Terraform\'s backend "s3" accepts any key; see the state name rules in '
+            "docs/cli.md#state-names)"
+        )
+
+
+def is_state_key(key: str, unaddressable: Unaddressable | None = None) -> bool:
     """A listed key that is a state: a valid state name, so not a lock file, a digest
-    or one of statekeeper's own objects (the names the layout reserves)."""
+    or one of statekeeper's own objects (the names the layout reserves). Any other
+    key that is no valid name is noted in ``unaddressable``."""
     try:
         StateName(key)
     except InvalidStateName:
+        if unaddressable is not None:
+            unaddressable.note(key)
         return False
     return True
 
@@ -135,11 +209,32 @@ class StateSummary:
 class StateIndex(Protocol):
     """Where a listing can come from instead of the store (the inventory index)."""
 
-    def summaries(self, prefix: str, *, wait: bool = True) -> list[StateSummary] | None:
+    def summaries(
+        self, prefix: str, *, wait: bool = True, unaddressable: Unaddressable | None = None
+    ) -> list[StateSummary] | None:
         """Every state under ``prefix`` as the store's listing shows it, no lock joined;
         None when the index cannot answer now (list the store). ``wait``: catch up first
-        when due, rather than answer None."""
+        when due, rather than answer None. The keys under ``prefix`` its last listing
+        left out (no state name) are noted in ``unaddressable``."""
         ...
+
+
+def _visible(policy: Policy, caller: Caller, key: str, unaddressable: Unaddressable | None) -> bool:
+    """:func:`~statekeeper.security.grants.visible`, with a key that is no valid name
+    noted in ``unaddressable``."""
+    if unaddressable is not None and not is_state_key(key, unaddressable):
+        return False
+    return visible(policy, caller, key)
+
+
+def _noted_for(
+    policy: Policy, caller: Caller, unaddressable: Unaddressable | None
+) -> Unaddressable | None:
+    """``unaddressable`` for a caller who may read the whole store, else None: no grant
+    on a name covers a key that is none, so only such a caller is told of those keys."""
+    if unaddressable is None or not policy.allows(caller, None, Permission.READ):
+        return None
+    return unaddressable
 
 
 def list_locks(
@@ -149,11 +244,14 @@ def list_locks(
     prefix: str = "",
     now: datetime | None = None,
     lock_policy: LockPolicy | None = None,
+    unaddressable: Unaddressable | None = None,
 ) -> list[LockSummary]:
     """Every holder under ``prefix``: per state the primary lock, then its shared
-    holds; drift flagged. ``lock_policy`` says which primary plans share."""
+    holds; drift flagged. ``lock_policy`` says which primary plans share; the
+    locks of keys that are no state name are noted in ``unaddressable``."""
     now = now or utcnow()
     lock_policy = lock_policy or LockPolicy()
+    unaddressable = _noted_for(policy, caller, unaddressable)
     tables = table.parts()
     # (state, shared hold key or "") -> the tables' views of that holder
     found: dict[tuple[str, str], list[tuple[str, LockInfo]]] = {}
@@ -163,7 +261,7 @@ def list_locks(
             if hold is not None and hold[1]:
                 continue  # a marker: no holder
             name = key if hold is None else hold[0]
-            if not visible(policy, caller, name):
+            if not _visible(policy, caller, name, unaddressable):
                 continue
             found.setdefault((name, "" if hold is None else key), []).append((t.scheme, lock))
     kinds_all = tuple(t.scheme for t in tables)
@@ -236,6 +334,7 @@ def list_states(
     workspace_key_prefix: str = "env:",
     index: StateIndex | None = None,
     wait_for_index: bool = True,
+    unaddressable: Unaddressable | None = None,
 ) -> list[StateSummary]:
     """Every state under ``prefix`` with its lock; ``details`` adds per-state calls.
 
@@ -250,7 +349,11 @@ def list_states(
     its key. With an empty ``workspace_key_prefix`` (workspaces at ``W/KEY``)
     only names under ``prefix`` itself are listed: any first path segment could
     then be a workspace.
+
+    Keys (of states or of locks) that are no state name are noted in
+    ``unaddressable``.
     """
+    unaddressable = _noted_for(policy, caller, unaddressable)
     ws = f"{workspace_key_prefix}/" if workspace_key_prefix else None
     scans = [prefix]
     if prefix and ws and not prefix.startswith(ws) and not ws.startswith(prefix):
@@ -258,12 +361,17 @@ def list_states(
     locks: dict[str, LockSummary] = {}
     keyed: list[tuple[str, str, StateSummary]] = []
     for scan in scans:
-        locks.update((s.name, s) for s in list_locks(table, policy, caller, scan, now) if s.primary)
+        held = list_locks(table, policy, caller, scan, now, unaddressable=unaddressable)
+        locks.update((s.name, s) for s in held if s.primary)
     for i, scan in enumerate(scans):
-        indexed = index.summaries(scan, wait=wait_for_index) if index is not None else None
+        indexed = (
+            index.summaries(scan, wait=wait_for_index, unaddressable=unaddressable)
+            if index is not None
+            else None
+        )
         listed = indexed if indexed is not None else _listed(store.scan(scan))
         for row in listed:
-            if not visible(policy, caller, row.name):
+            if not _visible(policy, caller, row.name, unaddressable):
                 continue
             workspace, key = split_workspace(row.name, workspace_key_prefix)
             if i == 0 or key.startswith(prefix):

@@ -43,7 +43,7 @@ from statekeeper.events import Action
 from statekeeper.security.caller import Caller
 from statekeeper.state import views
 from statekeeper.state.lineage import FORCE_HINT
-from statekeeper.state.listing import is_state_key
+from statekeeper.state.listing import Unaddressable, is_state_key
 from statekeeper.state.locks import LockService
 from statekeeper.state.service import StateService
 from statekeeper.state.version import Provenance, version_from_info
@@ -76,6 +76,9 @@ class SourceVersion:
 
 
 class Source(Protocol):
+    #: The keys :meth:`names` left out: states that no state name can hold.
+    left_out: Unaddressable
+
     def names(self, prefix: str) -> list[str]:
         """The state names to copy, in order."""
         ...
@@ -95,9 +98,11 @@ class StoreSource:
 
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
+        self.left_out = Unaddressable()
 
     def names(self, prefix: str) -> list[str]:
-        return [info.key for info in self.store.scan(prefix) if is_state_key(info.key)]
+        scan = self.store.scan(prefix)
+        return [info.key for info in scan if is_state_key(info.key, self.left_out)]
 
     def _loader(self, name: str, version_id: str | None) -> Callable[[], bytes]:
         def load() -> bytes:
@@ -139,6 +144,7 @@ class FileSource:
 
     def __init__(self, path: Path, name: str | None = None) -> None:
         self.path = path
+        self.left_out = Unaddressable()  # every file's name is checked below
         if path.is_dir():
             if name is not None:
                 raise BadRequest(
@@ -215,6 +221,8 @@ class StateCopy:
 class MigrationReport:
     dry_run: bool
     states: list[StateCopy] = field(default_factory=list)
+    #: Source keys not copied: no state name can hold them (the run fails for them).
+    unaddressable: list[str] = field(default_factory=list)
 
     def view(self) -> views.MigrationResult:
         return views.MigrationResult(
@@ -223,6 +231,7 @@ class MigrationReport:
             copied=sum(len(s.copied) for s in self.states),
             skipped=sum(s.skipped for s in self.states),
             planned=sum(s.planned for s in self.states if s.refused is None),
+            unaddressable=self.unaddressable,
         )
 
 
@@ -358,10 +367,13 @@ def migrate(
     """Copy every state under ``prefix`` from ``source`` into ``dest``.
 
     An error stops the copy; a note on it says what was copied before it (the
-    CLI prints it), since those states stay copied.
+    CLI prints it), since those states stay copied. Source keys that are no state
+    name cannot be copied under their key: they are listed in the report's
+    ``unaddressable``, and the copy is not a success (the CLI exits 1).
     """
     report = MigrationReport(dry_run)
     names = source.names(prefix)
+    report.unaddressable = list(source.left_out.keys)
     try:
         source.check(names)
     except StatekeeperError as exc:

@@ -15,7 +15,13 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Protocol
 
 from statekeeper.security.caller import Caller
-from statekeeper.state.listing import StateIndex, StateSummary, list_locks, list_states
+from statekeeper.state.listing import (
+    StateIndex,
+    StateSummary,
+    Unaddressable,
+    list_locks,
+    list_states,
+)
 from statekeeper.state.locks import LockService
 from statekeeper.terraform.names import StateName
 from statekeeper.times import parse_duration
@@ -76,16 +82,29 @@ class Operator:
         return Inspector(self.states, self.history_service)
 
     def list_states(
-        self, caller: Caller, prefix: str = "", *, details: bool = False
+        self,
+        caller: Caller,
+        prefix: str = "",
+        *,
+        details: bool = False,
+        unaddressable: Unaddressable | None = None,
     ) -> list[views.StateEntry]:
-        return [r.view() for r in self.summaries(caller, prefix, details=details)]
+        rows = self.summaries(caller, prefix, details=details, unaddressable=unaddressable)
+        return [r.view() for r in rows]
 
     def summaries(
-        self, caller: Caller, prefix: str = "", *, details: bool = False, wait: bool = True
+        self,
+        caller: Caller,
+        prefix: str = "",
+        *,
+        details: bool = False,
+        wait: bool = True,
+        unaddressable: Unaddressable | None = None,
     ) -> list[StateSummary]:
         """The rows of :meth:`list_states` before they become views (the UI's states
         page filters, sorts and cuts out a page of them first). ``wait`` false: from the
-        index only while it is fresh, else from the store, never waiting for a catch-up."""
+        index only while it is fresh, else from the store, never waiting for a catch-up.
+        Keys that are no state name are noted in ``unaddressable`` (see listing)."""
         store = self.states.store
         # On S3 a listing is a request per 1,000 keys; the index answers from its own
         # catch-up (within ``inventory_refresh``). Details read every state anyway.
@@ -101,6 +120,7 @@ class Operator:
             workspace_key_prefix=self.workspace_key_prefix,
             index=index,
             wait_for_index=wait,
+            unaddressable=unaddressable,
         )
 
     def show(
@@ -163,7 +183,11 @@ class Operator:
         return rollback(self.states, self.locks, self.inspector, name, to_ref, caller).view()
 
     def list_locks(
-        self, caller: Caller, prefix: str = "", now: datetime | None = None
+        self,
+        caller: Caller,
+        prefix: str = "",
+        now: datetime | None = None,
+        unaddressable: Unaddressable | None = None,
     ) -> list[views.LockEntry]:
         # Expired leases go first: a listing never shows a lock the next LOCK would remove.
         self.locks.expire_due(prefix, now)
@@ -174,6 +198,7 @@ class Operator:
             prefix,
             now,
             lock_policy=self.locks.lock_policy,
+            unaddressable=unaddressable,
         )
         return [r.view() for r in rows]
 
@@ -192,6 +217,7 @@ class Operator:
         operation: str | None = None,
         prefix: str = "",
         dry_run: bool = False,
+        unaddressable: Unaddressable | None = None,
     ) -> list[views.Release]:
         from statekeeper.state.reap import reap
 
@@ -202,5 +228,6 @@ class Operator:
             operation=operation,
             prefix=prefix,
             dry_run=dry_run,
+            unaddressable=unaddressable,
         )
         return [r.view() for r in released]

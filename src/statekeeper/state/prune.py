@@ -20,9 +20,9 @@ from statekeeper.events import Action, EventStream
 from statekeeper.security.caller import SERVER_ACTOR, Caller
 from statekeeper.security.policy import Permission, Policy, require
 from statekeeper.state.hygiene import HistoryPolicy, Retention
+from statekeeper.state.listing import Unaddressable, is_state_key
 from statekeeper.state.version import StateVersion, version_from_info
 from statekeeper.storage.base import ObjectStore
-from statekeeper.terraform.layout import STATEKEEPER_PREFIX
 from statekeeper.terraform.names import StateName
 from statekeeper.times import utcnow
 
@@ -70,8 +70,13 @@ def prune(
     prefix: str = "",
     dry_run: bool = False,
     now: datetime | None = None,
+    unaddressable: Unaddressable | None = None,
 ) -> list[Pruned]:
-    """Apply the retention rules to every state under ``prefix`` (admin on each)."""
+    """Apply the retention rules to every state under ``prefix`` (admin on each).
+
+    Keys that are no state name (Terraform's backend "s3" accepts any key) have no
+    rule to match: they are noted in ``unaddressable`` and kept as they are.
+    """
     if not history.retention:
         # Refused, not answered with nothing pruned: that would read as "nothing to do"
         # where nothing was ever going to be done.
@@ -87,8 +92,8 @@ def prune(
     now = now or utcnow()
     out: list[Pruned] = []
     for info in store.scan(prefix):
-        if info.key.startswith(STATEKEEPER_PREFIX):
-            continue  # statekeeper's own records in a bucket, not states
+        if not is_state_key(info.key, unaddressable):
+            continue  # statekeeper's own records in a bucket, or no state name
         name = StateName(info.key)
         rule = history.rule_for(name)
         if rule is None:
@@ -141,7 +146,10 @@ class PruneTask:
         s = self.services
         caller = Caller(actor=self.ACTOR)
         if s.settings.history.retention and s.store.supports_history_edits:
-            prune(s.store, s.settings.history, s.policy, s.events, caller)
+            left_out = Unaddressable()
+            prune(s.store, s.settings.history, s.policy, s.events, caller, unaddressable=left_out)
+            if left_out.count:
+                log.warning("the background prune: %s", left_out.warning("state(s)"))
         if s.trash is not None:
             s.trash.expire(caller)
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from statekeeper.errors import BadRequest, LockConflict, LockMismatch, LockNotFound
 from statekeeper.events import Action
 from statekeeper.security.caller import Caller
-from statekeeper.state.listing import LockSummary, list_locks
+from statekeeper.state.listing import LockSummary, Unaddressable, list_locks
 from statekeeper.state.locks import LockService
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.names import StateName
@@ -91,8 +91,12 @@ def reap(
     prefix: str = "",
     dry_run: bool = False,
     now: datetime | None = None,
+    unaddressable: Unaddressable | None = None,
 ) -> list[Release]:
     """Remove every lock older than ``older_than`` (of ``operation``, if given).
+
+    The locks of keys that are no state name cannot be removed by name: they are
+    noted in ``unaddressable``, never reaped.
 
     A lock with no known age (no ``Created`` and no server time) is never
     reaped. Each lock is removed by its own ID, so a lock re-taken meanwhile
@@ -101,7 +105,13 @@ def reap(
     now = now or utcnow()
     out: list[Release] = []
     candidates: list[LockSummary] = list_locks(
-        locks.locks, locks.policy, caller, prefix, now, lock_policy=locks.lock_policy
+        locks.locks,
+        locks.policy,
+        caller,
+        prefix,
+        now,
+        lock_policy=locks.lock_policy,
+        unaddressable=unaddressable,
     )
     for held in candidates:
         lock = held.lock

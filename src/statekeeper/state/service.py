@@ -372,6 +372,23 @@ class StateService(StateReads):
         if table.keeps_digests and (changed or table.get_digest(key) != md5_hex):
             table.put_digest(key, md5_hex)
 
+    def unkept_digest(self, name: StateName) -> str | None:
+        """Why a write of ``name`` left Terraform's DynamoDB digest as it was, where it
+        may matter: a store in Terraform's ``backend "s3"`` layout whose lock tables keep
+        no digest (no ``dynamodb://`` given). The table is named nowhere in the bucket,
+        so whether one is in use cannot be known here; None when the digest was kept or
+        there is none to keep."""
+        if self.locks.locks.keeps_digests or self.store.scheme != "s3":
+            return None
+        bucket = self.store.lock_namespace
+        return (
+            f"the DynamoDB digest of {name} was not updated: no --locks dynamodb://TABLE "
+            f"was given. If Terraform uses s3://{bucket} with dynamodb_table, its next read "
+            'fails with "state data in S3 does not have the expected content": run '
+            f"'statekeeper doctor --bucket {bucket} --table TABLE --fix' now, and give "
+            "--locks dynamodb://TABLE with every write to this bucket"
+        )
+
     def forget(self, key: str) -> None:
         """``key``'s current version changed outside a write (a restore, a purge):
         the next write checks against the store, not the remembered version."""

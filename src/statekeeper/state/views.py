@@ -388,6 +388,11 @@ class MigrationResult(View):
     copied: int
     skipped: int
     planned: int
+    unaddressable: list[str] = Field(
+        default_factory=list,
+        description="Source keys not copied: not state names statekeeper can address "
+        "(the run exits 1)",
+    )
 
 
 class AuditEventView(View):

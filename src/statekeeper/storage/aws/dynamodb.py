@@ -39,7 +39,7 @@ from statekeeper.terraform.layout import digest_id, is_digest_id, lock_path
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.times import format_rfc3339, parse_rfc3339, utcnow
 
-__all__ = ["LOCK_TABLE_KEY", "DynamoLocks", "describe_key", "key_of", "open_locks"]
+__all__ = ["LOCK_TABLE_KEY", "DynamoLocks", "describe_key", "key_of", "lock_of_item", "open_locks"]
 
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 #: The attribute on a lock item beside which shared holds are recorded.
@@ -64,6 +64,40 @@ def describe_key(key: tuple[tuple[str, str, str], ...]) -> str:
     return ", ".join(
         f"{_KINDS.get(kind, kind)} {name} ({_TYPES.get(typ, typ or 'type unknown')})"
         for name, kind, typ in key
+    )
+
+
+def lock_of_item(item: dict[str, Any], table: str, *, damaged_ok: bool = False) -> LockInfo:
+    """The lock in a lock item of ``table``, with the server's facts (``Acquired``: the
+    lock's age by the server's clock); a damaged one is a StorageError, or with
+    ``damaged_ok`` (listings, doctor) an unreadable lock that names what is wrong."""
+    lock_id = item["LockID"].get("S", "")
+    info = item.get("Info", {}).get("S")
+    try:
+        if info is None:
+            raise InvalidLockInfo("it has no Info string")
+        lock = LockInfo.parse(info.encode("utf-8"))
+    except StatekeeperError as exc:
+        damage = (
+            f"the lock item {lock_id!r} in the DynamoDB table {table!r} is not a Terraform "
+            f"lock ({exc.message}); once no Terraform run holds the state, remove it with "
+            "'statekeeper unlock NAME --force' or delete the item"
+        )
+        if damaged_ok:
+            raw = json.dumps(item, default=str).encode()
+            return LockInfo.unreadable(raw, damage)
+        raise StorageError(damage) from exc
+    acquired = None
+    if "Acquired" in item:
+        try:
+            acquired = parse_rfc3339(item["Acquired"]["S"])
+        except ValueError:
+            acquired = None
+    return replace(
+        lock,
+        actor=item.get("Actor", {}).get("S"),
+        remote_addr=item.get("RemoteAddr", {}).get("S"),
+        acquired=acquired,
     )
 
 
@@ -124,6 +158,16 @@ class DynamoLocks(LockTable):
         return f"the DynamoDB table {self.table!r}"
 
     def _translate(self, exc: Exception, action: str) -> NoReturn:
+        """The AWS error as statekeeper's; a missing table names the region it was looked
+        up in, since a table in another region is the usual cause."""
+        if _boto.error_code(exc) == "ResourceNotFoundException":
+            region = self.client.meta.region_name
+            raise StorageError(
+                f"{self._resource()} does not exist in {region} ({action} failed with "
+                "ResourceNotFoundException); create it there first (see `statekeeper "
+                "bootstrap`), or give the table's region: dynamodb://"
+                f"{self.table}?region=REGION" + (f", or {self.correct}" if self.correct else "")
+            ) from exc
         _boto.translate(exc, action, self._resource(), self.correct)
 
     def _call(self, action: str, fn: Any, **kwargs: Any) -> Any:
@@ -162,36 +206,7 @@ class DynamoLocks(LockTable):
         return item
 
     def _lock_of(self, item: dict[str, Any], *, damaged_ok: bool = False) -> LockInfo:
-        """The lock in ``item``; a damaged one is a StorageError, or with
-        ``damaged_ok`` (listings) an unreadable lock that names what is wrong."""
-        lock_id = item["LockID"].get("S", "")
-        info = item.get("Info", {}).get("S")
-        try:
-            if info is None:
-                raise InvalidLockInfo("it has no Info string")
-            lock = LockInfo.parse(info.encode("utf-8"))
-        except StatekeeperError as exc:
-            damage = (
-                f"the lock item {lock_id!r} in {self._resource()} is not a Terraform lock "
-                f"({exc.message}); once no Terraform run holds the state, remove it with "
-                "'statekeeper unlock NAME --force' or delete the item"
-            )
-            if damaged_ok:
-                raw = json.dumps(item, default=str).encode()
-                return LockInfo.unreadable(raw, damage)
-            raise StorageError(damage) from exc
-        acquired = None
-        if "Acquired" in item:
-            try:
-                acquired = parse_rfc3339(item["Acquired"]["S"])
-            except ValueError:
-                acquired = None
-        return replace(
-            lock,
-            actor=item.get("Actor", {}).get("S"),
-            remote_addr=item.get("RemoteAddr", {}).get("S"),
-            acquired=acquired,
-        )
+        return lock_of_item(item, self.table, damaged_ok=damaged_ok)
 
     def acquire(self, key: str, lock: LockInfo) -> None:
         # A holder that vanishes between our failed put and our read leaves the

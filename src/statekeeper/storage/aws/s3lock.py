@@ -16,6 +16,7 @@ import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from typing import Any
 from urllib.parse import quote, unquote
 
 from statekeeper.errors import ConfigError, LockConflict, StatekeeperError, StorageError
@@ -32,7 +33,7 @@ from statekeeper.terraform.layout import (
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.times import format_rfc3339, parse_rfc3339, utcnow
 
-__all__ = ["S3LockFiles", "open_locks"]
+__all__ = ["S3LockFiles", "lock_of_file", "open_locks"]
 
 # Answers that mean "this service does not do conditional deletes".
 _NO_CONDITIONAL_DELETE = ("NotImplemented", "InvalidArgument", "InvalidRequest")
@@ -45,6 +46,35 @@ def _with_path(body: bytes, path: str) -> bytes:
         return body
     raw["Path"] = path
     return json.dumps(raw, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def lock_of_file(resp: dict[str, Any], where: str, *, damaged_ok: bool = False) -> LockInfo:
+    """The lock in a lock file's GetObject answer (at ``where``), with the server's facts
+    from its metadata (``acquired``: the lock's age by the server's clock); a damaged
+    one is a StorageError, or with ``damaged_ok`` (listings, doctor) an unreadable lock
+    that names what is wrong."""
+    body = resp["Body"].read()
+    try:
+        lock = LockInfo.parse(body)
+    except StatekeeperError as exc:
+        damage = (
+            f"the lock file {where} is not a Terraform lock ({exc.message}); once no "
+            "Terraform run holds the state, remove it with 'statekeeper unlock NAME --force' "
+            "or delete the file"
+        )
+        if damaged_ok:
+            return LockInfo.unreadable(body, damage)
+        raise StorageError(damage) from exc
+    meta = {k.lower(): unquote(v) for k, v in (resp.get("Metadata") or {}).items()}
+    acquired = None
+    if meta.get("acquired"):
+        try:
+            acquired = parse_rfc3339(meta["acquired"])
+        except ValueError:
+            acquired = None
+    return replace(
+        lock, actor=meta.get("actor"), remote_addr=meta.get("remote-addr"), acquired=acquired
+    )
 
 
 class S3LockFiles(LockTable):
@@ -115,28 +145,7 @@ class S3LockFiles(LockTable):
         )
         if resp is None:
             return None
-        body = resp["Body"].read()
-        try:
-            lock = LockInfo.parse(body)
-        except StatekeeperError as exc:
-            damage = (
-                f"the lock file {self.where.uri(lock_key)} is not a Terraform lock "
-                f"({exc.message}); once no Terraform run holds the state, remove it with "
-                "'statekeeper unlock NAME --force' or delete the file"
-            )
-            if damaged_ok:
-                return LockInfo.unreadable(body, damage), str(resp["ETag"])
-            raise StorageError(damage) from exc
-        meta = {k.lower(): unquote(v) for k, v in (resp.get("Metadata") or {}).items()}
-        acquired = None
-        if meta.get("acquired"):
-            try:
-                acquired = parse_rfc3339(meta["acquired"])
-            except ValueError:
-                acquired = None
-        lock = replace(
-            lock, actor=meta.get("actor"), remote_addr=meta.get("remote-addr"), acquired=acquired
-        )
+        lock = lock_of_file(resp, self.where.uri(lock_key), damaged_ok=damaged_ok)
         return lock, str(resp["ETag"])
 
     def read(self, key: str) -> LockInfo | None:
