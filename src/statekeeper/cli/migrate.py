@@ -172,7 +172,7 @@ def migrate(
                 f"{s.name}: copied {s.copied} version(s) ({size(s.bytes)}), "
                 f"{s.skipped} already present"
             )
-        console.print(line, highlight=False, markup=False)
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     verb = "would copy" if dry_run else "copied"
     n = doc.planned if dry_run else doc.copied
     console.print(

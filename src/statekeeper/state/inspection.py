@@ -15,8 +15,10 @@ from statekeeper.errors import (
     BadRequest,
     ConfigError,
     EncryptedState,
+    InvalidState,
     StateNotFound,
     StorageError,
+    UnreadableState,
     VersionNotFound,
 )
 from statekeeper.security.caller import Caller
@@ -173,7 +175,14 @@ class Inspector:
         """One version's facts and content summary (resources, masked outputs)."""
         target = self._target(name, caller, version)
         current = self.states.read_existing(name, caller, target)
-        return current.version, describe_state(current.data)
+        try:
+            return current.version, describe_state(current.data)
+        except InvalidState as exc:
+            # Stored bytes that are no state (an object written by hand): the data is at
+            # fault, and the message names which.
+            raise UnreadableState(
+                f"version {current.version.version_id} of {name} is not a state: {exc.message}"
+            ) from exc
 
     def _target(self, name: StateName, caller: Caller, ref: str | None) -> str | None:
         if ref is None or ref in ("current", "latest"):

@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 
 __all__ = [
+    "AUDIT_PREFIX",
     "DEFAULT_WORKSPACE_PREFIX",
     "DIGEST_SUFFIX",
     "LOCK_FIELDS",
@@ -72,6 +73,8 @@ SHARED_HOLD_MARK = "!shared/"
 PROBE_PREFIX = ".statekeeper-doctor/"
 #: The webhooks of a store without a database: subscriptions, outbox, delivery log.
 WEBHOOKS_PREFIX = STATEKEEPER_PREFIX + "hooks/"
+#: The audit trail of a store without a database: an object per batch of events.
+AUDIT_PREFIX = STATEKEEPER_PREFIX + "audit/"
 
 
 def lock_path(namespace: str, key: str) -> str:
