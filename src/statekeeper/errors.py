@@ -24,6 +24,7 @@ driver boundary, and chained with ``raise ... from``.
     │   ├── StateConflict                409          state_conflict (serial/lineage guard)
     │   └── WriteRace                    409          write_race (the state changed under a write)
     ├── EncryptedState                   422  exit 1  state_encrypted (cannot diff or rewrite)
+    ├── UnreadableState                  422  exit 1  state_unreadable (stored bytes, no state)
     ├── PayloadTooLarge                  413          payload_too_large
     ├── Unauthenticated                  401          unauthenticated
     ├── Forbidden                        403          forbidden
@@ -68,6 +69,7 @@ __all__ = [
     "StorageError",
     "StoreNotFound",
     "Unauthenticated",
+    "UnreadableState",
     "VersionNotFound",
     "WriteRace",
 ]
@@ -198,6 +200,14 @@ class EncryptedState(StatekeeperError):
 
     status = 422
     code = "state_encrypted"
+
+
+class UnreadableState(StatekeeperError):
+    """A stored version is not a state (an object written by hand): the data is at
+    fault, not the request, so not a BadRequest."""
+
+    status = 422
+    code = "state_unreadable"
 
 
 class WriteRace(Conflict):

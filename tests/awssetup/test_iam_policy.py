@@ -94,21 +94,29 @@ def test_kms_key_by_arn_and_by_alias() -> None:
     }
 
 
-def test_read_only_drops_every_write() -> None:
+def test_read_only_drops_every_write_but_the_audit_trails() -> None:
     arn = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
-    doc = policy("--bucket", "tf-state", "--table", "tf-locks", "--kms-key", arn, "--read-only")
+    doc = policy(
+        "--bucket", "tf-state", "--prefix", "p/", "--table", "tf-locks", "--kms-key", arn,
+        "--read-only",
+    )  # fmt: skip
     allowed = set().union(*actions_on(doc).values())
     assert allowed == {
         "s3:ListBucket",
         "s3:ListBucketVersions",
         "s3:GetObject",
         "s3:GetObjectVersion",
+        # Reads are audited: on S3 by writing objects under the audit prefix, encrypted.
+        "s3:PutObject",
         "dynamodb:DescribeTable",
         "dynamodb:GetItem",
         "dynamodb:Scan",
         "kms:Decrypt",
+        "kms:GenerateDataKey",
     }
-    assert "arn:aws:s3:::tf-state/*.tflock" not in actions_on(doc)
+    writes = [r for r, actions in actions_on(doc).items() if "s3:PutObject" in actions]
+    assert writes == ["arn:aws:s3:::tf-state/p/statekeeper!/audit/*"]
+    assert "arn:aws:s3:::tf-state/p/*.tflock" not in actions_on(doc)
 
 
 def test_allow_delete_adds_state_deletes() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from statekeeper.app import Services
-from statekeeper.errors import BadRequest, InvalidState, StateConflict
+from statekeeper.errors import BadRequest, LockConflict, StateConflict, UnreadableState
 from statekeeper.security.caller import Caller
 from statekeeper.settings import Settings
 from statekeeper.state.migrate import FileSource, StoreSource, migrate
@@ -147,10 +147,38 @@ def test_a_bad_file_in_a_directory_is_named_and_nothing_is_copied(
     (tree / "a.tfstate").write_bytes(state_bytes(1))
     (tree / "b.tfstate").write_bytes(b"{not json")
     (tree / "c.tfstate").write_bytes(state_bytes(1))
-    with pytest.raises(InvalidState, match=r"^b\.tfstate .*could not be parsed") as caught:
+    with pytest.raises(UnreadableState, match=r"^b\.tfstate .*could not be parsed") as caught:
         migrate(FileSource(tree), dest.states, dest.locks, caller)
     assert "nothing was copied" in " ".join(caught.value.__notes__)
+    assert caught.value.exit_code == 1, "the source's data is at fault, not the command"
     assert list(dest.store.scan()) == []
+
+    # The dry run lists it as the real run's refusal, and goes on with the others.
+    dry = migrate(FileSource(tree), dest.states, dest.locks, caller, dry_run=True)
+    a, b, c = dry.view().states
+    assert a.refused is None and c.refused is None and dry.view().planned == 2
+    assert b.refused is not None
+    assert b.refused.startswith(f"not a state ({tree / 'b.tfstate'}: the state could not")
+
+
+def test_a_locked_destination_state_is_refused_by_the_dry_run_as_by_the_real_one(
+    services: Services, dest: Services, caller: Caller
+) -> None:
+    for name in ("a.tfstate", "b.tfstate"):
+        services.states.write(StateName(name), state_bytes(1), caller)
+    taken = dest.locks.lock(
+        StateName("b.tfstate"),
+        b'{"ID":"tf-1","Operation":"OperationTypeApply","Who":"tf@ci","Version":"1.15.5"}',
+        caller,
+    )
+
+    dry = migrate(StoreSource(services.store), dest.states, dest.locks, caller, dry_run=True)
+    a, b = dry.view().states
+    assert a.refused is None and a.planned == 1
+    assert b.refused == f"locked by {taken.describe()}" and "ID tf-1" in b.refused
+
+    with pytest.raises(LockConflict, match=r"^b\.tfstate is locked by ID tf-1 held by tf@ci"):
+        migrate(StoreSource(services.store), dest.states, dest.locks, caller)
 
 
 def test_a_dry_run_reports_the_refusal_the_real_run_makes(

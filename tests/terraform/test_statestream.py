@@ -220,3 +220,13 @@ def test_a_bad_item_deep_inside_a_large_array_is_refused() -> None:
             with pytest.raises(InvalidState, match=message):
                 _read_in_pieces(text.encode(), piece)
         _read_in_pieces(text.replace(bad_item + ",", "").encode(), 4096)  # the rest is fine
+
+
+def test_a_message_ending_in_at_is_not_doubled() -> None:
+    """json says "Unterminated string starting at"; the offset follows after a colon."""
+    text = '{"version":4,"serial":1,"lineage":"l","resources":[{"a":"cut'
+    with pytest.raises(InvalidState) as caught:
+        _read_in_pieces(text.encode(), 4096)
+    assert caught.value.message == (
+        "the state could not be parsed as JSON: Unterminated string starting at: character 56"
+    )

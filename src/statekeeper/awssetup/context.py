@@ -8,13 +8,13 @@ once per run, such as the account ID.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from statekeeper.errors import BadRequest
+from statekeeper.storage.aws.names import validate_bucket_name, validate_region, validate_table_name
 
 __all__ = [
     "Aws",
@@ -22,38 +22,7 @@ __all__ = [
     "Target",
     "kms_tail",
     "partition",
-    "validate_bucket_name",
-    "validate_table_name",
 ]
-
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_TABLE = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
-
-
-def validate_bucket_name(name: str, what: str = "bucket") -> str:
-    """An S3 bucket name as AWS accepts it, or a BadRequest saying why not."""
-    if not _BUCKET.match(name) or ".." in name or re.match(r"^\d+\.\d+\.\d+\.\d+$", name):
-        raise BadRequest(
-            f"{name!r} is not a valid {what} name: use 3-63 lowercase letters, digits, "
-            "hyphens and dots, starting and ending with a letter or digit"
-        )
-    return name
-
-
-def validate_table_name(name: str) -> str:
-    if not _TABLE.match(name):
-        raise BadRequest(
-            f"{name!r} is not a valid DynamoDB table name: use 3-255 letters, digits, "
-            "'_', '-' and '.'"
-        )
-    return name
-
-
-def validate_region(region: str) -> str:
-    if not _REGION.match(region):
-        raise BadRequest(f"{region!r} is not an AWS region name (e.g. us-east-1, eu-west-2)")
-    return region
 
 
 def partition(region: str) -> str:

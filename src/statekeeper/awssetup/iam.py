@@ -23,20 +23,22 @@ What each statement is for:
   because IAM resources for KMS are key ARNs.
 
 ``read_only`` keeps the list, read and ``Decrypt`` permissions (plus
-``GetItem``/``DescribeTable``/``Scan``) and drops every write.
+``GetItem``/``DescribeTable``/``Scan``) and drops every write but one:
+
+- ``AuditReads`` (only with ``read_only``) — ``s3:PutObject`` on ``B/P`` +
+  ``AUDIT_PREFIX``: every read is audited, on S3 by writing an object there
+  (the full policy grants it with ``WriteStates``); with a key, ``GenerateDataKey``
+  to encrypt it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from statekeeper.awssetup.context import (
-    partition,
-    validate_bucket_name,
-    validate_table_name,
-)
+from statekeeper.awssetup.context import partition
 from statekeeper.errors import BadRequest
-from statekeeper.terraform.layout import LOCK_FILE_SUFFIX, WEBHOOKS_PREFIX
+from statekeeper.storage.aws.names import validate_bucket_name, validate_table_name
+from statekeeper.terraform.layout import AUDIT_PREFIX, LOCK_FILE_SUFFIX, WEBHOOKS_PREFIX
 
 __all__ = ["iam_policy"]
 
@@ -111,7 +113,16 @@ def iam_policy(
             "Resource": objects,
         },
     ]
-    if not read_only:
+    if read_only:
+        statements.append(
+            {
+                "Sid": "AuditReads",
+                "Effect": "Allow",
+                "Action": "s3:PutObject",
+                "Resource": f"{bucket_arn}/{prefix}{AUDIT_PREFIX}*",
+            }
+        )
+    else:
         statements += [
             {
                 "Sid": "WriteStates",
@@ -154,8 +165,11 @@ def iam_policy(
             }
         )
     if kms_key:
+        # GenerateDataKey for every object written encrypted, the audit trail's included.
         actions = (
-            ["kms:Decrypt"] if read_only else ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"]
+            ["kms:Decrypt", "kms:GenerateDataKey"]
+            if read_only
+            else ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"]
         )
         statements.append(_kms_statement(kms_key, where, who, part, actions))
     return {"Version": "2012-10-17", "Statement": statements}

@@ -38,9 +38,10 @@ def log_unstored(event: Event) -> None:
     """The audit trail of a change made with no store to record it in: a token
     change with a tokens file, a bootstrap or ``doctor --fix`` (the servers' store
     was not given, and no embedded database is there to open). It goes to the
-    log, and the CLI says how to record it properly.
+    log at INFO, as JSON: the command's own warning says how to record it
+    properly, and its report already said what changed.
     """
-    log.warning("audit event not stored (no --store given): %s", event.to_json())
+    log.info("audit event not stored (no --store given): %s", event.json_text())
 
 
 class LocalAdmin:

@@ -18,6 +18,7 @@ def warn_unaudited() -> None:
         "--store (the servers' store) to record them there",
         highlight=False,
         markup=False,
+        soft_wrap=True,
     )
 
 

@@ -45,9 +45,15 @@ class _LocksGroup(click.Group):
 def _print_releases(rows: list[Release], dry_run: bool) -> None:
     verb = "would remove" if dry_run else "removed"
     for r in rows:
-        console.print(
+        # A damaged lock has no ID, operation or holder to name (only --force removes it).
+        line = (
             f"{verb} lock {r.id} on {r.name}: {r.operation or '?'} by "
-            f"{r.who or '?'}, age {age(r.age_seconds)}",
+            f"{r.who or '?'}, age {age(r.age_seconds)}"
+            if r.id
+            else f"{verb} the damaged lock on {r.name} (it named no ID, operation or holder)"
+        )
+        console.print(
+            line,
             highlight=False,
             soft_wrap=True,
             markup=False,

@@ -174,7 +174,7 @@ def migrate(
                 f"{s.name}: copied {s.copied} version(s) ({size(s.bytes)}), "
                 f"{s.skipped} already present"
             )
-        console.print(line, highlight=False, markup=False)
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     for key in doc.unaddressable:
         verb = "would not be copied" if dry_run else "not copied"
         console.print(

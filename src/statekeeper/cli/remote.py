@@ -11,7 +11,6 @@ code as it would on a local store.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -27,13 +26,14 @@ from statekeeper.errors import (
     Unauthenticated,
 )
 from statekeeper.inventory.views import InventoryCounts, SearchResult
+from statekeeper.security.redaction import redacted
 from statekeeper.state import views
 from statekeeper.state.listing import UNADDRESSABLE_HEADER, Unaddressable
 from statekeeper.terraform.layout import LOCK_FIELDS
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.names import StateName
 
-__all__ = ["RemoteBackend", "error_from_response", "redacted"]
+__all__ = ["RemoteBackend", "error_from_response"]
 
 API = "/api/v1"
 V = TypeVar("V", bound=BaseModel)
@@ -88,20 +88,6 @@ def _parse(adapter: TypeAdapter[T], response: httpx.Response) -> T:
             f"is not what its API documents ({exc.error_count()} problem(s), first: "
             f"{exc.errors()[0]['msg']}); is it a statekeeper server of another version?"
         ) from exc
-
-
-# The userinfo of a URL: up to the last "@" before the path (a password may hold "@").
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)@")
-
-
-def redacted(url: str) -> str:
-    """``url`` as messages show it: a password in it (``http://admin:SECRET@host``)
-    becomes ``***``, and so does a user name standing alone (it may be a token)."""
-    m = _USERINFO.match(url)
-    if m is None:
-        return url
-    user, sep, _ = m.group(2).partition(":")
-    return f"{m.group(1)}{user + ':***' if sep else '***'}@{url[m.end() :]}"
 
 
 def _base_url(url: str) -> str:

@@ -92,12 +92,17 @@ def states(
     warn_left_out(backend.left_out)
     unknown = sum(not r.serial_known for r in rows)
     if unknown:
+        why = (
+            # --details read each state: what is left records no serial and is no state.
+            "the current version records none and its bytes show none (encrypted by OpenTofu, "
+            "or not a state)"
+            if details
+            else "neither the store's listing nor an inventory index has them "
+            "('statekeeper search' builds one); 'statekeeper states --details' reads "
+            "each state, at a request per state"
+        )
         err_console.print(
-            f"{UNKNOWN} {unknown} serial(s) unknown: neither the store's listing nor an "
-            "inventory index has them ('statekeeper search' builds one); "
-            "'statekeeper states --details' reads each state, at a request per state",
-            highlight=False,
-            soft_wrap=True,
+            f"{UNKNOWN} {unknown} serial(s) unknown: {why}", highlight=False, soft_wrap=True
         )
 
 
@@ -213,7 +218,17 @@ def push(
         print_view(result)
         return
     v = result.version
-    if result.created:
+    if result.history_warning is not None:
+        # No version to name (S3 says "null"): the state it replaced is gone for good.
+        console.print(
+            f"pushed {name}: serial {dash(v.serial)}, {size(v.size)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        err_console.print(
+            f"warning: {result.history_warning}", highlight=False, markup=False, soft_wrap=True
+        )
+    elif result.created:
         console.print(
             f"pushed {name}: version {v.version_id}, serial {dash(v.serial)}, {size(v.size)}",
             highlight=False,

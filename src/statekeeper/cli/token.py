@@ -67,6 +67,7 @@ def create(
             "--store (the servers' store) to record it there",
             highlight=False,
             markup=False,
+            soft_wrap=True,
         )
     err_console.print("The secret is shown only now; keep it in your CI's secret store:")
     console.print(issued.secret, highlight=False, soft_wrap=True, markup=False)

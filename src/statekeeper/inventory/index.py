@@ -45,7 +45,7 @@ from statekeeper.inventory.query import parse_query
 from statekeeper.inventory.queue import IndexQueue
 from statekeeper.state.globs import parse_glob
 from statekeeper.state.listing import StateSummary, Unaddressable, is_state_key
-from statekeeper.state.version import version_from_info
+from statekeeper.state.version import StateVersion, version_from_info
 from statekeeper.storage.base import ObjectInfo, ObjectStore
 from statekeeper.terraform.names import StateName
 from statekeeper.times import format_rfc3339, parse_rfc3339
@@ -201,7 +201,7 @@ class Inventory:
         conn.execute("DELETE FROM inv_states WHERE name = ?", (name,))
 
     def _put(
-        self, conn: sqlite3.Connection, info: ObjectInfo, actor: str | None, facts: IndexedState
+        self, conn: sqlite3.Connection, info: ObjectInfo, version: StateVersion, facts: IndexedState
     ) -> None:
         name = info.key
         self._drop(conn, name)
@@ -216,8 +216,9 @@ class Inventory:
                 int(facts.encrypted),
                 len(facts.resources),
                 info.size,
-                format_rfc3339(info.last_modified),
-                actor,
+                # When it was written: a migrated version keeps its source's time.
+                format_rfc3339(version.created),
+                version.actor,
             ),
         )
         for r in facts.resources:
@@ -242,7 +243,7 @@ class Inventory:
                 (cur.lastrowid, r.address, r.type, r.module, r.provider, r.text),
             )
 
-    def _read(self, key: str) -> tuple[ObjectInfo, str | None, IndexedState] | None:
+    def _read(self, key: str) -> tuple[ObjectInfo, StateVersion, IndexedState] | None:
         opened = self.store.open(key)
         if opened is None:
             return None
@@ -260,14 +261,13 @@ class Inventory:
                 PARSE_LIMIT,
             )
             facts = IndexedState(serial=version.serial, lineage=version.lineage)
-            return opened.info, version.actor, facts
+            return opened.info, version, facts
         data = b"".join(opened.chunks)
         try:
             facts = extract(data)
         except StatekeeperError:
             facts = IndexedState()  # not a readable state: listed, nothing to search
-        actor = version_from_info(key, opened.info, data).actor
-        return opened.info, actor, facts
+        return opened.info, version_from_info(key, opened.info, data), facts
 
     def index_state(self, name: str) -> None:
         """Re-read one state from the store (gone: drop it)."""

@@ -31,23 +31,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from statekeeper.errors import BadRequest, StatekeeperError
+from statekeeper.errors import AccessDenied, BadRequest, StatekeeperError
 from statekeeper.events import OUTCOMES, Action, Event
 from statekeeper.state.globs import parse_glob
 from statekeeper.storage.base import ObjectStore, RecordSpace
 from statekeeper.storage.sqlite.database import SqliteDatabase
+from statekeeper.terraform.layout import AUDIT_PREFIX
 from statekeeper.terraform.names import StateName
 
 __all__ = [
-    "AUDIT_PREFIX",
     "AuditFilter",
     "AuditLog",
     "SqliteAuditLog",
     "StoreAuditLog",
     "open_audit_log",
 ]
-
-AUDIT_PREFIX = "statekeeper!/audit/"
 
 log = logging.getLogger("statekeeper.audit")
 
@@ -263,6 +261,17 @@ class SqliteAuditLog:
         return out[::-1]
 
 
+def _unwritten(exc: StatekeeperError, where: str) -> str:
+    """Why a batch of events was not written, and what to do about it."""
+    if isinstance(exc, AccessDenied):
+        return (
+            f"the audit trail could not be written: reads are audited too, by writing under "
+            f"{where} in the store, and AWS denied these credentials s3:PutObject there; "
+            "grant it on that prefix (`statekeeper iam-policy --read-only` includes it)"
+        )
+    return f"the audit trail could not be written under {where}: {exc.message}"
+
+
 class StoreAuditLog:
     """JSON-lines objects in an ObjectStore (for stateless replicas), in small batches.
 
@@ -320,7 +329,8 @@ class StoreAuditLog:
                 return
 
     def flush(self) -> None:
-        """Write the pending events now (failures go to the log, events included)."""
+        """Write the pending events now (a failure goes to the log, one line, with the
+        events in its JSON fields)."""
         with self._writing:
             with self._cv:
                 batch, self._pending = self._pending, []
@@ -331,10 +341,12 @@ class StoreAuditLog:
             except StatekeeperError as exc:
                 self._failures += len(batch)
                 log.error(
-                    "the audit trail could not be written (%s); %d events: %s",
-                    exc.message,
+                    "%s; %d event(s) not recorded",
+                    _unwritten(exc, self.store.full_key(self.prefix)),
                     len(batch),
-                    "\n".join(e.json_text() for e in batch),
+                    # The events ride on the JSON log line (a server's), not in its
+                    # message: with read-only credentials every CLI read would print them.
+                    extra={"fields": {"events": [e.to_json() for e in batch]}},
                 )
 
     def _write(self, batch: list[Event]) -> None:

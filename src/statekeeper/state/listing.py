@@ -282,14 +282,14 @@ def list_locks(
 
 def _listed(objects: Iterable[ObjectInfo]) -> Iterator[StateSummary]:
     # Imported here, once a listing: a lock listing reads no version (the CLI's loop path).
-    from statekeeper.state.version import serial_of
+    from statekeeper.state.version import listed_facts
 
     for info in objects:
-        serial, lineage = serial_of(info)
+        serial, lineage, written = listed_facts(info)
         yield StateSummary(
             name=info.key,
             size=info.size,
-            last_modified=info.last_modified,
+            last_modified=written,
             version_id=info.version_id,
             serial=serial,
             lineage=lineage,
@@ -298,7 +298,7 @@ def _listed(objects: Iterable[ObjectInfo]) -> Iterator[StateSummary]:
 
 
 def _detailed(store: ObjectStore, summary: StateSummary) -> StateSummary:
-    from statekeeper.state.version import serial_of, version_from_info
+    from statekeeper.state.version import listed_facts, version_from_info
 
     count: int | None = None
     current: ObjectInfo | None = None
@@ -306,20 +306,22 @@ def _detailed(store: ObjectStore, summary: StateSummary) -> StateSummary:
         listed = store.versions(summary.name)
         count = len(listed)
         current = next((v for v in listed if v.is_latest and v.has_metadata), None)
-    serial, lineage = summary.serial, summary.lineage
+    serial, lineage, written = summary.serial, summary.lineage, summary.last_modified
     if serial is None:
         # The current version's metadata (a HEAD on S3, unless the version listing
         # brought it), and only where statekeeper wrote none (Terraform's own
         # writes) the bytes.
         info = current or store.head(summary.name)
         if info is not None:
-            serial, lineage = serial_of(info)
+            serial, lineage, written = listed_facts(info)
         if serial is None:
             obj = store.get(summary.name)
             if obj is not None:
                 v = version_from_info(summary.name, obj.info, obj.data)
                 serial, lineage = v.serial, v.lineage
-    return replace(summary, versions=count, serial=serial, lineage=lineage)
+    elif current is not None:
+        written = listed_facts(current)[2]
+    return replace(summary, versions=count, serial=serial, lineage=lineage, last_modified=written)
 
 
 def list_states(

@@ -282,7 +282,13 @@ class LockService:
             event.lock(info)
             event.detail = "held for an operator command, then released"
             with self.serialized(name):
-                self.keeper.take(name, info)
+                try:
+                    self.keeper.take(name, info)
+                except LockConflict as exc:
+                    # Named: a command may go through many states (migrate).
+                    raise LockConflict(
+                        exc.holder, f"{name} is locked by {exc.holder.describe()}"
+                    ) from exc
             try:
                 yield info
             finally:

@@ -38,6 +38,7 @@ from statekeeper.errors import (
     StateConflict,
     StatekeeperError,
     StorageError,
+    UnreadableState,
 )
 from statekeeper.events import Action
 from statekeeper.security.caller import Caller
@@ -239,13 +240,22 @@ class MigrationReport:
 Progress = Callable[[str, str, int], None]
 
 
-def _parse(name: str, version: SourceVersion, data: bytes) -> None:
-    """``data`` must be a state: InvalidState naming the state and its source version."""
+def _unreadable(data: bytes) -> str | None:
+    """Why ``data`` is not a state; None when it is one."""
     try:
         StateDoc.parse(data, keep_document=False)
     except InvalidState as exc:
+        return exc.message
+    return None
+
+
+def _parse(name: str, version: SourceVersion, data: bytes) -> None:
+    """``data`` must be a state: UnreadableState naming the state and its source version
+    (the source's data is at fault, not the command: exit 1)."""
+    problem = _unreadable(data)
+    if problem is not None:
         where = name if version.label == name else f"{name} (from {version.label})"
-        raise InvalidState(f"{where}: {exc.message}") from exc
+        raise UnreadableState(f"{where}: {problem}")
 
 
 def _refusal(exc: StateConflict) -> str:
@@ -306,11 +316,18 @@ def _copy_state(
             yield v, data
 
     if dry_run:
-        # What the real run checks, without its lock or writes: each version is a state,
-        # and the first one written passes the serial/lineage guard (the others are
-        # written with force, as a replayed history is).
+        # What the real run checks, without its lock or writes: the lock is free, each
+        # version is a state, and the first one written passes the serial/lineage guard
+        # (the others are written with force, as a replayed history is).
+        holders = locks.holders(state)
+        if holders:
+            report.refused = f"locked by {holders[0].describe()}"
+            return report
         for v, data in plan():
-            _parse(name, v, data)
+            problem = _unreadable(data)
+            if problem is not None:
+                report.refused = f"not a state ({v.label}: {problem})"
+                return report
             if report.planned == 1:
                 try:
                     dest.check_write(state, data, force=force)
@@ -374,11 +391,12 @@ def migrate(
     report = MigrationReport(dry_run)
     names = source.names(prefix)
     report.unaddressable = list(source.left_out.keys)
-    try:
-        source.check(names)
-    except StatekeeperError as exc:
-        exc.add_note("nothing was copied: every source file is checked before the first copy")
-        raise
+    if not dry_run:  # a dry run lists each state that is not one, and goes on
+        try:
+            source.check(names)
+        except StatekeeperError as exc:
+            exc.add_note("nothing was copied: every source file is checked before the first copy")
+            raise
     for name in names:
         try:
             copied = _copy_state(

@@ -131,10 +131,19 @@ class Operator:
     def describe(self, name: StateName, current: CurrentState) -> views.StateDetail:
         """:meth:`show`'s answer for a version already read (a page that shows more of
         it reads it once)."""
+        from statekeeper.errors import InvalidState, UnreadableState
         from statekeeper.state import views
         from statekeeper.state.diff import describe_state
 
-        v, content = current.version, describe_state(current.data)
+        v = current.version
+        try:
+            content = describe_state(current.data)
+        except InvalidState as exc:
+            # Stored bytes that are no state (an object written by hand): the data is at
+            # fault, and the message names which.
+            raise UnreadableState(
+                f"version {v.version_id} of {name} is not a state: {exc.message}"
+            ) from exc
         holders = self.locks.holders(name)
         lock = holders[0] if holders else None
         shared = lock is not None and (

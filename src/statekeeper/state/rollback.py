@@ -145,12 +145,16 @@ def rollback(
 class PushResult:
     name: str
     outcome: WriteOutcome
+    #: Why a state this push replaced is gone for good (a store without history); None:
+    #: the store keeps every version.
+    history_warning: str | None = None
 
     def view(self) -> views.PushResult:
         return views.PushResult(
             name=self.name,
             created=self.outcome.created,
             version=views.VersionView.of(self.outcome.version),
+            history_warning=self.history_warning,
         )
 
 
@@ -179,4 +183,6 @@ def push(
             event.detail = "unchanged (the bytes were already current)"
         elif force:
             event.detail = "forced past the serial/lineage guard"
-    return PushResult(str(name), outcome)
+    # Without history a push replaces the state for good, and its version has no ID
+    # (S3 says "null"): the caller is told.
+    return PushResult(str(name), outcome, states.store.history_warning if outcome.created else None)

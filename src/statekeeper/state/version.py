@@ -15,7 +15,7 @@ from statekeeper.times import format_rfc3339, parse_rfc3339
 if TYPE_CHECKING:
     from statekeeper.storage.base import ObjectInfo
 
-__all__ = ["Provenance", "StateVersion", "serial_of", "version_from_info"]
+__all__ = ["Provenance", "StateVersion", "listed_facts", "version_from_info"]
 
 
 @dataclass(frozen=True)
@@ -134,11 +134,13 @@ def _decoded(items: tuple[tuple[str, str], ...]) -> dict[str, Any]:
     return out
 
 
-def serial_of(info: ObjectInfo) -> tuple[int | None, str | None]:
+def listed_facts(info: ObjectInfo) -> tuple[int | None, str | None, datetime]:
     """The serial and lineage statekeeper recorded in a version's metadata (None, None
-    where it recorded none: a state written by Terraform's own backend)."""
+    where it recorded none: a state written by Terraform's own backend), and when the
+    version was written: a migrated version keeps its source's time, as its history
+    shows it; else (or where the listing carries no metadata) the store's."""
     fields = StateVersion.metadata_fields(dict(info.metadata)) if info.has_metadata else {}
-    return fields.get("serial"), fields.get("lineage")
+    return fields.get("serial"), fields.get("lineage"), fields.get("created", info.last_modified)
 
 
 def version_from_info(name: str, info: ObjectInfo, data: bytes | None = None) -> StateVersion:

@@ -332,6 +332,11 @@ class PushResult(View):
     name: str
     created: bool = Field(description="False when the bytes were already current")
     version: VersionView
+    history_warning: str | None = Field(
+        None,
+        description="Set when the store keeps no history: the state this push replaced is "
+        "gone for good, and why",
+    )
 
 
 class Release(View):

@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 
 __all__ = [
+    "AUDIT_PREFIX",
     "DEFAULT_WORKSPACE_PREFIX",
     "DIGEST_SUFFIX",
     "LOCK_FIELDS",
@@ -75,6 +76,8 @@ PROBE_PREFIX = ".statekeeper-doctor/"
 WEBHOOKS_PREFIX = STATEKEEPER_PREFIX + "hooks/"
 #: The web UI's ended sessions in a store without a database (security/signouts.py).
 SIGNOUTS_PREFIX = STATEKEEPER_PREFIX + "signouts/"
+#: The audit trail of a store without a database: an object per batch of events.
+AUDIT_PREFIX = STATEKEEPER_PREFIX + "audit/"
 
 
 def lock_path(namespace: str, key: str) -> str:

@@ -200,6 +200,16 @@ class LockInfo:
         }
         return cls.parse(json.dumps(raw, separators=(",", ":")).encode())
 
+    def body_with_path(self, path: str) -> bytes:
+        """The body as a lock file or DynamoDB item stores it: with ``Path`` set as
+        Terraform's S3 backend writes it (``BUCKET/KEY``; the http backend sends it
+        empty), the bytes kept as sent when it already is."""
+        raw = json.loads(self.body)
+        if raw.get("Path") == path:
+            return self.body
+        raw["Path"] = path
+        return json.dumps(raw, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
     def with_facts(self, actor: str | None, remote_addr: str | None) -> LockInfo:
         return replace(self, actor=actor, remote_addr=remote_addr, acquired=utcnow())
 

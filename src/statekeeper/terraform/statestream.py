@@ -179,9 +179,10 @@ class StateDocReader:
         if pos is None:
             return InvalidState(f"the state could not be parsed as JSON: {message}")
         # json's own messages give a line and column too; counting lines through a
-        # 500 MB body costs more than the rest of the check, so the offset it is.
+        # 500 MB body costs more than the rest of the check, so the offset it is. After
+        # a colon, as json writes it: some of its messages end in "at" already.
         return InvalidState(
-            f"the state could not be parsed as JSON: {message} at character {self._offset + pos}"
+            f"the state could not be parsed as JSON: {message}: character {self._offset + pos}"
         )
 
     # The grammar, as generators that yield when they need more text

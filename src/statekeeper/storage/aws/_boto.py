@@ -16,12 +16,15 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from urllib.parse import urlsplit
 
 import boto3
 import botocore.exceptions
 from botocore.config import Config
 
 from statekeeper.errors import AccessDenied, ConfigError, StorageError
+from statekeeper.security.redaction import redact_urls, redacted
+from statekeeper.storage.aws.names import region_error, validate_bucket_name, validate_region
 
 if TYPE_CHECKING:
     from statekeeper.storage.registry import DriverURL
@@ -54,21 +57,43 @@ def _session(profile: str | None) -> boto3.session.Session:
     return _SESSIONS[profile]
 
 
+def _chosen_region(explicit: str | None, profile: str | None) -> tuple[str, str | None]:
+    """The region, and where it was read when not given (for the message refusing it)."""
+    if explicit:
+        return explicit, None
+    if os.environ.get("AWS_REGION"):
+        return os.environ["AWS_REGION"], "AWS_REGION"
+    chosen = _session(profile).region_name
+    if chosen:
+        return chosen, "AWS_DEFAULT_REGION or the AWS profile"
+    return "us-east-1", None
+
+
 def region(explicit: str | None = None, profile: str | None = None) -> str:
     """The region every AWS client of statekeeper uses.
 
     As given (``?region=``, ``--region``), else ``AWS_REGION`` (which the AWS
     CLI and the SDKs honour, boto3 does not), else boto3's own choice
     (``AWS_DEFAULT_REGION``, the profile's ``region``), else ``us-east-1``.
+    :func:`client` refuses one that is no region name.
     """
-    if explicit:
-        return explicit
-    if os.environ.get("AWS_REGION"):
-        return os.environ["AWS_REGION"]
-    return _session(profile).region_name or "us-east-1"
+    return _chosen_region(explicit, profile)[0]
 
 
-_region = region  # ``client`` takes a parameter of the same name
+def _endpoint(service: str) -> bool:
+    """Whether an endpoint override is set for ``service``; one that is not an http(s)
+    URL is refused (botocore's ValueError would be a traceback), without echoing a
+    password it holds."""
+    overridden = False
+    for var in (f"AWS_ENDPOINT_URL_{service.upper()}", "AWS_ENDPOINT_URL"):
+        value = os.environ.get(var)
+        if not value:
+            continue
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"{var} {redacted(value)!r} is not a URL; write http(s)://HOST:PORT")
+        overridden = True
+    return overridden
 
 
 def client(
@@ -79,10 +104,16 @@ def client(
     path_style: bool | None = None,
     max_attempts: int = 8,
 ) -> Any:
-    """A boto3 client for ``service`` ("s3", "dynamodb", …) with our defaults."""
-    endpoint_override = bool(
-        os.environ.get("AWS_ENDPOINT_URL") or os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}")
-    )
+    """A boto3 client for ``service`` ("s3", "dynamodb", …) with our defaults.
+
+    Its region must be an AWS region name (exit 2 otherwise, naming where it was
+    read). With an endpoint override the service names its own regions (Garage's
+    ``garage``), so only what botocore itself refuses is refused then.
+    """
+    endpoint_override = _endpoint(service)
+    name, source = _chosen_region(region, profile)
+    if not endpoint_override:
+        validate_region(name, source)
     if path_style is None:
         path_style = endpoint_override
     # docs/operations.md#aws-clients says why each option is safe and what it costs.
@@ -98,9 +129,12 @@ def client(
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    return _session(profile).client(  # type: ignore[call-overload]
-        service, region_name=_region(region, profile), config=config
-    )
+    try:
+        return _session(profile).client(  # type: ignore[call-overload]
+            service, region_name=name, config=config
+        )
+    except botocore.exceptions.InvalidRegionError as exc:
+        raise region_error(name, source) from exc
 
 
 def error_code(exc: BaseException) -> str:
@@ -114,6 +148,11 @@ def status_code(exc: BaseException) -> int:
     if isinstance(exc, botocore.exceptions.ClientError):
         return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
     return 0
+
+
+def _missing_bucket(what: str, why: str, correct: str = "") -> StorageError:
+    fix = "create it first (see `statekeeper bootstrap`)" + (f" or {correct}" if correct else "")
+    return StorageError(f"{what} does not exist ({why}); {fix}")
 
 
 def translate(exc: Exception, action: str, resource: str, correct: str = "") -> NoReturn:
@@ -145,7 +184,7 @@ def translate(exc: Exception, action: str, resource: str, correct: str = "") -> 
             else None
         )
         what = f"the S3 bucket {bucket!r}" if bucket else f"the bucket of {resource}"
-        raise StorageError(f"{what} does not exist ({action} failed with {code}); {fix}") from exc
+        raise _missing_bucket(what, f"{action} failed with {code}", correct) from exc
     if code == "ResourceNotFoundException":
         raise StorageError(
             f"{resource} does not exist ({action} failed with {code}); {fix}"
@@ -166,9 +205,12 @@ def translate(exc: Exception, action: str, resource: str, correct: str = "") -> 
         | botocore.exceptions.ConnectTimeoutError
         | botocore.exceptions.ReadTimeoutError,
     ):
-        raise StorageError(f"{action} on {resource} could not reach AWS: {exc}") from exc
+        # botocore quotes the URL it called: the endpoint override's password with it.
+        raise StorageError(
+            f"{action} on {resource} could not reach AWS: {redact_urls(str(exc))}"
+        ) from exc
     raise StorageError(
-        f"{action} on {resource} failed: {code or type(exc).__name__}: {exc}"
+        f"{action} on {resource} failed: {code or type(exc).__name__}: {redact_urls(str(exc))}"
     ) from exc
 
 
@@ -204,6 +246,7 @@ class S3Bucket:
         bucket = url.netloc
         if not bucket:
             raise ConfigError(f"{url.raw!r} names no bucket; use {url.scheme}://BUCKET[/PREFIX]")
+        validate_bucket_name(bucket, legacy=True)
         prefix = url.path.strip("/")
         if "//" in prefix:
             raise ConfigError(f"{url.raw!r}: the key prefix must not contain '//'")
@@ -276,7 +319,16 @@ class S3Bucket:
 
     def probe(self) -> None:
         """HeadBucket (needs s3:ListBucket): one request, no object read."""
-        self.call("s3:ListBucket", "", self.client.head_bucket)
+
+        def missing(exc: Exception) -> None:
+            # A HEAD answer has no body: a missing bucket is a bare 404, no NoSuchBucket.
+            if status_code(exc) == 404:
+                raise _missing_bucket(
+                    f"the S3 bucket {self.bucket!r}", "s3:HeadBucket answered 404", self.correct
+                ) from exc
+            translate(exc, "s3:ListBucket", self.uri(), self.correct)
+
+        self.call("s3:ListBucket", "", self.client.head_bucket, missing)
 
     def call(
         self,

@@ -3,11 +3,12 @@
 For a state whose object is ``KEY`` in bucket ``BUCKET``:
 
 - the lock is the item ``LockID = "BUCKET/KEY"`` whose ``Info`` is the
-  LockInfo JSON, verbatim as the client sent it (what Terraform prints for a
-  held lock). The server's own facts go in ``Actor``, ``RemoteAddr`` and
-  ``Acquired``, which Terraform never reads, and ``Shared`` while plans
-  share the lock (:mod:`statekeeper.state.holds`): a lock so marked is never
-  released without reading which holds are beside it;
+  LockInfo JSON as the client sent it, with ``Path`` set to ``BUCKET/KEY`` as
+  Terraform's backend writes it (what Terraform prints for a held lock). The
+  server's own facts go in ``Actor``, ``RemoteAddr`` and ``Acquired``, which
+  Terraform never reads, and ``Shared`` while plans share the lock
+  (:mod:`statekeeper.state.holds`): a lock so marked is never released without
+  reading which holds are beside it;
 - the digest is the item whose ``LockID`` is the lock path plus ``DIGEST_SUFFIX``
   (see :mod:`statekeeper.terraform.layout`) with ``Digest`` = hex MD5 of the
   current state, which Terraform's S3 backend checks on every read.
@@ -193,10 +194,14 @@ class DynamoLocks(LockTable):
 
     # Locks
 
+    def _info(self, key: str, lock: LockInfo) -> str:
+        """The ``Info`` this table writes for ``lock``: the same each time it is made."""
+        return lock.body_with_path(self.lock_id(key)).decode("utf-8")
+
     def _item(self, key: str, lock: LockInfo) -> dict[str, Any]:
         item: dict[str, Any] = {
             "LockID": {"S": self.lock_id(key)},
-            "Info": {"S": lock.body.decode("utf-8")},
+            "Info": {"S": self._info(key, lock)},
             "Acquired": {"S": format_rfc3339(lock.acquired or utcnow())},
         }
         if lock.actor:
@@ -266,11 +271,11 @@ class DynamoLocks(LockTable):
 
     def release_exactly(self, key: str, lock: LockInfo) -> bool:
         """One request: a DeleteItem conditioned on the lock's ``Info`` and ``Actor``
-        (the body the client sent and the identity that took it: the lock as this
-        table wrote it) and on the absence of the ``Shared`` mark."""
+        (the body as this table wrote it and the identity that took it) and on the
+        absence of the ``Shared`` mark."""
         if lock.damaged is not None:
             return False
-        values = {":info": {"S": lock.body.decode("utf-8")}}
+        values = {":info": {"S": self._info(key, lock)}}
         if lock.actor:
             taker = "#actor = :actor"
             values[":actor"] = {"S": lock.actor}

@@ -12,7 +12,6 @@ it); the server's own facts travel as user metadata, which Terraform ignores.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -37,15 +36,6 @@ __all__ = ["S3LockFiles", "lock_of_file", "open_locks"]
 
 # Answers that mean "this service does not do conditional deletes".
 _NO_CONDITIONAL_DELETE = ("NotImplemented", "InvalidArgument", "InvalidRequest")
-
-
-def _with_path(body: bytes, path: str) -> bytes:
-    """The client's LockInfo with ``Path`` set; the bytes are kept when it already is."""
-    raw = json.loads(body)
-    if raw.get("Path") == path:
-        return body
-    raw["Path"] = path
-    return json.dumps(raw, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def lock_of_file(resp: dict[str, Any], where: str, *, damaged_ok: bool = False) -> LockInfo:
@@ -98,7 +88,7 @@ class S3LockFiles(LockTable):
 
     def acquire(self, key: str, lock: LockInfo) -> None:
         lock_key = self.lock_key(key)
-        body = _with_path(lock.body, self._path(key))
+        body = lock.body_with_path(self._path(key))
         facts = {"acquired": format_rfc3339(lock.acquired or utcnow())}
         if lock.actor:
             facts["actor"] = quote(lock.actor, safe="")
