@@ -29,7 +29,8 @@ def test_readyz_says_a_missing_bucket_does_not_exist(
     # for the store and for the lock files beside its states.
     missing = (
         f"the S3 bucket {plain_bucket!r} does not exist (s3:HeadBucket answered 404); "
-        "create it first (see `statekeeper bootstrap`) or correct the store URL"
+        f"create it first (see `statekeeper bootstrap`) or correct 's3://{plain_bucket}' "
+        "(--store, STATEKEEPER_STORE or store in the config file)"
     )
     assert answer.json()["message"] == f"store: {missing}; locks: {missing}"
 
