@@ -12,7 +12,7 @@ import socket
 from collections.abc import Callable
 
 import httpx
-from tfwire import refusal
+from tfwire import refusal, until_closed
 
 from statekeeper.testing.processes import StatekeeperServer
 
@@ -47,10 +47,7 @@ def _exchange(server: StatekeeperServer, request: bytes) -> bytes:
     """Send ``request`` in one write; everything the server answers until it closes."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(request)
-        out = b""
-        while chunk := sock.recv(4096):
-            out += chunk
-    return out
+        return until_closed(sock)
 
 
 def test_a_request_the_parser_refuses_is_a_400_in_the_error_shape(

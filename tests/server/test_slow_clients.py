@@ -12,21 +12,13 @@ import time
 from collections.abc import Callable
 
 import httpx
-from tfwire import refusal
+from tfwire import refusal, until_closed
 
 from statekeeper.testing.processes import StatekeeperServer
 
 
 def _connect(server: StatekeeperServer) -> socket.socket:
     return socket.create_connection(("127.0.0.1", server.port), timeout=10)
-
-
-def _answer(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes the connection."""
-    out = b""
-    while chunk := sock.recv(4096):
-        out += chunk
-    return out
 
 
 def test_a_client_that_never_finishes_its_headers_is_cut_off(
@@ -44,7 +36,7 @@ def test_a_client_that_never_finishes_its_headers_is_cut_off(
         except OSError:
             break
     for sock in (dripping, silent):
-        status, headers, error = refusal(_answer(sock))
+        status, headers, error = refusal(until_closed(sock))
         assert (status, error["error"], headers["connection"]) == (408, "header_timeout", "close")
         assert error["message"].startswith("the request headers took longer than 1 s")
     assert time.monotonic() - started < 8
@@ -58,7 +50,7 @@ def test_a_client_that_never_finishes_its_headers_is_cut_off(
         sock.sendall(b"GET /healthz HTTP/1.1\r\n")
         time.sleep(0.3)
         sock.sendall(b"Host: x\r\n")  # ...and then nothing more
-        answer = _answer(sock)
+        answer = until_closed(sock)
         assert answer.startswith(b"HTTP/1.1 408 "), answer
     assert httpx.get(server.url + "/healthz").status_code == 200
 
@@ -74,7 +66,7 @@ def test_connections_beyond_the_limit_are_refused_and_the_server_recovers(
     with _connect(server) as extra:
         # Read before sending: the server closes at once, and a request it never
         # read would make that close a reset that discards the answer.
-        status, headers, error = refusal(_answer(extra))
+        status, headers, error = refusal(until_closed(extra))
     assert (status, error["error"], headers["retry-after"]) == (503, "too_many_connections", "1")
     assert "20 connections open" in error["message"]
     for sock in held:
@@ -104,7 +96,7 @@ def test_request_headers_past_64_kib_are_refused_at_once_and_others_go_on(
                 sent += 65536
         except OSError:
             pass  # the server closed the connection
-        answer = _answer(sock)
+        answer = until_closed(sock)
     status, headers, error = refusal(answer)
     assert (status, error["error"], headers["connection"]) == (431, "headers_too_large", "close")
     assert "larger than 64 KiB" in error["message"]

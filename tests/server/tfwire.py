@@ -11,6 +11,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -59,6 +60,14 @@ def lock_body(
 
 def md5_header(data: bytes) -> str:
     return base64.b64encode(hashlib.md5(data).digest()).decode()
+
+
+def until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends on ``sock`` until it closes the connection."""
+    out = b""
+    while chunk := sock.recv(4096):
+        out += chunk
+    return out
 
 
 def refusal(answer: bytes) -> tuple[int, dict[str, str], dict[str, Any]]:
