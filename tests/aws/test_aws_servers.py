@@ -140,6 +140,22 @@ def test_serve_warns_when_the_bucket_keeps_no_history(
     assert "put-bucket-versioning" in server.log()
 
 
+def test_serve_says_when_its_writes_keep_no_dynamodb_digest(
+    serve: Callable[..., StatekeeperServer], moto: MotoServer, bucket: str, table: str
+) -> None:
+    lock_files = serve("--store", f"s3://{bucket}", env=moto.env())
+    lock_files.stop()
+    assert (
+        f"writes keep no DynamoDB digest (no --locks dynamodb://TABLE): if Terraform's own "
+        f'backend "s3" also uses s3://{bucket} with dynamodb_table'
+    ) in " ".join(lock_files.log().split())
+    with_table = serve(
+        "--store", f"s3://{bucket}", "--locks", f"dynamodb://{table}", env=moto.env()
+    )
+    with_table.stop()
+    assert "DynamoDB digest" not in with_table.log()
+
+
 def test_missing_boto3_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     for module in ("boto3", "statekeeper.storage.aws.s3", "statekeeper.storage.aws._boto"):
         monkeypatch.setitem(sys.modules, module, None)

@@ -121,6 +121,16 @@ def _history_warning(store: ObjectStore) -> str:
     )
 
 
+def _digest_note(store: ObjectStore) -> str:
+    # The table is named nowhere in the bucket: whether Terraform uses one is unknown here.
+    return (
+        "writes keep no DynamoDB digest (no --locks dynamodb://TABLE): if Terraform's own "
+        f'backend "s3" also uses s3://{store.lock_namespace} with dynamodb_table, its reads '
+        "fail after a write through this server; give the table with --locks "
+        "dynamodb://TABLE (docs/protocol.md#digest)"
+    )
+
+
 @app.command(rich_help_panel=PANEL_SERVER)
 def serve(
     ctx: typer.Context,
@@ -248,6 +258,8 @@ def serve(
         )
         if not services.store.supports_versions:
             say(f"[yellow]warning:[/] {escape(_history_warning(services.store))}")
+        if services.store.scheme == "s3" and not services.lock_table.keeps_digests:
+            say(f"[yellow]note:[/] {escape(_digest_note(services.store))}")
         for line in security_summary(services, secured):
             say(line)
         print("Paste this into your Terraform configuration:\n")
