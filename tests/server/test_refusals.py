@@ -22,22 +22,22 @@ MARKER = "marker-7f3a9c"
 #: Requests the parser refuses (``MARK`` stands for the marker), with its reason.
 MALFORMED = [
     (
-        b"POST /state/a HTTP/1.1\r\nHost: x\r\nX-Marker: MARK\r\n"
+        b"POST /state/a HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Marker: MARK\r\n"
         b"Content-Length: 1\r\nContent-Length: 2\r\n\r\nab",
         "Duplicate Content-Length",
     ),
     (
-        b"POST /state/a HTTP/1.1\r\nHost: x\r\nX-Marker: MARK\r\nContent-Length: 5\r\n"
+        b"POST /state/a HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Marker: MARK\r\nContent-Length: 5\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         "Transfer-Encoding can't be present with Content-Length",
     ),
-    (b"G@T /MARK HTTP/1.1\r\nHost: x\r\n\r\n", "Invalid method encountered"),
-    (b"GET /MARK HTTP/7.0\r\nHost: x\r\n\r\n", "Invalid HTTP version"),
-    (b"GET MARK HTTP/1.1\r\nHost: x\r\n\r\n", "Unexpected char in url"),
-    (b"GET /state/a HTTP/1.1\r\nHost: x\r\nX Marker: MARK\r\n\r\n", "Invalid header token"),
+    (b"G@T /MARK HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", "Invalid method encountered"),
+    (b"GET /MARK HTTP/7.0\r\nHost: 127.0.0.1\r\n\r\n", "Invalid HTTP version"),
+    (b"GET MARK HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", "Unexpected char in url"),
+    (b"GET /state/a HTTP/1.1\r\nHost: 127.0.0.1\r\nX Marker: MARK\r\n\r\n", "Invalid header token"),
     # Refused in the body, once the app has the request: the 400 is still its answer.
     (
-        b"POST /state/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nMARK\r\n",
+        b"POST /state/a HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\nMARK\r\n",
         "Invalid character in chunk size",
     ),
 ]
@@ -94,8 +94,11 @@ def test_a_refusal_after_pipelined_requests_leaves_their_answers_whole(
     serve: Callable[..., StatekeeperServer],
 ) -> None:
     server = serve()
-    first = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
-    for refused in (b"CONNECT /healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"G@T / HTTP/1.1\r\n\r\n"):
+    first = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    for refused in (
+        b"CONNECT /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        b"G@T / HTTP/1.1\r\n\r\n",
+    ):
         answer = _exchange(server, first + refused)
         # The first request's answer, alone: nothing cut into it, nothing read as it.
         head, _, body = answer.partition(b"\r\n\r\n")
