@@ -124,7 +124,11 @@ def unlock_confirm(request: Request, name: str, id: str | None = None) -> Respon
         return redirect
     try:
         state = StateName(name)
-        if (refused := ui.refuse_unless(state, Permission.ADMIN, "force-unlock")) is not None:
+        if (
+            refused := ui.refuse_unless(
+                state, Permission.ADMIN, Action.FORCE_UNLOCK, "force-unlock"
+            )
+        ) is not None:
             return refused
         locks = [plain(lock) for lock in ui.operator.list_locks(ui.who(), name)]
     except StatekeeperError as exc:
@@ -193,7 +197,8 @@ async def reap(request: Request) -> Response:
     if dry_run:
         # A lock the caller may not remove would fail the reap it confirms: refused now.
         for r in released:
-            refused = ui.refuse_unless(StateName(r["name"]), Permission.ADMIN, "force-unlock")
+            held = StateName(r["name"])
+            refused = ui.refuse_unless(held, Permission.ADMIN, Action.FORCE_UNLOCK, "force-unlock")
             if refused is not None:
                 return refused
         return ui.render(
@@ -213,7 +218,9 @@ def rollback_confirm(request: Request, name: str, to: str) -> Response:
         return redirect
     try:
         state = StateName(name)
-        if (refused := ui.refuse_unless(state, Permission.ADMIN, "roll back")) is not None:
+        if (
+            refused := ui.refuse_unless(state, Permission.ADMIN, Action.ROLLBACK, "roll back")
+        ) is not None:
             return refused
         # What the rollback will do: from the current version to the restored one.
         diff = ui.operator.diff(ui.who(), state, "current", to)

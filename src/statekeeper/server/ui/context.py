@@ -28,6 +28,7 @@ from statekeeper.errors import (
     StateNotFound,
     VersionNotFound,
 )
+from statekeeper.events import Action
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, require
 from statekeeper.security.signouts import session_id
@@ -144,12 +145,18 @@ class Page:
             self.caller, name, permission
         )
 
-    def refuse_unless(self, name: StateName, permission: Permission, what: str) -> Response | None:
+    def refuse_unless(
+        self, name: StateName, permission: Permission, action: Action, what: str
+    ) -> Response | None:
         """What a confirmation page answers a caller who could not submit it: a 403
         naming the permission needed (a 404 for a state it may not see at all, as for
-        a missing one); None when the caller may ``what`` ``name``."""
+        a missing one); None when the caller may ``what`` ``name``. A refusal is
+        recorded as the refused ``action``, as the API records one: opening the page is
+        the attempt."""
+        caller = self.who()
         try:
-            require(self.services.policy, self.who(), name, permission, what)
+            with self.services.events.event(action, caller, name, record_success=False):
+                require(self.services.policy, caller, name, permission, what)
         except Forbidden as exc:
             if not self.may(name, Permission.OUTPUTS):
                 return self.error(exc, state=str(name))

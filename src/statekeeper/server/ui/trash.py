@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from statekeeper.errors import StatekeeperError
+from statekeeper.events import Action
 from statekeeper.security.policy import Permission
 from statekeeper.server.ui.actions import posted
 from statekeeper.server.ui.context import PAGE, Page, open_page
@@ -50,7 +51,7 @@ def delete_confirm(request: Request, name: str) -> Response:
         state = StateName(name)
     except StatekeeperError as exc:
         return ui.error(exc, state=name)
-    if (refused := ui.refuse_unless(state, Permission.ADMIN, "delete")) is not None:
+    if (refused := ui.refuse_unless(state, Permission.ADMIN, Action.DELETE, "delete")) is not None:
         return refused
     keep = ui.services.settings.history.trash
     return ui.render("delete.html", title=f"Delete {name}", name=name, keep=keep)
