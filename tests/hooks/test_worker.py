@@ -17,43 +17,18 @@ from tests.security.support import lock_body, state_json
 
 from statekeeper.errors import ConfigError
 from statekeeper.settings import load_settings
-from statekeeper.testing.processes import StatekeeperServer
+from statekeeper.testing.processes import (
+    StatekeeperServer,
+    child_of,
+    wait_until_gone,
+)
 
 __all__ = ["receiver"]  # the fixture, shared with the webhook tests
 
 
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
 def worker_of(server: StatekeeperServer) -> int:
     """The pid of the server's delivery worker (its one child running hooks.worker)."""
-    deadline = time.monotonic() + 30
-    while True:
-        for pid in _children(server.proc.pid):
-            if b"statekeeper.hooks.worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return pid
-        assert time.monotonic() < deadline, "serve started no delivery worker"
-        time.sleep(0.1)
-
-
-def running(pid: int) -> bool:
-    """Whether ``pid`` still runs (a zombie nobody reaped yet has exited)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def wait_until_gone(pid: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while running(pid):
-        assert time.monotonic() < deadline, f"the worker {pid} outlived its server"
-        time.sleep(0.05)
+    return child_of(server.proc.pid, "statekeeper.hooks.worker")
 
 
 def nice_of(pid: int) -> set[int]:

@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-__all__ = ["MotoServer", "PrometheusServer", "StatekeeperServer", "free_port", "wait_for_http"]
+__all__ = [
+    "MotoServer",
+    "PrometheusServer",
+    "StatekeeperServer",
+    "child_of",
+    "free_port",
+    "running",
+    "wait_for_http",
+    "wait_until_gone",
+]
 
 SRC = Path(__file__).resolve().parents[2]
 
@@ -39,6 +48,36 @@ def output_before_sigkill(code: str, timeout: float = 60) -> str:
     if done.returncode != -signal.SIGKILL:
         raise RuntimeError(f"the child ended with {done.returncode}, not SIGKILL:\n{done.stderr}")
     return done.stdout
+
+
+def child_of(pid: int, module: str, timeout: float = 30) -> int:
+    """The pid of ``pid``'s child running ``python -m module``, once it runs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                if module.encode() in Path(f"/proc/{child}/cmdline").read_bytes():
+                    return int(child)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"process {pid} started no {module}")
+        time.sleep(0.1)
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie nobody reaped yet has exited)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_until_gone(pid: int, timeout: float = 20) -> None:
+    """Wait for ``pid`` to end; AssertionError if it outlives ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while running(pid):
+        assert time.monotonic() < deadline, f"process {pid} outlived its parent"
+        time.sleep(0.05)
 
 
 def free_port() -> int:
