@@ -62,12 +62,13 @@ def _one_error_line(stderr: str) -> str:
         (
             ["--store", f"s3://{BUCKET}?region=eu_west_1", "states"],
             {},
-            "'eu_west_1' is not an AWS region name (e.g. us-east-1, eu-west-2)",
+            "'eu_west_1' (from the URL's ?region=) is not an AWS region name "
+            "(e.g. us-east-1, eu-west-2)",
         ),
         (
             ["--store", f"s3://{BUCKET}", "--locks", f"dynamodb://{TABLE}?region=a%20b", "locks"],
             {},
-            "'a b' is not an AWS region name (e.g. us-east-1, eu-west-2)",
+            "'a b' (from the URL's ?region=) is not an AWS region name (e.g. us-east-1, eu-west-2)",
         ),
         (
             ["--store", f"s3://{BUCKET}", "states"],
@@ -77,17 +78,25 @@ def _one_error_line(stderr: str) -> str:
         (
             ["doctor", "--bucket", BUCKET, "--table", TABLE],
             {"AWS_REGION": "eu_west_1"},
-            "'eu_west_1' is not an AWS region name (e.g. us-east-1, eu-west-2)",
+            "'eu_west_1' (from AWS_REGION) is not an AWS region name (e.g. us-east-1, eu-west-2)",
+        ),
+        (
+            ["doctor", "--bucket", BUCKET, "--table", TABLE],
+            {"AWS_REGION": "", "AWS_DEFAULT_REGION": "eu_west_1"},
+            "'eu_west_1' (from AWS_DEFAULT_REGION) is not an AWS region name "
+            "(e.g. us-east-1, eu-west-2)",
         ),
         (
             ["serve", "--store", f"s3://{BUCKET}?region=eu_west_1"],
             {},
-            "'eu_west_1' is not an AWS region name (e.g. us-east-1, eu-west-2)",
+            "'eu_west_1' (from the URL's ?region=) is not an AWS region name "
+            "(e.g. us-east-1, eu-west-2)",
         ),
         (
             ["migrate", "--from", f"s3://{BUCKET}?region=eu_west_1", "--to", "sqlite:///x.db"],
             {},
-            "'eu_west_1' is not an AWS region name (e.g. us-east-1, eu-west-2)",
+            "'eu_west_1' (from the URL's ?region=) is not an AWS region name "
+            "(e.g. us-east-1, eu-west-2)",
         ),
         (
             ["--store", f"s3://{BUCKET}", "states"],
@@ -111,6 +120,7 @@ def _one_error_line(stderr: str) -> str:
         "lock-url",
         "AWS_REGION",
         "doctor-AWS_REGION",
+        "doctor-AWS_DEFAULT_REGION",
         "serve",
         "migrate",
         "endpoint",

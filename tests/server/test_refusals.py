@@ -12,7 +12,7 @@ import socket
 from collections.abc import Callable
 
 import httpx
-from tfwire import refusal, until_closed
+from tfwire import refusal, state_bytes, until_closed
 
 from statekeeper.testing.processes import StatekeeperServer
 
@@ -105,3 +105,52 @@ def test_a_refusal_after_pipelined_requests_leaves_their_answers_whole(
         assert head.startswith(b"HTTP/1.1 200 "), answer
         assert b"connection: close" in head
         assert json.loads(body)["status"] == "ok", answer
+
+
+#: Requests that ask to upgrade the connection, as a browser's WebSocket and curl's
+#: ``--http2`` over http:// send them.
+UPGRADES = [
+    b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+    b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+]
+
+
+def test_an_upgrade_request_is_answered_as_http_without_uvicorns_warnings(
+    serve: Callable[..., StatekeeperServer],
+) -> None:
+    server = serve()
+    # Before: answered, with uvicorn's "Unsupported upgrade request." and "No supported
+    # WebSocket library detected" in the log, and a request sent right after it unanswered.
+    last = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    for upgrade in UPGRADES:
+        before = server.log()
+        answers = _exchange(server, upgrade + last).split(b"HTTP/1.1 ")[1:]
+        assert len(answers) == 2, answers
+        for answer in answers:
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"200 OK\r\n"), answer
+            assert json.loads(body)["status"] == "ok", answer
+        assert server.log()[len(before) :] == "", upgrade
+
+
+def test_an_upgrade_request_with_a_body_is_a_400_with_one_log_line(
+    serve: Callable[..., StatekeeperServer],
+) -> None:
+    server = serve()
+    # Before: the parser ended the request at its headers: the state was written as
+    # empty (a 400 invalid_state), its bytes then read as the next request.
+    body = state_bytes(1)
+    request = (
+        b"POST /state/a HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    before = server.log()
+    status, headers, error = refusal(_exchange(server, request))
+    assert (status, error["error"]) == (400, "bad_request")
+    assert headers["connection"] == "close"
+    assert "send the request without the Upgrade header" in error["message"]
+    logged = server.log()[len(before) :].splitlines()
+    assert logged == ["WARNING:  Upgrade request with a body refused (400)"], logged
+    assert httpx.get(server.url + "/state/a").status_code == 404

@@ -279,6 +279,8 @@ def serve(
             ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
             server_header=False,
             http=bounded_protocol(settings.header_timeout, settings.max_connections),
+            # No WebSocket routes: an upgrade request is plain HTTP whatever is installed.
+            ws="none",
             loop=loop,
         )
         # Started after uvicorn has set up logging (in its Config), before the first line.

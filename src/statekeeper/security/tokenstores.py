@@ -26,6 +26,7 @@ import mmap
 import os
 import re
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -279,7 +280,8 @@ _MISSING = (-1, -1)
 
 
 class FileTokenStore:
-    """Tokens in an operator-provided TOML file, re-read whenever it changes.
+    """Tokens in an operator-provided TOML file, re-read whenever it changes (a pipe,
+    ``<(vault read …)``, which holds them for one read, only once).
 
     The first read is strict: a fault (bad TOML, a missing or unknown key, a bad
     hash or grant, no file) is a :class:`ConfigError` naming the file, the token
@@ -305,6 +307,7 @@ class FileTokenStore:
 
     def _load(self, *, writing: bool = False) -> dict[str, TokenRecord]:
         with self._guard:
+            read_once = False
             try:
                 st = self.path.stat()
             except FileNotFoundError:
@@ -315,7 +318,10 @@ class FileTokenStore:
                 raise StorageError(f"cannot read the tokens file {self.path}: {exc}") from exc
             else:
                 stamp = (st.st_mtime_ns, st.st_size)
-            if stamp != self._stamp:
+                # A pipe (--tokens-file <(vault read …)) holds the tokens for one read,
+                # and the write into it changed its mtime: it is read once.
+                read_once = self._loaded and not stat.S_ISREG(st.st_mode)
+            if stamp != self._stamp and not read_once:
                 self._stamp = stamp
                 try:
                     self._tokens, self._fault = self._parse(), None

@@ -33,7 +33,16 @@ It also refuses two kinds of request before they reach the ASGI app:
 - ``405 method_not_allowed`` for ``CONNECT``, a proxy's method. llhttp reads a
   CONNECT as a protocol upgrade: uvicorn either parsed its ``host:port`` as a
   path (a plain-text 400) or ran the app and then logged two warnings about
-  WebSocket libraries (for ``CONNECT /path``). One warning is logged instead.
+  WebSocket libraries (for ``CONNECT /path``). One warning is logged instead;
+- ``400 bad_request`` for a request that asks to upgrade the connection
+  (``Connection: Upgrade`` with ``Upgrade: websocket`` or ``h2c``) and has a body:
+  llhttp ends such a request at its headers, so its body would be lost (a state
+  written as empty) or read as the next request. One warning is logged.
+
+An upgrade request without a body is answered as plain HTTP/1.1, as RFC 9110
+(section 7.8) lets a server that speaks no other protocol do: uvicorn's two
+warnings about WebSocket libraries are not logged, and the bytes llhttp hands
+back as the new protocol's (a request sent right after it) are read as HTTP.
 
 Each refusal is in the server's one error shape (``{"error", "message"}``, see
 ``server/errors.py``) with ``connection: close``.
@@ -69,6 +78,14 @@ def _parser_fault(exc: BaseException | None) -> str:
     return "the request could not be parsed"
 
 
+def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a request with these headers (names lower-cased) has a body."""
+    return any(
+        name == b"transfer-encoding" or (name == b"content-length" and value.strip(b"0"))
+        for name, value in headers
+    )
+
+
 class _BoundedProtocol(HeadersOnlyProtocol):
     header_timeout: float = 60.0
     max_connections: int = 512
@@ -81,8 +98,18 @@ class _BoundedProtocol(HeadersOnlyProtocol):
         self._head_bytes = 0
         #: Answered below the app and closed: the parser's further callbacks do nothing.
         self._refused = False
+        #: The bytes being parsed, and those after an upgrade request's headers in them.
+        self._received = self._after_upgrade = b""
 
     def data_received(self, data: bytes) -> None:
+        # The parser stops at the end of an upgrade request's headers: the bytes
+        # after them are parsed in another pass (a loop, not a call per request).
+        while data:
+            self._received, self._after_upgrade = data, b""
+            self._parse(data)
+            data = self._after_upgrade
+
+    def _parse(self, data: bytes) -> None:
         in_head = self._in_head
         super().data_received(data)
         # Counted only for reads wholly inside the headers: a read that began a
@@ -134,6 +161,16 @@ class _BoundedProtocol(HeadersOnlyProtocol):
                 "Terraform's backend address, not as a proxy",
             )
             return
+        if self.parser.should_upgrade() and _has_body(self.headers):
+            self.logger.warning("Upgrade request with a body refused (400)")
+            self._refuse(
+                400,
+                "bad_request",
+                "a request that asks to upgrade the connection (Connection: Upgrade) "
+                "cannot have a body: statekeeper speaks HTTP/1.1 only; send the request "
+                "without the Upgrade header",
+            )
+            return
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -152,10 +189,14 @@ class _BoundedProtocol(HeadersOnlyProtocol):
         )
 
     def _unsupported_upgrade_warning(self) -> None:
-        # llhttp reports a CONNECT as an upgrade once its message is parsed: refused
-        # above, it is no upgrade to warn of.
-        if not self._refused:
-            super()._unsupported_upgrade_warning()
+        # uvicorn calls this once the parser has ended an upgrade request at its
+        # headers, while it handles the parser's HttpParserUpgrade. A refused request
+        # (CONNECT, a body) is answered and closed; any other has been handed to the
+        # app as plain HTTP, and what follows its headers is the next request.
+        upgrade = sys.exception()
+        if self._refused or not isinstance(upgrade, httptools.HttpParserUpgrade):
+            return
+        self._after_upgrade = self._received[upgrade.args[0] :]
 
     def _refuse(self, status: int, code: str, message: str, *headers: tuple[bytes, bytes]) -> None:
         """Answer ``status`` in the server's error shape, and close the connection.

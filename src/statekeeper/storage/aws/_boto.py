@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import boto3
 import botocore.exceptions
+import botocore.utils
 from botocore.config import Config
 
 from statekeeper.errors import AccessDenied, ConfigError, StorageError
@@ -37,6 +38,7 @@ __all__ = [
     "region",
     "status_code",
     "translate",
+    "url_region",
 ]
 
 #: Everything a boto3 call raises for a service or transport failure.
@@ -65,7 +67,10 @@ def _chosen_region(explicit: str | None, profile: str | None) -> tuple[str, str 
         return os.environ["AWS_REGION"], "AWS_REGION"
     chosen = _session(profile).region_name
     if chosen:
-        return chosen, "AWS_DEFAULT_REGION or the AWS profile"
+        # boto3 reads AWS_DEFAULT_REGION before the profile's region.
+        if os.environ.get("AWS_DEFAULT_REGION"):
+            return chosen, "AWS_DEFAULT_REGION"
+        return chosen, "the AWS profile's region"
     return "us-east-1", None
 
 
@@ -75,9 +80,26 @@ def region(explicit: str | None = None, profile: str | None = None) -> str:
     As given (``?region=``, ``--region``), else ``AWS_REGION`` (which the AWS
     CLI and the SDKs honour, boto3 does not), else boto3's own choice
     (``AWS_DEFAULT_REGION``, the profile's ``region``), else ``us-east-1``.
-    :func:`client` refuses one that is no region name.
+    One that is no region name is refused as :func:`client` refuses it.
     """
-    return _chosen_region(explicit, profile)[0]
+    name, source = _chosen_region(explicit, profile)
+    return _check_region("s3", name, source)
+
+
+def _check_region(service: str, name: str, source: str | None = None) -> str:
+    """``name``, when it is a region ``service`` can be called in; else a BadRequest
+    naming ``source``, where it was read (exit 2).
+
+    With an endpoint override the service names its own regions (Garage's
+    ``garage``), so only what botocore itself refuses is refused then.
+    """
+    if not _endpoint(service):
+        validate_region(name, source)
+    try:
+        botocore.utils.validate_region_name(name)
+    except botocore.exceptions.InvalidRegionError as exc:
+        raise region_error(name, source) from exc
+    return name
 
 
 def _endpoint(service: str) -> bool:
@@ -112,8 +134,7 @@ def client(
     """
     endpoint_override = _endpoint(service)
     name, source = _chosen_region(region, profile)
-    if not endpoint_override:
-        validate_region(name, source)
+    _check_region(service, name, source)
     if path_style is None:
         path_style = endpoint_override
     # docs/operations.md#aws-clients says why each option is safe and what it costs.
@@ -129,12 +150,9 @@ def client(
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    try:
-        return _session(profile).client(  # type: ignore[call-overload]
-            service, region_name=name, config=config
-        )
-    except botocore.exceptions.InvalidRegionError as exc:
-        raise region_error(name, source) from exc
+    return _session(profile).client(  # type: ignore[call-overload]
+        service, region_name=name, config=config
+    )
 
 
 def error_code(exc: BaseException) -> str:
@@ -225,6 +243,13 @@ def _flag(url: DriverURL, name: str) -> bool | None:
     raise ConfigError(f"{url.raw!r}: {name}={value!r} must be true or false")
 
 
+def url_region(url: DriverURL, service: str) -> str | None:
+    """The URL's ``?region=``, refused (naming it as the source) when ``service`` cannot be
+    called there; None when the URL gives none."""
+    region = url.options.get("region")
+    return _check_region(service, region, "the URL's ?region=") if region else None
+
+
 @dataclass(frozen=True)
 class S3Bucket:
     """A bucket and key prefix with a configured client: what s3:// and s3lock:// share."""
@@ -263,7 +288,7 @@ class S3Bucket:
             prefix,
             sse=sse,
             kms_key_id=kms_key_id,
-            region=url.options.get("region") or None,
+            region=url_region(url, "s3"),
             profile=url.options.get("profile") or None,
             path_style=_flag(url, "path_style"),
             correct=url.correct(),

@@ -445,7 +445,7 @@ def open_locks(url: DriverURL, store: ObjectStore, *, create: bool = True) -> Dy
     return DynamoLocks(
         url.netloc,
         store,
-        region=url.options.get("region") or None,
+        region=_boto.url_region(url, "dynamodb"),
         profile=url.options.get("profile") or None,
         correct=url.correct(),
     )

@@ -1,9 +1,10 @@
 """What AWS accepts as a bucket, table and region name: one rule each, for every way in.
 
 ``bootstrap``, ``doctor`` and ``iam-policy`` check their flags with these, and
-the store and lock URLs, ``AWS_REGION`` and the profile's region are checked
-with the same rules where the boto3 clients are made: a bad name is one line
-and exit 2 wherever it was given, never botocore's traceback.
+the store and lock URLs, ``AWS_REGION``, ``AWS_DEFAULT_REGION`` and the
+profile's region are checked with the same rules where the boto3 clients are
+made: a bad name is one line and exit 2 naming where it was read, never
+botocore's traceback.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ def validate_table_name(name: str) -> str:
 
 
 def region_error(region: str, source: str | None = None) -> BadRequest:
-    """The refusal of ``region`` (``source``: where it was read, when not given in a URL
-    or flag the message quotes anyway)."""
+    """The refusal of ``region`` (``source``: where it was read, such as ``AWS_REGION`` or
+    the URL's ``?region=``; none for a flag, which the command line shows)."""
     where = f" (from {source})" if source else ""
     return BadRequest(f"{region!r}{where} is not an AWS region name (e.g. us-east-1, eu-west-2)")
 
