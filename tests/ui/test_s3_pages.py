@@ -67,3 +67,34 @@ def test_keys_that_are_no_state_name_are_named_on_the_states_and_locks_pages(
     page.goto(server.url + "/ui/locks")
     expect(page.get_by_role("row", name=NAME)).to_be_visible()
     expect(page.get_by_role("status")).to_contain_text("1 lock(s) left out: 'team/my app.tfstate'")
+
+
+def test_a_holders_bidi_override_is_shown_escaped_and_its_lock_still_unlocks(
+    server: StatekeeperServer, page: Any, moto: MotoServer
+) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(server.url + "/")
+    badge = page.get_by_role("row", name=NAME).locator(".badge")
+    expect(badge).to_contain_text("locked by mallory@\\u202eexe.gnp")
+    assert RLO not in page.content()  # nor in a tooltip
+
+    page.goto(server.url + "/ui/locks")
+    holder = page.get_by_role("row", name=NAME).get_by_role("cell").first
+    expect(holder).to_contain_text("mallory@\\u202eexe.gnp")
+    expect(holder).to_contain_text("deploy \\u202edrowssap")
+    expect(page.get_by_role("row", name=NAME).locator("code")).to_have_text("held\\u202e-1")
+    assert RLO not in page.content()
+
+    page.get_by_role("link", name=f"Force-unlock {NAME}").click()
+    dialog = page.get_by_role("alertdialog")
+    expect(dialog.locator("strong").first).to_have_text("mallory@\\u202eexe.gnp")
+    expect(dialog.locator("code")).to_have_text("held\\u202e-1")
+    assert RLO not in page.locator("body").inner_text()
+    # The form sends the ID as it is held (a hidden field), not as it is shown.
+    page.get_by_role("button", name=f"Force-unlock {NAME} held by").click()
+    expect(page.get_by_role("status")).to_contain_text("removed the lock")
+    item = moto.client("dynamodb").get_item(
+        TableName=TABLE, Key={"LockID": {"S": f"{BUCKET}/{NAME}"}}, ConsistentRead=True
+    )
+    assert "Item" not in item
