@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from statekeeper.errors import BadRequest, LockConflict, LockMismatch, StatekeeperError
+from statekeeper.escapes import shown
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -27,33 +28,10 @@ __all__ = [
     "print_error",
     "print_json",
     "print_view",
-    "shown",
     "warn_left_out",
     "warn_unkept_digest",
     "write_output",
 ]
-
-
-#: Characters a terminal acts on instead of showing: the C0 controls but tab and
-#: newline, DEL, the C1 controls, and Unicode's bidirectional formatting characters
-#: (which reorder what follows them on the screen). Lock fields, resource names,
-#: attribute values and audit details are written by callers, some by anyone who may
-#: LOCK; a terminal must show them, not obey them (an ESC sequence can recolour,
-#: clear the screen or retitle the window). Each is printed as its escape, as ``\x1b``.
-_UNSHOWN: dict[int, str] = {
-    c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c not in (0x09, 0x0A)
-}
-_UNSHOWN.update(
-    {
-        c: f"\\u{c:04x}"
-        for c in (0x61C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
-    }
-)
-
-
-def shown(text: str) -> str:
-    """``text`` with every character a terminal would obey written as its escape."""
-    return text.translate(_UNSHOWN)
 
 
 class _LazyConsole:

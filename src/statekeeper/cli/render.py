@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from statekeeper.cli.output import shown
+from statekeeper.escapes import shown
 from statekeeper.settings import format_size
 from statekeeper.times import format_age, parse_rfc3339
 

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup, escape
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -28,6 +29,7 @@ from statekeeper.errors import (
     StateNotFound,
     VersionNotFound,
 )
+from statekeeper.escapes import shown
 from statekeeper.events import Action
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, require
@@ -86,7 +88,26 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def _shown(value: Any) -> Any:
+    """What every expression a page prints goes through (Jinja's ``finalize``): text as
+    :func:`~statekeeper.escapes.shown` shows it, so that no field a caller wrote (a
+    lock's Who written straight into a DynamoDB item, a resource's attribute) can
+    reorder a cell with U+202E. Markup is a macro's output or :func:`_exact`'s, its
+    own expressions already through here."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return shown(value)
+    return value
+
+
+def _exact(value: Any) -> Markup:
+    """``value`` exactly as it is, for a form field that sends it back (a lock ID to
+    unlock by): escaped for HTML, and kept from :func:`_shown`."""
+    return escape(value)
+
+
 templates = Jinja2Templates(directory=str(HERE / "templates"))
+templates.env.finalize = _shown
+templates.env.filters["exact"] = _exact
 templates.env.filters["age"] = _age
 templates.env.filters["size"] = _size
 templates.env.filters["when"] = _when

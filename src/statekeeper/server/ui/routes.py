@@ -20,6 +20,7 @@ from statekeeper.security.policy import Permission, require
 from statekeeper.server.ui.context import PAGE, STATIC, Page
 from statekeeper.server.ui.listing import SORTS, STALE_AFTER_SECONDS, arrange, fill_details
 from statekeeper.server.ui.reading import plain, resources_of, timeline
+from statekeeper.state.listing import Unaddressable
 from statekeeper.terraform.names import StateName
 from statekeeper.times import parse_rfc3339
 
@@ -44,11 +45,12 @@ def states_page(
         return redirect
     caller = ui.who()
     operator = ui.operator
+    left_out = Unaddressable()
     try:
         shown = arrange(
             # On S3 from the index while it is fresh, else one listing of the bucket:
             # the page never waits for a catch-up.
-            operator.summaries(caller, wait=False),
+            operator.summaries(caller, wait=False, unaddressable=left_out),
             query=q,
             sort=sort,
             descending=desc,
@@ -72,6 +74,7 @@ def states_page(
         desc=desc,
         sorts=list(SORTS),
         stale_after=STALE_AFTER_SECONDS,
+        left_out=left_out.warning(),
     )
 
 
@@ -160,14 +163,21 @@ def locks_page(request: Request, prefix: str = "") -> Response:
     ui = Page(request)
     if (redirect := ui.gate()) is not None:
         return redirect
+    left_out = Unaddressable()
     try:
-        locks = [plain(lock) for lock in ui.operator.list_locks(ui.who(), prefix)]
+        held = ui.operator.list_locks(ui.who(), prefix, unaddressable=left_out)
     except StatekeeperError as exc:
         return ui.error(exc)
+    locks = [plain(lock) for lock in held]
     for lock in locks:
         lock["may_force"] = ui.may(StateName(lock["name"]), Permission.ADMIN)
     return ui.render(
-        "locks.html", title="Locks", locks=locks, prefix=prefix, stale_after=STALE_AFTER_SECONDS
+        "locks.html",
+        title="Locks",
+        locks=locks,
+        prefix=prefix,
+        stale_after=STALE_AFTER_SECONDS,
+        left_out=left_out.warning("lock(s)"),
     )
 
 
