@@ -52,10 +52,9 @@ CPU time per cycle is measured too: on a machine shared with other work the
 wall-clock rate swings by tens of percent from run to run, while the CPU a
 cycle costs the server does not, so its ratio (cycles per CPU second) is the
 steadier figure of the two. ``serve`` delivers webhooks from a worker process
-of its own, and makes and writes its log lines in another (the log process): their
-CPU per cycle is measured apart, and the total (server + worker + log process)
-has its ratio too, so that moving work out of the server is not mistaken for
-making it free. Beside the verdict, its 95 % interval: the same
+of its own: its CPU per cycle is measured apart, and the total (server +
+worker) has its ratio too, so that moving work out of the server is not
+mistaken for making it free. Beside the verdict, its 95 % interval: the same
 ratio over the rounds resampled with replacement (a bootstrap), which says how
 far another run of as many rounds could land from this one.
 
@@ -165,9 +164,7 @@ class _Target:
         self.hooks = hooks
         self.hooked = config in HOOK_EVENTS
         self.worker = child_of(server.proc.pid, "statekeeper.hooks.worker")
-        # The log process makes and writes the JSON lines: its CPU is the logs' too.
-        self.log_process = child_of(server.proc.pid, "statekeeper.telemetry.logprocess")
-        self.pids = (server.proc.pid, self.worker, self.log_process)
+        self.pids = (server.proc.pid, self.worker)
         #: Seconds of each configuration's bursts since its last scrape, over the rounds
         #: so far (shared by the rounds' targets: a round is shorter than the interval).
         self.unscraped = unscraped
@@ -194,9 +191,8 @@ class _Target:
         cycles = max(result["cycles"], 1)
         result["server_cpu_ms_per_cycle"] = 1000 * cpu / cycles
         result["worker_cpu_ms_per_cycle"] = 1000 * (cpu_seconds(self.worker) - before[1]) / cycles
-        result["log_cpu_ms_per_cycle"] = 1000 * (cpu_seconds(self.log_process) - before[2]) / cycles
         result["receiver_cpu_ms_per_cycle"] = (
-            1000 * (cpu_seconds(self.hooks.pid) - before[3]) / cycles
+            1000 * (cpu_seconds(self.hooks.pid) - before[2]) / cycles
         )
         result["backlog_at_end"] = backlog
         result["drain_s"] = drain
@@ -251,7 +247,7 @@ def _round(
             server = stack.enter_context(statekeeper_server(where, *args, env=env))
             targets.append(_Target(config, server, hooks, unscraped))
         for target in targets:
-            _quiet(target.pids[1:], still=0.5, limit=30.0)
+            _quiet((target.worker,), still=0.5, limit=30.0)
             target.warm(clients)
         for burst in range(bursts):
             turn = (round_ * bursts + burst) % len(targets)
@@ -283,16 +279,14 @@ def _row(rounds: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
     lags = [lag for r in rounds for lag in r["lags"]]
     server = _pooled(bursts, "server_cpu_ms_per_cycle")
     worker = _pooled(bursts, "worker_cpu_ms_per_cycle")
-    log_process = _pooled(bursts, "log_cpu_ms_per_cycle")
     return {
         "cycles_per_s": sum(b["cycles"] for b in bursts) / (seconds * len(bursts)),
         "p50_ms": median([b["p50_ms"] for b in bursts]),
         "p99_ms": median([b["p99_ms"] for b in bursts]),
         "cpu_ms_per_cycle": server,
         "worker_cpu_ms_per_cycle": worker,
-        "log_cpu_ms_per_cycle": log_process,
         "receiver_cpu_ms_per_cycle": _pooled(bursts, "receiver_cpu_ms_per_cycle"),
-        "total_cpu_ms_per_cycle": server + worker + log_process,
+        "total_cpu_ms_per_cycle": server + worker,
         "errors": sum(b["error_count"] for b in bursts),
         "deliveries": len(lags),
         "lag_p50_ms": 1000 * percentile(lags, 0.5),
@@ -353,7 +347,7 @@ def run() -> dict[str, Any]:
                 f"{', '.join(f'{x:.3f}' for x in paired)}); server CPU "
                 f"{row[name]['cpu_ms_per_cycle']:.2f} against "
                 f"{row['bare']['cpu_ms_per_cycle']:.2f} ms per cycle, ratio "
-                f"{row[name]['cpu_ratio']:.3f}; with the worker and the log process "
+                f"{row[name]['cpu_ratio']:.3f}; with the worker "
                 f"{row[name]['total_cpu_ms_per_cycle']:.2f} against "
                 f"{row['bare']['total_cpu_ms_per_cycle']:.2f}, ratio "
                 f"{row[name]['total_cpu_ratio']:.3f}"

@@ -578,12 +578,6 @@ def observability_section(r: dict[str, Any]) -> str:
         bare, ours = x["bare"].get(key), x[name].get(key)
         return "n/a" if bare is None else f"{bare:.2f} / {ours:.2f}"
 
-    def log_process(x: dict[str, Any], name: str) -> str:
-        # Absent from results measured before the log lines had a process of their own.
-        key = "log_cpu_ms_per_cycle"
-        bare, ours = x["bare"].get(key), x[name].get(key)
-        return "n/a" if bare is None else f"{bare:.2f} / {ours:.2f}"
-
     def total_ratio(x: dict[str, Any], name: str) -> Any:
         found = x[name].get("total_cpu_ratio")
         return "n/a" if found is None else round(found, 3)
@@ -614,7 +608,6 @@ def observability_section(r: dict[str, Any]) -> str:
             f"{x['bare']['cpu_ms_per_cycle']:.2f} / {x[name]['cpu_ms_per_cycle']:.2f}",
             f"{x[name]['cpu_ratio']:.3f}",
             worker(x, name),
-            log_process(x, name),
             total_ratio(x, name),
             f"{x['bare']['p99_ms']:.1f} / {x[name]['p99_ms']:.1f}",
         ]
@@ -647,13 +640,11 @@ def observability_section(r: dict[str, Any]) -> str:
         "lowest and highest of them: the spread one pair of processes can "
         "have on this machine. The server's CPU per cycle is the steadier figure on a "
         "shared machine; its ratio is bare CPU over observed CPU (cycles per CPU second). "
-        "Webhooks are delivered by a worker process beside the server, and the log "
-        "lines made and written by another, the log process (both started by `serve`, "
-        "measured after their start-up): their CPU per cycle is shown apart, and the "
-        "total ratio is bare (server + worker + log process) CPU over observed (server + "
-        "worker + log process) CPU, so that work moved out of the server is not counted "
-        "as free. On two cores shared with other work, their CPU is taken from the same "
-        "cores.\n\n"
+        "Webhooks are delivered by a worker process beside the server (started by "
+        "`serve`, measured after its start-up): its CPU per cycle is shown apart, and the "
+        "total ratio is bare (server + worker) CPU over observed (server + worker) CPU, "
+        "so that work moved out of the server is not counted as free. On two cores "
+        "shared with other work, the worker's CPU is taken from the same cores.\n\n"
         + _table(
             [
                 "clients",
@@ -667,7 +658,6 @@ def observability_section(r: dict[str, Any]) -> str:
                 "server CPU ms/cycle (bare / with)",
                 "CPU ratio",
                 "worker CPU ms/cycle (bare / with)",
-                "log process CPU ms/cycle (bare / with)",
                 "total CPU ratio",
                 "p99 ms (bare / with)",
             ],

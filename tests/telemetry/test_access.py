@@ -22,8 +22,7 @@ from starlette.types import Message, Receive, Scope, Send
 from statekeeper.events import Action, Event
 from statekeeper.server.errors import ErrorGuard
 from statekeeper.server.limits import TimeoutMiddleware
-from statekeeper.telemetry.access import AccessMiddleware, Answer, new_request_id
-from statekeeper.telemetry.accessline import AccessLine
+from statekeeper.telemetry.access import AccessLine, AccessMiddleware, Answer, new_request_id
 from statekeeper.telemetry.logs import (
     REQUEST,
     JsonFormatter,
@@ -149,8 +148,7 @@ def test_the_access_line_is_written_without_a_log_record_when_our_writer_alone_s
 
 class _Facts:
     def __init__(self, message: str, fields: dict[str, Any], event: Event | None = None) -> None:
-        self._message, self._fields = message, fields
-        self.event_json = event.json_text() if event is not None else None
+        self._message, self._fields, self.event = message, fields, event
 
     def message(self) -> str:
         return self._message
@@ -316,8 +314,7 @@ def test_an_access_line_names_its_duration_and_its_event(
         seconds,
         0,
         "req-42",
-        event.json_text(),
-        "write:ok",
+        event,
     )
     assert line.message() == (
         f'10.0.3.7:40526 - "POST /state/team/app.tfstate HTTP/1.1" 200 {in_message} '

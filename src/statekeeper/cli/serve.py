@@ -165,9 +165,7 @@ def serve(
     from statekeeper.server.connections import bounded_protocol
     from statekeeper.server.scrape import MetricsListener
     from statekeeper.server.tfhttp import backend_block
-    from statekeeper.telemetry.logprocess import write_through_process
     from statekeeper.telemetry.logs import (
-        LineWriter,
         flush_at_termination,
         json_line,
         lean_records,
@@ -212,7 +210,6 @@ def serve(
         )
     sock = listen(settings.host, settings.port)
     scraper: MetricsListener | None = None
-    log_writer: LineWriter | None = None
     try:
         metrics = Metrics(settings.metrics_states) if settings.metrics else None
         services = Services.build(settings, metrics=metrics, access=access)
@@ -283,8 +280,6 @@ def serve(
             ws="none",
             loop=loop,
         )
-        # Started after uvicorn has set up logging (in its Config), before the first line.
-        log_writer = write_through_process(json_logs)
         server = uvicorn.Server(server_config)
         freeze_start_up()
         server.run(sockets=[sock])
@@ -293,5 +288,3 @@ def serve(
         if scraper is not None:
             scraper.close()
         services.close()
-        if log_writer is not None:
-            log_writer.stop_process()  # its last lines written before the command's own

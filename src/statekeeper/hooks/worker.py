@@ -37,9 +37,8 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from pathlib import Path
 from typing import IO, TYPE_CHECKING
-
-from statekeeper.children import own_module
 
 if TYPE_CHECKING:
     from io import BufferedReader
@@ -60,6 +59,8 @@ _YOUNG = 30.0
 _REPORT_EVERY = 1.0
 #: Seconds the worker's main thread lets nudges gather in the pipe after one woke it.
 _COALESCE = 0.05
+#: The directory holding the statekeeper package: the worker runs the server's code.
+_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 class WorkerProcess:
@@ -91,9 +92,10 @@ class WorkerProcess:
         return self._proc.pid
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        command, env = own_module("statekeeper.hooks.worker")
+        path = os.environ.get("PYTHONPATH")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_ROOT, path]))}
         proc = subprocess.Popen(
-            command,
+            [sys.executable, "-m", "statekeeper.hooks.worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,

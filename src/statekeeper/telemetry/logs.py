@@ -40,11 +40,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "REQUEST",
-    "Held",
     "JsonFormatter",
     "Line",
     "LineWriter",
-    "LogProcessHandle",
     "RequestLog",
     "apart_from_request",
     "event_line",
@@ -53,7 +51,6 @@ __all__ = [
     "lean_records",
     "log_config",
     "log_event",
-    "render",
     "resolve_format",
     "write_direct",
 ]
@@ -220,9 +217,7 @@ class LineWriter(logging.StreamHandler):  # type: ignore[type-arg]
     loop (the access lines) are held instead, and written together ``linger``
     seconds after the first of them, by the loop (one ``write`` for the batch); an
     access line is held as its facts (:func:`write_direct`) and formatted then, with
-    the rest of its batch. ``serve`` hands its batches to a log process instead
-    (:meth:`use_process`, ``telemetry/logprocess.py``), which makes and writes their
-    text on another core. A tenth of a second by default: a write (and its flush)
+    the rest of its batch. A tenth of a second by default: a write (and its flush)
     per batch is a fixed cost, five times less of it a second than at 20 ms, and
     a line a tenth of a second late is still seen as it happens.
     Lines logged elsewhere (a worker thread, a command), and any WARNING or worse,
@@ -237,9 +232,8 @@ class LineWriter(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self, stream: Any = None, linger: float = 0.1) -> None:
         super().__init__(stream)
         self.linger = linger
-        self._held: list[str | Held] = []
+        self._held: list[str | _Deferred] = []
         self._loop: AbstractEventLoop | None = None
-        self._process: LogProcessHandle | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         # Called under the handler's lock (Handler.handle).
@@ -250,12 +244,12 @@ class LineWriter(logging.StreamHandler):  # type: ignore[type-arg]
             return
         self._take(line, record.levelno)
 
-    def hold(self, line: Held, level: int) -> None:
+    def hold(self, line: _Deferred, level: int) -> None:
         """A line's facts (:func:`write_direct`), formatted when the batch is written."""
         with self.lock:  # type: ignore[union-attr]
             self._take(line, level)
 
-    def _take(self, line: str | Held, level: int) -> None:
+    def _take(self, line: str | _Deferred, level: int) -> None:
         # Under the handler's lock. Without importing asyncio (a command's start-up does
         # not need it): a process that has not imported it runs no event loop.
         aio = sys.modules.get("asyncio")
@@ -269,88 +263,46 @@ class LineWriter(logging.StreamHandler):  # type: ignore[type-arg]
             loop.call_later(self.linger, self.flush)
 
     def flush(self) -> None:
-        """Write the lines held: to the log process when one runs, or here."""
+        """Write the lines held."""
         with self.lock:  # type: ignore[union-attr]
             self._loop = None
             if not self._held:
                 return
-            held = self._held
-            self._held = []
-            json_format = type(self.formatter) is JsonFormatter
-            process = self._process
-            if process is not None:
-                if process.send(held):
-                    return
-                # It died (or was killed): this process writes its own lines from now on.
-                self._process = None
-                gone = "the log process ended; the server writes its log lines itself now"
-                if json_format:
-                    held.insert(0, json_line("warning", "statekeeper.serve", gone) + "\n")
-                else:
-                    held.insert(0, f"{'WARNING:':<10}{gone}\n")
-            text = "".join([x if isinstance(x, str) else render(x, json_format) for x in held])
+            text = "".join([x if isinstance(x, str) else self._render(x) for x in self._held])
+            self._held.clear()
             try:
                 self.stream.write(text)
                 self.stream.flush()
             except (OSError, ValueError):  # stderr gone: nowhere left to say it
                 pass
 
-    def use_process(self, process: LogProcessHandle) -> None:
-        """Hand every batch to ``process`` to be made text and written, from now on."""
-        with self.lock:  # type: ignore[union-attr]
-            self._process = process
-
-    def stop_process(self) -> None:
-        """Hand over what is held, let the log process write it and end, and write
-        any later line here."""
-        self.flush()
-        with self.lock:  # type: ignore[union-attr]
-            process, self._process = self._process, None
-        if process is not None:
-            process.close()
-
-    def close(self) -> None:
-        self.stop_process()
-        super().close()
-
-
-class LogProcessHandle(Protocol):
-    """The process a :class:`LineWriter` hands its batches to (``telemetry/logprocess.py``)."""
-
-    def send(self, batch: list[str | Held]) -> bool:
-        """Hand over ``batch``; False when the process is gone (nothing was sent)."""
-
-    def close(self) -> None:
-        """Let the process write what it was sent, and wait for it to end."""
-
-
-def render(held: Held, json_format: bool) -> str:
-    """A held line's text, as :class:`JsonFormatter` or :class:`TextFormatter` writes it."""
-    created, level, name, request_id, line = held
-    try:
-        message = line.message()
-        fields = line.fields()
-        event = line.event_json
-    except Exception as exc:  # noqa: BLE001 - one bad line must not take its batch
-        level, fields, event = logging.ERROR, {}, None
-        message = f"a line could not be formatted ({type(exc).__name__})"
-    if not json_format:
-        return f"{logging.getLevelName(level) + ':':<10}{message}\n"
-    out: dict[str, Any] = {
-        "time": _time(created),
-        "level": _LEVEL_NAMES[level],
-        "logger": name,
-        "message": message,
-    }
-    if request_id is not None:
-        out["request_id"] = request_id
-    out.update(fields)
-    text = _encode(out)
-    if event is not None:
-        # The event's JSON as the audit trail stored it (docs/events.md), whole: spliced
-        # in as the last field, not encoded again.
-        text = f'{text[:-1]},"event":{event}}}'
-    return text + "\n"
+    def _render(self, held: _Deferred) -> str:
+        """A held line's text, as :class:`JsonFormatter` or :class:`TextFormatter` writes it."""
+        created, level, name, request_id, line = held
+        try:
+            message = line.message()
+            fields = line.fields()
+            event = line.event
+        except Exception as exc:  # noqa: BLE001 - one bad line must not take its batch
+            level, fields, event = logging.ERROR, {}, None
+            message = f"a line could not be formatted ({type(exc).__name__})"
+        if type(self.formatter) is not JsonFormatter:
+            return f"{logging.getLevelName(level) + ':':<10}{message}\n"
+        out: dict[str, Any] = {
+            "time": _time(created),
+            "level": _LEVEL_NAMES[level],
+            "logger": name,
+            "message": message,
+        }
+        if request_id is not None:
+            out["request_id"] = request_id
+        out.update(fields)
+        text = _encode(out)
+        if event is not None:
+            # The event's JSON as the audit trail stored it (docs/events.md), whole: spliced
+            # in as the last field, not encoded again.
+            text = f'{text[:-1]},"event":{event.json_text()}}}'
+        return text + "\n"
 
 
 def _sole_writer(logger: logging.Logger, level: int) -> LineWriter | None:
@@ -373,11 +325,10 @@ def _sole_writer(logger: logging.Logger, level: int) -> LineWriter | None:
 
 class Line(Protocol):
     """A line as facts, made text when its batch is written (:func:`write_direct`):
-    its message, its fields, and the event it carries as JSON text (the JSON line's
-    ``event``). Picklable, and made text by code the log process imports."""
+    its message, its fields, and the event it carries (the JSON line's ``event``)."""
 
     @property
-    def event_json(self) -> str | None: ...
+    def event(self) -> Event | None: ...
 
     def message(self) -> str: ...
 
@@ -385,7 +336,7 @@ class Line(Protocol):
 
 
 #: A held line: its time, level, logger, request ID and facts.
-Held = tuple[float, int, str, "str | None", Line]
+_Deferred = tuple[float, int, str, "str | None", Line]
 
 
 def write_direct(logger: logging.Logger, level: int, line: Line) -> bool:
