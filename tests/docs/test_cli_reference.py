@@ -1,4 +1,5 @@
-"""docs/cli.md against the program: every command has its section, every option is named.
+"""docs/cli.md against the program: every command has its section, every option is named,
+and the page's opening names every command in its ``--help`` group.
 
 The command tree is read from the CLI itself (the same objects ``--help``
 prints), so a new command or option without documentation fails here, and so
@@ -85,3 +86,23 @@ def test_every_documented_command_exists() -> None:
 def test_every_global_option_is_in_the_global_table(option: str) -> None:
     table = CLI_MD.split('<a id="global-options"></a>', 1)[1].split("\n## ")[1]
     assert f"`{option}" in table
+
+
+def test_the_opening_names_every_command_in_its_help_group() -> None:
+    # The first thing a reader learns of the CLI: a command missing here goes unseen.
+    opening = CLI_MD.split("`statekeeper --help` lists", 1)[1].split("\n\n", 1)[0]
+    named = {
+        panel: {words.split()[0] for words in re.findall(r"`([^`]+)`", listed)}
+        for panel, listed in re.findall(r"\*\*([^*]+)\*\*\s+\(([^)]*)\)", opening)
+    }
+    panels: dict[str, set[str]] = {}
+    for name, entry in COMMANDS.items():
+        panels.setdefault(entry.panel, set()).add(name)
+    assert named == panels
+
+
+def test_the_contents_link_every_command() -> None:
+    contents = CLI_MD.split("Contents:", 1)[1].split("\n\n", 1)[0]
+    links = re.findall(r"\(#statekeeper-([a-z-]+)\)", contents)
+    unlinked = [c for c in COMMANDS if not any(f"{link}-".startswith(f"{c}-") for link in links)]
+    assert not unlinked, f"docs/cli.md's contents do not link {unlinked}"

@@ -13,6 +13,7 @@ from statekeeper.testing.docs import (
     doc_flags,
     first_mismatch,
     runnable_blocks,
+    whole_mismatch,
 )
 
 DOC = """\
@@ -125,3 +126,48 @@ def test_an_ellipsis_between_blanks_stands_for_whole_words(
     output: str, missing: str | None
 ) -> None:
     assert first_mismatch(["NAME … SERIAL SIZE", "app … 2 …"], output) == missing
+
+
+@pytest.mark.parametrize(
+    ("output", "differs"),
+    [
+        ("pushed x: version 1\n\nwrote 9 bytes\n", None),  # blank lines are not compared
+        ("pushed x: version 1\n", "lacks the line the docs show:\n    wrote … bytes"),
+        ("pushed x: version 1\nnote: y\nwrote 9 bytes\n", "do not show:\n    note: y\nwhere"),
+        ("pushed x: version 1\nwrote 9 bytes\nnote: y\n", "goes on past what the docs show"),
+    ],
+)
+def test_a_whole_block_shows_every_line_of_the_output(output: str, differs: str | None) -> None:
+    # What a user sees and the docs leave out fails here: first_mismatch skips it.
+    shown = ["pushed x: version …", "wrote … bytes"]
+    assert first_mismatch(shown, "pushed x: version 1\nnote: y\nwrote 9 bytes\n") is None
+    found = whole_mismatch(shown, output)
+    assert (found is None) if differs is None else (found is not None and differs in found)
+
+
+@pytest.mark.parametrize(
+    ("shown", "differs"),
+    [
+        (["a", "…", "d"], None),
+        (["a", "…"], None),
+        (["…", "b", "…"], None),
+        (["a", "…", "b", "d"], "where they show:\n    d"),  # `…` skips to the next shown line
+        (["a", "…", "x"], "lacks the line the docs show:\n    x"),
+    ],
+)
+def test_an_ellipsis_line_in_a_whole_block_stands_for_any_lines(
+    shown: list[str], differs: str | None
+) -> None:
+    found = whole_mismatch(shown, "a\nb\nc\nd\n")
+    assert (found is None) if differs is None else (found is not None and differs in found)
+
+
+def test_a_whole_block_fails_on_a_line_the_docs_leave_out(tmp_path: Path) -> None:
+    doc = "<!-- run: whole -->\n```console\n$ printf 'a\\nb\\n'\na\n```\n"
+    (block,) = runnable_blocks(tmp_path / "doc.md", doc)
+    run = DocRun(tmp_path / "work")
+    try:
+        with pytest.raises(BlockFailure, match="goes on past what the docs show:\n    b"):
+            run.run(block)
+    finally:
+        run.close()

@@ -5,6 +5,7 @@ items written with plain boto3 as anyone with access to them can."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -67,6 +68,35 @@ def test_keys_that_are_no_state_name_are_named_on_the_states_and_locks_pages(
     page.goto(server.url + "/ui/locks")
     expect(page.get_by_role("row", name=NAME)).to_be_visible()
     expect(page.get_by_role("status")).to_contain_text("1 lock(s) left out: 'team/my app.tfstate'")
+
+
+def _search_once_indexed(page: Any, url: str, timeout: float = 30) -> None:
+    """Open ``url``, again as the page asks while the server's first index build runs
+    (the keys it left out are known when a listing of the bucket is done)."""
+    deadline = time.monotonic() + timeout
+    page.goto(url)
+    while page.get_by_text("The index is being built").count():
+        assert time.monotonic() < deadline, "the index was still being built"
+        page.wait_for_timeout(200)
+        page.goto(url)
+
+
+def test_keys_that_are_no_state_name_are_named_on_the_search_page(
+    server: StatekeeperServer, page: Any
+) -> None:
+    # Such a key is never indexed, so a search cannot find what its state holds: the
+    # page says so, as `statekeeper search` does on stderr and the API in `unaddressable`.
+    from playwright.sync_api import expect
+
+    _search_once_indexed(page, server.url + "/ui/search")
+    notice = page.get_by_role("status").filter(has_text="left out")
+    expect(notice).to_contain_text("1 key(s) left out: 'team/my app.tfstate'")
+    expect(notice).to_contain_text("copy it to a valid key")
+
+    page.get_by_label("Resource, address").fill("type:terraform_data")
+    page.get_by_role("button", name="Search").click()
+    expect(page.get_by_text("Nothing matches.")).to_be_visible()
+    expect(notice).to_contain_text("1 key(s) left out: 'team/my app.tfstate'")
 
 
 def test_a_holders_bidi_override_is_shown_escaped_and_its_lock_still_unlocks(

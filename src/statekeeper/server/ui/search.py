@@ -10,6 +10,7 @@ from starlette.responses import Response
 from statekeeper.errors import StatekeeperError
 from statekeeper.inventory.views import counts, search
 from statekeeper.server.ui.context import PAGE, Page
+from statekeeper.state.listing import Unaddressable
 
 __all__ = ["router"]
 
@@ -37,5 +38,17 @@ def search_page(
             result=None,
             totals=None,
             failure=exc.message,
+            left_out=None,
         )
-    return ui.render("search.html", title="Search", q=q, result=result, totals=totals, failure=None)
+    # Not indexed, so never found: named as `statekeeper search` names them (only to a
+    # caller who may read every state; the list is empty for anyone else).
+    left_out = Unaddressable(dict.fromkeys(totals.unaddressable)).warning()
+    return ui.render(
+        "search.html",
+        title="Search",
+        q=q,
+        result=result,
+        totals=totals,
+        failure=None,
+        left_out=left_out,
+    )
