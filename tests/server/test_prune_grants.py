@@ -22,7 +22,14 @@ STATES = ("team/app.tfstate", "zzz/app.tfstate")
 
 
 def test_a_refused_prune_removes_nothing(tmp_path: Path) -> None:
-    secrets = make_tokens(tmp_path, {"root": ["**:admin"], "team": ["team/**:admin"]})
+    secrets = make_tokens(
+        tmp_path,
+        {
+            "root": ["**:admin"],
+            "team": ["team/**:admin"],
+            "peek": ["team/**:admin", "zzz/**:read"],
+        },
+    )
     env = {"STATEKEEPER_HISTORY": HISTORY, "STATEKEEPER_RATE_LIMIT": "0"}
     server = StatekeeperServer(tmp_path, env=env).start()
     root, team = bearer(secrets["root"]), bearer(secrets["team"])
@@ -36,7 +43,11 @@ def test_a_refused_prune_removes_nothing(tmp_path: Path) -> None:
                 refused = http.post("/api/v1/prune", json=body, headers=team)
                 assert refused.status_code == 403, refused.text
                 message = refused.json()["message"]
-                assert "zzz/app.tfstate" in message and "nothing was pruned" in message
+                assert "nothing was pruned" in message
+                assert "zzz" not in message  # a state it may not read goes unnamed
+                peek = http.post("/api/v1/prune", json=body, headers=bearer(secrets["peek"]))
+                assert peek.status_code == 403, peek.text
+                assert "may not prune zzz/app.tfstate" in peek.json()["message"]
             for name in STATES:
                 assert len(http.get(f"/api/v1/versions/{name}", headers=root).json()) == 3
             done = http.post("/api/v1/prune", json={"prefix": "team/"}, headers=team)

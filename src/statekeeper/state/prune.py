@@ -24,6 +24,7 @@ from statekeeper.errors import (
 )
 from statekeeper.events import Action, EventStream
 from statekeeper.security.caller import SERVER_ACTOR, Caller
+from statekeeper.security.grants import visible
 from statekeeper.security.policy import Permission, Policy, require
 from statekeeper.state.hygiene import HistoryPolicy, Retention
 from statekeeper.state.listing import Unaddressable, is_state_key
@@ -112,8 +113,15 @@ def prune(
             try:
                 require(policy, caller, name, Permission.ADMIN, "prune")
             except Forbidden as exc:
+                # A state the caller may not even read goes unnamed, as in every listing.
+                refused = (
+                    exc.message
+                    if visible(policy, caller, str(name))
+                    else f"{caller.actor} may not prune every state the retention rules "
+                    "cover here: it needs the 'admin' permission on each"
+                )
                 raise Forbidden(
-                    f"{exc.message}; nothing was pruned: give a prefix whose states it may "
+                    f"{refused}; nothing was pruned: give a prefix whose states it may "
                     "prune (statekeeper prune PREFIX, or prefix in the body)"
                 ) from exc
     out: list[Pruned] = []
