@@ -27,7 +27,10 @@ from statekeeper.terraform.layout import STATEKEEPER_PREFIX
 from statekeeper.terraform.names import StateName
 from statekeeper.times import utcnow
 
-__all__ = ["Restored", "TrashService", "Trashed"]
+__all__ = ["RESTORE_OPERATION", "Restored", "TrashService", "Trashed"]
+
+#: The Operation in the LockInfo a restore holds, as a rollback holds ``rollback``.
+RESTORE_OPERATION = "restore"
 
 
 @dataclass(frozen=True)
@@ -84,12 +87,18 @@ class TrashService:
         return sorted(out, key=lambda t: t.state.deleted)
 
     def restore(self, name: StateName, caller: Caller) -> Restored:
-        """Make the version current before the delete current again (admin)."""
+        """Make the version current before the delete current again (admin), under the
+        state's lock: a lock held on the deleted name is a run about to write a new state
+        there, whose write a restore under it would make fail (another lineage)."""
         with self.events.event(Action.RESTORE, caller, name) as event:
             require(self.policy, caller, name, Permission.ADMIN, "restore")
             self._require_store()
             key = str(name)
-            with self.locks.serialized(name):
+            with (
+                self.locks.holding(name, RESTORE_OPERATION, caller) as lock,
+                self.locks.serialized(name),
+            ):
+                event.lock(lock)
                 if self.store.head(key) is not None:
                     raise Conflict(
                         f"{name} exists (it was written again since it was deleted, or "
