@@ -66,7 +66,8 @@ class TrashService:
         #: How long a deleted state stays restorable (None: until purged).
         self.keep = keep
 
-    def _require_store(self) -> None:
+    def require_store(self) -> None:
+        """CapabilityMissing, saying why, where the store keeps no deleted states."""
         if not self.store.supports_history_edits:
             raise CapabilityMissing(
                 f"the {self.store.scheme} store keeps no deleted states: "
@@ -75,7 +76,7 @@ class TrashService:
 
     def entries(self, caller: Caller, prefix: str = "") -> list[Trashed]:
         """Deleted states under ``prefix`` the caller may read, oldest deletion first."""
-        self._require_store()
+        self.require_store()
         out = []
         for state in self.store.deleted(prefix):
             if state.key.startswith(STATEKEEPER_PREFIX):
@@ -92,7 +93,7 @@ class TrashService:
         there, whose write a restore under it would make fail (another lineage)."""
         with self.events.event(Action.RESTORE, caller, name) as event:
             require(self.policy, caller, name, Permission.ADMIN, "restore")
-            self._require_store()
+            self.require_store()
             key = str(name)
             with (
                 self.locks.holding(name, RESTORE_OPERATION, caller) as lock,
@@ -118,7 +119,7 @@ class TrashService:
         """Remove every version of the deleted state ``name`` for good (admin)."""
         with self.events.event(Action.PURGE, caller, name) as event:
             require(self.policy, caller, name, Permission.ADMIN, "purge")
-            self._require_store()
+            self.require_store()
             with self.locks.serialized(name):
                 self._forget(str(name))
                 removed = self.store.purge(str(name))
