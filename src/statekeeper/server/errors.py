@@ -104,7 +104,7 @@ def _problem(error: Mapping[str, Any]) -> str:
         text += " (an RFC 3339 time with a zone, e.g. 2026-01-01T00:00:00Z)"
     elif error.get("type") == "extra_forbidden":
         # Refused rather than ignored: a misspelt "dryrun" would otherwise run for real.
-        text += " (no such field: nothing was done; /api/v1/openapi.json lists the fields)"
+        text += " (nothing was done; /api/v1/openapi.json lists what this route takes)"
     return text
 
 
