@@ -187,6 +187,10 @@ def rollback(
             from statekeeper.state.rollback import already_current
 
             raise already_current(state, d.to)
+        if d.lineage.before and d.lineage.after and d.lineage.before != d.lineage.after:
+            from statekeeper.state.rollback import other_lineage
+
+            raise other_lineage(state, d.to, d.lineage.after, d.lineage.before)
         console.print(
             f"Roll back {name} to version {d.to} (serial {dash(d.serial.after)}); it "
             f"becomes a new version with serial {(d.serial.before or 0) + 1}. Against the "

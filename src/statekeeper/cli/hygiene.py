@@ -185,6 +185,9 @@ def trash_purge(
             soft_wrap=True,
         )
         return
+    # expire() finds nothing where nothing can expire (the background task's case); asked
+    # by hand, a store without a trash says so, as 'trash list' does.
+    trash.require_store()
     purged = trash.expire(local_caller())
     if json_out:
         print_view([PurgedView(name=key, removed=n) for key, n in purged])
@@ -196,5 +199,10 @@ def trash_purge(
             highlight=False,
             soft_wrap=True,
         )
-    if not purged:
+    if not purged and trash.keep is None:
+        err_console.print(
+            "nothing expires: history.trash is 0s (deleted states stay until purged by "
+            "name: statekeeper trash purge NAME)"
+        )
+    elif not purged:
         err_console.print("nothing in the trash has expired")

@@ -22,8 +22,10 @@ A state name may hold ``/``, so the operation comes first in the path
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Body, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
@@ -87,7 +89,24 @@ class ApiRoute(APIRoute):
         return super().matches(self._as_get(scope))
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] not in ("GET", "HEAD"):
+            self._refuse_unknown_query(scope)
         await super().handle(self._as_get(scope), receive, send)
+
+    def _refuse_unknown_query(self, scope: Scope) -> None:
+        """A change asked with a query parameter the route does not take is refused, as
+        a body field it does not take is (``server/inputs.py``): ignored, ``POST
+        /api/v1/prune?dry_run=true`` pruned for real. Reads may carry any (a cache
+        buster), and change nothing."""
+        known = {param.alias for param in self.dependant.query_params}
+        sent = parse_qsl(scope.get("query_string", b"").decode("latin-1"), True)
+        unknown = sorted({key for key, _ in sent} - known)
+        if unknown:
+            # In pydantic's words for an unknown body field, which server/errors.py explains.
+            msg = "Extra inputs are not permitted"
+            raise RequestValidationError(
+                [{"type": "extra_forbidden", "loc": ("query", key), "msg": msg} for key in unknown]
+            )
 
     def _as_get(self, scope: Scope) -> Scope:
         if scope["method"] == "HEAD" and "GET" in (self.methods or ()):

@@ -10,18 +10,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Request
+from pydantic import Field
 
 from statekeeper.app import Services
 from statekeeper.errors import CapabilityMissing
 from statekeeper.server.api import ERRORS, ApiRoute
+from statekeeper.server.inputs import JsonIn
 from statekeeper.server.tfhttp import caller_of
-from statekeeper.state.history_views import (
-    PruneIn,
-    PruneView,
-    PurgedView,
-    RestoredView,
-    TrashEntry,
-)
+from statekeeper.state.history_views import PruneView, PurgedView, RestoredView, TrashEntry
 from statekeeper.state.prune import prune
 from statekeeper.state.trash import TrashService
 from statekeeper.terraform.names import StateName
@@ -29,6 +25,11 @@ from statekeeper.terraform.names import StateName
 __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1", tags=["history"], responses=ERRORS, route_class=ApiRoute)
+
+
+class PruneIn(JsonIn):
+    prefix: str = Field("", max_length=1024)
+    dry_run: bool = False
 
 
 def _services(request: Request) -> Services:

@@ -9,7 +9,7 @@ from statekeeper.state.trash import Restored, Trashed
 from statekeeper.state.views import View
 from statekeeper.times import format_rfc3339
 
-__all__ = ["PruneIn", "PruneView", "PurgedView", "RestoredView", "TrashEntry"]
+__all__ = ["PruneView", "PurgedView", "RestoredView", "TrashEntry"]
 
 
 class TrashEntry(View):
@@ -61,8 +61,3 @@ class PruneView(View):
         return cls(
             name=p.name, rule=p.rule, removed=list(p.removed), kept=p.kept, dry_run=p.dry_run
         )
-
-
-class PruneIn(View):
-    prefix: str = Field("", max_length=1024)
-    dry_run: bool = False

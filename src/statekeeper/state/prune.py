@@ -15,9 +15,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from statekeeper.errors import BadRequest, CapabilityMissing, StatekeeperError, VersionNotFound
+from statekeeper.errors import (
+    BadRequest,
+    CapabilityMissing,
+    Forbidden,
+    StatekeeperError,
+    VersionNotFound,
+)
 from statekeeper.events import Action, EventStream
 from statekeeper.security.caller import SERVER_ACTOR, Caller
+from statekeeper.security.grants import visible
 from statekeeper.security.policy import Permission, Policy, require
 from statekeeper.state.hygiene import HistoryPolicy, Retention
 from statekeeper.state.listing import Unaddressable, is_state_key
@@ -90,36 +97,55 @@ def prune(
             "lifecycle rules (NoncurrentVersionExpiration) do this: see docs/operations.md"
         )
     now = now or utcnow()
-    out: list[Pruned] = []
+    covered: list[tuple[StateName, Retention]] = []
     for info in store.scan(prefix):
         if not is_state_key(info.key, unaddressable):
             continue  # statekeeper's own records in a bucket, or no state name
         name = StateName(info.key)
         rule = history.rule_for(name)
-        if rule is None:
-            continue
-        # A refusal is recorded; success is the removal's event below (none for a dry run).
+        if rule is not None:
+            covered.append((name, rule))
+    # Every grant is checked before anything is removed: a refusal half-way through
+    # answered 403 for a prune that had already removed the versions of the states
+    # before it. A refusal is recorded; success is the removal's event below.
+    for name, _ in covered:
         with events.event(Action.PRUNE, caller, name, record_success=False):
-            require(policy, caller, name, Permission.ADMIN, "prune")
-        versions = [version_from_info(info.key, i) for i in store.versions(info.key)]
+            try:
+                require(policy, caller, name, Permission.ADMIN, "prune")
+            except Forbidden as exc:
+                # A state the caller may not even read goes unnamed, as in every listing.
+                refused = (
+                    exc.message
+                    if visible(policy, caller, str(name))
+                    else f"{caller.actor} may not prune every state the retention rules "
+                    "cover here: it needs the 'admin' permission on each"
+                )
+                raise Forbidden(
+                    f"{refused}; nothing was pruned: give a prefix whose states it may "
+                    "prune (statekeeper prune PREFIX, or prefix in the body)"
+                ) from exc
+    out: list[Pruned] = []
+    for name, rule in covered:
+        key = str(name)
+        versions = [version_from_info(key, i) for i in store.versions(key)]
         doomed = expendable(versions, rule, now)
         if not doomed:
             continue
         if dry_run:
             kept = len(versions) - len(doomed)
-            out.append(Pruned(info.key, rule.describe(), tuple(doomed), kept, True))
+            out.append(Pruned(key, rule.describe(), tuple(doomed), kept, True))
             continue
         with events.event(Action.PRUNE, caller, name) as event:
             gone = []
             for version_id in doomed:
                 try:
-                    store.delete_version(info.key, version_id)
+                    store.delete_version(key, version_id)
                 except VersionNotFound:
                     continue  # compacted or pruned by another process meanwhile
                 gone.append(version_id)
             event.detail = f"removed {len(gone)} version(s) by the rule {rule.describe()}"
         kept = len(versions) - len(gone)
-        out.append(Pruned(info.key, rule.describe(), tuple(gone), kept, False))
+        out.append(Pruned(key, rule.describe(), tuple(gone), kept, False))
     return out
 
 

@@ -18,7 +18,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from statekeeper.errors import BadRequest, EncryptedState, InvalidState
+from statekeeper.errors import BadRequest, EncryptedState, InvalidState, StateConflict
 from statekeeper.events import Action
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, require
@@ -34,6 +34,7 @@ __all__ = [
     "PushResult",
     "RollbackResult",
     "already_current",
+    "other_lineage",
     "push",
     "rewrite_serial",
     "rollback",
@@ -101,6 +102,21 @@ def already_current(name: StateName, version_id: str) -> BadRequest:
     )
 
 
+def other_lineage(name: StateName, version_id: str, lineage: str, current: str) -> StateConflict:
+    """The refusal of a rollback to a version of another lineage than the current state's.
+
+    The serial/lineage guard refuses that write anyway, in the words of a push; this
+    says what happened and how to restore such a version all the same.
+    """
+    return StateConflict(
+        f'version {version_id} of {name} has lineage "{lineage}", the current state '
+        f'"{current}" (the state was replaced since, e.g. by a forced push): a rollback '
+        "keeps the current lineage and cannot restore it. To make that version current "
+        f"anyway: statekeeper pull {name} --version {version_id} -o FILE, then "
+        f"statekeeper push --force {name} FILE"
+    )
+
+
 def rollback(
     states: StateService,
     locks: LockService,
@@ -127,6 +143,8 @@ def rollback(
                     "ciphertext, so it cannot be rewritten without the key. Pull the old "
                     "version (statekeeper pull --version), and push it with 'tofu state push'."
                 )
+            if old_doc.lineage and cur_doc.lineage and old_doc.lineage != cur_doc.lineage:
+                raise other_lineage(name, target.version_id, old_doc.lineage, cur_doc.lineage)
             new_serial = cur_doc.serial + 1
             # rewrite_serial verifies by parsing that only the top-level serial moved.
             data = rewrite_serial(old, new_serial)

@@ -27,7 +27,10 @@ from statekeeper.terraform.layout import STATEKEEPER_PREFIX
 from statekeeper.terraform.names import StateName
 from statekeeper.times import utcnow
 
-__all__ = ["Restored", "TrashService", "Trashed"]
+__all__ = ["RESTORE_OPERATION", "Restored", "TrashService", "Trashed"]
+
+#: The Operation in the LockInfo a restore holds, as a rollback holds ``rollback``.
+RESTORE_OPERATION = "restore"
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,8 @@ class TrashService:
         #: How long a deleted state stays restorable (None: until purged).
         self.keep = keep
 
-    def _require_store(self) -> None:
+    def require_store(self) -> None:
+        """CapabilityMissing, saying why, where the store keeps no deleted states."""
         if not self.store.supports_history_edits:
             raise CapabilityMissing(
                 f"the {self.store.scheme} store keeps no deleted states: "
@@ -72,7 +76,7 @@ class TrashService:
 
     def entries(self, caller: Caller, prefix: str = "") -> list[Trashed]:
         """Deleted states under ``prefix`` the caller may read, oldest deletion first."""
-        self._require_store()
+        self.require_store()
         out = []
         for state in self.store.deleted(prefix):
             if state.key.startswith(STATEKEEPER_PREFIX):
@@ -84,12 +88,18 @@ class TrashService:
         return sorted(out, key=lambda t: t.state.deleted)
 
     def restore(self, name: StateName, caller: Caller) -> Restored:
-        """Make the version current before the delete current again (admin)."""
+        """Make the version current before the delete current again (admin), under the
+        state's lock: a lock held on the deleted name is a run about to write a new state
+        there, whose write a restore under it would make fail (another lineage)."""
         with self.events.event(Action.RESTORE, caller, name) as event:
             require(self.policy, caller, name, Permission.ADMIN, "restore")
-            self._require_store()
+            self.require_store()
             key = str(name)
-            with self.locks.serialized(name):
+            with (
+                self.locks.holding(name, RESTORE_OPERATION, caller) as lock,
+                self.locks.serialized(name),
+            ):
+                event.lock(lock)
                 if self.store.head(key) is not None:
                     raise Conflict(
                         f"{name} exists (it was written again since it was deleted, or "
@@ -109,7 +119,7 @@ class TrashService:
         """Remove every version of the deleted state ``name`` for good (admin)."""
         with self.events.event(Action.PURGE, caller, name) as event:
             require(self.policy, caller, name, Permission.ADMIN, "purge")
-            self._require_store()
+            self.require_store()
             with self.locks.serialized(name):
                 self._forget(str(name))
                 removed = self.store.purge(str(name))
