@@ -22,7 +22,7 @@ LIFETIME = 0.5
 def kept(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[SignedOut, ObjectStore]]:
     store: ObjectStore
     if request.param == "sqlite":
-        store = open_store(f"sqlite://{tmp_path / 'statekeeper.db'}")
+        store = open_store(f"sqlite:///{tmp_path / 'statekeeper.db'}")
         records = store.records
         assert records.database is not None
     else:
