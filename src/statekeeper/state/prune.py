@@ -3,8 +3,10 @@
 A rule keeps the newest ``keep_last`` versions and/or those newer than
 ``keep_for``; a version either keeps stays. The current version stays
 whatever the rule, and so does a version a rollback restored (the history
-names it). Each state with versions removed is one ``prune`` event; a dry run
-removes nothing and records nothing.
+names it). A removal holds only while the state's current version is still the
+one its plan was made from: a rollback that lands meanwhile (naming a version the
+plan let go) makes the prune plan that state again. Each state with versions
+removed is one ``prune`` event; a dry run removes nothing and records nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from statekeeper.errors import (
     Forbidden,
     StatekeeperError,
     VersionNotFound,
+    WriteRace,
 )
 from statekeeper.events import Action, EventStream
 from statekeeper.security.caller import SERVER_ACTOR, Caller
@@ -136,17 +139,48 @@ def prune(
             out.append(Pruned(key, rule.describe(), tuple(doomed), kept, True))
             continue
         with events.event(Action.PRUNE, caller, name) as event:
-            gone = []
+            gone, kept = _remove(store, key, rule, now, versions, doomed)
+            event.detail = f"removed {len(gone)} version(s) by the rule {rule.describe()}"
+        out.append(Pruned(key, rule.describe(), tuple(gone), kept, False))
+    return out
+
+
+#: How often one prune plans a state again when writes land during its removals; the
+#: rest is left to the next prune.
+_PLANS = 3
+
+
+def _remove(
+    store: ObjectStore,
+    key: str,
+    rule: Retention,
+    now: datetime,
+    versions: list[StateVersion],
+    doomed: list[str],
+) -> tuple[list[str], int]:
+    """Remove ``doomed``, each only while the current version is still the one planned
+    from; the versions removed and how many stay.
+
+    A write since the plan may be a rollback that restored one of them, which then
+    stays: the store refuses the removal and the state is planned again.
+    """
+    gone: list[str] = []
+    for _ in range(_PLANS):
+        current = versions[0].version_id if versions and versions[0].is_current else None
+        if current is None:
+            break  # deleted meanwhile: its versions are the trash's now
+        try:
             for version_id in doomed:
                 try:
-                    store.delete_version(key, version_id)
+                    store.delete_version(key, version_id, current)
                 except VersionNotFound:
                     continue  # compacted or pruned by another process meanwhile
                 gone.append(version_id)
-            event.detail = f"removed {len(gone)} version(s) by the rule {rule.describe()}"
-        kept = len(versions) - len(gone)
-        out.append(Pruned(key, rule.describe(), tuple(gone), kept, False))
-    return out
+            break
+        except WriteRace:
+            versions = [version_from_info(key, i) for i in store.versions(key)]
+            doomed = expendable(versions, rule, now)
+    return gone, sum(1 for v in versions if v.version_id not in gone)
 
 
 class PruneTask:

@@ -6,7 +6,9 @@ remembers which version was current, a versioned bucket puts a delete marker
 over it. ``restore`` makes that version current again, byte for byte (on S3:
 the delete markers above it are removed); ``purge`` removes every version for
 good. Each is one event (``restore``, ``purge``); :meth:`TrashService.expire`
-purges what has been in the trash longer than the configured time.
+purges what has been in the trash longer than the configured time: each purge
+removes only the deletion it listed, so a state written and deleted again since
+stays in the trash for the full time.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from statekeeper.errors import CapabilityMissing, Conflict, StateNotFound
+from statekeeper.errors import CapabilityMissing, Conflict, StateNotFound, WriteRace
 from statekeeper.events import Action
 from statekeeper.security.caller import Caller
 from statekeeper.security.grants import visible
@@ -115,14 +117,25 @@ class TrashService:
             event.version, event.serial = version.version_id, version.serial
             return Restored(key, version.version_id, version.serial)
 
-    def purge(self, name: StateName, caller: Caller, *, reason: str | None = None) -> int:
-        """Remove every version of the deleted state ``name`` for good (admin)."""
+    def purge(
+        self,
+        name: StateName,
+        caller: Caller,
+        *,
+        reason: str | None = None,
+        deleted: datetime | None = None,
+    ) -> int:
+        """Remove every version of the deleted state ``name`` for good (admin).
+
+        With ``deleted``, only the deletion a listing saw then (WriteRace when the
+        state was written and deleted again since).
+        """
         with self.events.event(Action.PURGE, caller, name) as event:
             require(self.policy, caller, name, Permission.ADMIN, "purge")
             self.require_store()
             with self.locks.serialized(name):
                 self._forget(str(name))
-                removed = self.store.purge(str(name))
+                removed = self.store.purge(str(name), deleted)
             event.detail = f"removed {removed} version(s)" + (f" ({reason})" if reason else "")
             return removed
 
@@ -141,8 +154,15 @@ class TrashService:
             if state.key.startswith(STATEKEEPER_PREFIX) or state.deleted > limit:
                 continue
             try:
-                removed = self.purge(StateName(state.key), caller, reason="in the trash too long")
-            except StateNotFound:
-                continue  # restored or written again meanwhile
+                # The deletion listed, not whichever is in the trash by the time the
+                # purge runs: one made since is not expired.
+                removed = self.purge(
+                    StateName(state.key),
+                    caller,
+                    reason="in the trash too long",
+                    deleted=state.deleted,
+                )
+            except (StateNotFound, WriteRace):
+                continue  # restored, written again or deleted again meanwhile
             out.append((state.key, removed))
         return out

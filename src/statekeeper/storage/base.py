@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from statekeeper.errors import CapabilityMissing, LockMismatch, LockNotFound, VersionNotFound
+from statekeeper.errors import (
+    CapabilityMissing,
+    LockMismatch,
+    LockNotFound,
+    VersionNotFound,
+    WriteRace,
+)
 from statekeeper.terraform.lockinfo import LockInfo
 
 if TYPE_CHECKING:
@@ -37,7 +43,9 @@ __all__ = [
     "StoredObject",
     "Upload",
     "WithPrevious",
+    "deleted_again",
     "notify_stored",
+    "written_since",
 ]
 
 #: What the default probes read: '!' cannot appear in a state name.
@@ -86,6 +94,22 @@ class DeletedState:
     #: The version that was current before the delete: what a restore brings back.
     version_id: str
     size: int
+
+
+def deleted_again(key: str, seen: datetime) -> WriteRace:
+    """A purge's refusal: ``key`` was written and deleted again after the deletion seen."""
+    return WriteRace(
+        f"{key!r} was written and deleted again since its deletion at {seen.isoformat()}; "
+        "the newer deletion stays in the trash ('statekeeper trash list')"
+    )
+
+
+def written_since(key: str, version_id: str, current: str) -> WriteRace:
+    """A version removal's refusal: ``current`` is no longer the current version of ``key``."""
+    return WriteRace(
+        f"{key!r} was written or deleted since its versions were read (version {current} "
+        f"is no longer current): version {version_id} stays; read the versions again"
+    )
 
 
 @dataclass(frozen=True)
@@ -336,9 +360,12 @@ class ObjectStore(ABC):
             raise VersionNotFound(f"state {key!r} has no version {previous!r}")
         return WithPrevious(obj.data, previous, before.data)
 
-    def delete_version(self, key: str, version_id: str) -> None:
+    def delete_version(self, key: str, version_id: str, current: str | None = None) -> None:
         """Remove one version for good; never the current one (StorageError if it is).
 
+        With ``current``, only while that is still the current version: WriteRace when
+        another was written since (a rollback may have named this one as the version it
+        restored), checked in the removal's own transaction where the store has them.
         Needs ``supports_history_edits``. Raises VersionNotFound for an unknown version.
         """
         raise CapabilityMissing(f"the {self.scheme} store cannot remove single versions")
@@ -355,9 +382,12 @@ class ObjectStore(ABC):
         """
         raise CapabilityMissing(f"the {self.scheme} store keeps no deleted states")
 
-    def purge(self, key: str) -> int:
+    def purge(self, key: str, deleted: datetime | None = None) -> int:
         """Remove every version of the deleted state ``key``; how many were removed.
 
+        With ``deleted`` (the time a listing of :meth:`deleted` saw), only that deletion:
+        WriteRace when the state was written and deleted again since (its deletion is
+        newer), checked in the purge's own transaction where the store has them.
         Raises StateNotFound when ``key`` is not a deleted state.
         """
         raise CapabilityMissing(f"the {self.scheme} store keeps no deleted states")

@@ -32,6 +32,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from statekeeper.errors import ConfigError, StorageError
@@ -282,8 +283,8 @@ class EncryptingStore(ObjectStore):
             None if before is None else self._open(key, before),
         )
 
-    def delete_version(self, key: str, version_id: str) -> None:
-        self.inner.delete_version(key, version_id)
+    def delete_version(self, key: str, version_id: str, current: str | None = None) -> None:
+        self.inner.delete_version(key, version_id, current)
 
     def deleted(self, prefix: str = "") -> Iterator[DeletedState]:
         return self.inner.deleted(prefix)
@@ -291,8 +292,8 @@ class EncryptingStore(ObjectStore):
     def undelete(self, key: str) -> ObjectInfo:
         return self._plain_info(self.inner.undelete(key))
 
-    def purge(self, key: str) -> int:
-        return self.inner.purge(key)
+    def purge(self, key: str, deleted: datetime | None = None) -> int:
+        return self.inner.purge(key, deleted)
 
     def close(self) -> None:
         self.inner.close()

@@ -15,6 +15,7 @@ table doing its job.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
 from time import perf_counter
 from typing import ParamSpec, Protocol, TypeVar
 
@@ -200,8 +201,8 @@ class MeteredStore(ObjectStore):
     def with_previous(self, key: str, version_id: str, known: str | None = None) -> WithPrevious:
         return self._meter("with_previous", self.inner.with_previous, key, version_id, known)
 
-    def delete_version(self, key: str, version_id: str) -> None:
-        self._meter("delete_version", self.inner.delete_version, key, version_id)
+    def delete_version(self, key: str, version_id: str, current: str | None = None) -> None:
+        self._meter("delete_version", self.inner.delete_version, key, version_id, current)
 
     def deleted(self, prefix: str = "") -> Iterator[DeletedState]:
         return self._meter.iterate("deleted", self.inner.deleted(prefix))
@@ -209,8 +210,8 @@ class MeteredStore(ObjectStore):
     def undelete(self, key: str) -> ObjectInfo:
         return self._meter("undelete", self.inner.undelete, key)
 
-    def purge(self, key: str) -> int:
-        return self._meter("purge", self.inner.purge, key)
+    def purge(self, key: str, deleted: datetime | None = None) -> int:
+        return self._meter("purge", self.inner.purge, key, deleted)
 
     def probe(self) -> None:
         self._meter("probe", self.inner.probe)

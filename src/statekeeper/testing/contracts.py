@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -404,3 +405,36 @@ class HistoryEditsContract:
         store.delete("t/b.tfstate")
         store.put("t/b.tfstate", STATE, {})
         assert list(store.deleted("t/")) == []
+
+    def test_a_removal_holds_only_while_the_current_version_is_the_one_seen(
+        self, store: ObjectStore
+    ) -> None:
+        for serial in (1, 2):
+            store.put("r.tfstate", STATE.replace(b'"serial": 2', b'"serial": %d' % serial), {})
+        seen, older = (v.version_id for v in store.versions("r.tfstate"))
+        # A write (a rollback restoring ``older``) lands after the versions were read.
+        store.put("r.tfstate", STATE.replace(b'"serial": 2', b'"serial": 3'), {})
+        with pytest.raises(WriteRace):
+            store.delete_version("r.tfstate", older, current=seen)
+        assert older in [v.version_id for v in store.versions("r.tfstate")]
+        newest = store.versions("r.tfstate")[0].version_id
+        store.delete_version("r.tfstate", older, current=newest)
+        assert [v.version_id for v in store.versions("r.tfstate")] == [newest, seen]
+        store.delete("r.tfstate")
+        with pytest.raises(WriteRace):
+            store.delete_version("r.tfstate", seen, current=newest)  # deleted since
+
+    def test_a_purge_removes_only_the_deletion_it_saw(self, store: ObjectStore) -> None:
+        store.put("p/a.tfstate", STATE, {})
+        store.delete("p/a.tfstate")
+        (listed,) = store.deleted("p/")
+        # Written and deleted again after the listing; S3 times its markers to the second.
+        time.sleep(1.1)
+        store.put("p/a.tfstate", STATE, {"serial": "3"})
+        store.delete("p/a.tfstate")
+        with pytest.raises(WriteRace):
+            store.purge("p/a.tfstate", deleted=listed.deleted)
+        (again,) = store.deleted("p/")
+        assert again.deleted > listed.deleted and len(store.versions("p/a.tfstate")) == 2
+        assert store.purge("p/a.tfstate", deleted=again.deleted) == 2
+        assert list(store.deleted("p/")) == []

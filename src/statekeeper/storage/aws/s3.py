@@ -356,8 +356,8 @@ class S3Store(ObjectStore):
 
     # History edits: the bucket's versions and delete markers (s3history.py).
 
-    def delete_version(self, key: str, version_id: str) -> None:
-        s3history.delete_version(self.where, self.where.key(key), version_id)
+    def delete_version(self, key: str, version_id: str, current: str | None = None) -> None:
+        s3history.delete_version(self.where, self.where.key(key), version_id, current)
 
     def deleted(self, prefix: str = "") -> Iterator[DeletedState]:
         return s3history.deleted(self.where, self.where.key(prefix))
@@ -369,8 +369,8 @@ class S3Store(ObjectStore):
             raise StorageError(f"{key!r} was restored but cannot be read back; try again")
         return info
 
-    def purge(self, key: str) -> int:
-        return s3history.purge(self.where, self.where.key(key))
+    def purge(self, key: str, deleted: datetime | None = None) -> int:
+        return s3history.purge(self.where, self.where.key(key), deleted)
 
     def probe(self) -> None:
         """HeadBucket: the bucket exists and these credentials reach it."""

@@ -18,7 +18,7 @@ from datetime import datetime
 from statekeeper.errors import StateNotFound, StorageError, VersionNotFound
 from statekeeper.storage.aws import _boto
 from statekeeper.storage.aws._boto import S3Bucket
-from statekeeper.storage.base import DeletedState
+from statekeeper.storage.base import DeletedState, deleted_again, written_since
 from statekeeper.terraform.layout import is_lock_file
 
 __all__ = ["Entry", "delete_version", "deleted", "entries", "purge", "undelete"]
@@ -73,8 +73,15 @@ def _remove(where: S3Bucket, full: str, version_id: str) -> None:
     )
 
 
-def delete_version(where: S3Bucket, full: str, version_id: str) -> None:
-    listed = {e.version_id: e for e in _of_key(where, full)}
+def delete_version(where: S3Bucket, full: str, version_id: str, current: str | None) -> None:
+    in_order = _of_key(where, full)
+    # S3 has no transaction: the latest entry is checked just before the removal, which
+    # narrows a concurrent write's window to the one DeleteObject call.
+    if current is not None and (
+        not in_order or in_order[0].marker or in_order[0].version_id != current
+    ):
+        raise written_since(where.name(full), version_id, current)
+    listed = {e.version_id: e for e in in_order}
     entry = listed.get(version_id)
     if entry is None or entry.marker:
         raise VersionNotFound(f"state {where.name(full)!r} has no version {version_id!r}")
@@ -121,8 +128,12 @@ def undelete(where: S3Bucket, full: str) -> None:
         _remove(where, full, marker.version_id)
 
 
-def purge(where: S3Bucket, full: str) -> int:
+def purge(where: S3Bucket, full: str, deleted: datetime | None) -> int:
     _, listed = _trashed(where, full)
+    # The newest delete marker is the deletion; entries written after this listing
+    # (a new version, a new marker) are not in it and stay.
+    if deleted is not None and listed[0].last_modified > deleted:
+        raise deleted_again(where.name(full), deleted)
     for entry in listed:
         _remove(where, full, entry.version_id)
     return sum(1 for e in listed if not e.marker)

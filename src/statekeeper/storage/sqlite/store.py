@@ -30,6 +30,8 @@ from statekeeper.storage.base import (
     StoredObject,
     Upload,
     WithPrevious,
+    deleted_again,
+    written_since,
 )
 from statekeeper.storage.registry import DriverURL
 from statekeeper.storage.sqlite.database import SqliteDatabase, database_path, like_prefix
@@ -361,10 +363,15 @@ class SqliteStore(ObjectStore):
 
         self.db.run(tx, write=True, durable=True)
 
-    def delete_version(self, key: str, version_id: str) -> None:
+    def delete_version(self, key: str, version_id: str, current: str | None = None) -> None:
         row_id = _row_id(key, version_id)
+        expected = None if current is None else _row_id(key, current)
 
         def tx(db: sqlite3.Connection) -> None:
+            if expected is not None:
+                now = db.execute("SELECT object_id FROM current WHERE key = ?", (key,)).fetchone()
+                if now is None or now[0] != expected:
+                    raise written_since(key, version_id, str(current))
             held = db.execute(
                 "SELECT 1 FROM current WHERE key = ? AND object_id = ? UNION ALL "
                 "SELECT 1 FROM trash WHERE key = ? AND object_id = ?",
@@ -411,9 +418,13 @@ class SqliteStore(ObjectStore):
 
         return self.db.run(tx, write=True, durable=True)
 
-    def purge(self, key: str) -> int:
+    def purge(self, key: str, deleted: datetime | None = None) -> int:
         def tx(db: sqlite3.Connection) -> int:
             self._trashed(db, key)
+            if deleted is not None:
+                (when,) = db.execute("SELECT deleted FROM trash WHERE key = ?", (key,)).fetchone()
+                if datetime.fromisoformat(str(when)) > deleted:
+                    raise deleted_again(key, deleted)
             db.execute("DELETE FROM trash WHERE key = ?", (key,))
             db.execute(
                 "DELETE FROM object_pieces WHERE id IN (SELECT id FROM objects WHERE key = ?)",

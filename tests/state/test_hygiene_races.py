@@ -1,0 +1,123 @@
+"""History hygiene racing the writes it must not undo, on the embedded store on disk.
+
+Each race is driven step by step, not by timing: the other party acts at the
+exact point between a listing and the removal that acts on it, through the
+hooks real deployments have there (an event subscriber, a storage observer).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from statekeeper.app import Services
+from statekeeper.events import Action, Event
+from statekeeper.security.caller import Caller
+from statekeeper.settings import Settings
+from statekeeper.state.hygiene import parse_history
+from statekeeper.state.inspection import Inspector
+from statekeeper.state.prune import prune
+from statekeeper.state.rollback import rollback
+from statekeeper.storage.metered import MeteredStore
+from statekeeper.terraform.names import StateName
+from statekeeper.testing.statefiles import state_bytes
+
+NAME = StateName("team/app.tfstate")
+#: Listed after NAME (the trash is listed by name), so purged after it.
+LATER = StateName("team/zz.tfstate")
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[Callable[[str], Services]]:
+    made: list[Services] = []
+
+    def build(history: str) -> Services:
+        settings = Settings(data_dir=tmp_path / "data", history=parse_history(history))
+        made.append(Services.build(settings))
+        return made[-1]
+
+    yield build
+    for s in made:
+        s.close()
+
+
+def test_expiry_purges_only_the_deletion_it_listed(
+    services: Callable[[str], Services], caller: Caller
+) -> None:
+    s = services('trash = "1s"')
+    assert s.trash is not None
+    for name in (NAME, LATER):
+        s.states.write(name, state_bytes(1), caller)
+        s.states.delete(name, caller)
+    time.sleep(1.1)  # both deletions expire
+
+    done: list[str] = []
+
+    def meanwhile(event: Event) -> None:
+        # Between the expiry's listing and its purge of LATER, LATER is written and
+        # deleted again: a new deletion, not one second old.
+        if event.action is Action.PURGE and event.state == str(NAME) and not done:
+            done.append(str(NAME))
+            s.states.write(LATER, state_bytes(2), caller)
+            s.states.delete(LATER, caller)
+
+    s.events.subscribe(meanwhile)
+    assert s.trash.expire(caller) == [(str(NAME), 1)]
+    assert done == [str(NAME)]
+    (kept,) = s.trash.entries(caller)
+    assert kept.state.key == str(LATER)
+    restored = s.trash.restore(LATER, caller)
+    assert restored.serial == 2
+    assert s.states.read_existing(LATER, caller).data == state_bytes(2)
+
+
+class _AfterFirstRemoval:
+    """A storage observer that runs ``act`` once, when the first version removal returns."""
+
+    def __init__(self, act: Callable[[], None]) -> None:
+        self.act: Callable[[], None] | None = act
+
+    def storage_timer(self, driver: str, operation: str) -> Callable[[float], None]:
+        def took(seconds: float) -> None:
+            if operation == "delete_version" and self.act is not None:
+                act, self.act = self.act, None
+                act()
+
+        return took
+
+    def storage_call(self, driver: str, operation: str, seconds: float, error: str | None) -> None:
+        pass
+
+    def state_stored(self, size: int) -> None:
+        pass
+
+
+def test_a_rollback_landing_during_a_prune_keeps_the_version_it_restored(
+    services: Callable[[str], Services], caller: Caller
+) -> None:
+    s = services('[[retention]]\nstates = "team/**"\nkeep_last = 1')
+    for serial in (1, 2, 3, 4):
+        s.states.write(NAME, state_bytes(serial), caller)
+    v4, v3, v2, v1 = (v.version_id for v in s.history.versions(NAME, caller))
+
+    def roll_back_to_v2() -> None:
+        # Another operator, in another thread: the prune has planned to remove v3,
+        # v2 and v1, and has removed v3.
+        def run() -> None:
+            rollback(s.states, s.locks, Inspector(s.states, s.history), NAME, v2, caller)
+
+        other = threading.Thread(target=run)
+        other.start()
+        other.join()
+
+    store = MeteredStore(s.store, _AfterFirstRemoval(roll_back_to_v2))
+    (pruned,) = prune(store, s.settings.history, s.policy, s.events, caller)
+    kept = s.history.versions(NAME, caller)
+    assert kept[0].restored_from == v2 and kept[0].serial == 5
+    # The rollback's version stays (current) and so does v2, which it restored.
+    assert [v.version_id for v in kept[1:]] == [v2]
+    assert set(pruned.removed) == {v3, v4, v1} and pruned.kept == 2
