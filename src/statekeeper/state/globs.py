@@ -4,7 +4,9 @@
 ``/``), ``?`` one character other than ``/``, and ``**`` any number of whole
 segments, zero included: ``team/**`` matches ``team/a.tfstate`` and
 ``team/a/b/c.tfstate``, and ``**`` alone matches every state. Any other
-character matches itself (``.`` included).
+character matches itself (``.`` included); a character no state name holds
+(``[``, a space) would make the glob match nothing, so it is refused where the
+glob is written: there are no ``[...]`` classes.
 
 Grants (``team/**:write``), the lock policy's and the history's rules, webhook
 subscriptions, the metrics' ``state`` label allow-list and the filters of the
@@ -27,6 +29,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from statekeeper.errors import BadRequest
+from statekeeper.terraform.names import NAME_CHARACTERS
 
 if TYPE_CHECKING:
     from statekeeper.terraform.names import StateName
@@ -37,6 +40,7 @@ _GLOB_HELP = (
     "write a state glob as a state name in which * matches within one segment, ? one "
     "character and ** any number of segments, e.g. 'team/**' or '*/prod.tfstate'"
 )
+_NOT_IN_A_NAME = re.compile(f"[^{NAME_CHARACTERS}/*?]")
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,12 @@ def glob_of(pattern: str, how: str) -> StateGlob:
         raise BadRequest(
             f"the state glob {pattern!r} ends in '/' and so matches no state (no state "
             f"name ends in '/'); write {meant!r} for every state under it; " + how
+        )
+    stray = _NOT_IN_A_NAME.search(pattern)
+    if stray is not None:
+        raise BadRequest(
+            f"the state glob {pattern!r} holds {stray.group()!r}, which no state name "
+            "holds, and so matches no state (a glob has no [...] classes); " + how
         )
     return glob
 
