@@ -14,6 +14,10 @@ audit trail, the inventory and the states page all take this syntax, and all
 parse it here: a malformed glob is refused in the same words wherever it is
 written, words about a glob.
 
+A prefix (``statekeeper states team/``) is no glob: it is the literal start of
+state names. One holding ``*``, ``?`` or ``[`` is almost certainly a glob typed as
+a prefix, and would match nothing: :func:`literal_prefix` refuses it.
+
 A glob ending in ``/`` (``team/``) matches no state, since no state name ends in
 ``/``: it is refused where it is written, with the glob that was meant
 (``team/**``). One already stored where it was accepted before (a token's grants,
@@ -34,7 +38,14 @@ from statekeeper.terraform.names import NAME_CHARACTERS
 if TYPE_CHECKING:
     from statekeeper.terraform.names import StateName
 
-__all__ = ["StateGlob", "glob_of", "parse_glob", "stored_glob", "stored_glob_of"]
+__all__ = [
+    "StateGlob",
+    "glob_of",
+    "literal_prefix",
+    "parse_glob",
+    "stored_glob",
+    "stored_glob_of",
+]
 
 _GLOB_HELP = (
     "write a state glob as a state name in which * matches within one segment, ? one "
@@ -116,3 +127,20 @@ def stored_glob_of(pattern: str, how: str) -> StateGlob:
             out += "[^/]*" if ch == "*" else "[^/]" if ch == "?" else re.escape(ch)
         parts.append(out if last else out + "/")
     return StateGlob(pattern, re.compile("".join(parts)))
+
+
+_GLOB_IN_PREFIX = re.compile(r"[*?\[]")
+
+
+def literal_prefix(prefix: str) -> str:
+    """``prefix``, refused when it holds a glob character: no state name holds one, so
+    the prefix would match nothing where a glob was surely meant."""
+    found = _GLOB_IN_PREFIX.search(prefix)
+    if found is None:
+        return prefix
+    meant = prefix[: found.start()]
+    instead = f"give {meant!r} for the states under it" if meant else "give none for every state"
+    raise BadRequest(
+        f"the prefix {prefix!r} holds {found.group()!r}: a prefix is the literal start of "
+        f"state names, not a glob; {instead}"
+    )
