@@ -58,3 +58,19 @@ def test_delete_restore_and_background_prune(serve: Serve, tmp_path: Path) -> No
         assert len(http.get(f"/api/v1/versions/{name}").json()) == 1  # no rule covers it
         audit = http.get("/api/v1/audit", params={"action": "prune"}).json()["events"]
         assert audit and audit[0]["actor"] == "statekeeper (history.prune_interval)"
+
+
+def test_a_prune_interval_of_0s_never_prunes_in_the_background(
+    serve: Serve, tmp_path: Path
+) -> None:
+    config = tmp_path / "statekeeper.toml"
+    config.write_text(CONFIG.replace('prune_interval = "1s"', 'prune_interval = "0s"'))
+    server = serve("--config", str(config))
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        for serial in (1, 2, 3, 4):
+            http.post("/state/kept/app.tfstate", content=state_bytes(serial)).raise_for_status()
+        time.sleep(3)  # three of the 1s test's intervals
+        assert len(http.get("/api/v1/versions/kept/app.tfstate").json()) == 4
+        # The rules still apply when asked for.
+        assert http.post("/api/v1/prune", json={}).status_code == 200
+        assert len(http.get("/api/v1/versions/kept/app.tfstate").json()) == 2

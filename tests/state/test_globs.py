@@ -35,7 +35,6 @@ from statekeeper.testing.processes import SRC
         ("team/app?.tfstate", "team/app1.tfstate", True),
         ("team/app?.tfstate", "team/app/.tfstate", False),
         ("team/a.b", "team/aXb", False),  # '.' is literal
-        ("team/[ab]", "team/a", False),  # and '[' (no state name holds one)
     ],
 )
 def test_a_glob_and_a_grant_on_it_cover_the_same_states(
@@ -54,6 +53,8 @@ def test_a_glob_and_a_grant_on_it_cover_the_same_states(
         ("team//app", "has an empty segment"),
         ("a**b", "uses '**' inside a segment"),
         ("team/**x/app", "uses '**' inside a segment"),
+        ("team/[ab]", "holds '[', which no state name holds"),
+        ("team/my app", "holds ' ', which no state name holds"),
     ],
 )
 def test_a_malformed_glob_is_refused_in_words_about_a_glob(text: str, why: str) -> None:
@@ -110,3 +111,13 @@ def test_commands_refuse_a_malformed_glob_as_a_glob(
     assert code == 2, stderr
     assert said in stderr and "write a state glob as" in stderr
     assert "grant" not in stderr and "Traceback" not in stderr
+
+
+def test_a_retention_rule_that_can_match_no_state_is_refused_at_load(tmp_path: Path) -> None:
+    (tmp_path / "history.toml").write_text(
+        '[history]\n[[history.retention]]\nstates = "prod/["\nkeep_last = 1\n'
+    )
+    code, stderr = _statekeeper(tmp_path, "--config", "history.toml", "prune")
+    assert code == 2, stderr
+    assert "history.toml" in stderr and "history.retention[0]" in stderr
+    assert "the state glob 'prod/[' holds '['" in stderr and "Traceback" not in stderr

@@ -13,6 +13,7 @@ from statekeeper.cli.options import PANEL_STATES, STORE
 from statekeeper.cli.output import console, err_console, escape, print_view
 from statekeeper.cli.render import size
 from statekeeper.errors import ConfigError
+from statekeeper.state.globs import literal_prefix
 
 if TYPE_CHECKING:
     from statekeeper.app import Services
@@ -115,6 +116,7 @@ def migrate(
     # refused; without it they are the destination.
     if obj(ctx, STORE if to is None else frozenset()).server:  # STATEKEEPER_SERVER
         raise ConfigError("migrate opens the stores itself: use --from/--to URLs, not --server")
+    prefix = literal_prefix(prefix)
     source, opened = _source(from_, name)
     try:
         dest = _destination(ctx, to, to_locks)

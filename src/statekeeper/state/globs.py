@@ -4,13 +4,19 @@
 ``/``), ``?`` one character other than ``/``, and ``**`` any number of whole
 segments, zero included: ``team/**`` matches ``team/a.tfstate`` and
 ``team/a/b/c.tfstate``, and ``**`` alone matches every state. Any other
-character matches itself (``.`` included).
+character matches itself (``.`` included); a character no state name holds
+(``[``, a space) would make the glob match nothing, so it is refused where the
+glob is written: there are no ``[...]`` classes.
 
 Grants (``team/**:write``), the lock policy's and the history's rules, webhook
 subscriptions, the metrics' ``state`` label allow-list and the filters of the
 audit trail, the inventory and the states page all take this syntax, and all
 parse it here: a malformed glob is refused in the same words wherever it is
 written, words about a glob.
+
+A prefix (``statekeeper states team/``) is no glob: it is the literal start of
+state names. One holding ``*``, ``?`` or ``[`` is almost certainly a glob typed as
+a prefix, and would match nothing: :func:`literal_prefix` refuses it.
 
 A glob ending in ``/`` (``team/``) matches no state, since no state name ends in
 ``/``: it is refused where it is written, with the glob that was meant
@@ -27,16 +33,25 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from statekeeper.errors import BadRequest
+from statekeeper.terraform.names import NAME_CHARACTERS
 
 if TYPE_CHECKING:
     from statekeeper.terraform.names import StateName
 
-__all__ = ["StateGlob", "glob_of", "parse_glob", "stored_glob", "stored_glob_of"]
+__all__ = [
+    "StateGlob",
+    "glob_of",
+    "literal_prefix",
+    "parse_glob",
+    "stored_glob",
+    "stored_glob_of",
+]
 
 _GLOB_HELP = (
     "write a state glob as a state name in which * matches within one segment, ? one "
     "character and ** any number of segments, e.g. 'team/**' or '*/prod.tfstate'"
 )
+_NOT_IN_A_NAME = re.compile(f"[^{NAME_CHARACTERS}/*?]")
 
 
 @dataclass(frozen=True)
@@ -82,6 +97,12 @@ def glob_of(pattern: str, how: str) -> StateGlob:
             f"the state glob {pattern!r} ends in '/' and so matches no state (no state "
             f"name ends in '/'); write {meant!r} for every state under it; " + how
         )
+    stray = _NOT_IN_A_NAME.search(pattern)
+    if stray is not None:
+        raise BadRequest(
+            f"the state glob {pattern!r} holds {stray.group()!r}, which no state name "
+            "holds, and so matches no state (a glob has no [...] classes); " + how
+        )
     return glob
 
 
@@ -106,3 +127,20 @@ def stored_glob_of(pattern: str, how: str) -> StateGlob:
             out += "[^/]*" if ch == "*" else "[^/]" if ch == "?" else re.escape(ch)
         parts.append(out if last else out + "/")
     return StateGlob(pattern, re.compile("".join(parts)))
+
+
+_GLOB_IN_PREFIX = re.compile(r"[*?\[]")
+
+
+def literal_prefix(prefix: str) -> str:
+    """``prefix``, refused when it holds a glob character: no state name holds one, so
+    the prefix would match nothing where a glob was surely meant."""
+    found = _GLOB_IN_PREFIX.search(prefix)
+    if found is None:
+        return prefix
+    meant = prefix[: found.start()]
+    instead = f"give {meant!r} for the states under it" if meant else "give none for every state"
+    raise BadRequest(
+        f"the prefix {prefix!r} holds {found.group()!r}: a prefix is the literal start of "
+        f"state names, not a glob; {instead}"
+    )

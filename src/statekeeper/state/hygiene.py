@@ -5,7 +5,7 @@
 compact = "auto"        # true, false, or auto: on for the embedded store, off on S3
 keep_every = 0          # also keep every Nth intermediate snapshot of a lock (0: none)
 trash = "30d"           # how long a deleted state stays restorable ("0s": until purged)
-prune_interval = "1h"   # serve prunes and empties the trash this often (absent: never)
+prune_interval = "1h"   # serve prunes and empties the trash this often (absent, "0s": never)
 
 [[history.retention]]
 states = "prod/**"      # a state glob (statekeeper.state.globs)
@@ -150,6 +150,8 @@ def parse_history(value: dict[str, Any] | str) -> HistoryPolicy:
         compact=None if compact == "auto" else bool(compact),
         keep_every=_int("history", "keep_every", value.get("keep_every", 0)),
         trash=trash or None,
-        prune_interval=every,
+        # "0s" is off, as for history.trash and lock_policy.sweep: no background task
+        # can run continuously, and an interval of nothing is the way to write none.
+        prune_interval=every or None,
         retention=tuple(_rule(r, i) for i, r in enumerate(rules)),
     )

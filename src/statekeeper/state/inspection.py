@@ -36,8 +36,9 @@ _LISTINGS = 5
 
 
 def resolve_version(versions: list[StateVersion], ref: str) -> StateVersion:
-    """The version ``ref`` names among ``versions`` (newest first)."""
-    ref = ref.strip()
+    """The version ``ref`` names among ``versions`` (newest first), as written: a ref
+    with blank space around it names no version (``" 1"`` is refused as ``"01"`` is),
+    rather than one it was stripped to."""
     if not versions:
         raise VersionNotFound("the state has no versions")
     if ref in ("current", "latest"):
@@ -110,7 +111,7 @@ class Inspector:
     def _listing(self, name: StateName, caller: Caller, *refs: str | None) -> list[StateVersion]:
         """The versions, with serials read from the bytes where a ``serial:N`` ref needs them."""
         versions = self.versions(name, caller)
-        wants_serial = any(r is not None and r.strip().startswith("serial:") for r in refs)
+        wants_serial = any(r is not None and r.startswith("serial:") for r in refs)
         if wants_serial and any(v.serial is None for v in versions):
             versions = [
                 v if v.serial is not None else self.filled(v, self._bytes(name, caller, v))

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from statekeeper.errors import InvalidStateName
 from statekeeper.terraform.layout import DIGEST_SUFFIX, LOCK_FILE_SUFFIX, reserved_reason
 
-__all__ = ["MAX_NAME_BYTES", "NAME_RULES", "StateName"]
+__all__ = ["MAX_NAME_BYTES", "NAME_CHARACTERS", "NAME_RULES", "StateName"]
 
 MAX_NAME_BYTES = 1024
-_SEGMENT = re.compile(r"[A-Za-z0-9._:=+-]+")
+#: The characters of a segment, as a regular expression's character class body.
+NAME_CHARACTERS = r"A-Za-z0-9._:=+\-"
+_SEGMENT = re.compile(f"[{NAME_CHARACTERS}]+")
 NAME_RULES = (
     "a state name is one or more '/'-separated segments of letters, digits and "
     "'._:=+-', with no empty, '.' or '..' segment, at most 1024 bytes "

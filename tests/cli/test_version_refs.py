@@ -1,0 +1,47 @@
+"""A version is named exactly as ``history`` lists it: ``rollback --to " 1"`` (blank space
+around the ID) rolled back to version 1, while ``--to 01`` was refused. Both are refused
+now, in the same words, by the CLI on the store and through a real server, and so are
+``serial:N`` and ``current`` with blank space around them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from tests.cli.conftest import CliFn
+
+from statekeeper.testing.processes import StatekeeperServer
+from statekeeper.testing.statefiles import state_bytes
+
+NAME = "team/app.tfstate"
+
+
+@pytest.mark.parametrize("through_server", [False, True], ids=["store", "server"])
+def test_a_version_with_blank_space_around_it_names_no_version(
+    tmp_path: Path,
+    cli_process: CliFn,
+    serve: Callable[..., StatekeeperServer],
+    through_server: bool,
+) -> None:
+    where = ("--server", serve().url) if through_server else ()
+    for serial in (1, 2):
+        state = tmp_path / f"s{serial}.tfstate"
+        state.write_bytes(state_bytes(serial))
+        assert cli_process(*where, "push", NAME, str(state)).exit_code == 0
+    first = json.loads(cli_process(*where, "history", NAME, "--json").stdout)[-1]["version_id"]
+
+    for to in ("01", f" {first}", f"{first} ", f"{first}\t"):
+        run = cli_process(*where, "rollback", NAME, "--to", to, "--yes")
+        assert run.exit_code == 1, (to, run.stdout, run.stderr)
+        assert f"{NAME} has no version {to!r}" in run.stderr, (to, run.stderr)
+    for to in (" serial:1", "serial:1 "):
+        run = cli_process(*where, "rollback", NAME, "--to", to, "--yes")
+        assert run.exit_code in (1, 2), (to, run.stdout, run.stderr)
+        assert "Traceback" not in run.stderr
+    run = cli_process(*where, "pull", NAME, "--version", " current")
+    assert run.exit_code == 1 and "has no version ' current'" in run.stderr, run.stderr
+    history = json.loads(cli_process(*where, "history", NAME, "--json").stdout)
+    assert len(history) == 2  # nothing was rolled back
