@@ -18,11 +18,13 @@ from statekeeper.app import Services
 from statekeeper.events import Action, Event
 from statekeeper.security.caller import Caller
 from statekeeper.settings import Settings
+from statekeeper.state.compaction import Compactor
 from statekeeper.state.hygiene import parse_history
 from statekeeper.state.inspection import Inspector
 from statekeeper.state.prune import prune
 from statekeeper.state.rollback import rollback
 from statekeeper.storage.metered import MeteredStore
+from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.names import StateName
 from statekeeper.testing.statefiles import state_bytes
 
@@ -121,3 +123,38 @@ def test_a_rollback_landing_during_a_prune_keeps_the_version_it_restored(
     # The rollback's version stays (current) and so does v2, which it restored.
     assert [v.version_id for v in kept[1:]] == [v2]
     assert set(pruned.removed) == {v3, v4, v1} and pruned.kept == 2
+
+
+def test_a_rollback_landing_during_a_compaction_keeps_the_snapshot_it_restored(
+    services: Callable[[str], Services], caller: Caller
+) -> None:
+    s = services("compact = false")
+    assert s.ledger is not None
+    # One apply's four snapshots under its lock, then its release (compaction is
+    # run by hand below, with the rollback landing in the middle of it).
+    lock = LockInfo.new("OperationTypeApply", caller.actor)
+    s.locks.lock(NAME, lock.body, caller)
+    for serial in (1, 2, 3, 4):
+        s.states.write(NAME, state_bytes(serial), caller, lock_id=lock.id)
+    s.locks.unlock(NAME, lock.body, caller)
+    v4, v3, v2, v1 = (v.version_id for v in s.history.versions(NAME, caller))
+
+    def roll_back_to_v2() -> None:
+        # Another operator, in another thread, takes the lock just released: the
+        # compaction has planned to remove v1, v2 and v3, and has removed v1.
+        def run() -> None:
+            rollback(s.states, s.locks, Inspector(s.states, s.history), NAME, v2, caller)
+
+        other = threading.Thread(target=run)
+        other.start()
+        other.join()
+
+    store = MeteredStore(s.store, _AfterFirstRemoval(roll_back_to_v2))
+    compactor = Compactor(store, s.ledger, parse_history(""), s.policy, s.events)
+    done = compactor.compact(NAME, lock.id, caller)
+    kept = s.history.versions(NAME, caller)
+    assert kept[0].restored_from == v2 and kept[0].serial == 5
+    # The compaction stopped at the rollback: v2, which it restored, stays, and so
+    # does v3 (the next release of a lock compacts its own run, not this one).
+    assert [v.version_id for v in kept[1:]] == [v4, v3, v2]
+    assert done.removed == (v1,) and kept[1].replaced == 1

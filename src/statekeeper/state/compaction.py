@@ -17,7 +17,11 @@ compacted: a migration's copied history stays whole.
 :class:`Compactor` subscribes to the event stream: the release has already
 happened when it runs, so a failure to compact is logged with the event and
 never undoes the release; what it left is ordinary history, which the
-retention rules (``statekeeper prune``) still apply to.
+retention rules (``statekeeper prune``) still apply to. A release is followed
+at once by whoever waited for the lock: each removal holds only while the
+current version is still the one planned from, so a rollback landing meanwhile
+(restoring one of the run's snapshots) stops the compaction, and the rest of
+the run stays as ordinary history.
 
 Only the versions written since the lock was taken can be in its run, so a
 release of a lock this process saw taken reads just those: it walks back from
@@ -33,7 +37,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from statekeeper.errors import VersionNotFound
+from statekeeper.errors import VersionNotFound, WriteRace
 from statekeeper.events import Action, Event, EventStream
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, Policy, require
@@ -206,16 +210,25 @@ class Compactor:
         plan = plan_compaction(key, versions, lock_id, self.history.keep_every)
         if not plan.removed or plan.kept is None:
             return plan
+        if not versions[0].is_current:
+            return Compaction(key, lock_id, plan.kept, ())  # deleted meanwhile: the trash's
+        current = versions[0].version_id
         with self.events.event(Action.COMPACT, caller, name) as event:
             event.lock_id = lock_id
             event.version = plan.kept
             gone: list[str] = []
+            stopped = ""
             try:
                 for version_id in plan.removed:
                     try:
-                        self.store.delete_version(key, version_id)
+                        self.store.delete_version(key, version_id, current)
                     except VersionNotFound:
                         continue  # removed by another server's compaction or a prune
+                    except WriteRace:
+                        # Written since the plan: a rollback may have restored one of
+                        # these. What is left stays as ordinary history.
+                        stopped = f"; stopped, {key} was written since"
+                        break
                     gone.append(version_id)
             finally:
                 # Counted even when a removal failed half-way: those removed are gone.
@@ -223,6 +236,6 @@ class Compactor:
                     self.ledger.add(key, plan.kept, len(gone))
                 event.detail = (
                     f"removed {len(gone)} intermediate snapshot(s) written under lock "
-                    f"{lock_id}; version {plan.kept} stands for them"
+                    f"{lock_id}; version {plan.kept} stands for them{stopped}"
                 )
         return Compaction(key, lock_id, plan.kept, tuple(gone))
