@@ -1,7 +1,9 @@
 """A version is named exactly as ``history`` lists it: ``rollback --to " 1"`` (blank space
 around the ID) rolled back to version 1, while ``--to 01`` was refused. Both are refused
 now, in the same words, by the CLI on the store and through a real server, and so are
-``serial:N`` and ``current`` with blank space around them.
+``serial:N`` and ``current`` with blank space around them. ``serial:01`` rolled back
+to serial 1 where the bare ``01`` was refused: N is written as history prints it, or the
+ref is refused (exit 2) whatever the store holds.
 """
 
 from __future__ import annotations
@@ -45,3 +47,27 @@ def test_a_version_with_blank_space_around_it_names_no_version(
     assert run.exit_code == 1 and "has no version ' current'" in run.stderr, run.stderr
     history = json.loads(cli_process(*where, "history", NAME, "--json").stdout)
     assert len(history) == 2  # nothing was rolled back
+
+
+@pytest.mark.parametrize("through_server", [False, True], ids=["store", "server"])
+def test_serial_n_is_written_as_history_prints_it(
+    tmp_path: Path,
+    cli_process: CliFn,
+    serve: Callable[..., StatekeeperServer],
+    through_server: bool,
+) -> None:
+    where = ("--server", serve().url) if through_server else ()
+    for serial in (1, 2):
+        state = tmp_path / f"s{serial}.tfstate"
+        state.write_bytes(state_bytes(serial))
+        assert cli_process(*where, "push", NAME, str(state)).exit_code == 0
+
+    for to in ("serial:01", "serial:001", "serial:+1", "serial:-1", "serial: 1", "serial:1 "):
+        run = cli_process(*where, "rollback", NAME, "--to", to, "--yes")
+        assert run.exit_code == 2, (to, run.stdout, run.stderr)
+        assert f"{to!r} is not serial:N" in run.stderr, (to, run.stderr)
+        assert "leading zeros" in run.stderr and "Traceback" not in run.stderr
+    history = json.loads(cli_process(*where, "history", NAME, "--json").stdout)
+    assert len(history) == 2  # nothing was rolled back
+    run = cli_process(*where, "pull", NAME, "--version", "serial:1")
+    assert run.exit_code == 0 and json.loads(run.stdout)["serial"] == 1, run.stderr

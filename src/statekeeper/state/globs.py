@@ -16,7 +16,8 @@ written, words about a glob.
 
 A prefix (``statekeeper states team/``) is no glob: it is the literal start of
 state names. One holding ``*``, ``?`` or ``[`` is almost certainly a glob typed as
-a prefix, and would match nothing: :func:`literal_prefix` refuses it.
+a prefix, and would match nothing: :func:`literal_prefix` refuses it, in the
+listings, the reap, the prune and the trash the CLI and the API share.
 
 A glob ending in ``/`` (``team/``) matches no state, since no state name ends in
 ``/``: it is refused where it is written, with the glob that was meant

@@ -45,8 +45,13 @@ def resolve_version(versions: list[StateVersion], ref: str) -> StateVersion:
         return next((v for v in versions if v.is_current), versions[0])
     if ref.startswith("serial:"):
         number = ref.removeprefix("serial:")
-        if not (number.isascii() and number.isdigit()):
-            raise BadRequest(f"{ref!r} is not serial:N with N a whole number (e.g. serial:7)")
+        # Written as history prints a serial, as a version ID is: serial:01 named
+        # serial 1 while the bare 01 named no version.
+        if not (number.isascii() and number.isdigit() and number == str(int(number))):
+            raise BadRequest(
+                f"{ref!r} is not serial:N with N a whole number as history prints it, "
+                "without sign, blank space or leading zeros (e.g. serial:7)"
+            )
         for v in versions:
             if v.serial == int(number):
                 return v

@@ -39,6 +39,7 @@ from statekeeper.errors import InvalidStateName
 from statekeeper.security.caller import Caller
 from statekeeper.security.grants import visible
 from statekeeper.security.policy import Permission, Policy
+from statekeeper.state.globs import literal_prefix
 from statekeeper.state.lockpolicy import LockPolicy
 from statekeeper.storage.base import LockTable, ObjectInfo, ObjectStore
 from statekeeper.terraform.layout import reserved_reason, split_shared_hold
@@ -249,6 +250,7 @@ def list_locks(
     """Every holder under ``prefix``: per state the primary lock, then its shared
     holds; drift flagged. ``lock_policy`` says which primary plans share; the
     locks of keys that are no state name are noted in ``unaddressable``."""
+    prefix = literal_prefix(prefix)
     now = now or utcnow()
     lock_policy = lock_policy or LockPolicy()
     unaddressable = _noted_for(policy, caller, unaddressable)
@@ -355,6 +357,7 @@ def list_states(
     Keys (of states or of locks) that are no state name are noted in
     ``unaddressable``.
     """
+    prefix = literal_prefix(prefix)
     unaddressable = _noted_for(policy, caller, unaddressable)
     ws = f"{workspace_key_prefix}/" if workspace_key_prefix else None
     scans = [prefix]

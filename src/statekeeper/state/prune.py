@@ -29,6 +29,7 @@ from statekeeper.events import Action, EventStream
 from statekeeper.security.caller import SERVER_ACTOR, Caller
 from statekeeper.security.grants import visible
 from statekeeper.security.policy import Permission, Policy, require
+from statekeeper.state.globs import literal_prefix
 from statekeeper.state.hygiene import HistoryPolicy, Retention
 from statekeeper.state.listing import Unaddressable, is_state_key
 from statekeeper.state.version import StateVersion, version_from_info
@@ -87,6 +88,7 @@ def prune(
     Keys that are no state name (Terraform's backend "s3" accepts any key) have no
     rule to match: they are noted in ``unaddressable`` and kept as they are.
     """
+    prefix = literal_prefix(prefix)
     if not history.retention:
         # Refused, not answered with nothing pruned: that would read as "nothing to do"
         # where nothing was ever going to be done.

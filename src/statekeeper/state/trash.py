@@ -22,6 +22,7 @@ from statekeeper.events import Action
 from statekeeper.security.caller import Caller
 from statekeeper.security.grants import visible
 from statekeeper.security.policy import Permission, require
+from statekeeper.state.globs import literal_prefix
 from statekeeper.state.locks import LockService
 from statekeeper.state.version import version_from_info
 from statekeeper.storage.base import DeletedState, ObjectStore
@@ -78,6 +79,7 @@ class TrashService:
 
     def entries(self, caller: Caller, prefix: str = "") -> list[Trashed]:
         """Deleted states under ``prefix`` the caller may read, oldest deletion first."""
+        prefix = literal_prefix(prefix)
         self.require_store()
         out = []
         for state in self.store.deleted(prefix):
