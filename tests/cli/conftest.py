@@ -13,7 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from statekeeper.cli import app
-from statekeeper.testing.processes import SRC
+from statekeeper.testing.processes import SRC, StatekeeperServer
+from statekeeper.testing.statefiles import state_bytes
 
 
 @dataclass(frozen=True)
@@ -79,3 +80,22 @@ def cli_process(tmp_path: Path) -> CliFn:
         )
 
     return run
+
+
+@pytest.fixture(params=["store", "server"])
+def where(
+    request: pytest.FixtureRequest, serve: Callable[..., StatekeeperServer]
+) -> tuple[str, ...]:
+    """The global options that point a command at the embedded store (none) or through a
+    real ``statekeeper serve`` (``--server``): a test taking this runs both ways."""
+    return ("--server", serve().url) if request.param == "server" else ()
+
+
+def push_serials(
+    cli_process: CliFn, where: tuple[str, ...], tmp_path: Path, name: str, *serials: int
+) -> None:
+    """``statekeeper push`` of a state of each serial to ``name``, in order."""
+    for serial in serials:
+        state = tmp_path / f"s{serial}.tfstate"
+        state.write_bytes(state_bytes(serial))
+        assert cli_process(*where, "push", name, str(state)).exit_code == 0

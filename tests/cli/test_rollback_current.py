@@ -9,8 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import pytest
-from tests.cli.conftest import CliFn
+from tests.cli.conftest import CliFn, push_serials
 
 from statekeeper.testing.processes import StatekeeperServer
 from statekeeper.testing.statefiles import state_bytes
@@ -18,18 +17,10 @@ from statekeeper.testing.statefiles import state_bytes
 NAME = "team/app.tfstate"
 
 
-@pytest.mark.parametrize("through_server", [False, True], ids=["store", "server"])
 def test_rollback_to_the_current_version_is_refused(
-    tmp_path: Path,
-    cli_process: CliFn,
-    serve: Callable[..., StatekeeperServer],
-    through_server: bool,
+    tmp_path: Path, cli_process: CliFn, where: tuple[str, ...]
 ) -> None:
-    where = ("--server", serve().url) if through_server else ()
-    for serial in (1, 2):
-        state = tmp_path / f"s{serial}.tfstate"
-        state.write_bytes(state_bytes(serial))
-        assert cli_process(*where, "push", NAME, str(state)).exit_code == 0
+    push_serials(cli_process, where, tmp_path, NAME, 1, 2)
 
     for to in ("current", "latest", "serial:2"):
         for confirm in (("-y",), ()):

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import pytest
 from tests.cli.conftest import CliFn
 
 from statekeeper.testing.processes import StatekeeperServer
@@ -22,14 +21,9 @@ NAME = "team/app.tfstate"
 OLD, NEW = "5b2a8c3e-0000-4000-8000-00000000000a", "5b2a8c3e-0000-4000-8000-00000000000b"
 
 
-@pytest.mark.parametrize("through_server", [False, True], ids=["store", "server"])
 def test_a_rollback_to_another_lineage_is_refused_saying_what_to_do(
-    tmp_path: Path,
-    cli_process: CliFn,
-    serve: Callable[..., StatekeeperServer],
-    through_server: bool,
+    tmp_path: Path, cli_process: CliFn, where: tuple[str, ...]
 ) -> None:
-    where = ("--server", serve().url) if through_server else ()
     for serial, lineage, force in ((1, OLD, ()), (2, OLD, ()), (1, NEW, ("--force",))):
         state = tmp_path / f"s{serial}-{lineage[-1]}.tfstate"
         state.write_bytes(state_bytes(serial, lineage))

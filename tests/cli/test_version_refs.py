@@ -9,30 +9,17 @@ ref is refused (exit 2) whatever the store holds.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-from tests.cli.conftest import CliFn
-
-from statekeeper.testing.processes import StatekeeperServer
-from statekeeper.testing.statefiles import state_bytes
+from tests.cli.conftest import CliFn, push_serials
 
 NAME = "team/app.tfstate"
 
 
-@pytest.mark.parametrize("through_server", [False, True], ids=["store", "server"])
 def test_a_version_with_blank_space_around_it_names_no_version(
-    tmp_path: Path,
-    cli_process: CliFn,
-    serve: Callable[..., StatekeeperServer],
-    through_server: bool,
+    tmp_path: Path, cli_process: CliFn, where: tuple[str, ...]
 ) -> None:
-    where = ("--server", serve().url) if through_server else ()
-    for serial in (1, 2):
-        state = tmp_path / f"s{serial}.tfstate"
-        state.write_bytes(state_bytes(serial))
-        assert cli_process(*where, "push", NAME, str(state)).exit_code == 0
+    push_serials(cli_process, where, tmp_path, NAME, 1, 2)
     first = json.loads(cli_process(*where, "history", NAME, "--json").stdout)[-1]["version_id"]
 
     for to in ("01", f" {first}", f"{first} ", f"{first}\t"):
@@ -49,18 +36,10 @@ def test_a_version_with_blank_space_around_it_names_no_version(
     assert len(history) == 2  # nothing was rolled back
 
 
-@pytest.mark.parametrize("through_server", [False, True], ids=["store", "server"])
 def test_serial_n_is_written_as_history_prints_it(
-    tmp_path: Path,
-    cli_process: CliFn,
-    serve: Callable[..., StatekeeperServer],
-    through_server: bool,
+    tmp_path: Path, cli_process: CliFn, where: tuple[str, ...]
 ) -> None:
-    where = ("--server", serve().url) if through_server else ()
-    for serial in (1, 2):
-        state = tmp_path / f"s{serial}.tfstate"
-        state.write_bytes(state_bytes(serial))
-        assert cli_process(*where, "push", NAME, str(state)).exit_code == 0
+    push_serials(cli_process, where, tmp_path, NAME, 1, 2)
 
     for to in ("serial:01", "serial:001", "serial:+1", "serial:-1", "serial: 1", "serial:1 "):
         run = cli_process(*where, "rollback", NAME, "--to", to, "--yes")
