@@ -98,6 +98,22 @@ class _AfterFirstRemoval:
         pass
 
 
+def _rollback_elsewhere(s: Services, caller: Caller, version_id: str) -> Callable[[], None]:
+    """A rollback of NAME to ``version_id`` by another operator, run to its end in a thread
+    of its own (its store calls are not the observed store's)."""
+
+    def roll_back() -> None:
+        def run() -> None:
+            inspector = Inspector(s.states, s.history)
+            rollback(s.states, s.locks, inspector, NAME, version_id, caller)
+
+        other = threading.Thread(target=run)
+        other.start()
+        other.join()
+
+    return roll_back
+
+
 def test_a_rollback_landing_during_a_prune_keeps_the_version_it_restored(
     services: Callable[[str], Services], caller: Caller
 ) -> None:
@@ -106,17 +122,9 @@ def test_a_rollback_landing_during_a_prune_keeps_the_version_it_restored(
         s.states.write(NAME, state_bytes(serial), caller)
     v4, v3, v2, v1 = (v.version_id for v in s.history.versions(NAME, caller))
 
-    def roll_back_to_v2() -> None:
-        # Another operator, in another thread: the prune has planned to remove v3,
-        # v2 and v1, and has removed v3.
-        def run() -> None:
-            rollback(s.states, s.locks, Inspector(s.states, s.history), NAME, v2, caller)
-
-        other = threading.Thread(target=run)
-        other.start()
-        other.join()
-
-    store = MeteredStore(s.store, _AfterFirstRemoval(roll_back_to_v2))
+    # Another operator's rollback: the prune has planned to remove v3, v2 and v1, and
+    # has removed v3.
+    store = MeteredStore(s.store, _AfterFirstRemoval(_rollback_elsewhere(s, caller, v2)))
     (pruned,) = prune(store, s.settings.history, s.policy, s.events, caller)
     kept = s.history.versions(NAME, caller)
     assert kept[0].restored_from == v2 and kept[0].serial == 5
@@ -139,17 +147,9 @@ def test_a_rollback_landing_during_a_compaction_keeps_the_snapshot_it_restored(
     s.locks.unlock(NAME, lock.body, caller)
     v4, v3, v2, v1 = (v.version_id for v in s.history.versions(NAME, caller))
 
-    def roll_back_to_v2() -> None:
-        # Another operator, in another thread, takes the lock just released: the
-        # compaction has planned to remove v1, v2 and v3, and has removed v1.
-        def run() -> None:
-            rollback(s.states, s.locks, Inspector(s.states, s.history), NAME, v2, caller)
-
-        other = threading.Thread(target=run)
-        other.start()
-        other.join()
-
-    store = MeteredStore(s.store, _AfterFirstRemoval(roll_back_to_v2))
+    # Another operator's rollback takes the lock just released: the compaction has
+    # planned to remove v1, v2 and v3, and has removed v1.
+    store = MeteredStore(s.store, _AfterFirstRemoval(_rollback_elsewhere(s, caller, v2)))
     compactor = Compactor(store, s.ledger, parse_history(""), s.policy, s.events)
     done = compactor.compact(NAME, lock.id, caller)
     kept = s.history.versions(NAME, caller)
