@@ -3,12 +3,11 @@ missing one is named, not a bare KeyError; ``serve`` reads it once."""
 
 from __future__ import annotations
 
-import os
-import threading
 from pathlib import Path
 
 import httpx
 import pytest
+from tests.security.conftest import pipe_written_once
 
 from statekeeper.errors import ConfigError
 from statekeeper.security.oidc import OidcConfig
@@ -72,26 +71,13 @@ def test_a_config_that_is_not_utf8_is_named(tmp_path: Path) -> None:
 def test_serve_reads_the_config_once_so_a_pipe_will_do(tmp_path: Path) -> None:
     """``--oidc-config <(vault read …)`` is a pipe: it holds the config for one read."""
     pipe = tmp_path / "oidc.toml"
-    os.mkfifo(pipe)
     config = b'issuer = "https://issuer.example"\naudience = "sk"\njwks_url = "https://x/jwks"\n'
-
-    def write_once() -> None:
+    with pipe_written_once(pipe, config):
+        server = StatekeeperServer(tmp_path / "server", "--oidc-config", str(pipe))
         try:
-            with pipe.open("wb") as sent:  # waits for the server to open it
-                sent.write(config)
-        except BrokenPipeError:
-            pass  # let go below, unread: the server never opened it
-
-    writer = threading.Thread(target=write_once, daemon=True)
-    writer.start()
-    server = StatekeeperServer(tmp_path / "server", "--oidc-config", str(pipe))
-    try:
-        # A second read would wait for a writer forever and the server never answer.
-        server.start()
-        assert "access control: OIDC (https://issuer.example)" in server.log()
-        assert httpx.get(server.state_url("app"), timeout=30).status_code == 401
-    finally:
-        server.stop()
-        if writer.is_alive():
-            os.close(os.open(pipe, os.O_RDONLY | os.O_NONBLOCK))
-        writer.join(10)
+            # A second read would wait for a writer forever and the server never answer.
+            server.start()
+            assert "access control: OIDC (https://issuer.example)" in server.log()
+            assert httpx.get(server.state_url("app"), timeout=30).status_code == 401
+        finally:
+            server.stop()

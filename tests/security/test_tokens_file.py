@@ -4,13 +4,12 @@ server refuses every token, with one log line, not a 500 per request."""
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
+from tests.security.conftest import pipe_written_once
 
 from statekeeper.errors import ConfigError
 from statekeeper.security.tokens import issue
@@ -104,28 +103,15 @@ def test_serve_reads_the_tokens_file_once_so_a_pipe_will_do(tmp_path: Path) -> N
     issued = issue("ci", ["**:read"])
     FileTokenStore(made).add(issued.record)
     pipe = tmp_path / "tokens.toml"
-    os.mkfifo(pipe)
-
-    def write_once() -> None:
+    with pipe_written_once(pipe, made.read_bytes()):
+        server = StatekeeperServer(tmp_path / "server", "--tokens-file", str(pipe))
         try:
-            with pipe.open("wb") as sent:  # waits for the server to open it
-                sent.write(made.read_bytes())
-        except BrokenPipeError:
-            pass  # let go below, unread: the server never opened it
-
-    writer = threading.Thread(target=write_once, daemon=True)
-    writer.start()
-    server = StatekeeperServer(tmp_path / "server", "--tokens-file", str(pipe))
-    try:
-        # A second read at the start would wait for a writer forever; one at a request
-        # (the write changed the pipe's mtime) would hold that request and every other.
-        server.start()
-        for _ in range(2):
-            answer = httpx.get(server.state_url("app"), auth=("ci", issued.secret), timeout=10)
-            assert answer.status_code == 404, answer.text
-        assert httpx.get(server.state_url("app"), timeout=10).status_code == 401
-    finally:
-        server.stop()
-        if writer.is_alive():
-            os.close(os.open(pipe, os.O_RDONLY | os.O_NONBLOCK))
-        writer.join(10)
+            # A second read at the start would wait for a writer forever; one at a request
+            # (the write changed the pipe's mtime) would hold that request and every other.
+            server.start()
+            for _ in range(2):
+                answer = httpx.get(server.state_url("app"), auth=("ci", issued.secret), timeout=10)
+                assert answer.status_code == 404, answer.text
+            assert httpx.get(server.state_url("app"), timeout=10).status_code == 401
+        finally:
+            server.stop()
