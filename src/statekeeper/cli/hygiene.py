@@ -21,7 +21,6 @@ from statekeeper.cli.output import (
     warn_unkept_digest,
 )
 from statekeeper.cli.render import print_table, size
-from statekeeper.state.globs import literal_prefix
 from statekeeper.terraform.names import StateName
 from statekeeper.times import format_rfc3339
 
@@ -54,7 +53,6 @@ def prune(
     from statekeeper.state.listing import Unaddressable
     from statekeeper.state.prune import prune as prune_states
 
-    prefix = literal_prefix(prefix)
     services = obj(ctx, STORE).services()
     left_out = Unaddressable()
     rows = prune_states(
@@ -119,7 +117,7 @@ def trash_list(
     """Deleted states that can be restored, with when they were deleted and leave the trash."""
     from statekeeper.state.history_views import TrashEntry
 
-    rows = _trash(ctx).entries(local_caller(), literal_prefix(prefix))
+    rows = _trash(ctx).entries(local_caller(), prefix)
     if json_out:
         print_view([TrashEntry.of(t) for t in rows])
         return

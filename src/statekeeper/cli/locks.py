@@ -15,7 +15,6 @@ from statekeeper.cli.context import obj
 from statekeeper.cli.options import JSON_HELP, OPERATOR
 from statekeeper.cli.output import console, err_console, escape, print_view, warn_left_out
 from statekeeper.cli.render import age, print_table, when
-from statekeeper.state.globs import literal_prefix
 from statekeeper.terraform.names import StateName
 
 if TYPE_CHECKING:
@@ -78,7 +77,7 @@ def locks(ctx: click.Context, json_out: bool) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    prefix = literal_prefix(str(ctx.meta.get("locks_prefix", "")))
+    prefix = str(ctx.meta.get("locks_prefix", ""))
     backend = obj(ctx, OPERATOR).backend()
     rows = backend.list_locks(prefix)
     if json_out:
@@ -146,7 +145,6 @@ def reap(
     json_out: bool,
 ) -> None:
     """Remove every lock older than --older-than (each removal is reported and audited)."""
-    prefix = literal_prefix(prefix)
     backend = obj(ctx, OPERATOR).backend()
     rows = backend.reap(older_than, operation, prefix, dry_run)
     if json_out:

@@ -23,7 +23,6 @@ from statekeeper.cli.output import (
 )
 from statekeeper.cli.render import dash, print_table, size, when, who_lock
 from statekeeper.errors import BadRequest
-from statekeeper.state.globs import literal_prefix
 from statekeeper.terraform.names import StateName
 
 __all__ = ["pull", "push", "show", "states"]
@@ -66,7 +65,6 @@ def states(
     --details reads them (a HEAD per state, a GET where statekeeper's metadata is
     missing) and counts versions (a version listing per state).
     """
-    prefix = literal_prefix(prefix)
     backend = obj(ctx, OPERATOR).backend()
     rows = backend.list_states(prefix, details)
     if json_out:
