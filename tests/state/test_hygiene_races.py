@@ -158,3 +158,35 @@ def test_a_rollback_landing_during_a_compaction_keeps_the_snapshot_it_restored(
     # does v3 (the next release of a lock compacts its own run, not this one).
     assert [v.version_id for v in kept[1:]] == [v4, v3, v2]
     assert done.removed == (v1,) and kept[1].replaced == 1
+
+
+@pytest.mark.parametrize("rule", ["keep_last = 1", 'keep_for = "1s"'])
+def test_a_deletion_landing_during_a_prune_stops_that_state_and_nothing_else(
+    services: Callable[[str], Services], caller: Caller, rule: str
+) -> None:
+    s = services(f'[[retention]]\nstates = "team/**"\n{rule}')
+    assert s.trash is not None
+    for name in (NAME, LATER):
+        for serial in (1, 2, 3):
+            s.states.write(name, state_bytes(serial), caller)
+    time.sleep(1.1)  # every version but the current one is older than keep_for
+    v3, v2, v1 = (v.version_id for v in s.history.versions(NAME, caller))
+
+    def delete_elsewhere() -> None:
+        other = threading.Thread(target=s.states.delete, args=(NAME, caller))
+        other.start()
+        other.join()
+
+    # Another operator deletes NAME once the prune has removed its first version.
+    store = MeteredStore(s.store, _AfterFirstRemoval(delete_elsewhere))
+    first, later = prune(store, s.settings.history, s.policy, s.events, caller)
+    # What the prune removed before the deletion is gone; the rest is the trash's,
+    # and the prune went on to the next state.
+    assert first.name == str(NAME) and len(first.removed) == 1
+    assert later.name == str(LATER) and len(later.removed) == 2 and later.kept == 1
+    (trashed,) = s.trash.entries(caller)
+    assert trashed.state.key == str(NAME)
+    restored = s.trash.restore(NAME, caller)
+    assert restored.serial == 3
+    kept = {v.version_id for v in s.history.versions(NAME, caller)}
+    assert v3 in kept and len(kept & {v2, v1}) == 1
