@@ -14,6 +14,7 @@ from statekeeper.storage.base import ObjectStore, RecordSpace
 from statekeeper.storage.memory import MemoryStore
 from statekeeper.storage.registry import open_store
 from statekeeper.terraform.layout import SIGNOUTS_PREFIX
+from statekeeper.testing.processes import MotoServer
 
 LIFETIME = 0.5
 
@@ -60,3 +61,24 @@ def test_entries_past_their_cookies_lifetime_are_dropped(
     else:
         keys = [info.key for info in store.scan(SIGNOUTS_PREFIX)]
         assert keys == [SIGNOUTS_PREFIX + session_id("new")]
+
+
+def test_on_a_versioned_bucket_a_dropped_entry_leaves_no_version_behind(moto: MotoServer) -> None:
+    # Terraform wants its bucket versioned: a plain delete there only adds a delete marker
+    # above the entry's versions, and the bucket would keep every sign-out for ever.
+    bucket = moto.versioned_bucket("signouts")
+    s3 = moto.client("s3")
+    store = open_store(f"s3://{bucket}")
+    # S3 times objects to the second: a lifetime that one second cannot blur.
+    signouts = open_signouts(store.records, 2.0)
+    old = SIGNOUTS_PREFIX + session_id("old")
+    signouts.end(session_id("old"), time.time() + 2)
+    signouts.end(session_id("old"), time.time() + 2)  # signed out from two tabs
+    listed = s3.list_object_versions(Bucket=bucket, Prefix=SIGNOUTS_PREFIX)
+    assert [v["Key"] for v in listed["Versions"]] == [old, old]
+    time.sleep(3.2)
+    signouts.end(session_id("new"), time.time() + 2)
+    listed = s3.list_object_versions(Bucket=bucket, Prefix=SIGNOUTS_PREFIX)
+    assert [v["Key"] for v in listed["Versions"]] == [SIGNOUTS_PREFIX + session_id("new")]
+    assert "DeleteMarkers" not in listed
+    store.close()

@@ -104,10 +104,13 @@ class ScopePolicy:
         )
 
 
-def visible(policy: Policy, caller: Caller, key: str) -> bool:
+def visible(policy: Policy, caller: Caller, key: str | StateName) -> bool:
     """True when a listing may show ``key`` to the caller: a state it may ``read``. Every
     listing filters by this, so that none reveals a state the caller has no grant on,
-    nor more than its outputs to an ``outputs``-only caller."""
+    nor more than its outputs to an ``outputs``-only caller. A ``StateName`` (a
+    listing validated it already) is not validated again."""
+    if isinstance(key, StateName):
+        return policy.allows(caller, key, LISTED)
     try:
         name = StateName(key)
     except InvalidStateName:

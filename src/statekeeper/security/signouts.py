@@ -85,8 +85,9 @@ class _ObjectSignedOut:
         horizon = time.time() - self.lifetime
         for info in list(self.objects.scan(SIGNOUTS_PREFIX)):
             # Written before the horizon: its session's cookie has expired by now.
+            # Erased, not deleted: on a versioned bucket a delete leaves every version.
             if info.last_modified.timestamp() < horizon:
-                self.objects.delete(info.key)
+                self.objects.erase(info.key)
 
     def ended(self, session: str) -> bool:
         obj = self.objects.get(SIGNOUTS_PREFIX + session)

@@ -130,13 +130,17 @@ def is_state_key(key: str, unaddressable: Unaddressable | None = None) -> bool:
     """A listed key that is a state: a valid state name, so not a lock file, a digest
     or one of statekeeper's own objects (the names the layout reserves). Any other
     key that is no valid name is noted in ``unaddressable``."""
+    return _state_name(key, unaddressable) is not None
+
+
+def _state_name(key: str, unaddressable: Unaddressable | None) -> StateName | None:
+    """``key`` as a state name; None, noted in ``unaddressable``, when it is none."""
     try:
-        StateName(key)
+        return StateName(key)
     except InvalidStateName:
         if unaddressable is not None:
             unaddressable.note(key)
-        return False
-    return True
+        return None
 
 
 def _time(when: datetime | None) -> str | None:
@@ -222,10 +226,9 @@ class StateIndex(Protocol):
 
 def _visible(policy: Policy, caller: Caller, key: str, unaddressable: Unaddressable | None) -> bool:
     """:func:`~statekeeper.security.grants.visible`, with a key that is no valid name
-    noted in ``unaddressable``."""
-    if unaddressable is not None and not is_state_key(key, unaddressable):
-        return False
-    return visible(policy, caller, key)
+    noted in ``unaddressable``: the key is validated once, here."""
+    name = _state_name(key, unaddressable)
+    return name is not None and visible(policy, caller, name)
 
 
 def _noted_for(

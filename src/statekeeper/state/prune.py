@@ -121,7 +121,7 @@ def prune(
                 # A state the caller may not even read goes unnamed, as in every listing.
                 refused = (
                     exc.message
-                    if visible(policy, caller, str(name))
+                    if visible(policy, caller, name)
                     else f"{caller.actor} may not prune every state the retention rules "
                     "cover here: it needs the 'admin' permission on each"
                 )

@@ -21,6 +21,7 @@ from statekeeper.errors import (
     CapabilityMissing,
     LockMismatch,
     LockNotFound,
+    StateNotFound,
     VersionNotFound,
     WriteRace,
 )
@@ -391,6 +392,21 @@ class ObjectStore(ABC):
         Raises StateNotFound when ``key`` is not a deleted state.
         """
         raise CapabilityMissing(f"the {self.scheme} store keeps no deleted states")
+
+    def erase(self, key: str) -> None:
+        """Remove ``key`` for good, with every version the store keeps of it.
+
+        For statekeeper's own records (an expired sign-out), which no one restores:
+        a record's removal that left its versions behind would grow the store for
+        ever. This default deletes, then purges where the store can; a versioned
+        bucket overrides it to remove the versions without a delete marker between.
+        """
+        self.delete(key)
+        if self.supports_history_edits:
+            try:
+                self.purge(key)
+            except StateNotFound:
+                pass  # another process erased it (or wrote it again) since the delete
 
     def put_if_absent(self, key: str, data: bytes, metadata: Mapping[str, str]) -> bool:
         """Create ``key`` only if it does not exist; False when it does."""

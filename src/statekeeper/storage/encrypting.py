@@ -295,6 +295,9 @@ class EncryptingStore(ObjectStore):
     def purge(self, key: str, deleted: datetime | None = None) -> int:
         return self.inner.purge(key, deleted)
 
+    def erase(self, key: str) -> None:
+        self.inner.erase(key)
+
     def close(self) -> None:
         self.inner.close()
 

@@ -213,6 +213,9 @@ class MeteredStore(ObjectStore):
     def purge(self, key: str, deleted: datetime | None = None) -> int:
         return self._meter("purge", self.inner.purge, key, deleted)
 
+    def erase(self, key: str) -> None:
+        self._meter("erase", self.inner.erase, key)
+
     def probe(self) -> None:
         self._meter("probe", self.inner.probe)
 

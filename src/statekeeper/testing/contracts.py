@@ -424,6 +424,18 @@ class HistoryEditsContract:
         with pytest.raises(WriteRace):
             store.delete_version("r.tfstate", seen, current=newest)  # deleted since
 
+    def test_an_erased_key_leaves_no_version_and_nothing_in_the_trash(
+        self, store: ObjectStore
+    ) -> None:
+        store.put("e.tfstate", STATE, {})
+        store.put("e.tfstate", STATE, {"serial": "3"})
+        store.put("kept.tfstate", STATE, {})
+        store.erase("e.tfstate")
+        assert store.get("e.tfstate") is None and store.versions("e.tfstate") == []
+        assert list(store.deleted()) == []
+        assert [i.key for i in store.scan()] == ["kept.tfstate"]
+        store.erase("e.tfstate")  # nothing left to remove: no error
+
     def test_a_purge_removes_only_the_deletion_it_saw(self, store: ObjectStore) -> None:
         store.put("p/a.tfstate", STATE, {})
         store.delete("p/a.tfstate")

@@ -372,6 +372,13 @@ class S3Store(ObjectStore):
     def purge(self, key: str, deleted: datetime | None = None) -> int:
         return s3history.purge(self.where, self.where.key(key), deleted)
 
+    def erase(self, key: str) -> None:
+        if self.versioning_status in ("Disabled", "unknown"):
+            # Nothing to remove but the object (or not allowed to list its versions).
+            self.delete(key)
+        else:
+            s3history.erase(self.where, self.where.key(key))
+
     def probe(self) -> None:
         """HeadBucket: the bucket exists and these credentials reach it."""
         self.where.probe()

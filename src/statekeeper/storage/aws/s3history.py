@@ -21,7 +21,7 @@ from statekeeper.storage.aws._boto import S3Bucket
 from statekeeper.storage.base import DeletedState, deleted_again, written_since
 from statekeeper.terraform.layout import is_lock_file
 
-__all__ = ["Entry", "delete_version", "deleted", "entries", "purge", "undelete"]
+__all__ = ["Entry", "delete_version", "deleted", "entries", "erase", "purge", "undelete"]
 
 
 @dataclass(frozen=True)
@@ -137,3 +137,13 @@ def purge(where: S3Bucket, full: str, deleted: datetime | None) -> int:
     for entry in listed:
         _remove(where, full, entry.version_id)
     return sum(1 for e in listed if not e.marker)
+
+
+def erase(where: S3Bucket, full: str) -> None:
+    """Remove every version and delete marker of ``full``: a record gone for good.
+
+    Each is removed by its ID, so no delete marker is added; a version written after
+    the listing is a new record and stays.
+    """
+    for entry in _of_key(where, full):
+        _remove(where, full, entry.version_id)
