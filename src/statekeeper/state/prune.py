@@ -98,8 +98,8 @@ def prune(
         )
     if not store.supports_history_edits:
         raise CapabilityMissing(
-            f"the {store.scheme} store cannot remove single versions; on S3 the bucket's "
-            "lifecycle rules (NoncurrentVersionExpiration) do this: see docs/operations.md"
+            f"the {store.scheme} store keeps no versions to prune: "
+            + (store.history_warning or "it keeps no version history")
         )
     now = now or utcnow()
     covered: list[tuple[StateName, Retention]] = []
