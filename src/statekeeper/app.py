@@ -358,6 +358,7 @@ def build_webhooks(
         locks=lambda: holders(table.scan()),
         stale_after=settings.hooks_stale_after,
         configured=_configured_hooks(settings, signing_env),
+        kept=settings.hooks_deliveries_kept,
     )
 
 

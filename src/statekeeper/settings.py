@@ -13,6 +13,7 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -155,6 +156,18 @@ def _nice(text: str) -> int:
     if not 0 <= value <= 19:
         raise ValueError("a nice increment is a number from 0 (off) to 19 (the lowest priority)")
     return value
+
+
+def _kept(text: str) -> timedelta | None:
+    """How long something is kept, in the one duration grammar; ``0s``: for ever (as
+    ``history.trash`` says "until purged")."""
+    from statekeeper.times import parse_duration
+
+    try:
+        kept = parse_duration(text, what="the value")
+    except BadRequest as exc:
+        raise ValueError(exc.message) from exc
+    return kept or None
 
 
 def _secret(text: str) -> str:
@@ -431,6 +444,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds a lock is held before a lock.stale webhook is sent (0: never).",
     ),
     Setting(
+        "hooks_deliveries_kept",
+        _kept,
+        timedelta(days=30),
+        "How long the webhook delivery log keeps an attempt (a duration: 30d, 12h; "
+        "0s: for ever); the dead letters stay.",
+    ),
+    Setting(
         "hooks_worker_nice",
         _nice,
         10,
@@ -563,6 +583,7 @@ class Settings:
     hooks_backoff: float = 5.0
     hooks: tuple[HookSetting, ...] = field(default=(), repr=False)
     hooks_stale_after: float = 7200.0
+    hooks_deliveries_kept: timedelta | None = timedelta(days=30)
     hooks_worker_nice: int = 10
     metrics_states: str | None = None
     lock_policy: LockPolicy | None = None

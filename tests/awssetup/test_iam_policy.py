@@ -39,8 +39,12 @@ def test_bucket_and_table() -> None:
         "arn:aws:s3:::tf-state": {"s3:ListBucket", "s3:ListBucketVersions"},
         "arn:aws:s3:::tf-state/*": {"s3:GetObject", "s3:GetObjectVersion", "s3:PutObject"},
         "arn:aws:s3:::tf-state/*.tflock": {"s3:DeleteObject"},
-        # Delivered webhook outbox entries (a store without a database keeps them there).
-        "arn:aws:s3:::tf-state/statekeeper!/hooks/*": {"s3:DeleteObject"},
+        # Delivered webhook outbox entries and the expired delivery log, erased with their
+        # versions (a store without a database keeps them there).
+        "arn:aws:s3:::tf-state/statekeeper!/hooks/*": {
+            "s3:DeleteObject",
+            "s3:DeleteObjectVersion",
+        },
         "arn:aws:dynamodb:*:*:table/tf-locks": {
             "dynamodb:DescribeTable",
             "dynamodb:GetItem",

@@ -1,14 +1,17 @@
 """Webhooks on S3 (moto): the outbox is objects in the bucket, written before the answer,
-delivered by any replica, once in the normal case, and removed after delivery."""
+delivered by any replica, once in the normal case, and erased after delivery with every
+version; the delivery log and the done markers expire."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +20,12 @@ import pytest
 from tests.hooks.test_webhooks import FAST, NAME, SECRET, Receiver, receiver  # noqa: F401
 from tests.security.support import state_json
 
-from statekeeper.hooks.objects import HOOKS_PREFIX
+from statekeeper.events import Action, Event
+from statekeeper.hooks.objects import HOOKS_PREFIX, ObjectOutbox
+from statekeeper.hooks.outbox import Attempt
+from statekeeper.storage.registry import open_store
 from statekeeper.testing.processes import SRC, MotoServer, StatekeeperServer
+from statekeeper.times import utcnow
 
 pytestmark = pytest.mark.aws
 
@@ -133,3 +140,75 @@ def test_a_hook_added_while_a_replica_serves_reaches_its_request_path(
             time.sleep(1)
     assert receiver.deliveries[0]["verified"]
     assert receiver.deliveries[0]["event"]["data"]["serial"] > 1
+
+
+def _versions(s3: Any, prefix: str) -> list[tuple[str, bool]]:
+    """Every version and delete marker under ``prefix``: (key, is a marker)."""
+    listed = s3.list_object_versions(Bucket=BUCKET, Prefix=HOOKS_PREFIX + prefix)
+    return [(v["Key"], False) for v in listed.get("Versions", [])] + [
+        (m["Key"], True) for m in listed.get("DeleteMarkers", [])
+    ]
+
+
+def test_what_the_outbox_removes_is_erased_with_its_versions_and_the_log_expires(
+    tmp_path: Path,
+    serve: Callable[..., StatekeeperServer],
+    moto: MotoServer,
+    s3: Any,
+    receiver: Receiver,  # noqa: F811
+) -> None:
+    failing = Receiver(status=500).start()
+    try:
+        for name, url in (("ci", receiver.url), ("gone", failing.url)):
+            _cli(moto, tmp_path, "hooks", "add", name, "--url", url, "--secret", SECRET)
+        env = {
+            **moto.env(),
+            **FAST,
+            "STATEKEEPER_HOOKS_ATTEMPTS": "2",  # the failing hook's event: a retry, then dead
+            "STATEKEEPER_HOOKS_DELIVERIES_KEPT": "3s",
+        }
+        server = serve(*STORE, env=env, workdir=tmp_path / "a")
+        written = httpx.post(server.state_url(NAME), content=state_json(1), timeout=30)
+        assert written.status_code == 200
+        receiver.wait_for(1)
+        failing.wait_for(2)
+    finally:
+        failing.stop()
+    (dead,) = json.loads(_cli(moto, tmp_path, "hooks", "deliveries", "--outcome", "dead", "--json"))
+
+    # Claimed, retried, delivered or dead: no version and no delete marker of any entry
+    # stays, and the attempts older than 3 s are erased too, but the dead letter.
+    deadline = time.monotonic() + 60
+    while _versions(s3, "outbox/") or len(_versions(s3, "deliveries/")) != 1:
+        assert time.monotonic() < deadline, (_versions(s3, "outbox/"), _versions(s3, "deliveries/"))
+        time.sleep(0.5)
+    ((key, marker),) = _versions(s3, "deliveries/")
+    assert key.endswith(".gone.dead.json") and not marker
+    # Listed as before, with the seq it had.
+    assert json.loads(_cli(moto, tmp_path, "hooks", "deliveries", "--json")) == [dead]
+
+    _cli(moto, tmp_path, "hooks", "remove", "gone")
+    assert [k for k, _ in _versions(s3, "subscriptions/")] == [
+        HOOKS_PREFIX + "subscriptions/ci.json"
+    ]
+
+
+def test_done_markers_expire_with_the_log_and_an_event_offered_after_is_queued_again(
+    moto: MotoServer, s3: Any
+) -> None:
+    store = open_store(f"s3://{BUCKET}")
+    outbox = ObjectOutbox(store.records.objects)
+    stale = Event(action=Action.LOCK, actor="ci", state=NAME, detail="held", id="stale-1")
+    outbox.enqueue("lock.stale", stale, ["ci"])
+    (entry,) = outbox.claim("me", 60)
+    outbox.finish("me", [Attempt(entry, "delivered", 200, None, 0.01)])
+    outbox.enqueue("lock.stale", stale, ["ci"])  # offered again: the marker says done
+    assert _outbox(s3) == []
+    assert [k for k, _ in _versions(s3, "done/")] == [HOOKS_PREFIX + "done/stale-1.ci"]
+
+    # A little ahead: the bucket's clock stamps the marker, to the second.
+    assert outbox.expire(utcnow() + timedelta(seconds=2)) == 2  # the attempt and the marker
+    assert _versions(s3, "done/") == [] and _versions(s3, "deliveries/") == []
+    assert _versions(s3, "outbox/") == []
+    outbox.enqueue("lock.stale", stale, ["ci"])
+    assert len(_outbox(s3)) == 1

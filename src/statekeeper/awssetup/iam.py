@@ -11,8 +11,10 @@ What each statement is for:
 - ``WriteStates`` — ``s3:PutObject`` on ``B/P*`` (states and lock files).
 - ``ReleaseLockFiles`` — ``s3:DeleteObject`` only on ``B/P*`` + ``LOCK_FILE_SUFFIX``: releasing a
   lock file is the only delete Terraform makes in normal runs.
-- ``DeliverWebhooks`` — ``s3:DeleteObject`` on ``B/P`` + ``WEBHOOKS_PREFIX``: a server
-  removes an outbox entry once delivered, and ``hooks remove`` a subscription.
+- ``DeliverWebhooks`` — ``s3:DeleteObject`` and ``s3:DeleteObjectVersion`` on ``B/P`` +
+  ``WEBHOOKS_PREFIX``: a server erases an outbox entry once delivered (with its
+  versions: each claim and retry wrote one), and the expired delivery log, and
+  ``hooks remove`` a subscription.
 - ``DeleteStates`` (only with ``allow_delete``) — ``s3:DeleteObject`` on states:
   ``terraform workspace delete`` and statekeeper's state delete. In a versioned
   bucket this adds a delete marker; older versions stay.
@@ -139,7 +141,7 @@ def iam_policy(
             {
                 "Sid": "DeliverWebhooks",
                 "Effect": "Allow",
-                "Action": "s3:DeleteObject",
+                "Action": ["s3:DeleteObject", "s3:DeleteObjectVersion"],
                 "Resource": f"{bucket_arn}/{prefix}{WEBHOOKS_PREFIX}*",
             },
         ]

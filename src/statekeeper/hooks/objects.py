@@ -9,15 +9,21 @@ and no state name can take (:mod:`statekeeper.terraform.layout`):
   with a conditional put (``If-None-Match``) on the request path, after the
   operation and **before the request is answered**: a server killed after
   answering leaves it for any replica to deliver;
-- ``deliveries/<time>-<random>.<hook>.<outcome>.json`` — the delivery log;
+- ``deliveries/<time>-<random>.<hook>.<outcome>.json`` — the delivery log, its
+  keys in the order of the attempts' times (microseconds since the epoch);
 - ``done/<event_id>.<hook>`` — for the one event offered more than once
   (``lock.stale``, by every replica's scan), so it is queued once.
+
+What is removed for good (an entry delivered or dead, a subscription, the log's
+attempts and the done markers older than ``hooks_deliveries_kept``) is *erased*:
+on a versioned bucket a delete would leave every version of it (each claim and
+retry is one) under a delete marker.
 
 A sender claims an entry by rewriting it with its lease (owner and expiry)
 conditionally on the ETag it read (``If-Match``): of several replicas one
 wins, the others skip it, so each event is delivered once in the normal case.
 A sender that dies leaves its lease to expire and another claims the entry.
-A delivered or dead entry is removed; a retry is rewritten with its next
+A delivered or dead entry is erased; a retry is rewritten with its next
 attempt time and the body sent, so every retry sends the same bytes and the
 same event ID.
 """
@@ -26,13 +32,15 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import secrets
 import threading
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from statekeeper.errors import NotFound, WriteRace
+from statekeeper.errors import AccessDenied, NotFound, WriteRace
 from statekeeper.events import Event
 from statekeeper.hooks.model import Subscription
 from statekeeper.hooks.outbox import Attempt, Entry, Wanted
@@ -42,6 +50,8 @@ from statekeeper.times import format_rfc3339, utcnow
 
 __all__ = ["HOOKS_PREFIX", "ObjectOutbox"]
 
+log = logging.getLogger("statekeeper.hooks")
+
 HOOKS_PREFIX = WEBHOOKS_PREFIX
 _SUBS = HOOKS_PREFIX + "subscriptions/"
 _OUTBOX = HOOKS_PREFIX + "outbox/"
@@ -50,6 +60,11 @@ _DONE = HOOKS_PREFIX + "done/"
 #: Event types whose events are offered again with the same ID (see the module doc).
 _REOFFERED = frozenset({"lock.stale"})
 _JSON = {"content-type": "application/json"}
+
+
+def _micros(seconds: float) -> str:
+    """A time as the delivery log's keys begin with it: microseconds, 17 digits."""
+    return f"{round(seconds * 1_000_000):017d}"
 
 
 def _dump(record: dict[str, Any]) -> bytes:
@@ -73,6 +88,8 @@ class ObjectOutbox:
         self._guard = threading.Lock()
         #: Entries the last look found (the metrics' queue depth, read without a request).
         self._waiting = 0
+        #: Whether the log said that versions cannot be removed (it says so once).
+        self._told = False
 
     # Subscriptions
 
@@ -105,7 +122,7 @@ class ObjectOutbox:
         key = f"{_SUBS}{name}.json"
         if self.store.head(key) is None:
             raise NotFound(f"there is no hook named {name!r}; see 'statekeeper hooks list'")
-        self.store.delete(key)
+        self._erase(key)
         self._subs = None
 
     # The outbox
@@ -208,13 +225,16 @@ class ObjectOutbox:
                 except WriteRace:
                     continue
             else:
-                self.store.delete(key)
+                self._erase(key)
                 if a.entry.kind in _REOFFERED:
-                    self.store.put(f"{_DONE}{a.entry.event_id}.{a.entry.hook}", b"", {})
+                    # Not empty: a listing leaves zero-length objects out (no state is
+                    # one), and :meth:`expire` finds the markers by listing.
+                    done = format_rfc3339(utcnow()).encode()
+                    self.store.put(f"{_DONE}{a.entry.event_id}.{a.entry.hook}", done, {})
             self._log(a, number)
 
     def _log(self, a: Attempt, number: int) -> None:
-        stamp = f"{time.time_ns() // 1000:017d}-{secrets.token_hex(4)}"
+        stamp = f"{_micros(time.time())}-{secrets.token_hex(4)}"
         row = {
             "event_id": a.entry.event_id,
             "hook": a.entry.hook,
@@ -240,22 +260,53 @@ class ObjectOutbox:
         self, hook: str | None = None, outcome: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
         """The delivery log, newest first; the hook and outcome are read from the keys,
-        so only the rows shown are fetched."""
+        so only the rows shown are fetched. An attempt's ``seq`` is its time in
+        microseconds, from its key: the log's order, and the same at every listing
+        (a position in the listing would change as :meth:`expire` removes the older
+        attempts)."""
         keys = [info.key for info in self.store.scan(_LOG)]  # oldest first: the time leads
         rows: list[dict[str, Any]] = []
-        for seq in range(len(keys), 0, -1):
-            key = keys[seq - 1]
-            _, key_hook, key_outcome, _ = key[len(_LOG) :].rsplit(".", 3)
+        for key in reversed(keys):
+            stamp, key_hook, key_outcome, _ = key[len(_LOG) :].rsplit(".", 3)
             if (hook is not None and key_hook != hook) or (
                 outcome is not None and key_outcome != outcome
             ):
                 continue
             obj = self.store.get(key)
             if obj is not None:
-                rows.append({"seq": seq, **json.loads(obj.data)})
+                rows.append({"seq": int(stamp.split("-", 1)[0]), **json.loads(obj.data)})
             if len(rows) >= limit:
                 break
         return rows
+
+    def expire(self, before: datetime) -> int:
+        """Erase the log's attempts made before ``before`` but the dead letters (here
+        the only record of a dead delivery, its entry erased when it died), and the done
+        markers written before then. The log's keys lead with the time: it is listed up
+        to ``before``, no further."""
+        horizon = f"{_LOG}{_micros(before.timestamp())}"
+        expired = []
+        for info in self.store.scan(_LOG):
+            if info.key >= horizon:
+                break
+            if not info.key.endswith(".dead.json"):
+                expired.append(info.key)
+        # The markers are few (one per lock.stale event) and their keys hold no time.
+        expired += [i.key for i in self.store.scan(_DONE) if i.last_modified < before]
+        for key in expired:
+            self._erase(key)
+        return len(expired)
+
+    def _erase(self, key: str) -> None:
+        """Remove ``key`` for good, with its versions; where the credentials may not
+        remove versions (a policy from before erasing), deleted as before, and said."""
+        try:
+            self.store.erase(key)
+        except AccessDenied as exc:
+            self.store.delete(key)
+            if not self._told:
+                self._told = True
+                log.warning("the webhook objects' versions stay in the bucket: %s", exc.message)
 
     def close(self) -> None:
         """Nothing of its own to let go of: the objects are the store's."""

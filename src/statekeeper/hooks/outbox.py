@@ -36,6 +36,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, Protocol, get_args
@@ -109,6 +110,13 @@ CREATE TABLE IF NOT EXISTS hook_deliveries (
     duration_ms REAL NOT NULL,
     outcome TEXT NOT NULL
 );
+-- What :meth:`Outbox.expire` removes, found without a scan: the attempts but the dead
+-- letters, and the delivered rows (kept a while so that an event offered again is not
+-- queued again); the dead rows wait for an operator.
+CREATE INDEX IF NOT EXISTS hook_deliveries_expiring ON hook_deliveries (time)
+    WHERE outcome <> 'dead';
+CREATE INDEX IF NOT EXISTS hook_outbox_delivered ON hook_outbox (done)
+    WHERE status = 'delivered';
 """
 #: The queue's columns added since its first schema: ``audit_seq``, once rows named
 #: their audit record; the cursor's record's ``time``, once the queue had a file.
@@ -258,6 +266,11 @@ class OutboxStore(Protocol):
         self, hook: str | None = None, outcome: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
         """The delivery log, newest first."""
+        ...
+
+    def expire(self, before: datetime) -> int:
+        """Remove the delivery log's attempts made before ``before``, and what is kept
+        of the entries finished then, but the dead letters; how many were removed."""
         ...
 
     def close(self) -> None:
@@ -458,6 +471,28 @@ class Outbox:
             return [dict(zip(keys, row, strict=True)) for row in cursor.fetchall()]
 
         return self.db.run(read)
+
+    def expire(self, before: datetime) -> int:
+        """Two indexed DELETEs: the attempts before ``before`` but the dead ones (the
+        dead letters ``hooks deliveries --outcome dead`` lists), and the rows delivered
+        then. The dead rows stay, for an operator."""
+        # The times are RFC 3339 text as the attempts were stamped, compared as text.
+        horizon = format_rfc3339(before)
+
+        def tx(db: sqlite3.Connection) -> int:
+            attempts = db.execute(
+                "DELETE FROM hook_deliveries WHERE time < ? AND outcome <> 'dead'", (horizon,)
+            )
+            # Named: the planner would rather take hook_outbox_due's status, and read every
+            # delivered row kept.
+            delivered = db.execute(
+                "DELETE FROM hook_outbox INDEXED BY hook_outbox_delivered "
+                "WHERE done < ? AND status = 'delivered'",
+                (horizon,),
+            )
+            return attempts.rowcount + delivered.rowcount
+
+        return self.db.run(tx, write=True)
 
     def close(self) -> None:
         self.db.close()

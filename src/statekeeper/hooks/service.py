@@ -44,6 +44,9 @@ __all__ = ["Webhooks"]
 #: the CLI reaches a running server within this).
 _REFRESH = 2.0
 _STALE_SCAN = 30.0
+#: The most seconds between the worker's removals of the expired delivery log (more
+#: often when the log is kept less long than this).
+_EXPIRE_EVERY = 60.0
 #: (event type, state) pairs whose subscribers are kept (the states written lately).
 _WANTS_KEPT = 4096
 _STALE_IDS = uuid.UUID("5d1e2c1a-4b0e-4f3e-9a59-1c0ffee00001")
@@ -62,6 +65,7 @@ class Webhooks:
         locks: Callable[[], Iterator[tuple[str, LockInfo]]] | None = None,
         stale_after: float = 0.0,
         configured: tuple[Subscription, ...] = (),
+        kept: timedelta | None = None,
     ) -> None:
         self.outbox = outbox
         self.store = store
@@ -71,6 +75,9 @@ class Webhooks:
         #: The config file's subscriptions, ahead of the stored ones (a stored one of the
         #: same name, added before the config named it, is shadowed).
         self.configured = configured
+        #: How long the delivery log keeps an attempt (None: for ever).
+        self.kept = kept
+        self._expired_at = -float("inf")
         self._subs: list[Subscription] = []
         #: ``_subs``, and which of them want each (event type, state) seen lately.
         self._who_wants: tuple[list[Subscription], dict[tuple[str, str], list[str]]] = ([], {})
@@ -233,6 +240,23 @@ class Webhooks:
         return {"resources": resources}
 
     def _chores(self) -> None:
+        """The worker's, before each round: the expired delivery log removed, and the
+        stale locks' events."""
+        self._expire()
+        self._stale_locks()
+
+    def _expire(self) -> None:
+        """Remove the delivery log older than ``kept``, once a minute at most (or once
+        per ``kept``, when that is shorter)."""
+        if self.kept is None:
+            return
+        every = min(_EXPIRE_EVERY, self.kept.total_seconds())
+        if time.monotonic() - self._expired_at < every:
+            return
+        self._expired_at = time.monotonic()
+        self.outbox.expire(utcnow() - self.kept)
+
+    def _stale_locks(self) -> None:
         """``lock.stale``: once per lock held longer than ``stale_after`` seconds."""
         if self.locks is None or self.stale_after <= 0:
             return

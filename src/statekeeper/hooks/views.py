@@ -64,7 +64,10 @@ class HookList(_View):
 class DeliveryView(_View):
     """One delivery attempt of the delivery log."""
 
-    seq: int
+    seq: int = Field(
+        description="The attempt's place in the log, newest highest, the same at every "
+        "listing: the row's number on SQLite, its time in microseconds on S3"
+    )
     event_id: str
     hook: str
     type: str = Field(description="The event type delivered")
