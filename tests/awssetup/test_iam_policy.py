@@ -45,6 +45,11 @@ def test_bucket_and_table() -> None:
             "s3:DeleteObject",
             "s3:DeleteObjectVersion",
         },
+        # Expired UI sign-outs, erased the same way.
+        "arn:aws:s3:::tf-state/statekeeper!/signouts/*": {
+            "s3:DeleteObject",
+            "s3:DeleteObjectVersion",
+        },
         "arn:aws:dynamodb:*:*:table/tf-locks": {
             "dynamodb:DescribeTable",
             "dynamodb:GetItem",
@@ -75,6 +80,7 @@ def test_prefix_limits_listing_and_objects() -> None:
         "arn:aws:s3:::tf-state/team-a/*",
         "arn:aws:s3:::tf-state/team-a/*.tflock",
         "arn:aws:s3:::tf-state/team-a/statekeeper!/hooks/*",
+        "arn:aws:s3:::tf-state/team-a/statekeeper!/signouts/*",
         "arn:aws:dynamodb:eu-west-1:111122223333:table/tf-locks",
     }
     for statement in doc["Statement"]:

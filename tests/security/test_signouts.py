@@ -3,6 +3,8 @@ embedded database, and objects beside the states in a store without one."""
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,4 +83,38 @@ def test_on_a_versioned_bucket_a_dropped_entry_leaves_no_version_behind(moto: Mo
     listed = s3.list_object_versions(Bucket=bucket, Prefix=SIGNOUTS_PREFIX)
     assert [v["Key"] for v in listed["Versions"]] == [SIGNOUTS_PREFIX + session_id("new")]
     assert "DeleteMarkers" not in listed
+    store.close()
+
+
+def test_a_sign_out_stands_when_the_expired_entries_may_not_be_removed(
+    moto: MotoServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Credentials from an IAM policy older than its ExpireSignOuts statement: the new
+    # sign-out is recorded, the tidying is said to have failed, and nothing is raised.
+    bucket = moto.versioned_bucket("signouts-denied")
+    s3 = moto.client("s3")
+    denied = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": ["s3:DeleteObject", "s3:DeleteObjectVersion"],
+                "Resource": f"arn:aws:s3:::{bucket}/{SIGNOUTS_PREFIX}*",
+            }
+        ],
+    }
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(denied))
+    store = open_store(f"s3://{bucket}")
+    signouts = open_signouts(store.records, 2.0)
+    signouts.end(session_id("old"), time.time() + 2)
+    time.sleep(3.2)
+    with caplog.at_level(logging.WARNING, logger="statekeeper.signouts"):
+        signouts.end(session_id("new"), time.time() + 2)
+    assert signouts.ended(session_id("new"))
+    (warning,) = caplog.records
+    assert "expired sign-outs stay" in warning.getMessage()
+    assert "ExpireSignOuts" in warning.getMessage()
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=SIGNOUTS_PREFIX)
+    assert len(listed["Contents"]) == 2
     store.close()

@@ -15,6 +15,8 @@ What each statement is for:
   ``WEBHOOKS_PREFIX``: a server erases an outbox entry once delivered (with its
   versions: each claim and retry wrote one), and the expired delivery log, and
   ``hooks remove`` a subscription.
+- ``ExpireSignOuts`` — the same on ``B/P`` + ``SIGNOUTS_PREFIX``: a server erases the
+  record of a UI sign-out once the session's cookie has expired.
 - ``DeleteStates`` (only with ``allow_delete``) — ``s3:DeleteObject`` on states:
   ``terraform workspace delete`` and statekeeper's state delete. In a versioned
   bucket this adds a delete marker; older versions stay.
@@ -40,7 +42,12 @@ from typing import Any
 from statekeeper.awssetup.context import partition
 from statekeeper.errors import BadRequest
 from statekeeper.storage.aws.names import validate_bucket_name, validate_table_name
-from statekeeper.terraform.layout import AUDIT_PREFIX, LOCK_FILE_SUFFIX, WEBHOOKS_PREFIX
+from statekeeper.terraform.layout import (
+    AUDIT_PREFIX,
+    LOCK_FILE_SUFFIX,
+    SIGNOUTS_PREFIX,
+    WEBHOOKS_PREFIX,
+)
 
 __all__ = ["iam_policy"]
 
@@ -143,6 +150,12 @@ def iam_policy(
                 "Effect": "Allow",
                 "Action": ["s3:DeleteObject", "s3:DeleteObjectVersion"],
                 "Resource": f"{bucket_arn}/{prefix}{WEBHOOKS_PREFIX}*",
+            },
+            {
+                "Sid": "ExpireSignOuts",
+                "Effect": "Allow",
+                "Action": ["s3:DeleteObject", "s3:DeleteObjectVersion"],
+                "Resource": f"{bucket_arn}/{prefix}{SIGNOUTS_PREFIX}*",
             },
         ]
         if allow_delete:

@@ -17,15 +17,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
 import time
 from typing import Protocol
 
+from statekeeper.errors import StatekeeperError
 from statekeeper.storage.base import ObjectStore, RecordSpace
 from statekeeper.storage.sqlite.database import SqliteDatabase
 from statekeeper.terraform.layout import SIGNOUTS_PREFIX
 
 __all__ = ["SignedOut", "open_signouts", "session_id"]
+
+log = logging.getLogger("statekeeper.signouts")
 
 
 def session_id(csrf: str) -> str:
@@ -83,11 +87,21 @@ class _ObjectSignedOut:
     def end(self, session: str, until: float) -> None:
         self.objects.put(SIGNOUTS_PREFIX + session, json.dumps({"until": until}).encode(), {})
         horizon = time.time() - self.lifetime
-        for info in list(self.objects.scan(SIGNOUTS_PREFIX)):
-            # Written before the horizon: its session's cookie has expired by now.
-            # Erased, not deleted: on a versioned bucket a delete leaves every version.
-            if info.last_modified.timestamp() < horizon:
-                self.objects.erase(info.key)
+        try:
+            for info in list(self.objects.scan(SIGNOUTS_PREFIX)):
+                # Written before the horizon: its session's cookie has expired by now.
+                # Erased, not deleted: on a versioned bucket a delete leaves every version.
+                if info.last_modified.timestamp() < horizon:
+                    self.objects.erase(info.key)
+        except StatekeeperError as exc:
+            # The session has ended all the same: only the tidying failed, and the next
+            # sign-out tries again (with credentials from an older IAM policy, for ever).
+            log.warning(
+                "expired sign-outs stay under %s: %s (the IAM policy's ExpireSignOuts "
+                "statement allows their removal: statekeeper iam-policy)",
+                SIGNOUTS_PREFIX,
+                exc.message,
+            )
 
     def ended(self, session: str) -> bool:
         obj = self.objects.get(SIGNOUTS_PREFIX + session)
