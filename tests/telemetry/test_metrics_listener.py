@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
+import pytest
 
-from statekeeper.testing.processes import StatekeeperServer, free_port
+from statekeeper.testing.processes import SRC, StatekeeperServer, free_port
 
 
 def test_the_metrics_listener_serves_only_the_metrics(
@@ -23,3 +28,24 @@ def test_the_metrics_listener_serves_only_the_metrics(
             answer = http.get(path)
             assert answer.status_code == 404, path
             assert "serves only /metrics" in answer.text
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_a_metrics_listener_on_the_servers_own_port_stops_the_start(
+    tmp_path: Path, host: str
+) -> None:
+    """It bound beside the server's socket and took its connections: the server said it
+    was serving and served nothing, and Terraform's requests met the metrics listener."""
+    port = free_port()
+    base = {k: v for k, v in os.environ.items() if not k.startswith("STATEKEEPER_")}
+    ran = subprocess.run(
+        [sys.executable, "-m", "statekeeper", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=tmp_path,
+        env={**base, "PYTHONPATH": str(SRC), "STATEKEEPER_METRICS_LISTEN": f"{host}:{port}"},
+        capture_output=True,
+        text=True,
+        timeout=60,  # serving (the failure) never exits
+    )
+    assert ran.returncode == 2, ran.stderr
+    assert f"cannot serve metrics on {host}:{port}: Address already in use" in ran.stderr
+    assert "Traceback" not in ran.stderr
