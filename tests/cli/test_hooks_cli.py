@@ -53,3 +53,22 @@ def test_a_configured_url_with_a_password_stops_every_command(
     assert run.exit_code == 2, (run.stdout, run.stderr)
     assert "chatops" in run.stderr and "carries a user name or password" in run.stderr
     assert "hunter2" not in run.stdout + run.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "odd"),
+    [
+        ("http://192.0.2.1/a b", "' '"),
+        ("http://192.0.2.1/a\r\nX-Injected: 1", "'\\r'"),
+        ("http://192.0.2.1/日本", "'日'"),
+    ],
+)
+def test_a_url_with_a_character_to_percent_encode_is_refused(
+    cli_process: CliFn, url: str, odd: str
+) -> None:
+    """The request line carries the URL as it is: a space or a line break broke it, and
+    ``hooks test`` of a character past ASCII ended in a traceback."""
+    run = cli_process("hooks", "add", "chatops", "--url", url, "--secret", "whsec_given")
+    assert run.exit_code == 2, (run.stdout, run.stderr)
+    assert f"holds {odd}, which a URL holds only percent-encoded" in run.stderr
+    assert "chatops" not in cli_process("hooks", "list").stdout

@@ -148,6 +148,14 @@ class Subscription:
                 "(USER:PASSWORD@), which deliveries do not send; remove it: a receiver "
                 "authenticates deliveries by their Statekeeper-Signature"
             )
+        odd = next((c for c in self.url if not "!" <= c <= "~"), None)
+        if written and odd is not None:
+            # The request line carries the URL as it is: a space or a line break would
+            # break it, and a character past ASCII fails to be sent at all.
+            raise BadRequest(
+                f"the hook URL {self.url!r} holds {odd!r}, which a URL holds only "
+                "percent-encoded (a space is %20, é is %C3%A9; a host name in its xn-- form)"
+            )
         if not self.url.startswith(("https://", "http://")):
             raise BadRequest(f"the hook URL {self.url!r} must be http:// or https://")
         unknown = sorted(set(self.events) - set(EVENT_TYPES))
