@@ -3,6 +3,8 @@ on the embedded store on disk."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from tests.cli.conftest import CliFn
 
@@ -24,3 +26,49 @@ def test_a_given_secret_is_kept_and_not_printed(cli_process: CliFn) -> None:
     assert run.exit_code == 0, run.stderr
     assert "whsec_given" not in run.stdout + run.stderr
     assert "chatops" in cli_process("hooks", "list").stdout
+
+
+@pytest.mark.parametrize(
+    "url", ["http://ci:hunter2@192.0.2.1/hook", "ftp://ci:hunter2@192.0.2.1/h"]
+)
+def test_a_url_with_a_password_is_refused_without_showing_it(cli_process: CliFn, url: str) -> None:
+    """Deliveries send no Authorization: a password in the URL would authenticate
+    nothing, and ``hooks list`` and ``GET /api/v1/hooks`` show the URL."""
+    run = cli_process("hooks", "add", "chatops", "--url", url, "--secret", "whsec_given")
+    assert run.exit_code == 2, (run.stdout, run.stderr)
+    assert "carries a user name or password" in run.stderr
+    assert "hunter2" not in run.stdout + run.stderr
+    assert "chatops" not in cli_process("hooks", "list").stdout
+
+
+def test_a_configured_url_with_a_password_stops_every_command(
+    cli_process: CliFn, tmp_path: Path
+) -> None:
+    config = tmp_path / "statekeeper.toml"
+    config.write_text(
+        '[[hooks]]\nname = "chatops"\nurl = "https://ci:hunter2@192.0.2.1/hook"\nsecret = "s"\n'
+    )
+    assert cli_process("hooks", "add", "other", "--url", URL).exit_code == 0  # a store to list
+    run = cli_process("--config", str(config), "hooks", "list")
+    assert run.exit_code == 2, (run.stdout, run.stderr)
+    assert "chatops" in run.stderr and "carries a user name or password" in run.stderr
+    assert "hunter2" not in run.stdout + run.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "odd"),
+    [
+        ("http://192.0.2.1/a b", "' '"),
+        ("http://192.0.2.1/a\r\nX-Injected: 1", "'\\r'"),
+        ("http://192.0.2.1/日本", "'日'"),
+    ],
+)
+def test_a_url_with_a_character_to_percent_encode_is_refused(
+    cli_process: CliFn, url: str, odd: str
+) -> None:
+    """The request line carries the URL as it is: a space or a line break broke it, and
+    ``hooks test`` of a character past ASCII ended in a traceback."""
+    run = cli_process("hooks", "add", "chatops", "--url", url, "--secret", "whsec_given")
+    assert run.exit_code == 2, (run.stdout, run.stderr)
+    assert f"holds {odd}, which a URL holds only percent-encoded" in run.stderr
+    assert "chatops" not in cli_process("hooks", "list").stdout

@@ -171,6 +171,31 @@ def test_text_logs_keep_the_familiar_access_line(serve: Callable[..., Statekeepe
     assert "statekeeper.events" not in server.log()
 
 
+@pytest.mark.parametrize(
+    ("path", "quoted"),
+    [
+        ("/x%0Aforged%20caller=root", "/x\\nforged caller=root"),
+        ("/x%E2%80%A8forged%20caller=root", "/x\\u2028forged caller=root"),
+        ("/x%C2%85forged%20caller=root", "/x\\x85forged caller=root"),
+        ("/x%22%20200%200.1ms%20caller=root", '/x\\" 200 0.1ms caller=root'),
+        ("/x%5C%22%20caller=root", '/x\\\\\\" caller=root'),
+    ],
+)
+def test_a_path_cannot_forge_a_text_line_or_its_fields(
+    serve: Callable[..., StatekeeperServer], path: str, quoted: str
+) -> None:
+    """The decoded path is quoted in the text line: a line break of any kind (Unicode's,
+    which ``str.splitlines`` honours, too) or a ``"`` would let a caller write a line, or
+    a ``caller=`` of its own before the real one."""
+    server = serve("--log-level", "info", env={"STATEKEEPER_LOG_FORMAT": "text"})
+    httpx.get(server.url + path, headers={"X-Request-ID": "t-2"}, timeout=30)
+    server.stop()
+    (line,) = [ln for ln in server.log().splitlines() if "forged" in ln or "root" in ln]
+    assert f'"GET {quoted} HTTP/1.1" 4' in line
+    assert line.count('"') - line.count('\\"') == 2
+    assert line.endswith(" caller=anonymous request_id=t-2")
+
+
 def _capture() -> tuple[io.StringIO, Callable[[], None]]:
     """The real JSON format on the events logger, into a buffer."""
     buffer = io.StringIO()

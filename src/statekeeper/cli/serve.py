@@ -245,6 +245,10 @@ def serve(
         if services.store.records.database is not None:
             services.inventory()
         if metrics is not None and settings.metrics_listen:
+            # The server's socket listens first: bound and not yet listening, it let a
+            # metrics_listen on its own port bind beside it and take every connection,
+            # the server serving nothing; a listening one makes that port in use.
+            sock.listen()
             scraper = MetricsListener(settings.metrics_listen, metrics)
             say(f"metrics (no credentials needed) on http://{settings.metrics_listen}/metrics")
         secured = auth_configured(services)

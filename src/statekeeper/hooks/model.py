@@ -24,6 +24,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import InitVar, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
@@ -137,6 +138,24 @@ class Subscription:
             or not self.name.replace("-", "").replace("_", "").isalnum()
         ):
             raise BadRequest(f"{self.name!r} is not a hook name; use letters, digits, - and _")
+        parts = urlsplit(self.url)
+        if written and "@" in parts.netloc:
+            # Deliveries send no Authorization, and listings show the URL: a password
+            # there would authenticate nothing and be on every operator's screen.
+            bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+            raise BadRequest(
+                f"the hook URL {bare!r} carries a user name or password before its host "
+                "(USER:PASSWORD@), which deliveries do not send; remove it: a receiver "
+                "authenticates deliveries by their Statekeeper-Signature"
+            )
+        odd = next((c for c in self.url if not "!" <= c <= "~"), None)
+        if written and odd is not None:
+            # The request line carries the URL as it is: a space or a line break would
+            # break it, and a character past ASCII fails to be sent at all.
+            raise BadRequest(
+                f"the hook URL {self.url!r} holds {odd!r}, which a URL holds only "
+                "percent-encoded (a space is %20, é is %C3%A9; a host name in its xn-- form)"
+            )
         if not self.url.startswith(("https://", "http://")):
             raise BadRequest(f"the hook URL {self.url!r} must be http:// or https://")
         unknown = sorted(set(self.events) - set(EVENT_TYPES))

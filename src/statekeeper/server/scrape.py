@@ -9,9 +9,11 @@ bind it where only the scraper reaches it.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from wsgiref.simple_server import WSGIServer
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-from prometheus_client import start_http_server
+from prometheus_client import make_wsgi_app, start_http_server
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -34,6 +36,19 @@ async def metrics_endpoint(request: Request) -> Response:
     return Response(body, media_type=CONTENT_TYPE)
 
 
+def _only_metrics(app: WSGIApplication) -> WSGIApplication:
+    """prometheus_client's app answers the metrics on every path: a health check
+    pointed at this port by mistake (``/healthz``) would be 200 whatever the server."""
+
+    def only_metrics(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/metrics":
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"this listener (metrics_listen) serves only /metrics\n"]
+        return app(environ, start_response)
+
+    return only_metrics
+
+
 class MetricsListener:
     """``metrics_listen``: prometheus_client's own HTTP server, on a thread."""
 
@@ -49,6 +64,7 @@ class MetricsListener:
                 f"cannot serve metrics on {listen}: {exc.strerror or exc}; choose another "
                 "metrics_listen"
             ) from exc
+        server.set_app(_only_metrics(make_wsgi_app(metrics.registry)))
         self.server: WSGIServer = server
         self.thread: threading.Thread = thread
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import json
 import logging
 import os
 import re
@@ -232,6 +231,16 @@ class AccessMiddleware:
             log.log(level, "%s", line.message(), extra={"fields": fields})
 
 
+def _escaped(path: str) -> str:
+    """A decoded path as the access line can quote it: a ``"`` (``%22``) would end the
+    quotes early, and what follows would read as the line's own fields (``caller=``);
+    a line break would start a line of its own, Unicode's (U+0085, U+2028) too, which
+    a reader splitting lines as Python does (``str.splitlines``) takes for ends of lines."""
+    return "".join(
+        "\\" + c if c in '"\\' else c if c.isprintable() else ascii(c)[1:-1] for c in path
+    )
+
+
 @dataclass(slots=True, eq=False)
 class AccessLine:
     """A request's access line as facts, made text when it is written.
@@ -257,8 +266,8 @@ class AccessLine:
 
     def message(self) -> str:
         client, path = self.client, self.path
-        if not path.isprintable():
-            path = json.dumps(path, ensure_ascii=False)[1:-1]  # no line breaks in a log
+        if not path.isprintable() or '"' in path or "\\" in path:
+            path = _escaped(path)
         where = f"{client[0]}:{client[1]}" if client else "-"
         message = (
             f'{where} - "{self.method} {path} HTTP/{self.http_version}" {self.status} '

@@ -332,7 +332,10 @@ class Metrics:
                 unchanged = bool(event.detail and event.detail.startswith("unchanged"))
                 self._writes[state, "unchanged" if unchanged else "created"].inc()
             else:
-                self._refusals[state, refusal_reason(event.outcome, event.detail)].inc()
+                reason = refusal_reason(event.outcome, event.detail)
+                # A caller refused the write may name any state under an allow-listed glob,
+                # and each name would be a series of its own: its refusals go unlabelled.
+                self._refusals["" if reason == "permission" else state, reason].inc()
         elif action in _LOCK_COUNTERS and event.outcome == "ok":
             self._removals[_LOCK_COUNTERS[action]][(self.states.of(event.state),)].inc()
 

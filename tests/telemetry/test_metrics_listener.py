@@ -1,0 +1,51 @@
+"""``metrics_listen``: the listener of its own a real ``statekeeper serve`` opens."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from statekeeper.testing.processes import SRC, StatekeeperServer, free_port
+
+
+def test_the_metrics_listener_serves_only_the_metrics(
+    serve: Callable[..., StatekeeperServer],
+) -> None:
+    port = free_port()
+    serve(env={"STATEKEEPER_METRICS_LISTEN": f"127.0.0.1:{port}"})
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        scraped = http.get("/metrics")
+        assert scraped.status_code == 200
+        assert "statekeeper_build_info" in scraped.text
+        # A health check pointed at this port by mistake sees no 200.
+        for path in ("/healthz", "/", "/state/team/app", "/metrics/x"):
+            answer = http.get(path)
+            assert answer.status_code == 404, path
+            assert "serves only /metrics" in answer.text
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_a_metrics_listener_on_the_servers_own_port_stops_the_start(
+    tmp_path: Path, host: str
+) -> None:
+    """It bound beside the server's socket and took its connections: the server said it
+    was serving and served nothing, and Terraform's requests met the metrics listener."""
+    port = free_port()
+    base = {k: v for k, v in os.environ.items() if not k.startswith("STATEKEEPER_")}
+    ran = subprocess.run(
+        [sys.executable, "-m", "statekeeper", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=tmp_path,
+        env={**base, "PYTHONPATH": str(SRC), "STATEKEEPER_METRICS_LISTEN": f"{host}:{port}"},
+        capture_output=True,
+        text=True,
+        timeout=60,  # serving (the failure) never exits
+    )
+    assert ran.returncode == 2, ran.stderr
+    assert f"cannot serve metrics on {host}:{port}: Address already in use" in ran.stderr
+    assert "Traceback" not in ran.stderr
