@@ -43,6 +43,14 @@ def test_a_long_message_is_one_line_off_a_terminal(cli_process: CliFn) -> None:
     assert f"Error: there is no state named {NAME}/{NAME}" in missing.stderr.splitlines()
 
 
+def test_a_usage_error_is_one_line_off_a_terminal(cli_process: CliFn) -> None:
+    # typer's boxed error is 80 columns wide and wraps the option it names.
+    option = "--" + "-".join(["no-such-option"] * 6)
+    refused = cli_process("states", option, env=NARROW)
+    assert refused.exit_code == 2
+    assert f"Error: No such option: {option}" in refused.stderr.splitlines()
+
+
 def test_a_terminal_still_wraps_at_its_width(cli_process: CliFn) -> None:
     # FORCE_COLOR makes rich take the pipe for a terminal of COLUMNS columns.
     created = cli_process(
