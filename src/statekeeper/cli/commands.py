@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 import typer.main
 from typer._click.core import Context as ClickContext
+from typer._click.exceptions import ClickException, NoArgsIsHelpError
 from typer.core import TyperGroup
 
 from statekeeper.cli.options import JSON_HELP
@@ -26,7 +27,7 @@ JsonFlag = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
 
 class _Commands(TyperGroup):
     """The typer commands, under the root: a StatekeeperError from any of them
-    becomes its exit code here."""
+    becomes its exit code here, and so does a usage error off a terminal."""
 
     def invoke(self, ctx: ClickContext) -> Any:
         try:
@@ -35,6 +36,17 @@ class _Commands(TyperGroup):
             from statekeeper.cli.output import print_error
 
             print_error(exc)
+            raise typer.Exit(exc.exit_code) from exc
+        except ClickException as exc:
+            from statekeeper.cli.output import err_console
+
+            # On a terminal typer draws it in a box as wide as the window; a command
+            # given no arguments has had its help printed, which is all typer shows.
+            if err_console.is_terminal or isinstance(exc, NoArgsIsHelpError):
+                raise
+            # Off a terminal typer's box is 80 columns and wraps the message inside it:
+            # click's own lines instead, "Error: ..." on one, as the root's usage errors.
+            exc.show()
             raise typer.Exit(exc.exit_code) from exc
 
 

@@ -53,7 +53,9 @@ def history(
         ]
         for r in rows
     ]
-    print_table(["VERSION", "SERIAL", "TIME", "WHO", "SIZE", "CHANGED", "REPLACED", ""], cells)
+    print_table(
+        ["VERSION", "SERIAL", "TIME", "WHO", "SIZE", "CHANGED", "REPLACED", "CURRENT"], cells
+    )
 
 
 def _values(change: AttributeChange | OutputChange) -> str:

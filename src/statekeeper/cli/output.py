@@ -52,7 +52,12 @@ class _LazyConsole:
 
 def _shown_console(stderr: bool) -> Console:
     """A rich Console whose printed strings are :func:`shown` first (rich's own
-    styles are added after, so they still colour a terminal)."""
+    styles are added after, so they still colour a terminal).
+
+    Off a terminal (a pipe, a file, CI logs) a message is never wrapped: rich would
+    cut it at 80 columns (or COLUMNS), and a log or ``grep`` wants one line per
+    message. On a terminal rich wraps at the window's width, as a person reads it.
+    """
     from rich.console import Console
     from rich.text import Text
 
@@ -60,7 +65,9 @@ def _shown_console(stderr: bool) -> Console:
         def render_str(self, text: str, **options: Any) -> Text:
             return super().render_str(shown(text), **options)
 
-    return ShownConsole(stderr=stderr)
+    made = ShownConsole(stderr=stderr)
+    made.soft_wrap = not made.is_terminal
+    return made
 
 
 # Typed as Console for callers; the proxy forwards every attribute.

@@ -5,7 +5,10 @@ unbroken word wherever it is printed. On a terminal a table is aligned by rich
 and, when wider than the window, is printed at its full width (the terminal
 wraps the whole line, not a cell). When stdout is not a terminal (a pipe, a
 file, CI logs) a table is plain tab-separated text: a header line, then one
-line per row, every cell in full, for ``cut -f`` and ``awk -F'\\t'``.
+line per row, every cell in full, for ``cut -f`` and ``awk -F'\\t'``. Every
+column has a header and no cell is empty (an empty one is shown ``-``, on a
+terminal too): shell ``read`` and ``column -t`` merge adjacent tabs, so an empty
+field would shift the ones after it.
 """
 
 from __future__ import annotations
@@ -53,9 +56,10 @@ def dash(value: object) -> str:
     return "-" if value is None or value == "" else str(value)
 
 
-def _plain(cell: str) -> str:
-    """A cell on one line, every character a terminal would obey shown as its escape."""
-    return shown(cell.replace("\t", " ").replace("\n", " "))
+def _cell(cell: str) -> str:
+    """A cell as printed: on one line, every character a terminal would obey shown as
+    its escape, ``-`` when empty."""
+    return shown(cell.replace("\t", " ").replace("\n", " ")) or "-"
 
 
 def print_table(
@@ -75,7 +79,7 @@ def print_table(
         out = sys.stdout
         out.write("\t".join(columns) + "\n")
         for row in rows:
-            out.write("\t".join(_plain(c) for c in row) + "\n")
+            out.write("\t".join(_cell(c) for c in row) + "\n")
         out.flush()
         return
     from rich.measure import Measurement
@@ -86,7 +90,7 @@ def print_table(
     for i, name in enumerate(columns):
         table.add_column(name, no_wrap=True, overflow="ignore", style=(styles or {}).get(i))
     for row in rows:
-        table.add_row(*(Text(_plain(c)) for c in row))
+        table.add_row(*(Text(_cell(c)) for c in row))
     # Measured without the window's limit: the width at which no cell is cut.
     unlimited = console.options.update_width(1_000_000)
     needed = Measurement.get(console, unlimited, table).maximum
