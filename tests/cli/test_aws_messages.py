@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from statekeeper.testing.processes import MotoServer
+from statekeeper.testing.processes import MotoServer, free_port
 from statekeeper.testing.statefiles import state_bytes
 
 pytestmark = [pytest.mark.aws]
@@ -87,7 +87,9 @@ def _one_error_line(stderr: str) -> str:
             "(e.g. us-east-1, eu-west-2)",
         ),
         (
-            ["serve", "--store", f"s3://{BUCKET}?region=eu_west_1"],
+            # A port of its own: serve binds before it opens the store, and 8080 may be
+            # anyone's.
+            ["serve", "--port", str(free_port()), "--store", f"s3://{BUCKET}?region=eu_west_1"],
             {},
             "'eu_west_1' (from the URL's ?region=) is not an AWS region name "
             "(e.g. us-east-1, eu-west-2)",
