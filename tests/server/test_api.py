@@ -89,6 +89,19 @@ def test_openapi_document_describes_the_operations(api: httpx.Client) -> None:
     assert "HTTPValidationError" not in doc["components"]["schemas"]
 
 
+def test_every_operation_documents_the_refusals_any_request_can_get(api: httpx.Client) -> None:
+    # A bad parameter, missing credentials, a missing grant and the rate limit can
+    # answer any route; the webhook routes once documented only their 200.
+    doc = api.get("/openapi.json").json()
+    error = {"$ref": "#/components/schemas/ErrorBody"}
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            for status in ("400", "401", "403", "429"):
+                answer = operation["responses"].get(status)
+                assert answer is not None, (method, path, status)
+                assert answer["content"]["application/json"]["schema"] == error, (method, path)
+
+
 def test_states_versions_content_diff_rollback(api: httpx.Client) -> None:
     _seed(api)
     (row,) = api.get("/states").json()
