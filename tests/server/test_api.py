@@ -79,9 +79,14 @@ def test_openapi_document_describes_the_operations(api: httpx.Client) -> None:
     assert not any(p.startswith("/state/") for p in paths), "Terraform's protocol stays out"
     assert "DiffView" in doc["components"]["schemas"]
     # A refused parameter or body is a 400 in the error shape, never FastAPI's 422.
+    # The only 422 is our own: stored bytes that are no state, in the error shape.
     for path, operations in doc["paths"].items():
         for method, operation in operations.items():
-            assert "422" not in operation["responses"], (method, path)
+            unreadable = operation["responses"]["422"]["content"]["application/json"]
+            assert unreadable["schema"] == {"$ref": "#/components/schemas/ErrorBody"}, (
+                method,
+                path,
+            )
     answers = doc["paths"]["/api/v1/versions/{name}"]["get"]["responses"]
     assert answers["400"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ErrorBody"
@@ -100,6 +105,21 @@ def test_every_operation_documents_the_refusals_any_request_can_get(api: httpx.C
                 answer = operation["responses"].get(status)
                 assert answer is not None, (method, path, status)
                 assert answer["content"]["application/json"]["schema"] == error, (method, path)
+
+
+def test_stored_bytes_that_are_no_state_get_the_documented_422(api: httpx.Client) -> None:
+    # The write check reads only the top level (docs/protocol.md), so a resource that
+    # is no object is stored; showing it is 422, which the document did not list.
+    name = "team/odd.tfstate"
+    pushed = api.put(f"/content/{name}", content=b'{"version": 4, "serial": 1, "resources": [1]}')
+    assert pushed.status_code == 200, pushed.text
+    shown = api.get(f"/states/{name}")
+    assert shown.status_code == 422, shown.text
+    assert shown.json()["error"] == "state_unreadable"
+    answers = api.get("/openapi.json").json()["paths"]["/api/v1/states/{name}"]["get"]
+    assert answers["responses"]["422"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorBody"
+    }
 
 
 def test_states_versions_content_diff_rollback(api: httpx.Client) -> None:

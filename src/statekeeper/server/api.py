@@ -67,6 +67,7 @@ ERRORS: dict[int | str, dict[str, object]] = {
         (404, "No such state or version"),
         (409, "A conflict: the serial/lineage guard, or no lock to remove"),
         (413, "The body is larger than the server's max_body"),
+        (422, "Stored bytes that are no state, or a state encrypted by OpenTofu"),
         (423, "Locked: the holder's LockInfo fields are in the body"),
         (429, "Too many requests: Retry-After says when to try again"),
         (501, "The store cannot do this (e.g. history without versioning)"),
