@@ -122,6 +122,23 @@ def test_stored_bytes_that_are_no_state_get_the_documented_422(api: httpx.Client
     }
 
 
+def test_a_diff_of_stored_bytes_that_are_no_state_is_422_naming_the_version(
+    api: httpx.Client,
+) -> None:
+    # Was 400 invalid_state, as if the request were at fault, naming no version.
+    name = "team/odd.tfstate"
+    good = api.put(f"/content/{name}", content=state_bytes(1))
+    assert good.status_code == 200, good.text
+    bad = api.put(f"/content/{name}", content=b'{"version": 4, "serial": 2, "resources": [1]}')
+    assert bad.status_code == 200, bad.text
+    odd = bad.json()["version"]["version_id"]
+    for params in ({}, {"from": odd, "to": good.json()["version"]["version_id"]}):
+        diffed = api.get(f"/diff/{name}", params=params)
+        assert diffed.status_code == 422, diffed.text
+        assert diffed.json()["error"] == "state_unreadable"
+        assert f"version {odd} of {name} is not a state" in diffed.json()["message"]
+
+
 def test_states_versions_content_diff_rollback(api: httpx.Client) -> None:
     _seed(api)
     (row,) = api.get("/states").json()
