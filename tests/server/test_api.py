@@ -187,6 +187,18 @@ def test_errors_have_one_shape(api: httpx.Client) -> None:
     assert r.status_code == 409 and r.json()["error"] == "lock_not_found"
 
 
+def test_audit_since_is_an_rfc3339_time_and_nothing_else(api: httpx.Client) -> None:
+    _seed(api)
+    assert len(api.get("/audit", params={"since": "2000-01-01T00:00:00Z"}).json()["events"]) >= 2
+    assert api.get("/audit", params={"since": "2999-01-01T00:00:00+01:00"}).json()["events"] == []
+    # A number was read as Unix seconds: 20260101 (a date meant) is 1970-08-23.
+    for since in ("20260101", "0.5", "2026-01-01", "2026-01-01T00:00:00"):
+        r = api.get("/audit", params={"since": since})
+        assert r.status_code == 400, (since, r.text)
+        assert r.json()["error"] == "bad_request"
+        assert f"{since!r} is not an RFC 3339 time with a zone" in r.json()["message"]
+
+
 def test_locks_unlock_reap_over_the_wire(server: StatekeeperServer, api: httpx.Client) -> None:
     _seed(api)
     held = LockInfo.new("OperationTypeApply", "bob@ci")
