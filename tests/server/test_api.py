@@ -79,14 +79,64 @@ def test_openapi_document_describes_the_operations(api: httpx.Client) -> None:
     assert not any(p.startswith("/state/") for p in paths), "Terraform's protocol stays out"
     assert "DiffView" in doc["components"]["schemas"]
     # A refused parameter or body is a 400 in the error shape, never FastAPI's 422.
+    # The only 422 is our own: stored bytes that are no state, in the error shape.
     for path, operations in doc["paths"].items():
         for method, operation in operations.items():
-            assert "422" not in operation["responses"], (method, path)
+            unreadable = operation["responses"]["422"]["content"]["application/json"]
+            assert unreadable["schema"] == {"$ref": "#/components/schemas/ErrorBody"}, (
+                method,
+                path,
+            )
     answers = doc["paths"]["/api/v1/versions/{name}"]["get"]["responses"]
     assert answers["400"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ErrorBody"
     }
     assert "HTTPValidationError" not in doc["components"]["schemas"]
+
+
+def test_every_operation_documents_the_refusals_any_request_can_get(api: httpx.Client) -> None:
+    # A bad parameter, missing credentials, a missing grant and the rate limit can
+    # answer any route; the webhook routes once documented only their 200.
+    doc = api.get("/openapi.json").json()
+    error = {"$ref": "#/components/schemas/ErrorBody"}
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            for status in ("400", "401", "403", "429"):
+                answer = operation["responses"].get(status)
+                assert answer is not None, (method, path, status)
+                assert answer["content"]["application/json"]["schema"] == error, (method, path)
+
+
+def test_stored_bytes_that_are_no_state_get_the_documented_422(api: httpx.Client) -> None:
+    # The write check reads only the top level (docs/protocol.md), so a resource that
+    # is no object is stored; showing it is 422, which the document did not list.
+    name = "team/odd.tfstate"
+    pushed = api.put(f"/content/{name}", content=b'{"version": 4, "serial": 1, "resources": [1]}')
+    assert pushed.status_code == 200, pushed.text
+    shown = api.get(f"/states/{name}")
+    assert shown.status_code == 422, shown.text
+    assert shown.json()["error"] == "state_unreadable"
+    answers = api.get("/openapi.json").json()["paths"]["/api/v1/states/{name}"]["get"]
+    assert answers["responses"]["422"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorBody"
+    }
+
+
+def test_a_diff_of_stored_bytes_that_are_no_state_is_422_naming_the_version(
+    api: httpx.Client,
+) -> None:
+    # Was 400 invalid_state, as if the request were at fault, naming no version.
+    name = "team/odd.tfstate"
+    good = api.put(f"/content/{name}", content=state_bytes(1))
+    assert good.status_code == 200, good.text
+    bad = api.put(f"/content/{name}", content=b'{"version": 4, "serial": 2, "resources": [1]}')
+    assert bad.status_code == 200, bad.text
+    odd = bad.json()["version"]["version_id"]
+    for params in ({}, {"from": odd, "to": good.json()["version"]["version_id"]}):
+        diffed = api.get(f"/diff/{name}", params=params)
+        assert diffed.status_code == 422, diffed.text
+        assert diffed.json()["error"] == "state_unreadable"
+        assert f"version {odd} of {name} is not a state" in diffed.json()["message"]
 
 
 def test_states_versions_content_diff_rollback(api: httpx.Client) -> None:
@@ -135,6 +185,18 @@ def test_errors_have_one_shape(api: httpx.Client) -> None:
     assert r.status_code == 400 and r.json()["error"] == "invalid_state"
     r = api.delete("/locks/x.tfstate", params={"force": "true"})
     assert r.status_code == 409 and r.json()["error"] == "lock_not_found"
+
+
+def test_audit_since_is_an_rfc3339_time_and_nothing_else(api: httpx.Client) -> None:
+    _seed(api)
+    assert len(api.get("/audit", params={"since": "2000-01-01T00:00:00Z"}).json()["events"]) >= 2
+    assert api.get("/audit", params={"since": "2999-01-01T00:00:00+01:00"}).json()["events"] == []
+    # A number was read as Unix seconds: 20260101 (a date meant) is 1970-08-23.
+    for since in ("20260101", "0.5", "2026-01-01", "2026-01-01T00:00:00"):
+        r = api.get("/audit", params={"since": since})
+        assert r.status_code == 400, (since, r.text)
+        assert r.json()["error"] == "bad_request"
+        assert f"{since!r} is not an RFC 3339 time with a zone" in r.json()["message"]
 
 
 def test_locks_unlock_reap_over_the_wire(server: StatekeeperServer, api: httpx.Client) -> None:

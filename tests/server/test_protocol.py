@@ -193,6 +193,36 @@ def test_unknown_methods_are_405_json(api: Api, method: str) -> None:
     assert "LOCK" in response.json()["message"]
 
 
+@pytest.mark.parametrize(
+    "target", ["/api/v1/content/a?force=true", "/api/v1/prune?dry_run=true", "/api/v1/tokens?x=1"]
+)
+def test_an_api_method_no_route_takes_is_405_whatever_its_query(api: Api, target: str) -> None:
+    # The query was checked against the path's first route (GET /api/v1/content takes
+    # no `force`) before the method was: 400 blaming the parameter.
+    response = api.request("TRACE", target)
+    assert response.status_code == 405, response.text
+    assert_error_shape(response.json(), "method_not_allowed")
+
+
+@pytest.mark.parametrize(
+    ("target", "allowed"),
+    [
+        ("/api/v1/tokens", "GET, HEAD, POST"),
+        ("/api/v1/content/team/app.tfstate", "GET, HEAD, PUT"),
+        ("/api/v1/locks/team/app.tfstate", "DELETE"),
+    ],
+)
+def test_a_405_of_the_api_allows_every_method_of_the_path(
+    api: Api, target: str, allowed: str
+) -> None:
+    # Starlette's Allow named the first route's methods only: `Allow: GET` on
+    # /api/v1/tokens, which takes POST too (RFC 9110: the resource's methods).
+    response = api.request("OPTIONS", target)
+    assert response.status_code == 405, response.text
+    assert response.headers["allow"] == allowed
+    assert f"it takes {allowed}" in response.json()["message"]
+
+
 def test_unknown_paths_are_404_json(api: Api) -> None:
     response = api.request("GET", "/nowhere")
     assert response.status_code == 404

@@ -7,8 +7,6 @@ every refusal are events like state operations (the token service emits them).
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter, Query, Request
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
@@ -22,12 +20,16 @@ from statekeeper.server.api import ERRORS, ApiRoute
 from statekeeper.server.inputs import JsonIn
 from statekeeper.server.tfhttp import caller_of
 from statekeeper.state.views import AuditEventView, AuditList, TokenCreated, TokenList, TokenView
-from statekeeper.times import parse_duration
+from statekeeper.times import parse_duration, parse_rfc3339
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1", tags=["security"], responses=ERRORS, route_class=ApiRoute)
-_SINCE = Query(None, description="RFC 3339 time with a zone")
+# Text, parsed here: pydantic's datetime also reads a number as Unix seconds, so
+# ?since=20260101 (meant as a date) was 1970-08-23 and every event came back.
+_SINCE = Query(
+    None, description="RFC 3339 time with a zone", json_schema_extra={"format": "date-time"}
+)
 
 
 def _services(request: Request) -> Services:
@@ -41,7 +43,7 @@ async def list_audit(
     state: str | None = Query(None, description="state-name glob, e.g. team/**"),
     actor: str | None = Query(None, max_length=200),
     action: str | None = Query(None, max_length=50),
-    since: datetime | None = _SINCE,
+    since: str | None = _SINCE,
     limit: int = Query(1000, ge=1, le=100_000),
 ) -> AuditList:
     services = _services(request)
@@ -50,9 +52,11 @@ async def list_audit(
     def run() -> list[Event]:
         with services.events.event(Action.AUDIT_READ, caller, record_success=False):
             require(services.policy, caller, None, Permission.ADMIN, "read the audit trail of")
-        if since is not None and since.tzinfo is None:
-            raise BadRequest("'since' needs a time zone, e.g. 2026-01-01T00:00:00Z")
-        where = AuditFilter(state=state, actor=actor, action=action, since=since, limit=limit)
+        try:
+            after = None if since is None else parse_rfc3339(since)
+        except ValueError as exc:
+            raise BadRequest(f"'since': {exc}, e.g. 2026-01-01T00:00:00Z") from exc
+        where = AuditFilter(state=state, actor=actor, action=action, since=after, limit=limit)
         return services.audit.query(where)
 
     events = await run_in_threadpool(run)

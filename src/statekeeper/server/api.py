@@ -67,6 +67,7 @@ ERRORS: dict[int | str, dict[str, object]] = {
         (404, "No such state or version"),
         (409, "A conflict: the serial/lineage guard, or no lock to remove"),
         (413, "The body is larger than the server's max_body"),
+        (422, "Stored bytes that are no state, or a state encrypted by OpenTofu"),
         (423, "Locked: the holder's LockInfo fields are in the body"),
         (429, "Too many requests: Retry-After says when to try again"),
         (501, "The store cannot do this (e.g. history without versioning)"),
@@ -89,7 +90,9 @@ class ApiRoute(APIRoute):
         return super().matches(self._as_get(scope))
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] not in ("GET", "HEAD"):
+        # A method the route does not take is Starlette's 405 below, whatever the query:
+        # TRACE /api/v1/content/x?force=true was told its parameter was the fault.
+        if scope["method"] not in ("GET", "HEAD") and scope["method"] in (self.methods or ()):
             self._refuse_unknown_query(scope)
         await super().handle(self._as_get(scope), receive, send)
 

@@ -73,14 +73,19 @@ class _App(FastAPI):
         await super().__call__(scope, receive, send)
 
     def openapi(self) -> dict[str, Any]:
-        """FastAPI's document without the 422 it adds to every route: a parameter or body
-        its models refuse is answered 400 ``invalid_request`` (``server/errors.py``), which
-        each route's 400 already describes."""
+        """FastAPI's document without the 422 it adds to routes: a parameter or body its
+        models refuse is answered 400 ``invalid_request`` (``server/errors.py``), which
+        each route's 400 already describes. Our own 422 (``ERRORS``: bytes that are no
+        state) stays."""
         if self.openapi_schema is None:
             schema = super().openapi()
+            fastapi_422 = {"$ref": "#/components/schemas/HTTPValidationError"}
             for path in schema.get("paths", {}).values():
                 for operation in path.values():
-                    operation.get("responses", {}).pop("422", None)
+                    responses = operation.get("responses", {})
+                    answer = responses.get("422", {}).get("content", {}).get("application/json")
+                    if answer is not None and answer.get("schema") == fastapi_422:
+                        del responses["422"]
             schemas = schema.get("components", {}).get("schemas", {})
             for unused in ("HTTPValidationError", "ValidationError"):
                 schemas.pop(unused, None)

@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from statekeeper.errors import LockConflict, LockMismatch, StatekeeperError
@@ -64,6 +65,7 @@ async def _statekeeper_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    headers = exc.headers
     message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     if exc.status_code == 405:
         path = request.url.path
@@ -72,10 +74,26 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         else:
             # Not the router's Allow header: it names the methods of the first route on
             # the path, and a path may have a route per method (GET and POST /api/v1/tokens).
-            takes = "docs/api.md lists the methods of each route"
+            allowed = _allowed(request)
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+            takes = f"it takes {', '.join(allowed)} (docs/api.md lists the routes)"
         message = f"{request.method} is not allowed on {path}; {takes}"
     return JSONResponse(
-        {"error": code, "message": message}, status_code=exc.status_code, headers=exc.headers
+        {"error": code, "message": message}, status_code=exc.status_code, headers=headers
+    )
+
+
+def _allowed(request: Request) -> list[str]:
+    """The methods some route of the request's path takes, sorted: the Allow header a
+    405 must carry (RFC 9110, 15.5.6). Each is tried on the routes as the router would
+    (FastAPI nests included routers, so the routes' own lists are not at hand)."""
+    routes = request.app.router.routes
+    return sorted(
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes
+        )
     )
 
 
@@ -83,6 +101,9 @@ def _safe(text: object) -> str:
     """Text that can be encoded whatever the client sent (lone surrogates escaped)."""
     return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
 
+
+#: What a JSON API or UI route may take; Terraform's LOCK and UNLOCK have routes of their own.
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 _PLACES = {"query": "query parameter", "path": "path parameter", "header": "header"}
 

@@ -17,12 +17,14 @@ from statekeeper.hooks.outbox import Outcome
 from statekeeper.hooks.service import Webhooks
 from statekeeper.hooks.views import DeliveryList, DeliveryView, HookList, HookView
 from statekeeper.security.policy import Permission, require
-from statekeeper.server.api import ApiRoute
+from statekeeper.server.api import ERRORS, ApiRoute
 from statekeeper.server.tfhttp import caller_of
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1/hooks", tags=["webhooks"], route_class=ApiRoute)
+router = APIRouter(
+    prefix="/api/v1/hooks", tags=["webhooks"], responses=ERRORS, route_class=ApiRoute
+)
 
 
 def _hooks(request: Request, what: str) -> Webhooks:

@@ -15,8 +15,10 @@ from statekeeper.errors import (
     BadRequest,
     ConfigError,
     EncryptedState,
+    InvalidState,
     StateNotFound,
     StorageError,
+    UnreadableState,
     VersionNotFound,
 )
 from statekeeper.security.caller import Caller
@@ -212,4 +214,23 @@ class Inspector:
             before = self.filled(before, old)
         after = self.filled(after, new)
         frm = None if before is None else before.version_id
-        return DiffView.between(str(name), frm, after.version_id, diff_states(old, new))
+        try:
+            changes = diff_states(old, new)
+        except InvalidState:
+            # Stored bytes that are no state (an object written by hand): the data is at
+            # fault, not the request, so 422 naming the version, as `show` answers.
+            if old is not None and before is not None:
+                _readable(name, before, old)
+            _readable(name, after, new)
+            raise
+        return DiffView.between(str(name), frm, after.version_id, changes)
+
+
+def _readable(name: StateName, version: StateVersion, data: bytes) -> None:
+    """UnreadableState naming ``version`` when its bytes are no state."""
+    try:
+        diff_states(None, data)
+    except InvalidState as exc:
+        raise UnreadableState(
+            f"version {version.version_id} of {name} is not a state: {exc.message}"
+        ) from exc
