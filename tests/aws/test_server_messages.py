@@ -25,6 +25,11 @@ def test_readyz_says_a_missing_bucket_does_not_exist(
 
     answer = httpx.get(server.url + "/readyz", timeout=30)
     assert answer.status_code == 503
+    # The answer says the kind only (it is public); the log says the rest.
+    assert answer.json()["checks"] == {
+        "store": "storage_unavailable: unavailable",
+        "locks": "storage_unavailable: unavailable",
+    }
     # As every other missing-bucket message says it, not botocore's "(404) when calling",
     # for the store and for the lock files beside its states.
     missing = (
@@ -32,7 +37,12 @@ def test_readyz_says_a_missing_bucket_does_not_exist(
         f"create it first (see `statekeeper bootstrap`) or correct 's3://{plain_bucket}' "
         "(--store, STATEKEEPER_STORE or store in the config file)"
     )
-    assert answer.json()["message"] == f"store: {missing}; locks: {missing}"
+    said = [
+        line.split(" not ready: ", 1)[1]
+        for line in server.log().splitlines()
+        if "readiness: " in line
+    ]
+    assert said == [f"storage_unavailable: {missing}"] * 2
 
 
 def test_the_dynamodb_lock_item_carries_the_path_terraform_writes(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import boto3
 import httpx
 import pytest
 from tfwire import Api
@@ -65,8 +67,10 @@ def test_readyz_follows_the_store_and_lock_table(
         assert down.status_code == 503, down.text
         body = down.json()
         assert body["error"] == "not_ready"
-        assert body["checks"]["store"] != "ok"
-        assert body["checks"]["locks"] != "ok"
+        # boto3 retries a refused connection for longer than the probe is waited for.
+        down_kinds = ("timeout: no answer within 1 s", "storage_unavailable: unavailable")
+        assert body["checks"]["store"] in down_kinds
+        assert body["checks"]["locks"] in down_kinds
         assert body["message"].startswith("store: ")
         assert down.headers["retry-after"] == "1"
         # The process itself is fine: liveness does not follow the store.
@@ -90,5 +94,114 @@ def test_readyz_follows_the_store_and_lock_table(
         back = _poll(server.url + "/readyz", 200)
         assert back.status_code == 200, (missing.text, back.text)
         assert back.json()["checks"] == {"store": "ok", "locks": "ok"}
+    finally:
+        moto.stop()
+
+
+def _names_nothing(answer: httpx.Response, moto: MotoServer) -> None:
+    """The answer says no bucket, table, endpoint, account or IAM action."""
+    endpoint = moto.env()["AWS_ENDPOINT_URL"].split("//", 1)[1]
+    for name in (BUCKET, TABLE, endpoint, "s3:", "dynamodb:", "arn:", "123456789012"):
+        assert name not in answer.text, answer.text
+
+
+def _readyz_three_times(server: StatekeeperServer) -> list[httpx.Response]:
+    # A load balancer asks again and again; the log is not to say it again.
+    return [httpx.get(server.url + "/readyz", timeout=30) for _ in range(3)]
+
+
+@pytest.mark.aws
+def test_readyz_names_no_missing_bucket_or_table(
+    moto: MotoServer, serve: Callable[..., StatekeeperServer]
+) -> None:
+    _create_bucket_and_table(moto)
+    server = serve("--store", f"s3://{BUCKET}", "--locks", f"dynamodb://{TABLE}", env=moto.env())
+    assert httpx.get(server.url + "/readyz", timeout=30).status_code == 200
+    moto.reset()  # no bucket and no table
+
+    for answer in _readyz_three_times(server):
+        assert answer.status_code == 503, answer.text
+        unavailable = "storage_unavailable: unavailable"
+        assert answer.json()["checks"] == {"store": unavailable, "locks": unavailable}
+        assert answer.json()["message"] == (
+            f"store: {unavailable}; locks: {unavailable} (the server log has the reason)"
+        )
+        _names_nothing(answer, moto)
+    # The reasons, in full and once each, are the operator's, in the log.
+    log = server.log()
+    (store,) = [line for line in log.splitlines() if "readiness: the store" in line]
+    assert store.startswith("WARNING:")
+    assert f"storage_unavailable: the S3 bucket {BUCKET!r} does not exist" in store
+    (locks,) = [line for line in log.splitlines() if "readiness: the lock table" in line]
+    assert "storage_unavailable: " in locks and TABLE in locks and "does not exist" in locks
+
+
+@pytest.mark.aws
+def test_readyz_names_no_denied_action(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, serve: Callable[..., StatekeeperServer]
+) -> None:
+    # moto enforces a bucket policy on objects only, not on HeadBucket: a moto server of
+    # its own enforces IAM instead, after the four set-up requests below.
+    monkeypatch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "4")
+    moto = MotoServer(tmp_path / "moto-iam").start()
+    monkeypatch.delenv("INITIAL_NO_AUTH_ACTION_COUNT")
+    try:
+        env = moto.env()
+        moto.client("s3").create_bucket(Bucket=BUCKET)
+        iam = moto.client("iam")
+        iam.create_user(UserName="prober")
+        # Everything, its own policies included: the test denies it the probe and back.
+        allow = {"Effect": "Allow", "Action": "*", "Resource": "*"}
+        iam.put_user_policy(
+            UserName="prober",
+            PolicyName="all",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [allow]}),
+        )
+        key = iam.create_access_key(UserName="prober")["AccessKey"]
+        env |= {
+            "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+        }
+        iam = boto3.client(  # type: ignore[call-overload]
+            "iam",
+            endpoint_url=moto.url,
+            region_name="us-east-1",
+            aws_access_key_id=key["AccessKeyId"],
+            aws_secret_access_key=key["SecretAccessKey"],
+        )
+        # moto checks HeadBucket as s3:HeadBucket, AWS as s3:ListBucket: deny both.
+        deny = {
+            "Effect": "Deny",
+            "Action": ["s3:ListBucket", "s3:HeadBucket"],
+            "Resource": f"arn:aws:s3:::{BUCKET}",
+        }
+        no_probe = json.dumps({"Version": "2012-10-17", "Statement": [deny]})
+
+        # The store and its lock files in one bucket: both probes are a HeadBucket on it.
+        server = serve("--store", f"s3://{BUCKET}", env=env)
+        assert httpx.get(server.url + "/readyz", timeout=30).status_code == 200
+        iam.put_user_policy(UserName="prober", PolicyName="no-probe", PolicyDocument=no_probe)
+
+        for answer in _readyz_three_times(server):
+            assert answer.status_code == 503, answer.text
+            denied = "storage_access_denied: access denied"
+            assert answer.json()["checks"] == {"store": denied, "locks": denied}
+            _names_nothing(answer, moto)
+        full = f"storage_access_denied: AWS denied s3:ListBucket on s3://{BUCKET}"
+        lines = server.log().splitlines()
+        assert [line for line in lines if "readiness: the store is not ready" in line] == [
+            f"WARNING:  statekeeper.server: readiness: the store is not ready: {full} (403); "
+            "grant the permission to the credentials in use (see `statekeeper iam-policy`)"
+        ]
+        assert len([line for line in lines if full in line]) == 2  # the store's and locks'
+
+        iam.delete_user_policy(UserName="prober", PolicyName="no-probe")
+        back = httpx.get(server.url + "/readyz", timeout=30)
+        assert back.status_code == 200, back.text
+        assert back.json() == {"status": "ready", "checks": {"store": "ok", "locks": "ok"}}
+        # A new outage is a change of state: told again.
+        iam.put_user_policy(UserName="prober", PolicyName="no-probe", PolicyDocument=no_probe)
+        assert httpx.get(server.url + "/readyz", timeout=30).status_code == 503
+        assert len([line for line in server.log().splitlines() if full in line]) == 4
     finally:
         moto.stop()
