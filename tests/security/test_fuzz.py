@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.security.support import ROLES, basic, lock_body, make_tokens, state_json
@@ -145,9 +146,6 @@ def test_terraform_routes_never_fail_with_5xx(
     for listing in ("/api/v1/locks", "/api/v1/states"):
         listed = httpx.get(server.url + listing, headers=basic("root", secrets["root"]), timeout=30)
         assert listed.status_code == 200, (method, name, body, listed.text)
-
-
-schemathesis = pytest.importorskip("schemathesis")
 
 
 def test_openapi_operations_never_fail_with_5xx(
