@@ -78,7 +78,7 @@ def add(
         print_view(HookCreated.added(sub, show_secret=secret is None))
         return
     err_console.print(
-        f"hook {sub.name}: {', '.join(sub.events)} on {', '.join(sub.states)} → {sub.url}",
+        f"hook {sub.name}: {', '.join(sub.events)} on {', '.join(sub.states)} → {sub.shown_url}",
         highlight=False,
     )
     if secret is None:
@@ -110,7 +110,7 @@ def list_hooks(
             s.name,
             "config" if s.configured else "command",
             s.secret_source,
-            s.url,
+            s.shown_url,
             *map(" ".join, (s.states, s.events)),
         ]
         for s in subs

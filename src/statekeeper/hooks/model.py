@@ -30,6 +30,7 @@ import orjson
 
 from statekeeper.errors import BadRequest, InvalidStateName
 from statekeeper.events import Action, Event
+from statekeeper.security.redaction import redacted
 from statekeeper.state.globs import parse_glob, stored_glob
 from statekeeper.terraform.names import StateName
 from statekeeper.times import format_rfc3339, parse_rfc3339
@@ -119,6 +120,12 @@ class Subscription:
         return self.secret_from is not None
 
     @property
+    def shown_url(self) -> str:
+        """The URL as listings and messages show it: a user name or password in it (a
+        hook stored before they were refused) masked, as ``https://ci:***@host/``."""
+        return redacted(self.url)
+
+    @property
     def secret_source(self) -> str:
         """Where the secret is, for listings (never the secret): ``env VAR``, ``file PATH``
         or ``inline`` for a config file's hook, ``stored`` for one added by command."""
@@ -157,7 +164,7 @@ class Subscription:
                 "percent-encoded (a space is %20, é is %C3%A9; a host name in its xn-- form)"
             )
         if not self.url.startswith(("https://", "http://")):
-            raise BadRequest(f"the hook URL {self.url!r} must be http:// or https://")
+            raise BadRequest(f"the hook URL {self.shown_url!r} must be http:// or https://")
         unknown = sorted(set(self.events) - set(EVENT_TYPES))
         if unknown:
             raise BadRequest(
