@@ -1,6 +1,7 @@
-"""Hooks stored before ``hooks add`` refused a URL with USER:PASSWORD@: they still load,
-and are listed without the password and delivered to as before (the password never
-was sent).
+"""Hooks stored before ``hooks add`` refused a URL with USER:PASSWORD@ or a character to
+percent-encode: they still load, and are listed without the password, delivered as
+before (the password never was sent) or refused clearly, by ``hooks test`` and by the
+delivery worker of a real ``statekeeper serve``.
 """
 
 from __future__ import annotations
@@ -9,12 +10,15 @@ import json
 import os
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from tests.hooks.test_webhooks import FAST, SECRET, Receiver
+from tests.hooks.test_webhooks import FAST, NAME, SECRET, Receiver, add_hook, statekeeper
+from tests.security.support import lock_body
 
 from statekeeper.app import Services
 from statekeeper.hooks.model import Subscription
@@ -88,3 +92,55 @@ def test_a_stored_password_url_is_delivered_to_as_before_and_never_shown(
     assert refused.returncode == 2, (refused.stdout, refused.stderr)
     assert "a loopback address" in refused.stderr and "ci:***@127.0.0.1" in refused.stderr
     assert "hunter2" not in tested.stdout + tested.stderr + refused.stdout + refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("path", "odd"), [("/日本", "'日'"), ("/a b", "' '"), ("/a\r\nX-Injected: 1", "'\\r'")]
+)
+def test_hooks_test_of_a_stored_url_to_percent_encode_says_to_re_add_it(
+    tmp_path: Path, receiver: Receiver, path: str, odd: str
+) -> None:
+    """``http://host/日本`` ended in a UnicodeEncodeError traceback; a space or a line
+    break went into the request line as it was."""
+    workdir = tmp_path / "cli"
+    store_as_before(workdir, "legacy", f"http://127.0.0.1:{receiver.port}{path}")
+    tested = run(workdir, "hooks", "test", "legacy", env=FAST)
+    assert tested.returncode == 2, (tested.stdout, tested.stderr)
+    assert "Traceback" not in tested.stderr
+    assert "the hook 'legacy' cannot be delivered to" in tested.stderr
+    assert f"holds {odd}" in tested.stderr
+    assert "re-add it with the URL percent-encoded" in tested.stderr
+    assert receiver.deliveries == []
+
+
+def test_the_worker_records_a_stored_url_to_percent_encode_as_a_failed_attempt(
+    tmp_path: Path, serve: Callable[..., StatekeeperServer], receiver: Receiver
+) -> None:
+    """The sender's thread ended at the UnicodeEncodeError: nothing was recorded and no
+    hook was delivered to again."""
+    workdir = tmp_path / "server"
+    store_as_before(workdir, "legacy", f"http://127.0.0.1:{receiver.port}/日本", "lock.acquired")
+    add_hook(workdir, receiver.url, "--event", "lock.acquired")
+    server = serve(workdir=workdir, env={**FAST, "STATEKEEPER_HOOKS_ATTEMPTS": "2"})
+    for state in (NAME, "team/other.tfstate"):
+        lock = lock_body(str(uuid.uuid4()))
+        answer = httpx.request("LOCK", server.state_url(state), content=lock, timeout=30)
+        assert answer.status_code == 200, answer.text
+    receiver.wait_for(2)  # the other hook's deliveries go on
+    deadline = time.monotonic() + 60
+    while True:
+        log = json.loads(statekeeper(workdir, "hooks", "deliveries", "--hook", "legacy", "--json"))
+        if sum(r["outcome"] == "dead" for r in log) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert sorted((r["attempt"], r["outcome"]) for r in log) == [
+        (1, "retry"),
+        (1, "retry"),
+        (2, "dead"),
+        (2, "dead"),
+    ], log
+    assert all(
+        r["status"] is None and "re-add it with the URL percent-encoded" in r["error"] for r in log
+    )
+    assert len(receiver.deliveries) == 2
+    assert "Traceback" not in server.log()
