@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 from tests.cli.conftest import CliFn
 
+from statekeeper.app import Services
+from statekeeper.settings import load_settings
+
 # A documentation address (TEST-NET-1): passes the destination guard, never contacted.
 URL = "http://192.0.2.1/hook"
 
@@ -71,4 +74,64 @@ def test_a_url_with_a_character_to_percent_encode_is_refused(
     run = cli_process("hooks", "add", "chatops", "--url", url, "--secret", "whsec_given")
     assert run.exit_code == 2, (run.stdout, run.stderr)
     assert f"holds {odd}, which a URL holds only percent-encoded" in run.stderr
+    assert "chatops" not in cli_process("hooks", "list").stdout
+
+
+def stored_secret(tmp_path: Path, name: str) -> str:
+    """The secret the embedded store of ``cli_process`` keeps for the hook ``name``."""
+    data_dir = tmp_path / "cwd" / ".statekeeper"
+    services = Services.build(load_settings({"data_dir": data_dir}, env={}))
+    try:
+        return next(s.secret for s in services.hooks.all() if s.name == name)
+    finally:
+        services.close()
+
+
+@pytest.mark.parametrize("from_stdin", [False, True], ids=["file", "stdin"])
+def test_a_secret_from_a_file_or_stdin_is_kept_and_not_printed(
+    cli_process: CliFn, tmp_path: Path, from_stdin: bool
+) -> None:
+    """``--secret VALUE`` is in the shell's history and ``ps``; the file's line break
+    is not part of the secret."""
+    path = tmp_path / "secret"
+    path.write_text("whsec_from_file\n")
+    where = "-" if from_stdin else str(path)
+    stdin = path.read_bytes() if from_stdin else None
+    run = cli_process("hooks", "add", "chatops", "--url", URL, "--secret-file", where, input=stdin)
+    assert run.exit_code == 0, run.stderr
+    assert "whsec_from_file" not in run.stdout + run.stderr
+    assert stored_secret(tmp_path, "chatops") == "whsec_from_file"
+
+
+@pytest.mark.parametrize("content", [b"", b" \n"], ids=["empty", "blank"])
+@pytest.mark.parametrize("from_stdin", [False, True], ids=["file", "stdin"])
+def test_an_empty_secret_file_is_refused_not_replaced(
+    cli_process: CliFn, tmp_path: Path, content: bytes, from_stdin: bool
+) -> None:
+    path = tmp_path / "secret"
+    path.write_bytes(content)
+    where = "-" if from_stdin else str(path)
+    run = cli_process(
+        "hooks", "add", "chatops", "--url", URL, "--secret-file", where, input=content
+    )
+    assert run.exit_code == 2, (run.stdout, run.stderr)
+    named = "stdin" if from_stdin else f"the file {path}"
+    assert f"--secret-file: {named} is empty" in run.stderr
+    assert "chatops" not in cli_process("hooks", "list").stdout
+
+
+def test_an_unreadable_secret_file_or_two_secrets_are_refused(
+    cli_process: CliFn, tmp_path: Path
+) -> None:
+    missing = tmp_path / "missing"
+    run = cli_process("hooks", "add", "chatops", "--url", URL, "--secret-file", str(missing))
+    assert run.exit_code == 2, (run.stdout, run.stderr)
+    assert f"--secret-file: cannot read the file {missing}" in run.stderr
+    assert "Traceback" not in run.stderr
+    path = tmp_path / "secret"
+    path.write_text("whsec_a\n")
+    both = ("--secret", "whsec_b", "--secret-file", str(path))
+    run = cli_process("hooks", "add", "chatops", "--url", URL, *both)
+    assert run.exit_code == 2, (run.stdout, run.stderr)
+    assert "--secret or --secret-file, not both" in run.stderr
     assert "chatops" not in cli_process("hooks", "list").stdout

@@ -6,6 +6,7 @@ server picks up a change within two seconds.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -39,7 +40,18 @@ def add(
     name: Annotated[str, typer.Argument(metavar="NAME", help="Subscription name")],
     url: Annotated[str, typer.Option(help="Where deliveries are POSTed (http(s)://…)")],
     secret: Annotated[
-        str | None, typer.Option(help="Signing secret [default: a new random one, printed once]")
+        str | None,
+        typer.Option(
+            help="Signing secret (seen in shell history and ps: prefer --secret-file) "
+            "[default: a new random one, printed once]"
+        ),
+    ] = None,
+    secret_file: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="Read the signing secret from FILE ('-' for stdin), not from the command line",
+        ),
     ] = None,
     state: Annotated[
         list[str] | None, typer.Option(help="State glob (team/**); repeatable [default: **]")
@@ -55,6 +67,10 @@ def add(
     from statekeeper.errors import BadRequest
     from statekeeper.hooks.model import EVENT_TYPES, Subscription
 
+    if secret_file is not None:
+        if secret is not None:
+            raise BadRequest("give the secret with --secret or --secret-file, not both")
+        secret = _read_secret(secret_file)
     # An empty secret would be replaced by a random one that is never shown: the
     # receiver could not verify a single delivery.
     if secret is not None and not secret.strip():
@@ -78,12 +94,36 @@ def add(
         print_view(HookCreated.added(sub, show_secret=secret is None))
         return
     err_console.print(
-        f"hook {sub.name}: {', '.join(sub.events)} on {', '.join(sub.states)} → {sub.url}",
+        f"hook {sub.name}: {', '.join(sub.events)} on {', '.join(sub.states)} → {sub.shown_url}",
         highlight=False,
     )
     if secret is None:
         err_console.print("The signing secret is shown only now; give it to the receiver:")
         console.print(sub.secret, highlight=False, soft_wrap=True)
+
+
+def _read_secret(path: Path) -> str:
+    """``--secret-file``: the secret in ``path`` (``-``: stdin), without the blanks around
+    it (the line break an editor or ``echo`` ends it with), as ``X_FILE`` settings are read."""
+    import sys
+
+    from statekeeper.errors import BadRequest
+
+    where = "stdin" if str(path) == "-" else f"the file {path}"
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+    except OSError as exc:
+        raise BadRequest(f"--secret-file: cannot read {where}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"--secret-file: {where} is not UTF-8 text") from exc
+    if not text.strip():
+        # Most often a secret that was not mounted or a variable that was not set: an
+        # empty one is refused as --secret '' is, never replaced by a generated one.
+        raise BadRequest(
+            f"--secret-file: {where} is empty; it must hold the receiver's signing secret "
+            "(or leave the option out to have one generated, printed once)"
+        )
+    return text.strip()
 
 
 @hooks_app.command("list")
@@ -110,7 +150,7 @@ def list_hooks(
             s.name,
             "config" if s.configured else "command",
             s.secret_source,
-            s.url,
+            s.shown_url,
             *map(" ".join, (s.states, s.events)),
         ]
         for s in subs

@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from statekeeper.errors import BadRequest
+from statekeeper.security.redaction import redacted
 
 __all__ = ["check_destination", "destinations", "parse_allow"]
 
@@ -102,9 +103,9 @@ def destinations(url: str, allow: Sequence[IPNetwork | str]) -> list[tuple[int, 
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     if parts.scheme not in ("http", "https") or not host:
-        raise BadRequest(f"the hook URL {url!r} must be http(s)://HOST[:PORT]/…")
+        raise BadRequest(f"the hook URL {redacted(url)!r} must be http(s)://HOST[:PORT]/…")
     if host not in allow and host in _METADATA_HOSTS:
-        raise BadRequest(f"the hook URL {url!r} names a cloud metadata service")
+        raise BadRequest(f"the hook URL {redacted(url)!r} names a cloud metadata service")
     import socket  # here: only a check of a destination resolves one
 
     try:
@@ -124,7 +125,7 @@ def destinations(url: str, allow: Sequence[IPNetwork | str]) -> list[tuple[int, 
         why = _refused(address)
         if why is not None:
             raise BadRequest(
-                f"the hook URL {url!r} resolves to {address}, {why}; deliveries may not go "
-                "there (list it in hooks_allow if you mean it)"
+                f"the hook URL {redacted(url)!r} resolves to {address}, {why}; deliveries "
+                "may not go there (list it in hooks_allow if you mean it)"
             )
     return [(info[0], info[4]) for info in infos]

@@ -30,6 +30,7 @@ import orjson
 
 from statekeeper.errors import BadRequest, InvalidStateName
 from statekeeper.events import Action, Event
+from statekeeper.security.redaction import redacted
 from statekeeper.state.globs import parse_glob, stored_glob
 from statekeeper.terraform.names import StateName
 from statekeeper.times import format_rfc3339, parse_rfc3339
@@ -119,6 +120,12 @@ class Subscription:
         return self.secret_from is not None
 
     @property
+    def shown_url(self) -> str:
+        """The URL as listings and messages show it: a user name or password in it (a
+        hook stored before they were refused) masked, as ``https://ci:***@host/``."""
+        return redacted(self.url)
+
+    @property
     def secret_source(self) -> str:
         """Where the secret is, for listings (never the secret): ``env VAR``, ``file PATH``
         or ``inline`` for a config file's hook, ``stored`` for one added by command."""
@@ -148,7 +155,7 @@ class Subscription:
                 "(USER:PASSWORD@), which deliveries do not send; remove it: a receiver "
                 "authenticates deliveries by their Statekeeper-Signature"
             )
-        odd = next((c for c in self.url if not "!" <= c <= "~"), None)
+        odd = _to_encode(self.url)
         if written and odd is not None:
             # The request line carries the URL as it is: a space or a line break would
             # break it, and a character past ASCII fails to be sent at all.
@@ -157,7 +164,7 @@ class Subscription:
                 "percent-encoded (a space is %20, é is %C3%A9; a host name in its xn-- form)"
             )
         if not self.url.startswith(("https://", "http://")):
-            raise BadRequest(f"the hook URL {self.url!r} must be http:// or https://")
+            raise BadRequest(f"the hook URL {self.shown_url!r} must be http:// or https://")
         unknown = sorted(set(self.events) - set(EVENT_TYPES))
         if unknown:
             raise BadRequest(
@@ -165,6 +172,19 @@ class Subscription:
             )
         for glob in self.states:
             (parse_glob if written else stored_glob)(glob)  # a malformed glob is a clear 400
+
+    def check_sendable(self) -> None:
+        """BadRequest naming the hook when its URL cannot be sent: one stored before a
+        character to percent-encode was refused (it still loads, to be listed and removed)."""
+        odd = _to_encode(self.url)
+        if odd is not None:
+            raise BadRequest(
+                f"the hook {self.name!r} cannot be delivered to: its URL {self.shown_url!r} "
+                f"holds {odd!r}, which a URL holds only percent-encoded (it was stored "
+                "before such URLs were refused); re-add it with the URL percent-encoded: "
+                f"statekeeper hooks add {self.name} --url URL --secret-file FILE "
+                "(a space is %20, é is %C3%A9; a host name in its xn-- form)"
+            )
 
     def wants(self, kind: str, state: str) -> bool:
         if kind not in self.events:
@@ -196,6 +216,12 @@ class Subscription:
             events=tuple(raw.get("events") or EVENT_TYPES),
             written=False,
         )
+
+
+def _to_encode(url: str) -> str | None:
+    """The first character of ``url`` that a URL holds only percent-encoded (a space, a
+    control character, any past ASCII), or None."""
+    return next((c for c in url if not "!" <= c <= "~"), None)
 
 
 def cloudevent(kind: str, event: Event, source: str, extra: dict[str, Any] | None = None) -> bytes:

@@ -315,6 +315,9 @@ def post(
 ) -> int:
     """Send one signed delivery; the HTTP status (raises StatekeeperError or a transport
     error). The guard checks the destination for each connection made."""
+    # Before the request is made: a URL stored before it was refused would end in a
+    # UnicodeEncodeError, or with a line break in it, write a header of its own.
+    sub.check_sendable()
     headers = {
         "Content-Type": "application/cloudevents+json",
         HEADER: sign(sub.secret, body),

@@ -20,7 +20,10 @@ class HookView(_View):
     """A subscription as listed: never its secret."""
 
     name: str
-    url: str
+    url: str = Field(
+        description="Where deliveries are POSTed; a user name or password in it (a hook "
+        "stored before they were refused) shown as ***"
+    )
     states: list[str] = Field(description="State globs the subscription covers")
     events: list[str] = Field(description="Event types delivered (state.written, lock.forced, …)")
     source: Literal["config", "command"] = Field(
@@ -39,7 +42,7 @@ class HookView(_View):
     def of(cls, sub: Subscription) -> HookView:
         return cls(
             name=sub.name,
-            url=sub.url,
+            url=sub.shown_url,
             states=list(sub.states),
             events=list(sub.events),
             source="config" if sub.configured else "command",
