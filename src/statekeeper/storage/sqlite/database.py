@@ -410,7 +410,11 @@ def _transaction(mine: _Thread, kind: str, fn: Callable[[sqlite3.Connection], T]
     try:
         result = fn(conn)
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite ends the transaction itself on some errors (a full disk, a file past
+        # the size limit); a ROLLBACK then fails, and its error ("no transaction is
+        # active") would hide the one that says what happened.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
     finally:
         mine.open = None
