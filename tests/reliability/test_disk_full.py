@@ -3,8 +3,8 @@
 Two ways to fill it: the server's file size limit (``ulimit -f``, SIGXFSZ
 ignored: every write past it fails with EFBIG, which SQLite reports as a disk
 I/O error), and a small tmpfs (ENOSPC, which SQLite reports as SQLITE_FULL).
-Either way the write that does not fit is refused with SQLite's own error
-(not a failed ROLLBACK's); the current version, the lock, reads and the audit trail stay as
+Either way the write that does not fit is refused with 507 storage_full and
+what to do; the current version, the lock, reads and the audit trail stay as
 they were; and once there is room again (a restart without the limit, a
 larger tmpfs) the same data directory is whole and the write goes through.
 """
@@ -120,12 +120,13 @@ def test_a_full_disk_refuses_the_write_and_loses_nothing(tmp_path: Path, fill: s
                 headers={"Content-MD5": md5_header(big)},
                 timeout=60,
             )
-            # SQLite's own error, not the one of a ROLLBACK after SQLite had already
-            # rolled the transaction back.
-            assert refused.status_code == 503, refused.text
+            # A 507 that names the cause and what to do, not the error of a ROLLBACK
+            # after SQLite had already rolled the transaction back.
+            assert refused.status_code == 507, refused.text
             body = refused.json()
-            assert body["error"] == "storage_unavailable"
-            assert "disk I/O error" in body["message"] or "full" in body["message"]
+            assert body["error"] == "storage_full"
+            assert "not stored" in body["message"]
+            assert "Free space on the disk holding" in body["message"]
             assert "rollback" not in body["message"]
 
             # The current version is the one before, byte for byte; reads go on.
@@ -141,7 +142,7 @@ def test_a_full_disk_refuses_the_write_and_loses_nothing(tmp_path: Path, fill: s
             # The refused write is in the audit trail as refused (webhooks are made
             # only from writes whose outcome is ok).
             writes = _audit_writes(full.url)
-            assert [e["outcome"] for e in writes] == ["ok", "storage_unavailable"], writes
+            assert [e["outcome"] for e in writes] == ["ok", "storage_full"], writes
         finally:
             full.stop()
         assert "Traceback" not in full.log()
@@ -193,7 +194,8 @@ def test_push_to_a_full_embedded_store_exits_with_what_to_do(tmp_path: Path) -> 
     assert push(small).returncode == 0
     refused = push(big, _largest_file(data_dir) + ROOM)
     assert refused.returncode == 1, refused.stderr
-    assert "disk I/O error" in refused.stderr, refused.stderr
+    assert "not stored" in refused.stderr, refused.stderr
+    assert "Free space on the disk holding" in refused.stderr
     assert "rollback" not in refused.stderr
     assert "Traceback" not in refused.stderr
     with closing(sqlite3.connect(data_dir / "statekeeper.db")) as db:
