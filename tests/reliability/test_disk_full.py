@@ -100,7 +100,8 @@ def test_a_full_disk_refuses_the_write_and_loses_nothing(tmp_path: Path, fill: s
     lock_id = str(uuid.uuid4())
     with _tmpfs(tmp_path / "disk") if fill == "tmpfs" else _no_mount():
         args = ("--data-dir", str(data_dir))
-        server = StatekeeperServer(tmp_path / "server", *args).start()
+        _subscribe(data_dir)
+        server = StatekeeperServer(tmp_path / "server", *args, env=HOOKS).start()
         try:
             url = server.state_url(NAME)
             assert httpx.post(url, content=first, timeout=30).status_code == 200
@@ -110,7 +111,9 @@ def test_a_full_disk_refuses_the_write_and_loses_nothing(tmp_path: Path, fill: s
             server.stop()
 
         limit = _largest_file(data_dir) + ROOM if fill == "ulimit" else None
-        full = StatekeeperServer(tmp_path / "server", *args, file_size_limit=limit).start()
+        full = StatekeeperServer(
+            tmp_path / "server", *args, env=HOOKS, file_size_limit=limit
+        ).start()
         try:
             url = full.state_url(NAME)
             refused = httpx.post(
@@ -143,6 +146,7 @@ def test_a_full_disk_refuses_the_write_and_loses_nothing(tmp_path: Path, fill: s
             # only from writes whose outcome is ok).
             writes = _audit_writes(full.url)
             assert [e["outcome"] for e in writes] == ["ok", "storage_full"], writes
+            refused_id = writes[1]["id"]
         finally:
             full.stop()
         assert "Traceback" not in full.log()
@@ -152,7 +156,7 @@ def test_a_full_disk_refuses_the_write_and_loses_nothing(tmp_path: Path, fill: s
             subprocess.run(["mount", "-o", "remount,size=64m", str(tmp_path / "disk")], check=True)
         with closing(sqlite3.connect(data_dir / "statekeeper.db")) as db:
             assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        again = StatekeeperServer(tmp_path / "server", *args).start()
+        again = StatekeeperServer(tmp_path / "server", *args, env=HOOKS).start()
         try:
             url = again.state_url(NAME)
             assert httpx.get(url, timeout=30).content == first
@@ -161,6 +165,10 @@ def test_a_full_disk_refuses_the_write_and_loses_nothing(tmp_path: Path, fill: s
             assert httpx.get(url, timeout=30).content == big
             freed = httpx.request("UNLOCK", url, content=lock_body(lock_id), timeout=30)
             assert freed.status_code == 200, freed.text
+            # The webhook outbox holds the two writes stored, never the refused one.
+            stored_ids = [e["id"] for e in _audit_writes(again.url) if e["outcome"] == "ok"]
+            assert len(stored_ids) == 2 and refused_id not in stored_ids
+            assert _outbox_events(data_dir, want=2) == stored_ids
         finally:
             again.stop()
 
@@ -168,6 +176,34 @@ def test_a_full_disk_refuses_the_write_and_loses_nothing(tmp_path: Path, fill: s
 @contextmanager
 def _no_mount() -> Iterator[None]:
     yield
+
+
+#: Webhooks may be delivered to loopback (to a port where nothing answers: they wait).
+HOOKS = {"STATEKEEPER_HOOKS_ALLOW": "127.0.0.1"}
+
+
+def _subscribe(data_dir: Path) -> None:
+    store = f"sqlite:///{data_dir / 'statekeeper.db'}"
+    hook = ["hooks", "add", "ci", "--url", "http://127.0.0.1:9/hook", "--secret", "s3cret"]
+    added = subprocess.run(
+        [sys.executable, "-m", "statekeeper", "--store", store, *hook, "--event", "state.written"],
+        env={**os.environ, "PYTHONPATH": str(SRC), **HOOKS},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert added.returncode == 0, added.stderr
+
+
+def _outbox_events(data_dir: Path, want: int) -> list[object]:
+    """The audit record IDs of the outbox's rows, once the delivery worker made ``want``."""
+    deadline = time.monotonic() + 60
+    while True:
+        with closing(sqlite3.connect(data_dir / "statekeeper.db-hooks")) as db:
+            rows = db.execute("SELECT event_id FROM hook_outbox ORDER BY id").fetchall()
+        if len(rows) >= want or time.monotonic() > deadline:
+            return [r[0] for r in rows]
+        time.sleep(0.2)
 
 
 def test_push_to_a_full_embedded_store_exits_with_what_to_do(tmp_path: Path) -> None:
