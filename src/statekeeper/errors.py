@@ -33,6 +33,7 @@ driver boundary, and chained with ``raise ... from``.
     │   ├── MissingDependency            500  exit 2  missing_dependency
     │   └── StoreNotFound                500  exit 2  store_not_found (a command that only reads)
     └── StorageError                     503  exit 1  storage_unavailable
+        ├── StorageFull                  507          storage_full (the disk is full)
         ├── AccessDenied                 502          storage_access_denied
         └── CapabilityMissing            501          not_supported
 """
@@ -67,6 +68,7 @@ __all__ = [
     "StateNotFound",
     "StatekeeperError",
     "StorageError",
+    "StorageFull",
     "StoreNotFound",
     "Unauthenticated",
     "UnreadableState",
@@ -268,6 +270,15 @@ class StorageError(StatekeeperError):
 
     status = 503
     code = "storage_unavailable"
+
+
+class StorageFull(StorageError):
+    """The disk under the store is full (or the process's file size limit is reached):
+    the change was not stored. 507 Insufficient Storage, which Terraform prints as
+    ``HTTP error: 507``, is the one status that says so."""
+
+    status = 507
+    code = "storage_full"
 
 
 class AccessDenied(StorageError):

@@ -6,6 +6,7 @@ Both bind a free loopback port, are polled until they answer, and are stopped
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -26,12 +27,22 @@ __all__ = [
     "StatekeeperServer",
     "child_of",
     "free_port",
+    "limit_file_size",
     "running",
     "wait_for_http",
     "wait_until_gone",
 ]
 
 SRC = Path(__file__).resolve().parents[2]
+
+
+def limit_file_size(limit: int) -> None:
+    """This process (a child, before it runs anything) may grow no file past ``limit``
+    bytes; a write past it fails with EFBIG instead of raising SIGXFSZ."""
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
 
 def output_before_sigkill(code: str, timeout: float = 60) -> str:
@@ -139,10 +150,16 @@ class StatekeeperServer(_Process):
     """``statekeeper serve`` from this source tree on a free port."""
 
     def __init__(
-        self, workdir: Path, *args: str, env: dict[str, str] | None = None, port: int | None = None
+        self,
+        workdir: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        file_size_limit: int | None = None,
     ) -> None:
         self.workdir = workdir
         self.args = args
+        self.file_size_limit = file_size_limit
         self.extra_env = env or {}
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -158,6 +175,7 @@ class StatekeeperServer(_Process):
             "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])),
         }
         log = self.log_path.open("ab")
+        limit = self.file_size_limit
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -174,6 +192,8 @@ class StatekeeperServer(_Process):
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            # A full disk as the server sees it, without a file system to fill.
+            preexec_fn=None if limit is None else functools.partial(limit_file_size, limit),
         )
         log.close()
         try:

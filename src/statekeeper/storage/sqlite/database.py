@@ -36,7 +36,9 @@ a thread before it answers, so the loop never waits for the disk on its behalf.
 
 from __future__ import annotations
 
+import errno
 import os
+import resource
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -44,7 +46,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from statekeeper.errors import ConfigError, StorageError, StoreNotFound
+from statekeeper.errors import ConfigError, StorageError, StorageFull, StoreNotFound
 from statekeeper.storage.registry import DriverURL
 
 __all__ = [
@@ -53,6 +55,7 @@ __all__ = [
     "OwedSyncs",
     "SqliteDatabase",
     "database_path",
+    "failure",
     "like_prefix",
     "syncs_owed",
 ]
@@ -109,6 +112,51 @@ CREATE TABLE IF NOT EXISTS trash (
 #: Columns added to the store's tables since its first schema.
 #: ``codec``: how the row's blob is encoded (NULL: the bytes as written), see codec.py.
 _ADDED_COLUMNS = (("objects", "codec", "TEXT"),)
+
+
+#: The errnos of an ``OSError`` that mean there is no room for the bytes.
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def _no_room(cause: str, remedy: str) -> StorageFull:
+    return StorageFull(
+        f"{cause}: this change was not stored, and the states stored before it are intact "
+        f"and can still be read. {remedy}, then retry; nothing needs repairing "
+        "(docs/operations.md, 'Disk full')"
+    )
+
+
+def _file_size_limit() -> int | None:
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if limit == resource.RLIM_INFINITY else limit
+
+
+def failure(path: Path, exc: sqlite3.Error | OSError) -> StorageError:
+    """``exc`` from the database at ``path`` (or an upload's file beside it) as our
+    error: no room for the bytes is StorageFull, which says what to do; the rest
+    StorageError.
+
+    SQLite reports ENOSPC as SQLITE_FULL, but EFBIG (a file past the process's
+    ``ulimit -f``) only as a failed write: that is told apart by a limit being set.
+    """
+    free = f"Free space on the disk holding {path.parent}"
+    if isinstance(exc, OSError):
+        if exc.errno in _NO_ROOM:
+            return _no_room(f"no room for an upload beside {path} ({exc.strerror})", free)
+        return StorageError(f"cannot keep an upload beside {path}: {exc}")
+    code = getattr(exc, "sqlite_errorcode", None)
+    # SQLITE_FULL is ENOSPC; SQLITE_IOERR_WRITE any other errno of a write (EFBIG past
+    # the file size limit, EDQUOT, EIO).
+    if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
+        return _no_room(f"the disk holding the SQLite database {path} is full ({exc})", free)
+    limit = _file_size_limit()
+    if code == sqlite3.SQLITE_IOERR_WRITE and limit is not None:
+        return _no_room(
+            f"a write to the SQLite database {path} failed ({exc}) with the server's file "
+            f"size limit set (ulimit -f: {limit} bytes): a file reached it, or the disk is full",
+            f"{free}, or restart the server with a higher limit (systemd: LimitFSIZE=)",
+        )
+    return StorageError(f"the SQLite database {path} failed: {exc}")
 
 
 def like_prefix(prefix: str) -> str:
@@ -232,7 +280,7 @@ class SqliteDatabase:
                 self._committed += 1
                 number = self._committed
         except sqlite3.Error as exc:
-            raise StorageError(f"the SQLite database {self.path} failed: {exc}") from exc
+            raise failure(self.path, exc) from exc
         if deferred:
             mine.unsynced = number
         elif not mine.relaxed:
@@ -287,7 +335,7 @@ class SqliteDatabase:
                 raise
             conn.execute("RELEASE joined")
         except sqlite3.Error as exc:
-            raise StorageError(f"the SQLite database {self.path} failed: {exc}") from exc
+            raise failure(self.path, exc) from exc
         return result
 
     @property
@@ -368,7 +416,7 @@ class SqliteDatabase:
         try:
             yield conn
         except sqlite3.Error as exc:
-            raise StorageError(f"the SQLite database {self.path} failed: {exc}") from exc
+            raise failure(self.path, exc) from exc
 
     def probe(self) -> None:
         """``SELECT 1`` on this thread's connection: the file is open and readable."""
@@ -410,7 +458,11 @@ def _transaction(mine: _Thread, kind: str, fn: Callable[[sqlite3.Connection], T]
     try:
         result = fn(conn)
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite ends the transaction itself on some errors (a full disk, a file past
+        # the size limit); a ROLLBACK then fails, and its error ("no transaction is
+        # active") would hide the one that says what happened.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
     finally:
         mine.open = None

@@ -6,9 +6,9 @@ import sqlite3
 from collections.abc import Iterator, Mapping
 from typing import IO, TYPE_CHECKING
 
-from statekeeper.errors import StorageError
 from statekeeper.storage import codec
 from statekeeper.storage.base import ObjectInfo, Stored, Upload, notify_stored
+from statekeeper.storage.sqlite.database import failure
 
 if TYPE_CHECKING:
     import zstandard
@@ -48,7 +48,7 @@ def stream_pieces(db: SqliteDatabase, conn: sqlite3.Connection, object_id: int) 
                 while piece := blob.read(PIECE):
                     yield piece
     except sqlite3.Error as exc:
-        raise StorageError(f"the SQLite database {db.path} failed: {exc}") from exc
+        raise failure(db.path, exc) from exc
     finally:
         conn.close()  # ends the read transaction
 
@@ -91,7 +91,7 @@ class SpooledUpload(Upload):
             else:
                 self._spool.write(chunk)
         except OSError as exc:
-            raise StorageError(f"cannot keep an upload beside {self.store.db.path}: {exc}") from exc
+            raise failure(self.store.db.path, exc) from exc
         self.size += len(chunk)
 
     def _start_stream(self, chunk: bytes) -> None:

@@ -34,7 +34,12 @@ from statekeeper.storage.base import (
     written_since,
 )
 from statekeeper.storage.registry import DriverURL
-from statekeeper.storage.sqlite.database import SqliteDatabase, database_path, like_prefix
+from statekeeper.storage.sqlite.database import (
+    SqliteDatabase,
+    database_path,
+    failure,
+    like_prefix,
+)
 from statekeeper.storage.sqlite.pieces import (
     IN_MEMORY,
     PIECE,
@@ -246,7 +251,7 @@ class SqliteStore(ObjectStore):
             latest = version_id is None or self._is_latest(conn, key, row[0])
         except sqlite3.Error as exc:
             conn.close()
-            raise StorageError(f"the SQLite database {self.db.path} failed: {exc}") from exc
+            raise failure(self.db.path, exc) from exc
         except BaseException:
             conn.close()
             raise
