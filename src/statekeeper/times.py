@@ -12,6 +12,7 @@ __all__ = [
     "DURATION_GRAMMAR",
     "DURATION_PATTERN",
     "MAX_DURATION_DAYS",
+    "POSITIVE_DURATION_PATTERN",
     "format_duration",
     "format_rfc3339",
     "parse_duration",
@@ -76,11 +77,14 @@ _DURATION = re.compile(
 MAX_DURATION_DAYS = 36500
 #: What :func:`parse_duration` takes, as a JSON Schema pattern (:mod:`statekeeper.patterns`),
 #: but for the longest: a number and a unit, in ASCII (ECMA-262's \d is ASCII digits).
-DURATION_PATTERN = whole(
+_DURATION_BODY = (
     r"\s*(?=[0-9])"
     + "".join(f"(?:[0-9]+{any_case(unit)})?" for unit, _ in _DURATION_UNITS)
     + r"\s*"
 )
+DURATION_PATTERN = whole(_DURATION_BODY)
+#: A duration longer than 0s (a token's lifetime): one of its numbers is not zero.
+POSITIVE_DURATION_PATTERN = whole(rf"(?=[\s\S]*[1-9]){_DURATION_BODY}")
 
 
 def parse_duration(text: str, *, what: str = "duration") -> timedelta:

@@ -28,7 +28,7 @@ from statekeeper.app import Services
 from statekeeper.errors import BadRequest
 from statekeeper.security.audit import AuditFilter
 from statekeeper.security.grants import parse_grant
-from statekeeper.security.tokens import validate_token_name
+from statekeeper.security.tokens import issue, validate_token_name
 from statekeeper.server.app import create_app
 from statekeeper.state.globs import literal_prefix, parse_glob
 from statekeeper.state.inspection import resolve_version
@@ -142,12 +142,17 @@ RULES = [
     Rule(
         "duration",
         _takes(parse_duration),
-        [
-            ("post", "/api/v1/reap", "ReapIn.older_than"),
-            ("post", "/api/v1/tokens", "TokenRequest.expires"),
-        ],
-        valid=["0s", "30s", "1h30m", "1W2D3H4M5S", " 2d ", "1h\n", "36500d"],
+        [("post", "/api/v1/reap", "ReapIn.older_than")],
+        valid=["0s", "30s", "1h30m", "1W2D3H4M5S", " 2d ", "1h\n", "36500d", "00m"],
         invalid=["", " ", "5", "h", "1m1h", "1.5h", "-1h", "1h 30m", "1y"],
+        beyond=[("36501d", "36500 days")],
+    ),
+    Rule(
+        "token lifetime",
+        _takes(lambda text: issue("ci", ["**:read"], parse_duration(text))),
+        [("post", "/api/v1/tokens", "TokenRequest.expires")],
+        valid=["90d", "1s", "0h1s", "00d10m", " 12h "],
+        invalid=["0s", "00h0m", "0w0d0h0m0s", "", "1m1h", "-1d"],
         beyond=[("36501d", "36500 days")],
     ),
     Rule(

@@ -21,9 +21,9 @@ from statekeeper.security.policy import Permission, require
 from statekeeper.server.api import ERRORS, ApiRoute
 from statekeeper.server.inputs import (
     AuditActionIn,
-    DurationIn,
     GrantIn,
     JsonIn,
+    LifetimeIn,
     StateGlobIn,
     TokenNameIn,
 )
@@ -75,7 +75,7 @@ async def list_audit(
 class TokenRequest(JsonIn):
     name: TokenNameIn = Field(max_length=64)
     scopes: list[GrantIn] = Field(min_length=1, max_length=100)
-    expires: DurationIn | None = Field(None, max_length=20)
+    expires: LifetimeIn | None = Field(None, max_length=20)
 
 
 @router.get(

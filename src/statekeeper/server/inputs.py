@@ -35,7 +35,12 @@ from statekeeper.state.globs import GLOB_PATTERN, PREFIX_PATTERN
 from statekeeper.state.inspection import VERSION_REF_PATTERN
 from statekeeper.terraform import gojson
 from statekeeper.terraform.names import MAX_NAME_BYTES, NAME_PATTERN, NAME_RULES
-from statekeeper.times import DURATION_GRAMMAR, DURATION_PATTERN, MAX_DURATION_DAYS
+from statekeeper.times import (
+    DURATION_GRAMMAR,
+    DURATION_PATTERN,
+    MAX_DURATION_DAYS,
+    POSITIVE_DURATION_PATTERN,
+)
 
 __all__ = [
     "AuditActionIn",
@@ -43,6 +48,7 @@ __all__ = [
     "DurationIn",
     "GrantIn",
     "JsonIn",
+    "LifetimeIn",
     "PrefixIn",
     "StateGlobIn",
     "StateNameIn",
@@ -115,6 +121,14 @@ DurationIn = Annotated[
         pattern=DURATION_PATTERN,
         description=f"A duration: {DURATION_GRAMMAR}; at most {MAX_DURATION_DAYS} days "
         "(docs/configuration.md#durations)",
+    ),
+]
+LifetimeIn = Annotated[
+    str,
+    Documented(
+        pattern=POSITIVE_DURATION_PATTERN,
+        description=f"A token's lifetime, longer than 0s: {DURATION_GRAMMAR}; at most "
+        f"{MAX_DURATION_DAYS} days (docs/configuration.md#durations)",
     ),
 ]
 TokenNameIn = Annotated[
