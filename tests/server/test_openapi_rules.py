@@ -315,3 +315,11 @@ def test_a_value_breaking_a_published_rule_is_refused_by_the_rules_own_check(
     body = answer.json()
     assert body["error"] == code, body
     assert "pattern" not in body["message"], body
+
+
+def test_every_doc_section_a_description_names_exists(document: dict[str, Any]) -> None:
+    docs = Path(__file__).parents[2] / "docs"
+    named = set(re.findall(r"docs/([a-z]+\.md)#([a-z0-9-]+)", json.dumps(document)))
+    assert len(named) >= 8
+    for page, anchor in named:
+        assert f'<a id="{anchor}"></a>' in (docs / page).read_text(), (page, anchor)
