@@ -6,8 +6,13 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
+from statekeeper.patterns import any_case, whole
+
 __all__ = [
     "DURATION_GRAMMAR",
+    "DURATION_PATTERN",
+    "MAX_DURATION_DAYS",
+    "POSITIVE_DURATION_PATTERN",
     "format_duration",
     "format_rfc3339",
     "parse_duration",
@@ -63,11 +68,23 @@ DURATION_GRAMMAR = (
     "30s, 15m, 2h, 1d, 1w, 1h30m"
 )
 _DURATION_UNITS = (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
-_DURATION = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$", re.IGNORECASE)
+_DURATION = re.compile(
+    "^" + "".join(rf"(?:(\d+){unit})?" for unit, _ in _DURATION_UNITS) + "$", re.IGNORECASE
+)
 
 
 #: The longest duration read: a hundred years.
 MAX_DURATION_DAYS = 36500
+#: What :func:`parse_duration` takes, as a JSON Schema pattern (:mod:`statekeeper.patterns`),
+#: but for the longest: a number and a unit, in ASCII (ECMA-262's \d is ASCII digits).
+_DURATION_BODY = (
+    r"\s*(?=[0-9])"
+    + "".join(f"(?:[0-9]+{any_case(unit)})?" for unit, _ in _DURATION_UNITS)
+    + r"\s*"
+)
+DURATION_PATTERN = whole(_DURATION_BODY)
+#: A duration longer than 0s (a token's lifetime): one of its numbers is not zero.
+POSITIVE_DURATION_PATTERN = whole(rf"(?=[\s\S]*[1-9]){_DURATION_BODY}")
 
 
 def parse_duration(text: str, *, what: str = "duration") -> timedelta:

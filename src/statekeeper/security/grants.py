@@ -26,18 +26,30 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from statekeeper.errors import BadRequest, InvalidStateName
+from statekeeper.patterns import any_case, whole
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, Policy
-from statekeeper.state.globs import StateGlob, glob_of, stored_glob_of
+from statekeeper.state.globs import GLOB, StateGlob, glob_of, stored_glob_of
 from statekeeper.terraform.names import StateName
 
-__all__ = ["LISTED", "Grant", "ScopePolicy", "parse_grant", "parse_grants", "visible"]
+__all__ = [
+    "GRANT_PATTERN",
+    "LISTED",
+    "Grant",
+    "ScopePolicy",
+    "parse_grant",
+    "parse_grants",
+    "visible",
+]
 
 _PERMISSIONS = {p.name.lower(): p for p in Permission}
 _GRANT_HELP = (
     "write a grant as PATTERN:PERMISSION, e.g. 'team/app/*:write' or '**:admin', with "
     "PERMISSION one of " + ", ".join(_PERMISSIONS)
 )
+#: What :func:`parse_grant` takes, as a JSON Schema pattern (:mod:`statekeeper.patterns`):
+#: the glob up to the last ':' (a state name may hold ':'), then a permission in any case.
+GRANT_PATTERN = whole(rf"\s*{GLOB}:\s*(?:{'|'.join(map(any_case, _PERMISSIONS))})\s*")
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from statekeeper.errors import BadRequest, CapabilityMissing, StorageError
 from statekeeper.events import Action, EventStream
+from statekeeper.patterns import END, any_case, whole
 from statekeeper.security.caller import RESERVED_ACTORS, Caller
 from statekeeper.security.grants import parse_grants
 from statekeeper.security.policy import Permission, Policy, require
@@ -28,6 +29,7 @@ from statekeeper.storage.base import RecordSpace
 from statekeeper.times import format_rfc3339, utcnow
 
 __all__ = [
+    "TOKEN_NAME_PATTERN",
     "TOKEN_PREFIX",
     "IssuedToken",
     "TokenRecord",
@@ -41,7 +43,12 @@ __all__ = [
 ]
 
 TOKEN_PREFIX = "skt_"
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_NAME_BODY = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+_NAME = re.compile(_NAME_BODY)
+#: What :func:`validate_token_name` takes, as a JSON Schema pattern (:mod:`statekeeper.patterns`).
+TOKEN_NAME_PATTERN = whole(
+    f"(?!(?:{'|'.join(any_case(a) for a in sorted(RESERVED_ACTORS))}){END}){_NAME_BODY}"
+)
 
 
 def validate_token_name(name: str) -> str:

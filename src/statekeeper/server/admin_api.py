@@ -7,6 +7,8 @@ every refusal are events like state operations (the token service emits them).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Query, Request
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
@@ -17,7 +19,14 @@ from statekeeper.events import Action, Event
 from statekeeper.security.audit import AuditFilter
 from statekeeper.security.policy import Permission, require
 from statekeeper.server.api import ERRORS, ApiRoute
-from statekeeper.server.inputs import JsonIn
+from statekeeper.server.inputs import (
+    AuditActionIn,
+    GrantIn,
+    JsonIn,
+    LifetimeIn,
+    StateGlobIn,
+    TokenNameIn,
+)
 from statekeeper.server.tfhttp import caller_of
 from statekeeper.state.views import AuditEventView, AuditList, TokenCreated, TokenList, TokenView
 from statekeeper.times import parse_duration, parse_rfc3339
@@ -40,9 +49,9 @@ def _services(request: Request) -> Services:
 @router.get("/audit", summary="The audit trail, oldest first", response_model=AuditList)
 async def list_audit(
     request: Request,
-    state: str | None = Query(None, description="state-name glob, e.g. team/**"),
+    state: Annotated[StateGlobIn | None, Query()] = None,
     actor: str | None = Query(None, max_length=200),
-    action: str | None = Query(None, max_length=50),
+    action: Annotated[AuditActionIn | None, Query(max_length=50)] = None,
     since: str | None = _SINCE,
     limit: int = Query(1000, ge=1, le=100_000),
 ) -> AuditList:
@@ -64,9 +73,9 @@ async def list_audit(
 
 
 class TokenRequest(JsonIn):
-    name: str = Field(max_length=64)
-    scopes: list[str] = Field(min_length=1, max_length=100)
-    expires: str | None = Field(None, description="e.g. 90d, 12h", max_length=20)
+    name: TokenNameIn = Field(max_length=64)
+    scopes: list[GrantIn] = Field(min_length=1, max_length=100)
+    expires: LifetimeIn | None = Field(None, max_length=20)
 
 
 @router.get(

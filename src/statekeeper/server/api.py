@@ -27,7 +27,6 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.routing import Match
@@ -37,7 +36,7 @@ from statekeeper.errors import BadRequest, PayloadTooLarge
 from statekeeper.events import Action
 from statekeeper.security.policy import Permission
 from statekeeper.server.body import read_body, single_header
-from statekeeper.server.inputs import JsonIn
+from statekeeper.server.inputs import DurationIn, JsonIn, PrefixIn, StateNameIn, VersionRefIn
 from statekeeper.server.tfhttp import PRIVATE, authorize, caller_of, refused
 from statekeeper.state.listing import UNADDRESSABLE_HEADER, Unaddressable
 from statekeeper.state.operator import Operator
@@ -121,13 +120,13 @@ router = APIRouter(prefix="/api/v1", tags=["operator"], responses=ERRORS, route_
 
 
 class RollbackIn(JsonIn):
-    to: str = Field(description="A version ID, serial:N or current")
+    to: VersionRefIn
 
 
 class ReapIn(JsonIn):
-    older_than: str = Field(description="30m, 2h, 1d…; 0s for every lock")
+    older_than: DurationIn  # 0s: every lock
     operation: str | None = None
-    prefix: str = ""
+    prefix: PrefixIn = ""
     dry_run: bool = False
 
 
@@ -149,7 +148,7 @@ def _left_out(response: Response, left_out: Unaddressable) -> None:
 
 @router.get("/states", response_model=list[StateEntry])
 def list_states(
-    request: Request, response: Response, prefix: str = "", details: bool = False
+    request: Request, response: Response, prefix: PrefixIn = "", details: bool = False
 ) -> list[StateEntry]:
     left_out = Unaddressable()
     rows = _operator(request).list_states(
@@ -161,7 +160,7 @@ def list_states(
 
 @router.get("/states/{name:path}", response_model=StateDetail)
 def show_state(
-    request: Request, response: Response, name: str, version: str | None = None
+    request: Request, response: Response, name: StateNameIn, version: VersionRefIn | None = None
 ) -> StateDetail:
     response.headers.update(PRIVATE)  # the outputs' values
     return _operator(request).show(caller_of(request), StateName(name), version)
@@ -169,7 +168,7 @@ def show_state(
 
 @router.get("/versions/{name:path}", response_model=list[HistoryEntry])
 def state_versions(
-    request: Request, name: str, limit: Annotated[int | None, Query(ge=1)] = None
+    request: Request, name: StateNameIn, limit: Annotated[int | None, Query(ge=1)] = None
 ) -> list[HistoryEntry]:
     return _operator(request).history(caller_of(request), StateName(name), limit)
 
@@ -179,7 +178,9 @@ def state_versions(
     response_class=Response,
     responses={200: {"content": {"application/json": {}}, "description": "The bytes, verbatim"}},
 )
-def version_content(request: Request, name: str, version: str | None = None) -> Response:
+def version_content(
+    request: Request, name: StateNameIn, version: VersionRefIn | None = None
+) -> Response:
     data = _operator(request).pull(caller_of(request), StateName(name), version)
     return Response(data, media_type="application/json", headers=PRIVATE)
 
@@ -195,7 +196,7 @@ def version_content(request: Request, name: str, version: str | None = None) -> 
         }
     },
 )
-async def push_state(request: Request, name: str, force: bool = False) -> PushResult:
+async def push_state(request: Request, name: StateNameIn, force: bool = False) -> PushResult:
     state = StateName(name)
     if force:
         authorize(request, state, Permission.ADMIN, Action.PUSH, "force a push to")
@@ -214,20 +215,20 @@ async def push_state(request: Request, name: str, force: bool = False) -> PushRe
 @router.get("/diff/{name:path}", response_model=DiffView, response_model_by_alias=True)
 def diff_versions(
     request: Request,
-    name: str,
-    from_: Annotated[str | None, Query(alias="from")] = None,
-    to: str | None = None,
+    name: StateNameIn,
+    from_: Annotated[VersionRefIn | None, Query(alias="from")] = None,
+    to: VersionRefIn | None = None,
 ) -> DiffView:
     return _operator(request).diff(caller_of(request), StateName(name), from_, to)
 
 
 @router.post("/rollback/{name:path}", response_model=RollbackResult)
-def rollback_state(request: Request, name: str, body: RollbackIn) -> RollbackResult:
+def rollback_state(request: Request, name: StateNameIn, body: RollbackIn) -> RollbackResult:
     return _operator(request).rollback(caller_of(request), StateName(name), body.to)
 
 
 @router.get("/locks", response_model=list[LockEntry])
-def list_locks(request: Request, response: Response, prefix: str = "") -> list[LockEntry]:
+def list_locks(request: Request, response: Response, prefix: PrefixIn = "") -> list[LockEntry]:
     left_out = Unaddressable()
     rows = _operator(request).list_locks(caller_of(request), prefix, unaddressable=left_out)
     _left_out(response, left_out)
@@ -237,7 +238,7 @@ def list_locks(request: Request, response: Response, prefix: str = "") -> list[L
 @router.delete("/locks/{name:path}", response_model=Release)
 def unlock_state(
     request: Request,
-    name: str,
+    name: StateNameIn,
     id: Annotated[str | None, Query(description="Remove only the lock with this ID")] = None,
     force: bool = False,
 ) -> Release:

@@ -15,7 +15,7 @@ from pydantic import Field
 from statekeeper.app import Services
 from statekeeper.errors import CapabilityMissing
 from statekeeper.server.api import ERRORS, ApiRoute
-from statekeeper.server.inputs import JsonIn
+from statekeeper.server.inputs import JsonIn, PrefixIn, StateNameIn
 from statekeeper.server.tfhttp import caller_of
 from statekeeper.state.history_views import PruneView, PurgedView, RestoredView, TrashEntry
 from statekeeper.state.prune import prune
@@ -28,7 +28,7 @@ router = APIRouter(prefix="/api/v1", tags=["history"], responses=ERRORS, route_c
 
 
 class PruneIn(JsonIn):
-    prefix: str = Field("", max_length=1024)
+    prefix: PrefixIn = Field("", max_length=1024)
     dry_run: bool = False
 
 
@@ -47,7 +47,7 @@ def _trash(request: Request) -> TrashService:
 @router.get(
     "/trash", summary="Deleted states that can be restored", response_model=list[TrashEntry]
 )
-def list_trash(request: Request, prefix: str = "") -> list[TrashEntry]:
+def list_trash(request: Request, prefix: PrefixIn = "") -> list[TrashEntry]:
     return [TrashEntry.of(t) for t in _trash(request).entries(caller_of(request), prefix)]
 
 
@@ -56,14 +56,14 @@ def list_trash(request: Request, prefix: str = "") -> list[TrashEntry]:
     summary="Make a deleted state current again, byte for byte",
     response_model=RestoredView,
 )
-def restore_state(request: Request, name: str) -> RestoredView:
+def restore_state(request: Request, name: StateNameIn) -> RestoredView:
     return RestoredView.of(_trash(request).restore(StateName(name), caller_of(request)))
 
 
 @router.delete(
     "/trash/{name:path}", summary="Remove a deleted state for good", response_model=PurgedView
 )
-def purge_state(request: Request, name: str) -> PurgedView:
+def purge_state(request: Request, name: StateNameIn) -> PurgedView:
     removed = _trash(request).purge(StateName(name), caller_of(request))
     return PurgedView(name=name, removed=removed)
 

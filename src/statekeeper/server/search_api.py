@@ -15,6 +15,7 @@ from statekeeper.app import Services
 from statekeeper.inventory.query import MAX_QUERY
 from statekeeper.inventory.views import MAX_LIMIT, InventoryCounts, SearchResult, counts, search
 from statekeeper.server.api import ERRORS, ApiRoute
+from statekeeper.server.inputs import Documented
 from statekeeper.server.tfhttp import caller_of
 
 __all__ = ["router"]
@@ -26,7 +27,8 @@ router = APIRouter(prefix="/api/v1", tags=["inventory"], responses=ERRORS, route
 async def search_resources(
     request: Request,
     q: Annotated[
-        str,
+        # The length is the query parser's rule, in its words (MAX_QUERY).
+        Annotated[str, Documented(maxLength=MAX_QUERY)],
         Query(
             min_length=1,
             description='words, "phrases", '

@@ -34,12 +34,16 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from statekeeper.errors import BadRequest
+from statekeeper.patterns import whole
 from statekeeper.terraform.names import NAME_CHARACTERS
 
 if TYPE_CHECKING:
     from statekeeper.terraform.names import StateName
 
 __all__ = [
+    "GLOB",
+    "GLOB_PATTERN",
+    "PREFIX_PATTERN",
     "StateGlob",
     "glob_of",
     "literal_prefix",
@@ -53,6 +57,12 @@ _GLOB_HELP = (
     "character and ** any number of segments, e.g. 'team/**' or '*/prod.tfstate'"
 )
 _NOT_IN_A_NAME = re.compile(f"[^{NAME_CHARACTERS}/*?]")
+# A segment is '**', or characters of a name, '?' and single '*'s (never two in a row).
+_SEGMENT = rf"\*\*|\*?(?:[{NAME_CHARACTERS}?]\*?)+|\*"
+#: A glob :func:`glob_of` takes, as a pattern body (a grant's holds one).
+GLOB = f"(?:{_SEGMENT})(?:/(?:{_SEGMENT}))*"
+#: What :func:`parse_glob` takes, as a JSON Schema pattern (:mod:`statekeeper.patterns`).
+GLOB_PATTERN = whole(rf"\s*{GLOB}\s*")
 
 
 @dataclass(frozen=True)
@@ -130,7 +140,10 @@ def stored_glob_of(pattern: str, how: str) -> StateGlob:
     return StateGlob(pattern, re.compile("".join(parts)))
 
 
-_GLOB_IN_PREFIX = re.compile(r"[*?\[]")
+_GLOB_CHARACTERS = r"*?\["
+_GLOB_IN_PREFIX = re.compile(f"[{_GLOB_CHARACTERS}]")
+#: What :func:`literal_prefix` takes, as a JSON Schema pattern.
+PREFIX_PATTERN = whole(f"[^{_GLOB_CHARACTERS}]*")
 
 
 def literal_prefix(prefix: str) -> str:

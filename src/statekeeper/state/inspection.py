@@ -21,6 +21,7 @@ from statekeeper.errors import (
     UnreadableState,
     VersionNotFound,
 )
+from statekeeper.patterns import literal, whole
 from statekeeper.security.caller import Caller
 from statekeeper.state.diff import diff_states
 from statekeeper.state.history import HistoryService
@@ -31,10 +32,17 @@ from statekeeper.state.views import DiffView, HistoryEntry
 from statekeeper.terraform.names import StateName
 from statekeeper.terraform.statedoc import StateDoc
 
-__all__ = ["Inspector", "resolve_version"]
+__all__ = ["SERIAL_REF", "VERSION_REF_PATTERN", "Inspector", "resolve_version"]
 
 #: Listings of a history tried when every version of one was removed before it was read.
 _LISTINGS = 5
+#: The start of a ref by serial (``serial:7``); any other ref names a version ID or current.
+SERIAL_REF = "serial:"
+#: The refs :func:`resolve_version` reads, as a JSON Schema pattern (:mod:`statekeeper.patterns`):
+#: ``serial:`` and a whole number as history prints it, or anything else (an ID, current).
+VERSION_REF_PATTERN = whole(
+    rf"(?!{literal(SERIAL_REF)})[\s\S]*|{literal(SERIAL_REF)}(?:0|[1-9][0-9]*)"
+)
 
 
 def resolve_version(versions: list[StateVersion], ref: str) -> StateVersion:
@@ -45,8 +53,8 @@ def resolve_version(versions: list[StateVersion], ref: str) -> StateVersion:
         raise VersionNotFound("the state has no versions")
     if ref in ("current", "latest"):
         return next((v for v in versions if v.is_current), versions[0])
-    if ref.startswith("serial:"):
-        number = ref.removeprefix("serial:")
+    if ref.startswith(SERIAL_REF):
+        number = ref.removeprefix(SERIAL_REF)
         # Written as history prints a serial, as a version ID is: serial:01 named
         # serial 1 while the bare 01 named no version.
         if not (number.isascii() and number.isdigit() and number == str(int(number))):
@@ -118,7 +126,7 @@ class Inspector:
     def _listing(self, name: StateName, caller: Caller, *refs: str | None) -> list[StateVersion]:
         """The versions, with serials read from the bytes where a ``serial:N`` ref needs them."""
         versions = self.versions(name, caller)
-        wants_serial = any(r is not None and r.startswith("serial:") for r in refs)
+        wants_serial = any(r is not None and r.startswith(SERIAL_REF) for r in refs)
         if wants_serial and any(v.serial is None for v in versions):
             versions = [
                 v if v.serial is not None else self.filled(v, self._bytes(name, caller, v))
@@ -183,7 +191,7 @@ class Inspector:
     def _target(self, name: StateName, caller: Caller, ref: str | None) -> str | None:
         if ref is None or ref in ("current", "latest"):
             return None
-        if ref.startswith("serial:") or not self.states.store.supports_versions:
+        if ref.startswith(SERIAL_REF) or not self.states.store.supports_versions:
             return self.resolve(name, caller, ref).version_id
         return ref
 

@@ -41,6 +41,8 @@ __all__ = [
     "LOCK_FIELDS",
     "LOCK_FILE_SUFFIX",
     "PROBE_PREFIX",
+    "RESERVED_PREFIXES",
+    "RESERVED_SUFFIXES",
     "SHARED_HOLD_MARK",
     "SIGNOUTS_PREFIX",
     "STATEKEEPER_PREFIX",
@@ -78,6 +80,13 @@ WEBHOOKS_PREFIX = STATEKEEPER_PREFIX + "hooks/"
 SIGNOUTS_PREFIX = STATEKEEPER_PREFIX + "signouts/"
 #: The audit trail of a store without a database: an object per batch of events.
 AUDIT_PREFIX = STATEKEEPER_PREFIX + "audit/"
+#: The ends of the names :func:`reserved_reason` refuses: a lock file, a digest item.
+RESERVED_SUFFIXES = (LOCK_FILE_SUFFIX, DIGEST_SUFFIX)
+#: The starts of the names :func:`reserved_reason` refuses, with whose objects they hold.
+RESERVED_PREFIXES = {
+    STATEKEEPER_PREFIX: "statekeeper's own objects (key ring, audit trail, webhooks)",
+    PROBE_PREFIX: "the objects 'statekeeper doctor' writes to probe permissions",
+}
 
 
 def lock_path(namespace: str, key: str) -> str:
@@ -156,10 +165,7 @@ def reserved_reason(name: str) -> str | None:
             f"names ending in {DIGEST_SUFFIX!r} are reserved: in a DynamoDB lock table that "
             f"LockID is the digest item of the state {state_of_digest_id(name)!r}"
         )
-    for prefix, owner in (
-        (STATEKEEPER_PREFIX, "statekeeper's own objects (key ring, audit trail, webhooks)"),
-        (PROBE_PREFIX, "the objects 'statekeeper doctor' writes to probe permissions"),
-    ):
+    for prefix, owner in RESERVED_PREFIXES.items():
         if name.startswith(prefix):
             return f"names under {prefix!r} are reserved for {owner}"
     return None

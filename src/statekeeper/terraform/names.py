@@ -6,9 +6,16 @@ import re
 from dataclasses import dataclass
 
 from statekeeper.errors import InvalidStateName
-from statekeeper.terraform.layout import DIGEST_SUFFIX, LOCK_FILE_SUFFIX, reserved_reason
+from statekeeper.patterns import END, literal, whole
+from statekeeper.terraform.layout import (
+    DIGEST_SUFFIX,
+    LOCK_FILE_SUFFIX,
+    RESERVED_PREFIXES,
+    RESERVED_SUFFIXES,
+    reserved_reason,
+)
 
-__all__ = ["MAX_NAME_BYTES", "NAME_CHARACTERS", "NAME_RULES", "StateName"]
+__all__ = ["MAX_NAME_BYTES", "NAME_CHARACTERS", "NAME_PATTERN", "NAME_RULES", "StateName"]
 
 MAX_NAME_BYTES = 1024
 #: The characters of a segment, as a regular expression's character class body.
@@ -19,6 +26,16 @@ NAME_RULES = (
     "'._:=+-', with no empty, '.' or '..' segment, at most 1024 bytes "
     "(for example 'team/app/prod.tfstate'), and not a name Terraform's S3 layout "
     f"derives for a lock file ('…{LOCK_FILE_SUFFIX}') or a digest ('…{DIGEST_SUFFIX}')"
+)
+# A segment that is not '.' or '..', then the rules of reserved_reason as lookaheads
+# (the characters and MAX_NAME_BYTES make it ASCII: a JSON Schema maxLength says that).
+_NAMED_SEGMENT = rf"(?!\.\.?(?:/|{END}))[{NAME_CHARACTERS}]+"
+_RESERVED_END = "|".join(map(literal, RESERVED_SUFFIXES))
+_RESERVED_START = "|".join(map(literal, RESERVED_PREFIXES))
+#: :class:`StateName`'s rules as a JSON Schema pattern (:mod:`statekeeper.patterns`).
+NAME_PATTERN = whole(
+    rf"(?![\s\S]*(?:{_RESERVED_END}){END})(?!{_RESERVED_START})"
+    rf"{_NAMED_SEGMENT}(?:/{_NAMED_SEGMENT})*"
 )
 
 
