@@ -99,6 +99,9 @@ def test_parse_rfc3339_as_go_writes_it(text: str, expected: datetime) -> None:
         "yesterday",
         "9999-12-31T23:59:59-01:00",  # past year 9999 in UTC
         "0001-01-01T00:00:00+01:00",  # before year 1 in UTC
+        "2024-01-01T00:00:00Z\n",  # Go reads no newline after the zone
+        # Arabic-Indic digits: int() reads them, Go does not
+        "\u0662\u0660\u0662\u0664-01-01T00:00:00Z",
         "",
     ],
 )

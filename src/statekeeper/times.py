@@ -26,8 +26,11 @@ def utcnow() -> datetime:
 
 
 # Go writes RFC 3339 with up to nine fractional digits; Python's parser takes six.
+# ASCII digits to the very end, as Go reads it: without re.ASCII \d also took other
+# scripts' digits (int() reads them), and $ a newline after the zone.
 _RFC3339 = re.compile(
-    r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$"
+    r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})\Z",
+    re.ASCII,
 )
 
 
@@ -68,8 +71,11 @@ DURATION_GRAMMAR = (
     "30s, 15m, 2h, 1d, 1w, 1h30m"
 )
 _DURATION_UNITS = (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+# ASCII only: without it \d took other scripts' digits and IGNORECASE read the long s
+# (U+017F) as s, none of which the published pattern (below) takes.
 _DURATION = re.compile(
-    "^" + "".join(rf"(?:(\d+){unit})?" for unit, _ in _DURATION_UNITS) + "$", re.IGNORECASE
+    "^" + "".join(rf"(?:(\d+){unit})?" for unit, _ in _DURATION_UNITS) + r"\Z",
+    re.IGNORECASE | re.ASCII,
 )
 
 
