@@ -51,9 +51,9 @@ from statekeeper.storage.registry import DriverURL
 
 __all__ = [
     "SCHEMA",
+    "WAL_SIZE_LIMIT",
     "Column",
     "OwedSyncs",
-    "WAL_SIZE_LIMIT",
     "SqliteDatabase",
     "database_path",
     "failure",
