@@ -28,6 +28,7 @@ import httpx
 import pytest
 from reliability_support import lock_body, md5_header
 
+from statekeeper.storage.sqlite.database import WAL_SIZE_LIMIT
 from statekeeper.testing.processes import SRC, StatekeeperServer, limit_file_size
 
 NAME = "team/full.tfstate"
@@ -244,3 +245,34 @@ def test_push_to_a_full_embedded_store_exits_with_what_to_do(tmp_path: Path) -> 
         timeout=60,
     )
     assert pulled.returncode == 0 and pulled.stdout == small.read_bytes()
+
+
+def test_a_large_write_gives_its_log_space_back(tmp_path: Path) -> None:
+    """A state larger than the log's limit takes ``statekeeper.db-wal`` past it; once that
+    write is checkpointed, the next writes cut the file back to the limit (without it the
+    file kept its peak size, room the other files on the disk then lacked)."""
+    data_dir = tmp_path / "data"
+    wal = data_dir / "statekeeper.db-wal"
+    lineage = str(uuid.uuid4())
+    server = StatekeeperServer(tmp_path / "server", "--data-dir", str(data_dir)).start()
+    try:
+        url = server.state_url(NAME)
+        # Random bytes, so that compression leaves the stored version larger than the limit.
+        big = _state(1, lineage, WAL_SIZE_LIMIT + (16 << 20))
+        assert httpx.post(url, content=big, timeout=120).status_code == 200
+        peak = wal.stat().st_size
+        assert peak > WAL_SIZE_LIMIT, f"the large write left a log of {peak} bytes"
+        # Ordinary writes after it: SQLite cuts the log at the first commit after a
+        # checkpoint that copied it whole (a reader still in the log may delay that).
+        sizes = []
+        for serial in range(2, 22):
+            small = _state(serial, lineage, 1000)
+            assert httpx.post(url, content=small, timeout=30).status_code == 200
+            sizes.append(wal.stat().st_size)
+            if sizes[-1] <= WAL_SIZE_LIMIT:
+                break
+        assert sizes[-1] <= WAL_SIZE_LIMIT, f"the log stayed at {sizes} bytes (peak {peak})"
+        assert httpx.get(url, timeout=30).content == small
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log()

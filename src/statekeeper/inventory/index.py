@@ -47,6 +47,7 @@ from statekeeper.state.globs import parse_glob
 from statekeeper.state.listing import StateSummary, Unaddressable, is_state_key
 from statekeeper.state.version import StateVersion, version_from_info
 from statekeeper.storage.base import ObjectInfo, ObjectStore
+from statekeeper.storage.sqlite.database import wal_mode
 from statekeeper.terraform.names import StateName
 from statekeeper.times import format_rfc3339, parse_rfc3339
 
@@ -155,7 +156,7 @@ class Inventory:
         self.refresh = refresh
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        wal_mode(self._conn)
         self._conn.execute("PRAGMA synchronous=NORMAL")
         for statement in _SCHEMA:
             self._conn.execute(statement)

@@ -51,6 +51,7 @@ from statekeeper.storage.registry import DriverURL
 
 __all__ = [
     "SCHEMA",
+    "WAL_SIZE_LIMIT",
     "Column",
     "OwedSyncs",
     "SqliteDatabase",
@@ -58,6 +59,7 @@ __all__ = [
     "failure",
     "like_prefix",
     "syncs_owed",
+    "wal_mode",
 ]
 
 T = TypeVar("T")
@@ -112,6 +114,26 @@ CREATE TABLE IF NOT EXISTS trash (
 #: Columns added to the store's tables since its first schema.
 #: ``codec``: how the row's blob is encoded (NULL: the bytes as written), see codec.py.
 _ADDED_COLUMNS = (("objects", "codec", "TEXT"),)
+
+
+#: The size a write-ahead log is cut back to once a write took it past it
+#: (``PRAGMA journal_size_limit``). Without it the ``-wal`` file keeps the size of the
+#: largest transaction for ever (SQLite reuses the space but never gives it back), and
+#: one large state leaves that much less room to the other files on the disk. SQLite
+#: checkpoints the log at 1000 pages, so lock cycles and ordinary states keep it about
+#: 4 MB: far below this, never cut and grown again. A version is one transaction, so
+#: the log reaches its stored (compressed) size: states up to some 60 MB stored, a few
+#: hundred MB of Terraform's JSON, reuse the space; a larger one gives the rest back.
+WAL_SIZE_LIMIT = 64 << 20
+
+
+def wal_mode(conn: sqlite3.Connection) -> None:
+    """Put ``conn`` in WAL mode, its log cut back to :data:`WAL_SIZE_LIMIT` by the first
+    commit after a checkpoint that copied it whole (SQLite cuts it only there, when the
+    log starts again from its beginning; the limit is the connection's own, so every
+    connection that writes sets it)."""
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
 
 
 #: The errnos of an ``OSError`` that mean there is no room for the bytes.
@@ -225,7 +247,7 @@ class SqliteDatabase:
         conn = sqlite3.connect(
             self.path, timeout=30.0, isolation_level=None, check_same_thread=False
         )
-        conn.execute("PRAGMA journal_mode=WAL")
+        wal_mode(conn)
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=30000")
         return conn
