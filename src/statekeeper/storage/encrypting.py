@@ -48,6 +48,7 @@ from statekeeper.storage.base import (
     WithPrevious,
 )
 from statekeeper.storage.keyring import (
+    ACTIVE,
     RESERVED_PREFIX,
     KeyRing,
     RotationReport,
@@ -146,7 +147,9 @@ class EncryptingStore(ObjectStore):
     def history_warning(self) -> str | None:
         return self.inner.history_warning
 
-    def _seal(self, data: bytes, metadata: Mapping[str, str]) -> tuple[bytes, dict[str, str]]:
+    def _seal(
+        self, key: str, data: bytes, metadata: Mapping[str, str]
+    ) -> tuple[bytes, dict[str, str]]:
         if self.current is None:
             self.require_key()
             return data, dict(metadata)
@@ -154,10 +157,35 @@ class EncryptingStore(ObjectStore):
         dek = os.urandom(32)
         # The key goes in first: a stored version never lacks its data key.
         self.ring.put(dek_id, WrappedKey(self.current.kid, self.current.wrap(dek_id, dek)))
+        self._require_active(self.current, key)
         header = MAGIC + dek_id.encode()
         nonce = os.urandom(NONCE)
         sealed = header + nonce + aesgcm(dek).encrypt(nonce, data, header)
         return sealed, {**metadata, META_ENC: "aes256gcm", META_SIZE: str(len(data))}
+
+    def _require_active(self, current: MasterKey, key: str) -> None:
+        """Refuse to seal under a key that a rotation retired while this process ran.
+
+        The rotation re-wraps the data keys it finds; one wrapped here by the old
+        key after that would leave a version that the servers restarted with the
+        new key alone cannot open, and that no later rotation re-wraps (the old
+        key is retired). Checked after the data key is stored: a rotation retires
+        the old key before its last pass, so that pass re-wraps this data key, or
+        this check sees the key retired.
+        """
+        known = self.ring.masters()
+        record = known.get(current.kid)
+        if record is not None and record.status == ACTIVE:
+            return
+        now = ", ".join(sorted(kid for kid, r in known.items() if r.status == ACTIVE))
+        raise ConfigError(
+            f"{key} was not written: this process seals with the master key "
+            f"{current.kid}, which 'statekeeper encryption rotate' retired while it "
+            f"ran (the store's key is now {now or 'none'}), and a version sealed under it "
+            "could not be read with the store's key. Restart it with STATEKEEPER_MASTER_KEY "
+            "(or STATEKEEPER_MASTER_KEY_FILE) set to the new key, or to 'new,old' "
+            "(docs/operations.md#key-rotation)"
+        )
 
     def _data_key(self, dek_id: str, key: str) -> bytes:
         with self._guard:
@@ -215,11 +243,11 @@ class EncryptingStore(ObjectStore):
         return info
 
     def put(self, key: str, data: bytes, metadata: Mapping[str, str]) -> ObjectInfo:
-        sealed, meta = self._seal(data, metadata)
+        sealed, meta = self._seal(key, data, metadata)
         return self._plain_info(self.inner.put(key, sealed, meta))
 
     def put_if_absent(self, key: str, data: bytes, metadata: Mapping[str, str]) -> bool:
-        sealed, meta = self._seal(data, metadata)
+        sealed, meta = self._seal(key, data, metadata)
         return self.inner.put_if_absent(key, sealed, meta)
 
     def replace(
@@ -227,7 +255,7 @@ class EncryptingStore(ObjectStore):
     ) -> ObjectInfo:
         # ``expected`` came from this wrapper: only its size differs from the
         # inner store's, and the inner store compares version IDs and ETags.
-        sealed, meta = self._seal(data, metadata)
+        sealed, meta = self._seal(key, data, metadata)
         return self._plain_info(self.inner.replace(key, sealed, meta, expected))
 
     def get(self, key: str, version_id: str | None = None) -> StoredObject | None:

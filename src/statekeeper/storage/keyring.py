@@ -260,6 +260,20 @@ def rotate(ring: KeyRing, old: MasterKey, new: MasterKey) -> RotationReport:
     # The new key is recorded first: data keys re-wrapped by it must never be
     # under a key the store does not know.
     ring.put_master(new.kid, MasterRecord.for_key(new))
+    first = _rewrap(ring, old, new)
+    if old.kid == new.kid:
+        return first
+    ring.put_master(old.kid, replace(known[old.kid], status=RETIRED))
+    # A server still running with the old key may have stored a data key after the
+    # first pass read the ring. Such a server checks, after storing it, that its key
+    # is still active (EncryptingStore): before the mark above it goes on, and this
+    # pass re-wraps its key; after it, it refuses the write.
+    late = _rewrap(ring, old, new)
+    return RotationReport(first.rewrapped + late.rewrapped, first.already_new, first.other)
+
+
+def _rewrap(ring: KeyRing, old: MasterKey, new: MasterKey) -> RotationReport:
+    """One pass over the ring: every data key under ``old`` re-wrapped by ``new``."""
     rewrapped = already = other = 0
     for dek_id, entry in list(ring.scan()):
         if entry.kid == new.kid:
@@ -270,8 +284,6 @@ def rotate(ring: KeyRing, old: MasterKey, new: MasterKey) -> RotationReport:
             rewrapped += 1
         else:
             other += 1
-    if old.kid != new.kid:
-        ring.put_master(old.kid, replace(known[old.kid], status=RETIRED))
     return RotationReport(rewrapped, already, other)
 
 

@@ -1,0 +1,149 @@
+"""`encryption rotate` while a server serves writes, on SQLite and on S3.
+
+The server started with the old key keeps sealing with it. A data key it
+stored after the rotation read the key ring used to stay under the retired
+key: after the documented restart with the new key, those versions (the
+current one among them) could not be read, and no later rotation could
+re-wrap them. Now the rotation re-reads the ring after retiring the old key,
+and the server refuses, with a message saying to restart, a write it would
+seal under a retired key; every write it accepted reads back with the new key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tests.security.support import key_files, lock_body, state_json
+
+from statekeeper.testing.processes import SRC, MotoServer, StatekeeperServer
+
+STATE = "team/a.tfstate"
+
+
+def _cli(workdir: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("STATEKEEPER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "statekeeper", *args],
+        cwd=workdir,
+        env={**clean, "PYTHONPATH": str(SRC), "COLUMNS": "250", **env},
+        capture_output=True,
+        timeout=120,
+    )
+
+
+class _Writer(threading.Thread):
+    """Terraform's LOCK, POST, UNLOCK cycle in a loop; what each POST was answered."""
+
+    def __init__(self, server: StatekeeperServer) -> None:
+        super().__init__(daemon=True)
+        self.server = server
+        self.stopping = threading.Event()
+        self.answers: dict[int, httpx.Response] = {}
+
+    def run(self) -> None:
+        url = self.server.state_url(STATE)
+        with httpx.Client(timeout=60) as client:
+            serial = 0
+            while not self.stopping.is_set():
+                serial += 1
+                lock_id = f"rotate-{serial}"
+                assert client.request("LOCK", url, content=lock_body(lock_id)).status_code == 200
+                self.answers[serial] = client.post(
+                    f"{url}?ID={lock_id}", content=state_json(serial)
+                )
+                assert client.request("UNLOCK", url, content=lock_body(lock_id)).status_code == 200
+
+    def written(self, count: int) -> None:
+        deadline = time.monotonic() + 60
+        while len(self.answers) < count:
+            assert self.is_alive() and time.monotonic() < deadline
+            time.sleep(0.05)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "s3"])
+def test_rotation_under_traffic_loses_no_version(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    serve: Callable[..., StatekeeperServer] = request.getfixturevalue("serve")
+    args: tuple[str, ...] = ()
+    aws: dict[str, str] = {}
+    if backend == "s3":
+        moto: MotoServer = request.getfixturevalue("moto")
+        s3: Any = moto.client("s3")
+        s3.create_bucket(Bucket="rot")
+        s3.put_bucket_versioning(Bucket="rot", VersioningConfiguration={"Status": "Enabled"})
+        args, aws = ("--store", "s3://rot/states"), moto.env()
+    workdir = tmp_path / "server"
+    old, new = key_files(tmp_path, "old.key", "new.key")
+    server = serve(*args, env={**aws, "STATEKEEPER_MASTER_KEY_FILE": str(old)}, workdir=workdir)
+    writer = _Writer(server)
+    writer.start()
+    writer.written(20)
+    rotated = _cli(
+        workdir,
+        "encryption",
+        "rotate",
+        "--old-key-file",
+        str(old),
+        "--new-key-file",
+        str(new),
+        *args,
+        env=aws,
+    )
+    assert rotated.returncode == 0, rotated.stderr
+    at_rotation = len(writer.answers)
+    writer.written(at_rotation + 20)
+    writer.stopping.set()
+    writer.join()
+
+    accepted = [s for s, r in writer.answers.items() if r.status_code == 200]
+    refused = {s: r for s, r in writer.answers.items() if r.status_code != 200}
+    server.stop()
+
+    new_env = {**aws, "STATEKEEPER_MASTER_KEY_FILE": str(new)}
+    server = serve(*args, env=new_env, workdir=workdir)
+    history = httpx.get(f"{server.url}/api/v1/versions/{STATE}").json()
+    assert sorted(v["serial"] for v in history) == accepted
+    for serial in accepted[:3] + accepted[-3:]:
+        got = httpx.get(f"{server.url}/api/v1/content/{STATE}?version=serial:{serial}")
+        assert got.status_code == 200, got.text
+        assert got.content == state_json(serial)
+        pulled = _cli(workdir, "pull", STATE, "--version", f"serial:{serial}", *args, env=new_env)
+        assert pulled.returncode == 0, pulled.stderr
+        assert pulled.stdout == state_json(serial)
+    # Every accepted version, through the server with the new key alone.
+    for serial in accepted:
+        got = httpx.get(f"{server.url}/api/v1/content/{STATE}?version=serial:{serial}")
+        assert got.content == state_json(serial), (serial, got.text)
+    # Refused only once the rotation retired the server's key, each saying what to do.
+    assert refused and min(refused) > 20
+    assert all(s in refused for s in range(min(refused), max(writer.answers) + 1))
+    for answer in refused.values():
+        assert answer.status_code == 500
+        message = answer.json()["message"]
+        assert "retired while it ran" in message and "Restart it" in message
+    # The write refused during the rotation goes through on the restarted server.
+    next_serial = max(accepted) + 1
+    url = server.state_url(STATE)
+    assert httpx.request("LOCK", url, content=lock_body("after")).status_code == 200
+    assert httpx.post(f"{url}?ID=after", content=state_json(next_serial)).status_code == 200
+    assert httpx.request("UNLOCK", url, content=lock_body("after")).status_code == 200
+    assert httpx.get(url).content == state_json(next_serial)
+    server.stop()
+
+    status = _cli(workdir, "encryption", "status", *args, env=new_env)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert b"no state is stored in plaintext" in status.stdout
+    audit = _cli(workdir, "audit", "--action", "key-rotate", "--json", *args, env=new_env)
+    assert audit.returncode == 0, audit.stderr
+    assert [e["action"] for e in json.loads(audit.stdout)] == ["key-rotate"]
