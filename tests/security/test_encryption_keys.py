@@ -137,6 +137,51 @@ def test_rotation_retires_the_old_key(
     assert httpx.get(server.state_url(STATE)).content == state_json(1)
 
 
+def test_the_next_key_is_accepted_after_the_store_key_before_the_rotation(
+    tmp_path: Path, serve: Callable[..., StatekeeperServer]
+) -> None:
+    """``old,new`` starts before the rotation; the sealing key and known keys are still checked."""
+    workdir = tmp_path / "server"
+    old, new, typo = key_files(tmp_path, "old.key", "new.key", "typo.key")
+    server = serve(workdir=workdir, env={"STATEKEEPER_MASTER_KEY_FILE": str(old)})
+    assert httpx.post(server.state_url(STATE), content=state_json(1)).status_code == 200
+    server.stop()
+    db = workdir / ".statekeeper" / "statekeeper.db"
+
+    def kids(table: str) -> set[str]:
+        with sqlite3.connect(db) as conn:
+            return {row[0] for row in conn.execute(f"SELECT DISTINCT kid FROM {table}")}
+
+    store_kids = kids("master_keys")
+
+    def keys(*files: Path) -> dict[str, str]:
+        return {"STATEKEEPER_MASTER_KEY": ",".join(f.read_text().strip() for f in files)}
+
+    # An unknown key first (a typo of the store's key) is refused, even with the store's second.
+    assert "is not one it was written with" in _refused_start(workdir, env=keys(typo, old))
+    server = serve(workdir=workdir, env=keys(old, new))
+    assert httpx.get(server.state_url(STATE)).content == state_json(1)
+    assert httpx.post(server.state_url(STATE), content=state_json(2)).status_code == 200
+    server.stop()
+    # Nothing was recorded for the key to come, and nothing was sealed under it.
+    assert kids("master_keys") == kids("data_keys") == store_kids
+
+    rotated = _cli(
+        workdir, "encryption", "rotate", "--old-key-file", str(old), "--new-key-file", str(new)
+    )
+    assert rotated.returncode == 0, rotated.stderr
+    # A key the store knows must still open its check value, wherever it is in the list.
+    with sqlite3.connect(db) as conn:
+        (check,) = conn.execute(
+            "SELECT check_value FROM master_keys WHERE status = 'active'"
+        ).fetchone()
+        conn.execute("UPDATE master_keys SET check_value = ? WHERE status = 'retired'", (check,))
+    message = _refused_start(workdir, env=keys(new, old))
+    assert "does not open this store's key check value" in message
+    server = serve(workdir=workdir, env=keys(new))
+    assert httpx.get(server.state_url(STATE)).content == state_json(2)
+
+
 def _key_records(db: Path) -> list[tuple[object, ...]]:
     with sqlite3.connect(db) as conn:
         masters = conn.execute("SELECT kid, status FROM master_keys").fetchall()

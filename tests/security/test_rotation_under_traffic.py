@@ -7,6 +7,9 @@ current one among them) could not be read, and no later rotation could
 re-wrap them. Now the rotation re-reads the ring after retiring the old key,
 and the server refuses, with a message saying to restart, a write it would
 seal under a retired key; every write it accepted reads back with the new key.
+
+A server started with ``old,new`` before the rotation takes every write through
+it: it seals with the new key from the write that finds the old one retired.
 """
 
 from __future__ import annotations
@@ -44,16 +47,17 @@ def _cli(workdir: Path, *args: str, env: dict[str, str]) -> subprocess.Completed
 class _Writer(threading.Thread):
     """Terraform's LOCK, POST, UNLOCK cycle in a loop; what each POST was answered."""
 
-    def __init__(self, server: StatekeeperServer) -> None:
+    def __init__(self, server: StatekeeperServer, after: int = 0) -> None:
         super().__init__(daemon=True)
         self.server = server
+        self.after = after
         self.stopping = threading.Event()
         self.answers: dict[int, httpx.Response] = {}
 
     def run(self) -> None:
         url = self.server.state_url(STATE)
         with httpx.Client(timeout=60) as client:
-            serial = 0
+            serial = self.after
             while not self.stopping.is_set():
                 serial += 1
                 lock_id = f"rotate-{serial}"
@@ -147,3 +151,66 @@ def test_rotation_under_traffic_loses_no_version(
     audit = _cli(workdir, "audit", "--action", "key-rotate", "--json", *args, env=new_env)
     assert audit.returncode == 0, audit.stderr
     assert [e["action"] for e in json.loads(audit.stdout)] == ["key-rotate"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "s3"])
+def test_a_server_given_the_next_key_writes_through_the_rotation(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    serve: Callable[..., StatekeeperServer] = request.getfixturevalue("serve")
+    args: tuple[str, ...] = ()
+    aws: dict[str, str] = {}
+    if backend == "s3":
+        moto: MotoServer = request.getfixturevalue("moto")
+        s3: Any = moto.client("s3")
+        s3.create_bucket(Bucket="next")
+        s3.put_bucket_versioning(Bucket="next", VersioningConfiguration={"Status": "Enabled"})
+        args, aws = ("--store", "s3://next/states"), moto.env()
+    workdir = tmp_path / "server"
+    old, new = key_files(tmp_path, "old.key", "new.key")
+    server = serve(*args, env={**aws, "STATEKEEPER_MASTER_KEY_FILE": str(old)}, workdir=workdir)
+    writer = _Writer(server)
+    writer.start()
+    writer.written(5)
+    writer.stopping.set()
+    writer.join()
+    server.stop()
+    assert all(r.status_code == 200 for r in writer.answers.values())
+    # Restarted with the next key beside the store's, before the rotation.
+    both = {"STATEKEEPER_MASTER_KEY": f"{old.read_text().strip()},{new.read_text().strip()}"}
+    server = serve(*args, env={**aws, **both}, workdir=workdir)
+    writer = _Writer(server, after=max(writer.answers))
+    writer.start()
+    writer.written(20)
+    rotated = _cli(
+        workdir,
+        "encryption",
+        "rotate",
+        "--old-key-file",
+        str(old),
+        "--new-key-file",
+        str(new),
+        *args,
+        env=aws,
+    )
+    assert rotated.returncode == 0, rotated.stderr
+    at_rotation = len(writer.answers)
+    writer.written(at_rotation + 20)
+    writer.stopping.set()
+    writer.join()
+    server.stop()
+
+    refused = {s: r.text for s, r in writer.answers.items() if r.status_code != 200}
+    assert not refused
+    new_env = {**aws, "STATEKEEPER_MASTER_KEY_FILE": str(new)}
+    server = serve(*args, env=new_env, workdir=workdir)
+    history = httpx.get(f"{server.url}/api/v1/versions/{STATE}").json()
+    accepted = sorted(writer.answers)
+    assert sorted(v["serial"] for v in history) == list(range(1, accepted[-1] + 1))
+    for serial in range(1, accepted[-1] + 1):
+        got = httpx.get(f"{server.url}/api/v1/content/{STATE}?version=serial:{serial}")
+        assert got.status_code == 200, (serial, got.text)
+        assert got.content == state_json(serial)
+    server.stop()
+    status = _cli(workdir, "encryption", "status", *args, env=new_env)
+    assert status.returncode == 0, status.stdout + status.stderr

@@ -11,8 +11,9 @@ Stored bytes of an encrypted version::
 
 with ``b"SKE1" + id`` as associated data.
 
-Opening a store checks the master keys given against those it records: a key
-the store was not written with is refused, and a store that holds encrypted
+Opening a store checks the master keys given against those it records: a
+first (sealing) key the store was not written with is refused, a later key
+only opens until a rotation makes it the store's, and a store that holds encrypted
 states refuses to take a plaintext write when no key is given. Versions are
 therefore never mixed across keys, or plaintext with ciphertext, by a mistake
 in the settings.
@@ -153,18 +154,23 @@ class EncryptingStore(ObjectStore):
         if self.current is None:
             self.require_key()
             return data, dict(metadata)
+        current = self.current
         dek_id = str(uuid.uuid4())
         dek = os.urandom(32)
         # The key goes in first: a stored version never lacks its data key.
-        self.ring.put(dek_id, WrappedKey(self.current.kid, self.current.wrap(dek_id, dek)))
-        self._require_active(self.current, key)
+        self.ring.put(dek_id, WrappedKey(current.kid, current.wrap(dek_id, dek)))
+        successor = self._require_active(current, key)
+        if successor is not None:
+            # Wrapped by the retired key, which the rotation's last pass may have
+            # missed: under the store's key before the version that needs it is stored.
+            self.ring.put(dek_id, WrappedKey(successor.kid, successor.wrap(dek_id, dek)))
         header = MAGIC + dek_id.encode()
         nonce = os.urandom(NONCE)
         sealed = header + nonce + aesgcm(dek).encrypt(nonce, data, header)
         return sealed, {**metadata, META_ENC: "aes256gcm", META_SIZE: str(len(data))}
 
-    def _require_active(self, current: MasterKey, key: str) -> None:
-        """Refuse to seal under a key that a rotation retired while this process ran.
+    def _require_active(self, current: MasterKey, key: str) -> MasterKey | None:
+        """Never seal under a key that a rotation retired while this process ran.
 
         The rotation re-wraps the data keys it finds; one wrapped here by the old
         key after that would leave a version that the servers restarted with the
@@ -172,11 +178,27 @@ class EncryptingStore(ObjectStore):
         key is retired). Checked after the data key is stored: a rotation retires
         the old key before its last pass, so that pass re-wraps this data key, or
         this check sees the key retired.
+
+        Returns None while ``current`` is active. When it was retired and the
+        store's key is one this process has (started with ``old,new``) and opens
+        its check value, the process seals with that key from now on and returns
+        it, for the caller to re-wrap the data key in hand; otherwise refuses.
         """
         known = self.ring.masters()
         record = known.get(current.kid)
         if record is not None and record.status == ACTIVE:
-            return
+            return None
+        for kid, now_record in sorted(known.items()):
+            successor = self.keys.get(kid)
+            if (
+                successor is not None
+                and now_record.status == ACTIVE
+                and now_record.opens_with(successor)
+            ):
+                with self._guard:
+                    self.current = successor
+                    self.sealed_with = frozenset(k for k, r in known.items() if r.status == ACTIVE)
+                return successor
         now = ", ".join(sorted(kid for kid, r in known.items() if r.status == ACTIVE))
         raise ConfigError(
             f"{key} was not written: this process seals with the master key "
@@ -184,7 +206,8 @@ class EncryptingStore(ObjectStore):
             f"ran (the store's key is now {now or 'none'}), and a version sealed under it "
             "could not be read with the store's key. Restart it with STATEKEEPER_MASTER_KEY "
             "(or STATEKEEPER_MASTER_KEY_FILE) set to the new key, or to 'new,old' "
-            "(docs/operations.md#key-rotation)"
+            "(to rotate with no such refusals, start servers with 'old,new' first: "
+            "docs/operations.md#key-rotation)"
         )
 
     def _data_key(self, dek_id: str, key: str) -> bytes:

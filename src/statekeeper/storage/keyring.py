@@ -232,7 +232,8 @@ def rotate(ring: KeyRing, old: MasterKey, new: MasterKey) -> RotationReport:
     """Re-wrap every data key of ``old`` with ``new``; state bytes are not touched.
 
     The store's record then names ``new`` as its key and ``old`` as retired: a
-    server started with the old key alone is refused from then on.
+    server started with the old key alone is refused from then on, and one
+    running with ``old,new`` seals with ``new`` from its next write.
     """
     known = ring.masters()
     active = sorted(kid for kid, r in known.items() if r.status == ACTIVE)
@@ -267,7 +268,8 @@ def rotate(ring: KeyRing, old: MasterKey, new: MasterKey) -> RotationReport:
     # A server still running with the old key may have stored a data key after the
     # first pass read the ring. Such a server checks, after storing it, that its key
     # is still active (EncryptingStore): before the mark above it goes on, and this
-    # pass re-wraps its key; after it, it refuses the write.
+    # pass re-wraps its key; after it, it re-wraps that key by the new one itself
+    # when it is configured with it, and otherwise refuses the write.
     late = _rewrap(ring, old, new)
     return RotationReport(first.rewrapped + late.rewrapped, first.already_new, first.other)
 
@@ -295,10 +297,14 @@ def check_master_keys(
     - A store never encrypted takes any key (the first is recorded, unless
       ``register`` is False: a read-only use must not turn encryption on) or none.
     - An encrypted store needs its key first in the list: any other key would
-      wrap new data keys no server with the store's key can open. Later keys must
-      be keys the store knows (a rotation's old key).
-    - Every key given must open its recorded check value (a KMS key ID that
-      names another key, or a key without access, fails here, not at the first read).
+      wrap new data keys no server with the store's key can open. A later key may
+      be one the store does not know yet (the next rotation's new key): it only
+      opens, and the process seals with it once a rotation makes it the store's
+      key (:class:`~statekeeper.storage.encrypting.EncryptingStore`), so nothing
+      can have been sealed under it.
+    - Every key given that the store knows must open its recorded check value (a
+      KMS key ID that names another key, or a key without access, fails here, not
+      at the first read).
     """
     known = ring.masters()
     active = frozenset(kid for kid, r in known.items() if r.status == ACTIVE)
@@ -312,6 +318,8 @@ def check_master_keys(
         return frozenset({first.kid})
     for position, key in enumerate(keys):
         record = known.get(key.kid)
+        if record is None and position > 0:
+            continue
         if record is None or (position == 0 and record.status != ACTIVE):
             why = (
                 "was retired by a rotation"

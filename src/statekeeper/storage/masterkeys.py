@@ -146,7 +146,11 @@ def remote_master_key(text: str | None) -> bool:
 
 
 def parse_master_keys(text: str) -> list[MasterKey]:
-    """Comma-separated keys: the first wraps new data keys, all of them unwrap."""
+    """Comma-separated keys: the first wraps new data keys, all of them unwrap.
+
+    A later key wraps new data keys once a rotation makes it the store's key
+    (``old,new``: no restart between the rotation and the first write under ``new``).
+    """
     keys = [parse_master_key(part) for part in text.split(",") if part.strip()]
     if not keys:
         raise ConfigError("the master key setting is empty")
