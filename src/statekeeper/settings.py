@@ -494,7 +494,8 @@ SETTINGS: tuple[Setting, ...] = (
         _secret,
         None,
         "Turns on encryption at rest: 32 bytes in base64 or awskms://KEY; a comma-separated "
-        "list also decrypts with the later keys. Also STATEKEEPER_MASTER_KEY_FILE.",
+        "list also decrypts with the later keys, and seals with a later key once a rotation "
+        "makes it the store's key. Also STATEKEEPER_MASTER_KEY_FILE.",
         secret=True,
     ),
     Setting("tls_cert", Path, None, "PEM certificate (chain) to serve HTTPS.", flag="--tls-cert"),
