@@ -159,11 +159,12 @@ class EncryptingStore(ObjectStore):
         dek = os.urandom(32)
         # The key goes in first: a stored version never lacks its data key.
         self.ring.put(dek_id, WrappedKey(current.kid, current.wrap(dek_id, dek)))
-        successor = self._require_active(current, key)
-        if successor is not None:
+        while (successor := self._require_active(current, key)) is not None:
             # Wrapped by the retired key, which the rotation's last pass may have
-            # missed: under the store's key before the version that needs it is stored.
-            self.ring.put(dek_id, WrappedKey(successor.kid, successor.wrap(dek_id, dek)))
+            # missed: under the store's key before the version that needs it is
+            # stored, and checked again, as a later rotation may retire that key too.
+            current = successor
+            self.ring.put(dek_id, WrappedKey(current.kid, current.wrap(dek_id, dek)))
         header = MAGIC + dek_id.encode()
         nonce = os.urandom(NONCE)
         sealed = header + nonce + aesgcm(dek).encrypt(nonce, data, header)
