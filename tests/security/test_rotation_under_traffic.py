@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -74,19 +73,23 @@ class _Writer(threading.Thread):
             time.sleep(0.05)
 
 
+def _store(
+    backend: str, request: pytest.FixtureRequest, bucket: str
+) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The store options and environment of ``backend``: the data dir's SQLite, or a
+    versioned bucket on the moto server."""
+    if backend == "sqlite":
+        return (), {}
+    moto: MotoServer = request.getfixturevalue("moto")
+    return ("--store", f"s3://{moto.versioned_bucket(bucket)}/states"), moto.env()
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "s3"])
 def test_rotation_under_traffic_loses_no_version(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     serve: Callable[..., StatekeeperServer] = request.getfixturevalue("serve")
-    args: tuple[str, ...] = ()
-    aws: dict[str, str] = {}
-    if backend == "s3":
-        moto: MotoServer = request.getfixturevalue("moto")
-        s3: Any = moto.client("s3")
-        s3.create_bucket(Bucket="rot")
-        s3.put_bucket_versioning(Bucket="rot", VersioningConfiguration={"Status": "Enabled"})
-        args, aws = ("--store", "s3://rot/states"), moto.env()
+    args, aws = _store(backend, request, "rot")
     workdir = tmp_path / "server"
     old, new = key_files(tmp_path, "old.key", "new.key")
     server = serve(*args, env={**aws, "STATEKEEPER_MASTER_KEY_FILE": str(old)}, workdir=workdir)
@@ -158,14 +161,7 @@ def test_a_server_given_the_next_key_writes_through_the_rotation(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     serve: Callable[..., StatekeeperServer] = request.getfixturevalue("serve")
-    args: tuple[str, ...] = ()
-    aws: dict[str, str] = {}
-    if backend == "s3":
-        moto: MotoServer = request.getfixturevalue("moto")
-        s3: Any = moto.client("s3")
-        s3.create_bucket(Bucket="next")
-        s3.put_bucket_versioning(Bucket="next", VersioningConfiguration={"Status": "Enabled"})
-        args, aws = ("--store", "s3://next/states"), moto.env()
+    args, aws = _store(backend, request, "next")
     workdir = tmp_path / "server"
     old, new = key_files(tmp_path, "old.key", "new.key")
     server = serve(*args, env={**aws, "STATEKEEPER_MASTER_KEY_FILE": str(old)}, workdir=workdir)
