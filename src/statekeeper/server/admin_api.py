@@ -64,7 +64,8 @@ async def list_audit(
         try:
             after = None if since is None else parse_rfc3339(since)
         except ValueError as exc:
-            raise BadRequest(f"'since': {exc}, e.g. 2026-01-01T00:00:00Z") from exc
+            # Worded as the other query parameters' refusals are (server/errors.py).
+            raise BadRequest(f"query parameter since: {exc}, e.g. 2026-01-01T00:00:00Z") from exc
         where = AuditFilter(state=state, actor=actor, action=action, since=after, limit=limit)
         return services.audit.query(where)
 

@@ -121,9 +121,7 @@ def _where(loc: tuple[object, ...]) -> str:
 
 def _problem(error: Mapping[str, Any]) -> str:
     text = f"{_where(tuple(error.get('loc', ())))}: {_safe(error.get('msg', ''))}"
-    if str(error.get("type", "")).startswith("datetime"):
-        text += " (an RFC 3339 time with a zone, e.g. 2026-01-01T00:00:00Z)"
-    elif error.get("type") == "extra_forbidden":
+    if error.get("type") == "extra_forbidden":
         # Refused rather than ignored: a misspelt "dryrun" would otherwise run for real.
         text += " (nothing was done; /api/v1/openapi.json lists what this route takes)"
     return text
