@@ -84,17 +84,16 @@ def _store(
     return ("--store", f"s3://{moto.versioned_bucket(bucket)}/states"), moto.env()
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "s3"])
-def test_rotation_under_traffic_loses_no_version(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+def _rotate_mid_traffic(
+    writer: _Writer,
+    workdir: Path,
+    old: Path,
+    new: Path,
+    args: tuple[str, ...],
+    aws: dict[str, str],
 ) -> None:
-    serve: Callable[..., StatekeeperServer] = request.getfixturevalue("serve")
-    args, aws = _store(backend, request, "rot")
-    workdir = tmp_path / "server"
-    old, new = key_files(tmp_path, "old.key", "new.key")
-    server = serve(*args, env={**aws, "STATEKEEPER_MASTER_KEY_FILE": str(old)}, workdir=workdir)
-    writer = _Writer(server)
-    writer.start()
+    """``encryption rotate`` from ``old`` to ``new`` after 20 of ``writer``'s writes, then
+    20 more writes, and the writer stopped."""
     writer.written(20)
     rotated = _cli(
         workdir,
@@ -108,10 +107,23 @@ def test_rotation_under_traffic_loses_no_version(
         env=aws,
     )
     assert rotated.returncode == 0, rotated.stderr
-    at_rotation = len(writer.answers)
-    writer.written(at_rotation + 20)
+    writer.written(len(writer.answers) + 20)
     writer.stopping.set()
     writer.join()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "s3"])
+def test_rotation_under_traffic_loses_no_version(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    serve: Callable[..., StatekeeperServer] = request.getfixturevalue("serve")
+    args, aws = _store(backend, request, "rot")
+    workdir = tmp_path / "server"
+    old, new = key_files(tmp_path, "old.key", "new.key")
+    server = serve(*args, env={**aws, "STATEKEEPER_MASTER_KEY_FILE": str(old)}, workdir=workdir)
+    writer = _Writer(server)
+    writer.start()
+    _rotate_mid_traffic(writer, workdir, old, new, args, aws)
 
     accepted = [s for s, r in writer.answers.items() if r.status_code == 200]
     refused = {s: r for s, r in writer.answers.items() if r.status_code != 200}
@@ -177,23 +189,7 @@ def test_a_server_given_the_next_key_writes_through_the_rotation(
     server = serve(*args, env={**aws, **both}, workdir=workdir)
     writer = _Writer(server, after=max(writer.answers))
     writer.start()
-    writer.written(20)
-    rotated = _cli(
-        workdir,
-        "encryption",
-        "rotate",
-        "--old-key-file",
-        str(old),
-        "--new-key-file",
-        str(new),
-        *args,
-        env=aws,
-    )
-    assert rotated.returncode == 0, rotated.stderr
-    at_rotation = len(writer.answers)
-    writer.written(at_rotation + 20)
-    writer.stopping.set()
-    writer.join()
+    _rotate_mid_traffic(writer, workdir, old, new, args, aws)
     server.stop()
 
     refused = {s: r.text for s, r in writer.answers.items() if r.status_code != 200}
