@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -218,3 +219,38 @@ def test_a_state_over_the_parse_limit_is_listed_without_its_resources(
     assert _addresses(inventory, "type:aws_s3_bucket") == {"team/small.tfstate:aws_s3_bucket.logs"}
     listed = {s.name: s for s in inventory.summaries("team/")}
     assert listed["team/large.tfstate"].serial == 7
+
+
+def test_a_large_index_write_gives_its_log_space_back(services: Services) -> None:
+    """``inventory.db`` is opened like ``statekeeper.db`` (``wal_mode``): a catch-up's
+    batch larger than the log's limit takes ``inventory.db-wal`` past it, and the next
+    index writes cut it back to the limit once that batch is checkpointed (without the
+    limit the file kept its peak, some 90 MB here)."""
+    from statekeeper.storage.sqlite.database import WAL_SIZE_LIMIT
+
+    # Written before the index opens: the catch-up then indexes them in one transaction.
+    # 16 random values of 512 characters, the most text a resource keeps (MAX_TEXT).
+    for k in range(5):
+        resources = [
+            instance("null_resource", f"r{i}", {f"v{j}": os.urandom(256).hex() for j in range(16)})
+            for i in range(1000)
+        ]
+        services.states.write(
+            StateName(f"big/{k}.tfstate"), state_bytes(1, resources=resources), OPERATOR
+        )
+    inventory = services.inventory()
+    assert inventory.catch_up().updated == 5
+    wal = services.inventory_path.with_name("inventory.db-wal")
+    peak = wal.stat().st_size
+    assert peak > WAL_SIZE_LIMIT, f"the catch-up left a log of {peak} bytes"
+    # SQLite cuts the log at the first commit after a checkpoint that copied it whole
+    # (a reader still in the log may delay that).
+    sizes = []
+    for serial in range(1, 21):
+        services.states.write(StateName("team/app.tfstate"), _state(serial, "logs"), OPERATOR)
+        assert inventory.queue.settle()
+        sizes.append(wal.stat().st_size)
+        if sizes[-1] <= WAL_SIZE_LIMIT:
+            break
+    assert sizes[-1] <= WAL_SIZE_LIMIT, f"the log stayed at {sizes} bytes (peak {peak})"
+    assert "big/0.tfstate:null_resource.r0" in _addresses(inventory, "type:null_resource")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import boto3
 import httpx
@@ -136,10 +138,37 @@ def test_readyz_names_no_missing_bucket_or_table(
     assert "storage_unavailable: " in locks and TABLE in locks and "does not exist" in locks
 
 
-@pytest.mark.aws
-def test_readyz_names_no_denied_action(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, serve: Callable[..., StatekeeperServer]
-) -> None:
+@dataclass
+class Prober:
+    """A moto server enforcing IAM, the environment of an IAM user allowed everything,
+    and an IAM client of that user's (it may deny itself the probes, and back)."""
+
+    moto: MotoServer
+    env: dict[str, str]
+
+    def client(self, service: str) -> Any:
+        return boto3.client(  # type: ignore[call-overload]
+            service,
+            endpoint_url=self.moto.url,
+            region_name="us-east-1",
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def deny(self, *actions: str, resource: str) -> None:
+        statement = {"Effect": "Deny", "Action": list(actions), "Resource": resource}
+        self.client("iam").put_user_policy(
+            UserName="prober",
+            PolicyName="deny",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [statement]}),
+        )
+
+    def allow_again(self) -> None:
+        self.client("iam").delete_user_policy(UserName="prober", PolicyName="deny")
+
+
+@pytest.fixture
+def prober(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Prober]:
     # moto enforces a bucket policy on objects only, not on HeadBucket: a moto server of
     # its own enforces IAM instead, after the four set-up requests below.
     monkeypatch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "4")
@@ -150,7 +179,7 @@ def test_readyz_names_no_denied_action(
         moto.client("s3").create_bucket(Bucket=BUCKET)
         iam = moto.client("iam")
         iam.create_user(UserName="prober")
-        # Everything, its own policies included: the test denies it the probe and back.
+        # Everything, its own policies included: the tests deny it the probes and back.
         allow = {"Effect": "Allow", "Action": "*", "Resource": "*"}
         iam.put_user_policy(
             UserName="prober",
@@ -162,46 +191,89 @@ def test_readyz_names_no_denied_action(
             "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
             "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
         }
-        iam = boto3.client(  # type: ignore[call-overload]
-            "iam",
-            endpoint_url=moto.url,
-            region_name="us-east-1",
-            aws_access_key_id=key["AccessKeyId"],
-            aws_secret_access_key=key["SecretAccessKey"],
-        )
-        # moto checks HeadBucket as s3:HeadBucket, AWS as s3:ListBucket: deny both.
-        deny = {
-            "Effect": "Deny",
-            "Action": ["s3:ListBucket", "s3:HeadBucket"],
-            "Resource": f"arn:aws:s3:::{BUCKET}",
-        }
-        no_probe = json.dumps({"Version": "2012-10-17", "Statement": [deny]})
-
-        # The store and its lock files in one bucket: both probes are a HeadBucket on it.
-        server = serve("--store", f"s3://{BUCKET}", env=env)
-        assert httpx.get(server.url + "/readyz", timeout=30).status_code == 200
-        iam.put_user_policy(UserName="prober", PolicyName="no-probe", PolicyDocument=no_probe)
-
-        for answer in _readyz_three_times(server):
-            assert answer.status_code == 503, answer.text
-            denied = "storage_access_denied: access denied"
-            assert answer.json()["checks"] == {"store": denied, "locks": denied}
-            _names_nothing(answer, moto)
-        full = f"storage_access_denied: AWS denied s3:ListBucket on s3://{BUCKET}"
-        lines = server.log().splitlines()
-        assert [line for line in lines if "readiness: the store is not ready" in line] == [
-            f"WARNING:  statekeeper.server: readiness: the store is not ready: {full} (403); "
-            "grant the permission to the credentials in use (see `statekeeper iam-policy`)"
-        ]
-        assert len([line for line in lines if full in line]) == 2  # the store's and locks'
-
-        iam.delete_user_policy(UserName="prober", PolicyName="no-probe")
-        back = httpx.get(server.url + "/readyz", timeout=30)
-        assert back.status_code == 200, back.text
-        assert back.json() == {"status": "ready", "checks": {"store": "ok", "locks": "ok"}}
-        # A new outage is a change of state: told again.
-        iam.put_user_policy(UserName="prober", PolicyName="no-probe", PolicyDocument=no_probe)
-        assert httpx.get(server.url + "/readyz", timeout=30).status_code == 503
-        assert len([line for line in server.log().splitlines() if full in line]) == 4
+        yield Prober(moto, env)
     finally:
         moto.stop()
+
+
+@pytest.mark.aws
+def test_readyz_names_no_denied_action(
+    prober: Prober, serve: Callable[..., StatekeeperServer]
+) -> None:
+    moto = prober.moto
+    # moto checks HeadBucket as s3:HeadBucket, AWS as s3:ListBucket: deny both.
+    no_probe = ("s3:ListBucket", "s3:HeadBucket")
+
+    # The store and its lock files in one bucket: both probes are a HeadBucket on it.
+    server = serve("--store", f"s3://{BUCKET}", env=prober.env)
+    assert httpx.get(server.url + "/readyz", timeout=30).status_code == 200
+    prober.deny(*no_probe, resource=f"arn:aws:s3:::{BUCKET}")
+
+    for answer in _readyz_three_times(server):
+        assert answer.status_code == 503, answer.text
+        denied = "storage_access_denied: access denied"
+        assert answer.json()["checks"] == {"store": denied, "locks": denied}
+        _names_nothing(answer, moto)
+    full = f"storage_access_denied: AWS denied s3:ListBucket on s3://{BUCKET}"
+    lines = server.log().splitlines()
+    assert [line for line in lines if "readiness: the store is not ready" in line] == [
+        f"WARNING:  statekeeper.server: readiness: the store is not ready: {full} (403); "
+        "grant the permission to the credentials in use (see `statekeeper iam-policy`)"
+    ]
+    assert len([line for line in lines if full in line]) == 2  # the store's and locks'
+
+    prober.allow_again()
+    back = httpx.get(server.url + "/readyz", timeout=30)
+    assert back.status_code == 200, back.text
+    assert back.json() == {"status": "ready", "checks": {"store": "ok", "locks": "ok"}}
+    # A new outage is a change of state: told again.
+    prober.deny(*no_probe, resource=f"arn:aws:s3:::{BUCKET}")
+    assert httpx.get(server.url + "/readyz", timeout=30).status_code == 503
+    assert len([line for line in server.log().splitlines() if full in line]) == 4
+
+
+@pytest.mark.aws
+def test_readyz_names_no_denied_lock_table(
+    prober: Prober, serve: Callable[..., StatekeeperServer]
+) -> None:
+    prober.client("dynamodb").create_table(
+        TableName=TABLE,
+        KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    server = serve("--store", f"s3://{BUCKET}", "--locks", f"dynamodb://{TABLE}", env=prober.env)
+    assert httpx.get(server.url + "/readyz", timeout=30).status_code == 200
+    # moto checks a DynamoDB call against the resource "*", not the table's ARN.
+    table = "*"
+
+    # Terraform's minimal policy grants no DescribeTable: the probe's GetItem answers.
+    prober.deny("dynamodb:DescribeTable", resource=table)
+    ready = httpx.get(server.url + "/readyz", timeout=30)
+    assert ready.status_code == 200, ready.text
+
+    prober.deny("dynamodb:DescribeTable", "dynamodb:GetItem", resource=table)
+    for answer in _readyz_three_times(server):
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["checks"] == {
+            "store": "ok",
+            "locks": "storage_access_denied: access denied",
+        }
+        assert answer.json()["message"] == (
+            "locks: storage_access_denied: access denied (the server log has the reason)"
+        )
+        _names_nothing(answer, prober.moto)
+    lines = server.log().splitlines()
+    # (403): moto's denial is XML, which botocore does not read in a JSON answer.
+    assert [line for line in lines if "readiness: the lock table" in line] == [
+        "WARNING:  statekeeper.server: readiness: the lock table is not ready: "
+        f"storage_access_denied: AWS denied dynamodb:GetItem on the DynamoDB table {TABLE!r} "
+        "(403); grant the permission to the credentials in use "
+        "(see `statekeeper iam-policy`)"
+    ]
+    assert not [line for line in lines if "readiness: the store" in line]
+    assert "Traceback" not in server.log()
+
+    prober.allow_again()
+    back = httpx.get(server.url + "/readyz", timeout=30)
+    assert back.json() == {"status": "ready", "checks": {"store": "ok", "locks": "ok"}}

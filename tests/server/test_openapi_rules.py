@@ -158,7 +158,10 @@ RULES = [
     Rule(
         "token name",
         _takes(validate_token_name),
-        [("post", "/api/v1/tokens", "TokenRequest.name")],
+        [
+            ("post", "/api/v1/tokens", "TokenRequest.name"),
+            ("delete", "/api/v1/tokens/{name}", "name"),
+        ],
         valid=["ci", "x.y_z-1", "A" * 64, "anonymous2", "oidc-ci"],
         invalid=["", "-x", ".x", "a b", "a:b", "é", "x\n", "A" * 65, "Anonymous", "OIDC"],
     ),
@@ -315,6 +318,17 @@ def test_a_value_breaking_a_published_rule_is_refused_by_the_rules_own_check(
     body = answer.json()
     assert body["error"] == code, body
     assert "pattern" not in body["message"], body
+
+
+@pytest.mark.parametrize("name", ["a%20b", "-x", "oidc", "A" * 65])
+def test_a_token_name_breaking_the_published_rule_names_no_token(api: Api, name: str) -> None:
+    """No token has such a name (creating one checks the rule, and so does reading a
+    tokens file): revoking it is a 404 saying so, not pydantic's 422."""
+    answer = api.request("DELETE", f"/api/v1/tokens/{name}")
+    assert answer.status_code == 404, answer.text
+    body = answer.json()
+    assert body["error"] == "not_found", body
+    assert "there is no token named" in body["message"], body
 
 
 def test_every_doc_section_a_description_names_exists(document: dict[str, Any]) -> None:

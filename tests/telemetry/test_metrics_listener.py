@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -11,6 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from statekeeper.server.scrape import MetricsListener
+from statekeeper.telemetry.metrics import Metrics
 from statekeeper.testing.processes import SRC, StatekeeperServer, free_port
 
 
@@ -28,6 +31,26 @@ def test_the_metrics_listener_serves_only_the_metrics(
             answer = http.get(path)
             assert answer.status_code == 404, path
             assert "serves only /metrics" in answer.text
+
+
+def test_the_first_request_the_port_takes_meets_only_the_metrics() -> None:
+    """prometheus_client's start_http_server served its own app (the metrics on every
+    path) until ours replaced it: a request as the port opened could read a 200 on
+    /healthz. Sent once the port listens and before anything serves, it is the first
+    request the listener answers, and it is refused."""
+    port = free_port()
+    listener = MetricsListener(f"127.0.0.1:{port}", Metrics())
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as first:
+            first.sendall(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            listener.start()
+            answer = first.makefile("rb").read().decode()
+        assert answer.startswith("HTTP/1.0 404 "), answer
+        assert "serves only /metrics" in answer
+    finally:
+        listener.close()
+    listener.thread.join(timeout=10)
+    assert not listener.thread.is_alive()
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])

@@ -249,7 +249,7 @@ def serve(
             # metrics_listen on its own port bind beside it and take every connection,
             # the server serving nothing; a listening one makes that port in use.
             sock.listen()
-            scraper = MetricsListener(settings.metrics_listen, metrics)
+            scraper = MetricsListener(settings.metrics_listen, metrics).start()
             say(f"metrics (no credentials needed) on http://{settings.metrics_listen}/metrics")
         secured = auth_configured(services)
         scheme = "https" if settings.tls_cert else "http"

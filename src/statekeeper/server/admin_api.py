@@ -112,7 +112,7 @@ async def post_token(request: Request, body: TokenRequest) -> TokenCreated:
 
 
 @router.delete("/tokens/{name}", summary="Revoke a token", response_model=TokenView)
-async def delete_token(request: Request, name: str) -> TokenView:
+async def delete_token(request: Request, name: TokenNameIn) -> TokenView:
     services = _services(request)
     caller = caller_of(request)
 

@@ -8,12 +8,14 @@ bind it where only the scraper reaches it.
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterable
-from wsgiref.simple_server import WSGIServer
+from wsgiref.simple_server import WSGIRequestHandler
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-from prometheus_client import make_wsgi_app, start_http_server
+from prometheus_client import make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -49,8 +51,34 @@ def _only_metrics(app: WSGIApplication) -> WSGIApplication:
     return only_metrics
 
 
+class _Quiet(WSGIRequestHandler):
+    """No line on stderr per scrape: the access log is the main port's."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _Server(ThreadingWSGIServer):
+    """prometheus_client's server (a thread per request, daemon threads), in the family
+    of its address: the class says AF_INET, and an IPv6 host needs AF_INET6."""
+
+    def __init__(self, host: str, port: int) -> None:
+        family, _, _, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        self.address_family = family
+        super().__init__((str(address[0]), port), _Quiet)
+
+
 class MetricsListener:
-    """``metrics_listen``: prometheus_client's own HTTP server, on a thread."""
+    """``metrics_listen``: a thread-per-request WSGI server (prometheus_client's) of our
+    own making, serving only :func:`_only_metrics`.
+
+    Built here rather than with ``start_http_server``, which starts serving its own app
+    (the metrics on every path) before a caller can swap it: this server has our app
+    before it answers anything. The constructor binds and listens (a port in use
+    refuses the start); :meth:`start` serves, on a daemon thread.
+    """
 
     def __init__(self, listen: str, metrics: Metrics) -> None:
         host, sep, port = listen.rpartition(":")
@@ -58,16 +86,23 @@ class MetricsListener:
             raise ConfigError(f"metrics_listen = {listen!r} is not HOST:PORT (e.g. 127.0.0.1:9464)")
         host = host.strip("[]") or "0.0.0.0"
         try:
-            server, thread = start_http_server(int(port), host, registry=metrics.registry)
+            self.server = _Server(host, int(port))
         except OSError as exc:
             raise ConfigError(
                 f"cannot serve metrics on {listen}: {exc.strerror or exc}; choose another "
                 "metrics_listen"
             ) from exc
-        server.set_app(_only_metrics(make_wsgi_app(metrics.registry)))
-        self.server: WSGIServer = server
-        self.thread: threading.Thread = thread
+        self.server.set_app(_only_metrics(make_wsgi_app(metrics.registry)))
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, name="metrics-listener", daemon=True
+        )
+
+    def start(self) -> MetricsListener:
+        """Serve: connections queued since the port opened are answered first."""
+        self.thread.start()
+        return self
 
     def close(self) -> None:
-        self.server.shutdown()
+        if self.thread.is_alive():
+            self.server.shutdown()
         self.server.server_close()

@@ -34,6 +34,7 @@ __all__ = [
     "AWS_ERRORS",
     "S3Bucket",
     "client",
+    "denied",
     "error_code",
     "region",
     "status_code",
@@ -161,6 +162,17 @@ def error_code(exc: BaseException) -> str:
     return ""
 
 
+#: The codes of a call refused for want of a permission. "403": botocore's code when it
+#: could not read the answer's body (a HEAD has none; an answer in XML to a JSON call,
+#: as moto's IAM enforcement gives DynamoDB's, is none it reads).
+_DENIED = ("AccessDenied", "AccessDeniedException", "403")
+
+
+def denied(exc: BaseException) -> bool:
+    """The call was refused for want of a permission (translated: AccessDenied)."""
+    return error_code(exc) in _DENIED
+
+
 def status_code(exc: BaseException) -> int:
     """The HTTP status of a failed call (0 when it never got an answer)."""
     if isinstance(exc, botocore.exceptions.ClientError):
@@ -181,15 +193,11 @@ def translate(exc: Exception, action: str, resource: str, correct: str = "") -> 
     """
     code = error_code(exc)
     fix = "create it first (see `statekeeper bootstrap`)" + (f" or {correct}" if correct else "")
-    if code in (
-        "AccessDenied",
-        "AccessDeniedException",
+    if denied(exc) or code in (
         "UnauthorizedOperation",
         "InvalidAccessKeyId",
         "SignatureDoesNotMatch",
         "ExpiredToken",
-        # A HEAD answer has no body, so botocore's code is the bare status.
-        "403",
     ):
         raise AccessDenied(
             f"AWS denied {action} on {resource} ({code}); grant the permission to the "

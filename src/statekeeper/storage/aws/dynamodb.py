@@ -403,7 +403,7 @@ class DynamoLocks(LockTable):
         try:
             resp = self.client.describe_table(TableName=self.table)
         except _boto.AWS_ERRORS as exc:
-            if _boto.error_code(exc) not in ("AccessDenied", "AccessDeniedException"):
+            if not _boto.denied(exc):
                 self._translate(exc, "dynamodb:DescribeTable")
             self._call("dynamodb:GetItem", self.client.get_item, Key=self._key("."))
             return

@@ -62,7 +62,7 @@ class S3Store(ObjectStore):
     def _versioning_status(self) -> str:
         def denied(exc: Exception) -> str:
             # Terraform's minimal policy does not grant it; the store still works.
-            if _boto.error_code(exc) in ("AccessDenied", "AccessDeniedException"):
+            if _boto.denied(exc):
                 return "unknown"
             self.where.translate(exc, "s3:GetBucketVersioning")
 
