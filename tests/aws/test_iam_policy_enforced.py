@@ -51,10 +51,14 @@ output "app" { value = terraform_data.app.output }
 """
 
 # moto 5.2 authorizes these S3 calls by their API name instead of the IAM action AWS
-# checks for them (HEAD of an object, ListObjectsV2): a statement granting the action is
-# granted the API name too, on the same resource. (The calls on versions are checked by
-# their IAM actions: see MotoServer.)
-MOTO_API_NAMES = {"s3:GetObject": "s3:HeadObject", "s3:ListBucket": "s3:ListObjectsV2"}
+# checks for them (HeadObject: s3:GetObject; ListObjectsV2 and HeadBucket, the readiness
+# probe: s3:ListBucket): a statement granting the action is granted those API names too,
+# on the same resource. (The calls on versions are checked by their IAM actions: see
+# MotoServer.)
+MOTO_API_NAMES = {
+    "s3:GetObject": ["s3:HeadObject"],
+    "s3:ListBucket": ["s3:ListObjectsV2", "s3:HeadBucket"],
+}
 
 
 def as_moto_checks(policy: dict[str, Any]) -> dict[str, Any]:
@@ -63,7 +67,7 @@ def as_moto_checks(policy: dict[str, Any]) -> dict[str, Any]:
     for statement in policy["Statement"]:
         actions = statement["Action"]
         actions = [actions] if isinstance(actions, str) else actions
-        names = [MOTO_API_NAMES[a] for a in actions if a in MOTO_API_NAMES]
+        names = [name for a in actions for name in MOTO_API_NAMES.get(a, [])]
         if names:
             extra.append({**statement, "Sid": statement["Sid"] + "MotoNames", "Action": names})
         if statement["Resource"].startswith("arn:aws:dynamodb:"):
@@ -187,7 +191,8 @@ def test_everything_the_server_does_under_the_printed_policy(
     env = enforcing.user("terraform", iam_policy(bucket, table=TABLE))
     store = ("--store", f"s3://{bucket}", "--locks", f"dynamodb://{TABLE}")
     operator(env, tmp_path, "hooks", "add", "ci", "--url", receiver.url, "--secret", SECRET, *store)
-    server = serve(*store, env={**env, **FAST})
+    # The delivery log kept 2 s: its expiry erases the attempts with their versions too.
+    server = serve(*store, env={**env, **FAST, "STATEKEEPER_HOOKS_DELIVERIES_KEPT": "2s"})
     # Versioning was readable: the server keeps history (ReadVersioning).
     assert "keeps no state history" not in server.log()
 
@@ -208,6 +213,9 @@ def test_everything_the_server_does_under_the_printed_policy(
         assert old.status_code == 200 and json.loads(old.content)["serial"] == 1
         diff = http.get(f"/api/v1/diff/{OTHER}", params={"from": first})
         assert diff.status_code == 200, diff.text
+        rolled = http.post(f"/api/v1/rollback/{OTHER}", json={"to": "serial:1"})
+        assert rolled.status_code == 200, rolled.text
+        assert http.get("/readyz").status_code == 200, http.get("/readyz").text
 
         # A lock held by another run: Terraform is refused, then force-unlocks it.
         held = LockInfo.new("OperationTypeApply", "someone-else")
@@ -233,6 +241,10 @@ def test_everything_the_server_does_under_the_printed_policy(
         "the outbox entries are erased with their versions",
         lambda: not enforcing.versions(bucket, WEBHOOKS_PREFIX + "outbox/"),
     )
+    wait_until(
+        "the delivery log expires, erased with its versions",
+        lambda: not enforcing.versions(bucket, WEBHOOKS_PREFIX + "deliveries/"),
+    )
     assert "io.statekeeper.state.written" in receiver.types()
     ids = [d["event_id"] for d in receiver.deliveries]
     assert len(ids) == len(set(ids))
@@ -249,7 +261,7 @@ def test_everything_the_server_does_under_the_printed_policy(
     config.write_text('[history]\n[[history.retention]]\nstates = "**"\nkeep_last = 1\n')
     pruned = operator(env, tmp_path, "--config", str(config), "prune", *store, code=1)
     assert "s3:DeleteObjectVersion" in pruned.stderr
-    assert len(enforcing.versions(bucket, OTHER)) == 2
+    assert len(enforcing.versions(bucket, OTHER)) == 3
 
     # A UI sign-out and the expiry of the older ones (ExpireSignOuts), as the server
     # records them, with the user's credentials.
@@ -280,6 +292,7 @@ def test_the_read_only_policy_reads_and_refuses_writes_naming_the_action(
         assert json.loads(http.get(f"/state/{NAME}").content)["serial"] == 2
         assert [v["serial"] for v in http.get(f"/api/v1/versions/{NAME}").json()] == [2, 1]
         assert http.get("/api/v1/locks").status_code == 200
+        assert http.get("/readyz").status_code == 200
 
         written = http.post(f"/state/{NAME}", content=state_json(3))
         assert written.status_code == 502
