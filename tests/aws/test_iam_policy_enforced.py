@@ -302,6 +302,10 @@ def test_the_read_only_policy_reads_and_refuses_writes_naming_the_action(
         )
         assert locked.status_code == 502
         assert "dynamodb:PutItem" in locked.json()["message"]
+        rolled = http.post(f"/api/v1/rollback/{NAME}", json={"to": "serial:1"})
+        assert rolled.status_code == 502, rolled.text
+        # A rollback runs under the state's lock: refused at taking it.
+        assert "dynamodb:PutItem" in rolled.json()["message"]
     server.stop()
     assert "Traceback" not in server.log()
     # The reads were audited: AuditReads lets the read-only user write the trail.
