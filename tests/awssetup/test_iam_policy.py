@@ -36,7 +36,13 @@ def actions_on(doc: dict[str, Any]) -> dict[str, set[str]]:
 def test_bucket_and_table() -> None:
     doc = policy("--bucket", "tf-state", "--table", "tf-locks")
     assert actions_on(doc) == {
-        "arn:aws:s3:::tf-state": {"s3:ListBucket", "s3:ListBucketVersions"},
+        # GetBucketVersioning: without it the server takes the bucket for one without
+        # versions (no history; records it removes leave their versions behind).
+        "arn:aws:s3:::tf-state": {
+            "s3:ListBucket",
+            "s3:ListBucketVersions",
+            "s3:GetBucketVersioning",
+        },
         "arn:aws:s3:::tf-state/*": {"s3:GetObject", "s3:GetObjectVersion", "s3:PutObject"},
         "arn:aws:s3:::tf-state/*.tflock": {"s3:DeleteObject"},
         # Delivered webhook outbox entries and the expired delivery log, erased with their
@@ -84,7 +90,12 @@ def test_prefix_limits_listing_and_objects() -> None:
         "arn:aws:dynamodb:eu-west-1:111122223333:table/tf-locks",
     }
     for statement in doc["Statement"]:
-        if statement["Resource"] == "arn:aws:s3:::tf-state":
+        if statement["Resource"] != "arn:aws:s3:::tf-state":
+            continue
+        if statement["Action"] == "s3:GetBucketVersioning":
+            # The call carries no s3:prefix: under the condition it would always be denied.
+            assert "Condition" not in statement
+        else:
             assert statement["Condition"] == {"StringLike": {"s3:prefix": ["team-a/*"]}}
 
 
@@ -114,6 +125,7 @@ def test_read_only_drops_every_write_but_the_audit_trails() -> None:
     assert allowed == {
         "s3:ListBucket",
         "s3:ListBucketVersions",
+        "s3:GetBucketVersioning",
         "s3:GetObject",
         "s3:GetObjectVersion",
         # Reads are audited: on S3 by writing objects under the audit prefix, encrypted.

@@ -7,6 +7,11 @@ What each statement is for:
   callers who may list. With ``prefix`` it is limited by an ``s3:prefix``
   condition, so ``workspace_key_prefix`` must then lie under the prefix too.
 - ``ListStateHistory`` — ``s3:ListBucketVersions``: statekeeper's history.
+- ``ReadVersioning`` — ``s3:GetBucketVersioning`` on the bucket: a server asks at
+  start whether the bucket keeps versions. Denied, it takes the bucket for one
+  that keeps none: no history, and the records it removes (webhook outbox
+  entries, sign-outs) are deleted rather than erased, their versions left
+  behind. Not under the ``s3:prefix`` condition, which this call does not carry.
 - ``ReadStates`` — ``s3:GetObject`` and ``s3:GetObjectVersion`` on ``B/P*``.
 - ``WriteStates`` — ``s3:PutObject`` on ``B/P*`` (states and lock files).
 - ``ReleaseLockFiles`` — ``s3:DeleteObject`` only on ``B/P*`` + ``LOCK_FILE_SUFFIX``: releasing a
@@ -26,7 +31,7 @@ What each statement is for:
   A key named by alias is matched with the ``kms:ResourceAliases`` condition,
   because IAM resources for KMS are key ARNs.
 
-``read_only`` keeps the list, read and ``Decrypt`` permissions (plus
+``read_only`` keeps the list, read, versioning and ``Decrypt`` permissions (plus
 ``GetItem``/``DescribeTable``/``Scan``) and drops every write but one:
 
 - ``AuditReads`` (only with ``read_only``) — ``s3:PutObject`` on ``B/P`` +
@@ -114,6 +119,12 @@ def iam_policy(
             "Action": "s3:ListBucketVersions",
             "Resource": bucket_arn,
             **listing,
+        },
+        {
+            "Sid": "ReadVersioning",
+            "Effect": "Allow",
+            "Action": "s3:GetBucketVersioning",
+            "Resource": bucket_arn,
         },
         {
             "Sid": "ReadStates",

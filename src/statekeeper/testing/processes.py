@@ -258,6 +258,24 @@ def atomic(method):
 for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
     setattr(DynamoDBBackend, name, atomic(getattr(DynamoDBBackend, name)))
 
+# Under IAM enforcement (INITIAL_NO_AUTH_ACTION_COUNT) moto checks an S3 call by its API
+# name: a version's delete as s3:DeleteObject, a version's read as s3:GetObject, the
+# listing of versions as s3:ListObjectVersions. AWS checks s3:DeleteObjectVersion,
+# s3:GetObjectVersion and s3:ListBucketVersions, the names moto keeps for them in the
+# request's data: checked by those, a policy granting DeleteObject alone may not remove
+# a version, as on AWS. (Without enforcement moto makes no such request object.)
+from moto.iam.access_control import S3IAMRequest
+
+_VERSION_ACTIONS = {"DeleteObjectVersion", "GetObjectVersion", "ListBucketVersions"}
+s3_request = S3IAMRequest.__init__
+
+def by_version_action(self, account_id, method, path, data, body, headers, action):
+    if data.get("Action") in _VERSION_ACTIONS:
+        action = data["Action"]
+    s3_request(self, account_id, method, path, data, body, headers, action)
+
+S3IAMRequest.__init__ = by_version_action
+
 from moto.server import main
 sys.exit(main())
 """
