@@ -277,3 +277,28 @@ def test_readyz_names_no_denied_lock_table(
     prober.allow_again()
     back = httpx.get(server.url + "/readyz", timeout=30)
     assert back.json() == {"status": "ready", "checks": {"store": "ok", "locks": "ok"}}
+
+
+@pytest.mark.aws
+def test_readyz_under_a_prefix_lists_there_instead_of_heading_the_bucket(
+    prober: Prober, serve: Callable[..., StatekeeperServer]
+) -> None:
+    # A policy limited to a prefix (`iam-policy --prefix`) grants s3:ListBucket only for
+    # requests whose s3:prefix lies under it; HeadBucket carries none and is refused.
+    # moto evaluates no condition, so HeadBucket is denied here outright (moto checks it
+    # by that name) while listings stay allowed: what such a policy does on AWS.
+    prober.deny("s3:HeadBucket", resource=f"arn:aws:s3:::{BUCKET}")
+    server = serve("--store", f"s3://{BUCKET}/team-a", env=prober.env)
+    ready = httpx.get(server.url + "/readyz", timeout=30)
+    assert ready.status_code == 200, ready.text
+    assert ready.json() == {"status": "ready", "checks": {"store": "ok", "locks": "ok"}}
+
+    # The listing is still a probe: a bucket gone is named, as HeadBucket's 404 was.
+    prober.allow_again()
+    admin = prober.client("s3")
+    admin.delete_bucket(Bucket=BUCKET)
+    answer = httpx.get(server.url + "/readyz", timeout=30)
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["checks"]["store"] == "storage_unavailable: unavailable"
+    (line,) = [line for line in server.log().splitlines() if "readiness: the store" in line]
+    assert f"the S3 bucket {BUCKET!r} does not exist (s3:ListObjectsV2 answered 404)" in line

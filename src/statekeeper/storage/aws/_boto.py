@@ -351,17 +351,35 @@ class S3Bucket:
         return args
 
     def probe(self) -> None:
-        """HeadBucket (needs s3:ListBucket): one request, no object read."""
+        """One request, no object read: HeadBucket (needs s3:ListBucket), or, under a
+        prefix, a listing of at most one key there.
+
+        The listing carries the ``s3:prefix`` that a policy limited to the prefix
+        (``statekeeper iam-policy --prefix``) allows ``s3:ListBucket`` for; HeadBucket
+        carries none, and that condition refuses it.
+        """
+
+        operation = "s3:ListObjectsV2" if self.prefix else "s3:HeadBucket"
 
         def missing(exc: Exception) -> None:
             # A HEAD answer has no body: a missing bucket is a bare 404, no NoSuchBucket.
             if status_code(exc) == 404:
                 raise _missing_bucket(
-                    f"the S3 bucket {self.bucket!r}", "s3:HeadBucket answered 404", self.correct
+                    f"the S3 bucket {self.bucket!r}", f"{operation} answered 404", self.correct
                 ) from exc
             translate(exc, "s3:ListBucket", self.uri(), self.correct)
 
-        self.call("s3:ListBucket", "", self.client.head_bucket, missing)
+        if self.prefix:
+            self.call(
+                "s3:ListBucket",
+                "",
+                self.client.list_objects_v2,
+                missing,
+                Prefix=self.key(""),
+                MaxKeys=1,
+            )
+        else:
+            self.call("s3:ListBucket", "", self.client.head_bucket, missing)
 
     def call(
         self,
