@@ -247,6 +247,47 @@ def test_a_queue_moved_halfway_is_moved_again_and_nothing_doubles(tmp_path: Path
     queue.close()
 
 
+def test_a_queue_an_older_release_made_again_joins_the_queues_own_rows(tmp_path: Path) -> None:
+    """An older release run on a data directory this one had opened makes its queue in
+    the store's database again, numbered from 1 like the queue file's own rows: on the
+    next upgrade its pending row and log entry are kept beside those, not dropped as
+    duplicates of them."""
+    data = tmp_path / "data"
+    settings = load_settings({"data_dir": data}, env={"STATEKEEPER_HOOKS_ALLOW": "127.0.0.1"})
+    _opened(settings)
+    store = data / "statekeeper.db"
+    queue = sqlite3.connect(store.parent / (store.name + "-hooks"))
+    queue.executescript(
+        "INSERT INTO hook_outbox (id, event_id, hook, kind, event, status, next_attempt, "
+        "created, done) VALUES (1, 'mine', 'ci', 'state.written', '', 'delivered', 0, 'then', "
+        "'then');"
+        "INSERT INTO hook_deliveries (seq, outbox_id, event_id, hook, kind, attempt, time, "
+        "status, duration_ms, outcome) VALUES (1, 1, 'mine', 'ci', 'state.written', 1, 'then', "
+        "204, 1.0, 'delivered');"
+    )
+    queue.close()
+    _old_queue(
+        store,
+        _OLD_OUTBOX + ", audit_seq INTEGER",
+        "INSERT INTO hook_outbox (id, event_id, hook, kind, event, status, next_attempt, "
+        "created, attempts) VALUES (1, 'theirs', 'ci', 'state.written', '', 'pending', 0, "
+        "'later', 1);"
+        "INSERT INTO hook_deliveries (seq, outbox_id, event_id, hook, kind, attempt, time, "
+        "error, duration_ms, outcome) VALUES (1, 1, 'theirs', 'ci', 'state.written', 1, "
+        "'later', 'refused', 1.0, 'retry');",
+    )
+    _opened(settings)
+    _opened(settings)  # a second open finds nothing left to move
+    queue = sqlite3.connect(store.parent / (store.name + "-hooks"))
+    rows = queue.execute("SELECT id, event_id, status FROM hook_outbox ORDER BY id").fetchall()
+    log = queue.execute(
+        "SELECT outbox_id, event_id, outcome FROM hook_deliveries ORDER BY seq"
+    ).fetchall()
+    queue.close()
+    assert rows == [(1, "mine", "delivered"), (2, "theirs", "pending")]
+    assert log == [(1, "mine", "delivered"), (2, "theirs", "retry")]
+
+
 def test_a_store_restored_behind_its_queue_has_its_new_events_delivered(tmp_path: Path) -> None:
     """The store's database restored from a backup older than the queue: its new records
     take the numbers of records the queue looked at before. They are queued and sent;

@@ -591,7 +591,13 @@ def _newest(db: sqlite3.Connection) -> int:
 def _adopt_queue(records: SqliteDatabase, queue: SqliteDatabase) -> None:
     """The queue as the store's database held it before the queue had a file of its own,
     moved to ``queue``: copied (rows already there kept, the cursor taken), then dropped
-    from the store's database. A process stopped between the two copies it again."""
+    from the store's database. A process stopped between the two copies it again.
+
+    The rows and the log entries take new numbers in ``queue``: it may hold rows of its
+    own already (an older release run on the data directory after this one, which made
+    its tables in the store's database again, numbered from 1), and a row copied with
+    its old number would be dropped as a duplicate of an unrelated one. A row is the
+    same row by ``(event_id, hook)``, a log entry by its attempt and time."""
 
     def read(db: sqlite3.Connection) -> dict[str, tuple[list[str], list[Any]]]:
         found = {}
@@ -609,10 +615,45 @@ def _adopt_queue(records: SqliteDatabase, queue: SqliteDatabase) -> None:
         return
 
     def copy(db: sqlite3.Connection) -> None:
-        for table, (columns, rows) in old.items():
-            verb = "REPLACE" if table == "hook_cursor" else "IGNORE"
+        moved: dict[int, int] = {}
+        if "hook_outbox" in old:
+            columns, rows = old["hook_outbox"]
+            for row in rows:
+                values = dict(zip(columns, row, strict=True))
+                was = values.pop("id")
+                db.execute(
+                    f"INSERT OR IGNORE INTO hook_outbox ({', '.join(values)}) "
+                    f"VALUES ({', '.join('?' * len(values))})",
+                    list(values.values()),
+                )
+                ((moved[was],),) = db.execute(
+                    "SELECT id FROM hook_outbox WHERE event_id = ? AND hook = ?",
+                    (values["event_id"], values["hook"]),
+                ).fetchall()
+        if "hook_deliveries" in old:
+            columns, rows = old["hook_deliveries"]
+            for row in rows:
+                values = dict(zip(columns, row, strict=True))
+                del values["seq"]
+                # A log entry whose row is gone (delivered and expired) keeps the number.
+                values["outbox_id"] = moved.get(values["outbox_id"], values["outbox_id"])
+                db.execute(
+                    f"INSERT INTO hook_deliveries ({', '.join(values)}) "
+                    f"SELECT {', '.join('?' * len(values))} WHERE NOT EXISTS ("
+                    "SELECT 1 FROM hook_deliveries WHERE event_id = ? AND hook = ? "
+                    "AND attempt = ? AND time = ?)",
+                    [
+                        *values.values(),
+                        values["event_id"],
+                        values["hook"],
+                        values["attempt"],
+                        values["time"],
+                    ],
+                )
+        if "hook_cursor" in old:
+            columns, rows = old["hook_cursor"]
             db.executemany(
-                f"INSERT OR {verb} INTO {table} ({', '.join(columns)}) "
+                f"INSERT OR REPLACE INTO hook_cursor ({', '.join(columns)}) "
                 f"VALUES ({', '.join('?' * len(columns))})",
                 rows,
             )

@@ -42,7 +42,7 @@ import resource
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -50,6 +50,7 @@ from statekeeper.errors import ConfigError, StorageError, StorageFull, StoreNotF
 from statekeeper.storage.registry import DriverURL
 
 __all__ = [
+    "FORMAT",
     "SCHEMA",
     "WAL_SIZE_LIMIT",
     "Column",
@@ -114,6 +115,15 @@ CREATE TABLE IF NOT EXISTS trash (
 #: Columns added to the store's tables since its first schema.
 #: ``codec``: how the row's blob is encoded (NULL: the bytes as written), see codec.py.
 _ADDED_COLUMNS = (("objects", "codec", "TEXT"),)
+
+
+#: The data format this statekeeper writes, stamped in each database file it opens
+#: (``PRAGMA user_version``; 0 in the files of releases before the stamp). A release
+#: whose files an older one would misread raises it: the older one, opening a file
+#: stamped past what it knows, refuses to start instead of serving what it cannot read
+#: (a release from before zstd compression served a compressed version's bytes as the
+#: state). Columns and tables an older release ignores need no new number.
+FORMAT = 1
 
 
 #: The size a write-ahead log is cut back to once a write took it past it
@@ -223,11 +233,30 @@ class SqliteDatabase:
         except OSError as exc:
             raise StorageError(f"cannot create the directory for {path}: {exc}") from exc
         try:
+            # Checked before anything is created or added: a newer file is left as it is.
+            stamped = self._format()
             # executescript manages its own transaction.
             self._connection().executescript(schema)
             self._add_columns(columns)
+            if stamped < FORMAT:
+                self._connection().execute(f"PRAGMA user_version = {FORMAT}")
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the SQLite database {path}: {exc}") from exc
+
+    def _format(self) -> int:
+        """The data format stamped in the file (0: none); a newer one than
+        :data:`FORMAT` is a ConfigError naming what to do. Read on a connection of its
+        own: this database's connections put the file in WAL mode as they open."""
+        with closing(sqlite3.connect(self.path)) as conn:
+            ((stamped,),) = conn.execute("PRAGMA user_version").fetchall()
+        if stamped > FORMAT:
+            raise ConfigError(
+                f"the SQLite database {self.path} was written by a newer statekeeper "
+                f"(data format {stamped}; this version reads format {FORMAT} and older): "
+                "run that release or a later one, or restore the backup taken before the "
+                "upgrade (docs/operations.md, 'Upgrades')"
+            )
+        return int(stamped)
 
     def _add_columns(self, columns: tuple[Column, ...]) -> None:
         conn = self._connection()
