@@ -98,6 +98,30 @@ def test_a_copy_of_a_signed_out_session_cookie_is_no_session(site: Site) -> None
         assert kept.get("/ui/state/team/session.tfstate").status_code == 200
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/ui/signout",
+        "/ui/signin",
+        "/ui/unlock/team/forms.tfstate",
+        "/ui/reap",
+        "/ui/rollback/team/forms.tfstate",
+        "/ui/delete/team/forms.tfstate",
+        "/ui/restore/team/forms.tfstate",
+    ],
+)
+def test_a_forged_csrf_token_is_refused_whatever_its_characters(site: Site, path: str) -> None:
+    # A token is ASCII; a forged one need not be, and comparing it must still refuse it
+    # (403, the form not acted on) rather than fail the request.
+    site.write("team/forms.tfstate", 1)
+    with site.browser("root") as client:
+        for forged in ("é" * 32, "\u202e", "x\x00y"):
+            answer = client.post(path, data={"csrf": forged, "to": "1", "confirm": "yes"})
+            assert answer.status_code == 403, (path, forged, answer.text)
+            assert "no valid CSRF token" in answer.text
+        assert client.get("/ui/state/team/forms.tfstate").status_code == 200  # still signed in
+
+
 def test_one_view_of_a_state_page_is_one_read(site: Site) -> None:
     name = "team/reads.tfstate"
     for serial in (1, 2, 3):
