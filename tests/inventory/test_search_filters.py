@@ -131,3 +131,25 @@ def test_one_length_limit_for_every_way_in(served: Served) -> None:
     cli = served.cli("search", too_long)
     assert cli.returncode == 2, (cli.stdout, cli.stderr)
     assert f"at most {MAX_QUERY}" in cli.stderr
+
+
+@pytest.mark.parametrize(
+    "typed",
+    ["provider:%", "provider:_", "provider:hashicorp_aws", "module:%", "terraform:_", "tf:1%"],
+)
+def test_a_filters_value_is_matched_as_written_never_as_a_pattern(
+    served: Served, typed: str
+) -> None:
+    # SQL's LIKE reads % and _ as wildcards: typed into a substring or prefix filter they
+    # matched every resource (provider:%), or another character (hashicorp_aws finding
+    # hashicorp/aws). No provider, module or version here holds them.
+    assert served.hits(typed) == set()
+
+
+def test_a_filters_value_may_hold_the_characters_like_reads(served: Served) -> None:
+    assert served.hits("provider:hashicorp/aws state:other/**") == {
+        ("other/prod.tfstate", "aws_s3_bucket.elsewhere")
+    }
+    assert served.hits("provider:registry.terraform.io/ state:other/**") == {
+        ("other/prod.tfstate", "aws_s3_bucket.elsewhere")
+    }
