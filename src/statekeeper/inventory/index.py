@@ -341,6 +341,11 @@ class Inventory:
             (indexed,) = self._conn.execute("SELECT COUNT(*) FROM inv_states").fetchone()
         return Building(int(indexed), None)
 
+    def indexed_states(self) -> list[str]:
+        """The names of the states indexed, as they stand (no catch-up)."""
+        with self._lock:
+            return [name for (name,) in self._conn.execute("SELECT name FROM inv_states")]
+
     def _current(self) -> None:
         """Before an answer: this process's writes indexed, and a catch-up when due,
         unless the first build is under way in the background (then the answer is
