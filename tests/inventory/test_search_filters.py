@@ -17,7 +17,8 @@ import httpx
 import pytest
 from tests.security.support import bearer, make_tokens, signed_in
 
-from statekeeper.inventory.query import MAX_QUERY
+from statekeeper.errors import BadRequest
+from statekeeper.inventory.query import MAX_QUERY, parse_query
 from statekeeper.testing.processes import SRC, StatekeeperServer
 from statekeeper.testing.statefiles import state_bytes
 
@@ -54,7 +55,7 @@ class Served:
         assert r.status_code == 200, (q, r.text)
         return {(h["state"], h["address"]) for h in r.json()["hits"]}
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str | bytes) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("STATEKEEPER_")}
         env |= {"PYTHONPATH": str(SRC), "STATEKEEPER_TOKEN": self.secret}
         return subprocess.run(
@@ -153,3 +154,18 @@ def test_a_filters_value_may_hold_the_characters_like_reads(served: Served) -> N
     assert served.hits("provider:registry.terraform.io/ state:other/**") == {
         ("other/prod.tfstate", "aws_s3_bucket.elsewhere")
     }
+
+
+@pytest.mark.parametrize("typed", [b"type:\xff", b"provider:aws\xfe", b"logs\xff"])
+def test_a_search_of_bytes_that_are_no_utf8_is_refused_naming_them(
+    served: Served, typed: bytes
+) -> None:
+    # A command line's bytes arrive as lone surrogates: the store's index could not bind
+    # them, nor a URL carry them (a traceback, both), and a word was searched without them.
+    text = typed.decode("utf-8", "surrogateescape")
+    with pytest.raises(BadRequest, match="which is no UTF-8 text"):
+        parse_query(text)
+    cli = served.cli("search", typed)
+    assert cli.returncode == 2, (cli.stdout, cli.stderr)
+    assert "which is no UTF-8 text" in cli.stderr
+    assert "Traceback" not in cli.stderr
