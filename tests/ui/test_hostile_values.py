@@ -129,6 +129,8 @@ PAGES = [
     "/ui/search?" + str(httpx.QueryParams({"q": f"'{MARKUP}'"})),
     "/ui/search?" + str(httpx.QueryParams({"q": MARKUP})),
     "/ui/search?" + str(httpx.QueryParams({"q": f"onerror {URL}"})),
+    # Parsed, so echoed in the heading over the hits too.
+    "/ui/search?" + str(httpx.QueryParams({"q": "<img src=x onerror=alert(5)>"})),
     "/ui/audit?" + str(httpx.QueryParams({"actor": MARKUP, "outcome": MARKUP})),
 ]
 
