@@ -169,3 +169,12 @@ def test_a_search_of_bytes_that_are_no_utf8_is_refused_naming_them(
     assert cli.returncode == 2, (cli.stdout, cli.stderr)
     assert "which is no UTF-8 text" in cli.stderr
     assert "Traceback" not in cli.stderr
+
+
+def test_a_word_or_filter_given_again_is_searched_once() -> None:
+    # What must match is the same; each repeat cost the full-text index another pass
+    # over its matches (`b* ` 166 times: 18 times as long as `b*`).
+    assert parse_query("b* " * 166) == parse_query("b*")
+    assert parse_query("logs bucket logs LOGS") == parse_query("logs bucket LOGS")
+    twice = parse_query("type:aws_s3_bucket logs type:aws_s3_bucket")
+    assert twice == parse_query("type:aws_s3_bucket logs")
