@@ -129,6 +129,32 @@ def test_the_api_and_the_ui_say_the_index_is_being_built(services: Services) -> 
         store.gate.set()
 
 
+def test_a_caller_granted_some_states_is_told_of_those_only_during_the_build(
+    services: Services,
+) -> None:
+    # The store-wide figures would tell it how many states there are beyond its grants.
+    secret = services.tokens.create(OPERATOR, "few", ["svc/00*:read"], None).secret
+    _, store = _gated(services)
+    try:
+        with TestClient(create_app(services), base_url="http://localhost") as client:
+            auth = {"Authorization": f"Bearer {secret}"}
+            answer = client.get("/api/v1/search", params={"q": "b7"}, headers=auth)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["building"] == {"indexed": 10, "states": None}
+            assert [h["state"] for h in answer.json()["hits"]] == ["svc/007.tfstate"]
+            counts = client.get("/api/v1/inventory", headers=auth).json()
+            assert counts["building"] == {"indexed": 10, "states": None}
+            form = client.get("/ui/signin").text
+            csrf = form.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+            client.post("/ui/signin", data={"csrf": csrf, "token": "few", "secret": secret})
+            page = client.get("/ui/search", params={"q": "b7"})
+            assert page.status_code == 200
+            assert "The index is being built: 10 states indexed so far" in page.text
+            assert "260" not in page.text and "200" not in page.text
+    finally:
+        store.gate.set()
+
+
 def test_without_start_build_a_search_waits_for_the_index(services: Services) -> None:
     """The CLI on the store itself: a process that would exit before a background build."""
     inventory = services.inventory()

@@ -17,7 +17,8 @@ import httpx
 import pytest
 from tests.security.support import bearer, make_tokens, signed_in
 
-from statekeeper.inventory.query import MAX_QUERY
+from statekeeper.errors import BadRequest
+from statekeeper.inventory.query import MAX_QUERY, parse_query
 from statekeeper.testing.processes import SRC, StatekeeperServer
 from statekeeper.testing.statefiles import state_bytes
 
@@ -54,7 +55,7 @@ class Served:
         assert r.status_code == 200, (q, r.text)
         return {(h["state"], h["address"]) for h in r.json()["hits"]}
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str | bytes) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("STATEKEEPER_")}
         env |= {"PYTHONPATH": str(SRC), "STATEKEEPER_TOKEN": self.secret}
         return subprocess.run(
@@ -131,3 +132,49 @@ def test_one_length_limit_for_every_way_in(served: Served) -> None:
     cli = served.cli("search", too_long)
     assert cli.returncode == 2, (cli.stdout, cli.stderr)
     assert f"at most {MAX_QUERY}" in cli.stderr
+
+
+@pytest.mark.parametrize(
+    "typed",
+    ["provider:%", "provider:_", "provider:hashicorp_aws", "module:%", "terraform:_", "tf:1%"],
+)
+def test_a_filters_value_is_matched_as_written_never_as_a_pattern(
+    served: Served, typed: str
+) -> None:
+    # SQL's LIKE reads % and _ as wildcards: typed into a substring or prefix filter they
+    # matched every resource (provider:%), or another character (hashicorp_aws finding
+    # hashicorp/aws). No provider, module or version here holds them.
+    assert served.hits(typed) == set()
+
+
+def test_a_filters_value_may_hold_the_characters_like_reads(served: Served) -> None:
+    assert served.hits("provider:hashicorp/aws state:other/**") == {
+        ("other/prod.tfstate", "aws_s3_bucket.elsewhere")
+    }
+    assert served.hits("provider:registry.terraform.io/ state:other/**") == {
+        ("other/prod.tfstate", "aws_s3_bucket.elsewhere")
+    }
+
+
+@pytest.mark.parametrize("typed", [b"type:\xff", b"provider:aws\xfe", b"logs\xff"])
+def test_a_search_of_bytes_that_are_no_utf8_is_refused_naming_them(
+    served: Served, typed: bytes
+) -> None:
+    # A command line's bytes arrive as lone surrogates: the store's index could not bind
+    # them, nor a URL carry them (a traceback, both), and a word was searched without them.
+    text = typed.decode("utf-8", "surrogateescape")
+    with pytest.raises(BadRequest, match="which is no UTF-8 text"):
+        parse_query(text)
+    cli = served.cli("search", typed)
+    assert cli.returncode == 2, (cli.stdout, cli.stderr)
+    assert "which is no UTF-8 text" in cli.stderr
+    assert "Traceback" not in cli.stderr
+
+
+def test_a_word_or_filter_given_again_is_searched_once() -> None:
+    # What must match is the same; each repeat cost the full-text index another pass
+    # over its matches (`b* ` 166 times: 18 times as long as `b*`).
+    assert parse_query("b* " * 166) == parse_query("b*")
+    assert parse_query("logs bucket logs LOGS") == parse_query("logs bucket LOGS")
+    twice = parse_query("type:aws_s3_bucket logs type:aws_s3_bucket")
+    assert twice == parse_query("type:aws_s3_bucket logs")

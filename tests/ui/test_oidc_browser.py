@@ -111,3 +111,15 @@ def test_a_callback_that_this_browser_did_not_start_is_refused(
     page.goto(server.url + "/")
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     ctx.close()
+
+
+def test_a_callback_whose_state_is_not_the_sign_ins_is_refused_whatever_its_characters(
+    server: StatekeeperServer,
+) -> None:
+    with httpx.Client(base_url=server.url, follow_redirects=False) as client:
+        started = client.get("/ui/oidc/start")
+        assert started.status_code in (302, 303, 307), started.text
+        for forged in ("é" * 32, "\u202e"):
+            answer = client.get("/ui/oidc/callback", params={"code": "stolen", "state": forged})
+            assert answer.status_code == 401, answer.text
+            assert "state does not match" in answer.text

@@ -98,6 +98,63 @@ def test_a_copy_of_a_signed_out_session_cookie_is_no_session(site: Site) -> None
         assert kept.get("/ui/state/team/session.tfstate").status_code == 200
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/ui/signout",
+        "/ui/signin",
+        "/ui/unlock/team/forms.tfstate",
+        "/ui/reap",
+        "/ui/rollback/team/forms.tfstate",
+        "/ui/delete/team/forms.tfstate",
+        "/ui/restore/team/forms.tfstate",
+    ],
+)
+def test_a_forged_csrf_token_is_refused_whatever_its_characters(site: Site, path: str) -> None:
+    # A token is ASCII; a forged one need not be, and comparing it must still refuse it
+    # (403, the form not acted on) rather than fail the request.
+    site.write("team/forms.tfstate", 1)
+    with site.browser("root") as client:
+        for forged in ("é" * 32, "\u202e", "x\x00y"):
+            answer = client.post(path, data={"csrf": forged, "to": "1", "confirm": "yes"})
+            assert answer.status_code == 403, (path, forged, answer.text)
+            assert "no valid CSRF token" in answer.text
+        assert client.get("/ui/state/team/forms.tfstate").status_code == 200  # still signed in
+
+
+@pytest.mark.parametrize(
+    "sender",
+    [
+        {"Sec-Fetch-Site": "same-site"},  # a sibling subdomain's page
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Origin": "http://evil.example"},  # a browser without Sec-Fetch-Site
+    ],
+)
+def test_a_form_another_page_sends_is_refused_with_the_sessions_csrf_token(
+    site: Site, sender: dict[str, str]
+) -> None:
+    # SameSite=Lax sends the cookie to a page of the same site, which may also have set
+    # a session of its own there, whose CSRF token it knows: to sign its visitor in.
+    with httpx.Client(base_url=site.server.url, follow_redirects=False) as visitor:
+        csrf = _csrf(visitor.get("/ui/signin").text)
+        form = {"csrf": csrf, "token": "root", "secret": site.secrets["root"]}
+        refused = visitor.post("/ui/signin", data=form, headers=sender)
+        assert refused.status_code == 403, refused.text
+        assert "the server takes no write from another" in refused.text
+        assert visitor.get("/").status_code == 303  # not signed in
+    site.write("team/elsewhere.tfstate", 1)
+    with site.browser("root") as client:
+        csrf = _csrf(client.get("/").text)
+        for path in ("/ui/signout", "/ui/delete/team/elsewhere.tfstate"):
+            refused = client.post(path, data={"csrf": csrf}, headers=sender)
+            assert refused.status_code == 403, (path, refused.text)
+        assert client.get("/ui/state/team/elsewhere.tfstate").status_code == 200  # kept
+        # The server's own pages: same-origin.
+        own = {"Sec-Fetch-Site": "same-origin", "Origin": site.server.url}
+        deleted = client.post("/ui/delete/team/elsewhere.tfstate", data={"csrf": csrf}, headers=own)
+        assert deleted.status_code == 303, deleted.text
+
+
 def test_one_view_of_a_state_page_is_one_read(site: Site) -> None:
     name = "team/reads.tfstate"
     for serial in (1, 2, 3):

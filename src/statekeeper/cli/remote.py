@@ -25,6 +25,7 @@ from statekeeper.errors import (
     StorageError,
     Unauthenticated,
 )
+from statekeeper.inventory.query import parse_query
 from statekeeper.inventory.views import InventoryCounts, SearchResult
 from statekeeper.security.redaction import redacted
 from statekeeper.state import views
@@ -228,6 +229,9 @@ class RemoteBackend:
         return self._views(views.Release, "POST", f"{API}/reap", body=body)
 
     def search(self, query: str, limit: int) -> SearchResult:
+        # The server reads it so too; a search no URL can carry (bytes that are no UTF-8)
+        # is refused here with the server's words.
+        parse_query(query)
         params = {"q": query, "limit": limit}
         return self._view(SearchResult, "GET", f"{API}/search", params=params)
 

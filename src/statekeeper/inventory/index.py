@@ -47,7 +47,7 @@ from statekeeper.state.globs import parse_glob
 from statekeeper.state.listing import StateSummary, Unaddressable, is_state_key
 from statekeeper.state.version import StateVersion, version_from_info
 from statekeeper.storage.base import ObjectInfo, ObjectStore
-from statekeeper.storage.sqlite.database import wal_mode
+from statekeeper.storage.sqlite.database import like_literal, wal_mode
 from statekeeper.terraform.names import StateName
 from statekeeper.times import format_rfc3339, parse_rfc3339
 
@@ -341,6 +341,11 @@ class Inventory:
             (indexed,) = self._conn.execute("SELECT COUNT(*) FROM inv_states").fetchone()
         return Building(int(indexed), None)
 
+    def indexed_states(self) -> list[str]:
+        """The names of the states indexed, as they stand (no catch-up)."""
+        with self._lock:
+            return [name for (name,) in self._conn.execute("SELECT name FROM inv_states")]
+
     def _current(self) -> None:
         """Before an answer: this process's writes indexed, and a catch-up when due,
         unless the first build is under way in the background (then the answer is
@@ -398,11 +403,11 @@ class Inventory:
                 params.append(value)
         for column in ("provider", "module"):
             for value in f.get(column, ()):
-                where.append(f"r.{column} LIKE ?")
-                params.append(f"%{value}%")
+                where.append(f"r.{column} LIKE ? ESCAPE '\\'")
+                params.append(f"%{like_literal(value)}%")
         for value in f.get("terraform", ()):
-            where.append("s.terraform_version LIKE ?")
-            params.append(value + "%")
+            where.append("s.terraform_version LIKE ? ESCAPE '\\'")
+            params.append(like_literal(value) + "%")
         state_globs = [parse_glob(g) for g in f.get("state", ())]
         sql = (
             "SELECT r.state, s.version_id, s.serial, s.terraform_version, r.address, r.mode,"

@@ -39,21 +39,35 @@ class SearchHit(_View):
 class IndexBuilding(_View):
     """The server's first build of its index, under way: answers are partial."""
 
-    indexed: int = Field(description="States indexed so far")
-    states: int | None = Field(description="States in the store (None: still listing it)")
+    indexed: int = Field(
+        description="States indexed so far (to a caller who may not read every state: "
+        "those of them it may read)"
+    )
+    states: int | None = Field(
+        description="States in the store (None: still listing it, or a caller who may not "
+        "read every state)"
+    )
 
     @property
     def note(self) -> str:
-        total = "?" if self.states is None else f"{self.states:,}"
+        counted = (
+            f"{self.indexed:,}" if self.states is None else f"{self.indexed:,} of {self.states:,}"
+        )
         return (
-            f"the index is being built: {self.indexed:,} of {total} states indexed so far; "
-            "answers cover those only"
+            f"the index is being built: {counted} states indexed so far; answers cover those only"
         )
 
 
-def _building(inventory: Inventory) -> IndexBuilding | None:
+def _building(inventory: Inventory, policy: Policy, caller: Caller) -> IndexBuilding | None:
     found = inventory.building()
-    return None if found is None else IndexBuilding(indexed=found.indexed, states=found.states)
+    if found is None:
+        return None
+    if policy.allows(caller, None, Permission.READ):
+        return IndexBuilding(indexed=found.indexed, states=found.states)
+    # The store's figures would tell a caller granted some states how many others there
+    # are: it is told of its own only, as it is told of no other state anywhere.
+    mine = sum(1 for name in inventory.indexed_states() if visible(policy, caller, name))
+    return IndexBuilding(indexed=mine, states=None)
 
 
 _BUILDING = "Set while the server's first build of its index is under way (answers are partial)"
@@ -97,7 +111,7 @@ def search(
         return visible(policy, caller, name)
 
     # Read before searching: a build that ends in between only makes the note cautious.
-    building = _building(inventory)
+    building = _building(inventory, policy, caller)
     hits = inventory.search(query, allowed, limit + 1)
     return SearchResult(
         query=query,
@@ -112,7 +126,7 @@ def counts(inventory: Inventory, policy: Policy, caller: Caller) -> InventoryCou
     def allowed(name: str) -> bool:
         return visible(policy, caller, name)
 
-    building = _building(inventory)
+    building = _building(inventory, policy, caller)
     return InventoryCounts(
         **inventory.counts(allowed),
         building=building,

@@ -215,7 +215,8 @@ class AuthMiddleware:
         if self.authenticator.anonymous:
             refused = foreign_request(scope["headers"])
         if refused is None and not is_ui_path(scope["path"]):
-            # The UI's forms are checked by their CSRF token, with a page of its own.
+            # The UI's forms are checked by their CSRF token and by this, with a page of
+            # their own (server/ui/actions.py).
             refused = cross_site_write(scope["method"], scope["headers"])
         if refused is not None:
             await error_response(refused)(scope, receive, send)

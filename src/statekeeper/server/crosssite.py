@@ -20,8 +20,8 @@ relies on what browsers send and on nothing any other client sends:
 - a request with neither is not from a browser's page (Terraform, the CLI,
   curl, scripts) and passes.
 
-The UI's own forms are same-origin and carry a CSRF token as well
-(``server/ui/session.py``).
+The UI's forms are checked so too, with a page of their own, and carry a CSRF
+token as well (``server/ui/actions.py``).
 """
 
 from __future__ import annotations

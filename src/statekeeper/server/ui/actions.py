@@ -20,6 +20,7 @@ from statekeeper.events import Action, Event
 from statekeeper.security.policy import Permission
 from statekeeper.security.signouts import session_id
 from statekeeper.security.tokens import hash_secret
+from statekeeper.server.crosssite import cross_site_write
 from statekeeper.server.ui.context import PAGE, Page, open_page
 from statekeeper.server.ui.reading import plain
 from statekeeper.server.ui.session import DIGEST_CHARS, Session, check_csrf, read_form
@@ -38,7 +39,19 @@ def safe_next(target: str) -> str:
     return "/"
 
 
-def _csrf_refused(ui: Page) -> Response:
+def _refused_form(ui: Page, session: Session | None, form: dict[str, str]) -> Response | None:
+    """The 403 page for a form that is not this session's, sent from this server's own
+    pages; None when it is."""
+    request = ui.request
+    # A page of another origin on the same site (a sibling subdomain) is sent the
+    # SameSite=Lax cookie, and may have set one of its own there (a session whose CSRF
+    # token it knows, to sign its visitor in as someone else): the browser's word on
+    # where the form came from is asked first, as of every other write.
+    elsewhere = cross_site_write(request.method, request.scope["headers"])
+    if elsewhere is not None:
+        return ui.render("error.html", 403, title="Forbidden", message=elsewhere.message)
+    if check_csrf(session, form):
+        return None
     return ui.render(
         "error.html",
         403,
@@ -53,8 +66,8 @@ async def posted(ui: Page, request: Request) -> dict[str, str] | Response:
     if (redirect := ui.gate()) is not None:
         return redirect
     form = await read_form(request)
-    if not check_csrf(ui.session, form):
-        return _csrf_refused(ui)
+    if (refused := _refused_form(ui, ui.session, form)) is not None:
+        return refused
     return form
 
 
@@ -71,8 +84,8 @@ async def signin(request: Request) -> Response:
     ui = await open_page(request)
     form = await read_form(request)
     target = safe_next(form.get("next", "/"))
-    if not check_csrf(ui.session if not ui.fresh else None, form):
-        return _csrf_refused(ui)
+    if (refused := _refused_form(ui, None if ui.fresh else ui.session, form)) is not None:
+        return refused
     name, secret = form.get("token", "").strip(), form.get("secret", "").strip()
     try:
         caller = await run_in_threadpool(ui.authenticator.sign_in, name, secret, ui.remote)
@@ -102,8 +115,8 @@ async def signin(request: Request) -> Response:
 async def signout(request: Request) -> Response:
     ui = await open_page(request)
     form = await read_form(request)
-    if not check_csrf(ui.session if not ui.fresh else None, form):
-        return _csrf_refused(ui)
+    if (refused := _refused_form(ui, None if ui.fresh else ui.session, form)) is not None:
+        return refused
     if ui.caller is not None and not ui.authenticator.anonymous:
         # The cookie is checked by its signature alone: recorded as ended, a copy of
         # it (another browser's, a stolen one) is no session either.

@@ -155,7 +155,9 @@ async def oidc_callback(
         )
     except BadSignature:
         return _refused(ui, "this sign-in was not started here or took too long; start again")
-    if not isinstance(flow, dict) or not secrets.compare_digest(str(flow.get("state")), state):
+    if not isinstance(flow, dict) or not secrets.compare_digest(
+        str(flow.get("state")).encode(), state.encode()
+    ):
         return _refused(ui, "the sign-in's state does not match; start again")
     try:
         id_token = await run_in_threadpool(

@@ -167,4 +167,10 @@ async def read_form(request: Request) -> dict[str, str]:
 def check_csrf(session: Session | None, form: dict[str, str]) -> bool:
     """True when the form echoes the session's CSRF token."""
     sent = form.get("csrf", "")
-    return session is not None and bool(sent) and hmac.compare_digest(sent, session.csrf)
+    # As bytes: compare_digest raises on a str with a non-ASCII character, which a
+    # forged field may hold (a refusal, not a failed request).
+    return (
+        session is not None
+        and bool(sent)
+        and hmac.compare_digest(sent.encode(), session.csrf.encode())
+    )

@@ -58,6 +58,7 @@ __all__ = [
     "SqliteDatabase",
     "database_path",
     "failure",
+    "like_literal",
     "like_prefix",
     "syncs_owed",
     "wal_mode",
@@ -191,8 +192,14 @@ def failure(path: Path, exc: sqlite3.Error | OSError) -> StorageError:
     return StorageError(f"the SQLite database {path} failed: {exc}")
 
 
+def like_literal(value: str) -> str:
+    """``value`` in a LIKE pattern (``ESCAPE '\\'``) matching it as written: its ``%``
+    and ``_`` are characters to find, not LIKE's wildcards."""
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def like_prefix(prefix: str) -> str:
-    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return like_literal(prefix) + "%"
 
 
 #: A column added to a table since its first schema: (table, column, definition).
