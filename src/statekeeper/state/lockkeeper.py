@@ -209,14 +209,17 @@ class LockKeeper:
                 continue
             for _ in range(_ROUNDS):
                 try:
-                    self.locks.acquire(key, hold)
+                    # The hold's own record goes in the acquire's transaction where the
+                    # table has one: between the two, another server's writer could
+                    # take the lock from the plan (re-recording it as the same hold),
+                    # and this removal would then drop the plan from every listing.
+                    self.locks.acquire_then(key, hold, self._forget_hold(key, hold.id))
                 except LockConflict:
                     # Taken meanwhile: the holds stay beside the new holder, marked on
                     # its lock so that its UNLOCK promotes them in turn.
                     if self.locks.mark_shared(key):
                         return None
                     continue  # and released already: try again
-                self.holds.remove(key, hold.id)
                 # Marked: its UNLOCK reads, and promotes the other holds or, none
                 # left, forgets the marker.
                 self.locks.mark_shared(key)
@@ -224,6 +227,12 @@ class LockKeeper:
             raise StorageError(f"the lock on {name} kept changing hands; try again")
         self.holds.forget_marker(key)
         return None
+
+    def _forget_hold(self, key: str, lock_id: str) -> Changed:
+        def forget() -> None:
+            self.holds.remove(key, lock_id)
+
+        return forget
 
     def expire_if_due(
         self,
