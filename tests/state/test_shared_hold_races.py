@@ -28,25 +28,32 @@ NAME = StateName("team/app.tfstate")
 ALICE, BOB, CAROL = Caller("alice"), Caller("bob"), Caller("carol")
 
 
-class _AfterAcquiring(SqliteLocks):
-    """The embedded lock table, running ``act`` once right after ``lock_id`` is acquired
-    as the lock Terraform sees (a promotion's first step)."""
+class _OnAcquiring(SqliteLocks):
+    """The embedded lock table, running ``act`` once when ``lock_id`` is acquired as the
+    lock Terraform sees (a promotion): right after, or with ``before`` right before."""
 
-    def __init__(self, inner: SqliteLocks, lock_id: str, act: Callable[[], None]) -> None:
+    def __init__(
+        self, inner: SqliteLocks, lock_id: str, act: Callable[[], None], *, before: bool = False
+    ) -> None:
         super().__init__(inner.db)
         self.lock_id = lock_id
         self.act: Callable[[], None] | None = act
+        self.before = before
 
     def acquire(self, key: str, lock: LockInfo) -> None:
+        self._acting(key, lock, before=True)
         super().acquire(key, lock)
-        self._acquired(key, lock)
+        self._acting(key, lock, before=False)
 
     def acquire_then(self, key: str, lock: LockInfo, then: Changed) -> None:
+        self._acting(key, lock, before=True)
         super().acquire_then(key, lock, then)
-        self._acquired(key, lock)
+        self._acting(key, lock, before=False)
 
-    def _acquired(self, key: str, lock: LockInfo) -> None:
-        if lock.id == self.lock_id and key == str(NAME) and self.act is not None:
+    def _acting(self, key: str, lock: LockInfo, *, before: bool) -> None:
+        if before != self.before or lock.id != self.lock_id or key != str(NAME):
+            return
+        if self.act is not None:
             act, self.act = self.act, None
             act()
 
@@ -85,7 +92,7 @@ def test_a_writer_taking_the_lock_from_a_plan_being_promoted_keeps_the_plan_list
     # takes the lock from it (the plan becomes a shared hold again).
     table = b.locks.locks
     assert isinstance(table, SqliteLocks)
-    hooked = _AfterAcquiring(
+    hooked = _OnAcquiring(
         table, second.id, _elsewhere(lambda: a.locks.lock(NAME, apply.body, CAROL))
     )
     through_b = LockService(b.store, hooked, b.policy, b.events, lock_policy=b.locks.lock_policy)
@@ -99,3 +106,33 @@ def test_a_writer_taking_the_lock_from_a_plan_being_promoted_keeps_the_plan_list
     assert a.locks.holders(NAME) == []
     actions = [(e.action, e.lock_id) for e in a.audit.query(AuditFilter()) if e.lock_id]
     assert actions[-2:] == [(Action.UNLOCK, second.id), (Action.UNLOCK, apply.id)]
+
+
+def test_a_plan_unlocked_through_one_server_is_not_brought_back_by_the_other(
+    two_servers: tuple[Services, Services],
+) -> None:
+    a, b = two_servers
+    first = LockInfo.new("OperationTypePlan", "alice")
+    second = LockInfo.new("OperationTypePlan", "bob")
+    a.locks.lock(NAME, first.body, ALICE)
+    a.locks.lock(NAME, second.body, BOB)
+
+    # Server B releases the first plan and has read the holds to promote; before it
+    # promotes the second, the second plan's own UNLOCK goes through server A.
+    table = b.locks.locks
+    assert isinstance(table, SqliteLocks)
+    hooked = _OnAcquiring(
+        table,
+        second.id,
+        _elsewhere(lambda: a.locks.unlock(NAME, second.body, BOB)),
+        before=True,
+    )
+    through_b = LockService(b.store, hooked, b.policy, b.events, lock_policy=b.locks.lock_policy)
+    through_b.unlock(NAME, first.body, ALICE)
+
+    # Nobody holds the state: the released plan is not the lock Terraform sees again.
+    assert a.locks.holders(NAME) == []
+    assert b.locks.read(NAME) is None
+    unlocks = [e for e in a.audit.query(AuditFilter()) if e.action is Action.UNLOCK]
+    assert [e.lock_id for e in unlocks] == [second.id, first.id]
+    assert second.id not in (unlocks[-1].detail or "")
