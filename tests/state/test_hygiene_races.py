@@ -265,3 +265,27 @@ def test_a_prune_sharing_its_removals_with_another_server_counts_what_stays(
     assert [v.version_id for v in s.history.versions(NAME, caller)] == [v4]
     details = sorted(e.detail or "" for e in _prune_events(s))
     assert [d.split(" by ")[0] for d in details] == ["removed 1 version(s)", "removed 2 version(s)"]
+
+
+def test_a_compaction_that_a_prune_beat_to_every_removal_records_nothing(
+    services: Callable[[str], Services], caller: Caller
+) -> None:
+    s = services(f"compact = false\n{KEEP_ONE}")
+    other = services(KEEP_ONE)
+    assert s.ledger is not None
+    lock = LockInfo.new("OperationTypeApply", caller.actor)
+    s.locks.lock(NAME, lock.body, caller)
+    for serial in (1, 2, 3, 4):
+        s.states.write(NAME, state_bytes(serial), caller, lock_id=lock.id)
+    s.locks.unlock(NAME, lock.body, caller)
+
+    def prune_there() -> object:
+        return prune(other.store, other.settings.history, other.policy, other.events, caller)
+
+    # Another server's prune removes the snapshots once the compaction has planned them.
+    store = _BeforeFirstRemoval(s.store, _elsewhere(prune_there))
+    compactor = Compactor(store, s.ledger, parse_history(""), s.policy, s.events)
+    assert compactor.compact(NAME, lock.id, caller).removed == ()
+    assert [v.serial for v in s.history.versions(NAME, caller)] == [4]
+    actions = [e.action for e in s.audit.query(AuditFilter())]
+    assert Action.COMPACT not in actions and actions.count(Action.PRUNE) == 1
