@@ -238,6 +238,9 @@ class Draft:
     who: str | None = None
     operation: str | None = None
     detail: str | None = None
+    #: False when the operation found, at the last moment, nothing left to do (another
+    #: server did it first): its success is then no event. A failure always is one.
+    changed: bool = True
     #: Set by the stream while this draft's event is its own to record (not folded).
     _early: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
@@ -424,6 +427,6 @@ class EventStream:
             draft._early = None
             if outcome is None and staged:
                 self.emit(staged[0])  # the stagers skip it: they wrote it in the commit
-            elif outcome is not None or record_success:
+            elif outcome is not None or (record_success and draft.changed):
                 code, detail = outcome or ("ok", draft.detail)
                 self.emit(made(code, detail))

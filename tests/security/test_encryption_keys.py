@@ -137,6 +137,27 @@ def test_rotation_retires_the_old_key(
     assert httpx.get(server.state_url(STATE)).content == state_json(1)
 
 
+def test_a_server_left_on_the_retired_key_reads_back_what_it_wrote(
+    tmp_path: Path, serve: Callable[..., StatekeeperServer]
+) -> None:
+    """Terraform's next GET, after a rotation the server did not take part in: the
+    version it sealed (and never read) is under the new key now, and the server
+    still has its data key, so it is the write that is refused, not the read."""
+    workdir = tmp_path / "server"
+    old, new = key_files(tmp_path, "old.key", "new.key")
+    server = serve(workdir=workdir, env={"STATEKEEPER_MASTER_KEY_FILE": str(old)})
+    assert httpx.post(server.state_url(STATE), content=state_json(1)).status_code == 200
+    rotated = _cli(
+        workdir, "encryption", "rotate", "--old-key-file", str(old), "--new-key-file", str(new)
+    )
+    assert rotated.returncode == 0, rotated.stderr
+    got = httpx.get(server.state_url(STATE))
+    assert got.status_code == 200, got.text
+    assert got.content == state_json(1)
+    refused = httpx.post(server.state_url(STATE), content=state_json(2))
+    assert refused.status_code == 500 and "retired while it ran" in refused.json()["message"]
+
+
 def test_the_next_key_is_accepted_after_the_store_key_before_the_rotation(
     tmp_path: Path, serve: Callable[..., StatekeeperServer]
 ) -> None:

@@ -28,6 +28,7 @@ import pytest
 from tests.security.support import key_files, lock_body, state_json
 
 from statekeeper.testing.processes import SRC, MotoServer, StatekeeperServer
+from statekeeper.testing.terraform import Terraform, TerraformResult
 
 STATE = "team/a.tfstate"
 
@@ -206,3 +207,167 @@ def test_a_server_given_the_next_key_writes_through_the_rotation(
     server.stop()
     status = _cli(workdir, "encryption", "status", *args, env=new_env)
     assert status.returncode == 0, status.stdout + status.stderr
+
+
+# Each apply replaces the resource (its input is the run's number): one new version.
+COUNTER = """
+variable "n" { type = number }
+resource "terraform_data" "run" { input = var.n }
+output "n" { value = terraform_data.run.output }
+"""
+
+
+class _Applies(threading.Thread):
+    """``terraform apply -var n=N`` for N = 1, 2, … through ``server`` until told to
+    stop or one fails; each run's result."""
+
+    def __init__(self, tf: Terraform) -> None:
+        super().__init__(daemon=True)
+        self.tf = tf
+        self.stopping = threading.Event()
+        self.results: list[TerraformResult] = []
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            result = self.tf.run("apply", "-var", f"n={len(self.results) + 1}", timeout=80)
+            self.results.append(result)
+            if result.returncode != 0:
+                return
+
+    def done(self, count: int) -> None:
+        deadline = time.monotonic() + 80
+        while len(self.results) < count and self.is_alive():
+            assert time.monotonic() < deadline, [r.output for r in self.results]
+            time.sleep(0.1)
+
+
+def _terraform(
+    server: StatekeeperServer, workdir: Path, name: str = STATE
+) -> tuple[Terraform, _Applies]:
+    tf = Terraform(workdir).write(server.backend_block(name) + COUNTER)
+    tf.run("init").check()
+    return tf, _Applies(tf)
+
+
+def _restart(
+    server: StatekeeperServer, env: dict[str, str], request: pytest.FixtureRequest
+) -> StatekeeperServer:
+    """``server`` stopped and started again on its port (Terraform's backend address)
+    with ``env``."""
+    server.stop()
+    again = StatekeeperServer(server.workdir, *server.args, env=env, port=server.port)
+    request.addfinalizer(again.stop)
+    return again.start()
+
+
+def _outputs(tf: Terraform) -> int:
+    return int(json.loads(tf.run("output", "-json").check().stdout)["n"]["value"])
+
+
+@pytest.mark.terraform
+@pytest.mark.parametrize("backend", ["sqlite", "s3"])
+def test_terraform_applies_through_a_rotation_with_old_and_new_keys(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    serve: Callable[..., StatekeeperServer] = request.getfixturevalue("serve")
+    args, aws = _store(backend, request, "tfnext")
+    workdir = tmp_path / "server"
+    old, new = key_files(tmp_path, "old.key", "new.key")
+    # The documented zero-downtime rotation: the server restarted with old,new first.
+    both = {"STATEKEEPER_MASTER_KEY": f"{old.read_text().strip()},{new.read_text().strip()}"}
+    server = serve(*args, env={**aws, **both}, workdir=workdir)
+    tf, applies = _terraform(server, tmp_path / "tf")
+    applies.start()
+    applies.done(2)
+    rotated = _cli(
+        workdir,
+        "encryption",
+        "rotate",
+        "--old-key-file",
+        str(old),
+        "--new-key-file",
+        str(new),
+        *args,
+        env=aws,
+    )
+    assert rotated.returncode == 0, rotated.stderr
+    applies.done(len(applies.results) + 2)
+    applies.stopping.set()
+    applies.join(80)
+    for result in applies.results:
+        assert "Apply complete!" in result.check().stdout
+    last = len(applies.results)
+
+    # With the new key alone: nothing to change, and every version reads back.
+    server = _restart(server, {**aws, "STATEKEEPER_MASTER_KEY_FILE": str(new)}, request)
+    planned = tf.run("plan", "-detailed-exitcode", "-var", f"n={last}")
+    assert planned.returncode == 0, planned.output
+    assert "No changes." in planned.stdout
+    assert _outputs(tf) == last
+    history = httpx.get(f"{server.url}/api/v1/versions/{STATE}").json()
+    assert len(history) == last
+    for version in history:
+        got = httpx.get(f"{server.url}/api/v1/content/{STATE}?version={version['version_id']}")
+        assert got.status_code == 200, got.text
+        assert json.loads(got.content)["serial"] == version["serial"]
+    assert "Traceback" not in server.log()
+
+
+@pytest.mark.terraform
+@pytest.mark.parametrize("backend", ["sqlite", "s3"])
+def test_terraform_through_a_server_left_on_the_old_key_fails_cleanly_and_loses_nothing(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    serve: Callable[..., StatekeeperServer] = request.getfixturevalue("serve")
+    args, aws = _store(backend, request, "tfold")
+    workdir = tmp_path / "server"
+    old, new = key_files(tmp_path, "old.key", "new.key")
+    server = serve(*args, env={**aws, "STATEKEEPER_MASTER_KEY_FILE": str(old)}, workdir=workdir)
+    tf, applies = _terraform(server, tmp_path / "tf")
+    applies.start()
+    applies.done(2)
+    rotated = _cli(
+        workdir,
+        "encryption",
+        "rotate",
+        "--old-key-file",
+        str(old),
+        "--new-key-file",
+        str(new),
+        *args,
+        env=aws,
+    )
+    assert rotated.returncode == 0, rotated.stderr
+    applies.join(80)  # it stops at the first apply the server refuses
+    *accepted, refused = applies.results
+    assert len(accepted) >= 2 and all(r.returncode == 0 for r in accepted)
+
+    # Terraform's own account of the refusal: its write failed, the state it could not
+    # push is kept in errored.tfstate, and its lock was released.
+    assert refused.returncode == 1, refused.output
+    # (Terraform's HTTP backend prints no answer body: the reason is the server's log.)
+    assert "Failed to save state" in refused.stderr, refused.output
+    assert "giving up after 3 attempt(s)" in refused.stderr
+    assert "terraform state push errored.tfstate" in refused.stderr
+    assert "Error releasing the state lock" not in refused.output
+    assert (tf.workdir / "errored.tfstate").exists()
+    assert httpx.get(f"{server.url}/api/v1/locks").json() == []
+    log = server.log()
+    assert "retired while it ran" in log and "Traceback" not in log
+
+    # Restarted with the new key: the stored state is the last accepted apply's, whole.
+    server = _restart(server, {**aws, "STATEKEEPER_MASTER_KEY_FILE": str(new)}, request)
+    last = len(accepted)
+    planned = tf.run("plan", "-detailed-exitcode", "-var", f"n={last}")
+    assert planned.returncode == 0 and "No changes." in planned.stdout, planned.output
+    history = httpx.get(f"{server.url}/api/v1/versions/{STATE}").json()
+    assert len(history) == last
+    for version in history:
+        got = httpx.get(f"{server.url}/api/v1/content/{STATE}?version={version['version_id']}")
+        assert got.status_code == 200, got.text
+    # The documented recovery: push what Terraform kept, and the refused run is stored.
+    tf.run("state", "push", "errored.tfstate").check()
+    planned = tf.run("plan", "-detailed-exitcode", "-var", f"n={last + 1}")
+    assert planned.returncode == 0 and "No changes." in planned.stdout, planned.output
+    assert _outputs(tf) == last + 1
+    assert "Traceback" not in server.log()

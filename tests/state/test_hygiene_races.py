@@ -16,6 +16,7 @@ import pytest
 
 from statekeeper.app import Services
 from statekeeper.events import Action, Event
+from statekeeper.security.audit import AuditFilter
 from statekeeper.security.caller import Caller
 from statekeeper.settings import Settings
 from statekeeper.state.compaction import Compactor
@@ -23,6 +24,7 @@ from statekeeper.state.hygiene import parse_history
 from statekeeper.state.inspection import Inspector
 from statekeeper.state.prune import prune
 from statekeeper.state.rollback import rollback
+from statekeeper.storage.base import ObjectStore
 from statekeeper.storage.metered import MeteredStore
 from statekeeper.terraform.lockinfo import LockInfo
 from statekeeper.terraform.names import StateName
@@ -96,6 +98,35 @@ class _AfterFirstRemoval:
 
     def state_stored(self, size: int) -> None:
         pass
+
+
+class _BeforeFirstRemoval(MeteredStore):
+    """``inner`` with ``act`` run once, just before the first version removal starts."""
+
+    def __init__(self, inner: ObjectStore, act: Callable[[], None]) -> None:
+        super().__init__(inner, _AfterFirstRemoval(lambda: None))
+        self.act: Callable[[], None] | None = act
+
+    def delete_version(self, key: str, version_id: str, current: str | None = None) -> None:
+        if self.act is not None:
+            act, self.act = self.act, None
+            act()
+        super().delete_version(key, version_id, current)
+
+
+def _elsewhere(work: Callable[[], object]) -> Callable[[], None]:
+    """``work`` run to its end in a thread of its own, as another server would."""
+
+    def run() -> None:
+        other = threading.Thread(target=work)
+        other.start()
+        other.join()
+
+    return run
+
+
+def _prune_events(s: Services) -> list[Event]:
+    return [e for e in s.audit.query(AuditFilter()) if e.action is Action.PRUNE]
 
 
 def _rollback_elsewhere(s: Services, caller: Caller, version_id: str) -> Callable[[], None]:
@@ -190,3 +221,71 @@ def test_a_deletion_landing_during_a_prune_stops_that_state_and_nothing_else(
     assert restored.serial == 3
     kept = {v.version_id for v in s.history.versions(NAME, caller)}
     assert v3 in kept and len(kept & {v2, v1}) == 1
+
+
+KEEP_ONE = '[[retention]]\nstates = "team/**"\nkeep_last = 1'
+
+
+def test_a_prune_that_another_server_beat_to_every_removal_records_nothing(
+    services: Callable[[str], Services], caller: Caller
+) -> None:
+    # Two servers on one data directory, each with its background prune.
+    s, other = services(KEEP_ONE), services(KEEP_ONE)
+    for serial in (1, 2, 3, 4):
+        s.states.write(NAME, state_bytes(serial), caller)
+
+    def prune_there() -> object:
+        return prune(other.store, other.settings.history, other.policy, other.events, caller)
+
+    # The other server prunes the same versions once this prune has planned them.
+    store = _BeforeFirstRemoval(s.store, _elsewhere(prune_there))
+    assert prune(store, s.settings.history, s.policy, s.events, caller) == []
+    assert [v.serial for v in s.history.versions(NAME, caller)] == [4]
+    # One prune removed them: one event, not a second saying "removed 0 version(s)".
+    (event,) = _prune_events(s)
+    assert event.detail is not None and event.detail.startswith("removed 3 version(s)")
+
+
+def test_a_prune_sharing_its_removals_with_another_server_counts_what_stays(
+    services: Callable[[str], Services], caller: Caller
+) -> None:
+    s, other = services(KEEP_ONE), services(KEEP_ONE)
+    for serial in (1, 2, 3, 4):
+        s.states.write(NAME, state_bytes(serial), caller)
+    v4, v3, _, _ = (v.version_id for v in s.history.versions(NAME, caller))
+
+    def prune_there() -> object:
+        return prune(other.store, other.settings.history, other.policy, other.events, caller)
+
+    # The other server prunes the rest once this prune has removed its first version.
+    store = MeteredStore(s.store, _AfterFirstRemoval(_elsewhere(prune_there)))
+    (pruned,) = prune(store, s.settings.history, s.policy, s.events, caller)
+    assert pruned.removed == (v3,)
+    assert pruned.kept == 1  # v4, the current version: not those the other removed
+    assert [v.version_id for v in s.history.versions(NAME, caller)] == [v4]
+    details = sorted(e.detail or "" for e in _prune_events(s))
+    assert [d.split(" by ")[0] for d in details] == ["removed 1 version(s)", "removed 2 version(s)"]
+
+
+def test_a_compaction_that_a_prune_beat_to_every_removal_records_nothing(
+    services: Callable[[str], Services], caller: Caller
+) -> None:
+    s = services(f"compact = false\n{KEEP_ONE}")
+    other = services(KEEP_ONE)
+    assert s.ledger is not None
+    lock = LockInfo.new("OperationTypeApply", caller.actor)
+    s.locks.lock(NAME, lock.body, caller)
+    for serial in (1, 2, 3, 4):
+        s.states.write(NAME, state_bytes(serial), caller, lock_id=lock.id)
+    s.locks.unlock(NAME, lock.body, caller)
+
+    def prune_there() -> object:
+        return prune(other.store, other.settings.history, other.policy, other.events, caller)
+
+    # Another server's prune removes the snapshots once the compaction has planned them.
+    store = _BeforeFirstRemoval(s.store, _elsewhere(prune_there))
+    compactor = Compactor(store, s.ledger, parse_history(""), s.policy, s.events)
+    assert compactor.compact(NAME, lock.id, caller).removed == ()
+    assert [v.serial for v in s.history.versions(NAME, caller)] == [4]
+    actions = [e.action for e in s.audit.query(AuditFilter())]
+    assert Action.COMPACT not in actions and actions.count(Action.PRUNE) == 1

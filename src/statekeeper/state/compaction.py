@@ -238,4 +238,6 @@ class Compactor:
                     f"removed {len(gone)} intermediate snapshot(s) written under lock "
                     f"{lock_id}; version {plan.kept} stands for them{stopped}"
                 )
+                # A prune (of this server or another) removed them all first.
+                event.changed = bool(gone)
         return Compaction(key, lock_id, plan.kept, tuple(gone))

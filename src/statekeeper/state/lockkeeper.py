@@ -209,21 +209,41 @@ class LockKeeper:
                 continue
             for _ in range(_ROUNDS):
                 try:
-                    self.locks.acquire(key, hold)
+                    # The hold's own record goes in the acquire's transaction where the
+                    # table has one: between the two, another server's writer could
+                    # take the lock from the plan (re-recording it as the same hold),
+                    # and this removal would then drop the plan from every listing.
+                    self.locks.acquire_then(key, hold, self._take_hold(key, hold.id))
                 except LockConflict:
                     # Taken meanwhile: the holds stay beside the new holder, marked on
                     # its lock so that its UNLOCK promotes them in turn.
                     if self.locks.mark_shared(key):
                         return None
                     continue  # and released already: try again
-                self.holds.remove(key, hold.id)
+                except LockNotFound:
+                    # Unlocked or expired through another server since the holds were
+                    # read: not brought back as the lock Terraform sees (undone with
+                    # the transaction where the table has one; removed here elsewhere).
+                    self.locks.delete_if_held_by(key, hold.id)
+                    break
                 # Marked: its UNLOCK reads, and promotes the other holds or, none
                 # left, forgets the marker.
                 self.locks.mark_shared(key)
                 return f"the lock Terraform sees passes to the shared plan {hold.id}"
-            raise StorageError(f"the lock on {name} kept changing hands; try again")
+            else:
+                raise StorageError(f"the lock on {name} kept changing hands; try again")
         self.holds.forget_marker(key)
         return None
+
+    def _take_hold(self, key: str, lock_id: str) -> Changed:
+        """The promotion's ``then``: the hold's record removed, LockNotFound if it was
+        already gone."""
+
+        def take() -> None:
+            if self.holds.remove(key, lock_id) is None:
+                raise LockNotFound(f"the shared hold {lock_id} on {key} was released meanwhile")
+
+        return take
 
     def expire_if_due(
         self,

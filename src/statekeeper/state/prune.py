@@ -143,7 +143,11 @@ def prune(
         with events.event(Action.PRUNE, caller, name) as event:
             gone, kept = _remove(store, key, rule, now, versions, doomed)
             event.detail = f"removed {len(gone)} version(s) by the rule {rule.describe()}"
-        out.append(Pruned(key, rule.describe(), tuple(gone), kept, False))
+            # Another server's prune (or a compaction) removed them all first: this one
+            # changed nothing, and "removed 0" would count a prune that never happened.
+            event.changed = bool(gone)
+        if gone:
+            out.append(Pruned(key, rule.describe(), tuple(gone), kept, False))
     return out
 
 
@@ -167,6 +171,7 @@ def _remove(
     stays: the store refuses the removal and the state is planned again.
     """
     gone: list[str] = []
+    vanished: set[str] = set()  # removed by another process since ``versions`` was read
     for _ in range(_PLANS):
         current = versions[0].version_id if versions and versions[0].is_current else None
         if current is None:
@@ -176,13 +181,17 @@ def _remove(
                 try:
                     store.delete_version(key, version_id, current)
                 except VersionNotFound:
-                    continue  # compacted or pruned by another process meanwhile
+                    vanished.add(version_id)  # compacted or pruned by another process
+                    continue
                 gone.append(version_id)
             break
         except WriteRace:
             versions = [version_from_info(key, i) for i in store.versions(key)]
             doomed = expendable(versions, rule, now)
-    return gone, sum(1 for v in versions if v.version_id not in gone)
+            vanished.clear()  # the listing just read no longer has them
+    return gone, sum(
+        1 for v in versions if v.version_id not in gone and v.version_id not in vanished
+    )
 
 
 class PruneTask:

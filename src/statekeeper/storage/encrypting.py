@@ -165,6 +165,9 @@ class EncryptingStore(ObjectStore):
             # stored, and checked again, as a later rotation may retire that key too.
             current = successor
             self.ring.put(dek_id, WrappedKey(current.kid, current.wrap(dek_id, dek)))
+        # Kept as a read's data key is: once a rotation re-wraps it under a key this
+        # process lacks, it still reads back what it wrote (Terraform's next GET).
+        self._remember(dek_id, dek)
         header = MAGIC + dek_id.encode()
         nonce = os.urandom(NONCE)
         sealed = header + nonce + aesgcm(dek).encrypt(nonce, data, header)
@@ -231,11 +234,14 @@ class EncryptingStore(ObjectStore):
                 "STATEKEEPER_MASTER_KEY_FILE) to that key"
             )
         dek = master.unwrap(dek_id, entry.wrapped)
+        self._remember(dek_id, dek)
+        return dek
+
+    def _remember(self, dek_id: str, dek: bytes) -> None:
         with self._guard:
             self._cache[dek_id] = dek
             while len(self._cache) > 256:
                 self._cache.popitem(last=False)
-        return dek
 
     def decrypt(self, key: str, data: bytes) -> bytes:
         """The plaintext of a stored version's bytes (as they are); ``key`` names it in errors."""

@@ -1,0 +1,236 @@
+"""Two ``statekeeper serve`` processes on one data directory running the history prune
+and the lock lease sweeper at the same time over the same states, while writes go on
+through both (docs/operations.md#one-data-dir: "their removals are conditional, so a
+version or a lock is removed once").
+
+Every interval is the shortest the settings take (1 s), and the test drives both
+servers' prunes (``POST /api/v1/prune``) and lock listings (``GET /api/v1/locks``,
+which expire leases as the sweeper does) in tight loops beside the background tasks,
+so that the two servers' removals overlap; the test counts how often they did.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import httpx
+from test_two_servers import Serve, statekeeper
+from tests.security.support import lock_body, state_json
+
+WRITTEN = [f"team/s{i}.tfstate" for i in range(4)]
+KEEP_LAST = 3
+KEEP_FOR = 2.0  # seconds
+CONFIG = f"""
+[lock_policy]
+mode = "shared-plans"
+ttl = {{ plan = "1s" }}
+sweep = "1s"
+
+[history]
+prune_interval = "1s"
+
+[[history.retention]]
+states = "team/**"
+keep_last = {KEEP_LAST}
+keep_for = "{int(KEEP_FOR)}s"
+"""
+
+
+def overlaps(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> int:
+    """How many pairs of calls, one from each list, ran at the same time."""
+    return sum(1 for (s1, e1), (s2, e2) in itertools.product(a, b) if s1 < e2 and s2 < e1)
+
+
+def test_two_servers_prune_and_sweep_the_same_states_at_once(serve: Serve, tmp_path: Path) -> None:
+    data = tmp_path / ".statekeeper"
+    config = tmp_path / "statekeeper.toml"
+    config.write_text(CONFIG)
+    servers = [
+        serve("--data-dir", str(data), "--config", str(config), workdir=tmp_path / shell)
+        for shell in ("shell-a", "shell-b")
+    ]
+    stop = threading.Event()
+    failures: list[str] = []
+    # Per state: serial -> the wall time just before its POST.
+    written: dict[str, dict[int, float]] = {name: {} for name in WRITTEN}
+    abandoned: list[str] = []
+    # When each server's prunes and lock listings ran (monotonic start, end).
+    prunes: list[list[tuple[float, float]]] = [[], []]
+    listings: list[list[tuple[float, float]]] = [[], []]
+    removed_by_api: list[str] = []
+    kept_checks = 0
+
+    def writer(name: str) -> None:
+        """LOCK, POST, UNLOCK through each server in turn; now and then a plan's LOCK
+        left behind first, which the writer's LOCK takes the lock from (a shared hold
+        left to its lease)."""
+        with httpx.Client(timeout=30) as http:
+            for serial in itertools.count(1):
+                if stop.is_set():
+                    return
+                server = servers[serial % 2]
+                url = server.state_url(name)
+                if serial % 5 == 0:
+                    plan = str(uuid.uuid4())
+                    got = http.request(
+                        "LOCK", url, content=lock_body(plan, operation="OperationTypePlan")
+                    )
+                    if got.status_code == 200:
+                        abandoned.append(plan)
+                lock_id = str(uuid.uuid4())
+                got = http.request("LOCK", url, content=lock_body(lock_id))
+                if got.status_code != 200:
+                    failures.append(f"LOCK {name} {serial}: {got.status_code} {got.text}")
+                    return
+                written[name][serial] = time.time()
+                got = http.post(url, params={"ID": lock_id}, content=state_json(serial))
+                if got.status_code != 200:
+                    failures.append(f"POST {name} {serial}: {got.status_code} {got.text}")
+                    return
+                got = http.request("UNLOCK", url, content=lock_body(lock_id))
+                if got.status_code != 200:
+                    failures.append(f"UNLOCK {name} {serial}: {got.status_code} {got.text}")
+                    return
+
+    def stale_planner() -> None:
+        """Plans' locks left behind on states nobody writes, for the sweepers to reap."""
+        with httpx.Client(timeout=30) as http:
+            for n in itertools.count():
+                if stop.wait(0.05):
+                    return
+                plan = str(uuid.uuid4())
+                url = servers[n % 2].state_url(f"team/stale{n % 3}.tfstate")
+                got = http.request(
+                    "LOCK", url, content=lock_body(plan, operation="OperationTypePlan")
+                )
+                if got.status_code == 200:
+                    abandoned.append(plan)
+                elif got.status_code != 423:
+                    failures.append(f"plan LOCK: {got.status_code} {got.text}")
+
+    def pruner(index: int) -> None:
+        with httpx.Client(timeout=30) as http:
+            while not stop.is_set():
+                start = time.monotonic()
+                got = http.post(f"{servers[index].url}/api/v1/prune", json={"prefix": "team/"})
+                prunes[index].append((start, time.monotonic()))
+                if got.status_code != 200:
+                    failures.append(f"prune: {got.status_code} {got.text}")
+                    continue
+                for pruned in got.json():
+                    if not pruned["removed"]:
+                        failures.append(f"a prune answered with nothing removed: {pruned}")
+                    removed_by_api.extend(pruned["removed"])
+
+    def lister(index: int) -> None:
+        with httpx.Client(timeout=30) as http:
+            while not stop.is_set():
+                start = time.monotonic()
+                got = http.get(f"{servers[index].url}/api/v1/locks")
+                listings[index].append((start, time.monotonic()))
+                if got.status_code != 200:
+                    failures.append(f"locks: {got.status_code} {got.text}")
+
+    def checker() -> None:
+        """Through either server, each written state keeps its newest KEEP_LAST serials
+        and every version written within KEEP_FOR of the look."""
+        nonlocal kept_checks
+        with httpx.Client(timeout=30) as http:
+            for n in itertools.count():
+                if stop.wait(0.1):
+                    return
+                name = WRITTEN[n % len(WRITTEN)]
+                got = http.get(f"{servers[n % 2].url}/api/v1/versions/{name}")
+                # After the answer: a prune that planned while the listing was read may
+                # have let go a version up to then older than KEEP_FOR.
+                looked = time.time()
+                if got.status_code == 404 and not written[name]:
+                    continue  # not written yet
+                if got.status_code != 200:
+                    failures.append(f"versions: {got.status_code} {got.text}")
+                    continue
+                serials = [v["serial"] for v in got.json()]
+                newest = serials[0]
+                must = set(range(max(1, newest - KEEP_LAST + 1), newest + 1))
+                must |= {
+                    s
+                    for s, at in list(written[name].items())
+                    if at >= looked - KEEP_FOR and s <= newest
+                }
+                if missing := must - set(serials):
+                    failures.append(
+                        f"{name}: kept versions {sorted(missing)} removed; at {looked}:"
+                        f" {[(v['serial'], v['created']) for v in got.json()][:6]}"
+                        f" written {[(m, written[name][m]) for m in sorted(missing)]}"
+                    )
+                kept_checks += 1
+
+    threads = [threading.Thread(target=writer, args=(name,)) for name in WRITTEN]
+    threads += [threading.Thread(target=stale_planner), threading.Thread(target=checker)]
+    threads += [threading.Thread(target=f, args=(i,)) for f in (pruner, lister) for i in (0, 1)]
+    for thread in threads:
+        thread.start()
+    time.sleep(25)
+    stop.set()
+    for thread in threads:
+        thread.join(60)
+    # The last plans' leases run out, and the sweepers take them.
+    time.sleep(3)
+
+    prune_overlaps = overlaps(*prunes)
+    listing_overlaps = overlaps(*listings)
+    print(
+        f"\nprunes {len(prunes[0])}+{len(prunes[1])}, overlapping {prune_overlaps};"
+        f" listings {len(listings[0])}+{len(listings[1])}, overlapping"
+        f" {listing_overlaps}; writes {sum(len(w) for w in written.values())};"
+        f" plans left to expire {len(abandoned)}; kept checks {kept_checks}"
+    )
+    assert not failures, "\n".join(failures[:8])
+    assert prune_overlaps > 20 and listing_overlaps > 20
+    for server in servers:
+        assert "Traceback" not in server.log(), server.log()
+
+    audit = statekeeper(data, "audit", "--json", "--limit", "1000000")
+    assert audit.returncode == 0, audit.stderr
+    events = json.loads(audit.stdout)
+    # Nothing failed but a history listing's read of a version pruned after the
+    # listing named it (the listing answers 200 without it: it is no history now).
+    failed = {(e["action"], e["outcome"]) for e in events if e["outcome"] != "ok"}
+    assert failed <= {("read", "version_not_found")}, failed
+    # Each lease expired once: one expire event per lock, and none left held.
+    expired = Counter(e["lock_id"] for e in events if e["action"] == "expire")
+    twice = {lock: n for lock, n in expired.items() if n > 1}
+
+    def trail(ids: object) -> list[tuple[str, ...]]:
+        return [
+            (e["time"], e["action"], e["state"], e["lock_id"], e["detail"])
+            for e in events
+            if e.get("lock_id") in ids
+        ]
+
+    assert not twice, trail(twice)
+    assert set(abandoned) <= set(expired), trail(set(abandoned) - set(expired))
+    listed = statekeeper(data, "locks", "--json")
+    assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stdout
+    # Each version pruned once: the prune events count what is gone, no more.
+    prune_events = [e for e in events if e["action"] == "prune"]
+    print(f"expire events {sum(expired.values())}, prune events {len(prune_events)}")
+    assert all(e["outcome"] == "ok" for e in prune_events)
+    zero = [e for e in prune_events if e["detail"].startswith("removed 0 ")]
+    assert not zero, zero[:3]
+    assert len(removed_by_api) == len(set(removed_by_api))
+    for name in WRITTEN:
+        history = httpx.get(f"{servers[0].url}/api/v1/versions/{name}").json()
+        serials = [v["serial"] for v in history]
+        newest = max(written[name])
+        assert serials[:KEEP_LAST] == list(range(newest, newest - KEEP_LAST, -1))
+        removed = sum(int(e["detail"].split()[1]) for e in prune_events if e["state"] == name)
+        # Every version written either stays or was removed by exactly one prune event
+        # (compaction removes none here: each lock wrote once).
+        assert removed + len(serials) == newest, (name, removed, len(serials), newest)
