@@ -139,6 +139,60 @@ def test_signatures_sign_the_time_and_the_body() -> None:
     assert verify(f"{header},v1=00ff", body, SECRET, now=1_700_000_000)  # rotation: any v1
 
 
+def mac(t: int, body: bytes = b'{"a":1}') -> str:
+    """The ``v1`` value statekeeper sends for ``body`` at ``t``."""
+    return sign(SECRET, body, timestamp=t).partition(",v1=")[2]
+
+
+# (header for the time t, whether a receiver accepts it) for body b'{"a":1}'.
+HEADERS: dict[str, tuple[Callable[[int], str], bool]] = {
+    "as sent": (lambda t: f"t={t},v1={mac(t)}", True),
+    "spaces around the parts": (lambda t: f" t={t} ,  v1={mac(t)} ", True),
+    "rotation: the valid v1 first": (lambda t: f"t={t},v1={mac(t)},v1={'0' * 64}", True),
+    "rotation: the valid v1 last": (lambda t: f"t={t},v1={'0' * 64},v1={mac(t)}", True),
+    "rotation: a non-ASCII v1 first": (lambda t: f"t={t},v1=é{mac(t)[1:]},v1={mac(t)}", True),
+    "a later scheme beside v1": (lambda t: f"t={t},v2=abc,v1={mac(t)}", True),
+    "a part without =": (lambda t: f"t={t},junk,v1={mac(t)}", True),
+    "the first of two t": (lambda t: f"t={t},t=1,v1={mac(t)}", True),
+    "within the window": (lambda t: f"t={t - 200},v1={mac(t - 200)}", True),
+    "empty": (lambda t: "", False),
+    "commas only": (lambda t: ",,", False),
+    "missing t": (lambda t: f"v1={mac(t)}", False),
+    "t without =": (lambda t: f"t,v1={mac(t)}", False),
+    "empty t": (lambda t: f"t=,v1={mac(t)}", False),
+    "t not a number": (lambda t: f"t=now,v1={mac(t)}", False),
+    "t a decimal": (lambda t: f"t={t}.0,v1={mac(t)}", False),
+    "t signed": (lambda t: f"t=+{t},v1={mac(t)}", False),
+    "t with a space inside": (lambda t: f"t= {t},v1={mac(t)}", False),
+    "t a superscript digit": (lambda t: f"t=²,v1={mac(t)}", False),
+    "t in other digits": (lambda t: f"t={str(t).translate(ARABIC_INDIC)},v1={mac(t)}", False),
+    "t of 5000 digits": (lambda t: f"t={'9' * 5000},v1={mac(t)}", False),
+    "the second of two t": (lambda t: f"t=1,t={t},v1={mac(t)}", False),
+    "too old": (lambda t: f"t={t - 400},v1={mac(t - 400)}", False),
+    "too far ahead": (lambda t: f"t={t + 400},v1={mac(t + 400)}", False),
+    "missing v1": (lambda t: f"t={t}", False),
+    "v1 without =": (lambda t: f"t={t},v1", False),
+    "empty v1": (lambda t: f"t={t},v1=", False),
+    "v1 another secret's": (lambda t: f"t={t},v1={'0' * 64}", False),
+    "v1 signs another time": (lambda t: f"t={t},v1={mac(t - 1)}", False),
+    "v1 uppercase key": (lambda t: f"t={t},V1={mac(t)}", False),
+    "v1 non-ASCII": (lambda t: f"t={t},v1=é{mac(t)[1:]}", False),
+    "v1 a lone surrogate": (lambda t: f"t={t},v1=\udcff{mac(t)[1:]}", False),
+    "v1 with a space inside": (lambda t: f"t={t},v1= {mac(t)}", False),
+}
+ARABIC_INDIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
+
+
+@pytest.mark.parametrize("verifier", [verify, receiver_verifies], ids=["verify", "docs"])
+@pytest.mark.parametrize("case", HEADERS)
+def test_a_malformed_signature_is_refused_never_raised(
+    case: str, verifier: Callable[[str, bytes, str], bool]
+) -> None:
+    """Anyone can send a receiver any header: both verifiers answer, never raise."""
+    header, accepted = HEADERS[case]
+    assert verifier(header(int(time.time())), b'{"a":1}', SECRET) is accepted
+
+
 def test_state_and_lock_events_arrive_signed_as_cloudevents(
     tmp_path: Path, serve: Callable[..., StatekeeperServer], receiver: Receiver
 ) -> None:

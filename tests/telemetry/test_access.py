@@ -22,7 +22,13 @@ from starlette.types import Message, Receive, Scope, Send
 from statekeeper.events import Action, Event
 from statekeeper.server.errors import ErrorGuard
 from statekeeper.server.limits import TimeoutMiddleware
-from statekeeper.telemetry.access import AccessLine, AccessMiddleware, Answer, new_request_id
+from statekeeper.telemetry.access import (
+    NOSNIFF,
+    AccessLine,
+    AccessMiddleware,
+    Answer,
+    new_request_id,
+)
 from statekeeper.telemetry.logs import (
     REQUEST,
     JsonFormatter,
@@ -220,10 +226,10 @@ def test_statekeepers_layers_share_one_send_wrapper(
     response = _get(_stack(app), {"X-Request-ID": "one-wrapper"})
     assert response.headers["x-request-id"] == "one-wrapper"
     ((scope, send),) = seen
-    # The access middleware's own (it adds the ID): the guard and the timeout did not
-    # wrap it again.
+    # The access middleware's own (it adds the ID and nosniff): the guard and the
+    # timeout did not wrap it again.
     nonlocals = inspect.getclosurevars(send).nonlocals
-    assert nonlocals["headers"] == [(b"x-request-id", b"one-wrapper")]
+    assert nonlocals["headers"] == [(b"x-request-id", b"one-wrapper"), NOSNIFF]
     # What the layers share through the scope holds nothing of the server's: the
     # server's send belongs to an object holding the scope, and a cycle through the
     # two would keep each request alive until the garbage collector's next pass.

@@ -6,12 +6,14 @@ timestamp, a dot, and the raw request body), as Stripe signs its webhooks. A
 receiver recomputes it, compares in constant time, and refuses a timestamp
 more than :data:`REPLAY_WINDOW` seconds from its own clock, so that a captured
 delivery cannot be replayed later. Several ``v1=`` entries may appear while a
-secret is being rotated; any one matching is enough.
+secret is being rotated; any one matching is enough. A malformed header is
+refused (False), never an exception: it is whatever the sender wrote.
 """
 
 from __future__ import annotations
 
 import hmac
+import re
 import time
 
 __all__ = ["HEADER", "REPLAY_WINDOW", "sign", "verify"]
@@ -19,6 +21,10 @@ __all__ = ["HEADER", "REPLAY_WINDOW", "sign", "verify"]
 HEADER = "Statekeeper-Signature"
 #: Seconds a receiver should accept between the signature's time and its own.
 REPLAY_WINDOW = 300
+
+# ASCII digits only: str.isdigit() also takes "²" (which int() refuses) and
+# other scripts' digits; and int() refuses more than 4300 digits.
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
 
 def _mac(secret: str, timestamp: int, body: bytes) -> str:
@@ -36,18 +42,24 @@ def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
 def verify(
     header: str, body: bytes, secret: str, *, window: int = REPLAY_WINDOW, now: float | None = None
 ) -> bool:
-    """True when ``header`` signs ``body`` with ``secret`` within the replay window."""
-    timestamp: int | None = None
-    macs: list[str] = []
-    for part in header.split(","):
-        key, _, value = part.strip().partition("=")
-        if key == "t" and value.isdigit():
-            timestamp = int(value)
-        elif key == "v1":
-            macs.append(value)
-    if timestamp is None or not macs:
+    """True when ``header`` signs ``body`` with ``secret`` within the replay window.
+
+    The first ``t=`` is the timestamp, as in the receiver's code the docs print.
+    """
+    fields = [part.strip().partition("=") for part in header.split(",")]
+    t = next((value for key, _, value in fields if key == "t"), "")
+    if not _TIMESTAMP.fullmatch(t):
         return False
+    timestamp = int(t)
     if abs((time.time() if now is None else now) - timestamp) > window:
         return False
     expected = _mac(secret, timestamp, body)
-    return any(hmac.compare_digest(expected, mac) for mac in macs)
+    # compare_digest raises TypeError on a str with a non-ASCII character, and
+    # str.encode() on a lone surrogate (a header decoded with surrogateescape);
+    # a non-ASCII value never matches hex, and whether it is ASCII tells nothing
+    # about the secret.
+    return any(
+        value.isascii() and hmac.compare_digest(expected, value)
+        for key, _, value in fields
+        if key == "v1"
+    )

@@ -60,6 +60,7 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from statekeeper.server.wire import HeadersOnlyProtocol
+from statekeeper.telemetry.access import NOSNIFF
 
 __all__ = ["MAX_HEAD", "bounded_protocol"]
 
@@ -221,6 +222,7 @@ class _BoundedProtocol(HeadersOnlyProtocol):
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
             (b"connection", b"close"),
+            NOSNIFF,  # as every answer of the app's (telemetry/access.py)
             *headers,
         ]
         head = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()

@@ -123,9 +123,9 @@ def _read(
 
 
 #: Headers of an answer that carries a state's content (secrets, often): no cache
-#: between here and the caller keeps a copy, and no browser reads it as anything but
-#: the JSON it says it is.
-PRIVATE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+#: between here and the caller keeps a copy. (``nosniff`` is on every answer:
+#: ``telemetry/access.py``.)
+PRIVATE = {"Cache-Control": "no-store"}
 
 
 async def _get(request: Request, name: StateName) -> Response:

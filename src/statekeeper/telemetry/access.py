@@ -9,6 +9,11 @@ name), method and status. The event the request caused rides on that line (its
 checks and scrapes log at DEBUG, so that a load balancer polling every second
 does not drown the log.
 
+Every answer also says ``X-Content-Type-Options: nosniff``, added with the
+request ID: JSON answers carry text callers wrote (lock holders, search hits,
+error messages quoting a name), and a browser that sniffed one as HTML would run
+it as a page of this server's.
+
 It wraps ``send`` once for every layer inside it (:class:`Answer`): the error
 guard and the request timeout need to know whether the answer has started, and
 read it there instead of each wrapping ``send`` again (a coroutine frame per
@@ -36,6 +41,7 @@ from statekeeper.telemetry.logs import REQUEST, RequestLog, event_line, write_di
 from statekeeper.telemetry.metrics import Metrics
 
 __all__ = [
+    "NOSNIFF",
     "AccessLine",
     "AccessMiddleware",
     "Answer",
@@ -49,6 +55,8 @@ log = logging.getLogger("statekeeper.access")
 _QUIET = frozenset({"/healthz", "/readyz", "/metrics"})
 _GOOD_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 _CONVERTER = re.compile(r"\{([^}:]+):[^}]+\}")
+#: On every answer: no browser reads one as other than the type it says it is.
+NOSNIFF = (b"x-content-type-options", b"nosniff")
 
 
 def route_template(route: BaseRoute | None) -> str:
@@ -178,7 +186,9 @@ class AccessMiddleware:
             return
         start = time.perf_counter()
         request = RequestLog(_request_id(scope))
-        answer, send = answer_of(scope, send, [(b"x-request-id", request.id.encode("latin-1"))])
+        answer, send = answer_of(
+            scope, send, [(b"x-request-id", request.id.encode("latin-1")), NOSNIFF]
+        )
         token = REQUEST.set(request)
         if self.metrics is not None:
             self.metrics.in_flight += 1

@@ -220,7 +220,6 @@ class Page:
             self.codec.store(response, self.request, self.session)
         response.headers["Cache-Control"] = "no-store"
         response.headers["Content-Security-Policy"] = _CSP
-        response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "same-origin"
         return response
 

@@ -258,7 +258,6 @@ def api_docs() -> Response:
         "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' "
         "'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'"
     )
-    page.headers["X-Content-Type-Options"] = "nosniff"
     return page
 
 
@@ -269,9 +268,7 @@ def static_file(request: Request, file: str) -> Response:
         return Page(request).render(
             "error.html", 404, title="Not found", message=f"There is no file named {file} here."
         )
-    return FileResponse(
-        path, headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"}
-    )
+    return FileResponse(path, headers={"Cache-Control": "public, max-age=3600"})
 
 
 @router.api_route("/favicon.ico", methods=PAGE)
