@@ -171,6 +171,17 @@ def test_redeliver_refuses_an_unknown_event_a_pending_one_and_a_removed_hook(
         bad = httpx.post(server.url + "/api/v1/hooks/ci/redeliver", json={}, timeout=30)
         assert bad.status_code == 400 and "event_id or all" in bad.json()["message"], bad.text
 
+        # --since chooses among all the dead letters: none died in 2999.
+        later = ("--all", "--since", "2999-01-01T00:00:00Z", "--json")
+        assert json.loads(store.cli("hooks", "redeliver", "ci", *later))["events"] == []
+        assert _dead(store, "ci") == [dead]
+        for wrong, said in (
+            (("--since", "2026-01-01T00:00:00Z", dead["event_id"]), "give it with --all"),
+            (("--all", "--since", "yesterday"), "--since: 'yesterday' is not an RFC 3339 time"),
+        ):
+            refused = store.run("hooks", "redeliver", "ci", *wrong)
+            assert refused.returncode == 2 and said in refused.stderr, refused.stderr
+
         # Queued again and retrying (a long backoff: still pending when asked again).
         server.stop()
         server = store.restart(serve, {**FAST, "STATEKEEPER_HOOKS_BACKOFF": "600"})

@@ -315,21 +315,21 @@ class ObjectOutbox:
         log says so), or no delivery of it at all."""
         if self.store.head(f"{_OUTBOX}{event_id}.{hook}.json") is not None:
             return not_dead(hook, event_id, "pending")
-        for outcome in ("delivered", "dead"):
-            for info in self.store.scan(_LOG):
-                if not info.key.endswith(f".{hook}.{outcome}.json"):
-                    continue
-                obj = self.store.get(info.key)
-                if obj is None or json.loads(obj.data)["event_id"] != event_id:
-                    continue
-                if outcome == "delivered":
-                    return not_dead(hook, event_id, "delivered")
-                # Dead before the entries of the dead were kept: its event is not here.
-                return NotFound(
-                    f"the dead letter of event {event_id} to the hook {hook!r} died before "
-                    "statekeeper kept the events of dead letters on S3: it cannot be "
-                    "redelivered"
-                )
+        ends = {f".{hook}.{outcome}.json": outcome for outcome in ("delivered", "dead")}
+        for info in self.store.scan(_LOG):
+            outcome = ends.get(info.key[info.key.index(".") :])
+            if outcome is None:
+                continue
+            obj = self.store.get(info.key)
+            if obj is None or json.loads(obj.data)["event_id"] != event_id:
+                continue
+            if outcome == "delivered":
+                return not_dead(hook, event_id, "delivered")
+            # Dead before the entries of the dead were kept: its event is not here.
+            return NotFound(
+                f"the dead letter of event {event_id} to the hook {hook!r} died before "
+                "statekeeper kept the events of dead letters on S3: it cannot be redelivered"
+            )
         return unknown_delivery(hook, event_id)
 
     def _log(self, a: Attempt, number: int) -> None:
