@@ -26,9 +26,8 @@ conditionally on the ETag it read (``If-Match``): of several replicas one
 wins, the others skip it, so each event is delivered once in the normal case.
 A sender that dies leaves its lease to expire and another claims the entry.
 A delivered or dead entry is erased from the outbox (a dead one kept under
-``dead/``); a retry is rewritten with its next
-attempt time and the body sent, so every retry sends the same bytes and the
-same event ID.
+``dead/``); a retry is rewritten with its next attempt time and the body
+sent, so every retry sends the same bytes and the same event ID.
 """
 
 from __future__ import annotations
