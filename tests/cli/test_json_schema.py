@@ -163,6 +163,8 @@ def test_every_json_output_matches_the_published_schema(
         schemas.validate("get", "/api/v1/hooks", hooks, item_of="hooks")
         deliveries = run("hooks", "deliveries", "--json")
         schemas.validate("get", "/api/v1/hooks/deliveries", deliveries, item_of="deliveries")
+        redelivered = run("hooks", "redeliver", "ci", "--all", "--json")
+        schemas.validate("post", "/api/v1/hooks/{name}/redeliver", redelivered)
         # History hygiene: prune (rules from a config file) and the trash.
         rules = server.workdir / "history.toml"
         rules.write_text('[history]\n[[history.retention]]\nstates = "**"\nkeep_last = 1\n')

@@ -20,6 +20,7 @@ import pytest
 from tests.hooks.test_webhooks import FAST, NAME, SECRET, Receiver, receiver  # noqa: F401
 from tests.security.support import state_json
 
+from statekeeper.errors import NotFound
 from statekeeper.events import Action, Event
 from statekeeper.hooks.objects import HOOKS_PREFIX, ObjectOutbox
 from statekeeper.hooks.outbox import Attempt
@@ -212,3 +213,29 @@ def test_done_markers_expire_with_the_log_and_an_event_offered_after_is_queued_a
     assert _versions(s3, "outbox/") == []
     outbox.enqueue("lock.stale", stale, ["ci"])
     assert len(_outbox(s3)) == 1
+
+
+def test_a_dead_entry_is_kept_for_redelivery_and_one_dead_before_that_is_refused(
+    moto: MotoServer, s3: Any
+) -> None:
+    store = open_store(f"s3://{BUCKET}")
+    outbox = ObjectOutbox(store.records.objects)
+    for event_id in ("kept-1", "old-1"):
+        event = Event(action=Action.WRITE, actor="ci", state=NAME, id=event_id)
+        outbox.enqueue("state.written", event, ["ci"])
+    entries = outbox.claim("me", 60)
+    outbox.finish("me", [Attempt(e, "dead", 500, "HTTP 500", 0.01) for e in entries])
+    assert _outbox(s3) == []
+    dead = sorted(k for k, _ in _versions(s3, "dead/"))
+    assert dead == [HOOKS_PREFIX + "dead/kept-1.ci.json", HOOKS_PREFIX + "dead/old-1.ci.json"]
+    # As a dead letter of the versions before dead/ was kept: its log row alone.
+    store.records.objects.erase(HOOKS_PREFIX + "dead/old-1.ci.json")
+
+    with pytest.raises(NotFound, match="died before statekeeper kept the events"):
+        outbox.redeliver("ci", "old-1")
+    assert outbox.redeliver("ci") == ["kept-1"]
+    (entry,) = outbox.claim("me", 60)
+    assert (entry.event_id, entry.attempts, entry.recorded["id"]) == ("kept-1", 0, "kept-1")
+    assert _versions(s3, "dead/") == []
+    assert [r["event_id"] for r in outbox.deliveries(outcome="dead")] == ["old-1"]
+    assert [r["event_id"] for r in outbox.deliveries(outcome="retry")] == ["kept-1"]

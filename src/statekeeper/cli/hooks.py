@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 __all__: list[str] = []
 
 hooks_app = typer.Typer(
-    help="Webhooks on state events: add, list, remove, test, deliveries.", no_args_is_help=True
+    help="Webhooks on state events: add, list, remove, test, deliveries, redeliver.",
+    no_args_is_help=True,
 )
 app.add_typer(hooks_app, name="hooks", rich_help_panel=PANEL_SERVER)
 
@@ -230,3 +231,53 @@ def deliveries(
         for r in rows
     ]
     print_table(["TIME", "HOOK", "TYPE", "EVENT", "ATTEMPT", "STATUS", "OUTCOME", "ERROR"], cells)
+
+
+@hooks_app.command("redeliver")
+def redeliver(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Subscription name")],
+    event_id: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[EVENT_ID]",
+            help="The dead letter's event ID (EVENT of 'hooks deliveries --outcome dead')",
+        ),
+    ] = None,
+    every: Annotated[
+        bool, typer.Option("--all", help="Every dead letter of NAME (or those since --since)")
+    ] = False,
+    since: Annotated[
+        str | None,
+        typer.Option(help="With --all: only those that died at this RFC 3339 time or after"),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Send dead letters again: queued as new, with the same event ID (receivers dedupe
+    on it), delivered by a running server with its retries."""
+    from statekeeper.cli.output import err_console, print_view
+    from statekeeper.errors import BadRequest
+    from statekeeper.hooks.views import Redelivered
+    from statekeeper.times import parse_rfc3339
+
+    if (event_id is None) == (not every):
+        raise BadRequest(
+            "give one dead letter's EVENT_ID or --all (every dead letter of the hook), "
+            "not both nor neither"
+        )
+    if since is not None and not every:
+        raise BadRequest("--since chooses among all the dead letters: give it with --all")
+    try:
+        after = None if since is None else parse_rfc3339(since)
+    except ValueError as exc:
+        raise BadRequest(f"--since: {exc}, e.g. 2026-01-01T00:00:00Z") from exc
+    services = obj(ctx, HOOKS_OPTIONS).services()
+    queued = _hooks(services).redeliver(name, event_id, after)
+    if as_json:
+        print_view(Redelivered(hook=name, events=queued))
+        return
+    err_console.print(
+        f"hook {name}: {len(queued)} dead letter{'' if len(queued) == 1 else 's'} queued "
+        "again; a running server delivers them",
+        highlight=False,
+    )

@@ -12,7 +12,9 @@ and no state name can take (:mod:`statekeeper.terraform.layout`):
 - ``deliveries/<time>-<random>.<hook>.<outcome>.json`` — the delivery log, its
   keys in the order of the attempts' times (microseconds since the epoch);
 - ``done/<event_id>.<hook>`` — for the one event offered more than once
-  (``lock.stale``, by every replica's scan), so it is queued once.
+  (``lock.stale``, by every replica's scan), so it is queued once;
+- ``dead/<event_id>.<hook>.json`` — a dead letter's entry, kept (as the dead
+  letters are, for ever) so that ``hooks redeliver`` can queue it again.
 
 What is removed for good (an entry delivered or dead, a subscription, the log's
 attempts and the done markers older than ``hooks_deliveries_kept``) is *erased*:
@@ -23,9 +25,9 @@ A sender claims an entry by rewriting it with its lease (owner and expiry)
 conditionally on the ETag it read (``If-Match``): of several replicas one
 wins, the others skip it, so each event is delivered once in the normal case.
 A sender that dies leaves its lease to expire and another claims the entry.
-A delivered or dead entry is erased; a retry is rewritten with its next
-attempt time and the body sent, so every retry sends the same bytes and the
-same event ID.
+A delivered or dead entry is erased from the outbox (a dead one kept under
+``dead/``); a retry is rewritten with its next attempt time and the body
+sent, so every retry sends the same bytes and the same event ID.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from typing import Any
 from statekeeper.errors import AccessDenied, NotFound, WriteRace
 from statekeeper.events import Event
 from statekeeper.hooks.model import Subscription
-from statekeeper.hooks.outbox import Attempt, Entry, Wanted
+from statekeeper.hooks.outbox import Attempt, Entry, Wanted, not_dead, unknown_delivery
 from statekeeper.storage.base import ObjectInfo, ObjectStore
 from statekeeper.terraform.layout import WEBHOOKS_PREFIX
 from statekeeper.times import format_rfc3339, utcnow
@@ -57,6 +59,7 @@ _SUBS = HOOKS_PREFIX + "subscriptions/"
 _OUTBOX = HOOKS_PREFIX + "outbox/"
 _LOG = HOOKS_PREFIX + "deliveries/"
 _DONE = HOOKS_PREFIX + "done/"
+_DEAD = HOOKS_PREFIX + "dead/"
 #: Event types whose events are offered again with the same ID (see the module doc).
 _REOFFERED = frozenset({"lock.stale"})
 _JSON = {"content-type": "application/json"}
@@ -225,6 +228,8 @@ class ObjectOutbox:
                 except WriteRace:
                     continue
             else:
+                if a.outcome == "dead":
+                    self._bury(a.entry, number)
                 self._erase(key)
                 if a.entry.kind in _REOFFERED:
                     # Not empty: a listing leaves zero-length objects out (no state is
@@ -232,6 +237,99 @@ class ObjectOutbox:
                     done = format_rfc3339(utcnow()).encode()
                     self.store.put(f"{_DONE}{a.entry.event_id}.{a.entry.hook}", done, {})
             self._log(a, number)
+
+    def _bury(self, entry: Entry, attempts: int) -> None:
+        """Keep a dead entry under ``dead/`` (put before its outbox object is erased: a
+        sender stopped between the two leaves it in both, and the next one finds the
+        outbox's again)."""
+        record = {
+            "event_id": entry.event_id,
+            "hook": entry.hook,
+            "kind": entry.kind,
+            "event": entry.recorded,
+            "attempts": attempts,
+            "died": time.time(),
+        }
+        if entry.payload is not None:
+            record["payload"] = base64.b64encode(entry.payload).decode()
+        self.store.put(f"{_DEAD}{entry.event_id}.{entry.hook}.json", _dump(record), _JSON)
+
+    def redeliver(
+        self, hook: str, event_id: str | None = None, since: datetime | None = None
+    ) -> list[str]:
+        """Each dead letter's entry put back in the outbox (new: no attempt counted, due
+        now), its dead attempts in the log rewritten as ``retry``, then its ``dead/``
+        object erased. A redelivery stopped midway is finished by running it again: the
+        entry is put only where there is none."""
+        if event_id is not None:
+            key = f"{_DEAD}{event_id}.{hook}.json"
+            if self.store.head(key) is None:
+                raise self._not_dead(hook, event_id)
+            keys = [key]
+        else:
+            suffix = f".{hook}.json"
+            keys = [i.key for i in self.store.scan(_DEAD) if i.key.endswith(suffix)]
+        records = []
+        for key in keys:
+            obj = self.store.get(key)
+            if obj is None:
+                continue  # redelivered by another run since the listing
+            record = json.loads(obj.data)
+            # The record decides: the key's suffix alone would take an event ID with a
+            # dot and another hook's name after it for this hook's.
+            if record["hook"] != hook:
+                continue
+            if since is None or record["died"] >= since.timestamp():
+                records.append((key, record))
+        if not records:
+            return []
+        ids = {record["event_id"] for _, record in records}
+        # The log's dead attempts of these events: the keys name the hook and the outcome.
+        dead_log = []
+        for info in self.store.scan(_LOG):
+            if info.key.endswith(f".{hook}.dead.json"):
+                logged = self.store.get(info.key)
+                if logged is not None and json.loads(logged.data)["event_id"] in ids:
+                    dead_log.append((info.key, json.loads(logged.data)))
+        now = time.time()
+        for _, record in records:
+            entry = {
+                **{k: v for k, v in record.items() if k not in ("attempts", "died")},
+                "attempts": 0,
+                "next_attempt": now,
+                "created": now,
+            }
+            outbox = f"{_OUTBOX}{record['event_id']}.{hook}.json"
+            self.store.put_if_absent(outbox, _dump(entry), _JSON)
+        for key, row in dead_log:
+            retried = key[: -len(".dead.json")] + ".retry.json"
+            self.store.put(retried, _dump({**row, "outcome": "retry"}), _JSON)
+            self._erase(key)
+        for key, _ in records:
+            self._erase(key)
+        return [record["event_id"] for _, record in records]
+
+    def _not_dead(self, hook: str, event_id: str) -> Exception:
+        """Why the event has no dead letter for ``hook``: still queued, delivered (the
+        log says so), or no delivery of it at all."""
+        if self.store.head(f"{_OUTBOX}{event_id}.{hook}.json") is not None:
+            return not_dead(hook, event_id, "pending")
+        ends = {f".{hook}.{outcome}.json": outcome for outcome in ("delivered", "dead")}
+        for info in self.store.scan(_LOG):
+            outcome = ends.get(info.key[info.key.index(".") :])
+            if outcome is None:
+                continue
+            obj = self.store.get(info.key)
+            if obj is None or json.loads(obj.data)["event_id"] != event_id:
+                continue
+            if outcome == "delivered":
+                return not_dead(hook, event_id, "delivered")
+            # Dead before the entries of the dead were kept: its event is not here.
+            return NotFound(
+                f"the dead letter of event {event_id} to the hook {hook!r} died before "
+                "statekeeper kept the events of dead letters on S3: it cannot be redelivered"
+            )
+        return unknown_delivery(hook, event_id)
 
     def _log(self, a: Attempt, number: int) -> None:
         stamp = f"{_micros(time.time())}-{secrets.token_hex(4)}"

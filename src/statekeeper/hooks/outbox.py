@@ -41,12 +41,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, Protocol, get_args
 
-from statekeeper.errors import NotFound
+from statekeeper.errors import Conflict, NotFound
 from statekeeper.events import Event
 from statekeeper.hooks.model import BY_ACTION, Subscription, stored_nothing
 from statekeeper.storage.base import RecordSpace
 from statekeeper.storage.sqlite.database import SqliteDatabase
-from statekeeper.times import format_rfc3339, utcnow
+from statekeeper.times import format_rfc3339, parse_rfc3339, utcnow
 
 log = logging.getLogger("statekeeper.hooks")
 
@@ -58,8 +58,10 @@ __all__ = [
     "OutboxStore",
     "Outcome",
     "Wanted",
+    "not_dead",
     "open_outbox",
     "queue_path",
+    "unknown_delivery",
 ]
 
 #: What came of a delivery attempt, as the delivery log records it.
@@ -271,6 +273,16 @@ class OutboxStore(Protocol):
     def expire(self, before: datetime) -> int:
         """Remove the delivery log's attempts made before ``before``, and what is kept
         of the entries finished then, but the dead letters; how many were removed."""
+        ...
+
+    def redeliver(
+        self, hook: str, event_id: str | None = None, since: datetime | None = None
+    ) -> list[str]:
+        """Queue dead letters of ``hook`` again, as new (their attempts counted from
+        none), keeping their events and IDs: the one of ``event_id`` (NotFound when
+        there is none, Conflict when it is not dead), else every one that died at
+        ``since`` or after (all: None). Their attempts in the delivery log are no
+        longer dead but ``retry``. The event IDs queued."""
         ...
 
     def close(self) -> None:
@@ -494,8 +506,69 @@ class Outbox:
 
         return self.db.run(tx, write=True)
 
+    def redeliver(
+        self, hook: str, event_id: str | None = None, since: datetime | None = None
+    ) -> list[str]:
+        """One transaction: the dead rows made pending again, their dead attempts in
+        the log made ``retry`` (so ``hooks deliveries --outcome dead`` no longer lists
+        them, and the log's expiry may remove them)."""
+
+        def tx(db: sqlite3.Connection) -> list[str]:
+            if event_id is not None:
+                found = db.execute(
+                    "SELECT id, event_id, status FROM hook_outbox WHERE event_id = ? AND hook = ?",
+                    (event_id, hook),
+                ).fetchall()
+                if not found:
+                    raise unknown_delivery(hook, event_id)
+                if found[0][2] != "dead":
+                    raise not_dead(hook, event_id, str(found[0][2]))
+                rows = [(int(found[0][0]), str(found[0][1]))]
+            else:
+                rows = [
+                    (int(i), str(e))
+                    for i, e, done in db.execute(
+                        "SELECT id, event_id, done FROM hook_outbox "
+                        "WHERE hook = ? AND status = 'dead' ORDER BY id",
+                        (hook,),
+                    ).fetchall()
+                    # Parsed, not compared as text: the stamps' fractions vary in length.
+                    if since is None or (done is not None and parse_rfc3339(done) >= since)
+                ]
+            ids = [(i,) for i, _ in rows]
+            db.executemany(
+                "UPDATE hook_outbox SET status = 'pending', attempts = 0, next_attempt = ?, "
+                "last_error = NULL, done = NULL, lease_owner = NULL, lease_until = NULL "
+                "WHERE id = ?",
+                [(time.time(), i) for (i,) in ids],
+            )
+            db.executemany(
+                "UPDATE hook_deliveries SET outcome = 'retry' WHERE outbox_id = ? "
+                "AND outcome = 'dead'",
+                ids,
+            )
+            return [e for _, e in rows]
+
+        return self.db.run(tx, write=True)
+
     def close(self) -> None:
         self.db.close()
+
+
+def unknown_delivery(hook: str, event_id: str) -> NotFound:
+    """The refusal of a redelivery of an event the outbox has no entry of."""
+    return NotFound(
+        f"there is no delivery of event {event_id} to the hook {hook!r}; see "
+        f"'statekeeper hooks deliveries --hook {hook} --outcome dead' for its dead letters"
+    )
+
+
+def not_dead(hook: str, event_id: str, status: str) -> Conflict:
+    """The refusal of a redelivery of an entry that is not dead (``status``)."""
+    return Conflict(
+        f"the delivery of event {event_id} to the hook {hook!r} is {status}, not dead: "
+        "only dead letters are redelivered"
+    )
 
 
 #: An audit record some subscription wants: its event's ID, its webhook event type, the

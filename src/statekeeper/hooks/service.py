@@ -19,10 +19,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from statekeeper.errors import BadRequest, StatekeeperError, StorageError
+from statekeeper.errors import BadRequest, NotFound, StatekeeperError, StorageError
 from statekeeper.events import Action, Event
 from statekeeper.hooks.guard import check_destination
 from statekeeper.hooks.model import Policy, Subscription, cloudevent, hook_type
@@ -312,12 +312,29 @@ class Webhooks:
         self.outbox.remove(name)
         self._read_at = -float("inf")
 
+    def redeliver(
+        self, name: str, event_id: str | None = None, since: datetime | None = None
+    ) -> list[str]:
+        """Queue the dead letters of the subscription ``name`` again (the one of
+        ``event_id``, else all that died at ``since`` or after); their event IDs. They
+        are sent as any event is, by a server's sender, with the same event ID."""
+        if not any(s.name == name for s in self.all()):
+            # A removed subscription's dead letters would only die again ("the subscription
+            # was removed"): the subscription comes first.
+            raise NotFound(
+                f"there is no hook named {name!r}; see 'statekeeper hooks list'. The dead "
+                f"letters of a removed hook are redelivered once it is added again: "
+                f"'statekeeper hooks add {name} --url URL', then redeliver"
+            )
+        queued = self.outbox.redeliver(name, event_id, since)
+        if queued:
+            self._wake()
+        return queued
+
     def test(self, name: str) -> int:
         """Send a signed ``io.statekeeper.ping`` to one subscription now; its HTTP status."""
         sub = next((s for s in self.all() if s.name == name), None)
         if sub is None:
-            from statekeeper.errors import NotFound
-
             raise NotFound(f"there is no hook named {name!r}; see 'statekeeper hooks list'")
         sub = sub.signing(os.environ)
         event = Event(action=Action.READ, actor=SERVER_ACTOR, detail="a test delivery")

@@ -9,7 +9,14 @@ from pydantic import BaseModel, ConfigDict, Field
 if TYPE_CHECKING:
     from statekeeper.hooks.model import Subscription
 
-__all__ = ["DeliveryList", "DeliveryView", "HookCreated", "HookList", "HookView"]
+__all__ = [
+    "DeliveryList",
+    "DeliveryView",
+    "HookCreated",
+    "HookList",
+    "HookView",
+    "Redelivered",
+]
 
 
 class _View(BaseModel):
@@ -88,3 +95,12 @@ class DeliveryView(_View):
 
 class DeliveryList(_View):
     deliveries: list[DeliveryView]
+
+
+class Redelivered(_View):
+    """Dead letters queued again."""
+
+    hook: str
+    events: list[str] = Field(
+        description="The event IDs queued again, each delivered with the same CloudEvents id"
+    )
