@@ -42,7 +42,7 @@ VersionOpt = Annotated[
 def states(
     ctx: typer.Context,
     prefix: Annotated[
-        str, typer.Argument(metavar="PREFIX", help="Only states whose name starts with this")
+        str, typer.Argument(metavar="PREFIX", help="Only states under this prefix")
     ] = "",
     details: Annotated[
         bool,
