@@ -52,7 +52,9 @@ def audit(
         str | None, typer.Option(help="user@host, a token name or oidc:SUBJECT")
     ] = None,
     action: Annotated[str | None, typer.Option(help="read, write, lock, unlock, …")] = None,
-    since: Annotated[str | None, typer.Option(help="RFC 3339 time or 24h, 7d, 1d12h")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="An RFC 3339 time, or a duration back from now: 24h, 7d")
+    ] = None,
     limit: Annotated[int, typer.Option(help="At most this many (the newest)")] = 1000,
     as_json: JsonFlag = False,
 ) -> None:

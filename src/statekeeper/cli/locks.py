@@ -132,9 +132,18 @@ def locks(ctx: click.Context, json_out: bool) -> None:
 
 
 @locks.command()
-@click.option("--older-than", required=True, help="Age, e.g. 30m, 2h, 1d (0s: every lock)")
-@click.option("--operation", help="Only locks of this operation (plan = OperationTypePlan)")
-@click.option("--prefix", default="", help="Only states under this prefix")
+@click.option(
+    "--older-than",
+    required=True,
+    metavar="DURATION",
+    help="Age, e.g. 30m, 2h, 1d (0s: every lock)",
+)
+@click.option(
+    "--operation",
+    metavar="OPERATION",
+    help="Only locks of this operation (plan = OperationTypePlan)",
+)
+@click.option("--prefix", default="", metavar="PREFIX", help="Only states under this prefix")
 @click.option("--dry-run", is_flag=True, help="Show what would be removed; remove nothing")
 @click.option("--json", "json_out", is_flag=True, help=JSON_HELP)
 @click.pass_context
@@ -185,7 +194,7 @@ def _none_reaped(backend: Backend, operation: str | None, prefix: str) -> str:
 
 @click.command()
 @click.argument("name", cls=_Required, metavar="NAME")
-@click.option("--id", "lock_id", help="Remove the lock only if it has this ID")
+@click.option("--id", "lock_id", metavar="ID", help="Remove the lock only if it has this ID")
 @click.option("--force", is_flag=True, help="Remove whatever lock is held, whoever holds it")
 @click.option("--json", "json_out", is_flag=True, help=JSON_HELP)
 @click.pass_context

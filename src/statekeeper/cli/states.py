@@ -33,7 +33,9 @@ UNKNOWN = "?"
 VersionOpt = Annotated[
     str | None,
     typer.Option(
-        "--version", "-v", help="A version ID from 'history', serial:N, or current (the default)"
+        "--version",
+        "-v",
+        help="A version ID from 'history', serial:N or current \\[default: current]",
     ),
 ]
 
