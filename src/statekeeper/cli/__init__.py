@@ -63,7 +63,7 @@ COMMANDS: dict[str, Entry] = {
     "states": Entry(
         "states",
         PANEL_STATES,
-        "List every state (workspace states env:/W/K included) with its lock.",
+        "List every state, workspace states (env:/WORKSPACE/KEY) included, with its lock.",
     ),
     "show": Entry(
         "states", PANEL_STATES, "Show one version of a state: its facts, resources and outputs."

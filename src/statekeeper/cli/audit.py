@@ -47,7 +47,7 @@ def parse_since(text: str) -> datetime:
 @app.command(rich_help_panel=PANEL_SECURITY)
 def audit(
     ctx: typer.Context,
-    state: Annotated[str | None, typer.Option(help="State-name glob, e.g. 'team/**'")] = None,
+    state: Annotated[str | None, typer.Option(help="State glob (team/**)")] = None,
     actor: Annotated[
         str | None, typer.Option(help="user@host, a token name or oidc:SUBJECT")
     ] = None,

@@ -56,7 +56,7 @@ def states(
     ] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """List every state (workspace states env:/W/K included) with its lock.
+    """List every state, workspace states (env:/WORKSPACE/KEY) included, with its lock.
 
     The workspace states of the keys under PREFIX are listed after their key
     (env:/dev/team/app.tfstate for 'states team/', with workspace_key_prefix
