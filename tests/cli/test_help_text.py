@@ -11,7 +11,7 @@ from statekeeper.security.policy import Permission
 def test_hooks_list_help_names_the_config_tables(cli_process: CliFn) -> None:
     shown = cli_process("hooks", "list", "--help")
     assert shown.exit_code == 0, shown.stderr
-    assert "the config file's [[hooks]] (FROM config" in shown.stdout
+    assert "the config file's [[hooks]] (config;" in shown.stdout
 
 
 def test_token_create_help_lists_every_permission(cli_process: CliFn) -> None:

@@ -63,7 +63,7 @@ COMMANDS: dict[str, Entry] = {
     "states": Entry(
         "states",
         PANEL_STATES,
-        "List every state (workspace states env:/W/K included) with its lock.",
+        "List every state, workspace states (env:/WORKSPACE/KEY) included, with its lock.",
     ),
     "show": Entry(
         "states", PANEL_STATES, "Show one version of a state: its facts, resources and outputs."
@@ -77,9 +77,7 @@ COMMANDS: dict[str, Entry] = {
     "search": Entry(
         "search",
         PANEL_STATES,
-        "Which state manages this resource? Search every state's resources and attribute "
-        "values (sensitive values are never indexed). With --server, the server's index and "
-        "your token's grants; else this store's index, caught up with the store first.",
+        "Find which state manages a resource: search every state's resources and values.",
     ),
     "history": Entry(
         "history",
@@ -114,40 +112,39 @@ COMMANDS: dict[str, Entry] = {
     "migrate": Entry(
         "migrate",
         PANEL_STATES,
-        "Copy states between any two stores, byte for byte, under the destination's locks.",
+        "Copy states between two stores, byte for byte, under the destination's locks.",
     ),
     "unlock": Entry(
         "locks",
         PANEL_LOCKS,
-        "Remove a state's lock (like terraform force-unlock); the removal is reported and audited.",
+        "Remove a state's lock, like terraform force-unlock; the removal is audited.",
         typer=False,
     ),
     "locks": Entry(
         "locks",
         PANEL_LOCKS,
-        "List held locks (DynamoDB items and S3 lock files alike); 'locks reap' removes stale "
-        "ones.",
+        "List held locks, DynamoDB items and S3 lock files alike.",
         typer=False,
     ),
     "bootstrap": Entry(
         "bootstrap",
         PANEL_AWS,
-        'Create or bring into line the bucket and lock table for Terraform\'s backend "s3".',
+        'Create or bring into line the bucket and lock table of a backend "s3".',
     ),
     "doctor": Entry(
         "doctor",
         PANEL_AWS,
-        "One line per check: pass, warn or fail, with the fix. Exit 1 when anything fails.",
+        "Check the bucket, the lock table and the states in them, with the fix for each.",
     ),
     "iam-policy": Entry(
         "iam",
         PANEL_AWS,
-        "Print the IAM policy JSON that Terraform and statekeeper serve need, and no more.",
+        "Print the least-privilege IAM policy for Terraform and statekeeper serve.",
     ),
     "audit": Entry(
         "audit",
         PANEL_SECURITY,
-        "Show the audit trail of the store (or, with --server, the server's), oldest first.",
+        "Show the audit trail of the store (with --server, the server's), oldest first.",
     ),
     "token": Entry("token", PANEL_SECURITY, "Create, list and revoke API tokens."),
     "encryption": Entry(
@@ -162,11 +159,9 @@ def resolve(name: str) -> Any:
     entry = COMMANDS[name]
     module = importlib.import_module(f"statekeeper.cli.{entry.module}")
     if entry.typer:
-        import typer.main
+        from statekeeper.cli.commands import group
 
-        from statekeeper.cli.commands import app as commands
-
-        return typer.main.get_command(commands).commands[name]  # type: ignore[attr-defined]
+        return group().commands[name]  # type: ignore[attr-defined]
     return getattr(module, name.replace("-", "_"))
 
 
@@ -213,13 +208,10 @@ class _Root(click.Group):
         from statekeeper.cli.roothelp import render
 
         # The options are this group's; the command panels come from the table.
-        params = [
-            p for p in self.get_params(ctx) if isinstance(p, click.Option) and p.name != "help"
-        ]
-        options = [
-            (p.opts[0], p.help or "", str(p.envvar) if p.envvar and p.show_envvar else None)
-            for p in params
-        ]
+        # The help option is in its own box ("Options") above the global ones.
+        shown = self.get_help_option(ctx)
+        params = [p for p in self.get_params(ctx) if isinstance(p, click.Option) and p is not shown]
+        options = [(p.opts[0], p.help or "") for p in params]
         panels: dict[str, list[tuple[str, str]]] = {}
         for name, entry in COMMANDS.items():
             panels.setdefault(entry.panel, []).append((name, entry.short_help))
@@ -251,7 +243,6 @@ def _global_options(f: Any) -> Any:
             o.field,
             help=o.help,
             envvar=o.envvar,
-            show_envvar=o.show_envvar,
             **_option(o.kind),
         )
         f = option(f)

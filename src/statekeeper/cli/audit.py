@@ -47,16 +47,18 @@ def parse_since(text: str) -> datetime:
 @app.command(rich_help_panel=PANEL_SECURITY)
 def audit(
     ctx: typer.Context,
-    state: Annotated[str | None, typer.Option(help="State-name glob, e.g. 'team/**'")] = None,
+    state: Annotated[str | None, typer.Option(help="State glob (team/**)")] = None,
     actor: Annotated[
         str | None, typer.Option(help="user@host, a token name or oidc:SUBJECT")
     ] = None,
     action: Annotated[str | None, typer.Option(help="read, write, lock, unlock, …")] = None,
-    since: Annotated[str | None, typer.Option(help="RFC 3339 time or 24h, 7d, 1d12h")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="An RFC 3339 time, or a duration back from now: 24h, 7d")
+    ] = None,
     limit: Annotated[int, typer.Option(help="At most this many (the newest)")] = 1000,
     as_json: JsonFlag = False,
 ) -> None:
-    """Show the audit trail of the store (or, with --server, the server's), oldest first."""
+    """Show the audit trail of the store (with --server, the server's), oldest first."""
     from statekeeper.cli.admin import admin_for
     from statekeeper.cli.output import print_view
     from statekeeper.cli.render import dash, print_table, when
@@ -89,8 +91,11 @@ app.add_typer(encryption_app, name="encryption", rich_help_panel=PANEL_SECURITY)
 
 @encryption_app.command("status")
 def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """List the states stored in plaintext (exit 1 if any, or if the store's key is not
-    configured, for scripts)."""
+    """List the states stored in plaintext, and whether the store is encrypted.
+
+    Exit 1 (for scripts) if any state is in plaintext, or if the store is encrypted
+    and no master key is configured: its encrypted versions cannot be read then.
+    """
     from statekeeper.cli.output import console, print_json
 
     services = obj(ctx, ENCRYPTION_OPTIONS).services()
@@ -134,7 +139,11 @@ def rotate(
     old_key_file: Annotated[Path, typer.Option(help="File holding the old master key")],
     new_key_file: Annotated[Path, typer.Option(help="File holding the new master key")],
 ) -> None:
-    """Re-wrap every data key from the old master key to the new; states are not rewritten."""
+    """Re-wrap every data key under a new master key; no state version is rewritten.
+
+    The old key must be the store's current one. On a store that is not encrypted
+    it changes nothing (exit 2): encryption is turned on by setting the key.
+    """
     from statekeeper.cli.context import local_caller
     from statekeeper.cli.output import console
     from statekeeper.errors import ConfigError
@@ -167,17 +176,25 @@ def decrypt(
     state: Annotated[
         str | None, typer.Option(help="Decrypt this state from the store instead of a FILE")
     ] = None,
-    version: Annotated[str | None, typer.Option(help="Version ID (default: current)")] = None,
+    version: Annotated[
+        str | None,
+        typer.Option(help="A version ID from 'history', with --state \\[default: the current one]"),
+    ] = None,
     key_file: Annotated[
         Path | None,
-        typer.Option(help="File holding the master key (default: STATEKEEPER_MASTER_KEY)"),
+        typer.Option(help="File holding the master key \\[default: STATEKEEPER_MASTER_KEY]"),
     ] = None,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write here (default, or '-': stdout)")
+        Path | None,
+        typer.Option("--output", "-o", help="Write to FILE instead of stdout ('-': stdout)"),
     ] = None,
 ) -> None:
-    """Decrypt a version with the master key, without a server: a state is never hostage
-    to the server running. The data key comes from the store's key ring."""
+    """Decrypt a stored version with the master key, without a server.
+
+    A state is never hostage to the server running. Give a FILE of stored bytes, or
+    --state NAME to read the version from the store; the data key comes from the
+    store's key ring.
+    """
     from statekeeper.cli.output import write_output
     from statekeeper.errors import BadRequest, ConfigError, StateNotFound
     from statekeeper.storage.encrypting import encrypting, is_encrypted

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from statekeeper.cli.commands import app
+from statekeeper.cli.commands import JsonFlag, app
 from statekeeper.cli.context import local_caller, obj
 from statekeeper.cli.options import PANEL_AWS, STORE
 
@@ -19,20 +19,20 @@ def bootstrap(
     bucket: Annotated[str, typer.Option(help="State bucket to create or bring into line")],
     table: Annotated[
         str | None,
-        typer.Option(help="DynamoDB lock table [default: BUCKET-locks unless --lockfile]"),
+        typer.Option(help="DynamoDB lock table \\[default: BUCKET-locks unless --lockfile]"),
     ] = None,
     lockfile: Annotated[
         bool, typer.Option("--lockfile", help="Lock with S3 lock files only; no table")
     ] = False,
     region: Annotated[
-        str | None, typer.Option(help="AWS region [default: the bucket's, else boto3's]")
+        str | None, typer.Option(help="AWS region \\[default: the bucket's, else boto3's]")
     ] = None,
     kms_key: Annotated[
-        str | None, typer.Option(help="KMS key ARN or alias for SSE-KMS [default: SSE-S3]")
+        str | None, typer.Option(help="KMS key ARN or alias for SSE-KMS \\[default: SSE-S3]")
     ] = None,
     noncurrent_days: Annotated[
         int | None,
-        typer.Option(help="Expire noncurrent state versions after N days [default: 90]"),
+        typer.Option(help="Expire noncurrent state versions after N days \\[default: 90]"),
     ] = None,
     log_bucket: Annotated[
         str | None, typer.Option(help="Existing bucket (same region) for S3 access logs")
@@ -41,7 +41,7 @@ def bootstrap(
         str | None, typer.Option(help="Replicate every version to a bucket in this region")
     ] = None,
     replica_bucket: Annotated[
-        str | None, typer.Option(help="Replica bucket name [default: BUCKET-replica]")
+        str | None, typer.Option(help="Replica bucket name \\[default: BUCKET-replica]")
     ] = None,
     replica_kms_key: Annotated[
         str | None, typer.Option(help="KMS key in the replica region (needed with --kms-key)")
@@ -54,14 +54,13 @@ def bootstrap(
         typer.Option(
             help="Terraform version the printed backend block is for: 1.11 and later lock with "
             "S3 lock files only, 1.10 with both, older with the DynamoDB table "
-            "[default: the current release]",
-            show_default=False,
+            "\\[default: the current release]",
         ),
     ] = None,
     profile: Annotated[str | None, typer.Option(help="AWS profile")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Stable JSON output")] = False,
+    json_output: JsonFlag = False,
 ) -> None:
-    """Create or bring into line the bucket and lock table for Terraform's backend "s3".
+    """Create or bring into line the bucket and lock table of a backend "s3".
 
     Idempotent: a second run changes nothing. Prints the backend block and the
     statekeeper serve command line to use them. What it changed is recorded in

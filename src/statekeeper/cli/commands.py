@@ -9,10 +9,12 @@ command as ``ctx.obj`` (:func:`statekeeper.cli.context.obj`).
 
 from __future__ import annotations
 
+import inspect
 from typing import Annotated, Any
 
 import typer
 import typer.main
+from typer._click.core import Command as ClickCommand
 from typer._click.core import Context as ClickContext
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
 from typer.core import TyperGroup
@@ -20,7 +22,7 @@ from typer.core import TyperGroup
 from statekeeper.cli.options import JSON_HELP
 from statekeeper.errors import StatekeeperError
 
-__all__ = ["JsonFlag", "app", "run"]
+__all__ = ["JsonFlag", "app", "group", "run"]
 
 JsonFlag = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
 
@@ -64,7 +66,26 @@ def _commands() -> None:
     pass
 
 
+def _reflow(command: ClickCommand) -> None:
+    # A docstring's paragraphs are wrapped in the source, and typer's rich help keeps
+    # those line breaks: at any other width they break lines mid-sentence, and a first
+    # paragraph of several lines breaks the row of the group's listing. One line per
+    # paragraph, which rich wraps to the window.
+    if command.help:
+        paragraphs = inspect.cleandoc(command.help).split("\n\n")
+        command.help = "\n\n".join(" ".join(p.split()) for p in paragraphs)
+    for sub in getattr(command, "commands", {}).values():
+        _reflow(sub)
+
+
+def group() -> ClickCommand:
+    """The typer commands as click runs them and prints their help."""
+    command = typer.main.get_command(app)
+    _reflow(command)
+    return command
+
+
 def run(prog_name: str, name: str, args: list[str], obj: object) -> None:
     """Run command ``name`` with ``args`` (it exits: typer's standalone mode, usage
     errors exit 2), as ``prog_name name`` in its usage lines."""
-    typer.main.get_command(app).main([name, *args], prog_name=prog_name, obj=obj)
+    group().main([name, *args], prog_name=prog_name, obj=obj)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from statekeeper.cli.commands import app
+from statekeeper.cli.commands import JsonFlag, app
 from statekeeper.cli.context import local_caller, obj
 from statekeeper.cli.options import PANEL_AWS, STORE
 
@@ -19,13 +19,13 @@ def doctor(
     bucket: Annotated[str, typer.Option(help="State bucket to audit")],
     table: Annotated[str | None, typer.Option(help="DynamoDB lock table")] = None,
     region: Annotated[
-        str | None, typer.Option(help="AWS region [default: the bucket's, else boto3's]")
+        str | None, typer.Option(help="AWS region \\[default: the bucket's, else boto3's]")
     ] = None,
     fix: Annotated[
         bool,
         typer.Option("--fix", help="Apply the safe fixes (never deletes locks) and report each"),
     ] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Stable JSON output")] = False,
+    json_output: JsonFlag = False,
     stale_after: Annotated[
         str, typer.Option(help="Report locks older than this (30m, 2h, 1d, 1w, 1h30m)")
     ] = "2h",
@@ -43,7 +43,10 @@ def doctor(
     ] = None,
     profile: Annotated[str | None, typer.Option(help="AWS profile")] = None,
 ) -> None:
-    """One line per check: pass, warn or fail, with the fix. Exit 1 when anything fails."""
+    """Check the bucket, the lock table and the states in them, with the fix for each.
+
+    One line per check: pass, warn or fail. Exit 1 when anything fails.
+    """
     # Talks to AWS directly; the config file brings the [history] rules to compare, and
     # the fixes are recorded in the configured store's trail.
     cli = obj(ctx, STORE)

@@ -112,12 +112,12 @@ def diff(
     from_ref: Annotated[
         str | None,
         typer.Argument(
-            metavar="FROM", help="Older version (default: the one before TO)", show_default=False
+            metavar="FROM", help="Older version \\[default: the one before TO]", show_default=False
         ),
     ] = None,
     to_ref: Annotated[
         str | None,
-        typer.Argument(metavar="TO", help="Newer version (default: current)", show_default=False),
+        typer.Argument(metavar="TO", help="Newer version \\[default: current]", show_default=False),
     ] = None,
     json_out: JsonFlag = False,
 ) -> None:

@@ -44,7 +44,7 @@ def add(
         str | None,
         typer.Option(
             help="Signing secret (seen in shell history and ps: prefer --secret-file) "
-            "[default: a new random one, printed once]"
+            "\\[default: a new random one, printed once]",
         ),
     ] = None,
     secret_file: Annotated[
@@ -55,11 +55,13 @@ def add(
         ),
     ] = None,
     state: Annotated[
-        list[str] | None, typer.Option(help="State glob (team/**); repeatable [default: **]")
+        list[str] | None, typer.Option(help="State glob (team/**); repeatable \\[default: **]")
     ] = None,
     event: Annotated[
         list[str] | None,
-        typer.Option(help="Event type (state.written, lock.forced, …); repeatable [default: all]"),
+        typer.Option(
+            help="Event type (state.written, lock.forced, …); repeatable \\[default: all]"
+        ),
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -132,9 +134,13 @@ def list_hooks(
     ctx: typer.Context,
     as_json: JsonFlag = False,
 ) -> None:
-    """List subscriptions (never their secrets, only where each is: SECRET): the config
-    file's [\\[hooks]] (FROM config, changed only there) and those added by 'hooks add'
-    (FROM command)."""
+    """List the subscriptions and where each one's secret is, never the secret.
+
+    FROM says where a subscription comes from: the config file's [\\[hooks]] (config;
+    change them in the file) or 'hooks add' (command). SECRET says where its secret
+    is: env VAR, file PATH or inline for a configured one, stored for one added by
+    command; the secret is not read.
+    """
     # "\\[" escapes the bracket: the help is rich markup, where [hooks] would be a tag.
     from statekeeper.cli.output import print_view
     from statekeeper.cli.render import print_table
@@ -164,7 +170,10 @@ def remove(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME", help="Subscription name")],
 ) -> None:
-    """Remove a subscription; its undelivered events are dropped as dead letters."""
+    """Remove a subscription; its undelivered events become dead letters.
+
+    A subscription from the config file is refused: remove it from the file.
+    """
     from statekeeper.cli.output import err_console
 
     services = obj(ctx, HOOKS_OPTIONS).services()
@@ -177,7 +186,10 @@ def send_test(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME", help="Subscription name")],
 ) -> None:
-    """Send a signed io.statekeeper.ping now and print the receiver's answer."""
+    """Send a signed io.statekeeper.ping now and print the receiver's answer.
+
+    Exit 1 unless the answer is 2xx.
+    """
     from statekeeper.cli.output import err_console
 
     services = obj(ctx, HOOKS_OPTIONS).services()
@@ -199,7 +211,7 @@ def deliveries(
     ] = 100,
     as_json: JsonFlag = False,
 ) -> None:
-    """The delivery log: every attempt, its answer and what came of it."""
+    """Show the delivery log, newest first: every attempt and what came of it."""
     from statekeeper.cli.output import print_view
     from statekeeper.cli.render import print_table
     from statekeeper.errors import BadRequest

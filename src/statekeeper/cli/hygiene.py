@@ -114,7 +114,7 @@ def trash_list(
     ] = "",
     json_out: JsonFlag = False,
 ) -> None:
-    """Deleted states that can be restored, with when they were deleted and leave the trash."""
+    """List deleted states: when each was deleted and when it leaves the trash."""
     from statekeeper.state.history_views import TrashEntry
 
     rows = _trash(ctx).entries(local_caller(), prefix)
@@ -165,7 +165,7 @@ def trash_restore(
 def trash_purge(
     ctx: typer.Context,
     name: Annotated[
-        str | None, typer.Argument(metavar="NAME", help="State name (default: every expired one)")
+        str | None, typer.Argument(metavar="NAME", help="State name \\[default: every expired one]")
     ] = None,
     json_out: JsonFlag = False,
 ) -> None:

@@ -28,13 +28,13 @@ def iam_policy(
         typer.Option("--allow-delete", help="Also delete states (terraform workspace delete)"),
     ] = False,
     region: Annotated[
-        str | None, typer.Option(help="Region in the table/key ARNs [default: *]")
+        str | None, typer.Option(help="Region in the table/key ARNs \\[default: *]")
     ] = None,
     account: Annotated[
-        str | None, typer.Option(help="Account ID in the table/key ARNs [default: *]")
+        str | None, typer.Option(help="Account ID in the table/key ARNs \\[default: *]")
     ] = None,
 ) -> None:
-    """Print the IAM policy JSON that Terraform and statekeeper serve need, and no more.
+    """Print the least-privilege IAM policy for Terraform and statekeeper serve.
 
     s3:DeleteObject is granted only on lock files unless --allow-delete.
     """

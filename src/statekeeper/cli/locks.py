@@ -64,16 +64,18 @@ def _print_releases(rows: list[Release], dry_run: bool) -> None:
     "locks",
     cls=_LocksGroup,
     invoke_without_command=True,
-    help="List held locks (DynamoDB items and S3 lock files alike); "
-    "'locks reap' removes stale ones.",
+    # The usage line names PREFIX, which _LocksGroup takes from where a command goes.
+    subcommand_metavar="[PREFIX | COMMAND [ARGS]...]",
 )
 @click.option("--json", "json_out", is_flag=True, help=JSON_HELP)
 @click.pass_context
 def locks(ctx: click.Context, json_out: bool) -> None:
-    """List every held lock under PREFIX with ID, operation, who and age.
+    """List held locks, DynamoDB items and S3 lock files alike.
 
-    With both lock kinds configured (use_lockfile and dynamodb_table), a state
-    locked in one and not the other is flagged as a dual-lock drift.
+    Every lock on a state under PREFIX, with its ID, operation, who and age;
+    'locks reap' removes stale ones. With both lock kinds configured (use_lockfile
+    and dynamodb_table), a state locked in one and not the other is flagged as a
+    dual-lock drift.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -130,9 +132,18 @@ def locks(ctx: click.Context, json_out: bool) -> None:
 
 
 @locks.command()
-@click.option("--older-than", required=True, help="Age, e.g. 30m, 2h, 1d (0s: every lock)")
-@click.option("--operation", help="Only locks of this operation (plan = OperationTypePlan)")
-@click.option("--prefix", default="", help="Only states under this prefix")
+@click.option(
+    "--older-than",
+    required=True,
+    metavar="DURATION",
+    help="Age, e.g. 30m, 2h, 1d (0s: every lock)",
+)
+@click.option(
+    "--operation",
+    metavar="OPERATION",
+    help="Only locks of this operation (plan = OperationTypePlan)",
+)
+@click.option("--prefix", default="", metavar="PREFIX", help="Only states under this prefix")
 @click.option("--dry-run", is_flag=True, help="Show what would be removed; remove nothing")
 @click.option("--json", "json_out", is_flag=True, help=JSON_HELP)
 @click.pass_context
@@ -144,7 +155,11 @@ def reap(
     dry_run: bool,
     json_out: bool,
 ) -> None:
-    """Remove every lock older than --older-than (each removal is reported and audited)."""
+    """Remove the locks older than --older-than.
+
+    Each lock is removed by its own ID, so one taken again meanwhile survives;
+    locks of unknown age are never reaped. Each removal is reported and audited.
+    """
     backend = obj(ctx, OPERATOR).backend()
     rows = backend.reap(older_than, operation, prefix, dry_run)
     if json_out:
@@ -179,14 +194,14 @@ def _none_reaped(backend: Backend, operation: str | None, prefix: str) -> str:
 
 @click.command()
 @click.argument("name", cls=_Required, metavar="NAME")
-@click.option("--id", "lock_id", help="Remove the lock only if it has this ID")
+@click.option("--id", "lock_id", metavar="ID", help="Remove the lock only if it has this ID")
 @click.option("--force", is_flag=True, help="Remove whatever lock is held, whoever holds it")
 @click.option("--json", "json_out", is_flag=True, help=JSON_HELP)
 @click.pass_context
 def unlock(ctx: click.Context, name: str, lock_id: str | None, force: bool, json_out: bool) -> None:
-    """Remove a state's lock (like terraform force-unlock); the removal is reported and audited.
+    """Remove a state's lock, like terraform force-unlock; the removal is audited.
 
-    NAME is the state's name, e.g. team/app/prod.tfstate. Give the lock's --id
+    NAME is the state's name, e.g. team/app/prod.tfstate. Give the lock ID as --id
     (from 'statekeeper locks') or --force. Make sure no run is still going:
     removing a live run's lock lets a second run corrupt the state.
     """

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from statekeeper.cli.commands import app
+from statekeeper.cli.commands import JsonFlag, app
 from statekeeper.cli.context import local_caller, obj
 from statekeeper.cli.options import PANEL_STATES, STORE
 from statekeeper.cli.output import console, err_console, escape, print_view
@@ -74,14 +74,14 @@ def migrate(
     ],
     to: Annotated[
         str | None,
-        typer.Option("--to", help="Destination store URL (default: --store/--locks)"),
+        typer.Option("--to", help="Destination store URL \\[default: --store/--locks]"),
     ] = None,
     to_locks: Annotated[
         list[str] | None,
         typer.Option(
             "--to-locks",
-            help="Destination lock URL(s): dynamodb://TABLE, s3lock://BUCKET; give twice for both "
-            "(default: the destination's own)",
+            help="Destination lock URL: dynamodb://TABLE, s3lock://BUCKET/PREFIX; give twice "
+            "for both \\[default: the destination's own]",
         ),
     ] = None,
     name: Annotated[
@@ -100,9 +100,9 @@ def migrate(
             "--force", help="Overwrite a destination state of another lineage or newer serial"
         ),
     ] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+    json_out: JsonFlag = False,
 ) -> None:
-    """Copy states between any two stores, byte for byte, under the destination's locks.
+    """Copy states between two stores, byte for byte, under the destination's locks.
 
     Resumable: versions the destination already holds (same sha256) are
     skipped, so an interrupted copy is finished by running it again. Each

@@ -54,8 +54,9 @@ class GlobalOption:
     field: str
     help: str
     kind: str = "str"  # str, path or list (the flag given more than once)
-    envvar: str | None = None  # read by the option itself (the others go through settings)
-    show_envvar: bool = True
+    # Read by the option itself (the others go through settings); every help names its
+    # variable in one wording, "(env: VAR)", so click does not add its own.
+    envvar: str | None = None
 
 
 GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
@@ -76,7 +77,7 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
         "--server",
         "server",
         "Go through a running statekeeper server's API (http://HOST:PORT) "
-        "instead of opening a store",
+        "instead of opening a store (env: STATEKEEPER_SERVER)",
         envvar="STATEKEEPER_SERVER",
     ),
     GlobalOption(
@@ -84,7 +85,6 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
         "token",
         "Bearer token for --server (env: STATEKEEPER_TOKEN)",
         envvar="STATEKEEPER_TOKEN",
-        show_envvar=False,
     ),
     GlobalOption(
         "--data-dir",

@@ -34,22 +34,19 @@ def _box(title: str, rows: list[Row], width: int) -> list[str]:
 def render(
     usage: str,
     description: str,
-    options: list[tuple[str, str, str | None]],
+    options: list[Row],
     options_title: str,
     panels: dict[str, list[Row]],
 ) -> str:
-    """The page: ``options`` are (flag, help, envvar shown or None); ``panels`` map a
-    title to its (command, short help) rows, in order."""
+    """The page: ``options`` are (flag, help) rows; ``panels`` map a title to its
+    (command, short help) rows, in order."""
     width = max(shutil.get_terminal_size((80, 24)).columns, 40)
     body = max(width - 2, 10)
     lines = ["", " Usage: " + usage, ""]
     lines += [" " + line for line in textwrap.wrap(description, body)]
     lines.append("")
     lines += _box("Options", [("--help", "Show this message and exit.")], width)
-    rows = [
-        (flag, text + (f" [env var: {envvar}]" if envvar else "")) for flag, text, envvar in options
-    ]
-    lines += _box(options_title, rows, width)
+    lines += _box(options_title, options, width)
     for title, commands in panels.items():
         lines += _box(title, commands, width)
     return "\n".join(lines) + "\n"

@@ -24,15 +24,26 @@ def search(
             "provider:… module:… name:… state:GLOB terraform:…",
         ),
     ] = "",
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000)] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, max=1000, help="At most this many resources")
+    ] = 50,
     counts: Annotated[
-        bool, typer.Option("--counts", help="Counts by resource type, provider and Terraform")
+        bool,
+        typer.Option(
+            "--counts",
+            help="Count resources by type and provider, states by Terraform version "
+            "(as with no QUERY)",
+        ),
     ] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """Which state manages this resource? Search every state's resources and attribute
-    values (sensitive values are never indexed). With --server, the server's index and
-    your token's grants; else this store's index, caught up with the store first."""
+    """Find which state manages a resource: search every state's resources and values.
+
+    Words match resource types, names, addresses, modules, providers and attribute
+    values (an ARN, a bucket name); sensitive values are never indexed. With
+    --server, the server's index and your token's grants; else this store's index,
+    caught up with the store first. Exit 1 when nothing matches.
+    """
     from statekeeper.cli.output import err_console, print_view, warn_left_out
     from statekeeper.cli.render import dash, print_table
     from statekeeper.state.listing import Unaddressable

@@ -134,10 +134,11 @@ def _digest_note(store: ObjectStore) -> str:
 @app.command(rich_help_panel=PANEL_SERVER)
 def serve(
     ctx: typer.Context,
-    host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1]")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on [default: 8080]")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind \\[default: 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on \\[default: 8080]")] = None,
     log_level: Annotated[
-        str | None, typer.Option(help="debug, info, warning, error or critical [default: info]")
+        str | None,
+        typer.Option(help="debug, info, warning, error or critical \\[default: info]"),
     ] = None,
     example_state: Annotated[
         str, typer.Option(help="State name used in the printed backend block")

@@ -33,7 +33,9 @@ UNKNOWN = "?"
 VersionOpt = Annotated[
     str | None,
     typer.Option(
-        "--version", "-v", help="A version ID from 'history', serial:N, or current (the default)"
+        "--version",
+        "-v",
+        help="A version ID from 'history', serial:N or current \\[default: current]",
     ),
 ]
 
@@ -42,7 +44,7 @@ VersionOpt = Annotated[
 def states(
     ctx: typer.Context,
     prefix: Annotated[
-        str, typer.Argument(metavar="PREFIX", help="Only states whose name starts with this")
+        str, typer.Argument(metavar="PREFIX", help="Only states under this prefix")
     ] = "",
     details: Annotated[
         bool,
@@ -54,7 +56,7 @@ def states(
     ] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """List every state (workspace states env:/W/K included) with its lock.
+    """List every state, workspace states (env:/WORKSPACE/KEY) included, with its lock.
 
     The workspace states of the keys under PREFIX are listed after their key
     (env:/dev/team/app.tfstate for 'states team/', with workspace_key_prefix

@@ -81,7 +81,7 @@ def create(
 
 @token_app.command("list")
 def list_tokens(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """List tokens: names, grants, expiry (never secrets)."""
+    """List tokens: names, grants, creation and expiry (never secrets)."""
     from statekeeper.cli.admin import admin_for
     from statekeeper.cli.output import print_view
     from statekeeper.cli.render import print_table, when
