@@ -58,7 +58,9 @@ COMMANDS: dict[str, Entry] = {
         "Serve Terraform's http backend on /state/NAME (embedded SQLite by default).",
     ),
     "hooks": Entry(
-        "hooks", PANEL_SERVER, "Webhooks on state events: add, list, remove, test, deliveries."
+        "hooks",
+        PANEL_SERVER,
+        "Webhooks on state events: add, list, remove, test, deliveries, redeliver.",
     ),
     "states": Entry(
         "states",

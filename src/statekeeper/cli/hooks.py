@@ -265,8 +265,10 @@ def redeliver(
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Send dead letters again: queued as new, with the same event ID (receivers dedupe
-    on it), delivered by a running server with its retries."""
+    """Send dead letters again, with the same event IDs.
+
+    Each is queued as new (receivers dedupe on its event ID) and delivered by a running
+    server with its retries."""
     from statekeeper.cli.output import err_console, print_view
     from statekeeper.errors import BadRequest
     from statekeeper.hooks.views import Redelivered
