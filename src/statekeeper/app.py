@@ -200,7 +200,10 @@ class Services:
                 from statekeeper.inventory import Inventory
 
                 self._inventory = Inventory(
-                    self.inventory_path, self.store, self.settings.inventory_refresh
+                    self.inventory_path,
+                    self.store,
+                    self.settings.inventory_refresh,
+                    time_limit=self.settings.search_time_limit,
                 )
                 if self.build_index_in_background:
                     self._inventory.start_build()

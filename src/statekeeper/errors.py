@@ -13,7 +13,8 @@ driver boundary, and chained with ``raise ... from``.
     │   ├── InvalidStateName             400          invalid_state_name
     │   ├── InvalidState                 400          invalid_state
     │   ├── InvalidLockInfo              400          invalid_lock_info
-    │   └── ChecksumMismatch             400          checksum_mismatch
+    │   ├── ChecksumMismatch             400          checksum_mismatch
+    │   └── SearchTooCostly              400          search_too_costly (over search_time_limit)
     ├── NotFound                         404  exit 1  not_found
     │   ├── StateNotFound                404          state_not_found
     │   ├── VersionNotFound              404          version_not_found
@@ -64,6 +65,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "RateLimited",
+    "SearchTooCostly",
     "StateConflict",
     "StateNotFound",
     "StatekeeperError",
@@ -119,6 +121,14 @@ class ChecksumMismatch(BadRequest):
     """Content-MD5 (or a sha256 we were given) does not match the body."""
 
     code = "checksum_mismatch"
+
+
+class SearchTooCostly(BadRequest):
+    """A search ran past its time limit over the index and was stopped. The words are
+    the caller's to narrow (the same search would be stopped again), so a 400 and not
+    a 5xx that a client would retry, as Datasette answers a query over its time limit."""
+
+    code = "search_too_costly"
 
 
 class NotFound(StatekeeperError):

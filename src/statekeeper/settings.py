@@ -539,6 +539,13 @@ SETTINGS: tuple[Setting, ...] = (
         'or Terraform\'s backend "s3"): older, a search first lists the store to catch up.',
     ),
     Setting(
+        "search_time_limit",
+        _amount(zero="no limit"),
+        1.0,
+        "Seconds one search may run over the search index (which it holds meanwhile) before "
+        "it is stopped and answered 400 search_too_costly, to be narrowed (0: no limit).",
+    ),
+    Setting(
         "session_secret",
         _secret,
         None,
@@ -599,6 +606,7 @@ class Settings:
     header_timeout: float = 60.0
     max_connections: int = 512
     inventory_refresh: float = 30.0
+    search_time_limit: float = 1.0
     session_secret: str | None = field(default=None, repr=False)
     session_hours: float = 12.0
     history: HistoryPolicy = field(default_factory=HistoryPolicy)

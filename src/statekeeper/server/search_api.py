@@ -23,7 +23,14 @@ __all__ = ["router"]
 router = APIRouter(prefix="/api/v1", tags=["inventory"], responses=ERRORS, route_class=ApiRoute)
 
 
-@router.get("/search", response_model=SearchResult, summary="Find resources across all states")
+@router.get(
+    "/search",
+    response_model=SearchResult,
+    summary="Find resources across all states",
+    description="A search that runs over the index longer than the server's "
+    "search_time_limit is stopped and answered 400 search_too_costly: narrow it "
+    "(docs/inventory.md#search-cost).",
+)
 async def search_resources(
     request: Request,
     q: Annotated[
