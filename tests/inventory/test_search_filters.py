@@ -18,7 +18,7 @@ import pytest
 from tests.security.support import bearer, make_tokens, signed_in
 
 from statekeeper.errors import BadRequest
-from statekeeper.inventory.query import MAX_QUERY, parse_query
+from statekeeper.inventory.query import FIELDS, MAX_QUERY, parse_query
 from statekeeper.testing.processes import SRC, StatekeeperServer
 from statekeeper.testing.statefiles import state_bytes
 
@@ -37,6 +37,8 @@ STATES = {
     "team/app.tfstate": [_resource("aws_s3_bucket", "logs"), _resource("aws_db_instance", "main")],
     "team/prod.tfstate": [_resource("aws_s3_bucket", "prodlogs")],
     "other/prod.tfstate": [_resource("aws_s3_bucket", "elsewhere")],
+    # One segment deeper, with a type of its own, so that the sets below stay as they are.
+    "team/web/prod.tfstate": [_resource("aws_cloudfront_distribution", "web")],
 }
 
 
@@ -90,6 +92,12 @@ def test_a_repeated_filter_must_match_too(served: Served) -> None:
     assert served.hits("state:*/prod.tfstate state:team/**") == {
         ("team/prod.tfstate", "aws_s3_bucket.prodlogs")
     }
+    # docs/inventory.md's example: the prod states under team/ at any depth, where
+    # '*/prod.tfstate' would stop at team/prod.tfstate.
+    assert served.hits("state:team/** state:**/prod.tfstate") == {
+        ("team/prod.tfstate", "aws_s3_bucket.prodlogs"),
+        ("team/web/prod.tfstate", "aws_cloudfront_distribution.web"),
+    }
     # A resource has one type: both cannot match.
     assert served.hits("type:aws_s3_bucket type:aws_db_instance") == set()
     assert served.hits("type:aws_db_instance") == {("team/app.tfstate", "aws_db_instance.main")}
@@ -97,6 +105,7 @@ def test_a_repeated_filter_must_match_too(served: Served) -> None:
         ("team/app.tfstate", "aws_s3_bucket.logs"),
         ("team/app.tfstate", "aws_db_instance.main"),
         ("team/prod.tfstate", "aws_s3_bucket.prodlogs"),
+        ("team/web/prod.tfstate", "aws_cloudfront_distribution.web"),
     }
 
 
@@ -115,6 +124,14 @@ def test_the_ui_and_the_cli_refuse_an_empty_filter_too(served: Served) -> None:
     cli = served.cli("search", "state:")
     assert cli.returncode == 2, (cli.stdout, cli.stderr)
     assert "the filter state: has no value" in cli.stderr
+
+
+def test_the_search_page_names_every_filter(served: Served) -> None:
+    with signed_in(served.server.url, "root", served.secret) as ui:
+        page = ui.get("/ui/search")
+    assert page.status_code == 200, page.text
+    missing = [f for f in FIELDS if f"<code>{f}:" not in page.text]
+    assert not missing, f"the search page's hint leaves out {missing}"
 
 
 def test_one_length_limit_for_every_way_in(served: Served) -> None:

@@ -54,6 +54,20 @@ def test_workspaces_are_grouped_under_their_key_and_filters_are_prefix_or_glob()
         rows, query="**/app.tfstate", sort="name", descending=False, page=1, workspace_prefix="env:"
     )
     assert [g.key for g in globbed.groups] == ["team/app.tfstate"]
+    assert [w for w, _ in globbed.groups[0].entries] == [None, "dev", "prod"]
+    # A prefix keeps the workspaces of the keys under it, grouped with them, as
+    # 'statekeeper states team/' and GET /api/v1/states?prefix=team/ list them; the
+    # workspace's full name is still a prefix of its own.
+    prefixed = arrange(
+        rows, query="team/", sort="name", descending=False, page=1, workspace_prefix="env:"
+    )
+    assert [g.key for g in prefixed.groups] == ["team/app.tfstate"]
+    assert [w for w, _ in prefixed.groups[0].entries] == [None, "dev", "prod"]
+    one_workspace = arrange(
+        rows, query="env:/dev/", sort="name", descending=False, page=1, workspace_prefix="env:"
+    )
+    assert [g.key for g in one_workspace.groups] == ["solo.tfstate", "team/app.tfstate"]
+    assert [w for w, _ in one_workspace.groups[1].entries] == ["dev"]
     by_size = arrange(rows, query="", sort="size", descending=True, page=1, workspace_prefix="env:")
     assert by_size.groups[0].key == "other/x.tfstate"
 

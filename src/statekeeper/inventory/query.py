@@ -5,7 +5,7 @@ attribute values hold both words; ``"arn:aws:s3:::logs"`` a phrase;
 ``type:aws_s3_bucket``, ``provider:aws``, ``module:module.net``,
 ``name:main``, ``state:team/**`` and ``terraform:1.5`` filter. A word ending
 in ``*`` matches as a prefix. Every word, phrase and filter must match, a filter
-given twice too (``state:team/** state:*/prod.tfstate``: the prod states under
+given twice too (``state:team/** state:**/prod.tfstate``: the prod states under
 ``team/``). A filter without a value, or a search longer than
 :data:`MAX_QUERY` characters, is refused.
 """

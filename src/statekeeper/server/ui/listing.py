@@ -134,7 +134,15 @@ def arrange(
     if sort not in SORTS:
         raise BadRequest(f"sort by one of {', '.join(SORTS)}, not {sort!r}")
     keep = matcher(query)
-    groups = _groups((r for r in rows if keep(r.name)), workspace_prefix)
+
+    # A workspace state is shown under its key, so a filter naming the key keeps it
+    # (``team/`` keeps ``env:/dev/team/app.tfstate``), as ``statekeeper states team/``
+    # and the API list it; its full name still matches too.
+    def kept(name: str) -> bool:
+        split = _workspace(name, workspace_prefix)
+        return keep(name) or (split is not None and keep(split[1]))
+
+    groups = _groups((r for r in rows if kept(r.name)), workspace_prefix)
     groups.sort(key=SORTS[sort], reverse=descending)
     pages = max(1, -(-len(groups) // PAGE_SIZE))
     number = min(max(1, page), pages)
