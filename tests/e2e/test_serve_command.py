@@ -9,11 +9,16 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
+from tests.security.support import make_tokens
 from watch import get_state
 
 from statekeeper.testing.processes import SRC, StatekeeperServer, free_port
 from statekeeper.testing.terraform import Terraform
+
+#: The backend block ``serve`` prints.
+_BLOCK = re.compile(r'terraform \{\n  backend "http" \{\n.*?\n  \}\n\}\n', re.DOTALL)
 
 
 def run_serve(
@@ -120,7 +125,7 @@ def test_serve_prints_a_backend_block_that_terraform_accepts(
     server = serve("--example-state", "printed/terraform.tfstate")
     log = server.log()
     assert "Paste this into your Terraform configuration" in log
-    match = re.search(r'terraform \{\n  backend "http" \{\n.*?\n  \}\n\}\n', log, re.DOTALL)
+    match = _BLOCK.search(log)
     assert match, log
     block = match.group(0)
     address = f"{server.url}/state/printed/terraform.tfstate"
@@ -132,3 +137,32 @@ def test_serve_prints_a_backend_block_that_terraform_accepts(
     tf.run("init").check()
     tf.run("apply").check()
     assert get_state(server, "printed/terraform.tfstate") is not None
+
+
+@pytest.mark.terraform
+def test_with_access_control_the_printed_block_says_where_the_credentials_go(
+    tmp_path: Path, serve: Callable[..., StatekeeperServer], terraform: Callable[..., Terraform]
+) -> None:
+    workdir = tmp_path / "server"
+    workdir.mkdir()
+    secrets = make_tokens(workdir, {"deployer": ["team/*:write"]})
+    server = serve("--example-state", "team/app.tfstate", workdir=workdir)
+    match = _BLOCK.search(server.log())
+    assert match, server.log()
+    block = match.group(0)
+    assert "set TF_HTTP_USERNAME and TF_HTTP_PASSWORD to a token's" in block, block
+    assert secrets["deployer"] not in server.log()
+
+    # Pasted as printed, with the credentials where it says: Terraform is let in.
+    tf = terraform().write(block + 'resource "terraform_data" "x" { input = 1 }\n')
+    creds = {"TF_HTTP_USERNAME": "deployer", "TF_HTTP_PASSWORD": secrets["deployer"]}
+    tf.run("init", env=creds).check()
+    tf.run("apply", env=creds).check()
+    stored = httpx.get(
+        server.state_url("team/app.tfstate"), auth=("deployer", secrets["deployer"]), timeout=30
+    )
+    assert stored.status_code == 200 and b"terraform_data" in stored.content
+    # Without them, refused: the block alone holds no credential.
+    refused = tf.run("plan")
+    assert refused.returncode != 0
+    assert "requires auth" in refused.output, refused.output

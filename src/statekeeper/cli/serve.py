@@ -268,7 +268,7 @@ def serve(
         for line in security_summary(services, secured):
             say(line)
         print("Paste this into your Terraform configuration:\n")
-        print(backend_block(base, example_state), flush=True)
+        print(backend_block(base, example_state, secured), flush=True)
         lean_records()
         flush_at_termination()
         server_config = uvicorn.Config(

@@ -369,13 +369,22 @@ def _control_refused(path: str) -> BadRequest:
     return BadRequest(f"the path {path!r} holds {named}; no route takes one")
 
 
-def backend_block(base_url: str, name: str) -> str:
-    """The ``terraform { backend "http" … }`` block for a state on this server."""
+def backend_block(base_url: str, name: str, secured: bool = False) -> str:
+    """The ``terraform { backend "http" … }`` block for a state on this server; with
+    access control on, where its credentials go (the environment: a block holds no
+    secret, and every token has a name of its own)."""
     address = f"{base_url.rstrip('/')}/state/{name}"
+    credentials = (
+        "    # access control is on: set TF_HTTP_USERNAME and TF_HTTP_PASSWORD to a token's\n"
+        "    # name and secret (statekeeper token create), or any name and an OIDC JWT\n"
+        if secured
+        else ""
+    )
     return (
         'terraform {\n  backend "http" {\n'
         f'    address        = "{address}"\n'
         f'    lock_address   = "{address}"\n'
         f'    unlock_address = "{address}"\n'
+        f"{credentials}"
         "  }\n}\n"
     )
