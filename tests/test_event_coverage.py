@@ -175,6 +175,12 @@ SCENARIOS: dict[str, tuple[Scenario, Action]] = {
         lambda w, c: w.services.states.read_existing(A, c),
         Action.READ,
     ),
+    "statekeeper.state.reads.StateReads.read_listed": (
+        lambda w, c: w.services.states.read_listed(
+            A, c, w.services.store.versions(str(A))[0].version_id
+        ),
+        Action.READ,
+    ),
     "statekeeper.state.service.StateService.write": (
         lambda w, c: w.services.states.write(A, state_bytes(3), c),
         Action.WRITE,

@@ -50,9 +50,9 @@ class SharedHolds:
         hold = self.table.read(shared_hold_key(key, lock_id))
         return hold if hold is not None and hold.id == lock_id else None
 
-    def add(self, key: str, lock: LockInfo) -> None:
+    def add(self, key: str, lock: LockInfo) -> bool:
         """Record ``lock`` as a shared hold of ``key`` (the marker first: a hold is
-        never without it)."""
+        never without it); False when it was recorded already."""
         marker = shared_holds_marker(key)
         try:
             self.table.acquire(
@@ -65,6 +65,8 @@ class SharedHolds:
         except LockConflict as conflict:
             if conflict.holder.id != lock.id:
                 raise  # another ID with the same digest: not to be merged with it
+            return False
+        return True
 
     def remove(self, key: str, lock_id: str) -> LockInfo | None:
         """Remove the shared hold ``lock_id``; the removed hold, or None when none was."""

@@ -91,18 +91,6 @@ class Inspector:
     def _bytes(self, name: StateName, caller: Caller, version: StateVersion) -> bytes:
         return self.states.read_existing(name, caller, version.version_id).data
 
-    def _listable(self, name: StateName, caller: Caller, version: StateVersion) -> bytes | None:
-        """A version's bytes for a listing; None when this server cannot open them.
-
-        A version sealed under a master key the server does not hold (a store
-        mixed before the store recorded its keys) or damaged is still listed,
-        from its metadata; reading it alone says what is wrong.
-        """
-        try:
-            return self._bytes(name, caller, version)
-        except (ConfigError, StorageError):
-            return None
-
     def filled(self, version: StateVersion, data: bytes) -> StateVersion:
         """``version`` with what its bytes tell when the store recorded no metadata
         (Terraform's own S3 writes carry none)."""
@@ -176,12 +164,21 @@ class Inspector:
         for v in versions:
             if len(read) > shown_count:
                 return read, False
-            try:
-                read.append((v, self._listable(name, caller, v) if v.size else None))
-            except VersionNotFound:
-                # Pruned or compacted since the listing (the background prune runs
-                # beside requests): no longer history, so not listed.
+            if not v.size:
+                read.append((v, None))
                 continue
+            try:
+                got = self.states.read_listed(name, caller, v.version_id)
+            except (ConfigError, StorageError):
+                # Sealed under a master key this server does not hold (a store mixed
+                # before it recorded its keys) or damaged: still listed, from its
+                # metadata; reading it alone says what is wrong.
+                read.append((v, None))
+                continue
+            # None: pruned or compacted since the listing (a prune runs beside
+            # requests, on this server or another): no longer history, not listed.
+            if got is not None:
+                read.append((v, got.data))
         return read, True
 
     def read(self, name: StateName, caller: Caller, version: str | None = None) -> CurrentState:

@@ -137,10 +137,8 @@ class LockKeeper:
             if not shares and policy.shares(holder):
                 # Readers never block the writer: the plan becomes a shared hold and
                 # the lock Terraform sees is this writer's at the next round.
-                self.holds.add(key, holder)
-                if not self.locks.delete_if_held_by(key, holder.id):
-                    self.holds.remove(key, holder.id)  # it left meanwhile
-                    continue
+                if not self._take_from_plan(key, holder):
+                    continue  # it left, or another writer took it from the plans, meanwhile
                 took_from_plans = True
                 notes.append(
                     f"taken from the shared plan {holder.id} ({policy.source}): the plans "
@@ -149,6 +147,34 @@ class LockKeeper:
                 continue
             raise refused
         raise StorageError(f"the lock on {name} kept changing hands; try again")
+
+    def _take_from_plan(self, key: str, plan: LockInfo) -> bool:
+        """Make ``plan``, the lock Terraform sees, a shared hold instead; False when the
+        lock was no longer the plan's (it left, or another writer took it meanwhile).
+
+        A writer on another server meeting the same plan records the same hold: the
+        loser of the delete must not remove the record the winner relies on, or the
+        plan vanishes from every listing and its UNLOCK finds nothing.
+        """
+        if self.locks.then_in_transaction:
+            # The hold recorded in the delete's own transaction, only if this delete took
+            # the lock from the plan: the loser has recorded nothing, and removes nothing.
+            def record() -> None:
+                self.holds.add(key, plan)
+
+            return self.locks.delete_if_held_by_then(key, plan.id, record)
+        # Without a transaction over both (DynamoDB, S3 lock files) the hold comes first,
+        # so that the plan is always recorded somewhere (a release meeting neither the
+        # lock nor the hold would answer that nothing is held, and a hold recorded after
+        # it would be left for nobody). The loser removes the record only if it made it:
+        # a winner that made it keeps it. One window is left: the winner found the
+        # loser's record and relied on it (docs/configuration.md#lock-policy-s3).
+        made = self.holds.add(key, plan)
+        if self.locks.delete_if_held_by(key, plan.id):
+            return True
+        if made:
+            self.holds.remove(key, plan.id)
+        return False
 
     def release(
         self,

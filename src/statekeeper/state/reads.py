@@ -13,8 +13,8 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from statekeeper.errors import Forbidden, StateNotFound
-from statekeeper.events import Action, EventStream
+from statekeeper.errors import Forbidden, StateNotFound, VersionNotFound
+from statekeeper.events import Action, Draft, EventStream
 from statekeeper.security.caller import Caller
 from statekeeper.security.policy import Permission, Policy, require
 from statekeeper.state.known import KnownVersions
@@ -60,14 +60,39 @@ class StateReads:
         and a 403 naming ``read`` for any other version.
         """
         with self.events.event(Action.READ, caller, name) as event:
-            event.version = version_id
-            current = self._read(name, caller, version_id)
-            if current is None:
-                event.detail = "no state"
-            else:
-                event.version = current.version.version_id
-                event.serial = current.version.serial
-            return current
+            return self._recorded(event, name, caller, version_id)
+
+    def read_listed(self, name: StateName, caller: Caller, version_id: str) -> CurrentState | None:
+        """A version a history listing named; None when it was removed since.
+
+        A prune or a compaction (this server's or another's on the same store)
+        may remove a version between the listing and this read. That version is
+        no longer history: the listing answers without it, and its read is no
+        event. The caller neither read it nor failed to, and a failed ``read`` in
+        the trail would tell an auditor of a failure no caller met.
+        """
+        with self.events.event(Action.READ, caller, name) as event:
+            try:
+                current = self._recorded(event, name, caller, version_id)
+            except VersionNotFound:
+                event.changed = False
+                return None
+        if current is None:
+            raise StateNotFound(f"there is no state named {name}")
+        return current
+
+    def _recorded(
+        self, event: Draft, name: StateName, caller: Caller, version_id: str | None
+    ) -> CurrentState | None:
+        """:meth:`_read`, with what it found told to the read's event."""
+        event.version = version_id
+        current = self._read(name, caller, version_id)
+        if current is None:
+            event.detail = "no state"
+        else:
+            event.version = current.version.version_id
+            event.serial = current.version.serial
+        return current
 
     def _read(self, name: StateName, caller: Caller, version_id: str | None) -> CurrentState | None:
         full = self.policy.allows(caller, name, Permission.READ)

@@ -445,6 +445,10 @@ class LockTable(ABC):
     #: :meth:`release_exactly` is one conditional request, and :meth:`mark_shared`
     #: marks a lock for it (DynamoDB).
     releases_exactly: bool = False
+    #: The ``then`` of :meth:`acquire_then`, :meth:`release_then` and
+    #: :meth:`delete_if_held_by_then` runs inside the change's own transaction
+    #: (SQLite): what it writes commits with the change or not at all.
+    then_in_transaction: bool = False
 
     @abstractmethod
     def acquire(self, key: str, lock: LockInfo) -> None:
@@ -490,6 +494,15 @@ class LockTable(ABC):
         released = self.release(key, lock_id, read=read)
         then()
         return released
+
+    def delete_if_held_by_then(self, key: str, lock_id: str, then: Changed) -> bool:
+        """:meth:`delete_if_held_by`, and ``then()`` once the lock is deleted (not when
+        it was not ``lock_id``'s), as for :meth:`acquire_then`: in the delete's own
+        transaction where the table has one; right after elsewhere (this default)."""
+        if not self.delete_if_held_by(key, lock_id):
+            return False
+        then()
+        return True
 
     def mark_shared(self, key: str) -> bool:
         """Mark the lock held on ``key`` as having shared holds beside it, so that

@@ -260,6 +260,7 @@ class MeteredLocks(LockTable):
         self.scheme = inner.scheme
         self.keeps_digests = inner.keeps_digests
         self.releases_exactly = inner.releases_exactly
+        self.then_in_transaction = inner.then_in_transaction
         self._meter = _Meter(inner.scheme, observer)
 
     def acquire(self, key: str, lock: LockInfo) -> None:
@@ -273,6 +274,9 @@ class MeteredLocks(LockTable):
 
     def delete_if_held_by(self, key: str, lock_id: str) -> bool:
         return self._meter("delete", self.inner.delete_if_held_by, key, lock_id)
+
+    def delete_if_held_by_then(self, key: str, lock_id: str, then: Changed) -> bool:
+        return self._meter("delete", self.inner.delete_if_held_by_then, key, lock_id, then)
 
     def scan(self, prefix: str = "") -> Iterator[tuple[str, LockInfo]]:
         return self._meter.iterate("scan", self.inner.scan(prefix))

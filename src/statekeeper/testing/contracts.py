@@ -260,6 +260,27 @@ class LockTableContract:
         assert removed is not None and removed.id == info_b.id
         assert a.force_release("f.tfstate") is None
 
+    def test_delete_if_held_by_then(self, lock_tables: tuple[LockTable, LockTable]) -> None:
+        """``then`` runs once the lock is deleted, never when another holds it; where it
+        runs in the delete's transaction, its failure undoes the delete."""
+        a, b = lock_tables
+        info = _info("clientA")
+        a.acquire("d.tfstate", info)
+        ran: list[str] = []
+        assert not b.delete_if_held_by_then("d.tfstate", "not-the-id", lambda: ran.append("x"))
+        assert ran == [] and a.read("d.tfstate") is not None
+        if b.then_in_transaction:
+
+            def fails() -> None:
+                b.acquire("d-beside.tfstate", _info("beside"))
+                raise LockConflict(info)
+
+            with pytest.raises(LockConflict):
+                b.delete_if_held_by_then("d.tfstate", info.id, fails)
+            assert a.read("d.tfstate") is not None and a.read("d-beside.tfstate") is None
+        assert b.delete_if_held_by_then("d.tfstate", info.id, lambda: ran.append("deleted"))
+        assert ran == ["deleted"] and a.read("d.tfstate") is None
+
     def test_locks_are_per_state(self, lock_tables: tuple[LockTable, LockTable]) -> None:
         a, b = lock_tables
         one, two = _info("one"), _info("two")

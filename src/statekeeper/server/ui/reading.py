@@ -138,21 +138,25 @@ def timeline(
     and the number of versions in all. ``shown``: the version the page shows, read
     already (not read again)."""
     versions = inspector.versions(name, caller)
-    wanted = versions[: limit + 1]
-
-    def bytes_of(v: StateVersion) -> bytes | None:
+    # The newest limit + 1 versions still there, with their bytes: one pruned or
+    # compacted since the listing is no longer history (StateReads.read_listed).
+    wanted: list[tuple[StateVersion, bytes | None]] = []
+    gone = 0
+    for v in versions:
+        if len(wanted) > limit:
+            break
         if not v.size:
-            return None
-        if v.version_id == shown.version.version_id:
-            return shown.data
-        return inspector.pull(name, caller, v.version_id)
-
-    data = [bytes_of(v) for v in wanted]
+            wanted.append((v, None))
+        elif v.version_id == shown.version.version_id:
+            wanted.append((v, shown.data))
+        elif (got := inspector.states.read_listed(name, caller, v.version_id)) is not None:
+            wanted.append((v, got.data))
+        else:
+            gone += 1
     entries = []
-    for i, v in enumerate(wanted[:limit]):
-        newer = data[i]
-        older = data[i + 1] if i + 1 < len(data) else None
-        oldest = i + 1 >= len(versions)
+    for i, (v, newer) in enumerate(wanted[:limit]):
+        older = wanted[i + 1][1] if i + 1 < len(wanted) else None
+        oldest = i + 1 + gone >= len(versions)
         counts: tuple[int | None, int | None, int | None] = (None, None, None)
         if newer is not None and (older is not None or oldest):
             try:
@@ -162,4 +166,4 @@ def timeline(
                 pass  # counts unknown: an encrypted or unreadable version
         filled = inspector.filled(v, newer) if newer is not None else v
         entries.append(TimelineEntry(filled, *counts))
-    return entries, len(versions)
+    return entries, len(versions) - gone

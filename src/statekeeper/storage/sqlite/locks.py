@@ -19,6 +19,7 @@ __all__ = ["SqliteLocks", "open_locks"]
 class SqliteLocks(LockTable):
     scheme = "sqlite"
     keeps_digests = True
+    then_in_transaction = True
 
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
@@ -73,13 +74,21 @@ class SqliteLocks(LockTable):
         return self.db.read_one(lambda db: self._read(db, key))
 
     def delete_if_held_by(self, key: str, lock_id: str) -> bool:
-        cur = self.db.run(
-            lambda db: db.execute(
+        return self._delete(key, lock_id, None)
+
+    def delete_if_held_by_then(self, key: str, lock_id: str, then: Changed) -> bool:
+        return self._delete(key, lock_id, then)
+
+    def _delete(self, key: str, lock_id: str, then: Changed | None) -> bool:
+        def tx(db: sqlite3.Connection) -> bool:
+            deleted = db.execute(
                 "DELETE FROM locks WHERE key = ? AND lock_id = ?", (key, lock_id)
-            ),
-            write=True,
-        )
-        return cur.rowcount == 1
+            ).rowcount
+            if deleted == 1 and then is not None:
+                then()  # its writes to this database join the transaction (a savepoint)
+            return deleted == 1
+
+        return self.db.run(tx, write=True)
 
     def release(self, key: str, lock_id: str, *, read: LockInfo | None = None) -> LockInfo:
         return self._release(key, lock_id, read, None)
