@@ -264,3 +264,23 @@ def test_an_entry_being_erased_after_its_delivery_is_never_claimed_again(
     # After each removal (one per version: the entry as queued, then as claimed).
     assert claimed_by_b == [[], []], "the entry delivered by A was claimed again by B"
     assert _versions(s3, "outbox/") == []
+
+
+def test_a_stale_lock_offered_again_while_its_delivered_entry_is_erased_is_not_queued(
+    moto: MotoServer, s3: Any
+) -> None:
+    # Every replica's scan offers the same lock.stale event; one offers it again just
+    # as another erases the entry it delivered (each DeleteObject of the erase).
+    a = ObjectOutbox(open_store(f"s3://{BUCKET}").records.objects)
+    b = ObjectOutbox(open_store(f"s3://{BUCKET}").records.objects)
+    stale = Event(action=Action.LOCK, actor="ci", state=NAME, detail="held", id="stale-2")
+    a.enqueue("lock.stale", stale, ["ci"])
+    (entry,) = a.claim("a", 60)
+
+    def offered_again(**_: Any) -> None:
+        b.enqueue("lock.stale", stale, ["ci"])
+
+    assert isinstance(a.store, S3Store)
+    a.store.where.client.meta.events.register("after-call.s3.DeleteObject", offered_again)
+    a.finish("a", [Attempt(entry, "delivered", 200, None, 0.01)])
+    assert _outbox(s3) == [], "the delivered stale lock was queued again"
