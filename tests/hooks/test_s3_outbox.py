@@ -24,6 +24,7 @@ from statekeeper.errors import NotFound
 from statekeeper.events import Action, Event
 from statekeeper.hooks.objects import HOOKS_PREFIX, ObjectOutbox
 from statekeeper.hooks.outbox import Attempt
+from statekeeper.storage.aws.s3 import S3Store
 from statekeeper.storage.registry import open_store
 from statekeeper.testing.processes import SRC, MotoServer, StatekeeperServer
 from statekeeper.times import utcnow
@@ -114,7 +115,14 @@ def test_two_replicas_on_one_bucket_deliver_each_event_once(
     time.sleep(12)  # two polls of both senders: a duplicate would have come by now
     ids = Counter(d["event_id"] for d in receiver.deliveries)
     assert len(ids) == writes
-    assert max(ids.values()) == 1, f"delivered more than once: {ids}"
+    log = json.loads(_cli(moto, tmp_path, "hooks", "deliveries", "--json"))
+    delivered = Counter(row["event_id"] for row in log if row["outcome"] == "delivered")
+    assert delivered == Counter(dict.fromkeys(ids, 1)), f"delivered more than once: {log}"
+    # Sent again only as at least once sends: after an attempt that failed (a timeout on
+    # a loaded machine, the receiver having got it), never by a second claim.
+    failed = {row["event_id"] for row in log if row["outcome"] != "delivered"}
+    again = {event_id for event_id, sent in ids.items() if sent > 1}
+    assert again <= failed, f"sent more than once with no failed attempt: {ids}, {log}"
     assert all(d["verified"] for d in receiver.deliveries)
     assert _outbox(s3) == []
 
@@ -239,3 +247,47 @@ def test_a_dead_entry_is_kept_for_redelivery_and_one_dead_before_that_is_refused
     assert _versions(s3, "dead/") == []
     assert [r["event_id"] for r in outbox.deliveries(outcome="dead")] == ["old-1"]
     assert [r["event_id"] for r in outbox.deliveries(outcome="retry")] == ["kept-1"]
+
+
+def test_an_entry_being_erased_after_its_delivery_is_never_claimed_again(
+    moto: MotoServer, s3: Any
+) -> None:
+    # Two replicas: each its own store and client. Replica B looks for entries between
+    # the DeleteObject calls of A's erase of the delivered one, the moment a loaded
+    # machine once gave it: no version of the entry may be current then but the claimed.
+    a = ObjectOutbox(open_store(f"s3://{BUCKET}").records.objects)
+    b = ObjectOutbox(open_store(f"s3://{BUCKET}").records.objects)
+    event = Event(action=Action.WRITE, actor="ci", state=NAME, id="once-1")
+    a.enqueue("state.written", event, ["ci"])
+    (entry,) = a.claim("a", 60)
+    claimed_by_b: list[list[str]] = []
+
+    def between_removals(**_: Any) -> None:
+        claimed_by_b.append([e.event_id for e in b.claim("b", 60)])
+
+    assert isinstance(a.store, S3Store)
+    a.store.where.client.meta.events.register("after-call.s3.DeleteObject", between_removals)
+    a.finish("a", [Attempt(entry, "delivered", 200, None, 0.01)])
+    # After each removal (one per version: the entry as queued, then as claimed).
+    assert claimed_by_b == [[], []], "the entry delivered by A was claimed again by B"
+    assert _versions(s3, "outbox/") == []
+
+
+def test_a_stale_lock_offered_again_while_its_delivered_entry_is_erased_is_not_queued(
+    moto: MotoServer, s3: Any
+) -> None:
+    # Every replica's scan offers the same lock.stale event; one offers it again just
+    # as another erases the entry it delivered (each DeleteObject of the erase).
+    a = ObjectOutbox(open_store(f"s3://{BUCKET}").records.objects)
+    b = ObjectOutbox(open_store(f"s3://{BUCKET}").records.objects)
+    stale = Event(action=Action.LOCK, actor="ci", state=NAME, detail="held", id="stale-2")
+    a.enqueue("lock.stale", stale, ["ci"])
+    (entry,) = a.claim("a", 60)
+
+    def offered_again(**_: Any) -> None:
+        b.enqueue("lock.stale", stale, ["ci"])
+
+    assert isinstance(a.store, S3Store)
+    a.store.where.client.meta.events.register("after-call.s3.DeleteObject", offered_again)
+    a.finish("a", [Attempt(entry, "delivered", 200, None, 0.01)])
+    assert _outbox(s3) == [], "the delivered stale lock was queued again"

@@ -230,12 +230,14 @@ class ObjectOutbox:
             else:
                 if a.outcome == "dead":
                     self._bury(a.entry, number)
-                self._erase(key)
                 if a.entry.kind in _REOFFERED:
-                    # Not empty: a listing leaves zero-length objects out (no state is
-                    # one), and :meth:`expire` finds the markers by listing.
+                    # Before the erase: an offer between the two would find neither the
+                    # entry nor the marker, and queue the event again. Not empty: a
+                    # listing leaves zero-length objects out (no state is one), and
+                    # :meth:`expire` finds the markers by listing.
                     done = format_rfc3339(utcnow()).encode()
                     self.store.put(f"{_DONE}{a.entry.event_id}.{a.entry.hook}", done, {})
+                self._erase(key)
             self._log(a, number)
 
     def _bury(self, entry: Entry, attempts: int) -> None:

@@ -258,6 +258,28 @@ def atomic(method):
 for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
     setattr(DynamoDBBackend, name, atomic(getattr(DynamoDBBackend, name)))
 
+# S3's conditional PutObject (If-Match, If-None-Match) is atomic too; moto's checks the
+# ETag, then writes: on a loaded machine several PUTs on one ETag all won (two replicas
+# could both claim one webhook outbox entry and send its event twice). Each PUT of an
+# object (and each completion of a multipart upload) checks and writes under one lock,
+# which a removal waits for.
+from moto.s3.models import S3Backend
+from moto.s3.responses import S3Response
+
+objects = threading.RLock()
+
+def atomic_s3(method):
+    @functools.wraps(method)
+    def call(*args, **kwargs):
+        with objects:
+            return method(*args, **kwargs)
+    return call
+
+for name in ("put_object", "_key_response_post"):
+    setattr(S3Response, name, atomic_s3(getattr(S3Response, name)))
+for name in ("delete_object", "delete_objects"):
+    setattr(S3Backend, name, atomic_s3(getattr(S3Backend, name)))
+
 # Under IAM enforcement (INITIAL_NO_AUTH_ACTION_COUNT) moto checks an S3 call by its API
 # name: a version's delete as s3:DeleteObject, a version's read as s3:GetObject, the
 # listing of versions as s3:ListObjectVersions. AWS checks s3:DeleteObjectVersion,

@@ -143,7 +143,10 @@ def erase(where: S3Bucket, full: str) -> None:
     """Remove every version and delete marker of ``full``: a record gone for good.
 
     Each is removed by its ID, so no delete marker is added; a version written after
-    the listing is a new record and stays.
+    the listing is a new record and stays. Oldest first, the current one last: removed
+    newest first, each older version would be current in turn until its own removal,
+    readable and writable again (an outbox entry erased after its delivery would show
+    its unclaimed version, and another replica would claim and send it once more).
     """
-    for entry in _of_key(where, full):
+    for entry in reversed(_of_key(where, full)):
         _remove(where, full, entry.version_id)
