@@ -134,7 +134,9 @@ def purge(where: S3Bucket, full: str, deleted: datetime | None) -> int:
     # (a new version, a new marker) are not in it and stay.
     if deleted is not None and listed[0].last_modified > deleted:
         raise deleted_again(where.name(full), deleted)
-    for entry in listed:
+    # Oldest first, the delete marker last: removed first, the marker would leave the
+    # newest version current, the state readable and writable again until its removal.
+    for entry in reversed(listed):
         _remove(where, full, entry.version_id)
     return sum(1 for e in listed if not e.marker)
 
