@@ -1,7 +1,9 @@
-"""Two ``statekeeper serve`` processes on one data directory running the history prune
-and the lock lease sweeper at the same time over the same states, while writes go on
-through both (docs/operations.md#one-data-dir: "their removals are conditional, so a
-version or a lock is removed once").
+"""Two ``statekeeper serve`` processes on one store running the history prune and the
+lock lease sweeper at the same time over the same states, while writes go on through
+both: on one data directory (docs/operations.md#one-data-dir: "their removals are
+conditional, so a version or a lock is removed once"), and as two stateless replicas
+on one versioned bucket (moto) with their locks in one DynamoDB table or in S3 lock
+files (docs/operations.md#replicas).
 
 Every interval is the shortest the settings take (1 s), and the test drives both
 servers' prunes (``POST /api/v1/prune``) and lock listings (``GET /api/v1/locks``,
@@ -13,15 +15,22 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from test_two_servers import Serve, statekeeper
+import pytest
+from test_two_servers import Serve
 from tests.security.support import lock_body, state_json
+
+from statekeeper.testing.processes import SRC, MotoServer
 
 WRITTEN = [f"team/s{i}.tfstate" for i in range(4)]
 KEEP_LAST = 3
@@ -42,25 +51,81 @@ keep_for = "{int(KEEP_FOR)}s"
 """
 
 
+@dataclass(frozen=True)
+class Store:
+    """Where both servers keep everything: the options ``serve`` and the CLI take."""
+
+    args: tuple[str, ...]
+    #: ``--locks`` too, for the servers and the commands that read locks.
+    locks: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    #: How long the writes go on, and how many times at least the two servers' prunes
+    #: (and lock listings) ran at once: moto copies every object in the bucket (the
+    #: audit trail's too) for each listing of a state's versions, and a prune there
+    #: takes about a second.
+    seconds: float = 25
+    overlaps: int = 20
+
+    def cli(self, *args: str, locks: bool = False) -> subprocess.CompletedProcess[str]:
+        """The operator CLI on the store (with ``locks``, and the locks) while or after
+        the servers run."""
+        given = (*self.args, *self.locks) if locks else self.args
+        return subprocess.run(
+            [sys.executable, "-m", "statekeeper", *given, *args],
+            env={**os.environ, **self.env, "PYTHONPATH": str(SRC), "COLUMNS": "200"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("dynamodb", marks=pytest.mark.aws),
+        pytest.param("s3lock", marks=pytest.mark.aws),
+    ]
+)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """One data directory; or one versioned bucket with a DynamoDB lock table, or with
+    S3 lock files beside the states."""
+    if request.param == "sqlite":
+        return Store(("--data-dir", str(tmp_path / ".statekeeper")))
+    moto: MotoServer = request.getfixturevalue("moto")
+    bucket = moto.versioned_bucket("hygiene")
+    if request.param == "dynamodb":
+        locks = f"dynamodb://{moto.lock_table('hygiene-locks')}"
+    else:
+        locks = f"s3lock://{bucket}"
+    return Store(("--store", f"s3://{bucket}"), ("--locks", locks), moto.env(), 20, 10)
+
+
 def overlaps(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> int:
     """How many pairs of calls, one from each list, ran at the same time."""
     return sum(1 for (s1, e1), (s2, e2) in itertools.product(a, b) if s1 < e2 and s2 < e1)
 
 
-def test_two_servers_prune_and_sweep_the_same_states_at_once(serve: Serve, tmp_path: Path) -> None:
-    data = tmp_path / ".statekeeper"
+def test_two_servers_prune_and_sweep_the_same_states_at_once(
+    serve: Serve, store: Store, tmp_path: Path
+) -> None:
     config = tmp_path / "statekeeper.toml"
     config.write_text(CONFIG)
     servers = [
-        serve("--data-dir", str(data), "--config", str(config), workdir=tmp_path / shell)
+        serve(
+            *store.args,
+            *store.locks,
+            "--config",
+            str(config),
+            env=store.env,
+            workdir=tmp_path / shell,
+        )
         for shell in ("shell-a", "shell-b")
     ]
     stop = threading.Event()
     failures: list[str] = []
     # Per state: serial -> the wall time just before its POST.
     written: dict[str, dict[int, float]] = {name: {} for name in WRITTEN}
-    # The states whose first POST was answered (a listing before it finds no state).
-    stored: set[str] = set()
+    landed: set[str] = set()  # the states whose first write was answered
     abandoned: list[str] = []
     # When each server's prunes and lock listings ran (monotonic start, end).
     prunes: list[list[tuple[float, float]]] = [[], []]
@@ -95,7 +160,7 @@ def test_two_servers_prune_and_sweep_the_same_states_at_once(serve: Serve, tmp_p
                 if got.status_code != 200:
                     failures.append(f"POST {name} {serial}: {got.status_code} {got.text}")
                     return
-                stored.add(name)
+                landed.add(name)
                 got = http.request("UNLOCK", url, content=lock_body(lock_id))
                 if got.status_code != 200:
                     failures.append(f"UNLOCK {name} {serial}: {got.status_code} {got.text}")
@@ -149,18 +214,23 @@ def test_two_servers_prune_and_sweep_the_same_states_at_once(serve: Serve, tmp_p
                 if stop.wait(0.1):
                     return
                 name = WRITTEN[n % len(WRITTEN)]
+                written_before = name in landed
                 got = http.get(f"{servers[n % 2].url}/api/v1/versions/{name}")
                 # After the answer: a prune that planned while the listing was read may
                 # have let go a version up to then older than KEEP_FOR.
                 looked = time.time()
-                if got.status_code == 404 and name not in stored:
-                    continue  # not written yet (its first POST may be on its way)
+                if got.status_code == 404 and not written_before:
+                    continue  # not written yet
                 if got.status_code != 200:
                     failures.append(f"versions: {got.status_code} {got.text}")
                     continue
                 serials = [v["serial"] for v in got.json()]
                 newest = serials[0]
-                must = set(range(max(1, newest - KEEP_LAST + 1), newest + 1))
+                # The newest KEEP_LAST by the answer: a write that landed after the
+                # versions were listed (before their bytes were read) lets a prune take
+                # the oldest of them, which the answer then leaves out.
+                latest = max(s for s, at in list(written[name].items()) if at <= looked)
+                must = set(range(max(1, latest - KEEP_LAST + 1), newest + 1))
                 must |= {
                     s
                     for s, at in list(written[name].items())
@@ -179,7 +249,7 @@ def test_two_servers_prune_and_sweep_the_same_states_at_once(serve: Serve, tmp_p
     threads += [threading.Thread(target=f, args=(i,)) for f in (pruner, lister) for i in (0, 1)]
     for thread in threads:
         thread.start()
-    time.sleep(25)
+    time.sleep(store.seconds)
     stop.set()
     for thread in threads:
         thread.join(60)
@@ -195,11 +265,17 @@ def test_two_servers_prune_and_sweep_the_same_states_at_once(serve: Serve, tmp_p
         f" plans left to expire {len(abandoned)}; kept checks {kept_checks}"
     )
     assert not failures, "\n".join(failures[:8])
-    assert prune_overlaps > 20 and listing_overlaps > 20
+    assert prune_overlaps > store.overlaps and listing_overlaps > store.overlaps
+    histories = {
+        name: httpx.get(f"{servers[0].url}/api/v1/versions/{name}", timeout=30).json()
+        for name in WRITTEN
+    }
+    # Stopped: on S3 each server writes its audit trail in batches, the last at its stop.
     for server in servers:
+        server.stop()
         assert "Traceback" not in server.log(), server.log()
 
-    audit = statekeeper(data, "audit", "--json", "--limit", "1000000")
+    audit = store.cli("audit", "--json", "--limit", "1000000")
     assert audit.returncode == 0, audit.stderr
     events = json.loads(audit.stdout)
     # Nothing failed: a version pruned after a history listing named it is not in the
@@ -219,7 +295,7 @@ def test_two_servers_prune_and_sweep_the_same_states_at_once(serve: Serve, tmp_p
 
     assert not twice, trail(twice)
     assert set(abandoned) <= set(expired), trail(set(abandoned) - set(expired))
-    listed = statekeeper(data, "locks", "--json")
+    listed = store.cli("locks", "--json", locks=True)
     assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stdout
     # Each version pruned once: the prune events count what is gone, no more.
     prune_events = [e for e in events if e["action"] == "prune"]
@@ -229,8 +305,7 @@ def test_two_servers_prune_and_sweep_the_same_states_at_once(serve: Serve, tmp_p
     assert not zero, zero[:3]
     assert len(removed_by_api) == len(set(removed_by_api))
     for name in WRITTEN:
-        history = httpx.get(f"{servers[0].url}/api/v1/versions/{name}").json()
-        serials = [v["serial"] for v in history]
+        serials = [v["serial"] for v in histories[name]]
         newest = max(written[name])
         assert serials[:KEEP_LAST] == list(range(newest, newest - KEEP_LAST, -1))
         removed = sum(int(e["detail"].split()[1]) for e in prune_events if e["state"] == name)

@@ -7,21 +7,40 @@ byte for byte), and a purge deletes every version and marker of the key.
 Removing a version is ``DeleteObject`` with its ``VersionId``, which needs
 ``s3:DeleteObjectVersion``; it is permanent, so the current version is never
 removed this way.
+
+S3 answers such a removal alike whether the version was there or not, so two
+replicas pruning (or compacting) one state at once both removed a version and both
+counted it. A removal is therefore claimed first: a conditional write of a claim
+object (``If-None-Match``, under ``statekeeper!/removing/``) that one replica wins;
+the other finds the version being removed (VersionNotFound, as when it is gone).
+The claim is removed with the version; one left by a replica that died meanwhile
+is taken over once its time is out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from statekeeper.errors import StateNotFound, StorageError, VersionNotFound
 from statekeeper.storage.aws import _boto
 from statekeeper.storage.aws._boto import S3Bucket
 from statekeeper.storage.base import DeletedState, deleted_again, written_since
-from statekeeper.terraform.layout import is_lock_file
+from statekeeper.terraform.layout import STATEKEEPER_PREFIX, is_lock_file
+from statekeeper.times import format_rfc3339, parse_rfc3339, utcnow
 
-__all__ = ["Entry", "delete_version", "deleted", "entries", "erase", "purge", "undelete"]
+__all__ = [
+    "CLAIMS_PREFIX",
+    "Entry",
+    "delete_version",
+    "deleted",
+    "entries",
+    "erase",
+    "purge",
+    "undelete",
+]
 
 
 @dataclass(frozen=True)
@@ -73,7 +92,78 @@ def _remove(where: S3Bucket, full: str, version_id: str) -> None:
     )
 
 
+#: Where a replica claims the removal of a version before it removes it.
+CLAIMS_PREFIX = STATEKEEPER_PREFIX + "removing/"
+#: How long a claim holds: a removal is a listing and a delete, done in seconds; a
+#: claim older than this was left by a replica that stopped half-way.
+CLAIM_FOR = timedelta(minutes=5)
+
+
+@contextmanager
+def _claimed(where: S3Bucket, full: str, version_id: str) -> Iterator[None]:
+    """Hold the claim on removing ``version_id`` of ``full``; VersionNotFound when
+    another process holds it."""
+    claim = where.key(f"{CLAIMS_PREFIX}{where.name(full)}@{version_id}")
+    for _ in range(3):
+        try:
+            put = where.client.put_object(
+                Bucket=where.bucket,
+                Key=claim,
+                Body=format_rfc3339(utcnow() + CLAIM_FOR).encode(),
+                IfNoneMatch="*",
+                **where.sse_args(),
+            )
+            break
+        except _boto.AWS_ERRORS as exc:
+            # 412: claimed. 409: another conditional write of it is racing ours.
+            if _boto.error_code(exc) not in ("PreconditionFailed", "ConditionalRequestConflict"):
+                where.translate(exc, "s3:PutObject", claim)
+        if not _forget_stale(where, claim):
+            raise VersionNotFound(
+                f"version {version_id!r} of {where.name(full)!r} is being removed by "
+                "another process"
+            )
+    else:
+        raise StorageError(f"the claim {where.uri(claim)} kept changing; try again")
+    try:
+        yield
+    finally:
+        # By its version ID: removed for good, no delete marker left behind.
+        where.call(
+            "s3:DeleteObjectVersion",
+            claim,
+            where.client.delete_object,
+            Key=claim,
+            VersionId=put.get("VersionId", "null"),
+        )
+
+
+def _forget_stale(where: S3Bucket, claim: str) -> bool:
+    """Remove ``claim`` if its time is out (or it is gone already); whether it is."""
+
+    def missing(exc: Exception) -> None:
+        if _boto.error_code(exc) not in ("NoSuchKey", "404", "NotFound"):
+            where.translate(exc, "s3:GetObject", claim)
+
+    held = where.call("s3:GetObject", claim, where.client.get_object, missing, Key=claim)
+    if held is None:
+        return True  # released since our write was refused
+    try:
+        expires = parse_rfc3339(held["Body"].read().decode())
+    except (UnicodeDecodeError, ValueError):
+        expires = held["LastModified"] + CLAIM_FOR  # not ours to read: by its age
+    if expires > utcnow():
+        return False
+    _remove(where, claim, held.get("VersionId", "null"))
+    return True
+
+
 def delete_version(where: S3Bucket, full: str, version_id: str, current: str | None) -> None:
+    with _claimed(where, full, version_id):
+        _delete_version(where, full, version_id, current)
+
+
+def _delete_version(where: S3Bucket, full: str, version_id: str, current: str | None) -> None:
     in_order = _of_key(where, full)
     # S3 has no transaction: the latest entry is checked just before the removal, which
     # narrows a concurrent write's window to the one DeleteObject call.
