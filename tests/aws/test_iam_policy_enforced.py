@@ -34,6 +34,7 @@ from tests.security.support import state_json
 
 from statekeeper.awssetup.iam import iam_policy
 from statekeeper.security.signouts import open_signouts, session_id
+from statekeeper.storage.aws import _boto
 from statekeeper.storage.registry import open_store
 from statekeeper.terraform.layout import SIGNOUTS_PREFIX, WEBHOOKS_PREFIX
 from statekeeper.terraform.lockinfo import LockInfo
@@ -267,6 +268,10 @@ def test_everything_the_server_does_under_the_printed_policy(
     # records them, with the user's credentials.
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    # A process keeps the boto3 session its first client made (credentials and all);
+    # this one's were made by earlier tests with other credentials: start afresh, as a
+    # server started with the user's credentials does.
+    monkeypatch.setattr(_boto, "_SESSIONS", {})
     objects = open_store(f"s3://{bucket}")
     signouts = open_signouts(objects.records, 1.0)
     signouts.end(session_id("old"), time.time() + 1)
