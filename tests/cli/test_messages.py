@@ -11,6 +11,7 @@ from tests.cli.conftest import CliFn
 from tests.server.tfwire import lock_body
 
 from statekeeper.testing.processes import StatekeeperServer
+from statekeeper.testing.statefiles import state_bytes
 
 NAME = "team/app.tfstate"
 
@@ -75,3 +76,27 @@ def test_unlock_refuses_id_with_force_and_an_empty_id(
 
     assert NAME in cli_process("--server", server.url, "locks").stdout  # still held
     assert cli_process(*unlock, "--force").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("hooks", "deliveries", "--hook", "x\udcff"), "'x\\udcff' holds '\\udcff', bytes that"),
+        (("hooks", "remove", "x\udcff"), "'x\\udcff' holds '\\udcff', bytes that are no UTF-8"),
+        (("audit", "--actor", "x\udcff"), "'x\\udcff' holds '\\udcff', bytes that are no UTF-8"),
+        (("history", "a\udcff"), "the state name 'a\\udcff' has a character that is not"),
+        (("pull", "a\udcff"), "the state name 'a\\udcff' has a character that is not allowed"),
+    ],
+)
+def test_an_argument_of_bytes_that_are_no_utf8_is_refused_naming_it(
+    cli_process: CliFn, args: tuple[str, ...], said: str
+) -> None:
+    """A command line's bytes that are no UTF-8 (b'\\xff', a lone surrogate to Python):
+    the embedded store's database could not bind them, nor a state name measure them,
+    and each command ended with UnicodeEncodeError's traceback."""
+    made = cli_process("push", "other.tfstate", "-", input=state_bytes(1))
+    assert made.exit_code == 0, made.stderr
+    run = cli_process(*args)
+    assert run.exit_code == 2, run.stderr
+    assert said in run.stderr
+    assert "Traceback" not in run.stderr

@@ -204,3 +204,14 @@ def test_redeliver_refuses_an_unknown_event_a_pending_one_and_a_removed_hook(
         assert "'statekeeper hooks add ci --url URL', then redeliver" in removed.stderr
     finally:
         down.stop()
+
+
+def test_an_event_id_of_bytes_that_are_no_utf8_is_refused_naming_it(tmp_path: Path) -> None:
+    """A command line's bytes that are no UTF-8 (lone surrogates to Python) ended the
+    command with a traceback from the queue's database."""
+    store = Store(tmp_path, ("--data-dir", str(tmp_path / ".statekeeper")), {}, served=False)
+    store.cli("hooks", "add", "ci", "--url", "http://127.0.0.1:9/hook", "--secret", SECRET)
+    refused = store.run("hooks", "redeliver", "ci", os.fsdecode(b"ev-\xff\xfe"))
+    assert refused.returncode == 2, refused.stderr
+    assert "the event ID 'ev-\\udcff\\udcfe' holds bytes that are no UTF-8 text" in refused.stderr
+    assert "Traceback" not in refused.stderr

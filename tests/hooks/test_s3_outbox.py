@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from statekeeper.events import Action, Event
 from statekeeper.hooks.objects import HOOKS_PREFIX, ObjectOutbox
 from statekeeper.hooks.outbox import Attempt
 from statekeeper.storage.aws.s3 import S3Store
+from statekeeper.storage.base import ObjectInfo, ObjectStore
+from statekeeper.storage.metered import MeteredStore
 from statekeeper.storage.registry import open_store
 from statekeeper.testing.processes import SRC, MotoServer, StatekeeperServer
 from statekeeper.times import utcnow
@@ -234,10 +237,12 @@ def test_a_dead_entry_is_kept_for_redelivery_and_one_dead_before_that_is_refused
     entries = outbox.claim("me", 60)
     outbox.finish("me", [Attempt(e, "dead", 500, "HTTP 500", 0.01) for e in entries])
     assert _outbox(s3) == []
-    dead = sorted(k for k, _ in _versions(s3, "dead/"))
-    assert dead == [HOOKS_PREFIX + "dead/kept-1.ci.json", HOOKS_PREFIX + "dead/old-1.ci.json"]
+    kept, old = sorted(k for k, _ in _versions(s3, "dead/"))
+    # A key of each death's own: the event, the hook, the time it died.
+    assert re.fullmatch(re.escape(HOOKS_PREFIX) + r"dead/kept-1\.ci\.\d{17}\.json", kept)
+    assert old.startswith(HOOKS_PREFIX + "dead/old-1.ci.")
     # As a dead letter of the versions before dead/ was kept: its log row alone.
-    store.records.objects.erase(HOOKS_PREFIX + "dead/old-1.ci.json")
+    store.records.objects.erase(old)
 
     with pytest.raises(NotFound, match="died before statekeeper kept the events"):
         outbox.redeliver("ci", "old-1")
@@ -291,3 +296,101 @@ def test_a_stale_lock_offered_again_while_its_delivered_entry_is_erased_is_not_q
     a.store.where.client.meta.events.register("after-call.s3.DeleteObject", offered_again)
     a.finish("a", [Attempt(entry, "delivered", 200, None, 0.01)])
     assert _outbox(s3) == [], "the delivered stale lock was queued again"
+
+
+class _Unobserved:
+    """A storage observer that notes nothing."""
+
+    def storage_timer(self, driver: str, operation: str) -> Callable[[float], None]:
+        return lambda seconds: None
+
+    def storage_call(self, driver: str, operation: str, seconds: float, error: str | None) -> None:
+        pass
+
+    def state_stored(self, size: int) -> None:
+        pass
+
+
+class _Then(MeteredStore):
+    """``inner`` with ``act`` run once, just after the first ``put`` (or ``put_if_absent``,
+    ``conditional``) of a key under ``prefix`` returns."""
+
+    def __init__(
+        self, inner: ObjectStore, prefix: str, act: Callable[[], None], conditional: bool
+    ) -> None:
+        super().__init__(inner, _Unobserved())
+        self.prefix = prefix
+        self.conditional = conditional
+        self.act: Callable[[], None] | None = act
+
+    def _after(self, key: str, conditional: bool) -> None:
+        if self.act is not None and conditional == self.conditional and key.startswith(self.prefix):
+            act, self.act = self.act, None
+            act()
+
+    def put(self, key: str, data: bytes, metadata: Mapping[str, str]) -> ObjectInfo:
+        info = super().put(key, data, metadata)
+        self._after(key, False)
+        return info
+
+    def put_if_absent(self, key: str, data: bytes, metadata: Mapping[str, str]) -> bool:
+        created = super().put_if_absent(key, data, metadata)
+        self._after(key, True)
+        return created
+
+
+def _dies_again(sender: ObjectOutbox) -> Callable[[], None]:
+    """Another replica's sender claiming what is due and finding it dead (one attempt
+    allowed, the receiver still down)."""
+
+    def run() -> None:
+        entries = sender.claim("other", 60)
+        sender.finish("other", [Attempt(e, "dead", 500, "HTTP 500", 0.01) for e in entries])
+
+    return run
+
+
+def test_a_redelivery_that_dies_again_before_the_redelivery_ends_stays_redeliverable(
+    moto: MotoServer, s3: Any
+) -> None:
+    store = open_store(f"s3://{BUCKET}")
+    sender = ObjectOutbox(store.records.objects)
+    event = Event(action=Action.WRITE, actor="ci", state=NAME, id="again-1")
+    sender.enqueue("state.written", event, ["ci"])
+    _dies_again(sender)()
+
+    # The redelivery's entry is claimed by another replica and dies again while the
+    # redelivery is still rewriting the log and erasing what it revived.
+    outbox = HOOKS_PREFIX + "outbox/"
+    objects = _Then(store.records.objects, outbox, _dies_again(sender), conditional=True)
+    assert ObjectOutbox(objects).redeliver("ci", "again-1") == ["again-1"]
+    assert _outbox(s3) == []
+    # Its second death is kept: it can be sent again, once more.
+    assert [r["event_id"] for r in sender.deliveries(outcome="dead")] == ["again-1"]
+    assert sender.redeliver("ci", "again-1") == ["again-1"]
+    (entry,) = sender.claim("me", 60)
+    assert (entry.event_id, entry.attempts) == ("again-1", 0)
+
+
+def test_a_redelivery_while_the_dead_entry_is_still_in_the_outbox_leaves_it_dead(
+    moto: MotoServer, s3: Any
+) -> None:
+    store = open_store(f"s3://{BUCKET}")
+    redelivered: list[list[str]] = []
+    # Asked between the sender keeping the dead entry and erasing its outbox object.
+    operator = ObjectOutbox(store.records.objects)
+    objects = _Then(
+        store.records.objects,
+        HOOKS_PREFIX + "dead/",
+        lambda: redelivered.append(operator.redeliver("ci", "dying-1")),
+        conditional=False,
+    )
+    sender = ObjectOutbox(objects)
+    event = Event(action=Action.WRITE, actor="ci", state=NAME, id="dying-1")
+    sender.enqueue("state.written", event, ["ci"])
+    _dies_again(sender)()
+    assert redelivered == [[]]  # not queued: the outbox holds the dead entry itself
+    assert _outbox(s3) == []
+    # Not lost from both: still dead, and redelivered when asked again.
+    assert operator.redeliver("ci", "dying-1") == ["dying-1"]
+    assert [e.event_id for e in operator.claim("me", 60)] == ["dying-1"]

@@ -72,3 +72,21 @@ def test_a_metrics_listener_on_the_servers_own_port_stops_the_start(
     assert ran.returncode == 2, ran.stderr
     assert f"cannot serve metrics on {host}:{port}: Address already in use" in ran.stderr
     assert "Traceback" not in ran.stderr
+
+
+@pytest.mark.parametrize("port", ["\u00b2", "\u0663", "99999", "x"])
+def test_a_metrics_listen_port_that_is_no_port_stops_the_start(tmp_path: Path, port: str) -> None:
+    """ "²" and "٣" are digits to str.isdigit(), not to int(): they ended the start with
+    int()'s traceback instead of the refusal."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("STATEKEEPER_")}
+    ran = subprocess.run(
+        [sys.executable, "-m", "statekeeper", "serve", "--port", str(free_port())],
+        cwd=tmp_path,
+        env={**base, "PYTHONPATH": str(SRC), "STATEKEEPER_METRICS_LISTEN": f"127.0.0.1:{port}"},
+        capture_output=True,
+        text=True,
+        timeout=60,  # serving (the failure) never exits
+    )
+    assert ran.returncode == 2, ran.stderr
+    assert f"metrics_listen = '127.0.0.1:{port}' is not HOST:PORT" in ran.stderr
+    assert "Traceback" not in ran.stderr

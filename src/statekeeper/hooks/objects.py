@@ -13,8 +13,10 @@ and no state name can take (:mod:`statekeeper.terraform.layout`):
   keys in the order of the attempts' times (microseconds since the epoch);
 - ``done/<event_id>.<hook>`` — for the one event offered more than once
   (``lock.stale``, by every replica's scan), so it is queued once;
-- ``dead/<event_id>.<hook>.json`` — a dead letter's entry, kept (as the dead
-  letters are, for ever) so that ``hooks redeliver`` can queue it again.
+- ``dead/<event_id>.<hook>.<time>.json`` — a dead letter's entry, kept (as the
+  dead letters are, for ever) so that ``hooks redeliver`` can queue it again; a
+  key of each death (its time, as the log's), so a redelivery that dies again
+  before the redelivery has erased what it revived is kept, not erased with it.
 
 What is removed for good (an entry delivered or dead, a subscription, the log's
 attempts and the done markers older than ``hooks_deliveries_kept``) is *erased*:
@@ -35,6 +37,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import secrets
 import threading
 import time
@@ -243,73 +246,93 @@ class ObjectOutbox:
     def _bury(self, entry: Entry, attempts: int) -> None:
         """Keep a dead entry under ``dead/`` (put before its outbox object is erased: a
         sender stopped between the two leaves it in both, and the next one finds the
-        outbox's again)."""
+        outbox's again). A key of each death's own: a redelivery that dies again while
+        the redelivery is still erasing what it sent leaves this death's entry alone."""
+        died = time.time()
         record = {
             "event_id": entry.event_id,
             "hook": entry.hook,
             "kind": entry.kind,
             "event": entry.recorded,
             "attempts": attempts,
-            "died": time.time(),
+            "died": died,
         }
         if entry.payload is not None:
             record["payload"] = base64.b64encode(entry.payload).decode()
-        self.store.put(f"{_DEAD}{entry.event_id}.{entry.hook}.json", _dump(record), _JSON)
+        key = f"{_DEAD}{entry.event_id}.{entry.hook}.{_micros(died)}.json"
+        self.store.put(key, _dump(record), _JSON)
 
     def redeliver(
         self, hook: str, event_id: str | None = None, since: datetime | None = None
     ) -> list[str]:
         """Each dead letter's entry put back in the outbox (new: no attempt counted, due
-        now), its dead attempts in the log rewritten as ``retry``, then its ``dead/``
-        object erased. A redelivery stopped midway is finished by running it again: the
-        entry is put only where there is none."""
+        now, naming the ``dead/`` objects it revives), its dead attempts in the log
+        rewritten as ``retry``, then those objects erased. A redelivery stopped midway is
+        finished by running it again: the entry is put only where there is none.
+
+        An entry already in the outbox that revives other objects is the dead one's own,
+        its sender yet to erase it: the letter is left dead (not queued), as erasing its
+        ``dead/`` object then would lose it from both."""
         if event_id is not None:
-            key = f"{_DEAD}{event_id}.{hook}.json"
-            if self.store.head(key) is None:
+            keys = [i.key for i in self.store.scan(f"{_DEAD}{event_id}.{hook}.")]
+            if not keys:
                 raise self._not_dead(hook, event_id)
-            keys = [key]
         else:
-            suffix = f".{hook}.json"
-            keys = [i.key for i in self.store.scan(_DEAD) if i.key.endswith(suffix)]
-        records = []
+            ours = re.compile(rf"\.{re.escape(hook)}\.\d{{17}}\.json$")
+            keys = [i.key for i in self.store.scan(_DEAD) if ours.search(i.key)]
+        found: dict[str, tuple[list[str], dict[str, Any]]] = {}
         for key in keys:
             obj = self.store.get(key)
             if obj is None:
                 continue  # redelivered by another run since the listing
             record = json.loads(obj.data)
-            # The record decides: the key's suffix alone would take an event ID with a
-            # dot and another hook's name after it for this hook's.
+            # The record decides: the key alone would take an event ID with a dot and
+            # another hook's name after it for this hook's.
             if record["hook"] != hook:
                 continue
             if since is None or record["died"] >= since.timestamp():
-                records.append((key, record))
-        if not records:
+                # Several deaths of one event (a redelivery stopped before it erased
+                # what it revived, which died again): one entry revives them all.
+                read, _ = found.setdefault(record["event_id"], ([], record))
+                read.append(key)
+        if not found:
             return []
-        ids = {record["event_id"] for _, record in records}
-        # The log's dead attempts of these events: the keys name the hook and the outcome.
+        # The log's dead attempts of these events, read before any is queued (a death of
+        # the redelivery's own stays dead): the keys name the hook and the outcome.
         dead_log = []
         for info in self.store.scan(_LOG):
             if info.key.endswith(f".{hook}.dead.json"):
                 logged = self.store.get(info.key)
-                if logged is not None and json.loads(logged.data)["event_id"] in ids:
+                if logged is not None and json.loads(logged.data)["event_id"] in found:
                     dead_log.append((info.key, json.loads(logged.data)))
         now = time.time()
-        for _, record in records:
+        queued: dict[str, list[str]] = {}
+        for ev, (read, record) in found.items():
             entry = {
                 **{k: v for k, v in record.items() if k not in ("attempts", "died")},
                 "attempts": 0,
                 "next_attempt": now,
                 "created": now,
+                "revives": read,
             }
-            outbox = f"{_OUTBOX}{record['event_id']}.{hook}.json"
-            self.store.put_if_absent(outbox, _dump(entry), _JSON)
+            outbox = f"{_OUTBOX}{ev}.{hook}.json"
+            if not self.store.put_if_absent(outbox, _dump(entry), _JSON):
+                there = self.store.get(outbox)
+                if there is None or json.loads(there.data).get("revives") != read:
+                    continue  # its sender has yet to erase it (above)
+            queued[ev] = read
+        if not queued:
+            return []
         for key, row in dead_log:
+            if row["event_id"] not in queued:
+                continue
             retried = key[: -len(".dead.json")] + ".retry.json"
             self.store.put(retried, _dump({**row, "outcome": "retry"}), _JSON)
             self._erase(key)
-        for key, _ in records:
-            self._erase(key)
-        return [record["event_id"] for _, record in records]
+        for read in queued.values():
+            for key in read:
+                self._erase(key)
+        return list(queued)
 
     def _not_dead(self, hook: str, event_id: str) -> Exception:
         """Why the event has no dead letter for ``hook``: still queued, delivered (the

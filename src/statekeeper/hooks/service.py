@@ -56,6 +56,15 @@ def _nobody() -> None:
     """Who is woken where nothing delivers (a CLI run): the next server's sender."""
 
 
+def _is_text(value: str) -> bool:
+    """Whether ``value`` is text UTF-8 can carry (no lone surrogate)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class Webhooks:
     def __init__(
         self,
@@ -325,6 +334,13 @@ class Webhooks:
                 f"there is no hook named {name!r}; see 'statekeeper hooks list'. The dead "
                 f"letters of a removed hook are redelivered once it is added again: "
                 f"'statekeeper hooks add {name} --url URL', then redeliver"
+            )
+        if event_id is not None and not _is_text(event_id):
+            # A command line's bytes that are no UTF-8 arrive as lone surrogates, which
+            # neither the queue's database nor a bucket's key can hold.
+            raise BadRequest(
+                f"the event ID {event_id!r} holds bytes that are no UTF-8 text; give it as "
+                f"'statekeeper hooks deliveries --hook {name} --outcome dead' prints it"
             )
         queued = self.outbox.redeliver(name, event_id, since)
         if queued:

@@ -82,7 +82,8 @@ class MetricsListener:
 
     def __init__(self, listen: str, metrics: Metrics) -> None:
         host, sep, port = listen.rpartition(":")
-        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+        if not sep or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             raise ConfigError(f"metrics_listen = {listen!r} is not HOST:PORT (e.g. 127.0.0.1:9464)")
         host = host.strip("[]") or "0.0.0.0"
         try:

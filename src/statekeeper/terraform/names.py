@@ -49,8 +49,11 @@ class StateName:
         v = self.value
         if not v:
             raise InvalidStateName("the state name is empty; " + NAME_RULES)
-        if len(v.encode()) > MAX_NAME_BYTES:
-            raise InvalidStateName(f"the state name is {len(v.encode())} bytes long; " + NAME_RULES)
+        # surrogatepass: a command line's bytes that are no UTF-8 (lone surrogates) are
+        # counted here and refused below as characters not allowed, not raised.
+        size = len(v.encode("utf-8", "surrogatepass"))
+        if size > MAX_NAME_BYTES:
+            raise InvalidStateName(f"the state name is {size} bytes long; " + NAME_RULES)
         for segment in v.split("/"):
             if segment in ("", ".", ".."):
                 raise InvalidStateName(

@@ -46,7 +46,7 @@ from contextlib import AbstractContextManager, closing, contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from statekeeper.errors import ConfigError, StorageError, StorageFull, StoreNotFound
+from statekeeper.errors import BadRequest, ConfigError, StorageError, StorageFull, StoreNotFound
 from statekeeper.storage.registry import DriverURL
 
 __all__ = [
@@ -60,6 +60,7 @@ __all__ = [
     "failure",
     "like_literal",
     "like_prefix",
+    "not_text",
     "syncs_owed",
     "wal_mode",
 ]
@@ -190,6 +191,16 @@ def failure(path: Path, exc: sqlite3.Error | OSError) -> StorageError:
             f"{free}, or restart the server with a higher limit (systemd: LimitFSIZE=)",
         )
     return StorageError(f"the SQLite database {path} failed: {exc}")
+
+
+def not_text(exc: UnicodeEncodeError) -> BadRequest:
+    """A value bound to a statement that UTF-8 cannot carry: a command line's bytes
+    that are no UTF-8 arrive as lone surrogates, and only a caller's input holds them
+    (what the database and JSON give back is text)."""
+    return BadRequest(
+        f"{exc.object!r} holds {exc.object[exc.start]!r}, bytes that are no UTF-8 text; "
+        "type it as text"
+    )
 
 
 def like_literal(value: str) -> str:
@@ -339,6 +350,8 @@ class SqliteDatabase:
                 number = self._committed
         except sqlite3.Error as exc:
             raise failure(self.path, exc) from exc
+        except UnicodeEncodeError as exc:
+            raise not_text(exc) from exc
         if deferred:
             mine.unsynced = number
         elif not mine.relaxed:
@@ -475,6 +488,8 @@ class SqliteDatabase:
             yield conn
         except sqlite3.Error as exc:
             raise failure(self.path, exc) from exc
+        except UnicodeEncodeError as exc:
+            raise not_text(exc) from exc
 
     def probe(self) -> None:
         """``SELECT 1`` on this thread's connection: the file is open and readable."""
