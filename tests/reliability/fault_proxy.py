@@ -7,10 +7,10 @@ or its connection dropped before or after moto saw it. Every fault is counted.
 
 With ``serialize=True`` the proxy also lets one request at a time reach moto.
 moto's server is threaded and its conditional writes (DynamoDB's
-``attribute_not_exists``, S3's ``If-None-Match``) check and then write without
-a lock, so under load two can both win; AWS evaluates a condition atomically.
-Serialized, moto behaves as AWS does, and a test of *our* lock code is not a
-test of moto's threading.
+``attribute_not_exists``, S3's ``If-None-Match``) check and then write, so under
+load two could both win, where AWS evaluates a condition atomically. The moto
+launcher (``MotoServer``) now holds a lock around them; serialized, a test of
+*our* lock code does not depend on that either.
 """
 
 from __future__ import annotations

@@ -6,11 +6,13 @@ From the recorded grant/release times no two critical sections may overlap,
 and the final state must count every critical section exactly once.
 
 On S3/DynamoDB the servers reach moto through a proxy that passes one request
-at a time (``FaultProxy(serialize=True)``, no faults): moto's threaded server
-checks a conditional write and then writes without a lock, so under load two
-conditional writes can both win, where AWS evaluates conditions atomically.
-Serialized, the test proves our lock code; the unserialized run is kept under
-``make soak`` as a measurement of that moto limitation (see bench/RESULTS.md).
+at a time (``FaultProxy(serialize=True)``, no faults). moto's threaded server
+checks a conditional write and then writes, and under load two conditional
+writes could both win, where AWS evaluates a condition atomically; the moto
+launcher (``MotoServer``) now makes DynamoDB's and S3's conditional writes
+atomic, and ``make soak`` also runs the servers straight against moto ("moto
+direct"), held to the same checks (at soak size, 0 violations on both lock
+tables with 50 clients and 300 sections).
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ def _client(n: int, url: str, lineage: str, history: History, tally: Tally) -> N
                     tally.problems.append(f"UNLOCK answered {u.status_code}: {u.text}")
 
 
-#: The moto runs without the serializing proxy: a measurement of moto, soak only.
+#: The moto runs without the serializing proxy, soak only.
 MOTO_DIRECT = ["s3+dynamodb, moto direct", "s3+s3lock, moto direct"]
 
 
@@ -184,11 +186,6 @@ def test_one_holder_at_a_time_and_every_section_counted(
         notes=f"{tally.conflicts} LOCKs met 423 and were retried; "
         f"{tally.sections} critical sections, final serial {doc['serial']}",
     )
-    if label in MOTO_DIRECT:
-        # A measurement of moto's non-atomic conditional writes, recorded above; what
-        # must still hold is that every client finished its rounds.
-        assert len(history.intervals) == CLIENTS * ROUNDS
-        return
     assert not overlaps, f"two holders at once: {overlaps[:3]}"
     assert not tally.problems, tally.problems[:5]
     assert tally.sections == CLIENTS * ROUNDS
