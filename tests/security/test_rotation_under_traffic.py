@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -96,18 +96,7 @@ def _rotate_mid_traffic(
     """``encryption rotate`` from ``old`` to ``new`` after 20 of ``writer``'s writes, then
     20 more writes, and the writer stopped."""
     writer.written(20)
-    rotated = _cli(
-        workdir,
-        "encryption",
-        "rotate",
-        "--old-key-file",
-        str(old),
-        "--new-key-file",
-        str(new),
-        *args,
-        env=aws,
-    )
-    assert rotated.returncode == 0, rotated.stderr
+    _rotate(workdir, old, new, args, aws)
     writer.written(len(writer.answers) + 20)
     writer.stopping.set()
     writer.join()
@@ -260,6 +249,32 @@ def _restart(
     return again.start()
 
 
+def _rotate(workdir: Path, old: Path, new: Path, args: Sequence[str], aws: dict[str, str]) -> None:
+    """``statekeeper encryption rotate`` from ``old`` to ``new``, as the operator runs it."""
+    rotated = _cli(
+        workdir,
+        "encryption",
+        "rotate",
+        "--old-key-file",
+        str(old),
+        "--new-key-file",
+        str(new),
+        *args,
+        env=aws,
+    )
+    assert rotated.returncode == 0, rotated.stderr
+
+
+def _every_version_reads_back(server: StatekeeperServer, count: int) -> None:
+    """The state's history holds ``count`` versions, each read back whole."""
+    history = httpx.get(f"{server.url}/api/v1/versions/{STATE}").json()
+    assert len(history) == count
+    for version in history:
+        got = httpx.get(f"{server.url}/api/v1/content/{STATE}?version={version['version_id']}")
+        assert got.status_code == 200, got.text
+        assert json.loads(got.content)["serial"] == version["serial"]
+
+
 def _outputs(tf: Terraform) -> int:
     return int(json.loads(tf.run("output", "-json").check().stdout)["n"]["value"])
 
@@ -279,18 +294,7 @@ def test_terraform_applies_through_a_rotation_with_old_and_new_keys(
     tf, applies = _terraform(server, tmp_path / "tf")
     applies.start()
     applies.done(2)
-    rotated = _cli(
-        workdir,
-        "encryption",
-        "rotate",
-        "--old-key-file",
-        str(old),
-        "--new-key-file",
-        str(new),
-        *args,
-        env=aws,
-    )
-    assert rotated.returncode == 0, rotated.stderr
+    _rotate(workdir, old, new, args, aws)
     applies.done(len(applies.results) + 2)
     applies.stopping.set()
     applies.join(80)
@@ -304,12 +308,7 @@ def test_terraform_applies_through_a_rotation_with_old_and_new_keys(
     assert planned.returncode == 0, planned.output
     assert "No changes." in planned.stdout
     assert _outputs(tf) == last
-    history = httpx.get(f"{server.url}/api/v1/versions/{STATE}").json()
-    assert len(history) == last
-    for version in history:
-        got = httpx.get(f"{server.url}/api/v1/content/{STATE}?version={version['version_id']}")
-        assert got.status_code == 200, got.text
-        assert json.loads(got.content)["serial"] == version["serial"]
+    _every_version_reads_back(server, last)
     assert "Traceback" not in server.log()
 
 
@@ -326,18 +325,7 @@ def test_terraform_through_a_server_left_on_the_old_key_fails_cleanly_and_loses_
     tf, applies = _terraform(server, tmp_path / "tf")
     applies.start()
     applies.done(2)
-    rotated = _cli(
-        workdir,
-        "encryption",
-        "rotate",
-        "--old-key-file",
-        str(old),
-        "--new-key-file",
-        str(new),
-        *args,
-        env=aws,
-    )
-    assert rotated.returncode == 0, rotated.stderr
+    _rotate(workdir, old, new, args, aws)
     applies.join(80)  # it stops at the first apply the server refuses
     *accepted, refused = applies.results
     assert len(accepted) >= 2 and all(r.returncode == 0 for r in accepted)
@@ -360,11 +348,7 @@ def test_terraform_through_a_server_left_on_the_old_key_fails_cleanly_and_loses_
     last = len(accepted)
     planned = tf.run("plan", "-detailed-exitcode", "-var", f"n={last}")
     assert planned.returncode == 0 and "No changes." in planned.stdout, planned.output
-    history = httpx.get(f"{server.url}/api/v1/versions/{STATE}").json()
-    assert len(history) == last
-    for version in history:
-        got = httpx.get(f"{server.url}/api/v1/content/{STATE}?version={version['version_id']}")
-        assert got.status_code == 200, got.text
+    _every_version_reads_back(server, last)
     # The documented recovery: push what Terraform kept, and the refused run is stored.
     tf.run("state", "push", "errored.tfstate").check()
     planned = tf.run("plan", "-detailed-exitcode", "-var", f"n={last + 1}")
